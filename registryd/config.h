@@ -1,0 +1,59 @@
+/*
+ * config.h — registryd's configuration: defaults, YAML file (libyaml) and
+ * command-line flags, validated up front.
+ *
+ * Every setting is one row of a table (name, type, offset into struct conf,
+ * default, unit, one-line doc). The same name is the long flag (`--http-addr`)
+ * and the YAML key (`http_addr`; dashes and underscores are interchangeable in
+ * both). `--help`, the YAML parser and validation all read that table.
+ * Precedence: built-in defaults < YAML file (--config) < command-line flags.
+ * Errors name their origin: `file:line:col: message` for the YAML file,
+ * `registryd: --flag: message` for flags.
+ */
+#ifndef REGISTRYD_CONFIG_H
+#define REGISTRYD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "log.h"
+
+struct conf {
+    char *config_file;     /* --config FILE (flag only) */
+    bool dev;              /* --dev: fresh temp data dir, loopback */
+    char *data_dir;        /* --data-dir DIR; required unless dev */
+    char *http_addr;       /* --http-addr HOST:PORT, default 127.0.0.1:8500 */
+    char *dns_addr;        /* --dns-addr HOST:PORT, default 127.0.0.1:8600 */
+    char *raft_addr;       /* --raft-addr IPv4:PORT; NULL = 127.0.0.1, ephemeral port */
+    char *node;            /* --node NAME, default: gethostname() */
+    char *datacenter;      /* --datacenter NAME, default "dc1" */
+    enum log_level log_level; /* --log-level debug|info|warn|error, default info */
+    size_t max_body_size;  /* --max-body-size BYTES, default 1048576 (1 MiB) */
+    char *dns_domain;      /* --dns-domain, default "registry." (for the DNS issue) */
+};
+
+/* Outcome of conf_load besides errors: the caller should exit(0) after
+ * --help or --version (their text has been written to `out`). */
+#define CONF_EXIT 1
+
+/*
+ * Fill `c` from defaults, then the YAML file named by --config (if any),
+ * then the flags in argv. Returns 0 (run), CONF_EXIT (help/version printed to
+ * `out`, exit 0), or REG_ECONFIG with a one-line message in err
+ * ("file:line:col: message" or "--flag: message").
+ * On any return, conf_fini(c) releases what was allocated.
+ */
+int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen);
+
+/* Free every string in c. c itself is borrowed. Safe on a zeroed struct. */
+void conf_fini(struct conf *c);
+
+/* Split "host:port" / "[v6]:port" into host (no brackets) and port.
+ * Returns 0 or REG_EINVAL. host must hold hostlen bytes. */
+int conf_split_hostport(const char *addr, char *host, size_t hostlen, unsigned short *port);
+
+/* Write the flag/key reference (from the table) to out: used by --help. */
+void conf_print_help(FILE *out);
+
+#endif

@@ -1,0 +1,36 @@
+/*
+ * log.h — the one logging facility of registryd.
+ *
+ * One line per event: `level=info module=http msg="..." key=value ...`;
+ * callers write the `msg="..." key=value` part.
+ * Lines carry an RFC 3339 timestamp unless stderr is the journal
+ * (JOURNAL_STREAM set), which stamps lines itself. The level check happens
+ * before any formatting, so disabled debug lines cost one comparison.
+ * Safe to call from any thread (one fprintf per line; stdio locks the stream).
+ */
+#ifndef REGISTRYD_LOG_H
+#define REGISTRYD_LOG_H
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+extern enum log_level log_threshold;
+
+/* Parse "debug", "info", "warn", "error"; 0 or REG_EINVAL. */
+int log_level_parse(const char *name, enum log_level *out);
+const char *log_level_name(enum log_level level);
+void log_init(enum log_level threshold);
+
+void log_emit(enum log_level level, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define log_at(level, module, ...)                     \
+    do {                                               \
+        if ((level) >= log_threshold)                  \
+            log_emit((level), (module), __VA_ARGS__);  \
+    } while (0)
+#define log_debug(module, ...) log_at(LOG_DEBUG, module, __VA_ARGS__)
+#define log_info(module, ...) log_at(LOG_INFO, module, __VA_ARGS__)
+#define log_warn(module, ...) log_at(LOG_WARN, module, __VA_ARGS__)
+#define log_error(module, ...) log_at(LOG_ERROR, module, __VA_ARGS__)
+
+#endif
