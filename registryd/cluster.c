@@ -1,0 +1,608 @@
+/*
+ * cluster.c — libraft on its own libuv thread (see cluster.h).
+ *
+ * Owns: the uv loop, the raft instance and its I/O, the proposal queue
+ * (front end -> raft) and the completion/change queue (raft -> front end),
+ * and the published status. The server's raft id and address are chosen on
+ * first start and kept in DATA_DIR/server.json, so a restart is the same
+ * member of the same configuration.
+ */
+#include "cluster.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "log.h"
+#include "registry/error.h"
+#include "store.h"
+
+#define CLUSTER_READY_TIMEOUT_MS 30000
+#define CLUSTER_STATUS_POLL_MS 50
+
+struct proposal {
+    struct proposal *next;
+    struct cluster *c;
+    struct raft_apply req;
+    void *buf;
+    size_t len;
+    cluster_done_cb cb;
+    void *arg;
+    int status;
+};
+
+struct change_msg {
+    struct change_msg *next;
+    struct store_change chg;
+};
+
+struct cluster {
+    struct cluster_options opt;
+    char raft_dir[4096];
+    char addr[64];
+    raft_id id;
+
+    /* cluster thread */
+    pthread_t thread;
+    bool thread_started;
+    uv_loop_t loop;
+    bool loop_init;
+    uv_async_t wake;     /* proposals queued */
+    uv_async_t stop;     /* cluster_free asked to stop */
+    uv_timer_t poll;     /* publishes status */
+    struct raft_uv_transport transport;
+    struct raft_io io;
+    struct raft_fsm fsm;
+    struct raft raft;
+    struct raft_barrier barrier;
+    bool barrier_sent;
+    bool io_init, transport_init, raft_init;
+
+    /* front end -> cluster */
+    pthread_mutex_t in_lock;
+    struct proposal *in_head, *in_tail;
+
+    /* cluster -> front end */
+    pthread_mutex_t out_lock;
+    struct proposal *done_head, *done_tail;
+    struct change_msg *chg_head, *chg_tail;
+    struct event *out_ev;
+
+    /* published status */
+    pthread_mutex_t status_lock;
+    pthread_cond_t ready_cond;
+    bool ready;
+    int start_error;
+    struct cluster_status status;
+    uint64_t last_leader_seen_ms;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void *cluster_alloc(size_t n)
+{
+    return raft_malloc(n);
+}
+
+/* ---- identity ---------------------------------------------------------- */
+
+static int pick_free_port(unsigned short *port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return REG_EIO;
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+                     getsockname(fd, (struct sockaddr *)&sa, &sl) == 0
+                 ? 0
+                 : REG_EIO;
+    close(fd);
+    *port = ntohs(sa.sin_port);
+    return rc;
+}
+
+/* Load or create DATA_DIR/server.json {"id": N, "raft_addr": "..."}. */
+static int load_identity(struct cluster *c, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/server.json", c->opt.data_dir);
+    json_error_t jerr;
+    json_t *saved = json_load_file(path, 0, &jerr);
+    if (saved != NULL) {
+        json_int_t id = json_integer_value(json_object_get(saved, "id"));
+        const char *addr = json_string_value(json_object_get(saved, "raft_addr"));
+        if (id <= 0 || addr == NULL) {
+            snprintf(err, errlen, "%s: missing id or raft_addr", path);
+            json_decref(saved);
+            return REG_ECONFIG;
+        }
+        c->id = (raft_id)id;
+        snprintf(c->addr, sizeof(c->addr), "%s", c->opt.raft_addr ? c->opt.raft_addr : addr);
+        json_decref(saved);
+        return 0;
+    }
+    if (access(path, F_OK) == 0) {
+        snprintf(err, errlen, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
+        return REG_ECONFIG;
+    }
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        rnd = (uint32_t)time(NULL);
+    c->id = (raft_id)(rnd & 0x7fffffff) + 1;
+    if (c->opt.raft_addr) {
+        snprintf(c->addr, sizeof(c->addr), "%s", c->opt.raft_addr);
+    } else {
+        unsigned short port;
+        if (pick_free_port(&port) != 0) {
+            snprintf(err, errlen, "cannot pick a free loopback port for raft: %s", strerror(errno));
+            return REG_EIO;
+        }
+        snprintf(c->addr, sizeof(c->addr), "127.0.0.1:%u", port);
+    }
+    json_t *obj = json_pack("{s:I, s:s}", "id", (json_int_t)c->id, "raft_addr", c->addr);
+    int rc = obj ? json_dump_file(obj, path, JSON_INDENT(2)) : -1;
+    json_decref(obj);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: cannot write", path);
+        return REG_EIO;
+    }
+    return 0;
+}
+
+/* ---- FSM (cluster thread) ---------------------------------------------- */
+
+static void out_notify(struct cluster *c)
+{
+    event_active(c->out_ev, EV_READ, 0);
+}
+
+static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+{
+    struct cluster *c = fsm->data;
+    struct store_change chg;
+    int rc = store_apply(c->opt.store, buf->base, buf->len, &chg);
+    *result = (void *)(intptr_t)rc;
+    if (rc == 0 && chg.n > 0) {
+        struct change_msg *m = malloc(sizeof(*m));
+        if (m != NULL) {
+            m->next = NULL;
+            m->chg = chg;
+            pthread_mutex_lock(&c->out_lock);
+            if (c->chg_tail)
+                c->chg_tail->next = m;
+            else
+                c->chg_head = m;
+            c->chg_tail = m;
+            pthread_mutex_unlock(&c->out_lock);
+            out_notify(c);
+        }
+    }
+    return 0;
+}
+
+static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct cluster *c = fsm->data;
+    void *data;
+    size_t len;
+    int rc = store_snapshot(c->opt.store, &data, &len);
+    if (rc != 0)
+        return RAFT_IOERR;
+    *bufs = malloc(sizeof(**bufs));
+    if (*bufs == NULL) {
+        free(data);
+        return RAFT_NOMEM;
+    }
+    (*bufs)[0].base = data;
+    (*bufs)[0].len = len;
+    *n_bufs = 1;
+    return 0;
+}
+
+static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                                 unsigned *n_bufs)
+{
+    (void)fsm;
+    for (unsigned i = 0; i < *n_bufs; i++)
+        free((*bufs)[i].base);
+    free(*bufs);
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
+static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+    struct cluster *c = fsm->data;
+    int rc = store_restore(c->opt.store, buf->base, buf->len);
+    if (rc != 0) {
+        log_error("cluster", "msg=\"snapshot restore failed\" error=\"%s\"", reg_strerror(rc));
+        return RAFT_CORRUPT;
+    }
+    raft_free(buf->base); /* ownership passed to us on success */
+    struct change_msg *m = calloc(1, sizeof(*m));
+    if (m != NULL) { /* everything may have changed: wake every watcher */
+        m->chg.n = 1;
+        m->chg.index = UINT64_MAX;
+        pthread_mutex_lock(&c->out_lock);
+        if (c->chg_tail)
+            c->chg_tail->next = m;
+        else
+            c->chg_head = m;
+        c->chg_tail = m;
+        pthread_mutex_unlock(&c->out_lock);
+        out_notify(c);
+    }
+    return 0;
+}
+
+/* ---- proposals (cluster thread) ---------------------------------------- */
+
+static void complete(struct proposal *p, int status)
+{
+    struct cluster *c = p->c;
+    p->status = status;
+    p->next = NULL;
+    pthread_mutex_lock(&c->out_lock);
+    if (c->done_tail)
+        c->done_tail->next = p;
+    else
+        c->done_head = p;
+    c->done_tail = p;
+    pthread_mutex_unlock(&c->out_lock);
+    out_notify(c);
+}
+
+static int map_raft_error(int rv)
+{
+    switch (rv) {
+    case RAFT_NOTLEADER:
+    case RAFT_LEADERSHIPLOST:
+        return REG_ENOTLEADER;
+    case RAFT_SHUTDOWN:
+    case RAFT_CANCELED:
+        return REG_ESHUTDOWN;
+    case RAFT_NOMEM:
+        return REG_ENOMEM;
+    default:
+        return REG_ERAFT;
+    }
+}
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    struct proposal *p = req->data;
+    complete(p, status != 0 ? map_raft_error(status) : (int)(intptr_t)result);
+}
+
+static void wake_cb(uv_async_t *h)
+{
+    struct cluster *c = h->data;
+    pthread_mutex_lock(&c->in_lock);
+    struct proposal *p = c->in_head;
+    c->in_head = c->in_tail = NULL;
+    pthread_mutex_unlock(&c->in_lock);
+    while (p) {
+        struct proposal *next = p->next;
+        struct raft_buffer rb = {p->buf, p->len};
+        p->req.data = p;
+        int rv = raft_apply(&c->raft, &p->req, &rb, 1, apply_cb);
+        if (rv != 0) {
+            raft_free(p->buf);
+            complete(p, map_raft_error(rv));
+        }
+        p = next;
+    }
+}
+
+/* ---- status, readiness (cluster thread) -------------------------------- */
+
+static void barrier_cb(struct raft_barrier *req, int status)
+{
+    struct cluster *c = req->data;
+    if (status != 0) {
+        c->barrier_sent = false; /* lost leadership: try again when leading */
+        return;
+    }
+    pthread_mutex_lock(&c->status_lock);
+    c->ready = true;
+    pthread_cond_broadcast(&c->ready_cond);
+    pthread_mutex_unlock(&c->status_lock);
+}
+
+static void poll_cb(uv_timer_t *t)
+{
+    struct cluster *c = t->data;
+    raft_id lid;
+    const char *laddr;
+    int state = raft_state(&c->raft);
+    raft_leader(&c->raft, &lid, &laddr);
+    uint64_t now = now_ms();
+
+    /* A new leader commits a barrier before it reports ready, so every
+     * entry of earlier terms is applied before it serves. */
+    if (state == RAFT_LEADER && !c->barrier_sent) {
+        c->barrier.data = c;
+        if (raft_barrier(&c->raft, &c->barrier, barrier_cb) == 0)
+            c->barrier_sent = true;
+    }
+
+    pthread_mutex_lock(&c->status_lock);
+    struct cluster_status *s = &c->status;
+    s->known_leader = lid != 0;
+    s->is_leader = state == RAFT_LEADER;
+    if (lid != 0)
+        c->last_leader_seen_ms = now;
+    s->last_contact_ms = s->is_leader ? 0 : now - c->last_leader_seen_ms;
+    snprintf(s->leader_addr, sizeof(s->leader_addr), "%s", lid != 0 && laddr ? laddr : "");
+    snprintf(s->self_addr, sizeof(s->self_addr), "%s", c->addr);
+    s->term = c->raft.current_term;
+    s->commit_index = c->raft.commit_index;
+    s->applied_index = raft_last_applied(&c->raft);
+    pthread_mutex_unlock(&c->status_lock);
+}
+
+void cluster_get_status(struct cluster *c, struct cluster_status *out)
+{
+    pthread_mutex_lock(&c->status_lock);
+    *out = c->status;
+    pthread_mutex_unlock(&c->status_lock);
+}
+
+/* ---- shutdown (cluster thread) ----------------------------------------- */
+
+static void handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void raft_closed(struct raft *r)
+{
+    struct cluster *c = r->data;
+    raft_uv_close(&c->io);
+    raft_uv_tcp_close(&c->transport);
+    uv_close((uv_handle_t *)&c->wake, handle_closed);
+    uv_close((uv_handle_t *)&c->stop, handle_closed);
+    uv_close((uv_handle_t *)&c->poll, handle_closed);
+}
+
+static void stop_cb(uv_async_t *h)
+{
+    struct cluster *c = h->data;
+    uv_timer_stop(&c->poll);
+    c->raft.data = c;
+    raft_close(&c->raft, raft_closed);
+}
+
+static void *cluster_main(void *arg)
+{
+    struct cluster *c = arg;
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+/* ---- front-end side ------------------------------------------------------ */
+
+static void out_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct cluster *c = arg;
+    pthread_mutex_lock(&c->out_lock);
+    struct proposal *done = c->done_head;
+    struct change_msg *chg = c->chg_head;
+    c->done_head = c->done_tail = NULL;
+    c->chg_head = c->chg_tail = NULL;
+    pthread_mutex_unlock(&c->out_lock);
+    /* Changes first: a client acknowledged after this callback must find its
+     * blocking queries already woken. */
+    while (chg) {
+        struct change_msg *next = chg->next;
+        if (c->opt.on_change)
+            c->opt.on_change(c->opt.change_arg, &chg->chg);
+        free(chg);
+        chg = next;
+    }
+    while (done) {
+        struct proposal *next = done->next;
+        done->cb(done->arg, done->status);
+        free(done);
+        done = next;
+    }
+}
+
+void cluster_submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb, void *arg)
+{
+    struct proposal *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        raft_free(buf);
+        cb(arg, REG_ENOMEM);
+        return;
+    }
+    p->c = c;
+    p->buf = buf;
+    p->len = len;
+    p->cb = cb;
+    p->arg = arg;
+    pthread_mutex_lock(&c->in_lock);
+    if (c->in_tail)
+        c->in_tail->next = p;
+    else
+        c->in_head = p;
+    c->in_tail = p;
+    pthread_mutex_unlock(&c->in_lock);
+    uv_async_send(&c->wake);
+}
+
+int cluster_start(const struct cluster_options *opt, struct cluster **out, char *err,
+                  size_t errlen)
+{
+    struct cluster *c = calloc(1, sizeof(*c));
+    int rv;
+    if (c == NULL)
+        return REG_ENOMEM;
+    c->opt = *opt;
+    pthread_mutex_init(&c->in_lock, NULL);
+    pthread_mutex_init(&c->out_lock, NULL);
+    pthread_mutex_init(&c->status_lock, NULL);
+    pthread_cond_init(&c->ready_cond, NULL);
+
+    if ((rv = load_identity(c, err, errlen)) != 0)
+        goto fail;
+    snprintf(c->raft_dir, sizeof(c->raft_dir), "%s/raft", opt->data_dir);
+    if (mkdir(c->raft_dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: %s", c->raft_dir, strerror(errno));
+        rv = REG_EIO;
+        goto fail;
+    }
+    c->out_ev = event_new(opt->base, -1, 0, out_cb, c);
+    if (c->out_ev == NULL || uv_loop_init(&c->loop) != 0) {
+        rv = REG_ENOMEM;
+        goto fail;
+    }
+    c->loop_init = true;
+    uv_async_init(&c->loop, &c->wake, wake_cb);
+    uv_async_init(&c->loop, &c->stop, stop_cb);
+    uv_timer_init(&c->loop, &c->poll);
+    c->wake.data = c->stop.data = c->poll.data = c;
+
+    if ((rv = raft_uv_tcp_init(&c->transport, &c->loop)) != 0) {
+        snprintf(err, errlen, "raft transport: %s", raft_strerror(rv));
+        goto fail_raft;
+    }
+    c->transport_init = true;
+    if ((rv = raft_uv_init(&c->io, &c->loop, c->raft_dir, &c->transport)) != 0) {
+        snprintf(err, errlen, "raft storage in %s: %s", c->raft_dir, c->io.errmsg);
+        goto fail_raft;
+    }
+    c->io_init = true;
+    /* libraft's auto-recovery renames a segment it cannot read and starts
+     * without it, silently losing acknowledged writes: refuse instead. */
+    raft_uv_set_auto_recovery(&c->io, false);
+    c->fsm.version = 2;
+    c->fsm.data = c;
+    c->fsm.apply = fsm_apply;
+    c->fsm.snapshot = fsm_snapshot;
+    c->fsm.snapshot_finalize = fsm_snapshot_finalize;
+    c->fsm.restore = fsm_restore;
+    if ((rv = raft_init(&c->raft, &c->io, &c->fsm, c->id, c->addr)) != 0) {
+        snprintf(err, errlen, "raft: %s", raft_errmsg(&c->raft));
+        goto fail_raft;
+    }
+    c->raft_init = true;
+    raft_set_pre_vote(&c->raft, true);
+    raft_set_snapshot_threshold(&c->raft, 8192);
+    raft_set_snapshot_trailing(&c->raft, 2048);
+
+    struct raft_configuration conf;
+    raft_configuration_init(&conf);
+    rv = raft_configuration_add(&conf, c->id, c->addr, RAFT_VOTER);
+    if (rv == 0)
+        rv = raft_bootstrap(&c->raft, &conf);
+    raft_configuration_close(&conf);
+    if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+        snprintf(err, errlen, "raft bootstrap: %s", raft_errmsg(&c->raft));
+        goto fail_raft;
+    }
+    if ((rv = raft_start(&c->raft)) != 0) {
+        snprintf(err, errlen, "raft start (raft address %s): %s", c->addr, raft_errmsg(&c->raft));
+        goto fail_raft;
+    }
+    uv_timer_start(&c->poll, poll_cb, 0, CLUSTER_STATUS_POLL_MS);
+    if (pthread_create(&c->thread, NULL, cluster_main, c) != 0) {
+        snprintf(err, errlen, "cannot start the raft thread");
+        rv = REG_ENOMEM;
+        goto fail_raft;
+    }
+    c->thread_started = true;
+
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += CLUSTER_READY_TIMEOUT_MS / 1000;
+    pthread_mutex_lock(&c->status_lock);
+    while (!c->ready && pthread_cond_timedwait(&c->ready_cond, &c->status_lock, &deadline) == 0)
+        ;
+    bool ready = c->ready;
+    pthread_mutex_unlock(&c->status_lock);
+    if (!ready) {
+        snprintf(err, errlen, "raft: not leader after %d ms (is %s reachable?)",
+                 CLUSTER_READY_TIMEOUT_MS, c->addr);
+        cluster_free(c);
+        return REG_ERAFT;
+    }
+    log_info("cluster", "msg=\"raft ready\" id=%llu raft_addr=%s", c->id, c->addr);
+    *out = c;
+    return 0;
+
+fail_raft:
+    rv = REG_ERAFT;
+fail:
+    cluster_free(c);
+    return rv;
+}
+
+void cluster_free(struct cluster *c)
+{
+    if (c == NULL)
+        return;
+    if (c->thread_started) {
+        uv_async_send(&c->stop);
+        pthread_join(c->thread, NULL);
+    } else if (c->loop_init) {
+        /* Never started: close what was opened, then let the loop finish. */
+        if (c->raft_init) {
+            c->raft.data = c;
+            raft_close(&c->raft, raft_closed);
+        } else {
+            if (c->io_init)
+                raft_uv_close(&c->io);
+            if (c->transport_init)
+                raft_uv_tcp_close(&c->transport);
+            uv_close((uv_handle_t *)&c->wake, handle_closed);
+            uv_close((uv_handle_t *)&c->stop, handle_closed);
+            uv_close((uv_handle_t *)&c->poll, handle_closed);
+        }
+        uv_run(&c->loop, UV_RUN_DEFAULT);
+    }
+    if (c->loop_init && uv_loop_close(&c->loop) != 0)
+        log_warn("cluster", "msg=\"uv loop still had handles at close\"");
+    /* The raft thread is gone: hand what it finished, and what it never
+     * saw, back to their owners on this (the front-end) thread. */
+    for (struct proposal *p = c->in_head, *n; p; p = n) {
+        n = p->next;
+        raft_free(p->buf);
+        p->status = REG_ESHUTDOWN;
+        p->next = c->done_head;
+        c->done_head = p;
+    }
+    c->in_head = c->in_tail = NULL;
+    if (c->out_ev) {
+        out_cb(-1, 0, c);
+        event_free(c->out_ev);
+    }
+    pthread_mutex_destroy(&c->in_lock);
+    pthread_mutex_destroy(&c->out_lock);
+    pthread_mutex_destroy(&c->status_lock);
+    pthread_cond_destroy(&c->ready_cond);
+    free(c);
+}

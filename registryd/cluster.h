@@ -1,0 +1,76 @@
+/*
+ * cluster.h — the replicated write path: libraft (Debian's 0.15, libuv
+ * backend) on its own thread, with the store as its state machine.
+ *
+ * A single server is a one-member Raft cluster, so writes take the same path
+ * everywhere: front end -> cluster_submit -> raft_apply -> (quorum, fsync) ->
+ * FSM apply = store_apply -> completion back on the front-end thread.
+ *
+ * Threads: cluster_submit and the callbacks it delivers belong to the front
+ * end's event_base thread. Everything raft_* runs on the cluster thread.
+ * Hand-off is a mutex-protected queue + uv_async_send one way, and a queue +
+ * event_active the other way (libevent must have evthread_use_pthreads()).
+ */
+#ifndef REGISTRYD_CLUSTER_H
+#define REGISTRYD_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct store;
+struct store_change;
+struct cluster;
+
+/* Outcome of a submitted command, on the front-end thread: 0, the
+ * command's own error (REG_ENOTFOUND...), REG_ENOTLEADER, REG_ESHUTDOWN or
+ * REG_ERAFT. */
+typedef void (*cluster_done_cb)(void *arg, int status);
+/* Every applied change, on the front-end thread (for blocking queries). */
+typedef void (*cluster_change_cb)(void *arg, const struct store_change *chg);
+
+struct cluster_options {
+    const char *data_dir;  /* raft log lives in data_dir/raft */
+    const char *raft_addr; /* "IPv4:port"; NULL = 127.0.0.1 with a free port */
+    struct store *store;   /* borrowed; written only on the cluster thread */
+    struct event_base *base; /* front end's loop, for completions */
+    cluster_change_cb on_change;
+    void *change_arg;
+};
+
+/*
+ * Start the cluster thread and wait (bounded) until this server leads and
+ * has applied its whole log, so that reads see every acknowledged write.
+ * Returns 0 or REG_ERAFT / REG_ENOMEM with a message in err.
+ */
+int cluster_start(const struct cluster_options *opt, struct cluster **out, char *err,
+                  size_t errlen);
+
+/* Stop raft, join the thread, free everything. Call on the front-end
+ * thread after its loop has stopped: submissions still pending get their
+ * callback here with REG_ESHUTDOWN. NULL is a no-op. */
+void cluster_free(struct cluster *c);
+
+/*
+ * Propose an encoded command (command.h), allocated with raft_malloc; the
+ * buffer is taken in every case. cb runs later on the front-end thread,
+ * exactly once (unless the cluster is freed first).
+ */
+void cluster_submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb, void *arg);
+
+/* Allocator to encode commands with (raft_malloc). */
+void *cluster_alloc(size_t n);
+
+/* Published state, readable from any thread. */
+struct cluster_status {
+    bool known_leader;
+    bool is_leader;
+    uint64_t last_contact_ms; /* 0 on the leader */
+    char leader_addr[64];     /* raft address of the leader, "" if none */
+    char self_addr[64];
+    uint64_t term, commit_index, applied_index;
+};
+void cluster_get_status(struct cluster *c, struct cluster_status *out);
+
+#endif

@@ -1,0 +1,60 @@
+/*
+ * command.h — every mutation of the store is a command.
+ *
+ * A command is an operation code plus a JSON object (jansson) holding the
+ * already-validated, fully normalised arguments (the HTTP layer fills in
+ * defaults and generated ids before encoding, so that applying a command is
+ * deterministic on every server). On the wire and in the Raft log a command is
+ *
+ *     byte 0   CMD_FORMAT_VERSION
+ *     byte 1   enum cmd_op
+ *     byte 2.. compact JSON text of the arguments, padded with spaces so
+ *              that the whole length is a multiple of 8 (libraft 0.15 needs it)
+ *
+ * store_apply() (store.h) is the only consumer of decoded commands.
+ */
+#ifndef REGISTRYD_COMMAND_H
+#define REGISTRYD_COMMAND_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define CMD_FORMAT_VERSION 1
+
+/* X-macro: op, wire value, name. */
+#define CMD_OPS(X)                        \
+    X(CMD_REGISTER, 1, "register")        \
+    X(CMD_DEREGISTER, 2, "deregister")    \
+    X(CMD_CHECK_UPDATE, 3, "check_update") \
+    X(CMD_MAINTENANCE, 4, "maintenance")
+
+enum cmd_op {
+#define CMD_ENUM_(op, value, name) op = value,
+    CMD_OPS(CMD_ENUM_)
+#undef CMD_ENUM_
+};
+
+struct command {
+    enum cmd_op op;
+    json_t *args; /* owned: a JSON object */
+};
+
+const char *cmd_op_name(enum cmd_op op);
+
+/*
+ * Encode cmd into a buffer allocated with `alloc` (raft_malloc for commands
+ * handed to libraft, malloc otherwise). cmd is borrowed. Returns 0 or
+ * REG_ENOMEM / REG_EINVAL (unknown op, args not an object).
+ */
+int cmd_encode(const struct command *cmd, void *(*alloc)(size_t), void **buf, size_t *len);
+
+/*
+ * Decode buf into out (out->args is a new reference the caller must
+ * json_decref, or call cmd_fini). Returns 0 or REG_EINVAL for a buffer that
+ * is not a well-formed command of a known op.
+ */
+int cmd_decode(const void *buf, size_t len, struct command *out);
+
+void cmd_fini(struct command *cmd);
+
+#endif

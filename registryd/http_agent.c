@@ -1,0 +1,544 @@
+/*
+ * http_agent.c — /v1/agent/...: service registration (validated and
+ * normalised into a CMD_REGISTER whose application is deterministic),
+ * deregistration, maintenance, TTL check updates, and the agent's views.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "http_internal.h"
+#include "registry/error.h"
+
+#define MAX_TAGS 256
+#define MAX_META 64
+#define MAX_META_KEY 128
+#define MAX_META_VALUE 512
+#define MAX_CHECKS 32
+#define MAX_OUTPUT 4096
+#define MAX_TEXT 1024
+
+/* Service names and ids: what DNS labels and URL paths can carry safely. */
+static bool valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > STORE_NAME_MAX)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("-_.:", *s))
+            return false;
+    return true;
+}
+
+static bool valid_text(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n > max)
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 && *s != '\t')
+            return false;
+    return true;
+}
+
+/* Optional string field: absent/null -> def. */
+static int opt_string(struct http_req *r, json_t *obj, const char *key, const char *def,
+                      size_t max, const char **out)
+{
+    json_t *v = json_get_ci(obj, key);
+    if (v == NULL || json_is_null(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_string(v))
+        return http_fail(r, 400, "Request decode failed: %s must be a string", key);
+    if (!valid_text(json_string_value(v), max))
+        return http_fail(r, 400, "Invalid %s: longer than %zu bytes or has control characters",
+                         key, max);
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int opt_duration(struct http_req *r, json_t *obj, const char *key, uint64_t *ms)
+{
+    json_t *v = json_get_ci(obj, key);
+    *ms = 0;
+    if (v == NULL || json_is_null(v) || (json_is_string(v) && !*json_string_value(v)))
+        return 0;
+    if (http_parse_duration(v, ms) != 0)
+        return http_fail(r, 400, "Invalid %s: expected a duration such as \"10s\"", key);
+    return 0;
+}
+
+static int opt_uint(struct http_req *r, json_t *obj, const char *key, json_int_t max,
+                    json_int_t def, json_int_t *out)
+{
+    json_t *v = json_get_ci(obj, key);
+    *out = def;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v))
+        return http_fail(r, 400, "Request decode failed: %s must be an integer", key);
+    if (json_integer_value(v) < 0 || json_integer_value(v) > max)
+        return http_fail(r, 400, "Invalid %s: %lld is out of range 0..%lld", key,
+                         (long long)json_integer_value(v), (long long)max);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static json_t *duration_json(uint64_t ms)
+{
+    char buf[64];
+    http_format_duration(ms, buf, sizeof(buf));
+    return json_string(buf);
+}
+
+static const char *valid_status(const char *s)
+{
+    static const char *const states[] = {"passing", "warning", "critical"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, states[i]) == 0)
+            return states[i];
+    return NULL;
+}
+
+/* Validate one check definition and build the stored check record. */
+static int build_check(struct http_req *r, json_t *def, const char *sid, const char *sname,
+                       const char *default_id, json_t **out)
+{
+    const char *id, *name, *notes, *status, *http_url, *tcp, *method, *body, *ttl_s;
+    uint64_t interval, timeout, ttl, dereg;
+    json_int_t succ, fail;
+    char default_name[STORE_NAME_MAX + 32];
+
+    if (!json_is_object(def))
+        return http_fail(r, 400, "Request decode failed: a check must be a JSON object");
+    snprintf(default_name, sizeof(default_name), "Service '%s' check", sname);
+    if (opt_string(r, def, "CheckID", NULL, STORE_NAME_MAX, &id) || (id == NULL &&
+        opt_string(r, def, "ID", default_id, STORE_NAME_MAX, &id)) ||
+        opt_string(r, def, "Name", default_name, MAX_TEXT, &name) ||
+        opt_string(r, def, "Notes", "", MAX_TEXT, &notes) ||
+        opt_string(r, def, "Status", "critical", 16, &status) ||
+        opt_string(r, def, "HTTP", NULL, MAX_TEXT, &http_url) ||
+        opt_string(r, def, "TCP", NULL, MAX_TEXT, &tcp) ||
+        opt_string(r, def, "Method", NULL, 16, &method) ||
+        opt_string(r, def, "Body", NULL, MAX_OUTPUT, &body) ||
+        opt_string(r, def, "TTL", NULL, 64, &ttl_s) ||
+        opt_duration(r, def, "Interval", &interval) || opt_duration(r, def, "Timeout", &timeout) ||
+        opt_duration(r, def, "TTL", &ttl) ||
+        opt_duration(r, def, "DeregisterCriticalServiceAfter", &dereg) ||
+        opt_uint(r, def, "SuccessBeforePassing", 1000, 0, &succ) ||
+        opt_uint(r, def, "FailuresBeforeCritical", 1000, 0, &fail))
+        return -1;
+    if (!valid_name(id))
+        return http_fail(r, 400, "Invalid CheckID \"%s\": use letters, digits, - _ . :", id);
+    if (!valid_status(status))
+        return http_fail(r, 400, "Invalid check Status \"%s\": use passing, warning or critical",
+                         status);
+    int kinds = (http_url != NULL) + (tcp != NULL) + (ttl_s != NULL && ttl > 0);
+    if (kinds != 1)
+        return http_fail(r, 400, "Invalid check: exactly one of TTL, HTTP or TCP is required");
+    if ((http_url || tcp) && interval == 0)
+        return http_fail(r, 400, "Invalid check: HTTP and TCP checks need an Interval");
+    if (interval > 0 && interval < 100)
+        return http_fail(r, 400, "Invalid check: Interval must be at least 100ms");
+    if (http_url && strncmp(http_url, "http://", 7) != 0 && strncmp(http_url, "https://", 8) != 0)
+        return http_fail(r, 400, "Invalid check: HTTP must be an http:// or https:// URL");
+    json_t *header = json_get_ci(def, "Header");
+    if (header && !json_is_null(header)) {
+        const char *hk;
+        json_t *hv;
+        if (!json_is_object(header))
+            return http_fail(r, 400, "Request decode failed: Header must be an object of arrays");
+        json_object_foreach(header, hk, hv)
+        {
+            size_t i;
+            json_t *x;
+            if (!json_is_array(hv))
+                return http_fail(r, 400, "Request decode failed: Header values must be arrays");
+            json_array_foreach(hv, i, x) if (!json_is_string(x)) return http_fail(
+                r, 400, "Request decode failed: Header values must be strings");
+        }
+    }
+    json_t *skip = json_get_ci(def, "TLSSkipVerify");
+    if (skip && !json_is_null(skip) && !json_is_boolean(skip))
+        return http_fail(r, 400, "Request decode failed: TLSSkipVerify must be a boolean");
+
+    json_t *d = json_object();
+    const char *type = http_url ? "http" : tcp ? "tcp" : "ttl";
+    if (http_url) {
+        json_object_set_new(d, "HTTP", json_string(http_url));
+        json_object_set_new(d, "Method", json_string(method ? method : "GET"));
+        if (header && json_is_object(header))
+            json_object_set(d, "Header", header);
+        if (body)
+            json_object_set_new(d, "Body", json_string(body));
+        json_object_set_new(d, "TLSSkipVerify", json_boolean(json_is_true(skip)));
+    }
+    if (tcp)
+        json_object_set_new(d, "TCP", json_string(tcp));
+    if (ttl_s)
+        json_object_set_new(d, "TTL", duration_json(ttl));
+    if (interval)
+        json_object_set_new(d, "Interval", duration_json(interval));
+    json_object_set_new(d, "Timeout", duration_json(timeout ? timeout : 10000));
+    if (dereg)
+        json_object_set_new(d, "DeregisterCriticalServiceAfter", duration_json(dereg));
+    json_object_set_new(d, "SuccessBeforePassing", json_integer(succ));
+    json_object_set_new(d, "FailuresBeforeCritical", json_integer(fail));
+
+    *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "Node",
+                     r->srv->opt.node, "CheckID", id, "Name", name, "Status", status, "Notes",
+                     notes, "Output", "", "ServiceID", sid, "ServiceName", sname, "Type", type,
+                     "Definition", d);
+    return *out ? 0 : http_fail(r, 500, "out of memory");
+}
+
+static int build_tags(struct http_req *r, json_t *body, json_t **out)
+{
+    json_t *tags = json_get_ci(body, "Tags");
+    *out = json_array();
+    if (tags == NULL || json_is_null(tags))
+        return 0;
+    if (!json_is_array(tags))
+        return http_fail(r, 400, "Request decode failed: Tags must be an array of strings");
+    if (json_array_size(tags) > MAX_TAGS)
+        return http_fail(r, 400, "Invalid Tags: at most %d tags", MAX_TAGS);
+    size_t i;
+    json_t *t;
+    json_array_foreach(tags, i, t)
+    {
+        if (!json_is_string(t))
+            return http_fail(r, 400, "Request decode failed: Tags must be an array of strings");
+        if (!valid_text(json_string_value(t), STORE_NAME_MAX) || !*json_string_value(t))
+            return http_fail(r, 400, "Invalid tag \"%.64s\"", json_string_value(t));
+        json_array_append(*out, t);
+    }
+    return 0;
+}
+
+static int build_meta(struct http_req *r, json_t *body, json_t **out)
+{
+    json_t *meta = json_get_ci(body, "Meta");
+    *out = json_object();
+    if (meta == NULL || json_is_null(meta))
+        return 0;
+    if (!json_is_object(meta))
+        return http_fail(r, 400, "Request decode failed: Meta must be an object of strings");
+    if (json_object_size(meta) > MAX_META)
+        return http_fail(r, 400, "Invalid Meta: at most %d pairs", MAX_META);
+    const char *k;
+    json_t *v;
+    json_object_foreach(meta, k, v)
+    {
+        if (!json_is_string(v))
+            return http_fail(r, 400, "Request decode failed: Meta[\"%.64s\"] must be a string", k);
+        if (!*k || strlen(k) > MAX_META_KEY || !valid_text(k, MAX_META_KEY))
+            return http_fail(r, 400, "Invalid Meta key \"%.64s\"", k);
+        if (!valid_text(json_string_value(v), MAX_META_VALUE))
+            return http_fail(r, 400, "Invalid Meta value for \"%.64s\": over %d bytes", k,
+                             MAX_META_VALUE);
+        json_object_set(*out, k, v);
+    }
+    return 0;
+}
+
+static int build_weights(struct http_req *r, json_t *body, json_t **out)
+{
+    json_t *w = json_get_ci(body, "Weights");
+    json_int_t passing = 1, warning = 1;
+    if (w != NULL && !json_is_null(w)) {
+        if (!json_is_object(w))
+            return http_fail(r, 400, "Request decode failed: Weights must be an object");
+        if (opt_uint(r, w, "Passing", 65535, 1, &passing) ||
+            opt_uint(r, w, "Warning", 65535, 1, &warning))
+            return -1;
+        if (passing < 1)
+            return http_fail(r, 400, "Invalid Weights.Passing: must be at least 1");
+    }
+    *out = json_pack("{s:I, s:I}", "Passing", passing, "Warning", warning);
+    return 0;
+}
+
+static int do_register(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    (void)rd;
+    json_t *body = NULL, *tags = NULL, *meta = NULL, *weights = NULL, *checks = NULL;
+    const char *name, *id, *address;
+    json_int_t port;
+    int rc = -1;
+
+    if (http_body_json(r, &body) != 0)
+        return -1;
+    json_t *jname = json_get_ci(body, "Name");
+    if (jname == NULL || json_is_null(jname) ||
+        (json_is_string(jname) && !*json_string_value(jname))) {
+        http_fail(r, 400, "Missing service name");
+        goto out;
+    }
+    if (!json_is_string(jname)) {
+        http_fail(r, 400, "Request decode failed: Name must be a string");
+        goto out;
+    }
+    name = json_string_value(jname);
+    if (opt_string(r, body, "ID", name, STORE_NAME_MAX, &id) ||
+        opt_string(r, body, "Address", "", STORE_NAME_MAX, &address))
+        goto out;
+    if (!*id)
+        id = name;
+    if (!valid_name(name)) {
+        http_fail(r, 400, "Invalid service name \"%.64s\": use 1-%d letters, digits, - _ . :",
+                  name, STORE_NAME_MAX);
+        goto out;
+    }
+    if (!valid_name(id)) {
+        http_fail(r, 400, "Invalid service ID \"%.64s\": use letters, digits, - _ . :", id);
+        goto out;
+    }
+    json_t *jport = json_get_ci(body, "Port");
+    if (jport && json_is_integer(jport) &&
+        (json_integer_value(jport) < 0 || json_integer_value(jport) > 65535)) {
+        http_fail(r, 400, "Invalid Port %lld: must be 0..65535",
+                  (long long)json_integer_value(jport));
+        goto out;
+    }
+    if (opt_uint(r, body, "Port", 65535, 0, &port) || build_tags(r, body, &tags) ||
+        build_meta(r, body, &meta) || build_weights(r, body, &weights))
+        goto out;
+    json_t *eto = json_get_ci(body, "EnableTagOverride");
+    if (eto && !json_is_null(eto) && !json_is_boolean(eto)) {
+        http_fail(r, 400, "Request decode failed: EnableTagOverride must be a boolean");
+        goto out;
+    }
+
+    /* Check (one) and Checks (many), ids as Consul assigns them. */
+    checks = json_array();
+    json_t *one = json_get_ci(body, "Check"), *many = json_get_ci(body, "Checks");
+    if (many && !json_is_null(many) && !json_is_array(many)) {
+        http_fail(r, 400, "Request decode failed: Checks must be an array");
+        goto out;
+    }
+    size_t n_many = json_is_array(many) ? json_array_size(many) : 0;
+    bool has_one = one && !json_is_null(one);
+    if (n_many + has_one > MAX_CHECKS) {
+        http_fail(r, 400, "Too many checks: at most %d", MAX_CHECKS);
+        goto out;
+    }
+    char cid[STORE_NAME_MAX + 32];
+    json_t *check;
+    if (has_one) {
+        snprintf(cid, sizeof(cid), "service:%s", id);
+        if (build_check(r, one, id, name, cid, &check) != 0)
+            goto out;
+        json_array_append_new(checks, check);
+    }
+    for (size_t i = 0; i < n_many; i++) {
+        snprintf(cid, sizeof(cid), "service:%s:%zu", id, i + 1 + has_one);
+        if (build_check(r, json_array_get(many, i), id, name, cid, &check) != 0)
+            goto out;
+        json_array_append_new(checks, check);
+    }
+    for (size_t i = 0; i < json_array_size(checks); i++)
+        for (size_t j = i + 1; j < json_array_size(checks); j++)
+            if (json_equal(json_object_get(json_array_get(checks, i), "CheckID"),
+                           json_object_get(json_array_get(checks, j), "CheckID"))) {
+                http_fail(r, 400, "Duplicate CheckID in registration");
+                goto out;
+            }
+
+    json_t *svc = json_pack("{s:s, s:s, s:O, s:s, s:I, s:O, s:O, s:b, s:s, s:s}", "ID", id,
+                            "Service", name, "Tags", tags, "Address", address, "Port", port,
+                            "Meta", meta, "Weights", weights, "EnableTagOverride",
+                            json_is_true(eto), "Node", r->srv->opt.node, "NodeAddress",
+                            r->srv->opt.node_addr);
+    cmd->op = CMD_REGISTER;
+    cmd->args = json_pack("{s:o, s:O}", "Service", svc, "Checks", checks);
+    rc = cmd->args ? 0 : http_fail(r, 500, "out of memory");
+out:
+    json_decref(body);
+    json_decref(tags);
+    json_decref(meta);
+    json_decref(weights);
+    json_decref(checks);
+    return rc;
+}
+
+static int require_service(struct http_req *r, struct store_read *rd)
+{
+    json_t *inst;
+    if (store_get_instance(rd, r->arg, &inst) != 0)
+        return http_fail(r, 404, "Unknown service ID \"%s\"", r->arg);
+    json_decref(inst);
+    return 0;
+}
+
+static int do_deregister(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    if (require_service(r, rd) != 0)
+        return -1;
+    cmd->op = CMD_DEREGISTER;
+    cmd->args = json_pack("{s:s}", "ServiceID", r->arg);
+    return 0;
+}
+
+static int do_maintenance(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    const char *enable = http_param(r, "enable");
+    const char *reason = http_param(r, "reason");
+    if (enable == NULL)
+        return http_fail(r, 400, "Missing value for enable");
+    bool on;
+    if (strcmp(enable, "true") == 0)
+        on = true;
+    else if (strcmp(enable, "false") == 0)
+        on = false;
+    else
+        return http_fail(r, 400, "Invalid value for enable: \"%s\" (true or false)", enable);
+    if (reason && !valid_text(reason, MAX_TEXT))
+        return http_fail(r, 400, "Invalid reason: too long or has control characters");
+    if (require_service(r, rd) != 0)
+        return -1;
+    cmd->op = CMD_MAINTENANCE;
+    cmd->args = json_pack("{s:s, s:b, s:s}", "ServiceID", r->arg, "Enable", on, "Reason",
+                          reason ? reason : "");
+    return 0;
+}
+
+/* TTL updates: pass/warn/fail take ?note=, update takes {Status, Output}. */
+static int check_update(struct http_req *r, struct store_read *rd, struct command *cmd,
+                        const char *status, const char *output)
+{
+    json_t *check;
+    if (store_get_check(rd, r->arg, &check) != 0)
+        return http_fail(r, 404, "Unknown check ID \"%s\"", r->arg);
+    const char *type = json_string_value(json_object_get(check, "Type"));
+    bool ttl = type && strcmp(type, "ttl") == 0;
+    json_decref(check);
+    if (!ttl)
+        return http_fail(r, 400, "Check \"%s\" is not a TTL check", r->arg);
+    if (strlen(output) > MAX_OUTPUT)
+        return http_fail(r, 400, "Output too long: at most %d bytes", MAX_OUTPUT);
+    cmd->op = CMD_CHECK_UPDATE;
+    cmd->args = json_pack("{s:s, s:s, s:s}", "CheckID", r->arg, "Status", status, "Output",
+                          output);
+    return 0;
+}
+
+static const char *note(struct http_req *r)
+{
+    const char *n = http_param(r, "note");
+    return n ? n : "";
+}
+
+static int do_pass(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    return check_update(r, rd, cmd, "passing", note(r));
+}
+
+static int do_warn(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    return check_update(r, rd, cmd, "warning", note(r));
+}
+
+static int do_fail(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    return check_update(r, rd, cmd, "critical", note(r));
+}
+
+static int do_update(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    json_t *body;
+    const char *status, *output;
+    if (http_body_json(r, &body) != 0)
+        return -1;
+    int rc = opt_string(r, body, "Status", NULL, 16, &status);
+    if (rc == 0)
+        rc = opt_string(r, body, "Output", "", MAX_OUTPUT * 4, &output);
+    if (rc == 0 && (status == NULL || !valid_status(status)))
+        rc = http_fail(r, 400, "Invalid Status: use passing, warning or critical");
+    if (rc == 0)
+        rc = check_update(r, rd, cmd, valid_status(status), output);
+    json_decref(body);
+    return rc;
+}
+
+/* ---- agent reads --------------------------------------------------------- */
+
+struct agent_walk {
+    struct http_req *r;
+    struct store_read *rd;
+    json_t *out;
+};
+
+static int add_agent_service(json_t *inst, void *arg)
+{
+    struct agent_walk *w = arg;
+    json_object_set_new(w->out, json_string_value(json_object_get(inst, "ID")),
+                        render_agent_service(w->r->srv, inst));
+    return 0;
+}
+
+static int read_agent_services(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    struct agent_walk w = {r, rd, json_object()};
+    store_each_instance(rd, NULL, add_agent_service, &w);
+    *out = w.out;
+    return 0;
+}
+
+static int read_agent_service(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    json_t *inst;
+    if (store_get_instance(rd, r->arg, &inst) != 0)
+        return http_fail(r, 404, "unknown service ID: %s", r->arg);
+    *out = render_agent_service(r->srv, inst);
+    json_decref(inst);
+    return 0;
+}
+
+static int add_agent_check(json_t *check, void *arg)
+{
+    struct agent_walk *w = arg;
+    json_t *inst = NULL;
+    store_get_instance(w->rd, json_string_value(json_object_get(check, "ServiceID")), &inst);
+    json_object_set_new(w->out, json_string_value(json_object_get(check, "CheckID")),
+                        render_check(check, inst));
+    json_decref(inst);
+    return 0;
+}
+
+static int read_agent_checks(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    struct agent_walk w = {r, rd, json_object()};
+    store_each_check(rd, add_agent_check, &w);
+    *out = w.out;
+    return 0;
+}
+
+static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    (void)rd;
+    struct http_options *o = &r->srv->opt;
+    *out = json_pack("{s:{s:s, s:s, s:s, s:b, s:s, s:s}, s:{s:s, s:s, s:i, s:i}, s:{}}",
+                     "Config", "Datacenter", o->datacenter, "NodeName", o->node, "NodeID",
+                     o->node_id, "Server", 1, "Version", REGISTRYD_VERSION, "Revision",
+                     "registryd", "Member", "Name", o->node, "Addr", o->node_addr, "Port", 8301,
+                     "Status", 1, "Meta");
+    return 0;
+}
+
+const struct http_route http_agent_routes[] = {
+    {"PUT", "/v1/agent/service/register", NULL, do_register, WATCH_NONE},
+    {"PUT", "/v1/agent/service/deregister/", NULL, do_deregister, WATCH_NONE},
+    {"PUT", "/v1/agent/service/maintenance/", NULL, do_maintenance, WATCH_NONE},
+    {"PUT", "/v1/agent/check/pass/", NULL, do_pass, WATCH_NONE},
+    {"PUT", "/v1/agent/check/warn/", NULL, do_warn, WATCH_NONE},
+    {"PUT", "/v1/agent/check/fail/", NULL, do_fail, WATCH_NONE},
+    {"PUT", "/v1/agent/check/update/", NULL, do_update, WATCH_NONE},
+    {"GET", "/v1/agent/services", read_agent_services, NULL, WATCH_ALL},
+    {"GET", "/v1/agent/service/", read_agent_service, NULL, WATCH_ALL},
+    {"GET", "/v1/agent/checks", read_agent_checks, NULL, WATCH_ALL},
+    {"GET", "/v1/agent/self", read_agent_self, NULL, WATCH_NONE},
+    {NULL, NULL, NULL, NULL, WATCH_NONE},
+};

@@ -1,0 +1,637 @@
+/*
+ * http_api.c — the HTTP front end: listener, route table dispatch, query
+ * parsing, the one way to send JSON and the one way to send an error, and
+ * blocking queries. Handlers live in http_agent.c and http_catalog.c.
+ *
+ * Every callback ends in exactly one reply. Every response carries
+ * X-Consul-Index, X-Consul-KnownLeader and X-Consul-LastContact, as Consul's
+ * clients expect even on errors.
+ */
+#include "http_api.h"
+
+#include <ctype.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+
+#include "cluster.h"
+#include "config.h"
+#include "http_internal.h"
+#include "log.h"
+#include "registry/error.h"
+#include "watch.h"
+
+#define HTTP_BACKLOG 4096
+#define HTTP_DEFAULT_WAIT_MS (5 * 60 * 1000)
+#define HTTP_MAX_WAIT_MS (10 * 60 * 1000)
+#define HTTP_IDLE_TIMEOUT_S 120
+
+/* ---- small helpers ----------------------------------------------------- */
+
+int http_fail(struct http_req *r, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->errmsg, sizeof(r->errmsg), fmt, ap);
+    va_end(ap);
+    r->status = status;
+    return -1;
+}
+
+const char *http_param(const struct http_req *r, const char *key)
+{
+    for (int i = r->n_params - 1; i >= 0; i--)
+        if (strcmp(r->params[i].key, key) == 0)
+            return r->params[i].value;
+    return NULL;
+}
+
+bool http_has_param(const struct http_req *r, const char *key)
+{
+    for (int i = 0; i < r->n_params; i++)
+        if (strcmp(r->params[i].key, key) == 0)
+            return true;
+    return false;
+}
+
+bool http_flag(const struct http_req *r, const char *key)
+{
+    if (!http_has_param(r, key))
+        return false;
+    const char *v = http_param(r, key);
+    return v == NULL || *v == '\0' || strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0;
+}
+
+json_t *json_get_ci(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v != NULL || !json_is_object(obj))
+        return v;
+    const char *k;
+    json_object_foreach(obj, k, v)
+    {
+        if (strcasecmp(k, key) == 0)
+            return v;
+    }
+    return NULL;
+}
+
+int http_parse_duration_str(const char *s, uint64_t *ms)
+{
+    static const struct {
+        const char *unit;
+        double ms;
+    } units[] = {{"ns", 1e-6}, {"us", 1e-3}, {"µs", 1e-3}, {"ms", 1},
+                 {"s", 1000},  {"m", 60000}, {"h", 3600000}};
+    double total = 0;
+    if (s == NULL || *s == '\0')
+        return REG_EINVAL;
+    if (strcmp(s, "0") == 0) {
+        *ms = 0;
+        return 0;
+    }
+    while (*s) {
+        char *end;
+        if (!isdigit((unsigned char)*s) && *s != '.')
+            return REG_EINVAL;
+        double n = strtod(s, &end);
+        if (end == s)
+            return REG_EINVAL;
+        s = end;
+        size_t best = 0;
+        double mult = 0;
+        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+            size_t l = strlen(units[i].unit);
+            if (strncmp(s, units[i].unit, l) == 0 && l > best) {
+                best = l;
+                mult = units[i].ms;
+            }
+        }
+        if (best == 0)
+            return REG_EINVAL;
+        s += best;
+        total += n * mult;
+    }
+    if (total > 1e15)
+        return REG_EINVAL;
+    *ms = (uint64_t)(total + 0.5);
+    return 0;
+}
+
+int http_parse_duration(json_t *v, uint64_t *ms)
+{
+    if (json_is_string(v))
+        return http_parse_duration_str(json_string_value(v), ms);
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        *ms = (uint64_t)json_integer_value(v) / 1000000; /* Go: nanoseconds */
+        return 0;
+    }
+    return REG_EINVAL;
+}
+
+void http_format_duration(uint64_t ms, char *buf, size_t len)
+{
+    if (ms == 0) {
+        snprintf(buf, len, "0s");
+        return;
+    }
+    if (ms < 1000) {
+        snprintf(buf, len, "%" PRIu64 "ms", ms);
+        return;
+    }
+    uint64_t h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60, frac = ms % 1000;
+    int n = 0;
+    buf[0] = '\0';
+    if (h)
+        n += snprintf(buf + n, len - (size_t)n, "%" PRIu64 "h", h);
+    if (h || m)
+        n += snprintf(buf + n, len - (size_t)n, "%" PRIu64 "m", m);
+    if (frac)
+        snprintf(buf + n, len - (size_t)n, "%" PRIu64 ".%03" PRIu64 "s", s, frac);
+    else
+        snprintf(buf + n, len - (size_t)n, "%" PRIu64 "s", s);
+}
+
+/* ---- renderers (Consul's JSON shapes) ----------------------------------- */
+
+static json_t *tagged_addresses(const char *addr)
+{
+    return json_pack("{s:s, s:s}", "lan", addr, "wan", addr);
+}
+
+json_t *render_node(struct http_server *srv, json_t *inst)
+{
+    const char *node = json_string_value(json_object_get(inst, "Node"));
+    const char *addr = json_string_value(json_object_get(inst, "NodeAddress"));
+    if (node == NULL)
+        node = srv->opt.node;
+    if (addr == NULL)
+        addr = srv->opt.node_addr;
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:{}, s:I, s:I}", "ID", srv->opt.node_id, "Node",
+                     node, "Address", addr, "Datacenter", srv->opt.datacenter, "TaggedAddresses",
+                     tagged_addresses(addr), "Meta", "CreateIndex", (json_int_t)1, "ModifyIndex",
+                     (json_int_t)1);
+}
+
+json_t *render_agent_service(struct http_server *srv, json_t *inst)
+{
+    json_t *o = json_object();
+    static const char *const keys[] = {"ID",      "Service", "Tags",
+                                       "Meta",    "Port",    "Address",
+                                       "Weights", "EnableTagOverride"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        json_object_set(o, keys[i], json_object_get(inst, keys[i]));
+    json_object_set_new(o, "Datacenter", json_string(srv->opt.datacenter));
+    json_object_set(o, "CreateIndex", json_object_get(inst, "CreateIndex"));
+    json_object_set(o, "ModifyIndex", json_object_get(inst, "ModifyIndex"));
+    return o;
+}
+
+json_t *render_check(json_t *check, json_t *inst)
+{
+    json_t *o = json_deep_copy(check);
+    json_object_set(o, "ServiceTags", inst ? json_object_get(inst, "Tags") : NULL);
+    if (json_object_get(o, "ServiceTags") == NULL || json_is_null(json_object_get(o, "ServiceTags")))
+        json_object_set_new(o, "ServiceTags", json_array());
+    return o;
+}
+
+json_t *render_serf_check(struct http_server *srv, json_t *inst)
+{
+    const char *node = inst ? json_string_value(json_object_get(inst, "Node")) : NULL;
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:[], s:s, s:{}, s:I, s:I}",
+                     "Node", node ? node : srv->opt.node, "CheckID", "serfHealth", "Name",
+                     "Serf Health Status", "Status", "passing", "Notes", "", "Output",
+                     "Agent alive and reachable", "ServiceID", "", "ServiceName", "",
+                     "ServiceTags", "Type", "", "Definition", "CreateIndex", (json_int_t)1,
+                     "ModifyIndex", (json_int_t)1);
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+static void add_consul_headers(struct http_req *r, uint64_t index)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+    struct cluster_status st;
+    char buf[32];
+    cluster_get_status(r->srv->opt.cluster, &st);
+    snprintf(buf, sizeof(buf), "%" PRIu64, index ? index : 1);
+    evhttp_add_header(h, "X-Consul-Index", buf);
+    evhttp_add_header(h, "X-Consul-KnownLeader", st.known_leader ? "true" : "false");
+    snprintf(buf, sizeof(buf), "%" PRIu64, st.last_contact_ms);
+    evhttp_add_header(h, "X-Consul-LastContact", buf);
+}
+
+static void reply_error(struct http_req *r, uint64_t index)
+{
+    struct evbuffer *b = evbuffer_new();
+    add_consul_headers(r, index);
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
+                      "text/plain; charset=utf-8");
+    if (b)
+        evbuffer_add_printf(b, "%s\n", r->errmsg[0] ? r->errmsg : "error");
+    evhttp_send_reply(r->req, r->status ? r->status : 500, NULL, b);
+    if (b)
+        evbuffer_free(b);
+}
+
+static void free_text(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
+static void reply_json(struct http_req *r, json_t *body, uint64_t index)
+{
+    struct evbuffer *b = evbuffer_new();
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (b == NULL || text == NULL) {
+        free(text);
+        if (b)
+            evbuffer_free(b);
+        http_fail(r, 500, "out of memory");
+        reply_error(r, index);
+        return;
+    }
+    add_consul_headers(r, index);
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
+                      "application/json");
+    evbuffer_add_reference(b, text, strlen(text), free_text, NULL);
+    evhttp_send_reply(r->req, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+static void req_free(struct http_req *r)
+{
+    for (int i = 0; i < r->n_params; i++) {
+        free(r->params[i].key);
+        free(r->params[i].value);
+    }
+    free(r->arg);
+    free(r);
+}
+
+/* ---- request body ------------------------------------------------------- */
+
+int http_body_json(struct http_req *r, json_t **out)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+    size_t len = evbuffer_get_length(in);
+    if (len > r->srv->opt.max_body_size)
+        return http_fail(r, 413, "Request body too large: %zu bytes, limit is %zu", len,
+                         r->srv->opt.max_body_size);
+    if (len == 0)
+        return http_fail(r, 400, "Request decode failed: empty body");
+    const char *data = (const char *)evbuffer_pullup(in, -1);
+    json_error_t jerr;
+    json_t *body = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (body == NULL)
+        return http_fail(r, 400, "Request decode failed: %s (line %d, column %d)", jerr.text,
+                         jerr.line, jerr.column);
+    if (!json_is_object(body)) {
+        json_decref(body);
+        return http_fail(r, 400, "Request decode failed: expected a JSON object");
+    }
+    *out = body;
+    return 0;
+}
+
+/* ---- query string ------------------------------------------------------- */
+
+static int parse_query(struct http_req *r, const char *q)
+{
+    if (q == NULL)
+        return 0;
+    const char *p = q;
+    while (*p) {
+        const char *end = strchr(p, '&');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n > 0) {
+            if (r->n_params == HTTP_MAX_PARAMS)
+                return http_fail(r, 400, "Too many query parameters (limit %d)", HTTP_MAX_PARAMS);
+            char *part = strndup(p, n);
+            if (part == NULL)
+                return http_fail(r, 500, "out of memory");
+            char *eq = strchr(part, '=');
+            if (eq)
+                *eq = '\0';
+            struct http_param *hp = &r->params[r->n_params];
+            hp->key = evhttp_uridecode(part, 1, NULL);
+            hp->value = eq ? evhttp_uridecode(eq + 1, 1, NULL) : NULL;
+            free(part);
+            r->n_params++;
+            if (hp->key == NULL || (eq && hp->value == NULL))
+                return http_fail(r, 400, "Invalid query string");
+        }
+        p += n;
+        if (*p == '&')
+            p++;
+    }
+    return 0;
+}
+
+static int parse_blocking(struct http_req *r)
+{
+    const char *idx = http_param(r, "index");
+    if (idx != NULL) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(idx, &end, 10);
+        if (*idx == '\0' || *end != '\0' || errno != 0 || *idx == '-')
+            return http_fail(r, 400, "Invalid index: \"%s\" is not an unsigned integer", idx);
+        r->min_index = v;
+    }
+    uint64_t wait = HTTP_DEFAULT_WAIT_MS;
+    const char *w = http_param(r, "wait");
+    if (w != NULL && http_parse_duration_str(w, &wait) != 0)
+        return http_fail(r, 400, "Invalid wait time: \"%s\" (use e.g. 10s, 5m, 120000ms)", w);
+    if (wait > HTTP_MAX_WAIT_MS)
+        wait = HTTP_MAX_WAIT_MS;
+    /* Jitter as Consul: up to wait/16 more, so parked clients spread out. */
+    uint32_t rnd = 0;
+    if (wait >= 16 && getrandom(&rnd, sizeof(rnd), 0) == (ssize_t)sizeof(rnd))
+        wait += rnd % (wait / 16);
+    r->wait_ms = wait;
+    return 0;
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+static uint64_t watched_index(struct http_req *r, struct store_read *rd)
+{
+    if (r->route->watch == WATCH_SERVICE && r->arg)
+        return store_name_index(rd, r->arg);
+    return store_index(rd);
+}
+
+/* Run a read handler now and reply. */
+static void run_read(struct http_req *r)
+{
+    struct store_read *rd;
+    json_t *out = NULL;
+    uint64_t index = 0;
+    if (store_read_begin(r->srv->opt.store, &rd) != 0) {
+        http_fail(r, 500, "store unavailable");
+    } else {
+        index = watched_index(r, rd);
+        r->route->read(r, rd, &out);
+        store_read_end(rd);
+    }
+    if (out != NULL && r->status == 0)
+        reply_json(r, out, index);
+    else
+        reply_error(r, index);
+    json_decref(out);
+    req_free(r);
+}
+
+static void woken(void *arg, bool timed_out)
+{
+    (void)timed_out;
+    run_read(arg);
+}
+
+static void start_read(struct http_req *r)
+{
+    if (r->route->watch != WATCH_NONE && r->min_index > 0) {
+        struct store_read *rd;
+        if (store_read_begin(r->srv->opt.store, &rd) == 0) {
+            uint64_t cur = watched_index(r, rd);
+            store_read_end(rd);
+            if ((cur ? cur : 1) <= r->min_index &&
+                watch_park(r->srv->opt.watch,
+                           r->route->watch == WATCH_SERVICE ? r->arg : NULL, r->wait_ms, woken,
+                           r, NULL) == 0)
+                return; /* parked: woken() replies */
+        }
+    }
+    run_read(r);
+}
+
+static void write_done(void *arg, int status)
+{
+    struct http_req *r = arg;
+    switch (status) {
+    case 0:
+        break;
+    case REG_ENOTFOUND:
+        http_fail(r, 404, "%s: not found", r->arg ? r->arg : "object");
+        break;
+    case REG_ENOTLEADER:
+        http_fail(r, 500, "No cluster leader");
+        break;
+    case REG_ESHUTDOWN:
+        http_fail(r, 503, "Server is shutting down");
+        break;
+    default:
+        http_fail(r, 500, "Write failed: %s", reg_strerror(status));
+        break;
+    }
+    if (r->status == 0) {
+        struct evbuffer *b = evbuffer_new();
+        add_consul_headers(r, 0);
+        evhttp_send_reply(r->req, 200, "OK", b);
+        if (b)
+            evbuffer_free(b);
+    } else {
+        reply_error(r, 0);
+    }
+    req_free(r);
+}
+
+static void start_write(struct http_req *r)
+{
+    struct store_read *rd;
+    struct command cmd = {0};
+    void *buf;
+    size_t len;
+    if (store_read_begin(r->srv->opt.store, &rd) != 0) {
+        http_fail(r, 500, "store unavailable");
+    } else {
+        r->route->write(r, rd, &cmd);
+        store_read_end(rd);
+    }
+    if (r->status == 0 && cmd_encode(&cmd, cluster_alloc, &buf, &len) != 0)
+        http_fail(r, 500, "cannot encode command");
+    cmd_fini(&cmd);
+    if (r->status != 0) {
+        reply_error(r, 0);
+        req_free(r);
+        return;
+    }
+    cluster_submit(r->srv->opt.cluster, buf, len, write_done, r);
+}
+
+static const char *method_name(enum evhttp_cmd_type t)
+{
+    switch (t) {
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    default:
+        return "OTHER";
+    }
+}
+
+static const struct http_route *route_tables[] = {http_agent_routes, http_catalog_routes};
+
+static bool route_matches(const struct http_route *rt, const char *path, size_t *len)
+{
+    size_t n = strlen(rt->path);
+    *len = n;
+    if (rt->path[n - 1] != '/')
+        return strcmp(path, rt->path) == 0;
+    return strncmp(path, rt->path, n) == 0 && path[n] != '\0';
+}
+
+/* The longest pattern matching path wins (an exact path beats a shorter
+ * prefix: GET /v1/agent/service/register is a 405, not a lookup of a
+ * service called "register"). *path_known: some method serves this path. */
+static const struct http_route *find_route(const char *method, const char *path, char **arg,
+                                           bool *path_known)
+{
+    size_t best = 0, len;
+    const struct http_route *found = NULL;
+    for (size_t t = 0; t < sizeof(route_tables) / sizeof(route_tables[0]); t++)
+        for (const struct http_route *rt = route_tables[t]; rt->path; rt++)
+            if (route_matches(rt, path, &len) && len > best)
+                best = len;
+    *path_known = best > 0;
+    for (size_t t = 0; t < sizeof(route_tables) / sizeof(route_tables[0]) && !found; t++)
+        for (const struct http_route *rt = route_tables[t]; rt->path && !found; rt++)
+            if (route_matches(rt, path, &len) && len == best && strcmp(method, rt->method) == 0)
+                found = rt;
+    if (found && found->path[best - 1] == '/')
+        *arg = evhttp_uridecode(path + best, 0, NULL);
+    return found;
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+    struct http_server *srv = arg;
+    struct http_req *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    r->srv = srv;
+    r->req = req;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    const char *method = method_name(evhttp_request_get_command(req));
+    bool known;
+
+    if (path == NULL || *path == '\0') {
+        http_fail(r, 404, "Invalid URL path");
+        goto fail;
+    }
+    r->route = find_route(method, path, &r->arg, &known);
+    if (r->route == NULL) {
+        if (known)
+            http_fail(r, 405, "Method %s not allowed on %s", method, path);
+        else
+            http_fail(r, 404, "Invalid URL path: %s", path);
+        goto fail;
+    }
+    if (r->route->path[strlen(r->route->path) - 1] == '/' &&
+        (r->arg == NULL || *r->arg == '\0' || strlen(r->arg) > STORE_NAME_MAX ||
+         strchr(r->arg, '/') != NULL)) {
+        http_fail(r, 400, "Invalid path argument");
+        goto fail;
+    }
+    if (parse_query(r, uri ? evhttp_uri_get_query(uri) : NULL) != 0 || parse_blocking(r) != 0)
+        goto fail;
+    if (r->route->write)
+        start_write(r);
+    else
+        start_read(r);
+    return;
+fail:
+    reply_error(r, 0);
+    req_free(r);
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+int http_start(const struct http_options *opt, struct http_server **out, char *err,
+               size_t errlen)
+{
+    char host[256];
+    unsigned short port;
+    if (conf_split_hostport(opt->addr, host, sizeof(host), &port) != 0) {
+        snprintf(err, errlen, "http_addr: cannot parse \"%s\"", opt->addr);
+        return REG_EINVAL;
+    }
+    struct http_server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return REG_ENOMEM;
+    s->opt = *opt;
+    s->http = evhttp_new(opt->base);
+    if (s->http == NULL)
+        goto fail_mem;
+    /* libevent enforces a hard cap; our own 413 (one line) comes first. */
+    evhttp_set_max_body_size(s->http, (ev_ssize_t)(opt->max_body_size * 2 + 65536));
+    evhttp_set_max_headers_size(s->http, 64 * 1024);
+    evhttp_set_timeout(s->http, HTTP_IDLE_TIMEOUT_S);
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST |
+                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(s->http, handle, s);
+
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                    .ai_flags = AI_PASSIVE | AI_NUMERICHOST};
+    struct evutil_addrinfo *ai = NULL;
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    if (evutil_getaddrinfo(host, portstr, &hints, &ai) != 0 || ai == NULL) {
+        snprintf(err, errlen, "http_addr %s: not a numeric address", opt->addr);
+        http_free(s);
+        return REG_EINVAL;
+    }
+    /* evhttp_bind_socket's backlog of 128 stalls bursts: bind ourselves. */
+    struct evconnlistener *l = evconnlistener_new_bind(
+        opt->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        HTTP_BACKLOG, ai->ai_addr, (int)ai->ai_addrlen);
+    evutil_freeaddrinfo(ai);
+    if (l == NULL || evhttp_bind_listener(s->http, l) == NULL) {
+        snprintf(err, errlen, "http_addr %s: cannot listen: %s", opt->addr,
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        if (l)
+            evconnlistener_free(l);
+        http_free(s);
+        return REG_EIO;
+    }
+    *out = s;
+    return 0;
+
+fail_mem:
+    http_free(s);
+    return REG_ENOMEM;
+}
+
+void http_free(struct http_server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->http)
+        evhttp_free(s->http);
+    free(s);
+}

@@ -1,0 +1,38 @@
+/*
+ * http_api.h — the Consul-shaped /v1 HTTP API on libevent's evhttp.
+ *
+ * Reads run on the front-end thread against LMDB read transactions; writes
+ * are validated and normalised here, encoded as commands and submitted to
+ * the cluster; the reply is sent when the command has been applied.
+ * Catalog and health reads are blocking queries (watch.h).
+ */
+#ifndef REGISTRYD_HTTP_API_H
+#define REGISTRYD_HTTP_API_H
+
+#include <stddef.h>
+
+struct event_base;
+struct store;
+struct cluster;
+struct watch;
+struct http_server;
+
+struct http_options {
+    const char *addr;        /* listen "host:port" */
+    size_t max_body_size;    /* bytes; larger bodies get 413 */
+    const char *node;        /* this server's node name */
+    const char *node_id;     /* UUID-shaped node id */
+    const char *node_addr;   /* address reported for the node */
+    const char *datacenter;
+    struct event_base *base; /* borrowed */
+    struct store *store;     /* borrowed */
+    struct cluster *cluster; /* borrowed */
+    struct watch *watch;     /* borrowed */
+};
+
+/* Bind and start serving. Returns 0 or REG_EIO / REG_EINVAL with err set. */
+int http_start(const struct http_options *opt, struct http_server **out, char *err,
+               size_t errlen);
+void http_free(struct http_server *s);
+
+#endif

@@ -1,0 +1,249 @@
+/*
+ * http_catalog.c — the read side clients discover with: /v1/catalog/...,
+ * /v1/health/... and /v1/status/..., in Consul's JSON shapes. All of them are
+ * blocking-query capable (the route table says what each one watches).
+ */
+#include <string.h>
+
+#include "cluster.h"
+#include "http_internal.h"
+#include "registry/error.h"
+
+/* ?tag= may repeat: an instance must carry every one of them. */
+static bool has_tags(struct http_req *r, json_t *inst)
+{
+    json_t *tags = json_object_get(inst, "Tags");
+    for (int i = 0; i < r->n_params; i++) {
+        if (strcmp(r->params[i].key, "tag") != 0 || r->params[i].value == NULL)
+            continue;
+        bool found = false;
+        size_t j;
+        json_t *t;
+        json_array_foreach(tags, j, t) if (strcmp(json_string_value(t), r->params[i].value) == 0)
+            found = true;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+/* ---- /v1/catalog -------------------------------------------------------- */
+
+struct walk {
+    struct http_req *r;
+    struct store_read *rd;
+    json_t *out;
+};
+
+static int add_service_tags(json_t *inst, void *arg)
+{
+    json_t *tags = arg;
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(inst, "Tags"), i, t)
+        json_object_set_new(tags, json_string_value(t), json_true());
+    return 0;
+}
+
+static int add_catalog_name(const char *name, void *arg)
+{
+    struct walk *w = arg;
+    json_t *set = json_object(), *arr = json_array();
+    store_each_instance(w->rd, name, add_service_tags, set);
+    const char *k;
+    json_t *v;
+    json_object_foreach(set, k, v) json_array_append_new(arr, json_string(k));
+    json_decref(set);
+    json_object_set_new(w->out, name, arr);
+    return 0;
+}
+
+static int read_catalog_services(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    struct walk w = {r, rd, json_object()};
+    store_each_name(rd, add_catalog_name, &w);
+    *out = w.out;
+    return 0;
+}
+
+static int add_catalog_instance(json_t *inst, void *arg)
+{
+    struct walk *w = arg;
+    if (!has_tags(w->r, inst))
+        return 0;
+    json_t *node = render_node(w->r->srv, inst);
+    json_t *o = json_pack(
+        "{s:O, s:O, s:O, s:O, s:O, s:O, s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
+        "ID", json_object_get(node, "ID"), "Node", json_object_get(node, "Node"), "Address",
+        json_object_get(node, "Address"), "Datacenter", json_object_get(node, "Datacenter"),
+        "TaggedAddresses", json_object_get(node, "TaggedAddresses"), "NodeMeta",
+        json_object_get(node, "Meta"), "ServiceKind", "", "ServiceID",
+        json_object_get(inst, "ID"), "ServiceName", json_object_get(inst, "Service"),
+        "ServiceTags", json_object_get(inst, "Tags"), "ServiceAddress",
+        json_object_get(inst, "Address"), "ServiceWeights", json_object_get(inst, "Weights"),
+        "ServiceMeta", json_object_get(inst, "Meta"), "ServicePort",
+        json_object_get(inst, "Port"), "ServiceEnableTagOverride",
+        json_object_get(inst, "EnableTagOverride"), "CreateIndex",
+        json_object_get(inst, "CreateIndex"));
+    json_object_set(o, "ModifyIndex", json_object_get(inst, "ModifyIndex"));
+    json_decref(node);
+    json_array_append_new(w->out, o);
+    return 0;
+}
+
+static int read_catalog_service(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    struct walk w = {r, rd, json_array()};
+    store_each_instance(rd, r->arg, add_catalog_instance, &w);
+    *out = w.out;
+    return 0;
+}
+
+static int read_catalog_nodes(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    (void)rd;
+    /* One node per server: this one (cluster membership adds the others). */
+    *out = json_pack("[o]", render_node(r->srv, NULL));
+    return 0;
+}
+
+/* ---- /v1/health --------------------------------------------------------- */
+
+static bool all_passing(json_t *checks)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(checks, i, c)
+    {
+        const char *st = json_string_value(json_object_get(c, "Status"));
+        if (st == NULL || strcmp(st, "passing") != 0)
+            return false;
+    }
+    return true;
+}
+
+static int add_health_entry(json_t *inst, void *arg)
+{
+    struct walk *w = arg;
+    json_t *checks = NULL, *all;
+    if (!has_tags(w->r, inst))
+        return 0;
+    if (store_instance_checks(w->rd, json_string_value(json_object_get(inst, "ID")), &checks) !=
+        0)
+        return 0;
+    all = json_array();
+    json_array_append_new(all, render_serf_check(w->r->srv, inst));
+    size_t i;
+    json_t *c;
+    json_array_foreach(checks, i, c) json_array_append_new(all, render_check(c, inst));
+    json_decref(checks);
+    if (http_flag(w->r, "passing") && !all_passing(all)) {
+        json_decref(all);
+        return 0;
+    }
+    json_t *svc = json_deep_copy(inst);
+    json_object_del(svc, "Node");
+    json_object_del(svc, "NodeAddress");
+    json_array_append_new(w->out, json_pack("{s:o, s:o, s:o}", "Node",
+                                            render_node(w->r->srv, inst), "Service", svc,
+                                            "Checks", all));
+    return 0;
+}
+
+static int read_health_service(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    struct walk w = {r, rd, json_array()};
+    store_each_instance(rd, r->arg, add_health_entry, &w);
+    *out = w.out;
+    return 0;
+}
+
+static int add_service_checks(json_t *inst, void *arg)
+{
+    struct walk *w = arg;
+    json_t *checks;
+    if (store_instance_checks(w->rd, json_string_value(json_object_get(inst, "ID")), &checks) !=
+        0)
+        return 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(checks, i, c) json_array_append_new(w->out, render_check(c, inst));
+    json_decref(checks);
+    return 0;
+}
+
+static int read_health_checks(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    struct walk w = {r, rd, json_array()};
+    store_each_instance(rd, r->arg, add_service_checks, &w);
+    *out = w.out;
+    return 0;
+}
+
+struct state_walk {
+    struct walk w;
+    const char *state; /* NULL: any */
+};
+
+static int add_state_check(json_t *check, void *arg)
+{
+    struct state_walk *s = arg;
+    const char *st = json_string_value(json_object_get(check, "Status"));
+    if (s->state && (st == NULL || strcmp(st, s->state) != 0))
+        return 0;
+    json_t *inst = NULL;
+    store_get_instance(s->w.rd, json_string_value(json_object_get(check, "ServiceID")), &inst);
+    json_array_append_new(s->w.out, render_check(check, inst));
+    json_decref(inst);
+    return 0;
+}
+
+static int read_health_state(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    static const char *const states[] = {"any", "passing", "warning", "critical"};
+    const char *state = NULL;
+    for (int i = 0; i < 4; i++)
+        if (strcmp(r->arg, states[i]) == 0)
+            state = states[i];
+    if (state == NULL)
+        return http_fail(r, 400, "Invalid state \"%s\": use any, passing, warning or critical",
+                         r->arg);
+    struct state_walk s = {{r, rd, json_array()}, strcmp(state, "any") == 0 ? NULL : state};
+    if (s.state == NULL || strcmp(s.state, "passing") == 0)
+        json_array_append_new(s.w.out, render_serf_check(r->srv, NULL));
+    store_each_check(rd, add_state_check, &s);
+    *out = s.w.out;
+    return 0;
+}
+
+/* ---- /v1/status --------------------------------------------------------- */
+
+static int read_status_leader(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    (void)rd;
+    struct cluster_status st;
+    cluster_get_status(r->srv->opt.cluster, &st);
+    *out = json_string(st.leader_addr);
+    return 0;
+}
+
+static int read_status_peers(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    (void)rd;
+    struct cluster_status st;
+    cluster_get_status(r->srv->opt.cluster, &st);
+    *out = json_pack("[s]", st.self_addr);
+    return 0;
+}
+
+const struct http_route http_catalog_routes[] = {
+    {"GET", "/v1/catalog/services", read_catalog_services, NULL, WATCH_ALL},
+    {"GET", "/v1/catalog/service/", read_catalog_service, NULL, WATCH_SERVICE},
+    {"GET", "/v1/catalog/nodes", read_catalog_nodes, NULL, WATCH_ALL},
+    {"GET", "/v1/health/service/", read_health_service, NULL, WATCH_SERVICE},
+    {"GET", "/v1/health/checks/", read_health_checks, NULL, WATCH_SERVICE},
+    {"GET", "/v1/health/state/", read_health_state, NULL, WATCH_ALL},
+    {"GET", "/v1/status/leader", read_status_leader, NULL, WATCH_NONE},
+    {"GET", "/v1/status/peers", read_status_peers, NULL, WATCH_NONE},
+    {NULL, NULL, NULL, NULL, WATCH_NONE},
+};

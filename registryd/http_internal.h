@@ -1,0 +1,99 @@
+/*
+ * http_internal.h — what the HTTP modules share: the request context, the
+ * route table types, the reply helpers and the Consul JSON renderers.
+ *   http_api.c      server, routing, query parsing, replies, blocking queries
+ *   http_agent.c    /v1/agent/... (registration and checks: the write side)
+ *   http_catalog.c  /v1/catalog/..., /v1/health/..., /v1/status/...
+ * Private to registryd/http_*.c.
+ */
+#ifndef REGISTRYD_HTTP_INTERNAL_H
+#define REGISTRYD_HTTP_INTERNAL_H
+
+#include <event2/http.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "command.h"
+#include "http_api.h"
+#include "store.h"
+
+#define HTTP_MAX_PARAMS 32
+
+struct http_server {
+    struct http_options opt;
+    struct evhttp *http;
+};
+
+struct http_param {
+    char *key;
+    char *value; /* NULL for a bare flag (?passing) */
+};
+
+/* One request, from routing to reply. Owned by the front-end thread. */
+struct http_req {
+    struct http_server *srv;
+    struct evhttp_request *req;
+    const struct http_route *route;
+    char *arg; /* decoded path tail (/v1/catalog/service/<arg>), or NULL */
+    struct http_param params[HTTP_MAX_PARAMS];
+    int n_params;
+    uint64_t min_index; /* ?index=, 0 if absent */
+    uint64_t wait_ms;   /* ?wait= with jitter applied */
+    int status;         /* error reply chosen by a handler */
+    char errmsg[256];
+};
+
+/* A read renders JSON from one read transaction. Returns 0 (out set, status
+ * 200 unless r->status says otherwise) or non-zero with r->status/errmsg. */
+typedef int (*http_read_fn)(struct http_req *r, struct store_read *rd, json_t **out);
+/* A write fills cmd from the request (rd for existence checks). Returns 0
+ * to submit, non-zero with r->status/errmsg to refuse. */
+typedef int (*http_write_fn)(struct http_req *r, struct store_read *rd, struct command *cmd);
+
+enum http_watch_scope {
+    WATCH_NONE,    /* not a blocking query */
+    WATCH_SERVICE, /* wakes on changes to the service named by the path */
+    WATCH_ALL,     /* wakes on any change */
+};
+
+struct http_route {
+    const char *method;
+    const char *path; /* ends with '/' when the tail is an argument */
+    http_read_fn read;
+    http_write_fn write;
+    enum http_watch_scope watch;
+};
+
+extern const struct http_route http_agent_routes[];
+extern const struct http_route http_catalog_routes[];
+
+/* Set r->status/errmsg; returns -1 for `return http_fail(...)`. */
+int http_fail(struct http_req *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Query parameters: value of the last `key` (NULL: absent or bare). */
+const char *http_param(const struct http_req *r, const char *key);
+bool http_has_param(const struct http_req *r, const char *key);
+/* A flag: present bare, or =1/=true. */
+bool http_flag(const struct http_req *r, const char *key);
+
+/* Request body as a JSON object. Returns 0, or fails the request (400). */
+int http_body_json(struct http_req *r, json_t **out);
+
+/* Body keys are matched case-insensitively, as Consul (Go) does. Borrowed. */
+json_t *json_get_ci(json_t *obj, const char *key);
+
+/* Go duration ("10s", "1m30s", "500ms", "1.5h") or integer nanoseconds. */
+int http_parse_duration(json_t *v, uint64_t *ms);
+int http_parse_duration_str(const char *s, uint64_t *ms);
+/* Render ms back the way Go does ("10s", "1m30s", "250ms"). */
+void http_format_duration(uint64_t ms, char *buf, size_t len);
+
+/* Consul JSON shapes. New references. */
+json_t *render_node(struct http_server *srv, json_t *inst);
+json_t *render_agent_service(struct http_server *srv, json_t *inst);
+json_t *render_check(json_t *check, json_t *inst);
+json_t *render_serf_check(struct http_server *srv, json_t *inst);
+
+#endif

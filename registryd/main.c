@@ -1,0 +1,211 @@
+/*
+ * main.c — registryd: configuration, start-up order, signals, shutdown.
+ *
+ * Start-up: config (all errors before anything starts) -> data dir (locked)
+ * -> store -> raft (waits until this server leads and has replayed its log)
+ * -> HTTP listener -> one "ready" line. SIGTERM/SIGINT stop the loop; parked
+ * and in-flight requests are answered, then everything is freed in reverse.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cluster.h"
+#include "config.h"
+#include "http_api.h"
+#include "log.h"
+#include "registry/error.h"
+#include "store.h"
+#include "watch.h"
+
+static void on_change(void *arg, const struct store_change *chg)
+{
+    watch_notify(arg, chg);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    log_info("main", "msg=\"shutting down\" signal=%d", (int)sig);
+    event_base_loopexit(arg, NULL);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    return mkdir(tmp, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* A node id shaped like Consul's (a UUID), stable for a node name. */
+static void node_id_for(const char *node, char *out, size_t len)
+{
+    unsigned long long h1 = 1469598103934665603ULL, h2 = 1099511628211ULL;
+    for (const char *p = node; *p; p++) {
+        h1 = (h1 ^ (unsigned char)*p) * 1099511628211ULL;
+        h2 = (h2 ^ (unsigned char)*p) * 6364136223846793005ULL + 1;
+    }
+    snprintf(out, len, "%08llx-%04llx-%04llx-%04llx-%012llx", h1 >> 32, (h1 >> 16) & 0xffff,
+             h1 & 0xffff, h2 >> 48, h2 & 0xffffffffffffULL);
+}
+
+int main(int argc, char **argv)
+{
+    struct conf conf = {0};
+    char err[512] = "";
+    char dev_dir[] = "/tmp/registryd-dev-XXXXXX";
+    const char *data_dir;
+    struct event_base *base = NULL;
+    struct event *sigterm = NULL, *sigint = NULL;
+    struct store *store = NULL;
+    struct watch *watch = NULL;
+    struct cluster *cluster = NULL;
+    struct http_server *http = NULL;
+    int lock_fd = -1, status = 1;
+
+    int rc = conf_load(&conf, argc, argv, stdout, err, sizeof(err));
+    if (rc == CONF_EXIT) {
+        conf_fini(&conf);
+        return 0;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "registryd: %s\n", err);
+        conf_fini(&conf);
+        return 2;
+    }
+    log_init(conf.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    if (evthread_use_pthreads() != 0) {
+        log_error("main", "msg=\"libevent threading unavailable\"");
+        goto out;
+    }
+
+    if (conf.dev) {
+        if (mkdtemp(dev_dir) == NULL) {
+            log_error("main", "msg=\"cannot create dev data dir\" error=\"%s\"", strerror(errno));
+            goto out;
+        }
+        data_dir = dev_dir;
+    } else {
+        data_dir = conf.data_dir;
+        if (mkdir_p(data_dir) != 0) {
+            log_error("main", "msg=\"cannot create data dir\" data_dir=%s error=\"%s\"", data_dir,
+                      strerror(errno));
+            goto out;
+        }
+    }
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/LOCK", data_dir);
+    lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        log_error("main", "msg=\"data dir is in use by another registryd\" data_dir=%s", data_dir);
+        goto out;
+    }
+
+    snprintf(path, sizeof(path), "%s/store", data_dir);
+    if (store_open(path, &store, err, sizeof(err)) != 0) {
+        log_error("main", "msg=\"cannot open store\" error=\"%s\"", err);
+        goto out;
+    }
+    base = event_base_new();
+    if (base == NULL || watch_new(base, &watch) != 0) {
+        log_error("main", "msg=\"cannot create event loop\"");
+        goto out;
+    }
+    struct cluster_options copt = {
+        .data_dir = data_dir,
+        .raft_addr = conf.raft_addr,
+        .store = store,
+        .base = base,
+        .on_change = on_change,
+        .change_arg = watch,
+    };
+    if (cluster_start(&copt, &cluster, err, sizeof(err)) != 0) {
+        log_error("main", "msg=\"cannot start raft\" error=\"%s\"", err);
+        goto out;
+    }
+
+    char host[256], node_id[40];
+    unsigned short port;
+    if (conf_split_hostport(conf.http_addr, host, sizeof(host), &port) != 0)
+        snprintf(host, sizeof(host), "127.0.0.1");
+    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
+        snprintf(host, sizeof(host), "127.0.0.1");
+    node_id_for(conf.node, node_id, sizeof(node_id));
+    struct http_options hopt = {
+        .addr = conf.http_addr,
+        .max_body_size = conf.max_body_size,
+        .node = conf.node,
+        .node_id = node_id,
+        .node_addr = host,
+        .datacenter = conf.datacenter,
+        .base = base,
+        .store = store,
+        .cluster = cluster,
+        .watch = watch,
+    };
+    if (http_start(&hopt, &http, err, sizeof(err)) != 0) {
+        log_error("main", "msg=\"cannot start HTTP API\" error=\"%s\"", err);
+        goto out;
+    }
+    sigterm = evsignal_new(base, SIGTERM, on_signal, base);
+    sigint = evsignal_new(base, SIGINT, on_signal, base);
+    if (!sigterm || !sigint || evsignal_add(sigterm, NULL) != 0 || evsignal_add(sigint, NULL) != 0) {
+        log_error("main", "msg=\"cannot install signal handlers\"");
+        goto out;
+    }
+    log_info("main", "msg=\"ready\" version=%s node=%s http_addr=%s data_dir=%s%s",
+             REGISTRYD_VERSION, conf.node, conf.http_addr, data_dir, conf.dev ? " dev=true" : "");
+    if (event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY) < 0) {
+        log_error("main", "msg=\"event loop failed\"");
+        goto out;
+    }
+    status = 0;
+
+out:
+    /* Reverse order; parked and in-flight requests get their answers. */
+    watch_free(watch);
+    cluster_free(cluster);
+    http_free(http);
+    if (sigterm)
+        event_free(sigterm);
+    if (sigint)
+        event_free(sigint);
+    if (base)
+        event_base_free(base);
+    store_free(store);
+    if (lock_fd >= 0)
+        close(lock_fd);
+    if (conf.dev && dev_dir[strlen(dev_dir) - 1] != 'X')
+        nftw(dev_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (status == 0)
+        log_info("main", "msg=\"stopped\"");
+    conf_fini(&conf);
+    return status;
+}

@@ -1,0 +1,689 @@
+/*
+ * store.c — LMDB-backed store (see store.h for the record layout and the
+ * threading rules). Every LMDB return value is checked; a failed write
+ * transaction is aborted so that a command applies entirely or not at all.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "command.h"
+#include "log.h"
+#include "registry/error.h"
+
+enum store_db { DB_SERVICES, DB_CHECKS, DB_BY_NAME, DB_SVC_CHECKS, DB_NAMES, DB_META, DB_COUNT };
+
+static const struct {
+    const char *name;
+    unsigned flags;
+} store_dbs[DB_COUNT] = {
+    [DB_SERVICES] = {"services", 0},    [DB_CHECKS] = {"checks", 0},
+    [DB_BY_NAME] = {"by_name", MDB_DUPSORT}, [DB_SVC_CHECKS] = {"svc_checks", MDB_DUPSORT},
+    [DB_NAMES] = {"names", 0},          [DB_META] = {"meta", 0},
+};
+
+struct store {
+    MDB_env *env;
+    MDB_dbi dbi[DB_COUNT];
+};
+
+struct store_read {
+    struct store *s;
+    MDB_txn *txn;
+};
+
+#define STORE_MAP_SIZE (16ULL << 30) /* sparse; resizing needs all txns closed */
+#define SNAP_MAGIC "RSNAP001"
+
+/* Our own REG_E* codes are small negatives; LMDB's are errno values or
+ * MDB_* codes far below them. */
+static int is_reg_error(int rc)
+{
+    return rc < 0 && rc > -1000;
+}
+
+static int lmdb_fail(const char *what, int rc)
+{
+    log_error("store", "msg=\"%s failed\" error=\"%s\"", what, mdb_strerror(rc));
+    return REG_ESTORE;
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+int store_open(const char *dir, struct store **out, char *err, size_t errlen)
+{
+    struct store *s = calloc(1, sizeof(*s));
+    MDB_txn *txn = NULL;
+    int rc;
+    char path[4096];
+
+    if (s == NULL)
+        return REG_ENOMEM;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    /* The Raft log is the durable record: start from an empty store. */
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    if (unlink(path) != 0 && errno != ENOENT) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        goto fail;
+    }
+    snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+    (void)unlink(path);
+
+    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, DB_COUNT)) != 0 ||
+        (rc = mdb_env_set_mapsize(s->env, STORE_MAP_SIZE)) != 0 ||
+        (rc = mdb_env_set_maxreaders(s->env, 1024)) != 0 ||
+        (rc = mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD, 0600)) != 0) {
+        snprintf(err, errlen, "%s: lmdb: %s", dir, mdb_strerror(rc));
+        goto fail;
+    }
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
+        goto fail_rc;
+    for (int i = 0; i < DB_COUNT; i++) {
+        if ((rc = mdb_dbi_open(txn, store_dbs[i].name, MDB_CREATE | store_dbs[i].flags,
+                               &s->dbi[i])) != 0)
+            goto fail_rc;
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0) {
+        txn = NULL;
+        goto fail_rc;
+    }
+    *out = s;
+    return 0;
+
+fail_rc:
+    snprintf(err, errlen, "%s: lmdb: %s", dir, mdb_strerror(rc));
+    if (txn)
+        mdb_txn_abort(txn);
+fail:
+    store_free(s);
+    return REG_ESTORE;
+}
+
+void store_free(struct store *s)
+{
+    if (s == NULL)
+        return;
+    if (s->env)
+        mdb_env_close(s->env);
+    free(s);
+}
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static MDB_val val_str(const char *str)
+{
+    MDB_val v = {strlen(str), (void *)str};
+    return v;
+}
+
+static uint64_t get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key)
+{
+    MDB_val k = val_str(key), v;
+    uint64_t x = 0;
+    if (mdb_get(txn, dbi, &k, &v) == 0 && v.mv_size == sizeof(x))
+        memcpy(&x, v.mv_data, sizeof(x));
+    return x;
+}
+
+static int put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t x)
+{
+    MDB_val k = val_str(key), v = {sizeof(x), &x};
+    return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+static int get_json(MDB_txn *txn, MDB_dbi dbi, const char *key, json_t **out)
+{
+    MDB_val k = val_str(key), v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return REG_ENOTFOUND;
+    if (rc != 0)
+        return lmdb_fail("mdb_get", rc);
+    *out = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+    return *out ? 0 : REG_ESTORE;
+}
+
+static int put_json(MDB_txn *txn, MDB_dbi dbi, const char *key, json_t *obj)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    if (text == NULL)
+        return REG_ENOMEM;
+    MDB_val k = val_str(key), v = {strlen(text), text};
+    int rc = mdb_put(txn, dbi, &k, &v, 0);
+    free(text);
+    return rc;
+}
+
+static int del_key(MDB_txn *txn, MDB_dbi dbi, const char *key, const char *dupval)
+{
+    MDB_val k = val_str(key), v;
+    if (dupval)
+        v = val_str(dupval);
+    int rc = mdb_del(txn, dbi, &k, dupval ? &v : NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static const char *jstr(json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "";
+}
+
+static void change_add(struct store_change *chg, const char *name)
+{
+    for (int i = 0; i < chg->n; i++)
+        if (strcmp(chg->names[i], name) == 0)
+            return;
+    if (chg->n < 2)
+        snprintf(chg->names[chg->n++], sizeof(chg->names[0]), "%s", name);
+}
+
+/* ---- apply ------------------------------------------------------------- */
+
+struct apply_ctx {
+    struct store *s;
+    MDB_txn *txn;
+    uint64_t index; /* the index this command writes with */
+    struct store_change *chg;
+};
+
+static int touch_name(struct apply_ctx *a, const char *name)
+{
+    change_add(a->chg, name);
+    return put_u64(a->txn, a->s->dbi[DB_NAMES], name, a->index);
+}
+
+/* Delete every check of service `id` except those kept by keep(check). */
+static int drop_checks(struct apply_ctx *a, const char *id, json_t *keep_ids)
+{
+    MDB_cursor *cur;
+    MDB_val k = val_str(id), v;
+    int rc = mdb_cursor_open(a->txn, a->s->dbi[DB_SVC_CHECKS], &cur);
+    if (rc != 0)
+        return rc;
+    json_t *doomed = json_array();
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        json_t *cid = json_stringn(v.mv_data, v.mv_size);
+        if (keep_ids == NULL || json_object_get(keep_ids, json_string_value(cid)) == NULL)
+            json_array_append(doomed, cid);
+        json_decref(cid);
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND) {
+        json_decref(doomed);
+        return rc;
+    }
+    rc = 0;
+    size_t i;
+    json_t *cid;
+    json_array_foreach(doomed, i, cid)
+    {
+        const char *c = json_string_value(cid);
+        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], c, NULL)) != 0 ||
+            (rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], id, c)) != 0)
+            break;
+    }
+    json_decref(doomed);
+    return rc;
+}
+
+static int put_check(struct apply_ctx *a, json_t *check, const char *service_id)
+{
+    const char *cid = jstr(check, "CheckID");
+    json_t *old = NULL;
+    if (get_json(a->txn, a->s->dbi[DB_CHECKS], cid, &old) == 0) {
+        /* Re-registration keeps what the check last observed. */
+        json_object_set(check, "Status", json_object_get(old, "Status"));
+        json_object_set(check, "Output", json_object_get(old, "Output"));
+        json_object_set(check, "CreateIndex", json_object_get(old, "CreateIndex"));
+        json_decref(old);
+    } else {
+        json_object_set_new(check, "CreateIndex", json_integer((json_int_t)a->index));
+    }
+    json_object_set_new(check, "ModifyIndex", json_integer((json_int_t)a->index));
+    int rc = put_json(a->txn, a->s->dbi[DB_CHECKS], cid, check);
+    if (rc == 0) {
+        MDB_val k = val_str(service_id), v = val_str(cid);
+        rc = mdb_put(a->txn, a->s->dbi[DB_SVC_CHECKS], &k, &v, 0);
+        if (rc == MDB_KEYEXIST)
+            rc = 0;
+    }
+    return rc;
+}
+
+static int apply_register(struct apply_ctx *a, json_t *args)
+{
+    json_t *svc = json_object_get(args, "Service");
+    json_t *checks = json_object_get(args, "Checks");
+    const char *id = jstr(svc, "ID"), *name = jstr(svc, "Service");
+    json_t *old = NULL;
+    int rc;
+
+    if (!json_is_object(svc) || !*id || !*name)
+        return REG_EINVAL;
+    json_object_set_new(svc, "CreateIndex", json_integer((json_int_t)a->index));
+    if (get_json(a->txn, a->s->dbi[DB_SERVICES], id, &old) == 0) {
+        const char *old_name = jstr(old, "Service");
+        json_object_set(svc, "CreateIndex", json_object_get(old, "CreateIndex"));
+        if (strcmp(old_name, name) != 0) {
+            if ((rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], old_name, id)) != 0 ||
+                (rc = touch_name(a, old_name)) != 0) {
+                json_decref(old);
+                return rc;
+            }
+        }
+        json_decref(old);
+    }
+    json_object_set_new(svc, "ModifyIndex", json_integer((json_int_t)a->index));
+    if ((rc = put_json(a->txn, a->s->dbi[DB_SERVICES], id, svc)) != 0)
+        return rc;
+    MDB_val k = val_str(name), v = val_str(id);
+    rc = mdb_put(a->txn, a->s->dbi[DB_BY_NAME], &k, &v, 0);
+    if (rc != 0 && rc != MDB_KEYEXIST)
+        return rc;
+
+    /* The new definition replaces the old checks; maintenance survives. */
+    json_t *keep = json_object();
+    char maint[STORE_NAME_MAX + 32];
+    snprintf(maint, sizeof(maint), "_service_maintenance:%s", id);
+    json_object_set_new(keep, maint, json_true());
+    size_t i;
+    json_t *check;
+    json_array_foreach(checks, i, check) json_object_set_new(keep, jstr(check, "CheckID"), json_true());
+    rc = drop_checks(a, id, keep);
+    json_decref(keep);
+    json_array_foreach(checks, i, check)
+    {
+        if (rc != 0)
+            break;
+        rc = put_check(a, check, id);
+    }
+    if (rc == 0)
+        rc = touch_name(a, name);
+    return rc;
+}
+
+static int apply_deregister(struct apply_ctx *a, json_t *args)
+{
+    const char *id = jstr(args, "ServiceID");
+    json_t *old = NULL;
+    int rc = get_json(a->txn, a->s->dbi[DB_SERVICES], id, &old);
+    if (rc != 0)
+        return rc;
+    const char *name = jstr(old, "Service");
+    if ((rc = drop_checks(a, id, NULL)) == 0 &&
+        (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
+        (rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], name, id)) == 0)
+        rc = touch_name(a, name);
+    json_decref(old);
+    return rc;
+}
+
+static int apply_check_update(struct apply_ctx *a, json_t *args)
+{
+    const char *cid = jstr(args, "CheckID");
+    json_t *check = NULL, *svc = NULL;
+    int rc = get_json(a->txn, a->s->dbi[DB_CHECKS], cid, &check);
+    if (rc != 0)
+        return rc;
+    json_t *status = json_object_get(args, "Status"), *output = json_object_get(args, "Output");
+    if (json_equal(status, json_object_get(check, "Status")) &&
+        json_equal(output, json_object_get(check, "Output"))) {
+        json_decref(check); /* a heartbeat that changes nothing changes nothing */
+        return 0;
+    }
+    json_object_set(check, "Status", status);
+    json_object_set(check, "Output", output);
+    json_object_set_new(check, "ModifyIndex", json_integer((json_int_t)a->index));
+    rc = put_json(a->txn, a->s->dbi[DB_CHECKS], cid, check);
+    if (rc == 0 && get_json(a->txn, a->s->dbi[DB_SERVICES], jstr(check, "ServiceID"), &svc) == 0)
+        rc = touch_name(a, jstr(svc, "Service"));
+    else if (rc == 0)
+        change_add(a->chg, ""); /* no service of its own: only the global index moves */
+    json_decref(svc);
+    json_decref(check);
+    return rc;
+}
+
+static int apply_maintenance(struct apply_ctx *a, json_t *args)
+{
+    const char *id = jstr(args, "ServiceID");
+    json_t *svc = NULL;
+    int rc = get_json(a->txn, a->s->dbi[DB_SERVICES], id, &svc);
+    if (rc != 0)
+        return rc;
+    char cid[STORE_NAME_MAX + 32];
+    snprintf(cid, sizeof(cid), "_service_maintenance:%s", id);
+    if (json_is_true(json_object_get(args, "Enable"))) {
+        const char *reason = jstr(args, "Reason");
+        json_t *check = json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{}}", "CheckID", cid, "Name",
+            "Service Maintenance Mode", "Status", "critical", "Notes",
+            *reason ? reason
+                    : "Maintenance mode is enabled for this service, but no reason was "
+                      "provided. This is a default message.",
+            "Output", "", "ServiceID", id, "ServiceName", jstr(svc, "Service"), "Type",
+            "maintenance", "Definition");
+        json_object_set(check, "Node", json_object_get(svc, "Node"));
+        rc = put_check(a, check, id);
+        json_decref(check);
+    } else {
+        json_t *gone = NULL;
+        if (get_json(a->txn, a->s->dbi[DB_CHECKS], cid, &gone) != 0) {
+            json_decref(svc);
+            return 0; /* already off: no change */
+        }
+        json_decref(gone);
+        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0)
+            rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], id, cid);
+    }
+    if (rc == 0)
+        rc = touch_name(a, jstr(svc, "Service"));
+    json_decref(svc);
+    return rc;
+}
+
+int store_apply(struct store *s, const void *buf, size_t len, struct store_change *chg)
+{
+    struct command cmd;
+    MDB_txn *txn;
+    int rc;
+
+    memset(chg, 0, sizeof(*chg));
+    if (cmd_decode(buf, len, &cmd) != 0) {
+        log_error("store", "msg=\"undecodable command skipped\" bytes=%zu", len);
+        return REG_EINVAL;
+    }
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) {
+        cmd_fini(&cmd);
+        return lmdb_fail("mdb_txn_begin", rc);
+    }
+    struct apply_ctx a = {s, txn, get_u64(txn, s->dbi[DB_META], "index") + 1, chg};
+    switch (cmd.op) {
+    case CMD_REGISTER:
+        rc = apply_register(&a, cmd.args);
+        break;
+    case CMD_DEREGISTER:
+        rc = apply_deregister(&a, cmd.args);
+        break;
+    case CMD_CHECK_UPDATE:
+        rc = apply_check_update(&a, cmd.args);
+        break;
+    case CMD_MAINTENANCE:
+        rc = apply_maintenance(&a, cmd.args);
+        break;
+    }
+    cmd_fini(&cmd);
+    if (rc == 0 && chg->n > 0)
+        rc = put_u64(txn, s->dbi[DB_META], "index", a.index);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        memset(chg, 0, sizeof(*chg));
+        if (is_reg_error(rc))
+            return rc; /* the command's own outcome (REG_ENOTFOUND, ...) */
+        return lmdb_fail("apply", rc);
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0) {
+        memset(chg, 0, sizeof(*chg));
+        return lmdb_fail("mdb_txn_commit", rc);
+    }
+    if (chg->n > 0)
+        chg->index = a.index;
+    return 0;
+}
+
+/* ---- snapshot / restore -------------------------------------------------
+ * Format: SNAP_MAGIC, then records [u8 db][u32 klen][u32 vlen][key][val]. */
+
+struct growbuf {
+    unsigned char *p;
+    size_t len, cap;
+};
+
+static int gb_put(struct growbuf *g, const void *data, size_t n)
+{
+    if (g->len + n > g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 65536;
+        while (cap < g->len + n)
+            cap *= 2;
+        unsigned char *p = realloc(g->p, cap);
+        if (p == NULL)
+            return REG_ENOMEM;
+        g->p = p;
+        g->cap = cap;
+    }
+    memcpy(g->p + g->len, data, n);
+    g->len += n;
+    return 0;
+}
+
+int store_snapshot(struct store *s, void **buf, size_t *len)
+{
+    struct growbuf g = {0};
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return lmdb_fail("mdb_txn_begin", rc);
+    rc = gb_put(&g, SNAP_MAGIC, 8);
+    for (int db = 0; db < DB_COUNT && rc == 0; db++) {
+        MDB_cursor *cur;
+        MDB_val k, v;
+        if ((rc = mdb_cursor_open(txn, s->dbi[db], &cur)) != 0) {
+            rc = lmdb_fail("mdb_cursor_open", rc);
+            break;
+        }
+        int crc;
+        for (crc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); crc == 0 && rc == 0;
+             crc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            unsigned char d = (unsigned char)db;
+            uint32_t kl = (uint32_t)k.mv_size, vl = (uint32_t)v.mv_size;
+            if ((rc = gb_put(&g, &d, 1)) == 0 && (rc = gb_put(&g, &kl, 4)) == 0 &&
+                (rc = gb_put(&g, &vl, 4)) == 0 && (rc = gb_put(&g, k.mv_data, kl)) == 0)
+                rc = gb_put(&g, v.mv_data, vl);
+        }
+        mdb_cursor_close(cur);
+        if (rc == 0 && crc != MDB_NOTFOUND)
+            rc = lmdb_fail("mdb_cursor_get", crc);
+    }
+    mdb_txn_abort(txn);
+    if (rc != 0) {
+        free(g.p);
+        return rc;
+    }
+    *buf = g.p;
+    *len = g.len;
+    return 0;
+}
+
+int store_restore(struct store *s, const void *buf, size_t len)
+{
+    const unsigned char *p = buf, *end = p + len;
+    MDB_txn *txn;
+    int rc;
+    if (len < 8 || memcmp(p, SNAP_MAGIC, 8) != 0)
+        return REG_EINVAL;
+    p += 8;
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
+        return lmdb_fail("mdb_txn_begin", rc);
+    for (int db = 0; db < DB_COUNT && rc == 0; db++)
+        rc = mdb_drop(txn, s->dbi[db], 0);
+    while (rc == 0 && p < end) {
+        uint32_t kl, vl;
+        if (end - p < 9) {
+            rc = REG_EINVAL;
+            break;
+        }
+        unsigned db = p[0];
+        memcpy(&kl, p + 1, 4);
+        memcpy(&vl, p + 5, 4);
+        p += 9;
+        if (db >= DB_COUNT || (size_t)(end - p) < (size_t)kl + vl) {
+            rc = REG_EINVAL;
+            break;
+        }
+        MDB_val k = {kl, (void *)p}, v = {vl, (void *)(p + kl)};
+        rc = mdb_put(txn, s->dbi[db], &k, &v, 0);
+        p += kl + vl;
+    }
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return is_reg_error(rc) ? rc : lmdb_fail("restore", rc);
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0)
+        return lmdb_fail("mdb_txn_commit", rc);
+    return 0;
+}
+
+/* ---- read side --------------------------------------------------------- */
+
+int store_read_begin(struct store *s, struct store_read **out)
+{
+    struct store_read *r = malloc(sizeof(*r));
+    if (r == NULL)
+        return REG_ENOMEM;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r->txn);
+    if (rc != 0) {
+        free(r);
+        return lmdb_fail("mdb_txn_begin(read)", rc);
+    }
+    r->s = s;
+    *out = r;
+    return 0;
+}
+
+void store_read_end(struct store_read *r)
+{
+    if (r == NULL)
+        return;
+    mdb_txn_abort(r->txn);
+    free(r);
+}
+
+uint64_t store_index(struct store_read *r)
+{
+    return get_u64(r->txn, r->s->dbi[DB_META], "index");
+}
+
+uint64_t store_name_index(struct store_read *r, const char *name)
+{
+    return get_u64(r->txn, r->s->dbi[DB_NAMES], name);
+}
+
+int store_get_instance(struct store_read *r, const char *id, json_t **out)
+{
+    return get_json(r->txn, r->s->dbi[DB_SERVICES], id, out);
+}
+
+int store_get_check(struct store_read *r, const char *id, json_t **out)
+{
+    return get_json(r->txn, r->s->dbi[DB_CHECKS], id, out);
+}
+
+static int each_json(struct store_read *r, MDB_dbi dbi, store_json_cb cb, void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(r->txn, dbi, &cur), stop = 0;
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !stop;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        json_t *obj = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        if (obj == NULL)
+            continue;
+        stop = cb(obj, arg);
+        json_decref(obj);
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
+int store_each_instance(struct store_read *r, const char *name, store_json_cb cb, void *arg)
+{
+    if (name == NULL)
+        return each_json(r, r->s->dbi[DB_SERVICES], cb, arg);
+    MDB_cursor *cur;
+    MDB_val k = val_str(name), v;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_BY_NAME], &cur), stop = 0;
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0 && !stop;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        MDB_val sk = v, sv;
+        if (mdb_get(r->txn, r->s->dbi[DB_SERVICES], &sk, &sv) != 0)
+            continue;
+        json_t *obj = json_loadb(sv.mv_data, sv.mv_size, 0, NULL);
+        if (obj == NULL)
+            continue;
+        stop = cb(obj, arg);
+        json_decref(obj);
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
+int store_each_check(struct store_read *r, store_json_cb cb, void *arg)
+{
+    return each_json(r, r->s->dbi[DB_CHECKS], cb, arg);
+}
+
+int store_instance_checks(struct store_read *r, const char *service_id, json_t **out)
+{
+    MDB_cursor *cur;
+    MDB_val k = val_str(service_id), v;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_SVC_CHECKS], &cur);
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    json_t *arr = json_array();
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        MDB_val ck = v, cv;
+        if (mdb_get(r->txn, r->s->dbi[DB_CHECKS], &ck, &cv) != 0)
+            continue;
+        json_t *obj = json_loadb(cv.mv_data, cv.mv_size, 0, NULL);
+        if (obj)
+            json_array_append_new(arr, obj);
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND) {
+        json_decref(arr);
+        return lmdb_fail("mdb_cursor_get", rc);
+    }
+    *out = arr;
+    return 0;
+}
+
+int store_each_name(struct store_read *r, store_name_cb cb, void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    char name[STORE_NAME_MAX + 1];
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_BY_NAME], &cur), stop = 0;
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !stop;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
+        size_t n = k.mv_size < STORE_NAME_MAX ? k.mv_size : STORE_NAME_MAX;
+        memcpy(name, k.mv_data, n);
+        name[n] = '\0';
+        stop = cb(name, arg);
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}

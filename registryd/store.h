@@ -1,0 +1,85 @@
+/*
+ * store.h — the LMDB store: service instances, their checks, and the indexes
+ * blocking queries compare against. The only code that writes LMDB.
+ *
+ * Records are JSON objects (Consul's field names) stored as compact text:
+ *   services   ID -> instance {ID, Service, Tags, Address, Port, Meta, Weights,
+ *                  EnableTagOverride, Node, NodeAddress, CreateIndex, ModifyIndex}
+ *   checks     CheckID -> {CheckID, Name, Status, Notes, Output, ServiceID,
+ *                  ServiceName, Type, Definition, Node, CreateIndex, ModifyIndex}
+ *   by_name    service name -> instance IDs (dupsort)
+ *   svc_checks instance ID -> check IDs (dupsort)
+ *   names      service name -> u64 index of its last change
+ *   meta       "index" -> u64 store index (bumped by every command that changes
+ *              something; it is the X-Consul-Index clients see)
+ *
+ * Threads: store_apply/store_restore/store_snapshot run on the raft thread
+ * only (one writer). Readers on any thread use store_read_begin/end (MVCC
+ * read transactions; never wait for the writer).
+ *
+ * Durability lives in the Raft log: LMDB runs without fsync and is rebuilt
+ * from the latest Raft snapshot plus log replay every time registryd starts,
+ * so store_open starts from an empty file.
+ */
+#ifndef REGISTRYD_STORE_H
+#define REGISTRYD_STORE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_NAME_MAX 256 /* longest service name / id / check id, bytes */
+
+struct store;
+struct store_read;
+
+/* What a command changed: the new store index and the service names whose
+ * results changed (at most two: a re-registration may move an ID from one
+ * name to another). n == 0: nothing changed. */
+struct store_change {
+    uint64_t index;
+    int n;
+    char names[2][STORE_NAME_MAX + 1];
+};
+
+/* Open (creating, emptying) the store in dir. Returns 0 or REG_ESTORE with
+ * a message in err. */
+int store_open(const char *dir, struct store **out, char *err, size_t errlen);
+void store_free(struct store *s);
+
+/*
+ * Apply one encoded command (command.h). Returns the command's own outcome:
+ * 0, REG_ENOTFOUND (unknown service/check id), REG_EINVAL (undecodable), or
+ * REG_ESTORE (LMDB failure; nothing was changed). chg is filled on success.
+ */
+int store_apply(struct store *s, const void *cmd, size_t len, struct store_change *chg);
+
+/* Dump every record into one malloc'd buffer (caller frees). */
+int store_snapshot(struct store *s, void **buf, size_t *len);
+/* Replace the whole content with a snapshot made by store_snapshot. */
+int store_restore(struct store *s, const void *buf, size_t len);
+
+/* Read side. A read handle is owned by the thread that began it. */
+int store_read_begin(struct store *s, struct store_read **out);
+void store_read_end(struct store_read *r);
+
+uint64_t store_index(struct store_read *r);
+/* Index of the last change to `name` (0 if it never existed). */
+uint64_t store_name_index(struct store_read *r, const char *name);
+
+/* *out is a new reference; REG_ENOTFOUND if absent. */
+int store_get_instance(struct store_read *r, const char *id, json_t **out);
+int store_get_check(struct store_read *r, const char *id, json_t **out);
+
+/* Callbacks get a borrowed object and return 0 to go on, non-zero to stop
+ * (that value is returned). name == NULL: every instance. */
+typedef int (*store_json_cb)(json_t *obj, void *arg);
+int store_each_instance(struct store_read *r, const char *name, store_json_cb cb, void *arg);
+int store_each_check(struct store_read *r, store_json_cb cb, void *arg);
+/* The checks of one instance as a new JSON array (sorted by CheckID). */
+int store_instance_checks(struct store_read *r, const char *service_id, json_t **out);
+/* Every service name that currently has at least one instance. */
+typedef int (*store_name_cb)(const char *name, void *arg);
+int store_each_name(struct store_read *r, store_name_cb cb, void *arg);
+
+#endif

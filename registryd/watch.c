@@ -1,0 +1,175 @@
+/*
+ * watch.c — see watch.h. Waiters hang in per-key lists in a fixed-size
+ * chained hash table; the catalog-wide list is separate. Firing unlinks the
+ * waiter before its callback runs, so a callback may park a new waiter.
+ */
+#include "watch.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "registry/error.h"
+#include "store.h"
+
+#define WATCH_BUCKETS 4096
+
+struct watch_waiter {
+    struct watch *w;
+    struct watch_waiter *prev, *next; /* in its list */
+    struct watch_waiter **head;       /* the list it hangs in */
+    struct event *timer;
+    watch_fire_cb cb;
+    void *arg;
+    char *key; /* NULL: catalog-wide */
+};
+
+struct watch {
+    struct event_base *base;
+    struct watch_waiter *buckets[WATCH_BUCKETS];
+    struct watch_waiter *global;
+    size_t parked;
+};
+
+static unsigned hash_key(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % WATCH_BUCKETS;
+}
+
+int watch_new(struct event_base *base, struct watch **out)
+{
+    struct watch *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return REG_ENOMEM;
+    w->base = base;
+    *out = w;
+    return 0;
+}
+
+static void unlink_waiter(struct watch_waiter *wt)
+{
+    if (wt->prev)
+        wt->prev->next = wt->next;
+    else
+        *wt->head = wt->next;
+    if (wt->next)
+        wt->next->prev = wt->prev;
+    wt->w->parked--;
+}
+
+static void destroy_waiter(struct watch_waiter *wt)
+{
+    event_free(wt->timer);
+    free(wt->key);
+    free(wt);
+}
+
+static void fire(struct watch_waiter *wt, bool timed_out)
+{
+    watch_fire_cb cb = wt->cb;
+    void *arg = wt->arg;
+    unlink_waiter(wt);
+    destroy_waiter(wt);
+    cb(arg, timed_out);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    fire(arg, true);
+}
+
+int watch_park(struct watch *w, const char *key, uint64_t wait_ms, watch_fire_cb cb, void *arg,
+               struct watch_waiter **out)
+{
+    struct watch_waiter *wt = calloc(1, sizeof(*wt));
+    if (wt == NULL)
+        return REG_ENOMEM;
+    wt->w = w;
+    wt->cb = cb;
+    wt->arg = arg;
+    if (key != NULL && (wt->key = strdup(key)) == NULL) {
+        free(wt);
+        return REG_ENOMEM;
+    }
+    wt->timer = evtimer_new(w->base, timer_cb, wt);
+    struct timeval tv = {(time_t)(wait_ms / 1000), (suseconds_t)(wait_ms % 1000) * 1000};
+    if (wt->timer == NULL || evtimer_add(wt->timer, &tv) != 0) {
+        if (wt->timer)
+            event_free(wt->timer);
+        free(wt->key);
+        free(wt);
+        return REG_ENOMEM;
+    }
+    wt->head = key ? &w->buckets[hash_key(key)] : &w->global;
+    wt->next = *wt->head;
+    if (wt->next)
+        wt->next->prev = wt;
+    *wt->head = wt;
+    w->parked++;
+    if (out)
+        *out = wt;
+    return 0;
+}
+
+void watch_cancel(struct watch_waiter *wt)
+{
+    if (wt == NULL)
+        return;
+    unlink_waiter(wt);
+    destroy_waiter(wt);
+}
+
+/* Fire every waiter of list *head whose key matches (NULL: all of them). */
+static void fire_list(struct watch_waiter **head, const char *key)
+{
+    /* Detach matching waiters first: callbacks may park new ones here. */
+    struct watch_waiter *ready = NULL;
+    for (struct watch_waiter *wt = *head, *next; wt; wt = next) {
+        next = wt->next;
+        if (key == NULL || strcmp(wt->key, key) == 0) {
+            unlink_waiter(wt);
+            wt->w->parked++; /* fire() unlinks again: keep the count right */
+            wt->next = ready;
+            wt->prev = NULL;
+            wt->head = &ready;
+            if (ready)
+                ready->prev = wt;
+            ready = wt;
+        }
+    }
+    while (ready)
+        fire(ready, false);
+}
+
+void watch_notify(struct watch *w, const struct store_change *chg)
+{
+    if (chg->index == UINT64_MAX) { /* the whole store was replaced */
+        for (int b = 0; b < WATCH_BUCKETS; b++)
+            fire_list(&w->buckets[b], NULL);
+    } else {
+        for (int i = 0; i < chg->n; i++)
+            if (chg->names[i][0])
+                fire_list(&w->buckets[hash_key(chg->names[i])], chg->names[i]);
+    }
+    fire_list(&w->global, NULL);
+}
+
+size_t watch_parked(const struct watch *w)
+{
+    return w->parked;
+}
+
+void watch_free(struct watch *w)
+{
+    if (w == NULL)
+        return;
+    for (int b = 0; b < WATCH_BUCKETS; b++)
+        fire_list(&w->buckets[b], NULL);
+    fire_list(&w->global, NULL);
+    free(w);
+}

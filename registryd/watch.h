@@ -1,0 +1,40 @@
+/*
+ * watch.h — blocking queries: parked requests keyed by what they watch.
+ *
+ * A waiter watches one service name, or everything (key NULL: catalog-wide
+ * reads such as /v1/catalog/services). watch_notify wakes the waiters of the
+ * names a change touched and the catalog-wide waiters — never the waiters of
+ * other services (the fix for hashicorp/consul#1244). A parked waiter costs
+ * one timer in libevent's heap and no CPU until it fires.
+ *
+ * Threads: front-end (event_base) thread only.
+ */
+#ifndef REGISTRYD_WATCH_H
+#define REGISTRYD_WATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct store_change;
+struct watch;
+struct watch_waiter;
+
+/* Called once: the watched thing changed (timed_out false) or wait expired. */
+typedef void (*watch_fire_cb)(void *arg, bool timed_out);
+
+int watch_new(struct event_base *base, struct watch **out);
+/* Fires every waiter (so each request gets its reply), then frees. */
+void watch_free(struct watch *w);
+
+/* Park a waiter for at most wait_ms. key is copied. Returns 0 or REG_ENOMEM. */
+int watch_park(struct watch *w, const char *key, uint64_t wait_ms, watch_fire_cb cb, void *arg,
+               struct watch_waiter **out);
+/* Remove a waiter that has not fired; its callback is not called. */
+void watch_cancel(struct watch_waiter *wt);
+
+void watch_notify(struct watch *w, const struct store_change *chg);
+size_t watch_parked(const struct watch *w);
+
+#endif
