@@ -375,19 +375,91 @@ static uint64_t watched_index(struct http_req *r, struct store_read *rd)
     return store_index(rd);
 }
 
-/* Run a read handler now and reply. */
+/* The cache key: path plus every parameter that shapes the answer. */
+static char *cache_key(struct http_req *r)
+{
+    static const char *const ignored[] = {"index", "wait", "token", "stale", "consistent"};
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL)
+        return NULL;
+    evbuffer_add_printf(b, "%s", evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r->req)));
+    for (int i = 0; i < r->n_params; i++) {
+        bool skip = false;
+        for (size_t j = 0; j < sizeof(ignored) / sizeof(ignored[0]); j++)
+            skip = skip || strcmp(r->params[i].key, ignored[j]) == 0;
+        if (!skip)
+            evbuffer_add_printf(b, "&%s=%s", r->params[i].key,
+                                r->params[i].value ? r->params[i].value : "");
+    }
+    evbuffer_add(b, "", 1);
+    char *key = strdup((const char *)evbuffer_pullup(b, -1));
+    evbuffer_free(b);
+    return key;
+}
+
+static unsigned cache_slot(const char *key)
+{
+    unsigned h = 2166136261u;
+    for (; *key; key++)
+        h = (h ^ (unsigned char)*key) * 16777619u;
+    return h % HTTP_CACHE_SLOTS;
+}
+
+static void send_body(struct http_req *r, const char *body, size_t len, uint64_t index)
+{
+    struct evbuffer *b = evbuffer_new();
+    add_consul_headers(r, index);
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
+                      "application/json");
+    if (b)
+        evbuffer_add(b, body, len);
+    evhttp_send_reply(r->req, 200, "OK", b);
+    if (b)
+        evbuffer_free(b);
+}
+
+/* Run a read handler (or reuse its cached answer) and reply. */
 static void run_read(struct http_req *r)
 {
     struct store_read *rd;
     json_t *out = NULL;
     uint64_t index = 0;
+    bool cacheable = r->route->watch != WATCH_NONE;
+    char *key = cacheable ? cache_key(r) : NULL;
+    struct http_cache_slot *slot = key ? &r->srv->cache[cache_slot(key)] : NULL;
+
     if (store_read_begin(r->srv->opt.store, &rd) != 0) {
         http_fail(r, 500, "store unavailable");
-    } else {
-        index = watched_index(r, rd);
-        r->route->read(r, rd, &out);
-        store_read_end(rd);
+        goto reply;
     }
+    index = watched_index(r, rd);
+    if (slot && slot->key && slot->index == index && strcmp(slot->key, key) == 0) {
+        store_read_end(rd);
+        send_body(r, slot->body, slot->len, index);
+        free(key);
+        req_free(r);
+        return;
+    }
+    r->route->read(r, rd, &out);
+    store_read_end(rd);
+    if (out != NULL && r->status == 0 && slot) {
+        char *text = json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (text != NULL) {
+            free(slot->key);
+            free(slot->body);
+            slot->key = key;
+            slot->index = index;
+            slot->body = text;
+            slot->len = strlen(text);
+            key = NULL;
+            send_body(r, slot->body, slot->len, index);
+            json_decref(out);
+            req_free(r);
+            return;
+        }
+    }
+reply:
+    free(key);
     if (out != NULL && r->status == 0)
         reply_json(r, out, index);
     else
@@ -633,5 +705,9 @@ void http_free(struct http_server *s)
         return;
     if (s->http)
         evhttp_free(s->http);
+    for (int i = 0; i < HTTP_CACHE_SLOTS; i++) {
+        free(s->cache[i].key);
+        free(s->cache[i].body);
+    }
     free(s);
 }

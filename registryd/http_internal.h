@@ -20,9 +20,20 @@
 
 #define HTTP_MAX_PARAMS 32
 
+/* Rendered read responses, reused while the index they were rendered at
+ * is current (same index => same content, on every server). Direct-mapped. */
+#define HTTP_CACHE_SLOTS 1024
+struct http_cache_slot {
+    char *key;
+    uint64_t index;
+    char *body;
+    size_t len;
+};
+
 struct http_server {
     struct http_options opt;
     struct evhttp *http;
+    struct http_cache_slot cache[HTTP_CACHE_SLOTS];
 };
 
 struct http_param {
