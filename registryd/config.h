@@ -31,6 +31,7 @@ struct conf {
     enum log_level log_level; /* --log-level debug|info|warn|error, default info */
     size_t max_body_size;  /* --max-body-size BYTES, default 1048576 (1 MiB) */
     char *dns_domain;      /* --dns-domain, default "registry." (for the DNS issue) */
+    bool check_only;       /* --check-config: validate, report, exit */
 };
 
 /* Outcome of conf_load besides errors: the caller should exit(0) after

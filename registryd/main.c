@@ -99,6 +99,11 @@ int main(int argc, char **argv)
         conf_fini(&conf);
         return 2;
     }
+    if (conf.check_only) {
+        printf("configuration OK\n");
+        conf_fini(&conf);
+        return 0;
+    }
     log_init(conf.log_level);
     signal(SIGPIPE, SIG_IGN);
     if (evthread_use_pthreads() != 0) {

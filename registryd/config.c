@@ -1,0 +1,563 @@
+/*
+ * config.c — registryd's settings: one table, three sources.
+ *
+ * conf_keys[] below is the only place a setting is declared: its name (the
+ * YAML key; the flag is the same name with dashes), its type (which picks the
+ * setter that parses and validates it), where it lives in struct conf, its
+ * default (parsed by the same setter, so defaults are validated too) and its
+ * one-line doc for --help. Sources are applied in order — defaults, the YAML
+ * file named by --config, then flags — and every error says where it came
+ * from: `file:line:col: message` or `--flag: message`.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+#include "registry/error.h"
+
+enum conf_type {
+    CONF_BOOL,     /* true/false, yes/no, on/off, 1/0; a bare flag means true */
+    CONF_STRING,   /* any non-empty string */
+    CONF_PATH,     /* a file system path */
+    CONF_HOSTPORT, /* HOST:PORT or [V6]:PORT */
+    CONF_IPV4PORT, /* A.B.C.D:PORT (libraft's uv transport is IPv4 only) */
+    CONF_NAME,     /* [A-Za-z0-9_.-]{1,128}: node and datacenter names */
+    CONF_SIZE,     /* bytes, with an optional KiB/MiB/GiB (or K/M/G) suffix */
+    CONF_LOGLEVEL, /* debug|info|warn|error */
+    CONF_DOMAIN,   /* a DNS domain; stored with its trailing dot */
+};
+
+struct conf_key {
+    const char *name;   /* YAML key; the flag is "--" + name with '_' → '-' */
+    enum conf_type type;
+    size_t offset;      /* into struct conf */
+    const char *def;    /* default, parsed by the type's setter; NULL = unset */
+    const char *arg;    /* metavariable shown by --help */
+    const char *doc;
+};
+
+#define KEY(n, t, field, d, a, doc) {n, t, offsetof(struct conf, field), d, a, doc}
+
+static const struct conf_key conf_keys[] = {
+    KEY("dev", CONF_BOOL, dev, "false", NULL,
+        "single server with its data in a fresh temporary directory, removed on exit"),
+    KEY("data_dir", CONF_PATH, data_dir, NULL, "DIR",
+        "where the raft log, snapshots and the store live (required unless --dev)"),
+    KEY("http_addr", CONF_HOSTPORT, http_addr, "127.0.0.1:8500", "HOST:PORT",
+        "HTTP API listen address"),
+    KEY("dns_addr", CONF_HOSTPORT, dns_addr, "127.0.0.1:8600", "HOST:PORT",
+        "DNS listen address (UDP and TCP)"),
+    KEY("dns_domain", CONF_DOMAIN, dns_domain, "registry.", "DOMAIN",
+        "DNS domain answered by the DNS interface"),
+    KEY("raft_addr", CONF_IPV4PORT, raft_addr, NULL, "IPV4:PORT",
+        "raft peer address (default 127.0.0.1 and a free port, chosen once)"),
+    KEY("node", CONF_NAME, node, NULL, "NAME", "node name (default: the host name)"),
+    KEY("datacenter", CONF_NAME, datacenter, "dc1", "NAME", "datacenter name"),
+    KEY("log_level", CONF_LOGLEVEL, log_level, "info", "LEVEL", "debug, info, warn or error"),
+    KEY("max_body_size", CONF_SIZE, max_body_size, "1MiB", "BYTES",
+        "largest accepted HTTP request body (suffixes KiB, MiB, GiB)"),
+};
+
+#define NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
+
+/* ---- setters: parse one value into its field; 0 or REG_ECONFIG + msg ---- */
+
+static void msgf(char *msg, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void msgf(char *msg, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, len, fmt, ap);
+    va_end(ap);
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+    static const char *yes[] = {"true", "yes", "on", "1"}, *no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(v, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return REG_EINVAL;
+}
+
+int conf_split_hostport(const char *addr, char *host, size_t hostlen, unsigned short *port)
+{
+    const char *colon, *h = addr;
+    size_t hl;
+    if (addr == NULL || *addr == '\0')
+        return REG_EINVAL;
+    if (*addr == '[') {
+        const char *close = strchr(addr, ']');
+        if (close == NULL || close[1] != ':')
+            return REG_EINVAL;
+        h = addr + 1;
+        hl = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (colon == NULL || memchr(addr, ':', (size_t)(colon - addr)) != NULL)
+            return REG_EINVAL; /* no port, or an unbracketed IPv6 address */
+        hl = (size_t)(colon - addr);
+    }
+    if (hl == 0 || hl >= hostlen)
+        return REG_EINVAL;
+    const char *p = colon + 1;
+    if (*p == '\0' || strlen(p) > 5)
+        return REG_EINVAL;
+    unsigned long n = 0;
+    for (; *p; p++) {
+        if (!isdigit((unsigned char)*p))
+            return REG_EINVAL;
+        n = n * 10 + (unsigned long)(*p - '0');
+    }
+    if (n == 0 || n > 65535)
+        return REG_EINVAL;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (unsigned short)n;
+    return 0;
+}
+
+static int parse_size(const char *v, size_t *out)
+{
+    static const struct { const char *suffix; unsigned long long mul; } units[] = {
+        {"", 1},           {"b", 1},          {"k", 1ULL << 10},  {"kib", 1ULL << 10},
+        {"kb", 1ULL << 10}, {"m", 1ULL << 20}, {"mib", 1ULL << 20}, {"mb", 1ULL << 20},
+        {"g", 1ULL << 30}, {"gib", 1ULL << 30}, {"gb", 1ULL << 30},
+    };
+    char *end;
+    if (!isdigit((unsigned char)*v))
+        return REG_EINVAL;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno != 0)
+        return REG_EINVAL;
+    while (*end == ' ')
+        end++;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcasecmp(end, units[i].suffix) == 0) {
+            if (n > SIZE_MAX / units[i].mul)
+                return REG_EINVAL;
+            *out = (size_t)(n * units[i].mul);
+            return 0;
+        }
+    }
+    return REG_EINVAL;
+}
+
+static int set_string(char **field, const char *v)
+{
+    char *copy = strdup(v);
+    if (copy == NULL)
+        return REG_ENOMEM;
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+static int conf_set(struct conf *c, const struct conf_key *k, const char *v, char *msg, size_t len)
+{
+    void *field = (char *)c + k->offset;
+    char host[256];
+    unsigned short port;
+
+    switch (k->type) {
+    case CONF_BOOL:
+        if (parse_bool(v, field) != 0)
+            goto bad_bool;
+        return 0;
+    case CONF_STRING:
+    case CONF_PATH:
+        if (*v == '\0') {
+            msgf(msg, len, "must not be empty");
+            return REG_ECONFIG;
+        }
+        if (k->type == CONF_PATH && strlen(v) >= PATH_MAX - 64) {
+            msgf(msg, len, "path too long");
+            return REG_ECONFIG;
+        }
+        return set_string(field, v);
+    case CONF_HOSTPORT:
+        if (conf_split_hostport(v, host, sizeof(host), &port) != 0) {
+            msgf(msg, len, "\"%s\" is not HOST:PORT (port 1-65535, IPv6 as [ADDR]:PORT)", v);
+            return REG_ECONFIG;
+        }
+        return set_string(field, v);
+    case CONF_IPV4PORT: {
+        unsigned a, b, cc, d;
+        char tail;
+        if (conf_split_hostport(v, host, sizeof(host), &port) != 0 ||
+            sscanf(host, "%u.%u.%u.%u%c", &a, &b, &cc, &d, &tail) != 4 || a > 255 || b > 255 ||
+            cc > 255 || d > 255) {
+            msgf(msg, len, "\"%s\" is not IPV4:PORT (port 1-65535)", v);
+            return REG_ECONFIG;
+        }
+        return set_string(field, v);
+    }
+    case CONF_NAME: {
+        size_t n = strlen(v);
+        if (n == 0 || n > 128 || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                           "0123456789_.-") != n) {
+            msgf(msg, len, "\"%s\" is not a valid name (1-128 of A-Z a-z 0-9 _ . -)", v);
+            return REG_ECONFIG;
+        }
+        return set_string(field, v);
+    }
+    case CONF_SIZE: {
+        size_t n;
+        if (parse_size(v, &n) != 0 || n < 1024 || n > (1ULL << 30)) {
+            msgf(msg, len, "\"%s\" is not a size between 1KiB and 1GiB", v);
+            return REG_ECONFIG;
+        }
+        *(size_t *)field = n;
+        return 0;
+    }
+    case CONF_LOGLEVEL:
+        if (log_level_parse(v, field) != 0) {
+            msgf(msg, len, "\"%s\" is not one of debug, info, warn, error", v);
+            return REG_ECONFIG;
+        }
+        return 0;
+    case CONF_DOMAIN: {
+        size_t n = strlen(v);
+        if (n == 0 || n > 200 || v[0] == '.' || strstr(v, "..") != NULL ||
+            strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != n) {
+            msgf(msg, len, "\"%s\" is not a DNS domain", v);
+            return REG_ECONFIG;
+        }
+        char buf[256];
+        snprintf(buf, sizeof(buf), "%s%s", v, v[n - 1] == '.' ? "" : ".");
+        for (char *p = buf; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        return set_string(field, buf);
+    }
+    }
+    msgf(msg, len, "unknown setting type");
+    return REG_ECONFIG;
+bad_bool:
+    msgf(msg, len, "\"%s\" is not a boolean (true/false, yes/no, on/off, 1/0)", v);
+    return REG_ECONFIG;
+}
+
+/* Find a key by YAML or flag spelling ("data_dir", "data-dir"). */
+static const struct conf_key *conf_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        const char *k = conf_keys[i].name;
+        if (strlen(k) != len)
+            continue;
+        size_t j = 0;
+        for (; j < len; j++) {
+            char ch = name[j] == '-' ? '_' : name[j];
+            if (ch != k[j])
+                break;
+        }
+        if (j == len)
+            return &conf_keys[i];
+    }
+    return NULL;
+}
+
+/* ---- the YAML file ---- */
+
+/* A flat mapping of scalar keys to scalar values. Positions are 1-based. */
+static int conf_load_yaml(struct conf *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    int rc = REG_ECONFIG, depth = 0, done = 0;
+    char msg[300];
+    char key[64] = "";
+    bool have_key = false, seen[NKEYS] = {false};
+    const struct conf_key *k = NULL;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "--config: cannot open %s: %s", path, strerror(errno));
+        return REG_ECONFIG;
+    }
+    if (!yaml_parser_initialize(&parser)) {
+        fclose(f);
+        snprintf(err, errlen, "%s: cannot initialise the YAML parser", path);
+        return REG_ENOMEM;
+    }
+    yaml_parser_set_input_file(&parser, f);
+
+#define FAIL_AT(mark, ...)                                                                  \
+    do {                                                                                    \
+        msgf(msg, sizeof(msg), __VA_ARGS__);                                                \
+        snprintf(err, errlen, "%s:%zu:%zu: %s", path, (mark).line + 1, (mark).column + 1, msg); \
+        yaml_event_delete(&ev);                                                             \
+        goto out;                                                                           \
+    } while (0)
+
+    while (!done) {
+        if (!yaml_parser_parse(&parser, &ev)) {
+            snprintf(err, errlen, "%s:%zu:%zu: %s%s%s", path, parser.problem_mark.line + 1,
+                     parser.problem_mark.column + 1, parser.problem ? parser.problem : "syntax error",
+                     parser.context ? " " : "", parser.context ? parser.context : "");
+            goto out;
+        }
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = 1;
+            break;
+        case YAML_STREAM_START_EVENT:
+        case YAML_DOCUMENT_START_EVENT:
+        case YAML_DOCUMENT_END_EVENT:
+            break;
+        case YAML_MAPPING_START_EVENT:
+            if (depth != 0)
+                FAIL_AT(ev.start_mark, "%s: expected a single value, found a mapping", key);
+            depth = 1;
+            break;
+        case YAML_MAPPING_END_EVENT:
+            depth = 0;
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+            if (depth == 0)
+                FAIL_AT(ev.start_mark, "expected a mapping of settings, found a list");
+            FAIL_AT(ev.start_mark, "%s: expected a single value, found a list", key);
+            break;
+        case YAML_ALIAS_EVENT:
+            FAIL_AT(ev.start_mark, "aliases are not supported");
+            break;
+        case YAML_SCALAR_EVENT: {
+            const char *v = (const char *)ev.data.scalar.value;
+            if (depth == 0) {
+                if (ev.data.scalar.length == 0 && ev.data.scalar.plain_implicit)
+                    break; /* an empty document */
+                FAIL_AT(ev.start_mark, "expected a mapping of settings (key: value)");
+            }
+            if (!have_key) {
+                k = conf_find(v, ev.data.scalar.length);
+                if (k == NULL)
+                    FAIL_AT(ev.start_mark, "unknown setting \"%.64s\"", v);
+                if (seen[k - conf_keys])
+                    FAIL_AT(ev.start_mark, "%s is set twice", k->name);
+                seen[k - conf_keys] = true;
+                snprintf(key, sizeof(key), "%s", k->name);
+                have_key = true;
+            } else {
+                have_key = false;
+                if (ev.data.scalar.length == 0 && ev.data.scalar.plain_implicit &&
+                    k->def == NULL) {
+                    break; /* "raft_addr:" with no value leaves it unset */
+                }
+                if (strlen(v) != ev.data.scalar.length)
+                    FAIL_AT(ev.start_mark, "%s: value contains a NUL byte", key);
+                int r = conf_set(c, k, v, msg, sizeof(msg));
+                if (r == REG_ENOMEM) {
+                    snprintf(err, errlen, "%s: out of memory", path);
+                    rc = r;
+                    yaml_event_delete(&ev);
+                    goto out;
+                }
+                if (r != 0) {
+                    char why[300];
+                    snprintf(why, sizeof(why), "%s", msg);
+                    FAIL_AT(ev.start_mark, "%s: %s", key, why);
+                }
+            }
+            break;
+        }
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+    }
+    rc = 0;
+#undef FAIL_AT
+out:
+    yaml_parser_delete(&parser);
+    fclose(f);
+    return rc;
+}
+
+/* ---- flags ---- */
+
+static void flag_name(const struct conf_key *k, char *out, size_t len)
+{
+    snprintf(out, len, "--%s", k->name);
+    for (char *p = out; *p; p++)
+        if (*p == '_')
+            *p = '-';
+}
+
+void conf_print_help(FILE *out)
+{
+    fprintf(out,
+            "Usage: registryd [--dev | --data-dir DIR] [--config FILE] [FLAGS]\n"
+            "\n"
+            "A replicated service registry with a Consul-compatible HTTP API.\n"
+            "\n"
+            "  --config FILE        YAML file with the settings below as keys\n"
+            "                       (underscores for dashes); flags override it\n"
+            "  --check-config       validate the settings, print \"configuration OK\", exit\n"
+            "  --help, -h           this text\n"
+            "  --version            print the version\n");
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct conf_key *k = &conf_keys[i];
+        char flag[64], left[96];
+        flag_name(k, flag, sizeof(flag));
+        snprintf(left, sizeof(left), "%s%s%s", flag, k->arg ? " " : "", k->arg ? k->arg : "");
+        fprintf(out, "  %-24s %s", left, k->doc);
+        if (k->def != NULL && k->type != CONF_BOOL)
+            fprintf(out, " [%s]", k->def);
+        fputc('\n', out);
+    }
+}
+
+/* Split argv[i] into a flag name and an inline value ("--x=v"). */
+static int flag_value(int argc, char **argv, int *i, const struct conf_key *k, const char *inl,
+                      const char **value, char *err, size_t errlen, const char *flag)
+{
+    if (inl != NULL) {
+        *value = inl;
+        return 0;
+    }
+    if (k != NULL && k->type == CONF_BOOL) {
+        *value = "true";
+        return 0;
+    }
+    if (*i + 1 >= argc) {
+        snprintf(err, errlen, "%s: missing value", flag);
+        return REG_ECONFIG;
+    }
+    *value = argv[++*i];
+    return 0;
+}
+
+int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen)
+{
+    char msg[300];
+    int rc;
+
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (conf_keys[i].def == NULL)
+            continue;
+        rc = conf_set(c, &conf_keys[i], conf_keys[i].def, msg, sizeof(msg));
+        if (rc != 0) {
+            snprintf(err, errlen, "default of %s: %s", conf_keys[i].name, msg);
+            return rc == REG_ENOMEM ? rc : REG_ECONFIG;
+        }
+    }
+
+    /* Pass 1: --help, --version, --check-config and --config; pass 2: the
+     * rest, so that flags win over the file wherever they appear. */
+    for (int pass = 1; pass <= 2; pass++) {
+        for (int i = 1; i < argc; i++) {
+            const char *a = argv[i], *value = NULL;
+            if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+                if (pass == 1) {
+                    conf_print_help(out);
+                    return CONF_EXIT;
+                }
+                continue;
+            }
+            if (strcmp(a, "--version") == 0) {
+                if (pass == 1) {
+                    fprintf(out, "registryd %s\n", REGISTRYD_VERSION);
+                    return CONF_EXIT;
+                }
+                continue;
+            }
+            if (strncmp(a, "--", 2) != 0) {
+                snprintf(err, errlen, "unexpected argument \"%s\" (see --help)", a);
+                return REG_ECONFIG;
+            }
+            const char *name = a + 2, *eq = strchr(name, '=');
+            size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+            char flag[80];
+            snprintf(flag, sizeof(flag), "--%.*s", (int)(nlen < 70 ? nlen : 70), name);
+
+            if (nlen == 6 && strncmp(name, "config", 6) == 0) {
+                if (flag_value(argc, argv, &i, NULL, eq ? eq + 1 : NULL, &value, err, errlen,
+                               flag) != 0)
+                    return REG_ECONFIG;
+                if (pass == 1 && (rc = set_string(&c->config_file, value)) != 0)
+                    return rc;
+                continue;
+            }
+            if ((nlen == 12 && strncmp(name, "check-config", 12) == 0) ||
+                (nlen == 12 && strncmp(name, "check_config", 12) == 0)) {
+                if (eq != NULL) {
+                    snprintf(err, errlen, "%s: takes no value", flag);
+                    return REG_ECONFIG;
+                }
+                c->check_only = true;
+                continue;
+            }
+            const struct conf_key *k = conf_find(name, nlen);
+            if (k == NULL) {
+                snprintf(err, errlen, "%s: unknown flag (see --help)", flag);
+                return REG_ECONFIG;
+            }
+            if (flag_value(argc, argv, &i, k, eq ? eq + 1 : NULL, &value, err, errlen, flag) != 0)
+                return REG_ECONFIG;
+            if (pass == 1)
+                continue;
+            rc = conf_set(c, k, value, msg, sizeof(msg));
+            if (rc != 0) {
+                snprintf(err, errlen, "%s: %s", flag, msg);
+                return rc == REG_ENOMEM ? rc : REG_ECONFIG;
+            }
+        }
+        if (pass == 1 && c->config_file != NULL) {
+            rc = conf_load_yaml(c, c->config_file, err, errlen);
+            if (rc != 0)
+                return rc;
+        }
+    }
+
+    /* Settings that depend on each other. */
+    if (!c->dev && c->data_dir == NULL) {
+        snprintf(err, errlen, "--data-dir: required (or use --dev for a throwaway server)");
+        return REG_ECONFIG;
+    }
+    if (c->node == NULL) {
+        char host[256] = "";
+        if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+            snprintf(host, sizeof(host), "localhost");
+        char *dot = strchr(host, '.');
+        if (dot != NULL && dot != host)
+            *dot = '\0';
+        for (char *p = host; *p; p++)
+            if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+                *p = '-';
+        if ((rc = set_string(&c->node, host)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+void conf_fini(struct conf *c)
+{
+    free(c->config_file);
+    for (size_t i = 0; i < NKEYS; i++) {
+        enum conf_type t = conf_keys[i].type;
+        if (t == CONF_BOOL || t == CONF_SIZE || t == CONF_LOGLEVEL)
+            continue;
+        char **field = (char **)((char *)c + conf_keys[i].offset);
+        free(*field);
+        *field = NULL;
+    }
+    c->config_file = NULL;
+}
