@@ -66,7 +66,7 @@ static int opt_duration(struct http_req *r, json_t *obj, const char *key, uint64
     *ms = 0;
     if (v == NULL || json_is_null(v) || (json_is_string(v) && !*json_string_value(v)))
         return 0;
-    if (http_parse_duration(v, ms) != 0)
+    if (duration_parse_json(v, ms) != 0)
         return http_fail(r, 400, "Invalid %s: expected a duration such as \"10s\"", key);
     return 0;
 }
@@ -90,7 +90,7 @@ static int opt_uint(struct http_req *r, json_t *obj, const char *key, json_int_t
 static json_t *duration_json(uint64_t ms)
 {
     char buf[64];
-    http_format_duration(ms, buf, sizeof(buf));
+    duration_format(ms, buf, sizeof(buf));
     return json_string(buf);
 }
 

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "command.h"
+#include "duration.h"
 #include "http_api.h"
 #include "store.h"
 
@@ -95,11 +96,6 @@ int http_body_json(struct http_req *r, json_t **out);
 /* Body keys are matched case-insensitively, as Consul (Go) does. Borrowed. */
 json_t *json_get_ci(json_t *obj, const char *key);
 
-/* Go duration ("10s", "1m30s", "500ms", "1.5h") or integer nanoseconds. */
-int http_parse_duration(json_t *v, uint64_t *ms);
-int http_parse_duration_str(const char *s, uint64_t *ms);
-/* Render ms back the way Go does ("10s", "1m30s", "250ms"). */
-void http_format_duration(uint64_t ms, char *buf, size_t len);
 
 /* Consul JSON shapes. New references. */
 json_t *render_node(struct http_server *srv, json_t *inst);

@@ -1,0 +1,18 @@
+/*
+ * duration.h — Go-style durations, in milliseconds.
+ */
+#ifndef REGISTRYD_DURATION_H
+#define REGISTRYD_DURATION_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* "10s", "1m30s", "500ms", "1.5h", "0". Returns 0 or REG_EINVAL. */
+int duration_parse(const char *s, uint64_t *ms);
+/* A duration string, or an integer count of nanoseconds (Go's encoding). */
+int duration_parse_json(json_t *v, uint64_t *ms);
+/* Render ms the way Go does ("10s", "1m30s", "250ms"). */
+void duration_format(uint64_t ms, char *buf, size_t len);
+
+#endif
