@@ -22,6 +22,7 @@
 
 #include <yaml.h>
 
+#include "duration.h"
 #include "registry/error.h"
 
 enum conf_type {
@@ -34,6 +35,9 @@ enum conf_type {
     CONF_SIZE,     /* bytes, with an optional KiB/MiB/GiB (or K/M/G) suffix */
     CONF_LOGLEVEL, /* debug|info|warn|error */
     CONF_DOMAIN,   /* a DNS domain; stored with its trailing dot */
+    CONF_UINT,     /* unsigned integer, 1..1000000 */
+    CONF_DURATION, /* Go-style duration ("30s", "5m"), stored in ms */
+    CONF_RATIO,    /* a share between 0 and 1 */
 };
 
 struct conf_key {
@@ -65,6 +69,17 @@ static const struct conf_key conf_keys[] = {
     KEY("log_level", CONF_LOGLEVEL, log_level, "info", "LEVEL", "debug, info, warn or error"),
     KEY("max_body_size", CONF_SIZE, max_body_size, "1MiB", "BYTES",
         "largest accepted HTTP request body (suffixes KiB, MiB, GiB)"),
+    KEY("check_max_concurrent", CONF_UINT, check_max_concurrent, "1024", "N",
+        "health probes in flight at once"),
+    KEY("check_update_interval", CONF_DURATION, check_update_interval_ms, "5m", "DURATION",
+        "shortest gap between writes of a check whose output changed but status did not"),
+    KEY("self_preservation_share", CONF_RATIO, self_preservation_share, "0.5", "SHARE",
+        "hold automatic deregistration when more than this share of checks turn critical "
+        "within the window (1 disables)"),
+    KEY("self_preservation_window", CONF_DURATION, self_preservation_window_ms, "30s",
+        "DURATION", "the window of self_preservation_share"),
+    KEY("self_preservation_min", CONF_UINT, self_preservation_min, "10", "N",
+        "fewer checks than this never trigger self-preservation"),
 };
 
 #define NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -246,6 +261,33 @@ static int conf_set(struct conf *c, const struct conf_key *k, const char *v, cha
         for (char *p = buf; *p; p++)
             *p = (char)tolower((unsigned char)*p);
         return set_string(field, buf);
+    }
+    case CONF_UINT: {
+        char *end;
+        errno = 0;
+        unsigned long n = isdigit((unsigned char)*v) ? strtoul(v, &end, 10) : 0;
+        if (!isdigit((unsigned char)*v) || errno != 0 || *end != '\0' || n < 1 || n > 1000000) {
+            msgf(msg, len, "\"%s\" is not a whole number between 1 and 1000000", v);
+            return REG_ECONFIG;
+        }
+        *(unsigned *)field = (unsigned)n;
+        return 0;
+    }
+    case CONF_DURATION:
+        if (duration_parse(v, field) != 0) {
+            msgf(msg, len, "\"%s\" is not a duration such as 30s, 5m or 1500ms", v);
+            return REG_ECONFIG;
+        }
+        return 0;
+    case CONF_RATIO: {
+        char *end;
+        double d = strtod(v, &end);
+        if (end == v || *end != '\0' || !(d >= 0.0 && d <= 1.0)) {
+            msgf(msg, len, "\"%s\" is not a number between 0 and 1", v);
+            return REG_ECONFIG;
+        }
+        *(double *)field = d;
+        return 0;
     }
     }
     msgf(msg, len, "unknown setting type");
@@ -553,7 +595,8 @@ void conf_fini(struct conf *c)
     free(c->config_file);
     for (size_t i = 0; i < NKEYS; i++) {
         enum conf_type t = conf_keys[i].type;
-        if (t == CONF_BOOL || t == CONF_SIZE || t == CONF_LOGLEVEL)
+        if (t == CONF_BOOL || t == CONF_SIZE || t == CONF_LOGLEVEL || t == CONF_UINT ||
+            t == CONF_DURATION || t == CONF_RATIO)
             continue;
         char **field = (char **)((char *)c + conf_keys[i].offset);
         free(*field);

@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "log.h"
@@ -32,6 +33,11 @@ struct conf {
     size_t max_body_size;  /* --max-body-size BYTES, default 1048576 (1 MiB) */
     char *dns_domain;      /* --dns-domain, default "registry." (for the DNS issue) */
     bool check_only;       /* --check-config: validate, report, exit */
+    unsigned check_max_concurrent;     /* health probes in flight, default 1024 */
+    uint64_t check_update_interval_ms; /* output-only write gap, default 5m */
+    double self_preservation_share;    /* default 0.5; 1 disables */
+    uint64_t self_preservation_window_ms; /* default 30s */
+    unsigned self_preservation_min;    /* default 10 checks */
 };
 
 /* Outcome of conf_load besides errors: the caller should exit(0) after

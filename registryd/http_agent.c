@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cluster.h"
+#include "health.h"
 #include "http_internal.h"
 #include "registry/error.h"
 
@@ -143,6 +144,10 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         return http_fail(r, 400, "Invalid check: HTTP and TCP checks need an Interval");
     if (interval > 0 && interval < 100)
         return http_fail(r, 400, "Invalid check: Interval must be at least 100ms");
+    if (interval > 0 && timeout > interval)
+        return http_fail(r, 400, "Invalid check: Timeout must not be longer than Interval");
+    if (ttl_s != NULL && ttl < 100)
+        return http_fail(r, 400, "Invalid check: TTL must be at least 100ms");
     if (http_url && strncmp(http_url, "http://", 7) != 0 && strncmp(http_url, "https://", 8) != 0)
         return http_fail(r, 400, "Invalid check: HTTP must be an http:// or https:// URL");
     json_t *header = json_get_ci(def, "Header");
@@ -414,11 +419,17 @@ static int check_update(struct http_req *r, struct store_read *rd, struct comman
         return http_fail(r, 404, "Unknown check ID \"%s\"", r->arg);
     const char *type = json_string_value(json_object_get(check, "Type"));
     bool ttl = type && strcmp(type, "ttl") == 0;
+    bool same = strcmp(json_string_value(json_object_get(check, "Status")), status) == 0 &&
+                json_is_string(json_object_get(check, "Output")) &&
+                strcmp(json_string_value(json_object_get(check, "Output")), output) == 0;
     json_decref(check);
     if (!ttl)
         return http_fail(r, 400, "Check \"%s\" is not a TTL check", r->arg);
     if (strlen(output) > MAX_OUTPUT)
         return http_fail(r, 400, "Output too long: at most %d bytes", MAX_OUTPUT);
+    health_ttl_touch(r->srv->opt.health, r->arg);
+    if (same)
+        return 0; /* a heartbeat that changes nothing costs no durable write */
     cmd->op = CMD_CHECK_UPDATE;
     cmd->args = json_pack("{s:s, s:s, s:s}", "CheckID", r->arg, "Status", status, "Output",
                           output);
@@ -520,11 +531,17 @@ static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **o
 {
     (void)rd;
     struct http_options *o = &r->srv->opt;
-    *out = json_pack("{s:{s:s, s:s, s:s, s:b, s:s, s:s}, s:{s:s, s:s, s:i, s:i}, s:{}}",
+    struct health_stats hs;
+    health_get_stats(o->health, &hs);
+    *out = json_pack("{s:{s:s, s:s, s:s, s:b, s:s, s:s}, s:{s:s, s:s, s:i, s:i}, s:{},"
+                     " s:{s:{s:I, s:I, s:I, s:I, s:I, s:b}}}",
                      "Config", "Datacenter", o->datacenter, "NodeName", o->node, "NodeID",
                      o->node_id, "Server", 1, "Version", REGISTRYD_VERSION, "Revision",
                      "registryd", "Member", "Name", o->node, "Addr", o->node_addr, "Port", 8301,
-                     "Status", 1, "Meta");
+                     "Status", 1, "Meta", "Stats", "health", "checks", (json_int_t)hs.checks,
+                     "probes", (json_int_t)hs.probes, "transitions", (json_int_t)hs.transitions,
+                     "deregistrations", (json_int_t)hs.deregistrations, "late_p99_ms",
+                     (json_int_t)hs.late_p99_ms, "self_preservation", hs.self_preservation);
     return 0;
 }
 

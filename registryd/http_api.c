@@ -459,6 +459,11 @@ static void start_write(struct http_req *r)
         r->route->write(r, rd, &cmd);
         store_read_end(rd);
     }
+    if (r->status == 0 && cmd.op == 0) {
+        cmd_fini(&cmd);
+        write_done(r, 0); /* nothing to change: no command, no durable write */
+        return;
+    }
     if (r->status == 0 && cmd_encode(&cmd, cluster_alloc, &buf, &len) != 0)
         http_fail(r, 500, "cannot encode command");
     cmd_fini(&cmd);

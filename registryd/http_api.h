@@ -15,6 +15,7 @@ struct event_base;
 struct store;
 struct cluster;
 struct watch;
+struct health;
 struct http_server;
 
 struct http_options {
@@ -28,6 +29,7 @@ struct http_options {
     struct store *store;     /* borrowed */
     struct cluster *cluster; /* borrowed */
     struct watch *watch;     /* borrowed */
+    struct health *health;   /* borrowed; TTL heartbeats, checker state */
 };
 
 /* Bind and start serving. Returns 0 or REG_EIO / REG_EINVAL with err set. */

@@ -27,10 +27,19 @@
 #include "registry/error.h"
 #include "store.h"
 #include "watch.h"
+#include "health.h"
+
+/* Who hears about applied changes: blocking queries and the checker. */
+struct change_listeners {
+    struct watch *watch;
+    struct health *health;
+};
 
 static void on_change(void *arg, const struct store_change *chg)
 {
-    watch_notify(arg, chg);
+    struct change_listeners *l = arg;
+    watch_notify(l->watch, chg);
+    health_notify(l->health, chg);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -87,6 +96,8 @@ int main(int argc, char **argv)
     struct watch *watch = NULL;
     struct cluster *cluster = NULL;
     struct http_server *http = NULL;
+    struct health *health = NULL;
+    struct change_listeners listeners = {0};
     int lock_fd = -1, status = 1;
 
     int rc = conf_load(&conf, argc, argv, stdout, err, sizeof(err));
@@ -149,12 +160,27 @@ int main(int argc, char **argv)
         .store = store,
         .base = base,
         .on_change = on_change,
-        .change_arg = watch,
+        .change_arg = &listeners,
     };
+    listeners.watch = watch;
     if (cluster_start(&copt, &cluster, err, sizeof(err)) != 0) {
         log_error("main", "msg=\"cannot start raft\" error=\"%s\"", err);
         goto out;
     }
+    struct health_options health_opt = {
+        .store = store,
+        .cluster = cluster,
+        .max_concurrent = conf.check_max_concurrent,
+        .check_update_interval_ms = conf.check_update_interval_ms,
+        .self_preservation_share = conf.self_preservation_share,
+        .self_preservation_window_ms = conf.self_preservation_window_ms,
+        .self_preservation_min = conf.self_preservation_min,
+    };
+    if (health_start(&health_opt, &health, err, sizeof(err)) != 0) {
+        log_error("main", "msg=\"cannot start the health checker\" error=\"%s\"", err);
+        goto out;
+    }
+    listeners.health = health;
 
     char host[256], node_id[40];
     unsigned short port;
@@ -174,6 +200,7 @@ int main(int argc, char **argv)
         .store = store,
         .cluster = cluster,
         .watch = watch,
+        .health = health,
     };
     if (http_start(&hopt, &http, err, sizeof(err)) != 0) {
         log_error("main", "msg=\"cannot start HTTP API\" error=\"%s\"", err);
@@ -194,7 +221,10 @@ int main(int argc, char **argv)
     status = 0;
 
 out:
-    /* Reverse order; parked and in-flight requests get their answers. */
+    /* Reverse order; parked and in-flight requests get their answers. The
+     * checker goes first: it submits to the cluster. */
+    listeners.health = NULL;
+    health_free(health);
     watch_free(watch);
     cluster_free(cluster);
     http_free(http);

@@ -1,0 +1,1153 @@
+/*
+ * health.c — the active checker (see health.h).
+ *
+ * One thread, one event_base. Every known check is a struct hcheck, found by
+ * id (by_id) and by service name (by_name, to notice checks that went away).
+ * HTTP/TCP checks have a timer that starts a probe every Interval, first at a
+ * random offset inside the interval so that checks registered together do not
+ * fire together; probes beyond max_concurrent wait in a FIFO. TTL checks have
+ * a timer at their deadline, pushed back by every heartbeat.
+ *
+ * A probe's result goes through the check's thresholds (SuccessBeforePassing,
+ * FailuresBeforeCritical); only a status different from the stored one (or
+ * one already submitted) becomes a CHECK_UPDATE command. The store's own
+ * record, re-read after every applied change, is the truth the checker
+ * compares against, so a restart or a manual update cannot confuse it.
+ *
+ * A one-second tick deregisters instances critical for longer than their
+ * DeregisterCriticalServiceAfter, unless self-preservation holds: more than
+ * self_preservation_share of all checks turned critical within the window,
+ * which says more about this server's network than about the fleet.
+ */
+#include "health.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/util.h>
+#include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "cluster.h"
+#include "command.h"
+#include "config.h"
+#include "duration.h"
+#include "log.h"
+#include "registry/error.h"
+#include "store.h"
+#include "strmap.h"
+
+#define OUTPUT_MAX 4096   /* Consul keeps at most 4 KiB of check output */
+#define PENDING_MS 10000  /* resubmit a transition not seen in the store by then */
+#define SP_BUCKETS 3600   /* self-preservation window: up to an hour, 1 s buckets */
+#define MAINT_PREFIX "_service_maintenance:"
+
+enum hc_type { HC_HTTP, HC_TCP, HC_TTL };
+enum hc_status { ST_PASSING, ST_WARNING, ST_CRITICAL, ST_NONE = -1 };
+static const char *const status_names[] = {"passing", "warning", "critical"};
+
+struct probe;
+
+struct hcheck {
+    struct health *h;
+    char *id, *service_id, *service_name;
+    json_t *def; /* the stored Definition, to notice re-registrations */
+    enum hc_type type;
+    uint64_t interval_ms, timeout_ms, ttl_ms, dereg_ms;
+    int succ_before, fail_before;
+
+    int status;      /* as stored */
+    char *output;    /* as stored */
+    int pending;     /* submitted, not yet seen in the store; ST_NONE if none */
+    uint64_t pending_at, output_written_at, critical_since;
+    int succ_run, fail_run;
+    bool maint, dereg_sent;
+    uint64_t generation;
+
+    uint64_t due;         /* scheduled start of the next probe (ms) */
+    struct event *timer;
+    struct probe *probe;  /* in flight, or NULL */
+    bool queued;
+    struct hcheck *qnext;     /* FIFO of probes waiting for a slot */
+    struct hcheck *name_next; /* the service name's list */
+};
+
+struct hname {
+    struct hcheck *head;
+};
+
+struct probe {
+    struct hcheck *c;
+    struct evhttp_connection *evcon;
+    struct bufferevent *bev; /* TCP probes */
+    struct evhttp_request *req;
+    char error[160];
+    char body[OUTPUT_MAX + 1];
+    size_t body_len;
+};
+
+struct hmsg {
+    struct hmsg *next;
+    bool touch; /* TTL heartbeat for check `key`; else service `key` changed */
+    char key[];
+};
+
+struct health {
+    struct health_options opt;
+    struct event_base *base;
+    struct event *wake, *tick;
+    pthread_t thread;
+    bool thread_started;
+    SSL_CTX *ssl_verify, *ssl_noverify;
+
+    pthread_mutex_t lock; /* guards inbox and stats */
+    struct hmsg *inbox, **inbox_tail;
+    struct health_stats stats;
+
+    struct strmap *by_id, *by_name, *with_dereg;
+    uint64_t generation, rand_state;
+    unsigned inflight;
+    struct hcheck *wait_head, *wait_tail;
+    uint64_t n_critical;
+
+    uint32_t sp_bucket[SP_BUCKETS]; /* transitions to critical per second */
+    uint64_t sp_last_sec;
+    bool sp_active;
+    uint64_t late_hist[40]; /* lateness histogram, log2(ms) buckets */
+    uint64_t probes, transitions, deregistrations;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t next_rand(struct health *h)
+{
+    uint64_t x = h->rand_state; /* xorshift64 */
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return h->rand_state = x;
+}
+
+static int parse_status(const char *s)
+{
+    for (int i = 0; i < 3; i++)
+        if (s && strcmp(s, status_names[i]) == 0)
+            return i;
+    return ST_CRITICAL;
+}
+
+static void set_timer(struct event *ev, uint64_t delay_ms)
+{
+    struct timeval tv = {(time_t)(delay_ms / 1000), (suseconds_t)(delay_ms % 1000) * 1000};
+    event_add(ev, &tv);
+}
+
+/* ---- submitting commands ------------------------------------------------ */
+
+static void submit_done(void *arg, int status)
+{
+    (void)arg;
+    if (status != 0)
+        log_debug("health", "msg=\"check update not applied\" error=\"%s\"", reg_strerror(status));
+}
+
+static void submit(struct health *h, int op, json_t *args)
+{
+    struct command cmd = {op, args};
+    void *buf;
+    size_t len;
+    if (args != NULL && cmd_encode(&cmd, cluster_alloc, &buf, &len) == 0)
+        cluster_submit(h->opt.cluster, buf, len, submit_done, NULL);
+    else
+        log_error("health", "msg=\"cannot encode command\"");
+    cmd_fini(&cmd);
+}
+
+/* Keep printable ASCII, newlines and tabs; everything else becomes '?', so
+ * that any body is valid JSON text. */
+static void sanitize(char *s)
+{
+    for (unsigned char *p = (unsigned char *)s; *p; p++)
+        if ((*p < 0x20 && *p != '\n' && *p != '\t') || *p >= 0x7f)
+            *p = '?';
+}
+
+/* A result with thresholds already applied: submit it if it is news. */
+static void report(struct hcheck *c, int status, char *output)
+{
+    struct health *h = c->h;
+    uint64_t now = now_ms();
+    sanitize(output);
+    if (c->pending != ST_NONE && now - c->pending_at > PENDING_MS)
+        c->pending = ST_NONE;
+    int effective = c->pending != ST_NONE ? c->pending : c->status;
+    bool output_changed = c->output == NULL || strcmp(c->output, output) != 0;
+    if (status == effective) {
+        if (!output_changed || c->pending != ST_NONE ||
+            now - c->output_written_at < h->opt.check_update_interval_ms)
+            return;
+    } else {
+        h->transitions++;
+        log_info("health", "msg=\"check status changed\" check=%s service=%s from=%s to=%s",
+                 c->id, c->service_id, status_names[effective], status_names[status]);
+    }
+    c->pending = status;
+    c->pending_at = now;
+    c->output_written_at = now;
+    submit(h, CMD_CHECK_UPDATE,
+           json_pack("{s:s, s:s, s:s}", "CheckID", c->id, "Status", status_names[status],
+                     "Output", output));
+}
+
+/* Thresholds: SuccessBeforePassing / FailuresBeforeCritical consecutive
+ * results before the status moves. */
+static void result(struct hcheck *c, int status, char *output)
+{
+    c->h->probes++;
+    if (c->maint)
+        return;
+    if (status == ST_PASSING) {
+        c->succ_run++;
+        c->fail_run = 0;
+        if (c->succ_run < c->succ_before && c->status != ST_PASSING)
+            return;
+    } else {
+        c->fail_run++;
+        c->succ_run = 0;
+        if (c->fail_run < c->fail_before && c->status == ST_PASSING)
+            return;
+    }
+    report(c, status, output);
+}
+
+/* ---- probes ------------------------------------------------------------- */
+
+static void schedule_next(struct hcheck *c);
+static void start_probe(struct hcheck *c);
+
+static void free_evcon_later(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evhttp_connection_free(arg);
+}
+
+static void probe_free(struct probe *p, bool deferred)
+{
+    if (p->evcon) {
+        if (deferred)
+            event_base_once(p->c->h->base, -1, EV_TIMEOUT, free_evcon_later, p->evcon, NULL);
+        else
+            evhttp_connection_free(p->evcon);
+    }
+    if (p->bev)
+        bufferevent_free(p->bev);
+    free(p);
+}
+
+/* A probe finished: free a slot, start the next waiting probe. */
+static void probe_done(struct hcheck *c, int status, char *output)
+{
+    struct health *h = c->h;
+    probe_free(c->probe, true);
+    c->probe = NULL;
+    h->inflight--;
+    result(c, status, output);
+    schedule_next(c);
+    while (h->wait_head && h->inflight < h->opt.max_concurrent) {
+        struct hcheck *n = h->wait_head;
+        h->wait_head = n->qnext;
+        if (h->wait_head == NULL)
+            h->wait_tail = NULL;
+        n->queued = false;
+        n->qnext = NULL;
+        start_probe(n);
+    }
+}
+
+static void http_chunk(struct evhttp_request *req, void *arg)
+{
+    struct probe *p = arg;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in), room = OUTPUT_MAX - p->body_len;
+    if (n > room)
+        n = room;
+    evbuffer_remove(in, p->body + p->body_len, n);
+    p->body_len += n;
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void http_error(enum evhttp_request_error e, void *arg)
+{
+    struct probe *p = arg;
+    static const char *const names[] = {"timeout", "connection failed", "invalid response",
+                                        "connection error", "cancelled", "response too long"};
+    unsigned long ssl_err = p->evcon ? bufferevent_get_openssl_error(
+                                           evhttp_connection_get_bufferevent(p->evcon))
+                                     : 0;
+    if (ssl_err) {
+        char buf[120];
+        ERR_error_string_n(ssl_err, buf, sizeof(buf));
+        snprintf(p->error, sizeof(p->error), "TLS: %s", buf);
+    } else if (e == EVREQ_HTTP_TIMEOUT) {
+        snprintf(p->error, sizeof(p->error), "timeout after %" PRIu64 "ms", p->c->timeout_ms);
+    } else {
+        int err = EVUTIL_SOCKET_ERROR();
+        bool sock = (e == EVREQ_HTTP_EOF || e == EVREQ_HTTP_BUFFER_ERROR) && err != 0;
+        snprintf(p->error, sizeof(p->error), "%s%s%s", (unsigned)e < 6 ? names[e] : "error",
+                 sock ? ": " : "", sock ? evutil_socket_error_to_string(err) : "");
+    }
+}
+
+static void http_done(struct evhttp_request *req, void *arg)
+{
+    struct probe *p = arg;
+    struct hcheck *c = p->c;
+    const char *url = json_string_value(json_object_get(c->def, "HTTP"));
+    const char *method = json_string_value(json_object_get(c->def, "Method"));
+    char out[OUTPUT_MAX + 512];
+    int code = req ? evhttp_request_get_response_code(req) : 0;
+    p->req = NULL;
+    if (code == 0) {
+        snprintf(out, sizeof(out), "HTTP %s %s: %s", method ? method : "GET", url,
+                 p->error[0] ? p->error : "connection failed");
+        probe_done(c, ST_CRITICAL, out);
+        return;
+    }
+    if (req)
+        http_chunk(req, p); /* whatever was buffered without a chunk callback */
+    p->body[p->body_len] = '\0';
+    const char *reason = evhttp_request_get_response_code_line(req);
+    snprintf(out, sizeof(out), "HTTP %s %s: %d %s Output: %s", method ? method : "GET", url, code,
+             reason ? reason : "", p->body);
+    int st = code >= 200 && code < 300 ? ST_PASSING : code == 429 ? ST_WARNING : ST_CRITICAL;
+    probe_done(c, st, out);
+}
+
+static enum evhttp_cmd_type method_type(const char *m)
+{
+    static const struct {
+        const char *name;
+        enum evhttp_cmd_type type;
+    } methods[] = {{"GET", EVHTTP_REQ_GET},       {"POST", EVHTTP_REQ_POST},
+                   {"HEAD", EVHTTP_REQ_HEAD},     {"PUT", EVHTTP_REQ_PUT},
+                   {"DELETE", EVHTTP_REQ_DELETE}, {"OPTIONS", EVHTTP_REQ_OPTIONS},
+                   {"PATCH", EVHTTP_REQ_PATCH}};
+    for (size_t i = 0; m && i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (strcasecmp(m, methods[i].name) == 0)
+            return methods[i].type;
+    return EVHTTP_REQ_GET;
+}
+
+static int start_http(struct probe *p)
+{
+    struct hcheck *c = p->c;
+    struct health *h = c->h;
+    const char *url = json_string_value(json_object_get(c->def, "HTTP"));
+    struct evhttp_uri *uri = evhttp_uri_parse(url);
+    int rc = -1;
+    if (uri == NULL || evhttp_uri_get_host(uri) == NULL) {
+        snprintf(p->error, sizeof(p->error), "invalid URL");
+        goto out;
+    }
+    const char *scheme = evhttp_uri_get_scheme(uri), *host = evhttp_uri_get_host(uri);
+    bool tls = scheme && strcasecmp(scheme, "https") == 0;
+    int port = evhttp_uri_get_port(uri);
+    if (port < 0)
+        port = tls ? 443 : 80;
+    char hostbuf[256];
+    snprintf(hostbuf, sizeof(hostbuf), "%s", host);
+    if (hostbuf[0] == '[') { /* libevent keeps IPv6 brackets */
+        memmove(hostbuf, hostbuf + 1, strlen(hostbuf));
+        hostbuf[strcspn(hostbuf, "]")] = '\0';
+    }
+    if (tls) {
+        bool skip = json_is_true(json_object_get(c->def, "TLSSkipVerify"));
+        SSL *ssl = SSL_new(skip ? h->ssl_noverify : h->ssl_verify);
+        if (ssl == NULL) {
+            snprintf(p->error, sizeof(p->error), "TLS: cannot create session");
+            goto out;
+        }
+        SSL_set_tlsext_host_name(ssl, hostbuf);
+        if (!skip)
+            SSL_set1_host(ssl, hostbuf);
+        p->bev = bufferevent_openssl_socket_new(h->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+        if (p->bev == NULL)
+            SSL_free(ssl);
+        else
+            bufferevent_openssl_set_allow_dirty_shutdown(p->bev, 1);
+    } else {
+        p->bev = bufferevent_socket_new(h->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (p->bev == NULL) {
+        snprintf(p->error, sizeof(p->error), "out of memory");
+        goto out;
+    }
+    p->evcon = evhttp_connection_base_bufferevent_new(h->base, NULL, p->bev, hostbuf,
+                                                      (unsigned short)port);
+    if (p->evcon == NULL) {
+        bufferevent_free(p->bev);
+        p->bev = NULL;
+        snprintf(p->error, sizeof(p->error), "cannot create connection");
+        goto out;
+    }
+    p->bev = NULL; /* owned by evcon now */
+    struct timeval tv = {(time_t)(c->timeout_ms / 1000), (suseconds_t)(c->timeout_ms % 1000) * 1000};
+    evhttp_connection_set_timeout_tv(p->evcon, &tv);
+    evhttp_connection_set_retries(p->evcon, 0);
+
+    p->req = evhttp_request_new(http_done, p);
+    if (p->req == NULL) {
+        snprintf(p->error, sizeof(p->error), "out of memory");
+        goto out;
+    }
+    evhttp_request_set_chunked_cb(p->req, http_chunk);
+    evhttp_request_set_error_cb(p->req, http_error);
+    struct evkeyvalq *hdr = evhttp_request_get_output_headers(p->req);
+    char hosthdr[300];
+    if (port == (tls ? 443 : 80))
+        snprintf(hosthdr, sizeof(hosthdr), "%s", host);
+    else
+        snprintf(hosthdr, sizeof(hosthdr), "%s:%d", host, port);
+    evhttp_add_header(hdr, "Host", hosthdr);
+    evhttp_add_header(hdr, "User-Agent", "registryd health check");
+    evhttp_add_header(hdr, "Accept", "text/plain, text/*, */*");
+    evhttp_add_header(hdr, "Connection", "close");
+    const char *hk;
+    json_t *hv;
+    json_object_foreach(json_object_get(c->def, "Header"), hk, hv)
+    {
+        size_t i;
+        json_t *x;
+        json_array_foreach(hv, i, x) evhttp_add_header(hdr, hk, json_string_value(x));
+    }
+    const char *body = json_string_value(json_object_get(c->def, "Body"));
+    if (body && *body)
+        evbuffer_add(evhttp_request_get_output_buffer(p->req), body, strlen(body));
+
+    const char *path = evhttp_uri_get_path(uri), *query = evhttp_uri_get_query(uri);
+    char target[2048];
+    snprintf(target, sizeof(target), "%s%s%s", path && *path ? path : "/", query ? "?" : "",
+             query ? query : "");
+    enum evhttp_cmd_type m = method_type(json_string_value(json_object_get(c->def, "Method")));
+    if (evhttp_make_request(p->evcon, p->req, m, target) != 0) {
+        p->req = NULL; /* freed by libevent */
+        snprintf(p->error, sizeof(p->error), "cannot send request");
+        goto out;
+    }
+    rc = 0;
+out:
+    if (uri)
+        evhttp_uri_free(uri);
+    return rc;
+}
+
+static void tcp_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct probe *p = arg;
+    struct hcheck *c = p->c;
+    const char *addr = json_string_value(json_object_get(c->def, "TCP"));
+    char out[512];
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        snprintf(out, sizeof(out), "TCP connect %s: Success", addr);
+        probe_done(c, ST_PASSING, out);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        snprintf(out, sizeof(out), "TCP connect %s: timeout after %" PRIu64 "ms", addr,
+                 c->timeout_ms);
+    } else {
+        int err = EVUTIL_SOCKET_ERROR();
+        snprintf(out, sizeof(out), "TCP connect %s: %s", addr,
+                 err ? evutil_socket_error_to_string(err) : "connection failed");
+    }
+    probe_done(c, ST_CRITICAL, out);
+}
+
+static int start_tcp(struct probe *p)
+{
+    struct hcheck *c = p->c;
+    const char *addr = json_string_value(json_object_get(c->def, "TCP"));
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
+        char host[256], portstr[8];
+        unsigned short port;
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+        if (conf_split_hostport(addr, host, sizeof(host), &port) != 0) {
+            snprintf(p->error, sizeof(p->error), "TCP %s: not HOST:PORT", addr);
+            return -1;
+        }
+        snprintf(portstr, sizeof(portstr), "%u", port);
+        int gai = getaddrinfo(host, portstr, &hints, &ai); /* blocking; names are rare here */
+        if (gai != 0 || ai == NULL) {
+            snprintf(p->error, sizeof(p->error), "TCP %s: %s", addr, gai_strerror(gai));
+            return -1;
+        }
+        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+        sslen = (int)ai->ai_addrlen;
+        freeaddrinfo(ai);
+    }
+    p->bev = bufferevent_socket_new(c->h->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (p->bev == NULL) {
+        snprintf(p->error, sizeof(p->error), "out of memory");
+        return -1;
+    }
+    struct timeval tv = {(time_t)(c->timeout_ms / 1000), (suseconds_t)(c->timeout_ms % 1000) * 1000};
+    bufferevent_set_timeouts(p->bev, &tv, &tv);
+    bufferevent_setcb(p->bev, NULL, NULL, tcp_event, p);
+    if (bufferevent_socket_connect(p->bev, (struct sockaddr *)&ss, sslen) != 0) {
+        int err = EVUTIL_SOCKET_ERROR();
+        snprintf(p->error, sizeof(p->error), "TCP connect %s: %s", addr,
+                 err ? evutil_socket_error_to_string(err) : "connection failed");
+        return -1;
+    }
+    return 0;
+}
+
+static void record_lateness(struct health *h, uint64_t late)
+{
+    int b = 0;
+    while (late > 0 && b < 39) {
+        late >>= 1;
+        b++;
+    }
+    h->late_hist[b]++;
+}
+
+static void start_probe(struct hcheck *c)
+{
+    struct health *h = c->h;
+    if (c->probe != NULL || c->queued)
+        return;
+    if (h->inflight >= h->opt.max_concurrent) {
+        c->queued = true;
+        if (h->wait_tail)
+            h->wait_tail->qnext = c;
+        else
+            h->wait_head = c;
+        h->wait_tail = c;
+        return;
+    }
+    uint64_t now = now_ms();
+    record_lateness(h, now > c->due ? now - c->due : 0);
+    struct probe *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        schedule_next(c);
+        return;
+    }
+    p->c = c;
+    c->probe = p;
+    h->inflight++;
+    int rc = c->type == HC_HTTP ? start_http(p) : start_tcp(p);
+    if (rc != 0) {
+        char out[256];
+        snprintf(out, sizeof(out), "%s", p->error);
+        probe_done(c, ST_CRITICAL, out);
+    }
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+static void schedule_next(struct hcheck *c)
+{
+    uint64_t now = now_ms();
+    c->due += c->interval_ms;
+    if (c->due < now)
+        c->due = now; /* fell behind: run now rather than in a burst */
+    set_timer(c->timer, c->due - now);
+}
+
+static void check_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct hcheck *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->type == HC_TTL) {
+        if (!c->maint) {
+            char out[] = "TTL expired";
+            report(c, ST_CRITICAL, out);
+        }
+        return;
+    }
+    if (c->maint) {
+        schedule_next(c);
+        return;
+    }
+    start_probe(c);
+}
+
+/* ---- the check table ---------------------------------------------------- */
+
+static void unqueue(struct hcheck *c)
+{
+    struct health *h = c->h;
+    if (!c->queued)
+        return;
+    struct hcheck **pp = &h->wait_head, *prev = NULL;
+    for (; *pp && *pp != c; prev = *pp, pp = &(*pp)->qnext)
+        ;
+    if (*pp) {
+        *pp = c->qnext;
+        if (h->wait_tail == c)
+            h->wait_tail = prev;
+    }
+    c->queued = false;
+}
+
+static void check_free(struct hcheck *c)
+{
+    struct health *h = c->h;
+    unqueue(c);
+    if (c->probe) {
+        if (c->probe->req && c->probe->evcon) {
+            /* freeing the connection cancels the request without its callback */
+            c->probe->req = NULL;
+        }
+        probe_free(c->probe, false);
+        h->inflight--;
+    }
+    if (c->timer)
+        event_free(c->timer);
+    if (c->status == ST_CRITICAL && h->n_critical > 0)
+        h->n_critical--;
+    json_decref(c->def);
+    free(c->id);
+    free(c->service_id);
+    free(c->service_name);
+    free(c->output);
+    free(c);
+}
+
+static void check_remove(struct health *h, struct hcheck *c)
+{
+    strmap_del(h->by_id, c->id);
+    strmap_del(h->with_dereg, c->id);
+    struct hname *n = strmap_get(h->by_name, c->service_name);
+    if (n) {
+        struct hcheck **pp = &n->head;
+        for (; *pp && *pp != c; pp = &(*pp)->name_next)
+            ;
+        if (*pp)
+            *pp = c->name_next;
+        if (n->head == NULL) {
+            strmap_del(h->by_name, c->service_name);
+            free(n);
+        }
+    }
+    check_free(c);
+}
+
+static uint64_t def_ms(json_t *def, const char *key)
+{
+    uint64_t ms = 0;
+    json_t *v = json_object_get(def, key);
+    if (v)
+        duration_parse_json(v, &ms);
+    return ms;
+}
+
+static int json_int_or(json_t *def, const char *key, int dflt)
+{
+    json_t *v = json_object_get(def, key);
+    return json_is_integer(v) ? (int)json_integer_value(v) : dflt;
+}
+
+/* The stored status of a check changed (or was read for the first time). */
+static void observe_status(struct hcheck *c, int status, const char *output, bool fresh)
+{
+    struct health *h = c->h;
+    uint64_t now = now_ms();
+    if (!fresh && status == c->status && c->output && strcmp(c->output, output) == 0)
+        return;
+    if (c->pending == status)
+        c->pending = ST_NONE;
+    if (fresh || status != c->status) {
+        if (!fresh && c->status == ST_CRITICAL && h->n_critical > 0)
+            h->n_critical--;
+        if (status == ST_CRITICAL) {
+            h->n_critical++;
+            c->critical_since = now;
+            if (!fresh)
+                h->sp_bucket[(now / 1000) % SP_BUCKETS]++;
+        } else {
+            c->critical_since = 0;
+            c->dereg_sent = false;
+        }
+    }
+    c->status = status;
+    free(c->output);
+    c->output = strdup(output);
+}
+
+static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
+{
+    json_t *def = json_object_get(rec, "Definition");
+    const char *type = json_string_value(json_object_get(rec, "Type"));
+    struct hcheck *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->h = h;
+    c->id = strdup(json_string_value(json_object_get(rec, "CheckID")));
+    c->service_id = strdup(json_string_value(json_object_get(rec, "ServiceID")));
+    c->service_name = strdup(name);
+    c->def = json_deep_copy(def);
+    c->type = strcmp(type, "http") == 0 ? HC_HTTP : strcmp(type, "tcp") == 0 ? HC_TCP : HC_TTL;
+    c->interval_ms = def_ms(def, "Interval");
+    c->timeout_ms = def_ms(def, "Timeout");
+    c->ttl_ms = def_ms(def, "TTL");
+    c->dereg_ms = def_ms(def, "DeregisterCriticalServiceAfter");
+    c->succ_before = json_int_or(def, "SuccessBeforePassing", 0);
+    c->fail_before = json_int_or(def, "FailuresBeforeCritical", 0);
+    c->pending = ST_NONE;
+    c->timer = evtimer_new(h->base, check_timer, c);
+    if (c->id == NULL || c->service_id == NULL || c->service_name == NULL || c->def == NULL ||
+        c->timer == NULL) {
+        check_free(c);
+        return NULL;
+    }
+    if (c->timeout_ms == 0)
+        c->timeout_ms = 10000;
+    if (c->type != HC_TTL && c->interval_ms == 0)
+        c->interval_ms = 10000;
+    if (c->type != HC_TTL && c->timeout_ms > c->interval_ms)
+        c->timeout_ms = c->interval_ms;
+    observe_status(c, parse_status(json_string_value(json_object_get(rec, "Status"))),
+                   json_string_value(json_object_get(rec, "Output")) ?: "", true);
+    uint64_t now = now_ms();
+    log_debug("health", "msg=\"check added\" check=%s status=%s", c->id, status_names[c->status]);
+    if (c->type == HC_TTL) {
+        set_timer(c->timer, c->ttl_ms);
+    } else {
+        c->due = now + next_rand(h) % c->interval_ms; /* spread over the interval */
+        set_timer(c->timer, c->due - now);
+    }
+    return c;
+}
+
+struct resync {
+    struct health *h;
+    struct store_read *rd;
+    const char *name;
+};
+
+/* One instance of the service being re-read: upsert its checks. */
+static int resync_instance(json_t *inst, void *arg)
+{
+    struct resync *rs = arg;
+    struct health *h = rs->h;
+    const char *sid = json_string_value(json_object_get(inst, "ID"));
+    json_t *checks = NULL;
+    if (sid == NULL || store_instance_checks(rs->rd, sid, &checks) != 0)
+        return 0;
+    bool maint = false;
+    size_t i;
+    json_t *rec;
+    json_array_foreach(checks, i, rec)
+    {
+        const char *cid = json_string_value(json_object_get(rec, "CheckID"));
+        if (cid && strncmp(cid, MAINT_PREFIX, strlen(MAINT_PREFIX)) == 0)
+            maint = true;
+    }
+    json_array_foreach(checks, i, rec)
+    {
+        const char *cid = json_string_value(json_object_get(rec, "CheckID"));
+        const char *type = json_string_value(json_object_get(rec, "Type"));
+        if (cid == NULL || type == NULL ||
+            (strcmp(type, "http") != 0 && strcmp(type, "tcp") != 0 && strcmp(type, "ttl") != 0))
+            continue;
+        struct hcheck *c = strmap_get(h->by_id, cid);
+        if (c && (!json_equal(c->def, json_object_get(rec, "Definition")) ||
+                  strcmp(c->service_name, rs->name) != 0 ||
+                  strcmp(c->service_id, sid) != 0)) {
+            check_remove(h, c); /* re-registered with another definition */
+            c = NULL;
+        }
+        if (c == NULL) {
+            c = check_new(h, rec, rs->name);
+            if (c == NULL || strmap_put(h->by_id, c->id, c) != 0) {
+                if (c)
+                    check_free(c);
+                log_error("health", "msg=\"out of memory adding check\" check=%s", cid);
+                continue;
+            }
+            struct hname *n = strmap_get(h->by_name, rs->name);
+            if (n == NULL) {
+                n = calloc(1, sizeof(*n));
+                if (n == NULL || strmap_put(h->by_name, rs->name, n) != 0) {
+                    free(n);
+                    strmap_del(h->by_id, c->id);
+                    check_free(c);
+                    continue;
+                }
+            }
+            c->name_next = n->head;
+            n->head = c;
+            if (c->dereg_ms > 0)
+                strmap_put(h->with_dereg, c->id, c);
+        } else {
+            observe_status(c, parse_status(json_string_value(json_object_get(rec, "Status"))),
+                           json_string_value(json_object_get(rec, "Output")) ?: "", false);
+        }
+        c->generation = h->generation;
+        if (c->maint != maint) {
+            c->maint = maint;
+            c->succ_run = c->fail_run = 0;
+        }
+    }
+    json_decref(checks);
+    return 0;
+}
+
+static void resync_name(struct health *h, struct store_read *rd, const char *name)
+{
+    struct resync rs = {h, rd, name};
+    h->generation++;
+    store_each_instance(rd, name, resync_instance, &rs);
+    struct hname *n = strmap_get(h->by_name, name);
+    if (n == NULL)
+        return;
+    /* Checks of this name not seen just now are gone. check_remove may free
+     * n when its list empties, so walk a snapshot of the stale ones. */
+    struct hcheck *stale[64];
+    for (;;) {
+        size_t k = 0;
+        n = strmap_get(h->by_name, name);
+        for (struct hcheck *c = n ? n->head : NULL; c && k < 64; c = c->name_next)
+            if (c->generation != h->generation)
+                stale[k++] = c;
+        if (k == 0)
+            break;
+        for (size_t i = 0; i < k; i++)
+            check_remove(h, stale[i]);
+    }
+}
+
+static int resync_each_name(const char *name, void *arg)
+{
+    json_array_append_new(arg, json_string(name));
+    return 0;
+}
+
+static void resync_all(struct health *h)
+{
+    struct store_read *rd;
+    json_t *names = json_array();
+    if (names == NULL || store_read_begin(h->opt.store, &rd) != 0) {
+        json_decref(names);
+        return;
+    }
+    store_each_name(rd, resync_each_name, names);
+    size_t i;
+    json_t *n;
+    json_array_foreach(names, i, n) resync_name(h, rd, json_string_value(n));
+    store_read_end(rd);
+    json_decref(names);
+}
+
+/* ---- inbox, tick, thread ------------------------------------------------ */
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct health *h = arg;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&h->lock);
+    struct hmsg *m = h->inbox;
+    h->inbox = NULL;
+    h->inbox_tail = &h->inbox;
+    pthread_mutex_unlock(&h->lock);
+    struct store_read *rd = NULL;
+    while (m) {
+        struct hmsg *next = m->next;
+        if (m->touch) {
+            struct hcheck *c = strmap_get(h->by_id, m->key);
+            if (c && c->type == HC_TTL) {
+                log_debug("health", "msg=\"ttl heartbeat\" check=%s", c->id);
+                set_timer(c->timer, c->ttl_ms);
+            }
+        } else if (rd != NULL || store_read_begin(h->opt.store, &rd) == 0) {
+            resync_name(h, rd, m->key);
+        }
+        free(m);
+        m = next;
+    }
+    if (rd)
+        store_read_end(rd);
+}
+
+struct dereg_scan {
+    struct health *h;
+    uint64_t now;
+    json_t *ids; /* service ids to deregister */
+};
+
+static void dereg_one(const char *key, void *value, void *arg)
+{
+    struct dereg_scan *s = arg;
+    struct hcheck *c = value;
+    (void)key;
+    if (c->status != ST_CRITICAL || c->critical_since == 0 || c->dereg_sent || c->maint ||
+        s->now - c->critical_since < c->dereg_ms)
+        return;
+    c->dereg_sent = true;
+    json_array_append_new(s->ids, json_string(c->service_id));
+}
+
+static void update_self_preservation(struct health *h, uint64_t now)
+{
+    uint64_t sec = now / 1000, window = h->opt.self_preservation_window_ms / 1000;
+    if (window < 1)
+        window = 1;
+    if (window > SP_BUCKETS - 1)
+        window = SP_BUCKETS - 1;
+    /* clear buckets that fell out of the window since the last tick */
+    for (uint64_t s = h->sp_last_sec + 1; s <= sec && s < h->sp_last_sec + SP_BUCKETS; s++)
+        h->sp_bucket[(s + SP_BUCKETS - window) % SP_BUCKETS] = 0;
+    h->sp_last_sec = sec;
+    uint64_t recent = 0;
+    for (uint64_t i = 0; i < window; i++)
+        recent += h->sp_bucket[(sec + SP_BUCKETS - i) % SP_BUCKETS];
+    uint64_t total = strmap_count(h->by_id);
+    double limit = h->opt.self_preservation_share * (double)total;
+    if (!h->sp_active && total >= h->opt.self_preservation_min && (double)recent > limit &&
+        h->opt.self_preservation_share < 1.0) {
+        h->sp_active = true;
+        log_warn("health",
+                 "msg=\"self-preservation on: holding automatic deregistration\" "
+                 "critical_recently=%" PRIu64 " checks=%" PRIu64 " share=%.2f",
+                 recent, total, h->opt.self_preservation_share);
+    } else if (h->sp_active && (double)h->n_critical <= limit) {
+        h->sp_active = false;
+        log_warn("health", "msg=\"self-preservation off: automatic deregistration resumes\" "
+                           "critical=%" PRIu64 " checks=%" PRIu64,
+                 h->n_critical, total);
+    }
+}
+
+static uint64_t lateness_p99(struct health *h)
+{
+    uint64_t total = 0, seen = 0;
+    for (int i = 0; i < 40; i++)
+        total += h->late_hist[i];
+    if (total == 0)
+        return 0;
+    for (int i = 0; i < 40; i++) {
+        seen += h->late_hist[i];
+        if (seen * 100 >= total * 99)
+            return i == 0 ? 0 : (1ULL << i) - 1; /* upper bound of the bucket */
+    }
+    return 0;
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct health *h = arg;
+    uint64_t now = now_ms();
+    (void)fd;
+    (void)what;
+    update_self_preservation(h, now);
+    if (!h->sp_active) {
+        struct dereg_scan s = {h, now, json_array()};
+        strmap_each(h->with_dereg, dereg_one, &s);
+        size_t i;
+        json_t *id;
+        json_array_foreach(s.ids, i, id)
+        {
+            log_info("health", "msg=\"deregistering critical instance\" service_id=%s",
+                     json_string_value(id));
+            h->deregistrations++;
+            submit(h, CMD_DEREGISTER, json_pack("{s:O}", "ServiceID", id));
+        }
+        json_decref(s.ids);
+    }
+    pthread_mutex_lock(&h->lock);
+    h->stats.checks = strmap_count(h->by_id);
+    h->stats.probes = h->probes;
+    h->stats.transitions = h->transitions;
+    h->stats.deregistrations = h->deregistrations;
+    h->stats.late_p99_ms = lateness_p99(h);
+    h->stats.self_preservation = h->sp_active;
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void *health_thread(void *arg)
+{
+    struct health *h = arg;
+    resync_all(h);
+    event_base_loop(h->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+static SSL_CTX *ssl_ctx(bool verify)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (verify) {
+        SSL_CTX_set_default_verify_paths(ctx);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+}
+
+int health_start(const struct health_options *opt, struct health **out, char *err,
+                 size_t errlen)
+{
+    struct health *h = calloc(1, sizeof(*h));
+    *out = NULL;
+    if (h == NULL)
+        return REG_ENOMEM;
+    h->opt = *opt;
+    if (h->opt.max_concurrent == 0)
+        h->opt.max_concurrent = 1;
+    pthread_mutex_init(&h->lock, NULL);
+    h->inbox_tail = &h->inbox;
+    h->rand_state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)h << 16) ^ 0x9e3779b97f4a7c15ULL;
+    h->sp_last_sec = now_ms() / 1000;
+    h->base = event_base_new();
+    h->by_id = strmap_new();
+    h->by_name = strmap_new();
+    h->with_dereg = strmap_new();
+    h->ssl_verify = ssl_ctx(true);
+    h->ssl_noverify = ssl_ctx(false);
+    if (h->base == NULL || h->by_id == NULL || h->by_name == NULL || h->with_dereg == NULL ||
+        h->ssl_verify == NULL || h->ssl_noverify == NULL) {
+        snprintf(err, errlen, "out of memory");
+        health_free(h);
+        return REG_ENOMEM;
+    }
+    h->wake = event_new(h->base, -1, 0, on_wake, h);
+    h->tick = event_new(h->base, -1, EV_PERSIST, on_tick, h);
+    if (h->wake == NULL || h->tick == NULL) {
+        snprintf(err, errlen, "out of memory");
+        health_free(h);
+        return REG_ENOMEM;
+    }
+    struct timeval one = {1, 0};
+    event_add(h->tick, &one);
+    if (pthread_create(&h->thread, NULL, health_thread, h) != 0) {
+        snprintf(err, errlen, "cannot start the checker thread: %s", strerror(errno));
+        health_free(h);
+        return REG_EIO;
+    }
+    h->thread_started = true;
+    *out = h;
+    return 0;
+}
+
+static void free_check_entry(const char *key, void *value, void *arg)
+{
+    (void)key;
+    (void)arg;
+    struct hcheck *c = value;
+    c->queued = false; /* the whole queue goes away */
+    check_free(c);
+}
+
+static void free_name_entry(const char *key, void *value, void *arg)
+{
+    (void)key;
+    (void)arg;
+    free(value);
+}
+
+void health_free(struct health *h)
+{
+    if (h == NULL)
+        return;
+    if (h->thread_started) {
+        event_base_loopbreak(h->base);
+        pthread_join(h->thread, NULL);
+    }
+    if (h->by_id)
+        strmap_each(h->by_id, free_check_entry, NULL);
+    if (h->by_name)
+        strmap_each(h->by_name, free_name_entry, NULL);
+    if (h->base) /* run the deferred connection frees (event_base_once) */
+        event_base_loop(h->base, EVLOOP_NONBLOCK);
+    strmap_free(h->by_id);
+    strmap_free(h->by_name);
+    strmap_free(h->with_dereg);
+    for (struct hmsg *m = h->inbox, *next; m; m = next) {
+        next = m->next;
+        free(m);
+    }
+    if (h->wake)
+        event_free(h->wake);
+    if (h->tick)
+        event_free(h->tick);
+    if (h->base)
+        event_base_free(h->base);
+    if (h->ssl_verify)
+        SSL_CTX_free(h->ssl_verify);
+    if (h->ssl_noverify)
+        SSL_CTX_free(h->ssl_noverify);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
+
+static void post(struct health *h, const char *key, bool touch)
+{
+    size_t len = strlen(key);
+    struct hmsg *m = malloc(sizeof(*m) + len + 1);
+    if (m == NULL)
+        return;
+    m->next = NULL;
+    m->touch = touch;
+    memcpy(m->key, key, len + 1);
+    pthread_mutex_lock(&h->lock);
+    *h->inbox_tail = m;
+    h->inbox_tail = &m->next;
+    pthread_mutex_unlock(&h->lock);
+    event_active(h->wake, 0, 0);
+}
+
+void health_notify(struct health *h, const struct store_change *chg)
+{
+    if (h == NULL)
+        return;
+    for (int i = 0; i < chg->n; i++)
+        if (chg->names[i][0] != '\0')
+            post(h, chg->names[i], false);
+}
+
+void health_ttl_touch(struct health *h, const char *check_id)
+{
+    if (h != NULL)
+        post(h, check_id, true);
+}
+
+void health_get_stats(struct health *h, struct health_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&h->lock);
+    *out = h->stats;
+    pthread_mutex_unlock(&h->lock);
+}

@@ -1,0 +1,60 @@
+/*
+ * health.h — the active checker: HTTP/HTTPS/TCP probes and TTL expiry on its
+ * own thread and libevent loop, with thresholds, deregistration of instances
+ * critical for too long, and self-preservation.
+ *
+ * What it checks comes from the store: health_start loads every check, and
+ * health_notify re-reads the services an applied command changed. What it
+ * finds goes back through the write path (cluster_submit) and only as status
+ * *transitions* (plus, at most once per check_update_interval, a changed
+ * output with an unchanged status), so steady results cost no durable write.
+ *
+ * Threads: health_notify, health_ttl_touch and health_get_stats may be called
+ * from any thread (mutex-protected queue + event_active); everything else in
+ * health.c runs on the checker thread.
+ */
+#ifndef REGISTRYD_HEALTH_H
+#define REGISTRYD_HEALTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+struct cluster;
+struct store_change;
+struct health;
+
+struct health_options {
+    struct store *store;     /* borrowed; read only */
+    struct cluster *cluster; /* borrowed; transitions are submitted here */
+    unsigned max_concurrent; /* probes in flight at once */
+    uint64_t check_update_interval_ms; /* min gap between output-only writes */
+    double self_preservation_share;    /* 0..1; 1 disables */
+    uint64_t self_preservation_window_ms;
+    unsigned self_preservation_min;    /* fewer checks than this: never hold */
+};
+
+struct health_stats {
+    uint64_t checks;          /* checks known */
+    uint64_t probes;          /* probes completed since start */
+    uint64_t transitions;     /* status transitions submitted */
+    uint64_t deregistrations; /* automatic deregistrations submitted */
+    uint64_t late_p99_ms;     /* p99 start lateness against schedule */
+    bool self_preservation;   /* automatic deregistration on hold */
+};
+
+/* Start the checker thread; it loads every check from the store.
+ * Returns 0, or REG_ENOMEM / REG_EIO with a message in err. */
+int health_start(const struct health_options *opt, struct health **out, char *err,
+                 size_t errlen);
+/* Stop the thread, cancel probes, free everything. NULL is a no-op. */
+void health_free(struct health *h);
+
+/* The services named in chg changed: re-read their checks. Any thread. */
+void health_notify(struct health *h, const struct store_change *chg);
+/* A TTL check got a heartbeat (whether or not its status changed). */
+void health_ttl_touch(struct health *h, const char *check_id);
+void health_get_stats(struct health *h, struct health_stats *out);
+
+#endif
