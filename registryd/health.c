@@ -915,6 +915,14 @@ static void dereg_one(const char *key, void *value, void *arg)
     json_array_append_new(s->ids, json_string(c->service_id));
 }
 
+static void restart_grace(const char *key, void *value, void *arg)
+{
+    struct hcheck *c = value;
+    (void)key;
+    if (c->status == ST_CRITICAL)
+        c->critical_since = *(uint64_t *)arg;
+}
+
 static void update_self_preservation(struct health *h, uint64_t now)
 {
     uint64_t sec = now / 1000, window = h->opt.self_preservation_window_ms / 1000;
@@ -940,6 +948,9 @@ static void update_self_preservation(struct health *h, uint64_t now)
                  recent, total, h->opt.self_preservation_share);
     } else if (h->sp_active && (double)h->n_critical <= limit) {
         h->sp_active = false;
+        /* Observations made while the checker was suspect do not count:
+         * instances still critical get a fresh DeregisterCriticalServiceAfter. */
+        strmap_each(h->with_dereg, restart_grace, &now);
         log_warn("health", "msg=\"self-preservation off: automatic deregistration resumes\" "
                            "critical=%" PRIu64 " checks=%" PRIu64,
                  h->n_critical, total);

@@ -225,8 +225,8 @@ out:
      * checker goes first: it submits to the cluster. */
     listeners.health = NULL;
     health_free(health);
+    cluster_free(cluster); /* may still deliver changes to the watchers */
     watch_free(watch);
-    cluster_free(cluster);
     http_free(http);
     if (sigterm)
         event_free(sigterm);
