@@ -2,7 +2,7 @@
  * health.c — the active checker (see health.h).
  *
  * One thread, one event_base. Every known check is a struct hcheck, found by
- * id (by_id) and by service name (by_name, to notice checks that went away).
+ * id (by_id) and by instance (by_sid, to notice checks that went away).
  * HTTP/TCP checks have a timer that starts a probe every Interval, first at a
  * random offset inside the interval so that checks registered together do not
  * fire together; probes beyond max_concurrent wait in a FIFO. TTL checks have
@@ -19,6 +19,7 @@
  * self_preservation_share of all checks turned critical within the window,
  * which says more about this server's network than about the fleet.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "health.h"
 
 #include <errno.h>
@@ -83,10 +84,10 @@ struct hcheck {
     struct probe *probe;  /* in flight, or NULL */
     bool queued;
     struct hcheck *qnext;     /* FIFO of probes waiting for a slot */
-    struct hcheck *name_next; /* the service name's list */
+    struct hcheck *sid_next;  /* the instance's list */
 };
 
-struct hname {
+struct hlist {
     struct hcheck *head;
 };
 
@@ -102,7 +103,7 @@ struct probe {
 
 struct hmsg {
     struct hmsg *next;
-    bool touch; /* TTL heartbeat for check `key`; else service `key` changed */
+    bool touch; /* TTL heartbeat for check `key`; else instance `key` changed */
     char key[];
 };
 
@@ -118,7 +119,7 @@ struct health {
     struct hmsg *inbox, **inbox_tail;
     struct health_stats stats;
 
-    struct strmap *by_id, *by_name, *with_dereg;
+    struct strmap *by_id, *by_sid, *with_dereg;
     uint64_t generation, rand_state;
     unsigned inflight;
     struct hcheck *wait_head, *wait_tail;
@@ -128,7 +129,7 @@ struct health {
     uint64_t sp_last_sec;
     bool sp_active;
     uint64_t late_hist[40]; /* lateness histogram, log2(ms) buckets */
-    uint64_t probes, transitions, deregistrations;
+    uint64_t probes, transitions, to_critical, deregistrations;
 };
 
 static uint64_t now_ms(void)
@@ -207,6 +208,8 @@ static void report(struct hcheck *c, int status, char *output)
             return;
     } else {
         h->transitions++;
+        if (status == ST_CRITICAL)
+            h->to_critical++;
         log_info("health", "msg=\"check status changed\" check=%s service=%s from=%s to=%s",
                  c->id, c->service_id, status_names[effective], status_names[status]);
     }
@@ -644,16 +647,16 @@ static void check_remove(struct health *h, struct hcheck *c)
 {
     strmap_del(h->by_id, c->id);
     strmap_del(h->with_dereg, c->id);
-    struct hname *n = strmap_get(h->by_name, c->service_name);
-    if (n) {
-        struct hcheck **pp = &n->head;
-        for (; *pp && *pp != c; pp = &(*pp)->name_next)
+    struct hlist *l = strmap_get(h->by_sid, c->service_id);
+    if (l) {
+        struct hcheck **pp = &l->head;
+        for (; *pp && *pp != c; pp = &(*pp)->sid_next)
             ;
         if (*pp)
-            *pp = c->name_next;
-        if (n->head == NULL) {
-            strmap_del(h->by_name, c->service_name);
-            free(n);
+            *pp = c->sid_next;
+        if (l->head == NULL) {
+            strmap_del(h->by_sid, c->service_id);
+            free(l);
         }
     }
     check_free(c);
@@ -749,17 +752,17 @@ static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
 struct resync {
     struct health *h;
     struct store_read *rd;
-    const char *name;
 };
 
-/* One instance of the service being re-read: upsert its checks. */
+/* Upsert the checks of one instance, as the store has them now. */
 static int resync_instance(json_t *inst, void *arg)
 {
     struct resync *rs = arg;
     struct health *h = rs->h;
     const char *sid = json_string_value(json_object_get(inst, "ID"));
+    const char *name = json_string_value(json_object_get(inst, "Service"));
     json_t *checks = NULL;
-    if (sid == NULL || store_instance_checks(rs->rd, sid, &checks) != 0)
+    if (sid == NULL || name == NULL || store_instance_checks(rs->rd, sid, &checks) != 0)
         return 0;
     bool maint = false;
     size_t i;
@@ -779,31 +782,31 @@ static int resync_instance(json_t *inst, void *arg)
             continue;
         struct hcheck *c = strmap_get(h->by_id, cid);
         if (c && (!json_equal(c->def, json_object_get(rec, "Definition")) ||
-                  strcmp(c->service_name, rs->name) != 0 ||
+                  strcmp(c->service_name, name) != 0 ||
                   strcmp(c->service_id, sid) != 0)) {
             check_remove(h, c); /* re-registered with another definition */
             c = NULL;
         }
         if (c == NULL) {
-            c = check_new(h, rec, rs->name);
+            c = check_new(h, rec, name);
             if (c == NULL || strmap_put(h->by_id, c->id, c) != 0) {
                 if (c)
                     check_free(c);
                 log_error("health", "msg=\"out of memory adding check\" check=%s", cid);
                 continue;
             }
-            struct hname *n = strmap_get(h->by_name, rs->name);
-            if (n == NULL) {
-                n = calloc(1, sizeof(*n));
-                if (n == NULL || strmap_put(h->by_name, rs->name, n) != 0) {
-                    free(n);
+            struct hlist *l = strmap_get(h->by_sid, sid);
+            if (l == NULL) {
+                l = calloc(1, sizeof(*l));
+                if (l == NULL || strmap_put(h->by_sid, sid, l) != 0) {
+                    free(l);
                     strmap_del(h->by_id, c->id);
                     check_free(c);
                     continue;
                 }
             }
-            c->name_next = n->head;
-            n->head = c;
+            c->sid_next = l->head;
+            l->head = c;
             if (c->dereg_ms > 0)
                 strmap_put(h->with_dereg, c->id, c);
         } else {
@@ -820,27 +823,25 @@ static int resync_instance(json_t *inst, void *arg)
     return 0;
 }
 
-static void resync_name(struct health *h, struct store_read *rd, const char *name)
+/* The instance sid changed (or went away): re-read it and drop the checks
+ * it no longer has. */
+static void resync_sid(struct health *h, struct store_read *rd, const char *sid)
 {
-    struct resync rs = {h, rd, name};
+    struct resync rs = {h, rd};
+    json_t *inst = NULL;
     h->generation++;
-    store_each_instance(rd, name, resync_instance, &rs);
-    struct hname *n = strmap_get(h->by_name, name);
-    if (n == NULL)
-        return;
-    /* Checks of this name not seen just now are gone. check_remove may free
-     * n when its list empties, so walk a snapshot of the stale ones. */
-    struct hcheck *stale[64];
-    for (;;) {
-        size_t k = 0;
-        n = strmap_get(h->by_name, name);
-        for (struct hcheck *c = n ? n->head : NULL; c && k < 64; c = c->name_next)
-            if (c->generation != h->generation)
-                stale[k++] = c;
-        if (k == 0)
+    if (store_get_instance(rd, sid, &inst) == 0) {
+        resync_instance(inst, &rs);
+        json_decref(inst);
+    }
+    for (;;) { /* check_remove frees the list with its last check */
+        struct hlist *l = strmap_get(h->by_sid, sid);
+        struct hcheck *c = l ? l->head : NULL;
+        while (c && c->generation == h->generation)
+            c = c->sid_next;
+        if (c == NULL)
             break;
-        for (size_t i = 0; i < k; i++)
-            check_remove(h, stale[i]);
+        check_remove(h, c);
     }
 }
 
@@ -861,7 +862,10 @@ static void resync_all(struct health *h)
     store_each_name(rd, resync_each_name, names);
     size_t i;
     json_t *n;
-    json_array_foreach(names, i, n) resync_name(h, rd, json_string_value(n));
+    struct resync rs = {h, rd};
+    h->generation++;
+    json_array_foreach(names, i, n)
+        store_each_instance(rd, json_string_value(n), resync_instance, &rs);
     store_read_end(rd);
     json_decref(names);
 }
@@ -888,7 +892,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
                 set_timer(c->timer, c->ttl_ms);
             }
         } else if (rd != NULL || store_read_begin(h->opt.store, &rd) == 0) {
-            resync_name(h, rd, m->key);
+            resync_sid(h, rd, m->key);
         }
         free(m);
         m = next;
@@ -997,6 +1001,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     h->stats.checks = strmap_count(h->by_id);
     h->stats.probes = h->probes;
     h->stats.transitions = h->transitions;
+    h->stats.to_critical = h->to_critical;
     h->stats.deregistrations = h->deregistrations;
     h->stats.late_p99_ms = lateness_p99(h);
     h->stats.self_preservation = h->sp_active;
@@ -1042,11 +1047,11 @@ int health_start(const struct health_options *opt, struct health **out, char *er
     h->sp_last_sec = now_ms() / 1000;
     h->base = event_base_new();
     h->by_id = strmap_new();
-    h->by_name = strmap_new();
+    h->by_sid = strmap_new();
     h->with_dereg = strmap_new();
     h->ssl_verify = ssl_ctx(true);
     h->ssl_noverify = ssl_ctx(false);
-    if (h->base == NULL || h->by_id == NULL || h->by_name == NULL || h->with_dereg == NULL ||
+    if (h->base == NULL || h->by_id == NULL || h->by_sid == NULL || h->with_dereg == NULL ||
         h->ssl_verify == NULL || h->ssl_noverify == NULL) {
         snprintf(err, errlen, "out of memory");
         health_free(h);
@@ -1067,6 +1072,7 @@ int health_start(const struct health_options *opt, struct health **out, char *er
         return REG_EIO;
     }
     h->thread_started = true;
+    pthread_setname_np(h->thread, "health"); /* visible in top -H and /proc */
     *out = h;
     return 0;
 }
@@ -1080,7 +1086,7 @@ static void free_check_entry(const char *key, void *value, void *arg)
     check_free(c);
 }
 
-static void free_name_entry(const char *key, void *value, void *arg)
+static void free_list_entry(const char *key, void *value, void *arg)
 {
     (void)key;
     (void)arg;
@@ -1097,12 +1103,12 @@ void health_free(struct health *h)
     }
     if (h->by_id)
         strmap_each(h->by_id, free_check_entry, NULL);
-    if (h->by_name)
-        strmap_each(h->by_name, free_name_entry, NULL);
+    if (h->by_sid)
+        strmap_each(h->by_sid, free_list_entry, NULL);
     if (h->base) /* run the deferred connection frees (event_base_once) */
         event_base_loop(h->base, EVLOOP_NONBLOCK);
     strmap_free(h->by_id);
-    strmap_free(h->by_name);
+    strmap_free(h->by_sid);
     strmap_free(h->with_dereg);
     for (struct hmsg *m = h->inbox, *next; m; m = next) {
         next = m->next;
@@ -1142,9 +1148,8 @@ void health_notify(struct health *h, const struct store_change *chg)
 {
     if (h == NULL)
         return;
-    for (int i = 0; i < chg->n; i++)
-        if (chg->names[i][0] != '\0')
-            post(h, chg->names[i], false);
+    if (chg->service_id[0] != '\0')
+        post(h, chg->service_id, false);
 }
 
 void health_ttl_touch(struct health *h, const char *check_id)

@@ -39,6 +39,7 @@ struct health_stats {
     uint64_t checks;          /* checks known */
     uint64_t probes;          /* probes completed since start */
     uint64_t transitions;     /* status transitions submitted */
+    uint64_t to_critical;     /* ... of which to critical */
     uint64_t deregistrations; /* automatic deregistrations submitted */
     uint64_t late_p99_ms;     /* p99 start lateness against schedule */
     bool self_preservation;   /* automatic deregistration on hold */

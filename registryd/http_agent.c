@@ -534,12 +534,13 @@ static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **o
     struct health_stats hs;
     health_get_stats(o->health, &hs);
     *out = json_pack("{s:{s:s, s:s, s:s, s:b, s:s, s:s}, s:{s:s, s:s, s:i, s:i}, s:{},"
-                     " s:{s:{s:I, s:I, s:I, s:I, s:I, s:b}}}",
+                     " s:{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:b}}}",
                      "Config", "Datacenter", o->datacenter, "NodeName", o->node, "NodeID",
                      o->node_id, "Server", 1, "Version", REGISTRYD_VERSION, "Revision",
                      "registryd", "Member", "Name", o->node, "Addr", o->node_addr, "Port", 8301,
                      "Status", 1, "Meta", "Stats", "health", "checks", (json_int_t)hs.checks,
                      "probes", (json_int_t)hs.probes, "transitions", (json_int_t)hs.transitions,
+                     "to_critical", (json_int_t)hs.to_critical,
                      "deregistrations", (json_int_t)hs.deregistrations, "late_p99_ms",
                      (json_int_t)hs.late_p99_ms, "self_preservation", hs.self_preservation);
     return 0;

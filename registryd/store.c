@@ -310,6 +310,7 @@ static int apply_register(struct apply_ctx *a, json_t *args)
     }
     if (rc == 0)
         rc = touch_name(a, name);
+    snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", id);
     return rc;
 }
 
@@ -325,6 +326,7 @@ static int apply_deregister(struct apply_ctx *a, json_t *args)
         (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
         (rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], name, id)) == 0)
         rc = touch_name(a, name);
+    snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", id);
     json_decref(old);
     return rc;
 }
@@ -346,6 +348,7 @@ static int apply_check_update(struct apply_ctx *a, json_t *args)
     json_object_set(check, "Output", output);
     json_object_set_new(check, "ModifyIndex", json_integer((json_int_t)a->index));
     rc = put_json(a->txn, a->s->dbi[DB_CHECKS], cid, check);
+    snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", jstr(check, "ServiceID"));
     if (rc == 0 && get_json(a->txn, a->s->dbi[DB_SERVICES], jstr(check, "ServiceID"), &svc) == 0)
         rc = touch_name(a, jstr(svc, "Service"));
     else if (rc == 0)
@@ -389,6 +392,7 @@ static int apply_maintenance(struct apply_ctx *a, json_t *args)
     }
     if (rc == 0)
         rc = touch_name(a, jstr(svc, "Service"));
+    snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", id);
     json_decref(svc);
     return rc;
 }

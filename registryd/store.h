@@ -35,11 +35,13 @@ struct store_read;
 
 /* What a command changed: the new store index and the service names whose
  * results changed (at most two: a re-registration may move an ID from one
- * name to another). n == 0: nothing changed. */
+ * name to another). n == 0: nothing changed. service_id names the one
+ * instance every command is about (for the checker). */
 struct store_change {
     uint64_t index;
     int n;
     char names[2][STORE_NAME_MAX + 1];
+    char service_id[STORE_NAME_MAX + 1]; /* the instance the command touched */
 };
 
 /* Open (creating, emptying) the store in dir. Returns 0 or REG_ESTORE with
