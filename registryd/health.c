@@ -128,7 +128,10 @@ struct health {
     uint32_t sp_bucket[SP_BUCKETS]; /* transitions to critical per second */
     uint64_t sp_last_sec;
     bool sp_active;
-    uint64_t late_hist[40]; /* lateness histogram, log2(ms) buckets */
+    /* probe start lateness, log2(ms) buckets: the current and the previous
+     * 10 s, so that the p99 describes the recent past, not a start-up burst */
+    uint64_t late_hist[2][40];
+    unsigned late_ticks;
     uint64_t probes, transitions, to_critical, deregistrations;
 };
 
@@ -536,7 +539,7 @@ static void record_lateness(struct health *h, uint64_t late)
         late >>= 1;
         b++;
     }
-    h->late_hist[b]++;
+    h->late_hist[0][b]++;
 }
 
 static void start_probe(struct hcheck *c)
@@ -965,11 +968,11 @@ static uint64_t lateness_p99(struct health *h)
 {
     uint64_t total = 0, seen = 0;
     for (int i = 0; i < 40; i++)
-        total += h->late_hist[i];
+        total += h->late_hist[0][i] + h->late_hist[1][i];
     if (total == 0)
         return 0;
     for (int i = 0; i < 40; i++) {
-        seen += h->late_hist[i];
+        seen += h->late_hist[0][i] + h->late_hist[1][i];
         if (seen * 100 >= total * 99)
             return i == 0 ? 0 : (1ULL << i) - 1; /* upper bound of the bucket */
     }
@@ -1004,6 +1007,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     h->stats.to_critical = h->to_critical;
     h->stats.deregistrations = h->deregistrations;
     h->stats.late_p99_ms = lateness_p99(h);
+    if (++h->late_ticks % 10 == 0) {
+        memcpy(h->late_hist[1], h->late_hist[0], sizeof(h->late_hist[0]));
+        memset(h->late_hist[0], 0, sizeof(h->late_hist[0]));
+    }
     h->stats.self_preservation = h->sp_active;
     pthread_mutex_unlock(&h->lock);
 }

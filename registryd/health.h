@@ -41,7 +41,7 @@ struct health_stats {
     uint64_t transitions;     /* status transitions submitted */
     uint64_t to_critical;     /* ... of which to critical */
     uint64_t deregistrations; /* automatic deregistrations submitted */
-    uint64_t late_p99_ms;     /* p99 start lateness against schedule */
+    uint64_t late_p99_ms;     /* p99 start lateness against schedule, last 10-20 s */
     bool self_preservation;   /* automatic deregistration on hold */
 };
 
