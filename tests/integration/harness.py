@@ -1,0 +1,142 @@
+"""Shared helpers for the integration tests: real registryd processes on free
+loopback ports, HTTP over urllib, registryctl over subprocess.
+
+Binaries come from the environment (REGISTRYD, REGISTRYCTL, set by CMake) or
+default to the build tree next to this checkout.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REGISTRYD = os.environ.get("REGISTRYD", os.path.join(ROOT, "build/registryd/registryd"))
+REGISTRYCTL = os.environ.get("REGISTRYCTL", os.path.join(ROOT, "build/cli/registryctl"))
+
+
+def free_port(addr="127.0.0.1", kind=socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind((addr, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Registryd:
+    """One registryd process. data_dir=None means --dev."""
+
+    def __init__(self, data_dir=None, extra_args=(), http_port=None):
+        self.data_dir = data_dir
+        self.extra = list(extra_args)
+        self.port = http_port or free_port()
+        self.dns_port = free_port(kind=socket.SOCK_DGRAM)
+        self.proc = None
+        self.log_file = None
+
+    @property
+    def addr(self):
+        return "127.0.0.1:%d" % self.port
+
+    def args(self):
+        where = ["--data-dir", self.data_dir] if self.data_dir else ["--dev"]
+        return [REGISTRYD] + where + ["--http-addr", self.addr,
+                                      "--dns-addr", "127.0.0.1:%d" % self.dns_port,
+                                      "--log-level", "info"] + self.extra
+
+    def start(self, wait=True):
+        self.log_file = tempfile.NamedTemporaryFile(prefix="registryd-log-", delete=False)
+        self.proc = subprocess.Popen(self.args(), stdout=self.log_file,
+                                     stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("registryd exited with %d:\n%s"
+                                   % (self.proc.returncode, self.log()))
+            try:
+                status, body = self.request("GET", "/v1/status/leader", timeout=2)
+                if status == 200 and body.strip('"\n'):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("registryd not ready in %ds:\n%s" % (timeout, self.log()))
+
+    def log(self):
+        if self.log_file is None:
+            return ""
+        with open(self.log_file.name, errors="replace") as f:
+            return f.read()
+
+    def sanitizer_errors(self):
+        text = self.log()
+        return [l for l in text.splitlines()
+                if "ERROR: AddressSanitizer" in l or "runtime error:" in l
+                or "ERROR: LeakSanitizer" in l]
+
+    def stop(self, check=True):
+        """SIGTERM; with check, the exit must be clean (status 0, no sanitizer report)."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+            if check:
+                raise AssertionError("registryd did not stop on SIGTERM:\n" + self.log())
+        self.proc = None
+        errors = self.sanitizer_errors()
+        if check and (rc != 0 or errors):
+            raise AssertionError("registryd exited with %d %s:\n%s" % (rc, errors, self.log()))
+        os.unlink(self.log_file.name)
+        self.log_file = None
+        return rc
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def request_full(self, method, path, body=None, headers=None, timeout=60):
+        """(status, text, headers) for one HTTP request; never raises on 4xx/5xx."""
+        data = body.encode() if isinstance(body, str) else body
+        req = urllib.request.Request("http://%s%s" % (self.addr, path), data=data,
+                                     method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read().decode(), r.headers
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(), e.headers
+
+    def request(self, method, path, body=None, headers=None, timeout=60):
+        status, text, _ = self.request_full(method, path, body, headers, timeout)
+        return status, text
+
+    def ctl(self, *args, env=None, stdin=None):
+        """Run registryctl against this server: (exit code, stdout, stderr)."""
+        e = dict(os.environ)
+        e["REGISTRY_HTTP_ADDR"] = self.addr
+        e.update(env or {})
+        p = subprocess.run([REGISTRYCTL] + list(args), capture_output=True, text=True,
+                           env=e, input=stdin, timeout=60)
+        return p.returncode, p.stdout, p.stderr
+
+
+class TempDir:
+    def __init__(self):
+        self.path = tempfile.mkdtemp(prefix="registryd-test-")
+
+    def cleanup(self):
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""The Consul-shaped HTTP API, route by route, against a real registryd."""
+import json
+import unittest
+
+from harness import Registryd
+
+
+class ApiTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Registryd(extra_args=["--node", "node-a", "--datacenter", "dc7"]).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def put(self, path, body=None):
+        status, text = self.d.request("PUT", path, json.dumps(body) if body is not None else None)
+        self.assertEqual(status, 200, "%s: %s" % (path, text))
+        return text
+
+    def get(self, path, status=200):
+        code, text, headers = self.d.request_full("GET", path)
+        self.assertEqual(code, status, "%s: %s" % (path, text))
+        for h in ("X-Consul-Index", "X-Consul-KnownLeader", "X-Consul-LastContact"):
+            self.assertIn(h, headers, path)
+        self.assertTrue(headers["X-Consul-Index"].isdigit())
+        self.assertTrue(headers["X-Consul-LastContact"].isdigit())
+        return json.loads(text) if status == 200 else text
+
+    def register_web(self):
+        self.put("/v1/agent/service/register", {
+            "Name": "web", "ID": "web-1", "Address": "10.0.0.5", "Port": 8080,
+            "Tags": ["v1", "blue"], "Meta": {"zone": "a"}, "Check": {"TTL": "30s"}})
+        self.put("/v1/agent/service/register", {
+            "Name": "web", "ID": "web-2", "Port": 8081, "Tags": ["v2", "blue"],
+            "Weights": {"Passing": 5, "Warning": 2}})
+
+    def setUp(self):
+        for sid in self.get("/v1/agent/services"):
+            self.put("/v1/agent/service/deregister/" + sid)
+        self.register_web()
+
+    def test_agent_services_and_service(self):
+        services = self.get("/v1/agent/services")
+        self.assertEqual(set(services), {"web-1", "web-2"})
+        w1 = services["web-1"]
+        self.assertEqual(w1["Service"], "web")
+        self.assertEqual(w1["Address"], "10.0.0.5")
+        self.assertEqual(w1["Port"], 8080)
+        self.assertEqual(w1["Tags"], ["v1", "blue"])
+        self.assertEqual(w1["Meta"], {"zone": "a"})
+        self.assertEqual(w1["Weights"], {"Passing": 1, "Warning": 1})
+        self.assertEqual(services["web-2"]["Weights"], {"Passing": 5, "Warning": 2})
+        self.assertEqual(self.get("/v1/agent/service/web-1")["ID"], "web-1")
+        self.get("/v1/agent/service/nope", status=404)
+
+    def test_health_service_shape_and_filters(self):
+        entries = self.get("/v1/health/service/web")
+        self.assertEqual(len(entries), 2)
+        for e in entries:
+            self.assertEqual(set(e), {"Node", "Service", "Checks"})
+            self.assertEqual(e["Node"]["Node"], "node-a")
+            self.assertEqual(e["Node"]["Datacenter"], "dc7")
+        by_id = {e["Service"]["ID"]: e for e in entries}
+        checks = {c["CheckID"]: c for c in by_id["web-1"]["Checks"]}
+        self.assertEqual(checks["service:web-1"]["Status"], "critical")  # TTL starts critical
+        self.assertEqual(checks["service:web-1"]["ServiceID"], "web-1")
+        self.assertEqual(checks["serfHealth"]["Status"], "passing")
+
+        self.assertEqual([e["Service"]["ID"] for e in self.get("/v1/health/service/web?passing")],
+                         ["web-2"])
+        self.put("/v1/agent/check/pass/service:web-1?note=ok")
+        ids = sorted(e["Service"]["ID"] for e in self.get("/v1/health/service/web?passing=1"))
+        self.assertEqual(ids, ["web-1", "web-2"])
+        self.assertEqual(
+            [e["Service"]["ID"] for e in self.get("/v1/health/service/web?tag=v1")], ["web-1"])
+        # repeated tag= means every tag
+        self.assertEqual(len(self.get("/v1/health/service/web?tag=blue")), 2)
+        self.assertEqual(len(self.get("/v1/health/service/web?tag=blue&tag=v2")), 1)
+        self.assertEqual(self.get("/v1/health/service/nosuch"), [])
+
+    def test_check_updates(self):
+        for verb, status in (("pass", "passing"), ("warn", "warning"), ("fail", "critical")):
+            self.put("/v1/agent/check/%s/service:web-1?note=%s-note" % (verb, verb))
+            c = self.get("/v1/agent/checks")["service:web-1"]
+            self.assertEqual(c["Status"], status)
+            self.assertEqual(c["Output"], "%s-note" % verb)
+        self.put("/v1/agent/check/update/service:web-1", {"Status": "passing", "Output": "fine"})
+        c = self.get("/v1/agent/checks")["service:web-1"]
+        self.assertEqual((c["Status"], c["Output"]), ("passing", "fine"))
+        status, text = self.d.request("PUT", "/v1/agent/check/pass/nosuch")
+        self.assertEqual(status, 404)
+        self.assertIn("nosuch", text)
+
+    def test_several_checks_get_numbered_ids(self):
+        self.put("/v1/agent/service/register", {
+            "Name": "db", "ID": "db-1", "Checks": [{"TTL": "10s"}, {"TTL": "20s"}]})
+        checks = self.get("/v1/health/checks/db")
+        self.assertEqual(sorted(c["CheckID"] for c in checks), ["service:db-1:1", "service:db-1:2"])
+
+    def test_maintenance(self):
+        self.put("/v1/agent/check/pass/service:web-1")
+        self.put("/v1/agent/service/maintenance/web-1?enable=true&reason=deploying")
+        checks = self.get("/v1/agent/checks")
+        m = checks["_service_maintenance:web-1"]
+        self.assertEqual(m["Status"], "critical")
+        self.assertEqual(m["Notes"], "deploying")
+        self.assertNotIn("web-1", [e["Service"]["ID"] for e in
+                                   self.get("/v1/health/service/web?passing")])
+        self.put("/v1/agent/service/maintenance/web-1?enable=false")
+        self.assertNotIn("_service_maintenance:web-1", self.get("/v1/agent/checks"))
+        self.assertIn("web-1", [e["Service"]["ID"] for e in
+                                self.get("/v1/health/service/web?passing")])
+
+    def test_catalog(self):
+        self.assertEqual(sorted(self.get("/v1/catalog/services")["web"]), ["blue", "v1", "v2"])
+        rows = self.get("/v1/catalog/service/web")
+        self.assertEqual(sorted(r["ServiceID"] for r in rows), ["web-1", "web-2"])
+        row = [r for r in rows if r["ServiceID"] == "web-1"][0]
+        self.assertEqual(row["ServiceAddress"], "10.0.0.5")
+        self.assertEqual(row["ServicePort"], 8080)
+        self.assertEqual(row["ServiceMeta"], {"zone": "a"})
+        self.assertEqual(row["Node"], "node-a")
+        self.assertEqual([r["ServiceID"] for r in self.get("/v1/catalog/service/web?tag=v2")],
+                         ["web-2"])
+        nodes = self.get("/v1/catalog/nodes")
+        self.assertEqual([n["Node"] for n in nodes], ["node-a"])
+
+    def test_health_checks_and_state(self):
+        checks = self.get("/v1/health/checks/web")
+        self.assertEqual([c["CheckID"] for c in checks], ["service:web-1"])
+        critical = [c["CheckID"] for c in self.get("/v1/health/state/critical")]
+        self.assertIn("service:web-1", critical)
+        passing = [c["CheckID"] for c in self.get("/v1/health/state/passing")]
+        self.assertNotIn("service:web-1", passing)
+        self.assertIn("service:web-1", [c["CheckID"] for c in self.get("/v1/health/state/any")])
+        self.get("/v1/health/state/bogus", status=400)
+
+    def test_deregister(self):
+        self.put("/v1/agent/service/deregister/web-1")
+        self.assertEqual(set(self.get("/v1/agent/services")), {"web-2"})
+        self.assertNotIn("service:web-1", self.get("/v1/agent/checks"))
+        status, text = self.d.request("PUT", "/v1/agent/service/deregister/web-1")
+        self.assertEqual(status, 404)
+        self.put("/v1/agent/service/deregister/web-2")
+        self.assertEqual(self.get("/v1/catalog/services"), {})
+
+    def test_reregister_replaces(self):
+        self.put("/v1/agent/service/register", {"Name": "web", "ID": "web-1", "Port": 9999})
+        self.assertEqual(self.get("/v1/agent/service/web-1")["Port"], 9999)
+        self.assertNotIn("service:web-1", self.get("/v1/agent/checks"))
+
+    def test_status_and_self(self):
+        leader = self.get("/v1/status/leader")
+        self.assertRegex(leader, r"^127\.0\.0\.1:\d+$")
+        self.assertEqual(self.get("/v1/status/peers"), [leader])
+        me = self.get("/v1/agent/self")
+        self.assertEqual(me["Config"]["Datacenter"], "dc7")
+        self.assertEqual(me["Config"]["NodeName"], "node-a")
+
+    def test_index_moves_with_writes(self):
+        _, _, h1 = self.d.request_full("GET", "/v1/health/service/web")
+        self.put("/v1/agent/check/pass/service:web-1")
+        _, _, h2 = self.d.request_full("GET", "/v1/health/service/web")
+        self.assertGreater(int(h2["X-Consul-Index"]), int(h1["X-Consul-Index"]))
+
+    def test_lowercase_keys_token_and_no_content_type(self):
+        status, text = self.d.request(
+            "PUT", "/v1/agent/service/register?token=secret",
+            json.dumps({"name": "lower", "id": "lower-1", "port": 1234, "tags": ["x"],
+                        "check": {"ttl": "10s"}}).encode())
+        self.assertEqual(status, 200, text)
+        svc = self.get("/v1/agent/service/lower-1")
+        self.assertEqual((svc["Service"], svc["Port"], svc["Tags"]), ("lower", 1234, ["x"]))
+        self.assertIn("service:lower-1", self.get("/v1/agent/checks"))
+
+    def test_404_carries_headers(self):
+        text = self.get("/v1/no/such/path", status=404)
+        self.assertIn("/v1/no/such/path", text)
+
+
+if __name__ == "__main__":
+    unittest.main()

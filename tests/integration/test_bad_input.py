@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+"""Bad input: every case gets the right 4xx and a one-line reason; the daemon
+keeps running and stored data does not change."""
+import json
+import socket
+import unittest
+
+from harness import Registryd
+
+REG = "/v1/agent/service/register"
+
+
+def reg(**kw):
+    body = {"Name": "bad", "ID": "bad-1", "Port": 80}
+    body.update(kw)
+    return json.dumps({k: v for k, v in body.items() if v is not None})
+
+
+# (method, path, body, status, substring of the one-line reason)
+CASES = [
+    ("PUT", REG, "{not json", 400, "Request decode failed"),
+    ("PUT", REG, "[1, 2]", 400, "object"),
+    ("PUT", REG, "", 400, "body"),
+    ("PUT", REG, '"just a string"', 400, "expected"),
+    ("PUT", REG, reg(Name=None), 400, "Name"),
+    ("PUT", REG, reg(Name=""), 400, "Name"),
+    ("PUT", REG, reg(Name=42), 400, "Name"),
+    ("PUT", REG, reg(Name="has space"), 400, "Name"),
+    ("PUT", REG, reg(Name="x" * 300), 400, "Name"),
+    ("PUT", REG, reg(ID="bad/slash"), 400, "ID"),
+    ("PUT", REG, reg(Port=-1), 400, "Port"),
+    ("PUT", REG, reg(Port=70000), 400, "Port"),
+    ("PUT", REG, reg(Port="80"), 400, "Port"),
+    ("PUT", REG, reg(Port=1.5), 400, "Port"),
+    ("PUT", REG, reg(Tags="v1"), 400, "Tags"),
+    ("PUT", REG, reg(Tags=[1, 2]), 400, "Tags"),
+    ("PUT", REG, reg(Tags=["t%d" % i for i in range(300)]), 400, "Tags"),
+    ("PUT", REG, reg(Meta=["a"]), 400, "Meta"),
+    ("PUT", REG, reg(Meta={"k": 1}), 400, "Meta"),
+    ("PUT", REG, reg(Meta={"k%d" % i: "v" for i in range(100)}), 400, "Meta"),
+    ("PUT", REG, reg(Weights={"Passing": "x"}), 400, "Passing"),
+    ("PUT", REG, reg(Address=7), 400, "Address"),
+    ("PUT", REG, reg(Check={}), 400, "exactly one of TTL, HTTP or TCP"),
+    ("PUT", REG, reg(Check="ttl"), 400, "check"),
+    ("PUT", REG, reg(Check={"HTTP": "http://127.0.0.1:1/"}), 400, "Interval"),
+    ("PUT", REG, reg(Check={"TTL": "soon"}), 400, "TTL"),
+    ("PUT", REG, reg(Check={"TCP": "127.0.0.1:1", "Interval": "-5s"}), 400, "Interval"),
+    ("PUT", REG, reg(Checks={"TTL": "5s"}), 400, "Checks"),
+    ("PUT", REG, reg(Checks=[{"TTL": "5s"}] * 40), 400, "Checks"),
+    ("PUT", "/v1/agent/check/pass/no-such-check", None, 404, "no-such-check"),
+    ("PUT", "/v1/agent/check/update/service:keep-1", "{}", 400, "Status"),
+    ("PUT", "/v1/agent/check/update/service:keep-1", '{"Status": "great"}', 400, "Status"),
+    ("PUT", "/v1/agent/service/deregister/no-such-service", None, 404, "no-such-service"),
+    ("PUT", "/v1/agent/service/maintenance/no-such-service?enable=true", None, 404,
+     "no-such-service"),
+    ("PUT", "/v1/agent/service/maintenance/keep-1", None, 400, "enable"),
+    ("PUT", "/v1/agent/service/maintenance/keep-1?enable=maybe", None, 400, "enable"),
+    ("GET", "/v1/not/a/route", None, 404, "/v1/not/a/route"),
+    ("GET", "/v2/agent/services", None, 404, "/v2/agent/services"),
+    ("DELETE", "/v1/agent/services", None, 405, "DELETE"),
+    ("GET", REG, None, 405, "GET"),
+    ("POST", "/v1/catalog/services", None, 405, "POST"),
+    ("GET", "/v1/health/service/keep?index=abc", None, 400, "index"),
+    ("GET", "/v1/health/service/keep?index=1&wait=forever", None, 400, "wait"),
+    ("GET", "/v1/health/state/sideways", None, 400, "state"),
+    ("PUT", "/v1/agent/check/update/service:keep-1", '{"Status": "passing", "Output": 5}', 400,
+     "Output"),
+    ("PUT", REG, "x" * 8192, 413, "too large"),
+]
+
+
+class BadInputTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Registryd(extra_args=["--max-body-size", "4KiB"]).start()
+        status, text = cls.d.request("PUT", REG, json.dumps(
+            {"Name": "keep", "ID": "keep-1", "Port": 8080, "Tags": ["a"],
+             "Check": {"TTL": "60s"}}))
+        assert status == 200, text
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def snapshot(self):
+        return (self.d.request("GET", "/v1/agent/services")[1],
+                self.d.request("GET", "/v1/agent/checks")[1])
+
+    def test_table(self):
+        self.assertGreaterEqual(len(CASES), 20)
+        before = self.snapshot()
+        for method, path, body, status, why in CASES:
+            with self.subTest(method=method, path=path, body=(body or "")[:60]):
+                code, text, headers = self.d.request_full(method, path, body)
+                self.assertEqual(code, status, text)
+                self.assertIn(why.lower(), text.lower())
+                self.assertTrue(text.strip(), "empty reason")
+                self.assertEqual(text.strip().count("\n"), 0, "reason is one line")
+                self.assertTrue(headers["Content-Type"].startswith("text/plain"))
+        self.assertEqual(self.snapshot(), before)  # nothing stored changed
+        self.assertEqual(self.d.request("GET", "/v1/status/leader")[0], 200)
+
+    def test_garbage_on_the_socket(self):
+        before = self.snapshot()
+        for junk in (b"\x00\xff\x10garbage\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
+                     b"PUT /v1/agent/service/register HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
+                     b"GET /" + b"a" * 100000 + b" HTTP/1.1\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", self.d.port), timeout=5) as s:
+                try:
+                    s.sendall(junk)
+                    s.recv(4096)
+                except OSError:
+                    pass
+        self.assertEqual(self.snapshot(), before)
+        self.assertEqual(self.d.request("GET", "/v1/status/leader")[0], 200)
+
+
+if __name__ == "__main__":
+    unittest.main()

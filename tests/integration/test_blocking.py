@@ -1,0 +1,106 @@
+#!/usr/bin/python3
+"""Blocking queries: index/wait, early return on change, no cross-service wake-ups."""
+import json
+import threading
+import time
+import unittest
+
+from harness import Registryd
+
+
+class BlockingTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Registryd().start()
+        for name in ("web", "db"):
+            cls.d.request("PUT", "/v1/agent/service/register",
+                          json.dumps({"Name": name, "ID": name + "-1", "Port": 80}))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def index(self, path):
+        status, _, headers = self.d.request_full("GET", path)
+        self.assertEqual(status, 200)
+        return int(headers["X-Consul-Index"])
+
+    def timed(self, path):
+        start = time.monotonic()
+        status, text, headers = self.d.request_full("GET", path)
+        self.assertEqual(status, 200, text)
+        return time.monotonic() - start, int(headers["X-Consul-Index"]), text
+
+    def later(self, delay, fn):
+        t = threading.Timer(delay, fn)
+        t.start()
+        return t
+
+    def test_returns_at_wait_when_nothing_changes(self):
+        idx = self.index("/v1/health/service/web")
+        took, new, _ = self.timed("/v1/health/service/web?index=%d&wait=1s" % idx)
+        self.assertGreaterEqual(took, 0.9)
+        self.assertLess(took, 2.5)  # wait plus at most wait/16 jitter plus slack
+        self.assertEqual(new, idx)
+
+    def test_wait_formats(self):
+        idx = self.index("/v1/catalog/service/web")
+        for wait, low in (("1500ms", 1.4), ("2s", 1.9)):
+            took, _, _ = self.timed("/v1/catalog/service/web?index=%d&wait=%s" % (idx, wait))
+            self.assertGreaterEqual(took, low, wait)
+            self.assertLess(took, low + 1.5, wait)
+
+    def test_returns_early_on_change(self):
+        idx = self.index("/v1/health/service/web")
+        self.later(0.3, lambda: self.d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "web", "ID": "web-2", "Port": 81})))
+        took, new, text = self.timed("/v1/health/service/web?index=%d&wait=30s" % idx)
+        self.assertLess(took, 3)
+        self.assertGreater(new, idx)
+        self.assertIn("web-2", text)
+        self.d.request("PUT", "/v1/agent/service/deregister/web-2")
+
+    def test_not_woken_by_another_service(self):
+        idx = self.index("/v1/health/service/web")
+        timers = [self.later(0.2 + 0.3 * i, lambda i=i: self.d.request(
+            "PUT", "/v1/agent/service/register",
+            json.dumps({"Name": "db", "ID": "db-1", "Port": 1000 + i}))) for i in range(4)]
+        took, new, _ = self.timed("/v1/health/service/web?index=%d&wait=2s" % idx)
+        for t in timers:
+            t.join()
+        self.assertGreaterEqual(took, 1.9)
+        self.assertEqual(new, idx)
+        self.assertGreater(self.index("/v1/health/service/db"), idx)
+
+    def test_stale_index_returns_at_once(self):
+        idx = self.index("/v1/health/service/web")
+        took, _, _ = self.timed("/v1/health/service/web?index=%d&wait=10s" % max(idx - 1, 1))
+        if idx > 1:
+            self.assertLess(took, 1)
+
+    def test_many_parked_waiters_resolve_on_one_change(self):
+        idx = self.index("/v1/health/service/web")
+        results = []
+        lock = threading.Lock()
+
+        def waiter():
+            took, new, _ = self.timed("/v1/health/service/web?index=%d&wait=30s" % idx)
+            with lock:
+                results.append((took, new))
+
+        threads = [threading.Thread(target=waiter) for _ in range(300)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)  # let them park
+        self.d.request("PUT", "/v1/agent/service/register",
+                       json.dumps({"Name": "web", "ID": "web-3", "Port": 83}))
+        for t in threads:
+            t.join(20)
+        self.assertEqual(len(results), 300)
+        self.assertTrue(all(new > idx for _, new in results))
+        self.assertLess(max(took for took, _ in results), 15)
+        self.d.request("PUT", "/v1/agent/service/deregister/web-3")
+
+
+if __name__ == "__main__":
+    unittest.main()

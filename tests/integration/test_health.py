@@ -1,0 +1,359 @@
+#!/usr/bin/python3
+"""Active health checking against real endpoints on loopback.
+
+Every test registers instances whose checks point at servers this test runs
+(HTTP, HTTPS with a self-signed certificate, plain TCP listeners), changes
+what those servers do, and watches /v1/health and /v1/agent/checks follow.
+"""
+import http.server
+import json
+import os
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+from harness import Registryd, free_port
+
+
+class Endpoint:
+    """An HTTP(S) server on a loopback port whose answer the test controls."""
+
+    def __init__(self, port=None, tls_cert=None):
+        self.port = port or free_port()
+        self.code = 200
+        self.codes = None  # a list cycled through, for flapping
+        self.hits = 0
+        self.tls_cert = tls_cert
+        self.server = None
+        self.start()
+
+    def start(self):
+        ep = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                ep.hits += 1
+                code = ep.codes[ep.hits % len(ep.codes)] if ep.codes else ep.code
+                body = b"status %d" % code
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls_cert:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls_cert)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+class TcpListener:
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.sock = None
+        self.start()
+
+    def start(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(128)
+
+    def stop(self):
+        self.sock.close()
+
+
+def self_signed_cert(directory):
+    key, crt = os.path.join(directory, "key.pem"), os.path.join(directory, "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", crt],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return crt, key
+
+
+class HealthTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Registryd()
+        cls.d.start()
+        cls.tmp = tempfile.TemporaryDirectory()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+        cls.tmp.cleanup()
+
+    # ---- helpers --------------------------------------------------------
+    def register(self, body):
+        status, text = self.d.request("PUT", "/v1/agent/service/register", json.dumps(body))
+        self.assertEqual(status, 200, text)
+
+    def check(self, check_id):
+        status, text = self.d.request("GET", "/v1/agent/checks")
+        self.assertEqual(status, 200)
+        return json.loads(text).get(check_id)
+
+    def passing_ids(self, name):
+        status, text = self.d.request("GET", "/v1/health/service/%s?passing" % name)
+        self.assertEqual(status, 200)
+        return sorted(e["Service"]["ID"] for e in json.loads(text))
+
+    def service_ids(self):
+        status, text = self.d.request("GET", "/v1/agent/services")
+        return set(json.loads(text))
+
+    def wait_for(self, what, timeout, step=0.05):
+        """Poll what() until it is truthy; return the seconds it took."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if what():
+                return time.monotonic() - start
+            time.sleep(step)
+        self.fail("condition not met within %.1fs" % timeout)
+
+    def status_of(self, check_id):
+        c = self.check(check_id)
+        return c and c["Status"]
+
+    # ---- tests ----------------------------------------------------------
+    def test_http_check_lifecycle(self):
+        ep = Endpoint()
+        try:
+            self.register({"Name": "hweb", "ID": "hweb-1", "Port": ep.port,
+                           "Check": {"HTTP": "http://127.0.0.1:%d/health" % ep.port,
+                                     "Interval": "500ms", "Timeout": "400ms",
+                                     "FailuresBeforeCritical": 2,
+                                     "DeregisterCriticalServiceAfter": "2s"}})
+            self.register({"Name": "hweb", "ID": "hweb-2", "Port": ep.port,
+                           "Check": {"HTTP": "http://127.0.0.1:%d/health" % ep.port,
+                                     "Interval": "500ms", "SuccessBeforePassing": 2,
+                                     "FailuresBeforeCritical": 2}})
+            self.wait_for(lambda: self.passing_ids("hweb") == ["hweb-1", "hweb-2"], 5)
+            out = self.check("service:hweb-1")["Output"]
+            self.assertIn("200", out)
+            self.assertIn("status 200", out)
+
+            ep.stop()
+            # Interval x FailuresBeforeCritical + 1 s
+            took = self.wait_for(lambda: self.passing_ids("hweb") == [], 0.5 * 2 + 1 + 0.5)
+            self.assertLess(took, 2.5)
+            self.assertEqual(self.status_of("service:hweb-2"), "critical")
+            # deregistered after DeregisterCriticalServiceAfter (2 s) + the 1 s tick
+            self.wait_for(lambda: "hweb-1" not in self.service_ids(), 5)
+            self.assertIn("hweb-2", self.service_ids())
+
+            ep.start()  # back after SuccessBeforePassing (2) successes
+            took = self.wait_for(lambda: self.passing_ids("hweb") == ["hweb-2"], 4)
+            self.assertGreater(took, 0.4)  # one success is not enough
+        finally:
+            ep.stop()
+
+    def test_http_status_mapping(self):
+        ep = Endpoint()
+        try:
+            self.register({"Name": "codes", "ID": "codes-1",
+                           "Check": {"HTTP": "http://127.0.0.1:%d/" % ep.port,
+                                     "Interval": "300ms", "Method": "POST",
+                                     "Header": {"X-Test": ["1"]}, "Body": "ping"}})
+            self.wait_for(lambda: self.status_of("service:codes-1") == "passing", 3)
+            ep.code = 429
+            self.wait_for(lambda: self.status_of("service:codes-1") == "warning", 3)
+            self.assertEqual(self.passing_ids("codes"), [])
+            ep.code = 503
+            self.wait_for(lambda: self.status_of("service:codes-1") == "critical", 3)
+            self.assertIn("503", self.check("service:codes-1")["Output"])
+        finally:
+            ep.stop()
+
+    def test_tcp_check(self):
+        lst = TcpListener()
+        try:
+            self.register({"Name": "htcp", "ID": "htcp-1", "Port": lst.port,
+                           "Check": {"TCP": "127.0.0.1:%d" % lst.port, "Interval": "300ms"}})
+            self.wait_for(lambda: self.passing_ids("htcp") == ["htcp-1"], 3)
+            lst.stop()
+            took = self.wait_for(lambda: self.passing_ids("htcp") == [], 0.3 + 1 + 0.5)
+            self.assertLess(took, 1.8)
+            self.assertIn("refused", self.check("service:htcp-1")["Output"].lower())
+            lst.start()
+            self.wait_for(lambda: self.passing_ids("htcp") == ["htcp-1"], 3)
+        finally:
+            lst.stop()
+
+    def test_https_verify_on_and_off(self):
+        ep = Endpoint(tls_cert=self_signed_cert(self.tmp.name))
+        try:
+            url = "https://127.0.0.1:%d/" % ep.port
+            self.register({"Name": "htls", "ID": "htls-verify",
+                           "Check": {"HTTP": url, "Interval": "300ms"}})
+            self.register({"Name": "htls", "ID": "htls-skip",
+                           "Check": {"HTTP": url, "Interval": "300ms", "TLSSkipVerify": True}})
+            self.wait_for(lambda: self.passing_ids("htls") == ["htls-skip"], 3)
+            self.wait_for(lambda: "TLS" in (self.check("service:htls-verify")["Output"]), 3)
+            self.assertEqual(self.status_of("service:htls-verify"), "critical")
+        finally:
+            ep.stop()
+
+    def test_ttl_expiry_and_heartbeats(self):
+        self.register({"Name": "httl", "ID": "httl-1", "Check": {"TTL": "1s"}})
+        self.assertEqual(self.status_of("service:httl-1"), "critical")
+        status, _ = self.d.request("PUT", "/v1/agent/check/pass/service:httl-1")
+        self.assertEqual(status, 200)
+        self.assertEqual(self.passing_ids("httl"), ["httl-1"])
+        index = self.check("service:httl-1")["ModifyIndex"]
+        # heartbeats that change nothing keep it alive and write nothing
+        for _ in range(4):
+            time.sleep(0.4)
+            self.assertEqual(self.d.request("PUT", "/v1/agent/check/pass/service:httl-1")[0], 200)
+        self.assertEqual(self.status_of("service:httl-1"), "passing")
+        self.assertEqual(self.check("service:httl-1")["ModifyIndex"], index)
+        took = self.wait_for(lambda: self.status_of("service:httl-1") == "critical", 2.5)
+        self.assertGreater(took, 0.5)
+        self.assertEqual(self.check("service:httl-1")["Output"], "TTL expired")
+
+    def test_flapping_endpoint_does_not_flap(self):
+        ep = Endpoint()
+        try:
+            self.register({"Name": "hflap", "ID": "hflap-1",
+                           "Check": {"HTTP": "http://127.0.0.1:%d/" % ep.port,
+                                     "Interval": "200ms", "SuccessBeforePassing": 3,
+                                     "FailuresBeforeCritical": 3}})
+            self.wait_for(lambda: self.status_of("service:hflap-1") == "passing", 3)
+            index = self.check("service:hflap-1")["ModifyIndex"]
+            ep.codes = [200, 500]  # alternates on every probe
+            hits = ep.hits
+            time.sleep(2)
+            self.assertGreater(ep.hits - hits, 5)
+            c = self.check("service:hflap-1")
+            self.assertEqual(c["Status"], "passing")
+            self.assertEqual(c["ModifyIndex"], index)
+        finally:
+            ep.stop()
+
+    def test_blocking_query_wakes_on_transition(self):
+        ep = Endpoint()
+        try:
+            self.register({"Name": "hblock", "ID": "hblock-1",
+                           "Check": {"HTTP": "http://127.0.0.1:%d/" % ep.port,
+                                     "Interval": "300ms"}})
+            self.wait_for(lambda: self.passing_ids("hblock") == ["hblock-1"], 3)
+            status, _, headers = self.d.request_full("GET", "/v1/health/service/hblock")
+            index = headers["X-Consul-Index"]
+            threading.Timer(0.5, ep.stop).start()
+            start = time.monotonic()
+            status, text, headers = self.d.request_full(
+                "GET", "/v1/health/service/hblock?index=%s&wait=20s" % index)
+            self.assertLess(time.monotonic() - start, 5)
+            self.assertNotEqual(headers["X-Consul-Index"], index)
+            self.assertEqual(json.loads(text)[0]["Checks"][-1]["Status"], "critical")
+        finally:
+            ep.stop()
+
+    def test_maintenance_suppresses_checks(self):
+        ep = Endpoint()
+        try:
+            self.register({"Name": "hmaint", "ID": "hmaint-1",
+                           "Check": {"HTTP": "http://127.0.0.1:%d/" % ep.port,
+                                     "Interval": "200ms", "DeregisterCriticalServiceAfter": "1s"}})
+            self.wait_for(lambda: self.passing_ids("hmaint") == ["hmaint-1"], 3)
+            status, _ = self.d.request(
+                "PUT", "/v1/agent/service/maintenance/hmaint-1?enable=true&reason=deploy")
+            self.assertEqual(status, 200)
+            self.assertEqual(self.passing_ids("hmaint"), [])
+            ep.stop()
+            time.sleep(2.5)  # longer than failure detection plus deregistration
+            self.assertEqual(self.status_of("service:hmaint-1"), "passing")
+            self.assertIn("hmaint-1", self.service_ids())
+            self.d.request("PUT", "/v1/agent/service/maintenance/hmaint-1?enable=false")
+            self.wait_for(lambda: self.status_of("service:hmaint-1") == "critical", 3)
+        finally:
+            ep.stop()
+
+    def test_bad_check_definitions(self):
+        cases = [
+            ({"HTTP": "http://127.0.0.1:1/", "Interval": "-1s"}, "Interval"),
+            ({"HTTP": "ftp://127.0.0.1/", "Interval": "1s"}, "http://"),
+            ({"HTTP": "http://127.0.0.1:1/", "Interval": "1s", "Timeout": "5s"}, "Timeout"),
+            ({"TCP": "127.0.0.1:1", "Interval": "10parsecs"}, "Interval"),
+            ({"TCP": "127.0.0.1:1"}, "Interval"),
+            ({"TTL": "1s", "HTTP": "http://x/", "Interval": "1s"}, "exactly one"),
+            ({"TTL": "1ms"}, "TTL"),
+            ({"HTTP": "http://127.0.0.1:1/", "Interval": "1s", "FailuresBeforeCritical": -1},
+             "FailuresBeforeCritical"),
+        ]
+        for check, why in cases:
+            status, text = self.d.request("PUT", "/v1/agent/service/register",
+                                          json.dumps({"Name": "hbad", "ID": "hbad-1",
+                                                      "Check": check}))
+            self.assertEqual(status, 400, (check, text))
+            self.assertIn(why, text, check)
+        self.assertNotIn("hbad-1", self.service_ids())
+
+
+class SelfPreservationTest(unittest.TestCase):
+    def test_mass_failure_holds_deregistration(self):
+        d = Registryd(extra_args=["--self-preservation-window", "10s"])
+        d.start()
+        eps = [Endpoint() for _ in range(12)]
+        try:
+            for i, ep in enumerate(eps):
+                status, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                    {"Name": "fleet", "ID": "fleet-%d" % i, "Port": ep.port,
+                     "Check": {"HTTP": "http://127.0.0.1:%d/" % ep.port, "Interval": "300ms",
+                               "DeregisterCriticalServiceAfter": "1s"}}))
+                self.assertEqual(status, 200, text)
+
+            def stats():
+                return json.loads(d.request("GET", "/v1/agent/self")[1])["Stats"]["health"]
+
+            def passing():
+                return len(json.loads(d.request("GET", "/v1/health/service/fleet?passing")[1]))
+
+            deadline = time.monotonic() + 5
+            while passing() < 12 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertEqual(passing(), 12)
+            self.assertFalse(stats()["self_preservation"])
+            for ep in eps:  # the whole fleet "fails" at once: the checker is suspect
+                ep.stop()
+            deadline = time.monotonic() + 5
+            while not stats()["self_preservation"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertTrue(stats()["self_preservation"])
+            time.sleep(2.5)  # well past DeregisterCriticalServiceAfter
+            services = json.loads(d.request("GET", "/v1/agent/services")[1])
+            self.assertEqual(len(services), 12)
+            for ep in eps:
+                ep.start()
+            deadline = time.monotonic() + 5
+            while (stats()["self_preservation"] or passing() < 12) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertFalse(stats()["self_preservation"])
+            self.assertEqual(passing(), 12)
+        finally:
+            for ep in eps:
+                ep.stop()
+            d.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
