@@ -1,0 +1,113 @@
+/*
+ * registry/registry.h — libregistry, the embeddable client of registryd (and
+ * of anything that speaks Consul's /v1 HTTP API).
+ *
+ * Conventions (the same in every function):
+ *   - Functions return 0 or a negative REG_E* code (registry/error.h).
+ *   - A failed call leaves a one-line message for the client that made it,
+ *     read with reg_client_errmsg(); it stays valid until that thread's next
+ *     call on the same client.
+ *   - Out-parameters are only written on success. What a function allocates
+ *     for the caller is freed by the caller with the function the doc names.
+ *   - Handles are opaque. There is no global state; a client may be used from
+ *     several threads at once (each call opens its own connection).
+ *
+ * Dependencies: libc and jansson (for JSON), nothing else.
+ */
+#ifndef REGISTRY_REGISTRY_H
+#define REGISTRY_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "registry/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct reg_client;
+
+/*
+ * Create a client. `addrs` is a comma-separated list of registry servers as
+ * HOST:PORT or [IPV6]:PORT; requests go to the first that answers (failover
+ * in order, starting from the last one that worked). NULL means the
+ * REGISTRY_HTTP_ADDR environment variable, or "127.0.0.1:8500".
+ * On success *out is a new client, freed with reg_client_free().
+ * Errors: REG_EINVAL (malformed address list), REG_ENOMEM.
+ */
+REG_EXPORT int reg_client_new(struct reg_client **out, const char *addrs);
+
+/* Free a client. NULL is a no-op. No call may be running on it. */
+REG_EXPORT void reg_client_free(struct reg_client *c);
+
+/* Per-request timeout in milliseconds (connect, send and receive together),
+ * default 10000. A blocking query adds its own wait to this. */
+REG_EXPORT int reg_client_set_timeout(struct reg_client *c, int ms);
+
+/* Send `?token=` with every request (NULL: none). The string is copied. */
+REG_EXPORT int reg_client_set_token(struct reg_client *c, const char *token);
+
+/* The calling thread's last error message on this client ("" if none).
+ * Borrowed: valid until this thread's next call on c. */
+REG_EXPORT const char *reg_client_errmsg(const struct reg_client *c);
+
+/*
+ * One HTTP request. `path` is the path and query, e.g. "/v1/catalog/services".
+ * body may be NULL. On a 2xx answer returns 0 and, if resp_body is not NULL,
+ * sets *resp_body to a malloc'd, NUL-terminated copy of the body (free() it)
+ * and *resp_len to its length. *status gets the HTTP status whenever one was
+ * received (also on REG_ESERVER / REG_ENOTFOUND); *index the X-Consul-Index
+ * header (0 if absent). status and index may be NULL.
+ * Errors: REG_ECONNECT (no server reachable), REG_ETIMEDOUT, REG_EPROTO
+ * (malformed answer), REG_ENOTFOUND (404), REG_ESERVER (any other non-2xx;
+ * the server's one-line reason is the errmsg), REG_ENOMEM.
+ */
+REG_EXPORT int reg_client_request(struct reg_client *c, const char *method, const char *path,
+                                  const char *body, size_t body_len, int *status,
+                                  char **resp_body, size_t *resp_len, uint64_t *index);
+
+/* One instance of a service, as discovery returns it. */
+struct reg_instance {
+    char *id;
+    char *service;
+    char *address;   /* the instance's address, or its node's when it has none */
+    int port;
+    char **tags;     /* ntags strings */
+    size_t ntags;
+    char **meta;     /* nmeta key/value pairs: meta[2*i] key, meta[2*i+1] value */
+    size_t nmeta;
+    int weight;      /* Weights.Passing (Weights.Warning when warning) */
+    char *status;    /* aggregate of its checks: "passing", "warning" or "critical" */
+};
+
+/*
+ * Look up the instances of `service` (/v1/health/service/NAME). tag may be
+ * NULL; passing_only keeps only instances whose checks all pass. For a
+ * blocking query pass the index of a previous answer in wait_index and a
+ * duration such as "30s" in wait (else 0 and NULL). On success *out is an
+ * array of *n instances (free with reg_instances_free) and *index the
+ * answer's index (may be NULL).
+ */
+REG_EXPORT int reg_health_service(struct reg_client *c, const char *service, const char *tag,
+                                  bool passing_only, uint64_t wait_index, const char *wait,
+                                  struct reg_instance **out, size_t *n, uint64_t *index);
+
+/* Free what reg_health_service returned. NULL is a no-op. */
+REG_EXPORT void reg_instances_free(struct reg_instance *list, size_t n);
+
+/* Register an instance: `json` is a body in Consul's register format. */
+REG_EXPORT int reg_register_json(struct reg_client *c, const char *json);
+
+/* Deregister the instance with this ID. REG_ENOTFOUND if there is none. */
+REG_EXPORT int reg_deregister(struct reg_client *c, const char *service_id);
+
+/* URL-encode src into dst (dstlen bytes, NUL-terminated). REG_ETOOBIG if it
+ * does not fit. For building paths for reg_client_request. */
+REG_EXPORT int reg_url_encode(const char *src, char *dst, size_t dstlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* REGISTRY_REGISTRY_H */

@@ -1,0 +1,637 @@
+/*
+ * client.c — libregistry's HTTP transport and discovery calls.
+ *
+ * A deliberately small HTTP/1.1 client: one connection per request
+ * ("Connection: close"), blocking sockets with poll() for every timeout,
+ * Content-Length or chunked bodies. Servers are tried in order, starting
+ * from the last one that answered, so a dead server costs one connect
+ * attempt, not one per request.
+ */
+#define _GNU_SOURCE
+#include "registry/registry.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#define MAX_SERVERS 16
+#define MAX_RESPONSE (64u << 20) /* refuse answers larger than 64 MiB */
+
+struct reg_server {
+    char host[256];
+    char port[8];
+};
+
+struct reg_client {
+    struct reg_server servers[MAX_SERVERS];
+    int nservers;
+    int timeout_ms;
+    char *token;
+    pthread_mutex_t lock; /* guards preferred */
+    int preferred;
+};
+
+/* The last error of this thread, and the client it belongs to. */
+static __thread const struct reg_client *err_owner;
+static __thread char err_text[512];
+
+static int fail(const struct reg_client *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(const struct reg_client *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_text, sizeof(err_text), fmt, ap);
+    va_end(ap);
+    err_owner = c;
+    return code;
+}
+
+const char *reg_client_errmsg(const struct reg_client *c)
+{
+    return err_owner == c ? err_text : "";
+}
+
+static int parse_server(const char *s, size_t len, struct reg_server *out)
+{
+    char buf[300];
+    if (len == 0 || len >= sizeof(buf))
+        return REG_EINVAL;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    char *host = buf, *port;
+    if (buf[0] == '[') {
+        char *close = strchr(buf, ']');
+        if (close == NULL || close[1] != ':')
+            return REG_EINVAL;
+        *close = '\0';
+        host = buf + 1;
+        port = close + 2;
+    } else {
+        port = strrchr(buf, ':');
+        if (port == NULL)
+            return REG_EINVAL;
+        *port++ = '\0';
+        if (strchr(buf, ':') != NULL)
+            return REG_EINVAL;
+    }
+    char *end;
+    long p = strtol(port, &end, 10);
+    if (*host == '\0' || *port == '\0' || *end != '\0' || p < 1 || p > 65535 ||
+        strlen(host) >= sizeof(out->host))
+        return REG_EINVAL;
+    snprintf(out->host, sizeof(out->host), "%s", host);
+    snprintf(out->port, sizeof(out->port), "%ld", p);
+    return 0;
+}
+
+int reg_client_new(struct reg_client **out, const char *addrs)
+{
+    if (out == NULL)
+        return REG_EINVAL;
+    if (addrs == NULL)
+        addrs = getenv("REGISTRY_HTTP_ADDR");
+    if (addrs == NULL || *addrs == '\0')
+        addrs = "127.0.0.1:8500";
+    struct reg_client *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return REG_ENOMEM;
+    c->timeout_ms = 10000;
+    for (const char *p = addrs; *p;) {
+        size_t len = strcspn(p, ",");
+        while (len > 0 && (*p == ' ')) {
+            p++;
+            len--;
+        }
+        if (c->nservers == MAX_SERVERS || parse_server(p, len, &c->servers[c->nservers]) != 0) {
+            free(c);
+            return fail(NULL, REG_EINVAL, "invalid server address list \"%s\"", addrs);
+        }
+        c->nservers++;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    if (c->nservers == 0) {
+        free(c);
+        return fail(NULL, REG_EINVAL, "no server address");
+    }
+    pthread_mutex_init(&c->lock, NULL);
+    *out = c;
+    return 0;
+}
+
+void reg_client_free(struct reg_client *c)
+{
+    if (c == NULL)
+        return;
+    pthread_mutex_destroy(&c->lock);
+    free(c->token);
+    free(c);
+}
+
+int reg_client_set_timeout(struct reg_client *c, int ms)
+{
+    if (c == NULL || ms <= 0)
+        return REG_EINVAL;
+    c->timeout_ms = ms;
+    return 0;
+}
+
+int reg_client_set_token(struct reg_client *c, const char *token)
+{
+    if (c == NULL)
+        return REG_EINVAL;
+    char *copy = token ? strdup(token) : NULL;
+    if (token && copy == NULL)
+        return REG_ENOMEM;
+    free(c->token);
+    c->token = copy;
+    return 0;
+}
+
+int reg_url_encode(const char *src, char *dst, size_t dstlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t j = 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p; p++) {
+        bool plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                     (*p >= '0' && *p <= '9') || strchr("-_.~", *p) != NULL;
+        if (j + (plain ? 1 : 3) >= dstlen)
+            return REG_ETOOBIG;
+        if (plain) {
+            dst[j++] = (char)*p;
+        } else {
+            dst[j++] = '%';
+            dst[j++] = hex[*p >> 4];
+            dst[j++] = hex[*p & 15];
+        }
+    }
+    if (j >= dstlen)
+        return REG_ETOOBIG;
+    dst[j] = '\0';
+    return 0;
+}
+
+/* ---- transport ---------------------------------------------------------- */
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int wait_fd(int fd, short events, long long deadline)
+{
+    for (;;) {
+        long long left = deadline - now_ms();
+        if (left <= 0)
+            return REG_ETIMEDOUT;
+        struct pollfd p = {fd, events, 0};
+        int r = poll(&p, 1, (int)(left > 60000 ? 60000 : left));
+        if (r > 0)
+            return 0;
+        if (r < 0 && errno != EINTR)
+            return REG_EIO;
+    }
+}
+
+/* Connect to one server before the deadline; returns a blocking-mode fd
+ * (we keep O_NONBLOCK and poll) or a negative code with errno-ish text. */
+static int connect_one(const struct reg_server *s, long long deadline, char *why, size_t whylen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int gai = getaddrinfo(s->host, s->port, &hints, &ai);
+    if (gai != 0) {
+        snprintf(why, whylen, "%s", gai_strerror(gai));
+        return REG_ECONNECT;
+    }
+    int rc = REG_ECONNECT;
+    for (struct addrinfo *a = ai; a; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            snprintf(why, whylen, "%s", strerror(errno));
+            continue;
+        }
+        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+            rc = fd;
+            break;
+        }
+        if (errno == EINPROGRESS) {
+            int w = wait_fd(fd, POLLOUT, deadline);
+            int err = 0;
+            socklen_t len = sizeof(err);
+            if (w == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
+                rc = fd;
+                break;
+            }
+            snprintf(why, whylen, "%s", w == REG_ETIMEDOUT ? "connect timed out" : strerror(err));
+        } else {
+            snprintf(why, whylen, "%s", strerror(errno));
+        }
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    return rc;
+}
+
+static int send_all(int fd, const char *buf, size_t len, long long deadline)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+        } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            int w = wait_fd(fd, POLLOUT, deadline);
+            if (w != 0)
+                return w;
+        } else {
+            return REG_EIO;
+        }
+    }
+    return 0;
+}
+
+/* Read the whole answer (the server closes: we asked it to). */
+static int recv_all(int fd, char **out, size_t *outlen, long long deadline)
+{
+    size_t cap = 16384, len = 0;
+    char *buf = malloc(cap);
+    if (buf == NULL)
+        return REG_ENOMEM;
+    for (;;) {
+        if (len + 4096 > cap) {
+            if (cap >= MAX_RESPONSE) {
+                free(buf);
+                return REG_ETOOBIG;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (nb == NULL) {
+                free(buf);
+                return REG_ENOMEM;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
+        if (n > 0) {
+            len += (size_t)n;
+        } else if (n == 0) {
+            break;
+        } else if (errno == EAGAIN || errno == EINTR) {
+            int w = wait_fd(fd, POLLIN, deadline);
+            if (w != 0) {
+                free(buf);
+                return w;
+            }
+        } else {
+            free(buf);
+            return REG_EIO;
+        }
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *outlen = len;
+    return 0;
+}
+
+/* Find header `name` in the header block [h, end); value copied to val. */
+static bool find_header(const char *h, const char *end, const char *name, char *val,
+                        size_t vallen)
+{
+    size_t nlen = strlen(name);
+    for (const char *line = h; line < end;) {
+        const char *eol = memmem(line, (size_t)(end - line), "\r\n", 2);
+        if (eol == NULL)
+            eol = end;
+        if ((size_t)(eol - line) > nlen && strncasecmp(line, name, nlen) == 0 &&
+            line[nlen] == ':') {
+            const char *v = line + nlen + 1;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            size_t l = (size_t)(eol - v);
+            if (l >= vallen)
+                l = vallen - 1;
+            memcpy(val, v, l);
+            val[l] = '\0';
+            return true;
+        }
+        line = eol + 2;
+    }
+    return false;
+}
+
+/* Decode a chunked body in place; returns its length or -1. */
+static long dechunk(char *body, size_t len)
+{
+    size_t in = 0, out = 0;
+    for (;;) {
+        char *end;
+        if (in >= len)
+            return -1;
+        unsigned long n = strtoul(body + in, &end, 16);
+        char *eol = memmem(body + in, len - in, "\r\n", 2);
+        if (eol == NULL || end == body + in)
+            return -1;
+        in = (size_t)(eol - body) + 2;
+        if (n == 0)
+            return (long)out;
+        if (n > len - in)
+            return -1;
+        memmove(body + out, body + in, n);
+        out += n;
+        in += n + 2;
+    }
+}
+
+static int parse_response(struct reg_client *c, char *raw, size_t len, int *status,
+                          char **body, size_t *body_len, uint64_t *index)
+{
+    char *hend = memmem(raw, len, "\r\n\r\n", 4);
+    int code;
+    if (hend == NULL || sscanf(raw, "HTTP/1.%*d %d", &code) != 1)
+        return fail(c, REG_EPROTO, "malformed HTTP answer");
+    char val[64];
+    uint64_t idx = 0;
+    if (find_header(raw, hend, "X-Consul-Index", val, sizeof(val)))
+        idx = strtoull(val, NULL, 10);
+    char *b = hend + 4;
+    size_t blen = len - (size_t)(b - raw);
+    if (find_header(raw, hend, "Transfer-Encoding", val, sizeof(val)) &&
+        strcasecmp(val, "chunked") == 0) {
+        long l = dechunk(b, blen);
+        if (l < 0)
+            return fail(c, REG_EPROTO, "malformed chunked body");
+        blen = (size_t)l;
+    } else if (find_header(raw, hend, "Content-Length", val, sizeof(val))) {
+        unsigned long long cl = strtoull(val, NULL, 10);
+        if (cl > blen)
+            return fail(c, REG_EPROTO, "answer cut short (%zu of %llu bytes)", blen, cl);
+        blen = (size_t)cl;
+    }
+    b[blen] = '\0';
+    if (status)
+        *status = code;
+    if (index)
+        *index = idx;
+    if (code < 200 || code > 299) {
+        size_t l = strcspn(b, "\r\n");
+        return fail(c, code == 404 ? REG_ENOTFOUND : REG_ESERVER, "%d: %.*s", code,
+                    (int)(l > 400 ? 400 : l), l ? b : "(no reason given)");
+    }
+    if (body) {
+        char *copy = malloc(blen + 1);
+        if (copy == NULL)
+            return fail(c, REG_ENOMEM, "out of memory");
+        memcpy(copy, b, blen + 1);
+        *body = copy;
+        if (body_len)
+            *body_len = blen;
+    }
+    return 0;
+}
+
+int reg_client_request(struct reg_client *c, const char *method, const char *path,
+                       const char *body, size_t body_len, int *status, char **resp_body,
+                       size_t *resp_len, uint64_t *index)
+{
+    if (c == NULL || method == NULL || path == NULL || path[0] != '/')
+        return fail(c, REG_EINVAL, "invalid request");
+    /* A blocking query may take its wait on top of the timeout. */
+    long long extra = 0;
+    const char *w = strstr(path, "wait=");
+    if (w != NULL) {
+        double v = strtod(w + 5, NULL);
+        const char *unit = w + 5 + strspn(w + 5, "0123456789.");
+        extra = (long long)(v * (*unit == 'm' && unit[1] == 's' ? 1
+                                 : *unit == 'm'                 ? 60000
+                                 : *unit == 'h'                 ? 3600000
+                                                                : 1000));
+        extra += extra / 16 + 1000; /* the server's jitter, and some slack */
+    }
+    char *req = NULL;
+    const char *sep = strchr(path, '?') ? "&" : "?";
+    char tok[600] = "", enc[580];
+    if (c->token) {
+        if (reg_url_encode(c->token, enc, sizeof(enc)) != 0)
+            return fail(c, REG_EINVAL, "token too long");
+        snprintf(tok, sizeof(tok), "token=%s", enc);
+    }
+    pthread_mutex_lock(&c->lock);
+    int first = c->preferred;
+    pthread_mutex_unlock(&c->lock);
+    char why[160] = "no server", last[400] = "";
+    for (int k = 0; k < c->nservers; k++) {
+        int si = (first + k) % c->nservers;
+        const struct reg_server *s = &c->servers[si];
+        long long deadline = now_ms() + c->timeout_ms + extra;
+        int fd = connect_one(s, now_ms() + c->timeout_ms, why, sizeof(why));
+        if (fd < 0) {
+            snprintf(last, sizeof(last), "connect %s:%s: %s", s->host, s->port, why);
+            continue;
+        }
+        free(req);
+        int n = asprintf(&req,
+                         "%s %s%s%s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: libregistry/1\r\n"
+                         "Accept: application/json\r\nConnection: close\r\n"
+                         "Content-Length: %zu\r\n\r\n",
+                         method, path, c->token ? sep : "", c->token ? tok : "", s->host,
+                         s->port, body ? body_len : 0);
+        if (n < 0) {
+            req = NULL;
+            close(fd);
+            return fail(c, REG_ENOMEM, "out of memory");
+        }
+        char *raw = NULL;
+        size_t rawlen = 0;
+        int rc = send_all(fd, req, (size_t)n, deadline);
+        if (rc == 0 && body && body_len)
+            rc = send_all(fd, body, body_len, deadline);
+        if (rc == 0)
+            rc = recv_all(fd, &raw, &rawlen, deadline);
+        close(fd);
+        if (rc == REG_ETIMEDOUT) {
+            free(req);
+            return fail(c, rc, "%s %s:%s%s: timed out", method, s->host, s->port, path);
+        }
+        if (rc != 0) {
+            snprintf(why, sizeof(why), "%s", reg_strerror(rc));
+            snprintf(last, sizeof(last), "%s:%s: %s", s->host, s->port, why);
+            continue;
+        }
+        free(req);
+        pthread_mutex_lock(&c->lock);
+        c->preferred = si;
+        pthread_mutex_unlock(&c->lock);
+        rc = parse_response(c, raw, rawlen, status, resp_body, resp_len, index);
+        free(raw);
+        return rc;
+    }
+    free(req);
+    return fail(c, REG_ECONNECT, "%s", last[0] ? last : "no server reachable");
+}
+
+/* ---- discovery ---------------------------------------------------------- */
+
+static char *dup_str(json_t *v)
+{
+    const char *s = json_string_value(v);
+    return strdup(s ? s : "");
+}
+
+static int fill_instance(json_t *entry, struct reg_instance *in)
+{
+    json_t *svc = json_object_get(entry, "Service"), *node = json_object_get(entry, "Node");
+    const char *addr = json_string_value(json_object_get(svc, "Address"));
+    if (addr == NULL || *addr == '\0')
+        addr = json_string_value(json_object_get(node, "Address"));
+    in->id = dup_str(json_object_get(svc, "ID"));
+    in->service = dup_str(json_object_get(svc, "Service"));
+    in->address = strdup(addr ? addr : "");
+    in->port = (int)json_integer_value(json_object_get(svc, "Port"));
+    const char *status = "passing";
+    size_t i;
+    json_t *chk;
+    json_array_foreach(json_object_get(entry, "Checks"), i, chk)
+    {
+        const char *st = json_string_value(json_object_get(chk, "Status"));
+        if (st && strcmp(st, "critical") == 0)
+            status = "critical";
+        else if (st && strcmp(st, "warning") == 0 && strcmp(status, "passing") == 0)
+            status = "warning";
+    }
+    in->status = strdup(status);
+    json_t *weights = json_object_get(svc, "Weights");
+    json_t *wv = json_object_get(weights, strcmp(status, "warning") == 0 ? "Warning" : "Passing");
+    in->weight = json_is_integer(wv) ? (int)json_integer_value(wv) : 1;
+    json_t *tags = json_object_get(svc, "Tags");
+    in->ntags = json_array_size(tags);
+    in->tags = calloc(in->ntags + 1, sizeof(char *));
+    json_t *t;
+    json_array_foreach(tags, i, t) if (in->tags) in->tags[i] = dup_str(t);
+    json_t *meta = json_object_get(svc, "Meta");
+    in->nmeta = json_object_size(meta);
+    in->meta = calloc(in->nmeta * 2 + 1, sizeof(char *));
+    const char *k;
+    json_t *v;
+    i = 0;
+    json_object_foreach(meta, k, v)
+    {
+        if (in->meta) {
+            in->meta[2 * i] = strdup(k);
+            in->meta[2 * i + 1] = dup_str(v);
+        }
+        i++;
+    }
+    if (!in->id || !in->service || !in->address || !in->status || !in->tags || !in->meta)
+        return REG_ENOMEM;
+    for (i = 0; i < in->ntags; i++)
+        if (in->tags[i] == NULL)
+            return REG_ENOMEM;
+    for (i = 0; i < in->nmeta * 2; i++)
+        if (in->meta[i] == NULL)
+            return REG_ENOMEM;
+    return 0;
+}
+
+void reg_instances_free(struct reg_instance *list, size_t n)
+{
+    if (list == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        struct reg_instance *in = &list[i];
+        free(in->id);
+        free(in->service);
+        free(in->address);
+        free(in->status);
+        for (size_t j = 0; in->tags && j < in->ntags; j++)
+            free(in->tags[j]);
+        free(in->tags);
+        for (size_t j = 0; in->meta && j < in->nmeta * 2; j++)
+            free(in->meta[j]);
+        free(in->meta);
+    }
+    free(list);
+}
+
+int reg_health_service(struct reg_client *c, const char *service, const char *tag,
+                       bool passing_only, uint64_t wait_index, const char *wait,
+                       struct reg_instance **out, size_t *n, uint64_t *index)
+{
+    char path[1536], enc[600], etag[600];
+    if (c == NULL || service == NULL || out == NULL || n == NULL ||
+        reg_url_encode(service, enc, sizeof(enc)) != 0 ||
+        (tag && reg_url_encode(tag, etag, sizeof(etag)) != 0))
+        return fail(c, REG_EINVAL, "invalid service or tag");
+    int len = snprintf(path, sizeof(path), "/v1/health/service/%s?x=1", enc);
+    if (passing_only)
+        len += snprintf(path + len, sizeof(path) - (size_t)len, "&passing=1");
+    if (tag)
+        len += snprintf(path + len, sizeof(path) - (size_t)len, "&tag=%s", etag);
+    if (wait_index)
+        len += snprintf(path + len, sizeof(path) - (size_t)len, "&index=%llu&wait=%s",
+                        (unsigned long long)wait_index, wait ? wait : "5m");
+    char *body = NULL;
+    size_t blen = 0;
+    uint64_t idx = 0;
+    int rc = reg_client_request(c, "GET", path, NULL, 0, NULL, &body, &blen, &idx);
+    if (rc != 0)
+        return rc;
+    json_error_t jerr;
+    json_t *arr = json_loadb(body, blen, 0, &jerr);
+    free(body);
+    if (!json_is_array(arr)) {
+        json_decref(arr);
+        return fail(c, REG_EPROTO, "unexpected answer from /v1/health/service: %s", jerr.text);
+    }
+    size_t count = json_array_size(arr);
+    struct reg_instance *list = calloc(count ? count : 1, sizeof(*list));
+    if (list == NULL) {
+        json_decref(arr);
+        return fail(c, REG_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (fill_instance(json_array_get(arr, i), &list[i]) != 0) {
+            reg_instances_free(list, count);
+            json_decref(arr);
+            return fail(c, REG_ENOMEM, "out of memory");
+        }
+    }
+    json_decref(arr);
+    *out = list;
+    *n = count;
+    if (index)
+        *index = idx;
+    return 0;
+}
+
+int reg_register_json(struct reg_client *c, const char *json)
+{
+    if (json == NULL)
+        return fail(c, REG_EINVAL, "no registration body");
+    return reg_client_request(c, "PUT", "/v1/agent/service/register", json, strlen(json), NULL,
+                              NULL, NULL, NULL);
+}
+
+int reg_deregister(struct reg_client *c, const char *service_id)
+{
+    char path[700], enc[600];
+    if (service_id == NULL || reg_url_encode(service_id, enc, sizeof(enc)) != 0)
+        return fail(c, REG_EINVAL, "invalid service id");
+    snprintf(path, sizeof(path), "/v1/agent/service/deregister/%s", enc);
+    return reg_client_request(c, "PUT", path, NULL, 0, NULL, NULL, NULL, NULL);
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""registryctl against a real registryd: every verb, tables, --json, exit codes."""
+import json
+import os
+import tempfile
+import unittest
+
+from harness import REGISTRYCTL, Registryd, free_port
+import subprocess
+
+
+class CliTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Registryd().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def ok(self, *args, **kw):
+        rc, out, err = self.d.ctl(*args, **kw)
+        self.assertEqual(rc, 0, (args, out, err))
+        self.assertEqual(err, "")
+        return out
+
+    def test_register_list_check_maint_deregister(self):
+        self.ok("register", "--name", "web", "--id", "web-1", "--address", "10.0.0.9",
+                "--port", "8080", "--tag", "v1", "--tag", "blue", "--meta", "zone=a",
+                "--ttl", "30s")
+        out = self.ok("services")
+        self.assertIn("web", out)
+        self.assertIn("v1,blue", out)
+        out = self.ok("instances", "web")
+        self.assertIn("web-1", out)
+        self.assertIn("10.0.0.9", out)
+        self.assertIn("critical", out)
+        self.assertNotIn("web-1", self.ok("instances", "web", "--passing"))
+        self.ok("check", "pass", "service:web-1", "--note", "all good & well")
+        self.assertIn("web-1", self.ok("instances", "--passing", "web", "--tag", "blue"))
+        self.assertNotIn("web-1", self.ok("instances", "web", "--tag", "v9"))
+        out = self.ok("checks", "web")
+        self.assertIn("service:web-1", out)
+        self.assertIn("passing", out)
+        self.assertIn("all good & well", out)
+        data = json.loads(self.ok("--json", "instances", "web"))
+        self.assertEqual(data[0]["Service"]["Meta"], {"zone": "a"})
+        self.ok("maint", "web-1", "on", "--reason", "deploy")
+        self.assertNotIn("web-1", self.ok("instances", "web", "--passing"))
+        self.ok("maint", "web-1", "off")
+        self.assertIn("web-1", self.ok("instances", "web", "--passing"))
+        self.ok("deregister", "web-1")
+        self.assertNotIn("web-1", self.ok("instances", "web"))
+
+    def test_register_from_file_and_stdin(self):
+        body = {"Name": "db", "ID": "db-1", "Port": 5432, "Checks": [{"TTL": "10s"}]}
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(body, f)
+        try:
+            self.ok("register", "-f", f.name)
+        finally:
+            os.unlink(f.name)
+        self.assertIn("db-1", json.loads(self.ok("--json", "instances", "db"))[0]["Service"]["ID"])
+        body["ID"] = "db-2"
+        self.ok("register", "-f", "-", stdin=json.dumps(body))
+        self.assertEqual(len(json.loads(self.ok("instances", "db", "--json"))), 2)
+
+    def test_services_json_and_leader(self):
+        self.ok("register", "--name", "lead", "--port", "1")
+        self.assertIn("lead", json.loads(self.ok("services", "--json")))
+        leader = self.ok("leader").strip()
+        self.assertRegex(leader, r"^127\.0\.0\.1:\d+$")
+        self.assertEqual(json.loads(self.ok("--json", "leader")), leader)
+
+    def test_server_errors_exit_1(self):
+        for args, why in ((["check", "pass", "no-such-check"], "no-such-check"),
+                          (["deregister", "no-such-id"], "no-such-id"),
+                          (["register", "-f", "-"], "decode")):
+            rc, out, err = self.d.ctl(*args, stdin="{bad json")
+            self.assertEqual(rc, 1, (args, out, err))
+            self.assertTrue(err.startswith("registryctl: "), err)
+            self.assertIn(why, err)
+            self.assertEqual(err.count("\n"), 1)
+
+    def test_unreachable_server_exits_1(self):
+        rc, out, err = self.d.ctl("--http-addr", "127.0.0.1:%d" % free_port(), "services")
+        self.assertEqual(rc, 1)
+        self.assertIn("refused", err.lower())
+
+    def test_failover_to_second_address(self):
+        dead = "127.0.0.1:%d" % free_port()
+        out = self.ok("services", env={"REGISTRY_HTTP_ADDR": "%s,%s" % (dead, self.d.addr)})
+        self.assertIn("NAME", out)
+
+    def test_usage_errors_exit_2(self):
+        for args in ([], ["frobnicate"], ["instances"], ["register", "--port", "8080"],
+                     ["register", "--name", "x", "--port", "70000"], ["check", "pass"],
+                     ["check", "explode", "x"], ["maint", "x", "sideways"],
+                     ["deregister"], ["--http-addr", "nonsense", "services"],
+                     ["services", "extra"]):
+            rc, out, err = self.d.ctl(*args)
+            self.assertEqual(rc, 2, (args, out, err))
+            self.assertTrue(err.startswith("registryctl: "), err)
+
+    def test_help_and_version(self):
+        out = self.ok("--help")
+        for verb in ("services", "instances", "checks", "register", "deregister", "check",
+                     "maint", "leader"):
+            self.assertIn(verb, out)
+        self.assertRegex(self.ok("--version"), r"^registryctl \d+\.\d+\.\d+\n$")
+        p = subprocess.run([REGISTRYCTL, "-h"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
