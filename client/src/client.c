@@ -92,7 +92,7 @@ static int parse_server(const char *s, size_t len, struct reg_server *out)
     if (*host == '\0' || *port == '\0' || *end != '\0' || p < 1 || p > 65535 ||
         strlen(host) >= sizeof(out->host))
         return REG_EINVAL;
-    snprintf(out->host, sizeof(out->host), "%s", host);
+    snprintf(out->host, sizeof(out->host), "%.255s", host);
     snprintf(out->port, sizeof(out->port), "%ld", p);
     return 0;
 }
@@ -434,7 +434,7 @@ int reg_client_request(struct reg_client *c, const char *method, const char *pat
     pthread_mutex_lock(&c->lock);
     int first = c->preferred;
     pthread_mutex_unlock(&c->lock);
-    char why[160] = "no server", last[400] = "";
+    char why[160] = "no server", last[512] = "";
     for (int k = 0; k < c->nservers; k++) {
         int si = (first + k) % c->nservers;
         const struct reg_server *s = &c->servers[si];
