@@ -371,66 +371,68 @@ out:
     return rc;
 }
 
+/* VERB A B [--OPTION TEXT]: the shape of `check` and `maint`. */
+static int two_args_one_option(struct ctl *x, const char *verb, const char *option,
+                               const char **a, const char **b, const char **opt)
+{
+    *a = *b = *opt = NULL;
+    for (int i = 0; i < x->argc; i++) {
+        if (strcmp(x->argv[i], option) == 0 && i + 1 < x->argc)
+            *opt = x->argv[++i];
+        else if (x->argv[i][0] == '-')
+            return usage_error("%s: unknown option %s", verb, x->argv[i]);
+        else if (*a == NULL)
+            *a = x->argv[i];
+        else if (*b == NULL)
+            *b = x->argv[i];
+        else
+            return usage_error("%s: too many arguments", verb);
+    }
+    return 0;
+}
+
+/* PUT /v1/agent/PREFIX/ID SEP... with id and an optional text parameter encoded. */
+static int put_encoded(struct ctl *x, const char *prefix, const char *id, const char *query,
+                       const char *param, const char *text)
+{
+    char enc[600], etext[1800] = "", path[2700];
+    if (encode(id, enc, sizeof(enc)) || (text && encode(text, etext, sizeof(etext))))
+        return EXIT_USAGE;
+    snprintf(path, sizeof(path), "/v1/agent/%s/%s%s%s%s", prefix, enc, query,
+             text ? param : "", etext);
+    return put(x, path, NULL);
+}
+
 static int cmd_deregister(struct ctl *x)
 {
-    char enc[600], path[700];
     if (x->argc != 1)
         return usage_error("deregister: one service ID, please");
-    if (encode(x->argv[0], enc, sizeof(enc)))
-        return EXIT_USAGE;
-    snprintf(path, sizeof(path), "/v1/agent/service/deregister/%s", enc);
-    return put(x, path, NULL);
+    return put_encoded(x, "service/deregister", x->argv[0], "", "", NULL);
 }
 
 static int cmd_check(struct ctl *x)
 {
-    const char *note = NULL, *verb = NULL, *id = NULL;
-    for (int i = 0; i < x->argc; i++) {
-        if (strcmp(x->argv[i], "--note") == 0 && i + 1 < x->argc)
-            note = x->argv[++i];
-        else if (x->argv[i][0] == '-')
-            return usage_error("check: unknown option %s", x->argv[i]);
-        else if (verb == NULL)
-            verb = x->argv[i];
-        else if (id == NULL)
-            id = x->argv[i];
-        else
-            return usage_error("check: too many arguments");
-    }
+    const char *verb, *id, *note;
+    if (two_args_one_option(x, "check", "--note", &verb, &id, &note) != 0)
+        return EXIT_USAGE;
     if (verb == NULL || id == NULL ||
         (strcmp(verb, "pass") && strcmp(verb, "warn") && strcmp(verb, "fail")))
         return usage_error("check: use check pass|warn|fail CHECK_ID [--note TEXT]");
-    char enc[600], enote[1800] = "", path[2600];
-    if (encode(id, enc, sizeof(enc)) || (note && encode(note, enote, sizeof(enote))))
-        return EXIT_USAGE;
-    snprintf(path, sizeof(path), "/v1/agent/check/%s/%s%s%s", verb, enc, note ? "?note=" : "",
-             enote);
-    return put(x, path, NULL);
+    char prefix[32];
+    snprintf(prefix, sizeof(prefix), "check/%s", verb);
+    return put_encoded(x, prefix, id, "", "?note=", note);
 }
 
 static int cmd_maint(struct ctl *x)
 {
-    const char *reason = NULL, *id = NULL, *mode = NULL;
-    for (int i = 0; i < x->argc; i++) {
-        if (strcmp(x->argv[i], "--reason") == 0 && i + 1 < x->argc)
-            reason = x->argv[++i];
-        else if (x->argv[i][0] == '-')
-            return usage_error("maint: unknown option %s", x->argv[i]);
-        else if (id == NULL)
-            id = x->argv[i];
-        else if (mode == NULL)
-            mode = x->argv[i];
-        else
-            return usage_error("maint: too many arguments");
-    }
+    const char *id, *mode, *reason;
+    if (two_args_one_option(x, "maint", "--reason", &id, &mode, &reason) != 0)
+        return EXIT_USAGE;
     if (id == NULL || mode == NULL || (strcmp(mode, "on") && strcmp(mode, "off")))
         return usage_error("maint: use maint SERVICE_ID on|off [--reason TEXT]");
-    char enc[600], ereason[1800] = "", path[2600];
-    if (encode(id, enc, sizeof(enc)) || (reason && encode(reason, ereason, sizeof(ereason))))
-        return EXIT_USAGE;
-    snprintf(path, sizeof(path), "/v1/agent/service/maintenance/%s?enable=%s%s%s", enc,
-             strcmp(mode, "on") == 0 ? "true" : "false", reason ? "&reason=" : "", ereason);
-    return put(x, path, NULL);
+    return put_encoded(x, "service/maintenance", id,
+                       strcmp(mode, "on") == 0 ? "?enable=true" : "?enable=false", "&reason=",
+                       reason);
 }
 
 static int cmd_leader(struct ctl *x)

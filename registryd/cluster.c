@@ -176,6 +176,20 @@ static void out_notify(struct cluster *c)
     event_active(c->out_ev, EV_READ, 0);
 }
 
+/* Hand a change to the front end (cluster thread -> front-end thread). */
+static void push_change(struct cluster *c, struct change_msg *m)
+{
+    m->next = NULL;
+    pthread_mutex_lock(&c->out_lock);
+    if (c->chg_tail)
+        c->chg_tail->next = m;
+    else
+        c->chg_head = m;
+    c->chg_tail = m;
+    pthread_mutex_unlock(&c->out_lock);
+    out_notify(c);
+}
+
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
 {
     struct cluster *c = fsm->data;
@@ -185,16 +199,8 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
     if (rc == 0 && chg.n > 0) {
         struct change_msg *m = malloc(sizeof(*m));
         if (m != NULL) {
-            m->next = NULL;
             m->chg = chg;
-            pthread_mutex_lock(&c->out_lock);
-            if (c->chg_tail)
-                c->chg_tail->next = m;
-            else
-                c->chg_head = m;
-            c->chg_tail = m;
-            pthread_mutex_unlock(&c->out_lock);
-            out_notify(c);
+            push_change(c, m);
         }
     }
     return 0;
@@ -244,14 +250,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     if (m != NULL) { /* everything may have changed: wake every watcher */
         m->chg.n = 1;
         m->chg.index = UINT64_MAX;
-        pthread_mutex_lock(&c->out_lock);
-        if (c->chg_tail)
-            c->chg_tail->next = m;
-        else
-            c->chg_head = m;
-        c->chg_tail = m;
-        pthread_mutex_unlock(&c->out_lock);
-        out_notify(c);
+        push_change(c, m);
     }
     return 0;
 }
