@@ -31,7 +31,10 @@ struct conf {
     char *datacenter;      /* --datacenter NAME, default "dc1" */
     enum log_level log_level; /* --log-level debug|info|warn|error, default info */
     size_t max_body_size;  /* --max-body-size BYTES, default 1048576 (1 MiB) */
-    char *dns_domain;      /* --dns-domain, default "registry." (for the DNS issue) */
+    char *dns_domain;      /* --dns-domain, default "registry." */
+    uint64_t dns_ttl_ms;   /* --dns-ttl, default 0s */
+    uint64_t dns_negative_ttl_ms; /* --dns-negative-ttl, default 0s */
+    bool dns_allow_warning; /* --dns-allow-warning, default false */
     bool check_only;       /* --check-config: validate, report, exit */
     unsigned check_max_concurrent;     /* health probes in flight, default 1024 */
     uint64_t check_update_interval_ms; /* output-only write gap, default 5m */

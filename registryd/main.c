@@ -28,6 +28,7 @@
 #include "store.h"
 #include "watch.h"
 #include "health.h"
+#include "dns_server.h"
 
 /* Who hears about applied changes: blocking queries and the checker. */
 struct change_listeners {
@@ -97,6 +98,7 @@ int main(int argc, char **argv)
     struct cluster *cluster = NULL;
     struct http_server *http = NULL;
     struct health *health = NULL;
+    struct dns_server *dns = NULL;
     struct change_listeners listeners = {0};
     int lock_fd = -1, status = 1;
 
@@ -206,6 +208,20 @@ int main(int argc, char **argv)
         log_error("main", "msg=\"cannot start HTTP API\" error=\"%s\"", err);
         goto out;
     }
+    struct dns_options dopt = {
+        .addr = conf.dns_addr,
+        .domain = conf.dns_domain,
+        .ttl = (uint32_t)(conf.dns_ttl_ms / 1000),
+        .negative_ttl = (uint32_t)(conf.dns_negative_ttl_ms / 1000),
+        .allow_warning = conf.dns_allow_warning,
+        .node_addr = host,
+        .base = base,
+        .store = store,
+    };
+    if (dns_start(&dopt, &dns, err, sizeof(err)) != 0) {
+        log_error("main", "msg=\"cannot start DNS\" error=\"%s\"", err);
+        goto out;
+    }
     sigterm = evsignal_new(base, SIGTERM, on_signal, base);
     sigint = evsignal_new(base, SIGINT, on_signal, base);
     if (!sigterm || !sigint || evsignal_add(sigterm, NULL) != 0 || evsignal_add(sigint, NULL) != 0) {
@@ -224,6 +240,7 @@ out:
     /* Reverse order; parked and in-flight requests get their answers. The
      * checker goes first: it submits to the cluster. */
     listeners.health = NULL;
+    dns_free(dns);
     health_free(health);
     cluster_free(cluster); /* may still deliver changes to the watchers */
     watch_free(watch);

@@ -5,6 +5,7 @@ Binaries come from the environment (REGISTRYD, REGISTRYCTL, set by CMake) or
 default to the build tree next to this checkout.
 """
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,12 +20,24 @@ REGISTRYD = os.environ.get("REGISTRYD", os.path.join(ROOT, "build/registryd/regi
 REGISTRYCTL = os.environ.get("REGISTRYCTL", os.path.join(ROOT, "build/cli/registryctl"))
 
 
-def free_port(addr="127.0.0.1", kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind((addr, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def free_port(addr="127.0.0.1", kind=None):
+    """A port that binds for both TCP and UDP, chosen at random below the
+    kernel's ephemeral range (32768+), so that no outgoing connection of a
+    parallel test can take it between our check and the daemon's bind."""
+    while True:
+        port = random.randrange(20000, 32000)
+        socks = []
+        try:
+            for k in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                s = socket.socket(socket.AF_INET, k)
+                socks.append(s)
+                s.bind((addr, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
 
 
 class Registryd:
@@ -33,27 +46,47 @@ class Registryd:
     def __init__(self, data_dir=None, extra_args=(), http_port=None):
         self.data_dir = data_dir
         self.extra = list(extra_args)
-        self.port = http_port or free_port()
-        self.dns_port = free_port(kind=socket.SOCK_DGRAM)
+        self.fixed_http_port = http_port
+        self.pick_ports()
         self.proc = None
         self.log_file = None
+
+    def pick_ports(self):
+        self.port = self.fixed_http_port or free_port()
+        self.dns_port = free_port()
+        self.raft_port = free_port()
 
     @property
     def addr(self):
         return "127.0.0.1:%d" % self.port
 
     def args(self):
-        where = ["--data-dir", self.data_dir] if self.data_dir else ["--dev"]
+        # --dev servers get their raft port from us too; a data dir keeps the
+        # one it chose the first time (server.json)
+        where = (["--data-dir", self.data_dir] if self.data_dir
+                 else ["--dev", "--raft-addr", "127.0.0.1:%d" % self.raft_port])
         return [REGISTRYD] + where + ["--http-addr", self.addr,
                                       "--dns-addr", "127.0.0.1:%d" % self.dns_port,
                                       "--log-level", "info"] + self.extra
 
     def start(self, wait=True):
-        self.log_file = tempfile.NamedTemporaryFile(prefix="registryd-log-", delete=False)
-        self.proc = subprocess.Popen(self.args(), stdout=self.log_file,
-                                     stderr=subprocess.STDOUT)
-        if wait:
-            self.wait_ready()
+        for attempt in range(3):
+            self.log_file = tempfile.NamedTemporaryFile(prefix="registryd-log-", delete=False)
+            self.proc = subprocess.Popen(self.args(), stdout=self.log_file,
+                                         stderr=subprocess.STDOUT)
+            if not wait:
+                return self
+            try:
+                self.wait_ready()
+                return self
+            except RuntimeError:
+                # a port taken by a parallel test between our check and the bind:
+                # pick others and try again; anything else is a real failure
+                if "Address already in use" not in self.log() or attempt == 2:
+                    raise
+                self.proc.wait()
+                os.unlink(self.log_file.name)
+                self.pick_ports()
         return self
 
     def wait_ready(self, timeout=15):

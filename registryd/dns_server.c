@@ -1,0 +1,633 @@
+/*
+ * dns_server.c — see dns_server.h. Transport (UDP socket, TCP listener and
+ * connections), the name → lookup mapping, and the per-service cache of
+ * passing instances.
+ */
+#include "dns_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <jansson.h>
+
+#include "dns_wire.h"
+#include "log.h"
+#include "registry/error.h"
+#include "store.h"
+#include "strmap.h"
+
+#define CACHE_MAX 10000     /* services kept decoded; beyond that the cache restarts */
+#define TCP_MAX_CONNS 512
+#define TCP_IDLE_SECONDS 10
+#define UDP_BATCH 64        /* datagrams handled per wake-up */
+
+/* One answerable instance, decoded from the store. */
+struct dns_inst {
+    int family;             /* AF_INET, AF_INET6, or 0: Address is a host name */
+    uint8_t ip[16];
+    char target[DNS_NAME_MAX + 1]; /* SRV target: HEX.addr.DOMAIN or the host name */
+    uint16_t port, weight;
+    json_t *tags;           /* array of strings (owned) */
+};
+
+struct dns_service {
+    uint64_t index;   /* store_name_index when decoded */
+    size_t total;     /* instances of the name, answerable or not */
+    size_t n;
+    struct dns_inst *v;
+};
+
+struct tcp_conn {
+    struct dns_server *s;
+    struct bufferevent *bev;
+    struct tcp_conn *prev, *next;
+};
+
+struct dns_server {
+    struct dns_options opt;
+    char *domain;   /* owned copy */
+    size_t domain_len;
+    evutil_socket_t udp_fd;
+    struct event *udp_ev;
+    struct evconnlistener *tcp;
+    int tcp_conns;
+    struct tcp_conn *conns; /* open TCP connections, freed with the server */
+    struct strmap *cache;
+    uint64_t rand_state;
+    uint8_t inbuf[65536], outbuf[65536];
+};
+
+/* ---- the cache of decoded services ------------------------------------- */
+
+static void service_free(struct dns_service *svc)
+{
+    if (svc == NULL)
+        return;
+    for (size_t i = 0; i < svc->n; i++)
+        json_decref(svc->v[i].tags);
+    free(svc->v);
+    free(svc);
+}
+
+static void cache_free_entry(const char *key, void *value, void *arg)
+{
+    (void)key;
+    (void)arg;
+    service_free(value);
+}
+
+static void cache_clear(struct dns_server *s)
+{
+    strmap_each(s->cache, cache_free_entry, NULL);
+    strmap_free(s->cache);
+    s->cache = strmap_new();
+}
+
+static bool answerable(struct dns_server *s, json_t *checks)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(checks, i, c)
+    {
+        const char *st = json_string_value(json_object_get(c, "Status"));
+        if (st == NULL || strcmp(st, "critical") == 0)
+            return false;
+        if (strcmp(st, "warning") == 0 && !s->opt.allow_warning)
+            return false;
+    }
+    return true;
+}
+
+static bool any_warning(json_t *checks)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(checks, i, c)
+    {
+        const char *st = json_string_value(json_object_get(c, "Status"));
+        if (st && strcmp(st, "warning") == 0)
+            return true;
+    }
+    return false;
+}
+
+struct decode {
+    struct dns_server *s;
+    struct store_read *rd;
+    struct dns_service *svc;
+    size_t cap;
+};
+
+static int decode_instance(json_t *inst, void *arg)
+{
+    struct decode *d = arg;
+    struct dns_server *s = d->s;
+    json_t *checks = NULL;
+    d->svc->total++;
+    const char *id = json_string_value(json_object_get(inst, "ID"));
+    if (id == NULL || store_instance_checks(d->rd, id, &checks) != 0)
+        return 0;
+    if (!answerable(s, checks)) {
+        json_decref(checks);
+        return 0;
+    }
+    if (d->svc->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 8;
+        struct dns_inst *v = realloc(d->svc->v, cap * sizeof(*v));
+        if (v == NULL) {
+            json_decref(checks);
+            return REG_ENOMEM;
+        }
+        d->svc->v = v;
+        d->cap = cap;
+    }
+    struct dns_inst *in = &d->svc->v[d->svc->n];
+    memset(in, 0, sizeof(*in));
+    const char *addr = json_string_value(json_object_get(inst, "Address"));
+    if (addr == NULL || *addr == '\0')
+        addr = s->opt.node_addr;
+    if (inet_pton(AF_INET, addr, in->ip) == 1) {
+        in->family = AF_INET;
+        snprintf(in->target, sizeof(in->target), "%02x%02x%02x%02x.addr.%s", in->ip[0],
+                 in->ip[1], in->ip[2], in->ip[3], s->domain);
+    } else if (inet_pton(AF_INET6, addr, in->ip) == 1) {
+        in->family = AF_INET6;
+        int o = 0;
+        for (int i = 0; i < 16; i++)
+            o += snprintf(in->target + o, sizeof(in->target) - (size_t)o, "%02x", in->ip[i]);
+        snprintf(in->target + o, sizeof(in->target) - (size_t)o, ".addr.%s", s->domain);
+    } else {
+        uint8_t wire[DNS_NAME_MAX];
+        size_t l = strlen(addr);
+        snprintf(in->target, sizeof(in->target), "%s%s", addr,
+                 l && addr[l - 1] == '.' ? "" : ".");
+        if (dns_name_to_wire(in->target, wire, sizeof(wire)) == 0) {
+            json_decref(checks); /* not a usable name: cannot be answered */
+            return 0;
+        }
+    }
+    json_t *port = json_object_get(inst, "Port");
+    in->port = (uint16_t)(json_is_integer(port) ? json_integer_value(port) : 0);
+    json_t *weights = json_object_get(inst, "Weights");
+    json_t *w = json_object_get(weights, any_warning(checks) ? "Warning" : "Passing");
+    json_int_t wv = json_is_integer(w) ? json_integer_value(w) : 1;
+    in->weight = (uint16_t)(wv < 0 ? 0 : wv > 65535 ? 65535 : wv);
+    in->tags = json_incref(json_object_get(inst, "Tags"));
+    d->svc->n++;
+    json_decref(checks);
+    return 0;
+}
+
+/* The decoded passing instances of `name` as of this read; borrowed (owned
+ * by the cache). NULL on failure. */
+static struct dns_service *lookup_service(struct dns_server *s, struct store_read *rd,
+                                          const char *name)
+{
+    uint64_t index = store_name_index(rd, name);
+    struct dns_service *svc = strmap_get(s->cache, name);
+    if (svc && svc->index == index)
+        return svc;
+    if (svc) {
+        strmap_del(s->cache, name);
+        service_free(svc);
+    }
+    if (strmap_count(s->cache) >= CACHE_MAX)
+        cache_clear(s);
+    svc = calloc(1, sizeof(*svc));
+    if (svc == NULL)
+        return NULL;
+    svc->index = index;
+    struct decode d = {s, rd, svc, 0};
+    if (index != 0 && store_each_instance(rd, name, decode_instance, &d) != 0) {
+        service_free(svc);
+        return NULL;
+    }
+    if (strmap_put(s->cache, name, svc) != 0) {
+        service_free(svc);
+        return NULL;
+    }
+    return svc;
+}
+
+/* ---- answering ---------------------------------------------------------- */
+
+static uint64_t next_rand(struct dns_server *s)
+{
+    uint64_t x = s->rand_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return s->rand_state = x;
+}
+
+static bool has_tag(const struct dns_inst *in, const char *tag)
+{
+    size_t i;
+    json_t *t;
+    if (tag == NULL)
+        return true;
+    json_array_foreach(in->tags, i, t)
+    {
+        const char *v = json_string_value(t);
+        if (v && strcasecmp(v, tag) == 0)
+            return true;
+    }
+    return false;
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+struct answer {
+    struct dns_server *s;
+    struct dns_msg m;
+    const struct dns_query *q;
+    int rcode;
+    bool truncated;
+    uint32_t serial;
+};
+
+static void add_soa(struct answer *a)
+{
+    struct dns_server *s = a->s;
+    char mname[DNS_NAME_MAX + 8], rname[DNS_NAME_MAX + 16];
+    snprintf(mname, sizeof(mname), "ns.%s", s->domain);
+    snprintf(rname, sizeof(rname), "hostmaster.%s", s->domain);
+    if (dns_msg_add_soa(&a->m, DNS_AUTHORITY, s->domain, s->opt.negative_ttl, mname, rname,
+                        a->serial, s->opt.negative_ttl) != 0)
+        a->truncated = true;
+}
+
+static void add_addr(struct answer *a, int section, const char *name, const struct dns_inst *in,
+                     uint16_t qtype)
+{
+    int rc = 0;
+    if (in->family == AF_INET && (qtype == DNS_A || qtype == DNS_ANY))
+        rc = dns_msg_add_a(&a->m, section, name, a->s->opt.ttl, in->ip);
+    else if (in->family == AF_INET6 && (qtype == DNS_AAAA || qtype == DNS_ANY))
+        rc = dns_msg_add_aaaa(&a->m, section, name, a->s->opt.ttl, in->ip);
+    if (rc != 0)
+        a->truncated = true;
+}
+
+/* NAME[.TAG] lookups: A/AAAA/ANY or SRV over the passing instances. */
+static void answer_service(struct answer *a, struct store_read *rd, const char *name,
+                           const char *tag)
+{
+    struct dns_server *s = a->s;
+    struct dns_service *svc = lookup_service(s, rd, name);
+    if (svc == NULL) {
+        a->rcode = DNS_SERVFAIL;
+        return;
+    }
+    if (svc->total == 0) {
+        a->rcode = DNS_NXDOMAIN;
+        return;
+    }
+    /* shuffled order of the matching instances */
+    size_t *idx = malloc((svc->n ? svc->n : 1) * sizeof(*idx)), n = 0;
+    if (idx == NULL) {
+        a->rcode = DNS_SERVFAIL;
+        return;
+    }
+    for (size_t i = 0; i < svc->n; i++)
+        if (has_tag(&svc->v[i], tag))
+            idx[n++] = i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = next_rand(s) % i, t = idx[i - 1];
+        idx[i - 1] = idx[j];
+        idx[j] = t;
+    }
+    const char *owner = a->q->qname;
+    uint16_t qt = a->q->qtype;
+    size_t answers = 0;
+    if (qt == DNS_SRV) {
+        for (size_t k = 0; k < n && !a->truncated; k++) {
+            const struct dns_inst *in = &svc->v[idx[k]];
+            if (dns_msg_add_srv(&a->m, DNS_ANSWER, owner, s->opt.ttl, 1, in->weight, in->port,
+                                in->target) != 0)
+                a->truncated = true;
+            answers++;
+        }
+        for (size_t k = 0; k < n && !a->truncated; k++) {
+            const struct dns_inst *in = &svc->v[idx[k]];
+            if (in->family != 0)
+                add_addr(a, DNS_ADDITIONAL, in->target, in,
+                         in->family == AF_INET ? DNS_A : DNS_AAAA);
+        }
+    } else if (qt == DNS_A || qt == DNS_AAAA || qt == DNS_ANY) {
+        for (size_t k = 0; k < n && !a->truncated; k++) {
+            const struct dns_inst *in = &svc->v[idx[k]];
+            size_t before = a->m.counts[DNS_ANSWER];
+            add_addr(a, DNS_ANSWER, owner, in, qt);
+            answers += a->m.counts[DNS_ANSWER] - before;
+        }
+    }
+    free(idx);
+    if (answers == 0 && !a->truncated)
+        add_soa(a); /* NODATA */
+}
+
+/* HEX.addr.DOMAIN: the targets of SRV answers. */
+static void answer_addr(struct answer *a, const char *hex, size_t len)
+{
+    struct dns_inst in = {0};
+    if (len != 8 && len != 32) {
+        a->rcode = DNS_NXDOMAIN;
+        return;
+    }
+    for (size_t i = 0; i < len; i += 2) {
+        int hi = hexval(hex[i]), lo = hexval(hex[i + 1]);
+        if (hi < 0 || lo < 0) {
+            a->rcode = DNS_NXDOMAIN;
+            return;
+        }
+        in.ip[i / 2] = (uint8_t)(hi << 4 | lo);
+    }
+    in.family = len == 8 ? AF_INET : AF_INET6;
+    size_t before = a->m.counts[DNS_ANSWER];
+    add_addr(a, DNS_ANSWER, a->q->qname, &in, a->q->qtype);
+    if (a->m.counts[DNS_ANSWER] == before && !a->truncated)
+        add_soa(a);
+}
+
+/* Map the name under our domain (rel: "web.service", no trailing dot). */
+static void answer_name(struct answer *a, struct store_read *rd, char *rel)
+{
+    struct dns_server *s = a->s;
+    char *labels[4];
+    int n = 0;
+    if (*rel == '\0') { /* the apex */
+        if (a->q->qtype == DNS_SOA) {
+            char mname[DNS_NAME_MAX + 8], rname[DNS_NAME_MAX + 16];
+            snprintf(mname, sizeof(mname), "ns.%s", s->domain);
+            snprintf(rname, sizeof(rname), "hostmaster.%s", s->domain);
+            if (dns_msg_add_soa(&a->m, DNS_ANSWER, s->domain, s->opt.ttl, mname, rname,
+                                a->serial, s->opt.negative_ttl) != 0)
+                a->truncated = true;
+        } else {
+            add_soa(a);
+        }
+        return;
+    }
+    for (char *p = rel; n < 4;) {
+        labels[n++] = p;
+        char *dot = strchr(p, '.');
+        if (dot == NULL)
+            break;
+        *dot = '\0';
+        p = dot + 1;
+        if (n == 4 && *p) {
+            a->rcode = DNS_NXDOMAIN; /* too many labels for any of our forms */
+            return;
+        }
+    }
+    const char *kind = labels[n - 1];
+    if (strcmp(kind, "service") == 0 && n == 2) {
+        answer_service(a, rd, labels[0], NULL);
+    } else if (strcmp(kind, "service") == 0 && n == 3) {
+        if (labels[0][0] == '_' && labels[1][0] == '_') { /* RFC 2782 */
+            const char *tag = labels[1] + 1;
+            answer_service(a, rd, labels[0] + 1, strcmp(tag, "tcp") == 0 ? NULL : tag);
+        } else {
+            answer_service(a, rd, labels[1], labels[0]);
+        }
+    } else if (strcmp(kind, "addr") == 0 && n == 2) {
+        answer_addr(a, labels[0], strlen(labels[0]));
+    } else {
+        a->rcode = DNS_NXDOMAIN;
+    }
+    if (a->rcode == DNS_NXDOMAIN)
+        add_soa(a);
+}
+
+size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t *out, size_t cap,
+                  bool tcp)
+{
+    struct dns_query q;
+    int rc = dns_parse_query(pkt, len, &q);
+    if (rc == DNS_EDROP)
+        return 0;
+    if (rc == DNS_EFORMERR || rc == DNS_ENOTIMP)
+        return dns_msg_header_only(out, &q, rc == DNS_EFORMERR ? DNS_FORMERR : DNS_NOTIMP);
+    if (!tcp) {
+        size_t limit = q.edns ? (q.edns_size < DNS_UDP_MAX ? q.edns_size : DNS_UDP_MAX)
+                              : DNS_UDP_MIN;
+        if (cap > limit)
+            cap = limit;
+    }
+    struct answer a = {.s = s, .q = &q, .rcode = DNS_NOERROR};
+    if (dns_msg_init(&a.m, out, cap, &q, DNS_NOERROR) != 0)
+        return dns_msg_header_only(out, &q, DNS_SERVFAIL);
+    size_t opt_room = q.edns ? 11 : 0;
+    a.m.cap -= opt_room; /* keep room for our OPT record */
+
+    if (q.edns && q.edns_version != 0) {
+        a.rcode = DNS_FORMERR; /* BADVERS needs the extended rcode; FORMERR is the safe subset */
+    } else if (q.qclass != 1 && q.qclass != 255) {
+        a.rcode = DNS_REFUSED;
+    } else {
+        size_t nl = strlen(q.qname);
+        bool apex = strcmp(q.qname, s->domain) == 0;
+        bool inside = apex || (nl > s->domain_len && q.qname[nl - s->domain_len - 1] == '.' &&
+                               strcmp(q.qname + nl - s->domain_len, s->domain) == 0);
+        if (!inside) {
+            a.rcode = DNS_REFUSED;
+        } else {
+            struct store_read *rd;
+            if (store_read_begin(s->opt.store, &rd) != 0) {
+                a.rcode = DNS_SERVFAIL;
+            } else {
+                a.serial = (uint32_t)store_index(rd);
+                char rel[DNS_PNAME_MAX] = "";
+                if (!apex)
+                    snprintf(rel, sizeof(rel), "%.*s", (int)(nl - s->domain_len - 1), q.qname);
+                answer_name(&a, rd, rel);
+                store_read_end(rd);
+            }
+        }
+    }
+    if (a.truncated) {
+        dns_msg_clear_records(&a.m);
+        dns_msg_set_tc(&a.m);
+    }
+    a.m.buf[3] = (uint8_t)((a.m.buf[3] & 0xF0) | (a.rcode & 0xF));
+    a.m.cap += opt_room;
+    if (q.edns)
+        dns_msg_add_opt(&a.m, DNS_UDP_MAX);
+    return dns_msg_finish(&a.m);
+}
+
+/* ---- UDP ---------------------------------------------------------------- */
+
+static void on_udp(evutil_socket_t fd, short what, void *arg)
+{
+    struct dns_server *s = arg;
+    (void)what;
+    for (int i = 0; i < UDP_BATCH; i++) {
+        struct sockaddr_storage from;
+        socklen_t fromlen = sizeof(from);
+        ssize_t n = recvfrom(fd, s->inbuf, sizeof(s->inbuf), 0, (struct sockaddr *)&from,
+                             &fromlen);
+        if (n < 0)
+            return; /* EAGAIN, or an ICMP error from an earlier reply */
+        size_t out = dns_answer(s, s->inbuf, (size_t)n, s->outbuf, sizeof(s->outbuf), false);
+        if (out > 0)
+            sendto(fd, s->outbuf, out, 0, (struct sockaddr *)&from, fromlen);
+    }
+}
+
+/* ---- TCP ---------------------------------------------------------------- */
+
+static void tcp_close(struct tcp_conn *c)
+{
+    struct dns_server *s = c->s;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    bufferevent_free(c->bev);
+    free(c);
+    s->tcp_conns--;
+}
+
+static void on_tcp_read(struct bufferevent *bev, void *arg)
+{
+    struct tcp_conn *c = arg;
+    struct dns_server *s = c->s;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    for (;;) {
+        uint8_t lenbuf[2];
+        if (evbuffer_copyout(in, lenbuf, 2) < 2)
+            return;
+        size_t len = (size_t)(lenbuf[0] << 8 | lenbuf[1]);
+        if (evbuffer_get_length(in) < 2 + len)
+            return;
+        evbuffer_drain(in, 2);
+        evbuffer_remove(in, s->inbuf, len);
+        size_t out = dns_answer(s, s->inbuf, len, s->outbuf + 2, sizeof(s->outbuf) - 2, true);
+        if (out == 0) {
+            tcp_close(c); /* not a query: nothing sensible to say */
+            return;
+        }
+        s->outbuf[0] = (uint8_t)(out >> 8);
+        s->outbuf[1] = (uint8_t)out;
+        bufferevent_write(bev, s->outbuf, out + 2);
+    }
+}
+
+static void on_tcp_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)what; /* EOF, error or idle timeout: all end the connection */
+    tcp_close(arg);
+}
+
+static void on_tcp_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                          int salen, void *arg)
+{
+    struct dns_server *s = arg;
+    (void)sa;
+    (void)salen;
+    struct tcp_conn *c = s->tcp_conns < TCP_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+    if (c)
+        c->bev = bufferevent_socket_new(evconnlistener_get_base(l), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c == NULL || c->bev == NULL) {
+        free(c);
+        evutil_closesocket(fd);
+        return;
+    }
+    c->s = s;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->tcp_conns++;
+    struct timeval idle = {TCP_IDLE_SECONDS, 0};
+    bufferevent_set_timeouts(c->bev, &idle, &idle);
+    bufferevent_setcb(c->bev, on_tcp_read, NULL, on_tcp_event, c);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+int dns_start(const struct dns_options *opt, struct dns_server **out, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    *out = NULL;
+    if (evutil_parse_sockaddr_port(opt->addr, (struct sockaddr *)&ss, &sslen) != 0) {
+        snprintf(err, errlen, "dns_addr %s: not a numeric HOST:PORT", opt->addr);
+        return REG_EIO;
+    }
+    struct dns_server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return REG_ENOMEM;
+    s->opt = *opt;
+    s->udp_fd = -1;
+    s->domain = strdup(opt->domain);
+    s->cache = strmap_new();
+    s->rand_state = (uint64_t)time(NULL) * 2654435761u + (uint64_t)getpid() + 1;
+    if (s->domain == NULL || s->cache == NULL) {
+        dns_free(s);
+        return REG_ENOMEM;
+    }
+    s->domain_len = strlen(s->domain);
+    s->udp_fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (s->udp_fd < 0 || setsockopt(s->udp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+        bind(s->udp_fd, (struct sockaddr *)&ss, (socklen_t)sslen) != 0) {
+        snprintf(err, errlen, "dns_addr %s (udp): %s", opt->addr, strerror(errno));
+        dns_free(s);
+        return REG_EIO;
+    }
+    int rcvbuf = 4 << 20;
+    setsockopt(s->udp_fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    s->udp_ev = event_new(opt->base, s->udp_fd, EV_READ | EV_PERSIST, on_udp, s);
+    s->tcp = evconnlistener_new_bind(opt->base, on_tcp_accept, s,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                         LEV_OPT_CLOSE_ON_EXEC,
+                                     1024, (struct sockaddr *)&ss, sslen);
+    if (s->udp_ev == NULL || s->tcp == NULL || event_add(s->udp_ev, NULL) != 0) {
+        snprintf(err, errlen, "dns_addr %s (tcp): %s", opt->addr, strerror(errno));
+        dns_free(s);
+        return REG_EIO;
+    }
+    log_info("dns", "msg=\"listening\" dns_addr=%s domain=%s", opt->addr, s->domain);
+    *out = s;
+    return 0;
+}
+
+void dns_free(struct dns_server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->udp_ev)
+        event_free(s->udp_ev);
+    if (s->udp_fd >= 0)
+        close(s->udp_fd);
+    if (s->tcp)
+        evconnlistener_free(s->tcp);
+    while (s->conns)
+        tcp_close(s->conns);
+    if (s->cache)
+        cache_clear(s);
+    strmap_free(s->cache);
+    free(s->domain);
+    free(s);
+}

@@ -1,0 +1,51 @@
+/*
+ * dns_server.h — the DNS interface: UDP and TCP listeners on the front end's
+ * event loop, answering SRV/A/AAAA questions about services from the store.
+ *
+ * Names (DOMAIN defaults to "registry."):
+ *   NAME.service.DOMAIN          passing instances: A/AAAA, or SRV
+ *   TAG.NAME.service.DOMAIN      the same, filtered by tag
+ *   _NAME._TAG.service.DOMAIN    RFC 2782 form; _tcp means any tag
+ *   HEX.addr.DOMAIN              SRV targets: 8 hex digits (IPv4) or 32 (IPv6)
+ * Outside DOMAIN: REFUSED (no recursion). Unknown names inside: NXDOMAIN with
+ * the SOA (RFC 2308). Answers never lose records silently: over UDP a
+ * response that does not fit is sent empty with TC set; TCP carries it all.
+ *
+ * Reads never wait for the writer: each question is one LMDB read
+ * transaction, and the passing instances of a service are kept decoded per
+ * (service, change index), so a hot name costs no JSON parsing.
+ */
+#ifndef REGISTRYD_DNS_SERVER_H
+#define REGISTRYD_DNS_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct store;
+struct dns_server;
+
+struct dns_options {
+    const char *addr;      /* "HOST:PORT", UDP and TCP */
+    const char *domain;    /* lower case, trailing dot */
+    uint32_t ttl;          /* seconds, answers */
+    uint32_t negative_ttl; /* seconds, SOA minimum for NXDOMAIN/NODATA */
+    bool allow_warning;    /* answer with warning instances too */
+    const char *node_addr; /* address of instances that have none */
+    struct event_base *base;
+    struct store *store;
+};
+
+/* Bind and start serving. 0, or REG_EIO / REG_ENOMEM with a message. */
+int dns_start(const struct dns_options *opt, struct dns_server **out, char *err, size_t errlen);
+/* Close the listeners and free everything. NULL is a no-op. */
+void dns_free(struct dns_server *s);
+
+/* Answer one query (exposed for tests and the fuzz target): writes the
+ * response to out (cap bytes, the transport's limit) and returns its
+ * length, or 0 when the packet must be dropped. */
+size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t *out,
+                  size_t cap, bool tcp);
+
+#endif

@@ -1,0 +1,388 @@
+/*
+ * dns_wire.c — see dns_wire.h.
+ */
+#include "dns_wire.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    put16(p, (uint16_t)(v >> 16));
+    put16(p + 2, (uint16_t)v);
+}
+
+/*
+ * Read the name at *off into presentation form (lower case, trailing dot).
+ * Follows compression pointers, only backwards; *off moves past the name as
+ * it appears at its place. Returns 0 or -1 (malformed).
+ */
+static int read_name(const uint8_t *pkt, size_t len, size_t *off, char *out, size_t outlen,
+                     size_t *wire_len)
+{
+    size_t pos = *off, o = 0, total = 1;
+    bool jumped = false;
+    int hops = 0;
+    for (;;) {
+        if (pos >= len)
+            return -1;
+        uint8_t l = pkt[pos];
+        if ((l & 0xC0) == 0xC0) {
+            if (pos + 1 >= len || ++hops > 32)
+                return -1;
+            size_t target = (size_t)((l & 0x3F) << 8 | pkt[pos + 1]);
+            if (target >= pos) /* only backwards: no loops */
+                return -1;
+            if (!jumped)
+                *off = pos + 2;
+            jumped = true;
+            pos = target;
+            continue;
+        }
+        if ((l & 0xC0) != 0)
+            return -1; /* 0x40/0x80: extended label types, not supported */
+        if (l == 0) {
+            if (!jumped)
+                *off = pos + 1;
+            break;
+        }
+        total += (size_t)l + 1;
+        if (total > DNS_NAME_MAX || pos + 1 + l > len)
+            return -1;
+        for (size_t i = 0; i < l; i++) {
+            unsigned char ch = pkt[pos + 1 + i];
+            if (o + 6 > outlen)
+                return -1;
+            if (ch <= ' ' || ch > '~' || ch == '.' || ch == '\\') /* RFC 1035 5.1 escape */
+                o += (size_t)snprintf(out + o, outlen - o, "\\%03u", ch);
+            else
+                out[o++] = (char)tolower(ch);
+        }
+        out[o++] = '.';
+        pos += 1 + l;
+    }
+    if (o == 0)
+        out[o++] = '.';
+    out[o] = '\0';
+    if (wire_len)
+        *wire_len = total;
+    return 0;
+}
+
+int dns_parse_query(const uint8_t *pkt, size_t len, struct dns_query *q)
+{
+    memset(q, 0, sizeof(*q));
+    if (len < DNS_HEADER_LEN)
+        return DNS_EDROP;
+    q->id = get16(pkt);
+    q->flags = get16(pkt + 2);
+    q->opcode = (q->flags >> 11) & 0xF;
+    if (q->flags & 0x8000)
+        return DNS_EDROP; /* a response: never answer those */
+    if (q->opcode != 0)
+        return DNS_ENOTIMP;
+    uint16_t qd = get16(pkt + 4), an = get16(pkt + 6), ns = get16(pkt + 8), ar = get16(pkt + 10);
+    if (qd != 1 || an != 0 || ns != 0 || ar > 1)
+        return DNS_EFORMERR;
+    size_t off = DNS_HEADER_LEN, start = off, wire_len;
+    if (read_name(pkt, len, &off, q->qname, sizeof(q->qname), &wire_len) != 0)
+        return DNS_EFORMERR;
+    if (off - start != wire_len) /* the question must not be compressed */
+        return DNS_EFORMERR;
+    memcpy(q->qname_wire, pkt + start, wire_len);
+    q->qname_wire_len = wire_len;
+    if (off + 4 > len)
+        return DNS_EFORMERR;
+    q->qtype = get16(pkt + off);
+    q->qclass = get16(pkt + off + 2);
+    off += 4;
+    if (ar == 1) {
+        char name[DNS_PNAME_MAX];
+        if (read_name(pkt, len, &off, name, sizeof(name), NULL) != 0 || off + 10 > len)
+            return DNS_EFORMERR;
+        uint16_t type = get16(pkt + off), rdlen = get16(pkt + off + 8);
+        if (type != DNS_OPT || strcmp(name, ".") != 0 || off + 10 + rdlen > len)
+            return DNS_EFORMERR;
+        q->edns = true;
+        q->edns_size = get16(pkt + off + 2);
+        if (q->edns_size < DNS_UDP_MIN)
+            q->edns_size = DNS_UDP_MIN;
+        q->edns_version = pkt[off + 5];
+        off += 10 + rdlen;
+    }
+    if (off != len)
+        return DNS_EFORMERR; /* trailing garbage */
+    return 0;
+}
+
+/* Note where `name` (written in wire form `wire` at `start`) and its
+ * suffixes are, for later names to point at; `upto` bytes of it were
+ * written as labels. Names with escapes are not worth compressing. */
+static void remember(struct dns_msg *m, size_t start, const char *name, const uint8_t *wire,
+                     size_t upto)
+{
+    size_t len = strlen(name) + 1;
+    if (strchr(name, '\\') != NULL || m->pool_len + len > sizeof(m->pool))
+        return;
+    char *copy = m->pool + m->pool_len;
+    memcpy(copy, name, len);
+    m->pool_len += len;
+    /* a label starting at wire offset p starts at character p of the name */
+    for (size_t p = 0; p < upto && wire[p] != 0 && m->nnames < 64 && start + p < 0x3FFF;
+         p += wire[p] + 1u) {
+        m->names[m->nnames] = (uint16_t)(start + p);
+        m->name_str[m->nnames++] = copy + p;
+    }
+}
+
+size_t dns_msg_header_only(uint8_t *buf, const struct dns_query *q, int rcode)
+{
+    memset(buf, 0, DNS_HEADER_LEN);
+    put16(buf, q->id);
+    /* QR, the opcode, RD echoed; rcode */
+    put16(buf + 2, (uint16_t)(0x8000 | (q->opcode << 11) | (q->flags & 0x0100) | (rcode & 0xF)));
+    return DNS_HEADER_LEN;
+}
+
+int dns_msg_init(struct dns_msg *m, uint8_t *buf, size_t cap, const struct dns_query *q,
+                 int rcode)
+{
+    memset(m, 0, sizeof(*m));
+    m->buf = buf;
+    m->cap = cap;
+    if (cap < DNS_HEADER_LEN + q->qname_wire_len + 4)
+        return DNS_ETRUNC;
+    dns_msg_header_only(buf, q, rcode);
+    buf[2] |= 0x04; /* AA: we are the authority for our domain */
+    m->len = DNS_HEADER_LEN;
+    memcpy(buf + m->len, q->qname_wire, q->qname_wire_len);
+    remember(m, m->len, q->qname, q->qname_wire, q->qname_wire_len);
+    m->pool_question = m->pool_len;
+    m->names_question = m->nnames;
+    m->len += q->qname_wire_len;
+    put16(buf + m->len, q->qtype);
+    put16(buf + m->len + 2, q->qclass);
+    m->len += 4;
+    m->counts[0] = 1;
+    return 0;
+}
+
+size_t dns_name_to_wire(const char *name, uint8_t *out, size_t outlen)
+{
+    size_t o = 0;
+    if (strcmp(name, ".") == 0 || *name == '\0') {
+        if (outlen < 1)
+            return 0;
+        out[0] = 0;
+        return 1;
+    }
+    while (*name) {
+        const char *dot = strchr(name, '.');
+        size_t l = dot ? (size_t)(dot - name) : strlen(name);
+        if (l == 0 || l > 63 || o + l + 2 > outlen || o + l + 2 > DNS_NAME_MAX)
+            return 0;
+        out[o++] = (uint8_t)l;
+        memcpy(out + o, name, l);
+        o += l;
+        name += l + (dot ? 1 : 0);
+    }
+    out[o++] = 0;
+    return o;
+}
+
+/* Write a name, compressed against names already in the message unless
+ * `compress` is false (SRV targets, RFC 2782). */
+static int put_name(struct dns_msg *m, const char *name, bool compress)
+{
+    uint8_t wire[DNS_NAME_MAX];
+    size_t wlen = dns_name_to_wire(name, wire, sizeof(wire));
+    if (wlen == 0)
+        return DNS_ETRUNC;
+    if (!compress) { /* written whole, but later names may point into it */
+        if (m->len + wlen > m->cap)
+            return DNS_ETRUNC;
+        remember(m, m->len, name, wire, wlen);
+        memcpy(m->buf + m->len, wire, wlen);
+        m->len += wlen;
+        return 0;
+    }
+    /* Walk the name's suffixes; the first one already present becomes a
+     * pointer, the labels before it are written out. */
+    const char *suffix = name;
+    size_t wpos = 0;
+    while (wire[wpos] != 0) {
+        for (int i = 0; i < m->nnames; i++) {
+            if (strcasecmp(m->name_str[i], suffix) == 0) {
+                if (m->len + wpos + 2 > m->cap)
+                    return DNS_ETRUNC;
+                remember(m, m->len, name, wire, wpos); /* its new prefixes */
+                memcpy(m->buf + m->len, wire, wpos);
+                m->len += wpos;
+                put16(m->buf + m->len, (uint16_t)(0xC000 | m->names[i]));
+                m->len += 2;
+                return 0;
+            }
+        }
+        wpos += wire[wpos] + 1u;
+        const char *dot = strchr(suffix, '.');
+        suffix = dot ? dot + 1 : "";
+        if (*suffix == '\0')
+            suffix = ".";
+    }
+    if (m->len + wlen > m->cap)
+        return DNS_ETRUNC;
+    remember(m, m->len, name, wire, wlen);
+    memcpy(m->buf + m->len, wire, wlen);
+    m->len += wlen;
+    return 0;
+}
+
+/* Owner, type, class IN, ttl; returns the offset of RDLENGTH or -1. */
+static long put_rr_head(struct dns_msg *m, const char *name, uint16_t type, uint32_t ttl)
+{
+    if (put_name(m, name, true) != 0 || m->len + 10 > m->cap)
+        return -1;
+    put16(m->buf + m->len, type);
+    put16(m->buf + m->len + 2, 1);
+    put32(m->buf + m->len + 4, ttl);
+    m->len += 10;
+    return (long)m->len - 2;
+}
+
+/* Run `body` with the message rolled back entirely if anything fails. */
+#define RR_BEGIN(m)                        \
+    size_t saved_len = (m)->len;           \
+    size_t saved_pool = (m)->pool_len;     \
+    int saved_names = (m)->nnames;
+#define RR_FAIL(m)                         \
+    do {                                   \
+        (m)->len = saved_len;              \
+        (m)->pool_len = saved_pool;        \
+        (m)->nnames = saved_names;         \
+        return DNS_ETRUNC;                 \
+    } while (0)
+#define RR_END(m, section, rdlen_at)                                                \
+    do {                                                                            \
+        put16((m)->buf + (rdlen_at), (uint16_t)((m)->len - (size_t)(rdlen_at) - 2)); \
+        (m)->counts[(section)]++;                                                   \
+        return 0;                                                                   \
+    } while (0)
+
+static int add_fixed(struct dns_msg *m, int section, const char *name, uint16_t type,
+                     uint32_t ttl, const uint8_t *rdata, size_t rdlen)
+{
+    RR_BEGIN(m);
+    long at = put_rr_head(m, name, type, ttl);
+    if (at < 0 || m->len + rdlen > m->cap)
+        RR_FAIL(m);
+    memcpy(m->buf + m->len, rdata, rdlen);
+    m->len += rdlen;
+    RR_END(m, section, at);
+}
+
+int dns_msg_add_a(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                  const uint8_t addr[4])
+{
+    return add_fixed(m, section, name, DNS_A, ttl, addr, 4);
+}
+
+int dns_msg_add_aaaa(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                     const uint8_t addr[16])
+{
+    return add_fixed(m, section, name, DNS_AAAA, ttl, addr, 16);
+}
+
+int dns_msg_add_srv(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                    uint16_t priority, uint16_t weight, uint16_t port, const char *target)
+{
+    RR_BEGIN(m);
+    long at = put_rr_head(m, name, DNS_SRV, ttl);
+    if (at < 0 || m->len + 6 > m->cap)
+        RR_FAIL(m);
+    put16(m->buf + m->len, priority);
+    put16(m->buf + m->len + 2, weight);
+    put16(m->buf + m->len + 4, port);
+    m->len += 6;
+    if (put_name(m, target, false) != 0)
+        RR_FAIL(m);
+    RR_END(m, section, at);
+}
+
+int dns_msg_add_ns(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                   const char *target)
+{
+    RR_BEGIN(m);
+    long at = put_rr_head(m, name, DNS_NS, ttl);
+    if (at < 0 || put_name(m, target, true) != 0)
+        RR_FAIL(m);
+    RR_END(m, section, at);
+}
+
+int dns_msg_add_soa(struct dns_msg *m, int section, const char *zone, uint32_t ttl,
+                    const char *mname, const char *rname, uint32_t serial, uint32_t minimum)
+{
+    RR_BEGIN(m);
+    long at = put_rr_head(m, zone, DNS_SOA, ttl);
+    if (at < 0 || put_name(m, mname, true) != 0 || put_name(m, rname, true) != 0 ||
+        m->len + 20 > m->cap)
+        RR_FAIL(m);
+    put32(m->buf + m->len, serial);
+    put32(m->buf + m->len + 4, 3600);   /* refresh */
+    put32(m->buf + m->len + 8, 600);    /* retry */
+    put32(m->buf + m->len + 12, 86400); /* expire */
+    put32(m->buf + m->len + 16, minimum);
+    m->len += 20;
+    RR_END(m, section, at);
+}
+
+int dns_msg_add_opt(struct dns_msg *m, uint16_t payload)
+{
+    if (m->len + 11 > m->cap)
+        return DNS_ETRUNC;
+    uint8_t *p = m->buf + m->len;
+    p[0] = 0; /* root */
+    put16(p + 1, DNS_OPT);
+    put16(p + 3, payload);
+    put32(p + 5, 0); /* extended rcode 0, version 0, no flags */
+    put16(p + 9, 0);
+    m->len += 11;
+    m->counts[DNS_ADDITIONAL]++;
+    return 0;
+}
+
+void dns_msg_clear_records(struct dns_msg *m)
+{
+    size_t qlen = DNS_HEADER_LEN;
+    size_t off = qlen;
+    char name[DNS_PNAME_MAX];
+    if (read_name(m->buf, m->len, &off, name, sizeof(name), NULL) == 0)
+        m->len = off + 4;
+    m->counts[1] = m->counts[2] = m->counts[3] = 0;
+    m->pool_len = m->pool_question;
+    m->nnames = m->names_question;
+}
+
+void dns_msg_set_tc(struct dns_msg *m)
+{
+    m->buf[2] |= 0x02;
+}
+
+size_t dns_msg_finish(struct dns_msg *m)
+{
+    for (int i = 0; i < 4; i++)
+        put16(m->buf + 4 + 2 * i, m->counts[i]);
+    return m->len;
+}

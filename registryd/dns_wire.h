@@ -1,0 +1,103 @@
+/*
+ * dns_wire.h — the DNS wire format, and nothing else: parse a query, build a
+ * response. No sockets, no store; the server (dns_server.c) maps questions to
+ * lookups and uses this to speak the protocol.
+ *
+ * Parsing is strict (RFC 1035, 6891): one question, no answer/authority
+ * records, at most one additional record and that an OPT; label and name
+ * lengths checked; compression pointers allowed only backwards (so no loops).
+ * Building never writes past the buffer: an RR that does not fit is refused
+ * whole (DNS_ETRUNC) and the message stays valid.
+ */
+#ifndef REGISTRYD_DNS_WIRE_H
+#define REGISTRYD_DNS_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DNS_HEADER_LEN 12
+#define DNS_NAME_MAX 255  /* wire length */
+#define DNS_PNAME_MAX 1024 /* presentation length: bytes outside [!-~] and . \\ become \DDD */
+#define DNS_UDP_MIN 512
+#define DNS_UDP_MAX 4096  /* the EDNS payload size we advertise and accept */
+
+enum dns_type { DNS_A = 1, DNS_NS = 2, DNS_SOA = 6, DNS_AAAA = 28, DNS_SRV = 33, DNS_OPT = 41,
+                DNS_ANY = 255 };
+enum dns_rcode { DNS_NOERROR = 0, DNS_FORMERR = 1, DNS_SERVFAIL = 2, DNS_NXDOMAIN = 3,
+                 DNS_NOTIMP = 4, DNS_REFUSED = 5 };
+
+/* Outcomes of dns_parse_query besides 0. */
+#define DNS_EDROP -1   /* not a query (QR set) or too short to answer: ignore */
+#define DNS_EFORMERR -2 /* answer FORMERR (header is echoed) */
+#define DNS_ENOTIMP -3 /* answer NOTIMP (opcode other than QUERY) */
+#define DNS_ETRUNC -4  /* dns_msg_*: does not fit */
+
+struct dns_query {
+    uint16_t id;
+    uint16_t flags;           /* the query's flags word (RD is echoed) */
+    int opcode;
+    uint8_t qname_wire[DNS_NAME_MAX]; /* the question's name as sent (case kept) */
+    size_t qname_wire_len;
+    char qname[DNS_PNAME_MAX]; /* lower-case presentation form, "a.b.", "." for root */
+    uint16_t qtype, qclass;
+    bool edns;                /* an OPT record was present */
+    uint16_t edns_size;       /* its advertised payload size (>= 512) */
+    int edns_version;
+};
+
+/* Parse a query. Returns 0, DNS_EDROP, DNS_EFORMERR or DNS_ENOTIMP; for the
+ * last two q->id, q->flags and q->opcode are valid (enough to answer). */
+int dns_parse_query(const uint8_t *pkt, size_t len, struct dns_query *q);
+
+/* A response under construction, in a caller-provided buffer. */
+struct dns_msg {
+    uint8_t *buf;
+    size_t len, cap;
+    uint16_t counts[4]; /* QD AN NS AR, written by dns_msg_finish */
+    /* name compression: where each name (and each of its suffixes) already
+     * written starts, and its presentation form (in pool) */
+    uint16_t names[64];
+    const char *name_str[64];
+    int nnames;
+    char pool[2048];
+    size_t pool_len, pool_question;
+    int names_question;
+};
+
+/* Start a response to q with rcode and the AA bit; the question is echoed
+ * exactly as sent. cap is the most the response may take. 0 or DNS_ETRUNC. */
+int dns_msg_init(struct dns_msg *m, uint8_t *buf, size_t cap, const struct dns_query *q,
+                 int rcode);
+/* A response with only a header (FORMERR/NOTIMP for a query we could not
+ * parse), echoing id/opcode/RD. */
+size_t dns_msg_header_only(uint8_t *buf, const struct dns_query *q, int rcode);
+
+enum dns_section { DNS_ANSWER = 1, DNS_AUTHORITY = 2, DNS_ADDITIONAL = 3 };
+
+/* Add records; `name` is presentation form ("web.service.registry."). Each
+ * returns 0 or DNS_ETRUNC (the message is left as it was). */
+int dns_msg_add_a(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                  const uint8_t addr[4]);
+int dns_msg_add_aaaa(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                     const uint8_t addr[16]);
+int dns_msg_add_srv(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                    uint16_t priority, uint16_t weight, uint16_t port, const char *target);
+int dns_msg_add_soa(struct dns_msg *m, int section, const char *zone, uint32_t ttl,
+                    const char *mname, const char *rname, uint32_t serial, uint32_t minimum);
+int dns_msg_add_ns(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                   const char *target);
+int dns_msg_add_opt(struct dns_msg *m, uint16_t payload);
+
+/* Drop every record after the question (for a truncated UDP answer). */
+void dns_msg_clear_records(struct dns_msg *m);
+/* Set the TC bit. */
+void dns_msg_set_tc(struct dns_msg *m);
+/* Write the section counts; returns the message length. */
+size_t dns_msg_finish(struct dns_msg *m);
+
+/* Presentation name -> wire form (no compression). Returns the wire length,
+ * or 0 for an invalid name. */
+size_t dns_name_to_wire(const char *name, uint8_t *out, size_t outlen);
+
+#endif

@@ -1,0 +1,188 @@
+#!/usr/bin/python3
+"""The DNS interface, asked by dig (UDP and TCP) and by raw packets."""
+import json
+import socket
+import struct
+import subprocess
+import unittest
+
+from harness import Registryd
+
+
+def dig(port, name, qtype="A", *opts):
+    p = subprocess.run(["dig", "-p", str(port), "@127.0.0.1", "+norec", "+time=2", "+tries=1",
+                        name, qtype] + list(opts), capture_output=True, text=True, timeout=20)
+    return p.stdout
+
+
+def answers(text, qtype):
+    """The rdata of the answer section's records of qtype."""
+    out, section = [], None
+    for line in text.splitlines():
+        if line.startswith(";; ANSWER SECTION"):
+            section = "answer"
+        elif line.startswith(";;"):
+            section = None if line.strip() == "" or "SECTION" in line else section
+        elif section == "answer" and line.strip():
+            f = line.split()
+            if f[3] == qtype:
+                out.append(" ".join(f[4:]))
+    return sorted(out)
+
+
+def status(text):
+    for line in text.splitlines():
+        if "status:" in line:
+            return line.split("status:")[1].split(",")[0].strip()
+    return None
+
+
+def flags(text):
+    for line in text.splitlines():
+        if line.startswith(";; flags:"):
+            return line.split(";; flags:")[1].split(";")[0].split()
+    return []
+
+
+class DnsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Registryd().start()
+        reg = [
+            {"Name": "web", "ID": "web-1", "Address": "10.0.0.5", "Port": 8080, "Tags": ["v1"]},
+            {"Name": "web", "ID": "web-2", "Address": "fd00::7", "Port": 8081, "Tags": ["v2"],
+             "Weights": {"Passing": 5, "Warning": 1}},
+            {"Name": "web", "ID": "web-3", "Address": "10.0.0.6", "Port": 8082,
+             "Check": {"TTL": "60s"}},
+        ] + [{"Name": "big", "ID": "big-%d" % i, "Address": "10.1.%d.%d" % (i // 200, i % 200),
+              "Port": 9000 + i} for i in range(50)]
+        for body in reg:
+            status_code, text = cls.d.request("PUT", "/v1/agent/service/register",
+                                              json.dumps(body))
+            assert status_code == 200, text
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def dig(self, name, qtype="A", *opts):
+        return dig(self.d.dns_port, name, qtype, *opts)
+
+    def test_a_aaaa_srv(self):
+        self.assertEqual(answers(self.dig("web.service.registry."), "A"), ["10.0.0.5"])
+        self.assertEqual(answers(self.dig("web.service.registry.", "AAAA"), "AAAA"), ["fd00::7"])
+        out = self.dig("web.service.registry.", "SRV")
+        self.assertEqual(status(out), "NOERROR")
+        self.assertIn("aa", flags(out))
+        self.assertEqual(answers(out, "SRV"),
+                         ["1 1 8080 0a000005.addr.registry.",
+                          "1 5 8081 fd000000000000000000000000000007.addr.registry."])
+        # the targets resolve, and their records ride along in the additional section
+        self.assertIn("0a000005.addr.registry.\t0\tIN\tA\t10.0.0.5", out.replace("  ", "\t"))
+        self.assertEqual(answers(self.dig("0a000005.addr.registry."), "A"), ["10.0.0.5"])
+
+    def test_tcp(self):
+        out = self.dig("web.service.registry.", "SRV", "+tcp")
+        self.assertIn("(TCP)", out)
+        self.assertEqual(len(answers(out, "SRV")), 2)
+
+    def test_tag_and_rfc2782_forms(self):
+        self.assertEqual(answers(self.dig("v1.web.service.registry."), "A"), ["10.0.0.5"])
+        self.assertEqual(answers(self.dig("_web._v2.service.registry.", "SRV"), "SRV"),
+                         ["1 5 8081 fd000000000000000000000000000007.addr.registry."])
+        self.assertEqual(len(answers(self.dig("_web._tcp.service.registry.", "SRV"), "SRV")), 2)
+        out = self.dig("v9.web.service.registry.")
+        self.assertEqual(status(out), "NOERROR")
+        self.assertEqual(answers(out, "A"), [])
+
+    def test_case_insensitive_and_question_echoed(self):
+        out = self.dig("WEB.Service.REGISTRY.")
+        self.assertEqual(answers(out, "A"), ["10.0.0.5"])
+        self.assertIn(";WEB.Service.REGISTRY.", out)
+
+    def test_nxdomain_refused_nodata(self):
+        out = self.dig("nosuch.service.registry.")
+        self.assertEqual(status(out), "NXDOMAIN")
+        self.assertIn("SOA", out)
+        self.assertEqual(status(self.dig("nonsense.registry.")), "NXDOMAIN")
+        self.assertEqual(status(self.dig("example.com.")), "REFUSED")
+        self.assertEqual(status(self.dig("registry.example.")), "REFUSED")
+        out = self.dig("web.service.registry.", "TXT")
+        self.assertEqual(status(out), "NOERROR")
+        self.assertIn("SOA", out)  # NODATA carries the SOA (RFC 2308)
+        self.assertIn("SOA", self.dig("registry.", "SOA"))
+
+    def test_truncation_over_udp_complete_over_tcp(self):
+        out = self.dig("big.service.registry.", "SRV", "+noedns", "+ignore")
+        self.assertIn("tc", flags(out))
+        self.assertEqual(answers(out, "SRV"), [])  # nothing cut silently
+        out = self.dig("big.service.registry.", "SRV", "+tcp")
+        self.assertEqual(len(answers(out, "SRV")), 50)
+        out = self.dig("big.service.registry.", "SRV", "+bufsize=4096", "+ignore")
+        self.assertNotIn("tc", flags(out))
+        self.assertEqual(len(answers(out, "SRV")), 50)
+
+    def test_health_and_deregistration_show_at_once(self):
+        self.assertNotIn("10.0.0.6", answers(self.dig("web.service.registry."), "A"))
+        self.d.request("PUT", "/v1/agent/check/pass/service:web-3")
+        self.assertIn("10.0.0.6", answers(self.dig("web.service.registry."), "A"))
+        self.d.request("PUT", "/v1/agent/service/maintenance/web-3?enable=true")
+        self.assertNotIn("10.0.0.6", answers(self.dig("web.service.registry."), "A"))
+        self.d.request("PUT", "/v1/agent/service/maintenance/web-3?enable=false")
+        self.assertIn("10.0.0.6", answers(self.dig("web.service.registry."), "A"))
+        self.d.request("PUT", "/v1/agent/service/deregister/web-3")
+        self.assertNotIn("10.0.0.6", answers(self.dig("web.service.registry."), "A"))
+
+    def raw(self, packet, tcp=False):
+        if tcp:
+            with socket.create_connection(("127.0.0.1", self.d.dns_port), timeout=2) as s:
+                s.sendall(struct.pack("!H", len(packet)) + packet)
+                try:
+                    head = s.recv(2)
+                    return s.recv(65535) if len(head) == 2 else None
+                except socket.timeout:
+                    return None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.5)
+            s.sendto(packet, ("127.0.0.1", self.d.dns_port))
+            try:
+                return s.recv(65535)
+            except socket.timeout:
+                return None
+
+    def test_malformed_packets(self):
+        q = b"\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+        name = b"\x03web\x07service\x08registry\x00\x00\x01\x00\x01"
+        cases = [
+            (b"\x12", None),                                    # short header: dropped
+            (q[:11], None),
+            (b"\xab\xcd\x80\x00" + q[4:] + name, None),          # a response: dropped
+            (q[:4] + b"\x00\x02" + q[6:] + name, 1),             # two questions
+            (q[:6] + b"\x00\x01" + q[8:] + name, 1),             # an answer in a query
+            (q + b"\x3fweb\x00\x00\x01\x00\x01", 1),             # label past the end
+            (q + b"\xc0\x0c\x00\x01\x00\x01", 1),                # pointer to itself
+            (q + b"\xc0\x20\x00\x01\x00\x01", 1),                # pointer forwards
+            (q + b"\x80abc\x00\x00\x01\x00\x01", 1),             # reserved label type
+            (q + (b"\x3f" + b"a" * 63) * 5 + b"\x00\x00\x01\x00\x01", 1),  # name > 255
+            (q + name[:-2], 1),                                  # cut class
+            (q + name + b"junk", 1),                             # trailing bytes
+            (q[:10] + b"\x00\x01" + name + b"\x00\x00\x01\x00\x01\x00\x00\x00\x00\x00\x00", 1),
+            (q[:2] + b"\x10\x00" + q[4:] + name, 4),             # opcode STATUS: NOTIMP
+        ]
+        for packet, rcode in cases:
+            for tcp in (False, True):
+                with self.subTest(packet=packet[:24], tcp=tcp):
+                    resp = self.raw(packet, tcp)
+                    if rcode is None:
+                        self.assertIsNone(resp)
+                    else:
+                        self.assertIsNotNone(resp)
+                        self.assertEqual(resp[:2], packet[:2])  # id echoed
+                        self.assertTrue(resp[2] & 0x80)
+                        self.assertEqual(resp[3] & 0x0F, rcode)
+        # and the server still answers
+        self.assertEqual(answers(self.dig("web.service.registry."), "A"), ["10.0.0.5"])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,206 @@
+/* Unit tests for dns_wire.c: query parsing (good and malformed), response
+ * building, compression and truncation. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "dns_wire.h"
+
+/* Build a query for name/type; with_opt adds an EDNS OPT record. */
+static size_t make_query(uint8_t *buf, const char *name, uint16_t type, int with_opt,
+                         uint16_t payload)
+{
+    memset(buf, 0, 12);
+    buf[0] = 0x12;
+    buf[1] = 0x34;
+    buf[2] = 0x01; /* RD */
+    buf[5] = 1;
+    buf[11] = with_opt ? 1 : 0;
+    size_t n = 12 + dns_name_to_wire(name, buf + 12, 255);
+    buf[n++] = (uint8_t)(type >> 8);
+    buf[n++] = (uint8_t)type;
+    buf[n++] = 0;
+    buf[n++] = 1;
+    if (with_opt) {
+        uint8_t opt[11] = {0, 0, 41, (uint8_t)(payload >> 8), (uint8_t)payload, 0, 0, 0, 0, 0, 0};
+        memcpy(buf + n, opt, 11);
+        n += 11;
+    }
+    return n;
+}
+
+static void test_parse_query(void **state)
+{
+    (void)state;
+    uint8_t buf[512];
+    struct dns_query q;
+    size_t n = make_query(buf, "Web.Service.registry.", DNS_SRV, 1, 1232);
+    assert_int_equal(dns_parse_query(buf, n, &q), 0);
+    assert_int_equal(q.id, 0x1234);
+    assert_string_equal(q.qname, "web.service.registry.");
+    assert_int_equal(q.qtype, DNS_SRV);
+    assert_true(q.edns);
+    assert_int_equal(q.edns_size, 1232);
+    assert_memory_equal(q.qname_wire, "\x03Web", 4); /* case kept for the echo */
+
+    /* bytes a C string cannot hold, or that look like a separator, are
+     * escaped, so a label "a\0.b" cannot pass for the name "a." */
+    uint8_t odd[] = {0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 4, 'a', 0, '.', 'B', 8, 'r', 'e', 'g',
+                     'i', 's', 't', 'r', 'y', 0, 0, 1, 0, 1};
+    assert_int_equal(dns_parse_query(odd, sizeof(odd), &q), 0);
+    assert_string_equal(q.qname, "a\\000\\046b.registry.");
+
+    n = make_query(buf, ".", DNS_SOA, 0, 0);
+    assert_int_equal(dns_parse_query(buf, n, &q), 0);
+    assert_string_equal(q.qname, ".");
+    assert_false(q.edns);
+}
+
+static void test_malformed_queries(void **state)
+{
+    (void)state;
+    uint8_t good[512], bad[512];
+    struct dns_query q;
+    size_t n = make_query(good, "a.service.registry.", DNS_A, 0, 0);
+
+    assert_int_equal(dns_parse_query(good, 5, &q), DNS_EDROP); /* short header */
+    memcpy(bad, good, n);
+    bad[2] |= 0x80; /* a response */
+    assert_int_equal(dns_parse_query(bad, n, &q), DNS_EDROP);
+    memcpy(bad, good, n);
+    bad[2] = (uint8_t)(bad[2] | (2 << 3)); /* opcode STATUS */
+    assert_int_equal(dns_parse_query(bad, n, &q), DNS_ENOTIMP);
+    memcpy(bad, good, n);
+    bad[5] = 2; /* two questions */
+    assert_int_equal(dns_parse_query(bad, n, &q), DNS_EFORMERR);
+    memcpy(bad, good, n);
+    bad[7] = 1; /* an answer in a query */
+    assert_int_equal(dns_parse_query(bad, n, &q), DNS_EFORMERR);
+    memcpy(bad, good, n);
+    bad[12] = 63; /* label longer than the packet */
+    assert_int_equal(dns_parse_query(bad, n, &q), DNS_EFORMERR);
+    memcpy(bad, good, n);
+    bad[12] = 0x80; /* reserved label type */
+    assert_int_equal(dns_parse_query(bad, n, &q), DNS_EFORMERR);
+    assert_int_equal(dns_parse_query(good, n - 2, &q), DNS_EFORMERR); /* cut class */
+    memcpy(bad, good, n);
+    bad[n] = 0; /* trailing garbage */
+    assert_int_equal(dns_parse_query(bad, n + 1, &q), DNS_EFORMERR);
+
+    /* a compression pointer to itself, and one forward: loops are impossible */
+    memcpy(bad, good, 12);
+    bad[12] = 0xC0;
+    bad[13] = 12;
+    memset(bad + 14, 0, 4);
+    assert_int_equal(dns_parse_query(bad, 18, &q), DNS_EFORMERR);
+    bad[13] = 40;
+    assert_int_equal(dns_parse_query(bad, 18, &q), DNS_EFORMERR);
+
+    /* a name longer than 255 bytes */
+    memcpy(bad, good, 12);
+    size_t o = 12;
+    for (int i = 0; i < 5; i++) {
+        bad[o++] = 60;
+        memset(bad + o, 'a', 60);
+        o += 60;
+    }
+    bad[o++] = 0;
+    memset(bad + o, 0, 4);
+    assert_int_equal(dns_parse_query(bad, o + 4, &q), DNS_EFORMERR);
+
+    /* an additional record that is not OPT */
+    n = make_query(bad, "a.registry.", DNS_A, 1, 512);
+    bad[n - 9] = 1; /* type A instead of OPT */
+    assert_int_equal(dns_parse_query(bad, n, &q), DNS_EFORMERR);
+}
+
+static void test_build_and_compress(void **state)
+{
+    (void)state;
+    uint8_t qbuf[512], out[512];
+    struct dns_query q;
+    size_t n = make_query(qbuf, "web.service.registry.", DNS_SRV, 0, 0);
+    assert_int_equal(dns_parse_query(qbuf, n, &q), 0);
+    struct dns_msg m;
+    assert_int_equal(dns_msg_init(&m, out, sizeof(out), &q, DNS_NOERROR), 0);
+    const uint8_t ip[4] = {10, 0, 0, 5};
+    assert_int_equal(dns_msg_add_srv(&m, DNS_ANSWER, "web.service.registry.", 0, 1, 5, 8080,
+                                     "0a000005.addr.registry."),
+                     0);
+    size_t before = m.len;
+    assert_int_equal(dns_msg_add_a(&m, DNS_ADDITIONAL, "0a000005.addr.registry.", 0, ip), 0);
+    /* the owner is compressed against the SRV target's suffix: a label + a pointer */
+    assert_true(m.len - before < 10 + 4 + 12);
+    size_t len = dns_msg_finish(&m);
+    assert_int_equal(out[0], 0x12);
+    assert_true(out[2] & 0x80); /* QR */
+    assert_true(out[2] & 0x04); /* AA */
+    assert_true(out[2] & 0x01); /* RD echoed */
+    assert_int_equal(out[5], 1);
+    assert_int_equal(out[7], 1);  /* one answer */
+    assert_int_equal(out[11], 1); /* one additional */
+    /* the answer's owner is a pointer to the question */
+    assert_int_equal(out[12 + q.qname_wire_len + 4], 0xC0);
+    assert_int_equal(out[12 + q.qname_wire_len + 5], 12);
+    assert_true(len <= sizeof(out));
+}
+
+static void test_truncation_is_whole_records(void **state)
+{
+    (void)state;
+    uint8_t qbuf[512], out[128];
+    struct dns_query q;
+    size_t n = make_query(qbuf, "web.service.registry.", DNS_A, 0, 0);
+    assert_int_equal(dns_parse_query(qbuf, n, &q), 0);
+    struct dns_msg m;
+    assert_int_equal(dns_msg_init(&m, out, sizeof(out), &q, DNS_NOERROR), 0);
+    const uint8_t ip[4] = {1, 2, 3, 4};
+    int added = 0;
+    while (dns_msg_add_a(&m, DNS_ANSWER, "web.service.registry.", 0, ip) == 0)
+        added++;
+    assert_true(added > 1);
+    size_t len = m.len;
+    assert_true(len <= sizeof(out));
+    assert_int_equal(dns_msg_add_a(&m, DNS_ANSWER, "web.service.registry.", 0, ip), DNS_ETRUNC);
+    assert_int_equal(m.len, len); /* the failed record left nothing behind */
+    dns_msg_clear_records(&m);
+    dns_msg_set_tc(&m);
+    len = dns_msg_finish(&m);
+    assert_int_equal(len, 12 + q.qname_wire_len + 4);
+    assert_true(out[2] & 0x02);
+    assert_int_equal(out[7], 0);
+}
+
+static void test_header_only_and_names(void **state)
+{
+    (void)state;
+    struct dns_query q = {.id = 7, .flags = 0x0100, .opcode = 2};
+    uint8_t out[12];
+    assert_int_equal(dns_msg_header_only(out, &q, DNS_NOTIMP), 12);
+    assert_int_equal(out[1], 7);
+    assert_int_equal(out[2], 0x80 | (2 << 3) | 0x01);
+    assert_int_equal(out[3] & 0xF, DNS_NOTIMP);
+    uint8_t wire[300];
+    assert_int_equal(dns_name_to_wire("a.bc.", wire, sizeof(wire)), 6);
+    assert_int_equal(dns_name_to_wire("a..b.", wire, sizeof(wire)), 0);
+    char big[80];
+    memset(big, 'x', 64);
+    strcpy(big + 64, ".");
+    assert_int_equal(dns_name_to_wire(big, wire, sizeof(wire)), 0); /* label > 63 */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_query),
+        cmocka_unit_test(test_malformed_queries),
+        cmocka_unit_test(test_build_and_compress),
+        cmocka_unit_test(test_truncation_is_whole_records),
+        cmocka_unit_test(test_header_only_and_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
