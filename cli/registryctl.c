@@ -10,6 +10,8 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "registry/balancer.h"
 #include "registry/registry.h"
 
 #define EXIT_SERVER 1
@@ -452,6 +455,149 @@ static int cmd_leader(struct ctl *x)
     return 0;
 }
 
+static int cmd_pick(struct ctl *x)
+{
+    const char *name = NULL, *strategy = "round_robin", *tag = NULL;
+    long count = 1;
+    for (int i = 0; i < x->argc; i++) {
+        const char *a = x->argv[i];
+        if (strcmp(a, "--strategy") == 0 && i + 1 < x->argc)
+            strategy = x->argv[++i];
+        else if (strcmp(a, "--tag") == 0 && i + 1 < x->argc)
+            tag = x->argv[++i];
+        else if (strcmp(a, "-n") == 0 && i + 1 < x->argc) {
+            char *end;
+            count = strtol(x->argv[++i], &end, 10);
+            if (*end || count < 1 || count > 10000000)
+                return usage_error("pick: -n wants a number from 1 to 10000000");
+        } else if (a[0] == '-')
+            return usage_error("pick: unknown option %s", a);
+        else if (name == NULL)
+            name = a;
+        else
+            return usage_error("pick: one service name, please");
+    }
+    struct reg_balancer_options o;
+    enum reg_strategy s;
+    if (name == NULL)
+        return usage_error("pick: which service? (registryctl pick NAME)");
+    if (reg_strategy_parse(strategy, &s) != 0)
+        return usage_error("pick: --strategy is round_robin, weighted, least_connections "
+                           "or latency");
+    struct reg_instance *list;
+    size_t n;
+    int rc = reg_health_service(x->client, name, tag, true, 0, NULL, &list, &n, NULL);
+    if (rc != 0)
+        return server_error(x, rc);
+    if (n == 0) {
+        reg_instances_free(list, n);
+        fprintf(stderr, "registryctl: no passing instance of %s\n", name);
+        return EXIT_SERVER;
+    }
+    struct reg_balancer *b;
+    reg_balancer_defaults(&o, s);
+    if (reg_balancer_new(&o, &b) != 0 || reg_balancer_update(b, list, n) != 0) {
+        reg_instances_free(list, n);
+        fprintf(stderr, "registryctl: out of memory\n");
+        return EXIT_SERVER;
+    }
+    long *hits = calloc(n, sizeof(long));
+    struct reg_endpoint e;
+    for (long k = 0; hits && k < count && reg_balancer_pick(b, &e) == 0; k++) {
+        if (count == 1) {
+            if (x->json)
+                printf("{\"ID\": \"%s\", \"Address\": \"%s\", \"Port\": %d}\n", e.id,
+                       e.address, e.port);
+            else
+                printf("%s %s:%d\n", e.id, e.address, e.port);
+        }
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(list[i].id, e.id) == 0)
+                hits[i]++;
+    }
+    if (count > 1 && hits) {
+        if (!x->json)
+            printf("%-28s %-24s %-8s %s\n", "ID", "ADDRESS", "PICKS", "SHARE");
+        for (size_t i = 0; i < n; i++) {
+            if (x->json)
+                printf("%s{\"ID\": \"%s\", \"Picks\": %ld}%s", i ? ", " : "[", list[i].id,
+                       hits[i], i + 1 == n ? "]\n" : "");
+            else
+                printf("%-28s %-24s %-8ld %.1f%%\n", list[i].id, list[i].address, hits[i],
+                       100.0 * (double)hits[i] / (double)count);
+        }
+    }
+    free(hits);
+    reg_balancer_free(b);
+    reg_instances_free(list, n);
+    return 0;
+}
+
+static volatile sig_atomic_t watch_stop;
+
+static void on_watch_signal(int sig)
+{
+    (void)sig;
+    watch_stop = 1;
+}
+
+static void print_change(void *arg, const struct reg_instance *list, size_t n, bool stale)
+{
+    struct ctl *x = arg;
+    time_t now = time(NULL);
+    char stamp[32];
+    strftime(stamp, sizeof(stamp), "%H:%M:%S", localtime(&now));
+    if (x->json) {
+        printf("{\"Time\": \"%s\", \"Stale\": %s, \"Instances\": [", stamp,
+               stale ? "true" : "false");
+        for (size_t i = 0; i < n; i++)
+            printf("%s{\"ID\": \"%s\", \"Address\": \"%s\", \"Port\": %d, \"Status\": \"%s\"}",
+                   i ? ", " : "", list[i].id, list[i].address, list[i].port, list[i].status);
+        printf("]}\n");
+    } else {
+        printf("%s %zu instance%s%s:", stamp, n, n == 1 ? "" : "s",
+               stale ? " (stale: no server reachable, keeping the last list)" : "");
+        for (size_t i = 0; i < n; i++)
+            printf(" %s@%s:%d", list[i].id, list[i].address, list[i].port);
+        printf("\n");
+    }
+    fflush(stdout);
+}
+
+static int cmd_watch(struct ctl *x)
+{
+    const char *name = NULL, *tag = NULL;
+    bool all = false;
+    for (int i = 0; i < x->argc; i++) {
+        if (strcmp(x->argv[i], "--tag") == 0 && i + 1 < x->argc)
+            tag = x->argv[++i];
+        else if (strcmp(x->argv[i], "--all") == 0)
+            all = true;
+        else if (x->argv[i][0] == '-')
+            return usage_error("watch: unknown option %s", x->argv[i]);
+        else if (name == NULL)
+            name = x->argv[i];
+        else
+            return usage_error("watch: one service name, please");
+    }
+    if (name == NULL)
+        return usage_error("watch: which service? (registryctl watch NAME)");
+    struct sigaction sa = {.sa_handler = on_watch_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    struct reg_watch *w;
+    reg_client_set_timeout(x->client, 2000);
+    if (reg_watch_new(x->client, name, tag, !all, "30s", REG_WATCH_THREAD, print_change, x,
+                      &w) != 0) {
+        fprintf(stderr, "registryctl: cannot start the watcher\n");
+        return EXIT_SERVER;
+    }
+    while (!watch_stop)
+        usleep(100 * 1000); /* the signal may land on any thread: poll the flag */
+    reg_watch_free(w);
+    return 0;
+}
+
 static const struct verb {
     const char *name;
     int (*run)(struct ctl *x);
@@ -469,6 +615,11 @@ static const struct verb {
     {"check", cmd_check, "check pass|warn|fail CHECK_ID [--note TEXT]  update a TTL check"},
     {"maint", cmd_maint, "maint SERVICE_ID on|off [--reason TEXT]  maintenance mode"},
     {"leader", cmd_leader, "leader                            print the raft leader's address"},
+    {"pick", cmd_pick,
+     "pick NAME [--strategy S] [--tag T] [-n N]  choose instances as libregistry would\n"
+     "         (S: round_robin, weighted, least_connections, latency); -n N: distribution"},
+    {"watch", cmd_watch,
+     "watch NAME [--tag T] [--all]      print the instance list at every change (Ctrl-C ends)"},
 };
 
 static void print_help(void)

@@ -39,7 +39,8 @@ struct change_listeners {
 static void on_change(void *arg, const struct store_change *chg)
 {
     struct change_listeners *l = arg;
-    watch_notify(l->watch, chg);
+    if (l->watch != NULL)
+        watch_notify(l->watch, chg);
     health_notify(l->health, chg);
 }
 
@@ -242,8 +243,11 @@ out:
     listeners.health = NULL;
     dns_free(dns);
     health_free(health);
-    cluster_free(cluster); /* may still deliver changes to the watchers */
+    /* Parked blocking queries are answered now, while the cluster can still
+     * say who leads; changes the cluster delivers while it stops go nowhere. */
+    listeners.watch = NULL;
     watch_free(watch);
+    cluster_free(cluster);
     http_free(http);
     if (sigterm)
         event_free(sigterm);

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "registry/registry.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -194,14 +195,25 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A descriptor that, once readable, aborts this thread's requests (the
+ * watcher's stop signal); -1 for none. See internal.h. */
+static __thread int cancel_fd = -1;
+
+void reg__set_cancel_fd(int fd)
+{
+    cancel_fd = fd;
+}
+
 static int wait_fd(int fd, short events, long long deadline)
 {
     for (;;) {
         long long left = deadline - now_ms();
         if (left <= 0)
             return REG_ETIMEDOUT;
-        struct pollfd p = {fd, events, 0};
-        int r = poll(&p, 1, (int)(left > 60000 ? 60000 : left));
+        struct pollfd p[2] = {{fd, events, 0}, {cancel_fd, POLLIN, 0}};
+        int r = poll(p, cancel_fd >= 0 ? 2 : 1, (int)(left > 60000 ? 60000 : left));
+        if (r > 0 && cancel_fd >= 0 && (p[1].revents & POLLIN))
+            return REG_ESHUTDOWN;
         if (r > 0)
             return 0;
         if (r < 0 && errno != EINTR)
@@ -464,9 +476,10 @@ int reg_client_request(struct reg_client *c, const char *method, const char *pat
         if (rc == 0)
             rc = recv_all(fd, &raw, &rawlen, deadline);
         close(fd);
-        if (rc == REG_ETIMEDOUT) {
+        if (rc == REG_ETIMEDOUT || rc == REG_ESHUTDOWN) {
             free(req);
-            return fail(c, rc, "%s %s:%s%s: timed out", method, s->host, s->port, path);
+            return fail(c, rc, "%s %s:%s%s: %s", method, s->host, s->port, path,
+                        rc == REG_ETIMEDOUT ? "timed out" : "cancelled");
         }
         if (rc != 0) {
             snprintf(why, sizeof(why), "%s", reg_strerror(rc));

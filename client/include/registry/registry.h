@@ -103,6 +103,51 @@ REG_EXPORT int reg_register_json(struct reg_client *c, const char *json);
 /* Deregister the instance with this ID. REG_ENOTFOUND if there is none. */
 REG_EXPORT int reg_deregister(struct reg_client *c, const char *service_id);
 
+/*
+ * Watchers: keep a service's instance list fresh with blocking queries.
+ *
+ * A watcher runs its blocking queries on a thread of its own (started by
+ * reg_watch_new) and tells the application about every change through
+ * `cb(arg, list, n, stale)`: `list` is borrowed for the duration of the call.
+ * Errors are retried with exponential backoff (100 ms to 30 s, full jitter);
+ * meanwhile the last good list stays in force ("fail static") and the
+ * callback is called once with stale = true to say so.
+ *
+ * Where the callback runs depends on `mode`:
+ *   REG_WATCH_THREAD  on the watcher's thread.
+ *   REG_WATCH_LOOP    on the application's thread, from reg_watch_dispatch(),
+ *                     which the application calls when reg_watch_fd() is
+ *                     readable (poll(), select(), or an event_new() in
+ *                     libevent). No callback ever runs on another thread.
+ */
+struct reg_watch;
+typedef void (*reg_watch_cb)(void *arg, const struct reg_instance *list, size_t n, bool stale);
+
+enum reg_watch_mode { REG_WATCH_THREAD, REG_WATCH_LOOP };
+
+/* Start watching `service` (tag may be NULL). The client must outlive the
+ * watcher and is used from the watcher's thread only while it runs; give a
+ * watcher a client of its own if other threads use one too. `wait` is the
+ * blocking query's wait ("30s" if NULL). */
+REG_EXPORT int reg_watch_new(struct reg_client *c, const char *service, const char *tag,
+                             bool passing_only, const char *wait, enum reg_watch_mode mode,
+                             reg_watch_cb cb, void *arg, struct reg_watch **out);
+/* REG_WATCH_LOOP: readable when reg_watch_dispatch has something to deliver. */
+REG_EXPORT int reg_watch_fd(const struct reg_watch *w);
+/* REG_WATCH_LOOP: deliver what changed since the last call (non-blocking). */
+REG_EXPORT void reg_watch_dispatch(struct reg_watch *w);
+/* A copy of the current list (free with reg_instances_free); *stale says
+ * whether the last refresh failed. REG_ENOTFOUND before the first answer. */
+REG_EXPORT int reg_watch_snapshot(struct reg_watch *w, struct reg_instance **out, size_t *n,
+                                  bool *stale);
+/* Stop the thread (promptly: an in-flight blocking query is abandoned) and
+ * free the watcher. NULL is a no-op. Not from inside its own callback. */
+REG_EXPORT void reg_watch_free(struct reg_watch *w);
+
+/* Copy n instances (free with reg_instances_free). */
+REG_EXPORT int reg_instances_copy(const struct reg_instance *list, size_t n,
+                                  struct reg_instance **out);
+
 /* URL-encode src into dst (dstlen bytes, NUL-terminated). REG_ETOOBIG if it
  * does not fit. For building paths for reg_client_request. */
 REG_EXPORT int reg_url_encode(const char *src, char *dst, size_t dstlen);
