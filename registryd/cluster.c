@@ -29,14 +29,21 @@
 
 #include "log.h"
 #include "registry/error.h"
+#include "command.h"
 #include "store.h"
 
 #define CLUSTER_READY_TIMEOUT_MS 30000
 #define CLUSTER_STATUS_POLL_MS 50
 
+enum proposal_kind { PROP_APPLY, PROP_ADD_VOTER, PROP_REMOVE };
+
 struct proposal {
     struct proposal *next;
     struct cluster *c;
+    enum proposal_kind kind;
+    raft_id member_id;      /* PROP_ADD_VOTER / PROP_REMOVE */
+    char member_addr[64];
+    struct raft_change change;
     struct raft_apply req;
     void *buf;
     size_t len;
@@ -71,6 +78,7 @@ struct cluster {
     struct raft_barrier barrier;
     bool barrier_sent;
     bool io_init, transport_init, raft_init;
+    bool running; /* cluster_run succeeded (atomic) */
 
     /* front end -> cluster */
     pthread_mutex_t in_lock;
@@ -294,6 +302,59 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     complete(p, status != 0 ? map_raft_error(status) : (int)(intptr_t)result);
 }
 
+static void assign_cb(struct raft_change *req, int status)
+{
+    struct proposal *p = req->data;
+    complete(p, status != 0 ? map_raft_error(status) : 0);
+}
+
+static void add_cb(struct raft_change *req, int status)
+{
+    struct proposal *p = req->data;
+    struct cluster *c = p->c;
+    int rv = status;
+    if (rv == 0)
+        rv = raft_assign(&c->raft, &p->change, p->member_id, RAFT_VOTER, assign_cb);
+    if (rv != 0)
+        complete(p, map_raft_error(rv));
+}
+
+static void ignore_done(void *arg, int status)
+{
+    (void)arg;
+    if (status != 0)
+        log_warn("cluster", "msg=\"announcing this server failed\" error=\"%s\"",
+                 reg_strerror(status));
+}
+
+/* The leader writes down its HTTP address, for followers to forward to. */
+static void announce_self(struct cluster *c)
+{
+    if (c->opt.http_addr == NULL)
+        return;
+    struct command cmd = {CMD_SERVER, json_pack("{s:I, s:s, s:s}", "ID", (json_int_t)c->id,
+                                                  "Raft", c->addr, "HTTP", c->opt.http_addr)};
+    void *buf;
+    size_t len;
+    struct proposal *p = calloc(1, sizeof(*p));
+    if (p == NULL || cmd.args == NULL || cmd_encode(&cmd, raft_malloc, &buf, &len) != 0) {
+        free(p);
+        cmd_fini(&cmd);
+        return;
+    }
+    cmd_fini(&cmd);
+    p->c = c;
+    p->buf = buf;
+    p->len = len;
+    p->cb = ignore_done;
+    struct raft_buffer rb = {buf, len};
+    p->req.data = p;
+    if (raft_apply(&c->raft, &p->req, &rb, 1, apply_cb) != 0) {
+        raft_free(buf);
+        free(p);
+    }
+}
+
 static void wake_cb(uv_async_t *h)
 {
     struct cluster *c = h->data;
@@ -303,12 +364,30 @@ static void wake_cb(uv_async_t *h)
     pthread_mutex_unlock(&c->in_lock);
     while (p) {
         struct proposal *next = p->next;
-        struct raft_buffer rb = {p->buf, p->len};
-        p->req.data = p;
-        int rv = raft_apply(&c->raft, &p->req, &rb, 1, apply_cb);
-        if (rv != 0) {
-            raft_free(p->buf);
-            complete(p, map_raft_error(rv));
+        int rv;
+        p->change.data = p;
+        switch (p->kind) {
+        case PROP_ADD_VOTER:
+            rv = raft_add(&c->raft, &p->change, p->member_id, p->member_addr, add_cb);
+            if (rv == RAFT_DUPLICATEID) /* already a member: make sure it votes */
+                rv = raft_assign(&c->raft, &p->change, p->member_id, RAFT_VOTER, assign_cb);
+            if (rv != 0)
+                complete(p, map_raft_error(rv));
+            break;
+        case PROP_REMOVE:
+            rv = raft_remove(&c->raft, &p->change, p->member_id, assign_cb);
+            if (rv != 0)
+                complete(p, map_raft_error(rv));
+            break;
+        default: {
+            struct raft_buffer rb = {p->buf, p->len};
+            p->req.data = p;
+            rv = raft_apply(&c->raft, &p->req, &rb, 1, apply_cb);
+            if (rv != 0) {
+                raft_free(p->buf);
+                complete(p, map_raft_error(rv));
+            }
+        }
         }
         p = next;
     }
@@ -327,6 +406,7 @@ static void barrier_cb(struct raft_barrier *req, int status)
     c->ready = true;
     pthread_cond_broadcast(&c->ready_cond);
     pthread_mutex_unlock(&c->status_lock);
+    announce_self(c);
 }
 
 static void poll_cb(uv_timer_t *t)
@@ -345,6 +425,19 @@ static void poll_cb(uv_timer_t *t)
         if (raft_barrier(&c->raft, &c->barrier, barrier_cb) == 0)
             c->barrier_sent = true;
     }
+    if (state != RAFT_LEADER)
+        c->barrier_sent = false; /* a future term's leadership needs its own */
+    /* A follower is ready once it follows a leader and has applied what it
+     * knows to be committed. */
+    if (state == RAFT_FOLLOWER && lid != 0 && raft_last_applied(&c->raft) >= c->raft.commit_index &&
+        c->raft.commit_index > 0) {
+        pthread_mutex_lock(&c->status_lock);
+        if (!c->ready) {
+            c->ready = true;
+            pthread_cond_broadcast(&c->ready_cond);
+        }
+        pthread_mutex_unlock(&c->status_lock);
+    }
 
     pthread_mutex_lock(&c->status_lock);
     struct cluster_status *s = &c->status;
@@ -358,6 +451,16 @@ static void poll_cb(uv_timer_t *t)
     s->term = c->raft.current_term;
     s->commit_index = c->raft.commit_index;
     s->applied_index = raft_last_applied(&c->raft);
+    s->leader_id = lid;
+    s->self_id = c->id;
+    s->n_servers = 0;
+    for (unsigned i = 0; i < c->raft.configuration.n && s->n_servers < 9; i++) {
+        const struct raft_server *srv = &c->raft.configuration.servers[i];
+        s->servers[s->n_servers].id = srv->id;
+        snprintf(s->servers[s->n_servers].addr, sizeof(s->servers[0].addr), "%s", srv->address);
+        s->servers[s->n_servers].voter = srv->role == RAFT_VOTER;
+        s->n_servers++;
+    }
     pthread_mutex_unlock(&c->status_lock);
 }
 
@@ -430,19 +533,8 @@ static void out_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void cluster_submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb, void *arg)
+static void enqueue(struct cluster *c, struct proposal *p)
 {
-    struct proposal *p = calloc(1, sizeof(*p));
-    if (p == NULL) {
-        raft_free(buf);
-        cb(arg, REG_ENOMEM);
-        return;
-    }
-    p->c = c;
-    p->buf = buf;
-    p->len = len;
-    p->cb = cb;
-    p->arg = arg;
     pthread_mutex_lock(&c->in_lock);
     if (c->in_tail)
         c->in_tail->next = p;
@@ -453,8 +545,54 @@ void cluster_submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb
     uv_async_send(&c->wake);
 }
 
-int cluster_start(const struct cluster_options *opt, struct cluster **out, char *err,
-                  size_t errlen)
+void cluster_submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb, void *arg)
+{
+    struct proposal *p = __atomic_load_n(&c->running, __ATOMIC_ACQUIRE) ? calloc(1, sizeof(*p))
+                                                                         : NULL;
+    if (p == NULL) {
+        raft_free(buf);
+        cb(arg, c->running ? REG_ENOMEM : REG_ENOTLEADER);
+        return;
+    }
+    p->c = c;
+    p->buf = buf;
+    p->len = len;
+    p->cb = cb;
+    p->arg = arg;
+    enqueue(c, p);
+}
+
+static void change_member(struct cluster *c, enum proposal_kind kind, uint64_t id,
+                          const char *addr, cluster_done_cb cb, void *arg)
+{
+    struct proposal *p = __atomic_load_n(&c->running, __ATOMIC_ACQUIRE) ? calloc(1, sizeof(*p))
+                                                                         : NULL;
+    if (p == NULL) {
+        cb(arg, c->running ? REG_ENOMEM : REG_ENOTLEADER);
+        return;
+    }
+    p->c = c;
+    p->kind = kind;
+    p->member_id = id;
+    snprintf(p->member_addr, sizeof(p->member_addr), "%s", addr ? addr : "");
+    p->cb = cb;
+    p->arg = arg;
+    enqueue(c, p);
+}
+
+void cluster_add_voter(struct cluster *c, uint64_t id, const char *raft_addr, cluster_done_cb cb,
+                       void *arg)
+{
+    change_member(c, PROP_ADD_VOTER, id, raft_addr, cb, arg);
+}
+
+void cluster_remove(struct cluster *c, uint64_t id, cluster_done_cb cb, void *arg)
+{
+    change_member(c, PROP_REMOVE, id, NULL, cb, arg);
+}
+
+int cluster_new(const struct cluster_options *opt, struct cluster **out, char *err,
+                size_t errlen)
 {
     struct cluster *c = calloc(1, sizeof(*c));
     int rv;
@@ -484,15 +622,45 @@ int cluster_start(const struct cluster_options *opt, struct cluster **out, char 
     uv_async_init(&c->loop, &c->stop, stop_cb);
     uv_timer_init(&c->loop, &c->poll);
     c->wake.data = c->stop.data = c->poll.data = c;
+    pthread_mutex_lock(&c->status_lock);
+    c->status.self_id = c->id;
+    snprintf(c->status.self_addr, sizeof(c->status.self_addr), "%s", c->addr);
+    pthread_mutex_unlock(&c->status_lock);
+    *out = c;
+    return 0;
+fail:
+    cluster_free(c);
+    return rv;
+}
 
+void cluster_self(struct cluster *c, uint64_t *id, const char **raft_addr)
+{
+    *id = c->id;
+    *raft_addr = c->addr;
+}
+
+bool cluster_fresh(struct cluster *c)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/metadata1", c->raft_dir);
+    if (access(path, F_OK) == 0)
+        return false;
+    snprintf(path, sizeof(path), "%s/metadata2", c->raft_dir);
+    return access(path, F_OK) != 0;
+}
+
+int cluster_run(struct cluster *c, const struct cluster_member *members, size_t n, char *err,
+                size_t errlen)
+{
+    int rv;
     if ((rv = raft_uv_tcp_init(&c->transport, &c->loop)) != 0) {
         snprintf(err, errlen, "raft transport: %s", raft_strerror(rv));
-        goto fail_raft;
+        return REG_ERAFT;
     }
     c->transport_init = true;
     if ((rv = raft_uv_init(&c->io, &c->loop, c->raft_dir, &c->transport)) != 0) {
         snprintf(err, errlen, "raft storage in %s: %s", c->raft_dir, c->io.errmsg);
-        goto fail_raft;
+        return REG_ERAFT;
     }
     c->io_init = true;
     /* libraft's auto-recovery renames a segment it cannot read and starts
@@ -506,44 +674,76 @@ int cluster_start(const struct cluster_options *opt, struct cluster **out, char 
     c->fsm.restore = fsm_restore;
     if ((rv = raft_init(&c->raft, &c->io, &c->fsm, c->id, c->addr)) != 0) {
         snprintf(err, errlen, "raft: %s", raft_errmsg(&c->raft));
-        goto fail_raft;
+        return REG_ERAFT;
     }
     c->raft_init = true;
     raft_set_pre_vote(&c->raft, true);
     raft_set_snapshot_threshold(&c->raft, 8192);
     raft_set_snapshot_trailing(&c->raft, 2048);
 
-    struct raft_configuration conf;
-    raft_configuration_init(&conf);
-    rv = raft_configuration_add(&conf, c->id, c->addr, RAFT_VOTER);
-    if (rv == 0)
-        rv = raft_bootstrap(&c->raft, &conf);
-    raft_configuration_close(&conf);
-    if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
-        snprintf(err, errlen, "raft bootstrap: %s", raft_errmsg(&c->raft));
-        goto fail_raft;
+    if (n > 0) {
+        struct raft_configuration conf;
+        raft_configuration_init(&conf);
+        rv = 0;
+        for (size_t i = 0; i < n && rv == 0; i++)
+            rv = raft_configuration_add(&conf, members[i].id, members[i].raft_addr, RAFT_VOTER);
+        if (rv == 0)
+            rv = raft_bootstrap(&c->raft, &conf);
+        raft_configuration_close(&conf);
+        if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+            snprintf(err, errlen, "raft bootstrap: %s", raft_errmsg(&c->raft));
+            return REG_ERAFT;
+        }
     }
     if ((rv = raft_start(&c->raft)) != 0) {
         snprintf(err, errlen, "raft start (raft address %s): %s", c->addr, raft_errmsg(&c->raft));
-        goto fail_raft;
+        return REG_ERAFT;
     }
     uv_timer_start(&c->poll, poll_cb, 0, CLUSTER_STATUS_POLL_MS);
+    __atomic_store_n(&c->running, true, __ATOMIC_RELEASE);
     if (pthread_create(&c->thread, NULL, cluster_main, c) != 0) {
+        __atomic_store_n(&c->running, false, __ATOMIC_RELEASE);
         snprintf(err, errlen, "cannot start the raft thread");
-        rv = REG_ENOMEM;
-        goto fail_raft;
+        return REG_ENOMEM;
     }
     c->thread_started = true;
+    log_info("cluster", "msg=\"raft started\" id=%llu raft_addr=%s bootstrap_members=%zu", c->id,
+             c->addr, n);
+    return 0;
+}
 
+int cluster_wait_ready(struct cluster *c, int timeout_ms)
+{
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += CLUSTER_READY_TIMEOUT_MS / 1000;
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
     pthread_mutex_lock(&c->status_lock);
     while (!c->ready && pthread_cond_timedwait(&c->ready_cond, &c->status_lock, &deadline) == 0)
         ;
     bool ready = c->ready;
     pthread_mutex_unlock(&c->status_lock);
-    if (!ready) {
+    return ready ? 0 : REG_ETIMEDOUT;
+}
+
+int cluster_start(const struct cluster_options *opt, struct cluster **out, char *err,
+                  size_t errlen)
+{
+    struct cluster *c;
+    int rv = cluster_new(opt, &c, err, errlen);
+    if (rv != 0)
+        return rv;
+    struct cluster_member self = {.id = c->id};
+    snprintf(self.raft_addr, sizeof(self.raft_addr), "%s", c->addr);
+    if ((rv = cluster_run(c, &self, 1, err, errlen)) != 0) {
+        cluster_free(c);
+        return rv;
+    }
+    if (cluster_wait_ready(c, CLUSTER_READY_TIMEOUT_MS) != 0) {
         snprintf(err, errlen, "raft: not leader after %d ms (is %s reachable?)",
                  CLUSTER_READY_TIMEOUT_MS, c->addr);
         cluster_free(c);
@@ -552,12 +752,6 @@ int cluster_start(const struct cluster_options *opt, struct cluster **out, char 
     log_info("cluster", "msg=\"raft ready\" id=%llu raft_addr=%s", c->id, c->addr);
     *out = c;
     return 0;
-
-fail_raft:
-    rv = REG_ERAFT;
-fail:
-    cluster_free(c);
-    return rv;
 }
 
 void cluster_free(struct cluster *c)

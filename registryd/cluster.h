@@ -37,6 +37,13 @@ struct cluster_options {
     struct event_base *base; /* front end's loop, for completions */
     cluster_change_cb on_change;
     void *change_arg;
+    const char *http_addr; /* announced when leading, so followers can forward */
+};
+
+/* A member of the initial configuration of a new cluster. */
+struct cluster_member {
+    uint64_t id;
+    char raft_addr[64];
 };
 
 /*
@@ -46,6 +53,30 @@ struct cluster_options {
  */
 int cluster_start(const struct cluster_options *opt, struct cluster **out, char *err,
                   size_t errlen);
+
+/*
+ * The same in three steps, for servers that form a cluster with others:
+ * cluster_new sets up (identity, queues; writes fail with REG_ENOTLEADER until
+ * run), cluster_run starts raft — bootstrapping the n members given if n > 0
+ * (every founding member bootstraps the same list), or joining/restarting
+ * with what is on disk if n == 0 — and cluster_wait_ready waits until some
+ * leader has committed a barrier this server has applied (0 or
+ * REG_ETIMEDOUT). cluster_run may be called from any thread, once.
+ */
+int cluster_new(const struct cluster_options *opt, struct cluster **out, char *err,
+                size_t errlen);
+int cluster_run(struct cluster *c, const struct cluster_member *members, size_t n, char *err,
+                size_t errlen);
+/* This server's raft id and address; whether its raft directory is empty. */
+void cluster_self(struct cluster *c, uint64_t *id, const char **raft_addr);
+bool cluster_fresh(struct cluster *c);
+int cluster_wait_ready(struct cluster *c, int timeout_ms);
+
+/* Membership changes, on the leader (else REG_ENOTLEADER). cb as for
+ * cluster_submit. Adding an existing member only makes sure it votes. */
+void cluster_add_voter(struct cluster *c, uint64_t id, const char *raft_addr, cluster_done_cb cb,
+                       void *arg);
+void cluster_remove(struct cluster *c, uint64_t id, cluster_done_cb cb, void *arg);
 
 /* Stop raft, join the thread, free everything. Call on the front-end
  * thread after its loop has stopped: submissions still pending get their
@@ -70,6 +101,13 @@ struct cluster_status {
     char leader_addr[64];     /* raft address of the leader, "" if none */
     char self_addr[64];
     uint64_t term, commit_index, applied_index;
+    uint64_t leader_id, self_id;
+    int n_servers; /* the current configuration */
+    struct {
+        uint64_t id;
+        char addr[64];
+        bool voter;
+    } servers[9];
 };
 void cluster_get_status(struct cluster *c, struct cluster_status *out);
 

@@ -26,7 +26,8 @@
     X(CMD_REGISTER, 1, "register")        \
     X(CMD_DEREGISTER, 2, "deregister")    \
     X(CMD_CHECK_UPDATE, 3, "check_update") \
-    X(CMD_MAINTENANCE, 4, "maintenance")
+    X(CMD_MAINTENANCE, 4, "maintenance")  \
+    X(CMD_SERVER, 5, "server")
 
 enum cmd_op {
 #define CMD_ENUM_(op, value, name) op = value,

@@ -547,22 +547,22 @@ static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **o
 }
 
 const struct http_route http_agent_routes[] = {
-    {"PUT", "/v1/agent/service/register", NULL, do_register, WATCH_NONE},
-    {"PUT", "/v1/agent/service/deregister/", NULL, do_deregister, WATCH_NONE},
-    {"PUT", "/v1/agent/service/maintenance/", NULL, do_maintenance, WATCH_NONE},
-    {"PUT", "/v1/agent/check/pass/", NULL, do_pass, WATCH_NONE},
-    {"PUT", "/v1/agent/check/warn/", NULL, do_warn, WATCH_NONE},
-    {"PUT", "/v1/agent/check/fail/", NULL, do_fail, WATCH_NONE},
-    {"PUT", "/v1/agent/check/update/", NULL, do_update, WATCH_NONE},
+    {"PUT", "/v1/agent/service/register", NULL, do_register, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/agent/service/deregister/", NULL, do_deregister, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/agent/service/maintenance/", NULL, do_maintenance, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/agent/check/pass/", NULL, do_pass, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/agent/check/warn/", NULL, do_warn, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/agent/check/fail/", NULL, do_fail, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/agent/check/update/", NULL, do_update, WATCH_NONE, NULL, false},
     /* Consul before 1.0 took GET for these; older clients (python-consul
      * 0.7, Debian's) still send it. */
-    {"GET", "/v1/agent/service/deregister/", NULL, do_deregister, WATCH_NONE},
-    {"GET", "/v1/agent/check/pass/", NULL, do_pass, WATCH_NONE},
-    {"GET", "/v1/agent/check/warn/", NULL, do_warn, WATCH_NONE},
-    {"GET", "/v1/agent/check/fail/", NULL, do_fail, WATCH_NONE},
-    {"GET", "/v1/agent/services", read_agent_services, NULL, WATCH_ALL},
-    {"GET", "/v1/agent/service/", read_agent_service, NULL, WATCH_ALL},
-    {"GET", "/v1/agent/checks", read_agent_checks, NULL, WATCH_ALL},
-    {"GET", "/v1/agent/self", read_agent_self, NULL, WATCH_NONE},
-    {NULL, NULL, NULL, NULL, WATCH_NONE},
+    {"GET", "/v1/agent/service/deregister/", NULL, do_deregister, WATCH_NONE, NULL, false},
+    {"GET", "/v1/agent/check/pass/", NULL, do_pass, WATCH_NONE, NULL, false},
+    {"GET", "/v1/agent/check/warn/", NULL, do_warn, WATCH_NONE, NULL, false},
+    {"GET", "/v1/agent/check/fail/", NULL, do_fail, WATCH_NONE, NULL, false},
+    {"GET", "/v1/agent/services", read_agent_services, NULL, WATCH_ALL, NULL, false},
+    {"GET", "/v1/agent/service/", read_agent_service, NULL, WATCH_ALL, NULL, false},
+    {"GET", "/v1/agent/checks", read_agent_checks, NULL, WATCH_ALL, NULL, false},
+    {"GET", "/v1/agent/self", read_agent_self, NULL, WATCH_NONE, NULL, false},
+    {NULL, NULL, NULL, NULL, WATCH_NONE, NULL, false},
 };

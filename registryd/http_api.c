@@ -399,6 +399,8 @@ static void woken(void *arg, bool timed_out)
     run_read(arg);
 }
 
+static void write_done(void *arg, int status);
+
 static void start_read(struct http_req *r)
 {
     if (r->route->watch != WATCH_NONE && r->min_index > 0) {
@@ -416,10 +418,29 @@ static void start_read(struct http_req *r)
     run_read(r);
 }
 
+void http_finish_write(struct http_req *r, int status)
+{
+    write_done(r, status);
+}
+
+void http_finish_json(struct http_req *r, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(body);
+    if (text == NULL) {
+        http_fail(r, 500, "out of memory");
+        reply_error(r, 0);
+    } else {
+        send_body(r, text, strlen(text), 0);
+        free(text);
+    }
+    req_free(r);
+}
+
 static void write_done(void *arg, int status)
 {
     struct http_req *r = arg;
-    switch (status) {
+    switch (r->status != 0 ? 0 : status) { /* a reason already chosen stands */
     case 0:
         break;
     case REG_ENOTFOUND:
@@ -493,7 +514,119 @@ static const char *method_name(enum evhttp_cmd_type t)
     }
 }
 
-static const struct http_route *route_tables[] = {http_agent_routes, http_catalog_routes};
+static const struct http_route *route_tables[] = {http_agent_routes, http_catalog_routes,
+                                                  http_operator_routes};
+
+/* ---- forwarding writes to the leader ------------------------------------ */
+
+struct forward {
+    struct http_req *r;
+    struct evhttp_connection *evcon;
+};
+
+static void free_evcon(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evhttp_connection_free(arg);
+}
+
+static void forward_done(struct evhttp_request *resp, void *arg)
+{
+    struct forward *f = arg;
+    struct http_req *r = f->r;
+    int code = resp ? evhttp_request_get_response_code(resp) : 0;
+    if (code == 0) {
+        http_fail(r, 500, "Forwarding to the leader failed");
+        reply_error(r, 0);
+    } else {
+        struct evbuffer *in = evhttp_request_get_input_buffer(resp);
+        struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
+        const char *ct = evhttp_find_header(evhttp_request_get_input_headers(resp),
+                                            "Content-Type");
+        add_consul_headers(r, 0);
+        if (ct)
+            evhttp_add_header(out, "Content-Type", ct);
+        const char *reason = evhttp_request_get_response_code_line(resp);
+        evhttp_send_reply(r->req, code, reason ? reason : "", in);
+    }
+    struct event_base *base = r->srv->opt.base;
+    req_free(r);
+    event_base_once(base, -1, EV_TIMEOUT, free_evcon, f->evcon, NULL);
+    free(f);
+}
+
+/* This server follows: send the request to the leader's HTTP address (which
+ * the leader wrote into the store) and relay its answer. */
+static void forward_to_leader(struct http_req *r)
+{
+    struct cluster_status st;
+    cluster_get_status(r->srv->opt.cluster, &st);
+    struct store_read *rd;
+    json_t *server = NULL;
+    char host[256];
+    unsigned short port;
+    const char *http = NULL;
+    if (evhttp_find_header(evhttp_request_get_input_headers(r->req), "X-Registry-Forwarded")) {
+        http_fail(r, 500, "No cluster leader (forwarded to a server that does not lead)");
+        goto fail;
+    }
+    if (!st.known_leader) {
+        http_fail(r, 500, "No cluster leader");
+        goto fail;
+    }
+    if (store_read_begin(r->srv->opt.store, &rd) == 0) {
+        store_get_server(rd, st.leader_addr, &server);
+        store_read_end(rd);
+    }
+    http = json_string_value(json_object_get(server, "HTTP"));
+    if (http == NULL || conf_split_hostport(http, host, sizeof(host), &port) != 0) {
+        http_fail(r, 500, "No cluster leader (its address is not known here yet)");
+        goto fail;
+    }
+    struct forward *f = calloc(1, sizeof(*f));
+    if (f)
+        f->evcon = evhttp_connection_base_new(r->srv->opt.base, NULL, host, port);
+    struct evhttp_request *req = f && f->evcon ? evhttp_request_new(forward_done, f) : NULL;
+    if (req == NULL) {
+        if (f && f->evcon)
+            evhttp_connection_free(f->evcon);
+        free(f);
+        http_fail(r, 500, "out of memory");
+        goto fail;
+    }
+    f->r = r;
+    evhttp_connection_set_timeout(f->evcon, 30);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Host", http);
+    evhttp_add_header(h, "X-Registry-Forwarded", "1");
+    evhttp_add_header(h, "Connection", "close");
+    evbuffer_add_buffer(evhttp_request_get_output_buffer(req),
+                        evhttp_request_get_input_buffer(r->req));
+    if (evhttp_make_request(f->evcon, req, evhttp_request_get_command(r->req),
+                            evhttp_request_get_uri(r->req)) != 0) {
+        evhttp_connection_free(f->evcon);
+        free(f);
+        http_fail(r, 500, "Forwarding to the leader failed");
+        goto fail;
+    }
+    json_decref(server);
+    return;
+fail:
+    json_decref(server);
+    reply_error(r, 0);
+    req_free(r);
+}
+
+/* Writes go to the leader; true when this server must forward. */
+static bool must_forward(struct http_req *r)
+{
+    if (r->route->write == NULL && !r->route->leader_only)
+        return false;
+    struct cluster_status st;
+    cluster_get_status(r->srv->opt.cluster, &st);
+    return !st.is_leader;
+}
 
 static bool route_matches(const struct http_route *rt, const char *path, size_t *len)
 {
@@ -561,7 +694,11 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     if (parse_query(r, uri ? evhttp_uri_get_query(uri) : NULL) != 0 || parse_blocking(r) != 0)
         goto fail;
-    if (r->route->write)
+    if (must_forward(r))
+        forward_to_leader(r);
+    else if (r->route->custom)
+        r->route->custom(r);
+    else if (r->route->write)
         start_write(r);
     else
         start_read(r);

@@ -232,18 +232,23 @@ static int read_status_peers(struct http_req *r, struct store_read *rd, json_t *
     (void)rd;
     struct cluster_status st;
     cluster_get_status(r->srv->opt.cluster, &st);
-    *out = json_pack("[s]", st.self_addr);
+    *out = json_array();
+    for (int i = 0; i < st.n_servers; i++)
+        if (st.servers[i].voter)
+            json_array_append_new(*out, json_string(st.servers[i].addr));
+    if (st.n_servers == 0)
+        json_array_append_new(*out, json_string(st.self_addr));
     return 0;
 }
 
 const struct http_route http_catalog_routes[] = {
-    {"GET", "/v1/catalog/services", read_catalog_services, NULL, WATCH_ALL},
-    {"GET", "/v1/catalog/service/", read_catalog_service, NULL, WATCH_SERVICE},
-    {"GET", "/v1/catalog/nodes", read_catalog_nodes, NULL, WATCH_ALL},
-    {"GET", "/v1/health/service/", read_health_service, NULL, WATCH_SERVICE},
-    {"GET", "/v1/health/checks/", read_health_checks, NULL, WATCH_SERVICE},
-    {"GET", "/v1/health/state/", read_health_state, NULL, WATCH_ALL},
-    {"GET", "/v1/status/leader", read_status_leader, NULL, WATCH_NONE},
-    {"GET", "/v1/status/peers", read_status_peers, NULL, WATCH_NONE},
-    {NULL, NULL, NULL, NULL, WATCH_NONE},
+    {"GET", "/v1/catalog/services", read_catalog_services, NULL, WATCH_ALL, NULL, false},
+    {"GET", "/v1/catalog/service/", read_catalog_service, NULL, WATCH_SERVICE, NULL, false},
+    {"GET", "/v1/catalog/nodes", read_catalog_nodes, NULL, WATCH_ALL, NULL, false},
+    {"GET", "/v1/health/service/", read_health_service, NULL, WATCH_SERVICE, NULL, false},
+    {"GET", "/v1/health/checks/", read_health_checks, NULL, WATCH_SERVICE, NULL, false},
+    {"GET", "/v1/health/state/", read_health_state, NULL, WATCH_ALL, NULL, false},
+    {"GET", "/v1/status/leader", read_status_leader, NULL, WATCH_NONE, NULL, false},
+    {"GET", "/v1/status/peers", read_status_peers, NULL, WATCH_NONE, NULL, false},
+    {NULL, NULL, NULL, NULL, WATCH_NONE, NULL, false},
 };

@@ -69,16 +69,28 @@ enum http_watch_scope {
     WATCH_ALL,     /* wakes on any change */
 };
 
+/* A handler that answers by itself, later (membership changes): it owns r
+ * and ends with http_finish_write() or http_finish_json(). */
+typedef void (*http_custom_fn)(struct http_req *r);
+
 struct http_route {
     const char *method;
     const char *path; /* ends with '/' when the tail is an argument */
     http_read_fn read;
     http_write_fn write;
     enum http_watch_scope watch;
+    http_custom_fn custom;
+    bool leader_only; /* custom: forwarded to the leader like writes */
 };
 
 extern const struct http_route http_agent_routes[];
 extern const struct http_route http_catalog_routes[];
+extern const struct http_route http_operator_routes[];
+
+/* End a request: like a write's completion (0: 200 empty; REG_E*: the
+ * matching error), or with a JSON body. Both free r. */
+void http_finish_write(struct http_req *r, int status);
+void http_finish_json(struct http_req *r, json_t *body);
 
 /* Set r->status/errmsg; returns -1 for `return http_fail(...)`. */
 int http_fail(struct http_req *r, int status, const char *fmt, ...)

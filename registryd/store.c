@@ -397,6 +397,25 @@ static int apply_maintenance(struct apply_ctx *a, json_t *args)
     return rc;
 }
 
+/* A server's HTTP address, kept so that followers can reach the leader:
+ * meta "server:<raft address>" -> {ID, Raft, HTTP}. Changes no service. */
+static int apply_server(struct apply_ctx *a, json_t *args)
+{
+    const char *raft = jstr(args, "Raft");
+    char key[STORE_NAME_MAX + 16];
+    if (*raft == '\0' || !json_is_string(json_object_get(args, "HTTP")))
+        return REG_EINVAL;
+    snprintf(key, sizeof(key), "server:%s", raft);
+    return put_json(a->txn, a->s->dbi[DB_META], key, args);
+}
+
+int store_get_server(struct store_read *r, const char *raft_addr, json_t **out)
+{
+    char key[STORE_NAME_MAX + 16];
+    snprintf(key, sizeof(key), "server:%s", raft_addr);
+    return get_json(r->txn, r->s->dbi[DB_META], key, out);
+}
+
 int store_apply(struct store *s, const void *buf, size_t len, struct store_change *chg)
 {
     struct command cmd;
@@ -425,6 +444,9 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
         break;
     case CMD_MAINTENANCE:
         rc = apply_maintenance(&a, cmd.args);
+        break;
+    case CMD_SERVER:
+        rc = apply_server(&a, cmd.args);
         break;
     }
     cmd_fini(&cmd);

@@ -80,6 +80,10 @@ int store_each_instance(struct store_read *r, const char *name, store_json_cb cb
 int store_each_check(struct store_read *r, store_json_cb cb, void *arg);
 /* The checks of one instance as a new JSON array (sorted by CheckID). */
 int store_instance_checks(struct store_read *r, const char *service_id, json_t **out);
+/* The record of the server whose raft address is raft_addr ({ID, Raft,
+ * HTTP}, a new reference); REG_ENOTFOUND if it never announced itself. */
+int store_get_server(struct store_read *r, const char *raft_addr, json_t **out);
+
 /* Every service name that currently has at least one instance. */
 typedef int (*store_name_cb)(const char *name, void *arg);
 int store_each_name(struct store_read *r, store_name_cb cb, void *arg);

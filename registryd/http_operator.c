@@ -1,0 +1,101 @@
+/*
+ * http_operator.c — cluster membership over HTTP: what a server says about
+ * itself (for servers forming a cluster), joining a running cluster, the
+ * raft configuration, and removing a dead member (Consul's
+ * /v1/operator/raft/... shapes).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "http_internal.h"
+#include "registry/error.h"
+
+/* GET /v1/internal/raft/self: {"ID", "Raft", "HTTP"} */
+static int read_raft_self(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    (void)rd;
+    uint64_t id;
+    const char *raft;
+    cluster_self(r->srv->opt.cluster, &id, &raft);
+    *out = json_pack("{s:I, s:s, s:s}", "ID", (json_int_t)id, "Raft", raft, "HTTP",
+                     r->srv->opt.addr);
+    return 0;
+}
+
+/* GET /v1/operator/raft/configuration */
+static int read_raft_configuration(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    (void)rd;
+    struct cluster_status st;
+    cluster_get_status(r->srv->opt.cluster, &st);
+    json_t *servers = json_array();
+    for (int i = 0; i < st.n_servers; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "%llu", (unsigned long long)st.servers[i].id);
+        json_array_append_new(
+            servers, json_pack("{s:s, s:s, s:s, s:b, s:b, s:s}", "ID", id, "Node", id,
+                               "Address", st.servers[i].addr, "Leader",
+                               st.servers[i].id == st.leader_id, "Voter", st.servers[i].voter,
+                               "RaftProtocol", "3"));
+    }
+    *out = json_pack("{s:o, s:I}", "Servers", servers, "Index", (json_int_t)st.commit_index);
+    return 0;
+}
+
+static void change_done(void *arg, int status)
+{
+    http_finish_write(arg, status);
+}
+
+/* PUT /v1/internal/raft/join {"ID", "Raft"}: add a voter (on the leader). */
+static void do_join(struct http_req *r)
+{
+    json_t *body;
+    if (http_body_json(r, &body) != 0) {
+        http_finish_write(r, REG_EINVAL);
+        return;
+    }
+    json_t *id = json_get_ci(body, "ID");
+    const char *raft = json_string_value(json_get_ci(body, "Raft"));
+    if (!json_is_integer(id) || json_integer_value(id) <= 0 || raft == NULL || !*raft) {
+        json_decref(body);
+        http_fail(r, 400, "Join needs {\"ID\": <raft id>, \"Raft\": \"HOST:PORT\"}");
+        http_finish_write(r, REG_EINVAL);
+        return;
+    }
+    uint64_t member = (uint64_t)json_integer_value(id);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "%s", raft);
+    json_decref(body);
+    cluster_add_voter(r->srv->opt.cluster, member, addr, change_done, r);
+}
+
+/* DELETE /v1/operator/raft/peer?id=N (or ?address=HOST:PORT) */
+static void do_remove_peer(struct http_req *r)
+{
+    const char *id = http_param(r, "id"), *address = http_param(r, "address");
+    uint64_t member = id ? strtoull(id, NULL, 10) : 0;
+    if (member == 0 && address) {
+        struct cluster_status st;
+        cluster_get_status(r->srv->opt.cluster, &st);
+        for (int i = 0; i < st.n_servers; i++)
+            if (strcmp(st.servers[i].addr, address) == 0)
+                member = st.servers[i].id;
+    }
+    if (member == 0) {
+        http_fail(r, 400, "Must specify ?id= or ?address= of a raft peer");
+        http_finish_write(r, REG_EINVAL);
+        return;
+    }
+    cluster_remove(r->srv->opt.cluster, member, change_done, r);
+}
+
+const struct http_route http_operator_routes[] = {
+    {"GET", "/v1/internal/raft/self", read_raft_self, NULL, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/internal/raft/join", NULL, NULL, WATCH_NONE, do_join, true},
+    {"GET", "/v1/operator/raft/configuration", read_raft_configuration, NULL, WATCH_NONE, NULL,
+     false},
+    {"DELETE", "/v1/operator/raft/peer", NULL, NULL, WATCH_NONE, do_remove_peer, true},
+    {NULL, NULL, NULL, NULL, WATCH_NONE, NULL, false},
+};
