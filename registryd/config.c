@@ -9,6 +9,7 @@
  * file named by --config, then flags — and every error says where it came
  * from: `file:line:col: message` or `--flag: message`.
  */
+#define _GNU_SOURCE /* asprintf */
 #include "config.h"
 
 #include <ctype.h>
@@ -38,6 +39,7 @@ enum conf_type {
     CONF_UINT,     /* unsigned integer, 1..1000000 */
     CONF_DURATION, /* Go-style duration ("30s", "5m"), stored in ms */
     CONF_RATIO,    /* a share between 0 and 1 */
+    CONF_ADDRLIST, /* HOST:PORT[,HOST:PORT...]; a repeated flag adds to it */
 };
 
 struct conf_key {
@@ -70,6 +72,11 @@ static const struct conf_key conf_keys[] = {
         "answer DNS queries with instances in warning too, not only passing ones"),
     KEY("raft_addr", CONF_IPV4PORT, raft_addr, NULL, "IPV4:PORT",
         "raft peer address (default 127.0.0.1 and a free port, chosen once)"),
+    KEY("bootstrap_expect", CONF_UINT, bootstrap_expect, "1", "N",
+        "form a new cluster once N servers (this one included) have found each other "
+        "through --join"),
+    KEY("join", CONF_ADDRLIST, join, NULL, "HOST:PORT",
+        "HTTP address of another server, to form a cluster with or to join (repeatable)"),
     KEY("node", CONF_NAME, node, NULL, "NAME", "node name (default: the host name)"),
     KEY("datacenter", CONF_NAME, datacenter, "dc1", "NAME", "datacenter name"),
     KEY("log_level", CONF_LOGLEVEL, log_level, "info", "LEVEL", "debug, info, warn or error"),
@@ -285,6 +292,29 @@ static int conf_set(struct conf *c, const struct conf_key *k, const char *v, cha
             return REG_ECONFIG;
         }
         return 0;
+    case CONF_ADDRLIST: {
+        char item[300];
+        for (const char *p = v;;) {
+            size_t l = strcspn(p, ",");
+            snprintf(item, sizeof(item), "%.*s", (int)(l < 299 ? l : 299), p);
+            if (conf_split_hostport(item, host, sizeof(host), &port) != 0) {
+                msgf(msg, len, "\"%s\" is not HOST:PORT", item);
+                return REG_ECONFIG;
+            }
+            if (p[l] == '\0')
+                break;
+            p += l + 1;
+        }
+        char **list = field;
+        if (*list == NULL)
+            return set_string(list, v);
+        char *joined;
+        if (asprintf(&joined, "%s,%s", *list, v) < 0)
+            return REG_ENOMEM;
+        free(*list);
+        *list = joined;
+        return 0;
+    }
     case CONF_RATIO: {
         char *end;
         double d = strtod(v, &end);

@@ -28,6 +28,8 @@ struct conf {
     char *dns_addr;        /* --dns-addr HOST:PORT, default 127.0.0.1:8600 */
     char *raft_addr;       /* --raft-addr IPv4:PORT; NULL = 127.0.0.1, ephemeral port */
     char *node;            /* --node NAME, default: gethostname() */
+    unsigned bootstrap_expect; /* --bootstrap-expect N, default 1 (a single server) */
+    char *join;            /* --join HOST:PORT[,...] (HTTP addresses), NULL: none */
     char *datacenter;      /* --datacenter NAME, default "dc1" */
     enum log_level log_level; /* --log-level debug|info|warn|error, default info */
     size_t max_body_size;  /* --max-body-size BYTES, default 1048576 (1 MiB) */

@@ -585,11 +585,27 @@ static void schedule_next(struct hcheck *c)
     set_timer(c->timer, c->due - now);
 }
 
+/* In a cluster only the leader checks (one prober per check; the leader's
+ * view is the one that gets written). */
+static bool checking_here(struct health *h)
+{
+    struct cluster_status st;
+    cluster_get_status(h->opt.cluster, &st);
+    return st.is_leader;
+}
+
 static void check_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct hcheck *c = arg;
     (void)fd;
     (void)what;
+    if (!checking_here(c->h)) {
+        if (c->type == HC_TTL)
+            set_timer(c->timer, c->ttl_ms); /* a fresh TTL when this server leads */
+        else
+            schedule_next(c);
+        return;
+    }
     if (c->type == HC_TTL) {
         if (!c->maint) {
             char out[] = "TTL expired";

@@ -556,6 +556,27 @@ static void forward_done(struct evhttp_request *resp, void *arg)
     free(f);
 }
 
+#define FORWARD_RETRY_MS 100
+#define FORWARD_TRIES 40 /* an election and the new leader's announcement: ~4 s */
+
+static void forward_to_leader(struct http_req *r);
+
+static void forward_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    forward_to_leader(arg);
+}
+
+/* No leader, or its address not replicated here yet: try again shortly. */
+static bool forward_later(struct http_req *r)
+{
+    if (++r->forward_tries >= FORWARD_TRIES)
+        return false;
+    struct timeval tv = {0, FORWARD_RETRY_MS * 1000};
+    return event_base_once(r->srv->opt.base, -1, EV_TIMEOUT, forward_retry, r, &tv) == 0;
+}
+
 /* This server follows: send the request to the leader's HTTP address (which
  * the leader wrote into the store) and relay its answer. */
 static void forward_to_leader(struct http_req *r)
@@ -571,7 +592,16 @@ static void forward_to_leader(struct http_req *r)
         http_fail(r, 500, "No cluster leader (forwarded to a server that does not lead)");
         goto fail;
     }
+    if (st.is_leader) { /* became the leader meanwhile */
+        if (r->route->custom)
+            r->route->custom(r);
+        else
+            start_write(r);
+        return;
+    }
     if (!st.known_leader) {
+        if (forward_later(r))
+            return;
         http_fail(r, 500, "No cluster leader");
         goto fail;
     }
@@ -581,8 +611,13 @@ static void forward_to_leader(struct http_req *r)
     }
     http = json_string_value(json_object_get(server, "HTTP"));
     if (http == NULL || conf_split_hostport(http, host, sizeof(host), &port) != 0) {
+        json_decref(server);
+        if (forward_later(r))
+            return;
         http_fail(r, 500, "No cluster leader (its address is not known here yet)");
-        goto fail;
+        reply_error(r, 0);
+        req_free(r);
+        return;
     }
     struct forward *f = calloc(1, sizeof(*f));
     if (f)

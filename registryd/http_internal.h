@@ -53,6 +53,7 @@ struct http_req {
     uint64_t min_index; /* ?index=, 0 if absent */
     uint64_t wait_ms;   /* ?wait= with jitter applied */
     int status;         /* error reply chosen by a handler */
+    int forward_tries;  /* waits for a leader to forward to */
     char errmsg[256];
 };
 

@@ -29,6 +29,7 @@
 #include "watch.h"
 #include "health.h"
 #include "dns_server.h"
+#include "formation.h"
 
 /* Who hears about applied changes: blocking queries and the checker. */
 struct change_listeners {
@@ -100,6 +101,7 @@ int main(int argc, char **argv)
     struct http_server *http = NULL;
     struct health *health = NULL;
     struct dns_server *dns = NULL;
+    struct formation *formation = NULL;
     struct change_listeners listeners = {0};
     int lock_fd = -1, status = 1;
 
@@ -166,7 +168,14 @@ int main(int argc, char **argv)
         .change_arg = &listeners,
     };
     listeners.watch = watch;
-    if (cluster_start(&copt, &cluster, err, sizeof(err)) != 0) {
+    copt.http_addr = conf.http_addr;
+    /* A single server starts raft here and is its own leader before it
+     * serves; a cluster member serves first (the others must reach it) and
+     * forms or joins the cluster on the formation thread. */
+    bool clustered = conf.bootstrap_expect > 1 || conf.join != NULL;
+    int crc = clustered ? cluster_new(&copt, &cluster, err, sizeof(err))
+                        : cluster_start(&copt, &cluster, err, sizeof(err));
+    if (crc != 0) {
         log_error("main", "msg=\"cannot start raft\" error=\"%s\"", err);
         goto out;
     }
@@ -229,6 +238,18 @@ int main(int argc, char **argv)
         log_error("main", "msg=\"cannot install signal handlers\"");
         goto out;
     }
+    if (clustered) {
+        struct formation_options fopt = {
+            .cluster = cluster,
+            .http_addr = conf.http_addr,
+            .bootstrap_expect = conf.bootstrap_expect,
+            .join = conf.join,
+        };
+        if (formation_start(&fopt, &formation, err, sizeof(err)) != 0) {
+            log_error("main", "msg=\"cannot form the cluster\" error=\"%s\"", err);
+            goto out;
+        }
+    }
     log_info("main", "msg=\"ready\" version=%s node=%s http_addr=%s data_dir=%s%s",
              REGISTRYD_VERSION, conf.node, conf.http_addr, data_dir, conf.dev ? " dev=true" : "");
     if (event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY) < 0) {
@@ -241,6 +262,7 @@ out:
     /* Reverse order; parked and in-flight requests get their answers. The
      * checker goes first: it submits to the cluster. */
     listeners.health = NULL;
+    formation_free(formation);
     dns_free(dns);
     health_free(health);
     /* Parked blocking queries are answered now, while the cluster can still
