@@ -598,6 +598,99 @@ static int cmd_watch(struct ctl *x)
     return 0;
 }
 
+static int cmd_snapshot(struct ctl *x)
+{
+    if (x->argc != 2 || (strcmp(x->argv[0], "save") && strcmp(x->argv[0], "restore")))
+        return usage_error("snapshot: use snapshot save FILE | snapshot restore FILE");
+    const char *file = x->argv[1];
+    if (strcmp(x->argv[0], "save") == 0) {
+        char *body = NULL;
+        size_t len = 0;
+        int rc = reg_client_request(x->client, "GET", "/v1/snapshot", NULL, 0, NULL, &body, &len,
+                                    NULL);
+        if (rc != 0)
+            return server_error(x, rc);
+        FILE *f = fopen(file, "wb");
+        bool ok = f && fwrite(body, 1, len, f) == len;
+        if (f && fclose(f) != 0)
+            ok = false;
+        free(body);
+        if (!ok) {
+            fprintf(stderr, "registryctl: cannot write %s: %s\n", file, strerror(errno));
+            return EXIT_SERVER;
+        }
+        if (!x->json)
+            printf("saved %zu bytes to %s\n", len, file);
+        return 0;
+    }
+    size_t len;
+    char *data = read_file(file, &len);
+    if (data == NULL) {
+        fprintf(stderr, "registryctl: cannot read %s: %s\n", file, strerror(errno));
+        return EXIT_USAGE;
+    }
+    int rc = reg_client_request(x->client, "PUT", "/v1/snapshot", data, len, NULL, NULL, NULL,
+                                NULL);
+    free(data);
+    if (rc != 0)
+        return server_error(x, rc);
+    if (!x->json)
+        printf("restored %s\n", file);
+    return 0;
+}
+
+static int cmd_raft(struct ctl *x)
+{
+    if (x->argc == 1 && strcmp(x->argv[0], "list") == 0) {
+        json_t *v;
+        int rc = get_json(x, "/v1/operator/raft/configuration", &v);
+        if (rc != 0)
+            return rc;
+        if (x->json) {
+            print_json(v);
+        } else {
+            printf("%-12s %-22s %-9s %s\n", "ID", "ADDRESS", "STATE", "VOTER");
+            size_t i;
+            json_t *srv;
+            json_array_foreach(json_object_get(v, "Servers"), i, srv)
+            printf("%-12s %-22s %-9s %s\n", json_string_value(json_object_get(srv, "ID")),
+                   json_string_value(json_object_get(srv, "Address")),
+                   json_is_true(json_object_get(srv, "Leader")) ? "leader" : "follower",
+                   json_is_true(json_object_get(srv, "Voter")) ? "true" : "false");
+        }
+        json_decref(v);
+        return 0;
+    }
+    if (x->argc == 2 && strcmp(x->argv[0], "remove") == 0) {
+        char enc[600], path[700];
+        if (encode(x->argv[1], enc, sizeof(enc)))
+            return EXIT_USAGE;
+        bool by_id = strspn(x->argv[1], "0123456789") == strlen(x->argv[1]);
+        snprintf(path, sizeof(path), "/v1/operator/raft/peer?%s=%s", by_id ? "id" : "address",
+                 enc);
+        int rc = reg_client_request(x->client, "DELETE", path, NULL, 0, NULL, NULL, NULL, NULL);
+        return rc != 0 ? server_error(x, rc) : 0;
+    }
+    return usage_error("raft: use raft list | raft remove ID|HOST:PORT");
+}
+
+/* Leave the cluster: the server we talk to asks the leader to remove it. */
+static int cmd_leave(struct ctl *x)
+{
+    if (x->argc != 0)
+        return usage_error("leave takes no arguments");
+    json_t *self;
+    int rc = get_json(x, "/v1/internal/raft/self", &self);
+    if (rc != 0)
+        return rc;
+    char enc[600], path[700];
+    reg_url_encode(json_string_value(json_object_get(self, "Raft")) ?: "", enc, sizeof(enc));
+    json_decref(self);
+    snprintf(path, sizeof(path), "/v1/operator/raft/peer?address=%s", enc);
+    rc = reg_client_request(x->client, "DELETE", path, NULL, 0, NULL, NULL, NULL, NULL);
+    return rc != 0 ? server_error(x, rc) : 0;
+}
+
 static const struct verb {
     const char *name;
     int (*run)(struct ctl *x);
@@ -618,6 +711,10 @@ static const struct verb {
     {"pick", cmd_pick,
      "pick NAME [--strategy S] [--tag T] [-n N]  choose instances as libregistry would\n"
      "         (S: round_robin, weighted, least_connections, latency); -n N: distribution"},
+    {"snapshot", cmd_snapshot,
+     "snapshot save FILE | snapshot restore FILE  save or restore the whole registry"},
+    {"raft", cmd_raft, "raft list | raft remove ID|HOST:PORT  cluster members"},
+    {"leave", cmd_leave, "leave                             take this server out of its cluster"},
     {"watch", cmd_watch,
      "watch NAME [--tag T] [--all]      print the instance list at every change (Ctrl-C ends)"},
 };

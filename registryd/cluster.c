@@ -35,7 +35,7 @@
 #define CLUSTER_READY_TIMEOUT_MS 30000
 #define CLUSTER_STATUS_POLL_MS 50
 
-enum proposal_kind { PROP_APPLY, PROP_ADD_VOTER, PROP_REMOVE };
+enum proposal_kind { PROP_APPLY, PROP_ADD_VOTER, PROP_REMOVE, PROP_BARRIER };
 
 struct proposal {
     struct proposal *next;
@@ -44,6 +44,7 @@ struct proposal {
     raft_id member_id;      /* PROP_ADD_VOTER / PROP_REMOVE */
     char member_addr[64];
     struct raft_change change;
+    struct raft_barrier barrier;
     struct raft_apply req;
     void *buf;
     size_t len;
@@ -79,6 +80,7 @@ struct cluster {
     bool barrier_sent;
     bool io_init, transport_init, raft_init;
     bool running; /* cluster_run succeeded (atomic) */
+    bool announce_again; /* a restore replaced the server records */
 
     /* front end -> cluster */
     pthread_mutex_t in_lock;
@@ -204,6 +206,8 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
     struct store_change chg;
     int rc = store_apply(c->opt.store, buf->base, buf->len, &chg);
     *result = (void *)(intptr_t)rc;
+    if (rc == 0 && chg.index == UINT64_MAX)
+        c->announce_again = true; /* see poll_cb */
     if (rc == 0 && chg.n > 0) {
         struct change_msg *m = malloc(sizeof(*m));
         if (m != NULL) {
@@ -253,6 +257,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
         log_error("cluster", "msg=\"snapshot restore failed\" error=\"%s\"", reg_strerror(rc));
         return RAFT_CORRUPT;
     }
+    log_info("cluster", "msg=\"snapshot installed\" bytes=%zu", buf->len);
     raft_free(buf->base); /* ownership passed to us on success */
     struct change_msg *m = calloc(1, sizeof(*m));
     if (m != NULL) { /* everything may have changed: wake every watcher */
@@ -319,6 +324,12 @@ static void add_cb(struct raft_change *req, int status)
         complete(p, map_raft_error(rv));
 }
 
+static void read_barrier_cb(struct raft_barrier *req, int status)
+{
+    struct proposal *p = req->data;
+    complete(p, status != 0 ? map_raft_error(status) : 0);
+}
+
 static void ignore_done(void *arg, int status)
 {
     (void)arg;
@@ -379,6 +390,12 @@ static void wake_cb(uv_async_t *h)
             if (rv != 0)
                 complete(p, map_raft_error(rv));
             break;
+        case PROP_BARRIER:
+            p->barrier.data = p;
+            rv = raft_barrier(&c->raft, &p->barrier, read_barrier_cb);
+            if (rv != 0)
+                complete(p, map_raft_error(rv));
+            break;
         default: {
             struct raft_buffer rb = {p->buf, p->len};
             p->req.data = p;
@@ -427,6 +444,10 @@ static void poll_cb(uv_timer_t *t)
     }
     if (state != RAFT_LEADER)
         c->barrier_sent = false; /* a future term's leadership needs its own */
+    if (c->announce_again && state == RAFT_LEADER) {
+        c->announce_again = false;
+        announce_self(c);
+    }
     /* A follower is ready once it follows a leader and has applied what it
      * knows to be committed. */
     if (state == RAFT_FOLLOWER && lid != 0 && raft_last_applied(&c->raft) >= c->raft.commit_index &&
@@ -591,6 +612,11 @@ void cluster_remove(struct cluster *c, uint64_t id, cluster_done_cb cb, void *ar
     change_member(c, PROP_REMOVE, id, NULL, cb, arg);
 }
 
+void cluster_confirm_leadership(struct cluster *c, cluster_done_cb cb, void *arg)
+{
+    change_member(c, PROP_BARRIER, 0, NULL, cb, arg);
+}
+
 int cluster_new(const struct cluster_options *opt, struct cluster **out, char *err,
                 size_t errlen)
 {
@@ -678,8 +704,9 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
     }
     c->raft_init = true;
     raft_set_pre_vote(&c->raft, true);
-    raft_set_snapshot_threshold(&c->raft, 8192);
-    raft_set_snapshot_trailing(&c->raft, 2048);
+    unsigned threshold = c->opt.snapshot_threshold ? c->opt.snapshot_threshold : 8192;
+    raft_set_snapshot_threshold(&c->raft, threshold);
+    raft_set_snapshot_trailing(&c->raft, threshold / 4 ? threshold / 4 : 1);
 
     if (n > 0) {
         struct raft_configuration conf;

@@ -38,6 +38,7 @@ struct cluster_options {
     cluster_change_cb on_change;
     void *change_arg;
     const char *http_addr; /* announced when leading, so followers can forward */
+    unsigned snapshot_threshold; /* entries between snapshots; 0: 8192 */
 };
 
 /* A member of the initial configuration of a new cluster. */
@@ -77,6 +78,10 @@ int cluster_wait_ready(struct cluster *c, int timeout_ms);
 void cluster_add_voter(struct cluster *c, uint64_t id, const char *raft_addr, cluster_done_cb cb,
                        void *arg);
 void cluster_remove(struct cluster *c, uint64_t id, cluster_done_cb cb, void *arg);
+
+/* For ?consistent reads: commit a barrier, which succeeds only while this
+ * server still leads a quorum and once everything before it is applied. */
+void cluster_confirm_leadership(struct cluster *c, cluster_done_cb cb, void *arg);
 
 /* Stop raft, join the thread, free everything. Call on the front-end
  * thread after its loop has stopped: submissions still pending get their

@@ -5,6 +5,7 @@
  */
 #include "command.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "registry/error.h"
@@ -79,4 +80,62 @@ void cmd_fini(struct command *cmd)
 {
     json_decref(cmd->args);
     cmd->args = NULL;
+}
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+int cmd_base64_encode(const void *data, size_t len, char **out)
+{
+    const unsigned char *p = data;
+    char *o = malloc((len + 2) / 3 * 4 + 1), *q = o;
+    if (o == NULL)
+        return REG_ENOMEM;
+    for (size_t i = 0; i < len; i += 3) {
+        unsigned v = (unsigned)p[i] << 16 | (i + 1 < len ? (unsigned)p[i + 1] << 8 : 0) |
+                     (i + 2 < len ? p[i + 2] : 0);
+        *q++ = b64[v >> 18 & 63];
+        *q++ = b64[v >> 12 & 63];
+        *q++ = i + 1 < len ? b64[v >> 6 & 63] : '=';
+        *q++ = i + 2 < len ? b64[v & 63] : '=';
+    }
+    *q = '\0';
+    *out = o;
+    return 0;
+}
+
+int cmd_base64_decode(const char *text, void **out, size_t *len)
+{
+    size_t n = strlen(text);
+    if (n % 4 != 0)
+        return REG_EINVAL;
+    unsigned char *o = malloc(n / 4 * 3 + 1);
+    size_t k = 0;
+    if (o == NULL)
+        return REG_ENOMEM;
+    for (size_t i = 0; i < n; i += 4) {
+        unsigned v = 0;
+        int pad = 0;
+        for (int j = 0; j < 4; j++) {
+            char ch = text[i + j];
+            const char *at = ch ? strchr(b64, ch) : NULL;
+            if (ch == '=' && i + 4 == n && j >= 2) {
+                pad++;
+                v <<= 6;
+                continue;
+            }
+            if (at == NULL || pad) {
+                free(o);
+                return REG_EINVAL;
+            }
+            v = v << 6 | (unsigned)(at - b64);
+        }
+        o[k++] = (unsigned char)(v >> 16);
+        if (pad < 2)
+            o[k++] = (unsigned char)(v >> 8);
+        if (pad < 1)
+            o[k++] = (unsigned char)v;
+    }
+    *out = o;
+    *len = k;
+    return 0;
 }

@@ -27,7 +27,8 @@
     X(CMD_DEREGISTER, 2, "deregister")    \
     X(CMD_CHECK_UPDATE, 3, "check_update") \
     X(CMD_MAINTENANCE, 4, "maintenance")  \
-    X(CMD_SERVER, 5, "server")
+    X(CMD_SERVER, 5, "server")            \
+    X(CMD_RESTORE, 6, "restore")
 
 enum cmd_op {
 #define CMD_ENUM_(op, value, name) op = value,
@@ -48,6 +49,12 @@ const char *cmd_op_name(enum cmd_op op);
  * REG_ENOMEM / REG_EINVAL (unknown op, args not an object).
  */
 int cmd_encode(const struct command *cmd, void *(*alloc)(size_t), void **buf, size_t *len);
+
+/* Base64 (RFC 4648) for binary data in command arguments (a restored
+ * snapshot travels as {"Data": "<base64>"}). *out is malloc'd; the caller
+ * frees it. Decoding returns REG_EINVAL on anything that is not base64. */
+int cmd_base64_encode(const void *data, size_t len, char **out);
+int cmd_base64_decode(const char *text, void **out, size_t *len);
 
 /*
  * Decode buf into out (out->args is a new reference the caller must

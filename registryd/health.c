@@ -889,6 +889,30 @@ static void resync_all(struct health *h)
     json_decref(names);
 }
 
+struct check_list {
+    struct hcheck **v;
+    size_t n;
+};
+
+static void collect_check(const char *key, void *value, void *arg)
+{
+    struct check_list *l = arg;
+    (void)key;
+    l->v[l->n++] = value;
+}
+
+/* Forget every check (before reloading them all). */
+static void drop_all(struct health *h)
+{
+    struct check_list l = {calloc(strmap_count(h->by_id) + 1, sizeof(struct hcheck *)), 0};
+    if (l.v == NULL)
+        return;
+    strmap_each(h->by_id, collect_check, &l);
+    for (size_t i = 0; i < l.n; i++)
+        check_remove(h, l.v[i]);
+    free(l.v);
+}
+
 /* ---- inbox, tick, thread ------------------------------------------------ */
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -910,6 +934,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
                 log_debug("health", "msg=\"ttl heartbeat\" check=%s", c->id);
                 set_timer(c->timer, c->ttl_ms);
             }
+        } else if (m->key[0] == '\0') {
+            drop_all(h);
+            resync_all(h);
         } else if (rd != NULL || store_read_begin(h->opt.store, &rd) == 0) {
             resync_sid(h, rd, m->key);
         }
@@ -1171,7 +1198,9 @@ void health_notify(struct health *h, const struct store_change *chg)
 {
     if (h == NULL)
         return;
-    if (chg->service_id[0] != '\0')
+    if (chg->index == UINT64_MAX)
+        post(h, "", false); /* the whole store was replaced: start over */
+    else if (chg->service_id[0] != '\0')
         post(h, chg->service_id, false);
 }
 

@@ -423,6 +423,14 @@ void http_finish_write(struct http_req *r, int status)
     write_done(r, status);
 }
 
+void http_finish_raw(struct http_req *r, struct evbuffer *body)
+{
+    add_consul_headers(r, 0);
+    evhttp_send_reply(r->req, 200, "OK", body);
+    evbuffer_free(body);
+    req_free(r);
+}
+
 void http_finish_json(struct http_req *r, json_t *body)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
@@ -560,6 +568,7 @@ static void forward_done(struct evhttp_request *resp, void *arg)
 #define FORWARD_TRIES 40 /* an election and the new leader's announcement: ~4 s */
 
 static void forward_to_leader(struct http_req *r);
+static void dispatch(struct http_req *r);
 
 static void forward_retry(evutil_socket_t fd, short what, void *arg)
 {
@@ -593,10 +602,7 @@ static void forward_to_leader(struct http_req *r)
         goto fail;
     }
     if (st.is_leader) { /* became the leader meanwhile */
-        if (r->route->custom)
-            r->route->custom(r);
-        else
-            start_write(r);
+        dispatch(r);
         return;
     }
     if (!st.known_leader) {
@@ -653,14 +659,53 @@ fail:
     req_free(r);
 }
 
-/* Writes go to the leader; true when this server must forward. */
+/* Writes, membership changes and ?consistent reads go to the leader; true
+ * when this server must forward. */
 static bool must_forward(struct http_req *r)
 {
-    if (r->route->write == NULL && !r->route->leader_only)
+    bool consistent = r->route->read && http_flag(r, "consistent");
+    if (r->route->write == NULL && !r->route->leader_only && !consistent)
         return false;
     struct cluster_status st;
     cluster_get_status(r->srv->opt.cluster, &st);
     return !st.is_leader;
+}
+
+static void consistent_ready(void *arg, int status)
+{
+    struct http_req *r = arg;
+    if (status != 0) {
+        http_fail(r, 500, "No cluster leader (leadership not confirmed: %s)",
+                  reg_strerror(status));
+        reply_error(r, 0);
+        req_free(r);
+        return;
+    }
+    start_read(r);
+}
+
+/* Route a request that this server handles itself. Reads: ?consistent
+ * first confirms leadership with a quorum round; the default mode needs a
+ * known leader (Consul's rule); ?stale always answers from the local store. */
+static void dispatch(struct http_req *r)
+{
+    if (r->route->custom) {
+        r->route->custom(r);
+    } else if (r->route->write) {
+        start_write(r);
+    } else if (http_flag(r, "consistent")) {
+        cluster_confirm_leadership(r->srv->opt.cluster, consistent_ready, r);
+    } else {
+        struct cluster_status st;
+        cluster_get_status(r->srv->opt.cluster, &st);
+        if (r->route->watch != WATCH_NONE && !st.known_leader && !http_flag(r, "stale")) {
+            http_fail(r, 500, "No cluster leader (add ?stale to read this server's copy)");
+            reply_error(r, 0);
+            req_free(r);
+            return;
+        }
+        start_read(r);
+    }
 }
 
 static bool route_matches(const struct http_route *rt, const char *path, size_t *len)
@@ -731,12 +776,8 @@ static void handle(struct evhttp_request *req, void *arg)
         goto fail;
     if (must_forward(r))
         forward_to_leader(r);
-    else if (r->route->custom)
-        r->route->custom(r);
-    else if (r->route->write)
-        start_write(r);
     else
-        start_read(r);
+        dispatch(r);
     return;
 fail:
     reply_error(r, 0);

@@ -92,6 +92,8 @@ extern const struct http_route http_operator_routes[];
  * matching error), or with a JSON body. Both free r. */
 void http_finish_write(struct http_req *r, int status);
 void http_finish_json(struct http_req *r, json_t *body);
+/* End with 200 and this body (taken), with the Consul headers. */
+void http_finish_raw(struct http_req *r, struct evbuffer *body);
 
 /* Set r->status/errmsg; returns -1 for `return http_fail(...)`. */
 int http_fail(struct http_req *r, int status, const char *fmt, ...)

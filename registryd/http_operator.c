@@ -7,7 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
 #include "cluster.h"
+#include "command.h"
 #include "http_internal.h"
 #include "registry/error.h"
 
@@ -91,7 +96,63 @@ static void do_remove_peer(struct http_req *r)
     cluster_remove(r->srv->opt.cluster, member, change_done, r);
 }
 
+/* GET /v1/snapshot: a point-in-time copy of the whole store (binary; the
+ * format registryd's raft snapshots use), for PUT /v1/snapshot. */
+static void do_snapshot_save(struct http_req *r)
+{
+    void *data;
+    size_t len;
+    if (store_snapshot(r->srv->opt.store, &data, &len) != 0) {
+        http_fail(r, 500, "Snapshot failed");
+        http_finish_write(r, REG_ESTORE);
+        return;
+    }
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) {
+        free(data);
+        http_finish_write(r, REG_ENOMEM);
+        return;
+    }
+    evbuffer_add(b, data, len);
+    free(data);
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
+                      "application/octet-stream");
+    http_finish_raw(r, b);
+}
+
+/* PUT /v1/snapshot: replace everything with a saved snapshot, through raft
+ * so that every server restores the same data. */
+static void do_snapshot_restore(struct http_req *r)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+    size_t len = evbuffer_get_length(in);
+    unsigned char *data = len >= 8 ? evbuffer_pullup(in, -1) : NULL;
+    char *b64 = NULL;
+    void *buf;
+    size_t blen;
+    if (data == NULL || memcmp(data, "RSNAP001", 8) != 0) {
+        http_fail(r, 400, "Not a registryd snapshot (GET /v1/snapshot makes one)");
+        http_finish_write(r, REG_EINVAL);
+        return;
+    }
+    if (cmd_base64_encode(data, len, &b64) != 0) {
+        http_finish_write(r, REG_ENOMEM);
+        return;
+    }
+    struct command cmd = {CMD_RESTORE, json_pack("{s:s}", "Data", b64)};
+    free(b64);
+    int rc = cmd.args ? cmd_encode(&cmd, cluster_alloc, &buf, &blen) : REG_ENOMEM;
+    cmd_fini(&cmd);
+    if (rc != 0) {
+        http_finish_write(r, rc);
+        return;
+    }
+    cluster_submit(r->srv->opt.cluster, buf, blen, change_done, r);
+}
+
 const struct http_route http_operator_routes[] = {
+    {"GET", "/v1/snapshot", NULL, NULL, WATCH_NONE, do_snapshot_save, false},
+    {"PUT", "/v1/snapshot", NULL, NULL, WATCH_NONE, do_snapshot_restore, true},
     {"GET", "/v1/internal/raft/self", read_raft_self, NULL, WATCH_NONE, NULL, false},
     {"PUT", "/v1/internal/raft/join", NULL, NULL, WATCH_NONE, do_join, true},
     {"GET", "/v1/operator/raft/configuration", read_raft_configuration, NULL, WATCH_NONE, NULL,

@@ -169,6 +169,7 @@ int main(int argc, char **argv)
     };
     listeners.watch = watch;
     copt.http_addr = conf.http_addr;
+    copt.snapshot_threshold = conf.raft_snapshot_threshold;
     /* A single server starts raft here and is its own leader before it
      * serves; a cluster member serves first (the others must reach it) and
      * forms or joins the cluster on the formation thread. */

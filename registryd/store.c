@@ -409,6 +409,43 @@ static int apply_server(struct apply_ctx *a, json_t *args)
     return put_json(a->txn, a->s->dbi[DB_META], key, args);
 }
 
+static int restore_bytes(struct store *s, const void *buf, size_t len);
+
+/* Replace everything with a snapshot (PUT /v1/snapshot). The index never
+ * goes backwards, so that blocking queries see the change. */
+static int apply_restore(struct store *s, json_t *args, struct store_change *chg)
+{
+    void *data;
+    size_t len;
+    const char *text = json_string_value(json_object_get(args, "Data"));
+    if (text == NULL || cmd_base64_decode(text, &data, &len) != 0)
+        return REG_EINVAL;
+    struct store_read *rd;
+    uint64_t before = 0;
+    if (store_read_begin(s, &rd) == 0) {
+        before = store_index(rd);
+        store_read_end(rd);
+    }
+    int rc = restore_bytes(s, data, len);
+    free(data);
+    if (rc != 0)
+        return rc;
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
+        return lmdb_fail("mdb_txn_begin", rc);
+    uint64_t after = get_u64(txn, s->dbi[DB_META], "index");
+    uint64_t index = after > before ? after : before + 1;
+    if ((rc = put_u64(txn, s->dbi[DB_META], "index", index)) != 0) {
+        mdb_txn_abort(txn);
+        return lmdb_fail("put index", rc);
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0)
+        return lmdb_fail("mdb_txn_commit", rc);
+    chg->n = 1;
+    chg->index = UINT64_MAX; /* everything may have changed */
+    return 0;
+}
+
 int store_get_server(struct store_read *r, const char *raft_addr, json_t **out)
 {
     char key[STORE_NAME_MAX + 16];
@@ -426,6 +463,11 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
     if (cmd_decode(buf, len, &cmd) != 0) {
         log_error("store", "msg=\"undecodable command skipped\" bytes=%zu", len);
         return REG_EINVAL;
+    }
+    if (cmd.op == CMD_RESTORE) {
+        rc = apply_restore(s, cmd.args, chg);
+        cmd_fini(&cmd);
+        return rc;
     }
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) {
         cmd_fini(&cmd);
@@ -447,6 +489,9 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
         break;
     case CMD_SERVER:
         rc = apply_server(&a, cmd.args);
+        break;
+    case CMD_RESTORE: /* handled above, outside this transaction */
+        rc = REG_EINVAL;
         break;
     }
     cmd_fini(&cmd);
@@ -532,6 +577,11 @@ int store_snapshot(struct store *s, void **buf, size_t *len)
 }
 
 int store_restore(struct store *s, const void *buf, size_t len)
+{
+    return restore_bytes(s, buf, len);
+}
+
+static int restore_bytes(struct store *s, const void *buf, size_t len)
 {
     const unsigned char *p = buf, *end = p + len;
     MDB_txn *txn;

@@ -176,5 +176,112 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(leader.request("DELETE", "/v1/operator/raft/peer")[0], 400)
 
 
+    def test_read_modes_snapshot_and_cli(self):
+        leader = self.leader()
+        follower = [d for d in self.servers if d is not leader][0]
+        for sid in ("keep-1", "keep-2"):
+            status, _ = follower.request("PUT", "/v1/agent/service/register",
+                                         json.dumps({"Name": "keep", "ID": sid}))
+            self.assertEqual(status, 200)
+        # ?consistent on a follower goes to the leader, which confirms its
+        # leadership first; the answer holds every acknowledged write
+        status, text, headers = follower.request_full("GET", "/v1/catalog/service/keep?consistent")
+        self.assertEqual(status, 200, text)
+        self.assertEqual(sorted(r["ServiceID"] for r in json.loads(text)), ["keep-1", "keep-2"])
+        self.assertEqual(headers["X-Consul-KnownLeader"], "true")
+        rc, out, err = follower.ctl("raft", "list")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.count("follower"), 2)
+        self.assertEqual(out.count("leader"), 1)
+
+        snap = os.path.join(self.tmp.path, "snap.bin")
+        rc, out, err = follower.ctl("snapshot", "save", snap)
+        self.assertEqual(rc, 0, err)
+        follower.request("PUT", "/v1/agent/service/deregister/keep-1")
+        follower.request("PUT", "/v1/agent/service/register", json.dumps({"Name": "new", "ID": "new-1"}))
+        rc, out, err = self.servers[2].ctl("snapshot", "restore", snap)
+        self.assertEqual(rc, 0, err)
+        deadline = time.monotonic() + 5
+        want = {"keep-1", "keep-2"}
+        while time.monotonic() < deadline and not all(self.ids(d) == want for d in self.servers):
+            time.sleep(0.05)
+        for d in self.servers:
+            self.assertEqual(self.ids(d), want)
+        # writes still work after a restore (the leader announced itself again)
+        status, text = follower.request("PUT", "/v1/agent/service/register",
+                                        json.dumps({"Name": "after", "ID": "after-1"}))
+        self.assertEqual(status, 200, text)
+        rc, out, err = follower.ctl("snapshot", "restore", "/etc/hostname")
+        self.assertEqual(rc, 1)
+        self.assertIn("Not a registryd snapshot", err)
+
+        # a server that lost its leader still answers ?stale, flagged
+        for d in self.servers:
+            if d is not follower:
+                d.kill9()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and leader_of(follower):
+            time.sleep(0.1)
+        status, text, headers = follower.request_full("GET", "/v1/catalog/service/keep?stale")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["X-Consul-KnownLeader"], "false")
+        self.assertEqual(len(json.loads(text)), 2)
+        status, text = follower.request("GET", "/v1/catalog/service/keep")
+        self.assertEqual(status, 500)
+        self.assertIn("leader", text)
+        status, text = follower.request("PUT", "/v1/agent/service/register",
+                                        json.dumps({"Name": "x", "ID": "x-1"}), timeout=15)
+        self.assertEqual(status, 500)  # the minority refuses writes
+
+
+class FiveServersTest(unittest.TestCase):
+    """Replace a dead member of five; the newcomer catches up by snapshot."""
+
+    def test_replace_member_catch_up_by_snapshot(self):
+        tmp = TempDir()
+        servers = [Registryd(data_dir=os.path.join(tmp.path, "s%d" % i)) for i in range(5)]
+        joins = []
+        for d in servers:
+            joins += ["--join", d.addr]
+        for d in servers:
+            d.extra = ["--bootstrap-expect", "5", "--raft-snapshot-threshold", "64"] + joins
+            d.start(wait=False)
+        try:
+            for d in servers:
+                d.wait_ready(timeout=30)
+            for i in range(300):  # several snapshots' worth of log
+                status, _ = servers[i % 5].request("PUT", "/v1/agent/service/register",
+                                                   json.dumps({"Name": "many", "ID": "m-%d" % i}))
+                self.assertEqual(status, 200)
+            dead = servers[4]
+            raft = json.loads(dead.request("GET", "/v1/internal/raft/self")[1])["Raft"]
+            dead.kill9()
+            status, text = servers[0].request("DELETE",
+                                              "/v1/operator/raft/peer?address=%s" % raft)
+            self.assertEqual(status, 200, text)
+            fresh = Registryd(data_dir=os.path.join(tmp.path, "s5"),
+                              extra_args=["--join", servers[1].addr,
+                                          "--raft-snapshot-threshold", "64"])
+            servers.append(fresh)
+            fresh.start(wait=False)
+            fresh.wait_ready(timeout=30)
+            deadline = time.monotonic() + 15
+            count = 0
+            while time.monotonic() < deadline:
+                count = len(json.loads(fresh.request("GET", "/v1/agent/services?stale")[1]))
+                if count == 300:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(count, 300)
+            self.assertIn("snapshot", fresh.log().lower())
+            conf = json.loads(servers[0].request("GET", "/v1/operator/raft/configuration")[1])
+            self.assertEqual(len(conf["Servers"]), 5)
+        finally:
+            for d in servers:
+                if d.proc is not None:
+                    d.stop(check=False)
+            tmp.cleanup()
+
+
 if __name__ == "__main__":
     unittest.main()
