@@ -168,7 +168,19 @@ int main(int argc, char **argv)
         .change_arg = &listeners,
     };
     listeners.watch = watch;
-    copt.http_addr = conf.http_addr;
+    /* The HTTP address other servers forward to: a wildcard listener is
+     * announced with the raft address's host. */
+    char advertise[320];
+    {
+        char hh[256], rh[256];
+        unsigned short hp, rp;
+        snprintf(advertise, sizeof(advertise), "%s", conf.http_addr);
+        if (conf_split_hostport(conf.http_addr, hh, sizeof(hh), &hp) == 0 &&
+            (strcmp(hh, "0.0.0.0") == 0 || strcmp(hh, "::") == 0) && conf.raft_addr &&
+            conf_split_hostport(conf.raft_addr, rh, sizeof(rh), &rp) == 0)
+            snprintf(advertise, sizeof(advertise), "%s:%u", rh, hp);
+    }
+    copt.http_addr = advertise;
     copt.snapshot_threshold = conf.raft_snapshot_threshold;
     /* A single server starts raft here and is its own leader before it
      * serves; a cluster member serves first (the others must reach it) and
@@ -242,7 +254,7 @@ int main(int argc, char **argv)
     if (clustered) {
         struct formation_options fopt = {
             .cluster = cluster,
-            .http_addr = conf.http_addr,
+            .http_addr = advertise,
             .bootstrap_expect = conf.bootstrap_expect,
             .join = conf.join,
         };
