@@ -31,6 +31,7 @@ struct conf {
     unsigned bootstrap_expect; /* --bootstrap-expect N, default 1 (a single server) */
     char *join;            /* --join HOST:PORT[,...] (HTTP addresses), NULL: none */
     unsigned raft_snapshot_threshold; /* entries between raft snapshots, default 8192 */
+    bool leave_on_terminate; /* SIGTERM leaves the cluster first, default false */
     char *datacenter;      /* --datacenter NAME, default "dc1" */
     enum log_level log_level; /* --log-level debug|info|warn|error, default info */
     size_t max_body_size;  /* --max-body-size BYTES, default 1048576 (1 MiB) */

@@ -13,6 +13,8 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
+#include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,7 @@
 #include "store.h"
 #include "watch.h"
 #include "health.h"
+#include "registry/registry.h"
 #include "dns_server.h"
 #include "formation.h"
 
@@ -45,11 +48,84 @@ static void on_change(void *arg, const struct store_change *chg)
     health_notify(l->health, chg);
 }
 
+/* What SIGTERM needs to leave the cluster first (leave_on_terminate). */
+struct leaving {
+    struct event_base *base;
+    struct cluster *cluster;
+    struct store *store;
+    bool enabled, started;
+    bool thread_started;
+    pthread_t thread;
+};
+
+static void left(void *arg, int status)
+{
+    struct leaving *l = arg;
+    if (status != 0)
+        log_warn("main", "msg=\"could not leave the cluster\" error=\"%s\"",
+                 reg_strerror(status));
+    else
+        log_info("main", "msg=\"left the cluster\"");
+    event_base_loopexit(l->base, NULL);
+}
+
+/* A follower asks the leader (over HTTP, from a thread: the front end must
+ * keep running) to remove it. */
+static void *leave_via_leader(void *arg)
+{
+    struct leaving *l = arg;
+    int rc = REG_ENOTLEADER;
+    /* A server that has just joined may not know where the leader listens
+     * yet: give it a few seconds to learn. */
+    for (int attempt = 0; attempt < 50 && rc != 0; attempt++) {
+        struct cluster_status st;
+        struct store_read *rd;
+        json_t *server = NULL;
+        if (attempt)
+            usleep(100 * 1000);
+        cluster_get_status(l->cluster, &st);
+        if (st.known_leader && store_read_begin(l->store, &rd) == 0) {
+            store_get_server(rd, st.leader_addr, &server);
+            store_read_end(rd);
+        }
+        const char *http = json_string_value(json_object_get(server, "HTTP"));
+        struct reg_client *c;
+        if (http && reg_client_new(&c, http) == 0) {
+            char path[96];
+            snprintf(path, sizeof(path), "/v1/operator/raft/peer?id=%llu",
+                     (unsigned long long)st.self_id);
+            reg_client_set_timeout(c, 5000);
+            rc = reg_client_request(c, "DELETE", path, NULL, 0, NULL, NULL, NULL, NULL);
+            reg_client_free(c);
+        }
+        json_decref(server);
+    }
+    left(l, rc);
+    return NULL;
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
+    struct leaving *l = arg;
     (void)what;
+    if (l->enabled && sig == SIGTERM && !l->started && l->cluster) {
+        struct cluster_status st;
+        cluster_get_status(l->cluster, &st);
+        l->started = true;
+        log_info("main", "msg=\"leaving the cluster before shutting down\"");
+        struct timeval grace = {10, 0}; /* leave or not, stop within 10 s */
+        event_base_loopexit(l->base, &grace);
+        if (st.is_leader) {
+            cluster_remove(l->cluster, st.self_id, left, l);
+            return;
+        }
+        if (pthread_create(&l->thread, NULL, leave_via_leader, l) == 0) {
+            l->thread_started = true;
+            return;
+        }
+    }
     log_info("main", "msg=\"shutting down\" signal=%d", (int)sig);
-    event_base_loopexit(arg, NULL);
+    event_base_loopexit(l->base, NULL);
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -102,6 +178,7 @@ int main(int argc, char **argv)
     struct health *health = NULL;
     struct dns_server *dns = NULL;
     struct formation *formation = NULL;
+    struct leaving leaving = {0};
     struct change_listeners listeners = {0};
     int lock_fd = -1, status = 1;
 
@@ -245,8 +322,10 @@ int main(int argc, char **argv)
         log_error("main", "msg=\"cannot start DNS\" error=\"%s\"", err);
         goto out;
     }
-    sigterm = evsignal_new(base, SIGTERM, on_signal, base);
-    sigint = evsignal_new(base, SIGINT, on_signal, base);
+    leaving = (struct leaving){.base = base, .cluster = cluster, .store = store,
+                               .enabled = clustered && conf.leave_on_terminate};
+    sigterm = evsignal_new(base, SIGTERM, on_signal, &leaving);
+    sigint = evsignal_new(base, SIGINT, on_signal, &leaving);
     if (!sigterm || !sigint || evsignal_add(sigterm, NULL) != 0 || evsignal_add(sigint, NULL) != 0) {
         log_error("main", "msg=\"cannot install signal handlers\"");
         goto out;
@@ -274,6 +353,8 @@ int main(int argc, char **argv)
 out:
     /* Reverse order; parked and in-flight requests get their answers. The
      * checker goes first: it submits to the cluster. */
+    if (leaving.thread_started)
+        pthread_join(leaving.thread, NULL);
     listeners.health = NULL;
     formation_free(formation);
     dns_free(dns);

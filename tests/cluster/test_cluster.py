@@ -175,6 +175,22 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(members(), 3)
         self.assertEqual(leader.request("DELETE", "/v1/operator/raft/peer")[0], 400)
 
+        # leave_on_terminate: SIGTERM takes the server out of the configuration
+        polite = Registryd(data_dir=os.path.join(self.tmp.path, "s4"),
+                           extra_args=["--join", self.servers[2].addr, "--leave-on-terminate"])
+        self.servers.append(polite)
+        polite.start(wait=False)
+        polite.wait_ready(timeout=30)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and members() != 4:
+            time.sleep(0.05)
+        self.assertEqual(members(), 4)
+        polite.stop()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and members() != 3:
+            time.sleep(0.05)
+        self.assertEqual(members(), 3)
+
 
     def test_read_modes_snapshot_and_cli(self):
         leader = self.leader()
