@@ -90,6 +90,21 @@ static void print_json(json_t *v)
     free(s);
 }
 
+/* GET path; print the JSON with --json, else the table `rows` prints. */
+static int show(struct ctl *x, const char *path, void (*rows)(json_t *v))
+{
+    json_t *v;
+    int rc = get_json(x, path, &v);
+    if (rc != 0)
+        return rc;
+    if (x->json)
+        print_json(v);
+    else
+        rows(v);
+    json_decref(v);
+    return 0;
+}
+
 static char *join_tags(json_t *tags)
 {
     size_t i, len = 0;
@@ -118,29 +133,24 @@ static int encode(const char *in, char *out, size_t len)
 
 /* ---- verbs -------------------------------------------------------------- */
 
+static void service_rows(json_t *v)
+{
+    printf("%-32s %s\n", "NAME", "TAGS");
+    const char *name;
+    json_t *tags;
+    json_object_foreach(v, name, tags)
+    {
+        char *t = join_tags(tags);
+        printf("%-32s %s\n", name, t ? t : "");
+        free(t);
+    }
+}
+
 static int cmd_services(struct ctl *x)
 {
     if (x->argc != 0)
         return usage_error("services takes no arguments");
-    json_t *v;
-    int rc = get_json(x, "/v1/catalog/services", &v);
-    if (rc != 0)
-        return rc;
-    if (x->json) {
-        print_json(v);
-    } else {
-        printf("%-32s %s\n", "NAME", "TAGS");
-        const char *name;
-        json_t *tags;
-        json_object_foreach(v, name, tags)
-        {
-            char *t = join_tags(tags);
-            printf("%-32s %s\n", name, t ? t : "");
-            free(t);
-        }
-    }
-    json_decref(v);
-    return 0;
+    return show(x, "/v1/catalog/services", service_rows);
 }
 
 static const char *aggregate(json_t *checks)
@@ -157,6 +167,25 @@ static const char *aggregate(json_t *checks)
             st = "warning";
     }
     return st;
+}
+
+static void instance_rows(json_t *v)
+{
+    printf("%-28s %-20s %-6s %-9s %s\n", "ID", "ADDRESS", "PORT", "STATUS", "TAGS");
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e)
+    {
+        json_t *svc = json_object_get(e, "Service");
+        const char *addr = json_string_value(json_object_get(svc, "Address"));
+        if (addr == NULL || *addr == '\0')
+            addr = json_string_value(json_object_get(json_object_get(e, "Node"), "Address"));
+        char *t = join_tags(json_object_get(svc, "Tags"));
+        printf("%-28s %-20s %-6lld %-9s %s\n", json_string_value(json_object_get(svc, "ID")) ?: "",
+               addr ? addr : "", (long long)json_integer_value(json_object_get(svc, "Port")),
+               aggregate(json_object_get(e, "Checks")), t ? t : "");
+        free(t);
+    }
 }
 
 static int cmd_instances(struct ctl *x)
@@ -182,32 +211,25 @@ static int cmd_instances(struct ctl *x)
         return EXIT_USAGE;
     snprintf(path, sizeof(path), "/v1/health/service/%s%s%s%s", enc,
              passing ? "?passing=1" : "", tag ? (passing ? "&tag=" : "?tag=") : "", etag);
-    json_t *v;
-    int rc = get_json(x, path, &v);
-    if (rc != 0)
-        return rc;
-    if (x->json) {
-        print_json(v);
-    } else {
-        printf("%-28s %-20s %-6s %-9s %s\n", "ID", "ADDRESS", "PORT", "STATUS", "TAGS");
-        size_t i;
-        json_t *e;
-        json_array_foreach(v, i, e)
-        {
-            json_t *svc = json_object_get(e, "Service");
-            const char *addr = json_string_value(json_object_get(svc, "Address"));
-            if (addr == NULL || *addr == '\0')
-                addr = json_string_value(json_object_get(json_object_get(e, "Node"), "Address"));
-            char *t = join_tags(json_object_get(svc, "Tags"));
-            printf("%-28s %-20s %-6lld %-9s %s\n",
-                   json_string_value(json_object_get(svc, "ID")) ?: "", addr ? addr : "",
-                   (long long)json_integer_value(json_object_get(svc, "Port")),
-                   aggregate(json_object_get(e, "Checks")), t ? t : "");
-            free(t);
-        }
+    return show(x, path, instance_rows);
+}
+
+static void check_rows(json_t *v)
+{
+    printf("%-32s %-20s %-9s %-8s %s\n", "CHECK", "SERVICE", "STATUS", "CHANGED", "OUTPUT");
+    size_t i;
+    json_t *c;
+    json_array_foreach(v, i, c)
+    {
+        const char *out = json_string_value(json_object_get(c, "Output")) ?: "";
+        size_t olen = strcspn(out, "\r\n");
+        printf("%-32s %-20s %-9s %-8lld %.*s%s\n",
+               json_string_value(json_object_get(c, "CheckID")) ?: "",
+               json_string_value(json_object_get(c, "ServiceID")) ?: "",
+               json_string_value(json_object_get(c, "Status")) ?: "",
+               (long long)json_integer_value(json_object_get(c, "ModifyIndex")),
+               (int)(olen > 60 ? 60 : olen), out, olen > 60 || out[olen] ? "..." : "");
     }
-    json_decref(v);
-    return 0;
 }
 
 static int cmd_checks(struct ctl *x)
@@ -222,30 +244,7 @@ static int cmd_checks(struct ctl *x)
     } else {
         snprintf(path, sizeof(path), "/v1/health/state/any");
     }
-    json_t *v;
-    int rc = get_json(x, path, &v);
-    if (rc != 0)
-        return rc;
-    if (x->json) {
-        print_json(v);
-    } else {
-        printf("%-32s %-20s %-9s %-8s %s\n", "CHECK", "SERVICE", "STATUS", "CHANGED", "OUTPUT");
-        size_t i;
-        json_t *c;
-        json_array_foreach(v, i, c)
-        {
-            const char *out = json_string_value(json_object_get(c, "Output")) ?: "";
-            size_t olen = strcspn(out, "\r\n");
-            printf("%-32s %-20s %-9s %-8lld %.*s%s\n",
-                   json_string_value(json_object_get(c, "CheckID")) ?: "",
-                   json_string_value(json_object_get(c, "ServiceID")) ?: "",
-                   json_string_value(json_object_get(c, "Status")) ?: "",
-                   (long long)json_integer_value(json_object_get(c, "ModifyIndex")),
-                   (int)(olen > 60 ? 60 : olen), out, olen > 60 || out[olen] ? "..." : "");
-        }
-    }
-    json_decref(v);
-    return 0;
+    return show(x, path, check_rows);
 }
 
 static char *read_file(const char *path, size_t *len)
@@ -639,28 +638,22 @@ static int cmd_snapshot(struct ctl *x)
     return 0;
 }
 
+static void raft_rows(json_t *v)
+{
+    printf("%-12s %-22s %-9s %s\n", "ID", "ADDRESS", "STATE", "VOTER");
+    size_t i;
+    json_t *srv;
+    json_array_foreach(json_object_get(v, "Servers"), i, srv)
+    printf("%-12s %-22s %-9s %s\n", json_string_value(json_object_get(srv, "ID")),
+           json_string_value(json_object_get(srv, "Address")),
+           json_is_true(json_object_get(srv, "Leader")) ? "leader" : "follower",
+           json_is_true(json_object_get(srv, "Voter")) ? "true" : "false");
+}
+
 static int cmd_raft(struct ctl *x)
 {
-    if (x->argc == 1 && strcmp(x->argv[0], "list") == 0) {
-        json_t *v;
-        int rc = get_json(x, "/v1/operator/raft/configuration", &v);
-        if (rc != 0)
-            return rc;
-        if (x->json) {
-            print_json(v);
-        } else {
-            printf("%-12s %-22s %-9s %s\n", "ID", "ADDRESS", "STATE", "VOTER");
-            size_t i;
-            json_t *srv;
-            json_array_foreach(json_object_get(v, "Servers"), i, srv)
-            printf("%-12s %-22s %-9s %s\n", json_string_value(json_object_get(srv, "ID")),
-                   json_string_value(json_object_get(srv, "Address")),
-                   json_is_true(json_object_get(srv, "Leader")) ? "leader" : "follower",
-                   json_is_true(json_object_get(srv, "Voter")) ? "true" : "false");
-        }
-        json_decref(v);
-        return 0;
-    }
+    if (x->argc == 1 && strcmp(x->argv[0], "list") == 0)
+        return show(x, "/v1/operator/raft/configuration", raft_rows);
     if (x->argc == 2 && strcmp(x->argv[0], "remove") == 0) {
         char enc[600], path[700];
         if (encode(x->argv[1], enc, sizeof(enc)))

@@ -260,14 +260,16 @@ struct answer {
     uint32_t serial;
 };
 
-static void add_soa(struct answer *a)
+/* The zone's SOA: in the authority section of negative answers (its TTL and
+ * minimum are the negative TTL, RFC 2308), or as the answer at the apex. */
+static void add_soa(struct answer *a, int section, uint32_t ttl)
 {
     struct dns_server *s = a->s;
     char mname[DNS_NAME_MAX + 8], rname[DNS_NAME_MAX + 16];
     snprintf(mname, sizeof(mname), "ns.%s", s->domain);
     snprintf(rname, sizeof(rname), "hostmaster.%s", s->domain);
-    if (dns_msg_add_soa(&a->m, DNS_AUTHORITY, s->domain, s->opt.negative_ttl, mname, rname,
-                        a->serial, s->opt.negative_ttl) != 0)
+    if (dns_msg_add_soa(&a->m, section, s->domain, ttl, mname, rname, a->serial,
+                        s->opt.negative_ttl) != 0)
         a->truncated = true;
 }
 
@@ -338,7 +340,7 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
     }
     free(idx);
     if (answers == 0 && !a->truncated)
-        add_soa(a); /* NODATA */
+        add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl); /* NODATA */
 }
 
 /* HEX.addr.DOMAIN: the targets of SRV answers. */
@@ -361,7 +363,7 @@ static void answer_addr(struct answer *a, const char *hex, size_t len)
     size_t before = a->m.counts[DNS_ANSWER];
     add_addr(a, DNS_ANSWER, a->q->qname, &in, a->q->qtype);
     if (a->m.counts[DNS_ANSWER] == before && !a->truncated)
-        add_soa(a);
+        add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl);
 }
 
 /* Map the name under our domain (rel: "web.service", no trailing dot). */
@@ -371,16 +373,10 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
     char *labels[4];
     int n = 0;
     if (*rel == '\0') { /* the apex */
-        if (a->q->qtype == DNS_SOA) {
-            char mname[DNS_NAME_MAX + 8], rname[DNS_NAME_MAX + 16];
-            snprintf(mname, sizeof(mname), "ns.%s", s->domain);
-            snprintf(rname, sizeof(rname), "hostmaster.%s", s->domain);
-            if (dns_msg_add_soa(&a->m, DNS_ANSWER, s->domain, s->opt.ttl, mname, rname,
-                                a->serial, s->opt.negative_ttl) != 0)
-                a->truncated = true;
-        } else {
-            add_soa(a);
-        }
+        if (a->q->qtype == DNS_SOA)
+            add_soa(a, DNS_ANSWER, s->opt.ttl);
+        else
+            add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl);
         return;
     }
     for (char *p = rel; n < 4;) {
@@ -411,7 +407,7 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
         a->rcode = DNS_NXDOMAIN;
     }
     if (a->rcode == DNS_NXDOMAIN)
-        add_soa(a);
+        add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl);
 }
 
 size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t *out, size_t cap,

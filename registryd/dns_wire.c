@@ -211,19 +211,11 @@ static int put_name(struct dns_msg *m, const char *name, bool compress)
     size_t wlen = dns_name_to_wire(name, wire, sizeof(wire));
     if (wlen == 0)
         return DNS_ETRUNC;
-    if (!compress) { /* written whole, but later names may point into it */
-        if (m->len + wlen > m->cap)
-            return DNS_ETRUNC;
-        remember(m, m->len, name, wire, wlen);
-        memcpy(m->buf + m->len, wire, wlen);
-        m->len += wlen;
-        return 0;
-    }
     /* Walk the name's suffixes; the first one already present becomes a
-     * pointer, the labels before it are written out. */
+     * pointer, the labels before it are written out. SRV targets are never
+     * compressed (RFC 2782) but later names may point into them. */
     const char *suffix = name;
-    size_t wpos = 0;
-    while (wire[wpos] != 0) {
+    for (size_t wpos = 0; compress && wire[wpos] != 0;) {
         for (int i = 0; i < m->nnames; i++) {
             if (strcasecmp(m->name_str[i], suffix) == 0) {
                 if (m->len + wpos + 2 > m->cap)

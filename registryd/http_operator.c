@@ -88,9 +88,14 @@ static void do_remove_peer(struct http_req *r)
             if (strcmp(st.servers[i].addr, address) == 0)
                 member = st.servers[i].id;
     }
-    if (member == 0) {
+    if (id == NULL && address == NULL) {
         http_fail(r, 400, "Must specify ?id= or ?address= of a raft peer");
         http_finish_write(r, REG_EINVAL);
+        return;
+    }
+    if (member == 0) {
+        http_fail(r, 404, "No raft peer with address %.100s in the configuration", address);
+        http_finish_write(r, REG_ENOTFOUND);
         return;
     }
     cluster_remove(r->srv->opt.cluster, member, change_done, r);
