@@ -287,8 +287,14 @@ class FiveServersTest(unittest.TestCase):
                 status, text = retried(servers[0], "DELETE",
                                        "/v1/operator/raft/peer?address=%s" % raft)
                 self.assertIn(status, (200, 404), text)  # 404: removed by the first try
-            conf = json.loads(servers[0].request("GET", "/v1/operator/raft/configuration")[1])
-            self.assertNotIn(raft, [m["Address"] for m in conf["Servers"]])
+            def addresses():
+                conf = json.loads(servers[0].request("GET", "/v1/operator/raft/configuration")[1])
+                return [m["Address"] for m in conf["Servers"]]
+
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and raft in addresses():
+                time.sleep(0.05)
+            self.assertNotIn(raft, addresses())
             fresh = Registryd(data_dir=os.path.join(tmp.path, "s5"),
                               extra_args=["--join", servers[1].addr,
                                           "--raft-snapshot-threshold", "64"])
