@@ -489,11 +489,11 @@ void conf_print_help(FILE *out)
             "\n"
             "A replicated service registry with a Consul-compatible HTTP API.\n"
             "\n"
-            "  --config FILE        YAML file with the settings below as keys\n"
-            "                       (underscores for dashes); flags override it\n"
-            "  --check-config       validate the settings, print \"configuration OK\", exit\n"
-            "  --help, -h           this text\n"
-            "  --version            print the version\n");
+            "  --config FILE            YAML file with the settings below as keys\n"
+            "                           (underscores for dashes); flags override it\n"
+            "  --check-config           validate the settings, print \"configuration OK\", exit\n"
+            "  --help, -h               this text\n"
+            "  --version                print the version\n");
     for (size_t i = 0; i < NKEYS; i++) {
         const struct conf_key *k = &conf_keys[i];
         char flag[64], left[96];
