@@ -644,3 +644,39 @@ void conf_fini(struct conf *c)
     }
     c->config_file = NULL;
 }
+
+void conf_diff(const struct conf *a, const struct conf *b, void (*cb)(const char *key, void *arg),
+               void *arg)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct conf_key *k = &conf_keys[i];
+        const void *x = (const char *)a + k->offset, *y = (const char *)b + k->offset;
+        bool same;
+        switch (k->type) {
+        case CONF_BOOL:
+            same = *(const bool *)x == *(const bool *)y;
+            break;
+        case CONF_SIZE:
+            same = *(const size_t *)x == *(const size_t *)y;
+            break;
+        case CONF_LOGLEVEL:
+            same = *(const enum log_level *)x == *(const enum log_level *)y;
+            break;
+        case CONF_UINT:
+            same = *(const unsigned *)x == *(const unsigned *)y;
+            break;
+        case CONF_DURATION:
+            same = *(const uint64_t *)x == *(const uint64_t *)y;
+            break;
+        case CONF_RATIO:
+            same = *(const double *)x == *(const double *)y;
+            break;
+        default: {
+            const char *sx = *(char *const *)x, *sy = *(char *const *)y;
+            same = (sx == NULL && sy == NULL) || (sx && sy && strcmp(sx, sy) == 0);
+        }
+        }
+        if (!same)
+            cb(k->name, arg);
+    }
+}

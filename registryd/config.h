@@ -67,6 +67,11 @@ void conf_fini(struct conf *c);
  * Returns 0 or REG_EINVAL. host must hold hostlen bytes. */
 int conf_split_hostport(const char *addr, char *host, size_t hostlen, unsigned short *port);
 
+/* Call cb with the key of every setting whose value differs between a and
+ * b (used by SIGHUP to say what a reload could not apply). */
+void conf_diff(const struct conf *a, const struct conf *b, void (*cb)(const char *key, void *arg),
+               void *arg);
+
 /* Write the flag/key reference (from the table) to out: used by --help. */
 void conf_print_help(FILE *out);
 

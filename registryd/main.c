@@ -33,6 +33,7 @@
 #include "registry/registry.h"
 #include "dns_server.h"
 #include "formation.h"
+#include "service.h"
 
 /* Who hears about applied changes: blocking queries and the checker. */
 struct change_listeners {
@@ -104,6 +105,49 @@ static void *leave_via_leader(void *arg)
     return NULL;
 }
 
+/* SIGHUP: read the configuration again and apply what can change live
+ * (the log level); say which other changes need a restart. */
+struct reload {
+    int argc;
+    char **argv;
+    struct conf *current;
+};
+
+static void not_applied(const char *key, void *arg)
+{
+    (void)arg;
+    if (strcmp(key, "log_level") != 0)
+        log_warn("main", "msg=\"setting changed in the configuration; restart to apply\" key=%s",
+                 key);
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    struct reload *rl = arg;
+    struct conf fresh;
+    char err[512] = "";
+    (void)sig;
+    (void)what;
+    FILE *devnull = fopen("/dev/null", "w");
+    int rc = conf_load(&fresh, rl->argc, rl->argv, devnull ? devnull : stderr, err, sizeof(err));
+    if (devnull)
+        fclose(devnull);
+    if (rc != 0) {
+        log_error("main", "msg=\"reload failed; keeping the running configuration\" error=\"%s\"",
+                  err);
+    } else {
+        if (fresh.log_level != rl->current->log_level) {
+            log_init(fresh.log_level);
+            rl->current->log_level = fresh.log_level;
+            log_warn("main", "msg=\"log level changed\" log_level=%s",
+                     log_level_name(fresh.log_level));
+        }
+        conf_diff(rl->current, &fresh, not_applied, NULL);
+        log_info("main", "msg=\"configuration reloaded\"");
+    }
+    conf_fini(&fresh);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct leaving *l = arg;
@@ -170,7 +214,8 @@ int main(int argc, char **argv)
     char dev_dir[] = "/tmp/registryd-dev-XXXXXX";
     const char *data_dir;
     struct event_base *base = NULL;
-    struct event *sigterm = NULL, *sigint = NULL;
+    struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
+    struct service *service = NULL;
     struct store *store = NULL;
     struct watch *watch = NULL;
     struct cluster *cluster = NULL;
@@ -326,6 +371,12 @@ int main(int argc, char **argv)
                                .enabled = clustered && conf.leave_on_terminate};
     sigterm = evsignal_new(base, SIGTERM, on_signal, &leaving);
     sigint = evsignal_new(base, SIGINT, on_signal, &leaving);
+    struct reload reload = {argc, argv, &conf};
+    sighup = evsignal_new(base, SIGHUP, on_sighup, &reload);
+    if (sighup == NULL || event_add(sighup, NULL) != 0 || service_start(base, &service) != 0) {
+        log_error("main", "msg=\"cannot install SIGHUP or the watchdog\"");
+        goto out;
+    }
     if (!sigterm || !sigint || evsignal_add(sigterm, NULL) != 0 || evsignal_add(sigint, NULL) != 0) {
         log_error("main", "msg=\"cannot install signal handlers\"");
         goto out;
@@ -342,6 +393,7 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    service_ready("serving");
     log_info("main", "msg=\"ready\" version=%s node=%s http_addr=%s data_dir=%s%s",
              REGISTRYD_VERSION, conf.node, conf.http_addr, data_dir, conf.dev ? " dev=true" : "");
     if (event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY) < 0) {
@@ -351,6 +403,7 @@ int main(int argc, char **argv)
     status = 0;
 
 out:
+    service_stopping();
     /* Reverse order; parked and in-flight requests get their answers. The
      * checker goes first: it submits to the cluster. */
     if (leaving.thread_started)
@@ -369,6 +422,9 @@ out:
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
+    if (sighup)
+        event_free(sighup);
+    service_free(service);
     if (base)
         event_base_free(base);
     store_free(store);
