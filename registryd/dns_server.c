@@ -23,6 +23,7 @@
 
 #include "dns_wire.h"
 #include "log.h"
+#include "metrics.h"
 #include "registry/error.h"
 #include "store.h"
 #include "strmap.h"
@@ -417,8 +418,10 @@ size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t 
     int rc = dns_parse_query(pkt, len, &q);
     if (rc == DNS_EDROP)
         return 0;
-    if (rc == DNS_EFORMERR || rc == DNS_ENOTIMP)
+    if (rc == DNS_EFORMERR || rc == DNS_ENOTIMP) {
+        metrics_dns(rc == DNS_EFORMERR ? DNS_FORMERR : DNS_NOTIMP);
         return dns_msg_header_only(out, &q, rc == DNS_EFORMERR ? DNS_FORMERR : DNS_NOTIMP);
+    }
     if (!tcp) {
         size_t limit = q.edns ? (q.edns_size < DNS_UDP_MAX ? q.edns_size : DNS_UDP_MAX)
                               : DNS_UDP_MIN;
@@ -461,6 +464,7 @@ size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t 
         dns_msg_set_tc(&a.m);
     }
     a.m.buf[3] = (uint8_t)((a.m.buf[3] & 0xF0) | (a.rcode & 0xF));
+    metrics_dns(a.rcode);
     a.m.cap += opt_room;
     if (q.edns)
         dns_msg_add_opt(&a.m, DNS_UDP_MAX);

@@ -1022,6 +1022,14 @@ static uint64_t lateness_p99(struct health *h)
     return 0;
 }
 
+static void count_status(const char *key, void *value, void *arg)
+{
+    const struct hcheck *c = value;
+    (void)key;
+    if (c->status >= 0 && c->status <= ST_CRITICAL)
+        ((uint64_t *)arg)[c->status]++;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct health *h = arg;
@@ -1043,7 +1051,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         }
         json_decref(s.ids);
     }
+    uint64_t by_status[3] = {0, 0, 0};
+    strmap_each(h->by_id, count_status, by_status);
     pthread_mutex_lock(&h->lock);
+    h->stats.passing = by_status[ST_PASSING];
+    h->stats.warning = by_status[ST_WARNING];
+    h->stats.critical = by_status[ST_CRITICAL];
     h->stats.checks = strmap_count(h->by_id);
     h->stats.probes = h->probes;
     h->stats.transitions = h->transitions;

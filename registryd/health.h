@@ -43,6 +43,7 @@ struct health_stats {
     uint64_t deregistrations; /* automatic deregistrations submitted */
     uint64_t late_p99_ms;     /* p99 start lateness against schedule, last 10-20 s */
     bool self_preservation;   /* automatic deregistration on hold */
+    uint64_t passing, warning, critical; /* checks known here, by stored status */
 };
 
 /* Start the checker thread; it loads every check from the store.

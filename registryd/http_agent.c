@@ -7,8 +7,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
 #include "cluster.h"
 #include "health.h"
+#include "metrics.h"
 #include "http_internal.h"
 #include "registry/error.h"
 
@@ -546,7 +551,29 @@ static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **o
     return 0;
 }
 
+/* GET /v1/agent/metrics (Consul's JSON) or ?format=prometheus (text). */
+static void do_metrics(struct http_req *r)
+{
+    const struct http_options *o = &r->srv->opt;
+    struct metrics_sources src = {o->cluster, o->health, o->store, o->watch};
+    const char *format = http_param(r, "format");
+    bool prometheus = format && strcmp(format, "prometheus") == 0;
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL || metrics_render(&src, prometheus, b) != 0) {
+        if (b)
+            evbuffer_free(b);
+        http_fail(r, 500, "Cannot render the metrics");
+        http_finish_write(r, REG_ENOMEM);
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
+                      prometheus ? "text/plain; version=0.0.4; charset=utf-8"
+                                 : "application/json");
+    http_finish_raw(r, b);
+}
+
 const struct http_route http_agent_routes[] = {
+    {"GET", "/v1/agent/metrics", NULL, NULL, WATCH_NONE, do_metrics, false},
     {"PUT", "/v1/agent/service/register", NULL, do_register, WATCH_NONE, NULL, false},
     {"PUT", "/v1/agent/service/deregister/", NULL, do_deregister, WATCH_NONE, NULL, false},
     {"PUT", "/v1/agent/service/maintenance/", NULL, do_maintenance, WATCH_NONE, NULL, false},

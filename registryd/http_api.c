@@ -23,12 +23,14 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "cluster.h"
 #include "config.h"
 #include "http_internal.h"
 #include "duration.h"
 #include "log.h"
+#include "metrics.h"
 #include "registry/error.h"
 #include "watch.h"
 
@@ -197,8 +199,17 @@ static void reply_json(struct http_req *r, json_t *body, uint64_t index)
     evbuffer_free(b);
 }
 
+static double mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void req_free(struct http_req *r)
 {
+    metrics_http(r->route ? r->route->method : "OTHER", r->route ? r->route->path : "unmatched",
+                 r->status ? r->status : 200, mono_seconds() - r->started);
     for (int i = 0; i < r->n_params; i++) {
         free(r->params[i].key);
         free(r->params[i].value);
@@ -557,6 +568,7 @@ static void forward_done(struct evhttp_request *resp, void *arg)
             evhttp_add_header(out, "Content-Type", ct);
         const char *reason = evhttp_request_get_response_code_line(resp);
         evhttp_send_reply(r->req, code, reason ? reason : "", in);
+        r->status = code; /* for the metrics */
     }
     struct event_base *base = r->srv->opt.base;
     req_free(r);
@@ -749,6 +761,7 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     r->srv = srv;
     r->req = req;
+    r->started = mono_seconds();
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     const char *method = method_name(evhttp_request_get_command(req));

@@ -54,6 +54,7 @@ struct http_req {
     uint64_t wait_ms;   /* ?wait= with jitter applied */
     int status;         /* error reply chosen by a handler */
     int forward_tries;  /* waits for a leader to forward to */
+    double started;     /* monotonic seconds at arrival, for metrics */
     char errmsg[256];
 };
 

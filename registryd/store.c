@@ -763,3 +763,20 @@ int store_each_name(struct store_read *r, store_name_cb cb, void *arg)
         return stop;
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
 }
+
+int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t *bytes)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    MDB_envinfo info;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return lmdb_fail("mdb_txn_begin", rc);
+    *instances = mdb_stat(txn, s->dbi[DB_SERVICES], &st) == 0 ? st.ms_entries : 0;
+    *checks = mdb_stat(txn, s->dbi[DB_CHECKS], &st) == 0 ? st.ms_entries : 0;
+    mdb_txn_abort(txn);
+    *bytes = 0;
+    if (mdb_env_info(s->env, &info) == 0 && mdb_env_stat(s->env, &st) == 0)
+        *bytes = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+    return 0;
+}

@@ -84,6 +84,9 @@ int store_instance_checks(struct store_read *r, const char *service_id, json_t *
  * HTTP}, a new reference); REG_ENOTFOUND if it never announced itself. */
 int store_get_server(struct store_read *r, const char *raft_addr, json_t **out);
 
+/* How many instances and checks are stored, and the bytes LMDB uses. */
+int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t *bytes);
+
 /* Every service name that currently has at least one instance. */
 typedef int (*store_name_cb)(const char *name, void *arg);
 int store_each_name(struct store_read *r, store_name_cb cb, void *arg);

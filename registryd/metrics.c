@@ -1,0 +1,191 @@
+/*
+ * metrics.c — see metrics.h.
+ */
+#include "metrics.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#include "cluster.h"
+#include "health.h"
+#include "registry/error.h"
+#include "store.h"
+#include "watch.h"
+
+#define HTTP_SERIES 256
+static const double http_buckets[] = {0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 60};
+#define NBUCKETS (sizeof(http_buckets) / sizeof(http_buckets[0]))
+
+static struct {
+    struct {
+        const char *method, *route; /* static strings from the route tables */
+        int status;
+        uint64_t count;
+    } http[HTTP_SERIES];
+    int nhttp;
+    uint64_t http_bucket[NBUCKETS + 1]; /* the last one is +Inf */
+    double http_sum;
+    uint64_t http_count;
+    uint64_t dns_rcode[16];
+} m;
+
+void metrics_http(const char *method, const char *route, int status, double seconds)
+{
+    int i = 0;
+    for (; i < m.nhttp; i++)
+        if (m.http[i].status == status && m.http[i].route == route &&
+            strcmp(m.http[i].method, method) == 0)
+            break;
+    if (i == m.nhttp && m.nhttp < HTTP_SERIES) {
+        m.http[i].method = method;
+        m.http[i].route = route;
+        m.http[i].status = status;
+        m.nhttp++;
+    }
+    if (i < m.nhttp)
+        m.http[i].count++;
+    size_t b = 0;
+    while (b < NBUCKETS && seconds > http_buckets[b])
+        b++;
+    m.http_bucket[b]++;
+    m.http_sum += seconds;
+    m.http_count++;
+}
+
+void metrics_dns(int rcode)
+{
+    m.dns_rcode[rcode & 15]++;
+}
+
+static const char *rcode_name(int rcode)
+{
+    static const char *const names[] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
+                                        "NOTIMP", "REFUSED"};
+    return rcode < 6 ? names[rcode] : "OTHER";
+}
+
+/* One gauge, in either format. */
+static void gauge(struct evbuffer *out, json_t *gauges, const char *name, const char *help,
+                  double value)
+{
+    if (gauges) {
+        json_array_append_new(gauges, json_pack("{s:s, s:f, s:{}}", "Name", name, "Value", value,
+                                                "Labels"));
+        return;
+    }
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name,
+                        value);
+}
+
+int metrics_render(const struct metrics_sources *src, bool prometheus, struct evbuffer *out)
+{
+    struct cluster_status st;
+    struct health_stats hs;
+    uint64_t instances = 0, checks = 0, bytes = 0;
+    cluster_get_status(src->cluster, &st);
+    health_get_stats(src->health, &hs);
+    store_stats(src->store, &instances, &checks, &bytes);
+    json_t *gauges = prometheus ? NULL : json_array();
+    json_t *counters = prometheus ? NULL : json_array();
+
+    gauge(out, gauges, "registryd_raft_leader", "1 if this server leads its raft cluster",
+          st.is_leader);
+    gauge(out, gauges, "registryd_raft_known_leader", "1 if this server knows a leader",
+          st.known_leader);
+    gauge(out, gauges, "registryd_raft_term", "current raft term", (double)st.term);
+    gauge(out, gauges, "registryd_raft_commit_index", "raft commit index",
+          (double)st.commit_index);
+    gauge(out, gauges, "registryd_raft_applied_index", "last raft index applied to the store",
+          (double)st.applied_index);
+    gauge(out, gauges, "registryd_raft_last_contact_seconds",
+          "time since this server last heard from a leader", st.last_contact_ms / 1000.0);
+    gauge(out, gauges, "registryd_raft_servers", "servers in the raft configuration",
+          st.n_servers);
+    gauge(out, gauges, "registryd_blocking_queries_parked", "blocking queries waiting",
+          (double)watch_parked(src->watch));
+    gauge(out, gauges, "registryd_store_instances", "service instances stored",
+          (double)instances);
+    gauge(out, gauges, "registryd_store_checks", "checks stored", (double)checks);
+    gauge(out, gauges, "registryd_store_bytes", "bytes the LMDB store uses", (double)bytes);
+    gauge(out, gauges, "registryd_checks_passing", "checks this server probes, passing",
+          (double)hs.passing);
+    gauge(out, gauges, "registryd_checks_warning", "checks this server probes, warning",
+          (double)hs.warning);
+    gauge(out, gauges, "registryd_checks_critical", "checks this server probes, critical",
+          (double)hs.critical);
+    gauge(out, gauges, "registryd_checker_lag_p99_seconds",
+          "p99 lateness of probes against their schedule (last 10-20 s)",
+          hs.late_p99_ms / 1000.0);
+    gauge(out, gauges, "registryd_self_preservation",
+          "1 while automatic deregistration is held", hs.self_preservation);
+
+    if (prometheus) {
+        evbuffer_add_printf(out, "# HELP registryd_checker_probes_total probes completed\n"
+                                 "# TYPE registryd_checker_probes_total counter\n"
+                                 "registryd_checker_probes_total %llu\n",
+                            (unsigned long long)hs.probes);
+        evbuffer_add_printf(out, "# HELP registryd_http_requests_total HTTP requests by route "
+                                 "and status\n# TYPE registryd_http_requests_total counter\n");
+        for (int i = 0; i < m.nhttp; i++)
+            evbuffer_add_printf(out,
+                                "registryd_http_requests_total{method=\"%s\",route=\"%s\","
+                                "code=\"%d\"} %llu\n",
+                                m.http[i].method, m.http[i].route, m.http[i].status,
+                                (unsigned long long)m.http[i].count);
+        evbuffer_add_printf(out, "# HELP registryd_http_request_duration_seconds time from "
+                                 "request to reply (blocking queries included)\n"
+                                 "# TYPE registryd_http_request_duration_seconds histogram\n");
+        uint64_t cum = 0;
+        for (size_t b = 0; b < NBUCKETS; b++) {
+            cum += m.http_bucket[b];
+            evbuffer_add_printf(out,
+                                "registryd_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                                http_buckets[b], (unsigned long long)cum);
+        }
+        cum += m.http_bucket[NBUCKETS];
+        evbuffer_add_printf(out,
+                            "registryd_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+                            "registryd_http_request_duration_seconds_sum %.9g\n"
+                            "registryd_http_request_duration_seconds_count %llu\n",
+                            (unsigned long long)cum, m.http_sum,
+                            (unsigned long long)m.http_count);
+        evbuffer_add_printf(out, "# HELP registryd_dns_answers_total DNS answers by rcode\n"
+                                 "# TYPE registryd_dns_answers_total counter\n");
+        for (int r = 0; r < 16; r++)
+            if (m.dns_rcode[r])
+                evbuffer_add_printf(out, "registryd_dns_answers_total{rcode=\"%s\"} %llu\n",
+                                    rcode_name(r), (unsigned long long)m.dns_rcode[r]);
+        return 0;
+    }
+    for (int i = 0; i < m.nhttp; i++) {
+        char code[8];
+        snprintf(code, sizeof(code), "%d", m.http[i].status);
+        json_array_append_new(counters, json_pack("{s:s, s:I, s:{s:s, s:s, s:s}}", "Name",
+                                                  "registryd.http.requests", "Count",
+                                                  (json_int_t)m.http[i].count, "Labels",
+                                                  "method", m.http[i].method, "route",
+                                                  m.http[i].route, "code", code));
+    }
+    for (int r = 0; r < 16; r++)
+        if (m.dns_rcode[r])
+            json_array_append_new(counters,
+                                  json_pack("{s:s, s:I, s:{s:s}}", "Name", "registryd.dns.answers",
+                                            "Count", (json_int_t)m.dns_rcode[r], "Labels",
+                                            "rcode", rcode_name(r)));
+    char stamp[64];
+    time_t now = time(NULL);
+    strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S +0000 UTC", gmtime(&now));
+    json_t *doc = json_pack("{s:s, s:o, s:o, s:[], s:[]}", "Timestamp", stamp, "Gauges", gauges,
+                            "Counters", counters, "Points", "Samples");
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (text == NULL)
+        return REG_ENOMEM;
+    evbuffer_add(out, text, strlen(text));
+    free(text);
+    return 0;
+}

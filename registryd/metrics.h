@@ -1,0 +1,39 @@
+/*
+ * metrics.h — counters and histograms of the front end (HTTP requests by
+ * route and status, their latency, DNS answers by rcode), and the rendering
+ * of every metric registryd has — these plus the cluster's, the checker's,
+ * the store's and the blocking queries' — for GET /v1/agent/metrics, as
+ * Prometheus text (?format=prometheus) or Consul's JSON.
+ *
+ * Threads: metrics_http/metrics_dns and the rendering run on the front-end
+ * thread only (one event loop), so the counters need no locks.
+ */
+#ifndef REGISTRYD_METRICS_H
+#define REGISTRYD_METRICS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct evbuffer;
+struct cluster;
+struct health;
+struct store;
+struct watch;
+
+/* One HTTP request ended: route pattern ("unmatched" if none), status,
+ * seconds from arrival to the reply. */
+void metrics_http(const char *method, const char *route, int status, double seconds);
+/* One DNS answer with this rcode. */
+void metrics_dns(int rcode);
+
+struct metrics_sources {
+    struct cluster *cluster;
+    struct health *health;
+    struct store *store;
+    struct watch *watch;
+};
+
+/* Append every metric to out, as Prometheus text or as Consul's JSON. */
+int metrics_render(const struct metrics_sources *src, bool prometheus, struct evbuffer *out);
+
+#endif

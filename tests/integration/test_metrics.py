@@ -1,0 +1,84 @@
+#!/usr/bin/python3
+"""GET /v1/agent/metrics: Prometheus text and Consul's JSON, with numbers that
+follow what the server did."""
+import json
+import re
+import subprocess
+import time
+import unittest
+
+from harness import Registryd
+
+SAMPLE = re.compile(r'^([a-z_:][a-z0-9_:]*)(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? '
+                    r'(-?[0-9.e+-]+|\+Inf|NaN)$')
+
+
+def parse(text):
+    types, samples = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            types[name] = kind
+        elif line.startswith("#") or not line:
+            continue
+        else:
+            m = SAMPLE.match(line)
+            assert m, "malformed sample line: %r" % line
+            samples[m.group(1) + (m.group(2) or "")] = float(m.group(4))
+    return types, samples
+
+
+class MetricsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Registryd().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def prometheus(self):
+        status, text, headers = self.d.request_full("GET", "/v1/agent/metrics?format=prometheus")
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["Content-Type"].startswith("text/plain; version=0.0.4"))
+        return parse(text)
+
+    def test_counts_follow_requests(self):
+        for i in range(3):
+            self.d.request("PUT", "/v1/agent/service/register",
+                           json.dumps({"Name": "m", "ID": "m-%d" % i, "Check": {"TTL": "60s"}}))
+        self.d.request("GET", "/v1/no/such")
+        subprocess.run(["dig", "+short", "-p", str(self.d.dns_port), "@127.0.0.1",
+                        "m.service.registry", "A"], capture_output=True, timeout=10)
+        subprocess.run(["dig", "+short", "-p", str(self.d.dns_port), "@127.0.0.1",
+                        "example.com", "A"], capture_output=True, timeout=10)
+        time.sleep(1.2)  # the checker publishes its counts once a second
+        types, samples = self.prometheus()
+        for name, kind in types.items():
+            self.assertIn(kind, ("gauge", "counter", "histogram"), name)
+        reg = 'registryd_http_requests_total{method="PUT",route="/v1/agent/service/register",code="200"}'
+        self.assertGreaterEqual(samples[reg], 3)
+        self.assertGreaterEqual(
+            samples['registryd_http_requests_total{method="OTHER",route="unmatched",code="404"}'], 1)
+        self.assertGreaterEqual(samples.get('registryd_dns_answers_total{rcode="NXDOMAIN"}', 0) +
+                                samples.get('registryd_dns_answers_total{rcode="NOERROR"}', 0), 1)
+        self.assertGreaterEqual(samples['registryd_dns_answers_total{rcode="REFUSED"}'], 1)
+        self.assertEqual(samples["registryd_store_instances"], 3)
+        self.assertEqual(samples["registryd_checks_critical"], 3)  # TTL checks start critical
+        self.assertEqual(samples["registryd_raft_leader"], 1)
+        self.assertEqual(samples['registryd_http_request_duration_seconds_bucket{le="+Inf"}'],
+                         samples["registryd_http_request_duration_seconds_count"])
+        self.assertGreater(samples["registryd_store_bytes"], 0)
+
+    def test_consul_json_form(self):
+        status, text = self.d.request("GET", "/v1/agent/metrics")
+        self.assertEqual(status, 200)
+        doc = json.loads(text)
+        self.assertIn("Timestamp", doc)
+        names = {g["Name"] for g in doc["Gauges"]}
+        self.assertIn("registryd_raft_commit_index", names)
+        self.assertIsInstance(doc["Counters"], list)
+
+
+if __name__ == "__main__":
+    unittest.main()
