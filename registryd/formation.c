@@ -24,7 +24,7 @@
 
 struct formation {
     struct formation_options opt;
-    char *join, *http_addr;
+    char *join, *http_addr, *self_http;
     pthread_t thread;
     int stop; /* atomic */
 };
@@ -138,6 +138,26 @@ static void join(struct formation *f)
     reg_client_free(c);
 }
 
+/* Tell the cluster where this server's HTTP API is (through our own front
+ * end, which forwards to the leader), retrying through elections. */
+static void announce(struct formation *f)
+{
+    uint64_t id;
+    const char *raft;
+    cluster_self(f->opt.cluster, &id, &raft);
+    char body[512];
+    snprintf(body, sizeof(body), "{\"ID\": %llu, \"Raft\": \"%s\", \"HTTP\": \"%s\"}",
+             (unsigned long long)id, raft, f->http_addr);
+    struct reg_client *c;
+    if (reg_client_new(&c, f->self_http) != 0)
+        return;
+    reg_client_set_timeout(c, 5000);
+    while (!stopping(f) && reg_client_request(c, "PUT", "/v1/internal/raft/announce", body,
+                                              strlen(body), NULL, NULL, NULL, NULL) != 0)
+        nap(f, RETRY_MS * 3);
+    reg_client_free(c);
+}
+
 static void *formation_thread(void *arg)
 {
     struct formation *f = arg;
@@ -166,6 +186,7 @@ static void *formation_thread(void *arg)
             break;
         }
     }
+    announce(f);
     return NULL;
 }
 
@@ -178,11 +199,13 @@ int formation_start(const struct formation_options *opt, struct formation **out,
     f->opt = *opt;
     f->join = opt->join ? strdup(opt->join) : NULL;
     f->http_addr = strdup(opt->http_addr);
-    if ((opt->join && f->join == NULL) || f->http_addr == NULL ||
+    f->self_http = strdup(opt->self_http ? opt->self_http : opt->http_addr);
+    if ((opt->join && f->join == NULL) || f->http_addr == NULL || f->self_http == NULL ||
         pthread_create(&f->thread, NULL, formation_thread, f) != 0) {
         snprintf(err, errlen, "cannot start the cluster formation thread");
         free(f->join);
         free(f->http_addr);
+        free(f->self_http);
         free(f);
         return REG_ENOMEM;
     }
@@ -198,5 +221,6 @@ void formation_free(struct formation *f)
     pthread_join(f->thread, NULL);
     free(f->join);
     free(f->http_addr);
+    free(f->self_http);
     free(f);
 }

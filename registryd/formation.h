@@ -16,6 +16,7 @@ struct formation;
 struct formation_options {
     struct cluster *cluster;
     const char *http_addr;     /* ours, told to the others */
+    const char *self_http;     /* where we reach our own front end (loopback if wildcard) */
     unsigned bootstrap_expect; /* > 1: form a new cluster of that many */
     const char *join;          /* HTTP addresses, comma-separated */
 };

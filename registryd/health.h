@@ -3,6 +3,12 @@
  * own thread and libevent loop, with thresholds, deregistration of instances
  * critical for too long, and self-preservation.
  *
+ * In a cluster every server checks: an HTTP/TCP check belongs to the live
+ * server with the highest rendezvous hash of (check id, server id), so each
+ * check runs on one server and moves when servers come and go; "live" is
+ * what this server saw answer GET /v1/internal/raft/self in the last 3 s.
+ * TTL checks belong to the leader, which receives the heartbeats.
+ *
  * What it checks comes from the store: health_start loads every check, and
  * health_notify re-reads the services an applied command changed. What it
  * finds goes back through the write path (cluster_submit) and only as status
@@ -33,6 +39,7 @@ struct health_options {
     double self_preservation_share;    /* 0..1; 1 disables */
     uint64_t self_preservation_window_ms;
     unsigned self_preservation_min;    /* fewer checks than this: never hold */
+    const char *self_http;   /* our HTTP API: followers send results there (forwarded) */
 };
 
 struct health_stats {

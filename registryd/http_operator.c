@@ -101,6 +101,55 @@ static void do_remove_peer(struct http_req *r)
     cluster_remove(r->srv->opt.cluster, member, change_done, r);
 }
 
+/* PUT /v1/internal/raft/announce {"ID", "Raft", "HTTP"}: a server says where
+ * its HTTP API listens (stored through raft, for forwarding and for the
+ * checkers' view of who is alive). */
+static int do_announce(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    (void)rd;
+    json_t *body;
+    if (http_body_json(r, &body) != 0)
+        return -1;
+    json_t *id = json_get_ci(body, "ID");
+    const char *raft = json_string_value(json_get_ci(body, "Raft"));
+    const char *http = json_string_value(json_get_ci(body, "HTTP"));
+    if (!json_is_integer(id) || raft == NULL || http == NULL) {
+        json_decref(body);
+        return http_fail(r, 400, "Announce needs {\"ID\", \"Raft\", \"HTTP\"}");
+    }
+    cmd->op = CMD_SERVER;
+    cmd->args = json_pack("{s:O, s:s, s:s}", "ID", id, "Raft", raft, "HTTP", http);
+    json_decref(body);
+    return 0;
+}
+
+/* PUT /v1/internal/check/status {"CheckID", "Status", "Output"}: a result of
+ * a check probed by a server that does not lead (any check type). */
+static int do_check_status(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    json_t *body, *check;
+    if (http_body_json(r, &body) != 0)
+        return -1;
+    const char *id = json_string_value(json_get_ci(body, "CheckID"));
+    const char *status = json_string_value(json_get_ci(body, "Status"));
+    const char *output = json_string_value(json_get_ci(body, "Output"));
+    int rc = 0;
+    if (id == NULL || status == NULL || output == NULL ||
+        (strcmp(status, "passing") && strcmp(status, "warning") && strcmp(status, "critical")))
+        rc = http_fail(r, 400, "Check status needs {\"CheckID\", \"Status\", \"Output\"}");
+    else if (store_get_check(rd, id, &check) != 0)
+        rc = http_fail(r, 404, "Unknown check ID \"%s\"", id);
+    else
+        json_decref(check);
+    if (rc == 0) {
+        cmd->op = CMD_CHECK_UPDATE;
+        cmd->args = json_pack("{s:s, s:s, s:s}", "CheckID", id, "Status", status, "Output",
+                              output);
+    }
+    json_decref(body);
+    return rc;
+}
+
 /* GET /v1/snapshot: a point-in-time copy of the whole store (binary; the
  * format registryd's raft snapshots use), for PUT /v1/snapshot. */
 static void do_snapshot_save(struct http_req *r)
@@ -160,6 +209,8 @@ const struct http_route http_operator_routes[] = {
     {"PUT", "/v1/snapshot", NULL, NULL, WATCH_NONE, do_snapshot_restore, true},
     {"GET", "/v1/internal/raft/self", read_raft_self, NULL, WATCH_NONE, NULL, false},
     {"PUT", "/v1/internal/raft/join", NULL, NULL, WATCH_NONE, do_join, true},
+    {"PUT", "/v1/internal/raft/announce", NULL, do_announce, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/internal/check/status", NULL, do_check_status, WATCH_NONE, NULL, false},
     {"GET", "/v1/operator/raft/configuration", read_raft_configuration, NULL, WATCH_NONE, NULL,
      false},
     {"DELETE", "/v1/operator/raft/peer", NULL, NULL, WATCH_NONE, do_remove_peer, true},

@@ -303,6 +303,17 @@ int main(int argc, char **argv)
             snprintf(advertise, sizeof(advertise), "%s:%u", rh, hp);
     }
     copt.http_addr = advertise;
+    /* Where this process reaches its own HTTP API (to forward what the
+     * checker finds when another server leads). */
+    char self_http[320];
+    {
+        char hh[256];
+        unsigned short hp;
+        snprintf(self_http, sizeof(self_http), "%s", conf.http_addr);
+        if (conf_split_hostport(conf.http_addr, hh, sizeof(hh), &hp) == 0 &&
+            (strcmp(hh, "0.0.0.0") == 0 || strcmp(hh, "::") == 0))
+            snprintf(self_http, sizeof(self_http), "127.0.0.1:%u", hp);
+    }
     copt.snapshot_threshold = conf.raft_snapshot_threshold;
     /* A single server starts raft here and is its own leader before it
      * serves; a cluster member serves first (the others must reach it) and
@@ -322,6 +333,7 @@ int main(int argc, char **argv)
         .self_preservation_share = conf.self_preservation_share,
         .self_preservation_window_ms = conf.self_preservation_window_ms,
         .self_preservation_min = conf.self_preservation_min,
+        .self_http = self_http,
     };
     if (health_start(&health_opt, &health, err, sizeof(err)) != 0) {
         log_error("main", "msg=\"cannot start the health checker\" error=\"%s\"", err);
@@ -385,6 +397,7 @@ int main(int argc, char **argv)
         struct formation_options fopt = {
             .cluster = cluster,
             .http_addr = advertise,
+            .self_http = self_http,
             .bootstrap_expect = conf.bootstrap_expect,
             .join = conf.join,
         };

@@ -82,7 +82,7 @@ class PartitionTest(unittest.TestCase):
             with open(os.path.join(self.tmp, "log%d" % i), errors="replace") as f:
                 log = f.read()
             if p.returncode != 0 or "Sanitizer" in log or "runtime error:" in log:
-                problems.append("server %d exited %s:\n%s" % (i, p.returncode, log[-3000:]))
+                problems.append("server %d exited %s:\n%s" % (i, p.returncode, log[-6000:]))
         for i, ns in enumerate(self.ns, 1):
             subprocess.run(["ip", "link", "del", "%sh%d" % (TAG, i)], capture_output=True)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)

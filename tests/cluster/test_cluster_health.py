@@ -1,0 +1,111 @@
+#!/usr/bin/python3
+"""Checks in a cluster: every server probes its share (rendezvous hashing of
+check ids over the live servers), results reach the leader, and when a
+server dies its checks move to the others."""
+import http.server
+import json
+import os
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from harness import Registryd, TempDir, free_port  # noqa: E402
+
+N = 12
+
+
+class Endpoints:
+    """/i answers 200, or 500 once i is in `dead`."""
+
+    def __init__(self):
+        self.dead = set()
+        ep = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                i = int(self.path.strip("/"))
+                self.send_response(500 if i in ep.dead else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ClusterHealthTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = TempDir()
+        self.eps = Endpoints()
+        self.servers = [Registryd(data_dir=os.path.join(self.tmp.path, "s%d" % i))
+                        for i in range(3)]
+        joins = []
+        for d in self.servers:
+            joins += ["--join", d.addr]
+        for d in self.servers:
+            d.extra = ["--bootstrap-expect", "3"] + joins
+            d.start(wait=False)
+        for d in self.servers:
+            d.wait_ready(timeout=30)
+
+    def tearDown(self):
+        for d in self.servers:
+            if d.proc is not None:
+                d.stop()
+        self.eps.stop()
+        self.tmp.cleanup()
+
+    def probes(self, d):
+        text = d.request("GET", "/v1/agent/metrics?format=prometheus")[1]
+        for line in text.splitlines():
+            if line.startswith("registryd_checker_probes_total "):
+                return float(line.split()[1])
+        return 0
+
+    def critical(self, d):
+        status, text = d.request("GET", "/v1/health/state/critical?stale")
+        return {c["ServiceID"] for c in json.loads(text)}
+
+    def wait_critical(self, d, want, timeout):
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if want <= self.critical(d):
+                return time.monotonic() - start
+            time.sleep(0.1)
+        self.fail("%s not critical within %.1fs (critical: %s)" % (want, timeout, self.critical(d)))
+
+    def test_checks_are_shared_and_move(self):
+        for i in range(N):
+            status, text = self.servers[i % 3].request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "h", "ID": "h-%d" % i, "Check": {
+                    "HTTP": "http://127.0.0.1:%d/%d" % (self.eps.port, i), "Interval": "500ms"}}))
+            self.assertEqual(status, 200, text)
+        time.sleep(3)
+        counts = [self.probes(d) for d in self.servers]
+        self.assertTrue(all(c > 0 for c in counts), "every server probes a share: %s" % counts)
+        total = sum(counts)
+        self.assertLess(max(counts), total * 0.9, "one server does almost everything: %s" % counts)
+
+        self.eps.dead |= {0, 1, 2}
+        took = self.wait_critical(self.servers[0], {"h-0", "h-1", "h-2"}, 5)
+        self.assertLess(took, 0.5 * 1 + 1 + 1.5)  # Interval x 1 + 1 s, and some slack
+
+        # a server dies: its checks move to the others (after its liveness lapses)
+        victim = self.servers[2]
+        victim.kill9()
+        survivors = self.servers[:2]
+        self.eps.dead |= set(range(3, N))
+        self.wait_critical(survivors[0], {"h-%d" % i for i in range(3, N)}, 15)
+
+
+if __name__ == "__main__":
+    unittest.main()
