@@ -81,7 +81,10 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
     if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, DB_COUNT)) != 0 ||
         (rc = mdb_env_set_mapsize(s->env, STORE_MAP_SIZE)) != 0 ||
         (rc = mdb_env_set_maxreaders(s->env, 1024)) != 0 ||
-        (rc = mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD, 0600)) != 0) {
+        /* WRITEMAP: a commit is stores into the map, no write(2): durability
+         * is the raft log's job, and the store is rebuilt at every start */
+        (rc = mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD | MDB_WRITEMAP,
+                           0600)) != 0) {
         snprintf(err, errlen, "%s: lmdb: %s", dir, mdb_strerror(rc));
         goto fail;
     }
