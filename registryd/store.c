@@ -543,12 +543,21 @@ static int gb_put(struct growbuf *g, const void *data, size_t n)
 
 int store_snapshot(struct store *s, void **buf, size_t *len)
 {
-    struct growbuf g = {0};
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    struct store_read *r;
+    int rc = store_read_begin(s, &r);
     if (rc != 0)
-        return lmdb_fail("mdb_txn_begin", rc);
-    rc = gb_put(&g, SNAP_MAGIC, 8);
+        return rc;
+    rc = store_snapshot_read(r, buf, len);
+    store_read_end(r);
+    return rc;
+}
+
+int store_snapshot_read(struct store_read *r, void **buf, size_t *len)
+{
+    struct growbuf g = {0};
+    struct store *s = r->s;
+    MDB_txn *txn = r->txn;
+    int rc = gb_put(&g, SNAP_MAGIC, 8);
     for (int db = 0; db < DB_COUNT && rc == 0; db++) {
         MDB_cursor *cur;
         MDB_val k, v;
@@ -569,7 +578,6 @@ int store_snapshot(struct store *s, void **buf, size_t *len)
         if (rc == 0 && crc != MDB_NOTFOUND)
             rc = lmdb_fail("mdb_cursor_get", crc);
     }
-    mdb_txn_abort(txn);
     if (rc != 0) {
         free(g.p);
         return rc;
