@@ -59,8 +59,7 @@ int store_apply(struct store *s, const void *cmd, size_t len, struct store_chang
 /* Dump every record into one malloc'd buffer (caller frees). */
 int store_snapshot(struct store *s, void **buf, size_t *len);
 /* The same from a read handle taken earlier: the point in time is when r
- * began (raft's asynchronous snapshots begin it in the loop and serialise
- * on a worker thread). */
+ * began. */
 int store_snapshot_read(struct store_read *r, void **buf, size_t *len);
 /* Replace the whole content with a snapshot made by store_snapshot. */
 int store_restore(struct store *s, const void *buf, size_t len);
