@@ -199,6 +199,15 @@ struct apply_ctx {
     struct store_change *chg;
 };
 
+static int touch_name(struct apply_ctx *a, const char *name);
+
+/* The instance `id` of service `name` changed: both go into the change. */
+static int touch_instance(struct apply_ctx *a, const char *name, const char *id)
+{
+    snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", id);
+    return touch_name(a, name);
+}
+
 static int touch_name(struct apply_ctx *a, const char *name)
 {
     change_add(a->chg, name);
@@ -312,8 +321,7 @@ static int apply_register(struct apply_ctx *a, json_t *args)
         rc = put_check(a, check, id);
     }
     if (rc == 0)
-        rc = touch_name(a, name);
-    snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", id);
+        rc = touch_instance(a, name, id);
     return rc;
 }
 
@@ -328,8 +336,7 @@ static int apply_deregister(struct apply_ctx *a, json_t *args)
     if ((rc = drop_checks(a, id, NULL)) == 0 &&
         (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
         (rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], name, id)) == 0)
-        rc = touch_name(a, name);
-    snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", id);
+        rc = touch_instance(a, name, id);
     json_decref(old);
     return rc;
 }
@@ -394,8 +401,7 @@ static int apply_maintenance(struct apply_ctx *a, json_t *args)
             rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], id, cid);
     }
     if (rc == 0)
-        rc = touch_name(a, jstr(svc, "Service"));
-    snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", id);
+        rc = touch_instance(a, jstr(svc, "Service"), id);
     json_decref(svc);
     return rc;
 }

@@ -10,7 +10,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import Registryd, TempDir  # noqa: E402
+from harness import Registryd, TempDir, start_cluster  # noqa: E402
 
 
 def leader_of(d):
@@ -24,17 +24,8 @@ def leader_of(d):
 class ClusterTest(unittest.TestCase):
     def setUp(self):
         self.tmp = TempDir()
-        self.servers = [Registryd(data_dir=os.path.join(self.tmp.path, "s%d" % i))
-                        for i in range(3)]
-        joins = []
-        for d in self.servers:
-            joins += ["--join", d.addr]
-        for i, d in enumerate(self.servers):
-            d.extra = ["--bootstrap-expect", "3", "--node", "s%d" % i] + joins
-        for d in self.servers:
-            d.start(wait=False)
-        for d in self.servers:
-            d.wait_ready(timeout=30)
+        self.servers = []
+        start_cluster(self.tmp.path, 3, servers=self.servers)
 
     def tearDown(self):
         for d in self.servers:
@@ -255,16 +246,9 @@ class FiveServersTest(unittest.TestCase):
 
     def test_replace_member_catch_up_by_snapshot(self):
         tmp = TempDir()
-        servers = [Registryd(data_dir=os.path.join(tmp.path, "s%d" % i)) for i in range(5)]
-        joins = []
-        for d in servers:
-            joins += ["--join", d.addr]
-        for d in servers:
-            d.extra = ["--bootstrap-expect", "5", "--raft-snapshot-threshold", "64"] + joins
-            d.start(wait=False)
+        servers = []
         try:
-            for d in servers:
-                d.wait_ready(timeout=30)
+            start_cluster(tmp.path, 5, ["--raft-snapshot-threshold", "64"], servers=servers)
             def retried(d, method, path, body=None):
                 """As clients do: retry a refused write (an election) a few times."""
                 for _ in range(5):

@@ -11,7 +11,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import Registryd, TempDir, free_port  # noqa: E402
+from harness import TempDir, free_port, start_cluster  # noqa: E402
 
 N = 12
 
@@ -46,16 +46,8 @@ class ClusterHealthTest(unittest.TestCase):
     def setUp(self):
         self.tmp = TempDir()
         self.eps = Endpoints()
-        self.servers = [Registryd(data_dir=os.path.join(self.tmp.path, "s%d" % i))
-                        for i in range(3)]
-        joins = []
-        for d in self.servers:
-            joins += ["--join", d.addr]
-        for d in self.servers:
-            d.extra = ["--bootstrap-expect", "3"] + joins
-            d.start(wait=False)
-        for d in self.servers:
-            d.wait_ready(timeout=30)
+        self.servers = []
+        start_cluster(self.tmp.path, 3, servers=self.servers)
 
     def tearDown(self):
         for d in self.servers:

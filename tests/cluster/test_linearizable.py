@@ -19,7 +19,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import Registryd, TempDir  # noqa: E402
+from harness import TempDir, start_cluster  # noqa: E402
 
 KEYS = ["lin-%d" % i for i in range(4)]
 INF = float("inf")
@@ -83,13 +83,7 @@ class LinearizabilityTest(unittest.TestCase):
 
     def test_history_under_leader_crash(self):
         tmp = TempDir()
-        servers = [Registryd(data_dir=os.path.join(tmp.path, "s%d" % i)) for i in range(3)]
-        joins = []
-        for d in servers:
-            joins += ["--join", d.addr]
-        for d in servers:
-            d.extra = ["--bootstrap-expect", "3"] + joins
-            d.start(wait=False)
+        servers = []
         history, lock = [], threading.Lock()
         stop = threading.Event()
 
@@ -127,8 +121,7 @@ class LinearizabilityTest(unittest.TestCase):
                         history.append(Op(kind, key, start, INF, None))
 
         try:
-            for d in servers:
-                d.wait_ready(timeout=30)
+            start_cluster(tmp.path, 3, servers=servers)
             threads = [threading.Thread(target=client, args=(s,)) for s in range(4)]
             for t in threads:
                 t.start()

@@ -167,6 +167,25 @@ class Registryd:
         return p.returncode, p.stdout, p.stderr
 
 
+def start_cluster(directory, n, extra=(), servers=None):
+    """n servers with data dirs under directory forming one cluster
+    (--bootstrap-expect n, each joining all). Servers are appended to
+    `servers` as they start, so a caller's cleanup sees them even if one
+    fails to come up; returns the list."""
+    servers = servers if servers is not None else []
+    new = [Registryd(data_dir=os.path.join(directory, "s%d" % i)) for i in range(n)]
+    joins = []
+    for d in new:
+        joins += ["--join", d.addr]
+    for d in new:
+        d.extra = ["--bootstrap-expect", str(n)] + list(extra) + joins
+        d.start(wait=False)
+        servers.append(d)
+    for d in new:
+        d.wait_ready(timeout=30)
+    return servers
+
+
 class TempDir:
     def __init__(self):
         self.path = tempfile.mkdtemp(prefix="registryd-test-")
