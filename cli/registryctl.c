@@ -684,6 +684,30 @@ static int cmd_leave(struct ctl *x)
     return rc != 0 ? server_error(x, rc) : 0;
 }
 
+static int cmd_metrics(struct ctl *x)
+{
+    if (x->argc != 0)
+        return usage_error("metrics takes no arguments");
+    if (x->json) {
+        json_t *v;
+        int rc = get_json(x, "/v1/agent/metrics", &v);
+        if (rc == 0) {
+            print_json(v);
+            json_decref(v);
+        }
+        return rc;
+    }
+    char *body = NULL;
+    size_t len = 0;
+    int rc = reg_client_request(x->client, "GET", "/v1/agent/metrics?format=prometheus", NULL, 0,
+                                NULL, &body, &len, NULL);
+    if (rc != 0)
+        return server_error(x, rc);
+    fwrite(body, 1, len, stdout);
+    free(body);
+    return 0;
+}
+
 static const struct verb {
     const char *name;
     int (*run)(struct ctl *x);
@@ -708,6 +732,7 @@ static const struct verb {
      "snapshot save FILE | snapshot restore FILE  save or restore the whole registry"},
     {"raft", cmd_raft, "raft list | raft remove ID|HOST:PORT  cluster members"},
     {"leave", cmd_leave, "leave                             take this server out of its cluster"},
+    {"metrics", cmd_metrics, "metrics                           the server's metrics (Prometheus text, or --json)"},
     {"watch", cmd_watch,
      "watch NAME [--tag T] [--all]      print the instance list at every change (Ctrl-C ends)"},
 };
@@ -735,14 +760,13 @@ int main(int argc, char **argv)
     const char *addr = NULL, *verb = NULL;
     char **rest = calloc((size_t)argc + 1, sizeof(char *));
     int nrest = 0, rc;
+    bool want_help = false;
     if (rest == NULL)
         return EXIT_SERVER;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            print_help();
-            free(rest);
-            return 0;
+            want_help = true;
         } else if (strcmp(a, "--version") == 0) {
             printf("registryctl %s\n", REGISTRY_VERSION);
             free(rest);
@@ -763,6 +787,11 @@ int main(int argc, char **argv)
             rest[nrest++] = argv[i];
         }
     }
+    if (want_help && verb == NULL) {
+        print_help();
+        free(rest);
+        return 0;
+    }
     if (verb == NULL) {
         free(rest);
         return usage_error("which verb?");
@@ -774,6 +803,11 @@ int main(int argc, char **argv)
     if (v == NULL) {
         free(rest);
         return usage_error("unknown verb \"%s\"", verb);
+    }
+    if (want_help) { /* registryctl VERB --help: that verb's usage */
+        printf("Usage: registryctl [--http-addr HOST:PORT] [--json] %s\n", v->usage);
+        free(rest);
+        return 0;
     }
     rc = reg_client_new(&x.client, addr);
     if (rc != 0) {

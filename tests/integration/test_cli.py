@@ -102,6 +102,25 @@ class CliTest(unittest.TestCase):
             self.assertEqual(rc, 2, (args, out, err))
             self.assertTrue(err.startswith("registryctl: "), err)
 
+    def test_verb_help_metrics_and_completion(self):
+        out = self.ok("instances", "--help")
+        self.assertTrue(out.startswith("Usage: registryctl"))
+        self.assertIn("instances NAME", out)
+        self.assertNotIn("deregister", out)
+        self.assertIn("registryd_raft_leader 1", self.ok("metrics"))
+        self.assertIn("Gauges", json.loads(self.ok("--json", "metrics")))
+        completion = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                  "packaging", "bash-completion", "registryctl")
+        for words, cword, want in ((["registryctl", "in"], 1, "instances"),
+                                   (["registryctl", "check", "p"], 2, "pass"),
+                                   (["registryctl", "pick", "web", "--strategy", "l"], 4,
+                                    "latency"),
+                                   (["registryctl", "register", "--na"], 2, "--name")):
+            script = ('source %s; COMP_WORDS=(%s); COMP_CWORD=%d; _registryctl; '
+                      'echo "${COMPREPLY[@]}"' % (completion, " ".join(words), cword))
+            p = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+            self.assertIn(want, p.stdout.split(), (words, p.stdout, p.stderr))
+
     def test_help_and_version(self):
         out = self.ok("--help")
         for verb in ("services", "instances", "checks", "register", "deregister", "check",
