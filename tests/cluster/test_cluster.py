@@ -87,6 +87,9 @@ class ClusterTest(unittest.TestCase):
             while not stop.is_set():
                 sid = "w%d-%d" % (w, i)
                 live = [d for d in self.servers if d.proc is not None]
+                if not live:
+                    time.sleep(0.05)
+                    continue
                 d = random.choice(live)
                 try:
                     status, _ = d.request("PUT", "/v1/agent/service/register", json.dumps(
