@@ -667,6 +667,13 @@ static int cmd_raft(struct ctl *x)
     return usage_error("raft: use raft list | raft remove ID|HOST:PORT");
 }
 
+static int cmd_members(struct ctl *x)
+{
+    if (x->argc != 0)
+        return usage_error("members takes no arguments");
+    return show(x, "/v1/operator/raft/configuration", raft_rows);
+}
+
 /* Leave the cluster: the server we talk to asks the leader to remove it. */
 static int cmd_leave(struct ctl *x)
 {
@@ -730,6 +737,7 @@ static const struct verb {
      "         (S: round_robin, weighted, least_connections, latency); -n N: distribution"},
     {"snapshot", cmd_snapshot,
      "snapshot save FILE | snapshot restore FILE  save or restore the whole registry"},
+    {"members", cmd_members, "members                           the cluster's servers: address, leader or follower"},
     {"raft", cmd_raft, "raft list | raft remove ID|HOST:PORT  cluster members"},
     {"leave", cmd_leave, "leave                             take this server out of its cluster"},
     {"metrics", cmd_metrics, "metrics                           the server's metrics (Prometheus text, or --json)"},

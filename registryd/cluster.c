@@ -30,6 +30,7 @@
 #include "log.h"
 #include "registry/error.h"
 #include "command.h"
+#include "metrics.h"
 #include "store.h"
 
 #define CLUSTER_READY_TIMEOUT_MS 30000
@@ -51,6 +52,7 @@ struct proposal {
     cluster_done_cb cb;
     void *arg;
     int status;
+    double submitted; /* monotonic seconds, for the apply-latency metric */
 };
 
 struct change_msg {
@@ -106,6 +108,13 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static double mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 void *cluster_alloc(size_t n)
@@ -548,6 +557,8 @@ static void out_cb(evutil_socket_t fd, short what, void *arg)
     }
     while (done) {
         struct proposal *next = done->next;
+        if (done->kind == PROP_APPLY && done->submitted > 0)
+            metrics_raft_apply(mono_seconds() - done->submitted);
         done->cb(done->arg, done->status);
         free(done);
         done = next;
@@ -580,6 +591,7 @@ void cluster_submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb
     p->len = len;
     p->cb = cb;
     p->arg = arg;
+    p->submitted = mono_seconds();
     enqueue(c, p);
 }
 

@@ -418,10 +418,8 @@ size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t 
     int rc = dns_parse_query(pkt, len, &q);
     if (rc == DNS_EDROP)
         return 0;
-    if (rc == DNS_EFORMERR || rc == DNS_ENOTIMP) {
-        metrics_dns(rc == DNS_EFORMERR ? DNS_FORMERR : DNS_NOTIMP);
+    if (rc == DNS_EFORMERR || rc == DNS_ENOTIMP)
         return dns_msg_header_only(out, &q, rc == DNS_EFORMERR ? DNS_FORMERR : DNS_NOTIMP);
-    }
     if (!tcp) {
         size_t limit = q.edns ? (q.edns_size < DNS_UDP_MAX ? q.edns_size : DNS_UDP_MAX)
                               : DNS_UDP_MIN;
@@ -464,11 +462,27 @@ size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t 
         dns_msg_set_tc(&a.m);
     }
     a.m.buf[3] = (uint8_t)((a.m.buf[3] & 0xF0) | (a.rcode & 0xF));
-    metrics_dns(a.rcode);
     a.m.cap += opt_room;
     if (q.edns)
         dns_msg_add_opt(&a.m, DNS_UDP_MAX);
     return dns_msg_finish(&a.m);
+}
+
+static double mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Answer and count (rcode, latency) in the metrics. */
+static size_t answer_counted(struct dns_server *s, size_t len, uint8_t *out, size_t cap, bool tcp)
+{
+    double t0 = mono_seconds();
+    size_t n = dns_answer(s, s->inbuf, len, out, cap, tcp);
+    if (n >= DNS_HEADER_LEN)
+        metrics_dns(out[3] & 0xF, mono_seconds() - t0);
+    return n;
 }
 
 /* ---- UDP ---------------------------------------------------------------- */
@@ -484,7 +498,7 @@ static void on_udp(evutil_socket_t fd, short what, void *arg)
                              &fromlen);
         if (n < 0)
             return; /* EAGAIN, or an ICMP error from an earlier reply */
-        size_t out = dns_answer(s, s->inbuf, (size_t)n, s->outbuf, sizeof(s->outbuf), false);
+        size_t out = answer_counted(s, (size_t)n, s->outbuf, sizeof(s->outbuf), false);
         if (out > 0)
             sendto(fd, s->outbuf, out, 0, (struct sockaddr *)&from, fromlen);
     }
@@ -520,7 +534,7 @@ static void on_tcp_read(struct bufferevent *bev, void *arg)
             return;
         evbuffer_drain(in, 2);
         evbuffer_remove(in, s->inbuf, len);
-        size_t out = dns_answer(s, s->inbuf, len, s->outbuf + 2, sizeof(s->outbuf) - 2, true);
+        size_t out = answer_counted(s, len, s->outbuf + 2, sizeof(s->outbuf) - 2, true);
         if (out == 0) {
             tcp_close(c); /* not a query: nothing sensible to say */
             return;

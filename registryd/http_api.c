@@ -534,7 +534,7 @@ static const char *method_name(enum evhttp_cmd_type t)
 }
 
 static const struct http_route *route_tables[] = {http_agent_routes, http_catalog_routes,
-                                                  http_operator_routes};
+                                                  http_operator_routes, http_ui_routes};
 
 /* ---- forwarding writes to the leader ------------------------------------ */
 
@@ -767,6 +767,8 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *method = method_name(evhttp_request_get_command(req));
     bool known;
 
+    if (path != NULL && strcmp(path, "/ui/") == 0)
+        path = "/ui"; /* the page's directory form */
     if (path == NULL || *path == '\0') {
         http_fail(r, 404, "Invalid URL path");
         goto fail;

@@ -88,6 +88,7 @@ struct http_route {
 extern const struct http_route http_agent_routes[];
 extern const struct http_route http_catalog_routes[];
 extern const struct http_route http_operator_routes[];
+extern const struct http_route http_ui_routes[];
 
 /* End a request: like a write's completion (0: 200 empty; REG_E*: the
  * matching error), or with a JSON body. Both free r. */

@@ -19,6 +19,40 @@
 #define HTTP_SERIES 256
 static const double http_buckets[] = {0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 60};
 #define NBUCKETS (sizeof(http_buckets) / sizeof(http_buckets[0]))
+static const double fast_buckets[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                      0.005,   0.01,   0.025,   0.05,   0.1,   1};
+#define NFAST (sizeof(fast_buckets) / sizeof(fast_buckets[0]))
+
+struct histogram {
+    uint64_t bucket[NFAST + 1];
+    double sum;
+    uint64_t count;
+};
+
+static void observe(struct histogram *h, double seconds)
+{
+    size_t b = 0;
+    while (b < NFAST && seconds > fast_buckets[b])
+        b++;
+    h->bucket[b]++;
+    h->sum += seconds;
+    h->count++;
+}
+
+static void render_histogram(struct evbuffer *out, const char *name, const char *help,
+                             const struct histogram *h)
+{
+    uint64_t cum = 0;
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (size_t b = 0; b < NFAST; b++) {
+        cum += h->bucket[b];
+        evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, fast_buckets[b],
+                            (unsigned long long)cum);
+    }
+    cum += h->bucket[NFAST];
+    evbuffer_add_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n", name,
+                        (unsigned long long)cum, name, h->sum, name, (unsigned long long)h->count);
+}
 
 static struct {
     struct {
@@ -31,6 +65,7 @@ static struct {
     double http_sum;
     uint64_t http_count;
     uint64_t dns_rcode[16];
+    struct histogram dns_latency, raft_apply;
 } m;
 
 void metrics_http(const char *method, const char *route, int status, double seconds)
@@ -56,9 +91,15 @@ void metrics_http(const char *method, const char *route, int status, double seco
     m.http_count++;
 }
 
-void metrics_dns(int rcode)
+void metrics_dns(int rcode, double seconds)
 {
     m.dns_rcode[rcode & 15]++;
+    observe(&m.dns_latency, seconds);
+}
+
+void metrics_raft_apply(double seconds)
+{
+    observe(&m.raft_apply, seconds);
 }
 
 static const char *rcode_name(int rcode)
@@ -159,6 +200,11 @@ int metrics_render(const struct metrics_sources *src, bool prometheus, struct ev
             if (m.dns_rcode[r])
                 evbuffer_add_printf(out, "registryd_dns_answers_total{rcode=\"%s\"} %llu\n",
                                     rcode_name(r), (unsigned long long)m.dns_rcode[r]);
+        render_histogram(out, "registryd_dns_answer_duration_seconds",
+                         "time from a DNS packet to its answer", &m.dns_latency);
+        render_histogram(out, "registryd_raft_apply_duration_seconds",
+                         "time from submitting a write to raft to its outcome (quorum, fsync, apply)",
+                         &m.raft_apply);
         return 0;
     }
     for (int i = 0; i < m.nhttp; i++) {

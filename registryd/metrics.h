@@ -23,8 +23,10 @@ struct watch;
 /* One HTTP request ended: route pattern ("unmatched" if none), status,
  * seconds from arrival to the reply. */
 void metrics_http(const char *method, const char *route, int status, double seconds);
-/* One DNS answer with this rcode. */
-void metrics_dns(int rcode);
+/* One DNS answer with this rcode, seconds from packet to answer. */
+void metrics_dns(int rcode, double seconds);
+/* One write through raft: seconds from submission to its outcome. */
+void metrics_raft_apply(double seconds);
 
 struct metrics_sources {
     struct cluster *cluster;

@@ -108,6 +108,7 @@ class CliTest(unittest.TestCase):
         self.assertIn("instances NAME", out)
         self.assertNotIn("deregister", out)
         self.assertIn("registryd_raft_leader 1", self.ok("metrics"))
+        self.assertIn("leader", self.ok("members"))
         self.assertIn("Gauges", json.loads(self.ok("--json", "metrics")))
         completion = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                   "packaging", "bash-completion", "registryctl")

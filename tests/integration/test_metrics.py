@@ -69,6 +69,8 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(samples['registryd_http_request_duration_seconds_bucket{le="+Inf"}'],
                          samples["registryd_http_request_duration_seconds_count"])
         self.assertGreater(samples["registryd_store_bytes"], 0)
+        self.assertGreaterEqual(samples["registryd_dns_answer_duration_seconds_count"], 2)
+        self.assertGreaterEqual(samples["registryd_raft_apply_duration_seconds_count"], 3)
 
     def test_consul_json_form(self):
         status, text = self.d.request("GET", "/v1/agent/metrics")
