@@ -146,6 +146,8 @@ struct health {
     } peers[9];
     struct post *posts; /* HTTP requests in flight (peer probes, forwarded results) */
     uint64_t leaked_posts; /* could not schedule their free: counted, not lost silently */
+    struct health_limits new_limits; /* from health_set_limits (under lock) */
+    bool limits_pending;
 };
 
 /* An outgoing HTTP request of the checker itself (not a check's probe). */
@@ -1227,6 +1229,17 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     refresh_view(h);
+    pthread_mutex_lock(&h->lock);
+    if (h->limits_pending) {
+        h->limits_pending = false;
+        h->opt.max_concurrent = h->new_limits.max_concurrent ? h->new_limits.max_concurrent : 1;
+        h->opt.check_update_interval_ms = h->new_limits.check_update_interval_ms;
+        h->opt.self_preservation_share = h->new_limits.self_preservation_share;
+        h->opt.self_preservation_window_ms = h->new_limits.self_preservation_window_ms;
+        h->opt.self_preservation_min = h->new_limits.self_preservation_min;
+        log_info("health", "msg=\"limits changed\" max_concurrent=%u", h->opt.max_concurrent);
+    }
+    pthread_mutex_unlock(&h->lock);
     update_self_preservation(h, now);
     if (!h->sp_active) {
         struct dereg_scan s = {h, now, json_array()};
@@ -1419,6 +1432,16 @@ void health_ttl_touch(struct health *h, const char *check_id)
 {
     if (h != NULL)
         post(h, check_id, true);
+}
+
+void health_set_limits(struct health *h, const struct health_limits *limits)
+{
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&h->lock);
+    h->new_limits = *limits;
+    h->limits_pending = true;
+    pthread_mutex_unlock(&h->lock);
 }
 
 void health_get_stats(struct health *h, struct health_stats *out)

@@ -66,4 +66,15 @@ void health_notify(struct health *h, const struct store_change *chg);
 void health_ttl_touch(struct health *h, const char *check_id);
 void health_get_stats(struct health *h, struct health_stats *out);
 
+/* What a configuration reload may change while checks run (SIGHUP). Any
+ * thread; the checker applies them at its next tick. */
+struct health_limits {
+    unsigned max_concurrent;
+    uint64_t check_update_interval_ms;
+    double self_preservation_share;
+    uint64_t self_preservation_window_ms;
+    unsigned self_preservation_min;
+};
+void health_set_limits(struct health *h, const struct health_limits *limits);
+
 #endif

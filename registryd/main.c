@@ -111,14 +111,22 @@ struct reload {
     int argc;
     char **argv;
     struct conf *current;
+    struct health *health;
 };
+
+/* Settings a reload applies at once; every other change needs a restart. */
+static const char *const live_keys[] = {"log_level", "check_max_concurrent",
+                                        "check_update_interval", "self_preservation_share",
+                                        "self_preservation_window", "self_preservation_min"};
 
 static void not_applied(const char *key, void *arg)
 {
     (void)arg;
-    if (strcmp(key, "log_level") != 0)
-        log_warn("main", "msg=\"setting changed in the configuration; restart to apply\" key=%s",
-                 key);
+    for (size_t i = 0; i < sizeof(live_keys) / sizeof(live_keys[0]); i++)
+        if (strcmp(key, live_keys[i]) == 0)
+            return;
+    log_warn("main", "msg=\"setting changed in the configuration; restart to apply\" key=%s",
+             key);
 }
 
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
@@ -142,6 +150,19 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
             log_warn("main", "msg=\"log level changed\" log_level=%s",
                      log_level_name(fresh.log_level));
         }
+        struct health_limits limits = {
+            .max_concurrent = fresh.check_max_concurrent,
+            .check_update_interval_ms = fresh.check_update_interval_ms,
+            .self_preservation_share = fresh.self_preservation_share,
+            .self_preservation_window_ms = fresh.self_preservation_window_ms,
+            .self_preservation_min = fresh.self_preservation_min,
+        };
+        health_set_limits(rl->health, &limits);
+        rl->current->check_max_concurrent = fresh.check_max_concurrent;
+        rl->current->check_update_interval_ms = fresh.check_update_interval_ms;
+        rl->current->self_preservation_share = fresh.self_preservation_share;
+        rl->current->self_preservation_window_ms = fresh.self_preservation_window_ms;
+        rl->current->self_preservation_min = fresh.self_preservation_min;
         conf_diff(rl->current, &fresh, not_applied, NULL);
         log_info("main", "msg=\"configuration reloaded\"");
     }
@@ -383,7 +404,7 @@ int main(int argc, char **argv)
                                .enabled = clustered && conf.leave_on_terminate};
     sigterm = evsignal_new(base, SIGTERM, on_signal, &leaving);
     sigint = evsignal_new(base, SIGINT, on_signal, &leaving);
-    struct reload reload = {argc, argv, &conf};
+    struct reload reload = {argc, argv, &conf, health};
     sighup = evsignal_new(base, SIGHUP, on_sighup, &reload);
     if (sighup == NULL || event_add(sighup, NULL) != 0 || service_start(base, &service) != 0) {
         log_error("main", "msg=\"cannot install SIGHUP or the watchdog\"");

@@ -25,10 +25,11 @@ class ServiceTest(unittest.TestCase):
     def tearDown(self):
         self.dir.cleanup()
 
-    def write_config(self, level, http=None):
+    def write_config(self, level, http=None, concurrent=1024):
         with open(self.config, "w") as f:
             f.write("dev: true\nhttp_addr: 127.0.0.1:%d\ndns_addr: 127.0.0.1:%d\n"
-                    "log_level: %s\n" % (http or self.http, free_port(), level))
+                    "log_level: %s\ncheck_max_concurrent: %d\n"
+                    % (http or self.http, free_port(), level, concurrent))
 
     def start(self, env=None):
         self.log = open(os.path.join(self.dir.name, "log"), "w+")
@@ -72,7 +73,7 @@ class ServiceTest(unittest.TestCase):
             deadline = time.monotonic() + 15
             while 'msg="ready"' not in self.read_log() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            self.write_config("debug", http=free_port())
+            self.write_config("debug", http=free_port(), concurrent=7)
             p.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 5
             while "configuration reloaded" not in self.read_log() and time.monotonic() < deadline:
@@ -80,6 +81,11 @@ class ServiceTest(unittest.TestCase):
             log = self.read_log()
             self.assertIn('log level changed" log_level=debug', log)
             self.assertIn("restart to apply\" key=http_addr", log)
+            self.assertNotIn("key=check_max_concurrent", log)  # applied live
+            deadline = time.monotonic() + 3
+            while "max_concurrent=7" not in self.read_log() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertIn('limits changed" max_concurrent=7', self.read_log())
             # a broken file is refused and the server keeps running
             with open(self.config, "w") as f:
                 f.write("dev: true\nlog_level: [nope]\n")
