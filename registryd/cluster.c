@@ -83,6 +83,10 @@ struct cluster {
     bool io_init, transport_init, raft_init;
     bool running; /* cluster_run succeeded (atomic) */
     bool announce_again; /* a restore replaced the server records */
+    /* raft snapshots: the buffer libraft holds (one at a time) and the warm
+     * one kept for the next (raft thread only) */
+    void *snap_held, *snap_spare;
+    size_t snap_held_cap, snap_spare_cap;
 
     /* front end -> cluster */
     pthread_mutex_t in_lock;
@@ -230,28 +234,43 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct cluster *c = fsm->data;
-    void *data;
-    size_t len;
-    int rc = store_snapshot(c->opt.store, &data, &len);
-    if (rc != 0)
-        return RAFT_IOERR;
-    *bufs = malloc(sizeof(**bufs));
-    if (*bufs == NULL) {
-        free(data);
-        return RAFT_NOMEM;
+    void *data = c->snap_spare;
+    size_t cap = c->snap_spare_cap, len;
+    c->snap_spare = NULL;
+    double started = mono_seconds();
+    int rc = store_snapshot_into(c->opt.store, &data, &cap, &len);
+    if (rc == 0 && (*bufs = malloc(sizeof(**bufs))) == NULL)
+        rc = REG_ENOMEM;
+    if (rc != 0) {
+        c->snap_spare = data;
+        c->snap_spare_cap = cap;
+        return rc == REG_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
     }
+    log_debug("cluster", "msg=\"snapshot taken\" bytes=%zu ms=%.1f", len,
+              (mono_seconds() - started) * 1e3);
+    c->snap_held = data;
+    c->snap_held_cap = cap;
     (*bufs)[0].base = data;
     (*bufs)[0].len = len;
     *n_bufs = 1;
     return 0;
 }
 
+/* libraft is done with the snapshot: keep its buffer warm for the next. */
 static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[],
                                  unsigned *n_bufs)
 {
-    (void)fsm;
-    for (unsigned i = 0; i < *n_bufs; i++)
-        free((*bufs)[i].base);
+    struct cluster *c = fsm->data;
+    for (unsigned i = 0; i < *n_bufs; i++) {
+        if ((*bufs)[i].base == c->snap_held && c->snap_spare == NULL) {
+            c->snap_spare = c->snap_held;
+            c->snap_spare_cap = c->snap_held_cap;
+        } else {
+            free((*bufs)[i].base);
+        }
+        if ((*bufs)[i].base == c->snap_held)
+            c->snap_held = NULL;
+    }
     free(*bufs);
     *bufs = NULL;
     *n_bufs = 0;
@@ -721,7 +740,7 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
      * scheduling hiccup on a loaded machine. */
     raft_set_election_timeout(&c->raft, 800);
     raft_set_heartbeat_timeout(&c->raft, 100);
-    unsigned threshold = c->opt.snapshot_threshold ? c->opt.snapshot_threshold : 8192;
+    unsigned threshold = c->opt.snapshot_threshold ? c->opt.snapshot_threshold : 16384;
     raft_set_snapshot_threshold(&c->raft, threshold);
     raft_set_snapshot_trailing(&c->raft, threshold / 4 ? threshold / 4 : 1);
 
@@ -841,5 +860,6 @@ void cluster_free(struct cluster *c)
     pthread_mutex_destroy(&c->out_lock);
     pthread_mutex_destroy(&c->status_lock);
     pthread_cond_destroy(&c->ready_cond);
+    free(c->snap_spare);
     free(c);
 }

@@ -38,7 +38,7 @@ struct cluster_options {
     cluster_change_cb on_change;
     void *change_arg;
     const char *http_addr; /* announced when leading, so followers can forward */
-    unsigned snapshot_threshold; /* entries between snapshots; 0: 8192 */
+    unsigned snapshot_threshold; /* entries between snapshots; 0: 16384 */
 };
 
 /* A member of the initial configuration of a new cluster. */

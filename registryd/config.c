@@ -79,7 +79,7 @@ static const struct conf_key conf_keys[] = {
         "HTTP address of another server, to form a cluster with or to join (repeatable)"),
     KEY("leave_on_terminate", CONF_BOOL, leave_on_terminate, "false", NULL,
         "on SIGTERM, leave the cluster (removed from the raft configuration) before stopping"),
-    KEY("raft_snapshot_threshold", CONF_UINT, raft_snapshot_threshold, "8192", "N",
+    KEY("raft_snapshot_threshold", CONF_UINT, raft_snapshot_threshold, "16384", "N",
         "take a raft snapshot (and truncate the log) every N entries"),
     KEY("node", CONF_NAME, node, NULL, "NAME", "node name (default: the host name)"),
     KEY("datacenter", CONF_NAME, datacenter, "dc1", "NAME", "datacenter name"),

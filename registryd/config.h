@@ -30,7 +30,7 @@ struct conf {
     char *node;            /* --node NAME, default: gethostname() */
     unsigned bootstrap_expect; /* --bootstrap-expect N, default 1 (a single server) */
     char *join;            /* --join HOST:PORT[,...] (HTTP addresses), NULL: none */
-    unsigned raft_snapshot_threshold; /* entries between raft snapshots, default 8192 */
+    unsigned raft_snapshot_threshold; /* entries between raft snapshots, default 16384 */
     bool leave_on_terminate; /* SIGTERM leaves the cluster first, default false */
     char *datacenter;      /* --datacenter NAME, default "dc1" */
     enum log_level log_level; /* --log-level debug|info|warn|error, default info */

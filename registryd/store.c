@@ -549,18 +549,42 @@ static int gb_put(struct growbuf *g, const void *data, size_t n)
 
 int store_snapshot(struct store *s, void **buf, size_t *len)
 {
+    size_t cap = 0;
+    *buf = NULL;
+    int rc = store_snapshot_into(s, buf, &cap, len);
+    if (rc != 0) {
+        free(*buf);
+        *buf = NULL;
+    }
+    return rc;
+}
+
+int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len)
+{
     struct store_read *r;
     int rc = store_read_begin(s, &r);
     if (rc != 0)
         return rc;
-    rc = store_snapshot_read(r, buf, len);
+    rc = store_snapshot_read_into(r, buf, cap, len);
     store_read_end(r);
     return rc;
 }
 
 int store_snapshot_read(struct store_read *r, void **buf, size_t *len)
 {
-    struct growbuf g = {0};
+    size_t cap = 0;
+    *buf = NULL;
+    int rc = store_snapshot_read_into(r, buf, &cap, len);
+    if (rc != 0) {
+        free(*buf);
+        *buf = NULL;
+    }
+    return rc;
+}
+
+int store_snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
+{
+    struct growbuf g = {*buf, 0, *buf ? *cap : 0};
     struct store *s = r->s;
     MDB_txn *txn = r->txn;
     int rc = gb_put(&g, SNAP_MAGIC, 8);
@@ -574,23 +598,23 @@ int store_snapshot_read(struct store_read *r, void **buf, size_t *len)
         int crc;
         for (crc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); crc == 0 && rc == 0;
              crc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            unsigned char d = (unsigned char)db;
+            unsigned char head[9];
             uint32_t kl = (uint32_t)k.mv_size, vl = (uint32_t)v.mv_size;
-            if ((rc = gb_put(&g, &d, 1)) == 0 && (rc = gb_put(&g, &kl, 4)) == 0 &&
-                (rc = gb_put(&g, &vl, 4)) == 0 && (rc = gb_put(&g, k.mv_data, kl)) == 0)
+            head[0] = (unsigned char)db;
+            memcpy(head + 1, &kl, 4);
+            memcpy(head + 5, &vl, 4);
+            if ((rc = gb_put(&g, head, sizeof(head))) == 0 &&
+                (rc = gb_put(&g, k.mv_data, kl)) == 0)
                 rc = gb_put(&g, v.mv_data, vl);
         }
         mdb_cursor_close(cur);
         if (rc == 0 && crc != MDB_NOTFOUND)
             rc = lmdb_fail("mdb_cursor_get", crc);
     }
-    if (rc != 0) {
-        free(g.p);
-        return rc;
-    }
     *buf = g.p;
+    *cap = g.cap;
     *len = g.len;
-    return 0;
+    return rc;
 }
 
 int store_restore(struct store *s, const void *buf, size_t len)

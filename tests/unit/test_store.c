@@ -211,6 +211,39 @@ static void test_snapshot_restore(void **state)
     free(snap);
 }
 
+/* A snapshot into a reused buffer (raft keeps one warm) is the same bytes
+ * as a fresh one, whether the buffer is too small (grown) or large enough. */
+static void test_snapshot_into_reused_buffer(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    apply(f->s, CMD_REGISTER, reg_args("a", "svc", "service:a"), &chg);
+    void *fresh, *buf = malloc(16);
+    size_t fresh_len, cap = 16, len;
+    assert_non_null(buf);
+    memset(buf, 0xee, 16);
+    assert_int_equal(store_snapshot(f->s, &fresh, &fresh_len), 0);
+    assert_int_equal(store_snapshot_into(f->s, &buf, &cap, &len), 0);
+    assert_true(cap >= len);
+    assert_int_equal(len, fresh_len);
+    assert_memory_equal(buf, fresh, len);
+    free(fresh);
+    apply(f->s, CMD_REGISTER, reg_args("b", "svc", NULL), &chg);
+    apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "a"), &chg);
+    void *before = buf;
+    size_t before_cap = cap;
+    assert_int_equal(store_snapshot(f->s, &fresh, &fresh_len), 0);
+    assert_int_equal(store_snapshot_into(f->s, &buf, &cap, &len), 0);
+    if (fresh_len <= before_cap) /* it fitted: the same memory was used */
+        assert_ptr_equal(buf, before);
+    assert_int_equal(len, fresh_len);
+    assert_memory_equal(buf, fresh, len);
+    assert_int_equal(store_restore(f->s, buf, len), 0);
+    assert_int_equal(count_instances(f->s, "svc"), 1);
+    free(fresh);
+    free(buf);
+}
+
 static void test_undecodable_command(void **state)
 {
     struct fixture *f = *state;
@@ -228,6 +261,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_maintenance_and_deregister, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_into_reused_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_undecodable_command, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
