@@ -547,6 +547,8 @@ static int gb_put(struct growbuf *g, const void *data, size_t n)
     return 0;
 }
 
+static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len);
+
 int store_snapshot(struct store *s, void **buf, size_t *len)
 {
     size_t cap = 0;
@@ -565,24 +567,12 @@ int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len)
     int rc = store_read_begin(s, &r);
     if (rc != 0)
         return rc;
-    rc = store_snapshot_read_into(r, buf, cap, len);
+    rc = snapshot_read_into(r, buf, cap, len);
     store_read_end(r);
     return rc;
 }
 
-int store_snapshot_read(struct store_read *r, void **buf, size_t *len)
-{
-    size_t cap = 0;
-    *buf = NULL;
-    int rc = store_snapshot_read_into(r, buf, &cap, len);
-    if (rc != 0) {
-        free(*buf);
-        *buf = NULL;
-    }
-    return rc;
-}
-
-int store_snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
+static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
 {
     struct growbuf g = {*buf, 0, *buf ? *cap : 0};
     struct store *s = r->s;

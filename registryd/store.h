@@ -63,10 +63,6 @@ int store_snapshot(struct store *s, void **buf, size_t *len);
  * caller's, also on failure. A warm buffer spares the page faults of fresh
  * memory, most of the cost of a large snapshot on a virtual machine. */
 int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len);
-/* The same from a read handle taken earlier: the point in time is when r
- * began. */
-int store_snapshot_read(struct store_read *r, void **buf, size_t *len);
-int store_snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len);
 /* Replace the whole content with a snapshot made by store_snapshot. */
 int store_restore(struct store *s, const void *buf, size_t len);
 
