@@ -199,7 +199,7 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
     json_object_set_new(d, "FailuresBeforeCritical", json_integer(fail));
 
     *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "Node",
-                     r->srv->opt.node, "CheckID", id, "Name", name, "Status", status, "Notes",
+                     http_origin_node(r), "CheckID", id, "Name", name, "Status", status, "Notes",
                      notes, "Output", "", "ServiceID", sid, "ServiceName", sname, "Type", type,
                      "Definition", d);
     return *out ? 0 : http_fail(r, 500, "out of memory");
@@ -360,8 +360,8 @@ static int do_register(struct http_req *r, struct store_read *rd, struct command
     json_t *svc = json_pack("{s:s, s:s, s:O, s:s, s:I, s:O, s:O, s:b, s:s, s:s}", "ID", id,
                             "Service", name, "Tags", tags, "Address", address, "Port", port,
                             "Meta", meta, "Weights", weights, "EnableTagOverride",
-                            json_is_true(eto), "Node", r->srv->opt.node, "NodeAddress",
-                            r->srv->opt.node_addr);
+                            json_is_true(eto), "Node", http_origin_node(r), "NodeAddress",
+                            http_origin_node_addr(r));
     cmd->op = CMD_REGISTER;
     cmd->args = json_pack("{s:o, s:O}", "Service", svc, "Checks", checks);
     rc = cmd->args ? 0 : http_fail(r, 500, "out of memory");

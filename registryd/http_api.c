@@ -96,15 +96,28 @@ static json_t *tagged_addresses(const char *addr)
     return json_pack("{s:s, s:s}", "lan", addr, "wan", addr);
 }
 
+void http_node_id(const char *node, char *out, size_t len)
+{
+    unsigned long long h1 = 1469598103934665603ULL, h2 = 1099511628211ULL;
+    for (const char *p = node; *p; p++) {
+        h1 = (h1 ^ (unsigned char)*p) * 1099511628211ULL;
+        h2 = (h2 ^ (unsigned char)*p) * 6364136223846793005ULL + 1;
+    }
+    snprintf(out, len, "%08llx-%04llx-%04llx-%04llx-%012llx", h1 >> 32, (h1 >> 16) & 0xffff,
+             h1 & 0xffff, h2 >> 48, h2 & 0xffffffffffffULL);
+}
+
 json_t *render_node(struct http_server *srv, json_t *inst)
 {
     const char *node = json_string_value(json_object_get(inst, "Node"));
     const char *addr = json_string_value(json_object_get(inst, "NodeAddress"));
+    char id[40];
     if (node == NULL)
         node = srv->opt.node;
     if (addr == NULL)
         addr = srv->opt.node_addr;
-    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:{}, s:I, s:I}", "ID", srv->opt.node_id, "Node",
+    http_node_id(node, id, sizeof(id));
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:{}, s:I, s:I}", "ID", id, "Node",
                      node, "Address", addr, "Datacenter", srv->opt.datacenter, "TaggedAddresses",
                      tagged_addresses(addr), "Meta", "CreateIndex", (json_int_t)1, "ModifyIndex",
                      (json_int_t)1);
@@ -538,6 +551,30 @@ static const struct http_route *route_tables[] = {http_agent_routes, http_catalo
 
 /* ---- forwarding writes to the leader ------------------------------------ */
 
+/* A write belongs to the node that received it from the client: a
+ * forwarded request names it in headers (trusted only on forwarded
+ * requests, which only servers send). */
+static const char *forwarded_header(struct http_req *r, const char *key)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
+    if (evhttp_find_header(in, "X-Registry-Forwarded") == NULL)
+        return NULL;
+    const char *v = evhttp_find_header(in, key);
+    return v != NULL && *v != '\0' && strlen(v) <= STORE_NAME_MAX ? v : NULL;
+}
+
+const char *http_origin_node(struct http_req *r)
+{
+    const char *v = forwarded_header(r, "X-Registry-Node");
+    return v ? v : r->srv->opt.node;
+}
+
+const char *http_origin_node_addr(struct http_req *r)
+{
+    const char *v = forwarded_header(r, "X-Registry-Node-Address");
+    return v ? v : r->srv->opt.node_addr;
+}
+
 struct forward {
     struct http_req *r;
     struct evhttp_connection *evcon;
@@ -653,6 +690,8 @@ static void forward_to_leader(struct http_req *r)
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Host", http);
     evhttp_add_header(h, "X-Registry-Forwarded", "1");
+    evhttp_add_header(h, "X-Registry-Node", http_origin_node(r));
+    evhttp_add_header(h, "X-Registry-Node-Address", http_origin_node_addr(r));
     evhttp_add_header(h, "Connection", "close");
     evbuffer_add_buffer(evhttp_request_get_output_buffer(req),
                         evhttp_request_get_input_buffer(r->req));

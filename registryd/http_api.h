@@ -37,4 +37,7 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
                size_t errlen);
 void http_free(struct http_server *s);
 
+/* A node id shaped like Consul's (a UUID), stable for a node name. */
+void http_node_id(const char *node, char *out, size_t len);
+
 #endif

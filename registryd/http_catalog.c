@@ -3,6 +3,7 @@
  * /v1/health/... and /v1/status/..., in Consul's JSON shapes. All of them are
  * blocking-query capable (the route table says what each one watches).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cluster.h"
@@ -99,11 +100,94 @@ static int read_catalog_service(struct http_req *r, struct store_read *rd, json_
     return 0;
 }
 
+/* ---- nodes: this server, and every node an instance was registered at ---- */
+
+static int add_instance_node(json_t *inst, void *arg)
+{
+    const char *node = json_string_value(json_object_get(inst, "Node"));
+    if (node != NULL && json_object_get(arg, node) == NULL)
+        json_object_set(arg, node, inst);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Node name -> an instance registered there (null for this server), and
+ * the names sorted as Consul lists them (*names: malloc'd, keys borrowed
+ * from the returned object). */
+static json_t *known_nodes(struct http_req *r, struct store_read *rd, const char ***names,
+                           size_t *n)
+{
+    json_t *nodes = json_object();
+    json_object_set_new(nodes, r->srv->opt.node, json_null());
+    store_each_instance(rd, NULL, add_instance_node, nodes);
+    *n = 0;
+    *names = malloc(json_object_size(nodes) * sizeof(**names));
+    if (*names != NULL) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(nodes, k, v)(*names)[(*n)++] = k;
+        qsort(*names, *n, sizeof(**names), cmp_str);
+    }
+    return nodes;
+}
+
 static int read_catalog_nodes(struct http_req *r, struct store_read *rd, json_t **out)
 {
+    const char **names;
+    size_t n;
+    json_t *nodes = known_nodes(r, rd, &names, &n);
+    *out = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(*out, render_node(r->srv, json_object_get(nodes, names[i])));
+    free(names);
+    json_decref(nodes);
+    return 0;
+}
+
+static int read_catalog_datacenters(struct http_req *r, struct store_read *rd, json_t **out)
+{
     (void)rd;
-    /* One node per server: this one (cluster membership adds the others). */
-    *out = json_pack("[o]", render_node(r->srv, NULL));
+    *out = json_pack("[s]", r->srv->opt.datacenter);
+    return 0;
+}
+
+static bool on_node(json_t *inst, const char *node)
+{
+    const char *n = json_string_value(json_object_get(inst, "Node"));
+    return n != NULL && strcmp(n, node) == 0;
+}
+
+static int add_node_service(json_t *inst, void *arg)
+{
+    struct walk *w = arg;
+    if (on_node(inst, w->r->arg))
+        json_object_set_new(w->out, json_string_value(json_object_get(inst, "ID")),
+                            render_agent_service(w->r->srv, inst));
+    return 0;
+}
+
+/* GET /v1/catalog/node/:node — the node and its services; null (200) for
+ * a node nobody registered at, as Consul answers. */
+static int read_catalog_node(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    const char **names;
+    size_t n;
+    json_t *nodes = known_nodes(r, rd, &names, &n);
+    free(names);
+    json_t *inst = json_object_get(nodes, r->arg);
+    if (inst == NULL) {
+        json_decref(nodes);
+        *out = json_null();
+        return 0;
+    }
+    struct walk w = {r, rd, json_object()};
+    store_each_instance(rd, NULL, add_node_service, &w);
+    *out = json_pack("{s:o, s:o}", "Node", render_node(r->srv, inst), "Services", w.out);
+    json_decref(nodes);
     return 0;
 }
 
@@ -180,6 +264,31 @@ static int read_health_checks(struct http_req *r, struct store_read *rd, json_t 
     return 0;
 }
 
+static int add_node_checks(json_t *inst, void *arg)
+{
+    struct walk *w = arg;
+    return on_node(inst, w->r->arg) ? add_service_checks(inst, arg) : 0;
+}
+
+/* GET /v1/health/node/:node — the node's serfHealth and the checks of the
+ * instances registered there; [] for an unknown node. */
+static int read_health_node(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    const char **names;
+    size_t n;
+    json_t *nodes = known_nodes(r, rd, &names, &n);
+    free(names);
+    json_t *inst = json_object_get(nodes, r->arg);
+    struct walk w = {r, rd, json_array()};
+    if (inst != NULL) {
+        json_array_append_new(w.out, render_serf_check(r->srv, inst));
+        store_each_instance(rd, NULL, add_node_checks, &w);
+    }
+    json_decref(nodes);
+    *out = w.out;
+    return 0;
+}
+
 struct state_walk {
     struct walk w;
     const char *state; /* NULL: any */
@@ -245,8 +354,11 @@ const struct http_route http_catalog_routes[] = {
     {"GET", "/v1/catalog/services", read_catalog_services, NULL, WATCH_ALL, NULL, false},
     {"GET", "/v1/catalog/service/", read_catalog_service, NULL, WATCH_SERVICE, NULL, false},
     {"GET", "/v1/catalog/nodes", read_catalog_nodes, NULL, WATCH_ALL, NULL, false},
+    {"GET", "/v1/catalog/node/", read_catalog_node, NULL, WATCH_ALL, NULL, false},
+    {"GET", "/v1/catalog/datacenters", read_catalog_datacenters, NULL, WATCH_NONE, NULL, false},
     {"GET", "/v1/health/service/", read_health_service, NULL, WATCH_SERVICE, NULL, false},
     {"GET", "/v1/health/checks/", read_health_checks, NULL, WATCH_SERVICE, NULL, false},
+    {"GET", "/v1/health/node/", read_health_node, NULL, WATCH_ALL, NULL, false},
     {"GET", "/v1/health/state/", read_health_state, NULL, WATCH_ALL, NULL, false},
     {"GET", "/v1/status/leader", read_status_leader, NULL, WATCH_NONE, NULL, false},
     {"GET", "/v1/status/peers", read_status_peers, NULL, WATCH_NONE, NULL, false},

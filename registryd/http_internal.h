@@ -110,6 +110,11 @@ bool http_flag(const struct http_req *r, const char *key);
 /* Request body as a JSON object. Returns 0, or fails the request (400). */
 int http_body_json(struct http_req *r, json_t **out);
 
+/* The node a write belongs to: the server the client sent it to (also
+ * when it reached the leader forwarded). */
+const char *http_origin_node(struct http_req *r);
+const char *http_origin_node_addr(struct http_req *r);
+
 /* Body keys are matched case-insensitively, as Consul (Go) does. Borrowed. */
 json_t *json_get_ci(json_t *obj, const char *key);
 

@@ -216,18 +216,6 @@ static int mkdir_p(const char *dir)
     return mkdir(tmp, 0700) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-/* A node id shaped like Consul's (a UUID), stable for a node name. */
-static void node_id_for(const char *node, char *out, size_t len)
-{
-    unsigned long long h1 = 1469598103934665603ULL, h2 = 1099511628211ULL;
-    for (const char *p = node; *p; p++) {
-        h1 = (h1 ^ (unsigned char)*p) * 1099511628211ULL;
-        h2 = (h2 ^ (unsigned char)*p) * 6364136223846793005ULL + 1;
-    }
-    snprintf(out, len, "%08llx-%04llx-%04llx-%04llx-%012llx", h1 >> 32, (h1 >> 16) & 0xffff,
-             h1 & 0xffff, h2 >> 48, h2 & 0xffffffffffffULL);
-}
-
 int main(int argc, char **argv)
 {
     struct conf conf = {0};
@@ -368,7 +356,7 @@ int main(int argc, char **argv)
         snprintf(host, sizeof(host), "127.0.0.1");
     if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
         snprintf(host, sizeof(host), "127.0.0.1");
-    node_id_for(conf.node, node_id, sizeof(node_id));
+    http_node_id(conf.node, node_id, sizeof(node_id));
     struct http_options hopt = {
         .addr = conf.http_addr,
         .max_body_size = conf.max_body_size,

@@ -74,6 +74,14 @@ class ClusterTest(unittest.TestCase):
             time.sleep(0.05)
         for d in self.servers:
             self.assertEqual(passing(d), ["web-1"])
+        # the instance belongs to the node it was registered at, on every server
+        follower_node = json.loads(followers[0].request("GET", "/v1/agent/self")[1])[
+            "Config"]["NodeName"]
+        for d in self.servers:
+            nodes = json.loads(d.request("GET", "/v1/catalog/nodes?stale")[1])
+            self.assertIn(follower_node, [n["Node"] for n in nodes])
+            node = json.loads(d.request("GET", "/v1/catalog/node/%s?stale" % follower_node)[1])
+            self.assertEqual(list(node["Services"]), ["web-1"])
         conf = json.loads(followers[0].request("GET", "/v1/operator/raft/configuration")[1])
         self.assertEqual(len(conf["Servers"]), 3)
         self.assertEqual(sum(s["Leader"] for s in conf["Servers"]), 1)

@@ -177,8 +177,9 @@ def start_cluster(directory, n, extra=(), servers=None):
     joins = []
     for d in new:
         joins += ["--join", d.addr]
-    for d in new:
-        d.extra = ["--bootstrap-expect", str(n)] + list(extra) + joins
+    for i, d in enumerate(new):
+        node = ["--node", "s%d" % i] if "--node" not in extra else []
+        d.extra = ["--bootstrap-expect", str(n)] + node + list(extra) + joins
         d.start(wait=False)
         servers.append(d)
     for d in new:

@@ -128,6 +128,21 @@ class ApiTest(unittest.TestCase):
         nodes = self.get("/v1/catalog/nodes")
         self.assertEqual([n["Node"] for n in nodes], ["node-a"])
 
+    def test_nodes_and_datacenters(self):
+        self.assertEqual(self.get("/v1/catalog/datacenters"), ["dc7"])
+        node = self.get("/v1/catalog/node/node-a")
+        self.assertEqual(node["Node"]["Node"], "node-a")
+        self.assertEqual(node["Node"]["Datacenter"], "dc7")
+        self.assertEqual(node["Node"]["ID"], self.get("/v1/catalog/nodes")[0]["ID"])
+        self.assertEqual(sorted(node["Services"]), ["web-1", "web-2"])
+        self.assertEqual(node["Services"]["web-1"]["Port"], 8080)
+        self.assertEqual(node["Services"]["web-1"]["Service"], "web")
+        self.assertIsNone(self.get("/v1/catalog/node/nobody"))
+        checks = self.get("/v1/health/node/node-a")
+        self.assertEqual([c["CheckID"] for c in checks], ["serfHealth", "service:web-1"])
+        self.assertTrue(all(c["Node"] == "node-a" for c in checks))
+        self.assertEqual(self.get("/v1/health/node/nobody"), [])
+
     def test_health_checks_and_state(self):
         checks = self.get("/v1/health/checks/web")
         self.assertEqual([c["CheckID"] for c in checks], ["service:web-1"])
