@@ -156,6 +156,8 @@ static int decode_instance(json_t *inst, void *arg)
     struct dns_inst *in = &d->svc->v[d->svc->n];
     memset(in, 0, sizeof(*in));
     const char *addr = json_string_value(json_object_get(inst, "Address"));
+    if (addr == NULL || *addr == '\0') /* the node it was registered at */
+        addr = json_string_value(json_object_get(inst, "NodeAddress"));
     if (addr == NULL || *addr == '\0')
         addr = s->opt.node_addr;
     if (inet_pton(AF_INET, addr, in->ip) == 1) {

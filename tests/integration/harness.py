@@ -43,8 +43,9 @@ def free_port(addr="127.0.0.1", kind=None):
 class Registryd:
     """One registryd process. data_dir=None means --dev."""
 
-    def __init__(self, data_dir=None, extra_args=(), http_port=None):
+    def __init__(self, data_dir=None, extra_args=(), http_port=None, host="127.0.0.1"):
         self.data_dir = data_dir
+        self.host = host
         self.extra = list(extra_args)
         self.fixed_http_port = http_port
         self.pick_ports()
@@ -58,7 +59,7 @@ class Registryd:
 
     @property
     def addr(self):
-        return "127.0.0.1:%d" % self.port
+        return "%s:%d" % (self.host, self.port)
 
     def args(self):
         # --dev servers get their raft port from us too; a data dir keeps the

@@ -6,7 +6,7 @@ import struct
 import subprocess
 import unittest
 
-from harness import Registryd
+from harness import Registryd, TempDir
 
 
 def dig(port, name, qtype="A", *opts):
@@ -182,6 +182,29 @@ class DnsTest(unittest.TestCase):
                         self.assertEqual(resp[3] & 0x0F, rcode)
         # and the server still answers
         self.assertEqual(answers(self.dig("web.service.registry."), "A"), ["10.0.0.5"])
+
+
+class NodeAddressTest(unittest.TestCase):
+    def test_instance_without_address_answers_its_nodes_address(self):
+        """An instance without Address is reached at the node it was
+        registered at (as the catalog says), not at whichever server answers."""
+        tmp = TempDir()
+        d = Registryd(data_dir=tmp.path, host="127.0.0.2")
+        try:
+            d.start()
+            code, text = d.request("PUT", "/v1/agent/service/register",
+                                   json.dumps({"Name": "bare", "ID": "bare-1", "Port": 7}))
+            self.assertEqual(code, 200, text)
+            d.stop()
+            d.host = "127.0.0.1"  # the same server, now answering from another address
+            d.start()
+            row = json.loads(d.request("GET", "/v1/catalog/service/bare")[1])[0]
+            self.assertEqual(row["Address"], "127.0.0.2")
+            self.assertEqual(answers(dig(d.dns_port, "bare.service.registry."), "A"),
+                             ["127.0.0.2"])
+        finally:
+            d.stop(check=False)
+            tmp.cleanup()
 
 
 if __name__ == "__main__":
