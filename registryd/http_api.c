@@ -828,6 +828,11 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     if (parse_query(r, uri ? evhttp_uri_get_query(uri) : NULL) != 0 || parse_blocking(r) != 0)
         goto fail;
+    const char *dc = http_param(r, "dc");
+    if (dc != NULL && *dc != '\0' && strcmp(dc, r->srv->opt.datacenter) != 0) {
+        http_fail(r, 500, "No path to datacenter"); /* Consul's answer; one datacenter here */
+        goto fail;
+    }
     if (must_forward(r))
         forward_to_leader(r);
     else

@@ -143,6 +143,15 @@ class ApiTest(unittest.TestCase):
         self.assertTrue(all(c["Node"] == "node-a" for c in checks))
         self.assertEqual(self.get("/v1/health/node/nobody"), [])
 
+    def test_datacenter_parameter(self):
+        self.assertIn("web", self.get("/v1/catalog/services?dc=dc7"))
+        text = self.get("/v1/catalog/services?dc=dc1", status=500)
+        self.assertIn("No path to datacenter", text)
+        status, text = self.d.request("PUT", "/v1/agent/service/register?dc=elsewhere",
+                                      json.dumps({"Name": "x", "ID": "x-1"}))
+        self.assertEqual(status, 500, text)
+        self.assertNotIn("x-1", self.get("/v1/agent/services"))
+
     def test_health_checks_and_state(self):
         checks = self.get("/v1/health/checks/web")
         self.assertEqual([c["CheckID"] for c in checks], ["service:web-1"])
