@@ -115,15 +115,17 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Node name -> an instance registered there (null for this server), and
- * the names sorted as Consul lists them (*names: malloc'd, keys borrowed
- * from the returned object). */
+/* Node name -> an instance registered there (null for this server), and,
+ * if names is not NULL, the names sorted as Consul lists them (*names:
+ * malloc'd, keys borrowed from the returned object). */
 static json_t *known_nodes(struct http_req *r, struct store_read *rd, const char ***names,
                            size_t *n)
 {
     json_t *nodes = json_object();
     json_object_set_new(nodes, r->srv->opt.node, json_null());
     store_each_instance(rd, NULL, add_instance_node, nodes);
+    if (names == NULL)
+        return nodes;
     *n = 0;
     *names = malloc(json_object_size(nodes) * sizeof(**names));
     if (*names != NULL) {
@@ -174,10 +176,7 @@ static int add_node_service(json_t *inst, void *arg)
  * a node nobody registered at, as Consul answers. */
 static int read_catalog_node(struct http_req *r, struct store_read *rd, json_t **out)
 {
-    const char **names;
-    size_t n;
-    json_t *nodes = known_nodes(r, rd, &names, &n);
-    free(names);
+    json_t *nodes = known_nodes(r, rd, NULL, NULL);
     json_t *inst = json_object_get(nodes, r->arg);
     if (inst == NULL) {
         json_decref(nodes);
@@ -274,10 +273,7 @@ static int add_node_checks(json_t *inst, void *arg)
  * instances registered there; [] for an unknown node. */
 static int read_health_node(struct http_req *r, struct store_read *rd, json_t **out)
 {
-    const char **names;
-    size_t n;
-    json_t *nodes = known_nodes(r, rd, &names, &n);
-    free(names);
+    json_t *nodes = known_nodes(r, rd, NULL, NULL);
     json_t *inst = json_object_get(nodes, r->arg);
     struct walk w = {r, rd, json_array()};
     if (inst != NULL) {
