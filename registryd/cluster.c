@@ -30,6 +30,7 @@
 #include "log.h"
 #include "registry/error.h"
 #include "command.h"
+#include "duration.h"
 #include "metrics.h"
 #include "store.h"
 
@@ -83,10 +84,10 @@ struct cluster {
     bool io_init, transport_init, raft_init;
     bool running; /* cluster_run succeeded (atomic) */
     bool announce_again; /* a restore replaced the server records */
-    /* raft snapshots: the buffer libraft holds (one at a time) and the warm
-     * one kept for the next (raft thread only) */
-    void *snap_held, *snap_spare;
-    size_t snap_held_cap, snap_spare_cap;
+    /* raft snapshots (raft thread only): a warm buffer kept for the next
+     * one, and the capacity of the one libraft holds (one at a time) */
+    void *snap_spare;
+    size_t snap_spare_cap, snap_held_cap;
 
     /* front end -> cluster */
     pthread_mutex_t in_lock;
@@ -106,20 +107,6 @@ struct cluster {
     struct cluster_status status;
     uint64_t last_leader_seen_ms;
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static double mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 void *cluster_alloc(size_t n)
 {
@@ -248,7 +235,6 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     }
     log_debug("cluster", "msg=\"snapshot taken\" bytes=%zu ms=%.1f", len,
               (mono_seconds() - started) * 1e3);
-    c->snap_held = data;
     c->snap_held_cap = cap;
     (*bufs)[0].base = data;
     (*bufs)[0].len = len;
@@ -262,14 +248,12 @@ static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[
 {
     struct cluster *c = fsm->data;
     for (unsigned i = 0; i < *n_bufs; i++) {
-        if ((*bufs)[i].base == c->snap_held && c->snap_spare == NULL) {
-            c->snap_spare = c->snap_held;
+        if (i == 0 && c->snap_spare == NULL) { /* ours, from fsm_snapshot */
+            c->snap_spare = (*bufs)[0].base;
             c->snap_spare_cap = c->snap_held_cap;
         } else {
             free((*bufs)[i].base);
         }
-        if ((*bufs)[i].base == c->snap_held)
-            c->snap_held = NULL;
     }
     free(*bufs);
     *bufs = NULL;
@@ -461,7 +445,7 @@ static void poll_cb(uv_timer_t *t)
     const char *laddr;
     int state = raft_state(&c->raft);
     raft_leader(&c->raft, &lid, &laddr);
-    uint64_t now = now_ms();
+    uint64_t now = mono_ms();
 
     /* A new leader commits a barrier before it reports ready, so every
      * entry of earlier terms is applied before it serves. */

@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "dns_wire.h"
+#include "duration.h"
 #include "log.h"
 #include "metrics.h"
 #include "registry/error.h"
@@ -468,13 +469,6 @@ size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t 
     if (q.edns)
         dns_msg_add_opt(&a.m, DNS_UDP_MAX);
     return dns_msg_finish(&a.m);
-}
-
-static double mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Answer and count (rcode, latency) in the metrics. */

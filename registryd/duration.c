@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "registry/error.h"
 
@@ -84,4 +85,18 @@ void duration_format(uint64_t ms, char *buf, size_t len)
         snprintf(buf + n, len - (size_t)n, "%" PRIu64 ".%03" PRIu64 "s", s, frac);
     else
         snprintf(buf + n, len - (size_t)n, "%" PRIu64 "s", s);
+}
+
+uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+double mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }

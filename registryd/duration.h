@@ -1,5 +1,5 @@
 /*
- * duration.h — Go-style durations, in milliseconds.
+ * duration.h — Go-style durations, in milliseconds, and the monotonic clock.
  */
 #ifndef REGISTRYD_DURATION_H
 #define REGISTRYD_DURATION_H
@@ -14,5 +14,9 @@ int duration_parse(const char *s, uint64_t *ms);
 int duration_parse_json(json_t *v, uint64_t *ms);
 /* Render ms the way Go does ("10s", "1m30s", "250ms"). */
 void duration_format(uint64_t ms, char *buf, size_t len);
+
+/* The monotonic clock, for intervals and latencies. */
+uint64_t mono_ms(void);
+double mono_seconds(void);
 
 #endif

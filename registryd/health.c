@@ -159,13 +159,6 @@ struct post {
     struct post *next;
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static uint64_t next_rand(struct health *h)
 {
     uint64_t x = h->rand_state; /* xorshift64 */
@@ -245,7 +238,7 @@ static void sanitize(char *s)
 static void report(struct hcheck *c, int status, char *output)
 {
     struct health *h = c->h;
-    uint64_t now = now_ms();
+    uint64_t now = mono_ms();
     sanitize(output);
     if (c->pending != ST_NONE && now - c->pending_at > PENDING_MS)
         c->pending = ST_NONE;
@@ -253,7 +246,7 @@ static void report(struct hcheck *c, int status, char *output)
     bool output_changed = c->output == NULL || strcmp(c->output, output) != 0;
     if (status == effective) {
         if (!output_changed || c->pending != ST_NONE ||
-            now - c->output_written_at < h->opt.check_update_interval_ms)
+            now - c->output_written_at < h->opt.limits.check_update_interval_ms)
             return;
     } else {
         h->transitions++;
@@ -325,7 +318,7 @@ static void probe_done(struct hcheck *c, int status, char *output)
     h->inflight--;
     result(c, status, output);
     schedule_next(c);
-    while (h->wait_head && h->inflight < h->opt.max_concurrent) {
+    while (h->wait_head && h->inflight < h->opt.limits.max_concurrent) {
         struct hcheck *n = h->wait_head;
         h->wait_head = n->qnext;
         if (h->wait_head == NULL)
@@ -593,7 +586,7 @@ static void start_probe(struct hcheck *c)
     struct health *h = c->h;
     if (c->probe != NULL || c->queued)
         return;
-    if (h->inflight >= h->opt.max_concurrent) {
+    if (h->inflight >= h->opt.limits.max_concurrent) {
         c->queued = true;
         if (h->wait_tail)
             h->wait_tail->qnext = c;
@@ -602,7 +595,7 @@ static void start_probe(struct hcheck *c)
         h->wait_tail = c;
         return;
     }
-    uint64_t now = now_ms();
+    uint64_t now = mono_ms();
     record_lateness(h, now > c->due ? now - c->due : 0);
     struct probe *p = calloc(1, sizeof(*p));
     if (p == NULL) {
@@ -624,7 +617,7 @@ static void start_probe(struct hcheck *c)
 
 static void schedule_next(struct hcheck *c)
 {
-    uint64_t now = now_ms();
+    uint64_t now = mono_ms();
     c->due += c->interval_ms;
     if (c->due < now)
         c->due = now; /* fell behind: run now rather than in a burst */
@@ -656,7 +649,7 @@ static bool checking_here(struct health *h, const struct hcheck *c)
 {
     if (c->type == HC_TTL || h->npeers == 0)
         return h->leader;
-    uint64_t now = now_ms(), key = hash_str64(c->id);
+    uint64_t now = mono_ms(), key = hash_str64(c->id);
     uint64_t best = mix64(key ^ mix64(h->self_id));
     for (int i = 0; i < h->npeers; i++) {
         if (h->peers[i].alive_until < now)
@@ -699,7 +692,7 @@ static void post_done(struct evhttp_request *req, void *arg)
                 continue;
             h->peers[i].probing = false;
             if (code == 200)
-                h->peers[i].alive_until = now_ms() + 3000;
+                h->peers[i].alive_until = mono_ms() + 3000;
         }
     } else if (code != 200) {
         log_debug("health", "msg=\"forwarding a check result failed\" code=%d", code);
@@ -892,7 +885,7 @@ static int json_int_or(json_t *def, const char *key, int dflt)
 static void observe_status(struct hcheck *c, int status, const char *output, bool fresh)
 {
     struct health *h = c->h;
-    uint64_t now = now_ms();
+    uint64_t now = mono_ms();
     if (!fresh && status == c->status && c->output && strcmp(c->output, output) == 0)
         return;
     if (c->pending == status)
@@ -949,7 +942,7 @@ static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
         c->timeout_ms = c->interval_ms;
     observe_status(c, parse_status(json_string_value(json_object_get(rec, "Status"))),
                    json_string_value(json_object_get(rec, "Output")) ?: "", true);
-    uint64_t now = now_ms();
+    uint64_t now = mono_ms();
     log_debug("health", "msg=\"check added\" check=%s status=%s", c->id, status_names[c->status]);
     if (c->type == HC_TTL) {
         set_timer(c->timer, c->ttl_ms);
@@ -1167,7 +1160,7 @@ static void restart_grace(const char *key, void *value, void *arg)
 
 static void update_self_preservation(struct health *h, uint64_t now)
 {
-    uint64_t sec = now / 1000, window = h->opt.self_preservation_window_ms / 1000;
+    uint64_t sec = now / 1000, window = h->opt.limits.self_preservation_window_ms / 1000;
     if (window < 1)
         window = 1;
     if (window > SP_BUCKETS - 1)
@@ -1180,14 +1173,14 @@ static void update_self_preservation(struct health *h, uint64_t now)
     for (uint64_t i = 0; i < window; i++)
         recent += h->sp_bucket[(sec + SP_BUCKETS - i) % SP_BUCKETS];
     uint64_t total = strmap_count(h->by_id);
-    double limit = h->opt.self_preservation_share * (double)total;
-    if (!h->sp_active && total >= h->opt.self_preservation_min && (double)recent > limit &&
-        h->opt.self_preservation_share < 1.0) {
+    double limit = h->opt.limits.self_preservation_share * (double)total;
+    if (!h->sp_active && total >= h->opt.limits.self_preservation_min && (double)recent > limit &&
+        h->opt.limits.self_preservation_share < 1.0) {
         h->sp_active = true;
         log_warn("health",
                  "msg=\"self-preservation on: holding automatic deregistration\" "
                  "critical_recently=%" PRIu64 " checks=%" PRIu64 " share=%.2f",
-                 recent, total, h->opt.self_preservation_share);
+                 recent, total, h->opt.limits.self_preservation_share);
     } else if (h->sp_active && (double)h->n_critical <= limit) {
         h->sp_active = false;
         /* Observations made while the checker was suspect do not count:
@@ -1225,19 +1218,17 @@ static void count_status(const char *key, void *value, void *arg)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct health *h = arg;
-    uint64_t now = now_ms();
+    uint64_t now = mono_ms();
     (void)fd;
     (void)what;
     refresh_view(h);
     pthread_mutex_lock(&h->lock);
     if (h->limits_pending) {
         h->limits_pending = false;
-        h->opt.max_concurrent = h->new_limits.max_concurrent ? h->new_limits.max_concurrent : 1;
-        h->opt.check_update_interval_ms = h->new_limits.check_update_interval_ms;
-        h->opt.self_preservation_share = h->new_limits.self_preservation_share;
-        h->opt.self_preservation_window_ms = h->new_limits.self_preservation_window_ms;
-        h->opt.self_preservation_min = h->new_limits.self_preservation_min;
-        log_info("health", "msg=\"limits changed\" max_concurrent=%u", h->opt.max_concurrent);
+        h->opt.limits = h->new_limits;
+        if (h->opt.limits.max_concurrent == 0)
+            h->opt.limits.max_concurrent = 1;
+        log_info("health", "msg=\"limits changed\" max_concurrent=%u", h->opt.limits.max_concurrent);
     }
     pthread_mutex_unlock(&h->lock);
     update_self_preservation(h, now);
@@ -1307,12 +1298,12 @@ int health_start(const struct health_options *opt, struct health **out, char *er
     if (h == NULL)
         return REG_ENOMEM;
     h->opt = *opt;
-    if (h->opt.max_concurrent == 0)
-        h->opt.max_concurrent = 1;
+    if (h->opt.limits.max_concurrent == 0)
+        h->opt.limits.max_concurrent = 1;
     pthread_mutex_init(&h->lock, NULL);
     h->inbox_tail = &h->inbox;
     h->rand_state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)h << 16) ^ 0x9e3779b97f4a7c15ULL;
-    h->sp_last_sec = now_ms() / 1000;
+    h->sp_last_sec = mono_ms() / 1000;
     h->base = event_base_new();
     h->by_id = strmap_new();
     h->by_sid = strmap_new();

@@ -31,14 +31,20 @@ struct cluster;
 struct store_change;
 struct health;
 
-struct health_options {
-    struct store *store;     /* borrowed; read only */
-    struct cluster *cluster; /* borrowed; transitions are submitted here */
-    unsigned max_concurrent; /* probes in flight at once */
+/* The checker's limits: set at start, and again by a configuration reload
+ * (SIGHUP) while checks run. */
+struct health_limits {
+    unsigned max_concurrent;           /* probes in flight at once */
     uint64_t check_update_interval_ms; /* min gap between output-only writes */
     double self_preservation_share;    /* 0..1; 1 disables */
     uint64_t self_preservation_window_ms;
     unsigned self_preservation_min;    /* fewer checks than this: never hold */
+};
+
+struct health_options {
+    struct store *store;     /* borrowed; read only */
+    struct cluster *cluster; /* borrowed; transitions are submitted here */
+    struct health_limits limits;
     const char *self_http;   /* our HTTP API: followers send results there (forwarded) */
 };
 
@@ -66,15 +72,7 @@ void health_notify(struct health *h, const struct store_change *chg);
 void health_ttl_touch(struct health *h, const char *check_id);
 void health_get_stats(struct health *h, struct health_stats *out);
 
-/* What a configuration reload may change while checks run (SIGHUP). Any
- * thread; the checker applies them at its next tick. */
-struct health_limits {
-    unsigned max_concurrent;
-    uint64_t check_update_interval_ms;
-    double self_preservation_share;
-    uint64_t self_preservation_window_ms;
-    unsigned self_preservation_min;
-};
+/* Any thread; the checker applies them at its next tick. */
 void health_set_limits(struct health *h, const struct health_limits *limits);
 
 #endif

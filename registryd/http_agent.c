@@ -537,11 +537,13 @@ static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **o
     (void)rd;
     struct http_options *o = &r->srv->opt;
     struct health_stats hs;
+    char node_id[40];
     health_get_stats(o->health, &hs);
+    http_node_id(o->node, node_id, sizeof(node_id));
     *out = json_pack("{s:{s:s, s:s, s:s, s:b, s:s, s:s}, s:{s:s, s:s, s:i, s:i}, s:{},"
                      " s:{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:b}}}",
                      "Config", "Datacenter", o->datacenter, "NodeName", o->node, "NodeID",
-                     o->node_id, "Server", 1, "Version", REGISTRYD_VERSION, "Revision",
+                     node_id, "Server", 1, "Version", REGISTRYD_VERSION, "Revision",
                      "registryd", "Member", "Name", o->node, "Addr", o->node_addr, "Port", 8301,
                      "Status", 1, "Meta", "Stats", "health", "checks", (json_int_t)hs.checks,
                      "probes", (json_int_t)hs.probes, "transitions", (json_int_t)hs.transitions,

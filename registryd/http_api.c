@@ -212,13 +212,6 @@ static void reply_json(struct http_req *r, json_t *body, uint64_t index)
     evbuffer_free(b);
 }
 
-static double mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void req_free(struct http_req *r)
 {
     metrics_http(r->route ? r->route->method : "OTHER", r->route ? r->route->path : "unmatched",

@@ -22,7 +22,6 @@ struct http_options {
     const char *addr;        /* listen "host:port" */
     size_t max_body_size;    /* bytes; larger bodies get 413 */
     const char *node;        /* this server's node name */
-    const char *node_id;     /* UUID-shaped node id */
     const char *node_addr;   /* address reported for the node */
     const char *datacenter;
     struct event_base *base; /* borrowed */
@@ -37,7 +36,8 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
                size_t errlen);
 void http_free(struct http_server *s);
 
-/* A node id shaped like Consul's (a UUID), stable for a node name. */
+/* A node id shaped like Consul's (a UUID), stable for a node name (out:
+ * 37 bytes or more). */
 void http_node_id(const char *node, char *out, size_t len);
 
 #endif

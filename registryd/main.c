@@ -114,7 +114,19 @@ struct reload {
     struct health *health;
 };
 
-/* Settings a reload applies at once; every other change needs a restart. */
+static struct health_limits health_limits_of(const struct conf *c)
+{
+    return (struct health_limits){
+        .max_concurrent = c->check_max_concurrent,
+        .check_update_interval_ms = c->check_update_interval_ms,
+        .self_preservation_share = c->self_preservation_share,
+        .self_preservation_window_ms = c->self_preservation_window_ms,
+        .self_preservation_min = c->self_preservation_min,
+    };
+}
+
+/* Settings a reload applies at once (conf_diff reports every other change
+ * as needing a restart; the running conf keeps its start-up values). */
 static const char *const live_keys[] = {"log_level", "check_max_concurrent",
                                         "check_update_interval", "self_preservation_share",
                                         "self_preservation_window", "self_preservation_min"};
@@ -150,19 +162,8 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
             log_warn("main", "msg=\"log level changed\" log_level=%s",
                      log_level_name(fresh.log_level));
         }
-        struct health_limits limits = {
-            .max_concurrent = fresh.check_max_concurrent,
-            .check_update_interval_ms = fresh.check_update_interval_ms,
-            .self_preservation_share = fresh.self_preservation_share,
-            .self_preservation_window_ms = fresh.self_preservation_window_ms,
-            .self_preservation_min = fresh.self_preservation_min,
-        };
+        struct health_limits limits = health_limits_of(&fresh);
         health_set_limits(rl->health, &limits);
-        rl->current->check_max_concurrent = fresh.check_max_concurrent;
-        rl->current->check_update_interval_ms = fresh.check_update_interval_ms;
-        rl->current->self_preservation_share = fresh.self_preservation_share;
-        rl->current->self_preservation_window_ms = fresh.self_preservation_window_ms;
-        rl->current->self_preservation_min = fresh.self_preservation_min;
         conf_diff(rl->current, &fresh, not_applied, NULL);
         log_info("main", "msg=\"configuration reloaded\"");
     }
@@ -337,11 +338,7 @@ int main(int argc, char **argv)
     struct health_options health_opt = {
         .store = store,
         .cluster = cluster,
-        .max_concurrent = conf.check_max_concurrent,
-        .check_update_interval_ms = conf.check_update_interval_ms,
-        .self_preservation_share = conf.self_preservation_share,
-        .self_preservation_window_ms = conf.self_preservation_window_ms,
-        .self_preservation_min = conf.self_preservation_min,
+        .limits = health_limits_of(&conf),
         .self_http = self_http,
     };
     if (health_start(&health_opt, &health, err, sizeof(err)) != 0) {
@@ -350,18 +347,16 @@ int main(int argc, char **argv)
     }
     listeners.health = health;
 
-    char host[256], node_id[40];
+    char host[256];
     unsigned short port;
     if (conf_split_hostport(conf.http_addr, host, sizeof(host), &port) != 0)
         snprintf(host, sizeof(host), "127.0.0.1");
     if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
         snprintf(host, sizeof(host), "127.0.0.1");
-    http_node_id(conf.node, node_id, sizeof(node_id));
     struct http_options hopt = {
         .addr = conf.http_addr,
         .max_body_size = conf.max_body_size,
         .node = conf.node,
-        .node_id = node_id,
         .node_addr = host,
         .datacenter = conf.datacenter,
         .base = base,

@@ -23,7 +23,11 @@ static const double fast_buckets[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0
                                       0.005,   0.01,   0.025,   0.05,   0.1,   1};
 #define NFAST (sizeof(fast_buckets) / sizeof(fast_buckets[0]))
 
+/* A Prometheus histogram over the upper bounds `le` (n of them, at most
+ * NFAST; one more bucket for +Inf). */
 struct histogram {
+    const double *le;
+    size_t n;
     uint64_t bucket[NFAST + 1];
     double sum;
     uint64_t count;
@@ -32,7 +36,7 @@ struct histogram {
 static void observe(struct histogram *h, double seconds)
 {
     size_t b = 0;
-    while (b < NFAST && seconds > fast_buckets[b])
+    while (b < h->n && seconds > h->le[b])
         b++;
     h->bucket[b]++;
     h->sum += seconds;
@@ -44,12 +48,12 @@ static void render_histogram(struct evbuffer *out, const char *name, const char 
 {
     uint64_t cum = 0;
     evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-    for (size_t b = 0; b < NFAST; b++) {
+    for (size_t b = 0; b < h->n; b++) {
         cum += h->bucket[b];
-        evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, fast_buckets[b],
+        evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, h->le[b],
                             (unsigned long long)cum);
     }
-    cum += h->bucket[NFAST];
+    cum += h->bucket[h->n];
     evbuffer_add_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n", name,
                         (unsigned long long)cum, name, h->sum, name, (unsigned long long)h->count);
 }
@@ -61,12 +65,14 @@ static struct {
         uint64_t count;
     } http[HTTP_SERIES];
     int nhttp;
-    uint64_t http_bucket[NBUCKETS + 1]; /* the last one is +Inf */
-    double http_sum;
-    uint64_t http_count;
+    struct histogram http_latency;
     uint64_t dns_rcode[16];
     struct histogram dns_latency, raft_apply;
-} m;
+} m = {
+    .http_latency = {http_buckets, NBUCKETS, {0}, 0, 0},
+    .dns_latency = {fast_buckets, NFAST, {0}, 0, 0},
+    .raft_apply = {fast_buckets, NFAST, {0}, 0, 0},
+};
 
 void metrics_http(const char *method, const char *route, int status, double seconds)
 {
@@ -83,12 +89,7 @@ void metrics_http(const char *method, const char *route, int status, double seco
     }
     if (i < m.nhttp)
         m.http[i].count++;
-    size_t b = 0;
-    while (b < NBUCKETS && seconds > http_buckets[b])
-        b++;
-    m.http_bucket[b]++;
-    m.http_sum += seconds;
-    m.http_count++;
+    observe(&m.http_latency, seconds);
 }
 
 void metrics_dns(int rcode, double seconds)
@@ -177,23 +178,9 @@ int metrics_render(const struct metrics_sources *src, bool prometheus, struct ev
                                 "code=\"%d\"} %llu\n",
                                 m.http[i].method, m.http[i].route, m.http[i].status,
                                 (unsigned long long)m.http[i].count);
-        evbuffer_add_printf(out, "# HELP registryd_http_request_duration_seconds time from "
-                                 "request to reply (blocking queries included)\n"
-                                 "# TYPE registryd_http_request_duration_seconds histogram\n");
-        uint64_t cum = 0;
-        for (size_t b = 0; b < NBUCKETS; b++) {
-            cum += m.http_bucket[b];
-            evbuffer_add_printf(out,
-                                "registryd_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                                http_buckets[b], (unsigned long long)cum);
-        }
-        cum += m.http_bucket[NBUCKETS];
-        evbuffer_add_printf(out,
-                            "registryd_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
-                            "registryd_http_request_duration_seconds_sum %.9g\n"
-                            "registryd_http_request_duration_seconds_count %llu\n",
-                            (unsigned long long)cum, m.http_sum,
-                            (unsigned long long)m.http_count);
+        render_histogram(out, "registryd_http_request_duration_seconds",
+                         "time from request to reply (blocking queries included)",
+                         &m.http_latency);
         evbuffer_add_printf(out, "# HELP registryd_dns_answers_total DNS answers by rcode\n"
                                  "# TYPE registryd_dns_answers_total counter\n");
         for (int r = 0; r < 16; r++)
