@@ -280,7 +280,7 @@ static int cmd_register(struct ctl *x)
     json_t *body = json_object(), *check = json_object();
     json_t *tags = json_array(), *meta = json_object();
     int rc = EXIT_USAGE;
-    for (int i = 0; i < x->argc; i++) {
+    for (int i = 0; i < x->argc; i += 2) {
         const char *a = x->argv[i], *v = i + 1 < x->argc ? x->argv[i + 1] : NULL;
         if (strcmp(a, "-f") == 0 || strcmp(a, "--file") == 0) {
             if (!v) {
@@ -333,7 +333,6 @@ static int cmd_register(struct ctl *x)
             usage_error("register: unknown option %s", a);
             goto out;
         }
-        i++;
     }
     char *text = NULL;
     if (file) {

@@ -487,7 +487,7 @@ static void poll_cb(uv_timer_t *t)
     s->leader_id = lid;
     s->self_id = c->id;
     s->n_servers = 0;
-    for (unsigned i = 0; i < c->raft.configuration.n && s->n_servers < 9; i++) {
+    for (unsigned i = 0; i < c->raft.configuration.n && s->n_servers < CLUSTER_MAX_SERVERS; i++) {
         const struct raft_server *srv = &c->raft.configuration.servers[i];
         s->servers[s->n_servers].id = srv->id;
         snprintf(s->servers[s->n_servers].addr, sizeof(s->servers[0].addr), "%s", srv->address);

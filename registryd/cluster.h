@@ -98,6 +98,10 @@ void cluster_submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb
 /* Allocator to encode commands with (raft_malloc). */
 void *cluster_alloc(size_t n);
 
+/* The most servers a configuration may hold (Consul recommends 3 or 5; more
+ * slows every commit). Joins beyond it are refused. */
+#define CLUSTER_MAX_SERVERS 9
+
 /* Published state, readable from any thread. */
 struct cluster_status {
     bool known_leader;
@@ -107,12 +111,12 @@ struct cluster_status {
     char self_addr[64];
     uint64_t term, commit_index, applied_index;
     uint64_t leader_id, self_id;
-    int n_servers; /* the current configuration */
+    int n_servers; /* the current configuration, <= CLUSTER_MAX_SERVERS */
     struct {
         uint64_t id;
         char addr[64];
         bool voter;
-    } servers[9];
+    } servers[CLUSTER_MAX_SERVERS];
 };
 void cluster_get_status(struct cluster *c, struct cluster_status *out);
 

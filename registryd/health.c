@@ -143,7 +143,7 @@ struct health {
         char http[128];
         uint64_t alive_until; /* ms; answered GET /v1/internal/raft/self */
         bool probing;
-    } peers[9];
+    } peers[CLUSTER_MAX_SERVERS];
     struct post *posts; /* HTTP requests in flight (peer probes, forwarded results) */
     uint64_t leaked_posts; /* could not schedule their free: counted, not lost silently */
     struct health_limits new_limits; /* from health_set_limits (under lock) */
@@ -756,7 +756,7 @@ static void refresh_view(struct health *h)
     int nold = h->npeers;
     memcpy(old, h->peers, sizeof(old));
     h->npeers = 0;
-    for (int i = 0; i < st.n_servers && h->npeers < 9; i++) {
+    for (int i = 0; i < st.n_servers && h->npeers < CLUSTER_MAX_SERVERS; i++) {
         if (!st.servers[i].voter || st.servers[i].id == st.self_id)
             continue;
         struct peer *p = &h->peers[h->npeers++];

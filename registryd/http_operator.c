@@ -84,7 +84,7 @@ static void do_remove_peer(struct http_req *r)
     if (member == 0 && address) {
         struct cluster_status st;
         cluster_get_status(r->srv->opt.cluster, &st);
-        for (int i = 0; i < st.n_servers; i++)
+        for (int i = 0; i < st.n_servers && i < CLUSTER_MAX_SERVERS; i++)
             if (strcmp(st.servers[i].addr, address) == 0)
                 member = st.servers[i].id;
     }
