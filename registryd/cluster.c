@@ -106,6 +106,9 @@ struct cluster {
     int start_error;
     struct cluster_status status;
     uint64_t last_leader_seen_ms;
+    /* formation: the servers heard of, this one first (under status_lock) */
+    struct cluster_member known[CLUSTER_MAX_SERVERS];
+    size_t n_known;
 };
 
 void *cluster_alloc(size_t n)
@@ -666,6 +669,11 @@ int cluster_new(const struct cluster_options *opt, struct cluster **out, char *e
     pthread_mutex_lock(&c->status_lock);
     c->status.self_id = c->id;
     snprintf(c->status.self_addr, sizeof(c->status.self_addr), "%s", c->addr);
+    c->known[0].id = c->id;
+    snprintf(c->known[0].raft_addr, sizeof(c->known[0].raft_addr), "%s", c->addr);
+    snprintf(c->known[0].http_addr, sizeof(c->known[0].http_addr), "%s",
+             opt->http_addr ? opt->http_addr : "");
+    c->n_known = 1;
     pthread_mutex_unlock(&c->status_lock);
     *out = c;
     return 0;
@@ -678,6 +686,53 @@ void cluster_self(struct cluster *c, uint64_t *id, const char **raft_addr)
 {
     *id = c->id;
     *raft_addr = c->addr;
+}
+
+int cluster_learn(struct cluster *c, const struct cluster_member *m)
+{
+    if (m->id == 0 || m->raft_addr[0] == '\0')
+        return REG_EINVAL;
+    int rc = 0;
+    pthread_mutex_lock(&c->status_lock);
+    size_t i = 0;
+    while (i < c->n_known && c->known[i].id != m->id)
+        i++;
+    if (i == c->n_known && i == CLUSTER_MAX_SERVERS) {
+        rc = REG_ETOOBIG;
+    } else if (i > 0) { /* never rewrite this server's own entry */
+        struct cluster_member keep = c->known[i];
+        c->known[i] = *m;
+        if (m->http_addr[0] == '\0' && i < c->n_known) /* a hello without it */
+            memcpy(c->known[i].http_addr, keep.http_addr, sizeof(keep.http_addr));
+        if (i == c->n_known)
+            c->n_known++;
+    }
+    pthread_mutex_unlock(&c->status_lock);
+    return rc;
+}
+
+size_t cluster_known(struct cluster *c, struct cluster_member *out, size_t max)
+{
+    pthread_mutex_lock(&c->status_lock);
+    size_t n = c->n_known;
+    memcpy(out, c->known, (n < max ? n : max) * sizeof(*out));
+    pthread_mutex_unlock(&c->status_lock);
+    return n;
+}
+
+size_t cluster_configuration(struct cluster *c, struct cluster_member *out, size_t max)
+{
+    if (!__atomic_load_n(&c->running, __ATOMIC_ACQUIRE))
+        return 0;
+    struct cluster_status st;
+    cluster_get_status(c, &st);
+    size_t n = 0;
+    for (int i = 0; i < st.n_servers && i < CLUSTER_MAX_SERVERS && n < max; i++) {
+        out[n] = (struct cluster_member){.id = st.servers[i].id};
+        snprintf(out[n].raft_addr, sizeof(out[n].raft_addr), "%s", st.servers[i].addr);
+        n++;
+    }
+    return n;
 }
 
 bool cluster_fresh(struct cluster *c)

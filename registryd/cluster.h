@@ -41,10 +41,12 @@ struct cluster_options {
     unsigned snapshot_threshold; /* entries between snapshots; 0: 16384 */
 };
 
-/* A member of the initial configuration of a new cluster. */
+/* A server: a member of the initial configuration of a new cluster, or
+ * one this server has heard of while forming it. */
 struct cluster_member {
     uint64_t id;
     char raft_addr[64];
+    char http_addr[128]; /* "" when not known */
 };
 
 /*
@@ -70,6 +72,19 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
                 size_t errlen);
 /* This server's raft id and address; whether its raft directory is empty. */
 void cluster_self(struct cluster *c, uint64_t *id, const char **raft_addr);
+
+/*
+ * Formation's view of the servers (any thread). Servers learn each other
+ * transitively: every hello carries what the sender knows and is answered
+ * with what the receiver knows, so any connected join graph ends with every
+ * server knowing every other. cluster_learn adds or refreshes m (by id;
+ * REG_ETOOBIG when CLUSTER_MAX_SERVERS are known already); cluster_known
+ * copies up to max servers, this one first, and returns how many there are.
+ */
+int cluster_learn(struct cluster *c, const struct cluster_member *m);
+size_t cluster_known(struct cluster *c, struct cluster_member *out, size_t max);
+/* The raft configuration once raft runs (0 before): up to max members. */
+size_t cluster_configuration(struct cluster *c, struct cluster_member *out, size_t max);
 bool cluster_fresh(struct cluster *c);
 int cluster_wait_ready(struct cluster *c, int timeout_ms);
 

@@ -16,10 +16,11 @@
 #include <jansson.h>
 
 #include "cluster.h"
+#include "config.h"
 #include "log.h"
 #include "registry/registry.h"
 
-#define MAX_MEMBERS 9
+#define MAX_MEMBERS CLUSTER_MAX_SERVERS
 #define RETRY_MS 300
 
 struct formation {
@@ -40,25 +41,134 @@ static void nap(struct formation *f, int ms)
         usleep(50 * 1000);
 }
 
-/* GET /v1/internal/raft/self on one server. */
-static int ask_self(struct reg_client *c, struct cluster_member *m)
+/* ---- the hello exchange ------------------------------------------------ */
+
+static json_t *member_json(const struct cluster_member *m)
 {
-    char *body = NULL;
-    size_t len;
-    int rc = reg_client_request(c, "GET", "/v1/internal/raft/self", NULL, 0, NULL, &body, &len,
-                                NULL);
-    if (rc != 0)
-        return rc;
-    json_t *j = json_loadb(body, len, 0, NULL);
-    free(body);
+    return json_pack("{s:I, s:s, s:s}", "ID", (json_int_t)m->id, "Raft", m->raft_addr, "HTTP",
+                     m->http_addr);
+}
+
+/* A server as another one describes it: every field checked here. */
+static int member_parse(const json_t *j, struct cluster_member *m)
+{
     json_t *id = json_object_get(j, "ID");
     const char *raft = json_string_value(json_object_get(j, "Raft"));
-    rc = json_is_integer(id) && raft ? 0 : REG_EPROTO;
-    if (rc == 0) {
-        m->id = (uint64_t)json_integer_value(id);
-        snprintf(m->raft_addr, sizeof(m->raft_addr), "%s", raft);
+    const char *http = json_string_value(json_object_get(j, "HTTP"));
+    char host[64];
+    unsigned short port;
+    if (!json_is_integer(id) || json_integer_value(id) <= 0 || raft == NULL ||
+        strlen(raft) >= sizeof(m->raft_addr) ||
+        conf_split_hostport(raft, host, sizeof(host), &port) != 0 ||
+        (http != NULL && strlen(http) >= sizeof(m->http_addr)))
+        return REG_EINVAL;
+    *m = (struct cluster_member){.id = (uint64_t)json_integer_value(id)};
+    snprintf(m->raft_addr, sizeof(m->raft_addr), "%s", raft);
+    snprintf(m->http_addr, sizeof(m->http_addr), "%s", http ? http : "");
+    return 0;
+}
+
+/* A list of servers: at most CLUSTER_MAX_SERVERS, each valid. */
+static int members_parse(const json_t *arr, struct cluster_member *out, size_t *n)
+{
+    *n = 0;
+    if (arr == NULL || json_is_null(arr))
+        return 0;
+    if (!json_is_array(arr) || json_array_size(arr) > CLUSTER_MAX_SERVERS)
+        return REG_EINVAL;
+    for (size_t i = 0; i < json_array_size(arr); i++)
+        if (member_parse(json_array_get(arr, i), &out[(*n)++]) != 0)
+            return REG_EINVAL;
+    return 0;
+}
+
+static json_t *members_json(const struct cluster_member *m, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n && arr; i++)
+        json_array_append_new(arr, member_json(&m[i]));
+    return arr;
+}
+
+/* This server, what it knows and (once raft runs) its configuration. */
+static json_t *hello_json(struct cluster *c)
+{
+    struct cluster_member known[CLUSTER_MAX_SERVERS], conf[CLUSTER_MAX_SERVERS];
+    size_t n = cluster_known(c, known, CLUSTER_MAX_SERVERS);
+    size_t nc = cluster_configuration(c, conf, CLUSTER_MAX_SERVERS);
+    n = n < CLUSTER_MAX_SERVERS ? n : CLUSTER_MAX_SERVERS;
+    json_t *j = member_json(&known[0]);
+    if (j == NULL)
+        return NULL;
+    json_object_set_new(j, "Known", members_json(known, n));
+    json_object_set_new(j, "Configuration", nc ? members_json(conf, nc) : json_null());
+    return j;
+}
+
+/* Learn the sender of a hello and every server it knows. */
+static int learn_from(struct cluster *c, const json_t *hello, struct cluster_member *conf,
+                      size_t *n_conf)
+{
+    struct cluster_member sender, known[CLUSTER_MAX_SERVERS];
+    size_t n;
+    if (member_parse(hello, &sender) != 0 ||
+        members_parse(json_object_get(hello, "Known"), known, &n) != 0 ||
+        members_parse(json_object_get(hello, "Configuration"), conf, n_conf) != 0)
+        return REG_EINVAL;
+    int rc = cluster_learn(c, &sender);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = cluster_learn(c, &known[i]);
+    return rc;
+}
+
+int formation_hello_answer(struct cluster *c, const json_t *body, json_t **out, char *err,
+                           size_t errlen)
+{
+    struct cluster_member conf[CLUSTER_MAX_SERVERS];
+    size_t n_conf;
+    int rc = learn_from(c, body, conf, &n_conf);
+    if (rc == REG_EINVAL) {
+        snprintf(err, errlen, "A hello needs {\"ID\", \"Raft\", \"HTTP\", \"Known\": [...]} "
+                              "with at most %d servers", CLUSTER_MAX_SERVERS);
+        return rc;
     }
-    json_decref(j);
+    if (rc == REG_ETOOBIG)
+        log_warn("formation", "msg=\"more servers than a cluster may hold\" max=%d",
+                 CLUSTER_MAX_SERVERS);
+    *out = hello_json(c);
+    return *out ? 0 : REG_ENOMEM;
+}
+
+/* Say hello to the server at addr; learn what it knows. *n_conf: the size
+ * of its configuration (conf) if it runs raft already. */
+static int say_hello(struct formation *f, const char *addr, struct cluster_member *conf,
+                     size_t *n_conf)
+{
+    struct reg_client *rc_client;
+    char *text = NULL, *resp = NULL;
+    size_t len;
+    int status = 0;
+    *n_conf = 0;
+    json_t *hello = hello_json(f->opt.cluster);
+    if (hello == NULL || (text = json_dumps(hello, JSON_COMPACT)) == NULL) {
+        json_decref(hello);
+        return REG_ENOMEM;
+    }
+    json_decref(hello);
+    int rc = reg_client_new(&rc_client, addr);
+    if (rc == 0) {
+        reg_client_set_timeout(rc_client, 1000);
+        rc = reg_client_request(rc_client, "PUT", "/v1/internal/raft/hello", text, strlen(text),
+                                &status, &resp, &len, NULL);
+        reg_client_free(rc_client);
+    }
+    free(text);
+    if (rc == 0) {
+        json_t *j = json_loadb(resp, len, 0, NULL);
+        rc = j ? learn_from(f->opt.cluster, j, conf, n_conf) : REG_EPROTO;
+        json_decref(j);
+    }
+    free(resp);
     return rc;
 }
 
@@ -68,46 +178,71 @@ static int cmp_member(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Ask every --join server who it is until `expect` servers are known. */
-static int discover(struct formation *f, struct cluster_member *members, size_t *n)
+/* Every address worth a hello: the --join list, then every server learned
+ * of (its HTTP address), this one excepted. Returns how many (<= max). */
+static size_t hello_targets(struct formation *f, char (*out)[128], size_t max)
 {
-    uint64_t id;
+    size_t n = 0;
+    for (const char *p = f->join ? f->join : ""; *p && n < max;) {
+        size_t l = strcspn(p, ",");
+        if (l > 0 && l < 128)
+            snprintf(out[n++], 128, "%.*s", (int)l, p);
+        p += l + (p[l] == ',');
+    }
+    struct cluster_member known[CLUSTER_MAX_SERVERS];
+    size_t k = cluster_known(f->opt.cluster, known, CLUSTER_MAX_SERVERS);
+    for (size_t i = 1; i < k && i < CLUSTER_MAX_SERVERS && n < max; i++)
+        if (known[i].http_addr[0] != '\0')
+            snprintf(out[n++], 128, "%s", known[i].http_addr);
+    return n;
+}
+
+enum outcome { BOOTSTRAP, JOIN, FAILED };
+
+/* Say hello around until `expect` servers are known (bootstrap them), or a
+ * running cluster is found (adopt its configuration if it lists this
+ * server, else join it). */
+static enum outcome discover(struct formation *f, struct cluster_member *members, size_t *n)
+{
+    uint64_t self;
     const char *raft;
-    cluster_self(f->opt.cluster, &id, &raft);
-    members[0].id = id;
-    snprintf(members[0].raft_addr, sizeof(members[0].raft_addr), "%s", raft);
-    *n = 1;
-    while (!stopping(f) && *n < f->opt.bootstrap_expect) {
-        for (const char *p = f->join ? f->join : ""; *p;) {
-            char addr[300];
-            size_t l = strcspn(p, ",");
-            snprintf(addr, sizeof(addr), "%.*s", (int)(l < 299 ? l : 299), p);
-            p += l + (p[l] == ',');
-            struct reg_client *c;
-            struct cluster_member m;
-            if (reg_client_new(&c, addr) != 0)
+    cluster_self(f->opt.cluster, &self, &raft);
+    while (!stopping(f)) {
+        char targets[MAX_MEMBERS + 16][128];
+        size_t nt = hello_targets(f, targets, sizeof(targets) / sizeof(targets[0]));
+        for (size_t t = 0; t < nt && !stopping(f); t++) {
+            struct cluster_member conf[CLUSTER_MAX_SERVERS];
+            size_t n_conf = 0;
+            if (say_hello(f, targets[t], conf, &n_conf) != 0 || n_conf == 0)
                 continue;
-            reg_client_set_timeout(c, 1000);
-            if (ask_self(c, &m) == 0) {
-                bool known = false;
-                for (size_t i = 0; i < *n; i++)
-                    known |= members[i].id == m.id;
-                if (!known && *n < MAX_MEMBERS)
-                    members[(*n)++] = m;
+            bool listed = false;
+            for (size_t i = 0; i < n_conf; i++)
+                listed |= conf[i].id == self;
+            if (!listed) {
+                log_info("formation", "msg=\"found a running cluster; joining it\" via=%s",
+                         targets[t]);
+                return JOIN;
             }
-            reg_client_free(c);
+            memcpy(members, conf, n_conf * sizeof(*members));
+            *n = n_conf;
+            log_info("formation", "msg=\"adopting the configuration of a running cluster\" "
+                                  "via=%s servers=%zu", targets[t], n_conf);
+            return BOOTSTRAP;
         }
-        if (*n < f->opt.bootstrap_expect)
-            nap(f, RETRY_MS);
+        *n = cluster_known(f->opt.cluster, members, MAX_MEMBERS);
+        if (*n > f->opt.bootstrap_expect) {
+            log_error("formation", "msg=\"found more servers than --bootstrap-expect; not "
+                                   "bootstrapping\" found=%zu expect=%u",
+                      *n, f->opt.bootstrap_expect);
+            return FAILED;
+        }
+        if (*n == f->opt.bootstrap_expect) {
+            qsort(members, *n, sizeof(*members), cmp_member);
+            return BOOTSTRAP;
+        }
+        nap(f, RETRY_MS);
     }
-    if (*n > f->opt.bootstrap_expect) {
-        log_error("formation", "msg=\"found more servers than --bootstrap-expect\" found=%zu "
-                               "expect=%u",
-                  *n, f->opt.bootstrap_expect);
-        return REG_ECONFIG;
-    }
-    qsort(members, *n, sizeof(*members), cmp_member);
-    return stopping(f) ? REG_ESHUTDOWN : 0;
+    return FAILED;
 }
 
 /* Ask the --join servers, in turn, to add this one (any member forwards to
@@ -117,25 +252,32 @@ static void join(struct formation *f)
     uint64_t id;
     const char *raft;
     cluster_self(f->opt.cluster, &id, &raft);
-    char body[256];
+    char body[512];
     snprintf(body, sizeof(body), "{\"ID\": %llu, \"Raft\": \"%s\", \"HTTP\": \"%s\"}",
              (unsigned long long)id, raft, f->http_addr);
-    struct reg_client *c;
-    if (reg_client_new(&c, f->join) != 0)
-        return;
-    reg_client_set_timeout(c, 5000);
-    while (!stopping(f)) {
-        int rc = reg_client_request(c, "PUT", "/v1/internal/raft/join", body, strlen(body), NULL,
-                                    NULL, NULL, NULL);
+    /* Any server known will do (each forwards to the leader): the --join
+     * list and every server learned of while forming. */
+    char targets[MAX_MEMBERS + 16][128];
+    size_t nt = hello_targets(f, targets, sizeof(targets) / sizeof(targets[0]));
+    for (size_t t = 0; !stopping(f); t = (t + 1) % (nt ? nt : 1)) {
+        struct reg_client *c;
+        int rc = nt ? reg_client_new(&c, targets[t]) : REG_EINVAL;
         if (rc == 0) {
-            log_info("formation", "msg=\"joined the cluster\" via=%s", f->join);
+            reg_client_set_timeout(c, 5000);
+            rc = reg_client_request(c, "PUT", "/v1/internal/raft/join", body, strlen(body),
+                                    NULL, NULL, NULL, NULL);
+            if (rc != 0)
+                log_debug("formation", "msg=\"join refused, retrying\" via=%s error=\"%s\"",
+                          targets[t], reg_client_errmsg(c));
+            reg_client_free(c);
+        }
+        if (rc == 0) {
+            log_info("formation", "msg=\"joined the cluster\" via=%s", targets[t]);
             break;
         }
-        log_debug("formation", "msg=\"join refused, retrying\" error=\"%s\"",
-                  reg_client_errmsg(c));
-        nap(f, RETRY_MS * 3);
+        if (t + 1 == nt || nt == 0)
+            nap(f, RETRY_MS * 3);
     }
-    reg_client_free(c);
 }
 
 /* Tell the cluster where this server's HTTP API is (through our own front
@@ -165,20 +307,22 @@ static void *formation_thread(void *arg)
     size_t n = 0;
     char err[512] = "";
     bool fresh = cluster_fresh(f->opt.cluster);
-    int rc = 0;
+    enum outcome how = fresh && f->opt.join ? JOIN : BOOTSTRAP;
     if (fresh && f->opt.bootstrap_expect > 1) {
-        rc = discover(f, members, &n);
-        if (rc == 0)
+        how = discover(f, members, &n);
+        if (how == BOOTSTRAP)
             log_info("formation", "msg=\"bootstrapping a new cluster\" servers=%zu", n);
     }
-    if (rc != 0)
+    if (how == FAILED)
         return NULL;
-    rc = cluster_run(f->opt.cluster, members, n, err, sizeof(err));
+    if (how == JOIN)
+        n = 0; /* start empty; the leader adds this server and sends it the log */
+    int rc = cluster_run(f->opt.cluster, members, n, err, sizeof(err));
     if (rc != 0) {
         log_error("formation", "msg=\"cannot start raft\" error=\"%s\"", err);
         return NULL;
     }
-    if (fresh && f->opt.bootstrap_expect <= 1 && f->join)
+    if (how == JOIN)
         join(f);
     while (!stopping(f)) {
         if (cluster_wait_ready(f->opt.cluster, 200) == 0) {

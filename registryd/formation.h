@@ -1,14 +1,28 @@
 /*
  * formation.h — how a server becomes part of a cluster, on a thread of its
- * own while the front end already serves: with --bootstrap-expect N it asks
- * the --join servers who they are (GET /v1/internal/raft/self) until N
- * servers are known and every one bootstraps the same configuration; with
- * --join alone it starts raft empty and asks a member to add it
+ * own while the front end already serves.
+ *
+ * With --bootstrap-expect N, servers say hello to each other
+ * (PUT /v1/internal/raft/hello): a hello carries the servers the sender
+ * knows and is answered with the servers the receiver knows, and each side
+ * keeps what it learns (cluster_learn). A server asks its --join servers and
+ * every server it has learned of, so in any connected join graph every
+ * server learns all N, and all N bootstrap the same configuration (sorted
+ * by id). A server that hears of a configuration already bootstrapped
+ * adopts it if it is listed there, and joins it otherwise; a hello that
+ * shows more than N servers stops formation with an error (never two
+ * clusters from one graph).
+ *
+ * With --join alone a server starts raft empty and asks a member to add it
  * (PUT /v1/internal/raft/join, forwarded to the leader); a server that has
  * raft state already just restarts with it.
  */
 #ifndef REGISTRYD_FORMATION_H
 #define REGISTRYD_FORMATION_H
+
+#include <stddef.h>
+
+#include <jansson.h>
 
 struct cluster;
 struct formation;
@@ -23,6 +37,15 @@ struct formation_options {
 
 int formation_start(const struct formation_options *opt, struct formation **out, char *err,
                     size_t errlen);
+/*
+ * The receiving side of a hello, for the HTTP layer: learn the sender and
+ * what it knows from `body` (borrowed), and answer with this server, what
+ * it knows and, once raft runs, its configuration (*out, new reference).
+ * REG_EINVAL with a message in err for a malformed hello.
+ */
+int formation_hello_answer(struct cluster *c, const json_t *body, json_t **out, char *err,
+                           size_t errlen);
+
 /* Stop (abandoning what is not done) and free. NULL is a no-op. */
 void formation_free(struct formation *f);
 

@@ -13,6 +13,7 @@
 
 #include "cluster.h"
 #include "command.h"
+#include "formation.h"
 #include "http_internal.h"
 #include "registry/error.h"
 
@@ -26,6 +27,27 @@ static int read_raft_self(struct http_req *r, struct store_read *rd, json_t **ou
     *out = json_pack("{s:I, s:s, s:s}", "ID", (json_int_t)id, "Raft", raft, "HTTP",
                      r->srv->opt.addr);
     return 0;
+}
+
+/* PUT /v1/internal/raft/hello: servers forming a cluster tell each other
+ * what they know (formation.h). */
+static void do_hello(struct http_req *r)
+{
+    json_t *body, *out = NULL;
+    char err[256];
+    if (http_body_json(r, &body) != 0) {
+        http_finish_write(r, REG_EINVAL);
+        return;
+    }
+    int rc = formation_hello_answer(r->srv->opt.cluster, body, &out, err, sizeof(err));
+    json_decref(body);
+    if (rc != 0) {
+        if (rc == REG_EINVAL)
+            http_fail(r, 400, "%s", err);
+        http_finish_write(r, rc);
+        return;
+    }
+    http_finish_json(r, out);
 }
 
 /* GET /v1/operator/raft/configuration */
@@ -73,6 +95,17 @@ static void do_join(struct http_req *r)
     char addr[64];
     snprintf(addr, sizeof(addr), "%s", raft);
     json_decref(body);
+    struct cluster_status st;
+    cluster_get_status(r->srv->opt.cluster, &st);
+    bool member_already = false;
+    for (int i = 0; i < st.n_servers && i < CLUSTER_MAX_SERVERS; i++)
+        member_already |= st.servers[i].id == member;
+    if (!member_already && st.n_servers >= CLUSTER_MAX_SERVERS) {
+        http_fail(r, 400, "The cluster has %d servers already, the most it may hold",
+                  CLUSTER_MAX_SERVERS);
+        http_finish_write(r, REG_ETOOBIG);
+        return;
+    }
     cluster_add_voter(r->srv->opt.cluster, member, addr, change_done, r);
 }
 
@@ -208,6 +241,7 @@ const struct http_route http_operator_routes[] = {
     {"GET", "/v1/snapshot", NULL, NULL, WATCH_NONE, do_snapshot_save, false},
     {"PUT", "/v1/snapshot", NULL, NULL, WATCH_NONE, do_snapshot_restore, true},
     {"GET", "/v1/internal/raft/self", read_raft_self, NULL, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/internal/raft/hello", NULL, NULL, WATCH_NONE, do_hello, false},
     {"PUT", "/v1/internal/raft/join", NULL, NULL, WATCH_NONE, do_join, true},
     {"PUT", "/v1/internal/raft/announce", NULL, do_announce, WATCH_NONE, NULL, false},
     {"PUT", "/v1/internal/check/status", NULL, do_check_status, WATCH_NONE, NULL, false},

@@ -168,17 +168,19 @@ class Registryd:
         return p.returncode, p.stdout, p.stderr
 
 
-def start_cluster(directory, n, extra=(), servers=None):
+def start_cluster(directory, n, extra=(), servers=None, join_graph=None):
     """n servers with data dirs under directory forming one cluster
-    (--bootstrap-expect n, each joining all). Servers are appended to
-    `servers` as they start, so a caller's cleanup sees them even if one
+    (--bootstrap-expect n). join_graph maps a server's index to the indexes
+    it is given --join for (default: each joins all). Servers are appended
+    to `servers` as they start, so a caller's cleanup sees them even if one
     fails to come up; returns the list."""
     servers = servers if servers is not None else []
     new = [Registryd(data_dir=os.path.join(directory, "s%d" % i)) for i in range(n)]
-    joins = []
-    for d in new:
-        joins += ["--join", d.addr]
     for i, d in enumerate(new):
+        targets = join_graph.get(i, []) if join_graph is not None else range(n)
+        joins = []
+        for t in targets:
+            joins += ["--join", new[t].addr]
         node = ["--node", "s%d" % i] if "--node" not in extra else []
         d.extra = ["--bootstrap-expect", str(n)] + node + list(extra) + joins
         d.start(wait=False)
