@@ -29,6 +29,7 @@
 
 #include "log.h"
 #include "registry/error.h"
+#include "cluster_link.h"
 #include "command.h"
 #include "duration.h"
 #include "metrics.h"
@@ -106,6 +107,7 @@ struct cluster {
     int start_error;
     struct cluster_status status;
     uint64_t last_leader_seen_ms;
+    struct cluster_link *link; /* to the leader, on the front end's loop */
     /* formation: the servers heard of, this one first (under status_lock) */
     struct cluster_member known[CLUSTER_MAX_SERVERS];
     size_t n_known;
@@ -114,6 +116,16 @@ struct cluster {
 void *cluster_alloc(size_t n)
 {
     return raft_malloc(n);
+}
+
+void cluster_free_buf(void *buf)
+{
+    raft_free(buf);
+}
+
+struct cluster_link *cluster_get_link(struct cluster *c)
+{
+    return c->link;
 }
 
 /* ---- identity ---------------------------------------------------------- */
@@ -585,6 +597,20 @@ static void enqueue(struct cluster *c, struct proposal *p)
 
 void cluster_submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb, void *arg)
 {
+    bool leader;
+    pthread_mutex_lock(&c->status_lock);
+    leader = c->status.is_leader;
+    pthread_mutex_unlock(&c->status_lock);
+    if (!leader && __atomic_load_n(&c->running, __ATOMIC_ACQUIRE) && c->link != NULL) {
+        cluster_link_propose(c->link, buf, len, cb, arg);
+        return;
+    }
+    cluster_submit_here(c, buf, len, cb, arg);
+}
+
+void cluster_submit_here(struct cluster *c, void *buf, size_t len, cluster_done_cb cb,
+                         void *arg)
+{
     struct proposal *p = __atomic_load_n(&c->running, __ATOMIC_ACQUIRE) ? calloc(1, sizeof(*p))
                                                                          : NULL;
     if (p == NULL) {
@@ -657,7 +683,8 @@ int cluster_new(const struct cluster_options *opt, struct cluster **out, char *e
         goto fail;
     }
     c->out_ev = event_new(opt->base, -1, 0, out_cb, c);
-    if (c->out_ev == NULL || uv_loop_init(&c->loop) != 0) {
+    if (c->out_ev == NULL || cluster_link_new(opt->base, opt->store, c, &c->link) != 0 ||
+        uv_loop_init(&c->loop) != 0) {
         rv = REG_ENOMEM;
         goto fail;
     }
@@ -895,6 +922,7 @@ void cluster_free(struct cluster *c)
         out_cb(-1, 0, c);
         event_free(c->out_ev);
     }
+    cluster_link_free(c->link);
     pthread_mutex_destroy(&c->in_lock);
     pthread_mutex_destroy(&c->out_lock);
     pthread_mutex_destroy(&c->status_lock);

@@ -104,14 +104,29 @@ void cluster_confirm_leadership(struct cluster *c, cluster_done_cb cb, void *arg
 void cluster_free(struct cluster *c);
 
 /*
- * Propose an encoded command (command.h), allocated with raft_malloc; the
- * buffer is taken in every case. cb runs later on the front-end thread,
- * exactly once (unless the cluster is freed first).
+ * Propose an encoded command (command.h), allocated with cluster_alloc;
+ * the buffer is taken in every case. On a follower the command travels to
+ * the leader over the server-to-server channel. cb runs later on the
+ * front-end thread, exactly once (unless the cluster is freed first). Any
+ * thread may call it.
  */
 void cluster_submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb, void *arg);
 
-/* Allocator to encode commands with (raft_malloc). */
+/*
+ * The same, but only on this server: REG_ENOTLEADER (through cb) when it
+ * does not lead, where cluster_submit would send the command to the leader
+ * over the server-to-server channel (cluster_link.h). For commands that
+ * arrived over that channel, which must not travel further.
+ */
+void cluster_submit_here(struct cluster *c, void *buf, size_t len, cluster_done_cb cb,
+                         void *arg);
+
+/* Allocator to encode commands with (raft_malloc), and its free. */
 void *cluster_alloc(size_t n);
+void cluster_free_buf(void *buf);
+
+/* The server-to-server channel this cluster's front end uses (borrowed). */
+struct cluster_link *cluster_get_link(struct cluster *c);
 
 /* The most servers a configuration may hold (Consul recommends 3 or 5; more
  * slows every commit). Joins beyond it are refused. */

@@ -194,30 +194,13 @@ static void submit_done(void *arg, int status)
 static void post_http(struct health *h, const char *addr, enum evhttp_cmd_type method,
                       const char *path, const char *body, struct peer *peer);
 
+/* A result or a deregistration: to raft here when this server leads, else
+ * over the server-to-server channel to the leader (cluster_submit decides). */
 static void submit(struct health *h, int op, json_t *args)
 {
     struct command cmd = {op, args};
     void *buf;
     size_t len;
-    if (!h->leader && args != NULL && h->opt.self_http) {
-        /* another server leads: our front end forwards the result to it */
-        if (op == CMD_DEREGISTER) {
-            char path[STORE_NAME_MAX * 3 + 64];
-            char *enc = evhttp_uriencode(json_string_value(json_object_get(args, "ServiceID")),
-                                         -1, 0);
-            snprintf(path, sizeof(path), "/v1/agent/service/deregister/%s", enc ? enc : "");
-            free(enc);
-            post_http(h, h->opt.self_http, EVHTTP_REQ_PUT, path, NULL, NULL);
-        } else {
-            char *body = json_dumps(args, JSON_COMPACT);
-            if (body)
-                post_http(h, h->opt.self_http, EVHTTP_REQ_PUT, "/v1/internal/check/status", body,
-                          NULL);
-            free(body);
-        }
-        cmd_fini(&cmd);
-        return;
-    }
     if (args != NULL && cmd_encode(&cmd, cluster_alloc, &buf, &len) == 0)
         cluster_submit(h->opt.cluster, buf, len, submit_done, NULL);
     else

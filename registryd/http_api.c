@@ -27,6 +27,7 @@
 
 #include "cluster.h"
 #include "config.h"
+#include "cluster_link.h"
 #include "http_internal.h"
 #include "duration.h"
 #include "log.h"
@@ -221,6 +222,8 @@ static void req_free(struct http_req *r)
         free(r->params[i].value);
     }
     free(r->arg);
+    if (r->inner_uri)
+        evhttp_uri_free(r->inner_uri);
     free(r);
 }
 
@@ -324,7 +327,7 @@ static char *cache_key(struct http_req *r)
     struct evbuffer *b = evbuffer_new();
     if (b == NULL)
         return NULL;
-    evbuffer_add_printf(b, "%s", evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r->req)));
+    evbuffer_add_printf(b, "%s", r->path);
     for (int i = 0; i < r->n_params; i++) {
         bool skip = false;
         for (size_t j = 0; j < sizeof(ignored) / sizeof(ignored[0]); j++)
@@ -542,48 +545,23 @@ static const char *method_name(enum evhttp_cmd_type t)
 static const struct http_route *route_tables[] = {http_agent_routes, http_catalog_routes,
                                                   http_operator_routes, http_ui_routes};
 
-/* ---- forwarding writes to the leader ------------------------------------ */
+/* ---- forwarding to the leader ------------------------------------------- */
 
-/* A write belongs to the node that received it from the client: a
- * forwarded request names it in headers (trusted only on forwarded
- * requests, which only servers send). */
-static const char *forwarded_header(struct http_req *r, const char *key)
-{
-    struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
-    if (evhttp_find_header(in, "X-Registry-Forwarded") == NULL)
-        return NULL;
-    const char *v = evhttp_find_header(in, key);
-    return v != NULL && *v != '\0' && strlen(v) <= STORE_NAME_MAX ? v : NULL;
-}
-
+/* A write belongs to the node that received it from the client. */
 const char *http_origin_node(struct http_req *r)
 {
-    const char *v = forwarded_header(r, "X-Registry-Node");
-    return v ? v : r->srv->opt.node;
+    return r->forwarded ? r->origin_node : r->srv->opt.node;
 }
 
 const char *http_origin_node_addr(struct http_req *r)
 {
-    const char *v = forwarded_header(r, "X-Registry-Node-Address");
-    return v ? v : r->srv->opt.node_addr;
+    return r->forwarded ? r->origin_node_addr : r->srv->opt.node_addr;
 }
 
-struct forward {
-    struct http_req *r;
-    struct evhttp_connection *evcon;
-};
-
-static void free_evcon(evutil_socket_t fd, short what, void *arg)
+/* The leader's answer to a forwarded request, relayed to the client. */
+static void forward_done(void *arg, struct evhttp_request *resp)
 {
-    (void)fd;
-    (void)what;
-    evhttp_connection_free(arg);
-}
-
-static void forward_done(struct evhttp_request *resp, void *arg)
-{
-    struct forward *f = arg;
-    struct http_req *r = f->r;
+    struct http_req *r = arg;
     int code = resp ? evhttp_request_get_response_code(resp) : 0;
     if (code == 0) {
         http_fail(r, 500, "Forwarding to the leader failed");
@@ -600,10 +578,7 @@ static void forward_done(struct evhttp_request *resp, void *arg)
         evhttp_send_reply(r->req, code, reason ? reason : "", in);
         r->status = code; /* for the metrics */
     }
-    struct event_base *base = r->srv->opt.base;
     req_free(r);
-    event_base_once(base, -1, EV_TIMEOUT, free_evcon, f->evcon, NULL);
-    free(f);
 }
 
 #define FORWARD_RETRY_MS 100
@@ -628,18 +603,13 @@ static bool forward_later(struct http_req *r)
     return event_base_once(r->srv->opt.base, -1, EV_TIMEOUT, forward_retry, r, &tv) == 0;
 }
 
-/* This server follows: send the request to the leader's HTTP address (which
- * the leader wrote into the store) and relay its answer. */
+/* This server follows: send the request to the leader over the
+ * server-to-server channel and relay its answer. */
 static void forward_to_leader(struct http_req *r)
 {
     struct cluster_status st;
     cluster_get_status(r->srv->opt.cluster, &st);
-    struct store_read *rd;
-    json_t *server = NULL;
-    char host[256];
-    unsigned short port;
-    const char *http = NULL;
-    if (evhttp_find_header(evhttp_request_get_input_headers(r->req), "X-Registry-Forwarded")) {
+    if (r->forwarded) { /* never a second hop */
         http_fail(r, 500, "No cluster leader (forwarded to a server that does not lead)");
         goto fail;
     }
@@ -647,60 +617,57 @@ static void forward_to_leader(struct http_req *r)
         dispatch(r);
         return;
     }
-    if (!st.known_leader) {
-        if (forward_later(r))
-            return;
-        http_fail(r, 500, "No cluster leader");
-        goto fail;
-    }
-    if (store_read_begin(r->srv->opt.store, &rd) == 0) {
-        store_get_server(rd, st.leader_addr, &server);
-        store_read_end(rd);
-    }
-    http = json_string_value(json_object_get(server, "HTTP"));
-    if (http == NULL || conf_split_hostport(http, host, sizeof(host), &port) != 0) {
-        json_decref(server);
-        if (forward_later(r))
-            return;
-        http_fail(r, 500, "No cluster leader (its address is not known here yet)");
-        reply_error(r, 0);
-        req_free(r);
+    int rc = cluster_link_forward(cluster_get_link(r->srv->opt.cluster), r->req,
+                                  http_origin_node(r), http_origin_node_addr(r), forward_done, r);
+    if (rc == 0)
         return;
-    }
-    struct forward *f = calloc(1, sizeof(*f));
-    if (f)
-        f->evcon = evhttp_connection_base_new(r->srv->opt.base, NULL, host, port);
-    struct evhttp_request *req = f && f->evcon ? evhttp_request_new(forward_done, f) : NULL;
-    if (req == NULL) {
-        if (f && f->evcon)
-            evhttp_connection_free(f->evcon);
-        free(f);
-        http_fail(r, 500, "out of memory");
-        goto fail;
-    }
-    f->r = r;
-    evhttp_connection_set_timeout(f->evcon, 30);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Host", http);
-    evhttp_add_header(h, "X-Registry-Forwarded", "1");
-    evhttp_add_header(h, "X-Registry-Node", http_origin_node(r));
-    evhttp_add_header(h, "X-Registry-Node-Address", http_origin_node_addr(r));
-    evhttp_add_header(h, "Connection", "close");
-    evbuffer_add_buffer(evhttp_request_get_output_buffer(req),
-                        evhttp_request_get_input_buffer(r->req));
-    if (evhttp_make_request(f->evcon, req, evhttp_request_get_command(r->req),
-                            evhttp_request_get_uri(r->req)) != 0) {
-        evhttp_connection_free(f->evcon);
-        free(f);
-        http_fail(r, 500, "Forwarding to the leader failed");
-        goto fail;
-    }
-    json_decref(server);
-    return;
+    if ((rc == REG_ENOTLEADER || rc == REG_ENOTFOUND) && forward_later(r))
+        return;
+    if (rc == REG_ENOTLEADER)
+        http_fail(r, 500, "No cluster leader");
+    else if (rc == REG_ENOTFOUND)
+        http_fail(r, 500, "No cluster leader (its address is not known here yet)");
+    else
+        http_fail(r, 500, "Forwarding to the leader failed: %s", reg_strerror(rc));
 fail:
-    json_decref(server);
     reply_error(r, 0);
     req_free(r);
+}
+
+/* Unwrap PUT /v1/internal/forward: route the request it carries, as the
+ * node that received it. Returns 0, or -1 with r->status set. */
+static int unwrap_forwarded(struct http_req *r, const char **method, const char **path,
+                            const char **query)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
+    const char *m = evhttp_find_header(in, "X-Registry-Method");
+    const char *uri = evhttp_find_header(in, "X-Registry-URI");
+    const char *node = evhttp_find_header(in, "X-Registry-Node");
+    const char *addr = evhttp_find_header(in, "X-Registry-Node-Address");
+    if (strcmp(*method, "PUT") != 0)
+        return http_fail(r, 405, "Method %s not allowed on /v1/internal/forward", *method);
+    if (m == NULL || uri == NULL || node == NULL || addr == NULL || *node == '\0' ||
+        strlen(node) > STORE_NAME_MAX || strlen(addr) >= sizeof(r->origin_node_addr) ||
+        strncmp(uri, "/v1/", 4) != 0 || strncmp(uri, "/v1/internal/forward", 20) == 0)
+        return http_fail(r, 400, "A forwarded request needs X-Registry-Method, -URI, -Node "
+                                 "and -Node-Address");
+    r->inner_uri = evhttp_uri_parse(uri);
+    const char *inner_path = r->inner_uri ? evhttp_uri_get_path(r->inner_uri) : NULL;
+    if (inner_path == NULL || *inner_path == '\0')
+        return http_fail(r, 400, "Invalid forwarded URI");
+    static const char *const methods[] = {"GET", "PUT", "POST", "DELETE", "HEAD"};
+    *method = NULL;
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (strcmp(m, methods[i]) == 0)
+            *method = methods[i];
+    if (*method == NULL)
+        return http_fail(r, 400, "Invalid forwarded method");
+    r->forwarded = true;
+    snprintf(r->origin_node, sizeof(r->origin_node), "%s", node);
+    snprintf(r->origin_node_addr, sizeof(r->origin_node_addr), "%s", addr);
+    *path = inner_path;
+    *query = evhttp_uri_get_query(r->inner_uri);
+    return 0;
 }
 
 /* Writes, membership changes and ?consistent reads go to the leader; true
@@ -796,15 +763,20 @@ static void handle(struct evhttp_request *req, void *arg)
     r->started = mono_seconds();
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
     const char *method = method_name(evhttp_request_get_command(req));
     bool known;
 
+    if (path != NULL && strcmp(path, "/v1/internal/forward") == 0 &&
+        unwrap_forwarded(r, &method, &path, &query) != 0)
+        goto fail;
     if (path != NULL && strcmp(path, "/ui/") == 0)
         path = "/ui"; /* the page's directory form */
     if (path == NULL || *path == '\0') {
         http_fail(r, 404, "Invalid URL path");
         goto fail;
     }
+    r->path = path;
     r->route = find_route(method, path, &r->arg, &known);
     if (r->route == NULL) {
         if (known)
@@ -819,7 +791,7 @@ static void handle(struct evhttp_request *req, void *arg)
         http_fail(r, 400, "Invalid path argument");
         goto fail;
     }
-    if (parse_query(r, uri ? evhttp_uri_get_query(uri) : NULL) != 0 || parse_blocking(r) != 0)
+    if (parse_query(r, query) != 0 || parse_blocking(r) != 0)
         goto fail;
     const char *dc = http_param(r, "dc");
     if (dc != NULL && *dc != '\0' && strcmp(dc, r->srv->opt.datacenter) != 0) {

@@ -48,6 +48,14 @@ struct http_req {
     struct evhttp_request *req;
     const struct http_route *route;
     char *arg; /* decoded path tail (/v1/catalog/service/<arg>), or NULL */
+    const char *path; /* the path routed on (the inner one when forwarded) */
+    /* A request another server forwarded over the server-to-server channel
+     * (PUT /v1/internal/forward): the URI and node it received. Public
+     * routes never read internal headers; only this does. */
+    bool forwarded;
+    struct evhttp_uri *inner_uri;
+    char origin_node[STORE_NAME_MAX + 1];
+    char origin_node_addr[128];
     struct http_param params[HTTP_MAX_PARAMS];
     int n_params;
     uint64_t min_index; /* ?index=, 0 if absent */

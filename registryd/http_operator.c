@@ -12,6 +12,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "cluster.h"
+#include "cluster_link.h"
 #include "command.h"
 #include "formation.h"
 #include "http_internal.h"
@@ -156,31 +157,96 @@ static int do_announce(struct http_req *r, struct store_read *rd, struct command
     return 0;
 }
 
-/* PUT /v1/internal/check/status {"CheckID", "Status", "Output"}: a result of
- * a check probed by a server that does not lead (any check type). */
-static int do_check_status(struct http_req *r, struct store_read *rd, struct command *cmd)
+/* PUT /v1/internal/apply: commands a follower proposes (the check results
+ * of the checks it owns), batched by cluster_link. Answers one status per
+ * command, in order, once all are applied. Only the checker's commands are
+ * taken, and only here on the leader (never forwarded again). */
+struct apply_batch {
+    struct http_req *r;
+    size_t n, left;
+    int status[LINK_APPLY_BATCH];
+};
+
+static void apply_batch_done(struct apply_batch *b)
 {
-    json_t *body, *check;
-    if (http_body_json(r, &body) != 0)
-        return -1;
-    const char *id = json_string_value(json_get_ci(body, "CheckID"));
-    const char *status = json_string_value(json_get_ci(body, "Status"));
-    const char *output = json_string_value(json_get_ci(body, "Output"));
-    int rc = 0;
-    if (id == NULL || status == NULL || output == NULL ||
-        (strcmp(status, "passing") && strcmp(status, "warning") && strcmp(status, "critical")))
-        rc = http_fail(r, 400, "Check status needs {\"CheckID\", \"Status\", \"Output\"}");
-    else if (store_get_check(rd, id, &check) != 0)
-        rc = http_fail(r, 404, "Unknown check ID \"%s\"", id);
-    else
-        json_decref(check);
-    if (rc == 0) {
-        cmd->op = CMD_CHECK_UPDATE;
-        cmd->args = json_pack("{s:s, s:s, s:s}", "CheckID", id, "Status", status, "Output",
-                              output);
+    json_t *out = json_array();
+    for (size_t i = 0; i < b->n && out; i++)
+        json_array_append_new(out, json_integer(b->status[i]));
+    http_finish_json(b->r, out);
+    free(b);
+}
+
+struct apply_one {
+    struct apply_batch *b;
+    size_t i;
+};
+
+static void apply_one_done(void *arg, int status)
+{
+    struct apply_one *one = arg;
+    struct apply_batch *b = one->b;
+    b->status[one->i] = status;
+    free(one);
+    if (--b->left == 0)
+        apply_batch_done(b);
+}
+
+static void do_apply(struct http_req *r)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+    size_t len = evbuffer_get_length(in);
+    const unsigned char *body = len ? evbuffer_pullup(in, -1) : NULL;
+    const unsigned char *cmds[LINK_APPLY_BATCH];
+    size_t lens[LINK_APPLY_BATCH];
+    struct cluster_status st;
+    cluster_get_status(r->srv->opt.cluster, &st);
+    if (!st.is_leader) {
+        http_fail(r, 500, "No cluster leader (this server does not lead)");
+        http_finish_write(r, REG_ENOTLEADER);
+        return;
     }
-    json_decref(body);
-    return rc;
+    int n = body ? cluster_link_split_batch(body, len, cmds, lens, LINK_APPLY_BATCH) : REG_EINVAL;
+    struct apply_batch *b = n > 0 ? calloc(1, sizeof(*b)) : NULL;
+    if (b == NULL) {
+        if (n <= 0)
+            http_fail(r, 400, "Not a batch of commands");
+        http_finish_write(r, n <= 0 ? REG_EINVAL : REG_ENOMEM);
+        return;
+    }
+    b->r = r;
+    b->n = b->left = (size_t)n + 1; /* one more, released below: no early finish */
+    for (int i = 0; i < n; i++) {
+        struct command cmd;
+        void *buf = NULL;
+        size_t blen = lens[i];
+        int rc = cmd_decode(cmds[i], lens[i], &cmd);
+        if (rc == 0) {
+            if (cmd.op != CMD_CHECK_UPDATE && cmd.op != CMD_DEREGISTER)
+                rc = REG_EINVAL;
+            cmd_fini(&cmd);
+        }
+        if (rc == 0 && (buf = cluster_alloc(blen)) == NULL)
+            rc = REG_ENOMEM;
+        if (rc == 0)
+            memcpy(buf, cmds[i], blen);
+        struct apply_one *one = calloc(1, sizeof(*one));
+        if (one == NULL) {
+            cluster_free_buf(buf);
+            b->status[i] = REG_ENOMEM;
+            b->left--;
+            continue;
+        }
+        *one = (struct apply_one){b, (size_t)i};
+        if (rc != 0) {
+            cluster_free_buf(buf);
+            apply_one_done(one, rc);
+        } else {
+            cluster_submit_here(r->srv->opt.cluster, buf, blen, apply_one_done, one);
+        }
+    }
+    b->n = (size_t)n;
+    if (--b->left == 0)
+        apply_batch_done(b);
 }
 
 /* GET /v1/snapshot: a point-in-time copy of the whole store (binary; the
@@ -244,7 +310,7 @@ const struct http_route http_operator_routes[] = {
     {"PUT", "/v1/internal/raft/hello", NULL, NULL, WATCH_NONE, do_hello, false},
     {"PUT", "/v1/internal/raft/join", NULL, NULL, WATCH_NONE, do_join, true},
     {"PUT", "/v1/internal/raft/announce", NULL, do_announce, WATCH_NONE, NULL, false},
-    {"PUT", "/v1/internal/check/status", NULL, do_check_status, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/internal/apply", NULL, NULL, WATCH_NONE, do_apply, false},
     {"GET", "/v1/operator/raft/configuration", read_raft_configuration, NULL, WATCH_NONE, NULL,
      false},
     {"DELETE", "/v1/operator/raft/peer", NULL, NULL, WATCH_NONE, do_remove_peer, true},

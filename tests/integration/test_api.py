@@ -204,6 +204,46 @@ class ApiTest(unittest.TestCase):
         text = self.get("/v1/no/such/path", status=404)
         self.assertIn("/v1/no/such/path", text)
 
+    def test_internal_headers_are_not_trusted_on_public_routes(self):
+        # a plain client naming another node, or claiming to be a forwarding
+        # server, is not believed: the write belongs to the node it reached
+        status, text = self.d.request(
+            "PUT", "/v1/agent/service/register",
+            json.dumps({"Name": "forged", "ID": "forged-1", "Port": 1}),
+            headers={"X-Registry-Forwarded": "1", "X-Registry-Node": "other",
+                     "X-Registry-Node-Address": "10.9.9.9"})
+        self.assertEqual(status, 200, text)
+        entry, = self.get("/v1/catalog/service/forged")
+        self.assertEqual(entry["Node"], "node-a")
+        self.assertNotEqual(entry["Address"], "10.9.9.9")
+
+    def test_forward_envelope_is_checked(self):
+        # the internal forwarding route refuses what a server would not send
+        for headers in ({}, {"X-Registry-Method": "PUT", "X-Registry-URI": "/v1/internal/forward",
+                             "X-Registry-Node": "n", "X-Registry-Node-Address": "a"},
+                        {"X-Registry-Method": "BREW", "X-Registry-URI": "/v1/agent/services",
+                         "X-Registry-Node": "n", "X-Registry-Node-Address": "a"},
+                        {"X-Registry-Method": "GET", "X-Registry-URI": "http://x/",
+                         "X-Registry-Node": "n", "X-Registry-Node-Address": "a"}):
+            status, text = self.d.request("PUT", "/v1/internal/forward", "", headers=headers)
+            self.assertEqual(status, 400, "%s: %s" % (headers, text))
+        status, _ = self.d.request("GET", "/v1/internal/forward")
+        self.assertEqual(status, 405)
+
+    def test_apply_batch_is_checked(self):
+        for body in (b"", b"\x00\x00\x00", b"\x00\x00\x00\x09abc", b"\xff\xff\xff\xff"):
+            status, text = self.d.request("PUT", "/v1/internal/apply", body)
+            self.assertEqual(status, 400, "%r: %s" % (body, text))
+        # a well-framed batch of a command that is not a check result is refused per command
+        cmd = b"\x01\x01" + b'{"Name":"x","ID":"x"}'
+        cmd += b" " * (-len(cmd) % 8)
+        status, text = self.d.request("PUT", "/v1/internal/apply",
+                                      len(cmd).to_bytes(4, "big") + cmd)
+        self.assertEqual(status, 200, text)
+        self.assertEqual(len(json.loads(text)), 1)
+        self.assertLess(json.loads(text)[0], 0)
+        self.assertEqual(self.get("/v1/catalog/service/x"), [])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,0 +1,469 @@
+/*
+ * cluster_link.c — the server-to-server channel (see cluster_link.h).
+ *
+ * Invariants: a connection is freed only when no request is pending on it
+ * (evhttp_connection_free drops pending requests without calling them back)
+ * and never from inside one of its own callbacks (the free is deferred to
+ * the next loop turn). Every request sent is answered to its caller exactly
+ * once: by the leader's answer, or by a failure when the connection fails.
+ */
+#include "cluster_link.h"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "config.h"
+#include "log.h"
+#include "registry/error.h"
+#include "store.h"
+
+struct link_conn {
+    struct cluster_link *l;
+    struct evhttp_connection *evcon;
+    char addr[128];
+    unsigned pending;
+    bool retired; /* the leader moved: free once pending reaches 0 */
+    struct link_conn *next;
+};
+
+/* A command proposed by this server, waiting for the leader's answer. */
+struct proposal {
+    struct proposal *next;
+    void *buf;
+    size_t len;
+    cluster_done_cb cb;
+    void *arg;
+};
+
+struct link_req;
+
+struct cluster_link {
+    struct link_req *inflight; /* every request sent and not yet answered */
+    struct event_base *base;
+    struct store *store;
+    struct cluster *cluster;
+    struct link_conn *conns; /* to the current leader, then retired ones */
+    unsigned n_conns;
+
+    pthread_mutex_t lock; /* guards the proposal queue */
+    struct proposal *queue, **queue_tail;
+    struct event *wake;
+};
+
+/* One request in flight on a connection. */
+struct link_req {
+    struct link_conn *conn;
+    cluster_link_cb cb;
+    void *arg;
+    struct link_req *prev, *next; /* in l->inflight */
+};
+
+static void inflight_remove(struct cluster_link *l, struct link_req *q)
+{
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        l->inflight = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+static void free_later_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evhttp_connection_free(arg);
+}
+
+/* Free a connection on the next loop turn (never inside its callbacks). */
+static void conn_free_later(struct cluster_link *l, struct link_conn *c)
+{
+    if (event_base_once(l->base, -1, EV_TIMEOUT, free_later_cb, c->evcon, NULL) != 0)
+        log_warn("link", "msg=\"cannot schedule a connection's free; leaking it\"");
+    free(c);
+}
+
+static void conn_unlink(struct cluster_link *l, struct link_conn *c)
+{
+    for (struct link_conn **p = &l->conns; *p; p = &(*p)->next)
+        if (*p == c) {
+            *p = c->next;
+            l->n_conns--;
+            return;
+        }
+}
+
+/* Retire every connection not to addr (the leader moved). */
+static void retire_others(struct cluster_link *l, const char *addr)
+{
+    for (struct link_conn *c = l->conns, *next; c; c = next) {
+        next = c->next;
+        if (strcmp(c->addr, addr) == 0 || c->retired)
+            continue;
+        c->retired = true;
+        if (c->pending == 0) {
+            conn_unlink(l, c);
+            conn_free_later(l, c);
+        }
+    }
+}
+
+/* The one place a connection to another server is made. */
+static struct link_conn *link_conn_new(struct cluster_link *l, const char *addr)
+{
+    char host[128];
+    unsigned short port;
+    if (conf_split_hostport(addr, host, sizeof(host), &port) != 0)
+        return NULL;
+    struct link_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->evcon = evhttp_connection_base_new(l->base, NULL, host, port);
+    if (c->evcon == NULL) {
+        free(c);
+        return NULL;
+    }
+    evhttp_connection_set_timeout(c->evcon, LINK_TIMEOUT_S);
+    evhttp_connection_set_retries(c->evcon, 0);
+    c->l = l;
+    snprintf(c->addr, sizeof(c->addr), "%s", addr);
+    c->next = l->conns;
+    l->conns = c;
+    l->n_conns++;
+    return c;
+}
+
+/* An idle connection to addr, else a new one, else the least busy. */
+static struct link_conn *pick_conn(struct cluster_link *l, const char *addr)
+{
+    struct link_conn *best = NULL;
+    unsigned open = 0;
+    for (struct link_conn *c = l->conns; c; c = c->next) {
+        if (c->retired || strcmp(c->addr, addr) != 0)
+            continue;
+        open++;
+        if (c->pending == 0)
+            return c;
+        if (best == NULL || c->pending < best->pending)
+            best = c;
+    }
+    if (open < LINK_MAX_CONNS) {
+        struct link_conn *c = link_conn_new(l, addr);
+        if (c != NULL)
+            return c;
+    }
+    return best;
+}
+
+int cluster_link_leader_http(struct cluster_link *l, char *addr, size_t addrlen)
+{
+    struct cluster_status st;
+    cluster_get_status(l->cluster, &st);
+    if (!st.known_leader)
+        return REG_ENOTLEADER;
+    struct store_read *rd;
+    json_t *server = NULL;
+    if (store_read_begin(l->store, &rd) == 0) {
+        store_get_server(rd, st.leader_addr, &server);
+        store_read_end(rd);
+    }
+    const char *http = json_string_value(json_object_get(server, "HTTP"));
+    int rc = http != NULL && strlen(http) < addrlen ? 0 : REG_ENOTFOUND;
+    if (rc == 0)
+        snprintf(addr, addrlen, "%s", http);
+    json_decref(server);
+    return rc;
+}
+
+static void request_done(struct evhttp_request *resp, void *arg)
+{
+    struct link_req *q = arg;
+    struct link_conn *c = q->conn;
+    struct cluster_link *l = c->l;
+    inflight_remove(l, q);
+    c->pending--;
+    q->cb(q->arg, resp);
+    free(q);
+    if (c->retired && c->pending == 0) {
+        conn_unlink(l, c);
+        conn_free_later(l, c);
+    }
+}
+
+/* Send one request to the leader; cb runs exactly once unless this fails. */
+static int link_send(struct cluster_link *l, const char *uri, struct evbuffer *body,
+                     void (*add_headers)(struct evkeyvalq *h, void *ctx), void *ctx,
+                     cluster_link_cb cb, void *arg)
+{
+    char addr[128];
+    int rc = cluster_link_leader_http(l, addr, sizeof(addr));
+    if (rc != 0)
+        return rc;
+    retire_others(l, addr);
+    struct link_conn *c = pick_conn(l, addr);
+    struct link_req *q = c ? calloc(1, sizeof(*q)) : NULL;
+    struct evhttp_request *req = q ? evhttp_request_new(request_done, q) : NULL;
+    if (req == NULL) {
+        free(q);
+        return REG_ENOMEM;
+    }
+    q->conn = c;
+    q->cb = cb;
+    q->arg = arg;
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Host", addr);
+    if (add_headers)
+        add_headers(h, ctx);
+    if (body)
+        evbuffer_add_buffer(evhttp_request_get_output_buffer(req), body);
+    c->pending++;
+    q->next = l->inflight;
+    if (l->inflight)
+        l->inflight->prev = q;
+    l->inflight = q;
+    /* On failure evhttp_make_request frees req without calling back. */
+    if (evhttp_make_request(c->evcon, req, EVHTTP_REQ_PUT, uri) != 0) {
+        inflight_remove(l, q);
+        c->pending--;
+        free(q);
+        return REG_EIO;
+    }
+    return 0;
+}
+
+/* ---- forwarded client requests --------------------------------------------- */
+
+struct forward_names {
+    struct evhttp_request *req;
+    const char *node, *node_addr;
+};
+
+static const char *method_name(enum evhttp_cmd_type t)
+{
+    switch (t) {
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    default:
+        return "OTHER";
+    }
+}
+
+static void forward_headers(struct evkeyvalq *h, void *ctx)
+{
+    struct forward_names *n = ctx;
+    evhttp_add_header(h, "X-Registry-Method", method_name(evhttp_request_get_command(n->req)));
+    evhttp_add_header(h, "X-Registry-URI", evhttp_request_get_uri(n->req));
+    evhttp_add_header(h, "X-Registry-Node", n->node);
+    evhttp_add_header(h, "X-Registry-Node-Address", n->node_addr);
+}
+
+int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req, const char *node,
+                         const char *node_addr, cluster_link_cb cb, void *arg)
+{
+    struct forward_names names = {req, node, node_addr};
+    return link_send(l, "/v1/internal/forward", evhttp_request_get_input_buffer(req),
+                     forward_headers, &names, cb, arg);
+}
+
+/* ---- proposals --------------------------------------------------------------- */
+
+struct batch {
+    struct proposal *head;
+    size_t n;
+};
+
+static void answer_all(struct proposal *p, int status)
+{
+    while (p) {
+        struct proposal *next = p->next;
+        p->cb(p->arg, status);
+        free(p);
+        p = next;
+    }
+}
+
+/* The leader answers a batch with one status per command, in order. */
+static void batch_done(void *arg, struct evhttp_request *resp)
+{
+    struct batch *b = arg;
+    json_t *statuses = NULL;
+    if (resp && evhttp_request_get_response_code(resp) == 200) {
+        struct evbuffer *in = evhttp_request_get_input_buffer(resp);
+        statuses = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in),
+                              0, NULL);
+    }
+    if (!json_is_array(statuses) || json_array_size(statuses) != b->n) {
+        log_debug("link", "msg=\"proposals not applied\" commands=%zu http_status=%d", b->n,
+                  resp ? evhttp_request_get_response_code(resp) : 0);
+        answer_all(b->head, resp ? REG_ENOTLEADER : REG_ECONNECT);
+    } else {
+        size_t i = 0;
+        for (struct proposal *p = b->head, *next; p; p = next, i++) {
+            next = p->next;
+            json_t *s = json_array_get(statuses, i);
+            json_int_t v = json_integer_value(s);
+            p->cb(p->arg, json_is_integer(s) && v <= 0 && v >= -1000 ? (int)v : REG_EPROTO);
+            free(p);
+        }
+    }
+    json_decref(statuses);
+    free(b);
+}
+
+static void send_batch(struct cluster_link *l, struct proposal *head, size_t n)
+{
+    struct evbuffer *body = evbuffer_new();
+    struct batch *b = body ? calloc(1, sizeof(*b)) : NULL;
+    int rc = b ? 0 : REG_ENOMEM;
+    for (struct proposal *p = head; p && rc == 0; p = p->next) {
+        uint32_t be = htonl((uint32_t)p->len);
+        if (evbuffer_add(body, &be, sizeof(be)) != 0 || evbuffer_add(body, p->buf, p->len) != 0)
+            rc = REG_ENOMEM;
+        cluster_free_buf(p->buf);
+        p->buf = NULL;
+    }
+    if (rc == 0) {
+        b->head = head;
+        b->n = n;
+        rc = link_send(l, "/v1/internal/apply", body, NULL, NULL, batch_done, b);
+    }
+    if (body)
+        evbuffer_free(body);
+    if (rc != 0) {
+        free(b);
+        for (struct proposal *p = head; p; p = p->next)
+            if (p->buf) {
+                cluster_free_buf(p->buf);
+                p->buf = NULL;
+            }
+        answer_all(head, rc);
+    }
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct cluster_link *l = arg;
+    pthread_mutex_lock(&l->lock);
+    struct proposal *all = l->queue;
+    l->queue = NULL;
+    l->queue_tail = &l->queue;
+    pthread_mutex_unlock(&l->lock);
+    while (all) { /* batches of at most LINK_APPLY_BATCH */
+        struct proposal *head = all, *tail = all;
+        size_t n = 1;
+        while (tail->next && n < LINK_APPLY_BATCH) {
+            tail = tail->next;
+            n++;
+        }
+        all = tail->next;
+        tail->next = NULL;
+        send_batch(l, head, n);
+    }
+}
+
+void cluster_link_propose(struct cluster_link *l, void *buf, size_t len, cluster_done_cb cb,
+                          void *arg)
+{
+    struct proposal *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        cluster_free_buf(buf);
+        cb(arg, REG_ENOMEM);
+        return;
+    }
+    *p = (struct proposal){.buf = buf, .len = len, .cb = cb, .arg = arg};
+    pthread_mutex_lock(&l->lock);
+    *l->queue_tail = p;
+    l->queue_tail = &p->next;
+    pthread_mutex_unlock(&l->lock);
+    event_active(l->wake, EV_READ, 0);
+}
+
+int cluster_link_split_batch(const unsigned char *body, size_t len, const unsigned char **cmds,
+                             size_t *lens, size_t max)
+{
+    size_t n = 0, off = 0;
+    while (off < len) {
+        uint32_t be;
+        if (len - off < sizeof(be) || n == max)
+            return REG_EINVAL;
+        memcpy(&be, body + off, sizeof(be));
+        off += sizeof(be);
+        size_t l = ntohl(be);
+        if (l == 0 || l > len - off)
+            return REG_EINVAL;
+        cmds[n] = body + off;
+        lens[n++] = l;
+        off += l;
+    }
+    return n > 0 ? (int)n : REG_EINVAL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+int cluster_link_new(struct event_base *base, struct store *store, struct cluster *cluster,
+                     struct cluster_link **out)
+{
+    struct cluster_link *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return REG_ENOMEM;
+    l->base = base;
+    l->store = store;
+    l->cluster = cluster;
+    l->queue_tail = &l->queue;
+    pthread_mutex_init(&l->lock, NULL);
+    l->wake = event_new(base, -1, 0, wake_cb, l);
+    if (l->wake == NULL) {
+        cluster_link_free(l);
+        return REG_ENOMEM;
+    }
+    *out = l;
+    return 0;
+}
+
+void cluster_link_free(struct cluster_link *l)
+{
+    if (l == NULL)
+        return;
+    for (struct proposal *p = l->queue; p; p = p->next)
+        cluster_free_buf(p->buf), p->buf = NULL;
+    answer_all(l->queue, REG_ESHUTDOWN);
+    /* evhttp_connection_free drops pending requests without calling them
+     * back: answer them first (as failed), then free the connections. */
+    while (l->inflight) {
+        struct link_req *q = l->inflight;
+        l->inflight = q->next;
+        q->cb(q->arg, NULL);
+        free(q);
+    }
+    while (l->conns) {
+        struct link_conn *c = l->conns;
+        l->conns = c->next;
+        evhttp_connection_free(c->evcon);
+        free(c);
+    }
+    if (l->wake)
+        event_free(l->wake);
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+}

@@ -1,0 +1,82 @@
+/*
+ * cluster_link.h — the one server-to-server channel: persistent HTTP
+ * connections from this server to the leader's HTTP API, on the front end's
+ * event loop.
+ *
+ * Everything one server asks of another goes through here: writes and
+ * ?consistent reads a follower received from a client (wrapped in
+ * PUT /v1/internal/forward, so that the names of the original request travel
+ * in headers that only the internal route reads), and commands a follower
+ * proposes itself (check results of the checks it owns, batched into one
+ * PUT /v1/internal/apply when several wait). Connections are kept open and
+ * reused; a new one is opened only while every open one is busy, up to
+ * LINK_MAX_CONNS, beyond which requests queue on the least busy. A change
+ * of leader retires the old connections once their requests are answered.
+ * (Authenticating the channel — mutual TLS or a server token — belongs in
+ * link_conn_new, the one place connections are made.)
+ *
+ * Threads: everything runs on the front end's loop, except
+ * cluster_link_propose, which any thread may call.
+ */
+#ifndef REGISTRYD_CLUSTER_LINK_H
+#define REGISTRYD_CLUSTER_LINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/http.h>
+
+#include "cluster.h"
+
+struct event_base;
+struct store;
+struct cluster_link;
+
+/* A connection is reused for this many seconds of silence at most. */
+#define LINK_TIMEOUT_S 30
+#define LINK_MAX_CONNS 64
+/* At most this many commands travel in one PUT /v1/internal/apply. */
+#define LINK_APPLY_BATCH 256
+
+/* base and store are borrowed and outlive the link. */
+int cluster_link_new(struct event_base *base, struct store *store, struct cluster *cluster,
+                     struct cluster_link **out) __attribute__((warn_unused_result));
+/* Answer every queued proposal with REG_ESHUTDOWN and free. NULL: no-op. */
+void cluster_link_free(struct cluster_link *l);
+
+/*
+ * The leader's HTTP address as it announced it ("host:port" into addr), or
+ * REG_ENOTLEADER when no leader is known and REG_ENOTFOUND when its
+ * announcement has not reached this server yet.
+ */
+int cluster_link_leader_http(struct cluster_link *l, char *addr, size_t addrlen);
+
+/* The answer to a forwarded request: resp is NULL when the leader could not
+ * be reached; borrowed for the duration of the call. */
+typedef void (*cluster_link_cb)(void *arg, struct evhttp_request *resp);
+
+/*
+ * Send the client's request `req` (method, URI, body, which is moved) to the
+ * leader wrapped in PUT /v1/internal/forward, naming the node that received
+ * it. cb runs exactly once, later, unless this returns non-zero
+ * (REG_ENOTLEADER/REG_ENOTFOUND as cluster_link_leader_http, REG_ENOMEM).
+ */
+int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req, const char *node,
+                         const char *node_addr, cluster_link_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/*
+ * Propose an encoded command (taken; allocated with cluster_alloc) to the
+ * leader from any thread. cb runs on the front end's thread with the
+ * command's outcome, as for cluster_submit.
+ */
+void cluster_link_propose(struct cluster_link *l, void *buf, size_t len, cluster_done_cb cb,
+                          void *arg);
+
+/* The receiving side of PUT /v1/internal/apply: split a batch into its
+ * commands. Returns the number of commands (<= max) or REG_EINVAL; each
+ * cmds[i]/lens[i] points into body. */
+int cluster_link_split_batch(const unsigned char *body, size_t len, const unsigned char **cmds,
+                             size_t *lens, size_t max);
+
+#endif
