@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "duration.h"
 #include "log.h"
 #include "registry/error.h"
 #include "store.h"
@@ -42,7 +43,13 @@ struct proposal {
     size_t len;
     cluster_done_cb cb;
     void *arg;
+    uint64_t since_ms; /* first try, for the give-up deadline */
 };
+
+/* Proposals wait this long for a leader to be known (an election and the
+ * new leader's announcement), retried every LINK_RETRY_MS. */
+#define LINK_WAIT_LEADER_MS 4000
+#define LINK_RETRY_MS 100
 
 struct link_req;
 
@@ -57,6 +64,8 @@ struct cluster_link {
     pthread_mutex_t lock; /* guards the proposal queue */
     struct proposal *queue, **queue_tail;
     struct event *wake;
+    struct event *retry;       /* proposals waiting for a leader */
+    struct proposal *waiting;  /* front-end thread only */
 };
 
 /* One request in flight on a connection. */
@@ -301,6 +310,16 @@ static void answer_all(struct proposal *p, int status)
     }
 }
 
+/* Shutting down: proposals never sent are answered with REG_ESHUTDOWN. */
+static void drop_all(struct proposal *list)
+{
+    for (struct proposal *p = list; p; p = p->next) {
+        cluster_free_buf(p->buf);
+        p->buf = NULL;
+    }
+    answer_all(list, REG_ESHUTDOWN);
+}
+
 /* The leader answers a batch with one status per command, in order. */
 static void batch_done(void *arg, struct evhttp_request *resp)
 {
@@ -369,6 +388,36 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     l->queue = NULL;
     l->queue_tail = &l->queue;
     pthread_mutex_unlock(&l->lock);
+    if (l->waiting) { /* the older first */
+        struct proposal *t = l->waiting;
+        while (t->next)
+            t = t->next;
+        t->next = all;
+        all = l->waiting;
+        l->waiting = NULL;
+    }
+    char addr[128];
+    if (all && cluster_link_leader_http(l, addr, sizeof(addr)) != 0) {
+        /* No leader known yet: wait for one, a bounded time. */
+        uint64_t now = mono_ms();
+        struct proposal **keep = &l->waiting;
+        for (struct proposal *p = all, *next; p; p = next) {
+            next = p->next;
+            p->next = NULL;
+            if (now - p->since_ms < LINK_WAIT_LEADER_MS) {
+                *keep = p;
+                keep = &p->next;
+            } else {
+                cluster_free_buf(p->buf);
+                p->cb(p->arg, REG_ENOTLEADER);
+                free(p);
+            }
+        }
+        struct timeval tv = {0, LINK_RETRY_MS * 1000};
+        if (l->waiting && event_add(l->retry, &tv) != 0)
+            log_warn("link", "msg=\"cannot schedule a retry\"");
+        return;
+    }
     while (all) { /* batches of at most LINK_APPLY_BATCH */
         struct proposal *head = all, *tail = all;
         size_t n = 1;
@@ -391,7 +440,7 @@ void cluster_link_propose(struct cluster_link *l, void *buf, size_t len, cluster
         cb(arg, REG_ENOMEM);
         return;
     }
-    *p = (struct proposal){.buf = buf, .len = len, .cb = cb, .arg = arg};
+    *p = (struct proposal){.buf = buf, .len = len, .cb = cb, .arg = arg, .since_ms = mono_ms()};
     pthread_mutex_lock(&l->lock);
     *l->queue_tail = p;
     l->queue_tail = &p->next;
@@ -433,7 +482,8 @@ int cluster_link_new(struct event_base *base, struct store *store, struct cluste
     l->queue_tail = &l->queue;
     pthread_mutex_init(&l->lock, NULL);
     l->wake = event_new(base, -1, 0, wake_cb, l);
-    if (l->wake == NULL) {
+    l->retry = evtimer_new(base, wake_cb, l);
+    if (l->wake == NULL || l->retry == NULL) {
         cluster_link_free(l);
         return REG_ENOMEM;
     }
@@ -445,9 +495,8 @@ void cluster_link_free(struct cluster_link *l)
 {
     if (l == NULL)
         return;
-    for (struct proposal *p = l->queue; p; p = p->next)
-        cluster_free_buf(p->buf), p->buf = NULL;
-    answer_all(l->queue, REG_ESHUTDOWN);
+    drop_all(l->queue);
+    drop_all(l->waiting);
     /* evhttp_connection_free drops pending requests without calling them
      * back: answer them first (as failed), then free the connections. */
     while (l->inflight) {
@@ -464,6 +513,8 @@ void cluster_link_free(struct cluster_link *l)
     }
     if (l->wake)
         event_free(l->wake);
+    if (l->retry)
+        event_free(l->retry);
     pthread_mutex_destroy(&l->lock);
     free(l);
 }

@@ -48,20 +48,21 @@
 #include "config.h"
 #include "duration.h"
 #include "log.h"
+#include "probe.h"
 #include "registry/error.h"
 #include "store.h"
 #include "strmap.h"
 
-#define OUTPUT_MAX 4096   /* Consul keeps at most 4 KiB of check output */
+#define OUTPUT_MAX PROBE_OUTPUT_MAX
 #define PENDING_MS 10000  /* resubmit a transition not seen in the store by then */
 #define SP_BUCKETS 3600   /* self-preservation window: up to an hour, 1 s buckets */
 #define MAINT_PREFIX "_service_maintenance:"
 
 enum hc_type { HC_HTTP, HC_TCP, HC_TTL };
-enum hc_status { ST_PASSING, ST_WARNING, ST_CRITICAL, ST_NONE = -1 };
+/* The stored statuses, numbered as probe.h's results. */
+enum hc_status { ST_PASSING = PROBE_PASSING, ST_WARNING = PROBE_WARNING,
+                 ST_CRITICAL = PROBE_CRITICAL, ST_NONE = -1 };
 static const char *const status_names[] = {"passing", "warning", "critical"};
-
-struct probe;
 
 struct hcheck {
     struct health *h;
@@ -91,16 +92,6 @@ struct hlist {
     struct hcheck *head;
 };
 
-struct probe {
-    struct hcheck *c;
-    struct evhttp_connection *evcon;
-    struct bufferevent *bev; /* TCP probes */
-    struct evhttp_request *req;
-    char error[160];
-    char body[OUTPUT_MAX + 1];
-    size_t body_len;
-};
-
 struct hmsg {
     struct hmsg *next;
     bool touch; /* TTL heartbeat for check `key`; else instance `key` changed */
@@ -113,7 +104,7 @@ struct health {
     struct event *wake, *tick;
     pthread_t thread;
     bool thread_started;
-    SSL_CTX *ssl_verify, *ssl_noverify;
+    struct probe_env probe_env;
 
     pthread_mutex_t lock; /* guards inbox and stats */
     struct hmsg *inbox, **inbox_tail;
@@ -272,34 +263,14 @@ static void result(struct hcheck *c, int status, char *output)
 static void schedule_next(struct hcheck *c);
 static void start_probe(struct hcheck *c);
 
-static void free_evcon_later(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    evhttp_connection_free(arg);
-}
-
-static void probe_free(struct probe *p, bool deferred)
-{
-    if (p->evcon) {
-        if (deferred)
-            event_base_once(p->c->h->base, -1, EV_TIMEOUT, free_evcon_later, p->evcon, NULL);
-        else
-            evhttp_connection_free(p->evcon);
-    }
-    if (p->bev)
-        bufferevent_free(p->bev);
-    free(p);
-}
-
 /* A probe finished: free a slot, start the next waiting probe. */
-static void probe_done(struct hcheck *c, int status, char *output)
+static void probe_done(void *arg, enum probe_status status, char *output)
 {
+    struct hcheck *c = arg;
     struct health *h = c->h;
-    probe_free(c->probe, true);
     c->probe = NULL;
     h->inflight--;
-    result(c, status, output);
+    result(c, (int)status, output);
     schedule_next(c);
     while (h->wait_head && h->inflight < h->opt.limits.max_concurrent) {
         struct hcheck *n = h->wait_head;
@@ -310,248 +281,6 @@ static void probe_done(struct hcheck *c, int status, char *output)
         n->qnext = NULL;
         start_probe(n);
     }
-}
-
-static void http_chunk(struct evhttp_request *req, void *arg)
-{
-    struct probe *p = arg;
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t n = evbuffer_get_length(in), room = OUTPUT_MAX - p->body_len;
-    if (n > room)
-        n = room;
-    evbuffer_remove(in, p->body + p->body_len, n);
-    p->body_len += n;
-    evbuffer_drain(in, evbuffer_get_length(in));
-}
-
-static void http_error(enum evhttp_request_error e, void *arg)
-{
-    struct probe *p = arg;
-    static const char *const names[] = {"timeout", "connection failed", "invalid response",
-                                        "connection error", "cancelled", "response too long"};
-    unsigned long ssl_err = p->evcon ? bufferevent_get_openssl_error(
-                                           evhttp_connection_get_bufferevent(p->evcon))
-                                     : 0;
-    if (ssl_err) {
-        char buf[120];
-        ERR_error_string_n(ssl_err, buf, sizeof(buf));
-        snprintf(p->error, sizeof(p->error), "TLS: %s", buf);
-    } else if (e == EVREQ_HTTP_TIMEOUT) {
-        snprintf(p->error, sizeof(p->error), "timeout after %" PRIu64 "ms", p->c->timeout_ms);
-    } else {
-        int err = EVUTIL_SOCKET_ERROR();
-        bool sock = (e == EVREQ_HTTP_EOF || e == EVREQ_HTTP_BUFFER_ERROR) && err != 0;
-        snprintf(p->error, sizeof(p->error), "%s%s%s", (unsigned)e < 6 ? names[e] : "error",
-                 sock ? ": " : "", sock ? evutil_socket_error_to_string(err) : "");
-    }
-}
-
-static void http_done(struct evhttp_request *req, void *arg)
-{
-    struct probe *p = arg;
-    struct hcheck *c = p->c;
-    const char *url = json_string_value(json_object_get(c->def, "HTTP"));
-    const char *method = json_string_value(json_object_get(c->def, "Method"));
-    char out[OUTPUT_MAX + 512];
-    int code = req ? evhttp_request_get_response_code(req) : 0;
-    p->req = NULL;
-    if (code == 0) {
-        snprintf(out, sizeof(out), "HTTP %s %s: %s", method ? method : "GET", url,
-                 p->error[0] ? p->error : "connection failed");
-        probe_done(c, ST_CRITICAL, out);
-        return;
-    }
-    if (req)
-        http_chunk(req, p); /* whatever was buffered without a chunk callback */
-    p->body[p->body_len] = '\0';
-    const char *reason = evhttp_request_get_response_code_line(req);
-    snprintf(out, sizeof(out), "HTTP %s %s: %d %s Output: %s", method ? method : "GET", url, code,
-             reason ? reason : "", p->body);
-    int st = code >= 200 && code < 300 ? ST_PASSING : code == 429 ? ST_WARNING : ST_CRITICAL;
-    probe_done(c, st, out);
-}
-
-static enum evhttp_cmd_type method_type(const char *m)
-{
-    static const struct {
-        const char *name;
-        enum evhttp_cmd_type type;
-    } methods[] = {{"GET", EVHTTP_REQ_GET},       {"POST", EVHTTP_REQ_POST},
-                   {"HEAD", EVHTTP_REQ_HEAD},     {"PUT", EVHTTP_REQ_PUT},
-                   {"DELETE", EVHTTP_REQ_DELETE}, {"OPTIONS", EVHTTP_REQ_OPTIONS},
-                   {"PATCH", EVHTTP_REQ_PATCH}};
-    for (size_t i = 0; m && i < sizeof(methods) / sizeof(methods[0]); i++)
-        if (strcasecmp(m, methods[i].name) == 0)
-            return methods[i].type;
-    return EVHTTP_REQ_GET;
-}
-
-static int start_http(struct probe *p)
-{
-    struct hcheck *c = p->c;
-    struct health *h = c->h;
-    const char *url = json_string_value(json_object_get(c->def, "HTTP"));
-    struct evhttp_uri *uri = evhttp_uri_parse(url);
-    int rc = -1;
-    if (uri == NULL || evhttp_uri_get_host(uri) == NULL) {
-        snprintf(p->error, sizeof(p->error), "invalid URL");
-        goto out;
-    }
-    const char *scheme = evhttp_uri_get_scheme(uri), *host = evhttp_uri_get_host(uri);
-    bool tls = scheme && strcasecmp(scheme, "https") == 0;
-    int port = evhttp_uri_get_port(uri);
-    if (port < 0)
-        port = tls ? 443 : 80;
-    char hostbuf[256];
-    snprintf(hostbuf, sizeof(hostbuf), "%s", host);
-    if (hostbuf[0] == '[') { /* libevent keeps IPv6 brackets */
-        memmove(hostbuf, hostbuf + 1, strlen(hostbuf));
-        hostbuf[strcspn(hostbuf, "]")] = '\0';
-    }
-    if (tls) {
-        bool skip = json_is_true(json_object_get(c->def, "TLSSkipVerify"));
-        SSL *ssl = SSL_new(skip ? h->ssl_noverify : h->ssl_verify);
-        if (ssl == NULL) {
-            snprintf(p->error, sizeof(p->error), "TLS: cannot create session");
-            goto out;
-        }
-        SSL_set_tlsext_host_name(ssl, hostbuf);
-        if (!skip)
-            SSL_set1_host(ssl, hostbuf);
-        p->bev = bufferevent_openssl_socket_new(h->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                                BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-        if (p->bev == NULL)
-            SSL_free(ssl);
-        else
-            bufferevent_openssl_set_allow_dirty_shutdown(p->bev, 1);
-    } else {
-        p->bev = bufferevent_socket_new(h->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    }
-    if (p->bev == NULL) {
-        snprintf(p->error, sizeof(p->error), "out of memory");
-        goto out;
-    }
-    p->evcon = evhttp_connection_base_bufferevent_new(h->base, NULL, p->bev, hostbuf,
-                                                      (unsigned short)port);
-    if (p->evcon == NULL) {
-        bufferevent_free(p->bev);
-        p->bev = NULL;
-        snprintf(p->error, sizeof(p->error), "cannot create connection");
-        goto out;
-    }
-    p->bev = NULL; /* owned by evcon now */
-    struct timeval tv = {(time_t)(c->timeout_ms / 1000), (suseconds_t)(c->timeout_ms % 1000) * 1000};
-    evhttp_connection_set_timeout_tv(p->evcon, &tv);
-    evhttp_connection_set_retries(p->evcon, 0);
-
-    p->req = evhttp_request_new(http_done, p);
-    if (p->req == NULL) {
-        snprintf(p->error, sizeof(p->error), "out of memory");
-        goto out;
-    }
-    evhttp_request_set_chunked_cb(p->req, http_chunk);
-    evhttp_request_set_error_cb(p->req, http_error);
-    struct evkeyvalq *hdr = evhttp_request_get_output_headers(p->req);
-    char hosthdr[300];
-    if (port == (tls ? 443 : 80))
-        snprintf(hosthdr, sizeof(hosthdr), "%s", host);
-    else
-        snprintf(hosthdr, sizeof(hosthdr), "%s:%d", host, port);
-    evhttp_add_header(hdr, "Host", hosthdr);
-    evhttp_add_header(hdr, "User-Agent", "registryd health check");
-    evhttp_add_header(hdr, "Accept", "text/plain, text/*, */*");
-    evhttp_add_header(hdr, "Connection", "close");
-    const char *hk;
-    json_t *hv;
-    json_object_foreach(json_object_get(c->def, "Header"), hk, hv)
-    {
-        size_t i;
-        json_t *x;
-        json_array_foreach(hv, i, x) evhttp_add_header(hdr, hk, json_string_value(x));
-    }
-    const char *body = json_string_value(json_object_get(c->def, "Body"));
-    if (body && *body)
-        evbuffer_add(evhttp_request_get_output_buffer(p->req), body, strlen(body));
-
-    const char *path = evhttp_uri_get_path(uri), *query = evhttp_uri_get_query(uri);
-    char target[2048];
-    snprintf(target, sizeof(target), "%s%s%s", path && *path ? path : "/", query ? "?" : "",
-             query ? query : "");
-    enum evhttp_cmd_type m = method_type(json_string_value(json_object_get(c->def, "Method")));
-    if (evhttp_make_request(p->evcon, p->req, m, target) != 0) {
-        p->req = NULL; /* freed by libevent */
-        snprintf(p->error, sizeof(p->error), "cannot send request");
-        goto out;
-    }
-    rc = 0;
-out:
-    if (uri)
-        evhttp_uri_free(uri);
-    return rc;
-}
-
-static void tcp_event(struct bufferevent *bev, short what, void *arg)
-{
-    struct probe *p = arg;
-    struct hcheck *c = p->c;
-    const char *addr = json_string_value(json_object_get(c->def, "TCP"));
-    char out[512];
-    (void)bev;
-    if (what & BEV_EVENT_CONNECTED) {
-        snprintf(out, sizeof(out), "TCP connect %s: Success", addr);
-        probe_done(c, ST_PASSING, out);
-        return;
-    }
-    if (what & BEV_EVENT_TIMEOUT) {
-        snprintf(out, sizeof(out), "TCP connect %s: timeout after %" PRIu64 "ms", addr,
-                 c->timeout_ms);
-    } else {
-        int err = EVUTIL_SOCKET_ERROR();
-        snprintf(out, sizeof(out), "TCP connect %s: %s", addr,
-                 err ? evutil_socket_error_to_string(err) : "connection failed");
-    }
-    probe_done(c, ST_CRITICAL, out);
-}
-
-static int start_tcp(struct probe *p)
-{
-    struct hcheck *c = p->c;
-    const char *addr = json_string_value(json_object_get(c->def, "TCP"));
-    struct sockaddr_storage ss;
-    int sslen = sizeof(ss);
-    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
-        char host[256], portstr[8];
-        unsigned short port;
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-        if (conf_split_hostport(addr, host, sizeof(host), &port) != 0) {
-            snprintf(p->error, sizeof(p->error), "TCP %s: not HOST:PORT", addr);
-            return -1;
-        }
-        snprintf(portstr, sizeof(portstr), "%u", port);
-        int gai = getaddrinfo(host, portstr, &hints, &ai); /* blocking; names are rare here */
-        if (gai != 0 || ai == NULL) {
-            snprintf(p->error, sizeof(p->error), "TCP %s: %s", addr, gai_strerror(gai));
-            return -1;
-        }
-        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-        sslen = (int)ai->ai_addrlen;
-        freeaddrinfo(ai);
-    }
-    p->bev = bufferevent_socket_new(c->h->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (p->bev == NULL) {
-        snprintf(p->error, sizeof(p->error), "out of memory");
-        return -1;
-    }
-    struct timeval tv = {(time_t)(c->timeout_ms / 1000), (suseconds_t)(c->timeout_ms % 1000) * 1000};
-    bufferevent_set_timeouts(p->bev, &tv, &tv);
-    bufferevent_setcb(p->bev, NULL, NULL, tcp_event, p);
-    if (bufferevent_socket_connect(p->bev, (struct sockaddr *)&ss, sslen) != 0) {
-        int err = EVUTIL_SOCKET_ERROR();
-        snprintf(p->error, sizeof(p->error), "TCP connect %s: %s", addr,
-                 err ? evutil_socket_error_to_string(err) : "connection failed");
-        return -1;
-    }
-    return 0;
 }
 
 static void record_lateness(struct health *h, uint64_t late)
@@ -580,20 +309,12 @@ static void start_probe(struct hcheck *c)
     }
     uint64_t now = mono_ms();
     record_lateness(h, now > c->due ? now - c->due : 0);
-    struct probe *p = calloc(1, sizeof(*p));
-    if (p == NULL) {
-        schedule_next(c);
-        return;
-    }
-    p->c = c;
-    c->probe = p;
+    char out[256];
     h->inflight++;
-    int rc = c->type == HC_HTTP ? start_http(p) : start_tcp(p);
-    if (rc != 0) {
-        char out[256];
-        snprintf(out, sizeof(out), "%s", p->error);
-        probe_done(c, ST_CRITICAL, out);
-    }
+    c->probe = probe_start(&h->probe_env, c->type == HC_HTTP ? PROBE_HTTP : PROBE_TCP, c->def,
+                           c->timeout_ms, probe_done, c, out, sizeof(out));
+    if (c->probe == NULL)
+        probe_done(c, PROBE_CRITICAL, out);
 }
 
 /* ---- timers ------------------------------------------------------------- */
@@ -811,11 +532,7 @@ static void check_free(struct hcheck *c)
     struct health *h = c->h;
     unqueue(c);
     if (c->probe) {
-        if (c->probe->req && c->probe->evcon) {
-            /* freeing the connection cancels the request without its callback */
-            c->probe->req = NULL;
-        }
-        probe_free(c->probe, false);
+        probe_cancel(c->probe);
         h->inflight--;
     }
     if (c->timer)
@@ -1258,21 +975,6 @@ static void *health_thread(void *arg)
     return NULL;
 }
 
-static SSL_CTX *ssl_ctx(bool verify)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == NULL)
-        return NULL;
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    if (verify) {
-        SSL_CTX_set_default_verify_paths(ctx);
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    } else {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    }
-    return ctx;
-}
-
 int health_start(const struct health_options *opt, struct health **out, char *err,
                  size_t errlen)
 {
@@ -1291,10 +993,8 @@ int health_start(const struct health_options *opt, struct health **out, char *er
     h->by_id = strmap_new();
     h->by_sid = strmap_new();
     h->with_dereg = strmap_new();
-    h->ssl_verify = ssl_ctx(true);
-    h->ssl_noverify = ssl_ctx(false);
     if (h->base == NULL || h->by_id == NULL || h->by_sid == NULL || h->with_dereg == NULL ||
-        h->ssl_verify == NULL || h->ssl_noverify == NULL) {
+        probe_env_init(&h->probe_env, h->base) != 0) {
         snprintf(err, errlen, "out of memory");
         health_free(h);
         return REG_ENOMEM;
@@ -1368,10 +1068,7 @@ void health_free(struct health *h)
         event_free(h->tick);
     if (h->base)
         event_base_free(h->base);
-    if (h->ssl_verify)
-        SSL_CTX_free(h->ssl_verify);
-    if (h->ssl_noverify)
-        SSL_CTX_free(h->ssl_noverify);
+    probe_env_fini(&h->probe_env);
     pthread_mutex_destroy(&h->lock);
     free(h);
 }

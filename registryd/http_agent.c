@@ -374,6 +374,15 @@ out:
     return rc;
 }
 
+/* A registration's command depends only on its body and the node that
+ * received it, so a follower builds it itself and proposes the command to
+ * the leader (cheaper than forwarding the HTTP request). Writes that check
+ * the store first, or touch the leader's TTL timers, are forwarded whole. */
+bool http_write_builds_anywhere(http_write_fn fn)
+{
+    return fn == do_register;
+}
+
 static int require_service(struct http_req *r, struct store_read *rd)
 {
     json_t *inst;

@@ -677,6 +677,8 @@ static bool must_forward(struct http_req *r)
     bool consistent = r->route->read && http_flag(r, "consistent");
     if (r->route->write == NULL && !r->route->leader_only && !consistent)
         return false;
+    if (r->route->write && http_write_builds_anywhere(r->route->write))
+        return false; /* cluster_submit proposes it to the leader */
     struct cluster_status st;
     cluster_get_status(r->srv->opt.cluster, &st);
     return !st.is_leader;

@@ -94,6 +94,8 @@ struct http_route {
 };
 
 extern const struct http_route http_agent_routes[];
+/* Writes a follower may build and propose itself (http_agent.c). */
+bool http_write_builds_anywhere(http_write_fn fn);
 extern const struct http_route http_catalog_routes[];
 extern const struct http_route http_operator_routes[];
 extern const struct http_route http_ui_routes[];

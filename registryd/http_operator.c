@@ -157,10 +157,11 @@ static int do_announce(struct http_req *r, struct store_read *rd, struct command
     return 0;
 }
 
-/* PUT /v1/internal/apply: commands a follower proposes (the check results
- * of the checks it owns), batched by cluster_link. Answers one status per
- * command, in order, once all are applied. Only the checker's commands are
- * taken, and only here on the leader (never forwarded again). */
+/* PUT /v1/internal/apply: commands a follower proposes (registrations it
+ * received, results of the checks it owns), batched by cluster_link.
+ * Answers one status per command, in order, once all are applied. Only
+ * those commands are taken, and only here on the leader (never forwarded
+ * again). */
 struct apply_batch {
     struct http_req *r;
     size_t n, left;
@@ -221,7 +222,8 @@ static void do_apply(struct http_req *r)
         size_t blen = lens[i];
         int rc = cmd_decode(cmds[i], lens[i], &cmd);
         if (rc == 0) {
-            if (cmd.op != CMD_CHECK_UPDATE && cmd.op != CMD_DEREGISTER)
+            if (cmd.op != CMD_REGISTER && cmd.op != CMD_CHECK_UPDATE &&
+                cmd.op != CMD_DEREGISTER)
                 rc = REG_EINVAL;
             cmd_fini(&cmd);
         }

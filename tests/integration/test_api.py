@@ -234,8 +234,8 @@ class ApiTest(unittest.TestCase):
         for body in (b"", b"\x00\x00\x00", b"\x00\x00\x00\x09abc", b"\xff\xff\xff\xff"):
             status, text = self.d.request("PUT", "/v1/internal/apply", body)
             self.assertEqual(status, 400, "%r: %s" % (body, text))
-        # a well-framed batch of a command that is not a check result is refused per command
-        cmd = b"\x01\x01" + b'{"Name":"x","ID":"x"}'
+        # a well-framed batch of a command a follower never proposes is refused per command
+        cmd = b"\x01\x04" + b'{"ServiceID":"x","Enable":true,"Reason":""}'
         cmd += b" " * (-len(cmd) % 8)
         status, text = self.d.request("PUT", "/v1/internal/apply",
                                       len(cmd).to_bytes(4, "big") + cmd)

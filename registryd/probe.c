@@ -1,0 +1,376 @@
+/*
+ * probe.c — HTTP/HTTPS and TCP probes (see probe.h). Connections are freed
+ * on the next loop turn when a probe ends inside one of libevent's own
+ * callbacks (freeing them there is not allowed).
+ */
+#include "probe.h"
+
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/util.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "config.h"
+#include "registry/error.h"
+
+#define OUTPUT_MAX PROBE_OUTPUT_MAX
+
+struct probe {
+    const struct probe_env *env;
+    json_t *def; /* a reference, for the output text */
+    uint64_t timeout_ms;
+    probe_done_cb cb;
+    void *arg;
+    struct evhttp_connection *evcon;
+    struct bufferevent *bev; /* TCP probes */
+    struct evhttp_request *req;
+    char error[160];
+    char body[OUTPUT_MAX + 1];
+    size_t body_len;
+};
+
+static void free_evcon_later(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evhttp_connection_free(arg);
+}
+
+static void probe_free(struct probe *p, bool deferred)
+{
+    if (p->evcon) {
+        if (!deferred)
+            evhttp_connection_free(p->evcon);
+        else if (event_base_once(p->env->base, -1, EV_TIMEOUT, free_evcon_later, p->evcon,
+                                 NULL) != 0)
+            evhttp_connection_free(p->evcon); /* cannot defer: free now, as before 2.1 */
+    }
+    if (p->bev)
+        bufferevent_free(p->bev);
+    json_decref(p->def);
+    free(p);
+}
+
+/* The probe's end: tell the caller, then go. */
+static void finish(struct probe *p, enum probe_status status, char *output)
+{
+    p->cb(p->arg, status, output);
+    probe_free(p, true);
+}
+
+static void http_chunk(struct evhttp_request *req, void *arg)
+{
+    struct probe *p = arg;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in), room = OUTPUT_MAX - p->body_len;
+    if (n > room)
+        n = room;
+    evbuffer_remove(in, p->body + p->body_len, n);
+    p->body_len += n;
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void http_error(enum evhttp_request_error e, void *arg)
+{
+    struct probe *p = arg;
+    static const char *const names[] = {"timeout", "connection failed", "invalid response",
+                                        "connection error", "cancelled", "response too long"};
+    unsigned long ssl_err = p->evcon ? bufferevent_get_openssl_error(
+                                           evhttp_connection_get_bufferevent(p->evcon))
+                                     : 0;
+    if (ssl_err) {
+        char buf[120];
+        ERR_error_string_n(ssl_err, buf, sizeof(buf));
+        snprintf(p->error, sizeof(p->error), "TLS: %s", buf);
+    } else if (e == EVREQ_HTTP_TIMEOUT) {
+        snprintf(p->error, sizeof(p->error), "timeout after %" PRIu64 "ms", p->timeout_ms);
+    } else {
+        int err = EVUTIL_SOCKET_ERROR();
+        bool sock = (e == EVREQ_HTTP_EOF || e == EVREQ_HTTP_BUFFER_ERROR) && err != 0;
+        snprintf(p->error, sizeof(p->error), "%s%s%s", (unsigned)e < 6 ? names[e] : "error",
+                 sock ? ": " : "", sock ? evutil_socket_error_to_string(err) : "");
+    }
+}
+
+static void http_done(struct evhttp_request *req, void *arg)
+{
+    struct probe *p = arg;
+    const char *url = json_string_value(json_object_get(p->def, "HTTP"));
+    const char *method = json_string_value(json_object_get(p->def, "Method"));
+    char out[OUTPUT_MAX + 512];
+    int code = req ? evhttp_request_get_response_code(req) : 0;
+    p->req = NULL;
+    if (code == 0) {
+        snprintf(out, sizeof(out), "HTTP %s %s: %s", method ? method : "GET", url,
+                 p->error[0] ? p->error : "connection failed");
+        finish(p, PROBE_CRITICAL, out);
+        return;
+    }
+    if (req)
+        http_chunk(req, p); /* whatever was buffered without a chunk callback */
+    p->body[p->body_len] = '\0';
+    const char *reason = evhttp_request_get_response_code_line(req);
+    snprintf(out, sizeof(out), "HTTP %s %s: %d %s Output: %s", method ? method : "GET", url, code,
+             reason ? reason : "", p->body);
+    finish(p, code >= 200 && code < 300 ? PROBE_PASSING
+              : code == 429            ? PROBE_WARNING
+                                       : PROBE_CRITICAL,
+           out);
+}
+
+static enum evhttp_cmd_type method_type(const char *m)
+{
+    static const struct {
+        const char *name;
+        enum evhttp_cmd_type type;
+    } methods[] = {{"GET", EVHTTP_REQ_GET},       {"POST", EVHTTP_REQ_POST},
+                   {"HEAD", EVHTTP_REQ_HEAD},     {"PUT", EVHTTP_REQ_PUT},
+                   {"DELETE", EVHTTP_REQ_DELETE}, {"OPTIONS", EVHTTP_REQ_OPTIONS},
+                   {"PATCH", EVHTTP_REQ_PATCH}};
+    for (size_t i = 0; m && i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (strcasecmp(m, methods[i].name) == 0)
+            return methods[i].type;
+    return EVHTTP_REQ_GET;
+}
+
+static int start_http(struct probe *p)
+{
+    const char *url = json_string_value(json_object_get(p->def, "HTTP"));
+    struct evhttp_uri *uri = evhttp_uri_parse(url);
+    int rc = -1;
+    if (uri == NULL || evhttp_uri_get_host(uri) == NULL) {
+        snprintf(p->error, sizeof(p->error), "invalid URL");
+        goto out;
+    }
+    const char *scheme = evhttp_uri_get_scheme(uri), *host = evhttp_uri_get_host(uri);
+    bool tls = scheme && strcasecmp(scheme, "https") == 0;
+    int port = evhttp_uri_get_port(uri);
+    if (port < 0)
+        port = tls ? 443 : 80;
+    char hostbuf[256];
+    snprintf(hostbuf, sizeof(hostbuf), "%s", host);
+    if (hostbuf[0] == '[') { /* libevent keeps IPv6 brackets */
+        memmove(hostbuf, hostbuf + 1, strlen(hostbuf));
+        hostbuf[strcspn(hostbuf, "]")] = '\0';
+    }
+    if (tls) {
+        bool skip = json_is_true(json_object_get(p->def, "TLSSkipVerify"));
+        SSL *ssl = SSL_new(skip ? p->env->ssl_noverify : p->env->ssl_verify);
+        if (ssl == NULL) {
+            snprintf(p->error, sizeof(p->error), "TLS: cannot create session");
+            goto out;
+        }
+        /* Without the name set, the certificate's name would go unchecked:
+         * a failure here fails the probe. */
+        if (SSL_set_tlsext_host_name(ssl, hostbuf) != 1 ||
+            (!skip && SSL_set1_host(ssl, hostbuf) != 1)) {
+            SSL_free(ssl);
+            snprintf(p->error, sizeof(p->error), "TLS: cannot set the server name %s", hostbuf);
+            goto out;
+        }
+        p->bev = bufferevent_openssl_socket_new(p->env->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+        if (p->bev == NULL)
+            SSL_free(ssl);
+        else
+            bufferevent_openssl_set_allow_dirty_shutdown(p->bev, 1);
+    } else {
+        p->bev = bufferevent_socket_new(p->env->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (p->bev == NULL) {
+        snprintf(p->error, sizeof(p->error), "out of memory");
+        goto out;
+    }
+    p->evcon = evhttp_connection_base_bufferevent_new(p->env->base, NULL, p->bev, hostbuf,
+                                                      (unsigned short)port);
+    if (p->evcon == NULL) {
+        bufferevent_free(p->bev);
+        p->bev = NULL;
+        snprintf(p->error, sizeof(p->error), "cannot create connection");
+        goto out;
+    }
+    p->bev = NULL; /* owned by evcon now */
+    struct timeval tv = {(time_t)(p->timeout_ms / 1000), (suseconds_t)(p->timeout_ms % 1000) * 1000};
+    evhttp_connection_set_timeout_tv(p->evcon, &tv);
+    evhttp_connection_set_retries(p->evcon, 0);
+
+    p->req = evhttp_request_new(http_done, p);
+    if (p->req == NULL) {
+        snprintf(p->error, sizeof(p->error), "out of memory");
+        goto out;
+    }
+    evhttp_request_set_chunked_cb(p->req, http_chunk);
+    evhttp_request_set_error_cb(p->req, http_error);
+    struct evkeyvalq *hdr = evhttp_request_get_output_headers(p->req);
+    char hosthdr[300];
+    if (port == (tls ? 443 : 80))
+        snprintf(hosthdr, sizeof(hosthdr), "%s", host);
+    else
+        snprintf(hosthdr, sizeof(hosthdr), "%s:%d", host, port);
+    evhttp_add_header(hdr, "Host", hosthdr);
+    evhttp_add_header(hdr, "User-Agent", "registryd health check");
+    evhttp_add_header(hdr, "Accept", "text/plain, text/*, */*");
+    evhttp_add_header(hdr, "Connection", "close");
+    const char *hk;
+    json_t *hv;
+    json_object_foreach(json_object_get(p->def, "Header"), hk, hv)
+    {
+        size_t i;
+        json_t *x;
+        json_array_foreach(hv, i, x) evhttp_add_header(hdr, hk, json_string_value(x));
+    }
+    const char *body = json_string_value(json_object_get(p->def, "Body"));
+    if (body && *body)
+        evbuffer_add(evhttp_request_get_output_buffer(p->req), body, strlen(body));
+
+    const char *path = evhttp_uri_get_path(uri), *query = evhttp_uri_get_query(uri);
+    char target[2048];
+    snprintf(target, sizeof(target), "%s%s%s", path && *path ? path : "/", query ? "?" : "",
+             query ? query : "");
+    enum evhttp_cmd_type m = method_type(json_string_value(json_object_get(p->def, "Method")));
+    if (evhttp_make_request(p->evcon, p->req, m, target) != 0) {
+        p->req = NULL; /* freed by libevent */
+        snprintf(p->error, sizeof(p->error), "cannot send request");
+        goto out;
+    }
+    rc = 0;
+out:
+    if (uri)
+        evhttp_uri_free(uri);
+    return rc;
+}
+
+static void tcp_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct probe *p = arg;
+    const char *addr = json_string_value(json_object_get(p->def, "TCP"));
+    char out[512];
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        snprintf(out, sizeof(out), "TCP connect %s: Success", addr);
+        finish(p, PROBE_PASSING, out);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        snprintf(out, sizeof(out), "TCP connect %s: timeout after %" PRIu64 "ms", addr,
+                 p->timeout_ms);
+    } else {
+        int err = EVUTIL_SOCKET_ERROR();
+        snprintf(out, sizeof(out), "TCP connect %s: %s", addr,
+                 err ? evutil_socket_error_to_string(err) : "connection failed");
+    }
+    finish(p, PROBE_CRITICAL, out);
+}
+
+static int start_tcp(struct probe *p)
+{
+    const char *addr = json_string_value(json_object_get(p->def, "TCP"));
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
+        char host[256], portstr[8];
+        unsigned short port;
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+        if (conf_split_hostport(addr, host, sizeof(host), &port) != 0) {
+            snprintf(p->error, sizeof(p->error), "TCP %s: not HOST:PORT", addr);
+            return -1;
+        }
+        snprintf(portstr, sizeof(portstr), "%u", port);
+        int gai = getaddrinfo(host, portstr, &hints, &ai); /* blocking; names are rare here */
+        if (gai != 0 || ai == NULL) {
+            snprintf(p->error, sizeof(p->error), "TCP %s: %s", addr, gai_strerror(gai));
+            return -1;
+        }
+        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+        sslen = (int)ai->ai_addrlen;
+        freeaddrinfo(ai);
+    }
+    p->bev = bufferevent_socket_new(p->env->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (p->bev == NULL) {
+        snprintf(p->error, sizeof(p->error), "out of memory");
+        return -1;
+    }
+    struct timeval tv = {(time_t)(p->timeout_ms / 1000), (suseconds_t)(p->timeout_ms % 1000) * 1000};
+    bufferevent_set_timeouts(p->bev, &tv, &tv);
+    bufferevent_setcb(p->bev, NULL, NULL, tcp_event, p);
+    if (bufferevent_socket_connect(p->bev, (struct sockaddr *)&ss, sslen) != 0) {
+        int err = EVUTIL_SOCKET_ERROR();
+        snprintf(p->error, sizeof(p->error), "TCP connect %s: %s", addr,
+                 err ? evutil_socket_error_to_string(err) : "connection failed");
+        return -1;
+    }
+    return 0;
+}
+
+static SSL_CTX *ssl_ctx(bool verify)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (verify) {
+        SSL_CTX_set_default_verify_paths(ctx);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+}
+
+int probe_env_init(struct probe_env *e, struct event_base *base)
+{
+    e->base = base;
+    e->ssl_verify = ssl_ctx(true);
+    e->ssl_noverify = ssl_ctx(false);
+    if (e->ssl_verify == NULL || e->ssl_noverify == NULL) {
+        probe_env_fini(e);
+        return REG_ENOMEM;
+    }
+    return 0;
+}
+
+void probe_env_fini(struct probe_env *e)
+{
+    SSL_CTX_free(e->ssl_verify);
+    SSL_CTX_free(e->ssl_noverify);
+    e->ssl_verify = e->ssl_noverify = NULL;
+}
+
+struct probe *probe_start(const struct probe_env *e, enum probe_kind kind, json_t *def,
+                          uint64_t timeout_ms, probe_done_cb cb, void *arg, char *err,
+                          size_t errlen)
+{
+    struct probe *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    *p = (struct probe){.env = e, .def = json_incref(def), .timeout_ms = timeout_ms, .cb = cb,
+                        .arg = arg};
+    if ((kind == PROBE_HTTP ? start_http(p) : start_tcp(p)) != 0) {
+        snprintf(err, errlen, "%s", p->error);
+        probe_cancel(p);
+        return NULL;
+    }
+    return p;
+}
+
+void probe_cancel(struct probe *p)
+{
+    /* freeing the connection cancels the request without its callback */
+    p->req = NULL;
+    probe_free(p, false);
+}

@@ -1,0 +1,55 @@
+/*
+ * probe.h — one probe of an HTTP/HTTPS or TCP health check, on the checker's
+ * event loop: connect (and for HTTP, send the check's request and read at
+ * most PROBE_OUTPUT_MAX bytes of the answer), then say passing (2xx, or a
+ * TCP connect), warning (429) or critical, with Consul's output text.
+ *
+ * A probe is owned by its caller until its callback runs; the callback runs
+ * exactly once, on the loop, never inside probe_start, unless the probe is
+ * cancelled first. The probe frees itself after its callback.
+ */
+#ifndef REGISTRYD_PROBE_H
+#define REGISTRYD_PROBE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <openssl/ssl.h>
+
+struct event_base;
+struct probe;
+
+#define PROBE_OUTPUT_MAX 4096 /* Consul keeps at most 4 KiB of check output */
+
+enum probe_status { PROBE_PASSING, PROBE_WARNING, PROBE_CRITICAL };
+
+/* What every probe of one checker shares: its loop and TLS contexts. */
+struct probe_env {
+    struct event_base *base;
+    SSL_CTX *ssl_verify, *ssl_noverify;
+};
+
+/* 0, or REG_ENOMEM. base is borrowed. */
+int probe_env_init(struct probe_env *e, struct event_base *base)
+    __attribute__((warn_unused_result));
+void probe_env_fini(struct probe_env *e);
+
+/* output: NUL-terminated, borrowed for the call (the callee may edit it). */
+typedef void (*probe_done_cb)(void *arg, enum probe_status status, char *output);
+
+enum probe_kind { PROBE_HTTP, PROBE_TCP };
+
+/*
+ * Start a probe of the check definition def (borrowed; read for HTTP, Method,
+ * Header, Body, TLSSkipVerify or TCP). Returns the probe, or NULL with the
+ * reason (a critical output) in err when it cannot even start.
+ */
+struct probe *probe_start(const struct probe_env *e, enum probe_kind kind, json_t *def,
+                          uint64_t timeout_ms, probe_done_cb cb, void *arg, char *err,
+                          size_t errlen);
+/* Cancel a probe whose callback has not run: it never will. */
+void probe_cancel(struct probe *p);
+
+#endif
