@@ -30,6 +30,7 @@
 #include "log.h"
 #include "registry/error.h"
 #include "cluster_link.h"
+#include "cluster_peers.h"
 #include "command.h"
 #include "duration.h"
 #include "metrics.h"
@@ -107,7 +108,8 @@ struct cluster {
     int start_error;
     struct cluster_status status;
     uint64_t last_leader_seen_ms;
-    struct cluster_link *link; /* to the leader, on the front end's loop */
+    struct cluster_link *link;   /* to the leader, on the front end's loop */
+    struct cluster_peers *peers; /* liveness and check ownership, likewise */
     /* formation: the servers heard of, this one first (under status_lock) */
     struct cluster_member known[CLUSTER_MAX_SERVERS];
     size_t n_known;
@@ -126,6 +128,11 @@ void cluster_free_buf(void *buf)
 struct cluster_link *cluster_get_link(struct cluster *c)
 {
     return c->link;
+}
+
+bool cluster_owns_check(struct cluster *c, const char *check_id, bool ttl)
+{
+    return cluster_peers_owns(c->peers, check_id, ttl);
 }
 
 /* ---- identity ---------------------------------------------------------- */
@@ -684,6 +691,7 @@ int cluster_new(const struct cluster_options *opt, struct cluster **out, char *e
     }
     c->out_ev = event_new(opt->base, -1, 0, out_cb, c);
     if (c->out_ev == NULL || cluster_link_new(opt->base, opt->store, c, &c->link) != 0 ||
+        cluster_peers_new(opt->base, opt->store, c, &c->peers) != 0 ||
         uv_loop_init(&c->loop) != 0) {
         rv = REG_ENOMEM;
         goto fail;
@@ -923,6 +931,7 @@ void cluster_free(struct cluster *c)
         event_free(c->out_ev);
     }
     cluster_link_free(c->link);
+    cluster_peers_free(c->peers);
     pthread_mutex_destroy(&c->in_lock);
     pthread_mutex_destroy(&c->out_lock);
     pthread_mutex_destroy(&c->status_lock);

@@ -128,6 +128,10 @@ void cluster_free_buf(void *buf);
 /* The server-to-server channel this cluster's front end uses (borrowed). */
 struct cluster_link *cluster_get_link(struct cluster *c);
 
+/* Does this server run the check with this id (cluster_peers.h)? Any
+ * thread. */
+bool cluster_owns_check(struct cluster *c, const char *check_id, bool ttl);
+
 /* The most servers a configuration may hold (Consul recommends 3 or 5; more
  * slows every commit). Joins beyond it are refused. */
 #define CLUSTER_MAX_SERVERS 9

@@ -125,29 +125,8 @@ struct health {
     unsigned late_ticks;
     uint64_t probes, transitions, to_critical, deregistrations;
 
-    /* the cluster as this checker sees it, refreshed every tick */
-    bool leader;
-    uint64_t self_id;
-    int npeers;
-    struct peer {
-        uint64_t id;
-        char http[128];
-        uint64_t alive_until; /* ms; answered GET /v1/internal/raft/self */
-        bool probing;
-    } peers[CLUSTER_MAX_SERVERS];
-    struct post *posts; /* HTTP requests in flight (peer probes, forwarded results) */
-    uint64_t leaked_posts; /* could not schedule their free: counted, not lost silently */
     struct health_limits new_limits; /* from health_set_limits (under lock) */
     bool limits_pending;
-};
-
-/* An outgoing HTTP request of the checker itself (not a check's probe). */
-struct post {
-    struct health *h;
-    bool finished; /* post_done ran (possibly inside evhttp_make_request) */
-    struct evhttp_connection *evcon;
-    uint64_t peer_id; /* a liveness probe of this peer, or 0 */
-    struct post *next;
 };
 
 static uint64_t next_rand(struct health *h)
@@ -181,9 +160,6 @@ static void submit_done(void *arg, int status)
     if (status != 0)
         log_debug("health", "msg=\"check update not applied\" error=\"%s\"", reg_strerror(status));
 }
-
-static void post_http(struct health *h, const char *addr, enum evhttp_cmd_type method,
-                      const char *path, const char *body, struct peer *peer);
 
 /* A result or a deregistration: to raft here when this server leads, else
  * over the server-to-server channel to the leader (cluster_submit decides). */
@@ -328,159 +304,11 @@ static void schedule_next(struct hcheck *c)
     set_timer(c->timer, c->due - now);
 }
 
-/* In a cluster only the leader checks (one prober per check; the leader's
- * view is the one that gets written). */
-static uint64_t mix64(uint64_t x)
+/* Does this server run check c? cluster_peers decides: TTL checks run on
+ * the leader, the others on one live server each. */
+static bool checking_here(const struct hcheck *c)
 {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    return x ^ (x >> 33);
-}
-
-static uint64_t hash_str64(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-/* Does this server run check c? TTL checks: the leader (it gets the
- * heartbeats). Others: the live server with the highest rendezvous score. */
-static bool checking_here(struct health *h, const struct hcheck *c)
-{
-    if (c->type == HC_TTL || h->npeers == 0)
-        return h->leader;
-    uint64_t now = mono_ms(), key = hash_str64(c->id);
-    uint64_t best = mix64(key ^ mix64(h->self_id));
-    for (int i = 0; i < h->npeers; i++) {
-        if (h->peers[i].alive_until < now)
-            continue;
-        if (mix64(key ^ mix64(h->peers[i].id)) > best)
-            return false;
-    }
-    return true;
-}
-
-/* ---- the checker's own HTTP requests ------------------------------------ */
-
-static void post_free_later(evutil_socket_t fd, short what, void *arg)
-{
-    struct post *p = arg;
-    (void)fd;
-    (void)what;
-    evhttp_connection_free(p->evcon);
-    free(p);
-}
-
-static void post_unlink(struct health *h, struct post *p)
-{
-    for (struct post **pp = &h->posts; *pp; pp = &(*pp)->next) {
-        if (*pp == p) {
-            *pp = p->next;
-            break;
-        }
-    }
-}
-
-static void post_done(struct evhttp_request *req, void *arg)
-{
-    struct post *p = arg;
-    struct health *h = p->h;
-    int code = req ? evhttp_request_get_response_code(req) : 0;
-    if (p->peer_id) {
-        for (int i = 0; i < h->npeers; i++) {
-            if (h->peers[i].id != p->peer_id)
-                continue;
-            h->peers[i].probing = false;
-            if (code == 200)
-                h->peers[i].alive_until = mono_ms() + 3000;
-        }
-    } else if (code != 200) {
-        log_debug("health", "msg=\"forwarding a check result failed\" code=%d", code);
-    }
-    post_unlink(h, p);
-    p->finished = true;
-    /* freed later: libevent is still using the connection, and post_http
-     * may still be on the stack (a request can fail at once) */
-    if (event_base_once(h->base, -1, EV_TIMEOUT, post_free_later, p, NULL) != 0)
-        h->leaked_posts++;
-}
-
-static void post_http(struct health *h, const char *addr, enum evhttp_cmd_type method,
-                      const char *path, const char *body, struct peer *peer)
-{
-    char host[256];
-    unsigned short port;
-    if (conf_split_hostport(addr, host, sizeof(host), &port) != 0)
-        return;
-    struct post *p = calloc(1, sizeof(*p));
-    if (p == NULL)
-        return;
-    p->h = h;
-    p->peer_id = peer ? peer->id : 0;
-    p->evcon = evhttp_connection_base_new(h->base, NULL, host, port);
-    struct evhttp_request *req = p->evcon ? evhttp_request_new(post_done, p) : NULL;
-    if (req == NULL) {
-        if (p->evcon)
-            evhttp_connection_free(p->evcon);
-        free(p);
-        return;
-    }
-    evhttp_connection_set_timeout(p->evcon, 2);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", addr);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-    if (body)
-        evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
-    p->next = h->posts; /* before the request: its callback may run at once */
-    h->posts = p;
-    if (peer)
-        peer->probing = true;
-    if (evhttp_make_request(p->evcon, req, method, path) != 0 && !p->finished) {
-        post_unlink(h, p);
-        if (peer)
-            peer->probing = false;
-        evhttp_connection_free(p->evcon);
-        free(p);
-    }
-}
-
-/* Every tick: who leads, who the voters are, and a liveness probe of each
- * other voter (at its announced HTTP address). */
-static void refresh_view(struct health *h)
-{
-    struct cluster_status st;
-    struct store_read *rd = NULL;
-    cluster_get_status(h->opt.cluster, &st);
-    h->leader = st.is_leader;
-    h->self_id = st.self_id;
-    struct peer old[9];
-    int nold = h->npeers;
-    memcpy(old, h->peers, sizeof(old));
-    h->npeers = 0;
-    for (int i = 0; i < st.n_servers && h->npeers < CLUSTER_MAX_SERVERS; i++) {
-        if (!st.servers[i].voter || st.servers[i].id == st.self_id)
-            continue;
-        struct peer *p = &h->peers[h->npeers++];
-        memset(p, 0, sizeof(*p));
-        p->id = st.servers[i].id;
-        for (int j = 0; j < nold; j++) /* keep what we knew */
-            if (old[j].id == p->id)
-                *p = old[j];
-        json_t *server = NULL;
-        if (rd != NULL || store_read_begin(h->opt.store, &rd) == 0)
-            store_get_server(rd, st.servers[i].addr, &server);
-        const char *http = json_string_value(json_object_get(server, "HTTP"));
-        if (http)
-            snprintf(p->http, sizeof(p->http), "%s", http);
-        json_decref(server);
-        if (p->http[0] && !p->probing)
-            post_http(h, p->http, EVHTTP_REQ_GET, "/v1/internal/raft/self", NULL, p);
-    }
-    if (rd)
-        store_read_end(rd);
+    return cluster_owns_check(c->h->opt.cluster, c->id, c->type == HC_TTL);
 }
 
 static void check_timer(evutil_socket_t fd, short what, void *arg)
@@ -488,7 +316,7 @@ static void check_timer(evutil_socket_t fd, short what, void *arg)
     struct hcheck *c = arg;
     (void)fd;
     (void)what;
-    if (!checking_here(c->h, c)) {
+    if (!checking_here(c)) {
         if (c->type == HC_TTL)
             set_timer(c->timer, c->ttl_ms); /* a fresh TTL when this server leads */
         else
@@ -921,7 +749,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     uint64_t now = mono_ms();
     (void)fd;
     (void)what;
-    refresh_view(h);
     pthread_mutex_lock(&h->lock);
     if (h->limits_pending) {
         h->limits_pending = false;
@@ -969,7 +796,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 static void *health_thread(void *arg)
 {
     struct health *h = arg;
-    refresh_view(h);
     resync_all(h);
     event_base_loop(h->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
@@ -1047,12 +873,6 @@ void health_free(struct health *h)
         strmap_each(h->by_id, free_check_entry, NULL);
     if (h->by_sid)
         strmap_each(h->by_sid, free_list_entry, NULL);
-    for (struct post *p = h->posts, *next; p; p = next) {
-        next = p->next;
-        evhttp_connection_free(p->evcon); /* drops its request without a callback */
-        free(p);
-    }
-    h->posts = NULL;
     if (h->base) /* run the deferred connection frees (event_base_once) */
         event_base_loop(h->base, EVLOOP_NONBLOCK);
     strmap_free(h->by_id);

@@ -3,11 +3,11 @@
  * own thread and libevent loop, with thresholds, deregistration of instances
  * critical for too long, and self-preservation.
  *
- * In a cluster every server checks: an HTTP/TCP check belongs to the live
- * server with the highest rendezvous hash of (check id, server id), so each
- * check runs on one server and moves when servers come and go; "live" is
- * what this server saw answer GET /v1/internal/raft/self in the last 3 s.
- * TTL checks belong to the leader, which receives the heartbeats.
+ * In a cluster every server checks: the cluster says which checks are this
+ * server's (cluster_owns_check: rendezvous hashing over the live servers,
+ * TTL checks on the leader), and takes the results (cluster_submit: to the
+ * leader, over the server-to-server channel from a follower). Probes
+ * themselves are probe.h's.
  *
  * What it checks comes from the store: health_start loads every check, and
  * health_notify re-reads the services an applied command changed. What it
@@ -45,7 +45,6 @@ struct health_options {
     struct store *store;     /* borrowed; read only */
     struct cluster *cluster; /* borrowed; transitions are submitted here */
     struct health_limits limits;
-    const char *self_http;   /* our HTTP API: followers send results there (forwarded) */
 };
 
 struct health_stats {

@@ -7,6 +7,7 @@
  * X-Consul-Index, X-Consul-KnownLeader and X-Consul-LastContact, as Consul's
  * clients expect even on errors.
  */
+#include "hash.h"
 #include "http_api.h"
 
 #include <ctype.h>
@@ -99,11 +100,11 @@ static json_t *tagged_addresses(const char *addr)
 
 void http_node_id(const char *node, char *out, size_t len)
 {
-    unsigned long long h1 = 1469598103934665603ULL, h2 = 1099511628211ULL;
-    for (const char *p = node; *p; p++) {
-        h1 = (h1 ^ (unsigned char)*p) * 1099511628211ULL;
+    /* Two independent hashes of the name: stable across servers and
+     * restarts, as a node ID must be. */
+    unsigned long long h1 = hash_fnv1a64(node), h2 = HASH_FNV64_PRIME;
+    for (const char *p = node; *p; p++)
         h2 = (h2 ^ (unsigned char)*p) * 6364136223846793005ULL + 1;
-    }
     snprintf(out, len, "%08llx-%04llx-%04llx-%04llx-%012llx", h1 >> 32, (h1 >> 16) & 0xffff,
              h1 & 0xffff, h2 >> 48, h2 & 0xffffffffffffULL);
 }
@@ -344,10 +345,7 @@ static char *cache_key(struct http_req *r)
 
 static unsigned cache_slot(const char *key)
 {
-    unsigned h = 2166136261u;
-    for (; *key; key++)
-        h = (h ^ (unsigned char)*key) * 16777619u;
-    return h % HTTP_CACHE_SLOTS;
+    return (unsigned)(hash_fnv1a64(key) % HTTP_CACHE_SLOTS);
 }
 
 static void send_body(struct http_req *r, const char *body, size_t len, uint64_t index)

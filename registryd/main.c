@@ -339,7 +339,6 @@ int main(int argc, char **argv)
         .store = store,
         .cluster = cluster,
         .limits = health_limits_of(&conf),
-        .self_http = self_http,
     };
     if (health_start(&health_opt, &health, err, sizeof(err)) != 0) {
         log_error("main", "msg=\"cannot start the health checker\" error=\"%s\"", err);

@@ -1,4 +1,5 @@
 /* strmap.c — see strmap.h. FNV-1a hashing, singly linked chains. */
+#include "hash.h"
 #include "strmap.h"
 
 #include <stdint.h>
@@ -18,14 +19,6 @@ struct strmap {
     struct strmap_entry **buckets;
     size_t nbuckets, count;
 };
-
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
 
 struct strmap *strmap_new(void)
 {
@@ -66,7 +59,7 @@ static struct strmap_entry **find(const struct strmap *m, const char *key, uint6
 
 void *strmap_get(const struct strmap *m, const char *key)
 {
-    struct strmap_entry **pp = find(m, key, hash_str(key));
+    struct strmap_entry **pp = find(m, key, hash_fnv1a64(key));
     return *pp ? (*pp)->value : NULL;
 }
 
@@ -91,7 +84,7 @@ static int grow(struct strmap *m)
 
 int strmap_put(struct strmap *m, const char *key, void *value)
 {
-    uint64_t h = hash_str(key);
+    uint64_t h = hash_fnv1a64(key);
     struct strmap_entry **pp = find(m, key, h);
     if (*pp) {
         (*pp)->value = value;
@@ -113,7 +106,7 @@ int strmap_put(struct strmap *m, const char *key, void *value)
 
 void *strmap_del(struct strmap *m, const char *key)
 {
-    struct strmap_entry **pp = find(m, key, hash_str(key)), *e = *pp;
+    struct strmap_entry **pp = find(m, key, hash_fnv1a64(key)), *e = *pp;
     if (e == NULL)
         return NULL;
     void *v = e->value;

@@ -3,6 +3,7 @@
  * chained hash table; the catalog-wide list is separate. Firing unlinks the
  * waiter before its callback runs, so a callback may park a new waiter.
  */
+#include "hash.h"
 #include "watch.h"
 
 #include <event2/event.h>
@@ -33,10 +34,7 @@ struct watch {
 
 static unsigned hash_key(const char *s)
 {
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % WATCH_BUCKETS;
+    return (unsigned)(hash_fnv1a64(s) % WATCH_BUCKETS);
 }
 
 int watch_new(struct event_base *base, struct watch **out)
