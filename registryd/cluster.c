@@ -697,9 +697,22 @@ int cluster_new(const struct cluster_options *opt, struct cluster **out, char *e
         goto fail;
     }
     c->loop_init = true;
-    uv_async_init(&c->loop, &c->wake, wake_cb);
-    uv_async_init(&c->loop, &c->stop, stop_cb);
-    uv_timer_init(&c->loop, &c->poll);
+    /* uv_async_init fails when no eventfd can be had: then nothing runs. */
+    if ((rv = uv_async_init(&c->loop, &c->wake, wake_cb)) != 0 ||
+        (rv = uv_async_init(&c->loop, &c->stop, stop_cb)) != 0 ||
+        (rv = uv_timer_init(&c->loop, &c->poll)) != 0) {
+        snprintf(err, errlen, "raft loop: %s", uv_strerror(rv));
+        /* c is zeroed: a handle's loop is set only once it is initialized */
+        if (c->wake.loop == &c->loop)
+            uv_close((uv_handle_t *)&c->wake, handle_closed);
+        if (c->stop.loop == &c->loop)
+            uv_close((uv_handle_t *)&c->stop, handle_closed);
+        uv_run(&c->loop, UV_RUN_DEFAULT);
+        c->loop_init = false;
+        uv_loop_close(&c->loop);
+        rv = REG_ENOMEM;
+        goto fail;
+    }
     c->wake.data = c->stop.data = c->poll.data = c;
     pthread_mutex_lock(&c->status_lock);
     c->status.self_id = c->id;
@@ -836,7 +849,10 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
         snprintf(err, errlen, "raft start (raft address %s): %s", c->addr, raft_errmsg(&c->raft));
         return REG_ERAFT;
     }
-    uv_timer_start(&c->poll, poll_cb, 0, CLUSTER_STATUS_POLL_MS);
+    if ((rv = uv_timer_start(&c->poll, poll_cb, 0, CLUSTER_STATUS_POLL_MS)) != 0) {
+        snprintf(err, errlen, "raft status timer: %s", uv_strerror(rv));
+        return REG_ERAFT;
+    }
     __atomic_store_n(&c->running, true, __ATOMIC_RELEASE);
     if (pthread_create(&c->thread, NULL, cluster_main, c) != 0) {
         __atomic_store_n(&c->running, false, __ATOMIC_RELEASE);

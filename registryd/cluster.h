@@ -14,6 +14,8 @@
 #ifndef REGISTRYD_CLUSTER_H
 #define REGISTRYD_CLUSTER_H
 
+#include "common.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -55,7 +57,7 @@ struct cluster_member {
  * Returns 0 or REG_ERAFT / REG_ENOMEM with a message in err.
  */
 int cluster_start(const struct cluster_options *opt, struct cluster **out, char *err,
-                  size_t errlen);
+                  size_t errlen) REG_MUSTCHECK;
 
 /*
  * The same in three steps, for servers that form a cluster with others:
@@ -67,9 +69,9 @@ int cluster_start(const struct cluster_options *opt, struct cluster **out, char 
  * REG_ETIMEDOUT). cluster_run may be called from any thread, once.
  */
 int cluster_new(const struct cluster_options *opt, struct cluster **out, char *err,
-                size_t errlen);
+                size_t errlen) REG_MUSTCHECK;
 int cluster_run(struct cluster *c, const struct cluster_member *members, size_t n, char *err,
-                size_t errlen);
+                size_t errlen) REG_MUSTCHECK;
 /* This server's raft id and address; whether its raft directory is empty. */
 void cluster_self(struct cluster *c, uint64_t *id, const char **raft_addr);
 

@@ -24,6 +24,7 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "common.h"
 #include "config.h"
 #include "duration.h"
 #include "log.h"
@@ -92,18 +93,10 @@ static void inflight_remove(struct cluster_link *l, struct link_req *q)
 
 /* ---- connections ---------------------------------------------------------- */
 
-static void free_later_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    evhttp_connection_free(arg);
-}
-
 /* Free a connection on the next loop turn (never inside its callbacks). */
 static void conn_free_later(struct cluster_link *l, struct link_conn *c)
 {
-    if (event_base_once(l->base, -1, EV_TIMEOUT, free_later_cb, c->evcon, NULL) != 0)
-        log_warn("link", "msg=\"cannot schedule a connection's free; leaking it\"");
+    common_free_evcon_later(l->base, c->evcon);
     free(c);
 }
 

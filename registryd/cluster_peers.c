@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "cluster.h"
+#include "common.h"
 #include "config.h"
 #include "duration.h"
 #include "hash.h"
@@ -58,18 +59,9 @@ struct probe_req {
     struct probe_req *prev, *next;
 };
 
-static void free_later_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    evhttp_connection_free(arg);
-}
-
 static void drop_conn(struct cluster_peers *p, struct peer *peer)
 {
-    if (peer->evcon != NULL &&
-        event_base_once(p->base, -1, EV_TIMEOUT, free_later_cb, peer->evcon, NULL) != 0)
-        log_warn("peers", "msg=\"cannot schedule a connection's free; leaking it\"");
+    common_free_evcon_later(p->base, peer->evcon);
     peer->evcon = NULL;
 }
 

@@ -16,6 +16,8 @@
 #ifndef REGISTRYD_COMMAND_H
 #define REGISTRYD_COMMAND_H
 
+#include "common.h"
+
 #include <jansson.h>
 #include <stddef.h>
 
@@ -48,7 +50,8 @@ const char *cmd_op_name(enum cmd_op op);
  * handed to libraft, malloc otherwise). cmd is borrowed. Returns 0 or
  * REG_ENOMEM / REG_EINVAL (unknown op, args not an object).
  */
-int cmd_encode(const struct command *cmd, void *(*alloc)(size_t), void **buf, size_t *len);
+int cmd_encode(const struct command *cmd, void *(*alloc)(size_t), void **buf, size_t *len)
+    REG_MUSTCHECK;
 
 /* Base64 (RFC 4648) for binary data in command arguments (a restored
  * snapshot travels as {"Data": "<base64>"}). *out is malloc'd; the caller
@@ -61,7 +64,7 @@ int cmd_base64_decode(const char *text, void **out, size_t *len);
  * json_decref, or call cmd_fini). Returns 0 or REG_EINVAL for a buffer that
  * is not a well-formed command of a known op.
  */
-int cmd_decode(const void *buf, size_t len, struct command *out);
+int cmd_decode(const void *buf, size_t len, struct command *out) REG_MUSTCHECK;
 
 void cmd_fini(struct command *cmd);
 

@@ -550,14 +550,14 @@ int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_
             if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
                 if (pass == 1) {
                     conf_print_help(out);
-                    return CONF_EXIT;
+                    return REG_EEXIT;
                 }
                 continue;
             }
             if (strcmp(a, "--version") == 0) {
                 if (pass == 1) {
                     fprintf(out, "registryd %s\n", REGISTRYD_VERSION);
-                    return CONF_EXIT;
+                    return REG_EEXIT;
                 }
                 continue;
             }

@@ -13,6 +13,8 @@
 #ifndef REGISTRYD_CONFIG_H
 #define REGISTRYD_CONFIG_H
 
+#include "common.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,25 +49,23 @@ struct conf {
     unsigned self_preservation_min;    /* default 10 checks */
 };
 
-/* Outcome of conf_load besides errors: the caller should exit(0) after
- * --help or --version (their text has been written to `out`). */
-#define CONF_EXIT 1
-
 /*
  * Fill `c` from defaults, then the YAML file named by --config (if any),
- * then the flags in argv. Returns 0 (run), CONF_EXIT (help/version printed to
- * `out`, exit 0), or REG_ECONFIG with a one-line message in err
+ * then the flags in argv. Returns 0 (run), REG_EEXIT (help/version printed
+ * to `out`: exit 0), or REG_ECONFIG with a one-line message in err
  * ("file:line:col: message" or "--flag: message").
  * On any return, conf_fini(c) releases what was allocated.
  */
-int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen);
+int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen)
+    REG_MUSTCHECK;
 
 /* Free every string in c. c itself is borrowed. Safe on a zeroed struct. */
 void conf_fini(struct conf *c);
 
 /* Split "host:port" / "[v6]:port" into host (no brackets) and port.
  * Returns 0 or REG_EINVAL. host must hold hostlen bytes. */
-int conf_split_hostport(const char *addr, char *host, size_t hostlen, unsigned short *port);
+int conf_split_hostport(const char *addr, char *host, size_t hostlen, unsigned short *port)
+    REG_MUSTCHECK;
 
 /* Call cb with the key of every setting whose value differs between a and
  * b (used by SIGHUP to say what a reload could not apply). */

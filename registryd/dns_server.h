@@ -18,6 +18,8 @@
 #ifndef REGISTRYD_DNS_SERVER_H
 #define REGISTRYD_DNS_SERVER_H
 
+#include "common.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,7 +40,8 @@ struct dns_options {
 };
 
 /* Bind and start serving. 0, or REG_EIO / REG_ENOMEM with a message. */
-int dns_start(const struct dns_options *opt, struct dns_server **out, char *err, size_t errlen);
+int dns_start(const struct dns_options *opt, struct dns_server **out, char *err, size_t errlen)
+    REG_MUSTCHECK;
 /* Close the listeners and free everything. NULL is a no-op. */
 void dns_free(struct dns_server *s);
 

@@ -27,11 +27,13 @@ enum dns_type { DNS_A = 1, DNS_NS = 2, DNS_SOA = 6, DNS_AAAA = 28, DNS_SRV = 33,
 enum dns_rcode { DNS_NOERROR = 0, DNS_FORMERR = 1, DNS_SERVFAIL = 2, DNS_NXDOMAIN = 3,
                  DNS_NOTIMP = 4, DNS_REFUSED = 5 };
 
-/* Outcomes of dns_parse_query besides 0. */
-#define DNS_EDROP -1   /* not a query (QR set) or too short to answer: ignore */
-#define DNS_EFORMERR -2 /* answer FORMERR (header is echoed) */
-#define DNS_ENOTIMP -3 /* answer NOTIMP (opcode other than QUERY) */
-#define DNS_ETRUNC -4  /* dns_msg_*: does not fit */
+/* Outcomes of dns_parse_query and dns_msg_* besides 0: what to answer, not
+ * errors, in a range of their own far below REG_E* (registry/error.h), so
+ * that a code can never be read as the other. */
+#define DNS_EDROP -201    /* not a query (QR set) or too short to answer: ignore */
+#define DNS_EFORMERR -202 /* answer FORMERR (header is echoed) */
+#define DNS_ENOTIMP -203  /* answer NOTIMP (opcode other than QUERY) */
+#define DNS_ETRUNC -204   /* dns_msg_*: does not fit */
 
 struct dns_query {
     uint16_t id;

@@ -20,6 +20,8 @@
 #ifndef REGISTRYD_FORMATION_H
 #define REGISTRYD_FORMATION_H
 
+#include "common.h"
+
 #include <stddef.h>
 
 #include <jansson.h>
@@ -36,7 +38,7 @@ struct formation_options {
 };
 
 int formation_start(const struct formation_options *opt, struct formation **out, char *err,
-                    size_t errlen);
+                    size_t errlen) REG_MUSTCHECK;
 /*
  * The receiving side of a hello, for the HTTP layer: learn the sender and
  * what it knows from `body` (borrowed), and answer with this server, what

@@ -146,10 +146,12 @@ static int parse_status(const char *s)
     return ST_CRITICAL;
 }
 
+/* A timer that cannot be armed would stop its check for good: say so. */
 static void set_timer(struct event *ev, uint64_t delay_ms)
 {
     struct timeval tv = {(time_t)(delay_ms / 1000), (suseconds_t)(delay_ms % 1000) * 1000};
-    event_add(ev, &tv);
+    if (event_add(ev, &tv) != 0)
+        log_error("health", "msg=\"cannot arm a check's timer; the check stops\"");
 }
 
 /* ---- submitting commands ------------------------------------------------ */
@@ -833,7 +835,11 @@ int health_start(const struct health_options *opt, struct health **out, char *er
         return REG_ENOMEM;
     }
     struct timeval one = {1, 0};
-    event_add(h->tick, &one);
+    if (event_add(h->tick, &one) != 0) {
+        snprintf(err, errlen, "cannot arm the checker's tick");
+        health_free(h);
+        return REG_ENOMEM;
+    }
     if (pthread_create(&h->thread, NULL, health_thread, h) != 0) {
         snprintf(err, errlen, "cannot start the checker thread: %s", strerror(errno));
         health_free(h);

@@ -22,6 +22,8 @@
 #ifndef REGISTRYD_HEALTH_H
 #define REGISTRYD_HEALTH_H
 
+#include "common.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -61,7 +63,7 @@ struct health_stats {
 /* Start the checker thread; it loads every check from the store.
  * Returns 0, or REG_ENOMEM / REG_EIO with a message in err. */
 int health_start(const struct health_options *opt, struct health **out, char *err,
-                 size_t errlen);
+                 size_t errlen) REG_MUSTCHECK;
 /* Stop the thread, cancel probes, free everything. NULL is a no-op. */
 void health_free(struct health *h);
 

@@ -9,6 +9,8 @@
 #ifndef REGISTRYD_HTTP_API_H
 #define REGISTRYD_HTTP_API_H
 
+#include "common.h"
+
 #include <stddef.h>
 
 struct event_base;
@@ -33,7 +35,7 @@ struct http_options {
 
 /* Bind and start serving. Returns 0 or REG_EIO / REG_EINVAL with err set. */
 int http_start(const struct http_options *opt, struct http_server **out, char *err,
-               size_t errlen);
+               size_t errlen) REG_MUSTCHECK;
 void http_free(struct http_server *s);
 
 /* A node id shaped like Consul's (a UUID), stable for a node name (out:

@@ -238,7 +238,7 @@ int main(int argc, char **argv)
     int lock_fd = -1, status = 1;
 
     int rc = conf_load(&conf, argc, argv, stdout, err, sizeof(err));
-    if (rc == CONF_EXIT) {
+    if (rc == REG_EEXIT) {
         conf_fini(&conf);
         return 0;
     }

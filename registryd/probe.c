@@ -23,6 +23,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "common.h"
 #include "config.h"
 #include "registry/error.h"
 
@@ -42,21 +43,13 @@ struct probe {
     size_t body_len;
 };
 
-static void free_evcon_later(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    evhttp_connection_free(arg);
-}
-
 static void probe_free(struct probe *p, bool deferred)
 {
     if (p->evcon) {
-        if (!deferred)
+        if (deferred)
+            common_free_evcon_later(p->env->base, p->evcon);
+        else
             evhttp_connection_free(p->evcon);
-        else if (event_base_once(p->env->base, -1, EV_TIMEOUT, free_evcon_later, p->evcon,
-                                 NULL) != 0)
-            evhttp_connection_free(p->evcon); /* cannot defer: free now, as before 2.1 */
     }
     if (p->bev)
         bufferevent_free(p->bev);

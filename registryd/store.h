@@ -24,6 +24,8 @@
 #ifndef REGISTRYD_STORE_H
 #define REGISTRYD_STORE_H
 
+#include "common.h"
+
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,7 +48,7 @@ struct store_change {
 
 /* Open (creating, emptying) the store in dir. Returns 0 or REG_ESTORE with
  * a message in err. */
-int store_open(const char *dir, struct store **out, char *err, size_t errlen);
+int store_open(const char *dir, struct store **out, char *err, size_t errlen) REG_MUSTCHECK;
 void store_free(struct store *s);
 
 /*
@@ -54,20 +56,21 @@ void store_free(struct store *s);
  * 0, REG_ENOTFOUND (unknown service/check id), REG_EINVAL (undecodable), or
  * REG_ESTORE (LMDB failure; nothing was changed). chg is filled on success.
  */
-int store_apply(struct store *s, const void *cmd, size_t len, struct store_change *chg);
+int store_apply(struct store *s, const void *cmd, size_t len, struct store_change *chg)
+    REG_MUSTCHECK;
 
 /* Dump every record into one malloc'd buffer (caller frees). */
-int store_snapshot(struct store *s, void **buf, size_t *len);
+int store_snapshot(struct store *s, void **buf, size_t *len) REG_MUSTCHECK;
 /* The same into a buffer the caller keeps between snapshots: *buf (NULL or
  * malloc'd) of *cap bytes is reused and grown with realloc, and stays the
  * caller's, also on failure. A warm buffer spares the page faults of fresh
  * memory, most of the cost of a large snapshot on a virtual machine. */
-int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len);
+int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len) REG_MUSTCHECK;
 /* Replace the whole content with a snapshot made by store_snapshot. */
-int store_restore(struct store *s, const void *buf, size_t len);
+int store_restore(struct store *s, const void *buf, size_t len) REG_MUSTCHECK;
 
 /* Read side. A read handle is owned by the thread that began it. */
-int store_read_begin(struct store *s, struct store_read **out);
+int store_read_begin(struct store *s, struct store_read **out) REG_MUSTCHECK;
 void store_read_end(struct store_read *r);
 
 uint64_t store_index(struct store_read *r);

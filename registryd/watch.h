@@ -12,6 +12,8 @@
 #ifndef REGISTRYD_WATCH_H
 #define REGISTRYD_WATCH_H
 
+#include "common.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,7 +26,7 @@ struct watch_waiter;
 /* Called once: the watched thing changed (timed_out false) or wait expired. */
 typedef void (*watch_fire_cb)(void *arg, bool timed_out);
 
-int watch_new(struct event_base *base, struct watch **out);
+int watch_new(struct event_base *base, struct watch **out) REG_MUSTCHECK;
 /* Fires every waiter (so each request gets its reply), then frees. */
 void watch_free(struct watch *w);
 

@@ -181,7 +181,7 @@ static void test_help_version_check(void **state)
     size_t len = 0;
     FILE *out = open_memstream(&text, &len);
     char *argv[] = {"registryd", "--http-addr", "bad", "--help", NULL};
-    assert_int_equal(conf_load(&c, 4, argv, out, err, sizeof(err)), CONF_EXIT);
+    assert_int_equal(conf_load(&c, 4, argv, out, err, sizeof(err)), REG_EEXIT);
     fclose(out);
     /* every setting is documented */
     const char *flags[] = {"--dev", "--config", "--data-dir", "--http-addr", "--dns-addr",
@@ -195,7 +195,7 @@ static void test_help_version_check(void **state)
 
     out = open_memstream(&text, &len);
     char *argv2[] = {"registryd", "--version", NULL};
-    assert_int_equal(conf_load(&c, 2, argv2, out, err, sizeof(err)), CONF_EXIT);
+    assert_int_equal(conf_load(&c, 2, argv2, out, err, sizeof(err)), REG_EEXIT);
     fclose(out);
     assert_string_equal(text, "registryd " REGISTRYD_VERSION "\n");
     free(text);

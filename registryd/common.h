@@ -1,0 +1,27 @@
+/*
+ * common.h — small pieces every module of the daemon shares, one copy each:
+ * the must-check attribute (STYLE.md: "_mustcheck_" on every function whose
+ * result matters) and the deferred free of a libevent HTTP connection.
+ * Hashes are hash.h's, host:port parsing config.h's (conf_split_hostport),
+ * the server-to-server HTTP client cluster_link.h's.
+ */
+#ifndef REGISTRYD_COMMON_H
+#define REGISTRYD_COMMON_H
+
+struct event_base;
+struct evhttp_connection;
+
+/* The caller must look at the result (gcc and clang warn, -Werror fails). */
+#define REG_MUSTCHECK __attribute__((warn_unused_result))
+
+/*
+ * Free an outgoing HTTP connection on the next turn of base's loop: never
+ * from inside one of its own callbacks (libevent still uses it there).
+ * Pending requests are dropped without their callbacks, as
+ * evhttp_connection_free does. If the free cannot be scheduled (out of
+ * memory) the connection is leaked, with a warning: a leak is better than a
+ * use after free.
+ */
+void common_free_evcon_later(struct event_base *base, struct evhttp_connection *evcon);
+
+#endif
