@@ -33,7 +33,6 @@
 #include "cluster_peers.h"
 #include "command.h"
 #include "duration.h"
-#include "metrics.h"
 #include "store.h"
 
 #define CLUSTER_READY_TIMEOUT_MS 30000
@@ -582,8 +581,8 @@ static void out_cb(evutil_socket_t fd, short what, void *arg)
     }
     while (done) {
         struct proposal *next = done->next;
-        if (done->kind == PROP_APPLY && done->submitted > 0)
-            metrics_raft_apply(mono_seconds() - done->submitted);
+        if (done->kind == PROP_APPLY && done->submitted > 0 && c->opt.on_applied)
+            c->opt.on_applied(mono_seconds() - done->submitted);
         done->cb(done->arg, done->status);
         free(done);
         done = next;

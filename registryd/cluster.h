@@ -41,6 +41,9 @@ struct cluster_options {
     void *change_arg;
     const char *http_addr; /* announced when leading, so followers can forward */
     unsigned snapshot_threshold; /* entries between snapshots; 0: 16384 */
+    /* Optional, on the front-end thread: a proposal's seconds from
+     * submission to its outcome (for metrics; cluster knows no metrics). */
+    void (*on_applied)(double seconds);
 };
 
 /* A server: a member of the initial configuration of a new cluster, or

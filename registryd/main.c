@@ -26,6 +26,7 @@
 #include "config.h"
 #include "http_api.h"
 #include "log.h"
+#include "metrics.h"
 #include "registry/error.h"
 #include "store.h"
 #include "watch.h"
@@ -298,6 +299,7 @@ int main(int argc, char **argv)
         .base = base,
         .on_change = on_change,
         .change_arg = &listeners,
+        .on_applied = metrics_raft_apply,
     };
     listeners.watch = watch;
     /* The HTTP address other servers forward to: a wildcard listener is
