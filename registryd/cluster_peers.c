@@ -16,6 +16,7 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "check_rules.h"
 #include "cluster.h"
 #include "common.h"
 #include "config.h"
@@ -195,12 +196,8 @@ bool cluster_peers_owns(struct cluster_peers *p, const char *check_id, bool ttl)
     if (ttl || p->n_live == 0) {
         mine = p->leader;
     } else {
-        uint64_t key = hash_fnv1a64(check_id);
-        uint64_t best = hash_mix64(key ^ hash_mix64(p->self_id));
-        mine = true;
-        for (int i = 0; i < p->n_live && mine; i++)
-            if (hash_mix64(key ^ hash_mix64(p->live[i])) > best)
-                mine = false;
+        mine = rules_rendezvous_self(hash_fnv1a64(check_id), p->self_id, p->live,
+                                     (size_t)p->n_live);
     }
     pthread_mutex_unlock(&p->lock);
     return mine;

@@ -43,6 +43,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "check_rules.h"
 #include "cluster.h"
 #include "command.h"
 #include "config.h"
@@ -55,7 +56,6 @@
 
 #define OUTPUT_MAX PROBE_OUTPUT_MAX
 #define PENDING_MS 10000  /* resubmit a transition not seen in the store by then */
-#define SP_BUCKETS 3600   /* self-preservation window: up to an hour, 1 s buckets */
 #define MAINT_PREFIX "_service_maintenance:"
 
 enum hc_type { HC_HTTP, HC_TCP, HC_TTL };
@@ -76,7 +76,7 @@ struct hcheck {
     char *output;    /* as stored */
     int pending;     /* submitted, not yet seen in the store; ST_NONE if none */
     uint64_t pending_at, output_written_at, critical_since;
-    int succ_run, fail_run;
+    struct rules_run run; /* consecutive results, for the thresholds */
     bool maint, dereg_sent;
     uint64_t generation;
 
@@ -116,9 +116,7 @@ struct health {
     struct hcheck *wait_head, *wait_tail;
     uint64_t n_critical;
 
-    uint32_t sp_bucket[SP_BUCKETS]; /* transitions to critical per second */
-    uint64_t sp_last_sec;
-    bool sp_active;
+    struct rules_sp sp; /* self-preservation */
     /* probe start lateness, log2(ms) buckets: the current and the previous
      * 10 s, so that the p99 describes the recent past, not a start-up burst */
     uint64_t late_hist[2][40];
@@ -222,18 +220,8 @@ static void result(struct hcheck *c, int status, char *output)
     c->h->probes++;
     if (c->maint)
         return;
-    if (status == ST_PASSING) {
-        c->succ_run++;
-        c->fail_run = 0;
-        if (c->succ_run < c->succ_before && c->status != ST_PASSING)
-            return;
-    } else {
-        c->fail_run++;
-        c->succ_run = 0;
-        if (c->fail_run < c->fail_before && c->status == ST_PASSING)
-            return;
-    }
-    report(c, status, output);
+    if (rules_threshold(&c->run, c->status, status, c->succ_before, c->fail_before))
+        report(c, status, output);
 }
 
 /* ---- probes ------------------------------------------------------------- */
@@ -427,7 +415,7 @@ static void observe_status(struct hcheck *c, int status, const char *output, boo
             h->n_critical++;
             c->critical_since = now;
             if (!fresh)
-                h->sp_bucket[(now / 1000) % SP_BUCKETS]++;
+                rules_sp_record(&h->sp, now);
         } else {
             c->critical_since = 0;
             c->dereg_sent = false;
@@ -550,7 +538,7 @@ static int resync_instance(json_t *inst, void *arg)
         c->generation = h->generation;
         if (c->maint != maint) {
             c->maint = maint;
-            c->succ_run = c->fail_run = 0;
+            c->run = (struct rules_run){0};
         }
     }
     json_decref(checks);
@@ -690,29 +678,17 @@ static void restart_grace(const char *key, void *value, void *arg)
 
 static void update_self_preservation(struct health *h, uint64_t now)
 {
-    uint64_t sec = now / 1000, window = h->opt.limits.self_preservation_window_ms / 1000;
-    if (window < 1)
-        window = 1;
-    if (window > SP_BUCKETS - 1)
-        window = SP_BUCKETS - 1;
-    /* clear buckets that fell out of the window since the last tick */
-    for (uint64_t s = h->sp_last_sec + 1; s <= sec && s < h->sp_last_sec + SP_BUCKETS; s++)
-        h->sp_bucket[(s + SP_BUCKETS - window) % SP_BUCKETS] = 0;
-    h->sp_last_sec = sec;
-    uint64_t recent = 0;
-    for (uint64_t i = 0; i < window; i++)
-        recent += h->sp_bucket[(sec + SP_BUCKETS - i) % SP_BUCKETS];
-    uint64_t total = strmap_count(h->by_id);
-    double limit = h->opt.limits.self_preservation_share * (double)total;
-    if (!h->sp_active && total >= h->opt.limits.self_preservation_min && (double)recent > limit &&
-        h->opt.limits.self_preservation_share < 1.0) {
-        h->sp_active = true;
+    struct rules_sp_limits lim = {h->opt.limits.self_preservation_share,
+                                  h->opt.limits.self_preservation_window_ms,
+                                  h->opt.limits.self_preservation_min};
+    uint64_t total = strmap_count(h->by_id), recent;
+    int turned = rules_sp_update(&h->sp, now, &lim, total, h->n_critical, &recent);
+    if (turned > 0) {
         log_warn("health",
                  "msg=\"self-preservation on: holding automatic deregistration\" "
                  "critical_recently=%" PRIu64 " checks=%" PRIu64 " share=%.2f",
-                 recent, total, h->opt.limits.self_preservation_share);
-    } else if (h->sp_active && (double)h->n_critical <= limit) {
-        h->sp_active = false;
+                 recent, total, lim.share);
+    } else if (turned < 0) {
         /* Observations made while the checker was suspect do not count:
          * instances still critical get a fresh DeregisterCriticalServiceAfter. */
         strmap_each(h->with_dereg, restart_grace, &now);
@@ -761,7 +737,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
     pthread_mutex_unlock(&h->lock);
     update_self_preservation(h, now);
-    if (!h->sp_active) {
+    if (!h->sp.active) {
         struct dereg_scan s = {h, now, json_array()};
         strmap_each(h->with_dereg, dereg_one, &s);
         size_t i;
@@ -791,7 +767,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         memcpy(h->late_hist[1], h->late_hist[0], sizeof(h->late_hist[0]));
         memset(h->late_hist[0], 0, sizeof(h->late_hist[0]));
     }
-    h->stats.self_preservation = h->sp_active;
+    h->stats.self_preservation = h->sp.active;
     pthread_mutex_unlock(&h->lock);
 }
 
@@ -816,7 +792,7 @@ int health_start(const struct health_options *opt, struct health **out, char *er
     pthread_mutex_init(&h->lock, NULL);
     h->inbox_tail = &h->inbox;
     h->rand_state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)h << 16) ^ 0x9e3779b97f4a7c15ULL;
-    h->sp_last_sec = mono_ms() / 1000;
+    rules_sp_init(&h->sp, mono_ms());
     h->base = event_base_new();
     h->by_id = strmap_new();
     h->by_sid = strmap_new();
