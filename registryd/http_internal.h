@@ -1,9 +1,13 @@
 /*
  * http_internal.h — what the HTTP modules share: the request context, the
  * route table types, the reply helpers and the Consul JSON renderers.
- *   http_api.c      server, routing, query parsing, replies, blocking queries
- *   http_agent.c    /v1/agent/... (registration and checks: the write side)
- *   http_catalog.c  /v1/catalog/..., /v1/health/..., /v1/status/...
+ *   http_api.c       server, routing, query parsing, replies, blocking
+ *                    queries, forwarding to the leader (through cluster_link)
+ *   http_agent.c     /v1/agent/... (registration and checks: the write side)
+ *   http_catalog.c   /v1/catalog/..., /v1/health/..., /v1/status/...
+ *   http_operator.c  /v1/operator/..., /v1/snapshot, /v1/internal/... (the
+ *                    routes servers use among themselves)
+ *   http_ui.c        /ui/
  * Private to registryd/http_*.c.
  */
 #ifndef REGISTRYD_HTTP_INTERNAL_H
