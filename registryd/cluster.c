@@ -28,6 +28,7 @@
 #include <uv.h>
 
 #include "log.h"
+#include "queue.h"
 #include "registry/error.h"
 #include "cluster_link.h"
 #include "cluster_peers.h"
@@ -41,7 +42,7 @@
 enum proposal_kind { PROP_APPLY, PROP_ADD_VOTER, PROP_REMOVE, PROP_BARRIER };
 
 struct proposal {
-    struct proposal *next;
+    struct queue_node qn; /* in c->in, then in c->done */
     struct cluster *c;
     enum proposal_kind kind;
     raft_id member_id;      /* PROP_ADD_VOTER / PROP_REMOVE */
@@ -58,7 +59,7 @@ struct proposal {
 };
 
 struct change_msg {
-    struct change_msg *next;
+    struct queue_node qn; /* in c->changes */
     struct store_change chg;
 };
 
@@ -90,14 +91,9 @@ struct cluster {
     void *snap_spare;
     size_t snap_spare_cap, snap_held_cap;
 
-    /* front end -> cluster */
-    pthread_mutex_t in_lock;
-    struct proposal *in_head, *in_tail;
-
-    /* cluster -> front end */
-    pthread_mutex_t out_lock;
-    struct proposal *done_head, *done_tail;
-    struct change_msg *chg_head, *chg_tail;
+    struct queue in;      /* proposals: front end -> cluster (wake) */
+    struct queue done;    /* proposals answered: cluster -> front end (out_ev) */
+    struct queue changes; /* applied changes: cluster -> front end (out_ev) */
     struct event *out_ev;
 
     /* published status */
@@ -210,15 +206,8 @@ static void out_notify(struct cluster *c)
 /* Hand a change to the front end (cluster thread -> front-end thread). */
 static void push_change(struct cluster *c, struct change_msg *m)
 {
-    m->next = NULL;
-    pthread_mutex_lock(&c->out_lock);
-    if (c->chg_tail)
-        c->chg_tail->next = m;
-    else
-        c->chg_head = m;
-    c->chg_tail = m;
-    pthread_mutex_unlock(&c->out_lock);
-    out_notify(c);
+    if (queue_push(&c->changes, &m->qn))
+        out_notify(c);
 }
 
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
@@ -307,15 +296,8 @@ static void complete(struct proposal *p, int status)
 {
     struct cluster *c = p->c;
     p->status = status;
-    p->next = NULL;
-    pthread_mutex_lock(&c->out_lock);
-    if (c->done_tail)
-        c->done_tail->next = p;
-    else
-        c->done_head = p;
-    c->done_tail = p;
-    pthread_mutex_unlock(&c->out_lock);
-    out_notify(c);
+    if (queue_push(&c->done, &p->qn))
+        out_notify(c);
 }
 
 static int map_raft_error(int rv)
@@ -402,12 +384,9 @@ static void announce_self(struct cluster *c)
 static void wake_cb(uv_async_t *h)
 {
     struct cluster *c = h->data;
-    pthread_mutex_lock(&c->in_lock);
-    struct proposal *p = c->in_head;
-    c->in_head = c->in_tail = NULL;
-    pthread_mutex_unlock(&c->in_lock);
-    while (p) {
-        struct proposal *next = p->next;
+    for (struct queue_node *n = queue_take(&c->in), *next; n; n = next) {
+        next = n->next; /* p may be completed (and queued elsewhere) below */
+        struct proposal *p = queue_entry(n, struct proposal, qn);
         int rv;
         p->change.data = p;
         switch (p->kind) {
@@ -439,7 +418,6 @@ static void wake_cb(uv_async_t *h)
             }
         }
         }
-        p = next;
     }
 }
 
@@ -564,40 +542,34 @@ static void out_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct cluster *c = arg;
-    pthread_mutex_lock(&c->out_lock);
-    struct proposal *done = c->done_head;
-    struct change_msg *chg = c->chg_head;
-    c->done_head = c->done_tail = NULL;
-    c->chg_head = c->chg_tail = NULL;
-    pthread_mutex_unlock(&c->out_lock);
-    /* Changes first: a client acknowledged after this callback must find its
-     * blocking queries already woken. */
-    while (chg) {
-        struct change_msg *next = chg->next;
+    /* Answers first taken, changes second: the change of an entry is queued
+     * before its answer, so every answer taken has its change among those
+     * taken after it. Changes are delivered first: a client acknowledged
+     * after this callback must find its blocking queries already woken. */
+    struct queue_node *done = queue_take(&c->done);
+    struct queue_node *chg = queue_take(&c->changes);
+    for (struct queue_node *next; chg; chg = next) {
+        next = chg->next;
+        struct change_msg *m = queue_entry(chg, struct change_msg, qn);
         if (c->opt.on_change)
-            c->opt.on_change(c->opt.change_arg, &chg->chg);
-        free(chg);
-        chg = next;
+            c->opt.on_change(c->opt.change_arg, &m->chg);
+        free(m);
     }
-    while (done) {
-        struct proposal *next = done->next;
-        if (done->kind == PROP_APPLY && done->submitted > 0 && c->opt.on_applied)
-            c->opt.on_applied(mono_seconds() - done->submitted);
-        done->cb(done->arg, done->status);
-        free(done);
-        done = next;
+    for (struct queue_node *next; done; done = next) {
+        next = done->next;
+        struct proposal *p = queue_entry(done, struct proposal, qn);
+        if (p->kind == PROP_APPLY && p->submitted > 0 && c->opt.on_applied)
+            c->opt.on_applied(mono_seconds() - p->submitted);
+        p->cb(p->arg, p->status);
+        free(p);
     }
 }
 
 static void enqueue(struct cluster *c, struct proposal *p)
 {
-    pthread_mutex_lock(&c->in_lock);
-    if (c->in_tail)
-        c->in_tail->next = p;
-    else
-        c->in_head = p;
-    c->in_tail = p;
-    pthread_mutex_unlock(&c->in_lock);
+    /* uv_async_send coalesces: waking on every push costs little, and the
+     * raft thread may have taken the queue just before this push */
+    queue_push(&c->in, &p->qn);
     uv_async_send(&c->wake);
 }
 
@@ -675,8 +647,9 @@ int cluster_new(const struct cluster_options *opt, struct cluster **out, char *e
     if (c == NULL)
         return REG_ENOMEM;
     c->opt = *opt;
-    pthread_mutex_init(&c->in_lock, NULL);
-    pthread_mutex_init(&c->out_lock, NULL);
+    queue_init(&c->in);
+    queue_init(&c->done);
+    queue_init(&c->changes);
     pthread_mutex_init(&c->status_lock, NULL);
     pthread_cond_init(&c->ready_cond, NULL);
 
@@ -933,22 +906,22 @@ void cluster_free(struct cluster *c)
         log_warn("cluster", "msg=\"uv loop still had handles at close\"");
     /* The raft thread is gone: hand what it finished, and what it never
      * saw, back to their owners on this (the front-end) thread. */
-    for (struct proposal *p = c->in_head, *n; p; p = n) {
-        n = p->next;
+    for (struct queue_node *n = queue_take(&c->in), *next; n; n = next) {
+        next = n->next;
+        struct proposal *p = queue_entry(n, struct proposal, qn);
         raft_free(p->buf);
         p->status = REG_ESHUTDOWN;
-        p->next = c->done_head;
-        c->done_head = p;
+        queue_push(&c->done, &p->qn);
     }
-    c->in_head = c->in_tail = NULL;
     if (c->out_ev) {
         out_cb(-1, 0, c);
         event_free(c->out_ev);
     }
     cluster_link_free(c->link);
     cluster_peers_free(c->peers);
-    pthread_mutex_destroy(&c->in_lock);
-    pthread_mutex_destroy(&c->out_lock);
+    queue_fini(&c->in);
+    queue_fini(&c->done);
+    queue_fini(&c->changes);
     pthread_mutex_destroy(&c->status_lock);
     pthread_cond_destroy(&c->ready_cond);
     free(c->snap_spare);

@@ -28,6 +28,7 @@
 #include "config.h"
 #include "duration.h"
 #include "log.h"
+#include "queue.h"
 #include "registry/error.h"
 #include "store.h"
 
@@ -43,7 +44,8 @@ struct link_conn {
 
 /* A command proposed by this server, waiting for the leader's answer. */
 struct proposal {
-    struct proposal *next;
+    struct queue_node qn;  /* in l->inbox, from any thread */
+    struct proposal *next; /* in a batch or l->waiting, on the front end */
     void *buf;
     size_t len;
     cluster_done_cb cb;
@@ -66,8 +68,7 @@ struct cluster_link {
     struct link_conn *conns; /* to the current leader, then retired ones */
     unsigned n_conns;
 
-    pthread_mutex_t lock; /* guards the proposal queue */
-    struct proposal *queue, **queue_tail;
+    struct queue inbox; /* proposals from any thread; wake drains it */
     struct event *wake;
     struct event *retry;       /* proposals waiting for a leader */
     struct proposal *waiting;  /* front-end thread only */
@@ -390,16 +391,25 @@ static void send_batch(struct cluster_link *l, struct proposal *head, size_t n)
     }
 }
 
+/* Everything proposed since the last look, oldest first, as a list. */
+static struct proposal *take_inbox(struct cluster_link *l)
+{
+    struct proposal *head = NULL, **tail = &head;
+    for (struct queue_node *n = queue_take(&l->inbox); n; n = n->next) {
+        struct proposal *p = queue_entry(n, struct proposal, qn);
+        p->next = NULL;
+        *tail = p;
+        tail = &p->next;
+    }
+    return head;
+}
+
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct cluster_link *l = arg;
-    pthread_mutex_lock(&l->lock);
-    struct proposal *all = l->queue;
-    l->queue = NULL;
-    l->queue_tail = &l->queue;
-    pthread_mutex_unlock(&l->lock);
+    struct proposal *all = take_inbox(l);
     if (l->waiting) { /* the older first */
         struct proposal *t = l->waiting;
         while (t->next)
@@ -453,11 +463,8 @@ void cluster_link_propose(struct cluster_link *l, void *buf, size_t len, cluster
         return;
     }
     *p = (struct proposal){.buf = buf, .len = len, .cb = cb, .arg = arg, .since_ms = mono_ms()};
-    pthread_mutex_lock(&l->lock);
-    *l->queue_tail = p;
-    l->queue_tail = &p->next;
-    pthread_mutex_unlock(&l->lock);
-    event_active(l->wake, EV_READ, 0);
+    if (queue_push(&l->inbox, &p->qn))
+        event_active(l->wake, EV_READ, 0);
 }
 
 int cluster_link_split_batch(const unsigned char *body, size_t len, const unsigned char **cmds,
@@ -491,8 +498,7 @@ int cluster_link_new(struct event_base *base, struct store *store, struct cluste
     l->base = base;
     l->store = store;
     l->cluster = cluster;
-    l->queue_tail = &l->queue;
-    pthread_mutex_init(&l->lock, NULL);
+    queue_init(&l->inbox);
     l->wake = event_new(base, -1, 0, wake_cb, l);
     l->retry = evtimer_new(base, wake_cb, l);
     if (l->wake == NULL || l->retry == NULL) {
@@ -507,7 +513,7 @@ void cluster_link_free(struct cluster_link *l)
 {
     if (l == NULL)
         return;
-    drop_all(l->queue);
+    drop_all(take_inbox(l));
     drop_all(l->waiting);
     /* evhttp_connection_free drops pending requests without calling them
      * back: answer them first (as failed), then free the connections. */
@@ -527,6 +533,6 @@ void cluster_link_free(struct cluster_link *l)
         event_free(l->wake);
     if (l->retry)
         event_free(l->retry);
-    pthread_mutex_destroy(&l->lock);
+    queue_fini(&l->inbox);
     free(l);
 }
