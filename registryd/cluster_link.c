@@ -223,7 +223,8 @@ static void request_done(struct evhttp_request *resp, void *arg)
 }
 
 /* Send one request to the leader; cb runs exactly once unless this fails. */
-static int link_send(struct cluster_link *l, const char *uri, struct evbuffer *body,
+static int link_send(struct cluster_link *l, enum evhttp_cmd_type method, const char *uri,
+                     struct evbuffer *body,
                      void (*add_headers)(struct evkeyvalq *h, void *ctx), void *ctx,
                      cluster_link_cb cb, void *arg)
 {
@@ -254,7 +255,7 @@ static int link_send(struct cluster_link *l, const char *uri, struct evbuffer *b
         l->inflight->prev = q;
     l->inflight = q;
     /* On failure evhttp_make_request frees req without calling back. */
-    if (evhttp_make_request(c->evcon, req, EVHTTP_REQ_PUT, uri) != 0) {
+    if (evhttp_make_request(c->evcon, req, method, uri) != 0) {
         inflight_remove(l, q);
         c->pending--;
         free(q);
@@ -302,8 +303,15 @@ int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req, con
                          const char *node_addr, cluster_link_cb cb, void *arg)
 {
     struct forward_names names = {req, node, node_addr};
-    return link_send(l, "/v1/internal/forward", evhttp_request_get_input_buffer(req),
+    return link_send(l, EVHTTP_REQ_PUT, "/v1/internal/forward",
+                     evhttp_request_get_input_buffer(req),
                      forward_headers, &names, cb, arg);
+}
+
+int cluster_link_request(struct cluster_link *l, enum evhttp_cmd_type method, const char *uri,
+                         cluster_link_cb cb, void *arg)
+{
+    return link_send(l, method, uri, NULL, NULL, NULL, cb, arg);
 }
 
 /* ---- proposals --------------------------------------------------------------- */
@@ -376,7 +384,7 @@ static void send_batch(struct cluster_link *l, struct proposal *head, size_t n)
     if (rc == 0) {
         b->head = head;
         b->n = n;
-        rc = link_send(l, "/v1/internal/apply", body, NULL, NULL, batch_done, b);
+        rc = link_send(l, EVHTTP_REQ_PUT, "/v1/internal/apply", body, NULL, NULL, batch_done, b);
     }
     if (body)
         evbuffer_free(body);

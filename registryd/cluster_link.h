@@ -66,6 +66,14 @@ int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req, con
     __attribute__((warn_unused_result));
 
 /*
+ * Send `method uri` (no body) to the leader; cb as for cluster_link_forward,
+ * with the same errors. For what a server asks the leader on its own behalf
+ * (leaving the cluster).
+ */
+int cluster_link_request(struct cluster_link *l, enum evhttp_cmd_type method, const char *uri,
+                         cluster_link_cb cb, void *arg) __attribute__((warn_unused_result));
+
+/*
  * Propose an encoded command (taken; allocated with cluster_alloc) to the
  * leader from any thread. cb runs on the front end's thread with the
  * command's outcome, as for cluster_submit.

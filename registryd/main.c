@@ -14,7 +14,6 @@
 #include <ftw.h>
 #include <signal.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include <unistd.h>
 
 #include "cluster.h"
+#include "cluster_link.h"
 #include "config.h"
 #include "http_api.h"
 #include "log.h"
@@ -31,7 +31,6 @@
 #include "store.h"
 #include "watch.h"
 #include "health.h"
-#include "registry/registry.h"
 #include "dns_server.h"
 #include "formation.h"
 #include "service.h"
@@ -54,10 +53,9 @@ static void on_change(void *arg, const struct store_change *chg)
 struct leaving {
     struct event_base *base;
     struct cluster *cluster;
-    struct store *store;
     bool enabled, started;
-    bool thread_started;
-    pthread_t thread;
+    struct event *retry;
+    int tries;
 };
 
 static void left(void *arg, int status)
@@ -71,39 +69,35 @@ static void left(void *arg, int status)
     event_base_loopexit(l->base, NULL);
 }
 
-/* A follower asks the leader (over HTTP, from a thread: the front end must
- * keep running) to remove it. */
-static void *leave_via_leader(void *arg)
+static void leave_answered(void *arg, struct evhttp_request *resp)
 {
+    int code = resp ? evhttp_request_get_response_code(resp) : 0;
+    left(arg, code == 200 ? 0 : code == 0 ? REG_ECONNECT : REG_ESERVER);
+}
+
+#define LEAVE_RETRY_MS 100
+#define LEAVE_TRIES 50 /* a server that just joined may not know the leader's address yet */
+
+/* A follower asks the leader, over the server-to-server channel, to remove
+ * it; the front end keeps running meanwhile. */
+static void leave_via_leader(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
     struct leaving *l = arg;
-    int rc = REG_ENOTLEADER;
-    /* A server that has just joined may not know where the leader listens
-     * yet: give it a few seconds to learn. */
-    for (int attempt = 0; attempt < 50 && rc != 0; attempt++) {
-        struct cluster_status st;
-        struct store_read *rd;
-        json_t *server = NULL;
-        if (attempt)
-            usleep(100 * 1000);
-        cluster_get_status(l->cluster, &st);
-        if (st.known_leader && store_read_begin(l->store, &rd) == 0) {
-            store_get_server(rd, st.leader_addr, &server);
-            store_read_end(rd);
-        }
-        const char *http = json_string_value(json_object_get(server, "HTTP"));
-        struct reg_client *c;
-        if (http && reg_client_new(&c, http) == 0) {
-            char path[96];
-            snprintf(path, sizeof(path), "/v1/operator/raft/peer?id=%llu",
-                     (unsigned long long)st.self_id);
-            reg_client_set_timeout(c, 5000);
-            rc = reg_client_request(c, "DELETE", path, NULL, 0, NULL, NULL, NULL, NULL);
-            reg_client_free(c);
-        }
-        json_decref(server);
-    }
+    struct cluster_status st;
+    cluster_get_status(l->cluster, &st);
+    char uri[96];
+    snprintf(uri, sizeof(uri), "/v1/operator/raft/peer?id=%llu", (unsigned long long)st.self_id);
+    int rc = cluster_link_request(cluster_get_link(l->cluster), EVHTTP_REQ_DELETE, uri,
+                                  leave_answered, l);
+    if (rc == 0)
+        return;
+    struct timeval tv = {0, LEAVE_RETRY_MS * 1000};
+    if ((rc == REG_ENOTLEADER || rc == REG_ENOTFOUND) && ++l->tries < LEAVE_TRIES &&
+        event_add(l->retry, &tv) == 0)
+        return;
     left(l, rc);
-    return NULL;
 }
 
 /* SIGHUP: read the configuration again and apply what can change live
@@ -186,8 +180,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
             cluster_remove(l->cluster, st.self_id, left, l);
             return;
         }
-        if (pthread_create(&l->thread, NULL, leave_via_leader, l) == 0) {
-            l->thread_started = true;
+        l->retry = evtimer_new(l->base, leave_via_leader, l);
+        if (l->retry != NULL) {
+            leave_via_leader(-1, 0, l);
             return;
         }
     }
@@ -384,7 +379,7 @@ int main(int argc, char **argv)
         log_error("main", "msg=\"cannot start DNS\" error=\"%s\"", err);
         goto out;
     }
-    leaving = (struct leaving){.base = base, .cluster = cluster, .store = store,
+    leaving = (struct leaving){.base = base, .cluster = cluster,
                                .enabled = clustered && conf.leave_on_terminate};
     sigterm = evsignal_new(base, SIGTERM, on_signal, &leaving);
     sigint = evsignal_new(base, SIGINT, on_signal, &leaving);
@@ -424,8 +419,6 @@ out:
     service_stopping();
     /* Reverse order; parked and in-flight requests get their answers. The
      * checker goes first: it submits to the cluster. */
-    if (leaving.thread_started)
-        pthread_join(leaving.thread, NULL);
     listeners.health = NULL;
     formation_free(formation);
     dns_free(dns);
@@ -442,6 +435,8 @@ out:
         event_free(sigint);
     if (sighup)
         event_free(sighup);
+    if (leaving.retry)
+        event_free(leaving.retry);
     service_free(service);
     if (base)
         event_base_free(base);
