@@ -174,17 +174,32 @@ static void add_consul_headers(struct http_req *r, uint64_t index)
     evhttp_add_header(h, "X-Consul-LastContact", buf);
 }
 
+/*
+ * The one way an answer leaves: status, the Consul headers, a content type
+ * (NULL: none) and a body (taken; NULL: empty). Every other reply helper
+ * below ends here.
+ */
+static void reply(struct http_req *r, int code, const char *content_type, struct evbuffer *body,
+                  uint64_t index)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+    add_consul_headers(r, index);
+    if (content_type)
+        evhttp_add_header(h, "Content-Type", content_type);
+    if (code != 200)
+        r->status = code; /* for the metrics */
+    evhttp_send_reply(r->req, code, NULL, body);
+    if (body)
+        evbuffer_free(body);
+}
+
+/* An error: r->status (500 if unset) and r->errmsg as one line of text. */
 static void reply_error(struct http_req *r, uint64_t index)
 {
     struct evbuffer *b = evbuffer_new();
-    add_consul_headers(r, index);
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
-                      "text/plain; charset=utf-8");
     if (b)
         evbuffer_add_printf(b, "%s\n", r->errmsg[0] ? r->errmsg : "error");
-    evhttp_send_reply(r->req, r->status ? r->status : 500, NULL, b);
-    if (b)
-        evbuffer_free(b);
+    reply(r, r->status ? r->status : 500, "text/plain; charset=utf-8", b, index);
 }
 
 static void free_text(const void *data, size_t len, void *arg)
@@ -194,24 +209,32 @@ static void free_text(const void *data, size_t len, void *arg)
     free((void *)data);
 }
 
-static void reply_json(struct http_req *r, json_t *body, uint64_t index)
+/* 200 with JSON text: taken (freed with the buffer) when `take`, else copied. */
+static void reply_text_json(struct http_req *r, char *text, size_t len, bool take, uint64_t index)
 {
     struct evbuffer *b = evbuffer_new();
-    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (b == NULL || text == NULL) {
-        free(text);
+    if (b == NULL || (take ? evbuffer_add_reference(b, text, len, free_text, NULL)
+                           : evbuffer_add(b, text, len)) != 0) {
+        if (take)
+            free(text);
         if (b)
             evbuffer_free(b);
         http_fail(r, 500, "out of memory");
         reply_error(r, index);
         return;
     }
-    add_consul_headers(r, index);
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
-                      "application/json");
-    evbuffer_add_reference(b, text, strlen(text), free_text, NULL);
-    evhttp_send_reply(r->req, 200, "OK", b);
-    evbuffer_free(b);
+    reply(r, 200, "application/json", b, index);
+}
+
+static void reply_json(struct http_req *r, json_t *body, uint64_t index)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (text == NULL) {
+        http_fail(r, 500, "out of memory");
+        reply_error(r, index);
+        return;
+    }
+    reply_text_json(r, text, strlen(text), true, index);
 }
 
 static void req_free(struct http_req *r)
@@ -348,19 +371,6 @@ static unsigned cache_slot(const char *key)
     return (unsigned)(hash_fnv1a64(key) % HTTP_CACHE_SLOTS);
 }
 
-static void send_body(struct http_req *r, const char *body, size_t len, uint64_t index)
-{
-    struct evbuffer *b = evbuffer_new();
-    add_consul_headers(r, index);
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
-                      "application/json");
-    if (b)
-        evbuffer_add(b, body, len);
-    evhttp_send_reply(r->req, 200, "OK", b);
-    if (b)
-        evbuffer_free(b);
-}
-
 /* Run a read handler (or reuse its cached answer) and reply. */
 static void run_read(struct http_req *r)
 {
@@ -378,7 +388,7 @@ static void run_read(struct http_req *r)
     index = watched_index(r, rd);
     if (slot && slot->key && slot->index == index && strcmp(slot->key, key) == 0) {
         store_read_end(rd);
-        send_body(r, slot->body, slot->len, index);
+        reply_text_json(r, slot->body, slot->len, false, index);
         free(key);
         req_free(r);
         return;
@@ -395,7 +405,7 @@ static void run_read(struct http_req *r)
             slot->body = text;
             slot->len = strlen(text);
             key = NULL;
-            send_body(r, slot->body, slot->len, index);
+            reply_text_json(r, slot->body, slot->len, false, index);
             json_decref(out);
             req_free(r);
             return;
@@ -443,23 +453,14 @@ void http_finish_write(struct http_req *r, int status)
 
 void http_finish_raw(struct http_req *r, struct evbuffer *body)
 {
-    add_consul_headers(r, 0);
-    evhttp_send_reply(r->req, 200, "OK", body);
-    evbuffer_free(body);
+    reply(r, 200, NULL, body, 0);
     req_free(r);
 }
 
 void http_finish_json(struct http_req *r, json_t *body)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    reply_json(r, body, 0);
     json_decref(body);
-    if (text == NULL) {
-        http_fail(r, 500, "out of memory");
-        reply_error(r, 0);
-    } else {
-        send_body(r, text, strlen(text), 0);
-        free(text);
-    }
     req_free(r);
 }
 
@@ -482,15 +483,10 @@ static void write_done(void *arg, int status)
         http_fail(r, 500, "Write failed: %s", reg_strerror(status));
         break;
     }
-    if (r->status == 0) {
-        struct evbuffer *b = evbuffer_new();
-        add_consul_headers(r, 0);
-        evhttp_send_reply(r->req, 200, "OK", b);
-        if (b)
-            evbuffer_free(b);
-    } else {
+    if (r->status == 0)
+        reply(r, 200, NULL, NULL, 0);
+    else
         reply_error(r, 0);
-    }
     req_free(r);
 }
 
@@ -565,16 +561,12 @@ static void forward_done(void *arg, struct evhttp_request *resp)
         http_fail(r, 500, "Forwarding to the leader failed");
         reply_error(r, 0);
     } else {
-        struct evbuffer *in = evhttp_request_get_input_buffer(resp);
-        struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
-        const char *ct = evhttp_find_header(evhttp_request_get_input_headers(resp),
-                                            "Content-Type");
-        add_consul_headers(r, 0);
-        if (ct)
-            evhttp_add_header(out, "Content-Type", ct);
-        const char *reason = evhttp_request_get_response_code_line(resp);
-        evhttp_send_reply(r->req, code, reason ? reason : "", in);
-        r->status = code; /* for the metrics */
+        struct evbuffer *body = evbuffer_new();
+        if (body)
+            evbuffer_add_buffer(body, evhttp_request_get_input_buffer(resp));
+        reply(r, code,
+              evhttp_find_header(evhttp_request_get_input_headers(resp), "Content-Type"), body,
+              0);
     }
     req_free(r);
 }
@@ -754,7 +746,7 @@ static void handle(struct evhttp_request *req, void *arg)
 {
     struct http_server *srv = arg;
     struct http_req *r = calloc(1, sizeof(*r));
-    if (r == NULL) {
+    if (r == NULL) { /* no request context to reply through */
         evhttp_send_error(req, 500, "out of memory");
         return;
     }
