@@ -123,17 +123,15 @@ static void gauge(struct evbuffer *out, json_t *gauges, const char *name, const 
                         value);
 }
 
-int metrics_render(const struct metrics_sources *src, bool prometheus, struct evbuffer *out)
+/* The gauges, as Prometheus text into out, or as Consul's JSON into gauges. */
+static void render_gauges(const struct metrics_sources *src, const struct health_stats *h,
+                          struct evbuffer *out, json_t *gauges)
 {
     struct cluster_status st;
-    struct health_stats hs;
+    struct health_stats hs = *h;
     uint64_t instances = 0, checks = 0, bytes = 0;
     cluster_get_status(src->cluster, &st);
-    health_get_stats(src->health, &hs);
     store_stats(src->store, &instances, &checks, &bytes);
-    json_t *gauges = prometheus ? NULL : json_array();
-    json_t *counters = prometheus ? NULL : json_array();
-
     gauge(out, gauges, "registryd_raft_leader", "1 if this server leads its raft cluster",
           st.is_leader);
     gauge(out, gauges, "registryd_raft_known_leader", "1 if this server knows a leader",
@@ -164,36 +162,42 @@ int metrics_render(const struct metrics_sources *src, bool prometheus, struct ev
           hs.late_p99_ms / 1000.0);
     gauge(out, gauges, "registryd_self_preservation",
           "1 while automatic deregistration is held", hs.self_preservation);
+}
 
-    if (prometheus) {
-        evbuffer_add_printf(out, "# HELP registryd_checker_probes_total probes completed\n"
-                                 "# TYPE registryd_checker_probes_total counter\n"
-                                 "registryd_checker_probes_total %llu\n",
-                            (unsigned long long)hs.probes);
-        evbuffer_add_printf(out, "# HELP registryd_http_requests_total HTTP requests by route "
-                                 "and status\n# TYPE registryd_http_requests_total counter\n");
-        for (int i = 0; i < m.nhttp; i++)
-            evbuffer_add_printf(out,
-                                "registryd_http_requests_total{method=\"%s\",route=\"%s\","
-                                "code=\"%d\"} %llu\n",
-                                m.http[i].method, m.http[i].route, m.http[i].status,
-                                (unsigned long long)m.http[i].count);
-        render_histogram(out, "registryd_http_request_duration_seconds",
-                         "time from request to reply (blocking queries included)",
-                         &m.http_latency);
-        evbuffer_add_printf(out, "# HELP registryd_dns_answers_total DNS answers by rcode\n"
-                                 "# TYPE registryd_dns_answers_total counter\n");
-        for (int r = 0; r < 16; r++)
-            if (m.dns_rcode[r])
-                evbuffer_add_printf(out, "registryd_dns_answers_total{rcode=\"%s\"} %llu\n",
-                                    rcode_name(r), (unsigned long long)m.dns_rcode[r]);
-        render_histogram(out, "registryd_dns_answer_duration_seconds",
-                         "time from a DNS packet to its answer", &m.dns_latency);
-        render_histogram(out, "registryd_raft_apply_duration_seconds",
-                         "time from submitting a write to raft to its outcome (quorum, fsync, apply)",
-                         &m.raft_apply);
-        return 0;
-    }
+/* The counters and histograms as Prometheus text. */
+static void render_prometheus_counters(const struct health_stats *hs, struct evbuffer *out)
+{
+    evbuffer_add_printf(out, "# HELP registryd_checker_probes_total probes completed\n"
+                             "# TYPE registryd_checker_probes_total counter\n"
+                             "registryd_checker_probes_total %llu\n",
+                        (unsigned long long)hs->probes);
+    evbuffer_add_printf(out, "# HELP registryd_http_requests_total HTTP requests by route "
+                             "and status\n# TYPE registryd_http_requests_total counter\n");
+    for (int i = 0; i < m.nhttp; i++)
+        evbuffer_add_printf(out,
+                            "registryd_http_requests_total{method=\"%s\",route=\"%s\","
+                            "code=\"%d\"} %llu\n",
+                            m.http[i].method, m.http[i].route, m.http[i].status,
+                            (unsigned long long)m.http[i].count);
+    render_histogram(out, "registryd_http_request_duration_seconds",
+                     "time from request to reply (blocking queries included)",
+                     &m.http_latency);
+    evbuffer_add_printf(out, "# HELP registryd_dns_answers_total DNS answers by rcode\n"
+                             "# TYPE registryd_dns_answers_total counter\n");
+    for (int r = 0; r < 16; r++)
+        if (m.dns_rcode[r])
+            evbuffer_add_printf(out, "registryd_dns_answers_total{rcode=\"%s\"} %llu\n",
+                                rcode_name(r), (unsigned long long)m.dns_rcode[r]);
+    render_histogram(out, "registryd_dns_answer_duration_seconds",
+                     "time from a DNS packet to its answer", &m.dns_latency);
+    render_histogram(out, "registryd_raft_apply_duration_seconds",
+                     "time from submitting a write to raft to its outcome (quorum, fsync, apply)",
+                     &m.raft_apply);
+}
+
+/* The counters as Consul's JSON (its /v1/agent/metrics has no histograms). */
+static void render_json_counters(json_t *counters)
+{
     for (int i = 0; i < m.nhttp; i++) {
         char code[8];
         snprintf(code, sizeof(code), "%d", m.http[i].status);
@@ -209,6 +213,20 @@ int metrics_render(const struct metrics_sources *src, bool prometheus, struct ev
                                   json_pack("{s:s, s:I, s:{s:s}}", "Name", "registryd.dns.answers",
                                             "Count", (json_int_t)m.dns_rcode[r], "Labels",
                                             "rcode", rcode_name(r)));
+}
+
+int metrics_render(const struct metrics_sources *src, bool prometheus, struct evbuffer *out)
+{
+    struct health_stats hs;
+    health_get_stats(src->health, &hs);
+    if (prometheus) {
+        render_gauges(src, &hs, out, NULL);
+        render_prometheus_counters(&hs, out);
+        return 0;
+    }
+    json_t *gauges = json_array(), *counters = json_array();
+    render_gauges(src, &hs, NULL, gauges);
+    render_json_counters(counters);
     char stamp[64];
     time_t now = time(NULL);
     strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S +0000 UTC", gmtime(&now));
