@@ -101,7 +101,8 @@ static void leave_via_leader(evutil_socket_t fd, short what, void *arg)
 }
 
 /* SIGHUP: read the configuration again and apply what can change live
- * (the log level); say which other changes need a restart. */
+ * (live_keys: the log level and the checker's limits); say which other
+ * changes need a restart. */
 struct reload {
     int argc;
     char **argv;
