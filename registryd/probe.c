@@ -171,7 +171,7 @@ static int start_http(struct probe *p)
         if (SSL_set_tlsext_host_name(ssl, hostbuf) != 1 ||
             (!skip && SSL_set1_host(ssl, hostbuf) != 1)) {
             SSL_free(ssl);
-            snprintf(p->error, sizeof(p->error), "TLS: cannot set the server name %s", hostbuf);
+            snprintf(p->error, sizeof(p->error), "TLS: cannot set the server name %.100s", hostbuf);
             goto out;
         }
         p->bev = bufferevent_openssl_socket_new(p->env->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
