@@ -193,7 +193,10 @@ static bool breaker_allows(struct reg_policy *p, struct breaker *br, const char 
     breaker_tick(p, br, id, o, now);
     if (br->state == REG_BREAKER_CLOSED)
         return true;
-    return br->state == REG_BREAKER_HALF_OPEN && br->trials_started < o->half_open_calls;
+    /* half-open: one trial at a time (each started trial has succeeded), so
+     * that a black hole stalls one call per recovery period, not several */
+    return br->state == REG_BREAKER_HALF_OPEN && br->trials_started < o->half_open_calls &&
+           br->trials_started == br->trials_ok;
 }
 
 static void breaker_record(struct reg_policy *p, struct breaker *br, const char *id,
@@ -630,9 +633,9 @@ int reg_call_end(struct reg_call *c)
     if (result == REG_EDEADLINE)
         p->st.deadline_exceeded++;
     const struct reg_breaker_options *so = &p->opt.service_breaker;
-    /* the service breaker judges calls; calls that never reached an instance
-     * (no instance, all open) say nothing about the service's health */
-    if (c->attempts > 0 || result == 0)
+    /* the service breaker judges calls; every instance's breaker open is a
+     * failure of the service, an empty instance list is not (nothing to protect) */
+    if (c->attempts > 0 || result == 0 || result == REG_EOPEN)
         breaker_record(p, &p->service, NULL, so, result != 0, c->service_trial, latency, now);
     else if (c->service_trial && p->service.trials_started > 0)
         p->service.trials_started--; /* give the trial back */

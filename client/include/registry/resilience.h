@@ -38,8 +38,9 @@
  * the failure share reaches failure_rate, or after consecutive_failures
  * failures in a row (failure_threshold in other libraries). Slow calls
  * (latency >= slow_call_ms, if set) count as failures. Open: after open_ms
- * (recovery_timeout) it lets half_open_calls trial calls through (half-open);
- * if they all succeed it closes, any failure opens it again. An instance
+ * (recovery_timeout) it lets half_open_calls trial calls through, one at a
+ * time (half-open); if they all succeed it closes, any failure opens it
+ * again. An instance
  * breaker judges attempts; the service breaker judges whole calls.
  *
  * The bulkhead admits at most max_concurrent calls in flight (0: no limit);
@@ -86,7 +87,7 @@ struct reg_breaker_options {
     unsigned min_calls;            /* before the rate counts; default 20 (instance: 10) */
     unsigned consecutive_failures; /* open after this many in a row; default 5 (service: 0 = off) */
     unsigned open_ms;              /* open for this long, then half-open; default 5000 */
-    unsigned half_open_calls;      /* trial calls while half-open; default 3 */
+    unsigned half_open_calls;      /* trial calls while half-open, one at a time; default 3 */
     unsigned slow_call_ms;         /* 0 (default): latency never counts as failure */
 };
 
@@ -144,8 +145,8 @@ struct reg_call;
 /*
  * Admit a call: counts it in the retry budget and the bulkhead. On success
  * *out is a new call; end it with reg_call_end whatever happens next.
- * Errors: REG_EOPEN (the service breaker is open, or half-open with its
- * trial calls taken), REG_EBULKHEAD (max_concurrent in flight and no room
+ * Errors: REG_EOPEN (the service breaker is open, or half-open with a
+ * trial call in flight), REG_EBULKHEAD (max_concurrent in flight and no room
  * within max_wait_ms), REG_EINVAL, REG_ENOMEM.
  */
 REG_EXPORT int reg_call_begin(struct reg_policy *p, struct reg_call **out);
