@@ -811,6 +811,7 @@ static int cmd_call(struct ctl *x)
     struct reg_balancer *b = NULL;
     struct reg_policy *p = NULL;
     reg_balancer_defaults(&bo, s);
+    bo.eject_after = 0; /* the instance breakers eject, and take instances back on trial */
     reg_policy_defaults(&po);
     po.max_attempts = (unsigned)retries + 1;
     po.attempt_timeout_ms = (unsigned)timeout;

@@ -367,7 +367,7 @@ int main(void)
     run_load(&plain, rate, seconds);
 
     struct run res = {.name = "resilient call"};
-    res.b = balancer(fleet, 8, true);
+    res.b = balancer(fleet, 8, false); /* the instance breakers eject */
     if (reg_policy_new(&po, res.b, &res.p) != 0)
         return 1;
     double p99_res = run_load(&res, rate, seconds);
@@ -376,7 +376,7 @@ int main(void)
     struct reg_policy_options def;
     reg_policy_defaults(&def);
     struct run out = {.name = "outage, resilient"};
-    out.b = balancer(outage, 8, true);
+    out.b = balancer(outage, 8, false);
     if (reg_policy_new(&def, out.b, &out.p) != 0)
         return 1;
     run_load(&out, rate, seconds);

@@ -43,6 +43,11 @@
  * again. An instance
  * breaker judges attempts; the service breaker judges whole calls.
  *
+ * Instance breakers do what the balancer's ejection does (and take an
+ * instance back after trial calls, where ejection waits out eject_ms); the
+ * balancer still ejects on its own unless its eject_after is 0, which is
+ * what a balancer used with a policy usually wants.
+ *
  * The bulkhead admits at most max_concurrent calls in flight (0: no limit);
  * reg_call_begin waits up to max_wait_ms for room (blocking callers only: an
  * event loop should leave it 0). With adaptive_concurrency the limit moves
