@@ -230,3 +230,19 @@ enum reg_outcome http_verdict(const char *method, int rc, const struct http_answ
         return again ? REG_OUTCOME_RETRYABLE : REG_OUTCOME_FAILURE;
     return REG_OUTCOME_SUCCESS;
 }
+
+const char *http_strerror(int rc)
+{
+    switch (rc) {
+    case REG_ECONNECT:
+        return "connection refused or unreachable";
+    case REG_ETIMEDOUT:
+        return "timed out";
+    case REG_EIO:
+        return "connection reset or closed early";
+    case REG_EPROTO:
+        return "not an HTTP answer";
+    default:
+        return reg_strerror(rc);
+    }
+}

@@ -42,6 +42,9 @@ struct http_answer {
 int http_call(const char *address, int port, const struct http_request *req, uint64_t timeout_ms,
               struct http_answer *ans);
 
+/* A short message for what http_call returned ("connection refused", ...). */
+const char *http_strerror(int rc);
+
 /* The verdict for an attempt that returned rc (and ans): connection refused
  * and 503 are always retryable (the request was not processed); timeouts,
  * resets, 502, 504 and other 5xx only for idempotent methods (GET, HEAD,

@@ -870,7 +870,7 @@ static int cmd_call(struct ctl *x)
         char last[512] = "";
         if (j.attempts[0] > 0)
             snprintf(last, sizeof(last), "; last attempt: %s from %s",
-                     j.last.status ? "HTTP error" : reg_strerror(j.last_rc), j.last_where);
+                     j.last.status ? "HTTP error" : http_strerror(j.last_rc), j.last_where);
         if (j.last.status)
             snprintf(last, sizeof(last), "; last attempt: HTTP %d from %s", j.last.status,
                      j.last_where);

@@ -172,6 +172,7 @@ class ResilienceTest(unittest.TestCase):
         rc, out, err = self.call("call", "gone", "--retries", "1")
         self.assertEqual(rc, 1)
         self.assertIn("after 2 attempts", err)
+        self.assertIn("connection refused", err)
         self.add("hole", "hole-1", "blackhole")
         rc, out, err = self.call("call", "hole", "--timeout", "200ms", "--deadline", "500ms",
                                  "--retries", "5")
