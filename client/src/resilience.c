@@ -3,7 +3,9 @@
  *
  * A policy owns: the service breaker, one breaker per instance (an
  * open-addressing table keyed by a hash of the instance ID, entries created
- * at the first attempt and kept for the policy's life), the retry budget
+ * at the first attempt; past 256 entries, idle closed ones are dropped when
+ * the table would grow, so that instance churn cannot grow it without
+ * bound), the retry budget
  * (ten time buckets of calls and retries) and the bulkhead count. One mutex
  * guards all of it; the balancer is locked inside it (policy, then
  * balancer: never the other way), so that a pick sees breaker states that
@@ -38,6 +40,7 @@ struct breaker {
     enum reg_breaker_state state;
     uint64_t opened_at_us;
     unsigned consecutive;
+    unsigned running; /* attempts out now (an entry with any is kept) */
     unsigned trials_started, trials_ok;
     struct window w;
     uint64_t opened, half_opened, closed, attempts, failures;
@@ -252,19 +255,42 @@ static struct inode *inode_find(struct reg_policy *p, uint64_t h, const char *id
     }
 }
 
-static struct inode *inode_get(struct reg_policy *p, uint64_t h, const char *id)
+/* A closed breaker with nothing in its window remembers nothing that
+ * matters: its entry may go (instances come and go over a process's life). */
+static bool inode_idle(struct reg_policy *p, struct inode *x, uint64_t now)
+{
+    if (x->br.state != REG_BREAKER_CLOSED || x->br.consecutive || x->br.running)
+        return false;
+    uint64_t calls, failures;
+    window_sum(&x->br.w, now, p->opt.instance_breaker.window_ms, &calls, &failures);
+    return calls == 0;
+}
+
+static struct inode *inode_get(struct reg_policy *p, uint64_t h, const char *id, uint64_t now)
 {
     struct inode *x = inode_find(p, h, id);
     if (x)
         return x;
     if (2 * (p->tab_n + 1) > p->tab_cap) { /* keep the load under one half */
-        size_t cap = p->tab_cap ? 2 * p->tab_cap : 16;
+        size_t live = 0;
+        for (size_t k = 0; k < p->tab_cap; k++) /* past 256 entries, drop the idle */
+            if (p->tab[k].hash && (p->tab_n < 256 || !inode_idle(p, &p->tab[k], now)))
+                live++;
+        size_t cap = 16;
+        while (2 * (live + 1) > cap)
+            cap *= 2;
+        if (cap <= p->tab_cap && live == p->tab_n)
+            cap = 2 * p->tab_cap;
         struct inode *t = calloc(cap, sizeof(*t));
         if (t == NULL)
             return NULL;
         for (size_t k = 0; k < p->tab_cap; k++) {
             if (p->tab[k].hash == 0)
                 continue;
+            if (p->tab_n >= 256 && inode_idle(p, &p->tab[k], now)) {
+                free(p->tab[k].id);
+                continue;
+            }
             size_t i = p->tab[k].hash & (cap - 1);
             while (t[i].hash)
                 i = (i + 1) & (cap - 1);
@@ -273,6 +299,7 @@ static struct inode *inode_get(struct reg_policy *p, uint64_t h, const char *id)
         free(p->tab);
         p->tab = t;
         p->tab_cap = cap;
+        p->tab_n = live;
     }
     char *copy = strdup(id);
     if (copy == NULL)
@@ -520,7 +547,9 @@ int reg_call_attempt(struct reg_call *c, struct reg_endpoint *e, uint64_t *timeo
         return rc;
     }
     uint64_t h = hash_id(e->id);
-    struct inode *x = inode_get(p, h, e->id);
+    struct inode *x = inode_get(p, h, e->id, now);
+    if (x)
+        x->br.running++;
     c->attempt_trial = x && trial_attempt(p, x);
     if (c->attempt_trial)
         x->br.trials_started++;
@@ -569,9 +598,12 @@ int reg_call_report(struct reg_call *c, enum reg_outcome o, uint64_t latency_us,
     pthread_mutex_lock(&p->lock);
     uint64_t now = now_us(p);
     struct inode *x = inode_find(p, c->tried[c->attempts - 1], c->ep.id);
-    if (x)
+    if (x) {
+        if (x->br.running)
+            x->br.running--;
         breaker_record(p, &x->br, x->id, &p->opt.instance_breaker, !ok, c->attempt_trial,
                        latency_us, now);
+    }
     if (ok) {
         c->over = true;
         c->result = 0;

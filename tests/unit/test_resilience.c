@@ -759,6 +759,43 @@ static void test_no_instances(void **state)
     teardown(&f);
 }
 
+static void test_instance_churn_forgets_idle_breakers_only(void **state)
+{
+    (void)state;
+    struct reg_policy_options o;
+    test_options(&o);
+    o.service_breaker.enabled = false;
+    o.max_attempts = 1;
+    struct fixture f;
+    setup(&f, 1, &o);
+    for (int i = 0; i < 5; i++) /* i0: open */
+        run_call(f.p, all_retryable, 1, NULL);
+    struct reg_breaker_stats bs;
+    assert_int_equal(reg_policy_instance_stats(f.p, "i0", &bs), 0);
+    assert_int_equal(bs.state, REG_BREAKER_OPEN);
+    /* 3000 instances come and go, 10 at a time, each called once */
+    struct reg_instance *batch = make_list(10);
+    for (int round = 0; round < 300; round++) {
+        for (int k = 0; k < 10; k++) {
+            char id[32];
+            snprintf(id, sizeof(id), "churn-%d", round * 10 + k);
+            free(batch[k].id);
+            batch[k].id = strdup(id);
+        }
+        assert_int_equal(reg_balancer_update(f.b, batch, 10), 0);
+        for (int k = 0; k < 10; k++)
+            assert_int_equal(run_call(f.p, all_ok, 1, NULL), 0);
+        advance_ms(o.instance_breaker.window_ms / 10); /* each round's calls age out */
+    }
+    /* the open breaker is remembered; long-idle closed ones may be forgotten */
+    assert_int_equal(reg_policy_instance_stats(f.p, "i0", &bs), 0);
+    assert_int_equal(bs.opened, 1);
+    assert_int_equal(reg_policy_instance_stats(f.p, "churn-0", &bs), REG_ENOTFOUND);
+    assert_int_equal(reg_policy_instance_stats(f.p, "churn-2999", &bs), 0); /* recent */
+    reg_instances_free(batch, 10);
+    teardown(&f);
+}
+
 /* ---- threads (ThreadSanitizer) ------------------------------------------ */
 
 struct worker {
@@ -872,6 +909,7 @@ int main(void)
         cmocka_unit_test(test_adaptive_limit_shrinks_on_failure_and_grows_back),
         cmocka_unit_test(test_blocking_call),
         cmocka_unit_test(test_no_instances),
+        cmocka_unit_test(test_instance_churn_forgets_idle_breakers_only),
         cmocka_unit_test(test_threads_with_list_changes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -244,7 +244,9 @@ struct reg_breaker_stats {
 };
 
 /* The breaker of the instance with this ID. REG_ENOTFOUND if no attempt has
- * gone to it yet, REG_EINVAL. */
+ * gone to it yet (or, with more than 256 instances known, none within the
+ * breaker's window while it was closed: such entries may be forgotten),
+ * REG_EINVAL. */
 REG_EXPORT int reg_policy_instance_stats(struct reg_policy *p, const char *id,
                                          struct reg_breaker_stats *out);
 
