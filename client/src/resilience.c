@@ -472,7 +472,13 @@ int reg_call_begin(struct reg_policy *p, struct reg_call **out)
         free(c);
         return REG_EBULKHEAD;
     }
-    now = now_us(p); /* the wait may have taken a while */
+    now = now_us(p); /* the wait may have taken a while: ask the breaker again */
+    if (!breaker_allows(p, &p->service, NULL, so, now)) {
+        p->st.breaker_rejected++;
+        pthread_mutex_unlock(&p->lock);
+        free(c);
+        return REG_EOPEN;
+    }
     c->service_trial = so->enabled && p->service.state == REG_BREAKER_HALF_OPEN;
     if (c->service_trial)
         p->service.trials_started++;
@@ -674,7 +680,7 @@ int reg_call_end(struct reg_call *c)
     bool slow = so->slow_call_ms && latency >= (uint64_t)so->slow_call_ms * 1000;
     bulkhead_adapt(p, result == 0 && !slow);
     p->in_flight--;
-    pthread_cond_signal(&p->room);
+    pthread_cond_broadcast(&p->room); /* the adaptive limit may have grown by more than one */
     pthread_mutex_unlock(&p->lock);
     free(c);
     return result;
