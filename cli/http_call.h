@@ -18,17 +18,17 @@
 #include "registry/resilience.h"
 
 struct http_request {
-    const char *method;          /* borrowed, like everything here */
-    const char *path;            /* path and query */
-    const char *const *headers;  /* nheaders "Name: value" lines */
+    const char *method;         /* borrowed, like everything here */
+    const char *path;           /* path and query */
+    const char *const *headers; /* nheaders "Name: value" lines */
     size_t nheaders;
-    const char *body;            /* may be NULL */
+    const char *body; /* may be NULL */
     size_t body_len;
 };
 
 struct http_answer {
-    int status;     /* 0 when none was received */
-    char *body;     /* malloc'd, NUL-terminated (free it); NULL when none */
+    int status; /* 0 when none was received */
+    char *body; /* malloc'd, NUL-terminated (free it); NULL when none */
     size_t body_len;
 };
 

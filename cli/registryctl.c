@@ -562,12 +562,12 @@ struct call_job {
     struct http_request req;
     const struct reg_instance *list;
     size_t n;
-    long total, next;           /* requests to send; next to take (atomic) */
-    uint64_t *latency_us;       /* per request */
-    int *result;                /* per request: 0, a REG_E* code, or the HTTP status >= 400 */
-    unsigned *attempts;         /* per request */
+    long total, next;     /* requests to send; next to take (atomic) */
+    uint64_t *latency_us; /* per request */
+    int *result;          /* per request: 0, a REG_E* code, or the HTTP status >= 400 */
+    unsigned *attempts;   /* per request */
     long *inst_attempts, *inst_failures; /* per instance (atomic) */
-    struct http_answer last;    /* single request: the answer that ended it */
+    struct http_answer last;             /* single request: the answer that ended it */
     int last_rc;
     char last_where[400];
 };
@@ -674,13 +674,13 @@ static void call_summary(struct ctl *x, struct call_job *j, double seconds)
         for (size_t i = 0; i < j->n; i++) {
             struct reg_breaker_stats bs = {0};
             reg_policy_instance_stats(j->policy, j->list[i].id, &bs);
-            json_array_append_new(
-                inst, json_pack("{s:s, s:s, s:i, s:I, s:I, s:s, s:I}", "ID", j->list[i].id,
-                                "Address", j->list[i].address, "Port", j->list[i].port,
-                                "Attempts", (json_int_t)j->inst_attempts[i], "Failures",
-                                (json_int_t)j->inst_failures[i], "Breaker",
-                                reg_breaker_state_name(bs.state), "BreakerOpened",
-                                (json_int_t)bs.opened));
+            json_array_append_new(inst, json_pack("{s:s, s:s, s:i, s:I, s:I, s:s, s:I}", "ID",
+                                                  j->list[i].id, "Address", j->list[i].address,
+                                                  "Port", j->list[i].port, "Attempts",
+                                                  (json_int_t)j->inst_attempts[i], "Failures",
+                                                  (json_int_t)j->inst_failures[i], "Breaker",
+                                                  reg_breaker_state_name(bs.state), "BreakerOpened",
+                                                  (json_int_t)bs.opened));
         }
         json_object_set_new(o, "Requests", json_integer(j->total));
         json_object_set_new(o, "Succeeded", json_integer(ok));
@@ -691,8 +691,10 @@ static void call_summary(struct ctl *x, struct call_job *j, double seconds)
         json_object_set_new(o, "P99Ms", json_real(p99));
         json_object_set_new(o, "Seconds", json_real(seconds));
         json_object_set_new(o, "BudgetExhausted", json_integer((json_int_t)st.budget_exhausted));
-        json_object_set_new(o, "InstanceBreakerOpened", json_integer((json_int_t)st.instance_opened));
-        json_object_set_new(o, "InstanceBreakerClosed", json_integer((json_int_t)st.instance_closed));
+        json_object_set_new(o, "InstanceBreakerOpened",
+                            json_integer((json_int_t)st.instance_opened));
+        json_object_set_new(o, "InstanceBreakerClosed",
+                            json_integer((json_int_t)st.instance_closed));
         json_object_set_new(o, "ServiceBreakerOpened", json_integer((json_int_t)st.service_opened));
         json_object_set_new(o, "Instances", inst);
         print_json(o);
@@ -743,8 +745,7 @@ static int cmd_call(struct ctl *x)
             data = v;
         else if (strcmp(a, "-H") == 0) {
             if (nheaders == CALL_MAX_HEADERS || strchr(v, ':') == NULL || strpbrk(v, "\r\n"))
-                return usage_error("call: -H wants \"Name: value\" (at most %d)",
-                                   CALL_MAX_HEADERS);
+                return usage_error("call: -H wants \"Name: value\" (at most %d)", CALL_MAX_HEADERS);
             headers[nheaders++] = v;
         } else if (strcmp(a, "--strategy") == 0)
             strategy = v;
@@ -854,10 +855,10 @@ static int cmd_call(struct ctl *x)
         call_summary(x, &j, seconds);
     } else if (x->json) {
         json_t *o = json_pack("{s:i, s:s, s:i, s:f, s:s, s:s%}", "Status", j.last.status,
-                              "Instance", j.last_where, "Attempts", (int)j.attempts[0],
-                              "LatencyMs", j.latency_us[0] / 1000.0, "Result",
-                              j.result[0] > 0 ? "http_error" : reg_strerror(j.result[0]),
-                              "Body", j.last.body ? j.last.body : "", j.last.body_len);
+                              "Instance", j.last_where, "Attempts", (int)j.attempts[0], "LatencyMs",
+                              j.latency_us[0] / 1000.0, "Result",
+                              j.result[0] > 0 ? "http_error" : reg_strerror(j.result[0]), "Body",
+                              j.last.body ? j.last.body : "", j.last.body_len);
         if (o)
             print_json(o);
         json_decref(o);
@@ -1082,7 +1083,8 @@ static const struct verb {
     {"services", cmd_services, "services                          list services and their tags"},
     {"instances", cmd_instances,
      "instances NAME [--passing] [--tag T]  list a service's instances and health"},
-    {"checks", cmd_checks, "checks [SERVICE]                  list checks: status, output, last change"},
+    {"checks", cmd_checks,
+     "checks [SERVICE]                  list checks: status, output, last change"},
     {"register", cmd_register,
      "register --name N [--id ID] [--address A] [--port P] [--tag T]... [--meta K=V]...\n"
      "         [--weight W] [--ttl D | --http URL --interval D | --tcp H:P --interval D]\n"
@@ -1101,10 +1103,12 @@ static const struct verb {
      "                                   retries, breakers and deadlines; -n/-c: a summary"},
     {"snapshot", cmd_snapshot,
      "snapshot save FILE | snapshot restore FILE  save or restore the whole registry"},
-    {"members", cmd_members, "members                           the cluster's servers: address, leader or follower"},
+    {"members", cmd_members,
+     "members                           the cluster's servers: address, leader or follower"},
     {"raft", cmd_raft, "raft list | raft remove ID|HOST:PORT  cluster members"},
     {"leave", cmd_leave, "leave                             take this server out of its cluster"},
-    {"metrics", cmd_metrics, "metrics                           the server's metrics (Prometheus text, or --json)"},
+    {"metrics", cmd_metrics,
+     "metrics                           the server's metrics (Prometheus text, or --json)"},
     {"watch", cmd_watch,
      "watch NAME [--tag T] [--all]      print the instance list at every change (Ctrl-C ends)"},
 };

@@ -59,9 +59,9 @@ static enum reg_outcome http_get(const struct reg_endpoint *e, const char *path,
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     }
     if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-        int len = snprintf(req, sizeof(req),
-                           "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path,
-                           e->address);
+        int len =
+            snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                     path, e->address);
         ssize_t got;
         if (write(fd, req, (size_t)len) == len && (got = read(fd, resp, sizeof(resp) - 1)) > 12) {
             resp[got] = '\0';
@@ -104,7 +104,7 @@ int main(int argc, char **argv)
     struct reg_balancer_options o;
     struct reg_policy_options po;
     reg_balancer_defaults(&o, REG_LATENCY);
-    o.eject_after = 0;     /* the policy's instance breakers eject */
+    o.eject_after = 0; /* the policy's instance breakers eject */
     reg_policy_defaults(&po);
     po.attempt_timeout_ms = 2000;
     if (reg_client_new(&c, addrs) != 0 || reg_balancer_new(&o, &b) != 0 ||

@@ -398,8 +398,8 @@ int reg_balancer_pick(struct reg_balancer *b, struct reg_endpoint *out)
     return pick(b, out, NULL, NULL);
 }
 
-int reg__balancer_pick_filtered(struct reg_balancer *b, struct reg_endpoint *out,
-                                reg__skip_fn skip, void *arg)
+int reg__balancer_pick_filtered(struct reg_balancer *b, struct reg_endpoint *out, reg__skip_fn skip,
+                                void *arg)
 {
     return pick(b, out, skip, arg);
 }

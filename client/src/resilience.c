@@ -46,7 +46,7 @@ struct breaker {
     uint64_t opened, half_opened, closed, attempts, failures;
 };
 
-struct inode { /* one instance's breaker in the table */
+struct inode {     /* one instance's breaker in the table */
     uint64_t hash; /* 0: empty slot */
     char *id;
     struct breaker br;
@@ -72,8 +72,8 @@ struct reg_call {
     uint64_t start_us, deadline_us;
     uint64_t tried[MAX_ATTEMPTS];
     unsigned attempts;
-    bool running;   /* an attempt is out */
-    bool over;      /* no more attempts */
+    bool running;       /* an attempt is out */
+    bool over;          /* no more attempts */
     bool service_trial; /* admitted as a half-open trial of the service breaker */
     int result;
     bool attempt_trial; /* the running attempt is a half-open trial of its instance */
@@ -138,8 +138,7 @@ static unsigned window_bucket(struct window *w, uint64_t now, unsigned window_ms
     return i;
 }
 
-static void window_sum(struct window *w, uint64_t now, unsigned window_ms, uint64_t *a,
-                       uint64_t *b)
+static void window_sum(struct window *w, uint64_t now, unsigned window_ms, uint64_t *a, uint64_t *b)
 {
     uint64_t len = (uint64_t)window_ms * 1000 / BUCKETS;
     if (len == 0)
@@ -361,8 +360,7 @@ int reg_policy_new(const struct reg_policy_options *opt, struct reg_balancer *b,
     }
     if (b == NULL || out == NULL || opt->max_attempts == 0 || opt->max_attempts > MAX_ATTEMPTS ||
         opt->budget_ratio < 0 || opt->budget_window_ms == 0 ||
-        !breaker_options_ok(&opt->instance_breaker) ||
-        !breaker_options_ok(&opt->service_breaker) ||
+        !breaker_options_ok(&opt->instance_breaker) || !breaker_options_ok(&opt->service_breaker) ||
         (opt->adaptive_concurrency && opt->max_concurrent == 0))
         return REG_EINVAL;
     struct reg_policy *p = calloc(1, sizeof(*p));
@@ -657,8 +655,8 @@ int reg_call_end(struct reg_call *c)
     struct reg_policy *p = c->p;
     if (c->running) { /* abandoned mid-attempt: a failure, no retry */
         bool retry;
-        reg_call_report(c, REG_OUTCOME_FAILURE, p->opt.clock_us(p->opt.clock_arg) -
-                                                    c->attempt_start_us, &retry, NULL);
+        reg_call_report(c, REG_OUTCOME_FAILURE,
+                        p->opt.clock_us(p->opt.clock_arg) - c->attempt_start_us, &retry, NULL);
     }
     int result = c->over ? c->result : REG_EFAILED;
     pthread_mutex_lock(&p->lock);

@@ -265,10 +265,9 @@ static double run_load(struct run *r, double rate, double seconds)
         reg_policy_stats(r->p, &st);
         printf("%-22s   budget exhausted %llu, breaker rejected %llu, instance breakers opened "
                "%llu closed %llu, service opened %llu, deadline %llu\n",
-               "", (unsigned long long)st.budget_exhausted,
-               (unsigned long long)st.breaker_rejected, (unsigned long long)st.instance_opened,
-               (unsigned long long)st.instance_closed, (unsigned long long)st.service_opened,
-               (unsigned long long)st.deadline_exceeded);
+               "", (unsigned long long)st.budget_exhausted, (unsigned long long)st.breaker_rejected,
+               (unsigned long long)st.instance_opened, (unsigned long long)st.instance_closed,
+               (unsigned long long)st.service_opened, (unsigned long long)st.deadline_exceeded);
     }
     fflush(stdout);
     free(r->lat);
@@ -335,9 +334,8 @@ int main(void)
     }
     base = event_base_new();
     static const enum mode fleet_modes[8] = {OK, OK, OK, OK, OK, REFUSE, BLACKHOLE, FLAKY};
-    static const char *const fleet_names[8] = {"ok-1",    "ok-2",      "ok-3",
-                                               "ok-4",    "ok-5",      "refusing",
-                                               "blackhole", "flaky-503"};
+    static const char *const fleet_names[8] = {"ok-1", "ok-2",     "ok-3",      "ok-4",
+                                               "ok-5", "refusing", "blackhole", "flaky-503"};
     static const char *const outage_names[8] = {"down-1", "down-2", "down-3", "down-4",
                                                 "down-5", "down-6", "down-7", "down-8"};
     int fleet_ports[8], outage_ports[8];

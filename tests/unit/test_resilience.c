@@ -396,8 +396,7 @@ static void test_retries_go_to_other_instances(void **state)
         assert_int_equal(reg_call_begin(f.p, &c), 0);
         for (int k = 0; k < 3; k++) {
             assert_int_equal(reg_call_attempt(c, &e[k], &t), 0);
-            assert_int_equal(reg_call_report(c, REG_OUTCOME_RETRYABLE, 1000, &retry, &backoff),
-                             0);
+            assert_int_equal(reg_call_report(c, REG_OUTCOME_RETRYABLE, 1000, &retry, &backoff), 0);
             assert_int_equal(retry, k < 2);
             for (int j = 0; j < k; j++)
                 assert_string_not_equal(e[j].id, e[k].id);
@@ -804,8 +803,8 @@ struct worker {
     long ok, attempts;
 };
 
-static enum reg_outcome random_attempt(void *arg, const struct reg_endpoint *e,
-                                       uint64_t timeout_ms, uint64_t remaining_ms)
+static enum reg_outcome random_attempt(void *arg, const struct reg_endpoint *e, uint64_t timeout_ms,
+                                       uint64_t remaining_ms)
 {
     (void)e;
     (void)timeout_ms;

@@ -76,7 +76,7 @@ extern "C" {
 /* An attempt's verdict, given by the application. */
 enum reg_outcome {
     REG_OUTCOME_SUCCESS,   /* the instance answered (even if the answer is a client error) */
-    REG_OUTCOME_RETRYABLE, /* failed, and safe to try elsewhere (refused, 503, idempotent timeout) */
+    REG_OUTCOME_RETRYABLE, /* failed, safe to try elsewhere (refused, 503, idempotent timeout) */
     REG_OUTCOME_FAILURE    /* failed, and must not be repeated (counts against the instance) */
 };
 
@@ -112,10 +112,10 @@ struct reg_policy_options {
     unsigned budget_window_ms;   /* default 10000 */
     struct reg_breaker_options instance_breaker;
     struct reg_breaker_options service_breaker;
-    unsigned max_concurrent;     /* bulkhead: calls in flight; default 0 (no limit) */
-    unsigned max_wait_ms;        /* bulkhead: wait for room; default 0 */
-    bool adaptive_concurrency;   /* AIMD limit in [1, max_concurrent]; default false */
-    uint64_t seed;               /* jitter; 0: from the clock */
+    unsigned max_concurrent;   /* bulkhead: calls in flight; default 0 (no limit) */
+    unsigned max_wait_ms;      /* bulkhead: wait for room; default 0 */
+    bool adaptive_concurrency; /* AIMD limit in [1, max_concurrent]; default false */
+    uint64_t seed;             /* jitter; 0: from the clock */
     /* Time source in microseconds (monotonic); NULL: CLOCK_MONOTONIC. Tests
      * pass a fake clock. The balancer keeps its own clock (ejection). */
     uint64_t (*clock_us)(void *arg);
@@ -213,24 +213,24 @@ REG_EXPORT int reg_call(struct reg_policy *p, reg_attempt_fn fn, void *arg, unsi
 /* ---- what happened ------------------------------------------------------ */
 
 struct reg_policy_stats {
-    uint64_t calls;              /* admitted by reg_call_begin */
+    uint64_t calls; /* admitted by reg_call_begin */
     uint64_t succeeded;
-    uint64_t failed;             /* ended with an error, rejections excluded */
+    uint64_t failed; /* ended with an error, rejections excluded */
     uint64_t attempts;
-    uint64_t retries;            /* attempts after the first */
-    uint64_t budget_exhausted;   /* retries the budget refused */
-    uint64_t deadline_exceeded;  /* calls ended by their deadline */
+    uint64_t retries;           /* attempts after the first */
+    uint64_t budget_exhausted;  /* retries the budget refused */
+    uint64_t deadline_exceeded; /* calls ended by their deadline */
     uint64_t bulkhead_rejected;
-    uint64_t breaker_rejected;   /* calls refused by the open service breaker */
-    uint64_t instance_opened;    /* instance breaker transitions, all instances */
+    uint64_t breaker_rejected; /* calls refused by the open service breaker */
+    uint64_t instance_opened;  /* instance breaker transitions, all instances */
     uint64_t instance_half_opened;
     uint64_t instance_closed;
-    uint64_t service_opened;     /* service breaker transitions */
+    uint64_t service_opened; /* service breaker transitions */
     uint64_t service_half_opened;
     uint64_t service_closed;
     enum reg_breaker_state service_state;
-    unsigned in_flight;          /* calls between begin and end now */
-    unsigned concurrency_limit;  /* the bulkhead's limit now (0: none) */
+    unsigned in_flight;         /* calls between begin and end now */
+    unsigned concurrency_limit; /* the bulkhead's limit now (0: none) */
 };
 
 /* Copy the counters. 0 or REG_EINVAL. */
