@@ -20,9 +20,12 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <pthread.h>
 
+#include "http_call.h"
 #include "registry/balancer.h"
 #include "registry/registry.h"
+#include "registry/resilience.h"
 
 #define EXIT_SERVER 1
 #define EXIT_USAGE 2
@@ -531,6 +534,364 @@ static int cmd_pick(struct ctl *x)
     return 0;
 }
 
+/* ---- call: an HTTP request through discovery and the resilience layer ---- */
+
+/* "250ms", "2s", "1m" or a plain number of milliseconds -> ms; -1 if bad. */
+static long parse_ms(const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v < 0)
+        return -1;
+    if (*end == '\0' || strcmp(end, "ms") == 0)
+        ;
+    else if (strcmp(end, "s") == 0)
+        v *= 1000;
+    else if (strcmp(end, "m") == 0)
+        v *= 60000;
+    else
+        return -1;
+    return v >= 1 && v <= 86400000 ? (long)v : -1;
+}
+
+#define CALL_MAX_HEADERS 32
+
+/* What every thread of one `call` shares; the counters are atomics. */
+struct call_job {
+    struct reg_policy *policy;
+    struct http_request req;
+    const struct reg_instance *list;
+    size_t n;
+    long total, next;     /* requests to send; next to take (atomic) */
+    uint64_t *latency_us; /* per request */
+    int *result;          /* per request: 0, a REG_E* code, or the HTTP status >= 400 */
+    unsigned *attempts;   /* per request */
+    long *inst_attempts, *inst_failures; /* per instance (atomic) */
+    struct http_answer last;             /* single request: the answer that ended it */
+    int last_rc;
+    char last_where[400];
+};
+
+struct call_attempt_ctx {
+    struct call_job *job;
+    struct http_answer ans;
+    int rc;
+    char where[400];
+};
+
+static enum reg_outcome call_attempt(void *arg, const struct reg_endpoint *e, uint64_t timeout_ms,
+                                     uint64_t remaining_ms)
+{
+    (void)remaining_ms;
+    struct call_attempt_ctx *a = arg;
+    struct call_job *j = a->job;
+    free(a->ans.body);
+    a->rc = http_call(e->address, e->port, &j->req, timeout_ms, &a->ans);
+    snprintf(a->where, sizeof(a->where), "%s (%s:%d)", e->id, e->address, e->port);
+    enum reg_outcome o = http_verdict(j->req.method, a->rc, &a->ans);
+    for (size_t i = 0; i < j->n; i++) {
+        if (strcmp(j->list[i].id, e->id) == 0) {
+            __atomic_add_fetch(&j->inst_attempts[i], 1, __ATOMIC_RELAXED);
+            if (o != REG_OUTCOME_SUCCESS)
+                __atomic_add_fetch(&j->inst_failures[i], 1, __ATOMIC_RELAXED);
+        }
+    }
+    return o;
+}
+
+static uint64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void *call_worker(void *arg)
+{
+    struct call_job *j = arg;
+    for (;;) {
+        long k = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        if (k >= j->total)
+            break;
+        struct call_attempt_ctx a = {.job = j};
+        uint64_t t0 = wall_us();
+        int rc = reg_call(j->policy, call_attempt, &a, &j->attempts[k]);
+        j->latency_us[k] = wall_us() - t0;
+        j->result[k] = rc == 0 && a.ans.status >= 400 ? a.ans.status : rc;
+        if (j->total == 1) { /* keep the answer to print it */
+            j->last = a.ans;
+            j->last_rc = a.rc;
+            memcpy(j->last_where, a.where, sizeof(a.where));
+        } else {
+            free(a.ans.body);
+        }
+    }
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The summary of -n/-c: outcomes by reason, attempts, latency, instances. */
+static void call_summary(struct ctl *x, struct call_job *j, double seconds)
+{
+    long ok = 0, by[7] = {0}; /* deadline, budget, breaker, bulkhead, failed, http, other */
+    uint64_t attempts = 0;
+    for (long k = 0; k < j->total; k++) {
+        int r = j->result[k];
+        attempts += j->attempts[k];
+        if (r == 0)
+            ok++;
+        else if (r == REG_EDEADLINE)
+            by[0]++;
+        else if (r == REG_EBUDGET)
+            by[1]++;
+        else if (r == REG_EOPEN)
+            by[2]++;
+        else if (r == REG_EBULKHEAD)
+            by[3]++;
+        else if (r == REG_EFAILED)
+            by[4]++;
+        else if (r >= 400)
+            by[5]++;
+        else
+            by[6]++;
+    }
+    qsort(j->latency_us, (size_t)j->total, sizeof(uint64_t), cmp_u64);
+    double p50 = j->latency_us[(j->total - 1) / 2] / 1000.0;
+    double p99 = j->latency_us[(j->total * 99 + 99) / 100 - 1] / 1000.0;
+    struct reg_policy_stats st;
+    reg_policy_stats(j->policy, &st);
+    static const char *const reason[7] = {"deadline", "budget",     "breaker_open", "bulkhead",
+                                          "failed",   "http_error", "other"};
+    if (x->json) {
+        json_t *o = json_object(), *f = json_object(), *inst = json_array();
+        for (int i = 0; i < 7; i++)
+            json_object_set_new(f, reason[i], json_integer(by[i]));
+        for (size_t i = 0; i < j->n; i++) {
+            struct reg_breaker_stats bs = {0};
+            reg_policy_instance_stats(j->policy, j->list[i].id, &bs);
+            json_array_append_new(inst, json_pack("{s:s, s:s, s:i, s:I, s:I, s:s, s:I}", "ID",
+                                                  j->list[i].id, "Address", j->list[i].address,
+                                                  "Port", j->list[i].port, "Attempts",
+                                                  (json_int_t)j->inst_attempts[i], "Failures",
+                                                  (json_int_t)j->inst_failures[i], "Breaker",
+                                                  reg_breaker_state_name(bs.state), "BreakerOpened",
+                                                  (json_int_t)bs.opened));
+        }
+        json_object_set_new(o, "Requests", json_integer(j->total));
+        json_object_set_new(o, "Succeeded", json_integer(ok));
+        json_object_set_new(o, "Failed", f);
+        json_object_set_new(o, "Attempts", json_integer((json_int_t)attempts));
+        json_object_set_new(o, "AttemptsPerCall", json_real((double)attempts / j->total));
+        json_object_set_new(o, "P50Ms", json_real(p50));
+        json_object_set_new(o, "P99Ms", json_real(p99));
+        json_object_set_new(o, "Seconds", json_real(seconds));
+        json_object_set_new(o, "BudgetExhausted", json_integer((json_int_t)st.budget_exhausted));
+        json_object_set_new(o, "InstanceBreakerOpened",
+                            json_integer((json_int_t)st.instance_opened));
+        json_object_set_new(o, "InstanceBreakerClosed",
+                            json_integer((json_int_t)st.instance_closed));
+        json_object_set_new(o, "ServiceBreakerOpened", json_integer((json_int_t)st.service_opened));
+        json_object_set_new(o, "Instances", inst);
+        print_json(o);
+        json_decref(o);
+        return;
+    }
+    printf("requests     %ld in %.2f s (%.0f/s)\n", j->total, seconds, j->total / seconds);
+    printf("succeeded    %ld (%.2f%%)\n", ok, 100.0 * ok / j->total);
+    printf("failed       %ld", j->total - ok);
+    for (int i = 0; i < 7; i++)
+        if (by[i])
+            printf(" %s=%ld", reason[i], by[i]);
+    printf("\nattempts     %llu (%.2f per request), budget exhausted %llu\n",
+           (unsigned long long)attempts, (double)attempts / j->total,
+           (unsigned long long)st.budget_exhausted);
+    printf("latency      p50 %.1f ms, p99 %.1f ms\n", p50, p99);
+    printf("breakers     instance opened %llu closed %llu, service opened %llu\n\n",
+           (unsigned long long)st.instance_opened, (unsigned long long)st.instance_closed,
+           (unsigned long long)st.service_opened);
+    printf("%-28s %-22s %-9s %-9s %s\n", "INSTANCE", "ADDRESS", "ATTEMPTS", "FAILURES", "BREAKER");
+    for (size_t i = 0; i < j->n; i++) {
+        struct reg_breaker_stats bs = {0};
+        char addr[300];
+        reg_policy_instance_stats(j->policy, j->list[i].id, &bs);
+        snprintf(addr, sizeof(addr), "%s:%d", j->list[i].address, j->list[i].port);
+        printf("%-28s %-22s %-9ld %-9ld %s (opened %llu)\n", j->list[i].id, addr,
+               j->inst_attempts[i], j->inst_failures[i], reg_breaker_state_name(bs.state),
+               (unsigned long long)bs.opened);
+    }
+}
+
+static int cmd_call(struct ctl *x)
+{
+    const char *name = NULL, *path = "/", *method = NULL, *data = NULL, *strategy = "round_robin",
+               *tag = NULL;
+    const char *headers[CALL_MAX_HEADERS];
+    size_t nheaders = 0;
+    long retries = 2, timeout = 1000, deadline = 5000, total = 1, conc = 1;
+    bool have_path = false;
+    for (int i = 0; i < x->argc; i++) {
+        const char *a = x->argv[i], *v = i + 1 < x->argc ? x->argv[i + 1] : NULL;
+        bool takes = a[0] == '-' && strcmp(a, "-") != 0;
+        if (takes && v == NULL)
+            return usage_error("call: %s needs a value (or is unknown)", a);
+        if (strcmp(a, "-X") == 0)
+            method = v;
+        else if (strcmp(a, "-d") == 0)
+            data = v;
+        else if (strcmp(a, "-H") == 0) {
+            if (nheaders == CALL_MAX_HEADERS || strchr(v, ':') == NULL || strpbrk(v, "\r\n"))
+                return usage_error("call: -H wants \"Name: value\" (at most %d)", CALL_MAX_HEADERS);
+            headers[nheaders++] = v;
+        } else if (strcmp(a, "--strategy") == 0)
+            strategy = v;
+        else if (strcmp(a, "--tag") == 0)
+            tag = v;
+        else if (strcmp(a, "--retries") == 0) {
+            char *end;
+            retries = strtol(v, &end, 10);
+            if (*end || *v == '\0' || retries < 0 || retries > 15)
+                return usage_error("call: --retries wants a number from 0 to 15");
+        } else if (strcmp(a, "--timeout") == 0) {
+            if ((timeout = parse_ms(v)) < 0)
+                return usage_error("call: --timeout wants a duration such as 500ms or 2s");
+        } else if (strcmp(a, "--deadline") == 0) {
+            if ((deadline = parse_ms(v)) < 0)
+                return usage_error("call: --deadline wants a duration such as 5s");
+        } else if (strcmp(a, "-n") == 0 || strcmp(a, "-c") == 0) {
+            char *end;
+            long k = strtol(v, &end, 10);
+            if (*end || *v == '\0' || k < 1 || k > (a[1] == 'n' ? 10000000 : 1000))
+                return usage_error("call: %s wants a number from 1 to %s", a,
+                                   a[1] == 'n' ? "10000000" : "1000");
+            *(a[1] == 'n' ? &total : &conc) = k;
+        } else if (takes)
+            return usage_error("call: unknown option %s", a);
+        else {
+            if (name == NULL) {
+                name = a;
+            } else if (!have_path) {
+                path = a;
+                have_path = true;
+            } else
+                return usage_error("call: one service and one path, please");
+            continue;
+        }
+        i++;
+    }
+    if (name == NULL)
+        return usage_error("call: which service? (registryctl call SERVICE [PATH])");
+    if (path[0] != '/' || strpbrk(path, " \r\n"))
+        return usage_error("call: the path must start with / and hold no spaces");
+    if (method == NULL)
+        method = data ? "POST" : "GET";
+    if (method[0] == '\0' || strpbrk(method, " \r\n/:"))
+        return usage_error("call: -X wants a method such as GET or POST");
+    enum reg_strategy s;
+    if (reg_strategy_parse(strategy, &s) != 0)
+        return usage_error("call: --strategy is round_robin, weighted, least_connections "
+                           "or latency");
+    if (conc > total)
+        conc = total;
+    struct reg_instance *list;
+    size_t n;
+    int rc = reg_health_service(x->client, name, tag, true, 0, NULL, &list, &n, NULL);
+    if (rc != 0)
+        return server_error(x, rc);
+    if (n == 0) {
+        reg_instances_free(list, n);
+        fprintf(stderr, "registryctl: no passing instance of %s\n", name);
+        return EXIT_SERVER;
+    }
+    struct reg_balancer_options bo;
+    struct reg_policy_options po;
+    struct reg_balancer *b = NULL;
+    struct reg_policy *p = NULL;
+    reg_balancer_defaults(&bo, s);
+    bo.eject_after = 0; /* the instance breakers eject, and take instances back on trial */
+    reg_policy_defaults(&po);
+    po.max_attempts = (unsigned)retries + 1;
+    po.attempt_timeout_ms = (unsigned)timeout;
+    po.deadline_ms = (unsigned)deadline;
+    struct call_job j = {.req = {method, path, headers, nheaders, data, data ? strlen(data) : 0},
+                         .list = list,
+                         .n = n,
+                         .total = total};
+    j.latency_us = calloc((size_t)total, sizeof(uint64_t));
+    j.result = calloc((size_t)total, sizeof(int));
+    j.attempts = calloc((size_t)total, sizeof(unsigned));
+    j.inst_attempts = calloc(n, sizeof(long));
+    j.inst_failures = calloc(n, sizeof(long));
+    pthread_t *threads = calloc((size_t)conc, sizeof(pthread_t));
+    int ret = EXIT_SERVER;
+    if (!j.latency_us || !j.result || !j.attempts || !j.inst_attempts || !j.inst_failures ||
+        !threads || reg_balancer_new(&bo, &b) != 0 || reg_balancer_update(b, list, n) != 0 ||
+        reg_policy_new(&po, b, &p) != 0) {
+        fprintf(stderr, "registryctl: out of memory\n");
+        goto out;
+    }
+    j.policy = p;
+    uint64_t t0 = wall_us();
+    long started = 0;
+    for (long i = 0; i < conc; i++) {
+        if (pthread_create(&threads[i], NULL, call_worker, &j) != 0)
+            break;
+        started++;
+    }
+    if (started == 0)
+        call_worker(&j);
+    for (long i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    double seconds = (wall_us() - t0) / 1e6;
+    long ok = 0;
+    for (long k = 0; k < total; k++)
+        ok += j.result[k] == 0;
+    ret = ok == total ? 0 : EXIT_SERVER;
+    if (total > 1) {
+        call_summary(x, &j, seconds);
+    } else if (x->json) {
+        json_t *o = json_pack("{s:i, s:s, s:i, s:f, s:s, s:s%}", "Status", j.last.status,
+                              "Instance", j.last_where, "Attempts", (int)j.attempts[0], "LatencyMs",
+                              j.latency_us[0] / 1000.0, "Result",
+                              j.result[0] > 0 ? "http_error" : reg_strerror(j.result[0]), "Body",
+                              j.last.body ? j.last.body : "", j.last.body_len);
+        if (o)
+            print_json(o);
+        json_decref(o);
+    } else if (j.result[0] == 0 || j.last.status >= 400) {
+        if (j.last.body)
+            fwrite(j.last.body, 1, j.last.body_len, stdout);
+        if (j.last.status >= 400)
+            fprintf(stderr, "registryctl: %s answered HTTP %d\n", j.last_where, j.last.status);
+    } else {
+        char last[512] = "";
+        if (j.attempts[0] > 0)
+            snprintf(last, sizeof(last), "; last attempt: %s from %s",
+                     j.last.status ? "HTTP error" : http_strerror(j.last_rc), j.last_where);
+        if (j.last.status)
+            snprintf(last, sizeof(last), "; last attempt: HTTP %d from %s", j.last.status,
+                     j.last_where);
+        fprintf(stderr, "registryctl: call to %s failed: %s after %u attempt%s%s\n", name,
+                reg_strerror(j.result[0]), j.attempts[0], j.attempts[0] == 1 ? "" : "s", last);
+    }
+out:
+    free(j.last.body);
+    free(threads);
+    free(j.latency_us);
+    free(j.result);
+    free(j.attempts);
+    free(j.inst_attempts);
+    free(j.inst_failures);
+    reg_policy_free(p);
+    reg_balancer_free(b);
+    reg_instances_free(list, n);
+    return ret;
+}
+
 static volatile sig_atomic_t watch_stop;
 
 static void on_watch_signal(int sig)
@@ -722,7 +1083,8 @@ static const struct verb {
     {"services", cmd_services, "services                          list services and their tags"},
     {"instances", cmd_instances,
      "instances NAME [--passing] [--tag T]  list a service's instances and health"},
-    {"checks", cmd_checks, "checks [SERVICE]                  list checks: status, output, last change"},
+    {"checks", cmd_checks,
+     "checks [SERVICE]                  list checks: status, output, last change"},
     {"register", cmd_register,
      "register --name N [--id ID] [--address A] [--port P] [--tag T]... [--meta K=V]...\n"
      "         [--weight W] [--ttl D | --http URL --interval D | --tcp H:P --interval D]\n"
@@ -734,12 +1096,19 @@ static const struct verb {
     {"pick", cmd_pick,
      "pick NAME [--strategy S] [--tag T] [-n N]  choose instances as libregistry would\n"
      "         (S: round_robin, weighted, least_connections, latency); -n N: distribution"},
+    {"call", cmd_call,
+     "call SERVICE [PATH] [-X M] [-d DATA] [-H 'K: V']... [--strategy S] [--tag T]\n"
+     "         [--retries N] [--timeout D] [--deadline D] [-n N] [-c C]\n"
+     "                                   send HTTP requests to a service through discovery,\n"
+     "                                   retries, breakers and deadlines; -n/-c: a summary"},
     {"snapshot", cmd_snapshot,
      "snapshot save FILE | snapshot restore FILE  save or restore the whole registry"},
-    {"members", cmd_members, "members                           the cluster's servers: address, leader or follower"},
+    {"members", cmd_members,
+     "members                           the cluster's servers: address, leader or follower"},
     {"raft", cmd_raft, "raft list | raft remove ID|HOST:PORT  cluster members"},
     {"leave", cmd_leave, "leave                             take this server out of its cluster"},
-    {"metrics", cmd_metrics, "metrics                           the server's metrics (Prometheus text, or --json)"},
+    {"metrics", cmd_metrics,
+     "metrics                           the server's metrics (Prometheus text, or --json)"},
     {"watch", cmd_watch,
      "watch NAME [--tag T] [--all]      print the instance list at every change (Ctrl-C ends)"},
 };

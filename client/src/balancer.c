@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include "registry/balancer.h"
+#include "internal.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -45,6 +46,8 @@ struct reg_balancer {
     uint64_t rng;
     uint64_t vt_num, vt_den; /* REG_WEIGHTED virtual time: last popped deadline */
     bool updated_once;
+    reg__skip_fn skip; /* set for one filtered pick, under the lock */
+    void *skip_arg;
 };
 
 static uint64_t now_ms(void)
@@ -235,6 +238,8 @@ static bool in_panic(const struct reg_balancer *b)
  * instance is let through with probability growing from 10% to 100%. */
 static bool eligible(struct reg_balancer *b, const struct bnode *x, bool panic, uint64_t now)
 {
+    if (b->skip && b->skip(b->skip_arg, x->id))
+        return false;
     if (!panic && (!x->status_ok || x->ejected_until_ms > now))
         return false;
     if (b->opt.slow_start_ms && x->added_ms && now - x->added_ms < b->opt.slow_start_ms) {
@@ -337,7 +342,7 @@ static long pick_weighted(struct reg_balancer *b, bool panic, uint64_t now)
     return -1;
 }
 
-int reg_balancer_pick(struct reg_balancer *b, struct reg_endpoint *out)
+static int pick(struct reg_balancer *b, struct reg_endpoint *out, reg__skip_fn skip, void *arg)
 {
     if (b == NULL || out == NULL)
         return REG_EINVAL;
@@ -347,6 +352,8 @@ int reg_balancer_pick(struct reg_balancer *b, struct reg_endpoint *out)
         pthread_mutex_unlock(&b->lock);
         return REG_ENOTFOUND;
     }
+    b->skip = skip;
+    b->skip_arg = arg;
     expire_ejections(b, now);
     bool panic = in_panic(b);
     long i;
@@ -362,14 +369,39 @@ int reg_balancer_pick(struct reg_balancer *b, struct reg_endpoint *out)
         i = pick_round_robin(b, panic, now);
         break;
     }
-    if (i < 0) /* nothing eligible right now (slow start dice, ejections): any */
+    if (i < 0 && skip == NULL) { /* nothing eligible right now (slow start dice, ejections): any */
         i = (long)(rnd(b) % b->n);
+    } else if (i < 0) { /* any the filter lets through, from a random start */
+        size_t start = (size_t)(rnd(b) % b->n);
+        for (size_t k = 0; k < b->n && i < 0; k++) {
+            size_t j = (start + k) % b->n;
+            if (!skip(arg, b->v[j].id))
+                i = (long)j;
+        }
+    }
+    b->skip = NULL;
+    b->skip_arg = NULL;
+    if (i < 0) {
+        pthread_mutex_unlock(&b->lock);
+        return REG_ENOTFOUND;
+    }
     const struct bnode *x = &b->v[i];
     memcpy(out->id, x->id, sizeof(out->id));
     memcpy(out->address, x->address, sizeof(out->address));
     out->port = x->port;
     pthread_mutex_unlock(&b->lock);
     return 0;
+}
+
+int reg_balancer_pick(struct reg_balancer *b, struct reg_endpoint *out)
+{
+    return pick(b, out, NULL, NULL);
+}
+
+int reg__balancer_pick_filtered(struct reg_balancer *b, struct reg_endpoint *out, reg__skip_fn skip,
+                                void *arg)
+{
+    return pick(b, out, skip, arg);
 }
 
 /* ---- reports ------------------------------------------------------------ */

@@ -5,6 +5,7 @@ import http.server
 import json
 import os
 import queue
+import socket
 import subprocess
 import threading
 import time
@@ -125,6 +126,13 @@ class ClientTest(unittest.TestCase):
                 {"Name": "files", "ID": "files-%d" % i, "Address": "127.0.0.1",
                  "Port": srv.server_address[1]}))
             self.assertEqual(status, 200)
+        # and one that refuses connections: the resilient call retries elsewhere
+        refusing = socket.socket()
+        refusing.bind(("127.0.0.1", 0))
+        status, _ = self.d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "files", "ID": "files-refusing", "Address": "127.0.0.1",
+             "Port": refusing.getsockname()[1]}))
+        self.assertEqual(status, 200)
         try:
             out = subprocess.run([EXAMPLE, "-a", self.d.addr, "-n", "40", "files", "/"],
                                  capture_output=True, text=True, timeout=60)
@@ -134,7 +142,10 @@ class ClientTest(unittest.TestCase):
             self.assertTrue(all(" ok " in l for l in lines))
             used = {l.split()[0] for l in lines}
             self.assertEqual(used, {"files-0", "files-1"})
+            self.assertIn("retries", out.stderr)
+            self.assertGreater(sum(int(l.split()[5]) for l in lines), 40)  # it cost retries
         finally:
+            refusing.close()
             for srv in servers:
                 srv.shutdown()
                 srv.server_close()

@@ -37,7 +37,12 @@ extern "C" {
     X(REG_ETIMEDOUT, -12, "timed out")                             \
     X(REG_EPROTO, -13, "protocol error (unexpected server reply)") \
     X(REG_ESERVER, -14, "the server reported an error")            \
-    X(REG_EEXIT, -15, "nothing more to do (exit requested)")
+    X(REG_EEXIT, -15, "nothing more to do (exit requested)")          \
+    X(REG_EOPEN, -16, "circuit breaker open")                         \
+    X(REG_EBULKHEAD, -17, "too many calls in flight (bulkhead full)") \
+    X(REG_EDEADLINE, -18, "deadline exceeded")                        \
+    X(REG_EBUDGET, -19, "retry budget exhausted")                     \
+    X(REG_EFAILED, -20, "the call failed")
 
 enum reg_error {
 #define REG_ENUM_(name, value, msg) name = value,

@@ -1,0 +1,248 @@
+/*
+ * http_call.c — see http_call.h. One connection per request; every wait is
+ * a poll() bounded by what is left of the request's time limit.
+ */
+#define _GNU_SOURCE
+#include "http_call.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait for `events` on fd until the deadline: 0, or REG_ETIMEDOUT. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            return REG_ETIMEDOUT;
+        struct pollfd p = {fd, events, 0};
+        int n = poll(&p, 1, (int)left);
+        if (n > 0)
+            return 0;
+        if (n == 0)
+            return REG_ETIMEDOUT;
+        if (errno != EINTR)
+            return REG_EIO;
+    }
+}
+
+static int connect_to(const char *address, int port, int64_t deadline, int *out)
+{
+    char service[16];
+    snprintf(service, sizeof(service), "%d", port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
+                    *ai;
+    if (getaddrinfo(address, service, &hints, &ai) != 0) {
+        hints.ai_flags = AI_NUMERICSERV;
+        if (getaddrinfo(address, service, &hints, &ai) != 0)
+            return REG_ECONNECT;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(ai);
+        return REG_EIO;
+    }
+    int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (rc != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return REG_ECONNECT;
+    }
+    if (rc != 0) {
+        rc = wait_fd(fd, POLLOUT, deadline);
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (rc == 0 && (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0))
+            rc = REG_ECONNECT;
+        if (rc != 0) {
+            close(fd);
+            return rc;
+        }
+    }
+    *out = fd;
+    return 0;
+}
+
+static int send_all(int fd, const char *p, size_t len, int64_t deadline)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int rc = wait_fd(fd, POLLOUT, deadline);
+            if (rc != 0)
+                return rc;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else {
+            return REG_EIO;
+        }
+    }
+    return 0;
+}
+
+/* Where the head ends and how long the body is (-1: until EOF). */
+static const char *head_end(const char *buf, size_t len, long *content_length)
+{
+    const char *end = memmem(buf, len, "\r\n\r\n", 4);
+    if (end == NULL)
+        return NULL;
+    *content_length = -1;
+    for (const char *line = memchr(buf, '\n', (size_t)(end - buf)); line && line < end;
+         line = memchr(line, '\n', (size_t)(end - line))) {
+        line++;
+        if (strncasecmp(line, "Content-Length:", 15) == 0)
+            *content_length = strtol(line + 15, NULL, 10);
+    }
+    return end + 4;
+}
+
+int http_call(const char *address, int port, const struct http_request *req, uint64_t timeout_ms,
+              struct http_answer *ans)
+{
+    memset(ans, 0, sizeof(*ans));
+    int64_t deadline = now_ms() + (int64_t)timeout_ms;
+    int fd, rc = connect_to(address, port, deadline, &fd);
+    if (rc != 0)
+        return rc;
+    size_t cap = 1024 + req->body_len + strlen(req->path);
+    for (size_t i = 0; i < req->nheaders; i++)
+        cap += strlen(req->headers[i]) + 2;
+    char *buf = malloc(cap);
+    if (buf == NULL) {
+        close(fd);
+        return REG_ENOMEM;
+    }
+    int len = snprintf(buf, cap, "%s %s HTTP/1.0\r\nHost: %s:%d\r\nConnection: close\r\n",
+                       req->method, req->path, address, port);
+    bool has_length = false;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        len += snprintf(buf + len, cap - (size_t)len, "%s\r\n", req->headers[i]);
+        has_length |= strncasecmp(req->headers[i], "Content-Length:", 15) == 0;
+    }
+    if (req->body && !has_length)
+        len += snprintf(buf + len, cap - (size_t)len, "Content-Length: %zu\r\n", req->body_len);
+    len += snprintf(buf + len, cap - (size_t)len, "\r\n");
+    rc = send_all(fd, buf, (size_t)len, deadline);
+    free(buf);
+    if (rc == 0 && req->body)
+        rc = send_all(fd, req->body, req->body_len, deadline);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    size_t got = 0, size = 4096;
+    buf = malloc(size);
+    const char *body = NULL;
+    long clen = -1;
+    while (buf) {
+        if (body && clen >= 0 && got - (size_t)(body - buf) >= (size_t)clen)
+            break;
+        if (got + 1 >= size) {
+            size_t off = body ? (size_t)(body - buf) : 0;
+            char *bigger = size < (64u << 20) ? realloc(buf, size * 2) : NULL;
+            if (bigger == NULL) {
+                rc = REG_ETOOBIG;
+                break;
+            }
+            buf = bigger;
+            size *= 2;
+            if (body)
+                body = buf + off;
+        }
+        ssize_t n = recv(fd, buf + got, size - got - 1, 0);
+        if (n > 0) {
+            got += (size_t)n;
+            if (body == NULL)
+                body = head_end(buf, got, &clen);
+            continue;
+        }
+        if (n == 0)
+            break;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            rc = REG_EIO;
+            break;
+        }
+        if ((rc = wait_fd(fd, POLLIN, deadline)) != 0)
+            break;
+    }
+    close(fd);
+    if (buf == NULL)
+        return REG_ENOMEM;
+    if (rc == 0 && body == NULL)
+        rc = got ? REG_EPROTO : REG_EIO; /* closed before a whole head */
+    int status = 0;
+    if (rc == 0 && (sscanf(buf, "HTTP/%*d.%*d %d", &status) != 1 || status < 100 || status > 999))
+        rc = REG_EPROTO;
+    if (rc == 0 && clen >= 0 && got - (size_t)(body - buf) < (size_t)clen)
+        rc = REG_EIO; /* cut short */
+    if (rc != 0) {
+        free(buf);
+        return rc;
+    }
+    size_t blen = got - (size_t)(body - buf);
+    if (clen >= 0 && (size_t)clen < blen)
+        blen = (size_t)clen;
+    memmove(buf, body, blen);
+    buf[blen] = '\0';
+    ans->status = status;
+    ans->body = buf;
+    ans->body_len = blen;
+    return 0;
+}
+
+static bool idempotent(const char *m)
+{
+    return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0 || strcmp(m, "PUT") == 0 ||
+           strcmp(m, "DELETE") == 0 || strcmp(m, "OPTIONS") == 0;
+}
+
+enum reg_outcome http_verdict(const char *method, int rc, const struct http_answer *ans)
+{
+    bool again = idempotent(method);
+    if (rc == REG_ECONNECT)
+        return REG_OUTCOME_RETRYABLE;
+    if (rc != 0)
+        return again ? REG_OUTCOME_RETRYABLE : REG_OUTCOME_FAILURE;
+    if (ans->status == 503)
+        return REG_OUTCOME_RETRYABLE;
+    if (ans->status >= 500)
+        return again ? REG_OUTCOME_RETRYABLE : REG_OUTCOME_FAILURE;
+    return REG_OUTCOME_SUCCESS;
+}
+
+const char *http_strerror(int rc)
+{
+    switch (rc) {
+    case REG_ECONNECT:
+        return "connection refused or unreachable";
+    case REG_ETIMEDOUT:
+        return "timed out";
+    case REG_EIO:
+        return "connection reset or closed early";
+    case REG_EPROTO:
+        return "not an HTTP answer";
+    default:
+        return reg_strerror(rc);
+    }
+}
