@@ -74,12 +74,15 @@ static struct peer *find(struct cluster_peers *p, uint64_t id)
     return NULL;
 }
 
+/* Publish who is alive now; st (when given) refreshes leadership too. */
 static void publish(struct cluster_peers *p, const struct cluster_status *st)
 {
     uint64_t now = mono_ms();
     pthread_mutex_lock(&p->lock);
-    p->leader = st->is_leader;
-    p->self_id = st->self_id;
+    if (st != NULL) {
+        p->leader = st->is_leader;
+        p->self_id = st->self_id;
+    }
     p->n_live = 0;
     for (int i = 0; i < p->n; i++)
         if (p->peers[i].alive_until >= now)
@@ -105,10 +108,13 @@ static void probe_done(struct evhttp_request *req, void *arg)
     struct peer *peer = find(p, q->id);
     if (peer != NULL) {
         peer->probing = false;
+        bool was_alive = peer->alive_until >= mono_ms();
         if (req && evhttp_request_get_response_code(req) == 200)
             peer->alive_until = mono_ms() + PEERS_ALIVE_MS;
         else
             drop_conn(p, peer); /* a fresh connection next time */
+        if (!was_alive && peer->alive_until >= mono_ms())
+            publish(p, NULL); /* a peer came alive: share its checks now */
     }
     free(q);
 }
@@ -219,6 +225,7 @@ int cluster_peers_new(struct event_base *base, struct store *store, struct clust
         cluster_peers_free(p);
         return REG_ENOMEM;
     }
+    event_active(p->tick, EV_TIMEOUT, 0); /* the first look at once */
     *out = p;
     return 0;
 }
