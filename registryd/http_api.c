@@ -118,11 +118,16 @@ json_t *render_node(struct http_server *srv, json_t *inst)
         node = srv->opt.node;
     if (addr == NULL)
         addr = srv->opt.node_addr;
+    /* This node's meta is its configuration; another node's came with the
+     * instance registered there. */
+    json_t *meta = strcmp(node, srv->opt.node) == 0 ? srv->node_meta
+                                                    : json_object_get(inst, "NodeMeta");
     http_node_id(node, id, sizeof(id));
-    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:{}, s:I, s:I}", "ID", id, "Node",
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:I}", "ID", id, "Node",
                      node, "Address", addr, "Datacenter", srv->opt.datacenter, "TaggedAddresses",
-                     tagged_addresses(addr), "Meta", "CreateIndex", (json_int_t)1, "ModifyIndex",
-                     (json_int_t)1);
+                     tagged_addresses(addr), "Meta",
+                     json_is_object(meta) ? json_deep_copy(meta) : json_object(), "CreateIndex",
+                     (json_int_t)1, "ModifyIndex", (json_int_t)1);
 }
 
 json_t *render_agent_service(struct http_server *srv, json_t *inst)
@@ -395,6 +400,8 @@ static void run_read(struct http_req *r)
     }
     r->route->read(r, rd, &out);
     store_read_end(rd);
+    if (out != NULL && r->status == 0)
+        http_filter_answer(r, out);
     if (out != NULL && r->status == 0 && slot) {
         char *text = json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY);
         if (text != NULL) {
@@ -550,6 +557,25 @@ const char *http_origin_node(struct http_req *r)
 const char *http_origin_node_addr(struct http_req *r)
 {
     return r->forwarded ? r->origin_node_addr : r->srv->opt.node_addr;
+}
+
+/* A forwarded request carries its node's Meta (X-Registry-Node-Meta, set
+ * by cluster_link_forward, trusted only on the internal forward route). */
+json_t *http_origin_node_meta(struct http_req *r)
+{
+    if (!r->forwarded)
+        return json_deep_copy(r->srv->node_meta);
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(r->req),
+                                       "X-Registry-Node-Meta");
+    json_t *meta = v ? json_loads(v, 0, NULL) : NULL, *x;
+    const char *k;
+    bool ok = json_is_object(meta);
+    json_object_foreach(meta, k, x) ok = ok && json_is_string(x);
+    if (!ok) {
+        json_decref(meta);
+        meta = json_object();
+    }
+    return meta;
 }
 
 /* The leader's answer to a forwarded request, relayed to the client. */
@@ -815,6 +841,18 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
     if (s == NULL)
         return REG_ENOMEM;
     s->opt = *opt;
+    s->node_meta = json_object();
+    for (const char *p = opt->node_meta; p && *p && s->node_meta;) {
+        size_t n = strcspn(p, "\n");
+        const char *colon = memchr(p, ':', n);
+        char *k = colon ? strndup(p, (size_t)(colon - p)) : NULL;
+        if (k)
+            json_object_set_new(s->node_meta, k, json_stringn(colon + 1, n - (size_t)(colon - p) - 1));
+        free(k);
+        p += n + (p[n] == '\n');
+    }
+    if (s->node_meta == NULL)
+        goto fail_mem;
     s->http = evhttp_new(opt->base);
     if (s->http == NULL)
         goto fail_mem;
@@ -864,6 +902,7 @@ void http_free(struct http_server *s)
         return;
     if (s->http)
         evhttp_free(s->http);
+    json_decref(s->node_meta);
     for (int i = 0; i < HTTP_CACHE_SLOTS; i++) {
         free(s->cache[i].key);
         free(s->cache[i].body);

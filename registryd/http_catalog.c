@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cluster.h"
+#include "filter.h"
 #include "http_internal.h"
 #include "registry/error.h"
 
@@ -36,43 +37,10 @@ struct walk {
     json_t *out;
 };
 
-static int add_service_tags(json_t *inst, void *arg)
+/* One instance as Consul's ServiceNode (the catalog's view). New reference. */
+static json_t *render_service_node(struct http_server *srv, json_t *inst)
 {
-    json_t *tags = arg;
-    size_t i;
-    json_t *t;
-    json_array_foreach(json_object_get(inst, "Tags"), i, t)
-        json_object_set_new(tags, json_string_value(t), json_true());
-    return 0;
-}
-
-static int add_catalog_name(const char *name, void *arg)
-{
-    struct walk *w = arg;
-    json_t *set = json_object(), *arr = json_array();
-    store_each_instance(w->rd, name, add_service_tags, set);
-    const char *k;
-    json_t *v;
-    json_object_foreach(set, k, v) json_array_append_new(arr, json_string(k));
-    json_decref(set);
-    json_object_set_new(w->out, name, arr);
-    return 0;
-}
-
-static int read_catalog_services(struct http_req *r, struct store_read *rd, json_t **out)
-{
-    struct walk w = {r, rd, json_object()};
-    store_each_name(rd, add_catalog_name, &w);
-    *out = w.out;
-    return 0;
-}
-
-static int add_catalog_instance(json_t *inst, void *arg)
-{
-    struct walk *w = arg;
-    if (!has_tags(w->r, inst))
-        return 0;
-    json_t *node = render_node(w->r->srv, inst);
+    json_t *node = render_node(srv, inst);
     json_t *o = json_pack(
         "{s:O, s:O, s:O, s:O, s:O, s:O, s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
         "ID", json_object_get(node, "ID"), "Node", json_object_get(node, "Node"), "Address",
@@ -88,7 +56,79 @@ static int add_catalog_instance(json_t *inst, void *arg)
         json_object_get(inst, "CreateIndex"));
     json_object_set(o, "ModifyIndex", json_object_get(inst, "ModifyIndex"));
     json_decref(node);
-    json_array_append_new(w->out, o);
+    return o;
+}
+
+struct tags_walk {
+    struct http_req *r;
+    const struct filter *f;
+    json_t *tags; /* tag -> true */
+    bool any;     /* an instance passed the filter */
+};
+
+static int add_service_tags(json_t *inst, void *arg)
+{
+    struct tags_walk *t = arg;
+    if (t->f != NULL || http_has_param(t->r, "node-meta")) {
+        json_t *sn = render_service_node(t->r->srv, inst);
+        bool keep = http_filter_keep(t->r, t->f, sn);
+        json_decref(sn);
+        if (!keep)
+            return 0;
+    }
+    t->any = true;
+    size_t i;
+    json_t *tag;
+    json_array_foreach(json_object_get(inst, "Tags"), i, tag)
+        json_object_set_new(t->tags, json_string_value(tag), json_true());
+    return 0;
+}
+
+struct names_walk {
+    struct walk w;
+    const struct filter *f;
+};
+
+static int add_catalog_name(const char *name, void *arg)
+{
+    struct names_walk *nw = arg;
+    struct tags_walk t = {nw->w.r, nw->f, json_object(), false};
+    json_t *arr = json_array();
+    store_each_instance(nw->w.rd, name, add_service_tags, &t);
+    const char *k;
+    json_t *v;
+    json_object_foreach(t.tags, k, v) json_array_append_new(arr, json_string(k));
+    json_decref(t.tags);
+    if (t.any)
+        json_object_set_new(nw->w.out, name, arr);
+    else
+        json_decref(arr);
+    return 0;
+}
+
+/* GET /v1/catalog/services; ?filter= and ?node-meta= select instances, and
+ * a name is listed when any of its instances is selected. */
+static int read_catalog_services(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    struct names_walk nw = {{r, rd, json_object()}, NULL};
+    struct filter *f;
+    if (http_filter_compile(r, &f) != 0) {
+        json_decref(nw.w.out);
+        return -1;
+    }
+    nw.f = f;
+    store_each_name(rd, add_catalog_name, &nw);
+    filter_free(f);
+    *out = nw.w.out;
+    return 0;
+}
+
+static int add_catalog_instance(json_t *inst, void *arg)
+{
+    struct walk *w = arg;
+    if (!has_tags(w->r, inst))
+        return 0;
+    json_array_append_new(w->out, render_service_node(w->r->srv, inst));
     return 0;
 }
 

@@ -38,6 +38,7 @@ struct http_cache_slot {
 struct http_server {
     struct http_options opt;
     struct evhttp *http;
+    json_t *node_meta; /* this node's Meta, from opt.node_meta */
     struct http_cache_slot cache[HTTP_CACHE_SLOTS];
 };
 
@@ -128,10 +129,21 @@ int http_body_json(struct http_req *r, json_t **out);
  * when it reached the leader forwarded). */
 const char *http_origin_node(struct http_req *r);
 const char *http_origin_node_addr(struct http_req *r);
+/* ... and that node's Meta (a new reference). */
+json_t *http_origin_node_meta(struct http_req *r);
 
 /* Body keys are matched case-insensitively, as Consul (Go) does. Borrowed. */
 json_t *json_get_ci(json_t *obj, const char *key);
 
+
+/* ?filter= and ?node-meta= (http_filter.c). http_filter_answer filters a
+ * rendered answer in place (0, or -1 with a 400 in r). For answers that are
+ * not lists of the filtered objects: http_filter_compile (0 with *out NULL
+ * when there is no filter; -1 with a 400) and http_filter_keep per object. */
+struct filter;
+int http_filter_answer(struct http_req *r, json_t *out);
+int http_filter_compile(struct http_req *r, struct filter **out);
+bool http_filter_keep(struct http_req *r, const struct filter *f, json_t *obj);
 
 /* Consul JSON shapes. New references. */
 json_t *render_node(struct http_server *srv, json_t *inst);

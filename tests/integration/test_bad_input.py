@@ -66,6 +66,25 @@ CASES = [
     ("PUT", "/v1/agent/check/update/service:keep-1", '{"Status": "passing", "Output": 5}', 400,
      "Output"),
     ("PUT", REG, "x" * 8192, 413, "too large"),
+    # ?filter= (go-bexpr) and ?node-meta=
+    ("GET", "/v1/agent/services?filter=Service%20%3D%3D", None, 400, "value"),
+    ("GET", "/v1/agent/services?filter=NoSuch%20%3D%3D%201", None, 400, "not valid"),
+    ("GET", "/v1/agent/services?filter=Port%20%3D%3D%20x", None, 400, "integer"),
+    ("GET", "/v1/agent/services?filter=%28Port%20%3D%3D%201", None, 400, "parenthes"),
+    ("GET", "/v1/agent/services?filter=Tags%20matches%20x", None, 400, "operator"),
+    ("GET", "/v1/agent/services?filter=Service%20%3D%3D%20%22x", None, 400, "unterminated"),
+    ("GET", "/v1/agent/services?filter=Service%20matches%20%22%5B%22", None, 400, "regular"),
+    ("GET", "/v1/agent/services?filter=Service%20%3D%3D%20a%20and", None, 400, "end"),
+    ("GET", "/v1/agent/services?filter=%22a%22%20in%20%22b%22", None, 400, "selector"),
+    ("GET", "/v1/agent/services?filter=Port%20%3D%3D%201x", None, 400, "number"),
+    ("GET", "/v1/agent/services?filter=EnableTagOverride%20%3D%3D%20maybe", None, 400,
+     "boolean"),
+    ("GET", "/v1/health/service/keep?filter=Checks.Nope%20%3D%3D%20a", None, 400, "not valid"),
+    ("GET", "/v1/catalog/nodes?filter=Meta%20%3D%3D%20a", None, 400, "operator"),
+    ("GET", "/v1/health/state/any?filter=Status%20%3D%3D%20passing%29", None, 400, ")"),
+    ("GET", "/v1/health/service/keep?node-meta=nocolon", None, 400, "node-meta"),
+    ("GET", "/v1/catalog/nodes?node-meta=", None, 400, "node-meta"),
+    ("GET", "/v1/catalog/services?node-meta=:v", None, 400, "node-meta"),
 ]
 
 
