@@ -40,6 +40,8 @@ enum conf_type {
     CONF_DURATION, /* Go-style duration ("30s", "5m"), stored in ms */
     CONF_RATIO,    /* a share between 0 and 1 */
     CONF_ADDRLIST, /* HOST:PORT[,HOST:PORT...]; a repeated flag adds to it */
+    CONF_KVLIST,   /* KEY:VALUE; a repeated flag adds a pair; YAML: a mapping.
+                    * Stored as "key:value" lines joined by '\n' */
 };
 
 struct conf_key {
@@ -83,6 +85,9 @@ static const struct conf_key conf_keys[] = {
         "take a raft snapshot (and truncate the log) every N entries"),
     KEY("node", CONF_NAME, node, NULL, "NAME", "node name (default: the host name)"),
     KEY("datacenter", CONF_NAME, datacenter, "dc1", "NAME", "datacenter name"),
+    KEY("node_meta", CONF_KVLIST, node_meta, NULL, "KEY:VALUE",
+        "metadata of this node, shown as its Meta and matched by ?node-meta= (repeatable; "
+        "in YAML a mapping)"),
     KEY("log_level", CONF_LOGLEVEL, log_level, "info", "LEVEL", "debug, info, warn or error"),
     KEY("max_body_size", CONF_SIZE, max_body_size, "1MiB", "BYTES",
         "largest accepted HTTP request body (suffixes KiB, MiB, GiB)"),
@@ -319,6 +324,44 @@ static int conf_set(struct conf *c, const struct conf_key *k, const char *v, cha
         *list = joined;
         return 0;
     }
+    case CONF_KVLIST: {
+        const char *colon = strchr(v, ':');
+        size_t kl = colon ? (size_t)(colon - v) : 0;
+        if (colon == NULL || kl == 0 || kl > 128 ||
+            strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != kl) {
+            msgf(msg, len, "\"%s\" is not KEY:VALUE (a key of 1-128 of A-Z a-z 0-9 _ -)", v);
+            return REG_ECONFIG;
+        }
+        if (strncmp(v, "consul-", 7) == 0) {
+            msgf(msg, len, "\"%.*s\": the consul- prefix is reserved", (int)kl, v);
+            return REG_ECONFIG;
+        }
+        if (strlen(colon + 1) > 512) {
+            msgf(msg, len, "the value of \"%.*s\" is longer than 512 bytes", (int)kl, v);
+            return REG_ECONFIG;
+        }
+        for (const char *p = colon + 1; *p; p++)
+            if ((unsigned char)*p < 0x20) {
+                msgf(msg, len, "the value of \"%.*s\" has a control character", (int)kl, v);
+                return REG_ECONFIG;
+            }
+        char **list = field;
+        size_t pairs = 1;
+        for (const char *p = *list; p && *p; p++)
+            pairs += *p == '\n';
+        if (*list != NULL && pairs > 64) {
+            msgf(msg, len, "at most 64 pairs");
+            return REG_ECONFIG;
+        }
+        if (*list == NULL)
+            return set_string(list, v);
+        char *joined;
+        if (asprintf(&joined, "%s\n%s", *list, v) < 0)
+            return REG_ENOMEM;
+        free(*list);
+        *list = joined;
+        return 0;
+    }
     case CONF_RATIO: {
         char *end;
         double d = strtod(v, &end);
@@ -369,6 +412,7 @@ static int conf_load_yaml(struct conf *c, const char *path, char *err, size_t er
     char key[64] = "";
     bool have_key = false, seen[NKEYS] = {false};
     const struct conf_key *k = NULL;
+    char *kv_key = NULL; /* inside a KVLIST mapping: the key waiting for its value */
 
     if (f == NULL) {
         snprintf(err, errlen, "--config: cannot open %s: %s", path, strerror(errno));
@@ -405,11 +449,20 @@ static int conf_load_yaml(struct conf *c, const char *path, char *err, size_t er
         case YAML_DOCUMENT_END_EVENT:
             break;
         case YAML_MAPPING_START_EVENT:
+            if (depth == 1 && have_key && k->type == CONF_KVLIST) {
+                depth = 2; /* node_meta: {key: value, ...} */
+                break;
+            }
             if (depth != 0)
                 FAIL_AT(ev.start_mark, "%s: expected a single value, found a mapping", key);
             depth = 1;
             break;
         case YAML_MAPPING_END_EVENT:
+            if (depth == 2) {
+                depth = 1;
+                have_key = false;
+                break;
+            }
             depth = 0;
             break;
         case YAML_SEQUENCE_START_EVENT:
@@ -426,6 +479,29 @@ static int conf_load_yaml(struct conf *c, const char *path, char *err, size_t er
                 if (ev.data.scalar.length == 0 && ev.data.scalar.plain_implicit)
                     break; /* an empty document */
                 FAIL_AT(ev.start_mark, "expected a mapping of settings (key: value)");
+            }
+            if (depth == 2) { /* a pair of a KVLIST mapping */
+                if (strlen(v) != ev.data.scalar.length)
+                    FAIL_AT(ev.start_mark, "%s: value contains a NUL byte", key);
+                if (kv_key == NULL) {
+                    kv_key = strdup(v);
+                    if (kv_key == NULL)
+                        FAIL_AT(ev.start_mark, "out of memory");
+                    break;
+                }
+                char *pair;
+                if (asprintf(&pair, "%s:%s", kv_key, v) < 0)
+                    FAIL_AT(ev.start_mark, "out of memory");
+                free(kv_key);
+                kv_key = NULL;
+                int r = conf_set(c, k, pair, msg, sizeof(msg));
+                free(pair);
+                if (r != 0) {
+                    char why[300];
+                    snprintf(why, sizeof(why), "%s", msg);
+                    FAIL_AT(ev.start_mark, "%s: %s", key, why);
+                }
+                break;
             }
             if (!have_key) {
                 k = conf_find(v, ev.data.scalar.length);
@@ -467,6 +543,7 @@ static int conf_load_yaml(struct conf *c, const char *path, char *err, size_t er
     rc = 0;
 #undef FAIL_AT
 out:
+    free(kv_key);
     yaml_parser_delete(&parser);
     fclose(f);
     return rc;

@@ -35,6 +35,7 @@ struct conf {
     unsigned raft_snapshot_threshold; /* entries between raft snapshots, default 16384 */
     bool leave_on_terminate; /* SIGTERM leaves the cluster first, default false */
     char *datacenter;      /* --datacenter NAME, default "dc1" */
+    char *node_meta;       /* --node-meta KEY:VALUE lines joined by '\n', NULL: none */
     enum log_level log_level; /* --log-level debug|info|warn|error, default info */
     size_t max_body_size;  /* --max-body-size BYTES, default 1048576 (1 MiB) */
     char *dns_domain;      /* --dns-domain, default "registry." */

@@ -362,6 +362,10 @@ static int do_register(struct http_req *r, struct store_read *rd, struct command
                             "Meta", meta, "Weights", weights, "EnableTagOverride",
                             json_is_true(eto), "Node", http_origin_node(r), "NodeAddress",
                             http_origin_node_addr(r));
+    json_t *node_meta = http_origin_node_meta(r);
+    if (svc && json_object_size(node_meta) > 0)
+        json_object_set(svc, "NodeMeta", node_meta);
+    json_decref(node_meta);
     cmd->op = CMD_REGISTER;
     cmd->args = json_pack("{s:o, s:O}", "Service", svc, "Checks", checks);
     rc = cmd->args ? 0 : http_fail(r, 500, "out of memory");

@@ -26,6 +26,7 @@ struct http_options {
     const char *node;        /* this server's node name */
     const char *node_addr;   /* address reported for the node */
     const char *datacenter;
+    const char *node_meta;   /* "key:value" lines joined by '\n', or NULL */
     struct event_base *base; /* borrowed */
     struct store *store;     /* borrowed */
     struct cluster *cluster; /* borrowed */

@@ -356,6 +356,7 @@ int main(int argc, char **argv)
         .node = conf.node,
         .node_addr = host,
         .datacenter = conf.datacenter,
+        .node_meta = conf.node_meta,
         .base = base,
         .store = store,
         .cluster = cluster,
