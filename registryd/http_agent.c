@@ -5,6 +5,7 @@
  */
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
@@ -24,6 +25,8 @@
 #define MAX_CHECKS 32
 #define MAX_OUTPUT 4096
 #define MAX_TEXT 1024
+#define MAX_TAGGED 16
+#define MAX_UPDATE_OUTPUT (1 << 20) /* what /check/update takes before truncating */
 
 /* Service names and ids: what DNS labels and URL paths can carry safely. */
 static bool valid_name(const char *s)
@@ -271,10 +274,42 @@ static int build_weights(struct http_req *r, json_t *body, json_t **out)
     return 0;
 }
 
+/* TaggedAddresses: {"lan": {"Address": "10.0.0.1", "Port": 80}, ...}. */
+static int build_tagged_addresses(struct http_req *r, json_t *body, json_t **out)
+{
+    json_t *ta = json_get_ci(body, "TaggedAddresses");
+    *out = json_object();
+    if (ta == NULL || json_is_null(ta))
+        return 0;
+    if (!json_is_object(ta))
+        return http_fail(r, 400, "Request decode failed: TaggedAddresses must be an object");
+    if (json_object_size(ta) > MAX_TAGGED)
+        return http_fail(r, 400, "Invalid TaggedAddresses: at most %d", MAX_TAGGED);
+    const char *k;
+    json_t *v;
+    json_object_foreach(ta, k, v)
+    {
+        const char *addr;
+        json_int_t port;
+        if (!*k || !valid_text(k, MAX_META_KEY))
+            return http_fail(r, 400, "Invalid TaggedAddresses key \"%.64s\"", k);
+        if (!json_is_object(v))
+            return http_fail(r, 400,
+                             "Request decode failed: TaggedAddresses[\"%.64s\"] must be an "
+                             "object with Address and Port", k);
+        if (opt_string(r, v, "Address", "", STORE_NAME_MAX, &addr) ||
+            opt_uint(r, v, "Port", 65535, 0, &port))
+            return -1;
+        json_object_set_new(*out, k, json_pack("{s:s, s:I}", "Address", addr, "Port", port));
+    }
+    return 0;
+}
+
 static int do_register(struct http_req *r, struct store_read *rd, struct command *cmd)
 {
     (void)rd;
     json_t *body = NULL, *tags = NULL, *meta = NULL, *weights = NULL, *checks = NULL;
+    json_t *tagged = NULL;
     const char *name, *id, *address;
     json_int_t port;
     int rc = -1;
@@ -314,7 +349,8 @@ static int do_register(struct http_req *r, struct store_read *rd, struct command
         goto out;
     }
     if (opt_uint(r, body, "Port", 65535, 0, &port) || build_tags(r, body, &tags) ||
-        build_meta(r, body, &meta) || build_weights(r, body, &weights))
+        build_meta(r, body, &meta) || build_weights(r, body, &weights) ||
+        build_tagged_addresses(r, body, &tagged))
         goto out;
     json_t *eto = json_get_ci(body, "EnableTagOverride");
     if (eto && !json_is_null(eto) && !json_is_boolean(eto)) {
@@ -335,17 +371,18 @@ static int do_register(struct http_req *r, struct store_read *rd, struct command
         http_fail(r, 400, "Too many checks: at most %d", MAX_CHECKS);
         goto out;
     }
+    /* Consul numbers Check then Checks as one list: service:ID when the
+     * service has one check in all, service:ID:N (from 1) otherwise. */
     char cid[STORE_NAME_MAX + 32];
     json_t *check;
-    if (has_one) {
-        snprintf(cid, sizeof(cid), "service:%s", id);
-        if (build_check(r, one, id, name, cid, &check) != 0)
-            goto out;
-        json_array_append_new(checks, check);
-    }
-    for (size_t i = 0; i < n_many; i++) {
-        snprintf(cid, sizeof(cid), "service:%s:%zu", id, i + 1 + has_one);
-        if (build_check(r, json_array_get(many, i), id, name, cid, &check) != 0)
+    size_t total = n_many + has_one;
+    for (size_t i = 0; i < total; i++) {
+        json_t *def = has_one && i == 0 ? one : json_array_get(many, i - has_one);
+        if (total == 1)
+            snprintf(cid, sizeof(cid), "service:%s", id);
+        else
+            snprintf(cid, sizeof(cid), "service:%s:%zu", id, i + 1);
+        if (build_check(r, def, id, name, cid, &check) != 0)
             goto out;
         json_array_append_new(checks, check);
     }
@@ -366,8 +403,13 @@ static int do_register(struct http_req *r, struct store_read *rd, struct command
     if (svc && json_object_size(node_meta) > 0)
         json_object_set(svc, "NodeMeta", node_meta);
     json_decref(node_meta);
+    if (svc && json_object_size(tagged) > 0)
+        json_object_set(svc, "TaggedAddresses", tagged);
     cmd->op = CMD_REGISTER;
-    cmd->args = json_pack("{s:o, s:O}", "Service", svc, "Checks", checks);
+    /* Without ?replace-existing-checks a re-registration keeps the checks
+     * it does not name, as Consul does. */
+    cmd->args = json_pack("{s:o, s:O, s:b}", "Service", svc, "Checks", checks, "ReplaceChecks",
+                          http_flag(r, "replace-existing-checks"));
     rc = cmd->args ? 0 : http_fail(r, 500, "out of memory");
 out:
     json_decref(body);
@@ -375,6 +417,7 @@ out:
     json_decref(meta);
     json_decref(weights);
     json_decref(checks);
+    json_decref(tagged);
     return rc;
 }
 
@@ -412,11 +455,7 @@ static int do_maintenance(struct http_req *r, struct store_read *rd, struct comm
     if (enable == NULL)
         return http_fail(r, 400, "Missing value for enable");
     bool on;
-    if (strcmp(enable, "true") == 0)
-        on = true;
-    else if (strcmp(enable, "false") == 0)
-        on = false;
-    else
+    if (http_parse_bool(enable, &on) != 0)
         return http_fail(r, 400, "Invalid value for enable: \"%s\" (true or false)", enable);
     if (reason && !valid_text(reason, MAX_TEXT))
         return http_fail(r, 400, "Invalid reason: too long or has control characters");
@@ -443,12 +482,28 @@ static int check_update(struct http_req *r, struct store_read *rd, struct comman
     json_decref(check);
     if (!ttl)
         return http_fail(r, 400, "Check \"%s\" is not a TTL check", r->arg);
-    if (strlen(output) > MAX_OUTPUT)
-        return http_fail(r, 400, "Output too long: at most %d bytes", MAX_OUTPUT);
     health_ttl_touch(r->srv->opt.health, r->arg);
     if (same)
         return 0; /* a heartbeat that changes nothing costs no durable write */
     cmd->op = CMD_CHECK_UPDATE;
+    size_t total = strlen(output);
+    if (total > MAX_OUTPUT) {
+        /* Consul keeps the first 4 KiB and says so (a whole UTF-8
+         * character at the cut). */
+        size_t cut = MAX_OUTPUT;
+        while (cut > 0 && ((unsigned char)output[cut] & 0xc0) == 0x80)
+            cut--;
+        size_t room = cut + 64;
+        char *text = malloc(room);
+        if (text == NULL)
+            return http_fail(r, 500, "out of memory");
+        snprintf(text, room, "%.*s ... (captured %d of %zu bytes)", (int)cut, output, MAX_OUTPUT,
+                 total);
+        cmd->args = json_pack("{s:s, s:s, s:s}", "CheckID", r->arg, "Status", status, "Output",
+                              text);
+        free(text);
+        return 0;
+    }
     cmd->args = json_pack("{s:s, s:s, s:s}", "CheckID", r->arg, "Status", status, "Output",
                           output);
     return 0;
@@ -483,7 +538,7 @@ static int do_update(struct http_req *r, struct store_read *rd, struct command *
         return -1;
     int rc = opt_string(r, body, "Status", NULL, 16, &status);
     if (rc == 0)
-        rc = opt_string(r, body, "Output", "", MAX_OUTPUT * 4, &output);
+        rc = opt_string(r, body, "Output", "", MAX_UPDATE_OUTPUT, &output);
     if (rc == 0 && (status == NULL || !valid_status(status)))
         rc = http_fail(r, 400, "Invalid Status: use passing, warning or critical");
     if (rc == 0)

@@ -77,6 +77,38 @@ bool http_flag(const struct http_req *r, const char *key)
     return v == NULL || *v == '\0' || strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0;
 }
 
+/* "check_id" and "CheckID" name the same field: Consul decodes both
+ * spellings (snake_case from HCL-minded clients). Compared without case and
+ * without underscores. */
+static bool same_field(const char *a, const char *b)
+{
+    for (;;) {
+        while (*a == '_')
+            a++;
+        while (*b == '_')
+            b++;
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
+            return false;
+        if (*a == '\0')
+            return true;
+        a++;
+        b++;
+    }
+}
+
+int http_parse_bool(const char *s, bool *out)
+{
+    static const char *const t[] = {"1", "t", "T", "TRUE", "true", "True"};
+    static const char *const f[] = {"0", "f", "F", "FALSE", "false", "False"};
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        if (strcmp(s, t[i]) == 0 || strcmp(s, f[i]) == 0) {
+            *out = strcmp(s, t[i]) == 0;
+            return 0;
+        }
+    }
+    return REG_EINVAL;
+}
+
 json_t *json_get_ci(json_t *obj, const char *key)
 {
     json_t *v = json_object_get(obj, key);
@@ -85,7 +117,7 @@ json_t *json_get_ci(json_t *obj, const char *key)
     const char *k;
     json_object_foreach(obj, k, v)
     {
-        if (strcasecmp(k, key) == 0)
+        if (same_field(k, key))
             return v;
     }
     return NULL;
@@ -133,11 +165,14 @@ json_t *render_node(struct http_server *srv, json_t *inst)
 json_t *render_agent_service(struct http_server *srv, json_t *inst)
 {
     json_t *o = json_object();
-    static const char *const keys[] = {"ID",      "Service", "Tags",
-                                       "Meta",    "Port",    "Address",
-                                       "Weights", "EnableTagOverride"};
-    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-        json_object_set(o, keys[i], json_object_get(inst, keys[i]));
+    static const char *const keys[] = {"ID",      "Service",           "Tags",
+                                       "Meta",    "Port",              "Address",
+                                       "Weights", "EnableTagOverride", "TaggedAddresses"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        json_t *v = json_object_get(inst, keys[i]);
+        if (v != NULL) /* TaggedAddresses only when set (Consul's omitempty) */
+            json_object_set(o, keys[i], v);
+    }
     json_object_set_new(o, "Datacenter", json_string(srv->opt.datacenter));
     json_object_set(o, "CreateIndex", json_object_get(inst, "CreateIndex"));
     json_object_set(o, "ModifyIndex", json_object_get(inst, "ModifyIndex"));

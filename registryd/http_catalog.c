@@ -55,6 +55,9 @@ static json_t *render_service_node(struct http_server *srv, json_t *inst)
         json_object_get(inst, "EnableTagOverride"), "CreateIndex",
         json_object_get(inst, "CreateIndex"));
     json_object_set(o, "ModifyIndex", json_object_get(inst, "ModifyIndex"));
+    json_t *tagged = json_object_get(inst, "TaggedAddresses");
+    if (tagged != NULL)
+        json_object_set(o, "ServiceTaggedAddresses", tagged);
     json_decref(node);
     return o;
 }
@@ -267,6 +270,7 @@ static int add_health_entry(json_t *inst, void *arg)
     json_t *svc = json_deep_copy(inst);
     json_object_del(svc, "Node");
     json_object_del(svc, "NodeAddress");
+    json_object_del(svc, "NodeMeta");
     json_array_append_new(w->out, json_pack("{s:o, s:o, s:o}", "Node",
                                             render_node(w->r->srv, inst), "Service", svc,
                                             "Checks", all));

@@ -122,6 +122,10 @@ bool http_has_param(const struct http_req *r, const char *key);
 /* A flag: present bare, or =1/=true. */
 bool http_flag(const struct http_req *r, const char *key);
 
+/* Go's strconv.ParseBool (1 t T TRUE true True, 0 f F FALSE false False):
+ * 0 or REG_EINVAL. */
+int http_parse_bool(const char *s, bool *out);
+
 /* Request body as a JSON object. Returns 0, or fails the request (400). */
 int http_body_json(struct http_req *r, json_t **out);
 
@@ -132,7 +136,8 @@ const char *http_origin_node_addr(struct http_req *r);
 /* ... and that node's Meta (a new reference). */
 json_t *http_origin_node_meta(struct http_req *r);
 
-/* Body keys are matched case-insensitively, as Consul (Go) does. Borrowed. */
+/* Body keys are matched case-insensitively, as Consul (Go) does, and in
+ * snake_case too (tagged_addresses for TaggedAddresses). Borrowed. */
 json_t *json_get_ci(json_t *obj, const char *key);
 
 

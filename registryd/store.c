@@ -304,7 +304,10 @@ static int apply_register(struct apply_ctx *a, json_t *args)
     if (rc != 0 && rc != MDB_KEYEXIST)
         return rc;
 
-    /* The new definition replaces the old checks; maintenance survives. */
+    /* With ReplaceChecks (?replace-existing-checks; commands written before
+     * the flag existed replace too) the new definition replaces the old
+     * checks; maintenance survives either way. */
+    json_t *replace = json_object_get(args, "ReplaceChecks");
     json_t *keep = json_object();
     char maint[STORE_NAME_MAX + 32];
     snprintf(maint, sizeof(maint), "_service_maintenance:%s", id);
@@ -312,7 +315,7 @@ static int apply_register(struct apply_ctx *a, json_t *args)
     size_t i;
     json_t *check;
     json_array_foreach(checks, i, check) json_object_set_new(keep, jstr(check, "CheckID"), json_true());
-    rc = drop_checks(a, id, keep);
+    rc = replace == NULL || json_is_true(replace) ? drop_checks(a, id, keep) : 0;
     json_decref(keep);
     json_array_foreach(checks, i, check)
     {

@@ -172,7 +172,9 @@ class ApiTest(unittest.TestCase):
         self.assertEqual(self.get("/v1/catalog/services"), {})
 
     def test_reregister_replaces(self):
-        self.put("/v1/agent/service/register", {"Name": "web", "ID": "web-1", "Port": 9999})
+        # the checks stay unless ?replace-existing-checks (Consul's rule)
+        self.put("/v1/agent/service/register?replace-existing-checks",
+                 {"Name": "web", "ID": "web-1", "Port": 9999})
         self.assertEqual(self.get("/v1/agent/service/web-1")["Port"], 9999)
         self.assertNotIn("service:web-1", self.get("/v1/agent/checks"))
 

@@ -137,6 +137,101 @@ class CompatTest(unittest.TestCase):
         self.assertEqual(len(self.get("/v1/catalog/service/web?node-meta=env:prod")), 2)
         self.assertIn("node-meta", self.get("/v1/catalog/nodes?node-meta=nocolon", status=400))
 
+    # ---- 3. check ids -------------------------------------------------------
+
+    def test_one_check_in_checks_is_service_id(self):
+        self.put("/v1/agent/service/register", {
+            "Name": "api", "ID": "api-1", "Checks": [{"TTL": "10s"}]})
+        self.assertIn("service:api-1", self.get("/v1/agent/checks"))
+        self.put("/v1/agent/check/pass/service:api-1")  # the heartbeat finds it
+        self.assertEqual(self.get("/v1/agent/checks")["service:api-1"]["Status"], "passing")
+        # Check and Checks are numbered as one list when there are several
+        self.put("/v1/agent/service/register?replace-existing-checks", {
+            "Name": "api", "ID": "api-1", "Check": {"TTL": "10s"},
+            "Checks": [{"TTL": "20s"}]})
+        ids = sorted(c for c in self.get("/v1/agent/checks") if c.startswith("service:api-1"))
+        self.assertEqual(ids, ["service:api-1:1", "service:api-1:2"])
+
+    # ---- 4. re-registration keeps checks ------------------------------------
+
+    def test_reregistration_keeps_checks_unless_replace(self):
+        self.put("/v1/agent/service/register", {"Name": "web", "ID": "web-1", "Port": 9999})
+        self.assertEqual(self.get("/v1/agent/service/web-1")["Port"], 9999)
+        checks = self.get("/v1/agent/checks")
+        self.assertIn("service:web-1", checks)
+        self.assertEqual(checks["service:web-1"]["Status"], "passing")
+        self.put("/v1/agent/service/register?replace-existing-checks=true",
+                 {"Name": "web", "ID": "web-1", "Port": 9999})
+        self.assertNotIn("service:web-1", self.get("/v1/agent/checks"))
+
+    # ---- 5 and 6. snake_case keys, TaggedAddresses --------------------------
+
+    def test_snake_case_and_tagged_addresses(self):
+        self.put("/v1/agent/service/register", {
+            "name": "snake", "id": "snake-1", "port": 7000,
+            "enable_tag_override": True,
+            "tagged_addresses": {"lan": {"address": "10.1.0.1", "port": 7001},
+                                 "wan": {"Address": "198.51.100.1", "Port": 7002}},
+            "checks": [{"check_id": "snake-ttl", "name": "snake ttl", "ttl": "30s",
+                        "deregister_critical_service_after": "90m",
+                        "success_before_passing": 2, "failures_before_critical": 3}]})
+        svc = self.get("/v1/agent/service/snake-1")
+        self.assertTrue(svc["EnableTagOverride"])
+        want = {"lan": {"Address": "10.1.0.1", "Port": 7001},
+                "wan": {"Address": "198.51.100.1", "Port": 7002}}
+        self.assertEqual(svc["TaggedAddresses"], want)
+        self.assertEqual(self.get("/v1/agent/services")["snake-1"]["TaggedAddresses"], want)
+        self.assertEqual(self.get("/v1/catalog/service/snake")[0]["ServiceTaggedAddresses"], want)
+        self.assertEqual(self.get("/v1/health/service/snake")[0]["Service"]["TaggedAddresses"],
+                         want)
+        check = self.get("/v1/agent/checks")["snake-ttl"]
+        self.assertEqual(check["Name"], "snake ttl")
+        d = check["Definition"]
+        self.assertEqual(d["DeregisterCriticalServiceAfter"], "1h30m0s")
+        self.assertEqual((d["SuccessBeforePassing"], d["FailuresBeforeCritical"]), (2, 3))
+        # without TaggedAddresses none are shown (Consul's omitempty)
+        self.assertNotIn("TaggedAddresses", self.get("/v1/agent/service/db-1"))
+        got = self.get("/v1/agent/services?filter=" + q('TaggedAddresses.lan.Port == 7001'))
+        self.assertEqual(set(got), {"snake-1"})
+        code, text = self.d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "snake", "TaggedAddresses": {"lan": "10.0.0.1"}}))
+        self.assertEqual(code, 400, text)
+        self.assertIn("TaggedAddresses", text)
+
+    # ---- 7. enable=True ------------------------------------------------------
+
+    def test_maintenance_enable_parsebool(self):
+        for on, off in (("True", "False"), ("1", "0"), ("t", "f"), ("TRUE", "FALSE")):
+            with self.subTest(on=on):
+                self.put("/v1/agent/service/maintenance/web-1?enable=%s&reason=x" % on)
+                self.assertIn("_service_maintenance:web-1", self.get("/v1/agent/checks"))
+                self.put("/v1/agent/service/maintenance/web-1?enable=" + off)
+                self.assertNotIn("_service_maintenance:web-1", self.get("/v1/agent/checks"))
+        code, text = self.d.request("PUT", "/v1/agent/service/maintenance/web-1?enable=yes")
+        self.assertEqual(code, 400, text)
+
+    def test_python_consul_maintenance(self):
+        import consul
+        c = consul.Consul(host="127.0.0.1", port=self.d.port)
+        self.assertTrue(c.agent.service.maintenance("web-1", True, "deploy"))
+        self.assertIn("_service_maintenance:web-1", self.get("/v1/agent/checks"))
+        self.assertTrue(c.agent.service.maintenance("web-1", False))
+        self.assertNotIn("_service_maintenance:web-1", self.get("/v1/agent/checks"))
+
+    # ---- 8. long output is truncated ----------------------------------------
+
+    def test_long_output_truncated(self):
+        out = "x" * 10000
+        self.put("/v1/agent/check/update/service:web-1",
+                 {"Status": "warning", "Output": out})
+        check = self.get("/v1/agent/checks")["service:web-1"]
+        self.assertEqual(check["Status"], "warning")
+        self.assertTrue(check["Output"].startswith("x" * 4096 + " ..."), check["Output"][4090:])
+        self.assertIn("captured 4096 of 10000 bytes", check["Output"])
+        self.put("/v1/agent/check/warn/service:web-1?note=" + "y" * 5000)
+        check = self.get("/v1/agent/checks")["service:web-1"]
+        self.assertTrue(check["Output"].startswith("y" * 4096 + " ..."))
+
 
 if __name__ == "__main__":
     unittest.main()
