@@ -42,6 +42,8 @@ struct conf {
     uint64_t dns_ttl_ms;   /* --dns-ttl, default 0s */
     uint64_t dns_negative_ttl_ms; /* --dns-negative-ttl, default 0s */
     bool dns_allow_warning; /* --dns-allow-warning, default false */
+    unsigned dns_udp_answer_limit; /* --dns-udp-answer-limit, default 3 */
+    bool dns_enable_truncate; /* --dns-enable-truncate, default false */
     bool check_only;       /* --check-config: validate, report, exit */
     unsigned check_max_concurrent;     /* health probes in flight, default 1024 */
     uint64_t check_update_interval_ms; /* output-only write gap, default 5m */

@@ -6,6 +6,7 @@
 #include "dns_server.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +67,8 @@ struct dns_server {
     int tcp_conns;
     struct tcp_conn *conns; /* open TCP connections, freed with the server */
     struct strmap *cache;
+    struct strmap *lower;  /* lower-case service name -> its registered spelling (malloc'd) */
+    uint64_t lower_index;  /* store index the map was built at */
     uint64_t rand_state;
     uint8_t inbuf[65536], outbuf[65536];
 };
@@ -224,6 +227,61 @@ static struct dns_service *lookup_service(struct dns_server *s, struct store_rea
     return svc;
 }
 
+/* ---- names are looked up without case, as Consul does ------------------- */
+
+static void lower_free_entry(const char *key, void *value, void *arg)
+{
+    (void)key;
+    (void)arg;
+    free(value);
+}
+
+static int add_lower(const char *name, void *arg)
+{
+    struct dns_server *s = arg;
+    char low[STORE_NAME_MAX + 1];
+    size_t i = 0;
+    for (; name[i] && i < STORE_NAME_MAX; i++)
+        low[i] = (char)tolower((unsigned char)name[i]);
+    low[i] = '\0';
+    if (strmap_get(s->lower, low) != NULL)
+        return 0; /* two spellings of one name: the first (in byte order) answers */
+    char *copy = strdup(name);
+    if (copy == NULL || strmap_put(s->lower, low, copy) != 0)
+        free(copy);
+    return 0;
+}
+
+/* The instances of the service whose name is `lname` ignoring case (the
+ * query's name is lower case; a service may be registered as "Web"). The
+ * map from lower-case names is rebuilt only when a name misses and the
+ * store changed since it was built. */
+static struct dns_service *lookup_service_ci(struct dns_server *s, struct store_read *rd,
+                                             const char *lname)
+{
+    struct dns_service *svc = lookup_service(s, rd, lname);
+    if (svc == NULL || svc->total > 0)
+        return svc;
+    for (int pass = 0; pass < 2; pass++) {
+        const char *canon = strmap_get(s->lower, lname);
+        if (canon != NULL && strcmp(canon, lname) != 0) {
+            struct dns_service *other = lookup_service(s, rd, canon);
+            if (other == NULL || other->total > 0)
+                return other;
+        }
+        if (pass == 1 || s->lower_index == store_index(rd))
+            break;
+        strmap_each(s->lower, lower_free_entry, NULL);
+        strmap_free(s->lower);
+        s->lower = strmap_new();
+        if (s->lower == NULL)
+            return NULL;
+        s->lower_index = store_index(rd);
+        store_each_name(rd, add_lower, s);
+    }
+    return lookup_service(s, rd, lname); /* the cache entry may have moved */
+}
+
 /* ---- answering ---------------------------------------------------------- */
 
 static uint64_t next_rand(struct dns_server *s)
@@ -260,9 +318,27 @@ struct answer {
     struct dns_msg m;
     const struct dns_query *q;
     int rcode;
-    bool truncated;
+    bool truncated; /* TCP: the answer does not fit at all (sent empty with TC) */
+    bool tcp;
+    bool trimmed;       /* UDP: records left out (TC only with enable_truncate) */
+    size_t max_answers; /* UDP without EDNS: dns_udp_answer_limit; 0: no limit */
     uint32_t serial;
 };
+
+/* A record did not fit: over UDP keep what did (Consul fills what fits);
+ * over TCP the message is at its 64 KiB limit. */
+static void overflow(struct answer *a)
+{
+    if (a->tcp)
+        a->truncated = true;
+    else
+        a->trimmed = true;
+}
+
+static bool full(const struct answer *a)
+{
+    return a->truncated || a->trimmed;
+}
 
 /* The zone's SOA: in the authority section of negative answers (its TTL and
  * minimum are the negative TTL, RFC 2308), or as the answer at the apex. */
@@ -274,7 +350,7 @@ static void add_soa(struct answer *a, int section, uint32_t ttl)
     snprintf(rname, sizeof(rname), "hostmaster.%s", s->domain);
     if (dns_msg_add_soa(&a->m, section, s->domain, ttl, mname, rname, a->serial,
                         s->opt.negative_ttl) != 0)
-        a->truncated = true;
+        overflow(a);
 }
 
 static void add_addr(struct answer *a, int section, const char *name, const struct dns_inst *in,
@@ -286,7 +362,7 @@ static void add_addr(struct answer *a, int section, const char *name, const stru
     else if (in->family == AF_INET6 && (qtype == DNS_AAAA || qtype == DNS_ANY))
         rc = dns_msg_add_aaaa(&a->m, section, name, a->s->opt.ttl, in->ip);
     if (rc != 0)
-        a->truncated = true;
+        overflow(a);
 }
 
 /* NAME[.TAG] lookups: A/AAAA/ANY or SRV over the passing instances. */
@@ -294,13 +370,9 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
                            const char *tag)
 {
     struct dns_server *s = a->s;
-    struct dns_service *svc = lookup_service(s, rd, name);
+    struct dns_service *svc = lookup_service_ci(s, rd, name);
     if (svc == NULL) {
         a->rcode = DNS_SERVFAIL;
-        return;
-    }
-    if (svc->total == 0) {
-        a->rcode = DNS_NXDOMAIN;
         return;
     }
     /* shuffled order of the matching instances */
@@ -312,39 +384,60 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
     for (size_t i = 0; i < svc->n; i++)
         if (has_tag(&svc->v[i], tag))
             idx[n++] = i;
+    if (n == 0) {
+        /* unknown, all critical, or no instance with the tag: Consul's NXDOMAIN */
+        free(idx);
+        a->rcode = DNS_NXDOMAIN;
+        return;
+    }
     for (size_t i = n; i > 1; i--) {
         size_t j = next_rand(s) % i, t = idx[i - 1];
         idx[i - 1] = idx[j];
         idx[j] = t;
     }
+    bool limited = a->max_answers > 0 && n > a->max_answers;
+    if (limited)
+        n = a->max_answers; /* a random few, as Consul's udp_answer_limit */
     const char *owner = a->q->qname;
     uint16_t qt = a->q->qtype;
     size_t answers = 0;
+    bool cname = false;
     if (qt == DNS_SRV) {
-        for (size_t k = 0; k < n && !a->truncated; k++) {
+        for (size_t k = 0; k < n && !full(a); k++) {
             const struct dns_inst *in = &svc->v[idx[k]];
             if (dns_msg_add_srv(&a->m, DNS_ANSWER, owner, s->opt.ttl, 1, in->weight, in->port,
                                 in->target) != 0)
-                a->truncated = true;
-            answers++;
+                overflow(a);
+            else
+                answers++;
         }
-        for (size_t k = 0; k < n && !a->truncated; k++) {
+        for (size_t k = 0; k < answers && !full(a); k++) {
             const struct dns_inst *in = &svc->v[idx[k]];
             if (in->family != 0)
                 add_addr(a, DNS_ADDITIONAL, in->target, in,
                          in->family == AF_INET ? DNS_A : DNS_AAAA);
         }
     } else if (qt == DNS_A || qt == DNS_AAAA || qt == DNS_ANY) {
-        for (size_t k = 0; k < n && !a->truncated; k++) {
+        for (size_t k = 0; k < n && !full(a); k++) {
             const struct dns_inst *in = &svc->v[idx[k]];
             size_t before = a->m.counts[DNS_ANSWER];
-            add_addr(a, DNS_ANSWER, owner, in, qt);
+            if (in->family == 0 && !cname) {
+                /* an instance addressed by host name: a CNAME to it (one:
+                 * a name has at most one CNAME) */
+                if (dns_msg_add_cname(&a->m, DNS_ANSWER, owner, s->opt.ttl, in->target) != 0)
+                    overflow(a);
+                cname = true;
+            } else {
+                add_addr(a, DNS_ANSWER, owner, in, qt);
+            }
             answers += a->m.counts[DNS_ANSWER] - before;
         }
     }
     free(idx);
-    if (answers == 0 && !a->truncated)
-        add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl); /* NODATA */
+    if (answers == 0 && !full(a))
+        add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl); /* NODATA: no record of this type */
+    if (limited)
+        a->trimmed = true;
 }
 
 /* HEX.addr.DOMAIN: the targets of SRV answers. */
@@ -366,7 +459,7 @@ static void answer_addr(struct answer *a, const char *hex, size_t len)
     in.family = len == 8 ? AF_INET : AF_INET6;
     size_t before = a->m.counts[DNS_ANSWER];
     add_addr(a, DNS_ANSWER, a->q->qname, &in, a->q->qtype);
-    if (a->m.counts[DNS_ANSWER] == before && !a->truncated)
+    if (a->m.counts[DNS_ANSWER] == before && !full(a))
         add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl);
 }
 
@@ -423,13 +516,17 @@ size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t 
         return 0;
     if (rc == DNS_EFORMERR || rc == DNS_ENOTIMP)
         return dns_msg_header_only(out, &q, rc == DNS_EFORMERR ? DNS_FORMERR : DNS_NOTIMP);
+    struct answer a = {.s = s, .q = &q, .rcode = DNS_NOERROR, .tcp = tcp};
     if (!tcp) {
         size_t limit = q.edns ? (q.edns_size < DNS_UDP_MAX ? q.edns_size : DNS_UDP_MAX)
                               : DNS_UDP_MIN;
+        if (limit < DNS_UDP_MIN)
+            limit = DNS_UDP_MIN;
         if (cap > limit)
             cap = limit;
+        if (limit == DNS_UDP_MIN) /* Consul limits the count only for 512-byte answers */
+            a.max_answers = s->opt.udp_answer_limit;
     }
-    struct answer a = {.s = s, .q = &q, .rcode = DNS_NOERROR};
     if (dns_msg_init(&a.m, out, cap, &q, DNS_NOERROR) != 0)
         return dns_msg_header_only(out, &q, DNS_SERVFAIL);
     size_t opt_room = q.edns ? 11 : 0;
@@ -463,6 +560,8 @@ size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t 
     if (a.truncated) {
         dns_msg_clear_records(&a.m);
         dns_msg_set_tc(&a.m);
+    } else if (a.trimmed && s->opt.enable_truncate) {
+        dns_msg_set_tc(&a.m); /* what fit is there; TC says there is more over TCP */
     }
     a.m.buf[3] = (uint8_t)((a.m.buf[3] & 0xF0) | (a.rcode & 0xF));
     a.m.cap += opt_room;
@@ -592,8 +691,9 @@ int dns_start(const struct dns_options *opt, struct dns_server **out, char *err,
     s->udp_fd = -1;
     s->domain = strdup(opt->domain);
     s->cache = strmap_new();
+    s->lower = strmap_new();
     s->rand_state = (uint64_t)time(NULL) * 2654435761u + (uint64_t)getpid() + 1;
-    if (s->domain == NULL || s->cache == NULL) {
+    if (s->domain == NULL || s->cache == NULL || s->lower == NULL) {
         dns_free(s);
         return REG_ENOMEM;
     }
@@ -638,6 +738,9 @@ void dns_free(struct dns_server *s)
     if (s->cache)
         cache_clear(s);
     strmap_free(s->cache);
+    if (s->lower)
+        strmap_each(s->lower, lower_free_entry, NULL);
+    strmap_free(s->lower);
     free(s->domain);
     free(s);
 }

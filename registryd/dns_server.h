@@ -7,9 +7,13 @@
  *   TAG.NAME.service.DOMAIN      the same, filtered by tag
  *   _NAME._TAG.service.DOMAIN    RFC 2782 form; _tcp means any tag
  *   HEX.addr.DOMAIN              SRV targets: 8 hex digits (IPv4) or 32 (IPv6)
- * Outside DOMAIN: REFUSED (no recursion). Unknown names inside: NXDOMAIN with
- * the SOA (RFC 2308). Answers never lose records silently: over UDP a
- * response that does not fit is sent empty with TC set; TCP carries it all.
+ * Service names and tags match without case (Consul lowercases them).
+ * Outside DOMAIN: REFUSED (no recursion). Unknown names inside, and services
+ * with no instance to answer with (all critical, no such tag): NXDOMAIN with
+ * the SOA (RFC 2308). An instance addressed by host name answers A/AAAA with
+ * a CNAME. Over UDP, as Consul: a random udp_answer_limit records for
+ * queries without EDNS, as many as fit the advertised size otherwise; TC
+ * only when enable_truncate is set. TCP carries everything.
  *
  * Reads never wait for the writer: each question is one LMDB read
  * transaction, and the passing instances of a service are kept decoded per
@@ -34,6 +38,8 @@ struct dns_options {
     uint32_t ttl;          /* seconds, answers */
     uint32_t negative_ttl; /* seconds, SOA minimum for NXDOMAIN/NODATA */
     bool allow_warning;    /* answer with warning instances too */
+    unsigned udp_answer_limit; /* records in a UDP answer without EDNS (Consul: 3) */
+    bool enable_truncate;  /* set TC on UDP answers that left records out */
     const char *node_addr; /* address of instances that have none */
     struct event_base *base;
     struct store *store;

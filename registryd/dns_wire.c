@@ -313,14 +313,27 @@ int dns_msg_add_srv(struct dns_msg *m, int section, const char *name, uint32_t t
     RR_END(m, section, at);
 }
 
-int dns_msg_add_ns(struct dns_msg *m, int section, const char *name, uint32_t ttl,
-                   const char *target)
+/* A record whose data is one (compressible) name: NS, CNAME. */
+static int add_name_rr(struct dns_msg *m, int section, const char *name, uint16_t type,
+                       uint32_t ttl, const char *target)
 {
     RR_BEGIN(m);
-    long at = put_rr_head(m, name, DNS_NS, ttl);
+    long at = put_rr_head(m, name, type, ttl);
     if (at < 0 || put_name(m, target, true) != 0)
         RR_FAIL(m);
     RR_END(m, section, at);
+}
+
+int dns_msg_add_ns(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                   const char *target)
+{
+    return add_name_rr(m, section, name, DNS_NS, ttl, target);
+}
+
+int dns_msg_add_cname(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                      const char *target)
+{
+    return add_name_rr(m, section, name, DNS_CNAME, ttl, target);
 }
 
 int dns_msg_add_soa(struct dns_msg *m, int section, const char *zone, uint32_t ttl,

@@ -5,13 +5,15 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cluster.h"
 #include "filter.h"
 #include "http_internal.h"
 #include "registry/error.h"
 
-/* ?tag= may repeat: an instance must carry every one of them. */
+/* ?tag= may repeat: an instance must carry every one of them (without
+ * case, as Consul compares tags). */
 static bool has_tags(struct http_req *r, json_t *inst)
 {
     json_t *tags = json_object_get(inst, "Tags");
@@ -21,7 +23,7 @@ static bool has_tags(struct http_req *r, json_t *inst)
         bool found = false;
         size_t j;
         json_t *t;
-        json_array_foreach(tags, j, t) if (strcmp(json_string_value(t), r->params[i].value) == 0)
+        json_array_foreach(tags, j, t) if (strcasecmp(json_string_value(t), r->params[i].value) == 0)
             found = true;
         if (!found)
             return false;

@@ -373,6 +373,8 @@ int main(int argc, char **argv)
         .ttl = (uint32_t)(conf.dns_ttl_ms / 1000),
         .negative_ttl = (uint32_t)(conf.dns_negative_ttl_ms / 1000),
         .allow_warning = conf.dns_allow_warning,
+        .udp_answer_limit = conf.dns_udp_answer_limit,
+        .enable_truncate = conf.dns_enable_truncate,
         .node_addr = host,
         .base = base,
         .store = store,
