@@ -233,5 +233,44 @@ class CompatTest(unittest.TestCase):
         self.assertTrue(check["Output"].startswith("y" * 4096 + " ..."))
 
 
+class NodeMetaConfigTest(unittest.TestCase):
+    """node_meta in YAML (a mapping) and --node-meta's malformed values."""
+
+    def test_yaml_mapping_and_bad_values(self):
+        import os
+        import subprocess
+        from harness import REGISTRYD, TempDir
+        tmp = TempDir()
+        try:
+            path = os.path.join(tmp.path, "r.yaml")
+            with open(path, "w") as f:
+                f.write("node: yaml-node\nnode_meta:\n  rack: r9\n  env: \"dev:blue\"\n")
+            d = Registryd(extra_args=["--config", path]).start()
+            try:
+                code, text = d.request("GET", "/v1/catalog/nodes?node-meta=env:dev:blue")
+                self.assertEqual(code, 200, text)
+                self.assertEqual(json.loads(text)[0]["Meta"], {"rack": "r9", "env": "dev:blue"})
+            finally:
+                d.stop()
+            for args, why in ((["--node-meta", "nocolon"], "KEY:VALUE"),
+                              (["--node-meta", ":v"], "KEY:VALUE"),
+                              (["--node-meta", "bad key:v"], "KEY:VALUE"),
+                              (["--node-meta", "consul-x:v"], "reserved"),
+                              (["--node-meta", "k:" + "v" * 600], "512")):
+                p = subprocess.run([REGISTRYD, "--dev"] + args, capture_output=True, text=True,
+                                   timeout=20)
+                self.assertEqual(p.returncode, 2, (args, p.stderr))
+                self.assertIn("--node-meta", p.stderr)
+                self.assertIn(why, p.stderr)
+            with open(path, "w") as f:
+                f.write("dev: true\nnode_meta:\n  rack: [r1]\n")
+            p = subprocess.run([REGISTRYD, "--config", path], capture_output=True, text=True,
+                               timeout=20)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("%s:3:" % path, p.stderr)
+        finally:
+            tmp.cleanup()
+
+
 if __name__ == "__main__":
     unittest.main()
