@@ -573,6 +573,8 @@ static const char *method_name(enum evhttp_cmd_type t)
         return "DELETE";
     case EVHTTP_REQ_HEAD:
         return "HEAD";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
     default:
         return "OTHER";
     }
@@ -803,6 +805,30 @@ static const struct http_route *find_route(const char *method, const char *path,
     return found;
 }
 
+/* The methods some route serves at path, as Consul's Allow header lists
+ * them ("GET,PUT,OPTIONS"); empty when no route serves it. */
+static void route_allow(const char *path, char *out, size_t outlen)
+{
+    size_t best = 0, len, o = 0;
+    out[0] = '\0';
+    for (size_t t = 0; t < sizeof(route_tables) / sizeof(route_tables[0]); t++)
+        for (const struct http_route *rt = route_tables[t]; rt->path; rt++)
+            if (route_matches(rt, path, &len) && len > best)
+                best = len;
+    if (best == 0)
+        return;
+    for (size_t t = 0; t < sizeof(route_tables) / sizeof(route_tables[0]); t++)
+        for (const struct http_route *rt = route_tables[t]; rt->path; rt++) {
+            if (!route_matches(rt, path, &len) || len != best)
+                continue;
+            char m[16];
+            snprintf(m, sizeof(m), "%s,", rt->method);
+            if (strstr(out, m) == NULL && o + strlen(m) < outlen)
+                o += (size_t)snprintf(out + o, outlen - o, "%s", m);
+        }
+    snprintf(out + o, outlen - o, "OPTIONS");
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct http_server *srv = arg;
@@ -832,10 +858,21 @@ static void handle(struct evhttp_request *req, void *arg)
     r->path = path;
     r->route = find_route(method, path, &r->arg, &known);
     if (r->route == NULL) {
-        if (known)
+        char allow[96];
+        route_allow(path, allow, sizeof(allow));
+        if (known && evhttp_request_get_command(req) == EVHTTP_REQ_OPTIONS) {
+            /* Consul answers OPTIONS with the methods the path takes */
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+            evhttp_send_reply(req, 200, "OK", NULL);
+            req_free(r);
+            return;
+        }
+        if (known) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
             http_fail(r, 405, "Method %s not allowed on %s", method, path);
-        else
+        } else {
             http_fail(r, 404, "Invalid URL path: %s", path);
+        }
         goto fail;
     }
     if (r->route->path[strlen(r->route->path) - 1] == '/' &&
@@ -846,6 +883,10 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     if (parse_query(r, query) != 0 || parse_blocking(r) != 0)
         goto fail;
+    if (http_has_param(r, "stale") && http_has_param(r, "consistent")) {
+        http_fail(r, 400, "Cannot specify ?stale with ?consistent, conflicting semantics.");
+        goto fail;
+    }
     const char *dc = http_param(r, "dc");
     if (dc != NULL && *dc != '\0' && strcmp(dc, r->srv->opt.datacenter) != 0) {
         http_fail(r, 500, "No path to datacenter"); /* Consul's answer; one datacenter here */

@@ -232,6 +232,25 @@ class CompatTest(unittest.TestCase):
         check = self.get("/v1/agent/checks")["service:web-1"]
         self.assertTrue(check["Output"].startswith("y" * 4096 + " ..."))
 
+    # ---- HTTP: OPTIONS, Allow on 405, stale with consistent -----------------
+
+    def test_options_allow_and_conflicting_consistency(self):
+        code, text, headers = self.d.request_full("OPTIONS", "/v1/agent/services")
+        self.assertEqual(code, 200, text)
+        self.assertEqual(headers["Allow"], "GET,OPTIONS")
+        code, text, headers = self.d.request_full("OPTIONS", "/v1/agent/service/register")
+        self.assertEqual((code, headers["Allow"]), (200, "PUT,OPTIONS"))
+        code, text, headers = self.d.request_full("DELETE", "/v1/agent/services")
+        self.assertEqual(code, 405, text)
+        self.assertEqual(headers["Allow"], "GET,OPTIONS")
+        code, text, headers = self.d.request_full("POST", "/v1/catalog/service/web")
+        self.assertEqual(code, 405, text)
+        self.assertIn("GET", headers["Allow"])
+        self.assertEqual(self.d.request("OPTIONS", "/v1/no/such")[0], 404)
+        code, text = self.d.request("GET", "/v1/health/service/web?stale&consistent")
+        self.assertEqual(code, 400, text)
+        self.assertIn("conflicting", text)
+
 
 class NodeMetaConfigTest(unittest.TestCase):
     """node_meta in YAML (a mapping) and --node-meta's malformed values."""
