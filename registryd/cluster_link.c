@@ -269,7 +269,7 @@ static int link_send(struct cluster_link *l, enum evhttp_cmd_type method, const 
 
 struct forward_names {
     struct evhttp_request *req;
-    const char *node, *node_addr;
+    const char *node, *node_addr, *node_meta;
 };
 
 static const char *method_name(enum evhttp_cmd_type t)
@@ -297,12 +297,15 @@ static void forward_headers(struct evkeyvalq *h, void *ctx)
     evhttp_add_header(h, "X-Registry-URI", evhttp_request_get_uri(n->req));
     evhttp_add_header(h, "X-Registry-Node", n->node);
     evhttp_add_header(h, "X-Registry-Node-Address", n->node_addr);
+    if (n->node_meta != NULL)
+        evhttp_add_header(h, "X-Registry-Node-Meta", n->node_meta);
 }
 
 int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req, const char *node,
-                         const char *node_addr, cluster_link_cb cb, void *arg)
+                         const char *node_addr, const char *node_meta, cluster_link_cb cb,
+                         void *arg)
 {
-    struct forward_names names = {req, node, node_addr};
+    struct forward_names names = {req, node, node_addr, node_meta};
     return link_send(l, EVHTTP_REQ_PUT, "/v1/internal/forward",
                      evhttp_request_get_input_buffer(req),
                      forward_headers, &names, cb, arg);

@@ -58,11 +58,13 @@ typedef void (*cluster_link_cb)(void *arg, struct evhttp_request *resp);
 /*
  * Send the client's request `req` (method, URI, body, which is moved) to the
  * leader wrapped in PUT /v1/internal/forward, naming the node that received
- * it. cb runs exactly once, later, unless this returns non-zero
- * (REG_ENOTLEADER/REG_ENOTFOUND as cluster_link_leader_http, REG_ENOMEM).
+ * it (and its Meta as JSON text, or NULL). cb runs exactly once, later,
+ * unless this returns non-zero (REG_ENOTLEADER/REG_ENOTFOUND as
+ * cluster_link_leader_http, REG_ENOMEM).
  */
 int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req, const char *node,
-                         const char *node_addr, cluster_link_cb cb, void *arg)
+                         const char *node_addr, const char *node_meta, cluster_link_cb cb,
+                         void *arg)
     __attribute__((warn_unused_result));
 
 /*

@@ -670,8 +670,13 @@ static void forward_to_leader(struct http_req *r)
         dispatch(r);
         return;
     }
+    json_t *meta = http_origin_node_meta(r);
+    char *meta_text = json_object_size(meta) > 0 ? json_dumps(meta, JSON_COMPACT) : NULL;
+    json_decref(meta);
     int rc = cluster_link_forward(cluster_get_link(r->srv->opt.cluster), r->req,
-                                  http_origin_node(r), http_origin_node_addr(r), forward_done, r);
+                                  http_origin_node(r), http_origin_node_addr(r), meta_text,
+                                  forward_done, r);
+    free(meta_text);
     if (rc == 0)
         return;
     if ((rc == REG_ENOTLEADER || rc == REG_ENOTFOUND) && forward_later(r))

@@ -291,5 +291,46 @@ class NodeMetaConfigTest(unittest.TestCase):
             tmp.cleanup()
 
 
+class NodeMetaClusterTest(unittest.TestCase):
+    """A registration a follower forwards keeps that follower's node meta."""
+
+    def test_forwarded_registration_keeps_node_meta(self):
+        from harness import TempDir, start_cluster
+        import time
+        tmp, servers = TempDir(), []
+        try:
+            start_cluster(tmp.path, 3, extra=["--node-meta", "zone:z1"], servers=servers)
+            follower = None
+            deadline = time.monotonic() + 20
+            while follower is None and time.monotonic() < deadline:
+                for d in servers:
+                    code, text = d.request("GET", "/v1/agent/self")
+                    leader = json.loads(d.request("GET", "/v1/status/leader")[1])
+                    if code == 200 and leader and not leader.startswith(
+                            "127.0.0.1:%d" % d.raft_port):
+                        follower = d
+                        break
+                time.sleep(0.1)
+            self.assertIsNotNone(follower)
+            code, text = follower.request("PUT", "/v1/agent/service/register",
+                                          json.dumps({"Name": "fwd", "ID": "fwd-1"}))
+            self.assertEqual(code, 200, text)
+            for d in servers:
+                rows, deadline = [], time.monotonic() + 10
+                while not rows and time.monotonic() < deadline:  # replication lag
+                    rows = json.loads(d.request("GET", "/v1/catalog/service/fwd?stale")[1])
+                    time.sleep(0.05)
+                self.assertEqual(len(rows), 1)
+                # on every server, not only the follower whose configuration it is
+                self.assertEqual(rows[0]["Node"], "s%d" % servers.index(follower))
+                self.assertEqual(rows[0]["NodeMeta"], {"zone": "z1"})
+                code, text = d.request("GET", "/v1/catalog/service/fwd?stale&node-meta=zone:z1")
+                self.assertEqual(len(json.loads(text)), 1)
+        finally:
+            for d in servers:
+                d.stop(check=False)
+            tmp.cleanup()
+
+
 if __name__ == "__main__":
     unittest.main()
