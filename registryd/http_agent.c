@@ -600,27 +600,6 @@ static int read_agent_checks(struct http_req *r, struct store_read *rd, json_t *
     return 0;
 }
 
-static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **out)
-{
-    (void)rd;
-    struct http_options *o = &r->srv->opt;
-    struct health_stats hs;
-    char node_id[40];
-    health_get_stats(o->health, &hs);
-    http_node_id(o->node, node_id, sizeof(node_id));
-    *out = json_pack("{s:{s:s, s:s, s:s, s:b, s:s, s:s}, s:{s:s, s:s, s:i, s:i}, s:{},"
-                     " s:{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:b}}}",
-                     "Config", "Datacenter", o->datacenter, "NodeName", o->node, "NodeID",
-                     node_id, "Server", 1, "Version", REGISTRYD_VERSION, "Revision",
-                     "registryd", "Member", "Name", o->node, "Addr", o->node_addr, "Port", 8301,
-                     "Status", 1, "Meta", "Stats", "health", "checks", (json_int_t)hs.checks,
-                     "probes", (json_int_t)hs.probes, "transitions", (json_int_t)hs.transitions,
-                     "to_critical", (json_int_t)hs.to_critical,
-                     "deregistrations", (json_int_t)hs.deregistrations, "late_p99_ms",
-                     (json_int_t)hs.late_p99_ms, "self_preservation", hs.self_preservation);
-    return 0;
-}
-
 /* GET /v1/agent/metrics (Consul's JSON) or ?format=prometheus (text). */
 static void do_metrics(struct http_req *r)
 {
@@ -660,6 +639,5 @@ const struct http_route http_agent_routes[] = {
     {"GET", "/v1/agent/services", read_agent_services, NULL, WATCH_ALL, NULL, false},
     {"GET", "/v1/agent/service/", read_agent_service, NULL, WATCH_ALL, NULL, false},
     {"GET", "/v1/agent/checks", read_agent_checks, NULL, WATCH_ALL, NULL, false},
-    {"GET", "/v1/agent/self", read_agent_self, NULL, WATCH_NONE, NULL, false},
     {NULL, NULL, NULL, NULL, WATCH_NONE, NULL, false},
 };

@@ -506,6 +506,30 @@ void http_finish_json(struct http_req *r, json_t *body)
     req_free(r);
 }
 
+void http_finish_json_code(struct http_req *r, int code, json_t *body, const char *ctype)
+{
+    char *text = json_is_string(body) ? strdup(json_string_value(body))
+                 : body                ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY)
+                                       : NULL;
+    json_decref(body);
+    struct evbuffer *b = text ? evbuffer_new() : NULL;
+    if (b == NULL) {
+        free(text);
+        http_fail(r, 500, "out of memory");
+        reply_error(r, 0);
+        req_free(r);
+        return;
+    }
+    add_consul_headers(r, 0);
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type", ctype);
+    evbuffer_add(b, text, strlen(text));
+    free(text);
+    evhttp_send_reply(r->req, code, code == 200 ? "OK" : "", b);
+    evbuffer_free(b);
+    r->status = code == 200 ? 0 : code; /* for the metrics */
+    req_free(r);
+}
+
 static void write_done(void *arg, int status)
 {
     struct http_req *r = arg;
@@ -580,8 +604,9 @@ static const char *method_name(enum evhttp_cmd_type t)
     }
 }
 
-static const struct http_route *route_tables[] = {http_agent_routes, http_catalog_routes,
-                                                  http_operator_routes, http_ui_routes};
+static const struct http_route *route_tables[] = {
+    http_agent_routes, http_catalog_routes, http_operator_routes, http_ui_routes,
+    http_agent_info_routes};
 
 /* ---- forwarding to the leader ------------------------------------------- */
 

@@ -104,11 +104,15 @@ bool http_write_builds_anywhere(http_write_fn fn);
 extern const struct http_route http_catalog_routes[];
 extern const struct http_route http_operator_routes[];
 extern const struct http_route http_ui_routes[];
+extern const struct http_route http_agent_info_routes[];
 
 /* End a request: like a write's completion (0: 200 empty; REG_E*: the
  * matching error), or with a JSON body. Both free r. */
 void http_finish_write(struct http_req *r, int status);
 void http_finish_json(struct http_req *r, json_t *body);
+/* End with `code` and body (taken: JSON, or a JSON string sent as its
+ * text) of Content-Type ctype, with the Consul headers. Frees r. */
+void http_finish_json_code(struct http_req *r, int code, json_t *body, const char *ctype);
 /* End with 200 and this body (taken), with the Consul headers. */
 void http_finish_raw(struct http_req *r, struct evbuffer *body);
 

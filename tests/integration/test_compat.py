@@ -251,6 +251,59 @@ class CompatTest(unittest.TestCase):
         self.assertEqual(code, 400, text)
         self.assertIn("conflicting", text)
 
+    # ---- agent: self, version, members, health by name/id; node-services ----
+
+    def test_agent_self_version_members(self):
+        import consul
+        c = consul.Consul(host="127.0.0.1", port=self.d.port)
+        me = c.agent.self()
+        self.assertEqual(me["Config"]["NodeName"], "node-a")
+        self.assertEqual(me["Config"]["Product"], "registryd")
+        raft = me["Stats"]["raft"]
+        self.assertEqual(raft["state"], "Leader")
+        self.assertEqual(raft["last_contact"], "0")
+        self.assertEqual(raft["num_peers"], "0")
+        self.assertGreater(int(raft["commit_index"]), 0)
+        self.assertGreaterEqual(int(raft["applied_index"]), int(raft["term"]) and 1)
+        self.assertEqual(me["Member"]["Tags"]["role"], "consul")
+        self.assertEqual(me["DebugConfig"]["NodeName"], "node-a")
+        self.assertEqual(me["Meta"], {"rack": "r1", "env": "prod"})
+        members = c.agent.members()
+        self.assertEqual([m["Name"] for m in members], ["node-a"])
+        self.assertEqual(members[0]["Status"], 1)
+        self.assertIn("registryd", self.get("/v1/agent/version")["HumanVersion"])
+
+    def test_agent_health_by_id_and_name(self):
+        code, text, h = self.d.request_full("GET", "/v1/agent/health/service/id/web-1")
+        self.assertEqual(code, 200, text)
+        body = json.loads(text)
+        self.assertEqual(body["AggregatedStatus"], "passing")
+        self.assertEqual(body["Service"]["ID"], "web-1")
+        self.assertEqual([c["CheckID"] for c in body["Checks"]], ["service:web-1"])
+        code, text = self.d.request("GET", "/v1/agent/health/service/id/web-2")
+        self.assertEqual((code, json.loads(text)["AggregatedStatus"]), (503, "critical"))
+        self.put("/v1/agent/check/warn/service:web-2")
+        code, text = self.d.request("GET", "/v1/agent/health/service/id/web-2?format=text")
+        self.assertEqual((code, text), (429, "warning"))
+        code, text = self.d.request("GET", "/v1/agent/health/service/name/web")
+        self.assertEqual(code, 429, text)  # the worst of passing and warning
+        self.assertEqual(sorted(e["AggregatedStatus"] for e in json.loads(text)),
+                         ["passing", "warning"])
+        code, text = self.d.request("GET", "/v1/agent/health/service/name/db?format=text")
+        self.assertEqual((code, text), (200, "passing"))
+        self.put("/v1/agent/service/maintenance/db-1?enable=true")
+        code, text = self.d.request("GET", "/v1/agent/health/service/name/db?format=text")
+        self.assertEqual((code, text), (503, "maintenance"))
+        self.assertEqual(self.d.request("GET", "/v1/agent/health/service/id/nope")[0], 404)
+        self.assertEqual(self.d.request("GET", "/v1/agent/health/service/name/nope")[0], 404)
+
+    def test_catalog_node_services(self):
+        got = self.get("/v1/catalog/node-services/node-a")
+        self.assertEqual(got["Node"]["Node"], "node-a")
+        self.assertEqual(got["Node"]["Meta"]["rack"], "r1")
+        self.assertEqual(sorted(s["ID"] for s in got["Services"]), ["db-1", "web-1", "web-2"])
+        self.assertIsNone(self.get("/v1/catalog/node-services/elsewhere"))
+
 
 class NodeMetaConfigTest(unittest.TestCase):
     """node_meta in YAML (a mapping) and --node-meta's malformed values."""
@@ -305,9 +358,7 @@ class NodeMetaClusterTest(unittest.TestCase):
             while follower is None and time.monotonic() < deadline:
                 for d in servers:
                     code, text = d.request("GET", "/v1/agent/self")
-                    leader = json.loads(d.request("GET", "/v1/status/leader")[1])
-                    if code == 200 and leader and not leader.startswith(
-                            "127.0.0.1:%d" % d.raft_port):
+                    if code == 200 and json.loads(text)["Stats"]["raft"]["state"] == "Follower":
                         follower = d
                         break
                 time.sleep(0.1)

@@ -1,0 +1,320 @@
+/*
+ * http_agent_info.c — what an agent says about itself and about the health
+ * of its services, in Consul's shapes: /v1/agent/self (Config, Member,
+ * DebugConfig, Stats.raft), /v1/agent/version, /v1/agent/members,
+ * /v1/agent/health/service/name/:name and /id/:id (the status is the HTTP
+ * code: 200 passing, 429 warning, 503 critical or maintenance), and
+ * /v1/catalog/node-services/:node.
+ *
+ * Every server is a Consul server agent here; the members are the raft
+ * configuration's servers.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "health.h"
+#include "http_internal.h"
+#include "registry/error.h"
+
+/* ---- /v1/agent/self, /version, /members ---------------------------------- */
+
+static json_t *member_tags(struct http_server *srv, const char *id)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "role", "consul", "dc",
+                     srv->opt.datacenter, "port", "8300", "id", id, "vsn", "2", "build",
+                     REGISTRYD_VERSION ":registryd", "raft_vsn", "3");
+}
+
+static json_t *raft_stats(struct http_server *srv)
+{
+    struct cluster_status st;
+    char buf[64];
+    cluster_get_status(srv->opt.cluster, &st);
+    json_t *o = json_object();
+    const char *state = st.is_leader ? "Leader" : st.known_leader ? "Follower" : "Candidate";
+    json_object_set_new(o, "state", json_string(state));
+#define SET_U64(k, v)                                                                     \
+    do {                                                                                  \
+        snprintf(buf, sizeof(buf), "%" PRIu64, (uint64_t)(v));                            \
+        json_object_set_new(o, k, json_string(buf));                                      \
+    } while (0)
+    SET_U64("term", st.term);
+    SET_U64("commit_index", st.commit_index);
+    SET_U64("applied_index", st.applied_index);
+    SET_U64("last_log_index", st.commit_index);
+    SET_U64("num_peers", st.n_servers > 0 ? st.n_servers - 1 : 0);
+#undef SET_U64
+    if (st.is_leader)
+        snprintf(buf, sizeof(buf), "0");
+    else if (!st.known_leader)
+        snprintf(buf, sizeof(buf), "never");
+    else
+        snprintf(buf, sizeof(buf), "%" PRIu64 "ms", st.last_contact_ms);
+    json_object_set_new(o, "last_contact", json_string(buf));
+    json_object_set_new(o, "protocol_version", json_string("3"));
+    return o;
+}
+
+static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    (void)rd;
+    struct http_options *o = &r->srv->opt;
+    struct health_stats hs;
+    char node_id[40];
+    health_get_stats(o->health, &hs);
+    http_node_id(o->node, node_id, sizeof(node_id));
+    /* Version is registryd's own; Product and Revision say it is not Consul. */
+    *out = json_pack(
+        "{s:{s:s, s:s, s:s, s:s, s:b, s:s, s:s, s:s},"
+        " s:{s:s, s:s, s:s, s:s, s:b, s:s},"
+        " s:{s:s, s:s, s:i, s:o, s:i, s:i, s:i, s:i, s:i, s:i},"
+        " s:O,"
+        " s:{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:b}, s:o}}",
+        "Config", "Datacenter", o->datacenter, "PrimaryDatacenter", o->datacenter, "NodeName",
+        o->node, "NodeID", node_id, "Server", 1, "Version", REGISTRYD_VERSION, "Revision",
+        "registryd", "Product", "registryd",
+        "DebugConfig", "Datacenter", o->datacenter, "PrimaryDatacenter", o->datacenter,
+        "NodeName", o->node, "NodeID", node_id, "ServerMode", 1, "Version", REGISTRYD_VERSION,
+        "Member", "Name", o->node, "Addr", o->node_addr, "Port", 8301, "Tags",
+        member_tags(r->srv, node_id), "Status", 1, "ProtocolMin", 1, "ProtocolMax", 5,
+        "ProtocolCur", 2, "DelegateMin", 2, "DelegateMax", 5,
+        "Meta", r->srv->node_meta,
+        "Stats", "health", "checks", (json_int_t)hs.checks, "probes", (json_int_t)hs.probes,
+        "transitions", (json_int_t)hs.transitions, "to_critical", (json_int_t)hs.to_critical,
+        "deregistrations", (json_int_t)hs.deregistrations, "late_p99_ms",
+        (json_int_t)hs.late_p99_ms, "self_preservation", hs.self_preservation, "raft",
+        raft_stats(r->srv));
+    /* Consul also has DebugConfig.DNSDomain etc.; only what we know is shown. */
+    return *out ? 0 : http_fail(r, 500, "out of memory");
+}
+
+static int read_agent_version(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    (void)r;
+    (void)rd;
+    *out = json_pack("{s:s, s:s, s:s, s:s}", "SHA", "registryd", "BuildDate", "",
+                     "HumanVersion", REGISTRYD_VERSION " (registryd)", "FIPS", "");
+    return 0;
+}
+
+/* The raft configuration's servers, as serf members (all alive: a server
+ * the leader lost is still a member until removed). */
+static int read_agent_members(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    struct cluster_status st;
+    cluster_get_status(r->srv->opt.cluster, &st);
+    *out = json_array();
+    int n = st.n_servers > 0 ? st.n_servers : 1;
+    for (int i = 0; i < n; i++) {
+        const char *raft = st.n_servers > 0 ? st.servers[i].addr : st.self_addr;
+        bool self = strcmp(raft, st.self_addr) == 0;
+        char host[64], id[40];
+        snprintf(host, sizeof(host), "%s", raft);
+        char *colon = strrchr(host, ':');
+        if (colon)
+            *colon = '\0';
+        /* another server's node name is not replicated: it is named by address */
+        const char *name = self ? r->srv->opt.node : raft;
+        const char *addr = self ? r->srv->opt.node_addr : host;
+        http_node_id(name, id, sizeof(id));
+        json_t *tags = member_tags(r->srv, id);
+        if (st.n_servers > 0 && !st.servers[i].voter)
+            json_object_set_new(tags, "nonvoter", json_string("1"));
+        json_array_append_new(*out, json_pack("{s:s, s:s, s:i, s:o, s:i, s:i, s:i, s:i, s:i,"
+                                              " s:i, s:i}",
+                                              "Name", name, "Addr", addr, "Port", 8301, "Tags",
+                                              tags, "Status", 1, "ProtocolMin", 1,
+                                              "ProtocolMax", 5, "ProtocolCur", 2, "DelegateMin",
+                                              2, "DelegateMax", 5, "DelegateCur", 4));
+    }
+    (void)rd;
+    return 0;
+}
+
+/* ---- /v1/agent/health/service/name/:name and /id/:id ---------------------- */
+
+/* Consul's aggregation: maintenance, then critical, warning, passing. */
+static const char *aggregate(json_t *checks)
+{
+    int worst = 0; /* 0 passing, 1 warning, 2 critical, 3 maintenance */
+    size_t i;
+    json_t *c;
+    json_array_foreach(checks, i, c)
+    {
+        const char *st = json_string_value(json_object_get(c, "Status"));
+        const char *type = json_string_value(json_object_get(c, "Type"));
+        int v = type && strcmp(type, "maintenance") == 0 ? 3
+                : st && strcmp(st, "passing") == 0       ? 0
+                : st && strcmp(st, "warning") == 0       ? 1
+                                                         : 2;
+        if (v > worst)
+            worst = v;
+    }
+    static const char *const names[] = {"passing", "warning", "critical", "maintenance"};
+    return names[worst];
+}
+
+static int status_code(const char *agg)
+{
+    return strcmp(agg, "passing") == 0 ? 200 : strcmp(agg, "warning") == 0 ? 429 : 503;
+}
+
+/* {AggregatedStatus, Service, Checks} for one instance; new reference. */
+static json_t *service_health(struct http_req *r, struct store_read *rd, json_t *inst,
+                              const char **agg)
+{
+    json_t *checks = NULL, *out = json_array();
+    const char *id = json_string_value(json_object_get(inst, "ID"));
+    if (id == NULL || store_instance_checks(rd, id, &checks) != 0)
+        checks = json_array();
+    size_t i;
+    json_t *c;
+    json_array_foreach(checks, i, c) json_array_append_new(out, render_check(c, inst));
+    json_decref(checks);
+    *agg = aggregate(out);
+    return json_pack("{s:s, s:o, s:o}", "AggregatedStatus", *agg, "Service",
+                     render_agent_service(r->srv, inst), "Checks", out);
+}
+
+static bool text_format(struct http_req *r)
+{
+    const char *f = http_param(r, "format");
+    return f != NULL && strcmp(f, "text") == 0;
+}
+
+static void do_health_by_id(struct http_req *r)
+{
+    struct store_read *rd;
+    json_t *inst = NULL;
+    if (store_read_begin(r->srv->opt.store, &rd) != 0) {
+        http_fail(r, 500, "store unavailable");
+        http_finish_write(r, REG_ESTORE);
+        return;
+    }
+    if (store_get_instance(rd, r->arg, &inst) != 0) {
+        store_read_end(rd);
+        if (text_format(r)) {
+            http_finish_json_code(r, 404, json_sprintf("ServiceId %s not found", r->arg),
+                                  "text/plain");
+            return;
+        }
+        http_fail(r, 404, "ServiceId %s not found", r->arg);
+        http_finish_write(r, REG_ENOTFOUND);
+        return;
+    }
+    const char *agg;
+    json_t *body = service_health(r, rd, inst, &agg);
+    store_read_end(rd);
+    json_decref(inst);
+    int code = status_code(agg);
+    if (text_format(r)) {
+        json_decref(body);
+        http_finish_json_code(r, code, json_string(agg), "text/plain");
+    } else {
+        http_finish_json_code(r, code, body, "application/json");
+    }
+}
+
+struct by_name {
+    struct http_req *r;
+    struct store_read *rd;
+    json_t *out;
+    int code;
+    const char *worst;
+};
+
+static int add_by_name(json_t *inst, void *arg)
+{
+    struct by_name *b = arg;
+    const char *agg;
+    json_array_append_new(b->out, service_health(b->r, b->rd, inst, &agg));
+    int code = status_code(agg);
+    /* the worst status decides the answer's code, as in Consul */
+    if (b->code == 0 || (code != 200 && (b->code == 200 || (code == 503 && b->code == 429)))) {
+        b->code = code;
+        b->worst = agg;
+    }
+    return 0;
+}
+
+static void do_health_by_name(struct http_req *r)
+{
+    struct store_read *rd;
+    if (store_read_begin(r->srv->opt.store, &rd) != 0) {
+        http_fail(r, 500, "store unavailable");
+        http_finish_write(r, REG_ESTORE);
+        return;
+    }
+    struct by_name b = {r, rd, json_array(), 0, "passing"};
+    store_each_instance(rd, r->arg, add_by_name, &b);
+    store_read_end(rd);
+    if (json_array_size(b.out) == 0) {
+        json_decref(b.out);
+        if (text_format(r)) {
+            http_finish_json_code(r, 404,
+                                  json_sprintf("ServiceName %s Not Found", r->arg), "text/plain");
+            return;
+        }
+        http_fail(r, 404, "ServiceName %s Not Found", r->arg);
+        http_finish_write(r, REG_ENOTFOUND);
+        return;
+    }
+    if (text_format(r)) {
+        json_decref(b.out);
+        http_finish_json_code(r, b.code, json_string(b.worst), "text/plain");
+    } else {
+        http_finish_json_code(r, b.code, b.out, "application/json");
+    }
+}
+
+/* ---- /v1/catalog/node-services/:node -------------------------------------- */
+
+struct node_walk {
+    struct http_req *r;
+    json_t *node; /* rendered Node of the first instance found there */
+    json_t *services;
+};
+
+static int add_node_instance(json_t *inst, void *arg)
+{
+    struct node_walk *w = arg;
+    const char *n = json_string_value(json_object_get(inst, "Node"));
+    if (n == NULL || strcmp(n, w->r->arg) != 0)
+        return 0;
+    if (w->node == NULL)
+        w->node = render_node(w->r->srv, inst);
+    json_array_append_new(w->services, render_agent_service(w->r->srv, inst));
+    return 0;
+}
+
+/* {Node, Services: [...]}; this server's node answers with no services too;
+ * an unknown node is null, as /v1/catalog/node/:node. */
+static int read_node_services(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    struct node_walk w = {r, NULL, json_array()};
+    store_each_instance(rd, NULL, add_node_instance, &w);
+    if (w.node == NULL && strcmp(r->arg, r->srv->opt.node) == 0) {
+        json_t *none = json_object();
+        w.node = render_node(r->srv, none);
+        json_decref(none);
+    }
+    if (w.node == NULL) {
+        json_decref(w.services);
+        *out = json_null();
+        return 0;
+    }
+    *out = json_pack("{s:o, s:o}", "Node", w.node, "Services", w.services);
+    return 0;
+}
+
+const struct http_route http_agent_info_routes[] = {
+    {"GET", "/v1/agent/self", read_agent_self, NULL, WATCH_NONE, NULL, false},
+    {"GET", "/v1/agent/version", read_agent_version, NULL, WATCH_NONE, NULL, false},
+    {"GET", "/v1/agent/members", read_agent_members, NULL, WATCH_NONE, NULL, false},
+    {"GET", "/v1/agent/health/service/id/", NULL, NULL, WATCH_NONE, do_health_by_id, false},
+    {"GET", "/v1/agent/health/service/name/", NULL, NULL, WATCH_NONE, do_health_by_name, false},
+    {"GET", "/v1/catalog/node-services/", read_node_services, NULL, WATCH_ALL, NULL, false},
+    {NULL, NULL, NULL, NULL, WATCH_NONE, NULL, false},
+};
