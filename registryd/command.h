@@ -30,7 +30,8 @@
     X(CMD_CHECK_UPDATE, 3, "check_update") \
     X(CMD_MAINTENANCE, 4, "maintenance")  \
     X(CMD_SERVER, 5, "server")            \
-    X(CMD_RESTORE, 6, "restore")
+    X(CMD_RESTORE, 6, "restore")          \
+    X(CMD_NODE, 7, "node")
 
 enum cmd_op {
 #define CMD_ENUM_(op, value, name) op = value,

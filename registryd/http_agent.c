@@ -112,6 +112,37 @@ static const char *valid_status(const char *s)
     return NULL;
 }
 
+/* Check kinds Consul has and registryd does not run: a clear 400 rather
+ * than "exactly one of TTL, HTTP or TCP". Script checks get Consul's own
+ * answer for an agent without enable_script_checks. */
+static int unsupported_kind(struct http_req *r, json_t *def)
+{
+    static const struct {
+        const char *key, *what;
+    } kinds[] = {
+        {"DockerContainerID", "Docker checks are not supported by registryd"},
+        {"OSService", "OSService checks are not supported by registryd"},
+        {"GRPC", "GRPC checks are not supported by registryd yet"},
+        {"H2PING", "H2PING checks are not supported by registryd yet"},
+        {"UDP", "UDP checks are not supported by registryd yet"},
+        {"AliasService", "Alias checks are not supported by registryd yet"},
+        {"AliasNode", "Alias checks are not supported by registryd yet"},
+    };
+    json_t *args = json_get_ci(def, "Args");
+    if (args == NULL)
+        args = json_get_ci(def, "ScriptArgs");
+    if (args != NULL && !json_is_null(args))
+        return http_fail(r, 400, "Invalid check: Scripts are disabled on this agent; to enable, "
+                                 "configure 'enable_script_checks' or "
+                                 "'enable_local_script_checks' to true");
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        json_t *v = json_get_ci(def, kinds[i].key);
+        if (v != NULL && !json_is_null(v) && !(json_is_string(v) && !*json_string_value(v)))
+            return http_fail(r, 400, "Invalid check: %s (%s)", kinds[i].what, kinds[i].key);
+    }
+    return 0;
+}
+
 /* Validate one check definition and build the stored check record. */
 static int build_check(struct http_req *r, json_t *def, const char *sid, const char *sname,
                        const char *default_id, json_t **out)
@@ -145,6 +176,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
     if (!valid_status(status))
         return http_fail(r, 400, "Invalid check Status \"%s\": use passing, warning or critical",
                          status);
+    if (unsupported_kind(r, def) != 0)
+        return -1;
     int kinds = (http_url != NULL) + (tcp != NULL) + (ttl_s != NULL && ttl > 0);
     if (kinds != 1)
         return http_fail(r, 400, "Invalid check: exactly one of TTL, HTTP or TCP is required");
@@ -305,17 +338,15 @@ static int build_tagged_addresses(struct http_req *r, json_t *body, json_t **out
     return 0;
 }
 
-static int do_register(struct http_req *r, struct store_read *rd, struct command *cmd)
+int http_build_registration(struct http_req *r, json_t *body, const struct http_node *node,
+                            bool probe_checks, json_t **svc_out, json_t **checks_out)
 {
-    (void)rd;
-    json_t *body = NULL, *tags = NULL, *meta = NULL, *weights = NULL, *checks = NULL;
+    json_t *tags = NULL, *meta = NULL, *weights = NULL, *checks = NULL;
     json_t *tagged = NULL;
     const char *name, *id, *address;
     json_int_t port;
     int rc = -1;
 
-    if (http_body_json(r, &body) != 0)
-        return -1;
     json_t *jname = json_get_ci(body, "Name");
     if (jname == NULL || json_is_null(jname) ||
         (json_is_string(jname) && !*json_string_value(jname))) {
@@ -382,7 +413,9 @@ static int do_register(struct http_req *r, struct store_read *rd, struct command
             snprintf(cid, sizeof(cid), "service:%s", id);
         else
             snprintf(cid, sizeof(cid), "service:%s:%zu", id, i + 1);
-        if (build_check(r, def, id, name, cid, &check) != 0)
+        if ((probe_checks ? build_check(r, def, id, name, cid, &check)
+                          : http_build_catalog_check(r, def, id, name, node->node, cid, &check)) !=
+            0)
             goto out;
         json_array_append_new(checks, check);
     }
@@ -397,28 +430,53 @@ static int do_register(struct http_req *r, struct store_read *rd, struct command
     json_t *svc = json_pack("{s:s, s:s, s:O, s:s, s:I, s:O, s:O, s:b, s:s, s:s}", "ID", id,
                             "Service", name, "Tags", tags, "Address", address, "Port", port,
                             "Meta", meta, "Weights", weights, "EnableTagOverride",
-                            json_is_true(eto), "Node", http_origin_node(r), "NodeAddress",
-                            http_origin_node_addr(r));
-    json_t *node_meta = http_origin_node_meta(r);
-    if (svc && json_object_size(node_meta) > 0)
-        json_object_set(svc, "NodeMeta", node_meta);
-    json_decref(node_meta);
+                            json_is_true(eto), "Node", node->node, "NodeAddress",
+                            node->addr);
+    if (svc && json_object_size(node->meta) > 0)
+        json_object_set(svc, "NodeMeta", node->meta);
     if (svc && json_object_size(tagged) > 0)
         json_object_set(svc, "TaggedAddresses", tagged);
-    cmd->op = CMD_REGISTER;
-    /* Without ?replace-existing-checks a re-registration keeps the checks
-     * it does not name, as Consul does. */
-    cmd->args = json_pack("{s:o, s:O, s:b}", "Service", svc, "Checks", checks, "ReplaceChecks",
-                          http_flag(r, "replace-existing-checks"));
-    rc = cmd->args ? 0 : http_fail(r, 500, "out of memory");
+    if (svc == NULL) {
+        rc = http_fail(r, 500, "out of memory");
+        goto out;
+    }
+    *svc_out = svc;
+    *checks_out = json_incref(checks);
+    rc = 0;
 out:
-    json_decref(body);
     json_decref(tags);
     json_decref(meta);
     json_decref(weights);
     json_decref(checks);
     json_decref(tagged);
     return rc;
+}
+
+static int do_register(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    (void)rd;
+    json_t *body = NULL, *svc, *checks;
+    if (http_body_json(r, &body) != 0)
+        return -1;
+    json_t *meta = http_origin_node_meta(r);
+    struct http_node node = {http_origin_node(r), http_origin_node_addr(r), meta};
+    int rc = http_build_registration(r, body, &node, true, &svc, &checks);
+    json_decref(meta);
+    json_decref(body);
+    if (rc != 0)
+        return -1;
+    cmd->op = CMD_REGISTER;
+    /* Without ?replace-existing-checks a re-registration keeps the checks
+     * it does not name, as Consul does. */
+    cmd->args = json_pack("{s:o, s:o, s:b}", "Service", svc, "Checks", checks, "ReplaceChecks",
+                          http_flag(r, "replace-existing-checks"));
+    return cmd->args ? 0 : http_fail(r, 500, "out of memory");
+}
+
+int http_build_agent_check(struct http_req *r, json_t *def, const char *sid, const char *sname,
+                           const char *default_id, json_t **out)
+{
+    return build_check(r, def, sid, sname, default_id, out);
 }
 
 /* A registration's command depends only on its body and the node that

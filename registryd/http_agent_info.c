@@ -289,12 +289,24 @@ static int add_node_instance(json_t *inst, void *arg)
     return 0;
 }
 
+static int find_node_record(json_t *rec, void *arg)
+{
+    struct node_walk *w = arg;
+    const char *n = json_string_value(json_object_get(rec, "Node"));
+    if (n == NULL || strcmp(n, w->r->arg) != 0)
+        return 0;
+    w->node = render_node(w->r->srv, rec);
+    return 1;
+}
+
 /* {Node, Services: [...]}; this server's node answers with no services too;
  * an unknown node is null, as /v1/catalog/node/:node. */
 static int read_node_services(struct http_req *r, struct store_read *rd, json_t **out)
 {
     struct node_walk w = {r, NULL, json_array()};
     store_each_instance(rd, NULL, add_node_instance, &w);
+    if (w.node == NULL)
+        store_each_node(rd, find_node_record, &w);
     if (w.node == NULL && strcmp(r->arg, r->srv->opt.node) == 0) {
         json_t *none = json_object();
         w.node = render_node(r->srv, none);

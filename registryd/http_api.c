@@ -606,7 +606,7 @@ static const char *method_name(enum evhttp_cmd_type t)
 
 static const struct http_route *route_tables[] = {
     http_agent_routes, http_catalog_routes, http_operator_routes, http_ui_routes,
-    http_agent_info_routes};
+    http_agent_info_routes, http_catalog_write_routes};
 
 /* ---- forwarding to the leader ------------------------------------------- */
 

@@ -168,6 +168,7 @@ static json_t *known_nodes(struct http_req *r, struct store_read *rd, const char
 {
     json_t *nodes = json_object();
     json_object_set_new(nodes, r->srv->opt.node, json_null());
+    store_each_node(rd, add_instance_node, nodes); /* catalog-registered nodes first */
     store_each_instance(rd, NULL, add_instance_node, nodes);
     if (names == NULL)
         return nodes;
@@ -296,8 +297,23 @@ static int add_service_checks(json_t *inst, void *arg)
         return 0;
     size_t i;
     json_t *c;
-    json_array_foreach(checks, i, c) json_array_append_new(w->out, render_check(c, inst));
+    json_array_foreach(checks, i, c)
+    {
+        const char *sid = json_string_value(json_object_get(c, "ServiceID"));
+        if (sid != NULL && *sid) /* the service's own, not its node's */
+            json_array_append_new(w->out, render_check(c, inst));
+    }
     json_decref(checks);
+    return 0;
+}
+
+static int add_node_level_check(json_t *check, void *arg)
+{
+    struct walk *w = arg;
+    const char *sid = json_string_value(json_object_get(check, "ServiceID"));
+    const char *node = json_string_value(json_object_get(check, "Node"));
+    if ((sid == NULL || *sid == '\0') && node != NULL && strcmp(node, w->r->arg) == 0)
+        json_array_append_new(w->out, render_check(check, NULL));
     return 0;
 }
 
@@ -324,6 +340,7 @@ static int read_health_node(struct http_req *r, struct store_read *rd, json_t **
     struct walk w = {r, rd, json_array()};
     if (inst != NULL) {
         json_array_append_new(w.out, render_serf_check(r->srv, inst));
+        store_each_check(rd, add_node_level_check, &w);
         store_each_instance(rd, NULL, add_node_checks, &w);
     }
     json_decref(nodes);

@@ -105,6 +105,7 @@ extern const struct http_route http_catalog_routes[];
 extern const struct http_route http_operator_routes[];
 extern const struct http_route http_ui_routes[];
 extern const struct http_route http_agent_info_routes[];
+extern const struct http_route http_catalog_write_routes[];
 
 /* End a request: like a write's completion (0: 200 empty; REG_E*: the
  * matching error), or with a JSON body. Both free r. */
@@ -153,6 +154,26 @@ struct filter;
 int http_filter_answer(struct http_req *r, json_t *out);
 int http_filter_compile(struct http_req *r, struct filter **out);
 bool http_filter_keep(struct http_req *r, const struct filter *f, json_t *obj);
+
+/* The node a registration is filed under (borrowed strings; meta: an
+ * object, borrowed). */
+struct http_node {
+    const char *node, *addr;
+    json_t *meta;
+};
+/* Validate an agent-style service definition (Name, ID, Tags, ..., Check,
+ * Checks) into the stored instance and check records (new references).
+ * probe_checks: checks the checker runs (agent); otherwise catalog checks
+ * (a given Status, never probed). 0, or -1 with a 400 in r. */
+int http_build_registration(struct http_req *r, json_t *body, const struct http_node *node,
+                            bool probe_checks, json_t **svc, json_t **checks);
+/* One agent check definition (HTTP, TCP, TTL, ...) into its record. */
+int http_build_agent_check(struct http_req *r, json_t *def, const char *sid, const char *sname,
+                           const char *default_id, json_t **out);
+/* One catalog HealthCheck ({CheckID, Name, Status, Notes, Output, ...}) into
+ * its record: never probed (Type ""), status as given (http_catalog_write.c). */
+int http_build_catalog_check(struct http_req *r, json_t *def, const char *sid, const char *sname,
+                             const char *node, const char *default_id, json_t **out);
 
 /* Consul JSON shapes. New references. */
 json_t *render_node(struct http_server *srv, json_t *inst);

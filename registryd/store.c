@@ -249,14 +249,26 @@ static int drop_checks(struct apply_ctx *a, const char *id, json_t *keep_ids)
     return rc;
 }
 
+static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_id,
+                        bool keep_status);
+
 static int put_check(struct apply_ctx *a, json_t *check, const char *service_id)
+{
+    return put_check_as(a, check, service_id, true);
+}
+
+/* keep_status: an agent re-registration keeps what the check last observed;
+ * a catalog registration sets the status it gives. */
+static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_id,
+                        bool keep_status)
 {
     const char *cid = jstr(check, "CheckID");
     json_t *old = NULL;
     if (get_json(a->txn, a->s->dbi[DB_CHECKS], cid, &old) == 0) {
-        /* Re-registration keeps what the check last observed. */
-        json_object_set(check, "Status", json_object_get(old, "Status"));
-        json_object_set(check, "Output", json_object_get(old, "Output"));
+        if (keep_status) {
+            json_object_set(check, "Status", json_object_get(old, "Status"));
+            json_object_set(check, "Output", json_object_get(old, "Output"));
+        }
         json_object_set(check, "CreateIndex", json_object_get(old, "CreateIndex"));
         json_decref(old);
     } else {
@@ -271,6 +283,121 @@ static int put_check(struct apply_ctx *a, json_t *check, const char *service_id)
             rc = 0;
     }
     return rc;
+}
+
+/* ---- nodes: catalog-registered nodes and node-level checks ----------------
+ * A node record lives in meta under "node:<name>". A check without a
+ * ServiceID belongs to its node: svc_checks key "_node:<name>"; every
+ * instance on the node reports it (store_instance_checks), so a change to
+ * a node touches every service name with an instance there. */
+
+#define NODE_KEY_MAX (STORE_NAME_MAX + 16)
+
+static void node_key(char *out, const char *prefix, const char *node)
+{
+    snprintf(out, NODE_KEY_MAX, "%s%s", prefix, node);
+}
+
+/* Every service with an instance on node changed (and, with deregister,
+ * those instances go). */
+static int touch_node(struct apply_ctx *a, const char *node, bool deregister)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    json_t *doomed = json_array(), *names = json_object();
+    int rc = mdb_cursor_open(a->txn, a->s->dbi[DB_SERVICES], &cur);
+    if (rc != 0) {
+        json_decref(doomed);
+        json_decref(names);
+        return rc;
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        json_t *inst = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        if (inst && strcmp(jstr(inst, "Node"), node) == 0) {
+            json_object_set_new(names, jstr(inst, "Service"), json_true());
+            if (deregister)
+                json_array_append(doomed, inst);
+        }
+        json_decref(inst);
+    }
+    mdb_cursor_close(cur);
+    rc = rc == MDB_NOTFOUND ? 0 : rc;
+    size_t i;
+    json_t *inst;
+    json_array_foreach(doomed, i, inst)
+    {
+        const char *id = jstr(inst, "ID"), *name = jstr(inst, "Service");
+        if (rc == 0 && (rc = drop_checks(a, id, NULL)) == 0 &&
+            (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0)
+            rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], name, id);
+    }
+    const char *name;
+    json_t *x;
+    json_object_foreach(names, name, x) if (rc == 0) rc = touch_name(a, name);
+    json_decref(doomed);
+    json_decref(names);
+    change_add(a->chg, ""); /* the global index moves even with no instance there */
+    a->chg->many = true;
+    return rc;
+}
+
+/* {Node, Record?: {...}, Put?: [checks], Delete?: [check ids], Deregister?} */
+static int apply_node(struct apply_ctx *a, json_t *args)
+{
+    const char *node = jstr(args, "Node");
+    char rkey[NODE_KEY_MAX], ckey[NODE_KEY_MAX];
+    int rc = 0;
+    if (*node == '\0')
+        return REG_EINVAL;
+    node_key(rkey, "node:", node);
+    node_key(ckey, "_node:", node);
+    json_t *rec = json_object_get(args, "Record");
+    if (json_is_object(rec) && (rc = put_json(a->txn, a->s->dbi[DB_META], rkey, rec)) != 0)
+        return rc;
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(args, "Delete"), i, x)
+    {
+        json_t *check = NULL;
+        const char *cid = json_string_value(x);
+        if (cid == NULL || get_json(a->txn, a->s->dbi[DB_CHECKS], cid, &check) != 0)
+            continue;
+        const char *sid = jstr(check, "ServiceID");
+        char owner[NODE_KEY_MAX];
+        if (*sid)
+            snprintf(owner, sizeof(owner), "%s", sid);
+        else
+            node_key(owner, "_node:", jstr(check, "Node"));
+        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0)
+            rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], owner, cid);
+        json_t *inst = NULL;
+        if (rc == 0 && *sid && get_json(a->txn, a->s->dbi[DB_SERVICES], sid, &inst) == 0) {
+            rc = touch_name(a, jstr(inst, "Service"));
+            /* the checker re-reads this instance's checks */
+            snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", sid);
+        }
+        json_decref(inst);
+        json_decref(check);
+        if (rc != 0)
+            return rc;
+    }
+    json_array_foreach(json_object_get(args, "Put"), i, x)
+    {
+        if (!json_is_object(x))
+            return REG_EINVAL;
+        json_object_set_new(x, "ServiceID", json_string(""));
+        json_object_set_new(x, "Node", json_string(node));
+        if ((rc = put_check_as(a, x, ckey, !json_is_true(json_object_get(args, "SetStatus")))) !=
+            0)
+            return rc;
+    }
+    if (json_is_true(json_object_get(args, "Deregister"))) {
+        if ((rc = drop_checks(a, ckey, NULL)) != 0 ||
+            (rc = del_key(a->txn, a->s->dbi[DB_META], rkey, NULL)) != 0)
+            return rc;
+    }
+    return touch_node(a, node, json_is_true(json_object_get(args, "Deregister")));
 }
 
 static int apply_register(struct apply_ctx *a, json_t *args)
@@ -317,14 +444,18 @@ static int apply_register(struct apply_ctx *a, json_t *args)
     json_array_foreach(checks, i, check) json_object_set_new(keep, jstr(check, "CheckID"), json_true());
     rc = replace == NULL || json_is_true(replace) ? drop_checks(a, id, keep) : 0;
     json_decref(keep);
+    bool keep_status = !json_is_true(json_object_get(args, "SetStatus"));
     json_array_foreach(checks, i, check)
     {
         if (rc != 0)
             break;
-        rc = put_check(a, check, id);
+        rc = put_check_as(a, check, id, keep_status);
     }
     if (rc == 0)
         rc = touch_instance(a, name, id);
+    json_t *node_ops = json_object_get(args, "NodeOps"); /* a catalog registration's node */
+    if (rc == 0 && json_is_object(node_ops))
+        rc = apply_node(a, node_ops);
     return rc;
 }
 
@@ -364,6 +495,8 @@ static int apply_check_update(struct apply_ctx *a, json_t *args)
     snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", jstr(check, "ServiceID"));
     if (rc == 0 && get_json(a->txn, a->s->dbi[DB_SERVICES], jstr(check, "ServiceID"), &svc) == 0)
         rc = touch_name(a, jstr(svc, "Service"));
+    else if (rc == 0 && *jstr(check, "Node") && !*jstr(check, "ServiceID"))
+        rc = touch_node(a, jstr(check, "Node"), false); /* a node-level check */
     else if (rc == 0)
         change_add(a->chg, ""); /* no service of its own: only the global index moves */
     json_decref(svc);
@@ -501,6 +634,9 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
         break;
     case CMD_SERVER:
         rc = apply_server(&a, cmd.args);
+        break;
+    case CMD_NODE:
+        rc = apply_node(&a, cmd.args);
         break;
     case CMD_RESTORE: /* handled above, outside this transaction */
         rc = REG_EINVAL;
@@ -751,14 +887,56 @@ int store_each_check(struct store_read *r, store_json_cb cb, void *arg)
     return each_json(r, r->s->dbi[DB_CHECKS], cb, arg);
 }
 
+static int owner_checks(struct store_read *r, const char *owner, json_t *arr);
+
 int store_instance_checks(struct store_read *r, const char *service_id, json_t **out)
 {
+    json_t *arr = json_array(), *inst = NULL;
+    int rc = owner_checks(r, service_id, arr);
+    if (rc == 0 && get_json(r->txn, r->s->dbi[DB_SERVICES], service_id, &inst) == 0 &&
+        *jstr(inst, "Node")) {
+        char key[NODE_KEY_MAX];
+        node_key(key, "_node:", jstr(inst, "Node"));
+        rc = owner_checks(r, key, arr); /* the node's own checks count for it too */
+    }
+    json_decref(inst);
+    if (rc != 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+int store_each_node(struct store_read *r, store_json_cb cb, void *arg)
+{
     MDB_cursor *cur;
-    MDB_val k = val_str(service_id), v;
+    MDB_val k = val_str("node:"), v;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_META], &cur), stop = 0;
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         rc == 0 && !stop && k.mv_size >= 5 && memcmp(k.mv_data, "node:", 5) == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        json_t *obj = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        if (obj != NULL)
+            stop = cb(obj, arg);
+        json_decref(obj);
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
+/* Append the checks filed under owner (an instance ID or "_node:<name>"). */
+static int owner_checks(struct store_read *r, const char *owner, json_t *arr)
+{
+    MDB_cursor *cur;
+    MDB_val k = val_str(owner), v;
     int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_SVC_CHECKS], &cur);
     if (rc != 0)
         return lmdb_fail("mdb_cursor_open", rc);
-    json_t *arr = json_array();
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
         MDB_val ck = v, cv;
@@ -769,11 +947,8 @@ int store_instance_checks(struct store_read *r, const char *service_id, json_t *
             json_array_append_new(arr, obj);
     }
     mdb_cursor_close(cur);
-    if (rc != MDB_NOTFOUND) {
-        json_decref(arr);
+    if (rc != MDB_NOTFOUND)
         return lmdb_fail("mdb_cursor_get", rc);
-    }
-    *out = arr;
     return 0;
 }
 

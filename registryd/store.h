@@ -27,6 +27,7 @@
 #include "common.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,7 @@ struct store_change {
     int n;
     char names[2][STORE_NAME_MAX + 1];
     char service_id[STORE_NAME_MAX + 1]; /* the instance the command touched */
+    bool many; /* a node-level change: more services changed than names holds */
 };
 
 /* Open (creating, emptying) the store in dir. Returns 0 or REG_ESTORE with
@@ -86,11 +88,16 @@ int store_get_check(struct store_read *r, const char *id, json_t **out);
 typedef int (*store_json_cb)(json_t *obj, void *arg);
 int store_each_instance(struct store_read *r, const char *name, store_json_cb cb, void *arg);
 int store_each_check(struct store_read *r, store_json_cb cb, void *arg);
-/* The checks of one instance as a new JSON array (sorted by CheckID). */
+/* The checks of one instance as a new JSON array (sorted by CheckID), then
+ * the checks of its node (node-level checks: ServiceID ""). */
 int store_instance_checks(struct store_read *r, const char *service_id, json_t **out);
 /* The record of the server whose raft address is raft_addr ({ID, Raft,
  * HTTP}, a new reference); REG_ENOTFOUND if it never announced itself. */
 int store_get_server(struct store_read *r, const char *raft_addr, json_t **out);
+
+/* Nodes registered through the catalog (CMD_NODE): records {Node,
+ * NodeAddress, NodeMeta, TaggedAddresses}, borrowed by cb. */
+int store_each_node(struct store_read *r, store_json_cb cb, void *arg);
 
 /* How many instances and checks are stored, and the bytes LMDB uses. */
 int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t *bytes);

@@ -146,7 +146,7 @@ static void fire_list(struct watch_waiter **head, const char *key)
 
 void watch_notify(struct watch *w, const struct store_change *chg)
 {
-    if (chg->index == UINT64_MAX) { /* the whole store was replaced */
+    if (chg->index == UINT64_MAX || chg->many) { /* the whole store, or a node, changed */
         for (int b = 0; b < WATCH_BUCKETS; b++)
             fire_list(&w->buckets[b], NULL);
     } else {

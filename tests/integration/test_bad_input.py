@@ -85,6 +85,33 @@ CASES = [
     ("GET", "/v1/health/service/keep?node-meta=nocolon", None, 400, "node-meta"),
     ("GET", "/v1/catalog/nodes?node-meta=", None, 400, "node-meta"),
     ("GET", "/v1/catalog/services?node-meta=:v", None, 400, "node-meta"),
+    # check kinds registryd does not run: a clear refusal
+    ("PUT", REG, reg(Check={"Args": ["/bin/true"], "Interval": "10s"}), 400,
+     "enable_script_checks"),
+    ("PUT", REG, reg(Check={"DockerContainerID": "f00", "Shell": "/bin/sh", "Args": None,
+                            "Interval": "10s"}), 400, "Docker"),
+    ("PUT", REG, reg(Check={"OSService": "sshd", "Interval": "10s"}), 400, "OSService"),
+    ("PUT", REG, reg(Check={"GRPC": "127.0.0.1:1", "Interval": "10s"}), 400, "GRPC"),
+    ("PUT", REG, reg(Check={"H2PING": "127.0.0.1:1", "Interval": "10s"}), 400, "H2PING"),
+    ("PUT", REG, reg(Check={"UDP": "127.0.0.1:1", "Interval": "10s"}), 400, "UDP"),
+    ("PUT", REG, reg(Check={"AliasService": "web"}), 400, "Alias"),
+    # catalog and check registration
+    ("PUT", "/v1/catalog/register", '{"Node": "n1"}', 400, "address"),
+    ("PUT", "/v1/catalog/register", '{"Address": "10.0.0.1"}', 400, "node"),
+    ("PUT", "/v1/catalog/register", '{"Node": "bad node", "Address": "10.0.0.1"}', 400, "node"),
+    ("PUT", "/v1/catalog/register", '{"Node": "n1", "Address": "10.0.0.1", "Service": 5}', 400,
+     "Service"),
+    ("PUT", "/v1/catalog/register",
+     '{"Node": "n1", "Address": "10.0.0.1", "Check": {"CheckID": "c", "Status": "fine"}}', 400,
+     "Status"),
+    ("PUT", "/v1/catalog/register",
+     '{"Node": "n1", "Address": "10.0.0.1", "Check": {"CheckID": "c", "ServiceID": "x"}}', 400,
+     "ServiceID"),
+    ("PUT", "/v1/catalog/deregister", "{}", 400, "node"),
+    ("PUT", "/v1/agent/check/register", '{"TTL": "10s", "ServiceID": "keep-1"}', 400, "name"),
+    ("PUT", "/v1/agent/check/register", '{"Name": "n", "TTL": "10s"}', 400, "ServiceID"),
+    ("PUT", "/v1/agent/check/deregister/no-such-check", None, 404, "no-such-check"),
+    ("PUT", "/v1/agent/maintenance?enable=sure", None, 400, "enable"),
 ]
 
 

@@ -34,6 +34,7 @@ class CompatTest(unittest.TestCase):
         return json.loads(text) if status == 200 else text
 
     def setUp(self):
+        self.put("/v1/catalog/deregister", {"Node": "ext-node"})
         for sid in self.get("/v1/agent/services"):
             self.put("/v1/agent/service/deregister/" + sid)
         self.put("/v1/agent/service/register", {
@@ -303,6 +304,82 @@ class CompatTest(unittest.TestCase):
         self.assertEqual(got["Node"]["Meta"]["rack"], "r1")
         self.assertEqual(sorted(s["ID"] for s in got["Services"]), ["db-1", "web-1", "web-2"])
         self.assertIsNone(self.get("/v1/catalog/node-services/elsewhere"))
+
+    # ---- catalog register/deregister (the ESM pattern), check endpoints ------
+
+    def test_catalog_register_external_service(self):
+        import consul
+        c = consul.Consul(host="127.0.0.1", port=self.d.port)
+        self.assertTrue(c.catalog.register(
+            "ext-node", "192.0.2.10",
+            service={"Service": "redis", "ID": "redis1", "Tags": ["primary"], "Port": 6379},
+            check={"Node": "ext-node", "CheckID": "service:redis1", "Name": "redis alive",
+                   "Status": "passing", "ServiceID": "redis1"}))
+        rows = self.get("/v1/catalog/service/redis")
+        self.assertEqual(len(rows), 1)
+        self.assertEqual((rows[0]["Node"], rows[0]["Address"], rows[0]["ServicePort"]),
+                         ("ext-node", "192.0.2.10", 6379))
+        entries = self.get("/v1/health/service/redis?passing")
+        self.assertEqual([e["Checks"][-1]["CheckID"] for e in entries], ["service:redis1"])
+        self.assertIn("ext-node", [n["Node"] for n in self.get("/v1/catalog/nodes")])
+        # a node-level check from the ESM: critical takes the node's services down
+        self.put("/v1/catalog/register", {
+            "Node": "ext-node", "Address": "192.0.2.10", "NodeMeta": {"external-node": "true"},
+            "Check": {"CheckID": "externalNodeHealth", "Name": "node alive",
+                      "Status": "critical"}})
+        self.assertEqual(self.get("/v1/health/service/redis?passing"), [])
+        checks = self.get("/v1/health/node/ext-node")
+        self.assertIn("externalNodeHealth", [x["CheckID"] for x in checks])
+        self.assertEqual(self.get("/v1/catalog/node/ext-node")["Node"]["Meta"],
+                         {"external-node": "true"})
+        self.assertEqual(len(self.get("/v1/health/checks/redis")), 1)  # the service's own only
+        # the checker never probes catalog checks: the status stays as given
+        self.assertEqual(self.get("/v1/agent/checks")["service:redis1"]["Status"], "passing")
+        self.put("/v1/catalog/register", {
+            "Node": "ext-node", "Address": "192.0.2.10",
+            "Check": {"CheckID": "externalNodeHealth", "Name": "node alive",
+                      "Status": "passing"}})
+        self.assertEqual(len(self.get("/v1/health/service/redis?passing")), 1)
+        # deregister: one check, one service, then the whole node
+        self.assertTrue(c.catalog.deregister("ext-node", check_id="externalNodeHealth"))
+        self.assertNotIn("externalNodeHealth",
+                         [x["CheckID"] for x in self.get("/v1/health/node/ext-node")])
+        self.assertTrue(c.catalog.deregister("ext-node", service_id="redis1"))
+        self.assertEqual(self.get("/v1/catalog/service/redis"), [])
+        self.assertIn("ext-node", [n["Node"] for n in self.get("/v1/catalog/nodes")])
+        self.assertTrue(c.catalog.deregister("ext-node"))
+        self.assertNotIn("ext-node", [n["Node"] for n in self.get("/v1/catalog/nodes")])
+
+    def test_agent_check_register_and_deregister(self):
+        import consul
+        c = consul.Consul(host="127.0.0.1", port=self.d.port)
+        self.assertTrue(c.agent.check.register("db ttl", check=consul.Check.ttl("30s"),
+                                               check_id="db-ttl", service_id="db-1"))
+        checks = self.get("/v1/agent/checks")
+        self.assertEqual(checks["db-ttl"]["ServiceID"], "db-1")
+        self.assertEqual(checks["db-ttl"]["Status"], "critical")
+        self.put("/v1/agent/check/pass/db-ttl")  # the checker knows it: a TTL heartbeat works
+        self.assertEqual(self.get("/v1/agent/checks")["db-ttl"]["Status"], "passing")
+        self.assertEqual(len(self.get("/v1/health/checks/db")), 1)
+        self.assertTrue(c.agent.check.deregister("db-ttl"))
+        self.assertNotIn("db-ttl", self.get("/v1/agent/checks"))
+        self.assertEqual(self.d.request("PUT", "/v1/agent/check/deregister/db-ttl")[0], 404)
+        code, text = self.d.request("PUT", "/v1/agent/check/register",
+                                    json.dumps({"Name": "x", "TTL": "5s", "ServiceID": "nope"}))
+        self.assertEqual(code, 400, text)
+
+    def test_node_maintenance(self):
+        import consul
+        c = consul.Consul(host="127.0.0.1", port=self.d.port)
+        self.assertTrue(c.agent.maintenance("true", "kernel upgrade"))
+        m = self.get("/v1/agent/checks")["_node_maintenance"]
+        self.assertEqual((m["Status"], m["Notes"]), ("critical", "kernel upgrade"))
+        self.assertEqual(self.get("/v1/health/service/web?passing"), [])
+        from test_dns import dig, status
+        self.assertEqual(status(dig(self.d.dns_port, "web.service.registry.")), "NXDOMAIN")
+        self.assertTrue(c.agent.maintenance("false"))
+        self.assertNotIn("_node_maintenance", self.get("/v1/agent/checks"))
+        self.assertEqual(len(self.get("/v1/health/service/web?passing")), 1)
 
 
 class NodeMetaConfigTest(unittest.TestCase):

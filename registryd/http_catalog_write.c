@@ -1,0 +1,343 @@
+/*
+ * http_catalog_write.c — the writes that are about nodes and single checks
+ * rather than one agent's service registration:
+ *   PUT /v1/catalog/register, /v1/catalog/deregister   external nodes and
+ *       services (the consul-esm pattern): filed under the node the body
+ *       names, with checks whose status the caller sets (never probed here)
+ *   PUT /v1/agent/check/register, /v1/agent/check/deregister/:id
+ *   PUT /v1/agent/maintenance                          node maintenance
+ * Node records and node-level checks are CMD_NODE (store.h); a service with
+ * its checks is CMD_REGISTER, as from the agent endpoint.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "http_internal.h"
+#include "registry/error.h"
+
+#define MAX_CATALOG_CHECKS 32
+#define NODE_MAINT_ID "_node_maintenance"
+
+static bool valid_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > STORE_NAME_MAX)
+        return false;
+    for (; *s; s++)
+        if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') && !(*s >= '0' && *s <= '9') &&
+            !strchr("-_.:", *s))
+            return false;
+    return true;
+}
+
+static int opt_str(struct http_req *r, json_t *obj, const char *key, const char *def,
+                   size_t max, const char **out)
+{
+    json_t *v = json_get_ci(obj, key);
+    *out = def;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return http_fail(r, 400, "Request decode failed: %s must be a string", key);
+    if (strlen(json_string_value(v)) > max)
+        return http_fail(r, 400, "Invalid %s: longer than %zu bytes", key, max);
+    for (const char *p = json_string_value(v); *p; p++)
+        if ((unsigned char)*p < 0x20 && *p != '\t' && *p != '\n')
+            return http_fail(r, 400, "Invalid %s: control characters", key);
+    *out = json_string_value(v);
+    return 0;
+}
+
+int http_build_catalog_check(struct http_req *r, json_t *def, const char *sid, const char *sname,
+                             const char *node, const char *default_id, json_t **out)
+{
+    const char *id, *name, *status, *notes, *output;
+    if (!json_is_object(def))
+        return http_fail(r, 400, "Request decode failed: a check must be a JSON object");
+    if (opt_str(r, def, "CheckID", NULL, STORE_NAME_MAX, &id) ||
+        (id == NULL && opt_str(r, def, "ID", default_id, STORE_NAME_MAX, &id)) ||
+        opt_str(r, def, "Name", NULL, 1024, &name) ||
+        opt_str(r, def, "Status", "critical", 16, &status) ||
+        opt_str(r, def, "Notes", "", 1024, &notes) || opt_str(r, def, "Output", "", 4096, &output))
+        return -1;
+    if (id == NULL && name != NULL)
+        id = name; /* Consul: CheckID defaults to Name */
+    if (id == NULL || !valid_id(id))
+        return http_fail(r, 400, "Invalid CheckID \"%.64s\": use letters, digits, - _ . :",
+                         id ? id : "");
+    if (strcmp(status, "passing") != 0 && strcmp(status, "warning") != 0 &&
+        strcmp(status, "critical") != 0)
+        return http_fail(r, 400, "Invalid check Status \"%s\": use passing, warning or critical",
+                         status);
+    json_t *defn = json_get_ci(def, "Definition");
+    *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "Node", node,
+                     "CheckID", id, "Name", name ? name : id, "Status", status, "Notes", notes,
+                     "Output", output, "ServiceID", sid ? sid : "", "ServiceName",
+                     sname ? sname : "", "Type", "",
+                     "Definition", json_is_object(defn) ? json_deep_copy(defn) : json_object());
+    return *out ? 0 : http_fail(r, 500, "out of memory");
+}
+
+/* ---- PUT /v1/catalog/register ------------------------------------------- */
+
+static int build_node(struct http_req *r, json_t *body, const char **node, json_t **record)
+{
+    const char *addr;
+    if (opt_str(r, body, "Node", "", STORE_NAME_MAX, node) ||
+        opt_str(r, body, "Address", "", STORE_NAME_MAX, &addr))
+        return -1;
+    if (!**node || !*addr)
+        return http_fail(r, 400, "Must provide node and address");
+    if (!valid_id(*node))
+        return http_fail(r, 400, "Invalid node name \"%.64s\"", *node);
+    json_t *meta = json_get_ci(body, "NodeMeta");
+    if (meta != NULL && !json_is_null(meta)) {
+        const char *k;
+        json_t *v;
+        if (!json_is_object(meta) || json_object_size(meta) > 64)
+            return http_fail(r, 400, "Request decode failed: NodeMeta must be an object of at "
+                                     "most 64 strings");
+        json_object_foreach(meta, k, v) if (!json_is_string(v) || !*k || strlen(k) > 128 ||
+                                            strlen(json_string_value(v)) > 512)
+            return http_fail(r, 400, "Invalid NodeMeta \"%.64s\"", k);
+    }
+    *record = json_pack("{s:s, s:s, s:o}", "Node", *node, "NodeAddress", addr, "NodeMeta",
+                        json_is_object(meta) ? json_deep_copy(meta) : json_object());
+    return *record ? 0 : http_fail(r, 500, "out of memory");
+}
+
+static int do_catalog_register(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    (void)rd;
+    json_t *body = NULL, *record = NULL, *node_checks = json_array(), *svc_checks = NULL;
+    json_t *svc = NULL, *svc_body = NULL;
+    const char *node;
+    int rc = -1;
+    if (http_body_json(r, &body) != 0 || build_node(r, body, &node, &record) != 0)
+        goto out;
+    json_t *service = json_get_ci(body, "Service");
+    const char *sid = NULL, *sname = NULL;
+    if (service != NULL && !json_is_null(service)) {
+        if (!json_is_object(service)) {
+            http_fail(r, 400, "Request decode failed: Service must be an object");
+            goto out;
+        }
+        /* the catalog's AgentService names the service "Service"; the
+         * agent's definition calls it "Name" */
+        svc_body = json_deep_copy(service);
+        json_t *sn = json_get_ci(svc_body, "Service");
+        if (sn != NULL)
+            json_object_set(svc_body, "Name", sn);
+        json_object_del(svc_body, "Check");
+        json_object_del(svc_body, "Checks");
+        struct http_node n = {node, json_string_value(json_object_get(record, "NodeAddress")),
+                              json_object_get(record, "NodeMeta")};
+        if (http_build_registration(r, svc_body, &n, false, &svc, &svc_checks) != 0)
+            goto out;
+        sid = json_string_value(json_object_get(svc, "ID"));
+        sname = json_string_value(json_object_get(svc, "Service"));
+    }
+    json_t *one = json_get_ci(body, "Check"), *many = json_get_ci(body, "Checks");
+    json_t *defs = json_array();
+    if (one != NULL && !json_is_null(one))
+        json_array_append(defs, one);
+    if (json_is_array(many))
+        json_array_extend(defs, many);
+    else if (many != NULL && !json_is_null(many)) {
+        json_decref(defs);
+        http_fail(r, 400, "Request decode failed: Checks must be an array");
+        goto out;
+    }
+    if (json_array_size(defs) > MAX_CATALOG_CHECKS) {
+        json_decref(defs);
+        http_fail(r, 400, "Too many checks: at most %d", MAX_CATALOG_CHECKS);
+        goto out;
+    }
+    size_t i;
+    json_t *def;
+    json_array_foreach(defs, i, def)
+    {
+        const char *csid = NULL;
+        json_t *check;
+        if (json_is_object(def) && opt_str(r, def, "ServiceID", NULL, STORE_NAME_MAX, &csid)) {
+            json_decref(defs);
+            goto out;
+        }
+        if (csid != NULL && *csid && (sid == NULL || strcmp(csid, sid) != 0)) {
+            json_decref(defs);
+            http_fail(r, 400, "Check's ServiceID \"%.64s\" is not the Service registered with it",
+                      csid);
+            goto out;
+        }
+        bool of_service = csid != NULL && *csid;
+        if (http_build_catalog_check(r, def, of_service ? sid : NULL, of_service ? sname : NULL,
+                                     node, NULL, &check) != 0) {
+            json_decref(defs);
+            goto out;
+        }
+        json_array_append_new(of_service ? svc_checks : node_checks, check);
+    }
+    json_decref(defs);
+    json_t *node_ops = json_pack("{s:s, s:O, s:O, s:b}", "Node", node, "Record", record, "Put",
+                                 node_checks, "SetStatus", 1);
+    if (svc != NULL) {
+        cmd->op = CMD_REGISTER;
+        cmd->args = json_pack("{s:O, s:O, s:b, s:b, s:o}", "Service", svc, "Checks", svc_checks,
+                              "ReplaceChecks", 0, "SetStatus", 1, "NodeOps", node_ops);
+    } else {
+        cmd->op = CMD_NODE;
+        cmd->args = node_ops;
+    }
+    rc = cmd->args ? 0 : http_fail(r, 500, "out of memory");
+out:
+    json_decref(body);
+    json_decref(record);
+    json_decref(node_checks);
+    json_decref(svc_checks);
+    json_decref(svc);
+    json_decref(svc_body);
+    return rc;
+}
+
+/* ---- PUT /v1/catalog/deregister ------------------------------------------ */
+
+static int do_catalog_deregister(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    json_t *body = NULL;
+    const char *node, *sid, *cid;
+    int rc = -1;
+    if (http_body_json(r, &body) != 0)
+        return -1;
+    if (opt_str(r, body, "Node", "", STORE_NAME_MAX, &node) ||
+        opt_str(r, body, "ServiceID", "", STORE_NAME_MAX, &sid) ||
+        opt_str(r, body, "CheckID", "", STORE_NAME_MAX, &cid))
+        goto out;
+    if (!*node) {
+        http_fail(r, 400, "Must provide node");
+        goto out;
+    }
+    if (*sid) {
+        json_t *inst = NULL;
+        const char *on = NULL;
+        if (store_get_instance(rd, sid, &inst) == 0)
+            on = json_string_value(json_object_get(inst, "Node"));
+        bool here = on != NULL && strcmp(on, node) == 0;
+        json_decref(inst);
+        if (!here) { /* Consul: nothing to do is no error */
+            rc = 0;
+            goto out;
+        }
+        cmd->op = CMD_DEREGISTER;
+        cmd->args = json_pack("{s:s}", "ServiceID", sid);
+    } else if (*cid) {
+        cmd->op = CMD_NODE;
+        cmd->args = json_pack("{s:s, s:[s]}", "Node", node, "Delete", cid);
+    } else {
+        cmd->op = CMD_NODE;
+        cmd->args = json_pack("{s:s, s:b}", "Node", node, "Deregister", 1);
+    }
+    rc = cmd->args ? 0 : http_fail(r, 500, "out of memory");
+out:
+    json_decref(body);
+    return rc;
+}
+
+/* ---- PUT /v1/agent/check/register, /deregister/:id ---------------------- */
+
+/* A check attached to a service (ServiceID) is registered with it, and run
+ * by the checker like the service's own; the checker has no node-level
+ * probes, so a check without ServiceID is refused. */
+static int do_check_register(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    json_t *body = NULL, *inst = NULL, *check = NULL;
+    const char *sid, *name;
+    int rc = -1;
+    if (http_body_json(r, &body) != 0)
+        return -1;
+    if (opt_str(r, body, "ServiceID", "", STORE_NAME_MAX, &sid) ||
+        opt_str(r, body, "Name", "", 1024, &name))
+        goto out;
+    if (!*name) {
+        http_fail(r, 400, "Missing check name");
+        goto out;
+    }
+    if (!*sid) {
+        http_fail(r, 400, "Invalid check: registryd runs checks of services only; give the "
+                          "ServiceID of the instance this check is about");
+        goto out;
+    }
+    if (store_get_instance(rd, sid, &inst) != 0) {
+        http_fail(r, 400, "ServiceID \"%s\" does not exist", sid);
+        goto out;
+    }
+    const char *sname = json_string_value(json_object_get(inst, "Service"));
+    if (http_build_agent_check(r, body, sid, sname, name, &check) != 0)
+        goto out;
+    /* the stored instance, re-registered with one more check */
+    json_object_del(inst, "CreateIndex");
+    json_object_del(inst, "ModifyIndex");
+    cmd->op = CMD_REGISTER;
+    cmd->args = json_pack("{s:O, s:[O], s:b}", "Service", inst, "Checks", check, "ReplaceChecks",
+                          0);
+    rc = cmd->args ? 0 : http_fail(r, 500, "out of memory");
+out:
+    json_decref(body);
+    json_decref(inst);
+    json_decref(check);
+    return rc;
+}
+
+static int do_check_deregister(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    json_t *check = NULL;
+    if (store_get_check(rd, r->arg, &check) != 0)
+        return http_fail(r, 404, "Unknown check ID \"%s\"", r->arg);
+    const char *node = json_string_value(json_object_get(check, "Node"));
+    cmd->op = CMD_NODE;
+    cmd->args = json_pack("{s:s, s:[s]}", "Node", node && *node ? node : http_origin_node(r),
+                          "Delete", r->arg);
+    json_decref(check);
+    return cmd->args ? 0 : http_fail(r, 500, "out of memory");
+}
+
+/* ---- PUT /v1/agent/maintenance?enable=&reason= --------------------------- */
+
+static int do_node_maintenance(struct http_req *r, struct store_read *rd, struct command *cmd)
+{
+    (void)rd;
+    const char *enable = http_param(r, "enable"), *reason = http_param(r, "reason");
+    bool on;
+    if (enable == NULL)
+        return http_fail(r, 400, "Missing value for enable");
+    if (http_parse_bool(enable, &on) != 0)
+        return http_fail(r, 400, "Invalid value for enable: \"%s\"", enable);
+    if (reason != NULL && strlen(reason) > 1024)
+        return http_fail(r, 400, "Invalid reason: longer than 1024 bytes");
+    const char *node = http_origin_node(r);
+    cmd->op = CMD_NODE;
+    if (!on) {
+        cmd->args = json_pack("{s:s, s:[s]}", "Node", node, "Delete", NODE_MAINT_ID);
+    } else {
+        const char *notes = reason && *reason ? reason
+                                              : "Maintenance mode is enabled for this node, but "
+                                                "no reason was provided. This is a default message.";
+        cmd->args = json_pack("{s:s, s:[{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{}}], s:b}",
+                              "Node", node, "Put", "CheckID", NODE_MAINT_ID, "Name",
+                              "Node Maintenance Mode", "Status", "critical", "Notes", notes,
+                              "Output", "", "ServiceID", "", "ServiceName", "", "Type",
+                              "maintenance", "Definition", "SetStatus", 1);
+    }
+    return cmd->args ? 0 : http_fail(r, 500, "out of memory");
+}
+
+const struct http_route http_catalog_write_routes[] = {
+    {"PUT", "/v1/catalog/register", NULL, do_catalog_register, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/catalog/deregister", NULL, do_catalog_deregister, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/agent/check/register", NULL, do_check_register, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/agent/check/deregister/", NULL, do_check_deregister, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/agent/maintenance", NULL, do_node_maintenance, WATCH_NONE, NULL, false},
+    /* python-consul 0.7 (Debian's) deregisters checks with GET, as Consul
+     * before 1.0 took it */
+    {"GET", "/v1/agent/check/deregister/", NULL, do_check_deregister, WATCH_NONE, NULL, false},
+    {NULL, NULL, NULL, NULL, WATCH_NONE, NULL, false},
+};
