@@ -76,6 +76,9 @@ static const struct conf_key conf_keys[] = {
         "most records in a UDP answer to a query without EDNS (a random few, as Consul)"),
     KEY("dns_enable_truncate", CONF_BOOL, dns_enable_truncate, "false", NULL,
         "set TC on UDP answers that left records out, so that resolvers retry over TCP"),
+    KEY("dns_server_service", CONF_NAME, dns_server_service, "consul", "NAME",
+        "service name under which DNS answers with the registry's own servers "
+        "(NAME.service.DOMAIN)"),
     KEY("raft_addr", CONF_IPV4PORT, raft_addr, NULL, "IPV4:PORT",
         "raft peer address (default 127.0.0.1 and a free port, chosen once)"),
     KEY("bootstrap_expect", CONF_UINT, bootstrap_expect, "1", "N",

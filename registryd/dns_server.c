@@ -22,6 +22,8 @@
 #include <event2/util.h>
 #include <jansson.h>
 
+#include "cluster.h"
+#include "config.h"
 #include "dns_wire.h"
 #include "duration.h"
 #include "log.h"
@@ -42,6 +44,7 @@ struct dns_inst {
     char target[DNS_NAME_MAX + 1]; /* SRV target: HEX.addr.DOMAIN or the host name */
     uint16_t port, weight;
     json_t *tags;           /* array of strings (owned) */
+    json_t *meta;           /* object of strings (owned), for TXT */
 };
 
 struct dns_service {
@@ -79,8 +82,10 @@ static void service_free(struct dns_service *svc)
 {
     if (svc == NULL)
         return;
-    for (size_t i = 0; i < svc->n; i++)
+    for (size_t i = 0; i < svc->n; i++) {
         json_decref(svc->v[i].tags);
+        json_decref(svc->v[i].meta);
+    }
     free(svc->v);
     free(svc);
 }
@@ -191,6 +196,7 @@ static int decode_instance(json_t *inst, void *arg)
     json_int_t wv = json_is_integer(w) ? json_integer_value(w) : 1;
     in->weight = (uint16_t)(wv < 0 ? 0 : wv > 65535 ? 65535 : wv);
     in->tags = json_incref(json_object_get(inst, "Tags"));
+    in->meta = json_incref(json_object_get(inst, "Meta"));
     d->svc->n++;
     json_decref(checks);
     return 0;
@@ -365,6 +371,25 @@ static void add_addr(struct answer *a, int section, const char *name, const stru
         overflow(a);
 }
 
+/* One TXT record with an instance's (or node's) meta as key=value strings. */
+static int add_meta_txt(struct answer *a, const char *owner, json_t *meta)
+{
+    const char *strs[64];
+    char buf[64][256];
+    size_t n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(meta, k, v)
+    {
+        if (n == 64 || !json_is_string(v))
+            break;
+        snprintf(buf[n], sizeof(buf[n]), "%s=%s", k, json_string_value(v));
+        strs[n] = buf[n];
+        n++;
+    }
+    return dns_msg_add_txt(&a->m, DNS_ANSWER, owner, a->s->opt.ttl, strs, n);
+}
+
 /* NAME[.TAG] lookups: A/AAAA/ANY or SRV over the passing instances. */
 static void answer_service(struct answer *a, struct store_read *rd, const char *name,
                            const char *tag)
@@ -417,6 +442,15 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
                 add_addr(a, DNS_ADDITIONAL, in->target, in,
                          in->family == AF_INET ? DNS_A : DNS_AAAA);
         }
+    } else if (qt == DNS_TXT) {
+        for (size_t k = 0; k < n && !full(a); k++) {
+            if (json_object_size(svc->v[idx[k]].meta) == 0)
+                continue; /* nothing to say: no record (NODATA if none has meta) */
+            if (add_meta_txt(a, owner, svc->v[idx[k]].meta) != 0)
+                overflow(a);
+            else
+                answers++;
+        }
     } else if (qt == DNS_A || qt == DNS_AAAA || qt == DNS_ANY) {
         for (size_t k = 0; k < n && !full(a); k++) {
             const struct dns_inst *in = &svc->v[idx[k]];
@@ -463,33 +497,235 @@ static void answer_addr(struct answer *a, const char *hex, size_t len)
         add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl);
 }
 
+/* An address (IPv4/IPv6 literal or host name) as an answer for owner:
+ * A/AAAA of the matching family, or a CNAME for a host name. */
+static size_t add_literal(struct answer *a, const char *owner, const char *addr, int section)
+{
+    struct dns_inst in = {0};
+    size_t before = a->m.counts[section];
+    if (inet_pton(AF_INET, addr, in.ip) == 1)
+        in.family = AF_INET;
+    else if (inet_pton(AF_INET6, addr, in.ip) == 1)
+        in.family = AF_INET6;
+    if (in.family != 0) {
+        add_addr(a, section, owner, &in, a->q->qtype == DNS_NS ? DNS_ANY : a->q->qtype);
+    } else if (*addr && section == DNS_ANSWER &&
+               (a->q->qtype == DNS_A || a->q->qtype == DNS_AAAA || a->q->qtype == DNS_ANY)) {
+        char target[DNS_NAME_MAX + 2];
+        uint8_t wire[DNS_NAME_MAX];
+        snprintf(target, sizeof(target), "%s.", addr);
+        if (dns_name_to_wire(target, wire, sizeof(wire)) != 0 &&
+            dns_msg_add_cname(&a->m, section, owner, a->s->opt.ttl, target) != 0)
+            overflow(a);
+    }
+    return a->m.counts[section] - before;
+}
+
+/* The registry's own servers, as Consul answers consul.service.DOMAIN:
+ * the raft configuration's addresses, SRV with the raft port. */
+static void answer_servers(struct answer *a)
+{
+    struct dns_server *s = a->s;
+    struct cluster_status st;
+    if (s->opt.cluster == NULL) {
+        a->rcode = DNS_NXDOMAIN;
+        return;
+    }
+    cluster_get_status(s->opt.cluster, &st);
+    int n = st.n_servers > 0 ? st.n_servers : 1;
+    size_t answers = 0;
+    for (int i = 0; i < n && !full(a); i++) {
+        char host[64];
+        unsigned short port = 0;
+        const char *addr = st.n_servers > 0 ? st.servers[i].addr : st.self_addr;
+        if (conf_split_hostport(addr, host, sizeof(host), &port) != 0)
+            continue;
+        struct dns_inst in = {0};
+        if (inet_pton(AF_INET, host, in.ip) != 1)
+            continue;
+        in.family = AF_INET;
+        if (a->q->qtype == DNS_SRV) {
+            char target[DNS_NAME_MAX + 1];
+            snprintf(target, sizeof(target), "%02x%02x%02x%02x.addr.%s", in.ip[0], in.ip[1],
+                     in.ip[2], in.ip[3], s->domain);
+            if (dns_msg_add_srv(&a->m, DNS_ANSWER, a->q->qname, s->opt.ttl, 1, 1, port,
+                                target) != 0)
+                overflow(a);
+            else
+                answers++;
+            add_addr(a, DNS_ADDITIONAL, target, &in, DNS_A);
+        } else {
+            size_t before = a->m.counts[DNS_ANSWER];
+            add_addr(a, DNS_ANSWER, a->q->qname, &in, a->q->qtype);
+            answers += a->m.counts[DNS_ANSWER] - before;
+        }
+    }
+    if (answers == 0 && !full(a))
+        add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl);
+}
+
+struct node_find {
+    const char *name; /* lower case */
+    char addr[STORE_NAME_MAX + 1];
+    bool found;
+};
+
+static int find_node(json_t *rec, void *arg)
+{
+    struct node_find *f = arg;
+    const char *node = json_string_value(json_object_get(rec, "Node"));
+    const char *addr = json_string_value(json_object_get(rec, "NodeAddress"));
+    if (node == NULL || addr == NULL || strcasecmp(node, f->name) != 0)
+        return 0;
+    snprintf(f->addr, sizeof(f->addr), "%s", addr);
+    f->found = true;
+    return 1;
+}
+
+/* NODE.node[.DC].DOMAIN: the node's address. */
+static void answer_node(struct answer *a, struct store_read *rd, const char *name)
+{
+    struct dns_server *s = a->s;
+    struct node_find f = {name, "", false};
+    if (s->opt.node != NULL && strcasecmp(name, s->opt.node) == 0) {
+        snprintf(f.addr, sizeof(f.addr), "%s", s->opt.node_addr);
+        f.found = true;
+    }
+    if (!f.found)
+        store_each_node(rd, find_node, &f);
+    if (!f.found)
+        store_each_instance(rd, NULL, find_node, &f);
+    if (!f.found) {
+        a->rcode = DNS_NXDOMAIN;
+        return;
+    }
+    if (add_literal(a, a->q->qname, f.addr, DNS_ANSWER) == 0 && !full(a))
+        add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl); /* NODATA */
+}
+
+struct ptr_find {
+    struct answer *a;
+    const char *ip;
+    json_t *names; /* target -> true */
+};
+
+static int find_ptr(json_t *rec, void *arg)
+{
+    struct ptr_find *p = arg;
+    struct dns_server *s = p->a->s;
+    char target[DNS_PNAME_MAX];
+    const char *node = json_string_value(json_object_get(rec, "Node"));
+    const char *naddr = json_string_value(json_object_get(rec, "NodeAddress"));
+    const char *addr = json_string_value(json_object_get(rec, "Address"));
+    const char *svc = json_string_value(json_object_get(rec, "Service"));
+    if (node && naddr && strcmp(naddr, p->ip) == 0) {
+        snprintf(target, sizeof(target), "%s.node.%s.%s", node, s->opt.datacenter, s->domain);
+        json_object_set_new(p->names, target, json_true());
+    }
+    if (svc && addr && strcmp(addr, p->ip) == 0) {
+        snprintf(target, sizeof(target), "%s.service.%s", svc, s->domain);
+        json_object_set_new(p->names, target, json_true());
+    }
+    return 0;
+}
+
+/* D.C.B.A.in-addr.arpa: the nodes and services with that address. */
+static void answer_ptr(struct answer *a, struct store_read *rd, const char *qname)
+{
+    struct dns_server *s = a->s;
+    unsigned d, c, b, x;
+    char tail[32];
+    if (sscanf(qname, "%3u.%3u.%3u.%3u.%31s", &d, &c, &b, &x, tail) != 5 ||
+        strcmp(tail, "in-addr.arpa.") != 0 || d > 255 || c > 255 || b > 255 || x > 255) {
+        a->rcode = DNS_NXDOMAIN;
+        return;
+    }
+    char ip[32];
+    snprintf(ip, sizeof(ip), "%u.%u.%u.%u", x, b, c, d);
+    struct ptr_find p = {a, ip, json_object()};
+    if (s->opt.node != NULL && strcmp(ip, s->opt.node_addr) == 0) {
+        char target[DNS_PNAME_MAX];
+        snprintf(target, sizeof(target), "%s.node.%s.%s", s->opt.node, s->opt.datacenter,
+                 s->domain);
+        json_object_set_new(p.names, target, json_true());
+    }
+    store_each_node(rd, find_ptr, &p);
+    store_each_instance(rd, NULL, find_ptr, &p);
+    if (json_object_size(p.names) == 0) {
+        a->rcode = DNS_NXDOMAIN;
+    } else if (a->q->qtype == DNS_PTR || a->q->qtype == DNS_ANY) {
+        const char *t;
+        json_t *v;
+        json_object_foreach(p.names, t, v) if (!full(a) && dns_msg_add_ptr(&a->m, DNS_ANSWER,
+                                                                            qname, s->opt.ttl,
+                                                                            t) != 0)
+            overflow(a);
+    }
+    json_decref(p.names);
+}
+
+/* The apex: SOA, NS (this server, "ns.DOMAIN", with its address as glue). */
+static void answer_apex(struct answer *a)
+{
+    struct dns_server *s = a->s;
+    char ns[DNS_NAME_MAX + 8];
+    snprintf(ns, sizeof(ns), "ns.%s", s->domain);
+    if (a->q->qtype == DNS_SOA) {
+        add_soa(a, DNS_ANSWER, s->opt.ttl);
+    } else if (a->q->qtype == DNS_NS || a->q->qtype == DNS_ANY) {
+        if (dns_msg_add_ns(&a->m, DNS_ANSWER, s->domain, s->opt.ttl, ns) != 0)
+            overflow(a);
+        else
+            add_literal(a, ns, s->opt.node_addr, DNS_ADDITIONAL);
+    } else {
+        add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl);
+    }
+}
+
 /* Map the name under our domain (rel: "web.service", no trailing dot). */
 static void answer_name(struct answer *a, struct store_read *rd, char *rel)
 {
     struct dns_server *s = a->s;
-    char *labels[4];
+    char *labels[5];
     int n = 0;
-    if (*rel == '\0') { /* the apex */
-        if (a->q->qtype == DNS_SOA)
-            add_soa(a, DNS_ANSWER, s->opt.ttl);
-        else
+    if (*rel == '\0') {
+        answer_apex(a);
+        return;
+    }
+    if (strcmp(rel, "ns") == 0) { /* the name our NS and SOA records give */
+        if (add_literal(a, a->q->qname, s->opt.node_addr, DNS_ANSWER) == 0 && !full(a))
             add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl);
         return;
     }
-    for (char *p = rel; n < 4;) {
+    for (char *p = rel; n < 5;) {
         labels[n++] = p;
         char *dot = strchr(p, '.');
         if (dot == NULL)
             break;
         *dot = '\0';
         p = dot + 1;
-        if (n == 4 && *p) {
+        if (n == 5 && *p) {
             a->rcode = DNS_NXDOMAIN; /* too many labels for any of our forms */
             return;
         }
     }
+    /* SERVICE.service.DC, NODE.node.DC, HEX.addr.DC: this datacenter's */
+    if (n >= 3 && s->opt.datacenter != NULL && strcasecmp(labels[n - 1], s->opt.datacenter) == 0 &&
+        (strcmp(labels[n - 2], "service") == 0 || strcmp(labels[n - 2], "node") == 0 ||
+         strcmp(labels[n - 2], "addr") == 0))
+        n--;
+    else if (n == 5) {
+        a->rcode = DNS_NXDOMAIN;
+        add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl);
+        return;
+    }
     const char *kind = labels[n - 1];
-    if (strcmp(kind, "service") == 0 && n == 2) {
+    if (strcmp(kind, "service") == 0 && n == 2 && s->opt.server_service != NULL &&
+        strcasecmp(labels[0], s->opt.server_service) == 0) {
+        answer_servers(a);
+    } else if (strcmp(kind, "node") == 0 && n == 2) {
+        answer_node(a, rd, labels[0]);
+    } else if (strcmp(kind, "service") == 0 && n == 2) {
         answer_service(a, rd, labels[0], NULL);
     } else if (strcmp(kind, "service") == 0 && n == 3) {
         if (labels[0][0] == '_' && labels[1][0] == '_') { /* RFC 2782 */
@@ -541,7 +777,16 @@ size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t 
         bool apex = strcmp(q.qname, s->domain) == 0;
         bool inside = apex || (nl > s->domain_len && q.qname[nl - s->domain_len - 1] == '.' &&
                                strcmp(q.qname + nl - s->domain_len, s->domain) == 0);
-        if (!inside) {
+        bool reverse = nl > 14 && strcmp(q.qname + nl - 14, ".in-addr.arpa.") == 0;
+        if (reverse) {
+            struct store_read *rd;
+            if (store_read_begin(s->opt.store, &rd) != 0) {
+                a.rcode = DNS_SERVFAIL;
+            } else {
+                answer_ptr(&a, rd, q.qname);
+                store_read_end(rd);
+            }
+        } else if (!inside) {
             a.rcode = DNS_REFUSED;
         } else {
             struct store_read *rd;

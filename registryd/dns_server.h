@@ -7,6 +7,13 @@
  *   TAG.NAME.service.DOMAIN      the same, filtered by tag
  *   _NAME._TAG.service.DOMAIN    RFC 2782 form; _tcp means any tag
  *   HEX.addr.DOMAIN              SRV targets: 8 hex digits (IPv4) or 32 (IPv6)
+ *   NAME.service.DC.DOMAIN, HEX.addr.DC.DOMAIN   the same, naming our datacenter
+ *   NODE.node[.DC].DOMAIN        a node's address (this server, catalog nodes,
+ *                                nodes instances were registered at)
+ *   SERVER_SERVICE.service.DOMAIN  the registry's servers ("consul")
+ *   D.C.B.A.in-addr.arpa         PTR to NODE.node.DC.DOMAIN / NAME.service.DOMAIN
+ *   DOMAIN                       SOA; NS "ns.DOMAIN" (this server's address)
+ *   TXT on a service name        each instance's Meta as key=value strings
  * Service names and tags match without case (Consul lowercases them).
  * Outside DOMAIN: REFUSED (no recursion). Unknown names inside, and services
  * with no instance to answer with (all critical, no such tag): NXDOMAIN with
@@ -40,7 +47,11 @@ struct dns_options {
     bool allow_warning;    /* answer with warning instances too */
     unsigned udp_answer_limit; /* records in a UDP answer without EDNS (Consul: 3) */
     bool enable_truncate;  /* set TC on UDP answers that left records out */
-    const char *node_addr; /* address of instances that have none */
+    const char *node_addr; /* address of instances that have none, and of this node */
+    const char *node;      /* this server's node name (NODE.node.DOMAIN) */
+    const char *datacenter; /* SERVICE.service.DC.DOMAIN names this one */
+    const char *server_service; /* the servers' own service name (Consul: "consul") */
+    struct cluster *cluster; /* borrowed: the servers, for server_service */
     struct event_base *base;
     struct store *store;
 };

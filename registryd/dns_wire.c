@@ -336,6 +336,37 @@ int dns_msg_add_cname(struct dns_msg *m, int section, const char *name, uint32_t
     return add_name_rr(m, section, name, DNS_CNAME, ttl, target);
 }
 
+int dns_msg_add_ptr(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                    const char *target)
+{
+    return add_name_rr(m, section, name, DNS_PTR, ttl, target);
+}
+
+int dns_msg_add_txt(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                    const char *const *strs, size_t n)
+{
+    RR_BEGIN(m);
+    long at = put_rr_head(m, name, DNS_TXT, ttl);
+    if (at < 0)
+        RR_FAIL(m);
+    if (n == 0) { /* a TXT record holds at least one (empty) string */
+        if (m->len + 1 > m->cap)
+            RR_FAIL(m);
+        m->buf[m->len++] = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(strs[i]);
+        if (l > 255)
+            l = 255;
+        if (m->len + 1 + l > m->cap || m->len + 1 + l - (size_t)at - 2 > 65535)
+            RR_FAIL(m);
+        m->buf[m->len++] = (uint8_t)l;
+        memcpy(m->buf + m->len, strs[i], l);
+        m->len += l;
+    }
+    RR_END(m, section, at);
+}
+
 int dns_msg_add_soa(struct dns_msg *m, int section, const char *zone, uint32_t ttl,
                     const char *mname, const char *rname, uint32_t serial, uint32_t minimum)
 {

@@ -22,8 +22,8 @@
 #define DNS_UDP_MIN 512
 #define DNS_UDP_MAX 4096  /* the EDNS payload size we advertise and accept */
 
-enum dns_type { DNS_A = 1, DNS_NS = 2, DNS_CNAME = 5, DNS_SOA = 6, DNS_AAAA = 28, DNS_SRV = 33,
-                DNS_OPT = 41, DNS_ANY = 255 };
+enum dns_type { DNS_A = 1, DNS_NS = 2, DNS_CNAME = 5, DNS_SOA = 6, DNS_PTR = 12, DNS_TXT = 16,
+                DNS_AAAA = 28, DNS_SRV = 33, DNS_OPT = 41, DNS_ANY = 255 };
 enum dns_rcode { DNS_NOERROR = 0, DNS_FORMERR = 1, DNS_SERVFAIL = 2, DNS_NXDOMAIN = 3,
                  DNS_NOTIMP = 4, DNS_REFUSED = 5 };
 
@@ -91,6 +91,11 @@ int dns_msg_add_ns(struct dns_msg *m, int section, const char *name, uint32_t tt
                    const char *target);
 int dns_msg_add_cname(struct dns_msg *m, int section, const char *name, uint32_t ttl,
                       const char *target);
+int dns_msg_add_ptr(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                    const char *target);
+/* One TXT record of n character strings (each cut at 255 bytes). */
+int dns_msg_add_txt(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                    const char *const *strs, size_t n);
 int dns_msg_add_opt(struct dns_msg *m, uint16_t payload);
 
 /* Drop every record after the question (for a truncated UDP answer). */

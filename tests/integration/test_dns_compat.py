@@ -28,7 +28,13 @@ class DnsCompatTest(unittest.TestCase):
             {"Name": "Web", "ID": "Web-1", "Address": "10.0.0.5", "Port": 80, "Tags": ["V1"]},
             {"Name": "sick", "ID": "sick-1", "Address": "10.0.0.9", "Port": 80,
              "Check": {"TTL": "60s"}},
-            {"Name": "ext", "ID": "ext-1", "Address": "db.example.com", "Port": 5432}])
+            {"Name": "ext", "ID": "ext-1", "Address": "db.example.com", "Port": 5432},
+            {"Name": "meta", "ID": "meta-1", "Address": "10.0.0.7", "Port": 80,
+             "Meta": {"version": "2.1", "zone": "a"}}])
+        code, text = cls.d.request("PUT", "/v1/catalog/register", json.dumps(
+            {"Node": "ext-node", "Address": "192.0.2.10",
+             "Service": {"Service": "legacy", "Port": 80}}))
+        assert code == 200, text
 
     @classmethod
     def tearDownClass(cls):
@@ -93,6 +99,36 @@ class DnsCompatTest(unittest.TestCase):
         self.assertEqual(answers(out, "CNAME"), ["db.example.com."])
         out = self.dig("ext.service.registry.", "SRV")
         self.assertEqual(answers(out, "SRV"), ["1 1 5432 db.example.com."])
+
+    def test_datacenter_forms(self):
+        self.assertEqual(answers(self.dig("web.service.dc1.registry."), "A"), ["10.0.0.5"])
+        self.assertEqual(answers(self.dig("v1.web.service.dc1.registry."), "A"), ["10.0.0.5"])
+        self.assertEqual(answers(self.dig("0a000005.addr.dc1.registry."), "A"), ["10.0.0.5"])
+        self.assertEqual(status(self.dig("web.service.dc9.registry.")), "NXDOMAIN")
+
+    def test_node_lookups_and_ptr(self):
+        node = json.loads(self.d.request("GET", "/v1/agent/self")[1])["Config"]["NodeName"]
+        self.assertEqual(answers(self.dig("%s.node.registry." % node), "A"), ["127.0.0.1"])
+        self.assertEqual(answers(self.dig("%s.node.dc1.registry." % node), "A"), ["127.0.0.1"])
+        self.assertEqual(answers(self.dig("ext-node.node.registry."), "A"), ["192.0.2.10"])
+        self.assertEqual(status(self.dig("nosuch.node.registry.")), "NXDOMAIN")
+        out = self.dig("10.2.0.192.in-addr.arpa.", "PTR")
+        self.assertEqual(answers(out, "PTR"), ["ext-node.node.dc1.registry."])
+        self.assertEqual(answers(self.dig("7.0.0.10.in-addr.arpa.", "PTR"), "PTR"),
+                         ["meta.service.registry."])
+        self.assertEqual(status(self.dig("9.9.9.10.in-addr.arpa.", "PTR")), "NXDOMAIN")
+
+    def test_ns_soa_txt_and_servers(self):
+        out = self.dig("registry.", "NS")
+        self.assertEqual(answers(out, "NS"), ["ns.registry."])
+        self.assertIn("ns.registry.", out.split("ADDITIONAL SECTION")[-1])
+        self.assertEqual(answers(self.dig("ns.registry."), "A"), ["127.0.0.1"])
+        self.assertEqual(len(answers(self.dig("registry.", "SOA"), "SOA")), 1)
+        self.assertEqual(answers(self.dig("meta.service.registry.", "TXT"), "TXT"),
+                         ['"version=2.1" "zone=a"'])
+        out = self.dig("consul.service.registry.", "SRV")
+        self.assertEqual(len(answers(out, "SRV")), 1)
+        self.assertEqual(answers(self.dig("consul.service.registry."), "A"), ["127.0.0.1"])
 
 
 if __name__ == "__main__":
