@@ -629,15 +629,6 @@ static int read_agent_services(struct http_req *r, struct store_read *rd, json_t
     return 0;
 }
 
-static int read_agent_service(struct http_req *r, struct store_read *rd, json_t **out)
-{
-    json_t *inst;
-    if (store_get_instance(rd, r->arg, &inst) != 0)
-        return http_fail(r, 404, "unknown service ID: %s", r->arg);
-    *out = render_agent_service(r->srv, inst);
-    json_decref(inst);
-    return 0;
-}
 
 static int add_agent_check(json_t *check, void *arg)
 {
@@ -695,7 +686,6 @@ const struct http_route http_agent_routes[] = {
     {"GET", "/v1/agent/check/warn/", NULL, do_warn, WATCH_NONE, NULL, false},
     {"GET", "/v1/agent/check/fail/", NULL, do_fail, WATCH_NONE, NULL, false},
     {"GET", "/v1/agent/services", read_agent_services, NULL, WATCH_ALL, NULL, false},
-    {"GET", "/v1/agent/service/", read_agent_service, NULL, WATCH_ALL, NULL, false},
     {"GET", "/v1/agent/checks", read_agent_checks, NULL, WATCH_ALL, NULL, false},
     {NULL, NULL, NULL, NULL, WATCH_NONE, NULL, false},
 };

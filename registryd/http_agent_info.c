@@ -9,14 +9,17 @@
  * Every server is a Consul server agent here; the members are the raft
  * configuration's servers.
  */
+#include <event2/http.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cluster.h"
 #include "health.h"
 #include "http_internal.h"
 #include "registry/error.h"
+#include "watch.h"
 
 /* ---- /v1/agent/self, /version, /members ---------------------------------- */
 
@@ -321,7 +324,83 @@ static int read_node_services(struct http_req *r, struct store_read *rd, json_t 
     return 0;
 }
 
+/* ---- GET /v1/agent/service/:id: hash-based blocking ----------------------
+ * Consul's answer carries ContentHash (also as X-Consul-ContentHash), and
+ * ?hash=H blocks until the content hashes to something else (or ?wait=
+ * passes). ?index= blocks as on other reads. */
+
+static void service_answer(struct http_req *r, bool *found, char hash[17], json_t **body,
+                           uint64_t *index)
+{
+    struct store_read *rd;
+    json_t *inst = NULL;
+    *found = false;
+    *body = NULL;
+    *index = 0;
+    if (store_read_begin(r->srv->opt.store, &rd) != 0)
+        return;
+    *index = store_index(rd);
+    if (store_get_instance(rd, r->arg, &inst) == 0) {
+        *found = true;
+        *body = render_agent_service(r->srv, inst);
+        json_object_del(*body, "CreateIndex"); /* the content, not where it was written */
+        json_object_del(*body, "ModifyIndex");
+        char *text = json_dumps(*body, JSON_COMPACT | JSON_SORT_KEYS);
+        uint64_t h = 1469598103934665603ULL;
+        for (const char *p = text ? text : ""; *p; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+        free(text);
+        snprintf(hash, 17, "%016" PRIx64, h);
+        json_object_set_new(*body, "ContentHash", json_string(hash));
+    }
+    json_decref(inst);
+    store_read_end(rd);
+}
+
+static void agent_service_try(struct http_req *r);
+
+static void agent_service_woken(void *arg, bool timed_out)
+{
+    struct http_req *r = arg;
+    if (timed_out)
+        r->wait_ms = 0; /* answer now, whatever it is */
+    agent_service_try(r);
+}
+
+static void agent_service_try(struct http_req *r)
+{
+    bool found;
+    char hash[17] = "";
+    json_t *body;
+    uint64_t index;
+    service_answer(r, &found, hash, &body, &index);
+    const char *want = http_param(r, "hash");
+    double waited_ms = (mono_seconds() - r->started) * 1000.0;
+    uint64_t left = (double)r->wait_ms > waited_ms ? (uint64_t)((double)r->wait_ms - waited_ms) : 0;
+    bool same = want != NULL ? found && strcmp(want, hash) == 0
+                             : r->min_index > 0 && index <= r->min_index;
+    if (same && left > 0 &&
+        watch_park(r->srv->opt.watch, NULL, left, agent_service_woken, r, NULL) == 0) {
+        json_decref(body);
+        return; /* woken: try again */
+    }
+    if (!found) {
+        json_decref(body);
+        http_fail(r, 404, "unknown service ID: %s", r->arg);
+        http_finish_write(r, REG_ENOTFOUND);
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "X-Consul-ContentHash", hash);
+    http_finish_json_code(r, 200, body, "application/json");
+}
+
+static void do_agent_service(struct http_req *r)
+{
+    agent_service_try(r);
+}
+
 const struct http_route http_agent_info_routes[] = {
+    {"GET", "/v1/agent/service/", NULL, NULL, WATCH_NONE, do_agent_service, false},
     {"GET", "/v1/agent/self", read_agent_self, NULL, WATCH_NONE, NULL, false},
     {"GET", "/v1/agent/version", read_agent_version, NULL, WATCH_NONE, NULL, false},
     {"GET", "/v1/agent/members", read_agent_members, NULL, WATCH_NONE, NULL, false},

@@ -381,6 +381,42 @@ class CompatTest(unittest.TestCase):
         self.assertNotIn("_node_maintenance", self.get("/v1/agent/checks"))
         self.assertEqual(len(self.get("/v1/health/service/web?passing")), 1)
 
+    # ---- hash-based blocking on /v1/agent/service/:id ------------------------
+
+    def test_agent_service_content_hash_blocking(self):
+        import threading
+        import time
+        code, text, headers = self.d.request_full("GET", "/v1/agent/service/web-1")
+        self.assertEqual(code, 200, text)
+        body = json.loads(text)
+        h = body["ContentHash"]
+        self.assertRegex(h, "^[0-9a-f]{16}$")
+        self.assertEqual(headers["X-Consul-ContentHash"], h)
+        # a check status change is not the service's content: same hash
+        self.put("/v1/agent/check/fail/service:web-1")
+        self.assertEqual(self.get("/v1/agent/service/web-1")["ContentHash"], h)
+        t0 = time.monotonic()
+        code, text, headers = self.d.request_full(
+            "GET", "/v1/agent/service/web-1?hash=%s&wait=400ms" % h)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.35)  # blocked until wait passed
+        self.assertEqual((code, json.loads(text)["ContentHash"]), (200, h))
+        # a change to the service wakes it with the new hash
+        timer = threading.Timer(0.3, lambda: self.put("/v1/agent/service/register", {
+            "Name": "web", "ID": "web-1", "Address": "10.0.0.5", "Port": 8090,
+            "Tags": ["v1", "blue"], "Meta": {"zone": "a", "version": "1.2"}}))
+        timer.start()
+        t0 = time.monotonic()
+        code, text, headers = self.d.request_full(
+            "GET", "/v1/agent/service/web-1?hash=%s&wait=10s" % h)
+        timer.join()
+        elapsed = time.monotonic() - t0
+        self.assertEqual(code, 200, text)
+        self.assertGreaterEqual(elapsed, 0.25)
+        self.assertLess(elapsed, 5)
+        self.assertEqual(json.loads(text)["Port"], 8090)
+        self.assertNotEqual(headers["X-Consul-ContentHash"], h)
+        self.assertEqual(self.d.request("GET", "/v1/agent/service/nope?hash=x")[0], 404)
+
 
 class NodeMetaConfigTest(unittest.TestCase):
     """node_meta in YAML (a mapping) and --node-meta's malformed values."""
