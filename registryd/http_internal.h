@@ -8,6 +8,11 @@
  *   http_operator.c  /v1/operator/..., /v1/snapshot, /v1/internal/... (the
  *                    routes servers use among themselves)
  *   http_ui.c        /ui/
+ *   http_filter.c    ?filter= (filter.c's language) and ?node-meta= on listings
+ *   http_agent_info.c /v1/agent/self, /version, /members, /service/:id (hash
+ *                    blocking), /health/service/...; /v1/catalog/node-services
+ *   http_catalog_write.c /v1/catalog/register and /deregister, /v1/agent/check/
+ *                    register and /deregister, /v1/agent/maintenance
  * Private to registryd/http_*.c.
  */
 #ifndef REGISTRYD_HTTP_INTERNAL_H
