@@ -58,7 +58,7 @@
 #define PENDING_MS 10000  /* resubmit a transition not seen in the store by then */
 #define MAINT_PREFIX "_service_maintenance:"
 
-enum hc_type { HC_HTTP, HC_TCP, HC_TTL };
+enum hc_type { HC_HTTP, HC_TCP, HC_TTL, HC_UDP };
 /* The stored statuses, numbered as probe.h's results. */
 enum hc_status { ST_PASSING = PROBE_PASSING, ST_WARNING = PROBE_WARNING,
                  ST_CRITICAL = PROBE_CRITICAL, ST_NONE = -1 };
@@ -277,7 +277,11 @@ static void start_probe(struct hcheck *c)
     record_lateness(h, now > c->due ? now - c->due : 0);
     char out[256];
     h->inflight++;
-    c->probe = probe_start(&h->probe_env, c->type == HC_HTTP ? PROBE_HTTP : PROBE_TCP, c->def,
+    c->probe = probe_start(&h->probe_env,
+                           c->type == HC_HTTP  ? PROBE_HTTP
+                           : c->type == HC_UDP ? PROBE_UDP
+                                               : PROBE_TCP,
+                           c->def,
                            c->timeout_ms, probe_done, c, out, sizeof(out));
     if (c->probe == NULL)
         probe_done(c, PROBE_CRITICAL, out);
@@ -438,7 +442,10 @@ static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
     c->service_id = strdup(json_string_value(json_object_get(rec, "ServiceID")));
     c->service_name = strdup(name);
     c->def = json_deep_copy(def);
-    c->type = strcmp(type, "http") == 0 ? HC_HTTP : strcmp(type, "tcp") == 0 ? HC_TCP : HC_TTL;
+    c->type = strcmp(type, "http") == 0  ? HC_HTTP
+              : strcmp(type, "tcp") == 0 ? HC_TCP
+              : strcmp(type, "udp") == 0 ? HC_UDP
+                                         : HC_TTL;
     c->interval_ms = def_ms(def, "Interval");
     c->timeout_ms = def_ms(def, "Timeout");
     c->ttl_ms = def_ms(def, "TTL");
@@ -500,7 +507,8 @@ static int resync_instance(json_t *inst, void *arg)
         const char *cid = json_string_value(json_object_get(rec, "CheckID"));
         const char *type = json_string_value(json_object_get(rec, "Type"));
         if (cid == NULL || type == NULL ||
-            (strcmp(type, "http") != 0 && strcmp(type, "tcp") != 0 && strcmp(type, "ttl") != 0))
+            (strcmp(type, "http") != 0 && strcmp(type, "tcp") != 0 && strcmp(type, "ttl") != 0 &&
+             strcmp(type, "udp") != 0))
             continue;
         struct hcheck *c = strmap_get(h->by_id, cid);
         if (c && (!json_equal(c->def, json_object_get(rec, "Definition")) ||

@@ -13,6 +13,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "cluster.h"
+#include "config.h"
 #include "health.h"
 #include "metrics.h"
 #include "http_internal.h"
@@ -124,7 +125,6 @@ static int unsupported_kind(struct http_req *r, json_t *def)
         {"OSService", "OSService checks are not supported by registryd"},
         {"GRPC", "GRPC checks are not supported by registryd yet"},
         {"H2PING", "H2PING checks are not supported by registryd yet"},
-        {"UDP", "UDP checks are not supported by registryd yet"},
         {"AliasService", "Alias checks are not supported by registryd yet"},
         {"AliasNode", "Alias checks are not supported by registryd yet"},
     };
@@ -147,7 +147,7 @@ static int unsupported_kind(struct http_req *r, json_t *def)
 static int build_check(struct http_req *r, json_t *def, const char *sid, const char *sname,
                        const char *default_id, json_t **out)
 {
-    const char *id, *name, *notes, *status, *http_url, *tcp, *method, *body, *ttl_s;
+    const char *id, *name, *notes, *status, *http_url, *tcp, *udp, *method, *body, *ttl_s;
     uint64_t interval, timeout, ttl, dereg;
     json_int_t succ, fail;
     char default_name[STORE_NAME_MAX + 32];
@@ -162,6 +162,7 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         opt_string(r, def, "Status", "critical", 16, &status) ||
         opt_string(r, def, "HTTP", NULL, MAX_TEXT, &http_url) ||
         opt_string(r, def, "TCP", NULL, MAX_TEXT, &tcp) ||
+        opt_string(r, def, "UDP", NULL, MAX_TEXT, &udp) ||
         opt_string(r, def, "Method", NULL, 16, &method) ||
         opt_string(r, def, "Body", NULL, MAX_OUTPUT, &body) ||
         opt_string(r, def, "TTL", NULL, 64, &ttl_s) ||
@@ -178,11 +179,18 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
                          status);
     if (unsupported_kind(r, def) != 0)
         return -1;
-    int kinds = (http_url != NULL) + (tcp != NULL) + (ttl_s != NULL && ttl > 0);
+    if (udp != NULL && *udp == '\0')
+        udp = NULL;
+    int kinds = (http_url != NULL) + (tcp != NULL) + (udp != NULL) + (ttl_s != NULL && ttl > 0);
     if (kinds != 1)
-        return http_fail(r, 400, "Invalid check: exactly one of TTL, HTTP or TCP is required");
-    if ((http_url || tcp) && interval == 0)
-        return http_fail(r, 400, "Invalid check: HTTP and TCP checks need an Interval");
+        return http_fail(r, 400,
+                         "Invalid check: exactly one of TTL, HTTP, TCP or UDP is required");
+    if ((http_url || tcp || udp) && interval == 0)
+        return http_fail(r, 400, "Invalid check: HTTP, TCP and UDP checks need an Interval");
+    char uhost[256];
+    unsigned short uport;
+    if (udp && conf_split_hostport(udp, uhost, sizeof(uhost), &uport) != 0)
+        return http_fail(r, 400, "Invalid check: UDP must be HOST:PORT");
     if (interval > 0 && interval < 100)
         return http_fail(r, 400, "Invalid check: Interval must be at least 100ms");
     if (interval > 0 && timeout > interval)
@@ -212,7 +220,7 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         return http_fail(r, 400, "Request decode failed: TLSSkipVerify must be a boolean");
 
     json_t *d = json_object();
-    const char *type = http_url ? "http" : tcp ? "tcp" : "ttl";
+    const char *type = http_url ? "http" : tcp ? "tcp" : udp ? "udp" : "ttl";
     if (http_url) {
         json_object_set_new(d, "HTTP", json_string(http_url));
         json_object_set_new(d, "Method", json_string(method ? method : "GET"));
@@ -224,6 +232,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
     }
     if (tcp)
         json_object_set_new(d, "TCP", json_string(tcp));
+    if (udp)
+        json_object_set_new(d, "UDP", json_string(udp));
     if (ttl_s)
         json_object_set_new(d, "TTL", duration_json(ttl));
     if (interval)

@@ -4,6 +4,7 @@
  * callbacks (freeing them there is not allowed).
  */
 #include "probe.h"
+#include "probe_udp.h"
 
 #include <inttypes.h>
 #include <netdb.h>
@@ -37,6 +38,7 @@ struct probe {
     void *arg;
     struct evhttp_connection *evcon;
     struct bufferevent *bev; /* TCP probes */
+    struct probe_udp *udp;   /* UDP probes (probe_udp.c) */
     struct evhttp_request *req;
     char error[160];
     char body[OUTPUT_MAX + 1];
@@ -53,6 +55,7 @@ static void probe_free(struct probe *p, bool deferred)
     }
     if (p->bev)
         bufferevent_free(p->bev);
+    probe_udp_free(p->udp);
     json_decref(p->def);
     free(p);
 }
@@ -342,6 +345,13 @@ void probe_env_fini(struct probe_env *e)
     e->ssl_verify = e->ssl_noverify = NULL;
 }
 
+static void udp_done(void *arg, bool passing, const char *output)
+{
+    char text[OUTPUT_MAX + 1];
+    snprintf(text, sizeof(text), "%s", output);
+    finish(arg, passing ? PROBE_PASSING : PROBE_CRITICAL, text);
+}
+
 struct probe *probe_start(const struct probe_env *e, enum probe_kind kind, json_t *def,
                           uint64_t timeout_ms, probe_done_cb cb, void *arg, char *err,
                           size_t errlen)
@@ -353,7 +363,13 @@ struct probe *probe_start(const struct probe_env *e, enum probe_kind kind, json_
     }
     *p = (struct probe){.env = e, .def = json_incref(def), .timeout_ms = timeout_ms, .cb = cb,
                         .arg = arg};
-    if ((kind == PROBE_HTTP ? start_http(p) : start_tcp(p)) != 0) {
+    int rc = kind == PROBE_HTTP ? start_http(p)
+             : kind == PROBE_UDP ? probe_udp_start(e->base,
+                                                   json_string_value(json_object_get(def, "UDP")),
+                                                   timeout_ms, udp_done, p, &p->udp, p->error,
+                                                   sizeof(p->error))
+                                 : start_tcp(p);
+    if (rc != 0) {
         snprintf(err, errlen, "%s", p->error);
         probe_cancel(p);
         return NULL;

@@ -417,6 +417,59 @@ class CompatTest(unittest.TestCase):
         self.assertNotEqual(headers["X-Consul-ContentHash"], h)
         self.assertEqual(self.d.request("GET", "/v1/agent/service/nope?hash=x")[0], 404)
 
+    # ---- check kinds: UDP ------------------------------------------------------
+
+    def wait_status(self, check_id, want, timeout=10, output=""):
+        """The check once it has status `want` and output containing `output`
+        (a probe's, not the initial empty one)."""
+        import time
+        deadline, got = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            got = self.get("/v1/agent/checks").get(check_id, {})
+            if got.get("Status") == want and got.get("Output") and output in got["Output"]:
+                return got
+            time.sleep(0.05)
+        self.fail("%s is %s, wanted %s with %r" % (check_id, got, want, output))
+
+    def test_udp_checks(self):
+        import socket
+        import threading
+        from harness import free_port
+        echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        echo.bind(("127.0.0.1", 0))
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind(("127.0.0.1", 0))
+        stop = threading.Event()
+
+        def serve():
+            echo.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    data, peer = echo.recvfrom(512)
+                    echo.sendto(data, peer)
+                except OSError:
+                    pass
+        t = threading.Thread(target=serve)
+        t.start()
+        try:
+            closed = free_port()
+            for sid, port in (("udp-echo", echo.getsockname()[1]),
+                              ("udp-silent", silent.getsockname()[1]), ("udp-closed", closed)):
+                self.put("/v1/agent/service/register", {
+                    "Name": "udp", "ID": sid, "Port": port,
+                    "Check": {"UDP": "127.0.0.1:%d" % port, "Interval": "200ms",
+                              "Timeout": "150ms"}})
+            c = self.wait_status("service:udp-echo", "passing")
+            self.assertEqual(c["Type"], "udp")
+            self.assertIn("Success", c["Output"])
+            self.wait_status("service:udp-silent", "passing")  # no answer is no error
+            self.wait_status("service:udp-closed", "critical", output="refused")
+        finally:
+            stop.set()
+            t.join()
+            echo.close()
+            silent.close()
+
 
 class NodeMetaConfigTest(unittest.TestCase):
     """node_meta in YAML (a mapping) and --node-meta's malformed values."""
