@@ -58,7 +58,7 @@
 #define PENDING_MS 10000  /* resubmit a transition not seen in the store by then */
 #define MAINT_PREFIX "_service_maintenance:"
 
-enum hc_type { HC_HTTP, HC_TCP, HC_TTL, HC_UDP };
+enum hc_type { HC_HTTP, HC_TCP, HC_TTL, HC_UDP, HC_GRPC, HC_H2PING };
 /* The stored statuses, numbered as probe.h's results. */
 enum hc_status { ST_PASSING = PROBE_PASSING, ST_WARNING = PROBE_WARNING,
                  ST_CRITICAL = PROBE_CRITICAL, ST_NONE = -1 };
@@ -279,8 +279,10 @@ static void start_probe(struct hcheck *c)
     h->inflight++;
     c->probe = probe_start(&h->probe_env,
                            c->type == HC_HTTP  ? PROBE_HTTP
-                           : c->type == HC_UDP ? PROBE_UDP
-                                               : PROBE_TCP,
+                           : c->type == HC_UDP    ? PROBE_UDP
+                           : c->type == HC_GRPC   ? PROBE_GRPC
+                           : c->type == HC_H2PING ? PROBE_H2PING
+                                                  : PROBE_TCP,
                            c->def,
                            c->timeout_ms, probe_done, c, out, sizeof(out));
     if (c->probe == NULL)
@@ -445,7 +447,9 @@ static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
     c->type = strcmp(type, "http") == 0  ? HC_HTTP
               : strcmp(type, "tcp") == 0 ? HC_TCP
               : strcmp(type, "udp") == 0 ? HC_UDP
-                                         : HC_TTL;
+              : strcmp(type, "grpc") == 0 ? HC_GRPC
+              : strcmp(type, "h2ping") == 0 ? HC_H2PING
+                                            : HC_TTL;
     c->interval_ms = def_ms(def, "Interval");
     c->timeout_ms = def_ms(def, "Timeout");
     c->ttl_ms = def_ms(def, "TTL");
@@ -508,7 +512,8 @@ static int resync_instance(json_t *inst, void *arg)
         const char *type = json_string_value(json_object_get(rec, "Type"));
         if (cid == NULL || type == NULL ||
             (strcmp(type, "http") != 0 && strcmp(type, "tcp") != 0 && strcmp(type, "ttl") != 0 &&
-             strcmp(type, "udp") != 0))
+             strcmp(type, "udp") != 0 && strcmp(type, "grpc") != 0 &&
+             strcmp(type, "h2ping") != 0))
             continue;
         struct hcheck *c = strmap_get(h->by_id, cid);
         if (c && (!json_equal(c->def, json_object_get(rec, "Definition")) ||

@@ -123,8 +123,6 @@ static int unsupported_kind(struct http_req *r, json_t *def)
     } kinds[] = {
         {"DockerContainerID", "Docker checks are not supported by registryd"},
         {"OSService", "OSService checks are not supported by registryd"},
-        {"GRPC", "GRPC checks are not supported by registryd yet"},
-        {"H2PING", "H2PING checks are not supported by registryd yet"},
         {"AliasService", "Alias checks are not supported by registryd yet"},
         {"AliasNode", "Alias checks are not supported by registryd yet"},
     };
@@ -147,7 +145,8 @@ static int unsupported_kind(struct http_req *r, json_t *def)
 static int build_check(struct http_req *r, json_t *def, const char *sid, const char *sname,
                        const char *default_id, json_t **out)
 {
-    const char *id, *name, *notes, *status, *http_url, *tcp, *udp, *method, *body, *ttl_s;
+    const char *id, *name, *notes, *status, *http_url, *tcp, *udp, *grpc, *h2ping, *method, *body,
+        *ttl_s, *server_name;
     uint64_t interval, timeout, ttl, dereg;
     json_int_t succ, fail;
     char default_name[STORE_NAME_MAX + 32];
@@ -163,6 +162,9 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         opt_string(r, def, "HTTP", NULL, MAX_TEXT, &http_url) ||
         opt_string(r, def, "TCP", NULL, MAX_TEXT, &tcp) ||
         opt_string(r, def, "UDP", NULL, MAX_TEXT, &udp) ||
+        opt_string(r, def, "GRPC", NULL, MAX_TEXT, &grpc) ||
+        opt_string(r, def, "H2PING", NULL, MAX_TEXT, &h2ping) ||
+        opt_string(r, def, "TLSServerName", NULL, STORE_NAME_MAX, &server_name) ||
         opt_string(r, def, "Method", NULL, 16, &method) ||
         opt_string(r, def, "Body", NULL, MAX_OUTPUT, &body) ||
         opt_string(r, def, "TTL", NULL, 64, &ttl_s) ||
@@ -181,16 +183,40 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         return -1;
     if (udp != NULL && *udp == '\0')
         udp = NULL;
-    int kinds = (http_url != NULL) + (tcp != NULL) + (udp != NULL) + (ttl_s != NULL && ttl > 0);
+    if (grpc != NULL && *grpc == '\0')
+        grpc = NULL;
+    if (h2ping != NULL && *h2ping == '\0')
+        h2ping = NULL;
+    int kinds = (http_url != NULL) + (tcp != NULL) + (udp != NULL) + (grpc != NULL) +
+                (h2ping != NULL) + (ttl_s != NULL && ttl > 0);
     if (kinds != 1)
-        return http_fail(r, 400,
-                         "Invalid check: exactly one of TTL, HTTP, TCP or UDP is required");
-    if ((http_url || tcp || udp) && interval == 0)
-        return http_fail(r, 400, "Invalid check: HTTP, TCP and UDP checks need an Interval");
-    char uhost[256];
+        return http_fail(r, 400, "Invalid check: exactly one of TTL, HTTP, TCP, UDP, GRPC or "
+                                 "H2PING is required");
+    if ((http_url || tcp || udp || grpc || h2ping) && interval == 0)
+        return http_fail(r, 400, "Invalid check: HTTP, TCP, UDP, GRPC and H2PING checks need an "
+                                 "Interval");
+    char uhost[256], hp[MAX_TEXT + 1];
     unsigned short uport;
     if (udp && conf_split_hostport(udp, uhost, sizeof(uhost), &uport) != 0)
         return http_fail(r, 400, "Invalid check: UDP must be HOST:PORT");
+    if (h2ping && conf_split_hostport(h2ping, uhost, sizeof(uhost), &uport) != 0)
+        return http_fail(r, 400, "Invalid check: H2PING must be HOST:PORT");
+    if (grpc) {
+        const char *slash = strchr(grpc, '/');
+        snprintf(hp, sizeof(hp), "%.*s", (int)(slash ? (size_t)(slash - grpc) : strlen(grpc)),
+                 grpc);
+        if (conf_split_hostport(hp, uhost, sizeof(uhost), &uport) != 0)
+            return http_fail(r, 400, "Invalid check: GRPC must be HOST:PORT or "
+                                     "HOST:PORT/SERVICE");
+        if (slash && strlen(slash + 1) > 127)
+            return http_fail(r, 400, "Invalid check: GRPC service name longer than 127 bytes");
+    }
+    static const char *const bools[] = {"GRPCUseTLS", "H2PingUseTLS"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *b = json_get_ci(def, bools[i]);
+        if (b && !json_is_null(b) && !json_is_boolean(b))
+            return http_fail(r, 400, "Request decode failed: %s must be a boolean", bools[i]);
+    }
     if (interval > 0 && interval < 100)
         return http_fail(r, 400, "Invalid check: Interval must be at least 100ms");
     if (interval > 0 && timeout > interval)
@@ -220,7 +246,12 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         return http_fail(r, 400, "Request decode failed: TLSSkipVerify must be a boolean");
 
     json_t *d = json_object();
-    const char *type = http_url ? "http" : tcp ? "tcp" : udp ? "udp" : "ttl";
+    const char *type = http_url ? "http"
+                       : tcp    ? "tcp"
+                       : udp    ? "udp"
+                       : grpc   ? "grpc"
+                       : h2ping ? "h2ping"
+                                : "ttl";
     if (http_url) {
         json_object_set_new(d, "HTTP", json_string(http_url));
         json_object_set_new(d, "Method", json_string(method ? method : "GET"));
@@ -234,6 +265,16 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         json_object_set_new(d, "TCP", json_string(tcp));
     if (udp)
         json_object_set_new(d, "UDP", json_string(udp));
+    if (grpc || h2ping) {
+        json_t *usetls = json_get_ci(def, grpc ? "GRPCUseTLS" : "H2PingUseTLS");
+        json_object_set_new(d, grpc ? "GRPC" : "H2PING", json_string(grpc ? grpc : h2ping));
+        /* Consul: GRPC is plain unless GRPCUseTLS, H2PING uses TLS unless told not to */
+        json_object_set_new(d, grpc ? "GRPCUseTLS" : "H2PingUseTLS",
+                            json_boolean(grpc ? json_is_true(usetls) : !json_is_false(usetls)));
+        json_object_set_new(d, "TLSSkipVerify", json_boolean(json_is_true(skip)));
+        if (server_name)
+            json_object_set_new(d, "TLSServerName", json_string(server_name));
+    }
     if (ttl_s)
         json_object_set_new(d, "TTL", duration_json(ttl));
     if (interval)

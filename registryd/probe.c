@@ -4,6 +4,7 @@
  * callbacks (freeing them there is not allowed).
  */
 #include "probe.h"
+#include "probe_h2.h"
 #include "probe_udp.h"
 
 #include <inttypes.h>
@@ -39,6 +40,7 @@ struct probe {
     struct evhttp_connection *evcon;
     struct bufferevent *bev; /* TCP probes */
     struct probe_udp *udp;   /* UDP probes (probe_udp.c) */
+    struct probe_h2 *h2;     /* GRPC and H2PING probes (probe_h2.c) */
     struct evhttp_request *req;
     char error[160];
     char body[OUTPUT_MAX + 1];
@@ -56,6 +58,7 @@ static void probe_free(struct probe *p, bool deferred)
     if (p->bev)
         bufferevent_free(p->bev);
     probe_udp_free(p->udp);
+    probe_h2_free(p->h2);
     json_decref(p->def);
     free(p);
 }
@@ -345,6 +348,7 @@ void probe_env_fini(struct probe_env *e)
     e->ssl_verify = e->ssl_noverify = NULL;
 }
 
+/* UDP, GRPC and H2PING probes end here (their modules say passing or not). */
 static void udp_done(void *arg, bool passing, const char *output)
 {
     char text[OUTPUT_MAX + 1];
@@ -368,7 +372,11 @@ struct probe *probe_start(const struct probe_env *e, enum probe_kind kind, json_
                                                    json_string_value(json_object_get(def, "UDP")),
                                                    timeout_ms, udp_done, p, &p->udp, p->error,
                                                    sizeof(p->error))
-                                 : start_tcp(p);
+             : kind == PROBE_GRPC || kind == PROBE_H2PING
+                 ? probe_h2_start(e->base, e->ssl_verify, e->ssl_noverify, kind == PROBE_GRPC,
+                                  def, timeout_ms, udp_done, p, &p->h2, p->error,
+                                  sizeof(p->error))
+                 : start_tcp(p);
     if (rc != 0) {
         snprintf(err, errlen, "%s", p->error);
         probe_cancel(p);

@@ -39,7 +39,13 @@ void probe_env_fini(struct probe_env *e);
 /* output: NUL-terminated, borrowed for the call (the callee may edit it). */
 typedef void (*probe_done_cb)(void *arg, enum probe_status status, char *output);
 
-enum probe_kind { PROBE_HTTP, PROBE_TCP, PROBE_UDP /* probe_udp.h */ };
+enum probe_kind {
+    PROBE_HTTP,
+    PROBE_TCP,
+    PROBE_UDP,   /* probe_udp.h */
+    PROBE_GRPC,  /* probe_h2.h */
+    PROBE_H2PING /* probe_h2.h */
+};
 
 /*
  * Start a probe of the check definition def (borrowed; read for HTTP, Method,

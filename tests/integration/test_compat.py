@@ -470,6 +470,66 @@ class CompatTest(unittest.TestCase):
             echo.close()
             silent.close()
 
+    # ---- check kinds: GRPC and H2PING against a real gRPC server --------------
+
+    def test_grpc_and_h2ping_checks(self):
+        import os
+        import subprocess
+        import tempfile
+        from concurrent import futures
+        import grpc
+        statuses = {"": b"\x08\x01", "web": b"\x08\x01", "sick": b"\x08\x02"}
+
+        def check(request, context):  # HealthCheckRequest {1: service} -> {1: status}
+            service = request[2:].decode() if request[:1] == b"\x0a" else ""
+            if service not in statuses:
+                context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+            return statuses[service]
+        handler = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+            "Check": grpc.unary_unary_rpc_method_handler(check)})
+        tmp = tempfile.mkdtemp(prefix="registryd-grpc-")
+        key, cert = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        server.add_generic_rpc_handlers((handler,))
+        plain = server.add_insecure_port("127.0.0.1:0")
+        with open(key, "rb") as k, open(cert, "rb") as c:
+            creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+        tls = server.add_secure_port("127.0.0.1:0", creds)
+        server.start()
+        try:
+            checks = {
+                "g-plain": {"GRPC": "127.0.0.1:%d" % plain},
+                "g-web": {"GRPC": "127.0.0.1:%d/web" % plain},
+                "g-sick": {"GRPC": "127.0.0.1:%d/sick" % plain},
+                "g-unknown": {"GRPC": "127.0.0.1:%d/nope" % plain},
+                "g-tls": {"GRPC": "127.0.0.1:%d/web" % tls, "GRPCUseTLS": True,
+                          "TLSSkipVerify": True},
+                "g-tls-verify": {"GRPC": "127.0.0.1:%d" % tls, "GRPCUseTLS": True},
+                "h-plain": {"H2PING": "127.0.0.1:%d" % plain, "H2PingUseTLS": False},
+                "h-tls": {"H2PING": "127.0.0.1:%d" % tls, "TLSSkipVerify": True},
+                "h-closed": {"H2PING": "127.0.0.1:1", "H2PingUseTLS": False},
+            }
+            for sid, c in checks.items():
+                c.update({"Interval": "300ms", "Timeout": "250ms"})
+                self.put("/v1/agent/service/register", {"Name": "grpc", "ID": sid, "Check": c})
+            self.assertEqual(self.get("/v1/agent/checks")["service:g-plain"]["Type"], "grpc")
+            for sid in ("g-plain", "g-web", "g-tls"):
+                self.wait_status("service:" + sid, "passing", output="success")
+            self.wait_status("service:g-sick", "critical", output="NOT_SERVING")
+            self.wait_status("service:g-unknown", "critical", output="code = 5")
+            self.wait_status("service:g-tls-verify", "critical", output="certificate")
+            for sid in ("h-plain", "h-tls"):
+                self.wait_status("service:" + sid, "passing", output="ping was successful")
+            self.wait_status("service:h-closed", "critical", output="refused")
+        finally:
+            server.stop(0)
+            for f in (key, cert):
+                os.unlink(f)
+            os.rmdir(tmp)
+
 
 class NodeMetaConfigTest(unittest.TestCase):
     """node_meta in YAML (a mapping) and --node-meta's malformed values."""
