@@ -520,13 +520,9 @@ void http_finish_json_code(struct http_req *r, int code, json_t *body, const cha
         req_free(r);
         return;
     }
-    add_consul_headers(r, 0);
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type", ctype);
     evbuffer_add(b, text, strlen(text));
     free(text);
-    evhttp_send_reply(r->req, code, code == 200 ? "OK" : "", b);
-    evbuffer_free(b);
-    r->status = code == 200 ? 0 : code; /* for the metrics */
+    reply(r, code, ctype, b, 0);
     req_free(r);
 }
 
@@ -893,7 +889,7 @@ static void handle(struct evhttp_request *req, void *arg)
         if (known && evhttp_request_get_command(req) == EVHTTP_REQ_OPTIONS) {
             /* Consul answers OPTIONS with the methods the path takes */
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
-            evhttp_send_reply(req, 200, "OK", NULL);
+            reply(r, 200, NULL, NULL, 0);
             req_free(r);
             return;
         }
