@@ -98,6 +98,9 @@ static const struct conf_key conf_keys[] = {
     KEY("log_level", CONF_LOGLEVEL, log_level, "info", "LEVEL", "debug, info, warn or error"),
     KEY("max_body_size", CONF_SIZE, max_body_size, "1MiB", "BYTES",
         "largest accepted HTTP request body (suffixes KiB, MiB, GiB)"),
+    KEY("enable_script_checks", CONF_BOOL, enable_script_checks, "false", NULL,
+        "accept and run script checks (Args): any client that can register can then run "
+        "programs on the servers, as in Consul"),
     KEY("check_max_concurrent", CONF_UINT, check_max_concurrent, "1024", "N",
         "health probes in flight at once"),
     KEY("check_update_interval", CONF_DURATION, check_update_interval_ms, "5m", "DURATION",

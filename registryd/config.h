@@ -45,6 +45,7 @@ struct conf {
     unsigned dns_udp_answer_limit; /* --dns-udp-answer-limit, default 3 */
     bool dns_enable_truncate; /* --dns-enable-truncate, default false */
     char *dns_server_service; /* --dns-server-service, default "consul" */
+    bool enable_script_checks; /* --enable-script-checks, default false */
     bool check_only;       /* --check-config: validate, report, exit */
     unsigned check_max_concurrent;     /* health probes in flight, default 1024 */
     uint64_t check_update_interval_ms; /* output-only write gap, default 5m */

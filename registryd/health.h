@@ -47,6 +47,7 @@ struct health_options {
     struct store *store;     /* borrowed; read only */
     struct cluster *cluster; /* borrowed; transitions are submitted here */
     struct health_limits limits;
+    bool enable_script_checks; /* script checks run only when set */
 };
 
 struct health_stats {

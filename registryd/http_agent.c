@@ -129,7 +129,7 @@ static int unsupported_kind(struct http_req *r, json_t *def)
     json_t *args = json_get_ci(def, "Args");
     if (args == NULL)
         args = json_get_ci(def, "ScriptArgs");
-    if (args != NULL && !json_is_null(args))
+    if (args != NULL && !json_is_null(args) && !r->srv->opt.enable_script_checks)
         return http_fail(r, 400, "Invalid check: Scripts are disabled on this agent; to enable, "
                                  "configure 'enable_script_checks' or "
                                  "'enable_local_script_checks' to true");
@@ -183,16 +183,31 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         return -1;
     if (udp != NULL && *udp == '\0')
         udp = NULL;
+    json_t *script = json_get_ci(def, "Args");
+    if (script == NULL)
+        script = json_get_ci(def, "ScriptArgs");
+    if (script != NULL && json_is_null(script))
+        script = NULL;
+    if (script != NULL) { /* only reached with enable_script_checks */
+        size_t i;
+        json_t *a;
+        if (!json_is_array(script) || json_array_size(script) == 0 ||
+            json_array_size(script) > 64)
+            return http_fail(r, 400, "Invalid check: Args must be an array of 1 to 64 strings");
+        json_array_foreach(script, i, a) if (!json_is_string(a) || !*json_string_value(a) ||
+                                             !valid_text(json_string_value(a), MAX_TEXT))
+            return http_fail(r, 400, "Invalid check: Args must be non-empty strings");
+    }
     if (grpc != NULL && *grpc == '\0')
         grpc = NULL;
     if (h2ping != NULL && *h2ping == '\0')
         h2ping = NULL;
     int kinds = (http_url != NULL) + (tcp != NULL) + (udp != NULL) + (grpc != NULL) +
-                (h2ping != NULL) + (ttl_s != NULL && ttl > 0);
+                (h2ping != NULL) + (script != NULL) + (ttl_s != NULL && ttl > 0);
     if (kinds != 1)
         return http_fail(r, 400, "Invalid check: exactly one of TTL, HTTP, TCP, UDP, GRPC or "
                                  "H2PING is required");
-    if ((http_url || tcp || udp || grpc || h2ping) && interval == 0)
+    if ((http_url || tcp || udp || grpc || h2ping || script) && interval == 0)
         return http_fail(r, 400, "Invalid check: HTTP, TCP, UDP, GRPC and H2PING checks need an "
                                  "Interval");
     char uhost[256], hp[MAX_TEXT + 1];
@@ -251,6 +266,7 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
                        : udp    ? "udp"
                        : grpc   ? "grpc"
                        : h2ping ? "h2ping"
+                       : script ? "script"
                                 : "ttl";
     if (http_url) {
         json_object_set_new(d, "HTTP", json_string(http_url));
@@ -265,6 +281,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         json_object_set_new(d, "TCP", json_string(tcp));
     if (udp)
         json_object_set_new(d, "UDP", json_string(udp));
+    if (script)
+        json_object_set(d, "Args", script);
     if (grpc || h2ping) {
         json_t *usetls = json_get_ci(def, grpc ? "GRPCUseTLS" : "H2PingUseTLS");
         json_object_set_new(d, grpc ? "GRPC" : "H2PING", json_string(grpc ? grpc : h2ping));

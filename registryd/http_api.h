@@ -11,6 +11,7 @@
 
 #include "common.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct event_base;
@@ -27,6 +28,7 @@ struct http_options {
     const char *node_addr;   /* address reported for the node */
     const char *datacenter;
     const char *node_meta;   /* "key:value" lines joined by '\n', or NULL */
+    bool enable_script_checks; /* registrations may carry Args */
     struct event_base *base; /* borrowed */
     struct store *store;     /* borrowed */
     struct cluster *cluster; /* borrowed */

@@ -337,6 +337,7 @@ int main(int argc, char **argv)
         .store = store,
         .cluster = cluster,
         .limits = health_limits_of(&conf),
+        .enable_script_checks = conf.enable_script_checks,
     };
     if (health_start(&health_opt, &health, err, sizeof(err)) != 0) {
         log_error("main", "msg=\"cannot start the health checker\" error=\"%s\"", err);
@@ -357,6 +358,7 @@ int main(int argc, char **argv)
         .node_addr = host,
         .datacenter = conf.datacenter,
         .node_meta = conf.node_meta,
+        .enable_script_checks = conf.enable_script_checks,
         .base = base,
         .store = store,
         .cluster = cluster,

@@ -5,6 +5,7 @@
  */
 #include "probe.h"
 #include "probe_h2.h"
+#include "probe_script.h"
 #include "probe_udp.h"
 
 #include <inttypes.h>
@@ -41,6 +42,7 @@ struct probe {
     struct bufferevent *bev; /* TCP probes */
     struct probe_udp *udp;   /* UDP probes (probe_udp.c) */
     struct probe_h2 *h2;     /* GRPC and H2PING probes (probe_h2.c) */
+    struct probe_script *script; /* script probes (probe_script.c) */
     struct evhttp_request *req;
     char error[160];
     char body[OUTPUT_MAX + 1];
@@ -59,6 +61,7 @@ static void probe_free(struct probe *p, bool deferred)
         bufferevent_free(p->bev);
     probe_udp_free(p->udp);
     probe_h2_free(p->h2);
+    probe_script_free(p->script);
     json_decref(p->def);
     free(p);
 }
@@ -356,6 +359,27 @@ static void udp_done(void *arg, bool passing, const char *output)
     finish(arg, passing ? PROBE_PASSING : PROBE_CRITICAL, text);
 }
 
+static void script_done(void *arg, int status, const char *output)
+{
+    char text[OUTPUT_MAX + 1];
+    snprintf(text, sizeof(text), "%s", output);
+    finish(arg, status == 0 ? PROBE_PASSING : status == 1 ? PROBE_WARNING : PROBE_CRITICAL,
+           text);
+}
+
+/* A server without enable_script_checks never runs one, whoever registered it. */
+static int start_script(struct probe *p)
+{
+    if (!p->env->enable_scripts) {
+        snprintf(p->error, sizeof(p->error),
+                 "Scripts are disabled on this agent; to enable, configure "
+                 "'enable_script_checks' to true");
+        return -1;
+    }
+    return probe_script_start(p->env->base, json_object_get(p->def, "Args"), p->timeout_ms,
+                              script_done, p, &p->script, p->error, sizeof(p->error));
+}
+
 struct probe *probe_start(const struct probe_env *e, enum probe_kind kind, json_t *def,
                           uint64_t timeout_ms, probe_done_cb cb, void *arg, char *err,
                           size_t errlen)
@@ -376,7 +400,8 @@ struct probe *probe_start(const struct probe_env *e, enum probe_kind kind, json_
                  ? probe_h2_start(e->base, e->ssl_verify, e->ssl_noverify, kind == PROBE_GRPC,
                                   def, timeout_ms, udp_done, p, &p->h2, p->error,
                                   sizeof(p->error))
-                 : start_tcp(p);
+             : kind == PROBE_SCRIPT ? start_script(p)
+                                    : start_tcp(p);
     if (rc != 0) {
         snprintf(err, errlen, "%s", p->error);
         probe_cancel(p);

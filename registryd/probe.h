@@ -29,6 +29,7 @@ enum probe_status { PROBE_PASSING, PROBE_WARNING, PROBE_CRITICAL };
 struct probe_env {
     struct event_base *base;
     SSL_CTX *ssl_verify, *ssl_noverify;
+    bool enable_scripts; /* enable_script_checks: script probes may run */
 };
 
 /* 0, or REG_ENOMEM. base is borrowed. */
@@ -44,7 +45,8 @@ enum probe_kind {
     PROBE_TCP,
     PROBE_UDP,   /* probe_udp.h */
     PROBE_GRPC,  /* probe_h2.h */
-    PROBE_H2PING /* probe_h2.h */
+    PROBE_H2PING, /* probe_h2.h */
+    PROBE_SCRIPT  /* probe_script.h: only with enable_scripts */
 };
 
 /*

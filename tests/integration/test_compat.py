@@ -531,6 +531,45 @@ class CompatTest(unittest.TestCase):
             os.rmdir(tmp)
 
 
+class ScriptCheckTest(unittest.TestCase):
+    """Args checks: refused without enable_script_checks (Consul's message),
+    run with it: exit 0 passing, 1 warning, else critical, killed at the
+    timeout."""
+
+    def test_script_checks(self):
+        # refused without the setting: test_bad_input's table
+        d = Registryd(extra_args=["--enable-script-checks"]).start()
+        try:
+            cases = {
+                "ok": (["sh", "-c", "echo all good; exit 0"], "passing", "all good"),
+                "warn": (["sh", "-c", "echo degraded >&2; exit 1"], "warning", "degraded"),
+                "bad": (["sh", "-c", "echo broken; exit 3"], "critical", "broken"),
+                "slow": (["sleep", "30"], "critical", "Timed out"),
+                "missing": (["/no/such/program"], "critical", "cannot run"),
+            }
+            for sid, (args, _, _) in cases.items():
+                code, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                    {"Name": "s", "ID": sid, "Check": {"Args": args, "Interval": "500ms",
+                                                       "Timeout": "300ms"}}))
+                self.assertEqual(code, 200, text)
+            import time
+            for sid, (_, want, out) in cases.items():
+                deadline, got = time.monotonic() + 10, {}
+                while time.monotonic() < deadline:
+                    got = json.loads(d.request("GET", "/v1/agent/checks")[1])["service:" + sid]
+                    if got["Status"] == want and out in got["Output"]:
+                        break
+                    time.sleep(0.05)
+                self.assertEqual((got["Status"], out in got["Output"]), (want, True), got)
+                self.assertEqual(got["Type"], "script")
+            code, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "s", "Check": {"Args": [], "Interval": "1s"}}))
+            self.assertEqual(code, 400, text)
+            self.assertIn("Args", text)
+        finally:
+            d.stop()
+
+
 class NodeMetaConfigTest(unittest.TestCase):
     """node_meta in YAML (a mapping) and --node-meta's malformed values."""
 
