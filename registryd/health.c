@@ -58,7 +58,7 @@
 #define PENDING_MS 10000  /* resubmit a transition not seen in the store by then */
 #define MAINT_PREFIX "_service_maintenance:"
 
-enum hc_type { HC_HTTP, HC_TCP, HC_TTL, HC_UDP, HC_GRPC, HC_H2PING, HC_SCRIPT };
+enum hc_type { HC_HTTP, HC_TCP, HC_TTL, HC_UDP, HC_GRPC, HC_H2PING, HC_SCRIPT, HC_ALIAS };
 /* The stored statuses, numbered as probe.h's results. */
 enum hc_status { ST_PASSING = PROBE_PASSING, ST_WARNING = PROBE_WARNING,
                  ST_CRITICAL = PROBE_CRITICAL, ST_NONE = -1 };
@@ -283,6 +283,7 @@ static void start_probe(struct hcheck *c)
                            : c->type == HC_GRPC   ? PROBE_GRPC
                            : c->type == HC_H2PING ? PROBE_H2PING
                            : c->type == HC_SCRIPT ? PROBE_SCRIPT
+                           : c->type == HC_ALIAS  ? PROBE_ALIAS
                                                   : PROBE_TCP,
                            c->def,
                            c->timeout_ms, probe_done, c, out, sizeof(out));
@@ -451,6 +452,7 @@ static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
               : strcmp(type, "grpc") == 0 ? HC_GRPC
               : strcmp(type, "h2ping") == 0 ? HC_H2PING
               : strcmp(type, "script") == 0 ? HC_SCRIPT
+              : strcmp(type, "alias") == 0  ? HC_ALIAS
                                             : HC_TTL;
     c->interval_ms = def_ms(def, "Interval");
     c->timeout_ms = def_ms(def, "Timeout");
@@ -515,7 +517,8 @@ static int resync_instance(json_t *inst, void *arg)
         if (cid == NULL || type == NULL ||
             (strcmp(type, "http") != 0 && strcmp(type, "tcp") != 0 && strcmp(type, "ttl") != 0 &&
              strcmp(type, "udp") != 0 && strcmp(type, "grpc") != 0 &&
-             strcmp(type, "h2ping") != 0 && strcmp(type, "script") != 0))
+             strcmp(type, "h2ping") != 0 && strcmp(type, "script") != 0 &&
+             strcmp(type, "alias") != 0))
             continue;
         struct hcheck *c = strmap_get(h->by_id, cid);
         if (c && (!json_equal(c->def, json_object_get(rec, "Definition")) ||
@@ -819,6 +822,7 @@ int health_start(const struct health_options *opt, struct health **out, char *er
         return REG_ENOMEM;
     }
     h->probe_env.enable_scripts = opt->enable_script_checks;
+    h->probe_env.store = opt->store;
     h->wake = event_new(h->base, -1, 0, on_wake, h);
     h->tick = event_new(h->base, -1, EV_PERSIST, on_tick, h);
     if (h->wake == NULL || h->tick == NULL) {

@@ -123,8 +123,6 @@ static int unsupported_kind(struct http_req *r, json_t *def)
     } kinds[] = {
         {"DockerContainerID", "Docker checks are not supported by registryd"},
         {"OSService", "OSService checks are not supported by registryd"},
-        {"AliasService", "Alias checks are not supported by registryd yet"},
-        {"AliasNode", "Alias checks are not supported by registryd yet"},
     };
     json_t *args = json_get_ci(def, "Args");
     if (args == NULL)
@@ -146,7 +144,7 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
                        const char *default_id, json_t **out)
 {
     const char *id, *name, *notes, *status, *http_url, *tcp, *udp, *grpc, *h2ping, *method, *body,
-        *ttl_s, *server_name;
+        *ttl_s, *server_name, *alias_svc, *alias_node;
     uint64_t interval, timeout, ttl, dereg;
     json_int_t succ, fail;
     char default_name[STORE_NAME_MAX + 32];
@@ -165,6 +163,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         opt_string(r, def, "GRPC", NULL, MAX_TEXT, &grpc) ||
         opt_string(r, def, "H2PING", NULL, MAX_TEXT, &h2ping) ||
         opt_string(r, def, "TLSServerName", NULL, STORE_NAME_MAX, &server_name) ||
+        opt_string(r, def, "AliasService", NULL, STORE_NAME_MAX, &alias_svc) ||
+        opt_string(r, def, "AliasNode", NULL, STORE_NAME_MAX, &alias_node) ||
         opt_string(r, def, "Method", NULL, 16, &method) ||
         opt_string(r, def, "Body", NULL, MAX_OUTPUT, &body) ||
         opt_string(r, def, "TTL", NULL, 64, &ttl_s) ||
@@ -202,8 +202,15 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         grpc = NULL;
     if (h2ping != NULL && *h2ping == '\0')
         h2ping = NULL;
+    if (alias_svc != NULL && *alias_svc == '\0')
+        alias_svc = NULL;
+    if (alias_node != NULL && *alias_node == '\0')
+        alias_node = NULL;
+    bool alias = alias_svc != NULL || alias_node != NULL;
+    if (alias && interval == 0)
+        interval = 1000; /* Consul follows the aliased checks; here, every second */
     int kinds = (http_url != NULL) + (tcp != NULL) + (udp != NULL) + (grpc != NULL) +
-                (h2ping != NULL) + (script != NULL) + (ttl_s != NULL && ttl > 0);
+                (h2ping != NULL) + (script != NULL) + alias + (ttl_s != NULL && ttl > 0);
     if (kinds != 1)
         return http_fail(r, 400, "Invalid check: exactly one of TTL, HTTP, TCP, UDP, GRPC or "
                                  "H2PING is required");
@@ -267,6 +274,7 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
                        : grpc   ? "grpc"
                        : h2ping ? "h2ping"
                        : script ? "script"
+                       : alias  ? "alias"
                                 : "ttl";
     if (http_url) {
         json_object_set_new(d, "HTTP", json_string(http_url));
@@ -283,6 +291,10 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         json_object_set_new(d, "UDP", json_string(udp));
     if (script)
         json_object_set(d, "Args", script);
+    if (alias_svc)
+        json_object_set_new(d, "AliasService", json_string(alias_svc));
+    if (alias_node)
+        json_object_set_new(d, "AliasNode", json_string(alias_node));
     if (grpc || h2ping) {
         json_t *usetls = json_get_ci(def, grpc ? "GRPCUseTLS" : "H2PingUseTLS");
         json_object_set_new(d, grpc ? "GRPC" : "H2PING", json_string(grpc ? grpc : h2ping));

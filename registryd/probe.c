@@ -4,6 +4,7 @@
  * callbacks (freeing them there is not allowed).
  */
 #include "probe.h"
+#include "probe_alias.h"
 #include "probe_h2.h"
 #include "probe_script.h"
 #include "probe_udp.h"
@@ -43,6 +44,7 @@ struct probe {
     struct probe_udp *udp;   /* UDP probes (probe_udp.c) */
     struct probe_h2 *h2;     /* GRPC and H2PING probes (probe_h2.c) */
     struct probe_script *script; /* script probes (probe_script.c) */
+    struct probe_alias *alias;   /* alias probes (probe_alias.c) */
     struct evhttp_request *req;
     char error[160];
     char body[OUTPUT_MAX + 1];
@@ -62,6 +64,7 @@ static void probe_free(struct probe *p, bool deferred)
     probe_udp_free(p->udp);
     probe_h2_free(p->h2);
     probe_script_free(p->script);
+    probe_alias_free(p->alias);
     json_decref(p->def);
     free(p);
 }
@@ -359,7 +362,8 @@ static void udp_done(void *arg, bool passing, const char *output)
     finish(arg, passing ? PROBE_PASSING : PROBE_CRITICAL, text);
 }
 
-static void script_done(void *arg, int status, const char *output)
+/* Script and alias probes end here (0 passing, 1 warning, 2 critical). */
+static void status_done(void *arg, int status, const char *output)
 {
     char text[OUTPUT_MAX + 1];
     snprintf(text, sizeof(text), "%s", output);
@@ -377,7 +381,7 @@ static int start_script(struct probe *p)
         return -1;
     }
     return probe_script_start(p->env->base, json_object_get(p->def, "Args"), p->timeout_ms,
-                              script_done, p, &p->script, p->error, sizeof(p->error));
+                              status_done, p, &p->script, p->error, sizeof(p->error));
 }
 
 struct probe *probe_start(const struct probe_env *e, enum probe_kind kind, json_t *def,
@@ -401,6 +405,8 @@ struct probe *probe_start(const struct probe_env *e, enum probe_kind kind, json_
                                   def, timeout_ms, udp_done, p, &p->h2, p->error,
                                   sizeof(p->error))
              : kind == PROBE_SCRIPT ? start_script(p)
+             : kind == PROBE_ALIAS  ? probe_alias_start(e->base, e->store, def, status_done, p,
+                                                        &p->alias, p->error, sizeof(p->error))
                                     : start_tcp(p);
     if (rc != 0) {
         snprintf(err, errlen, "%s", p->error);

@@ -30,6 +30,7 @@ struct probe_env {
     struct event_base *base;
     SSL_CTX *ssl_verify, *ssl_noverify;
     bool enable_scripts; /* enable_script_checks: script probes may run */
+    struct store *store; /* borrowed: alias probes read it */
 };
 
 /* 0, or REG_ENOMEM. base is borrowed. */
@@ -46,7 +47,8 @@ enum probe_kind {
     PROBE_UDP,   /* probe_udp.h */
     PROBE_GRPC,  /* probe_h2.h */
     PROBE_H2PING, /* probe_h2.h */
-    PROBE_SCRIPT  /* probe_script.h: only with enable_scripts */
+    PROBE_SCRIPT, /* probe_script.h: only with enable_scripts */
+    PROBE_ALIAS   /* probe_alias.h */
 };
 
 /*

@@ -103,7 +103,8 @@ CASES = [
     ("PUT", REG, reg(Check={"UDP": "127.0.0.1", "Interval": "10s"}), 400, "UDP"),
     ("PUT", REG, reg(Check={"UDP": "127.0.0.1:53"}), 400, "Interval"),
     ("PUT", REG, reg(Check={"UDP": 53, "Interval": "10s"}), 400, "UDP"),
-    ("PUT", REG, reg(Check={"AliasService": "web"}), 400, "Alias"),
+    ("PUT", REG, reg(Check={"AliasService": "web", "TTL": "5s"}), 400, "exactly one"),
+    ("PUT", REG, reg(Check={"AliasService": 5}), 400, "AliasService"),
     # catalog and check registration
     ("PUT", "/v1/catalog/register", '{"Node": "n1"}', 400, "address"),
     ("PUT", "/v1/catalog/register", '{"Address": "10.0.0.1"}', 400, "node"),

@@ -530,6 +530,24 @@ class CompatTest(unittest.TestCase):
                 os.unlink(f)
             os.rmdir(tmp)
 
+    # ---- check kinds: alias ------------------------------------------------------
+
+    def test_alias_checks(self):
+        self.put("/v1/agent/service/register", {
+            "Name": "backend", "ID": "backend-1", "Check": {"TTL": "60s"}})
+        self.put("/v1/agent/service/register", {
+            "Name": "frontend", "ID": "frontend-1",
+            "Check": {"Name": "backend alive", "AliasService": "backend-1"}})
+        c = self.get("/v1/agent/checks")["service:frontend-1"]
+        self.assertEqual(c["Type"], "alias")
+        self.wait_status("service:frontend-1", "critical", output="backend-1")
+        self.put("/v1/agent/check/warn/service:backend-1")
+        self.wait_status("service:frontend-1", "warning", output="backend-1")
+        self.put("/v1/agent/check/pass/service:backend-1")
+        self.wait_status("service:frontend-1", "passing", output="passing")
+        self.put("/v1/agent/service/deregister/backend-1")
+        self.wait_status("service:frontend-1", "critical", output="could not be found")
+
 
 class ScriptCheckTest(unittest.TestCase):
     """Args checks: refused without enable_script_checks (Consul's message),
