@@ -605,9 +605,19 @@ static void answer_node(struct answer *a, struct store_read *rd, const char *nam
 
 struct ptr_find {
     struct answer *a;
-    const char *ip;
+    int family;
+    uint8_t ip[16];
     json_t *names; /* target -> true */
 };
+
+/* Is text the address p looks for (compared as addresses: "fd00::7" is
+ * "fd00:0:0::7")? */
+static bool same_addr(const struct ptr_find *p, const char *text)
+{
+    uint8_t bin[16];
+    return text != NULL && inet_pton(p->family, text, bin) == 1 &&
+           memcmp(bin, p->ip, p->family == AF_INET ? 4 : 16) == 0;
+}
 
 static int find_ptr(json_t *rec, void *arg)
 {
@@ -618,32 +628,59 @@ static int find_ptr(json_t *rec, void *arg)
     const char *naddr = json_string_value(json_object_get(rec, "NodeAddress"));
     const char *addr = json_string_value(json_object_get(rec, "Address"));
     const char *svc = json_string_value(json_object_get(rec, "Service"));
-    if (node && naddr && strcmp(naddr, p->ip) == 0) {
+    if (node && same_addr(p, naddr)) {
         snprintf(target, sizeof(target), "%s.node.%s.%s", node, s->opt.datacenter, s->domain);
         json_object_set_new(p->names, target, json_true());
     }
-    if (svc && addr && strcmp(addr, p->ip) == 0) {
+    if (svc && same_addr(p, addr)) {
         snprintf(target, sizeof(target), "%s.service.%s", svc, s->domain);
         json_object_set_new(p->names, target, json_true());
     }
     return 0;
 }
 
-/* D.C.B.A.in-addr.arpa: the nodes and services with that address. */
+/* The address a reverse name stands for: D.C.B.A.in-addr.arpa. or 32
+ * nibbles of ip6.arpa. (least significant first). 0 or -1. */
+static int reverse_addr(const char *qname, struct ptr_find *p)
+{
+    size_t n = strlen(qname);
+    if (n > 14 && strcmp(qname + n - 14, ".in-addr.arpa.") == 0) {
+        unsigned v[4];
+        char tail[32];
+        if (sscanf(qname, "%3u.%3u.%3u.%3u.%31s", &v[3], &v[2], &v[1], &v[0], tail) != 5 ||
+            strcmp(tail, "in-addr.arpa.") != 0 || v[0] > 255 || v[1] > 255 || v[2] > 255 ||
+            v[3] > 255)
+            return -1;
+        p->family = AF_INET;
+        for (int i = 0; i < 4; i++)
+            p->ip[i] = (uint8_t)v[i];
+        return 0;
+    }
+    if (n != 64 + 9 || strcmp(qname + 64, "ip6.arpa.") != 0)
+        return -1;
+    p->family = AF_INET6;
+    memset(p->ip, 0, 16);
+    for (int i = 0; i < 32; i++) {
+        int h = hexval(qname[2 * i]);
+        if (h < 0 || qname[2 * i + 1] != '.')
+            return -1;
+        int byte = 15 - i / 2; /* the first nibble is the last address nibble */
+        p->ip[byte] |= (uint8_t)(i % 2 == 0 ? h : h << 4);
+    }
+    return 0;
+}
+
+/* D.C.B.A.in-addr.arpa / ip6.arpa: the nodes and services with that address. */
 static void answer_ptr(struct answer *a, struct store_read *rd, const char *qname)
 {
     struct dns_server *s = a->s;
-    unsigned d, c, b, x;
-    char tail[32];
-    if (sscanf(qname, "%3u.%3u.%3u.%3u.%31s", &d, &c, &b, &x, tail) != 5 ||
-        strcmp(tail, "in-addr.arpa.") != 0 || d > 255 || c > 255 || b > 255 || x > 255) {
+    struct ptr_find p = {.a = a};
+    if (reverse_addr(qname, &p) != 0) {
         a->rcode = DNS_NXDOMAIN;
         return;
     }
-    char ip[32];
-    snprintf(ip, sizeof(ip), "%u.%u.%u.%u", x, b, c, d);
-    struct ptr_find p = {a, ip, json_object()};
-    if (s->opt.node != NULL && strcmp(ip, s->opt.node_addr) == 0) {
+    p.names = json_object();
+    if (s->opt.node != NULL && same_addr(&p, s->opt.node_addr)) {
         char target[DNS_PNAME_MAX];
         snprintf(target, sizeof(target), "%s.node.%s.%s", s->opt.node, s->opt.datacenter,
                  s->domain);
@@ -777,7 +814,8 @@ size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t 
         bool apex = strcmp(q.qname, s->domain) == 0;
         bool inside = apex || (nl > s->domain_len && q.qname[nl - s->domain_len - 1] == '.' &&
                                strcmp(q.qname + nl - s->domain_len, s->domain) == 0);
-        bool reverse = nl > 14 && strcmp(q.qname + nl - 14, ".in-addr.arpa.") == 0;
+        bool reverse = (nl > 14 && strcmp(q.qname + nl - 14, ".in-addr.arpa.") == 0) ||
+                       (nl > 10 && strcmp(q.qname + nl - 10, ".ip6.arpa.") == 0);
         if (reverse) {
             struct store_read *rd;
             if (store_read_begin(s->opt.store, &rd) != 0) {

@@ -11,7 +11,7 @@
  *   NODE.node[.DC].DOMAIN        a node's address (this server, catalog nodes,
  *                                nodes instances were registered at)
  *   SERVER_SERVICE.service.DOMAIN  the registry's servers ("consul")
- *   D.C.B.A.in-addr.arpa         PTR to NODE.node.DC.DOMAIN / NAME.service.DOMAIN
+ *   D.C.B.A.in-addr.arpa, ip6.arpa  PTR to NODE.node.DC.DOMAIN / NAME.service.DOMAIN
  *   DOMAIN                       SOA; NS "ns.DOMAIN" (this server's address)
  *   TXT on a service name        each instance's Meta as key=value strings
  * Service names and tags match without case (Consul lowercases them).

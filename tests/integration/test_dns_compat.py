@@ -117,6 +117,13 @@ class DnsCompatTest(unittest.TestCase):
         self.assertEqual(answers(self.dig("7.0.0.10.in-addr.arpa.", "PTR"), "PTR"),
                          ["meta.service.registry."])
         self.assertEqual(status(self.dig("9.9.9.10.in-addr.arpa.", "PTR")), "NXDOMAIN")
+        # IPv6: registered as fd00:0::42, asked as dig -x builds it
+        code, text = self.d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "six", "ID": "six-1", "Address": "fd00:0::42", "Port": 80}))
+        self.assertEqual(code, 200, text)
+        out = dig(self.d.dns_port, "-x", "fd00::42")
+        self.assertEqual(answers(out, "PTR"), ["six.service.registry."])
+        self.assertEqual(status(dig(self.d.dns_port, "-x", "fd00::43")), "NXDOMAIN")
 
     def test_ns_soa_txt_and_servers(self):
         out = self.dig("registry.", "NS")
