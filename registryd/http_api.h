@@ -29,6 +29,8 @@ struct http_options {
     const char *datacenter;
     const char *node_meta;   /* "key:value" lines joined by '\n', or NULL */
     bool enable_script_checks; /* registrations may carry Args */
+    const char *dns_addr;    /* shown in /v1/agent/self's DebugConfig */
+    const char *dns_domain;
     struct event_base *base; /* borrowed */
     struct store *store;     /* borrowed */
     struct cluster *cluster; /* borrowed */

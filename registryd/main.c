@@ -359,6 +359,8 @@ int main(int argc, char **argv)
         .datacenter = conf.datacenter,
         .node_meta = conf.node_meta,
         .enable_script_checks = conf.enable_script_checks,
+        .dns_addr = conf.dns_addr,
+        .dns_domain = conf.dns_domain,
         .base = base,
         .store = store,
         .cluster = cluster,
