@@ -78,6 +78,7 @@ struct hcheck {
     uint64_t pending_at, output_written_at, critical_since;
     struct rules_run run; /* consecutive results, for the thresholds */
     bool maint, dereg_sent;
+    bool output_written; /* output_written_at is meaningful (0 is a time too) */
     uint64_t generation;
 
     uint64_t due;         /* scheduled start of the next probe (ms) */
@@ -195,8 +196,13 @@ static void report(struct hcheck *c, int status, char *output)
     int effective = c->pending != ST_NONE ? c->pending : c->status;
     bool output_changed = c->output == NULL || strcmp(c->output, output) != 0;
     if (status == effective) {
+        /* The first result always gets written: the registration's empty
+         * output is a placeholder, not an output written "at time 0" (the
+         * monotonic clock starts at boot, so that would hold back the first
+         * output for check_update_interval after every boot). */
         if (!output_changed || c->pending != ST_NONE ||
-            now - c->output_written_at < h->opt.limits.check_update_interval_ms)
+            (c->output_written &&
+             now - c->output_written_at < h->opt.limits.check_update_interval_ms))
             return;
     } else {
         h->transitions++;
@@ -208,6 +214,7 @@ static void report(struct hcheck *c, int status, char *output)
     c->pending = status;
     c->pending_at = now;
     c->output_written_at = now;
+    c->output_written = true;
     submit(h, CMD_CHECK_UPDATE,
            json_pack("{s:s, s:s, s:s}", "CheckID", c->id, "Status", status_names[status],
                      "Output", output));

@@ -308,6 +308,46 @@ class HealthTest(unittest.TestCase):
         self.assertNotIn("hbad-1", self.service_ids())
 
 
+class CheckUpdateIntervalTest(unittest.TestCase):
+    """A check whose status does not change gets its output written at most
+    every --check-update-interval, except its first result, which replaces
+    the registration's empty output at once. The checker's clock is
+    CLOCK_MONOTONIC, which starts at boot: "never written" must not read as
+    "written at time 0", or on a machine up for less than the interval (5m by
+    default: a fresh CI machine) the first output is held back too. An
+    interval longer than any uptime makes that case happen on every machine."""
+
+    def test_first_output_written_then_held(self):
+        d = Registryd(extra_args=["--check-update-interval", "100000h"])
+        d.start()
+        ep = Endpoint()
+        ep.code = 500
+        try:
+            status, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "hupd", "ID": "hupd-1",
+                 "Check": {"HTTP": "http://127.0.0.1:%d/" % ep.port, "Interval": "200ms"}}))
+            self.assertEqual(status, 200, text)
+
+            def output():
+                return json.loads(d.request("GET", "/v1/agent/checks")[1])["service:hupd-1"]
+
+            deadline = time.monotonic() + 3
+            while "500" not in output()["Output"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            c = output()
+            self.assertEqual(c["Status"], "critical")
+            self.assertIn("status 500", c["Output"])
+            ep.code = 503  # still critical, new output: held back for the interval
+            hits = ep.hits
+            time.sleep(1)
+            self.assertGreater(ep.hits - hits, 2)
+            self.assertEqual(output()["Output"], c["Output"])
+            self.assertEqual(output()["ModifyIndex"], c["ModifyIndex"])
+        finally:
+            ep.stop()
+            d.stop()
+
+
 class SelfPreservationTest(unittest.TestCase):
     def test_mass_failure_holds_deregistration(self):
         d = Registryd(extra_args=["--self-preservation-window", "10s"])
