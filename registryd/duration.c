@@ -2,55 +2,18 @@
  * API and our config file write them. See duration.h. */
 #include "duration.h"
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "duration_parse.h"
 #include "registry/error.h"
 
 int duration_parse(const char *s, uint64_t *ms)
 {
-    static const struct {
-        const char *unit;
-        double ms;
-    } units[] = {{"ns", 1e-6}, {"us", 1e-3}, {"µs", 1e-3}, {"ms", 1},
-                 {"s", 1000},  {"m", 60000}, {"h", 3600000}};
-    double total = 0;
-    if (s == NULL || *s == '\0')
-        return REG_EINVAL;
-    if (strcmp(s, "0") == 0) {
-        *ms = 0;
-        return 0;
-    }
-    while (*s) {
-        char *end;
-        if (!isdigit((unsigned char)*s) && *s != '.')
-            return REG_EINVAL;
-        double n = strtod(s, &end);
-        if (end == s)
-            return REG_EINVAL;
-        s = end;
-        size_t best = 0;
-        double mult = 0;
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-            size_t l = strlen(units[i].unit);
-            if (strncmp(s, units[i].unit, l) == 0 && l > best) {
-                best = l;
-                mult = units[i].ms;
-            }
-        }
-        if (best == 0)
-            return REG_EINVAL;
-        s += best;
-        total += n * mult;
-    }
-    if (total > 1e15)
-        return REG_EINVAL;
-    *ms = (uint64_t)(total + 0.5);
-    return 0;
+    /* one parser for the daemon and libregistry (client/src/duration_parse.c) */
+    return s == NULL ? REG_EINVAL : reg__duration_parse(s, strlen(s), ms);
 }
 
 int duration_parse_json(json_t *v, uint64_t *ms)

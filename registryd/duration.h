@@ -8,7 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* "10s", "1m30s", "500ms", "1.5h", "0". Returns 0 or REG_EINVAL. */
+/* "10s", "1m30s", "500ms", "1.5h", "0". Returns 0 or REG_EINVAL. The parser is
+ * libregistry's (duration_parse.h), so client and server agree. */
 int duration_parse(const char *s, uint64_t *ms);
 /* A duration string, or an integer count of nanoseconds (Go's encoding). */
 int duration_parse_json(json_t *v, uint64_t *ms);

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "registry/registry.h"
+#include "duration_parse.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -370,8 +371,8 @@ static long dechunk(char *body, size_t len)
     }
 }
 
-static int parse_response(struct reg_client *c, char *raw, size_t len, int *status,
-                          char **body, size_t *body_len, uint64_t *index)
+int reg__parse_response(struct reg_client *c, char *raw, size_t len, int *status, char **body,
+                        size_t *body_len, uint64_t *index)
 {
     char *hend = memmem(raw, len, "\r\n\r\n", 4);
     int code;
@@ -417,6 +418,31 @@ static int parse_response(struct reg_client *c, char *raw, size_t len, int *stat
     return 0;
 }
 
+/* As the server (registryd/http_api.c, Consul): a query with index=N > 0
+ * waits up to wait= (5m if absent, at most 10m) plus up to 1/16 jitter. */
+#define QUERY_DEFAULT_WAIT_MS (5 * 60 * 1000)
+#define QUERY_MAX_WAIT_MS (10 * 60 * 1000)
+
+uint64_t reg__query_wait_ms(const char *path)
+{
+    const char *q = path ? strchr(path, '?') : NULL;
+    uint64_t wait = QUERY_DEFAULT_WAIT_MS;
+    bool blocking = false;
+    while (q != NULL) { /* the last of each key wins, as on the server */
+        q++;
+        size_t n = strcspn(q, "&#");
+        uint64_t v;
+        if (n >= 5 && strncmp(q, "wait=", 5) == 0)
+            wait = reg__duration_parse(q + 5, n - 5, &v) == 0 ? v : 0;
+        else if (n > 6 && strncmp(q, "index=", 6) == 0)
+            blocking = strtoull(q + 6, NULL, 10) > 0;
+        q = q[n] == '&' ? q + n : NULL;
+    }
+    if (!blocking)
+        return 0;
+    return wait > QUERY_MAX_WAIT_MS ? QUERY_MAX_WAIT_MS : wait;
+}
+
 int reg_client_request(struct reg_client *c, const char *method, const char *path,
                        const char *body, size_t body_len, int *status, char **resp_body,
                        size_t *resp_len, uint64_t *index)
@@ -425,16 +451,9 @@ int reg_client_request(struct reg_client *c, const char *method, const char *pat
         return fail(c, REG_EINVAL, "invalid request");
     /* A blocking query may take its wait on top of the timeout. */
     long long extra = 0;
-    const char *w = strstr(path, "wait=");
-    if (w != NULL) {
-        double v = strtod(w + 5, NULL);
-        const char *unit = w + 5 + strspn(w + 5, "0123456789.");
-        extra = (long long)(v * (*unit == 'm' && unit[1] == 's' ? 1
-                                 : *unit == 'm'                 ? 60000
-                                 : *unit == 'h'                 ? 3600000
-                                                                : 1000));
-        extra += extra / 16 + 1000; /* the server's jitter, and some slack */
-    }
+    uint64_t wait_ms = reg__query_wait_ms(path);
+    if (wait_ms > 0)
+        extra = (long long)wait_ms + (long long)wait_ms / 16 + 1000; /* jitter, and slack */
     char *req = NULL;
     const char *sep = strchr(path, '?') ? "&" : "?";
     char tok[600] = "", enc[580];
@@ -490,7 +509,7 @@ int reg_client_request(struct reg_client *c, const char *method, const char *pat
         pthread_mutex_lock(&c->lock);
         c->preferred = si;
         pthread_mutex_unlock(&c->lock);
-        rc = parse_response(c, raw, rawlen, status, resp_body, resp_len, index);
+        rc = reg__parse_response(c, raw, rawlen, status, resp_body, resp_len, index);
         free(raw);
         return rc;
     }
@@ -581,6 +600,35 @@ void reg_instances_free(struct reg_instance *list, size_t n)
     free(list);
 }
 
+int reg__parse_instances(struct reg_client *c, const char *body, size_t len,
+                         struct reg_instance **out, size_t *n)
+{
+    json_error_t jerr;
+    json_t *arr = json_loadb(body, len, 0, &jerr);
+    if (!json_is_array(arr)) {
+        json_decref(arr);
+        return fail(c, REG_EPROTO, "unexpected answer from /v1/health/service: %s",
+                    arr ? "not an array" : jerr.text);
+    }
+    size_t count = json_array_size(arr);
+    struct reg_instance *list = calloc(count ? count : 1, sizeof(*list));
+    if (list == NULL) {
+        json_decref(arr);
+        return fail(c, REG_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (fill_instance(json_array_get(arr, i), &list[i]) != 0) {
+            reg_instances_free(list, count);
+            json_decref(arr);
+            return fail(c, REG_ENOMEM, "out of memory");
+        }
+    }
+    json_decref(arr);
+    *out = list;
+    *n = count;
+    return 0;
+}
+
 int reg_health_service(struct reg_client *c, const char *service, const char *tag,
                        bool passing_only, uint64_t wait_index, const char *wait,
                        struct reg_instance **out, size_t *n, uint64_t *index)
@@ -604,32 +652,11 @@ int reg_health_service(struct reg_client *c, const char *service, const char *ta
     int rc = reg_client_request(c, "GET", path, NULL, 0, NULL, &body, &blen, &idx);
     if (rc != 0)
         return rc;
-    json_error_t jerr;
-    json_t *arr = json_loadb(body, blen, 0, &jerr);
+    rc = reg__parse_instances(c, body, blen, out, n);
     free(body);
-    if (!json_is_array(arr)) {
-        json_decref(arr);
-        return fail(c, REG_EPROTO, "unexpected answer from /v1/health/service: %s", jerr.text);
-    }
-    size_t count = json_array_size(arr);
-    struct reg_instance *list = calloc(count ? count : 1, sizeof(*list));
-    if (list == NULL) {
-        json_decref(arr);
-        return fail(c, REG_ENOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < count; i++) {
-        if (fill_instance(json_array_get(arr, i), &list[i]) != 0) {
-            reg_instances_free(list, count);
-            json_decref(arr);
-            return fail(c, REG_ENOMEM, "out of memory");
-        }
-    }
-    json_decref(arr);
-    *out = list;
-    *n = count;
-    if (index)
+    if (rc == 0 && index)
         *index = idx;
-    return 0;
+    return rc;
 }
 
 int reg_register_json(struct reg_client *c, const char *json)

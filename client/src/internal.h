@@ -4,6 +4,8 @@
 #ifndef REGISTRY_INTERNAL_H
 #define REGISTRY_INTERNAL_H
 
+#include <stdint.h>
+
 /* Make this thread's requests return REG_ESHUTDOWN as soon as fd becomes
  * readable (-1: never). Used by the watcher thread to stop promptly. */
 void reg__set_cancel_fd(int fd);
@@ -16,5 +18,29 @@ struct reg_endpoint;
 typedef _Bool (*reg__skip_fn)(void *arg, const char *id);
 int reg__balancer_pick_filtered(struct reg_balancer *b, struct reg_endpoint *out,
                                 reg__skip_fn skip, void *arg);
+
+/* How long the server may hold a request for this path before answering, in
+ * ms, read as the server reads it: 0 unless it has index=N > 0; then its
+ * wait= (duration_parse.h; 5m if absent, capped at 10m; 0 if invalid: the
+ * server answers 400 at once), jitter not included. */
+uint64_t reg__query_wait_ms(const char *path);
+
+struct reg_client;
+struct reg_instance;
+
+/* Parse a whole HTTP/1.x answer: raw[0..len) plus one writable byte at
+ * raw[len] (which recv_all leaves as '\0'); decodes a chunked body in place.
+ * status, index (X-Consul-Index) and body/body_len (a malloc'ed, terminated
+ * copy, taken by the caller) are set when non-NULL. 2xx: 0; other status:
+ * REG_ENOTFOUND (404) or REG_ESERVER; malformed: REG_EPROTO. c (may be NULL)
+ * gets the message. */
+int reg__parse_response(struct reg_client *c, char *raw, size_t len, int *status, char **body,
+                        size_t *body_len, uint64_t *index);
+
+/* Parse a /v1/health/service answer (JSON array of {Node, Service, Checks})
+ * into *out (free with reg_instances_free) and *n. Returns 0, REG_EPROTO (not
+ * a JSON array) or REG_ENOMEM; c (may be NULL) gets the message. */
+int reg__parse_instances(struct reg_client *c, const char *body, size_t len,
+                         struct reg_instance **out, size_t *n);
 
 #endif
