@@ -411,10 +411,11 @@ static const struct conf_key *conf_find(const char *name, size_t len)
 
 /* ---- the YAML file ---- */
 
-/* A flat mapping of scalar keys to scalar values. Positions are 1-based. */
-static int conf_load_yaml(struct conf *c, const char *path, char *err, size_t errlen)
+/* A flat mapping of scalar keys to scalar values, read from f or, when f is
+ * NULL, from buf[0..len). Positions are 1-based; path names the input. */
+static int yaml_load(struct conf *c, const char *path, FILE *f, const unsigned char *buf,
+                     size_t len, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
     yaml_parser_t parser;
     yaml_event_t ev;
     int rc = REG_ECONFIG, depth = 0, done = 0;
@@ -424,16 +425,14 @@ static int conf_load_yaml(struct conf *c, const char *path, char *err, size_t er
     const struct conf_key *k = NULL;
     char *kv_key = NULL; /* inside a KVLIST mapping: the key waiting for its value */
 
-    if (f == NULL) {
-        snprintf(err, errlen, "--config: cannot open %s: %s", path, strerror(errno));
-        return REG_ECONFIG;
-    }
     if (!yaml_parser_initialize(&parser)) {
-        fclose(f);
         snprintf(err, errlen, "%s: cannot initialise the YAML parser", path);
         return REG_ENOMEM;
     }
-    yaml_parser_set_input_file(&parser, f);
+    if (f != NULL)
+        yaml_parser_set_input_file(&parser, f);
+    else
+        yaml_parser_set_input_string(&parser, buf, len);
 
 #define FAIL_AT(mark, ...)                                                                  \
     do {                                                                                    \
@@ -555,8 +554,25 @@ static int conf_load_yaml(struct conf *c, const char *path, char *err, size_t er
 out:
     free(kv_key);
     yaml_parser_delete(&parser);
+    return rc;
+}
+
+static int conf_load_yaml(struct conf *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "--config: cannot open %s: %s", path, strerror(errno));
+        return REG_ECONFIG;
+    }
+    int rc = yaml_load(c, path, f, NULL, 0, err, errlen);
     fclose(f);
     return rc;
+}
+
+int conf_load_yaml_buffer(struct conf *c, const char *name, const void *buf, size_t len,
+                          char *err, size_t errlen)
+{
+    return yaml_load(c, name, NULL, buf, len, err, errlen);
 }
 
 /* ---- flags ---- */
