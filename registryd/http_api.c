@@ -318,7 +318,7 @@ int http_body_json(struct http_req *r, json_t **out)
 
 /* ---- query string ------------------------------------------------------- */
 
-static int parse_query(struct http_req *r, const char *q)
+int http_parse_query(struct http_req *r, const char *q)
 {
     if (q == NULL)
         return 0;
@@ -350,14 +350,14 @@ static int parse_query(struct http_req *r, const char *q)
     return 0;
 }
 
-static int parse_blocking(struct http_req *r)
+int http_parse_blocking(struct http_req *r)
 {
     const char *idx = http_param(r, "index");
     if (idx != NULL) {
         char *end;
         errno = 0;
         unsigned long long v = strtoull(idx, &end, 10);
-        if (*idx == '\0' || *end != '\0' || errno != 0 || *idx == '-')
+        if (!isdigit((unsigned char)*idx) || *end != '\0' || errno != 0)
             return http_fail(r, 400, "Invalid index: \"%s\" is not an unsigned integer", idx);
         r->min_index = v;
     }
@@ -812,8 +812,8 @@ static bool route_matches(const struct http_route *rt, const char *path, size_t 
 /* The longest pattern matching path wins (an exact path beats a shorter
  * prefix: GET /v1/agent/service/register is a 405, not a lookup of a
  * service called "register"). *path_known: some method serves this path. */
-static const struct http_route *find_route(const char *method, const char *path, char **arg,
-                                           bool *path_known)
+const struct http_route *http_find_route(const char *method, const char *path, char **arg,
+                                         bool *path_known)
 {
     size_t best = 0, len;
     const struct http_route *found = NULL;
@@ -882,7 +882,7 @@ static void handle(struct evhttp_request *req, void *arg)
         goto fail;
     }
     r->path = path;
-    r->route = find_route(method, path, &r->arg, &known);
+    r->route = http_find_route(method, path, &r->arg, &known);
     if (r->route == NULL) {
         char allow[96];
         route_allow(path, allow, sizeof(allow));
@@ -907,7 +907,7 @@ static void handle(struct evhttp_request *req, void *arg)
         http_fail(r, 400, "Invalid path argument");
         goto fail;
     }
-    if (parse_query(r, query) != 0 || parse_blocking(r) != 0)
+    if (http_parse_query(r, query) != 0 || http_parse_blocking(r) != 0)
         goto fail;
     if (http_has_param(r, "stale") && http_has_param(r, "consistent")) {
         http_fail(r, 400, "Cannot specify ?stale with ?consistent, conflicting semantics.");

@@ -146,6 +146,20 @@ const char *http_origin_node_addr(struct http_req *r);
 /* ... and that node's Meta (a new reference). */
 json_t *http_origin_node_meta(struct http_req *r);
 
+/* Routing and query parsing (http_api.c), exposed for tests/unit/test_http_api.c.
+ * http_find_route: the route for method and path, the longest pattern first
+ * (NULL: *path_known says whether another method serves the path: 405, or
+ * not: 404); *arg gets the URL-decoded tail of a pattern ending in '/'
+ * (malloc'ed, the caller frees it). http_parse_query: the query string into
+ * r->params (keys and values decoded, '+' is a space; each malloc'ed, freed
+ * with r). http_parse_blocking: ?index= and ?wait= (5m if absent, capped at
+ * 10m, plus up to 1/16 jitter) into r->min_index and r->wait_ms. Both return
+ * 0, or -1 with r->status 400 and r->errmsg. */
+const struct http_route *http_find_route(const char *method, const char *path, char **arg,
+                                         bool *path_known);
+int http_parse_query(struct http_req *r, const char *q);
+int http_parse_blocking(struct http_req *r);
+
 /* Body keys are matched case-insensitively, as Consul (Go) does, and in
  * snake_case too (tagged_addresses for TaggedAddresses). Borrowed. */
 json_t *json_get_ci(json_t *obj, const char *key);
