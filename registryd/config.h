@@ -69,7 +69,7 @@ int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_
  * the fuzzer; conf_load reads the file itself. Returns 0, REG_ECONFIG or
  * REG_ENOMEM; c may be partly updated on error. */
 int conf_load_yaml_buffer(struct conf *c, const char *name, const void *buf, size_t len,
-                          char *err, size_t errlen);
+                          char *err, size_t errlen) REG_MUSTCHECK;
 
 /* Free every string in c. c itself is borrowed. Safe on a zeroed struct. */
 void conf_fini(struct conf *c);

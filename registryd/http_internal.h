@@ -157,8 +157,8 @@ json_t *http_origin_node_meta(struct http_req *r);
  * 0, or -1 with r->status 400 and r->errmsg. */
 const struct http_route *http_find_route(const char *method, const char *path, char **arg,
                                          bool *path_known);
-int http_parse_query(struct http_req *r, const char *q);
-int http_parse_blocking(struct http_req *r);
+int http_parse_query(struct http_req *r, const char *q) REG_MUSTCHECK;
+int http_parse_blocking(struct http_req *r) REG_MUSTCHECK;
 
 /* Body keys are matched case-insensitively, as Consul (Go) does, and in
  * snake_case too (tagged_addresses for TaggedAddresses). Borrowed. */
