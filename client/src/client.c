@@ -643,9 +643,19 @@ int reg_health_service(struct reg_client *c, const char *service, const char *ta
         len += snprintf(path + len, sizeof(path) - (size_t)len, "&passing=1");
     if (tag)
         len += snprintf(path + len, sizeof(path) - (size_t)len, "&tag=%s", etag);
-    if (wait_index)
+    if (wait_index) {
+        /* a duration, or the query string would take whatever else it says */
+        char ewait[64];
+        uint64_t ms;
+        if (wait == NULL)
+            wait = "5m";
+        if (reg__duration_parse(wait, strlen(wait), &ms) != 0 ||
+            reg_url_encode(wait, ewait, sizeof(ewait)) != 0)
+            return fail(c, REG_EINVAL, "invalid wait \"%.64s\": use a duration such as 30s",
+                        wait);
         len += snprintf(path + len, sizeof(path) - (size_t)len, "&index=%llu&wait=%s",
-                        (unsigned long long)wait_index, wait ? wait : "5m");
+                        (unsigned long long)wait_index, ewait);
+    }
     char *body = NULL;
     size_t blen = 0;
     uint64_t idx = 0;

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "duration_parse.h"
 #include "internal.h"
 #include "registry/registry.h"
 
@@ -193,9 +194,11 @@ int reg_watch_new(struct reg_client *c, const char *service, const char *tag, bo
                   const char *wait, enum reg_watch_mode mode, reg_watch_cb cb, void *arg,
                   struct reg_watch **out)
 {
+    uint64_t wait_ms;
     if (c == NULL || service == NULL || cb == NULL || out == NULL ||
-        (mode != REG_WATCH_THREAD && mode != REG_WATCH_LOOP))
-        return REG_EINVAL;
+        (mode != REG_WATCH_THREAD && mode != REG_WATCH_LOOP) ||
+        (wait && reg__duration_parse(wait, strlen(wait), &wait_ms) != 0))
+        return REG_EINVAL; /* a bad wait would fail every query, forever */
     struct reg_watch *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return REG_ENOMEM;

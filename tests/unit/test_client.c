@@ -275,6 +275,36 @@ static void test_blocking_query_outlasts_timeout(void **state)
     close(s.lfd);
 }
 
+static void no_cb(void *arg, const struct reg_instance *list, size_t n, bool stale)
+{
+    (void)arg, (void)list, (void)n, (void)stale;
+}
+
+/* wait goes into the query string: only a duration may (no connection is
+ * made for a bad one, so the unreachable address does not matter). */
+static void test_wait_must_be_a_duration(void **state)
+{
+    (void)state;
+    struct reg_client *c = NULL;
+    assert_int_equal(reg_client_new(&c, "127.0.0.1:1"), 0);
+    struct reg_instance *v = NULL;
+    size_t n = 0;
+    static const char *const bad[] = {"30s&passing=1", "30", "", "1m30s#x", "forever"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int rc = reg_health_service(c, "web", NULL, false, 8, bad[i], &v, &n, NULL);
+        if (rc != REG_EINVAL)
+            fail_msg("wait \"%s\": %s", bad[i], reg_strerror(rc));
+        assert_non_null(strstr(reg_client_errmsg(c), "invalid wait"));
+    }
+    assert_null(v);
+    struct reg_watch *w = NULL;
+    assert_int_equal(reg_watch_new(c, "web", NULL, false, "30s&x", REG_WATCH_LOOP, no_cb, NULL,
+                                   &w),
+                     REG_EINVAL);
+    assert_null(w);
+    reg_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +315,7 @@ int main(void)
         cmocka_unit_test(test_response_errors),
         cmocka_unit_test(test_instances),
         cmocka_unit_test(test_blocking_query_outlasts_timeout),
+        cmocka_unit_test(test_wait_must_be_a_duration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

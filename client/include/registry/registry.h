@@ -86,9 +86,10 @@ struct reg_instance {
  * Look up the instances of `service` (/v1/health/service/NAME). tag may be
  * NULL; passing_only keeps only instances whose checks all pass. For a
  * blocking query pass the index of a previous answer in wait_index and a
- * duration such as "30s" in wait (else 0 and NULL). On success *out is an
- * array of *n instances (free with reg_instances_free) and *index the
- * answer's index (may be NULL).
+ * duration such as "30s" or "1m30s" in wait (NULL: 5m; else 0 and NULL;
+ * REG_EINVAL if wait is not a duration). On success *out is an array of *n
+ * instances (free with reg_instances_free) and *index the answer's index
+ * (may be NULL).
  */
 REG_EXPORT int reg_health_service(struct reg_client *c, const char *service, const char *tag,
                                   bool passing_only, uint64_t wait_index, const char *wait,
@@ -128,7 +129,7 @@ enum reg_watch_mode { REG_WATCH_THREAD, REG_WATCH_LOOP };
 /* Start watching `service` (tag may be NULL). The client must outlive the
  * watcher and is used from the watcher's thread only while it runs; give a
  * watcher a client of its own if other threads use one too. `wait` is the
- * blocking query's wait ("30s" if NULL). */
+ * blocking query's wait ("30s" if NULL; REG_EINVAL if not a duration). */
 REG_EXPORT int reg_watch_new(struct reg_client *c, const char *service, const char *tag,
                              bool passing_only, const char *wait, enum reg_watch_mode mode,
                              reg_watch_cb cb, void *arg, struct reg_watch **out);
