@@ -298,8 +298,7 @@ static void test_wait_must_be_a_duration(void **state)
     }
     assert_null(v);
     struct reg_watch *w = NULL;
-    assert_int_equal(reg_watch_new(c, "web", NULL, false, "30s&x", REG_WATCH_LOOP, no_cb, NULL,
-                                   &w),
+    assert_int_equal(reg_watch_new(c, "web", NULL, false, "30s&x", REG_WATCH_LOOP, no_cb, NULL, &w),
                      REG_EINVAL);
     assert_null(w);
     reg_client_free(c);
