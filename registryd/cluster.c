@@ -102,7 +102,7 @@ struct cluster {
     bool ready;
     int start_error;
     struct cluster_status status;
-    uint64_t last_leader_seen_ms;
+    uint64_t last_leader_seen_ms; /* monotonic; the start until a leader is seen */
     struct cluster_link *link;   /* to the leader, on the front end's loop */
     struct cluster_peers *peers; /* liveness and check ownership, likewise */
     /* formation: the servers heard of, this one first (under status_lock) */
@@ -689,6 +689,9 @@ int cluster_new(const struct cluster_options *opt, struct cluster **out, char *e
     pthread_mutex_lock(&c->status_lock);
     c->status.self_id = c->id;
     snprintf(c->status.self_addr, sizeof(c->status.self_addr), "%s", c->addr);
+    /* Not 0: the monotonic clock counts from boot, so "never" would read
+     * as the machine's uptime in X-Consul-LastContact. */
+    c->last_leader_seen_ms = mono_ms();
     c->known[0].id = c->id;
     snprintf(c->known[0].raft_addr, sizeof(c->known[0].raft_addr), "%s", c->addr);
     snprintf(c->known[0].http_addr, sizeof(c->known[0].http_addr), "%s",

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE /* asprintf */
 #include "config.h"
+#include "hostport.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -145,40 +146,8 @@ static int parse_bool(const char *v, bool *out)
 
 int conf_split_hostport(const char *addr, char *host, size_t hostlen, unsigned short *port)
 {
-    const char *colon, *h = addr;
-    size_t hl;
-    if (addr == NULL || *addr == '\0')
-        return REG_EINVAL;
-    if (*addr == '[') {
-        const char *close = strchr(addr, ']');
-        if (close == NULL || close[1] != ':')
-            return REG_EINVAL;
-        h = addr + 1;
-        hl = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(addr, ':');
-        if (colon == NULL || memchr(addr, ':', (size_t)(colon - addr)) != NULL)
-            return REG_EINVAL; /* no port, or an unbracketed IPv6 address */
-        hl = (size_t)(colon - addr);
-    }
-    if (hl == 0 || hl >= hostlen)
-        return REG_EINVAL;
-    const char *p = colon + 1;
-    if (*p == '\0' || strlen(p) > 5)
-        return REG_EINVAL;
-    unsigned long n = 0;
-    for (; *p; p++) {
-        if (!isdigit((unsigned char)*p))
-            return REG_EINVAL;
-        n = n * 10 + (unsigned long)(*p - '0');
-    }
-    if (n == 0 || n > 65535)
-        return REG_EINVAL;
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    *port = (unsigned short)n;
-    return 0;
+    /* one parser for the daemon and libregistry (client/src/hostport.c) */
+    return addr == NULL ? REG_EINVAL : reg__split_hostport(addr, strlen(addr), host, hostlen, port);
 }
 
 static int parse_size(const char *v, size_t *out)

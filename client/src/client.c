@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "registry/registry.h"
 #include "duration_parse.h"
+#include "hostport.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -68,34 +69,10 @@ const char *reg_client_errmsg(const struct reg_client *c)
 
 static int parse_server(const char *s, size_t len, struct reg_server *out)
 {
-    char buf[300];
-    if (len == 0 || len >= sizeof(buf))
+    unsigned short port;
+    if (reg__split_hostport(s, len, out->host, sizeof(out->host), &port) != 0)
         return REG_EINVAL;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    char *host = buf, *port;
-    if (buf[0] == '[') {
-        char *close = strchr(buf, ']');
-        if (close == NULL || close[1] != ':')
-            return REG_EINVAL;
-        *close = '\0';
-        host = buf + 1;
-        port = close + 2;
-    } else {
-        port = strrchr(buf, ':');
-        if (port == NULL)
-            return REG_EINVAL;
-        *port++ = '\0';
-        if (strchr(buf, ':') != NULL)
-            return REG_EINVAL;
-    }
-    char *end;
-    long p = strtol(port, &end, 10);
-    if (*host == '\0' || *port == '\0' || *end != '\0' || p < 1 || p > 65535 ||
-        strlen(host) >= sizeof(out->host))
-        return REG_EINVAL;
-    snprintf(out->host, sizeof(out->host), "%.255s", host);
-    snprintf(out->port, sizeof(out->port), "%ld", p);
+    snprintf(out->port, sizeof(out->port), "%u", port);
     return 0;
 }
 

@@ -19,11 +19,43 @@
 #include <cmocka.h>
 
 #include "duration_cases.h"
+#include "hostport.h"
 #include "internal.h" /* client/src: libregistry's private functions */
 #include "registry/error.h"
 #include "registry/registry.h"
 
 /* ---- how long the server may hold a request ---------------------------- */
+
+/* One host:port parser for client and daemon: the forms both accept. */
+static void test_hostport(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        const char *host;
+        unsigned port;
+    } ok[] = {{"127.0.0.1:8500", "127.0.0.1", 8500}, {"[::1]:53", "::1", 53},
+              {"localhost:1", "localhost", 1}, {"a:65535", "a", 65535}};
+    static const char *const bad[] = {"", ":80", "host", "host:", "host:0", "host:65536",
+                                      "host:+80", "host: 80", "::1:53", "[::1]53", "[::1]:",
+                                      "h:123456", "[]:80"};
+    char host[64];
+    unsigned short port;
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        assert_int_equal(reg__split_hostport(ok[i].in, strlen(ok[i].in), host, sizeof(host), &port),
+                         0);
+        assert_string_equal(host, ok[i].host);
+        assert_int_equal(port, ok[i].port);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(reg__split_hostport(bad[i], strlen(bad[i]), host, sizeof(host), &port),
+                         REG_EINVAL);
+    /* length-delimited: a list is split without copies */
+    assert_int_equal(reg__split_hostport("a:1,b:2", 3, host, sizeof(host), &port), 0);
+    assert_string_equal(host, "a");
+    /* a host that does not fit is refused, not cut */
+    assert_int_equal(reg__split_hostport("abcdefgh:1", 10, host, 8, &port), REG_EINVAL);
+}
 
 static void test_wait_table(void **state)
 {
@@ -307,6 +339,7 @@ static void test_wait_must_be_a_duration(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hostport),
         cmocka_unit_test(test_wait_table),
         cmocka_unit_test(test_wait_query_forms),
         cmocka_unit_test(test_response_content_length),
