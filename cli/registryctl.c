@@ -277,101 +277,120 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
-static int cmd_register(struct ctl *x)
+/* What `register` was told: a file, or the pieces of a body. */
+struct register_args {
+    const char *file, *interval;
+    json_t *body, *check, *tags, *meta;
+};
+
+/* One flag of `register` and its value; 0, or -1 after a usage error. */
+static int register_flag(struct register_args *g, const char *a, const char *v)
 {
-    const char *file = NULL, *interval = NULL;
-    json_t *body = json_object(), *check = json_object();
-    json_t *tags = json_array(), *meta = json_object();
-    int rc = EXIT_USAGE;
-    for (int i = 0; i < x->argc; i += 2) {
-        const char *a = x->argv[i], *v = i + 1 < x->argc ? x->argv[i + 1] : NULL;
-        if (strcmp(a, "-f") == 0 || strcmp(a, "--file") == 0) {
-            if (!v) {
-                usage_error("register: %s needs a file", a);
-                goto out;
-            }
-            file = v;
-        } else if (v == NULL) {
-            usage_error("register: %s needs a value (or is unknown)", a);
-            goto out;
-        } else if (strcmp(a, "--name") == 0) {
-            json_object_set_new(body, "Name", json_string(v));
-        } else if (strcmp(a, "--id") == 0) {
-            json_object_set_new(body, "ID", json_string(v));
-        } else if (strcmp(a, "--address") == 0) {
-            json_object_set_new(body, "Address", json_string(v));
-        } else if (strcmp(a, "--port") == 0 || strcmp(a, "--weight") == 0) {
-            char *end;
-            errno = 0;
-            long n = strtol(v, &end, 10);
-            bool port = strcmp(a, "--port") == 0;
-            if (errno || *end || end == v || n < (port ? 1 : 1) || n > (port ? 65535 : 1000000)) {
-                usage_error("register: %s \"%s\" is not a number in %s", a, v,
-                            port ? "1..65535" : "1..1000000");
-                goto out;
-            }
-            if (port)
-                json_object_set_new(body, "Port", json_integer(n));
-            else
-                json_object_set_new(body, "Weights", json_pack("{s:I, s:i}", "Passing",
-                                                               (json_int_t)n, "Warning", 1));
-        } else if (strcmp(a, "--tag") == 0) {
-            json_array_append_new(tags, json_string(v));
-        } else if (strcmp(a, "--meta") == 0) {
-            const char *eq = strchr(v, '=');
-            if (eq == NULL || eq == v) {
-                usage_error("register: --meta wants KEY=VALUE, not \"%s\"", v);
-                goto out;
-            }
-            json_object_set_new(meta, strndupa(v, (size_t)(eq - v)), json_string(eq + 1));
-        } else if (strcmp(a, "--ttl") == 0) {
-            json_object_set_new(check, "TTL", json_string(v));
-        } else if (strcmp(a, "--http") == 0) {
-            json_object_set_new(check, "HTTP", json_string(v));
-        } else if (strcmp(a, "--tcp") == 0) {
-            json_object_set_new(check, "TCP", json_string(v));
-        } else if (strcmp(a, "--interval") == 0) {
-            interval = v;
-        } else {
-            usage_error("register: unknown option %s", a);
-            goto out;
+    static const struct {
+        const char *flag, *key;
+        bool check; /* a key of the body's Check, else of the body */
+    } keys[] = {{"--name", "Name", false}, {"--id", "ID", false},   {"--address", "Address", false},
+                {"--ttl", "TTL", true},    {"--http", "HTTP", true}, {"--tcp", "TCP", true}};
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+        if (strcmp(a, keys[k].flag) == 0) {
+            json_object_set_new(keys[k].check ? g->check : g->body, keys[k].key, json_string(v));
+            return 0;
         }
+    if (strcmp(a, "--port") == 0 || strcmp(a, "--weight") == 0) {
+        char *end;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        bool port = strcmp(a, "--port") == 0;
+        if (errno || *end || end == v || n < 1 || n > (port ? 65535 : 1000000)) {
+            usage_error("register: %s \"%s\" is not a number in %s", a, v,
+                        port ? "1..65535" : "1..1000000");
+            return -1;
+        }
+        if (port)
+            json_object_set_new(g->body, "Port", json_integer(n));
+        else
+            json_object_set_new(g->body, "Weights",
+                                json_pack("{s:I, s:i}", "Passing", (json_int_t)n, "Warning", 1));
+    } else if (strcmp(a, "--tag") == 0) {
+        json_array_append_new(g->tags, json_string(v));
+    } else if (strcmp(a, "--meta") == 0) {
+        const char *eq = strchr(v, '=');
+        if (eq == NULL || eq == v) {
+            usage_error("register: --meta wants KEY=VALUE, not \"%s\"", v);
+            return -1;
+        }
+        json_object_set_new(g->meta, strndupa(v, (size_t)(eq - v)), json_string(eq + 1));
+    } else if (strcmp(a, "--interval") == 0) {
+        g->interval = v;
+    } else {
+        usage_error("register: unknown option %s", a);
+        return -1;
     }
-    char *text = NULL;
-    if (file) {
-        if (json_object_size(body) || json_array_size(tags) || json_object_size(check)) {
+    return 0;
+}
+
+/* The request body: the file's text, or one built from the flags
+ * (malloc'd), or NULL after an error (reported). */
+static char *register_body(struct register_args *g, int *rc)
+{
+    if (g->file) {
+        if (json_object_size(g->body) || json_array_size(g->tags) || json_object_size(g->check)) {
             usage_error("register: -f FILE or flags, not both");
-            goto out;
+            return NULL;
         }
         size_t len;
-        text = read_file(file, &len);
-        if (text == NULL) {
-            fprintf(stderr, "registryctl: cannot read %s: %s\n", file, strerror(errno));
-            rc = EXIT_USAGE;
-            goto out;
-        }
-    } else {
-        if (json_object_get(body, "Name") == NULL) {
-            usage_error("register: --name is required");
-            goto out;
-        }
-        if (json_array_size(tags))
-            json_object_set(body, "Tags", tags);
-        if (json_object_size(meta))
-            json_object_set(body, "Meta", meta);
-        if (interval)
-            json_object_set_new(check, "Interval", json_string(interval));
-        if (json_object_size(check))
-            json_object_set(body, "Check", check);
-        text = json_dumps(body, JSON_COMPACT);
+        char *text = read_file(g->file, &len);
+        if (text == NULL)
+            fprintf(stderr, "registryctl: cannot read %s: %s\n", g->file, strerror(errno));
+        return text;
     }
-    rc = put(x, "/v1/agent/service/register", text);
-    free(text);
+    if (json_object_get(g->body, "Name") == NULL) {
+        usage_error("register: --name is required");
+        return NULL;
+    }
+    if (json_array_size(g->tags))
+        json_object_set(g->body, "Tags", g->tags);
+    if (json_object_size(g->meta))
+        json_object_set(g->body, "Meta", g->meta);
+    if (g->interval)
+        json_object_set_new(g->check, "Interval", json_string(g->interval));
+    if (json_object_size(g->check))
+        json_object_set(g->body, "Check", g->check);
+    char *text = json_dumps(g->body, JSON_COMPACT);
+    if (text == NULL)
+        *rc = EXIT_FAILURE;
+    return text;
+}
+
+static int cmd_register(struct ctl *x)
+{
+    struct register_args g = {.body = json_object(), .check = json_object(),
+                              .tags = json_array(), .meta = json_object()};
+    int rc = EXIT_USAGE;
+    char *text = NULL;
+    for (int i = 0; i < x->argc; i += 2) {
+        const char *a = x->argv[i], *v = i + 1 < x->argc ? x->argv[i + 1] : NULL;
+        if (v == NULL) {
+            bool file_flag = strcmp(a, "-f") == 0 || strcmp(a, "--file") == 0;
+            usage_error(file_flag ? "register: %s needs a file"
+                                  : "register: %s needs a value (or is unknown)",
+                        a);
+            goto out;
+        }
+        if (strcmp(a, "-f") == 0 || strcmp(a, "--file") == 0)
+            g.file = v;
+        else if (register_flag(&g, a, v) != 0)
+            goto out;
+    }
+    text = register_body(&g, &rc);
+    if (text != NULL)
+        rc = put(x, "/v1/agent/service/register", text);
 out:
-    json_decref(body);
-    json_decref(check);
-    json_decref(tags);
-    json_decref(meta);
+    free(text);
+    json_decref(g.body);
+    json_decref(g.check);
+    json_decref(g.tags);
+    json_decref(g.meta);
     return rc;
 }
 
