@@ -17,6 +17,7 @@
 #include "formation.h"
 #include "http_internal.h"
 #include "registry/error.h"
+#include "snapshot.h"
 
 /* GET /v1/internal/raft/self: {"ID", "Raft", "HTTP"} */
 static int read_raft_self(struct http_req *r, struct store_read *rd, json_t **out)
@@ -281,13 +282,18 @@ static void do_snapshot_restore(struct http_req *r)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
     size_t len = evbuffer_get_length(in);
-    unsigned char *data = len >= 8 ? evbuffer_pullup(in, -1) : NULL;
-    char *b64 = NULL;
+    unsigned char *data = len > 0 ? evbuffer_pullup(in, -1) : NULL;
+    char *b64 = NULL, why[400];
     void *buf;
     size_t blen;
-    if (data == NULL || memcmp(data, "RSNAP001", 8) != 0) {
-        http_fail(r, 400, "Not a registryd snapshot (GET /v1/snapshot makes one)");
-        http_finish_write(r, REG_EINVAL);
+    struct snap_info info;
+    /* Everything is checked here, before the snapshot enters the raft log:
+     * a refused restore changes nothing anywhere. */
+    int vrc = data ? snap_validate(data, len, 0, &info, why, sizeof(why)) : REG_EINVAL;
+    if (vrc != 0) {
+        http_fail(r, vrc == REG_ENOMEM ? 500 : 400, "Snapshot refused, data unchanged: %s",
+                  data ? why : "empty body");
+        http_finish_write(r, vrc);
         return;
     }
     if (cmd_base64_encode(data, len, &b64) != 0) {

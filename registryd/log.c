@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "duration.h"
 #include "registry/error.h"
 
 enum log_level log_threshold = LOG_INFO;
@@ -56,4 +57,18 @@ void log_emit(enum log_level level, const char *module, const char *fmt, ...)
         snprintf(stamp + n, sizeof(stamp) - n, ".%03ldZ ", ts.tv_nsec / 1000000);
     }
     fprintf(stderr, "%slevel=%s module=%s %s\n", stamp, log_level_name(level), module, msg);
+}
+
+int log_limit_pass(struct log_limit *l, unsigned long long *held)
+{
+    unsigned long long now = mono_ms();
+    unsigned long long next = __atomic_load_n(&l->next_ms, __ATOMIC_RELAXED);
+    if (now < next ||
+        !__atomic_compare_exchange_n(&l->next_ms, &next, now + LOG_LIMIT_INTERVAL_MS, 0,
+                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        __atomic_add_fetch(&l->suppressed, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    *held = __atomic_exchange_n(&l->suppressed, 0, __ATOMIC_RELAXED);
+    return 1;
 }

@@ -33,4 +33,22 @@ void log_emit(enum log_level level, const char *module, const char *fmt, ...)
 #define log_warn(module, ...) log_at(LOG_WARN, module, __VA_ARGS__)
 #define log_error(module, ...) log_at(LOG_ERROR, module, __VA_ARGS__)
 
+/* Rate limiting for lines that can repeat (a warning per failed accept, per
+ * bad record): one line per interval per call site; the next line that gets
+ * through says how many were held back (suppressed=N). Thread-safe. */
+struct log_limit {
+    unsigned long long next_ms;    /* monotonic ms before which lines are held */
+    unsigned long long suppressed; /* held back since the last line */
+};
+#define LOG_LIMIT_INTERVAL_MS 10000
+/* True if a line may go out now; *held gets the count held back before it. */
+int log_limit_pass(struct log_limit *l, unsigned long long *held);
+#define log_limited(level, module, fmt, ...)                                             \
+    do {                                                                                 \
+        static struct log_limit lim_;                                                    \
+        unsigned long long held_;                                                        \
+        if ((level) >= log_threshold && log_limit_pass(&lim_, &held_))                   \
+            log_emit((level), (module), fmt " suppressed=%llu", __VA_ARGS__, held_);     \
+    } while (0)
+
 #endif

@@ -15,9 +15,20 @@
 
 #include "command.h"
 #include "log.h"
+#include "record.h"
 #include "registry/error.h"
+#include "snapshot.h"
 
-enum store_db { DB_SERVICES, DB_CHECKS, DB_BY_NAME, DB_SVC_CHECKS, DB_NAMES, DB_META, DB_COUNT };
+/* The tables, numbered as snapshots number them (snapshot.h). */
+enum store_db {
+    DB_SERVICES = SNAP_SERVICES,
+    DB_CHECKS = SNAP_CHECKS,
+    DB_BY_NAME = SNAP_BY_NAME,
+    DB_SVC_CHECKS = SNAP_SVC_CHECKS,
+    DB_NAMES = SNAP_NAMES,
+    DB_META = SNAP_META,
+    DB_COUNT = SNAP_TABLES
+};
 
 static const struct {
     const char *name;
@@ -39,7 +50,6 @@ struct store_read {
 };
 
 #define STORE_MAP_SIZE (16ULL << 30) /* sparse; resizing needs all txns closed */
-#define SNAP_MAGIC "RSNAP001"
 
 /* Our own REG_E* codes are small negatives; LMDB's are errno values or
  * MDB_* codes far below them. */
@@ -143,7 +153,32 @@ static int put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t x)
     return mdb_put(txn, dbi, &k, &v, 0);
 }
 
-static int get_json(MDB_txn *txn, MDB_dbi dbi, const char *key, json_t **out)
+/* Which record kind a table holds; meta holds servers ("server:...") and
+ * nodes ("node:..."), the only JSON there. */
+static enum record_kind kind_of(struct store *s, MDB_dbi dbi, const void *key, size_t klen)
+{
+    if (dbi == s->dbi[DB_SERVICES])
+        return RECORD_INSTANCE;
+    if (dbi == s->dbi[DB_CHECKS])
+        return RECORD_CHECK;
+    return klen >= 5 && memcmp(key, "node:", 5) == 0 ? RECORD_NODE : RECORD_SERVER;
+}
+
+/* A record read back from LMDB is checked like any other input: a damaged
+ * one is reported (rate-limited) and treated as absent, never handed on. */
+static json_t *load_record(struct store *s, MDB_dbi dbi, const MDB_val *k, const MDB_val *v)
+{
+    char why[256];
+    json_t *obj;
+    if (record_decode(kind_of(s, dbi, k->mv_data, k->mv_size), v->mv_data, v->mv_size, &obj, why,
+                      sizeof(why)) != 0) {
+        log_limited(LOG_ERROR, "store", "msg=\"damaged record skipped\" error=\"%s\"", why);
+        return NULL;
+    }
+    return obj;
+}
+
+static int get_json_s(struct store *s, MDB_txn *txn, MDB_dbi dbi, const char *key, json_t **out)
 {
     MDB_val k = val_str(key), v;
     int rc = mdb_get(txn, dbi, &k, &v);
@@ -151,12 +186,19 @@ static int get_json(MDB_txn *txn, MDB_dbi dbi, const char *key, json_t **out)
         return REG_ENOTFOUND;
     if (rc != 0)
         return lmdb_fail("mdb_get", rc);
-    *out = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+    *out = load_record(s, dbi, &k, &v);
     return *out ? 0 : REG_ESTORE;
 }
 
-static int put_json(MDB_txn *txn, MDB_dbi dbi, const char *key, json_t *obj)
+/* Write a record; one that does not match the schema is refused (a command
+ * from the raft log is input like any other). */
+static int put_json_s(struct store *s, MDB_txn *txn, MDB_dbi dbi, const char *key, json_t *obj)
 {
+    char why[256];
+    if (record_check(kind_of(s, dbi, key, strlen(key)), obj, why, sizeof(why)) != 0) {
+        log_limited(LOG_WARN, "store", "msg=\"command refused\" error=\"%s\"", why);
+        return REG_EINVAL;
+    }
     char *text = json_dumps(obj, JSON_COMPACT);
     if (text == NULL)
         return REG_ENOMEM;
@@ -264,7 +306,7 @@ static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_
 {
     const char *cid = jstr(check, "CheckID");
     json_t *old = NULL;
-    if (get_json(a->txn, a->s->dbi[DB_CHECKS], cid, &old) == 0) {
+    if (get_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, &old) == 0) {
         if (keep_status) {
             json_object_set(check, "Status", json_object_get(old, "Status"));
             json_object_set(check, "Output", json_object_get(old, "Output"));
@@ -275,7 +317,7 @@ static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_
         json_object_set_new(check, "CreateIndex", json_integer((json_int_t)a->index));
     }
     json_object_set_new(check, "ModifyIndex", json_integer((json_int_t)a->index));
-    int rc = put_json(a->txn, a->s->dbi[DB_CHECKS], cid, check);
+    int rc = put_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, check);
     if (rc == 0) {
         MDB_val k = val_str(service_id), v = val_str(cid);
         rc = mdb_put(a->txn, a->s->dbi[DB_SVC_CHECKS], &k, &v, 0);
@@ -313,7 +355,7 @@ static int touch_node(struct apply_ctx *a, const char *node, bool deregister)
     }
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        json_t *inst = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        json_t *inst = load_record(a->s, a->s->dbi[DB_SERVICES], &k, &v);
         if (inst && strcmp(jstr(inst, "Node"), node) == 0) {
             json_object_set_new(names, jstr(inst, "Service"), json_true());
             if (deregister)
@@ -353,7 +395,7 @@ static int apply_node(struct apply_ctx *a, json_t *args)
     node_key(rkey, "node:", node);
     node_key(ckey, "_node:", node);
     json_t *rec = json_object_get(args, "Record");
-    if (json_is_object(rec) && (rc = put_json(a->txn, a->s->dbi[DB_META], rkey, rec)) != 0)
+    if (json_is_object(rec) && (rc = put_json_s(a->s, a->txn, a->s->dbi[DB_META], rkey, rec)) != 0)
         return rc;
     size_t i;
     json_t *x;
@@ -361,7 +403,7 @@ static int apply_node(struct apply_ctx *a, json_t *args)
     {
         json_t *check = NULL;
         const char *cid = json_string_value(x);
-        if (cid == NULL || get_json(a->txn, a->s->dbi[DB_CHECKS], cid, &check) != 0)
+        if (cid == NULL || get_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, &check) != 0)
             continue;
         const char *sid = jstr(check, "ServiceID");
         char owner[NODE_KEY_MAX];
@@ -372,7 +414,7 @@ static int apply_node(struct apply_ctx *a, json_t *args)
         if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0)
             rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], owner, cid);
         json_t *inst = NULL;
-        if (rc == 0 && *sid && get_json(a->txn, a->s->dbi[DB_SERVICES], sid, &inst) == 0) {
+        if (rc == 0 && *sid && get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], sid, &inst) == 0) {
             rc = touch_name(a, jstr(inst, "Service"));
             /* the checker re-reads this instance's checks */
             snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", sid);
@@ -411,7 +453,7 @@ static int apply_register(struct apply_ctx *a, json_t *args)
     if (!json_is_object(svc) || !*id || !*name)
         return REG_EINVAL;
     json_object_set_new(svc, "CreateIndex", json_integer((json_int_t)a->index));
-    if (get_json(a->txn, a->s->dbi[DB_SERVICES], id, &old) == 0) {
+    if (get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, &old) == 0) {
         const char *old_name = jstr(old, "Service");
         json_object_set(svc, "CreateIndex", json_object_get(old, "CreateIndex"));
         if (strcmp(old_name, name) != 0) {
@@ -424,7 +466,7 @@ static int apply_register(struct apply_ctx *a, json_t *args)
         json_decref(old);
     }
     json_object_set_new(svc, "ModifyIndex", json_integer((json_int_t)a->index));
-    if ((rc = put_json(a->txn, a->s->dbi[DB_SERVICES], id, svc)) != 0)
+    if ((rc = put_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, svc)) != 0)
         return rc;
     MDB_val k = val_str(name), v = val_str(id);
     rc = mdb_put(a->txn, a->s->dbi[DB_BY_NAME], &k, &v, 0);
@@ -463,7 +505,7 @@ static int apply_deregister(struct apply_ctx *a, json_t *args)
 {
     const char *id = jstr(args, "ServiceID");
     json_t *old = NULL;
-    int rc = get_json(a->txn, a->s->dbi[DB_SERVICES], id, &old);
+    int rc = get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, &old);
     if (rc != 0)
         return rc;
     const char *name = jstr(old, "Service");
@@ -479,7 +521,7 @@ static int apply_check_update(struct apply_ctx *a, json_t *args)
 {
     const char *cid = jstr(args, "CheckID");
     json_t *check = NULL, *svc = NULL;
-    int rc = get_json(a->txn, a->s->dbi[DB_CHECKS], cid, &check);
+    int rc = get_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, &check);
     if (rc != 0)
         return rc;
     json_t *status = json_object_get(args, "Status"), *output = json_object_get(args, "Output");
@@ -491,9 +533,9 @@ static int apply_check_update(struct apply_ctx *a, json_t *args)
     json_object_set(check, "Status", status);
     json_object_set(check, "Output", output);
     json_object_set_new(check, "ModifyIndex", json_integer((json_int_t)a->index));
-    rc = put_json(a->txn, a->s->dbi[DB_CHECKS], cid, check);
+    rc = put_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, check);
     snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", jstr(check, "ServiceID"));
-    if (rc == 0 && get_json(a->txn, a->s->dbi[DB_SERVICES], jstr(check, "ServiceID"), &svc) == 0)
+    if (rc == 0 && get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], jstr(check, "ServiceID"), &svc) == 0)
         rc = touch_name(a, jstr(svc, "Service"));
     else if (rc == 0 && *jstr(check, "Node") && !*jstr(check, "ServiceID"))
         rc = touch_node(a, jstr(check, "Node"), false); /* a node-level check */
@@ -508,7 +550,7 @@ static int apply_maintenance(struct apply_ctx *a, json_t *args)
 {
     const char *id = jstr(args, "ServiceID");
     json_t *svc = NULL;
-    int rc = get_json(a->txn, a->s->dbi[DB_SERVICES], id, &svc);
+    int rc = get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, &svc);
     if (rc != 0)
         return rc;
     char cid[STORE_NAME_MAX + 32];
@@ -528,7 +570,7 @@ static int apply_maintenance(struct apply_ctx *a, json_t *args)
         json_decref(check);
     } else {
         json_t *gone = NULL;
-        if (get_json(a->txn, a->s->dbi[DB_CHECKS], cid, &gone) != 0) {
+        if (get_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, &gone) != 0) {
             json_decref(svc);
             return 0; /* already off: no change */
         }
@@ -551,13 +593,15 @@ static int apply_server(struct apply_ctx *a, json_t *args)
     if (*raft == '\0' || !json_is_string(json_object_get(args, "HTTP")))
         return REG_EINVAL;
     snprintf(key, sizeof(key), "server:%s", raft);
-    return put_json(a->txn, a->s->dbi[DB_META], key, args);
+    return put_json_s(a->s, a->txn, a->s->dbi[DB_META], key, args);
 }
 
-static int restore_bytes(struct store *s, const void *buf, size_t len);
+static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned flags);
 
 /* Replace everything with a snapshot (PUT /v1/snapshot). The index never
- * goes backwards, so that blocking queries see the change. */
+ * goes backwards, so that blocking queries see the change. A restore in the
+ * raft log may predate the checksummed format (SNAP_LEGACY_OK); its records
+ * are validated all the same, and a refused one changes nothing. */
 static int apply_restore(struct store *s, json_t *args, struct store_change *chg)
 {
     void *data;
@@ -571,7 +615,7 @@ static int apply_restore(struct store *s, json_t *args, struct store_change *chg
         before = store_index(rd);
         store_read_end(rd);
     }
-    int rc = restore_bytes(s, data, len);
+    int rc = restore_bytes(s, data, len, SNAP_LEGACY_OK);
     free(data);
     if (rc != 0)
         return rc;
@@ -595,7 +639,7 @@ int store_get_server(struct store_read *r, const char *raft_addr, json_t **out)
 {
     char key[STORE_NAME_MAX + 16];
     snprintf(key, sizeof(key), "server:%s", raft_addr);
-    return get_json(r->txn, r->s->dbi[DB_META], key, out);
+    return get_json_s(r->s, r->txn, r->s->dbi[DB_META], key, out);
 }
 
 int store_apply(struct store *s, const void *buf, size_t len, struct store_change *chg)
@@ -619,6 +663,13 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
         return lmdb_fail("mdb_txn_begin", rc);
     }
     struct apply_ctx a = {s, txn, get_u64(txn, s->dbi[DB_META], "index") + 1, chg};
+    if (a.index >= RECORD_INDEX_MAX) { /* never wraps: refuse rather than go round */
+        mdb_txn_abort(txn);
+        cmd_fini(&cmd);
+        log_limited(LOG_ERROR, "store", "msg=\"store index at its limit; write refused\" index=%llu",
+                    (unsigned long long)a.index);
+        return REG_ESTORE;
+    }
     switch (cmd.op) {
     case CMD_REGISTER:
         rc = apply_register(&a, cmd.args);
@@ -662,7 +713,7 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
 }
 
 /* ---- snapshot / restore -------------------------------------------------
- * Format: SNAP_MAGIC, then records [u8 db][u32 klen][u32 vlen][key][val]. */
+ * Format: snapshot.h. */
 
 struct growbuf {
     unsigned char *p;
@@ -716,7 +767,10 @@ static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, siz
     struct growbuf g = {*buf, 0, *buf ? *cap : 0};
     struct store *s = r->s;
     MDB_txn *txn = r->txn;
-    int rc = gb_put(&g, SNAP_MAGIC, 8);
+    unsigned char head[SNAP_HEADER_LEN];
+    uint64_t records = 0;
+    snap_header(head, 0, 0); /* filled in below, once the count is known */
+    int rc = gb_put(&g, head, sizeof(head));
     for (int db = 0; db < DB_COUNT && rc == 0; db++) {
         MDB_cursor *cur;
         MDB_val k, v;
@@ -727,18 +781,26 @@ static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, siz
         int crc;
         for (crc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); crc == 0 && rc == 0;
              crc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            unsigned char head[9];
-            uint32_t kl = (uint32_t)k.mv_size, vl = (uint32_t)v.mv_size;
-            head[0] = (unsigned char)db;
-            memcpy(head + 1, &kl, 4);
-            memcpy(head + 5, &vl, 4);
-            if ((rc = gb_put(&g, head, sizeof(head))) == 0 &&
-                (rc = gb_put(&g, k.mv_data, kl)) == 0)
-                rc = gb_put(&g, v.mv_data, vl);
+            unsigned char rh[SNAP_RECORD_HEAD_LEN];
+            snap_record_head(rh, (enum snap_table)db, (uint32_t)k.mv_size, (uint32_t)v.mv_size);
+            if ((rc = gb_put(&g, rh, sizeof(rh))) == 0 &&
+                (rc = gb_put(&g, k.mv_data, k.mv_size)) == 0)
+                rc = gb_put(&g, v.mv_data, v.mv_size);
+            records++;
         }
         mdb_cursor_close(cur);
         if (rc == 0 && crc != MDB_NOTFOUND)
             rc = lmdb_fail("mdb_cursor_get", crc);
+    }
+    if (rc == 0) {
+        unsigned char trailer[SNAP_TRAILER_LEN];
+        snap_header(g.p, get_u64(txn, s->dbi[DB_META], "index"), records);
+        snap_trailer(trailer, records, 0);
+        rc = gb_put(&g, trailer, sizeof(trailer) - 4);
+        if (rc == 0) {
+            snap_trailer(trailer, records, snap_crc32c(0, g.p, g.len));
+            rc = gb_put(&g, trailer + sizeof(trailer) - 4, 4);
+        }
     }
     *buf = g.p;
     *cap = g.cap;
@@ -748,39 +810,40 @@ static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, siz
 
 int store_restore(struct store *s, const void *buf, size_t len)
 {
-    return restore_bytes(s, buf, len);
+    return restore_bytes(s, buf, len, SNAP_LEGACY_OK);
 }
 
-static int restore_bytes(struct store *s, const void *buf, size_t len)
-{
-    const unsigned char *p = buf, *end = p + len;
+struct restore_ctx {
+    struct store *s;
     MDB_txn *txn;
-    int rc;
-    if (len < 8 || memcmp(p, SNAP_MAGIC, 8) != 0)
-        return REG_EINVAL;
-    p += 8;
+};
+
+static int restore_record(enum snap_table t, const void *key, uint32_t klen, const void *val,
+                          uint32_t vlen, void *arg)
+{
+    struct restore_ctx *c = arg;
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    return mdb_put(c->txn, c->s->dbi[t], &k, &v, 0);
+}
+
+/* Validate all of it first, then replace everything in one transaction: a
+ * refused or failed restore leaves the data as it was. */
+static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned flags)
+{
+    MDB_txn *txn;
+    char why[512];
+    int rc = snap_validate(buf, len, flags, NULL, why, sizeof(why));
+    if (rc != 0) {
+        log_error("store", "msg=\"snapshot refused; data unchanged\" error=\"%s\"", why);
+        return rc;
+    }
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
         return lmdb_fail("mdb_txn_begin", rc);
     for (int db = 0; db < DB_COUNT && rc == 0; db++)
         rc = mdb_drop(txn, s->dbi[db], 0);
-    while (rc == 0 && p < end) {
-        uint32_t kl, vl;
-        if (end - p < 9) {
-            rc = REG_EINVAL;
-            break;
-        }
-        unsigned db = p[0];
-        memcpy(&kl, p + 1, 4);
-        memcpy(&vl, p + 5, 4);
-        p += 9;
-        if (db >= DB_COUNT || (size_t)(end - p) < (size_t)kl + vl) {
-            rc = REG_EINVAL;
-            break;
-        }
-        MDB_val k = {kl, (void *)p}, v = {vl, (void *)(p + kl)};
-        rc = mdb_put(txn, s->dbi[db], &k, &v, 0);
-        p += kl + vl;
-    }
+    struct restore_ctx c = {s, txn};
+    if (rc == 0)
+        rc = snap_each(buf, len, restore_record, &c);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return is_reg_error(rc) ? rc : lmdb_fail("restore", rc);
@@ -827,12 +890,12 @@ uint64_t store_name_index(struct store_read *r, const char *name)
 
 int store_get_instance(struct store_read *r, const char *id, json_t **out)
 {
-    return get_json(r->txn, r->s->dbi[DB_SERVICES], id, out);
+    return get_json_s(r->s, r->txn, r->s->dbi[DB_SERVICES], id, out);
 }
 
 int store_get_check(struct store_read *r, const char *id, json_t **out)
 {
-    return get_json(r->txn, r->s->dbi[DB_CHECKS], id, out);
+    return get_json_s(r->s, r->txn, r->s->dbi[DB_CHECKS], id, out);
 }
 
 static int each_json(struct store_read *r, MDB_dbi dbi, store_json_cb cb, void *arg)
@@ -844,7 +907,7 @@ static int each_json(struct store_read *r, MDB_dbi dbi, store_json_cb cb, void *
         return lmdb_fail("mdb_cursor_open", rc);
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !stop;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        json_t *obj = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        json_t *obj = load_record(r->s, dbi, &k, &v);
         if (obj == NULL)
             continue;
         stop = cb(obj, arg);
@@ -870,7 +933,7 @@ int store_each_instance(struct store_read *r, const char *name, store_json_cb cb
         MDB_val sk = v, sv;
         if (mdb_get(r->txn, r->s->dbi[DB_SERVICES], &sk, &sv) != 0)
             continue;
-        json_t *obj = json_loadb(sv.mv_data, sv.mv_size, 0, NULL);
+        json_t *obj = load_record(r->s, r->s->dbi[DB_SERVICES], &sk, &sv);
         if (obj == NULL)
             continue;
         stop = cb(obj, arg);
@@ -893,7 +956,7 @@ int store_instance_checks(struct store_read *r, const char *service_id, json_t *
 {
     json_t *arr = json_array(), *inst = NULL;
     int rc = owner_checks(r, service_id, arr);
-    if (rc == 0 && get_json(r->txn, r->s->dbi[DB_SERVICES], service_id, &inst) == 0 &&
+    if (rc == 0 && get_json_s(r->s, r->txn, r->s->dbi[DB_SERVICES], service_id, &inst) == 0 &&
         *jstr(inst, "Node")) {
         char key[NODE_KEY_MAX];
         node_key(key, "_node:", jstr(inst, "Node"));
@@ -918,7 +981,7 @@ int store_each_node(struct store_read *r, store_json_cb cb, void *arg)
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
          rc == 0 && !stop && k.mv_size >= 5 && memcmp(k.mv_data, "node:", 5) == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        json_t *obj = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        json_t *obj = load_record(r->s, r->s->dbi[DB_META], &k, &v);
         if (obj != NULL)
             stop = cb(obj, arg);
         json_decref(obj);
@@ -942,7 +1005,7 @@ static int owner_checks(struct store_read *r, const char *owner, json_t *arr)
         MDB_val ck = v, cv;
         if (mdb_get(r->txn, r->s->dbi[DB_CHECKS], &ck, &cv) != 0)
             continue;
-        json_t *obj = json_loadb(cv.mv_data, cv.mv_size, 0, NULL);
+        json_t *obj = load_record(r->s, r->s->dbi[DB_CHECKS], &ck, &cv);
         if (obj)
             json_array_append_new(arr, obj);
     }

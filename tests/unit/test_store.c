@@ -60,11 +60,16 @@ static json_t *reg_args(const char *id, const char *name, const char *check_id)
 {
     json_t *checks = json_array();
     if (check_id)
-        json_array_append_new(checks, json_pack("{s:s, s:s, s:s, s:s, s:s}", "CheckID", check_id,
-                                                "Status", "critical", "Output", "", "ServiceID",
-                                                id, "Type", "ttl"));
-    return json_pack("{s:{s:s, s:s, s:[], s:i}, s:o}", "Service", "ID", id, "Service", name,
-                     "Tags", "Port", 80, "Checks", checks);
+        json_array_append_new(
+            checks, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "CheckID",
+                              check_id, "Name", "ttl check", "Status", "critical", "Notes", "",
+                              "Output", "", "ServiceID", id, "ServiceName", name, "Type", "ttl",
+                              "Definition", "TTL", "10s"));
+    /* the full record, as the HTTP layer builds it (record.h's schema) */
+    return json_pack("{s:{s:s, s:s, s:[], s:s, s:i, s:{}, s:{s:i, s:i}, s:b}, s:o}", "Service",
+                     "ID", id, "Service", name, "Tags", "Address", "", "Port", 80, "Meta",
+                     "Weights", "Passing", 1, "Warning", 1, "EnableTagOverride", 0, "Checks",
+                     checks);
 }
 
 static int count_cb(json_t *obj, void *arg)

@@ -1,0 +1,285 @@
+/*
+ * record.c — see record.h. Table-free on purpose: each kind is a short list
+ * of field checks, read top to bottom like the schema in record.h.
+ */
+#include "record.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "duration.h"
+#include "registry/error.h"
+
+#define RECORD_TEXT_MAX (64 * 1024) /* one string field (check output is capped lower) */
+
+struct vctx {
+    const char *kind;
+    char *err;
+    size_t errlen;
+};
+
+static int bad(struct vctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int bad(struct vctx *v, const char *fmt, ...)
+{
+    char what[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    if (v->err && v->errlen)
+        snprintf(v->err, v->errlen, "%s record: %s", v->kind, what);
+    return REG_EINVAL;
+}
+
+bool record_valid_key(const void *s, size_t len, size_t max)
+{
+    const unsigned char *p = s;
+    if (len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (p[i] < 0x20 || p[i] == 0x7f || p[i] == '/')
+            return false;
+    return true;
+}
+
+/* A string without NUL; `key`: also a valid key. */
+static int want_string(struct vctx *v, json_t *obj, const char *field, bool required, bool key,
+                       const char **out)
+{
+    json_t *x = json_object_get(obj, field);
+    if (out)
+        *out = NULL;
+    if (x == NULL) {
+        if (required)
+            return bad(v, "field %s missing", field);
+        return 0;
+    }
+    if (!json_is_string(x))
+        return bad(v, "field %s is not a string", field);
+    const char *s = json_string_value(x);
+    size_t n = json_string_length(x);
+    if (strlen(s) != n || n > RECORD_TEXT_MAX)
+        return bad(v, "field %s holds a NUL byte or is too long", field);
+    if (key && !record_valid_key(s, n, RECORD_KEY_MAX))
+        return bad(v, "field %s is not a valid name", field);
+    if (out)
+        *out = s;
+    return 0;
+}
+
+static int want_int(struct vctx *v, json_t *obj, const char *field, bool required, json_int_t lo,
+                    json_int_t hi)
+{
+    json_t *x = json_object_get(obj, field);
+    if (x == NULL)
+        return required ? bad(v, "field %s missing", field) : 0;
+    if (!json_is_integer(x))
+        return bad(v, "field %s is not an integer", field);
+    json_int_t n = json_integer_value(x);
+    if (n < lo || n > hi)
+        return bad(v, "field %s out of range", field);
+    return 0;
+}
+
+static int want_indexes(struct vctx *v, json_t *obj)
+{
+    int rc = want_int(v, obj, "CreateIndex", true, 0, (json_int_t)RECORD_INDEX_MAX);
+    return rc ? rc : want_int(v, obj, "ModifyIndex", true, 0, (json_int_t)RECORD_INDEX_MAX);
+}
+
+static int want_duration(struct vctx *v, json_t *obj, const char *field, bool required)
+{
+    json_t *x = json_object_get(obj, field);
+    uint64_t ms;
+    if (x == NULL)
+        return required ? bad(v, "field %s missing", field) : 0;
+    if (duration_parse_json(x, &ms) != 0)
+        return bad(v, "field %s is not a duration", field);
+    return 0;
+}
+
+static int check_instance(struct vctx *v, json_t *r)
+{
+    int rc;
+    if ((rc = want_string(v, r, "ID", true, true, NULL)) || (rc = want_string(v, r, "Service", true, true, NULL)) ||
+        (rc = want_string(v, r, "Address", true, false, NULL)) ||
+        (rc = want_int(v, r, "Port", true, 0, 65535)) ||
+        (rc = want_string(v, r, "Node", false, true, NULL)) ||
+        (rc = want_string(v, r, "NodeAddress", false, false, NULL)) || (rc = want_indexes(v, r)))
+        return rc;
+    json_t *tags = json_object_get(r, "Tags"), *x;
+    size_t i;
+    if (!json_is_array(tags))
+        return bad(v, "field Tags missing or not an array");
+    json_array_foreach(tags, i, x) if (!json_is_string(x) ||
+                                       strlen(json_string_value(x)) != json_string_length(x))
+        return bad(v, "field Tags holds a non-string");
+    json_t *meta = json_object_get(r, "Meta");
+    const char *k;
+    if (!json_is_object(meta))
+        return bad(v, "field Meta missing or not an object");
+    json_object_foreach(meta, k, x) if (!json_is_string(x) ||
+                                        strlen(json_string_value(x)) != json_string_length(x))
+        return bad(v, "field Meta holds a non-string value");
+    json_t *w = json_object_get(r, "Weights");
+    if (!json_is_object(w))
+        return bad(v, "field Weights missing or not an object");
+    if ((rc = want_int(v, w, "Passing", true, 0, INT32_MAX)) ||
+        (rc = want_int(v, w, "Warning", true, 0, INT32_MAX)))
+        return rc;
+    if (!json_is_boolean(json_object_get(r, "EnableTagOverride")))
+        return bad(v, "field EnableTagOverride missing or not a boolean");
+    return 0;
+}
+
+static int check_definition(struct vctx *v, const char *type, json_t *d)
+{
+    int rc;
+    if (!json_is_object(d))
+        return bad(v, "field Definition missing or not an object");
+    if (strcmp(type, "http") == 0) {
+        if ((rc = want_string(v, d, "HTTP", true, false, NULL)) ||
+            (rc = want_string(v, d, "Method", true, true, NULL)) ||
+            (rc = want_duration(v, d, "Interval", true)))
+            return rc;
+    } else if (strcmp(type, "tcp") == 0) {
+        if ((rc = want_string(v, d, "TCP", true, false, NULL)) ||
+            (rc = want_duration(v, d, "Interval", true)))
+            return rc;
+    } else if (strcmp(type, "ttl") == 0) {
+        if ((rc = want_duration(v, d, "TTL", true)))
+            return rc;
+    }
+    if ((rc = want_duration(v, d, "Interval", false)) || (rc = want_duration(v, d, "Timeout", false)) ||
+        (rc = want_duration(v, d, "TTL", false)) ||
+        (rc = want_duration(v, d, "DeregisterCriticalServiceAfter", false)) ||
+        (rc = want_int(v, d, "SuccessBeforePassing", false, 0, INT32_MAX)) ||
+        (rc = want_int(v, d, "FailuresBeforeCritical", false, 0, INT32_MAX)) ||
+        (rc = want_string(v, d, "Body", false, false, NULL)))
+        return rc;
+    json_t *skip = json_object_get(d, "TLSSkipVerify");
+    if (skip && !json_is_boolean(skip))
+        return bad(v, "field Definition.TLSSkipVerify is not a boolean");
+    json_t *hdr = json_object_get(d, "Header"), *vals, *x;
+    const char *hk;
+    size_t i;
+    if (hdr && !json_is_object(hdr))
+        return bad(v, "field Definition.Header is not an object");
+    json_object_foreach(hdr, hk, vals)
+    {
+        if (!json_is_array(vals))
+            return bad(v, "field Definition.Header values must be arrays");
+        json_array_foreach(vals, i, x) if (!json_is_string(x)) return bad(
+            v, "field Definition.Header values must be strings");
+    }
+    return 0;
+}
+
+static int check_check(struct vctx *v, json_t *r)
+{
+    int rc;
+    const char *status, *type;
+    if ((rc = want_string(v, r, "CheckID", true, true, NULL)) ||
+        (rc = want_string(v, r, "Name", true, false, NULL)) ||
+        (rc = want_string(v, r, "Status", true, true, &status)) ||
+        (rc = want_string(v, r, "Notes", true, false, NULL)) ||
+        (rc = want_string(v, r, "Output", true, false, NULL)) ||
+        (rc = want_string(v, r, "ServiceID", true, false, NULL)) ||
+        (rc = want_string(v, r, "ServiceName", true, false, NULL)) ||
+        (rc = want_string(v, r, "Type", true, false, &type)) ||
+        (rc = want_string(v, r, "Node", false, true, NULL)) || (rc = want_indexes(v, r)))
+        return rc;
+    if (strcmp(status, "passing") && strcmp(status, "warning") && strcmp(status, "critical"))
+        return bad(v, "field Status is not passing, warning or critical");
+    static const char *const types[] = {"http",   "tcp",    "udp",   "grpc",        "h2ping",
+                                        "script", "alias",  "ttl",   "maintenance", ""};
+    size_t t = 0;
+    while (t < sizeof(types) / sizeof(types[0]) && strcmp(type, types[t]) != 0)
+        t++;
+    if (t == sizeof(types) / sizeof(types[0]))
+        return bad(v, "field Type \"%.32s\" is not a known check type", type);
+    if (*type == '\0') /* registered through the catalog: not ours to probe */
+        return json_is_object(json_object_get(r, "Definition"))
+                   ? 0
+                   : bad(v, "field Definition missing or not an object");
+    return check_definition(v, type, json_object_get(r, "Definition"));
+}
+
+static int check_server(struct vctx *v, json_t *r)
+{
+    int rc;
+    if ((rc = want_int(v, r, "ID", true, 1, INT64_MAX)) ||
+        (rc = want_string(v, r, "Raft", true, true, NULL)) ||
+        (rc = want_string(v, r, "HTTP", true, false, NULL)))
+        return rc;
+    return 0;
+}
+
+static int check_node(struct vctx *v, json_t *r)
+{
+    int rc;
+    if ((rc = want_string(v, r, "Node", true, true, NULL)) ||
+        (rc = want_string(v, r, "NodeAddress", true, false, NULL)))
+        return rc;
+    json_t *meta = json_object_get(r, "NodeMeta"), *x;
+    const char *k;
+    if (meta != NULL && !json_is_object(meta))
+        return bad(v, "field NodeMeta is not an object");
+    json_object_foreach(meta, k, x) if (!json_is_string(x)) return bad(
+        v, "field NodeMeta holds a non-string value");
+    return 0;
+}
+
+const char *record_kind_name(enum record_kind kind)
+{
+    switch (kind) {
+    case RECORD_INSTANCE:
+        return "instance";
+    case RECORD_CHECK:
+        return "check";
+    case RECORD_SERVER:
+        return "server";
+    case RECORD_NODE:
+        return "node";
+    }
+    return "unknown";
+}
+
+int record_check(enum record_kind kind, json_t *rec, char *err, size_t errlen)
+{
+    struct vctx v = {record_kind_name(kind), err, errlen};
+    if (!json_is_object(rec))
+        return bad(&v, "not a JSON object");
+    switch (kind) {
+    case RECORD_INSTANCE:
+        return check_instance(&v, rec);
+    case RECORD_CHECK:
+        return check_check(&v, rec);
+    case RECORD_SERVER:
+        return check_server(&v, rec);
+    case RECORD_NODE:
+        return check_node(&v, rec);
+    }
+    return bad(&v, "unknown kind");
+}
+
+int record_decode(enum record_kind kind, const void *buf, size_t len, json_t **out, char *err,
+                  size_t errlen)
+{
+    json_error_t jerr;
+    json_t *obj = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    *out = NULL;
+    if (obj == NULL) {
+        struct vctx v = {record_kind_name(kind), err, errlen};
+        return bad(&v, "not JSON (%s)", jerr.text);
+    }
+    int rc = record_check(kind, obj, err, errlen);
+    if (rc != 0) {
+        json_decref(obj);
+        return rc;
+    }
+    *out = obj;
+    return 0;
+}

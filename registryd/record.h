@@ -1,0 +1,55 @@
+/*
+ * record.h — the one validator of stored records. Every record that crosses a
+ * boundary into registryd's memory (read back from LMDB, carried by a
+ * snapshot, written by a command from the raft log) is checked here against
+ * the schema registryd itself writes, so that no code downstream ever meets
+ * a missing or wrongly typed field. Fields we do not know are allowed (a
+ * newer version may add some); known ones must be present and typed.
+ *
+ *   instance  ID, Service (names), Tags [string], Address, Port 0..65535,
+ *             Meta {string: string}, Weights {Passing, Warning: int},
+ *             EnableTagOverride bool, Node?, NodeAddress? (strings),
+ *             CreateIndex, ModifyIndex (0..RECORD_INDEX_MAX)
+ *   check     CheckID (name), Name, Status (passing|warning|critical),
+ *             Notes, Output, ServiceID, ServiceName (strings), Type (http,
+ *             tcp, udp, grpc, h2ping, script, alias, ttl, maintenance or ""),
+ *             Definition {...}, Node?, indexes
+ *             Type "" is a check registered through the catalog (never
+ *             probed): its Definition is only required to be an object
+ *   server    ID (int > 0), Raft, HTTP (strings)
+ *   node      Node (name), NodeAddress (string), NodeMeta? {string: string}
+ *
+ * Strings never hold a NUL or other control character where they name
+ * something (IDs, names, types).
+ */
+#ifndef REGISTRYD_RECORD_H
+#define REGISTRYD_RECORD_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Indexes stay far below 2^63 (jansson integers are signed) so that adding
+ * to one can never wrap. */
+#define RECORD_INDEX_MAX (UINT64_C(1) << 62)
+/* Longest key of any record (a check ID is a service ID plus a prefix). */
+#define RECORD_KEY_MAX 320
+
+enum record_kind { RECORD_INSTANCE, RECORD_CHECK, RECORD_SERVER, RECORD_NODE };
+
+const char *record_kind_name(enum record_kind kind);
+
+/* rec is borrowed. Returns 0 or REG_EINVAL with the first problem in err
+ * ("check: field ServiceID missing"). */
+int record_check(enum record_kind kind, json_t *rec, char *err, size_t errlen);
+
+/* Parse len bytes of JSON text and check them. *out is a new reference.
+ * Returns 0 or REG_EINVAL (with err). */
+int record_decode(enum record_kind kind, const void *buf, size_t len, json_t **out, char *err,
+                  size_t errlen);
+
+/* A key or name: 1..max bytes, no NUL, no control character, no '/'. */
+bool record_valid_key(const void *s, size_t len, size_t max);
+
+#endif
