@@ -381,6 +381,16 @@ static void announce_self(struct cluster *c)
     }
 }
 
+/* Would removing id leave a configuration without a voter? */
+static bool leaves_no_voter(const struct raft_configuration *conf, raft_id id)
+{
+    unsigned voters = 0;
+    for (unsigned i = 0; i < conf->n; i++)
+        if (conf->servers[i].role == RAFT_VOTER && conf->servers[i].id != id)
+            voters++;
+    return voters == 0;
+}
+
 static void wake_cb(uv_async_t *h)
 {
     struct cluster *c = h->data;
@@ -398,6 +408,10 @@ static void wake_cb(uv_async_t *h)
                 complete(p, map_raft_error(rv));
             break;
         case PROP_REMOVE:
+            if (leaves_no_voter(&c->raft.configuration, p->member_id)) {
+                complete(p, REG_EINVAL); /* never strand the data */
+                break;
+            }
             rv = raft_remove(&c->raft, &p->change, p->member_id, assign_cb);
             if (rv != 0)
                 complete(p, map_raft_error(rv));

@@ -760,12 +760,8 @@ const struct http_route http_agent_routes[] = {
     {"PUT", "/v1/agent/check/warn/", NULL, do_warn, WATCH_NONE, NULL, false},
     {"PUT", "/v1/agent/check/fail/", NULL, do_fail, WATCH_NONE, NULL, false},
     {"PUT", "/v1/agent/check/update/", NULL, do_update, WATCH_NONE, NULL, false},
-    /* Consul before 1.0 took GET for these; older clients (python-consul
-     * 0.7, Debian's) still send it. */
-    {"GET", "/v1/agent/service/deregister/", NULL, do_deregister, WATCH_NONE, NULL, false},
-    {"GET", "/v1/agent/check/pass/", NULL, do_pass, WATCH_NONE, NULL, false},
-    {"GET", "/v1/agent/check/warn/", NULL, do_warn, WATCH_NONE, NULL, false},
-    {"GET", "/v1/agent/check/fail/", NULL, do_fail, WATCH_NONE, NULL, false},
+    /* No GET forms: GET never mutates (a web page could otherwise make a
+     * browser deregister services). Consul since 1.0 answers 405 too. */
     {"GET", "/v1/agent/services", read_agent_services, NULL, WATCH_ALL, NULL, false},
     {"GET", "/v1/agent/checks", read_agent_checks, NULL, WATCH_ALL, NULL, false},
     {NULL, NULL, NULL, NULL, WATCH_NONE, NULL, false},

@@ -318,6 +318,16 @@ int http_body_json(struct http_req *r, json_t **out)
 
 /* ---- query string ------------------------------------------------------- */
 
+/* Decoded text from a path or query: no NUL (it would cut a name short
+ * further down) and no other control character. */
+static bool clean_text(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return false;
+    return true;
+}
+
 int http_parse_query(struct http_req *r, const char *q)
 {
     if (q == NULL)
@@ -336,12 +346,16 @@ int http_parse_query(struct http_req *r, const char *q)
             if (eq)
                 *eq = '\0';
             struct http_param *hp = &r->params[r->n_params];
-            hp->key = evhttp_uridecode(part, 1, NULL);
-            hp->value = eq ? evhttp_uridecode(eq + 1, 1, NULL) : NULL;
+            size_t kn = 0, vn = 0;
+            hp->key = evhttp_uridecode(part, 1, &kn);
+            hp->value = eq ? evhttp_uridecode(eq + 1, 1, &vn) : NULL;
             free(part);
             r->n_params++;
             if (hp->key == NULL || (eq && hp->value == NULL))
                 return http_fail(r, 400, "Invalid query string");
+            if (!clean_text(hp->key, kn) || (hp->value && !clean_text(hp->value, vn)))
+                return http_fail(r, 400,
+                                 "Invalid query string: NUL or control character in a parameter");
         }
         p += n;
         if (*p == '&')
@@ -826,8 +840,14 @@ const struct http_route *http_find_route(const char *method, const char *path, c
         for (const struct http_route *rt = route_tables[t]; rt->path && !found; rt++)
             if (route_matches(rt, path, &len) && len == best && strcmp(method, rt->method) == 0)
                 found = rt;
-    if (found && found->path[best - 1] == '/')
-        *arg = evhttp_uridecode(path + best, 0, NULL);
+    if (found && found->path[best - 1] == '/') {
+        size_t n = 0;
+        *arg = evhttp_uridecode(path + best, 0, &n);
+        if (*arg && !clean_text(*arg, n)) { /* %00 would cut the name short */
+            free(*arg);
+            *arg = NULL;
+        }
+    }
     return found;
 }
 
@@ -904,7 +924,8 @@ static void handle(struct evhttp_request *req, void *arg)
     if (r->route->path[strlen(r->route->path) - 1] == '/' &&
         (r->arg == NULL || *r->arg == '\0' || strlen(r->arg) > STORE_NAME_MAX ||
          strchr(r->arg, '/') != NULL)) {
-        http_fail(r, 400, "Invalid path argument");
+        http_fail(r, 400, "Invalid path argument (empty, too long, or with a slash, NUL or "
+                          "control character)");
         goto fail;
     }
     if (http_parse_query(r, query) != 0 || http_parse_blocking(r) != 0)

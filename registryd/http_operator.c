@@ -133,6 +133,26 @@ static void do_remove_peer(struct http_req *r)
         http_finish_write(r, REG_ENOTFOUND);
         return;
     }
+    /* A configuration without a voter can never elect a leader again: the
+     * data would be unreachable after the next restart. */
+    struct cluster_status st;
+    cluster_get_status(r->srv->opt.cluster, &st);
+    int voters = 0, member_votes = 0, known = 0;
+    for (int i = 0; i < st.n_servers && i < CLUSTER_MAX_SERVERS; i++) {
+        voters += st.servers[i].voter;
+        if (st.servers[i].id == member) {
+            known = 1;
+            member_votes = st.servers[i].voter;
+        }
+    }
+    if (known && (st.n_servers <= 1 || voters - member_votes < 1)) {
+        http_fail(r, 400,
+                  "Refusing to remove raft peer %llu: it is the %s, and a cluster without a "
+                  "voter can never elect a leader again",
+                  (unsigned long long)member, st.n_servers <= 1 ? "only server" : "last voter");
+        http_finish_write(r, REG_EINVAL);
+        return;
+    }
     cluster_remove(r->srv->opt.cluster, member, change_done, r);
 }
 

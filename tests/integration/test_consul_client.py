@@ -5,6 +5,7 @@ import time
 import unittest
 
 import consul
+import consul.base
 
 from harness import Registryd
 
@@ -19,6 +20,12 @@ class ConsulClientTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.d.stop()
 
+    # python-consul 0.7 (Debian's) sends GET for deregister and the TTL
+    # updates, as Consul did before 1.0; Consul now answers 405 to that and
+    # so does registryd (GET never mutates), so these go as PUT.
+    def put(self, path, **params):
+        return self.c.http.put(consul.base.CB.bool(), path, params=params)
+
     def test_register_pass_watch_deregister(self):
         c = self.c
         self.assertTrue(c.agent.service.register("api", service_id="api-1", address="10.1.0.1",
@@ -27,7 +34,8 @@ class ConsulClientTest(unittest.TestCase):
         self.assertIn("api-1", c.agent.services())
         index, nodes = c.health.service("api", passing=True)
         self.assertEqual(nodes, [])  # a TTL check starts critical
-        self.assertTrue(c.agent.check.ttl_pass("service:api-1", notes="warm"))
+        self.assertFalse(c.agent.check.ttl_pass("service:api-1", notes="warm"))  # GET: 405
+        self.assertTrue(self.put("/v1/agent/check/pass/service:api-1", note="warm"))
         index, nodes = c.health.service("api", passing=True)
         self.assertEqual([n["Service"]["ID"] for n in nodes], ["api-1"])
         self.assertEqual(nodes[0]["Service"]["Port"], 9000)
@@ -59,8 +67,10 @@ class ConsulClientTest(unittest.TestCase):
         self.assertEqual([n["Service"]["ID"] for n in nodes], ["api-2"])
         self.assertTrue(c.agent.service.maintenance("api-1", "false"))
 
-        self.assertTrue(c.agent.service.deregister("api-1"))
-        self.assertTrue(c.agent.service.deregister("api-2"))
+        self.assertFalse(c.agent.service.deregister("api-1"))  # GET: 405
+        self.assertIn("api-1", c.agent.services())
+        self.assertTrue(self.put("/v1/agent/service/deregister/api-1"))
+        self.assertTrue(self.put("/v1/agent/service/deregister/api-2"))
         self.assertNotIn("api-1", c.agent.services())
         _, nodes = c.health.service("api")
         self.assertEqual(nodes, [])
@@ -73,8 +83,8 @@ class ConsulClientTest(unittest.TestCase):
         self.assertEqual(len(self.c.status.peers()), 1)
 
     def test_unknown_check_is_refused(self):
-        self.assertFalse(self.c.agent.check.ttl_pass("service:nope"))
-        self.assertFalse(self.c.agent.service.deregister("nope"))
+        self.assertFalse(self.put("/v1/agent/check/pass/service:nope"))
+        self.assertFalse(self.put("/v1/agent/service/deregister/nope"))
 
 
 if __name__ == "__main__":
