@@ -103,6 +103,8 @@ struct health {
     struct health_options opt;
     struct event_base *base;
     struct event *wake, *tick;
+    struct event *stop; /* health_free: break the loop, whenever it runs */
+    bool stopping;      /* atomic: set by health_free, polled by long scans */
     pthread_t thread;
     bool thread_started;
     struct probe_env probe_env;
@@ -503,6 +505,8 @@ static int resync_instance(json_t *inst, void *arg)
 {
     struct resync *rs = arg;
     struct health *h = rs->h;
+    if (__atomic_load_n(&h->stopping, __ATOMIC_ACQUIRE))
+        return 1; /* a scan of a large store must not hold up shutdown */
     const char *sid = json_string_value(json_object_get(inst, "ID"));
     const char *name = json_string_value(json_object_get(inst, "Service"));
     json_t *checks = NULL;
@@ -612,7 +616,11 @@ static void resync_all(struct health *h)
     struct resync rs = {h, rd};
     h->generation++;
     json_array_foreach(names, i, n)
-        store_each_instance(rd, json_string_value(n), resync_instance, &rs);
+    {
+        if (store_each_instance(rd, json_string_value(n), resync_instance, &rs) != 0 &&
+            __atomic_load_n(&h->stopping, __ATOMIC_ACQUIRE))
+            break;
+    }
     store_read_end(rd);
     json_decref(names);
 }
@@ -796,6 +804,14 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&h->lock);
 }
 
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    struct health *h = arg;
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(h->base);
+}
+
 static void *health_thread(void *arg)
 {
     struct health *h = arg;
@@ -832,7 +848,8 @@ int health_start(const struct health_options *opt, struct health **out, char *er
     h->probe_env.store = opt->store;
     h->wake = event_new(h->base, -1, 0, on_wake, h);
     h->tick = event_new(h->base, -1, EV_PERSIST, on_tick, h);
-    if (h->wake == NULL || h->tick == NULL) {
+    h->stop = event_new(h->base, -1, 0, on_stop, h);
+    if (h->wake == NULL || h->tick == NULL || h->stop == NULL) {
         snprintf(err, errlen, "out of memory");
         health_free(h);
         return REG_ENOMEM;
@@ -875,7 +892,11 @@ void health_free(struct health *h)
     if (h == NULL)
         return;
     if (h->thread_started) {
-        event_base_loopbreak(h->base);
+        /* event_base_loopbreak before the thread enters its loop (it may
+         * still be scanning the store) would be forgotten when the loop
+         * starts; an active event is not: the loop runs it first. */
+        __atomic_store_n(&h->stopping, true, __ATOMIC_RELEASE);
+        event_active(h->stop, EV_READ, 0);
         pthread_join(h->thread, NULL);
     }
     if (h->by_id)
@@ -895,6 +916,8 @@ void health_free(struct health *h)
         event_free(h->wake);
     if (h->tick)
         event_free(h->tick);
+    if (h->stop)
+        event_free(h->stop);
     if (h->base)
         event_base_free(h->base);
     probe_env_fini(&h->probe_env);
