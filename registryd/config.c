@@ -102,6 +102,11 @@ static const struct conf_key conf_keys[] = {
     KEY("enable_script_checks", CONF_BOOL, enable_script_checks, "false", NULL,
         "accept and run script checks (Args): any client that can register can then run "
         "programs on the servers, as in Consul"),
+    KEY("http_head_timeout", CONF_DURATION, http_head_timeout_ms, "10s", "DURATION",
+        "a request head must be complete this long after its first byte, however steadily "
+        "it trickles in (0: no limit)"),
+    KEY("http_body_timeout", CONF_DURATION, http_body_timeout_ms, "5m", "DURATION",
+        "and its body this long after the head (0: no limit)"),
     KEY("check_max_concurrent", CONF_UINT, check_max_concurrent, "1024", "N",
         "health probes in flight at once"),
     KEY("check_update_interval", CONF_DURATION, check_update_interval_ms, "5m", "DURATION",

@@ -29,6 +29,7 @@
 #include "cluster.h"
 #include "config.h"
 #include "cluster_link.h"
+#include "http_guard.h"
 #include "http_internal.h"
 #include "duration.h"
 #include "log.h"
@@ -886,6 +887,7 @@ static void handle(struct evhttp_request *req, void *arg)
     r->srv = srv;
     r->req = req;
     r->started = mono_seconds();
+    http_guard_request_read(srv->guard, req);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
@@ -987,6 +989,9 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(s->http, handle, s);
+    struct http_guard_options gopt = {opt->base, opt->head_timeout_ms, opt->body_timeout_ms, 0};
+    if (http_guard_new(&gopt, &s->guard) != 0)
+        goto fail_mem;
 
     struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                                     .ai_flags = AI_PASSIVE | AI_NUMERICHOST};
@@ -1003,6 +1008,8 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
         opt->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
         HTTP_BACKLOG, ai->ai_addr, (int)ai->ai_addrlen);
     evutil_freeaddrinfo(ai);
+    if (l != NULL)
+        http_guard_attach(s->guard, s->http, l);
     if (l == NULL || evhttp_bind_listener(s->http, l) == NULL) {
         snprintf(err, errlen, "http_addr %s: cannot listen: %s", opt->addr,
                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -1026,6 +1033,7 @@ void http_free(struct http_server *s)
     if (s->http)
         evhttp_free(s->http);
     json_decref(s->node_meta);
+    http_guard_free(s->guard); /* after the connections it watches */
     for (int i = 0; i < HTTP_CACHE_SLOTS; i++) {
         free(s->cache[i].key);
         free(s->cache[i].body);

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct store;
@@ -24,6 +25,8 @@ struct http_server;
 struct http_options {
     const char *addr;        /* listen "host:port" */
     size_t max_body_size;    /* bytes; larger bodies get 413 */
+    uint64_t head_timeout_ms; /* a request head must arrive within this; 0: no limit */
+    uint64_t body_timeout_ms; /* and then its body within this; 0: no limit */
     const char *node;        /* this server's node name */
     const char *node_addr;   /* address reported for the node */
     const char *datacenter;

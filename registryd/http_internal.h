@@ -44,6 +44,7 @@ struct http_server {
     struct http_options opt;
     struct evhttp *http;
     json_t *node_meta; /* this node's Meta, from opt.node_meta */
+    struct http_guard *guard; /* accept back-off, request deadlines */
     struct http_cache_slot cache[HTTP_CACHE_SLOTS];
 };
 

@@ -354,6 +354,8 @@ int main(int argc, char **argv)
     struct http_options hopt = {
         .addr = conf.http_addr,
         .max_body_size = conf.max_body_size,
+        .head_timeout_ms = conf.http_head_timeout_ms,
+        .body_timeout_ms = conf.http_body_timeout_ms,
         .node = conf.node,
         .node_addr = host,
         .datacenter = conf.datacenter,

@@ -72,5 +72,110 @@ class HostileTest(unittest.TestCase):
         self.assertEqual(self.services(), ["db-1", "web-1"])
 
 
+class LimitedFds(Registryd):
+    """A daemon started under a low file-descriptor limit."""
+
+    def __init__(self, nofile, **kw):
+        super().__init__(**kw)
+        self.nofile = nofile
+
+    def args(self):
+        return ["prlimit", "--nofile=%d:%d" % (self.nofile, self.nofile)] + super().args()
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def http_get(sock, path):
+    sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0]
+
+
+class FloodTest(unittest.TestCase):
+    def test_fd_exhaustion(self):
+        d = LimitedFds(128).start()
+        socks = []
+        try:
+            keep = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            self.assertIn(b"200", http_get(keep, "/v1/status/leader"))
+            for _ in range(300):  # far beyond the daemon's 128 descriptors
+                socks.append(socket.create_connection(("127.0.0.1", d.port), timeout=10))
+            time.sleep(0.5)
+            before = cpu_seconds(d.proc.pid)
+            time.sleep(2)
+            used = cpu_seconds(d.proc.pid) - before
+            self.assertLess(used, 1.0, "the accept loop spins")
+            # a client connected before the flood is still served
+            self.assertIn(b"200", http_get(keep, "/v1/status/leader"))
+            warnings = [l for l in d.log().splitlines() if "accept failed" in l]
+            self.assertGreaterEqual(len(warnings), 1)
+            self.assertLess(len(warnings), 10, "repeated warnings are not rate-limited")
+            for s in socks:
+                s.close()
+            socks = []
+            deadline = time.monotonic() + 10
+            while True:  # new clients get in again once descriptors are free
+                try:
+                    self.assertEqual(d.request("GET", "/v1/status/leader", timeout=2)[0], 200)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            keep.close()
+        finally:
+            for s in socks:
+                s.close()
+            d.stop()
+
+    def test_slowloris(self):
+        d = Registryd(extra_args=["--http-head-timeout", "1s"]).start()
+        try:
+            slow = [socket.create_connection(("127.0.0.1", d.port), timeout=10)
+                    for _ in range(30)]
+            for s in slow:
+                s.setblocking(False)
+            request = b"GET /v1/agent/services HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200
+            open_ = set(range(len(slow)))
+            start = time.monotonic()
+            i = 0
+            while open_ and time.monotonic() - start < 10:
+                for k in list(open_):
+                    try:
+                        slow[k].send(request[i % len(request):i % len(request) + 1])
+                        if slow[k].recv(4096) == b"":
+                            open_.discard(k)
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        open_.discard(k)
+                i += 1
+                # other clients are served meanwhile
+                self.assertEqual(d.request("GET", "/v1/status/leader", timeout=5)[0], 200)
+                time.sleep(0.2)
+            self.assertEqual(open_, set(), "slow connections outlived the head deadline")
+            self.assertLess(time.monotonic() - start, 8)
+            for s in slow:
+                s.close()
+            # a connection that is idle (sends nothing) is the idle timeout's business,
+            # and a normal keep-alive client is not cut off by the head deadline
+            keep = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            for _ in range(3):
+                self.assertIn(b"200", http_get(keep, "/v1/status/leader"))
+                time.sleep(0.8)
+            keep.close()
+        finally:
+            d.stop()
+
+
 if __name__ == "__main__":
     unittest.main()

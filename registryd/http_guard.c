@@ -1,0 +1,310 @@
+/*
+ * http_guard.c — see http_guard.h.
+ */
+#include "http_guard.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+
+#include "duration.h"
+#include "log.h"
+#include "registry/error.h"
+#include "strmap.h"
+
+enum conn_state { CONN_IDLE, CONN_HEAD, CONN_BODY };
+
+struct guard_conn {
+    struct http_guard *g;
+    struct bufferevent *bev;       /* referenced until evhttp lets go */
+    struct evbuffer_cb_entry *watch; /* on bev's input */
+    uint64_t deadline_ms;          /* monotonic; 0: none */
+    enum conn_state state;
+    size_t line_len;               /* bytes of the current head line, '\r' aside */
+    bool seen_line;                /* a line of this head ended */
+    char key[24];                  /* "%p" of bev, in g->conns */
+};
+
+struct http_guard {
+    struct http_guard_options opt;
+    struct strmap *conns; /* "%p" of the bufferevent -> guard_conn */
+    struct evconnlistener *listener;
+    struct event *resume; /* re-enables accepting after a pause */
+    struct event *sweep;  /* deadlines and released connections, every GUARD_SWEEP_MS */
+};
+
+#define GUARD_SWEEP_MS 250
+
+/* evconnlistener's error callback gets evhttp's argument, not ours: find
+ * the guard by its listener (a registryd has one or two). */
+#define GUARD_LISTENERS 8
+static struct {
+    struct evconnlistener *l;
+    struct http_guard *g;
+} listeners[GUARD_LISTENERS];
+
+static void arm(struct guard_conn *c, enum conn_state state, uint64_t ms)
+{
+    c->state = state;
+    c->deadline_ms = ms ? mono_ms() + ms : 0;
+}
+
+/* Watch the head for its end: an empty line. */
+static void scan_head(struct guard_conn *c, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n') {
+            if (c->line_len == 0 && c->seen_line) {
+                arm(c, CONN_BODY, c->g->opt.body_timeout_ms);
+                return;
+            }
+            if (c->line_len > 0)
+                c->seen_line = true;
+            c->line_len = 0;
+        } else if (p[i] != '\r') {
+            c->line_len++;
+        }
+    }
+}
+
+/* Bytes came in (or were consumed): the added ones are the buffer's tail. */
+static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct guard_conn *c = arg;
+    if (info->n_added == 0)
+        return;
+    if (c->state == CONN_IDLE) {
+        c->line_len = 0;
+        c->seen_line = false;
+        arm(c, CONN_HEAD, c->g->opt.head_timeout_ms);
+    }
+    if (c->state != CONN_HEAD)
+        return;
+    size_t len = evbuffer_get_length(buf), n = info->n_added < len ? info->n_added : len;
+    struct evbuffer_ptr at;
+    if (evbuffer_ptr_set(buf, &at, len - n, EVBUFFER_PTR_SET) != 0)
+        return;
+    struct evbuffer_iovec v[8];
+    int nv = evbuffer_peek(buf, (ev_ssize_t)n, &at, v, 8);
+    for (int i = 0; i < nv && i < 8 && c->state == CONN_HEAD; i++) {
+        size_t k = v[i].iov_len < n ? v[i].iov_len : n;
+        scan_head(c, v[i].iov_base, k);
+        n -= k;
+    }
+}
+
+static void conn_release(struct guard_conn *c)
+{
+    strmap_del(c->g->conns, c->key);
+    evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->watch);
+    bufferevent_decref(c->bev);
+    free(c);
+}
+
+/* evhttp frees a connection's bufferevent by clearing its callbacks and
+ * dropping its reference; ours keeps it allocated until we see that. */
+static bool released(struct guard_conn *c)
+{
+    bufferevent_data_cb rd, wr;
+    bufferevent_event_cb ev;
+    bufferevent_getcb(c->bev, &rd, &wr, &ev, NULL);
+    return rd == NULL && wr == NULL && ev == NULL;
+}
+
+struct sweep_ctx {
+    uint64_t now;
+    struct guard_conn *dead[64];
+    int ndead;
+};
+
+static void sweep_one(const char *key, void *value, void *arg)
+{
+    struct guard_conn *c = value;
+    struct sweep_ctx *s = arg;
+    (void)key;
+    if (released(c)) {
+        if (s->ndead < 64)
+            s->dead[s->ndead++] = c;
+        return;
+    }
+    if (c->deadline_ms == 0 || s->now < c->deadline_ms)
+        return;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    log_limited(LOG_WARN, "http",
+                "msg=\"client too slow: request %s not complete within its deadline; "
+                "connection closed\" timeout_ms=%llu",
+                c->state == CONN_HEAD ? "head" : "body",
+                (unsigned long long)(c->state == CONN_HEAD ? c->g->opt.head_timeout_ms
+                                                           : c->g->opt.body_timeout_ms));
+    c->deadline_ms = 0;
+    /* evhttp sees the end of the stream and frees the connection */
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+}
+
+static void sweep(struct http_guard *g)
+{
+    struct sweep_ctx s;
+    do { /* strmap_each must not change the map: collect, then release */
+        s.now = mono_ms();
+        s.ndead = 0;
+        strmap_each(g->conns, sweep_one, &s);
+        for (int i = 0; i < s.ndead; i++)
+            conn_release(s.dead[i]);
+    } while (s.ndead == 64);
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sweep(arg);
+}
+
+static struct bufferevent *new_bev(struct event_base *base, void *arg)
+{
+    struct http_guard *g = arg;
+    struct guard_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->g = g;
+    /* options 0, as evhttp makes its own: evhttp closes the socket itself */
+    c->bev = bufferevent_socket_new(base, -1, 0);
+    if (c->bev == NULL) {
+        free(c);
+        return NULL;
+    }
+    c->watch = evbuffer_add_cb(bufferevent_get_input(c->bev), on_input, c);
+    snprintf(c->key, sizeof(c->key), "%p", (void *)c->bev);
+    if (c->watch == NULL || strmap_put(g->conns, c->key, c) != 0) {
+        bufferevent_free(c->bev);
+        free(c);
+        return NULL;
+    }
+    bufferevent_incref(c->bev);
+    return c->bev;
+}
+
+void http_guard_request_read(struct http_guard *g, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = g ? evhttp_request_get_connection(req) : NULL;
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    char key[24];
+    if (bev == NULL)
+        return;
+    snprintf(key, sizeof(key), "%p", (void *)bev);
+    struct guard_conn *c = strmap_get(g->conns, key);
+    if (c)
+        arm(c, CONN_IDLE, 0);
+}
+
+/* ---- accept back-off ---------------------------------------------------- */
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_guard *g = arg;
+    (void)fd;
+    (void)what;
+    if (g->listener)
+        evconnlistener_enable(g->listener);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+    (void)arg;
+    struct http_guard *g = NULL;
+    for (int i = 0; i < GUARD_LISTENERS; i++)
+        if (listeners[i].l == l)
+            g = listeners[i].g;
+    if (g == NULL)
+        return;
+    /* Out of descriptors (or kernel memory): accepting again at once only
+     * spins. Pause, serve the connections we have, try again shortly. */
+    evconnlistener_disable(l);
+    struct timeval tv = {(time_t)(g->opt.accept_pause_ms / 1000),
+                         (suseconds_t)(g->opt.accept_pause_ms % 1000) * 1000};
+    event_add(g->resume, &tv);
+    log_limited(LOG_WARN, "http", "msg=\"accept failed; pausing new connections\" error=\"%s\" pause_ms=%llu",
+                evutil_socket_error_to_string(err), (unsigned long long)g->opt.accept_pause_ms);
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+int http_guard_new(const struct http_guard_options *opt, struct http_guard **out)
+{
+    struct http_guard *g = calloc(1, sizeof(*g));
+    if (g == NULL)
+        return REG_ENOMEM;
+    g->opt = *opt;
+    if (g->opt.accept_pause_ms == 0)
+        g->opt.accept_pause_ms = 100;
+    g->conns = strmap_new();
+    g->resume = evtimer_new(opt->base, on_resume, g);
+    g->sweep = event_new(opt->base, -1, EV_PERSIST, on_sweep, g);
+    struct timeval tv = {0, GUARD_SWEEP_MS * 1000};
+    if (g->conns == NULL || g->resume == NULL || g->sweep == NULL ||
+        event_add(g->sweep, &tv) != 0) {
+        http_guard_free(g);
+        return REG_ENOMEM;
+    }
+    *out = g;
+    return 0;
+}
+
+void http_guard_attach(struct http_guard *g, struct evhttp *http, struct evconnlistener *l)
+{
+    evhttp_set_bevcb(http, new_bev, g);
+    if (l == NULL)
+        return;
+    for (int i = 0; i < GUARD_LISTENERS; i++) {
+        if (listeners[i].l == NULL) {
+            listeners[i].l = l;
+            listeners[i].g = g;
+            g->listener = l;
+            evconnlistener_set_error_cb(l, on_accept_error);
+            return;
+        }
+    }
+}
+
+static void collect(const char *key, void *value, void *arg)
+{
+    struct guard_conn ***at = arg;
+    (void)key;
+    *(*at)++ = value;
+}
+
+void http_guard_free(struct http_guard *g)
+{
+    if (g == NULL)
+        return;
+    for (int i = 0; i < GUARD_LISTENERS; i++)
+        if (listeners[i].g == g)
+            listeners[i].l = NULL, listeners[i].g = NULL;
+    if (g->resume)
+        event_free(g->resume);
+    if (g->sweep)
+        event_free(g->sweep);
+    if (g->conns) { /* evhttp_free has let go of every connection */
+        size_t n = strmap_count(g->conns);
+        struct guard_conn **all = calloc(n + 1, sizeof(*all)), **at = all;
+        if (all) {
+            strmap_each(g->conns, collect, &at);
+            for (size_t i = 0; i < n; i++)
+                conn_release(all[i]);
+            free(all);
+        }
+        strmap_free(g->conns);
+    }
+    free(g);
+}

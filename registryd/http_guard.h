@@ -1,0 +1,49 @@
+/*
+ * http_guard.h — the HTTP listener under attack: accept back-off when file
+ * descriptors run out, and deadlines for a complete request head and body
+ * that a trickle of bytes cannot extend (slowloris). The idle timeout of
+ * evhttp still covers connections that send nothing.
+ *
+ * How: every accepted connection's bufferevent is made here
+ * (evhttp_set_bevcb; a plain socket bufferevent like evhttp's own) with a
+ * callback on its input buffer that watches the bytes in: the first byte of
+ * a request starts the head deadline, the blank line that ends the head
+ * starts the body deadline, and the request reaching its handler
+ * (http_guard_request_read) ends both. One timer sweeps the deadlines; one
+ * that has passed shuts the socket down, and evhttp frees the connection as
+ * for any client that went away. The guard holds a reference on each
+ * bufferevent, dropped once evhttp has let go of it (its callbacks cleared).
+ *
+ * Threads: the front end's event_base thread only.
+ */
+#ifndef REGISTRYD_HTTP_GUARD_H
+#define REGISTRYD_HTTP_GUARD_H
+
+#include <stdint.h>
+
+struct evhttp;
+struct evhttp_request;
+struct evconnlistener;
+struct event_base;
+struct http_guard;
+
+struct http_guard_options {
+    struct event_base *base;  /* borrowed */
+    uint64_t head_timeout_ms; /* first byte to end of head; 0: none */
+    uint64_t body_timeout_ms; /* end of head to complete body; 0: none */
+    uint64_t accept_pause_ms; /* accepting pauses this long on EMFILE/ENFILE */
+};
+
+/* Returns 0 or REG_ENOMEM. */
+int http_guard_new(const struct http_guard_options *opt, struct http_guard **out);
+/* Call after evhttp_free (which frees the connections first). NULL: no-op. */
+void http_guard_free(struct http_guard *g);
+
+/* Guard http's connections and the listener it accepts them on (both
+ * borrowed; the guard must outlive them). */
+void http_guard_attach(struct http_guard *g, struct evhttp *http, struct evconnlistener *l);
+
+/* The request has been read in full (its handler runs): its deadlines end. */
+void http_guard_request_read(struct http_guard *g, struct evhttp_request *req);
+
+#endif
