@@ -177,8 +177,12 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
     if (c == NULL)
         return NULL;
     c->g = g;
-    /* options 0, as evhttp makes its own: evhttp closes the socket itself */
-    c->bev = bufferevent_socket_new(base, -1, 0);
+    /* CLOSE_ON_FREE: the socket is closed when the bufferevent is finalized
+     * (evhttp then leaves it alone), that is once we too let go of it. Were
+     * evhttp to close it while our reference keeps the bufferevent's events
+     * registered, a new connection reusing the descriptor number would never
+     * be polled. */
+    c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (c->bev == NULL) {
         free(c);
         return NULL;

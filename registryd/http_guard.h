@@ -12,7 +12,8 @@
  * (http_guard_request_read) ends both. One timer sweeps the deadlines; one
  * that has passed shuts the socket down, and evhttp frees the connection as
  * for any client that went away. The guard holds a reference on each
- * bufferevent, dropped once evhttp has let go of it (its callbacks cleared).
+ * bufferevent, dropped once evhttp has let go of it (its callbacks cleared);
+ * the socket closes then, within one sweep.
  *
  * Threads: the front end's event_base thread only.
  */
