@@ -8,6 +8,7 @@
  * member of the same configuration.
  */
 #include "cluster.h"
+#include "cluster_files.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -786,6 +787,8 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
                 size_t errlen)
 {
     int rv;
+    if ((rv = cluster_check_files(c->raft_dir, err, errlen)) != 0)
+        return rv; /* a damaged snapshot would make libraft spin for ever */
     if ((rv = raft_uv_tcp_init(&c->transport, &c->loop)) != 0) {
         snprintf(err, errlen, "raft transport: %s", raft_strerror(rv));
         return REG_ERAFT;

@@ -61,6 +61,9 @@ static const struct conf_key conf_keys[] = {
         "single server with its data in a fresh temporary directory, removed on exit"),
     KEY("data_dir", CONF_PATH, data_dir, NULL, "DIR",
         "where the raft log, snapshots and the store live (required unless --dev)"),
+    KEY("recover_from_store", CONF_BOOL, recover_from_store, "false", NULL,
+        "when the raft state is missing or behind the store, rebuild it from the store "
+        "instead of refusing to start (single server)"),
     KEY("http_addr", CONF_HOSTPORT, http_addr, "127.0.0.1:8500", "HOST:PORT",
         "HTTP API listen address"),
     KEY("dns_addr", CONF_HOSTPORT, dns_addr, "127.0.0.1:8600", "HOST:PORT",

@@ -26,6 +26,7 @@ struct conf {
     char *config_file;     /* --config FILE (flag only) */
     bool dev;              /* --dev: fresh temp data dir, loopback */
     char *data_dir;        /* --data-dir DIR; required unless dev */
+    bool recover_from_store; /* --recover-from-store: rebuild raft from the store */
     char *http_addr;       /* --http-addr HOST:PORT, default 127.0.0.1:8500 */
     char *dns_addr;        /* --dns-addr HOST:PORT, default 127.0.0.1:8600 */
     char *raft_addr;       /* --raft-addr IPv4:PORT; NULL = 127.0.0.1, ephemeral port */

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "registry/error.h"
+#include "recovery.h"
 #include "store.h"
 #include "watch.h"
 #include "health.h"
@@ -230,6 +231,7 @@ int main(int argc, char **argv)
     struct health *health = NULL;
     struct dns_server *dns = NULL;
     struct formation *formation = NULL;
+    struct recovery *recovery = NULL;
     struct leaving leaving = {0};
     struct change_listeners listeners = {0};
     int lock_fd = -1, status = 1;
@@ -273,8 +275,24 @@ int main(int argc, char **argv)
     char path[4096];
     snprintf(path, sizeof(path), "%s/LOCK", data_dir);
     lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        log_error("main", "msg=\"data dir is in use by another registryd\" data_dir=%s", data_dir);
+    if (lock_fd < 0) { /* read-only file system, LOCK a directory, no permission... */
+        log_error("main", "msg=\"cannot open the data dir's lock file\" path=%s error=\"%s\"",
+                  path, strerror(errno));
+        goto out;
+    }
+    if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            log_error("main", "msg=\"data dir is in use by another registryd\" data_dir=%s",
+                      data_dir);
+        else
+            log_error("main", "msg=\"cannot lock the data dir\" path=%s error=\"%s\"", path,
+                      strerror(errno));
+        goto out;
+    }
+    bool clustered = conf.bootstrap_expect > 1 || conf.join != NULL;
+    if (!conf.dev && !clustered &&
+        recovery_before(data_dir, conf.recover_from_store, &recovery, err, sizeof(err)) != 0) {
+        log_error("main", "msg=\"refusing to start\" error=\"%s\"", err);
         goto out;
     }
 
@@ -326,11 +344,14 @@ int main(int argc, char **argv)
     /* A single server starts raft here and is its own leader before it
      * serves; a cluster member serves first (the others must reach it) and
      * forms or joins the cluster on the formation thread. */
-    bool clustered = conf.bootstrap_expect > 1 || conf.join != NULL;
     int crc = clustered ? cluster_new(&copt, &cluster, err, sizeof(err))
                         : cluster_start(&copt, &cluster, err, sizeof(err));
     if (crc != 0) {
         log_error("main", "msg=\"cannot start raft\" error=\"%s\"", err);
+        goto out;
+    }
+    if (recovery && recovery_after(recovery, store, cluster, base, err, sizeof(err)) != 0) {
+        log_error("main", "msg=\"refusing to start\" error=\"%s\"", err);
         goto out;
     }
     struct health_options health_opt = {
@@ -455,6 +476,7 @@ out:
     if (base)
         event_base_free(base);
     store_free(store);
+    recovery_free(recovery);
     if (lock_fd >= 0)
         close(lock_fd);
     if (conf.dev && dev_dir[strlen(dev_dir) - 1] != 'X')

@@ -121,6 +121,45 @@ fail:
     return REG_ESTORE;
 }
 
+static uint64_t get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key);
+
+int store_peek(const char *file, uint64_t *index, uint64_t *instances, void **snap, size_t *len)
+{
+    struct store *s = calloc(1, sizeof(*s));
+    MDB_txn *txn = NULL;
+    int rc;
+    *index = *instances = 0;
+    if (snap)
+        *snap = NULL;
+    if (s == NULL)
+        return REG_ENOMEM;
+    if (access(file, F_OK) != 0) {
+        free(s);
+        return REG_ENOTFOUND;
+    }
+    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, DB_COUNT)) != 0 ||
+        (rc = mdb_env_set_mapsize(s->env, STORE_MAP_SIZE)) != 0 ||
+        (rc = mdb_env_open(s->env, file, MDB_RDONLY | MDB_NOSUBDIR | MDB_NOLOCK, 0600)) != 0 ||
+        (rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)) != 0)
+        goto out;
+    for (int i = 0; i < DB_COUNT && rc == 0; i++)
+        rc = mdb_dbi_open(txn, store_dbs[i].name, store_dbs[i].flags, &s->dbi[i]);
+    if (rc == 0) {
+        MDB_stat st;
+        *index = get_u64(txn, s->dbi[DB_META], "index");
+        *instances = mdb_stat(txn, s->dbi[DB_SERVICES], &st) == 0 ? st.ms_entries : 0;
+    }
+    if (rc == 0)
+        rc = mdb_txn_commit(txn); /* keeps the table handles (an abort drops them) */
+    else
+        mdb_txn_abort(txn);
+    if (rc == 0 && snap)
+        rc = store_snapshot(s, snap, len);
+out:
+    store_free(s);
+    return rc == 0 ? 0 : rc == MDB_NOTFOUND ? REG_ENOTFOUND : REG_ESTORE;
+}
+
 void store_free(struct store *s)
 {
     if (s == NULL)

@@ -53,6 +53,12 @@ struct store_change {
 int store_open(const char *dir, struct store **out, char *err, size_t errlen) REG_MUSTCHECK;
 void store_free(struct store *s);
 
+/* What an existing store file (a previous run's data.mdb) holds, without
+ * changing it: its index, how many instances, and (snap != NULL) a
+ * snapshot of it (malloc'd, the caller frees). Returns 0, REG_ENOTFOUND (no
+ * such file or an empty one) or REG_ESTORE. */
+int store_peek(const char *file, uint64_t *index, uint64_t *instances, void **snap, size_t *len);
+
 /*
  * Apply one encoded command (command.h). Returns the command's own outcome:
  * 0, REG_ENOTFOUND (unknown service/check id), REG_EINVAL (undecodable), or

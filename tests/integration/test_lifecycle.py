@@ -3,7 +3,9 @@
 start-up stops the daemon promptly; damaged or missing raft state is an
 error that names the file (or the recovery flag), never a hang or a silent
 start with less data."""
+import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -54,6 +56,96 @@ class LifecycleTest(unittest.TestCase):
         d.start()
         self.assertEqual(len(d.request("GET", "/v1/catalog/services")[1].split(",")), 50)
         d.stop()
+
+
+def register(d, n, prefix="s"):
+    for i in range(n):
+        status, text = d.request("PUT", "/v1/agent/service/register",
+                                 '{"Name": "%s%d", "Port": 1}' % (prefix, i))
+        assert status == 200, text
+
+
+def count(d):
+    return len(json.loads(d.request("GET", "/v1/agent/services")[1]))
+
+
+class RaftStateTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = TempDir()
+        self.d = Registryd(data_dir=os.path.join(self.tmp.path, "d"),
+                           extra_args=["--raft-snapshot-threshold", "16"])
+
+    def tearDown(self):
+        if self.d.proc:
+            self.d.stop(check=False)
+        self.tmp.cleanup()
+
+    def refused(self, *words):
+        """The next start exits by itself, with a reason naming words."""
+        self.d.start(wait=False)
+        try:
+            rc = self.d.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.d.proc.kill()
+            self.d.proc.wait()
+            self.fail("start-up hangs:\n" + self.d.log()[-2000:])
+        log = self.d.log()
+        self.d.proc = None
+        self.assertNotEqual(rc, 0, log)
+        for w in words:
+            self.assertIn(w, log)
+        return log
+
+    def raft_dir(self):
+        return os.path.join(self.d.data_dir, "raft")
+
+    def test_damaged_raft_snapshot(self):
+        self.d.start()
+        register(self.d, 40)
+        self.d.stop()
+        snaps = sorted(f for f in os.listdir(self.raft_dir())
+                       if f.startswith("snapshot-") and not f.endswith(".meta"))
+        self.assertTrue(snaps)
+        path = os.path.join(self.raft_dir(), snaps[-1])
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        self.refused(path, "damaged")
+
+    def test_deleted_raft_directory(self):
+        self.d.start()
+        register(self.d, 30)
+        self.d.stop()
+        shutil.rmtree(self.raft_dir())
+        for _ in range(2):  # refused every time, not just once
+            self.refused("raft state", "missing", "--recover-from-store")
+        self.d.extra.append("--recover-from-store")
+        self.d.start()
+        self.assertEqual(count(self.d), 30)
+        self.d.stop()
+        self.d.extra.remove("--recover-from-store")
+        self.d.start()
+        self.assertEqual(count(self.d), 30)
+        register(self.d, 5, prefix="t")  # and it takes writes that last
+        self.d.stop()
+        self.d.start()
+        self.assertEqual(count(self.d), 35)
+
+    def test_deleted_raft_segments(self):
+        self.d.start()
+        register(self.d, 40)
+        self.d.stop()
+        for f in os.listdir(self.raft_dir()):
+            if f[0].isdigit() or f.startswith("open-"):  # closed and open segments
+                os.unlink(os.path.join(self.raft_dir(), f))
+        for _ in range(2):
+            self.refused("ends at index", "--recover-from-store")
+        self.d.extra.append("--recover-from-store")
+        self.d.start()
+        self.assertEqual(count(self.d), 40)
+        self.d.stop()
+        self.d.extra.remove("--recover-from-store")
+        self.d.start()
+        self.assertEqual(count(self.d), 40)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,152 @@
+/*
+ * cluster_files.c — see cluster_files.h. The LZ4 frame is walked, not
+ * decompressed: block sizes and the end mark are enough to know it is whole,
+ * and walking costs one read per block.
+ */
+#include "cluster_files.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "registry/error.h"
+#include "snapshot.h"
+
+#define LZ4F_MAGIC 0x184D2204u
+
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int read_at(int fd, off_t at, void *buf, size_t n)
+{
+    ssize_t got = pread(fd, buf, n, at);
+    return got == (ssize_t)n ? 0 : -1;
+}
+
+/* 0 if the LZ4 frame in fd (size bytes) is whole, else -1 with why. */
+static int lz4_whole(int fd, off_t size, char *why, size_t whylen)
+{
+    unsigned char h[4 + 2 + 8 + 4 + 1];
+    if (read_at(fd, 4, h, 2) != 0) {
+        snprintf(why, whylen, "LZ4 frame header cut short");
+        return -1;
+    }
+    unsigned flg = h[0];
+    if ((flg >> 6) != 1) {
+        snprintf(why, whylen, "LZ4 frame version %u unknown", flg >> 6);
+        return -1;
+    }
+    bool block_sum = flg & 0x10, content_size = flg & 0x08, content_sum = flg & 0x04,
+         dict = flg & 0x01;
+    off_t at = 4 + 2 + (content_size ? 8 : 0) + (dict ? 4 : 0) + 1;
+    for (;;) {
+        unsigned char b[4];
+        if (at + 4 > size || read_at(fd, at, b, 4) != 0) {
+            snprintf(why, whylen, "LZ4 frame cut short at byte %lld of %lld (no end mark)",
+                     (long long)at, (long long)size);
+            return -1;
+        }
+        uint32_t n = le32(b) & 0x7fffffffu;
+        at += 4;
+        if (le32(b) == 0)
+            break;
+        at += (off_t)n + (block_sum ? 4 : 0);
+        if (at > size) {
+            snprintf(why, whylen, "LZ4 block runs past the end of the file (%lld bytes)",
+                     (long long)size);
+            return -1;
+        }
+    }
+    if (content_sum)
+        at += 4;
+    if (at != size) {
+        snprintf(why, whylen, "LZ4 frame ends at byte %lld of %lld", (long long)at,
+                 (long long)size);
+        return -1;
+    }
+    return 0;
+}
+
+/* 0 if a plain (uncompressed) snapshot is one of ours, whole. */
+static int plain_whole(int fd, off_t size, char *why, size_t whylen)
+{
+    unsigned char head[8], tail[8];
+    if (size < 8 || read_at(fd, 0, head, 8) != 0) {
+        snprintf(why, whylen, "too short to be a snapshot (%lld bytes)", (long long)size);
+        return -1;
+    }
+    if (memcmp(head, SNAP_MAGIC_V1, 8) == 0)
+        return 0; /* format 1 has no end to check */
+    if (memcmp(head, SNAP_MAGIC, 8) != 0) {
+        snprintf(why, whylen, "neither LZ4 nor a registryd snapshot");
+        return -1;
+    }
+    if (size < SNAP_HEADER_LEN + SNAP_TRAILER_LEN ||
+        read_at(fd, size - SNAP_TRAILER_LEN, tail, 8) != 0 ||
+        memcmp(tail, SNAP_END_MAGIC, 8) != 0) {
+        snprintf(why, whylen, "snapshot cut short (no end marker)");
+        return -1;
+    }
+    return 0;
+}
+
+static bool is_snapshot_data(const char *name)
+{
+    size_t n = strlen(name);
+    return strncmp(name, "snapshot-", 9) == 0 && !(n > 5 && strcmp(name + n - 5, ".meta") == 0);
+}
+
+int cluster_check_files(const char *raft_dir, char *err, size_t errlen)
+{
+    DIR *d = opendir(raft_dir);
+    if (d == NULL)
+        return 0; /* libraft reports what it cannot open */
+    int rc = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(d)) != NULL;) {
+        if (!is_snapshot_data(e->d_name))
+            continue;
+        char path[4352], why[160] = "";
+        snprintf(path, sizeof(path), "%s/%s", raft_dir, e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        unsigned char magic[4];
+        if (fd < 0 || fstat(fd, &st) != 0) {
+            snprintf(why, sizeof(why), "cannot read: %s", strerror(errno));
+            rc = -1;
+        } else if (st.st_size >= 4 && read_at(fd, 0, magic, 4) == 0 &&
+                   le32(magic) == LZ4F_MAGIC) {
+            rc = lz4_whole(fd, st.st_size, why, sizeof(why));
+        } else {
+            rc = plain_whole(fd, st.st_size, why, sizeof(why));
+        }
+        if (fd >= 0)
+            close(fd);
+        if (rc != 0) {
+            snprintf(err, errlen,
+                     "raft snapshot %s is damaged: %s. Move it (and its .meta) out of the "
+                     "raft directory to start from the other snapshots and the log, or "
+                     "restore a backup (see README, Backups)",
+                     path, why);
+            rc = REG_ERAFT;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+bool cluster_has_state(const char *raft_dir)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/metadata1", raft_dir);
+    if (access(path, F_OK) == 0)
+        return true;
+    snprintf(path, sizeof(path), "%s/metadata2", raft_dir);
+    return access(path, F_OK) == 0;
+}
