@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 
 #include <yaml.h>
 
@@ -217,12 +219,23 @@ static int conf_set(struct conf *c, const struct conf_key *k, const char *v, cha
             return REG_ECONFIG;
         }
         return set_string(field, v);
-    case CONF_HOSTPORT:
+    case CONF_HOSTPORT: {
+        unsigned char ip[16];
         if (conf_split_hostport(v, host, sizeof(host), &port) != 0) {
             msgf(msg, len, "\"%s\" is not HOST:PORT (port 1-65535, IPv6 as [ADDR]:PORT)", v);
             return REG_ECONFIG;
         }
+        /* what --check-config accepts must start: listeners bind numeric
+         * addresses only (no name resolution at start) */
+        if (inet_pton(AF_INET, host, ip) != 1 && inet_pton(AF_INET6, host, ip) != 1) {
+            msgf(msg, len,
+                 "\"%s\": the host must be a numeric IP address such as 127.0.0.1 or [::1] "
+                 "(listen addresses are not resolved)",
+                 v);
+            return REG_ECONFIG;
+        }
         return set_string(field, v);
+    }
     case CONF_IPV4PORT: {
         unsigned a, b, cc, d;
         char tail;
@@ -285,6 +298,12 @@ static int conf_set(struct conf *c, const struct conf_key *k, const char *v, cha
     case CONF_DURATION:
         if (duration_parse(v, field) != 0) {
             msgf(msg, len, "\"%s\" is not a duration such as 30s, 5m or 1500ms", v);
+            return REG_ECONFIG;
+        }
+        /* DNS TTLs are 31-bit seconds on the wire (RFC 2181, 8) */
+        if (strstr(k->name, "ttl") != NULL && *(uint64_t *)field / 1000 > INT32_MAX) {
+            msgf(msg, len, "\"%s\" is too long for a DNS TTL (at most 2147483647s, RFC 2181)",
+                 v);
             return REG_ECONFIG;
         }
         return 0;
@@ -398,7 +417,7 @@ static int yaml_load(struct conf *c, const char *path, FILE *f, const unsigned c
     int rc = REG_ECONFIG, depth = 0, done = 0;
     char msg[300];
     char key[64] = "";
-    bool have_key = false, seen[NKEYS] = {false};
+    bool have_key = false, in_list = false, seen[NKEYS] = {false};
     const struct conf_key *k = NULL;
     char *kv_key = NULL; /* inside a KVLIST mapping: the key waiting for its value */
 
@@ -435,6 +454,8 @@ static int yaml_load(struct conf *c, const char *path, FILE *f, const unsigned c
         case YAML_DOCUMENT_END_EVENT:
             break;
         case YAML_MAPPING_START_EVENT:
+            if (depth != 0 && !have_key)
+                FAIL_AT(ev.start_mark, "a setting's name must be a plain word, found a mapping");
             if (depth == 1 && have_key && k->type == CONF_KVLIST) {
                 depth = 2; /* node_meta: {key: value, ...} */
                 break;
@@ -454,7 +475,15 @@ static int yaml_load(struct conf *c, const char *path, FILE *f, const unsigned c
         case YAML_SEQUENCE_START_EVENT:
             if (depth == 0)
                 FAIL_AT(ev.start_mark, "expected a mapping of settings, found a list");
-            FAIL_AT(ev.start_mark, "%s: expected a single value, found a list", key);
+            if (!have_key)
+                FAIL_AT(ev.start_mark, "a setting's name must be a plain word, found a list");
+            if (k->type != CONF_ADDRLIST || in_list)
+                FAIL_AT(ev.start_mark, "%s: expected a single value, found a list", key);
+            in_list = true; /* join: [a:1, b:2], each item as a repeated flag */
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+            in_list = false;
+            have_key = false;
             break;
         case YAML_ALIAS_EVENT:
             FAIL_AT(ev.start_mark, "aliases are not supported");
@@ -490,6 +519,10 @@ static int yaml_load(struct conf *c, const char *path, FILE *f, const unsigned c
                 break;
             }
             if (!have_key) {
+                if (ev.data.scalar.style != YAML_PLAIN_SCALAR_STYLE &&
+                    ev.data.scalar.style != YAML_SINGLE_QUOTED_SCALAR_STYLE &&
+                    ev.data.scalar.style != YAML_DOUBLE_QUOTED_SCALAR_STYLE)
+                    FAIL_AT(ev.start_mark, "a setting's name must be a plain word");
                 k = conf_find(v, ev.data.scalar.length);
                 if (k == NULL)
                     FAIL_AT(ev.start_mark, "unknown setting \"%.64s\"", v);
@@ -499,7 +532,7 @@ static int yaml_load(struct conf *c, const char *path, FILE *f, const unsigned c
                 snprintf(key, sizeof(key), "%s", k->name);
                 have_key = true;
             } else {
-                have_key = false;
+                have_key = in_list; /* a list's items all belong to its key */
                 if (ev.data.scalar.length == 0 && ev.data.scalar.plain_implicit &&
                     k->def == NULL) {
                     break; /* "raft_addr:" with no value leaves it unset */
@@ -690,6 +723,11 @@ int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_
     }
 
     /* Settings that depend on each other. */
+    if (c->dev && c->data_dir != NULL) {
+        snprintf(err, errlen, "--dev and --data-dir exclude each other: --dev keeps its data "
+                              "in a fresh temporary directory, removed on exit");
+        return REG_ECONFIG;
+    }
     if (!c->dev && c->data_dir == NULL) {
         snprintf(err, errlen, "--data-dir: required (or use --dev for a throwaway server)");
         return REG_ECONFIG;

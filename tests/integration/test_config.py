@@ -43,6 +43,40 @@ class ConfigTest(unittest.TestCase):
                 self.assertIn(why, err)
                 self.assertEqual(err.count("\n"), 1, "one line")
 
+    def test_check_config_agrees_with_start(self):
+        """What --check-config accepts starts; what cannot start is refused up
+        front, each with a message naming the real cause."""
+        cases = [
+            ("dev: true\nhttp_addr: localhost:8500\n", 2, 12, "numeric IP address"),
+            ("dev: true\ndns_addr: example.org:53\n", 2, 11, "numeric IP address"),
+            ("dev: true\ndns_ttl: 5000000000s\n", 2, 10, "2147483647s"),
+            ("dev: true\ndns_negative_ttl: 100000y\n", 2, 19, ""),
+            ("data_dir: /tmp/x\n? [a, b]\n: c\n", 2, 3, "plain word, found a list"),
+            ("data_dir: /tmp/x\n? {a: b}\n: c\n", 2, 3, "plain word, found a mapping"),
+            ("dev: true\njoin: [127.0.0.1:8501, nowhere]\n", 2, 24, "nowhere"),
+        ]
+        for text, line, col, why in cases:
+            with self.subTest(text=text):
+                path = self.yaml(text)
+                rc, out, err = run("--config", path, "--check-config")
+                self.assertEqual(rc, 2, out + err)
+                self.assertIn("%s:%d:%d: " % (path, line, col), err)
+                self.assertIn(why, err)
+                self.assertNotIn("data_dir", err.split(": ", 1)[1] if "plain word" in why else "")
+        rc, out, err = run("--config", self.yaml("dev: true\ndata_dir: /tmp/x\n"),
+                           "--check-config")
+        self.assertEqual(rc, 2, out)
+        self.assertIn("exclude each other", err)
+        rc, out, err = run("--dev", "--data-dir", "/tmp/x", "--check-config")
+        self.assertEqual(rc, 2, out)
+
+    def test_join_as_a_yaml_list(self):
+        path = self.yaml("data_dir: %s\njoin:\n  - 127.0.0.1:%d\n  - 127.0.0.1:%d\n"
+                         % (os.path.join(self.tmp.path, "d"), free_port(), free_port()))
+        rc, out, err = run("--config", path, "--check-config")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("configuration OK", out)
+
     def test_flag_errors(self):
         for args, why in ((["--dev", "--http-addr", "1.2.3.4"], "--http-addr"),
                           (["--dev", "--no-such-flag"], "--no-such-flag"),
