@@ -173,6 +173,18 @@ static int load_identity(struct cluster *c, char *err, size_t errlen)
         snprintf(err, errlen, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
         return REG_ECONFIG;
     }
+    char raft_dir[4200];
+    snprintf(raft_dir, sizeof(raft_dir), "%s/raft", c->opt.data_dir);
+    if (cluster_has_state(raft_dir)) {
+        /* A new identity would not be in the configuration on disk: the
+         * server would wait for a leadership it can never win. */
+        snprintf(err, errlen,
+                 "%s is missing but %s holds raft state: this server's raft identity is lost. "
+                 "Put server.json back ({\"id\": N, \"raft_addr\": \"IP:PORT\"}, from a backup "
+                 "of the data dir), or restore a snapshot into a fresh data dir",
+                 path, raft_dir);
+        return REG_ECONFIG;
+    }
     uint32_t rnd = 0;
     if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
         rnd = (uint32_t)time(NULL);
@@ -783,6 +795,26 @@ bool cluster_fresh(struct cluster *c)
     return access(path, F_OK) != 0;
 }
 
+/* libraft 0.15 reports a listen failure with an empty message: look. */
+static bool addr_in_use(const char *addr)
+{
+    char host[64];
+    const char *colon = strrchr(addr, ':');
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    if (colon == NULL || (size_t)(colon - addr) >= sizeof(host))
+        return false;
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+    sa.sin_port = htons((unsigned short)atoi(colon + 1));
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return false;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    bool used = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 && errno == EADDRINUSE;
+    close(fd);
+    return used;
+}
+
 int cluster_run(struct cluster *c, const struct cluster_member *members, size_t n, char *err,
                 size_t errlen)
 {
@@ -838,7 +870,11 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
         }
     }
     if ((rv = raft_start(&c->raft)) != 0) {
-        snprintf(err, errlen, "raft start (raft address %s): %s", c->addr, raft_errmsg(&c->raft));
+        const char *why = raft_errmsg(&c->raft);
+        snprintf(err, errlen, "raft start (raft address %s): %s", c->addr,
+                 addr_in_use(c->addr) ? "address already in use (another process listens there)"
+                 : why && *why         ? why
+                                       : raft_strerror(rv));
         return REG_ERAFT;
     }
     if ((rv = uv_timer_start(&c->poll, poll_cb, 0, CLUSTER_STATUS_POLL_MS)) != 0) {

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import unittest
@@ -146,6 +147,68 @@ class RaftStateTest(unittest.TestCase):
         self.d.extra.remove("--recover-from-store")
         self.d.start()
         self.assertEqual(count(self.d), 40)
+
+
+class StartupErrorsTest(unittest.TestCase):
+    """Each start-up failure says what is really wrong, promptly."""
+
+    def setUp(self):
+        self.tmp = TempDir()
+        self.d = Registryd(data_dir=os.path.join(self.tmp.path, "d"))
+
+    def tearDown(self):
+        if self.d.proc:
+            self.d.stop(check=False)
+        self.tmp.cleanup()
+
+    def fails(self, *words, within=15):
+        self.d.start(wait=False)
+        try:
+            rc = self.d.proc.wait(within)
+        except subprocess.TimeoutExpired:
+            self.d.proc.kill()
+            self.d.proc.wait()
+            self.fail("no exit within %d s:\n%s" % (within, self.d.log()[-2000:]))
+        log = self.d.log()
+        self.d.proc = None
+        self.assertNotEqual(rc, 0, log)
+        for w in words:
+            self.assertIn(w, log)
+        self.assertNotIn("in use by another registryd", log)
+        return log
+
+    def test_lock_is_a_directory(self):
+        os.makedirs(os.path.join(self.d.data_dir, "LOCK"))
+        self.fails("lock file", "Is a directory")
+
+    def test_read_only_data_dir(self):
+        os.makedirs(self.d.data_dir)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", self.d.data_dir],
+                          capture_output=True).returncode != 0:
+            self.skipTest("cannot mount a read-only tmpfs here (needs root)")
+        try:
+            self.fails("lock file", "Read-only file system")
+        finally:
+            subprocess.run(["umount", self.d.data_dir], check=True)
+
+    def test_deleted_server_json(self):
+        self.d.start()
+        self.d.stop()
+        os.unlink(os.path.join(self.d.data_dir, "server.json"))
+        self.fails("server.json is missing", "raft identity", within=10)
+
+    def test_raft_port_in_use(self):
+        self.d.start()
+        self.d.stop()
+        with open(os.path.join(self.d.data_dir, "server.json")) as f:
+            host, port = json.load(f)["raft_addr"].rsplit(":", 1)
+        squatter = socket.socket()
+        squatter.bind((host, int(port)))
+        squatter.listen(1)
+        try:
+            self.fails("raft address %s:%s" % (host, port), "address already in use")
+        finally:
+            squatter.close()
 
 
 if __name__ == "__main__":
