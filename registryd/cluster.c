@@ -471,6 +471,7 @@ static void poll_cb(uv_timer_t *t)
     const char *laddr;
     int state = raft_state(&c->raft);
     raft_leader(&c->raft, &lid, &laddr);
+    (void)store_reserve(c->opt.store, 0); /* notices space freed on a full disk */
     uint64_t now = mono_ms();
 
     /* A new leader commits a barrier before it reports ready, so every
@@ -616,6 +617,11 @@ void cluster_submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb
 void cluster_submit_here(struct cluster *c, void *buf, size_t len, cluster_done_cb cb,
                          void *arg)
 {
+    if (!store_space_ok(c->opt.store)) { /* disk full: refuse before raft logs it */
+        raft_free(buf);
+        cb(arg, REG_ENOSPACE);
+        return;
+    }
     struct proposal *p = __atomic_load_n(&c->running, __ATOMIC_ACQUIRE) ? calloc(1, sizeof(*p))
                                                                          : NULL;
     if (p == NULL) {

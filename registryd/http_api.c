@@ -556,6 +556,10 @@ static void write_done(void *arg, int status)
     case REG_ESHUTDOWN:
         http_fail(r, 503, "Server is shutting down");
         break;
+    case REG_ENOSPACE:
+        http_fail(r, 507, "Write refused: no space left on the data disk (reads go on; writes "
+                          "resume once space is freed)");
+        break;
     default:
         http_fail(r, 500, "Write failed: %s", reg_strerror(status));
         break;

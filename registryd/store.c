@@ -10,10 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "command.h"
+#include "duration.h"
 #include "log.h"
 #include "record.h"
 #include "registry/error.h"
@@ -42,7 +45,22 @@ static const struct {
 struct store {
     MDB_env *env;
     MDB_dbi dbi[DB_COUNT];
+    /* disk space (raft thread, but space_ok is read by any thread) */
+    char dir[4096];
+    uint64_t reserved;      /* bytes of the data file backed by allocated blocks */
+    uint64_t next_statvfs;  /* monotonic ms of the next free-space look */
+    bool space_ok;          /* atomic: writes may be proposed */
 };
+
+/* LMDB writes through its map (MDB_WRITEMAP) into a sparse file: a page
+ * landing on a hole when the file system is full is a SIGBUS, not an error.
+ * So the file is kept allocated (fallocate) STORE_HEADROOM ahead of what
+ * LMDB uses, and writes are refused (REG_ENOSPACE) while that cannot be done
+ * or while the file system has less than STORE_MIN_FREE left for the raft
+ * log (whose next segments are allocated ahead too). */
+#define STORE_HEADROOM (32ULL << 20)
+#define STORE_MIN_FREE (16ULL << 20)
+#define STORE_STATVFS_MS 500
 
 struct store_read {
     struct store *s;
@@ -109,6 +127,11 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
         txn = NULL;
         goto fail_rc;
     }
+    snprintf(s->dir, sizeof(s->dir), "%s", dir);
+    s->space_ok = true;
+    if (store_reserve(s, 0) != 0)
+        log_error("store", "msg=\"no space on the data disk at start; writes refused until there "
+                           "is\" dir=%s", dir);
     *out = s;
     return 0;
 
@@ -158,6 +181,57 @@ int store_peek(const char *file, uint64_t *index, uint64_t *instances, void **sn
 out:
     store_free(s);
     return rc == 0 ? 0 : rc == MDB_NOTFOUND ? REG_ENOTFOUND : REG_ESTORE;
+}
+
+int store_reserve(struct store *s, uint64_t extra)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    int fd = -1, rc = 0;
+    uint64_t now = mono_ms();
+    bool was = __atomic_load_n(&s->space_ok, __ATOMIC_ACQUIRE), ok = true;
+    uint64_t avail = UINT64_MAX;
+    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0 ||
+        mdb_env_get_fd(s->env, &fd) != 0)
+        return 0; /* cannot tell: do not block writes on it */
+    uint64_t used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+    uint64_t want = used + STORE_HEADROOM + extra;
+    if (want > info.me_mapsize)
+        want = info.me_mapsize;
+    if (want > s->reserved && (extra > 0 || used + STORE_HEADROOM / 2 > s->reserved || !was)) {
+        int e = posix_fallocate(fd, (off_t)s->reserved, (off_t)(want - s->reserved));
+        if (e == 0)
+            s->reserved = want;
+        else
+            ok = false, rc = e;
+    }
+    if (ok && (now >= s->next_statvfs || !was)) {
+        struct statvfs vfs;
+        s->next_statvfs = now + STORE_STATVFS_MS;
+        if (statvfs(s->dir, &vfs) == 0) {
+            avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+            ok = avail >= STORE_MIN_FREE;
+        }
+    } else if (ok && extra == 0) {
+        return 0; /* nothing looked at changed */
+    }
+    if (ok != was) {
+        __atomic_store_n(&s->space_ok, ok, __ATOMIC_RELEASE);
+        if (ok)
+            log_warn("store", "msg=\"space on the data disk again; writes resume\" dir=%s", s->dir);
+        else
+            log_error("store",
+                      "msg=\"data disk full: writes refused (reads go on) until space is freed\" "
+                      "dir=%s error=\"%s\" available_bytes=%llu",
+                      s->dir, rc ? strerror(rc) : "below the reserve",
+                      (unsigned long long)(avail == UINT64_MAX ? 0 : avail));
+    }
+    return ok ? 0 : REG_ENOSPACE;
+}
+
+bool store_space_ok(struct store *s)
+{
+    return __atomic_load_n(&s->space_ok, __ATOMIC_ACQUIRE);
 }
 
 void store_free(struct store *s)
@@ -654,7 +728,11 @@ static int apply_restore(struct store *s, json_t *args, struct store_change *chg
         before = store_index(rd);
         store_read_end(rd);
     }
-    int rc = restore_bytes(s, data, len, SNAP_LEGACY_OK);
+    /* a restore writes about its own size in one transaction (twice, with
+     * the pages it replaces): make sure the blocks are there first */
+    int rc = store_reserve(s, (uint64_t)len * 2);
+    if (rc == 0)
+        rc = restore_bytes(s, data, len, SNAP_LEGACY_OK);
     free(data);
     if (rc != 0)
         return rc;
@@ -688,6 +766,7 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
     int rc;
 
     memset(chg, 0, sizeof(*chg));
+    (void)store_reserve(s, 0); /* keeps the next writes off unallocated blocks */
     if (cmd_decode(buf, len, &cmd) != 0) {
         log_error("store", "msg=\"undecodable command skipped\" bytes=%zu", len);
         return REG_EINVAL;

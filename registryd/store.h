@@ -53,6 +53,13 @@ struct store_change {
 int store_open(const char *dir, struct store **out, char *err, size_t errlen) REG_MUSTCHECK;
 void store_free(struct store *s);
 
+/* Disk space (see store.c): keep the data file allocated ahead of LMDB's
+ * use, plus `extra` bytes, and look at the file system's free space.
+ * Raft thread. Returns 0 or REG_ENOSPACE; store_space_ok (any thread) says
+ * whether writes may be proposed. */
+int store_reserve(struct store *s, uint64_t extra);
+bool store_space_ok(struct store *s);
+
 /* What an existing store file (a previous run's data.mdb) holds, without
  * changing it: its index, how many instances, and (snap != NULL) a
  * snapshot of it (malloc'd, the caller frees). Returns 0, REG_ENOTFOUND (no

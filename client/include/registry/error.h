@@ -42,7 +42,8 @@ extern "C" {
     X(REG_EBULKHEAD, -17, "too many calls in flight (bulkhead full)") \
     X(REG_EDEADLINE, -18, "deadline exceeded")                        \
     X(REG_EBUDGET, -19, "retry budget exhausted")                     \
-    X(REG_EFAILED, -20, "the call failed")
+    X(REG_EFAILED, -20, "the call failed")                            \
+    X(REG_ENOSPACE, -21, "no space left on the data disk")
 
 enum reg_error {
 #define REG_ENUM_(name, value, msg) name = value,

@@ -1,0 +1,89 @@
+#!/usr/bin/python3
+"""A full data disk: writes fail with a clear 507 and a log line, reads go
+on, writes resume by themselves once space is freed, and every acknowledged
+write is still there after a restart. Runs on a small tmpfs mounted for the
+test (skipped where the machine does not allow mounting)."""
+import json
+import os
+import subprocess
+import time
+import unittest
+
+from harness import Registryd, TempDir
+
+REG = "/v1/agent/service/register"
+
+
+class DiskFullTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = TempDir()
+        self.mnt = os.path.join(self.tmp.path, "disk")
+        os.makedirs(self.mnt)
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", self.mnt],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            self.tmp.cleanup()
+            self.skipTest("cannot mount a tmpfs here (needs root): " + p.stderr.strip())
+        self.d = Registryd(data_dir=os.path.join(self.mnt, "d"))
+
+    def tearDown(self):
+        if self.d.proc:
+            self.d.stop(check=False)
+        subprocess.run(["umount", self.mnt], check=True)
+        self.tmp.cleanup()
+
+    def register(self, sid):
+        body = json.dumps({"Name": "fill", "ID": sid, "Port": 1, "Meta": {"pad": "x" * 400}})
+        return self.d.request("PUT", REG, body, timeout=20)
+
+    def test_disk_full(self):
+        self.d.start()
+        acked = []
+        for i in range(20):
+            self.assertEqual(self.register("a-%d" % i)[0], 200)
+            acked.append("a-%d" % i)
+        filler = os.path.join(self.mnt, "filler")
+        with open(filler, "wb") as f:  # take every free block
+            try:
+                for _ in range(200):
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+        # writes are refused within a few seconds, with a reason; none crashes it
+        refused, deadline, i = None, time.monotonic() + 15, 0
+        while refused is None and time.monotonic() < deadline:
+            status, text = self.register("b-%d" % i)
+            if status == 200:
+                acked.append("b-%d" % i)
+            else:
+                refused = (status, text)
+            i += 1
+        self.assertIsNotNone(refused, "writes never refused on a full disk")
+        self.assertEqual(refused[0], 507, refused[1])
+        self.assertIn("no space", refused[1])
+        self.assertIsNone(self.d.proc.poll(), "registryd died:\n" + self.d.log()[-2000:])
+        self.assertIn("data disk full", self.d.log())
+        # reads go on
+        status, text = self.d.request("GET", "/v1/catalog/service/fill")
+        self.assertEqual(status, 200)
+        self.assertEqual(len(json.loads(text)), len(acked))
+        # space comes back: writes resume by themselves
+        os.unlink(filler)
+        deadline = time.monotonic() + 15
+        while True:
+            status, text = self.register("c-0")
+            if status == 200:
+                acked.append("c-0")
+                break
+            self.assertLess(time.monotonic(), deadline, "writes did not resume: " + text)
+            time.sleep(0.2)
+        self.assertIn("writes resume", self.d.log())
+        self.d.stop()
+        self.d.start()
+        services = json.loads(self.d.request("GET", "/v1/agent/services")[1])
+        self.assertEqual(sorted(services), sorted(acked))
+
+
+if __name__ == "__main__":
+    unittest.main()
