@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <signal.h>
 #include <unistd.h>
 #include <stdarg.h>
@@ -250,27 +251,43 @@ static int cmd_checks(struct ctl *x)
     return show(x, path, check_rows);
 }
 
-static char *read_file(const char *path, size_t *len)
+/* The whole of path ("-": stdin), NUL-terminated, at most max bytes. NULL
+ * with errno set (EFBIG beyond max, ENOMEM, or what fopen/fread said). */
+static char *read_file(const char *path, size_t *len, size_t max)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (f == NULL)
         return NULL;
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
+    int err = buf ? 0 : ENOMEM;
     for (size_t r; buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
         n += r;
-        if (n + 1 == cap) {
-            char *nb = cap < (16u << 20) ? realloc(buf, cap *= 2) : NULL;
-            if (nb == NULL) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
+        if (n > max) {
+            err = EFBIG;
+        } else if (n + 1 == cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (nb == NULL)
+                err = ENOMEM;
+            else
+                buf = nb;
         }
+        if (err) {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    if (buf && ferror(f)) {
+        err = errno ? errno : EIO;
+        free(buf);
+        buf = NULL;
     }
     if (f != stdin)
         fclose(f);
+    if (buf == NULL) {
+        errno = err;
+        return NULL;
+    }
     if (buf)
         buf[n] = '\0';
     *len = n;
@@ -339,7 +356,7 @@ static char *register_body(struct register_args *g, int *rc)
             return NULL;
         }
         size_t len;
-        char *text = read_file(g->file, &len);
+        char *text = read_file(g->file, &len, 16u << 20);
         if (text == NULL)
             fprintf(stderr, "registryctl: cannot read %s: %s\n", g->file, strerror(errno));
         return text;
@@ -1002,7 +1019,7 @@ static int cmd_snapshot(struct ctl *x)
         return 0;
     }
     size_t len;
-    char *data = read_file(file, &len);
+    char *data = read_file(file, &len, SIZE_MAX / 2); /* a backup may be large */
     if (data == NULL) {
         fprintf(stderr, "registryctl: cannot read %s: %s\n", file, strerror(errno));
         return EXIT_USAGE;

@@ -134,5 +134,33 @@ class SnapshotTest(unittest.TestCase):
         self.assertEqual(self.d.request("GET", "/v1/status/leader")[0], 200)
 
 
+class LargeSnapshotTest(unittest.TestCase):
+    def test_round_trip_through_registryctl(self):
+        import bigstore
+        tmp = TempDir()
+        d = Registryd(extra_args=["--max-body-size", "512MiB"]).start()
+        try:
+            big = bigstore.big_snapshot(40000)
+            self.assertGreater(len(big), 17 << 20)  # beyond registryctl's old hidden cap
+            src, dst = os.path.join(tmp.path, "big.snap"), os.path.join(tmp.path, "back.snap")
+            with open(src, "wb") as f:
+                f.write(big)
+            rc, out, err = d.ctl("snapshot", "restore", src)
+            self.assertEqual(rc, 0, err)
+            services = json.loads(d.request("GET", "/v1/catalog/services")[1])
+            self.assertEqual(len(services), 50)
+            rc, out, err = d.ctl("snapshot", "save", dst)
+            self.assertEqual(rc, 0, err)
+            with open(dst, "rb") as f:
+                _, recs = snapfmt.parse(f.read())
+            self.assertEqual(sum(1 for r in recs if r[0] == 0), 40000)
+            # and the saved one restores again
+            rc, out, err = d.ctl("snapshot", "restore", dst)
+            self.assertEqual(rc, 0, err)
+        finally:
+            d.stop()
+            tmp.cleanup()
+
+
 if __name__ == "__main__":
     unittest.main()
