@@ -998,6 +998,9 @@ static int cmd_snapshot(struct ctl *x)
     if (x->argc != 2 || (strcmp(x->argv[0], "save") && strcmp(x->argv[0], "restore")))
         return usage_error("snapshot: use snapshot save FILE | snapshot restore FILE");
     const char *file = x->argv[1];
+    /* a large registry takes a while to copy, check and apply: the usual
+     * 10 s would give up on a restore that is going well */
+    reg_client_set_timeout(x->client, 10 * 60 * 1000);
     if (strcmp(x->argv[0], "save") == 0) {
         char *body = NULL;
         size_t len = 0;
