@@ -107,6 +107,8 @@ static const struct conf_key conf_keys[] = {
     KEY("enable_script_checks", CONF_BOOL, enable_script_checks, "false", NULL,
         "accept and run script checks (Args): any client that can register can then run "
         "programs on the servers, as in Consul"),
+    KEY("max_snapshot_size", CONF_SIZE, max_snapshot_size, "1GiB", "BYTES",
+        "largest snapshot PUT /v1/snapshot accepts (a backup to restore; up to 1GiB)"),
     KEY("http_head_timeout", CONF_DURATION, http_head_timeout_ms, "10s", "DURATION",
         "a request head must be complete this long after its first byte, however steadily "
         "it trickles in (0: no limit)"),

@@ -39,6 +39,7 @@ struct conf {
     char *node_meta;       /* --node-meta KEY:VALUE lines joined by '\n', NULL: none */
     enum log_level log_level; /* --log-level debug|info|warn|error, default info */
     size_t max_body_size;  /* --max-body-size BYTES, default 1048576 (1 MiB) */
+    size_t max_snapshot_size; /* --max-snapshot-size BYTES (PUT /v1/snapshot), default 1 GiB */
     uint64_t http_head_timeout_ms; /* --http-head-timeout, default 10s (0: none) */
     uint64_t http_body_timeout_ms; /* --http-body-timeout, default 5m (0: none) */
     char *dns_domain;      /* --dns-domain, default "registry." */

@@ -986,14 +986,18 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
     if (s->http == NULL)
         goto fail_mem;
     /* libevent enforces a hard cap; our own 413 (one line) comes first. */
-    evhttp_set_max_body_size(s->http, (ev_ssize_t)(opt->max_body_size * 2 + 65536));
+    uint64_t body_max = opt->max_body_size * 2 + 65536;
+    evhttp_set_max_body_size(s->http, (ev_ssize_t)(opt->max_snapshot_size > body_max
+                                                       ? opt->max_snapshot_size
+                                                       : body_max));
     evhttp_set_max_headers_size(s->http, 64 * 1024);
     evhttp_set_timeout(s->http, HTTP_IDLE_TIMEOUT_S);
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST |
                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(s->http, handle, s);
-    struct http_guard_options gopt = {opt->base, opt->head_timeout_ms, opt->body_timeout_ms, 0};
+    struct http_guard_options gopt = {opt->base, opt->head_timeout_ms, opt->body_timeout_ms, 0,
+                                      body_max, opt->max_snapshot_size};
     if (http_guard_new(&gopt, &s->guard) != 0)
         goto fail_mem;
 

@@ -25,6 +25,7 @@ struct http_server;
 struct http_options {
     const char *addr;        /* listen "host:port" */
     size_t max_body_size;    /* bytes; larger bodies get 413 */
+    size_t max_snapshot_size; /* bytes; PUT /v1/snapshot's own limit */
     uint64_t head_timeout_ms; /* a request head must arrive within this; 0: no limit */
     uint64_t body_timeout_ms; /* and then its body within this; 0: no limit */
     const char *node;        /* this server's node name */

@@ -31,6 +31,9 @@ struct guard_conn {
     enum conn_state state;
     size_t line_len;               /* bytes of the current head line, '\r' aside */
     bool seen_line;                /* a line of this head ended */
+    char first[24];                /* the start of the request line */
+    size_t first_len;
+    uint64_t body_bytes, body_limit; /* of this request */
     char key[24];                  /* "%p" of bev, in g->conns */
 };
 
@@ -58,14 +61,28 @@ static void arm(struct guard_conn *c, enum conn_state state, uint64_t ms)
     c->deadline_ms = ms ? mono_ms() + ms : 0;
 }
 
-/* Watch the head for its end: an empty line. */
-static void scan_head(struct guard_conn *c, const unsigned char *p, size_t n)
+static bool is_snapshot_restore(const struct guard_conn *c)
+{
+    static const char want[] = "PUT /v1/snapshot";
+    size_t n = sizeof(want) - 1;
+    return c->first_len > n && memcmp(c->first, want, n) == 0 &&
+           (c->first[n] == ' ' || c->first[n] == '?');
+}
+
+/* Watch the head for its end (an empty line); returns the head bytes of
+ * p[0..n) (the rest, if any, is body). */
+static size_t scan_head(struct guard_conn *c, const unsigned char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
+        if (!c->seen_line && p[i] != '\r' && p[i] != '\n' && c->first_len < sizeof(c->first))
+            c->first[c->first_len++] = (char)p[i];
         if (p[i] == '\n') {
             if (c->line_len == 0 && c->seen_line) {
                 arm(c, CONN_BODY, c->g->opt.body_timeout_ms);
-                return;
+                c->body_bytes = 0;
+                c->body_limit = is_snapshot_restore(c) ? c->g->opt.snapshot_body_max
+                                                       : c->g->opt.body_max;
+                return i + 1;
             }
             if (c->line_len > 0)
                 c->seen_line = true;
@@ -74,6 +91,23 @@ static void scan_head(struct guard_conn *c, const unsigned char *p, size_t n)
             c->line_len++;
         }
     }
+    return n;
+}
+
+/* A body beyond its route's limit: the connection goes (evhttp would
+ * otherwise keep reading up to its one, global, cap). */
+static void body_check(struct guard_conn *c)
+{
+    if (c->body_limit == 0 || c->body_bytes <= c->body_limit)
+        return;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    log_limited(LOG_WARN, "http",
+                "msg=\"request body beyond its limit; connection closed\" limit_bytes=%llu",
+                (unsigned long long)c->body_limit);
+    c->body_limit = 0;
+    c->deadline_ms = 0;
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
 }
 
 /* Bytes came in (or were consumed): the added ones are the buffer's tail. */
@@ -85,21 +119,30 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
     if (c->state == CONN_IDLE) {
         c->line_len = 0;
         c->seen_line = false;
+        c->first_len = 0;
         arm(c, CONN_HEAD, c->g->opt.head_timeout_ms);
     }
-    if (c->state != CONN_HEAD)
+    if (c->state == CONN_BODY) {
+        c->body_bytes += info->n_added;
+        body_check(c);
         return;
+    }
     size_t len = evbuffer_get_length(buf), n = info->n_added < len ? info->n_added : len;
     struct evbuffer_ptr at;
     if (evbuffer_ptr_set(buf, &at, len - n, EVBUFFER_PTR_SET) != 0)
         return;
     struct evbuffer_iovec v[8];
     int nv = evbuffer_peek(buf, (ev_ssize_t)n, &at, v, 8);
-    for (int i = 0; i < nv && i < 8 && c->state == CONN_HEAD; i++) {
+    for (int i = 0; i < nv && i < 8 && n > 0; i++) {
         size_t k = v[i].iov_len < n ? v[i].iov_len : n;
-        scan_head(c, v[i].iov_base, k);
+        if (c->state == CONN_HEAD)
+            c->body_bytes += k - scan_head(c, v[i].iov_base, k);
+        else
+            c->body_bytes += k;
         n -= k;
     }
+    if (c->state == CONN_BODY)
+        body_check(c);
 }
 
 static void conn_release(struct guard_conn *c)

@@ -33,6 +33,10 @@ struct http_guard_options {
     uint64_t head_timeout_ms; /* first byte to end of head; 0: none */
     uint64_t body_timeout_ms; /* end of head to complete body; 0: none */
     uint64_t accept_pause_ms; /* accepting pauses this long on EMFILE/ENFILE */
+    /* Body bytes a request may send: PUT /v1/snapshot snapshot_body_max,
+     * any other body_max (evhttp's own cap is global, so it is set to the
+     * larger; this keeps the smaller for every other route). 0: no limit. */
+    uint64_t body_max, snapshot_body_max;
 };
 
 /* Returns 0 or REG_ENOMEM. */

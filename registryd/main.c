@@ -375,6 +375,7 @@ int main(int argc, char **argv)
     struct http_options hopt = {
         .addr = conf.http_addr,
         .max_body_size = conf.max_body_size,
+        .max_snapshot_size = conf.max_snapshot_size,
         .head_timeout_ms = conf.http_head_timeout_ms,
         .body_timeout_ms = conf.http_body_timeout_ms,
         .node = conf.node,

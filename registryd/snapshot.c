@@ -143,7 +143,7 @@ static int frame(const void *buf, size_t len, unsigned flags, struct frame *f, c
         return 0;
     }
     if (len < 8 || memcmp(b, SNAP_MAGIC, 8) != 0)
-        return fail(err, errlen, "not a registryd snapshot (bad magic; GET /v1/snapshot makes one)");
+        return fail(err, errlen, "Not a registryd snapshot (bad magic; GET /v1/snapshot makes one)");
     if (len < SNAP_HEADER_LEN + SNAP_TRAILER_LEN)
         return fail(err, errlen, "snapshot truncated: %zu bytes, shorter than header and trailer",
                     len);
