@@ -1001,6 +1001,7 @@ static int cmd_snapshot(struct ctl *x)
     /* a large registry takes a while to copy, check and apply: the usual
      * 10 s would give up on a restore that is going well */
     reg_client_set_timeout(x->client, 10 * 60 * 1000);
+    reg_client_set_max_response(x->client, SIZE_MAX / 2); /* a backup may be large */
     if (strcmp(x->argv[0], "save") == 0) {
         char *body = NULL;
         size_t len = 0;

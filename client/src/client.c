@@ -30,7 +30,7 @@
 #include <jansson.h>
 
 #define MAX_SERVERS 16
-#define MAX_RESPONSE (64u << 20) /* refuse answers larger than 64 MiB */
+#define MAX_RESPONSE (64u << 20) /* by default, refuse answers larger than 64 MiB */
 
 struct reg_server {
     char host[256];
@@ -41,6 +41,7 @@ struct reg_client {
     struct reg_server servers[MAX_SERVERS];
     int nservers;
     int timeout_ms;
+    size_t max_response; /* bytes; a larger answer is REG_ETOOBIG */
     char *token;
     pthread_mutex_t lock; /* guards preferred */
     int preferred;
@@ -88,6 +89,7 @@ int reg_client_new(struct reg_client **out, const char *addrs)
     if (c == NULL)
         return REG_ENOMEM;
     c->timeout_ms = 10000;
+    c->max_response = MAX_RESPONSE;
     for (const char *p = addrs; *p;) {
         size_t len = strcspn(p, ",");
         while (len > 0 && (*p == ' ')) {
@@ -126,6 +128,14 @@ int reg_client_set_timeout(struct reg_client *c, int ms)
     if (c == NULL || ms <= 0)
         return REG_EINVAL;
     c->timeout_ms = ms;
+    return 0;
+}
+
+int reg_client_set_max_response(struct reg_client *c, size_t bytes)
+{
+    if (c == NULL || bytes < 4096)
+        return REG_EINVAL;
+    c->max_response = bytes;
     return 0;
 }
 
@@ -257,7 +267,7 @@ static int send_all(int fd, const char *buf, size_t len, long long deadline)
 }
 
 /* Read the whole answer (the server closes: we asked it to). */
-static int recv_all(int fd, char **out, size_t *outlen, long long deadline)
+static int recv_all(int fd, char **out, size_t *outlen, long long deadline, size_t max)
 {
     size_t cap = 16384, len = 0;
     char *buf = malloc(cap);
@@ -265,7 +275,7 @@ static int recv_all(int fd, char **out, size_t *outlen, long long deadline)
         return REG_ENOMEM;
     for (;;) {
         if (len + 4096 > cap) {
-            if (cap >= MAX_RESPONSE) {
+            if (cap >= max) {
                 free(buf);
                 return REG_ETOOBIG;
             }
@@ -470,7 +480,7 @@ int reg_client_request(struct reg_client *c, const char *method, const char *pat
         if (rc == 0 && body && body_len)
             rc = send_all(fd, body, body_len, deadline);
         if (rc == 0)
-            rc = recv_all(fd, &raw, &rawlen, deadline);
+            rc = recv_all(fd, &raw, &rawlen, deadline, c->max_response);
         close(fd);
         if (rc == REG_ETIMEDOUT || rc == REG_ESHUTDOWN) {
             free(req);

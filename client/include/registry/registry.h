@@ -46,6 +46,11 @@ REG_EXPORT void reg_client_free(struct reg_client *c);
  * default 10000. A blocking query adds its own wait to this. */
 REG_EXPORT int reg_client_set_timeout(struct reg_client *c, int ms);
 
+/* Largest answer accepted, in bytes (at least 4096; default 64 MiB): a
+ * larger one fails with REG_ETOOBIG. A whole-registry snapshot may need
+ * more. */
+REG_EXPORT int reg_client_set_max_response(struct reg_client *c, size_t bytes);
+
 /* Send `?token=` with every request (NULL: none). The string is copied. */
 REG_EXPORT int reg_client_set_token(struct reg_client *c, const char *token);
 
