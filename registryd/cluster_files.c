@@ -120,8 +120,7 @@ int cluster_check_files(const char *raft_dir, char *err, size_t errlen)
         if (fd < 0 || fstat(fd, &st) != 0) {
             snprintf(why, sizeof(why), "cannot read: %s", strerror(errno));
             rc = -1;
-        } else if (st.st_size >= 4 && read_at(fd, 0, magic, 4) == 0 &&
-                   le32(magic) == LZ4F_MAGIC) {
+        } else if (st.st_size >= 4 && read_at(fd, 0, magic, 4) == 0 && le32(magic) == LZ4F_MAGIC) {
             rc = lz4_whole(fd, st.st_size, why, sizeof(why));
         } else {
             rc = plain_whole(fd, st.st_size, why, sizeof(why));

@@ -25,16 +25,16 @@ enum conn_state { CONN_IDLE, CONN_HEAD, CONN_BODY };
 
 struct guard_conn {
     struct http_guard *g;
-    struct bufferevent *bev;       /* referenced until evhttp lets go */
+    struct bufferevent *bev;         /* referenced until evhttp lets go */
     struct evbuffer_cb_entry *watch; /* on bev's input */
-    uint64_t deadline_ms;          /* monotonic; 0: none */
+    uint64_t deadline_ms;            /* monotonic; 0: none */
     enum conn_state state;
-    size_t line_len;               /* bytes of the current head line, '\r' aside */
-    bool seen_line;                /* a line of this head ended */
-    char first[24];                /* the start of the request line */
+    size_t line_len; /* bytes of the current head line, '\r' aside */
+    bool seen_line;  /* a line of this head ended */
+    char first[24];  /* the start of the request line */
     size_t first_len;
     uint64_t body_bytes, body_limit; /* of this request */
-    char key[24];                  /* "%p" of bev, in g->conns */
+    char key[24];                    /* "%p" of bev, in g->conns */
 };
 
 struct http_guard {
@@ -80,8 +80,8 @@ static size_t scan_head(struct guard_conn *c, const unsigned char *p, size_t n)
             if (c->line_len == 0 && c->seen_line) {
                 arm(c, CONN_BODY, c->g->opt.body_timeout_ms);
                 c->body_bytes = 0;
-                c->body_limit = is_snapshot_restore(c) ? c->g->opt.snapshot_body_max
-                                                       : c->g->opt.body_max;
+                c->body_limit =
+                    is_snapshot_restore(c) ? c->g->opt.snapshot_body_max : c->g->opt.body_max;
                 return i + 1;
             }
             if (c->line_len > 0)
@@ -281,7 +281,8 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     struct timeval tv = {(time_t)(g->opt.accept_pause_ms / 1000),
                          (suseconds_t)(g->opt.accept_pause_ms % 1000) * 1000};
     event_add(g->resume, &tv);
-    log_limited(LOG_WARN, "http", "msg=\"accept failed; pausing new connections\" error=\"%s\" pause_ms=%llu",
+    log_limited(LOG_WARN, "http",
+                "msg=\"accept failed; pausing new connections\" error=\"%s\" pause_ms=%llu",
                 evutil_socket_error_to_string(err), (unsigned long long)g->opt.accept_pause_ms);
 }
 

@@ -103,7 +103,8 @@ static int want_duration(struct vctx *v, json_t *obj, const char *field, bool re
 static int check_instance(struct vctx *v, json_t *r)
 {
     int rc;
-    if ((rc = want_string(v, r, "ID", true, true, NULL)) || (rc = want_string(v, r, "Service", true, true, NULL)) ||
+    if ((rc = want_string(v, r, "ID", true, true, NULL)) ||
+        (rc = want_string(v, r, "Service", true, true, NULL)) ||
         (rc = want_string(v, r, "Address", true, false, NULL)) ||
         (rc = want_int(v, r, "Port", true, 0, 65535)) ||
         (rc = want_string(v, r, "Node", false, true, NULL)) ||
@@ -113,16 +114,19 @@ static int check_instance(struct vctx *v, json_t *r)
     size_t i;
     if (!json_is_array(tags))
         return bad(v, "field Tags missing or not an array");
-    json_array_foreach(tags, i, x) if (!json_is_string(x) ||
-                                       strlen(json_string_value(x)) != json_string_length(x))
-        return bad(v, "field Tags holds a non-string");
+    json_array_foreach(
+        tags, i, x) if (!json_is_string(x) ||
+                        strlen(json_string_value(x)) !=
+                            json_string_length(x)) return bad(v, "field Tags holds a non-string");
     json_t *meta = json_object_get(r, "Meta");
     const char *k;
     if (!json_is_object(meta))
         return bad(v, "field Meta missing or not an object");
-    json_object_foreach(meta, k, x) if (!json_is_string(x) ||
-                                        strlen(json_string_value(x)) != json_string_length(x))
-        return bad(v, "field Meta holds a non-string value");
+    json_object_foreach(
+        meta, k,
+        x) if (!json_is_string(x) ||
+               strlen(json_string_value(x)) !=
+                   json_string_length(x)) return bad(v, "field Meta holds a non-string value");
     json_t *w = json_object_get(r, "Weights");
     if (!json_is_object(w))
         return bad(v, "field Weights missing or not an object");
@@ -152,8 +156,8 @@ static int check_definition(struct vctx *v, const char *type, json_t *d)
         if ((rc = want_duration(v, d, "TTL", true)))
             return rc;
     }
-    if ((rc = want_duration(v, d, "Interval", false)) || (rc = want_duration(v, d, "Timeout", false)) ||
-        (rc = want_duration(v, d, "TTL", false)) ||
+    if ((rc = want_duration(v, d, "Interval", false)) ||
+        (rc = want_duration(v, d, "Timeout", false)) || (rc = want_duration(v, d, "TTL", false)) ||
         (rc = want_duration(v, d, "DeregisterCriticalServiceAfter", false)) ||
         (rc = want_int(v, d, "SuccessBeforePassing", false, 0, INT32_MAX)) ||
         (rc = want_int(v, d, "FailuresBeforeCritical", false, 0, INT32_MAX)) ||
@@ -193,8 +197,8 @@ static int check_check(struct vctx *v, json_t *r)
         return rc;
     if (strcmp(status, "passing") && strcmp(status, "warning") && strcmp(status, "critical"))
         return bad(v, "field Status is not passing, warning or critical");
-    static const char *const types[] = {"http",   "tcp",    "udp",   "grpc",        "h2ping",
-                                        "script", "alias",  "ttl",   "maintenance", ""};
+    static const char *const types[] = {"http",   "tcp",   "udp", "grpc",        "h2ping",
+                                        "script", "alias", "ttl", "maintenance", ""};
     size_t t = 0;
     while (t < sizeof(types) / sizeof(types[0]) && strcmp(type, types[t]) != 0)
         t++;

@@ -22,9 +22,9 @@
 
 struct recovery {
     bool recover;
-    char prev[4200];  /* the kept store file */
+    char prev[4200]; /* the kept store file */
     char raft[4200];
-    uint64_t index;   /* what the kept file had reached */
+    uint64_t index; /* what the kept file had reached */
     uint64_t instances;
 };
 
@@ -50,8 +50,7 @@ int recovery_before(const char *data_dir, bool recover, struct recovery **out, c
      * shorter data.mdb next to the kept one. */
     if (crc == 0 && (prc != 0 || ci >= pi)) {
         if (rename(cur, r->prev) != 0) {
-            snprintf(err, errlen, "cannot keep %s aside as %s: %s", cur, r->prev,
-                     strerror(errno));
+            snprintf(err, errlen, "cannot keep %s aside as %s: %s", cur, r->prev, strerror(errno));
             free(r);
             return REG_ECONFIG;
         }
@@ -120,8 +119,7 @@ int recovery_after(struct recovery *r, struct store *store, struct cluster *c,
         log_warn("recovery",
                  "msg=\"rebuilding the raft state from the store\" file=%s index=%llu "
                  "instances=%llu raft_index=%llu",
-                 r->prev, (unsigned long long)pi, (unsigned long long)pn,
-                 (unsigned long long)now);
+                 r->prev, (unsigned long long)pi, (unsigned long long)pn, (unsigned long long)now);
         cluster_submit(c, buf, blen, restored, &done);
         uint64_t deadline = mono_ms() + RECOVERY_APPLY_TIMEOUT_MS;
         while (done == 0 && mono_ms() < deadline) {

@@ -6,8 +6,8 @@
 #include "snapshot.h"
 
 #include <jansson.h>
-#include <stdbool.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,8 +15,8 @@
 #include "registry/error.h"
 
 static const char *const table_names[SNAP_TABLES] = {
-    [SNAP_SERVICES] = "services", [SNAP_CHECKS] = "checks", [SNAP_BY_NAME] = "by_name",
-    [SNAP_SVC_CHECKS] = "svc_checks", [SNAP_NAMES] = "names", [SNAP_META] = "meta",
+    [SNAP_SERVICES] = "services",     [SNAP_CHECKS] = "checks", [SNAP_BY_NAME] = "by_name",
+    [SNAP_SVC_CHECKS] = "svc_checks", [SNAP_NAMES] = "names",   [SNAP_META] = "meta",
 };
 
 static void put_le32(unsigned char *p, uint32_t x)
@@ -69,9 +69,9 @@ uint32_t snap_crc32c(uint32_t crc, const void *data, size_t len)
     while (len >= 8) {
         uint32_t lo = crc ^ get_le32(p), hi = get_le32(p + 4);
         crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
-              crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^
-              crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff] ^
-              crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
+              crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xff] ^
+              crc_table[2][(hi >> 8) & 0xff] ^ crc_table[1][(hi >> 16) & 0xff] ^
+              crc_table[0][hi >> 24];
         p += 8;
         len -= 8;
     }
@@ -115,7 +115,8 @@ struct frame {
     uint64_t index, records;
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -143,7 +144,8 @@ static int frame(const void *buf, size_t len, unsigned flags, struct frame *f, c
         return 0;
     }
     if (len < 8 || memcmp(b, SNAP_MAGIC, 8) != 0)
-        return fail(err, errlen, "Not a registryd snapshot (bad magic; GET /v1/snapshot makes one)");
+        return fail(err, errlen,
+                    "Not a registryd snapshot (bad magic; GET /v1/snapshot makes one)");
     if (len < SNAP_HEADER_LEN + SNAP_TRAILER_LEN)
         return fail(err, errlen, "snapshot truncated: %zu bytes, shorter than header and trailer",
                     len);
@@ -157,8 +159,10 @@ static int frame(const void *buf, size_t len, unsigned flags, struct frame *f, c
         return fail(err, errlen, "snapshot truncated or damaged: no end marker");
     uint32_t want = get_le32(t + 16), got = snap_crc32c(0, b, len - 4);
     if (want != got)
-        return fail(err, errlen, "snapshot checksum mismatch (CRC32C %08x, expected %08x): "
-                    "damaged or truncated", got, want);
+        return fail(err, errlen,
+                    "snapshot checksum mismatch (CRC32C %08x, expected %08x): "
+                    "damaged or truncated",
+                    got, want);
     f->version = 2;
     f->index = get_le64(b + 16);
     f->records = get_le64(b + 24);
@@ -237,7 +241,9 @@ static int check_record(struct vstate *s, unsigned table, const unsigned char *k
             const char *node = json_string_value(json_object_get(rec, "Node"));
             char owner[RECORD_KEY_MAX + 8];
             snprintf(owner, sizeof(owner), "%s%s", *sid ? "" : "_node:",
-                     *sid ? sid : node ? node : "");
+                     *sid   ? sid
+                     : node ? node
+                            : "");
             json_object_set_new(set, k, json_string(owner));
         }
         break;
