@@ -899,6 +899,14 @@ void health_free(struct health *h)
         event_active(h->stop, EV_READ, 0);
         pthread_join(h->thread, NULL);
     }
+    /* The checks go now: none of the loop's own events may run after (the
+     * deferred-free pass below would run a due tick over freed checks). */
+    if (h->tick)
+        event_del(h->tick);
+    if (h->wake)
+        event_del(h->wake);
+    if (h->stop)
+        event_del(h->stop);
     if (h->by_id)
         strmap_each(h->by_id, free_check_entry, NULL);
     if (h->by_sid)
