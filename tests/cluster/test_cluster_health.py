@@ -81,9 +81,16 @@ class ClusterHealthTest(unittest.TestCase):
                 {"Name": "h", "ID": "h-%d" % i, "Check": {
                     "HTTP": "http://127.0.0.1:%d/%d" % (self.eps.port, i), "Interval": "500ms"}}))
             self.assertEqual(status, 200, text)
-        time.sleep(3)
+        # every server takes its share once it has seen the others alive (each
+        # announces its HTTP address through raft, then answers a probe a second)
+        deadline = time.monotonic() + 15
         counts = [self.probes(d) for d in self.servers]
+        while not all(c > 0 for c in counts) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            counts = [self.probes(d) for d in self.servers]
         self.assertTrue(all(c > 0 for c in counts), "every server probes a share: %s" % counts)
+        time.sleep(2)  # a few rounds with the share settled
+        counts = [self.probes(d) for d in self.servers]
         total = sum(counts)
         self.assertLess(max(counts), total * 0.9, "one server does almost everything: %s" % counts)
 
