@@ -87,6 +87,7 @@ struct cluster {
     bool io_init, transport_init, raft_init;
     bool running; /* cluster_run succeeded (atomic) */
     bool announce_again; /* a restore replaced the server records */
+    bool closing;        /* raft_close was called: no raft_* call after it */
     /* raft snapshots (raft thread only): a warm buffer kept for the next
      * one, and the capacity of the one libraft holds (one at a time) */
     void *snap_spare;
@@ -411,6 +412,12 @@ static void wake_cb(uv_async_t *h)
         next = n->next; /* p may be completed (and queued elsewhere) below */
         struct proposal *p = queue_entry(n, struct proposal, qn);
         int rv;
+        if (c->closing) { /* raft is closing: nothing more goes to it */
+            if (p->kind == PROP_APPLY)
+                raft_free(p->buf);
+            complete(p, REG_ESHUTDOWN);
+            continue;
+        }
         p->change.data = p;
         switch (p->kind) {
         case PROP_ADD_VOTER:
@@ -552,6 +559,7 @@ static void stop_cb(uv_async_t *h)
 {
     struct cluster *c = h->data;
     uv_timer_stop(&c->poll);
+    c->closing = true;
     c->raft.data = c;
     raft_close(&c->raft, raft_closed);
 }
