@@ -50,6 +50,7 @@
 #include "duration.h"
 #include "log.h"
 #include "probe.h"
+#include "queue.h"
 #include "registry/error.h"
 #include "store.h"
 #include "strmap.h"
@@ -94,7 +95,7 @@ struct hlist {
 };
 
 struct hmsg {
-    struct hmsg *next;
+    struct queue_node qn; /* in h->inbox */
     bool touch; /* TTL heartbeat for check `key`; else instance `key` changed */
     char key[];
 };
@@ -109,8 +110,8 @@ struct health {
     bool thread_started;
     struct probe_env probe_env;
 
-    pthread_mutex_t lock; /* guards inbox and stats */
-    struct hmsg *inbox, **inbox_tail;
+    pthread_mutex_t lock; /* guards stats */
+    struct queue inbox;   /* from any thread; wake drains it */
     struct health_stats stats;
 
     struct strmap *by_id, *by_sid, *with_dereg;
@@ -656,14 +657,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     struct health *h = arg;
     (void)fd;
     (void)what;
-    pthread_mutex_lock(&h->lock);
-    struct hmsg *m = h->inbox;
-    h->inbox = NULL;
-    h->inbox_tail = &h->inbox;
-    pthread_mutex_unlock(&h->lock);
     struct store_read *rd = NULL;
-    while (m) {
-        struct hmsg *next = m->next;
+    for (struct queue_node *n = queue_take(&h->inbox), *next; n; n = next) {
+        next = n->next;
+        struct hmsg *m = queue_entry(n, struct hmsg, qn);
         if (m->touch) {
             struct hcheck *c = strmap_get(h->by_id, m->key);
             if (c && c->type == HC_TTL) {
@@ -677,7 +674,6 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
             resync_sid(h, rd, m->key);
         }
         free(m);
-        m = next;
     }
     if (rd)
         store_read_end(rd);
@@ -831,7 +827,7 @@ int health_start(const struct health_options *opt, struct health **out, char *er
     if (h->opt.limits.max_concurrent == 0)
         h->opt.limits.max_concurrent = 1;
     pthread_mutex_init(&h->lock, NULL);
-    h->inbox_tail = &h->inbox;
+    queue_init(&h->inbox);
     h->rand_state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)h << 16) ^ 0x9e3779b97f4a7c15ULL;
     rules_sp_init(&h->sp, mono_ms());
     h->base = event_base_new();
@@ -916,10 +912,11 @@ void health_free(struct health *h)
     strmap_free(h->by_id);
     strmap_free(h->by_sid);
     strmap_free(h->with_dereg);
-    for (struct hmsg *m = h->inbox, *next; m; m = next) {
-        next = m->next;
-        free(m);
+    for (struct queue_node *n = queue_take(&h->inbox), *next; n; n = next) {
+        next = n->next;
+        free(queue_entry(n, struct hmsg, qn));
     }
+    queue_fini(&h->inbox);
     if (h->wake)
         event_free(h->wake);
     if (h->tick)
@@ -939,14 +936,10 @@ static void post(struct health *h, const char *key, bool touch)
     struct hmsg *m = malloc(sizeof(*m) + len + 1);
     if (m == NULL)
         return;
-    m->next = NULL;
     m->touch = touch;
     memcpy(m->key, key, len + 1);
-    pthread_mutex_lock(&h->lock);
-    *h->inbox_tail = m;
-    h->inbox_tail = &m->next;
-    pthread_mutex_unlock(&h->lock);
-    event_active(h->wake, 0, 0);
+    if (queue_push(&h->inbox, &m->qn))
+        event_active(h->wake, 0, 0);
 }
 
 void health_notify(struct health *h, const struct store_change *chg)
