@@ -24,6 +24,7 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "acl.h"
 #include "common.h"
 #include "config.h"
 #include "duration.h"
@@ -245,6 +246,9 @@ static int link_send(struct cluster_link *l, enum evhttp_cmd_type method, const 
     q->arg = arg;
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Host", addr);
+    /* With ACLs on, every request on this channel speaks as a server. */
+    if (acl_server_secret())
+        evhttp_add_header(h, "X-Consul-Token", acl_server_secret());
     if (add_headers)
         add_headers(h, ctx);
     if (body)
@@ -270,6 +274,7 @@ static int link_send(struct cluster_link *l, enum evhttp_cmd_type method, const 
 struct forward_names {
     struct evhttp_request *req;
     const char *node, *node_addr, *node_meta;
+    const char *client_token; /* NULL: the client sent none */
 };
 
 static const char *method_name(enum evhttp_cmd_type t)
@@ -299,13 +304,15 @@ static void forward_headers(struct evkeyvalq *h, void *ctx)
     evhttp_add_header(h, "X-Registry-Node-Address", n->node_addr);
     if (n->node_meta != NULL)
         evhttp_add_header(h, "X-Registry-Node-Meta", n->node_meta);
+    if (n->client_token && *n->client_token)
+        evhttp_add_header(h, "X-Registry-Client-Token", n->client_token);
 }
 
 int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req, const char *node,
-                         const char *node_addr, const char *node_meta, cluster_link_cb cb,
-                         void *arg)
+                         const char *node_addr, const char *node_meta, const char *client_token,
+                         cluster_link_cb cb, void *arg)
 {
-    struct forward_names names = {req, node, node_addr, node_meta};
+    struct forward_names names = {req, node, node_addr, node_meta, client_token};
     return link_send(l, EVHTTP_REQ_PUT, "/v1/internal/forward",
                      evhttp_request_get_input_buffer(req),
                      forward_headers, &names, cb, arg);

@@ -12,8 +12,9 @@
  * reused; a new one is opened only while every open one is busy, up to
  * LINK_MAX_CONNS, beyond which requests queue on the least busy. A change
  * of leader retires the old connections once their requests are answered.
- * (Authenticating the channel — mutual TLS or a server token — belongs in
- * link_conn_new, the one place connections are made.)
+ * With ACLs on, every request sent carries the acl_server_token
+ * (link_send); mutual TLS, the next step, belongs in link_conn_new, the one
+ * place connections are made.
  *
  * Threads: everything runs on the front end's loop, except
  * cluster_link_propose, which any thread may call.
@@ -58,13 +59,14 @@ typedef void (*cluster_link_cb)(void *arg, struct evhttp_request *resp);
 /*
  * Send the client's request `req` (method, URI, body, which is moved) to the
  * leader wrapped in PUT /v1/internal/forward, naming the node that received
- * it (and its Meta as JSON text, or NULL). cb runs exactly once, later,
- * unless this returns non-zero (REG_ENOTLEADER/REG_ENOTFOUND as
- * cluster_link_leader_http, REG_ENOMEM).
+ * it (and its Meta as JSON text, or NULL), carrying the client's token
+ * (client_token, borrowed; NULL: none) for the leader's own ACL decision.
+ * cb runs exactly once, later, unless this returns non-zero
+ * (REG_ENOTLEADER/REG_ENOTFOUND as cluster_link_leader_http, REG_ENOMEM).
  */
 int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req, const char *node,
-                         const char *node_addr, const char *node_meta, cluster_link_cb cb,
-                         void *arg)
+                         const char *node_addr, const char *node_meta, const char *client_token,
+                         cluster_link_cb cb, void *arg)
     __attribute__((warn_unused_result));
 
 /*

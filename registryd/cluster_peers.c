@@ -5,6 +5,8 @@
  */
 #include "cluster_peers.h"
 
+#include "acl.h"
+
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -143,6 +145,9 @@ static void probe(struct cluster_peers *p, struct peer *peer)
         p->inflight->prev = q;
     p->inflight = q;
     evhttp_add_header(evhttp_request_get_output_headers(req), "Host", peer->http);
+    if (acl_server_secret()) /* internal routes answer servers only */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "X-Consul-Token",
+                          acl_server_secret());
     peer->probing = true;
     if (evhttp_make_request(peer->evcon, req, EVHTTP_REQ_GET, "/v1/internal/raft/self") != 0) {
         peer->probing = false; /* req freed by libevent, without its callback */

@@ -31,7 +31,8 @@
     X(CMD_MAINTENANCE, 4, "maintenance")  \
     X(CMD_SERVER, 5, "server")            \
     X(CMD_RESTORE, 6, "restore")          \
-    X(CMD_NODE, 7, "node")
+    X(CMD_NODE, 7, "node")                \
+    X(CMD_ACL, 8, "acl")
 
 enum cmd_op {
 #define CMD_ENUM_(op, value, name) op = value,

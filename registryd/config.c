@@ -125,6 +125,20 @@ static const struct conf_key conf_keys[] = {
         "DURATION", "the window of self_preservation_share"),
     KEY("self_preservation_min", CONF_UINT, self_preservation_min, "10", "N",
         "fewer checks than this never trigger self-preservation"),
+    KEY("acl_enabled", CONF_BOOL, acl_enabled, "false", NULL,
+        "enforce ACLs (tokens and policies, Consul's model)"),
+    KEY("acl_default_policy", CONF_STRING, acl_default_policy, "allow", "allow|deny",
+        "what a token may do where no rule of its policies says anything"),
+    KEY("acl_initial_management_token", CONF_STRING, acl_initial_management_token, NULL,
+        "SECRET", "a management token known from the start (prefer the _file form)"),
+    KEY("acl_initial_management_token_file", CONF_PATH, acl_initial_management_token_file,
+        NULL, "FILE", "read acl_initial_management_token from FILE (first line)"),
+    KEY("acl_default_token", CONF_STRING, acl_default_token, NULL, "SECRET",
+        "token used for requests that carry none, and for DNS (default: anonymous)"),
+    KEY("acl_server_token", CONF_STRING, acl_server_token, NULL, "SECRET",
+        "token servers present to each other; the same on every server"),
+    KEY("acl_server_token_file", CONF_PATH, acl_server_token_file, NULL, "FILE",
+        "read acl_server_token from FILE (first line)"),
 };
 
 #define NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -641,6 +655,29 @@ static int flag_value(int argc, char **argv, int *i, const struct conf_key *k, c
     return 0;
 }
 
+/* A secret kept in a file (out of ps and shell history): its first line. */
+static int read_secret_file(const char *path, char **field, const char *key, char *err,
+                            size_t errlen)
+{
+    if (path == NULL)
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %.200s: %s", key, path, strerror(errno));
+        return REG_ECONFIG;
+    }
+    char line[512];
+    if (fgets(line, sizeof(line), f) == NULL)
+        line[0] = '\0';
+    fclose(f);
+    line[strcspn(line, "\r\n")] = '\0';
+    if (line[0] == '\0') {
+        snprintf(err, errlen, "%s: %.200s: empty", key, path);
+        return REG_ECONFIG;
+    }
+    return set_string(field, line);
+}
+
 int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen)
 {
     char msg[300];
@@ -728,6 +765,23 @@ int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_
     if (c->dev && c->data_dir != NULL) {
         snprintf(err, errlen, "--dev and --data-dir exclude each other: --dev keeps its data "
                               "in a fresh temporary directory, removed on exit");
+        return REG_ECONFIG;
+    }
+    if (strcmp(c->acl_default_policy, "allow") != 0 && strcmp(c->acl_default_policy, "deny") != 0) {
+        snprintf(err, errlen, "acl_default_policy: \"%.60s\" is neither allow nor deny",
+                 c->acl_default_policy);
+        return REG_ECONFIG;
+    }
+    if ((rc = read_secret_file(c->acl_initial_management_token_file,
+                               &c->acl_initial_management_token, "acl_initial_management_token_file",
+                               err, errlen)) != 0 ||
+        (rc = read_secret_file(c->acl_server_token_file, &c->acl_server_token,
+                               "acl_server_token_file", err, errlen)) != 0)
+        return rc;
+    if (c->acl_enabled && (c->bootstrap_expect > 1 || c->join != NULL) &&
+        c->acl_server_token == NULL) {
+        snprintf(err, errlen, "acl_server_token: required when ACLs are enabled on a server "
+                              "that forms or joins a cluster");
         return REG_ECONFIG;
     }
     if (!c->dev && c->data_dir == NULL) {

@@ -56,6 +56,13 @@ struct conf {
     double self_preservation_share;    /* default 0.5; 1 disables */
     uint64_t self_preservation_window_ms; /* default 30s */
     unsigned self_preservation_min;    /* default 10 checks */
+    bool acl_enabled;                  /* default false */
+    char *acl_default_policy;          /* "allow" (default) or "deny" */
+    char *acl_initial_management_token; /* secret, or NULL (also from _file) */
+    char *acl_initial_management_token_file;
+    char *acl_default_token;           /* for requests without a token, and DNS */
+    char *acl_server_token;            /* servers' identity on /v1/internal/ */
+    char *acl_server_token_file;
 };
 
 /*

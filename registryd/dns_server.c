@@ -22,6 +22,7 @@
 #include <event2/util.h>
 #include <jansson.h>
 
+#include "acl.h"
 #include "cluster.h"
 #include "config.h"
 #include "dns_wire.h"
@@ -390,11 +391,28 @@ static int add_meta_txt(struct answer *a, const char *owner, json_t *meta)
     return dns_msg_add_txt(&a->m, DNS_ANSWER, owner, a->s->opt.ttl, strs, n);
 }
 
+/* DNS answers as the default token allows (acl_default_token, else the
+ * anonymous token): false, with NXDOMAIN set, when it may not read name. */
+static bool dns_acl_allows(struct answer *a, struct store_read *rd, enum acl_resource res,
+                           const char *name)
+{
+    if (!acl_enabled())
+        return true;
+    struct acl_authz z;
+    bool ok = acl_resolve(rd, NULL, &z) == 0 && acl_allowed(&z, res, name, ACL_READ);
+    acl_authz_fini(&z);
+    if (!ok)
+        a->rcode = DNS_NXDOMAIN;
+    return ok;
+}
+
 /* NAME[.TAG] lookups: A/AAAA/ANY or SRV over the passing instances. */
 static void answer_service(struct answer *a, struct store_read *rd, const char *name,
                            const char *tag)
 {
     struct dns_server *s = a->s;
+    if (!dns_acl_allows(a, rd, ACL_RES_SERVICE, name))
+        return;
     struct dns_service *svc = lookup_service_ci(s, rd, name);
     if (svc == NULL) {
         a->rcode = DNS_SERVFAIL;
@@ -675,6 +693,10 @@ static void answer_ptr(struct answer *a, struct store_read *rd, const char *qnam
 {
     struct dns_server *s = a->s;
     struct ptr_find p = {.a = a};
+    /* A reverse answer names nodes and services: only for a default token
+     * that may read every node (node_prefix "" read, or default allow). */
+    if (!dns_acl_allows(a, rd, ACL_RES_NODE, ""))
+        return;
     if (reverse_addr(qname, &p) != 0) {
         a->rcode = DNS_NXDOMAIN;
         return;
@@ -759,9 +781,11 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
     const char *kind = labels[n - 1];
     if (strcmp(kind, "service") == 0 && n == 2 && s->opt.server_service != NULL &&
         strcasecmp(labels[0], s->opt.server_service) == 0) {
-        answer_servers(a);
+        if (dns_acl_allows(a, rd, ACL_RES_SERVICE, s->opt.server_service))
+            answer_servers(a);
     } else if (strcmp(kind, "node") == 0 && n == 2) {
-        answer_node(a, rd, labels[0]);
+        if (dns_acl_allows(a, rd, ACL_RES_NODE, labels[0]))
+            answer_node(a, rd, labels[0]);
     } else if (strcmp(kind, "service") == 0 && n == 2) {
         answer_service(a, rd, labels[0], NULL);
     } else if (strcmp(kind, "service") == 0 && n == 3) {

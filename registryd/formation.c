@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "acl.h"
 #include "cluster.h"
 #include "config.h"
 #include "log.h"
@@ -158,8 +159,10 @@ static int say_hello(struct formation *f, const char *addr, struct cluster_membe
     int rc = reg_client_new(&rc_client, addr);
     if (rc == 0) {
         reg_client_set_timeout(rc_client, 1000);
-        rc = reg_client_request(rc_client, "PUT", "/v1/internal/raft/hello", text, strlen(text),
-                                &status, &resp, &len, NULL);
+        rc = reg_client_set_token(rc_client, acl_server_secret());
+        if (rc == 0)
+            rc = reg_client_request(rc_client, "PUT", "/v1/internal/raft/hello", text,
+                                    strlen(text), &status, &resp, &len, NULL);
         reg_client_free(rc_client);
     }
     free(text);
@@ -264,8 +267,10 @@ static void join(struct formation *f)
         int rc = nt ? reg_client_new(&c, targets[t]) : REG_EINVAL;
         if (rc == 0) {
             reg_client_set_timeout(c, 5000);
-            rc = reg_client_request(c, "PUT", "/v1/internal/raft/join", body, strlen(body),
-                                    NULL, NULL, NULL, NULL);
+            rc = reg_client_set_token(c, acl_server_secret());
+            if (rc == 0)
+                rc = reg_client_request(c, "PUT", "/v1/internal/raft/join", body, strlen(body),
+                                        NULL, NULL, NULL, NULL);
             if (rc != 0)
                 log_debug("formation", "msg=\"join refused, retrying\" via=%s error=\"%s\"",
                           targets[t], reg_client_errmsg(c));
@@ -294,6 +299,10 @@ static void announce(struct formation *f)
     if (reg_client_new(&c, f->self_http) != 0)
         return;
     reg_client_set_timeout(c, 5000);
+    if (reg_client_set_token(c, acl_server_secret()) != 0) {
+        reg_client_free(c);
+        return;
+    }
     while (!stopping(f) && reg_client_request(c, "PUT", "/v1/internal/raft/announce", body,
                                               strlen(body), NULL, NULL, NULL, NULL) != 0)
         nap(f, RETRY_MS * 3);

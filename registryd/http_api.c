@@ -220,6 +220,8 @@ static void add_consul_headers(struct http_req *r, uint64_t index)
  * (NULL: none) and a body (taken; NULL: empty). Every other reply helper
  * below ends here.
  */
+static const char *method_name(enum evhttp_cmd_type t);
+
 static void reply(struct http_req *r, int code, const char *content_type, struct evbuffer *body,
                   uint64_t index)
 {
@@ -229,6 +231,7 @@ static void reply(struct http_req *r, int code, const char *content_type, struct
         evhttp_add_header(h, "Content-Type", content_type);
     if (code != 200)
         r->status = code; /* for the metrics */
+    http_acl_audit(r, method_name(evhttp_request_get_command(r->req)), code);
     evhttp_send_reply(r->req, code, NULL, body);
     if (body)
         evbuffer_free(body);
@@ -287,6 +290,7 @@ static void req_free(struct http_req *r)
         free(r->params[i].value);
     }
     free(r->arg);
+    http_acl_req_free(r);
     if (r->inner_uri)
         evhttp_uri_free(r->inner_uri);
     free(r);
@@ -432,7 +436,7 @@ static void run_read(struct http_req *r)
     struct store_read *rd;
     json_t *out = NULL;
     uint64_t index = 0;
-    bool cacheable = r->route->watch != WATCH_NONE;
+    bool cacheable = r->route->watch != WATCH_NONE && !http_acl_bypass_cache(r);
     char *key = cacheable ? cache_key(r) : NULL;
     struct http_cache_slot *slot = key ? &r->srv->cache[cache_slot(key)] : NULL;
 
@@ -450,8 +454,10 @@ static void run_read(struct http_req *r)
     }
     r->route->read(r, rd, &out);
     store_read_end(rd);
-    if (out != NULL && r->status == 0)
+    if (out != NULL && r->status == 0) {
+        http_acl_filter(r, &out);
         http_filter_answer(r, out);
+    }
     if (out != NULL && r->status == 0 && slot) {
         char *text = json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY);
         if (text != NULL) {
@@ -621,7 +627,8 @@ static const char *method_name(enum evhttp_cmd_type t)
 
 static const struct http_route *route_tables[] = {
     http_agent_routes, http_catalog_routes, http_operator_routes, http_ui_routes,
-    http_agent_info_routes, http_catalog_write_routes};
+    http_agent_info_routes, http_catalog_write_routes,
+    http_acl_routes};
 
 /* ---- forwarding to the leader ------------------------------------------- */
 
@@ -715,7 +722,7 @@ static void forward_to_leader(struct http_req *r)
     json_decref(meta);
     int rc = cluster_link_forward(cluster_get_link(r->srv->opt.cluster), r->req,
                                   http_origin_node(r), http_origin_node_addr(r), meta_text,
-                                  forward_done, r);
+                                  http_acl_client_token(r), forward_done, r);
     free(meta_text);
     if (rc == 0)
         return;
@@ -945,6 +952,8 @@ static void handle(struct evhttp_request *req, void *arg)
         http_fail(r, 500, "No path to datacenter"); /* Consul's answer; one datacenter here */
         goto fail;
     }
+    if (http_acl_check(r) != 0)
+        goto fail;
     if (must_forward(r))
         forward_to_leader(r);
     else

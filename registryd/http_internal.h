@@ -13,6 +13,8 @@
  *                    blocking), /health/service/...; /v1/catalog/node-services
  *   http_catalog_write.c /v1/catalog/register and /deregister, /v1/agent/check/
  *                    register and /deregister, /v1/agent/maintenance
+ *   http_acl.c       /v1/acl/..., and the ACL decision, list filtering and
+ *                    audit line of every request
  * Private to registryd/http_*.c.
  */
 #ifndef REGISTRYD_HTTP_INTERNAL_H
@@ -74,6 +76,7 @@ struct http_req {
     int status;         /* error reply chosen by a handler */
     int forward_tries;  /* waits for a leader to forward to */
     double started;     /* monotonic seconds at arrival, for metrics */
+    struct acl_authz *authz; /* owned: who asks (http_acl_check) */
     char errmsg[256];
 };
 
@@ -112,6 +115,21 @@ extern const struct http_route http_operator_routes[];
 extern const struct http_route http_ui_routes[];
 extern const struct http_route http_agent_info_routes[];
 extern const struct http_route http_catalog_write_routes[];
+extern const struct http_route http_acl_routes[];
+
+/* ACLs (http_acl.c). http_acl_check resolves the request's token into
+ * r->authz and decides whether the route may run: 0, or -1 with r->status
+ * (403). http_acl_filter drops from a read's answer what the token may not
+ * read (and says so in a header); http_acl_bypass_cache: the answer depends
+ * on the token. http_acl_audit writes the audit line of a write or a
+ * denial. http_acl_req_free releases r->authz. */
+int http_acl_check(struct http_req *r);
+void http_acl_filter(struct http_req *r, json_t **out);
+bool http_acl_bypass_cache(struct http_req *r);
+void http_acl_audit(struct http_req *r, const char *method, int status);
+void http_acl_req_free(struct http_req *r);
+/* The token the client sent (header, bearer or ?token=), or NULL. */
+const char *http_acl_client_token(struct http_req *r);
 
 /* End a request: like a write's completion (0: 200 empty; REG_E*: the
  * matching error), or with a JSON body. Both free r. */

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "cluster.h"
 #include "cluster_link.h"
 #include "config.h"
@@ -253,6 +254,17 @@ int main(int argc, char **argv)
     }
     log_init(conf.log_level);
     signal(SIGPIPE, SIG_IGN);
+    struct acl_config acl_cfg = {
+        .enabled = conf.acl_enabled,
+        .default_allow = strcmp(conf.acl_default_policy, "allow") == 0,
+        .initial_management = conf.acl_initial_management_token,
+        .default_token = conf.acl_default_token,
+        .server_token = conf.acl_server_token,
+    };
+    if (acl_configure(&acl_cfg) != 0) {
+        log_error("main", "msg=\"cannot configure ACLs\"");
+        goto out;
+    }
     if (evthread_use_pthreads() != 0) {
         log_error("main", "msg=\"libevent threading unavailable\"");
         goto out;
@@ -484,6 +496,7 @@ out:
         nftw(dev_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     if (status == 0)
         log_info("main", "msg=\"stopped\"");
+    acl_shutdown();
     conf_fini(&conf);
     return status;
 }

@@ -236,6 +236,48 @@ static int check_node(struct vctx *v, json_t *r)
     return 0;
 }
 
+static int check_acl_token(struct vctx *v, json_t *r)
+{
+    int rc;
+    json_t *local = json_object_get(r, "Local"), *pols = json_object_get(r, "Policies"), *p;
+    size_t i;
+    if ((rc = want_string(v, r, "AccessorID", true, true, NULL)) ||
+        (rc = want_string(v, r, "SecretHash", false, false, NULL)) ||
+        (rc = want_string(v, r, "Description", true, false, NULL)) ||
+        (rc = want_string(v, r, "CreateTime", true, false, NULL)) || (rc = want_indexes(v, r)))
+        return rc;
+    if (!json_is_boolean(local))
+        return bad(v, "field Local missing or not a boolean");
+    if (!json_is_array(pols))
+        return bad(v, "field Policies missing or not an array");
+    json_array_foreach(pols, i, p)
+    {
+        if (!json_is_object(p))
+            return bad(v, "field Policies holds a non-object");
+        if ((rc = want_string(v, p, "ID", true, true, NULL)) ||
+            (rc = want_string(v, p, "Name", false, false, NULL)))
+            return rc;
+    }
+    return 0;
+}
+
+static int check_acl_policy(struct vctx *v, json_t *r)
+{
+    int rc;
+    json_t *dcs = json_object_get(r, "Datacenters"), *x;
+    size_t i;
+    if ((rc = want_string(v, r, "ID", true, true, NULL)) ||
+        (rc = want_string(v, r, "Name", true, true, NULL)) ||
+        (rc = want_string(v, r, "Description", true, false, NULL)) ||
+        (rc = want_string(v, r, "Rules", true, false, NULL)) || (rc = want_indexes(v, r)))
+        return rc;
+    if (!json_is_array(dcs))
+        return bad(v, "field Datacenters missing or not an array");
+    json_array_foreach(dcs, i, x) if (!json_is_string(x)) return bad(
+        v, "field Datacenters holds a non-string");
+    return 0;
+}
+
 const char *record_kind_name(enum record_kind kind)
 {
     switch (kind) {
@@ -247,6 +289,12 @@ const char *record_kind_name(enum record_kind kind)
         return "server";
     case RECORD_NODE:
         return "node";
+    case RECORD_ACL_TOKEN:
+        return "acl_token";
+    case RECORD_ACL_POLICY:
+        return "acl_policy";
+    case RECORD_ACL_BOOTSTRAP:
+        return "acl_bootstrap";
     }
     return "unknown";
 }
@@ -265,6 +313,12 @@ int record_check(enum record_kind kind, json_t *rec, char *err, size_t errlen)
         return check_server(&v, rec);
     case RECORD_NODE:
         return check_node(&v, rec);
+    case RECORD_ACL_TOKEN:
+        return check_acl_token(&v, rec);
+    case RECORD_ACL_POLICY:
+        return check_acl_policy(&v, rec);
+    case RECORD_ACL_BOOTSTRAP:
+        return want_int(&v, rec, "Index", true, 0, (json_int_t)RECORD_INDEX_MAX);
     }
     return bad(&v, "unknown kind");
 }

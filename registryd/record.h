@@ -18,6 +18,12 @@
  *             probed): its Definition is only required to be an object
  *   server    ID (int > 0), Raft, HTTP (strings)
  *   node      Node (name), NodeAddress (string), NodeMeta? {string: string}
+ *   acl_token AccessorID (name), SecretHash? (string; only the anonymous
+ *             token has none), Description, CreateTime (strings), Local
+ *             bool, Policies [{ID (name), Name? (string)}], indexes
+ *   acl_policy ID, Name (names), Description, Rules (strings),
+ *             Datacenters [string], indexes
+ *   acl_bootstrap Index (int): ACLs were bootstrapped
  *
  * Strings never hold a NUL or other control character where they name
  * something (IDs, names, types).
@@ -36,7 +42,15 @@
 /* Longest key of any record (a check ID is a service ID plus a prefix). */
 #define RECORD_KEY_MAX 320
 
-enum record_kind { RECORD_INSTANCE, RECORD_CHECK, RECORD_SERVER, RECORD_NODE };
+enum record_kind {
+    RECORD_INSTANCE,
+    RECORD_CHECK,
+    RECORD_SERVER,
+    RECORD_NODE,
+    RECORD_ACL_TOKEN,
+    RECORD_ACL_POLICY,
+    RECORD_ACL_BOOTSTRAP
+};
 
 const char *record_kind_name(enum record_kind kind);
 

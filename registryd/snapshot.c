@@ -283,6 +283,19 @@ static int check_record(struct vstate *s, unsigned table, const unsigned char *k
                 return rc;
             if (strcmp(json_string_value(json_object_get(rec, "Raft")), k + 7) != 0)
                 rc = fail(err, errlen, "server key %.64s and Raft differ", k);
+        } else if (strncmp(k, "acl:token:", 10) == 0) {
+            if ((rc = record_decode(RECORD_ACL_TOKEN, val, vlen, &rec, err, errlen)) != 0)
+                return rc;
+            if (strcmp(json_string_value(json_object_get(rec, "AccessorID")), k + 10) != 0)
+                rc = fail(err, errlen, "ACL token key %.64s and AccessorID differ", k);
+        } else if (strncmp(k, "acl:policy:", 11) == 0) {
+            if ((rc = record_decode(RECORD_ACL_POLICY, val, vlen, &rec, err, errlen)) != 0)
+                return rc;
+            if (strcmp(json_string_value(json_object_get(rec, "ID")), k + 11) != 0)
+                rc = fail(err, errlen, "ACL policy key %.64s and ID differ", k);
+        } else if (strcmp(k, "acl:bootstrap") == 0) {
+            if ((rc = record_decode(RECORD_ACL_BOOTSTRAP, val, vlen, &rec, err, errlen)) != 0)
+                return rc;
         } else {
             return fail(err, errlen, "unknown meta key %.64s", k);
         }

@@ -266,14 +266,20 @@ static int put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t x)
     return mdb_put(txn, dbi, &k, &v, 0);
 }
 
-/* Which record kind a table holds; meta holds servers ("server:...") and
- * nodes ("node:..."), the only JSON there. */
+/* Which record kind a table holds; meta holds servers ("server:..."), nodes
+ * ("node:...") and ACL records ("acl:..."), the only JSON there. */
 static enum record_kind kind_of(struct store *s, MDB_dbi dbi, const void *key, size_t klen)
 {
     if (dbi == s->dbi[DB_SERVICES])
         return RECORD_INSTANCE;
     if (dbi == s->dbi[DB_CHECKS])
         return RECORD_CHECK;
+    if (klen >= 10 && memcmp(key, "acl:token:", 10) == 0)
+        return RECORD_ACL_TOKEN;
+    if (klen >= 11 && memcmp(key, "acl:policy:", 11) == 0)
+        return RECORD_ACL_POLICY;
+    if (klen == 13 && memcmp(key, "acl:bootstrap", 13) == 0)
+        return RECORD_ACL_BOOTSTRAP;
     return klen >= 5 && memcmp(key, "node:", 5) == 0 ? RECORD_NODE : RECORD_SERVER;
 }
 
@@ -709,6 +715,98 @@ static int apply_server(struct apply_ctx *a, json_t *args)
     return put_json_s(a->s, a->txn, a->s->dbi[DB_META], key, args);
 }
 
+/* CMD_ACL {Op: set|delete|bootstrap, Kind: token|policy, ID, Record}:
+ * ACL records live in meta under "acl:<kind>:<id>". bootstrap stores its
+ * token only once (REG_EINVAL afterwards: the HTTP side answers 403). */
+static int apply_acl(struct apply_ctx *a, json_t *args)
+{
+    const char *op = jstr(args, "Op"), *kind = jstr(args, "Kind"), *id = jstr(args, "ID");
+    json_t *rec = json_object_get(args, "Record"), *old = NULL;
+    char key[STORE_NAME_MAX + 32];
+    int rc;
+    if ((strcmp(kind, "token") != 0 && strcmp(kind, "policy") != 0) || *id == '\0' ||
+        strlen(id) > STORE_NAME_MAX)
+        return REG_EINVAL;
+    snprintf(key, sizeof(key), "acl:%s:%s", kind, id);
+    if (strcmp(op, "delete") == 0) {
+        if ((rc = get_json_s(a->s, a->txn, a->s->dbi[DB_META], key, &old)) != 0)
+            return rc;
+        json_decref(old);
+        if ((rc = del_key(a->txn, a->s->dbi[DB_META], key, NULL)) != 0)
+            return rc;
+        change_add(a->chg, "");
+        return 0;
+    }
+    if (!json_is_object(rec) || (strcmp(op, "set") != 0 && strcmp(op, "bootstrap") != 0))
+        return REG_EINVAL;
+    if (strcmp(op, "bootstrap") == 0) {
+        if (get_json_s(a->s, a->txn, a->s->dbi[DB_META], "acl:bootstrap", &old) == 0) {
+            json_decref(old);
+            return REG_EINVAL;
+        }
+        json_t *mark = json_pack("{s:I}", "Index", (json_int_t)a->index);
+        rc = mark ? put_json_s(a->s, a->txn, a->s->dbi[DB_META], "acl:bootstrap", mark) : REG_ENOMEM;
+        json_decref(mark);
+        if (rc != 0)
+            return rc;
+    }
+    json_t *copy = json_deep_copy(rec);
+    if (copy == NULL)
+        return REG_ENOMEM;
+    json_object_set_new(copy, "CreateIndex", json_integer((json_int_t)a->index));
+    if (get_json_s(a->s, a->txn, a->s->dbi[DB_META], key, &old) == 0) {
+        json_object_set(copy, "CreateIndex", json_object_get(old, "CreateIndex"));
+        json_decref(old);
+    }
+    json_object_set_new(copy, "ModifyIndex", json_integer((json_int_t)a->index));
+    rc = put_json_s(a->s, a->txn, a->s->dbi[DB_META], key, copy);
+    json_decref(copy);
+    if (rc == 0)
+        change_add(a->chg, "");
+    return rc;
+}
+
+int store_acl_get(struct store_read *r, const char *kind, const char *id, json_t **out)
+{
+    char key[STORE_NAME_MAX + 32];
+    if (strlen(id) > STORE_NAME_MAX)
+        return REG_ENOTFOUND;
+    snprintf(key, sizeof(key), "acl:%s:%s", kind, id);
+    return get_json_s(r->s, r->txn, r->s->dbi[DB_META], key, out);
+}
+
+bool store_acl_bootstrapped(struct store_read *r)
+{
+    MDB_val k = val_str("acl:bootstrap"), v;
+    return mdb_get(r->txn, r->s->dbi[DB_META], &k, &v) == 0;
+}
+
+int store_acl_each(struct store_read *r, const char *kind, store_json_cb cb, void *arg)
+{
+    char prefix[32];
+    snprintf(prefix, sizeof(prefix), "acl:%s:", kind);
+    size_t plen = strlen(prefix);
+    MDB_cursor *cur;
+    MDB_val k = val_str(prefix), v;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_META], &cur), stop = 0;
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && !stop;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+            break;
+        json_t *obj = load_record(r->s, r->s->dbi[DB_META], &k, &v);
+        if (obj == NULL)
+            continue;
+        stop = cb(obj, arg);
+        json_decref(obj);
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
 static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned flags);
 
 /* Replace everything with a snapshot (PUT /v1/snapshot). The index never
@@ -806,6 +904,9 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
         break;
     case CMD_NODE:
         rc = apply_node(&a, cmd.args);
+        break;
+    case CMD_ACL:
+        rc = apply_acl(&a, cmd.args);
         break;
     case CMD_RESTORE: /* handled above, outside this transaction */
         rc = REG_EINVAL;

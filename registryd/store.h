@@ -11,7 +11,9 @@
  *   svc_checks instance ID -> check IDs (dupsort)
  *   names      service name -> u64 index of its last change
  *   meta       "index" -> u64 store index (bumped by every command that changes
- *              something; it is the X-Consul-Index clients see)
+ *              something; it is the X-Consul-Index clients see);
+ *              "acl:token:<AccessorID>", "acl:policy:<ID>" -> ACL records
+ *              (acl.h), "acl:bootstrap" -> {"Index"} once bootstrapped
  *
  * Threads: store_apply/store_restore/store_snapshot run on the raft thread
  * only (one writer). Readers on any thread use store_read_begin/end (MVCC
@@ -111,6 +113,12 @@ int store_get_server(struct store_read *r, const char *raft_addr, json_t **out);
 /* Nodes registered through the catalog (CMD_NODE): records {Node,
  * NodeAddress, NodeMeta, TaggedAddresses}, borrowed by cb. */
 int store_each_node(struct store_read *r, store_json_cb cb, void *arg);
+
+/* ACL records (acl.h says their shape): kind is "token" or "policy".
+ * *out is a new reference; REG_ENOTFOUND if absent. */
+int store_acl_get(struct store_read *r, const char *kind, const char *id, json_t **out);
+int store_acl_each(struct store_read *r, const char *kind, store_json_cb cb, void *arg);
+bool store_acl_bootstrapped(struct store_read *r);
 
 /* How many instances and checks are stored, and the bytes LMDB uses. */
 int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t *bytes);

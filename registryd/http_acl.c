@@ -1,0 +1,910 @@
+/*
+ * http_acl.c — ACLs on the HTTP API: the /v1/acl/... routes (bootstrap,
+ * policies, tokens), the decision taken for every request before its
+ * handler runs (http_acl_check), the filtering of list answers
+ * (http_acl_filter, with X-Consul-Results-Filtered-By-ACLs) and the audit
+ * line of every write and every denial (http_acl_audit).
+ *
+ * What each route needs follows Consul: service:write to register,
+ * deregister, maintain a service and update its checks; service:read to see
+ * it; node:read for nodes; agent:read for the agent's own endpoints;
+ * operator:read/write for raft; management for snapshots and ACL writes
+ * (acl:read for ACL reads). /v1/internal/... and forwarded requests need the
+ * server token; a forwarded request is then judged again with the token of
+ * the client who sent it (X-Registry-Client-Token).
+ *
+ * Denials answer 403 with "Permission denied: ..." (python-consul and the
+ * Go client recognise it); an unknown token answers 403 "ACL not found".
+ */
+#define _GNU_SOURCE
+#include "acl.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "cluster.h"
+#include "http_internal.h"
+#include "registry/error.h"
+
+/* ---- the request's token ---------------------------------------------- */
+
+static const char *header(struct http_req *r, const char *name)
+{
+    return evhttp_find_header(evhttp_request_get_input_headers(r->req), name);
+}
+
+/* X-Consul-Token, Authorization: Bearer, then ?token= (Consul's order). */
+static const char *client_token(struct http_req *r)
+{
+    const char *t;
+    if (r->forwarded) {
+        t = header(r, "X-Registry-Client-Token");
+        return t && *t ? t : http_param(r, "token");
+    }
+    t = header(r, "X-Consul-Token");
+    if (t && *t)
+        return t;
+    t = header(r, "Authorization");
+    if (t && strncasecmp(t, "Bearer ", 7) == 0 && t[7])
+        return t + 7;
+    return http_param(r, "token");
+}
+
+const char *http_acl_client_token(struct http_req *r)
+{
+    return client_token(r);
+}
+
+static int deny(struct http_req *r, const char *perm, const char *name)
+{
+    return http_fail(r, 403,
+                     "Permission denied: token with AccessorID '%s' lacks permission "
+                     "'%s' on \"%.200s\"",
+                     r->authz ? r->authz->accessor : "-", perm, name ? name : "");
+}
+
+static bool may(struct http_req *r, enum acl_resource res, const char *name, enum acl_access want)
+{
+    return acl_allowed(r->authz, res, name, want);
+}
+
+static int need(struct http_req *r, enum acl_resource res, const char *name, enum acl_access want)
+{
+    if (may(r, res, name, want))
+        return 0;
+    char perm[32];
+    snprintf(perm, sizeof(perm), "%s:%s", acl_resource_name(res), acl_access_name(want));
+    return deny(r, perm, name);
+}
+
+static bool is(const struct http_req *r, const char *path)
+{
+    return strcmp(r->route->path, path) == 0;
+}
+
+/* The request body as JSON (new reference), or NULL: the handler will
+ * answer 400 for a body it cannot use. */
+static json_t *peek_body(struct http_req *r)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0 || len > r->srv->opt.max_body_size)
+        return NULL;
+    return json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
+}
+
+/* service:write on the service of instance `id`; an unknown instance is
+ * left to the handler (404/400). */
+static int need_instance_write(struct http_req *r, struct store_read *rd, const char *id)
+{
+    json_t *inst = NULL;
+    if (id == NULL || store_get_instance(rd, id, &inst) != 0)
+        return 0;
+    int rc =
+        need(r, ACL_RES_SERVICE, json_string_value(json_object_get(inst, "Service")), ACL_WRITE);
+    json_decref(inst);
+    return rc;
+}
+
+/* The catalog and check registration writes (bodies name what they touch). */
+static int body_needs(struct http_req *r, struct store_read *rd)
+{
+    json_t *body = peek_body(r);
+    int rc = 0;
+    if (body == NULL)
+        return 0;
+    if (is(r, "/v1/agent/service/register")) {
+        const char *name = json_string_value(json_get_ci(body, "Name"));
+        rc = name ? need(r, ACL_RES_SERVICE, name, ACL_WRITE) : 0;
+    } else if (is(r, "/v1/agent/check/register")) {
+        const char *sid = json_string_value(json_get_ci(body, "ServiceID"));
+        rc = sid && *sid ? need_instance_write(r, rd, sid)
+                         : need(r, ACL_RES_NODE, r->srv->opt.node, ACL_WRITE);
+    } else if (is(r, "/v1/catalog/register")) {
+        const char *node = json_string_value(json_get_ci(body, "Node"));
+        json_t *svc = json_get_ci(body, "Service");
+        const char *name = json_string_value(json_get_ci(svc, "Service"));
+        if (node)
+            rc = need(r, ACL_RES_NODE, node, ACL_WRITE);
+        if (rc == 0 && name)
+            rc = need(r, ACL_RES_SERVICE, name, ACL_WRITE);
+    } else if (is(r, "/v1/catalog/deregister")) {
+        const char *node = json_string_value(json_get_ci(body, "Node"));
+        const char *sid = json_string_value(json_get_ci(body, "ServiceID"));
+        rc = sid && *sid ? need_instance_write(r, rd, sid)
+             : node      ? need(r, ACL_RES_NODE, node, ACL_WRITE)
+                         : 0;
+    }
+    json_decref(body);
+    return rc;
+}
+
+/* The permission a route needs, before its handler runs. */
+static int route_needs(struct http_req *r, struct store_read *rd)
+{
+    const char *node = r->srv->opt.node;
+    json_t *obj = NULL;
+    int rc = 0;
+
+    if (strncmp(r->route->path, "/v1/internal/", 13) == 0) {
+        if (!r->authz->server)
+            return deny(r, "server", r->route->path);
+        return 0;
+    }
+    if (is(r, "/v1/agent/service/register") || is(r, "/v1/agent/check/register") ||
+        is(r, "/v1/catalog/register") || is(r, "/v1/catalog/deregister"))
+        return body_needs(r, rd);
+    if (is(r, "/v1/agent/maintenance"))
+        return need(r, ACL_RES_NODE, node, ACL_WRITE);
+    if (is(r, "/v1/agent/health/service/id/")) {
+        if (store_get_instance(rd, r->arg, &obj) != 0)
+            return need(r, ACL_RES_SERVICE, r->arg, ACL_READ);
+        rc = need(r, ACL_RES_SERVICE, json_string_value(json_object_get(obj, "Service")), ACL_READ);
+        json_decref(obj);
+        return rc;
+    }
+    if (is(r, "/v1/agent/health/service/name/"))
+        return need(r, ACL_RES_SERVICE, r->arg, ACL_READ);
+    if (is(r, "/v1/agent/service/deregister/") || is(r, "/v1/agent/service/maintenance/") ||
+        is(r, "/v1/agent/service/")) {
+        enum acl_access want = strcmp(r->route->method, "GET") == 0 && is(r, "/v1/agent/service/")
+                                   ? ACL_READ
+                                   : ACL_WRITE;
+        if (store_get_instance(rd, r->arg, &obj) != 0)
+            return want == ACL_READ ? need(r, ACL_RES_SERVICE, r->arg, ACL_READ) : 0;
+        rc = need(r, ACL_RES_SERVICE, json_string_value(json_object_get(obj, "Service")), want);
+        json_decref(obj);
+        return rc;
+    }
+    if (strncmp(r->route->path, "/v1/agent/check/", 16) == 0 && r->arg != NULL) {
+        if (store_get_check(rd, r->arg, &obj) != 0)
+            return 0; /* the handler answers 404 */
+        const char *svc = json_string_value(json_object_get(obj, "ServiceName"));
+        const char *cnode = json_string_value(json_object_get(obj, "Node"));
+        if (svc && *svc)
+            rc = need(r, ACL_RES_SERVICE, svc, ACL_WRITE);
+        else
+            rc = need(r, ACL_RES_NODE, cnode ? cnode : node, ACL_WRITE);
+        json_decref(obj);
+        return rc;
+    }
+    if (is(r, "/v1/agent/self") || is(r, "/v1/agent/metrics"))
+        return need(r, ACL_RES_AGENT, node, ACL_READ);
+    if (is(r, "/v1/catalog/node/") || is(r, "/v1/health/node/") ||
+        is(r, "/v1/catalog/node-services/"))
+        return need(r, ACL_RES_NODE, r->arg, ACL_READ);
+    if (is(r, "/v1/operator/raft/configuration"))
+        return need(r, ACL_RES_OPERATOR, "", ACL_READ);
+    if (is(r, "/v1/operator/raft/peer"))
+        return need(r, ACL_RES_OPERATOR, "", ACL_WRITE);
+    if (is(r, "/v1/snapshot"))
+        return r->authz->management ? 0 : deny(r, "acl:write (management)", "snapshot");
+    return 0; /* lists are filtered; status, datacenters, ui and /v1/acl decide themselves */
+}
+
+int http_acl_check(struct http_req *r)
+{
+    struct store_read *rd = NULL;
+    r->authz = calloc(1, sizeof(*r->authz));
+    if (r->authz == NULL)
+        return http_fail(r, 500, "out of memory");
+    if (!acl_enabled()) {
+        r->authz->enabled = false;
+        r->authz->found = true;
+        return 0;
+    }
+    if (store_read_begin(r->srv->opt.store, &rd) != 0)
+        return http_fail(r, 500, "store unavailable");
+    int rc;
+    if (r->forwarded) {
+        /* The outer request must come from a server... */
+        rc = acl_resolve(rd, header(r, "X-Consul-Token"), r->authz);
+        bool server = rc == 0 && r->authz->server;
+        acl_authz_fini(r->authz);
+        if (!server) {
+            store_read_end(rd);
+            return deny(r, "server", "/v1/internal/forward");
+        }
+    }
+    /* ...and the request itself is judged with the client's token. */
+    rc = acl_resolve(rd, client_token(r), r->authz);
+    if (rc != 0) {
+        store_read_end(rd);
+        return http_fail(r, 500, "ACL resolution failed: %s", reg_strerror(rc));
+    }
+    if (!r->authz->found) {
+        store_read_end(rd);
+        return http_fail(r, 403, "ACL not found");
+    }
+    rc = route_needs(r, rd);
+    store_read_end(rd);
+    return rc;
+}
+
+void http_acl_req_free(struct http_req *r)
+{
+    if (r->authz) {
+        acl_authz_fini(r->authz);
+        free(r->authz);
+        r->authz = NULL;
+    }
+}
+
+bool http_acl_bypass_cache(struct http_req *r)
+{
+    return r->authz && r->authz->enabled && !r->authz->management;
+}
+
+/* ---- list filtering ---------------------------------------------------- */
+
+static bool check_visible(struct http_req *r, json_t *check)
+{
+    const char *svc = json_string_value(json_object_get(check, "ServiceName"));
+    const char *node = json_string_value(json_object_get(check, "Node"));
+    if (svc && *svc)
+        return may(r, ACL_RES_SERVICE, svc, ACL_READ);
+    return may(r, ACL_RES_NODE, node ? node : r->srv->opt.node, ACL_READ);
+}
+
+/* Drop members of an object (keyed by ID) whose service the token may not
+ * read: `field` names the service in each member (NULL: the key is the
+ * name). Returns how many were dropped. */
+static int filter_object(struct http_req *r, json_t *obj, const char *field, bool checks)
+{
+    const char *key;
+    json_t *v, *tmp;
+    int dropped = 0;
+    json_object_foreach_safe(obj, tmp, key, v)
+    {
+        bool ok;
+        if (checks)
+            ok = check_visible(r, v);
+        else
+            ok = may(r, ACL_RES_SERVICE, field ? json_string_value(json_object_get(v, field)) : key,
+                     ACL_READ);
+        if (!ok) {
+            json_object_del(obj, key);
+            dropped++;
+        }
+    }
+    return dropped;
+}
+
+/* Arrays: of nodes (named by `node_field`), of instances (their "Service"),
+ * or of checks (node_field NULL, services false). */
+static int filter_array(struct http_req *r, json_t *arr, const char *node_field, bool services)
+{
+    int dropped = 0;
+    for (size_t i = json_array_size(arr); i-- > 0;) {
+        json_t *v = json_array_get(arr, i);
+        bool ok = node_field ? may(r, ACL_RES_NODE,
+                                   json_string_value(json_object_get(v, node_field)), ACL_READ)
+                  : services ? may(r, ACL_RES_SERVICE,
+                                   json_string_value(json_object_get(v, "Service")), ACL_READ)
+                             : check_visible(r, v);
+        if (!ok) {
+            json_array_remove(arr, i);
+            dropped++;
+        }
+    }
+    return dropped;
+}
+
+void http_acl_filter(struct http_req *r, json_t **out)
+{
+    if (r->authz == NULL || !r->authz->enabled || r->authz->management || *out == NULL)
+        return;
+    int dropped = 0;
+    json_t *o = *out;
+    if (is(r, "/v1/catalog/services")) {
+        dropped = filter_object(r, o, NULL, false);
+    } else if (is(r, "/v1/catalog/service/") || is(r, "/v1/health/service/") ||
+               is(r, "/v1/health/checks/")) {
+        if (!may(r, ACL_RES_SERVICE, r->arg, ACL_READ)) {
+            dropped = (int)json_array_size(o);
+            json_decref(o);
+            *out = json_array();
+        }
+    } else if (is(r, "/v1/catalog/nodes")) {
+        dropped = filter_array(r, o, "Node", false);
+    } else if (is(r, "/v1/agent/members")) {
+        dropped = filter_array(r, o, "Name", false);
+    } else if (is(r, "/v1/catalog/node-services/")) {
+        dropped = filter_array(r, json_object_get(o, "Services"), NULL, true);
+    } else if (is(r, "/v1/catalog/node/")) {
+        dropped = filter_object(r, json_object_get(o, "Services"), "Service", false);
+    } else if (is(r, "/v1/health/node/") || is(r, "/v1/health/state/")) {
+        dropped = filter_array(r, o, NULL, false);
+    } else if (is(r, "/v1/agent/services")) {
+        dropped = filter_object(r, o, "Service", false);
+    } else if (is(r, "/v1/agent/checks")) {
+        dropped = filter_object(r, o, NULL, true);
+    }
+    if (dropped > 0)
+        evhttp_add_header(evhttp_request_get_output_headers(r->req),
+                          "X-Consul-Results-Filtered-By-ACLs", "true");
+}
+
+/* ---- audit -------------------------------------------------------------- */
+
+void http_acl_audit(struct http_req *r, const char *method, int status)
+{
+    if (!acl_enabled())
+        return;
+    bool write = strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0;
+    if (!write && status != 403 && status != 401)
+        return;
+    char client[INET6_ADDRSTRLEN + 8] = "-";
+    struct evhttp_connection *conn = evhttp_request_get_connection(r->req);
+    char *host = NULL;
+    ev_uint16_t port = 0;
+    if (conn) {
+        evhttp_connection_get_peer(conn, &host, &port);
+        if (host)
+            snprintf(client, sizeof(client), "%s:%u", host, (unsigned)port);
+    }
+    acl_audit(client, r->authz ? r->authz->accessor : "-", method, r->path ? r->path : "-", status);
+}
+
+/* ---- /v1/acl ------------------------------------------------------------- */
+
+static void now_rfc3339(char *out, size_t len)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int acl_on(struct http_req *r)
+{
+    if (!acl_enabled())
+        return http_fail(r, 401, "ACL support disabled");
+    return 0;
+}
+
+struct acl_write {
+    struct http_req *r;
+    json_t *answer; /* sent when the command applied */
+    bool bootstrap;
+};
+
+static void acl_write_done(void *arg, int status)
+{
+    struct acl_write *w = arg;
+    struct http_req *r = w->r;
+    json_t *answer = w->answer;
+    bool bootstrap = w->bootstrap;
+    free(w);
+    if (status == 0) {
+        http_finish_json(r, answer);
+        return;
+    }
+    json_decref(answer);
+    if (bootstrap && status == REG_EINVAL)
+        http_fail(r, 403, "Permission denied: ACL bootstrap no longer allowed");
+    http_finish_write(r, status);
+}
+
+/* Submit CMD_ACL; answer `answer` (taken) once applied. */
+static void submit(struct http_req *r, const char *op, const char *kind, const char *id,
+                   json_t *record, json_t *answer)
+{
+    struct command cmd = {CMD_ACL, json_pack("{s:s, s:s, s:s, s:O}", "Op", op, "Kind", kind, "ID",
+                                             id, "Record", record ? record : json_object())};
+    void *buf;
+    size_t len;
+    struct acl_write *w = calloc(1, sizeof(*w));
+    int rc = cmd.args && w ? cmd_encode(&cmd, cluster_alloc, &buf, &len) : REG_ENOMEM;
+    cmd_fini(&cmd);
+    if (rc != 0) {
+        free(w);
+        json_decref(answer);
+        http_finish_write(r, rc);
+        return;
+    }
+    w->r = r;
+    w->answer = answer;
+    w->bootstrap = strcmp(op, "bootstrap") == 0;
+    cluster_submit(r->srv->opt.cluster, buf, len, acl_write_done, w);
+}
+
+/* Fail r with its status and end it (for custom handlers). */
+static void end_failed(struct http_req *r)
+{
+    http_finish_write(r, REG_EINVAL);
+}
+
+static int begin(struct http_req *r, struct store_read **rd)
+{
+    if (store_read_begin(r->srv->opt.store, rd) != 0)
+        return http_fail(r, 500, "store unavailable");
+    return 0;
+}
+
+/* PUT /v1/acl/bootstrap: once, a management token; then 403. */
+static void do_bootstrap(struct http_req *r)
+{
+    struct store_read *rd;
+    if (acl_on(r) != 0 || begin(r, &rd) != 0)
+        return end_failed(r);
+    bool done = store_acl_bootstrapped(rd);
+    store_read_end(rd);
+    if (done) {
+        http_fail(r, 403, "Permission denied: ACL bootstrap no longer allowed");
+        return end_failed(r);
+    }
+    char accessor[ACL_ID_LEN + 1], secret[ACL_ID_LEN + 1], when[32];
+    char *hash = NULL;
+    if (acl_new_uuid(accessor) != 0 || acl_new_uuid(secret) != 0 ||
+        acl_hash_secret(secret, &hash) != 0) {
+        http_fail(r, 500, "cannot make a token");
+        return end_failed(r);
+    }
+    now_rfc3339(when, sizeof(when));
+    json_t *rec =
+        json_pack("{s:s, s:s, s:s, s:[{s:s, s:s}], s:b, s:s}", "AccessorID", accessor, "SecretHash",
+                  hash, "Description", "Bootstrap Token (Global Management)", "Policies", "ID",
+                  ACL_MANAGEMENT_POLICY_ID, "Name", ACL_MANAGEMENT_POLICY_NAME, "Local", 0,
+                  "CreateTime", when);
+    free(hash);
+    json_t *answer = json_deep_copy(rec);
+    json_object_del(answer, "SecretHash");
+    json_object_set_new(answer, "SecretID", json_string(secret));
+    submit(r, "bootstrap", "token", accessor, rec, answer);
+    json_decref(rec);
+}
+
+/* ---- policies ---- */
+
+static bool valid_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    return n > 0 && n <= 128 &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == n;
+}
+
+struct by_name {
+    const char *name;
+    json_t *found;
+};
+
+static int match_policy_name(json_t *pol, void *arg)
+{
+    struct by_name *b = arg;
+    const char *n = json_string_value(json_object_get(pol, "Name"));
+    if (n && strcmp(n, b->name) == 0) {
+        b->found = json_incref(pol);
+        return 1;
+    }
+    return 0;
+}
+
+static json_t *policy_by_name(struct store_read *rd, const char *name)
+{
+    if (strcmp(name, ACL_MANAGEMENT_POLICY_NAME) == 0)
+        return acl_management_policy();
+    struct by_name b = {name, NULL};
+    (void)store_acl_each(rd, "policy", match_policy_name, &b);
+    return b.found;
+}
+
+static json_t *policy_by_id(struct store_read *rd, const char *id)
+{
+    json_t *p = NULL;
+    if (strcmp(id, ACL_MANAGEMENT_POLICY_ID) == 0)
+        return acl_management_policy();
+    return store_acl_get(rd, "policy", id, &p) == 0 ? p : NULL;
+}
+
+/* PUT /v1/acl/policy and PUT /v1/acl/policy/:id */
+static void do_policy_write(struct http_req *r)
+{
+    struct store_read *rd = NULL;
+    json_t *body = NULL, *old = NULL, *clash = NULL;
+    if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_WRITE) != 0 || http_body_json(r, &body) != 0)
+        return end_failed(r);
+    const char *name = json_string_value(json_get_ci(body, "Name"));
+    const char *desc = json_string_value(json_get_ci(body, "Description"));
+    json_t *rules_v = json_get_ci(body, "Rules");
+    const char *rules = json_string_value(rules_v);
+    char id[ACL_ID_LEN + 1], err[300];
+    if (!valid_name(name)) {
+        http_fail(r, 400, "Invalid Policy: invalid Name (1-128 of A-Z a-z 0-9 _ -)");
+        goto fail;
+    }
+    if (rules_v != NULL && !json_is_null(rules_v) && rules == NULL) {
+        http_fail(r, 400, "Invalid Policy: Rules must be a string");
+        goto fail;
+    }
+    struct acl_rules parsed = {0};
+    if (rules && acl_rules_parse(rules, strlen(rules), &parsed, err, sizeof(err)) != 0) {
+        acl_rules_fini(&parsed);
+        http_fail(r, 400, "Invalid Policy: failed to parse rules: %s", err);
+        goto fail;
+    }
+    acl_rules_fini(&parsed);
+    if (begin(r, &rd) != 0)
+        goto fail;
+    if (r->arg) {
+        if (strcmp(r->arg, ACL_MANAGEMENT_POLICY_ID) == 0) {
+            http_fail(r, 400, "Invalid Policy: the global-management policy cannot be changed");
+            goto fail;
+        }
+        if (store_acl_get(rd, "policy", r->arg, &old) != 0) {
+            http_fail(r, 404, "ACL not found: no policy %s", r->arg);
+            goto fail;
+        }
+        snprintf(id, sizeof(id), "%s", r->arg);
+    } else if (acl_new_uuid(id) != 0) {
+        http_fail(r, 500, "cannot make an ID");
+        goto fail;
+    }
+    clash = policy_by_name(rd, name);
+    if (clash && strcmp(json_string_value(json_object_get(clash, "ID")), id) != 0) {
+        http_fail(r, 400, "Invalid Policy: A Policy with Name \"%s\" already exists", name);
+        goto fail;
+    }
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:o}", "ID", id, "Name", name, "Description",
+                            desc ? desc : "", "Rules", rules ? rules : "", "Datacenters",
+                            json_is_array(json_get_ci(body, "Datacenters"))
+                                ? json_deep_copy(json_get_ci(body, "Datacenters"))
+                                : json_array());
+    store_read_end(rd);
+    json_decref(old);
+    json_decref(clash);
+    json_decref(body);
+    submit(r, "set", "policy", id, rec, json_incref(rec));
+    json_decref(rec);
+    return;
+fail:
+    store_read_end(rd);
+    json_decref(old);
+    json_decref(clash);
+    json_decref(body);
+    end_failed(r);
+}
+
+static int read_policy(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_READ) != 0)
+        return -1;
+    bool by_name = is(r, "/v1/acl/policy/name/");
+    json_t *p = by_name ? policy_by_name(rd, r->arg) : policy_by_id(rd, r->arg);
+    if (p == NULL)
+        return http_fail(r, 404, "ACL not found");
+    *out = p;
+    return 0;
+}
+
+static int add_policy_stub(json_t *pol, void *arg)
+{
+    json_t *stub = json_deep_copy(pol);
+    json_object_del(stub, "Rules");
+    json_array_append_new(arg, stub);
+    return 0;
+}
+
+static int read_policies(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_READ) != 0)
+        return -1;
+    json_t *arr = json_array();
+    json_t *mgmt = acl_management_policy();
+    add_policy_stub(mgmt, arr);
+    json_decref(mgmt);
+    (void)store_acl_each(rd, "policy", add_policy_stub, arr);
+    *out = arr;
+    return 0;
+}
+
+static void do_policy_delete(struct http_req *r)
+{
+    struct store_read *rd;
+    json_t *old = NULL;
+    if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_WRITE) != 0)
+        return end_failed(r);
+    if (strcmp(r->arg, ACL_MANAGEMENT_POLICY_ID) == 0) {
+        http_fail(r, 400, "Invalid Policy: the global-management policy cannot be deleted");
+        return end_failed(r);
+    }
+    if (begin(r, &rd) != 0)
+        return end_failed(r);
+    int rc = store_acl_get(rd, "policy", r->arg, &old);
+    store_read_end(rd);
+    json_decref(old);
+    if (rc != 0) {
+        http_fail(r, 404, "ACL not found: no policy %s", r->arg);
+        return end_failed(r);
+    }
+    submit(r, "delete", "policy", r->arg, NULL, json_true());
+}
+
+/* ---- tokens ---- */
+
+/* Body Policies [{ID}|{Name}] -> [{ID, Name}] of existing policies. */
+static json_t *policy_links(struct http_req *r, struct store_read *rd, json_t *list)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *link;
+    if (list != NULL && !json_is_null(list) && !json_is_array(list)) {
+        http_fail(r, 400, "Invalid Token: Policies must be a list");
+        json_decref(out);
+        return NULL;
+    }
+    json_array_foreach(list, i, link)
+    {
+        const char *id = json_string_value(json_get_ci(link, "ID"));
+        const char *name = json_string_value(json_get_ci(link, "Name"));
+        json_t *p = id && *id ? policy_by_id(rd, id) : name ? policy_by_name(rd, name) : NULL;
+        if (p == NULL) {
+            http_fail(r, 400, "Invalid Token: no such ACL policy %s \"%.128s\"",
+                      id && *id ? "ID" : "name",
+                      id && *id ? id
+                      : name    ? name
+                                : "");
+            json_decref(out);
+            return NULL;
+        }
+        json_array_append_new(out, json_pack("{s:O, s:O}", "ID", json_object_get(p, "ID"), "Name",
+                                             json_object_get(p, "Name")));
+        json_decref(p);
+    }
+    return out;
+}
+
+static bool valid_uuid(const char *s)
+{
+    if (s == NULL || strlen(s) != ACL_ID_LEN)
+        return false;
+    for (int i = 0; i < ACL_ID_LEN; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : strchr("0123456789abcdefABCDEF", s[i]) == NULL || s[i] == '\0')
+            return false;
+    }
+    return true;
+}
+
+/* PUT /v1/acl/token and PUT /v1/acl/token/:accessor */
+static void do_token_write(struct http_req *r)
+{
+    struct store_read *rd = NULL;
+    json_t *body = NULL, *old = NULL, *links = NULL, *rec = NULL, *answer = NULL;
+    char accessor[ACL_ID_LEN + 1], secret[ACL_ID_LEN + 1], when[32];
+    char *hash = NULL;
+    if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_WRITE) != 0 || http_body_json(r, &body) != 0)
+        return end_failed(r);
+    if (begin(r, &rd) != 0)
+        goto fail;
+    const char *desc = json_string_value(json_get_ci(body, "Description"));
+    const char *want_secret = json_string_value(json_get_ci(body, "SecretID"));
+    const char *want_accessor = json_string_value(json_get_ci(body, "AccessorID"));
+    if ((links = policy_links(r, rd, json_get_ci(body, "Policies"))) == NULL)
+        goto fail;
+    if (r->arg) { /* update */
+        if (strcmp(r->arg, ACL_ANONYMOUS_ACCESSOR) == 0)
+            old = acl_anonymous_token(rd);
+        else if (store_acl_get(rd, "token", r->arg, &old) != 0) {
+            http_fail(r, 404, "ACL not found: no token %s", r->arg);
+            goto fail;
+        }
+        if (want_secret && *want_secret) {
+            http_fail(r, 400, "Invalid Token: SecretID cannot be changed");
+            goto fail;
+        }
+        rec = json_deep_copy(old);
+        json_object_set(rec, "Policies", links);
+        if (desc)
+            json_object_set_new(rec, "Description", json_string(desc));
+        json_object_del(rec, "CreateIndex");
+        json_object_del(rec, "ModifyIndex");
+        snprintf(accessor, sizeof(accessor), "%s", r->arg);
+        answer = acl_render_token(rd, rec);
+    } else {
+        if (want_accessor && *want_accessor) {
+            json_t *dup = NULL;
+            if (!valid_uuid(want_accessor)) {
+                http_fail(r, 400, "Invalid Token: AccessorID must be a UUID");
+                goto fail;
+            }
+            if (store_acl_get(rd, "token", want_accessor, &dup) == 0 ||
+                strcmp(want_accessor, ACL_ANONYMOUS_ACCESSOR) == 0) {
+                json_decref(dup);
+                http_fail(r, 400, "Invalid Token: AccessorID is already in use");
+                goto fail;
+            }
+            snprintf(accessor, sizeof(accessor), "%s", want_accessor);
+        } else if (acl_new_uuid(accessor) != 0) {
+            goto fail_random;
+        }
+        if (want_secret && *want_secret) {
+            struct acl_authz z;
+            if (strlen(want_secret) < 16 || strlen(want_secret) > 128 ||
+                strcmp(want_secret, "anonymous") == 0) {
+                http_fail(r, 400, "Invalid Token: SecretID must be 16 to 128 characters");
+                goto fail;
+            }
+            if (acl_resolve(rd, want_secret, &z) == 0 && z.found) {
+                acl_authz_fini(&z);
+                http_fail(r, 400, "Invalid Token: SecretID is already in use");
+                goto fail;
+            }
+            acl_authz_fini(&z);
+            snprintf(secret, sizeof(secret), "%.36s", want_secret);
+            if (strlen(want_secret) > ACL_ID_LEN) {
+                http_fail(r, 400, "Invalid Token: SecretID must be at most 36 characters");
+                goto fail;
+            }
+        } else if (acl_new_uuid(secret) != 0) {
+            goto fail_random;
+        }
+        if (acl_hash_secret(secret, &hash) != 0)
+            goto fail_random;
+        now_rfc3339(when, sizeof(when));
+        json_t *local = json_get_ci(body, "Local");
+        rec = json_pack("{s:s, s:s, s:s, s:O, s:b, s:s}", "AccessorID", accessor, "SecretHash",
+                        hash, "Description", desc ? desc : "", "Policies", links, "Local",
+                        json_is_true(local), "CreateTime", when);
+        answer = acl_render_token(rd, rec);
+        json_object_set_new(answer, "SecretID", json_string(secret));
+    }
+    store_read_end(rd);
+    free(hash);
+    json_decref(body);
+    json_decref(old);
+    json_decref(links);
+    submit(r, "set", "token", accessor, rec, answer);
+    json_decref(rec);
+    return;
+fail_random:
+    http_fail(r, 500, "cannot make a token");
+fail:
+    free(hash);
+    store_read_end(rd);
+    json_decref(body);
+    json_decref(old);
+    json_decref(links);
+    json_decref(rec);
+    json_decref(answer);
+    end_failed(r);
+}
+
+static json_t *config_token(struct http_req *r)
+{
+    bool server = r->authz->server;
+    return json_pack(
+        "{s:s, s:s, s:[{s:s, s:s}], s:b, s:s}", "AccessorID", r->authz->accessor, "Description",
+        server ? "Server Token (configuration)" : "Initial Management Token (configuration)",
+        "Policies", "ID", server ? "" : ACL_MANAGEMENT_POLICY_ID, "Name",
+        server ? "" : ACL_MANAGEMENT_POLICY_NAME, "Local", 0, "CreateTime", "1970-01-01T00:00:00Z");
+}
+
+static int read_token_self(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    json_t *t = NULL;
+    if (acl_on(r) != 0)
+        return -1;
+    if (strcmp(r->authz->accessor, ACL_ANONYMOUS_ACCESSOR) == 0)
+        t = acl_anonymous_token(rd);
+    else if (store_acl_get(rd, "token", r->authz->accessor, &t) != 0) {
+        *out = config_token(r);
+        return 0;
+    }
+    *out = acl_render_token(rd, t);
+    json_decref(t);
+    return 0;
+}
+
+static int read_token(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    json_t *t = NULL;
+    if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_READ) != 0)
+        return -1;
+    if (strcmp(r->arg, ACL_ANONYMOUS_ACCESSOR) == 0)
+        t = acl_anonymous_token(rd);
+    else if (store_acl_get(rd, "token", r->arg, &t) != 0)
+        return http_fail(r, 404, "ACL not found");
+    *out = acl_render_token(rd, t);
+    json_decref(t);
+    return 0;
+}
+
+struct token_list {
+    struct store_read *rd;
+    json_t *arr;
+};
+
+static int add_token(json_t *t, void *arg)
+{
+    struct token_list *l = arg;
+    if (strcmp(json_string_value(json_object_get(t, "AccessorID")) ?: "", ACL_ANONYMOUS_ACCESSOR) ==
+        0)
+        return 0; /* listed once, below */
+    json_array_append_new(l->arr, acl_render_token(l->rd, t));
+    return 0;
+}
+
+static int read_tokens(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_READ) != 0)
+        return -1;
+    struct token_list l = {rd, json_array()};
+    json_t *anon = acl_anonymous_token(rd);
+    json_array_append_new(l.arr, acl_render_token(rd, anon));
+    json_decref(anon);
+    (void)store_acl_each(rd, "token", add_token, &l);
+    *out = l.arr;
+    return 0;
+}
+
+static void do_token_delete(struct http_req *r)
+{
+    struct store_read *rd;
+    json_t *old = NULL;
+    if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_WRITE) != 0)
+        return end_failed(r);
+    if (strcmp(r->arg, ACL_ANONYMOUS_ACCESSOR) == 0) {
+        http_fail(r, 400, "Delete of the anonymous token is not allowed");
+        return end_failed(r);
+    }
+    if (strcmp(r->arg, r->authz->accessor) == 0) {
+        http_fail(r, 403, "Deletion of the request's authorization token is not permitted");
+        return end_failed(r);
+    }
+    if (begin(r, &rd) != 0)
+        return end_failed(r);
+    int rc = store_acl_get(rd, "token", r->arg, &old);
+    store_read_end(rd);
+    json_decref(old);
+    if (rc != 0) {
+        http_fail(r, 404, "ACL not found: no token %s", r->arg);
+        return end_failed(r);
+    }
+    submit(r, "delete", "token", r->arg, NULL, json_true());
+}
+
+const struct http_route http_acl_routes[] = {
+    {"PUT", "/v1/acl/bootstrap", NULL, NULL, WATCH_NONE, do_bootstrap, true},
+    {"PUT", "/v1/acl/policy", NULL, NULL, WATCH_NONE, do_policy_write, true},
+    {"PUT", "/v1/acl/policy/", NULL, NULL, WATCH_NONE, do_policy_write, true},
+    {"GET", "/v1/acl/policy/", read_policy, NULL, WATCH_NONE, NULL, false},
+    {"GET", "/v1/acl/policy/name/", read_policy, NULL, WATCH_NONE, NULL, false},
+    {"DELETE", "/v1/acl/policy/", NULL, NULL, WATCH_NONE, do_policy_delete, true},
+    {"GET", "/v1/acl/policies", read_policies, NULL, WATCH_NONE, NULL, false},
+    {"PUT", "/v1/acl/token", NULL, NULL, WATCH_NONE, do_token_write, true},
+    {"PUT", "/v1/acl/token/", NULL, NULL, WATCH_NONE, do_token_write, true},
+    {"GET", "/v1/acl/token/self", read_token_self, NULL, WATCH_NONE, NULL, false},
+    {"GET", "/v1/acl/token/", read_token, NULL, WATCH_NONE, NULL, false},
+    {"DELETE", "/v1/acl/token/", NULL, NULL, WATCH_NONE, do_token_delete, true},
+    {"GET", "/v1/acl/tokens", read_tokens, NULL, WATCH_NONE, NULL, false},
+    {NULL, NULL, NULL, NULL, WATCH_NONE, NULL, false},
+};

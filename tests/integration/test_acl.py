@@ -1,0 +1,422 @@
+#!/usr/bin/python3
+"""ACLs: bootstrap once, policies and tokens with Consul's JSON shapes, a
+table of (token, method, path, body) -> (status, what the answer holds) over
+every route under default deny and default allow, list filtering, python-consul
+with a token, DNS under the default token, forged internal requests, secrets
+never stored, persistence across restart and snapshot restore, the audit trail.
+"""
+import json
+import os
+import subprocess
+import unittest
+import urllib.request
+
+import consul
+
+from harness import Registryd, TempDir
+
+MGMT = "11111111-2222-4333-8444-555555555555"
+SERVER = "server-token-0123456789abcdef"
+
+
+def dig(port, name, qtype="A"):
+    p = subprocess.run(["dig", "-p", str(port), "@127.0.0.1", "+norec", "+time=2", "+tries=1",
+                        name, qtype], capture_output=True, text=True, timeout=20)
+    for line in p.stdout.splitlines():
+        if "status:" in line:
+            return line.split("status:")[1].split(",")[0].strip()
+    return None
+
+
+class AclBase(unittest.TestCase):
+    policy = "deny"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = TempDir()
+        secret_file = os.path.join(cls.tmp.path, "mgmt")
+        with open(secret_file, "w") as f:
+            f.write(MGMT + "\n")
+        cls.d = Registryd(extra_args=["--acl-enabled", "--acl-default-policy", cls.policy,
+                                      "--acl-initial-management-token-file", secret_file,
+                                      "--acl-server-token", SERVER]).start()
+        cls.setup_tokens()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+        cls.tmp.cleanup()
+
+    @classmethod
+    def req(cls, method, path, body=None, token=None, how="header"):
+        headers = {}
+        if token and how == "header":
+            headers["X-Consul-Token"] = token
+        elif token and how == "bearer":
+            headers["Authorization"] = "Bearer " + token
+        elif token and how == "query":
+            path += ("&" if "?" in path else "?") + "token=" + token
+        if body is not None and not isinstance(body, str):
+            body = json.dumps(body)
+        return cls.d.request_full(method, path, body, headers)
+
+    @classmethod
+    def ok(cls, method, path, body=None, token=MGMT):
+        status, text, _ = cls.req(method, path, body, token)
+        assert status == 200, (method, path, status, text)
+        return json.loads(text) if text.strip() else None
+
+    @classmethod
+    def setup_tokens(cls):
+        for name, rules in [
+                ("web-write", 'service "web" { policy = "write" }'),
+                ("read-all", 'service_prefix "" { policy = "read" }\n'
+                             'node_prefix "" { policy = "read" }\nagent_prefix "" { policy = "read" }'),
+                ("operator", '{"operator": "write"}'),
+                ("acl-read", 'acl = "read"'),
+                ("deny-db", 'service_prefix "" { policy = "write" }\nservice "db" { policy = "deny" }')]:
+            cls.ok("PUT", "/v1/acl/policy", {"Name": name, "Rules": rules})
+        cls.tok = {}
+        for name, pols in [("web", ["web-write"]), ("reader", ["read-all"]),
+                           ("operator", ["operator"]), ("aclread", ["acl-read"]),
+                           ("nodb", ["deny-db"]), ("none", [])]:
+            t = cls.ok("PUT", "/v1/acl/token", {"Description": name,
+                                                "Policies": [{"Name": p} for p in pols]})
+            cls.tok[name] = t["SecretID"]
+            cls.tok[name + ".accessor"] = t["AccessorID"]
+        for name in ("web", "db"):
+            cls.ok("PUT", "/v1/agent/service/register",
+                   {"Name": name, "ID": name + "-1", "Port": 80,
+                    "Check": {"TTL": "60s", "CheckID": "ttl-" + name}})
+
+    def run_table(self, table):
+        for token, method, path, body, want, contains in table:
+            secret = self.tok.get(token, token) if token else None
+            status, text, headers = self.req(method, path, body, secret)
+            with self.subTest(token=token, method=method, path=path):
+                self.assertEqual(status, want, text)
+                for c in contains:
+                    if c.startswith("!"):
+                        self.assertNotIn(c[1:], text)
+                    elif c.startswith("filtered"):
+                        self.assertEqual(headers.get("X-Consul-Results-Filtered-By-ACLs"),
+                                         "true" if c == "filtered" else None)
+                    else:
+                        self.assertIn(c, text)
+
+
+class DefaultDenyTest(AclBase):
+    policy = "deny"
+
+    def test_bootstrap_once(self):
+        # the first bootstrap wins (an initial management token does not count)
+        status, text, _ = self.req("PUT", "/v1/acl/bootstrap")
+        self.assertEqual(status, 200, text)
+        t = json.loads(text)
+        self.assertEqual(len(t["SecretID"]), 36)
+        self.assertEqual(t["Policies"][0]["Name"], "global-management")
+        status, text, _ = self.req("PUT", "/v1/acl/bootstrap")
+        self.assertEqual(status, 403)
+        self.assertIn("Permission denied", text)
+        # the bootstrap token manages; its secret is never shown again
+        me = json.loads(self.req("GET", "/v1/acl/token/self", token=t["SecretID"])[1])
+        self.assertEqual(me["AccessorID"], t["AccessorID"])
+        self.assertNotIn("SecretID", me)
+        listed = self.ok("GET", "/v1/acl/tokens")
+        self.assertNotIn(t["SecretID"], json.dumps(listed))
+        self.assertIn(t["AccessorID"], json.dumps(listed))
+
+    def test_table(self):
+        W = {"Name": "web", "ID": "web-1", "Port": 80,
+             "Check": {"TTL": "60s", "CheckID": "ttl-web"}}
+        self.run_table([
+            # no token: the anonymous token under default deny sees nothing
+            (None, "GET", "/v1/catalog/services", None, 200, ["!web", "filtered"]),
+            (None, "GET", "/v1/catalog/service/web", None, 200, ["[]", "filtered"]),
+            (None, "GET", "/v1/health/service/web", None, 200, ["[]", "filtered"]),
+            (None, "GET", "/v1/health/checks/web", None, 200, ["[]"]),
+            (None, "GET", "/v1/health/state/any", None, 200, ["!ttl-web", "filtered"]),
+            (None, "GET", "/v1/agent/services", None, 200, ["!web-1", "filtered"]),
+            (None, "GET", "/v1/agent/checks", None, 200, ["!ttl-web", "filtered"]),
+            (None, "GET", "/v1/agent/service/web-1", None, 403, ["Permission denied"]),
+            (None, "GET", "/v1/agent/self", None, 403, ["Permission denied"]),
+            (None, "GET", "/v1/agent/metrics", None, 403, ["Permission denied"]),
+            (None, "GET", "/v1/catalog/nodes", None, 200, ["filtered"]),
+            (None, "GET", "/v1/catalog/node/x", None, 403, ["Permission denied"]),
+            (None, "GET", "/v1/health/node/x", None, 403, ["Permission denied"]),
+            (None, "GET", "/v1/operator/raft/configuration", None, 403, ["Permission denied"]),
+            (None, "DELETE", "/v1/operator/raft/peer?id=99", None, 403, ["Permission denied"]),
+            (None, "GET", "/v1/snapshot", None, 403, ["Permission denied"]),
+            (None, "PUT", "/v1/snapshot", "RSNAP001", 403, ["Permission denied"]),
+            (None, "PUT", "/v1/agent/service/register", W, 403, ["service:write", "web"]),
+            (None, "PUT", "/v1/agent/service/deregister/web-1", None, 403, ["Permission denied"]),
+            (None, "PUT", "/v1/agent/service/maintenance/web-1?enable=true", None, 403, []),
+            (None, "PUT", "/v1/agent/check/pass/ttl-web", None, 403, ["Permission denied"]),
+            (None, "PUT", "/v1/agent/check/update/ttl-web", {"Status": "passing"}, 403, []),
+            (None, "GET", "/v1/acl/tokens", None, 403, ["Permission denied"]),
+            (None, "GET", "/v1/acl/policies", None, 403, ["Permission denied"]),
+            (None, "PUT", "/v1/acl/policy", {"Name": "x", "Rules": ""}, 403, []),
+            (None, "PUT", "/v1/acl/token", {}, 403, []),
+            (None, "GET", "/v1/acl/token/self", None, 200, ["Anonymous Token"]),
+            (None, "GET", "/v1/status/leader", None, 200, ["127.0.0.1"]),
+            (None, "GET", "/v1/catalog/datacenters", None, 200, ["dc1"]),
+            # an unknown token is refused outright
+            ("not-a-token", "GET", "/v1/catalog/services", None, 403, ["ACL not found"]),
+            # web: service:write on "web" only
+            ("web", "GET", "/v1/catalog/services", None, 200, ["web", "!db", "filtered"]),
+            ("web", "GET", "/v1/health/service/web", None, 200, ["web-1", "ttl-web"]),
+            ("web", "GET", "/v1/health/service/db", None, 200, ["!db-1", "filtered"]),
+            ("web", "GET", "/v1/agent/checks", None, 200, ["ttl-web", "!ttl-db"]),
+            ("web", "PUT", "/v1/agent/service/register", W, 200, []),
+            ("web", "PUT", "/v1/agent/check/pass/ttl-web", None, 200, []),
+            ("web", "PUT", "/v1/agent/check/pass/ttl-db", None, 403, ["service:write", "db"]),
+            ("web", "PUT", "/v1/agent/service/maintenance/web-1?enable=false", None, 200, []),
+            ("web", "PUT", "/v1/agent/service/deregister/db-1", None, 403, ["Permission denied"]),
+            ("web", "PUT", "/v1/agent/service/register", {"Name": "db"}, 403, ["db"]),
+            ("web", "GET", "/v1/agent/service/web-1", None, 200, ["web-1"]),
+            ("web", "GET", "/v1/agent/service/db-1", None, 403, ["Permission denied"]),
+            ("web", "GET", "/v1/acl/tokens", None, 403, ["acl:read"]),
+            ("web", "GET", "/v1/acl/token/self", None, 200, ["web-write", "!SecretID"]),
+            # reader: reads everything, writes nothing
+            ("reader", "GET", "/v1/catalog/services", None, 200, ["web", "db", "filtered-not"]),
+            ("reader", "GET", "/v1/catalog/nodes", None, 200, ["Node", "filtered-not"]),
+            ("reader", "GET", "/v1/agent/self", None, 200, ["Config"]),
+            ("reader", "GET", "/v1/health/state/any", None, 200, ["ttl-web", "ttl-db"]),
+            ("reader", "PUT", "/v1/agent/service/register", W, 403, []),
+            ("reader", "GET", "/v1/operator/raft/configuration", None, 403, ["operator:read"]),
+            # operator
+            ("operator", "GET", "/v1/operator/raft/configuration", None, 200, ["Servers"]),
+            ("operator", "GET", "/v1/snapshot", None, 403, ["management"]),
+            # acl = "read" reads ACLs but does not write them
+            ("aclread", "GET", "/v1/acl/tokens", None, 200, ["AccessorID", "!SecretID",
+                                                             "!SecretHash", "!sha256"]),
+            ("aclread", "GET", "/v1/acl/policies", None, 200, ["global-management", "web-write"]),
+            ("aclread", "PUT", "/v1/acl/policy", {"Name": "x", "Rules": ""}, 403, ["acl:write"]),
+            # nodb: everything but db (exact deny beats the prefix write)
+            ("nodb", "PUT", "/v1/agent/check/pass/ttl-web", None, 200, []),
+            ("nodb", "PUT", "/v1/agent/check/pass/ttl-db", None, 403, []),
+            ("nodb", "GET", "/v1/catalog/services", None, 200, ["web", "!db", "filtered"]),
+            # a token without policies is anonymous-like
+            ("none", "GET", "/v1/catalog/services", None, 200, ["!web"]),
+            # management
+            (MGMT, "GET", "/v1/catalog/services", None, 200, ["web", "db", "filtered-not"]),
+            (MGMT, "GET", "/v1/acl/token/self", None, 200, ["global-management"]),
+            (MGMT, "PUT", "/v1/acl/policy", {"Name": "bad", "Rules": 'service "a" {\n policy = "all" }'},
+             400, ["line 2, column 11"]),
+            (MGMT, "PUT", "/v1/acl/policy", {"Name": "web-write", "Rules": ""}, 400,
+             ["already exists"]),
+            (MGMT, "PUT", "/v1/acl/token", {"Policies": [{"Name": "nope"}]}, 400, ["nope"]),
+            (MGMT, "DELETE", "/v1/acl/policy/" + "00000000-0000-0000-0000-000000000001", None,
+             400, []),
+        ])
+
+    def test_token_sources(self):
+        for how in ("header", "bearer", "query"):
+            status, text, _ = self.req("GET", "/v1/acl/token/self", token=self.tok["web"], how=how)
+            self.assertEqual(status, 200, how)
+            self.assertEqual(json.loads(text)["AccessorID"], self.tok["web.accessor"])
+
+    def test_policy_and_token_crud(self):
+        p = self.ok("PUT", "/v1/acl/policy", {"Name": "crud", "Description": "d",
+                                              "Rules": 'service "crud" { policy = "write" }'})
+        self.assertEqual(self.ok("GET", "/v1/acl/policy/" + p["ID"])["Name"], "crud")
+        self.assertEqual(self.ok("GET", "/v1/acl/policy/name/crud")["ID"], p["ID"])
+        p2 = self.ok("PUT", "/v1/acl/policy/" + p["ID"],
+                     {"Name": "crud2", "Rules": 'service "crud" { policy = "read" }'})
+        self.assertEqual(p2["ID"], p["ID"])
+        t = self.ok("PUT", "/v1/acl/token", {"Description": "c", "Policies": [{"ID": p["ID"]}]})
+        self.assertEqual(t["Policies"], [{"ID": p["ID"], "Name": "crud2"}])
+        self.assertEqual(self.req("PUT", "/v1/agent/service/register", {"Name": "crud"},
+                                  t["SecretID"])[0], 403)  # read only now
+        t2 = self.ok("PUT", "/v1/acl/token/" + t["AccessorID"],
+                     {"Description": "c2", "Policies": [{"Name": "web-write"}]})
+        self.assertNotIn("SecretID", t2)
+        self.assertEqual(self.req("GET", "/v1/acl/token/self", None, t["SecretID"])[0], 200)
+        self.assertEqual(self.ok("GET", "/v1/acl/token/" + t["AccessorID"])["Description"], "c2")
+        self.assertTrue(self.ok("DELETE", "/v1/acl/token/" + t["AccessorID"]))
+        self.assertEqual(self.req("GET", "/v1/acl/token/self", None, t["SecretID"])[1].strip(),
+                         "ACL not found")
+        self.assertTrue(self.ok("DELETE", "/v1/acl/policy/" + p["ID"]))
+        self.assertEqual(self.req("GET", "/v1/acl/policy/" + p["ID"], token=MGMT)[0], 404)
+
+    def test_anonymous_token_can_be_granted(self):
+        pol = self.ok("PUT", "/v1/acl/policy", {"Name": "anon-web",
+                                                "Rules": 'service "web" { policy = "read" }'})
+        anon = "00000000-0000-0000-0000-000000000002"
+        try:
+            self.ok("PUT", "/v1/acl/token/" + anon, {"Policies": [{"ID": pol["ID"]}]})
+            status, text, _ = self.req("GET", "/v1/health/service/web")
+            self.assertIn("web-1", text)
+            self.assertEqual(dig(self.d.dns_port, "web.service.registry"), "NOERROR")
+            self.assertEqual(dig(self.d.dns_port, "db.service.registry"), "NXDOMAIN")
+        finally:
+            self.ok("PUT", "/v1/acl/token/" + anon, {"Policies": []})
+            self.ok("DELETE", "/v1/acl/policy/" + pol["ID"])
+
+    def test_dns_under_default_deny(self):
+        self.assertEqual(dig(self.d.dns_port, "web.service.registry"), "NXDOMAIN")
+        self.assertEqual(dig(self.d.dns_port, "db.service.registry", "SRV"), "NXDOMAIN")
+
+    def test_python_consul_with_token(self):
+        c = consul.Consul(host="127.0.0.1", port=self.d.port, token=self.tok["web"])
+        self.assertTrue(c.agent.service.register("web", service_id="web-py", port=81))
+        index, nodes = c.health.service("web")
+        self.assertIn("web-py", [n["Service"]["ID"] for n in nodes])
+        index, services = c.catalog.services()
+        self.assertIn("web", services)
+        self.assertNotIn("db", services)
+        with self.assertRaises(consul.ACLPermissionDenied):
+            c.agent.service.register("db", service_id="db-py")
+        # this python-consul sends no token with agent.service.deregister: that
+        # is the anonymous token, refused under default deny
+        with self.assertRaises(consul.ACLPermissionDenied):
+            c.agent.service.deregister("web-py")
+        self.assertEqual(self.req("PUT", "/v1/agent/service/deregister/web-py", None,
+                                  self.tok["web"])[0], 200)
+
+    def test_forged_internal_requests_refused(self):
+        forged = [
+            ("GET", "/v1/internal/raft/self", None, {}),
+            ("PUT", "/v1/internal/raft/announce",
+             {"ID": 1, "Raft": "127.0.0.1:1", "HTTP": "10.9.9.9:80"}, {}),
+            ("PUT", "/v1/internal/raft/join", {"ID": 7, "Raft": "127.0.0.1:9"}, {}),
+            ("PUT", "/v1/internal/raft/hello", {}, {}),
+            ("PUT", "/v1/internal/apply", "x" * 16, {}),
+            # a forwarded registration under another server's node name
+            ("PUT", "/v1/internal/forward", {"Name": "evil"},
+             {"X-Registry-Method": "PUT", "X-Registry-URI": "/v1/agent/service/register",
+              "X-Registry-Node": "other-server", "X-Registry-Node-Address": "10.0.0.9"}),
+        ]
+        for method, path, body, extra in forged:
+            for token in (None, MGMT, self.tok["web"]):
+                headers = dict(extra)
+                if token:
+                    headers["X-Consul-Token"] = token
+                status, text, _ = self.d.request_full(
+                    method, path, json.dumps(body) if body is not None and not isinstance(body, str)
+                    else body, headers)
+                with self.subTest(path=path, token=token):
+                    self.assertEqual(status, 403, text)
+        self.assertNotIn("evil", self.ok("GET", "/v1/catalog/services"))
+        # the server token is a server: the same routes answer it
+        status, text, _ = self.d.request_full("GET", "/v1/internal/raft/self",
+                                              headers={"X-Consul-Token": SERVER})
+        self.assertEqual(status, 200, text)
+        # ...and a forwarded request is judged with its client's token
+        hdr = {"X-Consul-Token": SERVER, "X-Registry-Method": "PUT",
+               "X-Registry-URI": "/v1/agent/service/register", "X-Registry-Node": "n2",
+               "X-Registry-Node-Address": "127.0.0.1"}
+        status, text, _ = self.d.request_full("PUT", "/v1/internal/forward",
+                                              json.dumps({"Name": "fwd"}), hdr)
+        self.assertEqual(status, 403, text)
+        hdr["X-Registry-Client-Token"] = MGMT
+        status, text, _ = self.d.request_full("PUT", "/v1/internal/forward",
+                                              json.dumps({"Name": "fwd"}), hdr)
+        self.assertEqual(status, 200, text)
+        self.ok("PUT", "/v1/agent/service/deregister/fwd")
+
+    def test_audit_lines(self):
+        self.req("PUT", "/v1/agent/service/register", {"Name": "db"}, self.tok["web"])
+        self.req("PUT", "/v1/agent/check/pass/ttl-web", None, self.tok["web"])
+        log = self.d.log()
+        audit = [l for l in log.splitlines() if "module=audit" in l]
+        denied = [l for l in audit if "outcome=denied" in l and
+                  "accessor=" + self.tok["web.accessor"] in l and
+                  'path="/v1/agent/service/register"' in l]
+        self.assertTrue(denied, audit[-5:])
+        self.assertIn("client=127.0.0.1:", denied[0])
+        self.assertIn("method=PUT", denied[0])
+        self.assertTrue(any("outcome=ok" in l and "/v1/agent/check/pass/ttl-web" in l
+                            for l in audit))
+        # no secret ever reaches the log
+        for secret in [MGMT, SERVER] + [v for k, v in self.tok.items() if "." not in k]:
+            self.assertNotIn(secret, log)
+
+
+class DefaultAllowTest(AclBase):
+    policy = "allow"
+
+    def test_table(self):
+        self.run_table([
+            (None, "GET", "/v1/catalog/services", None, 200, ["web", "db", "filtered-not"]),
+            (None, "PUT", "/v1/agent/service/register", {"Name": "free"}, 200, []),
+            (None, "PUT", "/v1/agent/service/deregister/free", None, 200, []),
+            (None, "GET", "/v1/agent/self", None, 200, []),
+            (None, "GET", "/v1/operator/raft/configuration", None, 200, []),
+            # ACL management and snapshots still need management
+            (None, "GET", "/v1/acl/tokens", None, 403, []),
+            (None, "PUT", "/v1/acl/policy", {"Name": "x", "Rules": ""}, 403, []),
+            (None, "GET", "/v1/snapshot", None, 403, []),
+            (None, "GET", "/v1/internal/raft/self", None, 403, []),
+            # an explicit deny still holds
+            ("nodb", "GET", "/v1/catalog/services", None, 200, ["web", "!db", "filtered"]),
+            ("nodb", "PUT", "/v1/agent/check/pass/ttl-db", None, 403, []),
+            ("web", "GET", "/v1/catalog/services", None, 200, ["web", "db"]),
+        ])
+        self.assertEqual(dig(self.d.dns_port, "db.service.registry"), "NOERROR")
+
+
+class AclsOffTest(unittest.TestCase):
+    def test_acl_routes_say_disabled_and_tokens_are_ignored(self):
+        d = Registryd().start()
+        try:
+            status, text = d.request("PUT", "/v1/acl/bootstrap")
+            self.assertEqual(status, 401)
+            self.assertIn("ACL support disabled", text)
+            status, _ = d.request("GET", "/v1/catalog/services",
+                                  headers={"X-Consul-Token": "whatever"})
+            self.assertEqual(status, 200)
+        finally:
+            d.stop()
+
+
+class PersistenceTest(unittest.TestCase):
+    def test_restart_and_snapshot_restore(self):
+        tmp = TempDir()
+        args = ["--acl-enabled", "--acl-default-policy", "deny"]
+        d = Registryd(data_dir=tmp.path, extra_args=args).start()
+        try:
+            boot = json.loads(d.request("PUT", "/v1/acl/bootstrap")[1])
+            h = {"X-Consul-Token": boot["SecretID"]}
+            pol = json.loads(d.request("PUT", "/v1/acl/policy", json.dumps(
+                {"Name": "p1", "Rules": 'service "web" { policy = "write" }'}), h)[1])
+            tok = json.loads(d.request("PUT", "/v1/acl/token", json.dumps(
+                {"Policies": [{"ID": pol["ID"]}]}), h)[1])
+            snap = get_bytes(d, "/v1/snapshot", h)
+            for secret in (boot["SecretID"], tok["SecretID"]):
+                self.assertNotIn(secret.encode(), snap)
+            d.stop()
+            # the data dir holds no secret either, only salted hashes
+            for root, _, files in os.walk(tmp.path):
+                for name in files:
+                    with open(os.path.join(root, name), "rb") as f:
+                        data = f.read()
+                    for secret in (boot["SecretID"], tok["SecretID"]):
+                        self.assertNotIn(secret.encode(), data, name)
+            d.start()
+            self.assertEqual(d.request("PUT", "/v1/acl/bootstrap")[0], 403)
+            th = {"X-Consul-Token": tok["SecretID"]}
+            self.assertEqual(d.request("PUT", "/v1/agent/service/register",
+                                       json.dumps({"Name": "web"}), th)[0], 200)
+            self.assertEqual(d.request("PUT", "/v1/agent/service/register",
+                                       json.dumps({"Name": "db"}), th)[0], 403)
+            # delete the token; the snapshot taken before brings it back
+            self.assertEqual(d.request("DELETE", "/v1/acl/token/" + tok["AccessorID"],
+                                       headers=h)[0], 200)
+            self.assertEqual(d.request("GET", "/v1/acl/token/self", headers=th)[0], 403)
+            self.assertEqual(d.request("PUT", "/v1/snapshot", snap, th)[0], 403)
+            self.assertEqual(d.request("PUT", "/v1/snapshot", snap, h)[0], 200)
+            self.assertEqual(d.request("GET", "/v1/acl/token/self", headers=th)[0], 200)
+        finally:
+            d.stop()
+            tmp.cleanup()
+
+
+def get_bytes(d, path, headers):
+    req = urllib.request.Request("http://%s%s" % (d.addr, path), headers=headers)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read()
+
+
+if __name__ == "__main__":
+    unittest.main()
