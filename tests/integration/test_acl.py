@@ -88,6 +88,7 @@ class AclBase(unittest.TestCase):
             cls.ok("PUT", "/v1/agent/service/register",
                    {"Name": name, "ID": name + "-1", "Port": 80,
                     "Check": {"TTL": "60s", "CheckID": "ttl-" + name}})
+            cls.ok("PUT", "/v1/agent/check/pass/ttl-" + name)  # DNS answers passing ones
 
     def run_table(self, table):
         for token, method, path, body, want, contains in table:
@@ -158,6 +159,17 @@ class DefaultDenyTest(AclBase):
             (None, "PUT", "/v1/acl/policy", {"Name": "x", "Rules": ""}, 403, []),
             (None, "PUT", "/v1/acl/token", {}, 403, []),
             (None, "GET", "/v1/acl/token/self", None, 200, ["Anonymous Token"]),
+            (None, "PUT", "/v1/agent/check/register", {"Name": "c", "TTL": "10s",
+                                                       "ServiceID": "web-1"}, 403, []),
+            (None, "PUT", "/v1/agent/check/deregister/ttl-web", None, 403, []),
+            (None, "PUT", "/v1/agent/maintenance?enable=true", None, 403, ["node:write"]),
+            (None, "PUT", "/v1/catalog/register", {"Node": "ext", "Address": "10.0.0.1"}, 403,
+             ["node:write"]),
+            (None, "PUT", "/v1/catalog/deregister", {"Node": "ext"}, 403, []),
+            (None, "GET", "/v1/agent/health/service/id/web-1", None, 403, []),
+            (None, "GET", "/v1/agent/health/service/name/web", None, 403, []),
+            (None, "GET", "/v1/catalog/node-services/x", None, 403, []),
+            (None, "GET", "/v1/agent/members", None, 200, ["filtered"]),
             (None, "GET", "/v1/status/leader", None, 200, ["127.0.0.1"]),
             (None, "GET", "/v1/catalog/datacenters", None, 200, ["dc1"]),
             # an unknown token is refused outright
@@ -169,6 +181,17 @@ class DefaultDenyTest(AclBase):
             ("web", "GET", "/v1/agent/checks", None, 200, ["ttl-web", "!ttl-db"]),
             ("web", "PUT", "/v1/agent/service/register", W, 200, []),
             ("web", "PUT", "/v1/agent/check/pass/ttl-web", None, 200, []),
+            ("web", "PUT", "/v1/agent/check/register", {"Name": "c2", "TTL": "10s",
+                                                        "CheckID": "c2", "ServiceID": "web-1"},
+             200, []),
+            ("web", "PUT", "/v1/agent/check/register", {"Name": "c3", "TTL": "10s",
+                                                        "ServiceID": "db-1"}, 403, ["db"]),
+            ("web", "PUT", "/v1/agent/check/deregister/c2", None, 200, []),
+            ("web", "PUT", "/v1/agent/check/deregister/ttl-db", None, 403, []),
+            ("web", "GET", "/v1/agent/health/service/name/web", None, 200, ["AggregatedStatus"]),
+            ("web", "PUT", "/v1/catalog/register", {"Node": "ext", "Address": "10.0.0.1",
+                                                    "Service": {"Service": "web"}}, 403,
+             ["node:write"]),
             ("web", "PUT", "/v1/agent/check/pass/ttl-db", None, 403, ["service:write", "db"]),
             ("web", "PUT", "/v1/agent/service/maintenance/web-1?enable=false", None, 200, []),
             ("web", "PUT", "/v1/agent/service/deregister/db-1", None, 403, ["Permission denied"]),
@@ -181,6 +204,7 @@ class DefaultDenyTest(AclBase):
             ("reader", "GET", "/v1/catalog/services", None, 200, ["web", "db", "filtered-not"]),
             ("reader", "GET", "/v1/catalog/nodes", None, 200, ["Node", "filtered-not"]),
             ("reader", "GET", "/v1/agent/self", None, 200, ["Config"]),
+            ("reader", "GET", "/v1/agent/members", None, 200, ["filtered-not"]),
             ("reader", "GET", "/v1/health/state/any", None, 200, ["ttl-web", "ttl-db"]),
             ("reader", "PUT", "/v1/agent/service/register", W, 403, []),
             ("reader", "GET", "/v1/operator/raft/configuration", None, 403, ["operator:read"]),
@@ -255,6 +279,8 @@ class DefaultDenyTest(AclBase):
 
     def test_dns_under_default_deny(self):
         self.assertEqual(dig(self.d.dns_port, "web.service.registry"), "NXDOMAIN")
+        self.assertEqual(dig(self.d.dns_port, "web-1.node.registry"), "NXDOMAIN")
+        self.assertEqual(dig(self.d.dns_port, "1.0.0.127.in-addr.arpa", "PTR"), "NXDOMAIN")
         self.assertEqual(dig(self.d.dns_port, "db.service.registry", "SRV"), "NXDOMAIN")
 
     def test_python_consul_with_token(self):
