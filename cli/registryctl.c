@@ -1115,6 +1115,229 @@ static int cmd_metrics(struct ctl *x)
     return 0;
 }
 
+/* ---- acl ---------------------------------------------------------------- */
+
+/* method path [JSON body] -> the JSON answer (new reference), or an exit
+ * status with the reason printed. */
+static int call_json(struct ctl *x, const char *method, const char *path, json_t *body,
+                     json_t **out)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL, *resp = NULL;
+    size_t len = 0;
+    if (body && text == NULL)
+        return EXIT_SERVER;
+    int rc = reg_client_request(x->client, method, path, text, text ? strlen(text) : 0, NULL,
+                                &resp, &len, NULL);
+    free(text);
+    if (rc != 0)
+        return server_error(x, rc);
+    json_error_t jerr;
+    *out = json_loadb(resp ? resp : "null", resp ? len : 4, JSON_DECODE_ANY, &jerr);
+    free(resp);
+    if (*out == NULL) {
+        fprintf(stderr, "registryctl: unexpected answer from %s: %s\n", path, jerr.text);
+        return EXIT_SERVER;
+    }
+    return 0;
+}
+
+static const char *jget(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "";
+}
+
+static void token_show(struct ctl *x, json_t *t)
+{
+    if (x->json) {
+        print_json(t);
+        return;
+    }
+    printf("AccessorID:   %s\n", jget(t, "AccessorID"));
+    if (json_object_get(t, "SecretID"))
+        printf("SecretID:     %s   (shown once: keep it now)\n", jget(t, "SecretID"));
+    printf("Description:  %s\n", jget(t, "Description"));
+    printf("Policies:    ");
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(t, "Policies"), i, p)
+        printf(" %s (%s)", jget(p, "Name"), jget(p, "ID"));
+    printf("\n");
+}
+
+static void policy_show(struct ctl *x, json_t *p)
+{
+    if (x->json) {
+        print_json(p);
+        return;
+    }
+    printf("ID:           %s\nName:         %s\nDescription:  %s\n", jget(p, "ID"), jget(p, "Name"),
+           jget(p, "Description"));
+    if (json_object_get(p, "Rules"))
+        printf("Rules:\n%s\n", jget(p, "Rules"));
+}
+
+static int acl_path(char *out, size_t len, const char *prefix, const char *id)
+{
+    char enc[512];
+    if (encode(id, enc, sizeof(enc)) != 0)
+        return EXIT_USAGE;
+    snprintf(out, len, "%s%s", prefix, enc);
+    return 0;
+}
+
+static int acl_policy(struct ctl *x, int argc, char **argv)
+{
+    const char *sub = argc > 0 ? argv[0] : "";
+    json_t *out = NULL;
+    char path[600];
+    int rc;
+    if (strcmp(sub, "create") == 0) {
+        const char *name = NULL, *desc = "", *rules = NULL, *file = NULL;
+        for (int i = 1; i < argc; i++) {
+            if (i + 1 >= argc)
+                return usage_error("acl policy create: %s needs a value", argv[i]);
+            if (strcmp(argv[i], "--name") == 0)
+                name = argv[++i];
+            else if (strcmp(argv[i], "--description") == 0)
+                desc = argv[++i];
+            else if (strcmp(argv[i], "--rules") == 0)
+                rules = argv[++i];
+            else if (strcmp(argv[i], "--rules-file") == 0)
+                file = argv[++i];
+            else
+                return usage_error("acl policy create: unknown option %s", argv[i]);
+        }
+        if (name == NULL || (rules == NULL) == (file == NULL))
+            return usage_error("acl policy create --name N (--rules TEXT | --rules-file FILE)");
+        char *text = NULL;
+        if (file) {
+            size_t len;
+            text = read_file(file, &len);
+            if (text == NULL) {
+                fprintf(stderr, "registryctl: cannot read %s: %s\n", file, strerror(errno));
+                return EXIT_USAGE;
+            }
+        }
+        json_t *body = json_pack("{s:s, s:s, s:s}", "Name", name, "Description", desc, "Rules",
+                                 file ? text : rules);
+        free(text);
+        rc = call_json(x, "PUT", "/v1/acl/policy", body, &out);
+        json_decref(body);
+    } else if (strcmp(sub, "list") == 0 && argc == 1) {
+        rc = call_json(x, "GET", "/v1/acl/policies", NULL, &out);
+        if (rc == 0 && !x->json) {
+            printf("%-36s  %-24s %s\n", "ID", "NAME", "DESCRIPTION");
+            size_t i;
+            json_t *p;
+            json_array_foreach(out, i, p)
+                printf("%-36s  %-24s %s\n", jget(p, "ID"), jget(p, "Name"), jget(p, "Description"));
+            json_decref(out);
+            return 0;
+        }
+    } else if (strcmp(sub, "read") == 0 && (argc == 2 || (argc == 3 && !strcmp(argv[1], "--name")))) {
+        if ((rc = acl_path(path, sizeof(path), argc == 3 ? "/v1/acl/policy/name/" : "/v1/acl/policy/",
+                           argv[argc - 1])) != 0)
+            return rc;
+        rc = call_json(x, "GET", path, NULL, &out);
+    } else if (strcmp(sub, "delete") == 0 && argc == 2) {
+        if ((rc = acl_path(path, sizeof(path), "/v1/acl/policy/", argv[1])) != 0)
+            return rc;
+        rc = call_json(x, "DELETE", path, NULL, &out);
+        if (rc == 0 && !x->json) {
+            printf("deleted policy %s\n", argv[1]);
+            json_decref(out);
+            return 0;
+        }
+    } else {
+        return usage_error("acl policy create|list|read|delete");
+    }
+    if (rc == 0)
+        policy_show(x, out);
+    json_decref(out);
+    return rc;
+}
+
+static int acl_token(struct ctl *x, int argc, char **argv)
+{
+    const char *sub = argc > 0 ? argv[0] : "";
+    json_t *out = NULL;
+    char path[600];
+    int rc;
+    if (strcmp(sub, "create") == 0) {
+        json_t *body = json_pack("{s:s, s:[]}", "Description", "", "Policies");
+        for (int i = 1; i < argc; i++) {
+            if (i + 1 >= argc) {
+                json_decref(body);
+                return usage_error("acl token create: %s needs a value", argv[i]);
+            }
+            if (strcmp(argv[i], "--description") == 0)
+                json_object_set_new(body, "Description", json_string(argv[++i]));
+            else if (strcmp(argv[i], "--policy") == 0)
+                json_array_append_new(json_object_get(body, "Policies"),
+                                      json_pack("{s:s}", "Name", argv[++i]));
+            else if (strcmp(argv[i], "--policy-id") == 0)
+                json_array_append_new(json_object_get(body, "Policies"),
+                                      json_pack("{s:s}", "ID", argv[++i]));
+            else {
+                json_decref(body);
+                return usage_error("acl token create: unknown option %s", argv[i]);
+            }
+        }
+        rc = call_json(x, "PUT", "/v1/acl/token", body, &out);
+        json_decref(body);
+    } else if (strcmp(sub, "list") == 0 && argc == 1) {
+        rc = call_json(x, "GET", "/v1/acl/tokens", NULL, &out);
+        if (rc == 0 && !x->json) {
+            printf("%-36s  %s\n", "ACCESSOR ID", "DESCRIPTION");
+            size_t i;
+            json_t *t;
+            json_array_foreach(out, i, t)
+                printf("%-36s  %s\n", jget(t, "AccessorID"), jget(t, "Description"));
+            json_decref(out);
+            return 0;
+        }
+    } else if (strcmp(sub, "self") == 0 && argc == 1) {
+        rc = call_json(x, "GET", "/v1/acl/token/self", NULL, &out);
+    } else if (strcmp(sub, "read") == 0 && argc == 2) {
+        if ((rc = acl_path(path, sizeof(path), "/v1/acl/token/", argv[1])) != 0)
+            return rc;
+        rc = call_json(x, "GET", path, NULL, &out);
+    } else if (strcmp(sub, "delete") == 0 && argc == 2) {
+        if ((rc = acl_path(path, sizeof(path), "/v1/acl/token/", argv[1])) != 0)
+            return rc;
+        rc = call_json(x, "DELETE", path, NULL, &out);
+        if (rc == 0 && !x->json) {
+            printf("deleted token %s\n", argv[1]);
+            json_decref(out);
+            return 0;
+        }
+    } else {
+        return usage_error("acl token create|list|read|delete|self");
+    }
+    if (rc == 0)
+        token_show(x, out);
+    json_decref(out);
+    return rc;
+}
+
+static int cmd_acl(struct ctl *x)
+{
+    if (x->argc == 1 && strcmp(x->argv[0], "bootstrap") == 0) {
+        json_t *out;
+        int rc = call_json(x, "PUT", "/v1/acl/bootstrap", NULL, &out);
+        if (rc == 0)
+            token_show(x, out);
+        json_decref(out);
+        return rc;
+    }
+    if (x->argc >= 1 && strcmp(x->argv[0], "policy") == 0)
+        return acl_policy(x, x->argc - 1, x->argv + 1);
+    if (x->argc >= 1 && strcmp(x->argv[0], "token") == 0)
+        return acl_token(x, x->argc - 1, x->argv + 1);
+    return usage_error("acl bootstrap | acl policy ... | acl token ...");
+}
+
 static const struct verb {
     const char *name;
     int (*run)(struct ctl *x);
@@ -1151,18 +1374,26 @@ static const struct verb {
      "metrics                           the server's metrics (Prometheus text, or --json)"},
     {"watch", cmd_watch,
      "watch NAME [--tag T] [--all]      print the instance list at every change (Ctrl-C ends)"},
+    {"acl", cmd_acl,
+     "acl bootstrap                     make the first management token (once)\n"
+     "  acl policy create --name N (--rules TEXT | --rules-file FILE) [--description D]\n"
+     "  acl policy list | read ID | read --name N | delete ID\n"
+     "  acl token create [--description D] [--policy NAME]... [--policy-id ID]...\n"
+     "  acl token list | read ACCESSOR | delete ACCESSOR | self"},
 };
 
 static void print_help(void)
 {
-    printf("Usage: registryctl [--http-addr HOST:PORT] [--json] VERB [ARGS]\n\n"
+    printf("Usage: registryctl [--http-addr HOST:PORT] [--token TOKEN] [--json] VERB [ARGS]\n\n"
            "Talks to registryd's HTTP API: --http-addr, else $REGISTRY_HTTP_ADDR, else\n"
-           "127.0.0.1:8500 (a comma-separated list fails over in order).\n\n"
+           "127.0.0.1:8500 (a comma-separated list fails over in order), with the ACL\n"
+           "token --token, else $REGISTRY_HTTP_TOKEN (none: the server's default token).\n\n"
            "Verbs:\n");
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
         printf("  %s\n", verbs[i].usage);
     printf("\nOptions:\n"
            "  --http-addr HOST:PORT   server(s) to talk to\n"
+           "  --token TOKEN           ACL token (SecretID) sent with every request\n"
            "  --json                  print JSON instead of tables\n"
            "  --help, -h              this text\n"
            "  --version               print the version\n\n"
@@ -1173,7 +1404,7 @@ static void print_help(void)
 int main(int argc, char **argv)
 {
     struct ctl x = {0};
-    const char *addr = NULL, *verb = NULL;
+    const char *addr = NULL, *verb = NULL, *token = getenv("REGISTRY_HTTP_TOKEN");
     char **rest = calloc((size_t)argc + 1, sizeof(char *));
     int nrest = 0, rc;
     bool want_help = false;
@@ -1197,6 +1428,14 @@ int main(int argc, char **argv)
             addr = argv[++i];
         } else if (strncmp(a, "--http-addr=", 12) == 0) {
             addr = a + 12;
+        } else if (strcmp(a, "--token") == 0) {
+            if (i + 1 >= argc) {
+                free(rest);
+                return usage_error("--token needs a token");
+            }
+            token = argv[++i];
+        } else if (strncmp(a, "--token=", 8) == 0) {
+            token = a + 8;
         } else if (verb == NULL && a[0] != '-') {
             verb = a;
         } else {
@@ -1221,7 +1460,8 @@ int main(int argc, char **argv)
         return usage_error("unknown verb \"%s\"", verb);
     }
     if (want_help) { /* registryctl VERB --help: that verb's usage */
-        printf("Usage: registryctl [--http-addr HOST:PORT] [--json] %s\n", v->usage);
+        printf("Usage: registryctl [--http-addr HOST:PORT] [--token TOKEN] [--json] %s\n",
+               v->usage);
         free(rest);
         return 0;
     }
@@ -1230,6 +1470,11 @@ int main(int argc, char **argv)
         free(rest);
         return usage_error("invalid --http-addr / REGISTRY_HTTP_ADDR \"%s\"",
                            addr ? addr : getenv("REGISTRY_HTTP_ADDR"));
+    }
+    if (token != NULL && *token != '\0' && reg_client_set_token(x.client, token) != 0) {
+        reg_client_free(x.client);
+        free(rest);
+        return usage_error("invalid --token / REGISTRY_HTTP_TOKEN");
     }
     x.argc = nrest;
     x.argv = rest;

@@ -13,7 +13,7 @@ import urllib.request
 
 import consul
 
-from harness import Registryd, TempDir
+from harness import REGISTRYCTL, Registryd, TempDir
 
 MGMT = "11111111-2222-4333-8444-555555555555"
 SERVER = "server-token-0123456789abcdef"
@@ -341,6 +341,48 @@ class DefaultDenyTest(AclBase):
         self.assertEqual(status, 200, text)
         self.ok("PUT", "/v1/agent/service/deregister/fwd")
 
+    def test_registryctl_acl_verbs(self):
+        ctl = self.d.ctl
+        rc, out, err = ctl("--token", MGMT, "acl", "policy", "create", "--name", "cli",
+                           "--rules", 'service "cli" { policy = "write" }')
+        self.assertEqual(rc, 0, err)
+        pid = out.split("ID:")[1].split()[0]
+        rc, out, err = ctl("acl", "policy", "list", env={"REGISTRY_HTTP_TOKEN": MGMT})
+        self.assertIn("cli", out)
+        self.assertIn("global-management", out)
+        rc, out, err = ctl("--token", MGMT, "acl", "policy", "read", "--name", "cli")
+        self.assertIn(pid, out)
+        rc, out, err = ctl("--token", MGMT, "--json", "acl", "token", "create",
+                           "--description", "cli", "--policy", "cli")
+        self.assertEqual(rc, 0, err)
+        tok = json.loads(out)
+        rc, out, err = ctl("--token", tok["SecretID"], "acl", "token", "self")
+        self.assertIn(tok["AccessorID"], out)
+        self.assertNotIn(tok["SecretID"], out)
+        # the token works for every verb, and is refused where it may not
+        rc, out, err = ctl("register", "--name", "cli", "--port", "1",
+                           env={"REGISTRY_HTTP_TOKEN": tok["SecretID"]})
+        self.assertEqual(rc, 0, err)
+        rc, out, err = ctl("--token", tok["SecretID"], "deregister", "cli")
+        self.assertEqual(rc, 0, err)
+        rc, out, err = ctl("--token", tok["SecretID"], "acl", "token", "list")
+        self.assertEqual(rc, 1)
+        self.assertIn("Permission denied", err)
+        rc, out, err = ctl("acl", "token", "list")  # no token: anonymous
+        self.assertEqual(rc, 1)
+        rc, out, err = ctl("--token", MGMT, "acl", "token", "list")
+        self.assertIn(tok["AccessorID"], out)
+        self.assertNotIn(tok["SecretID"], out)
+        rc, out, err = ctl("--token", MGMT, "acl", "token", "read", tok["AccessorID"])
+        self.assertIn("cli", out)
+        self.assertEqual(ctl("--token", MGMT, "acl", "token", "delete", tok["AccessorID"])[0], 0)
+        self.assertEqual(ctl("--token", MGMT, "acl", "policy", "delete", pid)[0], 0)
+        rc, out, err = ctl("--token", MGMT, "acl", "policy", "create", "--name", "bad",
+                           "--rules", 'service "x" { policy = "nope" }')
+        self.assertEqual(rc, 1)
+        self.assertIn("line 1, column 24", err)
+        self.assertEqual(ctl("acl", "frobnicate")[0], 2)
+
     def test_audit_lines(self):
         self.req("PUT", "/v1/agent/service/register", {"Name": "db"}, self.tok["web"])
         self.req("PUT", "/v1/agent/check/pass/ttl-web", None, self.tok["web"])
@@ -435,6 +477,50 @@ class PersistenceTest(unittest.TestCase):
             self.assertEqual(d.request("GET", "/v1/acl/token/self", headers=th)[0], 200)
         finally:
             d.stop()
+            tmp.cleanup()
+
+
+class ReadmeTest(unittest.TestCase):
+    """README's "Securing a cluster" works as written: its YAML and its shell
+    block, run as they stand against a real server."""
+
+    def test_securing_a_cluster(self):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with open(os.path.join(root, "README.md")) as f:
+            text = f.read()
+        section = text[text.index("## Securing a cluster"):]
+        section = section[:section.index("\n## ", 5)]
+        yaml_block = section.split("```yaml\n")[1].split("```")[0]
+        sh_block = section.split("```sh\n")[1].split("```")[0]
+        tmp = TempDir()
+        try:
+            token_file = os.path.join(tmp.path, "server-token")
+            with open(token_file, "w") as f:
+                f.write("0f6e2c4a-5b1d-4e8f-9a7c-3d2b1a0e9f8d\n")
+            conf = os.path.join(tmp.path, "registryd.yaml")
+            with open(conf, "w") as f:
+                f.write(yaml_block.replace("/etc/registryd/server-token", token_file))
+            d = Registryd(extra_args=["--config", conf]).start()
+            try:
+                env = dict(os.environ)
+                env["PATH"] = os.path.dirname(REGISTRYCTL) + ":" + env["PATH"]
+                env["REGISTRY_HTTP_ADDR"] = d.addr
+                env.pop("REGISTRY_HTTP_TOKEN", None)
+                p = subprocess.run(["bash", "-euo", "pipefail", "-c", sh_block], env=env,
+                                   capture_output=True, text=True, timeout=60)
+                self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+                self.assertIn("refused: the web token may not register db", p.stdout)
+                # web is registered, db is not; anonymous reads (and DNS) see web
+                status, text = d.request("GET", "/v1/catalog/services")
+                self.assertEqual(status, 200)
+                self.assertIn("web", json.loads(text))
+                self.assertNotIn("db", json.loads(text))
+                self.assertEqual(d.request("PUT", "/v1/agent/service/register",
+                                           json.dumps({"Name": "x"}))[0], 403)
+                self.assertEqual(dig(d.dns_port, "web.service.registry"), "NOERROR")
+            finally:
+                d.stop()
+        finally:
             tmp.cleanup()
 
 
