@@ -26,6 +26,7 @@
 
 #include <yaml.h>
 
+#include "check_target.h"
 #include "duration.h"
 #include "registry/error.h"
 
@@ -125,6 +126,11 @@ static const struct conf_key conf_keys[] = {
         "DURATION", "the window of self_preservation_share"),
     KEY("self_preservation_min", CONF_UINT, self_preservation_min, "10", "N",
         "fewer checks than this never trigger self-preservation"),
+    KEY("check_deny_cidrs", CONF_STRING, check_deny_cidrs, CHECK_TARGET_DEFAULT_DENY, "CIDR,...",
+        "addresses health checks may not connect to (none: no list); registryd's own "
+        "listeners are always refused"),
+    KEY("check_allow_cidrs", CONF_STRING, check_allow_cidrs, NULL, "CIDR,...",
+        "if set, the only addresses health checks may connect to"),
     KEY("acl_enabled", CONF_BOOL, acl_enabled, "false", NULL,
         "enforce ACLs (tokens and policies, Consul's model)"),
     KEY("acl_default_policy", CONF_STRING, acl_default_policy, "allow", "allow|deny",
@@ -770,6 +776,16 @@ int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_
     if (strcmp(c->acl_default_policy, "allow") != 0 && strcmp(c->acl_default_policy, "deny") != 0) {
         snprintf(err, errlen, "acl_default_policy: \"%.60s\" is neither allow nor deny",
                  c->acl_default_policy);
+        return REG_ECONFIG;
+    }
+    if (strcmp(c->check_deny_cidrs, "none") == 0)
+        c->check_deny_cidrs[0] = '\0';
+    if (check_target_parse_list(c->check_deny_cidrs, msg, sizeof(msg)) != 0) {
+        snprintf(err, errlen, "check_deny_cidrs: %s", msg);
+        return REG_ECONFIG;
+    }
+    if (check_target_parse_list(c->check_allow_cidrs, msg, sizeof(msg)) != 0) {
+        snprintf(err, errlen, "check_allow_cidrs: %s", msg);
         return REG_ECONFIG;
     }
     if ((rc = read_secret_file(c->acl_initial_management_token_file,

@@ -63,6 +63,8 @@ struct conf {
     char *acl_default_token;           /* for requests without a token, and DNS */
     char *acl_server_token;            /* servers' identity on /v1/internal/ */
     char *acl_server_token_file;
+    char *check_deny_cidrs;            /* where checks may not go ("none": nowhere) */
+    char *check_allow_cidrs;           /* NULL: anywhere not denied */
 };
 
 /*

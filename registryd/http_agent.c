@@ -12,6 +12,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "check_target.h"
 #include "cluster.h"
 #include "config.h"
 #include "health.h"
@@ -140,6 +141,20 @@ static int unsupported_kind(struct http_req *r, json_t *def)
 }
 
 /* Validate one check definition and build the stored check record. */
+/* Where a check may go (check_target.h): 400 with the reason. */
+static int check_targets_allowed(struct http_req *r, const char *http_url, const char *tcp,
+                                 const char *udp, const char *grpc, const char *h2ping)
+{
+    const struct {
+        const char *kind, *spec;
+    } t[] = {{"HTTP", http_url}, {"TCP", tcp}, {"UDP", udp}, {"GRPC", grpc}, {"H2PING", h2ping}};
+    char why[200];
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        if (t[i].spec && check_target_spec(t[i].kind, t[i].spec, why, sizeof(why)) != 0)
+            return http_fail(r, 400, "Invalid check: %s target refused: %s", t[i].kind, why);
+    return 0;
+}
+
 static int build_check(struct http_req *r, json_t *def, const char *sid, const char *sname,
                        const char *default_id, json_t **out)
 {
@@ -209,6 +224,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
     bool alias = alias_svc != NULL || alias_node != NULL;
     if (alias && interval == 0)
         interval = 1000; /* Consul follows the aliased checks; here, every second */
+    if (check_targets_allowed(r, http_url, tcp, udp, grpc, h2ping) != 0)
+        return -1;
     int kinds = (http_url != NULL) + (tcp != NULL) + (udp != NULL) + (grpc != NULL) +
                 (h2ping != NULL) + (script != NULL) + alias + (ttl_s != NULL && ttl > 0);
     if (kinds != 1)

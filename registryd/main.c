@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "acl.h"
+#include "check_target.h"
 #include "cluster.h"
 #include "cluster_link.h"
 #include "config.h"
@@ -372,6 +373,19 @@ int main(int argc, char **argv)
         .limits = health_limits_of(&conf),
         .enable_script_checks = conf.enable_script_checks,
     };
+    {
+        /* Checks may not aim at this server's own listeners (nor at what
+         * check_deny_cidrs names). */
+        uint64_t self_id;
+        const char *self_raft = NULL;
+        cluster_self(cluster, &self_id, &self_raft);
+        const char *own[] = {conf.http_addr, conf.dns_addr, self_raft, NULL};
+        if (check_target_configure(conf.check_deny_cidrs, conf.check_allow_cidrs, own, err,
+                                   sizeof(err)) != 0) {
+            log_error("main", "msg=\"bad check address lists\" error=\"%s\"", err);
+            goto out;
+        }
+    }
     if (health_start(&health_opt, &health, err, sizeof(err)) != 0) {
         log_error("main", "msg=\"cannot start the health checker\" error=\"%s\"", err);
         goto out;

@@ -9,6 +9,7 @@
 #include "probe_script.h"
 #include "probe_udp.h"
 
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "check_target.h"
 #include "common.h"
 #include "config.h"
 #include "registry/error.h"
@@ -171,6 +173,35 @@ static int start_http(struct probe *p)
         memmove(hostbuf, hostbuf + 1, strlen(hostbuf));
         hostbuf[strcspn(hostbuf, "]")] = '\0';
     }
+    /* Resolve here, judge the address (check_target.h), and connect to
+     * exactly it: a name that resolves elsewhere later is judged again. */
+    char ipbuf[INET6_ADDRSTRLEN] = "";
+    {
+        char portstr[16], why[120];
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+        snprintf(portstr, sizeof(portstr), "%d", port);
+        int gai = getaddrinfo(hostbuf, portstr, &hints, &ai); /* blocking, as TCP probes */
+        if (gai != 0 || ai == NULL) {
+            snprintf(p->error, sizeof(p->error), "dial tcp %.100s: %s", hostbuf,
+                     gai_strerror(gai));
+            goto out;
+        }
+        int jrc = check_target_sockaddr(ai->ai_addr, why, sizeof(why));
+        const void *ip = ai->ai_family == AF_INET
+                             ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+                             : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+        if (jrc == 0 && inet_ntop(ai->ai_family, ip, ipbuf, sizeof(ipbuf)) == NULL)
+            ipbuf[0] = '\0';
+        freeaddrinfo(ai);
+        if (jrc != 0) {
+            snprintf(p->error, sizeof(p->error), "refused: %.120s", why);
+            goto out;
+        }
+        if (ipbuf[0] == '\0') {
+            snprintf(p->error, sizeof(p->error), "dial tcp %.100s: no address", hostbuf);
+            goto out;
+        }
+    }
     if (tls) {
         bool skip = json_is_true(json_object_get(p->def, "TLSSkipVerify"));
         SSL *ssl = SSL_new(skip ? p->env->ssl_noverify : p->env->ssl_verify);
@@ -199,7 +230,7 @@ static int start_http(struct probe *p)
         snprintf(p->error, sizeof(p->error), "out of memory");
         goto out;
     }
-    p->evcon = evhttp_connection_base_bufferevent_new(p->env->base, NULL, p->bev, hostbuf,
+    p->evcon = evhttp_connection_base_bufferevent_new(p->env->base, NULL, p->bev, ipbuf,
                                                       (unsigned short)port);
     if (p->evcon == NULL) {
         bufferevent_free(p->bev);
@@ -302,6 +333,11 @@ static int start_tcp(struct probe *p)
         memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
         sslen = (int)ai->ai_addrlen;
         freeaddrinfo(ai);
+    }
+    char why[200];
+    if (check_target_sockaddr((struct sockaddr *)&ss, why, sizeof(why)) != 0) {
+        snprintf(p->error, sizeof(p->error), "TCP %.40s: refused: %.100s", addr, why);
+        return -1;
     }
     p->bev = bufferevent_socket_new(p->env->base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (p->bev == NULL) {

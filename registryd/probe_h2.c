@@ -26,6 +26,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
+#include "check_target.h"
 #include "config.h"
 
 #define GRPC_SERVICE_MAX 127 /* its length is one varint byte */
@@ -361,6 +362,13 @@ int probe_h2_start(struct event_base *base, SSL_CTX *ssl_verify, SSL_CTX *ssl_no
     int gai = getaddrinfo(host, portstr, &hints, &ai); /* blocking for names, as TCP probes */
     if (gai != 0 || ai == NULL) {
         snprintf(err, errlen, "%s %s: %s", grpc ? "GRPC" : "H2PING", spec, gai_strerror(gai));
+        probe_h2_free(p);
+        return -1;
+    }
+    char why[200];
+    if (check_target_sockaddr(ai->ai_addr, why, sizeof(why)) != 0) {
+        freeaddrinfo(ai);
+        snprintf(err, errlen, "%s %s: refused: %s", grpc ? "GRPC" : "H2PING", spec, why);
         probe_h2_free(p);
         return -1;
     }

@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "check_target.h"
 #include "config.h"
 
 struct probe_udp {
@@ -72,6 +73,12 @@ int probe_udp_start(struct event_base *base, const char *addr, uint64_t timeout_
     int gai = getaddrinfo(host, portstr, &hints, &ai); /* blocking for names, as TCP probes */
     if (gai != 0 || ai == NULL) {
         snprintf(err, errlen, "UDP %s: %s", addr, gai_strerror(gai));
+        return -1;
+    }
+    char why[200];
+    if (check_target_sockaddr(ai->ai_addr, why, sizeof(why)) != 0) {
+        freeaddrinfo(ai);
+        snprintf(err, errlen, "UDP %s: refused: %s", addr, why);
         return -1;
     }
     struct probe_udp *u = calloc(1, sizeof(*u));

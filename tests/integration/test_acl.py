@@ -7,13 +7,15 @@ never stored, persistence across restart and snapshot restore, the audit trail.
 """
 import json
 import os
+import socket
 import subprocess
+import time
 import unittest
 import urllib.request
 
 import consul
 
-from harness import REGISTRYCTL, Registryd, TempDir
+from harness import REGISTRYCTL, REGISTRYD, Registryd, TempDir
 
 MGMT = "11111111-2222-4333-8444-555555555555"
 SERVER = "server-token-0123456789abcdef"
@@ -233,6 +235,21 @@ class DefaultDenyTest(AclBase):
             (MGMT, "DELETE", "/v1/acl/policy/" + "00000000-0000-0000-0000-000000000001", None,
              400, []),
         ])
+
+    def test_check_output_only_for_readers(self):
+        self.ok("PUT", "/v1/agent/check/update/ttl-db",
+                {"Status": "passing", "Output": "db-output-4711"})
+        for path in ("/v1/agent/checks", "/v1/health/state/any", "/v1/health/checks/db",
+                     "/v1/health/service/db", "/v1/health/node/" + self.node()):
+            for token, visible in (("web", False), (None, False), ("reader", True), (MGMT, True)):
+                status, text, _ = self.req("GET", path, token=self.tok.get(token, token))
+                with self.subTest(path=path, token=token):
+                    self.assertEqual(status, 200 if visible or "/node/" not in path else 403,
+                                     text)
+                    self.assertEqual("db-output-4711" in text, visible)
+
+    def node(self):
+        return json.loads(self.req("GET", "/v1/agent/self", token=MGMT)[1])["Config"]["NodeName"]
 
     def test_token_sources(self):
         for how in ("header", "bearer", "query"):
@@ -478,6 +495,88 @@ class PersistenceTest(unittest.TestCase):
         finally:
             d.stop()
             tmp.cleanup()
+
+
+class CheckTargetTest(unittest.TestCase):
+    """Where checks may go: refused at registration (400 with the reason) and
+    again when the probe connects (a name resolved then)."""
+
+    def wait_output(self, d, check_id, want, timeout=10):
+        deadline = time.monotonic() + timeout
+        out = None
+        while time.monotonic() < deadline:
+            status, text = d.request("GET", "/v1/agent/checks")
+            out = json.loads(text).get(check_id, {}).get("Output", "")
+            if want in out:
+                return out
+            time.sleep(0.1)
+        self.fail("check %s output %r never held %r" % (check_id, out, want))
+
+    def test_refused_at_registration(self):
+        d = Registryd().start()
+        try:
+            for check, why in [
+                    ({"HTTP": "http://169.254.169.254/latest/meta-data/", "Interval": "1s"},
+                     "check_deny_cidrs"),
+                    ({"HTTP": "http://%s/v1/agent/service/deregister/victim" % d.addr,
+                      "Interval": "1s"}, "own listener"),
+                    ({"HTTP": "http://localhost:%d/v1/status/leader" % d.port,
+                      "Interval": "1s"}, "own listener"),
+                    ({"TCP": "169.254.169.254:80", "Interval": "1s"}, "check_deny_cidrs"),
+                    ({"TCP": "127.0.0.1:%d" % d.dns_port, "Interval": "1s"}, "own listener"),
+                    ({"UDP": "127.0.0.1:%d" % d.dns_port, "Interval": "1s"}, "own listener"),
+                    ({"TCP": "[fe80::1]:22", "Interval": "1s"}, "check_deny_cidrs"),
+                    ({"GRPC": "[::ffff:169.254.169.254]:80", "Interval": "1s"},
+                     "check_deny_cidrs")]:
+                status, text = d.request("PUT", "/v1/agent/service/register",
+                                         json.dumps({"Name": "ssrf", "Check": check}))
+                with self.subTest(check=check):
+                    self.assertEqual(status, 400, text)
+                    self.assertIn(why, text)
+            self.assertNotIn("ssrf", json.loads(d.request("GET", "/v1/catalog/services")[1]))
+            # an ordinary target is fine
+            status, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "ok", "Check": {"TCP": "127.0.0.1:9", "Interval": "1s"}}))
+            self.assertEqual(status, 200, text)
+        finally:
+            d.stop()
+
+    def test_refused_at_connect_time(self):
+        name = socket.gethostname()
+        try:
+            addr = socket.getaddrinfo(name, 80, socket.AF_INET)[0][4][0]
+        except OSError:
+            self.skipTest("the host name does not resolve")
+        if not addr.startswith("127."):
+            self.skipTest("the host name does not resolve to loopback")
+        # only 10.0.0.0/8 allowed: the name passes registration, its address
+        # (loopback) is refused when the probe resolves it
+        d = Registryd(extra_args=["--check-allow-cidrs", "10.0.0.0/8"]).start()
+        try:
+            status, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "byname", "ID": "byname", "Checks": [
+                    {"CheckID": "h", "HTTP": "http://%s:%d/v1/status/leader" % (name, d.port),
+                     "Interval": "1s"},
+                    {"CheckID": "t", "TCP": "%s:9" % name, "Interval": "1s"}]}))
+            self.assertEqual(status, 200, text)
+            self.assertIn("own listener", self.wait_output(d, "h", "refused"))
+            self.assertIn("not in check_allow_cidrs", self.wait_output(d, "t", "refused"))
+            status, text = d.request("GET", "/v1/agent/checks")
+            for cid in ("h", "t"):
+                self.assertEqual(json.loads(text)[cid]["Status"], "critical")
+            # a literal outside the allow list is refused at once
+            status, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "lit", "Check": {"TCP": "127.0.0.1:9", "Interval": "1s"}}))
+            self.assertEqual(status, 400, text)
+            self.assertIn("check_allow_cidrs", text)
+        finally:
+            d.stop()
+
+    def test_bad_lists_refused_at_start(self):
+        p = subprocess.run([REGISTRYD, "--dev", "--check-deny-cidrs", "10.0.0.0/33",
+                            "--check-config"], capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("check_deny_cidrs", p.stderr)
 
 
 class ReadmeTest(unittest.TestCase):
