@@ -1126,8 +1126,8 @@ static int call_json(struct ctl *x, const char *method, const char *path, json_t
     size_t len = 0;
     if (body && text == NULL)
         return EXIT_SERVER;
-    int rc = reg_client_request(x->client, method, path, text, text ? strlen(text) : 0, NULL,
-                                &resp, &len, NULL);
+    int rc = reg_client_request(x->client, method, path, text, text ? strlen(text) : 0, NULL, &resp,
+                                &len, NULL);
     free(text);
     if (rc != 0)
         return server_error(x, rc);
@@ -1235,8 +1235,10 @@ static int acl_policy(struct ctl *x, int argc, char **argv)
             json_decref(out);
             return 0;
         }
-    } else if (strcmp(sub, "read") == 0 && (argc == 2 || (argc == 3 && !strcmp(argv[1], "--name")))) {
-        if ((rc = acl_path(path, sizeof(path), argc == 3 ? "/v1/acl/policy/name/" : "/v1/acl/policy/",
+    } else if (strcmp(sub, "read") == 0 &&
+               (argc == 2 || (argc == 3 && !strcmp(argv[1], "--name")))) {
+        if ((rc = acl_path(path, sizeof(path),
+                           argc == 3 ? "/v1/acl/policy/name/" : "/v1/acl/policy/",
                            argv[argc - 1])) != 0)
             return rc;
         rc = call_json(x, "GET", path, NULL, &out);
