@@ -418,8 +418,9 @@ static void acl_write_done(void *arg, int status)
 static void submit(struct http_req *r, const char *op, const char *kind, const char *id,
                    json_t *record, json_t *answer)
 {
-    struct command cmd = {CMD_ACL, json_pack("{s:s, s:s, s:s, s:O}", "Op", op, "Kind", kind, "ID",
-                                             id, "Record", record ? record : json_object())};
+    struct command cmd = {CMD_ACL,
+                          json_pack("{s:s, s:s, s:s, s:o}", "Op", op, "Kind", kind, "ID", id,
+                                    "Record", record ? json_incref(record) : json_object())};
     void *buf;
     size_t len;
     struct acl_write *w = calloc(1, sizeof(*w));
