@@ -1,0 +1,112 @@
+#!/usr/bin/python3
+"""ACLs on a three-server cluster: ACL writes and client writes sent to a
+follower reach the leader over the server-to-server channel (which carries
+acl_server_token) and are judged there with the client's token; ACL state
+replicates; a server with another server token cannot join."""
+import json
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from harness import Registryd, TempDir, start_cluster  # noqa: E402
+
+MGMT = "aaaaaaaa-1111-4222-8333-bbbbbbbbbbbb"
+SERVER = "cluster-server-token-0123456789"
+ACL = ["--acl-enabled", "--acl-default-policy", "deny", "--acl-server-token", SERVER,
+       "--acl-initial-management-token", MGMT]
+
+
+def call(d, method, path, body=None, token=None):
+    headers = {"X-Consul-Token": token} if token else {}
+    return d.request(method, path, json.dumps(body) if body is not None else None, headers,
+                     timeout=10)
+
+
+class AclClusterTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = TempDir()
+        self.servers = []
+        start_cluster(self.tmp.path, 3, extra=ACL, servers=self.servers)
+
+    def tearDown(self):
+        for d in self.servers:
+            if d.proc is not None:
+                d.stop(check=False)
+        self.tmp.cleanup()
+
+    def roles(self, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, text = call(self.servers[0], "GET", "/v1/status/leader")
+            leader = json.loads(text) if status == 200 else ""
+            if leader:
+                st, conf = call(self.servers[0], "GET", "/v1/operator/raft/configuration",
+                                token=MGMT)
+                if st == 200:
+                    addr = [s for s in json.loads(conf)["Servers"] if s["Leader"]]
+                    if addr:
+                        for d in self.servers:
+                            st, me = call(d, "GET", "/v1/internal/raft/self", token=SERVER)
+                            if st == 200 and json.loads(me)["Raft"] == addr[0]["Address"]:
+                                return d, [x for x in self.servers if x is not d]
+            time.sleep(0.1)
+        self.fail("no leader")
+
+    def eventually(self, fn, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if fn():
+                return
+            time.sleep(0.1)
+        self.fail("never happened")
+
+    def test_through_a_follower(self):
+        leader, followers = self.roles()
+        f = followers[0]
+        status, text = call(f, "PUT", "/v1/acl/policy",
+                            {"Name": "web", "Rules": 'service "web" { policy = "write" }'}, MGMT)
+        self.assertEqual(status, 200, text)
+        status, text = call(f, "PUT", "/v1/acl/token", {"Policies": [{"Name": "web"}]}, MGMT)
+        self.assertEqual(status, 200, text)
+        secret = json.loads(text)["SecretID"]
+        # replicated: every server knows the token
+        for d in self.servers:
+            self.eventually(lambda d=d: call(d, "GET", "/v1/acl/token/self", token=secret)[0]
+                            == 200)
+        # a registration built on a follower, judged with the client's token
+        status, text = call(f, "PUT", "/v1/agent/service/register", {"Name": "web"}, secret)
+        self.assertEqual(status, 200, text)
+        status, text = call(f, "PUT", "/v1/agent/service/register", {"Name": "db"}, secret)
+        self.assertEqual(status, 403, text)
+        self.eventually(lambda: "web" in json.loads(
+            call(leader, "GET", "/v1/catalog/services", token=MGMT)[1]))
+        # a write forwarded whole to the leader keeps its client's token
+        status, text = call(f, "PUT", "/v1/agent/service/deregister/web", None, secret)
+        self.assertEqual(status, 200, text)
+        status, text = call(f, "DELETE", "/v1/operator/raft/peer?id=999", None, secret)
+        self.assertEqual(status, 403, text)
+        status, text = call(f, "DELETE", "/v1/operator/raft/peer?id=999", None, None)
+        self.assertEqual(status, 403, text)
+        status, text = call(followers[1], "PUT", "/v1/acl/bootstrap")
+        self.assertEqual(status, 200, text)
+        status, text = call(f, "PUT", "/v1/acl/bootstrap")
+        self.assertEqual(status, 403, text)
+
+    def test_a_server_with_another_token_cannot_join(self):
+        leader, _ = self.roles()
+        other = Registryd(data_dir=os.path.join(self.tmp.path, "intruder"))
+        other.extra = ["--join", leader.addr, "--node", "intruder", "--acl-enabled",
+                       "--acl-server-token", "not-the-cluster-token-0000"]
+        other.start(wait=False)
+        self.servers.append(other)
+        time.sleep(5)
+        status, text = call(leader, "GET", "/v1/operator/raft/configuration", token=MGMT)
+        self.assertEqual(status, 200)
+        self.assertEqual(len(json.loads(text)["Servers"]), 3, text)
+        self.assertIn("outcome=denied", leader.log())
+
+
+if __name__ == "__main__":
+    unittest.main()
