@@ -2,15 +2,21 @@
  * acl.c — token resolution, decisions, secret hashing and the audit line
  * (see acl.h).
  *
- * Resolving a secret scans the stored tokens and compares salted hashes:
- * the store cannot be indexed by a salted hash, and a scan of a few
- * thousand tokens (one SHA-256 each) stays well under a millisecond. A
- * token that names a policy that no longer exists simply loses its rules.
+ * Resolving a secret scans the stored tokens and compares salted hashes
+ * (the store cannot be indexed by a salted hash). A small cache, keyed by a
+ * keyed hash of the secret under a key drawn at start (never stored), maps a
+ * secret to the AccessorID it resolved to at a store index; a hit is checked
+ * against the stored salted hash again, so the cache can only save a scan,
+ * never admit a token. A token that names a policy that no longer exists
+ * simply loses its rules.
  */
 #include "acl.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +195,67 @@ static void config_accessor(const char *kind, const char *secret, char *out, siz
     snprintf(out, len, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
 }
 
+/* ---- the resolution cache ---------------------------------------------- */
+
+#define ACL_CACHE_SLOTS 256
+
+static struct {
+    pthread_mutex_t lock;
+    bool keyed;
+    unsigned char key[32];
+    struct {
+        unsigned char tag[32];
+        uint64_t index;
+        char accessor[ACL_ID_LEN + 1];
+        bool used;
+    } slot[ACL_CACHE_SLOTS];
+} cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static bool cache_tag(const char *secret, unsigned char tag[32])
+{
+    unsigned int n = 0;
+    if (!cache.keyed) {
+        if (getrandom(cache.key, sizeof(cache.key), 0) != (ssize_t)sizeof(cache.key))
+            return false;
+        cache.keyed = true;
+    }
+    return HMAC(EVP_sha256(), cache.key, sizeof(cache.key), (const unsigned char *)secret,
+                strlen(secret), tag, &n) != NULL &&
+           n == 32;
+}
+
+/* The AccessorID secret resolved to at this store index, into out. */
+static bool cache_get(const char *secret, uint64_t index, char *out, size_t len)
+{
+    unsigned char tag[32];
+    bool hit = false;
+    pthread_mutex_lock(&cache.lock);
+    if (cache_tag(secret, tag)) {
+        unsigned i = ((unsigned)tag[0] << 8 | tag[1]) % ACL_CACHE_SLOTS;
+        if (cache.slot[i].used && cache.slot[i].index == index &&
+            CRYPTO_memcmp(cache.slot[i].tag, tag, 32) == 0) {
+            snprintf(out, len, "%s", cache.slot[i].accessor);
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&cache.lock);
+    return hit;
+}
+
+static void cache_put(const char *secret, uint64_t index, const char *accessor)
+{
+    unsigned char tag[32];
+    pthread_mutex_lock(&cache.lock);
+    if (cache_tag(secret, tag)) {
+        unsigned i = ((unsigned)tag[0] << 8 | tag[1]) % ACL_CACHE_SLOTS;
+        memcpy(cache.slot[i].tag, tag, 32);
+        cache.slot[i].index = index;
+        snprintf(cache.slot[i].accessor, sizeof(cache.slot[i].accessor), "%s", accessor);
+        cache.slot[i].used = true;
+    }
+    pthread_mutex_unlock(&cache.lock);
+}
+
 /* ---- resolution -------------------------------------------------------- */
 
 json_t *acl_management_policy(void)
@@ -291,9 +358,23 @@ int acl_resolve(struct store_read *rd, const char *secret, struct acl_authz *z)
     struct find_token f = {secret, NULL};
     if (rd == NULL)
         return REG_ESTORE;
-    int rc = store_acl_each(rd, "token", match_token, &f);
-    if (rc < 0 && f.found == NULL)
-        return rc;
+    uint64_t index = store_index(rd);
+    char cached[ACL_ID_LEN + 1];
+    int rc = 0;
+    if (cache_get(secret, index, cached, sizeof(cached)) &&
+        store_acl_get(rd, "token", cached, &f.found) == 0 &&
+        !acl_secret_matches(secret, json_string_value(json_object_get(f.found, "SecretHash")))) {
+        json_decref(f.found); /* cannot happen unless the slot was overwritten oddly */
+        f.found = NULL;
+    }
+    if (f.found == NULL) {
+        rc = store_acl_each(rd, "token", match_token, &f);
+        if (rc < 0 && f.found == NULL)
+            return rc;
+        const char *acc = json_string_value(json_object_get(f.found, "AccessorID"));
+        if (acc != NULL && strlen(acc) <= ACL_ID_LEN)
+            cache_put(secret, index, acc);
+    }
     if (f.found == NULL) {
         z->found = false;
         snprintf(z->accessor, sizeof(z->accessor), "unknown");
