@@ -1213,7 +1213,7 @@ static int acl_policy(struct ctl *x, int argc, char **argv)
         char *text = NULL;
         if (file) {
             size_t len;
-            text = read_file(file, &len);
+            text = read_file(file, &len, 64u << 10); /* a policy holds at most 64 KiB of rules */
             if (text == NULL) {
                 fprintf(stderr, "registryctl: cannot read %s: %s\n", file, strerror(errno));
                 return EXIT_USAGE;
