@@ -219,193 +219,269 @@ static int set_string(char **field, const char *v)
     return 0;
 }
 
-static int conf_set(struct conf *c, const struct conf_key *k, const char *v, char *msg, size_t len)
+static int setter_bool(const struct conf_key *k, void *field, const char *v, char *msg,
+                       size_t len)
 {
-    void *field = (char *)c + k->offset;
+    (void)k;
+    if (parse_bool(v, field) != 0) {
+        msgf(msg, len, "\"%s\" is not a boolean (true/false, yes/no, on/off, 1/0)", v);
+        return REG_ECONFIG;
+    }
+    return 0;
+}
+
+static int setter_string(const struct conf_key *k, void *field, const char *v, char *msg,
+                         size_t len)
+{
+    if (*v == '\0') {
+        msgf(msg, len, "must not be empty");
+        return REG_ECONFIG;
+    }
+    if (k->type == CONF_PATH && strlen(v) >= PATH_MAX - 64) {
+        msgf(msg, len, "path too long");
+        return REG_ECONFIG;
+    }
+    return set_string(field, v);
+}
+
+static int setter_hostport(const struct conf_key *k, void *field, const char *v, char *msg,
+                           size_t len)
+{
+    (void)k;
     char host[256];
     unsigned short port;
+    unsigned char ip[16];
+    if (conf_split_hostport(v, host, sizeof(host), &port) != 0) {
+        msgf(msg, len, "\"%s\" is not HOST:PORT (port 1-65535, IPv6 as [ADDR]:PORT)", v);
+        return REG_ECONFIG;
+    }
+    /* what --check-config accepts must start: listeners bind numeric
+     * addresses only (no name resolution at start) */
+    if (inet_pton(AF_INET, host, ip) != 1 && inet_pton(AF_INET6, host, ip) != 1) {
+        msgf(msg, len,
+             "\"%s\": the host must be a numeric IP address such as 127.0.0.1 or [::1] "
+             "(listen addresses are not resolved)",
+             v);
+        return REG_ECONFIG;
+    }
+    return set_string(field, v);
+}
 
-    switch (k->type) {
-    case CONF_BOOL:
-        if (parse_bool(v, field) != 0)
-            goto bad_bool;
-        return 0;
-    case CONF_STRING:
-    case CONF_PATH:
-        if (*v == '\0') {
-            msgf(msg, len, "must not be empty");
-            return REG_ECONFIG;
-        }
-        if (k->type == CONF_PATH && strlen(v) >= PATH_MAX - 64) {
-            msgf(msg, len, "path too long");
-            return REG_ECONFIG;
-        }
-        return set_string(field, v);
-    case CONF_HOSTPORT: {
-        unsigned char ip[16];
-        if (conf_split_hostport(v, host, sizeof(host), &port) != 0) {
-            msgf(msg, len, "\"%s\" is not HOST:PORT (port 1-65535, IPv6 as [ADDR]:PORT)", v);
-            return REG_ECONFIG;
-        }
-        /* what --check-config accepts must start: listeners bind numeric
-         * addresses only (no name resolution at start) */
-        if (inet_pton(AF_INET, host, ip) != 1 && inet_pton(AF_INET6, host, ip) != 1) {
-            msgf(msg, len,
-                 "\"%s\": the host must be a numeric IP address such as 127.0.0.1 or [::1] "
-                 "(listen addresses are not resolved)",
-                 v);
-            return REG_ECONFIG;
-        }
-        return set_string(field, v);
+static int setter_ipv4port(const struct conf_key *k, void *field, const char *v, char *msg,
+                           size_t len)
+{
+    (void)k;
+    char host[256];
+    unsigned short port;
+    unsigned a, b, cc, d;
+    char tail;
+    if (conf_split_hostport(v, host, sizeof(host), &port) != 0 ||
+        sscanf(host, "%u.%u.%u.%u%c", &a, &b, &cc, &d, &tail) != 4 || a > 255 || b > 255 ||
+        cc > 255 || d > 255) {
+        msgf(msg, len, "\"%s\" is not IPV4:PORT (port 1-65535)", v);
+        return REG_ECONFIG;
     }
-    case CONF_IPV4PORT: {
-        unsigned a, b, cc, d;
-        char tail;
-        if (conf_split_hostport(v, host, sizeof(host), &port) != 0 ||
-            sscanf(host, "%u.%u.%u.%u%c", &a, &b, &cc, &d, &tail) != 4 || a > 255 || b > 255 ||
-            cc > 255 || d > 255) {
-            msgf(msg, len, "\"%s\" is not IPV4:PORT (port 1-65535)", v);
-            return REG_ECONFIG;
-        }
-        return set_string(field, v);
+    return set_string(field, v);
+}
+
+static int setter_name(const struct conf_key *k, void *field, const char *v, char *msg,
+                       size_t len)
+{
+    (void)k;
+    size_t n = strlen(v);
+    if (n == 0 || n > 128 || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                       "0123456789_.-") != n) {
+        msgf(msg, len, "\"%s\" is not a valid name (1-128 of A-Z a-z 0-9 _ . -)", v);
+        return REG_ECONFIG;
     }
-    case CONF_NAME: {
-        size_t n = strlen(v);
-        if (n == 0 || n > 128 || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                           "0123456789_.-") != n) {
-            msgf(msg, len, "\"%s\" is not a valid name (1-128 of A-Z a-z 0-9 _ . -)", v);
-            return REG_ECONFIG;
-        }
-        return set_string(field, v);
+    return set_string(field, v);
+}
+
+static int setter_size(const struct conf_key *k, void *field, const char *v, char *msg,
+                       size_t len)
+{
+    (void)k;
+    size_t n;
+    if (parse_size(v, &n) != 0 || n < 1024 || n > (1ULL << 30)) {
+        msgf(msg, len, "\"%s\" is not a size between 1KiB and 1GiB", v);
+        return REG_ECONFIG;
     }
-    case CONF_SIZE: {
-        size_t n;
-        if (parse_size(v, &n) != 0 || n < 1024 || n > (1ULL << 30)) {
-            msgf(msg, len, "\"%s\" is not a size between 1KiB and 1GiB", v);
-            return REG_ECONFIG;
-        }
-        *(size_t *)field = n;
-        return 0;
+    *(size_t *)field = n;
+    return 0;
+}
+
+static int setter_loglevel(const struct conf_key *k, void *field, const char *v, char *msg,
+                           size_t len)
+{
+    (void)k;
+    if (log_level_parse(v, field) != 0) {
+        msgf(msg, len, "\"%s\" is not one of debug, info, warn, error", v);
+        return REG_ECONFIG;
     }
-    case CONF_LOGLEVEL:
-        if (log_level_parse(v, field) != 0) {
-            msgf(msg, len, "\"%s\" is not one of debug, info, warn, error", v);
-            return REG_ECONFIG;
-        }
-        return 0;
-    case CONF_DOMAIN: {
-        size_t n = strlen(v);
-        if (n == 0 || n > 200 || v[0] == '.' || strstr(v, "..") != NULL ||
-            strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != n) {
-            msgf(msg, len, "\"%s\" is not a DNS domain", v);
-            return REG_ECONFIG;
-        }
-        char buf[256];
-        snprintf(buf, sizeof(buf), "%s%s", v, v[n - 1] == '.' ? "" : ".");
-        for (char *p = buf; *p; p++)
-            *p = (char)tolower((unsigned char)*p);
-        return set_string(field, buf);
+    return 0;
+}
+
+static int setter_domain(const struct conf_key *k, void *field, const char *v, char *msg,
+                         size_t len)
+{
+    (void)k;
+    size_t n = strlen(v);
+    if (n == 0 || n > 200 || v[0] == '.' || strstr(v, "..") != NULL ||
+        strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != n) {
+        msgf(msg, len, "\"%s\" is not a DNS domain", v);
+        return REG_ECONFIG;
     }
-    case CONF_UINT: {
-        char *end;
-        errno = 0;
-        unsigned long n = isdigit((unsigned char)*v) ? strtoul(v, &end, 10) : 0;
-        if (!isdigit((unsigned char)*v) || errno != 0 || *end != '\0' || n < 1 || n > 1000000) {
-            msgf(msg, len, "\"%s\" is not a whole number between 1 and 1000000", v);
-            return REG_ECONFIG;
-        }
-        *(unsigned *)field = (unsigned)n;
-        return 0;
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s%s", v, v[n - 1] == '.' ? "" : ".");
+    for (char *p = buf; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return set_string(field, buf);
+}
+
+static int setter_uint(const struct conf_key *k, void *field, const char *v, char *msg,
+                       size_t len)
+{
+    (void)k;
+    char *end;
+    errno = 0;
+    unsigned long n = isdigit((unsigned char)*v) ? strtoul(v, &end, 10) : 0;
+    if (!isdigit((unsigned char)*v) || errno != 0 || *end != '\0' || n < 1 || n > 1000000) {
+        msgf(msg, len, "\"%s\" is not a whole number between 1 and 1000000", v);
+        return REG_ECONFIG;
     }
-    case CONF_DURATION:
-        if (duration_parse(v, field) != 0) {
-            msgf(msg, len, "\"%s\" is not a duration such as 30s, 5m or 1500ms", v);
-            return REG_ECONFIG;
-        }
-        /* DNS TTLs are 31-bit seconds on the wire (RFC 2181, 8) */
-        if (strstr(k->name, "ttl") != NULL && *(uint64_t *)field / 1000 > INT32_MAX) {
-            msgf(msg, len, "\"%s\" is too long for a DNS TTL (at most 2147483647s, RFC 2181)",
-                 v);
-            return REG_ECONFIG;
-        }
-        return 0;
-    case CONF_ADDRLIST: {
-        char item[300];
-        for (const char *p = v;;) {
-            size_t l = strcspn(p, ",");
-            snprintf(item, sizeof(item), "%.*s", (int)(l < 299 ? l : 299), p);
-            if (conf_split_hostport(item, host, sizeof(host), &port) != 0) {
-                msgf(msg, len, "\"%s\" is not HOST:PORT", item);
-                return REG_ECONFIG;
-            }
-            if (p[l] == '\0')
-                break;
-            p += l + 1;
-        }
-        char **list = field;
-        if (*list == NULL)
-            return set_string(list, v);
-        char *joined;
-        if (asprintf(&joined, "%s,%s", *list, v) < 0)
-            return REG_ENOMEM;
-        free(*list);
-        *list = joined;
-        return 0;
+    *(unsigned *)field = (unsigned)n;
+    return 0;
+}
+
+static int setter_duration(const struct conf_key *k, void *field, const char *v, char *msg,
+                           size_t len)
+{
+    if (duration_parse(v, field) != 0) {
+        msgf(msg, len, "\"%s\" is not a duration such as 30s, 5m or 1500ms", v);
+        return REG_ECONFIG;
     }
-    case CONF_KVLIST: {
-        const char *colon = strchr(v, ':');
-        size_t kl = colon ? (size_t)(colon - v) : 0;
-        if (colon == NULL || kl == 0 || kl > 128 ||
-            strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != kl) {
-            msgf(msg, len, "\"%s\" is not KEY:VALUE (a key of 1-128 of A-Z a-z 0-9 _ -)", v);
-            return REG_ECONFIG;
-        }
-        if (strncmp(v, "consul-", 7) == 0) {
-            msgf(msg, len, "\"%.*s\": the consul- prefix is reserved", (int)kl, v);
-            return REG_ECONFIG;
-        }
-        if (strlen(colon + 1) > 512) {
-            msgf(msg, len, "the value of \"%.*s\" is longer than 512 bytes", (int)kl, v);
-            return REG_ECONFIG;
-        }
-        for (const char *p = colon + 1; *p; p++)
-            if ((unsigned char)*p < 0x20) {
-                msgf(msg, len, "the value of \"%.*s\" has a control character", (int)kl, v);
-                return REG_ECONFIG;
-            }
-        char **list = field;
-        size_t pairs = 1;
-        for (const char *p = *list; p && *p; p++)
-            pairs += *p == '\n';
-        if (*list != NULL && pairs > 64) {
-            msgf(msg, len, "at most 64 pairs");
-            return REG_ECONFIG;
-        }
-        if (*list == NULL)
-            return set_string(list, v);
-        char *joined;
-        if (asprintf(&joined, "%s\n%s", *list, v) < 0)
-            return REG_ENOMEM;
-        free(*list);
-        *list = joined;
-        return 0;
+    /* DNS TTLs are 31-bit seconds on the wire (RFC 2181, 8) */
+    if (strstr(k->name, "ttl") != NULL && *(uint64_t *)field / 1000 > INT32_MAX) {
+        msgf(msg, len, "\"%s\" is too long for a DNS TTL (at most 2147483647s, RFC 2181)",
+             v);
+        return REG_ECONFIG;
     }
-    case CONF_RATIO: {
-        char *end;
-        double d = strtod(v, &end);
-        if (end == v || *end != '\0' || !(d >= 0.0 && d <= 1.0)) {
-            msgf(msg, len, "\"%s\" is not a number between 0 and 1", v);
+    return 0;
+}
+
+static int setter_addrlist(const struct conf_key *k, void *field, const char *v, char *msg,
+                           size_t len)
+{
+    (void)k;
+    char host[256];
+    unsigned short port;
+    char item[300];
+    for (const char *p = v;;) {
+        size_t l = strcspn(p, ",");
+        snprintf(item, sizeof(item), "%.*s", (int)(l < 299 ? l : 299), p);
+        if (conf_split_hostport(item, host, sizeof(host), &port) != 0) {
+            msgf(msg, len, "\"%s\" is not HOST:PORT", item);
             return REG_ECONFIG;
         }
-        *(double *)field = d;
-        return 0;
+        if (p[l] == '\0')
+            break;
+        p += l + 1;
     }
+    char **list = field;
+    if (*list == NULL)
+        return set_string(list, v);
+    char *joined;
+    if (asprintf(&joined, "%s,%s", *list, v) < 0)
+        return REG_ENOMEM;
+    free(*list);
+    *list = joined;
+    return 0;
+}
+
+static int setter_kvlist(const struct conf_key *k, void *field, const char *v, char *msg,
+                         size_t len)
+{
+    (void)k;
+    const char *colon = strchr(v, ':');
+    size_t kl = colon ? (size_t)(colon - v) : 0;
+    if (colon == NULL || kl == 0 || kl > 128 ||
+        strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != kl) {
+        msgf(msg, len, "\"%s\" is not KEY:VALUE (a key of 1-128 of A-Z a-z 0-9 _ -)", v);
+        return REG_ECONFIG;
     }
-    msgf(msg, len, "unknown setting type");
-    return REG_ECONFIG;
-bad_bool:
-    msgf(msg, len, "\"%s\" is not a boolean (true/false, yes/no, on/off, 1/0)", v);
-    return REG_ECONFIG;
+    if (strncmp(v, "consul-", 7) == 0) {
+        msgf(msg, len, "\"%.*s\": the consul- prefix is reserved", (int)kl, v);
+        return REG_ECONFIG;
+    }
+    if (strlen(colon + 1) > 512) {
+        msgf(msg, len, "the value of \"%.*s\" is longer than 512 bytes", (int)kl, v);
+        return REG_ECONFIG;
+    }
+    for (const char *p = colon + 1; *p; p++)
+        if ((unsigned char)*p < 0x20) {
+            msgf(msg, len, "the value of \"%.*s\" has a control character", (int)kl, v);
+            return REG_ECONFIG;
+        }
+    char **list = field;
+    size_t pairs = 1;
+    for (const char *p = *list; p && *p; p++)
+        pairs += *p == '\n';
+    if (*list != NULL && pairs > 64) {
+        msgf(msg, len, "at most 64 pairs");
+        return REG_ECONFIG;
+    }
+    if (*list == NULL)
+        return set_string(list, v);
+    char *joined;
+    if (asprintf(&joined, "%s\n%s", *list, v) < 0)
+        return REG_ENOMEM;
+    free(*list);
+    *list = joined;
+    return 0;
+}
+
+static int setter_ratio(const struct conf_key *k, void *field, const char *v, char *msg,
+                        size_t len)
+{
+    (void)k;
+    char *end;
+    double d = strtod(v, &end);
+    if (end == v || *end != '\0' || !(d >= 0.0 && d <= 1.0)) {
+        msgf(msg, len, "\"%s\" is not a number between 0 and 1", v);
+        return REG_ECONFIG;
+    }
+    *(double *)field = d;
+    return 0;
+}
+
+/* One setter per type (as nginx's conf_set_*_slot): parse v into field, or
+ * say what is wrong in msg and return REG_ECONFIG. */
+typedef int (*conf_setter)(const struct conf_key *k, void *field, const char *v, char *msg,
+                           size_t len);
+static const conf_setter setters[] = {
+    [CONF_BOOL] = setter_bool,
+    [CONF_STRING] = setter_string,
+    [CONF_PATH] = setter_string,
+    [CONF_HOSTPORT] = setter_hostport,
+    [CONF_IPV4PORT] = setter_ipv4port,
+    [CONF_NAME] = setter_name,
+    [CONF_SIZE] = setter_size,
+    [CONF_LOGLEVEL] = setter_loglevel,
+    [CONF_DOMAIN] = setter_domain,
+    [CONF_UINT] = setter_uint,
+    [CONF_DURATION] = setter_duration,
+    [CONF_ADDRLIST] = setter_addrlist,
+    [CONF_KVLIST] = setter_kvlist,
+    [CONF_RATIO] = setter_ratio,
+};
+
+static int conf_set(struct conf *c, const struct conf_key *k, const char *v, char *msg, size_t len)
+{
+    if ((size_t)k->type >= sizeof(setters) / sizeof(setters[0]) || setters[k->type] == NULL) {
+        msgf(msg, len, "unknown setting type");
+        return REG_ECONFIG;
+    }
+    return setters[k->type](k, (char *)c + k->offset, v, msg, len);
 }
 
 /* Find a key by YAML or flag spelling ("data_dir", "data-dir"). */

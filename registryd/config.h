@@ -22,49 +22,56 @@
 
 #include "log.h"
 
+/*
+ * The settings. Each field is one row of config.c's key table, which holds
+ * its name (YAML key and --flag), type, default and one-line doc; --help,
+ * the YAML parser, validation and the man page check all read that table, so
+ * defaults are not repeated here. Durations are stored in ms, lists as
+ * strings (ADDRLIST: "a,b"; KVLIST: "k:v" lines).
+ */
 struct conf {
-    char *config_file;     /* --config FILE (flag only) */
-    bool dev;              /* --dev: fresh temp data dir, loopback */
-    char *data_dir;        /* --data-dir DIR; required unless dev */
-    bool recover_from_store; /* --recover-from-store: rebuild raft from the store */
-    char *http_addr;       /* --http-addr HOST:PORT, default 127.0.0.1:8500 */
-    char *dns_addr;        /* --dns-addr HOST:PORT, default 127.0.0.1:8600 */
-    char *raft_addr;       /* --raft-addr IPv4:PORT; NULL = 127.0.0.1, ephemeral port */
-    char *node;            /* --node NAME, default: gethostname() */
-    unsigned bootstrap_expect; /* --bootstrap-expect N, default 1 (a single server) */
-    char *join;            /* --join HOST:PORT[,...] (HTTP addresses), NULL: none */
-    unsigned raft_snapshot_threshold; /* entries between raft snapshots, default 16384 */
-    bool leave_on_terminate; /* SIGTERM leaves the cluster first, default false */
-    char *datacenter;      /* --datacenter NAME, default "dc1" */
-    char *node_meta;       /* --node-meta KEY:VALUE lines joined by '\n', NULL: none */
-    enum log_level log_level; /* --log-level debug|info|warn|error, default info */
-    size_t max_body_size;  /* --max-body-size BYTES, default 1048576 (1 MiB) */
-    size_t max_snapshot_size; /* --max-snapshot-size BYTES (PUT /v1/snapshot), default 1 GiB */
-    uint64_t http_head_timeout_ms; /* --http-head-timeout, default 10s (0: none) */
-    uint64_t http_body_timeout_ms; /* --http-body-timeout, default 5m (0: none) */
-    char *dns_domain;      /* --dns-domain, default "registry." */
-    uint64_t dns_ttl_ms;   /* --dns-ttl, default 0s */
-    uint64_t dns_negative_ttl_ms; /* --dns-negative-ttl, default 0s */
-    bool dns_allow_warning; /* --dns-allow-warning, default false */
-    unsigned dns_udp_answer_limit; /* --dns-udp-answer-limit, default 3 */
-    bool dns_enable_truncate; /* --dns-enable-truncate, default false */
-    char *dns_server_service; /* --dns-server-service, default "consul" */
-    bool enable_script_checks; /* --enable-script-checks, default false */
-    bool check_only;       /* --check-config: validate, report, exit */
-    unsigned check_max_concurrent;     /* health probes in flight, default 1024 */
-    uint64_t check_update_interval_ms; /* output-only write gap, default 5m */
-    double self_preservation_share;    /* default 0.5; 1 disables */
-    uint64_t self_preservation_window_ms; /* default 30s */
-    unsigned self_preservation_min;    /* default 10 checks */
-    bool acl_enabled;                  /* default false */
-    char *acl_default_policy;          /* "allow" (default) or "deny" */
-    char *acl_initial_management_token; /* secret, or NULL (also from _file) */
+    char *config_file; /* --config (flag only) */
+    bool check_only;   /* --check-config (flag only) */
+    bool dev;
+    char *data_dir;
+    bool recover_from_store;
+    char *http_addr;
+    char *dns_addr;
+    char *raft_addr; /* NULL: 127.0.0.1 with a port chosen at first start */
+    char *node;      /* default: gethostname() */
+    unsigned bootstrap_expect;
+    char *join;
+    unsigned raft_snapshot_threshold;
+    bool leave_on_terminate;
+    char *datacenter;
+    char *node_meta;
+    enum log_level log_level;
+    size_t max_body_size;
+    size_t max_snapshot_size;
+    uint64_t http_head_timeout_ms;
+    uint64_t http_body_timeout_ms;
+    char *dns_domain; /* with its trailing dot */
+    uint64_t dns_ttl_ms;
+    uint64_t dns_negative_ttl_ms;
+    bool dns_allow_warning;
+    unsigned dns_udp_answer_limit;
+    bool dns_enable_truncate;
+    char *dns_server_service;
+    bool enable_script_checks;
+    unsigned check_max_concurrent;
+    uint64_t check_update_interval_ms;
+    double self_preservation_share;
+    uint64_t self_preservation_window_ms;
+    unsigned self_preservation_min;
+    bool acl_enabled;
+    char *acl_default_policy;
+    char *acl_initial_management_token; /* also read from its _file */
     char *acl_initial_management_token_file;
-    char *acl_default_token;           /* for requests without a token, and DNS */
-    char *acl_server_token;            /* servers' identity on /v1/internal/ */
+    char *acl_default_token;
+    char *acl_server_token;
     char *acl_server_token_file;
-    char *check_deny_cidrs;            /* where checks may not go ("none": nowhere) */
-    char *check_allow_cidrs;           /* NULL: anywhere not denied */
+    char *check_deny_cidrs;
+    char *check_allow_cidrs;
 };
 
 /*

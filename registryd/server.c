@@ -1,0 +1,552 @@
+/*
+ * server.c — see server.h. The start-up order, and why:
+ *   data dir (created, locked; missing raft state refused unless recovering)
+ *   -> store -> raft (a single server waits until it leads and has replayed
+ *   its log; a cluster member starts raft from the formation thread)
+ *   -> checker -> HTTP -> DNS -> signals -> formation (the others must reach
+ *   this server's HTTP API before it can form a cluster) -> "ready".
+ * Stopping goes in reverse: the checker first (it submits to the cluster),
+ * parked blocking queries are answered while the cluster can still say who
+ * leads, then the cluster, the front end and the store.
+ */
+#define _GNU_SOURCE
+#include "server.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check_target.h"
+#include "cluster.h"
+#include "cluster_link.h"
+#include "config.h"
+#include "dns_server.h"
+#include "formation.h"
+#include "health.h"
+#include "http_api.h"
+#include "log.h"
+#include "metrics.h"
+#include "recovery.h"
+#include "registry/error.h"
+#include "service.h"
+#include "store.h"
+#include "watch.h"
+
+/* Who hears about applied changes: blocking queries and the checker. */
+struct change_listeners {
+    struct watch *watch;
+    struct health *health;
+};
+
+static void on_change(void *arg, const struct store_change *chg)
+{
+    struct change_listeners *l = arg;
+    if (l->watch != NULL)
+        watch_notify(l->watch, chg);
+    health_notify(l->health, chg);
+}
+
+/* What SIGTERM needs to leave the cluster first (leave_on_terminate). */
+struct leaving {
+    struct event_base *base;
+    struct cluster *cluster;
+    bool enabled, started;
+    struct event *retry;
+    int tries;
+};
+
+static void left(void *arg, int status)
+{
+    struct leaving *l = arg;
+    if (status != 0)
+        log_warn("server", "msg=\"could not leave the cluster\" error=\"%s\"",
+                 reg_strerror(status));
+    else
+        log_info("server", "msg=\"left the cluster\"");
+    event_base_loopexit(l->base, NULL);
+}
+
+static void leave_answered(void *arg, struct evhttp_request *resp)
+{
+    int code = resp ? evhttp_request_get_response_code(resp) : 0;
+    left(arg, code == 200 ? 0 : code == 0 ? REG_ECONNECT : REG_ESERVER);
+}
+
+#define LEAVE_RETRY_MS 100
+#define LEAVE_TRIES 50 /* a server that just joined may not know the leader's address yet */
+
+/* A follower asks the leader, over the server-to-server channel, to remove
+ * it; the front end keeps running meanwhile. */
+static void leave_via_leader(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct leaving *l = arg;
+    struct cluster_status st;
+    cluster_get_status(l->cluster, &st);
+    char uri[96];
+    snprintf(uri, sizeof(uri), "/v1/operator/raft/peer?id=%llu", (unsigned long long)st.self_id);
+    int rc = cluster_link_request(cluster_get_link(l->cluster), EVHTTP_REQ_DELETE, uri,
+                                  leave_answered, l);
+    if (rc == 0)
+        return;
+    struct timeval tv = {0, LEAVE_RETRY_MS * 1000};
+    if ((rc == REG_ENOTLEADER || rc == REG_ENOTFOUND) && ++l->tries < LEAVE_TRIES &&
+        event_add(l->retry, &tv) == 0)
+        return;
+    left(l, rc);
+}
+
+/* SIGHUP: read the configuration again and apply what can change live
+ * (live_keys: the log level and the checker's limits); say which other
+ * changes need a restart. */
+struct reload {
+    int argc;
+    char **argv;
+    struct conf *current;
+    struct health *health;
+};
+
+static struct health_limits health_limits_of(const struct conf *c)
+{
+    return (struct health_limits){
+        .max_concurrent = c->check_max_concurrent,
+        .check_update_interval_ms = c->check_update_interval_ms,
+        .self_preservation_share = c->self_preservation_share,
+        .self_preservation_window_ms = c->self_preservation_window_ms,
+        .self_preservation_min = c->self_preservation_min,
+    };
+}
+
+/* Settings a reload applies at once (conf_diff reports every other change
+ * as needing a restart; the running conf keeps its start-up values). */
+static const char *const live_keys[] = {"log_level",
+                                        "check_max_concurrent",
+                                        "check_update_interval",
+                                        "self_preservation_share",
+                                        "self_preservation_window",
+                                        "self_preservation_min"};
+
+static void not_applied(const char *key, void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < sizeof(live_keys) / sizeof(live_keys[0]); i++)
+        if (strcmp(key, live_keys[i]) == 0)
+            return;
+    log_warn("server", "msg=\"setting changed in the configuration; restart to apply\" key=%s",
+             key);
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    struct reload *rl = arg;
+    struct conf fresh;
+    char err[512] = "";
+    (void)sig;
+    (void)what;
+    FILE *devnull = fopen("/dev/null", "w");
+    int rc = conf_load(&fresh, rl->argc, rl->argv, devnull ? devnull : stderr, err, sizeof(err));
+    if (devnull)
+        fclose(devnull);
+    if (rc != 0) {
+        log_error("server", "msg=\"reload failed; keeping the running configuration\" error=\"%s\"",
+                  err);
+    } else {
+        if (fresh.log_level != rl->current->log_level) {
+            log_init(fresh.log_level);
+            rl->current->log_level = fresh.log_level;
+            log_warn("server", "msg=\"log level changed\" log_level=%s",
+                     log_level_name(fresh.log_level));
+        }
+        struct health_limits limits = health_limits_of(&fresh);
+        health_set_limits(rl->health, &limits);
+        conf_diff(rl->current, &fresh, not_applied, NULL);
+        log_info("server", "msg=\"configuration reloaded\"");
+    }
+    conf_fini(&fresh);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct leaving *l = arg;
+    (void)what;
+    if (l->enabled && sig == SIGTERM && !l->started && l->cluster) {
+        struct cluster_status st;
+        cluster_get_status(l->cluster, &st);
+        l->started = true;
+        log_info("server", "msg=\"leaving the cluster before shutting down\"");
+        struct timeval grace = {10, 0}; /* leave or not, stop within 10 s */
+        event_base_loopexit(l->base, &grace);
+        if (st.is_leader) {
+            cluster_remove(l->cluster, st.self_id, left, l);
+            return;
+        }
+        l->retry = evtimer_new(l->base, leave_via_leader, l);
+        if (l->retry != NULL) {
+            leave_via_leader(-1, 0, l);
+            return;
+        }
+    }
+    log_info("server", "msg=\"shutting down\" signal=%d", (int)sig);
+    event_base_loopexit(l->base, NULL);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    return mkdir(tmp, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+struct server {
+    struct conf *conf;
+    char dev_dir[32];
+    const char *data_dir;
+    int lock_fd;
+    bool clustered;
+    char advertise[320]; /* the HTTP address other servers reach this one at */
+    char self_http[320]; /* where this process reaches its own HTTP API */
+    char node_host[256]; /* this node's address, as instances without one get */
+
+    struct event_base *base;
+    struct event *sigterm, *sigint, *sighup;
+    struct service *service;
+    struct store *store;
+    struct watch *watch;
+    struct cluster *cluster;
+    struct http_server *http;
+    struct health *health;
+    struct dns_server *dns;
+    struct formation *formation;
+    struct recovery *recovery;
+    struct leaving leaving;
+    struct change_listeners listeners;
+    struct reload reload;
+};
+
+/* The data dir: made (or a fresh temporary one for --dev) and locked. */
+static int open_data_dir(struct server *s)
+{
+    struct conf *conf = s->conf;
+    char err[512] = "";
+    if (conf->dev) {
+        snprintf(s->dev_dir, sizeof(s->dev_dir), "/tmp/registryd-dev-XXXXXX");
+        if (mkdtemp(s->dev_dir) == NULL) {
+            s->dev_dir[0] = '\0';
+            log_error("server", "msg=\"cannot create dev data dir\" error=\"%s\"", strerror(errno));
+            return REG_EIO;
+        }
+        s->data_dir = s->dev_dir;
+    } else {
+        s->data_dir = conf->data_dir;
+        if (mkdir_p(s->data_dir) != 0) {
+            log_error("server", "msg=\"cannot create data dir\" data_dir=%s error=\"%s\"",
+                      s->data_dir, strerror(errno));
+            return REG_EIO;
+        }
+    }
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/LOCK", s->data_dir);
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lock_fd < 0) { /* read-only file system, LOCK a directory, no permission... */
+        log_error("server", "msg=\"cannot open the data dir's lock file\" path=%s error=\"%s\"",
+                  path, strerror(errno));
+        return REG_EIO;
+    }
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            log_error("server", "msg=\"data dir is in use by another registryd\" data_dir=%s",
+                      s->data_dir);
+        else
+            log_error("server", "msg=\"cannot lock the data dir\" path=%s error=\"%s\"", path,
+                      strerror(errno));
+        return REG_EIO;
+    }
+    if (!conf->dev && !s->clustered &&
+        recovery_before(s->data_dir, conf->recover_from_store, &s->recovery, err, sizeof(err)) !=
+            0) {
+        log_error("server", "msg=\"refusing to start\" error=\"%s\"", err);
+        return REG_ECONFIG;
+    }
+    return 0;
+}
+
+/* The addresses this server is known by, derived from the listen addresses:
+ * a wildcard HTTP listener is announced with the raft address's host and
+ * reached from inside at loopback. */
+static void derive_addresses(struct server *s)
+{
+    const struct conf *conf = s->conf;
+    char hh[256], rh[256];
+    unsigned short hp, rp;
+    bool wildcard = conf_split_hostport(conf->http_addr, hh, sizeof(hh), &hp) == 0 &&
+                    (strcmp(hh, "0.0.0.0") == 0 || strcmp(hh, "::") == 0);
+    snprintf(s->advertise, sizeof(s->advertise), "%s", conf->http_addr);
+    if (wildcard && conf->raft_addr &&
+        conf_split_hostport(conf->raft_addr, rh, sizeof(rh), &rp) == 0)
+        snprintf(s->advertise, sizeof(s->advertise), "%s:%u", rh, hp);
+    snprintf(s->self_http, sizeof(s->self_http), "%s", conf->http_addr);
+    if (wildcard)
+        snprintf(s->self_http, sizeof(s->self_http), "127.0.0.1:%u", hp);
+    if (conf_split_hostport(conf->http_addr, s->node_host, sizeof(s->node_host), &hp) != 0 ||
+        strcmp(s->node_host, "0.0.0.0") == 0 || strcmp(s->node_host, "::") == 0)
+        snprintf(s->node_host, sizeof(s->node_host), "127.0.0.1");
+}
+
+/* Store, event loop, blocking queries and raft. */
+static int start_store_and_cluster(struct server *s)
+{
+    const struct conf *conf = s->conf;
+    char err[512] = "", path[4096];
+    snprintf(path, sizeof(path), "%s/store", s->data_dir);
+    if (store_open(path, &s->store, err, sizeof(err)) != 0) {
+        log_error("server", "msg=\"cannot open store\" error=\"%s\"", err);
+        return REG_ESTORE;
+    }
+    s->base = event_base_new();
+    if (s->base == NULL || watch_new(s->base, &s->watch) != 0) {
+        log_error("server", "msg=\"cannot create event loop\"");
+        return REG_ENOMEM;
+    }
+    s->listeners.watch = s->watch;
+    struct cluster_options copt = {
+        .data_dir = s->data_dir,
+        .raft_addr = conf->raft_addr,
+        .store = s->store,
+        .base = s->base,
+        .on_change = on_change,
+        .change_arg = &s->listeners,
+        .on_applied = metrics_raft_apply,
+        .http_addr = s->advertise,
+        .snapshot_threshold = conf->raft_snapshot_threshold,
+    };
+    /* A single server starts raft here and is its own leader before it
+     * serves; a cluster member serves first (the others must reach it) and
+     * forms or joins the cluster on the formation thread. */
+    int rc = s->clustered ? cluster_new(&copt, &s->cluster, err, sizeof(err))
+                          : cluster_start(&copt, &s->cluster, err, sizeof(err));
+    if (rc != 0) {
+        log_error("server", "msg=\"cannot start raft\" error=\"%s\"", err);
+        return rc;
+    }
+    if (s->recovery &&
+        recovery_after(s->recovery, s->store, s->cluster, s->base, err, sizeof(err)) != 0) {
+        log_error("server", "msg=\"refusing to start\" error=\"%s\"", err);
+        return REG_ECONFIG;
+    }
+    return 0;
+}
+
+static int start_checker(struct server *s)
+{
+    const struct conf *conf = s->conf;
+    char err[512] = "";
+    /* Checks may not aim at this server's own listeners (nor at what
+     * check_deny_cidrs names). */
+    uint64_t self_id;
+    const char *self_raft = NULL;
+    cluster_self(s->cluster, &self_id, &self_raft);
+    const char *own[] = {conf->http_addr, conf->dns_addr, self_raft, NULL};
+    if (check_target_configure(conf->check_deny_cidrs, conf->check_allow_cidrs, own, err,
+                               sizeof(err)) != 0) {
+        log_error("server", "msg=\"bad check address lists\" error=\"%s\"", err);
+        return REG_ECONFIG;
+    }
+    struct health_options health_opt = {
+        .store = s->store,
+        .cluster = s->cluster,
+        .limits = health_limits_of(conf),
+        .enable_script_checks = conf->enable_script_checks,
+    };
+    if (health_start(&health_opt, &s->health, err, sizeof(err)) != 0) {
+        log_error("server", "msg=\"cannot start the health checker\" error=\"%s\"", err);
+        return REG_ENOMEM;
+    }
+    s->listeners.health = s->health;
+    return 0;
+}
+
+/* The HTTP and DNS front ends, on the main loop. */
+static int start_front_end(struct server *s)
+{
+    const struct conf *conf = s->conf;
+    char err[512] = "";
+    struct http_options hopt = {
+        .addr = conf->http_addr,
+        .max_body_size = conf->max_body_size,
+        .max_snapshot_size = conf->max_snapshot_size,
+        .head_timeout_ms = conf->http_head_timeout_ms,
+        .body_timeout_ms = conf->http_body_timeout_ms,
+        .node = conf->node,
+        .node_addr = s->node_host,
+        .datacenter = conf->datacenter,
+        .node_meta = conf->node_meta,
+        .enable_script_checks = conf->enable_script_checks,
+        .dns_addr = conf->dns_addr,
+        .dns_domain = conf->dns_domain,
+        .base = s->base,
+        .store = s->store,
+        .cluster = s->cluster,
+        .watch = s->watch,
+        .health = s->health,
+    };
+    if (http_start(&hopt, &s->http, err, sizeof(err)) != 0) {
+        log_error("server", "msg=\"cannot start HTTP API\" error=\"%s\"", err);
+        return REG_EIO;
+    }
+    struct dns_options dopt = {
+        .addr = conf->dns_addr,
+        .domain = conf->dns_domain,
+        .ttl = (uint32_t)(conf->dns_ttl_ms / 1000),
+        .negative_ttl = (uint32_t)(conf->dns_negative_ttl_ms / 1000),
+        .allow_warning = conf->dns_allow_warning,
+        .udp_answer_limit = conf->dns_udp_answer_limit,
+        .node = conf->node,
+        .datacenter = conf->datacenter,
+        .server_service = conf->dns_server_service,
+        .cluster = s->cluster,
+        .enable_truncate = conf->dns_enable_truncate,
+        .node_addr = s->node_host,
+        .base = s->base,
+        .store = s->store,
+    };
+    if (dns_start(&dopt, &s->dns, err, sizeof(err)) != 0) {
+        log_error("server", "msg=\"cannot start DNS\" error=\"%s\"", err);
+        return REG_EIO;
+    }
+    return 0;
+}
+
+/* SIGTERM/SIGINT (leave first when asked), SIGHUP (reload), the watchdog. */
+static int install_signals(struct server *s, int argc, char **argv)
+{
+    s->leaving = (struct leaving){.base = s->base,
+                                  .cluster = s->cluster,
+                                  .enabled = s->clustered && s->conf->leave_on_terminate};
+    s->reload = (struct reload){argc, argv, s->conf, s->health};
+    s->sigterm = evsignal_new(s->base, SIGTERM, on_signal, &s->leaving);
+    s->sigint = evsignal_new(s->base, SIGINT, on_signal, &s->leaving);
+    s->sighup = evsignal_new(s->base, SIGHUP, on_sighup, &s->reload);
+    if (s->sighup == NULL || event_add(s->sighup, NULL) != 0 ||
+        service_start(s->base, &s->service) != 0) {
+        log_error("server", "msg=\"cannot install SIGHUP or the watchdog\"");
+        return REG_EIO;
+    }
+    if (!s->sigterm || !s->sigint || evsignal_add(s->sigterm, NULL) != 0 ||
+        evsignal_add(s->sigint, NULL) != 0) {
+        log_error("server", "msg=\"cannot install signal handlers\"");
+        return REG_EIO;
+    }
+    return 0;
+}
+
+static int start_formation(struct server *s)
+{
+    char err[512] = "";
+    struct formation_options fopt = {
+        .cluster = s->cluster,
+        .http_addr = s->advertise,
+        .self_http = s->self_http,
+        .bootstrap_expect = s->conf->bootstrap_expect,
+        .join = s->conf->join,
+    };
+    if (formation_start(&fopt, &s->formation, err, sizeof(err)) != 0) {
+        log_error("server", "msg=\"cannot form the cluster\" error=\"%s\"", err);
+        return REG_ENOMEM;
+    }
+    return 0;
+}
+
+int server_start(struct conf *conf, int argc, char **argv, struct server **out)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    *out = s;
+    if (s == NULL)
+        return REG_ENOMEM;
+    s->conf = conf;
+    s->lock_fd = -1;
+    s->clustered = conf->bootstrap_expect > 1 || conf->join != NULL;
+    derive_addresses(s);
+    int rc;
+    if ((rc = open_data_dir(s)) != 0 || (rc = start_store_and_cluster(s)) != 0 ||
+        (rc = start_checker(s)) != 0 || (rc = start_front_end(s)) != 0 ||
+        (rc = install_signals(s, argc, argv)) != 0 ||
+        (s->clustered && (rc = start_formation(s)) != 0))
+        return rc;
+    service_ready("serving");
+    log_info("server", "msg=\"ready\" version=%s node=%s http_addr=%s data_dir=%s%s",
+             REGISTRYD_VERSION, conf->node, conf->http_addr, s->data_dir,
+             conf->dev ? " dev=true" : "");
+    return 0;
+}
+
+int server_run(struct server *s)
+{
+    if (event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY) < 0) {
+        log_error("server", "msg=\"event loop failed\"");
+        return REG_EIO;
+    }
+    return 0;
+}
+
+void server_stop(struct server *s)
+{
+    if (s == NULL)
+        return;
+    service_stopping();
+    /* Reverse order; parked and in-flight requests get their answers. The
+     * checker goes first: it submits to the cluster. */
+    s->listeners.health = NULL;
+    formation_free(s->formation);
+    dns_free(s->dns);
+    health_free(s->health);
+    /* Parked blocking queries are answered now, while the cluster can still
+     * say who leads; changes the cluster delivers while it stops go nowhere. */
+    s->listeners.watch = NULL;
+    watch_free(s->watch);
+    cluster_free(s->cluster);
+    http_free(s->http);
+    if (s->sigterm)
+        event_free(s->sigterm);
+    if (s->sigint)
+        event_free(s->sigint);
+    if (s->sighup)
+        event_free(s->sighup);
+    if (s->leaving.retry)
+        event_free(s->leaving.retry);
+    service_free(s->service);
+    if (s->base)
+        event_base_free(s->base);
+    store_free(s->store);
+    recovery_free(s->recovery);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    if (s->dev_dir[0] != '\0')
+        nftw(s->dev_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(s);
+}
