@@ -760,11 +760,11 @@ static int read_secret_file(const char *path, char **field, const char *key, cha
     return set_string(field, line);
 }
 
-int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen)
+/* Every key's default (from the table). */
+static int load_defaults(struct conf *c, char *err, size_t errlen)
 {
     char msg[300];
     int rc;
-
     memset(c, 0, sizeof(*c));
     for (size_t i = 0; i < NKEYS; i++) {
         if (conf_keys[i].def == NULL)
@@ -776,8 +776,17 @@ int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_
         }
     }
 
-    /* Pass 1: --help, --version, --check-config and --config; pass 2: the
-     * rest, so that flags win over the file wherever they appear. */
+    return 0;
+}
+
+/* The command line, and the file --config names. Pass 1: --help,
+ * --version, --check-config and --config; pass 2: the rest, so that flags
+ * win over the file wherever they appear. */
+static int load_flags_and_file(struct conf *c, int argc, char **argv, FILE *out, char *err,
+                               size_t errlen)
+{
+    char msg[300];
+    int rc;
     for (int pass = 1; pass <= 2; pass++) {
         for (int i = 1; i < argc; i++) {
             const char *a = argv[i], *value = NULL;
@@ -843,7 +852,14 @@ int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_
         }
     }
 
-    /* Settings that depend on each other. */
+    return 0;
+}
+
+/* Settings that depend on each other, and files that settings name. */
+static int check_combinations(struct conf *c, char *err, size_t errlen)
+{
+    char msg[300];
+    int rc;
     if (c->dev && c->data_dir != NULL) {
         snprintf(err, errlen, "--dev and --data-dir exclude each other: --dev keeps its data "
                               "in a fresh temporary directory, removed on exit");
@@ -880,20 +896,35 @@ int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_
         snprintf(err, errlen, "--data-dir: required (or use --dev for a throwaway server)");
         return REG_ECONFIG;
     }
-    if (c->node == NULL) {
-        char host[256] = "";
-        if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
-            snprintf(host, sizeof(host), "localhost");
-        char *dot = strchr(host, '.');
-        if (dot != NULL && dot != host)
-            *dot = '\0';
-        for (char *p = host; *p; p++)
-            if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
-                *p = '-';
-        if ((rc = set_string(&c->node, host)) != 0)
-            return rc;
-    }
     return 0;
+}
+
+/* The node name, when not given: the host name up to its first dot, with
+ * anything but letters, digits, - and _ made a -. */
+static int default_node_name(struct conf *c)
+{
+    if (c->node != NULL)
+        return 0;
+    char host[256] = "";
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+        snprintf(host, sizeof(host), "localhost");
+    char *dot = strchr(host, '.');
+    if (dot != NULL && dot != host)
+        *dot = '\0';
+    for (char *p = host; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+            *p = '-';
+    return set_string(&c->node, host);
+}
+
+int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = load_defaults(c, err, errlen)) != 0 ||
+        (rc = load_flags_and_file(c, argc, argv, out, err, errlen)) != 0 ||
+        (rc = check_combinations(c, err, errlen)) != 0)
+        return rc;
+    return default_node_name(c);
 }
 
 void conf_fini(struct conf *c)

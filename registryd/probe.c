@@ -153,69 +153,58 @@ static enum evhttp_cmd_type method_type(const char *m)
     return EVHTTP_REQ_GET;
 }
 
-static int start_http(struct probe *p)
+/* Resolve host, judge the address (check_target.h) and keep it in ip: the
+ * probe connects to exactly the address judged (a name that resolves
+ * elsewhere later is judged again). 0, or -1 with p->error set. */
+static int resolve_judged(struct probe *p, const char *host, int port, char *ip, size_t iplen)
 {
-    const char *url = json_string_value(json_object_get(p->def, "HTTP"));
-    struct evhttp_uri *uri = evhttp_uri_parse(url);
-    int rc = -1;
-    if (uri == NULL || evhttp_uri_get_host(uri) == NULL) {
-        snprintf(p->error, sizeof(p->error), "invalid URL");
-        goto out;
+    char portstr[16], why[120];
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    int gai = getaddrinfo(host, portstr, &hints, &ai); /* blocking, as TCP probes */
+    if (gai != 0 || ai == NULL) {
+        snprintf(p->error, sizeof(p->error), "dial tcp %.100s: %s", host, gai_strerror(gai));
+        return -1;
     }
-    const char *scheme = evhttp_uri_get_scheme(uri), *host = evhttp_uri_get_host(uri);
-    bool tls = scheme && strcasecmp(scheme, "https") == 0;
-    int port = evhttp_uri_get_port(uri);
-    if (port < 0)
-        port = tls ? 443 : 80;
-    char hostbuf[256];
-    snprintf(hostbuf, sizeof(hostbuf), "%s", host);
-    if (hostbuf[0] == '[') { /* libevent keeps IPv6 brackets */
-        memmove(hostbuf, hostbuf + 1, strlen(hostbuf));
-        hostbuf[strcspn(hostbuf, "]")] = '\0';
+    int jrc = check_target_sockaddr(ai->ai_addr, why, sizeof(why));
+    const void *addr = ai->ai_family == AF_INET
+                           ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+                           : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+    ip[0] = '\0';
+    if (jrc == 0 && inet_ntop(ai->ai_family, addr, ip, (socklen_t)iplen) == NULL)
+        ip[0] = '\0';
+    freeaddrinfo(ai);
+    if (jrc != 0) {
+        snprintf(p->error, sizeof(p->error), "refused: %.120s", why);
+        return -1;
     }
-    /* Resolve here, judge the address (check_target.h), and connect to
-     * exactly it: a name that resolves elsewhere later is judged again. */
-    char ipbuf[INET6_ADDRSTRLEN] = "";
-    {
-        char portstr[16], why[120];
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-        snprintf(portstr, sizeof(portstr), "%d", port);
-        int gai = getaddrinfo(hostbuf, portstr, &hints, &ai); /* blocking, as TCP probes */
-        if (gai != 0 || ai == NULL) {
-            snprintf(p->error, sizeof(p->error), "dial tcp %.100s: %s", hostbuf,
-                     gai_strerror(gai));
-            goto out;
-        }
-        int jrc = check_target_sockaddr(ai->ai_addr, why, sizeof(why));
-        const void *ip = ai->ai_family == AF_INET
-                             ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
-                             : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
-        if (jrc == 0 && inet_ntop(ai->ai_family, ip, ipbuf, sizeof(ipbuf)) == NULL)
-            ipbuf[0] = '\0';
-        freeaddrinfo(ai);
-        if (jrc != 0) {
-            snprintf(p->error, sizeof(p->error), "refused: %.120s", why);
-            goto out;
-        }
-        if (ipbuf[0] == '\0') {
-            snprintf(p->error, sizeof(p->error), "dial tcp %.100s: no address", hostbuf);
-            goto out;
-        }
+    if (ip[0] == '\0') {
+        snprintf(p->error, sizeof(p->error), "dial tcp %.100s: no address", host);
+        return -1;
     }
-    if (tls) {
+    return 0;
+}
+
+/* The connection's bufferevent: TLS with the server name set (and checked
+ * unless TLSSkipVerify), or plain. 0, or -1 with p->error set. */
+static int make_transport(struct probe *p, bool tls, const char *host)
+{
+    if (!tls) {
+        p->bev = bufferevent_socket_new(p->env->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    } else {
         bool skip = json_is_true(json_object_get(p->def, "TLSSkipVerify"));
         SSL *ssl = SSL_new(skip ? p->env->ssl_noverify : p->env->ssl_verify);
         if (ssl == NULL) {
             snprintf(p->error, sizeof(p->error), "TLS: cannot create session");
-            goto out;
+            return -1;
         }
         /* Without the name set, the certificate's name would go unchecked:
          * a failure here fails the probe. */
-        if (SSL_set_tlsext_host_name(ssl, hostbuf) != 1 ||
-            (!skip && SSL_set1_host(ssl, hostbuf) != 1)) {
+        if (SSL_set_tlsext_host_name(ssl, host) != 1 ||
+            (!skip && SSL_set1_host(ssl, host) != 1)) {
             SSL_free(ssl);
-            snprintf(p->error, sizeof(p->error), "TLS: cannot set the server name %.100s", hostbuf);
-            goto out;
+            snprintf(p->error, sizeof(p->error), "TLS: cannot set the server name %.100s", host);
+            return -1;
         }
         p->bev = bufferevent_openssl_socket_new(p->env->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
                                                 BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
@@ -223,34 +212,23 @@ static int start_http(struct probe *p)
             SSL_free(ssl);
         else
             bufferevent_openssl_set_allow_dirty_shutdown(p->bev, 1);
-    } else {
-        p->bev = bufferevent_socket_new(p->env->base, -1, BEV_OPT_CLOSE_ON_FREE);
     }
     if (p->bev == NULL) {
         snprintf(p->error, sizeof(p->error), "out of memory");
-        goto out;
+        return -1;
     }
-    p->evcon = evhttp_connection_base_bufferevent_new(p->env->base, NULL, p->bev, ipbuf,
-                                                      (unsigned short)port);
-    if (p->evcon == NULL) {
-        bufferevent_free(p->bev);
-        p->bev = NULL;
-        snprintf(p->error, sizeof(p->error), "cannot create connection");
-        goto out;
-    }
-    p->bev = NULL; /* owned by evcon now */
-    struct timeval tv = {(time_t)(p->timeout_ms / 1000), (suseconds_t)(p->timeout_ms % 1000) * 1000};
-    evhttp_connection_set_timeout_tv(p->evcon, &tv);
-    evhttp_connection_set_retries(p->evcon, 0);
+    return 0;
+}
 
-    p->req = evhttp_request_new(http_done, p);
-    if (p->req == NULL) {
-        snprintf(p->error, sizeof(p->error), "out of memory");
-        goto out;
-    }
-    evhttp_request_set_chunked_cb(p->req, http_chunk);
-    evhttp_request_set_error_cb(p->req, http_error);
-    struct evkeyvalq *hdr = evhttp_request_get_output_headers(p->req);
+/* The check's request: Host as the URL names it, its Header and Body. */
+static struct evhttp_request *make_request(struct probe *p, const char *host, int port, bool tls)
+{
+    struct evhttp_request *req = evhttp_request_new(http_done, p);
+    if (req == NULL)
+        return NULL;
+    evhttp_request_set_chunked_cb(req, http_chunk);
+    evhttp_request_set_error_cb(req, http_error);
+    struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
     char hosthdr[300];
     if (port == (tls ? 443 : 80))
         snprintf(hosthdr, sizeof(hosthdr), "%s", host);
@@ -270,8 +248,49 @@ static int start_http(struct probe *p)
     }
     const char *body = json_string_value(json_object_get(p->def, "Body"));
     if (body && *body)
-        evbuffer_add(evhttp_request_get_output_buffer(p->req), body, strlen(body));
+        evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
+    return req;
+}
 
+static int start_http(struct probe *p)
+{
+    const char *url = json_string_value(json_object_get(p->def, "HTTP"));
+    struct evhttp_uri *uri = evhttp_uri_parse(url);
+    int rc = -1;
+    if (uri == NULL || evhttp_uri_get_host(uri) == NULL) {
+        snprintf(p->error, sizeof(p->error), "invalid URL");
+        goto out;
+    }
+    const char *scheme = evhttp_uri_get_scheme(uri), *host = evhttp_uri_get_host(uri);
+    bool tls = scheme && strcasecmp(scheme, "https") == 0;
+    int port = evhttp_uri_get_port(uri);
+    if (port < 0)
+        port = tls ? 443 : 80;
+    char hostbuf[256], ipbuf[INET6_ADDRSTRLEN];
+    snprintf(hostbuf, sizeof(hostbuf), "%s", host);
+    if (hostbuf[0] == '[') { /* libevent keeps IPv6 brackets */
+        memmove(hostbuf, hostbuf + 1, strlen(hostbuf));
+        hostbuf[strcspn(hostbuf, "]")] = '\0';
+    }
+    if (resolve_judged(p, hostbuf, port, ipbuf, sizeof(ipbuf)) != 0 ||
+        make_transport(p, tls, hostbuf) != 0)
+        goto out;
+    p->evcon = evhttp_connection_base_bufferevent_new(p->env->base, NULL, p->bev, ipbuf,
+                                                      (unsigned short)port);
+    if (p->evcon == NULL) {
+        bufferevent_free(p->bev);
+        p->bev = NULL;
+        snprintf(p->error, sizeof(p->error), "cannot create connection");
+        goto out;
+    }
+    p->bev = NULL; /* owned by evcon now */
+    struct timeval tv = {(time_t)(p->timeout_ms / 1000), (suseconds_t)(p->timeout_ms % 1000) * 1000};
+    evhttp_connection_set_timeout_tv(p->evcon, &tv);
+    evhttp_connection_set_retries(p->evcon, 0);
+    if ((p->req = make_request(p, host, port, tls)) == NULL) {
+        snprintf(p->error, sizeof(p->error), "out of memory");
+        goto out;
+    }
     const char *path = evhttp_uri_get_path(uri), *query = evhttp_uri_get_query(uri);
     char target[2048];
     snprintf(target, sizeof(target), "%s%s%s", path && *path ? path : "/", query ? "?" : "",
