@@ -277,28 +277,12 @@ struct forward_names {
     const char *client_token; /* NULL: the client sent none */
 };
 
-static const char *method_name(enum evhttp_cmd_type t)
-{
-    switch (t) {
-    case EVHTTP_REQ_GET:
-        return "GET";
-    case EVHTTP_REQ_PUT:
-        return "PUT";
-    case EVHTTP_REQ_POST:
-        return "POST";
-    case EVHTTP_REQ_DELETE:
-        return "DELETE";
-    case EVHTTP_REQ_HEAD:
-        return "HEAD";
-    default:
-        return "OTHER";
-    }
-}
 
 static void forward_headers(struct evkeyvalq *h, void *ctx)
 {
     struct forward_names *n = ctx;
-    evhttp_add_header(h, "X-Registry-Method", method_name(evhttp_request_get_command(n->req)));
+    evhttp_add_header(h, "X-Registry-Method",
+                      common_method_name(evhttp_request_get_command(n->req)));
     evhttp_add_header(h, "X-Registry-URI", evhttp_request_get_uri(n->req));
     evhttp_add_header(h, "X-Registry-Node", n->node);
     evhttp_add_header(h, "X-Registry-Node-Address", n->node_addr);

@@ -23,3 +23,23 @@ void common_free_evcon_later(struct event_base *base, struct evhttp_connection *
         log_warn("common", "msg=\"cannot defer a connection's free; leaking it\"");
     }
 }
+
+const char *common_method_name(int t)
+{
+    switch (t) {
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    default:
+        return "OTHER";
+    }
+}

@@ -24,4 +24,8 @@ struct evhttp_connection;
  */
 void common_free_evcon_later(struct event_base *base, struct evhttp_connection *evcon);
 
+/* An HTTP method's name ("GET", ... "OPTIONS"; "OTHER" for the rest), for
+ * routing, forwarding and logs. t is an enum evhttp_cmd_type. */
+const char *common_method_name(int t);
+
 #endif

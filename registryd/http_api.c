@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "cluster.h"
+#include "common.h"
 #include "config.h"
 #include "cluster_link.h"
 #include "http_guard.h"
@@ -220,7 +221,6 @@ static void add_consul_headers(struct http_req *r, uint64_t index)
  * (NULL: none) and a body (taken; NULL: empty). Every other reply helper
  * below ends here.
  */
-static const char *method_name(enum evhttp_cmd_type t);
 
 static void reply(struct http_req *r, int code, const char *content_type, struct evbuffer *body,
                   uint64_t index)
@@ -231,7 +231,7 @@ static void reply(struct http_req *r, int code, const char *content_type, struct
         evhttp_add_header(h, "Content-Type", content_type);
     if (code != 200)
         r->status = code; /* for the metrics */
-    http_acl_audit(r, method_name(evhttp_request_get_command(r->req)), code);
+    http_acl_audit(r, common_method_name(evhttp_request_get_command(r->req)), code);
     evhttp_send_reply(r->req, code, NULL, body);
     if (body)
         evbuffer_free(body);
@@ -605,25 +605,6 @@ static void start_write(struct http_req *r)
     cluster_submit(r->srv->opt.cluster, buf, len, write_done, r);
 }
 
-static const char *method_name(enum evhttp_cmd_type t)
-{
-    switch (t) {
-    case EVHTTP_REQ_GET:
-        return "GET";
-    case EVHTTP_REQ_PUT:
-        return "PUT";
-    case EVHTTP_REQ_POST:
-        return "POST";
-    case EVHTTP_REQ_DELETE:
-        return "DELETE";
-    case EVHTTP_REQ_HEAD:
-        return "HEAD";
-    case EVHTTP_REQ_OPTIONS:
-        return "OPTIONS";
-    default:
-        return "OTHER";
-    }
-}
 
 static const struct http_route *route_tables[] = {
     http_agent_routes, http_catalog_routes, http_operator_routes, http_ui_routes,
@@ -902,7 +883,7 @@ static void handle(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
-    const char *method = method_name(evhttp_request_get_command(req));
+    const char *method = common_method_name(evhttp_request_get_command(req));
     bool known;
 
     if (path != NULL && strcmp(path, "/v1/internal/forward") == 0 &&
