@@ -32,6 +32,7 @@
 #include "cluster_link.h"
 #include "http_guard.h"
 #include "http_internal.h"
+#include "http_listing.h"
 #include "duration.h"
 #include "log.h"
 #include "metrics.h"
@@ -971,7 +972,8 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
         free(k);
         p += n + (p[n] == '\n');
     }
-    if (s->node_meta == NULL || http_cache_new(opt->cache_size, &s->cache) != 0)
+    if (s->node_meta == NULL || http_cache_new(opt->cache_size, &s->cache) != 0 ||
+        http_listing_new(&s->listing) != 0)
         goto fail_mem;
     s->http = evhttp_new(opt->base);
     if (s->http == NULL)
@@ -1034,5 +1036,6 @@ void http_free(struct http_server *s)
     json_decref(s->node_meta);
     http_guard_free(s->guard); /* after the connections it watches */
     http_cache_free(s->cache);
+    http_listing_free(s->listing);
     free(s);
 }

@@ -10,6 +10,7 @@
 #include "cluster.h"
 #include "filter.h"
 #include "http_internal.h"
+#include "http_listing.h"
 #include "registry/error.h"
 
 /* ?tag= may repeat: an instance must carry every one of them (without
@@ -111,6 +112,19 @@ static int add_catalog_name(const char *name, void *arg)
     return 0;
 }
 
+/* Without a selection, a name's tags come from http_listing.c, which
+ * reads a name's instances again only when the name changed. */
+static int add_listed_name(const char *name, void *arg)
+{
+    struct names_walk *nw = arg;
+    json_t *tags;
+    if (http_listing_service_tags(nw->w.r->srv->listing, nw->w.rd, name, &tags) != 0)
+        return REG_ENOMEM;
+    if (tags != NULL)
+        json_object_set(nw->w.out, name, tags);
+    return 0;
+}
+
 /* GET /v1/catalog/services; ?filter= and ?node-meta= select instances, and
  * a name is listed when any of its instances is selected. */
 static int read_catalog_services(struct http_req *r, struct store_read *rd, json_t **out)
@@ -122,7 +136,16 @@ static int read_catalog_services(struct http_req *r, struct store_read *rd, json
         return -1;
     }
     nw.f = f;
-    store_each_name(rd, add_catalog_name, &nw);
+    if (f == NULL && !http_has_param(r, "node-meta")) {
+        int rc = store_each_name(rd, add_listed_name, &nw);
+        http_listing_sweep(r->srv->listing);
+        if (rc == REG_ENOMEM) {
+            json_decref(nw.w.out);
+            return http_fail(r, 500, "out of memory");
+        }
+    } else {
+        store_each_name(rd, add_catalog_name, &nw);
+    }
     filter_free(f);
     *out = nw.w.out;
     return 0;

@@ -41,6 +41,7 @@ struct http_server {
     /* Rendered read responses, reused while the index they were rendered
      * at is current (same index => same content, on every server). */
     struct http_cache *cache;
+    struct http_listing *listing; /* per-name tags for /v1/catalog/services */
 };
 
 struct http_param {
