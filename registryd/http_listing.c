@@ -15,6 +15,7 @@ struct name_tags {
     uint64_t index; /* store_name_index when computed */
     uint64_t seen;  /* generation of the last walk that asked */
     json_t *tags;   /* array of strings (owned), NULL: no readable instance */
+    json_t *nodes;  /* node -> smallest-ID instance there (owned), or NULL */
 };
 
 struct http_listing {
@@ -40,6 +41,7 @@ static void free_entry(const char *key, void *value, void *arg)
     (void)arg;
     struct name_tags *e = value;
     json_decref(e->tags);
+    json_decref(e->nodes);
     free(e);
 }
 
@@ -52,74 +54,104 @@ void http_listing_free(struct http_listing *l)
     free(l);
 }
 
-struct tags_walk {
-    json_t *seen; /* tag -> true, in order of first appearance */
+struct name_walk {
+    json_t *seen;  /* tag -> true, in order of first appearance */
+    json_t *nodes; /* node -> smallest-ID instance */
     bool any;
 };
 
-static int add_tags(json_t *inst, void *arg)
+static int add_instance(json_t *inst, void *arg)
 {
-    struct tags_walk *t = arg;
+    struct name_walk *t = arg;
     size_t i;
     json_t *tag;
     t->any = true;
     json_array_foreach(json_object_get(inst, "Tags"), i, tag)
         json_object_set_new(t->seen, json_string_value(tag), json_true());
+    const char *node = json_string_value(json_object_get(inst, "Node"));
+    if (node != NULL) {
+        json_t *have = json_object_get(t->nodes, node);
+        const char *id = json_string_value(json_object_get(inst, "ID"));
+        const char *have_id = have ? json_string_value(json_object_get(have, "ID")) : NULL;
+        /* by_name lists IDs in the order of the services table: the first
+         * met is the smallest, but compare to be sure of it */
+        if (have == NULL || (id && have_id && strcmp(id, have_id) < 0))
+            json_object_set(t->nodes, node, inst);
+    }
     return 0;
 }
 
-/* The tags of name's instances as read now (NULL: none readable). */
-static json_t *compute_tags(struct store_read *rd, const char *name, int *rc)
+/* Read name's instances now into e (tags and nodes both NULL: none). */
+static int compute(struct store_read *rd, const char *name, struct name_tags *e)
 {
-    struct tags_walk t = {json_object(), false};
+    struct name_walk t = {json_object(), json_object(), false};
     json_t *arr = json_array();
-    *rc = 0;
-    if (t.seen == NULL || arr == NULL) {
+    if (t.seen == NULL || t.nodes == NULL || arr == NULL) {
         json_decref(t.seen);
+        json_decref(t.nodes);
         json_decref(arr);
-        *rc = REG_ENOMEM;
-        return NULL;
+        return REG_ENOMEM;
     }
-    store_each_instance(rd, name, add_tags, &t);
+    store_each_instance(rd, name, add_instance, &t);
     const char *k;
     json_t *v;
     json_object_foreach(t.seen, k, v) json_array_append_new(arr, json_string(k));
     json_decref(t.seen);
+    json_decref(e->tags);
+    json_decref(e->nodes);
+    e->tags = t.any ? arr : NULL;
+    e->nodes = t.any ? t.nodes : NULL;
     if (!t.any) {
         json_decref(arr);
-        return NULL;
+        json_decref(t.nodes);
     }
-    return arr;
+    return 0;
+}
+
+/* name's entry, read again if the name changed since. */
+static int entry_of(struct http_listing *l, struct store_read *rd, const char *name,
+                    struct name_tags **out)
+{
+    uint64_t index = store_name_index(rd, name);
+    struct name_tags *e = strmap_get(l->names, name);
+    if (e == NULL) {
+        e = calloc(1, sizeof(*e));
+        if (e == NULL || strmap_put(l->names, name, e) != 0) {
+            free(e);
+            return REG_ENOMEM;
+        }
+    }
+    if (e->index != index || index == 0) {
+        int rc = compute(rd, name, e);
+        if (rc != 0) {
+            e->index = 0; /* read again next time */
+            return rc;
+        }
+        e->index = index;
+    }
+    e->seen = l->gen;
+    *out = e;
+    return 0;
 }
 
 int http_listing_service_tags(struct http_listing *l, struct store_read *rd, const char *name,
                               json_t **out)
 {
-    uint64_t index = store_name_index(rd, name);
-    struct name_tags *e = strmap_get(l->names, name);
-    int rc;
-    if (e != NULL && e->index == index && index != 0) {
-        e->seen = l->gen;
+    struct name_tags *e;
+    int rc = entry_of(l, rd, name, &e);
+    if (rc == 0)
         *out = e->tags;
-        return 0;
-    }
-    json_t *tags = compute_tags(rd, name, &rc);
-    if (rc != 0)
-        return rc;
-    if (e == NULL) {
-        e = calloc(1, sizeof(*e));
-        if (e == NULL || strmap_put(l->names, name, e) != 0) {
-            free(e);
-            json_decref(tags);
-            return REG_ENOMEM;
-        }
-    }
-    json_decref(e->tags);
-    e->tags = tags;
-    e->index = index;
-    e->seen = l->gen;
-    *out = e->tags;
-    return 0;
+    return rc;
+}
+
+int http_listing_service_nodes(struct http_listing *l, struct store_read *rd, const char *name,
+                               json_t **out)
+{
+    struct name_tags *e;
+    int rc = entry_of(l, rd, name, &e);
+    if (rc == 0)
+        *out = e->nodes;
+    return rc;
 }
 
 struct sweep {

@@ -81,5 +81,53 @@ class CatalogServicesListingTest(unittest.TestCase):
         self.assertEqual(self.assert_same_as_full_walk()["many-8"], ["again"])
 
 
+class CatalogNodesListingTest(unittest.TestCase):
+    """/v1/catalog/nodes, /v1/catalog/node/:node and /v1/health/node/:node
+    learn instances' nodes from per-name memory (the instance with the
+    smallest ID on a node, over every name, as the walk over every instance
+    found first); changes show at once. (Nodes known only through
+    instances come from other servers: the cluster tests cover those.)"""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Registryd().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def put(self, path, body):
+        status, text = self.d.request("PUT", path, json.dumps(body))
+        self.assertEqual(status, 200, text)
+
+    def nodes(self):
+        status, text = self.d.request("GET", "/v1/catalog/nodes")
+        self.assertEqual(status, 200)
+        return {n["Node"]: n for n in json.loads(text)}
+
+    def test_nodes_follow_instances(self):
+        self.assertEqual(len(self.nodes()), 1)  # this server
+        self.put("/v1/catalog/register", {"Node": "n1", "Address": "192.0.2.1",
+                                          "Service": {"Service": "zz", "ID": "b-zz"}})
+        self.put("/v1/catalog/register", {"Node": "n2", "Address": "192.0.2.2",
+                                          "Service": {"Service": "aa", "ID": "a-aa"}})
+        self.put("/v1/catalog/register", {"Node": "n1", "Address": "192.0.2.1",
+                                          "Service": {"Service": "aa", "ID": "c-aa"}})
+        got = self.nodes()
+        self.assertEqual(len(got), 3)  # this server, n1, n2
+        self.assertEqual(got["n1"]["Address"], "192.0.2.1")
+        self.assertEqual(got["n2"]["Address"], "192.0.2.2")
+        status, text = self.d.request("GET", "/v1/catalog/node/n2")
+        self.assertEqual(json.loads(text)["Node"]["Address"], "192.0.2.2")
+        # n2 deregistered (its record and its instance): gone at once
+        self.put("/v1/catalog/deregister", {"Node": "n2"})
+        self.assertNotIn("n2", self.nodes())
+        status, text = self.d.request("GET", "/v1/catalog/node/n2")
+        self.assertEqual(text.strip(), "null")
+        status, text = self.d.request("GET", "/v1/health/node/n1")
+        self.assertEqual(status, 200)
+        self.assertIn("serfHealth", text)
+
+
 if __name__ == "__main__":
     unittest.main()
