@@ -105,6 +105,9 @@ static const struct conf_key conf_keys[] = {
     KEY("log_level", CONF_LOGLEVEL, log_level, "info", "LEVEL", "debug, info, warn or error"),
     KEY("max_body_size", CONF_SIZE, max_body_size, "1MiB", "BYTES",
         "largest accepted HTTP request body (suffixes KiB, MiB, GiB)"),
+    KEY("http_cache_size", CONF_SIZE, http_cache_size, "64MiB", "BYTES",
+        "memory for rendered HTTP answers kept for reuse, least recently used out first; "
+        "an answer larger than this is never kept (suffixes KiB, MiB, GiB)"),
     KEY("enable_script_checks", CONF_BOOL, enable_script_checks, "false", NULL,
         "accept and run script checks (Args): any client that can register can then run "
         "programs on the servers, as in Consul"),

@@ -47,6 +47,7 @@ struct conf {
     char *node_meta;
     enum log_level log_level;
     size_t max_body_size;
+    size_t http_cache_size;
     size_t max_snapshot_size;
     uint64_t http_head_timeout_ms;
     uint64_t http_body_timeout_ms;

@@ -325,26 +325,24 @@ struct answer {
     struct dns_msg m;
     const struct dns_query *q;
     int rcode;
-    bool truncated; /* TCP: the answer does not fit at all (sent empty with TC) */
     bool tcp;
-    bool trimmed;       /* UDP: records left out (TC only with enable_truncate) */
+    bool trimmed;       /* records left out: over UDP, TC only with enable_truncate;
+                         * over TCP (no larger transport to retry on) never TC */
     size_t max_answers; /* UDP without EDNS: dns_udp_answer_limit; 0: no limit */
     uint32_t serial;
 };
 
-/* A record did not fit: over UDP keep what did (Consul fills what fits);
- * over TCP the message is at its 64 KiB limit. */
+/* A record did not fit: keep what did, over UDP (Consul fills what fits)
+ * and over TCP alike (the message is then at its 64 KiB limit, and full of
+ * answers rather than empty with TC). */
 static void overflow(struct answer *a)
 {
-    if (a->tcp)
-        a->truncated = true;
-    else
-        a->trimmed = true;
+    a->trimmed = true;
 }
 
 static bool full(const struct answer *a)
 {
-    return a->truncated || a->trimmed;
+    return a->trimmed;
 }
 
 /* The zone's SOA: in the authority section of negative answers (its TTL and
@@ -864,10 +862,7 @@ size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t 
             }
         }
     }
-    if (a.truncated) {
-        dns_msg_clear_records(&a.m);
-        dns_msg_set_tc(&a.m);
-    } else if (a.trimmed && s->opt.enable_truncate) {
+    if (a.trimmed && !tcp && s->opt.enable_truncate) {
         dns_msg_set_tc(&a.m); /* what fit is there; TC says there is more over TCP */
     }
     a.m.buf[3] = (uint8_t)((a.m.buf[3] & 0xF0) | (a.rcode & 0xF));

@@ -20,7 +20,8 @@
  * the SOA (RFC 2308). An instance addressed by host name answers A/AAAA with
  * a CNAME. Over UDP, as Consul: a random udp_answer_limit records for
  * queries without EDNS, as many as fit the advertised size otherwise; TC
- * only when enable_truncate is set. TCP carries everything.
+ * only when enable_truncate is set. TCP carries everything that fits its
+ * 64 KiB: a random selection when not all does, never TC with no answers.
  *
  * Reads never wait for the writer: each question is one LMDB read
  * transaction, and the passing instances of a service are kept decoded per

@@ -32,6 +32,7 @@
 #include "cluster_link.h"
 #include "http_guard.h"
 #include "http_internal.h"
+#include "http_listing.h"
 #include "duration.h"
 #include "log.h"
 #include "metrics.h"
@@ -425,9 +426,12 @@ static char *cache_key(struct http_req *r)
     return key;
 }
 
-static unsigned cache_slot(const char *key)
+/* The cache's figures, published for /v1/agent/metrics. */
+static void cache_publish(struct http_server *srv)
 {
-    return (unsigned)(hash_fnv1a64(key) % HTTP_CACHE_SLOTS);
+    struct http_cache_stats st;
+    http_cache_get_stats(srv->cache, &st);
+    metrics_http_cache(&st);
 }
 
 /* Run a read handler (or reuse its cached answer) and reply. */
@@ -438,16 +442,18 @@ static void run_read(struct http_req *r)
     uint64_t index = 0;
     bool cacheable = r->route->watch != WATCH_NONE && !http_acl_bypass_cache(r);
     char *key = cacheable ? cache_key(r) : NULL;
-    struct http_cache_slot *slot = key ? &r->srv->cache[cache_slot(key)] : NULL;
+    const char *cached;
+    size_t cached_len;
 
     if (store_read_begin(r->srv->opt.store, &rd) != 0) {
         http_fail(r, 500, "store unavailable");
         goto reply;
     }
     index = watched_index(r, rd);
-    if (slot && slot->key && slot->index == index && strcmp(slot->key, key) == 0) {
+    if (key && http_cache_get(r->srv->cache, key, index, &cached, &cached_len)) {
         store_read_end(rd);
-        reply_text_json(r, slot->body, slot->len, false, index);
+        cache_publish(r->srv);
+        reply_text_json(r, (char *)cached, cached_len, false, index);
         free(key);
         req_free(r);
         return;
@@ -458,17 +464,13 @@ static void run_read(struct http_req *r)
         http_acl_filter(r, &out);
         http_filter_answer(r, out);
     }
-    if (out != NULL && r->status == 0 && slot) {
+    if (out != NULL && r->status == 0 && key) {
         char *text = json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY);
         if (text != NULL) {
-            free(slot->key);
-            free(slot->body);
-            slot->key = key;
-            slot->index = index;
-            slot->body = text;
-            slot->len = strlen(text);
-            key = NULL;
-            reply_text_json(r, slot->body, slot->len, false, index);
+            size_t len = strlen(text);
+            reply_text_json(r, text, len, false, index);
+            http_cache_put(r->srv->cache, key, index, text, len); /* takes both */
+            cache_publish(r->srv);
             json_decref(out);
             req_free(r);
             return;
@@ -970,7 +972,8 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
         free(k);
         p += n + (p[n] == '\n');
     }
-    if (s->node_meta == NULL)
+    if (s->node_meta == NULL || http_cache_new(opt->cache_size, &s->cache) != 0 ||
+        http_listing_new(&s->listing) != 0)
         goto fail_mem;
     s->http = evhttp_new(opt->base);
     if (s->http == NULL)
@@ -1032,9 +1035,7 @@ void http_free(struct http_server *s)
         evhttp_free(s->http);
     json_decref(s->node_meta);
     http_guard_free(s->guard); /* after the connections it watches */
-    for (int i = 0; i < HTTP_CACHE_SLOTS; i++) {
-        free(s->cache[i].key);
-        free(s->cache[i].body);
-    }
+    http_cache_free(s->cache);
+    http_listing_free(s->listing);
     free(s);
 }

@@ -28,26 +28,20 @@
 #include "command.h"
 #include "duration.h"
 #include "http_api.h"
+#include "http_cache.h"
 #include "store.h"
 
 #define HTTP_MAX_PARAMS 32
-
-/* Rendered read responses, reused while the index they were rendered at
- * is current (same index => same content, on every server). Direct-mapped. */
-#define HTTP_CACHE_SLOTS 1024
-struct http_cache_slot {
-    char *key;
-    uint64_t index;
-    char *body;
-    size_t len;
-};
 
 struct http_server {
     struct http_options opt;
     struct evhttp *http;
     json_t *node_meta; /* this node's Meta, from opt.node_meta */
     struct http_guard *guard; /* accept back-off, request deadlines */
-    struct http_cache_slot cache[HTTP_CACHE_SLOTS];
+    /* Rendered read responses, reused while the index they were rendered
+     * at is current (same index => same content, on every server). */
+    struct http_cache *cache;
+    struct http_listing *listing; /* per-name tags for /v1/catalog/services */
 };
 
 struct http_param {

@@ -12,6 +12,7 @@
 
 #include "cluster.h"
 #include "health.h"
+#include "http_cache.h"
 #include "registry/error.h"
 #include "store.h"
 #include "watch.h"
@@ -68,6 +69,7 @@ static struct {
     struct histogram http_latency;
     uint64_t dns_rcode[16];
     struct histogram dns_latency, raft_apply;
+    struct http_cache_stats cache;
 } m = {
     .http_latency = {http_buckets, NBUCKETS, {0}, 0, 0},
     .dns_latency = {fast_buckets, NFAST, {0}, 0, 0},
@@ -90,6 +92,11 @@ void metrics_http(const char *method, const char *route, int status, double seco
     if (i < m.nhttp)
         m.http[i].count++;
     observe(&m.http_latency, seconds);
+}
+
+void metrics_http_cache(const struct http_cache_stats *st)
+{
+    m.cache = *st;
 }
 
 void metrics_dns(int rcode, double seconds)
@@ -162,6 +169,12 @@ static void render_gauges(const struct metrics_sources *src, const struct health
           hs.late_p99_ms / 1000.0);
     gauge(out, gauges, "registryd_self_preservation",
           "1 while automatic deregistration is held", hs.self_preservation);
+    gauge(out, gauges, "registryd_http_cache_bytes",
+          "bytes of rendered HTTP answers kept for reuse", (double)m.cache.bytes);
+    gauge(out, gauges, "registryd_http_cache_max_bytes", "the render cache's budget (http_cache_size)",
+          (double)m.cache.max_bytes);
+    gauge(out, gauges, "registryd_http_cache_entries", "rendered HTTP answers kept",
+          (double)m.cache.entries);
 }
 
 /* The counters and histograms as Prometheus text. */
@@ -179,6 +192,17 @@ static void render_prometheus_counters(const struct health_stats *hs, struct evb
                             "code=\"%d\"} %llu\n",
                             m.http[i].method, m.http[i].route, m.http[i].status,
                             (unsigned long long)m.http[i].count);
+    static const char *const cache_help[] = {
+        "reads answered from the render cache", "cacheable reads rendered anew",
+        "rendered answers dropped to stay within http_cache_size"};
+    static const char *const cache_name[] = {"hits", "misses", "evictions"};
+    const uint64_t cache_count[] = {m.cache.hits, m.cache.misses, m.cache.evictions};
+    for (int i = 0; i < 3; i++)
+        evbuffer_add_printf(out, "# HELP registryd_http_cache_%s_total %s\n"
+                                 "# TYPE registryd_http_cache_%s_total counter\n"
+                                 "registryd_http_cache_%s_total %llu\n",
+                            cache_name[i], cache_help[i], cache_name[i], cache_name[i],
+                            (unsigned long long)cache_count[i]);
     render_histogram(out, "registryd_http_request_duration_seconds",
                      "time from request to reply (blocking queries included)",
                      &m.http_latency);
@@ -207,6 +231,13 @@ static void render_json_counters(json_t *counters)
                                                   "method", m.http[i].method, "route",
                                                   m.http[i].route, "code", code));
     }
+    static const char *const cache_name[] = {"registryd.http.cache.hits",
+                                             "registryd.http.cache.misses",
+                                             "registryd.http.cache.evictions"};
+    const uint64_t cache_count[] = {m.cache.hits, m.cache.misses, m.cache.evictions};
+    for (int i = 0; i < 3; i++)
+        json_array_append_new(counters, json_pack("{s:s, s:I, s:{}}", "Name", cache_name[i],
+                                                  "Count", (json_int_t)cache_count[i], "Labels"));
     for (int r = 0; r < 16; r++)
         if (m.dns_rcode[r])
             json_array_append_new(counters,

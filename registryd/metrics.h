@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 struct evbuffer;
+struct http_cache_stats;
 struct cluster;
 struct health;
 struct store;
@@ -25,6 +26,8 @@ struct watch;
 void metrics_http(const char *method, const char *route, int status, double seconds);
 /* One DNS answer with this rcode, seconds from packet to answer. */
 void metrics_dns(int rcode, double seconds);
+/* The render cache's current figures (copied). */
+void metrics_http_cache(const struct http_cache_stats *st);
 /* One write through raft: seconds from submission to its outcome. */
 void metrics_raft_apply(double seconds);
 

@@ -399,6 +399,7 @@ static int start_front_end(struct server *s)
     struct http_options hopt = {
         .addr = conf->http_addr,
         .max_body_size = conf->max_body_size,
+        .cache_size = conf->http_cache_size,
         .max_snapshot_size = conf->max_snapshot_size,
         .head_timeout_ms = conf->http_head_timeout_ms,
         .body_timeout_ms = conf->http_body_timeout_ms,

@@ -5,6 +5,7 @@ import socket
 import struct
 import subprocess
 import unittest
+from concurrent.futures import ThreadPoolExecutor
 
 from harness import Registryd, TempDir
 
@@ -206,6 +207,59 @@ class NodeAddressTest(unittest.TestCase):
         finally:
             d.stop(check=False)
             tmp.cleanup()
+
+
+class DnsTcpFillTest(unittest.TestCase):
+    """Over TCP an answer that does not fit 64 KiB is filled and trimmed (as
+    UDP trims to its size), not sent empty with TC."""
+
+    N = 2000  # SRV records of ~40 bytes each: more than 64 KiB
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Registryd().start()
+
+        def register(i):
+            body = {"Name": "huge", "ID": "huge-%d" % i, "Port": 10000 + i,
+                    "Address": "10.2.%d.%d" % (i // 250, i % 250)}
+            return cls.d.request("PUT", "/v1/agent/service/register", json.dumps(body))[0]
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(register, range(cls.N)))
+        assert codes == [200] * cls.N, set(codes)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def test_tcp_fills_64k_without_tc(self):
+        q = struct.pack(">HHHHHH", 0x4242, 0, 1, 0, 0, 0)
+        for label in ("huge", "service", "registry"):
+            q += bytes([len(label)]) + label.encode()
+        q += b"\x00" + struct.pack(">HH", 33, 1)
+        with socket.create_connection(("127.0.0.1", self.d.dns_port), timeout=10) as s:
+            s.sendall(struct.pack(">H", len(q)) + q)
+            buf = b""
+            while len(buf) < 2 or len(buf) < 2 + struct.unpack(">H", buf[:2])[0]:
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "connection closed early")
+                buf += chunk
+        msg = buf[2:]
+        flags_, qd, an, ns, ar = struct.unpack(">HHHHH", msg[2:12])
+        self.assertFalse(flags_ & 0x0200, "TC set over TCP")
+        self.assertEqual(flags_ & 0xF, 0)
+        self.assertGreater(an, 1000)       # most of what 64 KiB holds
+        self.assertLess(an, self.N)        # trimmed: not every record fits
+        self.assertGreater(len(msg), 60000)
+        self.assertLessEqual(len(msg), 65535)
+        # dig parses it: a well-formed message with as many SRV records
+        out = dig(self.d.dns_port, "huge.service.registry.", "SRV", "+tcp")
+        self.assertNotIn("tc", flags(out))
+        self.assertEqual(len(answers(out, "SRV")), an)
+        # UDP with EDNS: trimmed to the advertised size, as before
+        out = dig(self.d.dns_port, "huge.service.registry.", "SRV", "+bufsize=4096", "+ignore")
+        self.assertGreater(len(answers(out, "SRV")), 10)
+        self.assertLess(len(answers(out, "SRV")), an)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,46 @@ class MetricsTest(unittest.TestCase):
         self.assertGreaterEqual(samples["registryd_dns_answer_duration_seconds_count"], 2)
         self.assertGreaterEqual(samples["registryd_raft_apply_duration_seconds_count"], 3)
 
+    def test_render_cache_counts_and_budget(self):
+        self.d.request("PUT", "/v1/agent/service/register",
+                       json.dumps({"Name": "cached", "ID": "cached-1"}))
+        _, before = self.prometheus()
+        first = self.d.request("GET", "/v1/health/service/cached")
+        again = self.d.request("GET", "/v1/health/service/cached")
+        self.assertEqual(first, again)  # the cached answer is the rendered one, byte for byte
+        _, after = self.prometheus()
+        self.assertEqual(after["registryd_http_cache_misses_total"]
+                         - before["registryd_http_cache_misses_total"], 1)
+        self.assertEqual(after["registryd_http_cache_hits_total"]
+                         - before["registryd_http_cache_hits_total"], 1)
+        self.assertGreater(after["registryd_http_cache_bytes"], 0)
+        self.assertEqual(after["registryd_http_cache_max_bytes"], 64 * 1024 * 1024)
+
+    def test_render_cache_bounded_in_bytes(self):
+        d = Registryd(extra_args=["--http-cache-size", "16KiB"]).start()
+        try:
+            for i in range(8):
+                d.request("PUT", "/v1/agent/service/register",
+                          json.dumps({"Name": "v", "ID": "v-%d" % i, "Meta": {"pad": "x" * 50}}))
+            answers = set()
+            for i in range(60):  # 60 variants of a 3-8 KiB answer: a few fit
+                status, text = d.request("GET", "/v1/catalog/service/v?x=%d" % i)
+                self.assertEqual(status, 200)
+                answers.add(text)
+            self.assertEqual(len(answers), 1)
+            self.assertTrue(3000 < len(text) < 8000, len(text))
+            status, text = d.request("GET", "/v1/agent/metrics")
+            doc = json.loads(text)
+            gauges = {g["Name"]: g["Value"] for g in doc["Gauges"]}
+            counters = {c["Name"]: c["Count"] for c in doc["Counters"]}
+            self.assertLessEqual(gauges["registryd_http_cache_bytes"], 16 * 1024)
+            self.assertEqual(gauges["registryd_http_cache_max_bytes"], 16 * 1024)
+            self.assertGreaterEqual(counters["registryd.http.cache.misses"], 60)
+            self.assertGreater(counters["registryd.http.cache.evictions"], 50)
+            self.assertGreater(gauges["registryd_http_cache_entries"], 0)
+        finally:
+            d.stop()
+
     def test_consul_json_form(self):
         status, text = self.d.request("GET", "/v1/agent/metrics")
         self.assertEqual(status, 200)

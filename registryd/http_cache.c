@@ -1,0 +1,185 @@
+/*
+ * http_cache.c — see http_cache.h. A chained hash table (grown by
+ * doubling) over the entries, and a doubly linked list of them from most to
+ * least recently used; eviction takes the list's tail until the bytes held
+ * are within the budget.
+ */
+#include "http_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "hash.h"
+#include "registry/error.h"
+
+#define CACHE_MIN_BUCKETS 64
+
+struct cache_entry {
+    struct cache_entry *chain;      /* next in the bucket */
+    struct cache_entry *prev, *next; /* recency: prev is more recent */
+    uint64_t hash, index;
+    char *key;
+    char *body;
+    size_t len;
+    size_t cost;
+};
+
+struct http_cache {
+    struct cache_entry **buckets;
+    size_t nbuckets; /* a power of two */
+    struct cache_entry *head, *tail;
+    struct http_cache_stats st;
+};
+
+int http_cache_new(size_t max_bytes, struct http_cache **out)
+{
+    struct http_cache *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return REG_ENOMEM;
+    c->buckets = calloc(CACHE_MIN_BUCKETS, sizeof(*c->buckets));
+    if (c->buckets == NULL) {
+        free(c);
+        return REG_ENOMEM;
+    }
+    c->nbuckets = CACHE_MIN_BUCKETS;
+    c->st.max_bytes = max_bytes;
+    *out = c;
+    return 0;
+}
+
+static void entry_free(struct cache_entry *e)
+{
+    free(e->key);
+    free(e->body);
+    free(e);
+}
+
+void http_cache_free(struct http_cache *c)
+{
+    if (c == NULL)
+        return;
+    for (struct cache_entry *e = c->head, *next; e; e = next) {
+        next = e->next;
+        entry_free(e);
+    }
+    free(c->buckets);
+    free(c);
+}
+
+static struct cache_entry **find(struct http_cache *c, const char *key, uint64_t h)
+{
+    struct cache_entry **p = &c->buckets[h & (c->nbuckets - 1)];
+    while (*p && ((*p)->hash != h || strcmp((*p)->key, key) != 0))
+        p = &(*p)->chain;
+    return p;
+}
+
+static void unlink_lru(struct http_cache *c, struct cache_entry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void push_front(struct http_cache *c, struct cache_entry *e)
+{
+    e->prev = NULL;
+    e->next = c->head;
+    if (c->head)
+        c->head->prev = e;
+    c->head = e;
+    if (c->tail == NULL)
+        c->tail = e;
+}
+
+/* Take e out of the table and the list, and free it. */
+static void remove_entry(struct http_cache *c, struct cache_entry *e)
+{
+    struct cache_entry **p = find(c, e->key, e->hash);
+    *p = e->chain;
+    unlink_lru(c, e);
+    c->st.bytes -= e->cost;
+    c->st.entries--;
+    entry_free(e);
+}
+
+/* Double the table when it holds more entries than buckets (best effort:
+ * without memory, chains just grow longer). */
+static void maybe_grow(struct http_cache *c)
+{
+    if (c->st.entries <= c->nbuckets)
+        return;
+    size_t n = c->nbuckets * 2;
+    struct cache_entry **b = calloc(n, sizeof(*b));
+    if (b == NULL)
+        return;
+    for (size_t i = 0; i < c->nbuckets; i++) {
+        for (struct cache_entry *e = c->buckets[i], *next; e; e = next) {
+            next = e->chain;
+            e->chain = b[e->hash & (n - 1)];
+            b[e->hash & (n - 1)] = e;
+        }
+    }
+    free(c->buckets);
+    c->buckets = b;
+    c->nbuckets = n;
+}
+
+bool http_cache_get(struct http_cache *c, const char *key, uint64_t index, const char **body,
+                    size_t *len)
+{
+    struct cache_entry *e = *find(c, key, hash_fnv1a64(key));
+    if (e == NULL || e->index != index) {
+        c->st.misses++;
+        return false;
+    }
+    unlink_lru(c, e);
+    push_front(c, e);
+    c->st.hits++;
+    *body = e->body;
+    *len = e->len;
+    return true;
+}
+
+void http_cache_put(struct http_cache *c, char *key, uint64_t index, char *body, size_t len)
+{
+    uint64_t h = hash_fnv1a64(key);
+    struct cache_entry *old = *find(c, key, h);
+    if (old)
+        remove_entry(c, old); /* stale: its answer is about to be replaced */
+    size_t cost = sizeof(struct cache_entry) + strlen(key) + 1 + len + 1;
+    struct cache_entry *e = cost <= c->st.max_bytes ? calloc(1, sizeof(*e)) : NULL;
+    if (e == NULL) {
+        free(key);
+        free(body);
+        return;
+    }
+    while (c->tail && c->st.bytes + cost > c->st.max_bytes) {
+        remove_entry(c, c->tail);
+        c->st.evictions++;
+    }
+    e->hash = h;
+    e->index = index;
+    e->key = key;
+    e->body = body;
+    e->len = len;
+    e->cost = cost;
+    struct cache_entry **slot = &c->buckets[h & (c->nbuckets - 1)];
+    e->chain = *slot;
+    *slot = e;
+    push_front(c, e);
+    c->st.bytes += cost;
+    c->st.entries++;
+    maybe_grow(c);
+}
+
+void http_cache_get_stats(const struct http_cache *c, struct http_cache_stats *out)
+{
+    *out = c->st;
+}

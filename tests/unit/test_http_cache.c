@@ -1,0 +1,120 @@
+/* Unit tests for http_cache.c: hits only at the index an answer was
+ * rendered at, the byte budget (bookkeeping included), least recently used
+ * out first, answers larger than the budget never kept, the counters. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "http_cache.h"
+
+static char *dup_fill(size_t len, char c)
+{
+    char *p = malloc(len + 1);
+    assert_non_null(p);
+    memset(p, c, len);
+    p[len] = '\0';
+    return p;
+}
+
+static void put(struct http_cache *c, const char *key, uint64_t index, size_t len)
+{
+    http_cache_put(c, strdup(key), index, dup_fill(len, key[0]), len);
+}
+
+static void test_hit_only_at_index(void **state)
+{
+    (void)state;
+    struct http_cache *c;
+    const char *body;
+    size_t len;
+    assert_int_equal(http_cache_new(1 << 20, &c), 0);
+    assert_false(http_cache_get(c, "/a", 5, &body, &len));
+    put(c, "/a", 5, 100);
+    assert_true(http_cache_get(c, "/a", 5, &body, &len));
+    assert_int_equal(len, 100);
+    assert_int_equal(body[0], '/');
+    assert_false(http_cache_get(c, "/a", 6, &body, &len)); /* stale */
+    put(c, "/a", 6, 50);                                    /* replaces it */
+    assert_true(http_cache_get(c, "/a", 6, &body, &len));
+    assert_int_equal(len, 50);
+    struct http_cache_stats st;
+    http_cache_get_stats(c, &st);
+    assert_int_equal(st.hits, 2);
+    assert_int_equal(st.misses, 2);
+    assert_int_equal(st.entries, 1);
+    assert_true(st.bytes >= 50 + 3 && st.bytes < 50 + 3 + 256);
+    http_cache_free(c);
+}
+
+static void test_bounded_in_bytes_lru(void **state)
+{
+    (void)state;
+    struct http_cache *c;
+    const char *body;
+    size_t len;
+    struct http_cache_stats st;
+    const size_t budget = 64 * 1024;
+    assert_int_equal(http_cache_new(budget, &c), 0);
+    /* 4 answers of 20,000 bytes: the fourth pushes out the least recently
+     * used (b, since a was read after b was stored) */
+    put(c, "a", 1, 20000);
+    put(c, "b", 1, 20000);
+    assert_true(http_cache_get(c, "a", 1, &body, &len));
+    put(c, "c", 1, 20000);
+    put(c, "d", 1, 20000);
+    http_cache_get_stats(c, &st);
+    assert_true(st.bytes <= budget);
+    assert_int_equal(st.entries, 3);
+    assert_int_equal(st.evictions, 1);
+    assert_false(http_cache_get(c, "b", 1, &body, &len));
+    assert_true(http_cache_get(c, "a", 1, &body, &len));
+    assert_true(http_cache_get(c, "c", 1, &body, &len));
+    assert_true(http_cache_get(c, "d", 1, &body, &len));
+    /* an answer larger than the budget is not kept, and evicts nothing */
+    put(c, "e", 1, budget);
+    assert_false(http_cache_get(c, "e", 1, &body, &len));
+    http_cache_get_stats(c, &st);
+    assert_int_equal(st.entries, 3);
+    /* many variants (as ?filter= makes): bytes stay within the budget, the
+     * table grows, every entry kept is found */
+    char key[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof(key), "/v1/x?v=%d", i);
+        put(c, key, (uint64_t)i, 100 + (size_t)(i % 300));
+        http_cache_get_stats(c, &st);
+        assert_true(st.bytes <= budget);
+    }
+    assert_true(st.entries > 100);
+    snprintf(key, sizeof(key), "/v1/x?v=%d", 4999);
+    assert_true(http_cache_get(c, key, 4999, &body, &len));
+    assert_int_equal(len, 100 + 4999 % 300);
+    http_cache_free(c);
+}
+
+static void test_zero_budget_keeps_nothing(void **state)
+{
+    (void)state;
+    struct http_cache *c;
+    const char *body;
+    size_t len;
+    assert_int_equal(http_cache_new(0, &c), 0);
+    put(c, "/a", 1, 1);
+    assert_false(http_cache_get(c, "/a", 1, &body, &len));
+    http_cache_free(c);
+    http_cache_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hit_only_at_index),
+        cmocka_unit_test(test_bounded_in_bytes_lru),
+        cmocka_unit_test(test_zero_budget_keeps_nothing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
