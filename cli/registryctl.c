@@ -1186,11 +1186,29 @@ static int acl_path(char *out, size_t len, const char *prefix, const char *id)
     return 0;
 }
 
+/* GET or DELETE one policy or token (prefix + id). A delete says so, unless
+ * --json, and leaves *out NULL; a read leaves the answer for the caller to
+ * show. */
+static int acl_one(struct ctl *x, const char *method, const char *prefix, const char *id,
+                   const char *kind, json_t **out)
+{
+    char path[600];
+    int rc = acl_path(path, sizeof(path), prefix, id);
+    if (rc != 0)
+        return rc;
+    rc = call_json(x, method, path, NULL, out);
+    if (rc == 0 && strcmp(method, "DELETE") == 0 && !x->json) {
+        printf("deleted %s %s\n", kind, id);
+        json_decref(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 static int acl_policy(struct ctl *x, int argc, char **argv)
 {
     const char *sub = argc > 0 ? argv[0] : "";
     json_t *out = NULL;
-    char path[600];
     int rc;
     if (strcmp(sub, "create") == 0) {
         const char *name = NULL, *desc = "", *rules = NULL, *file = NULL;
@@ -1237,24 +1255,14 @@ static int acl_policy(struct ctl *x, int argc, char **argv)
         }
     } else if (strcmp(sub, "read") == 0 &&
                (argc == 2 || (argc == 3 && !strcmp(argv[1], "--name")))) {
-        if ((rc = acl_path(path, sizeof(path),
-                           argc == 3 ? "/v1/acl/policy/name/" : "/v1/acl/policy/",
-                           argv[argc - 1])) != 0)
-            return rc;
-        rc = call_json(x, "GET", path, NULL, &out);
+        rc = acl_one(x, "GET", argc == 3 ? "/v1/acl/policy/name/" : "/v1/acl/policy/",
+                     argv[argc - 1], "policy", &out);
     } else if (strcmp(sub, "delete") == 0 && argc == 2) {
-        if ((rc = acl_path(path, sizeof(path), "/v1/acl/policy/", argv[1])) != 0)
-            return rc;
-        rc = call_json(x, "DELETE", path, NULL, &out);
-        if (rc == 0 && !x->json) {
-            printf("deleted policy %s\n", argv[1]);
-            json_decref(out);
-            return 0;
-        }
+        rc = acl_one(x, "DELETE", "/v1/acl/policy/", argv[1], "policy", &out);
     } else {
         return usage_error("acl policy create|list|read|delete");
     }
-    if (rc == 0)
+    if (rc == 0 && out != NULL)
         policy_show(x, out);
     json_decref(out);
     return rc;
@@ -1264,7 +1272,6 @@ static int acl_token(struct ctl *x, int argc, char **argv)
 {
     const char *sub = argc > 0 ? argv[0] : "";
     json_t *out = NULL;
-    char path[600];
     int rc;
     if (strcmp(sub, "create") == 0) {
         json_t *body = json_pack("{s:s, s:[]}", "Description", "", "Policies");
@@ -1302,22 +1309,13 @@ static int acl_token(struct ctl *x, int argc, char **argv)
     } else if (strcmp(sub, "self") == 0 && argc == 1) {
         rc = call_json(x, "GET", "/v1/acl/token/self", NULL, &out);
     } else if (strcmp(sub, "read") == 0 && argc == 2) {
-        if ((rc = acl_path(path, sizeof(path), "/v1/acl/token/", argv[1])) != 0)
-            return rc;
-        rc = call_json(x, "GET", path, NULL, &out);
+        rc = acl_one(x, "GET", "/v1/acl/token/", argv[1], "token", &out);
     } else if (strcmp(sub, "delete") == 0 && argc == 2) {
-        if ((rc = acl_path(path, sizeof(path), "/v1/acl/token/", argv[1])) != 0)
-            return rc;
-        rc = call_json(x, "DELETE", path, NULL, &out);
-        if (rc == 0 && !x->json) {
-            printf("deleted token %s\n", argv[1]);
-            json_decref(out);
-            return 0;
-        }
+        rc = acl_one(x, "DELETE", "/v1/acl/token/", argv[1], "token", &out);
     } else {
         return usage_error("acl token create|list|read|delete|self");
     }
-    if (rc == 0)
+    if (rc == 0 && out != NULL)
         token_show(x, out);
     json_decref(out);
     return rc;
