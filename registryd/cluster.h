@@ -4,12 +4,19 @@
  *
  * A single server is a one-member Raft cluster, so writes take the same path
  * everywhere: front end -> cluster_submit -> raft_apply -> (quorum, fsync) ->
- * FSM apply = store_apply -> completion back on the front-end thread.
+ * FSM apply = store_apply -> completion back on the front-end thread. On a
+ * follower, cluster_submit hands the command to the server-to-server channel
+ * (cluster_link.h), which proposes it to the leader.
  *
- * Threads: cluster_submit and the callbacks it delivers belong to the front
- * end's event_base thread. Everything raft_* runs on the cluster thread.
- * Hand-off is a mutex-protected queue + uv_async_send one way, and a queue +
- * event_active the other way (libevent must have evthread_use_pthreads()).
+ * cluster also owns membership: formation's view of the servers
+ * (cluster_learn/cluster_known), peer liveness and check ownership
+ * (cluster_peers.h), and the channel.
+ *
+ * Threads: cluster_submit may be called from any thread; the callbacks it
+ * delivers run on the front end's event_base thread. Everything raft_* runs
+ * on the cluster thread. Hand-offs are queue.h's queues with uv_async_send
+ * one way and event_active the other (libevent must have
+ * evthread_use_pthreads()).
  */
 #ifndef REGISTRYD_CLUSTER_H
 #define REGISTRYD_CLUSTER_H
