@@ -75,14 +75,31 @@ static void left(void *arg, int status)
     event_base_loopexit(l->base, NULL);
 }
 
+#define LEAVE_RETRY_MS 100
+#define LEAVE_TRIES 50 /* ~5 s: a server that just joined may not know the leader's
+                          address yet, or its own promotion to voter may still be a
+                          configuration change in progress (which a removal must wait
+                          for) */
+
+/* Try again shortly while tries are left (any failure can be transient:
+ * no leader yet, a change in progress, a leader that just lost its term);
+ * else give up with rc. */
+static void leave_again(struct leaving *l, int rc)
+{
+    struct timeval tv = {0, LEAVE_RETRY_MS * 1000};
+    if (++l->tries < LEAVE_TRIES && event_add(l->retry, &tv) == 0)
+        return;
+    left(l, rc);
+}
+
 static void leave_answered(void *arg, struct evhttp_request *resp)
 {
     int code = resp ? evhttp_request_get_response_code(resp) : 0;
-    left(arg, code == 200 ? 0 : code == 0 ? REG_ECONNECT : REG_ESERVER);
+    if (code == 200 || code == 404) /* 404: not in the configuration any more */
+        left(arg, 0);
+    else
+        leave_again(arg, code == 0 ? REG_ECONNECT : REG_ESERVER);
 }
-
-#define LEAVE_RETRY_MS 100
-#define LEAVE_TRIES 50 /* a server that just joined may not know the leader's address yet */
 
 /* A follower asks the leader, over the server-to-server channel, to remove
  * it; the front end keeps running meanwhile. */
@@ -97,13 +114,8 @@ static void leave_via_leader(evutil_socket_t fd, short what, void *arg)
     snprintf(uri, sizeof(uri), "/v1/operator/raft/peer?id=%llu", (unsigned long long)st.self_id);
     int rc = cluster_link_request(cluster_get_link(l->cluster), EVHTTP_REQ_DELETE, uri,
                                   leave_answered, l);
-    if (rc == 0)
-        return;
-    struct timeval tv = {0, LEAVE_RETRY_MS * 1000};
-    if ((rc == REG_ENOTLEADER || rc == REG_ENOTFOUND) && ++l->tries < LEAVE_TRIES &&
-        event_add(l->retry, &tv) == 0)
-        return;
-    left(l, rc);
+    if (rc != 0)
+        leave_again(l, rc);
 }
 
 /* SIGHUP: read the configuration again and apply what can change live
