@@ -377,6 +377,36 @@ static int parse_bool(const char *s, bool *out)
 }
 
 /* Check the operator against the field's type and coerce the value. */
+
+#define FILTER_REGEX_MAX 256 /* bytes of a `matches` pattern */
+
+/* NULL if pattern is cheap enough to compile, else why not: too long, or a
+ * repetition operator (* + ? {n}) applied to another repetition. */
+static const char *regex_too_costly(const char *pattern)
+{
+    if (strlen(pattern) > FILTER_REGEX_MAX)
+        return "longer than 256 bytes";
+    bool after_repeat = false;
+    for (const char *c = pattern; *c; c++) {
+        if (*c == '\\' && c[1] != '\0') {
+            c++;
+            after_repeat = false;
+            continue;
+        }
+        bool repeat = *c == '*' || *c == '+' || *c == '?' || *c == '{';
+        if (repeat && after_repeat)
+            return "a repetition of a repetition";
+        if (*c == '{') {
+            while (*c && *c != '}')
+                c++;
+            if (*c == '\0')
+                break;
+        }
+        after_repeat = repeat;
+    }
+    return NULL;
+}
+
 static int check_match(struct parser *p, struct fnode *n, const char *selector)
 {
     n->type = schema_type(p, n);
@@ -419,6 +449,14 @@ static int check_match(struct parser *p, struct fnode *n, const char *selector)
              selector);
         return -1;
     } else if (n->op == OP_MATCHES || n->op == OP_NOT_MATCHES) {
+        /* glibc's regcomp copies the tree for every repetition of a
+         * repetition ("a++++..."): memory grows without bound (found by the
+         * fuzzer). Refuse stacked repetitions and long patterns first. */
+        const char *why = regex_too_costly(n->value);
+        if (why != NULL) {
+            perr(p, "Invalid regular expression \"%.100s\": %s", n->value, why);
+            return -1;
+        }
         int rc = regcomp(&n->re, n->value, REG_EXTENDED | REG_NOSUB);
         if (rc != 0) {
             char why[128];

@@ -108,6 +108,9 @@ static void test_refused(void **state)
         {"Service == \"web", "Unterminated"},
         {"Service = web", "character"},
         {"Service matches \"(\"", "regular expression"},
+        /* found by the fuzzer: stacked repetitions made regcomp take GBs */
+        {"Service matches \"^r+++++++++++++++++++++++++++++++++++++++$\"", "repetition"},
+        {"Service matches \"a*?\"", "repetition"},
         {"\"a\" in \"b\"", "selector"},
         {"Service == web and", "end of the expression"},
         {"Service is nil", "nil"},
