@@ -20,10 +20,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
+#include <openssl/crypto.h>
 #include <yaml.h>
 
 #include "check_target.h"
@@ -68,7 +70,9 @@ static const struct conf_key conf_keys[] = {
         "when the raft state is missing or behind the store, rebuild it from the store "
         "instead of refusing to start (single server)"),
     KEY("http_addr", CONF_HOSTPORT, http_addr, "127.0.0.1:8500", "HOST:PORT",
-        "HTTP API listen address"),
+        "HTTP API listen address (\"\": no plain HTTP listener, HTTPS only)"),
+    KEY("https_addr", CONF_HOSTPORT, https_addr, NULL, "HOST:PORT",
+        "HTTPS API listen address (needs tls_cert_file and tls_key_file)"),
     KEY("dns_addr", CONF_HOSTPORT, dns_addr, "127.0.0.1:8600", "HOST:PORT",
         "DNS listen address (UDP and TCP)"),
     KEY("dns_domain", CONF_DOMAIN, dns_domain, "registry.", "DOMAIN",
@@ -148,6 +152,19 @@ static const struct conf_key conf_keys[] = {
         "token servers present to each other; the same on every server"),
     KEY("acl_server_token_file", CONF_PATH, acl_server_token_file, NULL, "FILE",
         "read acl_server_token from FILE (first line)"),
+    KEY("tls_ca_file", CONF_PATH, tls_ca_file, NULL, "FILE",
+        "PEM CA certificate(s) that sign servers' and clients' certificates"),
+    KEY("tls_cert_file", CONF_PATH, tls_cert_file, NULL, "FILE",
+        "PEM certificate of this server (its name server.DATACENTER.DOMAIN); with tls_key_file "
+        "and tls_ca_file, servers talk to each other over mutual TLS only"),
+    KEY("tls_key_file", CONF_PATH, tls_key_file, NULL, "FILE", "PEM private key of tls_cert_file"),
+    KEY("tls_verify_incoming", CONF_BOOL, tls_verify_incoming, "false", NULL,
+        "HTTPS clients must present a certificate signed by tls_ca_file"),
+    KEY("tls_min_version", CONF_STRING, tls_min_version, "TLSv1_2", "VERSION",
+        "oldest TLS version accepted: TLSv1_2 or TLSv1_3"),
+    KEY("cluster_key_file", CONF_PATH, cluster_key_file, NULL, "FILE",
+        "shared secret (first line, at least 32 characters) servers prove to each other on the "
+        "raft port when TLS is not configured"),
 };
 
 #define NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -250,10 +267,16 @@ static int setter_string(const struct conf_key *k, void *field, const char *v, c
 static int setter_hostport(const struct conf_key *k, void *field, const char *v, char *msg,
                            size_t len)
 {
-    (void)k;
     char host[256];
     unsigned short port;
     unsigned char ip[16];
+    if (v[0] == '\0' && strcmp(k->name, "http_addr") == 0) {
+        /* http_addr: "" turns the plain listener off (HTTPS only) */
+        char **f = field;
+        free(*f);
+        *f = NULL;
+        return 0;
+    }
     if (conf_split_hostport(v, host, sizeof(host), &port) != 0) {
         msgf(msg, len, "\"%s\" is not HOST:PORT (port 1-65535, IPv6 as [ADDR]:PORT)", v);
         return REG_ECONFIG;
@@ -858,6 +881,47 @@ static int load_flags_and_file(struct conf *c, int argc, char **argv, FILE *out,
     return 0;
 }
 
+/* The TLS settings: all three files or none, each readable; a version
+ * OpenSSL knows; an HTTPS listener only with a certificate. The files are
+ * parsed at start (tls.c), where a bad PEM is reported. */
+static int check_tls(struct conf *c, char *err, size_t errlen)
+{
+    const char *files[] = {c->tls_ca_file, c->tls_cert_file, c->tls_key_file};
+    const char *names[] = {"tls_ca_file", "tls_cert_file", "tls_key_file"};
+    int given = 0;
+    for (int i = 0; i < 3; i++) {
+        if (files[i] == NULL)
+            continue;
+        given++;
+        if (access(files[i], R_OK) != 0) {
+            snprintf(err, errlen, "%s: %.200s: %s", names[i], files[i], strerror(errno));
+            return REG_ECONFIG;
+        }
+    }
+    if (given != 0 && given != 3) {
+        snprintf(err, errlen, "tls_ca_file, tls_cert_file and tls_key_file: give all three or none");
+        return REG_ECONFIG;
+    }
+    if (strcasecmp(c->tls_min_version, "TLSv1_2") != 0 &&
+        strcasecmp(c->tls_min_version, "tls12") != 0 &&
+        strcasecmp(c->tls_min_version, "TLSv1_3") != 0 &&
+        strcasecmp(c->tls_min_version, "tls13") != 0) {
+        snprintf(err, errlen, "tls_min_version: \"%.40s\" is neither TLSv1_2 nor TLSv1_3",
+                 c->tls_min_version);
+        return REG_ECONFIG;
+    }
+    if (given == 0 && (c->https_addr != NULL || c->tls_verify_incoming)) {
+        snprintf(err, errlen, "%s: needs tls_ca_file, tls_cert_file and tls_key_file",
+                 c->https_addr != NULL ? "https_addr" : "tls_verify_incoming");
+        return REG_ECONFIG;
+    }
+    if (c->http_addr == NULL && c->https_addr == NULL) {
+        snprintf(err, errlen, "http_addr: may be empty only when https_addr is set");
+        return REG_ECONFIG;
+    }
+    return 0;
+}
+
 /* Settings that depend on each other, and files that settings name. */
 static int check_combinations(struct conf *c, char *err, size_t errlen)
 {
@@ -893,6 +957,15 @@ static int check_combinations(struct conf *c, char *err, size_t errlen)
         c->acl_server_token == NULL) {
         snprintf(err, errlen, "acl_server_token: required when ACLs are enabled on a server "
                               "that forms or joins a cluster");
+        return REG_ECONFIG;
+    }
+    if ((rc = check_tls(c, err, errlen)) != 0 ||
+        (rc = read_secret_file(c->cluster_key_file, &c->cluster_key, "cluster_key_file", err,
+                               errlen)) != 0)
+        return rc;
+    if (c->cluster_key != NULL && strlen(c->cluster_key) < 32) {
+        snprintf(err, errlen, "cluster_key_file: %.200s: the key must be at least 32 characters",
+                 c->cluster_key_file);
         return REG_ECONFIG;
     }
     if (!c->dev && c->data_dir == NULL) {
@@ -933,6 +1006,10 @@ int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_
 void conf_fini(struct conf *c)
 {
     free(c->config_file);
+    if (c->cluster_key != NULL)
+        OPENSSL_cleanse(c->cluster_key, strlen(c->cluster_key));
+    free(c->cluster_key);
+    c->cluster_key = NULL;
     for (size_t i = 0; i < NKEYS; i++) {
         enum conf_type t = conf_keys[i].type;
         if (t == CONF_BOOL || t == CONF_SIZE || t == CONF_LOGLEVEL || t == CONF_UINT ||

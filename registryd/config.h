@@ -35,7 +35,7 @@ struct conf {
     bool dev;
     char *data_dir;
     bool recover_from_store;
-    char *http_addr;
+    char *http_addr; /* NULL: no plain HTTP listener (https_addr is set) */
     char *dns_addr;
     char *raft_addr; /* NULL: 127.0.0.1 with a port chosen at first start */
     char *node;      /* default: gethostname() */
@@ -73,6 +73,14 @@ struct conf {
     char *acl_server_token_file;
     char *check_deny_cidrs;
     char *check_allow_cidrs;
+    char *https_addr;          /* NULL: no HTTPS listener */
+    char *tls_ca_file;         /* the three TLS files: all set or all NULL */
+    char *tls_cert_file;
+    char *tls_key_file;
+    bool tls_verify_incoming;
+    char *tls_min_version;     /* "TLSv1_2" or "TLSv1_3" (also tls12/tls13) */
+    char *cluster_key_file;
+    char *cluster_key;         /* read from cluster_key_file; >= 32 chars */
 };
 
 /*

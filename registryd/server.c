@@ -39,6 +39,7 @@
 #include "registry/error.h"
 #include "service.h"
 #include "store.h"
+#include "tls.h"
 #include "watch.h"
 
 /* Who hears about applied changes: blocking queries and the checker. */
@@ -181,6 +182,14 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         }
         struct health_limits limits = health_limits_of(&fresh);
         health_set_limits(rl->health, &limits);
+        /* certificates: the same files read again (renewed in place);
+         * connections already open keep the material they started with */
+        char terr[512] = "";
+        if (tls_reload(terr, sizeof(terr)) != 0)
+            log_error("server", "msg=\"TLS reload failed; keeping the loaded certificates\" "
+                                "error=\"%s\"", terr);
+        else if (tls_enabled())
+            log_info("server", "msg=\"TLS certificates reloaded\"");
         conf_diff(rl->current, &fresh, not_applied, NULL);
         log_info("server", "msg=\"configuration reloaded\"");
     }
@@ -328,6 +337,31 @@ static void derive_addresses(struct server *s)
     if (conf_split_hostport(conf->http_addr, s->node_host, sizeof(s->node_host), &hp) != 0 ||
         strcmp(s->node_host, "0.0.0.0") == 0 || strcmp(s->node_host, "::") == 0)
         snprintf(s->node_host, sizeof(s->node_host), "127.0.0.1");
+}
+
+/* The TLS material (tls.c), before anything listens or connects. */
+static int start_tls(struct server *s)
+{
+    const struct conf *conf = s->conf;
+    char err[512] = "";
+    struct tls_opts o = {
+        .ca_file = conf->tls_ca_file,
+        .cert_file = conf->tls_cert_file,
+        .key_file = conf->tls_key_file,
+        .verify_incoming = conf->tls_verify_incoming,
+        .min_version = conf->tls_min_version,
+        .datacenter = conf->datacenter,
+        .domain = conf->dns_domain,
+    };
+    int rc = tls_start(&o, err, sizeof(err));
+    if (rc != 0) {
+        log_error("server", "msg=\"cannot load the TLS files\" error=\"%s\"", err);
+        return rc;
+    }
+    if (s->clustered && !tls_enabled() && conf->cluster_key == NULL)
+        log_warn("server", "msg=\"the raft port accepts any peer: neither TLS nor cluster_key_file "
+                           "is configured; firewall it so that only the servers reach it\"");
+    return 0;
 }
 
 /* Store, event loop, blocking queries and raft. */
@@ -506,7 +540,8 @@ int server_start(struct conf *conf, int argc, char **argv, struct server **out)
     s->clustered = conf->bootstrap_expect > 1 || conf->join != NULL;
     derive_addresses(s);
     int rc;
-    if ((rc = open_data_dir(s)) != 0 || (rc = start_store_and_cluster(s)) != 0 ||
+    if ((rc = start_tls(s)) != 0 || (rc = open_data_dir(s)) != 0 ||
+        (rc = start_store_and_cluster(s)) != 0 ||
         (rc = start_checker(s)) != 0 || (rc = start_front_end(s)) != 0 ||
         (rc = install_signals(s, argc, argv)) != 0 ||
         (s->clustered && (rc = start_formation(s)) != 0))
@@ -561,5 +596,6 @@ void server_stop(struct server *s)
         close(s->lock_fd);
     if (s->dev_dir[0] != '\0')
         nftw(s->dev_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tls_stop();
     free(s);
 }
