@@ -522,6 +522,29 @@ void http_finish_raw(struct http_req *r, struct evbuffer *body)
     req_free(r);
 }
 
+void http_stream_start(struct http_req *r, const char *content_type)
+{
+    add_consul_headers(r, 0);
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type", content_type);
+    http_acl_audit(r, common_method_name(evhttp_request_get_command(r->req)), 200);
+    evhttp_send_reply_start(r->req, 200, "OK");
+}
+
+void http_stream_end(struct http_req *r, bool client_gone)
+{
+    if (client_gone) {
+        r->status = 499; /* for the metrics: the client closed first */
+        /* a connection that failed detached the unfinished request and left
+         * it to us: ending it frees it (one being freed with its server,
+         * still attached, is libevent's) */
+        if (evhttp_request_get_connection(r->req) == NULL)
+            evhttp_send_reply_end(r->req);
+    } else {
+        evhttp_send_reply_end(r->req);
+    }
+    req_free(r);
+}
+
 void http_finish_json(struct http_req *r, json_t *body)
 {
     reply_json(r, body, 0);

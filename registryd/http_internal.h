@@ -134,6 +134,12 @@ void http_finish_json(struct http_req *r, json_t *body);
 void http_finish_json_code(struct http_req *r, int code, json_t *body, const char *ctype);
 /* End with 200 and this body (taken), with the Consul headers. */
 void http_finish_raw(struct http_req *r, struct evbuffer *body);
+/* A 200 whose body follows in pieces (evhttp_send_reply_chunk*): the
+ * headers every reply carries, then the status line. http_stream_end
+ * finishes it and frees r; client_gone: the connection closed under it
+ * (libevent frees the request; nothing more is sent). */
+void http_stream_start(struct http_req *r, const char *content_type);
+void http_stream_end(struct http_req *r, bool client_gone);
 
 /* Set r->status/errmsg; returns -1 for `return http_fail(...)`. */
 int http_fail(struct http_req *r, int status, const char *fmt, ...)

@@ -16,8 +16,10 @@
 #include "command.h"
 #include "formation.h"
 #include "http_internal.h"
+#include "log.h"
 #include "registry/error.h"
 #include "snapshot.h"
+#include "store.h"
 
 /* GET /v1/internal/raft/self: {"ID", "Raft", "HTTP"} */
 static int read_raft_self(struct http_req *r, struct store_read *rd, json_t **out)
@@ -273,27 +275,74 @@ static void do_apply(struct http_req *r)
 }
 
 /* GET /v1/snapshot: a point-in-time copy of the whole store (binary; the
- * format registryd's raft snapshots use), for PUT /v1/snapshot. */
+ * format registryd's raft snapshots use), for PUT /v1/snapshot. Streamed
+ * from one read transaction, a piece at a time as the client takes it, so
+ * that memory does not grow with the registry. An error half-way cuts the
+ * body short of its trailer: no restore accepts it. */
+#define SNAP_SEND_PIECE (256u << 10)
+
+struct snap_send {
+    struct http_req *r;
+    struct evhttp_connection *evcon;
+    struct store_snap_stream *st;
+    unsigned char piece[SNAP_SEND_PIECE];
+};
+
+static void snap_send_free(struct snap_send *ss)
+{
+    evhttp_connection_set_closecb(ss->evcon, NULL, NULL);
+    store_snap_stream_end(ss->st);
+    free(ss);
+}
+
+static void snap_send_closed(struct evhttp_connection *evcon, void *arg)
+{
+    struct snap_send *ss = arg;
+    struct http_req *r = ss->r;
+    (void)evcon;
+    snap_send_free(ss);
+    http_stream_end(r, true);
+}
+
+/* The last piece is out (or this is the first): send the next. */
+static void snap_send_next(struct evhttp_connection *evcon, void *arg)
+{
+    struct snap_send *ss = arg;
+    size_t n = 0;
+    struct evbuffer *b = NULL;
+    (void)evcon;
+    int rc = store_snap_stream_read(ss->st, ss->piece, sizeof(ss->piece), &n);
+    if (rc == 0 && n > 0 && ((b = evbuffer_new()) == NULL || evbuffer_add(b, ss->piece, n) != 0))
+        rc = REG_ENOMEM;
+    if (rc != 0)
+        log_error("http", "msg=\"snapshot cut short\" error=\"%s\"", reg_strerror(rc));
+    if (rc != 0 || n == 0) {
+        struct http_req *r = ss->r;
+        if (b)
+            evbuffer_free(b);
+        snap_send_free(ss);
+        http_stream_end(r, false);
+        return;
+    }
+    evhttp_send_reply_chunk_with_cb(ss->r->req, b, snap_send_next, ss);
+    evbuffer_free(b);
+}
+
 static void do_snapshot_save(struct http_req *r)
 {
-    void *data;
-    size_t len;
-    if (store_snapshot(r->srv->opt.store, &data, &len) != 0) {
-        http_fail(r, 500, "Snapshot failed");
-        http_finish_write(r, REG_ESTORE);
+    struct snap_send *ss = malloc(sizeof(*ss));
+    int rc = ss ? store_snap_stream_begin(r->srv->opt.store, &ss->st) : REG_ENOMEM;
+    if (rc != 0) {
+        free(ss);
+        http_fail(r, 500, "Snapshot failed: %s", reg_strerror(rc));
+        http_finish_write(r, rc);
         return;
     }
-    struct evbuffer *b = evbuffer_new();
-    if (b == NULL) {
-        free(data);
-        http_finish_write(r, REG_ENOMEM);
-        return;
-    }
-    evbuffer_add(b, data, len);
-    free(data);
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
-                      "application/octet-stream");
-    http_finish_raw(r, b);
+    ss->r = r;
+    ss->evcon = evhttp_request_get_connection(r->req);
+    evhttp_connection_set_closecb(ss->evcon, snap_send_closed, ss);
+    http_stream_start(r, "application/octet-stream");
+    snap_send_next(ss->evcon, ss);
 }
 
 /* PUT /v1/snapshot: replace everything with a saved snapshot, through raft

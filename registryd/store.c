@@ -1144,6 +1144,151 @@ static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, siz
     return rc;
 }
 
+/* ---- a snapshot piece by piece ------------------------------------------ */
+
+struct store_snap_stream {
+    struct store_read *rd;
+    MDB_cursor *cur;
+    int db;             /* table being walked; DB_COUNT: the trailer is next */
+    bool started;       /* the cursor of db has been positioned */
+    bool done;
+    uint64_t announced; /* the header's record count */
+    uint64_t records;   /* records emitted */
+    uint32_t crc;       /* of every byte emitted so far */
+    unsigned char head[SNAP_HEADER_LEN]; /* the header, a record's head or the trailer */
+    /* what is still to go out of the current piece: up to three spans (a
+     * record's head, key and value, all in the map or in head[]) */
+    const unsigned char *span[3];
+    size_t span_len[3];
+    int nspan;
+};
+
+static bool is_restart_key(const MDB_val *k)
+{
+    return k->mv_size == sizeof(STORE_RESTART_KEY) - 1 &&
+           memcmp(k->mv_data, STORE_RESTART_KEY, k->mv_size) == 0;
+}
+
+int store_snap_stream_begin(struct store *s, struct store_snap_stream **out)
+{
+    struct store_snap_stream *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return REG_ENOMEM;
+    int rc = store_read_begin(s, &st->rd);
+    if (rc != 0) {
+        free(st);
+        return rc;
+    }
+    for (int db = 0; db < DB_COUNT; db++) {
+        MDB_stat stat;
+        if ((rc = mdb_stat(st->rd->txn, s->dbi[db], &stat)) != 0) {
+            store_snap_stream_end(st);
+            return lmdb_fail("mdb_stat", rc);
+        }
+        st->announced += stat.ms_entries;
+    }
+    MDB_val k = val_str(STORE_RESTART_KEY), v;
+    if (mdb_get(st->rd->txn, s->dbi[DB_META], &k, &v) == 0)
+        st->announced--;
+    snap_header(st->head, get_u64(st->rd->txn, s->dbi[DB_META], "index"), st->announced);
+    st->span[0] = st->head;
+    st->span_len[0] = SNAP_HEADER_LEN;
+    st->nspan = 1;
+    *out = st;
+    return 0;
+}
+
+/* Queue the next piece: a record, or the trailer. */
+static int snap_stream_next_piece(struct store_snap_stream *st)
+{
+    struct store *s = st->rd->s;
+    while (st->db < DB_COUNT) {
+        MDB_val k, v;
+        int rc;
+        if (st->cur == NULL && (rc = mdb_cursor_open(st->rd->txn, s->dbi[st->db], &st->cur)) != 0)
+            return lmdb_fail("mdb_cursor_open", rc);
+        rc = mdb_cursor_get(st->cur, &k, &v, st->started ? MDB_NEXT : MDB_FIRST);
+        st->started = true;
+        if (rc == MDB_NOTFOUND) {
+            mdb_cursor_close(st->cur);
+            st->cur = NULL;
+            st->started = false;
+            st->db++;
+            continue;
+        }
+        if (rc != 0)
+            return lmdb_fail("mdb_cursor_get", rc);
+        if (st->db == DB_META && is_restart_key(&k))
+            continue;
+        snap_record_head(st->head, (enum snap_table)st->db, (uint32_t)k.mv_size,
+                         (uint32_t)v.mv_size);
+        st->span[0] = st->head;
+        st->span_len[0] = SNAP_RECORD_HEAD_LEN;
+        st->span[1] = k.mv_data; /* valid while the read transaction is */
+        st->span_len[1] = k.mv_size;
+        st->span[2] = v.mv_data;
+        st->span_len[2] = v.mv_size;
+        st->nspan = 3;
+        st->records++;
+        return 0;
+    }
+    if (st->records != st->announced) /* one transaction: cannot happen */
+        return REG_ESTORE;
+    unsigned char trailer[SNAP_TRAILER_LEN];
+    snap_trailer(trailer, st->records, 0);
+    st->crc = snap_crc32c(st->crc, trailer, SNAP_TRAILER_LEN - 4);
+    snap_trailer(st->head, st->records, st->crc);
+    st->span[0] = st->head;
+    st->span_len[0] = SNAP_TRAILER_LEN;
+    st->nspan = 1;
+    st->done = true;
+    return 0;
+}
+
+int store_snap_stream_read(struct store_snap_stream *st, void *buf, size_t cap, size_t *len)
+{
+    unsigned char *out = buf;
+    size_t n = 0;
+    while (n < cap) {
+        if (st->nspan == 0) {
+            if (st->done)
+                break;
+            int rc = snap_stream_next_piece(st);
+            if (rc != 0)
+                return rc;
+            continue;
+        }
+        size_t take = st->span_len[0] < cap - n ? st->span_len[0] : cap - n;
+        memcpy(out + n, st->span[0], take);
+        /* the trailer's own CRC is not part of what it covers */
+        bool crc_tail = st->done && st->nspan == 1;
+        if (!crc_tail)
+            st->crc = snap_crc32c(st->crc, st->span[0], take);
+        n += take;
+        st->span[0] += take;
+        st->span_len[0] -= take;
+        if (st->span_len[0] == 0) {
+            for (int i = 1; i < st->nspan; i++) {
+                st->span[i - 1] = st->span[i];
+                st->span_len[i - 1] = st->span_len[i];
+            }
+            st->nspan--;
+        }
+    }
+    *len = n;
+    return 0;
+}
+
+void store_snap_stream_end(struct store_snap_stream *st)
+{
+    if (st == NULL)
+        return;
+    if (st->cur)
+        mdb_cursor_close(st->cur);
+    store_read_end(st->rd);
+    free(st);
+}
+
 int store_restore(struct store *s, const void *buf, size_t len)
 {
     return restore_bytes(s, buf, len, SNAP_LEGACY_OK);

@@ -97,6 +97,15 @@ int store_snapshot(struct store *s, void **buf, size_t *len) REG_MUSTCHECK;
  * caller's, also on failure. A warm buffer spares the page faults of fresh
  * memory, most of the cost of a large snapshot on a virtual machine. */
 int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len) REG_MUSTCHECK;
+/* The same bytes piece by piece, from one read transaction, never all in
+ * memory (GET /v1/snapshot streams them). The thread that begins a stream
+ * owns it. read copies the next bytes, up to cap, into buf; *len == 0 is
+ * the end. Returns 0 or REG_ESTORE / REG_ENOMEM. */
+struct store_snap_stream;
+int store_snap_stream_begin(struct store *s, struct store_snap_stream **out) REG_MUSTCHECK;
+int store_snap_stream_read(struct store_snap_stream *st, void *buf, size_t cap, size_t *len)
+    REG_MUSTCHECK;
+void store_snap_stream_end(struct store_snap_stream *st);
 /* Replace the whole content with a snapshot made by store_snapshot. */
 int store_restore(struct store *s, const void *buf, size_t len) REG_MUSTCHECK;
 

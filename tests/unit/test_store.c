@@ -249,6 +249,47 @@ static void test_snapshot_into_reused_buffer(void **state)
     free(buf);
 }
 
+/* A streamed snapshot is the same bytes as store_snapshot's, whatever the
+ * piece size (1 byte splits every head, key, value and the trailer), and a
+ * restore accepts it. */
+static void test_snapshot_stream_same_bytes(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    for (int i = 0; i < 20; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "s%d", i);
+        apply(f->s, CMD_REGISTER, reg_args(id, i % 2 ? "odd" : "even", NULL), &chg);
+    }
+    void *fresh;
+    size_t fresh_len;
+    assert_int_equal(store_snapshot(f->s, &fresh, &fresh_len), 0);
+    const size_t caps[] = {1, 7, 4096, 1 << 20};
+    for (size_t c = 0; c < sizeof(caps) / sizeof(caps[0]); c++) {
+        struct store_snap_stream *st;
+        assert_int_equal(store_snap_stream_begin(f->s, &st), 0);
+        unsigned char *all = malloc(fresh_len + caps[c]), *piece = malloc(caps[c]);
+        assert_non_null(all);
+        assert_non_null(piece);
+        size_t total = 0, n;
+        do {
+            assert_int_equal(store_snap_stream_read(st, piece, caps[c], &n), 0);
+            assert_true(total + n <= fresh_len);
+            memcpy(all + total, piece, n);
+            total += n;
+        } while (n > 0);
+        store_snap_stream_end(st);
+        assert_int_equal(total, fresh_len);
+        assert_memory_equal(all, fresh, fresh_len);
+        if (c == 0)
+            assert_int_equal(store_restore(f->s, all, total), 0);
+        free(all);
+        free(piece);
+    }
+    assert_int_equal(count_instances(f->s, "odd"), 10);
+    free(fresh);
+}
+
 static void test_undecodable_command(void **state)
 {
     struct fixture *f = *state;
@@ -267,6 +308,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_maintenance_and_deregister, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_into_reused_buffer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_stream_same_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_undecodable_command, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
