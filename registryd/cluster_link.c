@@ -136,8 +136,9 @@ static void retire_others(struct cluster_link *l, const char *addr)
 }
 
 /* A connection that closed (idle timeout, the leader went away) is not
- * reopened: a new one replaces it. With TLS its SSL's session has ended,
- * and evhttp would reconnect with it. */
+ * reopened: a new one replaces it, with TLS from the client context of
+ * then (evhttp would reconnect with the old SSL, and so present the
+ * certificate of before a SIGHUP reload). */
 static void conn_closed(struct evhttp_connection *evcon, void *arg)
 {
     (void)evcon;

@@ -16,7 +16,8 @@
  * (link_send). With TLS configured every connection is HTTPS with mutual
  * TLS, to the leader's announced (HTTPS) address: link_conn_new, the one
  * place connections are made, goes through common_server_evcon_new. A
- * connection that closes or fails is replaced, never reopened.
+ * connection that closes or fails is replaced, never reopened (a new one
+ * presents the certificate loaded now).
  *
  * Threads: everything runs on the front end's loop, except
  * cluster_link_propose, which any thread may call.

@@ -128,8 +128,8 @@ static void probe(struct cluster_peers *p, struct peer *peer)
     if (peer->probing || conf_split_hostport(peer->http, host, sizeof(host), &port) != 0)
         return;
     if (peer->evcon == NULL) {
-        /* mutual TLS when on; a failed probe drops the connection, so a
-         * closed TLS session is never reopened (common.h) */
+        /* mutual TLS when on; a failed probe drops the connection, so the
+         * next one takes the current certificate (common.h) */
         peer->evcon = common_server_evcon_new(p->base, host, port);
         if (peer->evcon == NULL)
             return;

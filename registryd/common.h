@@ -33,9 +33,11 @@ void common_free_evcon_later(struct event_base *base, struct evhttp_connection *
  * server.DC.DOMAIN —, else plain HTTP. NULL when out of memory. Free it
  * with evhttp_connection_free / common_free_evcon_later.
  *
- * With TLS the connection carries one TLS session: once closed (failure,
- * idle timeout, the peer going away) it must not be used again, as evhttp
- * would reconnect with an SSL whose session has ended; make a new one.
+ * With TLS the connection's SSL comes from the client context of the
+ * moment: evhttp would reconnect a closed one with that same SSL, hence
+ * with the certificate it started with. Callers replace a connection that
+ * closed or failed, so that a certificate reloaded on SIGHUP is presented
+ * from the next connection on.
  */
 struct evhttp_connection *common_server_evcon_new(struct event_base *base, const char *host,
                                                   unsigned short port) REG_MUSTCHECK;

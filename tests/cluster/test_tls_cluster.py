@@ -163,6 +163,8 @@ class TlsClusterTest(unittest.TestCase):
         for d in self.servers:
             for line in d.log().splitlines():
                 self.assertNotIn("level=error", line, line)
+        for d in self.servers:  # a clean exit: status 0, no sanitizer report
+            d.stop()
 
 
 if __name__ == "__main__":

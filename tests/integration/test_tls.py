@@ -47,8 +47,8 @@ class HttpsTest(unittest.TestCase):
         self.servers = []
 
     def tearDown(self):
-        for d in self.servers:
-            d.stop(check=False)
+        for d in self.servers:  # a clean exit: status 0, no sanitizer report
+            d.stop()
 
     def start(self, **kw):
         d = TlsRegistryd(self.paths, **kw)
@@ -238,6 +238,44 @@ class HttpsTest(unittest.TestCase):
         out = subprocess.run([REGISTRYCTL, "leader"], cwd=work, capture_output=True, text=True,
                              timeout=30, env=dict(os.environ, **env))
         self.assertEqual(out.returncode, 0, out.stderr)
+
+    def test_slow_clients_are_cut(self):
+        """The guard covers HTTPS: a handshake that never completes, and a
+        request head trickled inside TLS, are cut at http_head_timeout."""
+        d = self.start(extra_args=["--http-head-timeout", "1s"])
+
+        def closed_within(sock, seconds, trickle=None):
+            start = time.monotonic()
+            sock.settimeout(0.2)
+            while time.monotonic() - start < seconds:
+                try:
+                    if trickle:
+                        trickle()
+                    if sock.recv(1) == b"":
+                        return time.monotonic() - start
+                except (socket.timeout, ssl.SSLWantReadError):
+                    continue
+                except (ConnectionError, ssl.SSLError, OSError):
+                    return time.monotonic() - start
+            return None
+
+        # connected, silent: no handshake at all
+        raw = socket.create_connection(("127.0.0.1", d.https_port), timeout=5)
+        took = closed_within(raw, 6)
+        raw.close()
+        self.assertIsNotNone(took, "a silent TLS connection was kept")
+        self.assertLess(took, 3)
+        # handshake done, then a request head a byte at a time
+        tls = d.ssl_context(client=False).wrap_socket(
+            socket.create_connection(("127.0.0.1", d.https_port), timeout=5),
+            server_hostname="127.0.0.1")
+        head = iter(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: y\r\n" * 100)
+        took = closed_within(tls, 6, lambda: tls.send(bytes([next(head)])))
+        tls.close()
+        self.assertIsNotNone(took, "a trickled head over TLS was kept")
+        self.assertLess(took, 3)
+        # and the server still serves
+        self.assertEqual(d.request("GET", "/v1/status/leader")[0], 200)
 
     def test_config_errors(self):
         # a clustered server with TLS needs an HTTPS listener for the others
