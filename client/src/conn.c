@@ -356,8 +356,8 @@ int reg__conn_open(struct reg__conn *cn, const char *host, const char *port,
             socklen_t len = sizeof(err);
             if (w == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0)
                 rc = 0;
-            else if (w == REG_ESHUTDOWN)
-                rc = REG_ESHUTDOWN;
+            else if (w == REG_ESHUTDOWN || w == REG_ETIMEDOUT)
+                rc = w;
             snprintf(why, whylen, "connect %s: %s", cn->peer,
                      w == REG_ETIMEDOUT ? "connect timed out"
                      : w == REG_ESHUTDOWN ? "cancelled"
@@ -369,7 +369,7 @@ int reg__conn_open(struct reg__conn *cn, const char *host, const char *port,
             cn->fd = fd;
         else
             close(fd);
-        if (rc == REG_ESHUTDOWN)
+        if (rc == REG_ESHUTDOWN || rc == REG_ETIMEDOUT)
             break;
     }
     freeaddrinfo(ai);

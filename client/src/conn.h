@@ -53,8 +53,9 @@ long long reg__now_ms(void);
  * Connect to host:port (a name is resolved with getaddrinfo; every address
  * is tried in turn) and, with tls, do the handshake, verifying the server's
  * chain and name; all before deadline. Returns 0 with *cn open, or
- * REG_ECONNECT (refused, unreachable, handshake or verification failed),
- * REG_ETIMEDOUT, REG_ESHUTDOWN (cancelled) or REG_ENOMEM, with a one-line
+ * REG_ECONNECT (refused, unreachable, handshake or verification failed:
+ * nothing was sent), REG_ETIMEDOUT (the connect or the handshake took too
+ * long), REG_ESHUTDOWN (cancelled) or REG_ENOMEM, with a one-line
  * reason in why ("TLS handshake with 127.0.0.1:8501 failed: certificate
  * verify failed: unable to get local issuer certificate").
  */
