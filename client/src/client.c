@@ -2,14 +2,15 @@
  * client.c — libregistry's HTTP transport and discovery calls.
  *
  * A deliberately small HTTP/1.1 client: one connection per request
- * ("Connection: close"), blocking sockets with poll() for every timeout,
- * Content-Length or chunked bodies. Servers are tried in order, starting
+ * ("Connection: close"), plain or TLS (conn.c), non-blocking sockets with
+ * poll() for every timeout, Content-Length or chunked bodies. Servers are tried in order, starting
  * from the last one that answered, so a dead server costs one connect
  * attempt, not one per request.
  */
 #define _GNU_SOURCE
 #include "registry/registry.h"
 #include "duration_parse.h"
+#include "conn.h"
 #include "hostport.h"
 #include "internal.h"
 
@@ -32,9 +33,12 @@
 #define MAX_SERVERS 16
 #define MAX_RESPONSE (64u << 20) /* by default, refuse answers larger than 64 MiB */
 
+enum scheme { SCHEME_BARE, SCHEME_HTTP, SCHEME_HTTPS };
+
 struct reg_server {
     char host[256];
     char port[8];
+    enum scheme scheme; /* as written (CONSUL_HTTP_SSL=true made it https) */
 };
 
 struct reg_client {
@@ -43,8 +47,10 @@ struct reg_client {
     int timeout_ms;
     size_t max_response; /* bytes; a larger answer is REG_ETOOBIG */
     char *token;
-    pthread_mutex_t lock; /* guards preferred */
+    pthread_mutex_t lock; /* guards preferred, tls and tls_bare */
     int preferred;
+    struct reg__tls *tls; /* NULL until an https address or reg_client_set_tls needs it */
+    bool tls_bare;        /* reg_client_set_tls was called: bare HOST:PORT is https too */
 };
 
 /* The last error of this thread, and the client it belongs to. */
@@ -71,9 +77,56 @@ const char *reg_client_errmsg(const struct reg_client *c)
 static int parse_server(const char *s, size_t len, struct reg_server *out)
 {
     unsigned short port;
+    out->scheme = SCHEME_BARE;
+    if (len >= 8 && strncasecmp(s, "https://", 8) == 0) {
+        out->scheme = SCHEME_HTTPS;
+        s += 8;
+        len -= 8;
+    } else if (len >= 7 && strncasecmp(s, "http://", 7) == 0) {
+        out->scheme = SCHEME_HTTP;
+        s += 7;
+        len -= 7;
+    }
+    if (len > 0 && s[len - 1] == '/') /* "https://host:8501/" */
+        len--;
     if (reg__split_hostport(s, len, out->host, sizeof(out->host), &port) != 0)
         return REG_EINVAL;
     snprintf(out->port, sizeof(out->port), "%u", port);
+    return 0;
+}
+
+/* The first of two environment variables that is set and not empty. */
+static const char *env2(const char *ours, const char *consuls)
+{
+    const char *v = getenv(ours);
+    if (v == NULL || *v == '\0')
+        v = getenv(consuls);
+    return v && *v ? v : NULL;
+}
+
+/* CONSUL_HTTP_SSL as Consul's api package reads it (Go's strconv.ParseBool):
+ * 1, t, T, TRUE, true, True are true; anything else is not. */
+static bool consul_http_ssl(void)
+{
+    const char *v = getenv("CONSUL_HTTP_SSL");
+    static const char *const yes[] = {"1", "t", "T", "TRUE", "true", "True"};
+    for (size_t i = 0; v && i < sizeof(yes) / sizeof(yes[0]); i++)
+        if (strcmp(v, yes[i]) == 0)
+            return true;
+    return false;
+}
+
+/* TLS settings from the environment (REGISTRY_* first, then CONSUL_*). */
+static int tls_from_env(struct reg_client *c)
+{
+    char why[400];
+    const char *ca = env2("REGISTRY_CACERT", "CONSUL_CACERT");
+    const char *cert = env2("REGISTRY_CLIENT_CERT", "CONSUL_CLIENT_CERT");
+    const char *key = env2("REGISTRY_CLIENT_KEY", "CONSUL_CLIENT_KEY");
+    const char *name = env2("REGISTRY_TLS_SERVER_NAME", "CONSUL_TLS_SERVER_NAME");
+    int rc = reg__tls_new(&c->tls, ca, cert, key, name, why, sizeof(why));
+    if (rc != 0)
+        return fail(NULL, rc, "TLS settings from the environment: %s", why);
     return 0;
 }
 
@@ -90,24 +143,40 @@ int reg_client_new(struct reg_client **out, const char *addrs)
         return REG_ENOMEM;
     c->timeout_ms = 10000;
     c->max_response = MAX_RESPONSE;
+    /* as Consul's api: with CONSUL_HTTP_SSL=true every address is https,
+     * even one written http:// ("never revert to http if TLS was asked") */
+    bool all_tls = consul_http_ssl(), any_tls = false;
     for (const char *p = addrs; *p;) {
         size_t len = strcspn(p, ",");
         while (len > 0 && (*p == ' ')) {
             p++;
             len--;
         }
-        if (c->nservers == MAX_SERVERS || parse_server(p, len, &c->servers[c->nservers]) != 0) {
+        while (len > 0 && p[len - 1] == ' ')
+            len--;
+        struct reg_server *s = &c->servers[c->nservers];
+        if (c->nservers == MAX_SERVERS || parse_server(p, len, s) != 0) {
             free(c);
             return fail(NULL, REG_EINVAL, "invalid server address list \"%s\"", addrs);
         }
+        if (all_tls)
+            s->scheme = SCHEME_HTTPS;
+        any_tls |= s->scheme == SCHEME_HTTPS;
         c->nservers++;
-        p += len;
+        p += strcspn(p, ",");
         if (*p == ',')
             p++;
     }
     if (c->nservers == 0) {
         free(c);
         return fail(NULL, REG_EINVAL, "no server address");
+    }
+    if (any_tls) {
+        int rc = tls_from_env(c);
+        if (rc != 0) {
+            free(c);
+            return rc;
+        }
     }
     pthread_mutex_init(&c->lock, NULL);
     *out = c;
@@ -119,8 +188,28 @@ void reg_client_free(struct reg_client *c)
     if (c == NULL)
         return;
     pthread_mutex_destroy(&c->lock);
+    reg__tls_release(c->tls);
     free(c->token);
     free(c);
+}
+
+int reg_client_set_tls(struct reg_client *c, const char *ca_file, const char *cert_file,
+                       const char *key_file, const char *server_name)
+{
+    if (c == NULL)
+        return REG_EINVAL;
+    struct reg__tls *t = NULL;
+    char why[400];
+    int rc = reg__tls_new(&t, ca_file, cert_file, key_file, server_name, why, sizeof(why));
+    if (rc != 0)
+        return fail(c, rc, "%s", why);
+    pthread_mutex_lock(&c->lock);
+    struct reg__tls *old = c->tls;
+    c->tls = t;
+    c->tls_bare = true;
+    pthread_mutex_unlock(&c->lock);
+    reg__tls_release(old); /* requests in flight hold their own reference */
+    return 0;
 }
 
 int reg_client_set_timeout(struct reg_client *c, int ms)
@@ -176,98 +265,9 @@ int reg_url_encode(const char *src, char *dst, size_t dstlen)
 
 /* ---- transport ---------------------------------------------------------- */
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* A descriptor that, once readable, aborts this thread's requests (the
- * watcher's stop signal); -1 for none. See internal.h. */
-static __thread int cancel_fd = -1;
-
-void reg__set_cancel_fd(int fd)
-{
-    cancel_fd = fd;
-}
-
-static int wait_fd(int fd, short events, long long deadline)
-{
-    for (;;) {
-        long long left = deadline - now_ms();
-        if (left <= 0)
-            return REG_ETIMEDOUT;
-        struct pollfd p[2] = {{fd, events, 0}, {cancel_fd, POLLIN, 0}};
-        int r = poll(p, cancel_fd >= 0 ? 2 : 1, (int)(left > 60000 ? 60000 : left));
-        if (r > 0 && cancel_fd >= 0 && (p[1].revents & POLLIN))
-            return REG_ESHUTDOWN;
-        if (r > 0)
-            return 0;
-        if (r < 0 && errno != EINTR)
-            return REG_EIO;
-    }
-}
-
-/* Connect to one server before the deadline; returns a blocking-mode fd
- * (we keep O_NONBLOCK and poll) or a negative code with errno-ish text. */
-static int connect_one(const struct reg_server *s, long long deadline, char *why, size_t whylen)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-    int gai = getaddrinfo(s->host, s->port, &hints, &ai);
-    if (gai != 0) {
-        snprintf(why, whylen, "%s", gai_strerror(gai));
-        return REG_ECONNECT;
-    }
-    int rc = REG_ECONNECT;
-    for (struct addrinfo *a = ai; a; a = a->ai_next) {
-        int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            snprintf(why, whylen, "%s", strerror(errno));
-            continue;
-        }
-        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-            rc = fd;
-            break;
-        }
-        if (errno == EINPROGRESS) {
-            int w = wait_fd(fd, POLLOUT, deadline);
-            int err = 0;
-            socklen_t len = sizeof(err);
-            if (w == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
-                rc = fd;
-                break;
-            }
-            snprintf(why, whylen, "%s", w == REG_ETIMEDOUT ? "connect timed out" : strerror(err));
-        } else {
-            snprintf(why, whylen, "%s", strerror(errno));
-        }
-        close(fd);
-    }
-    freeaddrinfo(ai);
-    return rc;
-}
-
-static int send_all(int fd, const char *buf, size_t len, long long deadline)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            buf += n;
-            len -= (size_t)n;
-        } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            int w = wait_fd(fd, POLLOUT, deadline);
-            if (w != 0)
-                return w;
-        } else {
-            return REG_EIO;
-        }
-    }
-    return 0;
-}
-
 /* Read the whole answer (the server closes: we asked it to). */
-static int recv_all(int fd, char **out, size_t *outlen, long long deadline, size_t max)
+static int recv_all(struct reg__conn *cn, char **out, size_t *outlen, long long deadline,
+                    size_t max, char *why, size_t whylen)
 {
     size_t cap = 16384, len = 0;
     char *buf = malloc(cap);
@@ -287,21 +287,15 @@ static int recv_all(int fd, char **out, size_t *outlen, long long deadline, size
             buf = nb;
             cap *= 2;
         }
-        ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
-        if (n > 0) {
-            len += (size_t)n;
-        } else if (n == 0) {
-            break;
-        } else if (errno == EAGAIN || errno == EINTR) {
-            int w = wait_fd(fd, POLLIN, deadline);
-            if (w != 0) {
-                free(buf);
-                return w;
-            }
-        } else {
+        size_t n = 0;
+        int rc = reg__conn_recv(cn, buf + len, cap - len - 1, &n, deadline, why, whylen);
+        if (rc != 0) {
             free(buf);
-            return REG_EIO;
+            return rc;
         }
+        if (n == 0)
+            break;
+        len += n;
     }
     buf[len] = '\0';
     *out = buf;
@@ -451,15 +445,27 @@ int reg_client_request(struct reg_client *c, const char *method, const char *pat
     }
     pthread_mutex_lock(&c->lock);
     int first = c->preferred;
+    struct reg__tls *tls = reg__tls_ref(c->tls);
+    bool tls_bare = c->tls_bare;
     pthread_mutex_unlock(&c->lock);
-    char why[160] = "no server", last[512] = "";
+    char why[400] = "no server", last[512] = "";
+    int rc = REG_ECONNECT;
     for (int k = 0; k < c->nservers; k++) {
         int si = (first + k) % c->nservers;
         const struct reg_server *s = &c->servers[si];
-        long long deadline = now_ms() + c->timeout_ms + extra;
-        int fd = connect_one(s, now_ms() + c->timeout_ms, why, sizeof(why));
-        if (fd < 0) {
-            snprintf(last, sizeof(last), "connect %s:%s: %s", s->host, s->port, why);
+        bool use_tls = s->scheme == SCHEME_HTTPS || (s->scheme == SCHEME_BARE && tls_bare);
+        long long deadline = reg__now_ms() + c->timeout_ms + extra;
+        struct reg__conn cn;
+        rc = reg__conn_open(&cn, s->host, s->port, use_tls ? tls : NULL,
+                            reg__now_ms() + c->timeout_ms, why, sizeof(why));
+        if (rc == REG_ETIMEDOUT || rc == REG_ENOMEM) { /* as a refusal: try the next */
+            snprintf(last, sizeof(last), "%s", why);
+            continue;
+        }
+        if (rc != 0) {
+            if (rc == REG_ESHUTDOWN)
+                break;
+            snprintf(last, sizeof(last), "%s", why);
             continue;
         }
         free(req);
@@ -471,28 +477,33 @@ int reg_client_request(struct reg_client *c, const char *method, const char *pat
                          s->port, body ? body_len : 0);
         if (n < 0) {
             req = NULL;
-            close(fd);
+            reg__conn_close(&cn);
+            reg__tls_release(tls);
             return fail(c, REG_ENOMEM, "out of memory");
         }
         char *raw = NULL;
         size_t rawlen = 0;
-        int rc = send_all(fd, req, (size_t)n, deadline);
+        why[0] = '\0';
+        rc = reg__conn_send(&cn, req, (size_t)n, deadline, why, sizeof(why));
         if (rc == 0 && body && body_len)
-            rc = send_all(fd, body, body_len, deadline);
+            rc = reg__conn_send(&cn, body, body_len, deadline, why, sizeof(why));
         if (rc == 0)
-            rc = recv_all(fd, &raw, &rawlen, deadline, c->max_response);
-        close(fd);
+            rc = recv_all(&cn, &raw, &rawlen, deadline, c->max_response, why, sizeof(why));
+        reg__conn_close(&cn);
         if (rc == REG_ETIMEDOUT || rc == REG_ESHUTDOWN) {
             free(req);
+            reg__tls_release(tls);
             return fail(c, rc, "%s %s:%s%s: %s", method, s->host, s->port, path,
                         rc == REG_ETIMEDOUT ? "timed out" : "cancelled");
         }
         if (rc != 0) {
-            snprintf(why, sizeof(why), "%s", reg_strerror(rc));
-            snprintf(last, sizeof(last), "%s:%s: %s", s->host, s->port, why);
+            if (why[0] == '\0' || rc != REG_EIO)
+                snprintf(why, sizeof(why), "%s:%s: %s", s->host, s->port, reg_strerror(rc));
+            snprintf(last, sizeof(last), "%s", why);
             continue;
         }
         free(req);
+        reg__tls_release(tls);
         pthread_mutex_lock(&c->lock);
         c->preferred = si;
         pthread_mutex_unlock(&c->lock);
@@ -501,6 +512,9 @@ int reg_client_request(struct reg_client *c, const char *method, const char *pat
         return rc;
     }
     free(req);
+    reg__tls_release(tls);
+    if (rc == REG_ESHUTDOWN)
+        return fail(c, rc, "%s %s: cancelled", method, path);
     return fail(c, REG_ECONNECT, "%s", last[0] ? last : "no server reachable");
 }
 

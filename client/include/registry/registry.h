@@ -12,7 +12,8 @@
  *   - Handles are opaque. There is no global state; a client may be used from
  *     several threads at once (each call opens its own connection).
  *
- * Dependencies: libc and jansson (for JSON), nothing else.
+ * Dependencies: libc, jansson (for JSON) and OpenSSL (libssl, libcrypto:
+ * for https:// servers), nothing else.
  */
 #ifndef REGISTRY_REGISTRY_H
 #define REGISTRY_REGISTRY_H
@@ -31,11 +32,27 @@ struct reg_client;
 
 /*
  * Create a client. `addrs` is a comma-separated list of registry servers as
- * HOST:PORT or [IPV6]:PORT; requests go to the first that answers (failover
- * in order, starting from the last one that worked). NULL means the
- * REGISTRY_HTTP_ADDR environment variable, or "127.0.0.1:8500".
+ * HOST:PORT or [IPV6]:PORT, each optionally prefixed with http:// or
+ * https://; requests go to the first that answers (failover in order,
+ * starting from the last one that worked). NULL means the
+ * REGISTRY_HTTP_ADDR environment variable, or "127.0.0.1:8500". A bare
+ * HOST:PORT is plain HTTP, unless CONSUL_HTTP_SSL is true (1, t, true, ...,
+ * as Consul's api package reads it), which makes every address https, even
+ * one written http://.
+ *
+ * When an address is https, the TLS settings come from the environment:
+ * REGISTRY_CACERT (PEM file of trusted CAs; unset: the system's trust
+ * store), REGISTRY_CLIENT_CERT and REGISTRY_CLIENT_KEY (a client
+ * certificate, for servers that require one), REGISTRY_TLS_SERVER_NAME (the
+ * name to verify instead of the address's host), each falling back to
+ * Consul's CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY and
+ * CONSUL_TLS_SERVER_NAME; reg_client_set_tls() replaces them. The server's
+ * certificate is always verified (chain and name).
+ *
  * On success *out is a new client, freed with reg_client_free().
- * Errors: REG_EINVAL (malformed address list), REG_ENOMEM.
+ * Errors: REG_EINVAL (malformed address list; TLS files from the
+ * environment unreadable or mismatched: the errmsg of a NULL client, i.e.
+ * reg_client_errmsg(NULL), says which), REG_ENOMEM.
  */
 REG_EXPORT int reg_client_new(struct reg_client **out, const char *addrs);
 
@@ -50,6 +67,28 @@ REG_EXPORT int reg_client_set_timeout(struct reg_client *c, int ms);
  * larger one fails with REG_ETOOBIG. A whole-registry snapshot may need
  * more. */
 REG_EXPORT int reg_client_set_max_response(struct reg_client *c, size_t bytes);
+
+/*
+ * Talk TLS to the servers: every address of c not written http:// is
+ * https from now on. ca_file: PEM file of the CAs to trust (NULL: the
+ * system's trust store); cert_file and key_file: a client certificate
+ * (chain) and its key, in PEM, for servers that verify clients (both or
+ * neither); server_name: the name the servers' certificates must carry
+ * (NULL: the host of each address: a name is checked against the
+ * certificate's DNS names and sent as SNI, an IP address against its IP
+ * addresses). All borrowed: the files are read now. The server's chain and
+ * name are always verified; a failure is REG_ECONNECT with the reason in
+ * the errmsg ("TLS handshake with 127.0.0.1:8501 failed: certificate verify
+ * failed: ..."). Replaces the settings of reg_client_new and of earlier
+ * calls; safe while other threads use c (a request in flight finishes with
+ * the settings it started with).
+ * Errors: REG_EINVAL (a file missing or unreadable, not PEM, a key that
+ * does not match the certificate, cert without key or key without cert:
+ * one line in the errmsg), REG_ENOMEM.
+ */
+REG_EXPORT int reg_client_set_tls(struct reg_client *c, const char *ca_file,
+                                  const char *cert_file, const char *key_file,
+                                  const char *server_name);
 
 /* Send `?token=` with every request (NULL: none). The string is copied. */
 REG_EXPORT int reg_client_set_token(struct reg_client *c, const char *token);
