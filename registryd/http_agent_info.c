@@ -92,7 +92,9 @@ static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **o
     json_t *dbg = json_object_get(*out, "DebugConfig");
     json_object_set_new(dbg, "DNSDomain", json_string(o->dns_domain ? o->dns_domain : ""));
     json_object_set_new(dbg, "DNSAddrs", json_pack("[s]", o->dns_addr ? o->dns_addr : ""));
-    json_object_set_new(dbg, "HTTPAddrs", json_pack("[s]", o->addr));
+    json_object_set_new(dbg, "HTTPAddrs", o->addr ? json_pack("[s]", o->addr) : json_array());
+    json_object_set_new(dbg, "HTTPSAddrs",
+                        o->https_addr ? json_pack("[s]", o->https_addr) : json_array());
     json_object_set_new(dbg, "EnableScriptChecks", json_boolean(o->enable_script_checks));
     json_object_set_new(dbg, "NodeMeta", json_deep_copy(r->srv->node_meta));
     return *out ? 0 : http_fail(r, 500, "out of memory");

@@ -12,6 +12,8 @@
 
 #include <ctype.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -37,6 +39,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "registry/error.h"
+#include "tls.h"
 #include "watch.h"
 
 #define HTTP_BACKLOG 4096
@@ -870,6 +873,28 @@ static void route_allow(const char *path, char *out, size_t outlen)
     snprintf(out + o, outlen - o, "OPTIONS");
 }
 
+/* The TLS session a request arrived on, or NULL (plain HTTP). */
+static SSL *request_ssl(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    return bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+}
+
+static void handle(struct evhttp_request *req, void *arg);
+
+/* The HTTPS listener's requests. A connection whose SSL could not be set
+ * up is a plain one (evhttp's fallback): never serve it. */
+static void handle_https(struct evhttp_request *req, void *arg)
+{
+    if (request_ssl(req) == NULL) {
+        evhttp_connection_free_on_completion(evhttp_request_get_connection(req));
+        evhttp_send_error(req, 500, "TLS unavailable");
+        return;
+    }
+    handle(req, arg);
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct http_server *srv = arg;
@@ -949,13 +974,81 @@ fail:
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-int http_start(const struct http_options *opt, struct http_server **out, char *err,
-               size_t errlen)
+/* An evhttp instance serving every route (handler: handle or
+ * handle_https), with the server's limits. */
+static struct evhttp *new_evhttp(struct http_server *s, uint64_t body_max,
+                                 void (*handler)(struct evhttp_request *, void *))
+{
+    const struct http_options *opt = &s->opt;
+    struct evhttp *http = evhttp_new(opt->base);
+    if (http == NULL)
+        return NULL;
+    /* libevent enforces a hard cap; our own 413 (one line) comes first. */
+    evhttp_set_max_body_size(http, (ev_ssize_t)(opt->max_snapshot_size > body_max
+                                                    ? opt->max_snapshot_size
+                                                    : body_max));
+    evhttp_set_max_headers_size(http, 64 * 1024);
+    evhttp_set_timeout(http, HTTP_IDLE_TIMEOUT_S);
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST |
+                                         EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD |
+                                         EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(http, handler, s);
+    return http;
+}
+
+/* Bind addr (the setting `key`) for http, guarded; TLS with tls_api_ctx()
+ * when tls. Returns 0 or REG_EINVAL / REG_EIO / REG_ENOMEM with err set. */
+static int listen_on(struct http_server *s, struct evhttp *http, const char *key,
+                     const char *addr, bool tls, char *err, size_t errlen)
 {
     char host[256];
     unsigned short port;
-    if (conf_split_hostport(opt->addr, host, sizeof(host), &port) != 0) {
-        snprintf(err, errlen, "http_addr: cannot parse \"%s\"", opt->addr);
+    if (conf_split_hostport(addr, host, sizeof(host), &port) != 0) {
+        snprintf(err, errlen, "%s: cannot parse \"%s\"", key, addr);
+        return REG_EINVAL;
+    }
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                    .ai_flags = AI_PASSIVE | AI_NUMERICHOST};
+    struct evutil_addrinfo *ai = NULL;
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    if (evutil_getaddrinfo(host, portstr, &hints, &ai) != 0 || ai == NULL) {
+        snprintf(err, errlen, "%s %s: not a numeric address", key, addr);
+        return REG_EINVAL;
+    }
+    /* evhttp_bind_socket's backlog of 128 stalls bursts: bind ourselves. */
+    struct evconnlistener *l = evconnlistener_new_bind(
+        s->opt.base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        HTTP_BACKLOG, ai->ai_addr, (int)ai->ai_addrlen);
+    evutil_freeaddrinfo(ai);
+    if (l == NULL) {
+        snprintf(err, errlen, "%s %s: cannot listen: %s", key, addr,
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        return REG_EIO;
+    }
+    if (http_guard_attach(s->guard, http, l, tls ? tls_api_ctx : NULL) != 0) {
+        snprintf(err, errlen, "%s %s: too many listeners", key, addr);
+        evconnlistener_free(l);
+        return REG_ENOMEM;
+    }
+    if (evhttp_bind_listener(http, l) == NULL) {
+        snprintf(err, errlen, "%s %s: cannot listen: out of memory", key, addr);
+        evconnlistener_free(l);
+        return REG_ENOMEM;
+    }
+    log_info("http", "msg=\"listening\" %s=%s", key, addr);
+    return 0;
+}
+
+int http_start(const struct http_options *opt, struct http_server **out, char *err,
+               size_t errlen)
+{
+    if (opt->addr == NULL && opt->https_addr == NULL) {
+        snprintf(err, errlen, "http_addr: may be empty only when https_addr is set");
+        return REG_EINVAL;
+    }
+    if (opt->https_addr != NULL && !tls_enabled()) {
+        snprintf(err, errlen, "https_addr: needs tls_ca_file, tls_cert_file and tls_key_file");
         return REG_EINVAL;
     }
     struct http_server *s = calloc(1, sizeof(*s));
@@ -975,56 +1068,33 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
     if (s->node_meta == NULL || http_cache_new(opt->cache_size, &s->cache) != 0 ||
         http_listing_new(&s->listing) != 0)
         goto fail_mem;
-    s->http = evhttp_new(opt->base);
-    if (s->http == NULL)
-        goto fail_mem;
-    /* libevent enforces a hard cap; our own 413 (one line) comes first. */
     uint64_t body_max = opt->max_body_size * 2 + 65536;
-    evhttp_set_max_body_size(s->http, (ev_ssize_t)(opt->max_snapshot_size > body_max
-                                                       ? opt->max_snapshot_size
-                                                       : body_max));
-    evhttp_set_max_headers_size(s->http, 64 * 1024);
-    evhttp_set_timeout(s->http, HTTP_IDLE_TIMEOUT_S);
-    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD |
-                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(s->http, handle, s);
     struct http_guard_options gopt = {opt->base, opt->head_timeout_ms, opt->body_timeout_ms, 0,
                                       body_max, opt->max_snapshot_size};
     if (http_guard_new(&gopt, &s->guard) != 0)
         goto fail_mem;
-
-    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                                    .ai_flags = AI_PASSIVE | AI_NUMERICHOST};
-    struct evutil_addrinfo *ai = NULL;
-    char portstr[8];
-    snprintf(portstr, sizeof(portstr), "%u", port);
-    if (evutil_getaddrinfo(host, portstr, &hints, &ai) != 0 || ai == NULL) {
-        snprintf(err, errlen, "http_addr %s: not a numeric address", opt->addr);
-        http_free(s);
-        return REG_EINVAL;
+    int rc;
+    if (opt->addr != NULL) {
+        if ((s->http = new_evhttp(s, body_max, handle)) == NULL)
+            goto fail_mem;
+        if ((rc = listen_on(s, s->http, "http_addr", opt->addr, false, err, errlen)) != 0)
+            goto fail;
     }
-    /* evhttp_bind_socket's backlog of 128 stalls bursts: bind ourselves. */
-    struct evconnlistener *l = evconnlistener_new_bind(
-        opt->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-        HTTP_BACKLOG, ai->ai_addr, (int)ai->ai_addrlen);
-    evutil_freeaddrinfo(ai);
-    if (l != NULL)
-        http_guard_attach(s->guard, s->http, l);
-    if (l == NULL || evhttp_bind_listener(s->http, l) == NULL) {
-        snprintf(err, errlen, "http_addr %s: cannot listen: %s", opt->addr,
-                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-        if (l)
-            evconnlistener_free(l);
-        http_free(s);
-        return REG_EIO;
+    if (opt->https_addr != NULL) {
+        if ((s->https = new_evhttp(s, body_max, handle_https)) == NULL)
+            goto fail_mem;
+        if ((rc = listen_on(s, s->https, "https_addr", opt->https_addr, true, err, errlen)) != 0)
+            goto fail;
     }
     *out = s;
     return 0;
 
 fail_mem:
+    rc = REG_ENOMEM;
+    snprintf(err, errlen, "out of memory");
+fail:
     http_free(s);
-    return REG_ENOMEM;
+    return rc;
 }
 
 void http_free(struct http_server *s)
@@ -1033,6 +1103,8 @@ void http_free(struct http_server *s)
         return;
     if (s->http)
         evhttp_free(s->http);
+    if (s->https)
+        evhttp_free(s->https);
     json_decref(s->node_meta);
     http_guard_free(s->guard); /* after the connections it watches */
     http_cache_free(s->cache);

@@ -5,6 +5,13 @@
  * are validated and normalised here, encoded as commands and submitted to
  * the cluster; the reply is sent when the command has been applied.
  * Catalog and health reads are blocking queries (watch.h).
+ *
+ * Two listeners may serve the same routes: plain HTTP and HTTPS (TLS from
+ * tls.h's API context). Internal routes (/v1/internal/..., which carry the
+ * forwarded-request envelope) answer only servers: with TLS configured, a
+ * request that arrived over TLS from a peer whose CA-signed certificate
+ * names server.DC.DOMAIN (and, with ACLs on, carries acl_server_token
+ * too); anything else is 403.
  */
 #ifndef REGISTRYD_HTTP_API_H
 #define REGISTRYD_HTTP_API_H
@@ -23,7 +30,9 @@ struct health;
 struct http_server;
 
 struct http_options {
-    const char *addr;        /* listen "host:port" */
+    const char *addr;        /* listen "host:port" (plain HTTP), or NULL */
+    const char *https_addr;  /* listen "host:port" (HTTPS, tls_api_ctx()), or NULL */
+    const char *advertise;   /* where other servers reach this one's API */
     size_t max_body_size;    /* bytes; larger bodies get 413 */
     size_t max_snapshot_size; /* bytes; PUT /v1/snapshot's own limit */
     uint64_t head_timeout_ms; /* a request head must arrive within this; 0: no limit */
@@ -43,7 +52,8 @@ struct http_options {
     struct health *health;   /* borrowed; TTL heartbeats, checker state */
 };
 
-/* Bind and start serving. Returns 0 or REG_EIO / REG_EINVAL with err set. */
+/* Bind and start serving, on addr and/or https_addr (at least one).
+ * Returns 0 or REG_EIO / REG_EINVAL / REG_ENOMEM with err set. */
 int http_start(const struct http_options *opt, struct http_server **out, char *err,
                size_t errlen) REG_MUSTCHECK;
 void http_free(struct http_server *s);

@@ -12,9 +12,11 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
+#include <openssl/ssl.h>
 
 #include "duration.h"
 #include "log.h"
@@ -37,10 +39,18 @@ struct guard_conn {
     char key[24];                    /* "%p" of bev, in g->conns */
 };
 
+/* One evhttp instance attached: its listener, and TLS or not. */
+struct guard_front {
+    struct http_guard *g;
+    struct evconnlistener *listener;
+    http_guard_tls_ctx_fn tls_ctx; /* NULL: plain HTTP */
+};
+
 struct http_guard {
     struct http_guard_options opt;
     struct strmap *conns; /* "%p" of the bufferevent -> guard_conn */
-    struct evconnlistener *listener;
+    struct guard_front fronts[GUARD_FRONTS];
+    int n_fronts;
     struct event *resume; /* re-enables accepting after a pause */
     struct event *sweep;  /* deadlines and released connections, every GUARD_SWEEP_MS */
 };
@@ -213,9 +223,31 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     sweep(arg);
 }
 
+/* The server side of a TLS connection, its SSL from the context of now
+ * (frees the SSL on failure). */
+static struct bufferevent *new_tls_bev(struct event_base *base, http_guard_tls_ctx_fn tls_ctx)
+{
+    SSL_CTX *ctx = tls_ctx();
+    SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+    SSL_CTX_free(ctx); /* the SSL holds its own reference */
+    if (ssl == NULL)
+        return NULL;
+    struct bufferevent *bev =
+        bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                       BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    /* a client that closes without close_notify has still ended its stream */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 static struct bufferevent *new_bev(struct event_base *base, void *arg)
 {
-    struct http_guard *g = arg;
+    struct guard_front *f = arg;
+    struct http_guard *g = f->g;
     struct guard_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -225,11 +257,17 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
      * evhttp to close it while our reference keeps the bufferevent's events
      * registered, a new connection reusing the descriptor number would never
      * be polled. */
-    c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    c->bev = f->tls_ctx ? new_tls_bev(base, f->tls_ctx)
+                        : bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (c->bev == NULL) {
+        if (f->tls_ctx)
+            log_limited(LOG_WARN, "http", "msg=\"cannot set up a TLS connection\" error=\"%s\"",
+                        "out of memory or no TLS context");
         free(c);
         return NULL;
     }
+    if (f->tls_ctx) /* the handshake and the first head, within the head timeout */
+        arm(c, CONN_HEAD, g->opt.head_timeout_ms);
     c->watch = evbuffer_add_cb(bufferevent_get_input(c->bev), on_input, c);
     snprintf(c->key, sizeof(c->key), "%p", (void *)c->bev);
     if (c->watch == NULL || strmap_put(g->conns, c->key, c) != 0) {
@@ -261,8 +299,9 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
     struct http_guard *g = arg;
     (void)fd;
     (void)what;
-    if (g->listener)
-        evconnlistener_enable(g->listener);
+    for (int i = 0; i < g->n_fronts; i++)
+        if (g->fronts[i].listener)
+            evconnlistener_enable(g->fronts[i].listener);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
@@ -309,20 +348,25 @@ int http_guard_new(const struct http_guard_options *opt, struct http_guard **out
     return 0;
 }
 
-void http_guard_attach(struct http_guard *g, struct evhttp *http, struct evconnlistener *l)
+int http_guard_attach(struct http_guard *g, struct evhttp *http, struct evconnlistener *l,
+                      http_guard_tls_ctx_fn tls_ctx)
 {
-    evhttp_set_bevcb(http, new_bev, g);
+    if (g->n_fronts == GUARD_FRONTS)
+        return REG_ENOMEM;
+    struct guard_front *f = &g->fronts[g->n_fronts++];
+    *f = (struct guard_front){.g = g, .listener = l, .tls_ctx = tls_ctx};
+    evhttp_set_bevcb(http, new_bev, f);
     if (l == NULL)
-        return;
+        return 0;
     for (int i = 0; i < GUARD_LISTENERS; i++) {
         if (listeners[i].l == NULL) {
             listeners[i].l = l;
             listeners[i].g = g;
-            g->listener = l;
             evconnlistener_set_error_cb(l, on_accept_error);
-            return;
+            return 0;
         }
     }
+    return 0;
 }
 
 static void collect(const char *key, void *value, void *arg)

@@ -15,6 +15,13 @@
  * bufferevent, dropped once evhttp has let go of it (its callbacks cleared);
  * the socket closes then, within one sweep.
  *
+ * HTTPS: a listener attached with a TLS context getter gets a server-side
+ * bufferevent_openssl per connection, its SSL made from the context the
+ * getter returns at accept time (so certificates reloaded on SIGHUP serve
+ * new connections while open ones keep theirs). The guard watches the
+ * decrypted bytes; a TLS connection's head deadline starts at accept, so
+ * that a handshake trickled byte by byte is cut like a trickled head.
+ *
  * Threads: the front end's event_base thread only.
  */
 #ifndef REGISTRYD_HTTP_GUARD_H
@@ -22,10 +29,13 @@
 
 #include <stdint.h>
 
+#include "common.h"
+
 struct evhttp;
 struct evhttp_request;
 struct evconnlistener;
 struct event_base;
+struct ssl_ctx_st;
 struct http_guard;
 
 struct http_guard_options {
@@ -44,9 +54,19 @@ int http_guard_new(const struct http_guard_options *opt, struct http_guard **out
 /* Call after evhttp_free (which frees the connections first). NULL: no-op. */
 void http_guard_free(struct http_guard *g);
 
+/* A TLS context getter: a new reference (SSL_CTX_free'd by the guard) to
+ * the context new connections use, or NULL. */
+#define GUARD_FRONTS 4
+typedef struct ssl_ctx_st *(*http_guard_tls_ctx_fn)(void);
+
 /* Guard http's connections and the listener it accepts them on (both
- * borrowed; the guard must outlive them). */
-void http_guard_attach(struct http_guard *g, struct evhttp *http, struct evconnlistener *l);
+ * borrowed; the guard must outlive them). tls_ctx NULL: plain HTTP; else
+ * every connection is TLS (one whose SSL cannot be made, out of memory or no
+ * context, is left to evhttp, which makes a plain one: the HTTPS front end
+ * must refuse requests that arrive without an SSL). One guard serves up to
+ * GUARD_FRONTS evhttp instances (HTTP and HTTPS). Returns 0 or REG_ENOMEM. */
+int http_guard_attach(struct http_guard *g, struct evhttp *http, struct evconnlistener *l,
+                      http_guard_tls_ctx_fn tls_ctx) REG_MUSTCHECK;
 
 /* The request has been read in full (its handler runs): its deadlines end. */
 void http_guard_request_read(struct http_guard *g, struct evhttp_request *req);

@@ -35,7 +35,8 @@
 
 struct http_server {
     struct http_options opt;
-    struct evhttp *http;
+    struct evhttp *http;  /* the plain listener's, or NULL */
+    struct evhttp *https; /* the HTTPS listener's, or NULL */
     json_t *node_meta; /* this node's Meta, from opt.node_meta */
     struct http_guard *guard; /* accept back-off, request deadlines */
     /* Rendered read responses, reused while the index they were rendered

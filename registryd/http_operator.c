@@ -27,7 +27,7 @@ static int read_raft_self(struct http_req *r, struct store_read *rd, json_t **ou
     const char *raft;
     cluster_self(r->srv->opt.cluster, &id, &raft);
     *out = json_pack("{s:I, s:s, s:s}", "ID", (json_int_t)id, "Raft", raft, "HTTP",
-                     r->srv->opt.addr);
+                     r->srv->opt.advertise ? r->srv->opt.advertise : "");
     return 0;
 }
 

@@ -250,8 +250,8 @@ struct server {
     const char *data_dir;
     int lock_fd;
     bool clustered;
-    char advertise[320]; /* the HTTP address other servers reach this one at */
-    char self_http[320]; /* where this process reaches its own HTTP API */
+    char advertise[320]; /* the API address other servers reach this one at */
+    char self_http[320]; /* where this process reaches its own API (the same scheme) */
     char node_host[256]; /* this node's address, as instances without one get */
 
     struct event_base *base;
@@ -317,24 +317,31 @@ static int open_data_dir(struct server *s)
     return 0;
 }
 
-/* The addresses this server is known by, derived from the listen addresses:
- * a wildcard HTTP listener is announced with the raft address's host and
- * reached from inside at loopback. */
+/* The addresses this server is known by, derived from the listen addresses.
+ * Other servers reach this one at its API address: with TLS configured the
+ * HTTPS listener (server-to-server traffic is then mutual TLS only, never
+ * plain HTTP), else the plain one. A wildcard listener is announced with
+ * the raft address's host and reached from inside at loopback. The node's
+ * own address comes from the plain listener, else the HTTPS one. */
 static void derive_addresses(struct server *s)
 {
     const struct conf *conf = s->conf;
+    const char *api = conf->tls_cert_file != NULL && conf->https_addr != NULL
+                          ? conf->https_addr
+                          : conf->http_addr;
+    const char *node_api = conf->http_addr ? conf->http_addr : conf->https_addr;
     char hh[256], rh[256];
     unsigned short hp, rp;
-    bool wildcard = conf_split_hostport(conf->http_addr, hh, sizeof(hh), &hp) == 0 &&
+    bool wildcard = conf_split_hostport(api, hh, sizeof(hh), &hp) == 0 &&
                     (strcmp(hh, "0.0.0.0") == 0 || strcmp(hh, "::") == 0);
-    snprintf(s->advertise, sizeof(s->advertise), "%s", conf->http_addr);
+    snprintf(s->advertise, sizeof(s->advertise), "%s", api);
     if (wildcard && conf->raft_addr &&
         conf_split_hostport(conf->raft_addr, rh, sizeof(rh), &rp) == 0)
         snprintf(s->advertise, sizeof(s->advertise), "%s:%u", rh, hp);
-    snprintf(s->self_http, sizeof(s->self_http), "%s", conf->http_addr);
+    snprintf(s->self_http, sizeof(s->self_http), "%s", api);
     if (wildcard)
         snprintf(s->self_http, sizeof(s->self_http), "127.0.0.1:%u", hp);
-    if (conf_split_hostport(conf->http_addr, s->node_host, sizeof(s->node_host), &hp) != 0 ||
+    if (conf_split_hostport(node_api, s->node_host, sizeof(s->node_host), &hp) != 0 ||
         strcmp(s->node_host, "0.0.0.0") == 0 || strcmp(s->node_host, "::") == 0)
         snprintf(s->node_host, sizeof(s->node_host), "127.0.0.1");
 }
@@ -417,7 +424,13 @@ static int start_checker(struct server *s)
     uint64_t self_id;
     const char *self_raft = NULL;
     cluster_self(s->cluster, &self_id, &self_raft);
-    const char *own[] = {conf->http_addr, conf->dns_addr, self_raft, NULL};
+    const char *own[5];
+    size_t n_own = 0;
+    const char *listening[] = {conf->http_addr, conf->https_addr, conf->dns_addr, self_raft};
+    for (size_t i = 0; i < sizeof(listening) / sizeof(listening[0]); i++)
+        if (listening[i] != NULL) /* http_addr or https_addr may be off */
+            own[n_own++] = listening[i];
+    own[n_own] = NULL;
     if (check_target_configure(conf->check_deny_cidrs, conf->check_allow_cidrs, own, err,
                                sizeof(err)) != 0) {
         log_error("server", "msg=\"bad check address lists\" error=\"%s\"", err);
@@ -444,6 +457,8 @@ static int start_front_end(struct server *s)
     char err[512] = "";
     struct http_options hopt = {
         .addr = conf->http_addr,
+        .https_addr = conf->https_addr,
+        .advertise = s->advertise,
         .max_body_size = conf->max_body_size,
         .cache_size = conf->http_cache_size,
         .max_snapshot_size = conf->max_snapshot_size,
@@ -547,8 +562,9 @@ int server_start(struct conf *conf, int argc, char **argv, struct server **out)
         (s->clustered && (rc = start_formation(s)) != 0))
         return rc;
     service_ready("serving");
-    log_info("server", "msg=\"ready\" version=%s node=%s http_addr=%s data_dir=%s%s",
-             REGISTRYD_VERSION, conf->node, conf->http_addr, s->data_dir,
+    log_info("server", "msg=\"ready\" version=%s node=%s http_addr=%s https_addr=%s data_dir=%s%s",
+             REGISTRYD_VERSION, conf->node, conf->http_addr ? conf->http_addr : "off",
+             conf->https_addr ? conf->https_addr : "off", s->data_dir,
              conf->dev ? " dev=true" : "");
     return 0;
 }
