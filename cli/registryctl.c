@@ -1000,8 +1000,8 @@ static int cmd_watch(struct ctl *x)
  * once at the end. */
 struct progress {
     const char *what; /* "saving", "restoring" */
-    bool on;
-    int64_t start_ms, last_ms;
+    bool on, upload;
+    int64_t start_ms, last_ms, moved_ms; /* moved_ms: when done last grew */
     uint64_t done, total;
     FILE *f; /* the file being written or read */
     int err; /* errno of a failed read or write */
@@ -1026,20 +1026,26 @@ static const char *human_bytes(double v, char *buf, size_t len)
     return buf;
 }
 
-static void progress_draw(struct progress *p, bool final)
+/* One line, redrawn in place: bytes done / total, percent, rate (over the
+ * time the bytes took: a restore's apply afterwards does not dilute it). */
+static void progress_draw(struct progress *p, bool force, bool final)
 {
     int64_t now = mono_ms();
-    if (!p->on || (!final && now - p->last_ms < 250))
+    if (!p->on || (!force && now - p->last_ms < 250))
         return;
     p->last_ms = now;
-    double secs = (double)(now - p->start_ms) / 1000.0;
+    double secs = (double)(p->moved_ms - p->start_ms) / 1000.0;
     char done[32], total[32], rate[32];
     human_bytes((double)p->done, done, sizeof(done));
     human_bytes(secs > 0.001 ? (double)p->done / secs : 0, rate, sizeof(rate));
-    if (p->total)
-        fprintf(stderr, "\r%s snapshot: %s / %s (%3d%%), %s/s\033[K", p->what, done,
+    if (p->done == 0 && !p->upload && !final)
+        fprintf(stderr, "\r%s snapshot: waiting for the server\033[K", p->what);
+    else if (p->total)
+        fprintf(stderr, "\r%s snapshot: %s / %s (%3d%%), %s/s%s\033[K", p->what, done,
                 human_bytes((double)p->total, total, sizeof(total)),
-                (int)(p->done * 100 / p->total), rate);
+                (int)(p->done * 100 / p->total), rate,
+                p->upload && p->done == p->total && !final ? "; the server is applying it"
+                                                           : "");
     else
         fprintf(stderr, "\r%s snapshot: %s, %s/s\033[K", p->what, done, rate);
     if (final)
@@ -1052,7 +1058,8 @@ static void snapshot_progress(void *arg, uint64_t done, uint64_t total)
     struct progress *p = arg;
     p->done = done;
     p->total = total;
-    progress_draw(p, false);
+    p->moved_ms = mono_ms();
+    progress_draw(p, p->upload && done == total, false);
 }
 
 static int snapshot_write(void *arg, const char *buf, size_t len)
@@ -1089,7 +1096,8 @@ static int cmd_snapshot(struct ctl *x)
     struct progress p = {.what = save ? "saving" : "restoring",
                          .on = !x->json && isatty(STDERR_FILENO),
                          .start_ms = mono_ms()};
-    p.last_ms = p.start_ms;
+    p.last_ms = p.moved_ms = p.start_ms;
+    p.upload = !save;
     struct reg__transfer t = {.progress = snapshot_progress, .arg = &p};
     char *tmp = NULL, *stdin_data = NULL;
     if (save) {
@@ -1102,7 +1110,7 @@ static int cmd_snapshot(struct ctl *x)
         stdin_data = read_file(file, &len, SIZE_MAX / 2);
         p.f = stdin_data ? fmemopen(stdin_data, len ? len : 1, "rb") : NULL;
         t.upload = snapshot_read;
-        t.upload_len = len;
+        t.upload_len = p.total = len;
     } else {
         struct stat st;
         p.f = fopen(file, "rb");
@@ -1113,7 +1121,7 @@ static int cmd_snapshot(struct ctl *x)
         }
         if (p.f) {
             t.upload = snapshot_read;
-            t.upload_len = (uint64_t)st.st_size;
+            t.upload_len = p.total = (uint64_t)st.st_size;
         }
     }
     if (p.f == NULL) {
@@ -1123,9 +1131,12 @@ static int cmd_snapshot(struct ctl *x)
         free(stdin_data);
         return save ? EXIT_SERVER : EXIT_USAGE;
     }
+    progress_draw(&p, true, false);
     int rc = reg__client_transfer(x->client, save ? "GET" : "PUT", "/v1/snapshot", &t, NULL);
-    if (p.on && p.done > 0)
-        progress_draw(&p, true);
+    if (p.done > 0)
+        progress_draw(&p, true, true);
+    else if (p.on) /* nothing moved: clear the "waiting" line */
+        fprintf(stderr, "\r\033[K");
     bool closed = fclose(p.f) == 0;
     free(stdin_data);
     if (save && rc == 0 && !closed)
