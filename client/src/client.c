@@ -546,22 +546,14 @@ static int connect_any(struct reg_client *c, struct reg__conn *cn, int *si)
     return fail(c, rc == REG_ESHUTDOWN ? rc : REG_ECONNECT, "%s", why);
 }
 
-/* Incremental "Transfer-Encoding: chunked" decoder. */
-struct dechunker {
-    enum { CH_SIZE, CH_EXT, CH_DATA, CH_DATA_END, CH_DONE } state;
-    uint64_t left; /* CH_SIZE: the size so far; CH_DATA: bytes to pass on */
-    int digits;
-};
-
-/* Decode in[0..len); data goes to t->download. 0, REG_EPROTO or the
- * callback's code; *used counts the data bytes passed on. */
-static int dechunk_feed(struct dechunker *d, const char *in, size_t len,
-                        const struct reg__transfer *t, uint64_t *used)
+int reg__dechunk_feed(struct reg__dechunker *d, const char *in, size_t len,
+                      int (*out)(void *arg, const char *buf, size_t len), void *arg,
+                      uint64_t *used)
 {
-    for (size_t i = 0; i < len && d->state != CH_DONE;) {
+    for (size_t i = 0; i < len && d->state != REG__CH_DONE;) {
         char ch = in[i];
         switch (d->state) {
-        case CH_SIZE: {
+        case REG__CH_SIZE: {
             int v = ch >= '0' && ch <= '9'   ? ch - '0'
                     : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
                     : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
@@ -570,40 +562,40 @@ static int dechunk_feed(struct dechunker *d, const char *in, size_t len,
                 d->left = d->left * 16 + (uint64_t)v;
                 d->digits++;
             } else if (v < 0 && d->digits > 0 && (ch == ';' || ch == '\r' || ch == ' ')) {
-                d->state = CH_EXT;
+                d->state = REG__CH_EXT;
             } else {
                 return REG_EPROTO;
             }
             i++;
             break;
         }
-        case CH_EXT:
+        case REG__CH_EXT: /* extensions, up to the line's end */
             if (ch == '\n') {
                 d->digits = 0;
-                d->state = d->left ? CH_DATA : CH_DONE; /* trailers are not read */
+                d->state = d->left ? REG__CH_DATA : REG__CH_DONE; /* trailers are not read */
             }
             i++;
             break;
-        case CH_DATA: {
+        case REG__CH_DATA: {
             size_t n = len - i < d->left ? len - i : (size_t)d->left;
-            int rc = t->download ? t->download(t->arg, in + i, n) : 0;
+            int rc = out ? out(arg, in + i, n) : 0;
             if (rc != 0)
                 return rc;
             *used += n;
             d->left -= n;
             i += n;
             if (d->left == 0)
-                d->state = CH_DATA_END;
+                d->state = REG__CH_DATA_END;
             break;
         }
-        case CH_DATA_END: /* the CRLF after the data */
+        case REG__CH_DATA_END: /* the CRLF after the data */
             if (ch == '\n')
-                d->state = CH_SIZE;
+                d->state = REG__CH_SIZE;
             else if (ch != '\r')
                 return REG_EPROTO;
             i++;
             break;
-        case CH_DONE:
+        case REG__CH_DONE:
             break;
         }
     }
@@ -622,7 +614,7 @@ static int stream_body(struct reg_client *c, struct reg__conn *cn, const char *h
     bool sized = !chunked && find_header(have, head_end_, "Content-Length", val, sizeof(val));
     if (sized)
         total = strtoull(val, NULL, 10);
-    struct dechunker d = {0};
+    struct reg__dechunker d = {0};
     const char *p = head_end_ + 4;
     size_t n = havelen - (size_t)(p - have);
     char *buf = malloc(1 << 16);
@@ -632,7 +624,7 @@ static int stream_body(struct reg_client *c, struct reg__conn *cn, const char *h
     int rc = 0;
     for (;;) {
         if (chunked) {
-            rc = dechunk_feed(&d, p, n, t, &done);
+            rc = reg__dechunk_feed(&d, p, n, t->download, t->arg, &done);
             if (rc == REG_EPROTO) {
                 rc = fail(c, rc, "%s: malformed chunked body", cn->peer);
                 break;
@@ -647,7 +639,7 @@ static int stream_body(struct reg_client *c, struct reg__conn *cn, const char *h
             break;
         if (t->progress && n)
             t->progress(t->arg, done, total);
-        if ((chunked && d.state == CH_DONE) || (sized && done == total))
+        if ((chunked && d.state == REG__CH_DONE) || (sized && done == total))
             break;
         rc = reg__conn_recv(cn, buf, 1 << 16, &n, reg__now_ms() + c->timeout_ms, why,
                             sizeof(why));

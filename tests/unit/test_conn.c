@@ -87,11 +87,11 @@ static void test_address_forms(void **state)
 {
     (void)state;
     unsetenv("CONSUL_HTTP_SSL");
-    static const char *const ok[] = {"127.0.0.1:8500", "http://127.0.0.1:8500",
+    static const char *const ok[] = {"127.0.0.1:8500",         "http://127.0.0.1:8500",
                                      "https://127.0.0.1:8501", "HTTPS://h:1/",
-                                     "https://[::1]:8501", "http://a:1, https://b:2 ,c:3"};
-    static const char *const bad[] = {"https://", "https://127.0.0.1", "ftp://h:1", "http:/h:1",
-                                      "https://h:1/v1", "https://h:0"};
+                                     "https://[::1]:8501",     "http://a:1, https://b:2 ,c:3"};
+    static const char *const bad[] = {"https://",  "https://127.0.0.1", "ftp://h:1",
+                                      "http:/h:1", "https://h:1/v1",    "https://h:0"};
     setenv("REGISTRY_CACERT", "", 1); /* empty: the system's trust store */
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         struct reg_client *c = NULL;
@@ -140,7 +140,7 @@ static void test_consul_http_ssl_values(void **state)
     static const struct {
         const char *v;
         bool tls;
-    } cases[] = {{"1", true},   {"t", true},    {"T", true},      {"TRUE", true},
+    } cases[] = {{"1", true},    {"t", true},    {"T", true},     {"TRUE", true},
                  {"true", true}, {"True", true}, {"0", false},    {"false", false},
                  {"yes", false}, {"on", false},  {"tRUE", false}, {"", false}};
     int port;
@@ -196,9 +196,9 @@ static void test_tls_settings_refused_with_one_line(void **state)
         {NULL, NULL, NULL, "", "invalid TLS server name"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        assert_int_equal(reg_client_set_tls(c, cases[i].ca, cases[i].cert, cases[i].key,
-                                            cases[i].name),
-                         REG_EINVAL);
+        assert_int_equal(
+            reg_client_set_tls(c, cases[i].ca, cases[i].cert, cases[i].key, cases[i].name),
+            REG_EINVAL);
         const char *msg = reg_client_errmsg(c);
         assert_non_null(strstr(msg, cases[i].word));
         assert_null(strchr(msg, '\n'));
@@ -250,8 +250,7 @@ static void test_threads_share_a_client(void **state)
     for (int i = 0; i < SHARE_THREADS; i++)
         assert_int_equal(pthread_create(&th[i], NULL, share_worker, &sh), 0);
     for (int i = 0; i < 10; i++) {
-        assert_int_equal(reg_client_set_tls(sh.c, NULL, NULL, NULL, i % 2 ? "x.example" : NULL),
-                         0);
+        assert_int_equal(reg_client_set_tls(sh.c, NULL, NULL, NULL, i % 2 ? "x.example" : NULL), 0);
         usleep(2000);
     }
     for (int i = 0; i < SHARE_THREADS; i++)
@@ -286,9 +285,8 @@ static void test_handshake_bounded_by_deadline_and_cancel(void **state)
     assert_int_equal(write(p[1], "x", 1), 1);
     reg__set_cancel_fd(p[0]);
     t0 = reg__now_ms();
-    assert_int_equal(
-        reg__conn_open(&cn, "127.0.0.1", sport, tls, t0 + 30000, why, sizeof(why)),
-        REG_ESHUTDOWN);
+    assert_int_equal(reg__conn_open(&cn, "127.0.0.1", sport, tls, t0 + 30000, why, sizeof(why)),
+                     REG_ESHUTDOWN);
     assert_true(reg__now_ms() - t0 < 3000);
     reg__set_cancel_fd(-1);
     close(p[0]);
@@ -338,8 +336,7 @@ static int source_read(void *arg, char *b, size_t cap, size_t *got)
     return 0;
 }
 
-static int transfer(const char *answer, size_t piece, struct sink *s, char *request,
-                    size_t reqlen)
+static int transfer(const char *answer, size_t piece, struct sink *s, char *request, size_t reqlen)
 {
     int port;
     int lfd = listen_loopback(&port);
