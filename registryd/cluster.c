@@ -88,6 +88,9 @@ struct cluster {
     bool running; /* cluster_run succeeded (atomic) */
     bool announce_again; /* a restore replaced the server records */
     bool closing;        /* raft_close was called: no raft_* call after it */
+    bool starting;       /* inside raft_start (its snapshot restore) */
+    bool store_behind;   /* an apply or restore failed in the store: it lacks
+                          * something raft applied, so it is never kept */
     /* raft snapshots (raft thread only): a warm buffer kept for the next
      * one, and the capacity of the one libraft holds (one at a time) */
     void *snap_spare;
@@ -228,8 +231,16 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
 {
     struct cluster *c = fsm->data;
     struct store_change chg;
+    /* a store kept from a clean stop has this entry already (libraft
+     * applies entry last_applied + 1 and counts it after we return) */
+    if (raft_last_applied(&c->raft) + 1 <= c->opt.reuse_applied) {
+        *result = (void *)(intptr_t)0;
+        return 0;
+    }
     int rc = store_apply(c->opt.store, buf->base, buf->len, &chg);
     *result = (void *)(intptr_t)rc;
+    if (rc == REG_ESTORE || rc == REG_ENOSPACE || rc == REG_ENOMEM)
+        c->store_behind = true; /* applied by raft, not in the store */
     if (rc == 0 && chg.index == UINT64_MAX)
         c->announce_again = true; /* see poll_cb */
     if (rc == 0 && chg.n > 0) {
@@ -288,8 +299,18 @@ static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[
 static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 {
     struct cluster *c = fsm->data;
+    if (c->starting && c->opt.reuse_applied > 0) {
+        /* the snapshot raft loads at start is of what the kept store had
+         * applied by its clean stop, or older: nothing to restore */
+        log_info("cluster", "msg=\"store kept from the last clean stop; snapshot not restored\" "
+                            "applied_index=%llu", (unsigned long long)c->opt.reuse_applied);
+        raft_free(buf->base);
+        return 0;
+    }
+    c->opt.reuse_applied = 0; /* the store now holds this snapshot only */
     int rc = store_restore(c->opt.store, buf->base, buf->len);
     if (rc != 0) {
+        c->store_behind = true;
         log_error("cluster", "msg=\"snapshot restore failed\" error=\"%s\"", reg_strerror(rc));
         return RAFT_CORRUPT;
     }
@@ -561,6 +582,8 @@ static void stop_cb(uv_async_t *h)
     uv_timer_stop(&c->poll);
     c->closing = true;
     c->raft.data = c;
+    if (c->opt.applied_at_stop != NULL)
+        *c->opt.applied_at_stop = c->store_behind ? 0 : raft_last_applied(&c->raft);
     raft_close(&c->raft, raft_closed);
 }
 
@@ -883,7 +906,10 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
             return REG_ERAFT;
         }
     }
-    if ((rv = raft_start(&c->raft)) != 0) {
+    c->starting = true;
+    rv = raft_start(&c->raft);
+    c->starting = false;
+    if (rv != 0) {
         const char *why = raft_errmsg(&c->raft);
         snprintf(err, errlen, "raft start (raft address %s): %s", c->addr,
                  addr_in_use(c->addr) ? "address already in use (another process listens there)"

@@ -51,6 +51,13 @@ struct cluster_options {
     /* Optional, on the front-end thread: a proposal's seconds from
      * submission to its outcome (for metrics; cluster knows no metrics). */
     void (*on_applied)(double seconds);
+    /* Restart without a rebuild (store.h): the raft index the kept store
+     * has applied (0: the store was rebuilt); raft skips the snapshot at
+     * start and the entries up to it. */
+    uint64_t reuse_applied;
+    /* Where to write the index raft had applied when it stopped (0 if it
+     * never ran), on the raft thread before cluster_free returns; or NULL. */
+    uint64_t *applied_at_stop;
 };
 
 /* A server: a member of the initial configuration of a new cluster, or

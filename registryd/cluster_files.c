@@ -10,10 +10,12 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "registry/error.h"
 #include "snapshot.h"
 
@@ -148,4 +150,58 @@ bool cluster_has_state(const char *raft_dir)
         return true;
     snprintf(path, sizeof(path), "%s/metadata2", raft_dir);
     return access(path, F_OK) == 0;
+}
+
+/* ---- fingerprint ---- */
+
+struct fp_entry {
+    char name[256];
+    long long size, mtime_ns;
+};
+
+static int fp_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct fp_entry *)a)->name, ((const struct fp_entry *)b)->name);
+}
+
+uint64_t cluster_files_fingerprint(const char *raft_dir)
+{
+    DIR *d = opendir(raft_dir);
+    if (d == NULL)
+        return 0;
+    struct fp_entry *e = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t h = HASH_FNV64_OFFSET;
+    bool ok = true;
+    for (struct dirent *de; ok && (de = readdir(d)) != NULL;) {
+        struct stat st;
+        if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &st, 0) != 0 ||
+            !S_ISREG(st.st_mode))
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            struct fp_entry *ne = ncap < 1000000 ? realloc(e, ncap * sizeof(*e)) : NULL;
+            if (ne == NULL) {
+                ok = false;
+                break;
+            }
+            e = ne;
+            cap = ncap;
+        }
+        snprintf(e[n].name, sizeof(e[n].name), "%s", de->d_name);
+        e[n].size = (long long)st.st_size;
+        e[n].mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        n++;
+    }
+    closedir(d);
+    if (ok && n > 0) {
+        qsort(e, n, sizeof(*e), fp_cmp);
+        for (size_t i = 0; i < n; i++) {
+            char line[320];
+            snprintf(line, sizeof(line), "%s %lld %lld;", e[i].name, e[i].size, e[i].mtime_ns);
+            h = (h ^ hash_fnv1a64(line)) * HASH_FNV64_PRIME;
+        }
+    }
+    free(e);
+    return ok && n > 0 ? (h ? h : 1) : 0;
 }

@@ -14,10 +14,16 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Check every snapshot file in raft_dir. Returns 0, or REG_ERAFT with a
  * message naming the file in err. */
 int cluster_check_files(const char *raft_dir, char *err, size_t errlen);
+
+/* A hash of the names, sizes and modification times of the files in
+ * raft_dir: equal fingerprints mean no file was added, removed or written
+ * in between (store.h: restart without a rebuild). 0 if unreadable/empty. */
+uint64_t cluster_files_fingerprint(const char *raft_dir);
 
 /* Whether raft_dir holds any raft state (metadata1 or metadata2). */
 bool cluster_has_state(const char *raft_dir);

@@ -27,6 +27,7 @@
 
 #include "check_target.h"
 #include "cluster.h"
+#include "cluster_files.h"
 #include "cluster_link.h"
 #include "config.h"
 #include "dns_server.h"
@@ -268,6 +269,8 @@ struct server {
     struct leaving leaving;
     struct change_listeners listeners;
     struct reload reload;
+    uint64_t raft_fingerprint; /* nonzero: the store may be kept (store.h) */
+    uint64_t applied_at_stop;  /* written by the raft thread as it stops */
 };
 
 /* The data dir: made (or a fresh temporary one for --dev) and locked. */
@@ -308,7 +311,18 @@ static int open_data_dir(struct server *s)
                       strerror(errno));
         return REG_EIO;
     }
-    if (!conf->dev && !s->clustered &&
+    /* After a clean stop, with the raft files as it left them, the store
+     * is kept instead of rebuilt (store.h); else recovery (single server)
+     * keeps the old file aside to compare the rebuilt one with. */
+    snprintf(path, sizeof(path), "%s/raft", s->data_dir);
+    s->raft_fingerprint = conf->dev ? 0 : cluster_files_fingerprint(path);
+    snprintf(path, sizeof(path), "%s/store/data.mdb.prev", s->data_dir);
+    bool kept_aside = access(path, F_OK) == 0;
+    snprintf(path, sizeof(path), "%s/store/data.mdb", s->data_dir);
+    if (kept_aside || conf->recover_from_store ||
+        !store_restart_possible(path, s->raft_fingerprint))
+        s->raft_fingerprint = 0;
+    if (!conf->dev && !s->clustered && s->raft_fingerprint == 0 &&
         recovery_before(s->data_dir, conf->recover_from_store, &s->recovery, err, sizeof(err)) !=
             0) {
         log_error("server", "msg=\"refusing to start\" error=\"%s\"", err);
@@ -377,7 +391,7 @@ static int start_store_and_cluster(struct server *s)
     const struct conf *conf = s->conf;
     char err[512] = "", path[4096];
     snprintf(path, sizeof(path), "%s/store", s->data_dir);
-    if (store_open(path, &s->store, err, sizeof(err)) != 0) {
+    if (store_open(path, s->raft_fingerprint, &s->store, err, sizeof(err)) != 0) {
         log_error("server", "msg=\"cannot open store\" error=\"%s\"", err);
         return REG_ESTORE;
     }
@@ -397,7 +411,12 @@ static int start_store_and_cluster(struct server *s)
         .on_applied = metrics_raft_apply,
         .http_addr = s->advertise,
         .snapshot_threshold = conf->raft_snapshot_threshold,
+        .reuse_applied = store_reused_applied(s->store),
+        .applied_at_stop = &s->applied_at_stop,
     };
+    if (copt.reuse_applied > 0)
+        log_info("server", "msg=\"store kept from the last clean stop\" applied_index=%llu",
+                 (unsigned long long)copt.reuse_applied);
     /* A single server starts raft here and is its own leader before it
      * serves; a cluster member serves first (the others must reach it) and
      * forms or joins the cluster on the formation thread. */
@@ -569,6 +588,20 @@ int server_start(struct conf *conf, int argc, char **argv, struct server **out)
     return 0;
 }
 
+/* Raft has stopped: leave the record that lets the next start keep the
+ * store (store.h), unless raft never ran or the store missed an apply. */
+static void mark_store_clean(struct server *s)
+{
+    if (s->store == NULL || s->conf->dev || s->applied_at_stop == 0)
+        return;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/raft", s->data_dir);
+    uint64_t fp = cluster_files_fingerprint(path);
+    if (fp != 0 && store_mark_clean(s->store, s->applied_at_stop, fp) == 0)
+        log_debug("server", "msg=\"store marked clean for the next start\" applied_index=%llu",
+                  (unsigned long long)s->applied_at_stop);
+}
+
 int server_run(struct server *s)
 {
     if (event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY) < 0) {
@@ -594,6 +627,7 @@ void server_stop(struct server *s)
     s->listeners.watch = NULL;
     watch_free(s->watch);
     cluster_free(s->cluster);
+    mark_store_clean(s);
     http_free(s->http);
     if (s->sigterm)
         event_free(s->sigterm);

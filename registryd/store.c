@@ -50,6 +50,7 @@ struct store {
     uint64_t reserved;      /* bytes of the data file backed by allocated blocks */
     uint64_t next_statvfs;  /* monotonic ms of the next free-space look */
     bool space_ok;          /* atomic: writes may be proposed */
+    uint64_t reused_applied; /* kept from the last clean stop: its raft index; 0: rebuilt */
 };
 
 /* LMDB writes through its map (MDB_WRITEMAP) into a sparse file: a page
@@ -84,10 +85,139 @@ static int lmdb_fail(const char *what, int rc)
 
 /* ---- open / close ------------------------------------------------------ */
 
-int store_open(const char *dir, struct store **out, char *err, size_t errlen)
+static uint64_t get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key);
+static MDB_val val_str(const char *str);
+
+/* Open the environment in dir and its tables (creating what is missing). */
+static int env_open(struct store *s, const char *dir)
+{
+    MDB_txn *txn = NULL;
+    int rc;
+    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, DB_COUNT)) != 0 ||
+        (rc = mdb_env_set_mapsize(s->env, STORE_MAP_SIZE)) != 0 ||
+        (rc = mdb_env_set_maxreaders(s->env, 1024)) != 0 ||
+        /* WRITEMAP: a commit is stores into the map, no write(2): durability
+         * is the raft log's job (see "restart without a rebuild" below) */
+        (rc = mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD | MDB_WRITEMAP,
+                           0600)) != 0)
+        return rc;
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
+        return rc;
+    for (int i = 0; i < DB_COUNT; i++) {
+        if ((rc = mdb_dbi_open(txn, store_dbs[i].name, MDB_CREATE | store_dbs[i].flags,
+                               &s->dbi[i])) != 0) {
+            mdb_txn_abort(txn);
+            return rc;
+        }
+    }
+    return mdb_txn_commit(txn);
+}
+
+/*
+ * ---- restart without a rebuild ----
+ * The store is written without fsync, so after a crash only the raft log
+ * can say what it holds, and it is rebuilt from raft's snapshot and log.
+ * A clean stop leaves a record instead (meta "restart"): the raft index the
+ * store had applied, a fingerprint of the raft directory as raft left it,
+ * and the kernel's boot id. The next start keeps the file when all three
+ * still hold: the same boot (so the page cache the store was written
+ * through is the file's content) and the same raft files (nothing removed,
+ * restored or replaced since); raft then skips what the store already has.
+ * The record is deleted as the store opens: a crash from then on rebuilds.
+ */
+#define STORE_RESTART_KEY "restart"
+
+static void boot_id(char out[64])
+{
+    out[0] = '\0';
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f == NULL)
+        return;
+    if (fgets(out, 64, f) == NULL)
+        out[0] = '\0';
+    out[strcspn(out, "\n")] = '\0';
+    fclose(f);
+}
+
+/* The applied index of the restart record readable in txn when it matches
+ * (fingerprint, boot), else 0. */
+static uint64_t restart_record_applied(MDB_txn *txn, MDB_dbi meta, uint64_t fingerprint)
+{
+    MDB_val k = val_str(STORE_RESTART_KEY), v;
+    if (mdb_get(txn, meta, &k, &v) != 0)
+        return 0;
+    char rec[160], now[64], id[64] = "";
+    unsigned long long a = 0, fp = 0;
+    size_t n = v.mv_size < sizeof(rec) - 1 ? v.mv_size : sizeof(rec) - 1;
+    memcpy(rec, v.mv_data, n);
+    rec[n] = '\0';
+    boot_id(now);
+    if (sscanf(rec, "%llu %llu %63s", &a, &fp, id) == 3 && fp == fingerprint &&
+        now[0] != '\0' && strcmp(id, now) == 0)
+        return a;
+    return 0;
+}
+
+/* Read and delete the restart record; its applied index when it matches. */
+static uint64_t take_restart_record(struct store *s, uint64_t fingerprint)
+{
+    MDB_txn *txn = NULL;
+    MDB_val k = val_str(STORE_RESTART_KEY);
+    if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0)
+        return 0;
+    uint64_t applied = restart_record_applied(txn, s->dbi[DB_META], fingerprint);
+    (void)mdb_del(txn, s->dbi[DB_META], &k, NULL);
+    return mdb_txn_commit(txn) == 0 ? applied : 0;
+}
+
+bool store_restart_possible(const char *file, uint64_t fingerprint)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi meta;
+    uint64_t applied = 0;
+    if (fingerprint == 0 || access(file, F_OK) != 0)
+        return false;
+    if (mdb_env_create(&env) == 0 && mdb_env_set_maxdbs(env, DB_COUNT) == 0 &&
+        mdb_env_set_mapsize(env, STORE_MAP_SIZE) == 0 &&
+        mdb_env_open(env, file, MDB_RDONLY | MDB_NOSUBDIR | MDB_NOLOCK, 0600) == 0 &&
+        mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0) {
+        if (mdb_dbi_open(txn, store_dbs[DB_META].name, 0, &meta) == 0)
+            applied = restart_record_applied(txn, meta, fingerprint);
+        mdb_txn_abort(txn);
+    }
+    if (env)
+        mdb_env_close(env);
+    return applied > 0;
+}
+
+int store_mark_clean(struct store *s, uint64_t applied, uint64_t fingerprint)
+{
+    char rec[160], id[64];
+    MDB_txn *txn = NULL;
+    boot_id(id);
+    if (id[0] == '\0' || applied == 0 || fingerprint == 0)
+        return REG_EINVAL;
+    snprintf(rec, sizeof(rec), "%llu %llu %s", (unsigned long long)applied,
+             (unsigned long long)fingerprint, id);
+    MDB_val k = val_str(STORE_RESTART_KEY), v = val_str(rec);
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc == 0 && (rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0)) != 0)
+        mdb_txn_abort(txn);
+    else if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    return rc == 0 ? 0 : lmdb_fail("restart record", rc);
+}
+
+uint64_t store_reused_applied(const struct store *s)
+{
+    return s->reused_applied;
+}
+
+int store_open(const char *dir, uint64_t raft_fingerprint, struct store **out, char *err,
+               size_t errlen)
 {
     struct store *s = calloc(1, sizeof(*s));
-    MDB_txn *txn = NULL;
     int rc;
     char path[4096];
 
@@ -97,35 +227,23 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", dir, strerror(errno));
         goto fail;
     }
-    /* The Raft log is the durable record: start from an empty store. */
     snprintf(path, sizeof(path), "%s/data.mdb", dir);
-    if (unlink(path) != 0 && errno != ENOENT) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        goto fail;
-    }
-    snprintf(path, sizeof(path), "%s/lock.mdb", dir);
-    (void)unlink(path);
-
-    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, DB_COUNT)) != 0 ||
-        (rc = mdb_env_set_mapsize(s->env, STORE_MAP_SIZE)) != 0 ||
-        (rc = mdb_env_set_maxreaders(s->env, 1024)) != 0 ||
-        /* WRITEMAP: a commit is stores into the map, no write(2): durability
-         * is the raft log's job, and the store is rebuilt at every start */
-        (rc = mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD | MDB_WRITEMAP,
-                           0600)) != 0) {
-        snprintf(err, errlen, "%s: lmdb: %s", dir, mdb_strerror(rc));
-        goto fail;
-    }
-    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
-        goto fail_rc;
-    for (int i = 0; i < DB_COUNT; i++) {
-        if ((rc = mdb_dbi_open(txn, store_dbs[i].name, MDB_CREATE | store_dbs[i].flags,
-                               &s->dbi[i])) != 0)
+    if (raft_fingerprint != 0 && access(path, F_OK) == 0 && env_open(s, dir) == 0)
+        s->reused_applied = take_restart_record(s, raft_fingerprint);
+    if (s->reused_applied == 0) {
+        /* the Raft log is the durable record: start from an empty store */
+        if (s->env) {
+            mdb_env_close(s->env);
+            s->env = NULL;
+        }
+        if (unlink(path) != 0 && errno != ENOENT) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            goto fail;
+        }
+        snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+        (void)unlink(path);
+        if ((rc = env_open(s, dir)) != 0)
             goto fail_rc;
-    }
-    if ((rc = mdb_txn_commit(txn)) != 0) {
-        txn = NULL;
-        goto fail_rc;
     }
     snprintf(s->dir, sizeof(s->dir), "%s", dir);
     s->space_ok = true;
@@ -137,14 +255,10 @@ int store_open(const char *dir, struct store **out, char *err, size_t errlen)
 
 fail_rc:
     snprintf(err, errlen, "%s: lmdb: %s", dir, mdb_strerror(rc));
-    if (txn)
-        mdb_txn_abort(txn);
 fail:
     store_free(s);
     return REG_ESTORE;
 }
-
-static uint64_t get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key);
 
 int store_peek(const char *file, uint64_t *index, uint64_t *instances, void **snap, size_t *len)
 {
@@ -1000,6 +1114,9 @@ static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, siz
         int crc;
         for (crc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); crc == 0 && rc == 0;
              crc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (db == DB_META && k.mv_size == sizeof(STORE_RESTART_KEY) - 1 &&
+                memcmp(k.mv_data, STORE_RESTART_KEY, k.mv_size) == 0)
+                continue; /* this file's own restart record, not registry data */
             unsigned char rh[SNAP_RECORD_HEAD_LEN];
             snap_record_head(rh, (enum snap_table)db, (uint32_t)k.mv_size, (uint32_t)v.mv_size);
             if ((rc = gb_put(&g, rh, sizeof(rh))) == 0 &&

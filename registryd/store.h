@@ -19,9 +19,10 @@
  * only (one writer). Readers on any thread use store_read_begin/end (MVCC
  * read transactions; never wait for the writer).
  *
- * Durability lives in the Raft log: LMDB runs without fsync and is rebuilt
- * from the latest Raft snapshot plus log replay every time registryd starts,
- * so store_open starts from an empty file.
+ * Durability lives in the Raft log: LMDB runs without fsync. After a crash
+ * the store is rebuilt from the latest Raft snapshot plus log replay (so
+ * store_open starts from an empty file); after a clean stop on the same
+ * boot, with the raft files as they were, it is kept (store_mark_clean).
  */
 #ifndef REGISTRYD_STORE_H
 #define REGISTRYD_STORE_H
@@ -50,9 +51,22 @@ struct store_change {
     bool many; /* a node-level change: more services changed than names holds */
 };
 
-/* Open (creating, emptying) the store in dir. Returns 0 or REG_ESTORE with
- * a message in err. */
-int store_open(const char *dir, struct store **out, char *err, size_t errlen) REG_MUSTCHECK;
+/* Open the store in dir. The previous file is kept when its last stop
+ * was clean (store_mark_clean) with this same raft_fingerprint (see
+ * cluster_files_fingerprint) and the machine has not rebooted since; else
+ * (and always when raft_fingerprint is 0) it starts empty. Returns 0 or
+ * REG_ESTORE with a message in err. */
+int store_open(const char *dir, uint64_t raft_fingerprint, struct store **out, char *err,
+               size_t errlen) REG_MUSTCHECK;
+/* The raft index the kept store had applied at its clean stop (raft must
+ * not apply entries up to it again), or 0 when the store was rebuilt. */
+uint64_t store_reused_applied(const struct store *s);
+/* Whether store_open(dir of file, fingerprint) would keep file (read only;
+ * for the start-up decision before the store is opened). */
+bool store_restart_possible(const char *file, uint64_t fingerprint);
+/* At a clean stop, after raft has closed: the store holds everything raft
+ * applied up to `applied`, and the raft files have `fingerprint`. */
+int store_mark_clean(struct store *s, uint64_t applied, uint64_t fingerprint) REG_MUSTCHECK;
 void store_free(struct store *s);
 
 /* Disk space (see store.c): keep the data file allocated ahead of LMDB's

@@ -25,7 +25,7 @@ static int setup(void **state)
     char err[256];
     snprintf(f->dir, sizeof(f->dir), "/tmp/test_store.XXXXXX");
     assert_non_null(mkdtemp(f->dir));
-    assert_int_equal(store_open(f->dir, &f->s, err, sizeof(err)), 0);
+    assert_int_equal(store_open(f->dir, 0, &f->s, err, sizeof(err)), 0);
     *state = f;
     return 0;
 }
