@@ -919,6 +919,11 @@ static int check_tls(struct conf *c, char *err, size_t errlen)
         snprintf(err, errlen, "http_addr: may be empty only when https_addr is set");
         return REG_ECONFIG;
     }
+    if (given == 3 && c->https_addr == NULL && (c->bootstrap_expect > 1 || c->join != NULL)) {
+        snprintf(err, errlen, "https_addr: required on a server that forms or joins a cluster "
+                              "with TLS (servers reach each other over HTTPS only)");
+        return REG_ECONFIG;
+    }
     return 0;
 }
 

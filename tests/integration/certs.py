@@ -60,6 +60,14 @@ def make_certs(d, dc="dc1", domain="registry"):
     }
 
 
+def reissue_server(d, prefix, dc="dc1", domain="registry"):
+    """Another server certificate (a new serial, the same names) from the CA
+    in d: prefix.pem and prefix-key.pem (prefix: an absolute path)."""
+    server_sans = f"DNS:server.{dc}.{domain},DNS:localhost,IP:127.0.0.1,IP:::1"
+    _leaf(d, "ca", prefix, f"server.{dc}.{domain}", server_sans, "serverAuth,clientAuth")
+    return prefix + ".pem", prefix + "-key.pem"
+
+
 def tls_args(paths, verify_incoming=False):
     """registryd flags for the TLS files above."""
     args = ["--tls-ca-file", paths["ca"], "--tls-cert-file", paths["server_cert"],
