@@ -1,5 +1,6 @@
-"""Test certificates made with the openssl command line, as the README's
-"Securing a cluster" section makes them: a CA, a server certificate named
+"""Test certificates made with the openssl command line, with the commands
+of the README's "Securing a cluster" section (which test_tls.py runs as
+written, too): a CA, a server certificate named
 server.DC.DOMAIN (plus localhost and 127.0.0.1), a client certificate, and a
 second, unrelated CA with a server and a client certificate of its own (what
 an attacker who is not in the cluster could present).

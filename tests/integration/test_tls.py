@@ -6,6 +6,7 @@ certificate reloaded on SIGHUP, and internal routes answering only servers
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,7 +16,7 @@ import time
 import unittest
 
 import certs
-from harness import TempDir, TlsRegistryd, listening_ports
+from harness import REGISTRYCTL, REGISTRYD, ROOT, TempDir, TlsRegistryd, listening_ports
 
 
 def handshake_fails(d, ctx):
@@ -198,6 +199,45 @@ class HttpsTest(unittest.TestCase):
         r.read()
         self.assertEqual(serial(kept), before)
         kept.close()
+
+    def test_readme_commands(self):
+        """README's "TLS" steps, run as written (the server's address made
+        loopback): the certificates, the settings, curl and registryctl."""
+        with open(os.path.join(ROOT, "README.md")) as f:
+            readme = f.read()
+        section = readme[readme.index("### TLS: HTTPS"):]
+        blocks = re.findall(r"```(sh|yaml)\n(.*?)```", section, re.S)
+        make, yaml, call = blocks[0][1], blocks[1][1], blocks[2][1]
+        work = os.path.join(self.tmp.path, "readme")
+        os.makedirs(work)
+        out = subprocess.run(["bash", "-euc", make.replace("10.0.0.11", "127.0.0.1")], cwd=work,
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        paths = {"ca": os.path.join(work, "ca.pem"),
+                 "server_cert": os.path.join(work, "server.pem"),
+                 "server_key": os.path.join(work, "server-key.pem")}
+        # the settings as shown are valid (files and addresses made local)
+        conf = os.path.join(work, "registryd.yaml")
+        with open(conf, "w") as f:
+            f.write(yaml.replace("/etc/registryd/tls/", work + "/"))
+        out = subprocess.run([REGISTRYD, "--config", conf, "--data-dir",
+                              os.path.join(work, "data"), "--check-config"],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        d = TlsRegistryd(paths, verify_incoming=True,
+                         client=(os.path.join(work, "client.pem"),
+                                 os.path.join(work, "client-key.pem")))
+        self.servers.append(d)
+        d.start()
+        out = subprocess.run(["bash", "-euc", call.replace("10.0.0.11:8501", d.addr)], cwd=work,
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIsInstance(json.loads(out.stdout), dict)  # the services, as JSON
+        env = {"REGISTRY_HTTP_ADDR": "https://" + d.addr, "REGISTRY_CACERT": "ca.pem",
+               "REGISTRY_CLIENT_CERT": "client.pem", "REGISTRY_CLIENT_KEY": "client-key.pem"}
+        out = subprocess.run([REGISTRYCTL, "leader"], cwd=work, capture_output=True, text=True,
+                             timeout=30, env=dict(os.environ, **env))
+        self.assertEqual(out.returncode, 0, out.stderr)
 
     def test_config_errors(self):
         # a clustered server with TLS needs an HTTPS listener for the others
