@@ -98,6 +98,7 @@ static void inflight_remove(struct cluster_link *l, struct link_req *q)
 /* Free a connection on the next loop turn (never inside its callbacks). */
 static void conn_free_later(struct cluster_link *l, struct link_conn *c)
 {
+    evhttp_connection_set_closecb(c->evcon, NULL, NULL); /* c goes now */
     common_free_evcon_later(l->base, c->evcon);
     free(c);
 }
@@ -112,19 +113,36 @@ static void conn_unlink(struct cluster_link *l, struct link_conn *c)
         }
 }
 
+/* No new request goes on c; it is freed once its requests are answered. */
+static void conn_retire(struct cluster_link *l, struct link_conn *c)
+{
+    if (c->retired)
+        return;
+    c->retired = true;
+    if (c->pending == 0) {
+        conn_unlink(l, c);
+        conn_free_later(l, c);
+    }
+}
+
 /* Retire every connection not to addr (the leader moved). */
 static void retire_others(struct cluster_link *l, const char *addr)
 {
     for (struct link_conn *c = l->conns, *next; c; c = next) {
         next = c->next;
-        if (strcmp(c->addr, addr) == 0 || c->retired)
-            continue;
-        c->retired = true;
-        if (c->pending == 0) {
-            conn_unlink(l, c);
-            conn_free_later(l, c);
-        }
+        if (strcmp(c->addr, addr) != 0)
+            conn_retire(l, c);
     }
+}
+
+/* A connection that closed (idle timeout, the leader went away) is not
+ * reopened: a new one replaces it. With TLS its SSL's session has ended,
+ * and evhttp would reconnect with it. */
+static void conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    struct link_conn *c = arg;
+    conn_retire(c->l, c);
 }
 
 /* The one place a connection to another server is made. */
@@ -137,13 +155,14 @@ static struct link_conn *link_conn_new(struct cluster_link *l, const char *addr)
     struct link_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    c->evcon = evhttp_connection_base_new(l->base, NULL, host, port);
+    c->evcon = common_server_evcon_new(l->base, host, port); /* mutual TLS when on */
     if (c->evcon == NULL) {
         free(c);
         return NULL;
     }
     evhttp_connection_set_timeout(c->evcon, LINK_TIMEOUT_S);
     evhttp_connection_set_retries(c->evcon, 0);
+    evhttp_connection_set_closecb(c->evcon, conn_closed, c);
     c->l = l;
     c->nodelay_fd = -1;
     snprintf(c->addr, sizeof(c->addr), "%s", addr);
@@ -215,6 +234,8 @@ static void request_done(struct evhttp_request *resp, void *arg)
     struct cluster_link *l = c->l;
     inflight_remove(l, q);
     c->pending--;
+    if (resp == NULL || evhttp_request_get_response_code(resp) == 0)
+        c->retired = true; /* failed: never reused (see conn_closed) */
     q->cb(q->arg, resp);
     free(q);
     if (c->retired && c->pending == 0) {
@@ -528,6 +549,7 @@ void cluster_link_free(struct cluster_link *l)
     while (l->conns) {
         struct link_conn *c = l->conns;
         l->conns = c->next;
+        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
         evhttp_connection_free(c->evcon);
         free(c);
     }

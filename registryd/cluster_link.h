@@ -13,8 +13,10 @@
  * LINK_MAX_CONNS, beyond which requests queue on the least busy. A change
  * of leader retires the old connections once their requests are answered.
  * With ACLs on, every request sent carries the acl_server_token
- * (link_send); mutual TLS, the next step, belongs in link_conn_new, the one
- * place connections are made.
+ * (link_send). With TLS configured every connection is HTTPS with mutual
+ * TLS, to the leader's announced (HTTPS) address: link_conn_new, the one
+ * place connections are made, goes through common_server_evcon_new. A
+ * connection that closes or fails is replaced, never reopened.
  *
  * Threads: everything runs on the front end's loop, except
  * cluster_link_propose, which any thread may call.

@@ -128,7 +128,9 @@ static void probe(struct cluster_peers *p, struct peer *peer)
     if (peer->probing || conf_split_hostport(peer->http, host, sizeof(host), &port) != 0)
         return;
     if (peer->evcon == NULL) {
-        peer->evcon = evhttp_connection_base_new(p->base, NULL, host, port);
+        /* mutual TLS when on; a failed probe drops the connection, so a
+         * closed TLS session is never reopened (common.h) */
+        peer->evcon = common_server_evcon_new(p->base, host, port);
         if (peer->evcon == NULL)
             return;
         evhttp_connection_set_timeout(peer->evcon, PEERS_ALIVE_MS / 1000);

@@ -3,10 +3,13 @@
  */
 #include "common.h"
 
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 
 #include "log.h"
+#include "tls.h"
 
 static void free_evcon_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -22,6 +25,31 @@ void common_free_evcon_later(struct event_base *base, struct evhttp_connection *
     if (event_base_once(base, -1, EV_TIMEOUT, free_evcon_cb, evcon, NULL) != 0) {
         log_warn("common", "msg=\"cannot defer a connection's free; leaking it\"");
     }
+}
+
+struct evhttp_connection *common_server_evcon_new(struct event_base *base, const char *host,
+                                                  unsigned short port)
+{
+    if (!tls_enabled())
+        return evhttp_connection_base_new(base, NULL, host, port);
+    SSL *ssl = tls_client_ssl(); /* verifies server.DC.DOMAIN, presents ours */
+    if (ssl == NULL)
+        return NULL;
+    struct bufferevent *bev =
+        bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (bev == NULL) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    /* a server closing an idle connection without close_notify is an end,
+     * not an error */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    struct evhttp_connection *evcon =
+        evhttp_connection_base_bufferevent_new(base, NULL, bev, host, port);
+    if (evcon == NULL)
+        bufferevent_free(bev); /* and the SSL with it */
+    return evcon;
 }
 
 const char *common_method_name(int t)

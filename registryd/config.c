@@ -72,7 +72,8 @@ static const struct conf_key conf_keys[] = {
     KEY("http_addr", CONF_HOSTPORT, http_addr, "127.0.0.1:8500", "HOST:PORT",
         "HTTP API listen address (\"\": no plain HTTP listener, HTTPS only)"),
     KEY("https_addr", CONF_HOSTPORT, https_addr, NULL, "HOST:PORT",
-        "HTTPS API listen address (needs tls_cert_file and tls_key_file)"),
+        "HTTPS API listen address (needs the three TLS files; required on a clustered server "
+        "with TLS: the servers reach each other there only)"),
     KEY("dns_addr", CONF_HOSTPORT, dns_addr, "127.0.0.1:8600", "HOST:PORT",
         "DNS listen address (UDP and TCP)"),
     KEY("dns_domain", CONF_DOMAIN, dns_domain, "registry.", "DOMAIN",
@@ -96,7 +97,8 @@ static const struct conf_key conf_keys[] = {
         "form a new cluster once N servers (this one included) have found each other "
         "through --join"),
     KEY("join", CONF_ADDRLIST, join, NULL, "HOST:PORT",
-        "HTTP address of another server, to form a cluster with or to join (repeatable)"),
+        "API address of another server (with TLS, its HTTPS one), to form a cluster with or to "
+        "join (repeatable)"),
     KEY("leave_on_terminate", CONF_BOOL, leave_on_terminate, "false", NULL,
         "on SIGTERM, leave the cluster (removed from the raft configuration) before stopping"),
     KEY("raft_snapshot_threshold", CONF_UINT, raft_snapshot_threshold, "16384", "N",
@@ -159,7 +161,8 @@ static const struct conf_key conf_keys[] = {
         "and tls_ca_file, servers talk to each other over mutual TLS only"),
     KEY("tls_key_file", CONF_PATH, tls_key_file, NULL, "FILE", "PEM private key of tls_cert_file"),
     KEY("tls_verify_incoming", CONF_BOOL, tls_verify_incoming, "false", NULL,
-        "HTTPS clients must present a certificate signed by tls_ca_file"),
+        "HTTPS clients must present a certificate signed by tls_ca_file (else the handshake "
+        "fails)"),
     KEY("tls_min_version", CONF_STRING, tls_min_version, "TLSv1_2", "VERSION",
         "oldest TLS version accepted: TLSv1_2 or TLSv1_3"),
     KEY("cluster_key_file", CONF_PATH, cluster_key_file, NULL, "FILE",
@@ -917,6 +920,11 @@ static int check_tls(struct conf *c, char *err, size_t errlen)
     }
     if (c->http_addr == NULL && c->https_addr == NULL) {
         snprintf(err, errlen, "http_addr: may be empty only when https_addr is set");
+        return REG_ECONFIG;
+    }
+    if (given == 3 && c->https_addr == NULL && (c->bootstrap_expect > 1 || c->join != NULL)) {
+        snprintf(err, errlen, "https_addr: required on a server that forms or joins a cluster "
+                              "with TLS (servers reach each other over HTTPS only)");
         return REG_ECONFIG;
     }
     return 0;

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "log.h"
 #include "registry/registry.h"
+#include "tls.h"
 
 #define MAX_MEMBERS CLUSTER_MAX_SERVERS
 #define RETRY_MS 300
@@ -27,6 +28,7 @@
 struct formation {
     struct formation_options opt;
     char *join, *http_addr, *self_http;
+    char *ca_file, *cert_file, *key_file; /* all NULL: plain HTTP */
     pthread_t thread;
     int stop; /* atomic */
 };
@@ -40,6 +42,39 @@ static void nap(struct formation *f, int ms)
 {
     for (int waited = 0; waited < ms && !stopping(f); waited += 50)
         usleep(50 * 1000);
+}
+
+/* A client for the server at addr (HOST:PORT, any scheme prefix dropped):
+ * HTTPS with this server's certificate when TLS is on, else HTTP; with
+ * the server token and timeout_ms. 0 or a REG_E* code (*out NULL). */
+static int client_for(struct formation *f, const char *addr, int timeout_ms,
+                      struct reg_client **out)
+{
+    char url[160];
+    if (strncmp(addr, "http://", 7) == 0)
+        addr += 7;
+    else if (strncmp(addr, "https://", 8) == 0)
+        addr += 8;
+    /* the scheme is ours to say: never plain HTTP with TLS on, and no
+     * CONSUL_HTTP_SSL from the environment turning it on without */
+    snprintf(url, sizeof(url), "%s://%s", f->cert_file ? "https" : "http", addr);
+    struct reg_client *c = NULL;
+    int rc = reg_client_new(&c, url);
+    if (rc == 0 && f->cert_file != NULL) {
+        rc = reg_client_set_tls(c, f->ca_file, f->cert_file, f->key_file, tls_server_name());
+        if (rc != 0)
+            log_warn("formation", "msg=\"cannot set up TLS\" error=\"%s\"", reg_client_errmsg(c));
+    }
+    if (rc == 0)
+        rc = reg_client_set_timeout(c, timeout_ms);
+    if (rc == 0)
+        rc = reg_client_set_token(c, acl_server_secret());
+    if (rc != 0) {
+        reg_client_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
 }
 
 /* ---- the hello exchange ------------------------------------------------ */
@@ -156,13 +191,13 @@ static int say_hello(struct formation *f, const char *addr, struct cluster_membe
         return REG_ENOMEM;
     }
     json_decref(hello);
-    int rc = reg_client_new(&rc_client, addr);
+    int rc = client_for(f, addr, 1000, &rc_client);
     if (rc == 0) {
-        reg_client_set_timeout(rc_client, 1000);
-        rc = reg_client_set_token(rc_client, acl_server_secret());
-        if (rc == 0)
-            rc = reg_client_request(rc_client, "PUT", "/v1/internal/raft/hello", text,
-                                    strlen(text), &status, &resp, &len, NULL);
+        rc = reg_client_request(rc_client, "PUT", "/v1/internal/raft/hello", text, strlen(text),
+                                &status, &resp, &len, NULL);
+        if (rc != 0)
+            log_debug("formation", "msg=\"hello not answered\" to=%s error=\"%s\"", addr,
+                      reg_client_errmsg(rc_client));
         reg_client_free(rc_client);
     }
     free(text);
@@ -264,13 +299,10 @@ static void join(struct formation *f)
     size_t nt = hello_targets(f, targets, sizeof(targets) / sizeof(targets[0]));
     for (size_t t = 0; !stopping(f); t = (t + 1) % (nt ? nt : 1)) {
         struct reg_client *c;
-        int rc = nt ? reg_client_new(&c, targets[t]) : REG_EINVAL;
+        int rc = nt ? client_for(f, targets[t], 5000, &c) : REG_EINVAL;
         if (rc == 0) {
-            reg_client_set_timeout(c, 5000);
-            rc = reg_client_set_token(c, acl_server_secret());
-            if (rc == 0)
-                rc = reg_client_request(c, "PUT", "/v1/internal/raft/join", body, strlen(body),
-                                        NULL, NULL, NULL, NULL);
+            rc = reg_client_request(c, "PUT", "/v1/internal/raft/join", body, strlen(body), NULL,
+                                    NULL, NULL, NULL);
             if (rc != 0)
                 log_debug("formation", "msg=\"join refused, retrying\" via=%s error=\"%s\"",
                           targets[t], reg_client_errmsg(c));
@@ -296,13 +328,8 @@ static void announce(struct formation *f)
     snprintf(body, sizeof(body), "{\"ID\": %llu, \"Raft\": \"%s\", \"HTTP\": \"%s\"}",
              (unsigned long long)id, raft, f->http_addr);
     struct reg_client *c;
-    if (reg_client_new(&c, f->self_http) != 0)
+    if (client_for(f, f->self_http, 5000, &c) != 0)
         return;
-    reg_client_set_timeout(c, 5000);
-    if (reg_client_set_token(c, acl_server_secret()) != 0) {
-        reg_client_free(c);
-        return;
-    }
     while (!stopping(f) && reg_client_request(c, "PUT", "/v1/internal/raft/announce", body,
                                               strlen(body), NULL, NULL, NULL, NULL) != 0)
         nap(f, RETRY_MS * 3);
@@ -343,6 +370,16 @@ static void *formation_thread(void *arg)
     return NULL;
 }
 
+static void free_strings(struct formation *f)
+{
+    free(f->join);
+    free(f->http_addr);
+    free(f->self_http);
+    free(f->ca_file);
+    free(f->cert_file);
+    free(f->key_file);
+}
+
 int formation_start(const struct formation_options *opt, struct formation **out, char *err,
                     size_t errlen)
 {
@@ -353,12 +390,17 @@ int formation_start(const struct formation_options *opt, struct formation **out,
     f->join = opt->join ? strdup(opt->join) : NULL;
     f->http_addr = strdup(opt->http_addr);
     f->self_http = strdup(opt->self_http ? opt->self_http : opt->http_addr);
+    bool tls = opt->tls_ca_file && opt->tls_cert_file && opt->tls_key_file;
+    if (tls) {
+        f->ca_file = strdup(opt->tls_ca_file);
+        f->cert_file = strdup(opt->tls_cert_file);
+        f->key_file = strdup(opt->tls_key_file);
+    }
     if ((opt->join && f->join == NULL) || f->http_addr == NULL || f->self_http == NULL ||
+        (tls && (f->ca_file == NULL || f->cert_file == NULL || f->key_file == NULL)) ||
         pthread_create(&f->thread, NULL, formation_thread, f) != 0) {
         snprintf(err, errlen, "cannot start the cluster formation thread");
-        free(f->join);
-        free(f->http_addr);
-        free(f->self_http);
+        free_strings(f);
         free(f);
         return REG_ENOMEM;
     }
@@ -372,8 +414,6 @@ void formation_free(struct formation *f)
         return;
     __atomic_store_n(&f->stop, 1, __ATOMIC_RELEASE);
     pthread_join(f->thread, NULL);
-    free(f->join);
-    free(f->http_addr);
-    free(f->self_http);
+    free_strings(f);
     free(f);
 }

@@ -16,6 +16,11 @@
  * With --join alone a server starts raft empty and asks a member to add it
  * (PUT /v1/internal/raft/join, forwarded to the leader); a server that has
  * raft state already just restarts with it.
+ *
+ * Addresses (--join, announced ones) are HOST:PORT of the servers' API:
+ * with TLS configured, their HTTPS listeners, spoken to with mutual TLS
+ * (an http:// or https:// prefix given to --join is ignored: the scheme
+ * follows this server's TLS setting, never plain HTTP when TLS is on).
  */
 #ifndef REGISTRYD_FORMATION_H
 #define REGISTRYD_FORMATION_H
@@ -34,7 +39,11 @@ struct formation_options {
     const char *http_addr;     /* ours, told to the others */
     const char *self_http;     /* where we reach our own front end (loopback if wildcard) */
     unsigned bootstrap_expect; /* > 1: form a new cluster of that many */
-    const char *join;          /* HTTP addresses, comma-separated */
+    const char *join;          /* API addresses, comma-separated */
+    /* With TLS (all three set), every request goes over HTTPS with this
+     * server's certificate and verifies the other's name server.DC.DOMAIN
+     * (tls_server_name()); the addresses are then HTTPS ones. NULL: HTTP. */
+    const char *tls_ca_file, *tls_cert_file, *tls_key_file;
 };
 
 int formation_start(const struct formation_options *opt, struct formation **out, char *err,

@@ -913,6 +913,13 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *method = common_method_name(evhttp_request_get_command(req));
     bool known;
 
+    if (path != NULL && strncmp(path, "/v1/internal/", 13) == 0 && tls_enabled() &&
+        !tls_peer_is_server(request_ssl(req))) {
+        http_fail(r, 403, "Permission denied: internal routes answer only servers (over HTTPS, "
+                          "with a certificate from the cluster's CA naming %s)",
+                  tls_server_name());
+        goto fail;
+    }
     if (path != NULL && strcmp(path, "/v1/internal/forward") == 0 &&
         unwrap_forwarded(r, &method, &path, &query) != 0)
         goto fail;

@@ -555,6 +555,9 @@ static int start_formation(struct server *s)
         .self_http = s->self_http,
         .bootstrap_expect = s->conf->bootstrap_expect,
         .join = s->conf->join,
+        .tls_ca_file = s->conf->tls_ca_file,
+        .tls_cert_file = s->conf->tls_cert_file,
+        .tls_key_file = s->conf->tls_key_file,
     };
     if (formation_start(&fopt, &s->formation, err, sizeof(err)) != 0) {
         log_error("server", "msg=\"cannot form the cluster\" error=\"%s\"", err);

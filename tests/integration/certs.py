@@ -1,5 +1,6 @@
-"""Test certificates made with the openssl command line, as the README's
-"Securing a cluster" section makes them: a CA, a server certificate named
+"""Test certificates made with the openssl command line, with the commands
+of the README's "Securing a cluster" section (which test_tls.py runs as
+written, too): a CA, a server certificate named
 server.DC.DOMAIN (plus localhost and 127.0.0.1), a client certificate, and a
 second, unrelated CA with a server and a client certificate of its own (what
 an attacker who is not in the cluster could present).
@@ -58,6 +59,14 @@ def make_certs(d, dc="dc1", domain="registry"):
         "rogue_server_cert": p("rogue-server.pem"), "rogue_server_key": p("rogue-server-key.pem"),
         "rogue_client_cert": p("rogue-client.pem"), "rogue_client_key": p("rogue-client-key.pem"),
     }
+
+
+def reissue_server(d, prefix, dc="dc1", domain="registry"):
+    """Another server certificate (a new serial, the same names) from the CA
+    in d: prefix.pem and prefix-key.pem (prefix: an absolute path)."""
+    server_sans = f"DNS:server.{dc}.{domain},DNS:localhost,IP:127.0.0.1,IP:::1"
+    _leaf(d, "ca", prefix, f"server.{dc}.{domain}", server_sans, "serverAuth,clientAuth")
+    return prefix + ".pem", prefix + "-key.pem"
 
 
 def tls_args(paths, verify_incoming=False):

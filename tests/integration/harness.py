@@ -9,6 +9,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -168,14 +169,113 @@ class Registryd:
         return p.returncode, p.stdout, p.stderr
 
 
-def start_cluster(directory, n, extra=(), servers=None, join_graph=None):
+class TlsRegistryd(Registryd):
+    """A registryd serving HTTPS (https_addr) with the TLS files of
+    certs.make_certs(), and no plain listener unless plain=True (then
+    plain_addr). addr is the HTTPS address (what --join and clients use);
+    requests go over HTTPS verifying the CA and presenting `client`, a
+    (cert, key) pair: the server certificate by default, so that internal
+    routes answer."""
+
+    def __init__(self, paths, data_dir=None, extra_args=(), verify_incoming=False, plain=False,
+                 client=None):
+        self.paths = paths
+        self.verify_incoming = verify_incoming
+        self.plain = plain
+        self.client = client or (paths["server_cert"], paths["server_key"])
+        super().__init__(data_dir=data_dir, extra_args=extra_args)
+
+    def pick_ports(self):
+        super().pick_ports()
+        self.https_port = free_port()
+
+    @property
+    def addr(self):
+        return "%s:%d" % (self.host, self.https_port)
+
+    @property
+    def plain_addr(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def args(self):
+        where = (["--data-dir", self.data_dir] if self.data_dir
+                 else ["--dev", "--raft-addr", "127.0.0.1:%d" % self.raft_port])
+        tls = ["--tls-ca-file", self.paths["ca"], "--tls-cert-file", self.paths["server_cert"],
+               "--tls-key-file", self.paths["server_key"]]
+        if self.verify_incoming:
+            tls.append("--tls-verify-incoming")
+        return [REGISTRYD] + where + [
+            "--http-addr", self.plain_addr if self.plain else "",
+            "--https-addr", self.addr, "--dns-addr", "127.0.0.1:%d" % self.dns_port,
+            "--log-level", "info"] + tls + self.extra
+
+    def ssl_context(self, client=None, ca=None):
+        """A client context trusting ca (default: the cluster's CA) and
+        presenting client (cert, key), self.client if None, none if False."""
+        ctx = ssl.create_default_context(cafile=ca or self.paths["ca"])
+        client = self.client if client is None else client
+        if client:
+            ctx.load_cert_chain(*client)
+        return ctx
+
+    def request_full(self, method, path, body=None, headers=None, timeout=60, client=None):
+        data = body.encode() if isinstance(body, str) else body
+        req = urllib.request.Request("https://%s%s" % (self.addr, path), data=data,
+                                     method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout,
+                                        context=self.ssl_context(client)) as r:
+                return r.status, r.read().decode(), r.headers
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(), e.headers
+
+    def request(self, method, path, body=None, headers=None, timeout=60, client=None):
+        status, text, _ = self.request_full(method, path, body, headers, timeout, client)
+        return status, text
+
+    def ctl(self, *args, env=None, stdin=None):
+        e = {"REGISTRY_HTTP_ADDR": "https://" + self.addr, "REGISTRY_CACERT": self.paths["ca"],
+             "REGISTRY_CLIENT_CERT": self.client[0], "REGISTRY_CLIENT_KEY": self.client[1]}
+        e.update(env or {})
+        return super().ctl(*args, env=e, stdin=stdin)
+
+
+def listening_ports(pid):
+    """The TCP ports process pid listens on (from /proc: its sockets' inodes
+    against the kernel's LISTEN table)."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                        ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            pass
+    return ports
+
+
+def start_cluster(directory, n, extra=(), servers=None, join_graph=None, factory=None):
     """n servers with data dirs under directory forming one cluster
     (--bootstrap-expect n). join_graph maps a server's index to the indexes
     it is given --join for (default: each joins all). Servers are appended
     to `servers` as they start, so a caller's cleanup sees them even if one
-    fails to come up; returns the list."""
+    fails to come up; returns the list. factory(data_dir) makes each server
+    (default: a plain Registryd)."""
     servers = servers if servers is not None else []
-    new = [Registryd(data_dir=os.path.join(directory, "s%d" % i)) for i in range(n)]
+    factory = factory or (lambda data_dir: Registryd(data_dir=data_dir))
+    new = [factory(os.path.join(directory, "s%d" % i)) for i in range(n)]
     for i, d in enumerate(new):
         targets = join_graph.get(i, []) if join_graph is not None else range(n)
         joins = []
