@@ -2,10 +2,12 @@
  * client.c — libregistry's HTTP transport and discovery calls.
  *
  * A deliberately small HTTP/1.1 client: one connection per request
- * ("Connection: close"), plain or TLS (conn.c), non-blocking sockets with
- * poll() for every timeout, Content-Length or chunked bodies. Servers are tried in order, starting
- * from the last one that answered, so a dead server costs one connect
- * attempt, not one per request.
+ * ("Connection: close"), plain or TLS (conn.c: the one connection layer,
+ * also used by registryctl), non-blocking sockets with poll() for every
+ * timeout, Content-Length or chunked bodies. Servers are tried in order,
+ * starting from the last one that answered, so a dead server costs one
+ * connect attempt, not one per request. reg__client_transfer streams bodies
+ * too large to hold in memory (snapshots).
  */
 #define _GNU_SOURCE
 #include "registry/registry.h"

@@ -24,6 +24,17 @@ from harness import REGISTRYCTL, ROOT, Registryd, TempDir, free_port
 REGISTRY_LIB = os.environ.get("REGISTRY_LIB", os.path.join(ROOT, "build/client/libregistry.so"))
 REG_EINVAL, REG_ECONNECT = -1, -11
 
+
+def sanitized(path):
+    """A library built with ASan cannot be loaded into an uninstrumented
+    python (the runtime must come first): its tests are skipped there, and
+    registryctl's (an ASan binary of its own) still run."""
+    try:
+        with open(path, "rb") as f:
+            return b"libasan.so" in f.read()
+    except OSError:
+        return False
+
 TLS_ENV = ["REGISTRY_HTTP_ADDR", "REGISTRY_CACERT", "REGISTRY_CLIENT_CERT", "REGISTRY_CLIENT_KEY",
            "REGISTRY_TLS_SERVER_NAME", "CONSUL_CACERT", "CONSUL_CLIENT_CERT",
            "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME", "CONSUL_HTTP_SSL",
@@ -131,7 +142,11 @@ class TlsTest(unittest.TestCase):
         cls.https = "https://127.0.0.1:%d" % cls.https_port
         cls.mtls_addr = "https://127.0.0.1:%d" % cls.mtls_port
         cls.rogue = "https://127.0.0.1:%d" % cls.rogue_port
-        cls.lib = Lib()
+        cls.lib = None if sanitized(REGISTRY_LIB) else Lib()
+
+    def setUp(self):
+        if self.lib is None and self._testMethodName.startswith("test_lib_"):
+            self.skipTest("libregistry is built with ASan: not loadable into python")
 
     @classmethod
     def tearDownClass(cls):
