@@ -1,103 +1,18 @@
 /*
- * http_call.c — see http_call.h. One connection per request; every wait is
- * a poll() bounded by what is left of the request's time limit.
+ * http_call.c — see http_call.h. One connection per request, through
+ * libregistry's connection layer (client/src/conn.h: the same non-blocking
+ * socket and poll() code as every libregistry request); every wait is
+ * bounded by what is left of the request's time limit.
  */
 #define _GNU_SOURCE
 #include "http_call.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+#include <strings.h>
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Wait for `events` on fd until the deadline: 0, or REG_ETIMEDOUT. */
-static int wait_fd(int fd, short events, int64_t deadline)
-{
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0)
-            return REG_ETIMEDOUT;
-        struct pollfd p = {fd, events, 0};
-        int n = poll(&p, 1, (int)left);
-        if (n > 0)
-            return 0;
-        if (n == 0)
-            return REG_ETIMEDOUT;
-        if (errno != EINTR)
-            return REG_EIO;
-    }
-}
-
-static int connect_to(const char *address, int port, int64_t deadline, int *out)
-{
-    char service[16];
-    snprintf(service, sizeof(service), "%d", port);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
-                    *ai;
-    if (getaddrinfo(address, service, &hints, &ai) != 0) {
-        hints.ai_flags = AI_NUMERICSERV;
-        if (getaddrinfo(address, service, &hints, &ai) != 0)
-            return REG_ECONNECT;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        freeaddrinfo(ai);
-        return REG_EIO;
-    }
-    int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-    freeaddrinfo(ai);
-    if (rc != 0 && errno != EINPROGRESS) {
-        close(fd);
-        return REG_ECONNECT;
-    }
-    if (rc != 0) {
-        rc = wait_fd(fd, POLLOUT, deadline);
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (rc == 0 && (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0))
-            rc = REG_ECONNECT;
-        if (rc != 0) {
-            close(fd);
-            return rc;
-        }
-    }
-    *out = fd;
-    return 0;
-}
-
-static int send_all(int fd, const char *p, size_t len, int64_t deadline)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int rc = wait_fd(fd, POLLOUT, deadline);
-            if (rc != 0)
-                return rc;
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else {
-            return REG_EIO;
-        }
-    }
-    return 0;
-}
+#include "conn.h"
 
 /* Where the head ends and how long the body is (-1: until EOF). */
 static const char *head_end(const char *buf, size_t len, long *content_length)
@@ -119,8 +34,11 @@ int http_call(const char *address, int port, const struct http_request *req, uin
               struct http_answer *ans)
 {
     memset(ans, 0, sizeof(*ans));
-    int64_t deadline = now_ms() + (int64_t)timeout_ms;
-    int fd, rc = connect_to(address, port, deadline, &fd);
+    long long deadline = reg__now_ms() + (long long)timeout_ms;
+    char service[16], why[400];
+    snprintf(service, sizeof(service), "%d", port);
+    struct reg__conn cn;
+    int rc = reg__conn_open(&cn, address, service, NULL, deadline, why, sizeof(why));
     if (rc != 0)
         return rc;
     size_t cap = 1024 + req->body_len + strlen(req->path);
@@ -128,7 +46,7 @@ int http_call(const char *address, int port, const struct http_request *req, uin
         cap += strlen(req->headers[i]) + 2;
     char *buf = malloc(cap);
     if (buf == NULL) {
-        close(fd);
+        reg__conn_close(&cn);
         return REG_ENOMEM;
     }
     int len = snprintf(buf, cap, "%s %s HTTP/1.0\r\nHost: %s:%d\r\nConnection: close\r\n",
@@ -141,12 +59,12 @@ int http_call(const char *address, int port, const struct http_request *req, uin
     if (req->body && !has_length)
         len += snprintf(buf + len, cap - (size_t)len, "Content-Length: %zu\r\n", req->body_len);
     len += snprintf(buf + len, cap - (size_t)len, "\r\n");
-    rc = send_all(fd, buf, (size_t)len, deadline);
+    rc = reg__conn_send(&cn, buf, (size_t)len, deadline, why, sizeof(why));
     free(buf);
     if (rc == 0 && req->body)
-        rc = send_all(fd, req->body, req->body_len, deadline);
+        rc = reg__conn_send(&cn, req->body, req->body_len, deadline, why, sizeof(why));
     if (rc != 0) {
-        close(fd);
+        reg__conn_close(&cn);
         return rc;
     }
     size_t got = 0, size = 4096;
@@ -168,25 +86,17 @@ int http_call(const char *address, int port, const struct http_request *req, uin
             if (body)
                 body = buf + off;
         }
-        ssize_t n = recv(fd, buf + got, size - got - 1, 0);
-        if (n > 0) {
-            got += (size_t)n;
-            if (body == NULL)
-                body = head_end(buf, got, &clen);
-            continue;
-        }
+        size_t n = 0;
+        if ((rc = reg__conn_recv(&cn, buf + got, size - got - 1, &n, deadline, why,
+                                 sizeof(why))) != 0)
+            break;
         if (n == 0)
             break;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            rc = REG_EIO;
-            break;
-        }
-        if ((rc = wait_fd(fd, POLLIN, deadline)) != 0)
-            break;
+        got += n;
+        if (body == NULL)
+            body = head_end(buf, got, &clen);
     }
-    close(fd);
+    reg__conn_close(&cn);
     if (buf == NULL)
         return REG_ENOMEM;
     if (rc == 0 && body == NULL)

@@ -5,8 +5,9 @@
  *
  * HTTP/1.0 with Connection: close, so that the answer ends with the
  * connection (no chunked encoding to undo); Content-Length is honoured when
- * present. Blocking, but never beyond the time limit: non-blocking sockets
- * and poll() for the connect, the send and every read.
+ * present. Blocking, but never beyond the time limit: libregistry's
+ * connection layer (client/src/conn.h), non-blocking sockets and poll() for
+ * the connect, the send and every read.
  */
 #ifndef REGISTRYCTL_HTTP_CALL_H
 #define REGISTRYCTL_HTTP_CALL_H

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -27,6 +28,7 @@
 #include "registry/balancer.h"
 #include "registry/registry.h"
 #include "registry/resilience.h"
+#include "internal.h"
 
 #define EXIT_SERVER 1
 #define EXIT_USAGE 2
@@ -993,47 +995,169 @@ static int cmd_watch(struct ctl *x)
     return 0;
 }
 
+/* Progress of a snapshot transfer on stderr, for people: only when stderr
+ * is a terminal and not with --json; redrawn at most 4 times a second, and
+ * once at the end. */
+struct progress {
+    const char *what; /* "saving", "restoring" */
+    bool on, upload;
+    int64_t start_ms, last_ms, moved_ms; /* moved_ms: when done last grew */
+    uint64_t done, total;
+    FILE *f; /* the file being written or read */
+    int err; /* errno of a failed read or write */
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *human_bytes(double v, char *buf, size_t len)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+    return buf;
+}
+
+/* One line, redrawn in place: bytes done / total, percent, rate (over the
+ * time the bytes took: a restore's apply afterwards does not dilute it). */
+static void progress_draw(struct progress *p, bool force, bool final)
+{
+    int64_t now = mono_ms();
+    if (!p->on || (!force && now - p->last_ms < 250))
+        return;
+    p->last_ms = now;
+    double secs = (double)(p->moved_ms - p->start_ms) / 1000.0;
+    char done[32], total[32], rate[32];
+    human_bytes((double)p->done, done, sizeof(done));
+    human_bytes(secs > 0.001 ? (double)p->done / secs : 0, rate, sizeof(rate));
+    if (p->done == 0 && !p->upload && !final)
+        fprintf(stderr, "\r%s snapshot: waiting for the server\033[K", p->what);
+    else if (p->total)
+        fprintf(stderr, "\r%s snapshot: %s / %s (%3d%%), %s/s%s\033[K", p->what, done,
+                human_bytes((double)p->total, total, sizeof(total)),
+                (int)(p->done * 100 / p->total), rate,
+                p->upload && p->done == p->total && !final ? "; the server is applying it"
+                                                           : "");
+    else
+        fprintf(stderr, "\r%s snapshot: %s, %s/s\033[K", p->what, done, rate);
+    if (final)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static void snapshot_progress(void *arg, uint64_t done, uint64_t total)
+{
+    struct progress *p = arg;
+    p->done = done;
+    p->total = total;
+    p->moved_ms = mono_ms();
+    progress_draw(p, p->upload && done == total, false);
+}
+
+static int snapshot_write(void *arg, const char *buf, size_t len)
+{
+    struct progress *p = arg;
+    if (fwrite(buf, 1, len, p->f) == len)
+        return 0;
+    p->err = errno ? errno : EIO;
+    return REG_EIO;
+}
+
+static int snapshot_read(void *arg, char *buf, size_t cap, size_t *got)
+{
+    struct progress *p = arg;
+    *got = fread(buf, 1, cap, p->f);
+    if (*got > 0)
+        return 0;
+    p->err = ferror(p->f) ? (errno ? errno : EIO) : EIO; /* shorter than it was */
+    return REG_EIO;
+}
+
+/* save streams the answer into FILE.tmp, renamed to FILE once whole (a
+ * failed save leaves no half file); restore streams the file as the body.
+ * Neither holds the snapshot in memory. */
 static int cmd_snapshot(struct ctl *x)
 {
     if (x->argc != 2 || (strcmp(x->argv[0], "save") && strcmp(x->argv[0], "restore")))
         return usage_error("snapshot: use snapshot save FILE | snapshot restore FILE");
     const char *file = x->argv[1];
+    bool save = strcmp(x->argv[0], "save") == 0;
     /* a large registry takes a while to copy, check and apply: the usual
      * 10 s would give up on a restore that is going well */
     reg_client_set_timeout(x->client, 10 * 60 * 1000);
-    reg_client_set_max_response(x->client, SIZE_MAX / 2); /* a backup may be large */
-    if (strcmp(x->argv[0], "save") == 0) {
-        char *body = NULL;
-        size_t len = 0;
-        int rc = reg_client_request(x->client, "GET", "/v1/snapshot", NULL, 0, NULL, &body, &len,
-                                    NULL);
-        if (rc != 0)
-            return server_error(x, rc);
-        FILE *f = fopen(file, "wb");
-        bool ok = f && fwrite(body, 1, len, f) == len;
-        if (f && fclose(f) != 0)
-            ok = false;
-        free(body);
-        if (!ok) {
-            fprintf(stderr, "registryctl: cannot write %s: %s\n", file, strerror(errno));
-            return EXIT_SERVER;
+    struct progress p = {.what = save ? "saving" : "restoring",
+                         .on = !x->json && isatty(STDERR_FILENO),
+                         .start_ms = mono_ms()};
+    p.last_ms = p.moved_ms = p.start_ms;
+    p.upload = !save;
+    struct reg__transfer t = {.progress = snapshot_progress, .arg = &p};
+    char *tmp = NULL, *stdin_data = NULL;
+    if (save) {
+        if (asprintf(&tmp, "%s.tmp", file) < 0)
+            return server_error(x, REG_ENOMEM);
+        p.f = fopen(tmp, "wb");
+        t.download = snapshot_write;
+    } else if (strcmp(file, "-") == 0) { /* stdin: its length is known once read */
+        size_t len;
+        stdin_data = read_file(file, &len, SIZE_MAX / 2);
+        p.f = stdin_data ? fmemopen(stdin_data, len ? len : 1, "rb") : NULL;
+        t.upload = snapshot_read;
+        t.upload_len = p.total = len;
+    } else {
+        struct stat st;
+        p.f = fopen(file, "rb");
+        if (p.f && (fstat(fileno(p.f), &st) != 0 || !S_ISREG(st.st_mode))) {
+            fclose(p.f);
+            p.f = NULL;
+            errno = EINVAL;
         }
-        if (!x->json)
-            printf("saved %zu bytes to %s\n", len, file);
-        return 0;
+        if (p.f) {
+            t.upload = snapshot_read;
+            t.upload_len = p.total = (uint64_t)st.st_size;
+        }
     }
-    size_t len;
-    char *data = read_file(file, &len, SIZE_MAX / 2); /* a backup may be large */
-    if (data == NULL) {
-        fprintf(stderr, "registryctl: cannot read %s: %s\n", file, strerror(errno));
-        return EXIT_USAGE;
+    if (p.f == NULL) {
+        fprintf(stderr, "registryctl: cannot %s %s: %s\n", save ? "write" : "read",
+                save ? tmp : file, strerror(errno));
+        free(tmp);
+        free(stdin_data);
+        return save ? EXIT_SERVER : EXIT_USAGE;
     }
-    int rc = reg_client_request(x->client, "PUT", "/v1/snapshot", data, len, NULL, NULL, NULL,
-                                NULL);
-    free(data);
+    progress_draw(&p, true, false);
+    int rc = reg__client_transfer(x->client, save ? "GET" : "PUT", "/v1/snapshot", &t, NULL);
+    if (p.done > 0)
+        progress_draw(&p, true, true);
+    else if (p.on) /* nothing moved: clear the "waiting" line */
+        fprintf(stderr, "\r\033[K");
+    bool closed = fclose(p.f) == 0;
+    free(stdin_data);
+    if (save && rc == 0 && !closed)
+        p.err = errno ? errno : EIO;
+    if (save && rc == 0 && p.err == 0 && rename(tmp, file) != 0)
+        p.err = errno;
+    if (save && (rc != 0 || p.err != 0))
+        unlink(tmp);
+    free(tmp);
+    if (p.err != 0) {
+        fprintf(stderr, "registryctl: cannot %s %s: %s\n", save ? "write" : "read", file,
+                strerror(p.err));
+        return EXIT_SERVER;
+    }
     if (rc != 0)
         return server_error(x, rc);
-    if (!x->json)
+    if (x->json)
+        printf("{\"ok\": true, \"bytes\": %llu}\n", (unsigned long long)p.done);
+    else if (save)
+        printf("saved %llu bytes to %s\n", (unsigned long long)p.done, file);
+    else
         printf("restored %s\n", file);
     return 0;
 }
@@ -1382,18 +1506,52 @@ static const struct verb {
      "  acl token list | read ACCESSOR | delete ACCESSOR | self"},
 };
 
+/* The TLS options, in reg_client_set_tls's order, and where their defaults
+ * come from. */
+static const struct {
+    const char *flag, *what, *env, *consul_env;
+} tls_flags[] = {
+    {"--ca-file", "FILE", "REGISTRY_CACERT", "CONSUL_CACERT"},
+    {"--client-cert", "FILE", "REGISTRY_CLIENT_CERT", "CONSUL_CLIENT_CERT"},
+    {"--client-key", "FILE", "REGISTRY_CLIENT_KEY", "CONSUL_CLIENT_KEY"},
+    {"--tls-server-name", "NAME", "REGISTRY_TLS_SERVER_NAME", "CONSUL_TLS_SERVER_NAME"},
+};
+
+/* Which TLS option a is (as "--flag" or "--flag=VALUE"), or -1. */
+static int tls_option(const char *a)
+{
+    for (int k = 0; k < 4; k++) {
+        size_t n = strlen(tls_flags[k].flag);
+        if (strncmp(a, tls_flags[k].flag, n) == 0 && (a[n] == '\0' || a[n] == '='))
+            return k;
+    }
+    return -1;
+}
+
 static void print_help(void)
 {
-    printf("Usage: registryctl [--http-addr HOST:PORT] [--token TOKEN] [--json] VERB [ARGS]\n\n"
+    printf("Usage: registryctl [--http-addr [https://]HOST:PORT] [TLS OPTIONS] [--token TOKEN]\n"
+           "                   [--json] VERB [ARGS]\n\n"
            "Talks to registryd's HTTP API: --http-addr, else $REGISTRY_HTTP_ADDR, else\n"
            "127.0.0.1:8500 (a comma-separated list fails over in order), with the ACL\n"
-           "token --token, else $REGISTRY_HTTP_TOKEN (none: the server's default token).\n\n"
+           "token --token, else $REGISTRY_HTTP_TOKEN (none: the server's default token).\n"
+           "An https:// address (or CONSUL_HTTP_SSL=true, or any TLS option) is HTTPS;\n"
+           "the server's certificate is always verified.\n\n"
            "Verbs:\n");
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
         printf("  %s\n", verbs[i].usage);
     printf("\nOptions:\n"
-           "  --http-addr HOST:PORT   server(s) to talk to\n"
+           "  --http-addr ADDR        server(s) to talk to: HOST:PORT, http://HOST:PORT or\n"
+           "                          https://HOST:PORT\n"
            "  --token TOKEN           ACL token (SecretID) sent with every request\n"
+           "  --ca-file FILE          CA certificates (PEM) to verify the server with\n"
+           "                          ($REGISTRY_CACERT, $CONSUL_CACERT; else the system's)\n"
+           "  --client-cert FILE      client certificate (PEM), for servers that require one\n"
+           "                          ($REGISTRY_CLIENT_CERT, $CONSUL_CLIENT_CERT)\n"
+           "  --client-key FILE       its private key ($REGISTRY_CLIENT_KEY, $CONSUL_CLIENT_KEY)\n"
+           "  --tls-server-name NAME  name the server's certificate must carry, instead of\n"
+           "                          the address's host ($REGISTRY_TLS_SERVER_NAME,\n"
+           "                          $CONSUL_TLS_SERVER_NAME)\n"
            "  --json                  print JSON instead of tables\n"
            "  --help, -h              this text\n"
            "  --version               print the version\n\n"
@@ -1406,8 +1564,9 @@ int main(int argc, char **argv)
     struct ctl x = {0};
     const char *addr = NULL, *verb = NULL, *token = getenv("REGISTRY_HTTP_TOKEN");
     char **rest = calloc((size_t)argc + 1, sizeof(char *));
-    int nrest = 0, rc;
-    bool want_help = false;
+    int nrest = 0, rc, tls_flag;
+    bool want_help = false, tls_given = false;
+    const char *tls_val[4] = {NULL, NULL, NULL, NULL};
     if (rest == NULL)
         return EXIT_SERVER;
     for (int i = 1; i < argc; i++) {
@@ -1428,6 +1587,19 @@ int main(int argc, char **argv)
             addr = argv[++i];
         } else if (strncmp(a, "--http-addr=", 12) == 0) {
             addr = a + 12;
+        } else if ((tls_flag = tls_option(a)) >= 0) {
+            const char *eq = strchr(a, '=');
+            if (eq == NULL && i + 1 >= argc) {
+                free(rest);
+                return usage_error("%s needs a %s", a, tls_flags[tls_flag].what);
+            }
+            tls_val[tls_flag] = eq ? eq + 1 : argv[++i];
+            if (*tls_val[tls_flag] == '\0') {
+                free(rest);
+                return usage_error("%.*s needs a %s", (int)strcspn(a, "="), a,
+                                   tls_flags[tls_flag].what);
+            }
+            tls_given = true;
         } else if (strcmp(a, "--token") == 0) {
             if (i + 1 >= argc) {
                 free(rest);
@@ -1460,7 +1632,7 @@ int main(int argc, char **argv)
         return usage_error("unknown verb \"%s\"", verb);
     }
     if (want_help) { /* registryctl VERB --help: that verb's usage */
-        printf("Usage: registryctl [--http-addr HOST:PORT] [--token TOKEN] [--json] %s\n",
+        printf("Usage: registryctl [--http-addr ADDR] [TLS OPTIONS] [--token TOKEN] [--json] %s\n",
                v->usage);
         free(rest);
         return 0;
@@ -1468,8 +1640,26 @@ int main(int argc, char **argv)
     rc = reg_client_new(&x.client, addr);
     if (rc != 0) {
         free(rest);
+        if (strncmp(reg_client_errmsg(NULL), "TLS", 3) == 0) /* the TLS environment */
+            return usage_error("%s", reg_client_errmsg(NULL));
         return usage_error("invalid --http-addr / REGISTRY_HTTP_ADDR \"%s\"",
                            addr ? addr : getenv("REGISTRY_HTTP_ADDR"));
+    }
+    if (tls_given) { /* a TLS flag means TLS; the environment fills in the rest */
+        for (size_t k = 0; k < 4; k++)
+            if (tls_val[k] == NULL) {
+                tls_val[k] = getenv(tls_flags[k].env);
+                if (tls_val[k] == NULL || *tls_val[k] == '\0')
+                    tls_val[k] = getenv(tls_flags[k].consul_env);
+                if (tls_val[k] != NULL && *tls_val[k] == '\0')
+                    tls_val[k] = NULL;
+            }
+        if (reg_client_set_tls(x.client, tls_val[0], tls_val[1], tls_val[2], tls_val[3]) != 0) {
+            usage_error("%s", reg_client_errmsg(x.client));
+            reg_client_free(x.client);
+            free(rest);
+            return EXIT_USAGE;
+        }
     }
     if (token != NULL && *token != '\0' && reg_client_set_token(x.client, token) != 0) {
         reg_client_free(x.client);

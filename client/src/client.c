@@ -2,10 +2,12 @@
  * client.c — libregistry's HTTP transport and discovery calls.
  *
  * A deliberately small HTTP/1.1 client: one connection per request
- * ("Connection: close"), plain or TLS (conn.c), non-blocking sockets with
- * poll() for every timeout, Content-Length or chunked bodies. Servers are tried in order, starting
- * from the last one that answered, so a dead server costs one connect
- * attempt, not one per request.
+ * ("Connection: close"), plain or TLS (conn.c: the one connection layer,
+ * also used by registryctl), non-blocking sockets with poll() for every
+ * timeout, Content-Length or chunked bodies. Servers are tried in order,
+ * starting from the last one that answered, so a dead server costs one
+ * connect attempt, not one per request. reg__client_transfer streams bodies
+ * too large to hold in memory (snapshots).
  */
 #define _GNU_SOURCE
 #include "registry/registry.h"
@@ -516,6 +518,264 @@ int reg_client_request(struct reg_client *c, const char *method, const char *pat
     if (rc == REG_ESHUTDOWN)
         return fail(c, rc, "%s %s: cancelled", method, path);
     return fail(c, REG_ECONNECT, "%s", last[0] ? last : "no server reachable");
+}
+
+/* ---- streaming transfers (internal.h) ------------------------------------ */
+
+/* Connect to the first server that accepts, starting from the preferred
+ * one; *si is its index. Errors as reg_client_request's, errmsg set. */
+static int connect_any(struct reg_client *c, struct reg__conn *cn, int *si)
+{
+    pthread_mutex_lock(&c->lock);
+    int first = c->preferred;
+    struct reg__tls *tls = reg__tls_ref(c->tls);
+    bool tls_bare = c->tls_bare;
+    pthread_mutex_unlock(&c->lock);
+    char why[400] = "no server";
+    int rc = REG_ECONNECT;
+    for (int k = 0; k < c->nservers && rc != REG_ESHUTDOWN; k++) {
+        *si = (first + k) % c->nservers;
+        const struct reg_server *s = &c->servers[*si];
+        bool use_tls = s->scheme == SCHEME_HTTPS || (s->scheme == SCHEME_BARE && tls_bare);
+        rc = reg__conn_open(cn, s->host, s->port, use_tls ? tls : NULL,
+                            reg__now_ms() + c->timeout_ms, why, sizeof(why));
+        if (rc == 0)
+            break;
+    }
+    reg__tls_release(tls); /* an open SSL holds its own reference to the context */
+    if (rc == 0)
+        return 0;
+    return fail(c, rc == REG_ESHUTDOWN ? rc : REG_ECONNECT, "%s", why);
+}
+
+int reg__dechunk_feed(struct reg__dechunker *d, const char *in, size_t len,
+                      int (*out)(void *arg, const char *buf, size_t len), void *arg,
+                      uint64_t *used)
+{
+    for (size_t i = 0; i < len && d->state != REG__CH_DONE;) {
+        char ch = in[i];
+        switch (d->state) {
+        case REG__CH_SIZE: {
+            int v = ch >= '0' && ch <= '9'   ? ch - '0'
+                    : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                    : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                             : -1;
+            if (v >= 0 && d->digits < 15) {
+                d->left = d->left * 16 + (uint64_t)v;
+                d->digits++;
+            } else if (v < 0 && d->digits > 0 && (ch == ';' || ch == '\r' || ch == ' ')) {
+                d->state = REG__CH_EXT;
+            } else {
+                return REG_EPROTO;
+            }
+            i++;
+            break;
+        }
+        case REG__CH_EXT: /* extensions, up to the line's end */
+            if (ch == '\n') {
+                d->digits = 0;
+                d->state = d->left ? REG__CH_DATA : REG__CH_DONE; /* trailers are not read */
+            }
+            i++;
+            break;
+        case REG__CH_DATA: {
+            size_t n = len - i < d->left ? len - i : (size_t)d->left;
+            int rc = out ? out(arg, in + i, n) : 0;
+            if (rc != 0)
+                return rc;
+            *used += n;
+            d->left -= n;
+            i += n;
+            if (d->left == 0)
+                d->state = REG__CH_DATA_END;
+            break;
+        }
+        case REG__CH_DATA_END: /* the CRLF after the data */
+            if (ch == '\n')
+                d->state = REG__CH_SIZE;
+            else if (ch != '\r')
+                return REG_EPROTO;
+            i++;
+            break;
+        case REG__CH_DONE:
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Stream a 2xx answer's body to t: first what came with the head (have:
+ * havelen bytes, the head ending at head_end_), then the rest as it comes. */
+static int stream_body(struct reg_client *c, struct reg__conn *cn, const char *head_end_,
+                       const char *have, size_t havelen, const struct reg__transfer *t)
+{
+    char val[64];
+    bool chunked = find_header(have, head_end_, "Transfer-Encoding", val, sizeof(val)) &&
+                   strcasecmp(val, "chunked") == 0;
+    uint64_t total = 0, done = 0;
+    bool sized = !chunked && find_header(have, head_end_, "Content-Length", val, sizeof(val));
+    if (sized)
+        total = strtoull(val, NULL, 10);
+    struct reg__dechunker d = {0};
+    const char *p = head_end_ + 4;
+    size_t n = havelen - (size_t)(p - have);
+    char *buf = malloc(1 << 16);
+    if (buf == NULL)
+        return fail(c, REG_ENOMEM, "out of memory");
+    char why[400] = "";
+    int rc = 0;
+    for (;;) {
+        if (chunked) {
+            rc = reg__dechunk_feed(&d, p, n, t->download, t->arg, &done);
+            if (rc == REG_EPROTO) {
+                rc = fail(c, rc, "%s: malformed chunked body", cn->peer);
+                break;
+            }
+        } else {
+            if (sized && n > total - done)
+                n = (size_t)(total - done);
+            rc = n && t->download ? t->download(t->arg, p, n) : 0;
+            done += n;
+        }
+        if (rc != 0)
+            break;
+        if (t->progress && n)
+            t->progress(t->arg, done, total);
+        if ((chunked && d.state == REG__CH_DONE) || (sized && done == total))
+            break;
+        rc = reg__conn_recv(cn, buf, 1 << 16, &n, reg__now_ms() + c->timeout_ms, why,
+                            sizeof(why));
+        if (rc != 0)
+            break;
+        if (n == 0) { /* the end: of the body, unless it was framed */
+            if (chunked || sized)
+                rc = fail(c, REG_EPROTO, "%s: answer cut short after %llu bytes", cn->peer,
+                          (unsigned long long)done);
+            break;
+        }
+        p = buf;
+    }
+    free(buf);
+    if (rc == REG_ETIMEDOUT || rc == REG_ESHUTDOWN || rc == REG_EIO)
+        return fail(c, rc, "%s", why[0] ? why : reg_strerror(rc));
+    return rc;
+}
+
+int reg__client_transfer(struct reg_client *c, const char *method, const char *path,
+                         const struct reg__transfer *t, int *status)
+{
+    if (c == NULL || method == NULL || path == NULL || path[0] != '/' || t == NULL)
+        return fail(c, REG_EINVAL, "invalid request");
+    const char *sep = strchr(path, '?') ? "&" : "?";
+    char tok[600] = "", enc[580];
+    if (c->token) {
+        if (reg_url_encode(c->token, enc, sizeof(enc)) != 0)
+            return fail(c, REG_EINVAL, "token too long");
+        snprintf(tok, sizeof(tok), "token=%s", enc);
+    }
+    struct reg__conn cn;
+    int si = 0, rc = connect_any(c, &cn, &si);
+    if (rc != 0)
+        return rc;
+    const struct reg_server *s = &c->servers[si];
+    char *req = NULL, why[400] = "";
+    int n = asprintf(&req,
+                     "%s %s%s%s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: libregistry/1\r\n"
+                     "Accept: */*\r\nConnection: close\r\nContent-Length: %llu\r\n\r\n",
+                     method, path, c->token ? sep : "", c->token ? tok : "", s->host, s->port,
+                     (unsigned long long)(t->upload ? t->upload_len : 0));
+    if (n < 0) {
+        reg__conn_close(&cn);
+        return fail(c, REG_ENOMEM, "out of memory");
+    }
+    rc = reg__conn_send(&cn, req, (size_t)n, reg__now_ms() + c->timeout_ms, why, sizeof(why));
+    free(req);
+    char *buf = rc == 0 ? malloc(1 << 16) : NULL;
+    if (rc == 0 && buf == NULL)
+        rc = REG_ENOMEM;
+    for (uint64_t sent = 0; rc == 0 && t->upload && sent < t->upload_len;) {
+        size_t got = 0, want = t->upload_len - sent < (1 << 16) ? (size_t)(t->upload_len - sent)
+                                                                 : (1 << 16);
+        rc = t->upload(t->arg, buf, want, &got);
+        if (rc != 0) {
+            free(buf);
+            reg__conn_close(&cn);
+            return rc; /* the callback's errmsg is its own */
+        }
+        if (got == 0 || got > want) {
+            free(buf);
+            reg__conn_close(&cn);
+            return fail(c, REG_EIO, "the request body ended after %llu of %llu bytes",
+                        (unsigned long long)sent, (unsigned long long)t->upload_len);
+        }
+        rc = reg__conn_send(&cn, buf, got, reg__now_ms() + c->timeout_ms, why, sizeof(why));
+        sent += got;
+        if (rc == 0 && t->progress)
+            t->progress(t->arg, sent, t->upload_len);
+    }
+    /* The head of the answer (also after a failed send: a server that
+     * refuses a body early says why before it closes). */
+    size_t have = 0, cap = 1 << 16;
+    const char *hend = NULL;
+    int send_rc = rc;
+    if (buf != NULL) {
+        for (;;) {
+            size_t got = 0;
+            int r = reg__conn_recv(&cn, buf + have, cap - have - 1, &got,
+                                   reg__now_ms() + c->timeout_ms, why, sizeof(why));
+            if (r != 0 || got == 0) {
+                rc = send_rc ? send_rc : r ? r : REG_EPROTO;
+                break;
+            }
+            have += got;
+            buf[have] = '\0';
+            if ((hend = memmem(buf, have, "\r\n\r\n", 4)) != NULL) {
+                rc = 0;
+                break;
+            }
+            if (have + 1 >= cap) {
+                rc = REG_EPROTO;
+                break;
+            }
+        }
+    }
+    int code = 0;
+    if (rc == 0 && sscanf(buf, "HTTP/1.%*d %d", &code) != 1)
+        rc = REG_EPROTO;
+    if (rc != 0) {
+        free(buf);
+        reg__conn_close(&cn);
+        if (rc == REG_EPROTO)
+            return fail(c, rc, "%s: malformed HTTP answer", cn.peer);
+        if (rc == REG_ENOMEM)
+            return fail(c, rc, "out of memory");
+        return fail(c, rc, "%s %s%s: %s", method, cn.peer, path,
+                    why[0] ? why : reg_strerror(rc));
+    }
+    if (status)
+        *status = code;
+    pthread_mutex_lock(&c->lock);
+    c->preferred = si;
+    pthread_mutex_unlock(&c->lock);
+    if (code < 200 || code > 299) { /* read the (short) reason, as reg_client_request */
+        while (have + 1 < cap) {
+            size_t got = 0;
+            if (reg__conn_recv(&cn, buf + have, cap - have - 1, &got,
+                               reg__now_ms() + c->timeout_ms, why, sizeof(why)) != 0 ||
+                got == 0)
+                break;
+            have += got;
+        }
+        buf[have] = '\0';
+        reg__conn_close(&cn);
+        rc = reg__parse_response(c, buf, have, NULL, NULL, NULL, NULL);
+        free(buf);
+        return rc != 0 ? rc : fail(c, REG_ESERVER, "%d", code);
+    }
+    rc = stream_body(c, &cn, hend, buf, have, t);
+    free(buf);
+    reg__conn_close(&cn);
+    return rc;
 }
 
 /* ---- discovery ---------------------------------------------------------- */

@@ -122,8 +122,8 @@ int reg__tls_new(struct reg__tls **out, const char *ca_file, const char *cert_fi
     SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* OpenSSL's reason for a file it cannot open is vague: ask the system */
-    const char *files[][2] = {{"CA file", ca_file}, {"client certificate", cert_file},
-                              {"client key", key_file}};
+    const char *files[][2] = {
+        {"CA file", ca_file}, {"client certificate", cert_file}, {"client key", key_file}};
     for (size_t i = 0; i < 3; i++)
         if (files[i][1] != NULL && access(files[i][1], R_OK) != 0) {
             snprintf(why, whylen, "cannot read %s %s: %s", files[i][0], files[i][1],
@@ -328,8 +328,8 @@ static int tls_start(struct reg__conn *cn, struct reg__tls *tls, const char *hos
     }
 }
 
-int reg__conn_open(struct reg__conn *cn, const char *host, const char *port,
-                   struct reg__tls *tls, long long deadline, char *why, size_t whylen)
+int reg__conn_open(struct reg__conn *cn, const char *host, const char *port, struct reg__tls *tls,
+                   long long deadline, char *why, size_t whylen)
 {
     cn->fd = -1;
     cn->ssl = NULL;
@@ -356,10 +356,10 @@ int reg__conn_open(struct reg__conn *cn, const char *host, const char *port,
             socklen_t len = sizeof(err);
             if (w == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0)
                 rc = 0;
-            else if (w == REG_ESHUTDOWN)
-                rc = REG_ESHUTDOWN;
+            else if (w == REG_ESHUTDOWN || w == REG_ETIMEDOUT)
+                rc = w;
             snprintf(why, whylen, "connect %s: %s", cn->peer,
-                     w == REG_ETIMEDOUT ? "connect timed out"
+                     w == REG_ETIMEDOUT   ? "connect timed out"
                      : w == REG_ESHUTDOWN ? "cancelled"
                                           : strerror(err));
         } else {
@@ -369,7 +369,7 @@ int reg__conn_open(struct reg__conn *cn, const char *host, const char *port,
             cn->fd = fd;
         else
             close(fd);
-        if (rc == REG_ESHUTDOWN)
+        if (rc == REG_ESHUTDOWN || rc == REG_ETIMEDOUT)
             break;
     }
     freeaddrinfo(ai);
@@ -381,8 +381,8 @@ int reg__conn_open(struct reg__conn *cn, const char *host, const char *port,
     return rc;
 }
 
-int reg__conn_send(struct reg__conn *cn, const void *buf, size_t len, long long deadline,
-                   char *why, size_t whylen)
+int reg__conn_send(struct reg__conn *cn, const void *buf, size_t len, long long deadline, char *why,
+                   size_t whylen)
 {
     const char *p = buf;
     while (len > 0) {

@@ -41,8 +41,8 @@ void reg__tls_release(struct reg__tls *t);
 /* One open connection (plain when ssl is NULL). */
 struct reg__conn {
     int fd;
-    void *ssl; /* SSL *, or NULL */
-    bool fatal; /* TLS failed: no close_notify on close */
+    void *ssl;      /* SSL *, or NULL */
+    bool fatal;     /* TLS failed: no close_notify on close */
     char peer[280]; /* "HOST:PORT", for messages */
 };
 
@@ -53,18 +53,19 @@ long long reg__now_ms(void);
  * Connect to host:port (a name is resolved with getaddrinfo; every address
  * is tried in turn) and, with tls, do the handshake, verifying the server's
  * chain and name; all before deadline. Returns 0 with *cn open, or
- * REG_ECONNECT (refused, unreachable, handshake or verification failed),
- * REG_ETIMEDOUT, REG_ESHUTDOWN (cancelled) or REG_ENOMEM, with a one-line
+ * REG_ECONNECT (refused, unreachable, handshake or verification failed:
+ * nothing was sent), REG_ETIMEDOUT (the connect or the handshake took too
+ * long), REG_ESHUTDOWN (cancelled) or REG_ENOMEM, with a one-line
  * reason in why ("TLS handshake with 127.0.0.1:8501 failed: certificate
  * verify failed: unable to get local issuer certificate").
  */
-int reg__conn_open(struct reg__conn *cn, const char *host, const char *port,
-                   struct reg__tls *tls, long long deadline, char *why, size_t whylen);
+int reg__conn_open(struct reg__conn *cn, const char *host, const char *port, struct reg__tls *tls,
+                   long long deadline, char *why, size_t whylen);
 
 /* Send all len bytes before deadline: 0, REG_ETIMEDOUT, REG_ESHUTDOWN or
  * REG_EIO (why says what the connection or TLS said). */
-int reg__conn_send(struct reg__conn *cn, const void *buf, size_t len, long long deadline,
-                   char *why, size_t whylen);
+int reg__conn_send(struct reg__conn *cn, const void *buf, size_t len, long long deadline, char *why,
+                   size_t whylen);
 
 /* Receive up to cap bytes (at least one, unless the peer closed: then *got
  * is 0) before deadline: 0, REG_ETIMEDOUT, REG_ESHUTDOWN or REG_EIO. */

@@ -4,6 +4,7 @@
 #ifndef REGISTRY_INTERNAL_H
 #define REGISTRY_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Make this thread's requests return REG_ESHUTDOWN as soon as fd becomes
@@ -42,5 +43,47 @@ int reg__parse_response(struct reg_client *c, char *raw, size_t len, int *status
  * a JSON array) or REG_ENOMEM; c (may be NULL) gets the message. */
 int reg__parse_instances(struct reg_client *c, const char *body, size_t len,
                          struct reg_instance **out, size_t *n);
+
+/*
+ * Incremental decoder of a "Transfer-Encoding: chunked" body, for answers
+ * that stream (reg__client_transfer): feed it the bytes after the head in
+ * pieces of any size; the data goes to out(arg, buf, len) (NULL: dropped)
+ * and *used counts it. Returns 0 (d->state is REG__CH_DONE after the last
+ * chunk; trailers are not read), REG_EPROTO (malformed: stop), or what out
+ * returned. Start from a zeroed struct.
+ */
+struct reg__dechunker {
+    enum { REG__CH_SIZE, REG__CH_EXT, REG__CH_DATA, REG__CH_DATA_END, REG__CH_DONE } state;
+    uint64_t left; /* REG__CH_SIZE: the size so far; REG__CH_DATA: bytes to pass on */
+    int digits;
+};
+int reg__dechunk_feed(struct reg__dechunker *d, const char *in, size_t len,
+                      int (*out)(void *arg, const char *buf, size_t len), void *arg,
+                      uint64_t *used);
+
+/*
+ * One request whose bodies stream instead of sitting in memory (registryctl's
+ * snapshot save and restore, which may move gigabytes). With upload, the
+ * request body is upload_len bytes that upload(arg, buf, cap, &got) fills in
+ * pieces (0, or a negative code that ends the transfer); a 2xx answer's body
+ * goes to download(arg, buf, len) as it arrives (NULL: dropped); progress
+ * (may be NULL) gets (arg, bytes moved, total or 0 if unknown) after each
+ * piece, for the request body while it is sent, then for the answer's.
+ * Servers are tried in order, as reg_client_request does, until one accepts
+ * the connection; then there is no failover (the body has been consumed).
+ * Each wait is bounded by the client's timeout, counted from the last
+ * progress rather than from the start, so a large transfer that keeps
+ * moving is never cut off. *status (may be NULL) gets the HTTP status.
+ * Returns what reg_client_request returns, or the code a callback gave.
+ */
+struct reg__transfer {
+    int (*upload)(void *arg, char *buf, size_t cap, size_t *got);
+    uint64_t upload_len;
+    int (*download)(void *arg, const char *buf, size_t len);
+    void (*progress)(void *arg, uint64_t done, uint64_t total);
+    void *arg;
+};
+int reg__client_transfer(struct reg_client *c, const char *method, const char *path,
+                         const struct reg__transfer *t, int *status);
 
 #endif
