@@ -17,6 +17,18 @@ import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def child_env(extra=None):
+    """The environment for the binaries under test. A test process that
+    preloaded the ASan runtime to load an ASan libregistry (see
+    test_client_tls.py) keeps its own preload and leak settings to itself."""
+    e = dict(os.environ)
+    if "REGISTRY_TEST_ASAN_OPTIONS" in e:
+        e["ASAN_OPTIONS"] = e.pop("REGISTRY_TEST_ASAN_OPTIONS")
+        e.pop("LD_PRELOAD", None)
+    e.update(extra or {})
+    return e
 REGISTRYD = os.environ.get("REGISTRYD", os.path.join(ROOT, "build/registryd/registryd"))
 REGISTRYCTL = os.environ.get("REGISTRYCTL", os.path.join(ROOT, "build/cli/registryctl"))
 
@@ -75,7 +87,7 @@ class Registryd:
         for attempt in range(3):
             self.log_file = tempfile.NamedTemporaryFile(prefix="registryd-log-", delete=False)
             self.proc = subprocess.Popen(self.args(), stdout=self.log_file,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, env=child_env())
             if not wait:
                 return self
             try:
@@ -161,8 +173,7 @@ class Registryd:
 
     def ctl(self, *args, env=None, stdin=None):
         """Run registryctl against this server: (exit code, stdout, stderr)."""
-        e = dict(os.environ)
-        e["REGISTRY_HTTP_ADDR"] = self.addr
+        e = child_env({"REGISTRY_HTTP_ADDR": self.addr})
         e.update(env or {})
         p = subprocess.run([REGISTRYCTL] + list(args), capture_output=True, text=True,
                            env=e, input=stdin, timeout=60)
