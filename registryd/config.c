@@ -45,6 +45,8 @@ enum conf_type {
     CONF_UINT,     /* unsigned integer, 1..1000000 */
     CONF_DURATION, /* Go-style duration ("30s", "5m"), stored in ms */
     CONF_RATIO,    /* a share between 0 and 1 */
+    CONF_LIMIT,    /* unsigned integer, 0..1000000; 0 means no limit */
+    CONF_RATE,     /* a rate per second, 0..1000000 (fractions allowed); 0 means no limit */
     CONF_ADDRLIST, /* HOST:PORT[,HOST:PORT...]; a repeated flag adds to it */
     CONF_KVLIST,   /* KEY:VALUE; a repeated flag adds a pair; YAML: a mapping.
                     * Stored as "key:value" lines joined by '\n' */
@@ -124,6 +126,14 @@ static const struct conf_key conf_keys[] = {
         "it trickles in (0: no limit)"),
     KEY("http_body_timeout", CONF_DURATION, http_body_timeout_ms, "5m", "DURATION",
         "and its body this long after the head (0: no limit)"),
+    KEY("http_max_conns_per_client", CONF_LIMIT, http_max_conns_per_client, "200", "N",
+        "most HTTP connections open at once from one client IP address, across the "
+        "listeners; more are closed as soon as accepted (0: no limit)"),
+    KEY("http_read_rate", CONF_RATE, http_read_rate, "0", "PER_SECOND",
+        "GET and HEAD requests served per second, all clients together, with a burst of one "
+        "second's worth; more get 429 (0: no limit; /v1/internal/ and /v1/status/ exempt)"),
+    KEY("http_write_rate", CONF_RATE, http_write_rate, "0", "PER_SECOND",
+        "requests with any other method served per second, as http_read_rate"),
     KEY("check_max_concurrent", CONF_UINT, check_max_concurrent, "1024", "N",
         "health probes in flight at once"),
     KEY("check_update_interval", CONF_DURATION, check_update_interval_ms, "5m", "DURATION",
@@ -160,6 +170,10 @@ static const struct conf_key conf_keys[] = {
         "PEM certificate of this server (its name server.DATACENTER.DOMAIN); with tls_key_file "
         "and tls_ca_file, servers talk to each other over mutual TLS only"),
     KEY("tls_key_file", CONF_PATH, tls_key_file, NULL, "FILE", "PEM private key of tls_cert_file"),
+    KEY("enable_agent_tls_for_checks", CONF_BOOL, enable_agent_tls_for_checks, "false", NULL,
+        "HTTPS, gRPC-TLS and H2PING checks present tls_cert_file to the service and verify it "
+        "against tls_ca_file instead of the system's CAs (needs the TLS files); otherwise "
+        "checks never send a client certificate"),
     KEY("tls_verify_incoming", CONF_BOOL, tls_verify_incoming, "false", NULL,
         "HTTPS clients must present a certificate signed by tls_ca_file (else the handshake "
         "fails)"),
@@ -382,6 +396,35 @@ static int setter_uint(const struct conf_key *k, void *field, const char *v, cha
     return 0;
 }
 
+static int setter_limit(const struct conf_key *k, void *field, const char *v, char *msg,
+                        size_t len)
+{
+    (void)k;
+    char *end;
+    errno = 0;
+    unsigned long n = isdigit((unsigned char)*v) ? strtoul(v, &end, 10) : 0;
+    if (!isdigit((unsigned char)*v) || errno != 0 || *end != '\0' || n > 1000000) {
+        msgf(msg, len, "\"%s\" is not a whole number between 0 (no limit) and 1000000", v);
+        return REG_ECONFIG;
+    }
+    *(unsigned *)field = (unsigned)n;
+    return 0;
+}
+
+static int setter_rate(const struct conf_key *k, void *field, const char *v, char *msg,
+                       size_t len)
+{
+    (void)k;
+    char *end;
+    double d = strtod(v, &end);
+    if (end == v || *end != '\0' || !(d >= 0.0 && d <= 1000000.0)) {
+        msgf(msg, len, "\"%s\" is not a rate between 0 (no limit) and 1000000 per second", v);
+        return REG_ECONFIG;
+    }
+    *(double *)field = d;
+    return 0;
+}
+
 static int setter_duration(const struct conf_key *k, void *field, const char *v, char *msg,
                            size_t len)
 {
@@ -502,6 +545,8 @@ static const conf_setter setters[] = {
     [CONF_ADDRLIST] = setter_addrlist,
     [CONF_KVLIST] = setter_kvlist,
     [CONF_RATIO] = setter_ratio,
+    [CONF_LIMIT] = setter_limit,
+    [CONF_RATE] = setter_rate,
 };
 
 static int conf_set(struct conf *c, const struct conf_key *k, const char *v, char *msg, size_t len)
@@ -913,9 +958,12 @@ static int check_tls(struct conf *c, char *err, size_t errlen)
                  c->tls_min_version);
         return REG_ECONFIG;
     }
-    if (given == 0 && (c->https_addr != NULL || c->tls_verify_incoming)) {
+    if (given == 0 &&
+        (c->https_addr != NULL || c->tls_verify_incoming || c->enable_agent_tls_for_checks)) {
         snprintf(err, errlen, "%s: needs tls_ca_file, tls_cert_file and tls_key_file",
-                 c->https_addr != NULL ? "https_addr" : "tls_verify_incoming");
+                 c->https_addr != NULL      ? "https_addr"
+                 : c->tls_verify_incoming ? "tls_verify_incoming"
+                                          : "enable_agent_tls_for_checks");
         return REG_ECONFIG;
     }
     if (c->http_addr == NULL && c->https_addr == NULL) {
@@ -1021,7 +1069,7 @@ void conf_fini(struct conf *c)
     for (size_t i = 0; i < NKEYS; i++) {
         enum conf_type t = conf_keys[i].type;
         if (t == CONF_BOOL || t == CONF_SIZE || t == CONF_LOGLEVEL || t == CONF_UINT ||
-            t == CONF_DURATION || t == CONF_RATIO)
+            t == CONF_DURATION || t == CONF_RATIO || t == CONF_LIMIT || t == CONF_RATE)
             continue;
         char **field = (char **)((char *)c + conf_keys[i].offset);
         free(*field);
@@ -1048,12 +1096,14 @@ void conf_diff(const struct conf *a, const struct conf *b, void (*cb)(const char
             same = *(const enum log_level *)x == *(const enum log_level *)y;
             break;
         case CONF_UINT:
+        case CONF_LIMIT:
             same = *(const unsigned *)x == *(const unsigned *)y;
             break;
         case CONF_DURATION:
             same = *(const uint64_t *)x == *(const uint64_t *)y;
             break;
         case CONF_RATIO:
+        case CONF_RATE:
             same = *(const double *)x == *(const double *)y;
             break;
         default: {

@@ -51,6 +51,8 @@ struct conf {
     size_t max_snapshot_size;
     uint64_t http_head_timeout_ms;
     uint64_t http_body_timeout_ms;
+    unsigned http_max_conns_per_client; /* 0: no limit */
+    double http_read_rate, http_write_rate; /* requests per second; 0: no limit */
     char *dns_domain; /* with its trailing dot */
     uint64_t dns_ttl_ms;
     uint64_t dns_negative_ttl_ms;
@@ -78,6 +80,7 @@ struct conf {
     char *tls_cert_file;
     char *tls_key_file;
     bool tls_verify_incoming;
+    bool enable_agent_tls_for_checks; /* checks present this server's certificate */
     char *tls_min_version;     /* "TLSv1_2" or "TLSv1_3" (also tls12/tls13) */
     char *cluster_key_file;
     char *cluster_key;         /* read from cluster_key_file; >= 32 chars */

@@ -918,6 +918,34 @@ static void handle_https(struct evhttp_request *req, void *arg)
     handle(req, arg);
 }
 
+/* Server-to-server routes and /v1/status/ are never rate limited: a
+ * limited server still works in its cluster (forwarded requests were
+ * counted where they came in), and probes of the registry itself answer. */
+static bool rate_exempt(const char *path)
+{
+    return strncmp(path, "/v1/internal/", 13) == 0 || strncmp(path, "/v1/status/", 11) == 0;
+}
+
+/* http_read_rate (GET, HEAD) and http_write_rate (any other method): true
+ * when this request is over its limit (r->status 429, Retry-After set). */
+static bool over_rate(struct http_req *r)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(r->req);
+    bool write = cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD;
+    struct http_rate *b = write ? &r->srv->write_rate : &r->srv->read_rate;
+    unsigned retry = 1;
+    if (http_rate_take(b, mono_seconds(), &retry))
+        return false;
+    char v[16];
+    snprintf(v, sizeof(v), "%u", retry);
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Retry-After", v);
+    metrics_http_rate_limited(write);
+    http_fail(r, 429, "Rate limit exceeded: over %g %s requests a second (http_%s_rate); retry "
+                      "in %u s or against another server",
+              b->rate, write ? "write" : "read", write ? "write" : "read", retry);
+    return true;
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct http_server *srv = arg;
@@ -935,6 +963,7 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
     const char *method = common_method_name(evhttp_request_get_command(req));
     bool known;
+    bool limited = path != NULL && !rate_exempt(path);
 
     if (path != NULL && strncmp(path, "/v1/internal/", 13) == 0 && tls_enabled() &&
         !tls_peer_is_server(request_ssl(req))) {
@@ -954,6 +983,8 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     r->path = path;
     r->route = http_find_route(method, path, &r->arg, &known);
+    if (limited && over_rate(r))
+        goto fail;
     if (r->route == NULL) {
         char allow[96];
         route_allow(path, allow, sizeof(allow));
@@ -1098,9 +1129,15 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
     if (s->node_meta == NULL || http_cache_new(opt->cache_size, &s->cache) != 0 ||
         http_listing_new(&s->listing) != 0)
         goto fail_mem;
+    http_rate_init(&s->read_rate, opt->read_rate, mono_seconds());
+    http_rate_init(&s->write_rate, opt->write_rate, mono_seconds());
     uint64_t body_max = opt->max_body_size * 2 + 65536;
-    struct http_guard_options gopt = {opt->base, opt->head_timeout_ms, opt->body_timeout_ms, 0,
-                                      body_max, opt->max_snapshot_size};
+    struct http_guard_options gopt = {.base = opt->base,
+                                      .head_timeout_ms = opt->head_timeout_ms,
+                                      .body_timeout_ms = opt->body_timeout_ms,
+                                      .body_max = body_max,
+                                      .snapshot_body_max = opt->max_snapshot_size,
+                                      .max_conns_per_client = opt->max_conns_per_client};
     if (http_guard_new(&gopt, &s->guard) != 0)
         goto fail_mem;
     int rc;

@@ -37,6 +37,8 @@ struct http_options {
     size_t max_snapshot_size; /* bytes; PUT /v1/snapshot's own limit */
     uint64_t head_timeout_ms; /* a request head must arrive within this; 0: no limit */
     uint64_t body_timeout_ms; /* and then its body within this; 0: no limit */
+    unsigned max_conns_per_client; /* open connections per client IP; 0: no limit */
+    double read_rate, write_rate; /* requests a second (GET/HEAD, others); 0: no limit */
     size_t cache_size;       /* bytes of rendered answers kept (http_cache.h) */
     const char *node;        /* this server's node name */
     const char *node_addr;   /* address reported for the node */

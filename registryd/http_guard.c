@@ -3,7 +3,9 @@
  */
 #include "http_guard.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@
 
 #include "duration.h"
 #include "log.h"
+#include "metrics.h"
 #include "registry/error.h"
 #include "strmap.h"
 
@@ -37,6 +40,19 @@ struct guard_conn {
     size_t first_len;
     uint64_t body_bytes, body_limit; /* of this request */
     char key[24];                    /* "%p" of bev, in g->conns */
+    /* Per-client accounting: a connection is admitted (counted under its
+     * peer's address) on the loop turn after its accept, once evhttp has
+     * given the bufferevent its socket. */
+    bool pending;                    /* on g->pending, not yet admitted */
+    struct guard_conn *next_pending;
+    bool counted;                    /* in g->per_client[client] */
+    bool refused;                    /* over the cap: shut, its input discarded */
+    char client[INET6_ADDRSTRLEN];
+};
+
+/* Open connections of one client address. */
+struct client_count {
+    unsigned n;
 };
 
 /* One evhttp instance attached: its listener, and TLS or not. */
@@ -53,6 +69,10 @@ struct http_guard {
     int n_fronts;
     struct event *resume; /* re-enables accepting after a pause */
     struct event *sweep;  /* deadlines and released connections, every GUARD_SWEEP_MS */
+    struct event *admit;  /* counts new connections by client (made active on accept) */
+    struct guard_conn *pending, *pending_tail; /* in order of accept */
+    struct strmap *per_client; /* client address -> struct client_count */
+    uint64_t open, refused;    /* counted connections now; refused since start */
 };
 
 #define GUARD_SWEEP_MS 250
@@ -126,6 +146,10 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
     struct guard_conn *c = arg;
     if (info->n_added == 0)
         return;
+    if (c->refused) { /* bytes sent before the refusal: evhttp must never parse them */
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        return;
+    }
     if (c->state == CONN_IDLE) {
         c->line_len = 0;
         c->seen_line = false;
@@ -155,8 +179,28 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
         body_check(c);
 }
 
+static void publish(const struct http_guard *g)
+{
+    metrics_http_conns(g->open, g->refused);
+}
+
+/* The connection is gone: its client has one fewer open. */
+static void uncount(struct guard_conn *c)
+{
+    struct http_guard *g = c->g;
+    struct client_count *cc = c->counted ? strmap_get(g->per_client, c->client) : NULL;
+    if (cc == NULL)
+        return;
+    c->counted = false;
+    g->open--;
+    if (--cc->n == 0)
+        free(strmap_del(g->per_client, c->client));
+    publish(g);
+}
+
 static void conn_release(struct guard_conn *c)
 {
+    uncount(c);
     strmap_del(c->g->conns, c->key);
     evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->watch);
     bufferevent_decref(c->bev);
@@ -184,6 +228,8 @@ static void sweep_one(const char *key, void *value, void *arg)
     struct guard_conn *c = value;
     struct sweep_ctx *s = arg;
     (void)key;
+    if (c->pending)
+        return; /* admit() runs first: it may still look at the socket */
     if (released(c)) {
         if (s->ndead < 64)
             s->dead[s->ndead++] = c;
@@ -221,6 +267,90 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     sweep(arg);
+}
+
+/* ---- per-client connection cap ------------------------------------------- */
+
+/* The peer's address as text, IPv4-mapped IPv6 as plain IPv4 (one client,
+ * one count, whichever way it came in). 0, or -1 if not an IP socket. */
+static int peer_address(evutil_socket_t fd, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET)
+        return inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)len)
+                   ? 0
+                   : -1;
+    if (ss.ss_family != AF_INET6)
+        return -1;
+    const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a))
+        return inet_ntop(AF_INET, &a->s6_addr[12], out, (socklen_t)len) ? 0 : -1;
+    return inet_ntop(AF_INET6, a, out, (socklen_t)len) ? 0 : -1;
+}
+
+/* Over the cap: the socket is shut at once (the client sees it closed);
+ * whatever it had sent is discarded unread (on_input), and evhttp, reading
+ * the end of the stream, frees the connection as for any client gone. */
+static void refuse(struct guard_conn *c, evutil_socket_t fd)
+{
+    struct http_guard *g = c->g;
+    c->refused = true;
+    c->deadline_ms = 0;
+    g->refused++;
+    publish(g);
+    log_limited(LOG_WARN, "http",
+                "msg=\"too many connections from one client; new ones closed\" client=%s "
+                "limit=%u",
+                c->client, g->opt.max_conns_per_client);
+    shutdown(fd, SHUT_RDWR);
+}
+
+/* Count one new connection under its client's address, or refuse it. */
+static void admit_one(struct guard_conn *c)
+{
+    struct http_guard *g = c->g;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (released(c) || fd < 0 || peer_address(fd, c->client, sizeof(c->client)) != 0)
+        return; /* evhttp gave up on it already, or not an IP peer: nothing to count */
+    struct client_count *cc = strmap_get(g->per_client, c->client);
+    unsigned cap = g->opt.max_conns_per_client;
+    if (cap != 0 && cc != NULL && cc->n >= cap) {
+        refuse(c, fd);
+        return;
+    }
+    if (cc == NULL) {
+        cc = calloc(1, sizeof(*cc));
+        if (cc == NULL || strmap_put(g->per_client, c->client, cc) != 0) {
+            free(cc); /* out of memory: serve it uncounted rather than refuse */
+            return;
+        }
+    }
+    cc->n++;
+    c->counted = true;
+    g->open++;
+    publish(g);
+}
+
+/* Made active by every accept: runs on the same loop turn, after evhttp has
+ * set the socket and before the loop polls it, so that a refused connection
+ * is never read from. */
+static void on_admit(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_guard *g = arg;
+    (void)fd;
+    (void)what;
+    while (g->pending != NULL) {
+        struct guard_conn *c = g->pending;
+        g->pending = c->next_pending;
+        if (g->pending == NULL)
+            g->pending_tail = NULL;
+        c->next_pending = NULL;
+        c->pending = false;
+        admit_one(c);
+    }
 }
 
 /* The server side of a TLS connection, its SSL from the context of now
@@ -276,6 +406,13 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
         return NULL;
     }
     bufferevent_incref(c->bev);
+    c->pending = true;
+    if (g->pending_tail)
+        g->pending_tail->next_pending = c;
+    else
+        g->pending = c;
+    g->pending_tail = c;
+    event_active(g->admit, EV_TIMEOUT, 1);
     return c->bev;
 }
 
@@ -338,9 +475,11 @@ int http_guard_new(const struct http_guard_options *opt, struct http_guard **out
     g->conns = strmap_new();
     g->resume = evtimer_new(opt->base, on_resume, g);
     g->sweep = event_new(opt->base, -1, EV_PERSIST, on_sweep, g);
+    g->admit = event_new(opt->base, -1, 0, on_admit, g);
+    g->per_client = strmap_new();
     struct timeval tv = {0, GUARD_SWEEP_MS * 1000};
-    if (g->conns == NULL || g->resume == NULL || g->sweep == NULL ||
-        event_add(g->sweep, &tv) != 0) {
+    if (g->conns == NULL || g->resume == NULL || g->sweep == NULL || g->admit == NULL ||
+        g->per_client == NULL || event_add(g->sweep, &tv) != 0) {
         http_guard_free(g);
         return REG_ENOMEM;
     }
@@ -369,6 +508,13 @@ int http_guard_attach(struct http_guard *g, struct evhttp *http, struct evconnli
     return 0;
 }
 
+static void free_value(const char *key, void *value, void *arg)
+{
+    (void)key;
+    (void)arg;
+    free(value);
+}
+
 static void collect(const char *key, void *value, void *arg)
 {
     struct guard_conn ***at = arg;
@@ -387,6 +533,9 @@ void http_guard_free(struct http_guard *g)
         event_free(g->resume);
     if (g->sweep)
         event_free(g->sweep);
+    if (g->admit)
+        event_free(g->admit);
+    g->pending = g->pending_tail = NULL;
     if (g->conns) { /* evhttp_free has let go of every connection */
         size_t n = strmap_count(g->conns);
         struct guard_conn **all = calloc(n + 1, sizeof(*all)), **at = all;
@@ -397,6 +546,10 @@ void http_guard_free(struct http_guard *g)
             free(all);
         }
         strmap_free(g->conns);
+    }
+    if (g->per_client) { /* empty unless out of memory above */
+        strmap_each(g->per_client, free_value, NULL);
+        strmap_free(g->per_client);
     }
     free(g);
 }

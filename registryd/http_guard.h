@@ -22,6 +22,16 @@
  * decrypted bytes; a TLS connection's head deadline starts at accept, so
  * that a handshake trickled byte by byte is cut like a trickled head.
  *
+ * Connections per client: every accepted connection is counted under its
+ * peer's IP address (IPv4-mapped IPv6 as IPv4) until it closes, across every
+ * listener attached to the guard (attach each HTTP/HTTPS listener to the
+ * same guard so that one cap covers them all). One beyond
+ * max_conns_per_client is shut as soon as accepted: on the same loop turn,
+ * before anything it sent is read (what it sent is discarded), so a client
+ * cannot starve others by holding thousands of idle connections. The count
+ * drops when the guard sees evhttp let go of a connection (within one
+ * sweep). Counts and refusals go to metrics_http_conns().
+ *
  * Threads: the front end's event_base thread only.
  */
 #ifndef REGISTRYD_HTTP_GUARD_H
@@ -47,6 +57,7 @@ struct http_guard_options {
      * any other body_max (evhttp's own cap is global, so it is set to the
      * larger; this keeps the smaller for every other route). 0: no limit. */
     uint64_t body_max, snapshot_body_max;
+    unsigned max_conns_per_client; /* per client IP address; 0: no limit */
 };
 
 /* Returns 0 or REG_ENOMEM. */

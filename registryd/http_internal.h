@@ -29,6 +29,7 @@
 #include "duration.h"
 #include "http_api.h"
 #include "http_cache.h"
+#include "http_rate.h"
 #include "store.h"
 
 #define HTTP_MAX_PARAMS 32
@@ -43,6 +44,7 @@ struct http_server {
      * at is current (same index => same content, on every server). */
     struct http_cache *cache;
     struct http_listing *listing; /* per-name tags for /v1/catalog/services */
+    struct http_rate read_rate, write_rate; /* http_read_rate, http_write_rate */
 };
 
 struct http_param {

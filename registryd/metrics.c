@@ -70,6 +70,7 @@ static struct {
     uint64_t dns_rcode[16];
     struct histogram dns_latency, raft_apply;
     struct http_cache_stats cache;
+    uint64_t conns_open, conns_refused, rate_limited[2]; /* [0] reads, [1] writes */
 } m = {
     .http_latency = {http_buckets, NBUCKETS, {0}, 0, 0},
     .dns_latency = {fast_buckets, NFAST, {0}, 0, 0},
@@ -97,6 +98,17 @@ void metrics_http(const char *method, const char *route, int status, double seco
 void metrics_http_cache(const struct http_cache_stats *st)
 {
     m.cache = *st;
+}
+
+void metrics_http_conns(uint64_t open, uint64_t refused)
+{
+    m.conns_open = open;
+    m.conns_refused = refused;
+}
+
+void metrics_http_rate_limited(bool write)
+{
+    m.rate_limited[write ? 1 : 0]++;
 }
 
 void metrics_dns(int rcode, double seconds)
@@ -175,6 +187,8 @@ static void render_gauges(const struct metrics_sources *src, const struct health
           (double)m.cache.max_bytes);
     gauge(out, gauges, "registryd_http_cache_entries", "rendered HTTP answers kept",
           (double)m.cache.entries);
+    gauge(out, gauges, "registryd_http_conns_open", "HTTP connections open (all clients)",
+          (double)m.conns_open);
 }
 
 /* The counters and histograms as Prometheus text. */
@@ -203,6 +217,18 @@ static void render_prometheus_counters(const struct health_stats *hs, struct evb
                                  "registryd_http_cache_%s_total %llu\n",
                             cache_name[i], cache_help[i], cache_name[i], cache_name[i],
                             (unsigned long long)cache_count[i]);
+    evbuffer_add_printf(out, "# HELP registryd_http_conns_rejected_total connections closed at "
+                             "once for being over http_max_conns_per_client\n"
+                             "# TYPE registryd_http_conns_rejected_total counter\n"
+                             "registryd_http_conns_rejected_total %llu\n",
+                        (unsigned long long)m.conns_refused);
+    evbuffer_add_printf(out, "# HELP registryd_http_rate_limited_total requests answered 429 by "
+                             "http_read_rate or http_write_rate\n"
+                             "# TYPE registryd_http_rate_limited_total counter\n"
+                             "registryd_http_rate_limited_total{kind=\"read\"} %llu\n"
+                             "registryd_http_rate_limited_total{kind=\"write\"} %llu\n",
+                        (unsigned long long)m.rate_limited[0],
+                        (unsigned long long)m.rate_limited[1]);
     render_histogram(out, "registryd_http_request_duration_seconds",
                      "time from request to reply (blocking queries included)",
                      &m.http_latency);
@@ -238,6 +264,14 @@ static void render_json_counters(json_t *counters)
     for (int i = 0; i < 3; i++)
         json_array_append_new(counters, json_pack("{s:s, s:I, s:{}}", "Name", cache_name[i],
                                                   "Count", (json_int_t)cache_count[i], "Labels"));
+    json_array_append_new(counters, json_pack("{s:s, s:I, s:{}}", "Name",
+                                              "registryd.http.conns.rejected", "Count",
+                                              (json_int_t)m.conns_refused, "Labels"));
+    for (int w = 0; w < 2; w++)
+        json_array_append_new(counters, json_pack("{s:s, s:I, s:{s:s}}", "Name",
+                                                  "registryd.http.rate_limited", "Count",
+                                                  (json_int_t)m.rate_limited[w], "Labels", "kind",
+                                                  w ? "write" : "read"));
     for (int r = 0; r < 16; r++)
         if (m.dns_rcode[r])
             json_array_append_new(counters,

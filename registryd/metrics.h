@@ -28,6 +28,12 @@ void metrics_http(const char *method, const char *route, int status, double seco
 void metrics_dns(int rcode, double seconds);
 /* The render cache's current figures (copied). */
 void metrics_http_cache(const struct http_cache_stats *st);
+/* The HTTP front end's connections: open now (counted per client), and
+ * refused since start for being over http_max_conns_per_client. */
+void metrics_http_conns(uint64_t open, uint64_t refused);
+/* One request answered 429 by http_read_rate (write=false) or
+ * http_write_rate (write=true). */
+void metrics_http_rate_limited(bool write);
 /* One write through raft: seconds from submission to its outcome. */
 void metrics_raft_apply(double seconds);
 

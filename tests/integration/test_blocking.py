@@ -11,7 +11,9 @@ from harness import Registryd
 class BlockingTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.d = Registryd().start()
+        # 300 parked waiters from one address: beyond the default per-client
+        # connection cap (200, as Consul's http_max_conns_per_client)
+        cls.d = Registryd(extra_args=["--http-max-conns-per-client", "400"]).start()
         for name in ("web", "db"):
             cls.d.request("PUT", "/v1/agent/service/register",
                           json.dumps({"Name": name, "ID": name + "-1", "Port": 80}))
