@@ -841,6 +841,7 @@ int health_start(const struct health_options *opt, struct health **out, char *er
         return REG_ENOMEM;
     }
     h->probe_env.enable_scripts = opt->enable_script_checks;
+    h->probe_env.agent_tls = opt->agent_tls;
     h->probe_env.store = opt->store;
     h->wake = event_new(h->base, -1, 0, on_wake, h);
     h->tick = event_new(h->base, -1, EV_PERSIST, on_tick, h);

@@ -48,6 +48,7 @@ struct health_options {
     struct cluster *cluster; /* borrowed; transitions are submitted here */
     struct health_limits limits;
     bool enable_script_checks; /* script checks run only when set */
+    bool agent_tls; /* enable_agent_tls_for_checks: TLS probes use tls.h's client context */
 };
 
 struct health_stats {

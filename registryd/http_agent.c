@@ -301,6 +301,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         if (body)
             json_object_set_new(d, "Body", json_string(body));
         json_object_set_new(d, "TLSSkipVerify", json_boolean(json_is_true(skip)));
+        if (server_name && *server_name)
+            json_object_set_new(d, "TLSServerName", json_string(server_name));
     }
     if (tcp)
         json_object_set_new(d, "TCP", json_string(tcp));

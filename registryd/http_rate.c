@@ -23,7 +23,7 @@ bool http_rate_take(struct http_rate *b, double now, unsigned *retry_after_s)
             b->tokens = b->burst;
     }
     b->last = now;
-    if (b->tokens >= 1) {
+    if (b->tokens >= 1 - 1e-9) { /* a token accrued in steps is one, rounding aside */
         b->tokens -= 1;
         return true;
     }

@@ -32,6 +32,7 @@
 #include "common.h"
 #include "config.h"
 #include "registry/error.h"
+#include "tls.h"
 
 #define OUTPUT_MAX PROBE_OUTPUT_MAX
 
@@ -48,7 +49,7 @@ struct probe {
     struct probe_script *script; /* script probes (probe_script.c) */
     struct probe_alias *alias;   /* alias probes (probe_alias.c) */
     struct evhttp_request *req;
-    char error[160];
+    char error[256];
     char body[OUTPUT_MAX + 1];
     size_t body_len;
 };
@@ -95,13 +96,13 @@ static void http_error(enum evhttp_request_error e, void *arg)
     struct probe *p = arg;
     static const char *const names[] = {"timeout", "connection failed", "invalid response",
                                         "connection error", "cancelled", "response too long"};
-    unsigned long ssl_err = p->evcon ? bufferevent_get_openssl_error(
-                                           evhttp_connection_get_bufferevent(p->evcon))
-                                     : 0;
-    if (ssl_err) {
-        char buf[120];
-        ERR_error_string_n(ssl_err, buf, sizeof(buf));
-        snprintf(p->error, sizeof(p->error), "TLS: %s", buf);
+    struct bufferevent *bev = p->evcon ? evhttp_connection_get_bufferevent(p->evcon) : NULL;
+    unsigned long ssl_err = bev ? bufferevent_get_openssl_error(bev) : 0;
+    SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+    char why[200] = "";
+    probe_tls_why(ssl, ssl_err, why, sizeof(why));
+    if (why[0] != '\0') {
+        snprintf(p->error, sizeof(p->error), "TLS: %s", why);
     } else if (e == EVREQ_HTTP_TIMEOUT) {
         snprintf(p->error, sizeof(p->error), "timeout after %" PRIu64 "ms", p->timeout_ms);
     } else {
@@ -185,27 +186,71 @@ static int resolve_judged(struct probe *p, const char *host, int port, char *ip,
     return 0;
 }
 
-/* The connection's bufferevent: TLS with the server name set (and checked
- * unless TLSSkipVerify), or plain. 0, or -1 with p->error set. */
+SSL *probe_tls_new(const struct probe_env *e, json_t *def, const char *host, char *err,
+                   size_t errlen)
+{
+    bool skip = json_is_true(json_object_get(def, "TLSSkipVerify"));
+    const char *name = json_string_value(json_object_get(def, "TLSServerName"));
+    if (name == NULL || *name == '\0')
+        name = host;
+    SSL *ssl = NULL;
+    if (e->agent_tls) {
+        SSL_CTX *ctx = tls_client_ctx(); /* a reference, or NULL if TLS went away */
+        if (ctx == NULL) {
+            snprintf(err, errlen, "TLS: enable_agent_tls_for_checks, but no TLS material loaded");
+            return NULL;
+        }
+        ssl = SSL_new(ctx);
+        SSL_CTX_free(ctx); /* the session holds its own reference */
+        if (ssl != NULL && skip)
+            SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+    } else {
+        ssl = SSL_new(skip ? e->ssl_noverify : e->ssl_verify);
+    }
+    if (ssl == NULL) {
+        snprintf(err, errlen, "TLS: cannot create session");
+        return NULL;
+    }
+    /* Without the name set, the certificate's name would go unchecked: a
+     * failure here fails the probe. */
+    struct in6_addr ip;
+    bool literal = inet_pton(AF_INET, name, &ip) == 1 || inet_pton(AF_INET6, name, &ip) == 1;
+    if ((!literal && SSL_set_tlsext_host_name(ssl, name) != 1) ||
+        (!skip && (literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) != 1
+                           : SSL_set1_host(ssl, name) != 1))) {
+        SSL_free(ssl);
+        snprintf(err, errlen, "TLS: cannot set the server name %.100s", name);
+        return NULL;
+    }
+    return ssl;
+}
+
+void probe_tls_why(SSL *ssl, unsigned long ssl_err, char *out, size_t len)
+{
+    char reason[120] = "";
+    out[0] = '\0';
+    if (ssl_err != 0)
+        ERR_error_string_n(ssl_err, reason, sizeof(reason));
+    /* a session that does not verify still records what it found: ignore it */
+    long v = ssl && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) ? SSL_get_verify_result(ssl)
+                                                                 : X509_V_OK;
+    if (v != X509_V_OK)
+        snprintf(out, len, "%s%s%s", reason, reason[0] ? ": " : "",
+                 X509_verify_cert_error_string(v));
+    else
+        snprintf(out, len, "%s", reason);
+}
+
+/* The connection's bufferevent: TLS (probe_tls_new) or plain. 0, or -1
+ * with p->error set. */
 static int make_transport(struct probe *p, bool tls, const char *host)
 {
     if (!tls) {
         p->bev = bufferevent_socket_new(p->env->base, -1, BEV_OPT_CLOSE_ON_FREE);
     } else {
-        bool skip = json_is_true(json_object_get(p->def, "TLSSkipVerify"));
-        SSL *ssl = SSL_new(skip ? p->env->ssl_noverify : p->env->ssl_verify);
-        if (ssl == NULL) {
-            snprintf(p->error, sizeof(p->error), "TLS: cannot create session");
+        SSL *ssl = probe_tls_new(p->env, p->def, host, p->error, sizeof(p->error));
+        if (ssl == NULL)
             return -1;
-        }
-        /* Without the name set, the certificate's name would go unchecked:
-         * a failure here fails the probe. */
-        if (SSL_set_tlsext_host_name(ssl, host) != 1 ||
-            (!skip && SSL_set1_host(ssl, host) != 1)) {
-            SSL_free(ssl);
-            snprintf(p->error, sizeof(p->error), "TLS: cannot set the server name %.100s", host);
-            return -1;
-        }
         p->bev = bufferevent_openssl_socket_new(p->env->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
                                                 BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
         if (p->bev == NULL)
@@ -456,7 +501,7 @@ struct probe *probe_start(const struct probe_env *e, enum probe_kind kind, json_
                                                    timeout_ms, udp_done, p, &p->udp, p->error,
                                                    sizeof(p->error))
              : kind == PROBE_GRPC || kind == PROBE_H2PING
-                 ? probe_h2_start(e->base, e->ssl_verify, e->ssl_noverify, kind == PROBE_GRPC,
+                 ? probe_h2_start(e, kind == PROBE_GRPC,
                                   def, timeout_ms, udp_done, p, &p->h2, p->error,
                                   sizeof(p->error))
              : kind == PROBE_SCRIPT ? start_script(p)

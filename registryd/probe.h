@@ -25,10 +25,15 @@ struct probe;
 
 enum probe_status { PROBE_PASSING, PROBE_WARNING, PROBE_CRITICAL };
 
-/* What every probe of one checker shares: its loop and TLS contexts. */
+/* What every probe of one checker shares: its loop and TLS contexts.
+ * ssl_verify/ssl_noverify carry no certificate and trust the system's CAs;
+ * with agent_tls (enable_agent_tls_for_checks), TLS probes use tls.h's
+ * client context instead: this server's certificate, trusting tls_ca_file
+ * (taken at each probe's start, so that a reload's new files apply). */
 struct probe_env {
     struct event_base *base;
     SSL_CTX *ssl_verify, *ssl_noverify;
+    bool agent_tls;
     bool enable_scripts; /* enable_script_checks: script probes may run */
     struct store *store; /* borrowed: alias probes read it */
 };
@@ -37,6 +42,20 @@ struct probe_env {
 int probe_env_init(struct probe_env *e, struct event_base *base)
     __attribute__((warn_unused_result));
 void probe_env_fini(struct probe_env *e);
+
+/* A client session for a check's TLS connection to host (the address the
+ * check names; borrowed). The name sent as SNI and verified is the check's
+ * TLSServerName if set, else host: a DNS name must be in the certificate's
+ * subjectAltName, an IP literal among its IP addresses (and is not sent as
+ * SNI, RFC 6066). TLSSkipVerify verifies nothing. The context is the one
+ * probe_env says. Returns a new SSL, or NULL with a critical output in err. */
+SSL *probe_tls_new(const struct probe_env *e, json_t *def, const char *host, char *err,
+                   size_t errlen);
+
+/* Why a TLS connection failed, for a check's output: OpenSSL's reason and,
+ * when certificate verification failed, what it found ("Hostname mismatch").
+ * ssl may be NULL. Writes "" if nothing is known. */
+void probe_tls_why(SSL *ssl, unsigned long ssl_err, char *out, size_t len);
 
 /* output: NUL-terminated, borrowed for the call (the callee may edit it). */
 typedef void (*probe_done_cb)(void *arg, enum probe_status status, char *output);
@@ -53,7 +72,7 @@ enum probe_kind {
 
 /*
  * Start a probe of the check definition def (borrowed; read for HTTP, Method,
- * Header, Body, TLSSkipVerify or TCP). Returns the probe, or NULL with the
+ * Header, Body, TLSSkipVerify, TLSServerName or TCP). Returns the probe, or NULL with the
  * reason (a critical output) in err when it cannot even start.
  */
 struct probe *probe_start(const struct probe_env *e, enum probe_kind kind, json_t *def,

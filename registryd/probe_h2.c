@@ -28,6 +28,7 @@
 
 #include "check_target.h"
 #include "config.h"
+#include "probe.h"
 
 #define GRPC_SERVICE_MAX 127 /* its length is one varint byte */
 
@@ -293,8 +294,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     char why[200] = "connection closed";
     int err = EVUTIL_SOCKET_ERROR();
     unsigned long ssl_err = p->tls ? bufferevent_get_openssl_error(p->bev) : 0;
-    if (ssl_err != 0)
-        ERR_error_string_n(ssl_err, why, sizeof(why));
+    char tls_why[180] = "";
+    if (p->tls)
+        probe_tls_why(bufferevent_openssl_get_ssl(p->bev), ssl_err, tls_why, sizeof(tls_why));
+    if (tls_why[0] != '\0')
+        snprintf(why, sizeof(why), "TLS: %s", tls_why);
     else if ((what & BEV_EVENT_ERROR) && err != 0)
         snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(err));
     if (p->grpc && !p->done && p->resp_len > 0 && p->grpc_status >= 0)
@@ -311,10 +315,10 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     conclude(p, false, "%s %s: timed out", p->grpc ? "gRPC" : "H2PING", p->target);
 }
 
-int probe_h2_start(struct event_base *base, SSL_CTX *ssl_verify, SSL_CTX *ssl_noverify,
-                   bool grpc, json_t *def, uint64_t timeout_ms, probe_h2_cb cb, void *arg,
+int probe_h2_start(const struct probe_env *env, bool grpc, json_t *def, uint64_t timeout_ms, probe_h2_cb cb, void *arg,
                    struct probe_h2 **out, char *err, size_t errlen)
 {
+    struct event_base *base = env->base;
     const char *spec = json_string_value(json_object_get(def, grpc ? "GRPC" : "H2PING"));
     char host[256], portstr[8];
     unsigned short port;
@@ -373,21 +377,13 @@ int probe_h2_start(struct event_base *base, SSL_CTX *ssl_verify, SSL_CTX *ssl_no
         return -1;
     }
     if (p->tls) {
-        bool skip = json_is_true(json_object_get(def, "TLSSkipVerify"));
-        const char *sni = json_string_value(json_object_get(def, "TLSServerName"));
-        if (sni == NULL || *sni == '\0')
-            sni = host;
-        SSL *ssl = SSL_new(skip ? ssl_noverify : ssl_verify);
-        struct in6_addr ip;
-        bool literal = inet_pton(AF_INET, sni, &ip) == 1 || inet_pton(AF_INET6, sni, &ip) == 1;
-        if (ssl == NULL || SSL_set_alpn_protos(ssl, (const unsigned char *)"\x02h2", 3) != 0 ||
-            (!literal && SSL_set_tlsext_host_name(ssl, sni) != 1) ||
-            (!skip && (literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), sni) != 1
-                               : SSL_set1_host(ssl, sni) != 1))) {
-            if (ssl)
+        SSL *ssl = probe_tls_new(env, def, host, err, errlen);
+        if (ssl == NULL || SSL_set_alpn_protos(ssl, (const unsigned char *)"\x02h2", 3) != 0) {
+            if (ssl) {
                 SSL_free(ssl);
+                snprintf(err, errlen, "TLS: cannot set up the session for %s", host);
+            }
             freeaddrinfo(ai);
-            snprintf(err, errlen, "TLS: cannot set up the session for %s", sni);
             probe_h2_free(p);
             return -1;
         }

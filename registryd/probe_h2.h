@@ -17,17 +17,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct event_base;
+struct probe_env;
 struct probe_h2;
 
 typedef void (*probe_h2_cb)(void *arg, bool passing, const char *output);
 
 /* grpc: a GRPC check, else H2PING. def (borrowed) is the check definition;
- * ssl_verify/ssl_noverify: the checker's TLS client contexts (borrowed).
+ * env (borrowed): the checker's loop and TLS (probe_tls_new).
  * 0 and *out, or -1 with the reason in err (nothing started). The callback
  * runs once, later, never from inside this call, unless probe_h2_free. */
-int probe_h2_start(struct event_base *base, SSL_CTX *ssl_verify, SSL_CTX *ssl_noverify,
-                   bool grpc, json_t *def, uint64_t timeout_ms, probe_h2_cb cb, void *arg,
+int probe_h2_start(const struct probe_env *env, bool grpc, json_t *def, uint64_t timeout_ms, probe_h2_cb cb, void *arg,
                    struct probe_h2 **out, char *err, size_t errlen);
 void probe_h2_free(struct probe_h2 *p);
 

@@ -460,6 +460,7 @@ static int start_checker(struct server *s)
         .cluster = s->cluster,
         .limits = health_limits_of(conf),
         .enable_script_checks = conf->enable_script_checks,
+        .agent_tls = conf->enable_agent_tls_for_checks && tls_enabled(),
     };
     if (health_start(&health_opt, &s->health, err, sizeof(err)) != 0) {
         log_error("server", "msg=\"cannot start the health checker\" error=\"%s\"", err);

@@ -16,6 +16,7 @@ import threading
 import time
 import unittest
 
+from certs import make_certs, tls_args
 from harness import Registryd, free_port
 
 
@@ -393,6 +394,150 @@ class SelfPreservationTest(unittest.TestCase):
             for ep in eps:
                 ep.stop()
             d.stop()
+
+
+class TlsService:
+    """An HTTPS service (Python's ssl) with a certificate from certs.py that
+    records, per request, the client certificate's CN (None: none was sent)
+    and the SNI name of the handshake. require: a client certificate signed
+    by ca is required; else one is asked for but optional."""
+
+    def __init__(self, cert, key, ca, require=False):
+        self.port = free_port()
+        self.clients = []
+        self.sni = []
+        svc = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                peer = self.connection.getpeercert()
+                cn = None
+                for rdn in (peer or {}).get("subject", ()):
+                    for k, v in rdn:
+                        if k == "commonName":
+                            cn = v
+                svc.clients.append(cn)
+                body = b"ok"
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED if require else ssl.CERT_OPTIONAL
+        ctx.sni_callback = lambda sock, name, c: svc.sni.append(name)
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self):
+        return "https://127.0.0.1:%d/" % self.port
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class CheckTlsTest(unittest.TestCase):
+    """enable_agent_tls_for_checks and TLSServerName against real HTTPS
+    services: one server with the setting (agent), one with the same TLS
+    files without it (plain)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.certs = make_certs(os.path.join(cls.tmp.name, "certs"))
+        c = cls.certs
+        cls.agent = Registryd(extra_args=tls_args(c) + ["--enable-agent-tls-for-checks"]).start()
+        cls.plain = Registryd(extra_args=tls_args(c)).start()
+        cls.mtls = TlsService(c["server_cert"], c["server_key"], c["ca"], require=True)
+        cls.optional = TlsService(c["server_cert"], c["server_key"], c["ca"])
+        cls.rogue = TlsService(c["rogue_server_cert"], c["rogue_server_key"], c["ca"])
+
+    @classmethod
+    def tearDownClass(cls):
+        for svc in (cls.mtls, cls.optional, cls.rogue):
+            svc.stop()
+        cls.agent.stop()
+        cls.plain.stop()
+        cls.tmp.cleanup()
+
+    def register(self, d, sid, check):
+        check = dict(check, Interval="300ms", Timeout="300ms")
+        status, text = d.request("PUT", "/v1/agent/service/register",
+                                 json.dumps({"Name": "tls", "ID": sid, "Check": check}))
+        self.assertEqual(status, 200, text)
+
+    def settle(self, d, sid, want, timeout=5):
+        """Wait (bounded) for the check of sid to reach status want; its output."""
+        deadline = time.monotonic() + timeout
+        while True:
+            checks = json.loads(d.request("GET", "/v1/agent/checks")[1])
+            c = checks.get("service:" + sid)
+            if c and c["Status"] == want and c["Output"]:
+                return c["Output"]
+            if time.monotonic() > deadline:
+                self.fail("%s: %s, want %s" % (sid, c and (c["Status"], c["Output"]), want))
+            time.sleep(0.1)
+
+    def test_agent_tls_presents_certificate_and_trusts_ca(self):
+        self.register(self.agent, "a-mtls", {"HTTP": self.mtls.url()})
+        self.settle(self.agent, "a-mtls", "passing")
+        self.assertIn("server.dc1.registry", self.mtls.clients)
+        # a service whose certificate another CA signed is not trusted
+        self.register(self.agent, "a-rogue", {"HTTP": self.rogue.url()})
+        out = self.settle(self.agent, "a-rogue", "critical")
+        self.assertIn("certificate verify failed", out)
+        self.assertIn("local issuer", out)
+        # unless told not to verify (the certificate is still presented)
+        self.register(self.agent, "a-rogue-skip", {"HTTP": self.rogue.url(),
+                                                   "TLSSkipVerify": True})
+        self.settle(self.agent, "a-rogue-skip", "passing")
+        self.assertIn("server.dc1.registry", self.rogue.clients)
+
+    def test_tls_server_name(self):
+        # a name the certificate does not carry: critical, saying why
+        self.register(self.agent, "n-wrong", {"HTTP": self.mtls.url(),
+                                              "TLSServerName": "wrongname.example"})
+        out = self.settle(self.agent, "n-wrong", "critical")
+        self.assertIn("hostname mismatch", out.lower())
+        self.assertIn("wrongname.example", self.mtls.sni)
+        # names it carries: passing, and sent as SNI
+        for sid, name in (("n-localhost", "localhost"), ("n-server", "server.dc1.registry")):
+            self.register(self.agent, sid, {"HTTP": self.mtls.url(), "TLSServerName": name})
+            self.settle(self.agent, sid, "passing")
+            self.assertIn(name, self.mtls.sni)
+        # the same on a server without agent TLS (its check skips the CA but
+        # not the name)
+        self.register(self.plain, "p-wrong", {"HTTP": self.optional.url(),
+                                              "TLSServerName": "wrongname.example"})
+        self.settle(self.plain, "p-wrong", "critical")
+        checks = json.loads(self.agent.request("GET", "/v1/agent/checks")[1])
+        self.assertEqual(checks["service:n-localhost"]["Definition"]["TLSServerName"],
+                         "localhost")
+
+    def test_without_agent_tls_no_client_certificate(self):
+        # a service that requires a client certificate fails the check, naming why
+        self.register(self.plain, "p-mtls", {"HTTP": self.mtls.url(), "TLSSkipVerify": True})
+        out = self.settle(self.plain, "p-mtls", "critical")
+        self.assertIn("certificate required", out)
+        # one that only asks for it passes, and got none
+        before = len(self.optional.clients)
+        self.register(self.plain, "p-optional", {"HTTP": self.optional.url(),
+                                                 "TLSSkipVerify": True})
+        self.settle(self.plain, "p-optional", "passing")
+        self.assertGreater(len(self.optional.clients), before)
+        self.assertEqual(set(self.optional.clients[before:]), {None})
+        # and the test CA is not among the system's: verification fails
+        self.register(self.plain, "p-verify", {"HTTP": self.optional.url()})
+        out = self.settle(self.plain, "p-verify", "critical")
+        self.assertIn("certificate verify failed", out)
 
 
 if __name__ == "__main__":

@@ -176,6 +176,55 @@ class FloodTest(unittest.TestCase):
         finally:
             d.stop()
 
+    def test_slow_body_and_slow_second_request(self):
+        """The body deadline holds against a body that trickles in, and the
+        head deadline holds again for the next request of a keep-alive
+        connection (a served request does not make a connection trusted)."""
+        d = Registryd(extra_args=["--http-head-timeout", "1s", "--http-body-timeout", "1s"]).start()
+        try:
+            body = json.dumps({"Name": "slow", "ID": "slow-1", "Port": 1}).encode()
+            head = (b"PUT /v1/agent/service/register HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body))
+            slow_body = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            slow_body.sendall(head)
+            keep = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            self.assertIn(b"200", http_get(keep, "/v1/status/leader"))
+            second = b"GET /v1/agent/services HTTP/1.1\r\nHost: x\r\n\r\n"
+            start = time.monotonic()
+            closed = {"body": False, "second": False}
+            for i in range(60):  # one byte each every 0.1 s: 6 s at most
+                for name, sock, data in (("body", slow_body, body), ("second", keep, second)):
+                    if closed[name]:
+                        continue
+                    try:
+                        sock.send(data[i % len(data):i % len(data) + 1])
+                        sock.setblocking(False)
+                        try:
+                            while True:  # the first answer's body, then the end
+                                chunk = sock.recv(65536)
+                                if chunk == b"":
+                                    closed[name] = True
+                                    break
+                        except BlockingIOError:
+                            pass
+                        finally:
+                            sock.setblocking(True)
+                    except OSError:
+                        closed[name] = True
+                if all(closed.values()):
+                    break
+                time.sleep(0.1)
+            took = time.monotonic() - start
+            self.assertEqual(closed, {"body": True, "second": True})
+            self.assertLess(took, 4)
+            slow_body.close()
+            keep.close()
+            # the trickled registration never reached its handler
+            self.assertEqual(json.loads(d.request("GET", "/v1/agent/services")[1]), {})
+        finally:
+            d.stop()
+
+
 
 if __name__ == "__main__":
     unittest.main()
