@@ -91,18 +91,28 @@ static void http_chunk(struct evhttp_request *req, void *arg)
     evbuffer_drain(in, evbuffer_get_length(in));
 }
 
-static void http_error(enum evhttp_request_error e, void *arg)
+/* What TLS says about the connection's failure, into p->error; false if
+ * nothing (a plain connection, or a TLS one without a reason). */
+static bool tls_error(struct probe *p)
 {
-    struct probe *p = arg;
-    static const char *const names[] = {"timeout", "connection failed", "invalid response",
-                                        "connection error", "cancelled", "response too long"};
     struct bufferevent *bev = p->evcon ? evhttp_connection_get_bufferevent(p->evcon) : NULL;
     unsigned long ssl_err = bev ? bufferevent_get_openssl_error(bev) : 0;
     SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
     char why[200] = "";
     probe_tls_why(ssl, ssl_err, why, sizeof(why));
-    if (why[0] != '\0') {
-        snprintf(p->error, sizeof(p->error), "TLS: %s", why);
+    if (why[0] == '\0')
+        return false;
+    snprintf(p->error, sizeof(p->error), "TLS: %s", why);
+    return true;
+}
+
+static void http_error(enum evhttp_request_error e, void *arg)
+{
+    struct probe *p = arg;
+    static const char *const names[] = {"timeout", "connection failed", "invalid response",
+                                        "connection error", "cancelled", "response too long"};
+    if (tls_error(p)) {
+        /* p->error says why */
     } else if (e == EVREQ_HTTP_TIMEOUT) {
         snprintf(p->error, sizeof(p->error), "timeout after %" PRIu64 "ms", p->timeout_ms);
     } else {
@@ -122,6 +132,10 @@ static void http_done(struct evhttp_request *req, void *arg)
     int code = req ? evhttp_request_get_response_code(req) : 0;
     p->req = NULL;
     if (code == 0) {
+        /* libevent ends some failures (the peer closing before any answer)
+         * without the error callback: ask TLS here too */
+        if (p->error[0] == '\0')
+            (void)tls_error(p);
         snprintf(out, sizeof(out), "HTTP %s %s: %s", method ? method : "GET", url,
                  p->error[0] ? p->error : "connection failed");
         finish(p, PROBE_CRITICAL, out);
@@ -225,12 +239,29 @@ SSL *probe_tls_new(const struct probe_env *e, json_t *def, const char *host, cha
     return ssl;
 }
 
+/* The session's note that the service asked for a client certificate and
+ * got none (client_cert_asked): its failure then most likely says so, but
+ * the service's alert is lost when its close resets the connection first. */
+static int asked_index = -1;
+
+static int client_cert_asked(SSL *ssl, X509 **cert, EVP_PKEY **key)
+{
+    (void)cert;
+    (void)key;
+    if (asked_index >= 0)
+        SSL_set_ex_data(ssl, asked_index, (void *)1);
+    return 0; /* no certificate: these contexts have none to give */
+}
+
 void probe_tls_why(SSL *ssl, unsigned long ssl_err, char *out, size_t len)
 {
     char reason[120] = "";
     out[0] = '\0';
     if (ssl_err != 0)
         ERR_error_string_n(ssl_err, reason, sizeof(reason));
+    else if (ssl && asked_index >= 0 && SSL_get_ex_data(ssl, asked_index) != NULL)
+        snprintf(reason, sizeof(reason), "the service asked for a client certificate and none "
+                                         "was sent (see enable_agent_tls_for_checks)");
     /* a session that does not verify still records what it found: ignore it */
     long v = ssl && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) ? SSL_get_verify_result(ssl)
                                                                  : X509_V_OK;
@@ -426,6 +457,7 @@ static SSL_CTX *ssl_ctx(bool verify)
     if (ctx == NULL)
         return NULL;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_client_cert_cb(ctx, client_cert_asked);
     if (verify) {
         SSL_CTX_set_default_verify_paths(ctx);
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -437,6 +469,8 @@ static SSL_CTX *ssl_ctx(bool verify)
 
 int probe_env_init(struct probe_env *e, struct event_base *base)
 {
+    if (asked_index < 0) /* once, before the checker thread runs */
+        asked_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     e->base = base;
     e->ssl_verify = ssl_ctx(true);
     e->ssl_noverify = ssl_ctx(false);
