@@ -45,7 +45,8 @@ struct guard_conn {
      * given the bufferevent its socket. */
     bool pending;                    /* on g->pending, not yet admitted */
     struct guard_conn *next_pending;
-    bool counted;                    /* in g->per_client[client] */
+    bool counted;                    /* in g->per_client[client] and its list */
+    struct guard_conn *cprev, *cnext; /* the client's other counted connections */
     bool refused;                    /* over the cap: shut, its input discarded */
     char client[INET6_ADDRSTRLEN];
 };
@@ -53,6 +54,7 @@ struct guard_conn {
 /* Open connections of one client address. */
 struct client_count {
     unsigned n;
+    struct guard_conn *conns; /* the counted ones, to reap at the cap */
 };
 
 /* One evhttp instance attached: its listener, and TLS or not. */
@@ -192,6 +194,13 @@ static void uncount(struct guard_conn *c)
     if (cc == NULL)
         return;
     c->counted = false;
+    if (c->cprev)
+        c->cprev->cnext = c->cnext;
+    else
+        cc->conns = c->cnext;
+    if (c->cnext)
+        c->cnext->cprev = c->cprev;
+    c->cprev = c->cnext = NULL;
     g->open--;
     if (--cc->n == 0)
         free(strmap_del(g->per_client, c->client));
@@ -318,6 +327,18 @@ static void admit_one(struct guard_conn *c)
     struct client_count *cc = strmap_get(g->per_client, c->client);
     unsigned cap = g->opt.max_conns_per_client;
     if (cap != 0 && cc != NULL && cc->n >= cap) {
+        /* The sweep notices closed connections only every GUARD_SWEEP_MS: a
+         * client that opens and closes connections quickly (one request
+         * each) would otherwise hit the cap with few of them open. Reap
+         * this client's closed ones now (at most cap of them to look at). */
+        for (struct guard_conn *o = cc->conns, *next; o != NULL; o = next) {
+            next = o->cnext;
+            if (released(o))
+                conn_release(o); /* may free cc with its last connection */
+        }
+        cc = strmap_get(g->per_client, c->client);
+    }
+    if (cap != 0 && cc != NULL && cc->n >= cap) {
         refuse(c, fd);
         return;
     }
@@ -330,6 +351,10 @@ static void admit_one(struct guard_conn *c)
     }
     cc->n++;
     c->counted = true;
+    c->cnext = cc->conns;
+    if (cc->conns)
+        cc->conns->cprev = c;
+    cc->conns = c;
     g->open++;
     publish(g);
 }

@@ -29,8 +29,11 @@
  * max_conns_per_client is shut as soon as accepted: on the same loop turn,
  * before anything it sent is read (what it sent is discarded), so a client
  * cannot starve others by holding thousands of idle connections. The count
- * drops when the guard sees evhttp let go of a connection (within one
- * sweep). Counts and refusals go to metrics_http_conns().
+ * drops when the guard sees evhttp let go of a connection: at the next
+ * sweep, or at once for a client at its cap (its closed connections are
+ * looked for before a new one is refused, so quick open-request-close
+ * clients are judged by what they really hold open). Counts and refusals go
+ * to metrics_http_conns().
  *
  * Threads: the front end's event_base thread only.
  */

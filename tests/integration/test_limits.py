@@ -143,6 +143,19 @@ class ConnCapTest(unittest.TestCase):
         self.assertTrue(any(l for l in self.d.log().splitlines()
                             if "too many connections from one client" in l))
 
+    def test_short_connections_churn_within_cap(self):
+        """Many short connections (one request each) from one address, never
+        more than a few open at once, are all served: a closed connection
+        stops counting before the cap is judged, not only at the next sweep."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(i):
+            return self.d.request("GET", "/v1/agent/services", timeout=10)[0]
+
+        with ThreadPoolExecutor(4) as pool:
+            self.assertEqual(set(pool.map(one, range(self.CAP * 10))), {200})
+        self.assertEqual(metric(self.d, "registryd_http_conns_rejected_total"), 0)
+
     def test_json_metrics(self):
         for _ in range(self.CAP + 2):
             self.socks.append(connect(self.d))
