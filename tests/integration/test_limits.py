@@ -8,11 +8,14 @@ bounded in count and time."""
 import http.client
 import json
 import re
+import os
 import socket
+import ssl
 import time
 import unittest
 
-from harness import Registryd
+from certs import make_certs
+from harness import Registryd, TempDir, TlsRegistryd
 
 OTHER = "127.0.0.2"  # the client that must not be starved
 
@@ -167,6 +170,52 @@ class ConnCapTest(unittest.TestCase):
         self.assertEqual(rejected[0]["Count"], 2)
         gauges = {g["Name"]: g["Value"] for g in doc["Gauges"]}
         self.assertGreaterEqual(gauges["registryd_http_conns_open"], self.CAP)
+
+
+class CapAcrossListenersTest(unittest.TestCase):
+    """One cap per address over the plain and the HTTPS listener together."""
+
+    def test_http_and_https_share_the_cap(self):
+        tmp = TempDir()
+        certs = make_certs(os.path.join(tmp.path, "certs"))
+        d = TlsRegistryd(certs, plain=True, extra_args=["--http-max-conns-per-client", "6"])
+        socks = []
+        try:
+            d.start()
+            time.sleep(0.6)
+            ctx = d.ssl_context()
+            for _ in range(3):
+                socks.append(connect(d))
+                t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", d.https_port),
+                                                             timeout=10),
+                                    server_hostname="localhost")
+                socks.append(t)
+            for s in socks:
+                self.assertIn(b"200", http_get(s, "/v1/status/leader"))
+            # a seventh, on either listener, is closed at once
+            extra = connect(d)
+            self.assertTrue(closed_by_peer(extra, 3))
+            extra.close()
+            raw = socket.create_connection(("127.0.0.1", d.https_port), timeout=5)
+            with self.assertRaises((ssl.SSLError, OSError)):
+                t = ctx.wrap_socket(raw, server_hostname="localhost")
+                http_get(t, "/v1/status/leader")
+                if t.recv(1) == b"":
+                    raise OSError("closed")
+            raw.close()
+            # another address over HTTPS is served
+            c = http.client.HTTPSConnection("127.0.0.1", d.https_port, timeout=5,
+                                            source_address=(OTHER, 0),
+                                            context=d.ssl_context())
+            c.request("GET", "/v1/agent/services")
+            self.assertEqual(c.getresponse().status, 200)
+            c.close()
+            self.assertEqual(metric(d, "registryd_http_conns_rejected_total"), 2)
+        finally:
+            for s in socks:
+                s.close()
+            d.stop()
+            tmp.cleanup()
 
 
 class FloodTest(unittest.TestCase):
