@@ -40,6 +40,9 @@ struct link_conn {
     unsigned pending;
     int nodelay_fd; /* the socket TCP_NODELAY was set on */
     bool retired; /* the leader moved: free once pending reaches 0 */
+    bool sending; /* inside evhttp_make_request, which may fail the request
+                   * (and call request_done) before it returns: link_send
+                   * frees a connection retired meanwhile */
     struct link_conn *next;
 };
 
@@ -119,7 +122,7 @@ static void conn_retire(struct cluster_link *l, struct link_conn *c)
     if (c->retired)
         return;
     c->retired = true;
-    if (c->pending == 0) {
+    if (c->pending == 0 && !c->sending) {
         conn_unlink(l, c);
         conn_free_later(l, c);
     }
@@ -239,7 +242,7 @@ static void request_done(struct evhttp_request *resp, void *arg)
         c->retired = true; /* failed: never reused (see conn_closed) */
     q->cb(q->arg, resp);
     free(q);
-    if (c->retired && c->pending == 0) {
+    if (c->retired && c->pending == 0 && !c->sending) {
         conn_unlink(l, c);
         conn_free_later(l, c);
     }
@@ -280,15 +283,24 @@ static int link_send(struct cluster_link *l, enum evhttp_cmd_type method, const 
     if (l->inflight)
         l->inflight->prev = q;
     l->inflight = q;
-    /* On failure evhttp_make_request frees req without calling back. */
-    if (evhttp_make_request(c->evcon, req, method, uri) != 0) {
+    /* On failure evhttp_make_request frees req without calling back; it
+     * may also fail the connection at once and call request_done (cb has
+     * run: the send succeeded as far as the caller is concerned). */
+    c->sending = true;
+    int made = evhttp_make_request(c->evcon, req, method, uri);
+    c->sending = false;
+    if (made != 0) {
         inflight_remove(l, q);
         c->pending--;
         free(q);
-        return REG_EIO;
     }
-    no_delay(c);
-    return 0;
+    if (c->retired && c->pending == 0) {
+        conn_unlink(l, c);
+        conn_free_later(l, c);
+    } else if (made == 0) {
+        no_delay(c);
+    }
+    return made == 0 ? 0 : REG_EIO;
 }
 
 /* ---- forwarded client requests --------------------------------------------- */
