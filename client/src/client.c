@@ -426,6 +426,19 @@ uint64_t reg__query_wait_ms(const char *path)
     return wait > QUERY_MAX_WAIT_MS ? QUERY_MAX_WAIT_MS : wait;
 }
 
+/* "token=..." (URL-encoded) for the query string, "" without a token;
+ * non-zero if it does not fit. */
+static int token_param(const struct reg_client *c, char *out, size_t outlen)
+{
+    char enc[580];
+    out[0] = '\0';
+    if (c->token == NULL)
+        return 0;
+    if (reg_url_encode(c->token, enc, sizeof(enc)) != 0)
+        return -1;
+    return snprintf(out, outlen, "token=%s", enc) < (int)outlen ? 0 : -1;
+}
+
 int reg_client_request(struct reg_client *c, const char *method, const char *path,
                        const char *body, size_t body_len, int *status, char **resp_body,
                        size_t *resp_len, uint64_t *index)
@@ -439,12 +452,9 @@ int reg_client_request(struct reg_client *c, const char *method, const char *pat
         extra = (long long)wait_ms + (long long)wait_ms / 16 + 1000; /* jitter, and slack */
     char *req = NULL;
     const char *sep = strchr(path, '?') ? "&" : "?";
-    char tok[600] = "", enc[580];
-    if (c->token) {
-        if (reg_url_encode(c->token, enc, sizeof(enc)) != 0)
-            return fail(c, REG_EINVAL, "token too long");
-        snprintf(tok, sizeof(tok), "token=%s", enc);
-    }
+    char tok[600];
+    if (token_param(c, tok, sizeof(tok)) != 0)
+        return fail(c, REG_EINVAL, "token too long");
     pthread_mutex_lock(&c->lock);
     int first = c->preferred;
     struct reg__tls *tls = reg__tls_ref(c->tls);
@@ -667,12 +677,9 @@ int reg__client_transfer(struct reg_client *c, const char *method, const char *p
     if (c == NULL || method == NULL || path == NULL || path[0] != '/' || t == NULL)
         return fail(c, REG_EINVAL, "invalid request");
     const char *sep = strchr(path, '?') ? "&" : "?";
-    char tok[600] = "", enc[580];
-    if (c->token) {
-        if (reg_url_encode(c->token, enc, sizeof(enc)) != 0)
-            return fail(c, REG_EINVAL, "token too long");
-        snprintf(tok, sizeof(tok), "token=%s", enc);
-    }
+    char tok[600];
+    if (token_param(c, tok, sizeof(tok)) != 0)
+        return fail(c, REG_EINVAL, "token too long");
     struct reg__conn cn;
     int si = 0, rc = connect_any(c, &cn, &si);
     if (rc != 0)

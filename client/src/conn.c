@@ -381,6 +381,22 @@ int reg__conn_open(struct reg__conn *cn, const char *host, const char *port, str
     return rc;
 }
 
+
+/* After an SSL_read/SSL_write that did not complete: wait for what it
+ * wants; a real failure marks cn unusable and says why. */
+static int ssl_io_wait(struct reg__conn *cn, int err, int saved_errno, long long deadline,
+                       char *why, size_t whylen)
+{
+    int w = ssl_wait(cn, err, deadline);
+    if (w == REG_EIO) {
+        char b[200];
+        cn->fatal = true;
+        snprintf(why, whylen, "TLS connection to %s failed: %s", cn->peer,
+                 ssl_why(cn->ssl, err, saved_errno, b, sizeof(b)));
+    }
+    return w;
+}
+
 int reg__conn_send(struct reg__conn *cn, const void *buf, size_t len, long long deadline, char *why,
                    size_t whylen)
 {
@@ -398,13 +414,7 @@ int reg__conn_send(struct reg__conn *cn, const void *buf, size_t len, long long 
                 continue;
             }
             int saved = errno, err = SSL_get_error(cn->ssl, n);
-            w = ssl_wait(cn, err, deadline);
-            if (w == REG_EIO) {
-                char b[200];
-                cn->fatal = true;
-                snprintf(why, whylen, "TLS connection to %s failed: %s", cn->peer,
-                         ssl_why(cn->ssl, err, saved, b, sizeof(b)));
-            }
+            w = ssl_io_wait(cn, err, saved, deadline, why, whylen);
         } else {
             ssize_t n = send(cn->fd, p, chunk, MSG_NOSIGNAL);
             if (n > 0) {
@@ -447,13 +457,7 @@ int reg__conn_recv(struct reg__conn *cn, void *buf, size_t cap, size_t *got, lon
                 *got = 0;
                 return 0;
             }
-            w = ssl_wait(cn, err, deadline);
-            if (w == REG_EIO) {
-                char b[200];
-                cn->fatal = true;
-                snprintf(why, whylen, "TLS connection to %s failed: %s", cn->peer,
-                         ssl_why(cn->ssl, err, saved, b, sizeof(b)));
-            }
+            w = ssl_io_wait(cn, err, saved, deadline, why, whylen);
         } else {
             ssize_t n = recv(cn->fd, buf, cap, 0);
             if (n >= 0) {
