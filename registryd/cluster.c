@@ -34,6 +34,7 @@
 #include "cluster_link.h"
 #include "cluster_peers.h"
 #include "command.h"
+#include "raft_transport.h"
 #include "duration.h"
 #include "store.h"
 
@@ -570,7 +571,7 @@ static void raft_closed(struct raft *r)
 {
     struct cluster *c = r->data;
     raft_uv_close(&c->io);
-    raft_uv_tcp_close(&c->transport);
+    transport_fini(&c->transport);
     uv_close((uv_handle_t *)&c->wake, handle_closed);
     uv_close((uv_handle_t *)&c->stop, handle_closed);
     uv_close((uv_handle_t *)&c->poll, handle_closed);
@@ -852,15 +853,32 @@ static bool addr_in_use(const char *addr)
     return used;
 }
 
+/* The raft port's gate (raft thread): once this server has a configuration,
+ * only its members may talk to raft. An empty one (a server joining) learns
+ * it from the leader's first message, so any authenticated peer may. */
+static bool peer_allowed(void *arg, uint64_t id)
+{
+    struct cluster *c = arg;
+    const struct raft_configuration *conf = &c->raft.configuration;
+    if (conf->n == 0)
+        return true;
+    for (unsigned i = 0; i < conf->n; i++)
+        if (conf->servers[i].id == id)
+            return true;
+    return false;
+}
+
 int cluster_run(struct cluster *c, const struct cluster_member *members, size_t n, char *err,
                 size_t errlen)
 {
     int rv;
     if ((rv = cluster_check_files(c->raft_dir, err, errlen)) != 0)
         return rv; /* a damaged snapshot would make libraft spin for ever */
-    if ((rv = raft_uv_tcp_init(&c->transport, &c->loop)) != 0) {
-        snprintf(err, errlen, "raft transport: %s", raft_strerror(rv));
-        return REG_ERAFT;
+    struct transport_options topt = {
+        .cluster_key = c->opt.cluster_key, .allow = peer_allowed, .allow_arg = c};
+    if (transport_init(&c->transport, &c->loop, &topt) != 0) {
+        snprintf(err, errlen, "raft transport: out of memory");
+        return REG_ENOMEM;
     }
     c->transport_init = true;
     if ((rv = raft_uv_init(&c->io, &c->loop, c->raft_dir, &c->transport)) != 0) {
@@ -991,7 +1009,7 @@ void cluster_free(struct cluster *c)
             if (c->io_init)
                 raft_uv_close(&c->io);
             if (c->transport_init)
-                raft_uv_tcp_close(&c->transport);
+                transport_fini(&c->transport);
             uv_close((uv_handle_t *)&c->wake, handle_closed);
             uv_close((uv_handle_t *)&c->stop, handle_closed);
             uv_close((uv_handle_t *)&c->poll, handle_closed);

@@ -48,6 +48,9 @@ struct cluster_options {
     void *change_arg;
     const char *http_addr; /* announced when leading, so followers can forward */
     unsigned snapshot_threshold; /* entries between snapshots; 0: 16384 */
+    /* The raft port's shared secret (>= 32 chars; borrowed, must outlive the
+     * cluster), used when TLS is off; NULL: none (raft_transport.h). */
+    const char *cluster_key;
     /* Optional, on the front-end thread: a proposal's seconds from
      * submission to its outcome (for metrics; cluster knows no metrics). */
     void (*on_applied)(double seconds);

@@ -413,6 +413,7 @@ static int start_store_and_cluster(struct server *s)
         .snapshot_threshold = conf->raft_snapshot_threshold,
         .reuse_applied = store_reused_applied(s->store),
         .applied_at_stop = &s->applied_at_stop,
+        .cluster_key = conf->cluster_key,
     };
     if (copt.reuse_applied > 0)
         log_info("server", "msg=\"store kept from the last clean stop\" applied_index=%llu",

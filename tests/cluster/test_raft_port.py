@@ -1,0 +1,356 @@
+#!/usr/bin/python3
+"""The raft port against hostile peers (issue 14): three real servers, in
+three flavours (mutual TLS, a cluster key, neither). Probes built from
+libraft 0.15's wire format (src/uv_tcp_connect.c, src/uv_encoding.c) are sent
+to the leader's and a follower's raft port: a handshake and AppendEntries at a
+much higher term from an unknown id (crashed libraft), a handshake address
+without its NUL (over-read in libraft), a handshake declaring a 300 MB
+address (allocated by libraft), and a flood of RequestVote/AppendEntries at
+rising terms (held leadership away from the real servers). After each: every
+server runs, no sanitizer report, the same leader, a write through a follower
+succeeds, and no server's RSS jumped.
+
+Each probe is sent both raw and, where the flavour has credentials, by a
+peer that authenticates (our certificate, the right key), so that the
+handshake checks behind authentication are exercised too."""
+import hashlib
+import hmac
+import json
+import os
+import socket
+import ssl
+import struct
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import certs  # noqa: E402
+from harness import TempDir, start_cluster  # noqa: E402
+
+APPEND_ENTRIES, REQUEST_VOTE = 1, 3
+KEY = b"k" * 24 + b"-raft-port-test-key-0123456789"
+UNKNOWN_ID = 0x5EED0000DEADBEEF
+RSS_SLACK_KB = 8 * 1024
+
+
+def handshake(server_id, address=b"127.0.0.1:1", nul=True, declared=None):
+    """libraft's handshake: protocol 1, id, address length, address (NUL,
+    padded to 8)."""
+    a = address + (b"\0" if nul else b"")
+    if nul:
+        a += b"\0" * (-len(a) % 8)
+    return struct.pack("<QQQ", 1, server_id, len(a) if declared is None else declared) + a
+
+
+def message(kind, header):
+    return struct.pack("<QQ", kind, len(header)) + header
+
+
+def append_entries(term):
+    # term, prev index, prev term, commit, no entries; libraft sizes the
+    # header at six words
+    return message(APPEND_ENTRIES, struct.pack("<QQQQQQ", term, 0, 0, 0, 0, 0))
+
+
+def request_vote(term, candidate):
+    return message(REQUEST_VOTE, struct.pack("<QQQQQ", term, candidate, 10 ** 9, term, 0))
+
+
+def recv_exact(s, n):
+    out = b""
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError("closed")
+        out += chunk
+    return out
+
+
+def rss_kb(d):
+    with open("/proc/%d/status" % d.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def leader_of(d):
+    try:
+        status, text = d.request("GET", "/v1/status/leader", timeout=2)
+        return json.loads(text) if status == 200 else ""
+    except OSError:
+        return ""
+
+
+class RaftPortBase:
+    flavour = None  # "tls", "key" or "none"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = TempDir()
+        cls.servers = []
+        extra = []
+        if cls.flavour == "tls":
+            cls.certs = certs.make_certs(os.path.join(cls.tmp.path, "certs"))
+            extra = certs.tls_args(cls.certs)
+        elif cls.flavour == "key":
+            path = os.path.join(cls.tmp.path, "cluster.key")
+            with open(path, "wb") as f:
+                f.write(KEY + b"\n")
+            extra = ["--cluster-key-file", path]
+        try:
+            start_cluster(cls.tmp.path, 3, extra=extra, servers=cls.servers)
+        except Exception:
+            cls.tearDownClass()
+            raise
+        cls.writes = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        problems = []
+        for d in cls.servers:
+            if d.proc is not None:
+                try:
+                    d.stop(check=True)
+                except AssertionError as e:
+                    problems.append(str(e)[:4000])
+        cls.tmp.cleanup()
+        if problems:
+            raise AssertionError("\n".join(problems))
+
+    # ---- cluster state ----------------------------------------------------
+
+    def live(self):
+        return [d for d in self.servers if d.proc is not None]
+
+    def leader(self, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = {leader_of(d) for d in self.live()}
+            if len(seen) == 1 and "" not in seen:
+                addr = seen.pop()
+                for d in self.live():
+                    if self.raft_addr(d) == addr:
+                        return d
+            time.sleep(0.05)
+        self.fail("no agreed leader within %ds" % timeout)
+
+    def raft_addr(self, d):
+        status, text = d.request("GET", "/v1/internal/raft/self")
+        self.assertEqual(status, 200, text)
+        return json.loads(text)["Raft"]
+
+    def raft_port(self, d):
+        host, port = self.raft_addr(d).rsplit(":", 1)
+        return host, int(port)
+
+    def write_through_follower(self, leader):
+        follower = next(d for d in self.live() if d is not leader)
+        type(self).writes += 1
+        sid = "probe-%d" % self.writes
+        status, text = follower.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "probe", "ID": sid, "Port": 1000 + self.writes}), timeout=10)
+        self.assertEqual(status, 200, "write through a follower: %s" % text)
+        return sid
+
+    def assert_healthy(self, leader, rss_before, what):
+        for d in self.servers:
+            self.assertIsNone(d.proc.poll(), "%s: a server exited:\n%s" % (what, d.log()[-4000:]))
+            self.assertEqual(d.sanitizer_errors(), [], what)
+        self.assertIs(self.leader(), leader, "%s: the leader changed" % what)
+        self.write_through_follower(leader)
+        for d in self.servers:
+            grown = rss_kb(d) - rss_before[d]
+            self.assertLess(grown, RSS_SLACK_KB, "%s: RSS grew by %d kB" % (what, grown))
+
+    def drops(self, d, reason):
+        return d.log().count("reason=%s " % reason)
+
+    # ---- connections ------------------------------------------------------
+
+    def connect(self, target, authenticate=True, cert=None, key=KEY):
+        """A socket to target's raft port: authenticated as the flavour
+        wants (unless authenticate is false), else raw."""
+        s = socket.create_connection(self.raft_port(target), timeout=5)
+        if not authenticate or self.flavour == "none":
+            return s
+        if self.flavour == "key":
+            self.key_exchange(s, key)
+            return s
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.certs["ca"])
+        cert = cert or (self.certs["server_cert"], self.certs["server_key"])
+        if cert != "none":
+            ctx.load_cert_chain(*cert)
+        return ctx.wrap_socket(s, server_hostname="server.dc1.registry")
+
+    @staticmethod
+    def key_exchange(s, key):
+        cn = os.urandom(32)
+        s.sendall(b"RGDRAFT1" + cn)
+        reply = recv_exact(s, 64)
+        sn, smac = reply[:32], reply[32:]
+        proof = hmac.new(key, b"server" + cn + sn, hashlib.sha256).digest()
+        if key == KEY:
+            assert hmac.compare_digest(proof, smac), "the server failed the key exchange"
+        s.sendall(hmac.new(key, b"client" + cn + sn, hashlib.sha256).digest())
+
+    @staticmethod
+    def send_and_wait_close(s, data, wait=1.0):
+        """Send data; wait (bounded) for the server to close."""
+        try:
+            s.sendall(data)
+            s.settimeout(wait)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and s.recv(4096):
+                pass
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            s.close()
+
+    # ---- probes -----------------------------------------------------------
+
+    def probe_unknown_id_higher_term(self, target, auth):
+        for i in range(5):
+            s = self.connect(target, auth)
+            self.send_and_wait_close(s, handshake(UNKNOWN_ID + i) + append_entries(10 ** 6 + i),
+                                     wait=0.3)
+
+    def probe_address_without_nul(self, target, auth):
+        s = self.connect(target, auth)
+        self.send_and_wait_close(s, handshake(UNKNOWN_ID, b"127.0.0.1:19999", nul=False) +
+                                 append_entries(10 ** 6))
+
+    def probe_huge_address(self, target, auth):
+        s = self.connect(target, auth)
+        self.send_and_wait_close(s, handshake(UNKNOWN_ID, declared=300 * 1024 * 1024) +
+                                 b"1" * 4096)
+
+    def probe_vote_flood(self, target, auth):
+        term = 2 * 10 ** 6
+        end = time.monotonic() + 3
+        for i in range(60):  # 20 a second for 3 s
+            if time.monotonic() > end:
+                break
+            t0 = time.monotonic()
+            term += 1
+            msg = request_vote(term, UNKNOWN_ID) if i % 2 else append_entries(term)
+            try:
+                s = self.connect(target, auth)
+                s.sendall(handshake(UNKNOWN_ID) + msg)
+                s.close()
+            except (OSError, ssl.SSLError):
+                pass
+            time.sleep(max(0, 0.05 - (time.monotonic() - t0)))
+
+    def run_probes(self, auth):
+        probes = [self.probe_unknown_id_higher_term, self.probe_address_without_nul,
+                  self.probe_huge_address, self.probe_vote_flood]
+        leader = self.leader()
+        follower = next(d for d in self.servers if d is not leader)
+        for target, role in ((leader, "leader"), (follower, "follower")):
+            for probe in probes:
+                what = "%s on the %s (%s, %s)" % (probe.__name__, role, self.flavour,
+                                                  "authenticated" if auth else "raw")
+                rss_before = {d: rss_kb(d) for d in self.servers}
+                probe(target, auth)
+                self.assert_healthy(leader, rss_before, what)
+
+    def test_probes_raw(self):
+        self.run_probes(auth=False)
+
+    def test_probes_authenticated(self):
+        if self.flavour == "none":
+            self.skipTest("no credentials in this flavour: the raw run covers it")
+        leader = self.leader()
+        follower = next(d for d in self.servers if d is not leader)
+        before = self.drops(follower, "not_a_member") + self.drops(follower, "handshake")
+        self.run_probes(auth=True)
+        after = self.drops(follower, "not_a_member") + self.drops(follower, "handshake")
+        self.assertGreater(after, before, "the follower logged no dropped handshake")
+
+
+class TLSRaftPortTest(RaftPortBase, unittest.TestCase):
+    flavour = "tls"
+
+    def bad_peer(self, cert, what):
+        leader = self.leader()
+        follower = next(d for d in self.servers if d is not leader)
+        for target in (leader, follower):
+            rss_before = {d: rss_kb(d) for d in self.servers}
+            before = self.drops(target, "tls")
+            time.sleep(1.1)  # one line a second per reason
+            try:
+                s = self.connect(target, cert=cert)
+                self.send_and_wait_close(s, handshake(UNKNOWN_ID) + append_entries(10 ** 7))
+            except (OSError, ssl.SSLError):
+                pass  # refused during the handshake: as good
+            deadline = time.monotonic() + 5
+            while self.drops(target, "tls") == before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertGreater(self.drops(target, "tls"), before,
+                               "%s: no log line for the dropped connection" % what)
+            self.assert_healthy(leader, rss_before, what)
+
+    def test_no_certificate(self):
+        self.bad_peer("none", "no certificate")
+
+    def test_rogue_ca(self):
+        self.bad_peer((self.certs["rogue_server_cert"], self.certs["rogue_server_key"]),
+                      "a certificate from another CA")
+
+    def test_wrong_name(self):
+        self.bad_peer((self.certs["wrongname_cert"], self.certs["wrongname_key"]),
+                      "our CA's certificate without the server name")
+
+
+class KeyRaftPortTest(RaftPortBase, unittest.TestCase):
+    flavour = "key"
+
+    def test_wrong_key(self):
+        leader = self.leader()
+        follower = next(d for d in self.servers if d is not leader)
+        for target in (leader, follower):
+            rss_before = {d: rss_kb(d) for d in self.servers}
+            before = self.drops(target, "cluster_key")
+            time.sleep(1.1)
+            s = self.connect(target, key=b"w" * 40)
+            self.send_and_wait_close(s, handshake(UNKNOWN_ID) + append_entries(10 ** 7))
+            deadline = time.monotonic() + 5
+            while self.drops(target, "cluster_key") == before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertGreater(self.drops(target, "cluster_key"), before)
+            self.assert_healthy(leader, rss_before, "wrong key")
+
+    def test_zz_replicates_and_survives_leader_kill(self):
+        leader = self.leader()
+        sid = self.write_through_follower(leader)
+        deadline = time.monotonic() + 5
+        def has(d):
+            return sid in json.loads(d.request("GET", "/v1/agent/services?stale")[1])
+        while time.monotonic() < deadline and not all(has(d) for d in self.servers):
+            time.sleep(0.05)
+        for d in self.servers:
+            self.assertTrue(has(d), "not replicated")
+        leader.kill9()
+        new = self.leader(timeout=20)
+        self.assertIsNot(new, leader)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.write_through_follower(new)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+class PlainRaftPortTest(RaftPortBase, unittest.TestCase):
+    flavour = "none"
+
+
+if __name__ == "__main__":
+    unittest.main()
