@@ -56,10 +56,11 @@
 #define CHUNK 16384
 #define HIGH_WATER (256 * 1024) /* queued bytes on one side: stop reading the other */
 #define LOG_EVERY_MS 1000
+#define MAX_PENDING 64 /* incoming connections still authenticating: more are refused */
 
-enum why { WHY_TLS, WHY_KEY, WHY_HANDSHAKE, WHY_MEMBER, WHY_DEADLINE, WHY_N };
-static const char *const why_name[WHY_N] = {"tls", "cluster_key", "handshake", "not_a_member",
-                                             "deadline"};
+enum why { WHY_TLS, WHY_KEY, WHY_HANDSHAKE, WHY_MEMBER, WHY_DEADLINE, WHY_BUSY, WHY_N };
+static const char *const why_name[WHY_N] = {"tls",          "cluster_key", "handshake",
+                                             "not_a_member", "deadline",    "too_many"};
 
 enum phase {
     PH_CONNECT,   /* out: TCP connect in flight */
@@ -80,6 +81,7 @@ struct conn {
     struct tp *tp;
     struct conn *prev, *next;
     bool outgoing;
+    bool pending; /* counted in tp->n_pending */
     enum phase phase;
     int refs;     /* handles whose close callback has not run */
     uv_tcp_t *tcp; /* raft_malloc'd (libraft frees what it is given); NULL once given */
@@ -95,7 +97,8 @@ struct conn {
     unsigned char nonce_in[NONCE_LEN], nonce_out[NONCE_LEN];
     size_t want, have; /* the exact read in progress, into in[] */
     unsigned char in[MAX_ADDRESS];
-    unsigned char rbuf[CHUNK], pbuf[CHUNK], obuf[CHUNK];
+    unsigned char *rbuf; /* TLS: CHUNK bytes read from TCP */
+    unsigned char *pbuf; /* proxy: CHUNK read from the pipe, CHUNK decrypted */
 };
 
 struct tp {
@@ -114,6 +117,7 @@ struct tp {
     raft_uv_transport_close_cb close_cb;
     bool closing;
     struct conn *conns;
+    unsigned n_pending;
     uint64_t next_log_ms[WHY_N];
     unsigned long suppressed[WHY_N];
 };
@@ -215,6 +219,8 @@ static void conn_unref(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     SSL_free(c->ssl);
+    free(c->rbuf);
+    free(c->pbuf);
     struct raft_uv_connect *req = c->req;
     int status = c->status ? c->status : RAFT_NOCONNECTION;
     free(c);
@@ -240,12 +246,21 @@ static void raft_handle_closed(uv_handle_t *h)
     raft_free(h);
 }
 
+static void unpend(struct conn *c)
+{
+    if (c->pending) {
+        c->pending = false;
+        c->tp->n_pending--;
+    }
+}
+
 static void conn_close(struct conn *c, int status)
 {
     if (c->phase == PH_DEAD)
         return;
     c->phase = PH_DEAD;
     c->status = status;
+    unpend(c);
     if (c->tcp != NULL)
         uv_close((uv_handle_t *)c->tcp, tcp_closed);
     if (c->pipe_open)
@@ -385,7 +400,8 @@ static int start_tls(struct conn *c)
         SSL_CTX_free(ctx); /* the SSL holds its own reference */
     }
     BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(BIO_s_mem());
-    if (c->ssl == NULL || r == NULL || w == NULL) {
+    c->rbuf = malloc(CHUNK);
+    if (c->ssl == NULL || r == NULL || w == NULL || c->rbuf == NULL) {
         BIO_free(r);
         BIO_free(w);
         return REG_ENOMEM;
@@ -492,12 +508,12 @@ static void pump_to_pipe(struct conn *c)
             return;
         }
         ERR_clear_error();
-        int r = SSL_read(c->ssl, c->obuf, (int)sizeof(c->obuf));
+        int r = SSL_read(c->ssl, c->pbuf + CHUNK, CHUNK);
         if (r <= 0) {
             tls_read_failed(c, r);
             return;
         }
-        if (send_copy(c, (uv_stream_t *)&c->pipe, c->obuf, (size_t)r, NULL) != 0)
+        if (send_copy(c, (uv_stream_t *)&c->pipe, c->pbuf + CHUNK, (size_t)r, NULL) != 0)
             conn_close(c, RAFT_NOCONNECTION);
     }
 }
@@ -506,7 +522,7 @@ static void pipe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct conn *c = h->data;
     (void)suggested;
-    *buf = uv_buf_init((char *)c->pbuf, sizeof(c->pbuf));
+    *buf = uv_buf_init((char *)c->pbuf, CHUNK);
 }
 
 /* libraft wrote: encrypt towards the peer. */
@@ -547,6 +563,8 @@ static void resume_tcp(struct conn *c)
 static int open_pair(struct conn *c, uv_stream_t **theirs)
 {
     int fds[2];
+    if ((c->pbuf = malloc(2 * CHUNK)) == NULL)
+        return REG_ENOMEM;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
         return REG_EIO;
     uv_pipe_t *p = raft_malloc(sizeof(*p));
@@ -605,6 +623,7 @@ static void hand_in(struct conn *c)
     const char *addr = (const char *)c->in; /* valid until c's handles closed */
     uv_stream_t *s;
     uv_timer_stop(&c->timer);
+    unpend(c);
     if (c->ssl == NULL) {
         s = take_tcp(c);
         conn_close(c, 0);
@@ -814,7 +833,7 @@ static void tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     struct conn *c = h->data;
     (void)suggested;
     if (c->ssl != NULL)
-        *buf = uv_buf_init((char *)c->rbuf, sizeof(c->rbuf));
+        *buf = uv_buf_init((char *)c->rbuf, CHUNK);
     else
         *buf = uv_buf_init((char *)c->in + c->have, (unsigned)(c->want - c->have));
 }
@@ -871,6 +890,12 @@ static void accepted(uv_stream_t *server, int status)
         return;
     }
     name_peer(c);
+    if (tp->n_pending >= MAX_PENDING) {
+        drop(c, WHY_BUSY, "too many connections authenticating");
+        return;
+    }
+    c->pending = true;
+    tp->n_pending++;
     int rv = 0;
     if (tp->tls)
         rv = start_tls(c);

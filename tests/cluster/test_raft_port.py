@@ -32,6 +32,8 @@ APPEND_ENTRIES, REQUEST_VOTE = 1, 3
 KEY = b"k" * 24 + b"-raft-port-test-key-0123456789"
 UNKNOWN_ID = 0x5EED0000DEADBEEF
 RSS_SLACK_KB = 8 * 1024
+VSZ_SLACK_KB = 128 * 1024  # a new malloc arena or thread stack, not 300 MB
+MAX_TERM = 10 ** 5  # the probes' terms start at 10**6
 
 
 def handshake(server_id, address=b"127.0.0.1:1", nul=True, declared=None):
@@ -67,12 +69,23 @@ def recv_exact(s, n):
     return out
 
 
-def rss_kb(d):
+def mem_kb(d, field):
     with open("/proc/%d/status" % d.proc.pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def memory(servers):
+    """Resident and virtual size: an allocation libraft never touches (a
+    declared 300 MB address) shows in VmSize only."""
+    return {d: (mem_kb(d, "VmRSS"), mem_kb(d, "VmSize")) for d in servers}
+
+
+def term_of(d):
+    status, text = d.request("GET", "/v1/agent/self", timeout=5)
+    return int(json.loads(text)["Stats"]["raft"]["term"])
 
 
 def leader_of(d):
@@ -154,15 +167,25 @@ class RaftPortBase:
         self.assertEqual(status, 200, "write through a follower: %s" % text)
         return sid
 
-    def assert_healthy(self, leader, rss_before, what):
+    def assert_healthy(self, leader, mem_before, what):
         for d in self.servers:
             self.assertIsNone(d.proc.poll(), "%s: a server exited:\n%s" % (what, d.log()[-4000:]))
             self.assertEqual(d.sanitizer_errors(), [], what)
+        # no server ever follows a stranger, nor loses its leader
+        expected = self.raft_addr(leader)
+        for _ in range(10):
+            for d in self.servers:
+                self.assertEqual(leader_of(d), expected, "%s: leader seen by %s" % (what, d.addr))
+            time.sleep(0.1)
         self.assertIs(self.leader(), leader, "%s: the leader changed" % what)
-        self.write_through_follower(leader)
         for d in self.servers:
-            grown = rss_kb(d) - rss_before[d]
-            self.assertLess(grown, RSS_SLACK_KB, "%s: RSS grew by %d kB" % (what, grown))
+            self.assertLess(term_of(d), MAX_TERM, "%s: a stranger's term was adopted" % what)
+        self.write_through_follower(leader)
+        after = memory(self.servers)
+        for d in self.servers:
+            rss, vsz = (a - b for a, b in zip(after[d], mem_before[d]))
+            self.assertLess(rss, RSS_SLACK_KB, "%s: RSS grew by %d kB" % (what, rss))
+            self.assertLess(vsz, VSZ_SLACK_KB, "%s: VmSize grew by %d kB" % (what, vsz))
 
     def drops(self, d, reason):
         return d.log().count("reason=%s " % reason)
@@ -225,8 +248,10 @@ class RaftPortBase:
 
     def probe_huge_address(self, target, auth):
         s = self.connect(target, auth)
+        # 16 MB of the address: libraft would store them (RSS); we drop at
+        # the length, so the send may fail
         self.send_and_wait_close(s, handshake(UNKNOWN_ID, declared=300 * 1024 * 1024) +
-                                 b"1" * 4096)
+                                 b"1" * (16 * 1024 * 1024))
 
     def probe_vote_flood(self, target, auth):
         term = 2 * 10 ** 6
@@ -254,7 +279,7 @@ class RaftPortBase:
             for probe in probes:
                 what = "%s on the %s (%s, %s)" % (probe.__name__, role, self.flavour,
                                                   "authenticated" if auth else "raw")
-                rss_before = {d: rss_kb(d) for d in self.servers}
+                rss_before = memory(self.servers)
                 probe(target, auth)
                 self.assert_healthy(leader, rss_before, what)
 
@@ -279,7 +304,7 @@ class TLSRaftPortTest(RaftPortBase, unittest.TestCase):
         leader = self.leader()
         follower = next(d for d in self.servers if d is not leader)
         for target in (leader, follower):
-            rss_before = {d: rss_kb(d) for d in self.servers}
+            rss_before = memory(self.servers)
             before = self.drops(target, "tls")
             time.sleep(1.1)  # one line a second per reason
             try:
@@ -313,7 +338,7 @@ class KeyRaftPortTest(RaftPortBase, unittest.TestCase):
         leader = self.leader()
         follower = next(d for d in self.servers if d is not leader)
         for target in (leader, follower):
-            rss_before = {d: rss_kb(d) for d in self.servers}
+            rss_before = memory(self.servers)
             before = self.drops(target, "cluster_key")
             time.sleep(1.1)
             s = self.connect(target, key=b"w" * 40)
@@ -350,6 +375,39 @@ class KeyRaftPortTest(RaftPortBase, unittest.TestCase):
 
 class PlainRaftPortTest(RaftPortBase, unittest.TestCase):
     flavour = "none"
+
+    def test_silent_and_trickling_peers_time_out(self):
+        leader = self.leader()
+        follower = next(d for d in self.servers if d is not leader)
+        before = self.drops(follower, "deadline")
+        silent = self.connect(follower)
+        trickle = self.connect(follower)
+        hs = handshake(UNKNOWN_ID)
+        closed = {}
+        start = time.monotonic()
+        for i in range(80):  # a byte every ~150 ms for up to 12 s: past the 5 s deadline
+            for name, s in (("silent", silent), ("trickle", trickle)):
+                if name in closed:
+                    continue
+                try:
+                    if name == "trickle" and i < len(hs) - 1:  # never the last byte
+                        s.sendall(hs[i:i + 1])
+                    s.settimeout(0.05)
+                    if s.recv(1) == b"":
+                        closed[name] = time.monotonic() - start
+                except socket.timeout:
+                    pass
+                except OSError:
+                    closed[name] = time.monotonic() - start
+            if len(closed) == 2:
+                break
+            time.sleep(0.05)
+        silent.close()
+        trickle.close()
+        self.assertEqual(sorted(closed), ["silent", "trickle"], "not dropped: %s" % closed)
+        for name, t in closed.items():
+            self.assertGreater(t, 4, "%s dropped before the deadline" % name)
+        self.assertGreater(self.drops(follower, "deadline"), before)
 
 
 if __name__ == "__main__":
