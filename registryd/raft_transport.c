@@ -60,7 +60,7 @@
 
 enum why { WHY_TLS, WHY_KEY, WHY_HANDSHAKE, WHY_MEMBER, WHY_DEADLINE, WHY_BUSY, WHY_N };
 static const char *const why_name[WHY_N] = {"tls",          "cluster_key", "handshake",
-                                             "not_a_member", "deadline",    "too_many"};
+                                            "not_a_member", "deadline",    "too_many"};
 
 enum phase {
     PH_CONNECT,   /* out: TCP connect in flight */
@@ -83,7 +83,7 @@ struct conn {
     bool outgoing;
     bool pending; /* counted in tp->n_pending */
     enum phase phase;
-    int refs;     /* handles whose close callback has not run */
+    int refs;      /* handles whose close callback has not run */
     uv_tcp_t *tcp; /* raft_malloc'd (libraft frees what it is given); NULL once given */
     uv_timer_t timer;
     uv_pipe_t pipe; /* TLS: our end of the socketpair */
@@ -178,8 +178,7 @@ static bool mac(const struct tp *tp, const char *label, const unsigned char *cn,
     memcpy(msg + l, cn, NONCE_LEN);
     memcpy(msg + l + NONCE_LEN, sn, NONCE_LEN);
     unsigned int n = 0;
-    return HMAC(EVP_sha256(), tp->key, (int)tp->key_len, msg, l + 2 * NONCE_LEN, out, &n) !=
-               NULL &&
+    return HMAC(EVP_sha256(), tp->key, (int)tp->key_len, msg, l + 2 * NONCE_LEN, out, &n) != NULL &&
            n == MAC_LEN;
 }
 
@@ -277,8 +276,7 @@ static void drop(struct conn *c, enum why why, const char *detail)
         log_warn("raft_transport",
                  "msg=\"dropped a raft connection\" direction=%s peer=%s reason=%s "
                  "detail=\"%s\" suppressed=%lu",
-                 c->outgoing ? "out" : "in", c->peer, why_name[why], detail,
-                 tp->suppressed[why]);
+                 c->outgoing ? "out" : "in", c->peer, why_name[why], detail, tp->suppressed[why]);
         tp->next_log_ms[why] = now + LOG_EVERY_MS;
         tp->suppressed[why] = 0;
     } else {
@@ -939,8 +937,7 @@ static void connected(uv_connect_t *req, int status)
         send_handshake(c, out, encode_handshake(c->tp, out));
         return;
     }
-    if (c->phase != PH_DEAD &&
-        uv_read_start((uv_stream_t *)c->tcp, tcp_alloc, tcp_read) != 0)
+    if (c->phase != PH_DEAD && uv_read_start((uv_stream_t *)c->tcp, tcp_alloc, tcp_read) != 0)
         conn_close(c, RAFT_NOCONNECTION);
 }
 
@@ -1048,8 +1045,7 @@ static void tp_free_after_close(uv_handle_t *h)
     tp_free(h->data);
 }
 
-int transport_init(struct raft_uv_transport *t, uv_loop_t *loop,
-                   const struct transport_options *o)
+int transport_init(struct raft_uv_transport *t, uv_loop_t *loop, const struct transport_options *o)
 {
     struct tp *tp = calloc(1, sizeof(*tp));
     if (tp == NULL)
@@ -1075,7 +1071,9 @@ int transport_init(struct raft_uv_transport *t, uv_loop_t *loop,
     t->connect = tp_connect;
     t->close = tp_close;
     log_info("raft_transport", "msg=\"raft port authentication\" mode=%s",
-             tp->tls ? "mutual_tls" : tp->key ? "cluster_key" : "none");
+             tp->tls   ? "mutual_tls"
+             : tp->key ? "cluster_key"
+                       : "none");
     return 0;
 }
 
