@@ -72,6 +72,7 @@ enum phase {
     PH_ADDRESS,   /* in: libraft's address */
     PH_SENDING,   /* out: the last handshake write in flight */
     PH_PROXY,     /* TLS: bytes between the session and the socketpair */
+    PH_DRAIN,     /* TLS: one side ended; what is queued for the other is flushed */
     PH_DEAD,      /* handles closing */
 };
 
@@ -89,6 +90,7 @@ struct conn {
     uv_pipe_t pipe; /* TLS: our end of the socketpair */
     bool pipe_open, tcp_paused, pipe_paused;
     uv_connect_t connect;
+    uv_shutdown_t shutdown;
     SSL *ssl;
     struct raft_uv_connect *req; /* outgoing, until its callback ran */
     int status;                  /* req's callback gets it when closed */
@@ -132,6 +134,7 @@ static void tls_advance(struct conn *c);
 static void pump_to_pipe(struct conn *c);
 static void resume_tcp(struct conn *c);
 static void resume_pipe(struct conn *c);
+static void drain_into(struct conn *c, uv_stream_t *s);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -257,6 +260,8 @@ static void conn_close(struct conn *c, int status)
 {
     if (c->phase == PH_DEAD)
         return;
+    log_debug("raft_transport", "msg=\"closing\" direction=%s peer=%s phase=%d status=%d",
+              c->outgoing ? "out" : "in", c->peer, (int)c->phase, status);
     c->phase = PH_DEAD;
     c->status = status;
     unpend(c);
@@ -288,7 +293,7 @@ static void drop(struct conn *c, enum why why, const char *detail)
 static void deadline_cb(uv_timer_t *t)
 {
     struct conn *c = t->data;
-    if (c->outgoing) /* an unreachable server: libraft retries, quietly */
+    if (c->outgoing || c->phase == PH_DRAIN) /* libraft retries, quietly */
         conn_close(c, RAFT_NOCONNECTION);
     else
         drop(c, WHY_DEADLINE, "no complete handshake in time");
@@ -472,6 +477,31 @@ static bool tls_handshake(struct conn *c)
 }
 
 /* SSL_read found nothing (wait) or the session ended. */
+static void drained(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    conn_close(req->data, RAFT_NOCONNECTION);
+}
+
+/* One side of the proxy ended (EOF, close_notify): deliver what is queued
+ * for the other (a message libraft wrote just before closing its end, or
+ * the peer sent just before its FIN), half-close it, then close, within
+ * the deadline. Never a write cut short by our own close. */
+static void drain_into(struct conn *c, uv_stream_t *s)
+{
+    if (c->phase != PH_PROXY) {
+        conn_close(c, RAFT_NOCONNECTION);
+        return;
+    }
+    c->phase = PH_DRAIN;
+    uv_read_stop((uv_stream_t *)c->tcp);
+    uv_read_stop((uv_stream_t *)&c->pipe);
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, s, drained) != 0 ||
+        uv_timer_start(&c->timer, deadline_cb, DEADLINE_MS, 0) != 0)
+        conn_close(c, RAFT_NOCONNECTION);
+}
+
 static void tls_read_failed(struct conn *c, int r)
 {
     if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ) {
@@ -479,19 +509,24 @@ static void tls_read_failed(struct conn *c, int r)
             conn_close(c, RAFT_NOCONNECTION);
         return;
     }
-    conn_close(c, RAFT_NOCONNECTION);
+    if (SSL_get_error(c->ssl, r) == SSL_ERROR_ZERO_RETURN)
+        drain_into(c, (uv_stream_t *)&c->pipe); /* the peer's close_notify */
+    else
+        conn_close(c, RAFT_NOCONNECTION);
 }
 
 /* ---- the socketpair proxy (TLS) ----------------------------------------- */
 
 static void pause_tcp(struct conn *c)
 {
+    log_debug("raft_transport", "msg=\"pause tcp\" peer=%s paused=%d", c->peer, c->tcp_paused);
     if (!c->tcp_paused && uv_read_stop((uv_stream_t *)c->tcp) == 0)
         c->tcp_paused = true;
 }
 
 static void pause_pipe(struct conn *c)
 {
+    log_debug("raft_transport", "msg=\"pause pipe\" peer=%s paused=%d", c->peer, c->pipe_paused);
     if (!c->pipe_paused && uv_read_stop((uv_stream_t *)&c->pipe) == 0)
         c->pipe_paused = true;
 }
@@ -527,10 +562,18 @@ static void pipe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void pipe_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
-    if (nread == 0 || c->phase == PH_DEAD)
+    if (nread == 0 || c->phase != PH_PROXY)
         return;
+    if (nread == UV_EOF) { /* libraft closed its end: close_notify after its bytes */
+        ERR_clear_error();
+        if (SSL_shutdown(c->ssl) < 0 || flush_tls(c) != 0)
+            conn_close(c, RAFT_NOCONNECTION);
+        else
+            drain_into(c, (uv_stream_t *)c->tcp);
+        return;
+    }
     if (nread < 0 || !tls_write_all(c, buf->base, (size_t)nread)) {
-        conn_close(c, RAFT_NOCONNECTION); /* libraft closed its end, or the session failed */
+        conn_close(c, RAFT_NOCONNECTION);
         return;
     }
     if (queue_full((uv_stream_t *)c->tcp))
@@ -539,7 +582,10 @@ static void pipe_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void resume_pipe(struct conn *c)
 {
+    log_debug("raft_transport", "msg=\"resume pipe\" peer=%s", c->peer);
     c->pipe_paused = false;
+    if (c->phase != PH_PROXY)
+        return;
     if (uv_read_start((uv_stream_t *)&c->pipe, pipe_alloc, pipe_read) != 0)
         conn_close(c, RAFT_NOCONNECTION);
 }
@@ -549,7 +595,10 @@ static void tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void resume_tcp(struct conn *c)
 {
+    log_debug("raft_transport", "msg=\"resume tcp\" peer=%s", c->peer);
     c->tcp_paused = false;
+    if (c->phase != PH_PROXY)
+        return;
     if (uv_read_start((uv_stream_t *)c->tcp, tcp_alloc, tcp_read) != 0)
         conn_close(c, RAFT_NOCONNECTION);
     else
@@ -622,6 +671,8 @@ static void hand_in(struct conn *c)
     uv_stream_t *s;
     uv_timer_stop(&c->timer);
     unpend(c);
+    log_debug("raft_transport", "msg=\"accepted\" peer=%s id=%llu", c->peer,
+              (unsigned long long)id);
     if (c->ssl == NULL) {
         s = take_tcp(c);
         conn_close(c, 0);
@@ -638,6 +689,7 @@ static void hand_in(struct conn *c)
 static void hand_out(struct conn *c, uv_stream_t *s)
 {
     struct raft_uv_connect *req = c->req;
+    log_debug("raft_transport", "msg=\"connected\" peer=%s tls=%d", c->peer, c->ssl != NULL);
     c->req = NULL;
     uv_timer_stop(&c->timer);
     req->cb(req, s, 0);
@@ -839,8 +891,12 @@ static void tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
-    if (nread == 0 || c->phase == PH_DEAD)
+    if (nread == 0 || c->phase == PH_DEAD || c->phase == PH_DRAIN)
         return;
+    if (nread == UV_EOF && c->phase == PH_PROXY) {
+        drain_into(c, (uv_stream_t *)&c->pipe);
+        return;
+    }
     if (nread < 0) {
         conn_close(c, RAFT_NOCONNECTION);
         return;
