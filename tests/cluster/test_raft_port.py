@@ -26,7 +26,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import certs  # noqa: E402
-from harness import TempDir, start_cluster  # noqa: E402
+from harness import TempDir, TlsRegistryd, start_cluster  # noqa: E402
 
 # Under ASan, freed memory waits in a 256 MB quarantine: RSS would measure
 # that (~0.8 MB per TLS handshake), not what the server holds. Later options
@@ -109,19 +109,21 @@ class RaftPortBase:
     def setUpClass(cls):
         cls.tmp = TempDir()
         cls.servers = []
-        extra = []
+        extra, factory = [], None
         if cls.flavour == "tls":
+            # HTTPS only, as a TLS cluster runs (harness.TlsRegistryd); small
+            # snapshots, so that a follower that missed writes is sent one
+            # (InstallSnapshot: megabytes through the TLS proxy)
             cls.certs = certs.make_certs(os.path.join(cls.tmp.path, "certs"))
-            # small snapshots, so that a follower that missed writes is sent
-            # one (InstallSnapshot, megabytes through the TLS proxy)
-            extra = certs.tls_args(cls.certs) + ["--raft-snapshot-threshold", "64"]
+            extra = ["--raft-snapshot-threshold", "64"]
+            factory = lambda data_dir: TlsRegistryd(cls.certs, data_dir=data_dir)  # noqa: E731
         elif cls.flavour == "key":
             path = os.path.join(cls.tmp.path, "cluster.key")
             with open(path, "wb") as f:
                 f.write(KEY + b"\n")
             extra = ["--cluster-key-file", path]
         try:
-            start_cluster(cls.tmp.path, 3, extra=extra, servers=cls.servers)
+            start_cluster(cls.tmp.path, 3, extra=extra, servers=cls.servers, factory=factory)
         except Exception:
             cls.tearDownClass()
             raise
