@@ -13,6 +13,9 @@
  * session. A connection (struct conn) lives until the close callbacks of
  * all its handles ran; the transport's close callback fires once no
  * connection and no listener is left, and nothing is called after it.
+ * The proxy never reads one side faster than the other drains (256 kB
+ * queued stops the reader) and, when one side ends, finishes writing what
+ * it queued for the other before it closes.
  *
  * Wire format of libraft 0.15's handshake (src/uv_tcp_connect.c): three
  * little-endian uint64 — protocol (1), server id, address length (the
@@ -476,7 +479,6 @@ static bool tls_handshake(struct conn *c)
     return true;
 }
 
-/* SSL_read found nothing (wait) or the session ended. */
 static void drained(uv_shutdown_t *req, int status)
 {
     (void)status;
@@ -502,6 +504,7 @@ static void drain_into(struct conn *c, uv_stream_t *s)
         conn_close(c, RAFT_NOCONNECTION);
 }
 
+/* SSL_read found nothing (wait) or the session ended. */
 static void tls_read_failed(struct conn *c, int r)
 {
     if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ) {
