@@ -896,6 +896,11 @@ void health_free(struct health *h)
         event_active(h->stop, EV_READ, 0);
         pthread_join(h->thread, NULL);
     }
+    /* health_free runs as the process stops: nothing uses the checker once
+     * its thread is gone, so outside sanitizer builds its memory goes with
+     * the process (REG_FREE_AT_EXIT) */
+    if (!REG_FREE_AT_EXIT)
+        return;
     /* The checks go now: none of the loop's own events may run after (the
      * deferred-free pass below would run a due tick over freed checks). */
     if (h->tick)
