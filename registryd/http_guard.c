@@ -48,6 +48,7 @@ struct guard_conn {
     bool counted;                    /* in g->per_client[client] and its list */
     struct guard_conn *cprev, *cnext; /* the client's other counted connections */
     bool refused;                    /* over the cap: shut, its input discarded */
+    bool got_input;                  /* some bytes of a request arrived */
     char client[INET6_ADDRSTRLEN];
 };
 
@@ -148,6 +149,7 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
     struct guard_conn *c = arg;
     if (info->n_added == 0)
         return;
+    c->got_input = true;
     if (c->refused) { /* bytes sent before the refusal: evhttp must never parse them */
         evbuffer_drain(buf, evbuffer_get_length(buf));
         return;
@@ -317,6 +319,20 @@ static void refuse(struct guard_conn *c, evutil_socket_t fd)
     shutdown(fd, SHUT_RDWR);
 }
 
+/* The client closed o before sending a byte of a request, and evhttp has
+ * not read that end of the stream yet (it will on the next loop turn): the
+ * connection is no longer open from the client's side. Connections closed
+ * in a burst are accepted and admitted on one turn, before evhttp reads any
+ * of them; counted, they would fill the cap and refuse the client's next,
+ * real ones. A connection that carried a request is never judged so: its
+ * client may have half-closed and still wait for the answer. */
+static bool closed_unused(struct guard_conn *o)
+{
+    char b;
+    evutil_socket_t fd = bufferevent_getfd(o->bev);
+    return !o->got_input && fd >= 0 && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 /* Count one new connection under its client's address, or refuse it. */
 static void admit_one(struct guard_conn *c)
 {
@@ -335,6 +351,8 @@ static void admit_one(struct guard_conn *c)
             next = o->cnext;
             if (released(o))
                 conn_release(o); /* may free cc with its last connection */
+            else if (closed_unused(o))
+                uncount(o); /* may free cc; evhttp frees o, the sweep releases it */
         }
         cc = strmap_get(g->per_client, c->client);
     }

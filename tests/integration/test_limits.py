@@ -159,6 +159,31 @@ class ConnCapTest(unittest.TestCase):
             self.assertEqual(set(pool.map(one, range(self.CAP * 10))), {200})
         self.assertEqual(metric(self.d, "registryd_http_conns_rejected_total"), 0)
 
+    def test_connections_closed_unused_in_a_burst_do_not_count(self):
+        """Connections a client opened and closed without a request (a port
+        probe, a client that gave up) and that the server accepts in one
+        burst, before it has read their end: they are not open, and the
+        client's real connection accepted with them is served. The server
+        is paused so that all of them wait in its listen queue together."""
+        import signal
+        d = self.d
+        d.proc.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(self.CAP * 2):
+                connect(d).close()
+            real = connect(d)
+            self.socks.append(real)
+            real.sendall(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n")
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
+        real.settimeout(10)
+        try:
+            line = real.recv(4096).split(b"\r\n", 1)[0]
+        except OSError:
+            line = b""
+        self.assertIn(b"200", line, "the real connection was refused as over the cap")
+        self.assertEqual(metric(d, "registryd_http_conns_rejected_total"), 0)
+
     def test_json_metrics(self):
         for _ in range(self.CAP + 2):
             self.socks.append(connect(self.d))
