@@ -583,8 +583,14 @@ static void stop_cb(uv_async_t *h)
     uv_timer_stop(&c->poll);
     c->closing = true;
     c->raft.data = c;
-    if (c->opt.applied_at_stop != NULL)
-        *c->opt.applied_at_stop = c->store_behind ? 0 : raft_last_applied(&c->raft);
+    if (c->opt.applied_at_stop != NULL) {
+        /* a kept store holds up to reuse_applied even when raft has not
+         * gone past it again yet (no leader told it the commit index) */
+        uint64_t applied = raft_last_applied(&c->raft);
+        if (applied < c->opt.reuse_applied)
+            applied = c->opt.reuse_applied;
+        *c->opt.applied_at_stop = c->store_behind ? 0 : applied;
+    }
     raft_close(&c->raft, raft_closed);
 }
 

@@ -118,6 +118,49 @@ class DurabilityTest(unittest.TestCase):
         self.assertEqual(self.ids(d), expected)
         d.stop()
 
+    def test_kept_store_stopped_before_raft_caught_up_is_not_applied_twice(self):
+        """A cluster member that keeps its store and is stopped again before
+        raft re-reached the store's applied index (no leader: the others are
+        down) must record what the store holds, not raft's lower index: else
+        the next start applies those entries a second time on top of the
+        store (its index runs ahead of the other servers')."""
+        from harness import start_cluster
+        servers = start_cluster(self.tmp.path, 3, extra=["--raft-snapshot-threshold", "16"],
+                                servers=self.servers)
+        for i in range(40):
+            status, _ = servers[1].request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "kept", "ID": "kept-%d" % i, "Port": i + 1}))
+            self.assertEqual(status, 200)
+
+        def index(d):
+            deadline = time.monotonic() + 10
+            while True:
+                status, _, h = d.request_full("GET", "/v1/catalog/service/kept?stale")
+                if status == 200 or time.monotonic() > deadline:
+                    return int(h["X-Consul-Index"])
+                time.sleep(0.1)
+
+        deadline = time.monotonic() + 10
+        while len({index(d) for d in servers}) != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        before = index(servers[0])
+        for d in servers:
+            d.stop()
+        alone = servers[0]
+        alone.start(wait=False)  # no quorum: raft never learns the commit index
+        deadline = time.monotonic() + 15
+        while "snapshot not restored" not in alone.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn("store kept from the last clean stop", alone.log())
+        time.sleep(0.5)
+        alone.stop()
+        for d in servers:
+            d.start(wait=False)
+        for d in servers:
+            d.wait_ready(timeout=30)
+        self.assertIn("store kept from the last clean stop", alone.log())
+        self.assertEqual([index(d) for d in servers], [before] * 3)
+
     def test_store_is_rebuilt_after_a_crash_or_changed_raft_files(self):
         d = self.server().start()
         for i in range(10):
