@@ -90,6 +90,8 @@ struct cluster {
     bool announce_again; /* a restore replaced the server records */
     bool closing;        /* raft_close was called: no raft_* call after it */
     bool starting;       /* inside raft_start (its snapshot restore) */
+    struct raft_buffer start_snap; /* the snapshot skipped at start, until
+                                    * raft_start says its index */
     bool store_behind;   /* an apply or restore failed in the store: it lacks
                           * something raft applied, so it is never kept */
     /* raft snapshots (raft thread only): a warm buffer kept for the next
@@ -305,7 +307,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
          * applied by its clean stop, or older: nothing to restore */
         log_info("cluster", "msg=\"store kept from the last clean stop; snapshot not restored\" "
                             "applied_index=%llu", (unsigned long long)c->opt.reuse_applied);
-        raft_free(buf->base);
+        c->start_snap = *buf; /* kept until raft says which index it is */
         return 0;
     }
     c->opt.reuse_applied = 0; /* the store now holds this snapshot only */
@@ -933,6 +935,25 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
     c->starting = true;
     rv = raft_start(&c->raft);
     c->starting = false;
+    if (rv == 0 && c->start_snap.base != NULL &&
+        raft_last_applied(&c->raft) > c->opt.reuse_applied) {
+        /* a snapshot newer than the kept store (one installed as raft
+         * stopped, whose restore libraft then discarded): restore it now */
+        log_warn("cluster", "msg=\"the kept store is behind raft's snapshot; restoring it\" "
+                            "store_index=%llu snapshot_index=%llu",
+                 (unsigned long long)c->opt.reuse_applied,
+                 (unsigned long long)raft_last_applied(&c->raft));
+        struct raft_buffer b = c->start_snap;
+        c->start_snap.base = NULL;
+        if (fsm_restore(&c->fsm, &b) != 0) {
+            raft_free(b.base);
+            rv = RAFT_CORRUPT;
+        }
+    }
+    if (c->start_snap.base != NULL) {
+        raft_free(c->start_snap.base);
+        c->start_snap.base = NULL;
+    }
     if (rv != 0) {
         const char *why = raft_errmsg(&c->raft);
         snprintf(err, errlen, "raft start (raft address %s): %s", c->addr,

@@ -18,6 +18,8 @@ int main(int argc, char **argv)
     struct conf conf = {0};
     char err[512] = "";
     int rc = conf_load(&conf, argc, argv, stdout, err, sizeof(err));
+    if (rc == 0 && conf.check_only)
+        rc = server_check_files(&conf, err, sizeof(err));
     if (rc == REG_EEXIT || (rc == 0 && conf.check_only)) {
         if (rc == 0)
             printf("configuration OK\n");

@@ -360,12 +360,9 @@ static void derive_addresses(struct server *s)
         snprintf(s->node_host, sizeof(s->node_host), "127.0.0.1");
 }
 
-/* The TLS material (tls.c), before anything listens or connects. */
-static int start_tls(struct server *s)
+static struct tls_opts tls_opts_of(const struct conf *conf)
 {
-    const struct conf *conf = s->conf;
-    char err[512] = "";
-    struct tls_opts o = {
+    return (struct tls_opts){
         .ca_file = conf->tls_ca_file,
         .cert_file = conf->tls_cert_file,
         .key_file = conf->tls_key_file,
@@ -374,6 +371,22 @@ static int start_tls(struct server *s)
         .datacenter = conf->datacenter,
         .domain = conf->dns_domain,
     };
+}
+
+int server_check_files(const struct conf *conf, char *err, size_t errlen)
+{
+    struct tls_opts o = tls_opts_of(conf);
+    int rc = tls_start(&o, err, errlen);
+    tls_stop();
+    return rc;
+}
+
+/* The TLS material (tls.c), before anything listens or connects. */
+static int start_tls(struct server *s)
+{
+    const struct conf *conf = s->conf;
+    char err[512] = "";
+    struct tls_opts o = tls_opts_of(conf);
     int rc = tls_start(&o, err, sizeof(err));
     if (rc != 0) {
         log_error("server", "msg=\"cannot load the TLS files\" error=\"%s\"", err);

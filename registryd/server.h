@@ -11,6 +11,8 @@
 
 #include "common.h"
 
+#include <stddef.h>
+
 struct conf;
 struct server;
 
@@ -26,5 +28,9 @@ int server_start(struct conf *conf, int argc, char **argv, struct server **out) 
 int server_run(struct server *s) REG_MUSTCHECK;
 /* Stop and free everything, in reverse order of start. NULL is a no-op. */
 void server_stop(struct server *s);
+
+/* What --check-config adds to the settings' own checks: the TLS files
+ * parse and the key matches the certificate. 0 or REG_ECONFIG with err. */
+int server_check_files(const struct conf *conf, char *err, size_t errlen) REG_MUSTCHECK;
 
 #endif

@@ -70,6 +70,27 @@ class ConfigTest(unittest.TestCase):
         rc, out, err = run("--dev", "--data-dir", "/tmp/x", "--check-config")
         self.assertEqual(rc, 2, out)
 
+    def test_check_config_loads_the_tls_files(self):
+        """--check-config (the unit's pre-start check) refuses what the start
+        would: a key that does not match its certificate, a file that is not
+        PEM; and accepts matching files."""
+        import certs
+        p = certs.make_certs(os.path.join(self.tmp.path, "tls"))
+        good = ["--dev", "--tls-ca-file", p["ca"], "--tls-cert-file", p["server_cert"],
+                "--tls-key-file", p["server_key"], "--check-config"]
+        rc, out, err = run(*good)
+        self.assertEqual((rc, out.strip()), (0, "configuration OK"), err)
+        rc, out, err = run("--dev", "--tls-ca-file", p["ca"], "--tls-cert-file",
+                           p["client_cert"], "--tls-key-file", p["server_key"], "--check-config")
+        self.assertEqual(rc, 2, out)
+        self.assertIn("tls_key_file", err)
+        self.assertNotIn("configuration OK", out)
+        rc, out, err = run("--dev", "--tls-ca-file", self.yaml("not a certificate\n"),
+                           "--tls-cert-file", p["server_cert"], "--tls-key-file",
+                           p["server_key"], "--check-config")
+        self.assertEqual(rc, 2, out)
+        self.assertIn("tls_ca_file", err)
+
     def test_join_as_a_yaml_list(self):
         path = self.yaml("data_dir: %s\njoin:\n  - 127.0.0.1:%d\n  - 127.0.0.1:%d\n"
                          % (os.path.join(self.tmp.path, "d"), free_port(), free_port()))
