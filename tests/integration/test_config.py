@@ -91,6 +91,24 @@ class ConfigTest(unittest.TestCase):
         self.assertEqual(rc, 2, out)
         self.assertIn("tls_ca_file", err)
 
+    def test_cluster_key_file_is_checked(self):
+        """A missing, empty or short cluster key is refused before anything
+        starts, naming the setting; a good one passes."""
+        missing = os.path.join(self.tmp.path, "no-such-key")
+        empty = os.path.join(self.tmp.path, "empty-key")
+        short = os.path.join(self.tmp.path, "short-key")
+        good = os.path.join(self.tmp.path, "good-key")
+        for path, text in ((empty, ""), (short, "x" * 31 + "\n"), (good, "k" * 64 + "\n")):
+            with open(path, "w") as f:
+                f.write(text)
+        for path, why in ((missing, "No such file"), (empty, "empty"), (short, "32")):
+            rc, out, err = run("--dev", "--cluster-key-file", path, "--check-config")
+            self.assertEqual(rc, 2, out)
+            self.assertIn("cluster_key_file", err)
+            self.assertIn(why, err)
+        rc, out, err = run("--dev", "--cluster-key-file", good, "--check-config")
+        self.assertEqual((rc, out.strip()), (0, "configuration OK"), err)
+
     def test_join_as_a_yaml_list(self):
         path = self.yaml("data_dir: %s\njoin:\n  - 127.0.0.1:%d\n  - 127.0.0.1:%d\n"
                          % (os.path.join(self.tmp.path, "d"), free_port(), free_port()))

@@ -1,5 +1,6 @@
 /* Unit tests for store.c: the apply path, indexes, snapshots. Real LMDB in a
  * temporary directory. */
+#define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -290,6 +291,41 @@ static void test_snapshot_stream_same_bytes(void **state)
     free(fresh);
 }
 
+/* A clean stop's record lets the next open keep the file, only with the
+ * same raft fingerprint; the record is used up by the open that reads it. */
+static void test_restart_record(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    char err[256], file[4200];
+    apply(f->s, CMD_REGISTER, reg_args("kept", "svc", NULL), &chg);
+    assert_int_equal(store_mark_clean(f->s, 0, 42), REG_EINVAL); /* raft never ran */
+    assert_int_equal(store_mark_clean(f->s, 7, 42), 0);
+    store_free(f->s);
+    snprintf(file, sizeof(file), "%s/data.mdb", f->dir);
+    assert_false(store_restart_possible(file, 43));
+    assert_true(store_restart_possible(file, 42));
+    assert_int_equal(store_open(f->dir, 42, &f->s, err, sizeof(err)), 0);
+    assert_int_equal(store_reused_applied(f->s), 7);
+    assert_int_equal(count_instances(f->s, "svc"), 1);
+    /* the snapshot of a kept file carries no restart record */
+    void *snap;
+    size_t len;
+    assert_int_equal(store_mark_clean(f->s, 9, 42), 0);
+    assert_int_equal(store_snapshot(f->s, &snap, &len), 0);
+    assert_null(memmem(snap, len, "restart", 7));
+    free(snap);
+    store_free(f->s);
+    /* another fingerprint: rebuilt, empty */
+    assert_int_equal(store_open(f->dir, 43, &f->s, err, sizeof(err)), 0);
+    assert_int_equal(store_reused_applied(f->s), 0);
+    assert_int_equal(count_instances(f->s, "svc"), 0);
+    store_free(f->s);
+    /* the record was used up: the same fingerprint again rebuilds too */
+    assert_int_equal(store_open(f->dir, 42, &f->s, err, sizeof(err)), 0);
+    assert_int_equal(store_reused_applied(f->s), 0);
+}
+
 static void test_undecodable_command(void **state)
 {
     struct fixture *f = *state;
@@ -309,6 +345,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_into_reused_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_stream_same_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_undecodable_command, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
