@@ -776,7 +776,7 @@ void conf_print_help(FILE *out)
             "\n"
             "  --config FILE            YAML file with the settings below as keys\n"
             "                           (underscores for dashes); flags override it\n"
-            "  --check-config           validate the settings, print \"configuration OK\", exit\n"
+            "  --check-config           validate the settings and load the TLS files, print \"configuration OK\", exit\n"
             "  --help, -h               this text\n"
             "  --version                print the version\n");
     for (size_t i = 0; i < NKEYS; i++) {
