@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include <event2/buffer.h>
@@ -307,33 +308,49 @@ static int link_send(struct cluster_link *l, enum evhttp_cmd_type method, const 
 
 struct forward_names {
     struct evhttp_request *req;
-    const char *node, *node_addr, *node_meta;
-    const char *client_token; /* NULL: the client sent none */
+    const struct cluster_forward *from;
 };
 
-
+/* The inner request's method, URI and node, for the leader to rebuild it. */
 static void forward_headers(struct evkeyvalq *h, void *ctx)
 {
     struct forward_names *n = ctx;
+    const struct cluster_forward *f = n->from;
     evhttp_add_header(h, "X-Registry-Method",
                       common_method_name(evhttp_request_get_command(n->req)));
     evhttp_add_header(h, "X-Registry-URI", evhttp_request_get_uri(n->req));
-    evhttp_add_header(h, "X-Registry-Node", n->node);
-    evhttp_add_header(h, "X-Registry-Node-Address", n->node_addr);
-    if (n->node_meta != NULL)
-        evhttp_add_header(h, "X-Registry-Node-Meta", n->node_meta);
-    if (n->client_token && *n->client_token)
-        evhttp_add_header(h, "X-Registry-Client-Token", n->client_token);
+    evhttp_add_header(h, "X-Registry-Node", f->node);
+    evhttp_add_header(h, "X-Registry-Node-Address", f->node_addr);
+    if (f->node_meta != NULL)
+        evhttp_add_header(h, "X-Registry-Node-Meta", f->node_meta);
+    if (f->client_token && *f->client_token)
+        evhttp_add_header(h, "X-Registry-Client-Token", f->client_token);
 }
 
-int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req, const char *node,
-                         const char *node_addr, const char *node_meta, const char *client_token,
-                         cluster_link_cb cb, void *arg)
+int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req,
+                         const struct cluster_forward *from, cluster_link_cb cb, void *arg)
 {
-    struct forward_names names = {req, node, node_addr, node_meta, client_token};
-    return link_send(l, EVHTTP_REQ_PUT, "/v1/internal/forward",
-                     evhttp_request_get_input_buffer(req),
-                     forward_headers, &names, cb, arg);
+    struct forward_names names = {req, from};
+    if (from->body_fd < 0)
+        return link_send(l, EVHTTP_REQ_PUT, "/v1/internal/forward",
+                         evhttp_request_get_input_buffer(req), forward_headers, &names, cb, arg);
+    /* a file (a snapshot): sent from the page cache, never read in whole */
+    struct evbuffer *body = evbuffer_new();
+    int fd = body ? dup(from->body_fd) : -1;
+    if (fd < 0 || (from->body_len > 0 &&
+                   evbuffer_add_file(body, fd, 0, (ev_off_t)from->body_len) != 0)) {
+        if (fd >= 0)
+            close(fd);
+        if (body)
+            evbuffer_free(body);
+        return REG_ENOMEM;
+    }
+    if (from->body_len == 0)
+        close(fd);
+    int rc = link_send(l, EVHTTP_REQ_PUT, REG_FORWARD_SPOOLED_URI, body, forward_headers, &names,
+                       cb, arg);
+    evbuffer_free(body);
+    return rc;
 }
 
 int cluster_link_request(struct cluster_link *l, enum evhttp_cmd_type method, const char *uri,

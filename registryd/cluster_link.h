@@ -59,17 +59,27 @@ int cluster_link_leader_http(struct cluster_link *l, char *addr, size_t addrlen)
  * be reached; borrowed for the duration of the call. */
 typedef void (*cluster_link_cb)(void *arg, struct evhttp_request *resp);
 
+/* Who a forwarded request came from, and its body when that is a file. */
+struct cluster_forward {
+    const char *node, *node_addr;
+    const char *node_meta;    /* its Meta as JSON text, or NULL */
+    const char *client_token; /* borrowed; NULL: none */
+    int body_fd;              /* -1: the body is req's input buffer; else a
+                                 file of body_len bytes (borrowed; the link
+                                 reads its own duplicate), sent to
+                                 REG_FORWARD_SPOOLED_URI */
+    uint64_t body_len;
+};
+
 /*
  * Send the client's request `req` (method, URI, body, which is moved) to the
  * leader wrapped in PUT /v1/internal/forward, naming the node that received
- * it (and its Meta as JSON text, or NULL), carrying the client's token
- * (client_token, borrowed; NULL: none) for the leader's own ACL decision.
+ * it, carrying the client's token for the leader's own ACL decision.
  * cb runs exactly once, later, unless this returns non-zero
  * (REG_ENOTLEADER/REG_ENOTFOUND as cluster_link_leader_http, REG_ENOMEM).
  */
-int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req, const char *node,
-                         const char *node_addr, const char *node_meta, const char *client_token,
-                         cluster_link_cb cb, void *arg)
+int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req,
+                         const struct cluster_forward *from, cluster_link_cb cb, void *arg)
     __attribute__((warn_unused_result));
 
 /*

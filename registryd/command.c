@@ -5,6 +5,7 @@
  */
 #include "command.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,7 +36,7 @@ static int cmd_op_known(int op)
 
 int cmd_encode(const struct command *cmd, void *(*alloc)(size_t), void **buf, size_t *len)
 {
-    if (!cmd_op_known(cmd->op) || !json_is_object(cmd->args))
+    if (!cmd_op_known(cmd->op) || cmd->op == CMD_RESTORE_RAW || !json_is_object(cmd->args))
         return REG_EINVAL;
     char *text = json_dumps(cmd->args, JSON_COMPACT | JSON_SORT_KEYS);
     if (text == NULL)
@@ -64,7 +65,7 @@ int cmd_decode(const void *buf, size_t len, struct command *out)
 {
     const unsigned char *p = buf;
     memset(out, 0, sizeof(*out));
-    if (len < 4 || p[0] != CMD_FORMAT_VERSION || !cmd_op_known(p[1]))
+    if (len < 4 || p[0] != CMD_FORMAT_VERSION || !cmd_op_known(p[1]) || p[1] == CMD_RESTORE_RAW)
         return REG_EINVAL;
     json_t *args = json_loadb((const char *)p + 2, len - 2, JSON_REJECT_DUPLICATES, NULL);
     if (!json_is_object(args)) {
@@ -73,6 +74,44 @@ int cmd_decode(const void *buf, size_t len, struct command *out)
     }
     out->op = (enum cmd_op)p[1];
     out->args = args;
+    return 0;
+}
+
+#define RAW_HEAD 16
+
+int cmd_restore_raw_encode(const void *snap, size_t len, void *(*alloc)(size_t), void **buf,
+                           size_t *blen)
+{
+    if (len > SIZE_MAX - RAW_HEAD - 8)
+        return REG_EINVAL;
+    size_t total = (RAW_HEAD + len + 7) & ~(size_t)7;
+    unsigned char *out = alloc(total);
+    if (out == NULL)
+        return REG_ENOMEM;
+    memset(out, 0, RAW_HEAD);
+    out[0] = CMD_FORMAT_VERSION;
+    out[1] = CMD_RESTORE_RAW;
+    for (int i = 0; i < 8; i++)
+        out[8 + i] = (unsigned char)((uint64_t)len >> (8 * i));
+    memcpy(out + RAW_HEAD, snap, len);
+    memset(out + RAW_HEAD + len, 0, total - RAW_HEAD - len);
+    *buf = out;
+    *blen = total;
+    return 0;
+}
+
+int cmd_restore_raw_view(const void *buf, size_t len, const void **snap, size_t *snap_len)
+{
+    const unsigned char *p = buf;
+    if (len < RAW_HEAD || p[0] != CMD_FORMAT_VERSION || p[1] != CMD_RESTORE_RAW)
+        return REG_EINVAL;
+    uint64_t n = 0;
+    for (int i = 0; i < 8; i++)
+        n |= (uint64_t)p[8 + i] << (8 * i);
+    if (n > len - RAW_HEAD || len - RAW_HEAD - n >= 8)
+        return REG_EINVAL; /* the padding is less than 8 bytes */
+    *snap = p + RAW_HEAD;
+    *snap_len = (size_t)n;
     return 0;
 }
 

@@ -32,7 +32,8 @@
     X(CMD_SERVER, 5, "server")            \
     X(CMD_RESTORE, 6, "restore")          \
     X(CMD_NODE, 7, "node")                \
-    X(CMD_ACL, 8, "acl")
+    X(CMD_ACL, 8, "acl")                  \
+    X(CMD_RESTORE_RAW, 9, "restore_raw")
 
 enum cmd_op {
 #define CMD_ENUM_(op, value, name) op = value,
@@ -60,6 +61,26 @@ int cmd_encode(const struct command *cmd, void *(*alloc)(size_t), void **buf, si
  * frees it. Decoding returns REG_EINVAL on anything that is not base64. */
 int cmd_base64_encode(const void *data, size_t len, char **out);
 int cmd_base64_decode(const char *text, void **out, size_t *len);
+
+/*
+ * A restore carries a whole snapshot, which can be large: it is not JSON
+ * but the snapshot's bytes themselves (CMD_RESTORE, base64 in JSON, is still
+ * read from raft logs written before):
+ *
+ *     byte 0      CMD_FORMAT_VERSION
+ *     byte 1      CMD_RESTORE_RAW
+ *     bytes 2-7   zero
+ *     bytes 8-15  u64 little-endian: the snapshot's length
+ *     16..        the snapshot, then zeros up to a multiple of 8
+ *
+ * cmd_restore_raw_encode copies len bytes of snap into a new buffer from
+ * `alloc`. cmd_restore_raw_view points *snap into buf (no copy); it returns
+ * REG_EINVAL unless buf is such a command, 0 otherwise.
+ */
+int cmd_restore_raw_encode(const void *snap, size_t len, void *(*alloc)(size_t), void **buf,
+                           size_t *blen) REG_MUSTCHECK;
+int cmd_restore_raw_view(const void *buf, size_t len, const void **snap, size_t *snap_len)
+    REG_MUSTCHECK;
 
 /*
  * Decode buf into out (out->args is a new reference the caller must

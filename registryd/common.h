@@ -27,6 +27,10 @@ struct evhttp_connection;
 #define REG_FREE_AT_EXIT 1
 #endif
 #endif
+/* Where a follower forwards a request whose body the HTTP guard wrote to a
+ * file (a snapshot restore): the leader's guard writes it to a file too. */
+#define REG_FORWARD_SPOOLED_URI "/v1/internal/forward?spool"
+
 #ifndef REG_FREE_AT_EXIT
 #define REG_FREE_AT_EXIT 0
 #endif

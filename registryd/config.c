@@ -40,6 +40,7 @@ enum conf_type {
     CONF_IPV4PORT, /* A.B.C.D:PORT (libraft's uv transport is IPv4 only) */
     CONF_NAME,     /* [A-Za-z0-9_.-]{1,128}: node and datacenter names */
     CONF_SIZE,     /* bytes, with an optional KiB/MiB/GiB (or K/M/G) suffix */
+    CONF_SIZE_LIMIT, /* bytes as CONF_SIZE, 1KiB and more (TiB allowed); 0 means no limit */
     CONF_LOGLEVEL, /* debug|info|warn|error */
     CONF_DOMAIN,   /* a DNS domain; stored with its trailing dot */
     CONF_UINT,     /* unsigned integer, 1..1000000 */
@@ -119,8 +120,9 @@ static const struct conf_key conf_keys[] = {
     KEY("enable_script_checks", CONF_BOOL, enable_script_checks, "false", NULL,
         "accept and run script checks (Args): any client that can register can then run "
         "programs on the servers, as in Consul"),
-    KEY("max_snapshot_size", CONF_SIZE, max_snapshot_size, "1GiB", "BYTES",
-        "largest snapshot PUT /v1/snapshot accepts (a backup to restore; up to 1GiB)"),
+    KEY("max_snapshot_size", CONF_SIZE_LIMIT, max_snapshot_size, "0", "BYTES",
+        "largest snapshot PUT /v1/snapshot accepts (0: as large as the data disk allows; "
+        "the body is written to a file in the data dir as it arrives)"),
     KEY("http_head_timeout", CONF_DURATION, http_head_timeout_ms, "10s", "DURATION",
         "a request head must be complete this long after its first byte, however steadily "
         "it trickles in (0: no limit)"),
@@ -225,6 +227,7 @@ static int parse_size(const char *v, size_t *out)
         {"", 1},           {"b", 1},          {"k", 1ULL << 10},  {"kib", 1ULL << 10},
         {"kb", 1ULL << 10}, {"m", 1ULL << 20}, {"mib", 1ULL << 20}, {"mb", 1ULL << 20},
         {"g", 1ULL << 30}, {"gib", 1ULL << 30}, {"gb", 1ULL << 30},
+        {"t", 1ULL << 40}, {"tib", 1ULL << 40}, {"tb", 1ULL << 40},
     };
     char *end;
     if (!isdigit((unsigned char)*v))
@@ -347,6 +350,19 @@ static int setter_size(const struct conf_key *k, void *field, const char *v, cha
     size_t n;
     if (parse_size(v, &n) != 0 || n < 1024 || n > (1ULL << 30)) {
         msgf(msg, len, "\"%s\" is not a size between 1KiB and 1GiB", v);
+        return REG_ECONFIG;
+    }
+    *(size_t *)field = n;
+    return 0;
+}
+
+static int setter_size_limit(const struct conf_key *k, void *field, const char *v, char *msg,
+                             size_t len)
+{
+    (void)k;
+    size_t n;
+    if (parse_size(v, &n) != 0 || (n != 0 && n < 1024)) {
+        msgf(msg, len, "\"%s\" is not 0 (no limit) or a size of 1KiB or more", v);
         return REG_ECONFIG;
     }
     *(size_t *)field = n;
@@ -538,6 +554,7 @@ static const conf_setter setters[] = {
     [CONF_IPV4PORT] = setter_ipv4port,
     [CONF_NAME] = setter_name,
     [CONF_SIZE] = setter_size,
+    [CONF_SIZE_LIMIT] = setter_size_limit,
     [CONF_LOGLEVEL] = setter_loglevel,
     [CONF_DOMAIN] = setter_domain,
     [CONF_UINT] = setter_uint,
@@ -1068,8 +1085,9 @@ void conf_fini(struct conf *c)
     c->cluster_key = NULL;
     for (size_t i = 0; i < NKEYS; i++) {
         enum conf_type t = conf_keys[i].type;
-        if (t == CONF_BOOL || t == CONF_SIZE || t == CONF_LOGLEVEL || t == CONF_UINT ||
-            t == CONF_DURATION || t == CONF_RATIO || t == CONF_LIMIT || t == CONF_RATE)
+        if (t == CONF_BOOL || t == CONF_SIZE || t == CONF_SIZE_LIMIT || t == CONF_LOGLEVEL ||
+            t == CONF_UINT || t == CONF_DURATION || t == CONF_RATIO || t == CONF_LIMIT ||
+            t == CONF_RATE)
             continue;
         char **field = (char **)((char *)c + conf_keys[i].offset);
         free(*field);
@@ -1090,6 +1108,7 @@ void conf_diff(const struct conf *a, const struct conf *b, void (*cb)(const char
             same = *(const bool *)x == *(const bool *)y;
             break;
         case CONF_SIZE:
+        case CONF_SIZE_LIMIT:
             same = *(const size_t *)x == *(const size_t *)y;
             break;
         case CONF_LOGLEVEL:

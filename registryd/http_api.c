@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -297,6 +298,8 @@ static void req_free(struct http_req *r)
     http_acl_req_free(r);
     if (r->inner_uri)
         evhttp_uri_free(r->inner_uri);
+    if (r->body_file.fd >= 0)
+        close(r->body_file.fd);
     free(r);
 }
 
@@ -729,9 +732,11 @@ static void forward_to_leader(struct http_req *r)
     json_t *meta = http_origin_node_meta(r);
     char *meta_text = json_object_size(meta) > 0 ? json_dumps(meta, JSON_COMPACT) : NULL;
     json_decref(meta);
-    int rc = cluster_link_forward(cluster_get_link(r->srv->opt.cluster), r->req,
-                                  http_origin_node(r), http_origin_node_addr(r), meta_text,
-                                  http_acl_client_token(r), forward_done, r);
+    struct cluster_forward from = {http_origin_node(r), http_origin_node_addr(r), meta_text,
+                                   http_acl_client_token(r), r->body_file.fd,
+                                   r->body_file.len};
+    int rc = cluster_link_forward(cluster_get_link(r->srv->opt.cluster), r->req, &from,
+                                  forward_done, r);
     free(meta_text);
     if (rc == 0)
         return;
@@ -957,13 +962,21 @@ static void handle(struct evhttp_request *req, void *arg)
     r->srv = srv;
     r->req = req;
     r->started = mono_seconds();
-    http_guard_request_read(srv->guard, req);
+    http_guard_request_read(srv->guard, req, &r->body_file);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
     const char *method = common_method_name(evhttp_request_get_command(req));
     bool known;
     bool limited = path != NULL && !rate_exempt(path);
+
+    if (r->body_file.write_err != 0) { /* the guard could not keep the whole body */
+        http_fail(r, 507, "Cannot store the request body (%llu bytes) in %s: %s",
+                  (unsigned long long)r->body_file.len,
+                  srv->opt.spool_dir ? srv->opt.spool_dir : "the data dir",
+                  strerror(r->body_file.write_err));
+        goto fail;
+    }
 
     if (path != NULL && strncmp(path, "/v1/internal/", 13) == 0 && tls_enabled() &&
         !tls_peer_is_server(request_ssl(req))) {
@@ -1137,6 +1150,7 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
                                       .body_timeout_ms = opt->body_timeout_ms,
                                       .body_max = body_max,
                                       .snapshot_body_max = opt->max_snapshot_size,
+                                      .spool_dir = opt->spool_dir,
                                       .max_conns_per_client = opt->max_conns_per_client};
     if (http_guard_new(&gopt, &s->guard) != 0)
         goto fail_mem;

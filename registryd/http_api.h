@@ -35,6 +35,7 @@ struct http_options {
     const char *advertise;   /* where other servers reach this one's API */
     size_t max_body_size;    /* bytes; larger bodies get 413 */
     size_t max_snapshot_size; /* bytes; PUT /v1/snapshot's own limit */
+    const char *spool_dir;    /* PUT /v1/snapshot bodies are written here (the data dir) */
     uint64_t head_timeout_ms; /* a request head must arrive within this; 0: no limit */
     uint64_t body_timeout_ms; /* and then its body within this; 0: no limit */
     unsigned max_conns_per_client; /* open connections per client IP; 0: no limit */

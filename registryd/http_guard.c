@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -21,6 +22,7 @@
 #include <openssl/ssl.h>
 
 #include "duration.h"
+#include "http_spool.h"
 #include "log.h"
 #include "metrics.h"
 #include "registry/error.h"
@@ -36,7 +38,7 @@ struct guard_conn {
     enum conn_state state;
     size_t line_len; /* bytes of the current head line, '\r' aside */
     bool seen_line;  /* a line of this head ended */
-    char first[24];  /* the start of the request line */
+    char first[40];  /* the start of the request line */
     size_t first_len;
     uint64_t body_bytes, body_limit; /* of this request */
     char key[24];                    /* "%p" of bev, in g->conns */
@@ -49,6 +51,14 @@ struct guard_conn {
     struct guard_conn *cprev, *cnext; /* the client's other counted connections */
     bool refused;                    /* over the cap: shut, its input discarded */
     bool got_input;                  /* some bytes of a request arrived */
+    /* A body written to a file (http_spool.h): the spool while it is read,
+     * then the file, for the next request evhttp hands to its handler. */
+    struct http_spool *spool;
+    bool spooled;     /* this request went to a spool */
+    bool reinjecting; /* giving evhttp the rewritten head: not new input */
+    int body_fd;      /* -1: none */
+    uint64_t body_len;
+    int body_err;
     char client[INET6_ADDRSTRLEN];
 };
 
@@ -94,12 +104,18 @@ static void arm(struct guard_conn *c, enum conn_state state, uint64_t ms)
     c->deadline_ms = ms ? mono_ms() + ms : 0;
 }
 
+static bool starts(const struct guard_conn *c, const char *want, const char *then)
+{
+    size_t n = strlen(want);
+    return c->first_len > n && memcmp(c->first, want, n) == 0 && strchr(then, c->first[n]);
+}
+
+/* PUT /v1/snapshot, or a follower's forward of one: its body may be as
+ * large as snapshot_body_max, and goes to a file (http_spool.h). */
 static bool is_snapshot_restore(const struct guard_conn *c)
 {
-    static const char want[] = "PUT /v1/snapshot";
-    size_t n = sizeof(want) - 1;
-    return c->first_len > n && memcmp(c->first, want, n) == 0 &&
-           (c->first[n] == ' ' || c->first[n] == '?');
+    return starts(c, "PUT /v1/snapshot", " ?") ||
+           starts(c, "PUT " REG_FORWARD_SPOOLED_URI, " &");
 }
 
 /* Watch the head for its end (an empty line); returns the head bytes of
@@ -143,20 +159,100 @@ static void body_check(struct guard_conn *c)
         shutdown(fd, SHUT_RDWR);
 }
 
+/* ---- bodies written to a file ------------------------------------------- */
+
+/* The whole request line is in buf from its first byte: evhttp (which takes
+ * only whole lines, and reads after this callback) has not seen any of it. */
+static bool untouched(const struct guard_conn *c, struct evbuffer *buf)
+{
+    char start[sizeof(c->first)];
+    return c->first_len > 0 &&
+           evbuffer_copyout(buf, start, c->first_len) == (ev_ssize_t)c->first_len &&
+           memcmp(start, c->first, c->first_len) == 0;
+}
+
+/* "100 Continue" for a client that waits for it before its body (evhttp,
+ * which would send it, has not seen the head). evhttp keeps writing off
+ * while it reads a request, and its write callback would take the drained
+ * output for the end of a response: write with no write callback; evhttp
+ * sets its own again when it answers. */
+static void send_continue(struct guard_conn *c)
+{
+    bufferevent_data_cb rd, wr;
+    bufferevent_event_cb ev;
+    void *arg;
+    bufferevent_getcb(c->bev, &rd, &wr, &ev, &arg);
+    bufferevent_setcb(c->bev, rd, NULL, ev, arg);
+    if (bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25) == 0)
+        bufferevent_enable(c->bev, EV_WRITE);
+}
+
+static void spool_input(struct guard_conn *c, struct evbuffer *buf)
+{
+    enum spool_state st = http_spool_feed(c->spool, buf); /* takes every byte */
+    if (c->state == CONN_HEAD && http_spool_in_body(c->spool))
+        arm(c, CONN_BODY, c->g->opt.body_timeout_ms);
+    if (http_spool_take_continue(c->spool))
+        send_continue(c);
+    if (st == SPOOL_MORE)
+        return;
+    if (st == SPOOL_DONE) {
+        if (c->body_fd >= 0)
+            close(c->body_fd);
+        http_spool_take_file(c->spool, &c->body_fd, &c->body_len, &c->body_err);
+        c->reinjecting = true;
+        int rc = http_spool_release(c->spool, buf);
+        c->reinjecting = false;
+        http_spool_free(c->spool);
+        c->spool = NULL;
+        arm(c, CONN_BODY, 0); /* evhttp reads the rest at once */
+        c->body_limit = 0;
+        if (rc == 0)
+            return;
+    }
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    log_limited(LOG_WARN, "http", "msg=\"request body refused; connection closed\" why=\"%s\"",
+                st == SPOOL_BAD ? http_spool_why(c->spool) : "out of memory");
+    http_spool_free(c->spool);
+    c->spool = NULL;
+    c->refused = true; /* what follows is never parsed */
+    c->deadline_ms = 0;
+    evbuffer_drain(buf, evbuffer_get_length(buf));
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+}
+
+/* From this byte on, the request goes to a spool (all of buf is its). */
+static void spool_start(struct guard_conn *c, struct evbuffer *buf)
+{
+    c->spooled = true;
+    c->body_limit = 0; /* the spool keeps its own */
+    if (http_spool_new(c->g->opt.spool_dir, c->g->opt.snapshot_body_max, &c->spool) != 0) {
+        c->spool = NULL; /* out of memory: evhttp reads it as any other */
+        return;
+    }
+    spool_input(c, buf);
+}
+
 /* Bytes came in (or were consumed): the added ones are the buffer's tail. */
 static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     struct guard_conn *c = arg;
-    if (info->n_added == 0)
+    if (info->n_added == 0 || c->reinjecting)
         return;
     c->got_input = true;
     if (c->refused) { /* bytes sent before the refusal: evhttp must never parse them */
         evbuffer_drain(buf, evbuffer_get_length(buf));
         return;
     }
+    if (c->spool) {
+        spool_input(c, buf);
+        return;
+    }
     if (c->state == CONN_IDLE) {
         c->line_len = 0;
         c->seen_line = false;
+        c->spooled = false;
         c->first_len = 0;
         arm(c, CONN_HEAD, c->g->opt.head_timeout_ms);
     }
@@ -181,6 +277,9 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
     }
     if (c->state == CONN_BODY)
         body_check(c);
+    if (c->state != CONN_IDLE && c->seen_line && !c->spooled && is_snapshot_restore(c) &&
+        untouched(c, buf))
+        spool_start(c, buf);
 }
 
 static void publish(const struct http_guard *g)
@@ -215,6 +314,9 @@ static void conn_release(struct guard_conn *c)
     strmap_del(c->g->conns, c->key);
     evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->watch);
     bufferevent_decref(c->bev);
+    http_spool_free(c->spool);
+    if (c->body_fd >= 0)
+        close(c->body_fd);
     free(c);
 }
 
@@ -425,6 +527,7 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
     if (c == NULL)
         return NULL;
     c->g = g;
+    c->body_fd = -1;
     /* CLOSE_ON_FREE: the socket is closed when the bufferevent is finalized
      * (evhttp then leaves it alone), that is once we too let go of it. Were
      * evhttp to close it while our reference keeps the bufferevent's events
@@ -459,17 +562,24 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
     return c->bev;
 }
 
-void http_guard_request_read(struct http_guard *g, struct evhttp_request *req)
+void http_guard_request_read(struct http_guard *g, struct evhttp_request *req,
+                             struct http_body_file *body)
 {
     struct evhttp_connection *evcon = g ? evhttp_request_get_connection(req) : NULL;
     struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
     char key[24];
+    *body = (struct http_body_file){.fd = -1};
     if (bev == NULL)
         return;
     snprintf(key, sizeof(key), "%p", (void *)bev);
     struct guard_conn *c = strmap_get(g->conns, key);
-    if (c)
-        arm(c, CONN_IDLE, 0);
+    if (c == NULL)
+        return;
+    arm(c, CONN_IDLE, 0);
+    /* the file belongs to this request: evhttp handles a connection's
+     * requests in order, and the rewritten head was the next in line */
+    *body = (struct http_body_file){c->body_fd, c->body_len, c->body_err};
+    c->body_fd = -1;
 }
 
 /* ---- accept back-off ---------------------------------------------------- */

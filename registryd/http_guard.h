@@ -61,6 +61,15 @@ struct http_guard_options {
      * larger; this keeps the smaller for every other route). 0: no limit. */
     uint64_t body_max, snapshot_body_max;
     unsigned max_conns_per_client; /* per client IP address; 0: no limit */
+    const char *spool_dir; /* where snapshot bodies are written (borrowed) */
+};
+
+/* A request body the guard wrote to a file (http_spool.h): fd -1 when the
+ * body is in evhttp's input buffer as usual. */
+struct http_body_file {
+    int fd;         /* owned by whoever took it */
+    uint64_t len;   /* bytes */
+    int write_err;  /* errno of a failed write (the file is incomplete), or 0 */
 };
 
 /* Returns 0 or REG_ENOMEM. */
@@ -82,7 +91,10 @@ typedef struct ssl_ctx_st *(*http_guard_tls_ctx_fn)(void);
 int http_guard_attach(struct http_guard *g, struct evhttp *http, struct evconnlistener *l,
                       http_guard_tls_ctx_fn tls_ctx) REG_MUSTCHECK;
 
-/* The request has been read in full (its handler runs): its deadlines end. */
-void http_guard_request_read(struct http_guard *g, struct evhttp_request *req);
+/* The request has been read in full (its handler runs): its deadlines end.
+ * *body gets the file its body was written to, if it was (the caller owns
+ * it then), else fd -1. */
+void http_guard_request_read(struct http_guard *g, struct evhttp_request *req,
+                             struct http_body_file *body);
 
 #endif

@@ -29,6 +29,7 @@
 #include "duration.h"
 #include "http_api.h"
 #include "http_cache.h"
+#include "http_guard.h"
 #include "http_rate.h"
 #include "store.h"
 
@@ -74,6 +75,7 @@ struct http_req {
     int forward_tries;  /* waits for a leader to forward to */
     double started;     /* monotonic seconds at arrival, for metrics */
     struct acl_authz *authz; /* owned: who asks (http_acl_check) */
+    struct http_body_file body_file; /* the body, when the guard wrote it to a file */
     char errmsg[256];
 };
 

@@ -6,6 +6,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -345,34 +346,75 @@ static void do_snapshot_save(struct http_req *r)
     snap_send_next(ss->evcon, ss);
 }
 
+/* The snapshot a restore carries: the file the HTTP guard wrote its body
+ * to (mapped, so it costs page cache, not heap), or evhttp's input buffer
+ * for a body that reached evhttp as usual. */
+struct snap_body {
+    const unsigned char *data;
+    size_t len;
+    void *map; /* munmap when set */
+};
+
+static int snap_body_get(struct http_req *r, struct snap_body *b)
+{
+    *b = (struct snap_body){0};
+    if (r->body_file.fd < 0) {
+        struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+        b->len = evbuffer_get_length(in);
+        b->data = b->len > 0 ? evbuffer_pullup(in, -1) : NULL;
+        return b->len > 0 && b->data == NULL ? REG_ENOMEM : 0;
+    }
+    if (r->body_file.len == 0)
+        return 0;
+    if (r->body_file.len > SIZE_MAX)
+        return REG_ENOMEM;
+    b->len = (size_t)r->body_file.len;
+    b->map = mmap(NULL, b->len, PROT_READ, MAP_PRIVATE, r->body_file.fd, 0);
+    if (b->map == MAP_FAILED) {
+        b->map = NULL;
+        return REG_ENOMEM;
+    }
+    b->data = b->map;
+    return 0;
+}
+
+static void snap_body_done(struct snap_body *b)
+{
+    if (b->map)
+        munmap(b->map, b->len);
+    b->map = NULL;
+}
+
 /* PUT /v1/snapshot: replace everything with a saved snapshot, through raft
  * so that every server restores the same data. */
 static void do_snapshot_restore(struct http_req *r)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
-    size_t len = evbuffer_get_length(in);
-    unsigned char *data = len > 0 ? evbuffer_pullup(in, -1) : NULL;
-    char *b64 = NULL, why[400];
+    struct snap_body body;
+    char why[400];
     void *buf;
     size_t blen;
     struct snap_info info;
+    int rc = snap_body_get(r, &body);
+    if (rc != 0) {
+        http_fail(r, 500, "Snapshot refused, data unchanged: cannot read it: %s",
+                  reg_strerror(rc));
+        http_finish_write(r, rc);
+        return;
+    }
     /* Everything is checked here, before the snapshot enters the raft log:
      * a refused restore changes nothing anywhere. */
-    int vrc = data ? snap_validate(data, len, 0, &info, why, sizeof(why)) : REG_EINVAL;
+    int vrc = body.data ? snap_validate(body.data, body.len, 0, &info, why, sizeof(why))
+                        : REG_EINVAL;
     if (vrc != 0) {
+        snap_body_done(&body);
         http_fail(r, vrc == REG_ENOMEM ? 500 : 400, "Snapshot refused, data unchanged: %s",
-                  data ? why : "empty body");
+                  body.data ? why : "empty body");
         http_finish_write(r, vrc);
         return;
     }
-    if (cmd_base64_encode(data, len, &b64) != 0) {
-        http_finish_write(r, REG_ENOMEM);
-        return;
-    }
-    struct command cmd = {CMD_RESTORE, json_pack("{s:s}", "Data", b64)};
-    free(b64);
-    int rc = cmd.args ? cmd_encode(&cmd, cluster_alloc, &buf, &blen) : REG_ENOMEM;
-    cmd_fini(&cmd);
+    /* libraft keeps an entry in memory: the one copy a restore costs */
+    rc = cmd_restore_raw_encode(body.data, body.len, cluster_alloc, &buf, &blen);
+    snap_body_done(&body);
     if (rc != 0) {
         http_finish_write(r, rc);
         return;

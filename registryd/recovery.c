@@ -99,19 +99,13 @@ int recovery_after(struct recovery *r, struct store *store, struct cluster *c,
         void *snap = NULL, *buf = NULL;
         size_t len = 0, blen = 0;
         uint64_t pi, pn;
-        char *b64 = NULL;
         int done = 0;
-        if (store_peek(r->prev, &pi, &pn, &snap, &len) != 0 ||
-            cmd_base64_encode(snap, len, &b64) != 0) {
-            free(snap);
+        if (store_peek(r->prev, &pi, &pn, &snap, &len) != 0) {
             snprintf(err, errlen, "cannot read %s to recover from", r->prev);
             return REG_ECONFIG;
         }
+        int rc = cmd_restore_raw_encode(snap, len, cluster_alloc, &buf, &blen);
         free(snap);
-        struct command cmd = {CMD_RESTORE, json_pack("{s:s}", "Data", b64)};
-        free(b64);
-        int rc = cmd.args ? cmd_encode(&cmd, cluster_alloc, &buf, &blen) : REG_ENOMEM;
-        cmd_fini(&cmd);
         if (rc != 0) {
             snprintf(err, errlen, "out of memory recovering from %s", r->prev);
             return REG_ECONFIG;

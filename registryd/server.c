@@ -496,6 +496,7 @@ static int start_front_end(struct server *s)
         .max_body_size = conf->max_body_size,
         .cache_size = conf->http_cache_size,
         .max_snapshot_size = conf->max_snapshot_size,
+        .spool_dir = s->data_dir,
         .head_timeout_ms = conf->http_head_timeout_ms,
         .body_timeout_ms = conf->http_body_timeout_ms,
         .max_conns_per_client = conf->http_max_conns_per_client,

@@ -927,13 +927,9 @@ static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned 
  * goes backwards, so that blocking queries see the change. A restore in the
  * raft log may predate the checksummed format (SNAP_LEGACY_OK); its records
  * are validated all the same, and a refused one changes nothing. */
-static int apply_restore(struct store *s, json_t *args, struct store_change *chg)
+static int apply_restore(struct store *s, const void *data, size_t len,
+                         struct store_change *chg)
 {
-    void *data;
-    size_t len;
-    const char *text = json_string_value(json_object_get(args, "Data"));
-    if (text == NULL || cmd_base64_decode(text, &data, &len) != 0)
-        return REG_EINVAL;
     struct store_read *rd;
     uint64_t before = 0;
     if (store_read_begin(s, &rd) == 0) {
@@ -945,7 +941,6 @@ static int apply_restore(struct store *s, json_t *args, struct store_change *chg
     int rc = store_reserve(s, (uint64_t)len * 2);
     if (rc == 0)
         rc = restore_bytes(s, data, len, SNAP_LEGACY_OK);
-    free(data);
     if (rc != 0)
         return rc;
     MDB_txn *txn;
@@ -979,13 +974,24 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
 
     memset(chg, 0, sizeof(*chg));
     (void)store_reserve(s, 0); /* keeps the next writes off unallocated blocks */
+    const void *snap;
+    size_t snap_len;
+    if (cmd_restore_raw_view(buf, len, &snap, &snap_len) == 0)
+        return apply_restore(s, snap, snap_len, chg);
     if (cmd_decode(buf, len, &cmd) != 0) {
         log_error("store", "msg=\"undecodable command skipped\" bytes=%zu", len);
         return REG_EINVAL;
     }
-    if (cmd.op == CMD_RESTORE) {
-        rc = apply_restore(s, cmd.args, chg);
+    if (cmd.op == CMD_RESTORE) { /* written by an older registryd: base64 */
+        void *data;
+        size_t dlen;
+        const char *text = json_string_value(json_object_get(cmd.args, "Data"));
+        rc = text && cmd_base64_decode(text, &data, &dlen) == 0 ? 0 : REG_EINVAL;
         cmd_fini(&cmd);
+        if (rc == 0) {
+            rc = apply_restore(s, data, dlen, chg);
+            free(data);
+        }
         return rc;
     }
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) {
@@ -1023,6 +1029,7 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
         rc = apply_acl(&a, cmd.args);
         break;
     case CMD_RESTORE: /* handled above, outside this transaction */
+    case CMD_RESTORE_RAW:
         rc = REG_EINVAL;
         break;
     }

@@ -10,13 +10,13 @@ def _j(o):
     return json.dumps(o, separators=(",", ":")).encode()
 
 
-def big_snapshot(n, index=10):
+def big_snapshot(n, index=10, meta=None):
     svcs, checks, by_name, links = [], [], [], []
     for i in range(n):
         sid, name = "big-%d" % i, "big%d" % (i % 50)
         svcs.append((0, sid.encode(), _j({
             "ID": sid, "Service": name, "Tags": ["t"], "Address": "10.0.%d.%d" % (i // 250 % 250, i % 250),
-            "Port": 8000, "Meta": {}, "Weights": {"Passing": 1, "Warning": 1},
+            "Port": 8000, "Meta": meta or {}, "Weights": {"Passing": 1, "Warning": 1},
             "EnableTagOverride": False, "Node": "n1", "NodeAddress": "127.0.0.1",
             "CreateIndex": 5, "ModifyIndex": 5})))
         cid = "service:" + sid

@@ -84,6 +84,32 @@ class DiskFullTest(unittest.TestCase):
         services = json.loads(self.d.request("GET", "/v1/agent/services")[1])
         self.assertEqual(sorted(services), sorted(acked))
 
+    def test_restore_larger_than_the_disk(self):
+        """The body of PUT /v1/snapshot goes to a file in the data dir as it
+        arrives: one that does not fit is refused with 507 once it has been
+        read, the registry unchanged, the space given back."""
+        import bigstore
+        self.d.start()
+        for i in range(20):
+            self.assertEqual(self.register("a-%d" % i)[0], 200)
+        before = self.d.request("GET", "/v1/agent/services")[1]
+        st = os.statvfs(self.mnt)
+        free_before = st.f_bavail * st.f_frsize
+        meta = {"k%02d" % i: "v" * 480 for i in range(64)}
+        big = bigstore.big_snapshot(4000, meta=meta)  # ~125 MB on a 100 MB disk
+        self.assertGreater(len(big), 110 << 20)
+        status, text = self.d.request("PUT", "/v1/snapshot", big, timeout=120)
+        self.assertEqual(status, 507, text)
+        self.assertIn("Cannot store the request body", text)
+        self.assertIn("No space left", text)
+        self.assertIsNone(self.d.proc.poll(), "registryd died:\n" + self.d.log()[-2000:])
+        self.assertEqual(self.d.request("GET", "/v1/agent/services")[1], before)
+        self.assertEqual(self.register("after-0")[0], 200)
+        self.assertEqual([f for f in os.listdir(os.path.join(self.mnt, "d"))
+                          if f.startswith(".spool")], [])
+        st = os.statvfs(self.mnt)
+        self.assertGreater(st.f_bavail * st.f_frsize, free_before - (8 << 20))  # blocks given back
+
 
 if __name__ == "__main__":
     unittest.main()
