@@ -106,6 +106,19 @@ static bool value_is(const char *v, const char *want)
     return len == n && strncasecmp(v, want, n) == 0;
 }
 
+/* A head line evhttp would read as this one: no control characters (a NUL
+ * would cut it short here, and an empty line in the head given back would
+ * end it early: what follows would become a request of its own). */
+static bool clean_line(const char *line, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)line[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return false;
+    }
+    return true;
+}
+
 /* One header line: the framing ones are read and dropped, the rest kept. */
 static enum spool_state header(struct http_spool *sp, const char *line)
 {
@@ -205,6 +218,11 @@ static enum spool_state step(struct http_spool *sp, bool *progress)
         sp->head_bytes += n + 2;
         if (sp->head_bytes > HTTP_SPOOL_HEAD_MAX)
             st = bad(sp, "request head too long");
+        else if (!clean_line(line, n))
+            st = bad(sp, "control character in the request head");
+        else if (sp->ph == PH_HEADERS && n > 0 && line[0] != ' ' && line[0] != '\t' &&
+                 strchr(line, ':') == NULL)
+            st = bad(sp, "header line without a colon");
         else if (sp->ph == PH_LINE) {
             sp->ph = PH_HEADERS;
             if (evbuffer_add_printf(sp->head, "%s\r\n", line) < 0)

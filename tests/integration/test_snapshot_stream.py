@@ -177,6 +177,10 @@ class SnapshotStreamTest(unittest.TestCase):
             b"Content-Length: -1\r\n\r\n",
             b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",   # both
             b"X-Long: " + b"a" * (70 << 10) + b"\r\n\r\n",                # head too long
+            # a NUL would end the line early, and the head evhttp is given
+            # back with an empty line in it: the rest a request of its own
+            b"\0\0\r\nDELETE /v1/agent/service/deregister/x HTTP/1.1\r\n\r\n",
+            b"no colon here\r\n\r\n",
         ]
         for h in heads:
             with self.connect() as s:
