@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -17,6 +18,7 @@
 #include "command.h"
 #include "formation.h"
 #include "http_internal.h"
+#include "http_spool.h"
 #include "log.h"
 #include "registry/error.h"
 #include "snapshot.h"
@@ -410,6 +412,22 @@ static void do_snapshot_restore(struct http_req *r)
         http_fail(r, vrc == REG_ENOMEM ? 500 : 400, "Snapshot refused, data unchanged: %s",
                   body.data ? why : "empty body");
         http_finish_write(r, vrc);
+        return;
+    }
+    /* The raft log takes it once and the store about twice (the old pages
+     * stay until the new ones commit): refuse now rather than fill the disk
+     * half-way through (writes would stop on every server). */
+    struct statvfs vfs;
+    const char *dir = r->srv->opt.spool_dir;
+    if (dir && statvfs(dir, &vfs) == 0 &&
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < 3 * (uint64_t)body.len + HTTP_SPOOL_KEEP_FREE) {
+        snap_body_done(&body);
+        http_fail(r, 507, "Snapshot refused, data unchanged: restoring %zu bytes needs about "
+                          "%llu MiB free on the data disk (%s), %llu MiB are",
+                  body.len,
+                  (unsigned long long)((3 * (uint64_t)body.len + HTTP_SPOOL_KEEP_FREE) >> 20),
+                  dir, (unsigned long long)(((uint64_t)vfs.f_bavail * vfs.f_frsize) >> 20));
+        http_finish_write(r, REG_ENOSPACE);
         return;
     }
     /* libraft keeps an entry in memory: the one copy a restore costs */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -36,6 +37,7 @@ struct http_spool {
     bool chunked, has_length, want_continue;
     uint64_t left;    /* of the body (Content-Length) or of the chunk */
     uint64_t written; /* body bytes read */
+    uint64_t next_look; /* written at which free space is looked at again */
     int fd;
     int err; /* errno of the first failed write */
     char why[128];
@@ -151,6 +153,26 @@ static enum spool_state header(struct http_spool *sp, const char *line)
     return SPOOL_MORE;
 }
 
+/* Would n more bytes leave the disk less than HTTP_SPOOL_KEEP_FREE? */
+static bool too_full(struct http_spool *sp, uint64_t n)
+{
+    struct statvfs vfs;
+    if (statvfs(sp->dir, &vfs) != 0)
+        return false; /* cannot tell: the writes will say */
+    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    return avail < HTTP_SPOOL_KEEP_FREE || avail - HTTP_SPOOL_KEEP_FREE < n;
+}
+
+static void give_up_file(struct http_spool *sp, int err)
+{
+    sp->err = err;
+    if (sp->fd >= 0)
+        close(sp->fd); /* unlinked: its blocks are free again */
+    sp->fd = -1;
+}
+
+#define SPOOL_LOOK_EVERY (4u << 20)
+
 /* The head has ended: open the file and choose how the body is framed. */
 static enum spool_state head_done(struct http_spool *sp)
 {
@@ -165,6 +187,9 @@ static enum spool_state head_done(struct http_spool *sp)
         sp->err = errno;
     else
         unlink(path);
+    if (sp->fd >= 0 && too_full(sp, sp->has_length ? sp->left : 0))
+        give_up_file(sp, ENOSPC);
+    sp->next_look = SPOOL_LOOK_EVERY;
     if (sp->chunked) {
         sp->ph = PH_CHUNK_SIZE;
     } else if (sp->has_length && sp->left > 0) {
@@ -185,13 +210,18 @@ static enum spool_state body_bytes(struct http_spool *sp, uint64_t n)
     if (sp->limit != 0 && sp->written + n > sp->limit)
         return bad(sp, "body beyond its limit");
     uint64_t todo = n;
+    if (sp->fd >= 0 && sp->written + n >= sp->next_look) {
+        sp->next_look = sp->written + n + SPOOL_LOOK_EVERY;
+        if (too_full(sp, SPOOL_LOOK_EVERY))
+            give_up_file(sp, ENOSPC);
+    }
     while (todo > 0 && sp->fd >= 0 && sp->err == 0) {
         int w = evbuffer_write_atmost(sp->in, sp->fd,
                                       (ev_ssize_t)(todo > INT_MAX ? INT_MAX : todo));
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
-            sp->err = w < 0 ? errno : EIO;
+            give_up_file(sp, w < 0 ? errno : EIO);
         else
             todo -= (uint64_t)w;
     }

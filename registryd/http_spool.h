@@ -17,8 +17,10 @@
  * an empty-bodied request and calls the handler; the handler takes the file
  * (http_guard_take_body).
  *
- * A write that fails (disk full) does not stop the request: the rest of the
- * body is read and dropped, and the handler learns the error. Framing that
+ * A write that fails, or would leave the disk less than HTTP_SPOOL_KEEP_FREE,
+ * does not stop the request: the file is dropped at once (its space given
+ * back), the rest of the body is read and dropped, and the handler learns
+ * the error (ENOSPC). Framing that
  * cannot be read, or a body beyond the limit, is SPOOL_BAD: the connection
  * is closed, as evhttp closes one it cannot parse.
  *
@@ -36,6 +38,9 @@ struct evbuffer;
 struct http_spool;
 
 #define HTTP_SPOOL_HEAD_MAX (64u << 10)
+/* A body never takes the data disk below this much free space: the store
+ * and the raft log keep theirs (store.c refuses writes below half of it). */
+#define HTTP_SPOOL_KEEP_FREE (32ull << 20)
 
 enum spool_state { SPOOL_MORE, SPOOL_DONE, SPOOL_BAD };
 

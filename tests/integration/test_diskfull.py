@@ -104,11 +104,22 @@ class DiskFullTest(unittest.TestCase):
         self.assertIn("No space left", text)
         self.assertIsNone(self.d.proc.poll(), "registryd died:\n" + self.d.log()[-2000:])
         self.assertEqual(self.d.request("GET", "/v1/agent/services")[1], before)
+        # the file never took the store's reserve: writes go on at once
         self.assertEqual(self.register("after-0")[0], 200)
         self.assertEqual([f for f in os.listdir(os.path.join(self.mnt, "d"))
                           if f.startswith(".spool")], [])
         st = os.statvfs(self.mnt)
         self.assertGreater(st.f_bavail * st.f_frsize, free_before - (8 << 20))  # blocks given back
+        # one that fits as a file but not three times over (raft log, store)
+        # is refused before it reaches raft
+        free_now = st.f_bavail * st.f_frsize
+        n = max(1, int((free_now - (32 << 20)) / 2 / 31000))
+        mid = bigstore.big_snapshot(n, meta=meta)
+        self.assertLess(len(mid) + (32 << 20), free_now)
+        status, text = self.d.request("PUT", "/v1/snapshot", mid, timeout=120)
+        self.assertEqual(status, 507, text)
+        self.assertIn("needs about", text)
+        self.assertEqual(self.register("after-1")[0], 200)
 
 
 if __name__ == "__main__":
