@@ -102,6 +102,22 @@ class TlsClusterTest(unittest.TestCase):
             time.sleep(0.1)
         self.fail("%s not replicated to every server" % sid)
 
+    def test_large_restore_through_a_follower(self):
+        """The follower forwards the file its guard wrote over the mutual-TLS
+        channel (a file segment through OpenSSL), the leader spools it."""
+        import bigstore
+        leader = self.leader()
+        follower = [d for d in self.servers if d is not leader][0]
+        big = bigstore.big_snapshot(12000)
+        self.assertGreater(len(big), 4 << 20)
+        status, text = follower.request("PUT", "/v1/snapshot", big, timeout=60)
+        self.assertEqual(status, 200, text)
+        deadline = time.monotonic() + 20
+        count = lambda d: len(json.loads(d.request("GET", "/v1/agent/services?stale")[1]))
+        while time.monotonic() < deadline and not all(count(d) == 12000 for d in self.servers):
+            time.sleep(0.2)
+        self.assertEqual([count(d) for d in self.servers], [12000] * 3)
+
     def test_forms_replicates_and_survives_a_leader_kill(self):
         for d in self.servers:  # HTTPS, DNS, raft: no plain HTTP port anywhere
             me = self.self_of(d)
