@@ -33,6 +33,7 @@
 #include "dns_server.h"
 #include "formation.h"
 #include "health.h"
+#include "heap_trim.h"
 #include "http_api.h"
 #include "log.h"
 #include "metrics.h"
@@ -77,6 +78,7 @@ static void left(void *arg, int status)
     event_base_loopexit(l->base, NULL);
 }
 
+#define HEAP_TRIM_INTERVAL_MS 5000 /* heap_trim.h */
 #define LEAVE_RETRY_MS 100
 #define LEAVE_TRIES 50 /* ~5 s: a server that just joined may not know the leader's
                           address yet, or its own promotion to voter may still be a
@@ -266,6 +268,7 @@ struct server {
     struct dns_server *dns;
     struct formation *formation;
     struct recovery *recovery;
+    struct heap_trim *heap_trim;
     struct leaving leaving;
     struct change_listeners listeners;
     struct reload reload;
@@ -596,6 +599,11 @@ int server_start(struct conf *conf, int argc, char **argv, struct server **out)
     s->clustered = conf->bootstrap_expect > 1 || conf->join != NULL;
     derive_addresses(s);
     int rc;
+    if ((rc = heap_trim_start(HEAP_TRIM_INTERVAL_MS, &s->heap_trim)) != 0) {
+        log_error("server", "msg=\"cannot start the heap trimmer\" error=\"%s\"",
+                  reg_strerror(rc));
+        return rc;
+    }
     if ((rc = start_tls(s)) != 0 || (rc = open_data_dir(s)) != 0 ||
         (rc = start_store_and_cluster(s)) != 0 ||
         (rc = start_checker(s)) != 0 || (rc = start_front_end(s)) != 0 ||
@@ -669,5 +677,6 @@ void server_stop(struct server *s)
     if (s->dev_dir[0] != '\0')
         nftw(s->dev_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     tls_stop();
+    heap_trim_stop(s->heap_trim);
     free(s);
 }
