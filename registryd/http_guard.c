@@ -51,6 +51,15 @@ struct guard_conn {
     struct guard_conn *cprev, *cnext; /* the client's other counted connections */
     bool refused;                    /* over the cap: shut, its input discarded */
     bool got_input;                  /* some bytes of a request arrived */
+    /* Swept (every GUARD_SWEEP_MS) only while it has a deadline or the guard
+     * would not hear of evhttp freeing it: a connection that carried a
+     * request has the close callback (below), so thousands of parked
+     * blocking queries cost nothing between events. */
+    bool watched;                  /* evhttp's close callback is ours */
+    bool on_sweep;                 /* on g->swept */
+    struct guard_conn *sprev, *snext;
+    void (*user_close)(struct evhttp_connection *, void *); /* http_guard_on_close */
+    void *user_close_arg;
     /* A body written to a file (http_spool.h): the spool while it is read,
      * then the file, for the next request evhttp hands to its handler. */
     struct http_spool *spool;
@@ -86,9 +95,12 @@ struct http_guard {
     struct guard_conn *pending, *pending_tail; /* in order of accept */
     struct strmap *per_client; /* client address -> struct client_count */
     uint64_t open, refused;    /* counted connections now; refused since start */
+    struct guard_conn *swept;  /* the connections each sweep looks at */
+    unsigned sweeps;           /* every GUARD_FULL_EVERY-th looks at all */
 };
 
 #define GUARD_SWEEP_MS 250
+#define GUARD_FULL_EVERY 120 /* 30 s: a fallback, should evhttp free one unheard */
 
 /* evconnlistener's error callback gets evhttp's argument, not ours: find
  * the guard by its listener (a registryd has one or two). */
@@ -98,10 +110,41 @@ static struct {
     struct http_guard *g;
 } listeners[GUARD_LISTENERS];
 
+/* On g->swept exactly while it has a deadline or is not watched. */
+static void resweep(struct guard_conn *c)
+{
+    struct http_guard *g = c->g;
+    bool want = c->deadline_ms != 0 || !c->watched;
+    if (want == c->on_sweep)
+        return;
+    if (want) {
+        c->sprev = NULL;
+        c->snext = g->swept;
+        if (g->swept)
+            g->swept->sprev = c;
+        g->swept = c;
+    } else {
+        if (c->sprev)
+            c->sprev->snext = c->snext;
+        else
+            g->swept = c->snext;
+        if (c->snext)
+            c->snext->sprev = c->sprev;
+        c->sprev = c->snext = NULL;
+    }
+    c->on_sweep = want;
+}
+
+static void set_deadline(struct guard_conn *c, uint64_t at)
+{
+    c->deadline_ms = at;
+    resweep(c);
+}
+
 static void arm(struct guard_conn *c, enum conn_state state, uint64_t ms)
 {
     c->state = state;
-    c->deadline_ms = ms ? mono_ms() + ms : 0;
+    set_deadline(c, ms ? mono_ms() + ms : 0);
 }
 
 static bool starts(const struct guard_conn *c, const char *want, const char *then)
@@ -154,7 +197,7 @@ static void body_check(struct guard_conn *c)
                 "msg=\"request body beyond its limit; connection closed\" limit_bytes=%llu",
                 (unsigned long long)c->body_limit);
     c->body_limit = 0;
-    c->deadline_ms = 0;
+    set_deadline(c, 0);
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
 }
@@ -216,7 +259,7 @@ static void spool_input(struct guard_conn *c, struct evbuffer *buf)
     http_spool_free(c->spool);
     c->spool = NULL;
     c->refused = true; /* what follows is never parsed */
-    c->deadline_ms = 0;
+    set_deadline(c, 0);
     evbuffer_drain(buf, evbuffer_get_length(buf));
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
@@ -311,6 +354,8 @@ static void uncount(struct guard_conn *c)
 static void conn_release(struct guard_conn *c)
 {
     uncount(c);
+    c->watched = true;
+    set_deadline(c, 0); /* off g->swept */
     strmap_del(c->g->conns, c->key);
     evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->watch);
     bufferevent_decref(c->bev);
@@ -336,11 +381,8 @@ struct sweep_ctx {
     int ndead;
 };
 
-static void sweep_one(const char *key, void *value, void *arg)
+static void sweep_one(struct guard_conn *c, struct sweep_ctx *s)
 {
-    struct guard_conn *c = value;
-    struct sweep_ctx *s = arg;
-    (void)key;
     if (c->pending)
         return; /* admit() runs first: it may still look at the socket */
     if (released(c)) {
@@ -357,19 +399,33 @@ static void sweep_one(const char *key, void *value, void *arg)
                 c->state == CONN_HEAD ? "head" : "body",
                 (unsigned long long)(c->state == CONN_HEAD ? c->g->opt.head_timeout_ms
                                                            : c->g->opt.body_timeout_ms));
-    c->deadline_ms = 0;
+    set_deadline(c, 0); /* may take c off g->swept */
     /* evhttp sees the end of the stream and frees the connection */
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
 }
 
+static void sweep_each(const char *key, void *value, void *arg)
+{
+    (void)key;
+    sweep_one(value, arg);
+}
+
 static void sweep(struct http_guard *g)
 {
     struct sweep_ctx s;
-    do { /* strmap_each must not change the map: collect, then release */
+    bool full = ++g->sweeps % GUARD_FULL_EVERY == 0;
+    do { /* collect, then release: the walks must not free what they walk */
         s.now = mono_ms();
         s.ndead = 0;
-        strmap_each(g->conns, sweep_one, &s);
+        if (full) {
+            strmap_each(g->conns, sweep_each, &s);
+        } else {
+            for (struct guard_conn *c = g->swept, *next; c != NULL && s.ndead < 64; c = next) {
+                next = c->snext;
+                sweep_one(c, &s);
+            }
+        }
         for (int i = 0; i < s.ndead; i++)
             conn_release(s.dead[i]);
     } while (s.ndead == 64);
@@ -411,7 +467,7 @@ static void refuse(struct guard_conn *c, evutil_socket_t fd)
 {
     struct http_guard *g = c->g;
     c->refused = true;
-    c->deadline_ms = 0;
+    set_deadline(c, 0);
     g->refused++;
     publish(g);
     log_limited(LOG_WARN, "http",
@@ -528,6 +584,7 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
         return NULL;
     c->g = g;
     c->body_fd = -1;
+    resweep(c); /* not watched yet */
     /* CLOSE_ON_FREE: the socket is closed when the bufferevent is finalized
      * (evhttp then leaves it alone), that is once we too let go of it. Were
      * evhttp to close it while our reference keeps the bufferevent's events
@@ -562,6 +619,36 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
     return c->bev;
 }
 
+/* evhttp is freeing the connection (its bufferevent next): let go now. */
+static void on_closed(struct evhttp_connection *evcon, void *arg)
+{
+    struct guard_conn *c = arg;
+    if (c->user_close)
+        c->user_close(evcon, c->user_close_arg);
+    conn_release(c);
+}
+
+static struct guard_conn *conn_of(struct http_guard *g, struct evhttp_connection *evcon)
+{
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    char key[24];
+    if (g == NULL || bev == NULL)
+        return NULL;
+    snprintf(key, sizeof(key), "%p", (void *)bev);
+    return strmap_get(g->conns, key);
+}
+
+int http_guard_on_close(struct http_guard *g, struct evhttp_connection *evcon,
+                        void (*cb)(struct evhttp_connection *, void *), void *arg)
+{
+    struct guard_conn *c = conn_of(g, evcon);
+    if (c == NULL || !c->watched)
+        return REG_ENOTFOUND;
+    c->user_close = cb;
+    c->user_close_arg = arg;
+    return 0;
+}
+
 void http_guard_request_read(struct http_guard *g, struct evhttp_request *req,
                              struct http_body_file *body)
 {
@@ -575,6 +662,10 @@ void http_guard_request_read(struct http_guard *g, struct evhttp_request *req,
     struct guard_conn *c = strmap_get(g->conns, key);
     if (c == NULL)
         return;
+    if (!c->watched) {
+        evhttp_connection_set_closecb(evcon, on_closed, c);
+        c->watched = true;
+    }
     arm(c, CONN_IDLE, 0);
     /* the file belongs to this request: evhttp handles a connection's
      * requests in order, and the rewritten head was the next in line */

@@ -91,6 +91,15 @@ typedef struct ssl_ctx_st *(*http_guard_tls_ctx_fn)(void);
 int http_guard_attach(struct http_guard *g, struct evhttp *http, struct evconnlistener *l,
                       http_guard_tls_ctx_fn tls_ctx) REG_MUSTCHECK;
 
+/* evhttp has one close callback per connection, and the guard holds it
+ * (it lets go of a connection the moment evhttp frees it, rather than
+ * finding out by looking at every connection): a handler that must know
+ * when its client goes (a streamed answer) sets cb here instead, for the
+ * connection of a request the guard has seen read (cb NULL: none). cb runs
+ * as evhttp frees the connection. Returns 0, or REG_ENOTFOUND (not one of
+ * the guard's: use evhttp_connection_set_closecb). */
+int http_guard_on_close(struct http_guard *g, struct evhttp_connection *evcon,
+                        void (*cb)(struct evhttp_connection *, void *), void *arg);
 /* The request has been read in full (its handler runs): its deadlines end.
  * *body gets the file its body was written to, if it was (the caller owns
  * it then), else fd -1. */

@@ -286,6 +286,7 @@ static void do_apply(struct http_req *r)
 
 struct snap_send {
     struct http_req *r;
+    struct http_guard *guard;
     struct evhttp_connection *evcon;
     struct store_snap_stream *st;
     unsigned char piece[SNAP_SEND_PIECE];
@@ -293,7 +294,8 @@ struct snap_send {
 
 static void snap_send_free(struct snap_send *ss)
 {
-    evhttp_connection_set_closecb(ss->evcon, NULL, NULL);
+    if (http_guard_on_close(ss->guard, ss->evcon, NULL, NULL) != 0)
+        evhttp_connection_set_closecb(ss->evcon, NULL, NULL);
     store_snap_stream_end(ss->st);
     free(ss);
 }
@@ -342,8 +344,10 @@ static void do_snapshot_save(struct http_req *r)
         return;
     }
     ss->r = r;
+    ss->guard = r->srv->guard;
     ss->evcon = evhttp_request_get_connection(r->req);
-    evhttp_connection_set_closecb(ss->evcon, snap_send_closed, ss);
+    if (http_guard_on_close(ss->guard, ss->evcon, snap_send_closed, ss) != 0)
+        evhttp_connection_set_closecb(ss->evcon, snap_send_closed, ss);
     http_stream_start(r, "application/octet-stream");
     snap_send_next(ss->evcon, ss);
 }

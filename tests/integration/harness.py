@@ -33,6 +33,13 @@ REGISTRYD = os.environ.get("REGISTRYD", os.path.join(ROOT, "build/registryd/regi
 REGISTRYCTL = os.environ.get("REGISTRYCTL", os.path.join(ROOT, "build/cli/registryctl"))
 
 
+def sanitized_binary(path=None):
+    """Whether the registryd under test is built with AddressSanitizer (its
+    allocator keeps freed memory in quarantine: memory figures mean little)."""
+    with open(path or REGISTRYD, "rb") as f:
+        return b"libasan.so" in f.read()
+
+
 def free_port(addr="127.0.0.1", kind=None):
     """A port that binds for both TCP and UDP, chosen at random below the
     kernel's ephemeral range (32768+), so that no outgoing connection of a
