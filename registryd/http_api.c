@@ -36,6 +36,7 @@
 #include "http_guard.h"
 #include "http_internal.h"
 #include "http_listing.h"
+#include "http_render.h"
 #include "duration.h"
 #include "log.h"
 #include "metrics.h"
@@ -464,6 +465,8 @@ static void run_read(struct http_req *r)
         req_free(r);
         return;
     }
+    if (http_render_start(r, rd, key, index))
+        return; /* http_render.c answers, now or piece by piece */
     r->route->read(r, rd, &out);
     store_read_end(rd);
     if (out != NULL && r->status == 0) {
@@ -528,9 +531,26 @@ void http_finish_raw(struct http_req *r, struct evbuffer *body)
     req_free(r);
 }
 
+void http_finish_read(struct http_req *r, struct evbuffer *body, uint64_t index)
+{
+    if (r->status == 0 && body != NULL) {
+        reply(r, 200, "application/json", body, index);
+    } else {
+        if (body)
+            evbuffer_free(body);
+        reply_error(r, index);
+    }
+    req_free(r);
+}
+
 void http_stream_start(struct http_req *r, const char *content_type)
 {
-    add_consul_headers(r, 0);
+    http_stream_start_at(r, content_type, 0);
+}
+
+void http_stream_start_at(struct http_req *r, const char *content_type, uint64_t index)
+{
+    add_consul_headers(r, index);
     evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type", content_type);
     http_acl_audit(r, common_method_name(evhttp_request_get_command(r->req)), 200);
     evhttp_send_reply_start(r->req, 200, "OK");
@@ -1140,7 +1160,8 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
         p += n + (p[n] == '\n');
     }
     if (s->node_meta == NULL || http_cache_new(opt->cache_size, &s->cache) != 0 ||
-        http_listing_new(&s->listing) != 0)
+        http_listing_new(&s->listing) != 0 ||
+        http_render_new(HTTP_RENDER_FRAGMENT_BYTES, &s->render) != 0)
         goto fail_mem;
     http_rate_init(&s->read_rate, opt->read_rate, mono_seconds());
     http_rate_init(&s->write_rate, opt->write_rate, mono_seconds());
@@ -1190,5 +1211,6 @@ void http_free(struct http_server *s)
     http_guard_free(s->guard); /* after the connections it watches */
     http_cache_free(s->cache);
     http_listing_free(s->listing);
+    http_render_free(s->render);
     free(s);
 }
