@@ -276,6 +276,30 @@ static void reply_text_json(struct http_req *r, char *text, size_t len, bool tak
     reply(r, 200, "application/json", b, index);
 }
 
+static void release_shared(const void *data, size_t len, void *ref)
+{
+    (void)data;
+    (void)len;
+    http_cache_release(ref);
+}
+
+/* 200 with a cached answer, sent from the cache's own bytes (no copy of a
+ * big answer holding the loop); ref is released once it is sent. */
+static void reply_shared_json(struct http_req *r, const char *text, size_t len, void *ref,
+                              uint64_t index)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL || evbuffer_add_reference(b, text, len, release_shared, ref) != 0) {
+        http_cache_release(ref);
+        if (b)
+            evbuffer_free(b);
+        http_fail(r, 500, "out of memory");
+        reply_error(r, index);
+        return;
+    }
+    reply(r, 200, "application/json", b, index);
+}
+
 static void reply_json(struct http_req *r, json_t *body, uint64_t index)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
@@ -457,10 +481,11 @@ static void run_read(struct http_req *r)
         goto reply;
     }
     index = watched_index(r, rd);
-    if (key && http_cache_get(r->srv->cache, key, index, &cached, &cached_len)) {
+    void *ref;
+    if (key && http_cache_get_shared(r->srv->cache, key, index, &cached, &cached_len, &ref)) {
         store_read_end(rd);
         cache_publish(r->srv);
-        reply_text_json(r, (char *)cached, cached_len, false, index);
+        reply_shared_json(r, cached, cached_len, ref, index);
         free(key);
         req_free(r);
         return;

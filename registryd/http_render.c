@@ -39,6 +39,7 @@ struct frag {
     enum frag_kind kind;
     uint64_t own_sig; /* of its own record's bytes */
     uint64_t sig;     /* of every byte it was rendered from */
+    uint64_t used;    /* monotonic seconds of its last use */
     bool passing;     /* health: every check in it passes */
     size_t bytes;     /* what it costs the budget */
     size_t len;       /* of text */
@@ -54,8 +55,12 @@ struct frag {
 
 struct http_render {
     struct strmap *map[FRAG_KINDS];
-    struct frag *head, *tail;
+    /* per kind: a list, most recently used first, and its share of the
+     * budget (health entries, the discovery path, get half) */
+    struct frag *head[FRAG_KINDS], *tail[FRAG_KINDS];
+    size_t kind_bytes[FRAG_KINDS], kind_max[FRAG_KINDS];
     size_t bytes, max_bytes, entries;
+    uint64_t now; /* monotonic seconds, at the start of the current render */
     uint64_t seed; /* keys the signatures: bytes chosen to collide do not */
     uint64_t hits, misses, streamed;
 };
@@ -74,6 +79,8 @@ int http_render_new(size_t max_bytes, struct http_render **out)
     if (getrandom(&h->seed, sizeof(h->seed), 0) != (ssize_t)sizeof(h->seed))
         h->seed = (uint64_t)time(NULL) * HASH_FNV64_PRIME;
     h->max_bytes = max_bytes;
+    h->kind_max[FRAG_HEALTH] = max_bytes / 2;
+    h->kind_max[FRAG_CATALOG] = h->kind_max[FRAG_AGENT] = h->kind_max[FRAG_CHECK] = max_bytes / 6;
     *out = h;
     return 0;
 }
@@ -82,12 +89,13 @@ void http_render_free(struct http_render *h)
 {
     if (h == NULL)
         return;
-    for (struct frag *f = h->head, *next; f != NULL; f = next) {
-        next = f->next;
-        free(f);
-    }
-    for (int k = 0; k < FRAG_KINDS; k++)
+    for (int k = 0; k < FRAG_KINDS; k++) {
+        for (struct frag *f = h->head[k], *next; f != NULL; f = next) {
+            next = f->next;
+            free(f);
+        }
         strmap_free(h->map[k]);
+    }
     free(h);
 }
 
@@ -98,6 +106,13 @@ void http_render_get_stats(const struct http_render *h, struct http_render_stats
     out->streamed = h->streamed;
     out->bytes = h->bytes;
     out->entries = h->entries;
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 /* ---- signatures ---------------------------------------------------------- */
@@ -132,23 +147,23 @@ static void lru_unlink(struct http_render *h, struct frag *f)
     if (f->prev)
         f->prev->next = f->next;
     else
-        h->head = f->next;
+        h->head[f->kind] = f->next;
     if (f->next)
         f->next->prev = f->prev;
     else
-        h->tail = f->prev;
+        h->tail[f->kind] = f->prev;
     f->prev = f->next = NULL;
 }
 
 static void lru_push(struct http_render *h, struct frag *f)
 {
-    f->next = h->head;
+    f->next = h->head[f->kind];
     f->prev = NULL;
-    if (h->head)
-        h->head->prev = f;
-    h->head = f;
-    if (h->tail == NULL)
-        h->tail = f;
+    if (f->next)
+        f->next->prev = f;
+    h->head[f->kind] = f;
+    if (h->tail[f->kind] == NULL)
+        h->tail[f->kind] = f;
 }
 
 static void frag_drop(struct http_render *h, struct frag *f)
@@ -156,6 +171,7 @@ static void frag_drop(struct http_render *h, struct frag *f)
     lru_unlink(h, f);
     strmap_del(h->map[f->kind], f->id);
     h->bytes -= f->bytes;
+    h->kind_bytes[f->kind] -= f->bytes;
     h->entries--;
     free(f);
 }
@@ -167,7 +183,8 @@ static struct frag *frag_get(struct http_render *h, enum frag_kind kind, const c
 
 static void frag_touch(struct http_render *h, struct frag *f)
 {
-    if (h->head != f) {
+    f->used = h->now;
+    if (h->head[f->kind] != f) {
         lru_unlink(h, f);
         lru_push(h, f);
     }
@@ -182,6 +199,9 @@ struct frag_info {
     bool passing;
     size_t key_len;
 };
+
+/* Seconds unused before a fragment may make room for another. */
+#define FRAG_IDLE_S 10
 
 /* strmap's own cost per key, roughly: a node and the key's copy. */
 #define FRAG_OVERHEAD 48
@@ -198,10 +218,18 @@ static void frag_put(struct http_render *h, enum frag_kind kind, const char *id,
     size_t stn = fi->status ? strlen(fi->status) + 1 : 0;
     size_t bytes = sizeof(struct frag) + idn + refn + stn + fi->tags_len + len + FRAG_OVERHEAD +
                    idn;
-    if (bytes > h->max_bytes / 4)
+    if (bytes > h->kind_max[kind] / 4)
         return;
-    while (h->bytes + bytes > h->max_bytes && h->tail != NULL)
-        frag_drop(h, h->tail);
+    /* Full: make room only from fragments idle for a while. A listing
+     * bigger than the share, walked again and again, then keeps reusing
+     * the part that fits, where plain LRU would evict each fragment just
+     * before its next use. */
+    while (h->kind_bytes[kind] + bytes > h->kind_max[kind]) {
+        struct frag *t = h->tail[kind];
+        if (t == NULL || t->used + FRAG_IDLE_S > h->now)
+            return;
+        frag_drop(h, t);
+    }
     struct frag *f = malloc(sizeof(*f) + idn + refn + stn + fi->tags_len + len);
     if (f == NULL)
         return;
@@ -218,6 +246,7 @@ static void frag_put(struct http_render *h, enum frag_kind kind, const char *id,
     f->kind = kind;
     f->own_sig = fi->own_sig;
     f->sig = fi->sig;
+    f->used = h->now;
     f->passing = fi->passing;
     f->bytes = bytes;
     f->len = len;
@@ -229,6 +258,7 @@ static void frag_put(struct http_render *h, enum frag_kind kind, const char *id,
     }
     lru_push(h, f);
     h->bytes += bytes;
+    h->kind_bytes[kind] += bytes;
     h->entries++;
 }
 
@@ -541,12 +571,6 @@ static void check_record(struct job *j, const char *id, const void *raw, size_t 
     json_decref(check);
 }
 
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 /* Render for up to a slice (forever when !sliced). Returns true when the
  * answer is complete (or cut short: j->rc). */
@@ -685,6 +709,7 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
     j->key = key;
     j->index = index;
     j->passing = kind == R_HEALTH && http_flag(r, "passing");
+    h->now = now_us() / 1000000u;
     struct http_cache_stats cs;
     http_cache_get_stats(r->srv->cache, &cs);
     j->all_max = cs.max_bytes;

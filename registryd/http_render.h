@@ -39,8 +39,9 @@
 struct http_server;
 struct http_req;
 
-/* Bytes of fragments kept at most (ids, text and bookkeeping). */
-#define HTTP_RENDER_FRAGMENT_BYTES (48u << 20)
+/* Bytes of fragments kept at most (ids, text and bookkeeping): half for
+ * health entries, a sixth for each other kind. */
+#define HTTP_RENDER_FRAGMENT_BYTES (64u << 20)
 /* How long one piece of a render may hold the event loop. */
 #define HTTP_RENDER_SLICE_US 1000
 
