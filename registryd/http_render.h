@@ -43,7 +43,7 @@ struct http_req;
  * health entries, a sixth for each other kind. */
 #define HTTP_RENDER_FRAGMENT_BYTES (64u << 20)
 /* How long one piece of a render may hold the event loop. */
-#define HTTP_RENDER_SLICE_US 500
+#define HTTP_RENDER_SLICE_US 1000
 
 struct http_render;
 
