@@ -36,6 +36,7 @@
 #include "http_guard.h"
 #include "http_internal.h"
 #include "http_listing.h"
+#include "http_render.h"
 #include "duration.h"
 #include "log.h"
 #include "metrics.h"
@@ -275,6 +276,30 @@ static void reply_text_json(struct http_req *r, char *text, size_t len, bool tak
     reply(r, 200, "application/json", b, index);
 }
 
+static void release_shared(const void *data, size_t len, void *ref)
+{
+    (void)data;
+    (void)len;
+    http_cache_release(ref);
+}
+
+/* 200 with a cached answer, sent from the cache's own bytes (no copy of a
+ * big answer holding the loop); ref is released once it is sent. */
+static void reply_shared_json(struct http_req *r, const char *text, size_t len, void *ref,
+                              uint64_t index)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL || evbuffer_add_reference(b, text, len, release_shared, ref) != 0) {
+        http_cache_release(ref);
+        if (b)
+            evbuffer_free(b);
+        http_fail(r, 500, "out of memory");
+        reply_error(r, index);
+        return;
+    }
+    reply(r, 200, "application/json", b, index);
+}
+
 static void reply_json(struct http_req *r, json_t *body, uint64_t index)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
@@ -456,14 +481,17 @@ static void run_read(struct http_req *r)
         goto reply;
     }
     index = watched_index(r, rd);
-    if (key && http_cache_get(r->srv->cache, key, index, &cached, &cached_len)) {
+    void *ref;
+    if (key && http_cache_get_shared(r->srv->cache, key, index, &cached, &cached_len, &ref)) {
         store_read_end(rd);
         cache_publish(r->srv);
-        reply_text_json(r, (char *)cached, cached_len, false, index);
+        reply_shared_json(r, cached, cached_len, ref, index);
         free(key);
         req_free(r);
         return;
     }
+    if (http_render_start(r, rd, key, index))
+        return; /* http_render.c answers, now or piece by piece */
     r->route->read(r, rd, &out);
     store_read_end(rd);
     if (out != NULL && r->status == 0) {
@@ -528,9 +556,26 @@ void http_finish_raw(struct http_req *r, struct evbuffer *body)
     req_free(r);
 }
 
+void http_finish_read(struct http_req *r, struct evbuffer *body, uint64_t index)
+{
+    if (r->status == 0 && body != NULL) {
+        reply(r, 200, "application/json", body, index);
+    } else {
+        if (body)
+            evbuffer_free(body);
+        reply_error(r, index);
+    }
+    req_free(r);
+}
+
 void http_stream_start(struct http_req *r, const char *content_type)
 {
-    add_consul_headers(r, 0);
+    http_stream_start_at(r, content_type, 0);
+}
+
+void http_stream_start_at(struct http_req *r, const char *content_type, uint64_t index)
+{
+    add_consul_headers(r, index);
     evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type", content_type);
     http_acl_audit(r, common_method_name(evhttp_request_get_command(r->req)), 200);
     evhttp_send_reply_start(r->req, 200, "OK");
@@ -1140,7 +1185,8 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
         p += n + (p[n] == '\n');
     }
     if (s->node_meta == NULL || http_cache_new(opt->cache_size, &s->cache) != 0 ||
-        http_listing_new(&s->listing) != 0)
+        http_listing_new(&s->listing) != 0 ||
+        http_render_new(HTTP_RENDER_FRAGMENT_BYTES, &s->render) != 0)
         goto fail_mem;
     http_rate_init(&s->read_rate, opt->read_rate, mono_seconds());
     http_rate_init(&s->write_rate, opt->write_rate, mono_seconds());
@@ -1190,5 +1236,6 @@ void http_free(struct http_server *s)
     http_guard_free(s->guard); /* after the connections it watches */
     http_cache_free(s->cache);
     http_listing_free(s->listing);
+    http_render_free(s->render);
     free(s);
 }

@@ -14,12 +14,19 @@
 
 #define CACHE_MIN_BUCKETS 64
 
+/* A body, shared by its entry and the replies still sending it
+ * (http_cache_get_shared): freed with the last of them. */
+struct cache_body {
+    size_t refs;
+    char *text;
+};
+
 struct cache_entry {
     struct cache_entry *chain;      /* next in the bucket */
     struct cache_entry *prev, *next; /* recency: prev is more recent */
     uint64_t hash, index;
     char *key;
-    char *body;
+    struct cache_body *body;
     size_t len;
     size_t cost;
 };
@@ -47,10 +54,19 @@ int http_cache_new(size_t max_bytes, struct http_cache **out)
     return 0;
 }
 
+void http_cache_release(void *ref)
+{
+    struct cache_body *b = ref;
+    if (b != NULL && --b->refs == 0) {
+        free(b->text);
+        free(b);
+    }
+}
+
 static void entry_free(struct cache_entry *e)
 {
     free(e->key);
-    free(e->body);
+    http_cache_release(e->body);
     free(e);
 }
 
@@ -142,8 +158,19 @@ bool http_cache_get(struct http_cache *c, const char *key, uint64_t index, const
     unlink_lru(c, e);
     push_front(c, e);
     c->st.hits++;
-    *body = e->body;
+    *body = e->body->text;
     *len = e->len;
+    return true;
+}
+
+bool http_cache_get_shared(struct http_cache *c, const char *key, uint64_t index,
+                           const char **body, size_t *len, void **ref)
+{
+    if (!http_cache_get(c, key, index, body, len))
+        return false;
+    struct cache_entry *e = *find(c, key, hash_fnv1a64(key));
+    e->body->refs++;
+    *ref = e->body;
     return true;
 }
 
@@ -155,11 +182,15 @@ void http_cache_put(struct http_cache *c, char *key, uint64_t index, char *body,
         remove_entry(c, old); /* stale: its answer is about to be replaced */
     size_t cost = sizeof(struct cache_entry) + strlen(key) + 1 + len + 1;
     struct cache_entry *e = cost <= c->st.max_bytes ? calloc(1, sizeof(*e)) : NULL;
-    if (e == NULL) {
+    struct cache_body *cb = e ? malloc(sizeof(*cb)) : NULL;
+    if (cb == NULL) {
+        free(e);
         free(key);
         free(body);
         return;
     }
+    cb->refs = 1;
+    cb->text = body;
     while (c->tail && c->st.bytes + cost > c->st.max_bytes) {
         remove_entry(c, c->tail);
         c->st.evictions++;
@@ -167,7 +198,7 @@ void http_cache_put(struct http_cache *c, char *key, uint64_t index, char *body,
     e->hash = h;
     e->index = index;
     e->key = key;
-    e->body = body;
+    e->body = cb;
     e->len = len;
     e->cost = cost;
     struct cache_entry **slot = &c->buckets[h & (c->nbuckets - 1)];

@@ -36,6 +36,12 @@ void http_cache_free(struct http_cache *c);
 bool http_cache_get(struct http_cache *c, const char *key, uint64_t index, const char **body,
                     size_t *len);
 
+/* The same, and the body stays valid, whatever the cache does, until
+ * http_cache_release(*ref): a reply may send it without a copy. */
+bool http_cache_get_shared(struct http_cache *c, const char *key, uint64_t index,
+                           const char **body, size_t *len, void **ref);
+void http_cache_release(void *ref);
+
 /* Keep body[0..len) as key's answer at index, replacing any older one.
  * Takes key and body (malloc'd): kept, or freed when they do not fit. */
 void http_cache_put(struct http_cache *c, char *key, uint64_t index, char *body, size_t len);

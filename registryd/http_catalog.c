@@ -11,11 +11,12 @@
 #include "filter.h"
 #include "http_internal.h"
 #include "http_listing.h"
+#include "http_render.h"
 #include "registry/error.h"
 
 /* ?tag= may repeat: an instance must carry every one of them (without
  * case, as Consul compares tags). */
-static bool has_tags(struct http_req *r, json_t *inst)
+bool http_has_tags(struct http_req *r, json_t *inst)
 {
     json_t *tags = json_object_get(inst, "Tags");
     for (int i = 0; i < r->n_params; i++) {
@@ -41,7 +42,7 @@ struct walk {
 };
 
 /* One instance as Consul's ServiceNode (the catalog's view). New reference. */
-static json_t *render_service_node(struct http_server *srv, json_t *inst)
+json_t *render_service_node(struct http_server *srv, json_t *inst)
 {
     json_t *node = render_node(srv, inst);
     json_t *o = json_pack(
@@ -154,7 +155,7 @@ static int read_catalog_services(struct http_req *r, struct store_read *rd, json
 static int add_catalog_instance(json_t *inst, void *arg)
 {
     struct walk *w = arg;
-    if (!has_tags(w->r, inst))
+    if (!http_has_tags(w->r, inst))
         return 0;
     json_array_append_new(w->out, render_service_node(w->r->srv, inst));
     return 0;
@@ -323,32 +324,41 @@ static bool all_passing(json_t *checks)
     return true;
 }
 
-static int add_health_entry(json_t *inst, void *arg)
+json_t *render_health_entry(struct http_server *srv, struct store_read *rd, json_t *inst,
+                            bool *passing)
 {
-    struct walk *w = arg;
     json_t *checks = NULL, *all;
-    if (!has_tags(w->r, inst))
-        return 0;
-    if (store_instance_checks(w->rd, json_string_value(json_object_get(inst, "ID")), &checks) !=
-        0)
-        return 0;
+    if (store_instance_checks(rd, json_string_value(json_object_get(inst, "ID")), &checks) != 0)
+        return NULL;
     all = json_array();
-    json_array_append_new(all, render_serf_check(w->r->srv, inst));
+    json_array_append_new(all, render_serf_check(srv, inst));
     size_t i;
     json_t *c;
     json_array_foreach(checks, i, c) json_array_append_new(all, render_check(c, inst));
     json_decref(checks);
-    if (http_flag(w->r, "passing") && !all_passing(all)) {
-        json_decref(all);
-        return 0;
-    }
+    *passing = all_passing(all);
     json_t *svc = json_deep_copy(inst);
     json_object_del(svc, "Node");
     json_object_del(svc, "NodeAddress");
     json_object_del(svc, "NodeMeta");
-    json_array_append_new(w->out, json_pack("{s:o, s:o, s:o}", "Node",
-                                            render_node(w->r->srv, inst), "Service", svc,
-                                            "Checks", all));
+    return json_pack("{s:o, s:o, s:o}", "Node", render_node(srv, inst), "Service", svc, "Checks",
+                     all);
+}
+
+static int add_health_entry(json_t *inst, void *arg)
+{
+    struct walk *w = arg;
+    bool passing;
+    if (!http_has_tags(w->r, inst))
+        return 0;
+    json_t *e = render_health_entry(w->r->srv, w->rd, inst, &passing);
+    if (e == NULL)
+        return 0;
+    if (http_flag(w->r, "passing") && !passing) {
+        json_decref(e);
+        return 0;
+    }
+    json_array_append_new(w->out, e);
     return 0;
 }
 

@@ -45,6 +45,7 @@ struct http_server {
      * at is current (same index => same content, on every server). */
     struct http_cache *cache;
     struct http_listing *listing; /* per-name tags for /v1/catalog/services */
+    struct http_render *render;   /* per-record encodings of big answers */
     struct http_rate read_rate, write_rate; /* http_read_rate, http_write_rate */
 };
 
@@ -144,6 +145,11 @@ void http_finish_raw(struct http_req *r, struct evbuffer *body);
  * finishes it and frees r; client_gone: the connection closed under it
  * (libevent frees the request; nothing more is sent). */
 void http_stream_start(struct http_req *r, const char *content_type);
+/* The same, with X-Consul-Index: index (a read's answer streamed). */
+void http_stream_start_at(struct http_req *r, const char *content_type, uint64_t index);
+/* End a read: 200 with body (JSON text, taken), or the error in r->status;
+ * X-Consul-Index: index. Frees r. */
+void http_finish_read(struct http_req *r, struct evbuffer *body, uint64_t index);
 void http_stream_end(struct http_req *r, bool client_gone);
 
 /* Set r->status/errmsg; returns -1 for `return http_fail(...)`. */

@@ -1540,3 +1540,116 @@ int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t
         *bytes = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
     return 0;
 }
+
+/* ---- raw records (read side, see store.h) ------------------------------- */
+
+struct store_iter {
+    struct store_read *rd;
+    enum store_iter_kind kind;
+    MDB_cursor *cur;
+    bool started;
+    char name[STORE_NAME_MAX + 1];
+};
+
+int store_iter_begin(struct store_read *rd, enum store_iter_kind kind, const char *name,
+                     struct store_iter **out)
+{
+    struct store_iter *it = calloc(1, sizeof(*it));
+    if (it == NULL)
+        return REG_ENOMEM;
+    MDB_dbi dbi = rd->s->dbi[kind == STORE_ITER_CHECKS  ? DB_CHECKS
+                             : kind == STORE_ITER_NAME ? DB_BY_NAME
+                                                       : DB_SERVICES];
+    int rc = mdb_cursor_open(rd->txn, dbi, &it->cur);
+    if (rc != 0) {
+        free(it);
+        return lmdb_fail("mdb_cursor_open", rc);
+    }
+    it->rd = rd;
+    it->kind = kind;
+    snprintf(it->name, sizeof(it->name), "%s", name ? name : "");
+    *out = it;
+    return 0;
+}
+
+int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const void **val,
+                    size_t *vlen)
+{
+    for (;;) {
+        MDB_val k, v;
+        MDB_cursor_op op;
+        if (it->kind == STORE_ITER_NAME) {
+            k = val_str(it->name);
+            op = it->started ? MDB_NEXT_DUP : MDB_SET_KEY;
+        } else {
+            op = it->started ? MDB_NEXT : MDB_FIRST;
+        }
+        int rc = mdb_cursor_get(it->cur, &k, &v, op);
+        it->started = true;
+        if (rc == MDB_NOTFOUND)
+            return REG_ENOTFOUND;
+        if (rc != 0)
+            return lmdb_fail("mdb_cursor_get", rc);
+        if (it->kind == STORE_ITER_NAME) {
+            MDB_val sk = v, sv;
+            rc = mdb_get(it->rd->txn, it->rd->s->dbi[DB_SERVICES], &sk, &sv);
+            if (rc == MDB_NOTFOUND)
+                continue;
+            if (rc != 0)
+                return lmdb_fail("mdb_get", rc);
+            k = sk;
+            v = sv;
+        }
+        *key = k.mv_data;
+        *klen = k.mv_size;
+        *val = v.mv_data;
+        *vlen = v.mv_size;
+        return 0;
+    }
+}
+
+void store_iter_end(struct store_iter *it)
+{
+    if (it == NULL)
+        return;
+    mdb_cursor_close(it->cur);
+    free(it);
+}
+
+int store_get_raw(struct store_read *rd, bool checks, const char *id, size_t idlen,
+                  const void **val, size_t *vlen)
+{
+    MDB_val k = {idlen, (void *)id}, v;
+    int rc = mdb_get(rd->txn, rd->s->dbi[checks ? DB_CHECKS : DB_SERVICES], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return REG_ENOTFOUND;
+    if (rc != 0)
+        return lmdb_fail("mdb_get", rc);
+    *val = v.mv_data;
+    *vlen = v.mv_size;
+    return 0;
+}
+
+int store_owner_checks_raw(struct store_read *rd, const char *id, const char *node,
+                           store_raw_cb cb, void *arg)
+{
+    char key[NODE_KEY_MAX];
+    if (node != NULL)
+        node_key(key, "_node:", node);
+    MDB_cursor *cur;
+    MDB_val k = val_str(node != NULL ? key : id), v;
+    int rc = mdb_cursor_open(rd->txn, rd->s->dbi[DB_SVC_CHECKS], &cur), stop = 0;
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0 && !stop;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        MDB_val ck = v, cv;
+        if (mdb_get(rd->txn, rd->s->dbi[DB_CHECKS], &ck, &cv) != 0)
+            continue;
+        stop = cb(ck.mv_data, ck.mv_size, cv.mv_data, cv.mv_size, arg);
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}

@@ -150,4 +150,38 @@ int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t
 typedef int (*store_name_cb)(const char *name, void *arg);
 int store_each_name(struct store_read *r, store_name_cb cb, void *arg);
 
+/* ---- raw records, for renders that reuse per-record encodings ----------
+ * The bytes are LMDB's own (borrowed: valid until store_read_end; a read
+ * transaction never sees them change). They were checked when written, but
+ * a renderer must still decode them (record_decode) before first using
+ * them: only the text it rendered from a decoded record may be reused for
+ * the same bytes. */
+enum store_iter_kind {
+    STORE_ITER_INSTANCES, /* every instance, by ID (store_each_instance(NULL)) */
+    STORE_ITER_NAME,      /* one name's instances, by ID */
+    STORE_ITER_CHECKS,    /* every check, by CheckID (store_each_check) */
+};
+struct store_iter;
+/* A cursor that lives as long as rd and may be resumed across event loop
+ * turns. name: the service name for STORE_ITER_NAME (copied). Returns 0 or
+ * REG_ENOMEM / REG_ESTORE. */
+int store_iter_begin(struct store_read *rd, enum store_iter_kind kind, const char *name,
+                     struct store_iter **out) REG_MUSTCHECK;
+/* The next record: its key (ID) and value. Returns 0, REG_ENOTFOUND at the
+ * end, or REG_ESTORE. Entries whose record is missing are skipped. */
+int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const void **val,
+                    size_t *vlen) REG_MUSTCHECK;
+void store_iter_end(struct store_iter *it);
+/* One instance's (checks == false) or check's record. 0, REG_ENOTFOUND or
+ * REG_ESTORE. */
+int store_get_raw(struct store_read *rd, bool checks, const char *id, size_t idlen,
+                  const void **val, size_t *vlen) REG_MUSTCHECK;
+/* The raw check records store_instance_checks lists for an instance: its
+ * own (id given, node NULL) or its node's (node given, id NULL), in that
+ * function's order. cb returns non-zero to stop (returned). */
+typedef int (*store_raw_cb)(const char *key, size_t klen, const void *val, size_t vlen,
+                            void *arg);
+int store_owner_checks_raw(struct store_read *rd, const char *id, const char *node,
+                           store_raw_cb cb, void *arg);
+
 #endif

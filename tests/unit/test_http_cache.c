@@ -109,10 +109,37 @@ static void test_zero_budget_keeps_nothing(void **state)
     http_cache_free(NULL);
 }
 
+/* A shared body outlives its entry (replaced, evicted, the cache freed)
+ * until the reply that sends it lets go. */
+static void test_shared_body_outlives_entry(void **state)
+{
+    (void)state;
+    struct http_cache *c;
+    const char *body, *b2;
+    size_t len, l2;
+    void *ref, *ref2;
+    assert_int_equal(http_cache_new(4096, &c), 0);
+    put(c, "/a", 1, 1000);
+    assert_false(http_cache_get_shared(c, "/a", 2, &body, &len, &ref));
+    assert_true(http_cache_get_shared(c, "/a", 1, &body, &len, &ref));
+    assert_true(http_cache_get_shared(c, "/a", 1, &b2, &l2, &ref2));
+    assert_ptr_equal(body, b2);
+    put(c, "/a", 2, 10);   /* replaces it */
+    put(c, "/b", 1, 3500); /* evicts everything else */
+    http_cache_free(c);
+    assert_int_equal(len, 1000);
+    assert_int_equal(body[0], '/');
+    assert_int_equal(body[999], '/');
+    http_cache_release(ref);
+    assert_int_equal(b2[999], '/'); /* still held by ref2 (ASan would tell) */
+    http_cache_release(ref2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hit_only_at_index),
+        cmocka_unit_test(test_shared_body_outlives_entry),
         cmocka_unit_test(test_bounded_in_bytes_lru),
         cmocka_unit_test(test_zero_budget_keeps_nothing),
     };
