@@ -140,20 +140,45 @@ bool cluster_owns_check(struct cluster *c, const char *check_id, bool ttl)
 
 /* ---- identity ---------------------------------------------------------- */
 
-static int pick_free_port(unsigned short *port)
+/* Bind 127.0.0.1:want (0: the kernel picks); the port it got, or 0. */
+static unsigned short try_port(unsigned short want)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                             .sin_port = htons(want)};
     socklen_t sl = sizeof(sa);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
-        return REG_EIO;
-    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-                     getsockname(fd, (struct sockaddr *)&sa, &sl) == 0
-                 ? 0
-                 : REG_EIO;
+        return 0;
+    bool ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+              getsockname(fd, (struct sockaddr *)&sa, &sl) == 0;
     close(fd);
-    *port = ntohs(sa.sin_port);
-    return rc;
+    return ok ? ntohs(sa.sin_port) : 0;
+}
+
+/* A raft port for a server given none (--dev, or a first start without
+ * raft_addr). It is bound again only later, by libraft: chosen below the
+ * kernel's ephemeral range, no outgoing connection can take it meanwhile
+ * (one from the ephemeral range could, and did, in parallel test runs). */
+static int pick_free_port(unsigned short *port)
+{
+    unsigned lo = 32768, hi = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%u %u", &lo, &hi) != 2 || lo > 65535)
+            lo = 32768;
+        fclose(f);
+    }
+    unsigned first = lo / 2 > 1024 ? lo / 2 : 1024;
+    for (int i = 0; i < 64 && lo > first; i++) {
+        unsigned r = 0;
+        if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+            break;
+        unsigned short want = (unsigned short)(first + r % (lo - first));
+        if ((*port = try_port(want)) != 0)
+            return 0;
+    }
+    *port = try_port(0);
+    return *port ? 0 : REG_EIO;
 }
 
 /* Load or create DATA_DIR/server.json {"id": N, "raft_addr": "..."}. */

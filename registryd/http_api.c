@@ -581,6 +581,13 @@ void http_stream_start_at(struct http_req *r, const char *content_type, uint64_t
     evhttp_send_reply_start(r->req, 200, "OK");
 }
 
+void http_on_client_gone(struct http_server *srv, struct evhttp_connection *evcon,
+                         void (*cb)(struct evhttp_connection *, void *), void *arg)
+{
+    if (http_guard_on_close(srv->guard, evcon, cb, arg) != 0)
+        evhttp_connection_set_closecb(evcon, cb, arg); /* not one the guard watches */
+}
+
 void http_stream_end(struct http_req *r, bool client_gone)
 {
     if (client_gone) {

@@ -151,6 +151,11 @@ void http_stream_start_at(struct http_req *r, const char *content_type, uint64_t
  * X-Consul-Index: index. Frees r. */
 void http_finish_read(struct http_req *r, struct evbuffer *body, uint64_t index);
 void http_stream_end(struct http_req *r, bool client_gone);
+/* Call cb when the client of r's connection goes (evhttp frees the
+ * connection), until cleared with cb NULL: a streamed answer stops there.
+ * One per connection (the HTTP guard holds evhttp's one slot). */
+void http_on_client_gone(struct http_server *srv, struct evhttp_connection *evcon,
+                         void (*cb)(struct evhttp_connection *, void *), void *arg);
 
 /* Set r->status/errmsg; returns -1 for `return http_fail(...)`. */
 int http_fail(struct http_req *r, int status, const char *fmt, ...)

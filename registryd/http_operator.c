@@ -286,7 +286,7 @@ static void do_apply(struct http_req *r)
 
 struct snap_send {
     struct http_req *r;
-    struct http_guard *guard;
+    struct http_server *srv;
     struct evhttp_connection *evcon;
     struct store_snap_stream *st;
     unsigned char piece[SNAP_SEND_PIECE];
@@ -294,8 +294,7 @@ struct snap_send {
 
 static void snap_send_free(struct snap_send *ss)
 {
-    if (http_guard_on_close(ss->guard, ss->evcon, NULL, NULL) != 0)
-        evhttp_connection_set_closecb(ss->evcon, NULL, NULL);
+    http_on_client_gone(ss->srv, ss->evcon, NULL, NULL);
     store_snap_stream_end(ss->st);
     free(ss);
 }
@@ -344,10 +343,9 @@ static void do_snapshot_save(struct http_req *r)
         return;
     }
     ss->r = r;
-    ss->guard = r->srv->guard;
+    ss->srv = r->srv;
     ss->evcon = evhttp_request_get_connection(r->req);
-    if (http_guard_on_close(ss->guard, ss->evcon, snap_send_closed, ss) != 0)
-        evhttp_connection_set_closecb(ss->evcon, snap_send_closed, ss);
+    http_on_client_gone(ss->srv, ss->evcon, snap_send_closed, ss);
     http_stream_start(r, "application/octet-stream");
     snap_send_next(ss->evcon, ss);
 }

@@ -306,6 +306,7 @@ struct job {
     size_t n;             /* elements emitted */
     bool streaming;
     struct evhttp_connection *evcon;
+    struct http_server *srv; /* for the close callback */
     struct event *later; /* the next slice when a slice sent nothing */
     int rc;              /* REG_ENOMEM / REG_ESTORE cut it short */
     /* node-level checks' signature, for the last node asked (one txn) */
@@ -317,7 +318,7 @@ struct job {
 static void job_free(struct job *j)
 {
     if (j->evcon)
-        evhttp_connection_set_closecb(j->evcon, NULL, NULL);
+        http_on_client_gone(j->srv, j->evcon, NULL, NULL);
     if (j->later)
         event_free(j->later);
     store_iter_end(j->it);
@@ -780,7 +781,8 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
     h->streamed++;
     j->streaming = true;
     j->evcon = evhttp_request_get_connection(r->req);
-    evhttp_connection_set_closecb(j->evcon, stream_closed, j);
+    j->srv = r->srv;
+    http_on_client_gone(j->srv, j->evcon, stream_closed, j);
     http_stream_start_at(r, "application/json", index);
     evhttp_send_reply_chunk_with_cb(r->req, j->out, stream_next, j);
     return true;

@@ -2,6 +2,7 @@
 """Durability: every acknowledged write survives kill -9 and restarts."""
 import json
 import os
+import shutil
 import threading
 import time
 import unittest
@@ -191,6 +192,24 @@ class DurabilityTest(unittest.TestCase):
         other.proc = None
         self.assertEqual(d.request("GET", "/v1/status/leader")[0], 200)
         d.stop()
+
+    def test_raft_port_chosen_below_the_ephemeral_range(self):
+        """A server given no raft_addr picks its raft port; libraft binds it
+        later, so an outgoing connection must not be able to take it in
+        between: it is chosen below the kernel's ephemeral range (it used to
+        be the kernel's pick, from that range: a parallel test run once lost
+        it to another connection and the server never started)."""
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo = int(f.read().split()[0])
+        for _ in range(3):
+            d = self.server().start()
+            with open(os.path.join(self.tmp.path, "server.json")) as f:
+                port = int(json.load(f)["raft_addr"].rsplit(":", 1)[1])
+            self.assertLess(port, lo)
+            self.assertEqual(d.request("GET", "/v1/status/leader")[0], 200)
+            d.stop()
+            shutil.rmtree(self.tmp.path)  # a fresh data dir picks again
+            os.makedirs(self.tmp.path)
 
 
 if __name__ == "__main__":
