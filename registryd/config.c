@@ -117,6 +117,9 @@ static const struct conf_key conf_keys[] = {
     KEY("http_cache_size", CONF_SIZE, http_cache_size, "64MiB", "BYTES",
         "memory for rendered HTTP answers kept for reuse, least recently used out first; "
         "an answer larger than this is never kept (suffixes KiB, MiB, GiB)"),
+    KEY("http_render_cache_size", CONF_SIZE, http_render_cache_size, "64MiB", "BYTES",
+        "memory for the JSON of single instances and checks that big answers are built from "
+        "(reused while the record is unchanged; suffixes KiB, MiB, GiB)"),
     KEY("enable_script_checks", CONF_BOOL, enable_script_checks, "false", NULL,
         "accept and run script checks (Args): any client that can register can then run "
         "programs on the servers, as in Consul"),

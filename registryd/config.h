@@ -48,6 +48,7 @@ struct conf {
     enum log_level log_level;
     size_t max_body_size;
     size_t http_cache_size;
+    size_t http_render_cache_size;
     size_t max_snapshot_size;
     uint64_t http_head_timeout_ms;
     uint64_t http_body_timeout_ms;

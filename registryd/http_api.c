@@ -1193,7 +1193,9 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
     }
     if (s->node_meta == NULL || http_cache_new(opt->cache_size, &s->cache) != 0 ||
         http_listing_new(&s->listing) != 0 ||
-        http_render_new(HTTP_RENDER_FRAGMENT_BYTES, &s->render) != 0)
+        http_render_new(opt->render_cache_size ? opt->render_cache_size
+                                                : HTTP_RENDER_FRAGMENT_BYTES,
+                        &s->render) != 0)
         goto fail_mem;
     http_rate_init(&s->read_rate, opt->read_rate, mono_seconds());
     http_rate_init(&s->write_rate, opt->write_rate, mono_seconds());

@@ -41,6 +41,7 @@ struct http_options {
     unsigned max_conns_per_client; /* open connections per client IP; 0: no limit */
     double read_rate, write_rate; /* requests a second (GET/HEAD, others); 0: no limit */
     size_t cache_size;       /* bytes of rendered answers kept (http_cache.h) */
+    size_t render_cache_size; /* bytes of per-record JSON kept (http_render.h) */
     const char *node;        /* this server's node name */
     const char *node_addr;   /* address reported for the node */
     const char *datacenter;

@@ -498,6 +498,7 @@ static int start_front_end(struct server *s)
         .advertise = s->advertise,
         .max_body_size = conf->max_body_size,
         .cache_size = conf->http_cache_size,
+        .render_cache_size = conf->http_render_cache_size,
         .max_snapshot_size = conf->max_snapshot_size,
         .spool_dir = s->data_dir,
         .head_timeout_ms = conf->http_head_timeout_ms,
