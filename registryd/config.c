@@ -94,6 +94,9 @@ static const struct conf_key conf_keys[] = {
     KEY("dns_server_service", CONF_NAME, dns_server_service, "consul", "NAME",
         "service name under which DNS answers with the registry's own servers "
         "(NAME.service.DOMAIN)"),
+    KEY("dns_workers", CONF_UINT, dns_workers, NULL, "N",
+        "DNS threads, each with its own UDP socket and TCP listener on dns_addr "
+        "(SO_REUSEPORT), 1 to 256 (default: the number of online CPUs)"),
     KEY("raft_addr", CONF_IPV4PORT, raft_addr, NULL, "IPV4:PORT",
         "raft peer address (default 127.0.0.1 and a free port, chosen once)"),
     KEY("bootstrap_expect", CONF_UINT, bootstrap_expect, "1", "N",
@@ -1044,6 +1047,10 @@ static int check_combinations(struct conf *c, char *err, size_t errlen)
                  c->cluster_key_file);
         return REG_ECONFIG;
     }
+    if (c->dns_workers > CONF_MAX_WORKERS) {
+        snprintf(err, errlen, "dns_workers: %u is more than %d", c->dns_workers, CONF_MAX_WORKERS);
+        return REG_ECONFIG;
+    }
     if (!c->dev && c->data_dir == NULL) {
         snprintf(err, errlen, "--data-dir: required (or use --dev for a throwaway server)");
         return REG_ECONFIG;
@@ -1076,6 +1083,10 @@ int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_
         (rc = load_flags_and_file(c, argc, argv, out, err, errlen)) != 0 ||
         (rc = check_combinations(c, err, errlen)) != 0)
         return rc;
+    if (c->dns_workers == 0) { /* not set: one per online CPU */
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->dns_workers = n < 1 ? 1 : n > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : (unsigned)n;
+    }
     return default_node_name(c);
 }
 

@@ -29,6 +29,8 @@
  * defaults are not repeated here. Durations are stored in ms, lists as
  * strings (ADDRLIST: "a,b"; KVLIST: "k:v" lines).
  */
+#define CONF_MAX_WORKERS 256 /* front-end threads of one kind (each holds an LMDB reader) */
+
 struct conf {
     char *config_file; /* --config (flag only) */
     bool check_only;   /* --check-config (flag only) */
@@ -61,6 +63,7 @@ struct conf {
     unsigned dns_udp_answer_limit;
     bool dns_enable_truncate;
     char *dns_server_service;
+    unsigned dns_workers; /* 1..CONF_MAX_WORKERS; default: online CPUs */
     bool enable_script_checks;
     unsigned check_max_concurrent;
     uint64_t check_update_interval_ms;

@@ -2,12 +2,26 @@
  * dns_server.c — see dns_server.h. Transport (UDP socket, TCP listener and
  * connections), the name → lookup mapping, and the per-service cache of
  * passing instances.
+ *
+ * Threads: dns_start starts dns_workers threads. Each owns a struct
+ * dns_worker (its event_base, its UDP socket and TCP listener bound to
+ * dns_addr with SO_REUSEPORT, its TCP connections, its caches, its buffers
+ * and its metrics shard) and touches no other worker's. What they share is
+ * struct dns_server, read-only once the threads run (options and domain),
+ * and, through other modules: the store (each question is its own LMDB read
+ * transaction; the environment is opened MDB_NOTLS), the cluster's status
+ * (cluster_get_status copies it under its lock), ACL decisions (settings set
+ * before the threads start; the resolution cache is locked) and logging
+ * (one fprintf per line). dns_free stops every worker (an event activated
+ * on its base from this thread), joins them, then frees their state.
  */
 #include "dns_server.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,8 +47,9 @@
 #include "store.h"
 #include "strmap.h"
 
-#define CACHE_MAX 10000     /* services kept decoded; beyond that the cache restarts */
-#define TCP_MAX_CONNS 512
+#define CACHE_MAX 10000     /* services kept decoded per worker; beyond that its cache restarts */
+#define TCP_MAX_CONNS 512   /* over all workers; each takes its share (at least TCP_MIN_CONNS) */
+#define TCP_MIN_CONNS 16
 #define TCP_IDLE_SECONDS 10
 #define UDP_BATCH 64        /* datagrams handled per wake-up */
 
@@ -56,25 +71,40 @@ struct dns_service {
 };
 
 struct tcp_conn {
-    struct dns_server *s;
+    struct dns_worker *w;
     struct bufferevent *bev;
     struct tcp_conn *prev, *next;
 };
 
-struct dns_server {
-    struct dns_options opt;
-    char *domain;   /* owned copy */
-    size_t domain_len;
+/* One DNS thread and everything only it touches while it runs. */
+struct dns_worker {
+    struct dns_server *s; /* shared, read-only */
+    unsigned id;
+    pthread_t thread;
+    bool started;         /* thread is to be joined */
+    struct event_base *base;
+    struct event *stop_ev; /* activated by dns_free: breaks the loop */
     evutil_socket_t udp_fd;
     struct event *udp_ev;
     struct evconnlistener *tcp;
     int tcp_conns;
-    struct tcp_conn *conns; /* open TCP connections, freed with the server */
+    struct tcp_conn *conns; /* open TCP connections, freed with the worker */
     struct strmap *cache;
     struct strmap *lower;  /* lower-case service name -> its registered spelling (malloc'd) */
     uint64_t lower_index;  /* store index the map was built at */
     uint64_t rand_state;
+    struct metrics_dns_shard *metrics;
     uint8_t inbuf[65536], outbuf[65536];
+};
+
+/* Shared by the workers; not written once they run. */
+struct dns_server {
+    struct dns_options opt;
+    char *domain;   /* owned copy */
+    size_t domain_len;
+    int max_conns;  /* TCP connections per worker */
+    unsigned nworkers;
+    struct dns_worker **workers; /* nworkers, each allocated on its own */
 };
 
 /* ---- the cache of decoded services ------------------------------------- */
@@ -98,11 +128,11 @@ static void cache_free_entry(const char *key, void *value, void *arg)
     service_free(value);
 }
 
-static void cache_clear(struct dns_server *s)
+static void cache_clear(struct dns_worker *w)
 {
-    strmap_each(s->cache, cache_free_entry, NULL);
-    strmap_free(s->cache);
-    s->cache = strmap_new();
+    strmap_each(w->cache, cache_free_entry, NULL);
+    strmap_free(w->cache);
+    w->cache = strmap_new();
 }
 
 static bool answerable(struct dns_server *s, json_t *checks)
@@ -205,29 +235,34 @@ static int decode_instance(json_t *inst, void *arg)
 
 /* The decoded passing instances of `name` as of this read; borrowed (owned
  * by the cache). NULL on failure. */
-static struct dns_service *lookup_service(struct dns_server *s, struct store_read *rd,
+static struct dns_service *lookup_service(struct dns_worker *w, struct store_read *rd,
                                           const char *name)
 {
     uint64_t index = store_name_index(rd, name);
-    struct dns_service *svc = strmap_get(s->cache, name);
+    if (w->cache == NULL)
+        return NULL; /* a failed restart of the cache */
+    struct dns_service *svc = strmap_get(w->cache, name);
     if (svc && svc->index == index)
         return svc;
     if (svc) {
-        strmap_del(s->cache, name);
+        strmap_del(w->cache, name);
         service_free(svc);
     }
-    if (strmap_count(s->cache) >= CACHE_MAX)
-        cache_clear(s);
+    if (strmap_count(w->cache) >= CACHE_MAX) {
+        cache_clear(w);
+        if (w->cache == NULL)
+            return NULL;
+    }
     svc = calloc(1, sizeof(*svc));
     if (svc == NULL)
         return NULL;
     svc->index = index;
-    struct decode d = {s, rd, svc, 0};
+    struct decode d = {w->s, rd, svc, 0};
     if (index != 0 && store_each_instance(rd, name, decode_instance, &d) != 0) {
         service_free(svc);
         return NULL;
     }
-    if (strmap_put(s->cache, name, svc) != 0) {
+    if (strmap_put(w->cache, name, svc) != 0) {
         service_free(svc);
         return NULL;
     }
@@ -245,16 +280,16 @@ static void lower_free_entry(const char *key, void *value, void *arg)
 
 static int add_lower(const char *name, void *arg)
 {
-    struct dns_server *s = arg;
+    struct dns_worker *w = arg;
     char low[STORE_NAME_MAX + 1];
     size_t i = 0;
     for (; name[i] && i < STORE_NAME_MAX; i++)
         low[i] = (char)tolower((unsigned char)name[i]);
     low[i] = '\0';
-    if (strmap_get(s->lower, low) != NULL)
+    if (strmap_get(w->lower, low) != NULL)
         return 0; /* two spellings of one name: the first (in byte order) answers */
     char *copy = strdup(name);
-    if (copy == NULL || strmap_put(s->lower, low, copy) != 0)
+    if (copy == NULL || strmap_put(w->lower, low, copy) != 0)
         free(copy);
     return 0;
 }
@@ -263,41 +298,42 @@ static int add_lower(const char *name, void *arg)
  * query's name is lower case; a service may be registered as "Web"). The
  * map from lower-case names is rebuilt only when a name misses and the
  * store changed since it was built. */
-static struct dns_service *lookup_service_ci(struct dns_server *s, struct store_read *rd,
+static struct dns_service *lookup_service_ci(struct dns_worker *w, struct store_read *rd,
                                              const char *lname)
 {
-    struct dns_service *svc = lookup_service(s, rd, lname);
+    struct dns_service *svc = lookup_service(w, rd, lname);
     if (svc == NULL || svc->total > 0)
         return svc;
     for (int pass = 0; pass < 2; pass++) {
-        const char *canon = strmap_get(s->lower, lname);
+        const char *canon = w->lower ? strmap_get(w->lower, lname) : NULL;
         if (canon != NULL && strcmp(canon, lname) != 0) {
-            struct dns_service *other = lookup_service(s, rd, canon);
+            struct dns_service *other = lookup_service(w, rd, canon);
             if (other == NULL || other->total > 0)
                 return other;
         }
-        if (pass == 1 || s->lower_index == store_index(rd))
+        if (pass == 1 || (w->lower != NULL && w->lower_index == store_index(rd)))
             break;
-        strmap_each(s->lower, lower_free_entry, NULL);
-        strmap_free(s->lower);
-        s->lower = strmap_new();
-        if (s->lower == NULL)
+        if (w->lower != NULL)
+            strmap_each(w->lower, lower_free_entry, NULL);
+        strmap_free(w->lower);
+        w->lower = strmap_new();
+        if (w->lower == NULL)
             return NULL;
-        s->lower_index = store_index(rd);
-        store_each_name(rd, add_lower, s);
+        w->lower_index = store_index(rd);
+        store_each_name(rd, add_lower, w);
     }
-    return lookup_service(s, rd, lname); /* the cache entry may have moved */
+    return lookup_service(w, rd, lname); /* the cache entry may have moved */
 }
 
 /* ---- answering ---------------------------------------------------------- */
 
-static uint64_t next_rand(struct dns_server *s)
+static uint64_t next_rand(struct dns_worker *w)
 {
-    uint64_t x = s->rand_state;
+    uint64_t x = w->rand_state;
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
-    return s->rand_state = x;
+    return w->rand_state = x;
 }
 
 static bool has_tag(const struct dns_inst *in, const char *tag)
@@ -321,7 +357,8 @@ static int hexval(char c)
 }
 
 struct answer {
-    struct dns_server *s;
+    struct dns_server *s; /* shared settings */
+    struct dns_worker *w; /* this thread's caches */
     struct dns_msg m;
     const struct dns_query *q;
     int rcode;
@@ -411,7 +448,7 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
     struct dns_server *s = a->s;
     if (!dns_acl_allows(a, rd, ACL_RES_SERVICE, name))
         return;
-    struct dns_service *svc = lookup_service_ci(s, rd, name);
+    struct dns_service *svc = lookup_service_ci(a->w, rd, name);
     if (svc == NULL) {
         a->rcode = DNS_SERVFAIL;
         return;
@@ -432,7 +469,7 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
         return;
     }
     for (size_t i = n; i > 1; i--) {
-        size_t j = next_rand(s) % i, t = idx[i - 1];
+        size_t j = next_rand(a->w) % i, t = idx[i - 1];
         idx[i - 1] = idx[j];
         idx[j] = t;
     }
@@ -802,16 +839,19 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
         add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl);
 }
 
-size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t *out, size_t cap,
-                  bool tcp)
+/* Answer one query: the response goes to out (cap bytes, the transport's
+ * limit); returns its length, or 0 when the packet must be dropped. */
+static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len, uint8_t *out,
+                           size_t cap, bool tcp)
 {
+    struct dns_server *s = w->s;
     struct dns_query q;
     int rc = dns_parse_query(pkt, len, &q);
     if (rc == DNS_EDROP)
         return 0;
     if (rc == DNS_EFORMERR || rc == DNS_ENOTIMP)
         return dns_msg_header_only(out, &q, rc == DNS_EFORMERR ? DNS_FORMERR : DNS_NOTIMP);
-    struct answer a = {.s = s, .q = &q, .rcode = DNS_NOERROR, .tcp = tcp};
+    struct answer a = {.s = s, .w = w, .q = &q, .rcode = DNS_NOERROR, .tcp = tcp};
     if (!tcp) {
         size_t limit = q.edns ? (q.edns_size < DNS_UDP_MAX ? q.edns_size : DNS_UDP_MAX)
                               : DNS_UDP_MIN;
@@ -872,13 +912,13 @@ size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t 
     return dns_msg_finish(&a.m);
 }
 
-/* Answer and count (rcode, latency) in the metrics. */
-static size_t answer_counted(struct dns_server *s, size_t len, uint8_t *out, size_t cap, bool tcp)
+/* Answer and count (rcode, latency) in the worker's metrics shard. */
+static size_t answer_counted(struct dns_worker *w, size_t len, uint8_t *out, size_t cap, bool tcp)
 {
     double t0 = mono_seconds();
-    size_t n = dns_answer(s, s->inbuf, len, out, cap, tcp);
+    size_t n = answer_query(w, w->inbuf, len, out, cap, tcp);
     if (n >= DNS_HEADER_LEN)
-        metrics_dns(out[3] & 0xF, mono_seconds() - t0);
+        metrics_dns(w->metrics, out[3] & 0xF, mono_seconds() - t0);
     return n;
 }
 
@@ -886,18 +926,18 @@ static size_t answer_counted(struct dns_server *s, size_t len, uint8_t *out, siz
 
 static void on_udp(evutil_socket_t fd, short what, void *arg)
 {
-    struct dns_server *s = arg;
+    struct dns_worker *w = arg;
     (void)what;
     for (int i = 0; i < UDP_BATCH; i++) {
         struct sockaddr_storage from;
         socklen_t fromlen = sizeof(from);
-        ssize_t n = recvfrom(fd, s->inbuf, sizeof(s->inbuf), 0, (struct sockaddr *)&from,
+        ssize_t n = recvfrom(fd, w->inbuf, sizeof(w->inbuf), 0, (struct sockaddr *)&from,
                              &fromlen);
         if (n < 0)
             return; /* EAGAIN, or an ICMP error from an earlier reply */
-        size_t out = answer_counted(s, (size_t)n, s->outbuf, sizeof(s->outbuf), false);
+        size_t out = answer_counted(w, (size_t)n, w->outbuf, sizeof(w->outbuf), false);
         if (out > 0)
-            sendto(fd, s->outbuf, out, 0, (struct sockaddr *)&from, fromlen);
+            sendto(fd, w->outbuf, out, 0, (struct sockaddr *)&from, fromlen);
     }
 }
 
@@ -905,22 +945,22 @@ static void on_udp(evutil_socket_t fd, short what, void *arg)
 
 static void tcp_close(struct tcp_conn *c)
 {
-    struct dns_server *s = c->s;
+    struct dns_worker *w = c->w;
     if (c->prev)
         c->prev->next = c->next;
     else
-        s->conns = c->next;
+        w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
     bufferevent_free(c->bev);
     free(c);
-    s->tcp_conns--;
+    w->tcp_conns--;
 }
 
 static void on_tcp_read(struct bufferevent *bev, void *arg)
 {
     struct tcp_conn *c = arg;
-    struct dns_server *s = c->s;
+    struct dns_worker *w = c->w;
     struct evbuffer *in = bufferevent_get_input(bev);
     for (;;) {
         uint8_t lenbuf[2];
@@ -930,15 +970,15 @@ static void on_tcp_read(struct bufferevent *bev, void *arg)
         if (evbuffer_get_length(in) < 2 + len)
             return;
         evbuffer_drain(in, 2);
-        evbuffer_remove(in, s->inbuf, len);
-        size_t out = answer_counted(s, len, s->outbuf + 2, sizeof(s->outbuf) - 2, true);
+        evbuffer_remove(in, w->inbuf, len);
+        size_t out = answer_counted(w, len, w->outbuf + 2, sizeof(w->outbuf) - 2, true);
         if (out == 0) {
             tcp_close(c); /* not a query: nothing sensible to say */
             return;
         }
-        s->outbuf[0] = (uint8_t)(out >> 8);
-        s->outbuf[1] = (uint8_t)out;
-        bufferevent_write(bev, s->outbuf, out + 2);
+        w->outbuf[0] = (uint8_t)(out >> 8);
+        w->outbuf[1] = (uint8_t)out;
+        bufferevent_write(bev, w->outbuf, out + 2);
     }
 }
 
@@ -952,10 +992,10 @@ static void on_tcp_event(struct bufferevent *bev, short what, void *arg)
 static void on_tcp_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                           int salen, void *arg)
 {
-    struct dns_server *s = arg;
+    struct dns_worker *w = arg;
     (void)sa;
     (void)salen;
-    struct tcp_conn *c = s->tcp_conns < TCP_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+    struct tcp_conn *c = w->tcp_conns < w->s->max_conns ? calloc(1, sizeof(*c)) : NULL;
     if (c)
         c->bev = bufferevent_socket_new(evconnlistener_get_base(l), fd, BEV_OPT_CLOSE_ON_FREE);
     if (c == NULL || c->bev == NULL) {
@@ -963,16 +1003,143 @@ static void on_tcp_accept(struct evconnlistener *l, evutil_socket_t fd, struct s
         evutil_closesocket(fd);
         return;
     }
-    c->s = s;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    s->tcp_conns++;
+    c->w = w;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->tcp_conns++;
     struct timeval idle = {TCP_IDLE_SECONDS, 0};
     bufferevent_set_timeouts(c->bev, &idle, &idle);
     bufferevent_setcb(c->bev, on_tcp_read, NULL, on_tcp_event, c);
     bufferevent_enable(c->bev, EV_READ);
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    struct dns_worker *w = arg;
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(w->base);
+}
+
+static void *worker_main(void *arg)
+{
+    struct dns_worker *w = arg;
+    if (event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY) < 0)
+        log_error("dns", "msg=\"event loop failed\" worker=%u", w->id);
+    return NULL;
+}
+
+/* Free a worker whose thread has been joined (or never started). */
+static void worker_free(struct dns_worker *w)
+{
+    if (w == NULL)
+        return;
+    while (w->conns)
+        tcp_close(w->conns);
+    if (w->tcp)
+        evconnlistener_free(w->tcp);
+    if (w->udp_ev)
+        event_free(w->udp_ev);
+    if (w->udp_fd >= 0)
+        close(w->udp_fd);
+    if (w->stop_ev)
+        event_free(w->stop_ev);
+    if (w->base)
+        event_base_free(w->base);
+    if (w->cache)
+        cache_clear(w);
+    strmap_free(w->cache);
+    if (w->lower)
+        strmap_each(w->lower, lower_free_entry, NULL);
+    strmap_free(w->lower);
+    metrics_dns_shard_release(w->metrics);
+    free(w);
+}
+
+/* A UDP socket bound to ss, in the SO_REUSEPORT group of dns_addr: -1 with
+ * errno on failure. */
+static evutil_socket_t udp_socket(const struct sockaddr_storage *ss, int sslen)
+{
+    int one = 1, rcvbuf = 4 << 20;
+    evutil_socket_t fd = socket(ss->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (const struct sockaddr *)ss, (socklen_t)sslen) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)); /* best effort */
+    return fd;
+}
+
+/* Before joining a SO_REUSEPORT group, make sure there is none: another
+ * process (of this user) already serving dns_addr would otherwise share
+ * its traffic with us silently. A plain bind fails with EADDRINUSE when
+ * anyone holds the address (TCP: anyone listening; SO_REUSEADDR so that
+ * connections in TIME_WAIT from a previous run do not count). */
+static int probe_free(const struct sockaddr_storage *ss, int sslen, int type)
+{
+    int one = 1;
+    evutil_socket_t fd = socket(ss->ss_family, type | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int rc = (type == SOCK_STREAM &&
+              setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) ||
+                     bind(fd, (const struct sockaddr *)ss, (socklen_t)sslen) != 0
+                 ? -1
+                 : 0;
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+/* Build worker id: its loop, its sockets bound, its caches. */
+static int worker_new(struct dns_server *s, unsigned id, const struct sockaddr_storage *ss,
+                      int sslen, struct dns_worker **out, char *err, size_t errlen)
+{
+    struct dns_worker *w = calloc(1, sizeof(*w));
+    *out = w;
+    if (w == NULL)
+        return REG_ENOMEM;
+    w->s = s;
+    w->id = id;
+    w->udp_fd = -1;
+    w->rand_state = ((uint64_t)time(NULL) * 2654435761u + (uint64_t)getpid() + 1) ^
+                    ((uint64_t)(id + 1) * 0x9E3779B97F4A7C15ull);
+    w->cache = strmap_new();
+    w->lower = strmap_new();
+    w->metrics = metrics_dns_shard_new();
+    w->base = event_base_new();
+    if (w->cache == NULL || w->lower == NULL || w->metrics == NULL || w->base == NULL)
+        return REG_ENOMEM;
+    w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+    if (w->stop_ev == NULL)
+        return REG_ENOMEM;
+    w->udp_fd = udp_socket(ss, sslen);
+    if (w->udp_fd < 0) {
+        snprintf(err, errlen, "dns_addr %s (udp): %s", s->opt.addr, strerror(errno));
+        return REG_EIO;
+    }
+    w->udp_ev = event_new(w->base, w->udp_fd, EV_READ | EV_PERSIST, on_udp, w);
+    if (w->udp_ev == NULL || event_add(w->udp_ev, NULL) != 0)
+        return REG_ENOMEM;
+    w->tcp = evconnlistener_new_bind(w->base, on_tcp_accept, w,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                         LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
+                                     1024, (const struct sockaddr *)ss, sslen);
+    if (w->tcp == NULL) {
+        snprintf(err, errlen, "dns_addr %s (tcp): %s", s->opt.addr, strerror(errno));
+        return REG_EIO;
+    }
+    return 0;
 }
 
 /* ---- life cycle --------------------------------------------------------- */
@@ -980,47 +1147,69 @@ static void on_tcp_accept(struct evconnlistener *l, evutil_socket_t fd, struct s
 int dns_start(const struct dns_options *opt, struct dns_server **out, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
-    int sslen = sizeof(ss);
+    int sslen = sizeof(ss), rc;
     *out = NULL;
     if (evutil_parse_sockaddr_port(opt->addr, (struct sockaddr *)&ss, &sslen) != 0) {
         snprintf(err, errlen, "dns_addr %s: not a numeric HOST:PORT", opt->addr);
+        return REG_EIO;
+    }
+    if (probe_free(&ss, sslen, SOCK_DGRAM) != 0) {
+        snprintf(err, errlen, "dns_addr %s (udp): %s", opt->addr, strerror(errno));
+        return REG_EIO;
+    }
+    if (probe_free(&ss, sslen, SOCK_STREAM) != 0) {
+        snprintf(err, errlen, "dns_addr %s (tcp): %s", opt->addr, strerror(errno));
         return REG_EIO;
     }
     struct dns_server *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return REG_ENOMEM;
     s->opt = *opt;
-    s->udp_fd = -1;
+    s->nworkers = opt->workers ? opt->workers : 1;
+    s->max_conns = TCP_MAX_CONNS / (int)s->nworkers;
+    if (s->max_conns < TCP_MIN_CONNS)
+        s->max_conns = TCP_MIN_CONNS;
     s->domain = strdup(opt->domain);
-    s->cache = strmap_new();
-    s->lower = strmap_new();
-    s->rand_state = (uint64_t)time(NULL) * 2654435761u + (uint64_t)getpid() + 1;
-    if (s->domain == NULL || s->cache == NULL || s->lower == NULL) {
+    s->workers = calloc(s->nworkers, sizeof(*s->workers));
+    if (s->domain == NULL || s->workers == NULL) {
         dns_free(s);
         return REG_ENOMEM;
     }
     s->domain_len = strlen(s->domain);
-    s->udp_fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (s->udp_fd < 0 || setsockopt(s->udp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-        bind(s->udp_fd, (struct sockaddr *)&ss, (socklen_t)sslen) != 0) {
-        snprintf(err, errlen, "dns_addr %s (udp): %s", opt->addr, strerror(errno));
-        dns_free(s);
-        return REG_EIO;
+    /* every socket first, so that a bind error leaves no thread behind */
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        if ((rc = worker_new(s, i, &ss, sslen, &s->workers[i], err, errlen)) != 0) {
+            if (rc == REG_ENOMEM)
+                snprintf(err, errlen, "dns: out of memory starting worker %u", i);
+            dns_free(s);
+            return rc;
+        }
+        if (i == 0) { /* port 0: the others join the port the first one got */
+            socklen_t l = sizeof(ss);
+            if (getsockname(s->workers[0]->udp_fd, (struct sockaddr *)&ss, &l) != 0) {
+                snprintf(err, errlen, "dns_addr %s: %s", opt->addr, strerror(errno));
+                dns_free(s);
+                return REG_EIO;
+            }
+        }
     }
-    int rcvbuf = 4 << 20;
-    setsockopt(s->udp_fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-    s->udp_ev = event_new(opt->base, s->udp_fd, EV_READ | EV_PERSIST, on_udp, s);
-    s->tcp = evconnlistener_new_bind(opt->base, on_tcp_accept, s,
-                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                         LEV_OPT_CLOSE_ON_EXEC,
-                                     1024, (struct sockaddr *)&ss, sslen);
-    if (s->udp_ev == NULL || s->tcp == NULL || event_add(s->udp_ev, NULL) != 0) {
-        snprintf(err, errlen, "dns_addr %s (tcp): %s", opt->addr, strerror(errno));
-        dns_free(s);
-        return REG_EIO;
+    /* workers take no signals: they stay with the main loop's handlers */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        struct dns_worker *w = s->workers[i];
+        if ((rc = pthread_create(&w->thread, NULL, worker_main, w)) != 0) {
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            snprintf(err, errlen, "dns: cannot start worker %u: %s", i, strerror(rc));
+            dns_free(s);
+            return REG_EIO;
+        }
+        w->started = true;
     }
-    log_info("dns", "msg=\"listening\" dns_addr=%s domain=%s", opt->addr, s->domain);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    log_info("dns", "msg=\"listening\" dns_addr=%s domain=%s workers=%u", opt->addr, s->domain,
+             s->nworkers);
     *out = s;
     return 0;
 }
@@ -1029,20 +1218,17 @@ void dns_free(struct dns_server *s)
 {
     if (s == NULL)
         return;
-    if (s->udp_ev)
-        event_free(s->udp_ev);
-    if (s->udp_fd >= 0)
-        close(s->udp_fd);
-    if (s->tcp)
-        evconnlistener_free(s->tcp);
-    while (s->conns)
-        tcp_close(s->conns);
-    if (s->cache)
-        cache_clear(s);
-    strmap_free(s->cache);
-    if (s->lower)
-        strmap_each(s->lower, lower_free_entry, NULL);
-    strmap_free(s->lower);
+    /* stop all, then join: the workers wind down in parallel */
+    for (unsigned i = 0; s->workers && i < s->nworkers; i++)
+        if (s->workers[i] && s->workers[i]->started)
+            event_active(s->workers[i]->stop_ev, EV_READ, 0);
+    for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
+        struct dns_worker *w = s->workers[i];
+        if (w && w->started)
+            pthread_join(w->thread, NULL);
+        worker_free(w);
+    }
+    free(s->workers);
     free(s->domain);
     free(s);
 }

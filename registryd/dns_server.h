@@ -1,6 +1,8 @@
 /*
- * dns_server.h — the DNS interface: UDP and TCP listeners on the front end's
- * event loop, answering SRV/A/AAAA questions about services from the store.
+ * dns_server.h — the DNS interface: dns_workers threads, each with its own
+ * event loop, UDP socket and TCP listener on dns_addr (SO_REUSEPORT: the
+ * kernel spreads datagrams and connections over them), answering SRV/A/AAAA
+ * questions about services from the store.
  *
  * Names (DOMAIN defaults to "registry."):
  *   NAME.service.DOMAIN          passing instances: A/AAAA, or SRV
@@ -25,7 +27,11 @@
  *
  * Reads never wait for the writer: each question is one LMDB read
  * transaction, and the passing instances of a service are kept decoded per
- * (service, change index), so a hot name costs no JSON parsing.
+ * (service, change index) by each worker, so a hot name costs no JSON
+ * parsing and no lock.
+ *
+ * Threads: dns_start and dns_free run on the thread that owns the server
+ * (the main loop's); everything else runs on the workers.
  */
 #ifndef REGISTRYD_DNS_SERVER_H
 #define REGISTRYD_DNS_SERVER_H
@@ -53,20 +59,18 @@ struct dns_options {
     const char *datacenter; /* SERVICE.service.DC.DOMAIN names this one */
     const char *server_service; /* the servers' own service name (Consul: "consul") */
     struct cluster *cluster; /* borrowed: the servers, for server_service */
-    struct event_base *base;
-    struct store *store;
+    struct store *store;     /* borrowed; read from every worker */
+    unsigned workers;        /* threads (0 counts as 1) */
 };
 
-/* Bind and start serving. 0, or REG_EIO / REG_ENOMEM with a message. */
+/* Bind every worker's sockets, then start the workers. The strings of opt
+ * are borrowed and must outlive the server. 0, or REG_EIO (dns_addr in use
+ * or unusable: the message names it and the protocol) / REG_ENOMEM with a
+ * message; on failure no thread is left running. */
 int dns_start(const struct dns_options *opt, struct dns_server **out, char *err, size_t errlen)
     REG_MUSTCHECK;
-/* Close the listeners and free everything. NULL is a no-op. */
+/* Stop every worker (each finishes the callback it is in), join them, close
+ * the sockets and free everything. NULL is a no-op. */
 void dns_free(struct dns_server *s);
-
-/* Answer one query (exposed for tests and the fuzz target): writes the
- * response to out (cap bytes, the transport's limit) and returns its
- * length, or 0 when the packet must be dropped. */
-size_t dns_answer(struct dns_server *s, const uint8_t *pkt, size_t len, uint8_t *out,
-                  size_t cap, bool tcp);
 
 #endif

@@ -3,7 +3,9 @@
  */
 #include "metrics.h"
 
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -67,13 +69,11 @@ static struct {
     } http[HTTP_SERIES];
     int nhttp;
     struct histogram http_latency;
-    uint64_t dns_rcode[16];
-    struct histogram dns_latency, raft_apply;
+    struct histogram raft_apply;
     struct http_cache_stats cache;
     uint64_t conns_open, conns_refused, rate_limited[2]; /* [0] reads, [1] writes */
 } m = {
     .http_latency = {http_buckets, NBUCKETS, {0}, 0, 0},
-    .dns_latency = {fast_buckets, NFAST, {0}, 0, 0},
     .raft_apply = {fast_buckets, NFAST, {0}, 0, 0},
 };
 
@@ -111,10 +111,87 @@ void metrics_http_rate_limited(bool write)
     m.rate_limited[write ? 1 : 0]++;
 }
 
-void metrics_dns(int rcode, double seconds)
+/* ---- DNS: one shard per worker thread --------------------------------- */
+
+/* Each shard has one writer (its worker): it bumps its counters with
+ * relaxed atomic load + store (no locked instruction, no shared cache line),
+ * and the renderer sums every shard with relaxed loads. Shards are never
+ * freed: their counts are totals since start, so a released shard keeps
+ * them and is handed to the next worker that asks. */
+struct metrics_dns_shard {
+    uint64_t rcode[16];
+    uint64_t bucket[NFAST + 1];
+    uint64_t sum_ns, count;
+    bool in_use;                    /* under dns_shards.lock */
+    struct metrics_dns_shard *next; /* written once, before publication */
+} __attribute__((aligned(64)));
+
+static struct {
+    pthread_mutex_t lock;
+    struct metrics_dns_shard *head;
+} dns_shards = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+struct metrics_dns_shard *metrics_dns_shard_new(void)
 {
-    m.dns_rcode[rcode & 15]++;
-    observe(&m.dns_latency, seconds);
+    struct metrics_dns_shard *sh;
+    pthread_mutex_lock(&dns_shards.lock);
+    for (sh = dns_shards.head; sh != NULL && sh->in_use; sh = sh->next)
+        ;
+    if (sh == NULL && (sh = aligned_alloc(64, sizeof(*sh))) != NULL) {
+        memset(sh, 0, sizeof(*sh));
+        sh->next = dns_shards.head;
+        dns_shards.head = sh;
+    }
+    if (sh != NULL)
+        sh->in_use = true;
+    pthread_mutex_unlock(&dns_shards.lock);
+    return sh;
+}
+
+void metrics_dns_shard_release(struct metrics_dns_shard *sh)
+{
+    if (sh == NULL)
+        return;
+    pthread_mutex_lock(&dns_shards.lock);
+    sh->in_use = false;
+    pthread_mutex_unlock(&dns_shards.lock);
+}
+
+static void bump(uint64_t *x, uint64_t by)
+{
+    __atomic_store_n(x, __atomic_load_n(x, __ATOMIC_RELAXED) + by, __ATOMIC_RELAXED);
+}
+
+void metrics_dns(struct metrics_dns_shard *sh, int rcode, double seconds)
+{
+    if (sh == NULL)
+        return;
+    size_t b = 0;
+    while (b < NFAST && seconds > fast_buckets[b])
+        b++;
+    bump(&sh->rcode[rcode & 15], 1);
+    bump(&sh->bucket[b], 1);
+    bump(&sh->sum_ns, seconds > 0 ? (uint64_t)(seconds * 1e9) : 0);
+    bump(&sh->count, 1);
+}
+
+/* Every shard summed: answers by rcode and the latency histogram. */
+static void dns_totals(uint64_t rcode[16], struct histogram *h)
+{
+    memset(rcode, 0, 16 * sizeof(*rcode));
+    *h = (struct histogram){fast_buckets, NFAST, {0}, 0, 0};
+    uint64_t sum_ns = 0;
+    pthread_mutex_lock(&dns_shards.lock);
+    for (const struct metrics_dns_shard *sh = dns_shards.head; sh != NULL; sh = sh->next) {
+        for (int r = 0; r < 16; r++)
+            rcode[r] += __atomic_load_n(&sh->rcode[r], __ATOMIC_RELAXED);
+        for (size_t b = 0; b <= NFAST; b++)
+            h->bucket[b] += __atomic_load_n(&sh->bucket[b], __ATOMIC_RELAXED);
+        sum_ns += __atomic_load_n(&sh->sum_ns, __ATOMIC_RELAXED);
+        h->count += __atomic_load_n(&sh->count, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&dns_shards.lock);
+    h->sum = (double)sum_ns / 1e9;
 }
 
 void metrics_raft_apply(double seconds)
@@ -232,14 +309,17 @@ static void render_prometheus_counters(const struct health_stats *hs, struct evb
     render_histogram(out, "registryd_http_request_duration_seconds",
                      "time from request to reply (blocking queries included)",
                      &m.http_latency);
+    uint64_t dns_rcode[16];
+    struct histogram dns_latency;
+    dns_totals(dns_rcode, &dns_latency);
     evbuffer_add_printf(out, "# HELP registryd_dns_answers_total DNS answers by rcode\n"
                              "# TYPE registryd_dns_answers_total counter\n");
     for (int r = 0; r < 16; r++)
-        if (m.dns_rcode[r])
+        if (dns_rcode[r])
             evbuffer_add_printf(out, "registryd_dns_answers_total{rcode=\"%s\"} %llu\n",
-                                rcode_name(r), (unsigned long long)m.dns_rcode[r]);
+                                rcode_name(r), (unsigned long long)dns_rcode[r]);
     render_histogram(out, "registryd_dns_answer_duration_seconds",
-                     "time from a DNS packet to its answer", &m.dns_latency);
+                     "time from a DNS packet to its answer", &dns_latency);
     render_histogram(out, "registryd_raft_apply_duration_seconds",
                      "time from submitting a write to raft to its outcome (quorum, fsync, apply)",
                      &m.raft_apply);
@@ -272,11 +352,14 @@ static void render_json_counters(json_t *counters)
                                                   "registryd.http.rate_limited", "Count",
                                                   (json_int_t)m.rate_limited[w], "Labels", "kind",
                                                   w ? "write" : "read"));
+    uint64_t dns_rcode[16];
+    struct histogram dns_latency;
+    dns_totals(dns_rcode, &dns_latency);
     for (int r = 0; r < 16; r++)
-        if (m.dns_rcode[r])
+        if (dns_rcode[r])
             json_array_append_new(counters,
                                   json_pack("{s:s, s:I, s:{s:s}}", "Name", "registryd.dns.answers",
-                                            "Count", (json_int_t)m.dns_rcode[r], "Labels",
+                                            "Count", (json_int_t)dns_rcode[r], "Labels",
                                             "rcode", rcode_name(r)));
 }
 

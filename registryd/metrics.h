@@ -5,8 +5,10 @@
  * the store's and the blocking queries' — for GET /v1/agent/metrics, as
  * Prometheus text (?format=prometheus) or Consul's JSON.
  *
- * Threads: metrics_http/metrics_dns and the rendering run on the front-end
- * thread only (one event loop), so the counters need no locks.
+ * Threads: metrics_http and the rendering run on the front-end thread only
+ * (one event loop), so those counters need no locks. DNS answers are
+ * counted on the DNS worker threads, each into its own shard (one writer
+ * per shard, relaxed atomics), summed when rendered.
  */
 #ifndef REGISTRYD_METRICS_H
 #define REGISTRYD_METRICS_H
@@ -24,8 +26,15 @@ struct watch;
 /* One HTTP request ended: route pattern ("unmatched" if none), status,
  * seconds from arrival to the reply. */
 void metrics_http(const char *method, const char *route, int status, double seconds);
-/* One DNS answer with this rcode, seconds from packet to answer. */
-void metrics_dns(int rcode, double seconds);
+/* A DNS worker's counters: taken at its start, released at its end (the
+ * counts stay in the totals; a later worker may reuse the shard). NULL when
+ * out of memory (metrics_dns then counts nothing). Any thread. */
+struct metrics_dns_shard;
+struct metrics_dns_shard *metrics_dns_shard_new(void);
+void metrics_dns_shard_release(struct metrics_dns_shard *sh);
+/* One DNS answer with this rcode, seconds from packet to answer; only the
+ * thread that holds sh calls this. */
+void metrics_dns(struct metrics_dns_shard *sh, int rcode, double seconds);
 /* The render cache's current figures (copied). */
 void metrics_http_cache(const struct http_cache_stats *st);
 /* The HTTP front end's connections: open now (counted per client), and

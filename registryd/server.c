@@ -487,7 +487,7 @@ static int start_checker(struct server *s)
     return 0;
 }
 
-/* The HTTP and DNS front ends, on the main loop. */
+/* The HTTP front end, on the main loop; DNS, on its own threads. */
 static int start_front_end(struct server *s)
 {
     const struct conf *conf = s->conf;
@@ -536,8 +536,8 @@ static int start_front_end(struct server *s)
         .cluster = s->cluster,
         .enable_truncate = conf->dns_enable_truncate,
         .node_addr = s->node_host,
-        .base = s->base,
         .store = s->store,
+        .workers = conf->dns_workers,
     };
     if (dns_start(&dopt, &s->dns, err, sizeof(err)) != 0) {
         log_error("server", "msg=\"cannot start DNS\" error=\"%s\"", err);
