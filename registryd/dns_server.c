@@ -15,6 +15,7 @@
  * (one fprintf per line). dns_free stops every worker (an event activated
  * on its base from this thread), joins them, then frees their state.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "dns_server.h"
 
 #include <arpa/inet.h>
@@ -1206,6 +1207,9 @@ int dns_start(const struct dns_options *opt, struct dns_server **out, char *err,
             return REG_EIO;
         }
         w->started = true;
+        char name[16];
+        snprintf(name, sizeof(name), "dns-%u", i); /* visible in top -H and /proc */
+        pthread_setname_np(w->thread, name);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     log_info("dns", "msg=\"listening\" dns_addr=%s domain=%s workers=%u", opt->addr, s->domain,

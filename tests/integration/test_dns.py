@@ -1,6 +1,10 @@
 #!/usr/bin/python3
-"""The DNS interface, asked by dig (UDP and TCP) and by raw packets."""
+"""The DNS interface, asked by dig (UDP and TCP) and by raw packets.
+
+Every server here runs REGISTRY_DNS_WORKERS DNS threads (default 2; CTest
+runs this file and test_dns_compat.py once more with 1)."""
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -8,6 +12,14 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 from harness import Registryd, TempDir
+
+DNS_WORKERS = os.environ.get("REGISTRY_DNS_WORKERS", "2")
+
+
+def dns_registryd(**kw):
+    """A Registryd with --dns-workers DNS_WORKERS (before any extra_args)."""
+    kw["extra_args"] = ["--dns-workers", DNS_WORKERS] + list(kw.get("extra_args", ()))
+    return Registryd(**kw)
 
 
 def dig(port, name, qtype="A", *opts):
@@ -48,7 +60,7 @@ def flags(text):
 class DnsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.d = Registryd().start()
+        cls.d = dns_registryd().start()
         reg = [
             {"Name": "web", "ID": "web-1", "Address": "10.0.0.5", "Port": 8080, "Tags": ["v1"]},
             {"Name": "web", "ID": "web-2", "Address": "fd00::7", "Port": 8081, "Tags": ["v2"],
@@ -191,7 +203,7 @@ class NodeAddressTest(unittest.TestCase):
         """An instance without Address is reached at the node it was
         registered at (as the catalog says), not at whichever server answers."""
         tmp = TempDir()
-        d = Registryd(data_dir=tmp.path, host="127.0.0.2")
+        d = dns_registryd(data_dir=tmp.path, host="127.0.0.2")
         try:
             d.start()
             code, text = d.request("PUT", "/v1/agent/service/register",
@@ -217,7 +229,7 @@ class DnsTcpFillTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.d = Registryd().start()
+        cls.d = dns_registryd().start()
 
         def register(i):
             body = {"Name": "huge", "ID": "huge-%d" % i, "Port": 10000 + i,

@@ -6,8 +6,7 @@ instance can answer; a CNAME for instances addressed by host name."""
 import json
 import unittest
 
-from harness import Registryd
-from test_dns import answers, dig, flags, status
+from test_dns import answers, dig, dns_registryd, flags, status
 
 
 def register(d, bodies):
@@ -23,7 +22,7 @@ BIG = [{"Name": "big", "ID": "big-%d" % i, "Address": "10.1.0.%d" % (i + 1), "Po
 class DnsCompatTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.d = Registryd().start()
+        cls.d = dns_registryd().start()
         register(cls.d, BIG + [
             {"Name": "Web", "ID": "Web-1", "Address": "10.0.0.5", "Port": 80, "Tags": ["V1"]},
             {"Name": "sick", "ID": "sick-1", "Address": "10.0.0.9", "Port": 80,
@@ -66,7 +65,7 @@ class DnsCompatTest(unittest.TestCase):
         self.assertEqual(len(answers(self.dig("big.service.registry.", "SRV", "+tcp"), "SRV")), 60)
 
     def test_enable_truncate_sets_tc(self):
-        d = Registryd(extra_args=["--dns-enable-truncate", "--dns-udp-answer-limit", "5"]).start()
+        d = dns_registryd(extra_args=["--dns-enable-truncate", "--dns-udp-answer-limit", "5"]).start()
         try:
             register(d, BIG[:10])
             out = dig(d.dns_port, "big.service.registry.", "A", "+noedns", "+ignore")
