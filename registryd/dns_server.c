@@ -52,7 +52,8 @@
 #define TCP_MAX_CONNS 512   /* over all workers; each takes its share (at least TCP_MIN_CONNS) */
 #define TCP_MIN_CONNS 16
 #define TCP_IDLE_SECONDS 10
-#define UDP_BATCH 64        /* datagrams handled per wake-up */
+#define UDP_VLEN 32         /* datagrams per recvmmsg/sendmmsg */
+#define UDP_ROUNDS 4        /* recvmmsg calls per wake-up at most */
 
 /* One answerable instance, decoded from the store. */
 struct dns_inst {
@@ -77,6 +78,17 @@ struct tcp_conn {
     struct tcp_conn *prev, *next;
 };
 
+/* Datagrams are read and answered UDP_VLEN at a time: one recvmmsg and one
+ * sendmmsg instead of a recvfrom and a sendto per query (most of a query's
+ * cost is the system calls). A query larger than DNS_UDP_MAX (the most we
+ * advertise and accept) is dropped. */
+struct udp_batch {
+    struct mmsghdr in[UDP_VLEN], out[UDP_VLEN];
+    struct iovec iin[UDP_VLEN], iout[UDP_VLEN];
+    struct sockaddr_storage from[UDP_VLEN];
+    uint8_t q[UDP_VLEN][DNS_UDP_MAX], a[UDP_VLEN][DNS_UDP_MAX];
+};
+
 /* One DNS thread and everything only it touches while it runs. */
 struct dns_worker {
     struct dns_server *s; /* shared, read-only */
@@ -95,7 +107,9 @@ struct dns_worker {
     uint64_t lower_index;  /* store index the map was built at */
     uint64_t rand_state;
     struct metrics_dns_shard *metrics;
-    uint8_t inbuf[65536], outbuf[65536];
+    struct store_read *rd; /* reset between questions (read_begin renews it) */
+    uint8_t inbuf[65536], outbuf[65536]; /* TCP */
+    struct udp_batch *udp;                /* UDP: one recvmmsg's worth */
 };
 
 /* Shared by the workers; not written once they run. */
@@ -455,7 +469,8 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
         return;
     }
     /* shuffled order of the matching instances */
-    size_t *idx = malloc((svc->n ? svc->n : 1) * sizeof(*idx)), n = 0;
+    size_t small[64];
+    size_t *idx = svc->n <= 64 ? small : malloc(svc->n * sizeof(*idx)), n = 0;
     if (idx == NULL) {
         a->rcode = DNS_SERVFAIL;
         return;
@@ -465,7 +480,8 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
             idx[n++] = i;
     if (n == 0) {
         /* unknown, all critical, or no instance with the tag: Consul's NXDOMAIN */
-        free(idx);
+        if (idx != small)
+            free(idx);
         a->rcode = DNS_NXDOMAIN;
         return;
     }
@@ -521,7 +537,8 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
             answers += a->m.counts[DNS_ANSWER] - before;
         }
     }
-    free(idx);
+    if (idx != small)
+        free(idx);
     if (answers == 0 && !full(a))
         add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl); /* NODATA: no record of this type */
     if (limited)
@@ -840,6 +857,19 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
         add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl);
 }
 
+/* The worker's read handle, renewed: the store as it is now (reset it
+ * after use). NULL on failure. */
+static struct store_read *read_begin(struct dns_worker *w)
+{
+    if (w->rd != NULL && store_read_renew(w->rd) == 0)
+        return w->rd;
+    store_read_end(w->rd);
+    w->rd = NULL;
+    if (store_read_begin(w->s->opt.store, &w->rd) != 0)
+        w->rd = NULL;
+    return w->rd;
+}
+
 /* Answer one query: the response goes to out (cap bytes, the transport's
  * limit); returns its length, or 0 when the packet must be dropped. */
 static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len, uint8_t *out,
@@ -879,28 +909,24 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
                                strcmp(q.qname + nl - s->domain_len, s->domain) == 0);
         bool reverse = (nl > 14 && strcmp(q.qname + nl - 14, ".in-addr.arpa.") == 0) ||
                        (nl > 10 && strcmp(q.qname + nl - 10, ".ip6.arpa.") == 0);
-        if (reverse) {
-            struct store_read *rd;
-            if (store_read_begin(s->opt.store, &rd) != 0) {
-                a.rcode = DNS_SERVFAIL;
-            } else {
-                answer_ptr(&a, rd, q.qname);
-                store_read_end(rd);
-            }
-        } else if (!inside) {
+        struct store_read *rd;
+        if (!reverse && !inside) {
             a.rcode = DNS_REFUSED;
+        } else if ((rd = read_begin(w)) == NULL) {
+            a.rcode = DNS_SERVFAIL;
+        } else if (reverse) {
+            answer_ptr(&a, rd, q.qname);
+            store_read_reset(rd);
         } else {
-            struct store_read *rd;
-            if (store_read_begin(s->opt.store, &rd) != 0) {
-                a.rcode = DNS_SERVFAIL;
-            } else {
-                a.serial = (uint32_t)store_index(rd);
-                char rel[DNS_PNAME_MAX] = "";
-                if (!apex)
-                    snprintf(rel, sizeof(rel), "%.*s", (int)(nl - s->domain_len - 1), q.qname);
-                answer_name(&a, rd, rel);
-                store_read_end(rd);
+            a.serial = (uint32_t)store_index(rd);
+            char rel[DNS_PNAME_MAX] = "";
+            if (!apex) {
+                size_t rl = nl - s->domain_len - 1; /* < nl < DNS_PNAME_MAX */
+                memcpy(rel, q.qname, rl);
+                rel[rl] = '\0';
             }
+            answer_name(&a, rd, rel);
+            store_read_reset(rd);
         }
     }
     if (a.trimmed && !tcp && s->opt.enable_truncate) {
@@ -913,11 +939,12 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
     return dns_msg_finish(&a.m);
 }
 
-/* Answer and count (rcode, latency) in the worker's metrics shard. */
-static size_t answer_counted(struct dns_worker *w, size_t len, uint8_t *out, size_t cap, bool tcp)
+/* Answer and count (rcode, seconds since t0, when the packet was read) in
+ * the worker's metrics shard. */
+static size_t answer_counted(struct dns_worker *w, double t0, const uint8_t *in, size_t len,
+                             uint8_t *out, size_t cap, bool tcp)
 {
-    double t0 = mono_seconds();
-    size_t n = answer_query(w, w->inbuf, len, out, cap, tcp);
+    size_t n = answer_query(w, in, len, out, cap, tcp);
     if (n >= DNS_HEADER_LEN)
         metrics_dns(w->metrics, out[3] & 0xF, mono_seconds() - t0);
     return n;
@@ -928,17 +955,43 @@ static size_t answer_counted(struct dns_worker *w, size_t len, uint8_t *out, siz
 static void on_udp(evutil_socket_t fd, short what, void *arg)
 {
     struct dns_worker *w = arg;
+    struct udp_batch *b = w->udp;
     (void)what;
-    for (int i = 0; i < UDP_BATCH; i++) {
-        struct sockaddr_storage from;
-        socklen_t fromlen = sizeof(from);
-        ssize_t n = recvfrom(fd, w->inbuf, sizeof(w->inbuf), 0, (struct sockaddr *)&from,
-                             &fromlen);
-        if (n < 0)
+    for (int round = 0; round < UDP_ROUNDS; round++) {
+        for (int i = 0; i < UDP_VLEN; i++) {
+            b->iin[i] = (struct iovec){b->q[i], sizeof(b->q[i])};
+            b->in[i].msg_hdr = (struct msghdr){.msg_name = &b->from[i],
+                                               .msg_namelen = sizeof(b->from[i]),
+                                               .msg_iov = &b->iin[i],
+                                               .msg_iovlen = 1};
+        }
+        int n = recvmmsg(fd, b->in, UDP_VLEN, 0, NULL);
+        if (n <= 0)
             return; /* EAGAIN, or an ICMP error from an earlier reply */
-        size_t out = answer_counted(w, (size_t)n, w->outbuf, sizeof(w->outbuf), false);
-        if (out > 0)
-            sendto(fd, w->outbuf, out, 0, (struct sockaddr *)&from, fromlen);
+        int k = 0;
+        double t0 = mono_seconds(); /* the whole batch was read now */
+        for (int i = 0; i < n; i++) {
+            if (b->in[i].msg_hdr.msg_flags & MSG_TRUNC)
+                continue;
+            size_t len = answer_counted(w, t0, b->q[i], b->in[i].msg_len, b->a[k],
+                                        sizeof(b->a[k]), false);
+            if (len == 0)
+                continue;
+            b->iout[k] = (struct iovec){b->a[k], len};
+            b->out[k].msg_hdr = (struct msghdr){.msg_name = &b->from[i],
+                                                .msg_namelen = b->in[i].msg_hdr.msg_namelen,
+                                                .msg_iov = &b->iout[k],
+                                                .msg_iovlen = 1};
+            k++;
+        }
+        for (int sent = 0; sent < k;) {
+            int r = sendmmsg(fd, b->out + sent, (unsigned)(k - sent), 0);
+            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                break; /* the socket buffer is full: the rest is lost, as UDP may */
+            sent += r > 0 ? r : 1; /* one that cannot be sent is skipped */
+        }
+        if (n < UDP_VLEN)
+            return;
     }
 }
 
@@ -972,7 +1025,8 @@ static void on_tcp_read(struct bufferevent *bev, void *arg)
             return;
         evbuffer_drain(in, 2);
         evbuffer_remove(in, w->inbuf, len);
-        size_t out = answer_counted(w, len, w->outbuf + 2, sizeof(w->outbuf) - 2, true);
+        size_t out = answer_counted(w, mono_seconds(), w->inbuf, len, w->outbuf + 2,
+                                    sizeof(w->outbuf) - 2, true);
         if (out == 0) {
             tcp_close(c); /* not a query: nothing sensible to say */
             return;
@@ -1058,6 +1112,8 @@ static void worker_free(struct dns_worker *w)
         strmap_each(w->lower, lower_free_entry, NULL);
     strmap_free(w->lower);
     metrics_dns_shard_release(w->metrics);
+    store_read_end(w->rd);
+    free(w->udp);
     free(w);
 }
 
@@ -1118,8 +1174,10 @@ static int worker_new(struct dns_server *s, unsigned id, const struct sockaddr_s
     w->cache = strmap_new();
     w->lower = strmap_new();
     w->metrics = metrics_dns_shard_new();
+    w->udp = malloc(sizeof(*w->udp));
     w->base = event_base_new();
-    if (w->cache == NULL || w->lower == NULL || w->metrics == NULL || w->base == NULL)
+    if (w->cache == NULL || w->lower == NULL || w->metrics == NULL || w->udp == NULL ||
+        w->base == NULL)
         return REG_ENOMEM;
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     if (w->stop_ev == NULL)

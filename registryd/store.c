@@ -1366,6 +1366,17 @@ void store_read_end(struct store_read *r)
     free(r);
 }
 
+void store_read_reset(struct store_read *r)
+{
+    mdb_txn_reset(r->txn);
+}
+
+int store_read_renew(struct store_read *r)
+{
+    int rc = mdb_txn_renew(r->txn);
+    return rc == 0 ? 0 : lmdb_fail("mdb_txn_renew", rc);
+}
+
 uint64_t store_index(struct store_read *r)
 {
     return get_u64(r->txn, r->s->dbi[DB_META], "index");

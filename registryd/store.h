@@ -112,6 +112,12 @@ int store_restore(struct store *s, const void *buf, size_t len) REG_MUSTCHECK;
 /* Read side. A read handle is owned by the thread that began it. */
 int store_read_begin(struct store *s, struct store_read **out) REG_MUSTCHECK;
 void store_read_end(struct store_read *r);
+/* For a thread that reads again and again (the DNS workers): reset releases
+ * the handle's snapshot but keeps it (and its LMDB reader slot); renew
+ * reads the store as it is now. No allocation or lock per read. A reset
+ * handle is still ended with store_read_end. renew: 0 or REG_ESTORE. */
+void store_read_reset(struct store_read *r);
+int store_read_renew(struct store_read *r) REG_MUSTCHECK;
 
 uint64_t store_index(struct store_read *r);
 /* Index of the last change to `name` (0 if it never existed). */

@@ -120,6 +120,24 @@ static void test_register_and_indexes(void **state)
     assert_int_equal(count_instances(f->s, NULL), 2);
 }
 
+/* A reset handle, renewed, reads the store as it is then (the DNS workers
+ * keep one per thread). */
+static void test_read_reset_renew(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    struct store_read *r;
+    assert_int_equal(store_read_begin(f->s, &r), 0);
+    assert_int_equal(store_index(r), 0);
+    store_read_reset(r);
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("web-1", "web", NULL), &chg), 0);
+    assert_int_equal(store_read_renew(r), 0);
+    assert_int_equal(store_index(r), chg.index);
+    assert_int_not_equal(store_name_index(r, "web"), 0);
+    store_read_reset(r);
+    store_read_end(r); /* ends a reset handle too */
+}
+
 static void test_check_update_only_on_change(void **state)
 {
     struct fixture *f = *state;
@@ -338,6 +356,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_register_and_indexes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_reset_renew, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_update_only_on_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reregister_keeps_status_and_moves_name, setup,
                                         teardown),
