@@ -207,6 +207,18 @@ size_t dns_name_to_wire(const char *name, uint8_t *out, size_t outlen)
  * `compress` is false (SRV targets, RFC 2782). */
 static int put_name(struct dns_msg *m, const char *name, bool compress)
 {
+    /* The common case first: the whole name is already in the message (an
+     * answer's owner is the question; an additional record's owner is an
+     * SRV target), so it is one pointer and needs no conversion. */
+    for (int i = 0; compress && i < m->nnames; i++) {
+        if (strcasecmp(m->name_str[i], name) == 0) {
+            if (m->len + 2 > m->cap)
+                return DNS_ETRUNC;
+            put16(m->buf + m->len, (uint16_t)(0xC000 | m->names[i]));
+            m->len += 2;
+            return 0;
+        }
+    }
     uint8_t wire[DNS_NAME_MAX];
     size_t wlen = dns_name_to_wire(name, wire, sizeof(wire));
     if (wlen == 0)
