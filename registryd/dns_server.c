@@ -8,8 +8,10 @@
  * dns_addr with SO_REUSEPORT, its TCP connections, its caches, its buffers
  * and its metrics shard) and touches no other worker's. What they share is
  * struct dns_server, read-only once the threads run (options and domain),
- * and, through other modules: the store (each question is its own LMDB read
- * transaction; the environment is opened MDB_NOTLS), the cluster's status
+ * and, through other modules: the store (each worker keeps one LMDB read
+ * handle, renewed for each question and reset after it: a read transaction
+ * per question, with no allocation or reader-table lock; the environment is
+ * opened MDB_NOTLS), the metrics (a shard per worker), the cluster's status
  * (cluster_get_status copies it under its lock), ACL decisions (settings set
  * before the threads start; the resolution cache is locked) and logging
  * (one fprintf per line). dns_free stops every worker (an event activated
@@ -254,8 +256,8 @@ static struct dns_service *lookup_service(struct dns_worker *w, struct store_rea
                                           const char *name)
 {
     uint64_t index = store_name_index(rd, name);
-    if (w->cache == NULL)
-        return NULL; /* a failed restart of the cache */
+    if (w->cache == NULL && (w->cache = strmap_new()) == NULL)
+        return NULL; /* its restart failed (out of memory): try again */
     struct dns_service *svc = strmap_get(w->cache, name);
     if (svc && svc->index == index)
         return svc;
