@@ -383,7 +383,7 @@ struct answer {
     bool trimmed;       /* records left out: over UDP, TC only with enable_truncate;
                          * over TCP (no larger transport to retry on) never TC */
     size_t max_answers; /* UDP without EDNS: dns_udp_answer_limit; 0: no limit */
-    uint32_t serial;
+    struct store_read *rd; /* the SOA serial is its store index, read when needed */
 };
 
 /* A record did not fit: keep what did, over UDP (Consul fills what fits)
@@ -407,7 +407,8 @@ static void add_soa(struct answer *a, int section, uint32_t ttl)
     char mname[DNS_NAME_MAX + 8], rname[DNS_NAME_MAX + 16];
     snprintf(mname, sizeof(mname), "ns.%s", s->domain);
     snprintf(rname, sizeof(rname), "hostmaster.%s", s->domain);
-    if (dns_msg_add_soa(&a->m, section, s->domain, ttl, mname, rname, a->serial,
+    uint32_t serial = a->rd ? (uint32_t)store_index(a->rd) : 0;
+    if (dns_msg_add_soa(&a->m, section, s->domain, ttl, mname, rname, serial,
                         s->opt.negative_ttl) != 0)
         overflow(a);
 }
@@ -920,7 +921,7 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
             answer_ptr(&a, rd, q.qname);
             store_read_reset(rd);
         } else {
-            a.serial = (uint32_t)store_index(rd);
+            a.rd = rd;
             char rel[DNS_PNAME_MAX] = "";
             if (!apex) {
                 size_t rl = nl - s->domain_len - 1; /* < nl < DNS_PNAME_MAX */
@@ -928,6 +929,7 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
                 rel[rl] = '\0';
             }
             answer_name(&a, rd, rel);
+            a.rd = NULL;
             store_read_reset(rd);
         }
     }
