@@ -35,7 +35,7 @@ const char *log_level_name(enum log_level level)
 
 void log_init(enum log_level threshold)
 {
-    log_threshold = threshold;
+    __atomic_store_n(&log_threshold, threshold, __ATOMIC_RELAXED);
     log_timestamps = getenv("JOURNAL_STREAM") == NULL;
 }
 

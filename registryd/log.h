@@ -14,6 +14,11 @@
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 extern enum log_level log_threshold;
+/* The threshold, read by any thread (SIGHUP's reload writes it). */
+static inline enum log_level log_level_now(void)
+{
+    return __atomic_load_n(&log_threshold, __ATOMIC_RELAXED);
+}
 
 /* Parse "debug", "info", "warn", "error"; 0 or REG_EINVAL. */
 int log_level_parse(const char *name, enum log_level *out);
@@ -25,7 +30,7 @@ void log_emit(enum log_level level, const char *module, const char *fmt, ...)
 
 #define log_at(level, module, ...)                     \
     do {                                               \
-        if ((level) >= log_threshold)                  \
+        if ((level) >= log_level_now())                \
             log_emit((level), (module), __VA_ARGS__);  \
     } while (0)
 #define log_debug(module, ...) log_at(LOG_DEBUG, module, __VA_ARGS__)
@@ -47,7 +52,7 @@ int log_limit_pass(struct log_limit *l, unsigned long long *held);
     do {                                                                                 \
         static struct log_limit lim_;                                                    \
         unsigned long long held_;                                                        \
-        if ((level) >= log_threshold && log_limit_pass(&lim_, &held_))                   \
+        if ((level) >= log_level_now() && log_limit_pass(&lim_, &held_))                 \
             log_emit((level), (module), fmt " suppressed=%llu", __VA_ARGS__, held_);     \
     } while (0)
 
