@@ -86,6 +86,7 @@ struct cluster {
     struct raft_barrier barrier;
     bool barrier_sent;
     bool io_init, transport_init, raft_init;
+    int raft_fd; /* the raft port, held bound from its choice to its listen; -1 */
     bool running; /* cluster_run succeeded (atomic) */
     bool announce_again; /* a restore replaced the server records */
     bool closing;        /* raft_close was called: no raft_* call after it */
@@ -140,26 +141,35 @@ bool cluster_owns_check(struct cluster *c, const char *check_id, bool ttl)
 
 /* ---- identity ---------------------------------------------------------- */
 
-/* Bind 127.0.0.1:want (0: the kernel picks); the port it got, or 0. */
-static unsigned short try_port(unsigned short want)
+/* Bind 127.0.0.1:want (0: the kernel picks): the port it got, the socket
+ * kept bound in *fd; or 0. */
+static unsigned short try_port(unsigned short want, int *fd)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
                              .sin_port = htons(want)};
     socklen_t sl = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
+    int one = 1;
+    *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (*fd < 0)
         return 0;
-    bool ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-              getsockname(fd, (struct sockaddr *)&sa, &sl) == 0;
-    close(fd);
+    /* as libuv binds: a restart soon after a stop finds it free */
+    bool ok = setsockopt(*fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+              bind(*fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+              getsockname(*fd, (struct sockaddr *)&sa, &sl) == 0;
+    if (!ok) {
+        close(*fd);
+        *fd = -1;
+    }
     return ok ? ntohs(sa.sin_port) : 0;
 }
 
 /* A raft port for a server given none (--dev, or a first start without
- * raft_addr). It is bound again only later, by libraft: chosen below the
- * kernel's ephemeral range, no outgoing connection can take it meanwhile
- * (one from the ephemeral range could, and did, in parallel test runs). */
-static int pick_free_port(unsigned short *port)
+ * raft_addr), chosen below the kernel's ephemeral range (that range is
+ * for outgoing connections) and held bound (*fd) until the transport
+ * listens on it: nothing else can take it in between (the kernel's own
+ * pick, released and bound again later, was lost that way in parallel
+ * test runs). */
+static int pick_free_port(unsigned short *port, int *fd)
 {
     unsigned lo = 32768, hi = 60999;
     FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
@@ -168,16 +178,18 @@ static int pick_free_port(unsigned short *port)
             lo = 32768;
         fclose(f);
     }
-    unsigned first = lo / 2 > 1024 ? lo / 2 : 1024;
-    for (int i = 0; i < 64 && lo > first; i++) {
+    /* the lower half below the range: tools that pick ports for servers
+     * (the tests' harness among them) tend to use the upper one */
+    unsigned first = lo / 4 > 1024 ? lo / 4 : 1024, end = lo / 2;
+    for (int i = 0; i < 64 && end > first; i++) {
         unsigned r = 0;
         if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
             break;
-        unsigned short want = (unsigned short)(first + r % (lo - first));
-        if ((*port = try_port(want)) != 0)
+        unsigned short want = (unsigned short)(first + r % (end - first));
+        if ((*port = try_port(want, fd)) != 0)
             return 0;
     }
-    *port = try_port(0);
+    *port = try_port(0, fd);
     return *port ? 0 : REG_EIO;
 }
 
@@ -225,7 +237,7 @@ static int load_identity(struct cluster *c, char *err, size_t errlen)
         snprintf(c->addr, sizeof(c->addr), "%s", c->opt.raft_addr);
     } else {
         unsigned short port;
-        if (pick_free_port(&port) != 0) {
+        if (pick_free_port(&port, &c->raft_fd) != 0) {
             snprintf(err, errlen, "cannot pick a free loopback port for raft: %s", strerror(errno));
             return REG_EIO;
         }
@@ -751,6 +763,7 @@ int cluster_new(const struct cluster_options *opt, struct cluster **out, char *e
     if (c == NULL)
         return REG_ENOMEM;
     c->opt = *opt;
+    c->raft_fd = -1;
     queue_init(&c->in);
     queue_init(&c->done);
     queue_init(&c->changes);
@@ -913,8 +926,10 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
     int rv;
     if ((rv = cluster_check_files(c->raft_dir, err, errlen)) != 0)
         return rv; /* a damaged snapshot would make libraft spin for ever */
-    struct transport_options topt = {
-        .cluster_key = c->opt.cluster_key, .allow = peer_allowed, .allow_arg = c};
+    struct transport_options topt = {.cluster_key = c->opt.cluster_key,
+                                     .allow = peer_allowed,
+                                     .allow_arg = c,
+                                     .bound_fd = &c->raft_fd};
     if (transport_init(&c->transport, &c->loop, &topt) != 0) {
         snprintf(err, errlen, "raft transport: out of memory");
         return REG_ENOMEM;
@@ -1097,5 +1112,7 @@ void cluster_free(struct cluster *c)
     pthread_mutex_destroy(&c->status_lock);
     pthread_cond_destroy(&c->ready_cond);
     free(c->snap_spare);
+    if (c->raft_fd >= 0)
+        close(c->raft_fd);
     free(c);
 }

@@ -113,6 +113,7 @@ struct tp {
     char address[MAX_ADDRESS - 8];
     unsigned char *key;
     size_t key_len;
+    int *bound_fd; /* transport_options.bound_fd */
     bool tls;
     bool (*allow)(void *arg, uint64_t id);
     void *allow_arg;
@@ -1027,7 +1028,14 @@ static int tp_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
         snprintf(t->errmsg, sizeof(t->errmsg), "raft address %.64s is not IPv4:port", tp->address);
         return RAFT_INVALID;
     }
-    int rv = uv_tcp_bind(&tp->listener, (const struct sockaddr *)&sa, 0);
+    int rv;
+    if (tp->bound_fd != NULL && *tp->bound_fd >= 0) { /* held since the port was chosen */
+        rv = uv_tcp_open(&tp->listener, *tp->bound_fd);
+        if (rv == 0)
+            *tp->bound_fd = -1; /* the listener's now */
+    } else {
+        rv = uv_tcp_bind(&tp->listener, (const struct sockaddr *)&sa, 0);
+    }
     if (rv == 0)
         rv = uv_listen((uv_stream_t *)&tp->listener, 128, accepted);
     if (rv != 0) {
@@ -1123,6 +1131,7 @@ int transport_init(struct raft_uv_transport *t, uv_loop_t *loop, const struct tr
     tp->tls = tls_enabled();
     tp->allow = o->allow;
     tp->allow_arg = o->allow_arg;
+    tp->bound_fd = o->bound_fd;
     memset(t, 0, sizeof(*t));
     t->impl = tp;
     t->init = tp_init;

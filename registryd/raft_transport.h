@@ -38,6 +38,11 @@ struct transport_options {
      * each authenticated incoming connection. NULL: any id. */
     bool (*allow)(void *arg, uint64_t id);
     void *allow_arg;
+    /* A socket already bound to the raft address (held since the port was
+     * chosen, so that nothing else could take it), listened on instead of
+     * binding anew: *bound_fd, set to -1 once the listener has it (until
+     * then the caller owns it). NULL or -1: bind the address. */
+    int *bound_fd;
 };
 
 /* Fill t's methods and state (t is borrowed and must outlive
