@@ -89,7 +89,9 @@ struct cluster {
     int raft_fd; /* the raft port, held bound from its choice to its listen; -1 */
     bool running; /* cluster_run succeeded (atomic) */
     bool announce_again; /* a restore replaced the server records */
-    bool closing;        /* raft_close was called: no raft_* call after it */
+    bool closing;        /* stopping: no raft_* call (but raft_close) from then on */
+    unsigned applying;   /* raft_apply calls whose callback has not run */
+    unsigned drain_ticks; /* waited for them at stop (DRAIN_TICK_MS each) */
     bool starting;       /* inside raft_start (its snapshot restore) */
     struct raft_buffer start_snap; /* the snapshot skipped at start, until
                                     * raft_start says its index */
@@ -400,6 +402,7 @@ static int map_raft_error(int rv)
 static void apply_cb(struct raft_apply *req, int status, void *result)
 {
     struct proposal *p = req->data;
+    p->c->applying--;
     complete(p, status != 0 ? map_raft_error(status) : (int)(intptr_t)result);
 }
 
@@ -459,6 +462,8 @@ static void announce_self(struct cluster *c)
     if (raft_apply(&c->raft, &p->req, &rb, 1, apply_cb) != 0) {
         raft_free(buf);
         free(p);
+    } else {
+        c->applying++;
     }
 }
 
@@ -512,10 +517,13 @@ static void wake_cb(uv_async_t *h)
         default: {
             struct raft_buffer rb = {p->buf, p->len};
             p->req.data = p;
+            p->c = c;
             rv = raft_apply(&c->raft, &p->req, &rb, 1, apply_cb);
             if (rv != 0) {
                 raft_free(p->buf);
                 complete(p, map_raft_error(rv));
+            } else {
+                c->applying++;
             }
         }
         }
@@ -622,11 +630,38 @@ static void raft_closed(struct raft *r)
     uv_close((uv_handle_t *)&c->poll, handle_closed);
 }
 
+/* Closing libraft 0.15 with entries still being appended (a single
+ * server's writes at the moment of SIGTERM) crashed it once in a while in
+ * its log's reference counting (ASan: a null read in libraft during
+ * shutdown): nothing more is proposed, and what is in flight gets up to
+ * DRAIN_TICKS * DRAIN_TICK_MS to finish (usually a disk write or a round
+ * trip) before raft_close. */
+#define DRAIN_TICK_MS 10
+#define DRAIN_TICKS 30
+
+static void close_raft(struct cluster *c);
+
+static void drain_tick(uv_timer_t *t)
+{
+    struct cluster *c = t->data;
+    if (c->applying > 0 && ++c->drain_ticks < DRAIN_TICKS)
+        return;
+    uv_timer_stop(&c->poll);
+    close_raft(c);
+}
+
 static void stop_cb(uv_async_t *h)
 {
     struct cluster *c = h->data;
     uv_timer_stop(&c->poll);
     c->closing = true;
+    if (c->applying > 0 && uv_timer_start(&c->poll, drain_tick, DRAIN_TICK_MS, DRAIN_TICK_MS) == 0)
+        return;
+    close_raft(c);
+}
+
+static void close_raft(struct cluster *c)
+{
     c->raft.data = c;
     if (c->opt.applied_at_stop != NULL) {
         /* a kept store holds up to reuse_applied even when raft has not
