@@ -448,16 +448,21 @@ static int add_state_check(json_t *check, void *arg)
     return 0;
 }
 
-static int read_health_state(struct http_req *r, struct store_read *rd, json_t **out)
+const char *http_health_state(struct http_req *r)
 {
     static const char *const states[] = {"any", "passing", "warning", "critical"};
-    const char *state = NULL;
     for (int i = 0; i < 4; i++)
         if (strcmp(r->arg, states[i]) == 0)
-            state = states[i];
+            return states[i];
+    http_fail(r, 400, "Invalid state \"%s\": use any, passing, warning or critical", r->arg);
+    return NULL;
+}
+
+static int read_health_state(struct http_req *r, struct store_read *rd, json_t **out)
+{
+    const char *state = http_health_state(r);
     if (state == NULL)
-        return http_fail(r, 400, "Invalid state \"%s\": use any, passing, warning or critical",
-                         r->arg);
+        return -1;
     struct state_walk s = {{r, rd, json_array()}, strcmp(state, "any") == 0 ? NULL : state};
     if (s.state == NULL || strcmp(s.state, "passing") == 0)
         json_array_append_new(s.w.out, render_serf_check(r->srv, NULL));

@@ -715,14 +715,7 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
     http_cache_get_stats(r->srv->cache, &cs);
     j->all_max = cs.max_bytes;
     if (kind == R_STATE) {
-        static const char *const states[] = {"any", "passing", "warning", "critical"};
-        const char *state = NULL;
-        for (int i = 0; i < 4; i++)
-            if (strcmp(r->arg, states[i]) == 0)
-                state = states[i];
-        if (state == NULL)
-            http_fail(r, 400, "Invalid state \"%s\": use any, passing, warning or critical",
-                      r->arg);
+        const char *state = http_health_state(r); /* NULL: r->status says why */
         j->state = state && strcmp(state, "any") != 0 ? state : NULL;
     }
     if (r->status == 0 && http_filter_compile(r, &j->f) == 0)

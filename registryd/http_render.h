@@ -74,5 +74,8 @@ json_t *render_health_entry(struct http_server *srv, struct store_read *rd, json
                             bool *passing);
 /* Every ?tag= is among inst's Tags (case-insensitive). */
 bool http_has_tags(struct http_req *r, json_t *inst);
+/* /v1/health/state/:state's state ("any", "passing", "warning",
+ * "critical"), or NULL with a 400 in r->status. */
+const char *http_health_state(struct http_req *r);
 
 #endif
