@@ -401,6 +401,21 @@ int http_parse_query(struct http_req *r, const char *q)
     return 0;
 }
 
+/* A cheap PRNG for the wait jitter (xorshift64*), seeded once per thread
+ * from the kernel: getrandom() on every blocking query cost a syscall. */
+static uint32_t jitter_random(void)
+{
+    static _Thread_local uint64_t state;
+    if (state == 0) {
+        if (getrandom(&state, sizeof(state), 0) != (ssize_t)sizeof(state) || state == 0)
+            state = (uint64_t)(mono_seconds() * 1e9) | 1;
+    }
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return (uint32_t)((state * 2685821657736338717ULL) >> 32);
+}
+
 int http_parse_blocking(struct http_req *r)
 {
     const char *idx = http_param(r, "index");
@@ -418,10 +433,11 @@ int http_parse_blocking(struct http_req *r)
         return http_fail(r, 400, "Invalid wait time: \"%s\" (use e.g. 10s, 5m, 120000ms)", w);
     if (wait > HTTP_MAX_WAIT_MS)
         wait = HTTP_MAX_WAIT_MS;
-    /* Jitter as Consul: up to wait/16 more, so parked clients spread out. */
-    uint32_t rnd = 0;
-    if (wait >= 16 && getrandom(&rnd, sizeof(rnd), 0) == (ssize_t)sizeof(rnd))
-        wait += rnd % (wait / 16);
+    /* Jitter as Consul: up to wait/16 more, so parked clients spread out;
+     * only a query that may block (?index=, or ?hash= on
+     * /v1/agent/service/:id) waits at all. */
+    if (wait >= 16 && (idx != NULL || http_has_param(r, "hash")))
+        wait += jitter_random() % (wait / 16);
     r->wait_ms = wait;
     return 0;
 }

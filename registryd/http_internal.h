@@ -71,7 +71,7 @@ struct http_req {
     struct http_param params[HTTP_MAX_PARAMS];
     int n_params;
     uint64_t min_index; /* ?index=, 0 if absent */
-    uint64_t wait_ms;   /* ?wait= with jitter applied */
+    uint64_t wait_ms;   /* ?wait= (with jitter when ?index= or ?hash= asks to block) */
     int status;         /* error reply chosen by a handler */
     int forward_tries;  /* waits for a leader to forward to */
     double started;     /* monotonic seconds at arrival, for metrics */
@@ -188,7 +188,8 @@ json_t *http_origin_node_meta(struct http_req *r);
  * (malloc'ed, the caller frees it). http_parse_query: the query string into
  * r->params (keys and values decoded, '+' is a space; each malloc'ed, freed
  * with r). http_parse_blocking: ?index= and ?wait= (5m if absent, capped at
- * 10m, plus up to 1/16 jitter) into r->min_index and r->wait_ms. Both return
+ * 10m, plus up to 1/16 jitter when the query may block: ?index= or ?hash=)
+ * into r->min_index and r->wait_ms. Both return
  * 0, or -1 with r->status 400 and r->errmsg. */
 const struct http_route *http_find_route(const char *method, const char *path, char **arg,
                                          bool *path_known);
