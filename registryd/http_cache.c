@@ -147,17 +147,28 @@ static void maybe_grow(struct http_cache *c)
     c->nbuckets = n;
 }
 
-bool http_cache_get(struct http_cache *c, const char *key, uint64_t index, const char **body,
-                    size_t *len)
+/* The entry current for key at index (made the most recent), or NULL. */
+static struct cache_entry *lookup(struct http_cache *c, const char *key, uint64_t index)
 {
     struct cache_entry *e = *find(c, key, hash_fnv1a64(key));
     if (e == NULL || e->index != index) {
         c->st.misses++;
-        return false;
+        return NULL;
     }
-    unlink_lru(c, e);
-    push_front(c, e);
+    if (c->head != e) {
+        unlink_lru(c, e);
+        push_front(c, e);
+    }
     c->st.hits++;
+    return e;
+}
+
+bool http_cache_get(struct http_cache *c, const char *key, uint64_t index, const char **body,
+                    size_t *len)
+{
+    struct cache_entry *e = lookup(c, key, index);
+    if (e == NULL)
+        return false;
     *body = e->body->text;
     *len = e->len;
     return true;
@@ -166,9 +177,11 @@ bool http_cache_get(struct http_cache *c, const char *key, uint64_t index, const
 bool http_cache_get_shared(struct http_cache *c, const char *key, uint64_t index,
                            const char **body, size_t *len, void **ref)
 {
-    if (!http_cache_get(c, key, index, body, len))
+    struct cache_entry *e = lookup(c, key, index);
+    if (e == NULL)
         return false;
-    struct cache_entry *e = *find(c, key, hash_fnv1a64(key));
+    *body = e->body->text;
+    *len = e->len;
     e->body->refs++;
     *ref = e->body;
     return true;

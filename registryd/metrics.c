@@ -82,7 +82,7 @@ void metrics_http(const char *method, const char *route, int status, double seco
     int i = 0;
     for (; i < m.nhttp; i++)
         if (m.http[i].status == status && m.http[i].route == route &&
-            strcmp(m.http[i].method, method) == 0)
+            (m.http[i].method == method || strcmp(m.http[i].method, method) == 0))
             break;
     if (i == m.nhttp && m.nhttp < HTTP_SERIES) {
         m.http[i].method = method;
