@@ -212,9 +212,9 @@ static int route_needs(struct http_req *r, struct store_read *rd)
 int http_acl_check(struct http_req *r)
 {
     struct store_read *rd = NULL;
-    r->authz = calloc(1, sizeof(*r->authz));
-    if (r->authz == NULL)
-        return http_fail(r, 500, "out of memory");
+    /* kept in the request itself: no allocation per request */
+    memset(&r->authz_store, 0, sizeof(r->authz_store));
+    r->authz = &r->authz_store;
     if (!acl_enabled()) {
         r->authz->enabled = false;
         r->authz->found = true;
@@ -252,7 +252,6 @@ void http_acl_req_free(struct http_req *r)
 {
     if (r->authz) {
         acl_authz_fini(r->authz);
-        free(r->authz);
         r->authz = NULL;
     }
 }

@@ -20,6 +20,8 @@
 #include <event2/listener.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,17 +211,28 @@ json_t *render_serf_check(struct http_server *srv, json_t *inst)
 
 /* ---- replies ------------------------------------------------------------ */
 
+/* v in decimal into buf (at least 21 bytes); returns buf. What "%" PRIu64
+ * prints, without printf's machinery on every reply. */
+static const char *u64_text(uint64_t v, char *buf)
+{
+    char *p = buf + 20;
+    *p = '\0';
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return p;
+}
+
 static void add_consul_headers(struct http_req *r, uint64_t index)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
     struct cluster_status st;
-    char buf[32];
+    char buf[24];
     cluster_get_status(r->srv->opt.cluster, &st);
-    snprintf(buf, sizeof(buf), "%" PRIu64, index ? index : 1);
-    evhttp_add_header(h, "X-Consul-Index", buf);
+    evhttp_add_header(h, "X-Consul-Index", u64_text(index ? index : 1, buf));
     evhttp_add_header(h, "X-Consul-KnownLeader", st.known_leader ? "true" : "false");
-    snprintf(buf, sizeof(buf), "%" PRIu64, st.last_contact_ms);
-    evhttp_add_header(h, "X-Consul-LastContact", buf);
+    evhttp_add_header(h, "X-Consul-LastContact", u64_text(st.last_contact_ms, buf));
 }
 
 /*
@@ -259,21 +272,21 @@ static void free_text(const void *data, size_t len, void *arg)
     free((void *)data);
 }
 
-/* 200 with JSON text: taken (freed with the buffer) when `take`, else copied. */
+/* 200 with JSON text: taken (freed with the buffer) when `take`, else copied.
+ * The body goes straight into the request's output buffer (what
+ * evhttp_send_reply would move it to): no evbuffer of our own per reply. */
 static void reply_text_json(struct http_req *r, char *text, size_t len, bool take, uint64_t index)
 {
-    struct evbuffer *b = evbuffer_new();
-    if (b == NULL || (take ? evbuffer_add_reference(b, text, len, free_text, NULL)
-                           : evbuffer_add(b, text, len)) != 0) {
+    struct evbuffer *b = evhttp_request_get_output_buffer(r->req);
+    if ((take ? evbuffer_add_reference(b, text, len, free_text, NULL)
+              : evbuffer_add(b, text, len)) != 0) {
         if (take)
             free(text);
-        if (b)
-            evbuffer_free(b);
         http_fail(r, 500, "out of memory");
         reply_error(r, index);
         return;
     }
-    reply(r, 200, "application/json", b, index);
+    reply(r, 200, "application/json", NULL, index);
 }
 
 static void release_shared(const void *data, size_t len, void *ref)
@@ -288,16 +301,14 @@ static void release_shared(const void *data, size_t len, void *ref)
 static void reply_shared_json(struct http_req *r, const char *text, size_t len, void *ref,
                               uint64_t index)
 {
-    struct evbuffer *b = evbuffer_new();
-    if (b == NULL || evbuffer_add_reference(b, text, len, release_shared, ref) != 0) {
+    struct evbuffer *b = evhttp_request_get_output_buffer(r->req);
+    if (evbuffer_add_reference(b, text, len, release_shared, ref) != 0) {
         http_cache_release(ref);
-        if (b)
-            evbuffer_free(b);
         http_fail(r, 500, "out of memory");
         reply_error(r, index);
         return;
     }
-    reply(r, 200, "application/json", b, index);
+    reply(r, 200, "application/json", NULL, index);
 }
 
 static void reply_json(struct http_req *r, json_t *body, uint64_t index)
@@ -311,21 +322,57 @@ static void reply_json(struct http_req *r, json_t *body, uint64_t index)
     reply_text_json(r, text, strlen(text), true, index);
 }
 
+/* A request context: from the server's pool, or new. Zeroed up to
+ * `params` (see struct http_req); its arena is empty. NULL: no memory. */
+static struct http_req *req_new(struct http_server *srv)
+{
+    struct http_req *r = srv->req_pool;
+    if (r != NULL) {
+        srv->req_pool = r->next_free;
+        srv->n_req_pool--;
+    } else if ((r = malloc(sizeof(*r))) == NULL) {
+        return NULL;
+    }
+    memset(r, 0, offsetof(struct http_req, params));
+    r->errmsg[0] = '\0';
+    r->arena_cap = sizeof(r->arena);
+    return r;
+}
+
+/* Memory of a decoded parameter or arg: r's arena, or the heap. */
+static bool in_arena(const struct http_req *r, const char *p)
+{
+    return p >= r->arena && p < r->arena + sizeof(r->arena);
+}
+
+static void arena_free(const struct http_req *r, char *p)
+{
+    if (!in_arena(r, p))
+        free(p);
+}
+
 static void req_free(struct http_req *r)
 {
     metrics_http(r->route ? r->route->method : "OTHER", r->route ? r->route->path : "unmatched",
                  r->status ? r->status : 200, mono_seconds() - r->started);
     for (int i = 0; i < r->n_params; i++) {
-        free(r->params[i].key);
-        free(r->params[i].value);
+        arena_free(r, r->params[i].key);
+        arena_free(r, r->params[i].value);
     }
-    free(r->arg);
+    arena_free(r, r->arg);
     http_acl_req_free(r);
     if (r->inner_uri)
         evhttp_uri_free(r->inner_uri);
     if (r->body_file.fd >= 0)
         close(r->body_file.fd);
-    free(r);
+    struct http_server *srv = r->srv;
+    if (srv->n_req_pool < HTTP_REQ_POOL) {
+        r->next_free = srv->req_pool;
+        srv->req_pool = r;
+        srv->n_req_pool++;
+    } else {
+        free(r);
+    }
 }
 
 /* ---- request body ------------------------------------------------------- */
@@ -365,6 +412,48 @@ static bool clean_text(const char *s, size_t n)
     return true;
 }
 
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/*
+ * s[0..n) URL-decoded, NUL-terminated, in r's arena while it has room (else
+ * malloc'ed; NULL: no memory), its length in *outn. Decodes as
+ * evhttp_uridecode does: %XX with two hex digits is the byte (any other
+ * '%' stays), and '+' is a space when plus.
+ */
+static char *decode_text(struct http_req *r, const char *s, size_t n, bool plus, size_t *outn)
+{
+    char *out;
+    if (r->arena_cap - r->arena_used >= n + 1) {
+        out = r->arena + r->arena_used;
+    } else if ((out = malloc(n + 1)) == NULL) {
+        return NULL;
+    }
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int hi, lo;
+        if (c == '+' && plus) {
+            c = ' ';
+        } else if (c == '%' && i + 2 < n && (hi = hex_digit(s[i + 1])) >= 0 &&
+                   (lo = hex_digit(s[i + 2])) >= 0) {
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        out[j++] = c;
+    }
+    out[j] = '\0';
+    if (in_arena(r, out))
+        r->arena_used += j + 1;
+    *outn = j;
+    return out;
+}
+
 int http_parse_query(struct http_req *r, const char *q)
 {
     if (q == NULL)
@@ -376,17 +465,12 @@ int http_parse_query(struct http_req *r, const char *q)
         if (n > 0) {
             if (r->n_params == HTTP_MAX_PARAMS)
                 return http_fail(r, 400, "Too many query parameters (limit %d)", HTTP_MAX_PARAMS);
-            char *part = strndup(p, n);
-            if (part == NULL)
-                return http_fail(r, 500, "out of memory");
-            char *eq = strchr(part, '=');
-            if (eq)
-                *eq = '\0';
+            const char *eq = memchr(p, '=', n);
+            size_t klen = eq ? (size_t)(eq - p) : n;
             struct http_param *hp = &r->params[r->n_params];
             size_t kn = 0, vn = 0;
-            hp->key = evhttp_uridecode(part, 1, &kn);
-            hp->value = eq ? evhttp_uridecode(eq + 1, 1, &vn) : NULL;
-            free(part);
+            hp->key = decode_text(r, p, klen, true, &kn);
+            hp->value = eq ? decode_text(r, eq + 1, n - klen - 1, true, &vn) : NULL;
             r->n_params++;
             if (hp->key == NULL || (eq && hp->value == NULL))
                 return http_fail(r, 400, "Invalid query string");
@@ -451,25 +535,57 @@ static uint64_t watched_index(struct http_req *r, struct store_read *rd)
     return store_index(rd);
 }
 
-/* The cache key: path plus every parameter that shapes the answer. */
-static char *cache_key(struct http_req *r)
+/* Parameters that do not shape a read's answer (left out of its cache key). */
+static bool key_ignored(const char *k)
 {
-    static const char *const ignored[] = {"index", "wait", "token", "stale", "consistent"};
-    struct evbuffer *b = evbuffer_new();
-    if (b == NULL)
-        return NULL;
-    evbuffer_add_printf(b, "%s", r->path);
-    for (int i = 0; i < r->n_params; i++) {
-        bool skip = false;
-        for (size_t j = 0; j < sizeof(ignored) / sizeof(ignored[0]); j++)
-            skip = skip || strcmp(r->params[i].key, ignored[j]) == 0;
-        if (!skip)
-            evbuffer_add_printf(b, "&%s=%s", r->params[i].key,
-                                r->params[i].value ? r->params[i].value : "");
+    switch (k[0]) {
+    case 'i':
+        return strcmp(k, "index") == 0;
+    case 'w':
+        return strcmp(k, "wait") == 0;
+    case 't':
+        return strcmp(k, "token") == 0;
+    case 's':
+        return strcmp(k, "stale") == 0;
+    case 'c':
+        return strcmp(k, "consistent") == 0;
+    default:
+        return false;
     }
-    evbuffer_add(b, "", 1);
-    char *key = strdup((const char *)evbuffer_pullup(b, -1));
-    evbuffer_free(b);
+}
+
+/* The cache key: path plus every parameter that shapes the answer
+ * ("&k=v" each, in the order given), into buf when it fits in len bytes,
+ * else malloc'ed. NULL: no memory. */
+static char *cache_key(struct http_req *r, char *buf, size_t len)
+{
+    size_t n = strlen(r->path) + 1;
+    for (int i = 0; i < r->n_params; i++)
+        if (!key_ignored(r->params[i].key))
+            n += 2 + strlen(r->params[i].key) +
+                 (r->params[i].value ? strlen(r->params[i].value) : 0);
+    char *key = n <= len ? buf : malloc(n);
+    if (key == NULL)
+        return NULL;
+    char *o = key;
+    size_t l = strlen(r->path);
+    memcpy(o, r->path, l);
+    o += l;
+    for (int i = 0; i < r->n_params; i++) {
+        if (key_ignored(r->params[i].key))
+            continue;
+        *o++ = '&';
+        l = strlen(r->params[i].key);
+        memcpy(o, r->params[i].key, l);
+        o += l;
+        *o++ = '=';
+        if (r->params[i].value) {
+            l = strlen(r->params[i].value);
+            memcpy(o, r->params[i].value, l);
+            o += l;
+        }
+    }
+    *o = '\0';
     return key;
 }
 
@@ -488,7 +604,8 @@ static void run_read(struct http_req *r)
     json_t *out = NULL;
     uint64_t index = 0;
     bool cacheable = r->route->watch != WATCH_NONE && !http_acl_bypass_cache(r);
-    char *key = cacheable ? cache_key(r) : NULL;
+    char keybuf[256];
+    char *key = cacheable ? cache_key(r, keybuf, sizeof(keybuf)) : NULL;
     const char *cached;
     size_t cached_len;
 
@@ -502,10 +619,13 @@ static void run_read(struct http_req *r)
         store_read_end(rd);
         cache_publish(r->srv);
         reply_shared_json(r, cached, cached_len, ref, index);
-        free(key);
+        if (key != keybuf)
+            free(key);
         req_free(r);
         return;
     }
+    if (key == keybuf)
+        key = strdup(keybuf); /* the cache and render take it (NULL: not cached) */
     if (http_render_start(r, rd, key, index))
         return; /* http_render.c answers, now or piece by piece */
     r->route->read(r, rd, &out);
@@ -527,7 +647,8 @@ static void run_read(struct http_req *r)
         }
     }
 reply:
-    free(key);
+    if (key != keybuf)
+        free(key);
     if (out != NULL && r->status == 0)
         reply_json(r, out, index);
     else
@@ -917,23 +1038,94 @@ static bool route_matches(const struct http_route *rt, const char *path, size_t 
     return strncmp(path, rt->path, n) == 0 && path[n] != '\0';
 }
 
+/* Every route with its pattern's length, longest first (table order among
+ * equals): the first match is the longest, and one pass finds the route. */
+struct route_ent {
+    const struct http_route *rt;
+    size_t len;
+    bool prefix; /* the pattern ends with '/': a tail follows */
+};
+static struct route_ent *route_index;
+static size_t route_count;
+static pthread_once_t route_once = PTHREAD_ONCE_INIT;
+
+static void route_index_build(void)
+{
+    size_t n = 0;
+    for (size_t t = 0; t < sizeof(route_tables) / sizeof(route_tables[0]); t++)
+        for (const struct http_route *rt = route_tables[t]; rt->path; rt++)
+            n++;
+    struct route_ent *v = calloc(n, sizeof(*v));
+    if (v == NULL)
+        return; /* route_lookup falls back to the tables */
+    n = 0;
+    for (size_t t = 0; t < sizeof(route_tables) / sizeof(route_tables[0]); t++)
+        for (const struct http_route *rt = route_tables[t]; rt->path; rt++) {
+            v[n].rt = rt;
+            v[n].len = strlen(rt->path);
+            v[n].prefix = rt->path[v[n].len - 1] == '/';
+            n++;
+        }
+    /* A stable selection sort (once, some hundred routes): among equal
+     * lengths, table order stays. */
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            if (v[j].len > v[i].len) {
+                struct route_ent x = v[j];
+                memmove(&v[i + 1], &v[i], (j - i) * sizeof(v[0]));
+                v[i] = x;
+            }
+    route_index = v;
+    route_count = n;
+}
+
+/* The route for method and path (see http_find_route); *best: the length
+ * of the longest pattern matching path (0: none). */
+static const struct http_route *route_lookup(const char *method, const char *path, size_t *best)
+{
+    pthread_once(&route_once, route_index_build);
+    const struct http_route *found = NULL;
+    size_t len;
+    *best = 0;
+    if (route_index == NULL) { /* no memory for the index: two passes over the tables */
+        for (size_t t = 0; t < sizeof(route_tables) / sizeof(route_tables[0]); t++)
+            for (const struct http_route *rt = route_tables[t]; rt->path; rt++)
+                if (route_matches(rt, path, &len) && len > *best)
+                    *best = len;
+        for (size_t t = 0; t < sizeof(route_tables) / sizeof(route_tables[0]) && !found; t++)
+            for (const struct http_route *rt = route_tables[t]; rt->path && !found; rt++)
+                if (route_matches(rt, path, &len) && len == *best &&
+                    strcmp(method, rt->method) == 0)
+                    found = rt;
+        return found;
+    }
+    size_t plen = strlen(path);
+    for (size_t i = 0; i < route_count; i++) {
+        const struct route_ent *e = &route_index[i];
+        if (*best != 0 && e->len < *best)
+            break; /* shorter than the longest match */
+        if (e->prefix ? plen <= e->len : plen != e->len)
+            continue;
+        if (memcmp(path, e->rt->path, e->len) != 0)
+            continue;
+        *best = e->len;
+        if (strcmp(method, e->rt->method) == 0) {
+            found = e->rt;
+            break;
+        }
+    }
+    return found;
+}
+
 /* The longest pattern matching path wins (an exact path beats a shorter
  * prefix: GET /v1/agent/service/register is a 405, not a lookup of a
  * service called "register"). *path_known: some method serves this path. */
 const struct http_route *http_find_route(const char *method, const char *path, char **arg,
                                          bool *path_known)
 {
-    size_t best = 0, len;
-    const struct http_route *found = NULL;
-    for (size_t t = 0; t < sizeof(route_tables) / sizeof(route_tables[0]); t++)
-        for (const struct http_route *rt = route_tables[t]; rt->path; rt++)
-            if (route_matches(rt, path, &len) && len > best)
-                best = len;
+    size_t best;
+    const struct http_route *found = route_lookup(method, path, &best);
     *path_known = best > 0;
-    for (size_t t = 0; t < sizeof(route_tables) / sizeof(route_tables[0]) && !found; t++)
-        for (const struct http_route *rt = route_tables[t]; rt->path && !found; rt++)
-            if (route_matches(rt, path, &len) && len == best && strcmp(method, rt->method) == 0)
-                found = rt;
     if (found && found->path[best - 1] == '/') {
         size_t n = 0;
         *arg = evhttp_uridecode(path + best, 0, &n);
@@ -1007,6 +1199,8 @@ static bool over_rate(struct http_req *r)
     bool write = cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD;
     struct http_rate *b = write ? &r->srv->write_rate : &r->srv->read_rate;
     unsigned retry = 1;
+    if (b->rate <= 0) /* unlimited (the default): no clock read */
+        return false;
     if (http_rate_take(b, mono_seconds(), &retry))
         return false;
     char v[16];
@@ -1022,7 +1216,7 @@ static bool over_rate(struct http_req *r)
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct http_server *srv = arg;
-    struct http_req *r = calloc(1, sizeof(*r));
+    struct http_req *r = req_new(srv);
     if (r == NULL) { /* no request context to reply through */
         evhttp_send_error(req, 500, "out of memory");
         return;
@@ -1063,7 +1257,17 @@ static void handle(struct evhttp_request *req, void *arg)
         goto fail;
     }
     r->path = path;
-    r->route = http_find_route(method, path, &r->arg, &known);
+    size_t best;
+    r->route = route_lookup(method, path, &best);
+    known = best > 0;
+    if (r->route && r->route->path[best - 1] == '/') {
+        size_t n = 0;
+        r->arg = decode_text(r, path + best, strlen(path + best), false, &n);
+        if (r->arg && !clean_text(r->arg, n)) { /* %00 would cut the name short */
+            arena_free(r, r->arg);
+            r->arg = NULL;
+        }
+    }
     if (limited && over_rate(r))
         goto fail;
     if (r->route == NULL) {
@@ -1262,5 +1466,9 @@ void http_free(struct http_server *s)
     http_cache_free(s->cache);
     http_listing_free(s->listing);
     http_render_free(s->render);
+    for (struct http_req *r = s->req_pool, *next; r; r = next) {
+        next = r->next_free;
+        free(r);
+    }
     free(s);
 }

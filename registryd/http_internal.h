@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "acl.h"
 #include "command.h"
 #include "duration.h"
 #include "http_api.h"
@@ -34,6 +35,17 @@
 #include "store.h"
 
 #define HTTP_MAX_PARAMS 32
+/* Bytes of decoded query parameters and path tail a request keeps in its
+ * own struct (more go to the heap): the common lookup needs no malloc. */
+#define HTTP_REQ_ARENA 512
+/* Request structs kept for reuse per server (a request is freed and the
+ * next allocated on every lookup: reuse spares malloc its big-chunk path).
+ * None under AddressSanitizer, which then still sees a use after free. */
+#if defined(__SANITIZE_ADDRESS__)
+#define HTTP_REQ_POOL 0
+#else
+#define HTTP_REQ_POOL 256
+#endif
 
 struct http_server {
     struct http_options opt;
@@ -47,6 +59,8 @@ struct http_server {
     struct http_listing *listing; /* per-name tags for /v1/catalog/services */
     struct http_render *render;   /* per-record encodings of big answers */
     struct http_rate read_rate, write_rate; /* http_read_rate, http_write_rate */
+    struct http_req *req_pool; /* freed requests for reuse (next_free), <= HTTP_REQ_POOL */
+    int n_req_pool;
 };
 
 struct http_param {
@@ -54,7 +68,9 @@ struct http_param {
     char *value; /* NULL for a bare flag (?passing) */
 };
 
-/* One request, from routing to reply. Owned by the front-end thread. */
+/* One request, from routing to reply. Owned by the front-end thread.
+ * Allocated zeroed up to `params` (http_api.c's req_new); the members from
+ * `params` on are set before they are read. */
 struct http_req {
     struct http_server *srv;
     struct evhttp_request *req;
@@ -66,18 +82,25 @@ struct http_req {
      * routes never read internal headers; only this does. */
     bool forwarded;
     struct evhttp_uri *inner_uri;
-    char origin_node[STORE_NAME_MAX + 1];
-    char origin_node_addr[128];
-    struct http_param params[HTTP_MAX_PARAMS];
     int n_params;
     uint64_t min_index; /* ?index=, 0 if absent */
     uint64_t wait_ms;   /* ?wait= (with jitter when ?index= or ?hash= asks to block) */
     int status;         /* error reply chosen by a handler */
     int forward_tries;  /* waits for a leader to forward to */
     double started;     /* monotonic seconds at arrival, for metrics */
-    struct acl_authz *authz; /* owned: who asks (http_acl_check) */
+    struct acl_authz *authz; /* who asks (http_acl_check): authz_store, or NULL */
+    struct acl_authz authz_store;
     struct http_body_file body_file; /* the body, when the guard wrote it to a file */
-    char errmsg[256];
+    /* Decoded parameters and arg live here while they fit (arena_cap 0:
+     * each is malloc'ed, as for a struct the caller zeroed itself). */
+    size_t arena_used, arena_cap;
+    struct http_req *next_free; /* in srv->req_pool */
+    /* ---- not zeroed on allocation ---- */
+    struct http_param params[HTTP_MAX_PARAMS];
+    char origin_node[STORE_NAME_MAX + 1];
+    char origin_node_addr[128];
+    char errmsg[256]; /* errmsg[0] is set to '\0' on allocation */
+    char arena[HTTP_REQ_ARENA];
 };
 
 /* A read renders JSON from one read transaction. Returns 0 (out set, status
@@ -186,8 +209,8 @@ json_t *http_origin_node_meta(struct http_req *r);
  * (NULL: *path_known says whether another method serves the path: 405, or
  * not: 404); *arg gets the URL-decoded tail of a pattern ending in '/'
  * (malloc'ed, the caller frees it). http_parse_query: the query string into
- * r->params (keys and values decoded, '+' is a space; each malloc'ed, freed
- * with r). http_parse_blocking: ?index= and ?wait= (5m if absent, capped at
+ * r->params (keys and values decoded, '+' is a space; in r's arena while it
+ * has room when r came from the server, else each malloc'ed; freed with r). http_parse_blocking: ?index= and ?wait= (5m if absent, capped at
  * 10m, plus up to 1/16 jitter when the query may block: ?index= or ?hash=)
  * into r->min_index and r->wait_ms. Both return
  * 0, or -1 with r->status 400 and r->errmsg. */
