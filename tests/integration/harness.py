@@ -104,11 +104,19 @@ class Registryd:
                 # a port taken by a parallel test between our check and the bind:
                 # pick others and try again; anything else is a real failure
                 if "Address already in use" not in self.log() or attempt == 2:
+                    self.abandon()  # a setUp that fails gets no tearDown
                     raise
                 self.proc.wait()
                 os.unlink(self.log_file.name)
                 self.pick_ports()
         return self
+
+    def abandon(self):
+        """Kill a server that failed to come up, so that no process outlives
+        the test that started it (a failing setUp runs no tearDown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def wait_ready(self, timeout=15):
         deadline = time.monotonic() + timeout
@@ -303,8 +311,13 @@ def start_cluster(directory, n, extra=(), servers=None, join_graph=None, factory
         d.extra = ["--bootstrap-expect", str(n)] + node + list(extra) + joins
         d.start(wait=False)
         servers.append(d)
-    for d in new:
-        d.wait_ready(timeout=30)
+    try:
+        for d in new:
+            d.wait_ready(timeout=30)
+    except RuntimeError:
+        for d in new:
+            d.abandon()
+        raise
     return servers
 
 
