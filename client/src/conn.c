@@ -414,6 +414,15 @@ int reg__conn_send(struct reg__conn *cn, const void *buf, size_t len, long long 
                 continue;
             }
             int saved = errno, err = SSL_get_error(cn->ssl, n);
+            if (err == SSL_ERROR_SYSCALL) {
+                /* TLS 1.3: the server judges our certificate after the
+                 * handshake; its alert may be waiting while our write meets
+                 * the closed connection. Read it for the real reason. */
+                char c;
+                ERR_clear_error();
+                if (SSL_read(cn->ssl, &c, 1) <= 0 && ERR_peek_last_error() != 0)
+                    err = SSL_ERROR_SSL;
+            }
             w = ssl_io_wait(cn, err, saved, deadline, why, whylen);
         } else {
             ssize_t n = send(cn->fd, p, chunk, MSG_NOSIGNAL);
