@@ -411,18 +411,7 @@ static int start_store_and_cluster(struct server *s)
         log_error("server", "msg=\"cannot open store\" error=\"%s\"", err);
         return REG_ESTORE;
     }
-    /* The front end's loop: with epoll's change list, evhttp's enable/disable
-     * of reading and writing around each request is one epoll_ctl per loop
-     * turn instead of four per request (12.0 vs 14.2 us of CPU per cached
-     * lookup). Safe here: no descriptor polled on this loop is a dup() of
-     * another (the one dup, a snapshot file sent to the leader, is never
-     * polled). */
-    struct event_config *cfg = event_config_new();
-    if (cfg != NULL)
-        event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-    s->base = cfg ? event_base_new_with_config(cfg) : NULL;
-    if (cfg != NULL)
-        event_config_free(cfg);
+    s->base = event_base_new();
     if (s->base == NULL || watch_new(s->base, &s->watch) != 0) {
         log_error("server", "msg=\"cannot create event loop\"");
         return REG_ENOMEM;
