@@ -345,18 +345,28 @@ static bool queue_full(uv_stream_t *s)
     return uv_stream_get_write_queue_size(s) > HIGH_WATER;
 }
 
-static void written(uv_write_t *req, int status)
+/* A write of ours finished: its connection, or NULL when it is gone or the
+ * write failed (then it is closed). */
+static struct conn *write_done(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
     struct conn *c = w->c;
-    uv_stream_t *s = req->handle;
     free(w);
     if (c->phase == PH_DEAD)
-        return;
+        return NULL;
     if (status < 0) {
         conn_close(c, RAFT_NOCONNECTION);
-        return;
+        return NULL;
     }
+    return c;
+}
+
+static void written(uv_write_t *req, int status)
+{
+    uv_stream_t *s = req->handle;
+    struct conn *c = write_done(req, status);
+    if (c == NULL)
+        return;
     /* A queue drained below half: read the side that feeds it again. */
     if (uv_stream_get_write_queue_size(s) > HIGH_WATER / 2)
         return;
@@ -701,15 +711,9 @@ static void hand_out(struct conn *c, uv_stream_t *s)
 
 static void handshake_sent(uv_write_t *req, int status)
 {
-    struct wreq *w = (struct wreq *)req;
-    struct conn *c = w->c;
-    free(w);
-    if (c->phase == PH_DEAD)
+    struct conn *c = write_done(req, status);
+    if (c == NULL)
         return;
-    if (status < 0) {
-        conn_close(c, RAFT_NOCONNECTION);
-        return;
-    }
     uv_stream_t *s = take_tcp(c);
     conn_close(c, 0);
     hand_out(c, s);

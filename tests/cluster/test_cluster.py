@@ -10,15 +10,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import Registryd, TempDir, start_cluster  # noqa: E402
-
-
-def leader_of(d):
-    try:
-        status, text = d.request("GET", "/v1/status/leader", timeout=2)
-        return json.loads(text) if status == 200 else ""
-    except OSError:
-        return ""
+from harness import Registryd, TempDir, agreed_leader, leader_of, start_cluster  # noqa: E402
 
 
 class ClusterTest(unittest.TestCase):
@@ -34,18 +26,12 @@ class ClusterTest(unittest.TestCase):
         self.tmp.cleanup()
 
     def leader(self, among=None, timeout=10):
-        deadline = time.monotonic() + timeout
         among = among or [d for d in self.servers if d.proc is not None]
-        while time.monotonic() < deadline:
-            seen = {leader_of(d) for d in among}
-            if len(seen) == 1 and "" not in seen:
-                addr = seen.pop()
-                for d in among:
-                    status, text = d.request("GET", "/v1/internal/raft/self")
-                    if json.loads(text)["Raft"] == addr:
-                        return d
-            time.sleep(0.05)
-        self.fail("no agreed leader within %ds" % timeout)
+        self_addr = lambda d: json.loads(d.request("GET", "/v1/internal/raft/self")[1])["Raft"]
+        d = agreed_leader(among, self_addr, timeout)
+        if d is None:
+            self.fail("no agreed leader within %ds" % timeout)
+        return d
 
     def ids(self, d):
         status, text = d.request("GET", "/v1/agent/services?stale")

@@ -26,7 +26,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import certs  # noqa: E402
-from harness import TempDir, TlsRegistryd, start_cluster  # noqa: E402
+from harness import TempDir, TlsRegistryd, agreed_leader, leader_of, start_cluster  # noqa: E402
 
 # Under ASan, freed memory waits in a 256 MB quarantine: RSS would measure
 # that (~0.8 MB per TLS handshake), not what the server holds. Later options
@@ -94,14 +94,6 @@ def term_of(d):
     return int(json.loads(text)["Stats"]["raft"]["term"])
 
 
-def leader_of(d):
-    try:
-        status, text = d.request("GET", "/v1/status/leader", timeout=2)
-        return json.loads(text) if status == 200 else ""
-    except OSError:
-        return ""
-
-
 class RaftPortBase:
     flavour = None  # "tls", "key" or "none"
 
@@ -148,16 +140,10 @@ class RaftPortBase:
         return [d for d in self.servers if d.proc is not None]
 
     def leader(self, timeout=15):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            seen = {leader_of(d) for d in self.live()}
-            if len(seen) == 1 and "" not in seen:
-                addr = seen.pop()
-                for d in self.live():
-                    if self.raft_addr(d) == addr:
-                        return d
-            time.sleep(0.05)
-        self.fail("no agreed leader within %ds" % timeout)
+        d = agreed_leader(self.live(), self.raft_addr, timeout)
+        if d is None:
+            self.fail("no agreed leader within %ds" % timeout)
+        return d
 
     def raft_addr(self, d):
         status, text = d.request("GET", "/v1/internal/raft/self")

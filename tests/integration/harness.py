@@ -4,6 +4,7 @@ loopback ports, HTTP over urllib, registryctl over subprocess.
 Binaries come from the environment (REGISTRYD, REGISTRYCTL, set by CMake) or
 default to the build tree next to this checkout.
 """
+import json
 import os
 import random
 import shutil
@@ -290,6 +291,30 @@ def listening_ports(pid):
         except FileNotFoundError:
             pass
     return ports
+
+
+def leader_of(d):
+    """The leader d knows (its raft address), or "" (none, or no answer)."""
+    try:
+        status, text = d.request("GET", "/v1/status/leader", timeout=2)
+        return json.loads(text) if status == 200 else ""
+    except OSError:
+        return ""
+
+
+def agreed_leader(among, raft_addr, timeout):
+    """The server of `among` that they all name as leader (raft_addr(d) is
+    d's raft address), or None if they do not agree within timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = {leader_of(d) for d in among}
+        if len(seen) == 1 and "" not in seen:
+            addr = seen.pop()
+            for d in among:
+                if raft_addr(d) == addr:
+                    return d
+        time.sleep(0.05)
+    return None
 
 
 def start_cluster(directory, n, extra=(), servers=None, join_graph=None, factory=None):
