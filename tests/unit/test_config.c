@@ -58,6 +58,8 @@ static void test_defaults(void **state)
     assert_true(strlen(c.node) > 0);
     assert_int_equal(c.log_level, LOG_INFO);
     assert_int_equal(c.max_body_size, 1048576);
+    assert_int_equal(c.max_snapshot_size, 0); /* no limit but the disk */
+    assert_int_equal(c.http_render_cache_size, 64 << 20);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     assert_int_equal(c.dns_workers, cpus < 1 ? 1 : cpus > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : cpus);
     conf_fini(&c);
@@ -71,9 +73,12 @@ static void test_flags(void **state)
     assert_int_equal(load(&c, err, sizeof(err), "--data-dir", "/var/lib/x", "--http-addr=[::1]:9000",
                           "--node", "n1", "--log-level", "debug", "--max-body-size", "64KiB",
                           "--dns-domain", "Example.ORG", "--raft_addr", "127.0.0.2:7000",
-                          "--dns-workers", "3", NULL),
+                          "--dns-workers", "3", "--max-snapshot-size", "2TiB",
+                          "--http-render-cache-size", "8MiB", NULL),
                      0);
     assert_int_equal(c.dns_workers, 3);
+    assert_true(c.max_snapshot_size == (size_t)2 << 40);
+    assert_int_equal(c.http_render_cache_size, 8 << 20);
     assert_false(c.dev);
     assert_string_equal(c.data_dir, "/var/lib/x");
     assert_string_equal(c.http_addr, "[::1]:9000");
@@ -106,6 +111,10 @@ static void test_flag_errors(void **state)
         {"--node", NULL, "--node: missing value"},
         {"--dns-workers", "0", "--dns-workers: "},
         {"--dns-workers", "257", "dns_workers: 257 is more than 256"},
+        {"--max-snapshot-size", "12", "is not 0 (no limit) or a size of 1KiB or more"},
+        {"--max-snapshot-size", "-1", "--max-snapshot-size: "},
+        {"--max-snapshot-size", "5 PiB", "--max-snapshot-size: "},
+        {"--http-render-cache-size", "2TiB", "--http-render-cache-size: "},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct conf c;
