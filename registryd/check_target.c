@@ -45,9 +45,10 @@ static struct {
 static int parse_cidr(const char *item, struct cidr *c)
 {
     char buf[64];
-    if (strlen(item) >= sizeof(buf))
+    size_t len = strlen(item);
+    if (len >= sizeof(buf) || len >= sizeof(c->text))
         return REG_EINVAL;
-    snprintf(buf, sizeof(buf), "%s", item);
+    memcpy(buf, item, len + 1);
     char *slash = strchr(buf, '/');
     int bits = -1;
     if (slash) {
@@ -70,7 +71,7 @@ static int parse_cidr(const char *item, struct cidr *c)
     } else {
         return REG_EINVAL;
     }
-    snprintf(c->text, sizeof(c->text), "%s", item);
+    memcpy(c->text, item, len + 1);
     return 0;
 }
 

@@ -3,6 +3,10 @@
  */
 #include "common.h"
 
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
@@ -70,4 +74,26 @@ const char *common_method_name(int t)
     default:
         return "OTHER";
     }
+}
+
+/* Before joining a SO_REUSEPORT group, make sure there is none: another
+ * process (of this user) already serving dns_addr would otherwise share
+ * its traffic with us silently. A plain bind fails with EADDRINUSE when
+ * anyone holds the address (TCP: anyone listening; SO_REUSEADDR so that
+ * connections in TIME_WAIT from a previous run do not count). */
+int common_addr_free(const struct sockaddr_storage *ss, int sslen, int type)
+{
+    int one = 1;
+    evutil_socket_t fd = socket(ss->ss_family, type | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int rc = (type == SOCK_STREAM &&
+              setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) ||
+                     bind(fd, (const struct sockaddr *)ss, (socklen_t)sslen) != 0
+                 ? -1
+                 : 0;
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
 }

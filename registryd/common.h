@@ -65,4 +65,12 @@ struct evhttp_connection *common_server_evcon_new(struct event_base *base, const
  * routing, forwarding and logs. t is an enum evhttp_cmd_type. */
 const char *common_method_name(int t);
 
+/* Before joining a SO_REUSEPORT group (the DNS and HTTP worker threads'
+ * listeners), make sure nobody holds the address: another process (of this
+ * user) already serving it would otherwise share its traffic with us
+ * silently. type: SOCK_STREAM or SOCK_DGRAM. 0, or -1 with errno
+ * (EADDRINUSE). */
+struct sockaddr_storage;
+int common_addr_free(const struct sockaddr_storage *ss, int sslen, int type);
+
 #endif

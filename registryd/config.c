@@ -74,6 +74,9 @@ static const struct conf_key conf_keys[] = {
         "instead of refusing to start (single server)"),
     KEY("http_addr", CONF_HOSTPORT, http_addr, "127.0.0.1:8500", "HOST:PORT",
         "HTTP API listen address (\"\": no plain HTTP listener, HTTPS only)"),
+    KEY("http_workers", CONF_UINT, http_workers, NULL, "N",
+        "HTTP threads, each with its own event loop and listeners on http_addr and "
+        "https_addr (SO_REUSEPORT), 1 to 64 (default: the number of online CPUs)"),
     KEY("https_addr", CONF_HOSTPORT, https_addr, NULL, "HOST:PORT",
         "HTTPS API listen address (needs the three TLS files; required on a clustered server "
         "with TLS: the servers reach each other there only)"),
@@ -1047,6 +1050,11 @@ static int check_combinations(struct conf *c, char *err, size_t errlen)
                  c->cluster_key_file);
         return REG_ECONFIG;
     }
+    if (c->http_workers > CONF_MAX_HTTP_WORKERS) {
+        snprintf(err, errlen, "http_workers: %u is more than %d", c->http_workers,
+                 CONF_MAX_HTTP_WORKERS);
+        return REG_ECONFIG;
+    }
     if (c->dns_workers > CONF_MAX_WORKERS) {
         snprintf(err, errlen, "dns_workers: %u is more than %d", c->dns_workers, CONF_MAX_WORKERS);
         return REG_ECONFIG;
@@ -1083,10 +1091,13 @@ int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_
         (rc = load_flags_and_file(c, argc, argv, out, err, errlen)) != 0 ||
         (rc = check_combinations(c, err, errlen)) != 0)
         return rc;
-    if (c->dns_workers == 0) { /* not set: one per online CPU */
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        c->dns_workers = n < 1 ? 1 : n > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : (unsigned)n;
-    }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (c->dns_workers == 0) /* not set: one per online CPU */
+        c->dns_workers = cpus < 1 ? 1 : cpus > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : (unsigned)cpus;
+    if (c->http_workers == 0)
+        c->http_workers = cpus < 1                         ? 1
+                          : cpus > CONF_MAX_HTTP_WORKERS ? CONF_MAX_HTTP_WORKERS
+                                                         : (unsigned)cpus;
     return default_node_name(c);
 }
 

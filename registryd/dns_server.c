@@ -1140,28 +1140,6 @@ static evutil_socket_t udp_socket(const struct sockaddr_storage *ss, int sslen)
     return fd;
 }
 
-/* Before joining a SO_REUSEPORT group, make sure there is none: another
- * process (of this user) already serving dns_addr would otherwise share
- * its traffic with us silently. A plain bind fails with EADDRINUSE when
- * anyone holds the address (TCP: anyone listening; SO_REUSEADDR so that
- * connections in TIME_WAIT from a previous run do not count). */
-static int probe_free(const struct sockaddr_storage *ss, int sslen, int type)
-{
-    int one = 1;
-    evutil_socket_t fd = socket(ss->ss_family, type | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    int rc = (type == SOCK_STREAM &&
-              setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) ||
-                     bind(fd, (const struct sockaddr *)ss, (socklen_t)sslen) != 0
-                 ? -1
-                 : 0;
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
-
 /* Build worker id: its loop, its sockets bound, its caches. */
 static int worker_new(struct dns_server *s, unsigned id, const struct sockaddr_storage *ss,
                       int sslen, struct dns_worker **out, char *err, size_t errlen)
@@ -1216,11 +1194,11 @@ int dns_start(const struct dns_options *opt, struct dns_server **out, char *err,
         snprintf(err, errlen, "dns_addr %s: not a numeric HOST:PORT", opt->addr);
         return REG_EIO;
     }
-    if (probe_free(&ss, sslen, SOCK_DGRAM) != 0) {
+    if (common_addr_free(&ss, sslen, SOCK_DGRAM) != 0) {
         snprintf(err, errlen, "dns_addr %s (udp): %s", opt->addr, strerror(errno));
         return REG_EIO;
     }
-    if (probe_free(&ss, sslen, SOCK_STREAM) != 0) {
+    if (common_addr_free(&ss, sslen, SOCK_STREAM) != 0) {
         snprintf(err, errlen, "dns_addr %s (tcp): %s", opt->addr, strerror(errno));
         return REG_EIO;
     }

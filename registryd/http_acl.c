@@ -434,7 +434,7 @@ static void submit(struct http_req *r, const char *op, const char *kind, const c
     w->r = r;
     w->answer = answer;
     w->bootstrap = strcmp(op, "bootstrap") == 0;
-    cluster_submit(r->srv->opt.cluster, buf, len, acl_write_done, w);
+    http_cluster_submit(r->srv, false, buf, len, acl_write_done, w);
 }
 
 /* Fail r with its status and end it (for custom handlers). */

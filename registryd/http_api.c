@@ -19,6 +19,8 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <inttypes.h>
+#include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -41,6 +43,7 @@
 #include "http_render.h"
 #include "duration.h"
 #include "log.h"
+#include "mailbox.h"
 #include "metrics.h"
 #include "registry/error.h"
 #include "tls.h"
@@ -590,7 +593,7 @@ static char *cache_key(struct http_req *r, char *buf, size_t len)
 }
 
 /* The cache's figures, published for /v1/agent/metrics. */
-static void cache_publish(struct http_server *srv)
+void http_cache_publish(struct http_server *srv)
 {
     struct http_cache_stats st;
     http_cache_get_stats(srv->cache, &st);
@@ -617,7 +620,7 @@ static void run_read(struct http_req *r)
     void *ref;
     if (key && http_cache_get_shared(r->srv->cache, key, index, &cached, &cached_len, &ref)) {
         store_read_end(rd);
-        cache_publish(r->srv);
+        http_cache_publish(r->srv);
         reply_shared_json(r, cached, cached_len, ref, index);
         if (key != keybuf)
             free(key);
@@ -640,7 +643,7 @@ static void run_read(struct http_req *r)
             size_t len = strlen(text);
             reply_text_json(r, text, len, false, index);
             http_cache_put(r->srv->cache, key, index, text, len); /* takes both */
-            cache_publish(r->srv);
+            http_cache_publish(r->srv);
             json_decref(out);
             req_free(r);
             return;
@@ -767,6 +770,76 @@ void http_finish_json_code(struct http_req *r, int code, json_t *body, const cha
     req_free(r);
 }
 
+/* ---- the cluster's answers, on this server's own loop --------------------
+ * The cluster delivers completions on the main loop; a worker thread's
+ * request gets its completion back through the worker's mailbox. */
+
+struct hop {
+    struct mailbox_item item; /* first: the mailbox hands this back */
+    struct mailbox *mb;
+    cluster_done_cb cb;
+    void *arg;
+    int status;
+};
+
+static void hop_run(struct mailbox_item *it)
+{
+    struct hop *h = (struct hop *)it;
+    cluster_done_cb cb = h->cb;
+    void *arg = h->arg;
+    int status = h->status;
+    free(h);
+    cb(arg, status);
+}
+
+static void hop_back(void *arg, int status)
+{
+    struct hop *h = arg;
+    h->status = status;
+    mailbox_post(h->mb, &h->item);
+}
+
+/* The (cb, arg) to hand the cluster for srv: as they are on the main loop,
+ * else through a hop. false: out of memory (nothing was handed over). */
+static bool own_loop(struct http_server *srv, cluster_done_cb *cb, void **arg)
+{
+    if (srv->opt.mailbox == NULL)
+        return true;
+    struct hop *h = malloc(sizeof(*h));
+    if (h == NULL)
+        return false;
+    *h = (struct hop){.item = {.run = hop_run}, .mb = srv->opt.mailbox, .cb = *cb, .arg = *arg};
+    *cb = hop_back;
+    *arg = h;
+    return true;
+}
+
+void http_cluster_submit(struct http_server *srv, bool here, void *buf, size_t len,
+                         cluster_done_cb cb, void *arg)
+{
+    if (!own_loop(srv, &cb, &arg)) {
+        cluster_free_buf(buf);
+        cb(arg, REG_ENOMEM);
+    } else if (here) {
+        cluster_submit_here(srv->opt.cluster, buf, len, cb, arg);
+    } else {
+        cluster_submit(srv->opt.cluster, buf, len, cb, arg);
+    }
+}
+
+void http_cluster_member(struct http_server *srv, enum http_member_op op, uint64_t id,
+                         const char *raft_addr, cluster_done_cb cb, void *arg)
+{
+    if (!own_loop(srv, &cb, &arg))
+        cb(arg, REG_ENOMEM);
+    else if (op == HTTP_MEMBER_ADD)
+        cluster_add_voter(srv->opt.cluster, id, raft_addr, cb, arg);
+    else if (op == HTTP_MEMBER_REMOVE)
+        cluster_remove(srv->opt.cluster, id, cb, arg);
+    else
+        cluster_confirm_leadership(srv->opt.cluster, cb, arg);
+}
+
 static void write_done(void *arg, int status)
 {
     struct http_req *r = arg;
@@ -822,7 +895,7 @@ static void start_write(struct http_req *r)
         req_free(r);
         return;
     }
-    cluster_submit(r->srv->opt.cluster, buf, len, write_done, r);
+    http_cluster_submit(r->srv, false, buf, len, write_done, r);
 }
 
 
@@ -924,8 +997,9 @@ static void forward_to_leader(struct http_req *r)
     struct cluster_forward from = {http_origin_node(r), http_origin_node_addr(r), meta_text,
                                    http_acl_client_token(r), r->body_file.fd,
                                    r->body_file.len};
-    int rc = cluster_link_forward(cluster_get_link(r->srv->opt.cluster), r->req, &from,
-                                  forward_done, r);
+    struct cluster_link *link =
+        r->srv->opt.link ? r->srv->opt.link : cluster_get_link(r->srv->opt.cluster);
+    int rc = cluster_link_forward(link, r->req, &from, forward_done, r);
     free(meta_text);
     if (rc == 0)
         return;
@@ -1015,7 +1089,7 @@ static void dispatch(struct http_req *r)
     } else if (r->route->write) {
         start_write(r);
     } else if (http_flag(r, "consistent")) {
-        cluster_confirm_leadership(r->srv->opt.cluster, consistent_ready, r);
+        http_cluster_member(r->srv, HTTP_MEMBER_CONFIRM, 0, NULL, consistent_ready, r);
     } else {
         struct cluster_status st;
         cluster_get_status(r->srv->opt.cluster, &st);
@@ -1191,17 +1265,56 @@ static bool rate_exempt(const char *path)
     return strncmp(path, "/v1/internal/", 13) == 0 || strncmp(path, "/v1/status/", 11) == 0;
 }
 
+struct http_shared {
+    pthread_mutex_t lock; /* over the rates */
+    struct http_rate read_rate, write_rate; /* http_read_rate, http_write_rate */
+    struct http_guard_clients *clients;     /* http_max_conns_per_client */
+    struct http_cache *cache;               /* rendered answers (http_cache_size) */
+};
+
+int http_shared_new(const struct http_options *opt, struct http_shared **out)
+{
+    struct http_shared *sh = calloc(1, sizeof(*sh));
+    if (sh == NULL || http_guard_clients_new(&sh->clients) != 0 ||
+        http_cache_new(opt->cache_size, &sh->cache) != 0) {
+        if (sh)
+            http_guard_clients_free(sh->clients);
+        free(sh);
+        return REG_ENOMEM;
+    }
+    pthread_mutex_init(&sh->lock, NULL);
+    http_rate_init(&sh->read_rate, opt->read_rate, mono_seconds());
+    http_rate_init(&sh->write_rate, opt->write_rate, mono_seconds());
+    *out = sh;
+    return 0;
+}
+
+void http_shared_free(struct http_shared *sh)
+{
+    if (sh == NULL)
+        return;
+    http_guard_clients_free(sh->clients);
+    http_cache_free(sh->cache);
+    pthread_mutex_destroy(&sh->lock);
+    free(sh);
+}
+
 /* http_read_rate (GET, HEAD) and http_write_rate (any other method): true
- * when this request is over its limit (r->status 429, Retry-After set). */
+ * when this request is over its limit (r->status 429, Retry-After set).
+ * One bucket each for every worker thread. */
 static bool over_rate(struct http_req *r)
 {
     enum evhttp_cmd_type cmd = evhttp_request_get_command(r->req);
     bool write = cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD;
-    struct http_rate *b = write ? &r->srv->write_rate : &r->srv->read_rate;
+    struct http_shared *sh = r->srv->shared;
+    struct http_rate *b = write ? &sh->write_rate : &sh->read_rate;
     unsigned retry = 1;
-    if (b->rate <= 0) /* unlimited (the default): no clock read */
+    if (b->rate <= 0) /* unlimited (the default): no clock read, no lock */
         return false;
-    if (http_rate_take(b, mono_seconds(), &retry))
+    pthread_mutex_lock(&sh->lock);
+    bool ok = http_rate_take(b, mono_seconds(), &retry);
+    pthread_mutex_unlock(&sh->lock);
+    if (ok)
         return false;
     char v[16];
     snprintf(v, sizeof(v), "%u", retry);
@@ -1362,10 +1475,23 @@ static int listen_on(struct http_server *s, struct evhttp *http, const char *key
         snprintf(err, errlen, "%s %s: not a numeric address", key, addr);
         return REG_EINVAL;
     }
+    /* Several workers share the address (SO_REUSEPORT), the first one only
+     * once nobody else holds it. */
+    unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
+    if (s->opt.reuse_port) {
+        struct sockaddr_storage ss;
+        memcpy(&ss, ai->ai_addr, ai->ai_addrlen < sizeof(ss) ? ai->ai_addrlen : sizeof(ss));
+        if (s->opt.worker == 0 && common_addr_free(&ss, (int)ai->ai_addrlen, SOCK_STREAM) != 0) {
+            snprintf(err, errlen, "%s %s: cannot listen: %s", key, addr, strerror(errno));
+            evutil_freeaddrinfo(ai);
+            return REG_EIO;
+        }
+        flags |= LEV_OPT_REUSEABLE_PORT;
+    }
     /* evhttp_bind_socket's backlog of 128 stalls bursts: bind ourselves. */
-    struct evconnlistener *l = evconnlistener_new_bind(
-        s->opt.base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-        HTTP_BACKLOG, ai->ai_addr, (int)ai->ai_addrlen);
+    struct evconnlistener *l = evconnlistener_new_bind(s->opt.base, NULL, NULL, flags,
+                                                       HTTP_BACKLOG, ai->ai_addr,
+                                                       (int)ai->ai_addrlen);
     evutil_freeaddrinfo(ai);
     if (l == NULL) {
         snprintf(err, errlen, "%s %s: cannot listen: %s", key, addr,
@@ -1382,7 +1508,8 @@ static int listen_on(struct http_server *s, struct evhttp *http, const char *key
         evconnlistener_free(l);
         return REG_ENOMEM;
     }
-    log_info("http", "msg=\"listening\" %s=%s", key, addr);
+    if (s->opt.worker == 0)
+        log_info("http", "msg=\"listening\" %s=%s", key, addr);
     return 0;
 }
 
@@ -1411,16 +1538,20 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
         free(k);
         p += n + (p[n] == '\n');
     }
-    if (s->node_meta == NULL || http_cache_new(opt->cache_size, &s->cache) != 0 ||
-        http_listing_new(&s->listing) != 0 ||
+    if (s->node_meta == NULL || http_listing_new(&s->listing) != 0 ||
         http_render_new(opt->render_cache_size ? opt->render_cache_size
                                                 : HTTP_RENDER_FRAGMENT_BYTES,
                         &s->render) != 0)
         goto fail_mem;
-    http_rate_init(&s->read_rate, opt->read_rate, mono_seconds());
-    http_rate_init(&s->write_rate, opt->write_rate, mono_seconds());
+    s->shared = opt->shared;
+    if (s->shared == NULL && http_shared_new(opt, &s->own_shared) != 0)
+        goto fail_mem;
+    if (s->shared == NULL)
+        s->shared = s->own_shared;
+    s->cache = s->shared->cache;
     uint64_t body_max = opt->max_body_size * 2 + 65536;
     struct http_guard_options gopt = {.base = opt->base,
+                                      .clients = s->shared->clients,
                                       .head_timeout_ms = opt->head_timeout_ms,
                                       .body_timeout_ms = opt->body_timeout_ms,
                                       .body_max = body_max,
@@ -1463,12 +1594,12 @@ void http_free(struct http_server *s)
         evhttp_free(s->https);
     json_decref(s->node_meta);
     http_guard_free(s->guard); /* after the connections it watches */
-    http_cache_free(s->cache);
     http_listing_free(s->listing);
     http_render_free(s->render);
     for (struct http_req *r = s->req_pool, *next; r; r = next) {
         next = r->next_free;
         free(r);
     }
+    http_shared_free(s->own_shared); /* after the guard that counted in it */
     free(s);
 }

@@ -28,6 +28,12 @@ struct cluster;
 struct watch;
 struct health;
 struct http_server;
+struct http_shared;
+struct mailbox;
+struct cluster_link;
+
+/* Front-end threads serving HTTP at most (http_workers). */
+#define HTTP_MAX_WORKERS 64
 
 struct http_options {
     const char *addr;        /* listen "host:port" (plain HTTP), or NULL */
@@ -54,7 +60,22 @@ struct http_options {
     struct cluster *cluster; /* borrowed */
     struct watch *watch;     /* borrowed */
     struct health *health;   /* borrowed; TTL heartbeats, checker state */
+    /* With several HTTP workers (http_workers.h), each runs one server on
+     * its own loop (base, watch); these say which and what it shares: */
+    unsigned worker;          /* its index, 0 for the main loop's */
+    bool reuse_port;          /* listen with SO_REUSEPORT (more than one worker) */
+    struct mailbox *mailbox;  /* its loop's (NULL on the main loop): where the
+                                 cluster's completions are handed back */
+    struct cluster_link *link; /* its own channel to the leader (NULL: the
+                                  cluster's, on the main loop) */
+    struct http_shared *shared; /* rate limits and per-client counts of every
+                                   worker (NULL: its own) */
 };
+
+/* What every worker's server shares (made from opt's limits). Any thread
+ * uses it (a mutex). 0 or REG_ENOMEM. Free after every server using it. */
+int http_shared_new(const struct http_options *opt, struct http_shared **out) REG_MUSTCHECK;
+void http_shared_free(struct http_shared *sh);
 
 /* Bind and start serving, on addr and/or https_addr (at least one).
  * Returns 0 or REG_EIO / REG_EINVAL / REG_ENOMEM with err set. */

@@ -6,6 +6,7 @@
  */
 #include "http_cache.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +18,7 @@
 /* A body, shared by its entry and the replies still sending it
  * (http_cache_get_shared): freed with the last of them. */
 struct cache_body {
-    size_t refs;
+    size_t refs; /* atomic: replies release it on their own threads */
     char *text;
 };
 
@@ -32,6 +33,7 @@ struct cache_entry {
 };
 
 struct http_cache {
+    pthread_mutex_t lock; /* over everything below */
     struct cache_entry **buckets;
     size_t nbuckets; /* a power of two */
     struct cache_entry *head, *tail;
@@ -50,6 +52,7 @@ int http_cache_new(size_t max_bytes, struct http_cache **out)
     }
     c->nbuckets = CACHE_MIN_BUCKETS;
     c->st.max_bytes = max_bytes;
+    pthread_mutex_init(&c->lock, NULL);
     *out = c;
     return 0;
 }
@@ -57,7 +60,7 @@ int http_cache_new(size_t max_bytes, struct http_cache **out)
 void http_cache_release(void *ref)
 {
     struct cache_body *b = ref;
-    if (b != NULL && --b->refs == 0) {
+    if (b != NULL && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         free(b->text);
         free(b);
     }
@@ -78,6 +81,7 @@ void http_cache_free(struct http_cache *c)
         next = e->next;
         entry_free(e);
     }
+    pthread_mutex_destroy(&c->lock);
     free(c->buckets);
     free(c);
 }
@@ -166,31 +170,51 @@ static struct cache_entry *lookup(struct http_cache *c, const char *key, uint64_
 bool http_cache_get(struct http_cache *c, const char *key, uint64_t index, const char **body,
                     size_t *len)
 {
+    pthread_mutex_lock(&c->lock);
     struct cache_entry *e = lookup(c, key, index);
-    if (e == NULL)
-        return false;
-    *body = e->body->text;
-    *len = e->len;
-    return true;
+    if (e != NULL) {
+        *body = e->body->text;
+        *len = e->len;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return e != NULL;
 }
 
 bool http_cache_get_shared(struct http_cache *c, const char *key, uint64_t index,
                            const char **body, size_t *len, void **ref)
 {
+    pthread_mutex_lock(&c->lock);
     struct cache_entry *e = lookup(c, key, index);
-    if (e == NULL)
+    if (e == NULL) {
+        pthread_mutex_unlock(&c->lock);
         return false;
+    }
     *body = e->body->text;
     *len = e->len;
-    e->body->refs++;
+    __atomic_add_fetch(&e->body->refs, 1, __ATOMIC_RELAXED);
     *ref = e->body;
+    pthread_mutex_unlock(&c->lock);
     return true;
 }
 
+static void put_locked(struct http_cache *c, char *key, uint64_t index, char *body, size_t len);
+
 void http_cache_put(struct http_cache *c, char *key, uint64_t index, char *body, size_t len)
+{
+    pthread_mutex_lock(&c->lock);
+    put_locked(c, key, index, body, len);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void put_locked(struct http_cache *c, char *key, uint64_t index, char *body, size_t len)
 {
     uint64_t h = hash_fnv1a64(key);
     struct cache_entry *old = *find(c, key, h);
+    if (old && old->index > index) { /* another thread kept a newer answer */
+        free(key);
+        free(body);
+        return;
+    }
     if (old)
         remove_entry(c, old); /* stale: its answer is about to be replaced */
     size_t cost = sizeof(struct cache_entry) + strlen(key) + 1 + len + 1;
@@ -223,7 +247,9 @@ void http_cache_put(struct http_cache *c, char *key, uint64_t index, char *body,
     maybe_grow(c);
 }
 
-void http_cache_get_stats(const struct http_cache *c, struct http_cache_stats *out)
+void http_cache_get_stats(struct http_cache *c, struct http_cache_stats *out)
 {
+    pthread_mutex_lock(&c->lock);
     *out = c->st;
+    pthread_mutex_unlock(&c->lock);
 }

@@ -5,7 +5,9 @@
  * current. Bounded in bytes (keys, bodies and bookkeeping), least recently
  * used out first; an answer larger than the whole budget is not kept.
  *
- * Threads: one cache per front-end loop, used from that loop only.
+ * Threads: one cache for every HTTP worker thread: each call takes the
+ * cache's mutex, and a shared body is released from any thread. Only
+ * http_cache_get (borrowed bodies) is for a cache that one thread uses.
  */
 #ifndef REGISTRYD_HTTP_CACHE_H
 #define REGISTRYD_HTTP_CACHE_H
@@ -46,6 +48,6 @@ void http_cache_release(void *ref);
  * Takes key and body (malloc'd): kept, or freed when they do not fit. */
 void http_cache_put(struct http_cache *c, char *key, uint64_t index, char *body, size_t len);
 
-void http_cache_get_stats(const struct http_cache *c, struct http_cache_stats *out);
+void http_cache_get_stats(struct http_cache *c, struct http_cache_stats *out);
 
 #endif

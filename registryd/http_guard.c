@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,10 +48,12 @@ struct guard_conn {
      * given the bufferevent its socket. */
     bool pending;                    /* on g->pending, not yet admitted */
     struct guard_conn *next_pending;
-    bool counted;                    /* in g->per_client[client] and its list */
+    bool counted;                    /* in the clients table and its list (under its lock) */
     struct guard_conn *cprev, *cnext; /* the client's other counted connections */
     bool refused;                    /* over the cap: shut, its input discarded */
-    bool got_input;                  /* some bytes of a request arrived */
+    bool got_input;                  /* some bytes of a request arrived (atomic: other
+                                        workers read it when reaping at the cap) */
+    evutil_socket_t fd;              /* its socket while counted (for that reaping) */
     /* Swept (every GUARD_SWEEP_MS) only while it has a deadline or the guard
      * would not hear of evhttp freeing it: a connection that carried a
      * request has the close callback (below), so thousands of parked
@@ -84,8 +87,18 @@ struct guard_front {
     http_guard_tls_ctx_fn tls_ctx; /* NULL: plain HTTP */
 };
 
+/* Per-client counts of every guard (one per HTTP worker thread): one
+ * client's connections may land on any worker, and the cap is per client. */
+struct http_guard_clients {
+    pthread_mutex_t lock;
+    struct strmap *per_client; /* client address -> struct client_count */
+    uint64_t open, refused;    /* counted connections now; refused since start */
+};
+
 struct http_guard {
     struct http_guard_options opt;
+    struct http_guard_clients *clients; /* opt.clients, or own_clients */
+    struct http_guard_clients *own_clients;
     struct strmap *conns; /* "%p" of the bufferevent -> guard_conn */
     struct guard_front fronts[GUARD_FRONTS];
     int n_fronts;
@@ -93,8 +106,6 @@ struct http_guard {
     struct event *sweep;  /* deadlines and released connections, every GUARD_SWEEP_MS */
     struct event *admit;  /* counts new connections by client (made active on accept) */
     struct guard_conn *pending, *pending_tail; /* in order of accept */
-    struct strmap *per_client; /* client address -> struct client_count */
-    uint64_t open, refused;    /* counted connections now; refused since start */
     struct guard_conn *swept;  /* the connections each sweep looks at */
     unsigned sweeps;           /* every GUARD_FULL_EVERY-th looks at all */
 };
@@ -104,11 +115,12 @@ struct http_guard {
 
 /* evconnlistener's error callback gets evhttp's argument, not ours: find
  * the guard by its listener (a registryd has one or two). */
-#define GUARD_LISTENERS 8
+#define GUARD_LISTENERS 160 /* two per HTTP worker (HTTP_MAX_WORKERS), and spare */
 static struct {
     struct evconnlistener *l;
     struct http_guard *g;
 } listeners[GUARD_LISTENERS];
+static pthread_mutex_t listeners_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* On g->swept exactly while it has a deadline or is not watched. */
 static void resweep(struct guard_conn *c)
@@ -283,7 +295,7 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
     struct guard_conn *c = arg;
     if (info->n_added == 0 || c->reinjecting)
         return;
-    c->got_input = true;
+    __atomic_store_n(&c->got_input, true, __ATOMIC_RELAXED);
     if (c->refused) { /* bytes sent before the refusal: evhttp must never parse them */
         evbuffer_drain(buf, evbuffer_get_length(buf));
         return;
@@ -325,16 +337,16 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
         spool_start(c, buf);
 }
 
-static void publish(const struct http_guard *g)
+/* Under t->lock. */
+static void publish(const struct http_guard_clients *t)
 {
-    metrics_http_conns(g->open, g->refused);
+    metrics_http_conns(t->open, t->refused);
 }
 
-/* The connection is gone: its client has one fewer open. */
-static void uncount(struct guard_conn *c)
+/* The connection is gone: its client has one fewer open. Under t->lock. */
+static void uncount_locked(struct http_guard_clients *t, struct guard_conn *c)
 {
-    struct http_guard *g = c->g;
-    struct client_count *cc = c->counted ? strmap_get(g->per_client, c->client) : NULL;
+    struct client_count *cc = c->counted ? strmap_get(t->per_client, c->client) : NULL;
     if (cc == NULL)
         return;
     c->counted = false;
@@ -345,10 +357,18 @@ static void uncount(struct guard_conn *c)
     if (c->cnext)
         c->cnext->cprev = c->cprev;
     c->cprev = c->cnext = NULL;
-    g->open--;
+    t->open--;
     if (--cc->n == 0)
-        free(strmap_del(g->per_client, c->client));
-    publish(g);
+        free(strmap_del(t->per_client, c->client));
+    publish(t);
+}
+
+static void uncount(struct guard_conn *c)
+{
+    struct http_guard_clients *t = c->g->clients;
+    pthread_mutex_lock(&t->lock);
+    uncount_locked(t, c);
+    pthread_mutex_unlock(&t->lock);
 }
 
 static void conn_release(struct guard_conn *c)
@@ -468,8 +488,6 @@ static void refuse(struct guard_conn *c, evutil_socket_t fd)
     struct http_guard *g = c->g;
     c->refused = true;
     set_deadline(c, 0);
-    g->refused++;
-    publish(g);
     log_limited(LOG_WARN, "http",
                 "msg=\"too many connections from one client; new ones closed\" client=%s "
                 "limit=%u",
@@ -487,8 +505,8 @@ static void refuse(struct guard_conn *c, evutil_socket_t fd)
 static bool closed_unused(struct guard_conn *o)
 {
     char b;
-    evutil_socket_t fd = bufferevent_getfd(o->bev);
-    return !o->got_input && fd >= 0 && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+    return !__atomic_load_n(&o->got_input, __ATOMIC_RELAXED) && o->fd >= 0 &&
+           recv(o->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
 /* Count one new connection under its client's address, or refuse it. */
@@ -498,29 +516,38 @@ static void admit_one(struct guard_conn *c)
     evutil_socket_t fd = bufferevent_getfd(c->bev);
     if (released(c) || fd < 0 || peer_address(fd, c->client, sizeof(c->client)) != 0)
         return; /* evhttp gave up on it already, or not an IP peer: nothing to count */
-    struct client_count *cc = strmap_get(g->per_client, c->client);
+    c->fd = fd;
+    struct http_guard_clients *t = g->clients;
+    pthread_mutex_lock(&t->lock);
+    struct client_count *cc = strmap_get(t->per_client, c->client);
     unsigned cap = g->opt.max_conns_per_client;
     if (cap != 0 && cc != NULL && cc->n >= cap) {
         /* The sweep notices closed connections only every GUARD_SWEEP_MS: a
          * client that opens and closes connections quickly (one request
          * each) would otherwise hit the cap with few of them open. Reap
-         * this client's closed ones now (at most cap of them to look at). */
+         * this client's closed ones now (at most cap of them to look at),
+         * on whichever worker they are: this guard's that evhttp let go
+         * of, and any closed before it sent a byte (their sockets stay open
+         * while counted: conn_release uncounts before it lets go). The
+         * reaped ones are released by their own guard later. */
         for (struct guard_conn *o = cc->conns, *next; o != NULL; o = next) {
             next = o->cnext;
-            if (released(o))
-                conn_release(o); /* may free cc with its last connection */
-            else if (closed_unused(o))
-                uncount(o); /* may free cc; evhttp frees o, the sweep releases it */
+            if ((o->g == g && released(o)) || closed_unused(o))
+                uncount_locked(t, o); /* may free cc with its last connection */
         }
-        cc = strmap_get(g->per_client, c->client);
+        cc = strmap_get(t->per_client, c->client);
     }
     if (cap != 0 && cc != NULL && cc->n >= cap) {
+        t->refused++;
+        publish(t);
+        pthread_mutex_unlock(&t->lock);
         refuse(c, fd);
         return;
     }
     if (cc == NULL) {
         cc = calloc(1, sizeof(*cc));
-        if (cc == NULL || strmap_put(g->per_client, c->client, cc) != 0) {
+        if (cc == NULL || strmap_put(t->per_client, c->client, cc) != 0) {
+            pthread_mutex_unlock(&t->lock);
             free(cc); /* out of memory: serve it uncounted rather than refuse */
             return;
         }
@@ -531,8 +558,9 @@ static void admit_one(struct guard_conn *c)
     if (cc->conns)
         cc->conns->cprev = c;
     cc->conns = c;
-    g->open++;
-    publish(g);
+    t->open++;
+    publish(t);
+    pthread_mutex_unlock(&t->lock);
 }
 
 /* Made active by every accept: runs on the same loop turn, after evhttp has
@@ -584,6 +612,7 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
         return NULL;
     c->g = g;
     c->body_fd = -1;
+    c->fd = -1;
     resweep(c); /* not watched yet */
     /* CLOSE_ON_FREE: the socket is closed when the bufferevent is finalized
      * (evhttp then leaves it alone), that is once we too let go of it. Were
@@ -690,9 +719,11 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     int err = EVUTIL_SOCKET_ERROR();
     (void)arg;
     struct http_guard *g = NULL;
+    pthread_mutex_lock(&listeners_lock);
     for (int i = 0; i < GUARD_LISTENERS; i++)
         if (listeners[i].l == l)
             g = listeners[i].g;
+    pthread_mutex_unlock(&listeners_lock);
     if (g == NULL)
         return;
     /* Out of descriptors (or kernel memory): accepting again at once only
@@ -720,10 +751,12 @@ int http_guard_new(const struct http_guard_options *opt, struct http_guard **out
     g->resume = evtimer_new(opt->base, on_resume, g);
     g->sweep = event_new(opt->base, -1, EV_PERSIST, on_sweep, g);
     g->admit = event_new(opt->base, -1, 0, on_admit, g);
-    g->per_client = strmap_new();
+    g->clients = opt->clients;
+    if (g->clients == NULL && http_guard_clients_new(&g->own_clients) == 0)
+        g->clients = g->own_clients;
     struct timeval tv = {0, GUARD_SWEEP_MS * 1000};
     if (g->conns == NULL || g->resume == NULL || g->sweep == NULL || g->admit == NULL ||
-        g->per_client == NULL || event_add(g->sweep, &tv) != 0) {
+        g->clients == NULL || event_add(g->sweep, &tv) != 0) {
         http_guard_free(g);
         return REG_ENOMEM;
     }
@@ -741,14 +774,16 @@ int http_guard_attach(struct http_guard *g, struct evhttp *http, struct evconnli
     evhttp_set_bevcb(http, new_bev, f);
     if (l == NULL)
         return 0;
+    pthread_mutex_lock(&listeners_lock);
     for (int i = 0; i < GUARD_LISTENERS; i++) {
         if (listeners[i].l == NULL) {
             listeners[i].l = l;
             listeners[i].g = g;
             evconnlistener_set_error_cb(l, on_accept_error);
-            return 0;
+            break;
         }
     }
+    pthread_mutex_unlock(&listeners_lock);
     return 0;
 }
 
@@ -770,9 +805,11 @@ void http_guard_free(struct http_guard *g)
 {
     if (g == NULL)
         return;
+    pthread_mutex_lock(&listeners_lock);
     for (int i = 0; i < GUARD_LISTENERS; i++)
         if (listeners[i].g == g)
             listeners[i].l = NULL, listeners[i].g = NULL;
+    pthread_mutex_unlock(&listeners_lock);
     if (g->resume)
         event_free(g->resume);
     if (g->sweep)
@@ -791,9 +828,28 @@ void http_guard_free(struct http_guard *g)
         }
         strmap_free(g->conns);
     }
-    if (g->per_client) { /* empty unless out of memory above */
-        strmap_each(g->per_client, free_value, NULL);
-        strmap_free(g->per_client);
-    }
+    http_guard_clients_free(g->own_clients);
     free(g);
+}
+
+int http_guard_clients_new(struct http_guard_clients **out)
+{
+    struct http_guard_clients *t = calloc(1, sizeof(*t));
+    if (t == NULL || (t->per_client = strmap_new()) == NULL) {
+        free(t);
+        return REG_ENOMEM;
+    }
+    pthread_mutex_init(&t->lock, NULL);
+    *out = t;
+    return 0;
+}
+
+void http_guard_clients_free(struct http_guard_clients *t)
+{
+    if (t == NULL)
+        return;
+    strmap_each(t->per_client, free_value, NULL); /* empty unless out of memory */
+    strmap_free(t->per_client);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
 }

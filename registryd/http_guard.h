@@ -35,7 +35,10 @@
  * clients are judged by what they really hold open). Counts and refusals go
  * to metrics_http_conns().
  *
- * Threads: the front end's event_base thread only.
+ * Threads: a guard runs on its event_base's thread only (each HTTP worker
+ * has its own); the per-client counts are shared by every worker's guard
+ * under a mutex (http_guard_clients), and a worker at a client's cap
+ * reaps that client's connections closed unused on any worker.
  */
 #ifndef REGISTRYD_HTTP_GUARD_H
 #define REGISTRYD_HTTP_GUARD_H
@@ -51,8 +54,13 @@ struct event_base;
 struct ssl_ctx_st;
 struct http_guard;
 
+struct http_guard_clients;
+
 struct http_guard_options {
     struct event_base *base;  /* borrowed */
+    /* Per-client counts shared by the guards of every HTTP worker thread
+     * (borrowed, outliving them); NULL: the guard keeps its own. */
+    struct http_guard_clients *clients;
     uint64_t head_timeout_ms; /* first byte to end of head; 0: none */
     uint64_t body_timeout_ms; /* end of head to complete body; 0: none */
     uint64_t accept_pause_ms; /* accepting pauses this long on EMFILE/ENFILE */
@@ -71,6 +79,11 @@ struct http_body_file {
     uint64_t len;   /* bytes */
     int write_err;  /* errno of a failed write (the file is incomplete), or 0 */
 };
+
+/* The per-client counts several guards share (any thread; a mutex).
+ * 0 or REG_ENOMEM. Free after every guard that uses it. */
+int http_guard_clients_new(struct http_guard_clients **out) REG_MUSTCHECK;
+void http_guard_clients_free(struct http_guard_clients *t);
 
 /* Returns 0 or REG_ENOMEM. */
 int http_guard_new(const struct http_guard_options *opt, struct http_guard **out);

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "acl.h"
+#include "cluster.h"
 #include "command.h"
 #include "duration.h"
 #include "http_api.h"
@@ -54,11 +55,13 @@ struct http_server {
     json_t *node_meta; /* this node's Meta, from opt.node_meta */
     struct http_guard *guard; /* accept back-off, request deadlines */
     /* Rendered read responses, reused while the index they were rendered
-     * at is current (same index => same content, on every server). */
+     * at is current (same index => same content, on every server); one for
+     * every worker thread (shared->cache). */
     struct http_cache *cache;
     struct http_listing *listing; /* per-name tags for /v1/catalog/services */
     struct http_render *render;   /* per-record encodings of big answers */
-    struct http_rate read_rate, write_rate; /* http_read_rate, http_write_rate */
+    struct http_shared *shared; /* opt.shared, or own_shared */
+    struct http_shared *own_shared;
     struct http_req *req_pool; /* freed requests for reuse (next_free), <= HTTP_REQ_POOL */
     int n_req_pool;
 };
@@ -153,6 +156,20 @@ void http_acl_audit(struct http_req *r, const char *method, int status);
 void http_acl_req_free(struct http_req *r);
 /* The token the client sent (header, bearer or ?token=), or NULL. */
 const char *http_acl_client_token(struct http_req *r);
+
+/* The cluster's calls for a request's server (cluster.h), with the
+ * callback run on that server's own loop (a worker thread's, or the main
+ * one). submit: cluster_submit (here: cluster_submit_here); the buffer is
+ * taken in every case. */
+void http_cluster_submit(struct http_server *srv, bool here, void *buf, size_t len,
+                         cluster_done_cb cb, void *arg);
+enum http_member_op { HTTP_MEMBER_ADD, HTTP_MEMBER_REMOVE, HTTP_MEMBER_CONFIRM };
+/* cluster_add_voter, cluster_remove, cluster_confirm_leadership. */
+void http_cluster_member(struct http_server *srv, enum http_member_op op, uint64_t id,
+                         const char *raft_addr, cluster_done_cb cb, void *arg);
+
+/* This server's render cache figures, to metrics (metrics_http_cache). */
+void http_cache_publish(struct http_server *srv);
 
 /* End a request: like a write's completion (0: 200 empty; REG_E*: the
  * matching error), or with a JSON body. Both free r. */

@@ -113,7 +113,7 @@ static void do_join(struct http_req *r)
         http_finish_write(r, REG_ETOOBIG);
         return;
     }
-    cluster_add_voter(r->srv->opt.cluster, member, addr, change_done, r);
+    http_cluster_member(r->srv, HTTP_MEMBER_ADD, member, addr, change_done, r);
 }
 
 /* DELETE /v1/operator/raft/peer?id=N (or ?address=HOST:PORT) */
@@ -158,7 +158,7 @@ static void do_remove_peer(struct http_req *r)
         http_finish_write(r, REG_EINVAL);
         return;
     }
-    cluster_remove(r->srv->opt.cluster, member, change_done, r);
+    http_cluster_member(r->srv, HTTP_MEMBER_REMOVE, member, NULL, change_done, r);
 }
 
 /* PUT /v1/internal/raft/announce {"ID", "Raft", "HTTP"}: a server says where
@@ -269,7 +269,7 @@ static void do_apply(struct http_req *r)
             cluster_free_buf(buf);
             apply_one_done(one, rc);
         } else {
-            cluster_submit_here(r->srv->opt.cluster, buf, blen, apply_one_done, one);
+            http_cluster_submit(r->srv, true, buf, blen, apply_one_done, one);
         }
     }
     b->n = (size_t)n;
@@ -439,7 +439,7 @@ static void do_snapshot_restore(struct http_req *r)
         http_finish_write(r, rc);
         return;
     }
-    cluster_submit(r->srv->opt.cluster, buf, blen, change_done, r);
+    http_cluster_submit(r->srv, false, buf, blen, change_done, r);
 }
 
 const struct http_route http_operator_routes[] = {

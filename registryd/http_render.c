@@ -606,12 +606,6 @@ static bool run_slice(struct job *j, bool sliced)
     return true;
 }
 
-static void publish(struct http_server *srv)
-{
-    struct http_cache_stats st;
-    http_cache_get_stats(srv->cache, &st);
-    metrics_http_cache(&st);
-}
 
 /* The answer is complete: into the render cache (whole, and only whole). */
 static void keep_answer(struct job *j)
@@ -620,7 +614,7 @@ static void keep_answer(struct job *j)
         http_cache_put(j->r->srv->cache, j->key, j->index, j->all, j->all_len);
         j->key = NULL;
         j->all = NULL;
-        publish(j->r->srv);
+        http_cache_publish(j->r->srv);
     }
 }
 

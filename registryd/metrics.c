@@ -77,8 +77,12 @@ static struct {
     .raft_apply = {fast_buckets, NFAST, {0}, 0, 0},
 };
 
+/* The HTTP figures and the renderer: every HTTP worker thread writes them. */
+static pthread_mutex_t http_lock = PTHREAD_MUTEX_INITIALIZER;
+
 void metrics_http(const char *method, const char *route, int status, double seconds)
 {
+    pthread_mutex_lock(&http_lock);
     int i = 0;
     for (; i < m.nhttp; i++)
         if (m.http[i].status == status && m.http[i].route == route &&
@@ -93,23 +97,31 @@ void metrics_http(const char *method, const char *route, int status, double seco
     if (i < m.nhttp)
         m.http[i].count++;
     observe(&m.http_latency, seconds);
+    pthread_mutex_unlock(&http_lock);
 }
 
 void metrics_http_cache(const struct http_cache_stats *st)
 {
+    pthread_mutex_lock(&http_lock);
     m.cache = *st;
+    pthread_mutex_unlock(&http_lock);
 }
 
 void metrics_http_conns(uint64_t open, uint64_t refused)
 {
+    pthread_mutex_lock(&http_lock);
     m.conns_open = open;
     m.conns_refused = refused;
+    pthread_mutex_unlock(&http_lock);
 }
 
 void metrics_http_rate_limited(bool write)
 {
+    pthread_mutex_lock(&http_lock);
     m.rate_limited[write ? 1 : 0]++;
+    pthread_mutex_unlock(&http_lock);
 }
+
 
 /* ---- DNS: one shard per worker thread --------------------------------- */
 
@@ -196,7 +208,9 @@ static void dns_totals(uint64_t rcode[16], struct histogram *h)
 
 void metrics_raft_apply(double seconds)
 {
+    pthread_mutex_lock(&http_lock);
     observe(&m.raft_apply, seconds);
+    pthread_mutex_unlock(&http_lock);
 }
 
 static const char *rcode_name(int rcode)
@@ -242,7 +256,7 @@ static void render_gauges(const struct metrics_sources *src, const struct health
     gauge(out, gauges, "registryd_raft_servers", "servers in the raft configuration",
           st.n_servers);
     gauge(out, gauges, "registryd_blocking_queries_parked", "blocking queries waiting",
-          (double)watch_parked(src->watch));
+          (double)watch_parked_total());
     gauge(out, gauges, "registryd_store_instances", "service instances stored",
           (double)instances);
     gauge(out, gauges, "registryd_store_checks", "checks stored", (double)checks);
@@ -367,14 +381,17 @@ int metrics_render(const struct metrics_sources *src, bool prometheus, struct ev
 {
     struct health_stats hs;
     health_get_stats(src->health, &hs);
+    pthread_mutex_lock(&http_lock);
     if (prometheus) {
         render_gauges(src, &hs, out, NULL);
         render_prometheus_counters(&hs, out);
+        pthread_mutex_unlock(&http_lock);
         return 0;
     }
     json_t *gauges = json_array(), *counters = json_array();
     render_gauges(src, &hs, NULL, gauges);
     render_json_counters(counters);
+    pthread_mutex_unlock(&http_lock);
     char stamp[64];
     time_t now = time(NULL);
     strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S +0000 UTC", gmtime(&now));

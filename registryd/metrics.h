@@ -5,8 +5,9 @@
  * the store's and the blocking queries' — for GET /v1/agent/metrics, as
  * Prometheus text (?format=prometheus) or Consul's JSON.
  *
- * Threads: metrics_http and the rendering run on the front-end thread only
- * (one event loop), so those counters need no locks. DNS answers are
+ * Threads: the HTTP figures are written by every HTTP worker thread (and
+ * the raft apply times on the main loop) under one mutex, which the
+ * rendering holds too. DNS answers are
  * counted on the DNS worker threads, each into its own shard (one writer
  * per shard, relaxed atomics), summed when rendered.
  */
@@ -21,7 +22,6 @@ struct http_cache_stats;
 struct cluster;
 struct health;
 struct store;
-struct watch;
 
 /* One HTTP request ended: route pattern ("unmatched" if none), status,
  * seconds from arrival to the reply. */
@@ -50,7 +50,6 @@ struct metrics_sources {
     struct cluster *cluster;
     struct health *health;
     struct store *store;
-    struct watch *watch;
 };
 
 /* Append every metric to out, as Prometheus text or as Consul's JSON. */

@@ -35,6 +35,7 @@
 #include "health.h"
 #include "heap_trim.h"
 #include "http_api.h"
+#include "http_workers.h"
 #include "log.h"
 #include "metrics.h"
 #include "recovery.h"
@@ -44,9 +45,11 @@
 #include "tls.h"
 #include "watch.h"
 
-/* Who hears about applied changes: blocking queries and the checker. */
+/* Who hears about applied changes: blocking queries (the main loop's and
+ * the HTTP worker threads') and the checker. */
 struct change_listeners {
     struct watch *watch;
+    struct http_workers *http;
     struct health *health;
 };
 
@@ -55,6 +58,7 @@ static void on_change(void *arg, const struct store_change *chg)
     struct change_listeners *l = arg;
     if (l->watch != NULL)
         watch_notify(l->watch, chg);
+    http_workers_notify(l->http, chg);
     health_notify(l->health, chg);
 }
 
@@ -263,7 +267,7 @@ struct server {
     struct store *store;
     struct watch *watch;
     struct cluster *cluster;
-    struct http_server *http;
+    struct http_workers *http;
     struct health *health;
     struct dns_server *dns;
     struct formation *formation;
@@ -487,7 +491,8 @@ static int start_checker(struct server *s)
     return 0;
 }
 
-/* The HTTP front end, on the main loop; DNS, on its own threads. */
+/* The HTTP front end, on the main loop and http_workers - 1 threads; DNS,
+ * on its own threads. */
 static int start_front_end(struct server *s)
 {
     const struct conf *conf = s->conf;
@@ -519,10 +524,11 @@ static int start_front_end(struct server *s)
         .watch = s->watch,
         .health = s->health,
     };
-    if (http_start(&hopt, &s->http, err, sizeof(err)) != 0) {
+    if (http_workers_start(&hopt, conf->http_workers, &s->http, err, sizeof(err)) != 0) {
         log_error("server", "msg=\"cannot start HTTP API\" error=\"%s\"", err);
         return REG_EIO;
     }
+    s->listeners.http = s->http;
     struct dns_options dopt = {
         .addr = conf->dns_addr,
         .domain = conf->dns_domain,
@@ -656,10 +662,12 @@ void server_stop(struct server *s)
     /* Parked blocking queries are answered now, while the cluster can still
      * say who leads; changes the cluster delivers while it stops go nowhere. */
     s->listeners.watch = NULL;
+    s->listeners.http = NULL;
     watch_free(s->watch);
+    http_workers_stop(s->http);
     cluster_free(s->cluster);
     mark_store_clean(s);
-    http_free(s->http);
+    http_workers_free(s->http);
     if (s->sigterm)
         event_free(s->sigterm);
     if (s->sigint)

@@ -30,7 +30,17 @@ struct watch {
     struct watch_waiter *buckets[WATCH_BUCKETS];
     struct watch_waiter *global;
     size_t parked;
+    bool closed; /* watch_close: nothing parks any more */
 };
+
+/* Waiters parked in every watch of the process (the HTTP workers' own). */
+static size_t parked_total;
+
+static void count_parked(struct watch *w, long delta)
+{
+    w->parked += (size_t)delta;
+    __atomic_add_fetch(&parked_total, (size_t)delta, __ATOMIC_RELAXED);
+}
 
 static unsigned hash_key(const char *s)
 {
@@ -55,7 +65,7 @@ static void unlink_waiter(struct watch_waiter *wt)
         *wt->head = wt->next;
     if (wt->next)
         wt->next->prev = wt->prev;
-    wt->w->parked--;
+    count_parked(wt->w, -1);
 }
 
 static void destroy_waiter(struct watch_waiter *wt)
@@ -84,6 +94,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 int watch_park(struct watch *w, const char *key, uint64_t wait_ms, watch_fire_cb cb, void *arg,
                struct watch_waiter **out)
 {
+    if (w->closed)
+        return REG_ESHUTDOWN;
     struct watch_waiter *wt = calloc(1, sizeof(*wt));
     if (wt == NULL)
         return REG_ENOMEM;
@@ -108,7 +120,7 @@ int watch_park(struct watch *w, const char *key, uint64_t wait_ms, watch_fire_cb
     if (wt->next)
         wt->next->prev = wt;
     *wt->head = wt;
-    w->parked++;
+    count_parked(w, 1);
     if (out)
         *out = wt;
     return 0;
@@ -131,7 +143,7 @@ static void fire_list(struct watch_waiter **head, const char *key)
         next = wt->next;
         if (key == NULL || strcmp(wt->key, key) == 0) {
             unlink_waiter(wt);
-            wt->w->parked++; /* fire() unlinks again: keep the count right */
+            count_parked(wt->w, 1); /* fire() unlinks again: keep the count right */
             wt->next = ready;
             wt->prev = NULL;
             wt->head = &ready;
@@ -162,12 +174,23 @@ size_t watch_parked(const struct watch *w)
     return w->parked;
 }
 
+size_t watch_parked_total(void)
+{
+    return __atomic_load_n(&parked_total, __ATOMIC_RELAXED);
+}
+
+void watch_close(struct watch *w)
+{
+    w->closed = true;
+    for (int b = 0; b < WATCH_BUCKETS; b++)
+        fire_list(&w->buckets[b], NULL);
+    fire_list(&w->global, NULL);
+}
+
 void watch_free(struct watch *w)
 {
     if (w == NULL)
         return;
-    for (int b = 0; b < WATCH_BUCKETS; b++)
-        fire_list(&w->buckets[b], NULL);
-    fire_list(&w->global, NULL);
+    watch_close(w);
     free(w);
 }

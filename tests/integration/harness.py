@@ -187,6 +187,15 @@ class Registryd:
         status, text, _ = self.request_full(method, path, body, headers, timeout)
         return status, text
 
+    def metric(self, name):
+        """The value of one Prometheus series (name with its labels), or None."""
+        status, text = self.request("GET", "/v1/agent/metrics?format=prometheus")
+        assert status == 200, (status, text)
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return None
+
     def ctl(self, *args, env=None, stdin=None):
         """Run registryctl against this server: (exit code, stdout, stderr)."""
         e = child_env({"REGISTRY_HTTP_ADDR": self.addr})

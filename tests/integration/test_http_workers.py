@@ -1,0 +1,205 @@
+#!/usr/bin/python3
+"""HTTP on several threads (http_workers: 2): connections spread over the
+worker threads (one SO_REUSEPORT group); blocking queries parked on every
+worker wake at a write; writes and reads on many connections stay right;
+the answer cache is shared; SIGTERM with queries parked on the workers
+stops promptly; an http_addr already held is a clear start-up error."""
+import http.client
+import json
+import os
+import re
+import socket
+import threading
+import time
+import unittest
+
+from harness import Registryd
+
+WORKERS = 2
+
+
+def http_threads(pid):
+    """{thread name: CPU ticks} of the process's http-N threads."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if re.fullmatch(r"http-\d+", name):
+            out[name] = int(fields[11]) + int(fields[12])  # utime + stime
+    return out
+
+
+def listeners(port):
+    """How many TCP sockets listen on 127.0.0.1:port (/proc/net/tcp)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.split(":")[1], 16) == port:
+                n += 1
+    return n
+
+
+def register(d, name, i):
+    code, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+        {"Name": name, "ID": "%s-%d" % (name, i), "Address": "10.0.0.%d" % (i % 250 + 1),
+         "Port": 1000 + i}))
+    return code, text
+
+
+class HttpWorkersTest(unittest.TestCase):
+    def setUp(self):
+        self.d = Registryd(extra_args=["--http-workers", str(WORKERS)]).start()
+
+    def tearDown(self):
+        self.d.stop()  # asserts exit status 0 and no sanitizer report
+
+    def test_one_reuseport_group_and_work_on_every_thread(self):
+        d = self.d
+        self.assertEqual(listeners(d.port), WORKERS)
+        self.assertEqual(sorted(http_threads(d.proc.pid)), ["http-1"])
+        before = http_threads(d.proc.pid)["http-1"]
+        # many connections: the kernel gives the worker thread its share
+        served = 0
+        for _ in range(200):
+            c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+            for _ in range(20):
+                c.request("GET", "/v1/catalog/services")
+                r = c.getresponse()
+                r.read()
+                served += r.status == 200
+            c.close()
+        self.assertEqual(served, 4000)
+        self.assertGreater(http_threads(d.proc.pid)["http-1"], before,
+                           "the worker thread served nothing")
+
+    def test_parked_queries_on_every_worker_wake_at_a_write(self):
+        d = self.d
+        self.assertEqual(register(d, "web", 0)[0], 200)
+        _, _, headers = d.request_full("GET", "/v1/health/service/web")
+        index = int(headers["X-Consul-Index"])
+        n = 40  # over 40 connections both workers hold some (2^-39 they do not)
+        results = [None] * n
+        conns = [http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+                 for _ in range(n)]
+
+        def wait(i):
+            conns[i].request("GET", "/v1/health/service/web?index=%d&wait=20s" % index)
+            r = conns[i].getresponse()
+            results[i] = (time.monotonic(), r.status, r.getheader("X-Consul-Index"),
+                          json.loads(r.read()))
+
+        threads = [threading.Thread(target=wait, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while d.metric("registryd_blocking_queries_parked") < n:
+            self.assertLess(time.monotonic(), deadline, "the queries did not park")
+            time.sleep(0.05)
+        self.assertTrue(all(r is None for r in results))
+        wrote = time.monotonic()
+        self.assertEqual(register(d, "web", 1)[0], 200)
+        for t in threads:
+            t.join(20)
+        for c in conns:
+            c.close()
+        for at, status, idx, body in results:
+            self.assertEqual(status, 200)
+            self.assertGreater(int(idx), index)
+            self.assertEqual(sorted(e["Service"]["ID"] for e in body), ["web-0", "web-1"])
+            self.assertLess(at - wrote, 5.0)
+        self.assertEqual(d.metric("registryd_blocking_queries_parked"), 0)
+
+    def test_concurrent_writes_and_reads_on_many_connections(self):
+        d = self.d
+        errors = []
+        n_writers, per_writer = 4, 50
+
+        def writer(w):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+                for i in range(per_writer):
+                    body = json.dumps({"Name": "svc", "ID": "svc-%d-%d" % (w, i), "Port": i})
+                    c.request("PUT", "/v1/agent/service/register", body)
+                    r = c.getresponse()
+                    r.read()
+                    if r.status != 200:
+                        errors.append(("write", r.status))
+                    # a read after the write on a new connection (maybe
+                    # another worker) sees it: writes answer once applied
+                    rc = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+                    rc.request("GET", "/v1/agent/service/svc-%d-%d" % (w, i))
+                    rr = rc.getresponse()
+                    rr.read()
+                    rc.close()
+                    if rr.status != 200:
+                        errors.append(("read", w, i, rr.status))
+                c.close()
+            except OSError as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(n_writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(errors, [])
+        code, text = d.request("GET", "/v1/catalog/service/svc")
+        self.assertEqual(code, 200)
+        self.assertEqual(len(json.loads(text)), n_writers * per_writer)
+
+    def test_answer_cache_is_shared(self):
+        d = self.d
+        self.assertEqual(register(d, "cached", 0)[0], 200)
+        before = d.metric("registryd_http_cache_misses_total")
+        bodies = set()
+        for _ in range(30):  # new connections: both workers answer some
+            bodies.add(d.request("GET", "/v1/health/service/cached")[1])
+        self.assertEqual(len(bodies), 1)
+        self.assertEqual(d.metric("registryd_http_cache_misses_total") - before, 1)
+
+    def test_sigterm_with_queries_parked_on_the_workers(self):
+        d = self.d
+        conns = []
+        for _ in range(20):
+            c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+            c.request("GET", "/v1/catalog/services?index=100000&wait=60s")
+            conns.append(c)
+        deadline = time.monotonic() + 10
+        while d.metric("registryd_blocking_queries_parked") < 20:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        d.stop()
+        self.assertLess(time.monotonic() - t0, 5.0)
+        for c in conns:
+            c.close()
+        self.d = Registryd(extra_args=["--http-workers", str(WORKERS)]).start()  # for tearDown
+
+
+class HttpWorkersAddressTest(unittest.TestCase):
+    def test_http_addr_in_use_is_a_clear_error(self):
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        other = Registryd(extra_args=["--http-workers", str(WORKERS)], http_port=port)
+        try:
+            other.start(wait=False)
+            rc = other.proc.wait(15)
+            log = other.log()
+            other.proc = None
+            self.assertNotEqual(rc, 0)
+            self.assertIn("http_addr 127.0.0.1:%d: cannot listen: Address already in use" % port,
+                          log)
+        finally:
+            holder.close()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
