@@ -6,6 +6,7 @@ default to the build tree next to this checkout.
 """
 import json
 import os
+import re
 import random
 import shutil
 import signal
@@ -59,6 +60,23 @@ def free_port(addr="127.0.0.1", kind=None):
         finally:
             for s in socks:
                 s.close()
+
+
+def thread_ticks(pid, pattern):
+    """{thread name: CPU ticks (utime + stime)} of the process's threads whose
+    name matches the regular expression pattern (dns-N, http-N)."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if re.fullmatch(pattern, name):
+            out[name] = int(fields[11]) + int(fields[12])
+    return out
 
 
 class Registryd:

@@ -14,7 +14,7 @@ import threading
 import time
 import unittest
 
-from harness import Registryd
+from harness import Registryd, thread_ticks
 
 WORKERS = 2
 
@@ -73,18 +73,7 @@ def recv_tcp(sock):
 
 def dns_threads(pid):
     """{thread name: CPU ticks} of the process's dns-N threads."""
-    out = {}
-    for tid in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        if re.fullmatch(r"dns-\d+", name):
-            out[name] = int(fields[11]) + int(fields[12])  # utime + stime
-    return out
+    return thread_ticks(pid, r"dns-\d+")
 
 
 class Writes:

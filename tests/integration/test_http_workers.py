@@ -6,32 +6,19 @@ the answer cache is shared; SIGTERM with queries parked on the workers
 stops promptly; an http_addr already held is a clear start-up error."""
 import http.client
 import json
-import os
-import re
 import socket
 import threading
 import time
 import unittest
 
-from harness import Registryd
+from harness import Registryd, thread_ticks
 
 WORKERS = 2
 
 
 def http_threads(pid):
     """{thread name: CPU ticks} of the process's http-N threads."""
-    out = {}
-    for tid in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        if re.fullmatch(r"http-\d+", name):
-            out[name] = int(fields[11]) + int(fields[12])  # utime + stime
-    return out
+    return thread_ticks(pid, r"http-\d+")
 
 
 def listeners(port):
