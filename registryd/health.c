@@ -80,6 +80,7 @@ struct hcheck {
     struct rules_run run; /* consecutive results, for the thresholds */
     bool maint, dereg_sent;
     bool output_written; /* output_written_at is meaningful (0 is a time too) */
+    bool counted;        /* status is in h->n_status */
     uint64_t generation;
 
     uint64_t due;         /* scheduled start of the next probe (ms) */
@@ -119,6 +120,9 @@ struct health {
     unsigned inflight;
     struct hcheck *wait_head, *wait_tail;
     uint64_t n_critical;
+    /* checks by stored status, kept as they change: the tick publishes
+     * them without a walk over every check (a million at scale) */
+    uint64_t n_status[3];
 
     struct rules_sp sp; /* self-preservation */
     /* probe start lateness, log2(ms) buckets: the current and the previous
@@ -375,6 +379,8 @@ static void check_free(struct hcheck *c)
         event_free(c->timer);
     if (c->status == ST_CRITICAL && h->n_critical > 0)
         h->n_critical--;
+    if (c->counted)
+        h->n_status[c->status]--;
     json_decref(c->def);
     free(c->id);
     free(c->service_id);
@@ -439,6 +445,10 @@ static void observe_status(struct hcheck *c, int status, const char *output, boo
             c->dereg_sent = false;
         }
     }
+    if (c->counted)
+        h->n_status[c->status]--;
+    h->n_status[status]++;
+    c->counted = true;
     c->status = status;
     free(c->output);
     c->output = strdup(output);
@@ -742,14 +752,6 @@ static uint64_t lateness_p99(struct health *h)
     return 0;
 }
 
-static void count_status(const char *key, void *value, void *arg)
-{
-    const struct hcheck *c = value;
-    (void)key;
-    if (c->status >= 0 && c->status <= ST_CRITICAL)
-        ((uint64_t *)arg)[c->status]++;
-}
-
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct health *h = arg;
@@ -780,12 +782,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         }
         json_decref(s.ids);
     }
-    uint64_t by_status[3] = {0, 0, 0};
-    strmap_each(h->by_id, count_status, by_status);
     pthread_mutex_lock(&h->lock);
-    h->stats.passing = by_status[ST_PASSING];
-    h->stats.warning = by_status[ST_WARNING];
-    h->stats.critical = by_status[ST_CRITICAL];
+    h->stats.passing = h->n_status[ST_PASSING];
+    h->stats.warning = h->n_status[ST_WARNING];
+    h->stats.critical = h->n_status[ST_CRITICAL];
     h->stats.checks = strmap_count(h->by_id);
     h->stats.probes = h->probes;
     h->stats.transitions = h->transitions;
