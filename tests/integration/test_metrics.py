@@ -7,7 +7,7 @@ import subprocess
 import time
 import unittest
 
-from harness import Registryd
+from harness import Registryd, TempDir
 
 SAMPLE = re.compile(r'^([a-z_:][a-z0-9_:]*)(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? '
                     r'(-?[0-9.e+-]+|\+Inf|NaN)$')
@@ -162,6 +162,33 @@ class MetricsTest(unittest.TestCase):
             expect(0, 0, 0)
         finally:
             d.stop()
+
+    def test_every_check_reloaded_at_start(self):
+        """At start the checker reloads every check a few milliseconds of
+        service names at a time (the loop runs in between): all of them
+        arrive, here over many slices."""
+        tmp = TempDir()
+        n = 1500
+        d = Registryd(data_dir=tmp.path).start()
+        try:
+            for i in range(n):
+                st, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                    {"Name": "reload-%d" % i, "ID": "r-%d" % i,
+                     "Check": {"CheckID": "rc-%d" % i, "TTL": "10m", "Status": "passing"}}))
+                self.assertEqual(st, 200, text)
+            d.stop()
+            d = Registryd(data_dir=tmp.path).start()
+            deadline = time.monotonic() + 20
+            while True:
+                _, samples = parse(d.request("GET", "/v1/agent/metrics?format=prometheus")[1])
+                if samples["registryd_checks_passing"] == n or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(samples["registryd_checks_passing"], n)
+            self.assertEqual(samples["registryd_checks_critical"], 0)
+        finally:
+            d.stop()
+            tmp.cleanup()
 
     def test_consul_json_form(self):
         status, text = self.d.request("GET", "/v1/agent/metrics")
