@@ -101,6 +101,7 @@ struct cluster {
      * one, and the capacity of the one libraft holds (one at a time) */
     void *snap_spare;
     size_t snap_spare_cap, snap_held_cap;
+    unsigned snap_threshold; /* as libraft has it now */
 
     struct queue in;      /* proposals: front end -> cluster (wake) */
     struct queue done;    /* proposals answered: cluster -> front end (out_ev) */
@@ -295,6 +296,30 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
     return 0;
 }
 
+unsigned cluster_snapshot_threshold(uint64_t snapshot_bytes)
+{
+    uint64_t n = snapshot_bytes / CLUSTER_SNAPSHOT_BYTES_PER_ENTRY;
+    if (n < CLUSTER_SNAPSHOT_ENTRIES)
+        return CLUSTER_SNAPSHOT_ENTRIES;
+    return n > CLUSTER_SNAPSHOT_ENTRIES_MAX ? CLUSTER_SNAPSHOT_ENTRIES_MAX : (unsigned)n;
+}
+
+/* A snapshot of snapshot_bytes was taken or loaded: space the next one by
+ * the store's size, unless the configuration fixed the interval. The log
+ * kept behind a snapshot (trailing) stays as it was set at start. */
+static void adapt_snapshot_threshold(struct cluster *c, uint64_t snapshot_bytes)
+{
+    if (c->opt.snapshot_threshold != 0)
+        return;
+    unsigned n = cluster_snapshot_threshold(snapshot_bytes);
+    if (n == c->snap_threshold)
+        return;
+    log_debug("cluster", "msg=\"snapshot interval\" entries=%u snapshot_bytes=%llu", n,
+              (unsigned long long)snapshot_bytes);
+    c->snap_threshold = n;
+    raft_set_snapshot_threshold(&c->raft, n);
+}
+
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct cluster *c = fsm->data;
@@ -312,6 +337,7 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     }
     log_debug("cluster", "msg=\"snapshot taken\" bytes=%zu ms=%.1f", len,
               (mono_seconds() - started) * 1e3);
+    adapt_snapshot_threshold(c, len);
     c->snap_held_cap = cap;
     (*bufs)[0].base = data;
     (*bufs)[0].len = len;
@@ -353,6 +379,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
         log_info("cluster", "msg=\"store kept from the last clean stop; snapshot not restored\" "
                             "applied_index=%llu", (unsigned long long)c->opt.reuse_applied);
         c->start_snap = *buf; /* kept until raft says which index it is */
+        adapt_snapshot_threshold(c, buf->len);
         return 0;
     }
     c->opt.reuse_applied = 0; /* the store now holds this snapshot only */
@@ -363,6 +390,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
         return RAFT_CORRUPT;
     }
     log_info("cluster", "msg=\"snapshot installed\" bytes=%zu", buf->len);
+    adapt_snapshot_threshold(c, buf->len);
     raft_free(buf->base); /* ownership passed to us on success */
     struct change_msg *m = calloc(1, sizeof(*m));
     if (m != NULL) { /* everything may have changed: wake every watcher */
@@ -995,7 +1023,9 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
      * scheduling hiccup on a loaded machine. */
     raft_set_election_timeout(&c->raft, 800);
     raft_set_heartbeat_timeout(&c->raft, 100);
-    unsigned threshold = c->opt.snapshot_threshold ? c->opt.snapshot_threshold : 16384;
+    unsigned threshold =
+        c->opt.snapshot_threshold ? c->opt.snapshot_threshold : CLUSTER_SNAPSHOT_ENTRIES;
+    c->snap_threshold = threshold;
     raft_set_snapshot_threshold(&c->raft, threshold);
     raft_set_snapshot_trailing(&c->raft, threshold / 4 ? threshold / 4 : 1);
 

@@ -110,8 +110,9 @@ static const struct conf_key conf_keys[] = {
         "join (repeatable)"),
     KEY("leave_on_terminate", CONF_BOOL, leave_on_terminate, "false", NULL,
         "on SIGTERM, leave the cluster (removed from the raft configuration) before stopping"),
-    KEY("raft_snapshot_threshold", CONF_UINT, raft_snapshot_threshold, "16384", "N",
-        "take a raft snapshot (and truncate the log) every N entries"),
+    KEY("raft_snapshot_threshold", CONF_UINT, raft_snapshot_threshold, NULL, "N",
+        "take a raft snapshot (and truncate the log) every N entries (default: 16384, or one "
+        "entry per 2 KiB of the last snapshot if more, at most 262144)"),
     KEY("node", CONF_NAME, node, NULL, "NAME", "node name (default: the host name)"),
     KEY("datacenter", CONF_NAME, datacenter, "dc1", "NAME", "datacenter name"),
     KEY("node_meta", CONF_KVLIST, node_meta, NULL, "KEY:VALUE",

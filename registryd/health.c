@@ -80,6 +80,7 @@ struct hcheck {
     struct rules_run run; /* consecutive results, for the thresholds */
     bool maint, dereg_sent;
     bool output_written; /* output_written_at is meaningful (0 is a time too) */
+    bool counted;        /* status is in h->n_status */
     uint64_t generation;
 
     uint64_t due;         /* scheduled start of the next probe (ms) */
@@ -105,6 +106,11 @@ struct health {
     struct event_base *base;
     struct event *wake, *tick;
     struct event *stop; /* health_free: break the loop, whenever it runs */
+    /* a reload of every check, a few milliseconds of names at a time (see
+     * resync_all): the names still to read, from resync_next on */
+    struct event *resync_ev;
+    json_t *resync_names;
+    size_t resync_next;
     bool stopping;      /* atomic: set by health_free, polled by long scans */
     pthread_t thread;
     bool thread_started;
@@ -119,6 +125,9 @@ struct health {
     unsigned inflight;
     struct hcheck *wait_head, *wait_tail;
     uint64_t n_critical;
+    /* checks by stored status, kept as they change: the tick publishes
+     * them without a walk over every check (a million at scale) */
+    uint64_t n_status[3];
 
     struct rules_sp sp; /* self-preservation */
     /* probe start lateness, log2(ms) buckets: the current and the previous
@@ -375,6 +384,8 @@ static void check_free(struct hcheck *c)
         event_free(c->timer);
     if (c->status == ST_CRITICAL && h->n_critical > 0)
         h->n_critical--;
+    if (c->counted)
+        h->n_status[c->status]--;
     json_decref(c->def);
     free(c->id);
     free(c->service_id);
@@ -439,6 +450,10 @@ static void observe_status(struct hcheck *c, int status, const char *output, boo
             c->dereg_sent = false;
         }
     }
+    if (c->counted)
+        h->n_status[c->status]--;
+    h->n_status[status]++;
+    c->counted = true;
     c->status = status;
     free(c->output);
     c->output = strdup(output);
@@ -597,6 +612,55 @@ static void resync_sid(struct health *h, struct store_read *rd, const char *sid)
     }
 }
 
+/* Reload every check from the store. At a million instances this is tens
+ * of seconds of decoding: done in one go it kept the checker's loop (TTL
+ * expiries, probes, heartbeats) stopped that long, and held one read
+ * transaction open for all of it, which keeps LMDB from reusing any page
+ * freed meanwhile (the file grows). So the names are
+ * taken first and read RESYNC_SLICE_US at a time, each slice in its own
+ * read transaction, the loop running in between; changes that arrive
+ * meanwhile are applied by on_wake as usual (a check read twice is read
+ * as the store has it each time). Another reload starts over. */
+#define RESYNC_SLICE_US 5000
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void resync_step(evutil_socket_t fd, short what, void *arg)
+{
+    struct health *h = arg;
+    (void)fd;
+    (void)what;
+    struct store_read *rd;
+    if (h->resync_names == NULL || store_read_begin(h->opt.store, &rd) != 0)
+        return; /* nothing to do, or the store is gone: the next change says */
+    struct resync rs = {h, rd};
+    uint64_t t0 = mono_us();
+    size_t n = json_array_size(h->resync_names);
+    while (h->resync_next < n && mono_us() - t0 < RESYNC_SLICE_US) {
+        const char *name = json_string_value(json_array_get(h->resync_names, h->resync_next++));
+        if (store_each_instance(rd, name, resync_instance, &rs) != 0 &&
+            __atomic_load_n(&h->stopping, __ATOMIC_ACQUIRE))
+            break;
+    }
+    store_read_end(rd);
+    /* a timer, not event_active: an event that activates itself runs
+     * again in the same pass, before any I/O or timer */
+    struct timeval now = {0, 0};
+    if (h->resync_next < n && !__atomic_load_n(&h->stopping, __ATOMIC_ACQUIRE)) {
+        if (event_add(h->resync_ev, &now) == 0)
+            return;
+        log_error("health", "msg=\"cannot continue reloading checks\" names_left=%zu",
+                  n - h->resync_next);
+    }
+    json_decref(h->resync_names);
+    h->resync_names = NULL;
+}
+
 static int resync_each_name(const char *name, void *arg)
 {
     json_array_append_new(arg, json_string(name));
@@ -612,18 +676,12 @@ static void resync_all(struct health *h)
         return;
     }
     store_each_name(rd, resync_each_name, names);
-    size_t i;
-    json_t *n;
-    struct resync rs = {h, rd};
-    h->generation++;
-    json_array_foreach(names, i, n)
-    {
-        if (store_each_instance(rd, json_string_value(n), resync_instance, &rs) != 0 &&
-            __atomic_load_n(&h->stopping, __ATOMIC_ACQUIRE))
-            break;
-    }
     store_read_end(rd);
-    json_decref(names);
+    json_decref(h->resync_names);
+    h->resync_names = names;
+    h->resync_next = 0;
+    h->generation++;
+    resync_step(-1, 0, h);
 }
 
 struct check_list {
@@ -742,14 +800,6 @@ static uint64_t lateness_p99(struct health *h)
     return 0;
 }
 
-static void count_status(const char *key, void *value, void *arg)
-{
-    const struct hcheck *c = value;
-    (void)key;
-    if (c->status >= 0 && c->status <= ST_CRITICAL)
-        ((uint64_t *)arg)[c->status]++;
-}
-
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct health *h = arg;
@@ -780,12 +830,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         }
         json_decref(s.ids);
     }
-    uint64_t by_status[3] = {0, 0, 0};
-    strmap_each(h->by_id, count_status, by_status);
     pthread_mutex_lock(&h->lock);
-    h->stats.passing = by_status[ST_PASSING];
-    h->stats.warning = by_status[ST_WARNING];
-    h->stats.critical = by_status[ST_CRITICAL];
+    h->stats.passing = h->n_status[ST_PASSING];
+    h->stats.warning = h->n_status[ST_WARNING];
+    h->stats.critical = h->n_status[ST_CRITICAL];
     h->stats.checks = strmap_count(h->by_id);
     h->stats.probes = h->probes;
     h->stats.transitions = h->transitions;
@@ -846,7 +894,8 @@ int health_start(const struct health_options *opt, struct health **out, char *er
     h->wake = event_new(h->base, -1, 0, on_wake, h);
     h->tick = event_new(h->base, -1, EV_PERSIST, on_tick, h);
     h->stop = event_new(h->base, -1, 0, on_stop, h);
-    if (h->wake == NULL || h->tick == NULL || h->stop == NULL) {
+    h->resync_ev = event_new(h->base, -1, 0, resync_step, h);
+    if (h->wake == NULL || h->tick == NULL || h->stop == NULL || h->resync_ev == NULL) {
         snprintf(err, errlen, "out of memory");
         health_free(h);
         return REG_ENOMEM;
@@ -909,6 +958,8 @@ void health_free(struct health *h)
         event_del(h->wake);
     if (h->stop)
         event_del(h->stop);
+    if (h->resync_ev)
+        event_del(h->resync_ev);
     if (h->by_id)
         strmap_each(h->by_id, free_check_entry, NULL);
     if (h->by_sid)
@@ -929,6 +980,9 @@ void health_free(struct health *h)
         event_free(h->tick);
     if (h->stop)
         event_free(h->stop);
+    if (h->resync_ev)
+        event_free(h->resync_ev);
+    json_decref(h->resync_names);
     if (h->base)
         event_base_free(h->base);
     probe_env_fini(&h->probe_env);

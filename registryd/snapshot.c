@@ -60,7 +60,30 @@ static void crc_init(void)
     __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
 }
 
-uint32_t snap_crc32c(uint32_t crc, const void *data, size_t len)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* SSE4.2's crc32 instruction is CRC32C: 8 bytes in a few cycles, five to ten
+ * times the tables' speed. It matters because a raft snapshot is checksummed
+ * on the raft thread, which applies no write meanwhile (at a million
+ * instances, hundreds of MB). */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const unsigned char *p,
+                                                               size_t len)
+{
+    uint64_t c = ~crc;
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8); /* unaligned, little-endian as the instruction wants */
+        c = __builtin_ia32_crc32di(c, v);
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (len--)
+        c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return ~c32;
+}
+#define HAVE_CRC32C_SSE42 1
+#endif
+
+/* The portable path, also the reference the tests hold the fast one to. */
+uint32_t snap_crc32c_sw(uint32_t crc, const void *data, size_t len)
 {
     const unsigned char *p = data;
     if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE))
@@ -78,6 +101,15 @@ uint32_t snap_crc32c(uint32_t crc, const void *data, size_t len)
     while (len--)
         crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
     return ~crc;
+}
+
+uint32_t snap_crc32c(uint32_t crc, const void *data, size_t len)
+{
+#ifdef HAVE_CRC32C_SSE42
+    if (__builtin_cpu_supports("sse4.2"))
+        return crc32c_sse42(crc, data, len);
+#endif
+    return snap_crc32c_sw(crc, data, len);
 }
 
 /* ---- writing ---- */

@@ -63,6 +63,8 @@ void snap_record_head(unsigned char out[SNAP_RECORD_HEAD_LEN], enum snap_table t
 void snap_trailer(unsigned char out[SNAP_TRAILER_LEN], uint64_t records, uint32_t crc);
 /* Running CRC32C (Castagnoli): start with crc = 0. */
 uint32_t snap_crc32c(uint32_t crc, const void *data, size_t len);
+/* The same without the CPU's CRC instruction (for tests). */
+uint32_t snap_crc32c_sw(uint32_t crc, const void *data, size_t len);
 
 /* ---- reading ---- */
 /* Check all of buf (see above). Returns 0 with info filled, or REG_EINVAL

@@ -7,7 +7,7 @@ import subprocess
 import time
 import unittest
 
-from harness import Registryd
+from harness import Registryd, TempDir
 
 SAMPLE = re.compile(r'^([a-z_:][a-z0-9_:]*)(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? '
                     r'(-?[0-9.e+-]+|\+Inf|NaN)$')
@@ -111,6 +111,84 @@ class MetricsTest(unittest.TestCase):
             self.assertGreater(gauges["registryd_http_cache_entries"], 0)
         finally:
             d.stop()
+
+    def test_check_counts_follow_every_status_change(self):
+        """The checker's passing/warning/critical gauges are kept as checks
+        change (not counted afresh each second): they match the store after
+        new checks, updates, a re-registration with another check, and
+        deregistrations."""
+        d = Registryd().start()
+        try:
+            def register(i, ttl="60s", status=None):
+                check = {"CheckID": "c-%d" % i, "TTL": ttl}
+                if status:
+                    check["Status"] = status
+                st, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                    {"Name": "counted", "ID": "s-%d" % i, "Check": check}))
+                self.assertEqual(st, 200, text)
+
+            def expect(passing, warning, critical):
+                want = {"passing": passing, "warning": warning, "critical": critical}
+                stored = {"passing": 0, "warning": 0, "critical": 0}
+                for c in json.loads(d.request("GET", "/v1/agent/checks")[1]).values():
+                    stored[c["Status"]] += 1
+                self.assertEqual(stored, want)
+                deadline = time.monotonic() + 5
+                while True:  # published once a second
+                    _, samples = parse(d.request("GET", "/v1/agent/metrics?format=prometheus")[1])
+                    got = {k: samples["registryd_checks_" + k] for k in want}
+                    if got == want or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
+                self.assertEqual(got, want)
+
+            for i in range(6):
+                register(i, status="passing" if i < 2 else None)
+            expect(2, 0, 4)
+            d.request("PUT", "/v1/agent/check/warn/c-2")
+            d.request("PUT", "/v1/agent/check/pass/c-3")
+            d.request("PUT", "/v1/agent/check/fail/c-0")
+            d.request("PUT", "/v1/agent/check/pass/c-3")  # no change
+            expect(2, 1, 3)
+            # another definition: the checker replaces the check (the
+            # store keeps its status)
+            register(3, ttl="90s", status="warning")
+            expect(2, 1, 3)
+            d.request("PUT", "/v1/agent/service/deregister/s-2")
+            d.request("PUT", "/v1/agent/service/deregister/s-0")
+            expect(2, 0, 2)
+            for i in (1, 3, 4, 5):
+                d.request("PUT", "/v1/agent/service/deregister/s-%d" % i)
+            expect(0, 0, 0)
+        finally:
+            d.stop()
+
+    def test_every_check_reloaded_at_start(self):
+        """At start the checker reloads every check a few milliseconds of
+        service names at a time (the loop runs in between): all of them
+        arrive, here over many slices."""
+        tmp = TempDir()
+        n = 1500
+        d = Registryd(data_dir=tmp.path).start()
+        try:
+            for i in range(n):
+                st, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                    {"Name": "reload-%d" % i, "ID": "r-%d" % i,
+                     "Check": {"CheckID": "rc-%d" % i, "TTL": "10m", "Status": "passing"}}))
+                self.assertEqual(st, 200, text)
+            d.stop()
+            d = Registryd(data_dir=tmp.path).start()
+            deadline = time.monotonic() + 20
+            while True:
+                _, samples = parse(d.request("GET", "/v1/agent/metrics?format=prometheus")[1])
+                if samples["registryd_checks_passing"] == n or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(samples["registryd_checks_passing"], n)
+            self.assertEqual(samples["registryd_checks_critical"], 0)
+        finally:
+            d.stop()
+            tmp.cleanup()
 
     def test_consul_json_form(self):
         status, text = self.d.request("GET", "/v1/agent/metrics")
