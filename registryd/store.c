@@ -30,21 +30,29 @@ enum store_db {
     DB_SVC_CHECKS = SNAP_SVC_CHECKS,
     DB_NAMES = SNAP_NAMES,
     DB_META = SNAP_META,
-    DB_COUNT = SNAP_TABLES
+    DB_COUNT = SNAP_TABLES, /* the tables snapshots carry */
+    /* derived from the tables above, rebuilt rather than carried (see
+     * "derived indexes" below) */
+    DB_BY_STATE = DB_COUNT, /* check Status -> CheckIDs (dupsort) */
+    DB_NAME_TAGS,           /* name "\0" tag -> instance ID "\0" u32 position (dupsort) */
+    DB_DERIVED,             /* "version" -> u32: what the two above were built as */
+    DB_ALL
 };
 
 static const struct {
     const char *name;
     unsigned flags;
-} store_dbs[DB_COUNT] = {
+} store_dbs[DB_ALL] = {
     [DB_SERVICES] = {"services", 0},    [DB_CHECKS] = {"checks", 0},
     [DB_BY_NAME] = {"by_name", MDB_DUPSORT}, [DB_SVC_CHECKS] = {"svc_checks", MDB_DUPSORT},
     [DB_NAMES] = {"names", 0},          [DB_META] = {"meta", 0},
+    [DB_BY_STATE] = {"by_state", MDB_DUPSORT}, [DB_NAME_TAGS] = {"name_tags", MDB_DUPSORT},
+    [DB_DERIVED] = {"derived", 0},
 };
 
 struct store {
     MDB_env *env;
-    MDB_dbi dbi[DB_COUNT];
+    MDB_dbi dbi[DB_ALL];
     /* disk space (raft thread, but space_ok is read by any thread) */
     char dir[4096];
     uint64_t reserved;      /* bytes of the data file backed by allocated blocks */
@@ -87,13 +95,14 @@ static int lmdb_fail(const char *what, int rc)
 
 static uint64_t get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key);
 static MDB_val val_str(const char *str);
+static int derived_ensure(struct store *s);
 
 /* Open the environment in dir and its tables (creating what is missing). */
 static int env_open(struct store *s, const char *dir)
 {
     MDB_txn *txn = NULL;
     int rc;
-    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, DB_COUNT)) != 0 ||
+    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, DB_ALL)) != 0 ||
         (rc = mdb_env_set_mapsize(s->env, STORE_MAP_SIZE)) != 0 ||
         (rc = mdb_env_set_maxreaders(s->env, 1024)) != 0 ||
         /* WRITEMAP: a commit is stores into the map, no write(2): durability
@@ -103,7 +112,7 @@ static int env_open(struct store *s, const char *dir)
         return rc;
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
         return rc;
-    for (int i = 0; i < DB_COUNT; i++) {
+    for (int i = 0; i < DB_ALL; i++) {
         if ((rc = mdb_dbi_open(txn, store_dbs[i].name, MDB_CREATE | store_dbs[i].flags,
                                &s->dbi[i])) != 0) {
             mdb_txn_abort(txn);
@@ -230,6 +239,13 @@ int store_open(const char *dir, uint64_t raft_fingerprint, struct store **out, c
     snprintf(path, sizeof(path), "%s/data.mdb", dir);
     if (raft_fingerprint != 0 && access(path, F_OK) == 0 && env_open(s, dir) == 0)
         s->reused_applied = take_restart_record(s, raft_fingerprint);
+    if (s->reused_applied != 0 && derived_ensure(s) != 0) {
+        /* a file from before the indexes it should have, which cannot
+         * be indexed now: rebuilt from raft like any file not kept */
+        log_warn("store", "msg=\"kept store file could not be indexed; rebuilding it from the "
+                          "raft log\" dir=%s", dir);
+        s->reused_applied = 0;
+    }
     if (s->reused_applied == 0) {
         /* the Raft log is the durable record: start from an empty store */
         if (s->env) {
@@ -244,6 +260,10 @@ int store_open(const char *dir, uint64_t raft_fingerprint, struct store **out, c
         (void)unlink(path);
         if ((rc = env_open(s, dir)) != 0)
             goto fail_rc;
+        if (derived_ensure(s) != 0) {
+            snprintf(err, errlen, "%s: cannot write the store's indexes", dir);
+            goto fail;
+        }
     }
     snprintf(s->dir, sizeof(s->dir), "%s", dir);
     s->space_ok = true;
@@ -465,6 +485,219 @@ static void change_add(struct store_change *chg, const char *name)
         snprintf(chg->names[chg->n++], sizeof(chg->names[0]), "%s", name);
 }
 
+/* ---- derived indexes --------------------------------------------------------
+ * What listings read instead of every record (issue 16: a listing costs
+ * what it returns):
+ *   by_state   a check's Status -> its CheckID (GET /v1/health/state/:state)
+ *   name_tags  name "\0" tag -> ID "\0" position, for every instance of name
+ *              carrying tag at that position (its first) of its Tags; a
+ *              key's first value is then the instance in which a walk of
+ *              name's instances by ID meets the tag first, and where in its
+ *              Tags, which is all that GET /v1/catalog/services needs to
+ *              list a name's distinct tags in the order such a walk would.
+ *              A tag too long for a key (LMDB's 511 bytes with the name) is
+ *              filed as name "\0\xff" (no UTF-8 tag starts with 0xff) -> ID:
+ *              that name is listed by walking its instances.
+ * Every write path keeps them in the same transaction as the records. They
+ * are not in snapshots (snapshot.h's tables): a restore rebuilds them, and
+ * so does store_open for a kept file built without them (derived "version"
+ * absent or older). */
+#define STORE_DERIVED_VERSION 1
+#define TAG_OVERFLOW '\xff'
+
+static const char *const check_states[] = {"passing", "warning", "critical"};
+
+static int state_add(struct store *s, MDB_txn *txn, const char *status, const char *cid)
+{
+    MDB_val k = val_str(status), v = val_str(cid);
+    int rc = mdb_put(txn, s->dbi[DB_BY_STATE], &k, &v, MDB_NODUPDATA);
+    return rc == MDB_KEYEXIST ? 0 : rc;
+}
+
+/* status NULL: whichever it is filed under (a check about to go whose
+ * record is not at hand). */
+static int state_del(struct store *s, MDB_txn *txn, const char *status, const char *cid)
+{
+    for (size_t i = 0; i < sizeof(check_states) / sizeof(check_states[0]); i++) {
+        if (status != NULL && strcmp(status, check_states[i]) != 0)
+            continue;
+        MDB_val k = val_str(check_states[i]), v = val_str(cid);
+        int rc = mdb_del(txn, s->dbi[DB_BY_STATE], &k, &v);
+        if (rc != 0 && rc != MDB_NOTFOUND)
+            return rc;
+        if (rc == 0 || status != NULL)
+            break;
+    }
+    return 0;
+}
+
+/* A check's record changed from old_status (NULL: it is new) to its
+ * Status now. */
+static int state_move(struct store *s, MDB_txn *txn, const char *old_status, json_t *check,
+                      const char *cid)
+{
+    const char *now = json_string_value(json_object_get(check, "Status"));
+    if (now == NULL)
+        return REG_EINVAL;
+    if (old_status != NULL && strcmp(old_status, now) == 0)
+        return 0;
+    int rc = old_status != NULL ? state_del(s, txn, old_status, cid) : 0;
+    return rc == 0 ? state_add(s, txn, now, cid) : rc;
+}
+
+/* Whether tags[i] also appears before i (json_t strings). */
+static bool tag_seen_before(json_t *tags, size_t i, json_t *seen)
+{
+    const char *t = json_string_value(json_array_get(tags, i));
+    if (seen != NULL) /* many tags: an object of those met */
+        return json_object_get(seen, t) != NULL;
+    for (size_t j = 0; j < i; j++)
+        if (strcmp(json_string_value(json_array_get(tags, j)), t) == 0)
+            return true;
+    return false;
+}
+
+/* File (add) or unfile instance id of name under each of its distinct
+ * tags (an array of strings, as checked by record.c). */
+static int tags_file(struct store *s, MDB_txn *txn, const char *name, const char *id, json_t *tags,
+                     bool add)
+{
+    size_t n = json_array_size(tags);
+    if (n == 0)
+        return 0;
+    size_t nlen = strlen(name), idlen = strlen(id), maxkey = (size_t)mdb_env_get_maxkeysize(s->env);
+    unsigned char val[RECORD_KEY_MAX + 8], key[1024];
+    if (idlen > RECORD_KEY_MAX || nlen + 2 > maxkey || nlen + 2 > sizeof(key))
+        return REG_EINVAL; /* record.c refuses such names and IDs */
+    memcpy(val, id, idlen);
+    val[idlen] = '\0';
+    memcpy(key, name, nlen);
+    key[nlen] = '\0';
+    json_t *seen = n > 16 ? json_object() : NULL;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        json_t *x = json_array_get(tags, i);
+        const char *t = json_string_value(x);
+        if (t == NULL || tag_seen_before(tags, i, seen))
+            continue;
+        if (seen != NULL)
+            json_object_set_new(seen, t, json_true());
+        size_t tlen = strlen(t), klen = nlen + 1 + tlen;
+        uint32_t pos = (uint32_t)i;
+        if (klen > maxkey || klen > sizeof(key)) {
+            key[nlen + 1] = (unsigned char)TAG_OVERFLOW;
+            klen = nlen + 2;
+            pos = 0;
+        } else {
+            memcpy(key + nlen + 1, t, tlen);
+        }
+        val[idlen + 1] = (unsigned char)(pos >> 24);
+        val[idlen + 2] = (unsigned char)(pos >> 16);
+        val[idlen + 3] = (unsigned char)(pos >> 8);
+        val[idlen + 4] = (unsigned char)pos;
+        MDB_val k = {klen, key}, v = {idlen + 5, val};
+        if (add) {
+            rc = mdb_put(txn, s->dbi[DB_NAME_TAGS], &k, &v, MDB_NODUPDATA);
+            rc = rc == MDB_KEYEXIST ? 0 : rc;
+        } else {
+            rc = mdb_del(txn, s->dbi[DB_NAME_TAGS], &k, &v);
+            rc = rc == MDB_NOTFOUND ? 0 : rc;
+        }
+    }
+    json_decref(seen);
+    return rc;
+}
+
+/* An instance's tags change from old (NULL: it is new) to inst (NULL: it
+ * goes). */
+static int tags_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
+{
+    int rc = 0;
+    if (old != NULL && inst != NULL &&
+        strcmp(jstr(old, "Service"), jstr(inst, "Service")) == 0 &&
+        strcmp(jstr(old, "ID"), jstr(inst, "ID")) == 0 &&
+        json_equal(json_object_get(old, "Tags"), json_object_get(inst, "Tags")))
+        return 0; /* the common re-registration: nothing to do */
+    if (old != NULL)
+        rc = tags_file(s, txn, jstr(old, "Service"), jstr(old, "ID"), json_object_get(old, "Tags"),
+                       false);
+    if (rc == 0 && inst != NULL)
+        rc = tags_file(s, txn, jstr(inst, "Service"), jstr(inst, "ID"),
+                       json_object_get(inst, "Tags"), true);
+    return rc;
+}
+
+/* Build the derived indexes from the records, in txn (whose records may
+ * be a restore's or an older file's). Damaged records are skipped, as
+ * every reader skips them. */
+static int derived_rebuild(struct store *s, MDB_txn *txn)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc;
+    if ((rc = mdb_drop(txn, s->dbi[DB_BY_STATE], 0)) != 0 ||
+        (rc = mdb_drop(txn, s->dbi[DB_NAME_TAGS], 0)) != 0)
+        return rc;
+    for (int db = DB_SERVICES; db <= DB_CHECKS; db++) {
+        if ((rc = mdb_cursor_open(txn, s->dbi[db], &cur)) != 0)
+            return rc;
+        int crc;
+        for (crc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); crc == 0 && rc == 0;
+             crc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            json_t *obj = load_record(s, s->dbi[db], &k, &v);
+            char key[RECORD_KEY_MAX + 1];
+            if (obj == NULL || k.mv_size > RECORD_KEY_MAX) {
+                json_decref(obj);
+                continue;
+            }
+            memcpy(key, k.mv_data, k.mv_size);
+            key[k.mv_size] = '\0';
+            if (db == DB_SERVICES)
+                rc = tags_file(s, txn, jstr(obj, "Service"), key, json_object_get(obj, "Tags"),
+                               true);
+            else
+                rc = state_add(s, txn, jstr(obj, "Status"), key);
+            json_decref(obj);
+        }
+        mdb_cursor_close(cur);
+        if (rc == 0 && crc != MDB_NOTFOUND)
+            rc = crc;
+        if (rc != 0)
+            return rc;
+    }
+    uint32_t version = STORE_DERIVED_VERSION;
+    MDB_val vk = val_str("version"), vv = {sizeof(version), &version};
+    return mdb_put(txn, s->dbi[DB_DERIVED], &vk, &vv, 0);
+}
+
+/* At open: rebuild the derived indexes unless they are the current kind. */
+static int derived_ensure(struct store *s)
+{
+    MDB_txn *txn;
+    MDB_val k = val_str("version"), v;
+    uint32_t version = 0;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0)
+        return lmdb_fail("mdb_txn_begin", rc);
+    if (mdb_get(txn, s->dbi[DB_DERIVED], &k, &v) == 0 && v.mv_size == sizeof(version))
+        memcpy(&version, v.mv_data, sizeof(version));
+    if (version == STORE_DERIVED_VERSION) {
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    uint64_t t0 = mono_ms();
+    if ((rc = derived_rebuild(s, txn)) != 0) {
+        mdb_txn_abort(txn);
+        return is_reg_error(rc) ? rc : lmdb_fail("rebuilding the indexes", rc);
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0)
+        return lmdb_fail("mdb_txn_commit", rc);
+    if (version != 0 || mono_ms() - t0 > 100)
+        log_info("store", "msg=\"indexes rebuilt\" from_version=%u ms=%llu", version,
+                 (unsigned long long)(mono_ms() - t0));
+    return 0;
+}
+
 /* ---- apply ------------------------------------------------------------- */
 
 struct apply_ctx {
@@ -517,6 +750,7 @@ static int drop_checks(struct apply_ctx *a, const char *id, json_t *keep_ids)
     {
         const char *c = json_string_value(cid);
         if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], c, NULL)) != 0 ||
+            (rc = state_del(a->s, a->txn, NULL, c)) != 0 ||
             (rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], id, c)) != 0)
             break;
     }
@@ -539,7 +773,9 @@ static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_
 {
     const char *cid = jstr(check, "CheckID");
     json_t *old = NULL;
+    char old_status[16] = "";
     if (get_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, &old) == 0) {
+        snprintf(old_status, sizeof(old_status), "%s", jstr(old, "Status"));
         if (keep_status) {
             json_object_set(check, "Status", json_object_get(old, "Status"));
             json_object_set(check, "Output", json_object_get(old, "Output"));
@@ -551,6 +787,8 @@ static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_
     }
     json_object_set_new(check, "ModifyIndex", json_integer((json_int_t)a->index));
     int rc = put_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, check);
+    if (rc == 0)
+        rc = state_move(a->s, a->txn, *old_status ? old_status : NULL, check, cid);
     if (rc == 0) {
         MDB_val k = val_str(service_id), v = val_str(cid);
         rc = mdb_put(a->txn, a->s->dbi[DB_SVC_CHECKS], &k, &v, 0);
@@ -604,7 +842,8 @@ static int touch_node(struct apply_ctx *a, const char *node, bool deregister)
     {
         const char *id = jstr(inst, "ID"), *name = jstr(inst, "Service");
         if (rc == 0 && (rc = drop_checks(a, id, NULL)) == 0 &&
-            (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0)
+            (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
+            (rc = tags_move(a->s, a->txn, inst, NULL)) == 0)
             rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], name, id);
     }
     const char *name;
@@ -644,7 +883,8 @@ static int apply_node(struct apply_ctx *a, json_t *args)
             snprintf(owner, sizeof(owner), "%s", sid);
         else
             node_key(owner, "_node:", jstr(check, "Node"));
-        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0)
+        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0 &&
+            (rc = state_del(a->s, a->txn, jstr(check, "Status"), cid)) == 0)
             rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], owner, cid);
         json_t *inst = NULL;
         if (rc == 0 && *sid && get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], sid, &inst) == 0) {
@@ -696,10 +936,12 @@ static int apply_register(struct apply_ctx *a, json_t *args)
                 return rc;
             }
         }
-        json_decref(old);
     }
     json_object_set_new(svc, "ModifyIndex", json_integer((json_int_t)a->index));
-    if ((rc = put_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, svc)) != 0)
+    if ((rc = put_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, svc)) == 0)
+        rc = tags_move(a->s, a->txn, old, svc);
+    json_decref(old);
+    if (rc != 0)
         return rc;
     MDB_val k = val_str(name), v = val_str(id);
     rc = mdb_put(a->txn, a->s->dbi[DB_BY_NAME], &k, &v, 0);
@@ -744,6 +986,7 @@ static int apply_deregister(struct apply_ctx *a, json_t *args)
     const char *name = jstr(old, "Service");
     if ((rc = drop_checks(a, id, NULL)) == 0 &&
         (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
+        (rc = tags_move(a->s, a->txn, old, NULL)) == 0 &&
         (rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], name, id)) == 0)
         rc = touch_instance(a, name, id);
     json_decref(old);
@@ -763,10 +1006,14 @@ static int apply_check_update(struct apply_ctx *a, json_t *args)
         json_decref(check); /* a heartbeat that changes nothing changes nothing */
         return 0;
     }
+    char old_status[16];
+    snprintf(old_status, sizeof(old_status), "%s", jstr(check, "Status"));
     json_object_set(check, "Status", status);
     json_object_set(check, "Output", output);
     json_object_set_new(check, "ModifyIndex", json_integer((json_int_t)a->index));
     rc = put_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, check);
+    if (rc == 0)
+        rc = state_move(a->s, a->txn, old_status, check, cid);
     snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", jstr(check, "ServiceID"));
     if (rc == 0 && get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], jstr(check, "ServiceID"), &svc) == 0)
         rc = touch_name(a, jstr(svc, "Service"));
@@ -807,9 +1054,10 @@ static int apply_maintenance(struct apply_ctx *a, json_t *args)
             json_decref(svc);
             return 0; /* already off: no change */
         }
-        json_decref(gone);
-        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0)
+        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0 &&
+            (rc = state_del(a->s, a->txn, jstr(gone, "Status"), cid)) == 0)
             rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], id, cid);
+        json_decref(gone);
     }
     if (rc == 0)
         rc = touch_instance(a, jstr(svc, "Service"), id);
@@ -1332,6 +1580,8 @@ static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned 
     struct restore_ctx c = {s, txn};
     if (rc == 0)
         rc = snap_each(buf, len, restore_record, &c);
+    if (rc == 0)
+        rc = derived_rebuild(s, txn);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return is_reg_error(rc) ? rc : lmdb_fail("restore", rc);
@@ -1418,21 +1668,21 @@ static int each_json(struct store_read *r, MDB_dbi dbi, store_json_cb cb, void *
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
 }
 
-int store_each_instance(struct store_read *r, const char *name, store_json_cb cb, void *arg)
+/* The records of table rec whose keys index (dupsort) files under key. */
+static int each_indexed(struct store_read *r, enum store_db index, const char *key,
+                        enum store_db rec, store_json_cb cb, void *arg)
 {
-    if (name == NULL)
-        return each_json(r, r->s->dbi[DB_SERVICES], cb, arg);
     MDB_cursor *cur;
-    MDB_val k = val_str(name), v;
-    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_BY_NAME], &cur), stop = 0;
+    MDB_val k = val_str(key), v;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[index], &cur), stop = 0;
     if (rc != 0)
         return lmdb_fail("mdb_cursor_open", rc);
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0 && !stop;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
         MDB_val sk = v, sv;
-        if (mdb_get(r->txn, r->s->dbi[DB_SERVICES], &sk, &sv) != 0)
+        if (mdb_get(r->txn, r->s->dbi[rec], &sk, &sv) != 0)
             continue;
-        json_t *obj = load_record(r->s, r->s->dbi[DB_SERVICES], &sk, &sv);
+        json_t *obj = load_record(r->s, r->s->dbi[rec], &sk, &sv);
         if (obj == NULL)
             continue;
         stop = cb(obj, arg);
@@ -1444,9 +1694,21 @@ int store_each_instance(struct store_read *r, const char *name, store_json_cb cb
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
 }
 
+int store_each_instance(struct store_read *r, const char *name, store_json_cb cb, void *arg)
+{
+    if (name == NULL)
+        return each_json(r, r->s->dbi[DB_SERVICES], cb, arg);
+    return each_indexed(r, DB_BY_NAME, name, DB_SERVICES, cb, arg);
+}
+
 int store_each_check(struct store_read *r, store_json_cb cb, void *arg)
 {
     return each_json(r, r->s->dbi[DB_CHECKS], cb, arg);
+}
+
+int store_each_check_state(struct store_read *r, const char *state, store_json_cb cb, void *arg)
+{
+    return each_indexed(r, DB_BY_STATE, state, DB_CHECKS, cb, arg);
 }
 
 static int owner_checks(struct store_read *r, const char *owner, json_t *arr);
@@ -1535,6 +1797,153 @@ int store_each_name(struct store_read *r, store_name_cb cb, void *arg)
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
 }
 
+/* One (name, tag) entry of name_tags: the tag (in the key) and where a
+ * walk of the name's instances meets it first (the key's first value). */
+struct tag_first {
+    struct store_str tag;
+    const unsigned char *id;
+    size_t idlen;
+    uint32_t pos;
+};
+
+static int cmp_tag_first(const void *pa, const void *pb)
+{
+    const struct tag_first *a = pa, *b = pb;
+    size_t n = a->idlen < b->idlen ? a->idlen : b->idlen;
+    int c = memcmp(a->id, b->id, n);
+    if (c != 0)
+        return c;
+    if (a->idlen != b->idlen)
+        return a->idlen < b->idlen ? -1 : 1;
+    return a->pos < b->pos ? -1 : a->pos > b->pos;
+}
+
+struct walk_tags {
+    json_t *seen; /* tag -> true, in order of first appearance */
+};
+
+static int walk_tags_add(json_t *inst, void *arg)
+{
+    struct walk_tags *w = arg;
+    size_t i;
+    json_t *tag;
+    json_array_foreach(json_object_get(inst, "Tags"), i, tag)
+        json_object_set_new(w->seen, json_string_value(tag), json_true());
+    return 0;
+}
+
+/* A name with a tag too long for the index: its instances walked. */
+static int name_tags_walked(struct store_read *r, const char *name, store_name_tags_cb cb,
+                            void *arg)
+{
+    struct walk_tags w = {json_object()};
+    if (w.seen == NULL)
+        return REG_ENOMEM;
+    int rc = store_each_instance(r, name, walk_tags_add, &w);
+    size_t n = json_object_size(w.seen), i = 0;
+    struct store_str *tags = malloc((n ? n : 1) * sizeof(*tags));
+    if (rc == 0 && tags == NULL)
+        rc = REG_ENOMEM;
+    if (rc == 0) {
+        const char *t;
+        json_t *x;
+        json_object_foreach(w.seen, t, x) tags[i++] = (struct store_str){t, strlen(t)};
+        rc = cb(name, tags, n, arg);
+    }
+    free(tags);
+    json_decref(w.seen);
+    return rc;
+}
+
+/* memcmp order with the shorter first, as LMDB orders keys. */
+static int cmp_bytes(const void *a, size_t alen, const void *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    return c != 0 ? c : alen < blen ? -1 : alen > blen;
+}
+
+int store_each_name_tags(struct store_read *r, store_name_tags_cb cb, void *arg)
+{
+    MDB_cursor *nc = NULL, *tc = NULL;
+    MDB_val nk, nv, tk, tv;
+    struct tag_first *firsts = NULL;
+    struct store_str *tags = NULL;
+    size_t cap = 0;
+    char name[STORE_NAME_MAX + 1];
+    int rc, trc, stop = 0;
+    if ((rc = mdb_cursor_open(r->txn, r->s->dbi[DB_BY_NAME], &nc)) != 0 ||
+        (rc = mdb_cursor_open(r->txn, r->s->dbi[DB_NAME_TAGS], &tc)) != 0) {
+        if (nc)
+            mdb_cursor_close(nc);
+        return lmdb_fail("mdb_cursor_open", rc);
+    }
+    /* both tables are in name order ("name\0" sorts as name does): one
+     * pass over each */
+    trc = mdb_cursor_get(tc, &tk, &tv, MDB_FIRST);
+    for (rc = mdb_cursor_get(nc, &nk, &nv, MDB_FIRST); rc == 0 && !stop;
+         rc = mdb_cursor_get(nc, &nk, &nv, MDB_NEXT_NODUP)) {
+        size_t n = 0;
+        bool walk = false;
+        for (; trc == 0; trc = mdb_cursor_get(tc, &tk, &tv, MDB_NEXT_NODUP)) {
+            const unsigned char *kp = tk.mv_data, *z = memchr(kp, '\0', tk.mv_size);
+            size_t knl = z ? (size_t)(z - kp) : tk.mv_size;
+            int c = cmp_bytes(kp, knl, nk.mv_data, nk.mv_size);
+            if (c > 0)
+                break; /* a later name's */
+            const unsigned char *vp = tv.mv_data, *vz = memchr(vp, '\0', tv.mv_size);
+            if (c < 0 || z == NULL || vz == NULL || tv.mv_size != (size_t)(vz - vp) + 5)
+                continue; /* a name without instances (cannot be), or damaged */
+            if (tk.mv_size == knl + 2 && kp[knl + 1] == (unsigned char)TAG_OVERFLOW) {
+                walk = true;
+                continue;
+            }
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 64;
+                struct tag_first *f = realloc(firsts, ncap * sizeof(*f));
+                if (f != NULL)
+                    firsts = f;
+                struct store_str *t = f ? realloc(tags, ncap * sizeof(*t)) : NULL;
+                if (t == NULL) {
+                    stop = REG_ENOMEM;
+                    break;
+                }
+                tags = t;
+                cap = ncap;
+            }
+            firsts[n].tag = (struct store_str){(const char *)z + 1, tk.mv_size - knl - 1};
+            firsts[n].id = vp;
+            firsts[n].idlen = (size_t)(vz - vp);
+            firsts[n].pos = (uint32_t)vz[1] << 24 | (uint32_t)vz[2] << 16 |
+                            (uint32_t)vz[3] << 8 | vz[4];
+            n++;
+        }
+        if (stop)
+            break;
+        if (trc != 0 && trc != MDB_NOTFOUND) {
+            rc = trc;
+            break;
+        }
+        size_t nl = nk.mv_size < STORE_NAME_MAX ? nk.mv_size : STORE_NAME_MAX;
+        memcpy(name, nk.mv_data, nl);
+        name[nl] = '\0';
+        if (walk) {
+            stop = name_tags_walked(r, name, cb, arg);
+            continue;
+        }
+        qsort(firsts, n, sizeof(*firsts), cmp_tag_first);
+        for (size_t i = 0; i < n; i++)
+            tags[i] = firsts[i].tag;
+        stop = cb(name, tags, n, arg);
+    }
+    mdb_cursor_close(nc);
+    mdb_cursor_close(tc);
+    free(firsts);
+    free(tags);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
 int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t *bytes)
 {
     MDB_txn *txn;
@@ -1549,6 +1958,19 @@ int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t
     *bytes = 0;
     if (mdb_env_info(s->env, &info) == 0 && mdb_env_stat(s->env, &st) == 0)
         *bytes = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+    return 0;
+}
+
+int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_tags)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return lmdb_fail("mdb_txn_begin", rc);
+    *by_state = mdb_stat(txn, s->dbi[DB_BY_STATE], &st) == 0 ? st.ms_entries : 0;
+    *name_tags = mdb_stat(txn, s->dbi[DB_NAME_TAGS], &st) == 0 ? st.ms_entries : 0;
+    mdb_txn_abort(txn);
     return 0;
 }
 
@@ -1570,7 +1992,8 @@ int store_iter_begin(struct store_read *rd, enum store_iter_kind kind, const cha
         return REG_ENOMEM;
     MDB_dbi dbi = rd->s->dbi[kind == STORE_ITER_CHECKS  ? DB_CHECKS
                              : kind == STORE_ITER_NAME ? DB_BY_NAME
-                                                       : DB_SERVICES];
+                             : kind == STORE_ITER_STATE ? DB_BY_STATE
+                                                        : DB_SERVICES];
     int rc = mdb_cursor_open(rd->txn, dbi, &it->cur);
     if (rc != 0) {
         free(it);
@@ -1589,7 +2012,8 @@ int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const
     for (;;) {
         MDB_val k, v;
         MDB_cursor_op op;
-        if (it->kind == STORE_ITER_NAME) {
+        bool indexed = it->kind == STORE_ITER_NAME || it->kind == STORE_ITER_STATE;
+        if (indexed) {
             k = val_str(it->name);
             op = it->started ? MDB_NEXT_DUP : MDB_SET_KEY;
         } else {
@@ -1601,9 +2025,11 @@ int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const
             return REG_ENOTFOUND;
         if (rc != 0)
             return lmdb_fail("mdb_cursor_get", rc);
-        if (it->kind == STORE_ITER_NAME) {
+        if (indexed) {
             MDB_val sk = v, sv;
-            rc = mdb_get(it->rd->txn, it->rd->s->dbi[DB_SERVICES], &sk, &sv);
+            rc = mdb_get(it->rd->txn,
+                         it->rd->s->dbi[it->kind == STORE_ITER_NAME ? DB_SERVICES : DB_CHECKS],
+                         &sk, &sv);
             if (rc == MDB_NOTFOUND)
                 continue;
             if (rc != 0)
