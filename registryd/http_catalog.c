@@ -113,17 +113,18 @@ static int add_catalog_name(const char *name, void *arg)
     return 0;
 }
 
-/* Without a selection, a name's tags come from http_listing.c, which
- * reads a name's instances again only when the name changed. */
-static int add_listed_name(const char *name, void *arg)
+/* Without a selection, a name's tags come from the store's index of them
+ * (no instance is read). http_render.c renders the same as text when no
+ * token trims the answer. */
+static int add_listed_name(const char *name, const struct store_str *tags, size_t n, void *arg)
 {
     struct names_walk *nw = arg;
-    json_t *tags;
-    if (http_listing_service_tags(nw->w.r->srv->listing, nw->w.rd, name, &tags) != 0)
+    json_t *arr = json_array();
+    if (arr == NULL)
         return REG_ENOMEM;
-    if (tags != NULL)
-        json_object_set(nw->w.out, name, tags);
-    return 0;
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_stringn(tags[i].p, tags[i].len));
+    return json_object_set_new(nw->w.out, name, arr) == 0 ? 0 : REG_ENOMEM;
 }
 
 /* GET /v1/catalog/services; ?filter= and ?node-meta= select instances, and
@@ -138,11 +139,10 @@ static int read_catalog_services(struct http_req *r, struct store_read *rd, json
     }
     nw.f = f;
     if (f == NULL && !http_has_param(r, "node-meta")) {
-        int rc = store_each_name(rd, add_listed_name, &nw);
-        http_listing_sweep(r->srv->listing);
-        if (rc == REG_ENOMEM) {
+        int rc = store_each_name_tags(rd, add_listed_name, &nw);
+        if (rc != 0) {
             json_decref(nw.w.out);
-            return http_fail(r, 500, "out of memory");
+            return http_fail(r, 500, "Listing failed: %s", reg_strerror(rc));
         }
     } else {
         store_each_name(rd, add_catalog_name, &nw);
@@ -466,7 +466,10 @@ static int read_health_state(struct http_req *r, struct store_read *rd, json_t *
     struct state_walk s = {{r, rd, json_array()}, strcmp(state, "any") == 0 ? NULL : state};
     if (s.state == NULL || strcmp(s.state, "passing") == 0)
         json_array_append_new(s.w.out, render_serf_check(r->srv, NULL));
-    store_each_check(rd, add_state_check, &s);
+    if (s.state == NULL)
+        store_each_check(rd, add_state_check, &s);
+    else
+        store_each_check_state(rd, s.state, add_state_check, &s);
     *out = s.w.out;
     return 0;
 }
