@@ -545,27 +545,14 @@ static int state_move(struct store *s, MDB_txn *txn, const char *old_status, jso
     return rc == 0 ? state_add(s, txn, now, cid) : rc;
 }
 
-/* Whether tags[i] also appears before i (json_t strings). */
-static bool tag_seen_before(json_t *tags, size_t i, json_t *seen)
-{
-    const char *t = json_string_value(json_array_get(tags, i));
-    if (seen != NULL) /* many tags: an object of those met */
-        return json_object_get(seen, t) != NULL;
-    for (size_t j = 0; j < i; j++)
-        if (strcmp(json_string_value(json_array_get(tags, j)), t) == 0)
-            return true;
-    return false;
-}
-
 /* File (add) or unfile instance id of name under each of its distinct
- * tags (an array of strings, as checked by record.c). */
-static int tags_file(struct store *s, MDB_txn *txn, const char *name, const char *id, json_t *tags,
-                     bool add)
+ * tags (n strings). */
+static int tags_file(struct store *s, MDB_txn *txn, const char *name, size_t nlen, const char *id,
+                     size_t idlen, const struct store_str *tags, size_t n, bool add)
 {
-    size_t n = json_array_size(tags);
     if (n == 0)
         return 0;
-    size_t nlen = strlen(name), idlen = strlen(id), maxkey = (size_t)mdb_env_get_maxkeysize(s->env);
+    size_t maxkey = (size_t)mdb_env_get_maxkeysize(s->env);
     unsigned char val[RECORD_KEY_MAX + 8], key[1024];
     if (idlen > RECORD_KEY_MAX || nlen + 2 > maxkey || nlen + 2 > sizeof(key))
         return REG_EINVAL; /* record.c refuses such names and IDs */
@@ -573,23 +560,22 @@ static int tags_file(struct store *s, MDB_txn *txn, const char *name, const char
     val[idlen] = '\0';
     memcpy(key, name, nlen);
     key[nlen] = '\0';
-    json_t *seen = n > 16 ? json_object() : NULL;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        json_t *x = json_array_get(tags, i);
-        const char *t = json_string_value(x);
-        if (t == NULL || tag_seen_before(tags, i, seen))
+        const struct store_str *t = &tags[i];
+        bool again = false; /* a tag's first place is its place */
+        for (size_t j = 0; j < i && !again; j++)
+            again = tags[j].len == t->len && memcmp(tags[j].p, t->p, t->len) == 0;
+        if (again)
             continue;
-        if (seen != NULL)
-            json_object_set_new(seen, t, json_true());
-        size_t tlen = strlen(t), klen = nlen + 1 + tlen;
+        size_t klen = nlen + 1 + t->len;
         uint32_t pos = (uint32_t)i;
         if (klen > maxkey || klen > sizeof(key)) {
             key[nlen + 1] = (unsigned char)TAG_OVERFLOW;
             klen = nlen + 2;
             pos = 0;
         } else {
-            memcpy(key + nlen + 1, t, tlen);
+            memcpy(key + nlen + 1, t->p, t->len);
         }
         val[idlen + 1] = (unsigned char)(pos >> 24);
         val[idlen + 2] = (unsigned char)(pos >> 16);
@@ -604,7 +590,29 @@ static int tags_file(struct store *s, MDB_txn *txn, const char *name, const char
             rc = rc == MDB_NOTFOUND ? 0 : rc;
         }
     }
-    json_decref(seen);
+    return rc;
+}
+
+/* The same for an instance record's tree. */
+static int tags_file_json(struct store *s, MDB_txn *txn, json_t *inst, bool add)
+{
+    struct store_str few[16], *tags = few;
+    json_t *arr = json_object_get(inst, "Tags"), *name = json_object_get(inst, "Service"),
+           *id = json_object_get(inst, "ID");
+    size_t n = json_array_size(arr), k = 0;
+    if (!json_is_string(name) || !json_is_string(id))
+        return REG_EINVAL;
+    if (n > 16 && (tags = malloc(n * sizeof(*tags))) == NULL)
+        return REG_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_array_get(arr, i);
+        if (json_is_string(x))
+            tags[k++] = (struct store_str){json_string_value(x), json_string_length(x)};
+    }
+    int rc = tags_file(s, txn, json_string_value(name), json_string_length(name),
+                       json_string_value(id), json_string_length(id), tags, k, add);
+    if (tags != few)
+        free(tags);
     return rc;
 }
 
@@ -619,18 +627,150 @@ static int tags_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
         json_equal(json_object_get(old, "Tags"), json_object_get(inst, "Tags")))
         return 0; /* the common re-registration: nothing to do */
     if (old != NULL)
-        rc = tags_file(s, txn, jstr(old, "Service"), jstr(old, "ID"), json_object_get(old, "Tags"),
-                       false);
+        rc = tags_file_json(s, txn, old, false);
     if (rc == 0 && inst != NULL)
-        rc = tags_file(s, txn, jstr(inst, "Service"), jstr(inst, "ID"),
-                       json_object_get(inst, "Tags"), true);
+        rc = tags_file_json(s, txn, inst, true);
     return rc;
+}
+
+/* ---- reading a record's few indexed fields without a tree ----
+ * A restore rebuilds the indexes from up to millions of records that the
+ * snapshot's validation has just decoded once; decoding each again would
+ * double that. Records are the compact JSON put_json_s wrote, so a small
+ * scanner finds the fields; anything it is unsure of (an escape, an
+ * unexpected shape) sends that record through jansson instead. */
+struct scan {
+    const unsigned char *p, *end;
+};
+
+static void scan_ws(struct scan *c)
+{
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\t' || *c->p == '\r'))
+        c->p++;
+}
+
+static bool scan_char(struct scan *c, unsigned char ch)
+{
+    scan_ws(c);
+    if (c->p < c->end && *c->p == ch) {
+        c->p++;
+        return true;
+    }
+    return false;
+}
+
+/* A string at p: its bytes between the quotes; *plain: no escape in it. */
+static bool scan_string(struct scan *c, struct store_str *out, bool *plain)
+{
+    scan_ws(c);
+    if (c->p >= c->end || *c->p != '"')
+        return false;
+    const unsigned char *b = ++c->p;
+    *plain = true;
+    while (c->p < c->end && *c->p != '"') {
+        if (*c->p == '\\') {
+            *plain = false;
+            c->p++;
+        }
+        c->p++;
+    }
+    if (c->p >= c->end)
+        return false;
+    *out = (struct store_str){(const char *)b, (size_t)(c->p - b)};
+    c->p++;
+    return true;
+}
+
+/* Past one value of any kind. */
+static bool scan_skip(struct scan *c)
+{
+    struct store_str str;
+    bool plain;
+    scan_ws(c);
+    if (c->p >= c->end)
+        return false;
+    if (*c->p == '"')
+        return scan_string(c, &str, &plain);
+    if (*c->p == '{' || *c->p == '[') {
+        int depth = 0;
+        while (c->p < c->end) {
+            unsigned char ch = *c->p;
+            if (ch == '"') {
+                if (!scan_string(c, &str, &plain))
+                    return false;
+                continue;
+            }
+            if (ch == '{' || ch == '[')
+                depth++;
+            else if ((ch == '}' || ch == ']') && --depth == 0) {
+                c->p++;
+                return true;
+            }
+            c->p++;
+        }
+        return false;
+    }
+    const unsigned char *b = c->p; /* a number or a literal */
+    while (c->p < c->end && *c->p != ',' && *c->p != '}' && *c->p != ']' && *c->p != ' ')
+        c->p++;
+    return c->p > b;
+}
+
+struct scanned {
+    struct store_str service, status;
+    struct store_str tags[32];
+    size_t ntags;
+    bool has_service, has_status, has_tags;
+};
+
+/* The top-level Service, Status and Tags of a record, when plain. */
+static bool scan_record(const void *buf, size_t len, struct scanned *out)
+{
+    struct scan c = {buf, (const unsigned char *)buf + len};
+    memset(out, 0, sizeof(*out));
+    if (!scan_char(&c, '{'))
+        return false;
+    if (scan_char(&c, '}'))
+        return true;
+    do {
+        struct store_str key;
+        bool plain;
+        if (!scan_string(&c, &key, &plain) || !plain || !scan_char(&c, ':'))
+            return false;
+        scan_ws(&c);
+        bool is_service = key.len == 7 && memcmp(key.p, "Service", 7) == 0;
+        bool is_status = key.len == 6 && memcmp(key.p, "Status", 6) == 0;
+        if (key.len == 4 && memcmp(key.p, "Tags", 4) == 0) {
+            if (out->has_tags || !scan_char(&c, '['))
+                return false;
+            out->has_tags = true;
+            if (!scan_char(&c, ']')) {
+                do {
+                    if (out->ntags == sizeof(out->tags) / sizeof(out->tags[0]) ||
+                        !scan_string(&c, &out->tags[out->ntags++], &plain) || !plain)
+                        return false;
+                } while (scan_char(&c, ','));
+                if (!scan_char(&c, ']'))
+                    return false;
+            }
+        } else if (is_service || is_status) {
+            struct store_str *v = is_service ? &out->service : &out->status;
+            bool *has = is_service ? &out->has_service : &out->has_status;
+            if (*has || !scan_string(&c, v, &plain) || !plain)
+                return false;
+            *has = true;
+        } else if (!scan_skip(&c)) {
+            return false;
+        }
+    } while (scan_char(&c, ','));
+    return scan_char(&c, '}');
 }
 
 /* Build the derived indexes from the records, in txn (whose records may
  * be a restore's or an older file's). Damaged records are skipped, as
- * every reader skips them. */
-static int derived_rebuild(struct store *s, MDB_txn *txn)
+ * every reader skips them. validated: every record was just checked (a
+ * restore's): read the few fields without decoding where that is sure. */
+static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
 {
     MDB_cursor *cur;
     MDB_val k, v;
@@ -644,17 +784,30 @@ static int derived_rebuild(struct store *s, MDB_txn *txn)
         int crc;
         for (crc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); crc == 0 && rc == 0;
              crc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            json_t *obj = load_record(s, s->dbi[db], &k, &v);
             char key[RECORD_KEY_MAX + 1];
-            if (obj == NULL || k.mv_size > RECORD_KEY_MAX) {
-                json_decref(obj);
+            struct scanned sc;
+            if (k.mv_size > RECORD_KEY_MAX)
                 continue;
-            }
             memcpy(key, k.mv_data, k.mv_size);
             key[k.mv_size] = '\0';
+            if (validated && scan_record(v.mv_data, v.mv_size, &sc) &&
+                (db == DB_SERVICES ? sc.has_service && sc.has_tags : sc.has_status)) {
+                char status[16];
+                if (db == DB_SERVICES) {
+                    rc = tags_file(s, txn, sc.service.p, sc.service.len, key, k.mv_size, sc.tags,
+                                   sc.ntags, true);
+                } else if (sc.status.len < sizeof(status)) {
+                    memcpy(status, sc.status.p, sc.status.len);
+                    status[sc.status.len] = '\0';
+                    rc = state_add(s, txn, status, key);
+                }
+                continue;
+            }
+            json_t *obj = load_record(s, s->dbi[db], &k, &v);
+            if (obj == NULL)
+                continue;
             if (db == DB_SERVICES)
-                rc = tags_file(s, txn, jstr(obj, "Service"), key, json_object_get(obj, "Tags"),
-                               true);
+                rc = tags_file_json(s, txn, obj, true);
             else
                 rc = state_add(s, txn, jstr(obj, "Status"), key);
             json_decref(obj);
@@ -686,7 +839,7 @@ static int derived_ensure(struct store *s)
         return 0;
     }
     uint64_t t0 = mono_ms();
-    if ((rc = derived_rebuild(s, txn)) != 0) {
+    if ((rc = derived_rebuild(s, txn, false)) != 0) {
         mdb_txn_abort(txn);
         return is_reg_error(rc) ? rc : lmdb_fail("rebuilding the indexes", rc);
     }
@@ -1581,7 +1734,7 @@ static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned 
     if (rc == 0)
         rc = snap_each(buf, len, restore_record, &c);
     if (rc == 0)
-        rc = derived_rebuild(s, txn);
+        rc = derived_rebuild(s, txn, true);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return is_reg_error(rc) ? rc : lmdb_fail("restore", rc);
