@@ -514,19 +514,22 @@ static int state_add(struct store *s, MDB_txn *txn, const char *status, const ch
     return rc == MDB_KEYEXIST ? 0 : rc;
 }
 
-/* status NULL: whichever it is filed under (a check about to go whose
- * record is not at hand). */
+/* status: where cid should be filed; NULL (a check about to go whose
+ * record is not at hand), or not found there: wherever it is. */
 static int state_del(struct store *s, MDB_txn *txn, const char *status, const char *cid)
 {
-    for (size_t i = 0; i < sizeof(check_states) / sizeof(check_states[0]); i++) {
-        if (status != NULL && strcmp(status, check_states[i]) != 0)
-            continue;
-        MDB_val k = val_str(check_states[i]), v = val_str(cid);
+    MDB_val v = val_str(cid);
+    if (status != NULL) {
+        MDB_val k = val_str(status);
         int rc = mdb_del(txn, s->dbi[DB_BY_STATE], &k, &v);
-        if (rc != 0 && rc != MDB_NOTFOUND)
+        if (rc != MDB_NOTFOUND)
             return rc;
-        if (rc == 0 || status != NULL)
-            break;
+    }
+    for (size_t i = 0; i < sizeof(check_states) / sizeof(check_states[0]); i++) {
+        MDB_val k = val_str(check_states[i]);
+        int rc = mdb_del(txn, s->dbi[DB_BY_STATE], &k, &v);
+        if (rc == 0 || rc != MDB_NOTFOUND)
+            return rc;
     }
     return 0;
 }
@@ -766,6 +769,23 @@ static bool scan_record(const void *buf, size_t len, struct scanned *out)
     return scan_char(&c, '}');
 }
 
+/* The Status of check cid as stored ("" when it cannot be told without
+ * decoding: state_del then looks under every state). 0 or an LMDB error. */
+static int check_status_raw(struct store *s, MDB_txn *txn, const char *cid, char *out, size_t cap)
+{
+    MDB_val k = val_str(cid), v;
+    struct scanned sc;
+    out[0] = '\0';
+    int rc = mdb_get(txn, s->dbi[DB_CHECKS], &k, &v);
+    if (rc != 0)
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    if (scan_record(v.mv_data, v.mv_size, &sc) && sc.has_status && sc.status.len < cap) {
+        memcpy(out, sc.status.p, sc.status.len);
+        out[sc.status.len] = '\0';
+    }
+    return 0;
+}
+
 /* Build the derived indexes from the records, in txn (whose records may
  * be a restore's or an older file's). Damaged records are skipped, as
  * every reader skips them. validated: every record was just checked (a
@@ -902,8 +922,10 @@ static int drop_checks(struct apply_ctx *a, const char *id, json_t *keep_ids)
     json_array_foreach(doomed, i, cid)
     {
         const char *c = json_string_value(cid);
-        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], c, NULL)) != 0 ||
-            (rc = state_del(a->s, a->txn, NULL, c)) != 0 ||
+        char status[16];
+        if ((rc = check_status_raw(a->s, a->txn, c, status, sizeof(status))) != 0 ||
+            (rc = del_key(a->txn, a->s->dbi[DB_CHECKS], c, NULL)) != 0 ||
+            (rc = state_del(a->s, a->txn, *status ? status : NULL, c)) != 0 ||
             (rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], id, c)) != 0)
             break;
     }
