@@ -2105,7 +2105,8 @@ int store_each_name_tags(struct store_read *r, store_name_tags_cb cb, void *arg)
             stop = name_tags_walked(r, name, cb, arg);
             continue;
         }
-        qsort(firsts, n, sizeof(*firsts), cmp_tag_first);
+        if (n > 1)
+            qsort(firsts, n, sizeof(*firsts), cmp_tag_first);
         for (size_t i = 0; i < n; i++)
             tags[i] = firsts[i].tag;
         stop = cb(name, tags, n, arg);
