@@ -10,7 +10,6 @@
 #include "cluster.h"
 #include "filter.h"
 #include "http_internal.h"
-#include "http_listing.h"
 #include "http_render.h"
 #include "registry/error.h"
 
@@ -179,53 +178,11 @@ static int add_instance_node(json_t *inst, void *arg)
     return 0;
 }
 
-struct nodes_walk {
-    struct http_req *r;
-    struct store_read *rd;
-    json_t *found; /* node -> the smallest-ID instance there, over every name */
-    int rc;
-};
-
-static int add_name_nodes(const char *name, void *arg)
-{
-    struct nodes_walk *nw = arg;
-    json_t *nodes, *inst;
-    const char *node;
-    nw->rc = http_listing_service_nodes(nw->r->srv->listing, nw->rd, name, &nodes);
-    if (nw->rc != 0)
-        return nw->rc;
-    json_object_foreach(nodes, node, inst)
-    {
-        json_t *have = json_object_get(nw->found, node);
-        const char *id = json_string_value(json_object_get(inst, "ID"));
-        const char *have_id = have ? json_string_value(json_object_get(have, "ID")) : NULL;
-        if (have == NULL || (id && have_id && strcmp(id, have_id) < 0))
-            json_object_set(nw->found, node, inst);
-    }
-    return 0;
-}
-
 /* What a walk of every instance in ID order gives add_instance_node, from
- * http_listing.c's per-name nodes: a name's instances are read again only
- * when the name changed. */
-static void add_instance_nodes(struct http_req *r, struct store_read *rd, json_t *nodes)
+ * the store's index of instances by node: one instance read per node. */
+static void add_instance_nodes(struct store_read *rd, json_t *nodes)
 {
-    struct nodes_walk nw = {r, rd, json_object(), 0};
-    store_each_name(rd, add_name_nodes, &nw);
-    http_listing_sweep(r->srv->listing);
-    if (nw.rc != 0 || nw.found == NULL) { /* out of memory: the long way */
-        json_decref(nw.found);
-        store_each_instance(rd, NULL, add_instance_node, nodes);
-        return;
-    }
-    const char *node;
-    json_t *inst;
-    json_object_foreach(nw.found, node, inst)
-    {
-        if (json_object_get(nodes, node) == NULL)
-            json_object_set(nodes, node, inst);
-    }
-    json_decref(nw.found);
+    store_each_node_instance(rd, add_instance_node, nodes);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -242,7 +199,7 @@ static json_t *known_nodes(struct http_req *r, struct store_read *rd, const char
     json_t *nodes = json_object();
     json_object_set_new(nodes, r->srv->opt.node, json_null());
     store_each_node(rd, add_instance_node, nodes); /* catalog-registered nodes first */
-    add_instance_nodes(r, rd, nodes);
+    add_instance_nodes(rd, nodes);
     if (names == NULL)
         return nodes;
     *n = 0;

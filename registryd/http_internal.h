@@ -56,7 +56,6 @@ struct http_server {
     /* Rendered read responses, reused while the index they were rendered
      * at is current (same index => same content, on every server). */
     struct http_cache *cache;
-    struct http_listing *listing; /* per-name tags for /v1/catalog/services */
     struct http_render *render;   /* per-record encodings of big answers */
     struct http_rate read_rate, write_rate; /* http_read_rate, http_write_rate */
     struct http_req *req_pool; /* freed requests for reuse (next_free), <= HTTP_REQ_POOL */

@@ -35,6 +35,7 @@ enum store_db {
      * "derived indexes" below) */
     DB_BY_STATE = DB_COUNT, /* check Status -> CheckIDs (dupsort) */
     DB_NAME_TAGS,           /* name "\0" tag -> instance ID "\0" u32 position (dupsort) */
+    DB_NODE_INSTS,          /* node -> IDs of the instances on it (dupsort) */
     DB_DERIVED,             /* "version" -> u32: what the two above were built as */
     DB_ALL
 };
@@ -47,7 +48,7 @@ static const struct {
     [DB_BY_NAME] = {"by_name", MDB_DUPSORT}, [DB_SVC_CHECKS] = {"svc_checks", MDB_DUPSORT},
     [DB_NAMES] = {"names", 0},          [DB_META] = {"meta", 0},
     [DB_BY_STATE] = {"by_state", MDB_DUPSORT}, [DB_NAME_TAGS] = {"name_tags", MDB_DUPSORT},
-    [DB_DERIVED] = {"derived", 0},
+    [DB_NODE_INSTS] = {"node_insts", MDB_DUPSORT}, [DB_DERIVED] = {"derived", 0},
 };
 
 struct store {
@@ -498,11 +499,15 @@ static void change_add(struct store_change *chg, const char *name)
  *              A tag too long for a key (LMDB's 511 bytes with the name) is
  *              filed as name "\0\xff" (no UTF-8 tag starts with 0xff) -> ID:
  *              that name is listed by walking its instances.
+ *   node_insts node -> the IDs of the instances registered on it; a key's
+ *              first value is the smallest, the instance a walk of every
+ *              instance by ID meets first on that node (GET
+ *              /v1/catalog/nodes and the node routes show nodes through it).
  * Every write path keeps them in the same transaction as the records. They
  * are not in snapshots (snapshot.h's tables): a restore rebuilds them, and
  * so does store_open for a kept file built without them (derived "version"
  * absent or older). */
-#define STORE_DERIVED_VERSION 1
+#define STORE_DERIVED_VERSION 2
 #define TAG_OVERFLOW '\xff'
 
 static const char *const check_states[] = {"passing", "warning", "critical"};
@@ -636,6 +641,32 @@ static int tags_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
     return rc;
 }
 
+/* File (add) or unfile instance id under node (nothing when it has none). */
+static int node_file(struct store *s, MDB_txn *txn, const char *node, size_t nlen, const char *id,
+                     size_t idlen, bool add)
+{
+    if (nlen == 0)
+        return 0;
+    MDB_val k = {nlen, (void *)node}, v = {idlen, (void *)id};
+    int rc = add ? mdb_put(txn, s->dbi[DB_NODE_INSTS], &k, &v, MDB_NODUPDATA)
+                 : mdb_del(txn, s->dbi[DB_NODE_INSTS], &k, &v);
+    return rc == MDB_KEYEXIST || rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* An instance changes from old (NULL: it is new) to inst (NULL: it goes):
+ * its tags and node in the derived indexes. */
+static int inst_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
+{
+    int rc = tags_move(s, txn, old, inst);
+    const char *on = old ? jstr(old, "Node") : "", *nn = inst ? jstr(inst, "Node") : "";
+    const char *oid = old ? jstr(old, "ID") : "", *nid = inst ? jstr(inst, "ID") : "";
+    if (rc != 0 || (strcmp(on, nn) == 0 && strcmp(oid, nid) == 0))
+        return rc;
+    if ((rc = node_file(s, txn, on, strlen(on), oid, strlen(oid), false)) != 0)
+        return rc;
+    return node_file(s, txn, nn, strlen(nn), nid, strlen(nid), true);
+}
+
 /* ---- reading a record's few indexed fields without a tree ----
  * A restore rebuilds the indexes from up to millions of records that the
  * snapshot's validation has just decoded once; decoding each again would
@@ -720,10 +751,10 @@ static bool scan_skip(struct scan *c)
 }
 
 struct scanned {
-    struct store_str service, status;
+    struct store_str service, status, node;
     struct store_str tags[32];
     size_t ntags;
-    bool has_service, has_status, has_tags;
+    bool has_service, has_status, has_tags, has_node;
 };
 
 /* The top-level Service, Status and Tags of a record, when plain. */
@@ -743,6 +774,7 @@ static bool scan_record(const void *buf, size_t len, struct scanned *out)
         scan_ws(&c);
         bool is_service = key.len == 7 && memcmp(key.p, "Service", 7) == 0;
         bool is_status = key.len == 6 && memcmp(key.p, "Status", 6) == 0;
+        bool is_node = key.len == 4 && memcmp(key.p, "Node", 4) == 0;
         if (key.len == 4 && memcmp(key.p, "Tags", 4) == 0) {
             if (out->has_tags || !scan_char(&c, '['))
                 return false;
@@ -756,9 +788,11 @@ static bool scan_record(const void *buf, size_t len, struct scanned *out)
                 if (!scan_char(&c, ']'))
                     return false;
             }
-        } else if (is_service || is_status) {
-            struct store_str *v = is_service ? &out->service : &out->status;
-            bool *has = is_service ? &out->has_service : &out->has_status;
+        } else if (is_service || is_status || is_node) {
+            struct store_str *v = is_service ? &out->service : is_status ? &out->status : &out->node;
+            bool *has = is_service  ? &out->has_service
+                        : is_status ? &out->has_status
+                                    : &out->has_node;
             if (*has || !scan_string(&c, v, &plain) || !plain)
                 return false;
             *has = true;
@@ -796,7 +830,8 @@ static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
     MDB_val k, v;
     int rc;
     if ((rc = mdb_drop(txn, s->dbi[DB_BY_STATE], 0)) != 0 ||
-        (rc = mdb_drop(txn, s->dbi[DB_NAME_TAGS], 0)) != 0)
+        (rc = mdb_drop(txn, s->dbi[DB_NAME_TAGS], 0)) != 0 ||
+        (rc = mdb_drop(txn, s->dbi[DB_NODE_INSTS], 0)) != 0)
         return rc;
     for (int db = DB_SERVICES; db <= DB_CHECKS; db++) {
         if ((rc = mdb_cursor_open(txn, s->dbi[db], &cur)) != 0)
@@ -816,6 +851,8 @@ static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
                 if (db == DB_SERVICES) {
                     rc = tags_file(s, txn, sc.service.p, sc.service.len, key, k.mv_size, sc.tags,
                                    sc.ntags, true);
+                    if (rc == 0 && sc.has_node)
+                        rc = node_file(s, txn, sc.node.p, sc.node.len, key, k.mv_size, true);
                 } else if (sc.status.len < sizeof(status)) {
                     memcpy(status, sc.status.p, sc.status.len);
                     status[sc.status.len] = '\0';
@@ -827,7 +864,7 @@ static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
             if (obj == NULL)
                 continue;
             if (db == DB_SERVICES)
-                rc = tags_file_json(s, txn, obj, true);
+                rc = inst_move(s, txn, NULL, obj);
             else
                 rc = state_add(s, txn, jstr(obj, "Status"), key);
             json_decref(obj);
@@ -1018,7 +1055,7 @@ static int touch_node(struct apply_ctx *a, const char *node, bool deregister)
         const char *id = jstr(inst, "ID"), *name = jstr(inst, "Service");
         if (rc == 0 && (rc = drop_checks(a, id, NULL)) == 0 &&
             (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
-            (rc = tags_move(a->s, a->txn, inst, NULL)) == 0)
+            (rc = inst_move(a->s, a->txn, inst, NULL)) == 0)
             rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], name, id);
     }
     const char *name;
@@ -1114,7 +1151,7 @@ static int apply_register(struct apply_ctx *a, json_t *args)
     }
     json_object_set_new(svc, "ModifyIndex", json_integer((json_int_t)a->index));
     if ((rc = put_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, svc)) == 0)
-        rc = tags_move(a->s, a->txn, old, svc);
+        rc = inst_move(a->s, a->txn, old, svc);
     json_decref(old);
     if (rc != 0)
         return rc;
@@ -1161,7 +1198,7 @@ static int apply_deregister(struct apply_ctx *a, json_t *args)
     const char *name = jstr(old, "Service");
     if ((rc = drop_checks(a, id, NULL)) == 0 &&
         (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
-        (rc = tags_move(a->s, a->txn, old, NULL)) == 0 &&
+        (rc = inst_move(a->s, a->txn, old, NULL)) == 0 &&
         (rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], name, id)) == 0)
         rc = touch_instance(a, name, id);
     json_decref(old);
@@ -2137,7 +2174,37 @@ int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t
     return 0;
 }
 
-int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_tags)
+int store_each_node_instance(struct store_read *r, store_json_cb cb, void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_NODE_INSTS], &cur), stop = 0;
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && !stop) {
+        MDB_val sk = v, sv;
+        json_t *obj = NULL;
+        if (mdb_get(r->txn, r->s->dbi[DB_SERVICES], &sk, &sv) == 0)
+            obj = load_record(r->s, r->s->dbi[DB_SERVICES], &sk, &sv);
+        if (obj != NULL) {
+            stop = cb(obj, arg);
+            json_decref(obj);
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP);
+        } else { /* missing or damaged: the node's next instance */
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
+            if (rc == MDB_NOTFOUND)
+                rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP);
+        }
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
+int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_tags,
+                          uint64_t *node_insts)
 {
     MDB_txn *txn;
     MDB_stat st;
@@ -2146,6 +2213,7 @@ int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_ta
         return lmdb_fail("mdb_txn_begin", rc);
     *by_state = mdb_stat(txn, s->dbi[DB_BY_STATE], &st) == 0 ? st.ms_entries : 0;
     *name_tags = mdb_stat(txn, s->dbi[DB_NAME_TAGS], &st) == 0 ? st.ms_entries : 0;
+    *node_insts = mdb_stat(txn, s->dbi[DB_NODE_INSTS], &st) == 0 ? st.ms_entries : 0;
     mdb_txn_abort(txn);
     return 0;
 }

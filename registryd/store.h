@@ -13,7 +13,7 @@
  *   by_state   check Status -> check IDs (dupsort)           } derived: kept by
  *   name_tags  name "\0" tag -> instance ID "\0" position   } every write, not in
  *              (dupsort; see store.c, "derived indexes")    } snapshots, rebuilt
- *                                                            } by a restore
+ *   node_insts node -> instance IDs (dupsort)                } by a restore
  *   meta       "index" -> u64 store index (bumped by every command that changes
  *              something; it is the X-Consul-Index clients see);
  *              "acl:token:<AccessorID>", "acl:policy:<ID>" -> ACL records
@@ -150,6 +150,10 @@ int store_get_server(struct store_read *r, const char *raft_addr, json_t **out);
 /* Nodes registered through the catalog (CMD_NODE): records {Node,
  * NodeAddress, NodeMeta, TaggedAddresses}, borrowed by cb. */
 int store_each_node(struct store_read *r, store_json_cb cb, void *arg);
+/* Every node some instance is registered on (by name), with the instance
+ * of the smallest ID there (the one a walk of every instance by ID meets
+ * first), borrowed by cb. Reads one instance per node. */
+int store_each_node_instance(struct store_read *r, store_json_cb cb, void *arg);
 
 /* ACL records (acl.h says their shape): kind is "token" or "policy".
  * *out is a new reference; REG_ENOTFOUND if absent. */
@@ -160,8 +164,10 @@ bool store_acl_bootstrapped(struct store_read *r);
 /* How many instances and checks are stored, and the bytes LMDB uses. */
 int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t *bytes);
 /* Entries of the derived indexes (for tests: one per check in by_state,
- * one per instance and distinct tag in name_tags). */
-int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_tags);
+ * one per instance and distinct tag in name_tags, one per instance with a
+ * node in node_insts). */
+int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_tags,
+                          uint64_t *node_insts);
 
 /* Every service name that currently has at least one instance. */
 typedef int (*store_name_cb)(const char *name, void *arg);

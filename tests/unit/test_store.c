@@ -385,7 +385,7 @@ static int walk_tags(json_t *inst, void *arg)
     return 0;
 }
 
-/* what http_listing.c computed per name: tags by first appearance */
+/* what a walk of a name's instances gives: tags by first appearance */
 static int walk_name(const char *name, void *arg)
 {
     struct walk_names *w = arg;
@@ -440,6 +440,32 @@ static int count_tag_entries(json_t *inst, void *arg)
     return 0;
 }
 
+struct node_walk {
+    json_t *first; /* node -> ID of the first instance met there */
+    uint64_t with_node;
+};
+
+static int walk_node(json_t *inst, void *arg)
+{
+    struct node_walk *w = arg;
+    const char *node = json_string_value(json_object_get(inst, "Node"));
+    if (node == NULL)
+        return 0;
+    w->with_node++;
+    if (json_object_get(w->first, node) == NULL)
+        json_object_set(w->first, node, json_object_get(inst, "ID"));
+    return 0;
+}
+
+static int indexed_node(json_t *inst, void *arg)
+{
+    const char *node = json_string_value(json_object_get(inst, "Node"));
+    assert_non_null(node);
+    assert_null(json_object_get(arg, node)); /* each node once */
+    json_object_set(arg, node, json_object_get(inst, "ID"));
+    return 0;
+}
+
 static void assert_indexes_right(struct store *s)
 {
     static const char *const states[] = {"passing", "warning", "critical"};
@@ -475,11 +501,25 @@ static void assert_indexes_right(struct store *s)
     /* nothing stale left behind either (readers would skip it) */
     struct ids all = {json_array(), NULL};
     assert_int_equal(store_each_check(r, collect_check_id, &all), 0);
-    uint64_t tag_entries = 0, by_state, name_tags;
+    uint64_t tag_entries = 0, by_state, name_tags, node_insts;
     assert_int_equal(store_each_instance(r, NULL, count_tag_entries, &tag_entries), 0);
-    assert_int_equal(store_derived_entries(s, &by_state, &name_tags), 0);
+    assert_int_equal(store_derived_entries(s, &by_state, &name_tags, &node_insts), 0);
     assert_int_equal(by_state, json_array_size(all.arr));
     assert_int_equal(name_tags, tag_entries);
+    /* nodes: the first instance on each, as a walk of every instance by ID
+     * meets them */
+    struct node_walk nw = {json_object(), 0};
+    json_t *got_nodes = json_object();
+    assert_int_equal(store_each_instance(r, NULL, walk_node, &nw), 0);
+    assert_int_equal(store_each_node_instance(r, indexed_node, got_nodes), 0);
+    char *wn = json_dumps(nw.first, JSON_COMPACT | JSON_SORT_KEYS),
+         *gn = json_dumps(got_nodes, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(wn, gn);
+    assert_int_equal(node_insts, nw.with_node);
+    free(wn);
+    free(gn);
+    json_decref(nw.first);
+    json_decref(got_nodes);
     json_decref(all.arr);
     store_read_end(r);
     char *want = json_dumps(w.out, JSON_COMPACT), *got = indexed_listing(s);
@@ -542,6 +582,18 @@ static void test_indexes_follow_every_change(void **state)
                            &chg),
                      0);
     assert_int_equal(apply(f->s, CMD_REGISTER, reg_tagged("db", "db", "[]", "n1", NULL, NULL),
+                           &chg),
+                     0);
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n2", NULL, NULL),
+                           &chg),
+                     0);
+    assert_indexes_right(f->s);
+    /* an instance moved to another node, then back */
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n1", NULL, NULL),
+                           &chg),
+                     0);
+    assert_indexes_right(f->s);
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n2", NULL, NULL),
                            &chg),
                      0);
     assert_int_equal(apply(f->s, CMD_REGISTER,
@@ -628,7 +680,7 @@ static void test_indexes_follow_every_change(void **state)
     assert_int_equal(store_snapshot(f->s, &snap, &len), 0);
     char *before = indexed_listing(f->s);
     assert_int_equal(apply(f->s, CMD_REGISTER,
-                           reg_tagged("other", "other", "[\"o\"]", NULL, "c:other", "critical"),
+                           reg_tagged("other", "other", "[\"o\"]", "n9", "c:other", "critical"),
                            &chg),
                      0);
     set_status(f->s, "c:we", "critical");
@@ -658,7 +710,7 @@ static void test_kept_file_without_indexes(void **state)
     struct fixture *f = *state;
     struct store_change chg;
     char err[256];
-    apply(f->s, CMD_REGISTER, reg_tagged("a-1", "a", "[\"x\",\"y\"]", NULL, "c:a-1", "warning"),
+    apply(f->s, CMD_REGISTER, reg_tagged("a-1", "a", "[\"x\",\"y\"]", "n1", "c:a-1", "warning"),
           &chg);
     apply(f->s, CMD_REGISTER, reg_tagged("a-0", "a", "[\"y\"]", NULL, "c:a-0", "passing"), &chg);
     assert_int_equal(store_mark_clean(f->s, 2, 42), 0);
@@ -672,8 +724,8 @@ static void test_kept_file_without_indexes(void **state)
     assert_int_equal(mdb_env_set_mapsize(env, 16ULL << 30), 0);
     assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    static const char *const derived[] = {"by_state", "name_tags", "derived"};
-    for (int i = 0; i < 3; i++) {
+    static const char *const derived[] = {"by_state", "name_tags", "node_insts", "derived"};
+    for (int i = 0; i < 4; i++) {
         assert_int_equal(mdb_dbi_open(txn, derived[i], 0, &dbi), 0);
         assert_int_equal(mdb_drop(txn, dbi, 1), 0);
     }
