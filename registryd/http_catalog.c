@@ -260,7 +260,7 @@ static int read_catalog_node(struct http_req *r, struct store_read *rd, json_t *
         return 0;
     }
     struct walk w = {r, rd, json_object()};
-    store_each_instance(rd, NULL, add_node_service, &w);
+    store_each_instance_on(rd, r->arg, add_node_service, &w);
     *out = json_pack("{s:o, s:o}", "Node", render_node(r->srv, inst), "Services", w.out);
     json_decref(nodes);
     return 0;
@@ -380,7 +380,7 @@ static int read_health_node(struct http_req *r, struct store_read *rd, json_t **
     if (inst != NULL) {
         json_array_append_new(w.out, render_serf_check(r->srv, inst));
         store_each_check(rd, add_node_level_check, &w);
-        store_each_instance(rd, NULL, add_node_checks, &w);
+        store_each_instance_on(rd, r->arg, add_node_checks, &w);
     }
     json_decref(nodes);
     *out = w.out;

@@ -1923,6 +1923,11 @@ int store_each_check_state(struct store_read *r, const char *state, store_json_c
     return each_indexed(r, DB_BY_STATE, state, DB_CHECKS, cb, arg);
 }
 
+int store_each_instance_on(struct store_read *r, const char *node, store_json_cb cb, void *arg)
+{
+    return each_indexed(r, DB_NODE_INSTS, node, DB_SERVICES, cb, arg);
+}
+
 static int owner_checks(struct store_read *r, const char *owner, json_t *arr);
 
 int store_instance_checks(struct store_read *r, const char *service_id, json_t **out)

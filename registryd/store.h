@@ -154,6 +154,9 @@ int store_each_node(struct store_read *r, store_json_cb cb, void *arg);
  * of the smallest ID there (the one a walk of every instance by ID meets
  * first), borrowed by cb. Reads one instance per node. */
 int store_each_node_instance(struct store_read *r, store_json_cb cb, void *arg);
+/* The instances registered on node, by ID (what store_each_instance(NULL)
+ * gives whose Node is node), at the cost of those alone. */
+int store_each_instance_on(struct store_read *r, const char *node, store_json_cb cb, void *arg);
 
 /* ACL records (acl.h says their shape): kind is "token" or "policy".
  * *out is a new reference; REG_ENOTFOUND if absent. */

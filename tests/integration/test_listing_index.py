@@ -65,15 +65,25 @@ class ListingIndexTest(unittest.TestCase):
         listing = ordered(self.get("/v1/catalog/services"))
         names = [n for n, _ in listing]
         self.assertEqual(names, sorted(names, key=lambda s: s.encode()), stage)
+        on_node = {}
         for name, tags in listing:
             insts = json.loads(self.get("/v1/catalog/service/" + name))
             self.assertTrue(insts, (stage, name))
+            for inst in insts:
+                on_node.setdefault(inst["Node"], []).append(inst["ServiceID"])
             want = []
             for inst in insts:
                 for t in inst["ServiceTags"]:
                     if t not in want:
                         want.append(t)
             self.assertEqual(tags, want, (stage, name))
+        # instances by node: every node listed, each with its instances by ID
+        nodes = [n["Node"] for n in json.loads(self.get("/v1/catalog/nodes"))]
+        for node, ids in on_node.items():
+            self.assertIn(node, nodes, stage)
+            services = ordered(self.get("/v1/catalog/node/" + node))
+            got = [sid for sid, _ in dict(services)["Services"]]
+            self.assertEqual(got, sorted(ids, key=lambda s: s.encode()), (stage, node))
         return listing, every
 
     def test_listings_follow_changes_restore_and_restarts(self):

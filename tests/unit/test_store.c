@@ -466,6 +466,20 @@ static int indexed_node(json_t *inst, void *arg)
     return 0;
 }
 
+struct on_node {
+    const char *node;
+    json_t *ids;
+};
+
+static int walk_on_node(json_t *inst, void *arg)
+{
+    struct on_node *o = arg;
+    const char *node = json_string_value(json_object_get(inst, "Node"));
+    if (node != NULL && strcmp(node, o->node) == 0)
+        json_array_append(o->ids, json_object_get(inst, "ID"));
+    return 0;
+}
+
 static void assert_indexes_right(struct store *s)
 {
     static const char *const states[] = {"passing", "warning", "critical"};
@@ -516,6 +530,19 @@ static void assert_indexes_right(struct store *s)
          *gn = json_dumps(got_nodes, JSON_COMPACT | JSON_SORT_KEYS);
     assert_string_equal(wn, gn);
     assert_int_equal(node_insts, nw.with_node);
+    /* each node's instances, by ID */
+    const char *node;
+    json_t *first;
+    json_object_foreach(nw.first, node, first)
+    {
+        struct on_node want = {node, json_array()}, got = {node, json_array()};
+        assert_int_equal(store_each_instance(r, NULL, walk_on_node, &want), 0);
+        assert_int_equal(store_each_instance_on(r, node, walk_on_node, &got), 0);
+        assert_true(json_equal(want.ids, got.ids));
+        assert_true(json_array_size(got.ids) > 0);
+        json_decref(want.ids);
+        json_decref(got.ids);
+    }
     free(wn);
     free(gn);
     json_decref(nw.first);
