@@ -747,8 +747,8 @@ static int add_services_name(const char *name, const struct store_str *tags, siz
 
 static bool is_catalog_services(struct http_req *r)
 {
-    return strcmp(r->route->path, "/v1/catalog/services") == 0 &&
-           !http_has_param(r, "filter") && !http_has_param(r, "node-meta");
+    return strcmp(r->route->path, "/v1/catalog/services") == 0 && !http_has_param(r, "filter") &&
+           !http_has_param(r, "node-meta");
 }
 
 static bool render_services(struct http_req *r, struct store_read *rd, char *key, uint64_t index)

@@ -44,11 +44,16 @@ static const struct {
     const char *name;
     unsigned flags;
 } store_dbs[DB_ALL] = {
-    [DB_SERVICES] = {"services", 0},    [DB_CHECKS] = {"checks", 0},
-    [DB_BY_NAME] = {"by_name", MDB_DUPSORT}, [DB_SVC_CHECKS] = {"svc_checks", MDB_DUPSORT},
-    [DB_NAMES] = {"names", 0},          [DB_META] = {"meta", 0},
-    [DB_BY_STATE] = {"by_state", MDB_DUPSORT}, [DB_NAME_TAGS] = {"name_tags", MDB_DUPSORT},
-    [DB_NODE_INSTS] = {"node_insts", MDB_DUPSORT}, [DB_DERIVED] = {"derived", 0},
+    [DB_SERVICES] = {"services", 0},
+    [DB_CHECKS] = {"checks", 0},
+    [DB_BY_NAME] = {"by_name", MDB_DUPSORT},
+    [DB_SVC_CHECKS] = {"svc_checks", MDB_DUPSORT},
+    [DB_NAMES] = {"names", 0},
+    [DB_META] = {"meta", 0},
+    [DB_BY_STATE] = {"by_state", MDB_DUPSORT},
+    [DB_NAME_TAGS] = {"name_tags", MDB_DUPSORT},
+    [DB_NODE_INSTS] = {"node_insts", MDB_DUPSORT},
+    [DB_DERIVED] = {"derived", 0},
 };
 
 struct store {
@@ -243,8 +248,10 @@ int store_open(const char *dir, uint64_t raft_fingerprint, struct store **out, c
     if (s->reused_applied != 0 && derived_ensure(s) != 0) {
         /* a file from before the indexes it should have, which cannot
          * be indexed now: rebuilt from raft like any file not kept */
-        log_warn("store", "msg=\"kept store file could not be indexed; rebuilding it from the "
-                          "raft log\" dir=%s", dir);
+        log_warn("store",
+                 "msg=\"kept store file could not be indexed; rebuilding it from the "
+                 "raft log\" dir=%s",
+                 dir);
         s->reused_applied = 0;
     }
     if (s->reused_applied == 0) {
@@ -629,8 +636,7 @@ static int tags_file_json(struct store *s, MDB_txn *txn, json_t *inst, bool add)
 static int tags_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
 {
     int rc = 0;
-    if (old != NULL && inst != NULL &&
-        strcmp(jstr(old, "Service"), jstr(inst, "Service")) == 0 &&
+    if (old != NULL && inst != NULL && strcmp(jstr(old, "Service"), jstr(inst, "Service")) == 0 &&
         strcmp(jstr(old, "ID"), jstr(inst, "ID")) == 0 &&
         json_equal(json_object_get(old, "Tags"), json_object_get(inst, "Tags")))
         return 0; /* the common re-registration: nothing to do */
@@ -789,7 +795,9 @@ static bool scan_record(const void *buf, size_t len, struct scanned *out)
                     return false;
             }
         } else if (is_service || is_status || is_node) {
-            struct store_str *v = is_service ? &out->service : is_status ? &out->status : &out->node;
+            struct store_str *v = is_service  ? &out->service
+                                  : is_status ? &out->status
+                                              : &out->node;
             bool *has = is_service  ? &out->has_service
                         : is_status ? &out->has_status
                                     : &out->has_node;
@@ -2130,8 +2138,8 @@ int store_each_name_tags(struct store_read *r, store_name_tags_cb cb, void *arg)
             firsts[n].tag = (struct store_str){(const char *)z + 1, tk.mv_size - knl - 1};
             firsts[n].id = vp;
             firsts[n].idlen = (size_t)(vz - vp);
-            firsts[n].pos = (uint32_t)vz[1] << 24 | (uint32_t)vz[2] << 16 |
-                            (uint32_t)vz[3] << 8 | vz[4];
+            firsts[n].pos =
+                (uint32_t)vz[1] << 24 | (uint32_t)vz[2] << 16 | (uint32_t)vz[3] << 8 | vz[4];
             n++;
         }
         if (stop)
@@ -2240,7 +2248,7 @@ int store_iter_begin(struct store_read *rd, enum store_iter_kind kind, const cha
     if (it == NULL)
         return REG_ENOMEM;
     MDB_dbi dbi = rd->s->dbi[kind == STORE_ITER_CHECKS  ? DB_CHECKS
-                             : kind == STORE_ITER_NAME ? DB_BY_NAME
+                             : kind == STORE_ITER_NAME  ? DB_BY_NAME
                              : kind == STORE_ITER_STATE ? DB_BY_STATE
                                                         : DB_SERVICES];
     int rc = mdb_cursor_open(rd->txn, dbi, &it->cur);
@@ -2277,8 +2285,8 @@ int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const
         if (indexed) {
             MDB_val sk = v, sv;
             rc = mdb_get(it->rd->txn,
-                         it->rd->s->dbi[it->kind == STORE_ITER_NAME ? DB_SERVICES : DB_CHECKS],
-                         &sk, &sv);
+                         it->rd->s->dbi[it->kind == STORE_ITER_NAME ? DB_SERVICES : DB_CHECKS], &sk,
+                         &sv);
             if (rc == MDB_NOTFOUND)
                 continue;
             if (rc != 0)

@@ -577,11 +577,11 @@ static json_t *reg_tagged(const char *id, const char *name, const char *tags, co
 static void set_status(struct store *s, const char *cid, const char *status)
 {
     struct store_change chg;
-    assert_int_equal(apply(s, CMD_CHECK_UPDATE,
-                           json_pack("{s:s, s:s, s:s}", "CheckID", cid, "Status", status,
-                                     "Output", status),
-                           &chg),
-                     0);
+    assert_int_equal(
+        apply(s, CMD_CHECK_UPDATE,
+              json_pack("{s:s, s:s, s:s}", "CheckID", cid, "Status", status, "Output", status),
+              &chg),
+        0);
 }
 
 static void test_indexes_follow_every_change(void **state)
@@ -593,41 +593,33 @@ static void test_indexes_follow_every_change(void **state)
     longtag[sizeof(longtag) - 1] = '\0';
     assert_indexes_right(f->s);
     /* tags in several orders, repeated within an instance, shared */
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER,
+              reg_tagged("web-2", "web", "[\"b\",\"a\",\"b\"]", NULL, "c:web-2", "passing"), &chg),
+        0);
     assert_int_equal(apply(f->s, CMD_REGISTER,
-                           reg_tagged("web-2", "web", "[\"b\",\"a\",\"b\"]", NULL, "c:web-2",
-                                      "passing"),
+                           reg_tagged("web-1", "web", "[\"c\",\"a\"]", NULL, "c:web-1", "critical"),
                            &chg),
                      0);
-    assert_int_equal(apply(f->s, CMD_REGISTER,
-                           reg_tagged("web-1", "web", "[\"c\",\"a\"]", NULL, "c:web-1",
-                                      "critical"),
-                           &chg),
-                     0);
-    assert_int_equal(apply(f->s, CMD_REGISTER,
-                           reg_tagged("web-10", "web", "[\"z\",\"\",\"c\"]", "n1", "c:web-10",
-                                      "warning"),
-                           &chg),
-                     0);
-    assert_int_equal(apply(f->s, CMD_REGISTER, reg_tagged("db", "db", "[]", "n1", NULL, NULL),
-                           &chg),
-                     0);
-    assert_int_equal(apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n2", NULL, NULL),
-                           &chg),
-                     0);
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER,
+              reg_tagged("web-10", "web", "[\"z\",\"\",\"c\"]", "n1", "c:web-10", "warning"), &chg),
+        0);
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER, reg_tagged("db", "db", "[]", "n1", NULL, NULL), &chg), 0);
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n2", NULL, NULL), &chg), 0);
     assert_indexes_right(f->s);
     /* an instance moved to another node, then back */
-    assert_int_equal(apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n1", NULL, NULL),
-                           &chg),
-                     0);
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n1", NULL, NULL), &chg), 0);
     assert_indexes_right(f->s);
-    assert_int_equal(apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n2", NULL, NULL),
-                           &chg),
-                     0);
-    assert_int_equal(apply(f->s, CMD_REGISTER,
-                           reg_tagged("we", "we", "[\"q\\\"uote\",\"\\u00e9\"]", NULL, "c:we",
-                                      "passing"),
-                           &chg),
-                     0);
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n2", NULL, NULL), &chg), 0);
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER,
+              reg_tagged("we", "we", "[\"q\\\"uote\",\"\\u00e9\"]", NULL, "c:we", "passing"), &chg),
+        0);
     assert_indexes_right(f->s);
     char *text = indexed_listing(f->s);
     /* web: web-1 (c, a), web-10 (z, "", c), web-2 (b, a, b) */
@@ -641,25 +633,23 @@ static void test_indexes_follow_every_change(void **state)
     assert_indexes_right(f->s);
     /* tags changed, then the name too; the smallest ID goes */
     assert_int_equal(apply(f->s, CMD_REGISTER,
-                           reg_tagged("web-2", "web", "[\"a\",\"y\"]", NULL, "c:web-2",
-                                      "passing"),
+                           reg_tagged("web-2", "web", "[\"a\",\"y\"]", NULL, "c:web-2", "passing"),
                            &chg),
                      0);
     assert_indexes_right(f->s);
     assert_int_equal(apply(f->s, CMD_REGISTER,
-                           reg_tagged("web-2", "api", "[\"a\"]", NULL, "c:web-2", "warning"),
-                           &chg),
+                           reg_tagged("web-2", "api", "[\"a\"]", NULL, "c:web-2", "warning"), &chg),
                      0);
     assert_indexes_right(f->s);
     assert_int_equal(apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "web-1"), &chg),
                      0);
     assert_indexes_right(f->s);
     /* maintenance on and off */
-    assert_int_equal(apply(f->s, CMD_MAINTENANCE,
-                           json_pack("{s:s, s:b, s:s}", "ServiceID", "web-10", "Enable", 1,
-                                     "Reason", "r"),
-                           &chg),
-                     0);
+    assert_int_equal(
+        apply(f->s, CMD_MAINTENANCE,
+              json_pack("{s:s, s:b, s:s}", "ServiceID", "web-10", "Enable", 1, "Reason", "r"),
+              &chg),
+        0);
     assert_indexes_right(f->s);
     assert_int_equal(apply(f->s, CMD_MAINTENANCE,
                            json_pack("{s:s, s:b}", "ServiceID", "web-10", "Enable", 0), &chg),
@@ -676,9 +666,9 @@ static void test_indexes_follow_every_change(void **state)
     assert_indexes_right(f->s);
     set_status(f->s, "n1-alive", "passing");
     assert_indexes_right(f->s);
-    assert_int_equal(apply(f->s, CMD_NODE,
-                           json_pack("{s:s, s:[s]}", "Node", "n1", "Delete", "n1-alive"), &chg),
-                     0);
+    assert_int_equal(
+        apply(f->s, CMD_NODE, json_pack("{s:s, s:[s]}", "Node", "n1", "Delete", "n1-alive"), &chg),
+        0);
     assert_indexes_right(f->s);
     assert_int_equal(apply(f->s, CMD_NODE,
                            json_pack("{s:s, s:[O], s:b}", "Node", "n1", "Put", nc, "SetStatus", 1),
