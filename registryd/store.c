@@ -102,6 +102,7 @@ static int lmdb_fail(const char *what, int rc)
 static uint64_t get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key);
 static MDB_val val_str(const char *str);
 static int derived_ensure(struct store *s);
+static int put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t x);
 
 /* Open the environment in dir and its tables (creating what is missing). */
 static int env_open(struct store *s, const char *dir)
@@ -217,7 +218,11 @@ int store_mark_clean(struct store *s, uint64_t applied, uint64_t fingerprint)
              (unsigned long long)fingerprint, id);
     MDB_val k = val_str(STORE_RESTART_KEY), v = val_str(rec);
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (rc == 0 && (rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0)) != 0)
+    /* the derived indexes are as of this index: an older registryd that
+     * keeps the file and writes to it (without them) moves the index on */
+    if (rc == 0 && ((rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0)) != 0 ||
+                    (rc = put_u64(txn, s->dbi[DB_DERIVED], "index",
+                                  get_u64(txn, s->dbi[DB_META], "index"))) != 0))
         mdb_txn_abort(txn);
     else if (rc == 0)
         rc = mdb_txn_commit(txn);
@@ -513,7 +518,9 @@ static void change_add(struct store_change *chg, const char *name)
  * Every write path keeps them in the same transaction as the records. They
  * are not in snapshots (snapshot.h's tables): a restore rebuilds them, and
  * so does store_open for a kept file built without them (derived "version"
- * absent or older). */
+ * absent or older) or written to since they were last right (derived
+ * "index", set at a clean stop, is not the store's index: an older
+ * registryd kept the file and wrote to it). */
 #define STORE_DERIVED_VERSION 2
 #define TAG_OVERFLOW '\xff'
 
@@ -899,7 +906,9 @@ static int derived_ensure(struct store *s)
         return lmdb_fail("mdb_txn_begin", rc);
     if (mdb_get(txn, s->dbi[DB_DERIVED], &k, &v) == 0 && v.mv_size == sizeof(version))
         memcpy(&version, v.mv_data, sizeof(version));
-    if (version == STORE_DERIVED_VERSION) {
+    uint64_t at = get_u64(txn, s->dbi[DB_DERIVED], "index"),
+             index = get_u64(txn, s->dbi[DB_META], "index");
+    if (version == STORE_DERIVED_VERSION && at == index) {
         mdb_txn_abort(txn);
         return 0;
     }
@@ -910,8 +919,9 @@ static int derived_ensure(struct store *s)
     }
     if ((rc = mdb_txn_commit(txn)) != 0)
         return lmdb_fail("mdb_txn_commit", rc);
-    if (version != 0 || mono_ms() - t0 > 100)
-        log_info("store", "msg=\"indexes rebuilt\" from_version=%u ms=%llu", version,
+    if (index != 0)
+        log_info("store", "msg=\"indexes rebuilt\" from_version=%u at_index=%llu index=%llu ms=%llu",
+                 version, (unsigned long long)at, (unsigned long long)index,
                  (unsigned long long)(mono_ms() - t0));
     return 0;
 }

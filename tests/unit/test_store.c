@@ -758,6 +758,29 @@ static void test_kept_file_without_indexes(void **state)
     /* and it goes on being kept right */
     set_status(f->s, "c:a-1", "critical");
     assert_indexes_right(f->s);
+
+    /* an older registryd keeps the file and writes to it without the
+     * derived tables: a check goes, the index moves on */
+    assert_int_equal(store_mark_clean(f->s, 3, 42), 0);
+    store_free(f->s);
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, 16ULL << 30), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    MDB_val k = {5, "c:a-0"}, v;
+    assert_int_equal(mdb_dbi_open(txn, "checks", 0, &dbi), 0);
+    assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    uint64_t index = 4;
+    k = (MDB_val){5, "index"};
+    v = (MDB_val){sizeof(index), &index};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    assert_int_equal(store_open(f->dir, 42, &f->s, err, sizeof(err)), 0);
+    assert_int_equal(store_reused_applied(f->s), 3);
+    assert_indexes_right(f->s);
 }
 
 int main(void)
