@@ -84,6 +84,8 @@ class ListingIndexTest(unittest.TestCase):
             services = ordered(self.get("/v1/catalog/node/" + node))
             got = [sid for sid, _ in dict(services)["Services"]]
             self.assertEqual(got, sorted(ids, key=lambda s: s.encode()), (stage, node))
+            listed = json.loads(self.get("/v1/catalog/node-services/" + node))
+            self.assertEqual([x["ID"] for x in listed["Services"]], got, (stage, node))
         return listing, every
 
     def test_listings_follow_changes_restore_and_restarts(self):
