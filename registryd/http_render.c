@@ -675,9 +675,9 @@ static void stream_next(struct evhttp_connection *evcon, void *arg)
 }
 
 /* ---- GET /v1/catalog/services ---------------------------------------------
- * Rendered straight from the store's index of tags per name
- * (store_each_name_tags): one entry per (name, tag), never an instance, so
- * a cold answer costs what it lists. The text is what json_dumps makes of
+ * Rendered straight from the store's summary of tags per name
+ * (store_each_name_summary): one record per name, never an instance, so a
+ * cold answer costs what it lists. The text is what json_dumps makes of
  * the jansson path's object (http_catalog.c), which a token that trims the
  * answer, ?filter= and ?node-meta= still take. */
 
@@ -729,19 +729,14 @@ static void tb_string(struct textbuf *b, const char *s, size_t n)
     json_decref(js);
 }
 
-static int add_services_name(const char *name, const struct store_str *tags, size_t n, void *arg)
+static int add_services_name(const char *name, const char *json, size_t len, void *arg)
 {
     struct textbuf *b = arg;
     if (b->len > 1)
         tb_add(b, ",", 1);
     tb_string(b, name, strlen(name));
-    tb_add(b, ":[", 2);
-    for (size_t i = 0; i < n; i++) {
-        if (i > 0)
-            tb_add(b, ",", 1);
-        tb_string(b, tags[i].p, tags[i].len);
-    }
-    tb_add(b, "]", 1);
+    tb_add(b, ":", 1);
+    tb_add(b, json, len);
     return b->rc;
 }
 
@@ -756,7 +751,7 @@ static bool render_services(struct http_req *r, struct store_read *rd, char *key
     struct textbuf b = {NULL, 0, 0, 0};
     struct evbuffer *out = evbuffer_new();
     tb_add(&b, "{", 1);
-    int rc = out == NULL ? REG_ENOMEM : store_each_name_tags(rd, add_services_name, &b);
+    int rc = out == NULL ? REG_ENOMEM : store_each_name_summary(rd, add_services_name, &b);
     tb_add(&b, "}", 1);
     rc = rc != 0 ? rc : b.rc;
     store_read_end(rd);

@@ -36,6 +36,7 @@ enum store_db {
     DB_BY_STATE = DB_COUNT, /* check Status -> CheckIDs (dupsort) */
     DB_NAME_TAGS,           /* name "\0" tag -> instance ID "\0" u32 position (dupsort) */
     DB_NODE_INSTS,          /* node -> IDs of the instances on it (dupsort) */
+    DB_NAME_SUMMARY,        /* name -> its tags as a JSON array, in listing order */
     DB_DERIVED,             /* "version" -> u32: what the two above were built as */
     DB_ALL
 };
@@ -53,6 +54,7 @@ static const struct {
     [DB_BY_STATE] = {"by_state", MDB_DUPSORT},
     [DB_NAME_TAGS] = {"name_tags", MDB_DUPSORT},
     [DB_NODE_INSTS] = {"node_insts", MDB_DUPSORT},
+    [DB_NAME_SUMMARY] = {"name_summary", 0},
     [DB_DERIVED] = {"derived", 0},
 };
 
@@ -498,6 +500,49 @@ static void change_add(struct store_change *chg, const char *name)
         snprintf(chg->names[chg->n++], sizeof(chg->names[0]), "%s", name);
 }
 
+struct growbuf {
+    unsigned char *p;
+    size_t len, cap;
+};
+
+static int gb_put(struct growbuf *g, const void *data, size_t n)
+{
+    if (g->len + n > g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 65536;
+        while (cap < g->len + n)
+            cap *= 2;
+        unsigned char *p = realloc(g->p, cap);
+        if (p == NULL)
+            return REG_ENOMEM;
+        g->p = p;
+        g->cap = cap;
+    }
+    memcpy(g->p + g->len, data, n);
+    g->len += n;
+    return 0;
+}
+
+/* One (name, tag) entry of name_tags: the tag (in the key) and where a
+ * walk of the name's instances meets it first (the key's first value). */
+struct tag_first {
+    struct store_str tag;
+    const unsigned char *id;
+    size_t idlen;
+    uint32_t pos;
+};
+
+static int cmp_tag_first(const void *pa, const void *pb)
+{
+    const struct tag_first *a = pa, *b = pb;
+    size_t n = a->idlen < b->idlen ? a->idlen : b->idlen;
+    int c = memcmp(a->id, b->id, n);
+    if (c != 0)
+        return c;
+    if (a->idlen != b->idlen)
+        return a->idlen < b->idlen ? -1 : 1;
+    return a->pos < b->pos ? -1 : a->pos > b->pos;
+}
+
 /* ---- derived indexes --------------------------------------------------------
  * What listings read instead of every record (issue 16: a listing costs
  * what it returns):
@@ -511,6 +556,11 @@ static void change_add(struct store_change *chg, const char *name)
  *              A tag too long for a key (LMDB's 511 bytes with the name) is
  *              filed as name "\0\xff" (no UTF-8 tag starts with 0xff) -> ID:
  *              that name is listed by walking its instances.
+ *   name_summary name -> the JSON text GET /v1/catalog/services shows for
+ *              it (its tags in the order name_tags gives), rewritten when
+ *              a write changes name's entries there; TAG_OVERFLOW alone for
+ *              a name to walk; none for a name without tags ([]). A listing
+ *              then reads one record per name.
  *   node_insts node -> the IDs of the instances registered on it; a key's
  *              first value is the smallest, the instance a walk of every
  *              instance by ID meets first on that node (GET
@@ -521,7 +571,7 @@ static void change_add(struct store_change *chg, const char *name)
  * absent or older) or written to since they were last right (derived
  * "index", set at a clean stop, is not the store's index: an older
  * registryd kept the file and wrote to it). */
-#define STORE_DERIVED_VERSION 2
+#define STORE_DERIVED_VERSION 3
 #define TAG_OVERFLOW '\xff'
 
 static const char *const check_states[] = {"passing", "warning", "critical"};
@@ -638,6 +688,8 @@ static int tags_file_json(struct store *s, MDB_txn *txn, json_t *inst, bool add)
     return rc;
 }
 
+static int summary_put(struct store *s, MDB_txn *txn, const char *name, size_t nlen);
+
 /* An instance's tags change from old (NULL: it is new) to inst (NULL: it
  * goes). */
 static int tags_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
@@ -651,6 +703,114 @@ static int tags_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
         rc = tags_file_json(s, txn, old, false);
     if (rc == 0 && inst != NULL)
         rc = tags_file_json(s, txn, inst, true);
+    json_t *on = old ? json_object_get(old, "Service") : NULL,
+           *nn = inst ? json_object_get(inst, "Service") : NULL;
+    if (rc == 0 && json_is_string(on))
+        rc = summary_put(s, txn, json_string_value(on), json_string_length(on));
+    if (rc == 0 && json_is_string(nn) && !json_equal(on, nn))
+        rc = summary_put(s, txn, json_string_value(nn), json_string_length(nn));
+    return rc;
+}
+
+/* s (n bytes) as a JSON string, escaped as json_dumps escapes it. */
+static int json_str_put(struct growbuf *g, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (unsigned char)s[i] >= 0x20 && s[i] != '"' && s[i] != '\\')
+        i++;
+    if (i == n) { /* nothing to escape: the common case */
+        int rc = gb_put(g, "\"", 1);
+        if (rc == 0)
+            rc = gb_put(g, s, n);
+        return rc == 0 ? gb_put(g, "\"", 1) : rc;
+    }
+    json_t *js = json_stringn(s, n);
+    char *t = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+    int rc = t ? gb_put(g, t, strlen(t)) : REG_ENOMEM;
+    free(t);
+    json_decref(js);
+    return rc;
+}
+
+/* Write name's summary again from its name_tags entries (see above);
+ * unchanged text is not written. */
+static int summary_put(struct store *s, MDB_txn *txn, const char *name, size_t nlen)
+{
+    unsigned char prefix[STORE_NAME_MAX + 2 > RECORD_KEY_MAX + 2 ? STORE_NAME_MAX + 2
+                                                                  : RECORD_KEY_MAX + 2];
+    struct tag_first few[16], *firsts = few;
+    size_t n = 0, cap = 16;
+    bool walk = false;
+    struct growbuf g = {NULL, 0, 0};
+    MDB_cursor *cur;
+    if (nlen + 1 > sizeof(prefix))
+        return REG_EINVAL;
+    memcpy(prefix, name, nlen);
+    prefix[nlen] = '\0';
+    MDB_val k = {nlen + 1, prefix}, v;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_NAME_TAGS], &cur);
+    if (rc != 0)
+        return rc;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
+        const unsigned char *kp = k.mv_data, *vp = v.mv_data;
+        const unsigned char *vz = memchr(vp, '\0', v.mv_size);
+        if (k.mv_size < nlen + 1 || memcmp(kp, prefix, nlen + 1) != 0)
+            break;
+        if (vz == NULL || v.mv_size != (size_t)(vz - vp) + 5)
+            continue; /* damaged */
+        if (k.mv_size == nlen + 2 && kp[nlen + 1] == (unsigned char)TAG_OVERFLOW) {
+            walk = true;
+            continue;
+        }
+        if (n == cap) {
+            struct tag_first *f = malloc(cap * 2 * sizeof(*f));
+            if (f == NULL) {
+                rc = REG_ENOMEM;
+                break;
+            }
+            memcpy(f, firsts, n * sizeof(*f));
+            if (firsts != few)
+                free(firsts);
+            firsts = f;
+            cap *= 2;
+        }
+        firsts[n].tag = (struct store_str){(const char *)kp + nlen + 1, k.mv_size - nlen - 1};
+        firsts[n].id = vp;
+        firsts[n].idlen = (size_t)(vz - vp);
+        firsts[n].pos =
+            (uint32_t)vz[1] << 24 | (uint32_t)vz[2] << 16 | (uint32_t)vz[3] << 8 | vz[4];
+        n++;
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (rc == 0 && walk) {
+        rc = gb_put(&g, (const char[]){TAG_OVERFLOW}, 1);
+    } else if (rc == 0 && n > 0) {
+        if (n > 1)
+            qsort(firsts, n, sizeof(*firsts), cmp_tag_first);
+        rc = gb_put(&g, "[", 1);
+        for (size_t i = 0; i < n && rc == 0; i++)
+            if ((rc = i ? gb_put(&g, ",", 1) : 0) == 0)
+                rc = json_str_put(&g, firsts[i].tag.p, firsts[i].tag.len);
+        if (rc == 0)
+            rc = gb_put(&g, "]", 1);
+    }
+    if (firsts != few)
+        free(firsts);
+    MDB_val nk = {nlen, (void *)name}, old;
+    if (rc == 0 && g.len == 0) {
+        rc = mdb_del(txn, s->dbi[DB_NAME_SUMMARY], &nk, NULL);
+        rc = rc == MDB_NOTFOUND ? 0 : rc;
+    } else if (rc == 0) {
+        int got = mdb_get(txn, s->dbi[DB_NAME_SUMMARY], &nk, &old);
+        if (got != 0 || old.mv_size != g.len || memcmp(old.mv_data, g.p, g.len) != 0) {
+            MDB_val nv = {g.len, g.p};
+            rc = mdb_put(txn, s->dbi[DB_NAME_SUMMARY], &nk, &nv, 0);
+        }
+    }
+    free(g.p);
     return rc;
 }
 
@@ -835,6 +995,36 @@ static int check_status_raw(struct store *s, MDB_txn *txn, const char *cid, char
     return 0;
 }
 
+/* Every name's summary, from name_tags as it is. */
+static int summaries_rebuild(struct store *s, MDB_txn *txn)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    char name[RECORD_KEY_MAX + 1], done[RECORD_KEY_MAX + 1] = "";
+    size_t done_len = SIZE_MAX;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_NAME_TAGS], &cur);
+    if (rc != 0)
+        return rc;
+    /* one name at a time; summary_put writes another table, so this
+     * cursor stays valid */
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
+        const char *z = memchr(k.mv_data, '\0', k.mv_size);
+        size_t nlen = z ? (size_t)(z - (const char *)k.mv_data) : k.mv_size;
+        if (z == NULL || nlen > RECORD_KEY_MAX ||
+            (nlen == done_len && memcmp(done, k.mv_data, nlen) == 0))
+            continue;
+        memcpy(name, k.mv_data, nlen);
+        name[nlen] = '\0';
+        if ((rc = summary_put(s, txn, name, nlen)) != 0)
+            break;
+        memcpy(done, name, nlen + 1);
+        done_len = nlen;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /* Build the derived indexes from the records, in txn (whose records may
  * be a restore's or an older file's). Damaged records are skipped, as
  * every reader skips them. validated: every record was just checked (a
@@ -846,7 +1036,8 @@ static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
     int rc;
     if ((rc = mdb_drop(txn, s->dbi[DB_BY_STATE], 0)) != 0 ||
         (rc = mdb_drop(txn, s->dbi[DB_NAME_TAGS], 0)) != 0 ||
-        (rc = mdb_drop(txn, s->dbi[DB_NODE_INSTS], 0)) != 0)
+        (rc = mdb_drop(txn, s->dbi[DB_NODE_INSTS], 0)) != 0 ||
+        (rc = mdb_drop(txn, s->dbi[DB_NAME_SUMMARY], 0)) != 0)
         return rc;
     for (int db = DB_SERVICES; db <= DB_CHECKS; db++) {
         if ((rc = mdb_cursor_open(txn, s->dbi[db], &cur)) != 0)
@@ -890,6 +1081,8 @@ static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
         if (rc != 0)
             return rc;
     }
+    if ((rc = summaries_rebuild(s, txn)) != 0)
+        return rc;
     uint32_t version = STORE_DERIVED_VERSION;
     MDB_val vk = val_str("version"), vv = {sizeof(version), &version};
     return mdb_put(txn, s->dbi[DB_DERIVED], &vk, &vv, 0);
@@ -1533,28 +1726,6 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
 /* ---- snapshot / restore -------------------------------------------------
  * Format: snapshot.h. */
 
-struct growbuf {
-    unsigned char *p;
-    size_t len, cap;
-};
-
-static int gb_put(struct growbuf *g, const void *data, size_t n)
-{
-    if (g->len + n > g->cap) {
-        size_t cap = g->cap ? g->cap * 2 : 65536;
-        while (cap < g->len + n)
-            cap *= 2;
-        unsigned char *p = realloc(g->p, cap);
-        if (p == NULL)
-            return REG_ENOMEM;
-        g->p = p;
-        g->cap = cap;
-    }
-    memcpy(g->p + g->len, data, n);
-    g->len += n;
-    return 0;
-}
-
 static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len);
 
 int store_snapshot(struct store *s, void **buf, size_t *len)
@@ -2032,27 +2203,6 @@ int store_each_name(struct store_read *r, store_name_cb cb, void *arg)
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
 }
 
-/* One (name, tag) entry of name_tags: the tag (in the key) and where a
- * walk of the name's instances meets it first (the key's first value). */
-struct tag_first {
-    struct store_str tag;
-    const unsigned char *id;
-    size_t idlen;
-    uint32_t pos;
-};
-
-static int cmp_tag_first(const void *pa, const void *pb)
-{
-    const struct tag_first *a = pa, *b = pb;
-    size_t n = a->idlen < b->idlen ? a->idlen : b->idlen;
-    int c = memcmp(a->id, b->id, n);
-    if (c != 0)
-        return c;
-    if (a->idlen != b->idlen)
-        return a->idlen < b->idlen ? -1 : 1;
-    return a->pos < b->pos ? -1 : a->pos > b->pos;
-}
-
 struct walk_tags {
     json_t *seen; /* tag -> true, in order of first appearance */
 };
@@ -2095,6 +2245,67 @@ static int cmp_bytes(const void *a, size_t alen, const void *b, size_t blen)
 {
     int c = memcmp(a, b, alen < blen ? alen : blen);
     return c != 0 ? c : alen < blen ? -1 : alen > blen;
+}
+
+/* A name whose summary says walk: its tags as text, from its instances. */
+static int name_json_walked(struct store_read *r, const char *name, store_name_json_cb cb,
+                            void *arg)
+{
+    struct walk_tags w = {json_object()};
+    json_t *arr = json_array();
+    char *text = NULL;
+    int rc = w.seen && arr ? store_each_instance(r, name, walk_tags_add, &w) : REG_ENOMEM;
+    if (rc == 0) {
+        const char *t;
+        json_t *x;
+        json_object_foreach(w.seen, t, x) json_array_append_new(arr, json_string(t));
+        text = json_dumps(arr, JSON_COMPACT);
+        rc = text ? cb(name, text, strlen(text), arg) : REG_ENOMEM;
+    }
+    free(text);
+    json_decref(arr);
+    json_decref(w.seen);
+    return rc;
+}
+
+int store_each_name_summary(struct store_read *r, store_name_json_cb cb, void *arg)
+{
+    MDB_cursor *nc = NULL, *sc = NULL;
+    MDB_val nk, nv, sk, sv;
+    char name[STORE_NAME_MAX + 1];
+    int rc, src, stop = 0;
+    if ((rc = mdb_cursor_open(r->txn, r->s->dbi[DB_BY_NAME], &nc)) != 0 ||
+        (rc = mdb_cursor_open(r->txn, r->s->dbi[DB_NAME_SUMMARY], &sc)) != 0) {
+        if (nc)
+            mdb_cursor_close(nc);
+        return lmdb_fail("mdb_cursor_open", rc);
+    }
+    /* both in name order: one pass over each */
+    src = mdb_cursor_get(sc, &sk, &sv, MDB_FIRST);
+    for (rc = mdb_cursor_get(nc, &nk, &nv, MDB_FIRST); rc == 0 && !stop;
+         rc = mdb_cursor_get(nc, &nk, &nv, MDB_NEXT_NODUP)) {
+        int c = 1;
+        while (src == 0 && (c = cmp_bytes(sk.mv_data, sk.mv_size, nk.mv_data, nk.mv_size)) < 0)
+            src = mdb_cursor_get(sc, &sk, &sv, MDB_NEXT); /* a name gone (cannot be) */
+        if (src != 0 && src != MDB_NOTFOUND) {
+            rc = src;
+            break;
+        }
+        size_t nl = nk.mv_size < STORE_NAME_MAX ? nk.mv_size : STORE_NAME_MAX;
+        memcpy(name, nk.mv_data, nl);
+        name[nl] = '\0';
+        if (src != 0 || c != 0)
+            stop = cb(name, "[]", 2, arg); /* no tags */
+        else if (sv.mv_size == 1 && *(const unsigned char *)sv.mv_data == (unsigned char)TAG_OVERFLOW)
+            stop = name_json_walked(r, name, cb, arg);
+        else
+            stop = cb(name, sv.mv_data, sv.mv_size, arg);
+    }
+    mdb_cursor_close(nc);
+    mdb_cursor_close(sc);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
 }
 
 int store_each_name_tags(struct store_read *r, store_name_tags_cb cb, void *arg)
@@ -2227,7 +2438,7 @@ int store_each_node_instance(struct store_read *r, store_json_cb cb, void *arg)
 }
 
 int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_tags,
-                          uint64_t *node_insts)
+                          uint64_t *node_insts, uint64_t *summaries)
 {
     MDB_txn *txn;
     MDB_stat st;
@@ -2237,6 +2448,7 @@ int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_ta
     *by_state = mdb_stat(txn, s->dbi[DB_BY_STATE], &st) == 0 ? st.ms_entries : 0;
     *name_tags = mdb_stat(txn, s->dbi[DB_NAME_TAGS], &st) == 0 ? st.ms_entries : 0;
     *node_insts = mdb_stat(txn, s->dbi[DB_NODE_INSTS], &st) == 0 ? st.ms_entries : 0;
+    *summaries = mdb_stat(txn, s->dbi[DB_NAME_SUMMARY], &st) == 0 ? st.ms_entries : 0;
     mdb_txn_abort(txn);
     return 0;
 }

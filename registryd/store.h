@@ -168,9 +168,9 @@ bool store_acl_bootstrapped(struct store_read *r);
 int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t *bytes);
 /* Entries of the derived indexes (for tests: one per check in by_state,
  * one per instance and distinct tag in name_tags, one per instance with a
- * node in node_insts). */
+ * node in node_insts, one per name with tags in summaries). */
 int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_tags,
-                          uint64_t *node_insts);
+                          uint64_t *node_insts, uint64_t *summaries);
 
 /* Every service name that currently has at least one instance. */
 typedef int (*store_name_cb)(const char *name, void *arg);
@@ -190,6 +190,12 @@ struct store_str {
 typedef int (*store_name_tags_cb)(const char *name, const struct store_str *tags, size_t n,
                                   void *arg);
 int store_each_name_tags(struct store_read *r, store_name_tags_cb cb, void *arg);
+/* The same as text, from one record per name kept by every write: for
+ * every name (store_each_name's order) the JSON array that json_dumps
+ * (JSON_COMPACT) makes of its tags, len bytes at json, borrowed for the
+ * call. Returns 0, REG_ENOMEM or REG_ESTORE, or what cb returned. */
+typedef int (*store_name_json_cb)(const char *name, const char *json, size_t len, void *arg);
+int store_each_name_summary(struct store_read *r, store_name_json_cb cb, void *arg);
 
 /* ---- raw records, for renders that reuse per-record encodings ----------
  * The bytes are LMDB's own (borrowed: valid until store_read_end; a read

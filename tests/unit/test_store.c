@@ -408,6 +408,40 @@ static int indexed_name(const char *name, const struct store_str *tags, size_t n
     return 0;
 }
 
+struct summary_text {
+    char buf[65536];
+    size_t len;
+};
+
+static int summary_append(const char *name, const char *json, size_t len, void *arg)
+{
+    struct summary_text *st = arg;
+    json_t *js = json_string(name);
+    char *t = json_dumps(js, JSON_ENCODE_ANY);
+    json_decref(js);
+    int n = snprintf(st->buf + st->len, sizeof(st->buf) - st->len, "%s%s:%.*s",
+                     st->len > 1 ? "," : "", t, (int)len, json);
+    free(t);
+    assert_true(n > 0 && st->len + (size_t)n < sizeof(st->buf));
+    st->len += (size_t)n;
+    return 0;
+}
+
+/* The listing as the per-name summaries give it. */
+static char *summary_listing(struct store *s)
+{
+    struct store_read *r;
+    struct summary_text *st = calloc(1, sizeof(*st));
+    st->buf[st->len++] = '{';
+    assert_int_equal(store_read_begin(s, &r), 0);
+    assert_int_equal(store_each_name_summary(r, summary_append, st), 0);
+    store_read_end(r);
+    st->buf[st->len++] = '}';
+    char *out = strndup(st->buf, st->len);
+    free(st);
+    return out;
+}
+
 /* The catalog listing from the index, as text (order matters). */
 static char *indexed_listing(struct store *s)
 {
@@ -515,9 +549,13 @@ static void assert_indexes_right(struct store *s)
     /* nothing stale left behind either (readers would skip it) */
     struct ids all = {json_array(), NULL};
     assert_int_equal(store_each_check(r, collect_check_id, &all), 0);
-    uint64_t tag_entries = 0, by_state, name_tags, node_insts;
+    uint64_t tag_entries = 0, by_state, name_tags, node_insts, summaries, tagged_names = 0;
     assert_int_equal(store_each_instance(r, NULL, count_tag_entries, &tag_entries), 0);
-    assert_int_equal(store_derived_entries(s, &by_state, &name_tags, &node_insts), 0);
+    assert_int_equal(store_derived_entries(s, &by_state, &name_tags, &node_insts, &summaries), 0);
+    const char *nm;
+    json_t *tg;
+    json_object_foreach(w.out, nm, tg) tagged_names += json_array_size(tg) > 0;
+    assert_int_equal(summaries, tagged_names);
     assert_int_equal(by_state, json_array_size(all.arr));
     assert_int_equal(name_tags, tag_entries);
     /* nodes: the first instance on each, as a walk of every instance by ID
@@ -549,10 +587,13 @@ static void assert_indexes_right(struct store *s)
     json_decref(got_nodes);
     json_decref(all.arr);
     store_read_end(r);
-    char *want = json_dumps(w.out, JSON_COMPACT), *got = indexed_listing(s);
+    char *want = json_dumps(w.out, JSON_COMPACT), *got = indexed_listing(s),
+         *text = summary_listing(s);
     assert_string_equal(want, got);
+    assert_string_equal(want, text);
     free(want);
     free(got);
+    free(text);
     json_decref(w.out);
 }
 
