@@ -618,9 +618,10 @@ static int state_move(struct store *s, MDB_txn *txn, const char *old_status, jso
 }
 
 /* File (add) or unfile instance id of name under each of its distinct
- * tags (n strings). */
+ * tags (n strings). *first (may be NULL) is set when the entry was or
+ * became a key's first (its summary may change). */
 static int tags_file(struct store *s, MDB_txn *txn, const char *name, size_t nlen, const char *id,
-                     size_t idlen, const struct store_str *tags, size_t n, bool add)
+                     size_t idlen, const struct store_str *tags, size_t n, bool add, bool *first)
 {
     if (n == 0)
         return 0;
@@ -633,6 +634,7 @@ static int tags_file(struct store *s, MDB_txn *txn, const char *name, size_t nle
     memcpy(key, name, nlen);
     key[nlen] = '\0';
     int rc = 0;
+    MDB_cursor *cur = NULL;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct store_str *t = &tags[i];
         bool again = false; /* a tag's first place is its place */
@@ -653,20 +655,34 @@ static int tags_file(struct store *s, MDB_txn *txn, const char *name, size_t nle
         val[idlen + 2] = (unsigned char)(pos >> 16);
         val[idlen + 3] = (unsigned char)(pos >> 8);
         val[idlen + 4] = (unsigned char)pos;
-        MDB_val k = {klen, key}, v = {idlen + 5, val};
-        if (add) {
-            rc = mdb_put(txn, s->dbi[DB_NAME_TAGS], &k, &v, MDB_NODUPDATA);
+        MDB_val k = {klen, key}, v = {idlen + 5, val}, fv;
+        if (add && (rc = mdb_put(txn, s->dbi[DB_NAME_TAGS], &k, &v, MDB_NODUPDATA)) != 0) {
             rc = rc == MDB_KEYEXIST ? 0 : rc;
-        } else {
+            continue;
+        }
+        if (first != NULL && !*first) { /* is (or was) it the key's first value? */
+            if (cur == NULL && (rc = mdb_cursor_open(txn, s->dbi[DB_NAME_TAGS], &cur)) != 0)
+                break;
+            MDB_val ck = k;
+            int got = mdb_cursor_get(cur, &ck, &fv, MDB_SET_KEY);
+            if (got != 0 && got != MDB_NOTFOUND) {
+                rc = got;
+                break;
+            }
+            *first = got == 0 && fv.mv_size == v.mv_size && memcmp(fv.mv_data, val, v.mv_size) == 0;
+        }
+        if (!add) {
             rc = mdb_del(txn, s->dbi[DB_NAME_TAGS], &k, &v);
             rc = rc == MDB_NOTFOUND ? 0 : rc;
         }
     }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
     return rc;
 }
 
 /* The same for an instance record's tree. */
-static int tags_file_json(struct store *s, MDB_txn *txn, json_t *inst, bool add)
+static int tags_file_json(struct store *s, MDB_txn *txn, json_t *inst, bool add, bool *first)
 {
     struct store_str few[16], *tags = few;
     json_t *arr = json_object_get(inst, "Tags"), *name = json_object_get(inst, "Service"),
@@ -682,7 +698,7 @@ static int tags_file_json(struct store *s, MDB_txn *txn, json_t *inst, bool add)
             tags[k++] = (struct store_str){json_string_value(x), json_string_length(x)};
     }
     int rc = tags_file(s, txn, json_string_value(name), json_string_length(name),
-                       json_string_value(id), json_string_length(id), tags, k, add);
+                       json_string_value(id), json_string_length(id), tags, k, add, first);
     if (tags != few)
         free(tags);
     return rc;
@@ -699,15 +715,20 @@ static int tags_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
         strcmp(jstr(old, "ID"), jstr(inst, "ID")) == 0 &&
         json_equal(json_object_get(old, "Tags"), json_object_get(inst, "Tags")))
         return 0; /* the common re-registration: nothing to do */
-    if (old != NULL)
-        rc = tags_file_json(s, txn, old, false);
-    if (rc == 0 && inst != NULL)
-        rc = tags_file_json(s, txn, inst, true);
+    /* a name's summary is written again only when a key's first entry
+     * (what the summary is made of) came or went */
+    bool old_first = false, new_first = false;
     json_t *on = old ? json_object_get(old, "Service") : NULL,
            *nn = inst ? json_object_get(inst, "Service") : NULL;
-    if (rc == 0 && json_is_string(on))
+    if (old != NULL)
+        rc = tags_file_json(s, txn, old, false, &old_first);
+    if (rc == 0 && inst != NULL)
+        rc = tags_file_json(s, txn, inst, true, &new_first);
+    if (json_equal(on, nn))
+        old_first = new_first = old_first || new_first;
+    if (rc == 0 && old_first && json_is_string(on))
         rc = summary_put(s, txn, json_string_value(on), json_string_length(on));
-    if (rc == 0 && json_is_string(nn) && !json_equal(on, nn))
+    if (rc == 0 && new_first && json_is_string(nn) && !json_equal(on, nn))
         rc = summary_put(s, txn, json_string_value(nn), json_string_length(nn));
     return rc;
 }
@@ -1056,7 +1077,7 @@ static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
                 char status[16];
                 if (db == DB_SERVICES) {
                     rc = tags_file(s, txn, sc.service.p, sc.service.len, key, k.mv_size, sc.tags,
-                                   sc.ntags, true);
+                                   sc.ntags, true, NULL);
                     if (rc == 0 && sc.has_node)
                         rc = node_file(s, txn, sc.node.p, sc.node.len, key, k.mv_size, true);
                 } else if (sc.status.len < sizeof(status)) {
