@@ -14,6 +14,7 @@
  *   name_tags  name "\0" tag -> instance ID "\0" position   } every write, not in
  *              (dupsort; see store.c, "derived indexes")    } snapshots, rebuilt
  *   node_insts node -> instance IDs (dupsort)                } by a restore
+ *   name_summary name -> its tags as JSON text (the listing) }
  *   meta       "index" -> u64 store index (bumped by every command that changes
  *              something; it is the X-Consul-Index clients see);
  *              "acl:token:<AccessorID>", "acl:policy:<ID>" -> ACL records
