@@ -314,7 +314,7 @@ static int find_node_record(json_t *rec, void *arg)
 static int read_node_services(struct http_req *r, struct store_read *rd, json_t **out)
 {
     struct node_walk w = {r, NULL, json_array()};
-    store_each_instance(rd, NULL, add_node_instance, &w);
+    store_each_instance_on(rd, r->arg, add_node_instance, &w); /* the node's only */
     if (w.node == NULL)
         store_each_node(rd, find_node_record, &w);
     if (w.node == NULL && strcmp(r->arg, r->srv->opt.node) == 0) {

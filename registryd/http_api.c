@@ -39,7 +39,6 @@
 #include "cluster_link.h"
 #include "http_guard.h"
 #include "http_internal.h"
-#include "http_listing.h"
 #include "http_render.h"
 #include "duration.h"
 #include "log.h"
@@ -1538,7 +1537,7 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
         free(k);
         p += n + (p[n] == '\n');
     }
-    if (s->node_meta == NULL || http_listing_new(&s->listing) != 0 ||
+    if (s->node_meta == NULL ||
         http_render_new(opt->render_cache_size ? opt->render_cache_size
                                                 : HTTP_RENDER_FRAGMENT_BYTES,
                         &s->render) != 0)
@@ -1594,7 +1593,6 @@ void http_free(struct http_server *s)
         evhttp_free(s->https);
     json_decref(s->node_meta);
     http_guard_free(s->guard); /* after the connections it watches */
-    http_listing_free(s->listing);
     http_render_free(s->render);
     for (struct http_req *r = s->req_pool, *next; r; r = next) {
         next = r->next_free;

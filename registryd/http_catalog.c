@@ -10,7 +10,6 @@
 #include "cluster.h"
 #include "filter.h"
 #include "http_internal.h"
-#include "http_listing.h"
 #include "http_render.h"
 #include "registry/error.h"
 
@@ -113,17 +112,18 @@ static int add_catalog_name(const char *name, void *arg)
     return 0;
 }
 
-/* Without a selection, a name's tags come from http_listing.c, which
- * reads a name's instances again only when the name changed. */
-static int add_listed_name(const char *name, void *arg)
+/* Without a selection, a name's tags come from the store's index of them
+ * (no instance is read). http_render.c renders the same as text when no
+ * token trims the answer. */
+static int add_listed_name(const char *name, const struct store_str *tags, size_t n, void *arg)
 {
     struct names_walk *nw = arg;
-    json_t *tags;
-    if (http_listing_service_tags(nw->w.r->srv->listing, nw->w.rd, name, &tags) != 0)
+    json_t *arr = json_array();
+    if (arr == NULL)
         return REG_ENOMEM;
-    if (tags != NULL)
-        json_object_set(nw->w.out, name, tags);
-    return 0;
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_stringn(tags[i].p, tags[i].len));
+    return json_object_set_new(nw->w.out, name, arr) == 0 ? 0 : REG_ENOMEM;
 }
 
 /* GET /v1/catalog/services; ?filter= and ?node-meta= select instances, and
@@ -138,11 +138,10 @@ static int read_catalog_services(struct http_req *r, struct store_read *rd, json
     }
     nw.f = f;
     if (f == NULL && !http_has_param(r, "node-meta")) {
-        int rc = store_each_name(rd, add_listed_name, &nw);
-        http_listing_sweep(r->srv->listing);
-        if (rc == REG_ENOMEM) {
+        int rc = store_each_name_tags(rd, add_listed_name, &nw);
+        if (rc != 0) {
             json_decref(nw.w.out);
-            return http_fail(r, 500, "out of memory");
+            return http_fail(r, 500, "Listing failed: %s", reg_strerror(rc));
         }
     } else {
         store_each_name(rd, add_catalog_name, &nw);
@@ -179,53 +178,11 @@ static int add_instance_node(json_t *inst, void *arg)
     return 0;
 }
 
-struct nodes_walk {
-    struct http_req *r;
-    struct store_read *rd;
-    json_t *found; /* node -> the smallest-ID instance there, over every name */
-    int rc;
-};
-
-static int add_name_nodes(const char *name, void *arg)
-{
-    struct nodes_walk *nw = arg;
-    json_t *nodes, *inst;
-    const char *node;
-    nw->rc = http_listing_service_nodes(nw->r->srv->listing, nw->rd, name, &nodes);
-    if (nw->rc != 0)
-        return nw->rc;
-    json_object_foreach(nodes, node, inst)
-    {
-        json_t *have = json_object_get(nw->found, node);
-        const char *id = json_string_value(json_object_get(inst, "ID"));
-        const char *have_id = have ? json_string_value(json_object_get(have, "ID")) : NULL;
-        if (have == NULL || (id && have_id && strcmp(id, have_id) < 0))
-            json_object_set(nw->found, node, inst);
-    }
-    return 0;
-}
-
 /* What a walk of every instance in ID order gives add_instance_node, from
- * http_listing.c's per-name nodes: a name's instances are read again only
- * when the name changed. */
-static void add_instance_nodes(struct http_req *r, struct store_read *rd, json_t *nodes)
+ * the store's index of instances by node: one instance read per node. */
+static void add_instance_nodes(struct store_read *rd, json_t *nodes)
 {
-    struct nodes_walk nw = {r, rd, json_object(), 0};
-    store_each_name(rd, add_name_nodes, &nw);
-    http_listing_sweep(r->srv->listing);
-    if (nw.rc != 0 || nw.found == NULL) { /* out of memory: the long way */
-        json_decref(nw.found);
-        store_each_instance(rd, NULL, add_instance_node, nodes);
-        return;
-    }
-    const char *node;
-    json_t *inst;
-    json_object_foreach(nw.found, node, inst)
-    {
-        if (json_object_get(nodes, node) == NULL)
-            json_object_set(nodes, node, inst);
-    }
-    json_decref(nw.found);
+    store_each_node_instance(rd, add_instance_node, nodes);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -242,7 +199,7 @@ static json_t *known_nodes(struct http_req *r, struct store_read *rd, const char
     json_t *nodes = json_object();
     json_object_set_new(nodes, r->srv->opt.node, json_null());
     store_each_node(rd, add_instance_node, nodes); /* catalog-registered nodes first */
-    add_instance_nodes(r, rd, nodes);
+    add_instance_nodes(rd, nodes);
     if (names == NULL)
         return nodes;
     *n = 0;
@@ -303,7 +260,7 @@ static int read_catalog_node(struct http_req *r, struct store_read *rd, json_t *
         return 0;
     }
     struct walk w = {r, rd, json_object()};
-    store_each_instance(rd, NULL, add_node_service, &w);
+    store_each_instance_on(rd, r->arg, add_node_service, &w);
     *out = json_pack("{s:o, s:o}", "Node", render_node(r->srv, inst), "Services", w.out);
     json_decref(nodes);
     return 0;
@@ -423,7 +380,7 @@ static int read_health_node(struct http_req *r, struct store_read *rd, json_t **
     if (inst != NULL) {
         json_array_append_new(w.out, render_serf_check(r->srv, inst));
         store_each_check(rd, add_node_level_check, &w);
-        store_each_instance(rd, NULL, add_node_checks, &w);
+        store_each_instance_on(rd, r->arg, add_node_checks, &w);
     }
     json_decref(nodes);
     *out = w.out;
@@ -466,7 +423,10 @@ static int read_health_state(struct http_req *r, struct store_read *rd, json_t *
     struct state_walk s = {{r, rd, json_array()}, strcmp(state, "any") == 0 ? NULL : state};
     if (s.state == NULL || strcmp(s.state, "passing") == 0)
         json_array_append_new(s.w.out, render_serf_check(r->srv, NULL));
-    store_each_check(rd, add_state_check, &s);
+    if (s.state == NULL)
+        store_each_check(rd, add_state_check, &s);
+    else
+        store_each_check_state(rd, s.state, add_state_check, &s);
     *out = s.w.out;
     return 0;
 }

@@ -668,6 +668,108 @@ static void stream_next(struct evhttp_connection *evcon, void *arg)
     }
 }
 
+/* ---- GET /v1/catalog/services ---------------------------------------------
+ * Rendered straight from the store's summary of tags per name
+ * (store_each_name_summary): one record per name, never an instance, so a
+ * cold answer costs what it lists. The text is what json_dumps makes of
+ * the jansson path's object (http_catalog.c), which a token that trims the
+ * answer, ?filter= and ?node-meta= still take. */
+
+struct textbuf {
+    char *p;
+    size_t len, cap;
+    int rc;
+};
+
+static void tb_add(struct textbuf *b, const void *s, size_t n)
+{
+    if (b->rc != 0)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 65536;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->rc = REG_ENOMEM;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+/* s as a JSON string, escaped as json_dumps escapes it. */
+static void tb_string(struct textbuf *b, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (unsigned char)s[i] >= 0x20 && s[i] != '"' && s[i] != '\\')
+        i++;
+    if (i == n) { /* nothing to escape: the common case */
+        tb_add(b, "\"", 1);
+        tb_add(b, s, n);
+        tb_add(b, "\"", 1);
+        return;
+    }
+    json_t *js = json_stringn(s, n);
+    char *t = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+    if (t == NULL)
+        b->rc = REG_ENOMEM;
+    else
+        tb_add(b, t, strlen(t));
+    free(t);
+    json_decref(js);
+}
+
+static int add_services_name(const char *name, const char *json, size_t len, void *arg)
+{
+    struct textbuf *b = arg;
+    if (b->len > 1)
+        tb_add(b, ",", 1);
+    tb_string(b, name, strlen(name));
+    tb_add(b, ":", 1);
+    tb_add(b, json, len);
+    return b->rc;
+}
+
+static bool is_catalog_services(struct http_req *r)
+{
+    return strcmp(r->route->path, "/v1/catalog/services") == 0 && !http_has_param(r, "filter") &&
+           !http_has_param(r, "node-meta");
+}
+
+static bool render_services(struct http_req *r, struct store_read *rd, char *key, uint64_t index)
+{
+    struct textbuf b = {NULL, 0, 0, 0};
+    struct evbuffer *out = evbuffer_new();
+    tb_add(&b, "{", 1);
+    int rc = out == NULL ? REG_ENOMEM : store_each_name_summary(rd, add_services_name, &b);
+    tb_add(&b, "}", 1);
+    rc = rc != 0 ? rc : b.rc;
+    store_read_end(rd);
+    if (rc == 0 && evbuffer_add(out, b.p, b.len) != 0)
+        rc = REG_ENOMEM;
+    if (rc != 0) {
+        http_fail(r, 500, "Render failed: %s", reg_strerror(rc));
+        free(b.p);
+        free(key);
+        if (out)
+            evbuffer_free(out);
+        http_finish_read(r, NULL, index);
+        return true;
+    }
+    if (key != NULL) {
+        http_cache_put(r->srv->cache, key, index, b.p, b.len); /* takes both */
+        http_cache_publish(r->srv);
+    } else {
+        free(b.p);
+    }
+    http_finish_read(r, out, index);
+    return true;
+}
+
 static bool route_kind_of(const char *path, enum route_kind *out)
 {
     static const struct {
@@ -691,8 +793,11 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
 {
     enum route_kind kind;
     struct http_render *h = r->srv->render;
-    if (h == NULL || r->route->read == NULL || !route_kind_of(r->route->path, &kind) ||
-        http_acl_bypass_cache(r))
+    if (h == NULL || r->route->read == NULL || http_acl_bypass_cache(r))
+        return false;
+    if (is_catalog_services(r))
+        return render_services(r, rd, key, index);
+    if (!route_kind_of(r->route->path, &kind))
         return false;
     struct job *j = calloc(1, sizeof(*j));
     if (j == NULL)
@@ -716,14 +821,17 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
         j->select = j->f != NULL || http_has_param(r, "node-meta");
     int rc = 0;
     if (r->status == 0) {
+        /* a state's checks through the store's index of them: the answer
+         * costs what it lists, not every check */
         enum store_iter_kind ik = kind == R_HEALTH || kind == R_CATALOG ? STORE_ITER_NAME
                                   : kind == R_AGENT_SERVICES            ? STORE_ITER_INSTANCES
+                                  : kind == R_STATE && j->state != NULL ? STORE_ITER_STATE
                                                                         : STORE_ITER_CHECKS;
         if ((j->out = evbuffer_new()) == NULL ||
             (j->later = evtimer_new(r->srv->opt.base, stream_later, j)) == NULL)
             rc = REG_ENOMEM;
         else
-            rc = store_iter_begin(rd, ik, r->arg, &j->it);
+            rc = store_iter_begin(rd, ik, ik == STORE_ITER_STATE ? j->state : r->arg, &j->it);
         if (rc != 0)
             http_fail(r, 500, "Render failed: %s", reg_strerror(rc));
     }

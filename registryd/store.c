@@ -30,21 +30,37 @@ enum store_db {
     DB_SVC_CHECKS = SNAP_SVC_CHECKS,
     DB_NAMES = SNAP_NAMES,
     DB_META = SNAP_META,
-    DB_COUNT = SNAP_TABLES
+    DB_COUNT = SNAP_TABLES, /* the tables snapshots carry */
+    /* derived from the tables above, rebuilt rather than carried (see
+     * "derived indexes" below) */
+    DB_BY_STATE = DB_COUNT, /* check Status -> CheckIDs (dupsort) */
+    DB_NAME_TAGS,           /* name "\0" tag -> instance ID "\0" u32 position (dupsort) */
+    DB_NODE_INSTS,          /* node -> IDs of the instances on it (dupsort) */
+    DB_NAME_SUMMARY,        /* name -> its tags as a JSON array, in listing order */
+    DB_DERIVED,             /* "version" -> u32: what the two above were built as */
+    DB_ALL
 };
 
 static const struct {
     const char *name;
     unsigned flags;
-} store_dbs[DB_COUNT] = {
-    [DB_SERVICES] = {"services", 0},    [DB_CHECKS] = {"checks", 0},
-    [DB_BY_NAME] = {"by_name", MDB_DUPSORT}, [DB_SVC_CHECKS] = {"svc_checks", MDB_DUPSORT},
-    [DB_NAMES] = {"names", 0},          [DB_META] = {"meta", 0},
+} store_dbs[DB_ALL] = {
+    [DB_SERVICES] = {"services", 0},
+    [DB_CHECKS] = {"checks", 0},
+    [DB_BY_NAME] = {"by_name", MDB_DUPSORT},
+    [DB_SVC_CHECKS] = {"svc_checks", MDB_DUPSORT},
+    [DB_NAMES] = {"names", 0},
+    [DB_META] = {"meta", 0},
+    [DB_BY_STATE] = {"by_state", MDB_DUPSORT},
+    [DB_NAME_TAGS] = {"name_tags", MDB_DUPSORT},
+    [DB_NODE_INSTS] = {"node_insts", MDB_DUPSORT},
+    [DB_NAME_SUMMARY] = {"name_summary", 0},
+    [DB_DERIVED] = {"derived", 0},
 };
 
 struct store {
     MDB_env *env;
-    MDB_dbi dbi[DB_COUNT];
+    MDB_dbi dbi[DB_ALL];
     /* disk space (raft thread, but space_ok is read by any thread) */
     char dir[4096];
     uint64_t reserved;      /* bytes of the data file backed by allocated blocks */
@@ -87,13 +103,15 @@ static int lmdb_fail(const char *what, int rc)
 
 static uint64_t get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key);
 static MDB_val val_str(const char *str);
+static int derived_ensure(struct store *s);
+static int put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t x);
 
 /* Open the environment in dir and its tables (creating what is missing). */
 static int env_open(struct store *s, const char *dir)
 {
     MDB_txn *txn = NULL;
     int rc;
-    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, DB_COUNT)) != 0 ||
+    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, DB_ALL)) != 0 ||
         (rc = mdb_env_set_mapsize(s->env, STORE_MAP_SIZE)) != 0 ||
         (rc = mdb_env_set_maxreaders(s->env, 1024)) != 0 ||
         /* WRITEMAP: a commit is stores into the map, no write(2): durability
@@ -103,7 +121,7 @@ static int env_open(struct store *s, const char *dir)
         return rc;
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
         return rc;
-    for (int i = 0; i < DB_COUNT; i++) {
+    for (int i = 0; i < DB_ALL; i++) {
         if ((rc = mdb_dbi_open(txn, store_dbs[i].name, MDB_CREATE | store_dbs[i].flags,
                                &s->dbi[i])) != 0) {
             mdb_txn_abort(txn);
@@ -202,7 +220,11 @@ int store_mark_clean(struct store *s, uint64_t applied, uint64_t fingerprint)
              (unsigned long long)fingerprint, id);
     MDB_val k = val_str(STORE_RESTART_KEY), v = val_str(rec);
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (rc == 0 && (rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0)) != 0)
+    /* the derived indexes are as of this index: an older registryd that
+     * keeps the file and writes to it (without them) moves the index on */
+    if (rc == 0 && ((rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0)) != 0 ||
+                    (rc = put_u64(txn, s->dbi[DB_DERIVED], "index",
+                                  get_u64(txn, s->dbi[DB_META], "index"))) != 0))
         mdb_txn_abort(txn);
     else if (rc == 0)
         rc = mdb_txn_commit(txn);
@@ -230,6 +252,15 @@ int store_open(const char *dir, uint64_t raft_fingerprint, struct store **out, c
     snprintf(path, sizeof(path), "%s/data.mdb", dir);
     if (raft_fingerprint != 0 && access(path, F_OK) == 0 && env_open(s, dir) == 0)
         s->reused_applied = take_restart_record(s, raft_fingerprint);
+    if (s->reused_applied != 0 && derived_ensure(s) != 0) {
+        /* a file from before the indexes it should have, which cannot
+         * be indexed now: rebuilt from raft like any file not kept */
+        log_warn("store",
+                 "msg=\"kept store file could not be indexed; rebuilding it from the "
+                 "raft log\" dir=%s",
+                 dir);
+        s->reused_applied = 0;
+    }
     if (s->reused_applied == 0) {
         /* the Raft log is the durable record: start from an empty store */
         if (s->env) {
@@ -244,6 +275,10 @@ int store_open(const char *dir, uint64_t raft_fingerprint, struct store **out, c
         (void)unlink(path);
         if ((rc = env_open(s, dir)) != 0)
             goto fail_rc;
+        if (derived_ensure(s) != 0) {
+            snprintf(err, errlen, "%s: cannot write the store's indexes", dir);
+            goto fail;
+        }
     }
     snprintf(s->dir, sizeof(s->dir), "%s", dir);
     s->space_ok = true;
@@ -465,6 +500,646 @@ static void change_add(struct store_change *chg, const char *name)
         snprintf(chg->names[chg->n++], sizeof(chg->names[0]), "%s", name);
 }
 
+struct growbuf {
+    unsigned char *p;
+    size_t len, cap;
+};
+
+static int gb_put(struct growbuf *g, const void *data, size_t n)
+{
+    if (g->len + n > g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 65536;
+        while (cap < g->len + n)
+            cap *= 2;
+        unsigned char *p = realloc(g->p, cap);
+        if (p == NULL)
+            return REG_ENOMEM;
+        g->p = p;
+        g->cap = cap;
+    }
+    memcpy(g->p + g->len, data, n);
+    g->len += n;
+    return 0;
+}
+
+/* One (name, tag) entry of name_tags: the tag (in the key) and where a
+ * walk of the name's instances meets it first (the key's first value). */
+struct tag_first {
+    struct store_str tag;
+    const unsigned char *id;
+    size_t idlen;
+    uint32_t pos;
+};
+
+static int cmp_tag_first(const void *pa, const void *pb)
+{
+    const struct tag_first *a = pa, *b = pb;
+    size_t n = a->idlen < b->idlen ? a->idlen : b->idlen;
+    int c = memcmp(a->id, b->id, n);
+    if (c != 0)
+        return c;
+    if (a->idlen != b->idlen)
+        return a->idlen < b->idlen ? -1 : 1;
+    return a->pos < b->pos ? -1 : a->pos > b->pos;
+}
+
+/* ---- derived indexes --------------------------------------------------------
+ * What listings read instead of every record (issue 16: a listing costs
+ * what it returns):
+ *   by_state   a check's Status -> its CheckID (GET /v1/health/state/:state)
+ *   name_tags  name "\0" tag -> ID "\0" position, for every instance of name
+ *              carrying tag at that position (its first) of its Tags; a
+ *              key's first value is then the instance in which a walk of
+ *              name's instances by ID meets the tag first, and where in its
+ *              Tags, which is all that GET /v1/catalog/services needs to
+ *              list a name's distinct tags in the order such a walk would.
+ *              A tag too long for a key (LMDB's 511 bytes with the name) is
+ *              filed as name "\0\xff" (no UTF-8 tag starts with 0xff) -> ID:
+ *              that name is listed by walking its instances.
+ *   name_summary name -> the JSON text GET /v1/catalog/services shows for
+ *              it (its tags in the order name_tags gives), rewritten when
+ *              a write changes name's entries there; TAG_OVERFLOW alone for
+ *              a name to walk; none for a name without tags ([]). A listing
+ *              then reads one record per name.
+ *   node_insts node -> the IDs of the instances registered on it; a key's
+ *              first value is the smallest, the instance a walk of every
+ *              instance by ID meets first on that node (GET
+ *              /v1/catalog/nodes and the node routes show nodes through it).
+ * Every write path keeps them in the same transaction as the records. They
+ * are not in snapshots (snapshot.h's tables): a restore rebuilds them, and
+ * so does store_open for a kept file built without them (derived "version"
+ * absent or older) or written to since they were last right (derived
+ * "index", set at a clean stop, is not the store's index: an older
+ * registryd kept the file and wrote to it). */
+#define STORE_DERIVED_VERSION 3
+#define TAG_OVERFLOW '\xff'
+
+static const char *const check_states[] = {"passing", "warning", "critical"};
+
+static int state_add(struct store *s, MDB_txn *txn, const char *status, const char *cid)
+{
+    MDB_val k = val_str(status), v = val_str(cid);
+    int rc = mdb_put(txn, s->dbi[DB_BY_STATE], &k, &v, MDB_NODUPDATA);
+    return rc == MDB_KEYEXIST ? 0 : rc;
+}
+
+/* status: where cid should be filed; NULL (a check about to go whose
+ * record is not at hand), or not found there: wherever it is. */
+static int state_del(struct store *s, MDB_txn *txn, const char *status, const char *cid)
+{
+    MDB_val v = val_str(cid);
+    if (status != NULL) {
+        MDB_val k = val_str(status);
+        int rc = mdb_del(txn, s->dbi[DB_BY_STATE], &k, &v);
+        if (rc != MDB_NOTFOUND)
+            return rc;
+    }
+    for (size_t i = 0; i < sizeof(check_states) / sizeof(check_states[0]); i++) {
+        MDB_val k = val_str(check_states[i]);
+        int rc = mdb_del(txn, s->dbi[DB_BY_STATE], &k, &v);
+        if (rc == 0 || rc != MDB_NOTFOUND)
+            return rc;
+    }
+    return 0;
+}
+
+/* A check's record changed from old_status (NULL: it is new) to its
+ * Status now. */
+static int state_move(struct store *s, MDB_txn *txn, const char *old_status, json_t *check,
+                      const char *cid)
+{
+    const char *now = json_string_value(json_object_get(check, "Status"));
+    if (now == NULL)
+        return REG_EINVAL;
+    if (old_status != NULL && strcmp(old_status, now) == 0)
+        return 0;
+    int rc = old_status != NULL ? state_del(s, txn, old_status, cid) : 0;
+    return rc == 0 ? state_add(s, txn, now, cid) : rc;
+}
+
+/* File (add) or unfile instance id of name under each of its distinct
+ * tags (n strings). *first (may be NULL) is set when the entry was or
+ * became a key's first (its summary may change). */
+static int tags_file(struct store *s, MDB_txn *txn, const char *name, size_t nlen, const char *id,
+                     size_t idlen, const struct store_str *tags, size_t n, bool add, bool *first)
+{
+    if (n == 0)
+        return 0;
+    size_t maxkey = (size_t)mdb_env_get_maxkeysize(s->env);
+    unsigned char val[RECORD_KEY_MAX + 8], key[1024];
+    if (idlen > RECORD_KEY_MAX || nlen + 2 > maxkey || nlen + 2 > sizeof(key))
+        return REG_EINVAL; /* record.c refuses such names and IDs */
+    memcpy(val, id, idlen);
+    val[idlen] = '\0';
+    memcpy(key, name, nlen);
+    key[nlen] = '\0';
+    int rc = 0;
+    MDB_cursor *cur = NULL;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct store_str *t = &tags[i];
+        bool again = false; /* a tag's first place is its place */
+        for (size_t j = 0; j < i && !again; j++)
+            again = tags[j].len == t->len && memcmp(tags[j].p, t->p, t->len) == 0;
+        if (again)
+            continue;
+        size_t klen = nlen + 1 + t->len;
+        uint32_t pos = (uint32_t)i;
+        if (klen > maxkey || klen > sizeof(key)) {
+            key[nlen + 1] = (unsigned char)TAG_OVERFLOW;
+            klen = nlen + 2;
+            pos = 0;
+        } else {
+            memcpy(key + nlen + 1, t->p, t->len);
+        }
+        val[idlen + 1] = (unsigned char)(pos >> 24);
+        val[idlen + 2] = (unsigned char)(pos >> 16);
+        val[idlen + 3] = (unsigned char)(pos >> 8);
+        val[idlen + 4] = (unsigned char)pos;
+        MDB_val k = {klen, key}, v = {idlen + 5, val}, fv;
+        if (add && (rc = mdb_put(txn, s->dbi[DB_NAME_TAGS], &k, &v, MDB_NODUPDATA)) != 0) {
+            rc = rc == MDB_KEYEXIST ? 0 : rc;
+            continue;
+        }
+        if (first != NULL && !*first) { /* is (or was) it the key's first value? */
+            if (cur == NULL && (rc = mdb_cursor_open(txn, s->dbi[DB_NAME_TAGS], &cur)) != 0)
+                break;
+            MDB_val ck = k;
+            int got = mdb_cursor_get(cur, &ck, &fv, MDB_SET_KEY);
+            if (got != 0 && got != MDB_NOTFOUND) {
+                rc = got;
+                break;
+            }
+            *first = got == 0 && fv.mv_size == v.mv_size && memcmp(fv.mv_data, val, v.mv_size) == 0;
+        }
+        if (!add) {
+            rc = mdb_del(txn, s->dbi[DB_NAME_TAGS], &k, &v);
+            rc = rc == MDB_NOTFOUND ? 0 : rc;
+        }
+    }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
+/* The same for an instance record's tree. */
+static int tags_file_json(struct store *s, MDB_txn *txn, json_t *inst, bool add, bool *first)
+{
+    struct store_str few[16], *tags = few;
+    json_t *arr = json_object_get(inst, "Tags"), *name = json_object_get(inst, "Service"),
+           *id = json_object_get(inst, "ID");
+    size_t n = json_array_size(arr), k = 0;
+    if (!json_is_string(name) || !json_is_string(id))
+        return REG_EINVAL;
+    if (n > 16 && (tags = malloc(n * sizeof(*tags))) == NULL)
+        return REG_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_array_get(arr, i);
+        if (json_is_string(x))
+            tags[k++] = (struct store_str){json_string_value(x), json_string_length(x)};
+    }
+    int rc = tags_file(s, txn, json_string_value(name), json_string_length(name),
+                       json_string_value(id), json_string_length(id), tags, k, add, first);
+    if (tags != few)
+        free(tags);
+    return rc;
+}
+
+static int summary_put(struct store *s, MDB_txn *txn, const char *name, size_t nlen);
+
+/* An instance's tags change from old (NULL: it is new) to inst (NULL: it
+ * goes). */
+static int tags_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
+{
+    int rc = 0;
+    if (old != NULL && inst != NULL && strcmp(jstr(old, "Service"), jstr(inst, "Service")) == 0 &&
+        strcmp(jstr(old, "ID"), jstr(inst, "ID")) == 0 &&
+        json_equal(json_object_get(old, "Tags"), json_object_get(inst, "Tags")))
+        return 0; /* the common re-registration: nothing to do */
+    /* a name's summary is written again only when a key's first entry
+     * (what the summary is made of) came or went */
+    bool old_first = false, new_first = false;
+    json_t *on = old ? json_object_get(old, "Service") : NULL,
+           *nn = inst ? json_object_get(inst, "Service") : NULL;
+    if (old != NULL)
+        rc = tags_file_json(s, txn, old, false, &old_first);
+    if (rc == 0 && inst != NULL)
+        rc = tags_file_json(s, txn, inst, true, &new_first);
+    if (json_equal(on, nn))
+        old_first = new_first = old_first || new_first;
+    if (rc == 0 && old_first && json_is_string(on))
+        rc = summary_put(s, txn, json_string_value(on), json_string_length(on));
+    if (rc == 0 && new_first && json_is_string(nn) && !json_equal(on, nn))
+        rc = summary_put(s, txn, json_string_value(nn), json_string_length(nn));
+    return rc;
+}
+
+/* s (n bytes) as a JSON string, escaped as json_dumps escapes it. */
+static int json_str_put(struct growbuf *g, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (unsigned char)s[i] >= 0x20 && s[i] != '"' && s[i] != '\\')
+        i++;
+    if (i == n) { /* nothing to escape: the common case */
+        int rc = gb_put(g, "\"", 1);
+        if (rc == 0)
+            rc = gb_put(g, s, n);
+        return rc == 0 ? gb_put(g, "\"", 1) : rc;
+    }
+    json_t *js = json_stringn(s, n);
+    char *t = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+    int rc = t ? gb_put(g, t, strlen(t)) : REG_ENOMEM;
+    free(t);
+    json_decref(js);
+    return rc;
+}
+
+/* Write name's summary again from its name_tags entries (see above);
+ * unchanged text is not written. */
+static int summary_put(struct store *s, MDB_txn *txn, const char *name, size_t nlen)
+{
+    unsigned char prefix[STORE_NAME_MAX + 2 > RECORD_KEY_MAX + 2 ? STORE_NAME_MAX + 2
+                                                                  : RECORD_KEY_MAX + 2];
+    struct tag_first few[16], *firsts = few;
+    size_t n = 0, cap = 16;
+    bool walk = false;
+    struct growbuf g = {NULL, 0, 0};
+    MDB_cursor *cur;
+    if (nlen + 1 > sizeof(prefix))
+        return REG_EINVAL;
+    memcpy(prefix, name, nlen);
+    prefix[nlen] = '\0';
+    MDB_val k = {nlen + 1, prefix}, v;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_NAME_TAGS], &cur);
+    if (rc != 0)
+        return rc;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
+        const unsigned char *kp = k.mv_data, *vp = v.mv_data;
+        const unsigned char *vz = memchr(vp, '\0', v.mv_size);
+        if (k.mv_size < nlen + 1 || memcmp(kp, prefix, nlen + 1) != 0)
+            break;
+        if (vz == NULL || v.mv_size != (size_t)(vz - vp) + 5)
+            continue; /* damaged */
+        if (k.mv_size == nlen + 2 && kp[nlen + 1] == (unsigned char)TAG_OVERFLOW) {
+            walk = true;
+            continue;
+        }
+        if (n == cap) {
+            struct tag_first *f = malloc(cap * 2 * sizeof(*f));
+            if (f == NULL) {
+                rc = REG_ENOMEM;
+                break;
+            }
+            memcpy(f, firsts, n * sizeof(*f));
+            if (firsts != few)
+                free(firsts);
+            firsts = f;
+            cap *= 2;
+        }
+        firsts[n].tag = (struct store_str){(const char *)kp + nlen + 1, k.mv_size - nlen - 1};
+        firsts[n].id = vp;
+        firsts[n].idlen = (size_t)(vz - vp);
+        firsts[n].pos =
+            (uint32_t)vz[1] << 24 | (uint32_t)vz[2] << 16 | (uint32_t)vz[3] << 8 | vz[4];
+        n++;
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (rc == 0 && walk) {
+        rc = gb_put(&g, (const char[]){TAG_OVERFLOW}, 1);
+    } else if (rc == 0 && n > 0) {
+        if (n > 1)
+            qsort(firsts, n, sizeof(*firsts), cmp_tag_first);
+        rc = gb_put(&g, "[", 1);
+        for (size_t i = 0; i < n && rc == 0; i++)
+            if ((rc = i ? gb_put(&g, ",", 1) : 0) == 0)
+                rc = json_str_put(&g, firsts[i].tag.p, firsts[i].tag.len);
+        if (rc == 0)
+            rc = gb_put(&g, "]", 1);
+    }
+    if (firsts != few)
+        free(firsts);
+    MDB_val nk = {nlen, (void *)name}, old;
+    if (rc == 0 && g.len == 0) {
+        rc = mdb_del(txn, s->dbi[DB_NAME_SUMMARY], &nk, NULL);
+        rc = rc == MDB_NOTFOUND ? 0 : rc;
+    } else if (rc == 0) {
+        int got = mdb_get(txn, s->dbi[DB_NAME_SUMMARY], &nk, &old);
+        if (got != 0 || old.mv_size != g.len || memcmp(old.mv_data, g.p, g.len) != 0) {
+            MDB_val nv = {g.len, g.p};
+            rc = mdb_put(txn, s->dbi[DB_NAME_SUMMARY], &nk, &nv, 0);
+        }
+    }
+    free(g.p);
+    return rc;
+}
+
+/* File (add) or unfile instance id under node (nothing when it has none). */
+static int node_file(struct store *s, MDB_txn *txn, const char *node, size_t nlen, const char *id,
+                     size_t idlen, bool add)
+{
+    if (nlen == 0)
+        return 0;
+    MDB_val k = {nlen, (void *)node}, v = {idlen, (void *)id};
+    int rc = add ? mdb_put(txn, s->dbi[DB_NODE_INSTS], &k, &v, MDB_NODUPDATA)
+                 : mdb_del(txn, s->dbi[DB_NODE_INSTS], &k, &v);
+    return rc == MDB_KEYEXIST || rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* An instance changes from old (NULL: it is new) to inst (NULL: it goes):
+ * its tags and node in the derived indexes. */
+static int inst_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
+{
+    int rc = tags_move(s, txn, old, inst);
+    const char *on = old ? jstr(old, "Node") : "", *nn = inst ? jstr(inst, "Node") : "";
+    const char *oid = old ? jstr(old, "ID") : "", *nid = inst ? jstr(inst, "ID") : "";
+    if (rc != 0 || (strcmp(on, nn) == 0 && strcmp(oid, nid) == 0))
+        return rc;
+    if ((rc = node_file(s, txn, on, strlen(on), oid, strlen(oid), false)) != 0)
+        return rc;
+    return node_file(s, txn, nn, strlen(nn), nid, strlen(nid), true);
+}
+
+/* ---- reading a record's few indexed fields without a tree ----
+ * A restore rebuilds the indexes from up to millions of records that the
+ * snapshot's validation has just decoded once; decoding each again would
+ * double that. Records are the compact JSON put_json_s wrote, so a small
+ * scanner finds the fields; anything it is unsure of (an escape, an
+ * unexpected shape) sends that record through jansson instead. */
+struct scan {
+    const unsigned char *p, *end;
+};
+
+static void scan_ws(struct scan *c)
+{
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\t' || *c->p == '\r'))
+        c->p++;
+}
+
+static bool scan_char(struct scan *c, unsigned char ch)
+{
+    scan_ws(c);
+    if (c->p < c->end && *c->p == ch) {
+        c->p++;
+        return true;
+    }
+    return false;
+}
+
+/* A string at p: its bytes between the quotes; *plain: no escape in it. */
+static bool scan_string(struct scan *c, struct store_str *out, bool *plain)
+{
+    scan_ws(c);
+    if (c->p >= c->end || *c->p != '"')
+        return false;
+    const unsigned char *b = ++c->p;
+    *plain = true;
+    while (c->p < c->end && *c->p != '"') {
+        if (*c->p == '\\') {
+            *plain = false;
+            c->p++;
+        }
+        c->p++;
+    }
+    if (c->p >= c->end)
+        return false;
+    *out = (struct store_str){(const char *)b, (size_t)(c->p - b)};
+    c->p++;
+    return true;
+}
+
+/* Past one value of any kind. */
+static bool scan_skip(struct scan *c)
+{
+    struct store_str str;
+    bool plain;
+    scan_ws(c);
+    if (c->p >= c->end)
+        return false;
+    if (*c->p == '"')
+        return scan_string(c, &str, &plain);
+    if (*c->p == '{' || *c->p == '[') {
+        int depth = 0;
+        while (c->p < c->end) {
+            unsigned char ch = *c->p;
+            if (ch == '"') {
+                if (!scan_string(c, &str, &plain))
+                    return false;
+                continue;
+            }
+            if (ch == '{' || ch == '[')
+                depth++;
+            else if ((ch == '}' || ch == ']') && --depth == 0) {
+                c->p++;
+                return true;
+            }
+            c->p++;
+        }
+        return false;
+    }
+    const unsigned char *b = c->p; /* a number or a literal */
+    while (c->p < c->end && *c->p != ',' && *c->p != '}' && *c->p != ']' && *c->p != ' ')
+        c->p++;
+    return c->p > b;
+}
+
+struct scanned {
+    struct store_str service, status, node;
+    struct store_str tags[32];
+    size_t ntags;
+    bool has_service, has_status, has_tags, has_node;
+};
+
+/* The top-level Service, Status and Tags of a record, when plain. */
+static bool scan_record(const void *buf, size_t len, struct scanned *out)
+{
+    struct scan c = {buf, (const unsigned char *)buf + len};
+    memset(out, 0, sizeof(*out));
+    if (!scan_char(&c, '{'))
+        return false;
+    if (scan_char(&c, '}'))
+        return true;
+    do {
+        struct store_str key;
+        bool plain;
+        if (!scan_string(&c, &key, &plain) || !plain || !scan_char(&c, ':'))
+            return false;
+        scan_ws(&c);
+        bool is_service = key.len == 7 && memcmp(key.p, "Service", 7) == 0;
+        bool is_status = key.len == 6 && memcmp(key.p, "Status", 6) == 0;
+        bool is_node = key.len == 4 && memcmp(key.p, "Node", 4) == 0;
+        if (key.len == 4 && memcmp(key.p, "Tags", 4) == 0) {
+            if (out->has_tags || !scan_char(&c, '['))
+                return false;
+            out->has_tags = true;
+            if (!scan_char(&c, ']')) {
+                do {
+                    if (out->ntags == sizeof(out->tags) / sizeof(out->tags[0]) ||
+                        !scan_string(&c, &out->tags[out->ntags++], &plain) || !plain)
+                        return false;
+                } while (scan_char(&c, ','));
+                if (!scan_char(&c, ']'))
+                    return false;
+            }
+        } else if (is_service || is_status || is_node) {
+            struct store_str *v = is_service  ? &out->service
+                                  : is_status ? &out->status
+                                              : &out->node;
+            bool *has = is_service  ? &out->has_service
+                        : is_status ? &out->has_status
+                                    : &out->has_node;
+            if (*has || !scan_string(&c, v, &plain) || !plain)
+                return false;
+            *has = true;
+        } else if (!scan_skip(&c)) {
+            return false;
+        }
+    } while (scan_char(&c, ','));
+    return scan_char(&c, '}');
+}
+
+/* The Status of check cid as stored ("" when it cannot be told without
+ * decoding: state_del then looks under every state). 0 or an LMDB error. */
+static int check_status_raw(struct store *s, MDB_txn *txn, const char *cid, char *out, size_t cap)
+{
+    MDB_val k = val_str(cid), v;
+    struct scanned sc;
+    out[0] = '\0';
+    int rc = mdb_get(txn, s->dbi[DB_CHECKS], &k, &v);
+    if (rc != 0)
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    if (scan_record(v.mv_data, v.mv_size, &sc) && sc.has_status && sc.status.len < cap) {
+        memcpy(out, sc.status.p, sc.status.len);
+        out[sc.status.len] = '\0';
+    }
+    return 0;
+}
+
+/* Every name's summary, from name_tags as it is. */
+static int summaries_rebuild(struct store *s, MDB_txn *txn)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    char name[RECORD_KEY_MAX + 1], done[RECORD_KEY_MAX + 1] = "";
+    size_t done_len = SIZE_MAX;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_NAME_TAGS], &cur);
+    if (rc != 0)
+        return rc;
+    /* one name at a time; summary_put writes another table, so this
+     * cursor stays valid */
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
+        const char *z = memchr(k.mv_data, '\0', k.mv_size);
+        size_t nlen = z ? (size_t)(z - (const char *)k.mv_data) : k.mv_size;
+        if (z == NULL || nlen > RECORD_KEY_MAX ||
+            (nlen == done_len && memcmp(done, k.mv_data, nlen) == 0))
+            continue;
+        memcpy(name, k.mv_data, nlen);
+        name[nlen] = '\0';
+        if ((rc = summary_put(s, txn, name, nlen)) != 0)
+            break;
+        memcpy(done, name, nlen + 1);
+        done_len = nlen;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Build the derived indexes from the records, in txn (whose records may
+ * be a restore's or an older file's). Damaged records are skipped, as
+ * every reader skips them. validated: every record was just checked (a
+ * restore's): read the few fields without decoding where that is sure. */
+static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc;
+    if ((rc = mdb_drop(txn, s->dbi[DB_BY_STATE], 0)) != 0 ||
+        (rc = mdb_drop(txn, s->dbi[DB_NAME_TAGS], 0)) != 0 ||
+        (rc = mdb_drop(txn, s->dbi[DB_NODE_INSTS], 0)) != 0 ||
+        (rc = mdb_drop(txn, s->dbi[DB_NAME_SUMMARY], 0)) != 0)
+        return rc;
+    for (int db = DB_SERVICES; db <= DB_CHECKS; db++) {
+        if ((rc = mdb_cursor_open(txn, s->dbi[db], &cur)) != 0)
+            return rc;
+        int crc;
+        for (crc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); crc == 0 && rc == 0;
+             crc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            char key[RECORD_KEY_MAX + 1];
+            struct scanned sc;
+            if (k.mv_size > RECORD_KEY_MAX)
+                continue;
+            memcpy(key, k.mv_data, k.mv_size);
+            key[k.mv_size] = '\0';
+            if (validated && scan_record(v.mv_data, v.mv_size, &sc) &&
+                (db == DB_SERVICES ? sc.has_service && sc.has_tags : sc.has_status)) {
+                char status[16];
+                if (db == DB_SERVICES) {
+                    rc = tags_file(s, txn, sc.service.p, sc.service.len, key, k.mv_size, sc.tags,
+                                   sc.ntags, true, NULL);
+                    if (rc == 0 && sc.has_node)
+                        rc = node_file(s, txn, sc.node.p, sc.node.len, key, k.mv_size, true);
+                } else if (sc.status.len < sizeof(status)) {
+                    memcpy(status, sc.status.p, sc.status.len);
+                    status[sc.status.len] = '\0';
+                    rc = state_add(s, txn, status, key);
+                }
+                continue;
+            }
+            json_t *obj = load_record(s, s->dbi[db], &k, &v);
+            if (obj == NULL)
+                continue;
+            if (db == DB_SERVICES)
+                rc = inst_move(s, txn, NULL, obj);
+            else
+                rc = state_add(s, txn, jstr(obj, "Status"), key);
+            json_decref(obj);
+        }
+        mdb_cursor_close(cur);
+        if (rc == 0 && crc != MDB_NOTFOUND)
+            rc = crc;
+        if (rc != 0)
+            return rc;
+    }
+    if ((rc = summaries_rebuild(s, txn)) != 0)
+        return rc;
+    uint32_t version = STORE_DERIVED_VERSION;
+    MDB_val vk = val_str("version"), vv = {sizeof(version), &version};
+    return mdb_put(txn, s->dbi[DB_DERIVED], &vk, &vv, 0);
+}
+
+/* At open: rebuild the derived indexes unless they are the current kind. */
+static int derived_ensure(struct store *s)
+{
+    MDB_txn *txn;
+    MDB_val k = val_str("version"), v;
+    uint32_t version = 0;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0)
+        return lmdb_fail("mdb_txn_begin", rc);
+    if (mdb_get(txn, s->dbi[DB_DERIVED], &k, &v) == 0 && v.mv_size == sizeof(version))
+        memcpy(&version, v.mv_data, sizeof(version));
+    uint64_t at = get_u64(txn, s->dbi[DB_DERIVED], "index"),
+             index = get_u64(txn, s->dbi[DB_META], "index");
+    if (version == STORE_DERIVED_VERSION && at == index) {
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    uint64_t t0 = mono_ms();
+    if ((rc = derived_rebuild(s, txn, false)) != 0) {
+        mdb_txn_abort(txn);
+        return is_reg_error(rc) ? rc : lmdb_fail("rebuilding the indexes", rc);
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0)
+        return lmdb_fail("mdb_txn_commit", rc);
+    if (index != 0)
+        log_info("store", "msg=\"indexes rebuilt\" from_version=%u at_index=%llu index=%llu ms=%llu",
+                 version, (unsigned long long)at, (unsigned long long)index,
+                 (unsigned long long)(mono_ms() - t0));
+    return 0;
+}
+
 /* ---- apply ------------------------------------------------------------- */
 
 struct apply_ctx {
@@ -516,7 +1191,10 @@ static int drop_checks(struct apply_ctx *a, const char *id, json_t *keep_ids)
     json_array_foreach(doomed, i, cid)
     {
         const char *c = json_string_value(cid);
-        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], c, NULL)) != 0 ||
+        char status[16];
+        if ((rc = check_status_raw(a->s, a->txn, c, status, sizeof(status))) != 0 ||
+            (rc = del_key(a->txn, a->s->dbi[DB_CHECKS], c, NULL)) != 0 ||
+            (rc = state_del(a->s, a->txn, *status ? status : NULL, c)) != 0 ||
             (rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], id, c)) != 0)
             break;
     }
@@ -539,7 +1217,9 @@ static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_
 {
     const char *cid = jstr(check, "CheckID");
     json_t *old = NULL;
+    char old_status[16] = "";
     if (get_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, &old) == 0) {
+        snprintf(old_status, sizeof(old_status), "%s", jstr(old, "Status"));
         if (keep_status) {
             json_object_set(check, "Status", json_object_get(old, "Status"));
             json_object_set(check, "Output", json_object_get(old, "Output"));
@@ -551,6 +1231,8 @@ static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_
     }
     json_object_set_new(check, "ModifyIndex", json_integer((json_int_t)a->index));
     int rc = put_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, check);
+    if (rc == 0)
+        rc = state_move(a->s, a->txn, *old_status ? old_status : NULL, check, cid);
     if (rc == 0) {
         MDB_val k = val_str(service_id), v = val_str(cid);
         rc = mdb_put(a->txn, a->s->dbi[DB_SVC_CHECKS], &k, &v, 0);
@@ -604,7 +1286,8 @@ static int touch_node(struct apply_ctx *a, const char *node, bool deregister)
     {
         const char *id = jstr(inst, "ID"), *name = jstr(inst, "Service");
         if (rc == 0 && (rc = drop_checks(a, id, NULL)) == 0 &&
-            (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0)
+            (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
+            (rc = inst_move(a->s, a->txn, inst, NULL)) == 0)
             rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], name, id);
     }
     const char *name;
@@ -644,7 +1327,8 @@ static int apply_node(struct apply_ctx *a, json_t *args)
             snprintf(owner, sizeof(owner), "%s", sid);
         else
             node_key(owner, "_node:", jstr(check, "Node"));
-        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0)
+        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0 &&
+            (rc = state_del(a->s, a->txn, jstr(check, "Status"), cid)) == 0)
             rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], owner, cid);
         json_t *inst = NULL;
         if (rc == 0 && *sid && get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], sid, &inst) == 0) {
@@ -696,10 +1380,12 @@ static int apply_register(struct apply_ctx *a, json_t *args)
                 return rc;
             }
         }
-        json_decref(old);
     }
     json_object_set_new(svc, "ModifyIndex", json_integer((json_int_t)a->index));
-    if ((rc = put_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, svc)) != 0)
+    if ((rc = put_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, svc)) == 0)
+        rc = inst_move(a->s, a->txn, old, svc);
+    json_decref(old);
+    if (rc != 0)
         return rc;
     MDB_val k = val_str(name), v = val_str(id);
     rc = mdb_put(a->txn, a->s->dbi[DB_BY_NAME], &k, &v, 0);
@@ -744,6 +1430,7 @@ static int apply_deregister(struct apply_ctx *a, json_t *args)
     const char *name = jstr(old, "Service");
     if ((rc = drop_checks(a, id, NULL)) == 0 &&
         (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
+        (rc = inst_move(a->s, a->txn, old, NULL)) == 0 &&
         (rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], name, id)) == 0)
         rc = touch_instance(a, name, id);
     json_decref(old);
@@ -763,10 +1450,14 @@ static int apply_check_update(struct apply_ctx *a, json_t *args)
         json_decref(check); /* a heartbeat that changes nothing changes nothing */
         return 0;
     }
+    char old_status[16];
+    snprintf(old_status, sizeof(old_status), "%s", jstr(check, "Status"));
     json_object_set(check, "Status", status);
     json_object_set(check, "Output", output);
     json_object_set_new(check, "ModifyIndex", json_integer((json_int_t)a->index));
     rc = put_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, check);
+    if (rc == 0)
+        rc = state_move(a->s, a->txn, old_status, check, cid);
     snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", jstr(check, "ServiceID"));
     if (rc == 0 && get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], jstr(check, "ServiceID"), &svc) == 0)
         rc = touch_name(a, jstr(svc, "Service"));
@@ -807,9 +1498,10 @@ static int apply_maintenance(struct apply_ctx *a, json_t *args)
             json_decref(svc);
             return 0; /* already off: no change */
         }
-        json_decref(gone);
-        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0)
+        if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0 &&
+            (rc = state_del(a->s, a->txn, jstr(gone, "Status"), cid)) == 0)
             rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], id, cid);
+        json_decref(gone);
     }
     if (rc == 0)
         rc = touch_instance(a, jstr(svc, "Service"), id);
@@ -1054,28 +1746,6 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
 
 /* ---- snapshot / restore -------------------------------------------------
  * Format: snapshot.h. */
-
-struct growbuf {
-    unsigned char *p;
-    size_t len, cap;
-};
-
-static int gb_put(struct growbuf *g, const void *data, size_t n)
-{
-    if (g->len + n > g->cap) {
-        size_t cap = g->cap ? g->cap * 2 : 65536;
-        while (cap < g->len + n)
-            cap *= 2;
-        unsigned char *p = realloc(g->p, cap);
-        if (p == NULL)
-            return REG_ENOMEM;
-        g->p = p;
-        g->cap = cap;
-    }
-    memcpy(g->p + g->len, data, n);
-    g->len += n;
-    return 0;
-}
 
 static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len);
 
@@ -1332,6 +2002,8 @@ static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned 
     struct restore_ctx c = {s, txn};
     if (rc == 0)
         rc = snap_each(buf, len, restore_record, &c);
+    if (rc == 0)
+        rc = derived_rebuild(s, txn, true);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return is_reg_error(rc) ? rc : lmdb_fail("restore", rc);
@@ -1418,21 +2090,21 @@ static int each_json(struct store_read *r, MDB_dbi dbi, store_json_cb cb, void *
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
 }
 
-int store_each_instance(struct store_read *r, const char *name, store_json_cb cb, void *arg)
+/* The records of table rec whose keys index (dupsort) files under key. */
+static int each_indexed(struct store_read *r, enum store_db index, const char *key,
+                        enum store_db rec, store_json_cb cb, void *arg)
 {
-    if (name == NULL)
-        return each_json(r, r->s->dbi[DB_SERVICES], cb, arg);
     MDB_cursor *cur;
-    MDB_val k = val_str(name), v;
-    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_BY_NAME], &cur), stop = 0;
+    MDB_val k = val_str(key), v;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[index], &cur), stop = 0;
     if (rc != 0)
         return lmdb_fail("mdb_cursor_open", rc);
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0 && !stop;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
         MDB_val sk = v, sv;
-        if (mdb_get(r->txn, r->s->dbi[DB_SERVICES], &sk, &sv) != 0)
+        if (mdb_get(r->txn, r->s->dbi[rec], &sk, &sv) != 0)
             continue;
-        json_t *obj = load_record(r->s, r->s->dbi[DB_SERVICES], &sk, &sv);
+        json_t *obj = load_record(r->s, r->s->dbi[rec], &sk, &sv);
         if (obj == NULL)
             continue;
         stop = cb(obj, arg);
@@ -1444,9 +2116,26 @@ int store_each_instance(struct store_read *r, const char *name, store_json_cb cb
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
 }
 
+int store_each_instance(struct store_read *r, const char *name, store_json_cb cb, void *arg)
+{
+    if (name == NULL)
+        return each_json(r, r->s->dbi[DB_SERVICES], cb, arg);
+    return each_indexed(r, DB_BY_NAME, name, DB_SERVICES, cb, arg);
+}
+
 int store_each_check(struct store_read *r, store_json_cb cb, void *arg)
 {
     return each_json(r, r->s->dbi[DB_CHECKS], cb, arg);
+}
+
+int store_each_check_state(struct store_read *r, const char *state, store_json_cb cb, void *arg)
+{
+    return each_indexed(r, DB_BY_STATE, state, DB_CHECKS, cb, arg);
+}
+
+int store_each_instance_on(struct store_read *r, const char *node, store_json_cb cb, void *arg)
+{
+    return each_indexed(r, DB_NODE_INSTS, node, DB_SERVICES, cb, arg);
 }
 
 static int owner_checks(struct store_read *r, const char *owner, json_t *arr);
@@ -1535,6 +2224,194 @@ int store_each_name(struct store_read *r, store_name_cb cb, void *arg)
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
 }
 
+struct walk_tags {
+    json_t *seen; /* tag -> true, in order of first appearance */
+};
+
+static int walk_tags_add(json_t *inst, void *arg)
+{
+    struct walk_tags *w = arg;
+    size_t i;
+    json_t *tag;
+    json_array_foreach(json_object_get(inst, "Tags"), i, tag)
+        json_object_set_new(w->seen, json_string_value(tag), json_true());
+    return 0;
+}
+
+/* A name with a tag too long for the index: its instances walked. */
+static int name_tags_walked(struct store_read *r, const char *name, store_name_tags_cb cb,
+                            void *arg)
+{
+    struct walk_tags w = {json_object()};
+    if (w.seen == NULL)
+        return REG_ENOMEM;
+    int rc = store_each_instance(r, name, walk_tags_add, &w);
+    size_t n = json_object_size(w.seen), i = 0;
+    struct store_str *tags = malloc((n ? n : 1) * sizeof(*tags));
+    if (rc == 0 && tags == NULL)
+        rc = REG_ENOMEM;
+    if (rc == 0) {
+        const char *t;
+        json_t *x;
+        json_object_foreach(w.seen, t, x) tags[i++] = (struct store_str){t, strlen(t)};
+        rc = cb(name, tags, n, arg);
+    }
+    free(tags);
+    json_decref(w.seen);
+    return rc;
+}
+
+/* memcmp order with the shorter first, as LMDB orders keys. */
+static int cmp_bytes(const void *a, size_t alen, const void *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    return c != 0 ? c : alen < blen ? -1 : alen > blen;
+}
+
+/* A name whose summary says walk: its tags as text, from its instances. */
+static int name_json_walked(struct store_read *r, const char *name, store_name_json_cb cb,
+                            void *arg)
+{
+    struct walk_tags w = {json_object()};
+    json_t *arr = json_array();
+    char *text = NULL;
+    int rc = w.seen && arr ? store_each_instance(r, name, walk_tags_add, &w) : REG_ENOMEM;
+    if (rc == 0) {
+        const char *t;
+        json_t *x;
+        json_object_foreach(w.seen, t, x) json_array_append_new(arr, json_string(t));
+        text = json_dumps(arr, JSON_COMPACT);
+        rc = text ? cb(name, text, strlen(text), arg) : REG_ENOMEM;
+    }
+    free(text);
+    json_decref(arr);
+    json_decref(w.seen);
+    return rc;
+}
+
+int store_each_name_summary(struct store_read *r, store_name_json_cb cb, void *arg)
+{
+    MDB_cursor *nc = NULL, *sc = NULL;
+    MDB_val nk, nv, sk, sv;
+    char name[STORE_NAME_MAX + 1];
+    int rc, src, stop = 0;
+    if ((rc = mdb_cursor_open(r->txn, r->s->dbi[DB_BY_NAME], &nc)) != 0 ||
+        (rc = mdb_cursor_open(r->txn, r->s->dbi[DB_NAME_SUMMARY], &sc)) != 0) {
+        if (nc)
+            mdb_cursor_close(nc);
+        return lmdb_fail("mdb_cursor_open", rc);
+    }
+    /* both in name order: one pass over each */
+    src = mdb_cursor_get(sc, &sk, &sv, MDB_FIRST);
+    for (rc = mdb_cursor_get(nc, &nk, &nv, MDB_FIRST); rc == 0 && !stop;
+         rc = mdb_cursor_get(nc, &nk, &nv, MDB_NEXT_NODUP)) {
+        int c = 1;
+        while (src == 0 && (c = cmp_bytes(sk.mv_data, sk.mv_size, nk.mv_data, nk.mv_size)) < 0)
+            src = mdb_cursor_get(sc, &sk, &sv, MDB_NEXT); /* a name gone (cannot be) */
+        if (src != 0 && src != MDB_NOTFOUND) {
+            rc = src;
+            break;
+        }
+        size_t nl = nk.mv_size < STORE_NAME_MAX ? nk.mv_size : STORE_NAME_MAX;
+        memcpy(name, nk.mv_data, nl);
+        name[nl] = '\0';
+        if (src != 0 || c != 0)
+            stop = cb(name, "[]", 2, arg); /* no tags */
+        else if (sv.mv_size == 1 && *(const unsigned char *)sv.mv_data == (unsigned char)TAG_OVERFLOW)
+            stop = name_json_walked(r, name, cb, arg);
+        else
+            stop = cb(name, sv.mv_data, sv.mv_size, arg);
+    }
+    mdb_cursor_close(nc);
+    mdb_cursor_close(sc);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
+int store_each_name_tags(struct store_read *r, store_name_tags_cb cb, void *arg)
+{
+    MDB_cursor *nc = NULL, *tc = NULL;
+    MDB_val nk, nv, tk, tv;
+    struct tag_first *firsts = NULL;
+    struct store_str *tags = NULL;
+    size_t cap = 0;
+    char name[STORE_NAME_MAX + 1];
+    int rc, trc, stop = 0;
+    if ((rc = mdb_cursor_open(r->txn, r->s->dbi[DB_BY_NAME], &nc)) != 0 ||
+        (rc = mdb_cursor_open(r->txn, r->s->dbi[DB_NAME_TAGS], &tc)) != 0) {
+        if (nc)
+            mdb_cursor_close(nc);
+        return lmdb_fail("mdb_cursor_open", rc);
+    }
+    /* both tables are in name order ("name\0" sorts as name does): one
+     * pass over each */
+    trc = mdb_cursor_get(tc, &tk, &tv, MDB_FIRST);
+    for (rc = mdb_cursor_get(nc, &nk, &nv, MDB_FIRST); rc == 0 && !stop;
+         rc = mdb_cursor_get(nc, &nk, &nv, MDB_NEXT_NODUP)) {
+        size_t n = 0;
+        bool walk = false;
+        for (; trc == 0; trc = mdb_cursor_get(tc, &tk, &tv, MDB_NEXT_NODUP)) {
+            const unsigned char *kp = tk.mv_data, *z = memchr(kp, '\0', tk.mv_size);
+            size_t knl = z ? (size_t)(z - kp) : tk.mv_size;
+            int c = cmp_bytes(kp, knl, nk.mv_data, nk.mv_size);
+            if (c > 0)
+                break; /* a later name's */
+            const unsigned char *vp = tv.mv_data, *vz = memchr(vp, '\0', tv.mv_size);
+            if (c < 0 || z == NULL || vz == NULL || tv.mv_size != (size_t)(vz - vp) + 5)
+                continue; /* a name without instances (cannot be), or damaged */
+            if (tk.mv_size == knl + 2 && kp[knl + 1] == (unsigned char)TAG_OVERFLOW) {
+                walk = true;
+                continue;
+            }
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 64;
+                struct tag_first *f = realloc(firsts, ncap * sizeof(*f));
+                if (f != NULL)
+                    firsts = f;
+                struct store_str *t = f ? realloc(tags, ncap * sizeof(*t)) : NULL;
+                if (t == NULL) {
+                    stop = REG_ENOMEM;
+                    break;
+                }
+                tags = t;
+                cap = ncap;
+            }
+            firsts[n].tag = (struct store_str){(const char *)z + 1, tk.mv_size - knl - 1};
+            firsts[n].id = vp;
+            firsts[n].idlen = (size_t)(vz - vp);
+            firsts[n].pos =
+                (uint32_t)vz[1] << 24 | (uint32_t)vz[2] << 16 | (uint32_t)vz[3] << 8 | vz[4];
+            n++;
+        }
+        if (stop)
+            break;
+        if (trc != 0 && trc != MDB_NOTFOUND) {
+            rc = trc;
+            break;
+        }
+        size_t nl = nk.mv_size < STORE_NAME_MAX ? nk.mv_size : STORE_NAME_MAX;
+        memcpy(name, nk.mv_data, nl);
+        name[nl] = '\0';
+        if (walk) {
+            stop = name_tags_walked(r, name, cb, arg);
+            continue;
+        }
+        if (n > 1)
+            qsort(firsts, n, sizeof(*firsts), cmp_tag_first);
+        for (size_t i = 0; i < n; i++)
+            tags[i] = firsts[i].tag;
+        stop = cb(name, tags, n, arg);
+    }
+    mdb_cursor_close(nc);
+    mdb_cursor_close(tc);
+    free(firsts);
+    free(tags);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
 int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t *bytes)
 {
     MDB_txn *txn;
@@ -1549,6 +2426,51 @@ int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t
     *bytes = 0;
     if (mdb_env_info(s->env, &info) == 0 && mdb_env_stat(s->env, &st) == 0)
         *bytes = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+    return 0;
+}
+
+int store_each_node_instance(struct store_read *r, store_json_cb cb, void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_NODE_INSTS], &cur), stop = 0;
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && !stop) {
+        MDB_val sk = v, sv;
+        json_t *obj = NULL;
+        if (mdb_get(r->txn, r->s->dbi[DB_SERVICES], &sk, &sv) == 0)
+            obj = load_record(r->s, r->s->dbi[DB_SERVICES], &sk, &sv);
+        if (obj != NULL) {
+            stop = cb(obj, arg);
+            json_decref(obj);
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP);
+        } else { /* missing or damaged: the node's next instance */
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
+            if (rc == MDB_NOTFOUND)
+                rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP);
+        }
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
+int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_tags,
+                          uint64_t *node_insts, uint64_t *summaries)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return lmdb_fail("mdb_txn_begin", rc);
+    *by_state = mdb_stat(txn, s->dbi[DB_BY_STATE], &st) == 0 ? st.ms_entries : 0;
+    *name_tags = mdb_stat(txn, s->dbi[DB_NAME_TAGS], &st) == 0 ? st.ms_entries : 0;
+    *node_insts = mdb_stat(txn, s->dbi[DB_NODE_INSTS], &st) == 0 ? st.ms_entries : 0;
+    *summaries = mdb_stat(txn, s->dbi[DB_NAME_SUMMARY], &st) == 0 ? st.ms_entries : 0;
+    mdb_txn_abort(txn);
     return 0;
 }
 
@@ -1569,8 +2491,9 @@ int store_iter_begin(struct store_read *rd, enum store_iter_kind kind, const cha
     if (it == NULL)
         return REG_ENOMEM;
     MDB_dbi dbi = rd->s->dbi[kind == STORE_ITER_CHECKS  ? DB_CHECKS
-                             : kind == STORE_ITER_NAME ? DB_BY_NAME
-                                                       : DB_SERVICES];
+                             : kind == STORE_ITER_NAME  ? DB_BY_NAME
+                             : kind == STORE_ITER_STATE ? DB_BY_STATE
+                                                        : DB_SERVICES];
     int rc = mdb_cursor_open(rd->txn, dbi, &it->cur);
     if (rc != 0) {
         free(it);
@@ -1589,7 +2512,8 @@ int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const
     for (;;) {
         MDB_val k, v;
         MDB_cursor_op op;
-        if (it->kind == STORE_ITER_NAME) {
+        bool indexed = it->kind == STORE_ITER_NAME || it->kind == STORE_ITER_STATE;
+        if (indexed) {
             k = val_str(it->name);
             op = it->started ? MDB_NEXT_DUP : MDB_SET_KEY;
         } else {
@@ -1601,9 +2525,11 @@ int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const
             return REG_ENOTFOUND;
         if (rc != 0)
             return lmdb_fail("mdb_cursor_get", rc);
-        if (it->kind == STORE_ITER_NAME) {
+        if (indexed) {
             MDB_val sk = v, sv;
-            rc = mdb_get(it->rd->txn, it->rd->s->dbi[DB_SERVICES], &sk, &sv);
+            rc = mdb_get(it->rd->txn,
+                         it->rd->s->dbi[it->kind == STORE_ITER_NAME ? DB_SERVICES : DB_CHECKS], &sk,
+                         &sv);
             if (rc == MDB_NOTFOUND)
                 continue;
             if (rc != 0)

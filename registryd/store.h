@@ -10,6 +10,11 @@
  *   by_name    service name -> instance IDs (dupsort)
  *   svc_checks instance ID -> check IDs (dupsort)
  *   names      service name -> u64 index of its last change
+ *   by_state   check Status -> check IDs (dupsort)           } derived: kept by
+ *   name_tags  name "\0" tag -> instance ID "\0" position   } every write, not in
+ *              (dupsort; see store.c, "derived indexes")    } snapshots, rebuilt
+ *   node_insts node -> instance IDs (dupsort)                } by a restore
+ *   name_summary name -> its tags as JSON text (the listing) }
  *   meta       "index" -> u64 store index (bumped by every command that changes
  *              something; it is the X-Consul-Index clients see);
  *              "acl:token:<AccessorID>", "acl:policy:<ID>" -> ACL records
@@ -132,6 +137,10 @@ int store_get_check(struct store_read *r, const char *id, json_t **out);
 typedef int (*store_json_cb)(json_t *obj, void *arg);
 int store_each_instance(struct store_read *r, const char *name, store_json_cb cb, void *arg);
 int store_each_check(struct store_read *r, store_json_cb cb, void *arg);
+/* The checks whose Status is state ("passing", "warning", "critical"), by
+ * CheckID: what store_each_check would give that is in state, at the cost
+ * of those alone. */
+int store_each_check_state(struct store_read *r, const char *state, store_json_cb cb, void *arg);
 /* The checks of one instance as a new JSON array (sorted by CheckID), then
  * the checks of its node (node-level checks: ServiceID ""). */
 int store_instance_checks(struct store_read *r, const char *service_id, json_t **out);
@@ -142,6 +151,13 @@ int store_get_server(struct store_read *r, const char *raft_addr, json_t **out);
 /* Nodes registered through the catalog (CMD_NODE): records {Node,
  * NodeAddress, NodeMeta, TaggedAddresses}, borrowed by cb. */
 int store_each_node(struct store_read *r, store_json_cb cb, void *arg);
+/* Every node some instance is registered on (by name), with the instance
+ * of the smallest ID there (the one a walk of every instance by ID meets
+ * first), borrowed by cb. Reads one instance per node. */
+int store_each_node_instance(struct store_read *r, store_json_cb cb, void *arg);
+/* The instances registered on node, by ID (what store_each_instance(NULL)
+ * gives whose Node is node), at the cost of those alone. */
+int store_each_instance_on(struct store_read *r, const char *node, store_json_cb cb, void *arg);
 
 /* ACL records (acl.h says their shape): kind is "token" or "policy".
  * *out is a new reference; REG_ENOTFOUND if absent. */
@@ -151,10 +167,36 @@ bool store_acl_bootstrapped(struct store_read *r);
 
 /* How many instances and checks are stored, and the bytes LMDB uses. */
 int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t *bytes);
+/* Entries of the derived indexes (for tests: one per check in by_state,
+ * one per instance and distinct tag in name_tags, one per instance with a
+ * node in node_insts, one per name with tags in summaries). */
+int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_tags,
+                          uint64_t *node_insts, uint64_t *summaries);
 
 /* Every service name that currently has at least one instance. */
 typedef int (*store_name_cb)(const char *name, void *arg);
 int store_each_name(struct store_read *r, store_name_cb cb, void *arg);
+
+/* Every service name (store_each_name's order) with the distinct tags of
+ * its instances, in the order of their first appearance walking the name's
+ * instances by ID (store_each_instance) and each one's Tags in order: GET
+ * /v1/catalog/services. Reads one index entry per (name, tag), not the
+ * instances. The tags are borrowed for the call: n of them, each len bytes
+ * at p (not NUL-terminated). cb returns non-zero to stop (returned).
+ * Returns 0, REG_ENOMEM or REG_ESTORE. */
+struct store_str {
+    const char *p;
+    size_t len;
+};
+typedef int (*store_name_tags_cb)(const char *name, const struct store_str *tags, size_t n,
+                                  void *arg);
+int store_each_name_tags(struct store_read *r, store_name_tags_cb cb, void *arg);
+/* The same as text, from one record per name kept by every write: for
+ * every name (store_each_name's order) the JSON array that json_dumps
+ * (JSON_COMPACT) makes of its tags, len bytes at json, borrowed for the
+ * call. Returns 0, REG_ENOMEM or REG_ESTORE, or what cb returned. */
+typedef int (*store_name_json_cb)(const char *name, const char *json, size_t len, void *arg);
+int store_each_name_summary(struct store_read *r, store_name_json_cb cb, void *arg);
 
 /* ---- raw records, for renders that reuse per-record encodings ----------
  * The bytes are LMDB's own (borrowed: valid until store_read_end; a read
@@ -166,10 +208,12 @@ enum store_iter_kind {
     STORE_ITER_INSTANCES, /* every instance, by ID (store_each_instance(NULL)) */
     STORE_ITER_NAME,      /* one name's instances, by ID */
     STORE_ITER_CHECKS,    /* every check, by CheckID (store_each_check) */
+    STORE_ITER_STATE,     /* the checks whose Status is name, by CheckID */
 };
 struct store_iter;
 /* A cursor that lives as long as rd and may be resumed across event loop
- * turns. name: the service name for STORE_ITER_NAME (copied). Returns 0 or
+ * turns. name: the service name for STORE_ITER_NAME, the status for
+ * STORE_ITER_STATE (copied). Returns 0 or
  * REG_ENOMEM / REG_ESTORE. */
 int store_iter_begin(struct store_read *rd, enum store_iter_kind kind, const char *name,
                      struct store_iter **out) REG_MUSTCHECK;

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """The big answers (health/service, catalog/service, agent/services,
-agent/checks, health/state) rendered from per-record fragments and sent piece
+agent/checks, health/state; catalog/services from the store's tag index)
+rendered from per-record fragments and sent piece
 by piece (http_render.c) give the same bytes, status and X-Consul-Index as
 the jansson path (http_catalog.c, http_agent.c), across query variants and
 after every kind of change that must invalidate a fragment.
@@ -45,6 +46,8 @@ VARIANTS = [
     "/v1/health/state/critical", "/v1/health/state/bogus",
     "/v1/health/state/any?filter=ServiceName%20%3D%3D%20web",
     "/v1/health/state/passing?filter=CheckID%20%3D%3D%20serfHealth",
+    "/v1/catalog/services", "/v1/catalog/services?filter=ServiceName%20%3D%3D%20web",
+    "/v1/catalog/services?node-meta=rack:r1",
 ]
 
 

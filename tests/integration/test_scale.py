@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Listings that reuse what did not change (http_listing.c): the answer is
-byte for byte the one a full walk renders (a ?filter= that keeps everything
+"""Listings read from the store's derived indexes (tags per name, instances
+per node; store.c): the answer is byte for byte the one a full walk renders (a ?filter= that keeps everything
 takes the full walk), through registrations, tag changes, moves between
 names and deregistrations, and after the remembered names are swept."""
 import json
@@ -73,19 +73,19 @@ class CatalogServicesListingTest(unittest.TestCase):
 
         with ThreadPoolExecutor(8) as pool:
             self.assertEqual(set(pool.map(dereg, range(0, 1200, 2))), {200})
-        got = self.assert_same_as_full_walk()  # this listing sweeps the gone names
+        got = self.assert_same_as_full_walk()
         self.assertNotIn("many-8", got)
         self.assertEqual(got["many-9"], ["t4"])
-        # a gone name that comes back is read anew, not from what was swept
+        # a gone name that comes back lists its new tags only
         self.register({"Name": "many-8", "ID": "many-8", "Tags": ["again"]})
         self.assertEqual(self.assert_same_as_full_walk()["many-8"], ["again"])
 
 
 class CatalogNodesListingTest(unittest.TestCase):
     """/v1/catalog/nodes, /v1/catalog/node/:node and /v1/health/node/:node
-    learn instances' nodes from per-name memory (the instance with the
-    smallest ID on a node, over every name, as the walk over every instance
-    found first); changes show at once. (Nodes known only through
+    learn instances' nodes from the store's index of instances by node (the
+    instance with the smallest ID on a node, as the walk over every instance
+    finds first); changes show at once. (Nodes known only through
     instances come from other servers: the cluster tests cover those.)"""
 
     @classmethod

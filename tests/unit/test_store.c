@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <lmdb.h>
 
 #include "command.h"
 #include "registry/error.h"
@@ -352,6 +353,477 @@ static void test_undecodable_command(void **state)
     assert_int_equal(chg.n, 0);
 }
 
+/* ---- derived indexes: by_state and name_tags ------------------------------
+ * After every change, each index must give exactly what a walk of every
+ * record gives (the answers before the indexes existed). */
+
+struct ids {
+    json_t *arr;
+    const char *state; /* NULL: every check */
+};
+
+static int collect_check_id(json_t *check, void *arg)
+{
+    struct ids *x = arg;
+    const char *st = json_string_value(json_object_get(check, "Status"));
+    if (x->state == NULL || strcmp(st, x->state) == 0)
+        json_array_append(x->arr, json_object_get(check, "CheckID"));
+    return 0;
+}
+
+struct walk_names {
+    struct store_read *r;
+    json_t *out;
+};
+
+static int walk_tags(json_t *inst, void *arg)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(inst, "Tags"), i, t)
+        json_object_set_new(arg, json_string_value(t), json_true());
+    return 0;
+}
+
+/* what a walk of a name's instances gives: tags by first appearance */
+static int walk_name(const char *name, void *arg)
+{
+    struct walk_names *w = arg;
+    json_t *seen = json_object(), *arr = json_array();
+    assert_int_equal(store_each_instance(w->r, name, walk_tags, seen), 0);
+    const char *k;
+    json_t *v;
+    json_object_foreach(seen, k, v) json_array_append_new(arr, json_string(k));
+    json_decref(seen);
+    json_object_set_new(w->out, name, arr);
+    return 0;
+}
+
+static int indexed_name(const char *name, const struct store_str *tags, size_t n, void *arg)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_stringn(tags[i].p, tags[i].len));
+    json_object_set_new(arg, name, arr);
+    return 0;
+}
+
+struct summary_text {
+    char buf[65536];
+    size_t len;
+};
+
+static int summary_append(const char *name, const char *json, size_t len, void *arg)
+{
+    struct summary_text *st = arg;
+    json_t *js = json_string(name);
+    char *t = json_dumps(js, JSON_ENCODE_ANY);
+    json_decref(js);
+    int n = snprintf(st->buf + st->len, sizeof(st->buf) - st->len, "%s%s:%.*s",
+                     st->len > 1 ? "," : "", t, (int)len, json);
+    free(t);
+    assert_true(n > 0 && st->len + (size_t)n < sizeof(st->buf));
+    st->len += (size_t)n;
+    return 0;
+}
+
+/* The listing as the per-name summaries give it. */
+static char *summary_listing(struct store *s)
+{
+    struct store_read *r;
+    struct summary_text *st = calloc(1, sizeof(*st));
+    st->buf[st->len++] = '{';
+    assert_int_equal(store_read_begin(s, &r), 0);
+    assert_int_equal(store_each_name_summary(r, summary_append, st), 0);
+    store_read_end(r);
+    st->buf[st->len++] = '}';
+    char *out = strndup(st->buf, st->len);
+    free(st);
+    return out;
+}
+
+/* The catalog listing from the index, as text (order matters). */
+static char *indexed_listing(struct store *s)
+{
+    struct store_read *r;
+    json_t *got = json_object();
+    assert_int_equal(store_read_begin(s, &r), 0);
+    assert_int_equal(store_each_name_tags(r, indexed_name, got), 0);
+    store_read_end(r);
+    char *text = json_dumps(got, JSON_COMPACT);
+    json_decref(got);
+    return text;
+}
+
+/* name_tags entries an instance should have: one per distinct tag, and
+ * one for all its tags too long for a key (511 bytes with name and NUL) */
+static int count_tag_entries(json_t *inst, void *arg)
+{
+    json_t *seen = json_object(), *t;
+    size_t i, nlen = strlen(json_string_value(json_object_get(inst, "Service")));
+    bool overflow = false;
+    json_array_foreach(json_object_get(inst, "Tags"), i, t)
+    {
+        if (nlen + 1 + json_string_length(t) > 511)
+            overflow = true;
+        else
+            json_object_set_new(seen, json_string_value(t), json_true());
+    }
+    *(uint64_t *)arg += json_object_size(seen) + overflow;
+    json_decref(seen);
+    return 0;
+}
+
+struct node_walk {
+    json_t *first; /* node -> ID of the first instance met there */
+    uint64_t with_node;
+};
+
+static int walk_node(json_t *inst, void *arg)
+{
+    struct node_walk *w = arg;
+    const char *node = json_string_value(json_object_get(inst, "Node"));
+    if (node == NULL)
+        return 0;
+    w->with_node++;
+    if (json_object_get(w->first, node) == NULL)
+        json_object_set(w->first, node, json_object_get(inst, "ID"));
+    return 0;
+}
+
+static int indexed_node(json_t *inst, void *arg)
+{
+    const char *node = json_string_value(json_object_get(inst, "Node"));
+    assert_non_null(node);
+    assert_null(json_object_get(arg, node)); /* each node once */
+    json_object_set(arg, node, json_object_get(inst, "ID"));
+    return 0;
+}
+
+struct on_node {
+    const char *node;
+    json_t *ids;
+};
+
+static int walk_on_node(json_t *inst, void *arg)
+{
+    struct on_node *o = arg;
+    const char *node = json_string_value(json_object_get(inst, "Node"));
+    if (node != NULL && strcmp(node, o->node) == 0)
+        json_array_append(o->ids, json_object_get(inst, "ID"));
+    return 0;
+}
+
+static void assert_indexes_right(struct store *s)
+{
+    static const char *const states[] = {"passing", "warning", "critical"};
+    struct store_read *r;
+    assert_int_equal(store_read_begin(s, &r), 0);
+    for (int i = 0; i < 3; i++) {
+        struct ids want = {json_array(), states[i]}, got = {json_array(), NULL};
+        assert_int_equal(store_each_check(r, collect_check_id, &want), 0);
+        assert_int_equal(store_each_check_state(r, states[i], collect_check_id, &got), 0);
+        char *a = json_dumps(want.arr, JSON_COMPACT), *b = json_dumps(got.arr, JSON_COMPACT);
+        assert_string_equal(a, b);
+        /* the raw iterator render uses: the same IDs */
+        struct store_iter *it;
+        json_t *raw = json_array();
+        const char *k;
+        size_t kl, vl;
+        const void *v;
+        assert_int_equal(store_iter_begin(r, STORE_ITER_STATE, states[i], &it), 0);
+        while (store_iter_next(it, &k, &kl, &v, &vl) == 0)
+            json_array_append_new(raw, json_stringn(k, kl));
+        store_iter_end(it);
+        char *c = json_dumps(raw, JSON_COMPACT);
+        assert_string_equal(a, c);
+        free(a);
+        free(b);
+        free(c);
+        json_decref(raw);
+        json_decref(want.arr);
+        json_decref(got.arr);
+    }
+    struct walk_names w = {r, json_object()};
+    assert_int_equal(store_each_name(r, walk_name, &w), 0);
+    /* nothing stale left behind either (readers would skip it) */
+    struct ids all = {json_array(), NULL};
+    assert_int_equal(store_each_check(r, collect_check_id, &all), 0);
+    uint64_t tag_entries = 0, by_state, name_tags, node_insts, summaries, tagged_names = 0;
+    assert_int_equal(store_each_instance(r, NULL, count_tag_entries, &tag_entries), 0);
+    assert_int_equal(store_derived_entries(s, &by_state, &name_tags, &node_insts, &summaries), 0);
+    const char *nm;
+    json_t *tg;
+    json_object_foreach(w.out, nm, tg) tagged_names += json_array_size(tg) > 0;
+    assert_int_equal(summaries, tagged_names);
+    assert_int_equal(by_state, json_array_size(all.arr));
+    assert_int_equal(name_tags, tag_entries);
+    /* nodes: the first instance on each, as a walk of every instance by ID
+     * meets them */
+    struct node_walk nw = {json_object(), 0};
+    json_t *got_nodes = json_object();
+    assert_int_equal(store_each_instance(r, NULL, walk_node, &nw), 0);
+    assert_int_equal(store_each_node_instance(r, indexed_node, got_nodes), 0);
+    char *wn = json_dumps(nw.first, JSON_COMPACT | JSON_SORT_KEYS),
+         *gn = json_dumps(got_nodes, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(wn, gn);
+    assert_int_equal(node_insts, nw.with_node);
+    /* each node's instances, by ID */
+    const char *node;
+    json_t *first;
+    json_object_foreach(nw.first, node, first)
+    {
+        struct on_node want = {node, json_array()}, got = {node, json_array()};
+        assert_int_equal(store_each_instance(r, NULL, walk_on_node, &want), 0);
+        assert_int_equal(store_each_instance_on(r, node, walk_on_node, &got), 0);
+        assert_true(json_equal(want.ids, got.ids));
+        assert_true(json_array_size(got.ids) > 0);
+        json_decref(want.ids);
+        json_decref(got.ids);
+    }
+    free(wn);
+    free(gn);
+    json_decref(nw.first);
+    json_decref(got_nodes);
+    json_decref(all.arr);
+    store_read_end(r);
+    char *want = json_dumps(w.out, JSON_COMPACT), *got = indexed_listing(s),
+         *text = summary_listing(s);
+    assert_string_equal(want, got);
+    assert_string_equal(want, text);
+    free(want);
+    free(got);
+    free(text);
+    json_decref(w.out);
+}
+
+/* A registration with tags (a JSON array text), one check in status, on
+ * node (NULL: none). */
+static json_t *reg_tagged(const char *id, const char *name, const char *tags, const char *node,
+                          const char *check_id, const char *status)
+{
+    json_t *args = reg_args(id, name, check_id);
+    json_t *svc = json_object_get(args, "Service");
+    json_object_set_new(svc, "Tags", json_loads(tags, 0, NULL));
+    if (node)
+        json_object_set_new(svc, "Node", json_string(node));
+    if (check_id) {
+        json_t *c = json_array_get(json_object_get(args, "Checks"), 0);
+        json_object_set_new(c, "Status", json_string(status));
+        json_object_set_new(args, "SetStatus", json_true());
+    }
+    return args;
+}
+
+static void set_status(struct store *s, const char *cid, const char *status)
+{
+    struct store_change chg;
+    assert_int_equal(
+        apply(s, CMD_CHECK_UPDATE,
+              json_pack("{s:s, s:s, s:s}", "CheckID", cid, "Status", status, "Output", status),
+              &chg),
+        0);
+}
+
+static void test_indexes_follow_every_change(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    char longtag[600];
+    memset(longtag, 'L', sizeof(longtag) - 1);
+    longtag[sizeof(longtag) - 1] = '\0';
+    assert_indexes_right(f->s);
+    /* tags in several orders, repeated within an instance, shared */
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER,
+              reg_tagged("web-2", "web", "[\"b\",\"a\",\"b\"]", NULL, "c:web-2", "passing"), &chg),
+        0);
+    assert_int_equal(apply(f->s, CMD_REGISTER,
+                           reg_tagged("web-1", "web", "[\"c\",\"a\"]", NULL, "c:web-1", "critical"),
+                           &chg),
+                     0);
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER,
+              reg_tagged("web-10", "web", "[\"z\",\"\",\"c\"]", "n1", "c:web-10", "warning"), &chg),
+        0);
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER, reg_tagged("db", "db", "[]", "n1", NULL, NULL), &chg), 0);
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n2", NULL, NULL), &chg), 0);
+    assert_indexes_right(f->s);
+    /* an instance moved to another node, then back */
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n1", NULL, NULL), &chg), 0);
+    assert_indexes_right(f->s);
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n2", NULL, NULL), &chg), 0);
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER,
+              reg_tagged("we", "we", "[\"q\\\"uote\",\"\\u00e9\"]", NULL, "c:we", "passing"), &chg),
+        0);
+    assert_indexes_right(f->s);
+    char *text = indexed_listing(f->s);
+    /* web: web-1 (c, a), web-10 (z, "", c), web-2 (b, a, b) */
+    assert_string_equal(text, "{\"db\":[],\"we\":[\"q\\\"uote\",\"\xc3\xa9\"],"
+                              "\"web\":[\"c\",\"a\",\"z\",\"\",\"b\"]}");
+    free(text);
+    /* status changes, every way round */
+    set_status(f->s, "c:web-2", "critical");
+    set_status(f->s, "c:web-1", "warning");
+    set_status(f->s, "c:web-1", "passing");
+    assert_indexes_right(f->s);
+    /* tags changed, then the name too; the smallest ID goes */
+    assert_int_equal(apply(f->s, CMD_REGISTER,
+                           reg_tagged("web-2", "web", "[\"a\",\"y\"]", NULL, "c:web-2", "passing"),
+                           &chg),
+                     0);
+    assert_indexes_right(f->s);
+    assert_int_equal(apply(f->s, CMD_REGISTER,
+                           reg_tagged("web-2", "api", "[\"a\"]", NULL, "c:web-2", "warning"), &chg),
+                     0);
+    assert_indexes_right(f->s);
+    assert_int_equal(apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "web-1"), &chg),
+                     0);
+    assert_indexes_right(f->s);
+    /* maintenance on and off */
+    assert_int_equal(
+        apply(f->s, CMD_MAINTENANCE,
+              json_pack("{s:s, s:b, s:s}", "ServiceID", "web-10", "Enable", 1, "Reason", "r"),
+              &chg),
+        0);
+    assert_indexes_right(f->s);
+    assert_int_equal(apply(f->s, CMD_MAINTENANCE,
+                           json_pack("{s:s, s:b}", "ServiceID", "web-10", "Enable", 0), &chg),
+                     0);
+    assert_indexes_right(f->s);
+    /* a node-level check: put, changed, deleted, put again */
+    json_t *nc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{}}", "CheckID", "n1-alive",
+                           "Name", "alive", "Status", "critical", "Notes", "", "Output", "",
+                           "ServiceID", "", "ServiceName", "", "Type", "", "Definition");
+    assert_int_equal(apply(f->s, CMD_NODE,
+                           json_pack("{s:s, s:[O], s:b}", "Node", "n1", "Put", nc, "SetStatus", 1),
+                           &chg),
+                     0);
+    assert_indexes_right(f->s);
+    set_status(f->s, "n1-alive", "passing");
+    assert_indexes_right(f->s);
+    assert_int_equal(
+        apply(f->s, CMD_NODE, json_pack("{s:s, s:[s]}", "Node", "n1", "Delete", "n1-alive"), &chg),
+        0);
+    assert_indexes_right(f->s);
+    assert_int_equal(apply(f->s, CMD_NODE,
+                           json_pack("{s:s, s:[O], s:b}", "Node", "n1", "Put", nc, "SetStatus", 1),
+                           &chg),
+                     0);
+    /* a tag too long for an index key: that name is walked */
+    char tags[700];
+    snprintf(tags, sizeof(tags), "[\"m\",\"%s\",\"k\"]", longtag);
+    assert_int_equal(apply(f->s, CMD_REGISTER,
+                           reg_tagged("long-1", "long", tags, "n1", "c:long-1", "critical"), &chg),
+                     0);
+    assert_int_equal(apply(f->s, CMD_REGISTER,
+                           reg_tagged("long-0", "long", "[\"k\",\"j\"]", NULL, NULL, NULL), &chg),
+                     0);
+    assert_indexes_right(f->s);
+    /* the node goes, with its instances and checks */
+    assert_int_equal(
+        apply(f->s, CMD_NODE, json_pack("{s:s, s:b}", "Node", "n1", "Deregister", 1), &chg), 0);
+    assert_int_equal(count_instances(f->s, "long"), 1);
+    assert_indexes_right(f->s);
+    json_decref(nc);
+
+    /* a snapshot restored into a store that held something else */
+    void *snap;
+    size_t len;
+    assert_int_equal(store_snapshot(f->s, &snap, &len), 0);
+    char *before = indexed_listing(f->s);
+    assert_int_equal(apply(f->s, CMD_REGISTER,
+                           reg_tagged("other", "other", "[\"o\"]", "n9", "c:other", "critical"),
+                           &chg),
+                     0);
+    set_status(f->s, "c:we", "critical");
+    assert_int_equal(store_restore(f->s, snap, len), 0);
+    assert_indexes_right(f->s);
+    char *after = indexed_listing(f->s);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    /* and the same through a restore command (PUT /v1/snapshot) */
+    void *cmd;
+    size_t clen;
+    apply(f->s, CMD_REGISTER, reg_tagged("other", "other", "[\"o\"]", NULL, "c:o", "warning"),
+          &chg);
+    assert_int_equal(cmd_restore_raw_encode(snap, len, malloc, &cmd, &clen), 0);
+    assert_int_equal(store_apply(f->s, cmd, clen, &chg), 0);
+    free(cmd);
+    assert_indexes_right(f->s);
+    assert_int_equal(count_instances(f->s, "other"), 0);
+    free(snap);
+}
+
+/* A kept store file whose derived indexes are missing or stale (a file
+ * from before them) is indexed again at open. */
+static void test_kept_file_without_indexes(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    char err[256];
+    apply(f->s, CMD_REGISTER, reg_tagged("a-1", "a", "[\"x\",\"y\"]", "n1", "c:a-1", "warning"),
+          &chg);
+    apply(f->s, CMD_REGISTER, reg_tagged("a-0", "a", "[\"y\"]", NULL, "c:a-0", "passing"), &chg);
+    assert_int_equal(store_mark_clean(f->s, 2, 42), 0);
+    store_free(f->s);
+    /* make it look like an older registryd's file: no derived tables */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, 16ULL << 30), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    static const char *const derived[] = {"by_state", "name_tags", "node_insts", "derived"};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(mdb_dbi_open(txn, derived[i], 0, &dbi), 0);
+        assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+    }
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    assert_int_equal(store_open(f->dir, 42, &f->s, err, sizeof(err)), 0);
+    assert_int_equal(store_reused_applied(f->s), 2);
+    assert_int_equal(count_instances(f->s, "a"), 2);
+    assert_indexes_right(f->s);
+    char *text = indexed_listing(f->s);
+    assert_string_equal(text, "{\"a\":[\"y\",\"x\"]}");
+    free(text);
+    /* and it goes on being kept right */
+    set_status(f->s, "c:a-1", "critical");
+    assert_indexes_right(f->s);
+
+    /* an older registryd keeps the file and writes to it without the
+     * derived tables: a check goes, the index moves on */
+    assert_int_equal(store_mark_clean(f->s, 3, 42), 0);
+    store_free(f->s);
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, 16ULL << 30), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    MDB_val k = {5, "c:a-0"}, v;
+    assert_int_equal(mdb_dbi_open(txn, "checks", 0, &dbi), 0);
+    assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    uint64_t index = 4;
+    k = (MDB_val){5, "index"};
+    v = (MDB_val){sizeof(index), &index};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    assert_int_equal(store_open(f->dir, 42, &f->s, err, sizeof(err)), 0);
+    assert_int_equal(store_reused_applied(f->s), 3);
+    assert_indexes_right(f->s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -366,6 +838,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_stream_same_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_undecodable_command, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_indexes_follow_every_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kept_file_without_indexes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
