@@ -97,3 +97,14 @@ int common_addr_free(const struct sockaddr_storage *ss, int sslen, int type)
     errno = e;
     return rc;
 }
+
+struct event_base *common_front_end_base_new(void)
+{
+    struct event_config *cfg = event_config_new();
+    if (cfg == NULL)
+        return NULL;
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    struct event_base *base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return base;
+}

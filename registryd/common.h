@@ -65,6 +65,15 @@ struct evhttp_connection *common_server_evcon_new(struct event_base *base, const
  * routing, forwarding and logs. t is an enum evhttp_cmd_type. */
 const char *common_method_name(int t);
 
+/* An event loop for the HTTP front end (the main loop and each HTTP
+ * worker's): with epoll's change list, evhttp's enabling and disabling of
+ * reading and writing around each request costs one epoll_ctl per loop turn
+ * instead of up to four per request. libevent's one caveat, descriptors
+ * cloned with dup() polled on the same loop, does not arise: the one dup()
+ * (a snapshot file a follower sends to the leader, cluster_link.c) is read,
+ * never polled. NULL: out of memory. */
+struct event_base *common_front_end_base_new(void);
+
 /* Before joining a SO_REUSEPORT group (the DNS and HTTP worker threads'
  * listeners), make sure nobody holds the address: another process (of this
  * user) already serving it would otherwise share its traffic with us

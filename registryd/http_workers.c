@@ -94,7 +94,7 @@ static int worker_start(struct http_workers *all, unsigned i, const struct http_
     struct worker *w = &all->w[i];
     w->all = all;
     w->index = i;
-    w->base = event_base_new();
+    w->base = common_front_end_base_new();
     if (w->base == NULL || watch_new(w->base, &w->watch) != 0 ||
         mailbox_new(w->base, &w->mailbox) != 0 ||
         cluster_link_new(w->base, base_opt->store, base_opt->cluster, &w->link) != 0) {

@@ -415,7 +415,7 @@ static int start_store_and_cluster(struct server *s)
         log_error("server", "msg=\"cannot open store\" error=\"%s\"", err);
         return REG_ESTORE;
     }
-    s->base = event_base_new();
+    s->base = common_front_end_base_new();
     if (s->base == NULL || watch_new(s->base, &s->watch) != 0) {
         log_error("server", "msg=\"cannot create event loop\"");
         return REG_ENOMEM;
