@@ -1269,15 +1269,21 @@ struct http_shared {
     struct http_rate read_rate, write_rate; /* http_read_rate, http_write_rate */
     struct http_guard_clients *clients;     /* http_max_conns_per_client */
     struct http_cache *cache;               /* rendered answers (http_cache_size) */
+    struct http_render *render; /* per-record JSON (http_render_cache_size) */
 };
 
 int http_shared_new(const struct http_options *opt, struct http_shared **out)
 {
     struct http_shared *sh = calloc(1, sizeof(*sh));
     if (sh == NULL || http_guard_clients_new(&sh->clients) != 0 ||
-        http_cache_new(opt->cache_size, &sh->cache) != 0) {
-        if (sh)
+        http_cache_new(opt->cache_size, &sh->cache) != 0 ||
+        http_render_new(opt->render_cache_size ? opt->render_cache_size
+                                               : HTTP_RENDER_FRAGMENT_BYTES,
+                        &sh->render) != 0) {
+        if (sh) {
             http_guard_clients_free(sh->clients);
+            http_cache_free(sh->cache);
+        }
         free(sh);
         return REG_ENOMEM;
     }
@@ -1294,6 +1300,7 @@ void http_shared_free(struct http_shared *sh)
         return;
     http_guard_clients_free(sh->clients);
     http_cache_free(sh->cache);
+    http_render_free(sh->render);
     pthread_mutex_destroy(&sh->lock);
     free(sh);
 }
@@ -1537,10 +1544,7 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
         free(k);
         p += n + (p[n] == '\n');
     }
-    if (s->node_meta == NULL ||
-        http_render_new(opt->render_cache_size ? opt->render_cache_size
-                                                : HTTP_RENDER_FRAGMENT_BYTES,
-                        &s->render) != 0)
+    if (s->node_meta == NULL)
         goto fail_mem;
     s->shared = opt->shared;
     if (s->shared == NULL && http_shared_new(opt, &s->own_shared) != 0)
@@ -1548,6 +1552,7 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
     if (s->shared == NULL)
         s->shared = s->own_shared;
     s->cache = s->shared->cache;
+    s->render = s->shared->render;
     uint64_t body_max = opt->max_body_size * 2 + 65536;
     struct http_guard_options gopt = {.base = opt->base,
                                       .clients = s->shared->clients,
@@ -1593,7 +1598,6 @@ void http_free(struct http_server *s)
         evhttp_free(s->https);
     json_decref(s->node_meta);
     http_guard_free(s->guard); /* after the connections it watches */
-    http_render_free(s->render);
     for (struct http_req *r = s->req_pool, *next; r; r = next) {
         next = r->next_free;
         free(r);

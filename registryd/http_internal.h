@@ -58,7 +58,7 @@ struct http_server {
      * at is current (same index => same content, on every server); one for
      * every worker thread (shared->cache). */
     struct http_cache *cache;
-    struct http_render *render;   /* per-record encodings of big answers */
+    struct http_render *render;   /* per-record encodings of big answers (shared->render) */
     struct http_shared *shared; /* opt.shared, or own_shared */
     struct http_shared *own_shared;
     struct http_req *req_pool; /* freed requests for reuse (next_free), <= HTTP_REQ_POOL */

@@ -18,6 +18,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -54,6 +55,9 @@ struct frag {
 };
 
 struct http_render {
+    /* Every HTTP worker thread renders from this one store: the lock is
+     * held to find, use or keep a fragment, never while rendering one. */
+    pthread_mutex_t lock;
     struct strmap *map[FRAG_KINDS];
     /* per kind: a list, most recently used first, and its share of the
      * budget (health entries, the discovery path, get half) */
@@ -62,7 +66,7 @@ struct http_render {
     size_t bytes, max_bytes, entries;
     uint64_t now; /* monotonic seconds, at the start of the current render */
     uint64_t seed; /* keys the signatures: bytes chosen to collide do not */
-    uint64_t hits, misses, streamed;
+    uint64_t hits, misses, streamed; /* atomic */
 };
 
 int http_render_new(size_t max_bytes, struct http_render **out)
@@ -78,6 +82,7 @@ int http_render_new(size_t max_bytes, struct http_render **out)
     }
     if (getrandom(&h->seed, sizeof(h->seed), 0) != (ssize_t)sizeof(h->seed))
         h->seed = (uint64_t)time(NULL) * HASH_FNV64_PRIME;
+    pthread_mutex_init(&h->lock, NULL);
     h->max_bytes = max_bytes;
     h->kind_max[FRAG_HEALTH] = max_bytes / 2;
     h->kind_max[FRAG_CATALOG] = h->kind_max[FRAG_AGENT] = h->kind_max[FRAG_CHECK] = max_bytes / 6;
@@ -96,16 +101,24 @@ void http_render_free(struct http_render *h)
         }
         strmap_free(h->map[k]);
     }
+    pthread_mutex_destroy(&h->lock);
     free(h);
 }
 
-void http_render_get_stats(const struct http_render *h, struct http_render_stats *out)
+void http_render_get_stats(struct http_render *h, struct http_render_stats *out)
 {
-    out->hits = h->hits;
-    out->misses = h->misses;
-    out->streamed = h->streamed;
+    pthread_mutex_lock(&h->lock);
+    out->hits = __atomic_load_n(&h->hits, __ATOMIC_RELAXED);
+    out->misses = __atomic_load_n(&h->misses, __ATOMIC_RELAXED);
+    out->streamed = __atomic_load_n(&h->streamed, __ATOMIC_RELAXED);
     out->bytes = h->bytes;
     out->entries = h->entries;
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void count(uint64_t *n)
+{
+    __atomic_add_fetch(n, 1, __ATOMIC_RELAXED);
 }
 
 static uint64_t now_us(void)
@@ -474,17 +487,23 @@ static void instance_record(struct job *j, const char *id, const void *raw, size
                         : j->kind == R_CATALOG ? FRAG_CATALOG
                                                : FRAG_AGENT;
     uint64_t own = sig_add(h->seed ^ (uint64_t)fk, raw, rawlen), sig = own;
-    struct frag *fr = j->select ? NULL : frag_get(h, fk, id);
-    if (fr != NULL && fr->own_sig == own &&
-        (fk != FRAG_HEALTH || (health_sig(j, id, fr->ref, own, &sig) == 0 && sig == fr->sig))) {
-        h->hits++;
-        frag_touch(h, fr);
-        if (fk == FRAG_AGENT || (tags_match(j->r, fr->tags, fr->tags_len) &&
-                                 (fk != FRAG_HEALTH || !j->passing || fr->passing)))
-            emit(j, fr->text, fr->len);
-        return;
+    if (!j->select) {
+        pthread_mutex_lock(&h->lock);
+        struct frag *fr = frag_get(h, fk, id);
+        if (fr != NULL && fr->own_sig == own &&
+            (fk != FRAG_HEALTH ||
+             (health_sig(j, id, fr->ref, own, &sig) == 0 && sig == fr->sig))) {
+            count(&h->hits);
+            frag_touch(h, fr);
+            if (fk == FRAG_AGENT || (tags_match(j->r, fr->tags, fr->tags_len) &&
+                                     (fk != FRAG_HEALTH || !j->passing || fr->passing)))
+                emit(j, fr->text, fr->len);
+            pthread_mutex_unlock(&h->lock);
+            return;
+        }
+        pthread_mutex_unlock(&h->lock);
     }
-    h->misses++;
+    count(&h->misses);
     json_t *inst = decode(RECORD_INSTANCE, raw, rawlen), *e = NULL;
     if (inst == NULL)
         return; /* damaged: skipped, as the store's own walk does */
@@ -515,7 +534,9 @@ static void instance_record(struct job *j, const char *id, const void *raw, size
             size_t tl = 0;
             char *tags = fk == FRAG_AGENT ? NULL : tags_blob(inst, &tl);
             struct frag_info fi = {own, sig, node ? node : "", NULL, tags, tl, passing, key_len};
+            pthread_mutex_lock(&h->lock);
             frag_put(h, fk, id, &fi, text, len);
+            pthread_mutex_unlock(&h->lock);
             free(tags);
         }
         if (keep)
@@ -531,15 +552,21 @@ static void check_record(struct job *j, const char *id, const void *raw, size_t 
     struct http_render *h = j->h;
     uint64_t own = sig_add(h->seed ^ (uint64_t)FRAG_CHECK, raw, rawlen);
     bool keyed = j->kind == R_AGENT_CHECKS;
-    struct frag *fr = j->select ? NULL : frag_get(h, FRAG_CHECK, id);
-    if (fr != NULL && fr->own_sig == own && check_sig(j, fr->ref, own) == fr->sig) {
-        h->hits++;
-        frag_touch(h, fr);
-        if (j->state == NULL || strcmp(fr->status, j->state) == 0)
-            emit(j, fr->text + (keyed ? 0 : fr->key_len), fr->len - (keyed ? 0 : fr->key_len));
-        return;
+    if (!j->select) {
+        pthread_mutex_lock(&h->lock);
+        struct frag *fr = frag_get(h, FRAG_CHECK, id);
+        if (fr != NULL && fr->own_sig == own && check_sig(j, fr->ref, own) == fr->sig) {
+            count(&h->hits);
+            frag_touch(h, fr);
+            if (j->state == NULL || strcmp(fr->status, j->state) == 0)
+                emit(j, fr->text + (keyed ? 0 : fr->key_len),
+                     fr->len - (keyed ? 0 : fr->key_len));
+            pthread_mutex_unlock(&h->lock);
+            return;
+        }
+        pthread_mutex_unlock(&h->lock);
     }
-    h->misses++;
+    count(&h->misses);
     json_t *check = decode(RECORD_CHECK, raw, rawlen), *inst = NULL;
     if (check == NULL)
         return;
@@ -561,7 +588,9 @@ static void check_record(struct job *j, const char *id, const void *raw, size_t 
         if (!j->select) {
             struct frag_info fi = {own, check_sig(j, sid, own), sid, st ? st : "", NULL, 0, false,
                                    key_len};
+            pthread_mutex_lock(&h->lock);
             frag_put(h, FRAG_CHECK, id, &fi, text, len);
+            pthread_mutex_unlock(&h->lock);
         }
         if (keep)
             emit(j, keyed ? text : text + key_len, keyed ? len : len - key_len);
@@ -809,7 +838,9 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
     j->key = key;
     j->index = index;
     j->passing = kind == R_HEALTH && http_flag(r, "passing");
+    pthread_mutex_lock(&h->lock);
     h->now = now_us() / 1000000u;
+    pthread_mutex_unlock(&h->lock);
     struct http_cache_stats cs;
     http_cache_get_stats(r->srv->cache, &cs);
     j->all_max = cs.max_bytes;
@@ -873,7 +904,7 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
         http_finish_read(r, NULL, index);
         return true;
     }
-    h->streamed++;
+    count(&h->streamed);
     j->streaming = true;
     j->evcon = evhttp_request_get_connection(r->req);
     j->srv = r->srv;

@@ -23,7 +23,9 @@
  * code per record, and answers an ACL token trims still take that path
  * (tests/integration/test_render.py compares both).
  *
- * Threads: one struct http_render per front-end loop, used from it only.
+ * Threads: one fragment store for every HTTP worker thread (a mutex, held
+ * to find, use or keep a fragment, never while rendering one); a render
+ * (a job) belongs to the thread of the request it answers.
  */
 #ifndef REGISTRYD_HTTP_RENDER_H
 #define REGISTRYD_HTTP_RENDER_H
@@ -64,7 +66,7 @@ struct http_render_stats {
     uint64_t streamed;     /* answers sent in more than one piece */
     size_t bytes, entries;
 };
-void http_render_get_stats(const struct http_render *h, struct http_render_stats *out);
+void http_render_get_stats(struct http_render *h, struct http_render_stats *out);
 
 /* Element renderers shared with the jansson path (http_catalog.c). New
  * references. render_health_entry: NULL when the checks cannot be read;

@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "cluster_link.h"
-#include "http_render.h"
 #include "log.h"
 #include "mailbox.h"
 #include "registry/error.h"
@@ -135,11 +134,7 @@ int http_workers_start(const struct http_options *opt, unsigned n, struct http_w
         return REG_ENOMEM;
     }
     all->n = n;
-    /* The budgets in bytes are for the whole front end: the answer cache
-     * is shared, the per-record one split. */
     struct http_options o = *opt;
-    o.render_cache_size =
-        (opt->render_cache_size ? opt->render_cache_size : HTTP_RENDER_FRAGMENT_BYTES) / n;
     o.shared = all->shared;
     o.reuse_port = n > 1;
     o.worker = 0;

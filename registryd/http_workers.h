@@ -5,10 +5,10 @@
  * completions, signals and everything else run); workers 1..N-1 each have
  * a thread with its own event loop, listeners on the same addresses
  * (SO_REUSEPORT: the kernel spreads connections), blocking-query watch,
- * per-record JSON cache (http_render_cache_size is split between workers),
  * channel to the leader for forwarded requests, and LMDB read
  * transactions. They share the rate limits, the per-client connection
- * counts and the cache of rendered answers (http_api.h's http_shared). What the cluster delivers on the main loop reaches a
+ * counts, the cache of rendered answers and the per-record JSON big
+ * answers are made of (http_api.h's http_shared). What the cluster delivers on the main loop reaches a
  * worker through its mailbox (mailbox.h): write completions, and every
  * applied change for its blocking queries (http_workers_notify).
  *

@@ -150,6 +150,53 @@ class HttpWorkersTest(unittest.TestCase):
         self.assertEqual(len(bodies), 1)
         self.assertEqual(d.metric("registryd_http_cache_misses_total") - before, 1)
 
+    def test_big_answers_rendered_on_both_workers_at_once(self):
+        """The per-record JSON is one store for every worker: big answers
+        rendered concurrently on both, while writes change some records,
+        are each complete and of one index."""
+        d = self.d
+        n = 400
+        for i in range(n):
+            self.assertEqual(register(d, "big", i)[0], 200)
+        errors = []
+        stop = threading.Event()
+
+        def reader():
+            while not stop.is_set():
+                c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+                for path in ("/v1/health/service/big", "/v1/catalog/service/big",
+                             "/v1/agent/services", "/v1/health/state/any"):
+                    c.request("GET", path)
+                    r = c.getresponse()
+                    body = json.loads(r.read())
+                    if r.status != 200:
+                        errors.append((path, r.status))
+                    elif path.startswith("/v1/health/service"):
+                        ids = sorted(e["Service"]["ID"] for e in body)
+                        if ids != sorted("big-%d" % i for i in range(n)):
+                            errors.append((path, len(ids)))
+                    elif path.startswith("/v1/catalog/service"):
+                        if len(body) != n:
+                            errors.append((path, len(body)))
+                    elif path == "/v1/agent/services":
+                        if sum(1 for k in body if k.startswith("big-")) != n:
+                            errors.append((path, len(body)))
+                c.close()
+
+        threads = [threading.Thread(target=reader) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for i in range(0, n, 7):  # change some records while they render
+            code, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "big", "ID": "big-%d" % i, "Port": 5000 + i,
+                 "Meta": {"v": "2"}}))
+            self.assertEqual(code, 200, text)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+
     def test_sigterm_with_queries_parked_on_the_workers(self):
         d = self.d
         conns = []
