@@ -62,6 +62,9 @@ static void test_defaults(void **state)
     assert_int_equal(c.http_render_cache_size, 64 << 20);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     assert_int_equal(c.dns_workers, cpus < 1 ? 1 : cpus > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : cpus);
+    assert_int_equal(c.http_workers, cpus < 1                        ? 1
+                                     : cpus > CONF_MAX_HTTP_WORKERS ? CONF_MAX_HTTP_WORKERS
+                                                                    : cpus);
     conf_fini(&c);
 }
 
@@ -73,10 +76,11 @@ static void test_flags(void **state)
     assert_int_equal(load(&c, err, sizeof(err), "--data-dir", "/var/lib/x", "--http-addr=[::1]:9000",
                           "--node", "n1", "--log-level", "debug", "--max-body-size", "64KiB",
                           "--dns-domain", "Example.ORG", "--raft_addr", "127.0.0.2:7000",
-                          "--dns-workers", "3", "--max-snapshot-size", "2TiB",
+                          "--dns-workers", "3", "--http-workers", "5", "--max-snapshot-size", "2TiB",
                           "--http-render-cache-size", "8MiB", NULL),
                      0);
     assert_int_equal(c.dns_workers, 3);
+    assert_int_equal(c.http_workers, 5);
     assert_true(c.max_snapshot_size == (size_t)2 << 40);
     assert_int_equal(c.http_render_cache_size, 8 << 20);
     assert_false(c.dev);
@@ -111,6 +115,8 @@ static void test_flag_errors(void **state)
         {"--node", NULL, "--node: missing value"},
         {"--dns-workers", "0", "--dns-workers: "},
         {"--dns-workers", "257", "dns_workers: 257 is more than 256"},
+        {"--http-workers", "0", "--http-workers: "},
+        {"--http-workers", "65", "http_workers: 65 is more than 64"},
         {"--max-snapshot-size", "12", "is not 0 (no limit) or a size of 1KiB or more"},
         {"--max-snapshot-size", "-1", "--max-snapshot-size: "},
         {"--max-snapshot-size", "5 PiB", "--max-snapshot-size: "},
