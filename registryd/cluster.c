@@ -19,6 +19,7 @@
 #include <raft.h>
 #include <raft/uv.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -101,6 +102,11 @@ struct cluster {
      * one, and the capacity of the one libraft holds (one at a time) */
     void *snap_spare;
     size_t snap_spare_cap, snap_held_cap;
+    /* The snapshot being taken: a read of the store at the applied index,
+     * opened on the raft thread (fsm_snapshot), copied on libuv's thread
+     * pool (fsm_snapshot_async), closed by fsm_snapshot_finalize. */
+    struct store_read *snap_rd;
+    size_t snap_len;
     unsigned snap_threshold; /* as libraft has it now */
 
     struct queue in;      /* proposals: front end -> cluster (wake) */
@@ -320,16 +326,80 @@ static void adapt_snapshot_threshold(struct cluster *c, uint64_t snapshot_bytes)
     raft_set_snapshot_threshold(&c->raft, n);
 }
 
+/* io->async_work: req->work on libuv's thread pool, then req->cb with its
+ * status on the raft thread. */
+struct async_work {
+    uv_work_t uv;
+    struct raft_io_async_work *req;
+    raft_io_async_work_cb cb;
+    int status;
+};
+
+static void async_work_run(uv_work_t *w)
+{
+    struct async_work *a = w->data;
+    a->status = a->req->work(a->req);
+}
+
+static void async_work_done(uv_work_t *w, int status)
+{
+    struct async_work *a = w->data;
+    struct raft_io_async_work *req = a->req;
+    raft_io_async_work_cb cb = a->cb;
+    int rv = status == 0 ? a->status : RAFT_CANCELED;
+    free(a);
+    cb(req, rv);
+}
+
+static int io_async_work(struct raft_io *io, struct raft_io_async_work *req,
+                         raft_io_async_work_cb cb)
+{
+    struct cluster *c = (struct cluster *)((char *)io - offsetof(struct cluster, io));
+    struct async_work *a = malloc(sizeof(*a));
+    if (a == NULL)
+        return RAFT_NOMEM;
+    *a = (struct async_work){.req = req, .cb = cb};
+    a->uv.data = a;
+    int rv = uv_queue_work(&c->loop, &a->uv, async_work_run, async_work_done);
+    if (rv != 0) {
+        free(a);
+        return RAFT_IOERR;
+    }
+    return 0;
+}
+
+/* Raft thread, at the applied index: only a read transaction is opened
+ * here (LMDB's MVCC keeps what it sees while writes go on); the copy and
+ * its checksum, 1-2 s at a million instances, run in fsm_snapshot_async
+ * off the raft thread, so writes do not stop for them. */
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct cluster *c = fsm->data;
+    if ((*bufs = calloc(1, sizeof(**bufs))) == NULL)
+        return RAFT_NOMEM;
+    *n_bufs = 1;
+    c->snap_len = 0;
+    if (store_read_begin(c->opt.store, &c->snap_rd) != 0) {
+        c->snap_rd = NULL;
+        return RAFT_IOERR; /* fsm_snapshot_finalize frees *bufs */
+    }
+    return 0;
+}
+
+/* libuv's thread pool: the snapshot's bytes from the read fsm_snapshot
+ * opened. */
+static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct cluster *c = fsm->data;
+    if (c->snap_rd == NULL || *n_bufs != 1)
+        return RAFT_IOERR;
     void *data = c->snap_spare;
     size_t cap = c->snap_spare_cap, len;
     c->snap_spare = NULL;
     double started = mono_seconds();
-    int rc = store_snapshot_into(c->opt.store, &data, &cap, &len);
-    if (rc == 0 && (*bufs = malloc(sizeof(**bufs))) == NULL)
-        rc = REG_ENOMEM;
+    int rc = store_snapshot_read_into(c->snap_rd, &data, &cap, &len);
+    store_read_end(c->snap_rd);
+    c->snap_rd = NULL;
     if (rc != 0) {
         c->snap_spare = data;
         c->snap_spare_cap = cap;
@@ -337,11 +407,10 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     }
     log_debug("cluster", "msg=\"snapshot taken\" bytes=%zu ms=%.1f", len,
               (mono_seconds() - started) * 1e3);
-    adapt_snapshot_threshold(c, len);
     c->snap_held_cap = cap;
+    c->snap_len = len;
     (*bufs)[0].base = data;
     (*bufs)[0].len = len;
-    *n_bufs = 1;
     return 0;
 }
 
@@ -355,7 +424,16 @@ static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[
                                  unsigned *n_bufs)
 {
     struct cluster *c = fsm->data;
+    if (c->snap_rd != NULL) { /* the copy never ran */
+        store_read_end(c->snap_rd);
+        c->snap_rd = NULL;
+    }
+    if (c->snap_len > 0)
+        adapt_snapshot_threshold(c, c->snap_len);
+    c->snap_len = 0;
     for (unsigned i = 0; i < *n_bufs; i++) {
+        if ((*bufs)[i].base == NULL)
+            continue;
         if (i == 0 && c->snap_spare == NULL && c->snap_held_cap <= SNAP_WARM_MAX) {
             /* ours, from fsm_snapshot */
             c->snap_spare = (*bufs)[0].base;
@@ -1006,11 +1084,16 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
     /* libraft's auto-recovery renames a segment it cannot read and starts
      * without it, silently losing acknowledged writes: refuse instead. */
     raft_uv_set_auto_recovery(&c->io, false);
-    c->fsm.version = 2;
+    /* libraft 0.15's uv io has no async_work (io version 1): give it one on
+     * libuv's thread pool, for the snapshot copy (fsm_snapshot_async). */
+    c->io.version = 2;
+    c->io.async_work = io_async_work;
+    c->fsm.version = 3;
     c->fsm.data = c;
     c->fsm.apply = fsm_apply;
     c->fsm.snapshot = fsm_snapshot;
     c->fsm.snapshot_finalize = fsm_snapshot_finalize;
+    c->fsm.snapshot_async = fsm_snapshot_async;
     c->fsm.restore = fsm_restore;
     if ((rv = raft_init(&c->raft, &c->io, &c->fsm, c->id, c->addr)) != 0) {
         snprintf(err, errlen, "raft: %s", raft_errmsg(&c->raft));
@@ -1176,6 +1259,8 @@ void cluster_free(struct cluster *c)
     queue_fini(&c->changes);
     pthread_mutex_destroy(&c->status_lock);
     pthread_cond_destroy(&c->ready_cond);
+    if (c->snap_rd != NULL) /* raft closed with a snapshot half taken */
+        store_read_end(c->snap_rd);
     free(c->snap_spare);
     if (c->raft_fd >= 0)
         close(c->raft_fd);

@@ -1772,6 +1772,11 @@ int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len)
     return rc;
 }
 
+int store_snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
+{
+    return snapshot_read_into(r, buf, cap, len);
+}
+
 static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
 {
     struct growbuf g = {*buf, 0, *buf ? *cap : 0};

@@ -102,6 +102,11 @@ int store_snapshot(struct store *s, void **buf, size_t *len) REG_MUSTCHECK;
  * caller's, also on failure. A warm buffer spares the page faults of fresh
  * memory, most of the cost of a large snapshot on a virtual machine. */
 int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len) REG_MUSTCHECK;
+/* The same of what the read handle r sees (its thread; a read handle may
+ * move between threads: the environment is MDB_NOTLS). Raft's snapshot
+ * opens r on the raft thread, at the applied index, and copies on another. */
+int store_snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
+    REG_MUSTCHECK;
 /* The same bytes piece by piece, from one read transaction, never all in
  * memory (GET /v1/snapshot streams them). The thread that begins a stream
  * owns it. read copies the next bytes, up to cap, into buf; *len == 0 is
