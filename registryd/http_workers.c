@@ -171,6 +171,12 @@ void http_workers_stop(struct http_workers *all)
         if (w->running)
             pthread_join(w->thread, NULL);
         w->running = false;
+        /* What the cluster still delivers (its stop answers every write in
+         * flight) runs at once, here on the main loop's thread, while the
+         * cluster exists: queued until http_workers_free, a reply would
+         * read the freed cluster's status. */
+        if (w->mailbox != NULL)
+            mailbox_close(w->mailbox);
         /* Forwards still in flight are answered now (they fail), while
          * the cluster they ask about still exists. */
         cluster_link_free(w->link);

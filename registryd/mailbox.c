@@ -4,6 +4,7 @@
 #include "mailbox.h"
 
 #include <event2/event.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "registry/error.h"
@@ -11,6 +12,7 @@
 struct mailbox {
     struct queue q;
     struct event *wake;
+    bool closed; /* atomic: posts run at once on the posting thread */
 };
 
 static void drain(struct mailbox *mb)
@@ -49,8 +51,18 @@ int mailbox_new(struct event_base *base, struct mailbox **out)
 
 void mailbox_post(struct mailbox *mb, struct mailbox_item *it)
 {
+    if (__atomic_load_n(&mb->closed, __ATOMIC_ACQUIRE)) {
+        it->run(it);
+        return;
+    }
     if (queue_push(&mb->q, &it->node))
         event_active(mb->wake, EV_READ, 0);
+}
+
+void mailbox_close(struct mailbox *mb)
+{
+    __atomic_store_n(&mb->closed, true, __ATOMIC_RELEASE);
+    drain(mb);
 }
 
 void mailbox_free(struct mailbox *mb)

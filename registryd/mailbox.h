@@ -31,6 +31,11 @@ struct mailbox_item {
 int mailbox_new(struct event_base *base, struct mailbox **out) REG_MUSTCHECK;
 /* Run it->run(it) soon on the owner's loop. Never fails. */
 void mailbox_post(struct mailbox *mb, struct mailbox_item *it);
+/* The owner's loop has stopped for good (its thread joined): run what is
+ * queued now, and from now on run each item as it is posted, on the
+ * posting thread (which then must be the only one using the owner's
+ * state: the main loop, at shutdown). */
+void mailbox_close(struct mailbox *mb);
 /* Run what is still queued (on the calling thread), then free. NULL: no-op. */
 void mailbox_free(struct mailbox *mb);
 

@@ -216,6 +216,42 @@ class HttpWorkersTest(unittest.TestCase):
         self.d = Registryd(extra_args=["--http-workers", str(WORKERS)]).start()  # for tearDown
 
 
+class HttpWorkersStopTest(unittest.TestCase):
+    def test_sigterm_with_writes_in_flight_on_every_worker(self):
+        """Writes in flight on both workers when SIGTERM comes: the cluster
+        answers them as it stops, and those answers reach a worker's
+        requests while the cluster still exists (under ASan a reply that
+        read the freed cluster's status was a use after free)."""
+        for round_ in range(3):
+            d = Registryd(extra_args=["--http-workers", str(WORKERS),
+                                      "--raft-snapshot-threshold", "16"]).start()
+            stop = threading.Event()
+
+            def writer(k):
+                i = 0
+                while not stop.is_set():
+                    try:
+                        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=5)
+                        c.request("PUT", "/v1/agent/service/register", json.dumps(
+                            {"Name": "w%d" % (i % 5), "ID": "w-%d-%d" % (k, i)}))
+                        c.getresponse().read()
+                        c.close()
+                    except OSError:
+                        pass
+                    i += 1
+
+            threads = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
+            for t in threads:
+                t.start()
+            time.sleep(0.5 + 0.2 * round_)
+            try:
+                d.stop()  # exit status 0 and no sanitizer report
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(30)
+
+
 class HttpWorkersAddressTest(unittest.TestCase):
     def test_http_addr_in_use_is_a_clear_error(self):
         holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
