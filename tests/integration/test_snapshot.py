@@ -157,15 +157,20 @@ class LargeSnapshotTest(unittest.TestCase):
             # and the saved one restores again
             rc, out, err = d.ctl("snapshot", "restore", dst)
             self.assertEqual(rc, 0, err)
-            # other routes keep the body limit: a large body is refused early
+            # other routes keep the body limit: a large body is refused early,
+            # with 413 (evhttp, from the declared length, when the head
+            # arrives alone) or by the guard closing the connection once the
+            # bytes pass the limit (when the first read brings more than it)
+            status = None
             try:
                 status, text = d.request("PUT", "/v1/agent/service/register", b"x" * (8 << 20),
                                          timeout=30)
                 self.assertEqual(status, 413, text)
             except OSError:
-                pass  # or the connection is closed once the body passes the limit
+                pass
             self.assertEqual(d.request("GET", "/v1/status/leader")[0], 200)
-            self.assertIn("beyond its limit", d.log())
+            if status is None:
+                self.assertIn("beyond its limit", d.log())
         finally:
             d.stop()
             tmp.cleanup()
