@@ -108,3 +108,13 @@ struct event_base *common_front_end_base_new(void)
     event_config_free(cfg);
     return base;
 }
+
+void common_base_free(struct event_base *base)
+{
+    if (base == NULL)
+        return;
+    /* 1: nothing left pending or active */
+    for (int turn = 0; turn < 8 && event_base_loop(base, EVLOOP_NONBLOCK) == 0; turn++)
+        ;
+    event_base_free(base);
+}

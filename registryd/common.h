@@ -74,6 +74,15 @@ const char *common_method_name(int t);
  * never polled. NULL: out of memory. */
 struct event_base *common_front_end_base_new(void);
 
+/* Frees a loop once everything that owned events on it is gone. A TLS
+ * bufferevent that wrote on the loop's last turn (libevent's OpenSSL
+ * bufferevents always defer their write callback) has that callback queued,
+ * holding a reference on the connection; event_base_free drops queued
+ * callbacks without running them, and the connection, its SSL and buffers
+ * leak. A few non-blocking turns run them, and the finalizers they lead
+ * to, first. NULL: nothing. */
+void common_base_free(struct event_base *base);
+
 /* Before joining a SO_REUSEPORT group (the DNS and HTTP worker threads'
  * listeners), make sure nobody holds the address: another process (of this
  * user) already serving it would otherwise share its traffic with us

@@ -1107,8 +1107,7 @@ static void worker_free(struct dns_worker *w)
         close(w->udp_fd);
     if (w->stop_ev)
         event_free(w->stop_ev);
-    if (w->base)
-        event_base_free(w->base);
+    common_base_free(w->base);
     if (w->cache)
         cache_clear(w);
     strmap_free(w->cache);

@@ -983,8 +983,7 @@ void health_free(struct health *h)
     if (h->resync_ev)
         event_free(h->resync_ev);
     json_decref(h->resync_names);
-    if (h->base)
-        event_base_free(h->base);
+    common_base_free(h->base);
     probe_env_fini(&h->probe_env);
     pthread_mutex_destroy(&h->lock);
     free(h);

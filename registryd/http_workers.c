@@ -195,8 +195,7 @@ void http_workers_free(struct http_workers *all)
         mailbox_free(w->mailbox);
         watch_free(w->watch);
         http_free(w->srv);
-        if (w->base)
-            event_base_free(w->base);
+        common_base_free(w->base);
     }
     http_free(all->w[0].srv);
     http_shared_free(all->shared);

@@ -677,8 +677,7 @@ void server_stop(struct server *s)
     if (s->leaving.retry)
         event_free(s->leaving.retry);
     service_free(s->service);
-    if (s->base)
-        event_base_free(s->base);
+    common_base_free(s->base);
     store_free(s->store);
     recovery_free(s->recovery);
     if (s->lock_fd >= 0)
