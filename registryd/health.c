@@ -596,6 +596,10 @@ static void resync_sid(struct health *h, struct store_read *rd, const char *sid)
 {
     struct resync rs = {h, rd};
     json_t *inst = NULL;
+    /* The common change, an instance without checks (before and after):
+     * nothing to do, known without decoding its record */
+    if (strmap_get(h->by_sid, sid) == NULL && !store_instance_may_have_checks(rd, sid))
+        return;
     h->generation++;
     if (store_get_instance(rd, sid, &inst) == 0) {
         resync_instance(inst, &rs);

@@ -2164,6 +2164,23 @@ int store_instance_checks(struct store_read *r, const char *service_id, json_t *
     return 0;
 }
 
+bool store_instance_may_have_checks(struct store_read *r, const char *service_id)
+{
+    MDB_cursor *cur;
+    if (mdb_cursor_open(r->txn, r->s->dbi[DB_SVC_CHECKS], &cur) != 0)
+        return true;
+    MDB_val k = val_str(service_id), v;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    bool may = rc != MDB_NOTFOUND;
+    if (!may) { /* any node's checks: keys "_node:..." */
+        k = val_str("_node:");
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        may = rc != MDB_NOTFOUND && (rc != 0 || (k.mv_size >= 6 && memcmp(k.mv_data, "_node:", 6) == 0));
+    }
+    mdb_cursor_close(cur);
+    return may;
+}
+
 int store_each_node(struct store_read *r, store_json_cb cb, void *arg)
 {
     MDB_cursor *cur;

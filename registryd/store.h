@@ -149,6 +149,10 @@ int store_each_check_state(struct store_read *r, const char *state, store_json_c
 /* The checks of one instance as a new JSON array (sorted by CheckID), then
  * the checks of its node (node-level checks: ServiceID ""). */
 int store_instance_checks(struct store_read *r, const char *service_id, json_t **out);
+/* False only when store_instance_checks would list nothing for the
+ * instance: it has no checks of its own and no node has any (asked without
+ * decoding a record; true when unsure). */
+bool store_instance_may_have_checks(struct store_read *r, const char *service_id);
 /* The record of the server whose raft address is raft_addr ({ID, Raft,
  * HTTP}, a new reference); REG_ENOTFOUND if it never announced itself. */
 int store_get_server(struct store_read *r, const char *raft_addr, json_t **out);

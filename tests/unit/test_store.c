@@ -121,6 +121,47 @@ static void test_register_and_indexes(void **state)
     assert_int_equal(count_instances(f->s, NULL), 2);
 }
 
+/* The checker's shortcut: an instance without checks (its own or any
+ * node's) is known as such without decoding a record. */
+static bool may_have_checks(struct store *s, const char *id)
+{
+    struct store_read *r;
+    assert_int_equal(store_read_begin(s, &r), 0);
+    bool may = store_instance_may_have_checks(r, id);
+    store_read_end(r);
+    return may;
+}
+
+static void test_instance_may_have_checks(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("web-1", "web", "service:web-1"), &chg),
+                     0);
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("db-1", "db", NULL), &chg), 0);
+    assert_true(may_have_checks(f->s, "web-1"));
+    assert_false(may_have_checks(f->s, "db-1"));
+    assert_false(may_have_checks(f->s, "nosuch"));
+    /* a check registered later, then the instance again without it */
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("db-1", "db", "service:db-1"), &chg), 0);
+    assert_true(may_have_checks(f->s, "db-1"));
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("db-1", "db", NULL), &chg), 0);
+    assert_false(may_have_checks(f->s, "db-1"));
+    /* a node's check counts for the instances on it (any node: unsure) */
+    json_t *nc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{}}", "CheckID", "n1-alive",
+                           "Name", "alive", "Status", "critical", "Notes", "", "Output", "",
+                           "ServiceID", "", "ServiceName", "", "Type", "", "Definition");
+    assert_int_equal(apply(f->s, CMD_NODE, json_pack("{s:s, s:[o], s:b}", "Node", "n1", "Put", nc,
+                                                     "SetStatus", 1),
+                           &chg),
+                     0);
+    assert_true(may_have_checks(f->s, "db-1"));
+    assert_int_equal(
+        apply(f->s, CMD_NODE, json_pack("{s:s, s:[s]}", "Node", "n1", "Delete", "n1-alive"), &chg),
+        0);
+    assert_false(may_have_checks(f->s, "db-1"));
+}
+
 /* A reset handle, renewed, reads the store as it is then (the DNS workers
  * keep one per thread). */
 static void test_read_reset_renew(void **state)
@@ -828,6 +869,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_register_and_indexes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_instance_may_have_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_reset_renew, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_update_only_on_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reregister_keeps_status_and_moves_name, setup,
