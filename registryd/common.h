@@ -10,6 +10,10 @@
 #ifndef REGISTRYD_COMMON_H
 #define REGISTRYD_COMMON_H
 
+/* Front-end threads serving HTTP at most (http_workers): each holds an
+ * LMDB reader slot and two listener entries (http_guard.c). */
+#define REG_MAX_HTTP_WORKERS 64
+
 struct event_base;
 struct evhttp_connection;
 

@@ -1051,9 +1051,9 @@ static int check_combinations(struct conf *c, char *err, size_t errlen)
                  c->cluster_key_file);
         return REG_ECONFIG;
     }
-    if (c->http_workers > CONF_MAX_HTTP_WORKERS) {
+    if (c->http_workers > REG_MAX_HTTP_WORKERS) {
         snprintf(err, errlen, "http_workers: %u is more than %d", c->http_workers,
-                 CONF_MAX_HTTP_WORKERS);
+                 REG_MAX_HTTP_WORKERS);
         return REG_ECONFIG;
     }
     if (c->dns_workers > CONF_MAX_WORKERS) {
@@ -1097,7 +1097,7 @@ int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_
         c->dns_workers = cpus < 1 ? 1 : cpus > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : (unsigned)cpus;
     if (c->http_workers == 0)
         c->http_workers = cpus < 1                         ? 1
-                          : cpus > CONF_MAX_HTTP_WORKERS ? CONF_MAX_HTTP_WORKERS
+                          : cpus > REG_MAX_HTTP_WORKERS ? REG_MAX_HTTP_WORKERS
                                                          : (unsigned)cpus;
     return default_node_name(c);
 }

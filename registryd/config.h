@@ -30,7 +30,6 @@
  * strings (ADDRLIST: "a,b"; KVLIST: "k:v" lines).
  */
 #define CONF_MAX_WORKERS 256 /* front-end threads of one kind (each holds an LMDB reader) */
-#define CONF_MAX_HTTP_WORKERS 64 /* HTTP_MAX_WORKERS (http_api.h) */
 
 struct conf {
     char *config_file; /* --config (flag only) */
@@ -65,7 +64,7 @@ struct conf {
     bool dns_enable_truncate;
     char *dns_server_service;
     unsigned dns_workers; /* 1..CONF_MAX_WORKERS; default: online CPUs */
-    unsigned http_workers; /* 1..CONF_MAX_HTTP_WORKERS; default: online CPUs */
+    unsigned http_workers; /* 1..REG_MAX_HTTP_WORKERS; default: online CPUs */
     bool enable_script_checks;
     unsigned check_max_concurrent;
     uint64_t check_update_interval_ms;

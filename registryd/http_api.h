@@ -32,9 +32,6 @@ struct http_shared;
 struct mailbox;
 struct cluster_link;
 
-/* Front-end threads serving HTTP at most (http_workers). */
-#define HTTP_MAX_WORKERS 64
-
 struct http_options {
     const char *addr;        /* listen "host:port" (plain HTTP), or NULL */
     const char *https_addr;  /* listen "host:port" (HTTPS, tls_api_ctx()), or NULL */

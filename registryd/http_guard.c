@@ -115,7 +115,7 @@ struct http_guard {
 
 /* evconnlistener's error callback gets evhttp's argument, not ours: find
  * the guard by its listener (a registryd has one or two). */
-#define GUARD_LISTENERS 160 /* two per HTTP worker (HTTP_MAX_WORKERS), and spare */
+#define GUARD_LISTENERS 160 /* two per HTTP worker (REG_MAX_HTTP_WORKERS), and spare */
 static struct {
     struct evconnlistener *l;
     struct http_guard *g;

@@ -123,8 +123,8 @@ static int worker_start(struct http_workers *all, unsigned i, const struct http_
 int http_workers_start(const struct http_options *opt, unsigned n, struct http_workers **out,
                        char *err, size_t errlen)
 {
-    if (n < 1 || n > HTTP_MAX_WORKERS) {
-        snprintf(err, errlen, "http_workers: %u is not within 1..%d", n, HTTP_MAX_WORKERS);
+    if (n < 1 || n > REG_MAX_HTTP_WORKERS) {
+        snprintf(err, errlen, "http_workers: %u is not within 1..%d", n, REG_MAX_HTTP_WORKERS);
         return REG_EINVAL;
     }
     struct http_workers *all = calloc(1, sizeof(*all) + n * sizeof(all->w[0]));

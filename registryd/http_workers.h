@@ -23,7 +23,7 @@
 struct http_workers;
 struct store_change;
 
-/* Start n servers (1..HTTP_MAX_WORKERS) from opt (worker 0's: base, watch
+/* Start n servers (1..REG_MAX_HTTP_WORKERS) from opt (worker 0's: base, watch
  * and link of the main loop). 0, or REG_EIO / REG_EINVAL / REG_ENOMEM with
  * err set. */
 int http_workers_start(const struct http_options *opt, unsigned n, struct http_workers **out,

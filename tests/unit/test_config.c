@@ -63,7 +63,7 @@ static void test_defaults(void **state)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     assert_int_equal(c.dns_workers, cpus < 1 ? 1 : cpus > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : cpus);
     assert_int_equal(c.http_workers, cpus < 1                        ? 1
-                                     : cpus > CONF_MAX_HTTP_WORKERS ? CONF_MAX_HTTP_WORKERS
+                                     : cpus > REG_MAX_HTTP_WORKERS ? REG_MAX_HTTP_WORKERS
                                                                     : cpus);
     conf_fini(&c);
 }
