@@ -106,17 +106,24 @@ static int worker_start(struct http_workers *all, unsigned i, const struct http_
     o.watch = w->watch;
     o.mailbox = w->mailbox;
     o.link = w->link;
-    int rc = http_start(&o, &w->srv, err, errlen);
-    if (rc != 0)
-        return rc;
-    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
-        snprintf(err, errlen, "HTTP worker %u: cannot start its thread", i);
-        return REG_ENOMEM;
+    return http_start(&o, &w->srv, err, errlen);
+}
+
+int http_workers_serve(struct http_workers *all, char *err, size_t errlen)
+{
+    for (unsigned i = 1; i < all->n; i++) {
+        struct worker *w = &all->w[i];
+        if (w->running)
+            continue;
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            snprintf(err, errlen, "HTTP worker %u: cannot start its thread", i);
+            return REG_ENOMEM;
+        }
+        w->running = true;
+        char name[16];
+        snprintf(name, sizeof(name), "http-%u", i);
+        pthread_setname_np(w->thread, name); /* for top -H and the tests */
     }
-    w->running = true;
-    char name[16];
-    snprintf(name, sizeof(name), "http-%u", i);
-    pthread_setname_np(w->thread, name); /* for top -H and the tests */
     return 0;
 }
 

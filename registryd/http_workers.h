@@ -28,6 +28,12 @@ struct store_change;
  * err set. */
 int http_workers_start(const struct http_options *opt, unsigned n, struct http_workers **out,
                        char *err, size_t errlen) REG_MUSTCHECK;
+/* Start workers 1..n-1's threads: the last step of start-up. Their
+ * listeners are bound from http_workers_start (an address in use is an
+ * error there) but nothing is accepted before this, so that an answer over
+ * HTTP means the server is up: its DNS listening, its signals handled.
+ * Worker 0 serves once the main loop runs. 0, or REG_ENOMEM with err. */
+int http_workers_serve(struct http_workers *w, char *err, size_t errlen) REG_MUSTCHECK;
 /* Wake the blocking queries chg concerns on workers 1..n-1 (worker 0's
  * watch is the caller's). */
 void http_workers_notify(struct http_workers *w, const struct store_change *chg);

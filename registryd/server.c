@@ -4,7 +4,9 @@
  *   -> store -> raft (a single server waits until it leads and has replayed
  *   its log; a cluster member starts raft from the formation thread)
  *   -> checker -> HTTP -> DNS -> signals -> formation (the others must reach
- *   this server's HTTP API before it can form a cluster) -> "ready".
+ *   this server's HTTP API before it can form a cluster) -> HTTP worker
+ *   threads -> "ready" (an HTTP answer before then would come from a server
+ *   whose DNS is not listening yet and that SIGTERM would kill outright).
  * Stopping goes in reverse: the checker first (it submits to the cluster),
  * parked blocking queries are answered while the cluster can still say who
  * leads, then the cluster, the front end and the store.
@@ -617,6 +619,11 @@ int server_start(struct conf *conf, int argc, char **argv, struct server **out)
         (rc = install_signals(s, argc, argv)) != 0 ||
         (s->clustered && (rc = start_formation(s)) != 0))
         return rc;
+    char err[256];
+    if ((rc = http_workers_serve(s->http, err, sizeof(err))) != 0) {
+        log_error("http", "msg=\"cannot start the HTTP workers\" error=\"%s\"", err);
+        return rc;
+    }
     service_ready("serving");
     log_info("server", "msg=\"ready\" version=%s node=%s http_addr=%s https_addr=%s data_dir=%s%s",
              REGISTRYD_VERSION, conf->node, conf->http_addr ? conf->http_addr : "off",

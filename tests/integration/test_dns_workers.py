@@ -101,6 +101,32 @@ class DnsWorkersTest(unittest.TestCase):
         finally:
             d.stop()
 
+    def test_http_answers_only_once_started(self):
+        """The first HTTP answer comes from a server that is up: its DNS
+        threads serve and SIGTERM stops it cleanly. HTTP worker threads
+        used to serve from their creation, before the DNS threads and the
+        signal handlers existed: a test that asked for the DNS threads then
+        found none, and a SIGTERM then killed the server (status -15)."""
+        for round_ in range(int(os.environ.get("ROUNDS", "8"))):
+            d = Registryd(extra_args=["--dns-workers", str(WORKERS), "--http-workers", "2"])
+            d.start(wait=False)
+            try:
+                deadline = time.monotonic() + 30
+                while True:
+                    self.assertLess(time.monotonic(), deadline, d.log())
+                    self.assertIsNone(d.proc.poll(), d.log())
+                    try:
+                        with socket.create_connection(("127.0.0.1", d.port), timeout=2) as c:
+                            c.sendall(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n")
+                            if c.recv(100).startswith(b"HTTP/1.1 200"):
+                                break
+                    except OSError:
+                        pass
+                    time.sleep(0.001)
+                self.assertEqual(sorted(dns_threads(d.proc.pid)), ["dns-0", "dns-1"], round_)
+            finally:
+                d.stop()  # status 0: SIGTERM handled
+
     def run_concurrent(self, d):
         n = 30
         w = Writes()
