@@ -167,19 +167,6 @@ static struct cache_entry *lookup(struct http_cache *c, const char *key, uint64_
     return e;
 }
 
-bool http_cache_get(struct http_cache *c, const char *key, uint64_t index, const char **body,
-                    size_t *len)
-{
-    pthread_mutex_lock(&c->lock);
-    struct cache_entry *e = lookup(c, key, index);
-    if (e != NULL) {
-        *body = e->body->text;
-        *len = e->len;
-    }
-    pthread_mutex_unlock(&c->lock);
-    return e != NULL;
-}
-
 bool http_cache_get_shared(struct http_cache *c, const char *key, uint64_t index,
                            const char **body, size_t *len, void **ref)
 {

@@ -6,8 +6,7 @@
  * used out first; an answer larger than the whole budget is not kept.
  *
  * Threads: one cache for every HTTP worker thread: each call takes the
- * cache's mutex, and a shared body is released from any thread. Only
- * http_cache_get (borrowed bodies) is for a cache that one thread uses.
+ * cache's mutex, and a shared body is released from any thread.
  */
 #ifndef REGISTRYD_HTTP_CACHE_H
 #define REGISTRYD_HTTP_CACHE_H
@@ -33,12 +32,8 @@ struct http_cache_stats {
 int http_cache_new(size_t max_bytes, struct http_cache **out) REG_MUSTCHECK;
 void http_cache_free(struct http_cache *c);
 
-/* The answer cached for key at index: true with *body and *len set (borrowed,
- * valid until the next http_cache_put or http_cache_free), else false. */
-bool http_cache_get(struct http_cache *c, const char *key, uint64_t index, const char **body,
-                    size_t *len);
-
-/* The same, and the body stays valid, whatever the cache does, until
+/* The answer cached for key at index: true with *body and *len set, else
+ * false. The body stays valid, whatever the cache does, until
  * http_cache_release(*ref): a reply may send it without a copy. */
 bool http_cache_get_shared(struct http_cache *c, const char *key, uint64_t index,
                            const char **body, size_t *len, void **ref);
