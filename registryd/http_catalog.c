@@ -379,7 +379,7 @@ static int read_health_node(struct http_req *r, struct store_read *rd, json_t **
     struct walk w = {r, rd, json_array()};
     if (inst != NULL) {
         json_array_append_new(w.out, render_serf_check(r->srv, inst));
-        store_each_check(rd, add_node_level_check, &w);
+        store_each_node_check(rd, r->arg, add_node_level_check, &w);
         store_each_instance_on(rd, r->arg, add_node_checks, &w);
     }
     json_decref(nodes);

@@ -103,7 +103,10 @@ int probe_alias_start(struct event_base *base, struct store *store, json_t *def,
         json_decref(inst);
     } else {
         struct node_checks n = {node, json_array()};
-        store_each_check(rd, collect, &n);
+        if (node != NULL && *node != '\0')
+            store_each_node_check(rd, node, collect, &n);
+        else
+            store_each_check(rd, collect, &n);
         a->status = worst(n.out, node ? node : "");
         snprintf(a->output, sizeof(a->output), a->status == 0 ? "All checks passing."
                                                               : "Aliased node %s is failing",

@@ -2138,6 +2138,13 @@ int store_each_check_state(struct store_read *r, const char *state, store_json_c
     return each_indexed(r, DB_BY_STATE, state, DB_CHECKS, cb, arg);
 }
 
+int store_each_node_check(struct store_read *r, const char *node, store_json_cb cb, void *arg)
+{
+    char key[NODE_KEY_MAX];
+    node_key(key, "_node:", node);
+    return each_indexed(r, DB_SVC_CHECKS, key, DB_CHECKS, cb, arg);
+}
+
 int store_each_instance_on(struct store_read *r, const char *node, store_json_cb cb, void *arg)
 {
     return each_indexed(r, DB_NODE_INSTS, node, DB_SERVICES, cb, arg);

@@ -146,6 +146,9 @@ int store_each_check(struct store_read *r, store_json_cb cb, void *arg);
  * CheckID: what store_each_check would give that is in state, at the cost
  * of those alone. */
 int store_each_check_state(struct store_read *r, const char *state, store_json_cb cb, void *arg);
+/* The node-level checks (ServiceID "") of node, by CheckID: what
+ * store_each_check gives for that node, at the cost of those alone. */
+int store_each_node_check(struct store_read *r, const char *node, store_json_cb cb, void *arg);
 /* The checks of one instance as a new JSON array (sorted by CheckID), then
  * the checks of its node (node-level checks: ServiceID ""). */
 int store_instance_checks(struct store_read *r, const char *service_id, json_t **out);

@@ -3,6 +3,7 @@
 ?filter=, ?node-meta= as Prometheus's consul_sd sends it, check ids, snake_case
 bodies, ...) answered as Consul answers them, against a real registryd."""
 import json
+import time
 import unittest
 import urllib.parse
 
@@ -550,6 +551,36 @@ class CompatTest(unittest.TestCase):
         self.wait_status("service:frontend-1", "passing", output="passing")
         self.put("/v1/agent/service/deregister/backend-1")
         self.wait_status("service:frontend-1", "critical", output="could not be found")
+        # AliasNode: the node's own checks (read from the node's index),
+        # not another node's, nor a service's on that node (the nodes go
+        # after: the other tests of this server list its nodes)
+        for node in ("db-node", "other-node"):
+            self.addCleanup(self.put, "/v1/catalog/deregister", {"Node": node})
+        self.addCleanup(self.put, "/v1/agent/service/deregister/dbwatch-1")
+        self.put("/v1/catalog/register", {
+            "Node": "db-node", "Address": "10.1.1.1",
+            "Check": {"CheckID": "db-alive", "Name": "alive", "Status": "critical"}})
+        self.put("/v1/catalog/register", {
+            "Node": "other-node", "Address": "10.1.1.2",
+            "Check": {"CheckID": "other-alive", "Name": "alive", "Status": "passing"}})
+        self.put("/v1/agent/service/register", {
+            "Name": "dbwatch", "ID": "dbwatch-1",
+            "Check": {"Name": "db node", "AliasNode": "db-node"}})
+        self.wait_status("service:dbwatch-1", "critical", output="db-node")
+        self.put("/v1/catalog/register", {
+            "Node": "db-node", "Address": "10.1.1.1",
+            "Service": {"Service": "db", "ID": "db-1"},
+            "Check": {"CheckID": "db-svc", "Name": "svc", "Status": "critical",
+                      "ServiceID": "db-1"}})
+        self.put("/v1/catalog/register", {
+            "Node": "db-node", "Address": "10.1.1.1",
+            "Check": {"CheckID": "db-alive", "Name": "alive", "Status": "passing"}})
+        self.wait_status("service:dbwatch-1", "passing", output="passing")
+        self.put("/v1/catalog/register", {
+            "Node": "other-node", "Address": "10.1.1.2",
+            "Check": {"CheckID": "other-alive", "Name": "alive", "Status": "critical"}})
+        time.sleep(1.5)
+        self.wait_status("service:dbwatch-1", "passing", output="passing")
 
 
 class ScriptCheckTest(unittest.TestCase):

@@ -412,6 +412,20 @@ static int collect_check_id(json_t *check, void *arg)
     return 0;
 }
 
+/* Node-level checks (ServiceID ""): their IDs by node. */
+static int collect_node_level(json_t *check, void *arg)
+{
+    json_t *by_node = arg;
+    const char *sid = json_string_value(json_object_get(check, "ServiceID"));
+    const char *node = json_string_value(json_object_get(check, "Node"));
+    if (sid != NULL && *sid == '\0' && node != NULL) {
+        if (json_object_get(by_node, node) == NULL)
+            json_object_set_new(by_node, node, json_array());
+        json_array_append(json_object_get(by_node, node), json_object_get(check, "CheckID"));
+    }
+    return 0;
+}
+
 struct walk_names {
     struct store_read *r;
     json_t *out;
@@ -627,6 +641,22 @@ static void assert_indexes_right(struct store *s)
     json_decref(nw.first);
     json_decref(got_nodes);
     json_decref(all.arr);
+    /* each node's own checks, from the index as from a walk of them all */
+    json_t *node_level = json_object();
+    assert_int_equal(store_each_check(r, collect_node_level, node_level), 0);
+    json_object_foreach(node_level, node, first)
+    {
+        json_t *got_ids = json_object();
+        assert_int_equal(store_each_node_check(r, node, collect_node_level, got_ids), 0);
+        assert_true(json_equal(first, json_object_get(got_ids, node)));
+        assert_int_equal(json_object_size(got_ids), 1);
+        json_decref(got_ids);
+    }
+    json_t *none = json_object();
+    assert_int_equal(store_each_node_check(r, "no-such-node", collect_node_level, none), 0);
+    assert_int_equal(json_object_size(none), 0);
+    json_decref(none);
+    json_decref(node_level);
     store_read_end(r);
     char *want = json_dumps(w.out, JSON_COMPACT), *got = indexed_listing(s),
          *text = summary_listing(s);
