@@ -642,6 +642,8 @@ struct node_find {
     const char *name; /* lower case */
     char addr[STORE_NAME_MAX + 1];
     bool found;
+    bool all;                          /* look at every record given, keep the */
+    char min_id[STORE_NAME_MAX + 1];   /* one of the smallest instance ID */
 };
 
 static int find_node(json_t *rec, void *arg)
@@ -649,26 +651,38 @@ static int find_node(json_t *rec, void *arg)
     struct node_find *f = arg;
     const char *node = json_string_value(json_object_get(rec, "Node"));
     const char *addr = json_string_value(json_object_get(rec, "NodeAddress"));
+    const char *id = json_string_value(json_object_get(rec, "ID"));
     if (node == NULL || addr == NULL || strcasecmp(node, f->name) != 0)
         return 0;
+    if (f->all && f->found && (id == NULL || strcmp(id, f->min_id) >= 0))
+        return 0;
     snprintf(f->addr, sizeof(f->addr), "%s", addr);
+    snprintf(f->min_id, sizeof(f->min_id), "%s", id ? id : "");
     f->found = true;
-    return 1;
+    return f->all ? 0 : 1;
 }
 
 /* NODE.node[.DC].DOMAIN: the node's address. */
 static void answer_node(struct answer *a, struct store_read *rd, const char *name)
 {
     struct dns_server *s = a->s;
-    struct node_find f = {name, "", false};
+    struct node_find f = {.name = name};
     if (s->opt.node != NULL && strcasecmp(name, s->opt.node) == 0) {
         snprintf(f.addr, sizeof(f.addr), "%s", s->opt.node_addr);
         f.found = true;
     }
     if (!f.found)
         store_each_node(rd, find_node, &f);
+    /* A node some instance is on: its instance of the smallest ID gives
+     * the address. DNS names ignore case, node names do not: a node named
+     * as asked (lower case, the common case) is one index lookup; else
+     * every node is looked at (one instance each), never every instance. */
     if (!f.found)
-        store_each_instance(rd, NULL, find_node, &f);
+        store_each_instance_on(rd, name, find_node, &f);
+    if (!f.found) {
+        f.all = true;
+        store_each_node_instance(rd, find_node, &f);
+    }
     if (!f.found) {
         a->rcode = DNS_NXDOMAIN;
         return;

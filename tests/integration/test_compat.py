@@ -694,6 +694,16 @@ class NodeMetaClusterTest(unittest.TestCase):
                 self.assertEqual(rows[0]["NodeMeta"], {"zone": "z1"})
                 code, text = d.request("GET", "/v1/catalog/service/fwd?stale&node-meta=zone:z1")
                 self.assertEqual(len(json.loads(text)), 1)
+            # the follower's node in DNS on the others: a node known from the
+            # instances on it (no catalog record), by the node index, in any case
+            from test_dns import answers, dig
+            name = "s%d" % servers.index(follower)
+            for d in servers:
+                if d is follower:
+                    continue
+                for asked in (name, name.upper()):
+                    out = dig(d.dns_port, "%s.node.registry." % asked)
+                    self.assertEqual(answers(out, "A"), ["127.0.0.1"], out)
         finally:
             for d in servers:
                 d.stop(check=False)
