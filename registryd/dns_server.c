@@ -779,7 +779,9 @@ static void answer_ptr(struct answer *a, struct store_read *rd, const char *qnam
         json_object_set_new(p.names, target, json_true());
     }
     store_each_node(rd, find_ptr, &p);
-    store_each_instance(rd, NULL, find_ptr, &p);
+    char text[INET6_ADDRSTRLEN]; /* the instances at that address, from their index */
+    if (inet_ntop(p.family, p.ip, text, sizeof(text)) != NULL)
+        store_each_instance_at(rd, text, find_ptr, &p);
     if (json_object_size(p.names) == 0) {
         a->rcode = DNS_NXDOMAIN;
     } else if (a->q->qtype == DNS_PTR || a->q->qtype == DNS_ANY) {

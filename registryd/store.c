@@ -5,6 +5,7 @@
  */
 #include "store.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <lmdb.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@ enum store_db {
     DB_NAME_TAGS,           /* name "\0" tag -> instance ID "\0" u32 position (dupsort) */
     DB_NODE_INSTS,          /* node -> IDs of the instances on it (dupsort) */
     DB_NAME_SUMMARY,        /* name -> its tags as a JSON array, in listing order */
+    DB_ADDR_INSTS,          /* IP address (binary) -> IDs of the instances at it (dupsort) */
     DB_DERIVED,             /* "version" -> u32: what the two above were built as */
     DB_ALL
 };
@@ -55,6 +57,7 @@ static const struct {
     [DB_NAME_TAGS] = {"name_tags", MDB_DUPSORT},
     [DB_NODE_INSTS] = {"node_insts", MDB_DUPSORT},
     [DB_NAME_SUMMARY] = {"name_summary", 0},
+    [DB_ADDR_INSTS] = {"addr_insts", MDB_DUPSORT},
     [DB_DERIVED] = {"derived", 0},
 };
 
@@ -565,13 +568,16 @@ static int cmp_tag_first(const void *pa, const void *pb)
  *              first value is the smallest, the instance a walk of every
  *              instance by ID meets first on that node (GET
  *              /v1/catalog/nodes and the node routes show nodes through it).
+ *   addr_insts an IP address (a family byte, 4 or 6, then its 4 or 16
+ *              bytes) -> the IDs of the instances whose Address or
+ *              NodeAddress is it, as inet_pton reads them (reverse DNS).
  * Every write path keeps them in the same transaction as the records. They
  * are not in snapshots (snapshot.h's tables): a restore rebuilds them, and
  * so does store_open for a kept file built without them (derived "version"
  * absent or older) or written to since they were last right (derived
  * "index", set at a clean stop, is not the store's index: an older
  * registryd kept the file and wrote to it). */
-#define STORE_DERIVED_VERSION 3
+#define STORE_DERIVED_VERSION 4
 #define TAG_OVERFLOW '\xff'
 
 static const char *const check_states[] = {"passing", "warning", "critical"};
@@ -847,11 +853,71 @@ static int node_file(struct store *s, MDB_txn *txn, const char *node, size_t nle
     return rc == MDB_KEYEXIST || rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+/* The addr_insts key of an address as text (len bytes): its size, 0 when
+ * it is not an IP address. */
+static size_t addr_key(const char *text, size_t len, unsigned char key[17])
+{
+    char buf[INET6_ADDRSTRLEN];
+    if (len == 0 || len >= sizeof(buf))
+        return 0;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    if (inet_pton(AF_INET, buf, key + 1) == 1) {
+        key[0] = 4;
+        return 5;
+    }
+    if (inet_pton(AF_INET6, buf, key + 1) == 1) {
+        key[0] = 6;
+        return 17;
+    }
+    return 0;
+}
+
+/* File (add) or unfile instance id under an address (nothing when it is
+ * not an IP address). */
+static int addr_file(struct store *s, MDB_txn *txn, const char *addr, size_t alen, const char *id,
+                     size_t idlen, bool add)
+{
+    unsigned char key[17];
+    size_t klen = addr_key(addr, alen, key);
+    if (klen == 0)
+        return 0;
+    MDB_val k = {klen, key}, v = {idlen, (void *)id};
+    int rc = add ? mdb_put(txn, s->dbi[DB_ADDR_INSTS], &k, &v, MDB_NODUPDATA)
+                 : mdb_del(txn, s->dbi[DB_ADDR_INSTS], &k, &v);
+    return rc == MDB_KEYEXIST || rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* An instance's addresses change from old's to inst's (either NULL):
+ * every old one unfiled first, then every new one filed (an address that
+ * is both the Address and the NodeAddress is one entry). */
+static int addrs_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
+{
+    static const char *const fields[] = {"Address", "NodeAddress"};
+    const char *oid = old ? jstr(old, "ID") : "", *nid = inst ? jstr(inst, "ID") : "";
+    if (old != NULL && inst != NULL && strcmp(oid, nid) == 0 &&
+        strcmp(jstr(old, fields[0]), jstr(inst, fields[0])) == 0 &&
+        strcmp(jstr(old, fields[1]), jstr(inst, fields[1])) == 0)
+        return 0; /* the common re-registration */
+    int rc = 0;
+    for (int i = 0; i < 2 && rc == 0 && old != NULL; i++) {
+        const char *a = jstr(old, fields[i]);
+        rc = addr_file(s, txn, a, strlen(a), oid, strlen(oid), false);
+    }
+    for (int i = 0; i < 2 && rc == 0 && inst != NULL; i++) {
+        const char *a = jstr(inst, fields[i]);
+        rc = addr_file(s, txn, a, strlen(a), nid, strlen(nid), true);
+    }
+    return rc;
+}
+
 /* An instance changes from old (NULL: it is new) to inst (NULL: it goes):
- * its tags and node in the derived indexes. */
+ * its tags, node and addresses in the derived indexes. */
 static int inst_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
 {
     int rc = tags_move(s, txn, old, inst);
+    if (rc == 0)
+        rc = addrs_move(s, txn, old, inst);
     const char *on = old ? jstr(old, "Node") : "", *nn = inst ? jstr(inst, "Node") : "";
     const char *oid = old ? jstr(old, "ID") : "", *nid = inst ? jstr(inst, "ID") : "";
     if (rc != 0 || (strcmp(on, nn) == 0 && strcmp(oid, nid) == 0))
@@ -945,10 +1011,10 @@ static bool scan_skip(struct scan *c)
 }
 
 struct scanned {
-    struct store_str service, status, node;
+    struct store_str service, status, node, addr, node_addr;
     struct store_str tags[32];
     size_t ntags;
-    bool has_service, has_status, has_tags, has_node;
+    bool has_service, has_status, has_tags, has_node, has_addr, has_node_addr;
 };
 
 /* The top-level Service, Status and Tags of a record, when plain. */
@@ -969,6 +1035,8 @@ static bool scan_record(const void *buf, size_t len, struct scanned *out)
         bool is_service = key.len == 7 && memcmp(key.p, "Service", 7) == 0;
         bool is_status = key.len == 6 && memcmp(key.p, "Status", 6) == 0;
         bool is_node = key.len == 4 && memcmp(key.p, "Node", 4) == 0;
+        bool is_addr = key.len == 7 && memcmp(key.p, "Address", 7) == 0;
+        bool is_naddr = key.len == 11 && memcmp(key.p, "NodeAddress", 11) == 0;
         if (key.len == 4 && memcmp(key.p, "Tags", 4) == 0) {
             if (out->has_tags || !scan_char(&c, '['))
                 return false;
@@ -982,13 +1050,17 @@ static bool scan_record(const void *buf, size_t len, struct scanned *out)
                 if (!scan_char(&c, ']'))
                     return false;
             }
-        } else if (is_service || is_status || is_node) {
+        } else if (is_service || is_status || is_node || is_addr || is_naddr) {
             struct store_str *v = is_service  ? &out->service
                                   : is_status ? &out->status
-                                              : &out->node;
+                                  : is_node   ? &out->node
+                                  : is_addr   ? &out->addr
+                                              : &out->node_addr;
             bool *has = is_service  ? &out->has_service
                         : is_status ? &out->has_status
-                                    : &out->has_node;
+                        : is_node   ? &out->has_node
+                        : is_addr   ? &out->has_addr
+                                    : &out->has_node_addr;
             if (*has || !scan_string(&c, v, &plain) || !plain)
                 return false;
             *has = true;
@@ -1058,7 +1130,8 @@ static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
     if ((rc = mdb_drop(txn, s->dbi[DB_BY_STATE], 0)) != 0 ||
         (rc = mdb_drop(txn, s->dbi[DB_NAME_TAGS], 0)) != 0 ||
         (rc = mdb_drop(txn, s->dbi[DB_NODE_INSTS], 0)) != 0 ||
-        (rc = mdb_drop(txn, s->dbi[DB_NAME_SUMMARY], 0)) != 0)
+        (rc = mdb_drop(txn, s->dbi[DB_NAME_SUMMARY], 0)) != 0 ||
+        (rc = mdb_drop(txn, s->dbi[DB_ADDR_INSTS], 0)) != 0)
         return rc;
     for (int db = DB_SERVICES; db <= DB_CHECKS; db++) {
         if ((rc = mdb_cursor_open(txn, s->dbi[db], &cur)) != 0)
@@ -1080,6 +1153,11 @@ static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
                                    sc.ntags, true, NULL);
                     if (rc == 0 && sc.has_node)
                         rc = node_file(s, txn, sc.node.p, sc.node.len, key, k.mv_size, true);
+                    if (rc == 0 && sc.has_addr)
+                        rc = addr_file(s, txn, sc.addr.p, sc.addr.len, key, k.mv_size, true);
+                    if (rc == 0 && sc.has_node_addr)
+                        rc = addr_file(s, txn, sc.node_addr.p, sc.node_addr.len, key, k.mv_size,
+                                       true);
                 } else if (sc.status.len < sizeof(status)) {
                     memcpy(status, sc.status.p, sc.status.len);
                     status[sc.status.len] = '\0';
@@ -2138,6 +2216,34 @@ int store_each_check_state(struct store_read *r, const char *state, store_json_c
     return each_indexed(r, DB_BY_STATE, state, DB_CHECKS, cb, arg);
 }
 
+int store_each_instance_at(struct store_read *r, const char *addr, store_json_cb cb, void *arg)
+{
+    unsigned char key[17];
+    size_t klen = addr_key(addr, strlen(addr), key);
+    if (klen == 0)
+        return 0;
+    MDB_cursor *cur;
+    MDB_val k = {klen, key}, v;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_ADDR_INSTS], &cur), stop = 0;
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0 && !stop;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        MDB_val sk = v, sv;
+        if (mdb_get(r->txn, r->s->dbi[DB_SERVICES], &sk, &sv) != 0)
+            continue;
+        json_t *obj = load_record(r->s, r->s->dbi[DB_SERVICES], &sk, &sv);
+        if (obj == NULL)
+            continue;
+        stop = cb(obj, arg);
+        json_decref(obj);
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
 int store_each_node_check(struct store_read *r, const char *node, store_json_cb cb, void *arg)
 {
     char key[NODE_KEY_MAX];
@@ -2488,7 +2594,7 @@ int store_each_node_instance(struct store_read *r, store_json_cb cb, void *arg)
 }
 
 int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_tags,
-                          uint64_t *node_insts, uint64_t *summaries)
+                          uint64_t *node_insts, uint64_t *summaries, uint64_t *addr_insts)
 {
     MDB_txn *txn;
     MDB_stat st;
@@ -2499,6 +2605,7 @@ int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_ta
     *name_tags = mdb_stat(txn, s->dbi[DB_NAME_TAGS], &st) == 0 ? st.ms_entries : 0;
     *node_insts = mdb_stat(txn, s->dbi[DB_NODE_INSTS], &st) == 0 ? st.ms_entries : 0;
     *summaries = mdb_stat(txn, s->dbi[DB_NAME_SUMMARY], &st) == 0 ? st.ms_entries : 0;
+    *addr_insts = mdb_stat(txn, s->dbi[DB_ADDR_INSTS], &st) == 0 ? st.ms_entries : 0;
     mdb_txn_abort(txn);
     return 0;
 }

@@ -170,6 +170,10 @@ int store_each_node_instance(struct store_read *r, store_json_cb cb, void *arg);
 /* The instances registered on node, by ID (what store_each_instance(NULL)
  * gives whose Node is node), at the cost of those alone. */
 int store_each_instance_on(struct store_read *r, const char *node, store_json_cb cb, void *arg);
+/* The instances whose Address or NodeAddress is the IP address addr (text,
+ * compared as an address: "fd00::7" is "fd00:0::7"), by ID, each once; at
+ * the cost of those alone. Nothing for a text that is not an IP address. */
+int store_each_instance_at(struct store_read *r, const char *addr, store_json_cb cb, void *arg);
 
 /* ACL records (acl.h says their shape): kind is "token" or "policy".
  * *out is a new reference; REG_ENOTFOUND if absent. */
@@ -181,9 +185,10 @@ bool store_acl_bootstrapped(struct store_read *r);
 int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t *bytes);
 /* Entries of the derived indexes (for tests: one per check in by_state,
  * one per instance and distinct tag in name_tags, one per instance with a
- * node in node_insts, one per name with tags in summaries). */
+ * node in node_insts, one per name with tags in summaries, one per
+ * instance and IP address of its in addr_insts). */
 int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_tags,
-                          uint64_t *node_insts, uint64_t *summaries);
+                          uint64_t *node_insts, uint64_t *summaries, uint64_t *addr_insts);
 
 /* Every service name that currently has at least one instance. */
 typedef int (*store_name_cb)(const char *name, void *arg);

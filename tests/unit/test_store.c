@@ -1,6 +1,7 @@
 /* Unit tests for store.c: the apply path, indexes, snapshots. Real LMDB in a
  * temporary directory. */
 #define _GNU_SOURCE /* memmem */
+#include <arpa/inet.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -412,6 +413,45 @@ static int collect_check_id(json_t *check, void *arg)
     return 0;
 }
 
+/* Instance IDs by each IP address of theirs (Address, NodeAddress; the
+ * address as inet_ntop writes it), once each. */
+static void file_at(json_t *at, const char *text, const char *id)
+{
+    unsigned char bin[16];
+    char norm[64];
+    int family = inet_pton(AF_INET, text, bin) == 1    ? AF_INET
+                 : inet_pton(AF_INET6, text, bin) == 1 ? AF_INET6
+                                                        : 0;
+    if (family == 0 || inet_ntop(family, bin, norm, sizeof(norm)) == NULL)
+        return;
+    json_t *ids = json_object_get(at, norm);
+    if (ids == NULL)
+        json_object_set_new(at, norm, ids = json_array());
+    size_t n = json_array_size(ids);
+    if (n == 0 || strcmp(json_string_value(json_array_get(ids, n - 1)), id) != 0)
+        json_array_append_new(ids, json_string(id)); /* walked by ID: sorted */
+}
+
+static int collect_at_addr(json_t *inst, void *arg)
+{
+    const char *id = json_string_value(json_object_get(inst, "ID"));
+    const char *a = json_string_value(json_object_get(inst, "Address"));
+    const char *na = json_string_value(json_object_get(inst, "NodeAddress"));
+    if (id == NULL)
+        return 0;
+    if (a != NULL)
+        file_at(arg, a, id);
+    if (na != NULL)
+        file_at(arg, na, id);
+    return 0;
+}
+
+static int collect_id(json_t *inst, void *arg)
+{
+    json_array_append(arg, json_object_get(inst, "ID"));
+    return 0;
+}
+
 /* Node-level checks (ServiceID ""): their IDs by node. */
 static int collect_node_level(json_t *check, void *arg)
 {
@@ -604,9 +644,12 @@ static void assert_indexes_right(struct store *s)
     /* nothing stale left behind either (readers would skip it) */
     struct ids all = {json_array(), NULL};
     assert_int_equal(store_each_check(r, collect_check_id, &all), 0);
-    uint64_t tag_entries = 0, by_state, name_tags, node_insts, summaries, tagged_names = 0;
+    uint64_t tag_entries = 0, by_state, name_tags, node_insts, summaries, tagged_names = 0,
+             addr_insts;
     assert_int_equal(store_each_instance(r, NULL, count_tag_entries, &tag_entries), 0);
-    assert_int_equal(store_derived_entries(s, &by_state, &name_tags, &node_insts, &summaries), 0);
+    assert_int_equal(store_derived_entries(s, &by_state, &name_tags, &node_insts, &summaries,
+                                           &addr_insts),
+                     0);
     const char *nm;
     json_t *tg;
     json_object_foreach(w.out, nm, tg) tagged_names += json_array_size(tg) > 0;
@@ -641,6 +684,27 @@ static void assert_indexes_right(struct store *s)
     json_decref(nw.first);
     json_decref(got_nodes);
     json_decref(all.arr);
+    /* the instances at each IP address, from the index as from a walk */
+    json_t *at = json_object();
+    assert_int_equal(store_each_instance(r, NULL, collect_at_addr, at), 0);
+    size_t addr_entries = 0;
+    const char *addr;
+    json_t *ids;
+    json_object_foreach(at, addr, ids)
+    {
+        json_t *got_ids = json_array();
+        assert_int_equal(store_each_instance_at(r, addr, collect_id, got_ids), 0);
+        assert_true(json_equal(ids, got_ids));
+        addr_entries += json_array_size(ids);
+        json_decref(got_ids);
+    }
+    assert_int_equal(addr_insts, addr_entries);
+    json_t *none_at = json_array();
+    assert_int_equal(store_each_instance_at(r, "not-an-address", collect_id, none_at), 0);
+    assert_int_equal(store_each_instance_at(r, "192.0.2.254", collect_id, none_at), 0);
+    assert_int_equal(json_array_size(none_at), 0);
+    json_decref(none_at);
+    json_decref(at);
     /* each node's own checks, from the index as from a walk of them all */
     json_t *node_level = json_object();
     assert_int_equal(store_each_check(r, collect_node_level, node_level), 0);
@@ -686,6 +750,15 @@ static json_t *reg_tagged(const char *id, const char *name, const char *tags, co
     return args;
 }
 
+static json_t *reg_at(const char *id, const char *node, const char *addr, const char *node_addr)
+{
+    json_t *args = reg_tagged(id, "ip", "[]", node, NULL, NULL);
+    json_t *svc = json_object_get(args, "Service");
+    json_object_set_new(svc, "Address", json_string(addr));
+    json_object_set_new(svc, "NodeAddress", json_string(node_addr));
+    return args;
+}
+
 static void set_status(struct store *s, const char *cid, const char *status)
 {
     struct store_change chg;
@@ -728,6 +801,26 @@ static void test_indexes_follow_every_change(void **state)
     assert_indexes_right(f->s);
     assert_int_equal(
         apply(f->s, CMD_REGISTER, reg_tagged("a-db", "db", "[]", "n2", NULL, NULL), &chg), 0);
+    /* addresses: two of an instance, the same one twice (also as IPv6 text
+     * written two ways), a host name (not indexed), moved, gone */
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_at("ip-1", "n1", "10.0.0.1", "10.0.0.9"), &chg),
+                     0);
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_at("ip-2", "n2", "fd00::7", "fd00:0::7"), &chg),
+                     0);
+    assert_int_equal(
+        apply(f->s, CMD_REGISTER, reg_at("ip-3", "n2", "host.example", "10.0.0.9"), &chg), 0);
+    assert_indexes_right(f->s);
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_at("ip-1", "n1", "10.0.0.9", "10.0.0.9"), &chg),
+                     0);
+    assert_indexes_right(f->s);
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_at("ip-1", "n1", "10.0.0.2", "10.0.0.9"), &chg),
+                     0);
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_at("ip-2", "n2", "fd00::8", "fd00::7"), &chg),
+                     0);
+    assert_indexes_right(f->s);
+    assert_int_equal(
+        apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "ip-3"), &chg), 0);
+    assert_indexes_right(f->s);
     assert_int_equal(
         apply(f->s, CMD_REGISTER,
               reg_tagged("we", "we", "[\"q\\\"uote\",\"\\u00e9\"]", NULL, "c:we", "passing"), &chg),
@@ -735,7 +828,7 @@ static void test_indexes_follow_every_change(void **state)
     assert_indexes_right(f->s);
     char *text = indexed_listing(f->s);
     /* web: web-1 (c, a), web-10 (z, "", c), web-2 (b, a, b) */
-    assert_string_equal(text, "{\"db\":[],\"we\":[\"q\\\"uote\",\"\xc3\xa9\"],"
+    assert_string_equal(text, "{\"db\":[],\"ip\":[],\"we\":[\"q\\\"uote\",\"\xc3\xa9\"],"
                               "\"web\":[\"c\",\"a\",\"z\",\"\",\"b\"]}");
     free(text);
     /* status changes, every way round */
