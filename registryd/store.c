@@ -2173,12 +2173,13 @@ static int each_json(struct store_read *r, MDB_dbi dbi, store_json_cb cb, void *
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
 }
 
-/* The records of table rec whose keys index (dupsort) files under key. */
-static int each_indexed(struct store_read *r, enum store_db index, const char *key,
-                        enum store_db rec, store_json_cb cb, void *arg)
+/* The records of table rec whose keys index (dupsort) files under key
+ * (klen bytes). */
+static int each_indexed_bin(struct store_read *r, enum store_db index, const void *key,
+                            size_t klen, enum store_db rec, store_json_cb cb, void *arg)
 {
     MDB_cursor *cur;
-    MDB_val k = val_str(key), v;
+    MDB_val k = {klen, (void *)key}, v;
     int rc = mdb_cursor_open(r->txn, r->s->dbi[index], &cur), stop = 0;
     if (rc != 0)
         return lmdb_fail("mdb_cursor_open", rc);
@@ -2197,6 +2198,13 @@ static int each_indexed(struct store_read *r, enum store_db index, const char *k
     if (stop)
         return stop;
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
+/* The same for a text key. */
+static int each_indexed(struct store_read *r, enum store_db index, const char *key,
+                        enum store_db rec, store_json_cb cb, void *arg)
+{
+    return each_indexed_bin(r, index, key, strlen(key), rec, cb, arg);
 }
 
 int store_each_instance(struct store_read *r, const char *name, store_json_cb cb, void *arg)
@@ -2220,28 +2228,7 @@ int store_each_instance_at(struct store_read *r, const char *addr, store_json_cb
 {
     unsigned char key[17];
     size_t klen = addr_key(addr, strlen(addr), key);
-    if (klen == 0)
-        return 0;
-    MDB_cursor *cur;
-    MDB_val k = {klen, key}, v;
-    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_ADDR_INSTS], &cur), stop = 0;
-    if (rc != 0)
-        return lmdb_fail("mdb_cursor_open", rc);
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0 && !stop;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
-        MDB_val sk = v, sv;
-        if (mdb_get(r->txn, r->s->dbi[DB_SERVICES], &sk, &sv) != 0)
-            continue;
-        json_t *obj = load_record(r->s, r->s->dbi[DB_SERVICES], &sk, &sv);
-        if (obj == NULL)
-            continue;
-        stop = cb(obj, arg);
-        json_decref(obj);
-    }
-    mdb_cursor_close(cur);
-    if (stop)
-        return stop;
-    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+    return klen == 0 ? 0 : each_indexed_bin(r, DB_ADDR_INSTS, key, klen, DB_SERVICES, cb, arg);
 }
 
 int store_each_node_check(struct store_read *r, const char *node, store_json_cb cb, void *arg)

@@ -4,6 +4,7 @@ loopback ports, HTTP over urllib, registryctl over subprocess.
 Binaries come from the environment (REGISTRYD, REGISTRYCTL, set by CMake) or
 default to the build tree next to this checkout.
 """
+import http.client
 import json
 import os
 import re
@@ -213,6 +214,25 @@ class Registryd:
             if line.startswith(name + " "):
                 return float(line.split()[-1])
         return None
+
+    def park_queries(self, n, connect=None, timeout=10):
+        """Open n connections (connect(): a new http.client connection; plain
+        HTTP to this server by default), each with a blocking query that
+        waits for a change that never comes; return them once the server
+        counts n parked (AssertionError after timeout seconds)."""
+        connect = connect or (lambda: http.client.HTTPConnection("127.0.0.1", self.port,
+                                                                 timeout=30))
+        conns = []
+        for _ in range(n):
+            c = connect()
+            c.request("GET", "/v1/catalog/services?index=100000&wait=60s")
+            conns.append(c)
+        deadline = time.monotonic() + timeout
+        while self.metric("registryd_blocking_queries_parked") < n:
+            if time.monotonic() > deadline:
+                raise AssertionError("%d blocking queries not parked in %ds" % (n, timeout))
+            time.sleep(0.05)
+        return conns
 
     def ctl(self, *args, env=None, stdin=None):
         """Run registryctl against this server: (exit code, stdout, stderr)."""

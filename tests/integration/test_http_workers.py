@@ -199,15 +199,7 @@ class HttpWorkersTest(unittest.TestCase):
 
     def test_sigterm_with_queries_parked_on_the_workers(self):
         d = self.d
-        conns = []
-        for _ in range(20):
-            c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
-            c.request("GET", "/v1/catalog/services?index=100000&wait=60s")
-            conns.append(c)
-        deadline = time.monotonic() + 10
-        while d.metric("registryd_blocking_queries_parked") < 20:
-            self.assertLess(time.monotonic(), deadline)
-            time.sleep(0.05)
+        conns = d.park_queries(20)
         t0 = time.monotonic()
         d.stop()
         self.assertLess(time.monotonic() - t0, 5.0)

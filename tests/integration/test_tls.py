@@ -159,15 +159,8 @@ class HttpsTest(unittest.TestCase):
         connection leaked (LeakSanitizer, checked in tearDown)."""
         d = self.start(extra_args=["--http-workers", "2"])
         ctx = d.ssl_context()
-        conns = []
-        for _ in range(12):
-            c = http.client.HTTPSConnection("127.0.0.1", d.https_port, timeout=30, context=ctx)
-            c.request("GET", "/v1/catalog/services?index=100000&wait=60s")
-            conns.append(c)
-        deadline = time.monotonic() + 10
-        while d.metric("registryd_blocking_queries_parked") < 12:
-            self.assertLess(time.monotonic(), deadline)
-            time.sleep(0.05)
+        conns = d.park_queries(12, lambda: http.client.HTTPSConnection(
+            "127.0.0.1", d.https_port, timeout=30, context=ctx))
         t0 = time.monotonic()
         self.servers.remove(d)
         d.stop()  # clean exit: status 0, no sanitizer report
