@@ -65,13 +65,23 @@ enum hc_status { ST_PASSING = PROBE_PASSING, ST_WARNING = PROBE_WARNING,
                  ST_CRITICAL = PROBE_CRITICAL, ST_NONE = -1 };
 static const char *const status_names[] = {"passing", "warning", "critical"};
 
-struct hcheck {
-    struct health *h;
-    char *id, *service_id, *service_name;
-    json_t *def; /* the stored Definition, to notice re-registrations */
+/* What the checker reads from a check's Definition; compared field by field
+ * to notice a re-registration with another definition. */
+struct hdef {
     enum hc_type type;
     uint64_t interval_ms, timeout_ms, ttl_ms, dereg_ms;
     int succ_before, fail_before;
+};
+
+struct hcheck {
+    struct health *h;
+    char *id, *service_id, *service_name;
+    /* The stored Definition, read. Probes keep its JSON too (def: their
+     * target, headers, ...); a TTL check, most checks of a large registry,
+     * needs only its numbers, so def is NULL there: a copy per check was a
+     * third of the checker's memory. */
+    struct hdef d;
+    json_t *def;
 
     int status;      /* as stored */
     char *output;    /* as stored */
@@ -239,7 +249,7 @@ static void result(struct hcheck *c, int status, char *output)
     c->h->probes++;
     if (c->maint)
         return;
-    if (rules_threshold(&c->run, c->status, status, c->succ_before, c->fail_before))
+    if (rules_threshold(&c->run, c->status, status, c->d.succ_before, c->d.fail_before))
         report(c, status, output);
 }
 
@@ -297,15 +307,15 @@ static void start_probe(struct hcheck *c)
     char out[256];
     h->inflight++;
     c->probe = probe_start(&h->probe_env,
-                           c->type == HC_HTTP  ? PROBE_HTTP
-                           : c->type == HC_UDP    ? PROBE_UDP
-                           : c->type == HC_GRPC   ? PROBE_GRPC
-                           : c->type == HC_H2PING ? PROBE_H2PING
-                           : c->type == HC_SCRIPT ? PROBE_SCRIPT
-                           : c->type == HC_ALIAS  ? PROBE_ALIAS
+                           c->d.type == HC_HTTP  ? PROBE_HTTP
+                           : c->d.type == HC_UDP    ? PROBE_UDP
+                           : c->d.type == HC_GRPC   ? PROBE_GRPC
+                           : c->d.type == HC_H2PING ? PROBE_H2PING
+                           : c->d.type == HC_SCRIPT ? PROBE_SCRIPT
+                           : c->d.type == HC_ALIAS  ? PROBE_ALIAS
                                                   : PROBE_TCP,
                            c->def,
-                           c->timeout_ms, probe_done, c, out, sizeof(out));
+                           c->d.timeout_ms, probe_done, c, out, sizeof(out));
     if (c->probe == NULL)
         probe_done(c, PROBE_CRITICAL, out);
 }
@@ -315,7 +325,7 @@ static void start_probe(struct hcheck *c)
 static void schedule_next(struct hcheck *c)
 {
     uint64_t now = mono_ms();
-    c->due += c->interval_ms;
+    c->due += c->d.interval_ms;
     if (c->due < now)
         c->due = now; /* fell behind: run now rather than in a burst */
     set_timer(c->timer, c->due - now);
@@ -325,7 +335,7 @@ static void schedule_next(struct hcheck *c)
  * the leader, the others on one live server each. */
 static bool checking_here(const struct hcheck *c)
 {
-    return cluster_owns_check(c->h->opt.cluster, c->id, c->type == HC_TTL);
+    return cluster_owns_check(c->h->opt.cluster, c->id, c->d.type == HC_TTL);
 }
 
 static void check_timer(evutil_socket_t fd, short what, void *arg)
@@ -334,13 +344,13 @@ static void check_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (!checking_here(c)) {
-        if (c->type == HC_TTL)
-            set_timer(c->timer, c->ttl_ms); /* a fresh TTL when this server leads */
+        if (c->d.type == HC_TTL)
+            set_timer(c->timer, c->d.ttl_ms); /* a fresh TTL when this server leads */
         else
             schedule_next(c);
         return;
     }
-    if (c->type == HC_TTL) {
+    if (c->d.type == HC_TTL) {
         if (!c->maint) {
             char out[] = "TTL expired";
             report(c, ST_CRITICAL, out);
@@ -459,10 +469,49 @@ static void observe_status(struct hcheck *c, int status, const char *output, boo
     c->output = strdup(output);
 }
 
-static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
+/* Read a stored check's Type and Definition into d (defaults applied).
+ * The store validated both at entry; an unknown type reads as TTL. */
+static void hdef_read(json_t *rec, struct hdef *d)
 {
     json_t *def = json_object_get(rec, "Definition");
     const char *type = json_string_value(json_object_get(rec, "Type"));
+    d->type = strcmp(type, "http") == 0     ? HC_HTTP
+              : strcmp(type, "tcp") == 0    ? HC_TCP
+              : strcmp(type, "udp") == 0    ? HC_UDP
+              : strcmp(type, "grpc") == 0   ? HC_GRPC
+              : strcmp(type, "h2ping") == 0 ? HC_H2PING
+              : strcmp(type, "script") == 0 ? HC_SCRIPT
+              : strcmp(type, "alias") == 0  ? HC_ALIAS
+                                            : HC_TTL;
+    d->interval_ms = def_ms(def, "Interval");
+    d->timeout_ms = def_ms(def, "Timeout");
+    d->ttl_ms = def_ms(def, "TTL");
+    d->dereg_ms = def_ms(def, "DeregisterCriticalServiceAfter");
+    d->succ_before = json_int_or(def, "SuccessBeforePassing", 0);
+    d->fail_before = json_int_or(def, "FailuresBeforeCritical", 0);
+    if (d->timeout_ms == 0)
+        d->timeout_ms = 10000;
+    if (d->type != HC_TTL && d->interval_ms == 0)
+        d->interval_ms = 10000;
+    if (d->type != HC_TTL && d->timeout_ms > d->interval_ms)
+        d->timeout_ms = d->interval_ms;
+}
+
+/* Does the stored check rec still have c's definition? */
+static bool hdef_same(const struct hcheck *c, json_t *rec)
+{
+    struct hdef d;
+    hdef_read(rec, &d);
+    if (d.type != c->d.type || d.interval_ms != c->d.interval_ms ||
+        d.timeout_ms != c->d.timeout_ms || d.ttl_ms != c->d.ttl_ms ||
+        d.dereg_ms != c->d.dereg_ms || d.succ_before != c->d.succ_before ||
+        d.fail_before != c->d.fail_before)
+        return false;
+    return c->def == NULL || json_equal(c->def, json_object_get(rec, "Definition"));
+}
+
+static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
+{
     struct hcheck *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -470,42 +519,24 @@ static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
     c->id = strdup(json_string_value(json_object_get(rec, "CheckID")));
     c->service_id = strdup(json_string_value(json_object_get(rec, "ServiceID")));
     c->service_name = strdup(name);
-    c->def = json_deep_copy(def);
-    c->type = strcmp(type, "http") == 0  ? HC_HTTP
-              : strcmp(type, "tcp") == 0 ? HC_TCP
-              : strcmp(type, "udp") == 0 ? HC_UDP
-              : strcmp(type, "grpc") == 0 ? HC_GRPC
-              : strcmp(type, "h2ping") == 0 ? HC_H2PING
-              : strcmp(type, "script") == 0 ? HC_SCRIPT
-              : strcmp(type, "alias") == 0  ? HC_ALIAS
-                                            : HC_TTL;
-    c->interval_ms = def_ms(def, "Interval");
-    c->timeout_ms = def_ms(def, "Timeout");
-    c->ttl_ms = def_ms(def, "TTL");
-    c->dereg_ms = def_ms(def, "DeregisterCriticalServiceAfter");
-    c->succ_before = json_int_or(def, "SuccessBeforePassing", 0);
-    c->fail_before = json_int_or(def, "FailuresBeforeCritical", 0);
+    hdef_read(rec, &c->d);
+    if (c->d.type != HC_TTL)
+        c->def = json_deep_copy(json_object_get(rec, "Definition"));
     c->pending = ST_NONE;
     c->timer = evtimer_new(h->base, check_timer, c);
-    if (c->id == NULL || c->service_id == NULL || c->service_name == NULL || c->def == NULL ||
-        c->timer == NULL) {
+    if (c->id == NULL || c->service_id == NULL || c->service_name == NULL ||
+        (c->d.type != HC_TTL && c->def == NULL) || c->timer == NULL) {
         check_free(c);
         return NULL;
     }
-    if (c->timeout_ms == 0)
-        c->timeout_ms = 10000;
-    if (c->type != HC_TTL && c->interval_ms == 0)
-        c->interval_ms = 10000;
-    if (c->type != HC_TTL && c->timeout_ms > c->interval_ms)
-        c->timeout_ms = c->interval_ms;
     observe_status(c, parse_status(json_string_value(json_object_get(rec, "Status"))),
                    json_string_value(json_object_get(rec, "Output")) ?: "", true);
     uint64_t now = mono_ms();
     log_debug("health", "msg=\"check added\" check=%s status=%s", c->id, status_names[c->status]);
-    if (c->type == HC_TTL) {
-        set_timer(c->timer, c->ttl_ms);
+    if (c->d.type == HC_TTL) {
+        set_timer(c->timer, c->d.ttl_ms);
     } else {
-        c->due = now + next_rand(h) % c->interval_ms; /* spread over the interval */
+        c->due = now + next_rand(h) % c->d.interval_ms; /* spread over the interval */
         set_timer(c->timer, c->due - now);
     }
     return c;
@@ -548,7 +579,7 @@ static int resync_instance(json_t *inst, void *arg)
              strcmp(type, "alias") != 0))
             continue;
         struct hcheck *c = strmap_get(h->by_id, cid);
-        if (c && (!json_equal(c->def, json_object_get(rec, "Definition")) ||
+        if (c && (!hdef_same(c, rec) ||
                   strcmp(c->service_name, name) != 0 ||
                   strcmp(c->service_id, sid) != 0)) {
             check_remove(h, c); /* re-registered with another definition */
@@ -574,7 +605,7 @@ static int resync_instance(json_t *inst, void *arg)
             }
             c->sid_next = l->head;
             l->head = c;
-            if (c->dereg_ms > 0)
+            if (c->d.dereg_ms > 0)
                 strmap_put(h->with_dereg, c->id, c);
         } else {
             observe_status(c, parse_status(json_string_value(json_object_get(rec, "Status"))),
@@ -725,9 +756,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         struct hmsg *m = queue_entry(n, struct hmsg, qn);
         if (m->touch) {
             struct hcheck *c = strmap_get(h->by_id, m->key);
-            if (c && c->type == HC_TTL) {
+            if (c && c->d.type == HC_TTL) {
                 log_debug("health", "msg=\"ttl heartbeat\" check=%s", c->id);
-                set_timer(c->timer, c->ttl_ms);
+                set_timer(c->timer, c->d.ttl_ms);
             }
         } else if (m->key[0] == '\0') {
             drop_all(h);
@@ -753,7 +784,7 @@ static void dereg_one(const char *key, void *value, void *arg)
     struct hcheck *c = value;
     (void)key;
     if (c->status != ST_CRITICAL || c->critical_since == 0 || c->dereg_sent || c->maint ||
-        s->now - c->critical_since < c->dereg_ms)
+        s->now - c->critical_since < c->d.dereg_ms)
         return;
     c->dereg_sent = true;
     json_array_append_new(s->ids, json_string(c->service_id));

@@ -230,6 +230,22 @@ class HealthTest(unittest.TestCase):
         self.assertGreater(took, 0.5)
         self.assertEqual(self.check("service:httl-1")["Output"], "TTL expired")
 
+
+    def test_ttl_reregistered_with_another_ttl(self):
+        """The checker keeps a TTL check's numbers, not its definition: a
+        re-registration that changes only the TTL still re-arms it with the
+        new one (and one that changes nothing keeps the old timer)."""
+        self.register({"Name": "rettl", "ID": "rettl-1", "Check": {"TTL": "60s"}})
+        self.assertEqual(self.d.request("PUT", "/v1/agent/check/pass/service:rettl-1")[0], 200)
+        self.register({"Name": "rettl", "ID": "rettl-1", "Check": {"TTL": "60s"}})
+        self.assertEqual(self.d.request("PUT", "/v1/agent/check/pass/service:rettl-1")[0], 200)
+        time.sleep(1.5)
+        self.assertEqual(self.status_of("service:rettl-1"), "passing")
+        self.register({"Name": "rettl", "ID": "rettl-1", "Check": {"TTL": "1s"}})
+        self.assertEqual(self.d.request("PUT", "/v1/agent/check/pass/service:rettl-1")[0], 200)
+        took = self.wait_for(lambda: self.status_of("service:rettl-1") == "critical", 5)
+        self.assertLess(took, 3)
+        self.assertEqual(self.check("service:rettl-1")["Output"], "TTL expired")
     def test_flapping_endpoint_does_not_flap(self):
         ep = Endpoint()
         try:
