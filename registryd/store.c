@@ -561,9 +561,11 @@ static int cmp_tag_first(const void *pa, const void *pb)
  *              that name is listed by walking its instances.
  *   name_summary name -> the JSON text GET /v1/catalog/services shows for
  *              it (its tags in the order name_tags gives), rewritten when
- *              a write changes name's entries there; TAG_OVERFLOW alone for
- *              a name to walk; none for a name without tags ([]). A listing
- *              then reads one record per name.
+ *              a write changes name's entries there or the name comes or
+ *              goes in by_name; TAG_OVERFLOW alone for a name to walk; "[]"
+ *              for a name without tags. Exactly the names with instances
+ *              have one: a listing reads one record per name and nothing
+ *              else (not by_name, which has a record per instance).
  *   node_insts node -> the IDs of the instances registered on it; a key's
  *              first value is the smallest, the instance a walk of every
  *              instance by ID meets first on that node (GET
@@ -577,7 +579,7 @@ static int cmp_tag_first(const void *pa, const void *pb)
  * absent or older) or written to since they were last right (derived
  * "index", set at a clean stop, is not the store's index: an older
  * registryd kept the file and wrote to it). */
-#define STORE_DERIVED_VERSION 4
+#define STORE_DERIVED_VERSION 5
 #define TAG_OVERFLOW '\xff'
 
 static const char *const check_states[] = {"passing", "warning", "critical"};
@@ -828,9 +830,16 @@ static int summary_put(struct store *s, MDB_txn *txn, const char *name, size_t n
         free(firsts);
     MDB_val nk = {nlen, (void *)name}, old;
     if (rc == 0 && g.len == 0) {
-        rc = mdb_del(txn, s->dbi[DB_NAME_SUMMARY], &nk, NULL);
+        /* no tags: "[]" while the name has instances, else nothing */
+        MDB_val any;
+        rc = mdb_get(txn, s->dbi[DB_BY_NAME], &nk, &any);
+        if (rc == 0)
+            rc = gb_put(&g, "[]", 2);
+        else if (rc == MDB_NOTFOUND)
+            rc = mdb_del(txn, s->dbi[DB_NAME_SUMMARY], &nk, NULL);
         rc = rc == MDB_NOTFOUND ? 0 : rc;
-    } else if (rc == 0) {
+    }
+    if (rc == 0 && g.len > 0) {
         int got = mdb_get(txn, s->dbi[DB_NAME_SUMMARY], &nk, &old);
         if (got != 0 || old.mv_size != g.len || memcmp(old.mv_data, g.p, g.len) != 0) {
             MDB_val nv = {g.len, g.p};
@@ -839,6 +848,23 @@ static int summary_put(struct store *s, MDB_txn *txn, const char *name, size_t n
     }
     free(g.p);
     return rc;
+}
+
+/* File (add) or unfile instance id under name in by_name. A name that
+ * comes or goes there gets its summary written or dropped (summary_put), so
+ * that name_summary holds exactly the names with instances. */
+static int name_file(struct store *s, MDB_txn *txn, const char *name, const char *id, bool add)
+{
+    MDB_val k = val_str(name), v = val_str(id), sv;
+    int rc = add ? mdb_put(txn, s->dbi[DB_BY_NAME], &k, &v, MDB_NODUPDATA)
+                 : mdb_del(txn, s->dbi[DB_BY_NAME], &k, &v);
+    if (rc == MDB_KEYEXIST || rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    bool listed = mdb_get(txn, s->dbi[DB_NAME_SUMMARY], &k, &sv) == 0;
+    bool present = add || mdb_get(txn, s->dbi[DB_BY_NAME], &k, &sv) == 0;
+    return listed == present ? 0 : summary_put(s, txn, name, strlen(name));
 }
 
 /* File (add) or unfile instance id under node (nothing when it has none). */
@@ -1088,31 +1114,25 @@ static int check_status_raw(struct store *s, MDB_txn *txn, const char *cid, char
     return 0;
 }
 
-/* Every name's summary, from name_tags as it is. */
+/* Every name's summary: one per name with instances (by_name), made from
+ * name_tags as it is. */
 static int summaries_rebuild(struct store *s, MDB_txn *txn)
 {
     MDB_cursor *cur;
     MDB_val k, v;
-    char name[RECORD_KEY_MAX + 1], done[RECORD_KEY_MAX + 1] = "";
-    size_t done_len = SIZE_MAX;
-    int rc = mdb_cursor_open(txn, s->dbi[DB_NAME_TAGS], &cur);
+    char name[RECORD_KEY_MAX + 1];
+    int rc = mdb_cursor_open(txn, s->dbi[DB_BY_NAME], &cur);
     if (rc != 0)
         return rc;
-    /* one name at a time; summary_put writes another table, so this
-     * cursor stays valid */
+    /* summary_put writes another table, so this cursor stays valid */
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
-        const char *z = memchr(k.mv_data, '\0', k.mv_size);
-        size_t nlen = z ? (size_t)(z - (const char *)k.mv_data) : k.mv_size;
-        if (z == NULL || nlen > RECORD_KEY_MAX ||
-            (nlen == done_len && memcmp(done, k.mv_data, nlen) == 0))
+        if (k.mv_size > RECORD_KEY_MAX || memchr(k.mv_data, '\0', k.mv_size) != NULL)
             continue;
-        memcpy(name, k.mv_data, nlen);
-        name[nlen] = '\0';
-        if ((rc = summary_put(s, txn, name, nlen)) != 0)
+        memcpy(name, k.mv_data, k.mv_size);
+        name[k.mv_size] = '\0';
+        if ((rc = summary_put(s, txn, name, k.mv_size)) != 0)
             break;
-        memcpy(done, name, nlen + 1);
-        done_len = nlen;
     }
     mdb_cursor_close(cur);
     return rc == MDB_NOTFOUND ? 0 : rc;
@@ -1366,7 +1386,7 @@ static int touch_node(struct apply_ctx *a, const char *node, bool deregister)
         if (rc == 0 && (rc = drop_checks(a, id, NULL)) == 0 &&
             (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
             (rc = inst_move(a->s, a->txn, inst, NULL)) == 0)
-            rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], name, id);
+            rc = name_file(a->s, a->txn, name, id, false);
     }
     const char *name;
     json_t *x;
@@ -1448,26 +1468,18 @@ static int apply_register(struct apply_ctx *a, json_t *args)
     if (!json_is_object(svc) || !*id || !*name)
         return REG_EINVAL;
     json_object_set_new(svc, "CreateIndex", json_integer((json_int_t)a->index));
-    if (get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, &old) == 0) {
-        const char *old_name = jstr(old, "Service");
+    if (get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, &old) == 0)
         json_object_set(svc, "CreateIndex", json_object_get(old, "CreateIndex"));
-        if (strcmp(old_name, name) != 0) {
-            if ((rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], old_name, id)) != 0 ||
-                (rc = touch_name(a, old_name)) != 0) {
-                json_decref(old);
-                return rc;
-            }
-        }
-    }
     json_object_set_new(svc, "ModifyIndex", json_integer((json_int_t)a->index));
     if ((rc = put_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, svc)) == 0)
         rc = inst_move(a->s, a->txn, old, svc);
+    if (rc == 0 && old != NULL && strcmp(jstr(old, "Service"), name) != 0 &&
+        (rc = name_file(a->s, a->txn, jstr(old, "Service"), id, false)) == 0)
+        rc = touch_name(a, jstr(old, "Service")); /* renamed: the old name loses it */
     json_decref(old);
+    if (rc == 0)
+        rc = name_file(a->s, a->txn, name, id, true);
     if (rc != 0)
-        return rc;
-    MDB_val k = val_str(name), v = val_str(id);
-    rc = mdb_put(a->txn, a->s->dbi[DB_BY_NAME], &k, &v, 0);
-    if (rc != 0 && rc != MDB_KEYEXIST)
         return rc;
 
     /* With ReplaceChecks (?replace-existing-checks; commands written before
@@ -1509,7 +1521,7 @@ static int apply_deregister(struct apply_ctx *a, json_t *args)
     if ((rc = drop_checks(a, id, NULL)) == 0 &&
         (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
         (rc = inst_move(a->s, a->txn, old, NULL)) == 0 &&
-        (rc = del_key(a->txn, a->s->dbi[DB_BY_NAME], name, id)) == 0)
+        (rc = name_file(a->s, a->txn, name, id, false)) == 0)
         rc = touch_instance(a, name, id);
     json_decref(old);
     return rc;
@@ -2413,38 +2425,23 @@ static int name_json_walked(struct store_read *r, const char *name, store_name_j
 
 int store_each_name_summary(struct store_read *r, store_name_json_cb cb, void *arg)
 {
-    MDB_cursor *nc = NULL, *sc = NULL;
-    MDB_val nk, nv, sk, sv;
+    MDB_cursor *sc = NULL;
+    MDB_val sk, sv;
     char name[STORE_NAME_MAX + 1];
-    int rc, src, stop = 0;
-    if ((rc = mdb_cursor_open(r->txn, r->s->dbi[DB_BY_NAME], &nc)) != 0 ||
-        (rc = mdb_cursor_open(r->txn, r->s->dbi[DB_NAME_SUMMARY], &sc)) != 0) {
-        if (nc)
-            mdb_cursor_close(nc);
+    int rc, stop = 0;
+    if ((rc = mdb_cursor_open(r->txn, r->s->dbi[DB_NAME_SUMMARY], &sc)) != 0)
         return lmdb_fail("mdb_cursor_open", rc);
-    }
-    /* both in name order: one pass over each */
-    src = mdb_cursor_get(sc, &sk, &sv, MDB_FIRST);
-    for (rc = mdb_cursor_get(nc, &nk, &nv, MDB_FIRST); rc == 0 && !stop;
-         rc = mdb_cursor_get(nc, &nk, &nv, MDB_NEXT_NODUP)) {
-        int c = 1;
-        while (src == 0 && (c = cmp_bytes(sk.mv_data, sk.mv_size, nk.mv_data, nk.mv_size)) < 0)
-            src = mdb_cursor_get(sc, &sk, &sv, MDB_NEXT); /* a name gone (cannot be) */
-        if (src != 0 && src != MDB_NOTFOUND) {
-            rc = src;
-            break;
-        }
-        size_t nl = nk.mv_size < STORE_NAME_MAX ? nk.mv_size : STORE_NAME_MAX;
-        memcpy(name, nk.mv_data, nl);
+    /* one record per name with instances (name_file keeps it so) */
+    for (rc = mdb_cursor_get(sc, &sk, &sv, MDB_FIRST); rc == 0 && !stop;
+         rc = mdb_cursor_get(sc, &sk, &sv, MDB_NEXT)) {
+        size_t nl = sk.mv_size < STORE_NAME_MAX ? sk.mv_size : STORE_NAME_MAX;
+        memcpy(name, sk.mv_data, nl);
         name[nl] = '\0';
-        if (src != 0 || c != 0)
-            stop = cb(name, "[]", 2, arg); /* no tags */
-        else if (sv.mv_size == 1 && *(const unsigned char *)sv.mv_data == (unsigned char)TAG_OVERFLOW)
+        if (sv.mv_size == 1 && *(const unsigned char *)sv.mv_data == (unsigned char)TAG_OVERFLOW)
             stop = name_json_walked(r, name, cb, arg);
         else
             stop = cb(name, sv.mv_data, sv.mv_size, arg);
     }
-    mdb_cursor_close(nc);
     mdb_cursor_close(sc);
     if (stop)
         return stop;

@@ -185,7 +185,7 @@ bool store_acl_bootstrapped(struct store_read *r);
 int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t *bytes);
 /* Entries of the derived indexes (for tests: one per check in by_state,
  * one per instance and distinct tag in name_tags, one per instance with a
- * node in node_insts, one per name with tags in summaries, one per
+ * node in node_insts, one per name with instances in summaries, one per
  * instance and IP address of its in addr_insts). */
 int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_tags,
                           uint64_t *node_insts, uint64_t *summaries, uint64_t *addr_insts);
