@@ -243,9 +243,42 @@ static void add_consul_headers(struct http_req *r, uint64_t index)
  * below ends here.
  */
 
+/*
+ * evhttp queues a reply and writes it once the loop sees the socket
+ * writable: per request, one epoll_ctl to watch for that and one to stop.
+ * A plain connection's reply is written here at once instead; when that
+ * drains it, the bufferevent's write callback (evhttp's "reply sent": the
+ * request is freed, the connection reads the next one) runs deferred, later
+ * in this loop turn, and stops the watch before the loop ever asked the
+ * kernel for it (the front-end loops batch their epoll changes, and an add
+ * then a delete in one turn is none: common_front_end_base_new). What the
+ * socket cannot take at once stays queued for evhttp to write as before;
+ * TLS goes through its SSL layer, never here. (A socket bufferevent keeps
+ * its output's front frozen, for itself to drain, until evhttp gives it
+ * its descriptor; should a libevent keep it frozen, evbuffer_write fails
+ * and every reply simply takes evhttp's way.)
+ */
+static void write_now(struct evhttp_connection *evcon)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    if (bev == NULL || bufferevent_openssl_get_ssl(bev) != NULL ||
+        !(bufferevent_get_enabled(bev) & EV_WRITE))
+        return;
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    struct evbuffer *out = bufferevent_get_output(bev);
+    if (fd < 0)
+        return;
+    while (evbuffer_get_length(out) > 0)
+        if (evbuffer_write(out, fd) <= 0)
+            break; /* full (EAGAIN) or failed: evhttp's write sees to it */
+    if (evbuffer_get_length(out) == 0)
+        bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+}
+
 static void reply(struct http_req *r, int code, const char *content_type, struct evbuffer *body,
                   uint64_t index)
 {
+    struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
     add_consul_headers(r, index);
     if (content_type)
@@ -254,6 +287,8 @@ static void reply(struct http_req *r, int code, const char *content_type, struct
         r->status = code; /* for the metrics */
     http_acl_audit(r, common_method_name(evhttp_request_get_command(r->req)), code);
     evhttp_send_reply(r->req, code, NULL, body);
+    if (evcon != NULL)
+        write_now(evcon);
     if (body)
         evbuffer_free(body);
 }

@@ -32,6 +32,23 @@ def listeners(port):
     return n
 
 
+class OneFile:
+    """A socket stand-in whose makefile() is always the same reader, so
+    that responses read one after another off it lose no bytes."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def makefile(self, *args, **kwargs):
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def close(self):
+        pass  # a response's end closes its reader: not this shared one
+
+
 def register(d, name, i):
     code, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
         {"Name": name, "ID": "%s-%d" % (name, i), "Address": "10.0.0.%d" % (i % 250 + 1),
@@ -149,6 +166,68 @@ class HttpWorkersTest(unittest.TestCase):
             bodies.add(d.request("GET", "/v1/health/service/cached")[1])
         self.assertEqual(len(bodies), 1)
         self.assertEqual(d.metric("registryd_http_cache_misses_total") - before, 1)
+
+    def test_replies_written_at_once_and_by_the_loop(self):
+        """A reply goes out as it is made (write_now) when the socket takes
+        it whole, and through evhttp's own writes for the rest when it does
+        not: a cached answer of megabytes to a reader with a tiny receive
+        buffer, then more requests on that connection; pipelined requests
+        each answered in order; HTTP/1.0 and Connection: close answered,
+        then closed."""
+        d = self.d
+        for i in range(2000):
+            code, _ = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "wide", "ID": "wide-%d" % i, "Port": 1000 + i % 60000,
+                 "Meta": {"pad": "p" * 500}}))
+            self.assertEqual(code, 200)
+        d.request("GET", "/v1/catalog/service/wide")  # rendered and cached
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(30)
+        s.connect(("127.0.0.1", d.port))
+        try:
+            for _ in range(3):
+                s.sendall(b"GET /v1/catalog/service/wide HTTP/1.1\r\nHost: x\r\n\r\n")
+                r = http.client.HTTPResponse(s)
+                r.begin()
+                self.assertEqual(r.status, 200)
+                self.assertGreater(int(r.getheader("Content-Length")), 1 << 20)
+                body = b""
+                while True:
+                    part = r.read(8192)
+                    if not part:
+                        break
+                    body += part
+                    time.sleep(0.0001)
+                self.assertEqual(len(json.loads(body)), 2000)
+            # then three pipelined requests on the same connection
+            s.sendall(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /v1/catalog/service/nothing-here HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /v1/agent/self/nonexistent HTTP/1.1\r\nHost: x\r\n\r\n")
+            statuses = []
+            f = s.makefile("rb")  # one reader for the three: none reads past its own
+            for _ in range(3):
+                r = http.client.HTTPResponse(OneFile(f))
+                r.begin()
+                r.read()
+                statuses.append(r.status)
+            self.assertEqual(statuses[:2], [200, 200])
+            self.assertEqual(statuses[2] // 100, 4)
+        finally:
+            s.close()
+        for req in (b"GET /v1/status/leader HTTP/1.0\r\n\r\n",
+                    b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            s.sendall(req)
+            data = b""
+            while True:
+                part = s.recv(65536)
+                if not part:
+                    break  # the server closed: the answer was whole
+                data += part
+            s.close()
+            self.assertTrue(data.split(b"\r\n")[0].endswith(b"200 OK"), data[:80])
+            self.assertIn(b"127.0.0.1", data.split(b"\r\n\r\n", 1)[1])
 
     def test_big_answers_rendered_on_both_workers_at_once(self):
         """The per-record JSON is one store for every worker: big answers
