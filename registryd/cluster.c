@@ -1084,6 +1084,13 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
     /* libraft's auto-recovery renames a segment it cannot read and starts
      * without it, silently losing acknowledged writes: refuse instead. */
     raft_uv_set_auto_recovery(&c->io, false);
+    /* Uncompressed by default: at a million instances LZ4 took a second of
+     * each snapshot and 0.4 s of every start (libraft reads the whole last
+     * snapshot before it serves), for a tenth of the disk. */
+    if (raft_uv_set_snapshot_compression(&c->io, c->opt.snapshot_compression) != 0) {
+        snprintf(err, errlen, "raft snapshot compression: %s", c->io.errmsg);
+        return REG_ERAFT;
+    }
     /* libraft 0.15's uv io has no async_work (io version 1): give it one on
      * libuv's thread pool, for the snapshot copy (fsm_snapshot_async). */
     c->io.version = 2;

@@ -50,6 +50,8 @@ struct cluster_options {
     /* entries between snapshots; 0: cluster_snapshot_threshold's choice,
      * which grows with the store */
     unsigned snapshot_threshold;
+    /* write raft snapshots LZ4-compressed (libraft reads either kind) */
+    bool snapshot_compression;
     /* The raft port's shared secret (>= 32 chars; borrowed, must outlive the
      * cluster), used when TLS is off; NULL: none (raft_transport.h). */
     const char *cluster_key;

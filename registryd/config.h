@@ -44,6 +44,7 @@ struct conf {
     unsigned bootstrap_expect;
     char *join;
     unsigned raft_snapshot_threshold;
+    bool raft_snapshot_compression;
     bool leave_on_terminate;
     char *datacenter;
     char *node_meta;

@@ -433,6 +433,7 @@ static int start_store_and_cluster(struct server *s)
         .on_applied = metrics_raft_apply,
         .http_addr = s->advertise,
         .snapshot_threshold = conf->raft_snapshot_threshold,
+        .snapshot_compression = conf->raft_snapshot_compression,
         .reuse_applied = store_reused_applied(s->store),
         .applied_at_stop = &s->applied_at_stop,
         .cluster_key = conf->cluster_key,

@@ -119,6 +119,48 @@ class DurabilityTest(unittest.TestCase):
         self.assertEqual(self.ids(d), expected)
         d.stop()
 
+    def test_snapshots_compressed_or_not_are_read_either_way(self):
+        """Raft snapshots are written plain by default (our format's magic
+        first) and LZ4-framed with --raft-snapshot-compression; a server
+        rebuilt after kill -9 reads the last one whichever way it was
+        written, whichever way it now writes."""
+        def snapshot_heads():
+            raft = os.path.join(self.tmp.path, "raft")
+            heads = set()
+            for name in os.listdir(raft):
+                if name.startswith("snapshot-") and not name.endswith(".meta"):
+                    with open(os.path.join(raft, name), "rb") as f:
+                        heads.add(f.read(8))
+            return heads
+
+        expected = set()
+        n = 0
+        for compressed in (True, False, True):
+            args = ["--raft-snapshot-threshold", "16"]
+            if compressed:
+                args.append("--raft-snapshot-compression")
+            d = self.server(extra_args=args).start()
+            self.assertEqual(self.ids(d), expected)
+            for _ in range(40):  # two snapshots of this run's kind at least
+                sid = "snap-%d" % n
+                n += 1
+                d.request("PUT", "/v1/agent/service/register",
+                          json.dumps({"Name": "snap", "ID": sid, "Port": n}))
+                expected.add(sid)
+            self.assertEqual(self.ids(d), expected)
+            want = {b"\x04\x22\x4d\x18"} if compressed else {b"RSNA"}  # LZ4 frame / RSNAP002
+            deadline = time.monotonic() + 10  # snapshots are written in the background
+            while {h[:4] for h in snapshot_heads()} != want and time.monotonic() < deadline:
+                time.sleep(0.05)
+            heads = snapshot_heads()
+            self.assertEqual({h[:4] for h in heads}, want, heads)
+            if not compressed:
+                self.assertEqual(heads, {b"RSNAP002"})
+            d.kill9()  # the next start rebuilds the store from snapshot and log
+        d = self.server().start()
+        self.assertEqual(self.ids(d), expected)
+        d.stop()
+
     def test_kept_store_stopped_before_raft_caught_up_is_not_applied_twice(self):
         """A cluster member that keeps its store and is stopped again before
         raft re-reached the store's applied index (no leader: the others are
