@@ -246,18 +246,21 @@ static void add_consul_headers(struct http_req *r, uint64_t index)
 /*
  * evhttp queues a reply and writes it once the loop sees the socket
  * writable: per request, one epoll_ctl to watch for that and one to stop.
- * A plain connection's reply is written here at once instead; when that
- * drains it, the bufferevent's write callback (evhttp's "reply sent": the
- * request is freed, the connection reads the next one) runs deferred, later
- * in this loop turn, and stops the watch before the loop ever asked the
- * kernel for it (the front-end loops batch their epoll changes, and an add
- * then a delete in one turn is none: common_front_end_base_new). What the
- * socket cannot take at once stays queued for evhttp to write as before;
- * TLS goes through its SSL layer, never here. (A socket bufferevent keeps
- * its output's front frozen, for itself to drain, until evhttp gives it
- * its descriptor; should a libevent keep it frozen, evbuffer_write fails
- * and every reply simply takes evhttp's way.)
+ * A plain connection's reply is written here at once instead (one write of
+ * up to WRITE_NOW_MAX). When that drains it, the bufferevent's write
+ * callback (evhttp's "reply sent": the request is freed, the connection
+ * reads the next one) runs deferred, later in this loop turn, and stops the
+ * watch before the loop ever asked the kernel for it (the front-end loops
+ * batch their epoll changes, and an add then a delete in one turn is none:
+ * common_front_end_base_new). The rest of a bigger answer is written by
+ * evhttp as before, in turns shared with the other connections; TLS goes
+ * through its SSL layer, never here. (A socket bufferevent keeps its
+ * output's front frozen, for itself to drain, until evhttp gives it its
+ * descriptor; should a libevent keep it frozen, the write fails and every
+ * reply simply takes evhttp's way.)
  */
+#define WRITE_NOW_MAX 16384 /* libevent's own most per write (MAX_SINGLE_WRITE_DEFAULT) */
+
 static void write_now(struct evhttp_connection *evcon)
 {
     struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
@@ -268,10 +271,9 @@ static void write_now(struct evhttp_connection *evcon)
     struct evbuffer *out = bufferevent_get_output(bev);
     if (fd < 0)
         return;
-    while (evbuffer_get_length(out) > 0)
-        if (evbuffer_write(out, fd) <= 0)
-            break; /* full (EAGAIN) or failed: evhttp's write sees to it */
-    if (evbuffer_get_length(out) == 0)
+    /* one write of at most what libevent itself writes per turn: a big
+     * answer goes on in evhttp's turns, shared fairly with the others */
+    if (evbuffer_write_atmost(out, fd, WRITE_NOW_MAX) > 0 && evbuffer_get_length(out) == 0)
         bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
 }
 
