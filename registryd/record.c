@@ -4,8 +4,11 @@
  */
 #include "record.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "duration.h"
@@ -31,6 +34,116 @@ static int bad(struct vctx *v, const char *fmt, ...)
     if (v->err && v->errlen)
         snprintf(v->err, v->errlen, "%s record: %s", v->kind, what);
     return REG_EINVAL;
+}
+
+/* ---- packed records (record.h) ----
+ * The runs, by the byte that stands for them: what instances and checks as
+ * registryd writes them are mostly made of (their keys in the order the
+ * store writes them, with the usual values between). Codes 0, 9, 10 and 13
+ * stand for themselves. Never change a run once written: stores hold them. */
+static const char *const pack_runs[32] = {
+    [1] = "{\"Address\":\"",
+    [2] = "\",\"EnableTagOverride\":false,\"ID\":\"",
+    [3] = "\",\"Meta\":{",
+    [4] = "},\"Node\":\"",
+    [5] = "\",\"NodeAddress\":\"",
+    [6] = "\",\"Port\":",
+    [7] = ",\"Service\":\"",
+    [8] = "\",\"Tags\":[",
+    [11] = "],\"Weights\":{\"Passing\":1,\"Warning\":1},\"CreateIndex\":",
+    [12] = ",\"ModifyIndex\":",
+    [14] = "{\"CheckID\":\"",
+    [15] = "\",\"Definition\":{\"FailuresBeforeCritical\":0,\"SuccessBeforePassing\":0,\"TTL\":\"",
+    [16] = "\",\"Definition\":{\"FailuresBeforeCritical\":0,",
+    [17] = "\",\"Timeout\":\"10s\"},\"Name\":\"Service '",
+    [18] = "' check\",\"Node\":\"",
+    [19] = "\",\"Notes\":\"\",\"Output\":\"\",\"ServiceID\":\"",
+    [20] = "\",\"ServiceName\":\"",
+    [21] = "\",\"Status\":\"passing\",\"Type\":\"",
+    [22] = "\",\"Status\":\"critical\",\"Type\":\"",
+    [23] = "\",\"Status\":\"warning\",\"Type\":\"",
+    [24] = "\",\"CreateIndex\":",
+    [25] = "\",\"Output\":\"",
+    [26] = "\",\"ServiceID\":\"",
+    [27] = "\"},\"Name\":\"",
+    [28] = "\",\"Node\":\"",
+    [29] = "\",\"Notes\":\"",
+    [30] = "\"SuccessBeforePassing\":0,",
+    [31] = "\",\"Timeout\":\"",
+};
+
+static size_t pack_run_len[32];
+static unsigned char pack_order[32]; /* codes, longest run first */
+static size_t pack_nruns;
+static pthread_once_t pack_once = PTHREAD_ONCE_INIT;
+
+static void pack_init(void)
+{
+    for (unsigned c = 1; c < 32; c++)
+        if (pack_runs[c] != NULL) {
+            pack_run_len[c] = strlen(pack_runs[c]);
+            size_t i = pack_nruns++;
+            while (i > 0 && pack_run_len[pack_order[i - 1]] < pack_run_len[c]) {
+                pack_order[i] = pack_order[i - 1];
+                i--;
+            }
+            pack_order[i] = (unsigned char)c;
+        }
+}
+
+size_t record_pack(const char *text, size_t len, char *out)
+{
+    pthread_once(&pack_once, pack_init);
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)text[i] < 0x20) {
+            memcpy(out, text, len);
+            return len;
+        }
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char ch = (unsigned char)text[i];
+        size_t k = pack_nruns;
+        if (ch == '"' || ch == '{' || ch == '}' || ch == ',' || ch == ']' || ch == '\'')
+            for (k = 0; k < pack_nruns; k++) {
+                unsigned c = pack_order[k];
+                if (pack_runs[c][0] == (char)ch && pack_run_len[c] <= len - i &&
+                    memcmp(text + i, pack_runs[c], pack_run_len[c]) == 0) {
+                    out[o++] = (char)c;
+                    i += pack_run_len[c];
+                    break;
+                }
+            }
+        if (k == pack_nruns)
+            out[o++] = text[i++];
+    }
+    return o;
+}
+
+size_t record_unpacked_len(const void *buf, size_t len)
+{
+    pthread_once(&pack_once, pack_init);
+    const unsigned char *p = buf;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        n += p[i] < 32 && pack_runs[p[i]] ? pack_run_len[p[i]] : 1;
+        if (n > RECORD_UNPACKED_MAX)
+            return SIZE_MAX;
+    }
+    return n;
+}
+
+void record_unpack(const void *buf, size_t len, char *out)
+{
+    pthread_once(&pack_once, pack_init);
+    const unsigned char *p = buf;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < 32 && pack_runs[p[i]]) {
+            memcpy(out, pack_runs[p[i]], pack_run_len[p[i]]);
+            out += pack_run_len[p[i]];
+        } else {
+            *out++ = (char)p[i];
+        }
+    }
 }
 
 bool record_valid_key(const void *s, size_t len, size_t max)
@@ -327,8 +440,24 @@ int record_decode(enum record_kind kind, const void *buf, size_t len, json_t **o
                   size_t errlen)
 {
     json_error_t jerr;
-    json_t *obj = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     *out = NULL;
+    size_t n = record_unpacked_len(buf, len);
+    char small[2048], *text = (char *)buf;
+    if (n == SIZE_MAX) {
+        struct vctx v = {record_kind_name(kind), err, errlen};
+        return bad(&v, "packed text expands past %u bytes", RECORD_UNPACKED_MAX);
+    }
+    if (n != len) {
+        text = n <= sizeof(small) ? small : malloc(n);
+        if (text == NULL) {
+            snprintf(err, errlen, "%s record: out of memory", record_kind_name(kind));
+            return REG_ENOMEM;
+        }
+        record_unpack(buf, len, text);
+    }
+    json_t *obj = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr);
+    if (text != buf && text != small)
+        free(text);
     if (obj == NULL) {
         struct vctx v = {record_kind_name(kind), err, errlen};
         return bad(&v, "not JSON (%s)", jerr.text);

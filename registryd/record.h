@@ -58,10 +58,30 @@ const char *record_kind_name(enum record_kind kind);
  * ("check: field ServiceID missing"). */
 int record_check(enum record_kind kind, json_t *rec, char *err, size_t errlen);
 
-/* Parse len bytes of JSON text and check them. *out is a new reference.
- * Returns 0 or REG_EINVAL (with err). */
+/* Parse len bytes of JSON text, packed or plain, and check them. *out is a
+ * new reference. Returns 0 or REG_EINVAL (with err). */
 int record_decode(enum record_kind kind, const void *buf, size_t len, json_t **out, char *err,
                   size_t errlen);
+
+/*
+ * Packed records. LMDB holds instances and checks packed: the compact JSON
+ * text with its most common runs (keys, their punctuation, usual values:
+ * `","ServiceName":"`) each replaced by one byte 0x01-0x1f (not tab, LF or
+ * CR). JSON text never holds such a byte raw (jansson escapes them inside
+ * strings), so unpacking is exact and text without one is its own packed
+ * form: plain records (older stores, snapshots) read the same. At a million
+ * instances it halved the store's pages. Snapshots carry plain text.
+ */
+#define RECORD_UNPACKED_MAX (64u << 20) /* longest text a packed record may expand to */
+
+/* Pack len bytes of JSON text into out (room for len bytes). Returns the
+ * packed length; text holding a byte below 0x20 is copied unchanged. */
+size_t record_pack(const char *text, size_t len, char *out);
+/* The unpacked length of buf: len when it holds no packed run; SIZE_MAX when
+ * it expands past RECORD_UNPACKED_MAX or holds a byte that is no run. */
+size_t record_unpacked_len(const void *buf, size_t len);
+/* Unpack buf into out (record_unpacked_len(buf, len) bytes). */
+void record_unpack(const void *buf, size_t len, char *out);
 
 /* A key or name: 1..max bytes, no NUL, no control character, no '/'. */
 bool record_valid_key(const void *s, size_t len, size_t max);

@@ -461,6 +461,60 @@ static int get_json_s(struct store *s, MDB_txn *txn, MDB_dbi dbi, const char *ke
     return *out ? 0 : REG_ESTORE;
 }
 
+/* Instances and checks are stored packed (record.h); other records plain. */
+static bool packs(struct store *s, MDB_dbi dbi)
+{
+    return dbi == s->dbi[DB_SERVICES] || dbi == s->dbi[DB_CHECKS];
+}
+
+/* Put len bytes of JSON text at key: packed where packs(). */
+static int put_text(struct store *s, MDB_txn *txn, MDB_dbi dbi, const MDB_val *k, const char *text,
+                    size_t len)
+{
+    char small[2048], *packed = (char *)text;
+    if (packs(s, dbi)) {
+        packed = len <= sizeof(small) ? small : malloc(len);
+        if (packed == NULL)
+            return REG_ENOMEM;
+        len = record_pack(text, len, packed);
+    }
+    MDB_val v = {len, packed};
+    int rc = mdb_put(txn, dbi, (MDB_val *)k, &v, 0);
+    if (packed != text && packed != small)
+        free(packed);
+    return rc;
+}
+
+/* A stored value as plain text: v itself, or unpacked into u (free with
+ * unpacked_free). NULL when it would expand past RECORD_UNPACKED_MAX or
+ * memory ran out. */
+struct unpacked {
+    char small[2048];
+    char *heap;
+    size_t len;
+};
+
+static const char *unpacked_view(struct unpacked *u, const void *buf, size_t len)
+{
+    size_t n = record_unpacked_len(buf, len);
+    u->heap = NULL;
+    u->len = n;
+    if (n == len)
+        return buf;
+    if (n == SIZE_MAX)
+        return NULL;
+    char *out = n <= sizeof(u->small) ? u->small : (u->heap = malloc(n));
+    if (out != NULL)
+        record_unpack(buf, len, out);
+    return out;
+}
+
+static void unpacked_free(struct unpacked *u)
+{
+    free(u->heap);
+    u->heap = NULL;
+}
+
 /* Write a record; one that does not match the schema is refused (a command
  * from the raft log is input like any other). */
 static int put_json_s(struct store *s, MDB_txn *txn, MDB_dbi dbi, const char *key, json_t *obj)
@@ -473,8 +527,8 @@ static int put_json_s(struct store *s, MDB_txn *txn, MDB_dbi dbi, const char *ke
     char *text = json_dumps(obj, JSON_COMPACT);
     if (text == NULL)
         return REG_ENOMEM;
-    MDB_val k = val_str(key), v = {strlen(text), text};
-    int rc = mdb_put(txn, dbi, &k, &v, 0);
+    MDB_val k = val_str(key);
+    int rc = put_text(s, txn, dbi, &k, text, strlen(text));
     free(text);
     return rc;
 }
@@ -1107,10 +1161,13 @@ static int check_status_raw(struct store *s, MDB_txn *txn, const char *cid, char
     int rc = mdb_get(txn, s->dbi[DB_CHECKS], &k, &v);
     if (rc != 0)
         return rc == MDB_NOTFOUND ? 0 : rc;
-    if (scan_record(v.mv_data, v.mv_size, &sc) && sc.has_status && sc.status.len < cap) {
+    struct unpacked u;
+    const char *text = unpacked_view(&u, v.mv_data, v.mv_size);
+    if (text && scan_record(text, u.len, &sc) && sc.has_status && sc.status.len < cap) {
         memcpy(out, sc.status.p, sc.status.len);
         out[sc.status.len] = '\0';
     }
+    unpacked_free(&u);
     return 0;
 }
 
@@ -1165,7 +1222,10 @@ static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
                 continue;
             memcpy(key, k.mv_data, k.mv_size);
             key[k.mv_size] = '\0';
-            if (validated && scan_record(v.mv_data, v.mv_size, &sc) &&
+            struct unpacked u;
+            u.heap = NULL;
+            const char *text = validated ? unpacked_view(&u, v.mv_data, v.mv_size) : NULL;
+            if (text != NULL && scan_record(text, u.len, &sc) &&
                 (db == DB_SERVICES ? sc.has_service && sc.has_tags : sc.has_status)) {
                 char status[16];
                 if (db == DB_SERVICES) {
@@ -1183,8 +1243,10 @@ static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
                     status[sc.status.len] = '\0';
                     rc = state_add(s, txn, status, key);
                 }
+                unpacked_free(&u);
                 continue;
             }
+            unpacked_free(&u);
             json_t *obj = load_record(s, s->dbi[db], &k, &v);
             if (obj == NULL)
                 continue;
@@ -1889,11 +1951,21 @@ static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, siz
             if (db == DB_META && k.mv_size == sizeof(STORE_RESTART_KEY) - 1 &&
                 memcmp(k.mv_data, STORE_RESTART_KEY, k.mv_size) == 0)
                 continue; /* this file's own restart record, not registry data */
+            /* snapshots carry plain text (record.h) */
+            struct unpacked u;
+            const char *val = v.mv_data;
+            u.heap = NULL;
+            u.len = v.mv_size;
+            if (packs(s, s->dbi[db]) && (val = unpacked_view(&u, v.mv_data, v.mv_size)) == NULL) {
+                rc = REG_ESTORE;
+                break;
+            }
             unsigned char rh[SNAP_RECORD_HEAD_LEN];
-            snap_record_head(rh, (enum snap_table)db, (uint32_t)k.mv_size, (uint32_t)v.mv_size);
+            snap_record_head(rh, (enum snap_table)db, (uint32_t)k.mv_size, (uint32_t)u.len);
             if ((rc = gb_put(&g, rh, sizeof(rh))) == 0 &&
                 (rc = gb_put(&g, k.mv_data, k.mv_size)) == 0)
-                rc = gb_put(&g, v.mv_data, v.mv_size);
+                rc = gb_put(&g, val, u.len);
+            unpacked_free(&u);
             records++;
         }
         mdb_cursor_close(cur);
@@ -1933,6 +2005,8 @@ struct store_snap_stream {
     const unsigned char *span[3];
     size_t span_len[3];
     int nspan;
+    char *plain; /* a packed value unpacked, for span[2] (record.h) */
+    size_t plain_cap;
 };
 
 static bool is_restart_key(const MDB_val *k)
@@ -1992,14 +2066,28 @@ static int snap_stream_next_piece(struct store_snap_stream *st)
             return lmdb_fail("mdb_cursor_get", rc);
         if (st->db == DB_META && is_restart_key(&k))
             continue;
-        snap_record_head(st->head, (enum snap_table)st->db, (uint32_t)k.mv_size,
-                         (uint32_t)v.mv_size);
+        const void *val = v.mv_data;
+        size_t vlen = v.mv_size;
+        if (packs(s, s->dbi[st->db]) && (vlen = record_unpacked_len(val, vlen)) != v.mv_size) {
+            if (vlen == SIZE_MAX)
+                return REG_ESTORE;
+            if (vlen > st->plain_cap) {
+                char *p = realloc(st->plain, vlen);
+                if (p == NULL)
+                    return REG_ENOMEM;
+                st->plain = p;
+                st->plain_cap = vlen;
+            }
+            record_unpack(v.mv_data, v.mv_size, st->plain);
+            val = st->plain; /* snapshots carry plain text */
+        }
+        snap_record_head(st->head, (enum snap_table)st->db, (uint32_t)k.mv_size, (uint32_t)vlen);
         st->span[0] = st->head;
         st->span_len[0] = SNAP_RECORD_HEAD_LEN;
         st->span[1] = k.mv_data; /* valid while the read transaction is */
         st->span_len[1] = k.mv_size;
-        st->span[2] = v.mv_data;
-        st->span_len[2] = v.mv_size;
+        st->span[2] = val;
+        st->span_len[2] = vlen;
         st->nspan = 3;
         st->records++;
         return 0;
@@ -2058,6 +2146,7 @@ void store_snap_stream_end(struct store_snap_stream *st)
     if (st->cur)
         mdb_cursor_close(st->cur);
     store_read_end(st->rd);
+    free(st->plain);
     free(st);
 }
 
@@ -2075,8 +2164,8 @@ static int restore_record(enum snap_table t, const void *key, uint32_t klen, con
                           uint32_t vlen, void *arg)
 {
     struct restore_ctx *c = arg;
-    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
-    return mdb_put(c->txn, c->s->dbi[t], &k, &v, 0);
+    MDB_val k = {klen, (void *)key};
+    return put_text(c->s, c->txn, c->s->dbi[t], &k, val, vlen);
 }
 
 /* Validate all of it first, then replace everything in one transaction: a

@@ -2,7 +2,8 @@
  * store.h — the LMDB store: service instances, their checks, and the indexes
  * blocking queries compare against. The only code that writes LMDB.
  *
- * Records are JSON objects (Consul's field names) stored as compact text:
+ * Records are JSON objects (Consul's field names) stored as compact text
+ * (instances and checks packed: record.h):
  *   services   ID -> instance {ID, Service, Tags, Address, Port, Meta, Weights,
  *                  EnableTagOverride, Node, NodeAddress, CreateIndex, ModifyIndex}
  *   checks     CheckID -> {CheckID, Name, Status, Notes, Output, ServiceID,
@@ -217,10 +218,11 @@ int store_each_name_summary(struct store_read *r, store_name_json_cb cb, void *a
 
 /* ---- raw records, for renders that reuse per-record encodings ----------
  * The bytes are LMDB's own (borrowed: valid until store_read_end; a read
- * transaction never sees them change). They were checked when written, but
- * a renderer must still decode them (record_decode) before first using
- * them: only the text it rendered from a decoded record may be reused for
- * the same bytes. */
+ * transaction never sees them change), packed (record.h): to be compared or
+ * decoded (record_decode), never parsed as they are. They were checked when
+ * written, but a renderer must still decode them before first using them:
+ * only the text it rendered from a decoded record may be reused for the
+ * same bytes. */
 enum store_iter_kind {
     STORE_ITER_INSTANCES, /* every instance, by ID (store_each_instance(NULL)) */
     STORE_ITER_NAME,      /* one name's instances, by ID */
