@@ -70,15 +70,18 @@ int record_decode(enum record_kind kind, const void *buf, size_t len, json_t **o
  * CR). JSON text never holds such a byte raw (jansson escapes them inside
  * strings), so unpacking is exact and text without one is its own packed
  * form: plain records (older stores, snapshots) read the same. At a million
- * instances it halved the store's pages. Snapshots carry plain text.
+ * instances it cut the store's pages by 40%. Snapshots carry plain text.
  */
-#define RECORD_UNPACKED_MAX (64u << 20) /* longest text a packed record may expand to */
+/* Longest text a packed record may expand to: what a snapshot may carry as
+ * one plain record (SNAP_VALUE_MAX), so that a hostile packed value costs
+ * no more than a plain one. */
+#define RECORD_UNPACKED_MAX (16u << 20)
 
 /* Pack len bytes of JSON text into out (room for len bytes). Returns the
  * packed length; text holding a byte below 0x20 is copied unchanged. */
 size_t record_pack(const char *text, size_t len, char *out);
 /* The unpacked length of buf: len when it holds no packed run; SIZE_MAX when
- * it expands past RECORD_UNPACKED_MAX or holds a byte that is no run. */
+ * it expands past RECORD_UNPACKED_MAX. */
 size_t record_unpacked_len(const void *buf, size_t len);
 /* Unpack buf into out (record_unpacked_len(buf, len) bytes). */
 void record_unpack(const void *buf, size_t len, char *out);
