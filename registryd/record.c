@@ -4,6 +4,7 @@
  */
 #include "record.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -144,6 +145,32 @@ void record_unpack(const void *buf, size_t len, char *out)
             *out++ = (char)p[i];
         }
     }
+}
+
+const char *record_plain_view(struct record_plain *pv, const void *buf, size_t len)
+{
+    size_t n = record_unpacked_len(buf, len);
+    pv->heap = NULL;
+    pv->len = n;
+    if (n == len)
+        return buf;
+    if (n == SIZE_MAX) {
+        errno = EINVAL;
+        return NULL;
+    }
+    char *out = n <= sizeof(pv->small) ? pv->small : (pv->heap = malloc(n));
+    if (out == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    record_unpack(buf, len, out);
+    return out;
+}
+
+void record_plain_free(struct record_plain *pv)
+{
+    free(pv->heap);
+    pv->heap = NULL;
 }
 
 bool record_valid_key(const void *s, size_t len, size_t max)
@@ -441,23 +468,18 @@ int record_decode(enum record_kind kind, const void *buf, size_t len, json_t **o
 {
     json_error_t jerr;
     *out = NULL;
-    size_t n = record_unpacked_len(buf, len);
-    char small[2048], *text = (char *)buf;
-    if (n == SIZE_MAX) {
+    struct record_plain pv;
+    const char *text = record_plain_view(&pv, buf, len);
+    if (text == NULL && errno == ENOMEM) {
+        snprintf(err, errlen, "%s record: out of memory", record_kind_name(kind));
+        return REG_ENOMEM;
+    }
+    if (text == NULL) {
         struct vctx v = {record_kind_name(kind), err, errlen};
         return bad(&v, "packed text expands past %u bytes", RECORD_UNPACKED_MAX);
     }
-    if (n != len) {
-        text = n <= sizeof(small) ? small : malloc(n);
-        if (text == NULL) {
-            snprintf(err, errlen, "%s record: out of memory", record_kind_name(kind));
-            return REG_ENOMEM;
-        }
-        record_unpack(buf, len, text);
-    }
-    json_t *obj = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr);
-    if (text != buf && text != small)
-        free(text);
+    json_t *obj = json_loadb(text, pv.len, JSON_REJECT_DUPLICATES, &jerr);
+    record_plain_free(&pv);
     if (obj == NULL) {
         struct vctx v = {record_kind_name(kind), err, errlen};
         return bad(&v, "not JSON (%s)", jerr.text);

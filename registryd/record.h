@@ -86,6 +86,18 @@ size_t record_unpacked_len(const void *buf, size_t len);
 /* Unpack buf into out (record_unpacked_len(buf, len) bytes). */
 void record_unpack(const void *buf, size_t len, char *out);
 
+/* A value as plain text: buf itself when it holds no packed run, else
+ * unpacked into the view (free with record_plain_free). */
+struct record_plain {
+    char small[2048];
+    char *heap;
+    size_t len; /* of the text returned */
+};
+/* The plain text of buf, len bytes long (*out_len), or NULL: it expands
+ * past RECORD_UNPACKED_MAX (errno EINVAL) or memory ran out (ENOMEM). */
+const char *record_plain_view(struct record_plain *pv, const void *buf, size_t len);
+void record_plain_free(struct record_plain *pv);
+
 /* A key or name: 1..max bytes, no NUL, no control character, no '/'. */
 bool record_valid_key(const void *s, size_t len, size_t max);
 

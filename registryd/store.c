@@ -485,36 +485,6 @@ static int put_text(struct store *s, MDB_txn *txn, MDB_dbi dbi, const MDB_val *k
     return rc;
 }
 
-/* A stored value as plain text: v itself, or unpacked into u (free with
- * unpacked_free). NULL when it would expand past RECORD_UNPACKED_MAX or
- * memory ran out. */
-struct unpacked {
-    char small[2048];
-    char *heap;
-    size_t len;
-};
-
-static const char *unpacked_view(struct unpacked *u, const void *buf, size_t len)
-{
-    size_t n = record_unpacked_len(buf, len);
-    u->heap = NULL;
-    u->len = n;
-    if (n == len)
-        return buf;
-    if (n == SIZE_MAX)
-        return NULL;
-    char *out = n <= sizeof(u->small) ? u->small : (u->heap = malloc(n));
-    if (out != NULL)
-        record_unpack(buf, len, out);
-    return out;
-}
-
-static void unpacked_free(struct unpacked *u)
-{
-    free(u->heap);
-    u->heap = NULL;
-}
-
 /* Write a record; one that does not match the schema is refused (a command
  * from the raft log is input like any other). */
 static int put_json_s(struct store *s, MDB_txn *txn, MDB_dbi dbi, const char *key, json_t *obj)
@@ -1161,13 +1131,13 @@ static int check_status_raw(struct store *s, MDB_txn *txn, const char *cid, char
     int rc = mdb_get(txn, s->dbi[DB_CHECKS], &k, &v);
     if (rc != 0)
         return rc == MDB_NOTFOUND ? 0 : rc;
-    struct unpacked u;
-    const char *text = unpacked_view(&u, v.mv_data, v.mv_size);
+    struct record_plain u;
+    const char *text = record_plain_view(&u, v.mv_data, v.mv_size);
     if (text && scan_record(text, u.len, &sc) && sc.has_status && sc.status.len < cap) {
         memcpy(out, sc.status.p, sc.status.len);
         out[sc.status.len] = '\0';
     }
-    unpacked_free(&u);
+    record_plain_free(&u);
     return 0;
 }
 
@@ -1222,9 +1192,9 @@ static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
                 continue;
             memcpy(key, k.mv_data, k.mv_size);
             key[k.mv_size] = '\0';
-            struct unpacked u;
+            struct record_plain u;
             u.heap = NULL;
-            const char *text = validated ? unpacked_view(&u, v.mv_data, v.mv_size) : NULL;
+            const char *text = validated ? record_plain_view(&u, v.mv_data, v.mv_size) : NULL;
             if (text != NULL && scan_record(text, u.len, &sc) &&
                 (db == DB_SERVICES ? sc.has_service && sc.has_tags : sc.has_status)) {
                 char status[16];
@@ -1243,10 +1213,10 @@ static int derived_rebuild(struct store *s, MDB_txn *txn, bool validated)
                     status[sc.status.len] = '\0';
                     rc = state_add(s, txn, status, key);
                 }
-                unpacked_free(&u);
+                record_plain_free(&u);
                 continue;
             }
-            unpacked_free(&u);
+            record_plain_free(&u);
             json_t *obj = load_record(s, s->dbi[db], &k, &v);
             if (obj == NULL)
                 continue;
@@ -1952,11 +1922,12 @@ static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, siz
                 memcmp(k.mv_data, STORE_RESTART_KEY, k.mv_size) == 0)
                 continue; /* this file's own restart record, not registry data */
             /* snapshots carry plain text (record.h) */
-            struct unpacked u;
+            struct record_plain u;
             const char *val = v.mv_data;
             u.heap = NULL;
             u.len = v.mv_size;
-            if (packs(s, s->dbi[db]) && (val = unpacked_view(&u, v.mv_data, v.mv_size)) == NULL) {
+            if (packs(s, s->dbi[db]) &&
+                (val = record_plain_view(&u, v.mv_data, v.mv_size)) == NULL) {
                 rc = REG_ESTORE;
                 break;
             }
@@ -1965,7 +1936,7 @@ static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, siz
             if ((rc = gb_put(&g, rh, sizeof(rh))) == 0 &&
                 (rc = gb_put(&g, k.mv_data, k.mv_size)) == 0)
                 rc = gb_put(&g, val, u.len);
-            unpacked_free(&u);
+            record_plain_free(&u);
             records++;
         }
         mdb_cursor_close(cur);
