@@ -2,6 +2,7 @@
 """Durability: every acknowledged write survives kill -9 and restarts."""
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -156,6 +157,11 @@ class DurabilityTest(unittest.TestCase):
             self.assertEqual({h[:4] for h in heads}, want, heads)
             if not compressed:
                 self.assertEqual(heads, {b"RSNAP002"})
+            # the copy ran on its own thread below the front end's priority
+            # (at a million instances it is seconds of CPU a worker would lose)
+            taken = re.findall(r'msg="snapshot taken" bytes=\d+ ms=[\d.]+ nice=(-?\d+)', d.log())
+            self.assertTrue(taken, d.log())
+            self.assertEqual(set(taken), {"10"}, d.log())
             d.kill9()  # the next start rebuilds the store from snapshot and log
         d = self.server().start()
         self.assertEqual(self.ids(d), expected)
