@@ -696,10 +696,33 @@ reply:
     req_free(r);
 }
 
+/* Park r on what it watches for at most wait_ms; false: not parked (it
+ * runs now). */
+static bool park(struct http_req *r, uint64_t wait_ms);
+
+/* A parked query's watch fired: as Consul's blocking queries, answer once
+ * the watched index has passed the one asked for, else park again for what
+ * is left of the wait (a node-wide change wakes every query; a query parked
+ * at an index it read after the change was applied is woken by that change
+ * too). */
 static void woken(void *arg, bool timed_out)
 {
-    (void)timed_out;
-    run_read(arg);
+    struct http_req *r = arg;
+    struct store_read *rd;
+    if (!timed_out && store_read_begin(r->srv->opt.store, &rd) == 0) {
+        uint64_t cur = watched_index(r, rd);
+        store_read_end(rd);
+        double left_ms = (r->wait_until - mono_seconds()) * 1e3;
+        if ((cur ? cur : 1) <= r->min_index && left_ms >= 1 && park(r, (uint64_t)left_ms))
+            return;
+    }
+    run_read(r);
+}
+
+static bool park(struct http_req *r, uint64_t wait_ms)
+{
+    return watch_park(r->srv->opt.watch, r->route->watch == WATCH_SERVICE ? r->arg : NULL,
+                      wait_ms, woken, r, NULL) == 0;
 }
 
 static void write_done(void *arg, int status);
@@ -711,10 +734,8 @@ static void start_read(struct http_req *r)
         if (store_read_begin(r->srv->opt.store, &rd) == 0) {
             uint64_t cur = watched_index(r, rd);
             store_read_end(rd);
-            if ((cur ? cur : 1) <= r->min_index &&
-                watch_park(r->srv->opt.watch,
-                           r->route->watch == WATCH_SERVICE ? r->arg : NULL, r->wait_ms, woken,
-                           r, NULL) == 0)
+            r->wait_until = mono_seconds() + r->wait_ms / 1e3;
+            if ((cur ? cur : 1) <= r->min_index && park(r, r->wait_ms))
                 return; /* parked: woken() replies */
         }
     }

@@ -87,6 +87,7 @@ struct http_req {
     int n_params;
     uint64_t min_index; /* ?index=, 0 if absent */
     uint64_t wait_ms;   /* ?wait= (with jitter when ?index= or ?hash= asks to block) */
+    double wait_until;  /* monotonic seconds: the end of a parked query's wait */
     int status;         /* error reply chosen by a handler */
     int forward_tries;  /* waits for a leader to forward to */
     double started;     /* monotonic seconds at arrival, for metrics */

@@ -4,6 +4,7 @@ import json
 import threading
 import time
 import unittest
+import urllib.request
 
 from harness import Registryd
 
@@ -73,6 +74,43 @@ class BlockingTest(unittest.TestCase):
         self.assertGreaterEqual(took, 1.9)
         self.assertEqual(new, idx)
         self.assertGreater(self.index("/v1/health/service/db"), idx)
+
+    def test_woken_without_a_change_parks_again(self):
+        """As Consul's blocking loop: a wake that leaves the watched index at
+        the one asked for (here a snapshot restore, which wakes every query,
+        of a snapshot in which web is as it is) parks the query again for
+        the rest of its wait instead of answering at once."""
+        d = Registryd().start()
+        try:
+            d.request("PUT", "/v1/agent/service/register",
+                      json.dumps({"Name": "web", "ID": "web-1", "Port": 80}))
+            with urllib.request.urlopen("http://%s/v1/snapshot" % d.addr, timeout=30) as r:
+                snap = r.read()
+            status, _, headers = d.request_full("GET", "/v1/health/service/web")
+            idx = int(headers["X-Consul-Index"])
+            restored = []
+            t = self.later(0.3, lambda: restored.append(
+                d.request("PUT", "/v1/snapshot", snap)[0]))
+            start = time.monotonic()
+            status, text, headers = d.request_full(
+                "GET", "/v1/health/service/web?index=%d&wait=2s" % idx)
+            took = time.monotonic() - start
+            t.join()
+            self.assertEqual(restored, [200])
+            self.assertEqual(status, 200, text)
+            self.assertEqual(int(headers["X-Consul-Index"]), idx)
+            self.assertGreaterEqual(took, 1.9)
+            self.assertLess(took, 4)
+            # a real change still answers at once
+            self.later(0.3, lambda: d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "web", "ID": "web-2", "Port": 81}))).join()
+            start = time.monotonic()
+            status, text, headers = d.request_full(
+                "GET", "/v1/health/service/web?index=%d&wait=10s" % idx)
+            self.assertLess(time.monotonic() - start, 3)
+            self.assertGreater(int(headers["X-Consul-Index"]), idx)
+        finally:
+            d.stop()
 
     def test_stale_index_returns_at_once(self):
         idx = self.index("/v1/health/service/web")
