@@ -753,7 +753,7 @@ static int read_agent_checks(struct http_req *r, struct store_read *rd, json_t *
 static void do_metrics(struct http_req *r)
 {
     const struct http_options *o = &r->srv->opt;
-    struct metrics_sources src = {o->cluster, o->health, o->store};
+    struct metrics_sources src = {o->cluster, o->health, o->store, r->srv->cache};
     const char *format = http_param(r, "format");
     bool prometheus = format && strcmp(format, "prometheus") == 0;
     struct evbuffer *b = evbuffer_new();

@@ -628,18 +628,10 @@ static char *cache_key(struct http_req *r, char *buf, size_t len)
     return key;
 }
 
-/* The cache's figures, published for /v1/agent/metrics. */
-void http_cache_publish(struct http_server *srv)
+/* Run a read handler (or reuse its cached answer) and reply, in read
+ * transaction rd (taken) or, when NULL, in one of its own. */
+static void run_read_in(struct http_req *r, struct store_read *rd)
 {
-    struct http_cache_stats st;
-    http_cache_get_stats(srv->cache, &st);
-    metrics_http_cache(&st);
-}
-
-/* Run a read handler (or reuse its cached answer) and reply. */
-static void run_read(struct http_req *r)
-{
-    struct store_read *rd;
     json_t *out = NULL;
     uint64_t index = 0;
     bool cacheable = r->route->watch != WATCH_NONE && !http_acl_bypass_cache(r);
@@ -648,7 +640,7 @@ static void run_read(struct http_req *r)
     const char *cached;
     size_t cached_len;
 
-    if (store_read_begin(r->srv->opt.store, &rd) != 0) {
+    if (rd == NULL && store_read_begin(r->srv->opt.store, &rd) != 0) {
         http_fail(r, 500, "store unavailable");
         goto reply;
     }
@@ -656,7 +648,6 @@ static void run_read(struct http_req *r)
     void *ref;
     if (key && http_cache_get_shared(r->srv->cache, key, index, &cached, &cached_len, &ref)) {
         store_read_end(rd);
-        http_cache_publish(r->srv);
         reply_shared_json(r, cached, cached_len, ref, index);
         if (key != keybuf)
             free(key);
@@ -679,8 +670,7 @@ static void run_read(struct http_req *r)
             size_t len = strlen(text);
             reply_text_json(r, text, len, false, index);
             http_cache_put(r->srv->cache, key, index, text, len); /* takes both */
-            http_cache_publish(r->srv);
-            json_decref(out);
+                json_decref(out);
             req_free(r);
             return;
         }
@@ -708,15 +698,18 @@ static bool park(struct http_req *r, uint64_t wait_ms);
 static void woken(void *arg, bool timed_out)
 {
     struct http_req *r = arg;
-    struct store_read *rd;
+    struct store_read *rd = NULL;
     if (!timed_out && store_read_begin(r->srv->opt.store, &rd) == 0) {
         uint64_t cur = watched_index(r, rd);
-        store_read_end(rd);
         double left_ms = (r->wait_until - mono_seconds()) * 1e3;
-        if ((cur ? cur : 1) <= r->min_index && left_ms >= 1 && park(r, (uint64_t)left_ms))
-            return;
+        if ((cur ? cur : 1) <= r->min_index && left_ms >= 1) {
+            store_read_end(rd);
+            if (park(r, (uint64_t)left_ms))
+                return;
+            rd = NULL;
+        }
     }
-    run_read(r);
+    run_read_in(r, rd);
 }
 
 static bool park(struct http_req *r, uint64_t wait_ms)
@@ -739,7 +732,7 @@ static void start_read(struct http_req *r)
                 return; /* parked: woken() replies */
         }
     }
-    run_read(r);
+    run_read_in(r, NULL);
 }
 
 void http_finish_write(struct http_req *r, int status)

@@ -168,8 +168,6 @@ enum http_member_op { HTTP_MEMBER_ADD, HTTP_MEMBER_REMOVE, HTTP_MEMBER_CONFIRM }
 void http_cluster_member(struct http_server *srv, enum http_member_op op, uint64_t id,
                          const char *raft_addr, cluster_done_cb cb, void *arg);
 
-/* This server's render cache figures, to metrics (metrics_http_cache). */
-void http_cache_publish(struct http_server *srv);
 
 /* End a request: like a write's completion (0: 200 empty; REG_E*: the
  * matching error), or with a JSON body. Both free r. */

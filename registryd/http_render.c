@@ -643,7 +643,6 @@ static void keep_answer(struct job *j)
         http_cache_put(j->r->srv->cache, j->key, j->index, j->all, j->all_len);
         j->key = NULL;
         j->all = NULL;
-        http_cache_publish(j->r->srv);
     }
 }
 
@@ -789,12 +788,10 @@ static bool render_services(struct http_req *r, struct store_read *rd, char *key
         http_finish_read(r, NULL, index);
         return true;
     }
-    if (key != NULL) {
+    if (key != NULL)
         http_cache_put(r->srv->cache, key, index, b.p, b.len); /* takes both */
-        http_cache_publish(r->srv);
-    } else {
+    else
         free(b.p);
-    }
     http_finish_read(r, out, index);
     return true;
 }

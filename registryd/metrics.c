@@ -100,13 +100,6 @@ void metrics_http(const char *method, const char *route, int status, double seco
     pthread_mutex_unlock(&http_lock);
 }
 
-void metrics_http_cache(const struct http_cache_stats *st)
-{
-    pthread_mutex_lock(&http_lock);
-    m.cache = *st;
-    pthread_mutex_unlock(&http_lock);
-}
-
 void metrics_http_conns(uint64_t open, uint64_t refused)
 {
     pthread_mutex_lock(&http_lock);
@@ -380,8 +373,12 @@ static void render_json_counters(json_t *counters)
 int metrics_render(const struct metrics_sources *src, bool prometheus, struct evbuffer *out)
 {
     struct health_stats hs;
+    struct http_cache_stats cache = {0};
     health_get_stats(src->health, &hs);
+    if (src->cache != NULL) /* read now: not kept up to date on every cached answer */
+        http_cache_get_stats(src->cache, &cache);
     pthread_mutex_lock(&http_lock);
+    m.cache = cache;
     if (prometheus) {
         render_gauges(src, &hs, out, NULL);
         render_prometheus_counters(&hs, out);

@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 struct evbuffer;
-struct http_cache_stats;
+struct http_cache;
 struct cluster;
 struct health;
 struct store;
@@ -35,8 +35,6 @@ void metrics_dns_shard_release(struct metrics_dns_shard *sh);
 /* One DNS answer with this rcode, seconds from packet to answer; only the
  * thread that holds sh calls this. */
 void metrics_dns(struct metrics_dns_shard *sh, int rcode, double seconds);
-/* The render cache's current figures (copied). */
-void metrics_http_cache(const struct http_cache_stats *st);
 /* The HTTP front end's connections: open now (counted per client), and
  * refused since start for being over http_max_conns_per_client. */
 void metrics_http_conns(uint64_t open, uint64_t refused);
@@ -50,6 +48,7 @@ struct metrics_sources {
     struct cluster *cluster;
     struct health *health;
     struct store *store;
+    struct http_cache *cache; /* the render cache, read as the metrics are */
 };
 
 /* Append every metric to out, as Prometheus text or as Consul's JSON. */
