@@ -4,6 +4,8 @@
 #include "common.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -74,6 +76,12 @@ const char *common_method_name(int t)
     default:
         return "OTHER";
     }
+}
+
+void common_listener_nodelay(int fd)
+{
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 /* Before joining a SO_REUSEPORT group, make sure there is none: another

@@ -95,4 +95,11 @@ void common_base_free(struct event_base *base);
 struct sockaddr_storage;
 int common_addr_free(const struct sockaddr_storage *ss, int sslen, int type);
 
+/* TCP_NODELAY on a listening socket, which every connection it accepts
+ * inherits (Linux): an answer written in more than one piece (above 16 KiB,
+ * TLS records, a DNS message after its length) goes out at once instead of
+ * waiting for the ACK of the piece before, which the client delays by up
+ * to 40 ms. Best effort (not TCP: nothing to do). */
+void common_listener_nodelay(int fd);
+
 #endif

@@ -1195,6 +1195,7 @@ static int worker_new(struct dns_server *s, unsigned id, const struct sockaddr_s
         snprintf(err, errlen, "dns_addr %s (tcp): %s", s->opt.addr, strerror(errno));
         return REG_EIO;
     }
+    common_listener_nodelay(evconnlistener_get_fd(w->tcp));
     return 0;
 }
 

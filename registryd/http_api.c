@@ -1555,6 +1555,7 @@ static int listen_on(struct http_server *s, struct evhttp *http, const char *key
                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         return REG_EIO;
     }
+    common_listener_nodelay(evconnlistener_get_fd(l));
     if (http_guard_attach(s->guard, http, l, tls ? tls_api_ctx : NULL) != 0) {
         snprintf(err, errlen, "%s %s: too many listeners", key, addr);
         evconnlistener_free(l);

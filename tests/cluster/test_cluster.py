@@ -1,40 +1,17 @@
 #!/usr/bin/python3
 """Three (and four) real registryd servers on loopback forming a Raft
 cluster: forwarding, leader loss under load, rejoin, join and removal."""
-import ctypes
 import json
 import os
 import random
-import socket
 import sys
 import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import Registryd, TempDir, agreed_leader, leader_of, start_cluster  # noqa: E402
-
-
-def raft_sockets(pid, raft_ports):
-    """pid's established TCP sockets to or from one of raft_ports:
-    {fd: (local port, remote port)}."""
-    by_inode = {}
-    for table in ("tcp", "tcp6"):
-        with open("/proc/%d/net/%s" % (pid, table)) as f:
-            for line in f.read().splitlines()[1:]:
-                col = line.split()
-                lport, rport = int(col[1].rsplit(":", 1)[1], 16), int(col[2].rsplit(":", 1)[1], 16)
-                if col[3] == "01" and (lport in raft_ports or rport in raft_ports):
-                    by_inode[col[9]] = (lport, rport)
-    found = {}
-    for name in os.listdir("/proc/%d/fd" % pid):
-        try:
-            target = os.readlink("/proc/%d/fd/%s" % (pid, name))
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in by_inode:
-            found[int(name)] = by_inode[target[8:-1]]
-    return found
+from harness import (Registryd, TempDir, agreed_leader, connected_sockets,  # noqa: E402
+                     leader_of, start_cluster, tcp_nodelay_of)
 
 
 class ClusterTest(unittest.TestCase):
@@ -76,25 +53,12 @@ class ClusterTest(unittest.TestCase):
         for s in self.servers:
             addr = json.loads(s.request("GET", "/v1/internal/raft/self")[1])["Raft"]
             raft_ports.add(int(addr.rsplit(":", 1)[1]))
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
         for s in self.servers:
-            conns = raft_sockets(s.proc.pid, raft_ports)
+            conns = connected_sockets(s.proc.pid, raft_ports)
             # two peers, a connection to and one from each
             self.assertGreaterEqual(len(conns), 2, conns)
-            pidfd = os.pidfd_open(s.proc.pid)
-            try:
-                for fd, ports in conns.items():
-                    dup = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
-                    self.assertGreaterEqual(dup, 0, os.strerror(ctypes.get_errno()))
-                    sock = socket.socket(fileno=dup)
-                    try:
-                        self.assertEqual(
-                            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1, ports)
-                    finally:
-                        sock.close()
-            finally:
-                os.close(pidfd)
+            for fd, ports in conns.items():
+                self.assertEqual(tcp_nodelay_of(s.proc.pid, fd), 1, ports)
 
     def test_forms_and_forwards_writes(self):
         leader = self.leader()

@@ -314,6 +314,53 @@ class TlsRegistryd(Registryd):
         return super().ctl(*args, env=e, stdin=stdin)
 
 
+def connected_sockets(pid, ports):
+    """Process pid's established TCP sockets whose local or remote port is
+    one of ports: {fd: (local port, remote port)} (from /proc)."""
+    by_inode = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    lport = int(cols[1].rsplit(":", 1)[1], 16)
+                    rport = int(cols[2].rsplit(":", 1)[1], 16)
+                    if cols[3] == "01" and (lport in ports or rport in ports):  # ESTABLISHED
+                        by_inode[cols[9]] = (lport, rport)
+        except FileNotFoundError:
+            pass
+    found = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in by_inode:
+            found[int(fd)] = by_inode[target[8:-1]]
+    return found
+
+
+def tcp_nodelay_of(pid, fd):
+    """TCP_NODELAY of descriptor fd of process pid, read off a duplicate
+    taken with pidfd_getfd (Linux 5.6; root here)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    pidfd = os.pidfd_open(pid)
+    try:
+        dup = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd
+        if dup < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+        sock = socket.socket(fileno=dup)
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            sock.close()
+    finally:
+        os.close(pidfd)
+
+
 def listening_ports(pid):
     """The TCP ports process pid listens on (from /proc: its sockets' inodes
     against the kernel's LISTEN table)."""

@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from harness import Registryd, thread_ticks
+from harness import Registryd, connected_sockets, tcp_nodelay_of, thread_ticks
 
 WORKERS = 2
 
@@ -228,6 +228,37 @@ class HttpWorkersTest(unittest.TestCase):
             s.close()
             self.assertTrue(data.split(b"\r\n")[0].endswith(b"200 OK"), data[:80])
             self.assertIn(b"127.0.0.1", data.split(b"\r\n\r\n", 1)[1])
+
+    def test_connections_send_at_once(self):
+        """Every accepted HTTP and DNS-over-TCP connection has TCP_NODELAY
+        (inherited from its listener). Without it, an answer written in two
+        pieces (above 16 KiB; TLS records) had its second piece wait for the
+        ACK of the first, which the client delays: every answer of 21-38 KB
+        on a kept-alive connection took 44 ms instead of 0.1 ms. The
+        server's sockets are looked at (pidfd_getfd), not timed."""
+        d = self.d
+        conns = [http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+                 for _ in range(2 * WORKERS)]  # SO_REUSEPORT spreads them
+        dns = socket.create_connection(("127.0.0.1", d.dns_port), timeout=10)
+        try:
+            for c in conns:
+                c.request("GET", "/v1/status/leader")
+                self.assertEqual(c.getresponse().read(), b'"127.0.0.1:%d"' % d.raft_port)
+            mine = {c.sock.getsockname()[1] for c in conns} | {dns.getsockname()[1]}
+            deadline = time.monotonic() + 10  # the DNS worker accepts in its own time
+            while True:
+                server_side = {fd: ports for fd, ports in
+                               connected_sockets(d.proc.pid, mine).items() if ports[1] in mine}
+                if len(server_side) == len(mine) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            self.assertEqual({ports[1] for ports in server_side.values()}, mine)
+            for fd, ports in server_side.items():
+                self.assertEqual(tcp_nodelay_of(d.proc.pid, fd), 1, ports)
+        finally:
+            for c in conns:
+                c.close()
+            dns.close()
 
     def test_big_answers_rendered_on_both_workers_at_once(self):
         """The per-record JSON is one store for every worker: big answers
