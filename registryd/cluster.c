@@ -31,6 +31,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "aio_destroy.h"
 #include "log.h"
 #include "queue.h"
 #include "registry/error.h"
@@ -1106,6 +1107,9 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
         return REG_ENOMEM;
     }
     c->transport_init = true;
+    /* segment closes' io_destroy off the raft thread (aio_destroy.h) */
+    if (aio_destroy_start() != 0)
+        log_warn("cluster", "msg=\"io_destroy stays on the raft thread: cannot start its own\"");
     if ((rv = raft_uv_init(&c->io, &c->loop, c->raft_dir, &c->transport)) != 0) {
         snprintf(err, errlen, "raft storage in %s: %s", c->raft_dir, c->io.errmsg);
         return REG_ERAFT;
