@@ -34,6 +34,16 @@ static void find_real(void)
     real_syscall = (syscall_fn)dlsym(RTLD_NEXT, "syscall");
 }
 
+/* Found while the process is still one thread (the executable's
+ * constructors run before main): dlsym takes the loader's lock, which a
+ * thread inside dlopen holds, and that thread could be calling syscall().
+ * A library's constructor that calls syscall() before this one still finds
+ * it through real_once. */
+__attribute__((constructor)) static void find_real_early(void)
+{
+    pthread_once(&real_once, find_real);
+}
+
 static void *run(void *arg)
 {
     (void)arg;
@@ -107,7 +117,8 @@ long syscall(long number, ...)
     va_end(ap);
     if (number == SYS_io_destroy && hand_over((unsigned long)a[0]))
         return 0;
-    pthread_once(&real_once, find_real);
+    if (real_syscall == NULL)
+        pthread_once(&real_once, find_real);
     if (real_syscall == NULL) {
         errno = ENOSYS;
         return -1;

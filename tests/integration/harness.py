@@ -433,10 +433,11 @@ def start_cluster(directory, n, extra=(), servers=None, join_graph=None, factory
     try:
         for d in new:
             d.wait_ready(timeout=30)
-    except RuntimeError:
+    except RuntimeError as e:
+        logs = "".join("\n--- server s%d:\n%s" % (i, d.log()) for i, d in enumerate(new))
         for d in new:
             d.abandon()
-        raise
+        raise RuntimeError("%s\nevery server's log:%s" % (e, logs)) from None
     return servers
 
 
