@@ -35,31 +35,13 @@ struct http_workers {
     struct worker w[]; /* n */
 };
 
-/* A change on its way to a worker's watch. */
-struct change_item {
-    struct mailbox_item item; /* first */
-    struct worker *w;
-    struct store_change chg;
-};
-
-static void change_run(struct mailbox_item *it)
-{
-    struct change_item *c = (struct change_item *)it;
-    watch_notify(c->w->watch, &c->chg);
-    free(c);
-}
-
 void http_workers_notify(struct http_workers *all, const struct store_change *chg)
 {
     for (unsigned i = 1; all != NULL && i < all->n; i++) {
-        struct change_item *c = malloc(sizeof(*c));
-        if (c == NULL) { /* parked queries of this worker wake at their wait's end */
+        if (watch_notify_via(all->w[i].mailbox, all->w[i].watch, chg) != 0)
+            /* parked queries of this worker wake at their wait's end */
             log_limited(LOG_WARN, "http", "msg=\"out of memory: a change reaches a worker's "
                                           "blocking queries late\" worker=%u", i);
-            continue;
-        }
-        *c = (struct change_item){.item = {.run = change_run}, .w = &all->w[i], .chg = *chg};
-        mailbox_post(all->w[i].mailbox, &c->item);
     }
 }
 

@@ -57,21 +57,6 @@ struct change_listeners {
     struct health *health;
 };
 
-/* A change on its way to the main loop's own blocking queries. */
-struct local_change {
-    struct mailbox_item item; /* first */
-    struct change_listeners *l;
-    struct store_change chg;
-};
-
-static void local_change_run(struct mailbox_item *it)
-{
-    struct local_change *c = (struct local_change *)it;
-    if (c->l->watch != NULL)
-        watch_notify(c->l->watch, &c->chg);
-    free(c);
-}
-
 /* The other workers and the checker first, this loop's own blocking
  * queries last, from its mailbox: after the write answers this loop turn
  * gives (cluster.c's out_cb). Waking 5,000 parked queries takes this loop
@@ -83,15 +68,8 @@ static void on_change(void *arg, const struct store_change *chg)
     struct change_listeners *l = arg;
     http_workers_notify(l->http, chg);
     health_notify(l->health, chg);
-    if (l->watch == NULL)
-        return;
-    struct local_change *c = malloc(sizeof(*c));
-    if (c == NULL) { /* no memory to queue it: wake them now */
-        watch_notify(l->watch, chg);
-        return;
-    }
-    *c = (struct local_change){.item = {.run = local_change_run}, .l = l, .chg = *chg};
-    mailbox_post(l->mailbox, &c->item);
+    if (l->watch != NULL && watch_notify_via(l->mailbox, l->watch, chg) != 0)
+        watch_notify(l->watch, chg); /* no memory to queue it: wake them now */
 }
 
 /* What SIGTERM needs to leave the cluster first (leave_on_terminate). */
@@ -702,9 +680,9 @@ void server_stop(struct server *s)
      * say who leads; changes the cluster delivers while it stops go nowhere. */
     s->listeners.watch = NULL;
     s->listeners.http = NULL;
-    watch_free(s->watch);
-    mailbox_free(s->listeners.mailbox); /* what is queued finds no watch */
+    mailbox_free(s->listeners.mailbox); /* what is queued reaches the watch */
     s->listeners.mailbox = NULL;
+    watch_free(s->watch);
     http_workers_stop(s->http);
     cluster_free(s->cluster);
     mark_store_clean(s);

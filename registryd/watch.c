@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mailbox.h"
 #include "registry/error.h"
 #include "store.h"
 
@@ -167,6 +168,30 @@ void watch_notify(struct watch *w, const struct store_change *chg)
                 fire_list(&w->buckets[hash_key(chg->names[i])], chg->names[i]);
     }
     fire_list(&w->global, NULL);
+}
+
+/* A change on its way to a watch (watch_notify_via). */
+struct change_item {
+    struct mailbox_item item; /* first */
+    struct watch *w;
+    struct store_change chg;
+};
+
+static void change_run(struct mailbox_item *it)
+{
+    struct change_item *c = (struct change_item *)it;
+    watch_notify(c->w, &c->chg);
+    free(c);
+}
+
+int watch_notify_via(struct mailbox *mb, struct watch *w, const struct store_change *chg)
+{
+    struct change_item *c = malloc(sizeof(*c));
+    if (c == NULL)
+        return REG_ENOMEM;
+    *c = (struct change_item){.item = {.run = change_run}, .w = w, .chg = *chg};
+    mailbox_post(mb, &c->item);
+    return 0;
 }
 
 size_t watch_parked(const struct watch *w)

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct mailbox;
 struct store_change;
 struct watch;
 struct watch_waiter;
@@ -42,6 +43,11 @@ int watch_park(struct watch *w, const char *key, uint64_t wait_ms, watch_fire_cb
 void watch_cancel(struct watch_waiter *wt);
 
 void watch_notify(struct watch *w, const struct store_change *chg);
+/* watch_notify(w, chg) later, on the loop that owns mb (mailbox.h), which
+ * must be w's; chg is copied. From any thread. Returns 0 or REG_ENOMEM
+ * (nothing posted). */
+int watch_notify_via(struct mailbox *mb, struct watch *w,
+                     const struct store_change *chg) REG_MUSTCHECK;
 size_t watch_parked(const struct watch *w);
 /* Waiters parked in every watch of the process (any thread). */
 size_t watch_parked_total(void);

@@ -314,31 +314,42 @@ class TlsRegistryd(Registryd):
         return super().ctl(*args, env=e, stdin=stdin)
 
 
-def connected_sockets(pid, ports):
-    """Process pid's established TCP sockets whose local or remote port is
-    one of ports: {fd: (local port, remote port)} (from /proc)."""
-    by_inode = {}
+def tcp_sockets():
+    """Every TCP socket of this network namespace, from the kernel's tables:
+    (state, local port, remote port, inode); state "01" is ESTABLISHED, "0A"
+    LISTEN."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f)
                 for line in f:
                     cols = line.split()
-                    lport = int(cols[1].rsplit(":", 1)[1], 16)
-                    rport = int(cols[2].rsplit(":", 1)[1], 16)
-                    if cols[3] == "01" and (lport in ports or rport in ports):  # ESTABLISHED
-                        by_inode[cols[9]] = (lport, rport)
+                    yield (cols[3], int(cols[1].rsplit(":", 1)[1], 16),
+                           int(cols[2].rsplit(":", 1)[1], 16), cols[9])
         except FileNotFoundError:
             pass
+
+
+def socket_fds(pid):
+    """Process pid's sockets: {inode: descriptor}."""
     found = {}
-    for fd in os.listdir("/proc/%d/fd" % pid):
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
         try:
-            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            target = os.readlink(os.path.join(fd_dir, fd))
         except OSError:
             continue
-        if target.startswith("socket:[") and target[8:-1] in by_inode:
-            found[int(fd)] = by_inode[target[8:-1]]
+        if target.startswith("socket:["):
+            found[target[8:-1]] = int(fd)
     return found
+
+
+def connected_sockets(pid, ports):
+    """Process pid's established TCP sockets whose local or remote port is
+    one of ports: {fd: (local port, remote port)}."""
+    fds = socket_fds(pid)
+    return {fds[inode]: (lport, rport) for state, lport, rport, inode in tcp_sockets()
+            if state == "01" and inode in fds and (lport in ports or rport in ports)}
 
 
 def tcp_nodelay_of(pid, fd):
@@ -364,27 +375,8 @@ def tcp_nodelay_of(pid, fd):
 def listening_ports(pid):
     """The TCP ports process pid listens on (from /proc: its sockets' inodes
     against the kernel's LISTEN table)."""
-    inodes = set()
-    fd_dir = "/proc/%d/fd" % pid
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(os.path.join(fd_dir, fd))
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    cols = line.split()
-                    if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
-                        ports.add(int(cols[1].rsplit(":", 1)[1], 16))
-        except FileNotFoundError:
-            pass
-    return ports
+    fds = socket_fds(pid)
+    return {lport for state, lport, _, inode in tcp_sockets() if state == "0A" and inode in fds}
 
 
 def leader_of(d):
