@@ -409,28 +409,58 @@ def start_cluster(directory, n, extra=(), servers=None, join_graph=None, factory
     it is given --join for (default: each joins all). Servers are appended
     to `servers` as they start, so a caller's cleanup sees them even if one
     fails to come up; returns the list. factory(data_dir) makes each server
-    (default: a plain Registryd)."""
+    (default: a plain Registryd).
+
+    A server that could not bind a port a parallel test took between our
+    check and its bind is not waited for: the whole cluster starts again on
+    other ports and fresh data dirs (every server's --join names the others'
+    addresses), at most three times."""
     servers = servers if servers is not None else []
     factory = factory or (lambda data_dir: Registryd(data_dir=data_dir))
-    new = [factory(os.path.join(directory, "s%d" % i)) for i in range(n)]
-    for i, d in enumerate(new):
-        targets = join_graph.get(i, []) if join_graph is not None else range(n)
-        joins = []
-        for t in targets:
-            joins += ["--join", new[t].addr]
-        node = ["--node", "s%d" % i] if "--node" not in extra else []
-        d.extra = ["--bootstrap-expect", str(n)] + node + list(extra) + joins
-        d.start(wait=False)
-        servers.append(d)
-    try:
-        for d in new:
-            d.wait_ready(timeout=30)
-    except RuntimeError as e:
+    for attempt in range(3):
+        here = os.path.join(directory, "try%d" % attempt) if attempt else directory
+        new = [factory(os.path.join(here, "s%d" % i)) for i in range(n)]
+        for i, d in enumerate(new):
+            targets = join_graph.get(i, []) if join_graph is not None else range(n)
+            joins = []
+            for t in targets:
+                joins += ["--join", new[t].addr]
+            node = ["--node", "s%d" % i] if "--node" not in extra else []
+            d.extra = ["--bootstrap-expect", str(n)] + node + list(extra) + joins
+            d.start(wait=False)
+            servers.append(d)
+        failure = wait_all_ready(new, timeout=30)
+        if failure is None:
+            return servers
         logs = "".join("\n--- server s%d:\n%s" % (i, d.log()) for i, d in enumerate(new))
         for d in new:
             d.abandon()
-        raise RuntimeError("%s\nevery server's log:%s" % (e, logs)) from None
+            servers.remove(d)
+        if "Address already in use" not in logs or attempt == 2:
+            raise RuntimeError("%s\nevery server's log:%s" % (failure, logs))
     return servers
+
+
+def wait_all_ready(new, timeout):
+    """None once every server of new knows a leader; else what went wrong
+    (a server exited, or the time ran out), as soon as it is known."""
+    deadline = time.monotonic() + timeout
+    waiting = list(enumerate(new))
+    while waiting:
+        for i, d in list(waiting):
+            if d.proc.poll() is not None:
+                return "server s%d exited with %d" % (i, d.proc.returncode)
+            try:
+                status, body = d.request("GET", "/v1/status/leader", timeout=2)
+                if status == 200 and body.strip('"\n'):
+                    waiting.remove((i, d))
+            except OSError:
+                pass
+        if waiting and time.monotonic() > deadline:
+            return "servers %s not ready in %ds" % ([i for i, _ in waiting], timeout)
+        if waiting:
+            time.sleep(0.05)
+    return None
 
 
 class TempDir:
