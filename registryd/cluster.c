@@ -154,19 +154,22 @@ bool cluster_owns_check(struct cluster *c, const char *check_id, bool ttl)
 /* ---- identity ---------------------------------------------------------- */
 
 /* Bind 127.0.0.1:want (0: the kernel picks): the port it got, the socket
- * kept bound in *fd; or 0. */
+ * kept bound in *fd; or 0. Without SO_REUSEADDR: Linux lets two sockets
+ * that both set it bind one port while neither listens, and a server holds
+ * its port unlistened for as long as the cluster forms. Two servers started
+ * together once held the same port that way, gave the same raft address,
+ * and no cluster formed ("raft bootstrap": a duplicate address). A later
+ * start binds the address it kept through libuv, which sets SO_REUSEADDR
+ * itself (a restart soon after a stop finds the port free). */
 static unsigned short try_port(unsigned short want, int *fd)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
                              .sin_port = htons(want)};
     socklen_t sl = sizeof(sa);
-    int one = 1;
     *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (*fd < 0)
         return 0;
-    /* as libuv binds: a restart soon after a stop finds it free */
-    bool ok = setsockopt(*fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
-              bind(*fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+    bool ok = bind(*fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
               getsockname(*fd, (struct sockaddr *)&sa, &sl) == 0;
     if (!ok) {
         close(*fd);
@@ -1163,7 +1166,8 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
             rv = raft_bootstrap(&c->raft, &conf);
         raft_configuration_close(&conf);
         if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
-            snprintf(err, errlen, "raft bootstrap: %s", raft_errmsg(&c->raft));
+            snprintf(err, errlen, "raft bootstrap: %s (%s)", raft_errmsg(&c->raft),
+                     raft_strerror(rv));
             return REG_ERAFT;
         }
     }

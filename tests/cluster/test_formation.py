@@ -2,14 +2,16 @@
 """Cluster formation from join graphs other than "everyone joins everyone":
 servers learn each other transitively, so any connected join graph forms
 exactly one cluster of --bootstrap-expect servers."""
+import errno
 import json
 import os
+import socket
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import TempDir, start_cluster  # noqa: E402
+from harness import Registryd, TempDir, start_cluster  # noqa: E402
 
 
 class FormationTest(unittest.TestCase):
@@ -59,6 +61,35 @@ class FormationTest(unittest.TestCase):
 
     def test_chain(self):
         self.form({0: [1], 1: [2], 2: []})
+
+    def test_raft_port_held_alone_while_forming(self):
+        """A server given no raft address picks a port and holds it, not
+        listening, for as long as the cluster forms. It holds it alone: a
+        socket that sets SO_REUSEADDR (as libuv's binds do) cannot bind it
+        too. Held with SO_REUSEADDR, two servers started together could both
+        bind one port, give the same raft address, and never form."""
+        d = Registryd(data_dir=os.path.join(self.tmp.path, "alone"),
+                      extra_args=["--bootstrap-expect", "3"]).start(wait=False)
+        self.servers.append(d)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                status, text = d.request("GET", "/v1/internal/raft/self", timeout=2)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            self.assertLess(time.monotonic(), deadline, d.log())
+            time.sleep(0.05)
+        port = int(json.loads(text)["Raft"].rsplit(":", 1)[1])
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            with self.assertRaises(OSError) as e:
+                s.bind(("127.0.0.1", port))
+            self.assertEqual(e.exception.errno, errno.EADDRINUSE)
+        finally:
+            s.close()
 
 
 if __name__ == "__main__":
