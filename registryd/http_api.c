@@ -670,7 +670,7 @@ static void run_read_in(struct http_req *r, struct store_read *rd)
             size_t len = strlen(text);
             reply_text_json(r, text, len, false, index);
             http_cache_put(r->srv->cache, key, index, text, len); /* takes both */
-                json_decref(out);
+            json_decref(out);
             req_free(r);
             return;
         }
