@@ -158,9 +158,10 @@ bool cluster_owns_check(struct cluster *c, const char *check_id, bool ttl)
  * that both set it bind one port while neither listens, and a server holds
  * its port unlistened for as long as the cluster forms. Two servers started
  * together once held the same port that way, gave the same raft address,
- * and no cluster formed ("raft bootstrap": a duplicate address). A later
- * start binds the address it kept through libuv, which sets SO_REUSEADDR
- * itself (a restart soon after a stop finds the port free). */
+ * and no cluster formed ("raft bootstrap": a duplicate address). The
+ * transport sets it as it starts listening (raft_transport.c), so that a
+ * restart (libuv's bind sets it too) shares the port with the TIME_WAIT
+ * remains of this run's connections. */
 static unsigned short try_port(unsigned short want, int *fd)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),

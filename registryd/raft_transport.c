@@ -1041,6 +1041,12 @@ static int tp_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
     }
     int rv;
     if (tp->bound_fd != NULL && *tp->bound_fd >= 0) { /* held since the port was chosen */
+        /* Held without SO_REUSEADDR (cluster.c's try_port), set now, as it
+         * listens: the connections it accepts inherit it, and so do their
+         * TIME_WAIT remains, which a restart's bind (libuv sets it) must be
+         * allowed to share the port with. */
+        int one = 1;
+        (void)setsockopt(*tp->bound_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         rv = uv_tcp_open(&tp->listener, *tp->bound_fd);
         if (rv == 0)
             *tp->bound_fd = -1; /* the listener's now */
