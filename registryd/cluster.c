@@ -106,8 +106,8 @@ struct cluster {
     void *snap_spare;
     size_t snap_spare_cap, snap_held_cap;
     /* The snapshot being taken: a read of the store at the applied index,
-     * opened on the raft thread (fsm_snapshot), copied on libuv's thread
-     * pool (fsm_snapshot_async), closed by fsm_snapshot_finalize. */
+     * opened on the raft thread (fsm_snapshot), copied on a thread of its
+     * own (fsm_snapshot_async, io_async_work), closed by fsm_snapshot_finalize. */
     struct store_read *snap_rd;
     size_t snap_len;
     unsigned snap_threshold; /* as libraft has it now */
@@ -418,7 +418,7 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     return 0;
 }
 
-/* libuv's thread pool: the snapshot's bytes from the read fsm_snapshot
+/* io_async_work's thread: the snapshot's bytes from the read fsm_snapshot
  * opened. */
 static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
@@ -1129,8 +1129,8 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
         snprintf(err, errlen, "raft snapshot compression: %s", c->io.errmsg);
         return REG_ERAFT;
     }
-    /* libraft 0.15's uv io has no async_work (io version 1): give it one on
-     * libuv's thread pool, for the snapshot copy (fsm_snapshot_async). */
+    /* libraft 0.15's uv io has no async_work (io version 1): give it one (a
+     * thread per snapshot copy, io_async_work; fsm_snapshot_async). */
     c->io.version = 2;
     c->io.async_work = io_async_work;
     c->fsm.version = 3;

@@ -152,8 +152,8 @@ void cluster_submit_here(struct cluster *c, void *buf, size_t len, cluster_done_
  * last snapshot was snapshot_bytes long: CLUSTER_SNAPSHOT_ENTRIES (Consul's
  * 16384), or one entry per CLUSTER_SNAPSHOT_BYTES_PER_ENTRY of snapshot if
  * that is more, up to CLUSTER_SNAPSHOT_ENTRIES_MAX. A snapshot copies,
- * checksums, compresses and writes the whole store (the copy on libuv's
- * thread pool, from a read the raft thread opens; see fsm_snapshot): at a
+ * checksums, compresses and writes the whole store (the copy on a thread
+ * of its own at a lower priority, from a read the raft thread opens; see fsm_snapshot): at a
  * fixed interval its cost per write grows with the store (at a million
  * instances, 750 MB copied in 0.7-2 s every 16384 writes, then compressed
  * by libraft: when the raft thread still made the copy, writes stopped for
