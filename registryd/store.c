@@ -1951,6 +1951,33 @@ static void release_map(struct store *s)
         log_debug("store", "msg=\"map pages kept\" error=\"%s\"", strerror(errno));
 }
 
+/*
+ * Between whole-store walks, every page the writer touches (copy-on-write
+ * down a dozen B-trees per write) and every page a listing reads stays
+ * mapped too: at a million instances, up to the whole 800 MiB file by the
+ * next raft snapshot (262,144 writes apart). So the heap trimmer's thread
+ * also calls this every few seconds: when the process's resident file pages
+ * pass STORE_MAP_KEEP, the map is released as above. Below that nothing
+ * happens, so a small store's pages never fault again; above it, the pages
+ * in use fault back in (at a million instances, a few thousand branch pages
+ * per release).
+ */
+#define STORE_MAP_KEEP (64ULL << 20)
+
+void store_release_idle(void *arg)
+{
+    struct store *s = arg;
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size, resident, shared = 0;
+    if (f == NULL)
+        return;
+    int got = fscanf(f, "%lu %lu %lu", &size, &resident, &shared);
+    fclose(f);
+    if (got == 3 && (unsigned long long)shared * (unsigned long long)sysconf(_SC_PAGESIZE) >
+                        STORE_MAP_KEEP)
+        release_map(s);
+}
+
 int store_snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
 {
     int rc = snapshot_read_into(r, buf, cap, len);
