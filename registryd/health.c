@@ -545,17 +545,16 @@ static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
 struct resync {
     struct health *h;
     struct store_read *rd;
+    const char *name; /* of the instances a walk gives by ID */
 };
 
-/* Upsert the checks of one instance, as the store has them now. */
-static int resync_instance(json_t *inst, void *arg)
+/* Upsert the checks of instance sid of service name, as the store has them
+ * now. */
+static int resync_instance(struct resync *rs, const char *sid, const char *name)
 {
-    struct resync *rs = arg;
     struct health *h = rs->h;
     if (__atomic_load_n(&h->stopping, __ATOMIC_ACQUIRE))
         return 1; /* a scan of a large store must not hold up shutdown */
-    const char *sid = json_string_value(json_object_get(inst, "ID"));
-    const char *name = json_string_value(json_object_get(inst, "Service"));
     json_t *checks = NULL;
     if (sid == NULL || name == NULL || store_instance_checks(rs->rd, sid, &checks) != 0)
         return 0;
@@ -621,11 +620,18 @@ static int resync_instance(json_t *inst, void *arg)
     return 0;
 }
 
+/* store_each_instance_id's callback: an instance of rs->name. */
+static int resync_instance_id(const char *sid, void *arg)
+{
+    struct resync *rs = arg;
+    return resync_instance(rs, sid, rs->name);
+}
+
 /* The instance sid changed (or went away): re-read it and drop the checks
  * it no longer has. */
 static void resync_sid(struct health *h, struct store_read *rd, const char *sid)
 {
-    struct resync rs = {h, rd};
+    struct resync rs = {h, rd, NULL};
     json_t *inst = NULL;
     /* The common change, an instance without checks (before and after):
      * nothing to do, known without decoding its record */
@@ -633,7 +639,8 @@ static void resync_sid(struct health *h, struct store_read *rd, const char *sid)
         return;
     h->generation++;
     if (store_get_instance(rd, sid, &inst) == 0) {
-        resync_instance(inst, &rs);
+        resync_instance(&rs, json_string_value(json_object_get(inst, "ID")),
+                        json_string_value(json_object_get(inst, "Service")));
         json_decref(inst);
     }
     for (;;) { /* check_remove frees the list with its last check */
@@ -673,12 +680,12 @@ static void resync_step(evutil_socket_t fd, short what, void *arg)
     struct store_read *rd;
     if (h->resync_names == NULL || store_read_begin(h->opt.store, &rd) != 0)
         return; /* nothing to do, or the store is gone: the next change says */
-    struct resync rs = {h, rd};
+    struct resync rs = {h, rd, NULL};
     uint64_t t0 = mono_us();
     size_t n = json_array_size(h->resync_names);
     while (h->resync_next < n && mono_us() - t0 < RESYNC_SLICE_US) {
-        const char *name = json_string_value(json_array_get(h->resync_names, h->resync_next++));
-        if (store_each_instance(rd, name, resync_instance, &rs) != 0 &&
+        rs.name = json_string_value(json_array_get(h->resync_names, h->resync_next++));
+        if (store_each_instance_id(rd, rs.name, resync_instance_id, &rs) != 0 &&
             __atomic_load_n(&h->stopping, __ATOMIC_ACQUIRE))
             break;
     }

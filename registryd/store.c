@@ -2373,6 +2373,28 @@ int store_each_instance(struct store_read *r, const char *name, store_json_cb cb
     return each_indexed(r, DB_BY_NAME, name, DB_SERVICES, cb, arg);
 }
 
+int store_each_instance_id(struct store_read *r, const char *name, store_id_cb cb, void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k = val_str(name), v;
+    char id[STORE_NAME_MAX + 1];
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_BY_NAME], &cur), stop = 0;
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0 && !stop;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        if (v.mv_size == 0 || v.mv_size > STORE_NAME_MAX || memchr(v.mv_data, '\0', v.mv_size))
+            continue; /* damaged: no instance has that ID */
+        memcpy(id, v.mv_data, v.mv_size);
+        id[v.mv_size] = '\0';
+        stop = cb(id, arg);
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
 int store_each_check(struct store_read *r, store_json_cb cb, void *arg)
 {
     return each_json(r, r->s->dbi[DB_CHECKS], cb, arg);
@@ -2404,17 +2426,41 @@ int store_each_instance_on(struct store_read *r, const char *node, store_json_cb
 
 static int owner_checks(struct store_read *r, const char *owner, json_t *arr);
 
+/* The Node of instance service_id into key as "_node:<Node>" (key[0] '\0':
+ * none, or no such instance), read by the scanner without decoding the
+ * record; a record the scanner is unsure of is decoded. */
+static void instance_node_key(struct store_read *r, const char *service_id,
+                              char key[NODE_KEY_MAX])
+{
+    MDB_val k = val_str(service_id), v;
+    struct scanned sc;
+    key[0] = '\0';
+    if (mdb_get(r->txn, r->s->dbi[DB_SERVICES], &k, &v) != 0)
+        return;
+    struct record_plain u;
+    const char *text = record_plain_view(&u, v.mv_data, v.mv_size);
+    if (text && scan_record(text, u.len, &sc)) {
+        if (sc.has_node && sc.node.len > 0 && sc.node.len < NODE_KEY_MAX - 6)
+            snprintf(key, NODE_KEY_MAX, "_node:%.*s", (int)sc.node.len, sc.node.p);
+    } else {
+        json_t *inst = load_record(r->s, r->s->dbi[DB_SERVICES], &k, &v);
+        if (inst && *jstr(inst, "Node"))
+            node_key(key, "_node:", jstr(inst, "Node"));
+        json_decref(inst);
+    }
+    record_plain_free(&u);
+}
+
 int store_instance_checks(struct store_read *r, const char *service_id, json_t **out)
 {
-    json_t *arr = json_array(), *inst = NULL;
+    json_t *arr = json_array();
+    char key[NODE_KEY_MAX];
     int rc = owner_checks(r, service_id, arr);
-    if (rc == 0 && get_json_s(r->s, r->txn, r->s->dbi[DB_SERVICES], service_id, &inst) == 0 &&
-        *jstr(inst, "Node")) {
-        char key[NODE_KEY_MAX];
-        node_key(key, "_node:", jstr(inst, "Node"));
-        rc = owner_checks(r, key, arr); /* the node's own checks count for it too */
+    if (rc == 0) {
+        instance_node_key(r, service_id, key);
+        if (key[0] != '\0')
+            rc = owner_checks(r, key, arr); /* the node's own checks count for it too */
     }
-    json_decref(inst);
     if (rc != 0) {
         json_decref(arr);
         return rc;

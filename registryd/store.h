@@ -147,6 +147,10 @@ int store_get_check(struct store_read *r, const char *id, json_t **out);
 typedef int (*store_json_cb)(json_t *obj, void *arg);
 int store_each_instance(struct store_read *r, const char *name, store_json_cb cb, void *arg);
 int store_each_check(struct store_read *r, store_json_cb cb, void *arg);
+/* The IDs of name's instances, from the by-name index alone (no record is
+ * read): for walks that need only the IDs. Same return convention. */
+typedef int (*store_id_cb)(const char *id, void *arg);
+int store_each_instance_id(struct store_read *r, const char *name, store_id_cb cb, void *arg);
 /* The checks whose Status is state ("passing", "warning", "critical"), by
  * CheckID: what store_each_check would give that is in state, at the cost
  * of those alone. */
