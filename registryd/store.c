@@ -1902,7 +1902,8 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
 /* ---- snapshot / restore -------------------------------------------------
  * Format: snapshot.h. */
 
-static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len);
+static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len,
+                              size_t release_every);
 
 int store_snapshot(struct store *s, void **buf, size_t *len)
 {
@@ -1922,7 +1923,7 @@ int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len)
     int rc = store_read_begin(s, &r);
     if (rc != 0)
         return rc;
-    rc = snapshot_read_into(r, buf, cap, len);
+    rc = snapshot_read_into(r, buf, cap, len, 0);
     store_read_end(r);
     return rc;
 }
@@ -1931,7 +1932,8 @@ int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len)
  * A whole-store walk (a raft snapshot's copy, GET /v1/snapshot) maps every
  * page of the store into this process: at a million instances the resident
  * size grew by the whole file (875 MiB -> 1.6 GiB) after each snapshot and
- * stayed there. Once the walk is done, the map's pages leave this process's
+ * stayed there. Once the walk is done (and, for a raft snapshot, after each
+ * STORE_MAP_KEEP bytes of its copy), the map's pages leave this process's
  * page tables (MADV_DONTNEED on a shared file mapping: not from the page
  * cache, and dirty pages stay dirty there, so nothing is lost and nothing
  * is read again from disk); those still used fault back in, a minor fault
@@ -1980,15 +1982,19 @@ void store_release_idle(void *arg)
 
 int store_snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
 {
-    int rc = snapshot_read_into(r, buf, cap, len);
+    int rc = snapshot_read_into(r, buf, cap, len, STORE_MAP_KEEP);
     if (rc == 0)
         release_map(r->s);
     return rc;
 }
 
-static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
+/* release_every (bytes; 0: never): release the map each time the copy has
+ * grown by that much, so that the walk alone never holds more of it. */
+static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len,
+                              size_t release_every)
 {
     struct growbuf g = {*buf, 0, *buf ? *cap : 0};
+    size_t released_at = 0;
     struct store *s = r->s;
     MDB_txn *txn = r->txn;
     unsigned char head[SNAP_HEADER_LEN];
@@ -2025,6 +2031,10 @@ static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, siz
                 rc = gb_put(&g, val, u.len);
             record_plain_free(&u);
             records++;
+            if (release_every > 0 && g.len - released_at >= release_every) {
+                release_map(s);
+                released_at = g.len;
+            }
         }
         mdb_cursor_close(cur);
         if (rc == 0 && crc != MDB_NOTFOUND)
