@@ -154,7 +154,7 @@ static void maybe_grow(struct http_cache *c)
 /* The entry current for key at index (made the most recent), or NULL. */
 static struct cache_entry *lookup(struct http_cache *c, const char *key, uint64_t index)
 {
-    struct cache_entry *e = *find(c, key, hash_fnv1a64(key));
+    struct cache_entry *e = *find(c, key, hash_table_str(key));
     if (e == NULL || e->index != index) {
         c->st.misses++;
         return NULL;
@@ -195,7 +195,7 @@ void http_cache_put(struct http_cache *c, char *key, uint64_t index, char *body,
 
 static void put_locked(struct http_cache *c, char *key, uint64_t index, char *body, size_t len)
 {
-    uint64_t h = hash_fnv1a64(key);
+    uint64_t h = hash_table_str(key);
     struct cache_entry *old = *find(c, key, h);
     if (old && old->index > index) { /* another thread kept a newer answer */
         free(key);

@@ -130,27 +130,16 @@ static uint64_t now_us(void)
 
 /* ---- signatures ---------------------------------------------------------- */
 
-static inline uint64_t rotl64(uint64_t x, int r)
-{
-    return (x << r) | (x >> (64 - r));
-}
-
-/* h extended by n bytes at p (and their count): order matters. */
+/* h extended by n bytes at p (and their count): order matters. SipHash
+ * keyed by h, which starts from the random seed. A seeded Murmur-style
+ * hash (what this was) has collisions that hold whatever the seed (pairs
+ * of 8-byte blocks whose differences cancel), and records carry bytes that
+ * clients and health endpoints choose: two versions of a record that sign
+ * alike would have the memo serve the old one. */
 static uint64_t sig_add(uint64_t h, const void *p, size_t n)
 {
-    const unsigned char *s = p;
-    const uint64_t k1 = 0x87c37b91114253d5ULL, k2 = 0x4cf5ad432745937fULL;
-    h = hash_mix64(h ^ (n * 0x9e3779b97f4a7c15ULL));
-    for (; n >= 8; s += 8, n -= 8) {
-        uint64_t w;
-        memcpy(&w, s, 8);
-        h ^= rotl64(w * k1, 31) * k2;
-        h = rotl64(h, 27) * 5 + 0x52dce729;
-    }
-    uint64_t w = 0;
-    memcpy(&w, s, n);
-    h ^= rotl64(w * k1, 31) * k2;
-    return hash_mix64(h);
+    const uint64_t key[2] = {h, 0x7369676e61747572ULL};
+    return hash_siphash(key, p, n, 1, 3);
 }
 
 /* ---- the fragment store -------------------------------------------------- */

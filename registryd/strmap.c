@@ -1,4 +1,4 @@
-/* strmap.c — see strmap.h. FNV-1a hashing, singly linked chains. */
+/* strmap.c — see strmap.h. Keyed hashing (hash_table_str), singly linked chains. */
 #include "hash.h"
 #include "strmap.h"
 
@@ -59,7 +59,7 @@ static struct strmap_entry **find(const struct strmap *m, const char *key, uint6
 
 void *strmap_get(const struct strmap *m, const char *key)
 {
-    struct strmap_entry **pp = find(m, key, hash_fnv1a64(key));
+    struct strmap_entry **pp = find(m, key, hash_table_str(key));
     return *pp ? (*pp)->value : NULL;
 }
 
@@ -84,7 +84,7 @@ static int grow(struct strmap *m)
 
 int strmap_put(struct strmap *m, const char *key, void *value)
 {
-    uint64_t h = hash_fnv1a64(key);
+    uint64_t h = hash_table_str(key);
     struct strmap_entry **pp = find(m, key, h);
     if (*pp) {
         (*pp)->value = value;
@@ -106,7 +106,7 @@ int strmap_put(struct strmap *m, const char *key, void *value)
 
 void *strmap_del(struct strmap *m, const char *key)
 {
-    struct strmap_entry **pp = find(m, key, hash_fnv1a64(key)), *e = *pp;
+    struct strmap_entry **pp = find(m, key, hash_table_str(key)), *e = *pp;
     if (e == NULL)
         return NULL;
     void *v = e->value;

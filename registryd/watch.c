@@ -45,7 +45,7 @@ static void count_parked(struct watch *w, long delta)
 
 static unsigned hash_key(const char *s)
 {
-    return (unsigned)(hash_fnv1a64(s) % WATCH_BUCKETS);
+    return (unsigned)(hash_table_str(s) % WATCH_BUCKETS);
 }
 
 int watch_new(struct event_base *base, struct watch **out)
