@@ -18,8 +18,6 @@ struct heap_trim {
     pthread_cond_t wake;
     bool stop;
     unsigned interval_ms;
-    void (*also)(void *);
-    void *also_arg;
 };
 
 static void *trim_main(void *arg)
@@ -41,8 +39,6 @@ static void *trim_main(void *arg)
         pthread_mutex_unlock(&t->lock);
         malloc_trim(0);
         pthread_mutex_lock(&t->lock);
-        if (t->also != NULL && !t->stop)
-            t->also(t->also_arg);
     }
     pthread_mutex_unlock(&t->lock);
     return NULL;
@@ -73,16 +69,6 @@ int heap_trim_start(unsigned interval_ms, struct heap_trim **out)
     }
     *out = t;
     return 0;
-}
-
-void heap_trim_also(struct heap_trim *t, void (*fn)(void *), void *arg)
-{
-    if (t == NULL)
-        return;
-    pthread_mutex_lock(&t->lock);
-    t->also = fn;
-    t->also_arg = arg;
-    pthread_mutex_unlock(&t->lock);
 }
 
 void heap_trim_stop(struct heap_trim *t)

@@ -25,11 +25,6 @@ struct heap_trim;
 /* Start trimming every interval_ms (0: only the mmap threshold is set).
  * Returns 0 or REG_ENOMEM / REG_EIO (the thread could not start). */
 int heap_trim_start(unsigned interval_ms, struct heap_trim **out) REG_MUSTCHECK;
-/* Each interval, after the trim, also call fn(arg) on the trimmer's thread
- * (NULL: nothing). Set and cleared under the trimmer's lock, which fn runs
- * under: once this returns with fn NULL, fn is not running and will not
- * run again. t NULL: no-op. */
-void heap_trim_also(struct heap_trim *t, void (*fn)(void *), void *arg);
 /* Stop the thread (it wakes at once) and free t. NULL: no-op. */
 void heap_trim_stop(struct heap_trim *t);
 

@@ -425,7 +425,6 @@ static int start_store_and_cluster(struct server *s)
         log_error("server", "msg=\"cannot open store\" error=\"%s\"", err);
         return REG_ESTORE;
     }
-    heap_trim_also(s->heap_trim, store_release_idle, s->store);
     s->base = common_front_end_base_new();
     if (s->base == NULL || watch_new(s->base, &s->watch) != 0 ||
         mailbox_new(s->base, &s->listeners.mailbox) != 0) {
@@ -698,7 +697,6 @@ void server_stop(struct server *s)
         event_free(s->leaving.retry);
     service_free(s->service);
     common_base_free(s->base);
-    heap_trim_also(s->heap_trim, NULL, NULL);
     store_free(s->store);
     recovery_free(s->recovery);
     if (s->lock_fd >= 0)

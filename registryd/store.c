@@ -1902,8 +1902,7 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
 /* ---- snapshot / restore -------------------------------------------------
  * Format: snapshot.h. */
 
-static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len,
-                              size_t release_every);
+static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len);
 
 int store_snapshot(struct store *s, void **buf, size_t *len)
 {
@@ -1923,7 +1922,7 @@ int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len)
     int rc = store_read_begin(s, &r);
     if (rc != 0)
         return rc;
-    rc = snapshot_read_into(r, buf, cap, len, 0);
+    rc = snapshot_read_into(r, buf, cap, len);
     store_read_end(r);
     return rc;
 }
@@ -1932,8 +1931,7 @@ int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len)
  * A whole-store walk (a raft snapshot's copy, GET /v1/snapshot) maps every
  * page of the store into this process: at a million instances the resident
  * size grew by the whole file (875 MiB -> 1.6 GiB) after each snapshot and
- * stayed there. Once the walk is done (and, for a raft snapshot, after each
- * STORE_MAP_KEEP bytes of its copy), the map's pages leave this process's
+ * stayed there. Once the walk is done, the map's pages leave this process's
  * page tables (MADV_DONTNEED on a shared file mapping: not from the page
  * cache, and dirty pages stay dirty there, so nothing is lost and nothing
  * is read again from disk); those still used fault back in, a minor fault
@@ -1953,48 +1951,17 @@ static void release_map(struct store *s)
         log_debug("store", "msg=\"map pages kept\" error=\"%s\"", strerror(errno));
 }
 
-/*
- * Between whole-store walks, every page the writer touches (copy-on-write
- * down a dozen B-trees per write) and every page a listing reads stays
- * mapped too: at a million instances, up to the whole 800 MiB file by the
- * next raft snapshot (262,144 writes apart). So the heap trimmer's thread
- * also calls this every few seconds: when the process's resident file pages
- * pass STORE_MAP_KEEP, the map is released as above. Below that nothing
- * happens, so a small store's pages never fault again; above it, the pages
- * in use fault back in (at a million instances, a few thousand branch pages
- * per release).
- */
-#define STORE_MAP_KEEP (64ULL << 20)
-
-void store_release_idle(void *arg)
-{
-    struct store *s = arg;
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size, resident, shared = 0;
-    if (f == NULL)
-        return;
-    int got = fscanf(f, "%lu %lu %lu", &size, &resident, &shared);
-    fclose(f);
-    if (got == 3 && (unsigned long long)shared * (unsigned long long)sysconf(_SC_PAGESIZE) >
-                        STORE_MAP_KEEP)
-        release_map(s);
-}
-
 int store_snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
 {
-    int rc = snapshot_read_into(r, buf, cap, len, STORE_MAP_KEEP);
+    int rc = snapshot_read_into(r, buf, cap, len);
     if (rc == 0)
         release_map(r->s);
     return rc;
 }
 
-/* release_every (bytes; 0: never): release the map each time the copy has
- * grown by that much, so that the walk alone never holds more of it. */
-static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len,
-                              size_t release_every)
+static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
 {
     struct growbuf g = {*buf, 0, *buf ? *cap : 0};
-    size_t released_at = 0;
     struct store *s = r->s;
     MDB_txn *txn = r->txn;
     unsigned char head[SNAP_HEADER_LEN];
@@ -2031,10 +1998,6 @@ static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, siz
                 rc = gb_put(&g, val, u.len);
             record_plain_free(&u);
             records++;
-            if (release_every > 0 && g.len - released_at >= release_every) {
-                release_map(s);
-                released_at = g.len;
-            }
         }
         mdb_cursor_close(cur);
         if (rc == 0 && crc != MDB_NOTFOUND)

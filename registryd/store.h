@@ -74,10 +74,6 @@ bool store_restart_possible(const char *file, uint64_t fingerprint);
  * applied up to `applied`, and the raft files have `fingerprint`. */
 int store_mark_clean(struct store *s, uint64_t applied, uint64_t fingerprint) REG_MUSTCHECK;
 void store_free(struct store *s);
-/* Release the store's map from the resident set when the process's
- * resident file pages pass a bound (store.c: STORE_MAP_KEEP). Any thread,
- * while s is open; arg is the store (a heap_trim_also hook). */
-void store_release_idle(void *arg);
 
 /* Disk space (see store.c): keep the data file allocated ahead of LMDB's
  * use, plus `extra` bytes, and look at the file system's free space.

@@ -172,34 +172,6 @@ class DurabilityTest(unittest.TestCase):
         self.assertEqual(self.ids(d), {"m-%d" % i for i in range(n)})
         d.stop()
 
-    def test_store_pages_leave_the_resident_set_between_snapshots(self):
-        """Between raft snapshots, the pages writes touch stay mapped too:
-        once the process's resident file pages pass 64 MiB, the heap
-        trimmer's thread (every 5 s) releases the store's map as a
-        snapshot's copy does. Nothing is lost: every instance reads back."""
-        d = self.server(extra_args=["--raft-snapshot-threshold", "100000"]).start()
-        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
-        meta = {"k%02d" % k: ("%02d" % k) * 200 for k in range(64)}
-        n = 3000  # about 27 KB each: 80 MB of store
-        for i in range(n):
-            c.request("PUT", "/v1/agent/service/register", json.dumps(
-                {"Name": "big%d" % (i % 30), "ID": "big-%d" % i, "Port": 1 + i,
-                 "Meta": meta}))
-            self.assertEqual(c.getresponse().read(), b"")
-        c.close()
-        self.assertNotIn('msg="snapshot taken"', d.log())
-        used = d.metric("registryd_store_bytes")
-        self.assertGreater(used, 70 << 20)
-        deadline = time.monotonic() + 15
-        while True:
-            resident = map_resident_kib(d.proc.pid, "data.mdb") * 1024
-            if resident < used / 4 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        self.assertLess(resident, used / 4, "%d of %d bytes resident" % (resident, used))
-        self.assertEqual(self.ids(d), {"big-%d" % i for i in range(n)})
-        d.stop()
-
     def test_snapshots_compressed_or_not_are_read_either_way(self):
         """Raft snapshots are written plain by default (our format's magic
         first) and LZ4-framed with --raft-snapshot-compression; a server
