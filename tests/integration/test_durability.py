@@ -105,6 +105,33 @@ class DurabilityTest(unittest.TestCase):
             self.assertEqual(json.loads(text)["Port"], 8)
             d.stop()
 
+    def test_checker_reloads_every_check_after_a_restart(self):
+        """After a restart the checker reloads its checks from the store, by
+        the instances' IDs: a service's TTL check, and one of an instance
+        with more tags than the record scanner reads (its Node is then found
+        by decoding). Each still expires after its TTL."""
+        d = self.server().start()
+        for sid, tags in (("plain-1", ["a"]), ("tagged-1", ["t%d" % i for i in range(40)])):
+            status, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": sid.split("-")[0], "ID": sid, "Tags": tags, "Check": {"TTL": "2s"}}))
+            self.assertEqual(status, 200, text)
+        ids = ("service:plain-1", "service:tagged-1")
+        for cid in ids:
+            self.assertEqual(d.request("PUT", "/v1/agent/check/pass/" + cid)[0], 200)
+        d.stop()
+        d = self.server().start()
+        self.assertIn("store kept", d.log())
+
+        def statuses():
+            return {c: json.loads(d.request("GET", "/v1/agent/checks")[1])[c]["Status"]
+                    for c in ids}
+        self.assertEqual(set(statuses().values()), {"passing"})
+        deadline = time.monotonic() + 10
+        while set(statuses().values()) != {"critical"} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(statuses(), {c: "critical" for c in ids})
+        d.stop()
+
     def test_clean_stop_keeps_the_store_and_what_follows_it(self):
         """A clean stop lets the next start keep the store instead of
         rebuilding it from raft; entries written after a kept start, across
