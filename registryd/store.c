@@ -1931,12 +1931,14 @@ int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len)
  * A whole-store walk (a raft snapshot's copy, GET /v1/snapshot) maps every
  * page of the store into this process: at a million instances the resident
  * size grew by the whole file (875 MiB -> 1.6 GiB) after each snapshot and
- * stayed there. Once the walk is done, the map's pages leave this process's
- * page tables (MADV_DONTNEED on a shared file mapping: not from the page
- * cache, and dirty pages stay dirty there, so nothing is lost and nothing
- * is read again from disk); those still used fault back in, a minor fault
- * each. Readers and the writer may be in the map meanwhile: the addresses
- * stay valid.
+ * stayed there. Once a raft snapshot's copy is done (the streamed
+ * GET /v1/snapshot does not release: that would be on a worker's loop, and
+ * releasing more often costs the writer its pages, see README), the map's
+ * pages leave this process's page tables (MADV_DONTNEED on a shared file
+ * mapping: not from the page cache, and dirty pages stay dirty there, so
+ * nothing is lost and nothing is read again from disk); those still used
+ * fault back in, a minor fault each. Readers and the writer may be in the
+ * map meanwhile: the addresses stay valid.
  */
 static void release_map(struct store *s)
 {
