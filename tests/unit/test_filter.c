@@ -70,6 +70,11 @@ static void test_matches(void **state)
         {"Meta is not empty", 1},
         {"Service matches \"^w.b$\"", 1},
         {"Service not matches \"^x\"", 1},
+        /* bounds, brackets holding repetition characters, escapes: accepted */
+        {"Service matches \"^[a-z]{1,3}(b|[{+*]){0,2}$\"", 1},
+        {"Service matches \"^[]w[:alpha:]]+e?b{1}$\"", 1},
+        {"Meta.version matches \"^[0-9]+(\\\\.[0-9]+){1,3}$\"", 1},
+        {"Service matches \"w\\\\+\"", 0},
         {"\"eb\" in Service", 1},     /* substring */
         {"Checks.Status == critical", 1}, /* any element */
         {"Checks.Status == warning", 0},
@@ -111,6 +116,14 @@ static void test_refused(void **state)
         /* found by the fuzzer: stacked repetitions made regcomp take GBs */
         {"Service matches \"^r+++++++++++++++++++++++++++++++++++++++$\"", "repetition"},
         {"Service matches \"a*?\"", "repetition"},
+        /* found by the fuzzer: a '{' inside a bracket hid the stacked '+' */
+        {"Service matches \"^r[1-{9]=++++++++++++++++++++++++++++++++$\"", "repetition"},
+        /* nested bounds multiply: 10 * 10 * 10 * 10 * 10 copies */
+        {"Service matches \"((((a{10}){10}){10}){10}){10}\"", "too large"},
+        {"Service matches \"(a|b|ab|ba){150}$\"", "too large"},
+        {"Service matches \"(a|b{5}c)x{1001}\"", "above 1000"},
+        {"Service matches \"(a{999})(b{999})\"", "too large"},
+        {"Service matches \"(a)\\\\1\"", "backreference"},
         {"\"a\" in \"b\"", "selector"},
         {"Service == web and", "end of the expression"},
         {"Service is nil", "nil"},
