@@ -10,13 +10,13 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "filter_regex.h"
 #include "registry/error.h"
 
 #define FILTER_MAX_DEPTH 64
@@ -46,8 +46,7 @@ struct fnode {
     char *value;
     long long ival;
     bool bval;
-    regex_t re;
-    bool has_re;
+    struct regex *re; /* matches, not matches */
 };
 
 struct filter {
@@ -270,8 +269,7 @@ static void node_free(struct fnode *n)
     for (int i = 0; i < n->n_segs; i++)
         free(n->segs[i]);
     free(n->value);
-    if (n->has_re)
-        regfree(&n->re);
+    regex_free(n->re);
     free(n);
 }
 
@@ -378,131 +376,6 @@ static int parse_bool(const char *s, bool *out)
 
 /* Check the operator against the field's type and coerce the value. */
 
-#define FILTER_REGEX_MAX 256      /* bytes of a `matches` pattern */
-#define FILTER_REGEX_REPEAT 1000  /* largest {n,m} bound, as Go's regexp */
-#define FILTER_REGEX_NODES 1000   /* the pattern's size once repetitions are unrolled */
-#define FILTER_REGEX_DEPTH 32     /* nested groups */
-
-/* Past a bracket expression starting at '[': "[]a]", "[^]a]", "[[:alpha:]]". */
-static const char *skip_bracket(const char *c)
-{
-    c++;
-    if (*c == '^')
-        c++;
-    if (*c == ']')
-        c++;
-    while (*c && *c != ']') {
-        if (*c == '[' && (c[1] == ':' || c[1] == '=' || c[1] == '.')) {
-            char end = c[1];
-            c += 2;
-            while (*c && !(*c == end && c[1] == ']'))
-                c++;
-            if (*c)
-                c += 2;
-            continue;
-        }
-        c++;
-    }
-    return *c ? c + 1 : c;
-}
-
-/* An interval "{n}", "{n,}", "{n,m}" or "{,m}" at c: how many copies of the
- * atom before it glibc's regcomp makes, and the end of the interval. 0 if c
- * does not start an interval (regcomp then decides what it is). */
-static size_t interval_copies(const char *c, const char **end)
-{
-    long n = -1, m = -1;
-    bool comma = false;
-    c++;
-    for (; *c != '}'; c++) {
-        if (*c == ',' && !comma) {
-            comma = true;
-        } else if (*c >= '0' && *c <= '9') {
-            long *v = comma ? &m : &n;
-            *v = (*v < 0 ? 0 : *v) * 10 + (*c - '0');
-            if (*v > 100000)
-                *v = 100000;
-        } else {
-            return 0;
-        }
-    }
-    if (n < 0 && m < 0)
-        return 0;
-    *end = c;
-    if (n < 0)
-        n = 0;
-    if (!comma)
-        m = n;
-    return (size_t)(m < 0 ? n + 1 : (m > n ? m : n + 1));
-}
-
-/* NULL if pattern is cheap enough to compile, else why not. glibc's regcomp
- * copies an atom once per repetition it may match ("(a{100}){100}" is 10,000
- * copies, "a++++" doubles each time), so its memory grows with the product of
- * nested bounds: estimate that size before compiling, as Go's regexp limits
- * the same thing. Backreferences make matching exponential in time and are
- * not in the syntax Consul accepts (Go's RE2). */
-static const char *regex_too_costly(const char *pattern)
-{
-    if (strlen(pattern) > FILTER_REGEX_MAX)
-        return "longer than 256 bytes";
-    size_t total[FILTER_REGEX_DEPTH + 1] = {0}; /* size of each open group so far */
-    size_t last = 0;                            /* size of the atom before c */
-    int depth = 0;
-    bool after_repeat = false;
-    for (const char *c = pattern; *c; c++) {
-        size_t copies = 0;
-        const char *next = c;
-        if (*c == '*' || *c == '?')
-            copies = 1;
-        else if (*c == '+')
-            copies = 2;
-        else if (*c == '{')
-            copies = interval_copies(c, &next);
-        if (copies > 0) {
-            if (after_repeat)
-                return "a repetition of a repetition";
-            if (*c == '{' && copies > FILTER_REGEX_REPEAT + 1)
-                return "a repetition count above 1000";
-            total[depth] += last * (copies - 1);
-            last *= copies;
-            if (total[depth] > FILTER_REGEX_NODES)
-                return "too large once its repetitions are expanded";
-            after_repeat = true;
-            c = next;
-            continue;
-        }
-        after_repeat = false;
-        if (*c == '(') {
-            if (depth == FILTER_REGEX_DEPTH)
-                return "groups nested too deeply";
-            total[++depth] = 0;
-            last = 0;
-            continue;
-        }
-        if (*c == ')' && depth > 0) {
-            last = total[depth--] + 1;
-        } else if (*c == '|') {
-            last = 0;
-            continue;
-        } else if (*c == '[') {
-            c = skip_bracket(c) - 1;
-            last = 1;
-        } else if (*c == '\\' && c[1] != '\0') {
-            c++;
-            if (*c >= '1' && *c <= '9')
-                return "a backreference";
-            last = 1;
-        } else {
-            last = 1;
-        }
-        total[depth] += last;
-        if (total[depth] > FILTER_REGEX_NODES)
-            return "too large once its repetitions are expanded";
-    }
-    return NULL;
-}
-
 static int check_match(struct parser *p, struct fnode *n, const char *selector)
 {
     n->type = schema_type(p, n);
@@ -545,22 +418,11 @@ static int check_match(struct parser *p, struct fnode *n, const char *selector)
              selector);
         return -1;
     } else if (n->op == OP_MATCHES || n->op == OP_NOT_MATCHES) {
-        /* glibc's regcomp copies the tree for every repetition of a
-         * repetition ("a++++..."): memory grows without bound (found by the
-         * fuzzer). Refuse stacked repetitions and long patterns first. */
-        const char *why = regex_too_costly(n->value);
-        if (why != NULL) {
+        char why[160];
+        if (regex_compile(n->value, &n->re, why, sizeof(why)) != 0) {
             perr(p, "Invalid regular expression \"%.100s\": %s", n->value, why);
             return -1;
         }
-        int rc = regcomp(&n->re, n->value, REG_EXTENDED | REG_NOSUB);
-        if (rc != 0) {
-            char why[128];
-            regerror(rc, &n->re, why, sizeof(why));
-            perr(p, "Failed to compile regular expression \"%s\": %s", n->value, why);
-            return -1;
-        }
-        n->has_re = true;
     }
     return 0;
 }
@@ -841,7 +703,7 @@ static bool apply_op(const struct fnode *n, json_t *v)
         break;
     case OP_MATCHES:
     case OP_NOT_MATCHES:
-        r = regexec(&n->re, s, 0, NULL, 0) == 0;
+        r = regex_search(n->re, s, strlen(s));
         break;
     }
     return negated(n->op) ? !r : r;

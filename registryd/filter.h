@@ -20,8 +20,8 @@
  * A selector that steps through an array of objects (Checks.Status) matches
  * when any element does. A key missing from a map answers as go-bexpr does:
  * false for ==, in, matches, is not empty; true for their negations.
- * `matches` uses POSIX extended regular expressions (Go's RE2 syntax is a
- * near superset; \d and friends are not available).
+ * `matches` takes Go's RE2 syntax, as Consul does, and runs in time linear
+ * in the value (filter_regex.h).
  *
  * Depends on jansson and libc only, so that the fuzz target links it alone.
  */

@@ -2,8 +2,10 @@
 """Bad input: every case gets the right 4xx and a one-line reason; the daemon
 keeps running and stored data does not change."""
 import json
+import random
 import socket
 import unittest
+import urllib.parse
 
 from harness import Registryd
 
@@ -155,6 +157,23 @@ class BadInputTest(unittest.TestCase):
                 self.assertTrue(headers["Content-Type"].startswith("text/plain"))
         self.assertEqual(self.snapshot(), before)  # nothing stored changed
         self.assertEqual(self.d.request("GET", "/v1/status/leader")[0], 200)
+
+    def test_costly_pattern_answers_at_once(self):
+        # glibc's regexec took 33 s and 570 MB on ".*a[ab]{100}c" over a 4 KB
+        # check output, more than 90 s with {500}, holding an HTTP worker
+        random.seed(5)
+        output = "".join(random.choice("ab") for _ in range(3500))
+        status, text = self.d.request("PUT", "/v1/agent/check/update/service:keep-1",
+                                      json.dumps({"Status": "passing", "Output": output}))
+        self.assertEqual(status, 200, text)
+        for pattern, want in ((".*a[ab]{500}c", {}), ("^[ab]{1000}", ["service:keep-1"])):
+            with self.subTest(pattern=pattern):
+                status, text = self.d.request(
+                    "GET", "/v1/agent/checks?filter=" + urllib.parse.quote(
+                        'Output matches "%s"' % pattern), timeout=20)
+                self.assertEqual(status, 200, text)
+                self.assertEqual(list(json.loads(text)) if want else json.loads(text), want)
+        self.assertEqual(self.d.request("GET", "/v1/status/leader", timeout=5)[0], 200)
 
     def test_garbage_on_the_socket(self):
         before = self.snapshot()
