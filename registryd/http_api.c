@@ -593,36 +593,51 @@ static bool key_ignored(const char *k)
     }
 }
 
+/* s with '%', '&' and '=' written as %25, %26, %3D into o (when not NULL):
+ * the bytes it takes. Parameters are decoded, so that without this
+ * "?tag=a%26dc%3Dx" and "?tag=a&dc=x" would share one cache key, and one
+ * client could put a wrong answer in front of another. */
+static size_t key_escape(char *o, const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++) {
+        bool special = *s == '%' || *s == '&' || *s == '=';
+        if (o != NULL) {
+            if (special) {
+                o[n] = '%';
+                o[n + 1] = "0123456789ABCDEF"[(unsigned char)*s >> 4];
+                o[n + 2] = "0123456789ABCDEF"[*s & 15];
+            } else {
+                o[n] = *s;
+            }
+        }
+        n += special ? 3 : 1;
+    }
+    return n;
+}
+
 /* The cache key: path plus every parameter that shapes the answer
- * ("&k=v" each, in the order given), into buf when it fits in len bytes,
- * else malloc'ed. NULL: no memory. */
+ * ("&k=v" each, in the order given), all escaped, into buf when it fits in len
+ * bytes, else malloc'ed. NULL: no memory. */
 static char *cache_key(struct http_req *r, char *buf, size_t len)
 {
-    size_t n = strlen(r->path) + 1;
+    size_t n = key_escape(NULL, r->path) + 1;
     for (int i = 0; i < r->n_params; i++)
         if (!key_ignored(r->params[i].key))
-            n += 2 + strlen(r->params[i].key) +
-                 (r->params[i].value ? strlen(r->params[i].value) : 0);
+            n += 2 + key_escape(NULL, r->params[i].key) +
+                 (r->params[i].value ? key_escape(NULL, r->params[i].value) : 0);
     char *key = n <= len ? buf : malloc(n);
     if (key == NULL)
         return NULL;
-    char *o = key;
-    size_t l = strlen(r->path);
-    memcpy(o, r->path, l);
-    o += l;
+    char *o = key + key_escape(key, r->path); /* a decoded path may hold them too */
     for (int i = 0; i < r->n_params; i++) {
         if (key_ignored(r->params[i].key))
             continue;
         *o++ = '&';
-        l = strlen(r->params[i].key);
-        memcpy(o, r->params[i].key, l);
-        o += l;
+        o += key_escape(o, r->params[i].key);
         *o++ = '=';
-        if (r->params[i].value) {
-            l = strlen(r->params[i].value);
-            memcpy(o, r->params[i].value, l);
-            o += l;
-        }
+        if (r->params[i].value)
+            o += key_escape(o, r->params[i].value);
     }
     *o = '\0';
     return key;

@@ -99,6 +99,17 @@ class CompatTest(unittest.TestCase):
         b = self.get("/v1/agent/services?filter=" + q('Service == db'))
         self.assertEqual((set(a), set(b)), ({"web-1", "web-2"}, {"db-1"}))
 
+    def test_cache_key_keeps_decoded_separators(self):
+        # "tag=t1%26dc%3Ddc1" asks for the tag "t1&dc=dc1": its (empty)
+        # answer must not be cached as the answer to "tag=t1&dc=dc1"
+        self.put("/v1/agent/service/register", {"Name": "api", "ID": "api1", "Tags": ["t1"]})
+        for path in ("/v1/catalog/service/api", "/v1/health/service/api"):
+            with self.subTest(path=path):
+                self.assertEqual(self.get(path + "?tag=t1%26dc%3Ddc1"), [])
+                self.assertEqual(len(self.get(path + "?tag=t1&dc=dc1")), 1)
+                self.assertEqual(self.get(path + "?tag=t1%3D"), [])
+                self.assertEqual(len(self.get(path + "?tag=t1&=")), 1)
+
     def test_bad_filter_is_400_with_reason(self):
         # the same mistakes against each endpoint's own selectors
         for path, svc, port, tags in [
