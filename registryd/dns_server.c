@@ -54,6 +54,8 @@
 #define TCP_MAX_CONNS 512   /* over all workers; each takes its share (at least TCP_MIN_CONNS) */
 #define TCP_MIN_CONNS 16
 #define TCP_IDLE_SECONDS 10
+#define TCP_QUEUED_MAX (256 * 1024) /* answer bytes queued for one connection before it
+                                      stops being read: four of the largest */
 #define UDP_VLEN 32         /* datagrams per recvmmsg/sendmmsg */
 #define UDP_ROUNDS 4        /* recvmmsg calls per wake-up at most */
 
@@ -1037,6 +1039,12 @@ static void on_tcp_read(struct bufferevent *bev, void *arg)
     struct dns_worker *w = c->w;
     struct evbuffer *in = bufferevent_get_input(bev);
     for (;;) {
+        /* a client that sends queries and reads no answers stops being read
+         * (on_tcp_drained reads on): a 40-byte query can ask for 64 KiB */
+        if (evbuffer_get_length(bufferevent_get_output(bev)) >= TCP_QUEUED_MAX) {
+            bufferevent_disable(bev, EV_READ);
+            return;
+        }
         uint8_t lenbuf[2];
         if (evbuffer_copyout(in, lenbuf, 2) < 2)
             return;
@@ -1055,6 +1063,15 @@ static void on_tcp_read(struct bufferevent *bev, void *arg)
         w->outbuf[1] = (uint8_t)out;
         bufferevent_write(bev, w->outbuf, out + 2);
     }
+}
+
+/* The queued answers fell to half of TCP_QUEUED_MAX: answer what waits. */
+static void on_tcp_drained(struct bufferevent *bev, void *arg)
+{
+    if (bufferevent_get_enabled(bev) & EV_READ)
+        return;
+    bufferevent_enable(bev, EV_READ);
+    on_tcp_read(bev, arg);
 }
 
 static void on_tcp_event(struct bufferevent *bev, short what, void *arg)
@@ -1086,7 +1103,8 @@ static void on_tcp_accept(struct evconnlistener *l, evutil_socket_t fd, struct s
     w->tcp_conns++;
     struct timeval idle = {TCP_IDLE_SECONDS, 0};
     bufferevent_set_timeouts(c->bev, &idle, &idle);
-    bufferevent_setcb(c->bev, on_tcp_read, NULL, on_tcp_event, c);
+    bufferevent_setcb(c->bev, on_tcp_read, on_tcp_drained, on_tcp_event, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, TCP_QUEUED_MAX / 2, 0);
     bufferevent_enable(c->bev, EV_READ);
 }
 

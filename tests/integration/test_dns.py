@@ -8,6 +8,7 @@ import os
 import socket
 import struct
 import subprocess
+import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
@@ -272,6 +273,49 @@ class DnsTcpFillTest(unittest.TestCase):
         out = dig(self.d.dns_port, "huge.service.registry.", "SRV", "+bufsize=4096", "+ignore")
         self.assertGreater(len(answers(out, "SRV")), 10)
         self.assertLess(len(answers(out, "SRV")), an)
+
+    def test_client_that_does_not_read_costs_bounded_memory(self):
+        # each 40-byte query asks for a 64 KiB answer: a client that sends
+        # thousands and reads none made the server queue them all (600 MB
+        # for 320 KB of queries, until the idle timeout)
+        q = struct.pack(">HHHHHH", 0x4243, 0, 1, 0, 0, 0)
+        for label in ("huge", "service", "registry"):
+            q += bytes([len(label)]) + label.encode()
+        q += b"\x00" + struct.pack(">HH", 33, 1)
+        blob = (struct.pack(">H", len(q)) + q) * 4000
+        rss = lambda: int(next(line.split()[1] for line in open(
+            "/proc/%d/status" % self.d.proc.pid) if line.startswith("VmRSS:")))
+        before = rss()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", self.d.dns_port))
+        s.setblocking(False)
+        sent, deadline = 0, time.monotonic() + 3
+        while sent < len(blob) and time.monotonic() < deadline:
+            try:
+                sent += s.send(blob[sent:])
+            except BlockingIOError:
+                time.sleep(0.01)
+        time.sleep(1)
+        grown_kib = rss() - before
+        s.close()
+        self.assertGreater(sent, 64 * 1024)  # many queries reached the server
+        self.assertLess(grown_kib, 32 * 1024, "%d KiB queued for one client" % grown_kib)
+        out = dig(self.d.dns_port, "huge.service.registry.", "SRV", "+tcp")
+        self.assertGreater(len(answers(out, "SRV")), 1000)
+        # a client that reads gets every answer: reading pauses and resumes
+        with socket.create_connection(("127.0.0.1", self.d.dns_port), timeout=10) as s:
+            s.sendall(blob[:50 * (2 + len(q))])
+            got, buf = 0, b""
+            while got < 50:
+                chunk = s.recv(1 << 20)
+                self.assertTrue(chunk, "closed after %d answers" % got)
+                buf += chunk
+                while len(buf) >= 2 and len(buf) >= 2 + struct.unpack(">H", buf[:2])[0]:
+                    n = struct.unpack(">H", buf[:2])[0]
+                    self.assertEqual(buf[2:4], q[:2])  # the query's ID
+                    buf, got = buf[2 + n:], got + 1
+            self.assertEqual(buf, b"")
 
 
 if __name__ == "__main__":
