@@ -83,10 +83,14 @@ bool http_has_param(const struct http_req *r, const char *key)
 
 bool http_flag(const struct http_req *r, const char *key)
 {
-    if (!http_has_param(r, key))
-        return false;
-    const char *v = http_param(r, key);
-    return v == NULL || *v == '\0' || strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0;
+    return http_has_param(r, key);
+}
+
+int http_passing(const struct http_req *r, bool *out)
+{
+    const char *v = http_param(r, "passing");
+    *out = http_has_param(r, "passing");
+    return v == NULL || *v == '\0' ? 0 : http_parse_bool(v, out);
 }
 
 /* "check_id" and "CheckID" name the same field: Consul decodes both
@@ -1484,6 +1488,11 @@ static void handle(struct evhttp_request *req, void *arg)
         goto fail;
     if (http_has_param(r, "stale") && http_has_param(r, "consistent")) {
         http_fail(r, 400, "Cannot specify ?stale with ?consistent, conflicting semantics.");
+        goto fail;
+    }
+    bool passing;
+    if (strncmp(r->route->path, "/v1/health/", 11) == 0 && http_passing(r, &passing) != 0) {
+        http_fail(r, 400, "Invalid value for ?passing");
         goto fail;
     }
     const char *dc = http_param(r, "dc");

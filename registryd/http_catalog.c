@@ -311,7 +311,8 @@ static int add_health_entry(json_t *inst, void *arg)
     json_t *e = render_health_entry(w->r->srv, w->rd, inst, &passing);
     if (e == NULL)
         return 0;
-    if (http_flag(w->r, "passing") && !passing) {
+    bool only_passing;
+    if (http_passing(w->r, &only_passing) == 0 && only_passing && !passing) {
         json_decref(e);
         return 0;
     }

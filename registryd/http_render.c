@@ -823,7 +823,8 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
     j->kind = kind;
     j->key = key;
     j->index = index;
-    j->passing = kind == R_HEALTH && http_flag(r, "passing");
+    bool passing;
+    j->passing = kind == R_HEALTH && http_passing(r, &passing) == 0 && passing;
     pthread_mutex_lock(&h->lock);
     h->now = now_us() / 1000000u;
     pthread_mutex_unlock(&h->lock);

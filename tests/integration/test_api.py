@@ -71,6 +71,9 @@ class ApiTest(unittest.TestCase):
 
         self.assertEqual([e["Service"]["ID"] for e in self.get("/v1/health/service/web?passing")],
                          ["web-2"])
+        # Consul reads ?passing with Go's strconv.ParseBool
+        for value, want in (("t", 1), ("True", 1), ("F", 2), ("0", 2), ("false", 2)):
+            self.assertEqual(len(self.get("/v1/health/service/web?passing=" + value)), want, value)
         self.put("/v1/agent/check/pass/service:web-1?note=ok")
         ids = sorted(e["Service"]["ID"] for e in self.get("/v1/health/service/web?passing=1"))
         self.assertEqual(ids, ["web-1", "web-2"])

@@ -68,6 +68,8 @@ CASES = [
     ("PUT", "/v1/agent/check/update/service:keep-1", '{"Status": "passing", "Output": 5}', 400,
      "Output"),
     ("PUT", REG, "x" * 8192, 413, "too large"),
+    ("GET", "/v1/health/service/keep?passing=maybe", None, 400, "?passing"),
+    ("GET", "/v1/health/state/any?passing=yes", None, 400, "?passing"),
     # ?filter= (go-bexpr) and ?node-meta=
     ("GET", "/v1/agent/services?filter=Service%20%3D%3D", None, 400, "value"),
     ("GET", "/v1/agent/services?filter=NoSuch%20%3D%3D%201", None, 400, "not valid"),
