@@ -567,9 +567,13 @@ static int do_register(struct http_req *r, struct store_read *rd, struct command
         return -1;
     cmd->op = CMD_REGISTER;
     /* Without ?replace-existing-checks a re-registration keeps the checks
-     * it does not name, as Consul does. */
+     * it does not name, as Consul does; Consul replaces when it is bare or
+     * exactly "true" (not "1"). */
+    const char *replace = http_param(r, "replace-existing-checks");
     cmd->args = json_pack("{s:o, s:o, s:b}", "Service", svc, "Checks", checks, "ReplaceChecks",
-                          http_flag(r, "replace-existing-checks"));
+                          http_has_param(r, "replace-existing-checks") &&
+                              (replace == NULL || *replace == '\0' ||
+                               strcmp(replace, "true") == 0));
     return cmd->args ? 0 : http_fail(r, 500, "out of memory");
 }
 

@@ -202,8 +202,8 @@ int http_fail(struct http_req *r, int status, const char *fmt, ...)
 /* Query parameters: value of the last `key` (NULL: absent or bare). */
 const char *http_param(const struct http_req *r, const char *key);
 bool http_has_param(const struct http_req *r, const char *key);
-/* A flag Consul reads by its presence (stale, consistent,
- * replace-existing-checks): present at all, whatever its value. */
+/* A flag Consul reads by its presence (stale, consistent): present at
+ * all, whatever its value. */
 bool http_flag(const struct http_req *r, const char *key);
 /* ?passing, which Consul reads with strconv.ParseBool: bare is true, absent
  * false. REG_EINVAL: a value ParseBool refuses (checked on every health

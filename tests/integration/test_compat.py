@@ -173,6 +173,11 @@ class CompatTest(unittest.TestCase):
         checks = self.get("/v1/agent/checks")
         self.assertIn("service:web-1", checks)
         self.assertEqual(checks["service:web-1"]["Status"], "passing")
+        # Consul replaces only when the parameter is bare or exactly "true"
+        for value in ("1", "false", "True"):
+            self.put("/v1/agent/service/register?replace-existing-checks=" + value,
+                     {"Name": "web", "ID": "web-1", "Port": 9999})
+            self.assertIn("service:web-1", self.get("/v1/agent/checks"), value)
         self.put("/v1/agent/service/register?replace-existing-checks=true",
                  {"Name": "web", "ID": "web-1", "Port": 9999})
         self.assertNotIn("service:web-1", self.get("/v1/agent/checks"))
