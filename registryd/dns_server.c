@@ -735,15 +735,23 @@ static int reverse_addr(const char *qname, struct ptr_find *p)
 {
     size_t n = strlen(qname);
     if (n > 14 && strcmp(qname + n - 14, ".in-addr.arpa.") == 0) {
-        unsigned v[4];
-        char tail[32];
-        if (sscanf(qname, "%3u.%3u.%3u.%3u.%31s", &v[3], &v[2], &v[1], &v[0], tail) != 5 ||
-            strcmp(tail, "in-addr.arpa.") != 0 || v[0] > 255 || v[1] > 255 || v[2] > 255 ||
-            v[3] > 255)
+        /* four labels of 1-3 digits, no sign, no leading zero (sscanf's %u
+         * took "+1" and "01": other names for the same address) */
+        const char *c = qname;
+        for (int i = 3; i >= 0; i--) {
+            unsigned v = 0;
+            int digits = 0;
+            for (; *c >= '0' && *c <= '9' && digits < 4; c++, digits++)
+                v = v * 10 + (unsigned)(*c - '0');
+            if (digits == 0 || digits > 3 || v > 255 || *c != '.' ||
+                (digits > 1 && c[-digits] == '0'))
+                return -1;
+            c++;
+            p->ip[i] = (uint8_t)v;
+        }
+        if (strcmp(c, "in-addr.arpa.") != 0)
             return -1;
         p->family = AF_INET;
-        for (int i = 0; i < 4; i++)
-            p->ip[i] = (uint8_t)v[i];
         return 0;
     }
     if (n != 64 + 9 || strcmp(qname + 64, "ip6.arpa.") != 0)

@@ -116,6 +116,10 @@ class DnsCompatTest(unittest.TestCase):
         self.assertEqual(answers(self.dig("7.0.0.10.in-addr.arpa.", "PTR"), "PTR"),
                          ["meta.service.registry."])
         self.assertEqual(status(self.dig("9.9.9.10.in-addr.arpa.", "PTR")), "NXDOMAIN")
+        # other spellings of 10.0.0.7 are not it (sscanf took a sign, leading zeros)
+        for name in ("7.0.+0.10", "07.0.0.10", "7.-0.0.10", "7.00.0.10", "7.0.0.010",
+                     "7.0.0.10.1", "7.0.0", "1007.0.0.10"):
+            self.assertEqual(status(self.dig(name + ".in-addr.arpa.", "PTR")), "NXDOMAIN", name)
         # IPv6: registered as fd00:0::42, asked as dig -x builds it
         code, text = self.d.request("PUT", "/v1/agent/service/register", json.dumps(
             {"Name": "six", "ID": "six-1", "Address": "fd00:0::42", "Port": 80}))
