@@ -364,30 +364,44 @@ static int build_tags(struct http_req *r, json_t *body, json_t **out)
     return 0;
 }
 
-static int build_meta(struct http_req *r, json_t *body, json_t **out)
+int http_check_meta(struct http_req *r, json_t *meta, const char *field)
 {
-    json_t *meta = json_get_ci(body, "Meta");
-    *out = json_object();
-    if (meta == NULL || json_is_null(meta))
-        return 0;
     if (!json_is_object(meta))
-        return http_fail(r, 400, "Request decode failed: Meta must be an object of strings");
+        return http_fail(r, 400, "Request decode failed: %s must be an object of strings", field);
     if (json_object_size(meta) > MAX_META)
-        return http_fail(r, 400, "Invalid Meta: at most %d pairs", MAX_META);
+        return http_fail(r, 400, "Invalid %s: at most %d pairs", field, MAX_META);
     const char *k;
     json_t *v;
     json_object_foreach(meta, k, v)
     {
         if (!json_is_string(v))
-            return http_fail(r, 400, "Request decode failed: Meta[\"%.64s\"] must be a string", k);
-        if (!*k || strlen(k) > MAX_META_KEY || !valid_text(k, MAX_META_KEY))
-            return http_fail(r, 400, "Invalid Meta key \"%.64s\"", k);
+            return http_fail(r, 400, "Request decode failed: %s[\"%.64s\"] must be a string",
+                             field, k);
+        if (!*k || strlen(k) > MAX_META_KEY || strspn(k, "abcdefghijklmnopqrstuvwxyz"
+                                                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                          "0123456789_-") != strlen(k))
+            return http_fail(r, 400,
+                             "Invalid %s key \"%.64s\": 1 to %d letters, digits, '_' or '-'",
+                             field, k, MAX_META_KEY);
         if (!valid_text(json_string_value(v), MAX_META_VALUE))
-            return http_fail(r, 400, "Invalid Meta value for \"%.64s\": over %d bytes", k,
+            return http_fail(r, 400, "Invalid %s value for \"%.64s\": over %d bytes", field, k,
                              MAX_META_VALUE);
-        json_object_set(*out, k, v);
     }
     return 0;
+}
+
+static int build_meta(struct http_req *r, json_t *body, json_t **out)
+{
+    json_t *meta = json_get_ci(body, "Meta");
+    if (meta == NULL || json_is_null(meta)) {
+        *out = json_object();
+        return 0;
+    }
+    *out = NULL;
+    if (http_check_meta(r, meta, "Meta") != 0)
+        return -1;
+    *out = json_copy(meta);
+    return *out ? 0 : http_fail(r, 500, "out of memory");
 }
 
 static int build_weights(struct http_req *r, json_t *body, json_t **out)

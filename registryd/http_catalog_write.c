@@ -91,16 +91,22 @@ static int build_node(struct http_req *r, json_t *body, const char **node, json_
     if (!valid_id(*node))
         return http_fail(r, 400, "Invalid node name \"%.64s\"", *node);
     json_t *meta = json_get_ci(body, "NodeMeta");
-    if (meta != NULL && !json_is_null(meta)) {
-        const char *k;
-        json_t *v;
-        if (!json_is_object(meta) || json_object_size(meta) > 64)
-            return http_fail(r, 400, "Request decode failed: NodeMeta must be an object of at "
-                                     "most 64 strings");
-        json_object_foreach(meta, k, v) if (!json_is_string(v) || !*k || strlen(k) > 128 ||
-                                            strlen(json_string_value(v)) > 512)
-            return http_fail(r, 400, "Invalid NodeMeta \"%.64s\"", k);
+    if (meta != NULL && !json_is_null(meta) && http_check_meta(r, meta, "NodeMeta") != 0)
+        return -1;
+    /* decoded by Consul into typed fields, so a wrong type is a 400 there;
+     * the node's tagged addresses are not kept here */
+    json_t *tagged = json_get_ci(body, "TaggedAddresses"), *v;
+    const char *k;
+    if (tagged != NULL && !json_is_null(tagged)) {
+        if (!json_is_object(tagged))
+            return http_fail(r, 400, "Request decode failed: TaggedAddresses must be an object "
+                                     "of strings");
+        json_object_foreach(tagged, k, v) if (!json_is_string(v)) return http_fail(
+            r, 400, "Request decode failed: TaggedAddresses[\"%.64s\"] must be a string", k);
     }
+    json_t *skip = json_get_ci(body, "SkipNodeUpdate");
+    if (skip != NULL && !json_is_null(skip) && !json_is_boolean(skip))
+        return http_fail(r, 400, "Request decode failed: SkipNodeUpdate must be a boolean");
     *record = json_pack("{s:s, s:s, s:o}", "Node", *node, "NodeAddress", addr, "NodeMeta",
                         json_is_object(meta) ? json_deep_copy(meta) : json_object());
     return *record ? 0 : http_fail(r, 500, "out of memory");

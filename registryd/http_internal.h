@@ -134,6 +134,11 @@ struct http_route {
 };
 
 extern const struct http_route http_agent_routes[];
+/* Meta or NodeMeta as Consul validates them: at most 64 pairs, keys of
+ * letters, digits, '_' and '-' (at most 128), string values of at most 512
+ * bytes. 0, or -1 with the 400 set (field names it). */
+int http_check_meta(struct http_req *r, json_t *meta, const char *field);
+
 /* Writes a follower may build and propose itself (http_agent.c). */
 bool http_write_builds_anywhere(http_write_fn fn);
 extern const struct http_route http_catalog_routes[];
