@@ -24,6 +24,7 @@
 #define MAX_META 64
 #define MAX_META_KEY 128
 #define MAX_META_VALUE 512
+#define MAX_HEADER_VALUE 8192 /* a check's Header value */
 #define MAX_CHECKS 32
 #define MAX_OUTPUT 4096
 #define MAX_TEXT 1024
@@ -276,8 +277,24 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
             json_t *x;
             if (!json_is_array(hv))
                 return http_fail(r, 400, "Request decode failed: Header values must be arrays");
-            json_array_foreach(hv, i, x) if (!json_is_string(x)) return http_fail(
-                r, 400, "Request decode failed: Header values must be strings");
+            /* a field name is an RFC 9110 token; a value has no CR, LF or
+             * other control byte (the probe would send ": e", or drop it) */
+            if (!*hk || strspn(hk, "!#$%&'*+-.^_`|~0123456789"
+                                   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") !=
+                            strlen(hk))
+                return http_fail(r, 400, "Invalid check: Header name \"%.64s\" is not a token",
+                                 hk);
+            json_array_foreach(hv, i, x)
+            {
+                if (!json_is_string(x))
+                    return http_fail(r, 400,
+                                     "Request decode failed: Header values must be strings");
+                if (!valid_text(json_string_value(x), MAX_HEADER_VALUE))
+                    return http_fail(r, 400,
+                                     "Invalid check: Header \"%.64s\" has a control character "
+                                     "or is over %d bytes",
+                                     hk, MAX_HEADER_VALUE);
+            }
         }
     }
     json_t *skip = json_get_ci(def, "TLSSkipVerify");

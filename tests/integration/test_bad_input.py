@@ -40,6 +40,13 @@ CASES = [
     ("PUT", REG, reg(Meta=["a"]), 400, "Meta"),
     ("PUT", REG, reg(Meta={"k": 1}), 400, "Meta"),
     ("PUT", REG, reg(Meta={"k%d" % i: "v" for i in range(100)}), 400, "Meta"),
+    # a check's Header: names are tokens, values have no CR/LF
+    ("PUT", REG, reg(Check={"HTTP": "http://127.0.0.1:1/", "Interval": "10s",
+                            "Header": {"": ["e"]}}), 400, "token"),
+    ("PUT", REG, reg(Check={"HTTP": "http://127.0.0.1:1/", "Interval": "10s",
+                            "Header": {"X a": ["e"]}}), 400, "token"),
+    ("PUT", REG, reg(Check={"HTTP": "http://127.0.0.1:1/", "Interval": "10s",
+                            "Header": {"X-A": ["e\r\nInjected: 1"]}}), 400, "control"),
     # Consul's meta keys: letters, digits, '_' and '-'
     ("PUT", REG, reg(Meta={"a b": "v"}), 400, "Meta key"),
     ("PUT", REG, reg(Meta={"k\u0001": "v"}), 400, "Meta key"),
