@@ -16,6 +16,7 @@
 #include "registry/error.h"
 
 #define NODE_MAX (2 * REGEX_MAX_LEN + 8) /* a byte of pattern makes at most two */
+#define SEARCH_STACK_BYTES 4096          /* a search's own memory, when it fits */
 
 enum insn_op { I_SET, I_SPLIT, I_JMP, I_ASSERT, I_MATCH };
 enum assertion { A_TEXT_START, A_TEXT_END, A_LINE_START, A_LINE_END, A_WORD, A_NOT_WORD };
@@ -805,10 +806,14 @@ bool regex_search(const struct regex *re, const char *s, size_t len)
 {
     size_t n = (size_t)re->n;
     /* two lists, the marks, and a stack: every pc is pushed at most twice
-     * per mark (a split's two arms) */
-    void *mem = calloc(1, n * sizeof(size_t) + (2 * n + (2 * n + 2)) * sizeof(int));
+     * per mark (a split's two arms); on the stack for the usual small
+     * pattern */
+    size_t bytes = n * sizeof(size_t) + (2 * n + (2 * n + 2)) * sizeof(int);
+    size_t small[SEARCH_STACK_BYTES / sizeof(size_t)];
+    void *mem = bytes <= sizeof(small) ? small : malloc(bytes);
     if (mem == NULL)
         return false;
+    memset(mem, 0, n * sizeof(size_t)); /* the marks; the rest is written first */
     struct vm vm = {.re = re, .s = (const unsigned char *)s, .len = len, .mark = mem};
     int *cur = (int *)(vm.mark + n), *next = cur + n;
     vm.stack = next + n;
@@ -834,6 +839,7 @@ bool regex_search(const struct regex *re, const char *s, size_t len)
         next = t;
         n_cur = n_next;
     }
-    free(mem);
+    if (mem != small)
+        free(mem);
     return matched;
 }
