@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "http_internal.h"
+#include "registry/error.h"
 
 /* ---- routing ------------------------------------------------------------ */
 
@@ -132,8 +133,29 @@ static void test_parse_query(void **state)
     assert_string_equal(http_param(&r, ""), "v");
     assert_string_equal(http_param(&r, "A"), "B");
     assert_false(http_has_param(&r, "missing"));
-    assert_false(http_flag(&r, "x")); /* "3" is not a true flag */
+    assert_true(http_flag(&r, "x")); /* present: Consul's stale and consistent */
+    assert_false(http_flag(&r, "missing"));
+    bool passing = false;
+    assert_int_equal(http_passing(&r, &passing), 0); /* bare: true */
+    assert_true(passing);
     req_clear(&r);
+
+    /* ?passing as Go's strconv.ParseBool reads it */
+    static const struct {
+        const char *query;
+        int rc;
+        bool passing;
+    } passing_cases[] = {{"passing=t", 0, true},  {"passing=FALSE", 0, false},
+                         {"passing=0", 0, false}, {"", 0, false},
+                         {"passing=yes", REG_EINVAL, false}, {"passing=tRUE", REG_EINVAL, false}};
+    for (size_t i = 0; i < sizeof(passing_cases) / sizeof(passing_cases[0]); i++) {
+        assert_int_equal(http_parse_query(&r, passing_cases[i].query), 0);
+        int rc = http_passing(&r, &passing);
+        assert_int_equal(rc, passing_cases[i].rc);
+        if (rc == 0)
+            assert_int_equal(passing, passing_cases[i].passing);
+        req_clear(&r);
+    }
 
     assert_int_equal(http_parse_query(&r, NULL), 0);
     assert_int_equal(r.n_params, 0);
