@@ -571,6 +571,13 @@ static int resync_instance(struct resync *rs, const char *sid, const char *name)
     {
         const char *cid = json_string_value(json_object_get(rec, "CheckID"));
         const char *type = json_string_value(json_object_get(rec, "Type"));
+        const char *owner = json_string_value(json_object_get(rec, "ServiceID"));
+        /* only the instance's own checks: a check is filed under the
+         * instance its record names (check_remove finds it there), so a
+         * node-level check every instance reports, or a stale index link to
+         * a check that moved, is not this instance's to run */
+        if (owner == NULL || strcmp(owner, sid) != 0)
+            continue;
         if (cid == NULL || type == NULL ||
             (strcmp(type, "http") != 0 && strcmp(type, "tcp") != 0 && strcmp(type, "ttl") != 0 &&
              strcmp(type, "udp") != 0 && strcmp(type, "grpc") != 0 &&

@@ -1373,6 +1373,19 @@ static int put_check(struct apply_ctx *a, json_t *check, const char *service_id)
     return put_check_as(a, check, service_id, true);
 }
 
+#define NODE_KEY_MAX (STORE_NAME_MAX + 16)
+
+/* The svc_checks key a check is filed under: its ServiceID, or
+ * "_node:<Node>" for a node-level check. */
+static void check_owner(json_t *check, char out[NODE_KEY_MAX])
+{
+    const char *sid = jstr(check, "ServiceID");
+    if (*sid)
+        snprintf(out, NODE_KEY_MAX, "%s", sid);
+    else
+        snprintf(out, NODE_KEY_MAX, "_node:%s", jstr(check, "Node"));
+}
+
 /* keep_status: an agent re-registration keeps what the check last observed;
  * a catalog registration sets the status it gives. */
 static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_id,
@@ -1381,8 +1394,26 @@ static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_
     const char *cid = jstr(check, "CheckID");
     json_t *old = NULL;
     char old_status[16] = "";
+    int rc = 0;
     if (get_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, &old) == 0) {
         snprintf(old_status, sizeof(old_status), "%s", jstr(old, "Status"));
+        /* the check moves to another instance (or node): its old owner's
+         * link goes, else both would list it (and a snapshot of that
+         * store would not restore) */
+        char owner[NODE_KEY_MAX];
+        check_owner(old, owner);
+        if (strcmp(owner, service_id) != 0) {
+            rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], owner, cid);
+            if (rc == MDB_NOTFOUND)
+                rc = 0;
+            json_t *inst = NULL;
+            if (rc == 0 && *jstr(old, "ServiceID") &&
+                get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], jstr(old, "ServiceID"),
+                           &inst) == 0) {
+                rc = touch_name(a, jstr(inst, "Service"));
+                json_decref(inst);
+            }
+        }
         if (keep_status) {
             json_object_set(check, "Status", json_object_get(old, "Status"));
             json_object_set(check, "Output", json_object_get(old, "Output"));
@@ -1393,7 +1424,8 @@ static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_
         json_object_set_new(check, "CreateIndex", json_integer((json_int_t)a->index));
     }
     json_object_set_new(check, "ModifyIndex", json_integer((json_int_t)a->index));
-    int rc = put_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, check);
+    if (rc == 0)
+        rc = put_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, check);
     if (rc == 0)
         rc = state_move(a->s, a->txn, *old_status ? old_status : NULL, check, cid);
     if (rc == 0) {
@@ -1410,8 +1442,6 @@ static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_
  * ServiceID belongs to its node: svc_checks key "_node:<name>"; every
  * instance on the node reports it (store_instance_checks), so a change to
  * a node touches every service name with an instance there. */
-
-#define NODE_KEY_MAX (STORE_NAME_MAX + 16)
 
 static void node_key(char *out, const char *prefix, const char *node)
 {
@@ -1486,10 +1516,7 @@ static int apply_node(struct apply_ctx *a, json_t *args)
             continue;
         const char *sid = jstr(check, "ServiceID");
         char owner[NODE_KEY_MAX];
-        if (*sid)
-            snprintf(owner, sizeof(owner), "%s", sid);
-        else
-            node_key(owner, "_node:", jstr(check, "Node"));
+        check_owner(check, owner);
         if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0 &&
             (rc = state_del(a->s, a->txn, jstr(check, "Status"), cid)) == 0)
             rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], owner, cid);

@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 from certs import make_certs, tls_args
 from harness import Registryd, free_port
@@ -246,6 +247,35 @@ class HealthTest(unittest.TestCase):
         took = self.wait_for(lambda: self.status_of("service:rettl-1") == "critical", 5)
         self.assertLess(took, 3)
         self.assertEqual(self.check("service:rettl-1")["Output"], "TTL expired")
+    def test_check_moved_to_another_instance(self):
+        """A check registered again under another instance moves: the old
+        instance no longer lists it, the checker runs it once, and the
+        store's own snapshot restores. The stale index link left behind made
+        the checker free the check from one list and keep it in the other:
+        a use-after-free on the next change (found by probing)."""
+        put = lambda path, body=None: self.assertEqual(self.d.request(
+            "PUT", path, json.dumps(body) if body is not None else None)[0], 200, path)
+        self.register({"Name": "mva", "ID": "mva-1", "Check": {"CheckID": "mvc", "TTL": "600s"}})
+        self.register({"Name": "mvb", "ID": "mvb-1"})
+        put("/v1/agent/check/register",
+            {"Name": "x", "CheckID": "mvc", "ServiceID": "mvb-1", "TTL": "600s"})
+        owners = lambda name: [c["ServiceID"] for e in json.loads(self.d.request(
+            "GET", "/v1/health/service/" + name)[1]) for c in e["Checks"] if c["CheckID"] == "mvc"]
+        self.assertEqual((owners("mva"), owners("mvb")), ([], ["mvb-1"]))
+        self.register({"Name": "mva", "ID": "mva-1", "Check": {"CheckID": "mvc", "TTL": "600s"}})
+        self.assertEqual((owners("mva"), owners("mvb")), (["mva-1"], []))
+        put("/v1/agent/check/pass/mvc")
+        for port in (1, 2, 3):
+            self.register({"Name": "mvb", "ID": "mvb-1", "Port": port})
+        self.register({"Name": "mva", "ID": "mva-1", "Port": 4})
+        self.assertEqual(self.status_of("mvc"), "passing")
+        self.assertIsNone(self.d.proc.poll(), "registryd died")
+        with urllib.request.urlopen("http://%s/v1/snapshot" % self.d.addr, timeout=30) as r:
+            snap = r.read()
+        code, text = self.d.request("PUT", "/v1/snapshot", snap)
+        self.assertEqual(code, 200, text)
+        self.assertEqual((owners("mva"), owners("mvb")), (["mva-1"], []))
+
     def test_flapping_endpoint_does_not_flap(self):
         ep = Endpoint()
         try:
