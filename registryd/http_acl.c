@@ -113,7 +113,51 @@ static int need_instance_write(struct http_req *r, struct store_read *rd, const 
     return rc;
 }
 
-/* The catalog and check registration writes (bodies name what they touch). */
+/* Write on what an existing check `cid` belongs to: a registration naming
+ * it would take it over (Consul vets the check it would overwrite). An
+ * unknown check is new: nothing to vet. */
+static int need_check_owner_write(struct http_req *r, struct store_read *rd, const char *cid)
+{
+    json_t *c = NULL;
+    if (cid == NULL || store_get_check(rd, cid, &c) != 0)
+        return 0;
+    const char *sid = json_string_value(json_object_get(c, "ServiceID"));
+    const char *node = json_string_value(json_object_get(c, "Node"));
+    int rc = sid && *sid ? need_instance_write(r, rd, sid)
+                         : need(r, ACL_RES_NODE, node ? node : r->srv->opt.node, ACL_WRITE);
+    json_decref(c);
+    return rc;
+}
+
+/* The checks a body's Check and Checks name by CheckID (or, for a check
+ * registration, by Name, its default), each vetted as above; those with a
+ * ServiceID also need write on that instance's service. */
+static int need_checks_write(struct http_req *r, struct store_read *rd, json_t *body)
+{
+    json_t *one = json_get_ci(body, "Check"), *many = json_get_ci(body, "Checks"), *x;
+    json_t *list = json_array();
+    size_t i;
+    int rc = 0;
+    if (json_is_object(one))
+        json_array_append(list, one);
+    if (json_is_array(many))
+        json_array_extend(list, many);
+    json_array_foreach(list, i, x)
+    {
+        const char *cid = json_string_value(json_get_ci(x, "CheckID"));
+        const char *sid = json_string_value(json_get_ci(x, "ServiceID"));
+        if (rc == 0 && json_is_object(x))
+            rc = need_check_owner_write(r, rd, cid);
+        if (rc == 0 && sid && *sid)
+            rc = need_instance_write(r, rd, sid);
+    }
+    json_decref(list);
+    return rc;
+}
+
+/* The catalog and check registration writes (bodies name what they touch,
+ * and what they would overwrite: an instance ID or a check ID that belongs
+ * to another service needs write on that one too, as in Consul). */
 static int body_needs(struct http_req *r, struct store_read *rd)
 {
     json_t *body = peek_body(r);
@@ -122,19 +166,33 @@ static int body_needs(struct http_req *r, struct store_read *rd)
         return 0;
     if (is(r, "/v1/agent/service/register")) {
         const char *name = json_string_value(json_get_ci(body, "Name"));
+        const char *id = json_string_value(json_get_ci(body, "ID"));
         rc = name ? need(r, ACL_RES_SERVICE, name, ACL_WRITE) : 0;
+        if (rc == 0)
+            rc = need_instance_write(r, rd, id && *id ? id : name);
+        if (rc == 0)
+            rc = need_checks_write(r, rd, body);
     } else if (is(r, "/v1/agent/check/register")) {
         const char *sid = json_string_value(json_get_ci(body, "ServiceID"));
+        const char *cid = json_string_value(json_get_ci(body, "CheckID"));
         rc = sid && *sid ? need_instance_write(r, rd, sid)
                          : need(r, ACL_RES_NODE, r->srv->opt.node, ACL_WRITE);
+        if (rc == 0)
+            rc = need_check_owner_write(
+                r, rd, cid && *cid ? cid : json_string_value(json_get_ci(body, "Name")));
     } else if (is(r, "/v1/catalog/register")) {
         const char *node = json_string_value(json_get_ci(body, "Node"));
         json_t *svc = json_get_ci(body, "Service");
         const char *name = json_string_value(json_get_ci(svc, "Service"));
+        const char *id = json_string_value(json_get_ci(svc, "ID"));
         if (node)
             rc = need(r, ACL_RES_NODE, node, ACL_WRITE);
         if (rc == 0 && name)
             rc = need(r, ACL_RES_SERVICE, name, ACL_WRITE);
+        if (rc == 0 && json_is_object(svc))
+            rc = need_instance_write(r, rd, id && *id ? id : name);
+        if (rc == 0)
+            rc = need_checks_write(r, rd, body);
     } else if (is(r, "/v1/catalog/deregister")) {
         const char *node = json_string_value(json_get_ci(body, "Node"));
         const char *sid = json_string_value(json_get_ci(body, "ServiceID"));

@@ -236,6 +236,34 @@ class DefaultDenyTest(AclBase):
              400, []),
         ])
 
+    def test_registration_cannot_take_over_another_service(self):
+        # "web" write only: re-registering db-1 (db's instance) under the
+        # name web, or naming db's check, would take them over (found by
+        # probing: the takeover then let the token deregister db-1)
+        self.run_table([
+            ("web", "PUT", "/v1/agent/service/register", {"Name": "web", "ID": "db-1"}, 403,
+             ["service:write"]),
+            ("web", "PUT", "/v1/agent/service/register",
+             {"Name": "web", "ID": "web-9", "Check": {"CheckID": "ttl-db", "TTL": "5s"}}, 403,
+             ["service:write"]),
+            ("web", "PUT", "/v1/agent/check/register",
+             {"Name": "x", "CheckID": "ttl-db", "ServiceID": "web-1", "TTL": "5s"}, 403,
+             ["service:write"]),
+            ("web", "PUT", "/v1/agent/check/register",
+             {"Name": "ttl-db", "ServiceID": "web-1", "TTL": "5s"}, 403, ["service:write"]),
+            ("web", "PUT", "/v1/catalog/register",
+             {"Node": self.node(), "Address": "127.0.0.1",
+              "Service": {"Service": "web", "ID": "db-1"}}, 403, []),
+            ("web", "PUT", "/v1/agent/service/deregister/db-1", None, 403, []),
+        ])
+        self.assertIn("db-1", self.ok("GET", "/v1/agent/services"))
+        checks = self.ok("GET", "/v1/agent/checks")
+        self.assertEqual(checks["ttl-db"]["ServiceID"], "db-1")
+        # its own instance and checks stay writable
+        self.ok("PUT", "/v1/agent/service/register",
+                {"Name": "web", "ID": "web-1", "Port": 81,
+                 "Check": {"TTL": "60s", "CheckID": "ttl-web"}}, token=self.tok["web"])
+
     def test_check_output_only_for_readers(self):
         self.ok("PUT", "/v1/agent/check/update/ttl-db",
                 {"Status": "passing", "Output": "db-output-4711"})
