@@ -363,6 +363,7 @@ static int check_indexes(struct vstate *s, char *err, size_t errlen)
                   json_object_size(s->services) - json_object_size(seen));
         goto out;
     }
+    json_object_clear(seen);
     json_array_foreach(s->svc_checks, i, pair)
     {
         const char *sid = json_string_value(json_array_get(pair, 0));
@@ -375,6 +376,13 @@ static int check_indexes(struct vstate *s, char *err, size_t errlen)
                       cid);
             goto out;
         }
+        /* one link per check: a repeated pair would stand in for a missing
+         * one and pass the count below */
+        if (json_object_get(seen, cid) != NULL) {
+            rc = fail(err, errlen, "index svc_checks: %.64s -> %.64s is repeated", sid, cid);
+            goto out;
+        }
+        json_object_set_new(seen, cid, json_true());
         n_check_links++;
     }
     if (n_check_links != json_object_size(s->checks))

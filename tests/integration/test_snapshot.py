@@ -90,6 +90,9 @@ class SnapshotTest(unittest.TestCase):
                 for t, k, v in recs])),
             ("header index differs", snapfmt.build(index + 5, recs)),
             ("unknown table", snapfmt.build(index, recs + [(9, b"k", b"v")])),
+            # one check's index link in place of another's: the count still
+            # matched, and the other check was left unlinked (found by probing)
+            ("svc_checks pair repeated", snapfmt.build(index, repeat_link(recs))),
             ("only the magic", b"RSNAP002"),
             ("old format's magic alone", b"RSNAP001"),
             ("empty", b""),
@@ -132,6 +135,16 @@ class SnapshotTest(unittest.TestCase):
         # the heartbeat and checker keep working on restored data
         self.assertEqual(self.d.request("PUT", "/v1/agent/check/pass/service:i-0")[0], 200)
         self.assertEqual(self.d.request("GET", "/v1/status/leader")[0], 200)
+
+
+def repeat_link(recs):
+    """recs with the second svc_checks link replaced by a copy of the first."""
+    table = snapfmt.TABLES.index("svc_checks")
+    links = [i for i, r in enumerate(recs) if r[0] == table]
+    assert len(links) >= 2, "the snapshot needs two checks"
+    out = list(recs)
+    out[links[1]] = recs[links[0]]
+    return out
 
 
 class LargeSnapshotTest(unittest.TestCase):
