@@ -394,6 +394,8 @@ static void arena_free(const struct http_req *r, char *p)
         free(p);
 }
 
+static void forward_timer_free(struct http_req *r);
+
 static void req_free(struct http_req *r)
 {
     metrics_http(r->route ? r->route->method : "OTHER", r->route ? r->route->path : "unmatched",
@@ -403,6 +405,7 @@ static void req_free(struct http_req *r)
         arena_free(r, r->params[i].value);
     }
     arena_free(r, r->arg);
+    forward_timer_free(r);
     http_acl_req_free(r);
     if (r->inner_uri)
         evhttp_uri_free(r->inner_uri);
@@ -1042,8 +1045,33 @@ static bool forward_later(struct http_req *r)
 {
     if (++r->forward_tries >= FORWARD_TRIES)
         return false;
+    struct http_server *srv = r->srv;
+    if (r->forward_timer == NULL) {
+        if ((r->forward_timer = evtimer_new(srv->opt.base, forward_retry, r)) == NULL)
+            return false;
+        r->retry_next = srv->retrying;
+        if (srv->retrying)
+            srv->retrying->retry_prev = r;
+        srv->retrying = r;
+    }
     struct timeval tv = {0, FORWARD_RETRY_MS * 1000};
-    return event_base_once(r->srv->opt.base, -1, EV_TIMEOUT, forward_retry, r, &tv) == 0;
+    return evtimer_add(r->forward_timer, &tv) == 0;
+}
+
+/* r no longer waits to forward: its timer goes (req_free, http_free). */
+static void forward_timer_free(struct http_req *r)
+{
+    if (r->forward_timer == NULL)
+        return;
+    event_free(r->forward_timer);
+    r->forward_timer = NULL;
+    if (r->retry_prev)
+        r->retry_prev->retry_next = r->retry_next;
+    else
+        r->srv->retrying = r->retry_next;
+    if (r->retry_next)
+        r->retry_next->retry_prev = r->retry_prev;
+    r->retry_prev = r->retry_next = NULL;
 }
 
 /* This server follows: send the request to the leader over the
@@ -1668,6 +1696,10 @@ void http_free(struct http_server *s)
 {
     if (s == NULL)
         return;
+    /* a request waiting for a leader is not answered: evhttp frees it with
+     * its connection below (its timer, left, fired into freed memory) */
+    while (s->retrying != NULL)
+        req_free(s->retrying);
     if (s->http)
         evhttp_free(s->http);
     if (s->https)

@@ -63,6 +63,9 @@ struct http_server {
     struct http_shared *own_shared;
     struct http_req *req_pool; /* freed requests for reuse (next_free), <= HTTP_REQ_POOL */
     int n_req_pool;
+    /* requests waiting to retry a forward (no leader yet): their timers
+     * die with the server, not after evhttp freed what they would answer */
+    struct http_req *retrying;
 };
 
 struct http_param {
@@ -90,6 +93,8 @@ struct http_req {
     double wait_until;  /* monotonic seconds: the end of a parked query's wait */
     int status;         /* error reply chosen by a handler */
     int forward_tries;  /* waits for a leader to forward to */
+    struct event *forward_timer;                /* the next try; NULL: none armed yet */
+    struct http_req *retry_prev, *retry_next; /* in srv->retrying while forward_timer */
     double started;     /* monotonic seconds at arrival, for metrics */
     struct acl_authz *authz; /* who asks (http_acl_check): authz_store, or NULL */
     struct acl_authz authz_store;
