@@ -60,6 +60,8 @@
 #define HIGH_WATER (256 * 1024) /* queued bytes on one side: stop reading the other */
 #define LOG_EVERY_MS 1000
 #define MAX_PENDING 64 /* incoming connections still authenticating: more are refused */
+#define MAX_PENDING_PER_ADDRESS 8 /* of them from one address: one host holding every slot
+                                     kept the real servers out */
 
 enum why { WHY_TLS, WHY_KEY, WHY_HANDSHAKE, WHY_MEMBER, WHY_DEADLINE, WHY_BUSY, WHY_N };
 static const char *const why_name[WHY_N] = {"tls",          "cluster_key", "handshake",
@@ -98,6 +100,7 @@ struct conn {
     struct raft_uv_connect *req; /* outgoing, until its callback ran */
     int status;                  /* req's callback gets it when closed */
     char peer[64];               /* for logs */
+    char host[INET6_ADDRSTRLEN]; /* the peer's address, for MAX_PENDING_PER_ADDRESS */
     uint64_t id;
     unsigned char nonce_in[NONCE_LEN], nonce_out[NONCE_LEN];
     size_t want, have; /* the exact read in progress, into in[] */
@@ -933,13 +936,29 @@ static void name_peer(struct conn *c)
 {
     struct sockaddr_storage ss;
     int len = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "?";
     snprintf(c->peer, sizeof(c->peer), "?");
-    if (uv_tcp_getpeername(c->tcp, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_INET) {
+    snprintf(c->host, sizeof(c->host), "?");
+    if (uv_tcp_getpeername(c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
         struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-        if (inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host)) != NULL)
-            snprintf(c->peer, sizeof(c->peer), "%s:%u", host, ntohs(sin->sin_port));
+        if (inet_ntop(AF_INET, &sin->sin_addr, c->host, sizeof(c->host)) != NULL)
+            snprintf(c->peer, sizeof(c->peer), "%s:%u", c->host, ntohs(sin->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+        if (inet_ntop(AF_INET6, &sin6->sin6_addr, c->host, sizeof(c->host)) != NULL)
+            snprintf(c->peer, sizeof(c->peer), "[%s]:%u", c->host, ntohs(sin6->sin6_port));
     }
+}
+
+/* Connections from c's address still authenticating. */
+static unsigned pending_from(const struct conn *c)
+{
+    unsigned n = 0;
+    for (const struct conn *o = c->tp->conns; o != NULL; o = o->next)
+        if (o != c && o->pending && strcmp(o->host, c->host) == 0)
+            n++;
+    return n;
 }
 
 /* ---- the transport's methods ---------------------------------------------- */
@@ -961,6 +980,10 @@ static void accepted(uv_stream_t *server, int status)
     name_peer(c);
     if (tp->n_pending >= MAX_PENDING) {
         drop(c, WHY_BUSY, "too many connections authenticating");
+        return;
+    }
+    if (pending_from(c) >= MAX_PENDING_PER_ADDRESS) {
+        drop(c, WHY_BUSY, "too many connections authenticating from one address");
         return;
     }
     c->pending = true;

@@ -21,6 +21,7 @@ import socket
 import ssl
 import struct
 import sys
+import threading
 import time
 import unittest
 
@@ -377,6 +378,59 @@ class KeyRaftPortTest(AuthenticatedProbes, RaftPortBase, unittest.TestCase):
                 time.sleep(0.05)
             self.assertGreater(self.drops(target, "cluster_key"), before)
             self.assert_healthy(leader, rss_before, "wrong key")
+
+    def test_one_address_cannot_hold_every_slot(self):
+        """64 idle connections from one address, kept up, took every slot
+        for peers still authenticating, so that a restarted server could not
+        rejoin (a candidate for as long as they were held, in a probe; here
+        the leader usually wins the race to the new listener). Now one
+        address holds at most 8 of them: the cap is seen to drop the rest
+        and the restarted server rejoins. Stopping a server while they were
+        held also crashed it (a forward's retry timer outlived its request);
+        every run of this test did, before that fix."""
+        leader = self.leader()
+        follower = next(d for d in self.servers if d is not leader)
+        ports = [self.raft_port(d) for d in self.servers]
+        stop = threading.Event()
+
+        def hold():
+            held = []
+            while not stop.is_set():  # new ones first, then the old go: no gap
+                fresh = []
+                for port in ports:
+                    for _ in range(64):
+                        s = socket.socket()
+                        s.bind(("127.0.0.2", 0))
+                        s.settimeout(0.2)
+                        try:
+                            s.connect(port)
+                            fresh.append(s)
+                        except OSError:
+                            s.close()
+                for s in held:
+                    s.close()
+                held = fresh
+                stop.wait(0.5)
+            for s in held:
+                s.close()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            time.sleep(1)
+            follower.stop()
+            follower.start()
+            deadline = time.monotonic() + 20
+            while leader_of(follower) != self.raft_addr(leader):
+                self.assertLess(time.monotonic(), deadline,
+                                "the restarted server found no leader while one address "
+                                "held connections")
+                time.sleep(0.2)
+            self.assertIn("from one address", leader.log() + follower.log())
+        finally:
+            stop.set()
+            holder.join()
+        self.write_through_follower(self.leader())
 
     def test_zz_replicates_and_survives_leader_kill(self):
         leader = self.leader()
