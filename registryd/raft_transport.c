@@ -837,6 +837,8 @@ static void got_address(struct conn *c)
         snprintf(why, sizeof(why), "server id %llu is not in the configuration",
                  (unsigned long long)c->id);
         drop(c, WHY_MEMBER, why);
+    } else if (c->id == tp->id) { /* no server dials itself: an impostor */
+        drop(c, WHY_MEMBER, "a peer claims this server's own id");
     } else {
         hand_in(c);
     }

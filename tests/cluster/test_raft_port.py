@@ -238,6 +238,15 @@ class RaftPortBase:
             self.send_and_wait_close(s, handshake(UNKNOWN_ID + i) + append_entries(10 ** 6 + i),
                                      wait=0.3)
 
+    def probe_own_id(self, target, auth):
+        # the target's own id (public: /v1/operator/raft/configuration) and
+        # an AppendEntries declaring a million entries in a 48-byte header:
+        # libraft read past it (SIGSEGV, release build too; found by probing)
+        own = json.loads(target.request("GET", "/v1/internal/raft/self")[1])["ID"]
+        s = self.connect(target, auth)
+        self.send_and_wait_close(s, handshake(own) + struct.pack("<QQ", APPEND_ENTRIES, 48) +
+                                 struct.pack("<6Q", 1, 0, 0, 0, 10 ** 6, 0))
+
     def probe_address_without_nul(self, target, auth):
         s = self.connect(target, auth)
         self.send_and_wait_close(s, handshake(UNKNOWN_ID, b"127.0.0.1:19999", nul=False) +
@@ -268,7 +277,8 @@ class RaftPortBase:
             time.sleep(max(0, 0.05 - (time.monotonic() - t0)))
 
     def run_probes(self, auth):
-        probes = [self.probe_unknown_id_higher_term, self.probe_address_without_nul,
+        probes = [self.probe_unknown_id_higher_term, self.probe_own_id,
+                  self.probe_address_without_nul,
                   self.probe_huge_address, self.probe_vote_flood]
         leader = self.leader()
         follower = next(d for d in self.servers if d is not leader)
