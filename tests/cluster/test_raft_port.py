@@ -4,8 +4,9 @@ three flavours (mutual TLS, a cluster key, neither). Probes built from
 libraft 0.15's wire format (src/uv_tcp_connect.c, src/uv_encoding.c) are sent
 to the leader's and a follower's raft port: a handshake and AppendEntries at a
 much higher term from an unknown id (crashed libraft), a handshake address
-without its NUL (over-read in libraft), a handshake declaring a 300 MB
-address (allocated by libraft), and a flood of RequestVote/AppendEntries at
+without its NUL (over-read in libraft), the target's own id and an
+AppendEntries whose entry count overruns its header (crashed libraft), a
+handshake declaring a 300 MB address (allocated by libraft), and a flood of RequestVote/AppendEntries at
 rising terms (held leadership away from the real servers). After each: every
 server runs, no sanitizer report, the same leader, a write through a follower
 succeeds, and no server's RSS jumped.
