@@ -137,8 +137,10 @@ static bool word_byte(unsigned char c)
            c == '_';
 }
 
-/* The POSIX class name at *pp ("alpha:]"), added to s; false if unknown. */
-static bool set_posix_class(struct byteset *s, const char **pp)
+/* The POSIX class name at *pp ("alpha:]"), added to s; false if unknown.
+ * icase folds the class before a '^' inverts it (as Go: under (?i)
+ * [[:^lower:]] refuses 'A' too). */
+static bool set_posix_class(struct byteset *s, const char **pp, bool icase)
 {
     static const struct {
         const char *name;
@@ -161,8 +163,10 @@ static bool set_posix_class(struct byteset *s, const char **pp)
         struct byteset add = {{0}};
         for (const char *r = classes[i].ranges; *r; r += 2)
             set_range(&add, (unsigned char)r[0], (unsigned char)r[1]);
-        if (strcmp(classes[i].name, "ascii") == 0)
+        if (strcmp(classes[i].name, "ascii") == 0 || strcmp(classes[i].name, "cntrl") == 0)
             set_add(&add, 0);
+        if (icase)
+            set_fold_case(&add);
         if (negate)
             set_invert(&add);
         for (int b = 0; b < 32; b++)
@@ -230,8 +234,9 @@ static int escaped_byte(struct parser *ps)
         ps->p += 3;
         return hi * 16 + lo;
     }
-    if ((c >= '!' && c <= '/') || (c >= ':' && c <= '@') || (c >= '[' && c <= '`') ||
-        (c >= '{' && c <= '~')) {
+    if (c > 0 && (unsigned char)c < 0x80 && !(c >= '0' && c <= '9') &&
+        !((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) { /* as Go: any ASCII punctuation,
+                                                          space or control byte */
         ps->p++;
         return (unsigned char)c;
     }
@@ -276,11 +281,11 @@ static struct node *assert_node(struct parser *ps, enum assertion a)
 
 /* One member of a bracket expression, or its range's end: a byte, or -1
  * when it was a class (added to s) or an error. */
-static int bracket_member(struct parser *ps, struct byteset *s)
+static int bracket_member(struct parser *ps, struct byteset *s, bool icase)
 {
-    if (*ps->p == '[' && ps->p[1] == ':') {
+    if (*ps->p == '[' && ps->p[1] == ':' && strstr(ps->p + 2, ":]") != NULL) {
         const char *p = ps->p + 2;
-        if (!set_posix_class(s, &p)) {
+        if (!set_posix_class(s, &p, icase)) {
             fail(ps, "invalid character class");
             return -1;
         }
@@ -314,12 +319,12 @@ static struct node *parse_bracket(struct parser *ps, const struct flags *fl)
             return NULL;
         }
         first = false;
-        int lo = bracket_member(ps, &s);
+        int lo = bracket_member(ps, &s, fl->icase);
         if (lo < 0)
             continue;
         if (ps->p[0] == '-' && ps->p[1] != ']' && ps->p[1] != '\0') {
             ps->p++;
-            int hi = bracket_member(ps, &s);
+            int hi = bracket_member(ps, &s, fl->icase);
             if (hi < 0 || hi < lo) {
                 fail(ps, "invalid character class range");
                 return NULL;
@@ -346,7 +351,7 @@ static struct node *parse_bracket(struct parser *ps, const struct flags *fl)
  * true if a group follows (':'). */
 static bool parse_flags(struct parser *ps, struct flags *fl)
 {
-    bool on = true;
+    bool on = true, flag_after_minus = false;
     for (;; ps->p++) {
         switch (*ps->p) {
         case 'i':
@@ -364,13 +369,16 @@ static bool parse_flags(struct parser *ps, struct flags *fl)
             if (!on)
                 goto bad;
             on = false;
-            break;
+            continue;
         case ')':
         case ':':
+            if (!on && !flag_after_minus)
+                goto bad; /* "(?-)", "(?i-)" */
             return *ps->p++ == ':';
         default:
             goto bad;
         }
+        flag_after_minus = !on;
     }
 bad:
     fail(ps, "invalid or unsupported Perl syntax");
@@ -386,8 +394,11 @@ static struct node *parse_group(struct parser *ps, struct flags *fl)
         if (*ps->p == 'P' || *ps->p == '<') { /* a named group: the name does not matter */
             if (*ps->p == 'P')
                 ps->p++;
-            const char *end = *ps->p == '<' ? strchr(ps->p, '>') : NULL;
-            if (end == NULL || end == ps->p + 1) {
+            const char *end = *ps->p == '<' ? ps->p + 1 : NULL;
+            while (end != NULL && (*end == '_' || (*end >= '0' && *end <= '9') ||
+                                   ((*end | 0x20) >= 'a' && (*end | 0x20) <= 'z')))
+                end++;
+            if (end == NULL || end == ps->p + 1 || *end != '>') {
                 fail(ps, "invalid named capture");
                 return NULL;
             }
@@ -404,6 +415,7 @@ static struct node *parse_group(struct parser *ps, struct flags *fl)
     }
     struct node *n = parse_alt(ps, &inner);
     ps->depth--;
+    ps->flags_only = false; /* a group, whatever it held last */
     if (ps->failed)
         return NULL;
     if (*ps->p != ')') {
@@ -447,9 +459,10 @@ static bool parse_interval(struct parser *ps, int *min, int *max)
     const char *p = ps->p + 1;
     long n = 0, m;
     int digits = 0;
+    const char *first = p;
     for (; *p >= '0' && *p <= '9'; p++, digits++)
         n = n > 100000 ? n : n * 10 + (*p - '0');
-    if (digits == 0)
+    if (digits == 0 || (digits > 1 && *first == '0')) /* Go: "{01}" is literal text */
         return false;
     m = n;
     if (*p == ',') {
@@ -458,9 +471,10 @@ static bool parse_interval(struct parser *ps, int *min, int *max)
             m = -1;
         } else {
             m = 0;
+            first = p;
             for (digits = 0; *p >= '0' && *p <= '9'; p++, digits++)
                 m = m > 100000 ? m : m * 10 + (*p - '0');
-            if (digits == 0)
+            if (digits == 0 || (digits > 1 && *first == '0'))
                 return false;
         }
     }
@@ -609,6 +623,21 @@ static int emit_insn(struct parser *ps, enum insn_op op)
     return ps->n_insns++;
 }
 
+/* Does n emit no instruction at all ("()", "(?i)", "(){5}")? */
+static bool emits_nothing(const struct node *n)
+{
+    switch (n->kind) {
+    case N_EMPTY:
+        return true;
+    case N_CAT:
+        return emits_nothing(n->a) && emits_nothing(n->b);
+    case N_REPEAT:
+        return n->max == 0 || emits_nothing(n->a);
+    default:
+        return false;
+    }
+}
+
 static void emit(struct parser *ps, const struct node *n)
 {
     int at, jmp;
@@ -641,6 +670,11 @@ static void emit(struct parser *ps, const struct node *n)
         ps->prog[jmp].x = ps->n_insns;
         break;
     case N_REPEAT:
+        /* a body of no instructions repeated is still none: without this,
+         * "((){1000}){1000}..." multiplied its copies and never reached the
+         * instruction cap */
+        if (emits_nothing(n->a))
+            break;
         for (int i = 0; i < n->min - (n->max < 0 && n->min > 0) && !ps->failed; i++)
             emit(ps, n->a);
         if (n->max < 0 && n->min > 0) { /* the last copy loops back: x+ */

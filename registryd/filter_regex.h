@@ -12,11 +12,13 @@
  * Syntax (bytes, not runes): literals; . (any byte but \n); [...] and [^...]
  * with ranges, [:alpha:] and the other POSIX classes, and escapes inside;
  * \d \D \w \W \s \S; \b \B \A \z; \n \t \r \f \v \a \xHH; a backslash
- * before punctuation quotes it; ^ $; ( ) (?: ) and the flags (?i) (?m)
+ * before any other ASCII byte but a letter or digit quotes it; ^ $; ( ) (?: ) and the flags (?i) (?m)
  * (?s) (?U), also scoped as (?i:...); | ; * + ? {n} {n,} {n,m}, each
  * optionally followed by ? (lazy: the same yes or no). Refused, as Go
  * refuses them: a repetition of a repetition (a**), a count above 1000,
- * backreferences, unknown escapes, unbalanced parentheses.
+ * backreferences, unknown escapes, unbalanced parentheses. Refused here
+ * though Go takes them (the safe direction): \x{...}, octal escapes, \Q...\E,
+ * \p classes, and programs over REGEX_MAX_INSNS (a{0,1000} among them).
  *
  * Depends on libc only.
  */

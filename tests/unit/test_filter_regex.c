@@ -81,6 +81,17 @@ static void test_matches(void **state)
         {"^(a|)+$", "aa", 1},
         {"^(?P<name>x)(?<n2>y)$", "xy", 1},
         {"^\\$\\^\\(\\)\\[\\]\\{\\}\\|\\*\\+\\?\\\\$", "$^()[]{}|*+?\\", 1},
+        /* found in review, each as Go answers it */
+        {"(?i)[[:^lower:]]", "a", 0},         /* folded before the ^ inverts */
+        {"(?i)[[:^upper:]]", "A", 0},
+        {"(?i)^[^[:^lower:]]$", "A", 1},
+        {"^(a(?i))*$", "aa", 1},              /* a flag group inside a group: repeatable */
+        {"^((?i)){2}x$", "x", 1},
+        {"^a{01}$", "a{01}", 1},              /* a leading zero: not a count */
+        {"^a{01}$", "a", 0},
+        {"^a\\ b$", "a b", 1},                /* a backslash before a space */
+        {"^[[:]+$", "[:", 1},                 /* no ":]": '[' is a literal */
+        {"[[:^cntrl:]]", "\x01", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int got = search(cases[i].pattern, cases[i].subject);
@@ -116,6 +127,9 @@ static void test_refused(void **state)
         {"\\x4", "hex"},
         {"(?z)", "Perl syntax"},
         {"(?P<>a)", "named"},
+        {"(?P<a)b>c)", "named"},
+        {"(?-)", "Perl syntax"},
+        {"(?i-)", "Perl syntax"},
         /* the fuzzer's: a '{' inside brackets, then stacked '+' */
         {"^r[1-{9]=++++++++++++++++++++++++++++++$", "nested repetition"},
         {"((((a{10}){10}){10}){10})", "too large"},
@@ -131,6 +145,21 @@ static void test_refused(void **state)
             fail_msg("/%s/: refused, but *out was set", cases[i].pattern);
         if (strstr(err, cases[i].why) == NULL)
             fail_msg("/%s/: \"%s\" does not say \"%s\"", cases[i].pattern, err, cases[i].why);
+    }
+    /* bodies of no instructions, repeated: compiled at once (the nested
+     * counts multiplied before: 2 s, then about half an hour) */
+    static const char *const empty_bodies[] = {"((((){1000}){1000}){1000}){1000}",
+                                               "((((a{0}){1000}){1000}){1000}){1000}",
+                                               "((((?i)){1000}){1000}){1000}"};
+    for (size_t i = 0; i < sizeof(empty_bodies) / sizeof(empty_bodies[0]); i++) {
+        struct regex *re;
+        char err[160];
+        time_t t0 = time(NULL);
+        assert_int_equal(regex_compile(empty_bodies[i], &re, err, sizeof(err)), 0);
+        assert_true(regex_search(re, "x", 1));
+        regex_free(re);
+        if (time(NULL) - t0 > 5)
+            fail_msg("%s: compiling took %lld s", empty_bodies[i], (long long)(time(NULL) - t0));
     }
     char longer[REGEX_MAX_LEN + 2];
     memset(longer, 'a', sizeof(longer) - 1);
