@@ -471,6 +471,8 @@ static void observe_status(struct hcheck *c, int status, const char *output, boo
 
 /* Read a stored check's Type and Definition into d (defaults applied).
  * The store validated both at entry; an unknown type reads as TTL. */
+#define CHECK_MIN_MS 100 /* shortest Interval and TTL (the API's own floor) */
+
 static void hdef_read(json_t *rec, struct hdef *d)
 {
     json_t *def = json_object_get(rec, "Definition");
@@ -493,6 +495,12 @@ static void hdef_read(json_t *rec, struct hdef *d)
         d->timeout_ms = 10000;
     if (d->type != HC_TTL && d->interval_ms == 0)
         d->interval_ms = 10000;
+    /* the API refuses less than 100 ms; a record that did not come through
+     * it (a restored snapshot) is held to the same */
+    if (d->type != HC_TTL && d->interval_ms < CHECK_MIN_MS)
+        d->interval_ms = CHECK_MIN_MS;
+    if (d->ttl_ms > 0 && d->ttl_ms < CHECK_MIN_MS)
+        d->ttl_ms = CHECK_MIN_MS;
     if (d->type != HC_TTL && d->timeout_ms > d->interval_ms)
         d->timeout_ms = d->interval_ms;
 }

@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -275,6 +276,39 @@ class HealthTest(unittest.TestCase):
         code, text = self.d.request("PUT", "/v1/snapshot", snap)
         self.assertEqual(code, 200, text)
         self.assertEqual((owners("mva"), owners("mvb")), (["mva-1"], []))
+
+    def test_restored_interval_below_the_floor_is_held_to_it(self):
+        """The API refuses an Interval under 100 ms; a snapshot could carry
+        one (1 ms: a probe a millisecond, found by probing). The checker
+        holds any record to 100 ms."""
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import snapfmt
+        ep = Endpoint()
+        try:
+            self.register({"Name": "fast", "ID": "fast-1", "Check": {
+                "CheckID": "fast-http", "HTTP": "http://127.0.0.1:%d/" % ep.port,
+                "Interval": "10s"}})
+            with urllib.request.urlopen("http://%s/v1/snapshot" % self.d.addr,
+                                        timeout=30) as r:
+                index, recs = snapfmt.parse(r.read())
+            table = snapfmt.TABLES.index("checks")
+            out = []
+            for t, k, v in recs:
+                if t == table and k == b"fast-http":
+                    rec = json.loads(v)
+                    rec["Definition"]["Interval"] = "1ms"
+                    v = json.dumps(rec, separators=(",", ":")).encode()
+                out.append((t, k, v))
+            code, text = self.d.request("PUT", "/v1/snapshot", snapfmt.build(index, out))
+            self.assertEqual(code, 200, text)
+            time.sleep(0.5)
+            before = ep.hits
+            time.sleep(2)
+            self.assertLess(ep.hits - before, 40, "probes in 2 s")  # 1 ms: ~2000
+            self.assertGreater(ep.hits - before, 5)
+        finally:
+            ep.stop()
+            self.d.request("PUT", "/v1/agent/service/deregister/fast-1")
 
     def test_flapping_endpoint_does_not_flap(self):
         ep = Endpoint()
