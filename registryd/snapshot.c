@@ -237,6 +237,7 @@ struct vstate {
     json_t *svc_checks; /* [[sid, cid], ...] */
     uint64_t meta_index;
     bool has_index;
+    uint64_t max_name_index; /* no service name changed after the store's index */
 };
 
 static int check_record(struct vstate *s, unsigned table, const unsigned char *key, uint32_t klen,
@@ -294,6 +295,8 @@ static int check_record(struct vstate *s, unsigned table, const unsigned char *k
             return fail(err, errlen, "name index of %.64s is not 8 bytes", k);
         if (get_le64(val) >= RECORD_INDEX_MAX)
             return fail(err, errlen, "name index of %.64s too large", k);
+        if (get_le64(val) > s->max_name_index)
+            s->max_name_index = get_le64(val);
         break;
     case SNAP_META:
         if (strcmp(k, "index") == 0) {
@@ -400,7 +403,7 @@ int snap_validate(const void *buf, size_t len, unsigned flags, struct snap_info 
     int rc = frame(buf, len, flags, &f, err, errlen);
     if (rc != 0)
         return rc;
-    struct vstate s = {json_object(), json_object(), json_array(), json_array(), 0, false};
+    struct vstate s = {json_object(), json_object(), json_array(), json_array(), 0, false, 0};
     if (!s.services || !s.checks || !s.by_name || !s.svc_checks) {
         rc = REG_ENOMEM;
         goto out;
@@ -433,6 +436,11 @@ int snap_validate(const void *buf, size_t len, unsigned flags, struct snap_info 
     if (f.version == 2 && s.meta_index != f.index) {
         rc = fail(err, errlen, "store index %llu differs from the header's %llu",
                   (unsigned long long)s.meta_index, (unsigned long long)f.index);
+        goto out;
+    }
+    if (s.max_name_index > s.meta_index) {
+        rc = fail(err, errlen, "a service name's index %llu is above the store's %llu",
+                  (unsigned long long)s.max_name_index, (unsigned long long)s.meta_index);
         goto out;
     }
     if ((rc = check_indexes(&s, why, sizeof(why))) != 0) {

@@ -93,6 +93,11 @@ class SnapshotTest(unittest.TestCase):
             # one check's index link in place of another's: the count still
             # matched, and the other check was left unlinked (found by probing)
             ("svc_checks pair repeated", snapfmt.build(index, repeat_link(recs))),
+            # a service name changed after the store's own index: its blocking
+            # queries and X-Consul-Index would come from the future
+            ("name index above the store's", snapfmt.build(index, [
+                (t, k, struct.pack("<Q", index + 1000) if t == snapfmt.TABLES.index("names")
+                 else v) for t, k, v in recs])),
             ("only the magic", b"RSNAP002"),
             ("old format's magic alone", b"RSNAP001"),
             ("empty", b""),
