@@ -232,6 +232,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
     if (kinds != 1)
         return http_fail(r, 400, "Invalid check: exactly one of TTL, HTTP, TCP, UDP, GRPC or "
                                  "H2PING is required");
+    if (ttl_s != NULL && ttl > 0 && interval > 0)
+        return http_fail(r, 400, "Invalid check: Interval and TTL cannot both be specified");
     if ((http_url || tcp || udp || grpc || h2ping || script) && interval == 0)
         return http_fail(r, 400, "Invalid check: HTTP, TCP, UDP, GRPC and H2PING checks need an "
                                  "Interval");
@@ -403,6 +405,9 @@ int http_check_meta(struct http_req *r, json_t *meta, const char *field)
         if (!valid_text(json_string_value(v), MAX_META_VALUE))
             return http_fail(r, 400, "Invalid %s value for \"%.64s\": over %d bytes", field, k,
                              MAX_META_VALUE);
+        if (strcmp(field, "Meta") == 0 && strncmp(k, "consul-", 7) == 0)
+            return http_fail(r, 400, "Invalid %s key \"%.64s\": the prefix 'consul-' is reserved "
+                             "for internal use", field, k);
     }
     return 0;
 }
@@ -501,6 +506,11 @@ int http_build_registration(struct http_req *r, json_t *body, const struct http_
     }
     if (!valid_name(id)) {
         http_fail(r, 400, "Invalid service ID \"%.64s\": use letters, digits, - _ . :", id);
+        goto out;
+    }
+    if (strcmp(address, "0.0.0.0") == 0 || strcmp(address, "::") == 0 ||
+        strcmp(address, "[::]") == 0) { /* Consul: an "any" address is no address to reach */
+        http_fail(r, 400, "Invalid service address");
         goto out;
     }
     json_t *jport = json_get_ci(body, "Port");

@@ -548,7 +548,11 @@ static uint32_t jitter_random(void)
 
 int http_parse_blocking(struct http_req *r)
 {
+    /* Empty values are as if absent (Consul's parseWait): a watch loop's
+     * first call often has no index yet; a wait of 0 is the default. */
     const char *idx = http_param(r, "index");
+    if (idx != NULL && *idx == '\0')
+        idx = NULL;
     if (idx != NULL) {
         char *end;
         errno = 0;
@@ -559,8 +563,10 @@ int http_parse_blocking(struct http_req *r)
     }
     uint64_t wait = HTTP_DEFAULT_WAIT_MS;
     const char *w = http_param(r, "wait");
-    if (w != NULL && duration_parse(w, &wait) != 0)
+    if (w != NULL && *w != '\0' && duration_parse(w, &wait) != 0)
         return http_fail(r, 400, "Invalid wait time: \"%s\" (use e.g. 10s, 5m, 120000ms)", w);
+    if (wait == 0)
+        wait = HTTP_DEFAULT_WAIT_MS;
     if (wait > HTTP_MAX_WAIT_MS)
         wait = HTTP_MAX_WAIT_MS;
     /* Jitter as Consul: up to wait/16 more, so parked clients spread out;
@@ -935,10 +941,13 @@ static void write_done(void *arg, int status)
         http_fail(r, 500, "Write failed: %s", reg_strerror(status));
         break;
     }
-    if (r->status == 0)
+    if (r->status == 0 && strncmp(r->route->path, "/v1/catalog/", 12) == 0) {
+        reply_text_json(r, "true", 4, false, 0); /* Catalog.Register/Deregister's bool */
+    } else if (r->status == 0) {
         reply(r, 200, NULL, NULL, 0);
-    else
+    } else {
         reply_error(r, 0);
+    }
     req_free(r);
 }
 

@@ -1895,6 +1895,10 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
         return lmdb_fail("mdb_txn_begin", rc);
     }
     struct apply_ctx a = {s, txn, get_u64(txn, s->dbi[DB_META], "index") + 1, chg};
+    /* An empty registry answers X-Consul-Index 1 (never 0, as Consul): the
+     * first write is 2, so that a query blocked at ?index=1 wakes for it. */
+    if (a.index < STORE_FIRST_INDEX)
+        a.index = STORE_FIRST_INDEX;
     if (a.index >= RECORD_INDEX_MAX) { /* never wraps: refuse rather than go round */
         mdb_txn_abort(txn);
         cmd_fini(&cmd);

@@ -95,6 +95,8 @@ int store_peek(const char *file, uint64_t *index, uint64_t *instances, void **sn
  */
 int store_apply(struct store *s, const void *cmd, size_t len, struct store_change *chg)
     REG_MUSTCHECK;
+/* The index of the first write to an empty store (an empty one reads as 1). */
+#define STORE_FIRST_INDEX 2u
 
 /* Dump every record into one malloc'd buffer (caller frees). */
 int store_snapshot(struct store *s, void **buf, size_t *len) REG_MUSTCHECK;

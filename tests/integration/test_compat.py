@@ -599,6 +599,70 @@ class CompatTest(unittest.TestCase):
         self.wait_status("service:dbwatch-1", "passing", output="passing")
 
 
+    # ---- found by a real client (the npm consul package) ---------------
+
+    def test_empty_index_and_wait_are_absent(self):
+        # Consul's parseWait skips empty values: a watch loop's first call
+        # sends index= before it has one
+        for path in ("/v1/health/service/web?index=", "/v1/health/service/web?wait=",
+                     "/v1/health/service/web?index=&wait="):
+            got = self.get(path)
+            self.assertEqual(len(got), 2, path)
+        self.get("/v1/health/service/web?index=x", status=400)
+        self.get("/v1/health/service/web?wait=x", status=400)
+
+    def test_catalog_writes_answer_true(self):
+        self.addCleanup(self.put, "/v1/catalog/deregister", {"Node": "ext-node"})
+        self.assertEqual(self.put("/v1/catalog/register",
+                                  {"Node": "ext-node", "Address": "10.9.9.9"}), "true")
+        self.assertEqual(self.put("/v1/catalog/deregister", {"Node": "ext-node"}), "true")
+        self.assertEqual(self.put("/v1/agent/service/register", {"Name": "db", "ID": "db-1"}), "")
+
+    def test_refused_as_consul_refuses(self):
+        for body, why in (
+                ({"Name": "x", "Address": "0.0.0.0"}, "Invalid service address"),
+                ({"Name": "x", "Address": "::"}, "Invalid service address"),
+                ({"Name": "x", "Check": {"TTL": "10s", "Interval": "5s"}},
+                 "Interval and TTL cannot both be specified"),
+                ({"Name": "x", "Meta": {"consul-version": "1"}}, "reserved")):
+            text = self.put("/v1/agent/service/register", body, status=400)
+            self.assertIn(why, text, body)
+        self.assertNotIn("x", self.get("/v1/agent/services"))
+
+
+class FreshIndexTest(unittest.TestCase):
+    """An empty registry answers X-Consul-Index 1; its first write must
+    carry a higher index, or a query blocked at ?index=1 (what a watch
+    sends after its first read) sleeps through it."""
+
+    def test_first_write_wakes_a_query_at_index_1(self):
+        d = Registryd().start()
+        self.addCleanup(d.stop)
+        status, _, headers = d.request_full("GET", "/v1/health/service/svc")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["X-Consul-Index"], "1")
+        got = {}
+
+        def watch():
+            t0 = time.monotonic()
+            got["answer"] = d.request_full("GET", "/v1/health/service/svc?index=1&wait=8s")
+            got["seconds"] = time.monotonic() - t0
+
+        import threading
+        t = threading.Thread(target=watch)
+        t.start()
+        time.sleep(0.5)
+        status, text = d.request("PUT", "/v1/agent/service/register",
+                                 json.dumps({"Name": "svc", "ID": "svc-1"}))
+        self.assertEqual(status, 200, text)
+        t.join(15)
+        status, body, headers = got["answer"]
+        self.assertEqual(status, 200)
+        self.assertLess(got["seconds"], 5, "the first write did not wake the query")
+        self.assertGreater(int(headers["X-Consul-Index"]), 1)
+        self.assertEqual([e["Service"]["ID"] for e in json.loads(body)], ["svc-1"])
+
+
 class ScriptCheckTest(unittest.TestCase):
     """Args checks: refused without enable_script_checks (Consul's message),
     run with it: exit 0 passing, 1 warning, else critical, killed at the

@@ -202,19 +202,23 @@ static void test_parse_blocking(void **state)
     assert_int_equal(r.wait_ms, 10);
     assert_int_equal(blocking(&r, "index=18446744073709551615&wait=0"), 0);
     assert_int_equal(r.min_index, UINT64_MAX);
-    assert_int_equal(r.wait_ms, 0);
+    assert_true(r.wait_ms >= 300000); /* 0 is the default, as Consul's */
+    /* empty values are as if absent (Consul's parseWait) */
+    assert_int_equal(blocking(&r, "index=&wait="), 0);
+    assert_int_equal(r.min_index, 0);
+    assert_int_equal(r.wait_ms, 300000); /* no index: nothing to jitter */
     assert_int_equal(blocking(&r, "passing"), 0);
     assert_int_equal(r.min_index, 0);
 
     static const char *const bad_index[] = {
-        "index=",     "index=abc", "index=-1", "index=1x", "index=18446744073709551616",
+        "index=abc", "index=-1", "index=1x", "index=18446744073709551616",
         "index=%2B1", "index=%201"};
     for (size_t i = 0; i < sizeof(bad_index) / sizeof(bad_index[0]); i++) {
         if (blocking(&r, bad_index[i]) != -1 || r.status != 400 ||
             strstr(r.errmsg, "Invalid index") == NULL)
             fail_msg("%s: accepted (%d %s)", bad_index[i], r.status, r.errmsg);
     }
-    static const char *const bad_wait[] = {"index=1&wait=", "index=1&wait=10", "wait=-1s",
+    static const char *const bad_wait[] = {"index=1&wait=10", "wait=-1s",
                                            "index=1&wait=1e3s", "index=1&wait=1m30"};
     for (size_t i = 0; i < sizeof(bad_wait) / sizeof(bad_wait[0]); i++) {
         if (blocking(&r, bad_wait[i]) != -1 || r.status != 400 ||

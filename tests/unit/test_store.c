@@ -100,20 +100,21 @@ static void test_register_and_indexes(void **state)
     struct store_change chg;
     assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("web-1", "web", "service:web-1"), &chg),
                      0);
-    assert_int_equal(chg.index, 1);
+    /* the first write is 2: an empty store reads as 1 (X-Consul-Index) */
+    assert_int_equal(chg.index, STORE_FIRST_INDEX);
     assert_int_equal(chg.n, 1);
     assert_string_equal(chg.names[0], "web");
     assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("db-1", "db", NULL), &chg), 0);
-    assert_int_equal(chg.index, 2);
+    assert_int_equal(chg.index, 3);
 
     struct store_read *r;
     assert_int_equal(store_read_begin(f->s, &r), 0);
-    assert_int_equal(store_index(r), 2);
-    assert_int_equal(store_name_index(r, "web"), 1);
-    assert_int_equal(store_name_index(r, "db"), 2);
+    assert_int_equal(store_index(r), 3);
+    assert_int_equal(store_name_index(r, "web"), 2);
+    assert_int_equal(store_name_index(r, "db"), 3);
     json_t *inst;
     assert_int_equal(store_get_instance(r, "web-1", &inst), 0);
-    assert_int_equal(json_integer_value(json_object_get(inst, "CreateIndex")), 1);
+    assert_int_equal(json_integer_value(json_object_get(inst, "CreateIndex")), 2);
     json_decref(inst);
     json_t *checks;
     assert_int_equal(store_instance_checks(r, "web-1", &checks), 0);
@@ -192,7 +193,7 @@ static void test_check_update_only_on_change(void **state)
     json_t *pass = json_pack("{s:s, s:s, s:s}", "CheckID", "service:web-1", "Status", "passing",
                              "Output", "ok");
     assert_int_equal(apply(f->s, CMD_CHECK_UPDATE, json_deep_copy(pass), &chg), 0);
-    assert_int_equal(chg.index, 2);
+    assert_int_equal(chg.index, 3);
     /* The same heartbeat again changes nothing: no new index. */
     assert_int_equal(apply(f->s, CMD_CHECK_UPDATE, pass, &chg), 0);
     assert_int_equal(chg.n, 0);
@@ -270,7 +271,7 @@ static void test_snapshot_restore(void **state)
     assert_int_equal(count_instances(f->s, "other"), 0);
     struct store_read *r;
     assert_int_equal(store_read_begin(f->s, &r), 0);
-    assert_int_equal(store_index(r), 2);
+    assert_int_equal(store_index(r), 3);
     store_read_end(r);
     /* A damaged snapshot is refused and leaves the store as it was. */
     ((char *)snap)[len - 3] ^= 0x7f;
@@ -1054,7 +1055,7 @@ static void test_kept_file_without_indexes(void **state)
     assert_int_equal(mdb_dbi_open(txn, "checks", 0, &dbi), 0);
     assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
     assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
-    uint64_t index = 4;
+    uint64_t index = 5; /* one past the store's own (writes 2, 3 and 4) */
     k = (MDB_val){5, "index"};
     v = (MDB_val){sizeof(index), &index};
     assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
