@@ -94,6 +94,41 @@ struct udp_batch {
 };
 
 /* One DNS thread and everything only it touches while it runs. */
+/* Which records an answer holds already, by a 64-bit hash of their data
+ * (a 64 KiB message has fewer records than slots); a generation number
+ * empties it at once. */
+#define SEEN_SLOTS 8192
+struct seen_set {
+    uint64_t hash[SEEN_SLOTS];
+    uint32_t gen[SEEN_SLOTS];
+    uint32_t cur;
+    size_t count;
+};
+
+static struct seen_set *seen_reset(struct dns_worker *w);
+
+/* Add (bytes, extra) to the set: false when it was there already. A full
+ * set takes everything as new. */
+static bool seen_add(struct seen_set *set, const char *bytes, size_t len, unsigned extra)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)bytes[i]) * 1099511628211ULL;
+    h = (h ^ extra) * 1099511628211ULL;
+    if (set->count >= SEEN_SLOTS / 2)
+        return true;
+    for (size_t i = (size_t)(h % SEEN_SLOTS);; i = (i + 1) % SEEN_SLOTS) {
+        if (set->gen[i] != set->cur) {
+            set->gen[i] = set->cur;
+            set->hash[i] = h;
+            set->count++;
+            return true;
+        }
+        if (set->hash[i] == h)
+            return false;
+    }
+}
+
 struct dns_worker {
     struct dns_server *s; /* shared, read-only */
     unsigned id;
@@ -112,9 +147,21 @@ struct dns_worker {
     uint64_t rand_state;
     struct metrics_dns_shard *metrics;
     struct store_read *rd; /* reset between questions (read_begin renews it) */
+    struct seen_set seen;  /* the records of the answer being built */
     uint8_t inbuf[65536], outbuf[65536]; /* TCP */
     struct udp_batch *udp;                /* UDP: one recvmmsg's worth */
 };
+
+static struct seen_set *seen_reset(struct dns_worker *w)
+{
+    struct seen_set *set = &w->seen;
+    if (++set->cur == 0) { /* wrapped: old generations could match again */
+        memset(set->gen, 0, sizeof(set->gen));
+        set->cur = 1;
+    }
+    set->count = 0;
+    return set;
+}
 
 /* Shared by the workers; not written once they run. */
 struct dns_server {
@@ -495,25 +542,35 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
         idx[i - 1] = idx[j];
         idx[j] = t;
     }
-    bool limited = a->max_answers > 0 && n > a->max_answers;
-    if (limited)
-        n = a->max_answers; /* a random few, as Consul's udp_answer_limit */
+    /* At most max_answers records of the asked type (a random few, as
+     * Consul's udp_answer_limit), counted as they are added: instances
+     * without a record of that type take no place. The same record twice
+     * (two instances at one address and port) is one record (RFC 2181 5). */
+    size_t cap = a->max_answers > 0 ? a->max_answers : SIZE_MAX;
+    bool limited = false;
     const char *owner = a->q->qname;
     uint16_t qt = a->q->qtype;
     size_t answers = 0;
-    bool cname = false;
+    struct seen_set *seen = seen_reset(a->w);
     if (qt == DNS_SRV) {
         for (size_t k = 0; k < n && !full(a); k++) {
             const struct dns_inst *in = &svc->v[idx[k]];
+            if (!seen_add(seen, in->target, strlen(in->target), in->port))
+                continue;
+            if (answers == cap) {
+                limited = true;
+                break;
+            }
             if (dns_msg_add_srv(&a->m, DNS_ANSWER, owner, s->opt.ttl, 1, in->weight, in->port,
                                 in->target) != 0)
                 overflow(a);
             else
-                answers++;
+                idx[answers++] = idx[k]; /* the answered, in order, for the additionals */
         }
+        seen = seen_reset(a->w); /* a target named twice gets its address once */
         for (size_t k = 0; k < answers && !full(a); k++) {
             const struct dns_inst *in = &svc->v[idx[k]];
-            if (in->family != 0)
+            if (in->family != 0 && seen_add(seen, in->target, strlen(in->target), 0))
                 add_addr(a, DNS_ADDITIONAL, in->target, in,
                          in->family == AF_INET ? DNS_A : DNS_AAAA);
         }
@@ -521,21 +578,39 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
         for (size_t k = 0; k < n && !full(a); k++) {
             if (json_object_size(svc->v[idx[k]].meta) == 0)
                 continue; /* nothing to say: no record (NODATA if none has meta) */
+            if (answers == cap) {
+                limited = true;
+                break;
+            }
             if (add_meta_txt(a, owner, svc->v[idx[k]].meta) != 0)
                 overflow(a);
             else
                 answers++;
         }
     } else if (qt == DNS_A || qt == DNS_AAAA || qt == DNS_ANY) {
+        /* A name has either addresses or one CNAME (RFC 1034 3.6.2): an
+         * instance addressed by host name is the CNAME only when no
+         * instance has an address, as Consul */
+        bool any_ip = false;
+        for (size_t k = 0; k < n && !any_ip; k++)
+            any_ip = svc->v[idx[k]].family != 0;
         for (size_t k = 0; k < n && !full(a); k++) {
             const struct dns_inst *in = &svc->v[idx[k]];
+            bool fits = any_ip ? (in->family == AF_INET && qt != DNS_AAAA) ||
+                                     (in->family == AF_INET6 && qt != DNS_A)
+                               : answers == 0;
+            if (!fits || !seen_add(seen, (const char *)in->ip,
+                                   in->family == AF_INET ? 4 : in->family == AF_INET6 ? 16 : 0,
+                                   (unsigned)in->family))
+                continue;
+            if (answers == cap) {
+                limited = true;
+                break;
+            }
             size_t before = a->m.counts[DNS_ANSWER];
-            if (in->family == 0 && !cname) {
-                /* an instance addressed by host name: a CNAME to it (one:
-                 * a name has at most one CNAME) */
+            if (in->family == 0) { /* a CNAME to its host name (one: a name has one) */
                 if (dns_msg_add_cname(&a->m, DNS_ANSWER, owner, s->opt.ttl, in->target) != 0)
                     overflow(a);
-                cname = true;
             } else {
                 add_addr(a, DNS_ANSWER, owner, in, qt);
             }
@@ -779,6 +854,7 @@ static void answer_ptr(struct answer *a, struct store_read *rd, const char *qnam
         return;
     if (reverse_addr(qname, &p) != 0) {
         a->rcode = DNS_NXDOMAIN;
+        add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl); /* RFC 2308: negative answers say it */
         return;
     }
     p.names = json_object();
@@ -794,7 +870,10 @@ static void answer_ptr(struct answer *a, struct store_read *rd, const char *qnam
         store_each_instance_at(rd, text, find_ptr, &p);
     if (json_object_size(p.names) == 0) {
         a->rcode = DNS_NXDOMAIN;
-    } else if (a->q->qtype == DNS_PTR || a->q->qtype == DNS_ANY) {
+        add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl);
+    } else if (a->q->qtype != DNS_PTR && a->q->qtype != DNS_ANY) {
+        add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl); /* NODATA */
+    } else {
         const char *t;
         json_t *v;
         json_object_foreach(p.names, t, v) if (!full(a) && dns_msg_add_ptr(&a->m, DNS_ANSWER,
@@ -847,6 +926,7 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
         p = dot + 1;
         if (n == 5 && *p) {
             a->rcode = DNS_NXDOMAIN; /* too many labels for any of our forms */
+            add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl);
             return;
         }
     }
@@ -928,7 +1008,7 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
     a.m.cap -= opt_room; /* keep room for our OPT record */
 
     if (q.edns && q.edns_version != 0) {
-        a.rcode = DNS_FORMERR; /* BADVERS needs the extended rcode; FORMERR is the safe subset */
+        a.rcode = DNS_BADVERS; /* RFC 6891 6.1.3: we speak version 0 */
     } else if (q.qclass != 1 && q.qclass != 255) {
         a.rcode = DNS_REFUSED;
     } else {
@@ -965,7 +1045,7 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
     a.m.buf[3] = (uint8_t)((a.m.buf[3] & 0xF0) | (a.rcode & 0xF));
     a.m.cap += opt_room;
     if (q.edns)
-        dns_msg_add_opt(&a.m, DNS_UDP_MAX);
+        dns_msg_add_opt(&a.m, DNS_UDP_MAX, a.rcode);
     return dns_msg_finish(&a.m);
 }
 

@@ -152,8 +152,8 @@ size_t dns_msg_header_only(uint8_t *buf, const struct dns_query *q, int rcode)
 {
     memset(buf, 0, DNS_HEADER_LEN);
     put16(buf, q->id);
-    /* QR, the opcode, RD echoed; rcode */
-    put16(buf + 2, (uint16_t)(0x8000 | (q->opcode << 11) | (q->flags & 0x0100) | (rcode & 0xF)));
+    /* QR, the opcode, RD and CD echoed (RFC 4035 3.1.6); rcode */
+    put16(buf + 2, (uint16_t)(0x8000 | (q->opcode << 11) | (q->flags & 0x0110) | (rcode & 0xF)));
     return DNS_HEADER_LEN;
 }
 
@@ -396,7 +396,7 @@ int dns_msg_add_soa(struct dns_msg *m, int section, const char *zone, uint32_t t
     RR_END(m, section, at);
 }
 
-int dns_msg_add_opt(struct dns_msg *m, uint16_t payload)
+int dns_msg_add_opt(struct dns_msg *m, uint16_t payload, int rcode)
 {
     if (m->len + 11 > m->cap)
         return DNS_ETRUNC;
@@ -404,7 +404,7 @@ int dns_msg_add_opt(struct dns_msg *m, uint16_t payload)
     p[0] = 0; /* root */
     put16(p + 1, DNS_OPT);
     put16(p + 3, payload);
-    put32(p + 5, 0); /* extended rcode 0, version 0, no flags */
+    put32(p + 5, (uint32_t)((rcode >> 4) & 0xFF) << 24); /* the rcode's upper bits, version 0 */
     put16(p + 9, 0);
     m->len += 11;
     m->counts[DNS_ADDITIONAL]++;

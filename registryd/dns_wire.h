@@ -25,7 +25,7 @@
 enum dns_type { DNS_A = 1, DNS_NS = 2, DNS_CNAME = 5, DNS_SOA = 6, DNS_PTR = 12, DNS_TXT = 16,
                 DNS_AAAA = 28, DNS_SRV = 33, DNS_OPT = 41, DNS_ANY = 255 };
 enum dns_rcode { DNS_NOERROR = 0, DNS_FORMERR = 1, DNS_SERVFAIL = 2, DNS_NXDOMAIN = 3,
-                 DNS_NOTIMP = 4, DNS_REFUSED = 5 };
+                 DNS_NOTIMP = 4, DNS_REFUSED = 5, DNS_BADVERS = 16 /* EDNS, RFC 6891 */ };
 
 /* Outcomes of dns_parse_query and dns_msg_* besides 0: what to answer, not
  * errors, in a range of their own far below REG_E* (registry/error.h), so
@@ -96,7 +96,9 @@ int dns_msg_add_ptr(struct dns_msg *m, int section, const char *name, uint32_t t
 /* One TXT record of n character strings (each cut at 255 bytes). */
 int dns_msg_add_txt(struct dns_msg *m, int section, const char *name, uint32_t ttl,
                     const char *const *strs, size_t n);
-int dns_msg_add_opt(struct dns_msg *m, uint16_t payload);
+/* Our OPT record; rcode's bits above the header's four go in its
+ * extended rcode (DNS_BADVERS). */
+int dns_msg_add_opt(struct dns_msg *m, uint16_t payload, int rcode);
 
 /* Drop every record after the question (for a truncated UDP answer). */
 void dns_msg_clear_records(struct dns_msg *m);

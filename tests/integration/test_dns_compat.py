@@ -141,5 +141,70 @@ class DnsCompatTest(unittest.TestCase):
         self.assertEqual(answers(self.dig("consul.service.registry."), "A"), ["127.0.0.1"])
 
 
+class DnsResolverFindingsTest(unittest.TestCase):
+    """What real resolvers in front of registryd met (a probe with unbound,
+    dnsmasq and glibc): each answered as Consul and the RFCs say."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = dns_registryd().start()
+        register(cls.d, [
+            # one IPv4 instance among eleven IPv6 ones
+            {"Name": "mixed", "ID": "mixed-4", "Address": "10.3.0.1", "Port": 80}] + [
+            {"Name": "mixed", "ID": "mixed-6-%d" % i, "Address": "fd00::%x" % (i + 1), "Port": 80}
+            for i in range(11)] + [
+            # two instances at one address and port
+            {"Name": "dup", "ID": "dup-%d" % i, "Address": "10.3.1.1", "Port": 80}
+            for i in range(3)] + [
+            # a host name beside an address
+            {"Name": "hybrid", "ID": "hybrid-h", "Address": "db.example.com", "Port": 80},
+            {"Name": "hybrid", "ID": "hybrid-a", "Address": "10.3.2.1", "Port": 80}])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def dig(self, name, qtype="A", *opts):
+        return dig(self.d.dns_port, name, qtype, *opts)
+
+    def test_answer_limit_counts_records_of_the_asked_type(self):
+        # the limit of 3 took 3 random instances first, then kept their A
+        # records: mostly none, a false "no data" glibc got through dnsmasq
+        for _ in range(10):
+            out = self.dig("mixed.service.registry.", "A", "+noedns")
+            self.assertEqual(answers(out, "A"), ["10.3.0.1"], out)
+            out = self.dig("mixed.service.registry.", "AAAA", "+noedns")
+            self.assertEqual(len(answers(out, "AAAA")), 3, out)
+
+    def test_no_duplicate_records(self):
+        out = self.dig("dup.service.registry.", "A")
+        self.assertEqual(answers(out, "A"), ["10.3.1.1"], out)
+        out = self.dig("dup.service.registry.", "SRV")
+        self.assertEqual(len(answers(out, "SRV")), 1, out)
+        self.assertEqual(out.split("ADDITIONAL SECTION")[-1].count("10.3.1.1"), 1, out)
+
+    def test_no_cname_beside_addresses(self):
+        for _ in range(6):
+            out = self.dig("hybrid.service.registry.", "A")
+            self.assertEqual(answers(out, "CNAME"), [], out)
+            self.assertEqual(answers(out, "A"), ["10.3.2.1"], out)
+
+    def test_negative_answers_carry_the_soa(self):
+        for name, qtype in (("a.b.c.d.e.f.registry.", "A"), ("9.9.0.127.in-addr.arpa.", "PTR")):
+            out = self.dig(name, qtype)
+            self.assertEqual(status(out), "NXDOMAIN", out)
+            self.assertIn("SOA", out.split("AUTHORITY SECTION")[-1] if "AUTHORITY SECTION" in out
+                          else "", out)
+        out = self.dig("1.2.3.10.in-addr.arpa.", "A")  # 10.3.2.1 exists: no A there
+        self.assertEqual(status(out), "NOERROR", out)
+        self.assertIn("AUTHORITY SECTION", out)
+
+    def test_edns_version_1_is_badvers_and_cd_is_echoed(self):
+        out = self.dig("mixed.service.registry.", "A", "+edns=1", "+noednsneg")
+        self.assertEqual(status(out), "BADVERS", out)
+        out = self.dig("mixed.service.registry.", "A", "+cdflag")
+        self.assertIn("cd", flags(out), out)
+
+
 if __name__ == "__main__":
     unittest.main()
