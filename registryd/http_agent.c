@@ -302,6 +302,9 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
     json_t *skip = json_get_ci(def, "TLSSkipVerify");
     if (skip && !json_is_null(skip) && !json_is_boolean(skip))
         return http_fail(r, 400, "Request decode failed: TLSSkipVerify must be a boolean");
+    json_t *noredir = json_get_ci(def, "DisableRedirects");
+    if (noredir && !json_is_null(noredir) && !json_is_boolean(noredir))
+        return http_fail(r, 400, "Request decode failed: DisableRedirects must be a boolean");
 
     json_t *d = json_object();
     const char *type = http_url ? "http"
@@ -320,6 +323,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         if (body)
             json_object_set_new(d, "Body", json_string(body));
         json_object_set_new(d, "TLSSkipVerify", json_boolean(json_is_true(skip)));
+        if (json_is_true(noredir))
+            json_object_set_new(d, "DisableRedirects", json_true());
         if (server_name && *server_name)
             json_object_set_new(d, "TLSServerName", json_string(server_name));
     }

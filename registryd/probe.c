@@ -52,6 +52,9 @@ struct probe {
     char error[256];
     char body[OUTPUT_MAX + 1];
     size_t body_len;
+    char url[2048];    /* HTTP: the URL asked now (the check's, or a redirect's) */
+    unsigned redirects; /* followed so far */
+    bool get_only;     /* a 301/302/303 made the request a GET without body */
 };
 
 static void probe_free(struct probe *p, bool deferred)
@@ -123,6 +126,62 @@ static void http_error(enum evhttp_request_error e, void *arg)
     }
 }
 
+static int start_http(struct probe *p);
+
+/* Go's http.Client, which Consul's HTTP checks use, follows up to 10
+ * redirects (unless DisableRedirects); each target is judged again
+ * (check_target.h) as it is connected to. True when one is being
+ * followed. */
+#define HTTP_MAX_REDIRECTS 10
+
+static bool follow_redirect(struct probe *p, struct evhttp_request *req, int code)
+{
+    if ((code != 301 && code != 302 && code != 303 && code != 307 && code != 308) ||
+        json_is_true(json_object_get(p->def, "DisableRedirects")) ||
+        p->redirects >= HTTP_MAX_REDIRECTS)
+        return false;
+    const char *loc = evhttp_find_header(evhttp_request_get_input_headers(req), "Location");
+    if (loc == NULL || *loc == '\0' || strlen(loc) >= sizeof(p->url))
+        return false;
+    char next[sizeof(p->url)];
+    if (strncasecmp(loc, "http://", 7) == 0 || strncasecmp(loc, "https://", 8) == 0) {
+        snprintf(next, sizeof(next), "%s", loc);
+    } else {
+        /* relative: against the scheme, host and (without a leading '/')
+         * the directory of the URL asked */
+        const char *rest = strstr(p->url, "://");
+        size_t origin = rest ? (size_t)(rest + 3 - p->url) : 0;
+        origin += strcspn(p->url + origin, "/?#");
+        size_t keep = origin;
+        if (loc[0] != '/') {
+            const char *q = p->url + origin + strcspn(p->url + origin, "?#");
+            const char *slash = q;
+            while (slash > p->url + origin && slash[-1] != '/')
+                slash--;
+            keep = slash > p->url + origin ? (size_t)(slash - p->url) : origin;
+        }
+        if (snprintf(next, sizeof(next), "%.*s%s%s", (int)keep, p->url,
+                     loc[0] == '/' || keep > origin ? "" : "/", loc) >= (int)sizeof(next))
+            return false;
+    }
+    p->redirects++;
+    if (code != 307 && code != 308)
+        p->get_only = true;
+    snprintf(p->url, sizeof(p->url), "%s", next);
+    if (p->evcon != NULL) { /* in its own callback: freed after it returns */
+        common_free_evcon_later(p->env->base, p->evcon);
+        p->evcon = NULL;
+    }
+    p->body_len = 0;
+    p->error[0] = '\0';
+    if (start_http(p) != 0) {
+        char out[sizeof(p->error) + sizeof(p->url) + 64];
+        snprintf(out, sizeof(out), "HTTP redirect to %s: %s", p->url, p->error);
+        finish(p, PROBE_CRITICAL, out);
+    }
+    return true;
+}
+
 static void http_done(struct evhttp_request *req, void *arg)
 {
     struct probe *p = arg;
@@ -141,6 +200,8 @@ static void http_done(struct evhttp_request *req, void *arg)
         finish(p, PROBE_CRITICAL, out);
         return;
     }
+    if (follow_redirect(p, req, code))
+        return;
     if (req)
         http_chunk(req, p); /* whatever was buffered without a chunk callback */
     p->body[p->body_len] = '\0';
@@ -314,15 +375,29 @@ static struct evhttp_request *make_request(struct probe *p, const char *host, in
     evhttp_add_header(hdr, "User-Agent", "registryd health check");
     evhttp_add_header(hdr, "Accept", "text/plain, text/*, */*");
     evhttp_add_header(hdr, "Connection", "close");
+    /* The check's Header replaces these defaults rather than repeating
+     * them (Go sets req.Host from a Host header: its first value, once) */
     const char *hk;
     json_t *hv;
-    json_object_foreach(json_object_get(p->def, "Header"), hk, hv)
+    json_t *user = json_object_get(p->def, "Header");
+    json_object_foreach(user, hk, hv)
+    {
+        if (strcasecmp(hk, "Host") == 0 || strcasecmp(hk, "User-Agent") == 0 ||
+            strcasecmp(hk, "Accept") == 0)
+            evhttp_remove_header(hdr, hk);
+    }
+    json_object_foreach(user, hk, hv)
     {
         size_t i;
         json_t *x;
-        json_array_foreach(hv, i, x) evhttp_add_header(hdr, hk, json_string_value(x));
+        json_array_foreach(hv, i, x)
+        {
+            if (i > 0 && strcasecmp(hk, "Host") == 0)
+                break;
+            evhttp_add_header(hdr, hk, json_string_value(x));
+        }
     }
-    const char *body = json_string_value(json_object_get(p->def, "Body"));
+    const char *body = p->get_only ? NULL : json_string_value(json_object_get(p->def, "Body"));
     if (body && *body)
         evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
     return req;
@@ -330,8 +405,9 @@ static struct evhttp_request *make_request(struct probe *p, const char *host, in
 
 static int start_http(struct probe *p)
 {
-    const char *url = json_string_value(json_object_get(p->def, "HTTP"));
-    struct evhttp_uri *uri = evhttp_uri_parse(url);
+    if (p->url[0] == '\0')
+        snprintf(p->url, sizeof(p->url), "%s", json_string_value(json_object_get(p->def, "HTTP")));
+    struct evhttp_uri *uri = evhttp_uri_parse(p->url);
     int rc = -1;
     if (uri == NULL || evhttp_uri_get_host(uri) == NULL) {
         snprintf(p->error, sizeof(p->error), "invalid URL");
@@ -372,6 +448,8 @@ static int start_http(struct probe *p)
     snprintf(target, sizeof(target), "%s%s%s", path && *path ? path : "/", query ? "?" : "",
              query ? query : "");
     enum evhttp_cmd_type m = method_type(json_string_value(json_object_get(p->def, "Method")));
+    if (p->get_only && m != EVHTTP_REQ_HEAD)
+        m = EVHTTP_REQ_GET;
     if (evhttp_make_request(p->evcon, p->req, m, target) != 0) {
         p->req = NULL; /* freed by libevent */
         snprintf(p->error, sizeof(p->error), "cannot send request");

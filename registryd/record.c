@@ -303,9 +303,12 @@ static int check_definition(struct vctx *v, const char *type, json_t *d)
         (rc = want_int(v, d, "FailuresBeforeCritical", false, 0, INT32_MAX)) ||
         (rc = want_string(v, d, "Body", false, false, NULL)))
         return rc;
-    json_t *skip = json_object_get(d, "TLSSkipVerify");
-    if (skip && !json_is_boolean(skip))
-        return bad(v, "field Definition.TLSSkipVerify is not a boolean");
+    static const char *const bools[] = {"TLSSkipVerify", "DisableRedirects"};
+    for (size_t b = 0; b < 2; b++) {
+        json_t *x = json_object_get(d, bools[b]);
+        if (x && !json_is_boolean(x))
+            return bad(v, "field Definition.%s is not a boolean", bools[b]);
+    }
     json_t *hdr = json_object_get(d, "Header"), *vals, *x;
     const char *hk;
     size_t i;

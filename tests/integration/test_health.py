@@ -30,6 +30,7 @@ class Endpoint:
         self.code = 200
         self.codes = None  # a list cycled through, for flapping
         self.hits = 0
+        self.seen = []  # (path, Host headers, User-Agent headers) of each request
         self.tls_cert = tls_cert
         self.server = None
         self.start()
@@ -40,9 +41,17 @@ class Endpoint:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 ep.hits += 1
+                ep.seen.append((self.path, self.headers.get_all("Host"),
+                                self.headers.get_all("User-Agent")))
                 code = ep.codes[ep.hits % len(ep.codes)] if ep.codes else ep.code
+                where = {"/redir": "ok", "/abs": "http://127.0.0.1:%d/ok" % ep.port,
+                         "/loop": "/loop"}.get(self.path)
+                if where is not None:  # redirects: relative, absolute, endless
+                    code = 302 if self.path != "/abs" else 301
                 body = b"status %d" % code
                 self.send_response(code)
+                if where is not None:
+                    self.send_header("Location", where)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -183,6 +192,38 @@ class HealthTest(unittest.TestCase):
             ep.code = 503
             self.wait_for(lambda: self.status_of("service:codes-1") == "critical", 3)
             self.assertIn("503", self.check("service:codes-1")["Output"])
+        finally:
+            ep.stop()
+
+    def test_http_check_follows_redirects_and_takes_host(self):
+        # as Go's http.Client (Consul's checks): up to 10 redirects unless
+        # DisableRedirects; a Host header is the request's Host, sent once
+        ep = Endpoint()
+        base = "http://127.0.0.1:%d" % ep.port
+        try:
+            self.register({"Name": "redir", "ID": "redir-1",
+                           "Check": {"HTTP": base + "/redir", "Interval": "300ms"}})
+            self.register({"Name": "redir", "ID": "redir-2",
+                           "Check": {"HTTP": base + "/abs", "Interval": "300ms",
+                                     "DisableRedirects": True}})
+            self.register({"Name": "redir", "ID": "redir-3",
+                           "Check": {"HTTP": base + "/loop", "Interval": "300ms"}})
+            self.register({"Name": "vhost", "ID": "vhost-1",
+                           "Check": {"HTTP": base + "/ok", "Interval": "300ms",
+                                     "Header": {"Host": ["example.com"],
+                                                "User-Agent": ["probe/1"]}}})
+            self.wait_for(lambda: self.passing_ids("redir") == ["redir-1"], 5)
+            self.wait_for(lambda: "301" in (self.check("service:redir-2")["Output"] or ""), 5)
+            self.assertEqual(self.status_of("service:redir-2"), "critical")
+            self.wait_for(lambda: "302" in (self.check("service:redir-3")["Output"] or ""), 5)
+            self.assertEqual(self.status_of("service:redir-3"), "critical")
+            self.wait_for(lambda: self.passing_ids("vhost") == ["vhost-1"], 5)
+            vhost = [s for s in ep.seen if s[2] == ["probe/1"]]
+            self.assertTrue(vhost)
+            self.assertEqual(vhost[-1][1], ["example.com"])
+            # the redirected request went to /ok, on the URL's own Host
+            self.assertIn(("/ok", ["127.0.0.1:%d" % ep.port], ["registryd health check"]),
+                          ep.seen)
         finally:
             ep.stop()
 
