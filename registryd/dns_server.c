@@ -1011,6 +1011,8 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
         a.rcode = DNS_BADVERS; /* RFC 6891 6.1.3: we speak version 0 */
     } else if (q.qclass != 1 && q.qclass != 255) {
         a.rcode = DNS_REFUSED;
+    } else if (q.qtype == DNS_AXFR || q.qtype == DNS_IXFR) {
+        a.rcode = DNS_NOTIMP; /* no zone transfers (Consul's answer too) */
     } else {
         size_t nl = strlen(q.qname);
         bool apex = strcmp(q.qname, s->domain) == 0;
@@ -1039,9 +1041,11 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
             store_read_reset(rd);
         }
     }
-    if (a.trimmed && !tcp && s->opt.enable_truncate) {
-        dns_msg_set_tc(&a.m); /* what fit is there; TC says there is more over TCP */
-    }
+    /* What fit is there; TC says there is more over TCP: with
+     * enable_truncate, and always when not one answer fit (a record larger
+     * than the message would otherwise vanish without a sign) */
+    if (a.trimmed && !tcp && (s->opt.enable_truncate || a.m.counts[DNS_ANSWER] == 0))
+        dns_msg_set_tc(&a.m);
     a.m.buf[3] = (uint8_t)((a.m.buf[3] & 0xF0) | (a.rcode & 0xF));
     a.m.cap += opt_room;
     if (q.edns)

@@ -23,7 +23,8 @@
 #define DNS_UDP_MAX 4096  /* the EDNS payload size we advertise and accept */
 
 enum dns_type { DNS_A = 1, DNS_NS = 2, DNS_CNAME = 5, DNS_SOA = 6, DNS_PTR = 12, DNS_TXT = 16,
-                DNS_AAAA = 28, DNS_SRV = 33, DNS_OPT = 41, DNS_ANY = 255 };
+                DNS_AAAA = 28, DNS_SRV = 33, DNS_OPT = 41, DNS_IXFR = 251, DNS_AXFR = 252,
+                DNS_ANY = 255 };
 enum dns_rcode { DNS_NOERROR = 0, DNS_FORMERR = 1, DNS_SERVFAIL = 2, DNS_NXDOMAIN = 3,
                  DNS_NOTIMP = 4, DNS_REFUSED = 5, DNS_BADVERS = 16 /* EDNS, RFC 6891 */ };
 

@@ -44,9 +44,13 @@ void duration_format(uint64_t ms, char *buf, size_t len)
         n += snprintf(buf + n, len - (size_t)n, "%" PRIu64 "h", h);
     if (h || m)
         n += snprintf(buf + n, len - (size_t)n, "%" PRIu64 "m", m);
-    if (frac)
-        snprintf(buf + n, len - (size_t)n, "%" PRIu64 ".%03" PRIu64 "s", s, frac);
-    else
+    if (frac) { /* Go's time.Duration form: no trailing zeros ("1.5s") */
+        char f[4];
+        snprintf(f, sizeof(f), "%03" PRIu64, frac);
+        for (int i = 2; i > 0 && f[i] == '0'; i--)
+            f[i] = '\0';
+        snprintf(buf + n, len - (size_t)n, "%" PRIu64 ".%ss", s, f);
+    } else
         snprintf(buf + n, len - (size_t)n, "%" PRIu64 "s", s);
 }
 

@@ -351,9 +351,15 @@ static void check_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (c->d.type == HC_TTL) {
-        if (!c->maint) {
-            char out[] = "TTL expired";
-            report(c, ST_CRITICAL, out);
+        if (!c->maint) { /* as Consul: the last output rides along (heartbeats carry data) */
+            static const char head[] = "TTL expired (last output before timeout follows): ";
+            char plain[] = "TTL expired";
+            size_t n = c->output ? strlen(c->output) : 0;
+            char *out = n > 0 ? malloc(sizeof(head) + n) : NULL;
+            if (out != NULL)
+                snprintf(out, sizeof(head) + n, "%s%s", head, c->output);
+            report(c, ST_CRITICAL, out != NULL ? out : plain);
+            free(out);
         }
         return;
     }

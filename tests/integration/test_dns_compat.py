@@ -158,7 +158,10 @@ class DnsResolverFindingsTest(unittest.TestCase):
             for i in range(3)] + [
             # a host name beside an address
             {"Name": "hybrid", "ID": "hybrid-h", "Address": "db.example.com", "Port": 80},
-            {"Name": "hybrid", "ID": "hybrid-a", "Address": "10.3.2.1", "Port": 80}])
+            {"Name": "hybrid", "ID": "hybrid-a", "Address": "10.3.2.1", "Port": 80},
+            # one TXT record larger than a 1232-byte answer
+            {"Name": "bigtxt", "ID": "bigtxt-1", "Address": "10.3.3.1", "Port": 80,
+             "Meta": {"k%02d" % i: "v" * 200 for i in range(20)}}])
 
     @classmethod
     def tearDownClass(cls):
@@ -198,6 +201,28 @@ class DnsResolverFindingsTest(unittest.TestCase):
         out = self.dig("1.2.3.10.in-addr.arpa.", "A")  # 10.3.2.1 exists: no A there
         self.assertEqual(status(out), "NOERROR", out)
         self.assertIn("AUTHORITY SECTION", out)
+
+    def test_record_too_large_for_udp_sets_tc(self):
+        out = self.dig("bigtxt.service.registry.", "TXT", "+bufsize=1232", "+ignore")
+        self.assertEqual(answers(out, "TXT"), [], out)
+        self.assertIn("tc", flags(out), out)
+        out = self.dig("bigtxt.service.registry.", "TXT", "+tcp")
+        self.assertEqual(len(answers(out, "TXT")), 1, out)
+
+    def test_zone_transfer_is_not_implemented(self):
+        # dig asks AXFR over TCP and prints no header on failure: a raw query
+        import socket
+        import struct
+        qname = b"".join(bytes([len(x)]) + x for x in b"registry".split(b".")) + b"\0"
+        for qtype in (252, 251):  # AXFR, IXFR
+            query = struct.pack(">HHHHHH", 0x1234, 0, 1, 0, 0, 0) + qname + struct.pack(
+                ">HH", qtype, 1)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(3)
+                sock.sendto(query, ("127.0.0.1", self.d.dns_port))
+                reply = sock.recv(4096)
+            self.assertEqual(reply[:2], b"\x12\x34")
+            self.assertEqual(reply[3] & 0xF, 4, "rcode for qtype %d" % qtype)  # NOTIMP
 
     def test_edns_version_1_is_badvers_and_cd_is_echoed(self):
         out = self.dig("mixed.service.registry.", "A", "+edns=1", "+noednsneg")

@@ -274,6 +274,15 @@ class HealthTest(unittest.TestCase):
         self.assertEqual(self.check("service:httl-1")["Output"], "TTL expired")
 
 
+    def test_ttl_expiry_keeps_the_last_output(self):
+        # Consul's CheckTTL.getExpiredOutput: clients read heartbeat data back
+        self.register({"Name": "outttl", "ID": "outttl-1", "Check": {"TTL": "1s"}})
+        status, _ = self.d.request("PUT", "/v1/agent/check/pass/service:outttl-1?note=hb%201")
+        self.assertEqual(status, 200)
+        self.wait_for(lambda: self.status_of("service:outttl-1") == "critical", 3)
+        self.assertEqual(self.check("service:outttl-1")["Output"],
+                         "TTL expired (last output before timeout follows): hb 1")
+
     def test_ttl_reregistered_with_another_ttl(self):
         """The checker keeps a TTL check's numbers, not its definition: a
         re-registration that changes only the TTL still re-arms it with the

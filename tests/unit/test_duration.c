@@ -62,8 +62,8 @@ static void test_format_round_trip(void **state)
                  {1000, "1s"},
                  {90000, "1m30s"},
                  {3600000, "1h0m0s"},
-                 {1500, "1.500s"},
-                 {9910500, "2h45m10.500s"}};
+                 {1500, "1.5s"}, {1250, "1.25s"}, {1001, "1.001s"},
+                 {9910500, "2h45m10.5s"}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char buf[32];
         uint64_t back = 1;
