@@ -83,6 +83,26 @@ static int opt_duration(struct http_req *r, json_t *obj, const char *key, uint64
     return 0;
 }
 
+/* A check definition of zero values only ({}, or every field null, "",
+ * 0, false or empty): what Go decodes into an empty CheckType. */
+static bool check_is_empty(json_t *def)
+{
+    if (!json_is_object(def))
+        return false;
+    const char *k;
+    json_t *v;
+    json_object_foreach(def, k, v)
+    {
+        if (!(json_is_null(v) || json_is_false(v) ||
+              (json_is_string(v) && !*json_string_value(v)) ||
+              (json_is_integer(v) && json_integer_value(v) == 0) ||
+              (json_is_array(v) && json_array_size(v) == 0) ||
+              (json_is_object(v) && json_object_size(v) == 0)))
+            return false;
+    }
+    return true;
+}
+
 static int opt_uint(struct http_req *r, json_t *obj, const char *key, json_int_t max,
                     json_int_t def, json_int_t *out)
 {
@@ -183,7 +203,9 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         opt_string(r, def, "AliasNode", NULL, STORE_NAME_MAX, &alias_node) ||
         opt_string(r, def, "Method", NULL, 16, &method) ||
         opt_string(r, def, "Body", NULL, MAX_OUTPUT, &body) ||
-        opt_string(r, def, "TTL", NULL, 64, &ttl_s) ||
+        /* a number is nanoseconds, as Go decodes a Duration */
+        (json_is_integer(json_get_ci(def, "TTL")) ? (ttl_s = "", 0)
+                                                  : opt_string(r, def, "TTL", NULL, 64, &ttl_s)) ||
         opt_duration(r, def, "Interval", &interval) || opt_duration(r, def, "Timeout", &timeout) ||
         opt_duration(r, def, "TTL", &ttl) ||
         opt_duration(r, def, "DeregisterCriticalServiceAfter", &dereg) ||
@@ -543,7 +565,8 @@ int http_build_registration(struct http_req *r, json_t *body, const struct http_
         goto out;
     }
     size_t n_many = json_is_array(many) ? json_array_size(many) : 0;
-    bool has_one = one && !json_is_null(one);
+    /* an empty Check is no check (Consul's CheckType.Empty) */
+    bool has_one = one && !json_is_null(one) && !check_is_empty(one);
     if (n_many + has_one > MAX_CHECKS) {
         http_fail(r, 400, "Too many checks: at most %d", MAX_CHECKS);
         goto out;

@@ -630,6 +630,21 @@ class CompatTest(unittest.TestCase):
         self.assertNotIn("x", self.get("/v1/agent/services"))
 
 
+    def test_accepted_as_consul_accepts(self):
+        self.addCleanup(self.put, "/v1/agent/service/deregister/acc-1")
+        self.addCleanup(self.put, "/v1/agent/service/deregister/acc-2")
+        # an empty Check is no check (CheckType.Empty)
+        self.put("/v1/agent/service/register", {"Name": "acc", "ID": "acc-1", "Check": {}})
+        self.assertEqual([c for c in self.get("/v1/agent/checks").values()
+                          if c["ServiceID"] == "acc-1"], [])
+        # a TTL as a number is nanoseconds (Go's Duration)
+        self.put("/v1/agent/service/register", {"Name": "acc", "ID": "acc-2",
+                                                "Check": {"TTL": 10000000000}})
+        c = self.get("/v1/agent/checks")["service:acc-2"]
+        self.assertEqual(c["Type"], "ttl")
+        self.assertEqual(c["Definition"]["TTL"], "10s")
+
+
 class FreshIndexTest(unittest.TestCase):
     """An empty registry answers X-Consul-Index 1; its first write must
     carry a higher index, or a query blocked at ?index=1 (what a watch
