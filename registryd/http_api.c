@@ -584,6 +584,13 @@ static uint64_t watched_index(struct http_req *r, struct store_read *rd)
 {
     if (r->route->watch == WATCH_SERVICE && r->arg)
         return store_name_index(rd, r->arg);
+    /* /v1/catalog/services changes only with the names and their tags (a
+     * check's status leaves it as it was: a watch of it must not wake, as
+     * Consul's does not); a filter, node meta or ACLs make the answer
+     * depend on more */
+    if (strcmp(r->route->path, "/v1/catalog/services") == 0 && !http_has_param(r, "filter") &&
+        !http_has_param(r, "node-meta") && !acl_enabled())
+        return store_services_index(rd);
     return store_index(rd);
 }
 

@@ -74,7 +74,13 @@ struct store {
     uint64_t reused_applied; /* kept from the last clean stop: its raft index; 0: rebuilt */
     void *map;      /* LMDB's map of the data file (release_map); NULL: not found */
     size_t map_len;
+    bool services_touched; /* raft thread: this apply wrote a name's summary */
 };
+
+/* DB_DERIVED key: the index of the last change to the service names or
+ * their tags (what /v1/catalog/services answers); absent after a rebuild,
+ * when store_services_index falls back to the store's own index. */
+#define SERVICES_INDEX_KEY "services_index"
 
 /* Where LMDB mapped the data file: mdb_env_info names the address only
  * for MDB_FIXEDMAP, so /proc/self/maps is read for the mapping of the
@@ -914,8 +920,8 @@ static int summary_put(struct store *s, MDB_txn *txn, const char *name, size_t n
         rc = mdb_get(txn, s->dbi[DB_BY_NAME], &nk, &any);
         if (rc == 0)
             rc = gb_put(&g, "[]", 2);
-        else if (rc == MDB_NOTFOUND)
-            rc = mdb_del(txn, s->dbi[DB_NAME_SUMMARY], &nk, NULL);
+        else if (rc == MDB_NOTFOUND && (rc = mdb_del(txn, s->dbi[DB_NAME_SUMMARY], &nk, NULL)) == 0)
+            s->services_touched = true;
         rc = rc == MDB_NOTFOUND ? 0 : rc;
     }
     if (rc == 0 && g.len > 0) {
@@ -923,6 +929,7 @@ static int summary_put(struct store *s, MDB_txn *txn, const char *name, size_t n
         if (got != 0 || old.mv_size != g.len || memcmp(old.mv_data, g.p, g.len) != 0) {
             MDB_val nv = {g.len, g.p};
             rc = mdb_put(txn, s->dbi[DB_NAME_SUMMARY], &nk, &nv, 0);
+            s->services_touched = true;
         }
     }
     free(g.p);
@@ -1844,7 +1851,8 @@ static int apply_restore(struct store *s, const void *data, size_t len,
         return lmdb_fail("mdb_txn_begin", rc);
     uint64_t after = get_u64(txn, s->dbi[DB_META], "index");
     uint64_t index = after > before ? after : before + 1;
-    if ((rc = put_u64(txn, s->dbi[DB_META], "index", index)) != 0) {
+    if ((rc = put_u64(txn, s->dbi[DB_META], "index", index)) != 0 ||
+        (rc = put_u64(txn, s->dbi[DB_DERIVED], SERVICES_INDEX_KEY, index)) != 0) {
         mdb_txn_abort(txn);
         return lmdb_fail("put index", rc);
     }
@@ -1895,6 +1903,7 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
         return lmdb_fail("mdb_txn_begin", rc);
     }
     struct apply_ctx a = {s, txn, get_u64(txn, s->dbi[DB_META], "index") + 1, chg};
+    s->services_touched = false;
     /* An empty registry answers X-Consul-Index 1 (never 0, as Consul): the
      * first write is 2, so that a query blocked at ?index=1 wakes for it. */
     if (a.index < STORE_FIRST_INDEX)
@@ -1936,6 +1945,8 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
     cmd_fini(&cmd);
     if (rc == 0 && chg->n > 0)
         rc = put_u64(txn, s->dbi[DB_META], "index", a.index);
+    if (rc == 0 && chg->n > 0 && s->services_touched)
+        rc = put_u64(txn, s->dbi[DB_DERIVED], SERVICES_INDEX_KEY, a.index);
     if (rc != 0) {
         mdb_txn_abort(txn);
         memset(chg, 0, sizeof(*chg));
@@ -2274,6 +2285,11 @@ static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned 
         rc = snap_each(buf, len, restore_record, &c);
     if (rc == 0)
         rc = derived_rebuild(s, txn, true);
+    if (rc == 0) { /* the names may all have changed: the store's own index stands for it */
+        MDB_val sk = val_str(SERVICES_INDEX_KEY);
+        rc = mdb_del(txn, s->dbi[DB_DERIVED], &sk, NULL);
+        rc = rc == MDB_NOTFOUND ? 0 : rc;
+    }
     if (rc != 0) {
         mdb_txn_abort(txn);
         return is_reg_error(rc) ? rc : lmdb_fail("restore", rc);
@@ -2322,6 +2338,12 @@ int store_read_renew(struct store_read *r)
 uint64_t store_index(struct store_read *r)
 {
     return get_u64(r->txn, r->s->dbi[DB_META], "index");
+}
+
+uint64_t store_services_index(struct store_read *r)
+{
+    uint64_t v = get_u64(r->txn, r->s->dbi[DB_DERIVED], SERVICES_INDEX_KEY);
+    return v != 0 ? v : store_index(r);
 }
 
 uint64_t store_name_index(struct store_read *r, const char *name)

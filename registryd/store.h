@@ -133,6 +133,9 @@ void store_read_reset(struct store_read *r);
 int store_read_renew(struct store_read *r) REG_MUSTCHECK;
 
 uint64_t store_index(struct store_read *r);
+/* Index of the last change to the set of service names or their tags (what
+ * /v1/catalog/services lists; Consul's services table index). */
+uint64_t store_services_index(struct store_read *r);
 /* Index of the last change to `name` (0 if it never existed). */
 uint64_t store_name_index(struct store_read *r, const char *name);
 

@@ -75,6 +75,29 @@ class BlockingTest(unittest.TestCase):
         self.assertEqual(new, idx)
         self.assertGreater(self.index("/v1/health/service/db"), idx)
 
+    def test_catalog_services_ignores_check_status(self):
+        # Consul's catalog/services index is the services table's: a check's
+        # status changing (a TTL pass or fail) neither wakes nor moves it
+        self.d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "cat", "ID": "cat-1", "Port": 1, "Check": {"TTL": "60s"}}))
+        idx = self.index("/v1/catalog/services")
+        flips = [self.later(0.2 + 0.3 * i, lambda i=i: self.d.request(
+            "PUT", "/v1/agent/check/%s/service:cat-1" % ("pass" if i % 2 == 0 else "fail")))
+                 for i in range(4)]
+        took, new, _ = self.timed("/v1/catalog/services?index=%d&wait=2s" % idx)
+        for t in flips:
+            t.join()
+        self.assertGreaterEqual(took, 1.9)
+        self.assertEqual(new, idx)
+        # a new tag moves it, and wakes the query
+        t = self.later(0.3, lambda: self.d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "cat", "ID": "cat-1", "Port": 1, "Tags": ["new"],
+             "Check": {"TTL": "60s"}})))
+        took, new, _ = self.timed("/v1/catalog/services?index=%d&wait=5s" % idx)
+        t.join()
+        self.assertLess(took, 3)
+        self.assertGreater(new, idx)
+
     def test_woken_without_a_change_parks_again(self):
         """As Consul's blocking loop: a wake that leaves the watched index at
         the one asked for (here a snapshot restore, which wakes every query,

@@ -112,6 +112,7 @@ static void test_register_and_indexes(void **state)
     assert_int_equal(store_index(r), 3);
     assert_int_equal(store_name_index(r, "web"), 2);
     assert_int_equal(store_name_index(r, "db"), 3);
+    assert_int_equal(store_services_index(r), 3); /* db's name came */
     json_t *inst;
     assert_int_equal(store_get_instance(r, "web-1", &inst), 0);
     assert_int_equal(json_integer_value(json_object_get(inst, "CreateIndex")), 2);
@@ -272,6 +273,9 @@ static void test_snapshot_restore(void **state)
     struct store_read *r;
     assert_int_equal(store_read_begin(f->s, &r), 0);
     assert_int_equal(store_index(r), 3);
+    /* the names' own index (kept past the register of "other") is the
+     * store's again: a restore may change every name */
+    assert_int_equal(store_services_index(r), store_index(r));
     store_read_end(r);
     /* A damaged snapshot is refused and leaves the store as it was. */
     ((char *)snap)[len - 3] ^= 0x7f;
