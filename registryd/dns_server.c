@@ -1047,6 +1047,8 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
     if (a.trimmed && !tcp && (s->opt.enable_truncate || a.m.counts[DNS_ANSWER] == 0))
         dns_msg_set_tc(&a.m);
     a.m.buf[3] = (uint8_t)((a.m.buf[3] & 0xF0) | (a.rcode & 0xF));
+    if (a.rcode == DNS_REFUSED)
+        a.m.buf[2] &= (uint8_t)~0x04; /* not our zone: no authority claimed */
     a.m.cap += opt_room;
     if (q.edns)
         dns_msg_add_opt(&a.m, DNS_UDP_MAX, a.rcode);

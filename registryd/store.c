@@ -1397,6 +1397,41 @@ static int drop_checks(struct apply_ctx *a, const char *id, json_t *keep_ids)
 static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_id,
                         bool keep_status);
 
+/* An instance renamed keeps the checks its registration did not replace:
+ * they take its new name (ServiceName), as Consul's do. */
+static int rename_checks(struct apply_ctx *a, const char *id, const char *name)
+{
+    MDB_cursor *cur;
+    MDB_val k = val_str(id), v;
+    int rc = mdb_cursor_open(a->txn, a->s->dbi[DB_SVC_CHECKS], &cur);
+    if (rc != 0)
+        return rc;
+    json_t *ids = json_array();
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP))
+        json_array_append_new(ids, json_stringn(v.mv_data, v.mv_size));
+    mdb_cursor_close(cur);
+    rc = rc == MDB_NOTFOUND ? 0 : rc;
+    size_t i;
+    json_t *cid;
+    json_array_foreach(ids, i, cid)
+    {
+        json_t *check = NULL;
+        if (rc != 0 || get_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], json_string_value(cid),
+                                  &check) != 0)
+            continue;
+        if (strcmp(jstr(check, "ServiceName"), name) != 0) {
+            json_object_set_new(check, "ServiceName", json_string(name));
+            json_object_set_new(check, "ModifyIndex", json_integer((json_int_t)a->index));
+            rc = put_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], json_string_value(cid), check);
+        }
+        json_decref(check);
+    }
+    json_decref(ids);
+    return rc;
+}
+
+
 static int put_check(struct apply_ctx *a, json_t *check, const char *service_id)
 {
     return put_check_as(a, check, service_id, true);
@@ -1594,8 +1629,8 @@ static int apply_register(struct apply_ctx *a, json_t *args)
     json_object_set_new(svc, "ModifyIndex", json_integer((json_int_t)a->index));
     if ((rc = put_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, svc)) == 0)
         rc = inst_move(a->s, a->txn, old, svc);
-    if (rc == 0 && old != NULL && strcmp(jstr(old, "Service"), name) != 0 &&
-        (rc = name_file(a->s, a->txn, jstr(old, "Service"), id, false)) == 0)
+    bool renamed = old != NULL && strcmp(jstr(old, "Service"), name) != 0;
+    if (rc == 0 && renamed && (rc = name_file(a->s, a->txn, jstr(old, "Service"), id, false)) == 0)
         rc = touch_name(a, jstr(old, "Service")); /* renamed: the old name loses it */
     json_decref(old);
     if (rc == 0)
@@ -1623,6 +1658,8 @@ static int apply_register(struct apply_ctx *a, json_t *args)
             break;
         rc = put_check_as(a, check, id, keep_status);
     }
+    if (rc == 0 && renamed)
+        rc = rename_checks(a, id, name);
     if (rc == 0)
         rc = touch_instance(a, name, id);
     json_t *node_ops = json_object_get(args, "NodeOps"); /* a catalog registration's node */

@@ -645,6 +645,18 @@ class CompatTest(unittest.TestCase):
         self.assertEqual(c["Definition"]["TTL"], "10s")
 
 
+    def test_renamed_instance_renames_its_kept_checks(self):
+        self.addCleanup(self.put, "/v1/agent/service/deregister/ren-1")
+        self.put("/v1/agent/service/register", {"Name": "ra", "ID": "ren-1",
+                                                "Check": {"TTL": "60s"}})
+        self.put("/v1/agent/service/register", {"Name": "rb", "ID": "ren-1"})  # keeps the check
+        got = self.get("/v1/health/checks/rb")
+        self.assertEqual([(c["CheckID"], c["ServiceName"]) for c in got],
+                         [("service:ren-1", "rb")])
+        self.assertEqual(self.get("/v1/health/checks/ra"), [])
+        self.assertEqual(self.get("/v1/agent/checks")["service:ren-1"]["ServiceName"], "rb")
+
+
 class FreshIndexTest(unittest.TestCase):
     """An empty registry answers X-Consul-Index 1; its first write must
     carry a higher index, or a query blocked at ?index=1 (what a watch

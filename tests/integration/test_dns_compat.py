@@ -209,6 +209,12 @@ class DnsResolverFindingsTest(unittest.TestCase):
         out = self.dig("bigtxt.service.registry.", "TXT", "+tcp")
         self.assertEqual(len(answers(out, "TXT")), 1, out)
 
+    def test_refused_outside_the_domain_claims_no_authority(self):
+        out = self.dig("example.com.", "A")
+        self.assertEqual(status(out), "REFUSED", out)
+        self.assertNotIn("aa", flags(out), out)
+        self.assertIn("aa", flags(self.dig("mixed.service.registry.", "A")))
+
     def test_zone_transfer_is_not_implemented(self):
         # dig asks AXFR over TCP and prints no header on failure: a raw query
         import socket
