@@ -355,8 +355,12 @@ static void check_timer(evutil_socket_t fd, short what, void *arg)
             static const char head[] = "TTL expired (last output before timeout follows): ";
             char plain[] = "TTL expired";
             size_t n = c->output ? strlen(c->output) : 0;
+            /* expired before (a new leader arms the TTL again): the text stands */
+            bool again = n > 0 && strncmp(c->output, plain, sizeof(plain) - 1) == 0;
             char *out = n > 0 ? malloc(sizeof(head) + n) : NULL;
-            if (out != NULL)
+            if (out != NULL && again)
+                memcpy(out, c->output, n + 1);
+            else if (out != NULL)
                 snprintf(out, sizeof(head) + n, "%s%s", head, c->output);
             report(c, ST_CRITICAL, out != NULL ? out : plain);
             free(out);

@@ -204,8 +204,9 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         opt_string(r, def, "Method", NULL, 16, &method) ||
         opt_string(r, def, "Body", NULL, MAX_OUTPUT, &body) ||
         /* a number is nanoseconds, as Go decodes a Duration */
-        (json_is_integer(json_get_ci(def, "TTL")) ? (ttl_s = "", 0)
-                                                  : opt_string(r, def, "TTL", NULL, 64, &ttl_s)) ||
+        (json_is_integer(json_get_ci(def, "TTL"))
+             ? (ttl_s = json_integer_value(json_get_ci(def, "TTL")) != 0 ? "" : NULL, 0)
+             : opt_string(r, def, "TTL", NULL, 64, &ttl_s)) ||
         opt_duration(r, def, "Interval", &interval) || opt_duration(r, def, "Timeout", &timeout) ||
         opt_duration(r, def, "TTL", &ttl) ||
         opt_duration(r, def, "DeregisterCriticalServiceAfter", &dereg) ||
@@ -221,6 +222,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         return -1;
     if (udp != NULL && *udp == '\0')
         udp = NULL;
+    if (ttl_s != NULL && *ttl_s == '\0' && !json_is_integer(json_get_ci(def, "TTL")))
+        ttl_s = NULL; /* "TTL": "" is no TTL, as Go decodes it */
     json_t *script = json_get_ci(def, "Args");
     if (script == NULL)
         script = json_get_ci(def, "ScriptArgs");
@@ -460,8 +463,10 @@ static int build_weights(struct http_req *r, json_t *body, json_t **out)
     if (w != NULL && !json_is_null(w)) {
         if (!json_is_object(w))
             return http_fail(r, 400, "Request decode failed: Weights must be an object");
+        /* given, a weight left out is Go's zero (only an absent Weights
+         * is {1, 1}); Passing must still be at least 1 */
         if (opt_uint(r, w, "Passing", 65535, 1, &passing) ||
-            opt_uint(r, w, "Warning", 65535, 1, &warning))
+            opt_uint(r, w, "Warning", 65535, 0, &warning))
             return -1;
         if (passing < 1)
             return http_fail(r, 400, "Invalid Weights.Passing: must be at least 1");

@@ -55,6 +55,8 @@ struct probe {
     char url[2048];    /* HTTP: the URL asked now (the check's, or a redirect's) */
     unsigned redirects; /* followed so far */
     bool get_only;     /* a 301/302/303 made the request a GET without body */
+    bool cross_host;   /* redirected to another host: the check's Host and
+                        * credentials stay behind (as Go's client) */
 };
 
 static void probe_free(struct probe *p, bool deferred)
@@ -134,6 +136,30 @@ static int start_http(struct probe *p);
  * followed. */
 #define HTTP_MAX_REDIRECTS 10
 
+/* Do two http(s) URLs name the same scheme, host and port? */
+static bool same_authority(const char *a, const char *b)
+{
+    const char *sa = a ? strstr(a, "://") : NULL, *sb = b ? strstr(b, "://") : NULL;
+    if (sa == NULL || sb == NULL)
+        return false;
+    size_t la = (size_t)(sa + 3 - a), lb = (size_t)(sb + 3 - b);
+    la += strcspn(a + la, "/?#");
+    lb += strcspn(b + lb, "/?#");
+    return la == lb && strncasecmp(a, b, la) == 0;
+}
+
+/* Headers a redirect to another host does not carry (Go's client drops
+ * them; Host is the first host's). */
+static bool stays_home(const char *name)
+{
+    static const char *const names[] = {"Host", "Authorization", "Proxy-Authorization", "Cookie",
+                                        "WWW-Authenticate"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcasecmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
 static bool follow_redirect(struct probe *p, struct evhttp_request *req, int code)
 {
     if ((code != 301 && code != 302 && code != 303 && code != 307 && code != 308) ||
@@ -144,8 +170,18 @@ static bool follow_redirect(struct probe *p, struct evhttp_request *req, int cod
     if (loc == NULL || *loc == '\0' || strlen(loc) >= sizeof(p->url))
         return false;
     char next[sizeof(p->url)];
+    const char *sep = strstr(p->url, "://");
     if (strncasecmp(loc, "http://", 7) == 0 || strncasecmp(loc, "https://", 8) == 0) {
         snprintf(next, sizeof(next), "%s", loc);
+    } else if (loc[0] == '/' && loc[1] == '/') { /* scheme-relative */
+        if (sep == NULL || snprintf(next, sizeof(next), "%.*s:%s", (int)(sep - p->url), p->url,
+                                    loc) >= (int)sizeof(next))
+            return false;
+    } else if (loc[0] == '?') { /* the same path, another query */
+        size_t at = sep ? (size_t)(sep + 3 - p->url) : 0;
+        at += strcspn(p->url + at, "?#");
+        if (snprintf(next, sizeof(next), "%.*s%s", (int)at, p->url, loc) >= (int)sizeof(next))
+            return false;
     } else {
         /* relative: against the scheme, host and (without a leading '/')
          * the directory of the URL asked */
@@ -167,6 +203,8 @@ static bool follow_redirect(struct probe *p, struct evhttp_request *req, int cod
     p->redirects++;
     if (code != 307 && code != 308)
         p->get_only = true;
+    if (!same_authority(json_string_value(json_object_get(p->def, "HTTP")), next))
+        p->cross_host = true;
     snprintf(p->url, sizeof(p->url), "%s", next);
     if (p->evcon != NULL) { /* in its own callback: freed after it returns */
         common_free_evcon_later(p->env->base, p->evcon);
@@ -380,22 +418,25 @@ static struct evhttp_request *make_request(struct probe *p, const char *host, in
     const char *hk;
     json_t *hv;
     json_t *user = json_object_get(p->def, "Header");
+    bool host_set = false;
     json_object_foreach(user, hk, hv)
     {
-        if (strcasecmp(hk, "Host") == 0 || strcasecmp(hk, "User-Agent") == 0 ||
-            strcasecmp(hk, "Accept") == 0)
+        if (p->cross_host && stays_home(hk))
+            continue;
+        const char *first = json_string_value(json_array_get(hv, 0));
+        bool host = strcasecmp(hk, "Host") == 0;
+        if (host && (first == NULL || *first == '\0' || host_set))
+            continue; /* no value: the URL's host stays; one Host only */
+        if (host || strcasecmp(hk, "User-Agent") == 0 || strcasecmp(hk, "Accept") == 0)
             evhttp_remove_header(hdr, hk);
-    }
-    json_object_foreach(user, hk, hv)
-    {
+        if (host) {
+            evhttp_add_header(hdr, "Host", first);
+            host_set = true;
+            continue;
+        }
         size_t i;
         json_t *x;
-        json_array_foreach(hv, i, x)
-        {
-            if (i > 0 && strcasecmp(hk, "Host") == 0)
-                break;
-            evhttp_add_header(hdr, hk, json_string_value(x));
-        }
+        json_array_foreach(hv, i, x) evhttp_add_header(hdr, hk, json_string_value(x));
     }
     const char *body = p->get_only ? NULL : json_string_value(json_object_get(p->def, "Body"));
     if (body && *body)
@@ -405,8 +446,12 @@ static struct evhttp_request *make_request(struct probe *p, const char *host, in
 
 static int start_http(struct probe *p)
 {
-    if (p->url[0] == '\0')
-        snprintf(p->url, sizeof(p->url), "%s", json_string_value(json_object_get(p->def, "HTTP")));
+    if (p->url[0] == '\0' &&
+        snprintf(p->url, sizeof(p->url), "%s",
+                 json_string_value(json_object_get(p->def, "HTTP"))) >= (int)sizeof(p->url)) {
+        snprintf(p->error, sizeof(p->error), "URL longer than %zu bytes", sizeof(p->url) - 1);
+        return -1;
+    }
     struct evhttp_uri *uri = evhttp_uri_parse(p->url);
     int rc = -1;
     if (uri == NULL || evhttp_uri_get_host(uri) == NULL) {

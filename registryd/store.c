@@ -900,6 +900,8 @@ static int summary_put(struct store *s, MDB_txn *txn, const char *name, size_t n
     if (rc == MDB_NOTFOUND)
         rc = 0;
     if (rc == 0 && walk) {
+        /* the listing walks this name's instances: any tag change may show */
+        s->services_touched = true;
         rc = gb_put(&g, (const char[]){TAG_OVERFLOW}, 1);
     } else if (rc == 0 && n > 0) {
         if (n > 1)
@@ -1357,27 +1359,38 @@ static int touch_name(struct apply_ctx *a, const char *name)
 }
 
 /* Delete every check of service `id` except those kept by keep(check). */
-static int drop_checks(struct apply_ctx *a, const char *id, json_t *keep_ids)
+/* The check IDs svc_checks files under instance id, but those in skip
+ * (NULL: none), into *out (a new array). */
+static int instance_check_ids(struct apply_ctx *a, const char *id, json_t *skip, json_t **out)
 {
     MDB_cursor *cur;
     MDB_val k = val_str(id), v;
     int rc = mdb_cursor_open(a->txn, a->s->dbi[DB_SVC_CHECKS], &cur);
     if (rc != 0)
         return rc;
-    json_t *doomed = json_array();
+    json_t *ids = json_array();
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
         json_t *cid = json_stringn(v.mv_data, v.mv_size);
-        if (keep_ids == NULL || json_object_get(keep_ids, json_string_value(cid)) == NULL)
-            json_array_append(doomed, cid);
+        if (skip == NULL || json_object_get(skip, json_string_value(cid)) == NULL)
+            json_array_append(ids, cid);
         json_decref(cid);
     }
     mdb_cursor_close(cur);
     if (rc != MDB_NOTFOUND) {
-        json_decref(doomed);
+        json_decref(ids);
         return rc;
     }
-    rc = 0;
+    *out = ids;
+    return 0;
+}
+
+static int drop_checks(struct apply_ctx *a, const char *id, json_t *keep_ids)
+{
+    json_t *doomed;
+    int rc = instance_check_ids(a, id, keep_ids, &doomed);
+    if (rc != 0)
+        return rc;
     size_t i;
     json_t *cid;
     json_array_foreach(doomed, i, cid)
@@ -1401,17 +1414,10 @@ static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_
  * they take its new name (ServiceName), as Consul's do. */
 static int rename_checks(struct apply_ctx *a, const char *id, const char *name)
 {
-    MDB_cursor *cur;
-    MDB_val k = val_str(id), v;
-    int rc = mdb_cursor_open(a->txn, a->s->dbi[DB_SVC_CHECKS], &cur);
+    json_t *ids;
+    int rc = instance_check_ids(a, id, NULL, &ids);
     if (rc != 0)
         return rc;
-    json_t *ids = json_array();
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP))
-        json_array_append_new(ids, json_stringn(v.mv_data, v.mv_size));
-    mdb_cursor_close(cur);
-    rc = rc == MDB_NOTFOUND ? 0 : rc;
     size_t i;
     json_t *cid;
     json_array_foreach(ids, i, cid)

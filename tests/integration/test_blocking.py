@@ -98,6 +98,21 @@ class BlockingTest(unittest.TestCase):
         self.assertLess(took, 3)
         self.assertGreater(new, idx)
 
+    def test_catalog_services_wakes_for_a_walked_name(self):
+        # a name whose tag overflows LMDB's key keeps a marker summary (its
+        # listing walks the instances): a new tag must still move the index
+        name = "w" * 255
+        self.d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": name, "ID": "walk-a", "Tags": ["t" * 256]}))
+        idx = self.index("/v1/catalog/services")
+        t = self.later(0.3, lambda: self.d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": name, "ID": "walk-b", "Tags": ["v2"]})))
+        took, new, text = self.timed("/v1/catalog/services?index=%d&wait=4s" % idx)
+        t.join()
+        self.assertLess(took, 3)
+        self.assertGreater(new, idx)
+        self.assertIn("v2", json.loads(text)[name])
+
     def test_woken_without_a_change_parks_again(self):
         """As Consul's blocking loop: a wake that leaves the watched index at
         the one asked for (here a snapshot restore, which wakes every query,

@@ -643,6 +643,18 @@ class CompatTest(unittest.TestCase):
         c = self.get("/v1/agent/checks")["service:acc-2"]
         self.assertEqual(c["Type"], "ttl")
         self.assertEqual(c["Definition"]["TTL"], "10s")
+        # a numeric TTL of 0 and an empty one are no TTL (an HTTP check's)
+        self.addCleanup(self.put, "/v1/agent/service/deregister/acc-3")
+        for ttl in (0, ""):
+            self.put("/v1/agent/service/register", {
+                "Name": "acc", "ID": "acc-3", "Check": {
+                    "HTTP": "http://127.0.0.1:1/", "Interval": "10s", "TTL": ttl}})
+            self.assertEqual(self.get("/v1/agent/checks")["service:acc-3"]["Type"], "http")
+        # Weights given: what is left out is Go's zero (absent: {1, 1})
+        self.put("/v1/agent/service/register", {"Name": "acc", "ID": "acc-2",
+                                                "Weights": {"Passing": 5}})
+        self.assertEqual(self.get("/v1/agent/services")["acc-2"]["Weights"],
+                         {"Passing": 5, "Warning": 0})
 
 
     def test_renamed_instance_renames_its_kept_checks(self):

@@ -25,12 +25,15 @@ from harness import Registryd, free_port
 class Endpoint:
     """An HTTP(S) server on a loopback port whose answer the test controls."""
 
-    def __init__(self, port=None, tls_cert=None):
-        self.port = port or free_port()
+    def __init__(self, port=None, tls_cert=None, host="127.0.0.1"):
+        self.host = host
+        self.port = port or free_port(host)
         self.code = 200
         self.codes = None  # a list cycled through, for flapping
         self.hits = 0
         self.seen = []  # (path, Host headers, User-Agent headers) of each request
+        self.cross = None  # where /cross redirects to
+        self.auth = []  # the Authorization headers of each request
         self.tls_cert = tls_cert
         self.server = None
         self.start()
@@ -43,9 +46,10 @@ class Endpoint:
                 ep.hits += 1
                 ep.seen.append((self.path, self.headers.get_all("Host"),
                                 self.headers.get_all("User-Agent")))
+                ep.auth.append(self.headers.get_all("Authorization"))
                 code = ep.codes[ep.hits % len(ep.codes)] if ep.codes else ep.code
                 where = {"/redir": "ok", "/abs": "http://127.0.0.1:%d/ok" % ep.port,
-                         "/loop": "/loop"}.get(self.path)
+                         "/loop": "/loop", "/cross": ep.cross}.get(self.path)
                 if where is not None:  # redirects: relative, absolute, endless
                     code = 302 if self.path != "/abs" else 301
                 body = b"status %d" % code
@@ -62,7 +66,7 @@ class Endpoint:
                 pass
 
         http.server.ThreadingHTTPServer.allow_reuse_address = True
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server = http.server.ThreadingHTTPServer((self.host, self.port), Handler)
         if self.tls_cert:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(*self.tls_cert)
@@ -218,6 +222,21 @@ class HealthTest(unittest.TestCase):
             self.wait_for(lambda: "302" in (self.check("service:redir-3")["Output"] or ""), 5)
             self.assertEqual(self.status_of("service:redir-3"), "critical")
             self.wait_for(lambda: self.passing_ids("vhost") == ["vhost-1"], 5)
+            # to another host: the check's Host and credentials stay behind
+            other = Endpoint(host="127.0.0.2")
+            try:
+                ep.cross = "http://127.0.0.2:%d/ok" % other.port
+                self.register({"Name": "cross", "ID": "cross-1",
+                               "Check": {"HTTP": base + "/cross", "Interval": "300ms",
+                                         "Header": {"Host": ["example.com"],
+                                                    "Authorization": ["Bearer s3cret"]}}})
+                self.wait_for(lambda: self.passing_ids("cross") == ["cross-1"], 5)
+                self.assertTrue(other.seen)
+                self.assertEqual(other.seen[-1][1], ["127.0.0.2:%d" % other.port])
+                self.assertEqual(other.auth[-1], None)
+                self.assertIn(["Bearer s3cret"], ep.auth)
+            finally:
+                other.stop()
             vhost = [s for s in ep.seen if s[2] == ["probe/1"]]
             self.assertTrue(vhost)
             self.assertEqual(vhost[-1][1], ["example.com"])
