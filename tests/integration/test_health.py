@@ -49,7 +49,8 @@ class Endpoint:
                 ep.auth.append(self.headers.get_all("Authorization"))
                 code = ep.codes[ep.hits % len(ep.codes)] if ep.codes else ep.code
                 where = {"/redir": "ok", "/abs": "http://127.0.0.1:%d/ok" % ep.port,
-                         "/loop": "/loop", "/cross": ep.cross}.get(self.path)
+                         "/loop": "/loop", "/cross": ep.cross, "/long": "/" + "x" * 3000,
+                         "/junk": "http://[::1"}.get(self.path)
                 if where is not None:  # redirects: relative, absolute, endless
                     code = 302 if self.path != "/abs" else 301
                 body = b"status %d" % code
@@ -222,6 +223,15 @@ class HealthTest(unittest.TestCase):
             self.wait_for(lambda: "302" in (self.check("service:redir-3")["Output"] or ""), 5)
             self.assertEqual(self.status_of("service:redir-3"), "critical")
             self.wait_for(lambda: self.passing_ids("vhost") == ["vhost-1"], 5)
+            # a Location too long to follow, or no URL at all: the 302 is the answer
+            for path in ("/long", "/junk"):
+                self.register({"Name": "badloc", "ID": "badloc" + path.replace("/", "-"),
+                               "Check": {"HTTP": base + path, "Interval": "300ms"}})
+            for cid in ("service:badloc-long", "service:badloc-junk"):
+                self.wait_for(lambda: (self.check(cid)["Output"] or "") != "", 5)
+                self.assertEqual(self.status_of(cid), "critical")
+            self.assertIn("302", self.check("service:badloc-long")["Output"])
+            self.assertEqual(self.d.request("GET", "/v1/status/leader")[0], 200)
             # to another host: the check's Host and credentials stay behind
             other = Endpoint(host="127.0.0.2")
             try:
