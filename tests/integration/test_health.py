@@ -205,6 +205,12 @@ class HealthTest(unittest.TestCase):
         # DisableRedirects; a Host header is the request's Host, sent once
         ep = Endpoint()
         base = "http://127.0.0.1:%d" % ep.port
+        # its instances go with it: left critical once ep stops, they would
+        # raise the critical share the later tests' deregistrations count
+        # on (self-preservation holds them)
+        for sid in ("redir-1", "redir-2", "redir-3", "vhost-1", "cross-1", "badloc-long",
+                    "badloc-junk"):
+            self.addCleanup(self.d.request, "PUT", "/v1/agent/service/deregister/" + sid)
         try:
             self.register({"Name": "redir", "ID": "redir-1",
                            "Check": {"HTTP": base + "/redir", "Interval": "300ms"}})
