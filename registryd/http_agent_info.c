@@ -387,7 +387,7 @@ static void agent_service_try(struct http_req *r)
     bool same = want != NULL ? found && strcmp(want, hash) == 0
                              : r->min_index > 0 && index <= r->min_index;
     if (same && left > 0 &&
-        watch_park(r->srv->opt.watch, NULL, left, agent_service_woken, r, NULL) == 0) {
+        watch_park(r->srv->opt.watch, WATCH_ON_ALL, NULL, left, agent_service_woken, r, NULL) == 0) {
         json_decref(body);
         return; /* woken: try again */
     }

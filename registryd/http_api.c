@@ -580,18 +580,34 @@ int http_parse_blocking(struct http_req *r)
 
 /* ---- dispatch ----------------------------------------------------------- */
 
+/* What r's blocking query watches (the route's scope, narrowed by r). */
+static enum watch_on watched(struct http_req *r)
+{
+    switch (r->route->watch) {
+    case WATCH_SERVICE:
+        return r->arg ? WATCH_ON_NAME : WATCH_ON_ALL;
+    case WATCH_SERVICES:
+        /* the names and their tags, as Consul's services table; a check's
+         * status leaves them as they were. A filter, node meta or ACLs make
+         * the answer depend on more. */
+        return http_has_param(r, "filter") || http_has_param(r, "node-meta") || acl_enabled()
+                   ? WATCH_ON_ALL
+                   : WATCH_ON_NAMES;
+    default:
+        return WATCH_ON_ALL;
+    }
+}
+
 static uint64_t watched_index(struct http_req *r, struct store_read *rd)
 {
-    if (r->route->watch == WATCH_SERVICE && r->arg)
+    switch (watched(r)) {
+    case WATCH_ON_NAME:
         return store_name_index(rd, r->arg);
-    /* /v1/catalog/services changes only with the names and their tags (a
-     * check's status leaves it as it was: a watch of it must not wake, as
-     * Consul's does not); a filter, node meta or ACLs make the answer
-     * depend on more */
-    if (strcmp(r->route->path, "/v1/catalog/services") == 0 && !http_has_param(r, "filter") &&
-        !http_has_param(r, "node-meta") && !acl_enabled())
+    case WATCH_ON_NAMES:
         return store_services_index(rd);
-    return store_index(rd);
+    default:
+        return store_index(rd);
+    }
 }
 
 /* Parameters that do not shape a read's answer (left out of its cache key). */
@@ -749,8 +765,7 @@ static void woken(void *arg, bool timed_out)
 
 static bool park(struct http_req *r, uint64_t wait_ms)
 {
-    return watch_park(r->srv->opt.watch, r->route->watch == WATCH_SERVICE ? r->arg : NULL,
-                      wait_ms, woken, r, NULL) == 0;
+    return watch_park(r->srv->opt.watch, watched(r), r->arg, wait_ms, woken, r, NULL) == 0;
 }
 
 static void write_done(void *arg, int status);

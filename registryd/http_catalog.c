@@ -458,7 +458,7 @@ static int read_status_peers(struct http_req *r, struct store_read *rd, json_t *
 }
 
 const struct http_route http_catalog_routes[] = {
-    {"GET", "/v1/catalog/services", read_catalog_services, NULL, WATCH_ALL, NULL, false},
+    {"GET", "/v1/catalog/services", read_catalog_services, NULL, WATCH_SERVICES, NULL, false},
     {"GET", "/v1/catalog/service/", read_catalog_service, NULL, WATCH_SERVICE, NULL, false},
     {"GET", "/v1/catalog/nodes", read_catalog_nodes, NULL, WATCH_ALL, NULL, false},
     {"GET", "/v1/catalog/node/", read_catalog_node, NULL, WATCH_ALL, NULL, false},

@@ -120,8 +120,11 @@ typedef int (*http_write_fn)(struct http_req *r, struct store_read *rd, struct c
 
 enum http_watch_scope {
     WATCH_NONE,    /* not a blocking query */
-    WATCH_SERVICE, /* wakes on changes to the service named by the path */
-    WATCH_ALL,     /* wakes on any change */
+    WATCH_SERVICE,  /* wakes on changes to the service named by the path */
+    WATCH_SERVICES, /* wakes when the service names or their tags change (the
+                     * answer's index is theirs) unless the request's filter,
+                     * node meta or ACLs make it depend on more: then as ALL */
+    WATCH_ALL,      /* wakes on any change */
 };
 
 /* A handler that answers by itself, later (membership changes): it owns r

@@ -2001,8 +2001,10 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
         memset(chg, 0, sizeof(*chg));
         return lmdb_fail("mdb_txn_commit", rc);
     }
-    if (chg->n > 0)
+    if (chg->n > 0) {
         chg->index = a.index;
+        chg->services = s->services_touched;
+    }
     return 0;
 }
 

@@ -55,6 +55,7 @@ struct store_change {
     char names[2][STORE_NAME_MAX + 1];
     char service_id[STORE_NAME_MAX + 1]; /* the instance the command touched */
     bool many; /* a node-level change: more services changed than names holds */
+    bool services; /* the service names or their tags changed (store_services_index) */
 };
 
 /* Open the store in dir. The previous file is kept when its last stop

@@ -1,6 +1,6 @@
 /*
  * watch.c — see watch.h. Waiters hang in per-key lists in a fixed-size
- * chained hash table; the catalog-wide list is separate. Firing unlinks the
+ * chained hash table; the names-list and catalog-wide lists are separate. Firing unlinks the
  * waiter before its callback runs, so a callback may park a new waiter.
  */
 #include "hash.h"
@@ -23,13 +23,14 @@ struct watch_waiter {
     struct event *timer;
     watch_fire_cb cb;
     void *arg;
-    char *key; /* NULL: catalog-wide */
+    char *key; /* WATCH_ON_NAME's name, else NULL */
 };
 
 struct watch {
     struct event_base *base;
     struct watch_waiter *buckets[WATCH_BUCKETS];
-    struct watch_waiter *global;
+    struct watch_waiter *names; /* WATCH_ON_NAMES */
+    struct watch_waiter *global; /* WATCH_ON_ALL */
     size_t parked;
     bool closed; /* watch_close: nothing parks any more */
 };
@@ -92,9 +93,13 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     fire(arg, true);
 }
 
-int watch_park(struct watch *w, const char *key, uint64_t wait_ms, watch_fire_cb cb, void *arg,
-               struct watch_waiter **out)
+int watch_park(struct watch *w, enum watch_on on, const char *key, uint64_t wait_ms,
+               watch_fire_cb cb, void *arg, struct watch_waiter **out)
 {
+    if (on != WATCH_ON_NAME)
+        key = NULL;
+    else if (key == NULL)
+        return REG_EINVAL;
     if (w->closed)
         return REG_ESHUTDOWN;
     struct watch_waiter *wt = calloc(1, sizeof(*wt));
@@ -116,7 +121,9 @@ int watch_park(struct watch *w, const char *key, uint64_t wait_ms, watch_fire_cb
         free(wt);
         return REG_ENOMEM;
     }
-    wt->head = key ? &w->buckets[hash_key(key)] : &w->global;
+    wt->head = on == WATCH_ON_NAME    ? &w->buckets[hash_key(key)]
+               : on == WATCH_ON_NAMES ? &w->names
+                                      : &w->global;
     wt->next = *wt->head;
     if (wt->next)
         wt->next->prev = wt;
@@ -167,6 +174,8 @@ void watch_notify(struct watch *w, const struct store_change *chg)
             if (chg->names[i][0])
                 fire_list(&w->buckets[hash_key(chg->names[i])], chg->names[i]);
     }
+    if (chg->index == UINT64_MAX || chg->services)
+        fire_list(&w->names, NULL);
     fire_list(&w->global, NULL);
 }
 
@@ -209,6 +218,7 @@ void watch_close(struct watch *w)
     w->closed = true;
     for (int b = 0; b < WATCH_BUCKETS; b++)
         fire_list(&w->buckets[b], NULL);
+    fire_list(&w->names, NULL);
     fire_list(&w->global, NULL);
 }
 

@@ -1,11 +1,13 @@
 /*
  * watch.h — blocking queries: parked requests keyed by what they watch.
  *
- * A waiter watches one service name, or everything (key NULL: catalog-wide
- * reads such as /v1/catalog/services). watch_notify wakes the waiters of the
- * names a change touched and the catalog-wide waiters — never the waiters of
- * other services (the fix for hashicorp/consul#1244). A parked waiter costs
- * one timer in libevent's heap and no CPU until it fires.
+ * A waiter watches one service name, the list of names and their tags
+ * (/v1/catalog/services), or everything (catalog-wide reads). watch_notify
+ * wakes the waiters of the names a change touched, the list's waiters when
+ * the change moved the list (store_change.services), and the catalog-wide
+ * waiters — never the waiters of other services (the fix for
+ * hashicorp/consul#1244). A parked waiter costs one timer in libevent's heap
+ * and no CPU until it fires.
  *
  * Threads: the thread of the watch's event_base only (each HTTP worker has
  * its own watch), except watch_parked_total.
@@ -35,10 +37,18 @@ void watch_close(struct watch *w);
 /* Closes (above), then frees. NULL: no-op. */
 void watch_free(struct watch *w);
 
-/* Park a waiter for at most wait_ms. key is copied. Returns 0, REG_ENOMEM
- * or REG_ESHUTDOWN (closed). */
-int watch_park(struct watch *w, const char *key, uint64_t wait_ms, watch_fire_cb cb, void *arg,
-               struct watch_waiter **out);
+/* What a waiter watches. */
+enum watch_on {
+    WATCH_ON_ALL,   /* any change */
+    WATCH_ON_NAME,  /* the service named by key */
+    WATCH_ON_NAMES, /* the service names and their tags */
+};
+
+/* Park a waiter for at most wait_ms on what `on` says (key: the name for
+ * WATCH_ON_NAME, else ignored; copied). Returns 0, REG_ENOMEM,
+ * REG_EINVAL (WATCH_ON_NAME without a key) or REG_ESHUTDOWN (closed). */
+int watch_park(struct watch *w, enum watch_on on, const char *key, uint64_t wait_ms,
+               watch_fire_cb cb, void *arg, struct watch_waiter **out);
 /* Remove a waiter that has not fired; its callback is not called. */
 void watch_cancel(struct watch_waiter *wt);
 
