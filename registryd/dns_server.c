@@ -54,6 +54,10 @@
 #define TCP_MAX_CONNS 512   /* over all workers; each takes its share (at least TCP_MIN_CONNS) */
 #define TCP_MIN_CONNS 16
 #define TCP_IDLE_SECONDS 10
+#define TCP_QUERY_SECONDS 5 /* from a query's first byte to its last: a trickle cannot
+                               hold a connection by sending a byte per idle timeout */
+#define TCP_CLIENT_SHARE 4  /* one client address holds at most 1/4 of a worker's
+                               connections (RFC 7766 6.2.2) */
 #define TCP_QUEUED_MAX (256 * 1024) /* answer bytes queued for one connection before it
                                       stops being read: four of the largest */
 #define UDP_VLEN 32         /* datagrams per recvmmsg/sendmmsg */
@@ -80,6 +84,8 @@ struct tcp_conn {
     struct dns_worker *w;
     struct bufferevent *bev;
     struct tcp_conn *prev, *next;
+    uint8_t peer[16];     /* the client's address, IPv4 as IPv4-mapped IPv6 */
+    double partial_since; /* mono_seconds of an unfinished query's first read; 0: none */
 };
 
 /* Datagrams are read and answered UDP_VLEN at a time: one recvmmsg and one
@@ -1140,11 +1146,21 @@ static void on_tcp_read(struct bufferevent *bev, void *arg)
             return;
         }
         uint8_t lenbuf[2];
-        if (evbuffer_copyout(in, lenbuf, 2) < 2)
+        size_t have = evbuffer_get_length(in);
+        size_t len = evbuffer_copyout(in, lenbuf, 2) == 2 ? (size_t)(lenbuf[0] << 8 | lenbuf[1])
+                                                         : SIZE_MAX;
+        if (len == SIZE_MAX || have < 2 + len) {
+            if (have == 0) {
+                c->partial_since = 0;
+            } else if (c->partial_since == 0) {
+                c->partial_since = mono_seconds();
+            } else if (mono_seconds() - c->partial_since > TCP_QUERY_SECONDS) {
+                tcp_close(c); /* a query trickled in too slowly */
+                return;
+            }
             return;
-        size_t len = (size_t)(lenbuf[0] << 8 | lenbuf[1]);
-        if (evbuffer_get_length(in) < 2 + len)
-            return;
+        }
+        c->partial_since = 0;
         evbuffer_drain(in, 2);
         evbuffer_remove(in, w->inbuf, len);
         size_t out = answer_counted(w, mono_seconds(), w->inbuf, len, w->outbuf + 2,
@@ -1175,13 +1191,39 @@ static void on_tcp_event(struct bufferevent *bev, short what, void *arg)
     tcp_close(arg);
 }
 
+/* sa's address as IPv6 (IPv4 mapped) into out. */
+static void peer_key(const struct sockaddr *sa, int salen, uint8_t out[16])
+{
+    memset(out, 0, 16);
+    if (sa->sa_family == AF_INET6 && salen >= (int)sizeof(struct sockaddr_in6)) {
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    } else if (sa->sa_family == AF_INET && salen >= (int)sizeof(struct sockaddr_in)) {
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    }
+}
+
+/* Whether the client at peer holds its share of w's connections. */
+static bool client_at_cap(const struct dns_worker *w, const uint8_t peer[16])
+{
+    int cap = w->s->max_conns / TCP_CLIENT_SHARE, held = 0;
+    if (cap < 1)
+        cap = 1;
+    for (const struct tcp_conn *c = w->conns; c; c = c->next)
+        if (memcmp(c->peer, peer, 16) == 0 && ++held >= cap)
+            return true;
+    return false;
+}
+
 static void on_tcp_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                           int salen, void *arg)
 {
     struct dns_worker *w = arg;
-    (void)sa;
-    (void)salen;
-    struct tcp_conn *c = w->tcp_conns < w->s->max_conns ? calloc(1, sizeof(*c)) : NULL;
+    uint8_t peer[16];
+    peer_key(sa, salen, peer);
+    struct tcp_conn *c = w->tcp_conns < w->s->max_conns && !client_at_cap(w, peer)
+                             ? calloc(1, sizeof(*c))
+                             : NULL;
     if (c)
         c->bev = bufferevent_socket_new(evconnlistener_get_base(l), fd, BEV_OPT_CLOSE_ON_FREE);
     if (c == NULL || c->bev == NULL) {
@@ -1190,6 +1232,7 @@ static void on_tcp_accept(struct evconnlistener *l, evutil_socket_t fd, struct s
         return;
     }
     c->w = w;
+    memcpy(c->peer, peer, 16);
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;

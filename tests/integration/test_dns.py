@@ -318,5 +318,78 @@ class DnsTcpFillTest(unittest.TestCase):
             self.assertEqual(buf, b"")
 
 
+class DnsTcpHoldTest(unittest.TestCase):
+    """One client cannot hold every DNS TCP connection: one address gets at
+    most a quarter of them (more are closed as soon as accepted), and a query
+    trickled a byte at a time is cut 5 s after its first byte."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = dns_registryd().start()
+        code, text = cls.d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "web", "ID": "web-1", "Address": "10.0.0.5", "Port": 80}))
+        assert code == 200, text
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def test_one_address_cannot_take_every_connection(self):
+        held = []
+        try:
+            for _ in range(600):  # more than the 512 the server keeps open
+                s = socket.socket()
+                s.connect(("127.0.0.1", self.d.dns_port))
+                held.append(s)
+            time.sleep(0.5)
+            # another address gets an answer while they are held ...
+            out = subprocess.run(["dig", "-p", str(self.d.dns_port), "@127.0.0.1", "-b",
+                                  "127.0.0.2", "+tcp", "+time=3", "+tries=1",
+                                  "web.service.registry.", "A"],
+                                 capture_output=True, text=True, timeout=20).stdout
+            self.assertEqual(answers(out, "A"), ["10.0.0.5"], out)
+            # ... and most of the flood was closed at once: a closed one reads EOF
+            closed = 0
+            for s in held:
+                s.setblocking(False)
+                try:
+                    closed += s.recv(1) == b""
+                except BlockingIOError:
+                    pass
+                except ConnectionResetError:
+                    closed += 1
+            self.assertGreaterEqual(closed, 600 - 512 // 4 - 8)
+        finally:
+            for s in held:
+                s.close()
+
+    def test_trickled_query_is_cut(self):
+        q = struct.pack(">HHHHHH", 0x4244, 0, 1, 0, 0, 0) + b"\x03web\x07service\x08registry\x00" \
+            + struct.pack(">HH", 1, 1)
+        msg = struct.pack(">H", len(q)) + q
+        with socket.create_connection(("127.0.0.1", self.d.dns_port), timeout=2) as s:
+            start, sent, closed_at = time.monotonic(), 0, None
+            while sent < len(msg) and time.monotonic() - start < 15:
+                try:
+                    s.sendall(msg[sent:sent + 1])
+                except (BrokenPipeError, ConnectionResetError):
+                    closed_at = time.monotonic() - start
+                    break
+                sent += 1
+                s.settimeout(1)
+                try:
+                    if s.recv(1) == b"":
+                        closed_at = time.monotonic() - start
+                        break
+                except socket.timeout:
+                    pass
+        self.assertLess(sent, len(msg), "the whole trickled query was read")
+        self.assertIsNotNone(closed_at)
+        self.assertLess(closed_at, 9)
+        # a query sent whole is answered as before
+        self.assertEqual(answers(dig(self.d.dns_port, "web.service.registry.", "A", "+tcp"), "A"),
+                         ["10.0.0.5"])
+
+
 if __name__ == "__main__":
     unittest.main()
