@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -1461,6 +1462,37 @@ static bool over_rate(struct http_req *r)
     return true;
 }
 
+/* Namespaces and partitions are Consul Enterprise's: as Consul CE, a
+ * request naming one (query or header) gets 400 rather than an answer from
+ * the one scope there is. Naming that scope ("default") is allowed, which
+ * CE refuses too; it cannot mislead. Sets r's error and returns true when
+ * refused. */
+static bool enterprise_scope_refused(struct http_req *r)
+{
+    static const struct {
+        const char *param, *header, *what;
+    } scopes[] = {
+        {"ns", "X-Consul-Namespace", "Namespaces are"},
+        {"partition", "X-Consul-Partition", "Partitions are"},
+    };
+    struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
+    for (size_t i = 0; i < sizeof(scopes) / sizeof(scopes[0]); i++) {
+        const char *h = evhttp_find_header(in, scopes[i].header);
+        const char *q = http_param(r, scopes[i].param);
+        if (h != NULL && *h != '\0' && strcasecmp(h, "default") != 0) {
+            http_fail(r, 400, "Invalid header: \"%s\" - %s a Consul Enterprise feature",
+                      scopes[i].header, scopes[i].what);
+            return true;
+        }
+        if (q != NULL && *q != '\0' && strcasecmp(q, "default") != 0) {
+            http_fail(r, 400, "Invalid query parameter: \"%s\" - %s a Consul Enterprise feature",
+                      scopes[i].param, scopes[i].what);
+            return true;
+        }
+    }
+    return false;
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct http_server *srv = arg;
@@ -1559,6 +1591,8 @@ static void handle(struct evhttp_request *req, void *arg)
         http_fail(r, 500, "No path to datacenter"); /* Consul's answer; one datacenter here */
         goto fail;
     }
+    if (enterprise_scope_refused(r))
+        goto fail;
     if (http_acl_check(r) != 0)
         goto fail;
     if (must_forward(r))

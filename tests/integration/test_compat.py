@@ -668,6 +668,30 @@ class CompatTest(unittest.TestCase):
         self.assertEqual(self.get("/v1/health/checks/ra"), [])
         self.assertEqual(self.get("/v1/agent/checks")["service:ren-1"]["ServiceName"], "rb")
 
+    def test_namespace_and_partition_refused_as_consul_ce(self):
+        # Consul CE answers 400 to a namespace or partition rather than serve
+        # the default one's data under another's name
+        for path, headers, why in (
+                ("/v1/health/service/web?ns=team-a", {}, 'query parameter: "ns"'),
+                ("/v1/catalog/services?partition=p1", {}, 'query parameter: "partition"'),
+                ("/v1/catalog/services", {"X-Consul-Namespace": "team-a"},
+                 'header: "X-Consul-Namespace"'),
+                ("/v1/agent/services", {"X-Consul-Partition": "p1"},
+                 'header: "X-Consul-Partition"')):
+            code, text = self.d.request("GET", path, headers=headers)
+            self.assertEqual(code, 400, path)
+            self.assertIn(why, text)
+            self.assertIn("Consul Enterprise feature", text)
+        code, text = self.d.request("PUT", "/v1/agent/service/register?ns=team-a",
+                                    json.dumps({"Name": "nsx"}))
+        self.assertEqual(code, 400)
+        self.assertNotIn("nsx", self.get("/v1/agent/services"))
+        # the one scope there is may be named; empty is absent
+        self.assertEqual(len(self.get("/v1/health/service/web?ns=default&partition=")), 2)
+        code, _ = self.d.request("GET", "/v1/catalog/services",
+                                 headers={"X-Consul-Namespace": "default"})
+        self.assertEqual(code, 200)
+
 
 class FreshIndexTest(unittest.TestCase):
     """An empty registry answers X-Consul-Index 1; its first write must
