@@ -5,17 +5,21 @@
 
 #include "hash.h"
 
-bool rules_threshold(struct rules_run *run, int stored, int result, int succ_before,
-                     int fail_before)
+int rules_threshold(struct rules_run *run, int stored, int result, int succ_before,
+                    int fail_before, int warn_before)
 {
-    if (result == RULES_PASSING) {
+    if (result != RULES_CRITICAL) {
         run->succ++;
         run->fail = 0;
-        return run->succ >= succ_before || stored == RULES_PASSING;
+        return run->succ >= succ_before || stored != RULES_CRITICAL ? result : RULES_HOLD;
     }
     run->fail++;
     run->succ = 0;
-    return run->fail >= fail_before || stored != RULES_PASSING;
+    if (run->fail >= fail_before || stored == RULES_CRITICAL)
+        return RULES_CRITICAL;
+    if (warn_before > 0 && run->fail >= warn_before)
+        return RULES_WARNING;
+    return RULES_HOLD;
 }
 
 void rules_sp_init(struct rules_sp *sp, uint64_t now_ms)

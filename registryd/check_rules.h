@@ -24,13 +24,19 @@ struct rules_run {
 
 /*
  * A probe returned `result` for a check whose stored status is `stored`:
- * count it, and say whether the result is to be reported (true) or held
- * back by its threshold. A passing result after a failure needs
- * succ_before in a row unless the check passes already; a failing one needs
- * fail_before in a row while the check passes. Thresholds below 1 count as 1.
+ * count it, and say what to report: a status, or RULES_HOLD for nothing
+ * (held back by a threshold). As Consul's StatusHandler: passing and
+ * warning results count as successes, critical ones as failures. A success
+ * after a critical status needs succ_before in a row; any other is
+ * reported at once. A failure is reported as critical after fail_before in
+ * a row, or at once when the check is critical already (its output moves);
+ * before that, after warn_before in a row, as warning (warn_before 0: no
+ * warning step, Consul's default of FailuresBeforeCritical). Thresholds
+ * below 1 count as 1.
  */
-bool rules_threshold(struct rules_run *run, int stored, int result, int succ_before,
-                     int fail_before);
+#define RULES_HOLD (-1)
+int rules_threshold(struct rules_run *run, int stored, int result, int succ_before,
+                    int fail_before, int warn_before);
 
 /* Self-preservation's window: transitions to critical per second. */
 #define RULES_SP_BUCKETS 3600 /* up to an hour */

@@ -9,8 +9,9 @@
  * a timer at their deadline, pushed back by every heartbeat.
  *
  * A probe's result goes through the check's thresholds (SuccessBeforePassing,
- * FailuresBeforeCritical); only a status different from the stored one (or
- * one already submitted) becomes a CHECK_UPDATE command. The store's own
+ * FailuresBeforeWarning, FailuresBeforeCritical); only a status different
+ * from the stored one (or one already submitted) becomes a CHECK_UPDATE
+ * command. The store's own
  * record, re-read after every applied change, is the truth the checker
  * compares against, so a restart or a manual update cannot confuse it.
  *
@@ -70,7 +71,7 @@ static const char *const status_names[] = {"passing", "warning", "critical"};
 struct hdef {
     enum hc_type type;
     uint64_t interval_ms, timeout_ms, ttl_ms, dereg_ms;
-    int succ_before, fail_before;
+    int succ_before, fail_before, warn_before;
 };
 
 struct hcheck {
@@ -242,15 +243,17 @@ static void report(struct hcheck *c, int status, char *output)
                      "Output", output));
 }
 
-/* Thresholds: SuccessBeforePassing / FailuresBeforeCritical consecutive
- * results before the status moves. */
+/* Thresholds: SuccessBeforePassing / FailuresBeforeWarning /
+ * FailuresBeforeCritical consecutive results before the status moves. */
 static void result(struct hcheck *c, int status, char *output)
 {
     c->h->probes++;
     if (c->maint)
         return;
-    if (rules_threshold(&c->run, c->status, status, c->d.succ_before, c->d.fail_before))
-        report(c, status, output);
+    int shown = rules_threshold(&c->run, c->status, status, c->d.succ_before, c->d.fail_before,
+                                c->d.warn_before);
+    if (shown != RULES_HOLD)
+        report(c, shown, output);
 }
 
 /* ---- probes ------------------------------------------------------------- */
@@ -501,6 +504,7 @@ static void hdef_read(json_t *rec, struct hdef *d)
     d->dereg_ms = def_ms(def, "DeregisterCriticalServiceAfter");
     d->succ_before = json_int_or(def, "SuccessBeforePassing", 0);
     d->fail_before = json_int_or(def, "FailuresBeforeCritical", 0);
+    d->warn_before = json_int_or(def, "FailuresBeforeWarning", 0);
     if (d->timeout_ms == 0)
         d->timeout_ms = 10000;
     if (d->type != HC_TTL && d->interval_ms == 0)
@@ -523,7 +527,7 @@ static bool hdef_same(const struct hcheck *c, json_t *rec)
     if (d.type != c->d.type || d.interval_ms != c->d.interval_ms ||
         d.timeout_ms != c->d.timeout_ms || d.ttl_ms != c->d.ttl_ms ||
         d.dereg_ms != c->d.dereg_ms || d.succ_before != c->d.succ_before ||
-        d.fail_before != c->d.fail_before)
+        d.fail_before != c->d.fail_before || d.warn_before != c->d.warn_before)
         return false;
     return c->def == NULL || json_equal(c->def, json_object_get(rec, "Definition"));
 }

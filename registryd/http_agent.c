@@ -182,7 +182,7 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
     const char *id, *name, *notes, *status, *http_url, *tcp, *udp, *grpc, *h2ping, *method, *body,
         *ttl_s, *server_name, *alias_svc, *alias_node;
     uint64_t interval, timeout, ttl, dereg;
-    json_int_t succ, fail;
+    json_int_t succ, fail, warn;
     char default_name[STORE_NAME_MAX + 32];
 
     if (!json_is_object(def))
@@ -211,7 +211,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         opt_duration(r, def, "TTL", &ttl) ||
         opt_duration(r, def, "DeregisterCriticalServiceAfter", &dereg) ||
         opt_uint(r, def, "SuccessBeforePassing", 1000, 0, &succ) ||
-        opt_uint(r, def, "FailuresBeforeCritical", 1000, 0, &fail))
+        opt_uint(r, def, "FailuresBeforeCritical", 1000, 0, &fail) ||
+        opt_uint(r, def, "FailuresBeforeWarning", 1000, 0, &warn))
         return -1;
     if (!valid_name(id))
         return http_fail(r, 400, "Invalid CheckID \"%s\": use letters, digits, - _ . :", id);
@@ -382,6 +383,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         json_object_set_new(d, "DeregisterCriticalServiceAfter", duration_json(dereg));
     json_object_set_new(d, "SuccessBeforePassing", json_integer(succ));
     json_object_set_new(d, "FailuresBeforeCritical", json_integer(fail));
+    if (warn) /* only when given: most checks leave it out */
+        json_object_set_new(d, "FailuresBeforeWarning", json_integer(warn));
 
     *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "Node",
                      http_origin_node(r), "CheckID", id, "Name", name, "Status", status, "Notes",

@@ -414,6 +414,37 @@ class HealthTest(unittest.TestCase):
         finally:
             ep.stop()
 
+    def test_failures_before_warning(self):
+        # Consul 1.11's FailuresBeforeWarning: failures first show as
+        # warning, critical only after FailuresBeforeCritical
+        ep = Endpoint()
+        self.addCleanup(self.d.request, "PUT", "/v1/agent/service/deregister/hwarn-1")
+        try:
+            self.register({"Name": "hwarn", "ID": "hwarn-1",
+                           "Check": {"HTTP": "http://127.0.0.1:%d/" % ep.port,
+                                     "Interval": "200ms", "FailuresBeforeWarning": 1,
+                                     "FailuresBeforeCritical": 5}})
+            self.wait_for(lambda: self.status_of("service:hwarn-1") == "passing", 3)
+            self.assertEqual(self.check("service:hwarn-1")["Definition"]
+                             .get("FailuresBeforeWarning"), 1)
+            ep.code = 500
+            seen, start = [], time.monotonic()
+            while time.monotonic() - start < 5 and "critical" not in seen:
+                st = self.status_of("service:hwarn-1")
+                if not seen or seen[-1] != st:
+                    seen.append(st)
+                time.sleep(0.05)
+            self.assertEqual(seen, ["passing", "warning", "critical"])
+            self.assertEqual(self.passing_ids("hwarn"), [])
+            ep.code = 200
+            self.wait_for(lambda: self.status_of("service:hwarn-1") == "passing", 3)
+        finally:
+            ep.stop()
+        code, text = self.d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "hwarn", "ID": "hwarn-2", "Check": {
+                "HTTP": "http://127.0.0.1:1/", "Interval": "1s", "FailuresBeforeWarning": -1}}))
+        self.assertEqual(code, 400, text)
+
     def test_blocking_query_wakes_on_transition(self):
         ep = Endpoint()
         try:

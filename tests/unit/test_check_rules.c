@@ -16,32 +16,64 @@ static void thresholds_hold_until_reached(void **state)
 {
     (void)state;
     struct rules_run run = {0};
+    const int H = RULES_HOLD, P = RULES_PASSING, W = RULES_WARNING, C = RULES_CRITICAL;
     /* critical check, SuccessBeforePassing 3: the third pass is reported */
-    assert_false(rules_threshold(&run, RULES_CRITICAL, RULES_PASSING, 3, 3));
-    assert_false(rules_threshold(&run, RULES_CRITICAL, RULES_PASSING, 3, 3));
-    assert_true(rules_threshold(&run, RULES_CRITICAL, RULES_PASSING, 3, 3));
+    assert_int_equal(rules_threshold(&run, C, P, 3, 3, 0), H);
+    assert_int_equal(rules_threshold(&run, C, P, 3, 3, 0), H);
+    assert_int_equal(rules_threshold(&run, C, P, 3, 3, 0), P);
     /* a failure in between starts the count again */
     run = (struct rules_run){0};
-    assert_false(rules_threshold(&run, RULES_CRITICAL, RULES_PASSING, 3, 3));
-    assert_true(rules_threshold(&run, RULES_CRITICAL, RULES_CRITICAL, 3, 3)); /* no news */
-    assert_false(rules_threshold(&run, RULES_CRITICAL, RULES_PASSING, 3, 3));
-    assert_false(rules_threshold(&run, RULES_CRITICAL, RULES_PASSING, 3, 3));
-    assert_true(rules_threshold(&run, RULES_CRITICAL, RULES_PASSING, 3, 3));
+    assert_int_equal(rules_threshold(&run, C, P, 3, 3, 0), H);
+    assert_int_equal(rules_threshold(&run, C, C, 3, 3, 0), C); /* no news: output moves */
+    assert_int_equal(rules_threshold(&run, C, P, 3, 3, 0), H);
+    assert_int_equal(rules_threshold(&run, C, P, 3, 3, 0), H);
+    assert_int_equal(rules_threshold(&run, C, P, 3, 3, 0), P);
+    /* a warning result counts as a success (Consul's StatusHandler) */
+    run = (struct rules_run){0};
+    assert_int_equal(rules_threshold(&run, C, W, 2, 3, 0), H);
+    assert_int_equal(rules_threshold(&run, C, P, 2, 3, 0), P);
     /* passing check, FailuresBeforeCritical 2: the second failure is reported */
     run = (struct rules_run){0};
-    assert_false(rules_threshold(&run, RULES_PASSING, RULES_CRITICAL, 3, 2));
-    assert_true(rules_threshold(&run, RULES_PASSING, RULES_WARNING, 3, 2));
+    assert_int_equal(rules_threshold(&run, P, C, 3, 2, 0), H);
+    assert_int_equal(rules_threshold(&run, P, C, 3, 2, 0), C);
+    /* a warning after a failure is reported at once, and starts the count again */
+    run = (struct rules_run){0};
+    assert_int_equal(rules_threshold(&run, P, C, 3, 2, 0), H);
+    assert_int_equal(rules_threshold(&run, P, W, 3, 2, 0), W);
+    assert_int_equal(rules_threshold(&run, W, C, 3, 2, 0), H);
     /* a passing check reports passing results at once (output updates) */
     run = (struct rules_run){0};
-    assert_true(rules_threshold(&run, RULES_PASSING, RULES_PASSING, 3, 2));
+    assert_int_equal(rules_threshold(&run, P, P, 3, 2, 0), P);
+}
+
+static void failures_before_warning(void **state)
+{
+    (void)state;
+    struct rules_run run = {0};
+    const int H = RULES_HOLD, P = RULES_PASSING, W = RULES_WARNING, C = RULES_CRITICAL;
+    /* FailuresBeforeWarning 1, FailuresBeforeCritical 3 */
+    assert_int_equal(rules_threshold(&run, P, C, 0, 3, 1), W);
+    assert_int_equal(rules_threshold(&run, W, C, 0, 3, 1), W);
+    assert_int_equal(rules_threshold(&run, W, C, 0, 3, 1), C);
+    assert_int_equal(rules_threshold(&run, C, P, 0, 3, 1), P);
+    /* FailuresBeforeWarning 2 */
+    run = (struct rules_run){0};
+    assert_int_equal(rules_threshold(&run, P, C, 0, 3, 2), H);
+    assert_int_equal(rules_threshold(&run, P, C, 0, 3, 2), W);
+    /* not below FailuresBeforeCritical: critical comes first */
+    run = (struct rules_run){0};
+    assert_int_equal(rules_threshold(&run, P, C, 0, 2, 5), H);
+    assert_int_equal(rules_threshold(&run, P, C, 0, 2, 5), C);
 }
 
 static void thresholds_of_zero_act_as_one(void **state)
 {
     (void)state;
     struct rules_run run = {0};
-    assert_true(rules_threshold(&run, RULES_CRITICAL, RULES_PASSING, 0, 0));
-    assert_true(rules_threshold(&run, RULES_PASSING, RULES_CRITICAL, 0, 0));
+    assert_int_equal(rules_threshold(&run, RULES_CRITICAL, RULES_PASSING, 0, 0, 0),
+                     RULES_PASSING);
+    assert_int_equal(rules_threshold(&run, RULES_PASSING, RULES_CRITICAL, 0, 0, 0),
+                     RULES_CRITICAL);
 }
 
 static void self_preservation_turns_on_and_off(void **state)
@@ -123,6 +155,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(thresholds_hold_until_reached),
         cmocka_unit_test(thresholds_of_zero_act_as_one),
+        cmocka_unit_test(failures_before_warning),
         cmocka_unit_test(self_preservation_turns_on_and_off),
         cmocka_unit_test(self_preservation_needs_min_and_share),
         cmocka_unit_test(rendezvous_picks_exactly_one_and_moves_little),
