@@ -97,6 +97,7 @@ struct cluster {
     unsigned applying;   /* raft_apply calls whose callback has not run */
     unsigned drain_ticks; /* waited for them at stop (DRAIN_TICK_MS each) */
     bool starting;       /* inside raft_start (its snapshot restore) */
+    struct cluster_held held; /* the snapshot held aside during raft_start */
     struct raft_buffer start_snap; /* the snapshot skipped at start, until
                                     * raft_start says its index */
     bool store_behind;   /* an apply or restore failed in the store: it lacks
@@ -485,13 +486,22 @@ static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[
 static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 {
     struct cluster *c = fsm->data;
+    uint64_t stub_index;
+    bool stub = cluster_files_is_stub(buf->base, buf->len, &stub_index);
+    if (stub && !(c->starting && c->opt.reuse_applied >= stub_index)) {
+        log_error("cluster", "msg=\"a snapshot stub reached restore\" index=%llu",
+                  (unsigned long long)stub_index);
+        return RAFT_CORRUPT; /* cannot happen: only a kept store's start reads one */
+    }
     if (c->starting && c->opt.reuse_applied > 0) {
         /* the snapshot raft loads at start is of what the kept store had
          * applied by its clean stop, or older: nothing to restore */
-        log_info("cluster", "msg=\"store kept from the last clean stop; snapshot not restored\" "
-                            "applied_index=%llu", (unsigned long long)c->opt.reuse_applied);
+        log_info("cluster",
+                 "msg=\"store kept from the last clean stop; snapshot not restored\" "
+                 "applied_index=%llu snapshot_bytes_read=%zu",
+                 (unsigned long long)c->opt.reuse_applied, buf->len);
         c->start_snap = *buf; /* kept until raft says which index it is */
-        adapt_snapshot_threshold(c, buf->len);
+        adapt_snapshot_threshold(c, stub ? c->held.bytes : buf->len);
         return 0;
     }
     c->opt.reuse_applied = 0; /* the store now holds this snapshot only */
@@ -1100,6 +1110,8 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
                 size_t errlen)
 {
     int rv;
+    if ((rv = cluster_files_heal(c->raft_dir, err, errlen)) != 0)
+        return REG_ERAFT;
     if ((rv = cluster_check_files(c->raft_dir, err, errlen)) != 0)
         return rv; /* a damaged snapshot would make libraft spin for ever */
     struct transport_options topt = {.cluster_key = c->opt.cluster_key,
@@ -1172,9 +1184,18 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
             return REG_ERAFT;
         }
     }
+    /* a kept store needs nothing from the snapshot libraft reads at start:
+     * it reads a stub instead (cluster_files.h) */
+    if (c->opt.reuse_applied > 0 &&
+        cluster_files_hold(c->raft_dir, c->opt.reuse_applied, &c->held, err, errlen) != 0)
+        log_warn("cluster", "msg=\"raft reads its whole snapshot at start\" error=\"%s\"", err);
     c->starting = true;
     rv = raft_start(&c->raft);
     c->starting = false;
+    if (cluster_files_release(&c->held, err, errlen) != 0) {
+        log_error("cluster", "msg=\"raft snapshot not put back\" error=\"%s\"", err);
+        return REG_ERAFT; /* never serve the stub to a follower */
+    }
     if (rv == 0 && c->start_snap.base != NULL &&
         raft_last_applied(&c->raft) > c->opt.reuse_applied) {
         /* a snapshot newer than the kept store (one installed as raft
@@ -1185,6 +1206,7 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
                  (unsigned long long)raft_last_applied(&c->raft));
         struct raft_buffer b = c->start_snap;
         c->start_snap.base = NULL;
+        c->opt.reuse_applied = 0; /* a stub is refused now */
         if (fsm_restore(&c->fsm, &b) != 0) {
             raft_free(b.base);
             rv = RAFT_CORRUPT;

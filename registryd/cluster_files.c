@@ -205,3 +205,117 @@ uint64_t cluster_files_fingerprint(const char *raft_dir)
     free(e);
     return ok && n > 0 ? (h ? h : 1) : 0;
 }
+
+/* ---- the newest snapshot held aside while raft starts ------------------- */
+
+/* "snapshot-T-I-TS.meta": its numbers. */
+static bool meta_name(const char *name, unsigned long long v[3])
+{
+    int end = 0;
+    return sscanf(name, "snapshot-%llu-%llu-%llu.meta%n", &v[0], &v[1], &v[2], &end) == 3 &&
+           name[end] == '\0';
+}
+
+int cluster_files_hold(const char *raft_dir, uint64_t applied, struct cluster_held *h, char *err,
+                       size_t errlen)
+{
+    memset(h, 0, sizeof(*h));
+    DIR *d = opendir(raft_dir);
+    if (d == NULL)
+        return 0;
+    /* the snapshot libraft loads: the newest by (term, index, timestamp)
+     * of those with a non-empty data file */
+    unsigned long long best[3] = {0, 0, 0};
+    char name[300] = "";
+    uint64_t bytes = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        unsigned long long v[3];
+        struct stat st;
+        char data[300];
+        if (!meta_name(e->d_name, v) || strlen(e->d_name) >= sizeof(data))
+            continue;
+        snprintf(data, sizeof(data), "%.*s", (int)(strlen(e->d_name) - 5), e->d_name);
+        if (fstatat(dirfd(d), data, &st, 0) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
+            continue;
+        bool newer = name[0] == '\0' || v[0] > best[0] || (v[0] == best[0] && v[1] > best[1]) ||
+                     (v[0] == best[0] && v[1] == best[1] && v[2] > best[2]);
+        if (newer) {
+            memcpy(best, v, sizeof(best));
+            snprintf(name, sizeof(name), "%s", data);
+            bytes = (uint64_t)st.st_size;
+        }
+    }
+    closedir(d);
+    if (name[0] == '\0' || best[1] > applied || bytes <= CLUSTER_STUB_LEN)
+        return 0;
+    snprintf(h->data, sizeof(h->data), "%s/%s", raft_dir, name);
+    snprintf(h->held, sizeof(h->held), "%s/" CLUSTER_HELD_PREFIX "%s", raft_dir, name);
+    h->index = best[1];
+    h->bytes = bytes;
+    unsigned char stub[CLUSTER_STUB_LEN];
+    memcpy(stub, CLUSTER_STUB_MAGIC, 8);
+    for (int i = 0; i < 8; i++)
+        stub[8 + i] = (unsigned char)(h->index >> (56 - 8 * i));
+    if (rename(h->data, h->held) != 0) {
+        snprintf(err, errlen, "cannot move %s aside: %s", h->data, strerror(errno));
+        h->data[0] = '\0';
+        return REG_EIO;
+    }
+    int fd = open(h->data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && write(fd, stub, sizeof(stub)) == (ssize_t)sizeof(stub);
+    int saved = errno;
+    if (fd >= 0)
+        close(fd);
+    if (!ok) {
+        rename(h->held, h->data); /* as it was */
+        snprintf(err, errlen, "cannot write %s: %s", h->data, strerror(saved));
+        h->data[0] = '\0';
+        return REG_EIO;
+    }
+    return 0;
+}
+
+int cluster_files_release(struct cluster_held *h, char *err, size_t errlen)
+{
+    if (h->data[0] == '\0')
+        return 0;
+    if (rename(h->held, h->data) != 0) {
+        snprintf(err, errlen, "cannot move %s back to %s: %s", h->held, h->data, strerror(errno));
+        return REG_EIO;
+    }
+    h->data[0] = '\0';
+    return 0;
+}
+
+int cluster_files_heal(const char *raft_dir, char *err, size_t errlen)
+{
+    DIR *d = opendir(raft_dir);
+    if (d == NULL)
+        return 0;
+    int rc = 0;
+    const size_t pl = strlen(CLUSTER_HELD_PREFIX);
+    for (struct dirent *e; rc == 0 && (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, CLUSTER_HELD_PREFIX, pl) != 0 ||
+            strncmp(e->d_name + pl, "snapshot-", 9) != 0)
+            continue;
+        if (renameat(dirfd(d), e->d_name, dirfd(d), e->d_name + pl) != 0) {
+            snprintf(err, errlen, "cannot move %s/%s back: %s", raft_dir, e->d_name,
+                     strerror(errno));
+            rc = REG_EIO;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+bool cluster_files_is_stub(const void *buf, size_t len, uint64_t *index)
+{
+    const unsigned char *p = buf;
+    if (len != CLUSTER_STUB_LEN || memcmp(p, CLUSTER_STUB_MAGIC, 8) != 0)
+        return false;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[8 + i];
+    *index = v;
+    return true;
+}

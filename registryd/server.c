@@ -332,6 +332,10 @@ static int open_data_dir(struct server *s)
      * is kept instead of rebuilt (store.h); else recovery (single server)
      * keeps the old file aside to compare the rebuilt one with. */
     snprintf(path, sizeof(path), "%s/raft", s->data_dir);
+    if (cluster_files_heal(path, err, sizeof(err)) != 0) { /* a crash while raft started */
+        log_error("server", "msg=\"refusing to start\" error=\"%s\"", err);
+        return REG_EIO;
+    }
     s->raft_fingerprint = conf->dev ? 0 : cluster_files_fingerprint(path);
     snprintf(path, sizeof(path), "%s/store/data.mdb.prev", s->data_dir);
     bool kept_aside = access(path, F_OK) == 0;

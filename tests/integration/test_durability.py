@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Durability: every acknowledged write survives kill -9 and restarts."""
 import http.client
+import hashlib
 import json
 import os
 import re
@@ -159,6 +160,66 @@ class DurabilityTest(unittest.TestCase):
             self.assertEqual(len(json.loads(text)), len(expected))
             d.stop()
         d = self.server(extra_args=args).start()
+        self.assertEqual(self.ids(d), expected)
+        d.stop()
+
+    def test_kept_store_start_does_not_read_the_snapshot(self):
+        """libraft reads its newest snapshot whole at start; a kept store
+        needs none of it, so raft reads a stub in its place, and the real
+        file is back, unchanged, once raft has started. A crash that left
+        the stub in place is mended at the next start."""
+        raft = os.path.join(self.tmp.path, "raft")
+
+        def snapshot_files():
+            out = {}
+            for name in sorted(os.listdir(raft)):
+                if name.startswith("snapshot-") or name.startswith("held-"):
+                    with open(os.path.join(raft, name), "rb") as f:
+                        out[name] = hashlib.sha256(f.read()).hexdigest()
+            return out
+
+        def assert_back_as_before(before):
+            """No file held aside, no stub left, and every snapshot file
+            that is still there (raft may have taken newer ones since and
+            dropped older) as it was."""
+            now = snapshot_files()
+            self.assertFalse([n for n in now if n.startswith("held-")], now)
+            for name in now:
+                with open(os.path.join(raft, name), "rb") as f:
+                    self.assertNotEqual(f.read(8), b"RGSTUB01", name)
+            kept = [n for n in before if n in now]
+            self.assertTrue(kept, (before, now))
+            self.assertEqual({n: now[n] for n in kept}, {n: before[n] for n in kept})
+
+        args = ["--raft-snapshot-threshold", "16"]
+        d = self.server(extra_args=args).start()
+        for i in range(60):
+            d.request("PUT", "/v1/agent/service/register",
+                      json.dumps({"Name": "held", "ID": "held-%d" % i, "Port": i + 1}))
+        expected = self.ids(d)
+        d.stop()
+        before = snapshot_files()
+        self.assertTrue([n for n in before if not n.endswith(".meta")], before)
+        d = self.server(extra_args=args).start()
+        self.assertIn("snapshot_bytes_read=16", d.log())  # the stub, not the snapshot
+        self.assertEqual(self.ids(d), expected)
+        assert_back_as_before(before)  # the real file is back as it was
+        d.stop()
+        # a crash while raft started: the stub in place, the real file aside
+        before = snapshot_files()
+        newest = max((n for n in before if n.endswith(".meta")),
+                     key=lambda n: [int(x) for x in n[9:-5].split("-")])[:-5]
+        os.rename(os.path.join(raft, newest), os.path.join(raft, "held-" + newest))
+        with open(os.path.join(raft, newest), "wb") as f:
+            f.write(b"RGSTUB01" + (1).to_bytes(8, "big"))
+        d = self.server(extra_args=args).start()
+        self.assertIn("store kept from the last clean stop", d.log())
+        self.assertEqual(self.ids(d), expected)
+        assert_back_as_before(before)
+        d.kill9()
+        # rebuilt after kill -9, from the real snapshot
+        d = self.server(extra_args=args).start()
+        self.assertNotIn("store kept", d.log())
         self.assertEqual(self.ids(d), expected)
         d.stop()
 
