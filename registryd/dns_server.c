@@ -71,6 +71,7 @@ struct dns_inst {
     uint16_t port, weight;
     json_t *tags;           /* array of strings (owned) */
     json_t *meta;           /* object of strings (owned), for TXT */
+    json_t *node;           /* its Node, a string (owned; NULL: this server's) */
 };
 
 struct dns_service {
@@ -188,6 +189,7 @@ static void service_free(struct dns_service *svc)
     for (size_t i = 0; i < svc->n; i++) {
         json_decref(svc->v[i].tags);
         json_decref(svc->v[i].meta);
+        json_decref(svc->v[i].node);
     }
     free(svc->v);
     free(svc);
@@ -300,6 +302,8 @@ static int decode_instance(json_t *inst, void *arg)
     in->weight = (uint16_t)(wv < 0 ? 0 : wv > 65535 ? 65535 : wv);
     in->tags = json_incref(json_object_get(inst, "Tags"));
     in->meta = json_incref(json_object_get(inst, "Meta"));
+    json_t *node = json_object_get(inst, "Node");
+    in->node = json_is_string(node) ? json_incref(node) : NULL;
     d->svc->n++;
     json_decref(checks);
     return 0;
@@ -533,9 +537,20 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
         a->rcode = DNS_SERVFAIL;
         return;
     }
+    /* as Consul's health query under the DNS token: an instance shows its
+     * node, so node:read on it too */
+    struct acl_authz z;
+    bool acl = acl_enabled() && acl_resolve(rd, NULL, &z) == 0;
     for (size_t i = 0; i < svc->n; i++)
-        if (has_tag(&svc->v[i], tag))
+        if (has_tag(&svc->v[i], tag) &&
+            (!acl || acl_allowed(&z, ACL_RES_NODE,
+                                 svc->v[i].node ? json_string_value(svc->v[i].node)
+                                 : s->opt.node  ? s->opt.node
+                                                : "",
+                                 ACL_READ)))
             idx[n++] = i;
+    if (acl)
+        acl_authz_fini(&z);
     if (n == 0) {
         /* unknown, all critical, or no instance with the tag: Consul's NXDOMAIN */
         if (idx != small)

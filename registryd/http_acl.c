@@ -321,13 +321,17 @@ bool http_acl_bypass_cache(struct http_req *r)
 
 /* ---- list filtering ---------------------------------------------------- */
 
-static bool check_visible(struct http_req *r, json_t *check)
+/* A check for the agent's endpoints: its service's read, or for a
+ * node-level check its node's (Consul's filterChecksWithAuthorizer); for
+ * the catalog's (of_catalog), its node's read and its service's too
+ * (HealthCheck.CanRead). */
+static bool check_visible(struct http_req *r, json_t *check, bool of_catalog)
 {
     const char *svc = json_string_value(json_object_get(check, "ServiceName"));
     const char *node = json_string_value(json_object_get(check, "Node"));
-    if (svc && *svc)
-        return may(r, ACL_RES_SERVICE, svc, ACL_READ);
-    return may(r, ACL_RES_NODE, node ? node : r->srv->opt.node, ACL_READ);
+    bool node_ok = (!of_catalog && svc && *svc) ||
+                   may(r, ACL_RES_NODE, node ? node : r->srv->opt.node, ACL_READ);
+    return node_ok && (!(svc && *svc) || may(r, ACL_RES_SERVICE, svc, ACL_READ));
 }
 
 /* Drop members of an object (keyed by ID) whose service the token may not
@@ -342,7 +346,7 @@ static int filter_object(struct http_req *r, json_t *obj, const char *field, boo
     {
         bool ok;
         if (checks)
-            ok = check_visible(r, v);
+            ok = check_visible(r, v, false);
         else
             ok = may(r, ACL_RES_SERVICE, field ? json_string_value(json_object_get(v, field)) : key,
                      ACL_READ);
@@ -365,8 +369,27 @@ static int filter_array(struct http_req *r, json_t *arr, const char *node_field,
                                    json_string_value(json_object_get(v, node_field)), ACL_READ)
                   : services ? may(r, ACL_RES_SERVICE,
                                    json_string_value(json_object_get(v, "Service")), ACL_READ)
-                             : check_visible(r, v);
+                             : check_visible(r, v, true);
         if (!ok) {
+            json_array_remove(arr, i);
+            dropped++;
+        }
+    }
+    return dropped;
+}
+
+/* Drop the entries of arr whose node the token may not read: the node is
+ * entry.Node.Node (health entries, nested) or entry.Node. Returns how many
+ * were dropped. */
+static int filter_by_node(struct http_req *r, json_t *arr, bool nested)
+{
+    int dropped = 0;
+    for (size_t i = json_array_size(arr); i-- > 0;) {
+        json_t *n = json_object_get(json_array_get(arr, i), "Node");
+        if (nested)
+            n = json_object_get(n, "Node");
+        const char *node = json_string_value(n);
+        if (!may(r, ACL_RES_NODE, node ? node : r->srv->opt.node, ACL_READ)) {
             json_array_remove(arr, i);
             dropped++;
         }
@@ -388,6 +411,10 @@ void http_acl_filter(struct http_req *r, json_t **out)
             dropped = (int)json_array_size(o);
             json_decref(o);
             *out = json_array();
+        } else {
+            /* each entry shows its node: node:read on it too, as Consul's
+             * CheckServiceNode / ServiceNode / HealthCheck CanRead */
+            dropped = filter_by_node(r, o, is(r, "/v1/health/service/"));
         }
     } else if (is(r, "/v1/catalog/nodes")) {
         dropped = filter_array(r, o, "Node", false);

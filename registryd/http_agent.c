@@ -611,6 +611,8 @@ int http_build_registration(struct http_req *r, json_t *body, const struct http_
                             node->addr);
     if (svc && json_object_size(node->meta) > 0)
         json_object_set(svc, "NodeMeta", node->meta);
+    if (svc && json_object_size(node->tagged) > 0)
+        json_object_set(svc, "NodeTaggedAddresses", node->tagged);
     if (svc && json_object_size(tagged) > 0)
         json_object_set(svc, "TaggedAddresses", tagged);
     if (svc == NULL) {
@@ -636,7 +638,7 @@ static int do_register(struct http_req *r, struct store_read *rd, struct command
     if (http_body_json(r, &body) != 0)
         return -1;
     json_t *meta = http_origin_node_meta(r);
-    struct http_node node = {http_origin_node(r), http_origin_node_addr(r), meta};
+    struct http_node node = {http_origin_node(r), http_origin_node_addr(r), meta, NULL};
     int rc = http_build_registration(r, body, &node, true, &svc, &checks);
     json_decref(meta);
     json_decref(body);

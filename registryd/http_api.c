@@ -142,9 +142,26 @@ json_t *json_get_ci(json_t *obj, const char *key)
 
 /* ---- renderers (Consul's JSON shapes) ----------------------------------- */
 
-static json_t *tagged_addresses(const char *addr)
+/* A node's tagged addresses: those it was registered with (strings only),
+ * else what Consul's agent publishes for its address: lan and wan, and
+ * lan_ipv4/wan_ipv4 or lan_ipv6/wan_ipv6 by its family. */
+static json_t *tagged_addresses(const char *addr, json_t *given)
 {
-    return json_pack("{s:s, s:s}", "lan", addr, "wan", addr);
+    json_t *o = json_object(), *v;
+    const char *k;
+    if (json_is_object(given) && json_object_size(given) > 0) {
+        json_object_foreach(given, k, v) if (json_is_string(v)) json_object_set(o, k, v);
+        return o;
+    }
+    unsigned char buf[16];
+    bool v4 = inet_pton(AF_INET, addr, buf) == 1, v6 = !v4 && inet_pton(AF_INET6, addr, buf) == 1;
+    json_object_set_new(o, "lan", json_string(addr));
+    if (v4 || v6)
+        json_object_set_new(o, v4 ? "lan_ipv4" : "lan_ipv6", json_string(addr));
+    json_object_set_new(o, "wan", json_string(addr));
+    if (v4 || v6)
+        json_object_set_new(o, v4 ? "wan_ipv4" : "wan_ipv6", json_string(addr));
+    return o;
 }
 
 void http_node_id(const char *node, char *out, size_t len)
@@ -174,7 +191,7 @@ json_t *render_node(struct http_server *srv, json_t *inst)
     http_node_id(node, id, sizeof(id));
     return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:I}", "ID", id, "Node",
                      node, "Address", addr, "Datacenter", srv->opt.datacenter, "TaggedAddresses",
-                     tagged_addresses(addr), "Meta",
+                     tagged_addresses(addr, json_object_get(inst, "NodeTaggedAddresses")), "Meta",
                      json_is_object(meta) ? json_deep_copy(meta) : json_object(), "CreateIndex",
                      (json_int_t)1, "ModifyIndex", (json_int_t)1);
 }

@@ -93,8 +93,7 @@ static int build_node(struct http_req *r, json_t *body, const char **node, json_
     json_t *meta = json_get_ci(body, "NodeMeta");
     if (meta != NULL && !json_is_null(meta) && http_check_meta(r, meta, "NodeMeta") != 0)
         return -1;
-    /* decoded by Consul into typed fields, so a wrong type is a 400 there;
-     * the node's tagged addresses are not kept here */
+    /* decoded by Consul into typed fields, so a wrong type is a 400 there */
     json_t *tagged = json_get_ci(body, "TaggedAddresses"), *v;
     const char *k;
     if (tagged != NULL && !json_is_null(tagged)) {
@@ -109,6 +108,8 @@ static int build_node(struct http_req *r, json_t *body, const char **node, json_
         return http_fail(r, 400, "Request decode failed: SkipNodeUpdate must be a boolean");
     *record = json_pack("{s:s, s:s, s:o}", "Node", *node, "NodeAddress", addr, "NodeMeta",
                         json_is_object(meta) ? json_deep_copy(meta) : json_object());
+    if (*record != NULL && json_is_object(tagged) && json_object_size(tagged) > 0)
+        json_object_set_new(*record, "NodeTaggedAddresses", json_deep_copy(tagged));
     return *record ? 0 : http_fail(r, 500, "out of memory");
 }
 
@@ -137,7 +138,8 @@ static int do_catalog_register(struct http_req *r, struct store_read *rd, struct
         json_object_del(svc_body, "Check");
         json_object_del(svc_body, "Checks");
         struct http_node n = {node, json_string_value(json_object_get(record, "NodeAddress")),
-                              json_object_get(record, "NodeMeta")};
+                              json_object_get(record, "NodeMeta"),
+                              json_object_get(record, "NodeTaggedAddresses")};
         if (http_build_registration(r, svc_body, &n, false, &svc, &svc_checks) != 0)
             goto out;
         sid = json_string_value(json_object_get(svc, "ID"));

@@ -271,6 +271,7 @@ bool http_filter_keep(struct http_req *r, const struct filter *f, json_t *obj);
 struct http_node {
     const char *node, *addr;
     json_t *meta;
+    json_t *tagged; /* the node's TaggedAddresses (NULL: made from addr) */
 };
 /* Validate an agent-style service definition (Name, ID, Tags, ..., Check,
  * Checks) into the stored instance and check records (new references).

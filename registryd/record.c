@@ -240,6 +240,21 @@ static int want_duration(struct vctx *v, json_t *obj, const char *field, bool re
     return 0;
 }
 
+/* field, when present: an object of strings (a node's meta or tagged
+ * addresses, and an instance's copies of them). */
+static int want_string_map(struct vctx *v, json_t *r, const char *field)
+{
+    json_t *m = json_object_get(r, field), *x;
+    const char *k;
+    if (m == NULL)
+        return 0;
+    if (!json_is_object(m))
+        return bad(v, "field %s is not an object", field);
+    json_object_foreach(m, k, x) if (!json_is_string(x)) return bad(
+        v, "field %s holds a non-string value", field);
+    return 0;
+}
+
 static int check_instance(struct vctx *v, json_t *r)
 {
     int rc;
@@ -248,7 +263,9 @@ static int check_instance(struct vctx *v, json_t *r)
         (rc = want_string(v, r, "Address", true, false, NULL)) ||
         (rc = want_int(v, r, "Port", true, 0, 65535)) ||
         (rc = want_string(v, r, "Node", false, true, NULL)) ||
-        (rc = want_string(v, r, "NodeAddress", false, false, NULL)) || (rc = want_indexes(v, r)))
+        (rc = want_string(v, r, "NodeAddress", false, false, NULL)) || (rc = want_indexes(v, r)) ||
+        (rc = want_string_map(v, r, "NodeMeta")) ||
+        (rc = want_string_map(v, r, "NodeTaggedAddresses")))
         return rc;
     json_t *tags = json_object_get(r, "Tags"), *x;
     size_t i;
@@ -369,15 +386,10 @@ static int check_node(struct vctx *v, json_t *r)
 {
     int rc;
     if ((rc = want_string(v, r, "Node", true, true, NULL)) ||
-        (rc = want_string(v, r, "NodeAddress", true, false, NULL)))
+        (rc = want_string(v, r, "NodeAddress", true, false, NULL)) ||
+        (rc = want_string_map(v, r, "NodeMeta")))
         return rc;
-    json_t *meta = json_object_get(r, "NodeMeta"), *x;
-    const char *k;
-    if (meta != NULL && !json_is_object(meta))
-        return bad(v, "field NodeMeta is not an object");
-    json_object_foreach(meta, k, x) if (!json_is_string(x)) return bad(
-        v, "field NodeMeta holds a non-string value");
-    return 0;
+    return want_string_map(v, r, "NodeTaggedAddresses");
 }
 
 static int check_acl_token(struct vctx *v, json_t *r)

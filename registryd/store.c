@@ -1518,45 +1518,80 @@ static void node_key(char *out, const char *prefix, const char *node)
     snprintf(out, NODE_KEY_MAX, "%s%s", prefix, node);
 }
 
-/* Every service with an instance on node changed (and, with deregister,
- * those instances go). */
-static int touch_node(struct apply_ctx *a, const char *node, bool deregister)
+/* The node's fields every instance there carries a copy of (what the
+ * health and catalog answers show of its node). */
+static const char *const node_fields[] = {"NodeAddress", "NodeMeta", "NodeTaggedAddresses"};
+
+/* Whether inst's copy of its node's fields differs from the node's record
+ * rec (an empty object counts as absent: instances leave those out). */
+static bool node_fields_differ(json_t *inst, json_t *rec)
+{
+    for (size_t i = 0; i < sizeof(node_fields) / sizeof(node_fields[0]); i++) {
+        json_t *x = json_object_get(inst, node_fields[i]), *y = json_object_get(rec, node_fields[i]);
+        bool xe = x == NULL || (json_is_object(x) && json_object_size(x) == 0);
+        bool ye = y == NULL || (json_is_object(y) && json_object_size(y) == 0);
+        if (xe != ye || (!xe && !json_equal(x, y)))
+            return true;
+    }
+    return false;
+}
+
+/* Every service with an instance on node changed. With deregister those
+ * instances go; with rec (the node's new record) each takes its node's
+ * fields from it, as Consul's answers join the node's current row (its
+ * ModifyIndex stays: the instance itself did not change). The instances
+ * are found through node_insts, not by a walk of every instance. */
+static int touch_node(struct apply_ctx *a, const char *node, bool deregister, json_t *rec)
 {
     MDB_cursor *cur;
-    MDB_val k, v;
-    json_t *doomed = json_array(), *names = json_object();
-    int rc = mdb_cursor_open(a->txn, a->s->dbi[DB_SERVICES], &cur);
-    if (rc != 0) {
-        json_decref(doomed);
-        json_decref(names);
-        return rc;
+    MDB_val k = val_str(node), v;
+    json_t *ids = json_array(), *names = json_object();
+    int rc = ids && names ? mdb_cursor_open(a->txn, a->s->dbi[DB_NODE_INSTS], &cur) : REG_ENOMEM;
+    if (rc == 0) {
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP))
+            json_array_append_new(ids, json_stringn(v.mv_data, v.mv_size));
+        mdb_cursor_close(cur);
+        rc = rc == MDB_NOTFOUND ? 0 : rc;
     }
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        json_t *inst = load_record(a->s, a->s->dbi[DB_SERVICES], &k, &v);
-        if (inst && strcmp(jstr(inst, "Node"), node) == 0) {
-            json_object_set_new(names, jstr(inst, "Service"), json_true());
-            if (deregister)
-                json_array_append(doomed, inst);
+    size_t i;
+    json_t *x;
+    json_array_foreach(ids, i, x)
+    {
+        const char *id = json_string_value(x);
+        json_t *inst = NULL;
+        if (rc != 0)
+            break;
+        if (id == NULL || get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, &inst) != 0)
+            continue;
+        if (strcmp(jstr(inst, "Node"), node) == 0) {
+            const char *name = jstr(inst, "Service");
+            json_object_set_new(names, name, json_true());
+            if (deregister) {
+                if ((rc = drop_checks(a, id, NULL)) == 0 &&
+                    (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
+                    (rc = inst_move(a->s, a->txn, inst, NULL)) == 0)
+                    rc = name_file(a->s, a->txn, name, id, false);
+            } else if (rec != NULL && node_fields_differ(inst, rec)) {
+                json_t *upd = json_deep_copy(inst);
+                for (size_t f = 0; upd && f < sizeof(node_fields) / sizeof(node_fields[0]); f++) {
+                    json_t *y = json_object_get(rec, node_fields[f]);
+                    if (y != NULL && !(json_is_object(y) && json_object_size(y) == 0))
+                        json_object_set(upd, node_fields[f], y);
+                    else
+                        json_object_del(upd, node_fields[f]);
+                }
+                rc = upd ? put_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, upd) : REG_ENOMEM;
+                if (rc == 0)
+                    rc = inst_move(a->s, a->txn, inst, upd);
+                json_decref(upd);
+            }
         }
         json_decref(inst);
     }
-    mdb_cursor_close(cur);
-    rc = rc == MDB_NOTFOUND ? 0 : rc;
-    size_t i;
-    json_t *inst;
-    json_array_foreach(doomed, i, inst)
-    {
-        const char *id = jstr(inst, "ID"), *name = jstr(inst, "Service");
-        if (rc == 0 && (rc = drop_checks(a, id, NULL)) == 0 &&
-            (rc = del_key(a->txn, a->s->dbi[DB_SERVICES], id, NULL)) == 0 &&
-            (rc = inst_move(a->s, a->txn, inst, NULL)) == 0)
-            rc = name_file(a->s, a->txn, name, id, false);
-    }
     const char *name;
-    json_t *x;
     json_object_foreach(names, name, x) if (rc == 0) rc = touch_name(a, name);
-    json_decref(doomed);
+    json_decref(ids);
     json_decref(names);
     change_add(a->chg, ""); /* the global index moves even with no instance there */
     a->chg->many = true;
@@ -1616,7 +1651,8 @@ static int apply_node(struct apply_ctx *a, json_t *args)
             (rc = del_key(a->txn, a->s->dbi[DB_META], rkey, NULL)) != 0)
             return rc;
     }
-    return touch_node(a, node, json_is_true(json_object_get(args, "Deregister")));
+    bool gone = json_is_true(json_object_get(args, "Deregister"));
+    return touch_node(a, node, gone, gone || !json_is_object(rec) ? NULL : rec);
 }
 
 static int apply_register(struct apply_ctx *a, json_t *args)
@@ -1716,7 +1752,7 @@ static int apply_check_update(struct apply_ctx *a, json_t *args)
     if (rc == 0 && get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], jstr(check, "ServiceID"), &svc) == 0)
         rc = touch_name(a, jstr(svc, "Service"));
     else if (rc == 0 && *jstr(check, "Node") && !*jstr(check, "ServiceID"))
-        rc = touch_node(a, jstr(check, "Node"), false); /* a node-level check */
+        rc = touch_node(a, jstr(check, "Node"), false, NULL); /* a node-level check */
     else if (rc == 0)
         change_add(a->chg, ""); /* no service of its own: only the global index moves */
     json_decref(svc);

@@ -37,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&r, 0, sizeof(r));
     r.srv = &srv;
     json_t *meta = json_pack("{s:s}", "rack", "r1");
-    struct http_node node = {"node-1", "127.0.0.1", meta};
+    struct http_node node = {"node-1", "127.0.0.1", meta, NULL};
     json_t *svc = NULL, *checks = NULL;
     int rc = http_build_registration(&r, body, &node, mode & 1, &svc, &checks);
     if (rc != 0) {

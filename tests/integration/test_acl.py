@@ -76,10 +76,12 @@ class AclBase(unittest.TestCase):
                              'node_prefix "" { policy = "read" }\nagent_prefix "" { policy = "read" }'),
                 ("operator", '{"operator": "write"}'),
                 ("acl-read", 'acl = "read"'),
-                ("deny-db", 'service_prefix "" { policy = "write" }\nservice "db" { policy = "deny" }')]:
+                ("deny-db", 'service_prefix "" { policy = "write" }\nservice "db" { policy = "deny" }'),
+                ("node-read", 'node_prefix "" { policy = "read" }')]:
             cls.ok("PUT", "/v1/acl/policy", {"Name": name, "Rules": rules})
         cls.tok = {}
-        for name, pols in [("web", ["web-write"]), ("reader", ["read-all"]),
+        for name, pols in [("web", ["web-write"]), ("webnode", ["web-write", "node-read"]),
+                           ("reader", ["read-all"]),
                            ("operator", ["operator"]), ("aclread", ["acl-read"]),
                            ("nodb", ["deny-db"]), ("none", [])]:
             t = cls.ok("PUT", "/v1/acl/token", {"Description": name,
@@ -178,7 +180,15 @@ class DefaultDenyTest(AclBase):
             ("not-a-token", "GET", "/v1/catalog/services", None, 403, ["ACL not found"]),
             # web: service:write on "web" only
             ("web", "GET", "/v1/catalog/services", None, 200, ["web", "!db", "filtered"]),
-            ("web", "GET", "/v1/health/service/web", None, 200, ["web-1", "ttl-web"]),
+            # each entry shows its node: node:read on it too (Consul's
+            # CheckServiceNode.CanRead), else filtered
+            ("web", "GET", "/v1/health/service/web", None, 200, ["!web-1", "filtered"]),
+            ("web", "GET", "/v1/catalog/service/web", None, 200, ["!web-1", "filtered"]),
+            ("web", "GET", "/v1/health/checks/web", None, 200, ["!ttl-web", "filtered"]),
+            ("webnode", "GET", "/v1/health/service/web", None, 200, ["web-1", "ttl-web"]),
+            ("webnode", "GET", "/v1/catalog/service/web", None, 200, ["web-1"]),
+            ("webnode", "GET", "/v1/health/checks/web", None, 200, ["ttl-web"]),
+            ("webnode", "GET", "/v1/health/service/db", None, 200, ["!db-1", "filtered"]),
             ("web", "GET", "/v1/health/service/db", None, 200, ["!db-1", "filtered"]),
             ("web", "GET", "/v1/agent/checks", None, 200, ["ttl-web", "!ttl-db"]),
             ("web", "PUT", "/v1/agent/service/register", W, 200, []),
@@ -311,9 +321,20 @@ class DefaultDenyTest(AclBase):
     def test_anonymous_token_can_be_granted(self):
         pol = self.ok("PUT", "/v1/acl/policy", {"Name": "anon-web",
                                                 "Rules": 'service "web" { policy = "read" }'})
+        nodes = self.ok("PUT", "/v1/acl/policy", {"Name": "anon-nodes",
+                                                  "Rules": 'node_prefix "" { policy = "read" }'})
         anon = "00000000-0000-0000-0000-000000000002"
         try:
+            # the service alone: its entries show their node, so Consul (and
+            # this) filters them, over HTTP and DNS alike
             self.ok("PUT", "/v1/acl/token/" + anon, {"Policies": [{"ID": pol["ID"]}]})
+            status, text, h = self.req("GET", "/v1/health/service/web")
+            self.assertNotIn("web-1", text)
+            self.assertEqual(h.get("X-Consul-Results-Filtered-By-ACLs"), "true")
+            self.assertEqual(dig(self.d.dns_port, "web.service.registry"), "NXDOMAIN")
+            # with node:read, as Consul's DNS policy needs
+            self.ok("PUT", "/v1/acl/token/" + anon,
+                    {"Policies": [{"ID": pol["ID"]}, {"ID": nodes["ID"]}]})
             status, text, _ = self.req("GET", "/v1/health/service/web")
             self.assertIn("web-1", text)
             self.assertEqual(dig(self.d.dns_port, "web.service.registry"), "NOERROR")
@@ -321,6 +342,7 @@ class DefaultDenyTest(AclBase):
         finally:
             self.ok("PUT", "/v1/acl/token/" + anon, {"Policies": []})
             self.ok("DELETE", "/v1/acl/policy/" + pol["ID"])
+            self.ok("DELETE", "/v1/acl/policy/" + nodes["ID"])
 
     def test_dns_under_default_deny(self):
         self.assertEqual(dig(self.d.dns_port, "web.service.registry"), "NXDOMAIN")
@@ -329,7 +351,7 @@ class DefaultDenyTest(AclBase):
         self.assertEqual(dig(self.d.dns_port, "db.service.registry", "SRV"), "NXDOMAIN")
 
     def test_python_consul_with_token(self):
-        c = consul.Consul(host="127.0.0.1", port=self.d.port, token=self.tok["web"])
+        c = consul.Consul(host="127.0.0.1", port=self.d.port, token=self.tok["webnode"])
         self.assertTrue(c.agent.service.register("web", service_id="web-py", port=81))
         index, nodes = c.health.service("web")
         self.assertIn("web-py", [n["Service"]["ID"] for n in nodes])
@@ -343,7 +365,7 @@ class DefaultDenyTest(AclBase):
         self.assertFalse(c.agent.service.deregister("web-py"))
         self.assertIn("web-py", [n["Service"]["ID"] for n in c.health.service("web")[1]])
         self.assertEqual(self.req("PUT", "/v1/agent/service/deregister/web-py", None,
-                                  self.tok["web"])[0], 200)
+                                  self.tok["webnode"])[0], 200)
 
     def test_forged_internal_requests_refused(self):
         forged = [

@@ -3,6 +3,7 @@
 ?filter=, ?node-meta= as Prometheus's consul_sd sends it, check ids, snake_case
 bodies, ...) answered as Consul answers them, against a real registryd."""
 import json
+import subprocess
 import time
 import unittest
 import urllib.parse
@@ -369,6 +370,43 @@ class CompatTest(unittest.TestCase):
         self.assertIn("ext-node", [n["Node"] for n in self.get("/v1/catalog/nodes")])
         self.assertTrue(c.catalog.deregister("ext-node"))
         self.assertNotIn("ext-node", [n["Node"] for n in self.get("/v1/catalog/nodes")])
+
+    def test_node_update_reaches_its_services(self):
+        # found by Prometheus's consul SD: a node registered again with a new
+        # address and meta kept the old ones in /v1/health/service and
+        # /v1/catalog/service (and in ?node-meta= matching), while
+        # /v1/catalog/node showed the new; Consul joins the node's current row
+        self.put("/v1/catalog/register", {
+            "Node": "ext-node", "Address": "192.0.2.10", "NodeMeta": {"rack": "r1"},
+            "TaggedAddresses": {"lan": "192.0.2.10", "wan": "203.0.113.10"},
+            "Service": {"ID": "pg-1", "Service": "pg", "Port": 5432}})
+        entry = self.get("/v1/health/service/pg")[0]
+        self.assertEqual(entry["Node"]["TaggedAddresses"],
+                         {"lan": "192.0.2.10", "wan": "203.0.113.10"})
+        index = int(self.d.request_full("GET", "/v1/health/service/pg")[2]["X-Consul-Index"])
+        self.put("/v1/catalog/register", {
+            "Node": "ext-node", "Address": "192.0.2.20", "NodeMeta": {"rack": "r9"}})
+        entry = self.get("/v1/health/service/pg")[0]
+        self.assertEqual((entry["Node"]["Address"], entry["Node"]["Meta"]),
+                         ("192.0.2.20", {"rack": "r9"}))
+        # tagged addresses not given again: made from the address, as an agent's
+        self.assertEqual(entry["Node"]["TaggedAddresses"]["lan"], "192.0.2.20")
+        row = self.get("/v1/catalog/service/pg")[0]
+        self.assertEqual((row["Address"], row["NodeMeta"]), ("192.0.2.20", {"rack": "r9"}))
+        self.assertEqual(len(self.get("/v1/health/service/pg?node-meta=rack:r9")), 1)
+        self.assertEqual(self.get("/v1/health/service/pg?node-meta=rack:r1"), [])
+        self.assertEqual(self.get("/v1/catalog/services?node-meta=rack:r9"), {"pg": []})
+        # a watch of the service wakes for it
+        code, _, h = self.d.request_full("GET", "/v1/health/service/pg?index=%d&wait=1s" % index)
+        self.assertGreater(int(h["X-Consul-Index"]), index)
+        # DNS answers the new node address (the instance has none of its own)
+        out = subprocess.run(["dig", "-p", str(self.d.dns_port), "@127.0.0.1", "+short",
+                              "pg.service.registry.", "A"], capture_output=True, text=True,
+                             timeout=20).stdout.split()
+        self.assertEqual(out, ["192.0.2.20"])
+        # the agent's own node: lan/wan with their IPv4 forms, as Consul's agent
+        own = self.get("/v1/catalog/node/node-a")["Node"]["TaggedAddresses"]
+        self.assertEqual(set(own), {"lan", "lan_ipv4", "wan", "wan_ipv4"})
 
     def test_agent_check_register_and_deregister(self):
         import consul
