@@ -216,6 +216,14 @@ json_t *render_agent_service(struct http_server *srv, json_t *inst)
 json_t *render_check(json_t *check, json_t *inst)
 {
     json_t *o = json_deep_copy(check);
+    /* Consul's HealthCheck repeats the definition's Interval and Timeout
+     * ("" when unset; a TTL check has neither) and has ExposedPort */
+    json_t *def = json_object_get(check, "Definition");
+    json_t *iv = json_object_get(def, "Interval"), *to = json_object_get(def, "Timeout");
+    bool probed = json_is_string(iv);
+    json_object_set_new(o, "Interval", probed ? json_copy(iv) : json_string(""));
+    json_object_set_new(o, "Timeout", probed && json_is_string(to) ? json_copy(to) : json_string(""));
+    json_object_set_new(o, "ExposedPort", json_integer(0));
     json_object_set(o, "ServiceTags", inst ? json_object_get(inst, "Tags") : NULL);
     if (json_object_get(o, "ServiceTags") == NULL || json_is_null(json_object_get(o, "ServiceTags")))
         json_object_set_new(o, "ServiceTags", json_array());

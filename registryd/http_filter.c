@@ -40,7 +40,8 @@ static const struct filter_field agent_service[] = {
 static const struct filter_field health_check[] = {
     {"Node", 's'},        {"CheckID", 's'},   {"Name", 's'},        {"Status", 's'},
     {"Notes", 's'},       {"Output", 's'},    {"ServiceID", 's'},   {"ServiceName", 's'},
-    {"ServiceTags", 'L'}, {"Type", 's'},
+    {"ServiceTags", 'L'}, {"Type", 's'},      {"Interval", 's'},    {"Timeout", 's'},
+    {"ExposedPort", 'i'},
 };
 
 static const struct filter_field service_node[] = {

@@ -371,6 +371,22 @@ class CompatTest(unittest.TestCase):
         self.assertTrue(c.catalog.deregister("ext-node"))
         self.assertNotIn("ext-node", [n["Node"] for n in self.get("/v1/catalog/nodes")])
 
+    def test_check_shows_interval_and_timeout(self):
+        # Consul's HealthCheck repeats Interval and Timeout from the
+        # definition ("" when unset) and has ExposedPort
+        self.addCleanup(self.put, "/v1/agent/service/deregister/iv-1")
+        self.put("/v1/agent/service/register", {
+            "Name": "iv", "ID": "iv-1", "Check": {
+                "HTTP": "http://127.0.0.1:1/", "Interval": "15s", "Timeout": "2s"}})
+        for c in (self.get("/v1/agent/checks")["service:iv-1"],
+                  self.get("/v1/health/checks/iv")[0],
+                  self.get("/v1/health/service/iv")[0]["Checks"][-1]):
+            self.assertEqual((c["Interval"], c["Timeout"], c["ExposedPort"]), ("15s", "2s", 0))
+        ttl = self.get("/v1/agent/checks")["service:web-1"]
+        self.assertEqual((ttl["Interval"], ttl["Timeout"]), ("", ""))
+        got = self.get("/v1/health/checks/iv?filter=" + urllib.parse.quote('Interval == "15s"'))
+        self.assertEqual([c["CheckID"] for c in got], ["service:iv-1"])
+
     def test_node_update_reaches_its_services(self):
         # found by Prometheus's consul SD: a node registered again with a new
         # address and meta kept the old ones in /v1/health/service and
