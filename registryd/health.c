@@ -59,6 +59,7 @@
 #define OUTPUT_MAX PROBE_OUTPUT_MAX
 #define PENDING_MS 10000  /* resubmit a transition not seen in the store by then */
 #define MAINT_PREFIX "_service_maintenance:"
+#define NODE_OWNER "_node:" /* what a node's own checks are filed under (store.c) */
 
 enum hc_type { HC_HTTP, HC_TCP, HC_TTL, HC_UDP, HC_GRPC, HC_H2PING, HC_SCRIPT, HC_ALIAS };
 /* The stored statuses, numbered as probe.h's results. */
@@ -532,6 +533,23 @@ static bool hdef_same(const struct hcheck *c, json_t *rec)
     return c->def == NULL || json_equal(c->def, json_object_get(rec, "Definition"));
 }
 
+/* What a check record is filed under: its ServiceID, or for a node-level
+ * check "_node:NODE" (store.c's check owner). */
+static void rec_owner(json_t *rec, char *out, size_t len)
+{
+    const char *sid = json_string_value(json_object_get(rec, "ServiceID"));
+    const char *node = json_string_value(json_object_get(rec, "Node"));
+    if (sid && *sid)
+        snprintf(out, len, "%s", sid);
+    else
+        snprintf(out, len, NODE_OWNER "%s", node ? node : "");
+}
+
+static bool is_node_owner(const char *key)
+{
+    return strncmp(key, NODE_OWNER, strlen(NODE_OWNER)) == 0;
+}
+
 static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
 {
     struct hcheck *c = calloc(1, sizeof(*c));
@@ -539,7 +557,9 @@ static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
         return NULL;
     c->h = h;
     c->id = strdup(json_string_value(json_object_get(rec, "CheckID")));
-    c->service_id = strdup(json_string_value(json_object_get(rec, "ServiceID")));
+    char owner[STORE_NAME_MAX + 16];
+    rec_owner(rec, owner, sizeof(owner));
+    c->service_id = strdup(owner);
     c->service_name = strdup(name);
     hdef_read(rec, &c->d);
     if (c->d.type != HC_TTL)
@@ -578,7 +598,9 @@ static int resync_instance(struct resync *rs, const char *sid, const char *name)
     if (__atomic_load_n(&h->stopping, __ATOMIC_ACQUIRE))
         return 1; /* a scan of a large store must not hold up shutdown */
     json_t *checks = NULL;
-    if (sid == NULL || name == NULL || store_instance_checks(rs->rd, sid, &checks) != 0)
+    if (sid == NULL || name == NULL ||
+        (is_node_owner(sid) ? store_owner_checks(rs->rd, sid, &checks)
+                            : store_instance_checks(rs->rd, sid, &checks)) != 0)
         return 0;
     bool maint = false;
     size_t i;
@@ -593,12 +615,13 @@ static int resync_instance(struct resync *rs, const char *sid, const char *name)
     {
         const char *cid = json_string_value(json_object_get(rec, "CheckID"));
         const char *type = json_string_value(json_object_get(rec, "Type"));
-        const char *owner = json_string_value(json_object_get(rec, "ServiceID"));
-        /* only the instance's own checks: a check is filed under the
-         * instance its record names (check_remove finds it there), so a
+        char owner[STORE_NAME_MAX + 16];
+        rec_owner(rec, owner, sizeof(owner));
+        /* only the owner's own checks: a check is filed under the instance
+         * its record names, or its node (check_remove finds it there), so a
          * node-level check every instance reports, or a stale index link to
          * a check that moved, is not this instance's to run */
-        if (owner == NULL || strcmp(owner, sid) != 0)
+        if (strcmp(owner, sid) != 0)
             continue;
         if (cid == NULL || type == NULL ||
             (strcmp(type, "http") != 0 && strcmp(type, "tcp") != 0 && strcmp(type, "ttl") != 0 &&
@@ -667,7 +690,9 @@ static void resync_sid(struct health *h, struct store_read *rd, const char *sid)
     if (strmap_get(h->by_sid, sid) == NULL && !store_instance_may_have_checks(rd, sid))
         return;
     h->generation++;
-    if (store_get_instance(rd, sid, &inst) == 0) {
+    if (is_node_owner(sid)) {
+        resync_instance(&rs, sid, ""); /* a node's own checks */
+    } else if (store_get_instance(rd, sid, &inst) == 0) {
         resync_instance(&rs, json_string_value(json_object_get(inst, "ID")),
                         json_string_value(json_object_get(inst, "Service")));
         json_decref(inst);
@@ -713,7 +738,12 @@ static void resync_step(evutil_socket_t fd, short what, void *arg)
     uint64_t t0 = mono_us();
     size_t n = json_array_size(h->resync_names);
     while (h->resync_next < n && mono_us() - t0 < RESYNC_SLICE_US) {
-        rs.name = json_string_value(json_array_get(h->resync_names, h->resync_next++));
+        json_t *e = json_array_get(h->resync_names, h->resync_next++);
+        if (json_is_object(e)) { /* a node's own checks */
+            resync_instance(&rs, json_string_value(json_object_get(e, "owner")), "");
+            continue;
+        }
+        rs.name = json_string_value(e);
         if (store_each_instance_id(rd, rs.name, resync_instance_id, &rs) != 0 &&
             __atomic_load_n(&h->stopping, __ATOMIC_ACQUIRE))
             break;
@@ -738,6 +768,14 @@ static int resync_each_name(const char *name, void *arg)
     return 0;
 }
 
+static int resync_each_node(const char *node, void *arg)
+{
+    char owner[STORE_NAME_MAX + 16];
+    snprintf(owner, sizeof(owner), NODE_OWNER "%s", node);
+    json_array_append_new(arg, json_pack("{s:s}", "owner", owner));
+    return 0;
+}
+
 static void resync_all(struct health *h)
 {
     struct store_read *rd;
@@ -747,6 +785,7 @@ static void resync_all(struct health *h)
         return;
     }
     store_each_name(rd, resync_each_name, names);
+    store_each_check_node(rd, resync_each_node, names);
     store_read_end(rd);
     json_decref(h->resync_names);
     h->resync_names = names;
@@ -820,8 +859,8 @@ static void dereg_one(const char *key, void *value, void *arg)
     struct hcheck *c = value;
     (void)key;
     if (c->status != ST_CRITICAL || c->critical_since == 0 || c->dereg_sent || c->maint ||
-        s->now - c->critical_since < c->d.dereg_ms)
-        return;
+        s->now - c->critical_since < c->d.dereg_ms || is_node_owner(c->service_id))
+        return; /* a node's own check has no instance to deregister */
     c->dereg_sent = true;
     json_array_append_new(s->ids, json_string(c->service_id));
 }

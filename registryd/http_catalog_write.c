@@ -253,8 +253,9 @@ out:
 /* ---- PUT /v1/agent/check/register, /deregister/:id ---------------------- */
 
 /* A check attached to a service (ServiceID) is registered with it, and run
- * by the checker like the service's own; the checker has no node-level
- * probes, so a check without ServiceID is refused. */
+ * by the checker like the service's own; one without is the node's own (the
+ * node that received it), run the same way, and counts for every instance
+ * on that node, as Consul's. */
 static int do_check_register(struct http_req *r, struct store_read *rd, struct command *cmd)
 {
     json_t *body = NULL, *inst = NULL, *check = NULL;
@@ -270,8 +271,12 @@ static int do_check_register(struct http_req *r, struct store_read *rd, struct c
         goto out;
     }
     if (!*sid) {
-        http_fail(r, 400, "Invalid check: registryd runs checks of services only; give the "
-                          "ServiceID of the instance this check is about");
+        if (http_build_agent_check(r, body, "", "", name, &check) != 0)
+            goto out;
+        cmd->op = CMD_NODE; /* re-registered, it keeps what it observed */
+        cmd->args = json_pack("{s:s, s:[O], s:b}", "Node", http_origin_node(r), "Put", check,
+                              "SetStatus", 0);
+        rc = cmd->args ? 0 : http_fail(r, 500, "out of memory");
         goto out;
     }
     if (store_get_instance(rd, sid, &inst) != 0) {

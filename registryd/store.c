@@ -1626,11 +1626,11 @@ static int apply_node(struct apply_ctx *a, json_t *args)
             (rc = state_del(a->s, a->txn, jstr(check, "Status"), cid)) == 0)
             rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], owner, cid);
         json_t *inst = NULL;
-        if (rc == 0 && *sid && get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], sid, &inst) == 0) {
+        if (rc == 0 && *sid && get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], sid, &inst) == 0)
             rc = touch_name(a, jstr(inst, "Service"));
-            /* the checker re-reads this instance's checks */
-            snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", sid);
-        }
+        /* the checker re-reads the owner's checks (an instance's, or the
+         * node's own) */
+        snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", owner);
         json_decref(inst);
         json_decref(check);
         if (rc != 0)
@@ -1645,8 +1645,10 @@ static int apply_node(struct apply_ctx *a, json_t *args)
         if ((rc = put_check_as(a, x, ckey, !json_is_true(json_object_get(args, "SetStatus")))) !=
             0)
             return rc;
+        snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", ckey);
     }
     if (json_is_true(json_object_get(args, "Deregister"))) {
+        snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", ckey);
         if ((rc = drop_checks(a, ckey, NULL)) != 0 ||
             (rc = del_key(a->txn, a->s->dbi[DB_META], rkey, NULL)) != 0)
             return rc;
@@ -1748,7 +1750,9 @@ static int apply_check_update(struct apply_ctx *a, json_t *args)
     rc = put_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], cid, check);
     if (rc == 0)
         rc = state_move(a->s, a->txn, old_status, check, cid);
-    snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", jstr(check, "ServiceID"));
+    char owner[NODE_KEY_MAX];
+    check_owner(check, owner);
+    snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", owner);
     if (rc == 0 && get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], jstr(check, "ServiceID"), &svc) == 0)
         rc = touch_name(a, jstr(svc, "Service"));
     else if (rc == 0 && *jstr(check, "Node") && !*jstr(check, "ServiceID"))
@@ -2550,12 +2554,48 @@ int store_each_node_check(struct store_read *r, const char *node, store_json_cb 
     return each_indexed(r, DB_SVC_CHECKS, key, DB_CHECKS, cb, arg);
 }
 
+static int owner_checks(struct store_read *r, const char *owner, json_t *arr);
+
+int store_owner_checks(struct store_read *r, const char *owner, json_t **out)
+{
+    json_t *arr = json_array();
+    int rc = arr ? owner_checks(r, owner, arr) : REG_ENOMEM;
+    if (rc != 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+int store_each_check_node(struct store_read *r, store_name_cb cb, void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k = val_str("_node:"), v;
+    char node[NODE_KEY_MAX];
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_SVC_CHECKS], &cur);
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
+        if (k.mv_size < 6 || memcmp(k.mv_data, "_node:", 6) != 0)
+            break;
+        if (k.mv_size == 6 || k.mv_size - 6 >= sizeof(node) ||
+            memchr(k.mv_data, '\0', k.mv_size) != NULL)
+            continue;
+        memcpy(node, (const char *)k.mv_data + 6, k.mv_size - 6);
+        node[k.mv_size - 6] = '\0';
+        if ((rc = cb(node, arg)) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 int store_each_instance_on(struct store_read *r, const char *node, store_json_cb cb, void *arg)
 {
     return each_indexed(r, DB_NODE_INSTS, node, DB_SERVICES, cb, arg);
 }
-
-static int owner_checks(struct store_read *r, const char *owner, json_t *arr);
 
 /* The Node of instance service_id into key as "_node:<Node>" (key[0] '\0':
  * none, or no such instance), read by the scanner without decoding the

@@ -53,7 +53,9 @@ struct store_change {
     uint64_t index;
     int n;
     char names[2][STORE_NAME_MAX + 1];
-    char service_id[STORE_NAME_MAX + 1]; /* the instance the command touched */
+    /* the instance the command touched, or "_node:NODE" for a node-level
+     * check's (the owner its checks are filed under) */
+    char service_id[STORE_NAME_MAX + 16];
     bool many; /* a node-level change: more services changed than names holds */
     bool services; /* the service names or their tags changed (store_services_index) */
 };
@@ -167,6 +169,9 @@ int store_instance_checks(struct store_read *r, const char *service_id, json_t *
  * instance: it has no checks of its own and no node has any (asked without
  * decoding a record; true when unsure). */
 bool store_instance_may_have_checks(struct store_read *r, const char *service_id);
+/* The checks filed under owner ("_node:NODE": that node's node-level
+ * checks), as a new JSON array sorted by CheckID. */
+int store_owner_checks(struct store_read *r, const char *owner, json_t **out);
 /* The record of the server whose raft address is raft_addr ({ID, Raft,
  * HTTP}, a new reference); REG_ENOTFOUND if it never announced itself. */
 int store_get_server(struct store_read *r, const char *raft_addr, json_t **out);
@@ -204,6 +209,8 @@ int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_ta
 /* Every service name that currently has at least one instance. */
 typedef int (*store_name_cb)(const char *name, void *arg);
 int store_each_name(struct store_read *r, store_name_cb cb, void *arg);
+/* Every node that has node-level checks, by name. */
+int store_each_check_node(struct store_read *r, store_name_cb cb, void *arg);
 
 /* Every service name (store_each_name's order) with the distinct tags of
  * its instances, in the order of their first appearance walking the name's

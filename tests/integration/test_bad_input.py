@@ -148,7 +148,10 @@ CASES = [
      "ServiceID"),
     ("PUT", "/v1/catalog/deregister", "{}", 400, "node"),
     ("PUT", "/v1/agent/check/register", '{"TTL": "10s", "ServiceID": "keep-1"}', 400, "name"),
-    ("PUT", "/v1/agent/check/register", '{"Name": "n", "TTL": "10s"}', 400, "ServiceID"),
+    # without ServiceID a node's own check: still one kind of check needed
+    ("PUT", "/v1/agent/check/register", '{"Name": "n"}', 400, "exactly one of TTL"),
+    ("PUT", "/v1/agent/check/register", '{"Name": "n", "TTL": "10s", "ServiceID": "no-such"}',
+     400, "does not exist"),
     ("PUT", "/v1/agent/check/deregister/no-such-check", None, 404, "no-such-check"),
     ("PUT", "/v1/agent/maintenance?enable=sure", None, 400, "enable"),
 ]

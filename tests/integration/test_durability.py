@@ -110,13 +110,17 @@ class DurabilityTest(unittest.TestCase):
         """After a restart the checker reloads its checks from the store, by
         the instances' IDs: a service's TTL check, and one of an instance
         with more tags than the record scanner reads (its Node is then found
-        by decoding). Each still expires after its TTL."""
+        by decoding), and a node's own. Each still expires after its TTL."""
         d = self.server().start()
         for sid, tags in (("plain-1", ["a"]), ("tagged-1", ["t%d" % i for i in range(40)])):
             status, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
                 {"Name": sid.split("-")[0], "ID": sid, "Tags": tags, "Check": {"TTL": "2s"}}))
             self.assertEqual(status, 200, text)
-        ids = ("service:plain-1", "service:tagged-1")
+        # and a node-level one (no ServiceID), reloaded by its node
+        status, text = d.request("PUT", "/v1/agent/check/register",
+                                 json.dumps({"Name": "node-ttl", "TTL": "2s"}))
+        self.assertEqual(status, 200, text)
+        ids = ("service:plain-1", "service:tagged-1", "node-ttl")
         for cid in ids:
             self.assertEqual(d.request("PUT", "/v1/agent/check/pass/" + cid)[0], 200)
         d.stop()

@@ -414,6 +414,51 @@ class HealthTest(unittest.TestCase):
         finally:
             ep.stop()
 
+    def test_node_level_checks_are_run(self):
+        # /v1/agent/check/register without ServiceID: the node's own check,
+        # probed like a service's, counted for every instance on the node
+        # (python-consul's agent.check.register without service_id). It was
+        # refused with 400.
+        ep = Endpoint()
+        self.addCleanup(self.d.request, "PUT", "/v1/agent/check/deregister/node-http")
+        self.addCleanup(self.d.request, "PUT", "/v1/agent/check/deregister/node-ttl")
+        self.addCleanup(self.d.request, "PUT", "/v1/agent/service/deregister/nodechk-1")
+        try:
+            self.register({"Name": "nodechk", "ID": "nodechk-1"})
+            status, text = self.d.request("PUT", "/v1/agent/check/register", json.dumps(
+                {"Name": "node-http", "HTTP": "http://127.0.0.1:%d/" % ep.port,
+                 "Interval": "200ms"}))
+            self.assertEqual(status, 200, text)
+            self.wait_for(lambda: self.status_of("node-http") == "passing", 3)
+            c = self.check("node-http")
+            self.assertEqual((c["ServiceID"], c["Type"]), ("", "http"))
+            self.assertIn("node-http", [x["CheckID"] for x in json.loads(
+                self.d.request("GET", "/v1/health/service/nodechk")[1])[0]["Checks"]])
+            self.assertEqual(self.passing_ids("nodechk"), ["nodechk-1"])
+            ep.code = 500  # the node fails: so does every instance on it
+            self.wait_for(lambda: self.status_of("node-http") == "critical", 3)
+            self.assertEqual(self.passing_ids("nodechk"), [])
+            ep.code = 200
+            self.wait_for(lambda: self.passing_ids("nodechk") == ["nodechk-1"], 3)
+            # a TTL node check: heartbeats and expiry
+            status, text = self.d.request("PUT", "/v1/agent/check/register", json.dumps(
+                {"Name": "node-ttl", "TTL": "1s"}))
+            self.assertEqual(status, 200, text)
+            self.assertEqual(self.d.request("PUT", "/v1/agent/check/pass/node-ttl")[0], 200)
+            self.assertEqual(self.status_of("node-ttl"), "passing")
+            self.wait_for(lambda: self.status_of("node-ttl") == "critical", 4)
+            self.assertIn("TTL expired", self.check("node-ttl")["Output"])
+            # deregistered, it stops: no probe reaches the endpoint any more
+            self.assertEqual(self.d.request("PUT", "/v1/agent/check/deregister/node-http")[0],
+                             200)
+            self.assertIsNone(self.check("node-http"))
+            time.sleep(0.5)
+            hits = ep.hits
+            time.sleep(0.8)
+            self.assertEqual(ep.hits, hits)
+        finally:
+            ep.stop()
+
     def test_failures_before_warning(self):
         # Consul 1.11's FailuresBeforeWarning: failures first show as
         # warning, critical only after FailuresBeforeCritical
