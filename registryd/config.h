@@ -69,6 +69,7 @@ struct conf {
     bool enable_script_checks;
     unsigned check_max_concurrent;
     uint64_t check_update_interval_ms;
+    uint64_t check_deregister_min_ms;
     double self_preservation_share;
     uint64_t self_preservation_window_ms;
     unsigned self_preservation_min;

@@ -858,8 +858,12 @@ static void dereg_one(const char *key, void *value, void *arg)
     struct dereg_scan *s = arg;
     struct hcheck *c = value;
     (void)key;
+    /* as Consul's agent, never sooner than its floor (check_deregister_min) */
+    uint64_t after = c->d.dereg_ms > s->h->opt.limits.deregister_min_ms
+                         ? c->d.dereg_ms
+                         : s->h->opt.limits.deregister_min_ms;
     if (c->status != ST_CRITICAL || c->critical_since == 0 || c->dereg_sent || c->maint ||
-        s->now - c->critical_since < c->d.dereg_ms || is_node_owner(c->service_id))
+        s->now - c->critical_since < after || is_node_owner(c->service_id))
         return; /* a node's own check has no instance to deregister */
     c->dereg_sent = true;
     json_array_append_new(s->ids, json_string(c->service_id));

@@ -38,6 +38,7 @@ struct health;
 struct health_limits {
     unsigned max_concurrent;           /* probes in flight at once */
     uint64_t check_update_interval_ms; /* min gap between output-only writes */
+    uint64_t deregister_min_ms;        /* floor of DeregisterCriticalServiceAfter */
     double self_preservation_share;    /* 0..1; 1 disables */
     uint64_t self_preservation_window_ms;
     unsigned self_preservation_min;    /* fewer checks than this: never hold */

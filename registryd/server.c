@@ -151,6 +151,7 @@ static struct health_limits health_limits_of(const struct conf *c)
     return (struct health_limits){
         .max_concurrent = c->check_max_concurrent,
         .check_update_interval_ms = c->check_update_interval_ms,
+        .deregister_min_ms = c->check_deregister_min_ms,
         .self_preservation_share = c->self_preservation_share,
         .self_preservation_window_ms = c->self_preservation_window_ms,
         .self_preservation_min = c->self_preservation_min,
@@ -162,6 +163,7 @@ static struct health_limits health_limits_of(const struct conf *c)
 static const char *const live_keys[] = {"log_level",
                                         "check_max_concurrent",
                                         "check_update_interval",
+                                        "check_deregister_min",
                                         "self_preservation_share",
                                         "self_preservation_window",
                                         "self_preservation_min"};

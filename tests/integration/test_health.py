@@ -109,7 +109,8 @@ def self_signed_cert(directory):
 class HealthTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.d = Registryd()
+        # DeregisterCriticalServiceAfter of seconds here: no 1-minute floor
+        cls.d = Registryd(extra_args=["--check-deregister-min", "0s"])
         cls.d.start()
         cls.tmp = tempfile.TemporaryDirectory()
 
@@ -414,6 +415,28 @@ class HealthTest(unittest.TestCase):
         finally:
             ep.stop()
 
+    def test_deregister_after_has_consuls_floor(self):
+        # Consul's agent raises DeregisterCriticalServiceAfter to 1 minute; a
+        # server here does the same with its --check-deregister-min
+        d = Registryd(extra_args=["--check-deregister-min", "3s"]).start()
+        try:
+            status, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "floor", "ID": "floor-1",
+                 "Check": {"TTL": "60s", "DeregisterCriticalServiceAfter": "1s"}}))
+            self.assertEqual(status, 200, text)
+            self.assertEqual(d.request("PUT", "/v1/agent/check/fail/service:floor-1")[0], 200)
+            start = time.monotonic()
+            ids = lambda: set(json.loads(d.request("GET", "/v1/agent/services")[1]))
+            time.sleep(2.2)  # past the check's own 1 s (and its 1 s tick)
+            self.assertIn("floor-1", ids())
+            while "floor-1" in ids() and time.monotonic() - start < 8:
+                time.sleep(0.1)
+            took = time.monotonic() - start
+            self.assertNotIn("floor-1", ids())
+            self.assertGreater(took, 2.9)
+        finally:
+            d.stop()
+
     def test_node_level_checks_are_run(self):
         # /v1/agent/check/register without ServiceID: the node's own check,
         # probed like a service's, counted for every instance on the node
@@ -592,7 +615,8 @@ class CheckUpdateIntervalTest(unittest.TestCase):
 
 class SelfPreservationTest(unittest.TestCase):
     def test_mass_failure_holds_deregistration(self):
-        d = Registryd(extra_args=["--self-preservation-window", "10s"])
+        d = Registryd(extra_args=["--self-preservation-window", "10s",
+                                  "--check-deregister-min", "0s"])
         d.start()
         eps = [Endpoint() for _ in range(12)]
         try:
