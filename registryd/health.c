@@ -73,6 +73,7 @@ struct hdef {
     enum hc_type type;
     uint64_t interval_ms, timeout_ms, ttl_ms, dereg_ms;
     int succ_before, fail_before, warn_before;
+    size_t output_max; /* OutputMaxSize; 0: OUTPUT_MAX */
 };
 
 struct hcheck {
@@ -215,6 +216,13 @@ static void report(struct hcheck *c, int status, char *output)
     struct health *h = c->h;
     uint64_t now = mono_ms();
     sanitize(output);
+    size_t n = strlen(output);
+    if (c->d.output_max > 0 && n > c->d.output_max) { /* OutputMaxSize, a whole character */
+        size_t cut = c->d.output_max;
+        while (cut > 0 && ((unsigned char)output[cut] & 0xc0) == 0x80)
+            cut--;
+        output[cut] = '\0';
+    }
     if (c->pending != ST_NONE && now - c->pending_at > PENDING_MS)
         c->pending = ST_NONE;
     int effective = c->pending != ST_NONE ? c->pending : c->status;
@@ -506,6 +514,7 @@ static void hdef_read(json_t *rec, struct hdef *d)
     d->succ_before = json_int_or(def, "SuccessBeforePassing", 0);
     d->fail_before = json_int_or(def, "FailuresBeforeCritical", 0);
     d->warn_before = json_int_or(def, "FailuresBeforeWarning", 0);
+    d->output_max = (size_t)json_int_or(def, "OutputMaxSize", 0);
     if (d->timeout_ms == 0)
         d->timeout_ms = 10000;
     if (d->type != HC_TTL && d->interval_ms == 0)
@@ -528,7 +537,8 @@ static bool hdef_same(const struct hcheck *c, json_t *rec)
     if (d.type != c->d.type || d.interval_ms != c->d.interval_ms ||
         d.timeout_ms != c->d.timeout_ms || d.ttl_ms != c->d.ttl_ms ||
         d.dereg_ms != c->d.dereg_ms || d.succ_before != c->d.succ_before ||
-        d.fail_before != c->d.fail_before || d.warn_before != c->d.warn_before)
+        d.fail_before != c->d.fail_before || d.warn_before != c->d.warn_before ||
+        d.output_max != c->d.output_max)
         return false;
     return c->def == NULL || json_equal(c->def, json_object_get(rec, "Definition"));
 }

@@ -182,7 +182,7 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
     const char *id, *name, *notes, *status, *http_url, *tcp, *udp, *grpc, *h2ping, *method, *body,
         *ttl_s, *server_name, *alias_svc, *alias_node;
     uint64_t interval, timeout, ttl, dereg;
-    json_int_t succ, fail, warn;
+    json_int_t succ, fail, warn, outmax;
     char default_name[STORE_NAME_MAX + 32];
 
     if (!json_is_object(def))
@@ -212,7 +212,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         opt_duration(r, def, "DeregisterCriticalServiceAfter", &dereg) ||
         opt_uint(r, def, "SuccessBeforePassing", 1000, 0, &succ) ||
         opt_uint(r, def, "FailuresBeforeCritical", 1000, 0, &fail) ||
-        opt_uint(r, def, "FailuresBeforeWarning", 1000, 0, &warn))
+        opt_uint(r, def, "FailuresBeforeWarning", 1000, 0, &warn) ||
+        opt_uint(r, def, "OutputMaxSize", INT32_MAX, 0, &outmax))
         return -1;
     if (!valid_name(id))
         return http_fail(r, 400, "Invalid CheckID \"%s\": use letters, digits, - _ . :", id);
@@ -385,6 +386,9 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
     json_object_set_new(d, "FailuresBeforeCritical", json_integer(fail));
     if (warn) /* only when given: most checks leave it out */
         json_object_set_new(d, "FailuresBeforeWarning", json_integer(warn));
+    if (outmax) /* Consul keeps at most 4 KiB whatever is asked */
+        json_object_set_new(d, "OutputMaxSize",
+                            json_integer(outmax < MAX_OUTPUT ? outmax : MAX_OUTPUT));
 
     *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "Node",
                      http_origin_node(r), "CheckID", id, "Name", name, "Status", status, "Notes",
@@ -715,6 +719,11 @@ static int check_update(struct http_req *r, struct store_read *rd, struct comman
     json_t *check;
     if (store_get_check(rd, r->arg, &check) != 0)
         return http_fail(r, 404, "Unknown check ID \"%s\"", r->arg);
+    json_t *om = json_object_get(json_object_get(check, "Definition"), "OutputMaxSize");
+    size_t limit = json_is_integer(om) && json_integer_value(om) > 0 &&
+                           json_integer_value(om) < MAX_OUTPUT
+                       ? (size_t)json_integer_value(om)
+                       : MAX_OUTPUT;
     const char *type = json_string_value(json_object_get(check, "Type"));
     bool ttl = type && strcmp(type, "ttl") == 0;
     bool same = strcmp(json_string_value(json_object_get(check, "Status")), status) == 0 &&
@@ -728,17 +737,17 @@ static int check_update(struct http_req *r, struct store_read *rd, struct comman
         return 0; /* a heartbeat that changes nothing costs no durable write */
     cmd->op = CMD_CHECK_UPDATE;
     size_t total = strlen(output);
-    if (total > MAX_OUTPUT) {
-        /* Consul keeps the first 4 KiB and says so (a whole UTF-8
-         * character at the cut). */
-        size_t cut = MAX_OUTPUT;
+    if (total > limit) {
+        /* Consul keeps the first OutputMaxSize bytes (4 KiB) and says so (a
+         * whole UTF-8 character at the cut). */
+        size_t cut = limit;
         while (cut > 0 && ((unsigned char)output[cut] & 0xc0) == 0x80)
             cut--;
         size_t room = cut + 64;
         char *text = malloc(room);
         if (text == NULL)
             return http_fail(r, 500, "out of memory");
-        snprintf(text, room, "%.*s ... (captured %d of %zu bytes)", (int)cut, output, MAX_OUTPUT,
+        snprintf(text, room, "%.*s ... (captured %zu of %zu bytes)", (int)cut, output, limit,
                  total);
         cmd->args = json_pack("{s:s, s:s, s:s}", "CheckID", r->arg, "Status", status, "Output",
                               text);

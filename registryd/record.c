@@ -319,6 +319,7 @@ static int check_definition(struct vctx *v, const char *type, json_t *d)
         (rc = want_int(v, d, "SuccessBeforePassing", false, 0, INT32_MAX)) ||
         (rc = want_int(v, d, "FailuresBeforeCritical", false, 0, INT32_MAX)) ||
         (rc = want_int(v, d, "FailuresBeforeWarning", false, 0, INT32_MAX)) ||
+        (rc = want_int(v, d, "OutputMaxSize", false, 0, INT32_MAX)) ||
         (rc = want_string(v, d, "Body", false, false, NULL)))
         return rc;
     static const char *const bools[] = {"TLSSkipVerify", "DisableRedirects"};

@@ -415,6 +415,27 @@ class HealthTest(unittest.TestCase):
         finally:
             ep.stop()
 
+    def test_output_max_size(self):
+        # Consul's OutputMaxSize: a check keeps at most that much output
+        ep = Endpoint()
+        self.addCleanup(self.d.request, "PUT", "/v1/agent/service/deregister/omax-1")
+        try:
+            self.register({"Name": "omax", "ID": "omax-1", "Checks": [
+                {"CheckID": "omax-http", "HTTP": "http://127.0.0.1:%d/" % ep.port,
+                 "Interval": "200ms", "OutputMaxSize": 20},
+                {"CheckID": "omax-ttl", "TTL": "60s", "OutputMaxSize": 10}]})
+            self.wait_for(lambda: self.status_of("omax-http") == "passing", 3)
+            out = self.check("omax-http")["Output"]
+            self.assertTrue(0 < len(out.encode()) <= 20, out)
+            self.assertEqual(self.check("omax-http")["Definition"]["OutputMaxSize"], 20)
+            status, _ = self.d.request("PUT", "/v1/agent/check/update/omax-ttl",
+                                       json.dumps({"Status": "passing", "Output": "x" * 100}))
+            self.assertEqual(status, 200)
+            self.assertEqual(self.check("omax-ttl")["Output"],
+                             "x" * 10 + " ... (captured 10 of 100 bytes)")
+        finally:
+            ep.stop()
+
     def test_deregister_after_has_consuls_floor(self):
         # Consul's agent raises DeregisterCriticalServiceAfter to 1 minute; a
         # server here does the same with its --check-deregister-min
