@@ -11,7 +11,9 @@ int rules_threshold(struct rules_run *run, int stored, int result, int succ_befo
     if (result != RULES_CRITICAL) {
         run->succ++;
         run->fail = 0;
-        return run->succ >= succ_before || stored != RULES_CRITICAL ? result : RULES_HOLD;
+        /* as Consul, succ_before in a row before any success shows; one
+         * that changes nothing shows at once (its output moves) */
+        return run->succ >= succ_before || stored == result ? result : RULES_HOLD;
     }
     run->fail++;
     run->succ = 0;

@@ -27,8 +27,8 @@ struct rules_run {
  * count it, and say what to report: a status, or RULES_HOLD for nothing
  * (held back by a threshold). As Consul's StatusHandler: passing and
  * warning results count as successes, critical ones as failures. A success
- * after a critical status needs succ_before in a row; any other is
- * reported at once. A failure is reported as critical after fail_before in
+ * is reported after succ_before in a row, or at once when it is the status
+ * the check has already (its output moves). A failure is reported as critical after fail_before in
  * a row, or at once when the check is critical already (its output moves);
  * before that, after warn_before in a row, as warning (warn_before 0: no
  * warning step, Consul's default of FailuresBeforeCritical). Thresholds

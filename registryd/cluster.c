@@ -1187,8 +1187,11 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
     /* a kept store needs nothing from the snapshot libraft reads at start:
      * it reads a stub instead (cluster_files.h) */
     if (c->opt.reuse_applied > 0 &&
-        cluster_files_hold(c->raft_dir, c->opt.reuse_applied, &c->held, err, errlen) != 0)
+        (rv = cluster_files_hold(c->raft_dir, c->opt.reuse_applied, &c->held, err, errlen)) != 0) {
+        if (rv == REG_ERAFT)
+            return rv; /* err says which file is where */
         log_warn("cluster", "msg=\"raft reads its whole snapshot at start\" error=\"%s\"", err);
+    }
     c->starting = true;
     rv = raft_start(&c->raft);
     c->starting = false;

@@ -216,6 +216,24 @@ static bool meta_name(const char *name, unsigned long long v[3])
            name[end] == '\0';
 }
 
+/* What a snapshot file of size bytes holds once read: an LZ4 frame (libraft
+ * compresses with the content size in its header) says it; else its size. */
+static uint64_t content_size(const char *path, uint64_t size)
+{
+    unsigned char h[14];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return size;
+    bool lz4 = read_at(fd, 0, h, sizeof(h)) == 0 && le32(h) == LZ4F_MAGIC && (h[4] & 0x08);
+    close(fd);
+    if (!lz4)
+        return size;
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--)
+        n = n << 8 | h[6 + i];
+    return n;
+}
+
 int cluster_files_hold(const char *raft_dir, uint64_t applied, struct cluster_held *h, char *err,
                        size_t errlen)
 {
@@ -251,7 +269,7 @@ int cluster_files_hold(const char *raft_dir, uint64_t applied, struct cluster_he
     snprintf(h->data, sizeof(h->data), "%s/%s", raft_dir, name);
     snprintf(h->held, sizeof(h->held), "%s/" CLUSTER_HELD_PREFIX "%s", raft_dir, name);
     h->index = best[1];
-    h->bytes = bytes;
+    h->bytes = content_size(h->data, bytes);
     unsigned char stub[CLUSTER_STUB_LEN];
     memcpy(stub, CLUSTER_STUB_MAGIC, 8);
     for (int i = 0; i < 8; i++)
@@ -267,7 +285,12 @@ int cluster_files_hold(const char *raft_dir, uint64_t applied, struct cluster_he
     if (fd >= 0)
         close(fd);
     if (!ok) {
-        rename(h->held, h->data); /* as it was */
+        unlink(h->data);
+        if (rename(h->held, h->data) != 0) { /* not as it was: raft must not start */
+            snprintf(err, errlen, "cannot write %s (%s), nor move %s back: %s", h->data,
+                     strerror(saved), h->held, strerror(errno));
+            return REG_ERAFT;
+        }
         snprintf(err, errlen, "cannot write %s: %s", h->data, strerror(saved));
         h->data[0] = '\0';
         return REG_EIO;

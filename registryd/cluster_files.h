@@ -49,7 +49,10 @@ struct cluster_held {
 };
 
 /* Hold the newest snapshot if its index is <= applied (else, or without a
- * snapshot, h->data is ""). Returns 0, or REG_EIO with err (nothing held). */
+ * snapshot, h->data is ""). h->bytes: what the snapshot holds (an LZ4
+ * frame's content size). Returns 0; REG_EIO with err (nothing held, the
+ * directory as it was); or REG_ERAFT with err (the real file could not be
+ * put back after a failed stub: raft must not start). */
 int cluster_files_hold(const char *raft_dir, uint64_t applied, struct cluster_held *h, char *err,
                        size_t errlen);
 /* Put a held snapshot back. Returns 0, or REG_EIO with err (the stub may

@@ -75,6 +75,7 @@ struct dns_inst {
 };
 
 struct dns_service {
+    char *name;       /* as stored (a query may differ in case) */
     uint64_t index;   /* store_name_index when decoded */
     size_t total;     /* instances of the name, answerable or not */
     size_t n;
@@ -192,6 +193,7 @@ static void service_free(struct dns_service *svc)
         json_decref(svc->v[i].node);
     }
     free(svc->v);
+    free(svc->name);
     free(svc);
 }
 
@@ -330,8 +332,10 @@ static struct dns_service *lookup_service(struct dns_worker *w, struct store_rea
             return NULL;
     }
     svc = calloc(1, sizeof(*svc));
-    if (svc == NULL)
+    if (svc == NULL || (svc->name = strdup(name)) == NULL) {
+        free(svc);
         return NULL;
+    }
     svc->index = index;
     struct decode d = {w->s, rd, svc, 0};
     if (index != 0 && store_each_instance(rd, name, decode_instance, &d) != 0) {
@@ -523,24 +527,35 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
                            const char *tag)
 {
     struct dns_server *s = a->s;
-    if (!dns_acl_allows(a, rd, ACL_RES_SERVICE, name))
-        return;
     struct dns_service *svc = lookup_service_ci(a->w, rd, name);
     if (svc == NULL) {
         a->rcode = DNS_SERVFAIL;
+        return;
+    }
+    /* as Consul's health query under the DNS token: service:read on the
+     * service's own name (the query's may differ in case), and, since an
+     * instance shows its node, node:read on that */
+    struct acl_authz z;
+    bool acl = acl_enabled();
+    if (acl && acl_resolve(rd, NULL, &z) != 0) {
+        acl_authz_fini(&z);
+        a->rcode = DNS_SERVFAIL; /* fail closed */
+        return;
+    }
+    if (acl && !acl_allowed(&z, ACL_RES_SERVICE, svc->name, ACL_READ)) {
+        acl_authz_fini(&z);
+        a->rcode = DNS_NXDOMAIN;
         return;
     }
     /* shuffled order of the matching instances */
     size_t small[64];
     size_t *idx = svc->n <= 64 ? small : malloc(svc->n * sizeof(*idx)), n = 0;
     if (idx == NULL) {
+        if (acl)
+            acl_authz_fini(&z);
         a->rcode = DNS_SERVFAIL;
         return;
     }
-    /* as Consul's health query under the DNS token: an instance shows its
-     * node, so node:read on it too */
-    struct acl_authz z;
-    bool acl = acl_enabled() && acl_resolve(rd, NULL, &z) == 0;
     for (size_t i = 0; i < svc->n; i++)
         if (has_tag(&svc->v[i], tag) &&
             (!acl || acl_allowed(&z, ACL_RES_NODE,
@@ -738,6 +753,7 @@ static void answer_servers(struct answer *a)
 
 struct node_find {
     const char *name; /* lower case */
+    char node[STORE_NAME_MAX + 1]; /* the node's own name, as found */
     char addr[STORE_NAME_MAX + 1];
     bool found;
     bool all;                          /* look at every record given, keep the */
@@ -754,6 +770,7 @@ static int find_node(json_t *rec, void *arg)
         return 0;
     if (f->all && f->found && (id == NULL || strcmp(id, f->min_id) >= 0))
         return 0;
+    snprintf(f->node, sizeof(f->node), "%s", node);
     snprintf(f->addr, sizeof(f->addr), "%s", addr);
     snprintf(f->min_id, sizeof(f->min_id), "%s", id ? id : "");
     f->found = true;
@@ -766,6 +783,7 @@ static void answer_node(struct answer *a, struct store_read *rd, const char *nam
     struct dns_server *s = a->s;
     struct node_find f = {.name = name};
     if (s->opt.node != NULL && strcasecmp(name, s->opt.node) == 0) {
+        snprintf(f.node, sizeof(f.node), "%s", s->opt.node);
         snprintf(f.addr, sizeof(f.addr), "%s", s->opt.node_addr);
         f.found = true;
     }
@@ -785,6 +803,8 @@ static void answer_node(struct answer *a, struct store_read *rd, const char *nam
         a->rcode = DNS_NXDOMAIN;
         return;
     }
+    if (!dns_acl_allows(a, rd, ACL_RES_NODE, f.node))
+        return; /* node:read on the node's own name (the query's may differ in case) */
     if (add_literal(a, a->q->qname, f.addr, DNS_ANSWER) == 0 && !full(a))
         add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl); /* NODATA */
 }
@@ -967,8 +987,7 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
         if (dns_acl_allows(a, rd, ACL_RES_SERVICE, s->opt.server_service))
             answer_servers(a);
     } else if (strcmp(kind, "node") == 0 && n == 2) {
-        if (dns_acl_allows(a, rd, ACL_RES_NODE, labels[0]))
-            answer_node(a, rd, labels[0]);
+        answer_node(a, rd, labels[0]); /* it checks node:read */
     } else if (strcmp(kind, "service") == 0 && n == 2) {
         answer_service(a, rd, labels[0], NULL);
     } else if (strcmp(kind, "service") == 0 && n == 3) {
@@ -1164,18 +1183,26 @@ static void on_tcp_read(struct bufferevent *bev, void *arg)
         size_t have = evbuffer_get_length(in);
         size_t len = evbuffer_copyout(in, lenbuf, 2) == 2 ? (size_t)(lenbuf[0] << 8 | lenbuf[1])
                                                          : SIZE_MAX;
+        /* a query has TCP_QUERY_SECONDS from its first byte to its last: a
+         * trickle of bytes cannot hold the connection (the read timeout is
+         * that long while one is unfinished, the idle one otherwise) */
+        if (c->partial_since != 0 && mono_seconds() - c->partial_since > TCP_QUERY_SECONDS) {
+            tcp_close(c);
+            return;
+        }
         if (len == SIZE_MAX || have < 2 + len) {
-            if (have == 0) {
-                c->partial_since = 0;
-            } else if (c->partial_since == 0) {
+            if (have > 0 && c->partial_since == 0) {
                 c->partial_since = mono_seconds();
-            } else if (mono_seconds() - c->partial_since > TCP_QUERY_SECONDS) {
-                tcp_close(c); /* a query trickled in too slowly */
-                return;
+                struct timeval q = {TCP_QUERY_SECONDS, 0}, idle = {TCP_IDLE_SECONDS, 0};
+                bufferevent_set_timeouts(bev, &q, &idle);
             }
             return;
         }
-        c->partial_since = 0;
+        if (c->partial_since != 0) {
+            c->partial_since = 0;
+            struct timeval idle = {TCP_IDLE_SECONDS, 0};
+            bufferevent_set_timeouts(bev, &idle, &idle);
+        }
         evbuffer_drain(in, 2);
         evbuffer_remove(in, w->inbuf, len);
         size_t out = answer_counted(w, mono_seconds(), w->inbuf, len, w->outbuf + 2,

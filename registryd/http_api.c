@@ -233,12 +233,13 @@ json_t *render_check(json_t *check, json_t *inst)
 json_t *render_serf_check(struct http_server *srv, json_t *inst)
 {
     const char *node = inst ? json_string_value(json_object_get(inst, "Node")) : NULL;
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:[], s:s, s:{}, s:I, s:I}",
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:[], s:s, s:s, s:s, s:i, s:{}, "
+                     "s:I, s:I}",
                      "Node", node ? node : srv->opt.node, "CheckID", "serfHealth", "Name",
                      "Serf Health Status", "Status", "passing", "Notes", "", "Output",
                      "Agent alive and reachable", "ServiceID", "", "ServiceName", "",
-                     "ServiceTags", "Type", "", "Definition", "CreateIndex", (json_int_t)1,
-                     "ModifyIndex", (json_int_t)1);
+                     "ServiceTags", "Type", "", "Interval", "", "Timeout", "", "ExposedPort", 0,
+                     "Definition", "CreateIndex", (json_int_t)1, "ModifyIndex", (json_int_t)1);
 }
 
 /* ---- replies ------------------------------------------------------------ */

@@ -298,6 +298,7 @@ json_t *render_health_entry(struct http_server *srv, struct store_read *rd, json
     json_object_del(svc, "Node");
     json_object_del(svc, "NodeAddress");
     json_object_del(svc, "NodeMeta");
+    json_object_del(svc, "NodeTaggedAddresses");
     return json_pack("{s:o, s:o, s:o}", "Node", render_node(srv, inst), "Service", svc, "Checks",
                      all);
 }

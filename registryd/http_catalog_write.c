@@ -186,8 +186,9 @@ static int do_catalog_register(struct http_req *r, struct store_read *rd, struct
         json_array_append_new(of_service ? svc_checks : node_checks, check);
     }
     json_decref(defs);
-    json_t *node_ops = json_pack("{s:s, s:O, s:O, s:b}", "Node", node, "Record", record, "Put",
-                                 node_checks, "SetStatus", 1);
+    json_t *node_ops = json_pack("{s:s, s:O, s:O, s:b, s:b}", "Node", node, "Record", record,
+                                 "Put", node_checks, "SetStatus", 1, "SkipNodeUpdate",
+                                 json_is_true(json_get_ci(body, "SkipNodeUpdate")));
     if (svc != NULL) {
         cmd->op = CMD_REGISTER;
         cmd->args = json_pack("{s:O, s:O, s:b, s:b, s:o}", "Service", svc, "Checks", svc_checks,

@@ -1536,6 +1536,19 @@ static bool node_fields_differ(json_t *inst, json_t *rec)
     return false;
 }
 
+/* inst's copies of its node's fields become rec's (an empty object is left
+ * out, as instances leave it). */
+static void node_fields_take(json_t *inst, json_t *rec)
+{
+    for (size_t f = 0; f < sizeof(node_fields) / sizeof(node_fields[0]); f++) {
+        json_t *y = json_object_get(rec, node_fields[f]);
+        if (y != NULL && !(json_is_object(y) && json_object_size(y) == 0))
+            json_object_set(inst, node_fields[f], y);
+        else
+            json_object_del(inst, node_fields[f]);
+    }
+}
+
 /* Every service with an instance on node changed. With deregister those
  * instances go; with rec (the node's new record) each takes its node's
  * fields from it, as Consul's answers join the node's current row (its
@@ -1574,13 +1587,8 @@ static int touch_node(struct apply_ctx *a, const char *node, bool deregister, js
                     rc = name_file(a->s, a->txn, name, id, false);
             } else if (rec != NULL && node_fields_differ(inst, rec)) {
                 json_t *upd = json_deep_copy(inst);
-                for (size_t f = 0; upd && f < sizeof(node_fields) / sizeof(node_fields[0]); f++) {
-                    json_t *y = json_object_get(rec, node_fields[f]);
-                    if (y != NULL && !(json_is_object(y) && json_object_size(y) == 0))
-                        json_object_set(upd, node_fields[f], y);
-                    else
-                        json_object_del(upd, node_fields[f]);
-                }
+                if (upd)
+                    node_fields_take(upd, rec);
                 rc = upd ? put_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, upd) : REG_ENOMEM;
                 if (rc == 0)
                     rc = inst_move(a->s, a->txn, inst, upd);
@@ -1608,7 +1616,12 @@ static int apply_node(struct apply_ctx *a, json_t *args)
         return REG_EINVAL;
     node_key(rkey, "node:", node);
     node_key(ckey, "_node:", node);
-    json_t *rec = json_object_get(args, "Record");
+    json_t *rec = json_object_get(args, "Record"), *stored = NULL;
+    /* SkipNodeUpdate: a node already known keeps what it has (Consul) */
+    if (json_is_object(rec) && json_is_true(json_object_get(args, "SkipNodeUpdate")) &&
+        get_json_s(a->s, a->txn, a->s->dbi[DB_META], rkey, &stored) == 0)
+        rec = NULL;
+    json_decref(stored);
     if (json_is_object(rec) && (rc = put_json_s(a->s, a->txn, a->s->dbi[DB_META], rkey, rec)) != 0)
         return rc;
     size_t i;
@@ -1667,6 +1680,16 @@ static int apply_register(struct apply_ctx *a, json_t *args)
 
     if (!json_is_object(svc) || !*id || !*name)
         return REG_EINVAL;
+    json_t *node_ops = json_object_get(args, "NodeOps"); /* a catalog registration's node */
+    if (json_is_object(node_ops) && json_is_true(json_object_get(node_ops, "SkipNodeUpdate"))) {
+        /* the node is kept as it is: the instance takes its fields */
+        char rkey[NODE_KEY_MAX];
+        json_t *stored = NULL;
+        node_key(rkey, "node:", jstr(node_ops, "Node"));
+        if (get_json_s(a->s, a->txn, a->s->dbi[DB_META], rkey, &stored) == 0)
+            node_fields_take(svc, stored);
+        json_decref(stored);
+    }
     json_object_set_new(svc, "CreateIndex", json_integer((json_int_t)a->index));
     if (get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, &old) == 0)
         json_object_set(svc, "CreateIndex", json_object_get(old, "CreateIndex"));
@@ -1706,7 +1729,6 @@ static int apply_register(struct apply_ctx *a, json_t *args)
         rc = rename_checks(a, id, name);
     if (rc == 0)
         rc = touch_instance(a, name, id);
-    json_t *node_ops = json_object_get(args, "NodeOps"); /* a catalog registration's node */
     if (rc == 0 && json_is_object(node_ops))
         rc = apply_node(a, node_ops);
     return rc;

@@ -339,6 +339,27 @@ class DefaultDenyTest(AclBase):
             self.assertIn("web-1", text)
             self.assertEqual(dig(self.d.dns_port, "web.service.registry"), "NOERROR")
             self.assertEqual(dig(self.d.dns_port, "db.service.registry"), "NXDOMAIN")
+            # the rules apply to the service's own name, not the query's case
+            # (review finding: "Web" denied, asked as "web", was answered)
+            self.ok("PUT", "/v1/agent/service/register", {"Name": "Web", "ID": "Web-1",
+                                                         "Address": "10.0.0.9"})
+            self.addCleanup(self.ok, "PUT", "/v1/agent/service/deregister/Web-1")
+            deny = self.ok("PUT", "/v1/acl/policy", {
+                "Name": "anon-deny-Web", "Rules": 'service_prefix "" { policy = "read" }\n'
+                                                  'service "Web" { policy = "deny" }'})
+            self.addCleanup(self.ok, "DELETE", "/v1/acl/policy/" + deny["ID"])
+            self.ok("PUT", "/v1/acl/token/" + anon,
+                    {"Policies": [{"ID": deny["ID"]}, {"ID": nodes["ID"]}]})
+            self.assertNotIn("Web-1", self.req("GET", "/v1/health/service/Web")[1])
+            self.assertEqual(dig(self.d.dns_port, "web.service.registry"), "NOERROR")
+            self.assertEqual(dig(self.d.dns_port, "Web.service.registry"), "NOERROR")
+            self.ok("PUT", "/v1/agent/service/deregister/web-1")
+            self.addCleanup(self.ok, "PUT", "/v1/agent/check/pass/ttl-web")  # runs second
+            self.addCleanup(self.ok, "PUT", "/v1/agent/service/register",
+                            {"Name": "web", "ID": "web-1", "Port": 80,
+                             "Check": {"TTL": "60s", "CheckID": "ttl-web"}})
+            self.assertEqual(dig(self.d.dns_port, "web.service.registry"), "NXDOMAIN")
+            self.assertEqual(dig(self.d.dns_port, "WEB.service.registry"), "NXDOMAIN")
         finally:
             self.ok("PUT", "/v1/acl/token/" + anon, {"Policies": []})
             self.ok("DELETE", "/v1/acl/policy/" + pol["ID"])

@@ -423,6 +423,20 @@ class CompatTest(unittest.TestCase):
         # the agent's own node: lan/wan with their IPv4 forms, as Consul's agent
         own = self.get("/v1/catalog/node/node-a")["Node"]["TaggedAddresses"]
         self.assertEqual(set(own), {"lan", "lan_ipv4", "wan", "wan_ipv4"})
+        # the node's tagged addresses are the node's, not the service's
+        self.assertNotIn("NodeTaggedAddresses", self.get("/v1/health/service/pg")[0]["Service"])
+        # SkipNodeUpdate: a service added to a known node leaves the node as
+        # it is, and takes the node's address and meta (review finding: the
+        # node's meta was wiped from every instance there)
+        self.put("/v1/catalog/register", {
+            "Node": "ext-node", "Address": "192.0.2.99", "SkipNodeUpdate": True,
+            "Service": {"ID": "pg-2", "Service": "pg", "Port": 5433}})
+        rows = {r["ServiceID"]: r for r in self.get("/v1/catalog/service/pg")}
+        for sid in ("pg-1", "pg-2"):
+            self.assertEqual((rows[sid]["Address"], rows[sid]["NodeMeta"]),
+                             ("192.0.2.20", {"rack": "r9"}), sid)
+        self.assertEqual(len(self.get("/v1/catalog/service/pg?node-meta=rack:r9")), 2)
+        self.assertEqual(self.get("/v1/catalog/node/ext-node")["Node"]["Address"], "192.0.2.20")
 
     def test_agent_check_register_and_deregister(self):
         import consul

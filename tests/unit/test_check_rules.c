@@ -36,11 +36,17 @@ static void thresholds_hold_until_reached(void **state)
     run = (struct rules_run){0};
     assert_int_equal(rules_threshold(&run, P, C, 3, 2, 0), H);
     assert_int_equal(rules_threshold(&run, P, C, 3, 2, 0), C);
-    /* a warning after a failure is reported at once, and starts the count again */
+    /* a warning after a failure is a success: held until SuccessBeforePassing
+     * in a row, as Consul's StatusHandler; it starts the failures' count again */
     run = (struct rules_run){0};
     assert_int_equal(rules_threshold(&run, P, C, 3, 2, 0), H);
+    assert_int_equal(rules_threshold(&run, P, W, 3, 2, 0), H);
+    assert_int_equal(rules_threshold(&run, P, C, 3, 2, 0), H);
+    /* in steady state the passes before count: a 429 shows at once */
+    run = (struct rules_run){0};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(rules_threshold(&run, P, P, 3, 2, 0), P);
     assert_int_equal(rules_threshold(&run, P, W, 3, 2, 0), W);
-    assert_int_equal(rules_threshold(&run, W, C, 3, 2, 0), H);
     /* a passing check reports passing results at once (output updates) */
     run = (struct rules_run){0};
     assert_int_equal(rules_threshold(&run, P, P, 3, 2, 0), P);
@@ -56,6 +62,12 @@ static void failures_before_warning(void **state)
     assert_int_equal(rules_threshold(&run, W, C, 0, 3, 1), W);
     assert_int_equal(rules_threshold(&run, W, C, 0, 3, 1), C);
     assert_int_equal(rules_threshold(&run, C, P, 0, 3, 1), P);
+    /* back from warning with SuccessBeforePassing 3: three passes */
+    run = (struct rules_run){0};
+    assert_int_equal(rules_threshold(&run, P, C, 3, 3, 1), W);
+    assert_int_equal(rules_threshold(&run, W, P, 3, 3, 1), H);
+    assert_int_equal(rules_threshold(&run, W, P, 3, 3, 1), H);
+    assert_int_equal(rules_threshold(&run, W, P, 3, 3, 1), P);
     /* FailuresBeforeWarning 2 */
     run = (struct rules_run){0};
     assert_int_equal(rules_threshold(&run, P, C, 0, 3, 2), H);
