@@ -174,6 +174,8 @@ static struct seen_set *seen_reset(struct dns_worker *w)
 /* Shared by the workers; not written once they run. */
 struct dns_server {
     struct dns_options opt;
+    char ns_addr[INET6_ADDRSTRLEN]; /* ns.DOMAIN's address: where DNS listens (node_addr
+                                     * when that is a wildcard) */
     char *domain;   /* owned copy */
     size_t domain_len;
     int max_conns;  /* TCP connections per worker */
@@ -464,16 +466,22 @@ static bool full(const struct answer *a)
 
 /* The zone's SOA: in the authority section of negative answers (its TTL and
  * minimum are the negative TTL, RFC 2308), or as the answer at the apex. */
-static void add_soa(struct answer *a, int section, uint32_t ttl)
+/* Our SOA, owned by owner (the domain, or a reverse zone's apex). */
+static void add_soa_at(struct answer *a, int section, const char *owner, uint32_t ttl)
 {
     struct dns_server *s = a->s;
     char mname[DNS_NAME_MAX + 8], rname[DNS_NAME_MAX + 16];
     snprintf(mname, sizeof(mname), "ns.%s", s->domain);
     snprintf(rname, sizeof(rname), "hostmaster.%s", s->domain);
     uint32_t serial = a->rd ? (uint32_t)store_index(a->rd) : 0;
-    if (dns_msg_add_soa(&a->m, section, s->domain, ttl, mname, rname, serial,
+    if (dns_msg_add_soa(&a->m, section, owner, ttl, mname, rname, serial,
                         s->opt.negative_ttl) != 0)
         overflow(a);
+}
+
+static void add_soa(struct answer *a, int section, uint32_t ttl)
+{
+    add_soa_at(a, section, a->s->domain, ttl);
 }
 
 static void add_addr(struct answer *a, int section, const char *name, const struct dns_inst *in,
@@ -884,6 +892,59 @@ static int reverse_addr(const char *qname, struct ptr_find *p)
     return 0;
 }
 
+/* Whether qname is a name above whole addresses in a reverse zone (1 to 3
+ * labels of a byte before in-addr.arpa, 1 to 31 nibbles before ip6.arpa):
+ * an empty non-terminal, or the apex of a reverse zone delegated here. */
+static bool reverse_partial(const char *qname)
+{
+    size_t n = strlen(qname), labels = 0;
+    const char *end;
+    bool v4 = n > 14 && strcmp(qname + n - 14, ".in-addr.arpa.") == 0;
+    if (v4)
+        end = qname + n - 13;
+    else if (n > 10 && strcmp(qname + n - 10, ".ip6.arpa.") == 0)
+        end = qname + n - 9;
+    else
+        return false;
+    for (const char *c = qname; c < end; labels++) {
+        const char *dot = strchr(c, '.');
+        size_t len = (size_t)(dot - c);
+        if (v4) {
+            unsigned v = 0;
+            for (size_t i = 0; i < len; i++)
+                v = isdigit((unsigned char)c[i]) ? v * 10 + (unsigned)(c[i] - '0') : 1000;
+            if (len == 0 || len > 3 || v > 255 || (len > 1 && c[0] == '0'))
+                return false;
+        } else if (len != 1 || hexval(c[0]) < 0) {
+            return false;
+        }
+        c = dot + 1;
+    }
+    return labels >= 1 && labels < (v4 ? 4u : 32u);
+}
+
+/* A name with no records of its own under ours (an empty non-terminal):
+ * NOERROR with no data and the SOA (RFC 8020: NXDOMAIN would say nothing
+ * exists below it, and resolvers minimising their queries stop there). A
+ * reverse zone's apex (apex_owner) answers SOA and NS, so that a zone
+ * delegated or stubbed to us there loads. */
+static void answer_empty(struct answer *a, const char *apex_owner)
+{
+    struct dns_server *s = a->s;
+    if (apex_owner != NULL && a->q->qtype == DNS_SOA) {
+        add_soa_at(a, DNS_ANSWER, apex_owner, s->opt.ttl);
+    } else if (apex_owner != NULL && a->q->qtype == DNS_NS) {
+        char ns[DNS_NAME_MAX + 8];
+        snprintf(ns, sizeof(ns), "ns.%s", s->domain);
+        if (dns_msg_add_ns(&a->m, DNS_ANSWER, apex_owner, s->opt.ttl, ns) != 0)
+            overflow(a);
+        else
+            add_literal(a, ns, s->ns_addr, DNS_ADDITIONAL);
+    } else {
+        add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl);
+    }
+}
+
 /* D.C.B.A.in-addr.arpa / ip6.arpa: the nodes and services with that address. */
 static void answer_ptr(struct answer *a, struct store_read *rd, const char *qname)
 {
@@ -894,6 +955,10 @@ static void answer_ptr(struct answer *a, struct store_read *rd, const char *qnam
     if (!dns_acl_allows(a, rd, ACL_RES_NODE, ""))
         return;
     if (reverse_addr(qname, &p) != 0) {
+        if (reverse_partial(qname)) {
+            answer_empty(a, qname);
+            return;
+        }
         a->rcode = DNS_NXDOMAIN;
         add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl); /* RFC 2308: negative answers say it */
         return;
@@ -937,7 +1002,7 @@ static void answer_apex(struct answer *a)
         if (dns_msg_add_ns(&a->m, DNS_ANSWER, s->domain, s->opt.ttl, ns) != 0)
             overflow(a);
         else
-            add_literal(a, ns, s->opt.node_addr, DNS_ADDITIONAL);
+            add_literal(a, ns, s->ns_addr, DNS_ADDITIONAL);
     } else {
         add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl);
     }
@@ -954,7 +1019,7 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
         return;
     }
     if (strcmp(rel, "ns") == 0) { /* the name our NS and SOA records give */
-        if (add_literal(a, a->q->qname, s->opt.node_addr, DNS_ANSWER) == 0 && !full(a))
+        if (add_literal(a, a->q->qname, s->ns_addr, DNS_ANSWER) == 0 && !full(a))
             add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl);
         return;
     }
@@ -970,6 +1035,14 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
             add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl);
             return;
         }
+    }
+    /* service, node, addr, DC and KIND.DC have names below them only */
+    bool dc1 = s->opt.datacenter != NULL && strcasecmp(labels[n - 1], s->opt.datacenter) == 0;
+    const char *k0 = labels[0];
+    bool kind0 = strcmp(k0, "service") == 0 || strcmp(k0, "node") == 0 || strcmp(k0, "addr") == 0;
+    if ((n == 1 && (kind0 || dc1)) || (n == 2 && kind0 && dc1)) {
+        answer_empty(a, NULL);
+        return;
     }
     /* SERVICE.service.DC, NODE.node.DC, HEX.addr.DC: this datacenter's */
     if (n >= 3 && s->opt.datacenter != NULL && strcasecmp(labels[n - 1], s->opt.datacenter) == 0 &&
@@ -990,6 +1063,12 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
         answer_node(a, rd, labels[0]); /* it checks node:read */
     } else if (strcmp(kind, "service") == 0 && n == 2) {
         answer_service(a, rd, labels[0], NULL);
+        if (a->rcode == DNS_NXDOMAIN && labels[0][0] == '_') {
+            /* no service of that name: the _TAG of RFC 2782's
+             * _NAME._TAG.service, an empty non-terminal */
+            a->rcode = DNS_NOERROR;
+            answer_empty(a, NULL);
+        }
     } else if (strcmp(kind, "service") == 0 && n == 3) {
         if (labels[0][0] == '_' && labels[1][0] == '_') { /* RFC 2782 */
             const char *tag = labels[1] + 1;
@@ -1091,7 +1170,7 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
         a.m.buf[2] &= (uint8_t)~0x04; /* not our zone: no authority claimed */
     a.m.cap += opt_room;
     if (q.edns)
-        dns_msg_add_opt(&a.m, DNS_UDP_MAX, a.rcode);
+        dns_msg_add_opt(&a.m, DNS_UDP_MAX, a.rcode, q.edns_do);
     return dns_msg_finish(&a.m);
 }
 
@@ -1419,6 +1498,15 @@ int dns_start(const struct dns_options *opt, struct dns_server **out, char *err,
     if (s == NULL)
         return REG_ENOMEM;
     s->opt = *opt;
+    /* the name server a resolver is told of is this DNS listener (the HTTP
+     * node address only when DNS listens on every address) */
+    if (evutil_inet_ntop(ss.ss_family,
+                         ss.ss_family == AF_INET
+                             ? (const void *)&((struct sockaddr_in *)&ss)->sin_addr
+                             : (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr,
+                         s->ns_addr, sizeof(s->ns_addr)) == NULL ||
+        strcmp(s->ns_addr, "0.0.0.0") == 0 || strcmp(s->ns_addr, "::") == 0)
+        snprintf(s->ns_addr, sizeof(s->ns_addr), "%s", opt->node_addr ? opt->node_addr : "");
     s->nworkers = opt->workers ? opt->workers : 1;
     s->max_conns = TCP_MAX_CONNS / (int)s->nworkers;
     if (s->max_conns < TCP_MIN_CONNS)

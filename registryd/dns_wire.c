@@ -121,6 +121,7 @@ int dns_parse_query(const uint8_t *pkt, size_t len, struct dns_query *q)
         if (q->edns_size < DNS_UDP_MIN)
             q->edns_size = DNS_UDP_MIN;
         q->edns_version = pkt[off + 5];
+        q->edns_do = (pkt[off + 6] & 0x80) != 0;
         off += 10 + rdlen;
     }
     if (off != len)
@@ -396,7 +397,7 @@ int dns_msg_add_soa(struct dns_msg *m, int section, const char *zone, uint32_t t
     RR_END(m, section, at);
 }
 
-int dns_msg_add_opt(struct dns_msg *m, uint16_t payload, int rcode)
+int dns_msg_add_opt(struct dns_msg *m, uint16_t payload, int rcode, bool dnssec_ok)
 {
     if (m->len + 11 > m->cap)
         return DNS_ETRUNC;
@@ -405,6 +406,7 @@ int dns_msg_add_opt(struct dns_msg *m, uint16_t payload, int rcode)
     put16(p + 1, DNS_OPT);
     put16(p + 3, payload);
     put32(p + 5, (uint32_t)((rcode >> 4) & 0xFF) << 24); /* the rcode's upper bits, version 0 */
+    p[7] = dnssec_ok ? 0x80 : 0; /* DO copied from the query (RFC 3225 3) */
     put16(p + 9, 0);
     m->len += 11;
     m->counts[DNS_ADDITIONAL]++;

@@ -47,6 +47,7 @@ struct dns_query {
     bool edns;                /* an OPT record was present */
     uint16_t edns_size;       /* its advertised payload size (>= 512) */
     int edns_version;
+    bool edns_do;             /* its DO bit (copied into the answer's OPT) */
 };
 
 /* Parse a query. Returns 0, DNS_EDROP, DNS_EFORMERR or DNS_ENOTIMP; for the
@@ -98,8 +99,8 @@ int dns_msg_add_ptr(struct dns_msg *m, int section, const char *name, uint32_t t
 int dns_msg_add_txt(struct dns_msg *m, int section, const char *name, uint32_t ttl,
                     const char *const *strs, size_t n);
 /* Our OPT record; rcode's bits above the header's four go in its
- * extended rcode (DNS_BADVERS). */
-int dns_msg_add_opt(struct dns_msg *m, uint16_t payload, int rcode);
+ * extended rcode (DNS_BADVERS); dnssec_ok: the query's DO bit. */
+int dns_msg_add_opt(struct dns_msg *m, uint16_t payload, int rcode, bool dnssec_ok);
 
 /* Drop every record after the question (for a truncated UDP answer). */
 void dns_msg_clear_records(struct dns_msg *m);

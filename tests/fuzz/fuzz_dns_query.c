@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         __builtin_trap();
     dns_msg_clear_records(&m);
     dns_msg_set_tc(&m);
-    dns_msg_add_opt(&m, 4096, 0);
+    dns_msg_add_opt(&m, 4096, 0, false);
     if (dns_msg_finish(&m) > cap)
         __builtin_trap();
     return 0;

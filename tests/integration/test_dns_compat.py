@@ -4,9 +4,11 @@ what fits (udp_answer_limit without EDNS, the advertised size with it), TC
 only with dns_enable_truncate; names and tags without case; NXDOMAIN when no
 instance can answer; a CNAME for instances addressed by host name."""
 import json
+import subprocess
 import unittest
 
-from test_dns import answers, dig, dns_registryd, flags, status
+from harness import Registryd
+from test_dns import DNS_WORKERS, answers, dig, dns_registryd, flags, status
 
 
 def register(d, bodies):
@@ -118,8 +120,12 @@ class DnsCompatTest(unittest.TestCase):
         self.assertEqual(status(self.dig("9.9.9.10.in-addr.arpa.", "PTR")), "NXDOMAIN")
         # other spellings of 10.0.0.7 are not it (sscanf took a sign, leading zeros)
         for name in ("7.0.+0.10", "07.0.0.10", "7.-0.0.10", "7.00.0.10", "7.0.0.010",
-                     "7.0.0.10.1", "7.0.0", "1007.0.0.10"):
+                     "7.0.0.10.1", "1007.0.0.10"):
             self.assertEqual(status(self.dig(name + ".in-addr.arpa.", "PTR")), "NXDOMAIN", name)
+        # three labels name a network, not an address: no PTR there, but not
+        # NXDOMAIN either (names may be below it: RFC 8020)
+        out = self.dig("7.0.0.in-addr.arpa.", "PTR")
+        self.assertEqual((status(out), answers(out, "PTR")), ("NOERROR", []), out)
         # IPv6: registered as fd00:0::42, asked as dig -x builds it
         code, text = self.d.request("PUT", "/v1/agent/service/register", json.dumps(
             {"Name": "six", "ID": "six-1", "Address": "fd00:0::42", "Port": 80}))
@@ -235,6 +241,64 @@ class DnsResolverFindingsTest(unittest.TestCase):
         self.assertEqual(status(out), "BADVERS", out)
         out = self.dig("mixed.service.registry.", "A", "+cdflag")
         self.assertIn("cd", flags(out), out)
+
+    # ---- found with BIND 9.18, unbound, pdns-recursor and kresd ----------
+
+    def test_empty_non_terminals_are_nodata(self):
+        # names with names below them only answered NXDOMAIN: resolvers that
+        # minimise their queries (unbound, BIND, pdns) retried every lookup,
+        # and in strict mode found nothing; a BIND stub zone for a reverse
+        # zone never loaded (RFC 8020)
+        for name in ("service.registry.", "node.registry.", "addr.registry.", "dc1.registry.",
+                     "service.dc1.registry.", "_tcp.service.registry.",
+                     "_mixed._tcp.service.registry.", "10.in-addr.arpa.", "3.10.in-addr.arpa.",
+                     "0.3.10.in-addr.arpa.", "d.f.ip6.arpa."):
+            out = self.dig(name, "A")
+            if name == "_mixed._tcp.service.registry.":
+                self.assertEqual(answers(out, "A"), ["10.3.0.1"], out)
+                continue
+            self.assertEqual(status(out), "NOERROR", (name, out))
+            self.assertEqual(answers(out, "A"), [], out)
+            self.assertIn("SOA", out.split("AUTHORITY SECTION")[-1], (name, out))
+        for name in ("nosuch.service.registry.", "x.y.service.registry.",
+                     "300.in-addr.arpa.", "1.2.3.4.5.in-addr.arpa.", "g.ip6.arpa."):
+            self.assertEqual(status(self.dig(name, "A")), "NXDOMAIN", name)
+        # a reverse zone delegated here has an apex: its SOA and NS
+        out = self.dig("10.in-addr.arpa.", "SOA")
+        self.assertEqual(status(out), "NOERROR", out)
+        self.assertTrue(any(line.startswith("10.in-addr.arpa.") and "SOA" in line
+                            for line in out.split("ANSWER SECTION")[-1].splitlines()), out)
+        out = self.dig("10.in-addr.arpa.", "NS")
+        self.assertEqual(answers(out, "NS"), ["ns.registry."], out)
+
+    def test_do_bit_is_echoed(self):
+        out = self.dig("mixed.service.registry.", "A", "+dnssec")
+        self.assertRegex(out, r"EDNS: version: 0, flags: do;", out)
+        out = self.dig("mixed.service.registry.", "A")
+        self.assertRegex(out, r"EDNS: version: 0, flags:;", out)
+
+
+class DnsNameServerAddressTest(unittest.TestCase):
+    def test_ns_glue_is_where_dns_listens(self):
+        # ns.DOMAIN's address was the HTTP node address: resolvers that fetch
+        # the NS set first (unbound stub-prime, BIND stub zones) then asked
+        # the HTTP host, where no DNS server listens
+        d = Registryd(extra_args=["--dns-workers", DNS_WORKERS])
+        d.extra += ["--dns-addr", "127.0.0.3:%d" % d.dns_port]  # the last one given counts
+        d.start()
+        try:
+            out = subprocess.run(["dig", "-p", str(d.dns_port), "@127.0.0.3", "+norec",
+                                  "registry.", "NS"], capture_output=True, text=True,
+                                 timeout=20).stdout
+            self.assertEqual(answers(out, "NS"), ["ns.registry."], out)
+            self.assertIn("ns.registry.\t\t0\tIN\tA\t127.0.0.3",
+                          out.split("ADDITIONAL SECTION")[-1].replace("  ", "\t"), out)
+            out = subprocess.run(["dig", "-p", str(d.dns_port), "@127.0.0.3", "+norec", "+short",
+                                  "ns.registry.", "A"], capture_output=True, text=True,
+                                 timeout=20).stdout
+            self.assertEqual(out.split(), ["127.0.0.3"])
+        finally:
+            d.stop()
 
 
 if __name__ == "__main__":
