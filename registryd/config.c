@@ -92,6 +92,9 @@ static const struct conf_key conf_keys[] = {
         "answer DNS queries with instances in warning too, not only passing ones"),
     KEY("dns_udp_answer_limit", CONF_UINT, dns_udp_answer_limit, "3", "N",
         "most records in a UDP answer to a query without EDNS (a random few, as Consul)"),
+    KEY("dns_a_record_limit", CONF_LIMIT, dns_a_record_limit, "0", "N",
+        "most A/AAAA records in any answer, UDP or TCP (a random few, as Consul's "
+        "a_record_limit; 0: as many as fit)"),
     KEY("dns_enable_truncate", CONF_BOOL, dns_enable_truncate, "false", NULL,
         "set TC on UDP answers that left records out, so that resolvers retry over TCP"),
     KEY("dns_server_service", CONF_NAME, dns_server_service, "consul", "NAME",

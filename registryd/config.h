@@ -62,6 +62,7 @@ struct conf {
     uint64_t dns_negative_ttl_ms;
     bool dns_allow_warning;
     unsigned dns_udp_answer_limit;
+    unsigned dns_a_record_limit;
     bool dns_enable_truncate;
     char *dns_server_service;
     unsigned dns_workers; /* 1..CONF_MAX_WORKERS; default: online CPUs */

@@ -448,6 +448,8 @@ struct answer {
     bool trimmed;       /* records left out: over UDP, TC only with enable_truncate;
                          * over TCP (no larger transport to retry on) never TC */
     size_t max_answers; /* UDP without EDNS: dns_udp_answer_limit; 0: no limit */
+    bool max_is_policy; /* max_answers is dns_a_record_limit: what is left out is not
+                         * truncation (no TC) */
     struct store_read *rd; /* the SOA serial is its store index, read when needed */
 };
 
@@ -665,7 +667,7 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
         free(idx);
     if (answers == 0 && !full(a))
         add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl); /* NODATA: no record of this type */
-    if (limited)
+    if (limited && !a->max_is_policy)
         a->trimmed = true;
 }
 
@@ -1120,6 +1122,14 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
             cap = limit;
         if (limit == DNS_UDP_MIN) /* Consul limits the count only for 512-byte answers */
             a.max_answers = s->opt.udp_answer_limit;
+    }
+    /* a_record_limit: a few addresses whatever the transport (a resolver
+     * may refuse to cache more: BIND keeps at most 100 records of a type) */
+    if (s->opt.a_record_limit > 0 &&
+        (q.qtype == DNS_A || q.qtype == DNS_AAAA || q.qtype == DNS_ANY) &&
+        (a.max_answers == 0 || a.max_answers > s->opt.a_record_limit)) {
+        a.max_answers = s->opt.a_record_limit;
+        a.max_is_policy = true;
     }
     if (dns_msg_init(&a.m, out, cap, &q, DNS_NOERROR) != 0)
         return dns_msg_header_only(out, &q, DNS_SERVFAIL);

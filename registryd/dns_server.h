@@ -53,6 +53,7 @@ struct dns_options {
     uint32_t negative_ttl; /* seconds, SOA minimum for NXDOMAIN/NODATA */
     bool allow_warning;    /* answer with warning instances too */
     unsigned udp_answer_limit; /* records in a UDP answer without EDNS (Consul: 3) */
+    unsigned a_record_limit;   /* A/AAAA records in any answer; 0: no limit (Consul's) */
     bool enable_truncate;  /* set TC on UDP answers that left records out */
     const char *node_addr; /* address of instances that have none, and of this node */
     const char *node;      /* this server's node name (NODE.node.DOMAIN) */

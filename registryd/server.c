@@ -554,6 +554,7 @@ static int start_front_end(struct server *s)
         .negative_ttl = (uint32_t)(conf->dns_negative_ttl_ms / 1000),
         .allow_warning = conf->dns_allow_warning,
         .udp_answer_limit = conf->dns_udp_answer_limit,
+        .a_record_limit = conf->dns_a_record_limit,
         .node = conf->node,
         .datacenter = conf->datacenter,
         .server_service = conf->dns_server_service,

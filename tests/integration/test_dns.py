@@ -318,6 +318,39 @@ class DnsTcpFillTest(unittest.TestCase):
             self.assertEqual(buf, b"")
 
 
+class DnsARecordLimitTest(unittest.TestCase):
+    """--dns-a-record-limit (Consul's a_record_limit): a few A/AAAA records
+    over any transport. Behind BIND, a set of more than 100 records of one
+    type was SERVFAIL (its max-records-per-type)."""
+
+    def test_a_records_capped_on_every_transport(self):
+        d = dns_registryd(extra_args=["--dns-a-record-limit", "100"]).start()
+        try:
+            def register(i):
+                body = {"Name": "wide", "ID": "wide-%d" % i, "Port": 1000 + i,
+                        "Address": "10.4.%d.%d" % (i // 250, i % 250)}
+                return d.request("PUT", "/v1/agent/service/register", json.dumps(body))[0]
+
+            with ThreadPoolExecutor(8) as pool:
+                self.assertEqual(set(pool.map(register, range(150))), {200})
+            out = dig(d.dns_port, "wide.service.registry.", "A", "+tcp")
+            self.assertEqual(len(answers(out, "A")), 100, out)
+            self.assertNotIn("tc", flags(out))
+            out = dig(d.dns_port, "wide.service.registry.", "A", "+bufsize=4096")
+            self.assertLessEqual(len(answers(out, "A")), 100, out)
+            self.assertNotIn("tc", flags(out))
+            first = set(answers(out, "A"))
+            seen = set(first)
+            for _ in range(5):  # a random few each time
+                seen |= set(answers(dig(d.dns_port, "wide.service.registry.", "A", "+tcp"), "A"))
+            self.assertGreater(len(seen), 100)
+            # SRV answers are not A records: as many as fit
+            out = dig(d.dns_port, "wide.service.registry.", "SRV", "+tcp")
+            self.assertEqual(len(answers(out, "SRV")), 150, out)
+        finally:
+            d.stop()
+
+
 class DnsTcpHoldTest(unittest.TestCase):
     """One client cannot hold every DNS TCP connection: one address gets at
     most a quarter of them (more are closed as soon as accepted), and a query
