@@ -120,6 +120,9 @@ class ConfigTest(unittest.TestCase):
         for args, why in ((["--dev", "--http-addr", "1.2.3.4"], "--http-addr"),
                           (["--dev", "--no-such-flag"], "--no-such-flag"),
                           (["--dev", "--log-level", "loud"], "--log-level"),
+                          (["--dev", "--check-deregister-min", "soon"], "--check-deregister-min"),
+                          (["--dev", "--dns-a-record-limit", "-1"], "--dns-a-record-limit"),
+                          (["--dev", "--dns-a-record-limit", "many"], "--dns-a-record-limit"),
                           ([], "--data-dir")):
             rc, out, err = run(*args)
             self.assertEqual(rc, 2, (args, err))
