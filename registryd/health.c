@@ -59,7 +59,6 @@
 #define OUTPUT_MAX PROBE_OUTPUT_MAX
 #define PENDING_MS 10000  /* resubmit a transition not seen in the store by then */
 #define MAINT_PREFIX "_service_maintenance:"
-#define NODE_OWNER "_node:" /* what a node's own checks are filed under (store.c) */
 
 enum hc_type { HC_HTTP, HC_TCP, HC_TTL, HC_UDP, HC_GRPC, HC_H2PING, HC_SCRIPT, HC_ALIAS };
 /* The stored statuses, numbered as probe.h's results. */
@@ -543,21 +542,9 @@ static bool hdef_same(const struct hcheck *c, json_t *rec)
     return c->def == NULL || json_equal(c->def, json_object_get(rec, "Definition"));
 }
 
-/* What a check record is filed under: its ServiceID, or for a node-level
- * check "_node:NODE" (store.c's check owner). */
-static void rec_owner(json_t *rec, char *out, size_t len)
-{
-    const char *sid = json_string_value(json_object_get(rec, "ServiceID"));
-    const char *node = json_string_value(json_object_get(rec, "Node"));
-    if (sid && *sid)
-        snprintf(out, len, "%s", sid);
-    else
-        snprintf(out, len, NODE_OWNER "%s", node ? node : "");
-}
-
 static bool is_node_owner(const char *key)
 {
-    return strncmp(key, NODE_OWNER, strlen(NODE_OWNER)) == 0;
+    return strncmp(key, STORE_NODE_OWNER, strlen(STORE_NODE_OWNER)) == 0;
 }
 
 static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
@@ -567,8 +554,8 @@ static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
         return NULL;
     c->h = h;
     c->id = strdup(json_string_value(json_object_get(rec, "CheckID")));
-    char owner[STORE_NAME_MAX + 16];
-    rec_owner(rec, owner, sizeof(owner));
+    char owner[STORE_OWNER_MAX];
+    store_check_owner(rec, owner);
     c->service_id = strdup(owner);
     c->service_name = strdup(name);
     hdef_read(rec, &c->d);
@@ -625,8 +612,8 @@ static int resync_instance(struct resync *rs, const char *sid, const char *name)
     {
         const char *cid = json_string_value(json_object_get(rec, "CheckID"));
         const char *type = json_string_value(json_object_get(rec, "Type"));
-        char owner[STORE_NAME_MAX + 16];
-        rec_owner(rec, owner, sizeof(owner));
+        char owner[STORE_OWNER_MAX];
+        store_check_owner(rec, owner);
         /* only the owner's own checks: a check is filed under the instance
          * its record names, or its node (check_remove finds it there), so a
          * node-level check every instance reports, or a stale index link to
@@ -780,8 +767,8 @@ static int resync_each_name(const char *name, void *arg)
 
 static int resync_each_node(const char *node, void *arg)
 {
-    char owner[STORE_NAME_MAX + 16];
-    snprintf(owner, sizeof(owner), NODE_OWNER "%s", node);
+    char owner[STORE_OWNER_MAX];
+    snprintf(owner, sizeof(owner), STORE_NODE_OWNER "%s", node);
     json_array_append_new(arg, json_pack("{s:s}", "owner", owner));
     return 0;
 }

@@ -1443,17 +1443,17 @@ static int put_check(struct apply_ctx *a, json_t *check, const char *service_id)
     return put_check_as(a, check, service_id, true);
 }
 
-#define NODE_KEY_MAX (STORE_NAME_MAX + 16)
+#define NODE_KEY_MAX STORE_OWNER_MAX
 
 /* The svc_checks key a check is filed under: its ServiceID, or
  * "_node:<Node>" for a node-level check. */
-static void check_owner(json_t *check, char out[NODE_KEY_MAX])
+void store_check_owner(json_t *check, char out[STORE_OWNER_MAX])
 {
     const char *sid = jstr(check, "ServiceID");
     if (*sid)
-        snprintf(out, NODE_KEY_MAX, "%s", sid);
+        snprintf(out, STORE_OWNER_MAX, "%s", sid);
     else
-        snprintf(out, NODE_KEY_MAX, "_node:%s", jstr(check, "Node"));
+        snprintf(out, STORE_OWNER_MAX, STORE_NODE_OWNER "%s", jstr(check, "Node"));
 }
 
 /* keep_status: an agent re-registration keeps what the check last observed;
@@ -1471,7 +1471,7 @@ static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_
          * link goes, else both would list it (and a snapshot of that
          * store would not restore) */
         char owner[NODE_KEY_MAX];
-        check_owner(old, owner);
+        store_check_owner(old, owner);
         if (strcmp(owner, service_id) != 0) {
             rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], owner, cid);
             if (rc == MDB_NOTFOUND)
@@ -1634,7 +1634,7 @@ static int apply_node(struct apply_ctx *a, json_t *args)
             continue;
         const char *sid = jstr(check, "ServiceID");
         char owner[NODE_KEY_MAX];
-        check_owner(check, owner);
+        store_check_owner(check, owner);
         if ((rc = del_key(a->txn, a->s->dbi[DB_CHECKS], cid, NULL)) == 0 &&
             (rc = state_del(a->s, a->txn, jstr(check, "Status"), cid)) == 0)
             rc = del_key(a->txn, a->s->dbi[DB_SVC_CHECKS], owner, cid);
@@ -1773,7 +1773,7 @@ static int apply_check_update(struct apply_ctx *a, json_t *args)
     if (rc == 0)
         rc = state_move(a->s, a->txn, old_status, check, cid);
     char owner[NODE_KEY_MAX];
-    check_owner(check, owner);
+    store_check_owner(check, owner);
     snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", owner);
     if (rc == 0 && get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], jstr(check, "ServiceID"), &svc) == 0)
         rc = touch_name(a, jstr(svc, "Service"));

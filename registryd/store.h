@@ -41,6 +41,10 @@
 #include <stdint.h>
 
 #define STORE_NAME_MAX 256 /* longest service name / id / check id, bytes */
+/* A check's owner (store_check_owner): an instance ID, or this prefix and a
+ * node name; at most STORE_OWNER_MAX bytes with its NUL. */
+#define STORE_NODE_OWNER "_node:"
+#define STORE_OWNER_MAX (STORE_NAME_MAX + 16)
 
 struct store;
 struct store_read;
@@ -55,7 +59,7 @@ struct store_change {
     char names[2][STORE_NAME_MAX + 1];
     /* the instance the command touched, or "_node:NODE" for a node-level
      * check's (the owner its checks are filed under) */
-    char service_id[STORE_NAME_MAX + 16];
+    char service_id[STORE_OWNER_MAX];
     bool many; /* a node-level change: more services changed than names holds */
     bool services; /* the service names or their tags changed (store_services_index) */
 };
@@ -169,8 +173,11 @@ int store_instance_checks(struct store_read *r, const char *service_id, json_t *
  * instance: it has no checks of its own and no node has any (asked without
  * decoding a record; true when unsure). */
 bool store_instance_may_have_checks(struct store_read *r, const char *service_id);
-/* The checks filed under owner ("_node:NODE": that node's node-level
- * checks), as a new JSON array sorted by CheckID. */
+/* What a check is filed under (its owner): its ServiceID, or for a
+ * node-level check STORE_NODE_OWNER followed by its Node. store_change's
+ * service_id names owners; store_owner_checks lists an owner's checks. */
+void store_check_owner(json_t *check, char out[STORE_OWNER_MAX]);
+/* The checks filed under owner, as a new JSON array sorted by CheckID. */
 int store_owner_checks(struct store_read *r, const char *owner, json_t **out);
 /* The record of the server whose raft address is raft_addr ({ID, Raft,
  * HTTP}, a new reference); REG_ENOTFOUND if it never announced itself. */
