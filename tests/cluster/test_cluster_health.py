@@ -88,7 +88,15 @@ class ClusterHealthTest(unittest.TestCase):
         while not all(c > 0 for c in counts) and time.monotonic() < deadline:
             time.sleep(0.2)
             counts = [self.probes(d) for d in self.servers]
-        self.assertTrue(all(c > 0 for c in counts), "every server probes a share: %s" % counts)
+        if not all(c > 0 for c in counts):  # seen under ASan beside load: say why
+            state = "".join(
+                "\n--- s%d: raft/self %s\n%s" % (
+                    i, d.request("GET", "/v1/internal/raft/self")[1][:300],
+                    "\n".join(l for l in d.log().splitlines()
+                              if "peer" in l or "announc" in l or "formation" in l or
+                              "error" in l or "warn" in l)[-3000:])
+                for i, d in enumerate(self.servers))
+            self.fail("every server probes a share: %s%s" % (counts, state))
         time.sleep(2)  # a few rounds with the share settled
         counts = [self.probes(d) for d in self.servers]
         total = sum(counts)
