@@ -43,6 +43,17 @@ void http_cache_release(void *ref);
  * Takes key and body (malloc'd): kept, or freed when they do not fit. */
 void http_cache_put(struct http_cache *c, char *key, uint64_t index, char *body, size_t len);
 
+/* A reservation for a big answer (of the budget's size: address space, of
+ * which only the pages written are memory), recycled from one let go where
+ * one is spare, so its pages are already there. Its address never changes:
+ * a reply may send from it while more is written. NULL: none (no budget, or
+ * no address space). Give it to http_cache_put_reserved, or back with
+ * http_cache_unreserve (used: bytes written). */
+char *http_cache_reserve(struct http_cache *c, size_t *cap);
+void http_cache_put_reserved(struct http_cache *c, char *key, uint64_t index, char *body,
+                             size_t cap, size_t len);
+void http_cache_unreserve(char *text, size_t cap, size_t used);
+
 void http_cache_get_stats(struct http_cache *c, struct http_cache_stats *out);
 
 #endif

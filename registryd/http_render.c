@@ -302,8 +302,12 @@ struct job {
     char *key;         /* render cache key, or NULL */
     uint64_t index;
     struct evbuffer *out; /* rendered, not sent */
-    char *all;            /* everything rendered, for the render cache */
+    /* everything rendered, for the render cache; out takes it from there
+     * (see flush), so a cached answer is written once, not twice */
+    char *all;
     size_t all_len, all_cap, all_max;
+    size_t all_out;       /* of all: bytes already in out */
+    bool all_fixed;       /* all is reserved at all_max: it never moves */
     bool all_off;         /* too big for the cache */
     size_t n;             /* elements emitted */
     bool streaming;
@@ -317,6 +321,8 @@ struct job {
     bool memo_valid;
 };
 
+static void all_free(struct job *j);
+
 static void job_free(struct job *j)
 {
     if (j->evcon)
@@ -328,39 +334,97 @@ static void job_free(struct job *j)
     filter_free(j->f);
     if (j->out)
         evbuffer_free(j->out);
-    free(j->all);
+    all_free(j);
     free(j->key);
     free(j);
 }
 
+/* A render kept for the cache is written once, into all, and out takes
+ * it from there a slice at a time (flush). While all is small it may move
+ * (realloc), so out copies it; once it outgrows ALL_SMALL it is reserved at
+ * the cache's whole budget (address space, not memory: untouched pages cost
+ * nothing) and never moves again, so out refers to it without a copy. Each
+ * slice's reference is written to the socket before the next slice runs
+ * (stream_next), and the last slice is copied, so the cache may own and
+ * drop all once the job is done. */
+#define ALL_SMALL ((size_t)1 << 20)
+
+static void all_drop(struct job *j);
+
+static void flush(struct job *j, bool last)
+{
+    if (j->all == NULL || j->all_out == j->all_len)
+        return;
+    const char *p = j->all + j->all_out;
+    size_t n = j->all_len - j->all_out;
+    int rc = last || !j->all_fixed ? evbuffer_add(j->out, p, n)
+                                   : evbuffer_add_reference(j->out, p, n, NULL, NULL);
+    if (rc != 0)
+        j->rc = REG_ENOMEM;
+    j->all_out = j->all_len;
+}
+
+static void all_free(struct job *j)
+{
+    if (j->all_fixed)
+        http_cache_unreserve(j->all, j->all_cap, j->all_len);
+    else
+        free(j->all);
+}
+
+/* all is not kept: what out has not taken is copied to it. */
+static void all_drop(struct job *j)
+{
+    flush(j, true);
+    all_free(j);
+    j->all = NULL;
+    j->all_off = true;
+}
+
+/* Room in all for n more bytes; false: all is dropped. */
+static bool all_room(struct job *j, size_t n)
+{
+    if (j->all_len + n > j->all_max) {
+        all_drop(j);
+        return false;
+    }
+    if (j->all_len + n <= j->all_cap)
+        return true;
+    size_t cap = j->all_cap ? j->all_cap * 2 : 4096;
+    while (cap < j->all_len + n)
+        cap *= 2;
+    char *b;
+    if (cap > ALL_SMALL) {
+        /* every byte so far is in out (copied), none referred to */
+        if ((b = http_cache_reserve(j->r->srv->cache, &cap)) != NULL && cap >= j->all_len + n) {
+            memcpy(b, j->all, j->all_len);
+            free(j->all);
+            j->all_fixed = true;
+        } else if (b != NULL) { /* the budget shrank under this render */
+            http_cache_unreserve(b, cap, 0);
+            b = NULL;
+        }
+    } else {
+        b = realloc(j->all, cap);
+    }
+    if (b == NULL) {
+        all_drop(j);
+        return false;
+    }
+    j->all = b;
+    j->all_cap = cap;
+    return true;
+}
+
 static void add(struct job *j, const char *s, size_t n)
 {
+    if (!j->all_off && j->key != NULL && all_room(j, n)) {
+        memcpy(j->all + j->all_len, s, n);
+        j->all_len += n;
+        return;
+    }
     if (evbuffer_add(j->out, s, n) != 0)
         j->rc = REG_ENOMEM;
-    if (j->all_off || j->key == NULL)
-        return;
-    if (j->all_len + n > j->all_max) {
-        free(j->all);
-        j->all = NULL;
-        j->all_off = true;
-        return;
-    }
-    if (j->all_len + n > j->all_cap) {
-        size_t cap = j->all_cap ? j->all_cap * 2 : 4096;
-        while (cap < j->all_len + n)
-            cap *= 2;
-        char *b = realloc(j->all, cap);
-        if (b == NULL) {
-            free(j->all);
-            j->all = NULL;
-            j->all_off = true;
-            return;
-        }
-        j->all = b;
-        j->all_cap = cap;
-    }
-    memcpy(j->all + j->all_len, s, n);
-    j->all_len += n;
 }
 
 static void emit(struct job *j, const char *s, size_t n)
@@ -629,7 +693,11 @@ static bool run_slice(struct job *j, bool sliced)
 static void keep_answer(struct job *j)
 {
     if (j->key != NULL && !j->all_off && j->all != NULL && j->rc == 0) {
-        http_cache_put(j->r->srv->cache, j->key, j->index, j->all, j->all_len);
+        if (j->all_fixed)
+            http_cache_put_reserved(j->r->srv->cache, j->key, j->index, j->all, j->all_cap,
+                                    j->all_len);
+        else
+            http_cache_put(j->r->srv->cache, j->key, j->index, j->all, j->all_len);
         j->key = NULL;
         j->all = NULL;
     }
@@ -660,6 +728,7 @@ static void stream_next(struct evhttp_connection *evcon, void *arg)
     struct job *j = arg;
     (void)evcon;
     bool done = run_slice(j, true);
+    flush(j, done);
     if (j->rc != 0) {
         /* cut short: the body is not valid JSON; the client sees a broken
          * answer rather than a wrong one */
@@ -877,6 +946,7 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
     }
     /* a forwarded read goes back whole over the server-to-server channel */
     bool done = run_slice(j, !r->forwarded);
+    flush(j, done);
     if (done && j->rc == 0) {
         struct evbuffer *out = j->out;
         j->out = NULL;

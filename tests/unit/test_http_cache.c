@@ -1,6 +1,7 @@
 /* Unit tests for http_cache.c: hits only at the index an answer was
  * rendered at, the byte budget (bookkeeping included), least recently used
- * out first, answers larger than the budget never kept, the counters. */
+ * out first, answers larger than the budget never kept, the counters, the
+ * reservations big renders write into (recycled, within the budget). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -151,6 +152,53 @@ static void test_shared_body_outlives_entry(void **state)
     http_cache_release(ref2);
 }
 
+/* A reservation: the answer is kept as written; let go, it comes back to
+ * the next render with its pages (the same address); what the spare keeps
+ * counts against the budget, and is dropped before the budget is broken. */
+static void test_reservation_recycled_within_budget(void **state)
+{
+    (void)state;
+    const size_t mib = 1 << 20, budget = 4 * mib;
+    struct http_cache *c;
+    struct http_cache_stats st;
+    const char *body;
+    size_t len, cap;
+    assert_int_equal(http_cache_new(budget, &c), 0);
+    char *r1 = http_cache_reserve(c, &cap);
+    assert_non_null(r1);
+    assert_int_equal(cap, budget);
+    memset(r1, 'x', 3 * mib);
+    http_cache_put_reserved(c, strdup("/big"), 1, r1, cap, 3 * mib);
+    assert_true(get(c, "/big", 1, &body, &len));
+    assert_int_equal(len, 3 * mib);
+    assert_int_equal(body[0], 'x');
+    http_cache_get_stats(c, &st);
+    assert_true(st.bytes > 3 * mib && st.bytes <= budget);
+
+    put(c, "/big", 2, 100); /* replaces it: the reservation is spare */
+    http_cache_get_stats(c, &st);
+    assert_true(st.bytes >= 2 * mib); /* half the budget of its pages kept */
+    assert_true(st.bytes <= budget);
+    char *r2 = http_cache_reserve(c, &cap);
+    assert_ptr_equal(r2, r1);
+    assert_int_equal(r2[0], 'x'); /* its pages are still there */
+    http_cache_get_stats(c, &st);
+    assert_true(st.bytes < mib); /* taken: no longer spare */
+
+    http_cache_unreserve(r2, cap, 2 * mib);
+    put(c, "/c", 3, 3 * mib); /* fits the budget only without the spare */
+    http_cache_get_stats(c, &st);
+    assert_true(st.bytes <= budget);
+    assert_true(get(c, "/c", 3, &body, &len));
+    assert_int_equal(len, 3 * mib);
+    http_cache_free(c);
+
+    /* no budget: no reservation */
+    assert_int_equal(http_cache_new(0, &c), 0);
+    assert_null(http_cache_reserve(c, &cap));
+    http_cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -158,6 +206,7 @@ int main(void)
         cmocka_unit_test(test_shared_body_outlives_entry),
         cmocka_unit_test(test_bounded_in_bytes_lru),
         cmocka_unit_test(test_zero_budget_keeps_nothing),
+        cmocka_unit_test(test_reservation_recycled_within_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
