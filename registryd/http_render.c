@@ -378,6 +378,7 @@ static void all_drop(struct job *j)
     flush(j, true);
     all_free(j);
     j->all = NULL;
+    j->all_fixed = false;
     j->all_off = true;
 }
 
@@ -390,6 +391,10 @@ static bool all_room(struct job *j, size_t n)
     }
     if (j->all_len + n <= j->all_cap)
         return true;
+    if (j->all_fixed) { /* a reservation never moves: out may refer to it */
+        all_drop(j);
+        return false;
+    }
     size_t cap = j->all_cap ? j->all_cap * 2 : 4096;
     while (cap < j->all_len + n)
         cap *= 2;
@@ -400,6 +405,7 @@ static bool all_room(struct job *j, size_t n)
             memcpy(b, j->all, j->all_len);
             free(j->all);
             j->all_fixed = true;
+            j->all_max = cap;
         } else if (b != NULL) { /* the budget shrank under this render */
             http_cache_unreserve(b, cap, 0);
             b = NULL;

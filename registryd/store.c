@@ -123,6 +123,10 @@ static void find_map(struct store *s)
 struct store_read {
     struct store *s;
     MDB_txn *txn;
+    /* kept open for store_owner_checks_raw: a cursor still on the page of
+     * the last key finds the next one there (LMDB compares with the page's
+     * bounds first), and a render asks in key order */
+    MDB_cursor *owner_cur, *check_cur;
 };
 
 #define STORE_MAP_SIZE (16ULL << 30) /* sparse; resizing needs all txns closed */
@@ -2410,7 +2414,7 @@ static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned 
 
 int store_read_begin(struct store *s, struct store_read **out)
 {
-    struct store_read *r = malloc(sizeof(*r));
+    struct store_read *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return REG_ENOMEM;
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r->txn);
@@ -2423,16 +2427,25 @@ int store_read_begin(struct store *s, struct store_read **out)
     return 0;
 }
 
+static void read_cursors_close(struct store_read *r)
+{
+    mdb_cursor_close(r->owner_cur);
+    mdb_cursor_close(r->check_cur);
+    r->owner_cur = r->check_cur = NULL;
+}
+
 void store_read_end(struct store_read *r)
 {
     if (r == NULL)
         return;
+    read_cursors_close(r);
     mdb_txn_abort(r->txn);
     free(r);
 }
 
 void store_read_reset(struct store_read *r)
 {
+    read_cursors_close(r);
     mdb_txn_reset(r->txn);
 }
 
@@ -2986,6 +2999,8 @@ struct store_iter {
     struct store_read *rd;
     enum store_iter_kind kind;
     MDB_cursor *cur;
+    MDB_cursor *rec; /* indexed kinds: the records the index names (see
+                        store_read's cursors: the next is near the last) */
     bool started;
     char name[STORE_NAME_MAX + 1];
 };
@@ -3033,9 +3048,13 @@ int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const
             return lmdb_fail("mdb_cursor_get", rc);
         if (indexed) {
             MDB_val sk = v, sv;
-            rc = mdb_get(it->rd->txn,
-                         it->rd->s->dbi[it->kind == STORE_ITER_NAME ? DB_SERVICES : DB_CHECKS], &sk,
-                         &sv);
+            if (it->rec == NULL &&
+                (rc = mdb_cursor_open(
+                     it->rd->txn,
+                     it->rd->s->dbi[it->kind == STORE_ITER_NAME ? DB_SERVICES : DB_CHECKS],
+                     &it->rec)) != 0)
+                return lmdb_fail("mdb_cursor_open", rc);
+            rc = mdb_cursor_get(it->rec, &sk, &sv, MDB_SET_KEY);
             if (rc == MDB_NOTFOUND)
                 continue;
             if (rc != 0)
@@ -3056,6 +3075,7 @@ void store_iter_end(struct store_iter *it)
     if (it == NULL)
         return;
     mdb_cursor_close(it->cur);
+    mdb_cursor_close(it->rec);
     free(it);
 }
 
@@ -3079,19 +3099,24 @@ int store_owner_checks_raw(struct store_read *rd, const char *id, const char *no
     char key[NODE_KEY_MAX];
     if (node != NULL)
         node_key(key, "_node:", node);
-    MDB_cursor *cur;
     MDB_val k = val_str(node != NULL ? key : id), v;
-    int rc = mdb_cursor_open(rd->txn, rd->s->dbi[DB_SVC_CHECKS], &cur), stop = 0;
-    if (rc != 0)
+    int rc = 0, stop = 0;
+    if (rd->owner_cur == NULL)
+        rc = mdb_cursor_open(rd->txn, rd->s->dbi[DB_SVC_CHECKS], &rd->owner_cur);
+    if (rc == 0 && rd->check_cur == NULL)
+        rc = mdb_cursor_open(rd->txn, rd->s->dbi[DB_CHECKS], &rd->check_cur);
+    if (rc != 0) {
+        read_cursors_close(rd);
         return lmdb_fail("mdb_cursor_open", rc);
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0 && !stop;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+    }
+    /* cb sees the check's bytes through check_cur: it must not call here */
+    for (rc = mdb_cursor_get(rd->owner_cur, &k, &v, MDB_SET_KEY); rc == 0 && !stop;
+         rc = mdb_cursor_get(rd->owner_cur, &k, &v, MDB_NEXT_DUP)) {
         MDB_val ck = v, cv;
-        if (mdb_get(rd->txn, rd->s->dbi[DB_CHECKS], &ck, &cv) != 0)
+        if (mdb_cursor_get(rd->check_cur, &ck, &cv, MDB_SET_KEY) != 0)
             continue;
         stop = cb(ck.mv_data, ck.mv_size, cv.mv_data, cv.mv_size, arg);
     }
-    mdb_cursor_close(cur);
     if (stop)
         return stop;
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
