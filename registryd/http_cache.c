@@ -99,14 +99,22 @@ static size_t spare_bytes(void)
     return n;
 }
 
-static void spare_drop(void)
+/* The spare, taken out of the pool (NULL: none). */
+static char *spare_take(size_t *cap)
 {
     pthread_mutex_lock(&spare.lock);
     char *text = spare.text;
-    size_t cap = spare.cap;
+    *cap = spare.cap;
     spare.text = NULL;
     spare.cap = spare.kept = 0;
     pthread_mutex_unlock(&spare.lock);
+    return text;
+}
+
+static void spare_drop(void)
+{
+    size_t cap;
+    char *text = spare_take(&cap);
     if (text != NULL)
         munmap(text, cap);
 }
@@ -118,12 +126,8 @@ char *http_cache_reserve(struct http_cache *c, size_t *cap)
     pthread_mutex_unlock(&c->lock);
     if (want == 0)
         return NULL;
-    pthread_mutex_lock(&spare.lock);
-    char *text = spare.text;
-    size_t have = spare.cap;
-    spare.text = NULL;
-    spare.cap = spare.kept = 0;
-    pthread_mutex_unlock(&spare.lock);
+    size_t have;
+    char *text = spare_take(&have);
     if (text != NULL && have != want) { /* the budget was changed since */
         munmap(text, have);
         text = NULL;
