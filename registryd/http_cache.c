@@ -4,6 +4,7 @@
  * least recently used; eviction takes the list's tail until the bytes held
  * are within the budget.
  */
+#define _GNU_SOURCE /* mremap */
 #include "http_cache.h"
 
 #include <pthread.h>
@@ -62,20 +63,26 @@ int http_cache_new(size_t max_bytes, struct http_cache **out)
 }
 
 /* ---- reservations ---------------------------------------------------------
- * Let go, a reservation waits for the next big render: one spare, keeping
- * at most half the budget (and RESERVE_KEEP) of its pages, the rest given
- * back. A render that writes into pages already there takes no page
- * faults, which were a fifth of the time of a 20 MB answer. What the spare
- * keeps counts against the budget (put evicts for it, and the stats show
- * it). One spare for the process: bodies outlive the cache that kept them
- * (a reply may still be sending one). Lock order: a cache's, then this. */
+ * A reservation is mapped at the whole budget while its answer is written;
+ * kept by the cache, it is cut to the pages its answer fills (so a cached
+ * answer holds its own size of address space, also where the kernel counts
+ * every mapping against a commit limit). Let go, it waits for the next big
+ * render as the one spare, cut to at most RESERVE_KEEP bytes, and is grown
+ * back (mremap) when taken: a render that writes into pages already there
+ * takes no page faults, which were a fifth of the time of a 20 MB answer.
+ * The spare counts against the budget: putting an answer evicts for it,
+ * and so does the next lookup after the spare appeared (a spare that would
+ * break the budget on its own is dropped); the stats count it. One spare
+ * for the process: bodies outlive the cache that kept them (a reply may
+ * still be sending one). Lock order: a cache's, then the spare's. */
 #define RESERVE_KEEP ((size_t)32 << 20)
 
 static struct {
     pthread_mutex_t lock;
     char *text;
-    size_t cap, kept;
-} spare = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0};
+    size_t cap; /* mapped, every page of it written */
+} spare = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
+static size_t spare_cap; /* atomic: spare.cap, read without the lock */
 
 static size_t page_up(size_t n)
 {
@@ -83,20 +90,20 @@ static size_t page_up(size_t n)
     return (n + page - 1) / page * page;
 }
 
-/* Give back the pages of text from byte `from` on (rounded up to a page). */
-static void reserve_trim(char *text, size_t cap, size_t from)
+/* Unmap all of text after its first `keep` bytes (one page at least): the
+ * size it is left with. */
+static size_t reserve_cut(char *text, size_t cap, size_t keep)
 {
-    from = page_up(from);
-    if (from < cap)
-        (void)madvise(text + from, cap - from, MADV_DONTNEED);
+    keep = page_up(keep ? keep : 1);
+    if (keep >= cap)
+        return cap;
+    munmap(text + keep, cap - keep);
+    return keep;
 }
 
 static size_t spare_bytes(void)
 {
-    pthread_mutex_lock(&spare.lock);
-    size_t n = spare.kept;
-    pthread_mutex_unlock(&spare.lock);
-    return n;
+    return __atomic_load_n(&spare_cap, __ATOMIC_RELAXED);
 }
 
 /* The spare, taken out of the pool (NULL: none). */
@@ -106,7 +113,8 @@ static char *spare_take(size_t *cap)
     char *text = spare.text;
     *cap = spare.cap;
     spare.text = NULL;
-    spare.cap = spare.kept = 0;
+    spare.cap = 0;
+    __atomic_store_n(&spare_cap, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&spare.lock);
     return text;
 }
@@ -122,15 +130,19 @@ static void spare_drop(void)
 char *http_cache_reserve(struct http_cache *c, size_t *cap)
 {
     pthread_mutex_lock(&c->lock);
-    size_t want = c->st.max_bytes;
+    size_t want = page_up(c->st.max_bytes);
     pthread_mutex_unlock(&c->lock);
     if (want == 0)
         return NULL;
     size_t have;
     char *text = spare_take(&have);
-    if (text != NULL && have != want) { /* the budget was changed since */
-        munmap(text, have);
-        text = NULL;
+    if (text != NULL && have > want) /* the budget shrank since */
+        have = reserve_cut(text, have, want);
+    if (text != NULL && have < want) {
+        void *m = mremap(text, have, want, MREMAP_MAYMOVE);
+        if (m == MAP_FAILED)
+            munmap(text, have);
+        text = m == MAP_FAILED ? NULL : m;
     }
     if (text == NULL) {
         void *m = mmap(NULL, want, PROT_READ | PROT_WRITE,
@@ -147,20 +159,18 @@ void http_cache_unreserve(char *text, size_t cap, size_t used)
 {
     if (text == NULL)
         return;
-    size_t keep = page_up(used);
-    if (keep > cap / 2)
-        keep = page_up(cap / 2);
-    if (keep > RESERVE_KEEP)
-        keep = RESERVE_KEEP;
-    if (keep < used)
-        reserve_trim(text, cap, keep);
+    if (used == 0) {
+        munmap(text, cap);
+        return;
+    }
+    cap = reserve_cut(text, cap, used < RESERVE_KEEP ? used : RESERVE_KEEP);
     pthread_mutex_lock(&spare.lock);
-    char *old = spare.text;
-    size_t old_cap = spare.cap;
-    if (old == NULL || spare.kept < keep) { /* the one with more pages stays */
+    if (spare.text == NULL || spare.cap < cap) { /* the one with more pages stays */
+        char *old = spare.text;
+        size_t old_cap = spare.cap;
         spare.text = text;
         spare.cap = cap;
-        spare.kept = keep;
+        __atomic_store_n(&spare_cap, cap, __ATOMIC_RELAXED);
         text = old;
         cap = old_cap;
     }
@@ -272,6 +282,19 @@ static void maybe_grow(struct http_cache *c)
 }
 
 /* The entry current for key at index (made the most recent), or NULL. */
+/* Evict, least recently used first, until `more` bytes fit beside the
+ * entries and the spare; the spare goes when the entries alone leave no
+ * room for it. */
+static void make_room(struct http_cache *c, size_t more)
+{
+    while (c->tail && c->st.bytes + spare_bytes() + more > c->st.max_bytes) {
+        remove_entry(c, c->tail);
+        c->st.evictions++;
+    }
+    if (c->st.bytes + spare_bytes() + more > c->st.max_bytes)
+        spare_drop();
+}
+
 static struct cache_entry *lookup(struct http_cache *c, const char *key, uint64_t index)
 {
     struct cache_entry *e = *find(c, key, hash_table_str(key));
@@ -291,6 +314,7 @@ bool http_cache_get_shared(struct http_cache *c, const char *key, uint64_t index
                            const char **body, size_t *len, void **ref)
 {
     pthread_mutex_lock(&c->lock);
+    make_room(c, 0); /* a spare let go since the last put */
     struct cache_entry *e = lookup(c, key, index);
     if (e == NULL) {
         pthread_mutex_unlock(&c->lock);
@@ -317,9 +341,9 @@ void http_cache_put(struct http_cache *c, char *key, uint64_t index, char *body,
 void http_cache_put_reserved(struct http_cache *c, char *key, uint64_t index, char *body,
                              size_t cap, size_t len)
 {
-    /* pages an earlier, longer answer left are not this one's: let them go
-     * before the budget counts len */
-    reserve_trim(body, cap, len);
+    /* kept, it holds the pages its answer fills (those an earlier, longer
+     * answer left are not this one's) */
+    cap = reserve_cut(body, cap, len);
     pthread_mutex_lock(&c->lock);
     put_locked(c, key, index, body, cap, len);
     pthread_mutex_unlock(&c->lock);
@@ -350,12 +374,7 @@ static void put_locked(struct http_cache *c, char *key, uint64_t index, char *bo
     cb->text = body;
     cb->cap = cap;
     cb->len = len;
-    while (c->tail && c->st.bytes + spare_bytes() + cost > c->st.max_bytes) {
-        remove_entry(c, c->tail);
-        c->st.evictions++;
-    }
-    if (c->st.bytes + spare_bytes() + cost > c->st.max_bytes)
-        spare_drop(); /* the answer fits the budget only without it */
+    make_room(c, cost);
     e->hash = h;
     e->index = index;
     e->key = key;

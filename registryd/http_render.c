@@ -400,7 +400,7 @@ static bool all_room(struct job *j, size_t n)
         cap *= 2;
     char *b;
     if (cap > ALL_SMALL) {
-        /* every byte so far is in out (copied), none referred to */
+        /* nothing in all is referred to yet (out copied what it took) */
         if ((b = http_cache_reserve(j->r->srv->cache, &cap)) != NULL && cap >= j->all_len + n) {
             memcpy(b, j->all, j->all_len);
             free(j->all);

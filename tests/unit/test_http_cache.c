@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <cmocka.h>
 
@@ -153,8 +154,9 @@ static void test_shared_body_outlives_entry(void **state)
 }
 
 /* A reservation: the answer is kept as written; let go, it comes back to
- * the next render with its pages (the same address); what the spare keeps
- * counts against the budget, and is dropped before the budget is broken. */
+ * the next render with its pages; what the spare keeps counts against the
+ * budget (the next put or lookup evicts for it), and it is dropped before
+ * the budget is broken. */
 static void test_reservation_recycled_within_budget(void **state)
 {
     (void)state;
@@ -177,20 +179,45 @@ static void test_reservation_recycled_within_budget(void **state)
 
     put(c, "/big", 2, 100); /* replaces it: the reservation is spare */
     http_cache_get_stats(c, &st);
-    assert_true(st.bytes >= 2 * mib); /* half the budget of its pages kept */
-    assert_true(st.bytes <= budget);
+    assert_true(st.bytes >= 3 * mib && st.bytes <= budget); /* its pages, counted */
     char *r2 = http_cache_reserve(c, &cap);
-    assert_ptr_equal(r2, r1);
-    assert_int_equal(r2[0], 'x'); /* its pages are still there */
+    assert_non_null(r2);
+    assert_int_equal(cap, budget);
+    assert_int_equal(r2[0], 'x'); /* its pages came with it */
+    assert_int_equal(r2[3 * mib - 1], 'x');
+    r2[budget - 1] = 'y'; /* and it has the budget's room again */
     http_cache_get_stats(c, &st);
     assert_true(st.bytes < mib); /* taken: no longer spare */
 
-    http_cache_unreserve(r2, cap, 2 * mib);
-    put(c, "/c", 3, 3 * mib); /* fits the budget only without the spare */
+    /* taken back after a short write: the spare is what was written, and
+     * holds no page an earlier, longer answer left */
+    http_cache_unreserve(r2, cap, mib);
+    http_cache_get_stats(c, &st);
+    assert_true(st.bytes >= mib && st.bytes < mib + 4096);
+    char *r4 = http_cache_reserve(c, &cap);
+    assert_non_null(r4);
+    unsigned char vec[(2 << 20) / 4096];
+    assert_int_equal(mincore(r4 + mib, 2 * mib, vec), 0);
+    for (size_t i = 0; i < sizeof(vec); i++)
+        assert_int_equal(vec[i] & 1, 0);
+    assert_int_equal(r4[0], 'x');
+    http_cache_unreserve(r4, cap, mib);
+
+    put(c, "/c", 3, 3 * mib); /* evicts /big, then fits only without the spare */
     http_cache_get_stats(c, &st);
     assert_true(st.bytes <= budget);
     assert_true(get(c, "/c", 3, &body, &len));
     assert_int_equal(len, 3 * mib);
+
+    /* a spare let go beside a full cache: the next lookup evicts for it */
+    char *r3 = http_cache_reserve(c, &cap);
+    assert_non_null(r3);
+    memset(r3, 'z', 2 * mib);
+    http_cache_unreserve(r3, cap, 2 * mib);
+    assert_false(get(c, "/none", 1, &body, &len));
+    http_cache_get_stats(c, &st);
+    assert_true(st.bytes <= budget);
+    assert_true(st.evictions >= 2);
     http_cache_free(c);
 
     /* no budget: no reservation */
