@@ -1460,6 +1460,12 @@ void store_check_owner(json_t *check, char out[STORE_OWNER_MAX])
         snprintf(out, STORE_OWNER_MAX, STORE_NODE_OWNER "%s", jstr(check, "Node"));
 }
 
+/* Whether the svc_checks key p[0..n) names a node's checks. */
+static bool is_node_owner(const void *p, size_t n)
+{
+    return n >= STORE_NODE_OWNER_LEN && memcmp(p, STORE_NODE_OWNER, STORE_NODE_OWNER_LEN) == 0;
+}
+
 /* keep_status: an agent re-registration keeps what the check last observed;
  * a catalog registration sets the status it gives. */
 static int put_check_as(struct apply_ctx *a, json_t *check, const char *service_id,
@@ -1619,7 +1625,7 @@ static int apply_node(struct apply_ctx *a, json_t *args)
     if (*node == '\0')
         return REG_EINVAL;
     node_key(rkey, "node:", node);
-    node_key(ckey, "_node:", node);
+    node_key(ckey, STORE_NODE_OWNER, node);
     json_t *rec = json_object_get(args, "Record"), *stored = NULL;
     /* SkipNodeUpdate: a node already known keeps what it has (Consul) */
     if (json_is_object(rec) && json_is_true(json_object_get(args, "SkipNodeUpdate")) &&
@@ -2585,7 +2591,7 @@ int store_each_instance_at(struct store_read *r, const char *addr, store_json_cb
 int store_each_node_check(struct store_read *r, const char *node, store_json_cb cb, void *arg)
 {
     char key[NODE_KEY_MAX];
-    node_key(key, "_node:", node);
+    node_key(key, STORE_NODE_OWNER, node);
     return each_indexed(r, DB_SVC_CHECKS, key, DB_CHECKS, cb, arg);
 }
 
@@ -2606,20 +2612,20 @@ int store_owner_checks(struct store_read *r, const char *owner, json_t **out)
 int store_each_check_node(struct store_read *r, store_name_cb cb, void *arg)
 {
     MDB_cursor *cur;
-    MDB_val k = val_str("_node:"), v;
+    MDB_val k = val_str(STORE_NODE_OWNER), v;
     char node[NODE_KEY_MAX];
     int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_SVC_CHECKS], &cur);
     if (rc != 0)
         return lmdb_fail("mdb_cursor_open", rc);
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
-        if (k.mv_size < 6 || memcmp(k.mv_data, "_node:", 6) != 0)
+        if (!is_node_owner(k.mv_data, k.mv_size))
             break;
-        if (k.mv_size == 6 || k.mv_size - 6 >= sizeof(node) ||
-            memchr(k.mv_data, '\0', k.mv_size) != NULL)
+        size_t n = k.mv_size - STORE_NODE_OWNER_LEN;
+        if (n == 0 || n >= sizeof(node) || memchr(k.mv_data, '\0', k.mv_size) != NULL)
             continue;
-        memcpy(node, (const char *)k.mv_data + 6, k.mv_size - 6);
-        node[k.mv_size - 6] = '\0';
+        memcpy(node, (const char *)k.mv_data + STORE_NODE_OWNER_LEN, n);
+        node[n] = '\0';
         if ((rc = cb(node, arg)) != 0)
             break;
     }
@@ -2651,7 +2657,7 @@ static void instance_node_key(struct store_read *r, const char *service_id,
     } else {
         json_t *inst = load_record(r->s, r->s->dbi[DB_SERVICES], &k, &v);
         if (inst && *jstr(inst, "Node"))
-            node_key(key, "_node:", jstr(inst, "Node"));
+            node_key(key, STORE_NODE_OWNER, jstr(inst, "Node"));
         json_decref(inst);
     }
     record_plain_free(&u);
@@ -2684,9 +2690,9 @@ bool store_instance_may_have_checks(struct store_read *r, const char *service_id
     int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
     bool may = rc != MDB_NOTFOUND;
     if (!may) { /* any node's checks: keys "_node:..." */
-        k = val_str("_node:");
+        k = val_str(STORE_NODE_OWNER);
         rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        may = rc != MDB_NOTFOUND && (rc != 0 || (k.mv_size >= 6 && memcmp(k.mv_data, "_node:", 6) == 0));
+        may = rc != MDB_NOTFOUND && (rc != 0 || is_node_owner(k.mv_data, k.mv_size));
     }
     mdb_cursor_close(cur);
     return may;
@@ -3098,7 +3104,7 @@ int store_owner_checks_raw(struct store_read *rd, const char *id, const char *no
 {
     char key[NODE_KEY_MAX];
     if (node != NULL)
-        node_key(key, "_node:", node);
+        node_key(key, STORE_NODE_OWNER, node);
     MDB_val k = val_str(node != NULL ? key : id), v;
     int rc = 0, stop = 0;
     if (rd->owner_cur == NULL)

@@ -44,6 +44,7 @@
 /* A check's owner (store_check_owner): an instance ID, or this prefix and a
  * node name; at most STORE_OWNER_MAX bytes with its NUL. */
 #define STORE_NODE_OWNER "_node:"
+#define STORE_NODE_OWNER_LEN (sizeof(STORE_NODE_OWNER) - 1)
 #define STORE_OWNER_MAX (STORE_NAME_MAX + 16)
 
 struct store;
