@@ -544,7 +544,7 @@ static bool hdef_same(const struct hcheck *c, json_t *rec)
 
 static bool is_node_owner(const char *key)
 {
-    return strncmp(key, STORE_NODE_OWNER, strlen(STORE_NODE_OWNER)) == 0;
+    return store_is_node_owner(key, strlen(key));
 }
 
 static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)

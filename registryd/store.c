@@ -1460,8 +1460,7 @@ void store_check_owner(json_t *check, char out[STORE_OWNER_MAX])
         snprintf(out, STORE_OWNER_MAX, STORE_NODE_OWNER "%s", jstr(check, "Node"));
 }
 
-/* Whether the svc_checks key p[0..n) names a node's checks. */
-static bool is_node_owner(const void *p, size_t n)
+bool store_is_node_owner(const void *p, size_t n)
 {
     return n >= STORE_NODE_OWNER_LEN && memcmp(p, STORE_NODE_OWNER, STORE_NODE_OWNER_LEN) == 0;
 }
@@ -2619,7 +2618,7 @@ int store_each_check_node(struct store_read *r, store_name_cb cb, void *arg)
         return lmdb_fail("mdb_cursor_open", rc);
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
-        if (!is_node_owner(k.mv_data, k.mv_size))
+        if (!store_is_node_owner(k.mv_data, k.mv_size))
             break;
         size_t n = k.mv_size - STORE_NODE_OWNER_LEN;
         if (n == 0 || n >= sizeof(node) || memchr(k.mv_data, '\0', k.mv_size) != NULL)
@@ -2692,7 +2691,7 @@ bool store_instance_may_have_checks(struct store_read *r, const char *service_id
     if (!may) { /* any node's checks: keys "_node:..." */
         k = val_str(STORE_NODE_OWNER);
         rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        may = rc != MDB_NOTFOUND && (rc != 0 || is_node_owner(k.mv_data, k.mv_size));
+        may = rc != MDB_NOTFOUND && (rc != 0 || store_is_node_owner(k.mv_data, k.mv_size));
     }
     mdb_cursor_close(cur);
     return may;

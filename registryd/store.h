@@ -178,6 +178,8 @@ bool store_instance_may_have_checks(struct store_read *r, const char *service_id
  * node-level check STORE_NODE_OWNER followed by its Node. store_change's
  * service_id names owners; store_owner_checks lists an owner's checks. */
 void store_check_owner(json_t *check, char out[STORE_OWNER_MAX]);
+/* Whether an owner key p[0..n) is a node's (STORE_NODE_OWNER and a name). */
+bool store_is_node_owner(const void *p, size_t n);
 /* The checks filed under owner, as a new JSON array sorted by CheckID. */
 int store_owner_checks(struct store_read *r, const char *owner, json_t **out);
 /* The record of the server whose raft address is raft_addr ({ID, Raft,
