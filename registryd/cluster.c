@@ -334,14 +334,16 @@ static void adapt_snapshot_threshold(struct cluster *c, uint64_t snapshot_bytes)
     raft_set_snapshot_threshold(&c->raft, n);
 }
 
-/* io->async_work: req->work (the snapshot copy, fsm_snapshot_async) on a
- * thread of its own at a lower priority, then req->cb with its status on the
- * raft thread. At a million instances the copy is 1-2 s of CPU; on a 2-core
- * machine, at normal priority, it took a core from the HTTP and DNS workers
- * and doubled the time to wake 10,000 parked watchers. Not libuv's thread
- * pool: a pool thread whose priority is lowered cannot raise it again
- * unprivileged, and libraft's disk writes run there. The pending uv_async
- * keeps the raft loop running until the copy is over, as queued work did. */
+/* io->async_work: req->work (the snapshot, fsm_snapshot_async) on a thread
+ * of its own, then req->cb with its status on the raft thread. At a million
+ * instances the snapshot is seconds of CPU; on a 2-core machine, at normal
+ * priority, it took a core from the HTTP and DNS workers and doubled the
+ * time to wake 10,000 parked watchers, so fsm_snapshot_async lowers this
+ * thread's priority (ASYNC_WORK_NICE) once its read of the store is over.
+ * Not libuv's thread pool: a pool thread whose priority is lowered cannot
+ * raise it again unprivileged, and libraft's disk writes run there. The
+ * pending uv_async keeps the raft loop running until the work is over, as
+ * queued work did. */
 #define ASYNC_WORK_NICE 10
 
 struct async_work {
@@ -355,10 +357,6 @@ struct async_work {
 static void *async_work_run(void *arg)
 {
     struct async_work *a = arg;
-    /* this thread only (Linux: a thread's nice value is its own) */
-    if (setpriority(PRIO_PROCESS, (id_t)gettid(), ASYNC_WORK_NICE) != 0)
-        log_debug("cluster", "msg=\"snapshot thread keeps its priority\" error=\"%s\"",
-                  strerror(errno));
     a->status = a->req->work(a->req);
     uv_async_send(&a->done);
     return NULL;
@@ -402,9 +400,9 @@ static int io_async_work(struct raft_io *io, struct raft_io_async_work *req,
 }
 
 /* Raft thread, at the applied index: only a read transaction is opened
- * here (LMDB's MVCC keeps what it sees while writes go on); the copy and
- * its checksum, 1-2 s at a million instances, run in fsm_snapshot_async
- * off the raft thread, so writes do not stop for them. */
+ * here (LMDB's MVCC keeps what it sees while writes go on); the copy, the
+ * unpacking and the checksum, 1-2 s at a million instances, run in
+ * fsm_snapshot_async off the raft thread, so writes do not stop for them. */
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct cluster *c = fsm->data;
@@ -420,7 +418,12 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 }
 
 /* io_async_work's thread: the snapshot's bytes from the read fsm_snapshot
- * opened. */
+ * opened. The read is held only for the copy of the stored bytes, at this
+ * thread's normal priority: while it is open no page a write frees can be
+ * used again, and each write frees a path in a dozen B-trees (about 30
+ * pages), so a read held for the whole snapshot (seconds at a million
+ * instances, at a low priority on a busy machine) grew the store file by a
+ * gigabyte. The rest (unpacking, checksum) runs at ASYNC_WORK_NICE. */
 static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct cluster *c = fsm->data;
@@ -430,18 +433,25 @@ static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[], 
     size_t cap = c->snap_spare_cap, len;
     c->snap_spare = NULL;
     double started = mono_seconds();
-    int rc = store_snapshot_read_into(c->snap_rd, &data, &cap, &len);
+    int rc = store_snapshot_copy(c->snap_rd, &data, &cap, &len);
     store_read_end(c->snap_rd);
     c->snap_rd = NULL;
+    double read_s = mono_seconds() - started;
+    /* this thread only (Linux: a thread's nice value is its own) */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), ASYNC_WORK_NICE) != 0)
+        log_debug("cluster", "msg=\"snapshot thread keeps its priority\" error=\"%s\"",
+                  strerror(errno));
+    if (rc == 0)
+        rc = store_snapshot_finish(&data, &cap, &len);
     if (rc != 0) {
         c->snap_spare = data;
         c->snap_spare_cap = cap;
         return rc == REG_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
     }
     errno = 0;
-    int nice = getpriority(PRIO_PROCESS, (id_t)gettid()); /* this thread's (io_async_work) */
-    log_info("cluster", "msg=\"snapshot taken\" bytes=%zu ms=%.1f nice=%d", len,
-             (mono_seconds() - started) * 1e3, errno == 0 ? nice : 0);
+    int nice = getpriority(PRIO_PROCESS, (id_t)gettid());
+    log_info("cluster", "msg=\"snapshot taken\" bytes=%zu ms=%.1f read_ms=%.1f nice=%d", len,
+             (mono_seconds() - started) * 1e3, read_s * 1e3, errno == 0 ? nice : 0);
     c->snap_held_cap = cap;
     c->snap_len = len;
     (*bufs)[0].base = data;

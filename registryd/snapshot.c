@@ -132,6 +132,16 @@ void snap_record_head(unsigned char out[SNAP_RECORD_HEAD_LEN], enum snap_table t
     put_le32(out + 5, vlen);
 }
 
+struct snap_rec snap_record_head_read(const unsigned char in[SNAP_RECORD_HEAD_LEN])
+{
+    return (struct snap_rec){in[0], get_le32(in + 1), get_le32(in + 5)};
+}
+
+uint64_t snap_header_records(const unsigned char head[SNAP_HEADER_LEN])
+{
+    return get_le64(head + 24);
+}
+
 void snap_trailer(unsigned char out[SNAP_TRAILER_LEN], uint64_t records, uint32_t crc)
 {
     memcpy(out, SNAP_END_MAGIC, 8);
@@ -218,9 +228,10 @@ static int next_record(const unsigned char **pp, const unsigned char *end, unsig
         return 0;
     if ((size_t)(end - p) < SNAP_RECORD_HEAD_LEN)
         return REG_EINVAL;
-    *table = p[0];
-    *klen = get_le32(p + 1);
-    *vlen = get_le32(p + 5);
+    struct snap_rec h = snap_record_head_read(p);
+    *table = h.table;
+    *klen = h.klen;
+    *vlen = h.vlen;
     p += SNAP_RECORD_HEAD_LEN;
     if ((size_t)(end - p) < (uint64_t)*klen + *vlen)
         return REG_EINVAL;

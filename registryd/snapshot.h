@@ -59,6 +59,13 @@ struct snap_info {
 void snap_header(unsigned char out[SNAP_HEADER_LEN], uint64_t index, uint64_t records);
 void snap_record_head(unsigned char out[SNAP_RECORD_HEAD_LEN], enum snap_table t, uint32_t klen,
                       uint32_t vlen);
+/* A record's head, and a header's record count, read back. */
+struct snap_rec {
+    unsigned table;
+    uint32_t klen, vlen;
+};
+struct snap_rec snap_record_head_read(const unsigned char in[SNAP_RECORD_HEAD_LEN]);
+uint64_t snap_header_records(const unsigned char head[SNAP_HEADER_LEN]);
 /* crc: CRC32C of every byte before the trailer (snap_crc32c from 0). */
 void snap_trailer(unsigned char out[SNAP_TRAILER_LEN], uint64_t records, uint32_t crc);
 /* Running CRC32C (Castagnoli): start with crc = 0. */

@@ -2082,7 +2082,7 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
 /* ---- snapshot / restore -------------------------------------------------
  * Format: snapshot.h. */
 
-static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len);
+static int snapshot_copy(struct store_read *r, void **buf, size_t *cap, size_t *len);
 
 int store_snapshot(struct store *s, void **buf, size_t *len)
 {
@@ -2102,9 +2102,9 @@ int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len)
     int rc = store_read_begin(s, &r);
     if (rc != 0)
         return rc;
-    rc = snapshot_read_into(r, buf, cap, len);
+    rc = snapshot_copy(r, buf, cap, len);
     store_read_end(r);
-    return rc;
+    return rc == 0 ? store_snapshot_finish(buf, cap, len) : rc;
 }
 
 /*
@@ -2133,15 +2133,18 @@ static void release_map(struct store *s)
         log_debug("store", "msg=\"map pages kept\" error=\"%s\"", strerror(errno));
 }
 
-int store_snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
+int store_snapshot_copy(struct store_read *r, void **buf, size_t *cap, size_t *len)
 {
-    int rc = snapshot_read_into(r, buf, cap, len);
+    int rc = snapshot_copy(r, buf, cap, len);
     if (rc == 0)
         release_map(r->s);
     return rc;
 }
 
-static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
+/* The header and every record as stored: no more work than a cursor walk
+ * and a memcpy while the read is open. The header's index and count are
+ * final; instance and check values may still be packed. */
+static int snapshot_copy(struct store_read *r, void **buf, size_t *cap, size_t *len)
 {
     struct growbuf g = {*buf, 0, *buf ? *cap : 0};
     struct store *s = r->s;
@@ -2163,42 +2166,96 @@ static int snapshot_read_into(struct store_read *r, void **buf, size_t *cap, siz
             if (db == DB_META && k.mv_size == sizeof(STORE_RESTART_KEY) - 1 &&
                 memcmp(k.mv_data, STORE_RESTART_KEY, k.mv_size) == 0)
                 continue; /* this file's own restart record, not registry data */
-            /* snapshots carry plain text (record.h) */
-            struct record_plain u;
-            const char *val = v.mv_data;
-            u.heap = NULL;
-            u.len = v.mv_size;
-            if (packs(s, s->dbi[db]) &&
-                (val = record_plain_view(&u, v.mv_data, v.mv_size)) == NULL) {
+            if (v.mv_size > SNAP_VALUE_MAX) {
                 rc = REG_ESTORE;
                 break;
             }
             unsigned char rh[SNAP_RECORD_HEAD_LEN];
-            snap_record_head(rh, (enum snap_table)db, (uint32_t)k.mv_size, (uint32_t)u.len);
+            snap_record_head(rh, (enum snap_table)db, (uint32_t)k.mv_size, (uint32_t)v.mv_size);
             if ((rc = gb_put(&g, rh, sizeof(rh))) == 0 &&
                 (rc = gb_put(&g, k.mv_data, k.mv_size)) == 0)
-                rc = gb_put(&g, val, u.len);
-            record_plain_free(&u);
+                rc = gb_put(&g, v.mv_data, v.mv_size);
             records++;
         }
         mdb_cursor_close(cur);
         if (rc == 0 && crc != MDB_NOTFOUND)
             rc = lmdb_fail("mdb_cursor_get", crc);
     }
-    if (rc == 0) {
-        unsigned char trailer[SNAP_TRAILER_LEN];
+    if (rc == 0)
         snap_header(g.p, get_u64(txn, s->dbi[DB_META], "index"), records);
-        snap_trailer(trailer, records, 0);
-        rc = gb_put(&g, trailer, sizeof(trailer) - 4);
-        if (rc == 0) {
-            snap_trailer(trailer, records, snap_crc32c(0, g.p, g.len));
-            rc = gb_put(&g, trailer + sizeof(trailer) - 4, 4);
-        }
-    }
     *buf = g.p;
     *cap = g.cap;
     *len = g.len;
     return rc;
+}
+
+static bool snap_table_packs(unsigned t)
+{
+    return t == SNAP_SERVICES || t == SNAP_CHECKS;
+}
+
+/*
+ * What snapshot_copy wrote, made a snapshot in the same buffer: packed
+ * values unpacked (snapshots carry plain text), the trailer and its
+ * checksum. The stored records move to the end of the snapshot's record
+ * area and are rewritten from the front: a record never shrinks when
+ * unpacked, so the write position never passes the next record still to
+ * read.
+ */
+int store_snapshot_finish(void **buf, size_t *cap, size_t *len)
+{
+    unsigned char *p = *buf;
+    size_t stored = *len, end = SNAP_HEADER_LEN;
+    if (stored < SNAP_HEADER_LEN)
+        return REG_ESTORE;
+    for (size_t at = SNAP_HEADER_LEN; at < stored;) {
+        if (stored - at < SNAP_RECORD_HEAD_LEN)
+            return REG_ESTORE;
+        struct snap_rec h = snap_record_head_read(p + at);
+        if (stored - at - SNAP_RECORD_HEAD_LEN < (size_t)h.klen + h.vlen)
+            return REG_ESTORE;
+        const unsigned char *v = p + at + SNAP_RECORD_HEAD_LEN + h.klen;
+        size_t plain = snap_table_packs(h.table) ? record_unpacked_len(v, h.vlen) : h.vlen;
+        if (plain > SNAP_VALUE_MAX)
+            return REG_ESTORE;
+        end += SNAP_RECORD_HEAD_LEN + h.klen + plain;
+        at += SNAP_RECORD_HEAD_LEN + h.klen + h.vlen;
+    }
+    size_t total = end + SNAP_TRAILER_LEN;
+    if (total > *cap) {
+        if ((p = realloc(p, total)) == NULL)
+            return REG_ENOMEM; /* *buf is still the caller's */
+        *buf = p;
+        *cap = total;
+    }
+    size_t r = end - (stored - SNAP_HEADER_LEN), w = SNAP_HEADER_LEN;
+    memmove(p + r, p + SNAP_HEADER_LEN, stored - SNAP_HEADER_LEN);
+    while (r < end) {
+        struct snap_rec h = snap_record_head_read(p + r);
+        size_t kv = SNAP_RECORD_HEAD_LEN + h.klen;
+        const unsigned char *v = p + r + kv;
+        struct record_plain u;
+        u.heap = NULL;
+        u.len = h.vlen;
+        const char *val = (const char *)v;
+        if (snap_table_packs(h.table) && (val = record_plain_view(&u, v, h.vlen)) == NULL)
+            return REG_ESTORE;
+        if (val == (const char *)v) { /* nothing packed: moves as it is */
+            memmove(p + w, p + r, kv + h.vlen);
+        } else { /* the value is in u: the head, the key, then the value */
+            snap_record_head(p + w, (enum snap_table)h.table, h.klen, (uint32_t)u.len);
+            memmove(p + w + SNAP_RECORD_HEAD_LEN, p + r + SNAP_RECORD_HEAD_LEN, h.klen);
+            memcpy(p + w + kv, val, u.len);
+        }
+        record_plain_free(&u);
+        r += kv + h.vlen;
+        w += kv + u.len;
+    }
+    /* the checksum covers every byte before it, the trailer's first ones too */
+    snap_trailer(p + end, snap_header_records(p), 0);
+    snap_trailer(p + end, snap_header_records(p), snap_crc32c(0, p, total - 4));
+    *len = total;
+    return 0;
 }
 
 /* ---- a snapshot piece by piece ------------------------------------------ */

@@ -113,11 +113,18 @@ int store_snapshot(struct store *s, void **buf, size_t *len) REG_MUSTCHECK;
  * caller's, also on failure. A warm buffer spares the page faults of fresh
  * memory, most of the cost of a large snapshot on a virtual machine. */
 int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len) REG_MUSTCHECK;
-/* The same of what the read handle r sees (its thread; a read handle may
- * move between threads: the environment is MDB_NOTLS). Raft's snapshot
- * opens r on the raft thread, at the applied index, and copies on another. */
-int store_snapshot_read_into(struct store_read *r, void **buf, size_t *cap, size_t *len)
+/* Raft's snapshot in two steps, so that its read is held only for a copy of
+ * the stored bytes (an open read keeps every page a write frees from reuse,
+ * and at a million instances the store file grew by a gigabyte while a
+ * snapshot was made from the read). store_snapshot_copy: what the read
+ * handle r sees, as stored, into *buf as store_snapshot_into does; r may
+ * end when it returns (r's thread; a read handle may move between threads:
+ * the environment is MDB_NOTLS). store_snapshot_finish, on any thread and
+ * without the store: that copy made the snapshot, in place (grown with
+ * realloc; *buf stays the caller's, also on failure). */
+int store_snapshot_copy(struct store_read *r, void **buf, size_t *cap, size_t *len)
     REG_MUSTCHECK;
+int store_snapshot_finish(void **buf, size_t *cap, size_t *len) REG_MUSTCHECK;
 /* The same bytes piece by piece, from one read transaction, never all in
  * memory (GET /v1/snapshot streams them). The thread that begins a stream
  * owns it. read copies the next bytes, up to cap, into buf; *len == 0 is

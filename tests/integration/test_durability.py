@@ -307,7 +307,7 @@ class DurabilityTest(unittest.TestCase):
                 self.assertEqual(heads, {b"RSNAP002"})
             # the copy ran on its own thread below the front end's priority
             # (at a million instances it is seconds of CPU a worker would lose)
-            taken = re.findall(r'msg="snapshot taken" bytes=\d+ ms=[\d.]+ nice=(-?\d+)', d.log())
+            taken = re.findall(r'msg="snapshot taken" bytes=\d+ ms=[\d.]+ read_ms=[\d.]+ nice=(-?\d+)', d.log())
             self.assertTrue(taken, d.log())
             self.assertEqual(set(taken), {"10"}, d.log())
             d.kill9()  # the next start rebuilds the store from snapshot and log

@@ -318,6 +318,48 @@ static void test_snapshot_into_reused_buffer(void **state)
     free(buf);
 }
 
+/* Raft's snapshot in two steps: the read copies the records as stored
+ * (packed, so less than the snapshot), writes after it are not in it, and
+ * finishing it needs no read: the same bytes as store_snapshot's at the
+ * copy. A damaged copy is refused and stays the caller's. */
+static void test_snapshot_copy_then_finish(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    for (int i = 0; i < 30; i++) {
+        char id[16], cid[24];
+        snprintf(id, sizeof(id), "c%d", i);
+        snprintf(cid, sizeof(cid), "check:c%d", i);
+        apply(f->s, CMD_REGISTER, reg_args(id, i % 3 ? "copy" : "other", i % 2 ? cid : NULL),
+              &chg);
+    }
+    void *want;
+    size_t want_len;
+    assert_int_equal(store_snapshot(f->s, &want, &want_len), 0);
+    struct store_read *r;
+    void *buf = NULL;
+    size_t cap = 0, len;
+    assert_int_equal(store_read_begin(f->s, &r), 0);
+    assert_int_equal(store_snapshot_copy(r, &buf, &cap, &len), 0);
+    store_read_end(r);
+    assert_true(len < want_len); /* packed, no trailer yet */
+    apply(f->s, CMD_REGISTER, reg_args("late", "copy", "check:late"), &chg);
+    void *damaged = malloc(len);
+    assert_non_null(damaged);
+    memcpy(damaged, buf, len);
+    size_t dcap = len, dlen = len - 3; /* cut inside the last record */
+    assert_int_equal(store_snapshot_finish(&damaged, &dcap, &dlen), REG_ESTORE);
+    free(damaged);
+    assert_int_equal(store_snapshot_finish(&buf, &cap, &len), 0);
+    assert_int_equal(len, want_len);
+    assert_memory_equal(buf, want, len);
+    struct snap_info info;
+    char err[200];
+    assert_int_equal(snap_validate(buf, len, 0, &info, err, sizeof(err)), 0);
+    free(want);
+    free(buf);
+}
+
 /* A streamed snapshot is the same bytes as store_snapshot's, whatever the
  * piece size (1 byte splits every head, key, value and the trailer), and a
  * restore accepts it. */
@@ -1083,6 +1125,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_into_reused_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_stream_same_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_copy_then_finish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_records_stored_packed_snapshots_plain, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_restart_record, setup, teardown),
