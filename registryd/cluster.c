@@ -437,6 +437,8 @@ static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[], 
     store_read_end(c->snap_rd);
     c->snap_rd = NULL;
     double read_s = mono_seconds() - started;
+    if (rc == 0) /* the copy mapped every page of the store */
+        store_release_map(c->opt.store);
     /* this thread only (Linux: a thread's nice value is its own) */
     if (setpriority(PRIO_PROCESS, (id_t)gettid(), ASYNC_WORK_NICE) != 0)
         log_debug("cluster", "msg=\"snapshot thread keeps its priority\" error=\"%s\"",
@@ -1151,8 +1153,10 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
         snprintf(err, errlen, "raft snapshot compression: %s", c->io.errmsg);
         return REG_ERAFT;
     }
-    /* libraft 0.15's uv io has no async_work (io version 1): give it one (a
-     * thread per snapshot copy, io_async_work; fsm_snapshot_async). */
+    /* libraft 0.15's uv io declares io version 1, so libraft takes no
+     * asynchronous snapshot through the async_work it has (libuv's pool):
+     * give it one (a thread per snapshot, io_async_work;
+     * fsm_snapshot_async). */
     c->io.version = 2;
     c->io.async_work = io_async_work;
     c->fsm.version = 3;

@@ -129,7 +129,8 @@ static const struct conf_key conf_keys[] = {
     KEY("max_body_size", CONF_SIZE, max_body_size, "1MiB", "BYTES",
         "largest accepted HTTP request body (suffixes KiB, MiB, GiB)"),
     KEY("http_cache_size", CONF_SIZE, http_cache_size, "64MiB", "BYTES",
-        "memory for rendered HTTP answers kept for reuse, least recently used out first; "
+        "memory for rendered HTTP answers kept for reuse (with the spare buffer big answers "
+        "are written into, at most 32MiB), least recently used out first; "
         "an answer larger than this is never kept (suffixes KiB, MiB, GiB)"),
     KEY("http_render_cache_size", CONF_SIZE, http_render_cache_size, "64MiB", "BYTES",
         "memory for the JSON of single instances and checks that big answers are built from "

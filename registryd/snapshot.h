@@ -66,7 +66,8 @@ struct snap_rec {
 };
 struct snap_rec snap_record_head_read(const unsigned char in[SNAP_RECORD_HEAD_LEN]);
 uint64_t snap_header_records(const unsigned char head[SNAP_HEADER_LEN]);
-/* crc: CRC32C of every byte before the trailer (snap_crc32c from 0). */
+/* crc: CRC32C of every byte before it, the trailer's magic and count
+ * included (snap_crc32c from 0). */
 void snap_trailer(unsigned char out[SNAP_TRAILER_LEN], uint64_t records, uint32_t crc);
 /* Running CRC32C (Castagnoli): start with crc = 0. */
 uint32_t snap_crc32c(uint32_t crc, const void *data, size_t len);

@@ -72,7 +72,7 @@ struct store {
     uint64_t next_statvfs;  /* monotonic ms of the next free-space look */
     bool space_ok;          /* atomic: writes may be proposed */
     uint64_t reused_applied; /* kept from the last clean stop: its raft index; 0: rebuilt */
-    void *map;      /* LMDB's map of the data file (release_map); NULL: not found */
+    void *map;      /* LMDB's map of the data file (store_release_map); NULL: not found */
     size_t map_len;
     bool services_touched; /* raft thread: this apply wrote a name's summary */
 };
@@ -2082,7 +2082,6 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
 /* ---- snapshot / restore -------------------------------------------------
  * Format: snapshot.h. */
 
-static int snapshot_copy(struct store_read *r, void **buf, size_t *cap, size_t *len);
 
 int store_snapshot(struct store *s, void **buf, size_t *len)
 {
@@ -2102,7 +2101,7 @@ int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len)
     int rc = store_read_begin(s, &r);
     if (rc != 0)
         return rc;
-    rc = snapshot_copy(r, buf, cap, len);
+    rc = store_snapshot_copy(r, buf, cap, len);
     store_read_end(r);
     return rc == 0 ? store_snapshot_finish(buf, cap, len) : rc;
 }
@@ -2120,7 +2119,7 @@ int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len)
  * fault back in, a minor fault each. Readers and the writer may be in the
  * map meanwhile: the addresses stay valid.
  */
-static void release_map(struct store *s)
+void store_release_map(struct store *s)
 {
     MDB_envinfo info;
     MDB_stat st;
@@ -2133,18 +2132,10 @@ static void release_map(struct store *s)
         log_debug("store", "msg=\"map pages kept\" error=\"%s\"", strerror(errno));
 }
 
-int store_snapshot_copy(struct store_read *r, void **buf, size_t *cap, size_t *len)
-{
-    int rc = snapshot_copy(r, buf, cap, len);
-    if (rc == 0)
-        release_map(r->s);
-    return rc;
-}
-
 /* The header and every record as stored: no more work than a cursor walk
  * and a memcpy while the read is open. The header's index and count are
  * final; instance and check values may still be packed. */
-static int snapshot_copy(struct store_read *r, void **buf, size_t *cap, size_t *len)
+int store_snapshot_copy(struct store_read *r, void **buf, size_t *cap, size_t *len)
 {
     struct growbuf g = {*buf, 0, *buf ? *cap : 0};
     struct store *s = r->s;
@@ -2239,7 +2230,7 @@ int store_snapshot_finish(void **buf, size_t *cap, size_t *len)
         u.len = h.vlen;
         const char *val = (const char *)v;
         if (snap_table_packs(h.table) && (val = record_plain_view(&u, v, h.vlen)) == NULL)
-            return REG_ESTORE;
+            return REG_ENOMEM; /* its length was checked above */
         if (val == (const char *)v) { /* nothing packed: moves as it is */
             memmove(p + w, p + r, kv + h.vlen);
         } else { /* the value is in u: the head, the key, then the value */

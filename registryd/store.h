@@ -121,10 +121,14 @@ int store_snapshot_into(struct store *s, void **buf, size_t *cap, size_t *len) R
  * end when it returns (r's thread; a read handle may move between threads:
  * the environment is MDB_NOTLS). store_snapshot_finish, on any thread and
  * without the store: that copy made the snapshot, in place (grown with
- * realloc; *buf stays the caller's, also on failure). */
+ * realloc; *buf stays the caller's, also on failure, when what it holds
+ * is undefined). Returns 0, REG_ENOMEM or REG_ESTORE. */
 int store_snapshot_copy(struct store_read *r, void **buf, size_t *cap, size_t *len)
     REG_MUSTCHECK;
 int store_snapshot_finish(void **buf, size_t *cap, size_t *len) REG_MUSTCHECK;
+/* Take the store's map out of this process's page tables (see store.c);
+ * any thread, no read needed. Raft calls it after a snapshot's copy. */
+void store_release_map(struct store *s);
 /* The same bytes piece by piece, from one read transaction, never all in
  * memory (GET /v1/snapshot streams them). The thread that begins a stream
  * owns it. read copies the next bytes, up to cap, into buf; *len == 0 is

@@ -305,8 +305,10 @@ class DurabilityTest(unittest.TestCase):
             self.assertEqual({h[:4] for h in heads}, want, heads)
             if not compressed:
                 self.assertEqual(heads, {b"RSNAP002"})
-            # the copy ran on its own thread below the front end's priority
-            # (at a million instances it is seconds of CPU a worker would lose)
+            # the snapshot was finished on its own thread below the front
+            # end's priority (at a million instances it is seconds of CPU a
+            # worker would lose); only its read of the store ran at normal
+            # priority
             taken = re.findall(r'msg="snapshot taken" bytes=\d+ ms=[\d.]+ read_ms=[\d.]+ nice=(-?\d+)', d.log())
             self.assertTrue(taken, d.log())
             self.assertEqual(set(taken), {"10"}, d.log())

@@ -333,6 +333,14 @@ static void test_snapshot_copy_then_finish(void **state)
         apply(f->s, CMD_REGISTER, reg_args(id, i % 3 ? "copy" : "other", i % 2 ? cid : NULL),
               &chg);
     }
+    /* one record past record_plain_view's 2 KiB on the stack, between others */
+    char big[3000];
+    memset(big, 'm', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    json_t *args = reg_args("c15b", "copy", "check:c15b");
+    json_object_set_new(json_object_get(json_object_get(args, "Service"), "Meta"), "big",
+                        json_string(big));
+    assert_int_equal(apply(f->s, CMD_REGISTER, args, &chg), 0);
     void *want;
     size_t want_len;
     assert_int_equal(store_snapshot(f->s, &want, &want_len), 0);
@@ -356,6 +364,8 @@ static void test_snapshot_copy_then_finish(void **state)
     struct snap_info info;
     char err[200];
     assert_int_equal(snap_validate(buf, len, 0, &info, err, sizeof(err)), 0);
+    assert_int_equal(info.records, snap_header_records(want));
+    assert_non_null(memmem(buf, len, big, sizeof(big) - 1));
     free(want);
     free(buf);
 }
