@@ -314,6 +314,9 @@ struct job {
     struct evhttp_connection *evcon;
     struct http_server *srv; /* for the close callback */
     struct event *later; /* the next slice when a slice sent nothing */
+    struct event *park;  /* the client has not taken a slice for a while */
+    uint64_t read_at;    /* when the walk's read was begun or renewed */
+    bool moved;          /* the read was renewed: the answer spans views */
     int rc;              /* REG_ENOMEM / REG_ESTORE cut it short */
     /* node-level checks' signature, for the last node asked (one txn) */
     char memo_node[STORE_NAME_MAX + 1];
@@ -329,6 +332,8 @@ static void job_free(struct job *j)
         http_on_client_gone(j->srv, j->evcon, NULL, NULL);
     if (j->later)
         event_free(j->later);
+    if (j->park)
+        event_free(j->park);
     store_iter_end(j->it);
     store_read_end(j->rd);
     filter_free(j->f);
@@ -721,6 +726,51 @@ static void stream_closed(struct evhttp_connection *evcon, void *arg)
 
 static void stream_next(struct evhttp_connection *evcon, void *arg);
 
+/*
+ * A stream's read is held no longer than HTTP_STREAM_READ_MAX_US at a
+ * time. While a read is open LMDB reuses no page a write frees, and each
+ * write frees about 30 (a path in each B-tree it changes), so one client
+ * that reads a large answer slowly, or stops reading, grew the store file
+ * and the resident size with every write until its connection timed out.
+ * A stream that waits that long for its client parks its walk (the read is
+ * reset); one that renders that long renews it. Either way the walk goes
+ * on from where it was, in what the store holds then: entries after that
+ * point may show writes made while the answer was sent (each entry is
+ * still whole, and X-Consul-Index is still the index at the start, so a
+ * blocking query on it sees those writes as new), and the answer is not
+ * kept for the render cache.
+ */
+static const struct timeval stream_read_max = {0, HTTP_STREAM_READ_MAX_US};
+
+static void stream_park(evutil_socket_t fd, short what, void *arg)
+{
+    struct job *j = arg;
+    (void)fd;
+    (void)what;
+    if (j->rc == 0 && (j->rc = store_iter_park(j->it)) == 0)
+        j->moved = true;
+}
+
+/* Before a slice of a stream: a parked walk unparks, an old read is
+ * renewed. The answer is then one the cache must not keep; all may be let
+ * go now, as the last slice's reference to it has been written. */
+static void stream_renew(struct job *j)
+{
+    if (j->rc == 0 && !j->moved && now_us() - j->read_at > HTTP_STREAM_READ_MAX_US &&
+        (j->rc = store_iter_park(j->it)) == 0)
+        j->moved = true;
+    if (j->rc != 0 || !j->moved)
+        return;
+    if ((j->rc = store_iter_unpark(j->it)) != 0)
+        return;
+    j->read_at = now_us();
+    j->moved = false;
+    j->memo_valid = false;
+    if (!j->all_off && j->all != NULL)
+        all_drop(j);
+    j->all_off = true;
+}
+
 static void stream_later(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -733,7 +783,9 @@ static void stream_next(struct evhttp_connection *evcon, void *arg)
 {
     struct job *j = arg;
     (void)evcon;
-    bool done = run_slice(j, true);
+    evtimer_del(j->park);
+    stream_renew(j);
+    bool done = j->rc == 0 && run_slice(j, true);
     flush(j, done);
     if (j->rc != 0) {
         /* cut short: the body is not valid JSON; the client sees a broken
@@ -747,6 +799,8 @@ static void stream_next(struct evhttp_connection *evcon, void *arg)
         /* an empty chunk would end the body */
         evhttp_send_reply_chunk_with_cb(j->r->req, j->out, done ? NULL : stream_next,
                                         done ? NULL : j);
+        if (!done)
+            evtimer_add(j->park, &stream_read_max);
     } else if (!done) {
         struct timeval now = {0, 0};
         evtimer_add(j->later, &now);
@@ -921,7 +975,8 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
                                   : kind == R_STATE && j->state != NULL ? STORE_ITER_STATE
                                                                         : STORE_ITER_CHECKS;
         if ((j->out = evbuffer_new()) == NULL ||
-            (j->later = evtimer_new(r->srv->opt.base, stream_later, j)) == NULL)
+            (j->later = evtimer_new(r->srv->opt.base, stream_later, j)) == NULL ||
+            (j->park = evtimer_new(r->srv->opt.base, stream_park, j)) == NULL)
             rc = REG_ENOMEM;
         else
             rc = store_iter_begin(rd, ik, ik == STORE_ITER_STATE ? j->state : r->arg, &j->it);
@@ -967,6 +1022,7 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
         http_finish_read(r, NULL, index);
         return true;
     }
+    j->read_at = now_us();
     count(&h->streamed);
     j->streaming = true;
     j->evcon = evhttp_request_get_connection(r->req);
@@ -974,5 +1030,6 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
     http_on_client_gone(j->srv, j->evcon, stream_closed, j);
     http_stream_start_at(r, "application/json", index);
     evhttp_send_reply_chunk_with_cb(r->req, j->out, stream_next, j);
+    evtimer_add(j->park, &stream_read_max);
     return true;
 }

@@ -46,6 +46,9 @@ struct http_req;
 #define HTTP_RENDER_FRAGMENT_BYTES (64u << 20)
 /* How long one piece of a render may hold the event loop. */
 #define HTTP_RENDER_SLICE_US 1000
+/* How long a streamed answer's read of the store may stay open at a time
+ * (http_render.c: stream_park); below a second (a timeval's usec). */
+#define HTTP_STREAM_READ_MAX_US 250000
 
 struct http_render;
 

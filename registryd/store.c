@@ -3055,6 +3055,11 @@ struct store_iter {
     MDB_cursor *rec; /* indexed kinds: the records the index names (see
                         store_read's cursors: the next is near the last) */
     bool started;
+    bool pending; /* unparked onto an entry not yet returned */
+    bool ended;   /* unparked past the last entry */
+    bool parked;  /* the read is reset; pos is where the walk was */
+    unsigned char pos[RECORD_KEY_MAX]; /* the key, or an indexed kind's ID */
+    size_t pos_len;
     char name[STORE_NAME_MAX + 1];
 };
 
@@ -3087,7 +3092,14 @@ int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const
         MDB_val k, v;
         MDB_cursor_op op;
         bool indexed = it->kind == STORE_ITER_NAME || it->kind == STORE_ITER_STATE;
-        if (indexed) {
+        if (it->ended)
+            return REG_ENOTFOUND;
+        if (it->parked)
+            return REG_ESTORE; /* store_iter_unpark first */
+        if (it->pending) {
+            op = MDB_GET_CURRENT;
+            it->pending = false;
+        } else if (indexed) {
             k = val_str(it->name);
             op = it->started ? MDB_NEXT_DUP : MDB_SET_KEY;
         } else {
@@ -3121,6 +3133,82 @@ int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const
         *vlen = v.mv_size;
         return 0;
     }
+}
+
+int store_iter_park(struct store_iter *it)
+{
+    if (it->parked)
+        return 0;
+    bool indexed = it->kind == STORE_ITER_NAME || it->kind == STORE_ITER_STATE;
+    it->pos_len = 0;
+    if (it->started && !it->ended && !it->pending) {
+        MDB_val k, v;
+        int rc = mdb_cursor_get(it->cur, &k, &v, MDB_GET_CURRENT);
+        if (rc == 0) {
+            MDB_val *p = indexed ? &v : &k;
+            if (p->mv_size == 0 || p->mv_size > sizeof(it->pos))
+                return REG_ESTORE;
+            memcpy(it->pos, p->mv_data, p->mv_size);
+            it->pos_len = p->mv_size;
+        } else {
+            it->ended = true; /* the walk had run off the end */
+        }
+    } else if (it->pending) { /* not returned yet: from it again */
+        MDB_val k, v;
+        int rc = mdb_cursor_get(it->cur, &k, &v, MDB_GET_CURRENT);
+        if (rc != 0)
+            return lmdb_fail("mdb_cursor_get", rc);
+        MDB_val *p = indexed ? &v : &k;
+        if (p->mv_size == 0 || p->mv_size > sizeof(it->pos))
+            return REG_ESTORE;
+        memcpy(it->pos, p->mv_data, p->mv_size);
+        it->pos_len = p->mv_size;
+        it->started = false; /* unpark: the first entry >= pos is next */
+    }
+    store_read_reset(it->rd);
+    it->parked = true;
+    return 0;
+}
+
+int store_iter_unpark(struct store_iter *it)
+{
+    if (!it->parked)
+        return 0;
+    int rc = store_read_renew(it->rd);
+    if (rc != 0)
+        return rc;
+    MDB_txn *txn = it->rd->txn;
+    if ((rc = mdb_cursor_renew(txn, it->cur)) != 0 ||
+        (it->rec != NULL && (rc = mdb_cursor_renew(txn, it->rec)) != 0))
+        return lmdb_fail("mdb_cursor_renew", rc);
+    it->parked = false;
+    if (it->ended || it->pos_len == 0)
+        return 0; /* at the end, or not started: as it was */
+    bool indexed = it->kind == STORE_ITER_NAME || it->kind == STORE_ITER_STATE;
+    MDB_val k, v, pos = {it->pos_len, it->pos};
+    if (indexed) {
+        k = val_str(it->name);
+        v = pos;
+        rc = mdb_cursor_get(it->cur, &k, &v, MDB_GET_BOTH_RANGE);
+    } else {
+        k = pos;
+        rc = mdb_cursor_get(it->cur, &k, &v, MDB_SET_RANGE);
+    }
+    if (rc == MDB_NOTFOUND) {
+        it->ended = true; /* nothing at or after where the walk was */
+        return 0;
+    }
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_get", rc);
+    const MDB_val *at = indexed ? &v : &k;
+    /* the entry returned last (still there) is passed over by the next
+     * step; a newer one (the last was removed) or the one not returned
+     * yet is returned next */
+    bool same = it->started && at->mv_size == it->pos_len &&
+                memcmp(at->mv_data, it->pos, it->pos_len) == 0;
+    it->started = true;
+    it->pending = !same;
+    return 0;
 }
 
 void store_iter_end(struct store_iter *it)

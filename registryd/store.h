@@ -279,6 +279,15 @@ int store_iter_begin(struct store_read *rd, enum store_iter_kind kind, const cha
 int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const void **val,
                     size_t *vlen) REG_MUSTCHECK;
 void store_iter_end(struct store_iter *it);
+/* A walk that waits (a stream whose client reads slowly) parks: where it
+ * is is kept and its read, shared with whatever else uses rd, is reset,
+ * because an open read keeps LMDB from reusing any page a write frees
+ * (the store file grows with every write while it waits). Unpark renews
+ * the read and goes on from the first entry after the last one returned,
+ * in what the store holds now. Both return 0 or REG_ESTORE; rd must not be
+ * used between them, and no value returned before parking stays valid. */
+int store_iter_park(struct store_iter *it) REG_MUSTCHECK;
+int store_iter_unpark(struct store_iter *it) REG_MUSTCHECK;
 /* One instance's (checks == false) or check's record. 0, REG_ENOTFOUND or
  * REG_ESTORE. */
 int store_get_raw(struct store_read *rd, bool checks, const char *id, size_t idlen,

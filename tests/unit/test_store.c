@@ -370,6 +370,94 @@ static void test_snapshot_copy_then_finish(void **state)
     free(buf);
 }
 
+/* The next n keys of a walk, joined with ' '. */
+static void walk_keys(struct store_iter *it, int n, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        const char *k;
+        const void *v;
+        size_t kl, vl;
+        int rc = store_iter_next(it, &k, &kl, &v, &vl);
+        if (rc == REG_ENOTFOUND)
+            return;
+        assert_int_equal(rc, 0);
+        size_t at = strlen(out);
+        snprintf(out + at, cap - at, "%s%.*s", at ? " " : "", (int)kl, k);
+    }
+}
+
+/* A parked walk (its read reset while a slow client waits) goes on after
+ * unpark from the first entry after the last it returned, in what the
+ * store holds then: the last one removed, the next one removed, one added
+ * between them; whether it had not started, had ended, or was parked
+ * twice. Each kind: every instance, one name's (an index), a state's
+ * checks (an index). */
+static void test_iter_park_unpark(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    const char *ids[] = {"w0", "w1", "w2", "w3", "w4"};
+    for (int i = 0; i < 5; i++) {
+        char cid[16];
+        snprintf(cid, sizeof(cid), "c:%s", ids[i]);
+        assert_int_equal(apply(f->s, CMD_REGISTER, reg_args(ids[i], "walk", cid), &chg), 0);
+    }
+    const struct {
+        enum store_iter_kind kind;
+        const char *name, *prefix;
+    } kinds[] = {{STORE_ITER_INSTANCES, NULL, ""},
+                 {STORE_ITER_NAME, "walk", ""},
+                 {STORE_ITER_STATE, "critical", "c:"}};
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        const char *p = kinds[k].prefix;
+        struct store_read *r;
+        struct store_iter *it;
+        char got[256], want[256];
+        assert_int_equal(store_read_begin(f->s, &r), 0);
+        assert_int_equal(store_iter_begin(r, kinds[k].kind, kinds[k].name, &it), 0);
+        assert_int_equal(store_iter_park(it), 0); /* before the first entry */
+        assert_int_equal(store_iter_unpark(it), 0);
+        walk_keys(it, 2, got, sizeof(got));
+        snprintf(want, sizeof(want), "%sw0 %sw1", p, p);
+        assert_string_equal(got, want);
+        assert_int_equal(store_iter_park(it), 0);
+        assert_int_equal(store_iter_park(it), 0); /* twice: no change */
+        assert_int_equal(
+            apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w1"), &chg), 0);
+        assert_int_equal(
+            apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w2"), &chg), 0);
+        assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w1a", "walk", "c:w1a"), &chg), 0);
+        assert_int_equal(store_iter_unpark(it), 0);
+        assert_int_equal(store_iter_unpark(it), 0); /* twice: no change */
+        /* parked again before the entry unpark found is returned */
+        assert_int_equal(store_iter_park(it), 0);
+        assert_int_equal(store_iter_unpark(it), 0);
+        walk_keys(it, 1, got, sizeof(got));
+        snprintf(want, sizeof(want), "%sw1a", p);
+        assert_string_equal(got, want);
+        /* parked after the entry returned last, still there */
+        assert_int_equal(store_iter_park(it), 0);
+        assert_int_equal(store_iter_unpark(it), 0);
+        assert_int_equal(store_iter_park(it), 0);
+        assert_int_equal(store_iter_unpark(it), 0);
+        walk_keys(it, 10, got, sizeof(got));
+        snprintf(want, sizeof(want), "%sw3 %sw4", p, p);
+        assert_string_equal(got, want);
+        assert_int_equal(store_iter_park(it), 0); /* after the end */
+        assert_int_equal(store_iter_unpark(it), 0);
+        walk_keys(it, 1, got, sizeof(got));
+        assert_string_equal(got, "");
+        store_iter_end(it);
+        store_read_end(r);
+        /* as it was, for the next kind */
+        assert_int_equal(
+            apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w1a"), &chg), 0);
+        assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w1", "walk", "c:w1"), &chg), 0);
+        assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w2", "walk", "c:w2"), &chg), 0);
+    }
+}
+
 /* A streamed snapshot is the same bytes as store_snapshot's, whatever the
  * piece size (1 byte splits every head, key, value and the trailer), and a
  * restore accepts it. */
@@ -1136,6 +1224,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_into_reused_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_stream_same_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_copy_then_finish, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_iter_park_unpark, setup, teardown),
         cmocka_unit_test_setup_teardown(test_records_stored_packed_snapshots_plain, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_restart_record, setup, teardown),
