@@ -316,7 +316,7 @@ struct job {
     struct event *later; /* the next slice when a slice sent nothing */
     struct event *park;  /* the client has not taken a slice for a while */
     uint64_t read_at;    /* when the walk's read was begun or renewed */
-    bool moved;          /* the read was renewed: the answer spans views */
+    bool parked;         /* the walk's read is reset (stream_park) */
     int rc;              /* REG_ENOMEM / REG_ESTORE cut it short */
     /* node-level checks' signature, for the last node asked (one txn) */
     char memo_node[STORE_NAME_MAX + 1];
@@ -738,33 +738,52 @@ static void stream_next(struct evhttp_connection *evcon, void *arg);
  * point may show writes made while the answer was sent (each entry is
  * still whole, and X-Consul-Index is still the index at the start, so a
  * blocking query on it sees those writes as new), and the answer is not
- * kept for the render cache.
+ * kept for the render cache (unless no write came in between).
  */
-static const struct timeval stream_read_max = {0, HTTP_STREAM_READ_MAX_US};
-
 static void stream_park(evutil_socket_t fd, short what, void *arg)
 {
     struct job *j = arg;
     (void)fd;
     (void)what;
-    if (j->rc == 0 && (j->rc = store_iter_park(j->it)) == 0)
-        j->moved = true;
+    if (j->parked)
+        return;
+    j->parked = true; /* the read is reset even when rc says the walk is lost */
+    int rc = store_iter_park(j->it);
+    if (j->rc == 0)
+        j->rc = rc;
+    metrics_http_stream_parked();
+}
+
+/* After a chunk is handed to evhttp: the walk parks when the read has been
+ * open HTTP_STREAM_READ_MAX_US, unless the client takes the chunk first. */
+static void arm_park(struct job *j)
+{
+    uint64_t open = now_us() - j->read_at;
+    struct timeval left = {0, 0};
+    if (open < HTTP_STREAM_READ_MAX_US)
+        left.tv_usec = (suseconds_t)(HTTP_STREAM_READ_MAX_US - open);
+    evtimer_add(j->park, &left);
 }
 
 /* Before a slice of a stream: a parked walk unparks, an old read is
- * renewed. The answer is then one the cache must not keep; all may be let
- * go now, as the last slice's reference to it has been written. */
+ * renewed. If a write came in between, the answer is one the cache must
+ * not keep; all may be let go now, as the last slice's reference to it
+ * has been written. */
 static void stream_renew(struct job *j)
 {
-    if (j->rc == 0 && !j->moved && now_us() - j->read_at > HTTP_STREAM_READ_MAX_US &&
-        (j->rc = store_iter_park(j->it)) == 0)
-        j->moved = true;
-    if (j->rc != 0 || !j->moved)
+    if (j->rc == 0 && !j->parked && now_us() - j->read_at > HTTP_STREAM_READ_MAX_US) {
+        j->parked = true;
+        j->rc = store_iter_park(j->it);
+    }
+    if (j->rc != 0 || !j->parked)
         return;
-    if ((j->rc = store_iter_unpark(j->it)) != 0)
+    bool moved;
+    if ((j->rc = store_iter_unpark(j->it, &moved)) != 0)
         return;
+    j->parked = false;
     j->read_at = now_us();
-    j->moved = false;
+    if (!moved)
+        return;
     j->memo_valid = false;
     if (!j->all_off && j->all != NULL)
         all_drop(j);
@@ -800,7 +819,7 @@ static void stream_next(struct evhttp_connection *evcon, void *arg)
         evhttp_send_reply_chunk_with_cb(j->r->req, j->out, done ? NULL : stream_next,
                                         done ? NULL : j);
         if (!done)
-            evtimer_add(j->park, &stream_read_max);
+            arm_park(j);
     } else if (!done) {
         struct timeval now = {0, 0};
         evtimer_add(j->later, &now);
@@ -1030,6 +1049,6 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
     http_on_client_gone(j->srv, j->evcon, stream_closed, j);
     http_stream_start_at(r, "application/json", index);
     evhttp_send_reply_chunk_with_cb(r->req, j->out, stream_next, j);
-    evtimer_add(j->park, &stream_read_max);
+    arm_park(j);
     return true;
 }

@@ -41,6 +41,9 @@ void metrics_http_conns(uint64_t open, uint64_t refused);
 /* One request answered 429 by http_read_rate (write=false) or
  * http_write_rate (write=true). */
 void metrics_http_rate_limited(bool write);
+/* A streamed answer's read of the store was let go while its client was
+ * slow to take the next piece (http_render.c: stream_park). */
+void metrics_http_stream_parked(void);
 /* One write through raft: seconds from submission to its outcome. */
 void metrics_raft_apply(double seconds);
 

@@ -3058,6 +3058,8 @@ struct store_iter {
     bool pending; /* unparked onto an entry not yet returned */
     bool ended;   /* unparked past the last entry */
     bool parked;  /* the read is reset; pos is where the walk was */
+    bool lost;    /* parked without a position: unpark fails */
+    size_t txnid; /* the view parked from */
     unsigned char pos[RECORD_KEY_MAX]; /* the key, or an indexed kind's ID */
     size_t pos_len;
     char name[STORE_NAME_MAX + 1];
@@ -3107,8 +3109,10 @@ int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const
         }
         int rc = mdb_cursor_get(it->cur, &k, &v, op);
         it->started = true;
-        if (rc == MDB_NOTFOUND)
+        if (rc == MDB_NOTFOUND) {
+            it->ended = true; /* LMDB's cursor stays on the last entry */
             return REG_ENOTFOUND;
+        }
         if (rc != 0)
             return lmdb_fail("mdb_cursor_get", rc);
         if (indexed) {
@@ -3135,45 +3139,47 @@ int store_iter_next(struct store_iter *it, const char **key, size_t *klen, const
     }
 }
 
-int store_iter_park(struct store_iter *it)
+/* Where a walk is: the current entry's key, or an indexed kind's ID. */
+static int iter_pos(struct store_iter *it)
 {
-    if (it->parked)
-        return 0;
     bool indexed = it->kind == STORE_ITER_NAME || it->kind == STORE_ITER_STATE;
-    it->pos_len = 0;
-    if (it->started && !it->ended && !it->pending) {
-        MDB_val k, v;
-        int rc = mdb_cursor_get(it->cur, &k, &v, MDB_GET_CURRENT);
-        if (rc == 0) {
-            MDB_val *p = indexed ? &v : &k;
-            if (p->mv_size == 0 || p->mv_size > sizeof(it->pos))
-                return REG_ESTORE;
-            memcpy(it->pos, p->mv_data, p->mv_size);
-            it->pos_len = p->mv_size;
-        } else {
-            it->ended = true; /* the walk had run off the end */
-        }
-    } else if (it->pending) { /* not returned yet: from it again */
-        MDB_val k, v;
-        int rc = mdb_cursor_get(it->cur, &k, &v, MDB_GET_CURRENT);
-        if (rc != 0)
-            return lmdb_fail("mdb_cursor_get", rc);
-        MDB_val *p = indexed ? &v : &k;
-        if (p->mv_size == 0 || p->mv_size > sizeof(it->pos))
-            return REG_ESTORE;
-        memcpy(it->pos, p->mv_data, p->mv_size);
-        it->pos_len = p->mv_size;
-        it->started = false; /* unpark: the first entry >= pos is next */
-    }
-    store_read_reset(it->rd);
-    it->parked = true;
+    MDB_val k, v;
+    int rc = mdb_cursor_get(it->cur, &k, &v, MDB_GET_CURRENT);
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_get", rc);
+    MDB_val *p = indexed ? &v : &k;
+    if (p->mv_size == 0 || p->mv_size > sizeof(it->pos))
+        return REG_ESTORE;
+    memcpy(it->pos, p->mv_data, p->mv_size);
+    it->pos_len = p->mv_size;
     return 0;
 }
 
-int store_iter_unpark(struct store_iter *it)
+int store_iter_park(struct store_iter *it)
 {
+    if (it->parked)
+        return it->lost ? REG_ESTORE : 0;
+    int rc = 0;
+    it->pos_len = 0;
+    if (it->started && !it->ended) {
+        rc = iter_pos(it);
+        if (it->pending)
+            it->started = false; /* not returned yet: from it again */
+    }
+    it->txnid = mdb_txn_id(it->rd->txn);
+    store_read_reset(it->rd); /* also when the position is lost: no pin */
+    it->parked = true;
+    it->lost = rc != 0;
+    return rc;
+}
+
+int store_iter_unpark(struct store_iter *it, bool *moved)
+{
+    *moved = false;
     if (!it->parked)
         return 0;
+    if (it->lost)
+        return REG_ESTORE;
     int rc = store_read_renew(it->rd);
     if (rc != 0)
         return rc;
@@ -3182,6 +3188,7 @@ int store_iter_unpark(struct store_iter *it)
         (it->rec != NULL && (rc = mdb_cursor_renew(txn, it->rec)) != 0))
         return lmdb_fail("mdb_cursor_renew", rc);
     it->parked = false;
+    *moved = mdb_txn_id(txn) != it->txnid;
     if (it->ended || it->pos_len == 0)
         return 0; /* at the end, or not started: as it was */
     bool indexed = it->kind == STORE_ITER_NAME || it->kind == STORE_ITER_STATE;

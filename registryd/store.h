@@ -284,10 +284,12 @@ void store_iter_end(struct store_iter *it);
  * because an open read keeps LMDB from reusing any page a write frees
  * (the store file grows with every write while it waits). Unpark renews
  * the read and goes on from the first entry after the last one returned,
- * in what the store holds now. Both return 0 or REG_ESTORE; rd must not be
- * used between them, and no value returned before parking stays valid. */
+ * in what the store holds now; *moved says whether that is another view
+ * than the one parked from (a write came in between). Both return 0 or
+ * REG_ESTORE (the read is reset all the same); rd must not be used between
+ * them, and no value returned before parking stays valid. */
 int store_iter_park(struct store_iter *it) REG_MUSTCHECK;
-int store_iter_unpark(struct store_iter *it) REG_MUSTCHECK;
+int store_iter_unpark(struct store_iter *it, bool *moved) REG_MUSTCHECK;
 /* One instance's (checks == false) or check's record. 0, REG_ENOTFOUND or
  * REG_ESTORE. */
 int store_get_raw(struct store_read *rd, bool checks, const char *id, size_t idlen,

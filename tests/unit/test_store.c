@@ -416,43 +416,57 @@ static void test_iter_park_unpark(void **state)
         char got[256], want[256];
         assert_int_equal(store_read_begin(f->s, &r), 0);
         assert_int_equal(store_iter_begin(r, kinds[k].kind, kinds[k].name, &it), 0);
+        bool moved;
         assert_int_equal(store_iter_park(it), 0); /* before the first entry */
-        assert_int_equal(store_iter_unpark(it), 0);
+        assert_int_equal(store_iter_unpark(it, &moved), 0);
+        assert_false(moved); /* no write in between: the same view */
         walk_keys(it, 2, got, sizeof(got));
         snprintf(want, sizeof(want), "%sw0 %sw1", p, p);
         assert_string_equal(got, want);
         assert_int_equal(store_iter_park(it), 0);
         assert_int_equal(store_iter_park(it), 0); /* twice: no change */
+        /* the last returned removed, the next removed, two added between */
         assert_int_equal(
             apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w1"), &chg), 0);
         assert_int_equal(
             apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w2"), &chg), 0);
         assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w1a", "walk", "c:w1a"), &chg), 0);
-        assert_int_equal(store_iter_unpark(it), 0);
-        assert_int_equal(store_iter_unpark(it), 0); /* twice: no change */
-        /* parked again before the entry unpark found is returned */
+        assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w1b", "walk", "c:w1b"), &chg), 0);
+        assert_int_equal(store_iter_unpark(it, &moved), 0);
+        assert_true(moved);
+        assert_int_equal(store_iter_unpark(it, &moved), 0); /* twice: no change */
+        assert_false(moved);
+        /* parked again before the entry unpark found (w1a) is returned, and
+         * that entry removed meanwhile */
         assert_int_equal(store_iter_park(it), 0);
-        assert_int_equal(store_iter_unpark(it), 0);
+        assert_int_equal(
+            apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w1a"), &chg), 0);
+        assert_int_equal(store_iter_unpark(it, &moved), 0);
+        assert_true(moved);
         walk_keys(it, 1, got, sizeof(got));
-        snprintf(want, sizeof(want), "%sw1a", p);
+        snprintf(want, sizeof(want), "%sw1b", p);
         assert_string_equal(got, want);
         /* parked after the entry returned last, still there */
         assert_int_equal(store_iter_park(it), 0);
-        assert_int_equal(store_iter_unpark(it), 0);
+        assert_int_equal(store_iter_unpark(it, &moved), 0);
         assert_int_equal(store_iter_park(it), 0);
-        assert_int_equal(store_iter_unpark(it), 0);
+        assert_int_equal(store_iter_unpark(it, &moved), 0);
         walk_keys(it, 10, got, sizeof(got));
         snprintf(want, sizeof(want), "%sw3 %sw4", p, p);
         assert_string_equal(got, want);
-        assert_int_equal(store_iter_park(it), 0); /* after the end */
-        assert_int_equal(store_iter_unpark(it), 0);
+        /* after the end, even with an entry added after the last */
+        assert_int_equal(store_iter_park(it), 0);
+        assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w9", "walk", "c:w9"), &chg), 0);
+        assert_int_equal(store_iter_unpark(it, &moved), 0);
         walk_keys(it, 1, got, sizeof(got));
         assert_string_equal(got, "");
         store_iter_end(it);
         store_read_end(r);
         /* as it was, for the next kind */
         assert_int_equal(
-            apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w1a"), &chg), 0);
+            apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w1b"), &chg), 0);
+        assert_int_equal(
+            apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w9"), &chg), 0);
         assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w1", "walk", "c:w1"), &chg), 0);
         assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w2", "walk", "c:w2"), &chg), 0);
     }
