@@ -387,6 +387,21 @@ static void walk_keys(struct store_iter *it, int n, char *out, size_t cap)
     }
 }
 
+/* Register or deregister instance id of "walk", with check "c:<id>". */
+static void walk_add(struct store *s, const char *id)
+{
+    char cid[16];
+    struct store_change chg;
+    snprintf(cid, sizeof(cid), "c:%s", id);
+    assert_int_equal(apply(s, CMD_REGISTER, reg_args(id, "walk", cid), &chg), 0);
+}
+
+static void walk_del(struct store *s, const char *id)
+{
+    struct store_change chg;
+    assert_int_equal(apply(s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", id), &chg), 0);
+}
+
 /* A parked walk (its read reset while a slow client waits) goes on after
  * unpark from the first entry after the last it returned, in what the
  * store holds then: the last one removed, the next one removed, one added
@@ -396,13 +411,9 @@ static void walk_keys(struct store_iter *it, int n, char *out, size_t cap)
 static void test_iter_park_unpark(void **state)
 {
     struct fixture *f = *state;
-    struct store_change chg;
     const char *ids[] = {"w0", "w1", "w2", "w3", "w4"};
-    for (int i = 0; i < 5; i++) {
-        char cid[16];
-        snprintf(cid, sizeof(cid), "c:%s", ids[i]);
-        assert_int_equal(apply(f->s, CMD_REGISTER, reg_args(ids[i], "walk", cid), &chg), 0);
-    }
+    for (int i = 0; i < 5; i++)
+        walk_add(f->s, ids[i]);
     const struct {
         enum store_iter_kind kind;
         const char *name, *prefix;
@@ -426,12 +437,10 @@ static void test_iter_park_unpark(void **state)
         assert_int_equal(store_iter_park(it), 0);
         assert_int_equal(store_iter_park(it), 0); /* twice: no change */
         /* the last returned removed, the next removed, two added between */
-        assert_int_equal(
-            apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w1"), &chg), 0);
-        assert_int_equal(
-            apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w2"), &chg), 0);
-        assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w1a", "walk", "c:w1a"), &chg), 0);
-        assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w1b", "walk", "c:w1b"), &chg), 0);
+        walk_del(f->s, "w1");
+        walk_del(f->s, "w2");
+        walk_add(f->s, "w1a");
+        walk_add(f->s, "w1b");
         assert_int_equal(store_iter_unpark(it, &moved), 0);
         assert_true(moved);
         assert_int_equal(store_iter_unpark(it, &moved), 0); /* twice: no change */
@@ -439,8 +448,7 @@ static void test_iter_park_unpark(void **state)
         /* parked again before the entry unpark found (w1a) is returned, and
          * that entry removed meanwhile */
         assert_int_equal(store_iter_park(it), 0);
-        assert_int_equal(
-            apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w1a"), &chg), 0);
+        walk_del(f->s, "w1a");
         assert_int_equal(store_iter_unpark(it, &moved), 0);
         assert_true(moved);
         walk_keys(it, 1, got, sizeof(got));
@@ -456,19 +464,17 @@ static void test_iter_park_unpark(void **state)
         assert_string_equal(got, want);
         /* after the end, even with an entry added after the last */
         assert_int_equal(store_iter_park(it), 0);
-        assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w9", "walk", "c:w9"), &chg), 0);
+        walk_add(f->s, "w9");
         assert_int_equal(store_iter_unpark(it, &moved), 0);
         walk_keys(it, 1, got, sizeof(got));
         assert_string_equal(got, "");
         store_iter_end(it);
         store_read_end(r);
         /* as it was, for the next kind */
-        assert_int_equal(
-            apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w1b"), &chg), 0);
-        assert_int_equal(
-            apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "w9"), &chg), 0);
-        assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w1", "walk", "c:w1"), &chg), 0);
-        assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("w2", "walk", "c:w2"), &chg), 0);
+        walk_del(f->s, "w1b");
+        walk_del(f->s, "w9");
+        walk_add(f->s, "w1");
+        walk_add(f->s, "w2");
     }
 }
 
