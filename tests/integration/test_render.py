@@ -280,6 +280,20 @@ class SlowReaderTest(unittest.TestCase):
             slow.close()
             self.assertEqual(len([k for k in body if k.startswith("wide-")]), n)
             self.assertEqual(body["wide-00007"]["Meta"], meta)
+            # a client that goes while its stream is parked
+            parked = d.metric("registryd_http_streams_parked_total")
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", d.port))
+            sock.sendall(b"GET /v1/agent/services?x=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.recv(1000)
+            deadline = time.monotonic() + 10
+            while d.metric("registryd_http_streams_parked_total") == parked and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertGreater(d.metric("registryd_http_streams_parked_total"), parked)
+            sock.close()
+            self.assertEqual(d.request("GET", "/v1/status/leader")[0], 200)
         finally:
             d.stop()
             tmp.cleanup()
