@@ -348,6 +348,7 @@ static void adapt_snapshot_threshold(struct cluster *c, uint64_t snapshot_bytes)
 
 struct async_work {
     uv_async_t done; /* sent by the thread when req->work returns */
+    struct cluster *c;
     pthread_t thread;
     struct raft_io_async_work *req;
     raft_io_async_work_cb cb;
@@ -373,7 +374,11 @@ static void async_work_done(uv_async_t *h)
     pthread_join(a->thread, NULL);
     struct raft_io_async_work *req = a->req;
     raft_io_async_work_cb cb = a->cb;
-    int status = a->status;
+    /* libraft 0.15 does not wait for this work when it closes: once the
+     * cluster stops, a snapshot that finishes is dropped (its buffers
+     * freed through fsm_snapshot_finalize), not handed to an io that
+     * raft_close may already have closed */
+    int status = a->c->closing && a->status == 0 ? RAFT_CANCELED : a->status;
     uv_close((uv_handle_t *)&a->done, async_work_closed);
     cb(req, status);
 }
@@ -385,7 +390,7 @@ static int io_async_work(struct raft_io *io, struct raft_io_async_work *req,
     struct async_work *a = malloc(sizeof(*a));
     if (a == NULL)
         return RAFT_NOMEM;
-    *a = (struct async_work){.req = req, .cb = cb};
+    *a = (struct async_work){.c = c, .req = req, .cb = cb};
     a->done.data = a;
     if (uv_async_init(&c->loop, &a->done, async_work_done) != 0) {
         free(a);
