@@ -316,7 +316,6 @@ struct job {
     struct event *later; /* the next slice when a slice sent nothing */
     struct event *park;  /* the client has not taken a slice for a while */
     uint64_t read_at;    /* when the walk's read was begun or renewed */
-    bool parked;         /* the walk's read is reset (stream_park) */
     int rc;              /* REG_ENOMEM / REG_ESTORE cut it short */
     /* node-level checks' signature, for the last node asked (one txn) */
     char memo_node[STORE_NAME_MAX + 1];
@@ -745,10 +744,9 @@ static void stream_park(evutil_socket_t fd, short what, void *arg)
     struct job *j = arg;
     (void)fd;
     (void)what;
-    if (j->parked)
+    if (store_iter_parked(j->it))
         return;
-    j->parked = true; /* the read is reset even when rc says the walk is lost */
-    int rc = store_iter_park(j->it);
+    int rc = store_iter_park(j->it); /* the read is reset even when the walk is lost */
     if (j->rc == 0)
         j->rc = rc;
     metrics_http_stream_parked();
@@ -771,16 +769,14 @@ static void arm_park(struct job *j)
  * has been written. */
 static void stream_renew(struct job *j)
 {
-    if (j->rc == 0 && !j->parked && now_us() - j->read_at > HTTP_STREAM_READ_MAX_US) {
-        j->parked = true;
+    if (j->rc == 0 && !store_iter_parked(j->it) &&
+        now_us() - j->read_at > HTTP_STREAM_READ_MAX_US)
         j->rc = store_iter_park(j->it);
-    }
-    if (j->rc != 0 || !j->parked)
+    if (j->rc != 0 || !store_iter_parked(j->it))
         return;
     bool moved;
     if ((j->rc = store_iter_unpark(j->it, &moved)) != 0)
         return;
-    j->parked = false;
     j->read_at = now_us();
     if (!moved)
         return;

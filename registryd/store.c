@@ -3173,6 +3173,11 @@ int store_iter_park(struct store_iter *it)
     return rc;
 }
 
+bool store_iter_parked(const struct store_iter *it)
+{
+    return it->parked;
+}
+
 int store_iter_unpark(struct store_iter *it, bool *moved)
 {
     *moved = false;

@@ -289,6 +289,7 @@ void store_iter_end(struct store_iter *it);
  * REG_ESTORE (the read is reset all the same); rd must not be used between
  * them, and no value returned before parking stays valid. */
 int store_iter_park(struct store_iter *it) REG_MUSTCHECK;
+bool store_iter_parked(const struct store_iter *it);
 int store_iter_unpark(struct store_iter *it, bool *moved) REG_MUSTCHECK;
 /* One instance's (checks == false) or check's record. 0, REG_ENOTFOUND or
  * REG_ESTORE. */
