@@ -325,6 +325,8 @@ static void forward_headers(struct evkeyvalq *h, void *ctx)
         evhttp_add_header(h, "X-Registry-Node-Meta", f->node_meta);
     if (f->client_token && *f->client_token)
         evhttp_add_header(h, "X-Registry-Client-Token", f->client_token);
+    if (f->waited)
+        evhttp_add_header(h, "X-Registry-Waited", "1");
 }
 
 int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req,

@@ -69,6 +69,8 @@ struct cluster_forward {
                                  reads its own duplicate), sent to
                                  REG_FORWARD_SPOOLED_URI */
     uint64_t body_len;
+    bool waited; /* a blocking query that waited here: the leader answers at
+                    once (X-Registry-Waited) */
 };
 
 /*

@@ -573,6 +573,18 @@ static uint32_t jitter_random(void)
     return (uint32_t)((state * 2685821657736338717ULL) >> 32);
 }
 
+/* s whole as a decimal uint64_t (digits only, no sign or space). */
+static bool u64_parse(const char *s, uint64_t *v)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 10);
+    if (!isdigit((unsigned char)*s) || *end != '\0' || errno != 0)
+        return false;
+    *v = x;
+    return true;
+}
+
 int http_parse_blocking(struct http_req *r)
 {
     /* Empty values are as if absent (Consul's parseWait): a watch loop's
@@ -580,14 +592,8 @@ int http_parse_blocking(struct http_req *r)
     const char *idx = http_param(r, "index");
     if (idx != NULL && *idx == '\0')
         idx = NULL;
-    if (idx != NULL) {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(idx, &end, 10);
-        if (!isdigit((unsigned char)*idx) || *end != '\0' || errno != 0)
-            return http_fail(r, 400, "Invalid index: \"%s\" is not an unsigned integer", idx);
-        r->min_index = v;
-    }
+    if (idx != NULL && !u64_parse(idx, &r->min_index))
+        return http_fail(r, 400, "Invalid index: \"%s\" is not an unsigned integer", idx);
     uint64_t wait = HTTP_DEFAULT_WAIT_MS;
     const char *w = http_param(r, "wait");
     if (w != NULL && *w != '\0' && duration_parse(w, &wait) != 0)
@@ -767,6 +773,23 @@ reply:
 /* Park r on what it watches for at most wait_ms; false: not parked (it
  * runs now). */
 static bool park(struct http_req *r, uint64_t wait_ms);
+static void forward_to_leader(struct http_req *r);
+
+/* A read whose wait (if any) is over: answered here from rd (NULL: a read
+ * of its own), or, when it goes to the leader (must_forward), ended and
+ * forwarded as one the leader answers at once (r->waited). */
+static void answer_read(struct http_req *r, struct store_read *rd)
+{
+    if (r->forward_read) {
+        if (rd != NULL)
+            store_read_end(rd);
+        r->waited = r->min_index > 0;
+        r->min_index = 0; /* should this server lead by then, it answers at once too */
+        forward_to_leader(r);
+        return;
+    }
+    run_read_in(r, rd);
+}
 
 /* A parked query's watch fired: as Consul's blocking queries, answer once
  * the watched index has passed the one asked for, else park again for what
@@ -787,7 +810,7 @@ static void woken(void *arg, bool timed_out)
             rd = NULL;
         }
     }
-    run_read_in(r, rd);
+    answer_read(r, rd);
 }
 
 static bool park(struct http_req *r, uint64_t wait_ms)
@@ -809,7 +832,7 @@ static void start_read(struct http_req *r)
                 return; /* parked: woken() replies */
         }
     }
-    run_read_in(r, NULL);
+    answer_read(r, NULL);
 }
 
 void http_finish_write(struct http_req *r, int status)
@@ -1066,7 +1089,16 @@ json_t *http_origin_node_meta(struct http_req *r)
     return meta;
 }
 
-/* The leader's answer to a forwarded request, relayed to the client. */
+/* The headers of the leader's answer that the client gets as they are
+ * (the Consul three are rebuilt by reply(): the index from the leader's). */
+static const char *const relayed_headers[] = {
+    "X-Consul-Results-Filtered-By-ACLs", "X-Consul-ContentHash", "Retry-After", "Allow",
+};
+
+/* The leader's answer to a forwarded request, relayed to the client with
+ * the leader's X-Consul-Index (as Consul's follower sets its reply's meta
+ * from the leader's): a blocking query sent through a follower blocks on
+ * the index it was given. */
 static void forward_done(void *arg, struct evhttp_request *resp)
 {
     struct http_req *r = arg;
@@ -1075,12 +1107,21 @@ static void forward_done(void *arg, struct evhttp_request *resp)
         http_fail(r, 500, "Forwarding to the leader failed");
         reply_error(r, 0);
     } else {
+        struct evkeyvalq *in = evhttp_request_get_input_headers(resp);
+        struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
+        for (size_t i = 0; i < sizeof(relayed_headers) / sizeof(relayed_headers[0]); i++) {
+            const char *v = evhttp_find_header(in, relayed_headers[i]);
+            if (v != NULL)
+                evhttp_add_header(out, relayed_headers[i], v);
+        }
+        uint64_t index = 0;
+        const char *idx = evhttp_find_header(in, "X-Consul-Index");
+        if (idx == NULL || !u64_parse(idx, &index))
+            index = 0;
         struct evbuffer *body = evbuffer_new();
         if (body)
             evbuffer_add_buffer(body, evhttp_request_get_input_buffer(resp));
-        reply(r, code,
-              evhttp_find_header(evhttp_request_get_input_headers(resp), "Content-Type"), body,
-              0);
+        reply(r, code, evhttp_find_header(in, "Content-Type"), body, index);
     }
     req_free(r);
 }
@@ -1088,7 +1129,6 @@ static void forward_done(void *arg, struct evhttp_request *resp)
 #define FORWARD_RETRY_MS 100
 #define FORWARD_TRIES 40 /* an election and the new leader's announcement: ~4 s */
 
-static void forward_to_leader(struct http_req *r);
 static void dispatch(struct http_req *r);
 
 static void forward_retry(evutil_socket_t fd, short what, void *arg)
@@ -1143,6 +1183,7 @@ static void forward_to_leader(struct http_req *r)
         goto fail;
     }
     if (st.is_leader) { /* became the leader meanwhile */
+        r->forward_read = false;
         dispatch(r);
         return;
     }
@@ -1151,7 +1192,7 @@ static void forward_to_leader(struct http_req *r)
     json_decref(meta);
     struct cluster_forward from = {http_origin_node(r), http_origin_node_addr(r), meta_text,
                                    http_acl_client_token(r), r->body_file.fd,
-                                   r->body_file.len};
+                                   r->body_file.len, r->waited};
     struct cluster_link *link =
         r->srv->opt.link ? r->srv->opt.link : cluster_get_link(r->srv->opt.cluster);
     int rc = cluster_link_forward(link, r->req, &from, forward_done, r);
@@ -1200,6 +1241,7 @@ static int unwrap_forwarded(struct http_req *r, const char **method, const char 
     if (*method == NULL)
         return http_fail(r, 400, "Invalid forwarded method");
     r->forwarded = true;
+    r->waited = evhttp_find_header(in, "X-Registry-Waited") != NULL;
     snprintf(r->origin_node, sizeof(r->origin_node), "%s", node);
     snprintf(r->origin_node_addr, sizeof(r->origin_node_addr), "%s", addr);
     *path = inner_path;
@@ -1621,10 +1663,20 @@ static void handle(struct evhttp_request *req, void *arg)
         goto fail;
     if (http_acl_check(r) != 0)
         goto fail;
-    if (must_forward(r))
-        forward_to_leader(r);
-    else
+    if (r->waited) /* forwarded by a follower that waited for the index */
+        r->min_index = 0;
+    if (!must_forward(r)) {
         dispatch(r);
+    } else if (r->route->read) {
+        /* ?consistent: a blocking one waits here for the index to pass
+         * (this server applies what the leader commits), then goes to the
+         * leader, which answers at once; no connection to it is held for
+         * the wait */
+        r->forward_read = true;
+        start_read(r);
+    } else {
+        forward_to_leader(r);
+    }
     return;
 fail:
     reply_error(r, 0);

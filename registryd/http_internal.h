@@ -86,6 +86,12 @@ struct http_req {
      * (PUT /v1/internal/forward): the URI and node it received. Public
      * routes never read internal headers; only this does. */
     bool forwarded;
+    /* A ?consistent read on a follower: its wait (a blocking query) is
+     * spent here, then it goes to the leader (answer_read). */
+    bool forward_read;
+    /* Forwarded after its wait was spent (X-Registry-Waited): the leader
+     * answers at once. */
+    bool waited;
     struct evhttp_uri *inner_uri;
     int n_params;
     uint64_t min_index; /* ?index=, 0 if absent */

@@ -66,7 +66,7 @@ struct http_render {
     size_t bytes, max_bytes, entries;
     uint64_t now; /* monotonic seconds, at the start of the current render */
     uint64_t seed; /* keys the signatures: bytes chosen to collide do not */
-    uint64_t hits, misses, streamed; /* atomic */
+    uint64_t hits, misses; /* atomic */
 };
 
 int http_render_new(size_t max_bytes, struct http_render **out)
@@ -110,7 +110,6 @@ void http_render_get_stats(struct http_render *h, struct http_render_stats *out)
     pthread_mutex_lock(&h->lock);
     out->hits = __atomic_load_n(&h->hits, __ATOMIC_RELAXED);
     out->misses = __atomic_load_n(&h->misses, __ATOMIC_RELAXED);
-    out->streamed = __atomic_load_n(&h->streamed, __ATOMIC_RELAXED);
     out->bytes = h->bytes;
     out->entries = h->entries;
     pthread_mutex_unlock(&h->lock);
@@ -665,7 +664,7 @@ static void check_record(struct job *j, const char *id, const void *raw, size_t 
 }
 
 
-/* Render for up to a slice (forever when !sliced). Returns true when the
+/* Render for up to a slice (to the end when !sliced). Returns true when the
  * answer is complete (or cut short: j->rc). */
 static bool run_slice(struct job *j, bool sliced)
 {
@@ -1020,8 +1019,9 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
         }
         json_decref(serf);
     }
-    /* a forwarded read goes back whole over the server-to-server channel */
-    bool done = run_slice(j, !r->forwarded);
+    /* a forwarded read streams back to the follower as to any client: its
+     * channel's idle timeout sees every chunk */
+    bool done = run_slice(j, true);
     flush(j, done);
     if (done && j->rc == 0) {
         struct evbuffer *out = j->out;
@@ -1038,7 +1038,7 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
         return true;
     }
     j->read_at = now_us();
-    count(&h->streamed);
+    metrics_http_streamed();
     j->streaming = true;
     j->evcon = evhttp_request_get_connection(r->req);
     j->srv = r->srv;

@@ -66,7 +66,6 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
 
 struct http_render_stats {
     uint64_t hits, misses; /* fragments reused, rendered */
-    uint64_t streamed;     /* answers sent in more than one piece */
     size_t bytes, entries;
 };
 void http_render_get_stats(struct http_render *h, struct http_render_stats *out);

@@ -73,6 +73,7 @@ static struct {
     struct http_cache_stats cache;
     uint64_t conns_open, conns_refused, rate_limited[2]; /* [0] reads, [1] writes */
     uint64_t streams_parked;
+    uint64_t streams;
 } m = {
     .http_latency = {http_buckets, NBUCKETS, {0}, 0, 0},
     .raft_apply = {fast_buckets, NFAST, {0}, 0, 0},
@@ -120,6 +121,13 @@ void metrics_http_stream_parked(void)
 {
     pthread_mutex_lock(&http_lock);
     m.streams_parked++;
+    pthread_mutex_unlock(&http_lock);
+}
+
+void metrics_http_streamed(void)
+{
+    pthread_mutex_lock(&http_lock);
+    m.streams++;
     pthread_mutex_unlock(&http_lock);
 }
 
@@ -321,6 +329,11 @@ static void render_prometheus_counters(const struct health_stats *hs, struct evb
                              "registryd_http_rate_limited_total{kind=\"write\"} %llu\n",
                         (unsigned long long)m.rate_limited[0],
                         (unsigned long long)m.rate_limited[1]);
+    evbuffer_add_printf(out, "# HELP registryd_http_streams_total answers streamed in pieces "
+                             "(too big to render in one slice of the loop)\n"
+                             "# TYPE registryd_http_streams_total counter\n"
+                             "registryd_http_streams_total %llu\n",
+                        (unsigned long long)m.streams);
     evbuffer_add_printf(out, "# HELP registryd_http_streams_parked_total times a streamed "
                              "answer let its read of the store go while its client was slow\n"
                              "# TYPE registryd_http_streams_parked_total counter\n"
@@ -372,6 +385,9 @@ static void render_json_counters(json_t *counters)
                                                   "registryd.http.rate_limited", "Count",
                                                   (json_int_t)m.rate_limited[w], "Labels", "kind",
                                                   w ? "write" : "read"));
+    json_array_append_new(counters, json_pack("{s:s, s:I, s:{}}", "Name",
+                                              "registryd.http.streams", "Count",
+                                              (json_int_t)m.streams, "Labels"));
     json_array_append_new(counters, json_pack("{s:s, s:I, s:{}}", "Name",
                                               "registryd.http.streams_parked", "Count",
                                               (json_int_t)m.streams_parked, "Labels"));

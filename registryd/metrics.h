@@ -44,6 +44,8 @@ void metrics_http_rate_limited(bool write);
 /* A streamed answer's read of the store was let go while its client was
  * slow to take the next piece (http_render.c: stream_park). */
 void metrics_http_stream_parked(void);
+/* An answer too big to render in one slice began streaming (http_render.c). */
+void metrics_http_streamed(void);
 /* One write through raft: seconds from submission to its outcome. */
 void metrics_raft_apply(double seconds);
 

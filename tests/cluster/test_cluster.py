@@ -94,6 +94,99 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(len(conf["Servers"]), 3)
         self.assertEqual(sum(s["Leader"] for s in conf["Servers"]), 1)
 
+    def test_consistent_reads_through_a_follower(self):
+        """?consistent reads go to the leader. The follower relays the
+        leader's X-Consul-Index (it sent 1, so a watch through it woke at
+        once, for ever). A blocking one waits on the follower and is then
+        answered by the leader: 150 of them hold no connection to the leader
+        (they held one each, up to 64 per worker, and the rest queued behind
+        them, writes too) and a write goes through at once; and one outlives
+        the server-to-server channel's 30 s idle timeout (it failed with 500
+        at 30 s). A big answer is streamed by the leader, not rendered whole
+        on its loop."""
+        import http.client
+        leader = self.leader()
+        f = [d for d in self.servers if d is not leader][0]
+        status, text = f.request("PUT", "/v1/agent/service/register",
+                                 json.dumps({"Name": "web", "ID": "web-1", "Port": 80}))
+        self.assertEqual(status, 200, text)
+        path = "/v1/health/service/web?consistent"
+        status, text, h = f.request_full("GET", path)
+        _, _, lh = leader.request_full("GET", path)
+        self.assertEqual(status, 200, text)
+        self.assertGreater(int(h["X-Consul-Index"]), 1)
+        self.assertEqual(h["X-Consul-Index"], lh["X-Consul-Index"])
+        index = int(h["X-Consul-Index"])
+        # a wait with no change: over once, on the follower (the leader
+        # then answers at once, it does not wait again)
+        t0 = time.monotonic()
+        status, text, h = f.request_full("GET", "%s&index=%d&wait=2s" % (path, index))
+        self.assertEqual(status, 200, text)
+        self.assertEqual(int(h["X-Consul-Index"]), index)
+        self.assertGreaterEqual(time.monotonic() - t0, 1.9)
+        self.assertLess(time.monotonic() - t0, 3.5)
+
+        parked = []
+        try:
+            for _ in range(150):
+                c = http.client.HTTPConnection("127.0.0.1", f.port, timeout=60)
+                c.request("GET", "/v1/catalog/services?consistent&index=100000&wait=60s")
+                parked.append(c)
+            deadline = time.monotonic() + 10
+            while f.metric("registryd_blocking_queries_parked") < 150:
+                self.assertLess(time.monotonic(), deadline, "150 queries not parked")
+                time.sleep(0.05)
+            self.assertEqual(leader.metric("registryd_blocking_queries_parked"), 0)
+            t0 = time.monotonic()
+            status, text = f.request("PUT", "/v1/agent/service/register",
+                                     json.dumps({"Name": "web", "ID": "web-2", "Port": 81}),
+                                     timeout=20)
+            self.assertEqual(status, 200, text)
+            self.assertLess(time.monotonic() - t0, 5)
+        finally:
+            for c in parked:
+                c.close()
+
+        index = int(f.request_full("GET", path)[2]["X-Consul-Index"])
+        got = {}
+        def watch():
+            got["answer"] = f.request_full("GET", "%s&index=%d&wait=40s" % (path, index),
+                                           timeout=60)
+        t = threading.Thread(target=watch)
+        t0 = time.monotonic()
+        t.start()
+        # while it waits: a big answer read through the follower is streamed
+        # by the leader (it rendered it whole, holding its loop) and relayed
+        # whole and unchanged
+        def register(lo, hi):
+            for i in range(lo, hi):
+                leader.request("PUT", "/v1/agent/service/register", json.dumps(
+                    {"Name": "big", "ID": "big-%d" % i, "Port": i + 1, "Check": {"TTL": "1h"}}))
+        writers = [threading.Thread(target=register, args=(k * 500, k * 500 + 500))
+                   for k in range(6)]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join()
+        streams = leader.metric("registryd_http_streams_total")
+        status, text, h = f.request_full("GET", "/v1/health/service/big?consistent")
+        self.assertEqual(status, 200, text)
+        self.assertGreater(leader.metric("registryd_http_streams_total"), streams)
+        _, local, lh = leader.request_full("GET", "/v1/health/service/big")
+        self.assertEqual(len(json.loads(text)), 3000)
+        self.assertEqual(text, local)
+        self.assertEqual(h["X-Consul-Index"], lh["X-Consul-Index"])
+        time.sleep(max(0.0, 31.5 - (time.monotonic() - t0)))
+        self.assertTrue(t.is_alive(), got)
+        status, text = leader.request("PUT", "/v1/agent/service/register",
+                                      json.dumps({"Name": "web", "ID": "web-3", "Port": 82}))
+        self.assertEqual(status, 200, text)
+        t.join(20)
+        status, text, h = got["answer"]
+        self.assertEqual(status, 200, text)
+        self.assertGreater(int(h["X-Consul-Index"]), index)
+        self.assertIn("web-3", [e["Service"]["ID"] for e in json.loads(text)])
+
     def test_leader_killed_during_a_burst(self):
         leader = self.leader()
         acked, lock, stop = set(), threading.Lock(), threading.Event()
