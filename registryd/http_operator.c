@@ -4,18 +4,22 @@
  * raft configuration, and removing a dead member (Consul's
  * /v1/operator/raft/... shapes).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
 #include "cluster.h"
 #include "cluster_link.h"
 #include "command.h"
+#include "duration.h"
 #include "formation.h"
 #include "http_internal.h"
 #include "http_spool.h"
@@ -278,24 +282,48 @@ static void do_apply(struct http_req *r)
 }
 
 /* GET /v1/snapshot: a point-in-time copy of the whole store (binary; the
- * format registryd's raft snapshots use), for PUT /v1/snapshot. Streamed
- * from one read transaction, a piece at a time as the client takes it, so
- * that memory does not grow with the registry. An error half-way cuts the
- * body short of its trailer: no restore accepts it. */
+ * format registryd's raft snapshots use), for PUT /v1/snapshot.
+ *
+ * Written first, at disk speed, to an unlinked file in the data directory
+ * (a few pieces per loop turn, so the loop serves others in between), and
+ * only then sent from that file as the client takes it. The store's read
+ * is held for the copy only: while a read is open LMDB reuses no page a
+ * write frees, and a client that saved slowly (or stopped reading) grew
+ * the store file with every write until its connection timed out. With no
+ * room for the copy (the disk near full, when writes are refused anyway)
+ * it is sent from a new read as it is made, as before. An error before
+ * the first byte is a 500 with its reason; one half-way cuts the body
+ * short of its trailer: no restore accepts it. */
 #define SNAP_SEND_PIECE (256u << 10)
+#define SNAP_FILL_SLICE_S 0.002
+#define SNAP_SEND_CHUNK (1u << 20)
+/* room looked for before each turn of writing: more than a turn writes */
+#define SNAP_FILL_LOOK_BYTES (64ull << 20)
 
 struct snap_send {
     struct http_req *r;
     struct http_server *srv;
     struct evhttp_connection *evcon;
-    struct store_snap_stream *st;
+    struct store_snap_stream *st; /* while the file is written (or sent from) */
+    bool direct;                  /* no room for the file: sent from st */
+    struct event *fill;           /* the next turn of writing */
+    int fd;                       /* the file; -1 once seg holds it */
+    struct evbuffer_file_segment *seg; /* the file, once written */
+    uint64_t size, sent;
     unsigned char piece[SNAP_SEND_PIECE];
 };
 
 static void snap_send_free(struct snap_send *ss)
 {
     http_on_client_gone(ss->srv, ss->evcon, NULL, NULL);
-    store_snap_stream_end(ss->st);
+    if (ss->st)
+        store_snap_stream_end(ss->st);
+    if (ss->fill)
+        event_free(ss->fill);
+    if (ss->fd >= 0)
+        close(ss->fd); /* unlinked: its blocks are free again */
+    if (ss->seg)
+        evbuffer_file_segment_free(ss->seg); /* closes the file when the last chunk is out */
     free(ss);
 }
 
@@ -308,16 +336,31 @@ static void snap_send_closed(struct evhttp_connection *evcon, void *arg)
     http_stream_end(r, true);
 }
 
-/* The last piece is out (or this is the first): send the next. */
+/* The next chunk: from the file, or (direct) from the read. Returns 0
+ * (*n == 0: the end) or an error. */
+static int snap_chunk(struct snap_send *ss, struct evbuffer *b, size_t *n)
+{
+    if (ss->direct) {
+        int rc = store_snap_stream_read(ss->st, ss->piece, sizeof(ss->piece), n);
+        return rc != 0 || *n == 0 ? rc : evbuffer_add(b, ss->piece, *n) == 0 ? 0 : REG_ENOMEM;
+    }
+    uint64_t left = ss->size - ss->sent;
+    *n = left < SNAP_SEND_CHUNK ? (size_t)left : SNAP_SEND_CHUNK;
+    if (*n > 0 &&
+        evbuffer_add_file_segment(b, ss->seg, (ev_off_t)ss->sent, (ev_off_t)*n) != 0)
+        return REG_ENOMEM;
+    ss->sent += *n;
+    return 0;
+}
+
+/* The last chunk is out (or the answer starts): send the next. */
 static void snap_send_next(struct evhttp_connection *evcon, void *arg)
 {
     struct snap_send *ss = arg;
-    size_t n = 0;
-    struct evbuffer *b = NULL;
     (void)evcon;
-    int rc = store_snap_stream_read(ss->st, ss->piece, sizeof(ss->piece), &n);
-    if (rc == 0 && n > 0 && ((b = evbuffer_new()) == NULL || evbuffer_add(b, ss->piece, n) != 0))
-        rc = REG_ENOMEM;
+    size_t n = 0;
+    struct evbuffer *b = evbuffer_new();
+    int rc = b != NULL ? snap_chunk(ss, b, &n) : REG_ENOMEM;
     if (rc != 0)
         log_error("http", "msg=\"snapshot cut short\" error=\"%s\"", reg_strerror(rc));
     if (rc != 0 || n == 0) {
@@ -332,22 +375,122 @@ static void snap_send_next(struct evhttp_connection *evcon, void *arg)
     evbuffer_free(b);
 }
 
+/* Nothing sent yet: answer the failure as a status with its reason. */
+static void snap_save_failed(struct snap_send *ss, int rc, const char *what)
+{
+    struct http_req *r = ss->r;
+    snap_send_free(ss);
+    http_fail(r, rc == REG_ENOSPACE ? 507 : 500, "Snapshot failed: %s: %s", what,
+              reg_strerror(rc));
+    http_finish_write(r, rc);
+}
+
+/* No room on the disk for the copy: drop it and send from a new read. */
+static void snap_send_direct(struct snap_send *ss)
+{
+    if (ss->fd >= 0)
+        close(ss->fd); /* unlinked: its blocks are free again */
+    ss->fd = -1;
+    store_snap_stream_end(ss->st);
+    ss->st = NULL;
+    int rc = store_snap_stream_begin(ss->srv->opt.store, &ss->st);
+    if (rc != 0) {
+        snap_save_failed(ss, rc, "reading the store");
+        return;
+    }
+    log_warn("http", "msg=\"no room on the data disk for a snapshot's copy: sent from the "
+                     "store as it is read\"");
+    ss->direct = true;
+    http_stream_start(ss->r, "application/octet-stream");
+    snap_send_next(ss->evcon, ss);
+}
+
+/* One turn of copying the store into the file; once it is all there, the
+ * read ends and the answer starts. */
+static void snap_fill(evutil_socket_t fd, short what, void *arg)
+{
+    struct snap_send *ss = arg;
+    (void)fd;
+    (void)what;
+    const char *dir = ss->srv->opt.spool_dir ? ss->srv->opt.spool_dir : "/tmp";
+    if (http_spool_too_full(dir, SNAP_FILL_LOOK_BYTES)) {
+        snap_send_direct(ss);
+        return;
+    }
+    double t0 = mono_seconds();
+    do {
+        size_t n = 0;
+        int rc = store_snap_stream_read(ss->st, ss->piece, sizeof(ss->piece), &n);
+        if (rc != 0) {
+            snap_save_failed(ss, rc, "reading the store");
+            return;
+        }
+        if (n == 0) { /* complete: the read goes, the file is sent */
+            store_snap_stream_end(ss->st);
+            ss->st = NULL;
+            ss->seg = evbuffer_file_segment_new(ss->fd, 0, (ev_off_t)ss->size,
+                                                EVBUF_FS_CLOSE_ON_FREE);
+            if (ss->seg == NULL) {
+                snap_save_failed(ss, REG_ENOMEM, "sending its copy");
+                return;
+            }
+            ss->fd = -1;
+            http_stream_start(ss->r, "application/octet-stream");
+            snap_send_next(ss->evcon, ss);
+            return;
+        }
+        for (size_t off = 0; off < n;) {
+            ssize_t w = write(ss->fd, ss->piece + off, n - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0 && (errno == ENOSPC || errno == EDQUOT)) {
+                snap_send_direct(ss);
+                return;
+            }
+            if (w <= 0) {
+                snap_save_failed(ss, REG_EIO, "writing its copy");
+                return;
+            }
+            off += (size_t)w;
+        }
+        ss->size += n;
+    } while (mono_seconds() - t0 < SNAP_FILL_SLICE_S);
+    struct timeval now = {0, 0}; /* the next turn, after the loop polled */
+    if (evtimer_add(ss->fill, &now) != 0)
+        snap_save_failed(ss, REG_ENOMEM, "writing its copy");
+}
+
 static void do_snapshot_save(struct http_req *r)
 {
-    struct snap_send *ss = malloc(sizeof(*ss));
-    int rc = ss ? store_snap_stream_begin(r->srv->opt.store, &ss->st) : REG_ENOMEM;
-    if (rc != 0) {
-        free(ss);
-        http_fail(r, 500, "Snapshot failed: %s", reg_strerror(rc));
-        http_finish_write(r, rc);
+    struct snap_send *ss = calloc(1, sizeof(*ss));
+    if (ss == NULL) {
+        http_fail(r, 500, "Snapshot failed: %s", reg_strerror(REG_ENOMEM));
+        http_finish_write(r, REG_ENOMEM);
         return;
     }
     ss->r = r;
     ss->srv = r->srv;
     ss->evcon = evhttp_request_get_connection(r->req);
+    const char *dir = r->srv->opt.spool_dir ? r->srv->opt.spool_dir : "/tmp";
+    int fd = http_spool_tmpfile(dir);
+    int err = fd < 0 ? -fd : 0;
+    ss->fd = fd >= 0 ? fd : -1;
+    if (err != 0 && err != ENOSPC && err != EDQUOT) {
+        snap_save_failed(ss, REG_EIO, "no file for its copy");
+        return;
+    }
+    int rc = store_snap_stream_begin(r->srv->opt.store, &ss->st);
+    if (rc == 0 && (ss->fill = evtimer_new(r->srv->opt.base, snap_fill, ss)) == NULL)
+        rc = REG_ENOMEM;
+    if (rc != 0) {
+        snap_save_failed(ss, rc, "reading the store");
+        return;
+    }
     http_on_client_gone(ss->srv, ss->evcon, snap_send_closed, ss);
-    http_stream_start(r, "application/octet-stream");
-    snap_send_next(ss->evcon, ss);
+    if (err != 0)
+        snap_send_direct(ss); /* no room even for an empty file */
+    else
+        snap_fill(-1, 0, ss);
 }
 
 /* The snapshot a restore carries: the file the HTTP guard wrote its body

@@ -153,14 +153,24 @@ static enum spool_state header(struct http_spool *sp, const char *line)
     return SPOOL_MORE;
 }
 
-/* Would n more bytes leave the disk less than HTTP_SPOOL_KEEP_FREE? */
-static bool too_full(struct http_spool *sp, uint64_t n)
+bool http_spool_too_full(const char *dir, uint64_t n)
 {
     struct statvfs vfs;
-    if (statvfs(sp->dir, &vfs) != 0)
+    if (statvfs(dir, &vfs) != 0)
         return false; /* cannot tell: the writes will say */
     uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
     return avail < HTTP_SPOOL_KEEP_FREE || avail - HTTP_SPOOL_KEEP_FREE < n;
+}
+
+int http_spool_tmpfile(const char *dir)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/.spool-XXXXXX", dir);
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return -errno;
+    unlink(path);
+    return fd;
 }
 
 static void give_up_file(struct http_spool *sp, int err)
@@ -180,14 +190,12 @@ static enum spool_state head_done(struct http_spool *sp)
         return bad(sp, "both Content-Length and chunked");
     if (sp->has_length && sp->limit != 0 && sp->left > sp->limit)
         return bad(sp, "body beyond its limit");
-    char path[PATH_MAX + 32];
-    snprintf(path, sizeof(path), "%s/.spool-XXXXXX", sp->dir);
-    sp->fd = mkstemp(path);
-    if (sp->fd < 0)
-        sp->err = errno;
-    else
-        unlink(path);
-    if (sp->fd >= 0 && too_full(sp, sp->has_length ? sp->left : 0))
+    sp->fd = http_spool_tmpfile(sp->dir);
+    if (sp->fd < 0) {
+        sp->err = -sp->fd;
+        sp->fd = -1;
+    }
+    if (sp->fd >= 0 && http_spool_too_full(sp->dir, sp->has_length ? sp->left : 0))
         give_up_file(sp, ENOSPC);
     sp->next_look = SPOOL_LOOK_EVERY;
     if (sp->chunked) {
@@ -212,7 +220,7 @@ static enum spool_state body_bytes(struct http_spool *sp, uint64_t n)
     uint64_t todo = n;
     if (sp->fd >= 0 && sp->written + n >= sp->next_look) {
         sp->next_look = sp->written + n + SPOOL_LOOK_EVERY;
-        if (too_full(sp, SPOOL_LOOK_EVERY))
+        if (http_spool_too_full(sp->dir, SPOOL_LOOK_EVERY))
             give_up_file(sp, ENOSPC);
     }
     while (todo > 0 && sp->fd >= 0 && sp->err == 0) {

@@ -60,6 +60,12 @@ int http_spool_release(struct http_spool *sp, struct evbuffer *out) REG_MUSTCHEC
 /* After SPOOL_DONE: the file (the caller owns fd; -1 if it could not be
  * made), the body's length, and the errno of a failed write or 0. */
 void http_spool_take_file(struct http_spool *sp, int *fd, uint64_t *len, int *write_err);
+/* A new file in dir, unlinked at once (its blocks go back when the
+ * descriptor closes): the descriptor, or -errno. */
+int http_spool_tmpfile(const char *dir);
+/* Would n more bytes in dir leave its disk less than HTTP_SPOOL_KEEP_FREE?
+ * (false when it cannot tell: the writes will say) */
+bool http_spool_too_full(const char *dir, uint64_t n);
 /* Why SPOOL_BAD. */
 const char *http_spool_why(const struct http_spool *sp);
 void http_spool_free(struct http_spool *sp);

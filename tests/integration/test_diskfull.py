@@ -68,6 +68,17 @@ class DiskFullTest(unittest.TestCase):
         status, text = self.d.request("GET", "/v1/catalog/service/fill")
         self.assertEqual(status, 200)
         self.assertEqual(len(json.loads(text)), len(acked))
+        # and a backup: with no room for its copy on the disk, the snapshot
+        # is sent from the store as it is read, whole
+        import snapfmt
+        import urllib.request
+        with urllib.request.urlopen("http://%s/v1/snapshot" % self.d.addr, timeout=60) as r:
+            snap = r.read()
+        _, recs = snapfmt.parse(snap)
+        saved = {r[1] for r in recs if r[0] == 0}
+        for sid in acked:
+            self.assertIn(sid.encode(), saved)
+        self.assertIn("no room on the data disk for a snapshot's copy", self.d.log())
         # space comes back: writes resume by themselves
         os.unlink(filler)
         deadline = time.monotonic() + 15
