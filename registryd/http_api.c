@@ -777,14 +777,15 @@ static void forward_to_leader(struct http_req *r);
 
 /* A read whose wait (if any) is over: answered here from rd (NULL: a read
  * of its own), or, when it goes to the leader (must_forward), ended and
- * forwarded as one the leader answers at once (r->waited). */
+ * forwarded; once its wait was spent here (r->waited), as one the leader
+ * answers at once. */
 static void answer_read(struct http_req *r, struct store_read *rd)
 {
     if (r->forward_read) {
         if (rd != NULL)
             store_read_end(rd);
-        r->waited = r->min_index > 0;
-        r->min_index = 0; /* should this server lead by then, it answers at once too */
+        if (r->waited)
+            r->min_index = 0; /* should this server lead by then, it answers at once too */
         forward_to_leader(r);
         return;
     }
@@ -800,6 +801,7 @@ static void woken(void *arg, bool timed_out)
 {
     struct http_req *r = arg;
     struct store_read *rd = NULL;
+    bool over = timed_out; /* else not known when the store cannot be read */
     if (!timed_out && store_read_begin(r->srv->opt.store, &rd) == 0) {
         uint64_t cur = watched_index(r, rd);
         double left_ms = (r->wait_until - mono_seconds()) * 1e3;
@@ -809,7 +811,9 @@ static void woken(void *arg, bool timed_out)
                 return;
             rd = NULL;
         }
+        over = true;
     }
+    r->waited = over;
     answer_read(r, rd);
 }
 
@@ -830,6 +834,7 @@ static void start_read(struct http_req *r)
             r->wait_until = mono_seconds() + r->wait_ms / 1e3;
             if ((cur ? cur : 1) <= r->min_index && park(r, r->wait_ms))
                 return; /* parked: woken() replies */
+            r->waited = true; /* passed already (or no room to park: answered now) */
         }
     }
     answer_read(r, NULL);
@@ -1249,11 +1254,26 @@ static int unwrap_forwarded(struct http_req *r, const char **method, const char 
     return 0;
 }
 
+static bool leader_known(struct http_req *r)
+{
+    struct cluster_status st;
+    cluster_get_status(r->srv->opt.cluster, &st);
+    return st.known_leader;
+}
+
+/* A ?consistent read. As Consul, agent reads take no consistency mode:
+ * they describe this server (the flag is ignored). */
+static bool consistent_read(struct http_req *r)
+{
+    return r->route->read && http_flag(r, "consistent") &&
+           strncmp(r->route->path, "/v1/agent/", 10) != 0;
+}
+
 /* Writes, membership changes and ?consistent reads go to the leader; true
  * when this server must forward. */
 static bool must_forward(struct http_req *r)
 {
-    bool consistent = r->route->read && http_flag(r, "consistent");
+    bool consistent = consistent_read(r);
     if (r->route->write == NULL && !r->route->leader_only && !consistent)
         return false;
     if (r->route->write && http_write_builds_anywhere(r->route->write))
@@ -1285,7 +1305,7 @@ static void dispatch(struct http_req *r)
         r->route->custom(r);
     } else if (r->route->write) {
         start_write(r);
-    } else if (http_flag(r, "consistent")) {
+    } else if (consistent_read(r)) {
         http_cluster_member(r->srv, HTTP_MEMBER_CONFIRM, 0, NULL, consistent_ready, r);
     } else {
         struct cluster_status st;
@@ -1667,11 +1687,11 @@ static void handle(struct evhttp_request *req, void *arg)
         r->min_index = 0;
     if (!must_forward(r)) {
         dispatch(r);
-    } else if (r->route->read) {
+    } else if (r->route->read && leader_known(r)) {
         /* ?consistent: a blocking one waits here for the index to pass
          * (this server applies what the leader commits), then goes to the
          * leader, which answers at once; no connection to it is held for
-         * the wait */
+         * the wait. With no leader known it is sent (or refused) now. */
         r->forward_read = true;
         start_read(r);
     } else {

@@ -289,16 +289,24 @@ static void do_apply(struct http_req *r)
  * only then sent from that file as the client takes it. The store's read
  * is held for the copy only: while a read is open LMDB reuses no page a
  * write frees, and a client that saved slowly (or stopped reading) grew
- * the store file with every write until its connection timed out. With no
- * room for the copy (the disk near full, when writes are refused anyway)
- * it is sent from a new read as it is made, as before. An error before
- * the first byte is a 500 with its reason; one half-way cuts the body
- * short of its trailer: no restore accepts it. */
+ * the store file with every write until its connection timed out. The
+ * file is sent with its Content-Length, so a client can tell a body cut
+ * short. One copy is made at a time, and only while it leaves the disk
+ * SNAP_COPY_KEEP_FREE (the store's and raft log's next allocations): a
+ * save that finds no room for it, or one running, is sent from a new read
+ * as it is made, as before (chunked; an error half-way cuts the body short
+ * of its trailer: no restore accepts it). An error before the first byte
+ * is a 500 with its reason. */
 #define SNAP_SEND_PIECE (256u << 10)
 #define SNAP_FILL_SLICE_S 0.002
 #define SNAP_SEND_CHUNK (1u << 20)
-/* room looked for before each turn of writing: more than a turn writes */
-#define SNAP_FILL_LOOK_BYTES (64ull << 20)
+/* Free space a copy leaves on the data disk: the store's headroom and
+ * minimum (store.c), a raft log segment and HTTP_SPOOL_KEEP_FREE, with room
+ * to spare. Looked at before each turn of writing (which writes far less). */
+#define SNAP_COPY_KEEP_FREE (128ull << 20)
+
+/* a copy is being made (at most one at a time; any thread) */
+static bool snap_copying;
 
 struct snap_send {
     struct http_req *r;
@@ -309,6 +317,7 @@ struct snap_send {
     struct event *fill;           /* the next turn of writing */
     int fd;                       /* the file; -1 once seg holds it */
     struct evbuffer_file_segment *seg; /* the file, once written */
+    bool copying;                      /* holds snap_copying */
     uint64_t size, sent;
     unsigned char piece[SNAP_SEND_PIECE];
 };
@@ -324,6 +333,8 @@ static void snap_send_free(struct snap_send *ss)
         close(ss->fd); /* unlinked: its blocks are free again */
     if (ss->seg)
         evbuffer_file_segment_free(ss->seg); /* closes the file when the last chunk is out */
+    if (ss->copying)
+        __atomic_store_n(&snap_copying, false, __ATOMIC_RELEASE);
     free(ss);
 }
 
@@ -391,6 +402,9 @@ static void snap_send_direct(struct snap_send *ss)
     if (ss->fd >= 0)
         close(ss->fd); /* unlinked: its blocks are free again */
     ss->fd = -1;
+    if (ss->copying)
+        __atomic_store_n(&snap_copying, false, __ATOMIC_RELEASE);
+    ss->copying = false;
     store_snap_stream_end(ss->st);
     ss->st = NULL;
     int rc = store_snap_stream_begin(ss->srv->opt.store, &ss->st);
@@ -398,8 +412,8 @@ static void snap_send_direct(struct snap_send *ss)
         snap_save_failed(ss, rc, "reading the store");
         return;
     }
-    log_warn("http", "msg=\"no room on the data disk for a snapshot's copy: sent from the "
-                     "store as it is read\"");
+    log_warn("http", "msg=\"no room on the data disk for a snapshot's copy, or one being made: "
+                     "sent from the store as it is read\"");
     ss->direct = true;
     http_stream_start(ss->r, "application/octet-stream");
     snap_send_next(ss->evcon, ss);
@@ -413,7 +427,7 @@ static void snap_fill(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     const char *dir = ss->srv->opt.spool_dir ? ss->srv->opt.spool_dir : "/tmp";
-    if (http_spool_too_full(dir, SNAP_FILL_LOOK_BYTES)) {
+    if (http_spool_too_full(dir, SNAP_COPY_KEEP_FREE)) {
         snap_send_direct(ss);
         return;
     }
@@ -428,13 +442,22 @@ static void snap_fill(evutil_socket_t fd, short what, void *arg)
         if (n == 0) { /* complete: the read goes, the file is sent */
             store_snap_stream_end(ss->st);
             ss->st = NULL;
+            /* mapped now (no sendfile: a chunk goes through a buffer of
+             * its own first), so that this fails before the answer starts */
             ss->seg = evbuffer_file_segment_new(ss->fd, 0, (ev_off_t)ss->size,
-                                                EVBUF_FS_CLOSE_ON_FREE);
+                                                EVBUF_FS_CLOSE_ON_FREE |
+                                                    EVBUF_FS_DISABLE_SENDFILE);
             if (ss->seg == NULL) {
                 snap_save_failed(ss, REG_ENOMEM, "sending its copy");
                 return;
             }
             ss->fd = -1;
+            __atomic_store_n(&snap_copying, false, __ATOMIC_RELEASE);
+            ss->copying = false;
+            char len[24];
+            snprintf(len, sizeof(len), "%llu", (unsigned long long)ss->size);
+            evhttp_add_header(evhttp_request_get_output_headers(ss->r->req), "Content-Length",
+                              len);
             http_stream_start(ss->r, "application/octet-stream");
             snap_send_next(ss->evcon, ss);
             return;
@@ -472,7 +495,12 @@ static void do_snapshot_save(struct http_req *r)
     ss->srv = r->srv;
     ss->evcon = evhttp_request_get_connection(r->req);
     const char *dir = r->srv->opt.spool_dir ? r->srv->opt.spool_dir : "/tmp";
-    int fd = http_spool_tmpfile(dir);
+    /* room for a copy about the store's size, and none being made */
+    uint64_t instances, checks, bytes = 0;
+    bool room = store_stats(r->srv->opt.store, &instances, &checks, &bytes) == 0 &&
+                !http_spool_too_full(dir, bytes + SNAP_COPY_KEEP_FREE);
+    ss->copying = room && !__atomic_exchange_n(&snap_copying, true, __ATOMIC_ACQ_REL);
+    int fd = ss->copying ? http_spool_tmpfile(dir) : -ENOSPC;
     int err = fd < 0 ? -fd : 0;
     ss->fd = fd >= 0 ? fd : -1;
     if (err != 0 && err != ENOSPC && err != EDQUOT) {
@@ -488,7 +516,7 @@ static void do_snapshot_save(struct http_req *r)
     }
     http_on_client_gone(ss->srv, ss->evcon, snap_send_closed, ss);
     if (err != 0)
-        snap_send_direct(ss); /* no room even for an empty file */
+        snap_send_direct(ss); /* no room (or a copy being made) */
     else
         snap_fill(-1, 0, ss);
 }

@@ -187,6 +187,29 @@ class ClusterTest(unittest.TestCase):
         self.assertGreater(int(h["X-Consul-Index"]), index)
         self.assertIn("web-3", [e["Service"]["ID"] for e in json.loads(text)])
 
+        # agent reads take no consistency mode (Consul): this server's own
+        status, text = f.request("GET", "/v1/agent/self?consistent")
+        self.assertEqual(status, 200, text)
+        self.assertEqual(json.loads(text)["Config"]["NodeName"],
+                         json.loads(f.request("GET", "/v1/agent/self")[1])["Config"]["NodeName"])
+        self.assertNotEqual(json.loads(text)["Config"]["NodeName"],
+                            json.loads(leader.request("GET", "/v1/agent/self")[1])["Config"]["NodeName"])
+        # with no leader, a blocking one is refused after the usual wait for
+        # one (~4 s), not held here for its whole wait first
+        for d in self.servers:
+            if d is not f:
+                d.stop(check=False)
+        deadline = time.monotonic() + 20
+        while leader_of(f) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(leader_of(f), "")
+        index = int(f.request_full("GET", "/v1/health/service/web?stale")[2]["X-Consul-Index"])
+        t0 = time.monotonic()
+        status, text, _ = f.request_full("GET", "%s&index=%d&wait=30s" % (path, index), timeout=60)
+        self.assertEqual(status, 500, text)
+        self.assertIn("No cluster leader", text)
+        self.assertLess(time.monotonic() - t0, 15)
+
     def test_leader_killed_during_a_burst(self):
         leader = self.leader()
         acked, lock, stop = set(), threading.Lock(), threading.Event()

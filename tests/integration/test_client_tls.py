@@ -563,9 +563,11 @@ class TlsTest(unittest.TestCase):
             rc, out, term = self.run_on_pty(["--http-addr", https, "snapshot", "save", dst], env)
             self.assertEqual(rc, 0, term)
             self.assertIn("saving snapshot: ", term)
-            # the server streams it (chunked, no length known up front):
-            # bytes so far and the rate, no percentage
-            self.assertRegex(term, r"saving snapshot: [0-9.]+ MiB, [0-9.]+ [KM]iB/s")
+            # the server copies it to a file first and sends its length:
+            # bytes so far of the total, the percentage and the rate
+            self.assertRegex(term, r"saving snapshot: [0-9.]+ MiB / [0-9.]+ MiB \( *[0-9]+%\), "
+                                   r"[0-9.]+ [KM]iB/s")
+            self.assertIn("(100%)", term)
             self.assertGreater(os.path.getsize(dst), size // 2)
             # --json on a terminal: nothing
             rc, out, term = self.run_on_pty(["--http-addr", https, "--json", "snapshot", "save",
