@@ -963,6 +963,7 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
     j->r = r;
     j->h = h;
     j->rd = rd;
+    j->read_at = now_us(); /* the caller began rd just now */
     j->kind = kind;
     j->key = key;
     j->index = index;
@@ -1037,7 +1038,6 @@ bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uin
         http_finish_read(r, NULL, index);
         return true;
     }
-    j->read_at = now_us();
     metrics_http_streamed();
     j->streaming = true;
     j->evcon = evhttp_request_get_connection(r->req);
