@@ -172,6 +172,11 @@ static int judge(int family, const uint8_t *addr, unsigned short port, char *why
         family = AF_INET;
         addr += 12;
     }
+    /* connecting to the unspecified address (0.0.0.0, "0", ::) reaches this
+     * host's loopback: judged as that */
+    static const uint8_t zero[16], lo4[4] = {127, 0, 0, 1}, lo6[16] = {[15] = 1};
+    if (memcmp(addr, zero, family == AF_INET ? 4 : 16) == 0)
+        addr = family == AF_INET ? lo4 : lo6;
     inet_ntop(family, addr, text, sizeof(text));
     for (int i = 0; i < tgt.n_own; i++) {
         const struct own_addr *o = &tgt.own[i];

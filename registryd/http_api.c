@@ -598,8 +598,8 @@ int http_parse_blocking(struct http_req *r)
     const char *w = http_param(r, "wait");
     if (w != NULL && *w != '\0' && duration_parse(w, &wait) != 0)
         return http_fail(r, 400, "Invalid wait time: \"%s\" (use e.g. 10s, 5m, 120000ms)", w);
-    if (wait == 0)
-        wait = HTTP_DEFAULT_WAIT_MS;
+    if (wait == 0) /* 0 is the default (Consul); under a millisecond is not 0 */
+        wait = w != NULL && strpbrk(w, "123456789") != NULL ? 1 : HTTP_DEFAULT_WAIT_MS;
     if (wait > HTTP_MAX_WAIT_MS)
         wait = HTTP_MAX_WAIT_MS;
     /* Jitter as Consul: up to wait/16 more, so parked clients spread out;

@@ -239,6 +239,18 @@ static int do_catalog_deregister(struct http_req *r, struct store_read *rd, stru
         cmd->op = CMD_DEREGISTER;
         cmd->args = json_pack("{s:s}", "ServiceID", sid);
     } else if (*cid) {
+        /* a check of this node only (Consul keys checks on node and ID): the
+         * ACL check was on the node the body names */
+        json_t *check = NULL;
+        const char *on = NULL;
+        if (store_get_check(rd, cid, &check) == 0)
+            on = json_string_value(json_object_get(check, "Node"));
+        bool here = on != NULL && strcmp(on, node) == 0;
+        json_decref(check);
+        if (!here) { /* Consul: nothing to do is no error */
+            rc = 0;
+            goto out;
+        }
         cmd->op = CMD_NODE;
         cmd->args = json_pack("{s:s, s:[s]}", "Node", node, "Delete", cid);
     } else {

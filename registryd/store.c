@@ -516,6 +516,8 @@ static json_t *load_record(struct store *s, MDB_dbi dbi, const MDB_val *k, const
 
 static int get_json_s(struct store *s, MDB_txn *txn, MDB_dbi dbi, const char *key, json_t **out)
 {
+    if (key == NULL || *key == '\0')
+        return REG_ENOTFOUND; /* no record has an empty key (LMDB: MDB_BAD_VALSIZE) */
     MDB_val k = val_str(key), v;
     int rc = mdb_get(txn, dbi, &k, &v);
     if (rc == MDB_NOTFOUND)

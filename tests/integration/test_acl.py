@@ -596,6 +596,10 @@ class CheckTargetTest(unittest.TestCase):
                     ({"TCP": "169.254.169.254:80", "Interval": "1s"}, "check_deny_cidrs"),
                     ({"TCP": "127.0.0.1:%d" % d.dns_port, "Interval": "1s"}, "own listener"),
                     ({"UDP": "127.0.0.1:%d" % d.dns_port, "Interval": "1s"}, "own listener"),
+                    # the unspecified address reaches this host's loopback
+                    ({"HTTP": "http://0.0.0.0:%d/v1/agent/service/register" % d.port,
+                      "Method": "PUT", "Body": "{\"Name\":\"injected\"}", "Interval": "1s"},
+                     "own listener"),
                     ({"TCP": "[fe80::1]:22", "Interval": "1s"}, "check_deny_cidrs"),
                     ({"GRPC": "[::ffff:169.254.169.254]:80", "Interval": "1s"},
                      "check_deny_cidrs")]:
@@ -605,6 +609,15 @@ class CheckTargetTest(unittest.TestCase):
                     self.assertEqual(status, 400, text)
                     self.assertIn(why, text)
             self.assertNotIn("ssrf", json.loads(d.request("GET", "/v1/catalog/services")[1]))
+            # "0" is a name (resolved when probed: 0.0.0.0), refused then
+            status, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "zero", "ID": "zero", "Check": {
+                    "CheckID": "z", "HTTP": "http://0:%d/v1/agent/service/register" % d.port,
+                    "Method": "PUT", "Body": "{\"Name\":\"injected\"}", "Interval": "1s"}}))
+            self.assertEqual(status, 200, text)
+            self.assertIn("own listener", self.wait_output(d, "z", "refused"))
+            self.assertNotIn("injected",
+                             json.loads(d.request("GET", "/v1/catalog/services")[1]))
             # an ordinary target is fine
             status, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
                 {"Name": "ok", "Check": {"TCP": "127.0.0.1:9", "Interval": "1s"}}))

@@ -361,6 +361,13 @@ class CompatTest(unittest.TestCase):
             "Check": {"CheckID": "externalNodeHealth", "Name": "node alive",
                       "Status": "passing"}})
         self.assertEqual(len(self.get("/v1/health/service/redis?passing")), 1)
+        # a check is deregistered only on its own node: naming another (one
+        # the caller may write) deleted it wherever it was
+        self.put("/v1/catalog/register", {"Node": "other-node", "Address": "192.0.2.11"})
+        self.assertTrue(c.catalog.deregister("other-node", check_id="externalNodeHealth"))
+        self.assertTrue(c.catalog.deregister("no-such-node", check_id="externalNodeHealth"))
+        self.assertIn("externalNodeHealth",
+                      [x["CheckID"] for x in self.get("/v1/health/node/ext-node")])
         # deregister: one check, one service, then the whole node
         self.assertTrue(c.catalog.deregister("ext-node", check_id="externalNodeHealth"))
         self.assertNotIn("externalNodeHealth",
@@ -678,6 +685,13 @@ class CompatTest(unittest.TestCase):
             self.assertEqual(len(got), 2, path)
         self.get("/v1/health/service/web?index=x", status=400)
         self.get("/v1/health/service/web?wait=x", status=400)
+        # a wait under a millisecond is not 0 (the 5 min default): it ends
+        # at once, as Consul's
+        import time
+        index = self.d.request_full("GET", "/v1/health/service/web")[2]["X-Consul-Index"]
+        t0 = time.monotonic()
+        self.get("/v1/health/service/web?index=%s&wait=1us" % index)
+        self.assertLess(time.monotonic() - t0, 2)
 
     def test_catalog_writes_answer_true(self):
         self.addCleanup(self.put, "/v1/catalog/deregister", {"Node": "ext-node"})
