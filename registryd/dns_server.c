@@ -797,8 +797,10 @@ static void answer_node(struct answer *a, struct store_read *rd, const char *nam
         snprintf(f.addr, sizeof(f.addr), "%s", s->opt.node_addr);
         f.found = true;
     }
-    if (!f.found)
-        store_each_node(rd, find_node, &f);
+    json_t *rec = NULL; /* a node registered through the catalog */
+    if (!f.found && store_find_node(rd, name, &rec) == 0)
+        find_node(rec, &f);
+    json_decref(rec);
     /* A node some instance is on: its instance of the smallest ID gives
      * the address. DNS names ignore case, node names do not: a node named
      * as asked (lower case, the common case) is one index lookup; else
@@ -833,6 +835,36 @@ static bool same_addr(const struct ptr_find *p, const char *text)
     uint8_t bin[16];
     return text != NULL && inet_pton(p->family, text, bin) == 1 &&
            memcmp(bin, p->ip, p->family == AF_INET ? 4 : 16) == 0;
+}
+
+/* Could a node record's text (JSON as stored) have p's address as its
+ * NodeAddress? Every "NodeAddress" key in it is looked at (one may be in
+ * its Meta); a value with an escape is decoded to be sure. */
+static bool node_text_may_match(const char *text, size_t len, void *arg)
+{
+    static const char key[] = "\"NodeAddress\"";
+    const char *end = text + len, *c = text;
+    while ((c = memmem(c, (size_t)(end - c), key, sizeof(key) - 1)) != NULL) {
+        c += sizeof(key) - 1;
+        while (c < end && (*c == ' ' || *c == ':'))
+            c++;
+        if (c >= end || *c != '"')
+            continue;
+        const char *v = ++c, *q = memchr(v, '"', (size_t)(end - v));
+        if (q == NULL)
+            return true;
+        char addr[INET6_ADDRSTRLEN];
+        size_t n = (size_t)(q - v);
+        if (memchr(v, '\\', n) != NULL)
+            return true;
+        if (n < sizeof(addr)) {
+            memcpy(addr, v, n);
+            addr[n] = '\0';
+            if (same_addr(arg, addr))
+                return true;
+        }
+    }
+    return false;
 }
 
 static int find_ptr(json_t *rec, void *arg)
@@ -972,7 +1004,9 @@ static void answer_ptr(struct answer *a, struct store_read *rd, const char *qnam
                  s->domain);
         json_object_set_new(p.names, target, json_true());
     }
-    store_each_node(rd, find_ptr, &p);
+    /* the catalog's nodes: only those whose text may hold the address are
+     * decoded (a PTR query was a decode of every node) */
+    store_each_node_pre(rd, node_text_may_match, find_ptr, &p);
     char text[INET6_ADDRSTRLEN]; /* the instances at that address, from their index */
     if (inet_ntop(p.family, p.ip, text, sizeof(text)) != NULL)
         store_each_instance_at(rd, text, find_ptr, &p);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -2747,7 +2748,8 @@ bool store_instance_may_have_checks(struct store_read *r, const char *service_id
     return may;
 }
 
-int store_each_node(struct store_read *r, store_json_cb cb, void *arg)
+int store_each_node_pre(struct store_read *r, bool (*pre)(const char *text, size_t len, void *arg),
+                        store_json_cb cb, void *arg)
 {
     MDB_cursor *cur;
     MDB_val k = val_str("node:"), v;
@@ -2757,6 +2759,8 @@ int store_each_node(struct store_read *r, store_json_cb cb, void *arg)
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
          rc == 0 && !stop && k.mv_size >= 5 && memcmp(k.mv_data, "node:", 5) == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (pre != NULL && !pre(v.mv_data, v.mv_size, arg)) /* node records are plain text */
+            continue;
         json_t *obj = load_record(r->s, r->s->dbi[DB_META], &k, &v);
         if (obj != NULL)
             stop = cb(obj, arg);
@@ -2766,6 +2770,40 @@ int store_each_node(struct store_read *r, store_json_cb cb, void *arg)
     if (stop)
         return stop;
     return rc == 0 || rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
+int store_each_node(struct store_read *r, store_json_cb cb, void *arg)
+{
+    return store_each_node_pre(r, NULL, cb, arg);
+}
+
+int store_find_node(struct store_read *r, const char *name, json_t **out)
+{
+    char key[NODE_KEY_MAX];
+    size_t n = strlen(name);
+    if (n == 0 || n > STORE_NAME_MAX)
+        return REG_ENOTFOUND;
+    node_key(key, "node:", name);
+    int rc = get_json_s(r->s, r->txn, r->s->dbi[DB_META], key, out);
+    if (rc != REG_ENOTFOUND)
+        return rc;
+    MDB_cursor *cur;
+    MDB_val k = val_str("node:"), v;
+    if ((rc = mdb_cursor_open(r->txn, r->s->dbi[DB_META], &cur)) != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    *out = NULL;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         rc == 0 && k.mv_size >= 5 && memcmp(k.mv_data, "node:", 5) == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size == 5 + n && strncasecmp((const char *)k.mv_data + 5, name, n) == 0) {
+            *out = load_record(r->s, r->s->dbi[DB_META], &k, &v);
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+    if (*out != NULL)
+        return 0;
+    return rc == 0 || rc == MDB_NOTFOUND ? REG_ENOTFOUND : lmdb_fail("mdb_cursor_get", rc);
 }
 
 /* Append the checks filed under owner (an instance ID or "_node:<name>"). */

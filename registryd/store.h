@@ -200,6 +200,15 @@ int store_get_server(struct store_read *r, const char *raft_addr, json_t **out);
 /* Nodes registered through the catalog (CMD_NODE): records {Node,
  * NodeAddress, NodeMeta, TaggedAddresses}, borrowed by cb. */
 int store_each_node(struct store_read *r, store_json_cb cb, void *arg);
+/* The same, decoding only the records whose stored JSON text pre accepts
+ * (a cheap look at the bytes; it may accept more than cb wants, never
+ * fewer). */
+int store_each_node_pre(struct store_read *r, bool (*pre)(const char *text, size_t len, void *arg),
+                        store_json_cb cb, void *arg);
+/* The node record named name without regard to case (DNS names): the name
+ * as given first (one lookup), else a walk of the node keys alone, decoding
+ * the match only. A new reference, or REG_ENOTFOUND. */
+int store_find_node(struct store_read *r, const char *name, json_t **out);
 /* Every node some instance is registered on (by name), with the instance
  * of the smallest ID there (the one a walk of every instance by ID meets
  * first), borrowed by cb. Reads one instance per node. */

@@ -126,6 +126,27 @@ class DnsTest(unittest.TestCase):
         self.assertIn("SOA", out)  # NODATA carries the SOA (RFC 2308)
         self.assertIn("SOA", self.dig("registry.", "SOA"))
 
+    def test_catalog_nodes_by_name_and_address(self):
+        """Nodes registered through the catalog: .node. by name in any case
+        (found from their keys alone, not by decoding every node), and PTR
+        by their address (decoding only the nodes whose text may hold it: a
+        Meta key named NodeAddress misleads neither way)."""
+        for body in ({"Node": "Ext-Mixed", "Address": "10.7.0.1"},
+                     {"Node": "decoy", "Address": "10.7.0.2",
+                      "NodeMeta": {"NodeAddress": "10.7.0.3"}},
+                     {"Node": "realthree", "Address": "10.7.0.3",
+                      "NodeMeta": {"NodeAddress": "10.7.0.9"}}):
+            status_code, text = self.d.request("PUT", "/v1/catalog/register", json.dumps(body))
+            self.assertEqual(status_code, 200, text)
+        for name in ("ext-mixed", "EXT-MIXED", "Ext-Mixed"):
+            self.assertEqual(answers(self.dig("%s.node.registry." % name), "A"), ["10.7.0.1"])
+        self.assertEqual(status(self.dig("ext-mixe.node.registry.")), "NXDOMAIN")
+        self.assertEqual(answers(self.dig("1.0.7.10.in-addr.arpa.", "PTR"), "PTR"),
+                         ["Ext-Mixed.node.dc1.registry."])
+        self.assertEqual(answers(self.dig("3.0.7.10.in-addr.arpa.", "PTR"), "PTR"),
+                         ["realthree.node.dc1.registry."])
+        self.assertEqual(status(self.dig("9.0.7.10.in-addr.arpa.", "PTR")), "NXDOMAIN")
+
     def test_truncation_over_udp_complete_over_tcp(self):
         # as Consul: a random udp_answer_limit (3) records without EDNS, no TC
         out = self.dig("big.service.registry.", "SRV", "+noedns", "+ignore")
