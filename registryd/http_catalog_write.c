@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "duration.h"
 #include "http_internal.h"
 #include "registry/error.h"
 
@@ -48,6 +49,85 @@ static int opt_str(struct http_req *r, json_t *obj, const char *key, const char 
     return 0;
 }
 
+/* A catalog check's Definition as Consul decodes it (structs.
+ * HealthCheckDefinition): the known fields, each of its type, durations in
+ * Go's form; others dropped. A wrong type is a 400, as there: Consul's own
+ * clients decode what is served back (Go's api.HealthCheckDefinition
+ * parses Interval with time.ParseDuration and needs HTTP a string), so one
+ * stored as given broke every client reading that service's health. */
+#define DEFINITION_TEXT_MAX 65536
+
+static int catalog_definition(struct http_req *r, json_t *defn, json_t **out)
+{
+    static const char *const strs[] = {"HTTP", "Method", "Body", "TLSServerName", "TCP",
+                                       "UDP", "GRPC", "H2PING", "OSService"};
+    static const char *const bools[] = {"TLSSkipVerify", "DisableRedirects", "TCPUseTLS",
+                                        "GRPCUseTLS", "H2PingUseTLS"};
+    static const char *const durs[] = {"Interval", "Timeout", "DeregisterCriticalServiceAfter"};
+    *out = json_object();
+    if (*out == NULL)
+        return http_fail(r, 500, "out of memory");
+    if (defn == NULL || json_is_null(defn))
+        return 0;
+    if (!json_is_object(defn))
+        goto bad_type;
+    json_t *v;
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        const char *text;
+        if (opt_str(r, defn, strs[i], NULL, DEFINITION_TEXT_MAX, &text) != 0)
+            goto fail;
+        if (text != NULL)
+            json_object_set_new(*out, strs[i], json_string(text));
+    }
+    for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
+        if ((v = json_get_ci(defn, bools[i])) == NULL || json_is_null(v))
+            continue;
+        if (!json_is_boolean(v)) {
+            http_fail(r, 400, "Request decode failed: Definition.%s must be a boolean", bools[i]);
+            goto fail;
+        }
+        json_object_set_new(*out, bools[i], json_boolean(json_is_true(v)));
+    }
+    for (size_t i = 0; i < sizeof(durs) / sizeof(durs[0]); i++) {
+        uint64_t ms;
+        char text[32];
+        if ((v = json_get_ci(defn, durs[i])) == NULL || json_is_null(v))
+            continue;
+        if (duration_parse_json(v, &ms) != 0) {
+            http_fail(r, 400, "Request decode failed: Definition.%s is not a duration (use "
+                              "e.g. 10s)", durs[i]);
+            goto fail;
+        }
+        duration_format(ms, text, sizeof(text));
+        json_object_set_new(*out, durs[i], json_string(text));
+    }
+    if ((v = json_get_ci(defn, "Header")) != NULL && !json_is_null(v)) {
+        const char *k;
+        json_t *vals, *x;
+        size_t i;
+        if (!json_is_object(v))
+            goto bad_header;
+        json_object_foreach(v, k, vals)
+        {
+            if (!json_is_array(vals))
+                goto bad_header;
+            json_array_foreach(vals, i, x) if (!json_is_string(x)) goto bad_header;
+        }
+        json_object_set_new(*out, "Header", json_deep_copy(v));
+    }
+    return 0;
+bad_header:
+    http_fail(r, 400, "Request decode failed: Definition.Header must map names to arrays of "
+                      "strings");
+    goto fail;
+bad_type:
+    http_fail(r, 400, "Request decode failed: Definition must be an object");
+fail:
+    json_decref(*out);
+    *out = NULL;
+    return -1;
+}
+
 int http_build_catalog_check(struct http_req *r, json_t *def, const char *sid, const char *sname,
                              const char *node, const char *default_id, json_t **out)
 {
@@ -69,12 +149,13 @@ int http_build_catalog_check(struct http_req *r, json_t *def, const char *sid, c
         strcmp(status, "critical") != 0)
         return http_fail(r, 400, "Invalid check Status \"%s\": use passing, warning or critical",
                          status);
-    json_t *defn = json_get_ci(def, "Definition");
+    json_t *defn;
+    if (catalog_definition(r, json_get_ci(def, "Definition"), &defn) != 0)
+        return -1;
     *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "Node", node,
                      "CheckID", id, "Name", name ? name : id, "Status", status, "Notes", notes,
                      "Output", output, "ServiceID", sid ? sid : "", "ServiceName",
-                     sname ? sname : "", "Type", "",
-                     "Definition", json_is_object(defn) ? json_deep_copy(defn) : json_object());
+                     sname ? sname : "", "Type", "", "Definition", defn);
     return *out ? 0 : http_fail(r, 500, "out of memory");
 }
 

@@ -378,6 +378,45 @@ class CompatTest(unittest.TestCase):
         self.assertTrue(c.catalog.deregister("ext-node"))
         self.assertNotIn("ext-node", [n["Node"] for n in self.get("/v1/catalog/nodes")])
 
+    def test_catalog_check_definition_decoded_as_consul(self):
+        """A catalog check's Definition is decoded as Consul decodes it: the
+        known fields of their types (a wrong one is a 400), durations in
+        Go's form, others dropped. Stored as given, a Definition with
+        Interval "bogus" or HTTP 1 was served back, and Consul's Go client
+        (Prometheus, consul-template, Traefik, Nomad) could not decode that
+        service's health."""
+        def register(defn, extra=""):
+            body = json.dumps({
+                "Node": "ext-node", "Address": "192.0.2.10",
+                "Service": {"Service": "defn", "ID": "defn1"},
+                "Checks": [{"CheckID": "c", "ServiceID": "defn1", "Status": "passing",
+                            "Definition": defn}]})
+            if extra:  # raw text into the Definition (too deep for json.dumps)
+                body = body.replace('"Definition": {', '"Definition": {' + extra + ",", 1)
+            return self.d.request("PUT", "/v1/catalog/register", body)
+        deep = '"Unknown": ' + '{"x": ' * 1000 + "{}" + "}" * 1000
+        for defn, why in (({"Interval": "bogus"}, "Definition.Interval"),
+                          ({"HTTP": 1}, "HTTP"),
+                          ({"TLSSkipVerify": "yes"}, "Definition.TLSSkipVerify"),
+                          ({"Header": {"A": "b"}}, "Definition.Header"),
+                          ({"Header": {"A": [1]}}, "Definition.Header"),
+                          ("text", "Definition must be an object")):
+            with self.subTest(defn=defn):
+                code, text = register(defn)
+                self.assertEqual(code, 400, text)
+                self.assertIn(why, text)
+        self.assertEqual(self.get("/v1/catalog/service/defn"), [])
+        code, text = register({"http": "http://192.0.2.10/health", "Interval": "1m30s",
+                               "Timeout": 5000000000, "Header": {"A": ["b"]},
+                               "TLSSkipVerify": True}, deep)
+        self.assertEqual(code, 200, text)
+        [entry] = self.get("/v1/health/service/defn")
+        [check] = [c for c in entry["Checks"] if c["CheckID"] == "c"]
+        self.assertEqual(check["Definition"], {"HTTP": "http://192.0.2.10/health",
+                                               "Interval": "1m30s", "Timeout": "5s",
+                                               "Header": {"A": ["b"]}, "TLSSkipVerify": True})
+        self.assertEqual((check["Interval"], check["Timeout"]), ("1m30s", "5s"))
+
     def test_check_shows_interval_and_timeout(self):
         # Consul's HealthCheck repeats Interval and Timeout from the
         # definition ("" when unset) and has ExposedPort
