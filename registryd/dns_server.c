@@ -88,6 +88,7 @@ struct tcp_conn {
     struct tcp_conn *prev, *next;
     uint8_t peer[16];     /* the client's address, IPv4 as IPv4-mapped IPv6 */
     double partial_since; /* mono_seconds of an unfinished query's first read; 0: none */
+    bool closing;         /* read no more; close once the answers queued are out */
 };
 
 /* Datagrams are read and answered UDP_VLEN at a time: one recvmmsg and one
@@ -599,6 +600,11 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
     size_t answers = 0;
     struct seen_set *seen = seen_reset(a->w);
     if (qt == DNS_SRV) {
+        /* Each SRV keeps room for its target's address in the additional
+         * section (as Consul trims, keeping the extras in step): a trimmed
+         * answer of SRV records alone cost the client a query per target.
+         * The room is the record with its owner uncompressed (the most). */
+        size_t cap0 = a->m.cap, reserved = 0;
         for (size_t k = 0; k < n && !full(a); k++) {
             const struct dns_inst *in = &svc->v[idx[k]];
             if (!seen_add(seen, in->target, strlen(in->target), in->port))
@@ -607,14 +613,26 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
                 limited = true;
                 break;
             }
-            if (dns_msg_add_srv(&a->m, DNS_ANSWER, owner, s->opt.ttl, 1, in->weight, in->port,
-                                in->target) != 0)
+            size_t extra = in->family == 0 ? 0
+                                            : strlen(in->target) + 2 + 10 +
+                                                  (in->family == AF_INET ? 4 : 16);
+            if (reserved + extra > cap0 - a->m.len) {
                 overflow(a);
-            else
+                break;
+            }
+            a->m.cap = cap0 - reserved - extra;
+            int rc = dns_msg_add_srv(&a->m, DNS_ANSWER, owner, s->opt.ttl, 1, in->weight,
+                                     in->port, in->target);
+            a->m.cap = cap0;
+            if (rc != 0) {
+                overflow(a);
+            } else {
+                reserved += extra;
                 idx[answers++] = idx[k]; /* the answered, in order, for the additionals */
+            }
         }
         seen = seen_reset(a->w); /* a target named twice gets its address once */
-        for (size_t k = 0; k < answers && !full(a); k++) {
+        for (size_t k = 0; k < answers; k++) { /* their room is kept, trimmed or not */
             const struct dns_inst *in = &svc->v[idx[k]];
             if (in->family != 0 && seen_add(seen, in->target, strlen(in->target), 0))
                 add_addr(a, DNS_ADDITIONAL, in->target, in,
@@ -1290,6 +1308,21 @@ static void tcp_close(struct tcp_conn *c)
     w->tcp_conns--;
 }
 
+/* The client sent its last query (EOF), or a message that is none: the
+ * answers already queued still go out (a client may send its queries and
+ * shut its side), then the connection closes. The idle timeout still
+ * bounds a client that does not read them. */
+static void tcp_close_when_sent(struct tcp_conn *c)
+{
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        tcp_close(c);
+        return;
+    }
+    c->closing = true;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0); /* on_tcp_drained once empty */
+}
+
 static void on_tcp_read(struct bufferevent *bev, void *arg)
 {
     struct tcp_conn *c = arg;
@@ -1331,7 +1364,7 @@ static void on_tcp_read(struct bufferevent *bev, void *arg)
         size_t out = answer_counted(w, mono_seconds(), w->inbuf, len, w->outbuf + 2,
                                     sizeof(w->outbuf) - 2, true);
         if (out == 0) {
-            tcp_close(c); /* not a query: nothing sensible to say */
+            tcp_close_when_sent(c); /* not a query: nothing sensible to say */
             return;
         }
         w->outbuf[0] = (uint8_t)(out >> 8);
@@ -1343,6 +1376,12 @@ static void on_tcp_read(struct bufferevent *bev, void *arg)
 /* The queued answers fell to half of TCP_QUEUED_MAX: answer what waits. */
 static void on_tcp_drained(struct bufferevent *bev, void *arg)
 {
+    struct tcp_conn *c = arg;
+    if (c->closing) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            tcp_close(c);
+        return;
+    }
     if (bufferevent_get_enabled(bev) & EV_READ)
         return;
     bufferevent_enable(bev, EV_READ);
@@ -1352,8 +1391,13 @@ static void on_tcp_drained(struct bufferevent *bev, void *arg)
 static void on_tcp_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
-    (void)what; /* EOF, error or idle timeout: all end the connection */
-    tcp_close(arg);
+    struct tcp_conn *c = arg;
+    /* the client's end of its stream: what it asked is still answered;
+     * an error or a timeout ends the connection now */
+    if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) && !c->closing)
+        tcp_close_when_sent(c);
+    else
+        tcp_close(c);
 }
 
 /* sa's address as IPv6 (IPv4 mapped) into out. */
