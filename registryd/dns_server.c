@@ -1036,10 +1036,18 @@ static void answer_ptr(struct answer *a, struct store_read *rd, const char *qnam
     } else {
         const char *t;
         json_t *v;
-        json_object_foreach(p.names, t, v) if (!full(a) && dns_msg_add_ptr(&a->m, DNS_ANSWER,
-                                                                            qname, s->opt.ttl,
-                                                                            t) != 0)
-            overflow(a);
+        uint8_t wire[DNS_NAME_MAX];
+        json_object_foreach(p.names, t, v)
+        {
+            /* a name no DNS name can spell (a label over 63 bytes) is left
+             * out: it made the whole answer look too big for the message */
+            if (dns_name_to_wire(t, wire, sizeof(wire)) == 0)
+                continue;
+            if (!full(a) && dns_msg_add_ptr(&a->m, DNS_ANSWER, qname, s->opt.ttl, t) != 0)
+                overflow(a);
+        }
+        if (a->m.counts[DNS_ANSWER] == 0 && !full(a))
+            add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl); /* NODATA */
     }
     json_decref(p.names);
 }

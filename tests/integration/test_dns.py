@@ -146,6 +146,16 @@ class DnsTest(unittest.TestCase):
         self.assertEqual(answers(self.dig("3.0.7.10.in-addr.arpa.", "PTR"), "PTR"),
                          ["realthree.node.dc1.registry."])
         self.assertEqual(status(self.dig("9.0.7.10.in-addr.arpa.", "PTR")), "NXDOMAIN")
+        # a name no DNS label can hold (over 63 bytes) is left out of a PTR
+        # answer; it took the valid names with it (TC, no answers)
+        for name in ("a" * 70, "okname"):  # the bad one first (by ID)
+            status_code, text = self.d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": name, "ID": name + "-1", "Address": "10.7.1.1", "Port": 1}))
+            self.assertEqual(status_code, 200, text)
+        for opt in ("+notcp", "+tcp"):
+            out = self.dig("1.1.7.10.in-addr.arpa.", "PTR", opt)
+            self.assertNotIn("tc", flags(out))
+            self.assertEqual(answers(out, "PTR"), ["okname.service.registry."])
 
     def test_truncation_over_udp_complete_over_tcp(self):
         # as Consul: a random udp_answer_limit (3) records without EDNS, no TC
