@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,6 +42,12 @@ struct guard_conn {
     bool seen_line;  /* a line of this head ended */
     char first[40];  /* the start of the request line */
     size_t first_len;
+    /* The body's framing, read from the head as it passes (header_line):
+     * one Content-Length of digits, or Transfer-Encoding "chunked" alone. */
+    char hline[64]; /* the start of the current header line */
+    size_t hline_len;
+    bool has_length, has_te, bad_framing;
+    uint64_t length;
     uint64_t body_bytes, body_limit; /* of this request */
     char key[24];                    /* "%p" of bev, in g->conns */
     /* Per-client accounting: a connection is admitted (counted under its
@@ -173,6 +180,55 @@ static bool is_snapshot_restore(const struct guard_conn *c)
            starts(c, "PUT " REG_FORWARD_SPOOLED_URI, " &");
 }
 
+/* Does header line h (n bytes kept of it, '\r' aside) name header `name`?
+ * Then *v is its value, blanks trimmed, NUL-ended in place. */
+static bool header_is(char *h, size_t n, const char *name, char **v)
+{
+    size_t k = strlen(name);
+    if (n <= k || strncasecmp(h, name, k) != 0 || h[k] != ':')
+        return false;
+    h[n] = '\0';
+    char *b = h + k + 1;
+    while (*b == ' ' || *b == '\t')
+        b++;
+    char *e = h + n;
+    while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    *e = '\0';
+    *v = b;
+    return true;
+}
+
+/* A header line ended: note the body's framing. Go's net/http (Consul's
+ * server) refuses what libevent would take and a proxy in front might
+ * read otherwise (request smuggling): two different Content-Lengths (the
+ * first won, the rest of the body ran as a second request), a length with
+ * a sign, a Transfer-Encoding other than "chunked", or both. */
+static void header_line(struct guard_conn *c)
+{
+    char *v;
+    bool whole = c->hline_len < sizeof(c->hline) - 1;
+    size_t n = whole ? c->hline_len : sizeof(c->hline) - 1;
+    if (header_is(c->hline, n, "content-length", &v)) {
+        uint64_t len = 0;
+        bool digits = whole && *v != '\0' && strlen(v) <= 19;
+        for (const char *d = v; digits && *d; d++) {
+            digits = *d >= '0' && *d <= '9';
+            len = len * 10 + (uint64_t)(*d - '0');
+        }
+        if (!digits || (c->has_length && len != c->length))
+            c->bad_framing = true;
+        c->has_length = true;
+        c->length = len;
+    } else if (header_is(c->hline, n, "transfer-encoding", &v)) {
+        if (!whole || c->has_te || strcasecmp(v, "chunked") != 0)
+            c->bad_framing = true;
+        c->has_te = true;
+    }
+    if (c->has_te && c->has_length)
+        c->bad_framing = true;
+}
+
 /* Watch the head for its end (an empty line); returns the head bytes of
  * p[0..n) (the rest, if any, is body). */
 static size_t scan_head(struct guard_conn *c, const unsigned char *p, size_t n)
@@ -180,7 +236,14 @@ static size_t scan_head(struct guard_conn *c, const unsigned char *p, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (!c->seen_line && p[i] != '\r' && p[i] != '\n' && c->first_len < sizeof(c->first))
             c->first[c->first_len++] = (char)p[i];
+        if (c->seen_line && p[i] != '\r' && p[i] != '\n' && c->hline_len < sizeof(c->hline) - 1)
+            c->hline[c->hline_len] = (char)p[i];
+        if (c->seen_line && p[i] != '\r' && p[i] != '\n')
+            c->hline_len++;
         if (p[i] == '\n') {
+            if (c->seen_line && c->line_len > 0)
+                header_line(c);
+            c->hline_len = 0;
             if (c->line_len == 0 && c->seen_line) {
                 arm(c, CONN_BODY, c->g->opt.body_timeout_ms);
                 c->body_bytes = 0;
@@ -212,6 +275,32 @@ static void body_check(struct guard_conn *c)
     set_deadline(c, 0);
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
+}
+
+/* A head whose body cannot be framed one way only: 400 with its reason
+ * (when no answer is queued before it), the connection closed, nothing of
+ * the request left for evhttp to parse. */
+static void refuse_framing(struct guard_conn *c, struct evbuffer *buf)
+{
+#define FRAMING_WHY                                                                        \
+    "Bad request framing: Content-Length twice or not digits, or Transfer-Encoding not "    \
+    "\"chunked\"\n"
+    _Static_assert(sizeof(FRAMING_WHY) - 1 == 92, "the Content-Length below");
+    static const char answer[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; "
+                                 "charset=utf-8\r\nConnection: close\r\nContent-Length: "
+                                 "92\r\n\r\n" FRAMING_WHY;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    log_limited(LOG_WARN, "http", "msg=\"request with ambiguous body framing; connection "
+                                  "closed\" client=%s", c->client);
+    c->refused = true; /* what follows is never parsed */
+    set_deadline(c, 0);
+    evbuffer_drain(buf, evbuffer_get_length(buf));
+    if (fd < 0)
+        return;
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+        send(fd, answer, sizeof(answer) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        log_debug("http", "msg=\"framing refusal not sent\" error=\"%s\"", strerror(errno));
+    shutdown(fd, SHUT_RDWR);
 }
 
 /* ---- bodies written to a file ------------------------------------------- */
@@ -309,6 +398,8 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
         c->seen_line = false;
         c->spooled = false;
         c->first_len = 0;
+        c->hline_len = 0;
+        c->has_length = c->has_te = c->bad_framing = false;
         arm(c, CONN_HEAD, c->g->opt.head_timeout_ms);
     }
     if (c->state == CONN_BODY) {
@@ -329,6 +420,10 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
         else
             c->body_bytes += k;
         n -= k;
+    }
+    if (c->bad_framing) {
+        refuse_framing(c, buf);
+        return;
     }
     if (c->state == CONN_BODY)
         body_check(c);

@@ -225,6 +225,48 @@ class BadInputTest(unittest.TestCase):
         self.assertEqual(self.snapshot(), before)
         self.assertEqual(self.d.request("GET", "/v1/status/leader")[0], 200)
 
+    def test_ambiguous_body_framing_is_400(self):
+        """A head whose body could be framed two ways is refused with 400
+        and the connection closed, as Go's net/http (Consul's server) does;
+        libevent took the first Content-Length and ran the rest of the body
+        as a second request: behind a proxy that reads the other length,
+        request smuggling."""
+        smuggled = b"GET /v1/agent/self HTTP/1.1\r\nHost: x\r\n\r\n"
+        body = b'{"Name":"smug","Port":1}'
+        heads = (
+            b"Content-Length: %d\r\nContent-Length: %d\r\n" % (len(body), len(body) + len(smuggled)),
+            b"Content-Length: +%d\r\n" % len(body),
+            b"Content-Length: 0x18\r\n",
+            b"Transfer-Encoding: gzip, chunked\r\n",
+            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n" % len(body))
+        for head in heads:
+            with self.subTest(head=head), \
+                    socket.create_connection(("127.0.0.1", self.d.port), timeout=5) as s:
+                s.sendall(b"PUT /v1/agent/service/register HTTP/1.1\r\nHost: x\r\n" + head +
+                          b"\r\n" + body + smuggled)
+                got = b""
+                while True:
+                    try:
+                        chunk = s.recv(65536)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    got += chunk
+                self.assertTrue(got.startswith(b"HTTP/1.1 400"), got[:200])
+                self.assertIn(b"Bad request framing", got)
+                self.assertEqual(got.count(b"HTTP/1.1"), 1, got[:400])
+        self.assertNotIn("smug", json.loads(self.d.request("GET", "/v1/agent/services")[1]))
+        # the same value twice is one length (RFC 9112), as Go takes it
+        with socket.create_connection(("127.0.0.1", self.d.port), timeout=5) as s:
+            s.sendall(b"PUT /v1/agent/service/register HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: %d\r\ncontent-length:  %d \r\n"
+                      b"Connection: close\r\n\r\n" % (len(body), len(body)) + body)
+            got = s.recv(65536)
+        self.assertTrue(got.startswith(b"HTTP/1.1 200"), got[:200])
+        self.assertEqual(self.d.request("PUT", "/v1/agent/service/deregister/smug")[0], 200)
+
 
 if __name__ == "__main__":
     unittest.main()
