@@ -801,6 +801,11 @@ static void woken(void *arg, bool timed_out)
 {
     struct http_req *r = arg;
     struct store_read *rd = NULL;
+    r->waiter = NULL; /* fired: the watch let it go */
+    if (r->gone) {
+        event_free(r->gone);
+        r->gone = NULL;
+    }
     bool over = timed_out; /* else not known when the store cannot be read */
     if (!timed_out && store_read_begin(r->srv->opt.store, &rd) == 0) {
         uint64_t cur = watched_index(r, rd);
@@ -817,9 +822,43 @@ static void woken(void *arg, bool timed_out)
     answer_read(r, rd);
 }
 
+/* A parked query's client closed its end (EV_CLOSED: the peer's FIN or
+ * RST, seen without reading). evhttp reads nothing while a request waits
+ * for its answer, so without this the query stayed parked for its whole
+ * wait (up to ten minutes), its connection counted against its client's
+ * --http-max-conns-per-client: a client that gave up on its queries was
+ * refused new connections. The waiter goes, then the connection. */
+static void parked_client_gone(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_req *r = arg;
+    (void)fd;
+    (void)what;
+    watch_cancel(r->waiter);
+    r->waiter = NULL;
+    event_free(r->gone);
+    r->gone = NULL;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
+    r->status = 499; /* for the metrics: the client closed first */
+    req_free(r);
+    if (evcon != NULL)
+        evhttp_connection_free(evcon); /* frees its request; the guard hears of it */
+}
+
 static bool park(struct http_req *r, uint64_t wait_ms)
 {
-    return watch_park(r->srv->opt.watch, watched(r), r->arg, wait_ms, woken, r, NULL) == 0;
+    if (watch_park(r->srv->opt.watch, watched(r), r->arg, wait_ms, woken, r, &r->waiter) != 0)
+        return false;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    struct event_base *base = r->srv->opt.base;
+    if (fd >= 0 && (event_base_get_features(base) & EV_FEATURE_EARLY_CLOSE) &&
+        (r->gone = event_new(base, fd, EV_CLOSED, parked_client_gone, r)) != NULL &&
+        event_add(r->gone, NULL) != 0) {
+        event_free(r->gone);
+        r->gone = NULL;
+    }
+    return true;
 }
 
 static void write_done(void *arg, int status);

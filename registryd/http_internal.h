@@ -92,6 +92,10 @@ struct http_req {
     /* Forwarded after its wait was spent (X-Registry-Waited): the leader
      * answers at once. */
     bool waited;
+    /* While parked (a blocking query): its waiter, and an event on its
+     * socket for the client's end of the stream (EV_CLOSED), or NULL. */
+    struct watch_waiter *waiter;
+    struct event *gone;
     struct evhttp_uri *inner_uri;
     int n_params;
     uint64_t min_index; /* ?index=, 0 if absent */

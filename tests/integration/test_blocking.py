@@ -156,6 +156,44 @@ class BlockingTest(unittest.TestCase):
         if idx > 1:
             self.assertLess(took, 1)
 
+    def test_a_client_that_leaves_frees_its_parked_query(self):
+        """A client that closes its connection while its query is parked
+        frees the query and the connection at once: they stayed for the
+        whole wait, counted against the client's connection cap, so a
+        client that gave up on its queries (a timeout, a restart) was
+        refused new connections for up to the wait (5 min by default)."""
+        import http.client
+        import socket
+        d = Registryd(extra_args=["--http-max-conns-per-client", "100"]).start()
+        try:
+            for round_ in range(2):  # 2 x 80 > the cap of 100, were they kept
+                conns = []
+                for _ in range(80):
+                    c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+                    c.request("GET", "/v1/catalog/services?index=100000&wait=300s")
+                    conns.append(c)
+                deadline = time.monotonic() + 10
+                while d.metric("registryd_blocking_queries_parked") < 80:
+                    self.assertLess(time.monotonic(), deadline, "not parked")
+                    time.sleep(0.05)
+                for c in conns:
+                    c.sock.shutdown(socket.SHUT_RDWR)
+                    c.close()
+                deadline = time.monotonic() + 5
+                while (d.metric("registryd_blocking_queries_parked") > 0 or
+                       d.metric("registryd_http_conns_open") > 1) and \
+                        time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self.assertEqual(d.metric("registryd_blocking_queries_parked"), 0, round_)
+                self.assertLessEqual(d.metric("registryd_http_conns_open"), 1, round_)
+            self.assertEqual(d.metric("registryd_http_conns_rejected_total"), 0)
+            # a query whose client stays is answered as before
+            took, _, _ = self.timed("/v1/health/service/web?index=%d&wait=1s"
+                                    % self.index("/v1/health/service/web"))
+            self.assertGreaterEqual(took, 0.9)
+        finally:
+            d.stop()
+
     def test_many_parked_waiters_resolve_on_one_change(self):
         idx = self.index("/v1/health/service/web")
         results = []
