@@ -1015,6 +1015,12 @@ static void answer_ptr(struct answer *a, struct store_read *rd, const char *qnam
         add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl); /* RFC 2308: negative answers say it */
         return;
     }
+    /* Negative answers carry the SOA of the reverse zone the name is in
+     * (RFC 2308 3), its parent here (every partial reverse name answers as
+     * an apex: answer_empty): with the forward domain's, out of the zone
+     * forwarded to us, unbound dropped it and kept the NXDOMAIN its own
+     * time, whatever --dns-negative-ttl said. */
+    const char *apex = strchr(qname, '.') + 1;
     p.names = json_object();
     if (s->opt.node != NULL && same_addr(&p, s->opt.node_addr)) {
         char target[DNS_PNAME_MAX];
@@ -1030,9 +1036,9 @@ static void answer_ptr(struct answer *a, struct store_read *rd, const char *qnam
         store_each_instance_at(rd, text, find_ptr, &p);
     if (json_object_size(p.names) == 0) {
         a->rcode = DNS_NXDOMAIN;
-        add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl);
+        add_soa_at(a, DNS_AUTHORITY, apex, s->opt.negative_ttl);
     } else if (a->q->qtype != DNS_PTR && a->q->qtype != DNS_ANY) {
-        add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl); /* NODATA */
+        add_soa_at(a, DNS_AUTHORITY, apex, s->opt.negative_ttl); /* NODATA */
     } else {
         const char *t;
         json_t *v;
@@ -1047,7 +1053,7 @@ static void answer_ptr(struct answer *a, struct store_read *rd, const char *qnam
                 overflow(a);
         }
         if (a->m.counts[DNS_ANSWER] == 0 && !full(a))
-            add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl); /* NODATA */
+            add_soa_at(a, DNS_AUTHORITY, apex, s->opt.negative_ttl); /* NODATA */
     }
     json_decref(p.names);
 }

@@ -270,6 +270,16 @@ class DnsResolverFindingsTest(unittest.TestCase):
                             for line in out.split("ANSWER SECTION")[-1].splitlines()), out)
         out = self.dig("10.in-addr.arpa.", "NS")
         self.assertEqual(answers(out, "NS"), ["ns.registry."], out)
+        # a negative reverse answer's SOA is of the reverse zone the name is
+        # in (RFC 2308 3), not the forward domain's (which a resolver that
+        # forwards the reverse zone here drops as out of zone)
+        for name, apex in (("9.9.9.10.in-addr.arpa.", "9.9.10.in-addr.arpa."),
+                           ("9.9" + ".0" * 28 + ".d.f.ip6.arpa.", "9" + ".0" * 28 + ".d.f.ip6.arpa.")):
+            out = self.dig(name, "PTR")
+            self.assertEqual(status(out), "NXDOMAIN", out)
+            soa = [line.split()[0] for line in out.split("AUTHORITY SECTION:")[-1].splitlines()
+                   if "\tSOA\t" in line or " SOA " in line]
+            self.assertEqual(soa, [apex], out)
 
     def test_do_bit_is_echoed(self):
         out = self.dig("mixed.service.registry.", "A", "+dnssec")
