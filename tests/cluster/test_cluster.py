@@ -104,7 +104,6 @@ class ClusterTest(unittest.TestCase):
         the server-to-server channel's 30 s idle timeout (it failed with 500
         at 30 s). A big answer is streamed by the leader, not rendered whole
         on its loop."""
-        import http.client
         leader = self.leader()
         f = [d for d in self.servers if d is not leader][0]
         status, text = f.request("PUT", "/v1/agent/service/register",
@@ -128,14 +127,8 @@ class ClusterTest(unittest.TestCase):
 
         parked = []
         try:
-            for _ in range(150):
-                c = http.client.HTTPConnection("127.0.0.1", f.port, timeout=60)
-                c.request("GET", "/v1/catalog/services?consistent&index=100000&wait=60s")
-                parked.append(c)
-            deadline = time.monotonic() + 10
-            while f.metric("registryd_blocking_queries_parked") < 150:
-                self.assertLess(time.monotonic(), deadline, "150 queries not parked")
-                time.sleep(0.05)
+            parked = f.park_queries(
+                150, path="/v1/catalog/services?consistent&index=100000&wait=60s")
             self.assertEqual(leader.metric("registryd_blocking_queries_parked"), 0)
             t0 = time.monotonic()
             status, text = f.request("PUT", "/v1/agent/service/register",

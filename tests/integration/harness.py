@@ -215,17 +215,18 @@ class Registryd:
                 return float(line.split()[-1])
         return None
 
-    def park_queries(self, n, connect=None, timeout=10):
+    def park_queries(self, n, connect=None, timeout=10,
+                     path="/v1/catalog/services?index=100000&wait=60s"):
         """Open n connections (connect(): a new http.client connection; plain
-        HTTP to this server by default), each with a blocking query that
-        waits for a change that never comes; return them once the server
+        HTTP to this server by default), each with a blocking query (path)
+        that waits for a change that never comes; return them once the server
         counts n parked (AssertionError after timeout seconds)."""
         connect = connect or (lambda: http.client.HTTPConnection("127.0.0.1", self.port,
                                                                  timeout=30))
         conns = []
         for _ in range(n):
             c = connect()
-            c.request("GET", "/v1/catalog/services?index=100000&wait=60s")
+            c.request("GET", path)
             conns.append(c)
         deadline = time.monotonic() + timeout
         while self.metric("registryd_blocking_queries_parked") < n:
@@ -233,6 +234,18 @@ class Registryd:
                 raise AssertionError("%d blocking queries not parked in %ds" % (n, timeout))
             time.sleep(0.05)
         return conns
+
+    def churn(self, n):
+        """n writes: one instance ("churn") registered again with a new port
+        each time, over one connection; each must answer 200."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        for i in range(n):
+            c.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "churn", "ID": "churn", "Port": 1 + i}))
+            r = c.getresponse()
+            r.read()
+            assert r.status == 200, r.status
+        c.close()
 
     def ctl(self, *args, env=None, stdin=None):
         """Run registryctl against this server: (exit code, stdout, stderr)."""
@@ -312,6 +325,19 @@ class TlsRegistryd(Registryd):
              "REGISTRY_CLIENT_CERT": self.client[0], "REGISTRY_CLIENT_KEY": self.client[1]}
         e.update(env or {})
         return super().ctl(*args, env=e, stdin=stdin)
+
+
+def recv_until_closed(sock):
+    """Every byte sock receives until its peer closes (or an error)."""
+    got = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            return got
+        if not chunk:
+            return got
+        got += chunk
 
 
 def tcp_sockets():

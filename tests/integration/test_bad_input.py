@@ -7,7 +7,7 @@ import socket
 import unittest
 import urllib.parse
 
-from harness import Registryd
+from harness import Registryd, recv_until_closed
 
 REG = "/v1/agent/service/register"
 
@@ -245,15 +245,7 @@ class BadInputTest(unittest.TestCase):
                     socket.create_connection(("127.0.0.1", self.d.port), timeout=5) as s:
                 s.sendall(b"PUT /v1/agent/service/register HTTP/1.1\r\nHost: x\r\n" + head +
                           b"\r\n" + body + smuggled)
-                got = b""
-                while True:
-                    try:
-                        chunk = s.recv(65536)
-                    except OSError:
-                        break
-                    if not chunk:
-                        break
-                    got += chunk
+                got = recv_until_closed(s)
                 self.assertTrue(got.startswith(b"HTTP/1.1 400"), got[:200])
                 self.assertIn(b"Bad request framing", got)
                 self.assertEqual(got.count(b"HTTP/1.1"), 1, got[:400])

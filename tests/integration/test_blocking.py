@@ -162,20 +162,11 @@ class BlockingTest(unittest.TestCase):
         whole wait, counted against the client's connection cap, so a
         client that gave up on its queries (a timeout, a restart) was
         refused new connections for up to the wait (5 min by default)."""
-        import http.client
         import socket
         d = Registryd(extra_args=["--http-max-conns-per-client", "100"]).start()
         try:
             for round_ in range(2):  # 2 x 80 > the cap of 100, were they kept
-                conns = []
-                for _ in range(80):
-                    c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
-                    c.request("GET", "/v1/catalog/services?index=100000&wait=300s")
-                    conns.append(c)
-                deadline = time.monotonic() + 10
-                while d.metric("registryd_blocking_queries_parked") < 80:
-                    self.assertLess(time.monotonic(), deadline, "not parked")
-                    time.sleep(0.05)
+                conns = d.park_queries(80, path="/v1/catalog/services?index=100000&wait=300s")
                 for c in conns:
                     c.sock.shutdown(socket.SHUT_RDWR)
                     c.close()

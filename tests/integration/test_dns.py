@@ -12,7 +12,7 @@ import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import Registryd, TempDir
+from harness import Registryd, TempDir, recv_until_closed
 
 DNS_WORKERS = os.environ.get("REGISTRY_DNS_WORKERS", "2")
 
@@ -327,12 +327,7 @@ class DnsTcpFillTest(unittest.TestCase):
             with socket.create_connection(("127.0.0.1", self.d.dns_port), timeout=10) as s:
                 s.sendall(framed * 3 + tail)
                 s.shutdown(socket.SHUT_WR)
-                buf = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
+                buf = recv_until_closed(s)
             got = 0
             while len(buf) >= 2:
                 n = struct.unpack(">H", buf[:2])[0]
