@@ -822,8 +822,11 @@ static void woken(void *arg, bool timed_out)
     answer_read(r, rd);
 }
 
-/* A parked query's client closed its end (EV_CLOSED: the peer's FIN or
- * RST, seen without reading). evhttp reads nothing while a request waits
+/* A parked query's socket became readable or closed: its client closed
+ * its end (EOF) or reset it (an error; libevent reports that as readable,
+ * not EV_CLOSED, and a socket left with it would wake the loop at once for
+ * ever), or sent its next request (pipelined: the watch stops; evhttp
+ * reads it after this answer). evhttp reads nothing while a request waits
  * for its answer, so without this the query stayed parked for its whole
  * wait (up to ten minutes), its connection counted against its client's
  * --http-max-conns-per-client: a client that gave up on its queries was
@@ -831,8 +834,16 @@ static void woken(void *arg, bool timed_out)
 static void parked_client_gone(evutil_socket_t fd, short what, void *arg)
 {
     struct http_req *r = arg;
-    (void)fd;
     (void)what;
+    char b;
+    ssize_t got = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return; /* nothing after all */
+    if (got > 0) { /* a request behind this one: not a goodbye */
+        event_free(r->gone);
+        r->gone = NULL;
+        return;
+    }
     watch_cancel(r->waiter);
     r->waiter = NULL;
     event_free(r->gone);
@@ -853,7 +864,8 @@ static bool park(struct http_req *r, uint64_t wait_ms)
     evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
     struct event_base *base = r->srv->opt.base;
     if (fd >= 0 && (event_base_get_features(base) & EV_FEATURE_EARLY_CLOSE) &&
-        (r->gone = event_new(base, fd, EV_CLOSED, parked_client_gone, r)) != NULL &&
+        (r->gone = event_new(base, fd, EV_READ | EV_CLOSED | EV_PERSIST, parked_client_gone,
+                             r)) != NULL &&
         event_add(r->gone, NULL) != 0) {
         event_free(r->gone);
         r->gone = NULL;

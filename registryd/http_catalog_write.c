@@ -73,8 +73,12 @@ static int catalog_definition(struct http_req *r, json_t *defn, json_t **out)
         goto bad_type;
     json_t *v;
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
-        const char *text;
-        if (opt_str(r, defn, strs[i], NULL, DEFINITION_TEXT_MAX, &text) != 0)
+        const char *text = NULL;
+        v = json_get_ci(defn, strs[i]);
+        if (strcmp(strs[i], "Body") == 0 && json_is_string(v)) /* any text, CRs too */
+            text = strlen(json_string_value(v)) <= DEFINITION_TEXT_MAX ? json_string_value(v)
+                                                                       : NULL;
+        if (text == NULL && opt_str(r, defn, strs[i], NULL, DEFINITION_TEXT_MAX, &text) != 0)
             goto fail;
         if (text != NULL)
             json_object_set_new(*out, strs[i], json_string(text));

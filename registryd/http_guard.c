@@ -47,6 +47,7 @@ struct guard_conn {
     char hline[64]; /* the start of the current header line */
     size_t hline_len;
     bool has_length, has_te, bad_framing;
+    bool framing_line; /* the header line before was Content-Length or Transfer-Encoding */
     uint64_t length;
     uint64_t body_bytes, body_limit; /* of this request */
     char key[24];                    /* "%p" of bev, in g->conns */
@@ -180,8 +181,10 @@ static bool is_snapshot_restore(const struct guard_conn *c)
            starts(c, "PUT " REG_FORWARD_SPOOLED_URI, " &");
 }
 
-/* Does header line h (n bytes kept of it, '\r' aside) name header `name`?
- * Then *v is its value, blanks trimmed, NUL-ended in place. */
+/* Does header line h (n bytes kept of it, its ending CR aside) name header
+ * `name`? Then *v is its value as libevent reads it (evhttp_parse_headers:
+ * spaces skipped before it, spaces and tabs trimmed after), NUL-ended in
+ * place: the guard must see the value evhttp will act on. */
 static bool header_is(char *h, size_t n, const char *name, char **v)
 {
     size_t k = strlen(name);
@@ -189,7 +192,7 @@ static bool header_is(char *h, size_t n, const char *name, char **v)
         return false;
     h[n] = '\0';
     char *b = h + k + 1;
-    while (*b == ' ' || *b == '\t')
+    while (*b == ' ')
         b++;
     char *e = h + n;
     while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
@@ -207,9 +210,21 @@ static bool header_is(char *h, size_t n, const char *name, char **v)
 static void header_line(struct guard_conn *c)
 {
     char *v;
-    bool whole = c->hline_len < sizeof(c->hline) - 1;
-    size_t n = whole ? c->hline_len : sizeof(c->hline) - 1;
+    size_t len = c->hline_len;
+    if (len > 0 && len <= sizeof(c->hline) - 1 && c->hline[len - 1] == '\r')
+        len--; /* the line's ending (a CR inside it stays: libevent keeps it) */
+    bool whole = len < sizeof(c->hline) - 1;
+    size_t n = whole ? len : sizeof(c->hline) - 1;
+    /* a continuation line (obs-fold) is appended by libevent to the header
+     * before: one after a framing header changes its value */
+    bool fold = n > 0 && (c->hline[0] == ' ' || c->hline[0] == '\t');
+    if (fold && c->framing_line)
+        c->bad_framing = true;
+    if (fold)
+        return;
+    c->framing_line = false;
     if (header_is(c->hline, n, "content-length", &v)) {
+        c->framing_line = true;
         uint64_t len = 0;
         bool digits = whole && *v != '\0' && strlen(v) <= 19;
         for (const char *d = v; digits && *d; d++) {
@@ -221,6 +236,7 @@ static void header_line(struct guard_conn *c)
         c->has_length = true;
         c->length = len;
     } else if (header_is(c->hline, n, "transfer-encoding", &v)) {
+        c->framing_line = true;
         if (!whole || c->has_te || strcasecmp(v, "chunked") != 0)
             c->bad_framing = true;
         c->has_te = true;
@@ -236,9 +252,9 @@ static size_t scan_head(struct guard_conn *c, const unsigned char *p, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (!c->seen_line && p[i] != '\r' && p[i] != '\n' && c->first_len < sizeof(c->first))
             c->first[c->first_len++] = (char)p[i];
-        if (c->seen_line && p[i] != '\r' && p[i] != '\n' && c->hline_len < sizeof(c->hline) - 1)
+        if (c->seen_line && p[i] != '\n' && c->hline_len < sizeof(c->hline) - 1)
             c->hline[c->hline_len] = (char)p[i];
-        if (c->seen_line && p[i] != '\r' && p[i] != '\n')
+        if (c->seen_line && p[i] != '\n')
             c->hline_len++;
         if (p[i] == '\n') {
             if (c->seen_line && c->line_len > 0)
@@ -297,7 +313,10 @@ static void refuse_framing(struct guard_conn *c, struct evbuffer *buf)
     evbuffer_drain(buf, evbuffer_get_length(buf));
     if (fd < 0)
         return;
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+    /* on TLS the answer would be plaintext in the encrypted stream: only
+     * closed there */
+    if (bufferevent_openssl_get_ssl(c->bev) == NULL &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
         send(fd, answer, sizeof(answer) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
         log_debug("http", "msg=\"framing refusal not sent\" error=\"%s\"", strerror(errno));
     shutdown(fd, SHUT_RDWR);
@@ -379,6 +398,8 @@ static void spool_start(struct guard_conn *c, struct evbuffer *buf)
 }
 
 /* Bytes came in (or were consumed): the added ones are the buffer's tail. */
+static void scan_input(struct guard_conn *c, struct evbuffer *buf, size_t n);
+
 static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     struct guard_conn *c = arg;
@@ -393,33 +414,47 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
         spool_input(c, buf);
         return;
     }
+    size_t len = evbuffer_get_length(buf);
+    scan_input(c, buf, info->n_added < len ? info->n_added : len);
+}
+
+/* The last n bytes of buf are new to the guard: follow the request they
+ * belong to. */
+static void scan_input(struct guard_conn *c, struct evbuffer *buf, size_t n)
+{
     if (c->state == CONN_IDLE) {
         c->line_len = 0;
         c->seen_line = false;
         c->spooled = false;
         c->first_len = 0;
         c->hline_len = 0;
-        c->has_length = c->has_te = c->bad_framing = false;
+        c->has_length = c->has_te = c->bad_framing = c->framing_line = false;
         arm(c, CONN_HEAD, c->g->opt.head_timeout_ms);
     }
     if (c->state == CONN_BODY) {
-        c->body_bytes += info->n_added;
+        c->body_bytes += n;
         body_check(c);
         return;
     }
-    size_t len = evbuffer_get_length(buf), n = info->n_added < len ? info->n_added : len;
+    size_t len = evbuffer_get_length(buf);
     struct evbuffer_ptr at;
     if (evbuffer_ptr_set(buf, &at, len - n, EVBUFFER_PTR_SET) != 0)
         return;
-    struct evbuffer_iovec v[8];
-    int nv = evbuffer_peek(buf, (ev_ssize_t)n, &at, v, 8);
-    for (int i = 0; i < nv && i < 8 && n > 0; i++) {
-        size_t k = v[i].iov_len < n ? v[i].iov_len : n;
-        if (c->state == CONN_HEAD)
-            c->body_bytes += k - scan_head(c, v[i].iov_base, k);
-        else
-            c->body_bytes += k;
-        n -= k;
+    while (n > 0) { /* eight pieces of the buffer at a time, to the end */
+        struct evbuffer_iovec v[8];
+        int nv = evbuffer_peek(buf, (ev_ssize_t)n, &at, v, 8);
+        if (nv <= 0)
+            break;
+        for (int i = 0; i < nv && i < 8 && n > 0; i++) {
+            size_t k = v[i].iov_len < n ? v[i].iov_len : n;
+            if (c->state == CONN_HEAD)
+                c->body_bytes += k - scan_head(c, v[i].iov_base, k);
+            else
+                c->body_bytes += k;
+            n -= k;
+            if (evbuffer_ptr_set(buf, &at, k, EVBUFFER_PTR_ADD) != 0)
+                n = 0;
+        }
     }
     if (c->bad_framing) {
         refuse_framing(c, buf);
@@ -795,6 +830,14 @@ void http_guard_request_read(struct http_guard *g, struct evhttp_request *req,
      * requests in order, and the rewritten head was the next in line */
     *body = (struct http_body_file){c->body_fd, c->body_len, c->body_err};
     c->body_fd = -1;
+    /* Bytes already buffered behind this request (pipelined, read with
+     * it) were counted as its body: they are the next request, from its
+     * first byte (evhttp took this one's whole). Their head is looked at
+     * now, as if they had just arrived (a smuggled head hid there). */
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t queued = evbuffer_get_length(in);
+    if (queued > 0 && !c->refused && c->spool == NULL)
+        scan_input(c, in, queued);
 }
 
 /* ---- accept back-off ---------------------------------------------------- */

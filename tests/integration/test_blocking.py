@@ -163,12 +163,17 @@ class BlockingTest(unittest.TestCase):
         client that gave up on its queries (a timeout, a restart) was
         refused new connections for up to the wait (5 min by default)."""
         import socket
+        import struct
         d = Registryd(extra_args=["--http-max-conns-per-client", "100"]).start()
         try:
             for round_ in range(2):  # 2 x 80 > the cap of 100, were they kept
                 conns = d.park_queries(80, path="/v1/catalog/services?index=100000&wait=300s")
                 for c in conns:
-                    c.sock.shutdown(socket.SHUT_RDWR)
+                    if round_ == 0:  # a close (FIN)
+                        c.sock.shutdown(socket.SHUT_RDWR)
+                    else:  # a reset (RST): libevent reports it as readable, not closed
+                        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                          struct.pack("ii", 1, 0))
                     c.close()
                 deadline = time.monotonic() + 5
                 while (d.metric("registryd_blocking_queries_parked") > 0 or
@@ -178,6 +183,22 @@ class BlockingTest(unittest.TestCase):
                 self.assertEqual(d.metric("registryd_blocking_queries_parked"), 0, round_)
                 self.assertLessEqual(d.metric("registryd_http_conns_open"), 1, round_)
             self.assertEqual(d.metric("registryd_http_conns_rejected_total"), 0)
+            # a parked query with its next request pipelined behind it stays
+            # parked (not taken for a goodbye) and both are answered
+            with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+                index = int(d.request_full("GET", "/v1/health/service/web")[2]["X-Consul-Index"])
+                s.sendall(b"GET /v1/health/service/web?index=%d&wait=1s HTTP/1.1\r\nHost: x"
+                          b"\r\n\r\nGET /v1/status/leader HTTP/1.1\r\nHost: x\r\n"
+                          b"Connection: close\r\n\r\n" % index)
+                t0 = time.monotonic()
+                got = b""
+                while got.count(b"HTTP/1.1 200") < 2:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                self.assertEqual(got.count(b"HTTP/1.1 200"), 2, got[:300])
+                self.assertGreaterEqual(time.monotonic() - t0, 0.9)
             # a query whose client stays is answered as before
             took, _, _ = self.timed("/v1/health/service/web?index=%d&wait=1s"
                                     % self.index("/v1/health/service/web"))

@@ -408,13 +408,14 @@ class CompatTest(unittest.TestCase):
         self.assertEqual(self.get("/v1/catalog/service/defn"), [])
         code, text = register({"http": "http://192.0.2.10/health", "Interval": "1m30s",
                                "Timeout": 5000000000, "Header": {"A": ["b"]},
-                               "TLSSkipVerify": True}, deep)
+                               "TLSSkipVerify": True, "Body": "a\r\nb"}, deep)
         self.assertEqual(code, 200, text)
         [entry] = self.get("/v1/health/service/defn")
         [check] = [c for c in entry["Checks"] if c["CheckID"] == "c"]
         self.assertEqual(check["Definition"], {"HTTP": "http://192.0.2.10/health",
                                                "Interval": "1m30s", "Timeout": "5s",
-                                               "Header": {"A": ["b"]}, "TLSSkipVerify": True})
+                                               "Header": {"A": ["b"]}, "TLSSkipVerify": True,
+                                               "Body": "a\r\nb"})
         self.assertEqual((check["Interval"], check["Timeout"]), ("1m30s", "5s"))
 
     def test_check_shows_interval_and_timeout(self):
