@@ -442,6 +442,9 @@ static void snap_fill(evutil_socket_t fd, short what, void *arg)
         if (n == 0) { /* complete: the read goes, the file is sent */
             store_snap_stream_end(ss->st);
             ss->st = NULL;
+            /* the copy touched every page of the store's map: out of this
+             * process's resident size again, as after raft's snapshot */
+            store_release_map(ss->srv->opt.store);
             /* mapped now (no sendfile: a chunk goes through a buffer of
              * its own first), so that this fails before the answer starts */
             ss->seg = evbuffer_file_segment_new(ss->fd, 0, (ev_off_t)ss->size,
