@@ -1359,9 +1359,7 @@ static void dispatch(struct http_req *r)
     } else if (consistent_read(r)) {
         http_cluster_member(r->srv, HTTP_MEMBER_CONFIRM, 0, NULL, consistent_ready, r);
     } else {
-        struct cluster_status st;
-        cluster_get_status(r->srv->opt.cluster, &st);
-        if (r->route->watch != WATCH_NONE && !st.known_leader && !http_flag(r, "stale")) {
+        if (r->route->watch != WATCH_NONE && !leader_known(r) && !http_flag(r, "stale")) {
             http_fail(r, 500, "No cluster leader (add ?stale to read this server's copy)");
             reply_error(r, 0);
             req_free(r);

@@ -295,6 +295,20 @@ out:
 
 /* ---- PUT /v1/catalog/deregister ------------------------------------------ */
 
+/* Is the record id (an instance or a check, read with get) on node? */
+static bool filed_under(struct store_read *rd,
+                        int (*get)(struct store_read *, const char *, json_t **), const char *id,
+                        const char *node)
+{
+    json_t *rec = NULL;
+    const char *on = NULL;
+    if (get(rd, id, &rec) == 0)
+        on = json_string_value(json_object_get(rec, "Node"));
+    bool here = on != NULL && strcmp(on, node) == 0;
+    json_decref(rec);
+    return here;
+}
+
 static int do_catalog_deregister(struct http_req *r, struct store_read *rd, struct command *cmd)
 {
     json_t *body = NULL;
@@ -310,29 +324,18 @@ static int do_catalog_deregister(struct http_req *r, struct store_read *rd, stru
         http_fail(r, 400, "Must provide node");
         goto out;
     }
+    /* an instance or check of this node only (Consul keys both on node and
+     * ID): the ACL check was on the node the body names; nothing to do is
+     * no error (Consul) */
     if (*sid) {
-        json_t *inst = NULL;
-        const char *on = NULL;
-        if (store_get_instance(rd, sid, &inst) == 0)
-            on = json_string_value(json_object_get(inst, "Node"));
-        bool here = on != NULL && strcmp(on, node) == 0;
-        json_decref(inst);
-        if (!here) { /* Consul: nothing to do is no error */
+        if (!filed_under(rd, store_get_instance, sid, node)) {
             rc = 0;
             goto out;
         }
         cmd->op = CMD_DEREGISTER;
         cmd->args = json_pack("{s:s}", "ServiceID", sid);
     } else if (*cid) {
-        /* a check of this node only (Consul keys checks on node and ID): the
-         * ACL check was on the node the body names */
-        json_t *check = NULL;
-        const char *on = NULL;
-        if (store_get_check(rd, cid, &check) == 0)
-            on = json_string_value(json_object_get(check, "Node"));
-        bool here = on != NULL && strcmp(on, node) == 0;
-        json_decref(check);
-        if (!here) { /* Consul: nothing to do is no error */
+        if (!filed_under(rd, store_get_check, cid, node)) {
             rc = 0;
             goto out;
         }

@@ -66,7 +66,6 @@ struct http_render {
     size_t bytes, max_bytes, entries;
     uint64_t now; /* monotonic seconds, at the start of the current render */
     uint64_t seed; /* keys the signatures: bytes chosen to collide do not */
-    uint64_t hits, misses; /* atomic */
 };
 
 int http_render_new(size_t max_bytes, struct http_render **out)
@@ -103,21 +102,6 @@ void http_render_free(struct http_render *h)
     }
     pthread_mutex_destroy(&h->lock);
     free(h);
-}
-
-void http_render_get_stats(struct http_render *h, struct http_render_stats *out)
-{
-    pthread_mutex_lock(&h->lock);
-    out->hits = __atomic_load_n(&h->hits, __ATOMIC_RELAXED);
-    out->misses = __atomic_load_n(&h->misses, __ATOMIC_RELAXED);
-    out->bytes = h->bytes;
-    out->entries = h->entries;
-    pthread_mutex_unlock(&h->lock);
-}
-
-static void count(uint64_t *n)
-{
-    __atomic_add_fetch(n, 1, __ATOMIC_RELAXED);
 }
 
 static uint64_t now_us(void)
@@ -555,7 +539,6 @@ static void instance_record(struct job *j, const char *id, const void *raw, size
         if (fr != NULL && fr->own_sig == own &&
             (fk != FRAG_HEALTH ||
              (health_sig(j, id, fr->ref, own, &sig) == 0 && sig == fr->sig))) {
-            count(&h->hits);
             frag_touch(h, fr);
             if (fk == FRAG_AGENT || (tags_match(j->r, fr->tags, fr->tags_len) &&
                                      (fk != FRAG_HEALTH || !j->passing || fr->passing)))
@@ -565,7 +548,6 @@ static void instance_record(struct job *j, const char *id, const void *raw, size
         }
         pthread_mutex_unlock(&h->lock);
     }
-    count(&h->misses);
     json_t *inst = decode(RECORD_INSTANCE, raw, rawlen), *e = NULL;
     if (inst == NULL)
         return; /* damaged: skipped, as the store's own walk does */
@@ -618,7 +600,6 @@ static void check_record(struct job *j, const char *id, const void *raw, size_t 
         pthread_mutex_lock(&h->lock);
         struct frag *fr = frag_get(h, FRAG_CHECK, id);
         if (fr != NULL && fr->own_sig == own && check_sig(j, fr->ref, own) == fr->sig) {
-            count(&h->hits);
             frag_touch(h, fr);
             if (j->state == NULL || strcmp(fr->status, j->state) == 0)
                 emit(j, fr->text + (keyed ? 0 : fr->key_len),
@@ -628,7 +609,6 @@ static void check_record(struct job *j, const char *id, const void *raw, size_t 
         }
         pthread_mutex_unlock(&h->lock);
     }
-    count(&h->misses);
     json_t *check = decode(RECORD_CHECK, raw, rawlen), *inst = NULL;
     if (check == NULL)
         return;

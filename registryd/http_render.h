@@ -64,12 +64,6 @@ void http_render_free(struct http_render *h);
  */
 bool http_render_start(struct http_req *r, struct store_read *rd, char *key, uint64_t index);
 
-struct http_render_stats {
-    uint64_t hits, misses; /* fragments reused, rendered */
-    size_t bytes, entries;
-};
-void http_render_get_stats(struct http_render *h, struct http_render_stats *out);
-
 /* Element renderers shared with the jansson path (http_catalog.c). New
  * references. render_health_entry: NULL when the checks cannot be read;
  * *passing: every check in it passes. */
