@@ -101,10 +101,9 @@ static void http_chunk(struct evhttp_request *req, void *arg)
 static bool tls_error(struct probe *p)
 {
     struct bufferevent *bev = p->evcon ? evhttp_connection_get_bufferevent(p->evcon) : NULL;
-    unsigned long ssl_err = bev ? bufferevent_get_openssl_error(bev) : 0;
-    SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
     char why[200] = "";
-    probe_tls_why(ssl, ssl_err, why, sizeof(why));
+    if (bev)
+        probe_tls_why(bev, why, sizeof(why));
     if (why[0] == '\0')
         return false;
     snprintf(p->error, sizeof(p->error), "TLS: %s", why);
@@ -352,9 +351,23 @@ static int client_cert_asked(SSL *ssl, X509 **cert, EVP_PKEY **key)
     return 0; /* no certificate: these contexts have none to give */
 }
 
-void probe_tls_why(SSL *ssl, unsigned long ssl_err, char *out, size_t len)
+/* OpenSSL's own reason for the failure, or 0. libevent keeps, besides
+ * OpenSSL's queue, SSL_get_error's code (SSL_ERROR_SYSCALL when the peer
+ * reset the connection): that number names no library and says nothing. */
+static unsigned long openssl_reason(struct bufferevent *bev)
+{
+    unsigned long e, found = 0;
+    while ((e = bufferevent_get_openssl_error(bev)) != 0)
+        if (found == 0 && ERR_GET_LIB(e) != 0)
+            found = e;
+    return found;
+}
+
+void probe_tls_why(struct bufferevent *bev, char *out, size_t len)
 {
     char reason[120] = "";
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    unsigned long ssl_err = openssl_reason(bev);
     out[0] = '\0';
     if (ssl_err != 0)
         ERR_error_string_n(ssl_err, reason, sizeof(reason));

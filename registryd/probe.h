@@ -18,6 +18,8 @@
 #include <jansson.h>
 #include <openssl/ssl.h>
 
+struct bufferevent;
+
 struct event_base;
 struct probe;
 
@@ -54,8 +56,9 @@ SSL *probe_tls_new(const struct probe_env *e, json_t *def, const char *host, cha
 
 /* Why a TLS connection failed, for a check's output: OpenSSL's reason and,
  * when certificate verification failed, what it found ("Hostname mismatch").
- * ssl may be NULL. Writes "" if nothing is known. */
-void probe_tls_why(SSL *ssl, unsigned long ssl_err, char *out, size_t len);
+ * bev is the connection's bufferevent (a plain one has nothing to say); its
+ * queue of OpenSSL errors is drained. Writes "" if nothing is known. */
+void probe_tls_why(struct bufferevent *bev, char *out, size_t len);
 
 /* output: NUL-terminated, borrowed for the call (the callee may edit it). */
 typedef void (*probe_done_cb)(void *arg, enum probe_status status, char *output);

@@ -293,10 +293,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     }
     char why[200] = "connection closed";
     int err = EVUTIL_SOCKET_ERROR();
-    unsigned long ssl_err = p->tls ? bufferevent_get_openssl_error(p->bev) : 0;
     char tls_why[180] = "";
     if (p->tls)
-        probe_tls_why(bufferevent_openssl_get_ssl(p->bev), ssl_err, tls_why, sizeof(tls_why));
+        probe_tls_why(p->bev, tls_why, sizeof(tls_why));
     if (tls_why[0] != '\0')
         snprintf(why, sizeof(why), "TLS: %s", tls_why);
     else if ((what & BEV_EVENT_ERROR) && err != 0)

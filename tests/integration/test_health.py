@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,14 @@ class Endpoint:
         ep = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def handle(self):
+                if not reset:
+                    return super().handle()
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                os.close(self.connection.detach())  # no close_notify, no FIN: a reset
+                return None
+
             def do_GET(self):
                 ep.hits += 1
                 ep.seen.append((self.path, self.headers.get_all("Host"),
@@ -690,15 +699,25 @@ class TlsService:
     """An HTTPS service (Python's ssl) with a certificate from certs.py that
     records, per request, the client certificate's CN (None: none was sent)
     and the SNI name of the handshake. require: a client certificate signed
-    by ca is required; else one is asked for but optional."""
+    by ca is required; else one is asked for but optional. reset: every
+    connection is reset (SO_LINGER 0) once the handshake is done, as a
+    requiring service's close can beat its alert to the client."""
 
-    def __init__(self, cert, key, ca, require=False):
+    def __init__(self, cert, key, ca, require=False, reset=False):
         self.port = free_port()
         self.clients = []
         self.sni = []
         svc = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def handle(self):
+                if not reset:
+                    return super().handle()
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                os.close(self.connection.detach())  # no close_notify, no FIN: a reset
+                return None
+
             def do_GET(self):
                 peer = self.connection.getpeercert()
                 cn = None
@@ -749,10 +768,11 @@ class CheckTlsTest(unittest.TestCase):
         cls.mtls = TlsService(c["server_cert"], c["server_key"], c["ca"], require=True)
         cls.optional = TlsService(c["server_cert"], c["server_key"], c["ca"])
         cls.rogue = TlsService(c["rogue_server_cert"], c["rogue_server_key"], c["ca"])
+        cls.resets = TlsService(c["server_cert"], c["server_key"], c["ca"], reset=True)
 
     @classmethod
     def tearDownClass(cls):
-        for svc in (cls.mtls, cls.optional, cls.rogue):
+        for svc in (cls.mtls, cls.optional, cls.rogue, cls.resets):
             svc.stop()
         cls.agent.stop()
         cls.plain.stop()
@@ -820,6 +840,13 @@ class CheckTlsTest(unittest.TestCase):
         # the alert was read) the probe's own note that a certificate was asked for
         self.assertTrue("certificate required" in out or "asked for a client certificate" in out,
                         out)
+        # a reset after the handshake is not a TLS reason: the output names
+        # the certificate asked for (it read "error:00000005:lib(0)::reason(5)",
+        # libevent's SSL_ERROR_SYSCALL, when the service's close beat its alert)
+        self.register(self.plain, "p-resets", {"HTTP": self.resets.url(), "TLSSkipVerify": True})
+        out = self.settle(self.plain, "p-resets", "critical")
+        self.assertIn("asked for a client certificate", out)
+        self.assertNotIn("lib(0)", out)
         # one that only asks for it passes, and got none
         before = len(self.optional.clients)
         self.register(self.plain, "p-optional", {"HTTP": self.optional.url(),
