@@ -43,14 +43,6 @@ class Endpoint:
         ep = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def handle(self):
-                if not reset:
-                    return super().handle()
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                           struct.pack("ii", 1, 0))
-                os.close(self.connection.detach())  # no close_notify, no FIN: a reset
-                return None
-
             def do_GET(self):
                 ep.hits += 1
                 ep.seen.append((self.path, self.headers.get_all("Host"),
