@@ -35,7 +35,10 @@ static struct {
     char *initial_management;
     char *default_token;
     char *server_token;
+    char cluster_proof[65]; /* hex HMAC of cluster_key_file's key, or "" */
 } settings;
+
+static void hex(const unsigned char *in, size_t n, char *out);
 
 static char *dup_or_null(const char *s)
 {
@@ -66,6 +69,20 @@ int acl_configure(const struct acl_config *cfg)
     settings.initial_management = dup_or_null(cfg->initial_management);
     settings.default_token = dup_or_null(cfg->default_token);
     settings.server_token = dup_or_null(cfg->server_token);
+    if (cfg->cluster_key != NULL && *cfg->cluster_key) {
+        /* what servers show on internal routes: derived from the key, which
+         * itself never goes on the wire (the raft port proves it otherwise) */
+        static const char label[] = "registryd internal routes v1";
+        unsigned char mac[32];
+        unsigned int n = 0;
+        if (HMAC(EVP_sha256(), cfg->cluster_key, (int)strlen(cfg->cluster_key),
+                 (const unsigned char *)label, sizeof(label) - 1, mac, &n) == NULL || n != 32) {
+            acl_shutdown();
+            return REG_ENOMEM;
+        }
+        hex(mac, 32, settings.cluster_proof);
+        OPENSSL_cleanse(mac, sizeof(mac));
+    }
     if ((cfg->initial_management && *cfg->initial_management && !settings.initial_management) ||
         (cfg->default_token && *cfg->default_token && !settings.default_token) ||
         (cfg->server_token && *cfg->server_token && !settings.server_token)) {
@@ -82,7 +99,18 @@ bool acl_enabled(void)
 
 const char *acl_server_secret(void)
 {
-    return settings.enabled ? settings.server_token : NULL;
+    if (settings.enabled)
+        return settings.server_token;
+    return settings.cluster_proof[0] ? settings.cluster_proof : NULL;
+}
+
+bool acl_internal_caller_ok(const char *token)
+{
+    if (settings.enabled || settings.cluster_proof[0] == '\0')
+        return true;
+    size_t n = sizeof(settings.cluster_proof) - 1;
+    return token != NULL && strlen(token) == n &&
+           CRYPTO_memcmp(token, settings.cluster_proof, n) == 0;
 }
 
 /* ---- secrets ---------------------------------------------------------- */

@@ -43,6 +43,7 @@ struct acl_config {
     const char *initial_management; /* secret, or NULL */
     const char *default_token;      /* secret, or NULL */
     const char *server_token;       /* secret, or NULL */
+    const char *cluster_key;        /* cluster_key_file's key, or NULL */
 };
 
 /* Copy cfg (strings too) into the process's ACL settings. Call once at
@@ -51,9 +52,15 @@ int acl_configure(const struct acl_config *cfg) REG_MUSTCHECK;
 /* Forget the settings (strings wiped). */
 void acl_shutdown(void);
 bool acl_enabled(void);
-/* The server token servers send to each other, or NULL when ACLs are off
- * or none is set. Borrowed; lives until acl_shutdown. */
+/* What servers send each other as X-Consul-Token on /v1/internal/...: the
+ * server token when ACLs are on; else, with a cluster_key_file, a proof
+ * derived from its key (HMAC-SHA256, hex); else NULL. Borrowed; lives
+ * until acl_shutdown. */
 const char *acl_server_secret(void);
+/* Whether token (X-Consul-Token, may be NULL) may call an internal route
+ * as far as the key goes: always with ACLs on (their server token decides)
+ * or without a cluster_key_file; else only the key's proof. */
+bool acl_internal_caller_ok(const char *token);
 
 /* Who is asking and what they may do. */
 struct acl_authz {

@@ -203,7 +203,7 @@ static const struct conf_key conf_keys[] = {
         "oldest TLS version accepted: TLSv1_2 or TLSv1_3"),
     KEY("cluster_key_file", CONF_PATH, cluster_key_file, NULL, "FILE",
         "shared secret (first line, at least 32 characters) servers prove to each other on the "
-        "raft port when TLS is not configured"),
+        "raft port and, without ACLs, on /v1/internal/... when TLS is not configured"),
 };
 
 #define NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))

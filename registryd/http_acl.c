@@ -32,6 +32,7 @@
 #include "cluster.h"
 #include "http_internal.h"
 #include "registry/error.h"
+#include "tls.h"
 
 /* ---- the request's token ---------------------------------------------- */
 
@@ -276,6 +277,14 @@ int http_acl_check(struct http_req *r)
     if (!acl_enabled()) {
         r->authz->enabled = false;
         r->authz->found = true;
+        /* the internal routes answer servers: without TLS (which checked
+         * the certificate) they show cluster_key_file's proof, as the
+         * outer token of a forwarded request or as any client's */
+        bool internal = r->forwarded || strncmp(r->route->path, "/v1/internal/", 13) == 0;
+        if (internal && !tls_enabled() &&
+            !acl_internal_caller_ok(r->forwarded ? header(r, "X-Consul-Token") : client_token(r)))
+            return http_fail(r, 403, "Permission denied: internal routes answer only servers "
+                                     "(their token proves cluster_key_file's key)");
         return 0;
     }
     if (store_read_begin(r->srv->opt.store, &rd) != 0)

@@ -41,6 +41,7 @@ int main(int argc, char **argv)
         .initial_management = conf.acl_initial_management_token,
         .default_token = conf.acl_default_token,
         .server_token = conf.acl_server_token,
+        .cluster_key = conf.cluster_key,
     };
     if (acl_configure(&acl_cfg) != 0)
         log_error("main", "msg=\"cannot configure ACLs\"");

@@ -38,6 +38,8 @@ os.environ["ASAN_OPTIONS"] = ":".join(
 
 APPEND_ENTRIES, REQUEST_VOTE = 1, 3
 KEY = b"k" * 24 + b"-raft-port-test-key-0123456789"
+# what servers show each other on /v1/internal/... with the key (acl.c)
+PROOF = hmac.new(KEY, b"registryd internal routes v1", hashlib.sha256).hexdigest()
 UNKNOWN_ID = 0x5EED0000DEADBEEF
 RSS_SLACK_KB = 8 * 1024
 VSZ_SLACK_KB = 128 * 1024  # a new malloc arena or thread stack, not 300 MB
@@ -148,7 +150,9 @@ class RaftPortBase:
         return d
 
     def raft_addr(self, d):
-        status, text = d.request("GET", "/v1/internal/raft/self")
+        # an internal route: with a key, it answers the key's proof only
+        headers = {"X-Consul-Token": PROOF} if self.flavour == "key" else {}
+        status, text = d.request("GET", "/v1/internal/raft/self", headers=headers)
         self.assertEqual(status, 200, text)
         return json.loads(text)["Raft"]
 
@@ -389,6 +393,39 @@ class KeyRaftPortTest(AuthenticatedProbes, RaftPortBase, unittest.TestCase):
                 time.sleep(0.05)
             self.assertGreater(self.drops(target, "cluster_key"), before)
             self.assert_healthy(leader, rss_before, "wrong key")
+
+    def test_internal_routes_need_the_key(self):
+        """Without TLS and ACLs, the key guards /v1/internal/... too: before,
+        anyone who reached the API could add a voter (enough of them and the
+        cluster has no quorum), propose commands or pose as a server."""
+        leader = self.leader()
+        peers = json.loads(leader.request("GET", "/v1/status/peers")[1])
+        proof = PROOF
+        stranger = json.dumps({"ID": 987654321, "Raft": "127.0.0.1:9"})
+        for token in (None, "", "0" * 64, proof[:-1] + "x"):
+            headers = {"X-Consul-Token": token} if token is not None else {}
+            # a request forwarded as if from node "posed"
+            posed = dict(headers, **{"X-Registry-Method": "PUT",
+                                     "X-Registry-URI": "/v1/agent/service/register",
+                                     "X-Registry-Node": "posed",
+                                     "X-Registry-Node-Address": "10.9.9.9"})
+            for d in (leader, next(d for d in self.servers if d is not leader)):
+                for method, path, body, hdrs in (
+                        ("PUT", "/v1/internal/raft/join", stranger, headers),
+                        ("PUT", "/v1/internal/apply", "[]", headers),
+                        ("PUT", "/v1/internal/raft/announce", stranger, headers),
+                        ("GET", "/v1/internal/raft/self", None, headers),
+                        ("PUT", "/v1/internal/forward", '{"Name": "posed"}', posed)):
+                    status, text = d.request(method, path, body, headers=hdrs, timeout=10)
+                    self.assertEqual(status, 403, "%s %s with %r: %s" % (method, path, token, text))
+                    self.assertIn("cluster_key_file", text)
+        self.assertEqual(json.loads(leader.request("GET", "/v1/status/peers")[1]), peers)
+        self.assertEqual(json.loads(leader.request("GET", "/v1/catalog/service/posed")[1]), [])
+        # the key's proof is what the servers send each other
+        status, text = leader.request("GET", "/v1/internal/raft/self",
+                                      headers={"X-Consul-Token": proof})
+        self.assertEqual(status, 200, text)
+        self.write_through_follower(leader)
 
     def test_one_address_cannot_hold_every_slot(self):
         """64 idle connections from one address, kept up, took every slot
