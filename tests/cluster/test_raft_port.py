@@ -149,12 +149,16 @@ class RaftPortBase:
             self.fail("no agreed leader within %ds" % timeout)
         return d
 
-    def raft_addr(self, d):
-        # an internal route: with a key, it answers the key's proof only
+    def raft_self(self, d):
+        """d's {ID, Raft, HTTP}: an internal route, which with a key answers
+        the key's proof only."""
         headers = {"X-Consul-Token": PROOF} if self.flavour == "key" else {}
         status, text = d.request("GET", "/v1/internal/raft/self", headers=headers)
         self.assertEqual(status, 200, text)
-        return json.loads(text)["Raft"]
+        return json.loads(text)
+
+    def raft_addr(self, d):
+        return self.raft_self(d)["Raft"]
 
     def raft_port(self, d):
         host, port = self.raft_addr(d).rsplit(":", 1)
@@ -247,7 +251,7 @@ class RaftPortBase:
         # the target's own id (public: /v1/operator/raft/configuration) and
         # an AppendEntries declaring a million entries in a 48-byte header:
         # libraft read past it (SIGSEGV, release build too; found by probing)
-        own = json.loads(target.request("GET", "/v1/internal/raft/self")[1])["ID"]
+        own = self.raft_self(target)["ID"]
         s = self.connect(target, auth)
         self.send_and_wait_close(s, handshake(own) + struct.pack("<QQ", APPEND_ENTRIES, 48) +
                                  struct.pack("<6Q", 1, 0, 0, 0, 10 ** 6, 0))
