@@ -18,6 +18,7 @@
 #include "health.h"
 #include "metrics.h"
 #include "http_internal.h"
+#include "record.h"
 #include "registry/error.h"
 
 #define MAX_TAGS 256
@@ -31,16 +32,16 @@
 #define MAX_TAGGED 16
 #define MAX_UPDATE_OUTPUT (1 << 20) /* what /check/update takes before truncating */
 
-/* Service names and ids: what DNS labels and URL paths can carry safely. */
-static bool valid_name(const char *s)
+bool http_valid_name(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > STORE_NAME_MAX)
-        return false;
-    for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && !strchr("-_.:", *s))
-            return false;
-    return true;
+    return record_valid_key(s, strlen(s), STORE_NAME_MAX);
+}
+
+int http_fail_name(struct http_req *r, const char *what, const char *s)
+{
+    return http_fail(r, 400, "Invalid %s \"%.64s\": 1 to %d bytes, without a control character "
+                             "or a slash",
+                     what, s, STORE_NAME_MAX);
 }
 
 static bool valid_text(const char *s, size_t max)
@@ -215,8 +216,8 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         opt_uint(r, def, "FailuresBeforeWarning", 1000, 0, &warn) ||
         opt_uint(r, def, "OutputMaxSize", INT32_MAX, 0, &outmax))
         return -1;
-    if (!valid_name(id))
-        return http_fail(r, 400, "Invalid CheckID \"%s\": use letters, digits, - _ . :", id);
+    if (!http_valid_name(id))
+        return http_fail_name(r, "CheckID", id);
     if (!valid_status(status))
         return http_fail(r, 400, "Invalid check Status \"%s\": use passing, warning or critical",
                          status);
@@ -289,7 +290,7 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
     if (interval > 0 && interval < 100)
         return http_fail(r, 400, "Invalid check: Interval must be at least 100ms");
     if (interval > 0 && timeout > interval)
-        return http_fail(r, 400, "Invalid check: Timeout must not be longer than Interval");
+        timeout = interval; /* Consul's checks give up at the next interval all the same */
     if (ttl_s != NULL && ttl < 100)
         return http_fail(r, 400, "Invalid check: TTL must be at least 100ms");
     if (http_url && strncmp(http_url, "http://", 7) != 0 && strncmp(http_url, "https://", 8) != 0)
@@ -413,8 +414,11 @@ static int build_tags(struct http_req *r, json_t *body, json_t **out)
     {
         if (!json_is_string(t))
             return http_fail(r, 400, "Request decode failed: Tags must be an array of strings");
-        if (!valid_text(json_string_value(t), STORE_NAME_MAX) || !*json_string_value(t))
-            return http_fail(r, 400, "Invalid tag \"%.64s\"", json_string_value(t));
+        /* "" is a tag to Consul (TAGS="" split on commas gives one) */
+        if (!valid_text(json_string_value(t), STORE_NAME_MAX))
+            return http_fail(r, 400, "Invalid tag \"%.64s\": at most %d bytes, without a "
+                                     "control character",
+                             json_string_value(t), STORE_NAME_MAX);
         json_array_append(*out, t);
     }
     return 0;
@@ -538,13 +542,19 @@ int http_build_registration(struct http_req *r, json_t *body, const struct http_
         goto out;
     if (!*id)
         id = name;
-    if (!valid_name(name)) {
-        http_fail(r, 400, "Invalid service name \"%.64s\": use 1-%d letters, digits, - _ . :",
-                  name, STORE_NAME_MAX);
+    if (!http_valid_name(name)) {
+        http_fail_name(r, "service name", name);
         goto out;
     }
-    if (!valid_name(id)) {
-        http_fail(r, 400, "Invalid service ID \"%.64s\": use letters, digits, - _ . :", id);
+    if (!http_valid_name(id)) {
+        http_fail_name(r, "service ID", id);
+        goto out;
+    }
+    if (strncmp(id, STORE_NODE_OWNER, STORE_NODE_OWNER_LEN) == 0) {
+        /* the store files a node's own checks under that prefix */
+        http_fail(r, 400, "Invalid service ID \"%.64s\": IDs starting with " STORE_NODE_OWNER
+                          " are reserved",
+                  id);
         goto out;
     }
     if (strcmp(address, "0.0.0.0") == 0 || strcmp(address, "::") == 0 ||

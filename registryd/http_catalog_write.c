@@ -19,18 +19,6 @@
 #define MAX_CATALOG_CHECKS 32
 #define NODE_MAINT_ID "_node_maintenance"
 
-static bool valid_id(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > STORE_NAME_MAX)
-        return false;
-    for (; *s; s++)
-        if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') && !(*s >= '0' && *s <= '9') &&
-            !strchr("-_.:", *s))
-            return false;
-    return true;
-}
-
 static int opt_str(struct http_req *r, json_t *obj, const char *key, const char *def,
                    size_t max, const char **out)
 {
@@ -146,9 +134,8 @@ int http_build_catalog_check(struct http_req *r, json_t *def, const char *sid, c
         return -1;
     if (id == NULL && name != NULL)
         id = name; /* Consul: CheckID defaults to Name */
-    if (id == NULL || !valid_id(id))
-        return http_fail(r, 400, "Invalid CheckID \"%.64s\": use letters, digits, - _ . :",
-                         id ? id : "");
+    if (id == NULL || !http_valid_name(id))
+        return http_fail_name(r, "CheckID", id ? id : "");
     if (strcmp(status, "passing") != 0 && strcmp(status, "warning") != 0 &&
         strcmp(status, "critical") != 0)
         return http_fail(r, 400, "Invalid check Status \"%s\": use passing, warning or critical",
@@ -173,8 +160,8 @@ static int build_node(struct http_req *r, json_t *body, const char **node, json_
         return -1;
     if (!**node || !*addr)
         return http_fail(r, 400, "Must provide node and address");
-    if (!valid_id(*node))
-        return http_fail(r, 400, "Invalid node name \"%.64s\"", *node);
+    if (!http_valid_name(*node))
+        return http_fail_name(r, "node name", *node);
     json_t *meta = json_get_ci(body, "NodeMeta");
     if (meta != NULL && !json_is_null(meta) && http_check_meta(r, meta, "NodeMeta") != 0)
         return -1;

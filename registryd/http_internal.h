@@ -156,6 +156,12 @@ extern const struct http_route http_agent_routes[];
  * letters, digits, '_' and '-' (at most 128), string values of at most 512
  * bytes. 0, or -1 with the 400 set (field names it). */
 int http_check_meta(struct http_req *r, json_t *meta, const char *field);
+/* A service name or ID, check ID or node name as Consul takes them (any
+ * text; it only warns about names DNS cannot carry): 1 to STORE_NAME_MAX
+ * bytes, no control character, and no slash (a URL path segment here). */
+bool http_valid_name(const char *s);
+/* The name-rule's message, for a 400: "Invalid <what> \"<s>\": ..." */
+int http_fail_name(struct http_req *r, const char *what, const char *s);
 
 /* Writes a follower may build and propose itself (http_agent.c). */
 bool http_write_builds_anywhere(http_write_fn fn);

@@ -746,10 +746,22 @@ class CompatTest(unittest.TestCase):
                 ({"Name": "x", "Address": "::"}, "Invalid service address"),
                 ({"Name": "x", "Check": {"TTL": "10s", "Interval": "5s"}},
                  "Interval and TTL cannot both be specified"),
-                ({"Name": "x", "Meta": {"consul-version": "1"}}, "reserved")):
+                ({"Name": "x", "Meta": {"consul-version": "1"}}, "reserved"),
+                # not Consul's rules, this server's: a path segment cannot
+                # carry a slash, and a node's own checks are filed under
+                # "_node:NAME" (a service of that ID took them for its own,
+                # and its deregistration deleted them)
+                ({"Name": "x", "ID": "a/b"}, "slash"),
+                ({"Name": "x", "ID": "tab\there"}, "control character"),
+                ({"Name": "x/y"}, "slash"),
+                ({"Name": "x", "ID": "_node:node-a"}, "reserved")):
             text = self.put("/v1/agent/service/register", body, status=400)
             self.assertIn(why, text, body)
         self.assertNotIn("x", self.get("/v1/agent/services"))
+        text = self.put("/v1/catalog/register", {
+            "Node": "ext-node", "Address": "10.1.1.1",
+            "Service": {"Service": "x", "ID": "_node:ext-node"}}, status=400)
+        self.assertIn("reserved", text)
 
 
     def test_accepted_as_consul_accepts(self):
@@ -772,6 +784,27 @@ class CompatTest(unittest.TestCase):
                 "Name": "acc", "ID": "acc-3", "Check": {
                     "HTTP": "http://127.0.0.1:1/", "Interval": "10s", "TTL": ttl}})
             self.assertEqual(self.get("/v1/agent/checks")["service:acc-3"]["Type"], "http")
+        # names and IDs are any text (Consul warns of names DNS cannot
+        # carry, no more), "" is a tag, and a Timeout past the Interval is
+        # held to it (these were 400s: the instance was never registered)
+        odd = "web@host 2+x=#~%"
+        self.addCleanup(self.put, "/v1/agent/service/deregister/" + urllib.parse.quote(odd, safe=""))
+        self.put("/v1/agent/service/register", {
+            "Name": "my service", "ID": odd, "Tags": [""],
+            "Check": {"HTTP": "http://127.0.0.1:1/", "Interval": "5s", "Timeout": "6s"}})
+        svc = self.get("/v1/agent/service/" + urllib.parse.quote(odd, safe=""))
+        self.assertEqual((svc["ID"], svc["Service"], svc["Tags"]), (odd, "my service", [""]))
+        self.assertEqual(self.get("/v1/agent/checks")["service:" + odd]["Definition"]["Timeout"],
+                         "5s")
+        got = self.get("/v1/health/service/" + urllib.parse.quote("my service", safe=""))
+        self.assertEqual([e["Service"]["ID"] for e in got], [odd])
+        self.assertEqual(self.get("/v1/catalog/services")["my service"], [""])
+        self.addCleanup(self.put, "/v1/catalog/deregister", {"Node": "ext node@1"})
+        self.put("/v1/catalog/register", {"Node": "ext node@1", "Address": "10.1.1.2",
+                                          "Check": {"CheckID": "probe #1", "Status": "passing"}})
+        self.assertEqual([c["CheckID"] for c in self.get(
+            "/v1/health/node/" + urllib.parse.quote("ext node@1", safe=""))
+            if c["CheckID"] != "serfHealth"], ["probe #1"])
         # Weights given: what is left out is Go's zero (absent: {1, 1})
         self.put("/v1/agent/service/register", {"Name": "acc", "ID": "acc-2",
                                                 "Weights": {"Passing": 5}})
