@@ -30,6 +30,25 @@ static json_t *member_tags(struct http_server *srv, const char *id)
                      REGISTRYD_VERSION ":registryd", "raft_vsn", "3");
 }
 
+/* Consul's Stats are strings, every one (map[string]map[string]string). */
+static json_t *health_stats(const struct health_stats *hs)
+{
+    const struct {
+        const char *key;
+        uint64_t v;
+    } n[] = {{"checks", hs->checks},           {"probes", hs->probes},
+             {"transitions", hs->transitions}, {"to_critical", hs->to_critical},
+             {"deregistrations", hs->deregistrations}, {"late_p99_ms", hs->late_p99_ms}};
+    json_t *o = json_object();
+    char buf[32];
+    for (size_t i = 0; i < sizeof(n) / sizeof(n[0]); i++) {
+        snprintf(buf, sizeof(buf), "%" PRIu64, n[i].v);
+        json_object_set_new(o, n[i].key, json_string(buf));
+    }
+    json_object_set_new(o, "self_preservation", json_string(hs->self_preservation ? "true" : "false"));
+    return o;
+}
+
 static json_t *raft_stats(struct http_server *srv)
 {
     struct cluster_status st;
@@ -74,7 +93,7 @@ static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **o
         " s:{s:s, s:s, s:s, s:s, s:b, s:s},"
         " s:{s:s, s:s, s:i, s:o, s:i, s:i, s:i, s:i, s:i, s:i},"
         " s:O,"
-        " s:{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:b}, s:o}}",
+        " s:{s:o, s:o}}",
         "Config", "Datacenter", o->datacenter, "PrimaryDatacenter", o->datacenter, "NodeName",
         o->node, "NodeID", node_id, "Server", 1, "Version", REGISTRYD_VERSION, "Revision",
         "registryd", "Product", "registryd",
@@ -84,11 +103,7 @@ static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **o
         member_tags(r->srv, node_id), "Status", 1, "ProtocolMin", 1, "ProtocolMax", 5,
         "ProtocolCur", 2, "DelegateMin", 2, "DelegateMax", 5,
         "Meta", r->srv->node_meta,
-        "Stats", "health", "checks", (json_int_t)hs.checks, "probes", (json_int_t)hs.probes,
-        "transitions", (json_int_t)hs.transitions, "to_critical", (json_int_t)hs.to_critical,
-        "deregistrations", (json_int_t)hs.deregistrations, "late_p99_ms",
-        (json_int_t)hs.late_p99_ms, "self_preservation", hs.self_preservation, "raft",
-        raft_stats(r->srv));
+        "Stats", "health", health_stats(&hs), "raft", raft_stats(r->srv));
     json_t *dbg = json_object_get(*out, "DebugConfig");
     json_object_set_new(dbg, "DNSDomain", json_string(o->dns_domain ? o->dns_domain : ""));
     json_object_set_new(dbg, "DNSAddrs", json_pack("[s]", o->dns_addr ? o->dns_addr : ""));
@@ -188,10 +203,27 @@ static json_t *service_health(struct http_req *r, struct store_read *rd, json_t 
                      render_agent_service(r->srv, inst), "Checks", out);
 }
 
+/* Consul's returnTextPlain: an Accept of text/plain, else ?format=text. */
 static bool text_format(struct http_req *r)
 {
+    const char *accept = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Accept");
+    if (accept != NULL && strncmp(accept, "text/plain", 10) == 0)
+        return true;
     const char *f = http_param(r, "format");
     return f != NULL && strcmp(f, "text") == 0;
+}
+
+/* The answer, with Consul's X-Consul-Reason (the status, or why not found):
+ * text, or JSON (body: a new reference, taken). */
+static void health_answer(struct http_req *r, int code, const char *reason, json_t *body)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "X-Consul-Reason", reason);
+    if (text_format(r)) {
+        json_decref(body);
+        http_finish_json_code(r, code, json_string(reason), "text/plain");
+    } else {
+        http_finish_json_code(r, code, body, "application/json");
+    }
 }
 
 static void do_health_by_id(struct http_req *r)
@@ -205,26 +237,19 @@ static void do_health_by_id(struct http_req *r)
     }
     if (store_get_instance(rd, r->arg, &inst) != 0) {
         store_read_end(rd);
-        if (text_format(r)) {
-            http_finish_json_code(r, 404, json_sprintf("ServiceId %s not found", r->arg),
-                                  "text/plain");
-            return;
-        }
-        http_fail(r, 404, "ServiceId %s not found", r->arg);
-        http_finish_write(r, REG_ENOTFOUND);
+        char why[STORE_NAME_MAX + 32];
+        snprintf(why, sizeof(why), "ServiceId %s not found", r->arg);
+        /* Consul's AgentServiceChecksInfo with only its status set */
+        health_answer(r, 404, why,
+                      json_pack("{s:s, s:n, s:n}", "AggregatedStatus", "critical", "Service",
+                                "Checks"));
         return;
     }
     const char *agg;
     json_t *body = service_health(r, rd, inst, &agg);
     store_read_end(rd);
     json_decref(inst);
-    int code = status_code(agg);
-    if (text_format(r)) {
-        json_decref(body);
-        http_finish_json_code(r, code, json_string(agg), "text/plain");
-    } else {
-        http_finish_json_code(r, code, body, "application/json");
-    }
+    health_answer(r, status_code(agg), agg, body);
 }
 
 struct by_name {
@@ -261,22 +286,12 @@ static void do_health_by_name(struct http_req *r)
     store_each_instance(rd, r->arg, add_by_name, &b);
     store_read_end(rd);
     if (json_array_size(b.out) == 0) {
-        json_decref(b.out);
-        if (text_format(r)) {
-            http_finish_json_code(r, 404,
-                                  json_sprintf("ServiceName %s Not Found", r->arg), "text/plain");
-            return;
-        }
-        http_fail(r, 404, "ServiceName %s Not Found", r->arg);
-        http_finish_write(r, REG_ENOTFOUND);
+        char why[STORE_NAME_MAX + 32];
+        snprintf(why, sizeof(why), "ServiceName %s Not Found", r->arg);
+        health_answer(r, 404, why, b.out); /* [] in JSON, as Consul's */
         return;
     }
-    if (text_format(r)) {
-        json_decref(b.out);
-        http_finish_json_code(r, b.code, json_string(b.worst), "text/plain");
-    } else {
-        http_finish_json_code(r, b.code, b.out, "application/json");
-    }
+    health_answer(r, b.code, b.worst, b.out);
 }
 
 /* ---- /v1/catalog/node-services/:node -------------------------------------- */
@@ -310,7 +325,7 @@ static int find_node_record(json_t *rec, void *arg)
 }
 
 /* {Node, Services: [...]}; this server's node answers with no services too;
- * an unknown node is null, as /v1/catalog/node/:node. */
+ * an unknown node is {"Node": null, "Services": null}. */
 static int read_node_services(struct http_req *r, struct store_read *rd, json_t **out)
 {
     struct node_walk w = {r, NULL, json_array()};
@@ -322,9 +337,9 @@ static int read_node_services(struct http_req *r, struct store_read *rd, json_t 
         w.node = render_node(r->srv, none);
         json_decref(none);
     }
-    if (w.node == NULL) {
+    if (w.node == NULL) { /* Consul's empty NodeServiceList, not null */
         json_decref(w.services);
-        *out = json_null();
+        *out = json_pack("{s:n, s:n}", "Node", "Services");
         return 0;
     }
     *out = json_pack("{s:o, s:o}", "Node", w.node, "Services", w.services);

@@ -284,6 +284,10 @@ class CompatTest(unittest.TestCase):
         self.assertEqual(raft["num_peers"], "0")
         self.assertGreater(int(raft["commit_index"]), 0)
         self.assertGreaterEqual(int(raft["applied_index"]), int(raft["term"]) and 1)
+        # every Stats value is a string (Go: map[string]map[string]string)
+        self.assertEqual({(s, k) for s, m in me["Stats"].items() for k, v in m.items()
+                          if not isinstance(v, str)}, set())
+        self.assertEqual(me["Stats"]["health"]["self_preservation"], "false")
         self.assertEqual(me["Member"]["Tags"]["role"], "consul")
         self.assertEqual(me["DebugConfig"]["NodeName"], "node-a")
         self.assertEqual(me["DebugConfig"]["DNSDomain"], "registry.")
@@ -316,15 +320,32 @@ class CompatTest(unittest.TestCase):
         self.put("/v1/agent/service/maintenance/db-1?enable=true")
         code, text = self.d.request("GET", "/v1/agent/health/service/name/db?format=text")
         self.assertEqual((code, text), (503, "maintenance"))
-        self.assertEqual(self.d.request("GET", "/v1/agent/health/service/id/nope")[0], 404)
-        self.assertEqual(self.d.request("GET", "/v1/agent/health/service/name/nope")[0], 404)
+        # Consul's returnTextPlain: an Accept of text/plain asks for text too
+        code, text, h = self.d.request_full("GET", "/v1/agent/health/service/id/web-2",
+                                            headers={"Accept": "text/plain"})
+        self.assertEqual((code, text, h["X-Consul-Reason"]), (429, "warning", "warning"))
+        # not found: JSON that decodes as the found answer does, the reason
+        # in X-Consul-Reason (agent_endpoint.go AgentHealthServiceByID/ByName)
+        code, text, h = self.d.request_full("GET", "/v1/agent/health/service/id/nope")
+        self.assertEqual(code, 404)
+        self.assertEqual(h["Content-Type"], "application/json")
+        self.assertEqual(json.loads(text),
+                         {"AggregatedStatus": "critical", "Service": None, "Checks": None})
+        self.assertEqual(h["X-Consul-Reason"], "ServiceId nope not found")
+        code, text, h = self.d.request_full("GET", "/v1/agent/health/service/name/nope")
+        self.assertEqual((code, json.loads(text)), (404, []))
+        self.assertEqual(h["X-Consul-Reason"], "ServiceName nope Not Found")
+        code, text = self.d.request("GET", "/v1/agent/health/service/name/nope?format=text")
+        self.assertEqual((code, text), (404, "ServiceName nope Not Found"))
 
     def test_catalog_node_services(self):
         got = self.get("/v1/catalog/node-services/node-a")
         self.assertEqual(got["Node"]["Node"], "node-a")
         self.assertEqual(got["Node"]["Meta"]["rack"], "r1")
         self.assertEqual(sorted(s["ID"] for s in got["Services"]), ["db-1", "web-1", "web-2"])
-        self.assertIsNone(self.get("/v1/catalog/node-services/elsewhere"))
+        # Consul answers its empty NodeServiceList, not null
+        self.assertEqual(self.get("/v1/catalog/node-services/elsewhere"),
+                         {"Node": None, "Services": None})
 
     # ---- catalog register/deregister (the ESM pattern), check endpoints ------
 

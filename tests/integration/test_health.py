@@ -659,7 +659,7 @@ class SelfPreservationTest(unittest.TestCase):
             while passing() < 12 and time.monotonic() < deadline:
                 time.sleep(0.1)
             self.assertEqual(passing(), 12)
-            self.assertFalse(stats()["self_preservation"])
+            self.assertEqual(stats()["self_preservation"], "false")
             # the whole fleet "fails" at once: the checker is suspect. Not by
             # stopping the endpoints: each stop waits up to half a second for
             # its server's loop, so under load the first was critical (and
@@ -667,19 +667,19 @@ class SelfPreservationTest(unittest.TestCase):
             for ep in eps:
                 ep.code = 503
             deadline = time.monotonic() + 5
-            while not stats()["self_preservation"] and time.monotonic() < deadline:
+            while stats()["self_preservation"] != "true" and time.monotonic() < deadline:
                 time.sleep(0.1)
-            self.assertTrue(stats()["self_preservation"])
+            self.assertEqual(stats()["self_preservation"], "true")
             time.sleep(2.5)  # well past DeregisterCriticalServiceAfter
             services = json.loads(d.request("GET", "/v1/agent/services")[1])
             self.assertEqual(len(services), 12)
             for ep in eps:
                 ep.code = 200
             deadline = time.monotonic() + 5
-            while (stats()["self_preservation"] or passing() < 12) and \
+            while (stats()["self_preservation"] == "true" or passing() < 12) and \
                     time.monotonic() < deadline:
                 time.sleep(0.1)
-            self.assertFalse(stats()["self_preservation"])
+            self.assertEqual(stats()["self_preservation"], "false")
             self.assertEqual(passing(), 12)
         finally:
             for ep in eps:
