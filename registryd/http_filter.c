@@ -77,6 +77,12 @@ static const struct filter_field node[] = {
     {"Meta", 'M'},     {"Meta.*", 's'},
 };
 
+static const struct filter_field member[] = {
+    {"Name", 's'},   {"Addr", 's'},        {"Port", 'i'},        {"Tags", 'M'},
+    {"Tags.*", 's'}, {"Status", 'i'},      {"ProtocolMin", 'i'}, {"ProtocolMax", 'i'},
+    {"ProtocolCur", 'i'}, {"DelegateMin", 'i'}, {"DelegateMax", 'i'}, {"DelegateCur", 'i'},
+};
+
 static const struct filter_field check_service_node[] = {
     {"Node", 'O'},
     {"Node.ID", 's'},
@@ -121,6 +127,7 @@ enum shape {
     SHAPE_ARRAY,  /* [obj, ...] */
     SHAPE_OBJECT, /* {id: obj, ...} */
     SHAPE_SELF,   /* the handler filters (catalog/services) */
+    SHAPE_SERVICES, /* {Node, Services: [...] or {id: ...}}: the services are filtered */
 };
 
 struct filtered_route {
@@ -141,6 +148,11 @@ static const struct filtered_route routes[] = {
      "Node.Meta"},
     {"/v1/health/checks/", SHAPE_ARRAY, health_check, N(health_check), ""},
     {"/v1/health/state/", SHAPE_ARRAY, health_check, N(health_check), ""},
+    {"/v1/health/node/", SHAPE_ARRAY, health_check, N(health_check), ""},
+    /* Consul filters a node's services (NodeService), not the node */
+    {"/v1/catalog/node/", SHAPE_SERVICES, agent_service, N(agent_service), ""},
+    {"/v1/catalog/node-services/", SHAPE_SERVICES, agent_service, N(agent_service), ""},
+    {"/v1/agent/members", SHAPE_ARRAY, member, N(member), ""},
 };
 
 static const struct filtered_route *find(const struct http_req *r)
@@ -229,11 +241,16 @@ int http_filter_answer(struct http_req *r, json_t *out)
         return -1;
     if (f == NULL && !http_has_param(r, "node-meta"))
         return 0;
-    if (fr->shape == SHAPE_ARRAY && json_is_array(out)) {
+    enum shape shape = fr->shape;
+    if (shape == SHAPE_SERVICES) {
+        out = json_object_get(out, "Services"); /* null for an unknown node: nothing */
+        shape = json_is_array(out) ? SHAPE_ARRAY : SHAPE_OBJECT;
+    }
+    if (shape == SHAPE_ARRAY && json_is_array(out)) {
         for (size_t i = json_array_size(out); i-- > 0;)
             if (!http_filter_keep(r, f, json_array_get(out, i)))
                 json_array_remove(out, i);
-    } else if (fr->shape == SHAPE_OBJECT && json_is_object(out)) {
+    } else if (shape == SHAPE_OBJECT && json_is_object(out)) {
         const char *k;
         json_t *v, *tmp;
         json_object_foreach_safe(out, tmp, k, v)

@@ -94,6 +94,20 @@ class CompatTest(unittest.TestCase):
         self.assertEqual([c["CheckID"] for c in got], ["service:web-2"])
         got = self.get("/v1/agent/checks?filter=" + q('ServiceID == "web-2"'))
         self.assertEqual(set(got), {"service:web-2"})
+        # the node endpoints filter too (they answered everything): a node's
+        # checks, its services (not the node itself), the members
+        got = self.get("/v1/health/node/node-a?filter=" + q('Status == critical'))
+        self.assertEqual([c["CheckID"] for c in got], ["service:web-2"])
+        got = self.get("/v1/catalog/node/node-a?filter=" + q('Port == 8081'))
+        self.assertEqual((got["Node"]["Node"], set(got["Services"])), ("node-a", {"web-2"}))
+        got = self.get("/v1/catalog/node-services/node-a?filter=" + q('Service == db'))
+        self.assertEqual([s["ID"] for s in got["Services"]], ["db-1"])
+        self.assertEqual(self.get("/v1/agent/members?filter=" + q('Name == nobody')), [])
+        self.assertEqual(len(self.get("/v1/agent/members?filter=" + q('Name == "node-a"'))), 1)
+        for path in ("/v1/health/node/node-a", "/v1/catalog/node/node-a",
+                     "/v1/catalog/node-services/node-a", "/v1/agent/members"):
+            self.assertIn("Failed to create boolean expression evaluator",
+                          self.get(path + "?filter=" + q("((("), status=400))
 
     def test_filter_is_cached_per_expression(self):
         a = self.get("/v1/agent/services?filter=" + q('Service == web'))
