@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -35,6 +36,24 @@
 bool http_valid_name(const char *s)
 {
     return record_valid_key(s, strlen(s), STORE_NAME_MAX);
+}
+
+bool http_body_scope_refused(struct http_req *r, json_t *obj)
+{
+    static const char *const fields[][2] = {{"Namespace", "Namespaces are"},
+                                            {"Partition", "Partitions are"}};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *v = json_get_ci(obj, fields[i][0]);
+        if (v != NULL && !json_is_null(v) &&
+            !(json_is_string(v) && (!*json_string_value(v) ||
+                                    strcasecmp(json_string_value(v), "default") == 0))) {
+            http_fail(r, 400, "Request decode failed: json: unknown field \"%s\" - %s a Consul "
+                              "Enterprise feature",
+                      fields[i][0], fields[i][1]);
+            return true;
+        }
+    }
+    return false;
 }
 
 int http_fail_name(struct http_req *r, const char *what, const char *s)
@@ -218,6 +237,11 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         return -1;
     if (!http_valid_name(id))
         return http_fail_name(r, "CheckID", id);
+    if (http_body_scope_refused(r, def))
+        return -1;
+    if (warn > fail) /* CheckType.Validate */
+        return http_fail(r, 400, "Invalid check: FailuresBeforeWarning can't be higher than "
+                                 "FailuresBeforeCritical");
     if (!valid_status(status))
         return http_fail(r, 400, "Invalid check Status \"%s\": use passing, warning or critical",
                          status);
@@ -526,6 +550,8 @@ int http_build_registration(struct http_req *r, json_t *body, const struct http_
     json_int_t port;
     int rc = -1;
 
+    if (http_body_scope_refused(r, body))
+        return -1;
     json_t *jname = json_get_ci(body, "Name");
     if (jname == NULL || json_is_null(jname) ||
         (json_is_string(jname) && !*json_string_value(jname))) {

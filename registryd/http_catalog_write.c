@@ -123,6 +123,8 @@ fail:
 int http_build_catalog_check(struct http_req *r, json_t *def, const char *sid, const char *sname,
                              const char *node, const char *default_id, json_t **out)
 {
+    if (json_is_object(def) && http_body_scope_refused(r, def))
+        return -1;
     const char *id, *name, *status, *notes, *output;
     if (!json_is_object(def))
         return http_fail(r, 400, "Request decode failed: a check must be a JSON object");
@@ -157,6 +159,8 @@ static int build_node(struct http_req *r, json_t *body, const char **node, json_
     const char *addr;
     if (opt_str(r, body, "Node", "", STORE_NAME_MAX, node) ||
         opt_str(r, body, "Address", "", STORE_NAME_MAX, &addr))
+        return -1;
+    if (http_body_scope_refused(r, body))
         return -1;
     if (!**node || !*addr)
         return http_fail(r, 400, "Must provide node and address");

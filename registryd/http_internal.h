@@ -160,6 +160,10 @@ int http_check_meta(struct http_req *r, json_t *meta, const char *field);
  * text; it only warns about names DNS cannot carry): 1 to STORE_NAME_MAX
  * bytes, no control character, and no slash (a URL path segment here). */
 bool http_valid_name(const char *s);
+/* A body (or a check in it) naming a namespace or partition other than the
+ * default: 400 as Consul CE answers (its decoder knows no such field), so
+ * that it is not served from the one scope there is. True: refused. */
+bool http_body_scope_refused(struct http_req *r, json_t *obj);
 /* The name-rule's message, for a 400: "Invalid <what> \"<s>\": ..." */
 int http_fail_name(struct http_req *r, const char *what, const char *s);
 

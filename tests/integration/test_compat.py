@@ -782,6 +782,9 @@ class CompatTest(unittest.TestCase):
                 ({"Name": "x", "Check": {"TTL": "10s", "Interval": "5s"}},
                  "Interval and TTL cannot both be specified"),
                 ({"Name": "x", "Meta": {"consul-version": "1"}}, "reserved"),
+                ({"Name": "x", "Check": {"TTL": "9s", "FailuresBeforeCritical": 2,
+                                         "FailuresBeforeWarning": 3}},
+                 "FailuresBeforeWarning can't be higher than FailuresBeforeCritical"),
                 # not Consul's rules, this server's: a path segment cannot
                 # carry a slash, and a node's own checks are filed under
                 # "_node:NAME" (a service of that ID took them for its own,
@@ -881,6 +884,29 @@ class CompatTest(unittest.TestCase):
         code, _ = self.d.request("GET", "/v1/catalog/services",
                                  headers={"X-Consul-Namespace": "default"})
         self.assertEqual(code, 200)
+        # in a body too (Consul CE's decoder knows no such field): they were
+        # taken, and the instance served from the default namespace
+        for path, body in (
+                ("/v1/agent/service/register", {"Name": "nsb", "Namespace": "team-a"}),
+                ("/v1/agent/service/register", {"Name": "nsb", "Partition": "p1"}),
+                ("/v1/agent/service/register", {"Name": "nsb",
+                                                "Check": {"TTL": "9s", "Namespace": "t"}}),
+                ("/v1/agent/check/register", {"Name": "nsc", "TTL": "9s", "Namespace": "t"}),
+                ("/v1/catalog/register", {"Node": "ext-node", "Address": "10.1.1.1",
+                                          "Namespace": "team-a"}),
+                ("/v1/catalog/register", {"Node": "ext-node", "Address": "10.1.1.1",
+                                          "Service": {"Service": "nsb", "Namespace": "t"}}),
+                ("/v1/catalog/register", {"Node": "ext-node", "Address": "10.1.1.1",
+                                          "Check": {"CheckID": "nsc", "Partition": "p"}})):
+            text = self.put(path, body, status=400)
+            self.assertIn("Consul Enterprise feature", text)
+        self.assertNotIn("nsb", self.get("/v1/catalog/services"))
+        self.assertNotIn("nsc", self.get("/v1/agent/checks"))
+        self.assertEqual(self.get("/v1/catalog/node/ext-node"), None)
+        # the default one, or none named, is the one there is
+        self.addCleanup(self.put, "/v1/agent/service/deregister/nsb")
+        self.put("/v1/agent/service/register", {"Name": "nsb", "Namespace": "default",
+                                                "Partition": ""})
 
 
 class FreshIndexTest(unittest.TestCase):
