@@ -104,6 +104,11 @@ const char *acl_server_secret(void)
     return settings.cluster_proof[0] ? settings.cluster_proof : NULL;
 }
 
+const char *acl_default_policy_name(void)
+{
+    return !settings.enabled || settings.default_allow ? "allow" : "deny";
+}
+
 bool acl_internal_caller_ok(const char *token)
 {
     if (settings.enabled || settings.cluster_proof[0] == '\0')

@@ -57,6 +57,9 @@ bool acl_enabled(void);
  * derived from its key (HMAC-SHA256, hex); else NULL. Borrowed; lives
  * until acl_shutdown. */
 const char *acl_server_secret(void);
+/* X-Consul-Default-ACL-Policy, on every answer as Consul's: "allow" (also
+ * with ACLs off) or "deny". */
+const char *acl_default_policy_name(void);
 /* Whether token (X-Consul-Token, may be NULL) may call an internal route
  * as far as the key goes: always with ACLs on (their server token decides)
  * or without a cluster_key_file; else only the key's proof. */

@@ -257,6 +257,8 @@ static const char *u64_text(uint64_t v, char *buf)
     return p;
 }
 
+static bool consistent_read(struct http_req *r);
+
 static void add_consul_headers(struct http_req *r, uint64_t index)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
@@ -266,6 +268,17 @@ static void add_consul_headers(struct http_req *r, uint64_t index)
     evhttp_add_header(h, "X-Consul-Index", u64_text(index ? index : 1, buf));
     evhttp_add_header(h, "X-Consul-KnownLeader", st.known_leader ? "true" : "false");
     evhttp_add_header(h, "X-Consul-LastContact", u64_text(st.last_contact_ms, buf));
+    evhttp_add_header(h, "X-Consul-Default-ACL-Policy", acl_default_policy_name());
+    /* what Consul's setMeta says of a catalog or health read: here a
+     * default read is answered by whichever server is asked, which on a
+     * follower is a stale one */
+    const struct http_route *rt = r->route;
+    if (rt && rt->read && strncmp(rt->path, "/v1/agent/", 10) != 0 &&
+        strncmp(rt->path, "/v1/status/", 11) != 0)
+        evhttp_add_header(h, "X-Consul-Effective-Consistency",
+                          consistent_read(r)                             ? "consistent"
+                          : st.is_leader && !http_has_param(r, "stale") ? "leader"
+                                                                          : "stale");
 }
 
 /*
@@ -1763,6 +1776,8 @@ static struct evhttp *new_evhttp(struct http_server *s, uint64_t body_max,
     struct evhttp *http = evhttp_new(opt->base);
     if (http == NULL)
         return NULL;
+    /* an answer without a body has no type (libevent's default is text/html) */
+    evhttp_set_default_content_type(http, NULL);
     /* libevent enforces a hard cap; our own 413 (one line) comes first. */
     evhttp_set_max_body_size(http, (ev_ssize_t)(opt->max_snapshot_size > body_max
                                                     ? opt->max_snapshot_size

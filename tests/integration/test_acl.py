@@ -113,6 +113,13 @@ class AclBase(unittest.TestCase):
 class DefaultDenyTest(AclBase):
     policy = "deny"
 
+    def test_default_policy_header(self):
+        # Consul's X-Consul-Default-ACL-Policy, on every answer, 403s too
+        for token, path in ((MGMT, "/v1/agent/services"), (None, "/v1/agent/services"),
+                            (None, "/v1/status/leader")):
+            _, _, h = self.req("GET", path, token=token)
+            self.assertEqual(h["X-Consul-Default-ACL-Policy"], "deny")
+
     def test_bootstrap_once(self):
         # the first bootstrap wins (an initial management token does not count)
         status, text, _ = self.req("PUT", "/v1/acl/bootstrap")

@@ -768,6 +768,25 @@ class CompatTest(unittest.TestCase):
         self.get("/v1/health/service/web?index=%s&wait=1us" % index)
         self.assertLess(time.monotonic() - t0, 2)
 
+    def test_consul_meta_headers(self):
+        # X-Consul-Default-ACL-Policy on every answer (http.go wrap)
+        for path in ("/v1/catalog/services", "/v1/agent/self", "/v1/status/leader", "/v1/nope"):
+            _, _, h = self.d.request_full("GET", path)
+            self.assertEqual(h["X-Consul-Default-ACL-Policy"], "allow", path)
+        # X-Consul-Effective-Consistency on catalog and health reads (setMeta)
+        for query, want in (("", "leader"), ("?stale", "stale"), ("?consistent", "consistent")):
+            for path in ("/v1/catalog/services", "/v1/health/service/web"):
+                code, _, h = self.d.request_full("GET", path + query)
+                self.assertEqual((code, h["X-Consul-Effective-Consistency"]), (200, want), path)
+        _, _, h = self.d.request_full("GET", "/v1/agent/services")
+        self.assertIsNone(h["X-Consul-Effective-Consistency"])
+        # an answer without a body has no type (it said text/html)
+        code, text, h = self.d.request_full("PUT", "/v1/agent/check/pass/service:web-1")
+        self.assertEqual((code, text, h["Content-Type"]), (200, "", None))
+        _, _, h = self.d.request_full("PUT", "/v1/catalog/register", json.dumps(
+            {"Node": "ext-node", "Address": "10.1.1.1"}))
+        self.assertEqual(h["Content-Type"], "application/json")
+
     def test_catalog_writes_answer_true(self):
         self.addCleanup(self.put, "/v1/catalog/deregister", {"Node": "ext-node"})
         self.assertEqual(self.put("/v1/catalog/register",
