@@ -1747,6 +1747,9 @@ static void handle(struct evhttp_request *req, void *arg)
         goto fail;
     if (r->waited) /* forwarded by a follower that waited for the index */
         r->min_index = 0;
+    if (strcmp(r->route->path, "/v1/agent/services") == 0 ||
+        strcmp(r->route->path, "/v1/agent/checks") == 0)
+        r->min_index = 0; /* Consul answers these at once, whatever ?index= says */
     if (!must_forward(r)) {
         dispatch(r);
     } else if (r->route->read && leader_known(r)) {

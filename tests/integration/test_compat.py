@@ -787,6 +787,16 @@ class CompatTest(unittest.TestCase):
             {"Node": "ext-node", "Address": "10.1.1.1"}))
         self.assertEqual(h["Content-Type"], "application/json")
 
+    def test_agent_listings_do_not_block(self):
+        # Consul's AgentServices/AgentChecks ignore ?index= (only
+        # /v1/agent/service/:id blocks, on ?hash=): a Go client reusing its
+        # QueryOptions waited here for the whole wait
+        for path in ("/v1/agent/services", "/v1/agent/checks"):
+            t0 = time.monotonic()
+            code, _ = self.d.request("GET", path + "?index=999999&wait=5s")
+            self.assertEqual(code, 200)
+            self.assertLess(time.monotonic() - t0, 2.5, path)
+
     def test_catalog_writes_answer_true(self):
         self.addCleanup(self.put, "/v1/catalog/deregister", {"Node": "ext-node"})
         self.assertEqual(self.put("/v1/catalog/register",
