@@ -578,7 +578,9 @@ class HealthTest(unittest.TestCase):
         cases = [
             ({"HTTP": "http://127.0.0.1:1/", "Interval": "-1s"}, "Interval"),
             ({"HTTP": "ftp://127.0.0.1/", "Interval": "1s"}, "http://"),
-            ({"HTTP": "http://127.0.0.1:1/", "Interval": "1s", "Timeout": "5s"}, "Timeout"),
+            # (a Timeout past the Interval is Consul's to take: test_compat)
+            ({"HTTP": "http://127.0.0.1:1/", "Interval": "1s", "FailuresBeforeWarning": 2},
+             "FailuresBeforeWarning can't be higher"),
             ({"TCP": "127.0.0.1:1", "Interval": "10parsecs"}, "Interval"),
             ({"TCP": "127.0.0.1:1"}, "Interval"),
             ({"TTL": "1s", "HTTP": "http://x/", "Interval": "1s"}, "exactly one"),
