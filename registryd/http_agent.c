@@ -689,10 +689,12 @@ static int do_register(struct http_req *r, struct store_read *rd, struct command
      * it does not name, as Consul does; Consul replaces when it is bare or
      * exactly "true" (not "1"). */
     const char *replace = http_param(r, "replace-existing-checks");
-    cmd->args = json_pack("{s:o, s:o, s:b}", "Service", svc, "Checks", checks, "ReplaceChecks",
+    cmd->args = json_pack("{s:o, s:o, s:b, s:b}", "Service", svc, "Checks", checks,
+                          "ReplaceChecks",
                           http_has_param(r, "replace-existing-checks") &&
                               (replace == NULL || *replace == '\0' ||
-                               strcmp(replace, "true") == 0));
+                               strcmp(replace, "true") == 0),
+                          "OneNode", 1);
     return cmd->args ? 0 : http_fail(r, 500, "out of memory");
 }
 

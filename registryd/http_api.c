@@ -1068,6 +1068,11 @@ static void write_done(void *arg, int status)
     case REG_ENOTFOUND:
         http_fail(r, 404, "%s: not found", r->arg ? r->arg : "object");
         break;
+    case REG_ECONFLICT: /* store.c apply_register: the one write that says so */
+        http_fail(r, 409, "Conflict: this service ID is registered on another node (an ID is "
+                          "unique across nodes here, not per node as in Consul): deregister it "
+                          "there first, or use another ID");
+        break;
     case REG_ENOTLEADER:
         http_fail(r, 500, "No cluster leader");
         break;

@@ -267,8 +267,9 @@ static int do_catalog_register(struct http_req *r, struct store_read *rd, struct
                                  json_is_true(json_get_ci(body, "SkipNodeUpdate")));
     if (svc != NULL) {
         cmd->op = CMD_REGISTER;
-        cmd->args = json_pack("{s:O, s:O, s:b, s:b, s:o}", "Service", svc, "Checks", svc_checks,
-                              "ReplaceChecks", 0, "SetStatus", 1, "NodeOps", node_ops);
+        cmd->args = json_pack("{s:O, s:O, s:b, s:b, s:o, s:b}", "Service", svc, "Checks",
+                              svc_checks, "ReplaceChecks", 0, "SetStatus", 1, "NodeOps", node_ops,
+                              "OneNode", 1);
     } else {
         cmd->op = CMD_NODE;
         cmd->args = node_ops;

@@ -1705,6 +1705,24 @@ static int apply_register(struct apply_ctx *a, json_t *args)
     json_object_set_new(svc, "CreateIndex", json_integer((json_int_t)a->index));
     if (get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, &old) == 0)
         json_object_set(svc, "CreateIndex", json_object_get(old, "CreateIndex"));
+    if (old != NULL && json_is_true(json_object_get(args, "OneNode")) &&
+        strcmp(jstr(old, "Node"), jstr(svc, "Node")) != 0) {
+        /* IDs are one key here, not one per node as in Consul: another
+         * node's instance is not taken over by a catalog registration, nor
+         * by an agent's when the catalog registered it (an agent's moves
+         * with the server its client reaches). Commands from before the
+         * flag moved it always. */
+        char okey[NODE_KEY_MAX];
+        json_t *orec = NULL;
+        node_key(okey, "node:", jstr(old, "Node"));
+        bool catalog_node =
+            get_json_s(a->s, a->txn, a->s->dbi[DB_META], okey, &orec) == 0;
+        json_decref(orec);
+        if (json_is_object(node_ops) || catalog_node) {
+            json_decref(old);
+            return REG_ECONFLICT;
+        }
+    }
     json_object_set_new(svc, "ModifyIndex", json_integer((json_int_t)a->index));
     if ((rc = put_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, svc)) == 0)
         rc = inst_move(a->s, a->txn, old, svc);

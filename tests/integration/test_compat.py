@@ -363,6 +363,37 @@ class CompatTest(unittest.TestCase):
 
     # ---- catalog register/deregister (the ESM pattern), check endpoints ------
 
+    def test_an_id_on_another_node_is_a_conflict_not_a_takeover(self):
+        """Consul keys instances by (node, ID); here an ID is one key. The
+        same ID registered on a second node took the first node's instance
+        away (200, and it was gone): now a 409 says so and nothing changes."""
+        self.addCleanup(self.put, "/v1/catalog/deregister", {"Node": "ext-2"})
+        self.put("/v1/catalog/register", {"Node": "ext-node", "Address": "10.1.1.1",
+                                          "Service": {"Service": "dup", "ID": "dup-1",
+                                                      "Port": 1}})
+        for path, body in (
+                ("/v1/catalog/register", {"Node": "ext-2", "Address": "10.1.1.2",
+                                          "Service": {"Service": "dup", "ID": "dup-1",
+                                                      "Port": 2}}),
+                ("/v1/agent/service/register", {"Name": "dup", "ID": "dup-1", "Port": 3})):
+            code, text = self.d.request("PUT", path, json.dumps(body))
+            self.assertEqual(code, 409, text)
+            self.assertIn("registered on another node", text)
+        rows = self.get("/v1/catalog/service/dup")
+        self.assertEqual([(e["Node"], e["ServicePort"]) for e in rows], [("ext-node", 1)])
+        self.assertIsNone(self.get("/v1/catalog/node/ext-2"))  # the refused node too
+        # on its own node it is re-registered as ever
+        self.put("/v1/catalog/register", {"Node": "ext-node", "Address": "10.1.1.1",
+                                          "Service": {"Service": "dup", "ID": "dup-1",
+                                                      "Port": 4}})
+        self.assertEqual([e["ServicePort"] for e in self.get("/v1/catalog/service/dup")], [4])
+        # and the agent's own instances are not the catalog's to take
+        code, text = self.d.request("PUT", "/v1/catalog/register", json.dumps(
+            {"Node": "ext-2", "Address": "10.1.1.2",
+             "Service": {"Service": "web", "ID": "web-1", "Port": 9}}))
+        self.assertEqual(code, 409, text)
+        self.assertEqual(self.get("/v1/agent/service/web-1")["Port"], 8080)
+
     def test_catalog_register_external_service(self):
         import consul
         c = consul.Consul(host="127.0.0.1", port=self.d.port)
@@ -735,9 +766,9 @@ class CompatTest(unittest.TestCase):
         self.wait_status("service:dbwatch-1", "critical", output="db-node")
         self.put("/v1/catalog/register", {
             "Node": "db-node", "Address": "10.1.1.1",
-            "Service": {"Service": "db", "ID": "db-1"},
+            "Service": {"Service": "db", "ID": "db-remote-1"},
             "Check": {"CheckID": "db-svc", "Name": "svc", "Status": "critical",
-                      "ServiceID": "db-1"}})
+                      "ServiceID": "db-remote-1"}})
         self.put("/v1/catalog/register", {
             "Node": "db-node", "Address": "10.1.1.1",
             "Check": {"CheckID": "db-alive", "Name": "alive", "Status": "passing"}})

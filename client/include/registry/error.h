@@ -43,7 +43,8 @@ extern "C" {
     X(REG_EDEADLINE, -18, "deadline exceeded")                        \
     X(REG_EBUDGET, -19, "retry budget exhausted")                     \
     X(REG_EFAILED, -20, "the call failed")                            \
-    X(REG_ENOSPACE, -21, "no space left on the data disk")
+    X(REG_ENOSPACE, -21, "no space left on the data disk")           \
+    X(REG_ECONFLICT, -22, "conflicts with what is stored")
 
 enum reg_error {
 #define REG_ENUM_(name, value, msg) name = value,
