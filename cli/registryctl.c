@@ -88,6 +88,19 @@ static int put(struct ctl *x, const char *path, const char *body)
     return 0;
 }
 
+/* One line of JSON (taken): what --json prints for a stream of events,
+ * every string escaped (a server's text never makes its own fields). */
+static void print_json_line(json_t *v)
+{
+    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (s != NULL)
+        printf("%s\n", s);
+    else
+        fprintf(stderr, "registryctl: out of memory\n");
+    free(s);
+    json_decref(v);
+}
+
 static void print_json(json_t *v)
 {
     char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
@@ -545,8 +558,8 @@ static int cmd_pick(struct ctl *x)
     for (long k = 0; hits && k < count && reg_balancer_pick(b, &e) == 0; k++) {
         if (count == 1) {
             if (x->json)
-                printf("{\"ID\": \"%s\", \"Address\": \"%s\", \"Port\": %d}\n", e.id,
-                       e.address, e.port);
+                print_json_line(json_pack("{s:s, s:s, s:i}", "ID", e.id, "Address", e.address,
+                                          "Port", e.port));
             else
                 printf("%s %s:%d\n", e.id, e.address, e.port);
         }
@@ -555,16 +568,19 @@ static int cmd_pick(struct ctl *x)
                 hits[i]++;
     }
     if (count > 1 && hits) {
+        json_t *arr = x->json ? json_array() : NULL;
         if (!x->json)
             printf("%-28s %-24s %-8s %s\n", "ID", "ADDRESS", "PICKS", "SHARE");
         for (size_t i = 0; i < n; i++) {
             if (x->json)
-                printf("%s{\"ID\": \"%s\", \"Picks\": %ld}%s", i ? ", " : "[", list[i].id,
-                       hits[i], i + 1 == n ? "]\n" : "");
+                json_array_append_new(arr, json_pack("{s:s, s:I}", "ID", list[i].id, "Picks",
+                                                     (json_int_t)hits[i]));
             else
                 printf("%-28s %-24s %-8ld %.1f%%\n", list[i].id, list[i].address, hits[i],
                        100.0 * (double)hits[i] / (double)count);
         }
+        if (x->json)
+            print_json_line(arr);
     }
     free(hits);
     reg_balancer_free(b);
@@ -945,12 +961,13 @@ static void print_change(void *arg, const struct reg_instance *list, size_t n, b
     char stamp[32];
     strftime(stamp, sizeof(stamp), "%H:%M:%S", localtime(&now));
     if (x->json) {
-        printf("{\"Time\": \"%s\", \"Stale\": %s, \"Instances\": [", stamp,
-               stale ? "true" : "false");
+        json_t *arr = json_array();
         for (size_t i = 0; i < n; i++)
-            printf("%s{\"ID\": \"%s\", \"Address\": \"%s\", \"Port\": %d, \"Status\": \"%s\"}",
-                   i ? ", " : "", list[i].id, list[i].address, list[i].port, list[i].status);
-        printf("]}\n");
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:i, s:s}", "ID", list[i].id,
+                                                 "Address", list[i].address, "Port",
+                                                 list[i].port, "Status", list[i].status));
+        print_json_line(json_pack("{s:s, s:b, s:o}", "Time", stamp, "Stale", stale,
+                                  "Instances", arr));
     } else {
         printf("%s %zu instance%s%s:", stamp, n, n == 1 ? "" : "s",
                stale ? " (stale: no server reachable, keeping the last list)" : "");

@@ -52,6 +52,29 @@ class CliTest(unittest.TestCase):
         self.ok("deregister", "web-1")
         self.assertNotIn("web-1", self.ok("instances", "web"))
 
+    def test_json_output_escapes_what_the_server_says(self):
+        """pick and watch printed a server's strings into their JSON as they
+        were: an Address with quotes made a second, made-up instance."""
+        evil = ('10.0.0.1", "Port": 1, "Status": "passing"}, '
+                '{"ID": "evil", "Address": "6.6.6.6", "Port": 80, "Status": "passing')
+        status, text = self.d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "inj", "ID": "inj-1", "Address": evil, "Port": 5}))
+        self.assertEqual(status, 200, text)
+        self.addCleanup(self.d.request, "PUT", "/v1/agent/service/deregister/inj-1")
+        got = json.loads(self.ok("--json", "pick", "inj"))
+        self.assertEqual((got["ID"], got["Address"], got["Port"]), ("inj-1", evil, 5))
+        got = json.loads(self.ok("--json", "pick", "inj", "-n", "3"))
+        self.assertEqual(got, [{"ID": "inj-1", "Picks": 3}])
+        p = subprocess.Popen([REGISTRYCTL, "--json", "watch", "inj"], stdout=subprocess.PIPE,
+                             text=True, env=dict(os.environ, REGISTRY_HTTP_ADDR=self.d.addr))
+        try:
+            line = p.stdout.readline()
+        finally:
+            p.kill()
+            p.wait()
+        got = json.loads(line)
+        self.assertEqual([(i["ID"], i["Address"]) for i in got["Instances"]], [("inj-1", evil)])
+
     def test_register_from_file_and_stdin(self):
         body = {"Name": "db", "ID": "db-1", "Port": 5432, "Checks": [{"TTL": "10s"}]}
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
