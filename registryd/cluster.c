@@ -188,7 +188,18 @@ static unsigned short try_port(unsigned short want, int *fd)
  * listens on it: nothing else can take it in between (the kernel's own
  * pick, released and bound again later, was lost that way in parallel
  * test runs). */
-static int pick_free_port(unsigned short *port, int *fd)
+/* Whether port is one of addrs' ("host:port", NULL ones skipped). */
+static bool port_among(unsigned port, const char *const addrs[3])
+{
+    for (int i = 0; i < 3; i++) {
+        const char *colon = addrs[i] ? strrchr(addrs[i], ':') : NULL;
+        if (colon && strtoul(colon + 1, NULL, 10) == port)
+            return true;
+    }
+    return false;
+}
+
+static int pick_free_port(unsigned short *port, int *fd, const char *const avoid[3])
 {
     unsigned lo = 32768, hi = 60999;
     FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
@@ -205,7 +216,9 @@ static int pick_free_port(unsigned short *port, int *fd)
         if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
             break;
         unsigned short want = (unsigned short)(first + r % (end - first));
-        if ((*port = try_port(want, fd)) != 0)
+        /* not a port this server listens on next (the range holds 8500
+         * and 8600: the HTTP and DNS defaults) */
+        if (!port_among(want, avoid) && (*port = try_port(want, fd)) != 0)
             return 0;
     }
     *port = try_port(0, fd);
@@ -256,7 +269,7 @@ static int load_identity(struct cluster *c, char *err, size_t errlen)
         snprintf(c->addr, sizeof(c->addr), "%s", c->opt.raft_addr);
     } else {
         unsigned short port;
-        if (pick_free_port(&port, &c->raft_fd) != 0) {
+        if (pick_free_port(&port, &c->raft_fd, c->opt.avoid_addrs) != 0) {
             snprintf(err, errlen, "cannot pick a free loopback port for raft: %s", strerror(errno));
             return REG_EIO;
         }

@@ -42,6 +42,9 @@ typedef void (*cluster_change_cb)(void *arg, const struct store_change *chg);
 struct cluster_options {
     const char *data_dir;  /* raft log lives in data_dir/raft */
     const char *raft_addr; /* "IPv4:port"; NULL = 127.0.0.1 with a free port */
+    /* "host:port" addresses (NULL: none) whose ports a free one picked for
+     * raft must not be: this server's own listeners, bound after raft */
+    const char *avoid_addrs[3];
     struct store *store;   /* borrowed; written only on the cluster thread */
     struct event_base *base; /* front end's loop, for completions */
     cluster_change_cb on_change;

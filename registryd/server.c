@@ -441,6 +441,7 @@ static int start_store_and_cluster(struct server *s)
     struct cluster_options copt = {
         .data_dir = s->data_dir,
         .raft_addr = conf->raft_addr,
+        .avoid_addrs = {conf->http_addr, conf->https_addr, conf->dns_addr},
         .store = s->store,
         .base = s->base,
         .on_change = on_change,
