@@ -124,7 +124,17 @@ static void do_join(struct http_req *r)
 static void do_remove_peer(struct http_req *r)
 {
     const char *id = http_param(r, "id"), *address = http_param(r, "address");
-    uint64_t member = id ? strtoull(id, NULL, 10) : 0;
+    uint64_t member = 0;
+    if (id != NULL) {
+        char *end;
+        errno = 0;
+        member = strtoull(id, &end, 10);
+        if (*id < '0' || *id > '9' || *end != '\0' || errno != 0 || member == 0) {
+            http_fail(r, 400, "Invalid ?id=%.40s: a raft server id is a positive integer", id);
+            http_finish_write(r, REG_EINVAL);
+            return;
+        }
+    }
     if (member == 0 && address) {
         struct cluster_status st;
         cluster_get_status(r->srv->opt.cluster, &st);
@@ -138,7 +148,8 @@ static void do_remove_peer(struct http_req *r)
         return;
     }
     if (member == 0) {
-        http_fail(r, 404, "No raft peer with address %.100s in the configuration", address);
+        http_fail(r, 404, "No raft peer with address %.100s in the configuration",
+                  address ? address : "");
         http_finish_write(r, REG_ENOTFOUND);
         return;
     }
@@ -154,7 +165,13 @@ static void do_remove_peer(struct http_req *r)
             member_votes = st.servers[i].voter;
         }
     }
-    if (known && (st.n_servers <= 1 || voters - member_votes < 1)) {
+    if (!known) {
+        http_fail(r, 404, "No raft peer with id %llu in the configuration",
+                  (unsigned long long)member);
+        http_finish_write(r, REG_ENOTFOUND);
+        return;
+    }
+    if (st.n_servers <= 1 || voters - member_votes < 1) {
         http_fail(r, 400,
                   "Refusing to remove raft peer %llu: it is the %s, and a cluster without a "
                   "voter can never elect a leader again",

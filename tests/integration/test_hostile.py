@@ -60,6 +60,21 @@ class HostileTest(unittest.TestCase):
                 self.assertEqual(status, 400, text)
         self.assertEqual(self.services(), ["db-1", "web-1"])
 
+    def test_removing_an_unknown_or_malformed_peer(self):
+        # an id not in the configuration was a 500 "replication error"; a
+        # malformed one printed a NULL address into its message
+        for query, status, why in (("id=999", 404, "No raft peer with id 999"),
+                                   ("address=127.0.0.1:1", 404, "127.0.0.1:1"),
+                                   ("id=0", 400, "positive integer"),
+                                   ("id=abc", 400, "positive integer"),
+                                   ("id=12x", 400, "positive integer"),
+                                   ("id=18446744073709551616", 400, "positive integer")):
+            code, text = self.d.request("DELETE", "/v1/operator/raft/peer?" + query)
+            self.assertEqual((code, why in text), (status, True), (query, text))
+            self.assertNotIn("(null)", text)
+        conf = json.loads(self.d.request("GET", "/v1/operator/raft/configuration")[1])
+        self.assertEqual(len(conf["Servers"]), 1)
+
     def test_last_voter_cannot_be_removed(self):
         conf = json.loads(self.d.request("GET", "/v1/operator/raft/configuration")[1])
         me = conf["Servers"][0]
