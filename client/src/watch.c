@@ -23,6 +23,7 @@
 struct reg_watch {
     struct reg_client *client;
     char *service, *tag, *wait;
+    uint64_t wait_ms; /* wait, parsed */
     bool passing_only;
     enum reg_watch_mode mode;
     reg_watch_cb cb;
@@ -131,6 +132,18 @@ static bool nap(struct reg_watch *w, int ms)
     return poll(&p, 1, ms) > 0;
 }
 
+/* A server that answers at once without progress (no X-Consul-Index, or
+ * the same one: a proxy that strips it, a server that does not block) is
+ * asked again at most this often, not as fast as it answers. */
+#define NO_PROGRESS_MIN_MS 1000
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 static void *watch_thread(void *arg)
 {
     struct reg_watch *w = arg;
@@ -141,7 +154,7 @@ static void *watch_thread(void *arg)
     for (;;) {
         struct reg_instance *list = NULL;
         size_t n = 0;
-        uint64_t new_index = 0;
+        uint64_t new_index = 0, asked = mono_ms();
         int rc = reg_health_service(w->client, w->service, w->tag, w->passing_only, index,
                                     w->wait, &list, &n, &new_index);
         if (rc == REG_ESHUTDOWN || nap(w, 0))
@@ -180,6 +193,13 @@ static void *watch_thread(void *arg)
             reg_instances_free(list, n);
         else if (w->mode == REG_WATCH_THREAD)
             w->cb(w->arg, w->list, w->n, false);
+        /* no progress, and answered before the wait was out: it did not
+         * block; ask again no sooner than the wait or NO_PROGRESS_MIN_MS */
+        uint64_t took = mono_ms() - asked;
+        uint64_t least = w->wait_ms < NO_PROGRESS_MIN_MS ? w->wait_ms : NO_PROGRESS_MIN_MS;
+        if ((new_index == 0 || new_index == index) && took < least &&
+            nap(w, (int)(least - took)))
+            break;
         index = new_index;
     }
     return NULL;
@@ -207,6 +227,7 @@ int reg_watch_new(struct reg_client *c, const char *service, const char *tag, bo
     w->service = strdup(service);
     w->tag = dup_or_null(tag);
     w->wait = strdup(wait ? wait : "30s");
+    w->wait_ms = wait ? wait_ms : 30000;
     w->passing_only = passing_only;
     w->mode = mode;
     w->cb = cb;

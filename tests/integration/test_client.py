@@ -55,6 +55,41 @@ class ClientTest(unittest.TestCase):
     def ids(self, event):
         return sorted(i["ID"] for i in event["Instances"])
 
+    def test_watch_does_not_spin_on_a_server_that_does_not_block(self):
+        """An answer at once without progress (no X-Consul-Index, or the same
+        one: a proxy that strips it) was asked again at once: 1,300-4,000
+        requests in 3 s. Now at most one a second."""
+        for index in (None, "0", "7"):
+            hits = []
+
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    hits.append(time.monotonic())
+                    body = b"[]"
+                    self.send_response(200)
+                    if index is not None:
+                        self.send_header("X-Consul-Index", index)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+                def log_message(self, *a):
+                    pass
+
+            srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            w = Watch("127.0.0.1:%d" % srv.server_address[1], "api")
+            try:
+                self.assertEqual(w.next()[1]["Instances"], [])
+                time.sleep(3)
+            finally:
+                w.stop()
+                srv.shutdown()
+                srv.server_close()
+            self.assertGreaterEqual(len(hits), 2, index)
+            self.assertLessEqual(len(hits), 5, index)
+
     def test_watch_sees_changes_within_a_second_and_fails_static(self):
         self.register("api-1", 1)
         w = Watch(self.d.addr, "api")
