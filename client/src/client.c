@@ -793,6 +793,30 @@ static char *dup_str(json_t *v)
     return strdup(s ? s : "");
 }
 
+/* Whether an entry of /v1/health/service can be picked: an ID (not one
+ * seen before; it is added to seen), a Port of 0-65535 and weights of
+ * 0-INT32_MAX when given. A value past them was truncated into another
+ * (a port of 2^40+80 became 80, a weight of 2^32+3 became 3). */
+static bool usable_entry(json_t *entry, json_t *seen)
+{
+    json_t *svc = json_object_get(entry, "Service");
+    const char *id = json_string_value(json_object_get(svc, "ID"));
+    json_t *port = json_object_get(svc, "Port"), *w = json_object_get(svc, "Weights");
+    if (id == NULL || *id == '\0' || json_object_get(seen, id) != NULL)
+        return false;
+    if (port != NULL && (!json_is_integer(port) || json_integer_value(port) < 0 ||
+                         json_integer_value(port) > 65535))
+        return false;
+    const char *const keys[] = {"Passing", "Warning"};
+    for (int k = 0; k < 2; k++) {
+        json_t *v = json_object_get(w, keys[k]);
+        if (v != NULL && (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                          json_integer_value(v) > INT32_MAX))
+            return false;
+    }
+    return json_object_set_new(seen, id, json_true()) == 0;
+}
+
 static int fill_instance(json_t *entry, struct reg_instance *in)
 {
     json_t *svc = json_object_get(entry, "Service"), *node = json_object_get(entry, "Node");
@@ -884,16 +908,26 @@ int reg__parse_instances(struct reg_client *c, const char *body, size_t len,
         json_decref(arr);
         return fail(c, REG_ENOMEM, "out of memory");
     }
-    for (size_t i = 0; i < count; i++) {
-        if (fill_instance(json_array_get(arr, i), &list[i]) != 0) {
-            reg_instances_free(list, count);
-            json_decref(arr);
-            return fail(c, REG_ENOMEM, "out of memory");
+    json_t *seen = json_object(); /* IDs taken: a second entry of one is skipped */
+    size_t kept = 0;
+    for (size_t i = 0; i < count && seen; i++) {
+        json_t *entry = json_array_get(arr, i);
+        if (!usable_entry(entry, seen))
+            continue; /* what a server should never send is never picked */
+        if (fill_instance(entry, &list[kept++]) != 0) {
+            json_decref(seen);
+            seen = NULL;
+            break;
         }
     }
     json_decref(arr);
+    if (seen == NULL) {
+        reg_instances_free(list, kept);
+        return fail(c, REG_ENOMEM, "out of memory");
+    }
+    json_decref(seen);
     *out = list;
-    *n = count;
+    *n = kept;
     return 0;
 }
 

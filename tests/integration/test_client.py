@@ -90,6 +90,44 @@ class ClientTest(unittest.TestCase):
             self.assertGreaterEqual(len(hits), 2, index)
             self.assertLessEqual(len(hits), 5, index)
 
+    def test_entries_no_server_should_send_are_never_picked(self):
+        """Port and weight were cast to int as they came (a port of 2^40+80
+        was called on port 80, a weight of 2^32+3 weighed 3) and two entries
+        of one ID were two instances."""
+        def entry(sid, port=80, weights=None):
+            svc = {"ID": sid, "Service": "api", "Address": "127.0.0.1", "Port": port}
+            if weights is not None:
+                svc["Weights"] = weights
+            return {"Node": {"Address": "127.0.0.1"}, "Service": svc, "Checks": []}
+        answer = json.dumps([
+            entry("good"), entry("good", port=81), entry("neg", port=-1),
+            entry("big", port=70000), entry("wrap", port=2 ** 40 + 80),
+            entry("heavy", weights={"Passing": 2 ** 32 + 3, "Warning": 1}),
+            entry("text", port="80"), entry(""),
+            {"Node": {}, "Service": {"Service": "api", "Port": 80}, "Checks": []}]).encode()
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("X-Consul-Index", "5")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        w = Watch("127.0.0.1:%d" % srv.server_address[1], "api")
+        try:
+            got = w.next()[1]["Instances"]
+        finally:
+            w.stop()
+            srv.shutdown()
+            srv.server_close()
+        self.assertEqual([(i["ID"], i["Port"]) for i in got], [("good", 80)])
+
     def test_watch_sees_changes_within_a_second_and_fails_static(self):
         self.register("api-1", 1)
         w = Watch(self.d.addr, "api")
