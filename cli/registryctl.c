@@ -88,6 +88,43 @@ static int put(struct ctl *x, const char *path, const char *body)
     return 0;
 }
 
+/* The n bytes at p as UTF-8 text (malloc'd, *len bytes, NUL-terminated):
+ * what is not UTF-8 becomes U+FFFD, as Go's encoding/json writes it (a
+ * body that was not valid UTF-8 made --json print nothing at all). */
+static char *utf8_text(const char *p, size_t n, size_t *len)
+{
+    char *out = malloc(n * 3 + 1);
+    size_t o = 0;
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)p[i];
+        size_t k = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+        bool ok = k > 0 && i + k <= n;
+        for (size_t m = 1; ok && m < k; m++)
+            ok = ((unsigned char)p[i + m] >> 6) == 0x2;
+        if (ok && k > 1) { /* no overlong forms, surrogates or code points past U+10FFFF */
+            unsigned cp = k == 2 ? (c & 0x1Fu) : k == 3 ? (c & 0x0Fu) : (c & 0x07u);
+            for (size_t m = 1; m < k; m++)
+                cp = (cp << 6) | ((unsigned char)p[i + m] & 0x3Fu);
+            ok = (k == 2 && cp >= 0x80) || (k == 3 && cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF)) ||
+                 (k == 4 && cp >= 0x10000 && cp <= 0x10FFFF);
+        }
+        if (ok) {
+            memcpy(out + o, p + i, k);
+            o += k;
+            i += k;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    out[o] = '\0';
+    *len = o;
+    return out;
+}
+
 /* One line of JSON (taken): what --json prints for a stream of events,
  * every string escaped (a server's text never makes its own fields). */
 static void print_json_line(json_t *v)
@@ -908,13 +945,21 @@ static int cmd_call(struct ctl *x)
     if (total > 1) {
         call_summary(x, &j, seconds);
     } else if (x->json) {
-        json_t *o = json_pack("{s:i, s:s, s:i, s:f, s:s, s:s%}", "Status", j.last.status,
-                              "Instance", j.last_where, "Attempts", (int)j.attempts[0], "LatencyMs",
-                              j.latency_us[0] / 1000.0, "Result",
-                              j.result[0] > 0 ? "http_error" : reg_strerror(j.result[0]), "Body",
-                              j.last.body ? j.last.body : "", j.last.body_len);
-        if (o)
+        size_t blen = 0;
+        char *body = utf8_text(j.last.body ? j.last.body : "", j.last.body_len, &blen);
+        json_t *o = body ? json_pack("{s:i, s:s, s:i, s:f, s:s, s:s%}", "Status", j.last.status,
+                                     "Instance", j.last_where, "Attempts", (int)j.attempts[0],
+                                     "LatencyMs", j.latency_us[0] / 1000.0, "Result",
+                                     j.result[0] > 0 ? "http_error" : reg_strerror(j.result[0]),
+                                     "Body", body, blen)
+                         : NULL;
+        free(body);
+        if (o) {
             print_json(o);
+        } else {
+            fprintf(stderr, "registryctl: out of memory\n");
+            ret = EXIT_SERVER;
+        }
         json_decref(o);
     } else if (j.result[0] == 0 || j.last.status >= 400) {
         if (j.last.body)

@@ -38,6 +38,8 @@ class Backend(http.server.BaseHTTPRequestHandler):
             time.sleep(0.01)
         if sick:
             out, status = b"sick\n", 503
+        elif srv.mode == "binary":
+            out, status = b"ok \xff\xfe \xc3\xa9 \xed\xa0\x80 \x00!", 200
         else:
             out = json.dumps({"port": srv.server_address[1], "method": self.command,
                               "path": self.path, "body": body.decode(),
@@ -166,6 +168,16 @@ class ResilienceTest(unittest.TestCase):
         self.assertEqual(answer["Status"], 200)
         self.assertEqual(answer["Attempts"], 1)
         self.assertEqual(json.loads(answer["Body"])["method"], "POST")
+
+    def test_json_call_of_a_body_that_is_not_utf8(self):
+        # --json printed nothing and exited 0; bytes that are not UTF-8 are
+        # U+FFFD now, as Go's encoding/json writes them
+        self.add("bin", "bin-1", "binary")
+        rc, out, err = self.call("--json", "call", "bin")
+        self.assertEqual(rc, 0, err)
+        answer = json.loads(out)
+        self.assertEqual(answer["Status"], 200)
+        self.assertEqual(answer["Body"], "ok \ufffd\ufffd \u00e9 \ufffd\ufffd\ufffd \x00!")
 
     def test_refused_and_black_holed_calls_fail_with_their_reason(self):
         self.add("gone", "gone-1", "refusing")
