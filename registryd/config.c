@@ -531,10 +531,16 @@ static int setter_kvlist(const struct conf_key *k, void *field, const char *v, c
             return REG_ECONFIG;
         }
     char **list = field;
-    size_t pairs = 1;
-    for (const char *p = *list; p && *p; p++)
+    size_t pairs = *list != NULL; /* the pairs so far, one per line */
+    for (const char *p = *list; p && *p; p++) {
         pairs += *p == '\n';
-    if (*list != NULL && pairs > 64) {
+        bool line_start = p == *list || p[-1] == '\n';
+        if (line_start && strncmp(p, v, kl + 1) == 0) { /* "KEY:" again */
+            msgf(msg, len, "\"%.*s\" is given twice", (int)kl, v);
+            return REG_ECONFIG;
+        }
+    }
+    if (pairs >= 64) {
         msgf(msg, len, "at most 64 pairs");
         return REG_ECONFIG;
     }

@@ -1064,7 +1064,12 @@ class NodeMetaConfigTest(unittest.TestCase):
                               (["--node-meta", ":v"], "KEY:VALUE"),
                               (["--node-meta", "bad key:v"], "KEY:VALUE"),
                               (["--node-meta", "consul-x:v"], "reserved"),
-                              (["--node-meta", "k:" + "v" * 600], "512")):
+                              (["--node-meta", "k:" + "v" * 600], "512"),
+                              # 65 pairs were taken (at most 64), and a key
+                              # given twice kept the last silently
+                              (sum((["--node-meta", "k%d:v" % i] for i in range(65)), []),
+                               "at most 64"),
+                              (["--node-meta", "k:1", "--node-meta", "k:2"], "twice")):
                 p = subprocess.run([REGISTRYD, "--dev"] + args, capture_output=True, text=True,
                                    timeout=20)
                 self.assertEqual(p.returncode, 2, (args, p.stderr))
