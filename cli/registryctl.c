@@ -1699,6 +1699,10 @@ int main(int argc, char **argv)
         free(rest);
         return 0;
     }
+    if (addr != NULL && *addr == '\0') { /* an empty variable, not the default server */
+        free(rest);
+        return usage_error("--http-addr is empty");
+    }
     rc = reg_client_new(&x.client, addr);
     if (rc != 0) {
         free(rest);

@@ -120,6 +120,8 @@ class CliTest(unittest.TestCase):
                      ["register", "--name", "x", "--port", "70000"], ["check", "pass"],
                      ["check", "explode", "x"], ["maint", "x", "sideways"],
                      ["deregister"], ["--http-addr", "nonsense", "services"],
+                     # an empty one (an unset shell variable) talked to 127.0.0.1:8500
+                     ["--http-addr", "", "services"], ["--http-addr=", "services"],
                      ["services", "extra"]):
             rc, out, err = self.d.ctl(*args)
             self.assertEqual(rc, 2, (args, out, err))
