@@ -208,6 +208,16 @@ static const struct conf_key conf_keys[] = {
 
 #define NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
 
+/* Where each setting was last given, for the errors of the checks that run
+ * once everything is read (check_combinations): "FILE:LINE:COL" or
+ * "--flag"; "" for a default. One load at a time (start, a reload). */
+static char origin[NKEYS][300];
+
+static void note_origin_at(const struct conf_key *k, const char *path, size_t line, size_t col)
+{
+    snprintf(origin[k - conf_keys], sizeof(origin[0]), "%s:%zu:%zu", path, line + 1, col + 1);
+}
+
 /* ---- setters: parse one value into its field; 0 or REG_ECONFIG + msg ---- */
 
 static void msgf(char *msg, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -731,6 +741,7 @@ static int yaml_load(struct conf *c, const char *path, FILE *f, const unsigned c
                     snprintf(why, sizeof(why), "%s", msg);
                     FAIL_AT(ev.start_mark, "%s: %s", key, why);
                 }
+                note_origin_at(k, path, ev.start_mark.line, ev.start_mark.column);
                 break;
             }
             if (!have_key) {
@@ -766,6 +777,7 @@ static int yaml_load(struct conf *c, const char *path, FILE *f, const unsigned c
                     snprintf(why, sizeof(why), "%s", msg);
                     FAIL_AT(ev.start_mark, "%s: %s", key, why);
                 }
+                note_origin_at(k, path, ev.start_mark.line, ev.start_mark.column);
             }
             break;
         }
@@ -883,6 +895,7 @@ static int load_defaults(struct conf *c, char *err, size_t errlen)
     char msg[300];
     int rc;
     memset(c, 0, sizeof(*c));
+    memset(origin, 0, sizeof(origin));
     for (size_t i = 0; i < NKEYS; i++) {
         if (conf_keys[i].def == NULL)
             continue;
@@ -961,6 +974,7 @@ static int load_flags_and_file(struct conf *c, int argc, char **argv, FILE *out,
                 snprintf(err, errlen, "%s: %s", flag, msg);
                 return rc == REG_ENOMEM ? rc : REG_ECONFIG;
             }
+            flag_name(k, origin[k - conf_keys], sizeof(origin[0]));
         }
         if (pass == 1 && c->config_file != NULL) {
             rc = conf_load_yaml(c, c->config_file, err, errlen);
@@ -1101,13 +1115,36 @@ static int default_node_name(struct conf *c)
     return set_string(&c->node, host);
 }
 
+/* An error of check_combinations that starts with a setting's name, said
+ * where that setting was given: "FILE:LINE:COL: name: ..." for the config
+ * file, "--flag: ..." for a flag (the name is the flag's then). */
+static void locate_error(char *err, size_t errlen)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        size_t n = strlen(conf_keys[i].name);
+        if (origin[i][0] == '\0' || strncmp(err, conf_keys[i].name, n) != 0 ||
+            strncmp(err + n, ": ", 2) != 0)
+            continue;
+        char was[1024];
+        snprintf(was, sizeof(was), "%s", err);
+        if (origin[i][0] == '-')
+            snprintf(err, errlen, "%s%s", origin[i], was + n);
+        else
+            snprintf(err, errlen, "%s: %s", origin[i], was);
+        return;
+    }
+}
+
 int conf_load(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen)
 {
     int rc;
     if ((rc = load_defaults(c, err, errlen)) != 0 ||
-        (rc = load_flags_and_file(c, argc, argv, out, err, errlen)) != 0 ||
-        (rc = check_combinations(c, err, errlen)) != 0)
+        (rc = load_flags_and_file(c, argc, argv, out, err, errlen)) != 0)
         return rc;
+    if ((rc = check_combinations(c, err, errlen)) != 0) {
+        locate_error(err, errlen);
+        return rc;
+    }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (c->dns_workers == 0) /* not set: one per online CPU */
         c->dns_workers = cpus < 1 ? 1 : cpus > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : (unsigned)cpus;

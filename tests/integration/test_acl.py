@@ -667,7 +667,7 @@ class CheckTargetTest(unittest.TestCase):
         p = subprocess.run([REGISTRYD, "--dev", "--check-deny-cidrs", "10.0.0.0/33",
                             "--check-config"], capture_output=True, text=True, timeout=20)
         self.assertEqual(p.returncode, 2)
-        self.assertIn("check_deny_cidrs", p.stderr)
+        self.assertIn("--check-deny-cidrs: ", p.stderr)
 
 
 class ReadmeTest(unittest.TestCase):

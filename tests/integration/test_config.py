@@ -33,6 +33,13 @@ class ConfigTest(unittest.TestCase):
             ("dev: true\nmax_body_size: lots\n", 2, 16, "size"),
             ("dev: true\nnode: \"open\n", 3, 1, ""),
             ("dev: maybe\n", 1, 6, "boolean"),
+            # checks made once everything is read: they named the setting
+            # but not where it was given
+            ("dev: true\nhttp_workers: 65\n", 2, 15, "more than 64"),
+            ("dev: true\n\ntls_min_version: TLSv1_0\n", 3, 18, "TLSv1_2"),
+            ("dev: true\nacl_default_policy: maybe\n", 2, 21, "allow nor deny"),
+            ("dev: true\ncheck_deny_cidrs: 1.2.3.4/33\n", 2, 19, "CIDR"),
+            ("dev: true\ntls_ca_file: /nonexistent\n", 2, 14, "No such file"),
         ]
         for text, line, col, why in cases:
             with self.subTest(text=text):
@@ -104,7 +111,7 @@ class ConfigTest(unittest.TestCase):
         for path, why in ((missing, "No such file"), (empty, "empty"), (short, "32")):
             rc, out, err = run("--dev", "--cluster-key-file", path, "--check-config")
             self.assertEqual(rc, 2, out)
-            self.assertIn("cluster_key_file", err)
+            self.assertIn("--cluster-key-file: ", err)  # the flag that gave it
             self.assertIn(why, err)
         rc, out, err = run("--dev", "--cluster-key-file", good, "--check-config")
         self.assertEqual((rc, out.strip()), (0, "configuration OK"), err)
@@ -119,6 +126,8 @@ class ConfigTest(unittest.TestCase):
     def test_flag_errors(self):
         for args, why in ((["--dev", "--http-addr", "1.2.3.4"], "--http-addr"),
                           (["--dev", "--no-such-flag"], "--no-such-flag"),
+                          (["--dev", "--http-workers", "65"], "--http-workers: 65"),
+                          (["--dev", "--acl-default-policy", "x"], "--acl-default-policy: "),
                           (["--dev", "--log-level", "loud"], "--log-level"),
                           (["--dev", "--check-deregister-min", "soon"], "--check-deregister-min"),
                           (["--dev", "--dns-a-record-limit", "-1"], "--dns-a-record-limit"),
