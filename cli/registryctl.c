@@ -1146,6 +1146,28 @@ static int snapshot_read(void *arg, char *buf, size_t cap, size_t *got)
 /* save streams the answer into FILE.tmp, renamed to FILE once whole (a
  * failed save leaves no half file); restore streams the file as the body.
  * Neither holds the snapshot in memory. */
+/* Whether the file saved is framed as registryd's snapshots are
+ * (snapshot.h: "RSNAP002", version 2, a 40-byte header; "RSNAPEND" 20
+ * bytes from the end). The checksum and records are the restore's to check;
+ * this catches an empty, cut or foreign answer (it was "saved"). */
+static bool snapshot_framed(const char *path, const char **why)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char head[40], tail[20];
+    long size = -1;
+    bool ok = f != NULL && fread(head, 1, sizeof(head), f) == sizeof(head) &&
+              fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 60 &&
+              fseek(f, size - 20, SEEK_SET) == 0 && fread(tail, 1, sizeof(tail), f) == sizeof(tail);
+    if (f)
+        fclose(f);
+    *why = !ok ? "shorter than a snapshot's header and trailer"
+           : memcmp(head, "RSNAP002", 8) != 0 ? "not a registryd snapshot (no RSNAP002 header)"
+           : head[8] != 2 || head[12] != 40   ? "a snapshot format this registryctl does not know"
+           : memcmp(tail, "RSNAPEND", 8) != 0 ? "cut short (no RSNAPEND trailer)"
+                                              : NULL;
+    return *why == NULL;
+}
+
 static int cmd_snapshot(struct ctl *x)
 {
     if (x->argc != 2 || (strcmp(x->argv[0], "save") && strcmp(x->argv[0], "restore")))
@@ -1203,6 +1225,13 @@ static int cmd_snapshot(struct ctl *x)
     free(stdin_data);
     if (save && rc == 0 && !closed)
         p.err = errno ? errno : EIO;
+    const char *bad = NULL;
+    if (save && rc == 0 && p.err == 0 && !snapshot_framed(tmp, &bad)) {
+        unlink(tmp);
+        free(tmp);
+        fprintf(stderr, "registryctl: the server's answer is %s; %s was not written\n", bad, file);
+        return EXIT_SERVER;
+    }
     if (save && rc == 0 && p.err == 0 && rename(tmp, file) != 0)
         p.err = errno;
     if (save && (rc != 0 || p.err != 0))

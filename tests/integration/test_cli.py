@@ -75,6 +75,40 @@ class CliTest(unittest.TestCase):
         got = json.loads(line)
         self.assertEqual([(i["ID"], i["Address"]) for i in got["Instances"]], [("inj-1", evil)])
 
+    def test_snapshot_save_refuses_what_is_not_a_snapshot(self):
+        """An empty, foreign or cut answer to GET /v1/snapshot was 'saved'
+        (exit 0): a backup that could never be restored."""
+        import http.server
+        import threading
+        bodies = [b"", b"{\"not\": \"a snapshot\"}" * 4, b"RSNAP002\x02\0\0\0\x28\0\0\0" + b"\0" * 80]
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = bodies.pop(0)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        self.addCleanup(srv.server_close)
+        self.addCleanup(srv.shutdown)
+        with tempfile.TemporaryDirectory() as tmp:
+            out_file = os.path.join(tmp, "backup.snap")
+            for why in ("shorter", "not a registryd snapshot", "cut short"):
+                rc, out, err = self.d.ctl("--http-addr", "127.0.0.1:%d" % srv.server_address[1],
+                                          "snapshot", "save", out_file)
+                self.assertEqual(rc, 1, (out, err))
+                self.assertIn(why, err)
+                self.assertFalse(os.path.exists(out_file))
+                self.assertEqual(os.listdir(tmp), [])
+            self.ok("snapshot", "save", out_file)  # a real one is saved
+            self.assertTrue(os.path.getsize(out_file) > 60)
+
     def test_register_from_file_and_stdin(self):
         body = {"Name": "db", "ID": "db-1", "Port": 5432, "Checks": [{"TTL": "10s"}]}
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
