@@ -161,7 +161,10 @@ static void *watch_thread(void *arg)
             break;
         if (rc != 0) {
             pthread_mutex_lock(&w->lock);
-            bool tell = w->have && !w->stale;
+            /* the first failure in a row is told, also before any list:
+             * an empty stale one then (a watch of an unreachable server
+             * said nothing, for ever) */
+            bool tell = !w->stale;
             w->stale = true;
             if (tell)
                 announce(w);

@@ -90,6 +90,15 @@ class ClientTest(unittest.TestCase):
             self.assertGreaterEqual(len(hits), 2, index)
             self.assertLessEqual(len(hits), 5, index)
 
+    def test_watch_of_an_unreachable_server_says_so(self):
+        # it printed nothing, for ever, until a first list came
+        w = Watch("127.0.0.1:%d" % free_port(), "api")
+        try:
+            at, event = w.next(timeout=10)
+        finally:
+            w.stop()
+        self.assertEqual((event["Stale"], event["Instances"]), (True, []))
+
     def test_entries_no_server_should_send_are_never_picked(self):
         """Port and weight were cast to int as they came (a port of 2^40+80
         was called on port 80, a weight of 2^32+3 weighed 3) and two entries
