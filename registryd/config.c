@@ -1045,6 +1045,12 @@ static int check_combinations(struct conf *c, char *err, size_t errlen)
                               "in a fresh temporary directory, removed on exit");
         return REG_ECONFIG;
     }
+    if (c->dev && (c->join != NULL || c->bootstrap_expect > 1)) {
+        /* it served "ready", and every write failed: no leader */
+        snprintf(err, errlen, "--dev is a single server: it takes neither --join nor "
+                              "--bootstrap-expect (give each server a --data-dir)");
+        return REG_ECONFIG;
+    }
     if (strcmp(c->acl_default_policy, "allow") != 0 && strcmp(c->acl_default_policy, "deny") != 0) {
         snprintf(err, errlen, "acl_default_policy: \"%.60s\" is neither allow nor deny",
                  c->acl_default_policy);

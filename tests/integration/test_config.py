@@ -127,6 +127,8 @@ class ConfigTest(unittest.TestCase):
         for args, why in ((["--dev", "--http-addr", "1.2.3.4"], "--http-addr"),
                           (["--dev", "--no-such-flag"], "--no-such-flag"),
                           (["--dev", "--http-workers", "65"], "--http-workers: 65"),
+                          (["--dev", "--join", "127.0.0.1:1"], "single server"),
+                          (["--dev", "--bootstrap-expect", "3"], "single server"),
                           (["--dev", "--acl-default-policy", "x"], "--acl-default-policy: "),
                           (["--dev", "--log-level", "loud"], "--log-level"),
                           (["--dev", "--check-deregister-min", "soon"], "--check-deregister-min"),
