@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -837,6 +838,17 @@ static int cmd_call(struct ctl *x)
         else if (strcmp(a, "-H") == 0) {
             if (nheaders == CALL_MAX_HEADERS || strchr(v, ':') == NULL || strpbrk(v, "\r\n"))
                 return usage_error("call: -H wants \"Name: value\" (at most %d)", CALL_MAX_HEADERS);
+            /* the request's framing is registryctl's own: a second Host or
+             * a Content-Length against the body would make it ambiguous */
+            static const char *const framing[] = {"Host", "Content-Length", "Transfer-Encoding",
+                                                  "Connection"};
+            size_t nl = strcspn(v, ":");
+            while (nl > 0 && (v[nl - 1] == ' ' || v[nl - 1] == '\t'))
+                nl--;
+            for (size_t f = 0; f < sizeof(framing) / sizeof(framing[0]); f++)
+                if (strlen(framing[f]) == nl && strncasecmp(v, framing[f], nl) == 0)
+                    return usage_error("call: -H %s: registryctl sets that header itself",
+                                       framing[f]);
             headers[nheaders++] = v;
         } else if (strcmp(a, "--strategy") == 0)
             strategy = v;

@@ -156,6 +156,11 @@ class CliTest(unittest.TestCase):
                      ["deregister"], ["--http-addr", "nonsense", "services"],
                      # an empty one (an unset shell variable) talked to 127.0.0.1:8500
                      ["--http-addr", "", "services"], ["--http-addr=", "services"],
+                     # framing is registryctl's own: a second Host, or a
+                     # Content-Length against the body, was sent as given
+                     ["call", "web", "-H", "Host: evil"],
+                     ["call", "web", "-H", "transfer-encoding: chunked", "-d", "x"],
+                     ["call", "web", "-H", "Content-Length : 5", "-d", "abc"],
                      ["services", "extra"]):
             rc, out, err = self.d.ctl(*args)
             self.assertEqual(rc, 2, (args, out, err))
