@@ -463,8 +463,10 @@ static int setter_rate(const struct conf_key *k, void *field, const char *v, cha
     (void)k;
     char *end;
     double d = strtod(v, &end);
-    if (end == v || *end != '\0' || !(d >= 0.0 && d <= 1000000.0)) {
-        msgf(msg, len, "\"%s\" is not a rate between 0 (no limit) and 1000000 per second", v);
+    /* a rate under one a minute is no rate: one request, then 429s for a day */
+    if (end == v || *end != '\0' || !(d == 0.0 || (d >= 1.0 / 60 && d <= 1000000.0))) {
+        msgf(msg, len, "\"%s\" is not 0 (no limit) or a rate from 1/60 to 1000000 per second",
+             v);
         return REG_ECONFIG;
     }
     *(double *)field = d;

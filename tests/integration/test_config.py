@@ -128,6 +128,8 @@ class ConfigTest(unittest.TestCase):
                           (["--dev", "--no-such-flag"], "--no-such-flag"),
                           (["--dev", "--http-workers", "65"], "--http-workers: 65"),
                           (["--dev", "--join", "127.0.0.1:1"], "single server"),
+                          # one request, then 429s with Retry-After: 86401
+                          (["--dev", "--http-read-rate", "1e-300"], "1/60"),
                           (["--dev", "--bootstrap-expect", "3"], "single server"),
                           (["--dev", "--acl-default-policy", "x"], "--acl-default-policy: "),
                           (["--dev", "--log-level", "loud"], "--log-level"),
