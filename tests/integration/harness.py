@@ -5,6 +5,7 @@ Binaries come from the environment (REGISTRYD, REGISTRYCTL, set by CMake) or
 default to the build tree next to this checkout.
 """
 import http.client
+import http.server
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +43,40 @@ def sanitized_binary(path=None):
     allocator keeps freed memory in quarantine: memory figures mean little)."""
     with open(path or REGISTRYD, "rb") as f:
         return b"libasan.so" in f.read()
+
+
+class CannedServer:
+    """A loopback HTTP server posing as a registry (or anything else): every
+    GET is answered with answer() -> (body bytes, {header: value}), status
+    200; hits holds when each came. A context manager; addr is HOST:PORT."""
+
+    def __init__(self, answer):
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                hits.append(time.monotonic())
+                body, headers = answer()
+                self.send_response(200)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.addr = "127.0.0.1:%d" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.srv.shutdown()
+        self.srv.server_close()
 
 
 def free_port(addr="127.0.0.1", kind=None):

@@ -5,7 +5,7 @@ import os
 import tempfile
 import unittest
 
-from harness import REGISTRYCTL, Registryd, free_port
+from harness import REGISTRYCTL, CannedServer, Registryd, free_port
 import subprocess
 
 
@@ -78,30 +78,14 @@ class CliTest(unittest.TestCase):
     def test_snapshot_save_refuses_what_is_not_a_snapshot(self):
         """An empty, foreign or cut answer to GET /v1/snapshot was 'saved'
         (exit 0): a backup that could never be restored."""
-        import http.server
-        import threading
-        bodies = [b"", b"{\"not\": \"a snapshot\"}" * 4, b"RSNAP002\x02\0\0\0\x28\0\0\0" + b"\0" * 80]
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = bodies.pop(0)
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        self.addCleanup(srv.server_close)
-        self.addCleanup(srv.shutdown)
+        bodies = [b"", b"{\"not\": \"a snapshot\"}" * 4,
+                  b"RSNAP002\x02\0\0\0\x28\0\0\0" + b"\0" * 80]
+        srv = CannedServer(lambda: (bodies.pop(0), {}))
+        self.addCleanup(srv.__exit__)
         with tempfile.TemporaryDirectory() as tmp:
             out_file = os.path.join(tmp, "backup.snap")
             for why in ("shorter", "not a registryd snapshot", "cut short"):
-                rc, out, err = self.d.ctl("--http-addr", "127.0.0.1:%d" % srv.server_address[1],
-                                          "snapshot", "save", out_file)
+                rc, out, err = self.d.ctl("--http-addr", srv.addr, "snapshot", "save", out_file)
                 self.assertEqual(rc, 1, (out, err))
                 self.assertIn(why, err)
                 self.assertFalse(os.path.exists(out_file))

@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from harness import REGISTRYCTL, Registryd, free_port
+from harness import REGISTRYCTL, CannedServer, Registryd, free_port
 
 
 class Watch:
@@ -60,35 +60,16 @@ class ClientTest(unittest.TestCase):
         one: a proxy that strips it) was asked again at once: 1,300-4,000
         requests in 3 s. Now at most one a second."""
         for index in (None, "0", "7"):
-            hits = []
-
-            class H(http.server.BaseHTTPRequestHandler):
-                def do_GET(self):
-                    hits.append(time.monotonic())
-                    body = b"[]"
-                    self.send_response(200)
-                    if index is not None:
-                        self.send_header("X-Consul-Index", index)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-
-                def log_message(self, *a):
-                    pass
-
-            srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-            threading.Thread(target=srv.serve_forever, daemon=True).start()
-            w = Watch("127.0.0.1:%d" % srv.server_address[1], "api")
-            try:
-                self.assertEqual(w.next()[1]["Instances"], [])
-                time.sleep(3)
-            finally:
-                w.stop()
-                srv.shutdown()
-                srv.server_close()
-            self.assertGreaterEqual(len(hits), 2, index)
-            self.assertLessEqual(len(hits), 5, index)
+            headers = {"X-Consul-Index": index} if index is not None else {}
+            with CannedServer(lambda: (b"[]", headers)) as srv:
+                w = Watch(srv.addr, "api")
+                try:
+                    self.assertEqual(w.next()[1]["Instances"], [])
+                    time.sleep(3)
+                finally:
+                    w.stop()
+            self.assertGreaterEqual(len(srv.hits), 2, index)
+            self.assertLessEqual(len(srv.hits), 5, index)
 
     def test_watch_of_an_unreachable_server_says_so(self):
         # it printed nothing, for ever, until a first list came
@@ -115,26 +96,12 @@ class ClientTest(unittest.TestCase):
             entry("text", port="80"), entry(""),
             {"Node": {}, "Service": {"Service": "api", "Port": 80}, "Checks": []}]).encode()
 
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("X-Consul-Index", "5")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *a):
-                pass
-
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        w = Watch("127.0.0.1:%d" % srv.server_address[1], "api")
-        try:
-            got = w.next()[1]["Instances"]
-        finally:
-            w.stop()
-            srv.shutdown()
-            srv.server_close()
+        with CannedServer(lambda: (answer, {"X-Consul-Index": "5"})) as srv:
+            w = Watch(srv.addr, "api")
+            try:
+                got = w.next()[1]["Instances"]
+            finally:
+                w.stop()
         self.assertEqual([(i["ID"], i["Port"]) for i in got], [("good", 80)])
 
     def test_watch_sees_changes_within_a_second_and_fails_static(self):
