@@ -267,8 +267,6 @@ static int check_instance(struct vctx *v, json_t *r)
         (rc = want_string_map(v, r, "NodeMeta")) ||
         (rc = want_string_map(v, r, "NodeTaggedAddresses")))
         return rc;
-    if (strncmp(json_string_value(json_object_get(r, "ID")), "_node:", 6) == 0)
-        return bad(v, "field ID holds the prefix of a node's own checks");
     json_t *tags = json_object_get(r, "Tags"), *x;
     size_t i;
     if (!json_is_array(tags))
