@@ -836,7 +836,8 @@ static int cmd_call(struct ctl *x)
         else if (strcmp(a, "-d") == 0)
             data = v;
         else if (strcmp(a, "-H") == 0) {
-            if (nheaders == CALL_MAX_HEADERS || strchr(v, ':') == NULL || strpbrk(v, "\r\n"))
+            if (nheaders == CALL_MAX_HEADERS || strchr(v, ':') == NULL || strpbrk(v, "\r\n") ||
+                *v == ' ' || *v == '\t') /* a leading space continues the line before */
                 return usage_error("call: -H wants \"Name: value\" (at most %d)", CALL_MAX_HEADERS);
             /* the request's framing is registryctl's own: a second Host or
              * a Content-Length against the body would make it ambiguous */

@@ -544,12 +544,19 @@ static int setter_kvlist(const struct conf_key *k, void *field, const char *v, c
         }
     char **list = field;
     size_t pairs = *list != NULL; /* the pairs so far, one per line */
-    for (const char *p = *list; p && *p; p++) {
+    for (char *p = *list; p && *p; p++) {
         pairs += *p == '\n';
         bool line_start = p == *list || p[-1] == '\n';
-        if (line_start && strncmp(p, v, kl + 1) == 0) { /* "KEY:" again */
-            msgf(msg, len, "\"%.*s\" is given twice", (int)kl, v);
-            return REG_ECONFIG;
+        if (line_start && strncmp(p, v, kl + 1) == 0) {
+            /* "KEY:" again: the later one wins (a flag over the file), in
+             * its place, so that keys stay unique */
+            size_t old = strcspn(p, "\n");
+            char *joined;
+            if (asprintf(&joined, "%.*s%s%s", (int)(p - *list), *list, v, p + old) < 0)
+                return REG_ENOMEM;
+            free(*list);
+            *list = joined;
+            return 0;
         }
     }
     if (pairs >= 64) {

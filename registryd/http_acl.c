@@ -280,7 +280,10 @@ int http_acl_check(struct http_req *r)
         /* the internal routes answer servers: without TLS (which checked
          * the certificate) they show cluster_key_file's proof, as the
          * outer token of a forwarded request or as any client's */
-        bool internal = r->forwarded || strncmp(r->route->path, "/v1/internal/", 13) == 0;
+        /* raft/self only reads what /v1/operator/raft/configuration shows
+         * anyone (registryctl leave asks it who it talks to) */
+        bool internal = r->forwarded || (strncmp(r->route->path, "/v1/internal/", 13) == 0 &&
+                                         strcmp(r->route->path, "/v1/internal/raft/self") != 0);
         if (internal && !tls_enabled() &&
             !acl_internal_caller_ok(r->forwarded ? header(r, "X-Consul-Token") : client_token(r)))
             return http_fail(r, 403, "Permission denied: internal routes answer only servers "

@@ -220,7 +220,9 @@ static void health_answer(struct http_req *r, int code, const char *reason, json
     evhttp_add_header(evhttp_request_get_output_headers(r->req), "X-Consul-Reason", reason);
     if (text_format(r)) {
         json_decref(body);
-        http_finish_json_code(r, code, json_string(reason), "text/plain");
+        /* the reason may hold the path's bytes as they came (not UTF-8) */
+        http_finish_json_code(r, code, json_stringn_nocheck(reason, strlen(reason)),
+                              "text/plain");
     } else {
         http_finish_json_code(r, code, body, "application/json");
     }

@@ -165,6 +165,8 @@ static void do_remove_peer(struct http_req *r)
             member_votes = st.servers[i].voter;
         }
     }
+    if (st.n_servers == 0 && member == st.self_id)
+        known = 1; /* no configuration known yet: this server is all there is */
     if (!known) {
         http_fail(r, 404, "No raft peer with id %llu in the configuration",
                   (unsigned long long)member);

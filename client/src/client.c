@@ -794,7 +794,8 @@ static char *dup_str(json_t *v)
 }
 
 /* Whether an entry of /v1/health/service can be picked: an ID (not one
- * seen before; it is added to seen), a Port of 0-65535 and weights of
+ * seen before on its node, as Consul keys instances by node and ID; it is
+ * added to seen), a Port of 0-65535 and weights of
  * 0-INT32_MAX when given. A value past them was truncated into another
  * (a port of 2^40+80 became 80, a weight of 2^32+3 became 3). */
 static bool usable_entry(json_t *entry, json_t *seen)
@@ -802,7 +803,11 @@ static bool usable_entry(json_t *entry, json_t *seen)
     json_t *svc = json_object_get(entry, "Service");
     const char *id = json_string_value(json_object_get(svc, "ID"));
     json_t *port = json_object_get(svc, "Port"), *w = json_object_get(svc, "Weights");
-    if (id == NULL || *id == '\0' || json_object_get(seen, id) != NULL)
+    const char *node = json_string_value(json_object_get(json_object_get(entry, "Node"), "Node"));
+    char key[1024];
+    if (id == NULL || *id == '\0' ||
+        snprintf(key, sizeof(key), "%s\x1f%s", node ? node : "", id) >= (int)sizeof(key) ||
+        json_object_get(seen, key) != NULL)
         return false;
     if (port != NULL && (!json_is_integer(port) || json_integer_value(port) < 0 ||
                          json_integer_value(port) > 65535))
@@ -814,7 +819,7 @@ static bool usable_entry(json_t *entry, json_t *seen)
                           json_integer_value(v) > INT32_MAX))
             return false;
     }
-    return json_object_set_new(seen, id, json_true()) == 0;
+    return json_object_set_new(seen, key, json_true()) == 0;
 }
 
 static int fill_instance(json_t *entry, struct reg_instance *in)

@@ -199,7 +199,8 @@ static void *watch_thread(void *arg)
         /* no progress, and answered before the wait was out: it did not
          * block; ask again no sooner than the wait or NO_PROGRESS_MIN_MS */
         uint64_t took = mono_ms() - asked;
-        uint64_t least = w->wait_ms < NO_PROGRESS_MIN_MS ? w->wait_ms : NO_PROGRESS_MIN_MS;
+        uint64_t least = w->wait_ms > 0 && w->wait_ms < NO_PROGRESS_MIN_MS ? w->wait_ms
+                                                                           : NO_PROGRESS_MIN_MS;
         if ((new_index == 0 || new_index == index) && took < least &&
             nap(w, (int)(least - took)))
             break;

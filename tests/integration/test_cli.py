@@ -145,6 +145,7 @@ class CliTest(unittest.TestCase):
                      ["call", "web", "-H", "Host: evil"],
                      ["call", "web", "-H", "transfer-encoding: chunked", "-d", "x"],
                      ["call", "web", "-H", "Content-Length : 5", "-d", "abc"],
+                     ["call", "web", "-H", " Host: evil"],  # a folded line
                      ["services", "extra"]):
             rc, out, err = self.d.ctl(*args)
             self.assertEqual(rc, 2, (args, out, err))

@@ -84,13 +84,16 @@ class ClientTest(unittest.TestCase):
         """Port and weight were cast to int as they came (a port of 2^40+80
         was called on port 80, a weight of 2^32+3 weighed 3) and two entries
         of one ID were two instances."""
-        def entry(sid, port=80, weights=None):
+        def entry(sid, port=80, weights=None, node="n1"):
             svc = {"ID": sid, "Service": "api", "Address": "127.0.0.1", "Port": port}
             if weights is not None:
                 svc["Weights"] = weights
-            return {"Node": {"Address": "127.0.0.1"}, "Service": svc, "Checks": []}
+            return {"Node": {"Node": node, "Address": "127.0.0.1"}, "Service": svc,
+                    "Checks": []}
         answer = json.dumps([
-            entry("good"), entry("good", port=81), entry("neg", port=-1),
+            # an ID is unique per node (Consul): "good" on n2 is another
+            entry("good"), entry("good", port=81), entry("good", port=82, node="n2"),
+            entry("neg", port=-1),
             entry("big", port=70000), entry("wrap", port=2 ** 40 + 80),
             entry("heavy", weights={"Passing": 2 ** 32 + 3, "Warning": 1}),
             entry("text", port="80"), entry(""),
@@ -102,7 +105,7 @@ class ClientTest(unittest.TestCase):
                 got = w.next()[1]["Instances"]
             finally:
                 w.stop()
-        self.assertEqual([(i["ID"], i["Port"]) for i in got], [("good", 80)])
+        self.assertEqual([(i["ID"], i["Port"]) for i in got], [("good", 80), ("good", 82)])
 
     def test_watch_sees_changes_within_a_second_and_fails_static(self):
         self.register("api-1", 1)
