@@ -69,7 +69,8 @@ class ClientTest(unittest.TestCase):
                 finally:
                     w.stop()
             self.assertGreaterEqual(len(srv.hits), 2, index)
-            self.assertLessEqual(len(srv.hits), 5, index)
+            # the first two come at once where an index first shows (0 -> 7)
+            self.assertLessEqual(len(srv.hits), 6, index)
 
     def test_watch_of_an_unreachable_server_says_so(self):
         # it printed nothing, for ever, until a first list came
