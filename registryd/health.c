@@ -239,8 +239,10 @@ static void report(struct hcheck *c, int status, char *output)
         h->transitions++;
         if (status == ST_CRITICAL)
             h->to_critical++;
+        char qc[2 * STORE_OWNER_MAX + 3], qs[2 * STORE_OWNER_MAX + 3];
         log_info("health", "msg=\"check status changed\" check=%s service=%s from=%s to=%s",
-                 c->id, c->service_id, status_names[effective], status_names[status]);
+                 log_quote(c->id, qc, sizeof(qc)), log_quote(c->service_id, qs, sizeof(qs)),
+                 status_names[effective], status_names[status]);
     }
     c->pending = status;
     c->pending_at = now;
@@ -571,7 +573,9 @@ static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
     observe_status(c, parse_status(json_string_value(json_object_get(rec, "Status"))),
                    json_string_value(json_object_get(rec, "Output")) ?: "", true);
     uint64_t now = mono_ms();
-    log_debug("health", "msg=\"check added\" check=%s status=%s", c->id, status_names[c->status]);
+    char qc[2 * STORE_OWNER_MAX + 3];
+    log_debug("health", "msg=\"check added\" check=%s status=%s", log_quote(c->id, qc, sizeof(qc)),
+              status_names[c->status]);
     if (c->d.type == HC_TTL) {
         set_timer(c->timer, c->d.ttl_ms);
     } else {
@@ -638,7 +642,9 @@ static int resync_instance(struct resync *rs, const char *sid, const char *name)
             if (c == NULL || strmap_put(h->by_id, c->id, c) != 0) {
                 if (c)
                     check_free(c);
-                log_error("health", "msg=\"out of memory adding check\" check=%s", cid);
+                char qc[2 * STORE_OWNER_MAX + 3];
+                log_error("health", "msg=\"out of memory adding check\" check=%s",
+                          log_quote(cid, qc, sizeof(qc)));
                 continue;
             }
             struct hlist *l = strmap_get(h->by_sid, sid);
@@ -829,7 +835,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         if (m->touch) {
             struct hcheck *c = strmap_get(h->by_id, m->key);
             if (c && c->d.type == HC_TTL) {
-                log_debug("health", "msg=\"ttl heartbeat\" check=%s", c->id);
+                char qc[2 * STORE_OWNER_MAX + 3];
+                log_debug("health", "msg=\"ttl heartbeat\" check=%s",
+                          log_quote(c->id, qc, sizeof(qc)));
                 set_timer(c->timer, c->d.ttl_ms);
             }
         } else if (m->key[0] == '\0') {
@@ -934,8 +942,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         json_t *id;
         json_array_foreach(s.ids, i, id)
         {
+            char qs[2 * STORE_OWNER_MAX + 3];
             log_info("health", "msg=\"deregistering critical instance\" service_id=%s",
-                     json_string_value(id));
+                     log_quote(json_string_value(id), qs, sizeof(qs)));
             h->deregistrations++;
             submit(h, CMD_DEREGISTER, json_pack("{s:O}", "ServiceID", id));
         }

@@ -59,6 +59,20 @@ void log_emit(enum log_level level, const char *module, const char *fmt, ...)
     fprintf(stderr, "%slevel=%s module=%s %s\n", stamp, log_level_name(level), module, msg);
 }
 
+const char *log_quote(const char *s, char *buf, size_t len)
+{
+    size_t o = 0;
+    buf[o++] = '"';
+    for (; s && *s && o + 3 < len; s++) {
+        if (*s == '"' || *s == '\\')
+            buf[o++] = '\\';
+        buf[o++] = *s;
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return buf;
+}
+
 int log_limit_pass(struct log_limit *l, unsigned long long *held)
 {
     unsigned long long now = mono_ms();

@@ -11,6 +11,8 @@
 #ifndef REGISTRYD_LOG_H
 #define REGISTRYD_LOG_H
 
+#include <stddef.h>
+
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 extern enum log_level log_threshold;
@@ -27,6 +29,10 @@ void log_init(enum log_level threshold);
 
 void log_emit(enum log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* s as one quoted value ("..." with \ and " escaped, cut to fit) in buf
+ * (len >= 3), for a name a client chose: `service=%s` with a name holding
+ * spaces or `key=value` text would make fields of its own. Returns buf. */
+const char *log_quote(const char *s, char *buf, size_t len);
 
 #define log_at(level, module, ...)                     \
     do {                                               \

@@ -911,6 +911,16 @@ class CompatTest(unittest.TestCase):
         self.assertEqual([c["CheckID"] for c in self.get(
             "/v1/health/node/" + urllib.parse.quote("ext node@1", safe=""))
             if c["CheckID"] != "serfHealth"], ["probe #1"])
+        # such a name is one quoted value in the log, not fields of its own
+        sid = 'inj level=error msg="forged'
+        self.addCleanup(self.put, "/v1/agent/service/deregister/" + urllib.parse.quote(sid, safe=""))
+        self.put("/v1/agent/service/register", {"Name": "inj", "ID": sid,  # expires: logged
+                                                "Check": {"TTL": "1s", "Status": "passing"}})
+        deadline = time.monotonic() + 10
+        want = 'service="inj level=error msg=\\"forged"'
+        while want not in self.d.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn(want, self.d.log())
         # Weights given: what is left out is Go's zero (absent: {1, 1})
         self.put("/v1/agent/service/register", {"Name": "acc", "ID": "acc-2",
                                                 "Weights": {"Passing": 5}})
