@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import unittest
 
@@ -297,7 +298,11 @@ class HttpsTest(unittest.TestCase):
 
     def test_config_errors(self):
         # a clustered server with TLS needs an HTTPS listener for the others
-        d = TlsRegistryd(self.paths, extra_args=["--bootstrap-expect", "3"])
+        # (with a data dir: --dev is a single server and takes no --bootstrap-expect)
+        tmp = tempfile.mkdtemp(prefix="registryd-test-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        d = TlsRegistryd(self.paths, data_dir=os.path.join(tmp, "d"),
+                         extra_args=["--bootstrap-expect", "3"])
         args = d.args()
         i = args.index("--https-addr")
         del args[i:i + 2]

@@ -200,7 +200,7 @@ static void test_instances(void **state)
     struct reg_instance *v = NULL;
     size_t n = 0;
     assert_int_equal(reg__parse_instances(NULL, HEALTH_ANSWER, strlen(HEALTH_ANSWER), &v, &n), 0);
-    assert_int_equal(n, 4);
+    assert_int_equal(n, 3); /* 17, not an object, has no ID to call it by: skipped */
     assert_string_equal(v[0].id, "web-1");
     assert_string_equal(v[0].service, "web");
     assert_string_equal(v[0].address, "10.0.0.1"); /* empty: the node's */
@@ -219,7 +219,6 @@ static void test_instances(void **state)
     assert_string_equal(v[2].address, "");
     assert_string_equal(v[2].tags[0], ""); /* non-strings become "" */
     assert_string_equal(v[2].meta[1], "");
-    assert_string_equal(v[3].id, ""); /* not an object: an empty instance */
     reg_instances_free(v, n);
 
     v = NULL;
