@@ -66,7 +66,8 @@ struct conf_key {
 
 static const struct conf_key conf_keys[] = {
     KEY("dev", CONF_BOOL, dev, "false", NULL,
-        "single server with its data in a fresh temporary directory, removed on exit"),
+        "single server with its data in a fresh temporary directory, removed on exit (no --join "
+        "or --bootstrap-expect)"),
     KEY("data_dir", CONF_PATH, data_dir, NULL, "DIR",
         "where the raft log, snapshots and the store live (required unless --dev)"),
     KEY("recover_from_store", CONF_BOOL, recover_from_store, "false", NULL,
@@ -151,7 +152,8 @@ static const struct conf_key conf_keys[] = {
         "listeners; more are closed as soon as accepted (0: no limit)"),
     KEY("http_read_rate", CONF_RATE, http_read_rate, "0", "PER_SECOND",
         "GET and HEAD requests served per second, all clients together, with a burst of one "
-        "second's worth; more get 429 (0: no limit; /v1/internal/ and /v1/status/ exempt)"),
+        "second's worth; more get 429 (0: no limit, else 1/60 to 1000000; /v1/internal/ and "
+        "/v1/status/ exempt)"),
     KEY("http_write_rate", CONF_RATE, http_write_rate, "0", "PER_SECOND",
         "requests with any other method served per second, as http_read_rate"),
     KEY("check_max_concurrent", CONF_UINT, check_max_concurrent, "1024", "N",

@@ -911,7 +911,8 @@ const struct http_route http_agent_routes[] = {
     {"PUT", "/v1/agent/check/update/", NULL, do_update, WATCH_NONE, NULL, false},
     /* No GET forms: GET never mutates (a web page could otherwise make a
      * browser deregister services). Consul since 1.0 answers 405 too. */
-    {"GET", "/v1/agent/services", read_agent_services, NULL, WATCH_ALL, NULL, false},
-    {"GET", "/v1/agent/checks", read_agent_checks, NULL, WATCH_ALL, NULL, false},
+    /* answered at once whatever ?index= says, as Consul's */
+    {"GET", "/v1/agent/services", read_agent_services, NULL, WATCH_CACHED, NULL, false},
+    {"GET", "/v1/agent/checks", read_agent_checks, NULL, WATCH_CACHED, NULL, false},
     {NULL, NULL, NULL, NULL, WATCH_NONE, NULL, false},
 };

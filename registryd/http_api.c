@@ -890,7 +890,7 @@ static void write_done(void *arg, int status);
 
 static void start_read(struct http_req *r)
 {
-    if (r->route->watch != WATCH_NONE && r->min_index > 0) {
+    if (r->route->watch != WATCH_NONE && r->route->watch != WATCH_CACHED && r->min_index > 0) {
         struct store_read *rd;
         if (store_read_begin(r->srv->opt.store, &rd) == 0) {
             uint64_t cur = watched_index(r, rd);
@@ -1752,9 +1752,6 @@ static void handle(struct evhttp_request *req, void *arg)
         goto fail;
     if (r->waited) /* forwarded by a follower that waited for the index */
         r->min_index = 0;
-    if (strcmp(r->route->path, "/v1/agent/services") == 0 ||
-        strcmp(r->route->path, "/v1/agent/checks") == 0)
-        r->min_index = 0; /* Consul answers these at once, whatever ?index= says */
     if (!must_forward(r)) {
         dispatch(r);
     } else if (r->route->read && leader_known(r)) {

@@ -135,6 +135,8 @@ enum http_watch_scope {
                      * answer's index is theirs) unless the request's filter,
                      * node meta or ACLs make it depend on more: then as ALL */
     WATCH_ALL,      /* wakes on any change */
+    WATCH_CACHED,   /* cached and renewed as ALL, but no blocking query:
+                     * ?index= is not waited on (Consul's agent listings) */
 };
 
 /* A handler that answers by itself, later (membership changes): it owns r
