@@ -717,7 +717,10 @@ static int require_service(struct http_req *r, struct store_read *rd)
 {
     json_t *inst;
     if (store_get_instance(rd, r->arg, &inst) != 0)
-        return http_fail(r, 404, "Unknown service ID \"%s\"", r->arg);
+        return http_fail(r, 404,
+                         "Unknown service ID \"%s\". Ensure that the service ID is passed, "
+                         "not the service name.",
+                         r->arg);
     json_decref(inst);
     return 0;
 }
@@ -756,7 +759,7 @@ static int check_update(struct http_req *r, struct store_read *rd, struct comman
 {
     json_t *check;
     if (store_get_check(rd, r->arg, &check) != 0)
-        return http_fail(r, 404, "Unknown check ID \"%s\"", r->arg);
+        return http_fail(r, 404, UNKNOWN_CHECK, r->arg);
     json_t *om = json_object_get(json_object_get(check, "Definition"), "OutputMaxSize");
     size_t limit = json_is_integer(om) && json_integer_value(om) > 0 &&
                            json_integer_value(om) < MAX_OUTPUT
@@ -768,8 +771,10 @@ static int check_update(struct http_req *r, struct store_read *rd, struct comman
                 json_is_string(json_object_get(check, "Output")) &&
                 strcmp(json_string_value(json_object_get(check, "Output")), output) == 0;
     json_decref(check);
+    /* Consul's words and code (agent.updateTTLCheck): clients re-register
+     * on this 500 and match the text (Spring Cloud Consul, go-kit) */
     if (!ttl)
-        return http_fail(r, 400, "Check \"%s\" is not a TTL check", r->arg);
+        return http_fail(r, 500, "CheckID \"%s\" does not have associated TTL", r->arg);
     health_ttl_touch(r->srv->opt.health, r->arg);
     if (same)
         return 0; /* a heartbeat that changes nothing costs no durable write */

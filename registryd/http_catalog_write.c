@@ -373,7 +373,7 @@ static int do_check_register(struct http_req *r, struct store_read *rd, struct c
         goto out;
     }
     if (store_get_instance(rd, sid, &inst) != 0) {
-        http_fail(r, 400, "ServiceID \"%s\" does not exist", sid);
+        http_fail(r, 404, "ServiceID \"%s\" does not exist", sid);
         goto out;
     }
     const char *sname = json_string_value(json_object_get(inst, "Service"));
@@ -397,7 +397,7 @@ static int do_check_deregister(struct http_req *r, struct store_read *rd, struct
 {
     json_t *check = NULL;
     if (store_get_check(rd, r->arg, &check) != 0)
-        return http_fail(r, 404, "Unknown check ID \"%s\"", r->arg);
+        return http_fail(r, 404, UNKNOWN_CHECK, r->arg);
     const char *node = json_string_value(json_object_get(check, "Node"));
     cmd->op = CMD_NODE;
     cmd->args = json_pack("{s:s, s:[s]}", "Node", node && *node ? node : http_origin_node(r),

@@ -233,6 +233,10 @@ void http_on_client_gone(struct http_server *srv, struct evhttp_connection *evco
 /* Set r->status/errmsg; returns -1 for `return http_fail(...)`. */
 int http_fail(struct http_req *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The 404 of a check ID no check has, in Consul's words (its agent's
+ * vetCheckUpdateWithAuthorizer); one %s, the ID. */
+#define UNKNOWN_CHECK                                                                        \
+    "Unknown check ID \"%s\". Ensure that the check ID is passed, not the check name."
 
 /* Query parameters: value of the last `key` (NULL: absent or bare). */
 const char *http_param(const struct http_req *r, const char *key);

@@ -158,7 +158,7 @@ CASES = [
     # without ServiceID a node's own check: still one kind of check needed
     ("PUT", "/v1/agent/check/register", '{"Name": "n"}', 400, "exactly one of TTL"),
     ("PUT", "/v1/agent/check/register", '{"Name": "n", "TTL": "10s", "ServiceID": "no-such"}',
-     400, "does not exist"),
+     404, 'ServiceID "no-such" does not exist'),
     ("PUT", "/v1/agent/check/deregister/no-such-check", None, 404, "no-such-check"),
     ("PUT", "/v1/agent/maintenance?enable=sure", None, 400, "enable"),
 ]

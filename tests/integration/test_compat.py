@@ -575,7 +575,28 @@ class CompatTest(unittest.TestCase):
         self.assertEqual(self.d.request("PUT", "/v1/agent/check/deregister/db-ttl")[0], 404)
         code, text = self.d.request("PUT", "/v1/agent/check/register",
                                     json.dumps({"Name": "x", "TTL": "5s", "ServiceID": "nope"}))
-        self.assertEqual(code, 400, text)
+        self.assertEqual((code, text.strip()), (404, 'ServiceID "nope" does not exist'))
+
+    def test_ttl_update_errors_in_consuls_words(self):
+        # Clients tell "register again" from these: Spring Cloud Consul
+        # re-registers on a 404 or a 500, go-kit and others match the text.
+        self.put("/v1/agent/check/register", {"Name": "db port", "CheckID": "db-tcp",
+                                               "ServiceID": "db-1", "TCP": "127.0.0.1:1",
+                                               "Interval": "30s"})
+        for path, body in (("/v1/agent/check/pass/db-tcp", None),
+                           ("/v1/agent/check/update/db-tcp", '{"Status": "passing"}')):
+            code, text = self.d.request("PUT", path, body)
+            self.assertEqual((code, text.strip()),
+                             (500, 'CheckID "db-tcp" does not have associated TTL'), path)
+        for path in ("/v1/agent/check/fail/gone", "/v1/agent/check/deregister/gone"):
+            code, text = self.d.request("PUT", path)
+            self.assertEqual((code, text.strip()),
+                             (404, 'Unknown check ID "gone". Ensure that the check ID is '
+                                   'passed, not the check name.'), path)
+        code, text = self.d.request("PUT", "/v1/agent/service/deregister/web")
+        self.assertEqual((code, text.strip()),
+                         (404, 'Unknown service ID "web". Ensure that the service ID is '
+                               'passed, not the service name.'))
 
     def test_node_maintenance(self):
         import consul
