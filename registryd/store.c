@@ -1682,6 +1682,111 @@ static int apply_node(struct apply_ctx *a, json_t *args)
     return touch_node(a, node, gone, gone || !json_is_object(rec) ? NULL : rec);
 }
 
+/* ---- a registration of what is already stored ------------------------
+ * Consul writes nothing for a service or check registered again as it is
+ * (state store ensureServiceTxn / ensureCheckTxn: IsSame), so that agents
+ * and registrators that register on a timer move no index and wake no
+ * blocking query. These say whether a command would change any record:
+ * each compares what apply_register / apply_node would store with what is
+ * stored, indexes aside. Anything they cannot vouch for is a change. */
+
+/* x equal to the stored rec once x takes rec's CreateIndex and ModifyIndex. */
+static bool same_but_indexes(json_t *x, json_t *rec)
+{
+    json_t *copy = json_copy(x);
+    if (copy == NULL)
+        return false;
+    json_object_set(copy, "CreateIndex", json_object_get(rec, "CreateIndex"));
+    json_object_set(copy, "ModifyIndex", json_object_get(rec, "ModifyIndex"));
+    bool same = json_equal(copy, rec);
+    json_decref(copy);
+    return same;
+}
+
+/* put_check_as(check, owner, keep_status) would store what is stored. */
+static bool check_unchanged(struct apply_ctx *a, json_t *check, const char *owner,
+                            bool keep_status)
+{
+    json_t *old = NULL, *copy = NULL;
+    char was[NODE_KEY_MAX];
+    bool same = false;
+    if (!json_is_object(check) ||
+        get_json_s(a->s, a->txn, a->s->dbi[DB_CHECKS], jstr(check, "CheckID"), &old) != 0)
+        return false;
+    store_check_owner(old, was);
+    if (strcmp(was, owner) == 0 && (copy = json_copy(check)) != NULL) {
+        if (keep_status) {
+            json_object_set(copy, "Status", json_object_get(old, "Status"));
+            json_object_set(copy, "Output", json_object_get(old, "Output"));
+        }
+        same = same_but_indexes(copy, old);
+    }
+    json_decref(copy);
+    json_decref(old);
+    return same;
+}
+
+/* apply_node(node_ops) would change nothing: the node record as stored (or
+ * kept by SkipNodeUpdate), no check deleted, every check put as stored. */
+static bool node_ops_unchanged(struct apply_ctx *a, json_t *ops)
+{
+    const char *node = jstr(ops, "Node");
+    char rkey[NODE_KEY_MAX], ckey[NODE_KEY_MAX];
+    json_t *rec = json_object_get(ops, "Record"), *stored = NULL;
+    if (!*node || json_is_true(json_object_get(ops, "Deregister")) ||
+        json_array_size(json_object_get(ops, "Delete")) > 0)
+        return false;
+    node_key(rkey, "node:", node);
+    node_key(ckey, STORE_NODE_OWNER, node);
+    bool have = get_json_s(a->s, a->txn, a->s->dbi[DB_META], rkey, &stored) == 0;
+    bool same = have && (!json_is_object(rec) ||
+                         json_is_true(json_object_get(ops, "SkipNodeUpdate")) ||
+                         json_equal(rec, stored));
+    json_decref(stored);
+    bool keep_status = !json_is_true(json_object_get(ops, "SetStatus"));
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(ops, "Put"), i, x)
+    {
+        json_t *c = same ? json_copy(x) : NULL;
+        if (c != NULL) { /* as apply_node puts it */
+            json_object_set_new(c, "ServiceID", json_string(""));
+            json_object_set_new(c, "Node", json_string(node));
+        }
+        same = c != NULL && check_unchanged(a, c, ckey, keep_status);
+        json_decref(c);
+    }
+    return same;
+}
+
+/* apply_register(args) would change nothing: svc (as it would be stored)
+ * is old, its checks are stored as they would be put, none would be
+ * dropped, and its node is as stored. */
+static bool register_unchanged(struct apply_ctx *a, json_t *args, json_t *svc, json_t *old)
+{
+    const char *id = jstr(svc, "ID");
+    json_t *checks = json_object_get(args, "Checks"), *replace = json_object_get(args, "ReplaceChecks");
+    json_t *node_ops = json_object_get(args, "NodeOps");
+    if (!same_but_indexes(svc, old) || (node_ops != NULL && !node_ops_unchanged(a, node_ops)))
+        return false;
+    bool keep_status = !json_is_true(json_object_get(args, "SetStatus"));
+    size_t i;
+    json_t *check;
+    json_array_foreach(checks, i, check) if (!check_unchanged(a, check, id, keep_status)) return false;
+    if (replace != NULL && !json_is_true(replace))
+        return true;
+    /* replacing: no stored check of the instance is left out of the new set */
+    json_t *keep = json_object(), *dropped = NULL;
+    char maint[STORE_NAME_MAX + 32];
+    snprintf(maint, sizeof(maint), "_service_maintenance:%s", id);
+    json_object_set_new(keep, maint, json_true());
+    json_array_foreach(checks, i, check) json_object_set_new(keep, jstr(check, "CheckID"), json_true());
+    bool same = instance_check_ids(a, id, keep, &dropped) == 0 && json_array_size(dropped) == 0;
+    json_decref(dropped);
+    json_decref(keep);
+    return same;
+}
+
 static int apply_register(struct apply_ctx *a, json_t *args)
 {
     json_t *svc = json_object_get(args, "Service");
@@ -1722,6 +1827,10 @@ static int apply_register(struct apply_ctx *a, json_t *args)
             json_decref(old);
             return REG_ECONFLICT;
         }
+    }
+    if (old != NULL && register_unchanged(a, args, svc, old)) {
+        json_decref(old);
+        return 0; /* the same again: no write, no index, no watcher woken */
     }
     json_object_set_new(svc, "ModifyIndex", json_integer((json_int_t)a->index));
     if ((rc = put_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, svc)) == 0)

@@ -577,6 +577,55 @@ class CompatTest(unittest.TestCase):
                                     json.dumps({"Name": "x", "TTL": "5s", "ServiceID": "nope"}))
         self.assertEqual((code, text.strip()), (404, 'ServiceID "nope" does not exist'))
 
+    def test_same_registration_again_changes_nothing(self):
+        # Consul's ensureServiceTxn/ensureCheckTxn write nothing for what is
+        # stored already: a registrator re-registering on a timer must not
+        # move the index nor wake every watcher of the service.
+        def index(service):
+            code, _, h = self.d.request_full("GET", "/v1/health/service/" + service)
+            self.assertEqual(code, 200)
+            return int(h["X-Consul-Index"])
+
+        agent = {"Name": "api", "ID": "api-1", "Port": 9000, "Tags": ["a"],
+                 "Meta": {"k": "v"}, "Check": {"TTL": "30s"},
+                 "Checks": [{"Name": "port", "TCP": "127.0.0.1:1", "Interval": "30s"}]}
+        catalog = {"Node": "ext-node", "Address": "10.0.0.9", "NodeMeta": {"r": "1"},
+                   "Service": {"ID": "pg-1", "Service": "pg", "Port": 5432},
+                   "Check": {"CheckID": "pg-alive", "Name": "alive", "ServiceID": "pg-1",
+                             "Status": "passing"}}
+        for path, body, service in (("/v1/agent/service/register", agent, "api"),
+                                    ("/v1/agent/service/register?replace-existing-checks",
+                                     agent, "api"),
+                                    ("/v1/catalog/register", catalog, "pg")):
+            with self.subTest(path=path):
+                self.put(path, body)
+                before = index(service)
+                t0 = time.monotonic()
+                # a query parked at the index: the same registration again
+                # must not wake it (it answers when its 1 s wait ends)
+                parked = subprocess.Popen(
+                    ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                     "http://127.0.0.1:%d/v1/health/service/%s?index=%d&wait=1s"
+                     % (self.d.port, service, before)], stdout=subprocess.PIPE)
+                time.sleep(0.2)
+                self.put(path, body)
+                self.assertEqual(parked.communicate(timeout=30)[0], b"200")
+                self.assertGreaterEqual(time.monotonic() - t0, 0.9)
+                self.assertEqual(index(service), before)
+        # a change is still a change: the index moves, the checks stay
+        self.put("/v1/agent/service/register", dict(agent, Port=9001))
+        self.assertGreater(index("api"), before)
+        self.assertEqual(self.get("/v1/agent/service/api-1")["Port"], 9001)
+        self.assertIn("service:api-1:2", self.get("/v1/agent/checks"))
+        before = index("pg")
+        self.put("/v1/catalog/register", dict(catalog, NodeMeta={"r": "2"}))
+        self.assertGreater(index("pg"), before)
+        before = index("pg")
+        self.put("/v1/catalog/register",
+                 dict(catalog, Check=dict(catalog["Check"], Status="critical")))
+        self.assertGreater(index("pg"), before)
+        self.assertEqual(self.get("/v1/health/checks/pg")[0]["Status"], "critical")
+
     def test_ttl_update_errors_in_consuls_words(self):
         # Clients tell "register again" from these: Spring Cloud Consul
         # re-registers on a 404 or a 500, go-kit and others match the text.
