@@ -208,11 +208,13 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
     if (!json_is_object(def))
         return http_fail(r, 400, "Request decode failed: a check must be a JSON object");
     snprintf(default_name, sizeof(default_name), "Service '%s' check", sname);
-    if (opt_string(r, def, "CheckID", NULL, STORE_NAME_MAX, &id) || (id == NULL &&
-        opt_string(r, def, "ID", default_id, STORE_NAME_MAX, &id)) ||
-        opt_string(r, def, "Name", default_name, MAX_TEXT, &name) ||
+    /* "" is unset for the ID, Name and Status, as Consul reads them (Go's
+     * zero value): serializers write "" for a field left alone */
+    if (opt_string(r, def, "CheckID", "", STORE_NAME_MAX, &id) ||
+        (*id == '\0' && opt_string(r, def, "ID", "", STORE_NAME_MAX, &id)) ||
+        opt_string(r, def, "Name", "", MAX_TEXT, &name) ||
         opt_string(r, def, "Notes", "", MAX_TEXT, &notes) ||
-        opt_string(r, def, "Status", "critical", 16, &status) ||
+        opt_string(r, def, "Status", "", 16, &status) ||
         opt_string(r, def, "HTTP", NULL, MAX_TEXT, &http_url) ||
         opt_string(r, def, "TCP", NULL, MAX_TEXT, &tcp) ||
         opt_string(r, def, "UDP", NULL, MAX_TEXT, &udp) ||
@@ -235,6 +237,12 @@ static int build_check(struct http_req *r, json_t *def, const char *sid, const c
         opt_uint(r, def, "FailuresBeforeWarning", 1000, 0, &warn) ||
         opt_uint(r, def, "OutputMaxSize", INT32_MAX, 0, &outmax))
         return -1;
+    if (*id == '\0')
+        id = default_id;
+    if (*name == '\0')
+        name = default_name;
+    if (*status == '\0')
+        status = "critical";
     if (!http_valid_name(id))
         return http_fail_name(r, "CheckID", id);
     if (http_body_scope_refused(r, def))

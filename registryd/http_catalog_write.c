@@ -128,14 +128,19 @@ int http_build_catalog_check(struct http_req *r, json_t *def, const char *sid, c
     const char *id, *name, *status, *notes, *output;
     if (!json_is_object(def))
         return http_fail(r, 400, "Request decode failed: a check must be a JSON object");
-    if (opt_str(r, def, "CheckID", NULL, STORE_NAME_MAX, &id) ||
-        (id == NULL && opt_str(r, def, "ID", default_id, STORE_NAME_MAX, &id)) ||
-        opt_str(r, def, "Name", NULL, 1024, &name) ||
-        opt_str(r, def, "Status", "critical", 16, &status) ||
+    /* "" is unset, as Consul reads these (Go's zero value) */
+    if (opt_str(r, def, "CheckID", "", STORE_NAME_MAX, &id) ||
+        (*id == '\0' && opt_str(r, def, "ID", "", STORE_NAME_MAX, &id)) ||
+        opt_str(r, def, "Name", "", 1024, &name) ||
+        opt_str(r, def, "Status", "", 16, &status) ||
         opt_str(r, def, "Notes", "", 1024, &notes) || opt_str(r, def, "Output", "", 4096, &output))
         return -1;
-    if (id == NULL && name != NULL)
-        id = name; /* Consul: CheckID defaults to Name */
+    if (*name == '\0')
+        name = NULL;
+    if (*status == '\0')
+        status = "critical"; /* the state store's default */
+    if (*id == '\0')
+        id = default_id != NULL ? default_id : name; /* Consul: CheckID defaults to Name */
     if (id == NULL || !http_valid_name(id))
         return http_fail_name(r, "CheckID", id ? id : "");
     if (strcmp(status, "passing") != 0 && strcmp(status, "warning") != 0 &&

@@ -960,6 +960,23 @@ class CompatTest(unittest.TestCase):
                 "Name": "acc", "ID": "acc-3", "Check": {
                     "HTTP": "http://127.0.0.1:1/", "Interval": "10s", "TTL": ttl}})
             self.assertEqual(self.get("/v1/agent/checks")["service:acc-3"]["Type"], "http")
+        # "" is an unset CheckID, ID, Name or Status (Go's zero value, what
+        # Java and .NET serializers send for a field left alone)
+        self.addCleanup(self.put, "/v1/agent/service/deregister/acc-4")
+        self.put("/v1/agent/service/register", {
+            "Name": "acc", "ID": "acc-4",
+            "Check": {"CheckID": "", "ID": "", "Name": "", "Status": "", "TTL": "10s"}})
+        c = self.get("/v1/agent/checks")["service:acc-4"]
+        self.assertEqual((c["Name"], c["Status"]), ("Service 'acc' check", "critical"))
+        self.addCleanup(self.put, "/v1/agent/check/deregister/acc%20beat")
+        self.put("/v1/agent/check/register", {"Name": "acc beat", "ID": "", "TTL": "10s",
+                                              "Status": ""})
+        self.assertEqual(self.get("/v1/agent/checks")["acc beat"]["Status"], "critical")
+        self.put("/v1/catalog/register", {
+            "Node": "ext-node", "Address": "10.1.1.1",
+            "Check": {"CheckID": "", "Name": "ext alive", "Status": ""}})
+        c = self.get("/v1/health/node/ext-node")
+        self.assertIn(("ext alive", "critical"), [(x["CheckID"], x["Status"]) for x in c])
         # names and IDs are any text (Consul warns of names DNS cannot
         # carry, no more), "" is a tag, and a Timeout past the Interval is
         # held to it (these were 400s: the instance was never registered)
