@@ -383,10 +383,10 @@ static void service_answer(struct http_req *r, bool *found, char hash[17], json_
 
 static void agent_service_try(struct http_req *r);
 
-static void agent_service_woken(void *arg, bool timed_out)
+static void agent_service_woken(void *arg, enum watch_why why)
 {
     struct http_req *r = arg;
-    if (timed_out)
+    if (why != WATCH_CHANGED)
         r->wait_ms = 0; /* answer now, whatever it is */
     agent_service_try(r);
 }
@@ -401,8 +401,9 @@ static void agent_service_try(struct http_req *r)
     const char *want = http_param(r, "hash");
     double waited_ms = (mono_seconds() - r->started) * 1000.0;
     uint64_t left = (double)r->wait_ms > waited_ms ? (uint64_t)((double)r->wait_ms - waited_ms) : 0;
-    bool same = want != NULL ? found && strcmp(want, hash) == 0
-                             : r->min_index > 0 && index <= r->min_index;
+    /* only ?hash= blocks here: Consul's AgentService ignores ?index= (a Go
+     * client reusing its QueryOptions waited out its whole wait) */
+    bool same = want != NULL && found && strcmp(want, hash) == 0;
     if (same && left > 0 &&
         watch_park(r->srv->opt.watch, WATCH_ON_ALL, NULL, left, agent_service_woken, r, NULL) == 0) {
         json_decref(body);

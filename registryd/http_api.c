@@ -810,7 +810,7 @@ static void answer_read(struct http_req *r, struct store_read *rd)
  * is left of the wait (a node-wide change wakes every query; a query parked
  * at an index it read after the change was applied is woken by that change
  * too). */
-static void woken(void *arg, bool timed_out)
+static void woken(void *arg, enum watch_why why)
 {
     struct http_req *r = arg;
     struct store_read *rd = NULL;
@@ -819,8 +819,9 @@ static void woken(void *arg, bool timed_out)
         event_free(r->gone);
         r->gone = NULL;
     }
-    bool over = timed_out; /* else not known when the store cannot be read */
-    if (!timed_out && store_read_begin(r->srv->opt.store, &rd) == 0) {
+    /* a restore answers every query at once, whatever its index says */
+    bool over = why != WATCH_CHANGED; /* else not known when the store cannot be read */
+    if (!over && store_read_begin(r->srv->opt.store, &rd) == 0) {
         uint64_t cur = watched_index(r, rd);
         double left_ms = (r->wait_until - mono_seconds()) * 1e3;
         if ((cur ? cur : 1) <= r->min_index && left_ms >= 1) {

@@ -2074,6 +2074,25 @@ static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned 
  * goes backwards, so that blocking queries see the change. A restore in the
  * raft log may predate the checksummed format (SNAP_LEGACY_OK); its records
  * are validated all the same, and a refused one changes nothing. */
+/* Every service name changed at index (a restore): the snapshot's own
+ * indexes may equal, or fall below, what readers saw of a name before it,
+ * and a reader that keeps an answer while the name's index stands (DNS)
+ * would keep the old one, a blocking query park again. */
+static int names_all_changed(struct store *s, MDB_txn *txn, uint64_t index)
+{
+    MDB_cursor *cur;
+    MDB_val k, v = {sizeof(index), &index};
+    int rc = mdb_cursor_open(txn, s->dbi[DB_NAMES], &cur);
+    if (rc != 0)
+        return rc;
+    for (rc = mdb_cursor_get(cur, &k, NULL, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, NULL, MDB_NEXT))
+        if ((rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT)) != 0)
+            break;
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 static int apply_restore(struct store *s, const void *data, size_t len,
                          struct store_change *chg)
 {
@@ -2096,7 +2115,8 @@ static int apply_restore(struct store *s, const void *data, size_t len,
     uint64_t after = get_u64(txn, s->dbi[DB_META], "index");
     uint64_t index = after > before ? after : before + 1;
     if ((rc = put_u64(txn, s->dbi[DB_META], "index", index)) != 0 ||
-        (rc = put_u64(txn, s->dbi[DB_DERIVED], SERVICES_INDEX_KEY, index)) != 0) {
+        (rc = put_u64(txn, s->dbi[DB_DERIVED], SERVICES_INDEX_KEY, index)) != 0 ||
+        (rc = names_all_changed(s, txn, index)) != 0) {
         mdb_txn_abort(txn);
         return lmdb_fail("put index", rc);
     }

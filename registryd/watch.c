@@ -77,20 +77,20 @@ static void destroy_waiter(struct watch_waiter *wt)
     free(wt);
 }
 
-static void fire(struct watch_waiter *wt, bool timed_out)
+static void fire(struct watch_waiter *wt, enum watch_why why)
 {
     watch_fire_cb cb = wt->cb;
     void *arg = wt->arg;
     unlink_waiter(wt);
     destroy_waiter(wt);
-    cb(arg, timed_out);
+    cb(arg, why);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    fire(arg, true);
+    fire(arg, WATCH_TIMEOUT);
 }
 
 int watch_park(struct watch *w, enum watch_on on, const char *key, uint64_t wait_ms,
@@ -143,7 +143,7 @@ void watch_cancel(struct watch_waiter *wt)
 }
 
 /* Fire every waiter of list *head whose key matches (NULL: all of them). */
-static void fire_list(struct watch_waiter **head, const char *key)
+static void fire_list(struct watch_waiter **head, const char *key, enum watch_why why)
 {
     /* Detach matching waiters first: callbacks may park new ones here. */
     struct watch_waiter *ready = NULL;
@@ -161,22 +161,23 @@ static void fire_list(struct watch_waiter **head, const char *key)
         }
     }
     while (ready)
-        fire(ready, false);
+        fire(ready, why);
 }
 
 void watch_notify(struct watch *w, const struct store_change *chg)
 {
+    enum watch_why why = chg->index == UINT64_MAX ? WATCH_REPLACED : WATCH_CHANGED;
     if (chg->index == UINT64_MAX || chg->many) { /* the whole store, or a node, changed */
         for (int b = 0; b < WATCH_BUCKETS; b++)
-            fire_list(&w->buckets[b], NULL);
+            fire_list(&w->buckets[b], NULL, why);
     } else {
         for (int i = 0; i < chg->n; i++)
             if (chg->names[i][0])
-                fire_list(&w->buckets[hash_key(chg->names[i])], chg->names[i]);
+                fire_list(&w->buckets[hash_key(chg->names[i])], chg->names[i], why);
     }
     if (chg->index == UINT64_MAX || chg->services)
-        fire_list(&w->names, NULL);
-    fire_list(&w->global, NULL);
+        fire_list(&w->names, NULL, why);
+    fire_list(&w->global, NULL, why);
 }
 
 /* A change on its way to a watch (watch_notify_via). */
@@ -217,9 +218,9 @@ void watch_close(struct watch *w)
 {
     w->closed = true;
     for (int b = 0; b < WATCH_BUCKETS; b++)
-        fire_list(&w->buckets[b], NULL);
-    fire_list(&w->names, NULL);
-    fire_list(&w->global, NULL);
+        fire_list(&w->buckets[b], NULL, WATCH_CHANGED);
+    fire_list(&w->names, NULL, WATCH_CHANGED);
+    fire_list(&w->global, NULL, WATCH_CHANGED);
 }
 
 void watch_free(struct watch *w)

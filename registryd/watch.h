@@ -27,8 +27,16 @@ struct store_change;
 struct watch;
 struct watch_waiter;
 
-/* Called once: the watched thing changed (timed_out false) or wait expired. */
-typedef void (*watch_fire_cb)(void *arg, bool timed_out);
+/* Why a waiter fired. */
+enum watch_why {
+    WATCH_CHANGED,  /* what it watches changed (or may have: recheck) */
+    WATCH_TIMEOUT,  /* its wait expired */
+    WATCH_REPLACED, /* the whole store was replaced (a restore): answer at once,
+                     * as Consul abandons every blocking query then */
+};
+
+/* Called once, with why it fired. */
+typedef void (*watch_fire_cb)(void *arg, enum watch_why why);
 
 int watch_new(struct event_base *base, struct watch **out) REG_MUSTCHECK;
 /* Fires every waiter (so each request gets its reply); from then on

@@ -897,10 +897,10 @@ class CompatTest(unittest.TestCase):
         self.assertEqual(h["Content-Type"], "application/json")
 
     def test_agent_listings_do_not_block(self):
-        # Consul's AgentServices/AgentChecks ignore ?index= (only
-        # /v1/agent/service/:id blocks, on ?hash=): a Go client reusing its
-        # QueryOptions waited here for the whole wait
-        for path in ("/v1/agent/services", "/v1/agent/checks"):
+        # Consul's AgentServices/AgentChecks ignore ?index=, and AgentService
+        # blocks on ?hash= only: a Go client reusing its QueryOptions waited
+        # here for the whole wait
+        for path in ("/v1/agent/services", "/v1/agent/checks", "/v1/agent/service/web-1"):
             t0 = time.monotonic()
             code, _ = self.d.request("GET", path + "?index=999999&wait=5s")
             self.assertEqual(code, 200)

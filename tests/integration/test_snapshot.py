@@ -153,6 +153,56 @@ def repeat_link(recs):
     return out
 
 
+class RestoreReachesReadersTest(unittest.TestCase):
+    """A restore is seen at once by DNS and by parked blocking queries. Two
+    fresh servers give "web" the same index (2); the restored one kept
+    answering DNS from its cache of the old instance, and a query parked at
+    a later index parked again for its whole wait."""
+
+    def test_dns_and_blocking_queries_see_a_restore(self):
+        import subprocess
+        import time
+        a = Registryd(extra_args=["--dns-workers", "2"]).start()
+        self.addCleanup(a.stop)
+        b = Registryd().start()
+        self.addCleanup(b.stop)
+        for d, addr in ((a, "10.0.0.1"), (b, "192.168.9.9")):
+            status, text = d.request("PUT", REG, json.dumps(
+                {"Name": "web", "ID": "web1", "Address": addr, "Port": 80}))
+            self.assertEqual(status, 200, text)
+
+        def dig():
+            p = subprocess.run(["dig", "-p", str(a.dns_port), "@127.0.0.1", "+short",
+                                "+time=2", "+tries=1", "web.service.registry", "A"],
+                               capture_output=True, text=True, timeout=20)
+            return p.stdout.split()
+
+        for _ in range(12):  # each DNS worker's cache holds web (random source ports)
+            self.assertEqual(dig(), ["10.0.0.1"])
+        with urllib.request.urlopen("http://%s/v1/snapshot" % b.addr, timeout=30) as r:
+            snap = r.read()
+        # a query parked on web past web's index in the snapshot (2)
+        status, text = a.request("PUT", REG, json.dumps({"Name": "web", "ID": "web2",
+                                                         "Address": "10.0.0.2"}))
+        self.assertEqual(status, 200, text)
+        _, _, h = a.request_full("GET", "/v1/health/service/web")
+        parked = subprocess.Popen(
+            ["curl", "-s", "-m", "25", "-D", "-", "-o", "/dev/null",
+             "http://%s/v1/health/service/web?index=%s&wait=20s" % (a.addr, h["X-Consul-Index"])],
+            stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        status, text = a.request("PUT", "/v1/snapshot", snap)
+        self.assertEqual(status, 200, text)
+        head = parked.communicate(timeout=30)[0]
+        self.assertLess(time.monotonic() - t0, 5, "the parked query waited out its wait")
+        self.assertIn("200", head.splitlines()[0])
+        got = json.loads(a.request("GET", "/v1/health/service/web")[1])
+        self.assertEqual([x["Service"]["Address"] for x in got], ["192.168.9.9"])
+        for _ in range(12):
+            self.assertEqual(dig(), ["192.168.9.9"])
+
+
 class LargeSnapshotTest(unittest.TestCase):
     def test_round_trip_through_registryctl(self):
         import bigstore

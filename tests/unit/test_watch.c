@@ -1,8 +1,9 @@
 /* Unit tests for watch.c: which waiters a change wakes. A waiter of one
  * name wakes for that name only; a waiter of the names list wakes when the
  * change moved the list (or the whole store changed), not for a status
- * change; a catalog-wide waiter wakes for every change; a timeout fires
- * with timed_out set; a closed watch refuses to park. */
+ * change; a catalog-wide waiter wakes for every change; each fires with
+ * why (a change, its timeout, a restore's replaced store); a closed watch
+ * refuses to park. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -19,14 +20,14 @@
 
 struct fired {
     int count;
-    bool timed_out;
+    enum watch_why why;
 };
 
-static void on_fire(void *arg, bool timed_out)
+static void on_fire(void *arg, enum watch_why why)
 {
     struct fired *f = arg;
     f->count++;
-    f->timed_out = timed_out;
+    f->why = why;
 }
 
 static struct store_change change_of(const char *name, bool services)
@@ -56,7 +57,7 @@ static void wakes_by_scope(void **state)
     assert_int_equal(db.count, 0);
     assert_int_equal(names.count, 0);
     assert_int_equal(all.count, 1);
-    assert_false(web.timed_out);
+    assert_int_equal(web.why, WATCH_CHANGED);
     assert_int_equal(watch_parked(w), 2);
 
     /* db got a new tag: db's and the names list's */
@@ -66,21 +67,26 @@ static void wakes_by_scope(void **state)
     assert_int_equal(names.count, 1);
     assert_int_equal(watch_parked(w), 0);
 
-    /* a restore (index UINT64_MAX) wakes the names list too */
+    /* a restore (index UINT64_MAX) wakes the names list too, and every
+     * name's waiter, saying the store was replaced */
     assert_int_equal(watch_park(w, WATCH_ON_NAMES, NULL, 60000, on_fire, &names, NULL), 0);
+    assert_int_equal(watch_park(w, WATCH_ON_NAME, "web", 60000, on_fire, &web, NULL), 0);
     struct store_change restore = {.index = UINT64_MAX};
     watch_notify(w, &restore);
     assert_int_equal(names.count, 2);
+    assert_int_equal(names.why, WATCH_REPLACED);
+    assert_int_equal(web.count, 2);
+    assert_int_equal(web.why, WATCH_REPLACED);
 
     /* a name waiter needs its name */
     assert_int_equal(watch_park(w, WATCH_ON_NAME, NULL, 60000, on_fire, &web, NULL), REG_EINVAL);
 
-    /* a timeout fires with timed_out */
+    /* a timeout fires as one */
     struct fired t = {0};
     assert_int_equal(watch_park(w, WATCH_ON_NAMES, NULL, 1, on_fire, &t, NULL), 0);
     event_base_dispatch(base);
     assert_int_equal(t.count, 1);
-    assert_true(t.timed_out);
+    assert_int_equal(t.why, WATCH_TIMEOUT);
 
     /* closing fires what is parked, then refuses */
     struct fired c = {0};
