@@ -152,7 +152,10 @@ struct dns_worker {
     struct tcp_conn *conns; /* open TCP connections, freed with the worker */
     struct strmap *cache;
     struct strmap *lower;  /* lower-case service name -> its registered spelling (malloc'd) */
-    uint64_t lower_index;  /* store index the map was built at */
+    uint64_t lower_index;  /* store_services_index the map was built at */
+    struct strmap *lower_nodes; /* the same for node names */
+    uint64_t lower_nodes_index; /* store_nodes_index that map was built at */
+    struct dns_service none;    /* what a name without instances answers (never cached) */
     uint64_t rand_state;
     struct metrics_dns_shard *metrics;
     struct store_read *rd; /* reset between questions (read_begin renews it) */
@@ -320,6 +323,17 @@ static struct dns_service *lookup_service(struct dns_worker *w, struct store_rea
                                           const char *name)
 {
     uint64_t index = store_name_index(rd, name);
+    if (index == 0) {
+        /* no such name: not cached, so that queries for names that do not
+         * exist (a flood of random ones) never push out those that do */
+        struct dns_service *cached = w->cache ? strmap_get(w->cache, name) : NULL;
+        if (cached != NULL) {
+            strmap_del(w->cache, name);
+            service_free(cached);
+        }
+        w->none = (struct dns_service){.name = (char *)"", .index = 0};
+        return &w->none;
+    }
     if (w->cache == NULL && (w->cache = strmap_new()) == NULL)
         return NULL; /* its restart failed (out of memory): try again */
     struct dns_service *svc = strmap_get(w->cache, name);
@@ -361,20 +375,56 @@ static void lower_free_entry(const char *key, void *value, void *arg)
     free(value);
 }
 
+/* store_name_cb: name into the map arg, under its lower-case spelling. */
 static int add_lower(const char *name, void *arg)
 {
-    struct dns_worker *w = arg;
+    struct strmap *map = arg;
     char low[STORE_NAME_MAX + 1];
     size_t i = 0;
     for (; name[i] && i < STORE_NAME_MAX; i++)
         low[i] = (char)tolower((unsigned char)name[i]);
     low[i] = '\0';
-    if (strmap_get(w->lower, low) != NULL)
+    if (strmap_get(map, low) != NULL)
         return 0; /* two spellings of one name: the first (in byte order) answers */
     char *copy = strdup(name);
-    if (copy == NULL || strmap_put(w->lower, low, copy) != 0)
+    if (copy == NULL || strmap_put(map, low, copy) != 0)
         free(copy);
     return 0;
+}
+
+/* A lower-case map (NULL: none) emptied and freed. */
+static void lower_map_free(struct strmap *map)
+{
+    if (map != NULL)
+        strmap_each(map, lower_free_entry, NULL);
+    strmap_free(map);
+}
+
+/* The node named lname ignoring case (a query's name is lower case; a node
+ * may be "Web-01"), as registered; NULL: no such node. The map is rebuilt
+ * only when the set of node names changed: a query for a node that does
+ * not exist costs one lookup in it, never a walk of the store. */
+static const char *node_canonical(struct dns_worker *w, struct store_read *rd,
+                                  const char *lname)
+{
+    uint64_t index = store_nodes_index(rd);
+    if (w->lower_nodes == NULL || w->lower_nodes_index != index) {
+        lower_map_free(w->lower_nodes);
+        if ((w->lower_nodes = strmap_new()) == NULL)
+            return NULL;
+        w->lower_nodes_index = index;
+        if (store_each_node_name(rd, add_lower, w->lower_nodes) != 0) {
+            lower_map_free(w->lower_nodes); /* partial: not kept */
+            w->lower_nodes = NULL;
+            return NULL;
+        }
+    }
+    char low[STORE_NAME_MAX + 1];
+    size_t i = 0;
+    for (; lname[i] && i < STORE_NAME_MAX; i++)
+        low[i] = (char)tolower((unsigned char)lname[i]);
+    low[i] = '\0';
+    return strmap_get(w->lower_nodes, low);
 }
 
 /* The instances of the service whose name is `lname` ignoring case (the
@@ -394,16 +444,16 @@ static struct dns_service *lookup_service_ci(struct dns_worker *w, struct store_
             if (other == NULL || other->total > 0)
                 return other;
         }
-        if (pass == 1 || (w->lower != NULL && w->lower_index == store_index(rd)))
+        /* rebuilt when the names changed, not at every write: a miss costs
+         * a walk of every name only once per change to the list */
+        if (pass == 1 || (w->lower != NULL && w->lower_index == store_services_index(rd)))
             break;
-        if (w->lower != NULL)
-            strmap_each(w->lower, lower_free_entry, NULL);
-        strmap_free(w->lower);
+        lower_map_free(w->lower);
         w->lower = strmap_new();
         if (w->lower == NULL)
             return NULL;
-        w->lower_index = store_index(rd);
-        store_each_name(rd, add_lower, w);
+        w->lower_index = store_services_index(rd);
+        store_each_name(rd, add_lower, w->lower);
     }
     return lookup_service(w, rd, lname); /* the cache entry may have moved */
 }
@@ -784,8 +834,6 @@ struct node_find {
     char node[STORE_NAME_MAX + 1]; /* the node's own name, as found */
     char addr[STORE_NAME_MAX + 1];
     bool found;
-    bool all;                          /* look at every record given, keep the */
-    char min_id[STORE_NAME_MAX + 1];   /* one of the smallest instance ID */
 };
 
 static int find_node(json_t *rec, void *arg)
@@ -793,16 +841,12 @@ static int find_node(json_t *rec, void *arg)
     struct node_find *f = arg;
     const char *node = json_string_value(json_object_get(rec, "Node"));
     const char *addr = json_string_value(json_object_get(rec, "NodeAddress"));
-    const char *id = json_string_value(json_object_get(rec, "ID"));
     if (node == NULL || addr == NULL || strcasecmp(node, f->name) != 0)
-        return 0;
-    if (f->all && f->found && (id == NULL || strcmp(id, f->min_id) >= 0))
         return 0;
     snprintf(f->node, sizeof(f->node), "%s", node);
     snprintf(f->addr, sizeof(f->addr), "%s", addr);
-    snprintf(f->min_id, sizeof(f->min_id), "%s", id ? id : "");
     f->found = true;
-    return f->all ? 0 : 1;
+    return 1; /* the first: the smallest instance ID (store_each_instance_on's order) */
 }
 
 /* NODE.node[.DC].DOMAIN: the node's address. */
@@ -815,20 +859,16 @@ static void answer_node(struct answer *a, struct store_read *rd, const char *nam
         snprintf(f.addr, sizeof(f.addr), "%s", s->opt.node_addr);
         f.found = true;
     }
-    json_t *rec = NULL; /* a node registered through the catalog */
-    if (!f.found && store_find_node(rd, name, &rec) == 0)
+    /* DNS names ignore case, node names do not: the node's own spelling
+     * first (node_canonical), then its catalog record, else the instance
+     * of the smallest ID on it gives the address */
+    const char *canon = f.found ? NULL : node_canonical(a->w, rd, name);
+    json_t *rec = NULL;
+    if (canon != NULL && store_find_node(rd, canon, &rec) == 0)
         find_node(rec, &f);
     json_decref(rec);
-    /* A node some instance is on: its instance of the smallest ID gives
-     * the address. DNS names ignore case, node names do not: a node named
-     * as asked (lower case, the common case) is one index lookup; else
-     * every node is looked at (one instance each), never every instance. */
-    if (!f.found)
-        store_each_instance_on(rd, name, find_node, &f);
-    if (!f.found) {
-        f.all = true;
-        store_each_node_instance(rd, find_node, &f);
-    }
+    if (canon != NULL && !f.found)
+        store_each_instance_on(rd, canon, find_node, &f);
     if (!f.found) {
         a->rcode = DNS_NXDOMAIN;
         return;
@@ -1505,9 +1545,8 @@ static void worker_free(struct dns_worker *w)
     if (w->cache)
         cache_clear(w);
     strmap_free(w->cache);
-    if (w->lower)
-        strmap_each(w->lower, lower_free_entry, NULL);
-    strmap_free(w->lower);
+    lower_map_free(w->lower);
+    lower_map_free(w->lower_nodes);
     metrics_dns_shard_release(w->metrics);
     store_read_end(w->rd);
     free(w->udp);

@@ -76,12 +76,17 @@ struct store {
     void *map;      /* LMDB's map of the data file (store_release_map); NULL: not found */
     size_t map_len;
     bool services_touched; /* raft thread: this apply wrote a name's summary */
+    bool nodes_touched;    /* raft thread: this apply added or removed a node */
 };
 
 /* DB_DERIVED key: the index of the last change to the service names or
  * their tags (what /v1/catalog/services answers); absent after a rebuild,
  * when store_services_index falls back to the store's own index. */
 #define SERVICES_INDEX_KEY "services_index"
+/* DB_DERIVED key: the index of the last change to the set of node names
+ * (a node's first instance or catalog record, or its last one gone);
+ * absent after a rebuild, as SERVICES_INDEX_KEY. */
+#define NODES_INDEX_KEY "nodes_index"
 
 /* Where LMDB mapped the data file: mdb_env_info names the address only
  * for MDB_FIXEDMAP, so /proc/self/maps is read for the mapping of the
@@ -968,9 +973,12 @@ static int node_file(struct store *s, MDB_txn *txn, const char *node, size_t nle
 {
     if (nlen == 0)
         return 0;
-    MDB_val k = {nlen, (void *)node}, v = {idlen, (void *)id};
+    MDB_val k = {nlen, (void *)node}, v = {idlen, (void *)id}, any;
+    bool had = mdb_get(txn, s->dbi[DB_NODE_INSTS], &k, &any) == 0;
     int rc = add ? mdb_put(txn, s->dbi[DB_NODE_INSTS], &k, &v, MDB_NODUPDATA)
                  : mdb_del(txn, s->dbi[DB_NODE_INSTS], &k, &v);
+    if (rc == 0 && (add ? !had : mdb_get(txn, s->dbi[DB_NODE_INSTS], &k, &any) != 0))
+        s->nodes_touched = true; /* a node came or went */
     return rc == MDB_KEYEXIST || rc == MDB_NOTFOUND ? 0 : rc;
 }
 
@@ -1628,12 +1636,14 @@ static int apply_node(struct apply_ctx *a, json_t *args)
         return REG_EINVAL;
     node_key(rkey, "node:", node);
     node_key(ckey, STORE_NODE_OWNER, node);
-    json_t *rec = json_object_get(args, "Record"), *stored = NULL;
+    json_t *rec = json_object_get(args, "Record");
+    MDB_val nk = val_str(rkey), nv;
+    bool known = mdb_get(a->txn, a->s->dbi[DB_META], &nk, &nv) == 0;
     /* SkipNodeUpdate: a node already known keeps what it has (Consul) */
-    if (json_is_object(rec) && json_is_true(json_object_get(args, "SkipNodeUpdate")) &&
-        get_json_s(a->s, a->txn, a->s->dbi[DB_META], rkey, &stored) == 0)
+    if (json_is_object(rec) && json_is_true(json_object_get(args, "SkipNodeUpdate")) && known)
         rec = NULL;
-    json_decref(stored);
+    if (json_is_object(rec) && !known)
+        a->s->nodes_touched = true; /* a catalog node that was not */
     if (json_is_object(rec) && (rc = put_json_s(a->s, a->txn, a->s->dbi[DB_META], rkey, rec)) != 0)
         return rc;
     size_t i;
@@ -1673,6 +1683,7 @@ static int apply_node(struct apply_ctx *a, json_t *args)
         snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", ckey);
     }
     if (json_is_true(json_object_get(args, "Deregister"))) {
+        a->s->nodes_touched = true;
         snprintf(a->chg->service_id, sizeof(a->chg->service_id), "%s", ckey);
         if ((rc = drop_checks(a, ckey, NULL)) != 0 ||
             (rc = del_key(a->txn, a->s->dbi[DB_META], rkey, NULL)) != 0)
@@ -2116,6 +2127,7 @@ static int apply_restore(struct store *s, const void *data, size_t len,
     uint64_t index = after > before ? after : before + 1;
     if ((rc = put_u64(txn, s->dbi[DB_META], "index", index)) != 0 ||
         (rc = put_u64(txn, s->dbi[DB_DERIVED], SERVICES_INDEX_KEY, index)) != 0 ||
+        (rc = put_u64(txn, s->dbi[DB_DERIVED], NODES_INDEX_KEY, index)) != 0 ||
         (rc = names_all_changed(s, txn, index)) != 0) {
         mdb_txn_abort(txn);
         return lmdb_fail("put index", rc);
@@ -2168,6 +2180,7 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
     }
     struct apply_ctx a = {s, txn, get_u64(txn, s->dbi[DB_META], "index") + 1, chg};
     s->services_touched = false;
+    s->nodes_touched = false;
     /* An empty registry answers X-Consul-Index 1 (never 0, as Consul): the
      * first write is 2, so that a query blocked at ?index=1 wakes for it. */
     if (a.index < STORE_FIRST_INDEX)
@@ -2211,6 +2224,8 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
         rc = put_u64(txn, s->dbi[DB_META], "index", a.index);
     if (rc == 0 && chg->n > 0 && s->services_touched)
         rc = put_u64(txn, s->dbi[DB_DERIVED], SERVICES_INDEX_KEY, a.index);
+    if (rc == 0 && chg->n > 0 && s->nodes_touched)
+        rc = put_u64(txn, s->dbi[DB_DERIVED], NODES_INDEX_KEY, a.index);
     if (rc != 0) {
         mdb_txn_abort(txn);
         memset(chg, 0, sizeof(*chg));
@@ -2669,6 +2684,12 @@ uint64_t store_services_index(struct store_read *r)
     return v != 0 ? v : store_index(r);
 }
 
+uint64_t store_nodes_index(struct store_read *r)
+{
+    uint64_t v = get_u64(r->txn, r->s->dbi[DB_DERIVED], NODES_INDEX_KEY);
+    return v != 0 ? v : store_index(r);
+}
+
 uint64_t store_name_index(struct store_read *r, const char *name)
 {
     return get_u64(r->txn, r->s->dbi[DB_NAMES], name);
@@ -2995,6 +3016,43 @@ int store_each_name(struct store_read *r, store_name_cb cb, void *arg)
     if (stop)
         return stop;
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
+int store_each_node_name(struct store_read *r, store_name_cb cb, void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    char name[STORE_NAME_MAX + 1];
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_NODE_INSTS], &cur), stop = 0;
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !stop;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
+        size_t n = k.mv_size < STORE_NAME_MAX ? k.mv_size : STORE_NAME_MAX;
+        memcpy(name, k.mv_data, n);
+        name[n] = '\0';
+        stop = cb(name, arg);
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    if (rc != MDB_NOTFOUND)
+        return lmdb_fail("mdb_cursor_get", rc);
+    if ((rc = mdb_cursor_open(r->txn, r->s->dbi[DB_META], &cur)) != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    k = val_str("node:");
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         rc == 0 && !stop && k.mv_size > 5 && memcmp(k.mv_data, "node:", 5) == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        size_t n = k.mv_size - 5 < STORE_NAME_MAX ? k.mv_size - 5 : STORE_NAME_MAX;
+        memcpy(name, (const char *)k.mv_data + 5, n);
+        name[n] = '\0';
+        stop = cb(name, arg);
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
 }
 
 struct walk_tags {

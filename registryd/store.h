@@ -155,6 +155,8 @@ uint64_t store_index(struct store_read *r);
 /* Index of the last change to the set of service names or their tags (what
  * /v1/catalog/services lists; Consul's services table index). */
 uint64_t store_services_index(struct store_read *r);
+/* Index of the last change to the set of node names (store_each_node_name). */
+uint64_t store_nodes_index(struct store_read *r);
 /* Index of the last change to `name` (0 if it never existed). */
 uint64_t store_name_index(struct store_read *r, const char *name);
 
@@ -239,6 +241,9 @@ int store_derived_entries(struct store *s, uint64_t *by_state, uint64_t *name_ta
 /* Every service name that currently has at least one instance. */
 typedef int (*store_name_cb)(const char *name, void *arg);
 int store_each_name(struct store_read *r, store_name_cb cb, void *arg);
+/* Every node name: the nodes instances are on, then those registered
+ * through the catalog (a name may come twice); keys only, nothing decoded. */
+int store_each_node_name(struct store_read *r, store_name_cb cb, void *arg);
 /* Every node that has node-level checks, by name. */
 int store_each_check_node(struct store_read *r, store_name_cb cb, void *arg);
 

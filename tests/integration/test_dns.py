@@ -157,6 +157,30 @@ class DnsTest(unittest.TestCase):
             self.assertNotIn("tc", flags(out))
             self.assertEqual(answers(out, "PTR"), ["okname.service.registry."])
 
+    def test_node_names_follow_nodes_that_come_and_go(self):
+        """A query for a node is answered from a map of node names kept per
+        DNS worker (a miss walked every node's instance: 110 ms each at
+        10,000 nodes). The map follows nodes that come, go and come back,
+        by catalog record and by instance, in any case."""
+        reg = lambda body: self.assertEqual(
+            self.d.request("PUT", "/v1/catalog/register", json.dumps(body))[0], 200)
+        dereg = lambda body: self.assertEqual(
+            self.d.request("PUT", "/v1/catalog/deregister", json.dumps(body))[0], 200)
+        for _ in range(4):  # each worker builds its map (random source ports)
+            self.assertEqual(status(self.dig("Comes-Back.node.registry.")), "NXDOMAIN")
+        reg({"Node": "Comes-Back", "Address": "10.8.0.1"})
+        for _ in range(4):
+            self.assertEqual(answers(self.dig("comes-back.node.registry."), "A"), ["10.8.0.1"])
+        dereg({"Node": "Comes-Back"})
+        for _ in range(4):
+            self.assertEqual(status(self.dig("comes-back.node.registry.")), "NXDOMAIN")
+        # back, with an instance, at another address
+        reg({"Node": "Comes-Back", "Address": "10.8.0.3",
+             "Service": {"ID": "cb-1", "Service": "cb", "Port": 1}})
+        for _ in range(4):
+            self.assertEqual(answers(self.dig("COMES-BACK.node.registry."), "A"), ["10.8.0.3"])
+        dereg({"Node": "Comes-Back"})
+
     def test_truncation_over_udp_complete_over_tcp(self):
         # as Consul: a random udp_answer_limit (3) records without EDNS, no TC
         out = self.dig("big.service.registry.", "SRV", "+noedns", "+ignore")

@@ -227,6 +227,74 @@ static void test_reregister_keeps_status_and_moves_name(void **state)
     store_read_end(r);
 }
 
+/* reg_args with the instance on node. */
+static json_t *reg_on(const char *id, const char *name, const char *node, int port)
+{
+    json_t *args = reg_args(id, name, "service:x");
+    json_t *svc = json_object_get(args, "Service");
+    json_object_set_new(svc, "Node", json_string(node));
+    json_object_set_new(svc, "Port", json_integer(port));
+    json_object_set_new(json_array_get(json_object_get(args, "Checks"), 0), "CheckID",
+                        json_sprintf("service:%s", id));
+    json_object_set_new(json_array_get(json_object_get(args, "Checks"), 0), "ServiceID",
+                        json_string(id));
+    return args;
+}
+
+static uint64_t nodes_index(struct store *s)
+{
+    struct store_read *r;
+    assert_int_equal(store_read_begin(s, &r), 0);
+    uint64_t x = store_nodes_index(r);
+    store_read_end(r);
+    return x;
+}
+
+static int collect_name(const char *name, void *arg)
+{
+    json_array_append_new(arg, json_string(name));
+    return 0;
+}
+
+/* The same registration again is no write (Consul's IsSame); the nodes
+ * index moves when a node comes or goes, only then (DNS rebuilds its map of
+ * node names on it). */
+static void test_same_again_and_nodes_index(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_on("web-1", "web", "n1", 80), &chg), 0);
+    uint64_t first = chg.index;
+    assert_int_equal(nodes_index(f->s), first); /* n1 came */
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_on("web-1", "web", "n1", 80), &chg), 0);
+    assert_int_equal(chg.n, 0); /* the same again: nothing */
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_on("web-1", "web", "n1", 81), &chg), 0);
+    assert_true(chg.n > 0 && chg.index == first + 1);
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_on("web-2", "web", "n1", 80), &chg), 0);
+    assert_int_equal(nodes_index(f->s), first); /* n1 already had one */
+    json_t *node = json_pack("{s:s, s:{s:s, s:s, s:{}}}", "Node", "Ext", "Record", "Node", "Ext",
+                             "NodeAddress", "10.0.0.9", "NodeMeta");
+    assert_int_equal(apply(f->s, CMD_NODE, json_deep_copy(node), &chg), 0);
+    uint64_t ext = chg.index;
+    assert_int_equal(nodes_index(f->s), ext); /* a catalog node came */
+    assert_int_equal(apply(f->s, CMD_NODE, node, &chg), 0);
+    assert_int_equal(nodes_index(f->s), ext); /* the same node again */
+    assert_int_equal(apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "web-2"), &chg),
+                     0);
+    assert_int_equal(nodes_index(f->s), ext); /* n1 still has web-1 */
+    assert_int_equal(apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "web-1"), &chg),
+                     0);
+    assert_int_equal(nodes_index(f->s), chg.index); /* n1 went */
+    struct store_read *r;
+    json_t *names = json_array();
+    assert_int_equal(store_read_begin(f->s, &r), 0);
+    assert_int_equal(store_each_node_name(r, collect_name, names), 0);
+    store_read_end(r);
+    assert_int_equal(json_array_size(names), 1);
+    assert_string_equal(json_string_value(json_array_get(names, 0)), "Ext");
+    json_decref(names);
+}
+
 static void test_maintenance_and_deregister(void **state)
 {
     struct fixture *f = *state;
@@ -1240,6 +1308,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reregister_keeps_status_and_moves_name, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_maintenance_and_deregister, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_same_again_and_nodes_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_into_reused_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_stream_same_bytes, setup, teardown),
