@@ -2614,8 +2614,11 @@ static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned 
         rc = snap_each(buf, len, restore_record, &c);
     if (rc == 0)
         rc = derived_rebuild(s, txn, true);
-    if (rc == 0) { /* the names may all have changed: the store's own index stands for it */
-        MDB_val sk = val_str(SERVICES_INDEX_KEY);
+    /* the names and nodes may all have changed: the store's own index
+     * stands for them */
+    static const char *const changed[] = {SERVICES_INDEX_KEY, NODES_INDEX_KEY};
+    for (size_t i = 0; i < sizeof(changed) / sizeof(changed[0]) && rc == 0; i++) {
+        MDB_val sk = val_str(changed[i]);
         rc = mdb_del(txn, s->dbi[DB_DERIVED], &sk, NULL);
         rc = rc == MDB_NOTFOUND ? 0 : rc;
     }
