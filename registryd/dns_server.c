@@ -1117,10 +1117,25 @@ static void answer_apex(struct answer *a)
 }
 
 /* Map the name under our domain (rel: "web.service", no trailing dot). */
+/* labels[0..n-1], split in place by answer_name, joined again with dots:
+ * the parts of a name that may hold dots (a node's, a tag's). */
+static char *join_labels(char **labels, int n)
+{
+    for (int i = 0; i + 1 < n; i++)
+        labels[i][strlen(labels[i])] = '.';
+    return labels[0];
+}
+
+static bool is_kind(const char *label)
+{
+    return strcmp(label, "service") == 0 || strcmp(label, "node") == 0 ||
+           strcmp(label, "addr") == 0;
+}
+
 static void answer_name(struct answer *a, struct store_read *rd, char *rel)
 {
     struct dns_server *s = a->s;
-    char *labels[5];
+    char *labels[DNS_NAME_MAX / 2 + 1]; /* a name of 255 bytes has at most 127 labels */
     int n = 0;
     if (*rel == '\0') {
         answer_apex(a);
@@ -1131,45 +1146,34 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
             add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl);
         return;
     }
-    for (char *p = rel; n < 5;) {
+    for (char *p = rel; n < (int)(sizeof(labels) / sizeof(labels[0]));) {
         labels[n++] = p;
         char *dot = strchr(p, '.');
         if (dot == NULL)
             break;
         *dot = '\0';
         p = dot + 1;
-        if (n == 5 && *p) {
-            a->rcode = DNS_NXDOMAIN; /* too many labels for any of our forms */
-            add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl);
-            return;
-        }
     }
     /* service, node, addr, DC and KIND.DC have names below them only */
     bool dc1 = s->opt.datacenter != NULL && strcasecmp(labels[n - 1], s->opt.datacenter) == 0;
-    const char *k0 = labels[0];
-    bool kind0 = strcmp(k0, "service") == 0 || strcmp(k0, "node") == 0 || strcmp(k0, "addr") == 0;
-    if ((n == 1 && (kind0 || dc1)) || (n == 2 && kind0 && dc1)) {
+    if ((n == 1 && (is_kind(labels[0]) || dc1)) || (n == 2 && is_kind(labels[0]) && dc1)) {
         answer_empty(a, NULL);
         return;
     }
-    /* SERVICE.service.DC, NODE.node.DC, HEX.addr.DC: this datacenter's */
-    if (n >= 3 && s->opt.datacenter != NULL && strcasecmp(labels[n - 1], s->opt.datacenter) == 0 &&
-        (strcmp(labels[n - 2], "service") == 0 || strcmp(labels[n - 2], "node") == 0 ||
-         strcmp(labels[n - 2], "addr") == 0))
+    /* NAME.KIND.DC: this datacenter's */
+    if (n >= 3 && dc1 && is_kind(labels[n - 2]))
         n--;
-    else if (n == 5) {
-        a->rcode = DNS_NXDOMAIN;
-        add_soa(a, DNS_AUTHORITY, a->s->opt.negative_ttl);
-        return;
-    }
     const char *kind = labels[n - 1];
-    if (strcmp(kind, "service") == 0 && n == 2 && s->opt.server_service != NULL &&
+    int parts = n - 1; /* the labels before the kind */
+    if (strcmp(kind, "service") == 0 && parts == 1 && s->opt.server_service != NULL &&
         strcasecmp(labels[0], s->opt.server_service) == 0) {
         if (dns_acl_allows(a, rd, ACL_RES_SERVICE, s->opt.server_service))
             answer_servers(a);
-    } else if (strcmp(kind, "node") == 0 && n == 2) {
-        answer_node(a, rd, labels[0]); /* it checks node:read */
-    } else if (strcmp(kind, "service") == 0 && n == 2) {
+    } else if (strcmp(kind, "node") == 0 && parts >= 1) {
+        /* a node's name may hold dots (a host's full name, as PTR gives
+         * it): Consul joins the labels */
+        answer_node(a, rd, join_labels(labels, parts)); /* it checks node:read */
+    } else if (strcmp(kind, "service") == 0 && parts == 1) {
         answer_service(a, rd, labels[0], NULL);
         if (a->rcode == DNS_NXDOMAIN && labels[0][0] == '_') {
             /* no service of that name: the _TAG of RFC 2782's
@@ -1177,14 +1181,14 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
             a->rcode = DNS_NOERROR;
             answer_empty(a, NULL);
         }
-    } else if (strcmp(kind, "service") == 0 && n == 3) {
-        if (labels[0][0] == '_' && labels[1][0] == '_') { /* RFC 2782 */
-            const char *tag = labels[1] + 1;
-            answer_service(a, rd, labels[0] + 1, strcmp(tag, "tcp") == 0 ? NULL : tag);
-        } else {
-            answer_service(a, rd, labels[1], labels[0]);
-        }
-    } else if (strcmp(kind, "addr") == 0 && n == 2) {
+    } else if (strcmp(kind, "service") == 0 && parts == 2 && labels[0][0] == '_' &&
+               labels[1][0] == '_') { /* RFC 2782 */
+        const char *tag = labels[1] + 1;
+        answer_service(a, rd, labels[0] + 1, strcmp(tag, "tcp") == 0 ? NULL : tag);
+    } else if (strcmp(kind, "service") == 0 && parts >= 2) {
+        /* TAG.NAME.service: a tag may hold dots (Consul joins the labels) */
+        answer_service(a, rd, labels[parts - 1], join_labels(labels, parts - 1));
+    } else if (strcmp(kind, "addr") == 0 && parts == 1) {
         answer_addr(a, labels[0], strlen(labels[0]));
     } else {
         a->rcode = DNS_NXDOMAIN;

@@ -181,6 +181,25 @@ class DnsTest(unittest.TestCase):
             self.assertEqual(answers(self.dig("COMES-BACK.node.registry."), "A"), ["10.8.0.3"])
         dereg({"Node": "Comes-Back"})
 
+    def test_dotted_node_names_and_tags(self):
+        """A node's name may be a host's full name, and PTR gives it back
+        as NAME.node.DC.DOMAIN; a tag may hold dots too. Consul joins the
+        labels before the kind (dns.go); they were NXDOMAIN here."""
+        self.assertEqual(self.d.request("PUT", "/v1/catalog/register", json.dumps(
+            {"Node": "host.example", "Address": "10.6.0.9",
+             "Service": {"ID": "dot-1", "Service": "dotted", "Port": 7,
+                         "Address": "10.6.0.10", "Tags": ["v1.2", "x"]}}))[0], 200)
+        self.addCleanup(self.d.request, "PUT", "/v1/catalog/deregister",
+                        json.dumps({"Node": "host.example"}))
+        self.assertEqual(answers(self.dig("9.0.6.10.in-addr.arpa.", "PTR"), "PTR"),
+                         ["host.example.node.dc1.registry."])
+        for name in ("host.example.node.dc1.registry.", "HOST.Example.node.registry."):
+            self.assertEqual(answers(self.dig(name), "A"), ["10.6.0.9"], name)
+        self.assertEqual(answers(self.dig("v1.2.dotted.service.registry."), "A"), ["10.6.0.10"])
+        self.assertEqual(answers(self.dig("x.dotted.service.dc1.registry."), "A"), ["10.6.0.10"])
+        self.assertEqual(status(self.dig("v1.3.dotted.service.registry.")), "NXDOMAIN")
+        self.assertEqual(status(self.dig("example.node.registry.")), "NXDOMAIN")
+
     def test_truncation_over_udp_complete_over_tcp(self):
         # as Consul: a random udp_answer_limit (3) records without EDNS, no TC
         out = self.dig("big.service.registry.", "SRV", "+noedns", "+ignore")
