@@ -2594,6 +2594,35 @@ static int restore_record(enum snap_table t, const void *key, uint32_t klen, con
     return put_text(c->s, c->txn, c->s->dbi[t], &k, val, vlen);
 }
 
+/* Every service name with instances has an index (names): a snapshot
+ * without one for a name (edited, or written by an older registryd) would
+ * give readers index 0, "no such name" (DNS answered NXDOMAIN for a name
+ * the catalog listed). Such a name takes the store's index. */
+static int names_fill_missing(struct store *s, MDB_txn *txn)
+{
+    MDB_cursor *cur;
+    MDB_val k, v, have;
+    uint64_t index = get_u64(txn, s->dbi[DB_META], "index");
+    if (index < STORE_FIRST_INDEX)
+        index = STORE_FIRST_INDEX;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_BY_NAME], &cur);
+    if (rc != 0)
+        return rc;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
+        char name[STORE_NAME_MAX];
+        if (k.mv_size == 0 || k.mv_size > sizeof(name) ||
+            (mdb_get(txn, s->dbi[DB_NAMES], &k, &have) == 0 && have.mv_size == sizeof(index)))
+            continue;
+        memcpy(name, k.mv_data, k.mv_size); /* a key of its own for the put */
+        MDB_val nk = {k.mv_size, name}, iv = {sizeof(index), &index};
+        if ((rc = mdb_put(txn, s->dbi[DB_NAMES], &nk, &iv, 0)) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /* Validate all of it first, then replace everything in one transaction: a
  * refused or failed restore leaves the data as it was. */
 static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned flags)
@@ -2614,6 +2643,8 @@ static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned 
         rc = snap_each(buf, len, restore_record, &c);
     if (rc == 0)
         rc = derived_rebuild(s, txn, true);
+    if (rc == 0)
+        rc = names_fill_missing(s, txn);
     /* the names and nodes may all have changed: the store's own index
      * stands for them */
     static const char *const changed[] = {SERVICES_INDEX_KEY, NODES_INDEX_KEY};
