@@ -194,9 +194,29 @@ static int build_node(struct http_req *r, json_t *body, const char **node, json_
     return *record ? 0 : http_fail(r, 500, "out of memory");
 }
 
+/* The instance sid registered on node (a new reference, its indexes
+ * left out, as a registration carries it), or NULL with a 4xx/5xx set:
+ * Consul's ensureCheckTxn takes a check of a service already on the node
+ * without the service in the request ("Missing service registration"
+ * otherwise). */
+static json_t *stored_service_on(struct http_req *r, struct store_read *rd, const char *sid,
+                                 const char *node)
+{
+    json_t *inst = NULL;
+    if (store_get_instance(rd, sid, &inst) != 0 ||
+        strcmp(json_string_value(json_object_get(inst, "Node")) ?: "", node) != 0) {
+        json_decref(inst);
+        http_fail(r, 400, "Missing service registration: no service \"%.64s\" on node \"%.64s\"",
+                  sid, node);
+        return NULL;
+    }
+    json_object_del(inst, "CreateIndex");
+    json_object_del(inst, "ModifyIndex");
+    return inst;
+}
+
 static int do_catalog_register(struct http_req *r, struct store_read *rd, struct command *cmd)
 {
-    (void)rd;
     json_t *body = NULL, *record = NULL, *node_checks = json_array(), *svc_checks = NULL;
     json_t *svc = NULL, *svc_body = NULL;
     const char *node;
@@ -252,9 +272,21 @@ static int do_catalog_register(struct http_req *r, struct store_read *rd, struct
             json_decref(defs);
             goto out;
         }
-        if (csid != NULL && *csid && (sid == NULL || strcmp(csid, sid) != 0)) {
+        if (csid != NULL && *csid && sid == NULL) {
+            /* a check of a service on the node, sent without the service:
+             * the stored instance is registered again with it */
+            if ((svc = stored_service_on(r, rd, csid, node)) == NULL) {
+                json_decref(defs);
+                goto out;
+            }
+            svc_checks = json_array();
+            sid = json_string_value(json_object_get(svc, "ID"));
+            sname = json_string_value(json_object_get(svc, "Service"));
+        }
+        if (csid != NULL && *csid && strcmp(csid, sid) != 0) {
             json_decref(defs);
-            http_fail(r, 400, "Check's ServiceID \"%.64s\" is not the Service registered with it",
+            http_fail(r, 400, "Check's ServiceID \"%.64s\" is not the service registered with "
+                              "it (one service per registration)",
                       csid);
             goto out;
         }

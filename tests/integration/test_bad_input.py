@@ -152,7 +152,7 @@ CASES = [
      "Status"),
     ("PUT", "/v1/catalog/register",
      '{"Node": "n1", "Address": "10.0.0.1", "Check": {"CheckID": "c", "ServiceID": "x"}}', 400,
-     "ServiceID"),
+     "Missing service registration"),
     ("PUT", "/v1/catalog/deregister", "{}", 400, "node"),
     ("PUT", "/v1/agent/check/register", '{"TTL": "10s", "ServiceID": "keep-1"}', 400, "name"),
     # without ServiceID a node's own check: still one kind of check needed

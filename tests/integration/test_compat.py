@@ -626,6 +626,31 @@ class CompatTest(unittest.TestCase):
         self.assertGreater(index("pg"), before)
         self.assertEqual(self.get("/v1/health/checks/pg")[0]["Status"], "critical")
 
+    def test_catalog_check_of_a_service_already_there(self):
+        # consul-esm and external health updaters send a service's check
+        # without the service (ensureCheckTxn takes it when the service is
+        # on the node); it was a 400
+        ext = {"Node": "ext-node", "Address": "10.0.0.9",
+               "Service": {"ID": "pg-1", "Service": "pg", "Port": 5432, "Tags": ["primary"]}}
+        self.put("/v1/catalog/register", ext)
+        for status in ("critical", "passing"):
+            self.put("/v1/catalog/register", {
+                "Node": "ext-node", "Address": "10.0.0.9",
+                "Check": {"CheckID": "pg-alive", "Name": "alive", "ServiceID": "pg-1",
+                          "Status": status, "Output": "probe says " + status}})
+            got = self.get("/v1/health/service/pg")
+            self.assertEqual(len(got), 1)
+            self.assertEqual(got[0]["Service"]["Tags"], ["primary"])  # the service as it was
+            mine = [c for c in got[0]["Checks"] if c["CheckID"] == "pg-alive"]
+            self.assertEqual([(c["Status"], c["ServiceID"], c["ServiceName"]) for c in mine],
+                             [(status, "pg-1", "pg")])
+        # a service on another node, or none, is still refused
+        text = self.put("/v1/catalog/register", {
+            "Node": "other-node", "Address": "10.0.0.8",
+            "Check": {"CheckID": "x", "Name": "x", "ServiceID": "pg-1"}}, status=400)
+        self.assertIn("Missing service registration", text)
+        self.assertEqual(self.get("/v1/catalog/node/other-node"), None)
+
     def test_ttl_update_errors_in_consuls_words(self):
         # Clients tell "register again" from these: Spring Cloud Consul
         # re-registers on a 404 or a 500, go-kit and others match the text.
