@@ -277,7 +277,7 @@ static void add_consul_headers(struct http_req *r, uint64_t index)
         strncmp(rt->path, "/v1/status/", 11) != 0)
         evhttp_add_header(h, "X-Consul-Effective-Consistency",
                           consistent_read(r)                             ? "consistent"
-                          : st.is_leader && !http_has_param(r, "stale") ? "leader"
+                          : st.is_leader && !r->stale ? "leader"
                                                                           : "stale");
 }
 
@@ -670,6 +670,8 @@ static bool key_ignored(const char *k)
         return strcmp(k, "stale") == 0;
     case 'c':
         return strcmp(k, "consistent") == 0;
+    case 'm':
+        return strcmp(k, "max_stale") == 0;
     default:
         return false;
     }
@@ -1378,7 +1380,7 @@ static void dispatch(struct http_req *r)
     } else if (consistent_read(r)) {
         http_cluster_member(r->srv, HTTP_MEMBER_CONFIRM, 0, NULL, consistent_ready, r);
     } else {
-        if (r->route->watch != WATCH_NONE && !leader_known(r) && !http_flag(r, "stale")) {
+        if (r->route->watch != WATCH_NONE && !leader_known(r) && !r->stale) {
             http_fail(r, 500, "No cluster leader (add ?stale to read this server's copy)");
             reply_error(r, 0);
             req_free(r);
@@ -1733,7 +1735,16 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     if (http_parse_query(r, query) != 0 || http_parse_blocking(r) != 0)
         goto fail;
-    if (http_has_param(r, "stale") && http_has_param(r, "consistent")) {
+    r->stale = http_has_param(r, "stale");
+    const char *max_stale = http_param(r, "max_stale");
+    uint64_t max_stale_ms = 0;
+    if (max_stale != NULL && *max_stale != '\0' && duration_parse(max_stale, &max_stale_ms) != 0) {
+        http_fail(r, 400, "Invalid max_stale value \"%s\"", max_stale);
+        goto fail;
+    }
+    if (max_stale_ms > 0 || (max_stale != NULL && strpbrk(max_stale, "123456789") != NULL))
+        r->stale = true; /* any stale answer is this server's, at once: within any bound */
+    if (r->stale && http_has_param(r, "consistent")) {
         http_fail(r, 400, "Cannot specify ?stale with ?consistent, conflicting semantics.");
         goto fail;
     }

@@ -92,6 +92,9 @@ struct http_req {
     /* Forwarded after its wait was spent (X-Registry-Waited): the leader
      * answers at once. */
     bool waited;
+    /* ?stale, or a ?max_stale above 0 (Consul's parseConsistency): this
+     * server's copy may answer. */
+    bool stale;
     /* While parked (a blocking query): its waiter, and an event on its
      * socket for the client's end of the stream (EV_CLOSED), or NULL. */
     struct watch_waiter *waiter;

@@ -908,12 +908,20 @@ class CompatTest(unittest.TestCase):
             _, _, h = self.d.request_full("GET", path)
             self.assertEqual(h["X-Consul-Default-ACL-Policy"], "allow", path)
         # X-Consul-Effective-Consistency on catalog and health reads (setMeta)
-        for query, want in (("", "leader"), ("?stale", "stale"), ("?consistent", "consistent")):
+        for query, want in (("", "leader"), ("?stale", "stale"), ("?consistent", "consistent"),
+                            ("?max_stale=5s", "stale"), ("?max_stale=0s", "leader")):
             for path in ("/v1/catalog/services", "/v1/health/service/web"):
                 code, _, h = self.d.request_full("GET", path + query)
                 self.assertEqual((code, h["X-Consul-Effective-Consistency"]), (200, want), path)
         _, _, h = self.d.request_full("GET", "/v1/agent/services")
         self.assertIsNone(h["X-Consul-Effective-Consistency"])
+        # parseConsistency: a bad max_stale is a 400, a stale one with
+        # ?consistent conflicts
+        for query, why in (("?max_stale=bogus", 'Invalid max_stale value "bogus"'),
+                           ("?max_stale=1s&consistent", "conflicting semantics")):
+            code, text = self.d.request("GET", "/v1/catalog/services" + query)
+            self.assertEqual(code, 400, query)
+            self.assertIn(why, text)
         # an answer without a body has no type (it said text/html)
         code, text, h = self.d.request_full("PUT", "/v1/agent/check/pass/service:web-1")
         self.assertEqual((code, text, h["Content-Type"]), (200, "", None))
