@@ -159,7 +159,8 @@ static const struct conf_key conf_keys[] = {
     KEY("check_max_concurrent", CONF_UINT, check_max_concurrent, "1024", "N",
         "health probes in flight at once"),
     KEY("check_update_interval", CONF_DURATION, check_update_interval_ms, "5m", "DURATION",
-        "shortest gap between writes of a check whose output changed but status did not"),
+        "shortest gap between writes of a check whose output changed but status did not "
+        "(probes and TTL updates)"),
     KEY("check_deregister_min", CONF_DURATION, check_deregister_min_ms, "1m", "DURATION",
         "a check's DeregisterCriticalServiceAfter is at least this (Consul's floor: 1m)"),
     KEY("self_preservation_share", CONF_RATIO, self_preservation_share, "0.5", "SHARE",

@@ -150,7 +150,17 @@ struct health {
 
     struct health_limits new_limits; /* from health_set_limits (under lock) */
     bool limits_pending;
+
+    /* health_ttl_output_due, from any thread (the HTTP workers), under
+     * ttl_lock: when each TTL check's output was last written */
+    pthread_mutex_t ttl_lock;
+    struct strmap *ttl_written; /* check ID -> uint64_t (mono ms), malloc'd */
+    uint64_t ttl_interval_ms;   /* check_update_interval */
 };
+
+/* Entries past this are dropped whole: a check whose entry goes may write
+ * its output once more early, nothing worse. */
+#define TTL_WRITTEN_MAX 65536
 
 static uint64_t next_rand(struct health *h)
 {
@@ -984,6 +994,22 @@ static void *health_thread(void *arg)
     return NULL;
 }
 
+static void free_value(const char *key, void *value, void *arg)
+{
+    (void)key;
+    (void)arg;
+    free(value);
+}
+
+/* Under ttl_lock (or with no other thread left). */
+static void ttl_written_clear(struct health *h)
+{
+    if (h->ttl_written != NULL)
+        strmap_each(h->ttl_written, free_value, NULL);
+    strmap_free(h->ttl_written);
+    h->ttl_written = NULL;
+}
+
 int health_start(const struct health_options *opt, struct health **out, char *err,
                  size_t errlen)
 {
@@ -995,6 +1021,8 @@ int health_start(const struct health_options *opt, struct health **out, char *er
     if (h->opt.limits.max_concurrent == 0)
         h->opt.limits.max_concurrent = 1;
     pthread_mutex_init(&h->lock, NULL);
+    pthread_mutex_init(&h->ttl_lock, NULL);
+    h->ttl_interval_ms = h->opt.limits.check_update_interval_ms;
     queue_init(&h->inbox);
     h->rand_state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)h << 16) ^ 0x9e3779b97f4a7c15ULL;
     rules_sp_init(&h->sp, mono_ms());
@@ -1106,6 +1134,8 @@ void health_free(struct health *h)
     common_base_free(h->base);
     probe_env_fini(&h->probe_env);
     pthread_mutex_destroy(&h->lock);
+    ttl_written_clear(h);
+    pthread_mutex_destroy(&h->ttl_lock);
     free(h);
 }
 
@@ -1145,6 +1175,36 @@ void health_set_limits(struct health *h, const struct health_limits *limits)
     h->new_limits = *limits;
     h->limits_pending = true;
     pthread_mutex_unlock(&h->lock);
+    pthread_mutex_lock(&h->ttl_lock);
+    h->ttl_interval_ms = limits->check_update_interval_ms;
+    pthread_mutex_unlock(&h->ttl_lock);
+}
+
+bool health_ttl_output_due(struct health *h, const char *check_id, bool status_changes)
+{
+    if (h == NULL)
+        return true;
+    uint64_t now = mono_ms();
+    bool due = true;
+    pthread_mutex_lock(&h->ttl_lock);
+    uint64_t *at = h->ttl_written ? strmap_get(h->ttl_written, check_id) : NULL;
+    if (!status_changes && at != NULL && now - *at < h->ttl_interval_ms)
+        due = false;
+    if (due && at != NULL) {
+        *at = now;
+    } else if (due) {
+        if (h->ttl_written != NULL && strmap_count(h->ttl_written) >= TTL_WRITTEN_MAX)
+            ttl_written_clear(h);
+        if (h->ttl_written == NULL)
+            h->ttl_written = strmap_new();
+        uint64_t *v = malloc(sizeof(*v));
+        if (v != NULL && h->ttl_written != NULL && strmap_put(h->ttl_written, check_id, v) == 0)
+            *v = now;
+        else
+            free(v);
+    }
+    pthread_mutex_unlock(&h->ttl_lock);
+    return due;
 }
 
 void health_get_stats(struct health *h, struct health_stats *out)

@@ -15,8 +15,9 @@
  * *transitions* (plus, at most once per check_update_interval, a changed
  * output with an unchanged status), so steady results cost no durable write.
  *
- * Threads: health_notify, health_ttl_touch and health_get_stats may be called
- * from any thread (mutex-protected queue + event_active); everything else in
+ * Threads: health_notify, health_ttl_touch, health_ttl_output_due and
+ * health_get_stats may be called from any thread (mutex-protected queue +
+ * event_active, or state of their own under a mutex); everything else in
  * health.c runs on the checker thread.
  */
 #ifndef REGISTRYD_HEALTH_H
@@ -76,6 +77,12 @@ void health_free(struct health *h);
 void health_notify(struct health *h, const struct store_change *chg);
 /* A TTL check got a heartbeat (whether or not its status changed). */
 void health_ttl_touch(struct health *h, const char *check_id);
+/* Should a TTL update of check_id be written now? Always when its status
+ * changes; a changed output with the same status only when the check's
+ * output was not written in the last check_update_interval (Consul's agent
+ * defers those: a heartbeat that carries a timestamp woke every watcher of
+ * its service). Records the write when it says yes. Any thread. */
+bool health_ttl_output_due(struct health *h, const char *check_id, bool status_changes);
 void health_get_stats(struct health *h, struct health_stats *out);
 
 /* Any thread; the checker applies them at its next tick. */

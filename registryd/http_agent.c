@@ -775,8 +775,8 @@ static int check_update(struct http_req *r, struct store_read *rd, struct comman
                        : MAX_OUTPUT;
     const char *type = json_string_value(json_object_get(check, "Type"));
     bool ttl = type && strcmp(type, "ttl") == 0;
-    bool same = strcmp(json_string_value(json_object_get(check, "Status")), status) == 0 &&
-                json_is_string(json_object_get(check, "Output")) &&
+    bool same_status = strcmp(json_string_value(json_object_get(check, "Status")), status) == 0;
+    bool same = same_status && json_is_string(json_object_get(check, "Output")) &&
                 strcmp(json_string_value(json_object_get(check, "Output")), output) == 0;
     json_decref(check);
     /* Consul's words and code (agent.updateTTLCheck): clients re-register
@@ -786,6 +786,10 @@ static int check_update(struct http_req *r, struct store_read *rd, struct comman
     health_ttl_touch(r->srv->opt.health, r->arg);
     if (same)
         return 0; /* a heartbeat that changes nothing costs no durable write */
+    /* a new output alone is written at most once per check_update_interval
+     * (a later heartbeat carries it), a new status at once */
+    if (!health_ttl_output_due(r->srv->opt.health, r->arg, !same_status))
+        return 0;
     cmd->op = CMD_CHECK_UPDATE;
     size_t total = strlen(output);
     if (total > limit) {

@@ -282,8 +282,10 @@ class DefaultDenyTest(AclBase):
                  "Check": {"TTL": "60s", "CheckID": "ttl-web"}}, token=self.tok["web"])
 
     def test_check_output_only_for_readers(self):
+        # a new status, so that the output is written at once (an output
+        # alone waits for check_update_interval)
         self.ok("PUT", "/v1/agent/check/update/ttl-db",
-                {"Status": "passing", "Output": "db-output-4711"})
+                {"Status": "warning", "Output": "db-output-4711"})
         for path in ("/v1/agent/checks", "/v1/health/state/any", "/v1/health/checks/db",
                      "/v1/health/service/db", "/v1/health/node/" + self.node()):
             for token, visible in (("web", False), (None, False), ("reader", True), (MGMT, True)):

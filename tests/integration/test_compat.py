@@ -651,6 +651,35 @@ class CompatTest(unittest.TestCase):
         self.assertIn("Missing service registration", text)
         self.assertEqual(self.get("/v1/catalog/node/other-node"), None)
 
+    def test_ttl_output_alone_waits_for_the_update_interval(self):
+        # Consul's agent writes a TTL check's new output with an unchanged
+        # status at most once per check_update_interval: a heartbeat that
+        # carries a timestamp woke every watcher of its service each time
+        d = Registryd(extra_args=["--check-update-interval", "1s"]).start()
+        self.addCleanup(d.stop)
+
+        def put(path):
+            self.assertEqual(d.request("PUT", path)[0], 200, path)
+
+        def state():
+            code, text, h = d.request_full("GET", "/v1/health/checks/hb")
+            c = json.loads(text)[0]
+            return c["Status"], c["Output"], int(h["X-Consul-Index"])
+
+        self.assertEqual(d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "hb", "ID": "hb-1", "Check": {"TTL": "60s"}}))[0], 200)
+        put("/v1/agent/check/pass/service:hb-1?note=t1")  # a new status: at once
+        status, output, index = state()
+        self.assertEqual((status, output), ("passing", "t1"))
+        put("/v1/agent/check/pass/service:hb-1?note=t2")  # output alone: held
+        self.assertEqual(state(), ("passing", "t1", index))
+        time.sleep(1.2)
+        put("/v1/agent/check/pass/service:hb-1?note=t3")  # the interval is over
+        status, output, index = state()
+        self.assertEqual((status, output), ("passing", "t3"))
+        put("/v1/agent/check/warn/service:hb-1?note=t4")  # a new status: at once
+        self.assertEqual(state()[:2], ("warning", "t4"))
+
     def test_ttl_update_errors_in_consuls_words(self):
         # Clients tell "register again" from these: Spring Cloud Consul
         # re-registers on a 404 or a 500, go-kit and others match the text.
