@@ -1051,8 +1051,8 @@ static void answer_ptr(struct answer *a, struct store_read *rd, const char *qnam
             answer_empty(a, qname);
             return;
         }
-        a->rcode = DNS_NXDOMAIN;
-        add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl); /* RFC 2308: negative answers say it */
+        a->rcode = DNS_NXDOMAIN; /* with the reverse zone's SOA, as below (RFC 2308) */
+        add_soa_at(a, DNS_AUTHORITY, strchr(qname, '.') + 1, s->opt.negative_ttl);
         return;
     }
     /* Negative answers carry the SOA of the reverse zone the name is in
@@ -1265,7 +1265,9 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
         } else if ((rd = read_begin(w)) == NULL) {
             a.rcode = DNS_SERVFAIL;
         } else if (reverse) {
+            a.rd = rd; /* the SOA's serial, as on the forward side */
             answer_ptr(&a, rd, q.qname);
+            a.rd = NULL;
             store_read_reset(rd);
         } else {
             a.rd = rd;

@@ -261,7 +261,8 @@ class CompatTest(unittest.TestCase):
         self.assertEqual(check["Status"], "warning")
         self.assertTrue(check["Output"].startswith("x" * 4096 + " ..."), check["Output"][4090:])
         self.assertIn("captured 4096 of 10000 bytes", check["Output"])
-        self.put("/v1/agent/check/warn/service:web-1?note=" + "y" * 5000)
+        # (a new status: an output alone waits for check_update_interval)
+        self.put("/v1/agent/check/fail/service:web-1?note=" + "y" * 5000)
         check = self.get("/v1/agent/checks")["service:web-1"]
         self.assertTrue(check["Output"].startswith("y" * 4096 + " ..."))
 
@@ -586,9 +587,10 @@ class CompatTest(unittest.TestCase):
             self.assertEqual(code, 200)
             return int(h["X-Consul-Index"])
 
+        # (TTL checks only: a probe's first result is a write of its own)
         agent = {"Name": "api", "ID": "api-1", "Port": 9000, "Tags": ["a"],
                  "Meta": {"k": "v"}, "Check": {"TTL": "30s"},
-                 "Checks": [{"Name": "port", "TCP": "127.0.0.1:1", "Interval": "30s"}]}
+                 "Checks": [{"Name": "second", "TTL": "60s", "Notes": "n"}]}
         catalog = {"Node": "ext-node", "Address": "10.0.0.9", "NodeMeta": {"r": "1"},
                    "Service": {"ID": "pg-1", "Service": "pg", "Port": 5432},
                    "Check": {"CheckID": "pg-alive", "Name": "alive", "ServiceID": "pg-1",

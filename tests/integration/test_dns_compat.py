@@ -273,13 +273,18 @@ class DnsResolverFindingsTest(unittest.TestCase):
         # a negative reverse answer's SOA is of the reverse zone the name is
         # in (RFC 2308 3), not the forward domain's (which a resolver that
         # forwards the reverse zone here drops as out of zone)
+        # (and a name no address spells: 5 labels, a leading zero), with
+        # the store's index as the serial, as forward answers have
         for name, apex in (("9.9.9.10.in-addr.arpa.", "9.9.10.in-addr.arpa."),
-                           ("9.9" + ".0" * 28 + ".d.f.ip6.arpa.", "9" + ".0" * 28 + ".d.f.ip6.arpa.")):
+                           ("9.9" + ".0" * 28 + ".d.f.ip6.arpa.", "9" + ".0" * 28 + ".d.f.ip6.arpa."),
+                           ("1.2.3.4.10.in-addr.arpa.", "2.3.4.10.in-addr.arpa."),
+                           ("01.0.0.10.in-addr.arpa.", "0.0.10.in-addr.arpa.")):
             out = self.dig(name, "PTR")
             self.assertEqual(status(out), "NXDOMAIN", out)
-            soa = [line.split()[0] for line in out.split("AUTHORITY SECTION:")[-1].splitlines()
+            soa = [line.split() for line in out.split("AUTHORITY SECTION:")[-1].splitlines()
                    if "\tSOA\t" in line or " SOA " in line]
-            self.assertEqual(soa, [apex], out)
+            self.assertEqual([x[0] for x in soa], [apex], out)
+            self.assertGreater(int(soa[0][6]), 0, out)  # the serial
 
     def test_do_bit_is_echoed(self):
         out = self.dig("mixed.service.registry.", "A", "+dnssec")
