@@ -653,7 +653,10 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
         /* Each SRV keeps room for its target's address in the additional
          * section (as Consul trims, keeping the extras in step): a trimmed
          * answer of SRV records alone cost the client a query per target.
-         * The room is the record with its owner uncompressed (the most). */
+         * The room asked before the SRV is written is the record with its
+         * owner uncompressed (the most); what is kept once it is written,
+         * what the record will take (its owner is then, most often, a
+         * pointer to the SRV's target: a third of the room was wasted). */
         size_t cap0 = a->m.cap, reserved = 0;
         for (size_t k = 0; k < n && !full(a); k++) {
             const struct dns_inst *in = &svc->v[idx[k]];
@@ -677,6 +680,9 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
             if (rc != 0) {
                 overflow(a);
             } else {
+                size_t owner_len = dns_msg_name_len(&a->m, in->target);
+                if (in->family != 0 && owner_len > 0)
+                    extra = owner_len + 10 + (in->family == AF_INET ? 4 : 16);
                 reserved += extra;
                 idx[answers++] = idx[k]; /* the answered, in order, for the additionals */
             }

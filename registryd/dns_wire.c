@@ -255,6 +255,28 @@ static int put_name(struct dns_msg *m, const char *name, bool compress)
     return 0;
 }
 
+size_t dns_msg_name_len(const struct dns_msg *m, const char *name)
+{
+    /* put_name's walk, writing nothing */
+    for (int i = 0; i < m->nnames; i++)
+        if (strcasecmp(m->name_str[i], name) == 0)
+            return 2;
+    uint8_t wire[DNS_NAME_MAX];
+    size_t wlen = dns_name_to_wire(name, wire, sizeof(wire));
+    const char *suffix = name;
+    for (size_t wpos = 0; wlen > 0 && wire[wpos] != 0;) {
+        for (int i = 0; i < m->nnames; i++)
+            if (strcasecmp(m->name_str[i], suffix) == 0)
+                return wpos + 2;
+        wpos += wire[wpos] + 1u;
+        const char *dot = strchr(suffix, '.');
+        suffix = dot ? dot + 1 : "";
+        if (*suffix == '\0')
+            suffix = ".";
+    }
+    return wlen;
+}
+
 /* Owner, type, class IN, ttl; returns the offset of RDLENGTH or -1. */
 static long put_rr_head(struct dns_msg *m, const char *name, uint16_t type, uint32_t ttl)
 {

@@ -81,6 +81,9 @@ enum dns_section { DNS_ANSWER = 1, DNS_AUTHORITY = 2, DNS_ADDITIONAL = 3 };
 
 /* Add records; `name` is presentation form ("web.service.registry."). Each
  * returns 0 or DNS_ETRUNC (the message is left as it was). */
+/* The bytes name would take as a record's owner if written now (as
+ * compressed against what the message holds); 0: not a name. */
+size_t dns_msg_name_len(const struct dns_msg *m, const char *name);
 int dns_msg_add_a(struct dns_msg *m, int section, const char *name, uint32_t ttl,
                   const uint8_t addr[4]);
 int dns_msg_add_aaaa(struct dns_msg *m, int section, const char *name, uint32_t ttl,
