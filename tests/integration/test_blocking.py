@@ -115,9 +115,10 @@ class BlockingTest(unittest.TestCase):
 
     def test_woken_without_a_change_parks_again(self):
         """As Consul's blocking loop: a wake that leaves the watched index at
-        the one asked for (here a snapshot restore, which wakes every query,
-        of a snapshot in which web is as it is) parks the query again for
-        the rest of its wait instead of answering at once."""
+        the one asked for (here a change to another node, which wakes every
+        query) parks the query again for the rest of its wait instead of
+        answering at once. A restore, even of the same data, answers at once
+        (Consul abandons every blocking query then)."""
         d = Registryd().start()
         try:
             d.request("PUT", "/v1/agent/service/register",
@@ -126,19 +127,31 @@ class BlockingTest(unittest.TestCase):
                 snap = r.read()
             status, _, headers = d.request_full("GET", "/v1/health/service/web")
             idx = int(headers["X-Consul-Index"])
-            restored = []
-            t = self.later(0.3, lambda: restored.append(
-                d.request("PUT", "/v1/snapshot", snap)[0]))
+            woke = []
+            t = self.later(0.3, lambda: woke.append(d.request("PUT", "/v1/catalog/register",
+                json.dumps({"Node": "elsewhere", "Address": "10.0.0.1",
+                            "NodeMeta": {"at": str(time.time())}}))[0]))
             start = time.monotonic()
             status, text, headers = d.request_full(
                 "GET", "/v1/health/service/web?index=%d&wait=2s" % idx)
             took = time.monotonic() - start
             t.join()
-            self.assertEqual(restored, [200])
+            self.assertEqual(woke, [200])
             self.assertEqual(status, 200, text)
             self.assertEqual(int(headers["X-Consul-Index"]), idx)
             self.assertGreaterEqual(took, 1.9)
             self.assertLess(took, 4)
+            # a restore of the same data answers at once, at a later index
+            restored = []
+            t = self.later(0.3, lambda: restored.append(d.request("PUT", "/v1/snapshot", snap)[0]))
+            start = time.monotonic()
+            status, text, headers = d.request_full(
+                "GET", "/v1/health/service/web?index=%d&wait=5s" % idx)
+            took = time.monotonic() - start
+            t.join()
+            self.assertEqual((restored, status), ([200], 200), text)
+            self.assertGreater(int(headers["X-Consul-Index"]), idx)
+            self.assertLess(took, 3)
             # a real change still answers at once
             self.later(0.3, lambda: d.request("PUT", "/v1/agent/service/register", json.dumps(
                 {"Name": "web", "ID": "web-2", "Port": 81}))).join()
