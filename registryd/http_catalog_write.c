@@ -221,6 +221,7 @@ static int do_catalog_register(struct http_req *r, struct store_read *rd, struct
     json_t *svc = NULL, *svc_body = NULL;
     const char *node;
     int rc = -1;
+    bool checks_only = false; /* the service is the one stored, not in the body */
     if (http_body_json(r, &body) != 0 || build_node(r, body, &node, &record) != 0)
         goto out;
     json_t *service = json_get_ci(body, "Service");
@@ -280,6 +281,7 @@ static int do_catalog_register(struct http_req *r, struct store_read *rd, struct
                 goto out;
             }
             svc_checks = json_array();
+            checks_only = true;
             sid = json_string_value(json_object_get(svc, "ID"));
             sname = json_string_value(json_object_get(svc, "Service"));
         }
@@ -304,9 +306,9 @@ static int do_catalog_register(struct http_req *r, struct store_read *rd, struct
                                  json_is_true(json_get_ci(body, "SkipNodeUpdate")));
     if (svc != NULL) {
         cmd->op = CMD_REGISTER;
-        cmd->args = json_pack("{s:O, s:O, s:b, s:b, s:o, s:b}", "Service", svc, "Checks",
+        cmd->args = json_pack("{s:O, s:O, s:b, s:b, s:o, s:b, s:b}", "Service", svc, "Checks",
                               svc_checks, "ReplaceChecks", 0, "SetStatus", 1, "NodeOps", node_ops,
-                              "OneNode", 1);
+                              "OneNode", 1, "ChecksOnly", checks_only);
     } else {
         cmd->op = CMD_NODE;
         cmd->args = node_ops;
@@ -420,8 +422,8 @@ static int do_check_register(struct http_req *r, struct store_read *rd, struct c
     json_object_del(inst, "CreateIndex");
     json_object_del(inst, "ModifyIndex");
     cmd->op = CMD_REGISTER;
-    cmd->args = json_pack("{s:O, s:[O], s:b}", "Service", inst, "Checks", check, "ReplaceChecks",
-                          0);
+    cmd->args = json_pack("{s:O, s:[O], s:b, s:b}", "Service", inst, "Checks", check,
+                          "ReplaceChecks", 0, "ChecksOnly", 1);
     rc = cmd->args ? 0 : http_fail(r, 500, "out of memory");
 out:
     json_decref(body);

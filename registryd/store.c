@@ -1750,9 +1750,9 @@ static bool node_ops_unchanged(struct apply_ctx *a, json_t *ops)
     node_key(rkey, "node:", node);
     node_key(ckey, STORE_NODE_OWNER, node);
     bool have = get_json_s(a->s, a->txn, a->s->dbi[DB_META], rkey, &stored) == 0;
-    bool same = have && (!json_is_object(rec) ||
-                         json_is_true(json_object_get(ops, "SkipNodeUpdate")) ||
-                         json_equal(rec, stored));
+    bool same = !json_is_object(rec) ||
+                (have && (json_is_true(json_object_get(ops, "SkipNodeUpdate")) ||
+                          json_equal(rec, stored)));
     json_decref(stored);
     bool keep_status = !json_is_true(json_object_get(ops, "SetStatus"));
     size_t i;
@@ -1798,8 +1798,52 @@ static bool register_unchanged(struct apply_ctx *a, json_t *args, json_t *svc, j
     return same;
 }
 
+/* A registration with ChecksOnly: checks of an instance already stored,
+ * which the command names (Service.ID, on Service.Node) but does not
+ * rewrite, as Consul's ensureCheckTxn leaves the service alone. The
+ * command carries the instance as it was read when it was built, and an
+ * older server applies it as a registration; here the instance as stored
+ * now stands (a registration applied in between is not undone). */
+static int apply_service_checks(struct apply_ctx *a, json_t *args)
+{
+    json_t *svc = json_object_get(args, "Service"), *checks = json_object_get(args, "Checks");
+    json_t *node_ops = json_object_get(args, "NodeOps"), *old = NULL;
+    const char *id = jstr(svc, "ID");
+    int rc = get_json_s(a->s, a->txn, a->s->dbi[DB_SERVICES], id, &old);
+    if (rc != 0)
+        return rc == REG_ENOTFOUND ? REG_ENOTFOUND : rc;
+    if (strcmp(jstr(old, "Node"), jstr(svc, "Node")) != 0) {
+        json_decref(old); /* it moved to another node since */
+        return REG_ENOTFOUND;
+    }
+    bool keep_status = !json_is_true(json_object_get(args, "SetStatus"));
+    bool same = node_ops == NULL || node_ops_unchanged(a, node_ops);
+    size_t i;
+    json_t *check;
+    json_array_foreach(checks, i, check) same = same && check_unchanged(a, check, id, keep_status);
+    if (!same) {
+        json_array_foreach(checks, i, check)
+        {
+            if (rc != 0)
+                break;
+            if (!json_is_object(check))
+                rc = REG_EINVAL;
+            else
+                rc = put_check_as(a, check, id, keep_status);
+        }
+        if (rc == 0)
+            rc = touch_instance(a, jstr(old, "Service"), id);
+        if (rc == 0 && json_is_object(node_ops))
+            rc = apply_node(a, node_ops);
+    }
+    json_decref(old);
+    return rc;
+}
+
 static int apply_register(struct apply_ctx *a, json_t *args)
 {
+    if (json_is_true(json_object_get(args, "ChecksOnly")))
+        return apply_service_checks(a, args);
     json_t *svc = json_object_get(args, "Service");
     json_t *checks = json_object_get(args, "Checks");
     const char *id = jstr(svc, "ID"), *name = jstr(svc, "Service");
@@ -2208,8 +2252,8 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
     case CMD_SERVER:
         rc = apply_server(&a, cmd.args);
         break;
-    case CMD_NODE:
-        rc = apply_node(&a, cmd.args);
+    case CMD_NODE: /* the same node and checks again: nothing (register_unchanged) */
+        rc = node_ops_unchanged(&a, cmd.args) ? 0 : apply_node(&a, cmd.args);
         break;
     case CMD_ACL:
         rc = apply_acl(&a, cmd.args);
@@ -2645,14 +2689,13 @@ static int restore_bytes(struct store *s, const void *buf, size_t len, unsigned 
         rc = derived_rebuild(s, txn, true);
     if (rc == 0)
         rc = names_fill_missing(s, txn);
-    /* the names and nodes may all have changed: the store's own index
-     * stands for them */
-    static const char *const changed[] = {SERVICES_INDEX_KEY, NODES_INDEX_KEY};
-    for (size_t i = 0; i < sizeof(changed) / sizeof(changed[0]) && rc == 0; i++) {
-        MDB_val sk = val_str(changed[i]);
-        rc = mdb_del(txn, s->dbi[DB_DERIVED], &sk, NULL);
-        rc = rc == MDB_NOTFOUND ? 0 : rc;
-    }
+    /* the names and nodes may all have changed: they take the store's own
+     * index (which a raft snapshot ties to one history), set, so that later
+     * writes do not move them (readers rebuild what they keep of them) */
+    uint64_t now = rc == 0 ? get_u64(txn, s->dbi[DB_META], "index") : 0;
+    if (rc == 0 && now != 0 &&
+        (rc = put_u64(txn, s->dbi[DB_DERIVED], SERVICES_INDEX_KEY, now)) == 0)
+        rc = put_u64(txn, s->dbi[DB_DERIVED], NODES_INDEX_KEY, now);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return is_reg_error(rc) ? rc : lmdb_fail("restore", rc);
@@ -3076,8 +3119,10 @@ int store_each_node_name(struct store_read *r, store_name_cb cb, void *arg)
         return lmdb_fail("mdb_cursor_open", rc);
     k = val_str("node:");
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-         rc == 0 && !stop && k.mv_size > 5 && memcmp(k.mv_data, "node:", 5) == 0;
+         rc == 0 && !stop && k.mv_size >= 5 && memcmp(k.mv_data, "node:", 5) == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size == 5)
+            continue; /* no name (never written): not a node */
         size_t n = k.mv_size - 5 < STORE_NAME_MAX ? k.mv_size - 5 : STORE_NAME_MAX;
         memcpy(name, (const char *)k.mv_data + 5, n);
         name[n] = '\0';

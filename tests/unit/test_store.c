@@ -305,6 +305,41 @@ static void test_same_again_and_nodes_index(void **state)
     json_decref(names);
 }
 
+/* A check registered on a stored instance (ChecksOnly) leaves the
+ * instance as it is stored now: the copy the command carries may be older
+ * (a registration applied in between kept its port). */
+static void test_checks_only_leaves_the_instance(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_on("db-1", "db", "n1", 80), &chg), 0);
+    json_t *stale = reg_on("db-1", "db", "n1", 80); /* read before the port moved */
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_on("db-1", "db", "n1", 81), &chg), 0);
+    uint64_t modified = chg.index;
+    json_t *check = json_array_get(json_object_get(stale, "Checks"), 0);
+    json_object_set_new(check, "CheckID", json_string("db-extra"));
+    json_object_set_new(stale, "ChecksOnly", json_true());
+    assert_int_equal(apply(f->s, CMD_REGISTER, json_incref(stale), &chg), 0);
+    assert_true(chg.n > 0);
+    struct store_read *r;
+    json_t *inst, *got;
+    assert_int_equal(store_read_begin(f->s, &r), 0);
+    assert_int_equal(store_get_instance(r, "db-1", &inst), 0);
+    assert_int_equal(json_integer_value(json_object_get(inst, "Port")), 81);
+    assert_int_equal(json_integer_value(json_object_get(inst, "ModifyIndex")), modified);
+    assert_int_equal(store_get_check(r, "db-extra", &got), 0);
+    assert_string_equal(json_string_value(json_object_get(got, "ServiceID")), "db-1");
+    json_decref(got);
+    json_decref(inst);
+    store_read_end(r);
+    /* the same again: nothing; on an instance that is not there: not found */
+    assert_int_equal(apply(f->s, CMD_REGISTER, json_incref(stale), &chg), 0);
+    assert_int_equal(chg.n, 0);
+    assert_int_equal(apply(f->s, CMD_DEREGISTER, json_pack("{s:s}", "ServiceID", "db-1"), &chg),
+                     0);
+    assert_int_equal(apply(f->s, CMD_REGISTER, stale, &chg), REG_ENOTFOUND);
+}
+
 static void test_maintenance_and_deregister(void **state)
 {
     struct fixture *f = *state;
@@ -1319,6 +1354,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_maintenance_and_deregister, setup, teardown),
         cmocka_unit_test_setup_teardown(test_same_again_and_nodes_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checks_only_leaves_the_instance, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_into_reused_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_stream_same_bytes, setup, teardown),
