@@ -1081,18 +1081,24 @@ static void free_list_entry(const char *key, void *value, void *arg)
     free(value);
 }
 
+void health_stop(struct health *h)
+{
+    if (h == NULL || !h->thread_started)
+        return;
+    /* event_base_loopbreak before the thread enters its loop (it may
+     * still be scanning the store) would be forgotten when the loop
+     * starts; an active event is not: the loop runs it first. */
+    __atomic_store_n(&h->stopping, true, __ATOMIC_RELEASE);
+    event_active(h->stop, EV_READ, 0);
+    pthread_join(h->thread, NULL);
+    h->thread_started = false;
+}
+
 void health_free(struct health *h)
 {
     if (h == NULL)
         return;
-    if (h->thread_started) {
-        /* event_base_loopbreak before the thread enters its loop (it may
-         * still be scanning the store) would be forgotten when the loop
-         * starts; an active event is not: the loop runs it first. */
-        __atomic_store_n(&h->stopping, true, __ATOMIC_RELEASE);
-        event_active(h->stop, EV_READ, 0);
-        pthread_join(h->thread, NULL);
-    }
+    health_stop(h);
     /* health_free runs as the process stops: nothing uses the checker once
      * its thread is gone, so outside sanitizer builds its memory goes with
      * the process (REG_FREE_AT_EXIT) */

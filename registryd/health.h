@@ -68,9 +68,13 @@ struct health_stats {
  * Returns 0, or REG_ENOMEM / REG_EIO with a message in err. */
 int health_start(const struct health_options *opt, struct health **out, char *err,
                  size_t errlen) REG_MUSTCHECK;
-/* Stop the thread (probes in flight are abandoned). Only as the process
- * stops: sanitizer builds free everything, others leave the checker's
- * memory to the OS (REG_FREE_AT_EXIT). NULL is a no-op. */
+/* Stop the thread (probes in flight are abandoned); the any-thread calls
+ * below stay safe until health_free (they reach nothing then). NULL, or
+ * stopped already: a no-op. */
+void health_stop(struct health *h);
+/* Stop (health_stop), then free. Only as the process stops, once no other
+ * thread calls in: sanitizer builds free everything, others leave the
+ * checker's memory to the OS (REG_FREE_AT_EXIT). NULL is a no-op. */
 void health_free(struct health *h);
 
 /* The services named in chg changed: re-read their checks. Any thread. */

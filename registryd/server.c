@@ -683,7 +683,7 @@ void server_stop(struct server *s)
     s->listeners.health = NULL;
     formation_free(s->formation);
     dns_free(s->dns);
-    health_free(s->health);
+    health_stop(s->health); /* freed once no HTTP worker can call it (TTL updates) */
     /* Parked blocking queries are answered now, while the cluster can still
      * say who leads; changes the cluster delivers while it stops go nowhere. */
     s->listeners.watch = NULL;
@@ -692,6 +692,7 @@ void server_stop(struct server *s)
     s->listeners.mailbox = NULL;
     watch_free(s->watch);
     http_workers_stop(s->http);
+    health_free(s->health);
     cluster_free(s->cluster);
     mark_store_clean(s);
     http_workers_free(s->http);
