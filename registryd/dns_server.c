@@ -865,16 +865,21 @@ static void answer_node(struct answer *a, struct store_read *rd, const char *nam
         snprintf(f.addr, sizeof(f.addr), "%s", s->opt.node_addr);
         f.found = true;
     }
-    /* DNS names ignore case, node names do not: the node's own spelling
-     * first (node_canonical), then its catalog record, else the instance
-     * of the smallest ID on it gives the address */
-    const char *canon = f.found ? NULL : node_canonical(a->w, rd, name);
-    json_t *rec = NULL;
-    if (canon != NULL && store_find_node(rd, canon, &rec) == 0)
-        find_node(rec, &f);
-    json_decref(rec);
-    if (canon != NULL && !f.found)
-        store_each_instance_on(rd, canon, find_node, &f);
+    /* DNS names ignore case, node names do not: the name as asked first
+     * (a node spelt so wins over one that differs in case), else its
+     * spelling as registered (node_canonical); its catalog record, else
+     * the instance of the smallest ID on it gives the address */
+    for (int pass = 0; pass < 2 && !f.found; pass++) {
+        const char *as = pass == 0 ? name : node_canonical(a->w, rd, name);
+        if (as == NULL || (pass == 1 && strcmp(as, name) == 0))
+            break;
+        json_t *rec = NULL;
+        if (store_get_node(rd, as, &rec) == 0)
+            find_node(rec, &f);
+        json_decref(rec);
+        if (!f.found)
+            store_each_instance_on(rd, as, find_node, &f);
+    }
     if (!f.found) {
         a->rcode = DNS_NXDOMAIN;
         return;

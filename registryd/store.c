@@ -3022,6 +3022,16 @@ int store_each_node(struct store_read *r, store_json_cb cb, void *arg)
     return store_each_node_pre(r, NULL, cb, arg);
 }
 
+int store_get_node(struct store_read *r, const char *name, json_t **out)
+{
+    char key[NODE_KEY_MAX];
+    size_t n = strlen(name);
+    if (n == 0 || n > STORE_NAME_MAX)
+        return REG_ENOTFOUND;
+    node_key(key, "node:", name);
+    return get_json_s(r->s, r->txn, r->s->dbi[DB_META], key, out);
+}
+
 int store_find_node(struct store_read *r, const char *name, json_t **out)
 {
     char key[NODE_KEY_MAX];

@@ -207,6 +207,8 @@ int store_each_node(struct store_read *r, store_json_cb cb, void *arg);
  * fewer). */
 int store_each_node_pre(struct store_read *r, bool (*pre)(const char *text, size_t len, void *arg),
                         store_json_cb cb, void *arg);
+/* The node record named exactly name: a new reference, or REG_ENOTFOUND. */
+int store_get_node(struct store_read *r, const char *name, json_t **out);
 /* The node record named name without regard to case (DNS names): the name
  * as given first (one lookup), else a walk of the node keys alone, decoding
  * the match only. A new reference, or REG_ENOTFOUND. */

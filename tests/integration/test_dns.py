@@ -180,6 +180,13 @@ class DnsTest(unittest.TestCase):
         for _ in range(4):
             self.assertEqual(answers(self.dig("COMES-BACK.node.registry."), "A"), ["10.8.0.3"])
         dereg({"Node": "Comes-Back"})
+        # two nodes that differ in case: the one spelt as asked answers
+        reg({"Node": "Twin-01", "Address": "10.8.1.1"})
+        reg({"Node": "twin-01", "Address": "10.8.1.2"})
+        for _ in range(4):
+            self.assertEqual(answers(self.dig("twin-01.node.registry."), "A"), ["10.8.1.2"])
+        dereg({"Node": "Twin-01"})
+        dereg({"Node": "twin-01"})
 
     def test_srv_over_udp_holds_what_fits(self):
         """The room kept for each SRV target's address is what the record
