@@ -521,7 +521,8 @@ static uint64_t check_sig(struct job *j, const char *sid, uint64_t own)
 {
     const void *raw;
     size_t len;
-    if (sid == NULL || store_get_raw(j->rd, false, sid, strlen(sid), &raw, &len) != 0)
+    if (sid == NULL || *sid == '\0' || /* a node's own check: no instance */
+        store_get_raw(j->rd, false, sid, strlen(sid), &raw, &len) != 0)
         return hash_mix64(own + 1);
     return sig_add(own, raw, len);
 }

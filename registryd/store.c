@@ -3570,6 +3570,8 @@ int store_get_raw(struct store_read *rd, bool checks, const char *id, size_t idl
                   const void **val, size_t *vlen)
 {
     MDB_val k = {idlen, (void *)id}, v;
+    if (idlen == 0 || idlen > RECORD_KEY_MAX)
+        return REG_ENOTFOUND; /* no such key (LMDB would call it an error) */
     int rc = mdb_get(rd->txn, rd->s->dbi[checks ? DB_CHECKS : DB_SERVICES], &k, &v);
     if (rc == MDB_NOTFOUND)
         return REG_ENOTFOUND;

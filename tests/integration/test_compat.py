@@ -682,6 +682,15 @@ class CompatTest(unittest.TestCase):
         put("/v1/agent/check/warn/service:hb-1?note=t4")  # a new status: at once
         self.assertEqual(state()[:2], ("warning", "t4"))
 
+    def test_node_check_renders_without_a_store_error(self):
+        # a node's own check has no ServiceID: the render looked up the
+        # instance "" and LMDB refused the empty key, one error line each
+        self.addCleanup(self.put, "/v1/agent/check/deregister/node-beat")
+        self.put("/v1/agent/check/register", {"Name": "node-beat", "TTL": "30s"})
+        for path in ("/v1/health/state/critical", "/v1/health/state/any", "/v1/agent/checks"):
+            self.assertIn("node-beat", json.dumps(self.get(path)), path)
+        self.assertNotIn("MDB_BAD_VALSIZE", self.d.log())
+
     def test_ttl_update_errors_in_consuls_words(self):
         # Clients tell "register again" from these: Spring Cloud Consul
         # re-registers on a 404 or a 500, go-kit and others match the text.
