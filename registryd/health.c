@@ -89,8 +89,12 @@ struct hcheck {
     char *output;    /* as stored */
     int pending;     /* submitted, not yet seen in the store; ST_NONE if none */
     uint64_t pending_at, output_written_at, critical_since;
+    /* when its instance's deregistration was last sent (0: never): sent
+     * again after DEREG_RETRY_MS while the instance is still here (one
+     * sent as the leader died was lost, and the instance stayed) */
+    uint64_t dereg_sent_at;
     struct rules_run run; /* consecutive results, for the thresholds */
-    bool maint, dereg_sent;
+    bool maint;
     bool output_written; /* output_written_at is meaningful (0 is a time too) */
     bool counted;        /* status is in h->n_status */
     uint64_t generation;
@@ -490,7 +494,7 @@ static void observe_status(struct hcheck *c, int status, const char *output, boo
                 rules_sp_record(&h->sp, now);
         } else {
             c->critical_since = 0;
-            c->dereg_sent = false;
+            c->dereg_sent_at = 0;
         }
     }
     if (c->counted)
@@ -862,6 +866,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         store_read_end(rd);
 }
 
+/* A deregistration not seen applied by then is sent again. */
+#define DEREG_RETRY_MS 5000
+
 struct dereg_scan {
     struct health *h;
     uint64_t now;
@@ -877,10 +884,11 @@ static void dereg_one(const char *key, void *value, void *arg)
     uint64_t after = c->d.dereg_ms > s->h->opt.limits.deregister_min_ms
                          ? c->d.dereg_ms
                          : s->h->opt.limits.deregister_min_ms;
-    if (c->status != ST_CRITICAL || c->critical_since == 0 || c->dereg_sent || c->maint ||
+    if (c->status != ST_CRITICAL || c->critical_since == 0 || c->maint ||
+        (c->dereg_sent_at != 0 && s->now - c->dereg_sent_at < DEREG_RETRY_MS) ||
         s->now - c->critical_since < after || is_node_owner(c->service_id))
         return; /* a node's own check has no instance to deregister */
-    c->dereg_sent = true;
+    c->dereg_sent_at = s->now;
     json_array_append_new(s->ids, json_string(c->service_id));
 }
 

@@ -114,5 +114,48 @@ class ClusterHealthTest(unittest.TestCase):
         self.wait_critical(survivors[0], {"h-%d" % i for i in range(3, N)}, 15)
 
 
+class DeregisterAcrossLeaderDeathTest(unittest.TestCase):
+    """An automatic deregistration sent while there is no leader (the old
+    one died as it fell due) is sent again until the instance is gone: it
+    was sent once, and the instance stayed critical for good."""
+
+    def setUp(self):
+        self.tmp = TempDir()
+        self.servers = []
+        start_cluster(self.tmp.path, 3, servers=self.servers,
+                      extra=["--check-deregister-min", "3s"])
+
+    def tearDown(self):
+        for d in self.servers:
+            if d.proc is not None:
+                d.stop(check=False)
+        self.tmp.cleanup()
+
+    def test_deregistration_outlives_the_leader(self):
+        from harness import agreed_leader
+        raft = lambda d: json.loads(d.request("GET", "/v1/internal/raft/self")[1])["Raft"]
+        leader = agreed_leader(self.servers, raft, 15)
+        self.assertIsNotNone(leader)
+        follower = next(d for d in self.servers if d is not leader)
+        ids = ["dr-%d" % i for i in range(6)]
+        for sid in ids:  # TTL checks, critical from the start: due in 3 s
+            status, text = follower.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "dr", "ID": sid, "Check": {"TTL": "60s",
+                                                    "DeregisterCriticalServiceAfter": "3s"}}))
+            self.assertEqual(status, 200, text)
+        time.sleep(2.6)  # the leader dies as the deregistrations fall due
+        leader.kill9()
+        survivors = [d for d in self.servers if d is not leader]
+        deadline = time.monotonic() + 30
+        left = ids
+        while time.monotonic() < deadline:
+            status, text = survivors[0].request("GET", "/v1/agent/services?stale")
+            left = [s for s in ids if status == 200 and s in json.loads(text)]
+            if not left:
+                break
+            time.sleep(0.25)
+        self.assertEqual(left, [], "still registered 30 s on")
+
+
 if __name__ == "__main__":
     unittest.main()
