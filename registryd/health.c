@@ -96,6 +96,10 @@ struct hcheck {
     struct rules_run run; /* consecutive results, for the thresholds */
     bool maint;
     bool output_written; /* output_written_at is meaningful (0 is a time too) */
+    /* a TTL check's timer was armed while this server ran the check: its
+     * expiry counts from a heartbeat this server saw, or from when it came
+     * to run it (arm_ttl) */
+    bool ttl_armed_here;
     bool counted;        /* status is in h->n_status */
     uint64_t generation;
 
@@ -365,6 +369,13 @@ static bool checking_here(const struct hcheck *c)
     return cluster_owns_check(c->h->opt.cluster, c->id, c->d.type == HC_TTL);
 }
 
+/* A TTL check's timer, a whole TTL from now. */
+static void arm_ttl(struct hcheck *c)
+{
+    c->ttl_armed_here = checking_here(c);
+    set_timer(c->timer, c->d.ttl_ms);
+}
+
 static void check_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct hcheck *c = arg;
@@ -372,9 +383,17 @@ static void check_timer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (!checking_here(c)) {
         if (c->d.type == HC_TTL)
-            set_timer(c->timer, c->d.ttl_ms); /* a fresh TTL when this server leads */
+            arm_ttl(c);
         else
             schedule_next(c);
+        return;
+    }
+    if (c->d.type == HC_TTL && !c->ttl_armed_here) {
+        /* armed before this server ran the check (it led since): the
+         * heartbeats went to the old leader, so the check gets a whole
+         * TTL from here, never less than a TTL after its last heartbeat
+         * (it expired on the first timer here, at any time left) */
+        arm_ttl(c);
         return;
     }
     if (c->d.type == HC_TTL) {
@@ -591,7 +610,7 @@ static struct hcheck *check_new(struct health *h, json_t *rec, const char *name)
     log_debug("health", "msg=\"check added\" check=%s status=%s", log_quote(c->id, qc, sizeof(qc)),
               status_names[c->status]);
     if (c->d.type == HC_TTL) {
-        set_timer(c->timer, c->d.ttl_ms);
+        arm_ttl(c);
     } else {
         c->due = now + next_rand(h) % c->d.interval_ms; /* spread over the interval */
         set_timer(c->timer, c->due - now);
@@ -852,7 +871,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
                 char qc[2 * STORE_OWNER_MAX + 3];
                 log_debug("health", "msg=\"ttl heartbeat\" check=%s",
                           log_quote(c->id, qc, sizeof(qc)));
-                set_timer(c->timer, c->d.ttl_ms);
+                arm_ttl(c);
             }
         } else if (m->key[0] == '\0') {
             drop_all(h);

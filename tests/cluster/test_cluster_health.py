@@ -131,6 +131,35 @@ class DeregisterAcrossLeaderDeathTest(unittest.TestCase):
                 d.stop(check=False)
         self.tmp.cleanup()
 
+    def test_ttl_is_whole_on_a_new_leader(self):
+        """A TTL check's heartbeats go to the leader; a new leader gives it a
+        whole TTL from when it came to run it. Its timer, armed at the
+        registration, expired at whatever time was left: critical 4 s
+        after a heartbeat that held for 6."""
+        from harness import agreed_leader
+        raft = lambda d: json.loads(d.request("GET", "/v1/internal/raft/self")[1])["Raft"]
+        leader = agreed_leader(self.servers, raft, 15)
+        self.assertIsNotNone(leader)
+        follower = next(d for d in self.servers if d is not leader)
+        status, text = follower.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "beat", "ID": "beat-1", "Check": {"TTL": "6s"}}))
+        self.assertEqual(status, 200, text)
+        t0 = time.monotonic()
+        for at in (0, 2.0):
+            time.sleep(max(0, t0 + at - time.monotonic()))
+            status, text = follower.request("PUT", "/v1/agent/check/pass/service:beat-1")
+            self.assertEqual(status, 200, text)
+        last = time.monotonic()
+        time.sleep(0.3)
+        leader.kill9()
+        survivors = [d for d in self.servers if d is not leader]
+        while time.monotonic() < last + 5.5:  # the last heartbeat holds until +6
+            status, text = survivors[0].request("GET", "/v1/health/checks/beat?stale")
+            if status == 200 and json.loads(text):
+                self.assertEqual(json.loads(text)[0]["Status"], "passing",
+                                 "%.1f s after the last heartbeat" % (time.monotonic() - last))
+            time.sleep(0.2)
+
     def test_deregistration_outlives_the_leader(self):
         from harness import agreed_leader
         raft = lambda d: json.loads(d.request("GET", "/v1/internal/raft/self")[1])["Raft"]
