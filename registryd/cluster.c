@@ -124,6 +124,9 @@ struct cluster {
     pthread_mutex_t status_lock;
     pthread_cond_t ready_cond;
     bool ready;
+    /* started with raft state but a store rebuilt (an unclean stop): the
+     * store is empty until raft has replayed into it (cluster_caught_up) */
+    bool rebuilding;
     int start_error;
     struct cluster_status status;
     uint64_t last_leader_seen_ms; /* monotonic; the start until a leader is seen */
@@ -1010,6 +1013,7 @@ int cluster_new(const struct cluster_options *opt, struct cluster **out, char *e
     if ((rv = load_identity(c, err, errlen)) != 0)
         goto fail;
     snprintf(c->raft_dir, sizeof(c->raft_dir), "%s/raft", opt->data_dir);
+    c->rebuilding = opt->reuse_applied == 0 && !cluster_fresh(c);
     if (mkdir(c->raft_dir, 0700) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "%s: %s", c->raft_dir, strerror(errno));
         rv = REG_EIO;
@@ -1294,6 +1298,16 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
     log_info("cluster", "msg=\"raft started\" id=%llu raft_addr=%s bootstrap_members=%zu", c->id,
              c->addr, n);
     return 0;
+}
+
+bool cluster_caught_up(struct cluster *c)
+{
+    if (c == NULL)
+        return true;
+    pthread_mutex_lock(&c->status_lock);
+    bool up = !c->rebuilding || c->ready;
+    pthread_mutex_unlock(&c->status_lock);
+    return up;
 }
 
 int cluster_wait_ready(struct cluster *c, int timeout_ms)

@@ -116,6 +116,12 @@ size_t cluster_known(struct cluster *c, struct cluster_member *out, size_t max);
 size_t cluster_configuration(struct cluster *c, struct cluster_member *out, size_t max);
 bool cluster_fresh(struct cluster *c);
 int cluster_wait_ready(struct cluster *c, int timeout_ms);
+/* Whether the store holds what this server had: false from a start with
+ * raft state and a rebuilt store (after an unclean stop it starts empty)
+ * until raft has replayed what is committed into it (the server is
+ * ready); reads from it meanwhile would answer "nothing registered", as
+ * Consul's did (hashicorp/consul#4554). Any thread; NULL: true. */
+bool cluster_caught_up(struct cluster *c);
 
 /* Membership changes, on the leader (else REG_ENOTLEADER). cb as for
  * cluster_submit. Adding an existing member only makes sure it votes. */

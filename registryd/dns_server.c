@@ -1273,6 +1273,10 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
         struct store_read *rd;
         if (!reverse && !inside) {
             a.rcode = DNS_REFUSED;
+        } else if (!cluster_caught_up(s->opt.cluster)) {
+            /* the store is being rebuilt: "nothing there" would be a lie a
+             * resolver caches; SERVFAIL sends it to another server */
+            a.rcode = DNS_SERVFAIL;
         } else if ((rd = read_begin(w)) == NULL) {
             a.rcode = DNS_SERVFAIL;
         } else if (reverse) {

@@ -1386,6 +1386,14 @@ static void dispatch(struct http_req *r)
             req_free(r);
             return;
         }
+        if (r->route->watch != WATCH_NONE && !cluster_caught_up(r->srv->opt.cluster)) {
+            /* also ?stale: an empty store is not a stale copy */
+            http_fail(r, 500, "This server is replaying the cluster's log into its store since "
+                              "it started; ask another server");
+            reply_error(r, 0);
+            req_free(r);
+            return;
+        }
         start_read(r);
     }
 }

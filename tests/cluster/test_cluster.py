@@ -203,6 +203,59 @@ class ClusterTest(unittest.TestCase):
         self.assertIn("No cluster leader", text)
         self.assertLess(time.monotonic() - t0, 15)
 
+    def test_unclean_restart_serves_no_empty_store(self):
+        """A server killed (its store is rebuilt from raft at the next
+        start) answers DNS with SERVFAIL and store reads with a 500 until
+        raft has replayed into it: it answered NXDOMAIN and 200 [] with
+        X-Consul-Index 1 for about a second, as Consul did (#4554)."""
+        import socket
+        import struct
+        leader = self.leader()
+        f = next(d for d in self.servers if d is not leader)
+
+        def register(lo, hi):
+            for i in range(lo, hi):
+                leader.request("PUT", "/v1/agent/service/register", json.dumps(
+                    {"Name": "wk", "ID": "wk-%d" % i, "Address": "10.4.%d.%d" % (i // 250, i % 250),
+                     "Port": 80}))
+        writers = [threading.Thread(target=register, args=(k * 200, k * 200 + 200))
+                   for k in range(6)]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join()
+        deadline = time.monotonic() + 20
+        while len(json.loads(f.request("GET", "/v1/health/service/wk?stale")[1])) < 1200:
+            self.assertLess(time.monotonic(), deadline, "the follower did not catch up")
+            time.sleep(0.1)
+        f.kill9()
+        f.start(wait=False)
+        q = struct.pack(">HHHHHH", 0x77, 0, 1, 0, 0, 0)
+        for label in ("wk", "service", "registry"):
+            q += bytes([len(label)]) + label.encode()
+        q += b"\x00" + struct.pack(">HH", 1, 1)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(0.2)
+        rcodes, reads = set(), set()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (0 in rcodes and 200 in reads):
+            try:
+                s.sendto(q, ("127.0.0.1", f.dns_port))
+                rcodes.add(struct.unpack(">H", s.recv(4096)[2:4])[0] & 0xF)
+            except OSError:
+                pass  # not listening yet
+            try:
+                status, text, h = f.request_full("GET", "/v1/health/service/wk?stale", timeout=2)
+                if status == 200:
+                    self.assertEqual(len(json.loads(text)), 1200, "a partial or empty answer")
+                reads.add(status)
+            except OSError:
+                pass
+        s.close()
+        self.assertNotIn(3, rcodes, "NXDOMAIN from the store being rebuilt")
+        self.assertIn(0, rcodes)
+        self.assertIn(200, reads)
+
     def test_leader_killed_during_a_burst(self):
         leader = self.leader()
         acked, lock, stop = set(), threading.Lock(), threading.Event()
