@@ -780,6 +780,12 @@ static void poll_cb(uv_timer_t *t)
     if (lid != 0)
         c->last_leader_seen_ms = now;
     s->last_contact_ms = s->is_leader ? 0 : now - c->last_leader_seen_ms;
+    if (state == RAFT_FOLLOWER && lid != 0) {
+        /* Consul's LastContact: since the leader was last heard from. A
+         * follower restarts its election timer at each message from it */
+        raft_time t = c->raft.io->time(c->raft.io);
+        s->last_contact_ms = t > c->raft.election_timer_start ? t - c->raft.election_timer_start : 0;
+    }
     snprintf(s->leader_addr, sizeof(s->leader_addr), "%s", lid != 0 && laddr ? laddr : "");
     snprintf(s->self_addr, sizeof(s->self_addr), "%s", c->addr);
     s->term = c->raft.current_term;

@@ -1744,15 +1744,23 @@ static void handle(struct evhttp_request *req, void *arg)
     if (http_parse_query(r, query) != 0 || http_parse_blocking(r) != 0)
         goto fail;
     r->stale = http_has_param(r, "stale");
+    bool allow_stale = r->stale; /* Consul's AllowStale */
     const char *max_stale = http_param(r, "max_stale");
     uint64_t max_stale_ms = 0;
     if (max_stale != NULL && *max_stale != '\0' && duration_parse(max_stale, &max_stale_ms) != 0) {
         http_fail(r, 400, "Invalid max_stale value \"%s\"", max_stale);
         goto fail;
     }
-    if (max_stale_ms > 0 || (max_stale != NULL && strpbrk(max_stale, "123456789") != NULL))
-        r->stale = true; /* any stale answer is this server's, at once: within any bound */
-    if (r->stale && http_has_param(r, "consistent")) {
+    if (max_stale_ms > 0 || (max_stale != NULL && strpbrk(max_stale, "123456789") != NULL)) {
+        /* within the bound (Consul's LastContact), this server's copy; past
+         * it, a default read's rules (a known leader) */
+        struct cluster_status st;
+        cluster_get_status(r->srv->opt.cluster, &st);
+        allow_stale = true;
+        r->stale = r->stale || st.is_leader ||
+                   st.last_contact_ms <= (max_stale_ms ? max_stale_ms : 1);
+    }
+    if (allow_stale && http_has_param(r, "consistent")) {
         http_fail(r, 400, "Cannot specify ?stale with ?consistent, conflicting semantics.");
         goto fail;
     }

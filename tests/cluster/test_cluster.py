@@ -203,6 +203,28 @@ class ClusterTest(unittest.TestCase):
         self.assertIn("No cluster leader", text)
         self.assertLess(time.monotonic() - t0, 15)
 
+    def test_last_contact_is_since_the_leader_was_heard(self):
+        """X-Consul-LastContact on a follower counts from the leader's last
+        message, as Consul's: it read 0 for as long as a leader was known,
+        also one that had stopped answering (SIGSTOP)."""
+        import signal
+        leader = self.leader()
+        f = next(d for d in self.servers if d is not leader)
+        _, _, h = f.request_full("GET", "/v1/catalog/services")
+        self.assertLess(int(h["X-Consul-LastContact"]), 1000)
+        os.kill(leader.proc.pid, signal.SIGSTOP)
+        try:
+            seen = 0
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and seen < 300:
+                _, _, h = f.request_full("GET", "/v1/catalog/services?stale")
+                if h["X-Consul-KnownLeader"] == "true":
+                    seen = max(seen, int(h["X-Consul-LastContact"]))
+                time.sleep(0.05)
+        finally:
+            os.kill(leader.proc.pid, signal.SIGCONT)
+        self.assertGreaterEqual(seen, 300, "LastContact while the leader was silent")
+
     def test_unclean_restart_serves_no_empty_store(self):
         """A server killed (its store is rebuilt from raft at the next
         start) answers DNS with SERVFAIL and store reads with a 500 until
