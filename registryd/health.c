@@ -162,8 +162,18 @@ struct health {
     /* health_ttl_output_due, from any thread (the HTTP workers), under
      * ttl_lock: when each TTL check's output was last written */
     pthread_mutex_t ttl_lock;
-    struct strmap *ttl_written; /* check ID -> uint64_t (mono ms), malloc'd */
+    struct strmap *ttl_written; /* check ID -> struct ttl_written, malloc'd */
     uint64_t ttl_interval_ms;   /* check_update_interval */
+    size_t ttl_held;            /* entries holding an output back */
+};
+
+/* A TTL check's last output write, and the update held back since (the
+ * tick writes it once check_update_interval has passed, as Consul's agent
+ * syncs a deferred output then). */
+struct ttl_written {
+    uint64_t at;     /* mono ms */
+    int held_status; /* ST_*, of the output held */
+    char *held;      /* the newest output held back, or NULL */
 };
 
 /* Entries past this are dropped whole: a check whose entry goes may write
@@ -956,6 +966,8 @@ static uint64_t lateness_p99(struct health *h)
     return 0;
 }
 
+static void flush_held_outputs(struct health *h, uint64_t now);
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct health *h = arg;
@@ -972,6 +984,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
     pthread_mutex_unlock(&h->lock);
     update_self_preservation(h, now);
+    flush_held_outputs(h, now);
     if (!h->sp.active) {
         struct dereg_scan s = {h, now, json_array()};
         strmap_each(h->with_dereg, dereg_one, &s);
@@ -1021,20 +1034,33 @@ static void *health_thread(void *arg)
     return NULL;
 }
 
-static void free_value(const char *key, void *value, void *arg)
+static void free_written(const char *key, void *value, void *arg)
 {
+    struct ttl_written *w = value;
     (void)key;
     (void)arg;
-    free(value);
+    free(w->held);
+    free(w);
 }
 
 /* Under ttl_lock (or with no other thread left). */
 static void ttl_written_clear(struct health *h)
 {
     if (h->ttl_written != NULL)
-        strmap_each(h->ttl_written, free_value, NULL);
+        strmap_each(h->ttl_written, free_written, NULL);
     strmap_free(h->ttl_written);
     h->ttl_written = NULL;
+    h->ttl_held = 0;
+}
+
+/* Under ttl_lock: w holds nothing back. */
+static void ttl_release(struct health *h, struct ttl_written *w)
+{
+    if (w->held != NULL) {
+        free(w->held);
+        w->held = NULL;
+        h->ttl_held--;
+    }
 }
 
 int health_start(const struct health_options *opt, struct health **out, char *err,
@@ -1213,31 +1239,94 @@ void health_set_limits(struct health *h, const struct health_limits *limits)
     pthread_mutex_unlock(&h->ttl_lock);
 }
 
-bool health_ttl_output_due(struct health *h, const char *check_id, bool status_changes)
+bool health_ttl_output_due(struct health *h, const char *check_id, const char *status,
+                           const char *output, bool status_changes)
 {
     if (h == NULL)
         return true;
     uint64_t now = mono_ms();
     bool due = true;
     pthread_mutex_lock(&h->ttl_lock);
-    uint64_t *at = h->ttl_written ? strmap_get(h->ttl_written, check_id) : NULL;
-    if (!status_changes && at != NULL && now - *at < h->ttl_interval_ms)
+    struct ttl_written *w = h->ttl_written ? strmap_get(h->ttl_written, check_id) : NULL;
+    if (!status_changes && w != NULL && now - w->at < h->ttl_interval_ms) {
+        char *copy = strdup(output);
+        if (copy != NULL) { /* the newest is written when the interval ends */
+            if (w->held == NULL)
+                h->ttl_held++;
+            free(w->held);
+            w->held = copy;
+            w->held_status = parse_status(status);
+        }
         due = false;
-    if (due && at != NULL) {
-        *at = now;
+    }
+    if (due && w != NULL) {
+        w->at = now;
+        ttl_release(h, w); /* this write carries the newest */
     } else if (due) {
         if (h->ttl_written != NULL && strmap_count(h->ttl_written) >= TTL_WRITTEN_MAX)
             ttl_written_clear(h);
         if (h->ttl_written == NULL)
             h->ttl_written = strmap_new();
-        uint64_t *v = malloc(sizeof(*v));
-        if (v != NULL && h->ttl_written != NULL && strmap_put(h->ttl_written, check_id, v) == 0)
-            *v = now;
+        w = calloc(1, sizeof(*w));
+        if (w != NULL && h->ttl_written != NULL && strmap_put(h->ttl_written, check_id, w) == 0)
+            w->at = now;
         else
-            free(v);
+            free(w);
     }
     pthread_mutex_unlock(&h->ttl_lock);
     return due;
+}
+
+struct held_out {
+    json_t *ids, *statuses, *outputs;
+    uint64_t now, interval;
+    struct health *h;
+};
+
+static void take_due(const char *key, void *value, void *arg)
+{
+    struct ttl_written *w = value;
+    struct held_out *o = arg;
+    if (w->held == NULL || o->now - w->at < o->interval)
+        return;
+    json_array_append_new(o->ids, json_string(key));
+    json_array_append_new(o->statuses, json_integer(w->held_status));
+    json_array_append_new(o->outputs, json_string(w->held));
+    w->at = o->now;
+    ttl_release(o->h, w);
+}
+
+/* The tick: TTL outputs held back whose interval is over are written now,
+ * when the check is still this server's, of that status. */
+static void flush_held_outputs(struct health *h, uint64_t now)
+{
+    struct held_out o = {NULL, NULL, NULL, now, 0, h};
+    pthread_mutex_lock(&h->ttl_lock);
+    if (h->ttl_held > 0 && h->ttl_written != NULL) {
+        o.ids = json_array();
+        o.statuses = json_array();
+        o.outputs = json_array();
+        o.interval = h->ttl_interval_ms;
+        strmap_each(h->ttl_written, take_due, &o);
+    }
+    pthread_mutex_unlock(&h->ttl_lock);
+    size_t i;
+    json_t *id;
+    json_array_foreach(o.ids, i, id)
+    {
+        struct hcheck *c = strmap_get(h->by_id, json_string_value(id));
+        int status = (int)json_integer_value(json_array_get(o.statuses, i));
+        const char *out = json_string_value(json_array_get(o.outputs, i));
+        /* a TTL expiry or a new status since wins; so does what is stored */
+        if (c == NULL || c->d.type != HC_TTL || c->status != status || !checking_here(c) ||
+            out == NULL || (c->output != NULL && strcmp(c->output, out) == 0))
+            continue;
+        submit(h, CMD_CHECK_UPDATE, json_pack("{s:s, s:s, s:s}", "CheckID", c->id, "Status",
+                                              status_names[status], "Output", out));
+    }
+    json_decref(o.ids);
+    json_decref(o.statuses);
+    json_decref(o.outputs);
 }
 
 void health_get_stats(struct health *h, struct health_stats *out)

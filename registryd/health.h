@@ -85,8 +85,11 @@ void health_ttl_touch(struct health *h, const char *check_id);
  * changes; a changed output with the same status only when the check's
  * output was not written in the last check_update_interval (Consul's agent
  * defers those: a heartbeat that carries a timestamp woke every watcher of
- * its service). Records the write when it says yes. Any thread. */
-bool health_ttl_output_due(struct health *h, const char *check_id, bool status_changes);
+ * its service); the newest output held back is written by the checker
+ * once the interval is over. Records the write when it says yes. Any
+ * thread. */
+bool health_ttl_output_due(struct health *h, const char *check_id, const char *status,
+                           const char *output, bool status_changes);
 void health_get_stats(struct health *h, struct health_stats *out);
 
 /* Any thread; the checker applies them at its next tick. */

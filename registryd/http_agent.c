@@ -775,43 +775,46 @@ static int check_update(struct http_req *r, struct store_read *rd, struct comman
                        : MAX_OUTPUT;
     const char *type = json_string_value(json_object_get(check, "Type"));
     bool ttl = type && strcmp(type, "ttl") == 0;
-    bool same_status = strcmp(json_string_value(json_object_get(check, "Status")), status) == 0;
-    bool same = same_status && json_is_string(json_object_get(check, "Output")) &&
-                strcmp(json_string_value(json_object_get(check, "Output")), output) == 0;
-    json_decref(check);
     /* Consul's words and code (agent.updateTTLCheck): clients re-register
      * on this 500 and match the text (Spring Cloud Consul, go-kit) */
-    if (!ttl)
+    if (!ttl) {
+        json_decref(check);
         return http_fail(r, 500, "CheckID \"%s\" does not have associated TTL", r->arg);
-    health_ttl_touch(r->srv->opt.health, r->arg);
-    if (same)
-        return 0; /* a heartbeat that changes nothing costs no durable write */
-    /* a new output alone is written at most once per check_update_interval
-     * (a later heartbeat carries it), a new status at once */
-    if (!health_ttl_output_due(r->srv->opt.health, r->arg, !same_status))
-        return 0;
-    cmd->op = CMD_CHECK_UPDATE;
+    }
+    /* the output as stored: Consul keeps the first OutputMaxSize bytes
+     * (4 KiB) and says so (a whole UTF-8 character at the cut) */
+    char *cut_text = NULL;
     size_t total = strlen(output);
     if (total > limit) {
-        /* Consul keeps the first OutputMaxSize bytes (4 KiB) and says so (a
-         * whole UTF-8 character at the cut). */
         size_t cut = limit;
         while (cut > 0 && ((unsigned char)output[cut] & 0xc0) == 0x80)
             cut--;
         size_t room = cut + 64;
-        char *text = malloc(room);
-        if (text == NULL)
+        if ((cut_text = malloc(room)) == NULL) {
+            json_decref(check);
             return http_fail(r, 500, "out of memory");
-        snprintf(text, room, "%.*s ... (captured %zu of %zu bytes)", (int)cut, output, limit,
+        }
+        snprintf(cut_text, room, "%.*s ... (captured %zu of %zu bytes)", (int)cut, output, limit,
                  total);
-        cmd->args = json_pack("{s:s, s:s, s:s}", "CheckID", r->arg, "Status", status, "Output",
-                              text);
-        free(text);
-        return 0;
+        output = cut_text;
     }
-    cmd->args = json_pack("{s:s, s:s, s:s}", "CheckID", r->arg, "Status", status, "Output",
-                          output);
-    return 0;
+    bool same_status = strcmp(json_string_value(json_object_get(check, "Status")), status) == 0;
+    bool same = same_status && json_is_string(json_object_get(check, "Output")) &&
+                strcmp(json_string_value(json_object_get(check, "Output")), output) == 0;
+    json_decref(check);
+    health_ttl_touch(r->srv->opt.health, r->arg);
+    /* a heartbeat that changes nothing costs no durable write; a new output
+     * alone is written at most once per check_update_interval (the newest
+     * when the interval is over), a new status at once */
+    if (!same &&
+        health_ttl_output_due(r->srv->opt.health, r->arg, status, output, !same_status)) {
+        cmd->op = CMD_CHECK_UPDATE;
+        cmd->args = json_pack("{s:s, s:s, s:s}", "CheckID", r->arg, "Status", status, "Output",
+                              output);
+    }
+    free(cut_text);
+    return cmd->op == CMD_CHECK_UPDATE && cmd->args == NULL ? http_fail(r, 500, "out of memory")
+                                                           : 0;
 }
 
 static const char *note(struct http_req *r)

@@ -675,6 +675,14 @@ class CompatTest(unittest.TestCase):
         self.assertEqual((status, output), ("passing", "t1"))
         put("/v1/agent/check/pass/service:hb-1?note=t2")  # output alone: held
         self.assertEqual(state(), ("passing", "t1", index))
+        # with no heartbeat after it, the held output is written once the
+        # interval is over (the checker's tick: within a second more)
+        deadline = time.monotonic() + 5
+        while state()[1] != "t2" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status, output, later = state()
+        self.assertEqual((status, output), ("passing", "t2"))
+        self.assertGreater(later, index)
         time.sleep(1.2)
         put("/v1/agent/check/pass/service:hb-1?note=t3")  # the interval is over
         status, output, index = state()
