@@ -3084,12 +3084,14 @@ static int owner_checks(struct store_read *r, const char *owner, json_t *arr)
     return 0;
 }
 
-int store_each_name(struct store_read *r, store_name_cb cb, void *arg)
+/* cb for each distinct key of the dupsort table db, as a name (cut to
+ * STORE_NAME_MAX); 0, cb's nonzero, or REG_ESTORE. */
+static int each_key_name(struct store_read *r, int db, store_name_cb cb, void *arg)
 {
     MDB_cursor *cur;
     MDB_val k, v;
     char name[STORE_NAME_MAX + 1];
-    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_BY_NAME], &cur), stop = 0;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[db], &cur), stop = 0;
     if (rc != 0)
         return lmdb_fail("mdb_cursor_open", rc);
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !stop;
@@ -3105,26 +3107,19 @@ int store_each_name(struct store_read *r, store_name_cb cb, void *arg)
     return rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
 }
 
+int store_each_name(struct store_read *r, store_name_cb cb, void *arg)
+{
+    return each_key_name(r, DB_BY_NAME, cb, arg);
+}
+
 int store_each_node_name(struct store_read *r, store_name_cb cb, void *arg)
 {
     MDB_cursor *cur;
     MDB_val k, v;
     char name[STORE_NAME_MAX + 1];
-    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_NODE_INSTS], &cur), stop = 0;
+    int rc = each_key_name(r, DB_NODE_INSTS, cb, arg), stop = 0;
     if (rc != 0)
-        return lmdb_fail("mdb_cursor_open", rc);
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !stop;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
-        size_t n = k.mv_size < STORE_NAME_MAX ? k.mv_size : STORE_NAME_MAX;
-        memcpy(name, k.mv_data, n);
-        name[n] = '\0';
-        stop = cb(name, arg);
-    }
-    mdb_cursor_close(cur);
-    if (stop)
-        return stop;
-    if (rc != MDB_NOTFOUND)
-        return lmdb_fail("mdb_cursor_get", rc);
+        return rc;
     if ((rc = mdb_cursor_open(r->txn, r->s->dbi[DB_META], &cur)) != 0)
         return lmdb_fail("mdb_cursor_open", rc);
     k = val_str("node:");
