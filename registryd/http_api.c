@@ -1132,7 +1132,7 @@ static void start_write(struct http_req *r)
 static const struct http_route *route_tables[] = {
     http_agent_routes, http_catalog_routes, http_operator_routes, http_ui_routes,
     http_agent_info_routes, http_catalog_write_routes,
-    http_acl_routes};
+    http_acl_routes, http_absent_routes};
 
 /* ---- forwarding to the leader ------------------------------------------- */
 
@@ -1736,7 +1736,7 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     if (r->route->path[strlen(r->route->path) - 1] == '/' &&
         (r->arg == NULL || *r->arg == '\0' || strlen(r->arg) > STORE_NAME_MAX ||
-         strchr(r->arg, '/') != NULL)) {
+         (strchr(r->arg, '/') != NULL && !http_absent_arg_slashes(r->route)))) {
         http_fail(r, 400, "Invalid path argument (empty, too long, or with a slash, NUL or "
                           "control character)");
         goto fail;

@@ -15,6 +15,8 @@
  *                    register and /deregister, /v1/agent/maintenance
  *   http_acl.c       /v1/acl/..., and the ACL decision, list filtering and
  *                    audit line of every request
+ *   http_absent.c    /v1/kv/..., /v1/coordinate/...: what registryd keeps
+ *                    none of, answered as Consul answers an empty one
  * Private to registryd/http_*.c.
  */
 #ifndef REGISTRYD_HTTP_INTERNAL_H
@@ -180,6 +182,10 @@ extern const struct http_route http_ui_routes[];
 extern const struct http_route http_agent_info_routes[];
 extern const struct http_route http_catalog_write_routes[];
 extern const struct http_route http_acl_routes[];
+extern const struct http_route http_absent_routes[];
+/* Whether rt's argument may hold slashes (a KV key; every other argument
+ * is one path segment). */
+bool http_absent_arg_slashes(const struct http_route *rt);
 
 /* ACLs (http_acl.c). http_acl_check resolves the request's token into
  * r->authz and decides whether the route may run: 0, or -1 with r->status

@@ -4,6 +4,7 @@
 bodies, ...) answered as Consul answers them, against a real registryd."""
 import json
 import subprocess
+import threading
 import time
 import unittest
 import urllib.parse
@@ -698,6 +699,37 @@ class CompatTest(unittest.TestCase):
         for path in ("/v1/health/state/critical", "/v1/health/state/any", "/v1/agent/checks"):
             self.assertIn("node-beat", json.dumps(self.get(path)), path)
         self.assertNotIn("MDB_BAD_VALSIZE", self.d.log())
+
+    def test_kv_reads_absent_and_block(self):
+        # registryd keeps no key-value store: a key reads as Consul's missing
+        # one, a 404 that is a blocking query (a KV watch asked again at once
+        # on a plain 404: thousands of requests a second per watcher)
+        import consul
+        c = consul.Consul(host="127.0.0.1", port=self.d.port)
+        index, value = c.kv.get("fabio/config")
+        self.assertIsNone(value)
+        self.assertGreater(int(index), 0)
+        t0 = time.monotonic()
+        code, text, h = self.d.request_full(
+            "GET", "/v1/kv/fabio/config?recurse&index=%s&wait=1s" % index)
+        took = time.monotonic() - t0
+        self.assertEqual(code, 404, text)
+        self.assertEqual(h["X-Consul-Index"], str(index))
+        self.assertGreaterEqual(took, 0.9)
+        # a change elsewhere wakes it with the new index, still absent
+        t = threading.Timer(0.3, lambda: self.put("/v1/agent/service/register",
+                                                   {"Name": "kvwake", "ID": "kvwake-1"}))
+        self.addCleanup(self.put, "/v1/agent/service/deregister/kvwake-1")
+        t.start()
+        code, _, h = self.d.request_full("GET", "/v1/kv/x?index=%s&wait=10s" % index)
+        t.join()
+        self.assertEqual(code, 404)
+        self.assertGreater(int(h["X-Consul-Index"]), int(index))
+        # no coordinates: none for the nodes, this datacenter with none
+        self.assertEqual(self.get("/v1/coordinate/nodes"), [])
+        self.assertEqual(self.get("/v1/coordinate/datacenters"),
+                         [{"Datacenter": "dc1", "AreaID": "wan", "Coordinates": []}])
+        self.assertEqual(self.d.request("GET", "/v1/coordinate/node/node-a")[0], 404)
 
     def test_ttl_update_errors_in_consuls_words(self):
         # Clients tell "register again" from these: Spring Cloud Consul
