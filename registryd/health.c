@@ -1277,6 +1277,17 @@ bool health_ttl_output_due(struct health *h, const char *check_id, const char *s
     return due;
 }
 
+void health_ttl_output_settled(struct health *h, const char *check_id)
+{
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&h->ttl_lock);
+    struct ttl_written *w = h->ttl_written ? strmap_get(h->ttl_written, check_id) : NULL;
+    if (w != NULL)
+        ttl_release(h, w);
+    pthread_mutex_unlock(&h->ttl_lock);
+}
+
 struct held_out {
     json_t *ids, *statuses, *outputs;
     uint64_t now, interval;

@@ -90,6 +90,9 @@ void health_ttl_touch(struct health *h, const char *check_id);
  * thread. */
 bool health_ttl_output_due(struct health *h, const char *check_id, const char *status,
                            const char *output, bool status_changes);
+/* A TTL update of check_id that brought what is stored: an output held
+ * back is dropped (it is no longer the newest). Any thread. */
+void health_ttl_output_settled(struct health *h, const char *check_id);
 void health_get_stats(struct health *h, struct health_stats *out);
 
 /* Any thread; the checker applies them at its next tick. */

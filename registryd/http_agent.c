@@ -806,8 +806,9 @@ static int check_update(struct http_req *r, struct store_read *rd, struct comman
     /* a heartbeat that changes nothing costs no durable write; a new output
      * alone is written at most once per check_update_interval (the newest
      * when the interval is over), a new status at once */
-    if (!same &&
-        health_ttl_output_due(r->srv->opt.health, r->arg, status, output, !same_status)) {
+    if (same)
+        health_ttl_output_settled(r->srv->opt.health, r->arg);
+    else if (health_ttl_output_due(r->srv->opt.health, r->arg, status, output, !same_status)) {
         cmd->op = CMD_CHECK_UPDATE;
         cmd->args = json_pack("{s:s, s:s, s:s}", "CheckID", r->arg, "Status", status, "Output",
                               output);

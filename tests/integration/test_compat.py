@@ -690,6 +690,12 @@ class CompatTest(unittest.TestCase):
         self.assertEqual((status, output), ("passing", "t3"))
         put("/v1/agent/check/warn/service:hb-1?note=t4")  # a new status: at once
         self.assertEqual(state()[:2], ("warning", "t4"))
+        # an output held back, then the stored one again: nothing is written
+        # when the interval ends (the held one is no longer the newest)
+        put("/v1/agent/check/warn/service:hb-1?note=t5")
+        put("/v1/agent/check/warn/service:hb-1?note=t4")
+        time.sleep(2.5)
+        self.assertEqual(state()[:2], ("warning", "t4"))
 
     def test_node_check_renders_without_a_store_error(self):
         # a node's own check has no ServiceID: the render looked up the
