@@ -3034,13 +3034,9 @@ int store_get_node(struct store_read *r, const char *name, json_t **out)
 
 int store_find_node(struct store_read *r, const char *name, json_t **out)
 {
-    char key[NODE_KEY_MAX];
     size_t n = strlen(name);
-    if (n == 0 || n > STORE_NAME_MAX)
-        return REG_ENOTFOUND;
-    node_key(key, "node:", name);
-    int rc = get_json_s(r->s, r->txn, r->s->dbi[DB_META], key, out);
-    if (rc != REG_ENOTFOUND)
+    int rc = store_get_node(r, name, out); /* the name as given: one lookup */
+    if (rc != REG_ENOTFOUND || n == 0 || n > STORE_NAME_MAX)
         return rc;
     MDB_cursor *cur;
     MDB_val k = val_str("node:"), v;
