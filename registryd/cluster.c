@@ -157,6 +157,16 @@ bool cluster_owns_check(struct cluster *c, const char *check_id, bool ttl)
     return cluster_peers_owns(c->peers, check_id, ttl);
 }
 
+bool cluster_server_alive(struct cluster *c, uint64_t id)
+{
+    return cluster_peers_alive(c->peers, id);
+}
+
+int cluster_servers_alive(struct cluster *c)
+{
+    return cluster_peers_n_alive(c->peers);
+}
+
 /* ---- identity ---------------------------------------------------------- */
 
 /* Bind 127.0.0.1:want (0: the kernel picks): the port it got, the socket

@@ -49,8 +49,9 @@ struct cluster_peers {
     pthread_mutex_t lock; /* guards the published view below */
     bool leader;
     uint64_t self_id;
-    int n_live;
+    int n_live, n_probed;
     uint64_t live[CLUSTER_MAX_SERVERS];
+    uint64_t probed[CLUSTER_MAX_SERVERS]; /* peers with an address to probe */
 };
 
 /* A probe in flight: names its peer by id (the array may change). Kept in
@@ -86,9 +87,13 @@ static void publish(struct cluster_peers *p, const struct cluster_status *st)
         p->self_id = st->self_id;
     }
     p->n_live = 0;
-    for (int i = 0; i < p->n; i++)
+    p->n_probed = 0;
+    for (int i = 0; i < p->n; i++) {
         if (p->peers[i].alive_until >= now)
             p->live[p->n_live++] = p->peers[i].id;
+        if (p->peers[i].http[0])
+            p->probed[p->n_probed++] = p->peers[i].id;
+    }
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -214,6 +219,31 @@ bool cluster_peers_owns(struct cluster_peers *p, const char *check_id, bool ttl)
     }
     pthread_mutex_unlock(&p->lock);
     return mine;
+}
+
+bool cluster_peers_alive(struct cluster_peers *p, uint64_t id)
+{
+    if (p == NULL)
+        return true;
+    pthread_mutex_lock(&p->lock);
+    bool alive = id == p->self_id;
+    bool probed = false;
+    for (int i = 0; i < p->n_probed && !alive; i++)
+        probed = probed || p->probed[i] == id;
+    for (int i = 0; i < p->n_live && !alive; i++)
+        alive = p->live[i] == id;
+    pthread_mutex_unlock(&p->lock);
+    return alive || !probed;
+}
+
+int cluster_peers_n_alive(struct cluster_peers *p)
+{
+    if (p == NULL)
+        return 1;
+    pthread_mutex_lock(&p->lock);
+    int n = 1 + p->n_live;
+    pthread_mutex_unlock(&p->lock);
+    return n;
 }
 
 int cluster_peers_new(struct event_base *base, struct store *store, struct cluster *cluster,

@@ -17,6 +17,7 @@
 #define REGISTRYD_CLUSTER_PEERS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct event_base;
 struct store;
@@ -34,5 +35,14 @@ void cluster_peers_free(struct cluster_peers *p);
 
 /* Does this server run the check with this id? Any thread. */
 bool cluster_peers_owns(struct cluster_peers *p, const char *check_id, bool ttl);
+
+/* Did the server with this raft id answer within PEERS_ALIVE_MS? This one
+ * always has; a server not probed (a non-voter, or not yet announced) is
+ * taken as alive. Any thread. */
+bool cluster_peers_alive(struct cluster_peers *p, uint64_t id);
+
+/* How many servers answered within PEERS_ALIVE_MS, this one included (a
+ * server not yet probed does not count). Any thread. */
+int cluster_peers_n_alive(struct cluster_peers *p);
 
 #endif

@@ -124,8 +124,10 @@ static int read_agent_version(struct http_req *r, struct store_read *rd, json_t 
     return 0;
 }
 
-/* The raft configuration's servers, as serf members (all alive: a server
- * the leader lost is still a member until removed). */
+/* The raft configuration's servers, as serf members: one that has not
+ * answered this server's probes for PEERS_ALIVE_MS is "failed" (Consul's
+ * Status 4), as serf says of a member it lost; it stays a member until it
+ * is removed. */
 static int read_agent_members(struct http_req *r, struct store_read *rd, json_t **out)
 {
     struct cluster_status st;
@@ -145,12 +147,14 @@ static int read_agent_members(struct http_req *r, struct store_read *rd, json_t 
         const char *addr = self ? r->srv->opt.node_addr : host;
         http_node_id(name, id, sizeof(id));
         json_t *tags = member_tags(r->srv, id);
+        bool alive = self || st.n_servers == 0 ||
+                     cluster_server_alive(r->srv->opt.cluster, st.servers[i].id);
         if (st.n_servers > 0 && !st.servers[i].voter)
             json_object_set_new(tags, "nonvoter", json_string("1"));
         json_array_append_new(*out, json_pack("{s:s, s:s, s:i, s:o, s:i, s:i, s:i, s:i, s:i,"
                                               " s:i, s:i}",
                                               "Name", name, "Addr", addr, "Port", 8301, "Tags",
-                                              tags, "Status", 1, "ProtocolMin", 1,
+                                              tags, "Status", alive ? 1 : 4, "ProtocolMin", 1,
                                               "ProtocolMax", 5, "ProtocolCur", 2, "DelegateMin",
                                               2, "DelegateMax", 5, "DelegateCur", 4));
     }

@@ -264,6 +264,9 @@ static void render_gauges(const struct metrics_sources *src, const struct health
           "time since this server last heard from a leader", st.last_contact_ms / 1000.0);
     gauge(out, gauges, "registryd_raft_servers", "servers in the raft configuration",
           st.n_servers);
+    gauge(out, gauges, "registryd_raft_servers_alive",
+          "servers this one heard answer in the last 3 s (itself included)",
+          cluster_servers_alive(src->cluster));
     gauge(out, gauges, "registryd_blocking_queries_parked", "blocking queries waiting",
           (double)watch_parked_total());
     gauge(out, gauges, "registryd_store_instances", "service instances stored",

@@ -225,6 +225,54 @@ class ClusterTest(unittest.TestCase):
             os.kill(leader.proc.pid, signal.SIGCONT)
         self.assertGreaterEqual(seen, 300, "LastContact while the leader was silent")
 
+    def test_members_say_a_dead_server_failed(self):
+        """/v1/agent/members gives a server that stopped answering Consul's
+        Status 4 (failed), as serf does; it said 1 (alive) for good, and
+        consul_exporter's member status and `consul members` read that.
+        It is alive again once it answers."""
+        import signal
+        f = next(d for d in self.servers if d is not self.leader())
+        victim = next(d for d in self.servers if d is not f)
+        addr = lambda d: json.loads(d.request("GET", "/v1/internal/raft/self")[1])["Raft"]
+        victim_addr = addr(victim)
+
+        def statuses():
+            status, text = f.request("GET", "/v1/agent/members")
+            self.assertEqual(status, 200, text)
+            # another server's member name is its raft address (http_agent_info.c)
+            return {m["Name"]: m["Status"] for m in json.loads(text)}
+
+        def wait_status(want, timeout):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                s = statuses()
+                if s.get(victim_addr) == want:
+                    return s
+                time.sleep(0.2)
+            self.fail("member %s not Status %d within %ds: %s" % (victim_addr, want, timeout, s))
+
+        def alive_gauge():
+            text = f.request("GET", "/v1/agent/metrics?format=prometheus")[1]
+            return [float(l.split()[1]) for l in text.splitlines()
+                    if l.startswith("registryd_raft_servers_alive ")][0]
+
+        # a server is probed once it has announced its HTTP address; until
+        # then it is taken as alive: wait for f to have heard it answer
+        deadline = time.monotonic() + 10
+        while alive_gauge() < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(alive_gauge(), 3)
+        s = wait_status(1, 5)
+        self.assertEqual(sorted(s.values()), [1, 1, 1], s)
+        os.kill(victim.proc.pid, signal.SIGSTOP)
+        try:
+            s = wait_status(4, 10)
+            self.assertEqual(sorted(s.values()), [1, 1, 4], s)
+            self.assertEqual(alive_gauge(), 2)
+        finally:
+            os.kill(victim.proc.pid, signal.SIGCONT)
+        wait_status(1, 10)
+
     def test_unclean_restart_serves_no_empty_store(self):
         """A server killed (its store is rebuilt from raft at the next
         start) answers DNS with SERVFAIL and store reads with a 500 until
