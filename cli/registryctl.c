@@ -1302,21 +1302,29 @@ static int cmd_members(struct ctl *x)
     return show(x, "/v1/operator/raft/configuration", raft_rows);
 }
 
-/* Leave the cluster: the server we talk to asks the leader to remove it. */
+#define LEAVE_WAIT_MS 15000 /* the server stops within 10 s, left or not */
+
+/* Leave the cluster and stop, as `consul leave`: PUT /v1/agent/leave, then
+ * wait for the server to stop answering. */
 static int cmd_leave(struct ctl *x)
 {
     if (x->argc != 0)
         return usage_error("leave takes no arguments");
-    json_t *self;
-    int rc = get_json(x, "/v1/internal/raft/self", &self);
+    int rc = reg_client_request(x->client, "PUT", "/v1/agent/leave", NULL, 0, NULL, NULL, NULL,
+                                NULL);
     if (rc != 0)
-        return rc;
-    char enc[600], path[700];
-    reg_url_encode(json_string_value(json_object_get(self, "Raft")) ?: "", enc, sizeof(enc));
-    json_decref(self);
-    snprintf(path, sizeof(path), "/v1/operator/raft/peer?address=%s", enc);
-    rc = reg_client_request(x->client, "DELETE", path, NULL, 0, NULL, NULL, NULL, NULL);
-    return rc != 0 ? server_error(x, rc) : 0;
+        return server_error(x, rc);
+    for (int waited = 0; waited < LEAVE_WAIT_MS; waited += 100) {
+        usleep(100 * 1000);
+        if (reg_client_request(x->client, "GET", "/v1/status/leader", NULL, 0, NULL, NULL, NULL,
+                               NULL) == REG_ECONNECT) {
+            printf("Graceful leave complete: the server has stopped\n");
+            return 0;
+        }
+    }
+    fprintf(stderr, "registryctl: the server was asked to leave and still answers after %d s\n",
+            LEAVE_WAIT_MS / 1000);
+    return EXIT_SERVER;
 }
 
 static int cmd_metrics(struct ctl *x)
@@ -1597,7 +1605,7 @@ static const struct verb {
     {"members", cmd_members,
      "members                           the cluster's servers: address, leader or follower"},
     {"raft", cmd_raft, "raft list | raft remove ID|HOST:PORT  cluster members"},
-    {"leave", cmd_leave, "leave                             take this server out of its cluster"},
+    {"leave", cmd_leave, "leave                             take this server out of its cluster and stop it"},
     {"metrics", cmd_metrics,
      "metrics                           the server's metrics (Prometheus text, or --json)"},
     {"watch", cmd_watch,

@@ -24,6 +24,7 @@
 
 #define MAX_MEMBERS CLUSTER_MAX_SERVERS
 #define RETRY_MS 300
+#define LEFT_OUT_CHECK_TURNS 10 /* of cluster_wait_ready's 200 ms: every 2 s */
 
 struct formation {
     struct formation_options opt;
@@ -217,13 +218,16 @@ static int cmp_member(const void *a, const void *b)
 }
 
 /* Every address worth a hello: the --join list, then every server learned
- * of (its HTTP address), this one excepted. Returns how many (<= max). */
+ * of (its HTTP address), this one excepted (when --join names it as this
+ * server names itself). Returns how many (<= max). */
 static size_t hello_targets(struct formation *f, char (*out)[128], size_t max)
 {
     size_t n = 0;
     for (const char *p = f->join ? f->join : ""; *p && n < max;) {
         size_t l = strcspn(p, ",");
-        if (l > 0 && l < 128)
+        bool self = (strlen(f->http_addr) == l && strncmp(p, f->http_addr, l) == 0) ||
+                    (strlen(f->self_http) == l && strncmp(p, f->self_http, l) == 0);
+        if (l > 0 && l < 128 && !self)
             snprintf(out[n++], 128, "%.*s", (int)l, p);
         p += l + (p[l] == ',');
     }
@@ -317,6 +321,32 @@ static void join(struct formation *f)
     }
 }
 
+/* Does a running cluster this server knows of leave it out of its
+ * configuration? So it is when it left (registryctl leave) or was removed
+ * and then started again with its raft state: that state may still list
+ * it, but the cluster sends it nothing, and it would wait for a leader for
+ * good. */
+static bool left_out(struct formation *f)
+{
+    uint64_t self;
+    const char *raft;
+    cluster_self(f->opt.cluster, &self, &raft);
+    char targets[MAX_MEMBERS + 16][128];
+    size_t nt = hello_targets(f, targets, sizeof(targets) / sizeof(targets[0]));
+    for (size_t t = 0; t < nt && !stopping(f); t++) {
+        struct cluster_member conf[CLUSTER_MAX_SERVERS];
+        size_t n_conf = 0;
+        if (say_hello(f, targets[t], conf, &n_conf) != 0 || n_conf == 0)
+            continue;
+        bool listed = false;
+        for (size_t i = 0; i < n_conf; i++)
+            listed |= conf[i].id == self;
+        if (!listed) /* (this server, in --join too, lists itself) */
+            return true;
+    }
+    return false;
+}
+
 /* Tell the cluster where this server's HTTP API is (through our own front
  * end, which forwards to the leader), retrying through elections. */
 static void announce(struct formation *f)
@@ -360,10 +390,16 @@ static void *formation_thread(void *arg)
     }
     if (how == JOIN)
         join(f);
-    while (!stopping(f)) {
+    for (unsigned waited = 0; !stopping(f); waited++) {
         if (cluster_wait_ready(f->opt.cluster, 200) == 0) {
             log_info("formation", "msg=\"cluster ready\"");
             break;
+        }
+        /* a restart without a leader for a while: left out? join again */
+        if (!fresh && waited % LEFT_OUT_CHECK_TURNS == LEFT_OUT_CHECK_TURNS - 1 && left_out(f)) {
+            log_info("formation", "msg=\"this server is not in its cluster's configuration (it "
+                                  "left or was removed): joining it again\"");
+            join(f);
         }
     }
     announce(f);

@@ -256,6 +256,8 @@ static int route_needs(struct http_req *r, struct store_read *rd)
     }
     if (is(r, "/v1/agent/self") || is(r, "/v1/agent/metrics"))
         return need(r, ACL_RES_AGENT, node, ACL_READ);
+    if (is(r, "/v1/agent/leave"))
+        return need(r, ACL_RES_AGENT, node, ACL_WRITE);
     if (is(r, "/v1/catalog/node/") || is(r, "/v1/health/node/") ||
         is(r, "/v1/catalog/node-services/"))
         return need(r, ACL_RES_NODE, r->arg, ACL_READ);

@@ -72,12 +72,16 @@ static void on_change(void *arg, const struct store_change *chg)
         watch_notify(l->watch, chg); /* no memory to queue it: wake them now */
 }
 
-/* What SIGTERM needs to leave the cluster first (leave_on_terminate). */
+/* What leaving the cluster before stopping needs: SIGTERM's with
+ * leave_on_terminate, and PUT /v1/agent/leave's. */
 struct leaving {
     struct event_base *base;
     struct cluster *cluster;
-    bool enabled, started;
+    bool clustered;
+    bool enabled; /* SIGTERM leaves first (leave_on_terminate) */
+    bool started;
     struct event *retry;
+    struct event *asked; /* PUT /v1/agent/leave, made active from any thread */
     int tries;
 };
 
@@ -215,29 +219,60 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     conf_fini(&fresh);
 }
 
+/* Leave the cluster, then stop (within 10 s, left or not). False when
+ * there is nothing to leave, or leaving has started already. */
+static bool start_leaving(struct leaving *l)
+{
+    if (!l->clustered || l->started || l->cluster == NULL)
+        return false;
+    struct cluster_status st;
+    cluster_get_status(l->cluster, &st);
+    l->started = true;
+    log_info("server", "msg=\"leaving the cluster before shutting down\"");
+    struct timeval grace = {10, 0}; /* leave or not, stop within 10 s */
+    event_base_loopexit(l->base, &grace);
+    if (st.is_leader) {
+        cluster_remove(l->cluster, st.self_id, left, l);
+        return true;
+    }
+    l->retry = evtimer_new(l->base, leave_via_leader, l);
+    if (l->retry != NULL) {
+        leave_via_leader(-1, 0, l);
+        return true;
+    }
+    return false;
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct leaving *l = arg;
     (void)what;
-    if (l->enabled && sig == SIGTERM && !l->started && l->cluster) {
-        struct cluster_status st;
-        cluster_get_status(l->cluster, &st);
-        l->started = true;
-        log_info("server", "msg=\"leaving the cluster before shutting down\"");
-        struct timeval grace = {10, 0}; /* leave or not, stop within 10 s */
-        event_base_loopexit(l->base, &grace);
-        if (st.is_leader) {
-            cluster_remove(l->cluster, st.self_id, left, l);
-            return;
-        }
-        l->retry = evtimer_new(l->base, leave_via_leader, l);
-        if (l->retry != NULL) {
-            leave_via_leader(-1, 0, l);
-            return;
-        }
-    }
+    if (l->enabled && sig == SIGTERM && start_leaving(l))
+        return;
     log_info("server", "msg=\"shutting down\" signal=%d", (int)sig);
     event_base_loopexit(l->base, NULL);
+}
+
+/* PUT /v1/agent/leave, on the main loop: as Consul's, a graceful leave
+ * (a server that is alone just stops), then the process stops. */
+static void on_leave_asked(evutil_socket_t fd, short what, void *arg)
+{
+    struct leaving *l = arg;
+    (void)fd;
+    (void)what;
+    if (l->started || start_leaving(l))
+        return;
+    log_info("server", "msg=\"asked to leave: shutting down\"");
+    struct timeval flush = {0, 200 * 1000}; /* the 200 reaches the client first */
+    event_base_loopexit(l->base, &flush);
+}
+
+/* http_options.leave: any thread. */
+static void ask_leave(void *arg)
+{
+    struct leaving *l = arg;
+    if (l->asked != NULL)
+        event_active(l->asked, EV_TIMEOUT, 1);
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -542,6 +577,8 @@ static int start_front_end(struct server *s)
         .cluster = s->cluster,
         .watch = s->watch,
         .health = s->health,
+        .leave = ask_leave,
+        .leave_arg = &s->leaving,
     };
     if (http_workers_start(&hopt, conf->http_workers, &s->http, err, sizeof(err)) != 0) {
         log_error("server", "msg=\"cannot start HTTP API\" error=\"%s\"", err);
@@ -577,12 +614,14 @@ static int install_signals(struct server *s, int argc, char **argv)
 {
     s->leaving = (struct leaving){.base = s->base,
                                   .cluster = s->cluster,
+                                  .clustered = s->clustered,
                                   .enabled = s->clustered && s->conf->leave_on_terminate};
+    s->leaving.asked = event_new(s->base, -1, 0, on_leave_asked, &s->leaving);
     s->reload = (struct reload){argc, argv, s->conf, s->health};
     s->sigterm = evsignal_new(s->base, SIGTERM, on_signal, &s->leaving);
     s->sigint = evsignal_new(s->base, SIGINT, on_signal, &s->leaving);
     s->sighup = evsignal_new(s->base, SIGHUP, on_sighup, &s->reload);
-    if (s->sighup == NULL || event_add(s->sighup, NULL) != 0 ||
+    if (s->leaving.asked == NULL || s->sighup == NULL || event_add(s->sighup, NULL) != 0 ||
         service_start(s->base, &s->service) != 0) {
         log_error("server", "msg=\"cannot install SIGHUP or the watchdog\"");
         return REG_EIO;
@@ -704,6 +743,8 @@ void server_stop(struct server *s)
         event_free(s->sighup);
     if (s->leaving.retry)
         event_free(s->leaving.retry);
+    if (s->leaving.asked)
+        event_free(s->leaving.asked);
     service_free(s->service);
     common_base_free(s->base);
     store_free(s->store);

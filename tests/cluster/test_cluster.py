@@ -273,6 +273,54 @@ class ClusterTest(unittest.TestCase):
             os.kill(victim.proc.pid, signal.SIGCONT)
         wait_status(1, 10)
 
+    def test_leave_takes_the_server_out_and_stops_it(self):
+        """`registryctl leave` (PUT /v1/agent/leave, as `consul leave`) takes
+        the server out of the raft configuration and stops it, a follower
+        and then the leader; the others go on writing. The server went on
+        running, out of the cluster, serving a copy nobody updated. Started
+        again, a server that left joins again: it waited for a leader for
+        good, saying nothing."""
+        raft_of = lambda d: json.loads(d.request("GET", "/v1/internal/raft/self")[1])["Raft"]
+        leader = self.leader()
+        follower = next(d for d in self.servers if d is not leader)
+        for d in (follower, leader):
+            addr = raft_of(d)
+            rc, out, err = d.ctl("leave")
+            self.assertEqual((rc, err), (0, ""), out)
+            self.assertIn("Graceful leave complete", out)
+            self.assertEqual(d.proc.wait(15), 0, d.log())
+            self.assertFalse(d.sanitizer_errors(), d.log())
+            d.proc = None
+            left = [s for s in self.servers if s.proc is not None]
+            new_leader = self.leader(among=left)
+            status, text = new_leader.request("GET", "/v1/operator/raft/configuration")
+            self.assertEqual(status, 200, text)
+            addrs = {s["Address"] for s in json.loads(text)["Servers"]}
+            self.assertNotIn(addr, addrs)
+            self.assertEqual(len(addrs), len(left))
+            status, text = new_leader.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "after-leave", "ID": "after-leave-%d" % len(left)}))
+            self.assertEqual(status, 200, text)
+            if d is not follower:
+                continue
+            # the follower that left starts again with its raft state: it
+            # joins again and catches up with what was written meanwhile
+            d.start(wait=False)
+            deadline = time.monotonic() + 20
+            ids = set()
+            while time.monotonic() < deadline and "after-leave-2" not in ids:
+                time.sleep(0.2)
+                try:
+                    status, text = d.request("GET", "/v1/catalog/service/after-leave?stale",
+                                             timeout=2)
+                    ids = {i["ServiceID"] for i in json.loads(text)} if status == 200 else ids
+                except OSError:
+                    pass
+            self.assertIn("after-leave-2", ids, d.log())
+            self.assertIn("joining it again", d.log())
+            status, text = self.leader().request("GET", "/v1/operator/raft/configuration")
+            self.assertIn(addr, {s["Address"] for s in json.loads(text)["Servers"]}, text)
+
     def test_unclean_restart_serves_no_empty_store(self):
         """A server killed (its store is rebuilt from raft at the next
         start) answers DNS with SERVFAIL and store reads with a 500 until

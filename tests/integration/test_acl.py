@@ -181,6 +181,7 @@ class DefaultDenyTest(AclBase):
             (None, "GET", "/v1/agent/health/service/name/web", None, 403, []),
             (None, "GET", "/v1/catalog/node-services/x", None, 403, []),
             (None, "GET", "/v1/agent/members", None, 200, ["filtered"]),
+            (None, "PUT", "/v1/agent/leave", None, 403, ["agent:write"]),
             (None, "GET", "/v1/status/leader", None, 200, ["127.0.0.1"]),
             (None, "GET", "/v1/catalog/datacenters", None, 200, ["dc1"]),
             # an unknown token is refused outright
@@ -226,6 +227,7 @@ class DefaultDenyTest(AclBase):
             ("reader", "GET", "/v1/agent/members", None, 200, ["filtered-not"]),
             ("reader", "GET", "/v1/health/state/any", None, 200, ["ttl-web", "ttl-db"]),
             ("reader", "PUT", "/v1/agent/service/register", W, 403, []),
+            ("reader", "PUT", "/v1/agent/leave", None, 403, ["agent:write"]),
             ("reader", "GET", "/v1/operator/raft/configuration", None, 403, ["operator:read"]),
             # operator
             ("operator", "GET", "/v1/operator/raft/configuration", None, 200, ["Servers"]),

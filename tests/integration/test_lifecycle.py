@@ -149,6 +149,38 @@ class RaftStateTest(unittest.TestCase):
         self.assertEqual(count(self.d), 40)
 
 
+class LeaveTest(unittest.TestCase):
+    """PUT /v1/agent/leave (registryctl leave) stops a server that is alone
+    as Consul's agent stops (there is no cluster to leave), keeping its
+    data. It was a 404: `consul leave` failed."""
+
+    def setUp(self):
+        self.tmp = TempDir()
+        self.d = Registryd(data_dir=os.path.join(self.tmp.path, "d"))
+
+    def tearDown(self):
+        if self.d.proc:
+            self.d.stop(check=False)
+        self.tmp.cleanup()
+
+    def test_leave_stops_a_lone_server_and_keeps_its_data(self):
+        self.d.start()
+        status, text = self.d.request("PUT", "/v1/agent/service/register",
+                                      json.dumps({"Name": "kept", "ID": "kept-1"}))
+        self.assertEqual(status, 200, text)
+        status, text = self.d.request("GET", "/v1/agent/leave")
+        self.assertEqual(status, 405, text)  # a PUT, as Consul's
+        rc, out, err = self.d.ctl("leave")
+        self.assertEqual((rc, err), (0, ""), out)
+        self.assertIn("Graceful leave complete", out)
+        self.assertEqual(self.d.proc.wait(10), 0, self.d.log())
+        self.assertFalse(self.d.sanitizer_errors(), self.d.log())
+        self.d.proc = None
+        self.d.start()
+        status, text = self.d.request("GET", "/v1/catalog/service/kept")
+        self.assertEqual([i["ServiceID"] for i in json.loads(text)], ["kept-1"], text)
+
+
 class StartupErrorsTest(unittest.TestCase):
     """Each start-up failure says what is really wrong, promptly."""
 
