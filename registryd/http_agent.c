@@ -915,10 +915,8 @@ static void do_metrics(struct http_req *r)
         http_finish_write(r, REG_ENOMEM);
         return;
     }
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
-                      prometheus ? "text/plain; version=0.0.4; charset=utf-8"
-                                 : "application/json");
-    http_finish_raw(r, b);
+    http_finish_raw(r, b, prometheus ? "text/plain; version=0.0.4; charset=utf-8"
+                                     : "application/json");
 }
 
 const struct http_route http_agent_routes[] = {

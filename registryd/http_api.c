@@ -321,11 +321,37 @@ static void write_now(struct evhttp_connection *evcon)
         bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
 }
 
+/* ?pretty, as Consul's: the JSON indented by four spaces, with a newline
+ * at the end. An answer above PRETTY_MAX stays compact (a program reads
+ * one that size, and parsing it again would hold the loop), as do the
+ * streamed ones. */
+#define PRETTY_MAX ((size_t)8 << 20)
+
+static void prettify(struct evbuffer *b)
+{
+    size_t len = evbuffer_get_length(b);
+    if (len == 0 || len > PRETTY_MAX)
+        return;
+    const char *text = (const char *)evbuffer_pullup(b, -1);
+    json_t *j = text ? json_loadb(text, len, JSON_DECODE_ANY, NULL) : NULL;
+    char *out = j ? json_dumps(j, JSON_INDENT(4) | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15))
+                  : NULL;
+    json_decref(j);
+    if (out == NULL)
+        return; /* not JSON jansson reads (an integer above 2^63): as it is */
+    size_t n = strlen(out);
+    if (evbuffer_drain(b, len) == 0 && evbuffer_add(b, out, n) == 0)
+        evbuffer_add(b, "\n", 1);
+    free(out);
+}
+
 static void reply(struct http_req *r, int code, const char *content_type, struct evbuffer *body,
                   uint64_t index)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+    if (r->pretty && content_type && strncmp(content_type, "application/json", 16) == 0)
+        prettify(body ? body : evhttp_request_get_output_buffer(r->req));
     add_consul_headers(r, index);
     if (content_type)
         evhttp_add_header(h, "Content-Type", content_type);
@@ -912,9 +938,9 @@ void http_finish_write(struct http_req *r, int status)
     write_done(r, status);
 }
 
-void http_finish_raw(struct http_req *r, struct evbuffer *body)
+void http_finish_raw(struct http_req *r, struct evbuffer *body, const char *content_type)
 {
-    reply(r, 200, NULL, body, 0);
+    reply(r, 200, content_type, body, 0);
     req_free(r);
 }
 
@@ -1744,6 +1770,7 @@ static void handle(struct evhttp_request *req, void *arg)
     if (http_parse_query(r, query) != 0 || http_parse_blocking(r) != 0)
         goto fail;
     r->stale = http_has_param(r, "stale");
+    r->pretty = http_has_param(r, "pretty");
     bool allow_stale = r->stale; /* Consul's AllowStale */
     const char *max_stale = http_param(r, "max_stale");
     uint64_t max_stale_ms = 0;

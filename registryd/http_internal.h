@@ -97,6 +97,7 @@ struct http_req {
     /* ?stale, or a ?max_stale above 0 (Consul's parseConsistency): this
      * server's copy may answer. */
     bool stale;
+    bool pretty; /* ?pretty: JSON indented (http_api.c prettify) */
     /* While parked (a blocking query): its waiter, and an event on its
      * socket for the client's end of the stream (EV_CLOSED), or NULL. */
     struct watch_waiter *waiter;
@@ -220,8 +221,9 @@ void http_finish_json(struct http_req *r, json_t *body);
 /* End with `code` and body (taken: JSON, or a JSON string sent as its
  * text) of Content-Type ctype, with the Consul headers. Frees r. */
 void http_finish_json_code(struct http_req *r, int code, json_t *body, const char *ctype);
-/* End with 200 and this body (taken), with the Consul headers. */
-void http_finish_raw(struct http_req *r, struct evbuffer *body);
+/* End with 200 and this body (taken) of this content type (NULL: none), with
+ * the Consul headers. */
+void http_finish_raw(struct http_req *r, struct evbuffer *body, const char *content_type);
 /* A 200 whose body follows in pieces (evhttp_send_reply_chunk*): the
  * headers every reply carries, then the status line. http_stream_end
  * finishes it and frees r; client_gone: the connection closed under it

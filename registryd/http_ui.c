@@ -24,11 +24,10 @@ static void do_ui(struct http_req *r)
     }
     evbuffer_add_reference(b, ui_page, ui_page_len, NULL, NULL);
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
-    evhttp_add_header(h, "Content-Type", "text/html; charset=utf-8");
     evhttp_add_header(h, "Cache-Control", "no-cache");
     evhttp_add_header(h, "Content-Security-Policy",
                       "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'");
-    http_finish_raw(r, b);
+    http_finish_raw(r, b, "text/html; charset=utf-8");
 }
 
 const struct http_route http_ui_routes[] = {

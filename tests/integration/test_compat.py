@@ -1193,6 +1193,38 @@ class CompatTest(unittest.TestCase):
                                                 "Partition": ""})
 
 
+class PrettyTest(unittest.TestCase):
+    """?pretty, as Consul's marshalJSON: the JSON indented by four spaces
+    and a newline at the end, whatever its value; the same document. It
+    was ignored (the docs' own `curl .../v1/catalog/nodes?pretty`)."""
+
+    def test_pretty(self):
+        d = Registryd().start()
+        try:
+            status, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "web", "ID": "web-1", "Tags": ["a", "b"], "Meta": {"k": "v"}}))
+            self.assertEqual(status, 200, text)
+            for path in ("/v1/catalog/services", "/v1/health/service/web",
+                         "/v1/agent/services", "/v1/status/leader", "/v1/agent/metrics"):
+                status, compact = d.request("GET", path)
+                self.assertEqual(status, 200, compact)
+                for q in ("?pretty", "?pretty=false"):
+                    status, pretty = d.request("GET", path + q)
+                    self.assertEqual(status, 200, pretty)
+                    self.assertTrue(pretty.endswith("\n"), (path, pretty[-40:]))
+                    if path == "/v1/agent/metrics":  # its Timestamp moves
+                        self.assertIn('\n    "Gauges": [\n        {\n', pretty)
+                        continue
+                    self.assertEqual(json.loads(pretty), json.loads(compact), path)
+                    self.assertEqual(pretty, json.dumps(json.loads(compact), indent=4) + "\n",
+                                     path)
+            status, text = d.request("GET", "/v1/catalog/service/web?pretty&index=x")
+            self.assertEqual(status, 400, text)  # errors stay one line of text
+            self.assertEqual(text.count("\n"), 1, text)
+        finally:
+            d.stop()
+
+
 class FreshIndexTest(unittest.TestCase):
     """An empty registry answers X-Consul-Index 1; its first write must
     carry a higher index, or a query blocked at ?index=1 (what a watch
