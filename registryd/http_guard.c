@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +51,7 @@ struct guard_conn {
     bool framing_line; /* the header line before was Content-Length or Transfer-Encoding */
     uint64_t length;
     uint64_t body_bytes, body_limit; /* of this request */
-    char key[24];                    /* "%p" of bev, in g->conns */
+    char key[24];                    /* conn_key of bev, in g->conns */
     /* Per-client accounting: a connection is admitted (counted under its
      * peer's address) on the loop turn after its accept, once evhttp has
      * given the bufferevent its socket. */
@@ -107,7 +108,7 @@ struct http_guard {
     struct http_guard_options opt;
     struct http_guard_clients *clients; /* opt.clients, or own_clients */
     struct http_guard_clients *own_clients;
-    struct strmap *conns; /* "%p" of the bufferevent -> guard_conn */
+    struct strmap *conns; /* conn_key of the bufferevent -> guard_conn */
     struct guard_front fronts[GUARD_FRONTS];
     int n_fronts;
     struct event *resume; /* re-enables accepting after a pause */
@@ -124,6 +125,25 @@ struct http_guard {
 /* evconnlistener's error callback gets evhttp's argument, not ours: find
  * the guard by its listener (a registryd has one or two). */
 #define GUARD_LISTENERS 160 /* two per HTTP worker (REG_MAX_HTTP_WORKERS), and spare */
+
+/* A connection's key in g->conns: its bufferevent's address in hex (what
+ * "%p" gives, without printf's machinery on every request). buf: 24 bytes. */
+static void conn_key(const struct bufferevent *bev, char *buf)
+{
+    uintptr_t v = (uintptr_t)bev;
+    char tmp[2 * sizeof(v)];
+    int n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v != 0);
+    char *p = buf;
+    *p++ = '0';
+    *p++ = 'x';
+    while (n > 0)
+        *p++ = tmp[--n];
+    *p = '\0';
+}
 static struct {
     struct evconnlistener *l;
     struct http_guard *g;
@@ -245,34 +265,55 @@ static void header_line(struct guard_conn *c)
         c->bad_framing = true;
 }
 
+/* The bytes of a line (no '\n' among them) as scan_head takes them: the
+ * first line's, '\r' aside, into c->first; a header line's, all, into
+ * c->hline; line_len counts them but '\r'. A run at a time, not a byte. */
+static void scan_run(struct guard_conn *c, const unsigned char *p, size_t n)
+{
+    if (c->seen_line) {
+        if (c->hline_len < sizeof(c->hline) - 1) {
+            size_t room = sizeof(c->hline) - 1 - c->hline_len;
+            memcpy(c->hline + c->hline_len, p, n < room ? n : room);
+        }
+        c->hline_len += n;
+    }
+    for (size_t i = 0; i < n;) {
+        const unsigned char *cr = memchr(p + i, '\r', n - i);
+        size_t end = cr ? (size_t)(cr - p) : n; /* [i, end): no '\r' */
+        if (!c->seen_line && c->first_len < sizeof(c->first)) {
+            size_t room = sizeof(c->first) - c->first_len, k = end - i;
+            memcpy(c->first + c->first_len, p + i, k < room ? k : room);
+            c->first_len += k < room ? k : room;
+        }
+        c->line_len += end - i;
+        i = end + (cr != NULL);
+    }
+}
+
 /* Watch the head for its end (an empty line); returns the head bytes of
  * p[0..n) (the rest, if any, is body). */
 static size_t scan_head(struct guard_conn *c, const unsigned char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!c->seen_line && p[i] != '\r' && p[i] != '\n' && c->first_len < sizeof(c->first))
-            c->first[c->first_len++] = (char)p[i];
-        if (c->seen_line && p[i] != '\n' && c->hline_len < sizeof(c->hline) - 1)
-            c->hline[c->hline_len] = (char)p[i];
-        if (c->seen_line && p[i] != '\n')
-            c->hline_len++;
-        if (p[i] == '\n') {
-            if (c->seen_line && c->line_len > 0)
-                header_line(c);
-            c->hline_len = 0;
-            if (c->line_len == 0 && c->seen_line) {
-                arm(c, CONN_BODY, c->g->opt.body_timeout_ms);
-                c->body_bytes = 0;
-                c->body_limit =
-                    is_snapshot_restore(c) ? c->g->opt.snapshot_body_max : c->g->opt.body_max;
-                return i + 1;
-            }
-            if (c->line_len > 0)
-                c->seen_line = true;
-            c->line_len = 0;
-        } else if (p[i] != '\r') {
-            c->line_len++;
+        const unsigned char *nl = memchr(p + i, '\n', n - i);
+        size_t end = nl ? (size_t)(nl - p) : n;
+        scan_run(c, p + i, end - i);
+        if ((i = end) == n)
+            break;
+        /* p[i] is a '\n': a line ends */
+        if (c->seen_line && c->line_len > 0)
+            header_line(c);
+        c->hline_len = 0;
+        if (c->line_len == 0 && c->seen_line) {
+            arm(c, CONN_BODY, c->g->opt.body_timeout_ms);
+            c->body_bytes = 0;
+            c->body_limit =
+                is_snapshot_restore(c) ? c->g->opt.snapshot_body_max : c->g->opt.body_max;
+            return i + 1;
         }
+        if (c->line_len > 0)
+            c->seen_line = true;
+        c->line_len = 0;
     }
     return n;
 }
@@ -761,7 +802,7 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
     if (f->tls_ctx) /* the handshake and the first head, within the head timeout */
         arm(c, CONN_HEAD, g->opt.head_timeout_ms);
     c->watch = evbuffer_add_cb(bufferevent_get_input(c->bev), on_input, c);
-    snprintf(c->key, sizeof(c->key), "%p", (void *)c->bev);
+    conn_key(c->bev, c->key);
     if (c->watch == NULL || strmap_put(g->conns, c->key, c) != 0) {
         bufferevent_free(c->bev);
         free(c);
@@ -793,7 +834,7 @@ static struct guard_conn *conn_of(struct http_guard *g, struct evhttp_connection
     char key[24];
     if (g == NULL || bev == NULL)
         return NULL;
-    snprintf(key, sizeof(key), "%p", (void *)bev);
+    conn_key(bev, key);
     return strmap_get(g->conns, key);
 }
 
@@ -817,7 +858,7 @@ void http_guard_request_read(struct http_guard *g, struct evhttp_request *req,
     *body = (struct http_body_file){.fd = -1};
     if (bev == NULL)
         return;
-    snprintf(key, sizeof(key), "%p", (void *)bev);
+    conn_key(bev, key);
     struct guard_conn *c = strmap_get(g->conns, key);
     if (c == NULL)
         return;

@@ -68,6 +68,9 @@ struct http_server {
     /* requests waiting to retry a forward (no leader yet): their timers
      * die with the server, not after evhttp freed what they would answer */
     struct http_req *retrying;
+    /* A read transaction reset after a read (http_api.c read_end): renewed
+     * for the next, without taking a reader slot again */
+    struct store_read *spare_read;
 };
 
 struct http_param {

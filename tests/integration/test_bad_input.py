@@ -4,6 +4,7 @@ keeps running and stored data does not change."""
 import json
 import random
 import socket
+import time
 import unittest
 import urllib.parse
 
@@ -246,11 +247,25 @@ class BadInputTest(unittest.TestCase):
             b"Transfer-Encoding:\tchunked\r\n",
             b"Transfer-Encoding: chu\rnked\r\n",
             b"Transfer-Encoding: chunked\r\n x\r\n")
-        for head in heads:
-            with self.subTest(head=head), \
+        # whole, and in pieces that end inside lines, at a CR, at a LF (the
+        # guard reads a head in runs between line ends, across reads)
+        for head, piece in [(h, p) for h in heads for p in (0, 1, 3, 7)]:
+            with self.subTest(head=head, piece=piece), \
                     socket.create_connection(("127.0.0.1", self.d.port), timeout=5) as s:
-                s.sendall(b"PUT /v1/agent/service/register HTTP/1.1\r\nHost: x\r\n" + head +
-                          b"\r\n" + body + smuggled)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                data = (b"PUT /v1/agent/service/register HTTP/1.1\r\nHost: x\r\n" + head +
+                        b"\r\n" + body + smuggled)
+                try:  # refused at the bad line: the rest may not go
+                    if piece == 0:
+                        s.sendall(data)
+                    else:
+                        head_end = data.index(b"\r\n\r\n") + 4
+                        for at in range(0, head_end, piece):
+                            s.sendall(data[at:min(at + piece, head_end)])
+                            time.sleep(0.002)
+                        s.sendall(data[head_end:])
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
                 got = recv_until_closed(s)
                 self.assertTrue(got.startswith(b"HTTP/1.1 400"), got[:200])
                 self.assertIn(b"Bad request framing", got)
