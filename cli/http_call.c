@@ -99,6 +99,7 @@ int http_call(const char *address, int port, const struct http_request *req, uin
     reg__conn_close(&cn);
     if (buf == NULL)
         return REG_ENOMEM;
+    buf[got] = '\0'; /* a string for sscanf below (recv left a byte for it) */
     if (rc == 0 && body == NULL)
         rc = got ? REG_EPROTO : REG_EIO; /* closed before a whole head */
     int status = 0;

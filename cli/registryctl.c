@@ -167,14 +167,17 @@ static char *join_tags(json_t *tags)
     size_t i, len = 0;
     json_t *t;
     json_array_foreach(tags, i, t) len += strlen(json_string_value(t) ?: "") + 1;
-    char *s = calloc(1, len + 2);
+    char *s = calloc(1, len + 2), *end = s;
     if (s == NULL)
         return NULL;
     json_array_foreach(tags, i, t)
     {
+        const char *tag = json_string_value(t) ?: "";
+        size_t n = strlen(tag);
         if (i)
-            strcat(s, ",");
-        strcat(s, json_string_value(t) ?: "");
+            *end++ = ',';
+        memcpy(end, tag, n + 1); /* appended where the last ended: linear */
+        end += n;
     }
     if (len == 0)
         strcpy(s, "-");
@@ -1272,8 +1275,8 @@ static void raft_rows(json_t *v)
     size_t i;
     json_t *srv;
     json_array_foreach(json_object_get(v, "Servers"), i, srv)
-    printf("%-12s %-22s %-9s %s\n", json_string_value(json_object_get(srv, "ID")),
-           json_string_value(json_object_get(srv, "Address")),
+    printf("%-12s %-22s %-9s %s\n", json_string_value(json_object_get(srv, "ID")) ?: "-",
+           json_string_value(json_object_get(srv, "Address")) ?: "-",
            json_is_true(json_object_get(srv, "Leader")) ? "leader" : "follower",
            json_is_true(json_object_get(srv, "Voter")) ? "true" : "false");
 }
@@ -1314,7 +1317,14 @@ static int cmd_leave(struct ctl *x)
                                 NULL);
     if (rc != 0)
         return server_error(x, rc);
-    for (int waited = 0; waited < LEAVE_WAIT_MS; waited += 100) {
+    /* each look at most a second: a server that accepts and never answers
+     * must not stretch the wait */
+    (void)reg_client_set_timeout(x->client, 1000);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (now = t0; (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 <
+                   LEAVE_WAIT_MS;
+         clock_gettime(CLOCK_MONOTONIC, &now)) {
         usleep(100 * 1000);
         if (reg_client_request(x->client, "GET", "/v1/status/leader", NULL, 0, NULL, NULL, NULL,
                                NULL) == REG_ECONNECT) {
@@ -1322,7 +1332,7 @@ static int cmd_leave(struct ctl *x)
             return 0;
         }
     }
-    fprintf(stderr, "registryctl: the server was asked to leave and still answers after %d s\n",
+    fprintf(stderr, "registryctl: the server was asked to leave and has not stopped after %d s\n",
             LEAVE_WAIT_MS / 1000);
     return EXIT_SERVER;
 }
@@ -1360,6 +1370,7 @@ static int call_json(struct ctl *x, const char *method, const char *path, json_t
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL, *resp = NULL;
     size_t len = 0;
+    *out = NULL; /* also when it fails: callers free it either way */
     if (body && text == NULL)
         return EXIT_SERVER;
     int rc = reg_client_request(x->client, method, path, text, text ? strlen(text) : 0, NULL, &resp,
@@ -1560,7 +1571,7 @@ static int acl_token(struct ctl *x, int argc, char **argv)
 static int cmd_acl(struct ctl *x)
 {
     if (x->argc == 1 && strcmp(x->argv[0], "bootstrap") == 0) {
-        json_t *out;
+        json_t *out = NULL;
         int rc = call_json(x, "PUT", "/v1/acl/bootstrap", NULL, &out);
         if (rc == 0)
             token_show(x, out);

@@ -268,16 +268,60 @@ int reg_url_encode(const char *src, char *dst, size_t dstlen)
 /* ---- transport ---------------------------------------------------------- */
 
 /* Read the whole answer (the server closes: we asked it to). */
+static bool find_header(const char *h, const char *end, const char *name, char *val,
+                        size_t vallen);
+
+/* Where an answer's framing says it ends, once its head is in: *head the
+ * head's length, *clen the Content-Length (-1: none), *chunked. */
+struct framing {
+    size_t head; /* 0 until the head is whole */
+    long long clen;
+    bool chunked;
+};
+
+/* Has buf[0..len) the whole answer its framing announces? A server (or a
+ * proxy) may keep the connection open after it, though asked to close:
+ * waiting for the close timed such answers out. */
+static bool answer_whole(struct framing *f, const char *buf, size_t len, size_t was)
+{
+    if (f->head == 0) {
+        size_t from = was > 3 ? was - 3 : 0;
+        const char *e = memmem(buf + from, len - from, "\r\n\r\n", 4);
+        if (e == NULL)
+            return false;
+        f->head = (size_t)(e - buf) + 4;
+        char v[64], *end;
+        f->clen = -1;
+        if (find_header(buf, e, "Content-Length", v, sizeof(v))) {
+            errno = 0;
+            unsigned long long n = strtoull(v, &end, 10);
+            if (v[0] >= '0' && v[0] <= '9' && *end == '\0' && errno == 0 && n < (1ULL << 62))
+                f->clen = (long long)n;
+        }
+        f->chunked = find_header(buf, e, "Transfer-Encoding", v, sizeof(v)) &&
+                     strcasecmp(v, "chunked") == 0;
+    }
+    if (f->chunked) /* the last chunk, no trailers (what servers send) */
+        return len >= f->head + 5 && memcmp(buf + len - 5, "0\r\n\r\n", 5) == 0 &&
+               (len == f->head + 5 || buf[len - 6] == '\n');
+    return f->clen >= 0 && len - f->head >= (size_t)f->clen;
+}
+
 static int recv_all(struct reg__conn *cn, char **out, size_t *outlen, long long deadline,
                     size_t max, char *why, size_t whylen)
 {
     size_t cap = 16384, len = 0;
+    struct framing f = {0};
     char *buf = malloc(cap);
     if (buf == NULL)
         return REG_ENOMEM;
     for (;;) {
+        if (len > max) {
+            free(buf);
+            return REG_ETOOBIG;
+        }
         if (len + 4096 > cap) {
-            if (cap >= max) {
+            if (cap >= max + 4096) {
                 free(buf);
                 return REG_ETOOBIG;
             }
@@ -298,6 +342,12 @@ static int recv_all(struct reg__conn *cn, char **out, size_t *outlen, long long 
         if (n == 0)
             break;
         len += n;
+        if (len <= max && answer_whole(&f, buf, len, len - n))
+            break;
+    }
+    if (len > max) {
+        free(buf);
+        return REG_ETOOBIG;
     }
     buf[len] = '\0';
     *out = buf;
@@ -415,8 +465,10 @@ uint64_t reg__query_wait_ms(const char *path)
         q++;
         size_t n = strcspn(q, "&#");
         uint64_t v;
-        if (n >= 5 && strncmp(q, "wait=", 5) == 0)
-            wait = reg__duration_parse(q + 5, n - 5, &v) == 0 ? v : 0;
+        if (n >= 5 && strncmp(q, "wait=", 5) == 0) /* 0: the server's default, as Consul's */
+            wait = reg__duration_parse(q + 5, n - 5, &v) != 0 ? 0
+                   : v > 0                                    ? v
+                                                              : QUERY_DEFAULT_WAIT_MS;
         else if (n > 6 && strncmp(q, "index=", 6) == 0)
             blocking = strtoull(q + 6, NULL, 10) > 0;
         q = q[n] == '&' ? q + n : NULL;
@@ -499,9 +551,24 @@ int reg_client_request(struct reg_client *c, const char *method, const char *pat
         rc = reg__conn_send(&cn, req, (size_t)n, deadline, why, sizeof(why));
         if (rc == 0 && body && body_len)
             rc = reg__conn_send(&cn, body, body_len, deadline, why, sizeof(why));
+        bool sent = rc == 0;
         if (rc == 0)
             rc = recv_all(&cn, &raw, &rawlen, deadline, c->max_response, why, sizeof(why));
         reg__conn_close(&cn);
+        /* Sent whole and then failed: the server may have acted on it. Only
+         * a read goes to the next server (a write twice could create twice);
+         * an answer too big is too big from any server. */
+        if (rc != 0 && rc != REG_ETIMEDOUT && rc != REG_ESHUTDOWN &&
+            (rc == REG_ETOOBIG ||
+             (sent && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0))) {
+            free(req);
+            reg__tls_release(tls);
+            if (rc == REG_ETOOBIG)
+                return fail(c, rc, "%s %s:%s%s: answer larger than %zu bytes", method, s->host,
+                            s->port, path, c->max_response);
+            return fail(c, rc, "%s %s:%s%s: %s (sent; not sent again elsewhere)", method,
+                        s->host, s->port, path, why[0] ? why : reg_strerror(rc));
+        }
         if (rc == REG_ETIMEDOUT || rc == REG_ESHUTDOWN) {
             free(req);
             reg__tls_release(tls);

@@ -2,7 +2,12 @@
 """registryctl against a real registryd: every verb, tables, --json, exit codes."""
 import json
 import os
+import re
+import socket
+import struct
 import tempfile
+import threading
+import time
 import unittest
 
 from harness import REGISTRYCTL, CannedServer, Registryd, free_port
@@ -179,6 +184,141 @@ class CliTest(unittest.TestCase):
         self.assertRegex(self.ok("--version"), r"^registryctl \d+\.\d+\.\d+\n$")
         p = subprocess.run([REGISTRYCTL, "-h"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 0)
+
+
+class RawServer:
+    """A loopback TCP server that hands each connection, in a thread, to
+    serve(sock, n) (n counts connections from 0); requests keeps each
+    request head read with read_request()."""
+
+    def __init__(self, serve):
+        self.requests = []
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.addr = "127.0.0.1:%d" % self.lsock.getsockname()[1]
+        self.serve = serve
+        self.open = []
+        threading.Thread(target=self.loop, daemon=True).start()
+
+    def loop(self):
+        n = 0
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.open.append(c)
+            threading.Thread(target=self.serve, args=(c, n), daemon=True).start()
+            n += 1
+
+    def read_request(self, c):
+        """The head and its Content-Length body; the head is recorded."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = c.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.requests.append(head.split(b"\r\n")[0].decode())
+        m = re.search(rb"(?i)content-length: *(\d+)", head)
+        want = int(m.group(1)) if m else 0
+        while len(body) < want:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return head
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.lsock.close()
+        for c in self.open:
+            c.close()
+
+
+class HostileServerTest(unittest.TestCase):
+    """registryctl (and libregistry under it) against servers that misbehave."""
+
+    def ctl(self, addr, *args, timeout=60):
+        t0 = time.monotonic()
+        p = subprocess.run([REGISTRYCTL] + list(args), capture_output=True, text=True,
+                           env=dict(os.environ, REGISTRY_HTTP_ADDR=addr), timeout=timeout)
+        return p.returncode, p.stdout, p.stderr, time.monotonic() - t0
+
+    def test_acl_bootstrap_that_fails_exits_1(self):
+        """A failed `acl bootstrap` freed a pointer never set: SIGBUS."""
+        rc, out, err, _ = self.ctl("127.0.0.1:%d" % free_port(), "acl", "bootstrap")
+        self.assertEqual(rc, 1, (out, err))
+        self.assertTrue(err.startswith("registryctl: "), err)
+        self.assertEqual(err.count("\n"), 1, err)
+
+    def test_answer_on_a_connection_kept_open(self):
+        """An answer whose Content-Length (or last chunk) says it is whole is
+        taken at once, though the server keeps the connection open (a proxy
+        may): the client waited for the close and timed out."""
+        body = b'{"web":["v1"]}'
+        for framing in ("length", "chunked"):
+            def serve(c, n, framing=framing):
+                srv.read_request(c)
+                if framing == "length":
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                              b"X-Consul-Index: 3\r\nContent-Length: %d\r\n\r\n" % len(body) +
+                              body)
+                else:
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                              b"X-Consul-Index: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+                time.sleep(30)  # and never closes
+            with RawServer(serve) as srv, self.subTest(framing=framing):
+                rc, out, err, took = self.ctl(srv.addr, "services")
+                self.assertEqual(rc, 0, (out, err))
+                self.assertIn("web", out)
+                self.assertLess(took, 5)
+
+    def test_a_write_is_not_sent_again_elsewhere(self):
+        """A write sent whole to a server that then dropped the connection
+        may have been done: it is not sent to the next server (a token, say,
+        created twice). A read still goes on to the next."""
+        def drop(c, n):
+            srv_a.read_request(c)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()  # a reset, no answer
+
+        def answer(c, n):
+            srv_b.read_request(c)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"X-Consul-Index: 3\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            c.close()
+        with RawServer(drop) as srv_a, RawServer(answer) as srv_b:
+            both = "%s,%s" % (srv_a.addr, srv_b.addr)
+            rc, out, err, _ = self.ctl(both, "register", "--name", "once", "--port", "80")
+            self.assertEqual(rc, 1, (out, err))
+            self.assertEqual(len(srv_a.requests), 1, srv_a.requests)
+            self.assertEqual(srv_b.requests, [])
+            self.assertIn("not sent again", err)
+            rc, out, err, _ = self.ctl(both, "services")
+            self.assertEqual(rc, 0, (out, err))
+            self.assertEqual([r.split()[0] for r in srv_b.requests], ["GET"])
+
+    def test_leave_waits_a_bounded_time(self):
+        """`leave` on a server that took the PUT and then accepts but never
+        answers gives up after 15 s: each look could take 10 s, 150 of them."""
+        def serve(c, n):
+            head = srv.read_request(c)
+            if head.startswith(b"PUT /v1/agent/leave"):
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                c.close()
+                return
+            time.sleep(60)
+        with RawServer(serve) as srv:
+            rc, out, err, took = self.ctl(srv.addr, "leave", timeout=40)
+        self.assertEqual(rc, 1, (out, err))
+        self.assertIn("has not stopped after 15 s", err)
+        self.assertLess(took, 25)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,9 @@ static void test_wait_table(void **state)
         const struct duration_case *t = &duration_cases[i];
         char path[200];
         snprintf(path, sizeof(path), "/v1/health/service/web?x=1&index=7&wait=%s", t->text);
-        uint64_t want = t->ok ? (t->ms > 600000 ? 600000 : t->ms) : 0;
+        /* 0 is the server's default (5m), as Consul's: a watch given
+         * "0s" timed out each query it made and went stale */
+        uint64_t want = !t->ok ? 0 : t->ms == 0 ? 300000 : t->ms > 600000 ? 600000 : t->ms;
         uint64_t got = reg__query_wait_ms(path);
         if (got != want)
             fail_msg("wait=%s: %llu ms, want %llu", t->text, (unsigned long long)got,
@@ -79,6 +81,7 @@ static void test_wait_query_forms(void **state)
     assert_int_equal(reg__query_wait_ms("/v1/health/service/web?wait=1m30s&index=7"), 90000);
     /* index without wait: the server's default, 5m; beyond 10m: capped */
     assert_int_equal(reg__query_wait_ms("/v1/health/service/web?index=7"), 300000);
+    assert_int_equal(reg__query_wait_ms("/v1/health/service/web?index=7&wait=0s"), 300000);
     assert_int_equal(reg__query_wait_ms("/v1/health/service/web?index=7&wait=1h"), 600000);
     /* not a blocking query: the server answers at once */
     assert_int_equal(reg__query_wait_ms("/v1/health/service/web?wait=1m30s"), 0);
