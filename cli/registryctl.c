@@ -36,6 +36,7 @@
 
 struct ctl {
     struct reg_client *client;
+    const char *addrs; /* --http-addr or REGISTRY_HTTP_ADDR as given, or NULL */
     bool json;
     int argc; /* verb arguments, global options removed */
     char **argv;
@@ -1313,6 +1314,10 @@ static int cmd_leave(struct ctl *x)
 {
     if (x->argc != 0)
         return usage_error("leave takes no arguments");
+    /* with a list, another server would be the one to leave (or to be
+     * watched for stopping) when the first does not answer */
+    if (x->addrs != NULL && strchr(x->addrs, ',') != NULL)
+        return usage_error("leave takes one server: --http-addr HOST:PORT, not a list");
     int rc = reg_client_request(x->client, "PUT", "/v1/agent/leave", NULL, 0, NULL, NULL, NULL,
                                 NULL);
     if (rc != 0)
@@ -1765,6 +1770,7 @@ int main(int argc, char **argv)
         return usage_error("--http-addr is empty");
     }
     rc = reg_client_new(&x.client, addr);
+    x.addrs = addr ? addr : getenv("REGISTRY_HTTP_ADDR");
     if (rc != 0) {
         free(rest);
         if (strncmp(reg_client_errmsg(NULL), "TLS", 3) == 0) /* the TLS environment */

@@ -130,6 +130,11 @@ struct cluster {
     int start_error;
     struct cluster_status status;
     uint64_t last_leader_seen_ms; /* monotonic; the start until a leader is seen */
+    /* when this server, leading, last heard from each other (responsive) */
+    struct heard {
+        raft_id id;
+        uint64_t ms;
+    } heard[CLUSTER_MAX_SERVERS];
     struct cluster_link *link;   /* to the leader, on the front end's loop */
     struct cluster_peers *peers; /* liveness and check ownership, likewise */
     /* formation: the servers heard of, this one first (under status_lock) */
@@ -748,6 +753,32 @@ static void barrier_cb(struct raft_barrier *req, int status)
     announce_self(c);
 }
 
+/* Has the leader heard from configuration server i lately? raft's own
+ * flag is cleared every election timeout; the time it was last seen set
+ * carries over those resets. Raft thread. */
+static bool responsive(struct cluster *c, unsigned i, raft_id id, int state, uint64_t now)
+{
+    if (state != RAFT_LEADER)
+        return true; /* only the leader knows */
+    if (id == c->id)
+        return true;
+    int slot = -1, free_slot = -1;
+    for (int k = 0; k < CLUSTER_MAX_SERVERS; k++) {
+        if (c->heard[k].id == id)
+            slot = k;
+        else if (free_slot < 0 && (c->heard[k].id == 0 || now - c->heard[k].ms > 60000))
+            free_slot = k;
+    }
+    const struct raft_progress *pr = c->raft.leader_state.progress;
+    if (pr != NULL && pr[i].recent_recv) {
+        if (slot < 0)
+            slot = free_slot;
+        if (slot >= 0)
+            c->heard[slot] = (struct heard){id, now};
+    }
+    return slot >= 0 && c->heard[slot].id == id && now - c->heard[slot].ms <= CLUSTER_RESPONSIVE_MS;
+}
+
 static void poll_cb(uv_timer_t *t)
 {
     struct cluster *c = t->data;
@@ -809,6 +840,7 @@ static void poll_cb(uv_timer_t *t)
         s->servers[s->n_servers].id = srv->id;
         snprintf(s->servers[s->n_servers].addr, sizeof(s->servers[0].addr), "%s", srv->address);
         s->servers[s->n_servers].voter = srv->role == RAFT_VOTER;
+        s->servers[s->n_servers].responsive = responsive(c, i, srv->id, state, now);
         s->n_servers++;
     }
     pthread_mutex_unlock(&c->status_lock);

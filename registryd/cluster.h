@@ -211,8 +211,12 @@ struct cluster_status {
         uint64_t id;
         char addr[64];
         bool voter;
+        /* on the leader: it heard from this server within
+         * CLUSTER_RESPONSIVE_MS (itself: always); elsewhere: true */
+        bool responsive;
     } servers[CLUSTER_MAX_SERVERS];
 };
 void cluster_get_status(struct cluster *c, struct cluster_status *out);
+#define CLUSTER_RESPONSIVE_MS 2000 /* 2.5 election timeouts */
 
 #endif

@@ -25,6 +25,7 @@
 #define MAX_MEMBERS CLUSTER_MAX_SERVERS
 #define RETRY_MS 300
 #define LEFT_OUT_CHECK_TURNS 10 /* of cluster_wait_ready's 200 ms: every 2 s */
+#define LEFT_OUT_QUIET_TURNS 2  /* once ready: that many looks without a leader */
 
 struct formation {
     struct formation_options opt;
@@ -348,8 +349,8 @@ static bool left_out(struct formation *f)
 }
 
 /* Tell the cluster where this server's HTTP API is (through our own front
- * end, which forwards to the leader), retrying through elections. */
-static void announce(struct formation *f)
+ * end, which forwards to the leader). True once done. */
+static bool announce(struct formation *f)
 {
     uint64_t id;
     const char *raft;
@@ -359,11 +360,11 @@ static void announce(struct formation *f)
              (unsigned long long)id, raft, f->http_addr);
     struct reg_client *c;
     if (client_for(f, f->self_http, 5000, &c) != 0)
-        return;
-    while (!stopping(f) && reg_client_request(c, "PUT", "/v1/internal/raft/announce", body,
-                                              strlen(body), NULL, NULL, NULL, NULL) != 0)
-        nap(f, RETRY_MS * 3);
+        return false;
+    int rc = reg_client_request(c, "PUT", "/v1/internal/raft/announce", body, strlen(body), NULL,
+                                NULL, NULL, NULL);
     reg_client_free(c);
+    return rc == 0;
 }
 
 static void *formation_thread(void *arg)
@@ -402,7 +403,26 @@ static void *formation_thread(void *arg)
             join(f);
         }
     }
-    announce(f);
+    /* Then announce (again through elections), and watch: a server removed
+     * while it was down may take one stale message from a leader at its
+     * restart (and report ready), then hear from nobody. Without a leader
+     * for LEFT_OUT_QUIET_TURNS looks, it asks whether the cluster still
+     * lists it, and joins again if not. */
+    bool announced = false;
+    for (unsigned quiet = 0; !stopping(f);) {
+        if (!announced) /* (a forward waits some 4 s for a leader) */
+            announced = announce(f);
+        nap(f, announced ? 200 * LEFT_OUT_CHECK_TURNS : RETRY_MS * 3);
+        struct cluster_status st;
+        cluster_get_status(f->opt.cluster, &st);
+        quiet = st.known_leader ? 0 : quiet + 1;
+        if (quiet >= LEFT_OUT_QUIET_TURNS && left_out(f)) {
+            log_info("formation", "msg=\"this server is not in its cluster's configuration (it "
+                                  "left or was removed): joining it again\"");
+            join(f);
+            quiet = 0;
+        }
+    }
     return NULL;
 }
 

@@ -3,8 +3,8 @@
  * of its services, in Consul's shapes: /v1/agent/self (Config, Member,
  * DebugConfig, Stats.raft), /v1/agent/version, /v1/agent/members,
  * /v1/agent/health/service/name/:name and /id/:id (the status is the HTTP
- * code: 200 passing, 429 warning, 503 critical or maintenance),
- * /v1/catalog/node-services/:node; and PUT /v1/agent/leave.
+ * code: 200 passing, 429 warning, 503 critical or maintenance), and
+ * /v1/catalog/node-services/:node.
  *
  * Every server is a Consul server agent here; the members are the raft
  * configuration's servers.
@@ -428,27 +428,12 @@ static void do_agent_service(struct http_req *r)
     agent_service_try(r);
 }
 
-/* PUT /v1/agent/leave: as Consul's, this server leaves its cluster
- * gracefully (out of the raft configuration, so the others' quorum does
- * not count it) and stops. Answered once the leave has started: the
- * process is gone within 10 s (server.c's start_leaving). */
-static void do_agent_leave(struct http_req *r)
-{
-    if (r->srv->opt.leave == NULL) {
-        http_fail(r, 500, "This server cannot leave");
-        http_finish_write(r, REG_EINVAL);
-        return;
-    }
-    r->srv->opt.leave(r->srv->opt.leave_arg);
-    http_finish_write(r, 0);
-}
 
 const struct http_route http_agent_info_routes[] = {
     {"GET", "/v1/agent/service/", NULL, NULL, WATCH_NONE, do_agent_service, false},
     {"GET", "/v1/agent/self", read_agent_self, NULL, WATCH_NONE, NULL, false},
     {"GET", "/v1/agent/version", read_agent_version, NULL, WATCH_NONE, NULL, false},
     {"GET", "/v1/agent/members", read_agent_members, NULL, WATCH_NONE, NULL, false},
-    {"PUT", "/v1/agent/leave", NULL, NULL, WATCH_NONE, do_agent_leave, false},
     {"GET", "/v1/agent/health/service/id/", NULL, NULL, WATCH_NONE, do_health_by_id, false},
     {"GET", "/v1/agent/health/service/name/", NULL, NULL, WATCH_NONE, do_health_by_name, false},
     {"GET", "/v1/catalog/node-services/", read_node_services, NULL, WATCH_ALL, NULL, false},

@@ -2036,6 +2036,7 @@ void http_free(struct http_server *s)
      * its connection below (its timer, left, fired into freed memory) */
     while (s->retrying != NULL)
         req_free(s->retrying);
+    http_leaves_free(s);
     if (s->http)
         evhttp_free(s->http);
     if (s->https)

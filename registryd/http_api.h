@@ -57,10 +57,11 @@ struct http_options {
     struct cluster *cluster; /* borrowed */
     struct watch *watch;     /* borrowed */
     struct health *health;   /* borrowed; TTL heartbeats, checker state */
-    /* PUT /v1/agent/leave: leave(leave_arg) starts leaving the cluster and
-     * stopping the process, from any thread; it returns at once */
-    void (*leave)(void *leave_arg);
-    void *leave_arg;
+    /* PUT /v1/agent/leave, once this server has left its cluster:
+     * stop(stop_arg) stops the process, from any thread; it returns at
+     * once */
+    void (*stop)(void *stop_arg);
+    void *stop_arg;
     /* With several HTTP workers (http_workers.h), each runs one server on
      * its own loop (base, watch); these say which and what it shares: */
     unsigned worker;          /* its index, 0 for the main loop's */

@@ -71,6 +71,7 @@ struct http_server {
     /* A read transaction reset after a read (http_api.c read_end): renewed
      * for the next, without taking a reader slot again */
     struct store_read *spare_read;
+    struct leave *leaves; /* PUT /v1/agent/leave in progress (http_operator.c) */
 };
 
 struct http_param {
@@ -162,6 +163,9 @@ struct http_route {
     bool leader_only; /* custom: forwarded to the leader like writes */
 };
 
+/* Answers the PUT /v1/agent/leave still in progress (the server stops)
+ * and frees what they hold; from http_free, once nothing can call back. */
+void http_leaves_free(struct http_server *srv);
 extern const struct http_route http_agent_routes[];
 /* Meta or NodeMeta as Consul validates them: at most 64 pairs, keys of
  * letters, digits, '_' and '-' (at most 128), string values of at most 512

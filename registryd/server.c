@@ -72,8 +72,9 @@ static void on_change(void *arg, const struct store_change *chg)
         watch_notify(l->watch, chg); /* no memory to queue it: wake them now */
 }
 
-/* What leaving the cluster before stopping needs: SIGTERM's with
- * leave_on_terminate, and PUT /v1/agent/leave's. */
+/* What SIGTERM needs to leave the cluster first (leave_on_terminate), and
+ * what stops the server once PUT /v1/agent/leave has left
+ * (http_operator.c). */
 struct leaving {
     struct event_base *base;
     struct cluster *cluster;
@@ -81,7 +82,7 @@ struct leaving {
     bool enabled; /* SIGTERM leaves first (leave_on_terminate) */
     bool started;
     struct event *retry;
-    struct event *asked; /* PUT /v1/agent/leave, made active from any thread */
+    struct event *asked; /* PUT /v1/agent/leave done: stop (from any thread) */
     int tries;
 };
 
@@ -253,22 +254,20 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(l->base, NULL);
 }
 
-/* PUT /v1/agent/leave, on the main loop: as Consul's, a graceful leave
- * (a server that is alone just stops), then the process stops. */
-static void on_leave_asked(evutil_socket_t fd, short what, void *arg)
+/* PUT /v1/agent/leave has taken this server out of its cluster (or it
+ * was alone): stop, on the main loop. */
+static void on_stop_asked(evutil_socket_t fd, short what, void *arg)
 {
     struct leaving *l = arg;
     (void)fd;
     (void)what;
-    if (l->started || start_leaving(l))
-        return;
-    log_info("server", "msg=\"asked to leave: shutting down\"");
-    struct timeval flush = {0, 200 * 1000}; /* the 200 reaches the client first */
+    log_info("server", "msg=\"left the cluster as asked (PUT /v1/agent/leave); shutting down\"");
+    struct timeval flush = {0, 200 * 1000}; /* the answer reaches the client first */
     event_base_loopexit(l->base, &flush);
 }
 
-/* http_options.leave: any thread. */
-static void ask_leave(void *arg)
+/* http_options.stop: any thread. */
+static void ask_stop(void *arg)
 {
     struct leaving *l = arg;
     if (l->asked != NULL)
@@ -577,8 +576,8 @@ static int start_front_end(struct server *s)
         .cluster = s->cluster,
         .watch = s->watch,
         .health = s->health,
-        .leave = ask_leave,
-        .leave_arg = &s->leaving,
+        .stop = ask_stop,
+        .stop_arg = &s->leaving,
     };
     if (http_workers_start(&hopt, conf->http_workers, &s->http, err, sizeof(err)) != 0) {
         log_error("server", "msg=\"cannot start HTTP API\" error=\"%s\"", err);
@@ -616,7 +615,7 @@ static int install_signals(struct server *s, int argc, char **argv)
                                   .cluster = s->cluster,
                                   .clustered = s->clustered,
                                   .enabled = s->clustered && s->conf->leave_on_terminate};
-    s->leaving.asked = event_new(s->base, -1, 0, on_leave_asked, &s->leaving);
+    s->leaving.asked = event_new(s->base, -1, 0, on_stop_asked, &s->leaving);
     s->reload = (struct reload){argc, argv, s->conf, s->health};
     s->sigterm = evsignal_new(s->base, SIGTERM, on_signal, &s->leaving);
     s->sigint = evsignal_new(s->base, SIGINT, on_signal, &s->leaving);

@@ -107,6 +107,29 @@ class AclClusterTest(unittest.TestCase):
         self.assertEqual(len(json.loads(text)["Servers"]), 3, text)
         self.assertIn("outcome=denied", leader.log())
 
+    def test_leave_with_acls(self):
+        """PUT /v1/agent/leave on a follower with ACLs on: the follower asks
+        the leader with the server token; the leader refused it 403 (no
+        operator:write), the follower stayed a dead voter, and a second
+        leave left the cluster without a leader. Without agent:write the
+        leave itself is refused, and nothing stops."""
+        leader, followers = self.roles()
+        f = followers[0]
+        status, text = call(f, "PUT", "/v1/agent/leave")
+        self.assertEqual(status, 403, text)
+        self.assertIsNone(f.proc.poll())
+        raft = json.loads(call(f, "GET", "/v1/internal/raft/self", token=SERVER)[1])["Raft"]
+        status, text = call(f, "PUT", "/v1/agent/leave", token=MGMT)
+        self.assertEqual(status, 200, text)
+        self.assertEqual(f.proc.wait(15), 0, f.log())
+        f.proc = None
+        status, text = call(leader, "GET", "/v1/operator/raft/configuration", token=MGMT)
+        self.assertEqual(status, 200, text)
+        self.assertNotIn(raft, [s["Address"] for s in json.loads(text)["Servers"]], text)
+        status, text = call(leader, "PUT", "/v1/agent/service/register",
+                            {"Name": "after", "ID": "after-1"}, MGMT)
+        self.assertEqual(status, 200, text)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -321,6 +321,63 @@ class ClusterTest(unittest.TestCase):
             status, text = self.leader().request("GET", "/v1/operator/raft/configuration")
             self.assertIn(addr, {s["Address"] for s in json.loads(text)["Servers"]}, text)
 
+    def test_removed_leader_restarted_joins_again(self):
+        """A leader killed, removed by the others (`raft remove`) and then
+        started again with its data joins again. It took one stale message
+        at its restart, reported ready, and then waited as a candidate for
+        good, serving a copy nobody updated."""
+        raft_of = lambda d: json.loads(d.request("GET", "/v1/internal/raft/self")[1])["Raft"]
+        old = self.leader()
+        addr = raft_of(old)
+        old.kill9()
+        rest = [d for d in self.servers if d is not old]
+        leader = self.leader(among=rest)
+        status, text = leader.request("DELETE", "/v1/operator/raft/peer?address=" + addr)
+        self.assertEqual(status, 200, text)
+        status, text = leader.request("PUT", "/v1/agent/service/register",
+                                      json.dumps({"Name": "meanwhile", "ID": "meanwhile-1"}))
+        self.assertEqual(status, 200, text)
+        old.start(wait=False)
+        deadline = time.monotonic() + 30
+        ids = set()
+        while time.monotonic() < deadline and "meanwhile-1" not in ids:
+            time.sleep(0.3)
+            try:
+                status, text = old.request("GET", "/v1/catalog/service/meanwhile", timeout=2)
+                ids = {i["ServiceID"] for i in json.loads(text)} if status == 200 else ids
+            except OSError:
+                pass
+        self.assertIn("meanwhile-1", ids, old.log())
+        status, text = self.leader().request("GET", "/v1/operator/raft/configuration")
+        self.assertIn(addr, {s["Address"] for s in json.loads(text)["Servers"]}, text)
+
+    def test_leave_while_another_voter_is_stopped(self):
+        """PUT /v1/agent/leave on a follower while the leader is stopped
+        (SIGSTOP): the new leader refuses to remove it, as the one voter
+        left answering would be no quorum of two (the cluster could commit
+        nothing until the stopped one came back), and the leave says so and
+        the server goes on. It said it had left whatever happened. Once
+        the stopped server is back, the leave goes through."""
+        import signal
+        raft_of = lambda d: json.loads(d.request("GET", "/v1/internal/raft/self")[1])["Raft"]
+        leader = self.leader()
+        f = next(d for d in self.servers if d is not leader)
+        addr = raft_of(f)
+        os.kill(leader.proc.pid, signal.SIGSTOP)
+        try:
+            status, text = f.request("PUT", "/v1/agent/leave", timeout=30)
+            self.assertEqual(status, 500, text)
+            self.assertIn("quorum", text)
+            self.assertIsNone(f.proc.poll())
+        finally:
+            os.kill(leader.proc.pid, signal.SIGCONT)
+        status, text = f.request("PUT", "/v1/agent/leave", timeout=30)
+        self.assertEqual(status, 200, text)
+        self.assertEqual(f.proc.wait(15), 0, f.log())
+        f.proc = None
+        status, text = self.leader().request("GET", "/v1/operator/raft/configuration")
+        self.assertNotIn(addr, {s["Address"] for s in json.loads(text)["Servers"]}, text)
+
     def test_unclean_restart_serves_no_empty_store(self):
         """A server killed (its store is rebuilt from raft at the next
         start) answers DNS with SERVFAIL and store reads with a 500 until
