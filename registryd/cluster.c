@@ -172,6 +172,29 @@ int cluster_servers_alive(struct cluster *c)
     return cluster_peers_n_alive(c->peers);
 }
 
+/* The removal of member commits, and everything after it, with the voters
+ * left: if fewer of them answer the leader than a quorum, nothing commits
+ * again until they come back (one server leaving while another is down,
+ * say). False, with why, then. On the leader (st is its status). */
+bool cluster_removal_keeps_quorum(const struct cluster_status *st, uint64_t member, char *why,
+                                 size_t whylen)
+{
+    int left = 0, answering = 0;
+    for (int i = 0; i < st->n_servers && i < CLUSTER_MAX_SERVERS; i++)
+        if (st->servers[i].voter && st->servers[i].id != member) {
+            left++;
+            answering += st->servers[i].responsive;
+        }
+    if (left == 0 || answering >= left / 2 + 1)
+        return true;
+    snprintf(why, whylen,
+             "Refusing to remove raft peer %llu: of the %d voters left, %d answer the leader, "
+             "fewer than a quorum (%d), so the cluster could commit nothing after it; bring the "
+             "others back, or remove a dead one first",
+             (unsigned long long)member, left, answering, left / 2 + 1);
+    return false;
+}
+
 /* ---- identity ---------------------------------------------------------- */
 
 /* Bind 127.0.0.1:want (0: the kernel picks): the port it got, the socket

@@ -219,4 +219,10 @@ struct cluster_status {
 void cluster_get_status(struct cluster *c, struct cluster_status *out);
 #define CLUSTER_RESPONSIVE_MS 2000 /* 2.5 election timeouts */
 
+/* Would removing member leave at least a quorum of the voters left
+ * answering the leader (st: the leader's status)? If not, nothing could
+ * commit after it until they come back: false, with why. */
+bool cluster_removal_keeps_quorum(const struct cluster_status *st, uint64_t member, char *why,
+                                  size_t whylen);
+
 #endif

@@ -120,29 +120,6 @@ static void do_join(struct http_req *r)
     http_cluster_member(r->srv, HTTP_MEMBER_ADD, member, addr, change_done, r);
 }
 
-/* The removal of member commits, and everything after it, with the voters
- * left: if fewer of them answer the leader than a quorum, nothing commits
- * again until they come back (one server leaving while another is down,
- * say). False, with why, then. On the leader (st is its status). */
-static bool removal_keeps_quorum(const struct cluster_status *st, uint64_t member, char *why,
-                                 size_t whylen)
-{
-    int left = 0, answering = 0;
-    for (int i = 0; i < st->n_servers && i < CLUSTER_MAX_SERVERS; i++)
-        if (st->servers[i].voter && st->servers[i].id != member) {
-            left++;
-            answering += st->servers[i].responsive;
-        }
-    if (left == 0 || answering >= left / 2 + 1)
-        return true;
-    snprintf(why, whylen,
-             "Refusing to remove raft peer %llu: of the %d voters left, %d answer the leader, "
-             "fewer than a quorum (%d), so the cluster could commit nothing after it; bring the "
-             "others back, or remove a dead one first",
-             (unsigned long long)member, left, answering, left / 2 + 1);
-    return false;
-}
-
 /* DELETE /v1/operator/raft/peer?id=N (or ?address=HOST:PORT) */
 static void do_remove_peer(struct http_req *r)
 {
@@ -205,7 +182,7 @@ static void do_remove_peer(struct http_req *r)
         return;
     }
     char why[300];
-    if (!removal_keeps_quorum(&st, member, why, sizeof(why))) {
+    if (!cluster_removal_keeps_quorum(&st, member, why, sizeof(why))) {
         http_fail(r, 409, "%s", why);
         http_finish_write(r, REG_EINVAL);
         return;
@@ -787,7 +764,7 @@ static void leave_try(struct leave *lv)
         return;
     }
     if (st.is_leader) {
-        if (!removal_keeps_quorum(&st, lv->self, lv->why, sizeof(lv->why))) {
+        if (!cluster_removal_keeps_quorum(&st, lv->self, lv->why, sizeof(lv->why))) {
             leave_failed(lv, REG_EINVAL, lv->why);
             return;
         }

@@ -233,6 +233,11 @@ static bool start_leaving(struct leaving *l)
     struct timeval grace = {10, 0}; /* leave or not, stop within 10 s */
     event_base_loopexit(l->base, &grace);
     if (st.is_leader) {
+        char why[300];
+        if (!cluster_removal_keeps_quorum(&st, st.self_id, why, sizeof(why))) {
+            log_warn("server", "msg=\"not leaving the cluster\" why=\"%s\"", why);
+            return false;
+        }
         cluster_remove(l->cluster, st.self_id, left, l);
         return true;
     }
