@@ -745,6 +745,12 @@ void server_stop(struct server *s)
         event_free(s->sigint);
     if (s->sighup)
         event_free(s->sighup);
+    /* Stopping already: a second SIGTERM or SIGINT (a second Ctrl-C) is
+     * ignored, not the default's end by the signal halfway through (freeing
+     * the events put the default back) */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     if (s->leaving.retry)
         event_free(s->leaving.retry);
     if (s->leaving.asked)

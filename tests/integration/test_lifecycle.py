@@ -181,6 +181,34 @@ class LeaveTest(unittest.TestCase):
         self.assertEqual([i["ServiceID"] for i in json.loads(text)], ["kept-1"], text)
 
 
+class SignalsTest(unittest.TestCase):
+    def test_more_sigterms_while_stopping(self):
+        """SIGTERM after SIGTERM (a second Ctrl-C, a supervisor that asks
+        again) while the server stops: it still stops cleanly, status 0. The
+        default action came back once the signal events were freed, and a
+        late one ended the process by the signal halfway through its stop."""
+        tmp = TempDir()
+        try:
+            d = Registryd(data_dir=os.path.join(tmp.path, "d")).start()
+            for i in range(20):
+                status, text = d.request("PUT", "/v1/agent/service/register",
+                                         json.dumps({"Name": "s", "ID": "s-%d" % i}))
+                self.assertEqual(status, 200, text)
+            d.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while d.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    d.proc.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.001)
+            rc = d.proc.wait(15)
+            self.assertEqual(rc, 0, d.log()[-2000:])
+            d.proc = None
+        finally:
+            tmp.cleanup()
+
+
 class StartupErrorsTest(unittest.TestCase):
     """Each start-up failure says what is really wrong, promptly."""
 
