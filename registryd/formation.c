@@ -242,25 +242,36 @@ static size_t hello_targets(struct formation *f, char (*out)[128], size_t max)
 
 enum outcome { BOOTSTRAP, JOIN, FAILED };
 
+/* Say hello to addr: -1 if no running cluster answered, else whether its
+ * configuration (conf, *n_conf) lists this server. */
+static int hello_lists_self(struct formation *f, const char *addr,
+                            struct cluster_member *conf, size_t *n_conf)
+{
+    uint64_t self;
+    const char *raft;
+    cluster_self(f->opt.cluster, &self, &raft);
+    if (say_hello(f, addr, conf, n_conf) != 0 || *n_conf == 0)
+        return -1;
+    for (size_t i = 0; i < *n_conf; i++)
+        if (conf[i].id == self)
+            return 1;
+    return 0;
+}
+
 /* Say hello around until `expect` servers are known (bootstrap them), or a
  * running cluster is found (adopt its configuration if it lists this
  * server, else join it). */
 static enum outcome discover(struct formation *f, struct cluster_member *members, size_t *n)
 {
-    uint64_t self;
-    const char *raft;
-    cluster_self(f->opt.cluster, &self, &raft);
     while (!stopping(f)) {
         char targets[MAX_MEMBERS + 16][128];
         size_t nt = hello_targets(f, targets, sizeof(targets) / sizeof(targets[0]));
         for (size_t t = 0; t < nt && !stopping(f); t++) {
             struct cluster_member conf[CLUSTER_MAX_SERVERS];
             size_t n_conf = 0;
-            if (say_hello(f, targets[t], conf, &n_conf) != 0 || n_conf == 0)
+            int listed = hello_lists_self(f, targets[t], conf, &n_conf);
+            if (listed < 0)
                 continue;
-            bool listed = false;
-            for (size_t i = 0; i < n_conf; i++)
-                listed |= conf[i].id == self;
             if (!listed) {
                 log_info("formation", "msg=\"found a running cluster; joining it\" via=%s",
                          targets[t]);
@@ -329,21 +340,13 @@ static void join(struct formation *f)
  * good. */
 static bool left_out(struct formation *f)
 {
-    uint64_t self;
-    const char *raft;
-    cluster_self(f->opt.cluster, &self, &raft);
     char targets[MAX_MEMBERS + 16][128];
     size_t nt = hello_targets(f, targets, sizeof(targets) / sizeof(targets[0]));
     for (size_t t = 0; t < nt && !stopping(f); t++) {
         struct cluster_member conf[CLUSTER_MAX_SERVERS];
         size_t n_conf = 0;
-        if (say_hello(f, targets[t], conf, &n_conf) != 0 || n_conf == 0)
-            continue;
-        bool listed = false;
-        for (size_t i = 0; i < n_conf; i++)
-            listed |= conf[i].id == self;
-        if (!listed) /* (this server, in --join too, lists itself) */
-            return true;
+        if (hello_lists_self(f, targets[t], conf, &n_conf) == 0)
+            return true; /* one running server that does not list it is enough */
     }
     return false;
 }

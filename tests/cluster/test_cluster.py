@@ -34,6 +34,21 @@ class ClusterTest(unittest.TestCase):
             self.fail("no agreed leader within %ds" % timeout)
         return d
 
+    def wait_instance(self, d, name, sid, timeout):
+        """Until server d (starting, maybe not answering yet) lists instance
+        sid of service name in its own copy; fails with its log after
+        timeout seconds."""
+        deadline = time.monotonic() + timeout
+        ids = set()
+        while time.monotonic() < deadline and sid not in ids:
+            time.sleep(0.2)
+            try:
+                status, text = d.request("GET", "/v1/catalog/service/%s?stale" % name, timeout=2)
+                ids = {i["ServiceID"] for i in json.loads(text)} if status == 200 else ids
+            except OSError:
+                pass
+        self.assertIn(sid, ids, d.log())
+
     def ids(self, d):
         status, text = d.request("GET", "/v1/agent/services?stale")
         self.assertEqual(status, 200, text)
@@ -306,17 +321,7 @@ class ClusterTest(unittest.TestCase):
             # the follower that left starts again with its raft state: it
             # joins again and catches up with what was written meanwhile
             d.start(wait=False)
-            deadline = time.monotonic() + 20
-            ids = set()
-            while time.monotonic() < deadline and "after-leave-2" not in ids:
-                time.sleep(0.2)
-                try:
-                    status, text = d.request("GET", "/v1/catalog/service/after-leave?stale",
-                                             timeout=2)
-                    ids = {i["ServiceID"] for i in json.loads(text)} if status == 200 else ids
-                except OSError:
-                    pass
-            self.assertIn("after-leave-2", ids, d.log())
+            self.wait_instance(d, "after-leave", "after-leave-2", 20)
             self.assertIn("joining it again", d.log())
             status, text = self.leader().request("GET", "/v1/operator/raft/configuration")
             self.assertIn(addr, {s["Address"] for s in json.loads(text)["Servers"]}, text)
@@ -338,16 +343,7 @@ class ClusterTest(unittest.TestCase):
                                       json.dumps({"Name": "meanwhile", "ID": "meanwhile-1"}))
         self.assertEqual(status, 200, text)
         old.start(wait=False)
-        deadline = time.monotonic() + 30
-        ids = set()
-        while time.monotonic() < deadline and "meanwhile-1" not in ids:
-            time.sleep(0.3)
-            try:
-                status, text = old.request("GET", "/v1/catalog/service/meanwhile", timeout=2)
-                ids = {i["ServiceID"] for i in json.loads(text)} if status == 200 else ids
-            except OSError:
-                pass
-        self.assertIn("meanwhile-1", ids, old.log())
+        self.wait_instance(old, "meanwhile", "meanwhile-1", 30)
         status, text = self.leader().request("GET", "/v1/operator/raft/configuration")
         self.assertIn(addr, {s["Address"] for s in json.loads(text)["Servers"]}, text)
 

@@ -149,10 +149,8 @@ class RaftStateTest(unittest.TestCase):
         self.assertEqual(count(self.d), 40)
 
 
-class LeaveTest(unittest.TestCase):
-    """PUT /v1/agent/leave (registryctl leave) stops a server that is alone
-    as Consul's agent stops (there is no cluster to leave), keeping its
-    data. It was a 404: `consul leave` failed."""
+class DataDirCase(unittest.TestCase):
+    """A server (not started) with a data dir of its own, self.d."""
 
     def setUp(self):
         self.tmp = TempDir()
@@ -162,6 +160,12 @@ class LeaveTest(unittest.TestCase):
         if self.d.proc:
             self.d.stop(check=False)
         self.tmp.cleanup()
+
+
+class LeaveTest(DataDirCase):
+    """PUT /v1/agent/leave (registryctl leave) stops a server that is alone
+    as Consul's agent stops (there is no cluster to leave), keeping its
+    data. It was a 404: `consul leave` failed."""
 
     def test_leave_stops_a_lone_server_and_keeps_its_data(self):
         self.d.start()
@@ -181,45 +185,32 @@ class LeaveTest(unittest.TestCase):
         self.assertEqual([i["ServiceID"] for i in json.loads(text)], ["kept-1"], text)
 
 
-class SignalsTest(unittest.TestCase):
+class SignalsTest(DataDirCase):
     def test_more_sigterms_while_stopping(self):
         """SIGTERM after SIGTERM (a second Ctrl-C, a supervisor that asks
         again) while the server stops: it still stops cleanly, status 0. The
         default action came back once the signal events were freed, and a
         late one ended the process by the signal halfway through its stop."""
-        tmp = TempDir()
-        try:
-            d = Registryd(data_dir=os.path.join(tmp.path, "d")).start()
-            for i in range(20):
-                status, text = d.request("PUT", "/v1/agent/service/register",
-                                         json.dumps({"Name": "s", "ID": "s-%d" % i}))
-                self.assertEqual(status, 200, text)
-            d.proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while d.proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    d.proc.send_signal(signal.SIGTERM)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.001)
-            rc = d.proc.wait(15)
-            self.assertEqual(rc, 0, d.log()[-2000:])
-            d.proc = None
-        finally:
-            tmp.cleanup()
+        d = self.d.start()
+        for i in range(20):
+            status, text = d.request("PUT", "/v1/agent/service/register",
+                                     json.dumps({"Name": "s", "ID": "s-%d" % i}))
+            self.assertEqual(status, 200, text)
+        d.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while d.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                d.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                break
+            time.sleep(0.001)
+        rc = d.proc.wait(15)
+        self.assertEqual(rc, 0, d.log()[-2000:])
+        d.proc = None
 
 
-class StartupErrorsTest(unittest.TestCase):
+class StartupErrorsTest(DataDirCase):
     """Each start-up failure says what is really wrong, promptly."""
-
-    def setUp(self):
-        self.tmp = TempDir()
-        self.d = Registryd(data_dir=os.path.join(self.tmp.path, "d"))
-
-    def tearDown(self):
-        if self.d.proc:
-            self.d.stop(check=False)
-        self.tmp.cleanup()
 
     def fails(self, *words, within=15):
         self.d.start(wait=False)
