@@ -14,6 +14,21 @@ from harness import (Registryd, TempDir, agreed_leader, connected_sockets,  # no
                      leader_of, start_cluster, tcp_nodelay_of)
 
 
+def register_in_parallel(d, n, instance, threads=6):
+    """Register instance(i) for i in range(n) on d, from `threads` threads."""
+    def register(lo, hi):
+        for i in range(lo, hi):
+            d.request("PUT", "/v1/agent/service/register", json.dumps(instance(i)))
+    per = n // threads
+    writers = [threading.Thread(target=register, args=(k * per, n if k == threads - 1 else
+                                                       (k + 1) * per))
+               for k in range(threads)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+
+
 class ClusterTest(unittest.TestCase):
     def setUp(self):
         self.tmp = TempDir()
@@ -166,16 +181,8 @@ class ClusterTest(unittest.TestCase):
         # while it waits: a big answer read through the follower is streamed
         # by the leader (it rendered it whole, holding its loop) and relayed
         # whole and unchanged
-        def register(lo, hi):
-            for i in range(lo, hi):
-                leader.request("PUT", "/v1/agent/service/register", json.dumps(
-                    {"Name": "big", "ID": "big-%d" % i, "Port": i + 1, "Check": {"TTL": "1h"}}))
-        writers = [threading.Thread(target=register, args=(k * 500, k * 500 + 500))
-                   for k in range(6)]
-        for w in writers:
-            w.start()
-        for w in writers:
-            w.join()
+        register_in_parallel(leader, 3000, lambda i: {
+            "Name": "big", "ID": "big-%d" % i, "Port": i + 1, "Check": {"TTL": "1h"}})
         streams = leader.metric("registryd_http_streams_total")
         status, text, h = f.request_full("GET", "/v1/health/service/big?consistent")
         self.assertEqual(status, 200, text)
@@ -384,17 +391,9 @@ class ClusterTest(unittest.TestCase):
         leader = self.leader()
         f = next(d for d in self.servers if d is not leader)
 
-        def register(lo, hi):
-            for i in range(lo, hi):
-                leader.request("PUT", "/v1/agent/service/register", json.dumps(
-                    {"Name": "wk", "ID": "wk-%d" % i, "Address": "10.4.%d.%d" % (i // 250, i % 250),
-                     "Port": 80}))
-        writers = [threading.Thread(target=register, args=(k * 200, k * 200 + 200))
-                   for k in range(6)]
-        for w in writers:
-            w.start()
-        for w in writers:
-            w.join()
+        register_in_parallel(leader, 1200, lambda i: {
+            "Name": "wk", "ID": "wk-%d" % i, "Address": "10.4.%d.%d" % (i // 250, i % 250),
+            "Port": 80})
         deadline = time.monotonic() + 20
         while len(json.loads(f.request("GET", "/v1/health/service/wk?stale")[1])) < 1200:
             self.assertLess(time.monotonic(), deadline, "the follower did not catch up")
