@@ -45,7 +45,7 @@
 #define CLUSTER_READY_TIMEOUT_MS 30000
 #define CLUSTER_STATUS_POLL_MS 50
 
-enum proposal_kind { PROP_APPLY, PROP_ADD_VOTER, PROP_REMOVE, PROP_BARRIER };
+enum proposal_kind { PROP_APPLY, PROP_ADD_VOTER, PROP_REMOVE, PROP_BARRIER, PROP_TRANSFER };
 
 struct proposal {
     struct queue_node qn; /* in c->in, then in c->done */
@@ -55,6 +55,7 @@ struct proposal {
     char member_addr[64];
     struct raft_change change;
     struct raft_barrier barrier;
+    struct raft_transfer transfer;
     struct raft_apply req;
     void *buf;
     size_t len;
@@ -659,6 +660,14 @@ static void read_barrier_cb(struct raft_barrier *req, int status)
     complete(p, status != 0 ? map_raft_error(status) : 0);
 }
 
+/* The target leads (0), or an election timeout passed and this server
+ * still does (REG_ETIMEDOUT). */
+static void transfer_cb(struct raft_transfer *req)
+{
+    struct proposal *p = req->data;
+    complete(p, raft_state(&p->c->raft) == RAFT_LEADER ? REG_ETIMEDOUT : 0);
+}
+
 static void ignore_done(void *arg, int status)
 {
     (void)arg;
@@ -735,6 +744,12 @@ static void wake_cb(uv_async_t *h)
                 break;
             }
             rv = raft_remove(&c->raft, &p->change, p->member_id, assign_cb);
+            if (rv != 0)
+                complete(p, map_raft_error(rv));
+            break;
+        case PROP_TRANSFER:
+            p->transfer.data = p;
+            rv = raft_transfer(&c->raft, &p->transfer, 0, transfer_cb);
             if (rv != 0)
                 complete(p, map_raft_error(rv));
             break;
@@ -1059,6 +1074,11 @@ void cluster_add_voter(struct cluster *c, uint64_t id, const char *raft_addr, cl
 void cluster_remove(struct cluster *c, uint64_t id, cluster_done_cb cb, void *arg)
 {
     change_member(c, PROP_REMOVE, id, NULL, cb, arg);
+}
+
+void cluster_transfer_leadership(struct cluster *c, cluster_done_cb cb, void *arg)
+{
+    change_member(c, PROP_TRANSFER, 0, NULL, cb, arg);
 }
 
 void cluster_confirm_leadership(struct cluster *c, cluster_done_cb cb, void *arg)

@@ -1133,6 +1133,8 @@ void http_cluster_member(struct http_server *srv, enum http_member_op op, uint64
         cluster_add_voter(srv->opt.cluster, id, raft_addr, cb, arg);
     else if (op == HTTP_MEMBER_REMOVE)
         cluster_remove(srv->opt.cluster, id, cb, arg);
+    else if (op == HTTP_MEMBER_TRANSFER)
+        cluster_transfer_leadership(srv->opt.cluster, cb, arg);
     else
         cluster_confirm_leadership(srv->opt.cluster, cb, arg);
 }

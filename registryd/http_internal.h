@@ -215,8 +215,14 @@ const char *http_acl_client_token(struct http_req *r);
  * taken in every case. */
 void http_cluster_submit(struct http_server *srv, bool here, void *buf, size_t len,
                          cluster_done_cb cb, void *arg);
-enum http_member_op { HTTP_MEMBER_ADD, HTTP_MEMBER_REMOVE, HTTP_MEMBER_CONFIRM };
-/* cluster_add_voter, cluster_remove, cluster_confirm_leadership. */
+enum http_member_op {
+    HTTP_MEMBER_ADD,
+    HTTP_MEMBER_REMOVE,
+    HTTP_MEMBER_CONFIRM,
+    HTTP_MEMBER_TRANSFER
+};
+/* cluster_add_voter, cluster_remove, cluster_confirm_leadership,
+ * cluster_transfer_leadership. */
 void http_cluster_member(struct http_server *srv, enum http_member_op op, uint64_t id,
                          const char *raft_addr, cluster_done_cb cb, void *arg);
 

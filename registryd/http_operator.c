@@ -648,9 +648,12 @@ static void do_snapshot_restore(struct http_req *r)
  * configuration, so the others' quorum no longer counts it), and once it
  * has, the answer is 200 and the process stops; if it cannot, the answer
  * says why and the server goes on. A server alone just stops. The leader
- * removes itself; a follower asks the leader, over its channel, again
- * every LEAVE_RETRY_MS until LEAVE_WITHIN_MS (an attempt the leader does
- * not answer, one that stopped, say, is left pending and another sent).
+ * first hands leadership over (raft's transfer: the others go on without
+ * waiting out an election, which failed their writes for 1.5-2.5 s), then
+ * leaves as a follower; if no one took it, it removes itself. A follower
+ * asks the leader, over its channel, again every LEAVE_RETRY_MS until
+ * LEAVE_WITHIN_MS (an attempt the leader does not answer, one that stopped,
+ * say, is left pending and another sent).
  */
 #define LEAVE_RETRY_MS 1000
 #define LEAVE_WITHIN_MS 10000
@@ -662,6 +665,7 @@ struct leave {
     struct event *again;
     uint64_t self, until_ms;
     int refs;       /* the request, and each attempt not yet called back */
+    bool handed_over; /* leading, it has tried to hand leadership over */
     char why[320];  /* the last failure */
 };
 
@@ -733,6 +737,24 @@ static void leave_removed(void *arg, int status)
     leave_unref(lv);
 }
 
+/* Leadership handed over (or not): the next attempt looks who leads. */
+static void leave_handed_over(void *arg, int status)
+{
+    struct leave *lv = arg;
+    if (lv->r != NULL) {
+        if (status == 0)
+            log_info("http", "msg=\"leaving: leadership handed over\"");
+        else
+            log_info("http", "msg=\"leaving: no voter took leadership; removing this server "
+                             "as the leader\" error=\"%s\"",
+                     reg_strerror(status));
+        /* the next look after the status has caught up (polled every 50 ms) */
+        struct timeval tv = {0, 150 * 1000};
+        event_add(lv->again, &tv);
+    }
+    leave_unref(lv);
+}
+
 static void leave_answered(void *arg, struct evhttp_request *resp)
 {
     struct leave *lv = arg;
@@ -761,6 +783,12 @@ static void leave_try(struct leave *lv)
     cluster_get_status(srv->opt.cluster, &st);
     if (st.n_servers <= 1) { /* alone (or the last): nothing to leave */
         leave_finish(lv, 0);
+        return;
+    }
+    if (st.is_leader && !lv->handed_over) {
+        lv->handed_over = true;
+        lv->refs++;
+        http_cluster_member(srv, HTTP_MEMBER_TRANSFER, 0, NULL, leave_handed_over, lv);
         return;
     }
     if (st.is_leader) {
