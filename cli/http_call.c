@@ -99,11 +99,11 @@ int http_call(const char *address, int port, const struct http_request *req, uin
     reg__conn_close(&cn);
     if (buf == NULL)
         return REG_ENOMEM;
-    buf[got] = '\0'; /* a string for sscanf below (recv left a byte for it) */
+    buf[got] = '\0';
     if (rc == 0 && body == NULL)
         rc = got ? REG_EPROTO : REG_EIO; /* closed before a whole head */
-    int status = 0;
-    if (rc == 0 && (sscanf(buf, "HTTP/%*d.%*d %d", &status) != 1 || status < 100 || status > 999))
+    int status = rc == 0 ? reg__status_code(buf, got) : 0;
+    if (rc == 0 && status < 0)
         rc = REG_EPROTO;
     if (rc == 0 && clen >= 0 && got - (size_t)(body - buf) < (size_t)clen)
         rc = REG_EIO; /* cut short */

@@ -16,6 +16,7 @@
 #include "hostport.h"
 #include "internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -387,12 +388,15 @@ static long dechunk(char *body, size_t len)
     size_t in = 0, out = 0;
     for (;;) {
         char *end;
-        if (in >= len)
+        if (in >= len || !isxdigit((unsigned char)body[in])) /* no sign or space first */
             return -1;
         unsigned long n = strtoul(body + in, &end, 16);
         char *eol = memmem(body + in, len - in, "\r\n", 2);
-        if (eol == NULL || end == body + in)
+        if (eol == NULL || (end != eol && *end != ';')) /* a size, then an extension or CRLF */
             return -1;
+        for (const char *d = body + in; d < end; d++)
+            if (!isxdigit((unsigned char)*d)) /* strtoul took "0x" */
+                return -1;
         in = (size_t)(eol - body) + 2;
         if (n == 0)
             return (long)out;
@@ -408,8 +412,8 @@ int reg__parse_response(struct reg_client *c, char *raw, size_t len, int *status
                         size_t *body_len, uint64_t *index)
 {
     char *hend = memmem(raw, len, "\r\n\r\n", 4);
-    int code;
-    if (hend == NULL || sscanf(raw, "HTTP/1.%*d %d", &code) != 1)
+    int code = reg__status_code(raw, len);
+    if (hend == NULL || code < 0)
         return fail(c, REG_EPROTO, "malformed HTTP answer");
     char val[64];
     uint64_t idx = 0;
@@ -435,9 +439,15 @@ int reg__parse_response(struct reg_client *c, char *raw, size_t len, int *status
     if (index)
         *index = idx;
     if (code < 200 || code > 299) {
+        /* the server's first line, as text a terminal shows as it is */
         size_t l = strcspn(b, "\r\n");
+        if (l > 400)
+            l = 400;
+        for (size_t i = 0; i < l; i++)
+            if ((unsigned char)b[i] < 0x20 || b[i] == 0x7f)
+                b[i] = '?';
         return fail(c, code == 404 ? REG_ENOTFOUND : REG_ESERVER, "%d: %.*s", code,
-                    (int)(l > 400 ? 400 : l), l ? b : "(no reason given)");
+                    l ? (int)l : (int)strlen("(no reason given)"), l ? b : "(no reason given)");
     }
     if (body) {
         char *copy = malloc(blen + 1);
@@ -813,8 +823,8 @@ int reg__client_transfer(struct reg_client *c, const char *method, const char *p
             }
         }
     }
-    int code = 0;
-    if (rc == 0 && sscanf(buf, "HTTP/1.%*d %d", &code) != 1)
+    int code = rc == 0 ? reg__status_code(buf, have) : -1;
+    if (rc == 0 && code < 0)
         rc = REG_EPROTO;
     if (rc != 0) {
         free(buf);

@@ -501,3 +501,18 @@ void reg__conn_close(struct reg__conn *cn)
         close(cn->fd);
     cn->fd = -1;
 }
+
+int reg__status_code(const char *p, size_t len)
+{
+    if (len < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[7] < '0' || p[7] > '9' || p[8] != ' ')
+        return -1;
+    int code = 0;
+    for (int i = 9; i < 12; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        code = code * 10 + (p[i] - '0');
+    }
+    if (len > 12 && p[12] != ' ' && p[12] != '\r')
+        return -1;
+    return code >= 100 ? code : -1;
+}

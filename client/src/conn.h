@@ -75,4 +75,9 @@ int reg__conn_recv(struct reg__conn *cn, void *buf, size_t cap, size_t *got, lon
 /* Close (a TLS connection says close_notify first, without waiting). */
 void reg__conn_close(struct reg__conn *cn);
 
+/* The status of an answer whose first len bytes are at p ("HTTP/1.x NNN"
+ * then a space, CR or the end): 100 to 999, or -1. No sscanf: its %d
+ * overflows (undefined) on a long number, and it reads to a NUL. */
+int reg__status_code(const char *p, size_t len);
+
 #endif

@@ -304,6 +304,31 @@ class HostileServerTest(unittest.TestCase):
             self.assertEqual(rc, 0, (out, err))
             self.assertEqual([r.split()[0] for r in srv_b.requests], ["GET"])
 
+    def test_answers_read_strictly_and_shown_safely(self):
+        """What a server says is read by the letter and shown as text: a
+        status past 2^31 (sscanf's %d overflowed: "-2147483648: ..."), a
+        chunk size "0x2" (strtoul took it), an error whose text carries
+        terminal escapes (they reached the terminal), an error without text
+        (its "(no reason given)" was printed with a precision of 0)."""
+        cases = (
+            (b"HTTP/1.1 2147483648 OK\r\nContent-Length: 2\r\n\r\n{}", "malformed", None),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\n{}\r\n0\r\n\r\n",
+             "malformed", None),
+            (b"HTTP/1.1 500 Oops\r\nContent-Length: 14\r\n\r\n\x1b[31mred\x07 text",
+             "500: ?[31mred? text", "\x1b"),
+            (b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n", "500: (no reason given)", None))
+        for answer, want, never in cases:
+            def serve(c, n, answer=answer):
+                srv.read_request(c)
+                c.sendall(answer)
+                c.close()
+            with RawServer(serve) as srv, self.subTest(answer=answer):
+                rc, out, err, _ = self.ctl(srv.addr, "services")
+                self.assertEqual(rc, 1, (out, err))
+                self.assertIn(want, err)
+                if never:
+                    self.assertNotIn(never, err)
+
     def test_leave_waits_a_bounded_time(self):
         """`leave` on a server that took the PUT and then accepts but never
         answers gives up after 15 s: each look could take 10 s, 150 of them."""
