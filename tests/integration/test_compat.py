@@ -1225,6 +1225,73 @@ class PrettyTest(unittest.TestCase):
             d.stop()
 
 
+class HeadTest(unittest.TestCase):
+    """The response head as bytes on the wire: the status line with its
+    reason, then each header once, on a line of its own. The Consul headers
+    and the content type travel after evhttp's reason phrase (reply's
+    consul_head); this reads what a client parses, for a read, an error,
+    a relayed header (Allow) beside them, HTTP/1.0 and a stream."""
+
+    def raw(self, d, request):
+        import socket
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        try:
+            s.sendall(request)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, data)
+                data += chunk
+        finally:
+            s.close()
+        head = data.split(b"\r\n\r\n", 1)[0].decode()
+        lines = head.split("\r\n")
+        names = [line.split(":", 1)[0].lower() for line in lines[1:]]
+        for line in lines[1:]:
+            self.assertRegex(line, r"^[A-Za-z-]+: \S", head)
+        self.assertEqual(len(names), len(set(names)), head)  # each once
+        return lines[0], dict(line.split(": ", 1) for line in lines[1:])
+
+    def test_heads(self):
+        d = Registryd().start()
+        self.addCleanup(d.stop)
+        status, text = d.request("PUT", "/v1/agent/service/register",
+                                 json.dumps({"Name": "web", "ID": "web-1"}))
+        self.assertEqual(status, 200, text)
+        line, h = self.raw(d, b"GET /v1/health/service/web HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(line, "HTTP/1.1 200 OK")
+        self.assertEqual(h["Content-Type"], "application/json")
+        self.assertGreater(int(h["X-Consul-Index"]), 1)
+        self.assertEqual(h["X-Consul-KnownLeader"], "true")
+        self.assertEqual(h["X-Consul-LastContact"], "0")
+        self.assertEqual(h["X-Consul-Default-ACL-Policy"], "allow")
+        self.assertEqual(h["X-Consul-Effective-Consistency"], "leader")
+        self.assertIn("GMT", h["Date"])
+        self.assertGreater(int(h["Content-Length"]), 10)
+
+        line, h = self.raw(d, b"GET /v1/catalog/service/web?index=x HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(line, "HTTP/1.1 400 Bad Request")
+        self.assertEqual(h["Content-Type"], "text/plain; charset=utf-8")
+        self.assertIn("X-Consul-Index", h)
+
+        line, h = self.raw(d, b"POST /v1/status/leader HTTP/1.1\r\nHost: x\r\n"
+                              b"Content-Length: 0\r\n\r\n")
+        self.assertEqual(line, "HTTP/1.1 405 Method Not Allowed")
+        self.assertEqual(h["Allow"], "GET,OPTIONS")
+        self.assertNotIn("X-Consul-Effective-Consistency", h)  # a status read
+
+        line, h = self.raw(d, b"GET /v1/agent/services HTTP/1.0\r\n\r\n")
+        self.assertEqual(line, "HTTP/1.0 200 OK")
+        self.assertIn("X-Consul-Index", h)
+        self.assertNotIn("X-Consul-Effective-Consistency", h)  # an agent read
+
+        line, h = self.raw(d, b"GET /v1/snapshot HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(line, "HTTP/1.1 200 OK")  # a stream, its length known
+        self.assertGreater(int(h["Content-Length"]), 0)
+        self.assertEqual(h["Content-Type"], "application/octet-stream")
+        self.assertIn("X-Consul-Index", h)
+
+
 class FreshIndexTest(unittest.TestCase):
     """An empty registry answers X-Consul-Index 1; its first write must
     carry a higher index, or a query blocked at ?index=1 (what a watch
