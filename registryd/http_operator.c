@@ -23,6 +23,7 @@
 #include "formation.h"
 #include "http_internal.h"
 #include "http_spool.h"
+#include "leave.h"
 #include "log.h"
 #include "registry/error.h"
 #include "snapshot.h"
@@ -644,231 +645,55 @@ static void do_snapshot_restore(struct http_req *r)
 /* ---- PUT /v1/agent/leave ------------------------------------------------ */
 
 /*
- * As Consul's: this server leaves its cluster (out of the raft
- * configuration, so the others' quorum no longer counts it), and once it
- * has, the answer is 200 and the process stops; if it cannot, the answer
- * says why and the server goes on. A server alone just stops. The leader
- * first hands leadership over (raft's transfer: the others go on without
- * waiting out an election, which failed their writes for 1.5-2.5 s), then
- * leaves as a follower; if no one took it, it removes itself. A follower
- * asks the leader, over its channel, again every LEAVE_RETRY_MS until
- * LEAVE_WITHIN_MS (an attempt the leader does not answer, one that stopped,
- * say, is left pending and another sent).
+ * As Consul's: this server leaves its cluster (leave.h), and once it has,
+ * the answer is 200 and the process stops; if it cannot within
+ * LEAVE_WITHIN_MS, the answer says why and the server goes on. A server
+ * alone just stops.
  */
-#define LEAVE_RETRY_MS 1000
 #define LEAVE_WITHIN_MS 10000
 
-struct leave {
-    struct http_server *srv; /* in its list of leaves (srv->leaves) */
-    struct leave *prev, *next;
-    struct http_req *r; /* NULL once answered */
-    struct event *again;
-    uint64_t self, until_ms;
-    int refs;       /* the request, and each attempt not yet called back */
-    bool handed_over; /* leading, it has tried to hand leadership over */
-    char why[320];  /* the last failure */
-};
-
-static void leave_free(struct leave *lv)
+static void leave_change(void *ctx, bool transfer, uint64_t id, cluster_done_cb cb, void *arg)
 {
-    if (lv->prev)
-        lv->prev->next = lv->next;
-    else
-        lv->srv->leaves = lv->next;
-    if (lv->next)
-        lv->next->prev = lv->prev;
-    if (lv->again)
-        event_free(lv->again);
-    free(lv);
+    http_cluster_member(ctx, transfer ? HTTP_MEMBER_TRANSFER : HTTP_MEMBER_REMOVE, id, NULL, cb,
+                        arg);
 }
 
-static void leave_unref(struct leave *lv)
+static void left(void *arg, int status, const char *why)
 {
-    if (--lv->refs == 0)
-        leave_free(lv);
-}
-
-static void leave_finish(struct leave *lv, int status)
-{
-    struct http_req *r = lv->r;
-    if (r == NULL)
-        return;
-    lv->r = NULL;
-    if (lv->again)
-        event_del(lv->again);
+    struct http_req *r = arg;
     if (status == 0) {
         log_info("http", "msg=\"left the cluster (PUT /v1/agent/leave)\"");
         if (r->srv->opt.stop)
             r->srv->opt.stop(r->srv->opt.stop_arg);
         http_finish_write(r, 0);
     } else {
-        log_warn("http", "msg=\"could not leave the cluster\" error=\"%s\"", lv->why);
+        log_warn("http", "msg=\"could not leave the cluster\" error=\"%s\"", why);
         http_fail(r, 500, "Could not leave the cluster within %d s: %s", LEAVE_WITHIN_MS / 1000,
-                  lv->why);
+                  why);
         http_finish_write(r, status);
     }
-    leave_unref(lv); /* the request's */
-}
-
-static void leave_try(struct leave *lv);
-
-/* An attempt failed: another shortly, while there is time. */
-static void leave_failed(struct leave *lv, int status, const char *why)
-{
-    if (lv->r == NULL)
-        return;
-    if (why != lv->why)
-        snprintf(lv->why, sizeof(lv->why), "%s", why);
-    if (mono_ms() >= lv->until_ms) {
-        leave_finish(lv, status);
-        return;
-    }
-    struct timeval tv = {0, LEAVE_RETRY_MS / 4 * 1000};
-    event_add(lv->again, &tv);
-}
-
-static void leave_removed(void *arg, int status)
-{
-    struct leave *lv = arg;
-    if (status == 0)
-        leave_finish(lv, 0);
-    else
-        leave_failed(lv, status, reg_strerror(status));
-    leave_unref(lv);
-}
-
-/* Leadership handed over (or not): the next attempt looks who leads. */
-static void leave_handed_over(void *arg, int status)
-{
-    struct leave *lv = arg;
-    if (lv->r != NULL) {
-        if (status == 0)
-            log_info("http", "msg=\"leaving: leadership handed over\"");
-        else
-            log_info("http", "msg=\"leaving: no voter took leadership; removing this server "
-                             "as the leader\" error=\"%s\"",
-                     reg_strerror(status));
-        /* the next look after the status has caught up (polled every 50 ms) */
-        struct timeval tv = {0, 150 * 1000};
-        event_add(lv->again, &tv);
-    }
-    leave_unref(lv);
-}
-
-static void leave_answered(void *arg, struct evhttp_request *resp)
-{
-    struct leave *lv = arg;
-    int code = resp ? evhttp_request_get_response_code(resp) : 0;
-    if (code == 200 || code == 404) { /* 404: out of the configuration already */
-        leave_finish(lv, 0);
-    } else {
-        char why[320] = "the leader did not answer";
-        struct evbuffer *in = resp ? evhttp_request_get_input_buffer(resp) : NULL;
-        if (code != 0) {
-            char text[280] = "";
-            ev_ssize_t n = in ? evbuffer_copyout(in, text, sizeof(text) - 1) : 0;
-            text[n > 0 ? (size_t)n : 0] = '\0';
-            text[strcspn(text, "\r\n")] = '\0';
-            snprintf(why, sizeof(why), "the leader answered %d: %s", code, text);
-        }
-        leave_failed(lv, code ? REG_ESERVER : REG_ECONNECT, why);
-    }
-    leave_unref(lv);
-}
-
-static void leave_try(struct leave *lv)
-{
-    struct http_server *srv = lv->r->srv;
-    struct cluster_status st;
-    cluster_get_status(srv->opt.cluster, &st);
-    if (st.n_servers <= 1) { /* alone (or the last): nothing to leave */
-        leave_finish(lv, 0);
-        return;
-    }
-    if (st.is_leader && !lv->handed_over) {
-        lv->handed_over = true;
-        lv->refs++;
-        http_cluster_member(srv, HTTP_MEMBER_TRANSFER, 0, NULL, leave_handed_over, lv);
-        return;
-    }
-    if (st.is_leader) {
-        if (!cluster_removal_keeps_quorum(&st, lv->self, lv->why, sizeof(lv->why))) {
-            leave_failed(lv, REG_EINVAL, lv->why);
-            return;
-        }
-        lv->refs++;
-        http_cluster_member(srv, HTTP_MEMBER_REMOVE, lv->self, NULL, leave_removed, lv);
-        return;
-    }
-    lv->refs++;
-    char uri[96];
-    snprintf(uri, sizeof(uri), "/v1/operator/raft/peer?id=%llu", (unsigned long long)lv->self);
-    struct cluster_link *link = srv->opt.link ? srv->opt.link : cluster_get_link(srv->opt.cluster);
-    int rc = cluster_link_request(link, EVHTTP_REQ_DELETE, uri, leave_answered, lv);
-    if (rc != 0) {
-        lv->refs--;
-        leave_failed(lv, rc, rc == REG_ENOMEM ? "out of memory" : "no leader known");
-        return;
-    }
-    /* not answered within LEAVE_RETRY_MS: another attempt (this one may
-     * still come back; either answer will do) */
-    struct timeval tv = {LEAVE_RETRY_MS / 1000, (LEAVE_RETRY_MS % 1000) * 1000};
-    event_add(lv->again, &tv);
-}
-
-static void leave_again(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct leave *lv = arg;
-    if (lv->r == NULL)
-        return;
-    if (mono_ms() >= lv->until_ms) {
-        if (!lv->why[0])
-            snprintf(lv->why, sizeof(lv->why), "the leader did not answer");
-        leave_finish(lv, REG_ETIMEDOUT);
-        return;
-    }
-    leave_try(lv);
 }
 
 static void do_agent_leave(struct http_req *r)
 {
-    struct leave *lv = calloc(1, sizeof(*lv));
+    struct http_server *srv = r->srv;
+    struct leave_via via = {
+        .cluster = srv->opt.cluster,
+        .link = srv->opt.link ? srv->opt.link : cluster_get_link(srv->opt.cluster),
+        .change = leave_change,
+        .ctx = srv,
+    };
     struct event_base *base = evhttp_connection_get_base(evhttp_request_get_connection(r->req));
-    if (lv == NULL || base == NULL ||
-        (lv->again = evtimer_new(base, leave_again, lv)) == NULL) {
-        free(lv);
+    log_info("http", "msg=\"leaving the cluster (PUT /v1/agent/leave)\"");
+    if (base == NULL || leave_start(base, &via, LEAVE_WITHIN_MS, left, r, &srv->leaves) != 0) {
         http_fail(r, 500, "out of memory");
         http_finish_write(r, REG_ENOMEM);
-        return;
     }
-    const char *raft;
-    cluster_self(r->srv->opt.cluster, &lv->self, &raft);
-    lv->srv = r->srv;
-    lv->next = r->srv->leaves;
-    if (lv->next)
-        lv->next->prev = lv;
-    r->srv->leaves = lv;
-    lv->r = r;
-    lv->refs = 1;
-    lv->until_ms = mono_ms() + LEAVE_WITHIN_MS;
-    log_info("http", "msg=\"leaving the cluster (PUT /v1/agent/leave)\"");
-    leave_try(lv);
 }
 
 void http_leaves_free(struct http_server *srv)
 {
-    /* the cluster and the channels are gone: no attempt calls back now */
-    while (srv->leaves != NULL) {
-        struct leave *lv = srv->leaves;
-        if (lv->r != NULL) {
-            snprintf(lv->why, sizeof(lv->why), "the server is stopping");
-            lv->refs = 2; /* leave_finish drops one: the struct stays for below */
-            leave_finish(lv, REG_ESHUTDOWN);
-        }
-        leave_free(lv);
-    }
+    leave_free_all(&srv->leaves); /* the cluster and the channels are gone */
 }
 
 const struct http_route http_operator_routes[] = {

@@ -30,7 +30,6 @@
 #include "check_target.h"
 #include "cluster.h"
 #include "cluster_files.h"
-#include "cluster_link.h"
 #include "config.h"
 #include "dns_server.h"
 #include "formation.h"
@@ -38,6 +37,7 @@
 #include "heap_trim.h"
 #include "http_api.h"
 #include "http_workers.h"
+#include "leave.h"
 #include "log.h"
 #include "mailbox.h"
 #include "metrics.h"
@@ -72,73 +72,38 @@ static void on_change(void *arg, const struct store_change *chg)
         watch_notify(l->watch, chg); /* no memory to queue it: wake them now */
 }
 
-/* What SIGTERM needs to leave the cluster first (leave_on_terminate), and
- * what stops the server once PUT /v1/agent/leave has left
+/* What SIGTERM needs to leave the cluster first (leave_on_terminate,
+ * leave.h), and what stops the server once PUT /v1/agent/leave has left
  * (http_operator.c). */
 struct leaving {
     struct event_base *base;
     struct cluster *cluster;
-    bool clustered;
-    bool enabled; /* SIGTERM leaves first (leave_on_terminate) */
+    bool enabled; /* SIGTERM leaves first (leave_on_terminate, in a cluster) */
     bool started;
-    struct event *retry;
-    struct event *asked; /* PUT /v1/agent/leave done: stop (from any thread) */
-    int tries;
+    struct leave *leaves; /* leave.h's list: the one SIGTERM started */
+    struct event *asked;  /* PUT /v1/agent/leave done: stop (from any thread) */
 };
 
-static void left(void *arg, int status)
+#define HEAP_TRIM_INTERVAL_MS 5000 /* heap_trim.h */
+#define LEAVE_GRACE_MS 10000       /* SIGTERM: leave or not, stop within 10 s */
+
+static void left(void *arg, int status, const char *why)
 {
     struct leaving *l = arg;
     if (status != 0)
-        log_warn("server", "msg=\"could not leave the cluster\" error=\"%s\"",
-                 reg_strerror(status));
+        log_warn("server", "msg=\"could not leave the cluster\" error=\"%s\"", why);
     else
         log_info("server", "msg=\"left the cluster\"");
     event_base_loopexit(l->base, NULL);
 }
 
-#define HEAP_TRIM_INTERVAL_MS 5000 /* heap_trim.h */
-#define LEAVE_RETRY_MS 100
-#define LEAVE_TRIES 50 /* ~5 s: a server that just joined may not know the leader's
-                          address yet, or its own promotion to voter may still be a
-                          configuration change in progress (which a removal must wait
-                          for) */
-
-/* Try again shortly while tries are left (any failure can be transient:
- * no leader yet, a change in progress, a leader that just lost its term);
- * else give up with rc. */
-static void leave_again(struct leaving *l, int rc)
+/* The main loop's way to the cluster's changes: direct. */
+static void leave_change(void *ctx, bool transfer, uint64_t id, cluster_done_cb cb, void *arg)
 {
-    struct timeval tv = {0, LEAVE_RETRY_MS * 1000};
-    if (++l->tries < LEAVE_TRIES && event_add(l->retry, &tv) == 0)
-        return;
-    left(l, rc);
-}
-
-static void leave_answered(void *arg, struct evhttp_request *resp)
-{
-    int code = resp ? evhttp_request_get_response_code(resp) : 0;
-    if (code == 200 || code == 404) /* 404: not in the configuration any more */
-        left(arg, 0);
+    if (transfer)
+        cluster_transfer_leadership(ctx, cb, arg);
     else
-        leave_again(arg, code == 0 ? REG_ECONNECT : REG_ESERVER);
-}
-
-/* A follower asks the leader, over the server-to-server channel, to remove
- * it; the front end keeps running meanwhile. */
-static void leave_via_leader(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct leaving *l = arg;
-    struct cluster_status st;
-    cluster_get_status(l->cluster, &st);
-    char uri[96];
-    snprintf(uri, sizeof(uri), "/v1/operator/raft/peer?id=%llu", (unsigned long long)st.self_id);
-    int rc = cluster_link_request(cluster_get_link(l->cluster), EVHTTP_REQ_DELETE, uri,
-                                  leave_answered, l);
-    if (rc != 0)
-        leave_again(l, rc);
+        cluster_remove(ctx, id, cb, arg);
 }
 
 /* SIGHUP: read the configuration again and apply what can change live
@@ -220,33 +185,23 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     conf_fini(&fresh);
 }
 
-/* Leave the cluster, then stop (within 10 s, left or not). False when
- * there is nothing to leave, or leaving has started already. */
+/* Leave the cluster, then stop (within LEAVE_GRACE_MS, left or not).
+ * False when leaving has started already or cannot. */
 static bool start_leaving(struct leaving *l)
 {
-    if (!l->clustered || l->started || l->cluster == NULL)
+    if (l->started)
         return false;
-    struct cluster_status st;
-    cluster_get_status(l->cluster, &st);
     l->started = true;
     log_info("server", "msg=\"leaving the cluster before shutting down\"");
-    struct timeval grace = {10, 0}; /* leave or not, stop within 10 s */
+    struct leave_via via = {.cluster = l->cluster,
+                            .link = cluster_get_link(l->cluster),
+                            .change = leave_change,
+                            .ctx = l->cluster};
+    if (leave_start(l->base, &via, LEAVE_GRACE_MS, left, l, &l->leaves) != 0)
+        return false;
+    struct timeval grace = {LEAVE_GRACE_MS / 1000 + 1, 0}; /* should the leave not end */
     event_base_loopexit(l->base, &grace);
-    if (st.is_leader) {
-        char why[300];
-        if (!cluster_removal_keeps_quorum(&st, st.self_id, why, sizeof(why))) {
-            log_warn("server", "msg=\"not leaving the cluster\" why=\"%s\"", why);
-            return false;
-        }
-        cluster_remove(l->cluster, st.self_id, left, l);
-        return true;
-    }
-    l->retry = evtimer_new(l->base, leave_via_leader, l);
-    if (l->retry != NULL) {
-        leave_via_leader(-1, 0, l);
-        return true;
-    }
-    return false;
+    return true;
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -618,8 +573,8 @@ static int install_signals(struct server *s, int argc, char **argv)
 {
     s->leaving = (struct leaving){.base = s->base,
                                   .cluster = s->cluster,
-                                  .clustered = s->clustered,
-                                  .enabled = s->clustered && s->conf->leave_on_terminate};
+                                  .enabled = s->clustered && s->cluster != NULL &&
+                                             s->conf->leave_on_terminate};
     s->leaving.asked = event_new(s->base, -1, 0, on_stop_asked, &s->leaving);
     s->reload = (struct reload){argc, argv, s->conf, s->health};
     s->sigterm = evsignal_new(s->base, SIGTERM, on_signal, &s->leaving);
@@ -751,8 +706,7 @@ void server_stop(struct server *s)
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
-    if (s->leaving.retry)
-        event_free(s->leaving.retry);
+    leave_free_all(&s->leaving.leaves); /* the cluster calls back no more */
     if (s->leaving.asked)
         event_free(s->leaving.asked);
     service_free(s->service);

@@ -4,6 +4,7 @@ cluster: forwarding, leader loss under load, rejoin, join and removal."""
 import json
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -653,6 +654,42 @@ class ClusterTest(unittest.TestCase):
         status, text = follower.request("PUT", "/v1/agent/service/register",
                                         json.dumps({"Name": "x", "ID": "x-1"}), timeout=15)
         self.assertEqual(status, 500)  # the minority refuses writes
+
+
+class LeaveOnTerminateTest(unittest.TestCase):
+    """SIGTERM with --leave-on-terminate (a systemd stop) leaves as PUT
+    /v1/agent/leave does, through the same procedure (leave.c): a leader
+    hands leadership over first, then leaves as a follower. It removed
+    itself at once and the others waited out an election; it also asked
+    no new leader again."""
+
+    def test_sigterm_leader_hands_over_and_leaves(self):
+        tmp = TempDir()
+        servers = []
+        self.addCleanup(tmp.cleanup)
+        self.addCleanup(lambda: [d.stop(check=False) for d in servers if d.proc is not None])
+        start_cluster(tmp.path, 3, ["--leave-on-terminate"], servers=servers)
+        self_addr = lambda d: json.loads(d.request("GET", "/v1/internal/raft/self")[1])["Raft"]
+        leader = agreed_leader(servers, self_addr, 10)
+        self.assertIsNotNone(leader)
+        gone = self_addr(leader)
+        leader.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(leader.proc.wait(20), 0, leader.log())
+        log = leader.log()
+        leader.proc = None
+        self.assertIn("leadership handed over", log)
+        self.assertIn("left the cluster", log)
+        rest = [d for d in servers if d is not leader]
+        new = agreed_leader(rest, self_addr, 10)
+        self.assertIsNotNone(new)
+        status, text = new.request("GET", "/v1/operator/raft/configuration")
+        self.assertEqual(status, 200, text)
+        addresses = {s["Address"] for s in json.loads(text)["Servers"]}
+        self.assertEqual(len(addresses), 2, text)
+        self.assertNotIn(gone, addresses)
+        status, text = rest[0].request("PUT", "/v1/agent/service/register",
+                                       json.dumps({"Name": "after", "ID": "after-1"}))
+        self.assertEqual(status, 200, text)
 
 
 class FiveServersTest(unittest.TestCase):
