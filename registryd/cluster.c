@@ -63,6 +63,9 @@ struct proposal {
     void *arg;
     int status;
     double submitted; /* monotonic seconds, for the apply-latency metric */
+    struct proposal *next_held; /* on c->transfer_held */
+    bool may_travel; /* cluster_submit's: to the leader over the channel, should
+                        this server not lead (cluster_submit_here's stay) */
 };
 
 struct change_msg {
@@ -96,6 +99,12 @@ struct cluster {
     bool announce_again; /* a restore replaced the server records */
     bool closing;        /* stopping: no raft_* call (but raft_close) from then on */
     unsigned applying;   /* raft_apply calls whose callback has not run */
+    /* Commands raft refused while this leader hands leadership over (not
+     * appended: raft takes none then), oldest first: applied here if it
+     * still leads once the transfer ends, else sent to the new leader
+     * (release_held). A client's write then waits tens of ms instead of
+     * failing with "No cluster leader". */
+    struct proposal *transfer_held, **transfer_held_tail;
     unsigned drain_ticks; /* waited for them at stop (DRAIN_TICK_MS each) */
     bool snap_busy;       /* a snapshot taken and not yet finalized (being copied,
                            * or written by libraft's io): stop waits for it */
@@ -630,11 +639,15 @@ static int map_raft_error(int rv)
     }
 }
 
+/* A failure here comes after raft appended the command: it may still
+ * commit (REG_ELEADERLOST, never REG_ENOTLEADER, which says it was not
+ * appended and may be sent again). */
 static void apply_cb(struct raft_apply *req, int status, void *result)
 {
     struct proposal *p = req->data;
     p->c->applying--;
-    complete(p, status != 0 ? map_raft_error(status) : (int)(intptr_t)result);
+    int rc = status == 0 ? (int)(intptr_t)result : map_raft_error(status);
+    complete(p, rc == REG_ENOTLEADER ? REG_ELEADERLOST : rc);
 }
 
 static void assign_cb(struct raft_change *req, int status)
@@ -706,6 +719,56 @@ static void announce_self(struct cluster *c)
     }
 }
 
+/* A command to raft; one refused while a transfer is under way waits
+ * for its end on c->transfer_held. */
+static void apply_one(struct cluster *c, struct proposal *p)
+{
+    struct raft_buffer rb = {p->buf, p->len};
+    p->req.data = p;
+    p->c = c;
+    int rv = raft_apply(&c->raft, &p->req, &rb, 1, apply_cb);
+    if (rv == 0) {
+        c->applying++;
+    } else if (rv == RAFT_NOTLEADER && c->raft.transfer != NULL) {
+        p->next_held = NULL;
+        if (c->transfer_held == NULL)
+            c->transfer_held_tail = &c->transfer_held;
+        *c->transfer_held_tail = p;
+        c->transfer_held_tail = &p->next_held;
+    } else {
+        raft_free(p->buf);
+        complete(p, map_raft_error(rv));
+    }
+}
+
+/* The transfer has ended (or raft is closing): what it held goes on. Run
+ * by the status poll once it has published who leads now, so that the
+ * channel sends to the new leader, not to this server. */
+static void release_held(struct cluster *c)
+{
+    if (c->transfer_held == NULL || (!c->closing && c->raft.transfer != NULL))
+        return;
+    struct proposal *p = c->transfer_held;
+    c->transfer_held = NULL;
+    bool leads = raft_state(&c->raft) == RAFT_LEADER;
+    while (p != NULL) {
+        struct proposal *next = p->next_held;
+        if (c->closing) {
+            raft_free(p->buf);
+            complete(p, REG_ESHUTDOWN);
+        } else if (leads) {
+            apply_one(c, p);
+        } else if (p->may_travel) { /* to the new leader, as a follower's own write */
+            cluster_link_propose(c->link, p->buf, p->len, p->cb, p->arg);
+            free(p);
+        } else { /* it came over the channel: its sender sends it again */
+            raft_free(p->buf);
+            complete(p, REG_ENOTLEADER);
+        }
+        p = next;
+    }
+}
+
 /* Would removing id leave a configuration without a voter? */
 static bool leaves_no_voter(const struct raft_configuration *conf, raft_id id)
 {
@@ -759,18 +822,8 @@ static void wake_cb(uv_async_t *h)
             if (rv != 0)
                 complete(p, map_raft_error(rv));
             break;
-        default: {
-            struct raft_buffer rb = {p->buf, p->len};
-            p->req.data = p;
-            p->c = c;
-            rv = raft_apply(&c->raft, &p->req, &rb, 1, apply_cb);
-            if (rv != 0) {
-                raft_free(p->buf);
-                complete(p, map_raft_error(rv));
-            } else {
-                c->applying++;
-            }
-        }
+        default:
+            apply_one(c, p);
         }
     }
 }
@@ -882,6 +935,7 @@ static void poll_cb(uv_timer_t *t)
         s->n_servers++;
     }
     pthread_mutex_unlock(&c->status_lock);
+    release_held(c);
 }
 
 void cluster_get_status(struct cluster *c, struct cluster_status *out)
@@ -944,6 +998,7 @@ static void stop_cb(uv_async_t *h)
     struct cluster *c = h->data;
     uv_timer_stop(&c->poll);
     c->closing = true;
+    release_held(c); /* answered: shutting down */
     if ((c->applying > 0 || c->snap_busy) &&
         uv_timer_start(&c->poll, drain_tick, DRAIN_TICK_MS, DRAIN_TICK_MS) == 0)
         return;
@@ -1010,21 +1065,8 @@ static void enqueue(struct cluster *c, struct proposal *p)
     uv_async_send(&c->wake);
 }
 
-void cluster_submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb, void *arg)
-{
-    bool leader;
-    pthread_mutex_lock(&c->status_lock);
-    leader = c->status.is_leader;
-    pthread_mutex_unlock(&c->status_lock);
-    if (!leader && __atomic_load_n(&c->running, __ATOMIC_ACQUIRE) && c->link != NULL) {
-        cluster_link_propose(c->link, buf, len, cb, arg);
-        return;
-    }
-    cluster_submit_here(c, buf, len, cb, arg);
-}
-
-void cluster_submit_here(struct cluster *c, void *buf, size_t len, cluster_done_cb cb,
-                         void *arg)
+static void submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb, void *arg,
+                   bool may_travel)
 {
     if (!store_space_ok(c->opt.store)) { /* disk full: refuse before raft logs it */
         raft_free(buf);
@@ -1043,8 +1085,28 @@ void cluster_submit_here(struct cluster *c, void *buf, size_t len, cluster_done_
     p->len = len;
     p->cb = cb;
     p->arg = arg;
+    p->may_travel = may_travel;
     p->submitted = mono_seconds();
     enqueue(c, p);
+}
+
+void cluster_submit(struct cluster *c, void *buf, size_t len, cluster_done_cb cb, void *arg)
+{
+    bool leader;
+    pthread_mutex_lock(&c->status_lock);
+    leader = c->status.is_leader;
+    pthread_mutex_unlock(&c->status_lock);
+    if (!leader && __atomic_load_n(&c->running, __ATOMIC_ACQUIRE) && c->link != NULL) {
+        cluster_link_propose(c->link, buf, len, cb, arg);
+        return;
+    }
+    submit(c, buf, len, cb, arg, true);
+}
+
+void cluster_submit_here(struct cluster *c, void *buf, size_t len, cluster_done_cb cb,
+                         void *arg)
+{
+    submit(c, buf, len, cb, arg, false);
 }
 
 static void change_member(struct cluster *c, enum proposal_kind kind, uint64_t id,

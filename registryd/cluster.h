@@ -33,8 +33,9 @@ struct store_change;
 struct cluster;
 
 /* Outcome of a submitted command, on the front-end thread: 0, the
- * command's own error (REG_ENOTFOUND...), REG_ENOTLEADER, REG_ESHUTDOWN or
- * REG_ERAFT. */
+ * command's own error (REG_ENOTFOUND...), REG_ENOTLEADER (not appended:
+ * nothing was done, it may be sent again), REG_ELEADERLOST (appended, then
+ * leadership was lost: it may yet commit), REG_ESHUTDOWN or REG_ERAFT. */
 typedef void (*cluster_done_cb)(void *arg, int status);
 /* Every applied change, on the front-end thread (for blocking queries). */
 typedef void (*cluster_change_cb)(void *arg, const struct store_change *chg);

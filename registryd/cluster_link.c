@@ -364,14 +364,17 @@ int cluster_link_request(struct cluster_link *l, enum evhttp_cmd_type method, co
 /* ---- proposals --------------------------------------------------------------- */
 
 struct batch {
+    struct cluster_link *l;
     struct proposal *head;
     size_t n;
 };
 
+/* Each answered with status, its command freed. */
 static void answer_all(struct proposal *p, int status)
 {
     while (p) {
         struct proposal *next = p->next;
+        cluster_free_buf(p->buf);
         p->cb(p->arg, status);
         free(p);
         p = next;
@@ -381,11 +384,26 @@ static void answer_all(struct proposal *p, int status)
 /* Shutting down: proposals never sent are answered with REG_ESHUTDOWN. */
 static void drop_all(struct proposal *list)
 {
-    for (struct proposal *p = list; p; p = p->next) {
-        cluster_free_buf(p->buf);
-        p->buf = NULL;
-    }
     answer_all(list, REG_ESHUTDOWN);
+}
+
+/* A command the leader did not take (it no longer leads, or hands
+ * leadership over: REG_ENOTLEADER says nothing was appended) goes again
+ * after LINK_RETRY_MS, to whoever leads then, while LINK_WAIT_LEADER_MS
+ * from its first try allows. False: its time is up. */
+static bool send_again(struct cluster_link *l, struct proposal *p)
+{
+    if (mono_ms() - p->since_ms >= LINK_WAIT_LEADER_MS)
+        return false;
+    struct proposal **tail = &l->waiting;
+    while (*tail)
+        tail = &(*tail)->next;
+    p->next = NULL;
+    *tail = p;
+    struct timeval tv = {0, LINK_RETRY_MS * 1000};
+    if (!event_pending(l->retry, EV_TIMEOUT, NULL) && event_add(l->retry, &tv) != 0)
+        log_warn("link", "msg=\"cannot schedule a retry\"");
+    return true;
 }
 
 /* The leader answers a batch with one status per command, in order. */
@@ -408,14 +426,19 @@ static void batch_done(void *arg, struct evhttp_request *resp)
             next = p->next;
             json_t *s = json_array_get(statuses, i);
             json_int_t v = json_integer_value(s);
-            p->cb(p->arg, json_is_integer(s) && v <= 0 && v >= -1000 ? (int)v : REG_EPROTO);
-            free(p);
+            int status = json_is_integer(s) && v <= 0 && v >= -1000 ? (int)v : REG_EPROTO;
+            if (status == REG_ENOTLEADER && send_again(b->l, p))
+                continue;
+            p->next = NULL;
+            answer_all(p, status);
         }
     }
     json_decref(statuses);
     free(b);
 }
 
+/* Commands are kept (not freed) until answered: one the leader did not
+ * take is sent again. */
 static void send_batch(struct cluster_link *l, struct proposal *head, size_t n)
 {
     struct evbuffer *body = evbuffer_new();
@@ -425,23 +448,15 @@ static void send_batch(struct cluster_link *l, struct proposal *head, size_t n)
         uint32_t be = htonl((uint32_t)p->len);
         if (evbuffer_add(body, &be, sizeof(be)) != 0 || evbuffer_add(body, p->buf, p->len) != 0)
             rc = REG_ENOMEM;
-        cluster_free_buf(p->buf);
-        p->buf = NULL;
     }
     if (rc == 0) {
-        b->head = head;
-        b->n = n;
+        *b = (struct batch){.l = l, .head = head, .n = n};
         rc = link_send(l, EVHTTP_REQ_PUT, "/v1/internal/apply", body, NULL, NULL, batch_done, b);
     }
     if (body)
         evbuffer_free(body);
     if (rc != 0) {
         free(b);
-        for (struct proposal *p = head; p; p = p->next)
-            if (p->buf) {
-                cluster_free_buf(p->buf);
-                p->buf = NULL;
-            }
         answer_all(head, rc);
     }
 }

@@ -1223,6 +1223,9 @@ static void write_done(void *arg, int status)
     case REG_ENOTLEADER:
         http_fail(r, 500, "No cluster leader");
         break;
+    case REG_ELEADERLOST: /* Consul's raft.ErrLeadershipLost */
+        http_fail(r, 500, "leadership lost while committing log");
+        break;
     case REG_ESHUTDOWN:
         http_fail(r, 503, "Server is shutting down");
         break;

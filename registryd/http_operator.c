@@ -257,11 +257,6 @@ static void do_apply(struct http_req *r)
     size_t lens[LINK_APPLY_BATCH];
     struct cluster_status st;
     cluster_get_status(r->srv->opt.cluster, &st);
-    if (!st.is_leader) {
-        http_fail(r, 500, "No cluster leader (this server does not lead)");
-        http_finish_write(r, REG_ENOTLEADER);
-        return;
-    }
     int n = body ? cluster_link_split_batch(body, len, cmds, lens, LINK_APPLY_BATCH) : REG_EINVAL;
     struct apply_batch *b = n > 0 ? calloc(1, sizeof(*b)) : NULL;
     if (b == NULL) {
@@ -271,6 +266,13 @@ static void do_apply(struct http_req *r)
         return;
     }
     b->r = r;
+    if (!st.is_leader) { /* none taken: the sender sends them again (to whoever leads) */
+        b->n = (size_t)n;
+        for (int i = 0; i < n; i++)
+            b->status[i] = REG_ENOTLEADER;
+        apply_batch_done(b);
+        return;
+    }
     b->n = b->left = (size_t)n + 1; /* one more, released below: no early finish */
     for (int i = 0; i < n; i++) {
         struct command cmd;

@@ -339,8 +339,8 @@ class ClusterTest(unittest.TestCase):
         transfer), then leaves as a follower, while writes through the
         others go on. It removed itself and the others waited out an
         election: 40-60 writes in a row failed with 500 "No cluster leader"
-        (1.5-2.5 s; a few in the transfer's tens of ms now: the failure
-        counts are in the closing note, not asserted)."""
+        (1.5-2.5 s); then a few failed during the transfer's tens of ms,
+        which now wait for it to end (cluster.c's transfer_held)."""
         leader = self.leader()
         f = next(d for d in self.servers if d is not leader)
         failed, done = [], []
@@ -368,6 +368,13 @@ class ClusterTest(unittest.TestCase):
             writer.join(30)
         self.assertIn("leadership handed over", log)
         self.assertGreater(len(done), 10)
+        # a write raft refused during the transfer (not appended) waits for
+        # the new leader and goes there; 15-74 failed before with "No
+        # cluster leader". One appended just before and answered by the old
+        # leader as it stepped down may say "leadership lost" (Consul's
+        # ErrLeadershipLost: it may be done)
+        refused = [f for f in failed if "leadership lost" not in f[1]]
+        self.assertEqual(refused, [])
         rest = [d for d in self.servers if d.proc is not None]
         status, text = self.leader(among=rest).request(
             "PUT", "/v1/agent/service/register", json.dumps({"Name": "after", "ID": "after-1"}))

@@ -44,7 +44,8 @@ extern "C" {
     X(REG_EBUDGET, -19, "retry budget exhausted")                     \
     X(REG_EFAILED, -20, "the call failed")                            \
     X(REG_ENOSPACE, -21, "no space left on the data disk")           \
-    X(REG_ECONFLICT, -22, "conflicts with what is stored")
+    X(REG_ECONFLICT, -22, "conflicts with what is stored")           \
+    X(REG_ELEADERLOST, -23, "leadership lost while committing (the write may be done)")
 
 enum reg_error {
 #define REG_ENUM_(name, value, msg) name = value,
