@@ -313,7 +313,17 @@ static void join(struct formation *f)
      * list and every server learned of while forming. */
     char targets[MAX_MEMBERS + 16][128];
     size_t nt = hello_targets(f, targets, sizeof(targets) / sizeof(targets[0]));
+    bool said = false;
     for (size_t t = 0; !stopping(f); t = (t + 1) % (nt ? nt : 1)) {
+        if (nt == 0) { /* looked again each round: a server may become known */
+            nt = hello_targets(f, targets, sizeof(targets) / sizeof(targets[0]));
+            if (nt == 0 && !said) {
+                log_warn("formation", "msg=\"nothing to join: --join names only this server "
+                                      "and no other server is known; waiting (give --join a "
+                                      "member of the cluster)\"");
+                said = true;
+            }
+        }
         struct reg_client *c;
         int rc = nt ? client_for(f, targets[t], 5000, &c) : REG_EINVAL;
         if (rc == 0) {

@@ -62,6 +62,21 @@ class FormationTest(unittest.TestCase):
     def test_chain(self):
         self.form({0: [1], 1: [2], 2: []})
 
+    def test_join_naming_only_itself_says_so(self):
+        """A fresh server whose --join names only itself has nothing to
+        join: it says so (once) and keeps waiting. It waited in silence."""
+        d = Registryd(data_dir=os.path.join(self.tmp.path, "alone"))
+        d.extra = ["--join", d.addr]
+        self.servers.append(d)
+        d.start(wait=False)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "nothing to join" not in d.log():
+            time.sleep(0.1)
+        self.assertIn("nothing to join: --join names only this server", d.log())
+        time.sleep(1)
+        self.assertEqual(d.log().count("nothing to join"), 1, d.log())
+        self.assertIsNone(d.proc.poll())  # still running, waiting
+
     def test_raft_port_held_alone_while_forming(self):
         """A server given no raft address picks a port and holds it, not
         listening, for as long as the cluster forms. It holds it alone: a
