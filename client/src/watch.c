@@ -136,6 +136,7 @@ static bool nap(struct reg_watch *w, int ms)
  * the same one: a proxy that strips it, a server that does not block) is
  * asked again at most this often, not as fast as it answers. */
 #define NO_PROGRESS_MIN_MS 1000
+#define UNCHANGED_MIN_MS 100
 
 static uint64_t mono_ms(void)
 {
@@ -197,11 +198,17 @@ static void *watch_thread(void *arg)
         else if (w->mode == REG_WATCH_THREAD)
             w->cb(w->arg, w->list, w->n, false);
         /* no progress, and answered before the wait was out: it did not
-         * block; ask again no sooner than the wait or NO_PROGRESS_MIN_MS */
+         * block; ask again no sooner than the wait or NO_PROGRESS_MIN_MS.
+         * An index that rose with nothing changed (a server whose index
+         * moves with other services' writes, say): no sooner than
+         * UNCHANGED_MIN_MS, or the watch asks as fast as the server
+         * answers */
         uint64_t took = mono_ms() - asked;
         uint64_t least = w->wait_ms > 0 && w->wait_ms < NO_PROGRESS_MIN_MS ? w->wait_ms
                                                                            : NO_PROGRESS_MIN_MS;
-        if ((new_index == 0 || new_index == index) && took < least &&
+        if (new_index != 0 && new_index != index && !changed)
+            least = least < UNCHANGED_MIN_MS ? least : UNCHANGED_MIN_MS;
+        if ((new_index == 0 || new_index == index || !changed) && took < least &&
             nap(w, (int)(least - took)))
             break;
         index = new_index;

@@ -338,6 +338,84 @@ static void test_wait_must_be_a_duration(void **state)
     reg_client_free(c);
 }
 
+/* ---- a watch of a server whose index rises without change -------------- */
+
+struct rising_server {
+    int lfd;
+    volatile int stop;
+    int requests;
+};
+
+/* Answers every request at once, each with a higher X-Consul-Index and the
+ * same (empty) list, as a server whose index moves with other services'
+ * writes would; counts the requests. */
+static void *rising_serve(void *arg)
+{
+    struct rising_server *s = arg;
+    while (!s->stop) {
+        struct pollfd p = {s->lfd, POLLIN, 0};
+        if (poll(&p, 1, 50) != 1)
+            continue;
+        int fd = accept(s->lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        char req[2048];
+        size_t len = 0;
+        req[0] = '\0';
+        while (len < sizeof(req) - 1 && strstr(req, "\r\n\r\n") == NULL) {
+            struct pollfd q = {fd, POLLIN, 0};
+            ssize_t n = poll(&q, 1, 2000) == 1 ? recv(fd, req + len, sizeof(req) - 1 - len, 0) : 0;
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+            req[len] = '\0';
+        }
+        s->requests++;
+        char answer[256];
+        int alen = snprintf(answer, sizeof(answer),
+                            "HTTP/1.1 200 OK\r\nX-Consul-Index: %d\r\nContent-Length: 2\r\n"
+                            "Connection: close\r\n\r\n[]", 10 + s->requests);
+        ssize_t w = send(fd, answer, (size_t)alen, MSG_NOSIGNAL);
+        (void)w;
+        close(fd);
+    }
+    return NULL;
+}
+
+/* It asked as fast as the server answered (thousands a second): an answer
+ * that changed nothing, early, waits UNCHANGED_MIN_MS before the next. */
+static void test_watch_paces_an_index_rising_without_change(void **state)
+{
+    (void)state;
+    struct rising_server s = {0};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    s.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s.lfd >= 0);
+    assert_int_equal(bind(s.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(s.lfd, 16), 0);
+    assert_int_equal(getsockname(s.lfd, (struct sockaddr *)&a, &alen), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, rising_serve, &s), 0);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(a.sin_port));
+    struct reg_client *c = NULL;
+    assert_int_equal(reg_client_new(&c, addr), 0);
+    struct reg_watch *w = NULL;
+    assert_int_equal(reg_watch_new(c, "web", NULL, false, "10s", REG_WATCH_THREAD, no_cb, NULL,
+                                   &w),
+                     0);
+    usleep(1000 * 1000);
+    reg_watch_free(w);
+    s.stop = 1;
+    pthread_join(t, NULL);
+    close(s.lfd);
+    reg_client_free(c);
+    /* ~10 in the second at 100 ms apart; it was hundreds or more */
+    if (s.requests < 3 || s.requests > 20)
+        fail_msg("%d requests in 1 s", s.requests);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -350,6 +428,7 @@ int main(void)
         cmocka_unit_test(test_instances),
         cmocka_unit_test(test_blocking_query_outlasts_timeout),
         cmocka_unit_test(test_wait_must_be_a_duration),
+        cmocka_unit_test(test_watch_paces_an_index_rising_without_change),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
