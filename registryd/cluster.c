@@ -639,32 +639,39 @@ static int map_raft_error(int rv)
     }
 }
 
-/* A failure here comes after raft appended the command: it may still
- * commit (REG_ELEADERLOST, never REG_ENOTLEADER, which says it was not
- * appended and may be sent again). */
+/* A failure in a callback comes after raft appended the entry: it may
+ * still commit (REG_ELEADERLOST, never REG_ENOTLEADER, which says it was
+ * not appended and may be sent again). */
+static int appended_error(int status)
+{
+    int rc = map_raft_error(status);
+    return rc == REG_ENOTLEADER ? REG_ELEADERLOST : rc;
+}
+
 static void apply_cb(struct raft_apply *req, int status, void *result)
 {
     struct proposal *p = req->data;
     p->c->applying--;
-    int rc = status == 0 ? (int)(intptr_t)result : map_raft_error(status);
-    complete(p, rc == REG_ENOTLEADER ? REG_ELEADERLOST : rc);
+    complete(p, status == 0 ? (int)(intptr_t)result : appended_error(status));
 }
 
 static void assign_cb(struct raft_change *req, int status)
 {
     struct proposal *p = req->data;
-    complete(p, status != 0 ? map_raft_error(status) : 0);
+    complete(p, status != 0 ? appended_error(status) : 0);
 }
 
 static void add_cb(struct raft_change *req, int status)
 {
     struct proposal *p = req->data;
     struct cluster *c = p->c;
-    int rv = status;
-    if (rv == 0)
-        rv = raft_assign(&c->raft, &p->change, p->member_id, RAFT_VOTER, assign_cb);
-    if (rv != 0)
-        complete(p, map_raft_error(rv));
+    if (status != 0) {
+        complete(p, appended_error(status));
+        return;
+    }
+    int rv = raft_assign(&c->raft, &p->change, p->member_id, RAFT_VOTER, assign_cb);
+    if (rv != 0) /* the server was added, as a spare */
+        complete(p, rv == RAFT_NOTLEADER ? REG_ELEADERLOST : map_raft_error(rv));
 }
 
 static void read_barrier_cb(struct raft_barrier *req, int status)
@@ -719,8 +726,10 @@ static void announce_self(struct cluster *c)
     }
 }
 
-/* A command to raft; one refused while a transfer is under way waits
- * for its end on c->transfer_held. */
+/* A command to raft. One refused (not appended) while a transfer is under
+ * way waits for its end on c->transfer_held; so does one of this server's
+ * own refused just after it (the status said "leader" until the next
+ * poll), which the poll then sends to the new leader. */
 static void apply_one(struct cluster *c, struct proposal *p)
 {
     struct raft_buffer rb = {p->buf, p->len};
@@ -729,7 +738,7 @@ static void apply_one(struct cluster *c, struct proposal *p)
     int rv = raft_apply(&c->raft, &p->req, &rb, 1, apply_cb);
     if (rv == 0) {
         c->applying++;
-    } else if (rv == RAFT_NOTLEADER && c->raft.transfer != NULL) {
+    } else if (rv == RAFT_NOTLEADER && (c->raft.transfer != NULL || p->may_travel)) {
         p->next_held = NULL;
         if (c->transfer_held == NULL)
             c->transfer_held_tail = &c->transfer_held;

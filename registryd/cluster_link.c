@@ -419,7 +419,11 @@ static void batch_done(void *arg, struct evhttp_request *resp)
     if (!json_is_array(statuses) || json_array_size(statuses) != b->n) {
         log_debug("link", "msg=\"proposals not applied\" commands=%zu http_status=%d", b->n,
                   resp ? evhttp_request_get_response_code(resp) : 0);
-        answer_all(b->head, resp ? REG_ENOTLEADER : REG_ECONNECT);
+        /* no answer, or none to read: whether they were applied is not
+         * known (a 200 whose statuses do not parse is REG_EPROTO); the
+         * leader answers anything else before it takes any */
+        int code = resp ? evhttp_request_get_response_code(resp) : 0;
+        answer_all(b->head, code == 0 ? REG_ECONNECT : code == 200 ? REG_EPROTO : REG_ENOTLEADER);
     } else {
         size_t i = 0;
         for (struct proposal *p = b->head, *next; p; p = next, i++) {

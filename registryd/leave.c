@@ -71,10 +71,14 @@ static void next_attempt(struct leave *lv, int status, uint64_t delay_ms)
 {
     if (lv->done == NULL)
         return;
-    if (mono_ms() >= lv->until_ms) {
+    uint64_t now = mono_ms();
+    if (now >= lv->until_ms) {
         finish(lv, status);
         return;
     }
+    uint64_t left = lv->until_ms - now;
+    if (delay_ms > left) /* on_again ends it at the deadline */
+        delay_ms = left;
     struct timeval tv = {(time_t)(delay_ms / 1000), (suseconds_t)(delay_ms % 1000) * 1000};
     if (event_add(lv->again, &tv) != 0)
         finish(lv, REG_ENOMEM);
@@ -94,6 +98,8 @@ static void removed(void *arg, int status)
     struct leave *lv = arg;
     if (status == 0)
         finish(lv, 0);
+    else if (status == REG_EINVAL) /* the last voter: final */
+        finish(lv, status);
     else
         failed(lv, status, reg_strerror(status));
     unref(lv);
@@ -149,10 +155,11 @@ static void attempt(struct leave *lv)
 {
     struct cluster_status st;
     cluster_get_status(lv->via.cluster, &st);
-    /* alone (or the last): nothing to leave. Not leading, it asks the
-     * leader whatever its status says: a server that just joined may not
-     * have the configuration that lists the others yet. */
-    if (st.n_servers <= 1 && st.is_leader) {
+    /* alone (or the last), or in no cluster yet (one still forming, with
+     * no leader): nothing to leave. Following a leader, it asks it whatever
+     * its status says: a server that just joined may not have the
+     * configuration that lists the others yet. */
+    if (st.n_servers <= 1 && (st.is_leader || !st.known_leader)) {
         finish(lv, 0);
         return;
     }
@@ -165,7 +172,7 @@ static void attempt(struct leave *lv)
     }
     if (st.is_leader) {
         if (!cluster_removal_keeps_quorum(&st, lv->self, lv->why, sizeof(lv->why))) {
-            failed(lv, REG_EINVAL, lv->why);
+            finish(lv, REG_EINVAL); /* final: as DELETE /v1/operator/raft/peer's 409 */
             return;
         }
         lv->refs++;
@@ -175,15 +182,16 @@ static void attempt(struct leave *lv)
     }
     char uri[96];
     snprintf(uri, sizeof(uri), "/v1/operator/raft/peer?id=%llu", (unsigned long long)lv->self);
-    lv->refs++;
+    lv->refs += 2; /* the attempt's, and ours across it (it may answer at once) */
     int rc = cluster_link_request(lv->via.link, EVHTTP_REQ_DELETE, uri, answered, lv);
     if (rc != 0) {
         lv->refs--;
         failed(lv, rc, rc == REG_ENOMEM ? "out of memory" : "no leader known");
-        return;
+    } else if (lv->done != NULL) {
+        /* this one may still come back; either answer will do */
+        next_attempt(lv, REG_ETIMEDOUT, LEAVE_RETRY_MS);
     }
-    /* this one may still come back; either answer will do */
-    next_attempt(lv, REG_ETIMEDOUT, LEAVE_RETRY_MS);
+    unref(lv);
 }
 
 static void on_again(evutil_socket_t fd, short what, void *arg)
@@ -195,7 +203,7 @@ static void on_again(evutil_socket_t fd, short what, void *arg)
         return;
     if (mono_ms() >= lv->until_ms) {
         if (!lv->why[0])
-            snprintf(lv->why, sizeof(lv->why), "the leader did not answer");
+            snprintf(lv->why, sizeof(lv->why), "no answer in time");
         finish(lv, REG_ETIMEDOUT);
         return;
     }

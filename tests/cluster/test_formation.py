@@ -77,6 +77,28 @@ class FormationTest(unittest.TestCase):
         self.assertEqual(d.log().count("nothing to join"), 1, d.log())
         self.assertIsNone(d.proc.poll())  # still running, waiting
 
+    def test_leave_before_the_cluster_formed(self):
+        """A server still waiting for --bootstrap-expect servers is in no
+        cluster: PUT /v1/agent/leave answers 200 at once and it stops (it
+        asked for a leader for 10 s, then answered 500 and went on)."""
+        d = Registryd(data_dir=os.path.join(self.tmp.path, "waiting"),
+                      extra_args=["--bootstrap-expect", "3"])
+        self.servers.append(d)
+        d.start(wait=False)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                started = time.monotonic()
+                status, text = d.request("PUT", "/v1/agent/leave", timeout=20)
+                break
+            except OSError:
+                self.assertLess(time.monotonic(), deadline, d.log())
+                time.sleep(0.1)
+        self.assertEqual(status, 200, text)
+        self.assertLess(time.monotonic() - started, 3)
+        self.assertEqual(d.proc.wait(10), 0, d.log())
+        d.proc = None
+
     def test_raft_port_held_alone_while_forming(self):
         """A server given no raft address picks a port and holds it, not
         listening, for as long as the cluster forms. It holds it alone: a
