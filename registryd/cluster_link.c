@@ -77,15 +77,32 @@ struct cluster_link {
     struct event *wake;
     struct event *retry;       /* proposals waiting for a leader */
     struct proposal *waiting;  /* front-end thread only */
+    struct event *sweep;       /* while requests are in flight: abandon_stale */
+    bool abandoning;           /* inside abandon_stale's callbacks */
 };
 
 /* One request in flight on a connection. */
 struct link_req {
     struct link_conn *conn;
+    struct evhttp_request *req;
+    uint64_t sent_ms;
     cluster_link_cb cb;
     void *arg;
     struct link_req *prev, *next; /* in l->inflight */
 };
+
+/*
+ * A request to a server that no longer leads, unanswered LINK_ABANDON_MS
+ * after it was sent, is answered as failed without waiting out
+ * LINK_TIMEOUT_S: a leader that stopped (SIGSTOP, a hung host) held every
+ * write sent to it for 30 s after the others had elected a new one. Its
+ * outcome is not known (the entry may have committed before it stopped):
+ * a batch says REG_ELEADERLOST. Looked at every LINK_SWEEP_MS while any
+ * request is in flight; a leader that moved by a transfer answers what it
+ * holds within tens of ms, well before.
+ */
+#define LINK_ABANDON_MS 2000
+#define LINK_SWEEP_MS 500
 
 static void inflight_remove(struct cluster_link *l, struct link_req *q)
 {
@@ -268,6 +285,8 @@ static int link_send(struct cluster_link *l, enum evhttp_cmd_type method, const 
         return REG_ENOMEM;
     }
     q->conn = c;
+    q->req = req;
+    q->sent_ms = mono_ms();
     q->cb = cb;
     q->arg = arg;
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
@@ -301,7 +320,65 @@ static int link_send(struct cluster_link *l, enum evhttp_cmd_type method, const 
     } else if (made == 0) {
         no_delay(c);
     }
+    struct timeval tv = {0, LINK_SWEEP_MS * 1000};
+    if (made == 0 && l->inflight && !event_pending(l->sweep, EV_TIMEOUT, NULL))
+        event_add(l->sweep, &tv);
     return made == 0 ? 0 : REG_EIO;
+}
+
+/* Answer (as failed) every request on c sent before `before`; c stays
+ * until the loop's next turn at least. */
+static void abandon_conn(struct cluster_link *l, struct link_conn *c, uint64_t before)
+{
+    c->sending = true; /* a cancel resets the connection: conn_closed must not free c */
+    for (struct link_req *q = l->inflight, *next; q; q = next) {
+        next = q->next;
+        if (q->conn != c || q->sent_ms > before)
+            continue;
+        inflight_remove(l, q);
+        c->pending--;
+        evhttp_cancel_request(q->req); /* not called back; freed */
+        l->abandoning = true;
+        q->cb(q->arg, NULL);
+        l->abandoning = false;
+        free(q);
+        next = l->inflight; /* a callback may have sent (or answered) others: from the top */
+    }
+    c->sending = false;
+    if (c->pending == 0) {
+        conn_unlink(l, c);
+        conn_free_later(l, c);
+    }
+}
+
+static void abandon_stale(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct cluster_link *l = arg;
+    char addr[128];
+    if (cluster_link_leader_http(l, addr, sizeof(addr)) == 0) {
+        uint64_t before = mono_ms() - LINK_ABANDON_MS;
+        for (struct link_conn *c = l->conns, *next; c; c = next) {
+            next = c->next;
+            if (strcmp(c->addr, addr) == 0 || c->pending == 0)
+                continue;
+            bool stale = false;
+            for (struct link_req *q = l->inflight; q && !stale; q = q->next)
+                stale = q->conn == c && q->sent_ms <= before;
+            if (!stale)
+                continue;
+            log_warn("link", "msg=\"the former leader has not answered; its requests fail\" "
+                             "server=%s",
+                     c->addr);
+            conn_retire(l, c);
+            abandon_conn(l, c, before);
+            next = l->conns; /* the list may have changed: from the top */
+        }
+    }
+    struct timeval tv = {0, LINK_SWEEP_MS * 1000};
+    if (l->inflight)
+        event_add(l->sweep, &tv);
 }
 
 /* ---- forwarded client requests --------------------------------------------- */
@@ -423,7 +500,10 @@ static void batch_done(void *arg, struct evhttp_request *resp)
          * known (a 200 whose statuses do not parse is REG_EPROTO); the
          * leader answers anything else before it takes any */
         int code = resp ? evhttp_request_get_response_code(resp) : 0;
-        answer_all(b->head, code == 0 ? REG_ECONNECT : code == 200 ? REG_EPROTO : REG_ENOTLEADER);
+        answer_all(b->head, b->l->abandoning ? REG_ELEADERLOST
+                            : code == 0      ? REG_ECONNECT
+                            : code == 200    ? REG_EPROTO
+                                             : REG_ENOTLEADER);
     } else {
         size_t i = 0;
         for (struct proposal *p = b->head, *next; p; p = next, i++) {
@@ -575,7 +655,8 @@ int cluster_link_new(struct event_base *base, struct store *store, struct cluste
     queue_init(&l->inbox);
     l->wake = event_new(base, -1, 0, wake_cb, l);
     l->retry = evtimer_new(base, wake_cb, l);
-    if (l->wake == NULL || l->retry == NULL) {
+    l->sweep = evtimer_new(base, abandon_stale, l);
+    if (l->wake == NULL || l->retry == NULL || l->sweep == NULL) {
         cluster_link_free(l);
         return REG_ENOMEM;
     }
@@ -608,6 +689,8 @@ void cluster_link_free(struct cluster_link *l)
         event_free(l->wake);
     if (l->retry)
         event_free(l->retry);
+    if (l->sweep)
+        event_free(l->sweep);
     queue_fini(&l->inbox);
     free(l);
 }

@@ -401,6 +401,35 @@ class ClusterTest(unittest.TestCase):
         status, text = self.leader().request("GET", "/v1/operator/raft/configuration")
         self.assertIn(addr, {s["Address"] for s in json.loads(text)["Servers"]}, text)
 
+    def test_write_sent_to_a_stopped_leader_fails_soon(self):
+        """A write a follower sent on to the leader just before the leader
+        stopped (SIGSTOP) is answered once the others have elected a new
+        one, as failed with Consul's "leadership lost" (it may have been
+        done), not after the channel's 30 s timeout; writes after it go to
+        the new leader."""
+        leader = self.leader()
+        f = next(d for d in self.servers if d is not leader)
+        for i in range(5):  # its channel to the leader is open, the address known
+            status, text = f.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "before", "ID": "before-%d" % i}))
+            self.assertEqual(status, 200, text)
+        os.kill(leader.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            status, text = f.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "during", "ID": "during-1"}), timeout=60)
+            took = time.monotonic() - started
+            self.assertLess(took, 10, (status, text))
+            if status != 200:  # sent to the stopped one (else: after the election)
+                self.assertEqual(status, 500, text)
+                self.assertIn("leadership lost", text)
+            rest = [d for d in self.servers if d is not leader]
+            status, text = self.leader(among=rest).request(
+                "PUT", "/v1/agent/service/register", json.dumps({"Name": "after", "ID": "a-1"}))
+            self.assertEqual(status, 200, text)
+        finally:
+            os.kill(leader.proc.pid, signal.SIGCONT)
+
     def test_leave_while_another_voter_is_stopped(self):
         """PUT /v1/agent/leave on a follower while the leader is stopped
         (SIGSTOP): the new leader refuses to remove it, as the one voter
