@@ -235,6 +235,20 @@ static void test_instances(void **state)
     assert_null(v);
 }
 
+/* A listening socket on a free loopback port; its "127.0.0.1:port" in addr. */
+static int listen_loopback(char addr[64])
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    snprintf(addr, 64, "127.0.0.1:%d", ntohs(a.sin_port));
+    return fd;
+}
+
 /* ---- a blocking query against a slow server ----------------------------- */
 
 struct slow_server {
@@ -279,18 +293,10 @@ static void test_blocking_query_outlasts_timeout(void **state)
 {
     (void)state;
     struct slow_server s = {.delay_ms = 1600};
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    s.lfd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(s.lfd >= 0);
-    assert_int_equal(bind(s.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(s.lfd, 4), 0);
-    assert_int_equal(getsockname(s.lfd, (struct sockaddr *)&a, &alen), 0);
+    char addr[64];
+    s.lfd = listen_loopback(addr);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, slow_serve, &s), 0);
-
-    char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(a.sin_port));
     struct reg_client *c = NULL;
     assert_int_equal(reg_client_new(&c, addr), 0);
     assert_int_equal(reg_client_set_timeout(c, 300), 0);
@@ -388,17 +394,10 @@ static void test_watch_paces_an_index_rising_without_change(void **state)
 {
     (void)state;
     struct rising_server s = {0};
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    s.lfd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(s.lfd >= 0);
-    assert_int_equal(bind(s.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(s.lfd, 16), 0);
-    assert_int_equal(getsockname(s.lfd, (struct sockaddr *)&a, &alen), 0);
+    char addr[64];
+    s.lfd = listen_loopback(addr);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, rising_serve, &s), 0);
-    char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(a.sin_port));
     struct reg_client *c = NULL;
     assert_int_equal(reg_client_new(&c, addr), 0);
     struct reg_watch *w = NULL;
