@@ -66,6 +66,7 @@ struct proposal {
     struct proposal *next_held; /* on c->transfer_held */
     bool may_travel; /* cluster_submit's: to the leader over the channel, should
                         this server not lead (cluster_submit_here's stay) */
+    bool resend;     /* done: to be proposed to the leader, buf kept (out_cb) */
 };
 
 struct change_msg {
@@ -768,8 +769,8 @@ static void release_held(struct cluster *c)
         } else if (leads) {
             apply_one(c, p);
         } else if (p->may_travel) { /* to the new leader, as a follower's own write */
-            cluster_link_propose(c->link, p->buf, p->len, p->cb, p->arg);
-            free(p);
+            p->resend = true; /* from the front end's thread (out_cb) */
+            complete(p, 0);
         } else { /* it came over the channel: its sender sends it again */
             raft_free(p->buf);
             complete(p, REG_ENOTLEADER);
@@ -1059,6 +1060,11 @@ static void out_cb(evutil_socket_t fd, short what, void *arg)
     for (struct queue_node *next; done; done = next) {
         next = done->next;
         struct proposal *p = queue_entry(done, struct proposal, qn);
+        if (p->resend) { /* release_held's: the command, to the leader now */
+            cluster_link_propose(c->link, p->buf, p->len, p->cb, p->arg);
+            free(p);
+            continue;
+        }
         if (p->kind == PROP_APPLY && p->submitted > 0 && c->opt.on_applied)
             c->opt.on_applied(mono_seconds() - p->submitted);
         p->cb(p->arg, p->status);
