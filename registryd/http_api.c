@@ -278,7 +278,7 @@ static const char *date_now(void)
 }
 
 /* The reason phrase of a status line (RFC 9110's); a code without one
- * here gets its class's. */
+ * here gets its class's name. */
 static const char *status_phrase(int code)
 {
     switch (code) {
@@ -299,8 +299,11 @@ static const char *status_phrase(int code)
     case 503: return "Service Unavailable";
     case 507: return "Insufficient Storage";
     }
-    return code < 300 ? "OK" : code < 400 ? "Redirect" : code < 500 ? "Client Error"
-                                                                    : "Server Error";
+    return code < 200   ? "Informational" /* the class's name, as libevent's */
+           : code < 300 ? "Success"
+           : code < 400 ? "Redirection"
+           : code < 500 ? "Client Error"
+                        : "Server Error";
 }
 
 /*
