@@ -371,7 +371,7 @@ static void abandon_stale(evutil_socket_t fd, short what, void *arg)
             log_warn("link", "msg=\"the former leader has not answered; its requests fail\" "
                              "server=%s",
                      c->addr);
-            conn_retire(l, c);
+            c->retired = true; /* abandon_conn frees it once nothing is pending */
             abandon_conn(l, c, before);
             next = l->conns; /* the list may have changed: from the top */
         }
