@@ -100,10 +100,11 @@ struct cluster {
     bool announce_again; /* a restore replaced the server records */
     bool closing;        /* stopping: no raft_* call (but raft_close) from then on */
     unsigned applying;   /* raft_apply calls whose callback has not run */
-    /* Commands raft refused while this leader hands leadership over (not
-     * appended: raft takes none then), oldest first: applied here if it
-     * still leads once the transfer ends, else sent to the new leader
-     * (release_held). A client's write then waits tens of ms instead of
+    /* Commands raft refused without appending them, while this leader
+     * hands leadership over or (this server's own) just after it stopped
+     * leading, oldest first: applied here if it still leads once the
+     * transfer ends, else sent to the new leader (release_held, at the
+     * next status poll). A client's write then waits tens of ms instead of
      * failing with "No cluster leader". */
     struct proposal *transfer_held, **transfer_held_tail;
     unsigned drain_ticks; /* waited for them at stop (DRAIN_TICK_MS each) */

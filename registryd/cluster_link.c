@@ -326,8 +326,9 @@ static int link_send(struct cluster_link *l, enum evhttp_cmd_type method, const 
     return made == 0 ? 0 : REG_EIO;
 }
 
-/* Answer (as failed) every request on c sent before `before`; c stays
- * until the loop's next turn at least. */
+/* Answer (as failed) every request on c sent before `before`; c (retired)
+ * is freed here if nothing newer is pending on it, else once that is
+ * answered. */
 static void abandon_conn(struct cluster_link *l, struct link_conn *c, uint64_t before)
 {
     c->sending = true; /* a cancel resets the connection: conn_closed must not free c */
