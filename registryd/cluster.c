@@ -179,16 +179,9 @@ bool cluster_server_alive(struct cluster *c, uint64_t id)
     return cluster_peers_alive(c->peers, id);
 }
 
-/* What /v1/agent/members says alive (Status 1), counted alike: a server
- * not probed yet (its address not announced) is taken as alive. */
 int cluster_servers_alive(struct cluster *c)
 {
-    struct cluster_status st;
-    cluster_get_status(c, &st);
-    int n = 0;
-    for (int i = 0; i < st.n_servers; i++)
-        n += cluster_peers_alive(c->peers, st.servers[i].id);
-    return n > 0 ? n : 1;
+    return cluster_peers_n_alive(c->peers);
 }
 
 /* The removal of member commits, and everything after it, with the voters

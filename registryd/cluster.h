@@ -194,8 +194,8 @@ bool cluster_owns_check(struct cluster *c, const char *check_id, bool ttl);
 /* Is the server with this raft id alive as this one sees it
  * (cluster_peers_alive)? Any thread. */
 bool cluster_server_alive(struct cluster *c, uint64_t id);
-/* How many servers of the configuration cluster_server_alive says alive
- * (what /v1/agent/members gives Status 1), itself included. Any thread. */
+/* How many servers this one heard answer lately, itself included
+ * (cluster_peers_n_alive). Any thread. */
 int cluster_servers_alive(struct cluster *c);
 
 /* The most servers a configuration may hold (Consul recommends 3 or 5; more

@@ -236,6 +236,16 @@ bool cluster_peers_alive(struct cluster_peers *p, uint64_t id)
     return alive || !probed;
 }
 
+int cluster_peers_n_alive(struct cluster_peers *p)
+{
+    if (p == NULL)
+        return 1;
+    pthread_mutex_lock(&p->lock);
+    int n = 1 + p->n_live;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
 int cluster_peers_new(struct event_base *base, struct store *store, struct cluster *cluster,
                       struct cluster_peers **out)
 {

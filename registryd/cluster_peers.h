@@ -41,4 +41,8 @@ bool cluster_peers_owns(struct cluster_peers *p, const char *check_id, bool ttl)
  * taken as alive. Any thread. */
 bool cluster_peers_alive(struct cluster_peers *p, uint64_t id);
 
+/* How many servers answered within PEERS_ALIVE_MS, this one included (a
+ * server not yet probed does not count). Any thread. */
+int cluster_peers_n_alive(struct cluster_peers *p);
+
 #endif

@@ -265,8 +265,7 @@ static void render_gauges(const struct metrics_sources *src, const struct health
     gauge(out, gauges, "registryd_raft_servers", "servers in the raft configuration",
           st.n_servers);
     gauge(out, gauges, "registryd_raft_servers_alive",
-          "servers not found dead: none missed this one's probes for 3 s (itself included; "
-          "as /v1/agent/members' Status 1)",
+          "servers this one heard answer in the last 3 s (itself included)",
           cluster_servers_alive(src->cluster));
     gauge(out, gauges, "registryd_blocking_queries_parked", "blocking queries waiting",
           (double)watch_parked_total());

@@ -279,10 +279,13 @@ class ClusterTest(unittest.TestCase):
             return [float(l.split()[1]) for l in text.splitlines()
                     if l.startswith("registryd_raft_servers_alive ")][0]
 
-        # the gauge counts what members says alive (Status 1), a server not
-        # probed yet (its address not announced) included: they agree
-        s = wait_status(1, 5)
+        # a server is probed once it has announced its HTTP address; until
+        # then it is taken as alive: wait for f to have heard it answer
+        deadline = time.monotonic() + 10
+        while alive_gauge() < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
         self.assertEqual(alive_gauge(), 3)
+        s = wait_status(1, 5)
         self.assertEqual(sorted(s.values()), [1, 1, 1], s)
         os.kill(victim.proc.pid, signal.SIGSTOP)
         try:
