@@ -1326,17 +1326,10 @@ static const char *const relayed_headers[] = {
  * the leader's X-Consul-Index (as Consul's follower sets its reply's meta
  * from the leader's): a blocking query sent through a follower blocks on
  * the index it was given. */
-static bool forward_later(struct http_req *r);
-
 static void forward_done(void *arg, struct evhttp_request *resp)
 {
     struct http_req *r = arg;
     int code = resp ? evhttp_request_get_response_code(resp) : 0;
-    /* no answer (the leader stopped, say, and its channel gave up on it):
-     * a read is asked again, of whoever leads then (the same budget as a
-     * wait for a leader); a write may have been done, so it is not */
-    if (code == 0 && evhttp_request_get_command(r->req) == EVHTTP_REQ_GET && forward_later(r))
-        return;
     if (code == 0) {
         http_fail(r, 500, "Forwarding to the leader failed");
         reply_error(r, 0);

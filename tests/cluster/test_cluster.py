@@ -430,29 +430,6 @@ class ClusterTest(unittest.TestCase):
         finally:
             os.kill(leader.proc.pid, signal.SIGCONT)
 
-    def test_consistent_read_sent_to_a_stopped_leader_asks_the_next(self):
-        """A ?consistent read a follower sent on to the leader just before
-        it stopped (SIGSTOP) is asked again of the new leader once the
-        channel gives up on the old one: 200, not a 500 (a read is safe to
-        send twice; a write is not, see above)."""
-        leader = self.leader()
-        f = next(d for d in self.servers if d is not leader)
-        status, text = f.request("PUT", "/v1/agent/service/register", json.dumps(
-            {"Name": "seen", "ID": "seen-1"}))
-        self.assertEqual(status, 200, text)
-        for _ in range(3):  # its channel to the leader is open, the address known
-            status, text = f.request("GET", "/v1/catalog/service/seen?consistent")
-            self.assertEqual(status, 200, text)
-        os.kill(leader.proc.pid, signal.SIGSTOP)
-        try:
-            started = time.monotonic()
-            status, text = f.request("GET", "/v1/catalog/service/seen?consistent", timeout=60)
-            self.assertLess(time.monotonic() - started, 10, (status, text))
-            self.assertEqual(status, 200, text)
-            self.assertEqual([e["ServiceID"] for e in json.loads(text)], ["seen-1"])
-        finally:
-            os.kill(leader.proc.pid, signal.SIGCONT)
-
     def test_leave_while_another_voter_is_stopped(self):
         """PUT /v1/agent/leave on a follower while the leader is stopped
         (SIGSTOP): the new leader refuses to remove it, as the one voter
