@@ -86,20 +86,26 @@ struct link_req {
     struct link_conn *conn;
     struct evhttp_request *req;
     uint64_t sent_ms;
+    uint64_t leader_id; /* raft's leader when it was sent */
+    bool quick;         /* link_send's: the sweep may abandon it */
     cluster_link_cb cb;
     void *arg;
     struct link_req *prev, *next; /* in l->inflight */
 };
 
 /*
- * A request to a server that no longer leads, unanswered LINK_ABANDON_MS
- * after it was sent, is answered as failed without waiting out
- * LINK_TIMEOUT_S: a leader that stopped (SIGSTOP, a hung host) held every
- * write sent to it for 30 s after the others had elected a new one. Its
- * outcome is not known (the entry may have committed before it stopped):
- * a batch says REG_ELEADERLOST. Looked at every LINK_SWEEP_MS while any
- * request is in flight; a leader that moved by a transfer answers what it
- * holds within tens of ms, well before.
+ * A quick request (link_send) sent to a server that no longer leads (raft
+ * has another leader than when it was sent; the servers' addresses, which
+ * a restore may rewrite, do not count), unanswered LINK_ABANDON_MS after
+ * it was sent, is answered as failed without waiting out LINK_TIMEOUT_S:
+ * a leader that stopped (SIGSTOP, a hung host) held every write sent to it
+ * for 30 s after the others had elected a new one. Its outcome is not
+ * known (the entry may have committed before it stopped): a batch says
+ * REG_ELEADERLOST. Looked at every LINK_SWEEP_MS while any request is in
+ * flight; a leader that moved by a transfer answers what it holds within
+ * tens of ms, well before. A forwarded client request is never abandoned:
+ * a restore on a leader that lost its leadership meanwhile (busy with it)
+ * still answers.
  */
 #define LINK_ABANDON_MS 2000
 #define LINK_SWEEP_MS 500
@@ -266,11 +272,15 @@ static void request_done(struct evhttp_request *resp, void *arg)
     }
 }
 
-/* Send one request to the leader; cb runs exactly once unless this fails. */
+/* Send one request to the leader; cb runs exactly once unless this fails.
+ * quick: one a live leader answers at once (a batch of commands, a
+ * removal), which the sweep may abandon; a forwarded client request (a
+ * restore, a large read) may take long on a leader busy with it, and
+ * waits out LINK_TIMEOUT_S. */
 static int link_send(struct cluster_link *l, enum evhttp_cmd_type method, const char *uri,
                      struct evbuffer *body,
                      void (*add_headers)(struct evkeyvalq *h, void *ctx), void *ctx,
-                     cluster_link_cb cb, void *arg)
+                     bool quick, cluster_link_cb cb, void *arg)
 {
     char addr[128];
     int rc = cluster_link_leader_http(l, addr, sizeof(addr));
@@ -284,9 +294,13 @@ static int link_send(struct cluster_link *l, enum evhttp_cmd_type method, const 
         free(q);
         return REG_ENOMEM;
     }
+    struct cluster_status st;
+    cluster_get_status(l->cluster, &st);
     q->conn = c;
     q->req = req;
     q->sent_ms = mono_ms();
+    q->leader_id = st.leader_id;
+    q->quick = quick;
     q->cb = cb;
     q->arg = arg;
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
@@ -326,15 +340,21 @@ static int link_send(struct cluster_link *l, enum evhttp_cmd_type method, const 
     return made == 0 ? 0 : REG_EIO;
 }
 
-/* Answer (as failed) every request on c sent before `before`; c (retired)
- * is freed here if nothing newer is pending on it, else once that is
- * answered. */
-static void abandon_conn(struct cluster_link *l, struct link_conn *c, uint64_t before)
+/* Sent before `before`, to another leader than `leader`? */
+static bool stale(const struct link_req *q, uint64_t leader, uint64_t before)
+{
+    return q->quick && q->leader_id != leader && q->sent_ms <= before;
+}
+
+/* Answer (as failed) every stale request on c; c (retired) is freed here
+ * if nothing else is pending on it, else once that is answered. */
+static void abandon_conn(struct cluster_link *l, struct link_conn *c, uint64_t leader,
+                         uint64_t before)
 {
     c->sending = true; /* a cancel resets the connection: conn_closed must not free c */
     for (struct link_req *q = l->inflight, *next; q; q = next) {
         next = q->next;
-        if (q->conn != c || q->sent_ms > before)
+        if (q->conn != c || !stale(q, leader, before))
             continue;
         inflight_remove(l, q);
         c->pending--;
@@ -357,23 +377,22 @@ static void abandon_stale(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct cluster_link *l = arg;
-    char addr[128];
-    if (cluster_link_leader_http(l, addr, sizeof(addr)) == 0) {
+    struct cluster_status st;
+    cluster_get_status(l->cluster, &st);
+    if (st.known_leader) {
         uint64_t before = mono_ms() - LINK_ABANDON_MS;
         for (struct link_conn *c = l->conns, *next; c; c = next) {
             next = c->next;
-            if (strcmp(c->addr, addr) == 0 || c->pending == 0)
-                continue;
-            bool stale = false;
-            for (struct link_req *q = l->inflight; q && !stale; q = q->next)
-                stale = q->conn == c && q->sent_ms <= before;
-            if (!stale)
+            bool any = false;
+            for (struct link_req *q = l->inflight; q && !any; q = q->next)
+                any = q->conn == c && stale(q, st.leader_id, before);
+            if (!any)
                 continue;
             log_warn("link", "msg=\"the former leader has not answered; its requests fail\" "
                              "server=%s",
                      c->addr);
             c->retired = true; /* abandon_conn frees it once nothing is pending */
-            abandon_conn(l, c, before);
+            abandon_conn(l, c, st.leader_id, before);
             next = l->conns; /* the list may have changed: from the top */
         }
     }
@@ -413,7 +432,8 @@ int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req,
     struct forward_names names = {req, from};
     if (from->body_fd < 0)
         return link_send(l, EVHTTP_REQ_PUT, "/v1/internal/forward",
-                         evhttp_request_get_input_buffer(req), forward_headers, &names, cb, arg);
+                         evhttp_request_get_input_buffer(req), forward_headers, &names, false, cb,
+                         arg);
     /* a file (a snapshot): sent from the page cache, never read in whole */
     struct evbuffer *body = evbuffer_new();
     int fd = body ? dup(from->body_fd) : -1;
@@ -428,7 +448,7 @@ int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req,
     if (from->body_len == 0)
         close(fd);
     int rc = link_send(l, EVHTTP_REQ_PUT, REG_FORWARD_SPOOLED_URI, body, forward_headers, &names,
-                       cb, arg);
+                       false, cb, arg);
     evbuffer_free(body);
     return rc;
 }
@@ -436,7 +456,7 @@ int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req,
 int cluster_link_request(struct cluster_link *l, enum evhttp_cmd_type method, const char *uri,
                          cluster_link_cb cb, void *arg)
 {
-    return link_send(l, method, uri, NULL, NULL, NULL, cb, arg);
+    return link_send(l, method, uri, NULL, NULL, NULL, true, cb, arg);
 }
 
 /* ---- proposals --------------------------------------------------------------- */
@@ -536,7 +556,8 @@ static void send_batch(struct cluster_link *l, struct proposal *head, size_t n)
     }
     if (rc == 0) {
         *b = (struct batch){.l = l, .head = head, .n = n};
-        rc = link_send(l, EVHTTP_REQ_PUT, "/v1/internal/apply", body, NULL, NULL, batch_done, b);
+        rc = link_send(l, EVHTTP_REQ_PUT, "/v1/internal/apply", body, NULL, NULL, true,
+                       batch_done, b);
     }
     if (body)
         evbuffer_free(body);
