@@ -78,7 +78,6 @@ struct cluster_link {
     struct event *retry;       /* proposals waiting for a leader */
     struct proposal *waiting;  /* front-end thread only */
     struct event *sweep;       /* while requests are in flight: abandon_stale */
-    bool abandoning;           /* inside abandon_stale's callbacks */
 };
 
 /* One request in flight on a connection. */
@@ -262,9 +261,10 @@ static void request_done(struct evhttp_request *resp, void *arg)
     struct cluster_link *l = c->l;
     inflight_remove(l, q);
     c->pending--;
-    if (resp == NULL || evhttp_request_get_response_code(resp) == 0)
-        c->retired = true; /* failed: never reused (see conn_closed) */
-    q->cb(q->arg, resp);
+    bool failed = resp == NULL || evhttp_request_get_response_code(resp) == 0;
+    if (failed)
+        c->retired = true; /* never reused (see conn_closed) */
+    q->cb(q->arg, resp, failed ? REG_ECONNECT : 0);
     free(q);
     if (c->retired && c->pending == 0 && !c->sending) {
         conn_unlink(l, c);
@@ -359,9 +359,7 @@ static void abandon_conn(struct cluster_link *l, struct link_conn *c, uint64_t l
         inflight_remove(l, q);
         c->pending--;
         evhttp_cancel_request(q->req); /* not called back; freed */
-        l->abandoning = true;
-        q->cb(q->arg, NULL);
-        l->abandoning = false;
+        q->cb(q->arg, NULL, REG_ELEADERLOST);
         free(q);
         next = l->inflight; /* a callback may have sent (or answered) others: from the top */
     }
@@ -505,26 +503,23 @@ static bool send_again(struct cluster_link *l, struct proposal *p)
 }
 
 /* The leader answers a batch with one status per command, in order. */
-static void batch_done(void *arg, struct evhttp_request *resp)
+static void batch_done(void *arg, struct evhttp_request *resp, int failed)
 {
     struct batch *b = arg;
     json_t *statuses = NULL;
-    if (resp && evhttp_request_get_response_code(resp) == 200) {
+    if (failed == 0 && evhttp_request_get_response_code(resp) == 200) {
         struct evbuffer *in = evhttp_request_get_input_buffer(resp);
         statuses = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in),
                               0, NULL);
     }
     if (!json_is_array(statuses) || json_array_size(statuses) != b->n) {
+        int code = failed ? 0 : evhttp_request_get_response_code(resp);
         log_debug("link", "msg=\"proposals not applied\" commands=%zu http_status=%d", b->n,
-                  resp ? evhttp_request_get_response_code(resp) : 0);
+                  code);
         /* no answer, or none to read: whether they were applied is not
          * known (a 200 whose statuses do not parse is REG_EPROTO); the
          * leader answers anything else before it takes any */
-        int code = resp ? evhttp_request_get_response_code(resp) : 0;
-        answer_all(b->head, b->l->abandoning ? REG_ELEADERLOST
-                            : code == 0      ? REG_ECONNECT
-                            : code == 200    ? REG_EPROTO
-                                             : REG_ENOTLEADER);
+        answer_all(b->head, failed ? failed : code == 200 ? REG_EPROTO : REG_ENOTLEADER);
     } else {
         size_t i = 0;
         for (struct proposal *p = b->head, *next; p; p = next, i++) {
@@ -697,7 +692,7 @@ void cluster_link_free(struct cluster_link *l)
     while (l->inflight) {
         struct link_req *q = l->inflight;
         l->inflight = q->next;
-        q->cb(q->arg, NULL);
+        q->cb(q->arg, NULL, REG_ESHUTDOWN);
         free(q);
     }
     while (l->conns) {

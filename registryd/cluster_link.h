@@ -55,9 +55,13 @@ void cluster_link_free(struct cluster_link *l);
  */
 int cluster_link_leader_http(struct cluster_link *l, char *addr, size_t addrlen);
 
-/* The answer to a forwarded request: resp is NULL when the leader could not
- * be reached; borrowed for the duration of the call. */
-typedef void (*cluster_link_cb)(void *arg, struct evhttp_request *resp);
+/* The answer to a request sent to the leader, borrowed for the duration of
+ * the call; failed says why there is none (resp is then NULL, or holds no
+ * answer): REG_ECONNECT, the leader could not be reached or did not
+ * answer; REG_ELEADERLOST, a server that no longer leads stopped answering
+ * and the request was given up (it may have been done); REG_ESHUTDOWN,
+ * this server is stopping. 0: resp is the leader's answer. */
+typedef void (*cluster_link_cb)(void *arg, struct evhttp_request *resp, int failed);
 
 /* Who a forwarded request came from, and its body when that is a file. */
 struct cluster_forward {

@@ -1326,11 +1326,10 @@ static const char *const relayed_headers[] = {
  * the leader's X-Consul-Index (as Consul's follower sets its reply's meta
  * from the leader's): a blocking query sent through a follower blocks on
  * the index it was given. */
-static void forward_done(void *arg, struct evhttp_request *resp)
+static void forward_done(void *arg, struct evhttp_request *resp, int failed)
 {
     struct http_req *r = arg;
-    int code = resp ? evhttp_request_get_response_code(resp) : 0;
-    if (code == 0) {
+    if (failed != 0) {
         http_fail(r, 500, "Forwarding to the leader failed");
         reply_error(r, 0);
     } else {
@@ -1348,7 +1347,7 @@ static void forward_done(void *arg, struct evhttp_request *resp)
         struct evbuffer *body = evbuffer_new();
         if (body)
             evbuffer_add_buffer(body, evhttp_request_get_input_buffer(resp));
-        reply(r, code, evhttp_find_header(in, "Content-Type"), body, index);
+        reply(r, evhttp_request_get_response_code(resp), evhttp_find_header(in, "Content-Type"), body, index);
     }
     req_free(r);
 }

@@ -121,14 +121,17 @@ static void handed_over(void *arg, int status)
     unref(lv);
 }
 
-static void answered(void *arg, struct evhttp_request *resp)
+static void answered(void *arg, struct evhttp_request *resp, int failure)
 {
     struct leave *lv = arg;
-    int code = resp ? evhttp_request_get_response_code(resp) : 0;
+    int code = failure ? 0 : evhttp_request_get_response_code(resp);
     if (code == 200 || code == 404) { /* 404: out of the configuration already */
         finish(lv, 0);
     } else {
-        char why[320] = "the leader did not answer";
+        char why[320];
+        snprintf(why, sizeof(why), "%s",
+                 failure == REG_ELEADERLOST ? "the former leader stopped answering"
+                                            : "the leader did not answer");
         struct evbuffer *in = resp ? evhttp_request_get_input_buffer(resp) : NULL;
         if (code != 0) {
             char text[280] = "";
