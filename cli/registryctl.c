@@ -1296,7 +1296,24 @@ static int cmd_raft(struct ctl *x)
         int rc = reg_client_request(x->client, "DELETE", path, NULL, 0, NULL, NULL, NULL, NULL);
         return rc != 0 ? server_error(x, rc) : 0;
     }
-    return usage_error("raft: use raft list | raft remove ID|HOST:PORT");
+    if ((x->argc == 1 || x->argc == 2) && strcmp(x->argv[0], "transfer-leader") == 0) {
+        char path[96] = "/v1/operator/raft/transfer-leader";
+        if (x->argc == 2) {
+            if (strspn(x->argv[1], "0123456789") != strlen(x->argv[1]) || !*x->argv[1] ||
+                strlen(x->argv[1]) > 20)
+                return usage_error("raft transfer-leader: ID is a raft server id (a number)");
+            snprintf(path + strlen(path), sizeof(path) - strlen(path), "?id=%s", x->argv[1]);
+        }
+        int rc = reg_client_request(x->client, "POST", path, NULL, 0, NULL, NULL, NULL, NULL);
+        if (rc != 0)
+            return server_error(x, rc);
+        if (x->json)
+            printf("{\"ok\": true}\n");
+        else
+            printf("Leadership transferred\n");
+        return 0;
+    }
+    return usage_error("raft: use raft list | raft remove ID|HOST:PORT | raft transfer-leader [ID]");
 }
 
 static int cmd_members(struct ctl *x)
@@ -1620,7 +1637,9 @@ static const struct verb {
      "snapshot save FILE | snapshot restore FILE  save or restore the whole registry"},
     {"members", cmd_members,
      "members                           the cluster's servers: address, leader or follower"},
-    {"raft", cmd_raft, "raft list | raft remove ID|HOST:PORT  cluster members"},
+    {"raft", cmd_raft,
+     "raft list | raft remove ID|HOST:PORT  cluster members; remove a dead one\n"
+     "  raft transfer-leader [ID]         hand leadership to voter ID (or the most up to date)"},
     {"leave", cmd_leave, "leave                             take this server out of its cluster and stop it"},
     {"metrics", cmd_metrics,
      "metrics                           the server's metrics (Prometheus text, or --json)"},

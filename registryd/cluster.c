@@ -823,7 +823,7 @@ static void wake_cb(uv_async_t *h)
             break;
         case PROP_TRANSFER:
             p->transfer.data = p;
-            rv = raft_transfer(&c->raft, &p->transfer, 0, transfer_cb);
+            rv = raft_transfer(&c->raft, &p->transfer, p->member_id, transfer_cb);
             if (rv != 0)
                 complete(p, map_raft_error(rv));
             break;
@@ -1154,9 +1154,9 @@ void cluster_remove(struct cluster *c, uint64_t id, cluster_done_cb cb, void *ar
     change_member(c, PROP_REMOVE, id, NULL, cb, arg);
 }
 
-void cluster_transfer_leadership(struct cluster *c, cluster_done_cb cb, void *arg)
+void cluster_transfer_leadership(struct cluster *c, uint64_t to, cluster_done_cb cb, void *arg)
 {
-    change_member(c, PROP_TRANSFER, 0, NULL, cb, arg);
+    change_member(c, PROP_TRANSFER, to, NULL, cb, arg);
 }
 
 void cluster_confirm_leadership(struct cluster *c, cluster_done_cb cb, void *arg)

@@ -133,10 +133,11 @@ void cluster_remove(struct cluster *c, uint64_t id, cluster_done_cb cb, void *ar
 /* For ?consistent reads: commit a barrier, which succeeds only while this
  * server still leads a quorum and once everything before it is applied. */
 void cluster_confirm_leadership(struct cluster *c, cluster_done_cb cb, void *arg);
-/* On the leader: hand leadership to the voter most up to date (raft's
- * transfer); cb with 0 once it leads, REG_ETIMEDOUT if after an election
- * timeout this server still does, or another error (no voter to take it). */
-void cluster_transfer_leadership(struct cluster *c, cluster_done_cb cb, void *arg);
+/* On the leader: hand leadership to voter `to` (0: the voter most up to
+ * date; raft's transfer); cb with 0 once this server no longer leads,
+ * REG_ETIMEDOUT if after an election timeout it still does, or another
+ * error (no voter to take it, `to` not another voter: REG_ERAFT). */
+void cluster_transfer_leadership(struct cluster *c, uint64_t to, cluster_done_cb cb, void *arg);
 
 /* Stop raft, join the thread, free everything. Call on the front-end
  * thread after its loop has stopped: submissions still pending get their

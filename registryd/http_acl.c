@@ -263,6 +263,8 @@ static int route_needs(struct http_req *r, struct store_read *rd)
         return need(r, ACL_RES_NODE, r->arg, ACL_READ);
     if (is(r, "/v1/operator/raft/configuration"))
         return need(r, ACL_RES_OPERATOR, "", ACL_READ);
+    if (is(r, "/v1/operator/raft/transfer-leader"))
+        return need(r, ACL_RES_OPERATOR, "", ACL_WRITE);
     if (is(r, "/v1/operator/raft/peer")) /* a server asks it to leave (PUT /v1/agent/leave) */
         return r->authz->server ? 0 : need(r, ACL_RES_OPERATOR, "", ACL_WRITE);
     if (is(r, "/v1/snapshot"))

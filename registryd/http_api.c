@@ -1204,7 +1204,7 @@ void http_cluster_member(struct http_server *srv, enum http_member_op op, uint64
     else if (op == HTTP_MEMBER_REMOVE)
         cluster_remove(srv->opt.cluster, id, cb, arg);
     else if (op == HTTP_MEMBER_TRANSFER)
-        cluster_transfer_leadership(srv->opt.cluster, cb, arg);
+        cluster_transfer_leadership(srv->opt.cluster, id, cb, arg);
     else
         cluster_confirm_leadership(srv->opt.cluster, cb, arg);
 }

@@ -191,6 +191,65 @@ static void do_remove_peer(struct http_req *r)
     http_cluster_member(r->srv, HTTP_MEMBER_REMOVE, member, NULL, change_done, r);
 }
 
+static void transfer_done(void *arg, int status)
+{
+    struct http_req *r = arg;
+    if (status == 0) {
+        http_finish_json(r, json_pack("{s:b}", "Success", 1));
+        return;
+    }
+    if (status == REG_ETIMEDOUT)
+        http_fail(r, 500, "Failed to transfer leadership: this server still leads after an "
+                          "election timeout");
+    else if (status == REG_ERAFT)
+        http_fail(r, 500, "Failed to transfer leadership: no voter could take it");
+    http_finish_write(r, status);
+}
+
+/* POST /v1/operator/raft/transfer-leader[?id=N], as Consul's: the leader
+ * hands leadership to voter N, or (no id) to the voter most up to date;
+ * {"Success": true} once it no longer leads. On the leader (forwarded). */
+static void do_transfer_leader(struct http_req *r)
+{
+    const char *id = http_param(r, "id");
+    uint64_t to = 0;
+    if (id != NULL) {
+        char *end;
+        errno = 0;
+        to = strtoull(id, &end, 10);
+        if (*id < '0' || *id > '9' || *end != '\0' || errno != 0 || to == 0) {
+            http_fail(r, 400, "Invalid ?id=%.40s: a raft server id is a positive integer", id);
+            http_finish_write(r, REG_EINVAL);
+            return;
+        }
+    }
+    struct cluster_status st;
+    cluster_get_status(r->srv->opt.cluster, &st);
+    int target = -1, others = 0;
+    for (int i = 0; i < st.n_servers && i < CLUSTER_MAX_SERVERS; i++) {
+        if (st.servers[i].id == to)
+            target = i;
+        others += st.servers[i].voter && st.servers[i].id != st.self_id;
+    }
+    if (to != 0 && target < 0) {
+        http_fail(r, 404, "No raft peer with id %llu in the configuration",
+                  (unsigned long long)to);
+        http_finish_write(r, REG_ENOTFOUND);
+    } else if (to != 0 && to == st.self_id) {
+        http_fail(r, 400, "Raft peer %llu leads already", (unsigned long long)to);
+        http_finish_write(r, REG_EINVAL);
+    } else if (target >= 0 && !st.servers[target].voter) {
+        http_fail(r, 400, "Raft peer %llu is not a voter: it cannot lead",
+                  (unsigned long long)to);
+        http_finish_write(r, REG_EINVAL);
+    } else if (others == 0) {
+        http_fail(r, 400, "No other voter to transfer leadership to");
+        http_finish_write(r, REG_EINVAL);
+    } else {
+        http_cluster_member(r->srv, HTTP_MEMBER_TRANSFER, to, NULL, transfer_done, r);
+    }
+}
+
 /* PUT /v1/internal/raft/announce {"ID", "Raft", "HTTP"}: a server says where
  * its HTTP API listens (stored through raft, for forwarding and for the
  * checkers' view of who is alive). */
@@ -709,6 +768,7 @@ const struct http_route http_operator_routes[] = {
     {"GET", "/v1/operator/raft/configuration", read_raft_configuration, NULL, WATCH_NONE, NULL,
      false},
     {"DELETE", "/v1/operator/raft/peer", NULL, NULL, WATCH_NONE, do_remove_peer, true},
+    {"POST", "/v1/operator/raft/transfer-leader", NULL, NULL, WATCH_NONE, do_transfer_leader, true},
     {"PUT", "/v1/agent/leave", NULL, NULL, WATCH_NONE, do_agent_leave, false},
     {NULL, NULL, NULL, NULL, WATCH_NONE, NULL, false},
 };

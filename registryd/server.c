@@ -101,7 +101,7 @@ static void left(void *arg, int status, const char *why)
 static void leave_change(void *ctx, bool transfer, uint64_t id, cluster_done_cb cb, void *arg)
 {
     if (transfer)
-        cluster_transfer_leadership(ctx, cb, arg);
+        cluster_transfer_leadership(ctx, 0, cb, arg);
     else
         cluster_remove(ctx, id, cb, arg);
 }

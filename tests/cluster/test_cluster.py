@@ -380,6 +380,75 @@ class ClusterTest(unittest.TestCase):
             "PUT", "/v1/agent/service/register", json.dumps({"Name": "after", "ID": "after-1"}))
         self.assertEqual(status, 200, text)
 
+    def test_transfer_leader_keeps_the_leaders_own_writes(self):
+        """POST /v1/operator/raft/transfer-leader?id=N (Consul's) hands
+        leadership to voter N, asked of any server, while writers on the
+        leader itself and on a follower go on. Raft refuses applies during
+        the transfer, and the old leader's status says "leader" until its
+        next poll: such writes wait for the new leader and go there
+        (cluster.c's transfer_held), none fails "No cluster leader"."""
+        self_of = lambda d: json.loads(d.request("GET", "/v1/internal/raft/self")[1])
+        leader = self.leader()
+        f = next(d for d in self.servers if d is not leader)
+        target = next(d for d in self.servers if d is not leader and d is not f)
+        failed, done = [], []
+        stop = threading.Event()
+
+        def write(d, name):
+            i = 0
+            while not stop.is_set():
+                status, text = d.request("PUT", "/v1/agent/service/register", json.dumps(
+                    {"Name": name, "ID": "%s-%d" % (name, i % 50)}), timeout=15)
+                (done if status == 200 else failed).append((name, status, text.strip()))
+                i += 1
+        writers = [threading.Thread(target=write, args=(d, n))
+                   for d, n in ((leader, "on-leader"), (leader, "on-leader2"),
+                                (f, "on-follower"))]
+        for w in writers:
+            w.start()
+        try:
+            time.sleep(0.5)
+            status, text = f.request("POST", "/v1/operator/raft/transfer-leader?id=%d" %
+                                     self_of(target)["ID"], timeout=15)
+            self.assertEqual(status, 200, text)
+            self.assertEqual(json.loads(text), {"Success": True})
+            time.sleep(1)
+        finally:
+            stop.set()
+            for w in writers:
+                w.join(30)
+        self.assertIs(self.leader(), target)
+        self.assertGreater(len([d for d in done if d[0] == "on-leader"]), 10)
+        # one appended just before and answered as the old leader stepped
+        # down may say "leadership lost" (it may be done); nothing else
+        refused = [x for x in failed if "leadership lost" not in x[2]]
+        self.assertEqual(refused, [])
+
+    def test_transfer_leader_refuses_what_cannot_lead(self):
+        """An ?id= that is not a number, not in the configuration, or the
+        leader itself is refused with the reason; GET is not the method."""
+        leader = self.leader()
+        own = json.loads(leader.request("GET", "/v1/internal/raft/self")[1])["ID"]
+        for query, code, words in (("?id=abc", 400, "positive integer"),
+                                   ("?id=999999", 404, "No raft peer with id 999999"),
+                                   ("?id=%d" % own, 400, "leads already")):
+            status, text = leader.request("POST", "/v1/operator/raft/transfer-leader" + query)
+            self.assertEqual(status, code, text)
+            self.assertIn(words, text)
+        status, text = leader.request("GET", "/v1/operator/raft/transfer-leader")
+        self.assertEqual(status, 405, text)
+        self.assertIs(self.leader(), leader)
+        rc, out, err = leader.ctl("raft", "transfer-leader", "x1")
+        self.assertEqual((rc, out), (2, ""), err)
+        rc, out, err = leader.ctl("raft", "transfer-leader", str(own))
+        self.assertEqual(rc, 1, out)
+        self.assertIn("leads already", err)
+        # without an id: the voter most up to date, asked through a follower
+        f = next(d for d in self.servers if d is not leader)
+        rc, out, err = f.ctl("raft", "transfer-leader")
+        self.assertEqual((rc, out), (0, "Leadership transferred\n"), err)
+        self.assertIsNot(self.leader(), leader)
+
     def test_removed_leader_restarted_joins_again(self):
         """A leader killed, removed by the others (`raft remove`) and then
         started again with its data joins again. It took one stale message

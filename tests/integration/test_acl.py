@@ -158,6 +158,7 @@ class DefaultDenyTest(AclBase):
             (None, "GET", "/v1/health/node/x", None, 403, ["Permission denied"]),
             (None, "GET", "/v1/operator/raft/configuration", None, 403, ["Permission denied"]),
             (None, "DELETE", "/v1/operator/raft/peer?id=99", None, 403, ["Permission denied"]),
+            (None, "POST", "/v1/operator/raft/transfer-leader", None, 403, ["Permission denied"]),
             (None, "GET", "/v1/snapshot", None, 403, ["Permission denied"]),
             (None, "PUT", "/v1/snapshot", "RSNAP001", 403, ["Permission denied"]),
             (None, "PUT", "/v1/agent/service/register", W, 403, ["service:write", "web"]),
@@ -231,6 +232,10 @@ class DefaultDenyTest(AclBase):
             ("reader", "GET", "/v1/operator/raft/configuration", None, 403, ["operator:read"]),
             # operator
             ("operator", "GET", "/v1/operator/raft/configuration", None, 200, ["Servers"]),
+            ("reader", "POST", "/v1/operator/raft/transfer-leader", None, 403, ["operator:write"]),
+            # through the ACL, then refused: a single server has no one to hand over to
+            ("operator", "POST", "/v1/operator/raft/transfer-leader", None, 400,
+             ["No other voter"]),
             ("operator", "GET", "/v1/snapshot", None, 403, ["management"]),
             # acl = "read" reads ACLs but does not write them
             ("aclread", "GET", "/v1/acl/tokens", None, 200, ["AccessorID", "!SecretID",
