@@ -33,6 +33,7 @@
 
 #include "aio_destroy.h"
 #include "log.h"
+#include "metrics.h"
 #include "queue.h"
 #include "registry/error.h"
 #include "cluster_link.h"
@@ -531,8 +532,10 @@ static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[], 
     }
     errno = 0;
     int nice = getpriority(PRIO_PROCESS, (id_t)gettid());
+    double took = mono_seconds() - started;
     log_info("cluster", "msg=\"snapshot taken\" bytes=%zu ms=%.1f read_ms=%.1f nice=%d", len,
-             (mono_seconds() - started) * 1e3, read_s * 1e3, errno == 0 ? nice : 0);
+             took * 1e3, read_s * 1e3, errno == 0 ? nice : 0);
+    metrics_raft_snapshot(took);
     c->snap_held_cap = cap;
     c->snap_len = len;
     (*bufs)[0].base = data;

@@ -74,6 +74,8 @@ static struct {
     uint64_t conns_open, conns_refused, rate_limited[2]; /* [0] reads, [1] writes */
     uint64_t streams_parked;
     uint64_t streams;
+    uint64_t snapshots;
+    double snapshot_seconds;
 } m = {
     .http_latency = {http_buckets, NBUCKETS, {0}, 0, 0},
     .raft_apply = {fast_buckets, NFAST, {0}, 0, 0},
@@ -215,6 +217,14 @@ static void dns_totals(uint64_t rcode[16], struct histogram *h)
     h->sum = (double)sum_ns / 1e9;
 }
 
+void metrics_raft_snapshot(double seconds)
+{
+    pthread_mutex_lock(&http_lock);
+    m.snapshots++;
+    m.snapshot_seconds += seconds;
+    pthread_mutex_unlock(&http_lock);
+}
+
 void metrics_raft_apply(double seconds)
 {
     pthread_mutex_lock(&http_lock);
@@ -342,6 +352,15 @@ static void render_prometheus_counters(const struct health_stats *hs, struct evb
                              "# TYPE registryd_http_streams_parked_total counter\n"
                              "registryd_http_streams_parked_total %llu\n",
                         (unsigned long long)m.streams_parked);
+    evbuffer_add_printf(out, "# HELP registryd_raft_snapshots_total raft snapshots taken (each "
+                             "a copy of the whole store)\n"
+                             "# TYPE registryd_raft_snapshots_total counter\n"
+                             "registryd_raft_snapshots_total %llu\n"
+                             "# HELP registryd_raft_snapshot_seconds_total seconds spent taking "
+                             "raft snapshots\n"
+                             "# TYPE registryd_raft_snapshot_seconds_total counter\n"
+                             "registryd_raft_snapshot_seconds_total %.6f\n",
+                        (unsigned long long)m.snapshots, m.snapshot_seconds);
     render_histogram(out, "registryd_http_request_duration_seconds",
                      "time from request to reply (blocking queries included)",
                      &m.http_latency);
@@ -394,6 +413,9 @@ static void render_json_counters(json_t *counters)
     json_array_append_new(counters, json_pack("{s:s, s:I, s:{}}", "Name",
                                               "registryd.http.streams_parked", "Count",
                                               (json_int_t)m.streams_parked, "Labels"));
+    json_array_append_new(counters, json_pack("{s:s, s:I, s:{}}", "Name",
+                                              "registryd.raft.snapshots", "Count",
+                                              (json_int_t)m.snapshots, "Labels"));
     uint64_t dns_rcode[16];
     struct histogram dns_latency;
     dns_totals(dns_rcode, &dns_latency);

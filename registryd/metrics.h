@@ -48,6 +48,8 @@ void metrics_http_stream_parked(void);
 void metrics_http_streamed(void);
 /* One write through raft: seconds from submission to its outcome. */
 void metrics_raft_apply(double seconds);
+/* One raft snapshot taken: seconds to copy the store (cluster.c). */
+void metrics_raft_snapshot(double seconds);
 
 struct metrics_sources {
     struct cluster *cluster;

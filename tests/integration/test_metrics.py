@@ -72,6 +72,27 @@ class MetricsTest(unittest.TestCase):
         self.assertGreaterEqual(samples["registryd_dns_answer_duration_seconds_count"], 2)
         self.assertGreaterEqual(samples["registryd_raft_apply_duration_seconds_count"], 3)
 
+    def test_raft_snapshots_counted(self):
+        """Every raft snapshot taken is counted, with the seconds it took
+        (the scale bench tells its rounds with one apart by them)."""
+        d = Registryd(extra_args=["--raft-snapshot-threshold", "16"]).start()
+        self.addCleanup(d.stop)
+        _, samples = parse(d.request("GET", "/v1/agent/metrics?format=prometheus")[1])
+        self.assertEqual(samples["registryd_raft_snapshots_total"], 0)
+        for i in range(40):
+            d.request("PUT", "/v1/agent/service/register", json.dumps({"Name": "s", "ID": "s-%d" % i}))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            _, samples = parse(d.request("GET", "/v1/agent/metrics?format=prometheus")[1])
+            if samples["registryd_raft_snapshots_total"] >= 2:
+                break
+            time.sleep(0.1)
+        self.assertGreaterEqual(samples["registryd_raft_snapshots_total"], 2)
+        self.assertGreater(samples["registryd_raft_snapshot_seconds_total"], 0)
+        counters = {c["Name"]: c["Count"] for c in
+                    json.loads(d.request("GET", "/v1/agent/metrics")[1])["Counters"]}
+        self.assertGreaterEqual(counters["registryd.raft.snapshots"], 2)
+
     def test_render_cache_counts_and_budget(self):
         self.d.request("PUT", "/v1/agent/service/register",
                        json.dumps({"Name": "cached", "ID": "cached-1"}))
