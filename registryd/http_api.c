@@ -751,9 +751,11 @@ static enum watch_on watched(struct http_req *r)
     case WATCH_SERVICE:
         return r->arg ? WATCH_ON_NAME : WATCH_ON_ALL;
     case WATCH_SERVICES:
-        /* the names and their tags, as Consul's services table; a check's
-         * status leaves them as they were. A filter, node meta or ACLs make
-         * the answer depend on more. */
+        /* Consul's services table: the names and their tags, and every
+         * instance's registration, update and removal (which Consul's index
+         * follows, and clients watching for new instances rely on); a
+         * check's status leaves it as it was. A filter, node meta or ACLs
+         * make the answer depend on more. */
         return http_has_param(r, "filter") || http_has_param(r, "node-meta") || acl_enabled()
                    ? WATCH_ON_ALL
                    : WATCH_ON_NAMES;
@@ -768,7 +770,7 @@ static uint64_t watched_index(struct http_req *r, struct store_read *rd)
     case WATCH_ON_NAME:
         return store_name_index(rd, r->arg);
     case WATCH_ON_NAMES:
-        return store_services_index(rd);
+        return store_catalog_services_index(rd);
     default:
         return store_index(rd);
     }

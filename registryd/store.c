@@ -76,6 +76,7 @@ struct store {
     void *map;      /* LMDB's map of the data file (store_release_map); NULL: not found */
     size_t map_len;
     bool services_touched; /* raft thread: this apply wrote a name's summary */
+    bool instances_touched; /* raft thread: this apply wrote or removed an instance */
     bool nodes_touched;    /* raft thread: this apply added or removed a node */
 };
 
@@ -83,6 +84,11 @@ struct store {
  * their tags (what /v1/catalog/services answers); absent after a rebuild,
  * when store_services_index falls back to the store's own index. */
 #define SERVICES_INDEX_KEY "services_index"
+/* DB_DERIVED key: the index of the last write or removal of any instance;
+ * with SERVICES_INDEX_KEY, what /v1/catalog/services answers (Consul's
+ * services table index, which every instance's registration and removal
+ * moves). Absent in stores written before it: SERVICES_INDEX_KEY alone. */
+#define INSTANCES_INDEX_KEY "instances_index"
 /* DB_DERIVED key: the index of the last change to the set of node names
  * (a node's first instance or catalog record, or its last one gone);
  * absent after a rebuild, as SERVICES_INDEX_KEY. */
@@ -1044,6 +1050,7 @@ static int addrs_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
  * its tags, node and addresses in the derived indexes. */
 static int inst_move(struct store *s, MDB_txn *txn, json_t *old, json_t *inst)
 {
+    s->instances_touched = true; /* store_catalog_services_index */
     int rc = tags_move(s, txn, old, inst);
     if (rc == 0)
         rc = addrs_move(s, txn, old, inst);
@@ -2224,6 +2231,7 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
     }
     struct apply_ctx a = {s, txn, get_u64(txn, s->dbi[DB_META], "index") + 1, chg};
     s->services_touched = false;
+    s->instances_touched = false;
     s->nodes_touched = false;
     /* An empty registry answers X-Consul-Index 1 (never 0, as Consul): the
      * first write is 2, so that a query blocked at ?index=1 wakes for it. */
@@ -2268,6 +2276,8 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
         rc = put_u64(txn, s->dbi[DB_META], "index", a.index);
     if (rc == 0 && chg->n > 0 && s->services_touched)
         rc = put_u64(txn, s->dbi[DB_DERIVED], SERVICES_INDEX_KEY, a.index);
+    if (rc == 0 && chg->n > 0 && s->instances_touched)
+        rc = put_u64(txn, s->dbi[DB_DERIVED], INSTANCES_INDEX_KEY, a.index);
     if (rc == 0 && chg->n > 0 && s->nodes_touched)
         rc = put_u64(txn, s->dbi[DB_DERIVED], NODES_INDEX_KEY, a.index);
     if (rc != 0) {
@@ -2283,7 +2293,7 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
     }
     if (chg->n > 0) {
         chg->index = a.index;
-        chg->services = s->services_touched;
+        chg->services = s->services_touched || s->instances_touched;
     }
     return 0;
 }
@@ -2759,6 +2769,13 @@ uint64_t store_services_index(struct store_read *r)
 {
     uint64_t v = get_u64(r->txn, r->s->dbi[DB_DERIVED], SERVICES_INDEX_KEY);
     return v != 0 ? v : store_index(r);
+}
+
+uint64_t store_catalog_services_index(struct store_read *r)
+{
+    uint64_t names = store_services_index(r);
+    uint64_t v = get_u64(r->txn, r->s->dbi[DB_DERIVED], INSTANCES_INDEX_KEY);
+    return v > names ? v : names;
 }
 
 uint64_t store_nodes_index(struct store_read *r)

@@ -62,7 +62,8 @@ struct store_change {
      * check's (the owner its checks are filed under) */
     char service_id[STORE_OWNER_MAX];
     bool many; /* a node-level change: more services changed than names holds */
-    bool services; /* the service names or their tags changed (store_services_index) */
+    bool services; /* the service names or their tags, or an instance, changed
+                    * (store_catalog_services_index) */
 };
 
 /* Open the store in dir. The previous file is kept when its last stop
@@ -155,6 +156,10 @@ uint64_t store_index(struct store_read *r);
 /* Index of the last change to the set of service names or their tags (what
  * /v1/catalog/services lists; Consul's services table index). */
 uint64_t store_services_index(struct store_read *r);
+/* What /v1/catalog/services answers as its index, as Consul's services
+ * table: the last change to the names or their tags, or to any instance
+ * (registered, updated or removed; not a check's status). */
+uint64_t store_catalog_services_index(struct store_read *r);
 /* Index of the last change to the set of node names (store_each_node_name). */
 uint64_t store_nodes_index(struct store_read *r);
 /* Index of the last change to `name` (0 if it never existed). */

@@ -98,6 +98,25 @@ class BlockingTest(unittest.TestCase):
         self.assertLess(took, 3)
         self.assertGreater(new, idx)
 
+    def test_catalog_services_wakes_for_every_instance(self):
+        """Consul's services table index moves with every instance's
+        registration and removal, even when the names and tags stay as they
+        were: a client watching the listing for new instances (consul watch
+        -type=services, pollers that list again when it moves) slept its
+        whole wait here."""
+        reg = lambda sid: self.d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "many", "ID": sid, "Port": 1, "Tags": ["same"]}))
+        reg("many-1")
+        for change in (lambda: reg("many-2"),
+                       lambda: self.d.request("PUT", "/v1/agent/service/deregister/many-2")):
+            idx = self.index("/v1/catalog/services")
+            t = self.later(0.3, change)
+            took, new, text = self.timed("/v1/catalog/services?index=%d&wait=5s" % idx)
+            t.join()
+            self.assertLess(took, 3)
+            self.assertGreater(new, idx)
+            self.assertEqual(json.loads(text)["many"], ["same"])
+
     def test_catalog_services_wakes_for_a_walked_name(self):
         # a name whose tag overflows LMDB's key keeps a marker summary (its
         # listing walks the instances): a new tag must still move the index
