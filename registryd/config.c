@@ -43,6 +43,7 @@ enum conf_type {
     CONF_SIZE_LIMIT, /* bytes as CONF_SIZE, 1KiB and more (TiB allowed); 0 means no limit */
     CONF_LOGLEVEL, /* debug|info|warn|error */
     CONF_DOMAIN,   /* a DNS domain; stored with its trailing dot */
+    CONF_DOMAIN_OPT, /* a DNS domain as CONF_DOMAIN, or "" for none */
     CONF_UINT,     /* unsigned integer, 1..1000000 */
     CONF_DURATION, /* Go-style duration ("30s", "5m"), stored in ms */
     CONF_RATIO,    /* a share between 0 and 1 */
@@ -85,12 +86,18 @@ static const struct conf_key conf_keys[] = {
         "DNS listen address (UDP and TCP)"),
     KEY("dns_domain", CONF_DOMAIN, dns_domain, "registry.", "DOMAIN",
         "DNS domain answered by the DNS interface"),
+    KEY("dns_alt_domain", CONF_DOMAIN_OPT, dns_alt_domain, "consul.", "DOMAIN",
+        "a second domain answered as dns_domain is, answers named in it (Consul's alt_domain; "
+        "\"\" for none): Consul's own, so that resolvers and tools set up for Consul work"),
     KEY("dns_ttl", CONF_DURATION, dns_ttl_ms, "0s", "DURATION",
         "TTL of DNS answers (0: do not cache, as Consul)"),
     KEY("dns_negative_ttl", CONF_DURATION, dns_negative_ttl_ms, "0s", "DURATION",
         "TTL of NXDOMAIN/NODATA answers (the SOA minimum, RFC 2308)"),
-    KEY("dns_allow_warning", CONF_BOOL, dns_allow_warning, "false", NULL,
-        "answer DNS queries with instances in warning too, not only passing ones"),
+    KEY("dns_only_passing", CONF_BOOL, dns_only_passing, "false", NULL,
+        "leave instances in warning out of DNS answers too, not only critical ones "
+        "(Consul's only_passing)"),
+    KEY("dns_allow_warning", CONF_BOOL, dns_allow_warning, "true", NULL,
+        "answer DNS queries with instances in warning too (false: as dns_only_passing)"),
     KEY("dns_udp_answer_limit", CONF_UINT, dns_udp_answer_limit, "3", "N",
         "most records in a UDP answer to a query without EDNS (a random few, as Consul)"),
     KEY("dns_a_record_limit", CONF_LIMIT, dns_a_record_limit, "0", "N",
@@ -430,6 +437,12 @@ static int setter_domain(const struct conf_key *k, void *field, const char *v, c
     return set_string(field, buf);
 }
 
+static int setter_domain_opt(const struct conf_key *k, void *field, const char *v, char *msg,
+                             size_t len)
+{
+    return *v == '\0' ? set_string(field, "") : setter_domain(k, field, v, msg, len);
+}
+
 static int setter_uint(const struct conf_key *k, void *field, const char *v, char *msg,
                        size_t len)
 {
@@ -605,6 +618,7 @@ static const conf_setter setters[] = {
     [CONF_SIZE_LIMIT] = setter_size_limit,
     [CONF_LOGLEVEL] = setter_loglevel,
     [CONF_DOMAIN] = setter_domain,
+    [CONF_DOMAIN_OPT] = setter_domain_opt,
     [CONF_UINT] = setter_uint,
     [CONF_DURATION] = setter_duration,
     [CONF_ADDRLIST] = setter_addrlist,

@@ -58,9 +58,11 @@ struct conf {
     unsigned http_max_conns_per_client; /* 0: no limit */
     double http_read_rate, http_write_rate; /* requests per second; 0: no limit */
     char *dns_domain; /* with its trailing dot */
+    char *dns_alt_domain; /* the same, or "": none */
     uint64_t dns_ttl_ms;
     uint64_t dns_negative_ttl_ms;
     bool dns_allow_warning;
+    bool dns_only_passing;
     unsigned dns_udp_answer_limit;
     unsigned dns_a_record_limit;
     bool dns_enable_truncate;

@@ -67,7 +67,10 @@
 struct dns_inst {
     int family;             /* AF_INET, AF_INET6, or 0: Address is a host name */
     uint8_t ip[16];
-    char target[DNS_NAME_MAX + 1]; /* SRV target: HEX.addr.DOMAIN or the host name */
+    /* SRV target: HEX.addr.DC or NODE.node.DC, to be followed by the
+     * domain asked (target_rel), or a host name (with its final dot) */
+    char target[DNS_NAME_MAX + 1];
+    bool target_rel;
     uint16_t port, weight;
     json_t *tags;           /* array of strings (owned) */
     json_t *meta;           /* object of strings (owned), for TXT */
@@ -182,6 +185,8 @@ struct dns_server {
                                      * when that is a wildcard) */
     char *domain;   /* owned copy */
     size_t domain_len;
+    char *alt_domain; /* answered as domain is, with names in it; NULL: none */
+    size_t alt_domain_len;
     int max_conns;  /* TCP connections per worker */
     unsigned nworkers;
     struct dns_worker **workers; /* nworkers, each allocated on its own */
@@ -215,6 +220,32 @@ static void cache_clear(struct dns_worker *w)
     strmap_each(w->cache, cache_free_entry, NULL);
     strmap_free(w->cache);
     w->cache = strmap_new();
+}
+
+/* in's SRV target, as Consul names it: NODE.node.DC when the instance has
+ * no address of its own (it answers at its node's: node, when that spells
+ * a DNS name), else HEX.addr.DC; the domain follows when answered. */
+static void srv_target(const struct dns_server *s, struct dns_inst *in, const char *node)
+{
+    /* a datacenter is a CONF_NAME, at most 128 bytes */
+    const char *dc = s->opt.datacenter ? s->opt.datacenter : "";
+    const char *dot = *dc ? "." : "";
+    size_t longest = s->domain_len > s->alt_domain_len ? s->domain_len : s->alt_domain_len;
+    in->target_rel = true;
+    if (node != NULL && *node != '\0' && strlen(node) <= 120 && strlen(dc) <= 120 &&
+        strlen(node) + strlen(dc) + 7 + longest < DNS_NAME_MAX) {
+        uint8_t wire[DNS_NAME_MAX];
+        char full[2 * DNS_NAME_MAX + 2];
+        snprintf(in->target, sizeof(in->target), "%.*s.node%s%.*s", 120, node, dot, 120, dc);
+        snprintf(full, sizeof(full), "%s.%s", in->target,
+                 s->alt_domain_len > s->domain_len ? s->alt_domain : s->domain);
+        if (dns_name_to_wire(full, wire, sizeof(wire)) != 0)
+            return;
+    }
+    int o = 0;
+    for (int i = 0; i < (in->family == AF_INET ? 4 : 16); i++)
+        o += snprintf(in->target + o, sizeof(in->target) - (size_t)o, "%02x", in->ip[i]);
+    snprintf(in->target + o, sizeof(in->target) - (size_t)o, ".addr%s%.*s", dot, 120, dc);
 }
 
 static bool answerable(struct dns_server *s, json_t *checks)
@@ -278,20 +309,15 @@ static int decode_instance(json_t *inst, void *arg)
     struct dns_inst *in = &d->svc->v[d->svc->n];
     memset(in, 0, sizeof(*in));
     const char *addr = json_string_value(json_object_get(inst, "Address"));
-    if (addr == NULL || *addr == '\0') /* the node it was registered at */
+    bool node_addr = addr == NULL || *addr == '\0';
+    if (node_addr) /* the node it was registered at */
         addr = json_string_value(json_object_get(inst, "NodeAddress"));
     if (addr == NULL || *addr == '\0')
         addr = s->opt.node_addr;
-    if (inet_pton(AF_INET, addr, in->ip) == 1) {
-        in->family = AF_INET;
-        snprintf(in->target, sizeof(in->target), "%02x%02x%02x%02x.addr.%s", in->ip[0],
-                 in->ip[1], in->ip[2], in->ip[3], s->domain);
-    } else if (inet_pton(AF_INET6, addr, in->ip) == 1) {
-        in->family = AF_INET6;
-        int o = 0;
-        for (int i = 0; i < 16; i++)
-            o += snprintf(in->target + o, sizeof(in->target) - (size_t)o, "%02x", in->ip[i]);
-        snprintf(in->target + o, sizeof(in->target) - (size_t)o, ".addr.%s", s->domain);
+    if (inet_pton(AF_INET, addr, in->ip) == 1 || inet_pton(AF_INET6, addr, in->ip) == 1) {
+        in->family = strchr(addr, ':') ? AF_INET6 : AF_INET;
+        const char *node = json_string_value(json_object_get(inst, "Node"));
+        srv_target(s, in, node_addr ? (node ? node : s->opt.node) : NULL);
     } else {
         uint8_t wire[DNS_NAME_MAX];
         size_t l = strlen(addr);
@@ -502,6 +528,8 @@ struct answer {
     bool max_is_policy; /* max_answers is dns_a_record_limit: what is left out is not
                          * truncation (no TC) */
     struct store_read *rd; /* the SOA serial is its store index, read when needed */
+    const char *domain;    /* the domain asked about (dns_domain or dns_alt_domain), which
+                            * the names answered are in */
 };
 
 /* A record did not fit: keep what did, over UDP (Consul fills what fits)
@@ -524,8 +552,8 @@ static void add_soa_at(struct answer *a, int section, const char *owner, uint32_
 {
     struct dns_server *s = a->s;
     char mname[DNS_NAME_MAX + 8], rname[DNS_NAME_MAX + 16];
-    snprintf(mname, sizeof(mname), "ns.%s", s->domain);
-    snprintf(rname, sizeof(rname), "hostmaster.%s", s->domain);
+    snprintf(mname, sizeof(mname), "ns.%s", a->domain);
+    snprintf(rname, sizeof(rname), "hostmaster.%s", a->domain);
     uint32_t serial = a->rd ? (uint32_t)store_index(a->rd) : 0;
     if (dns_msg_add_soa(&a->m, section, owner, ttl, mname, rname, serial,
                         s->opt.negative_ttl) != 0)
@@ -534,7 +562,18 @@ static void add_soa_at(struct answer *a, int section, const char *owner, uint32_
 
 static void add_soa(struct answer *a, int section, uint32_t ttl)
 {
-    add_soa_at(a, section, a->s->domain, ttl);
+    add_soa_at(a, section, a->domain, ttl);
+}
+
+/* in's SRV target in full, in the domain asked (out: TARGET_MAX bytes;
+ * srv_target kept it short enough for either domain). */
+#define TARGET_MAX (2 * DNS_NAME_MAX + 2)
+static const char *full_target(const struct answer *a, const struct dns_inst *in, char *out)
+{
+    if (!in->target_rel)
+        return in->target;
+    snprintf(out, TARGET_MAX, "%s.%s", in->target, a->domain);
+    return out;
 }
 
 static void add_addr(struct answer *a, int section, const char *name, const struct dns_inst *in,
@@ -658,6 +697,7 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
          * what the record will take (its owner is then, most often, a
          * pointer to the SRV's target: a third of the room was wasted). */
         size_t cap0 = a->m.cap, reserved = 0;
+        char target[TARGET_MAX];
         for (size_t k = 0; k < n && !full(a); k++) {
             const struct dns_inst *in = &svc->v[idx[k]];
             if (!seen_add(seen, in->target, strlen(in->target), in->port))
@@ -666,8 +706,9 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
                 limited = true;
                 break;
             }
+            const char *name = full_target(a, in, target);
             size_t extra = in->family == 0 ? 0
-                                            : strlen(in->target) + 2 + 10 +
+                                            : strlen(name) + 2 + 10 +
                                                   (in->family == AF_INET ? 4 : 16);
             if (reserved + extra > cap0 - a->m.len) {
                 overflow(a);
@@ -675,12 +716,12 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
             }
             a->m.cap = cap0 - reserved - extra;
             int rc = dns_msg_add_srv(&a->m, DNS_ANSWER, owner, s->opt.ttl, 1, in->weight,
-                                     in->port, in->target);
+                                     in->port, name);
             a->m.cap = cap0;
             if (rc != 0) {
                 overflow(a);
             } else {
-                size_t owner_len = dns_msg_name_len(&a->m, in->target);
+                size_t owner_len = dns_msg_name_len(&a->m, name);
                 if (in->family != 0 && owner_len > 0)
                     extra = owner_len + 10 + (in->family == AF_INET ? 4 : 16);
                 reserved += extra;
@@ -691,7 +732,7 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
         for (size_t k = 0; k < answers; k++) { /* their room is kept, trimmed or not */
             const struct dns_inst *in = &svc->v[idx[k]];
             if (in->family != 0 && seen_add(seen, in->target, strlen(in->target), 0))
-                add_addr(a, DNS_ADDITIONAL, in->target, in,
+                add_addr(a, DNS_ADDITIONAL, full_target(a, in, target), in,
                          in->family == AF_INET ? DNS_A : DNS_AAAA);
         }
     } else if (qt == DNS_TXT) {
@@ -816,9 +857,9 @@ static void answer_servers(struct answer *a)
             continue;
         in.family = AF_INET;
         if (a->q->qtype == DNS_SRV) {
-            char target[DNS_NAME_MAX + 1];
-            snprintf(target, sizeof(target), "%02x%02x%02x%02x.addr.%s", in.ip[0], in.ip[1],
-                     in.ip[2], in.ip[3], s->domain);
+            char target[TARGET_MAX];
+            srv_target(s, &in, NULL);
+            full_target(a, &in, target);
             if (dns_msg_add_srv(&a->m, DNS_ANSWER, a->q->qname, s->opt.ttl, 1, 1, port,
                                 target) != 0)
                 overflow(a);
@@ -1038,7 +1079,7 @@ static void answer_empty(struct answer *a, const char *apex_owner)
         add_soa_at(a, DNS_ANSWER, apex_owner, s->opt.ttl);
     } else if (apex_owner != NULL && a->q->qtype == DNS_NS) {
         char ns[DNS_NAME_MAX + 8];
-        snprintf(ns, sizeof(ns), "ns.%s", s->domain);
+        snprintf(ns, sizeof(ns), "ns.%s", a->domain);
         if (dns_msg_add_ns(&a->m, DNS_ANSWER, apex_owner, s->opt.ttl, ns) != 0)
             overflow(a);
         else
@@ -1114,11 +1155,11 @@ static void answer_apex(struct answer *a)
 {
     struct dns_server *s = a->s;
     char ns[DNS_NAME_MAX + 8];
-    snprintf(ns, sizeof(ns), "ns.%s", s->domain);
+    snprintf(ns, sizeof(ns), "ns.%s", a->domain);
     if (a->q->qtype == DNS_SOA) {
         add_soa(a, DNS_ANSWER, s->opt.ttl);
     } else if (a->q->qtype == DNS_NS || a->q->qtype == DNS_ANY) {
-        if (dns_msg_add_ns(&a->m, DNS_ANSWER, s->domain, s->opt.ttl, ns) != 0)
+        if (dns_msg_add_ns(&a->m, DNS_ANSWER, a->domain, s->opt.ttl, ns) != 0)
             overflow(a);
         else
             add_literal(a, ns, s->ns_addr, DNS_ADDITIONAL);
@@ -1165,6 +1206,10 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
         *dot = '\0';
         p = dot + 1;
     }
+    /* NAME.KIND.DC.dc (Consul 1.15's explicit locality): as NAME.KIND.DC */
+    if (n >= 3 && strcmp(labels[n - 1], "dc") == 0 && s->opt.datacenter != NULL &&
+        strcasecmp(labels[n - 2], s->opt.datacenter) == 0)
+        n--;
     /* service, node, addr, DC and KIND.DC have names below them only */
     bool dc1 = s->opt.datacenter != NULL && strcasecmp(labels[n - 1], s->opt.datacenter) == 0;
     if ((n == 1 && (is_kind(labels[0]) || dc1)) || (n == 2 && is_kind(labels[0]) && dc1)) {
@@ -1174,6 +1219,12 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
     /* NAME.KIND.DC: this datacenter's */
     if (n >= 3 && dc1 && is_kind(labels[n - 2]))
         n--;
+    /* _NAME._TAG[.DC]: RFC 2782's form without its "service" label, which
+     * Consul takes as optional */
+    if ((n == 2 || (n == 3 && dc1)) && labels[0][0] == '_' && labels[1][0] == '_') {
+        labels[2] = "service";
+        n = 3;
+    }
     const char *kind = labels[n - 1];
     int parts = n - 1; /* the labels before the kind */
     if (strcmp(kind, "service") == 0 && parts == 1 && s->opt.server_service != NULL &&
@@ -1221,6 +1272,16 @@ static struct store_read *read_begin(struct dns_worker *w)
     return w->rd;
 }
 
+/* Is name (len bytes, lower case) the domain (0) or below it (1)? -1: neither. */
+static int within(const char *name, size_t len, const char *domain, size_t dlen)
+{
+    if (strcmp(name, domain) == 0)
+        return 0;
+    return len > dlen && name[len - dlen - 1] == '.' && strcmp(name + len - dlen, domain) == 0
+               ? 1
+               : -1;
+}
+
 /* Answer one query: the response goes to out (cap bytes, the transport's
  * limit); returns its length, or 0 when the packet must be dropped. */
 static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len, uint8_t *out,
@@ -1265,9 +1326,12 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
         a.rcode = DNS_NOTIMP; /* no zone transfers (Consul's answer too) */
     } else {
         size_t nl = strlen(q.qname);
-        bool apex = strcmp(q.qname, s->domain) == 0;
-        bool inside = apex || (nl > s->domain_len && q.qname[nl - s->domain_len - 1] == '.' &&
-                               strcmp(q.qname + nl - s->domain_len, s->domain) == 0);
+        a.domain = s->domain;
+        int depth = within(q.qname, nl, s->domain, s->domain_len);
+        if (depth < 0 && s->alt_domain != NULL &&
+            (depth = within(q.qname, nl, s->alt_domain, s->alt_domain_len)) >= 0)
+            a.domain = s->alt_domain;
+        bool apex = depth == 0, inside = depth >= 0;
         bool reverse = (nl > 14 && strcmp(q.qname + nl - 14, ".in-addr.arpa.") == 0) ||
                        (nl > 10 && strcmp(q.qname + nl - 10, ".ip6.arpa.") == 0);
         struct store_read *rd;
@@ -1288,7 +1352,7 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
             a.rd = rd;
             char rel[DNS_PNAME_MAX] = "";
             if (!apex) {
-                size_t rl = nl - s->domain_len - 1; /* < nl < DNS_PNAME_MAX */
+                size_t rl = nl - strlen(a.domain) - 1; /* < nl < DNS_PNAME_MAX */
                 memcpy(rel, q.qname, rl);
                 rel[rl] = '\0';
             }
@@ -1674,12 +1738,19 @@ int dns_start(const struct dns_options *opt, struct dns_server **out, char *err,
     if (s->max_conns < TCP_MIN_CONNS)
         s->max_conns = TCP_MIN_CONNS;
     s->domain = strdup(opt->domain);
+    if (opt->alt_domain != NULL && *opt->alt_domain != '\0' &&
+        strcmp(opt->alt_domain, opt->domain) != 0 &&
+        (s->alt_domain = strdup(opt->alt_domain)) == NULL) {
+        dns_free(s);
+        return REG_ENOMEM;
+    }
     s->workers = calloc(s->nworkers, sizeof(*s->workers));
     if (s->domain == NULL || s->workers == NULL) {
         dns_free(s);
         return REG_ENOMEM;
     }
     s->domain_len = strlen(s->domain);
+    s->alt_domain_len = s->alt_domain ? strlen(s->alt_domain) : 0;
     /* every socket first, so that a bind error leaves no thread behind */
     for (unsigned i = 0; i < s->nworkers; i++) {
         if ((rc = worker_new(s, i, &ss, sslen, &s->workers[i], err, errlen)) != 0) {
@@ -1715,7 +1786,8 @@ int dns_start(const struct dns_options *opt, struct dns_server **out, char *err,
         pthread_setname_np(w->thread, name);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    log_info("dns", "msg=\"listening\" dns_addr=%s domain=%s workers=%u", opt->addr, s->domain,
+    log_info("dns", "msg=\"listening\" dns_addr=%s domain=%s alt_domain=%s workers=%u", opt->addr,
+             s->domain, s->alt_domain ? s->alt_domain : "none",
              s->nworkers);
     *out = s;
     return 0;
@@ -1737,5 +1809,6 @@ void dns_free(struct dns_server *s)
     }
     free(s->workers);
     free(s->domain);
+    free(s->alt_domain);
     free(s);
 }

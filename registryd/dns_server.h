@@ -4,12 +4,17 @@
  * kernel spreads datagrams and connections over them), answering SRV/A/AAAA
  * questions about services from the store.
  *
- * Names (DOMAIN defaults to "registry."):
- *   NAME.service.DOMAIN          passing instances: A/AAAA, or SRV
+ * Names (DOMAIN defaults to "registry."; alt_domain, "consul." by default,
+ * is answered the same way, with the names answered in it):
+ *   NAME.service.DOMAIN          instances not critical (warning ones only
+ *                                with allow_warning): A/AAAA, or SRV
  *   TAG.NAME.service.DOMAIN      the same, filtered by tag
- *   _NAME._TAG.service.DOMAIN    RFC 2782 form; _tcp means any tag
- *   HEX.addr.DOMAIN              SRV targets: 8 hex digits (IPv4) or 32 (IPv6)
+ *   _NAME._TAG[.service].DOMAIN  RFC 2782 form; _tcp means any tag
+ *   HEX.addr.DOMAIN              8 hex digits (IPv4) or 32 (IPv6)
  *   NAME.service.DC.DOMAIN, HEX.addr.DC.DOMAIN   the same, naming our datacenter
+ *   NAME.KIND.DC.dc.DOMAIN       Consul 1.15's explicit locality
+ *   SRV targets, as Consul's: HEX.addr.DC.DOMAIN, or NODE.node.DC.DOMAIN for
+ *   an instance at its node's address, or its host name
  *   NODE.node[.DC].DOMAIN        a node's address (this server, catalog nodes,
  *                                nodes instances were registered at)
  *   SERVER_SERVICE.service.DOMAIN  the registry's servers ("consul")
@@ -49,6 +54,8 @@ struct dns_server;
 struct dns_options {
     const char *addr;      /* "HOST:PORT", UDP and TCP */
     const char *domain;    /* lower case, trailing dot */
+    const char *alt_domain; /* the same, answered as domain is (names in it); NULL or "":
+                             * none */
     uint32_t ttl;          /* seconds, answers */
     uint32_t negative_ttl; /* seconds, SOA minimum for NXDOMAIN/NODATA */
     bool allow_warning;    /* answer with warning instances too */

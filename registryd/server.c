@@ -547,9 +547,10 @@ static int start_front_end(struct server *s)
     struct dns_options dopt = {
         .addr = conf->dns_addr,
         .domain = conf->dns_domain,
+        .alt_domain = conf->dns_alt_domain,
         .ttl = (uint32_t)(conf->dns_ttl_ms / 1000),
         .negative_ttl = (uint32_t)(conf->dns_negative_ttl_ms / 1000),
-        .allow_warning = conf->dns_allow_warning,
+        .allow_warning = conf->dns_allow_warning && !conf->dns_only_passing,
         .udp_answer_limit = conf->dns_udp_answer_limit,
         .a_record_limit = conf->dns_a_record_limit,
         .node = conf->node,

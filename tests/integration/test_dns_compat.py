@@ -316,5 +316,122 @@ class DnsNameServerAddressTest(unittest.TestCase):
             d.stop()
 
 
+class ConsulNamesTest(unittest.TestCase):
+    """What resolvers, load balancers and tools set up for Consul ask, and
+    the names they get back (agent/dns.go): warning instances answered,
+    RFC 2782 names without "service", SRV targets HEX.addr.DC.DOMAIN or
+    NODE.node.DC.DOMAIN, and Consul's own domain answered beside ours."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = dns_registryd().start()
+        register(cls.d, [
+            {"Name": "wt", "ID": "wt-1", "Address": "10.7.0.1", "Port": 1,
+             "Weights": {"Passing": 10, "Warning": 2}, "Check": {"TTL": "300s"}},
+            {"Name": "wt", "ID": "wt-2", "Address": "10.7.0.2", "Port": 2,
+             "Check": {"TTL": "300s"}},
+            {"Name": "atnode", "ID": "atnode-1", "Port": 9090},
+            {"Name": "web", "ID": "web-1", "Address": "10.7.0.5", "Port": 80, "Tags": ["v1"]}])
+        for path in ("pass/service:wt-1", "warn/service:wt-2"):
+            code, text = cls.d.request("PUT", "/v1/agent/check/" + path)
+            assert code == 200, text
+        cls.node = json.loads(cls.d.request("GET", "/v1/agent/self")[1])["Config"]["NodeName"]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def dig(self, name, qtype="A", *opts):
+        return dig(self.d.dns_port, name, qtype, *opts)
+
+    def test_warning_instances_answer_with_their_warning_weight(self):
+        """Consul's only_passing is false by default: only critical
+        instances are left out, and a warning one answers with its
+        Weights.Warning. Both were left out here: a fleet in warning (a
+        slow dependency) was NXDOMAIN, and HAProxy put every server in
+        maintenance."""
+        self.assertEqual(sorted(answers(self.dig("wt.service.registry.", "SRV"), "SRV")),
+                         ["1 1 2 0a070002.addr.dc1.registry.",
+                          "1 10 1 0a070001.addr.dc1.registry."])
+        code, text = self.d.request("PUT", "/v1/agent/check/warn/service:wt-1")
+        self.assertEqual(code, 200, text)
+        self.addCleanup(self.d.request, "PUT", "/v1/agent/check/pass/service:wt-1")
+        out = self.dig("wt.service.registry.", "SRV")
+        self.assertEqual(status(out), "NOERROR")
+        self.assertEqual(sorted(answers(out, "SRV")),
+                         ["1 1 2 0a070002.addr.dc1.registry.",
+                          "1 2 1 0a070001.addr.dc1.registry."])
+
+    def test_only_passing_leaves_warning_out(self):
+        for flag in ("--dns-only-passing", "--dns-allow-warning=false"):
+            d = dns_registryd(extra_args=[flag]).start()
+            try:
+                register(d, [{"Name": "wt", "ID": "wt-%d" % i, "Address": "10.7.0.%d" % i,
+                              "Port": i, "Check": {"TTL": "300s"}} for i in (1, 2)])
+                d.request("PUT", "/v1/agent/check/pass/service:wt-1")
+                d.request("PUT", "/v1/agent/check/warn/service:wt-2")
+                self.assertEqual(answers(dig(d.dns_port, "wt.service.registry."), "A"),
+                                 ["10.7.0.1"], flag)
+            finally:
+                d.stop()
+
+    def test_rfc2782_without_the_service_label(self):
+        """_NAME._PROTO[.DC].DOMAIN: Consul takes "service" as optional
+        (HAProxy's server-template on _web._tcp.consul never filled)."""
+        want = ["1 1 80 0a070005.addr.dc1.registry."]
+        for name in ("_web._tcp.registry.", "_web._tcp.dc1.registry.", "_web._v1.registry.",
+                     "_WEB._TCP.registry.", "_web._tcp.service.registry."):
+            self.assertEqual(answers(self.dig(name, "SRV"), "SRV"), want, name)
+        self.assertEqual(status(self.dig("_web._v9.registry.", "SRV")), "NXDOMAIN")
+        self.assertEqual(status(self.dig("_nosuch._tcp.registry.", "SRV")), "NXDOMAIN")
+
+    def test_explicit_locality_label(self):
+        """Consul 1.15's NAME.KIND.DC.dc.DOMAIN."""
+        self.assertEqual(answers(self.dig("web.service.dc1.dc.registry."), "A"), ["10.7.0.5"])
+        self.assertEqual(answers(self.dig("%s.node.dc1.dc.registry." % self.node), "A"),
+                         ["127.0.0.1"])
+        self.assertEqual(status(self.dig("web.service.dc9.dc.registry.")), "NXDOMAIN")
+
+    def test_srv_target_of_an_instance_at_its_node_is_the_node(self):
+        """An instance without an address of its own answers at its node's,
+        and its SRV target is NODE.node.DC.DOMAIN (the docs' own example),
+        whose address rides along and resolves."""
+        out = self.dig("atnode.service.registry.", "SRV")
+        target = "%s.node.dc1.registry." % self.node
+        self.assertEqual(answers(out, "SRV"), ["1 1 9090 " + target])
+        self.assertIn(target + "\t0\tIN\tA\t127.0.0.1",
+                      out.split("ADDITIONAL SECTION")[-1].replace("  ", "\t").replace(
+                          "\t\t", "\t"))
+        self.assertEqual(answers(self.dig(target), "A"), ["127.0.0.1"])
+
+    def test_consul_domain_answered_beside_ours(self):
+        """dns_alt_domain (Consul's alt_domain) is "consul." by default:
+        resolvers and tools set up for Consul (stub zones, server-template
+        on NAME.service.consul) work unchanged; the names answered, the SOA
+        and the NS are in the domain asked."""
+        out = self.dig("web.service.consul.", "SRV")
+        self.assertEqual(answers(out, "SRV"), ["1 1 80 0a070005.addr.dc1.consul."])
+        self.assertIn("0a070005.addr.dc1.consul.", out.split("ADDITIONAL SECTION")[-1])
+        self.assertEqual(answers(self.dig("0a070005.addr.dc1.consul."), "A"), ["10.7.0.5"])
+        out = self.dig("nosuch.service.consul.")
+        self.assertEqual(status(out), "NXDOMAIN")
+        self.assertIn("consul.\t\t\t0\tIN\tSOA\tns.consul. hostmaster.consul.",
+                      out.split("AUTHORITY SECTION")[-1])
+        self.assertEqual(answers(self.dig("consul.", "NS"), "NS"), ["ns.consul."])
+        self.assertEqual(status(self.dig("web.service.other.")), "REFUSED")
+        d = dns_registryd(extra_args=["--dns-alt-domain", ""]).start()
+        try:
+            self.assertEqual(status(dig(d.dns_port, "web.service.consul.")), "REFUSED")
+        finally:
+            d.stop()
+        d = dns_registryd(extra_args=["--dns-domain", "consul"]).start()
+        try:  # the two the same: one domain
+            register(d, [{"Name": "web", "ID": "web-1", "Address": "10.7.0.5", "Port": 80}])
+            self.assertEqual(answers(dig(d.dns_port, "web.service.consul.", "SRV"), "SRV"),
+                             ["1 1 80 0a070005.addr.dc1.consul."])
+        finally:
+            d.stop()
+
+
 if __name__ == "__main__":
     unittest.main()
