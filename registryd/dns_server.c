@@ -70,6 +70,7 @@ struct dns_inst {
     /* SRV target: HEX.addr.DC or NODE.node.DC, to be followed by the
      * domain asked (target_rel), or a host name (with its final dot) */
     char target[DNS_NAME_MAX + 1];
+    uint8_t target_len; /* strlen(target), for target_rel ones (< 255) */
     bool target_rel;
     uint16_t port, weight;
     json_t *tags;           /* array of strings (owned) */
@@ -239,13 +240,16 @@ static void srv_target(const struct dns_server *s, struct dns_inst *in, const ch
         snprintf(in->target, sizeof(in->target), "%.*s.node%s%.*s", 120, node, dot, 120, dc);
         snprintf(full, sizeof(full), "%s.%s", in->target,
                  s->alt_domain_len > s->domain_len ? s->alt_domain : s->domain);
-        if (dns_name_to_wire(full, wire, sizeof(wire)) != 0)
+        if (dns_name_to_wire(full, wire, sizeof(wire)) != 0) {
+            in->target_len = (uint8_t)strlen(in->target);
             return;
+        }
     }
     int o = 0;
     for (int i = 0; i < (in->family == AF_INET ? 4 : 16); i++)
         o += snprintf(in->target + o, sizeof(in->target) - (size_t)o, "%02x", in->ip[i]);
     snprintf(in->target + o, sizeof(in->target) - (size_t)o, ".addr%s%.*s", dot, 120, dc);
+    in->target_len = (uint8_t)strlen(in->target);
 }
 
 static bool answerable(struct dns_server *s, json_t *checks)
@@ -530,6 +534,7 @@ struct answer {
     struct store_read *rd; /* the SOA serial is its store index, read when needed */
     const char *domain;    /* the domain asked about (dns_domain or dns_alt_domain), which
                             * the names answered are in */
+    size_t domain_len;
 };
 
 /* A record did not fit: keep what did, over UDP (Consul fills what fits)
@@ -572,7 +577,10 @@ static const char *full_target(const struct answer *a, const struct dns_inst *in
 {
     if (!in->target_rel)
         return in->target;
-    snprintf(out, TARGET_MAX, "%s.%s", in->target, a->domain);
+    /* per record of every SRV answer: no printf */
+    memcpy(out, in->target, in->target_len);
+    out[in->target_len] = '.';
+    memcpy(out + in->target_len + 1, a->domain, a->domain_len + 1);
     return out;
 }
 
@@ -1294,7 +1302,8 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
         return 0;
     if (rc == DNS_EFORMERR || rc == DNS_ENOTIMP)
         return dns_msg_header_only(out, &q, rc == DNS_EFORMERR ? DNS_FORMERR : DNS_NOTIMP);
-    struct answer a = {.s = s, .w = w, .q = &q, .rcode = DNS_NOERROR, .tcp = tcp};
+    struct answer a = {.s = s, .w = w, .q = &q, .rcode = DNS_NOERROR, .tcp = tcp,
+                       .domain = s->domain, .domain_len = s->domain_len};
     if (!tcp) {
         size_t limit = q.edns ? (q.edns_size < DNS_UDP_MAX ? q.edns_size : DNS_UDP_MAX)
                               : DNS_UDP_MIN;
@@ -1326,11 +1335,12 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
         a.rcode = DNS_NOTIMP; /* no zone transfers (Consul's answer too) */
     } else {
         size_t nl = strlen(q.qname);
-        a.domain = s->domain;
         int depth = within(q.qname, nl, s->domain, s->domain_len);
         if (depth < 0 && s->alt_domain != NULL &&
-            (depth = within(q.qname, nl, s->alt_domain, s->alt_domain_len)) >= 0)
+            (depth = within(q.qname, nl, s->alt_domain, s->alt_domain_len)) >= 0) {
             a.domain = s->alt_domain;
+            a.domain_len = s->alt_domain_len;
+        }
         bool apex = depth == 0, inside = depth >= 0;
         bool reverse = (nl > 14 && strcmp(q.qname + nl - 14, ".in-addr.arpa.") == 0) ||
                        (nl > 10 && strcmp(q.qname + nl - 10, ".ip6.arpa.") == 0);
@@ -1352,7 +1362,7 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
             a.rd = rd;
             char rel[DNS_PNAME_MAX] = "";
             if (!apex) {
-                size_t rl = nl - strlen(a.domain) - 1; /* < nl < DNS_PNAME_MAX */
+                size_t rl = nl - a.domain_len - 1; /* < nl < DNS_PNAME_MAX */
                 memcpy(rel, q.qname, rl);
                 rel[rl] = '\0';
             }
