@@ -892,8 +892,13 @@ static void run_read_in(struct http_req *r, struct store_read *rd)
         goto reply;
     }
     index = watched_index(r, rd);
+    /* /v1/catalog/services' text changes only with the names and their
+     * tags; its index (Consul's services table) moves with every instance:
+     * the text is kept across those moves, answered with the index now */
+    r->cache_version = watched(r) == WATCH_ON_NAMES ? store_services_index(rd) : index;
     void *ref;
-    if (key && http_cache_get_shared(r->srv->cache, key, index, &cached, &cached_len, &ref)) {
+    if (key && http_cache_get_shared(r->srv->cache, key, r->cache_version, &cached, &cached_len,
+                                     &ref)) {
         read_end(r->srv, rd);
         reply_shared_json(r, cached, cached_len, ref, index);
         if (key != keybuf)
@@ -916,7 +921,7 @@ static void run_read_in(struct http_req *r, struct store_read *rd)
         if (text != NULL) {
             size_t len = strlen(text);
             reply_text_json(r, text, len, false, index);
-            http_cache_put(r->srv->cache, key, index, text, len); /* takes both */
+            http_cache_put(r->srv->cache, key, r->cache_version, text, len); /* takes both */
             json_decref(out);
             req_free(r);
             return;

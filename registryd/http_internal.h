@@ -109,6 +109,7 @@ struct http_req {
     struct evhttp_uri *inner_uri;
     int n_params;
     uint64_t min_index; /* ?index=, 0 if absent */
+    uint64_t cache_version; /* run_read_in: what a cached answer of it is valid for */
     uint64_t wait_ms;   /* ?wait= (with jitter when ?index= or ?hash= asks to block) */
     double wait_until;  /* monotonic seconds: the end of a parked query's wait */
     int status;         /* error reply chosen by a handler */

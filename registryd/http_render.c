@@ -901,8 +901,8 @@ static bool render_services(struct http_req *r, struct store_read *rd, char *key
         http_finish_read(r, NULL, index);
         return true;
     }
-    if (key != NULL)
-        http_cache_put(r->srv->cache, key, index, b.p, b.len); /* takes both */
+    if (key != NULL) /* valid while the names and tags stay (run_read_in) */
+        http_cache_put(r->srv->cache, key, r->cache_version, b.p, b.len); /* takes both */
     else
         free(b.p);
     http_finish_read(r, out, index);

@@ -108,6 +108,32 @@ class MetricsTest(unittest.TestCase):
         self.assertGreater(after["registryd_http_cache_bytes"], 0)
         self.assertEqual(after["registryd_http_cache_max_bytes"], 64 * 1024 * 1024)
 
+    def test_catalog_services_text_kept_across_instance_writes(self):
+        """/v1/catalog/services' index moves with every instance (Consul's
+        services table), its text only with the names and their tags: a
+        new instance of a name already listed answers from the cached text,
+        with the new index."""
+        d = Registryd().start()
+        self.addCleanup(d.stop)
+        samples = lambda: parse(d.request("GET", "/v1/agent/metrics?format=prometheus")[1])[1]
+        reg = lambda sid: d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "listed", "ID": sid, "Tags": ["t"]}))
+        reg("listed-1")
+        d.request("GET", "/v1/catalog/services")
+        before = samples()
+        _, first, h1 = d.request_full("GET", "/v1/catalog/services")
+        reg("listed-2")
+        _, again, h2 = d.request_full("GET", "/v1/catalog/services")
+        after = samples()
+        self.assertEqual(first, again)
+        self.assertGreater(int(h2["X-Consul-Index"]), int(h1["X-Consul-Index"]))
+        self.assertEqual(after["registryd_http_cache_hits_total"]
+                         - before["registryd_http_cache_hits_total"], 2)
+        d.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "listed", "ID": "listed-3", "Tags": ["t", "u"]}))  # a new tag: new text
+        self.assertEqual(json.loads(d.request("GET", "/v1/catalog/services")[1])["listed"],
+                         ["t", "u"])
+
     def test_render_cache_bounded_in_bytes(self):
         d = Registryd(extra_args=["--http-cache-size", "16KiB"]).start()
         try:
