@@ -825,6 +825,10 @@ static void wake_cb(uv_async_t *h)
                 complete(p, map_raft_error(rv));
             break;
         case PROP_TRANSFER:
+            if (c->raft.transfer != NULL) { /* raft says RAFT_NOTLEADER then */
+                complete(p, REG_ECONFLICT);
+                break;
+            }
             p->transfer.data = p;
             rv = raft_transfer(&c->raft, &p->transfer, p->member_id, transfer_cb);
             if (rv != 0)

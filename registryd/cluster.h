@@ -135,8 +135,9 @@ void cluster_remove(struct cluster *c, uint64_t id, cluster_done_cb cb, void *ar
 void cluster_confirm_leadership(struct cluster *c, cluster_done_cb cb, void *arg);
 /* On the leader: hand leadership to voter `to` (0: the voter most up to
  * date; raft's transfer); cb with 0 once this server no longer leads,
- * REG_ETIMEDOUT if after an election timeout it still does, or another
- * error (no voter to take it, `to` not another voter: REG_ERAFT). */
+ * REG_ETIMEDOUT if after an election timeout it still does, REG_ECONFLICT
+ * while another transfer is under way, or another error (no voter to take
+ * it, `to` not another voter: REG_ERAFT). */
 void cluster_transfer_leadership(struct cluster *c, uint64_t to, cluster_done_cb cb, void *arg);
 
 /* Stop raft, join the thread, free everything. Call on the front-end

@@ -223,32 +223,50 @@ static void cache_clear(struct dns_worker *w)
     w->cache = strmap_new();
 }
 
+/* Labels of [a-z0-9_-], 1 to 63 bytes each, split by dots (dots allowed
+ * only when `dots`), max bytes in all: what answer_name reads back as the
+ * same name. Upper case is left out: a query arrives in lower case and
+ * finds a node spelt so first, which may be another node. */
+static bool plain_labels(const char *s, bool dots, size_t max)
+{
+    size_t len = strlen(s), label = 0;
+    if (len == 0 || len > max || s[0] == '.' || s[len - 1] == '.')
+        return false;
+    for (const char *p = s; *p; p++) {
+        if (*p == '.' && dots && label > 0) {
+            label = 0;
+            continue;
+        }
+        if (++label > 63 || !((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+                              *p == '-' || *p == '_'))
+            return false;
+    }
+    return true;
+}
+
 /* in's SRV target, as Consul names it: NODE.node.DC when the instance has
- * no address of its own (it answers at its node's: node, when that spells
- * a DNS name), else HEX.addr.DC; the domain follows when answered. */
+ * no address of its own (it answers at its node's), else HEX.addr.DC; the
+ * domain follows when answered. The node's name only when it reads back
+ * as itself (plain_labels, not below "_" labels answer_name takes for RFC
+ * 2782), the datacenter only when it is one label: else HEX.addr.DOMAIN,
+ * which any name fits (a domain is at most 200 bytes). */
 static void srv_target(const struct dns_server *s, struct dns_inst *in, const char *node)
 {
-    /* a datacenter is a CONF_NAME, at most 128 bytes */
-    const char *dc = s->opt.datacenter ? s->opt.datacenter : "";
-    const char *dot = *dc ? "." : "";
     size_t longest = s->domain_len > s->alt_domain_len ? s->domain_len : s->alt_domain_len;
+    const char *dc = s->opt.datacenter ? s->opt.datacenter : "";
+    if (!plain_labels(dc, false, 63) || longest + strlen(dc) + 40 >= DNS_NAME_MAX)
+        dc = "";
+    const char *dot = *dc ? "." : "";
     in->target_rel = true;
-    if (node != NULL && *node != '\0' && strlen(node) <= 120 && strlen(dc) <= 120 &&
+    if (node != NULL && node[0] != '_' && plain_labels(node, true, 120) &&
         strlen(node) + strlen(dc) + 7 + longest < DNS_NAME_MAX) {
-        uint8_t wire[DNS_NAME_MAX];
-        char full[2 * DNS_NAME_MAX + 2];
-        snprintf(in->target, sizeof(in->target), "%.*s.node%s%.*s", 120, node, dot, 120, dc);
-        snprintf(full, sizeof(full), "%s.%s", in->target,
-                 s->alt_domain_len > s->domain_len ? s->alt_domain : s->domain);
-        if (dns_name_to_wire(full, wire, sizeof(wire)) != 0) {
-            in->target_len = (uint8_t)strlen(in->target);
-            return;
-        }
+        snprintf(in->target, sizeof(in->target), "%.*s.node%s%.*s", 120, node, dot, 63, dc);
+    } else {
+        int o = 0;
+        for (int i = 0; i < (in->family == AF_INET ? 4 : 16); i++)
+            o += snprintf(in->target + o, sizeof(in->target) - (size_t)o, "%02x", in->ip[i]);
+        snprintf(in->target + o, sizeof(in->target) - (size_t)o, ".addr%s%.*s", dot, 63, dc);
     }
-    int o = 0;
-    for (int i = 0; i < (in->family == AF_INET ? 4 : 16); i++)
-        o += snprintf(in->target + o, sizeof(in->target) - (size_t)o, "%02x", in->ip[i]);
-    snprintf(in->target + o, sizeof(in->target) - (size_t)o, ".addr%s%.*s", dot, 120, dc);
     in->target_len = (uint8_t)strlen(in->target);
 }
 
@@ -1214,24 +1232,32 @@ static void answer_name(struct answer *a, struct store_read *rd, char *rel)
         *dot = '\0';
         p = dot + 1;
     }
-    /* NAME.KIND.DC.dc (Consul 1.15's explicit locality): as NAME.KIND.DC */
-    if (n >= 3 && strcmp(labels[n - 1], "dc") == 0 && s->opt.datacenter != NULL &&
-        strcasecmp(labels[n - 2], s->opt.datacenter) == 0)
-        n--;
-    /* service, node, addr, DC and KIND.DC have names below them only */
-    bool dc1 = s->opt.datacenter != NULL && strcasecmp(labels[n - 1], s->opt.datacenter) == 0;
-    if ((n == 1 && (is_kind(labels[0]) || dc1)) || (n == 2 && is_kind(labels[0]) && dc1)) {
+    /* dc, and NAME.KIND.DC.dc (Consul 1.15's explicit locality): as DC,
+     * NAME.KIND.DC */
+    if (n == 1 && strcmp(labels[0], "dc") == 0) {
         answer_empty(a, NULL);
         return;
     }
-    /* NAME.KIND.DC: this datacenter's */
-    if (n >= 3 && dc1 && is_kind(labels[n - 2]))
+    if (n >= 2 && strcmp(labels[n - 1], "dc") == 0 && s->opt.datacenter != NULL &&
+        strcasecmp(labels[n - 2], s->opt.datacenter) == 0)
         n--;
+    /* service, node, addr, DC and KIND.DC have names below them only; so
+     * has _TAG[.DC] (the parent of RFC 2782's _NAME._TAG without
+     * "service": NXDOMAIN there would deny the names below, RFC 8020) */
+    bool dc1 = s->opt.datacenter != NULL && strcasecmp(labels[n - 1], s->opt.datacenter) == 0;
+    if ((n == 1 && (is_kind(labels[0]) || dc1 || labels[0][0] == '_')) ||
+        (n == 2 && (is_kind(labels[0]) || labels[0][0] == '_') && dc1)) {
+        answer_empty(a, NULL);
+        return;
+    }
     /* _NAME._TAG[.DC]: RFC 2782's form without its "service" label, which
-     * Consul takes as optional */
+     * Consul takes as optional (before the DC is taken off a KIND.DC: a
+     * node named "_a._b" is _a._b.node.DC) */
     if ((n == 2 || (n == 3 && dc1)) && labels[0][0] == '_' && labels[1][0] == '_') {
         labels[2] = "service";
         n = 3;
+    } else if (n >= 3 && dc1 && is_kind(labels[n - 2])) {
+        n--; /* NAME.KIND.DC: this datacenter's */
     }
     const char *kind = labels[n - 1];
     int parts = n - 1; /* the labels before the kind */
@@ -1335,9 +1361,12 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
         a.rcode = DNS_NOTIMP; /* no zone transfers (Consul's answer too) */
     } else {
         size_t nl = strlen(q.qname);
+        /* the longer domain first: one may be below the other (Consul's
+         * trimDomain) */
         int depth = within(q.qname, nl, s->domain, s->domain_len);
-        if (depth < 0 && s->alt_domain != NULL &&
-            (depth = within(q.qname, nl, s->alt_domain, s->alt_domain_len)) >= 0) {
+        int alt = s->alt_domain ? within(q.qname, nl, s->alt_domain, s->alt_domain_len) : -1;
+        if (alt >= 0 && (depth < 0 || s->alt_domain_len > s->domain_len)) {
+            depth = alt;
             a.domain = s->alt_domain;
             a.domain_len = s->alt_domain_len;
         }

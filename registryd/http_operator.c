@@ -203,6 +203,8 @@ static void transfer_done(void *arg, int status)
                           "election timeout");
     else if (status == REG_ERAFT)
         http_fail(r, 500, "Failed to transfer leadership: no voter could take it");
+    else if (status == REG_ECONFLICT)
+        http_fail(r, 409, "A leadership transfer is already under way");
     http_finish_write(r, status);
 }
 

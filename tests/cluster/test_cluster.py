@@ -447,7 +447,36 @@ class ClusterTest(unittest.TestCase):
         f = next(d for d in self.servers if d is not leader)
         rc, out, err = f.ctl("raft", "transfer-leader")
         self.assertEqual((rc, out), (0, "Leadership transferred\n"), err)
+        # the servers' status is a polled copy: it names the new leader soon
+        deadline = time.monotonic() + 10
+        while self.leader() is leader and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.assertIsNot(self.leader(), leader)
+
+    def test_transfer_leader_to_a_stopped_server(self):
+        """A transfer to a server that does not answer fails after an
+        election timeout (the leader still leads); one asked meanwhile is
+        409: raft refuses it while the first is under way, which said "No
+        cluster leader"."""
+        leader = self.leader()
+        target = next(d for d in self.servers if d is not leader)
+        own = json.loads(target.request("GET", "/v1/internal/raft/self")[1])["ID"]
+        os.kill(target.proc.pid, signal.SIGSTOP)
+        try:
+            first = []
+            t = threading.Thread(target=lambda: first.append(leader.request(
+                "POST", "/v1/operator/raft/transfer-leader?id=%d" % own, timeout=30)))
+            t.start()
+            time.sleep(0.2)
+            status, text = leader.request("POST", "/v1/operator/raft/transfer-leader")
+            t.join(30)
+        finally:
+            os.kill(target.proc.pid, signal.SIGCONT)
+        self.assertEqual(status, 409, text)
+        self.assertIn("already under way", text)
+        self.assertEqual(first[0][0], 500, first)
+        self.assertIn("still leads", first[0][1])
+        self.leader()  # one again, whichever (the target, woken, may act on the transfer yet)
 
     def test_removed_leader_restarted_joins_again(self):
         """A leader killed, removed by the others (`raft remove`) and then

@@ -324,7 +324,7 @@ class ConsulNamesTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.d = dns_registryd().start()
+        cls.d = dns_registryd(extra_args=["--node", "names-node"]).start()
         register(cls.d, [
             {"Name": "wt", "ID": "wt-1", "Address": "10.7.0.1", "Port": 1,
              "Weights": {"Passing": 10, "Warning": 2}, "Check": {"TTL": "300s"}},
@@ -384,6 +384,18 @@ class ConsulNamesTest(unittest.TestCase):
             self.assertEqual(answers(self.dig(name, "SRV"), "SRV"), want, name)
         self.assertEqual(status(self.dig("_web._v9.registry.", "SRV")), "NXDOMAIN")
         self.assertEqual(status(self.dig("_nosuch._tcp.registry.", "SRV")), "NXDOMAIN")
+        # their parents have names below them: no data, not NXDOMAIN (RFC 8020)
+        for name in ("_tcp.registry.", "_v1.dc1.registry.", "dc.registry.", "dc1.dc.registry."):
+            out = self.dig(name, "SRV")
+            self.assertEqual((status(out), answers(out, "SRV")), ("NOERROR", []), name)
+        # a node named _a._b is _a._b.node.DC, not an RFC 2782 service
+        code, text = self.d.request("PUT", "/v1/catalog/register", json.dumps(
+            {"Node": "_a._b", "Address": "192.0.2.77"}))
+        self.assertEqual(code, 200, text)
+        self.addCleanup(self.d.request, "PUT", "/v1/catalog/deregister",
+                        json.dumps({"Node": "_a._b"}))
+        for name in ("_a._b.node.dc1.registry.", "_a._b.node.registry."):
+            self.assertEqual(answers(self.dig(name), "A"), ["192.0.2.77"], name)
 
     def test_explicit_locality_label(self):
         """Consul 1.15's NAME.KIND.DC.dc.DOMAIN."""
@@ -399,10 +411,36 @@ class ConsulNamesTest(unittest.TestCase):
         out = self.dig("atnode.service.registry.", "SRV")
         target = "%s.node.dc1.registry." % self.node
         self.assertEqual(answers(out, "SRV"), ["1 1 9090 " + target])
-        self.assertIn(target + "\t0\tIN\tA\t127.0.0.1",
-                      out.split("ADDITIONAL SECTION")[-1].replace("  ", "\t").replace(
-                          "\t\t", "\t"))
+        self.assertIn(target + " 0 IN A 127.0.0.1",
+                      " ".join(out.split("ADDITIONAL SECTION")[-1].split()))
         self.assertEqual(answers(self.dig(target), "A"), ["127.0.0.1"])
+        # a node name that would not read back as itself (upper case: a
+        # query arrives in lower case and may find another node; characters
+        # DNS names escape) keeps HEX.addr
+        for node, addr in (("Upper", "192.0.2.81"), ("a b", "192.0.2.82")):
+            code, text = self.d.request("PUT", "/v1/catalog/register", json.dumps(
+                {"Node": node, "Address": addr,
+                 "Service": {"ID": "odd-" + addr, "Service": "odd" + addr[-1], "Port": 7}}))
+            self.assertEqual(code, 200, text)
+            self.addCleanup(self.d.request, "PUT", "/v1/catalog/deregister",
+                            json.dumps({"Node": node}))
+            hexed = "".join("%02x" % int(x) for x in addr.split("."))
+            out = self.dig("odd%s.service.registry." % addr[-1], "SRV")
+            self.assertEqual(answers(out, "SRV"), ["1 1 7 %s.addr.dc1.registry." % hexed], node)
+
+    def test_datacenter_not_one_label_keeps_targets_answerable(self):
+        """A datacenter name may hold dots (and be longer than a label):
+        SRV targets then leave it out (HEX.addr.DOMAIN), so that they
+        resolve; with it they were NXDOMAIN."""
+        d = dns_registryd(extra_args=["--datacenter", "us-east.prod"]).start()
+        try:
+            register(d, [{"Name": "web", "ID": "web-1", "Address": "10.7.0.5", "Port": 80}])
+            self.assertEqual(answers(dig(d.dns_port, "web.service.registry.", "SRV"), "SRV"),
+                             ["1 1 80 0a070005.addr.registry."])
+            self.assertEqual(answers(dig(d.dns_port, "0a070005.addr.registry."), "A"),
+                             ["10.7.0.5"])
+        finally:
+            d.stop()
 
     def test_consul_domain_answered_beside_ours(self):
         """dns_alt_domain (Consul's alt_domain) is "consul." by default:
@@ -427,6 +465,16 @@ class ConsulNamesTest(unittest.TestCase):
         d = dns_registryd(extra_args=["--dns-domain", "consul"]).start()
         try:  # the two the same: one domain
             register(d, [{"Name": "web", "ID": "web-1", "Address": "10.7.0.5", "Port": 80}])
+            self.assertEqual(answers(dig(d.dns_port, "web.service.consul.", "SRV"), "SRV"),
+                             ["1 1 80 0a070005.addr.dc1.consul."])
+        finally:
+            d.stop()
+        d = dns_registryd(extra_args=["--dns-domain", "consul",
+                                      "--dns-alt-domain", "alt.consul"]).start()
+        try:  # one below the other: the longer is the one asked
+            register(d, [{"Name": "web", "ID": "web-1", "Address": "10.7.0.5", "Port": 80}])
+            self.assertEqual(answers(dig(d.dns_port, "web.service.alt.consul.", "SRV"), "SRV"),
+                             ["1 1 80 0a070005.addr.dc1.alt.consul."])
             self.assertEqual(answers(dig(d.dns_port, "web.service.consul.", "SRV"), "SRV"),
                              ["1 1 80 0a070005.addr.dc1.consul."])
         finally:
