@@ -1285,7 +1285,7 @@ static void raft_rows(json_t *v)
 static int cmd_raft(struct ctl *x)
 {
     if (x->argc == 1 && strcmp(x->argv[0], "list") == 0)
-        return show(x, "/v1/operator/raft/configuration", raft_rows);
+        return show(x, "/v1/operator/raft/configuration?stale", raft_rows);
     if (x->argc == 2 && strcmp(x->argv[0], "remove") == 0) {
         char enc[600], path[700];
         if (encode(x->argv[1], enc, sizeof(enc)))
@@ -1320,7 +1320,7 @@ static int cmd_members(struct ctl *x)
 {
     if (x->argc != 0)
         return usage_error("members takes no arguments");
-    return show(x, "/v1/operator/raft/configuration", raft_rows);
+    return show(x, "/v1/operator/raft/configuration?stale", raft_rows);
 }
 
 #define LEAVE_WAIT_MS 15000 /* the server stops within 10 s, left or not */

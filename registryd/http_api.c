@@ -1536,8 +1536,13 @@ static void dispatch(struct http_req *r)
     } else if (consistent_read(r)) {
         http_cluster_member(r->srv, HTTP_MEMBER_CONFIRM, 0, NULL, consistent_ready, r);
     } else {
-        if (r->route->watch != WATCH_NONE && !leader_known(r) && !r->stale) {
-            http_fail(r, 500, "No cluster leader (add ?stale to read this server's copy)");
+        /* the raft configuration is the leader's too (Consul forwards it:
+         * `consul operator raft list-peers -stale` reads a server's own);
+         * the body is Consul's structs.ErrNoLeader, which clients match */
+        bool leaders = r->route->watch != WATCH_NONE ||
+                       strcmp(r->route->path, "/v1/operator/raft/configuration") == 0;
+        if (leaders && !leader_known(r) && !r->stale) {
+            http_fail(r, 500, "No cluster leader");
             reply_error(r, 0);
             req_free(r);
             return;

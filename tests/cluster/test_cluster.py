@@ -225,6 +225,18 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(status, 500, text)
         self.assertIn("No cluster leader", text)
         self.assertLess(time.monotonic() - t0, 15)
+        # a default read's body is Consul's ErrNoLeader, which clients match;
+        # the raft configuration needs the leader too unless ?stale (Consul
+        # forwards it: list-peers -stale); it answered 200
+        status, text = f.request("GET", "/v1/health/service/web")
+        self.assertEqual((status, text.strip()), (500, "No cluster leader"))
+        status, text = f.request("GET", "/v1/operator/raft/configuration")
+        self.assertEqual((status, text.strip()), (500, "No cluster leader"))
+        status, text = f.request("GET", "/v1/operator/raft/configuration?stale")
+        self.assertEqual(status, 200, text)
+        rc, out, err = f.ctl("members")  # an operator's look in an outage: this server's view
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(len([l for l in out.splitlines() if "127.0.0.1:" in l]), 3, out)
 
     def test_last_contact_is_since_the_leader_was_heard(self):
         """X-Consul-LastContact on a follower counts from the leader's last
