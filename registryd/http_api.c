@@ -258,6 +258,7 @@ static const char *u64_text(uint64_t v, char *buf)
 }
 
 static bool consistent_read(struct http_req *r);
+static bool leader_read(struct http_req *r);
 
 /* The Date header, as evhttp writes it (RFC 1123), formatted once a second
  * per thread: evhttp formats it for every reply that has none (a tenth of
@@ -340,16 +341,16 @@ static const char *consul_head(struct http_req *r, int code, uint64_t index,
     if (date != NULL)
         evhttp_add_header(h, "Date", date);
     cluster_get_status(r->srv->opt.cluster, &st);
-    /* what Consul's setMeta says of a catalog or health read: here a
-     * default read is answered by whichever server is asked, which on a
-     * follower is a stale one */
+    /* what Consul's setMeta says of a catalog or health read: a default
+     * read is the leader's (a follower relays it: leader_read), ?stale
+     * this server's copy */
     const char *consistency = NULL;
     const struct http_route *rt = r->route;
     if (rt && rt->read && strncmp(rt->path, "/v1/agent/", 10) != 0 &&
         strncmp(rt->path, "/v1/status/", 11) != 0)
-        consistency = consistent_read(r)          ? "consistent"
-                      : st.is_leader && !r->stale ? "leader"
-                                                  : "stale";
+        consistency = consistent_read(r)                          ? "consistent"
+                      : (st.is_leader || leader_read(r)) && !r->stale ? "leader"
+                                                                  : "stale";
     if (content_type != NULL && (strpbrk(content_type, "\r\n") != NULL ||
                                  strlen(content_type) > HEAD_MAX / 4))
         content_type = NULL;
@@ -1417,6 +1418,9 @@ static void forward_to_leader(struct http_req *r)
     }
     if (st.is_leader) { /* became the leader meanwhile */
         r->forward_read = false;
+        /* a token this server did not know: judged here now */
+        if (r->acl_at_leader && (r->acl_at_leader = false, http_acl_check(r) != 0))
+            goto fail;
         dispatch(r);
         return;
     }
@@ -1497,11 +1501,27 @@ static bool consistent_read(struct http_req *r)
            strncmp(r->route->path, "/v1/agent/", 10) != 0;
 }
 
-/* Writes, membership changes and ?consistent reads go to the leader; true
- * when this server must forward. */
+/* A default read that Consul's servers answer on the leader (RPCs without
+ * AllowStale): the catalog, health, ACLs and the raft configuration; the
+ * agent's, the status and the UI's describe this server. ?stale (or a
+ * max_stale this server is within) and ?cached read the local copy: after a
+ * write through this server the leader has it, this copy a heartbeat later
+ * (a register-then-read through one follower missed it 100 times of 100). */
+static bool leader_read(struct http_req *r)
+{
+    const char *p = r->route->path;
+    return r->route->read && !r->stale && !http_has_param(r, "cached") &&
+           (strncmp(p, "/v1/catalog/", 12) == 0 || strncmp(p, "/v1/health/", 11) == 0 ||
+            strncmp(p, "/v1/acl/", 8) == 0 || strcmp(p, "/v1/operator/raft/configuration") == 0);
+}
+
+/* Writes, membership changes, ?consistent and default reads go to the
+ * leader; true when this server must forward. */
 static bool must_forward(struct http_req *r)
 {
-    bool consistent = consistent_read(r);
+    bool consistent = consistent_read(r) || leader_read(r);
+    if (r->acl_at_leader)
+        return true;
     if (r->route->write == NULL && !r->route->leader_only && !consistent)
         return false;
     if (r->route->write && http_write_builds_anywhere(r->route->write))
@@ -1944,7 +1964,7 @@ static void handle(struct evhttp_request *req, void *arg)
         r->min_index = 0;
     if (!must_forward(r)) {
         dispatch(r);
-    } else if (r->route->read && leader_known(r)) {
+    } else if (r->route->read && leader_known(r) && !r->acl_at_leader) {
         /* ?consistent: a blocking one waits here for the index to pass
          * (this server applies what the leader commits), then goes to the
          * leader, which answers at once; no connection to it is held for

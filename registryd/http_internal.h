@@ -92,9 +92,12 @@ struct http_req {
      * (PUT /v1/internal/forward): the URI and node it received. Public
      * routes never read internal headers; only this does. */
     bool forwarded;
-    /* A ?consistent read on a follower: its wait (a blocking query) is
-     * spent here, then it goes to the leader (answer_read). */
+    /* A ?consistent or default read on a follower: its wait (a blocking
+     * query) is spent here, then it goes to the leader (answer_read). */
     bool forward_read;
+    /* On a follower, its token is not known here (yet: one created through
+     * this server a moment ago): the leader judges it (http_acl_check). */
+    bool acl_at_leader;
     /* Forwarded after its wait was spent (X-Registry-Waited): the leader
      * answers at once. */
     bool waited;

@@ -94,6 +94,38 @@ class AclClusterTest(unittest.TestCase):
         status, text = call(f, "PUT", "/v1/acl/bootstrap")
         self.assertEqual(status, 403, text)
 
+    def test_a_new_token_works_at_once_through_the_follower_that_made_it(self):
+        """A token created through a follower was "ACL not found" there for
+        a heartbeat or two (the follower had not applied it yet), also for
+        writes and ?consistent reads the leader answers: as Consul, which
+        forwards before it resolves, the leader judges a token a follower
+        does not know. One nobody knows is still refused."""
+        _, followers = self.roles()
+        f = followers[0]
+        status, text = call(f, "PUT", "/v1/acl/policy", {"Name": "all", "Rules":
+                            'service_prefix "" { policy = "write" }\n'
+                            'node_prefix "" { policy = "write" }'}, MGMT)
+        self.assertEqual(status, 200, text)
+        refused = []
+        for i in range(8):
+            status, text = call(f, "PUT", "/v1/acl/token", {"Policies": [{"Name": "all"}]}, MGMT)
+            self.assertEqual(status, 200, text)
+            secret = json.loads(text)["SecretID"]
+            for method, path, body in (
+                    ("PUT", "/v1/agent/service/register", {"Name": "web", "ID": "web-%d" % i}),
+                    ("PUT", "/v1/catalog/register", {"Node": "n%d" % i, "Address": "10.0.0.1",
+                                                     "Service": {"Service": "ext", "ID": "ext-%d" % i}}),
+                    ("GET", "/v1/health/service/web?consistent", None),
+                    ("GET", "/v1/catalog/service/web", None)):
+                status, text = call(f, method, path, body, secret)
+                if status != 200:
+                    refused.append((i, path, status, text.strip()))
+        self.assertEqual(refused, [])
+        status, text = call(f, "GET", "/v1/catalog/service/web", token="no-such-token")
+        self.assertEqual((status, text.strip()), (403, "ACL not found"))
+        status, text = call(f, "PUT", "/v1/agent/service/register", {"Name": "x"}, "nope")
+        self.assertEqual((status, text.strip()), (403, "ACL not found"))
+
     def test_a_server_with_another_token_cannot_join(self):
         leader, _ = self.roles()
         other = Registryd(data_dir=os.path.join(self.tmp.path, "intruder"))

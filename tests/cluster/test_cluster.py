@@ -238,6 +238,31 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertEqual(len([l for l in out.splitlines() if "127.0.0.1:" in l]), 3, out)
 
+    def test_a_write_through_a_follower_is_read_back_at_once(self):
+        """Default reads of the catalog and health are the leader's, as
+        Consul's (RPCs without AllowStale): a registration through one
+        follower, read back at once through it or the other, is there. They
+        were this server's copy, a heartbeat behind: 100 of 100 missed.
+        ?stale still reads the local copy."""
+        leader = self.leader()
+        a, b = [d for d in self.servers if d is not leader]
+        missed = []
+        for i in range(20):
+            sid = "ryw-%d" % i
+            status, text = a.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "ryw", "ID": sid, "Port": 80}))
+            self.assertEqual(status, 200, text)
+            for d, path in ((a, "/v1/catalog/service/ryw"), (b, "/v1/health/service/ryw")):
+                status, text = d.request("GET", path)
+                got = [e.get("ServiceID") or e["Service"]["ID"] for e in json.loads(text)]
+                if status != 200 or sid not in got:
+                    missed.append((i, path, status))
+        self.assertEqual(missed, [])
+        _, _, h = b.request_full("GET", "/v1/catalog/service/ryw")
+        self.assertEqual(h["X-Consul-Effective-Consistency"], "leader")
+        _, _, h = b.request_full("GET", "/v1/catalog/service/ryw?stale")
+        self.assertEqual(h["X-Consul-Effective-Consistency"], "stale")
+
     def test_last_contact_is_since_the_leader_was_heard(self):
         """X-Consul-LastContact on a follower counts from the leader's last
         message, as Consul's: it read 0 for as long as a leader was known,
