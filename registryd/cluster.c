@@ -708,6 +708,10 @@ static void announce_self(struct cluster *c)
         return;
     struct command cmd = {CMD_SERVER, json_pack("{s:I, s:s, s:s}", "ID", (json_int_t)c->id,
                                                   "Raft", c->addr, "HTTP", c->opt.http_addr)};
+    if (cmd.args != NULL && c->opt.node != NULL && c->opt.node_addr != NULL) {
+        json_object_set_new(cmd.args, "Node", json_string(c->opt.node));
+        json_object_set_new(cmd.args, "Address", json_string(c->opt.node_addr));
+    }
     void *buf;
     size_t len;
     struct proposal *p = calloc(1, sizeof(*p));

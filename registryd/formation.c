@@ -368,15 +368,20 @@ static bool announce(struct formation *f)
     uint64_t id;
     const char *raft;
     cluster_self(f->opt.cluster, &id, &raft);
-    char body[512];
-    snprintf(body, sizeof(body), "{\"ID\": %llu, \"Raft\": \"%s\", \"HTTP\": \"%s\"}",
-             (unsigned long long)id, raft, f->http_addr);
+    json_t *j = json_pack("{s:I, s:s, s:s, s:s, s:s}", "ID", (json_int_t)id, "Raft", raft,
+                          "HTTP", f->http_addr, "Node", f->opt.node ? f->opt.node : "",
+                          "Address", f->opt.node_addr ? f->opt.node_addr : "");
+    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
     struct reg_client *c;
-    if (client_for(f, f->self_http, 5000, &c) != 0)
+    if (body == NULL || client_for(f, f->self_http, 5000, &c) != 0) {
+        free(body);
         return false;
+    }
     int rc = reg_client_request(c, "PUT", "/v1/internal/raft/announce", body, strlen(body), NULL,
                                 NULL, NULL, NULL);
     reg_client_free(c);
+    free(body);
     return rc == 0;
 }
 

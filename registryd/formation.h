@@ -38,6 +38,7 @@ struct formation_options {
     struct cluster *cluster;
     const char *http_addr;     /* ours, told to the others */
     const char *self_http;     /* where we reach our own front end (loopback if wildcard) */
+    const char *node, *node_addr; /* announced with http_addr (CONF_NAME: no quoting) */
     unsigned bootstrap_expect; /* > 1: form a new cluster of that many */
     const char *join;          /* API addresses, comma-separated */
     /* With TLS (all three set), every request goes over HTTPS with this

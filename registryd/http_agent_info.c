@@ -137,14 +137,16 @@ static int read_agent_members(struct http_req *r, struct store_read *rd, json_t 
     for (int i = 0; i < n; i++) {
         const char *raft = st.n_servers > 0 ? st.servers[i].addr : st.self_addr;
         bool self = strcmp(raft, st.self_addr) == 0;
-        char host[64], id[40];
+        char host[64], id[40], node[STORE_NAME_MAX + 1], node_addr[64];
         snprintf(host, sizeof(host), "%s", raft);
         char *colon = strrchr(host, ':');
         if (colon)
             *colon = '\0';
-        /* another server's node name is not replicated: it is named by address */
-        const char *name = self ? r->srv->opt.node : raft;
-        const char *addr = self ? r->srv->opt.node_addr : host;
+        /* a server is named by the node name it announced (one from before
+         * announcements carried it, by its raft address) */
+        http_server_node(r->srv, rd, raft, node, sizeof(node), node_addr, sizeof(node_addr));
+        const char *name = self ? r->srv->opt.node : *node ? node : raft;
+        const char *addr = self ? r->srv->opt.node_addr : *node ? node_addr : host;
         http_node_id(name, id, sizeof(id));
         json_t *tags = member_tags(r->srv, id);
         bool alive = self || st.n_servers == 0 ||
@@ -158,7 +160,6 @@ static int read_agent_members(struct http_req *r, struct store_read *rd, json_t 
                                               "ProtocolMax", 5, "ProtocolCur", 2, "DelegateMin",
                                               2, "DelegateMax", 5, "DelegateCur", 4));
     }
-    (void)rd;
     return 0;
 }
 

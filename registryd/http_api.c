@@ -175,6 +175,35 @@ void http_node_id(const char *node, char *out, size_t len)
              h1 & 0xffff, h2 >> 48, h2 & 0xffffffffffffULL);
 }
 
+void http_server_node(struct http_server *srv, struct store_read *rd, const char *raft_addr,
+                      char *node, size_t len, char *addr, size_t alen)
+{
+    struct cluster_status st;
+    cluster_get_status(srv->opt.cluster, &st);
+    *node = '\0';
+    if (addr)
+        *addr = '\0';
+    if (strcmp(raft_addr, st.self_addr) == 0) {
+        snprintf(node, len, "%s", srv->opt.node);
+        if (addr)
+            snprintf(addr, alen, "%s", srv->opt.node_addr);
+        return;
+    }
+    json_t *rec = NULL;
+    if (rd == NULL || store_get_server(rd, raft_addr, &rec) != 0)
+        return;
+    /* checked when announced (do_announce); a record read back is checked
+     * again for what is used of it */
+    const char *n = json_string_value(json_object_get(rec, "Node"));
+    const char *a = json_string_value(json_object_get(rec, "Address"));
+    if (n != NULL && a != NULL && *n && *a && strlen(n) < len && (!addr || strlen(a) < alen)) {
+        snprintf(node, len, "%s", n);
+        if (addr)
+            snprintf(addr, alen, "%s", a);
+    }
+    json_decref(rec);
+}
+
 json_t *render_node(struct http_server *srv, json_t *inst)
 {
     const char *node = json_string_value(json_object_get(inst, "Node"));

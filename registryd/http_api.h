@@ -88,5 +88,11 @@ void http_free(struct http_server *s);
 /* A node id shaped like Consul's (a UUID), stable for a node name (out:
  * 37 bytes or more). */
 void http_node_id(const char *node, char *out, size_t len);
+/* The node name and address of the server at raft_addr, as it announced
+ * them (this server's own, as configured); "" when not known (an older
+ * server's announcement). addr may be NULL. */
+struct store_read;
+void http_server_node(struct http_server *srv, struct store_read *rd, const char *raft_addr,
+                      char *node, size_t len, char *addr, size_t alen);
 
 #endif

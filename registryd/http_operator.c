@@ -4,6 +4,7 @@
  * raft configuration, removing a dead member (Consul's
  * /v1/operator/raft/... shapes), and PUT /v1/agent/leave.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,15 +66,15 @@ static void do_hello(struct http_req *r)
 /* GET /v1/operator/raft/configuration */
 static int read_raft_configuration(struct http_req *r, struct store_read *rd, json_t **out)
 {
-    (void)rd;
     struct cluster_status st;
     cluster_get_status(r->srv->opt.cluster, &st);
     json_t *servers = json_array();
     for (int i = 0; i < st.n_servers; i++) {
-        char id[32];
+        char id[32], node[STORE_NAME_MAX + 1];
         snprintf(id, sizeof(id), "%llu", (unsigned long long)st.servers[i].id);
+        http_server_node(r->srv, rd, st.servers[i].addr, node, sizeof(node), NULL, 0);
         json_array_append_new(
-            servers, json_pack("{s:s, s:s, s:s, s:b, s:b, s:s}", "ID", id, "Node", id,
+            servers, json_pack("{s:s, s:s, s:s, s:b, s:b, s:s}", "ID", id, "Node", *node ? node : id,
                                "Address", st.servers[i].addr, "Leader",
                                st.servers[i].id == st.leader_id, "Voter", st.servers[i].voter,
                                "RaftProtocol", "3"));
@@ -252,9 +253,19 @@ static void do_transfer_leader(struct http_req *r)
     }
 }
 
-/* PUT /v1/internal/raft/announce {"ID", "Raft", "HTTP"}: a server says where
- * its HTTP API listens (stored through raft, for forwarding and for the
- * checkers' view of who is alive). */
+/* A node name as CONF_NAME takes it: [A-Za-z0-9_.-], 1 to 128 bytes. */
+static bool node_name_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    return n > 0 && n <= 128 &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
+}
+
+/* PUT /v1/internal/raft/announce {"ID", "Raft", "HTTP"[, "Node", "Address"]}:
+ * a server says where its HTTP API listens (stored through raft, for
+ * forwarding and for the checkers' view of who is alive), and its node's
+ * name and address, which the others show for it (members, the raft
+ * configuration); an older server's announcement has neither. */
 static int do_announce(struct http_req *r, struct store_read *rd, struct command *cmd)
 {
     (void)rd;
@@ -264,12 +275,20 @@ static int do_announce(struct http_req *r, struct store_read *rd, struct command
     json_t *id = json_get_ci(body, "ID");
     const char *raft = json_string_value(json_get_ci(body, "Raft"));
     const char *http = json_string_value(json_get_ci(body, "HTTP"));
+    const char *node = json_string_value(json_get_ci(body, "Node"));
+    const char *addr = json_string_value(json_get_ci(body, "Address"));
+    unsigned char ip[16];
     if (!json_is_integer(id) || raft == NULL || http == NULL) {
         json_decref(body);
         return http_fail(r, 400, "Announce needs {\"ID\", \"Raft\", \"HTTP\"}");
     }
     cmd->op = CMD_SERVER;
     cmd->args = json_pack("{s:O, s:s, s:s}", "ID", id, "Raft", raft, "HTTP", http);
+    if (cmd->args != NULL && node_name_ok(node) && addr != NULL &&
+        (inet_pton(AF_INET, addr, ip) == 1 || inet_pton(AF_INET6, addr, ip) == 1)) {
+        json_object_set_new(cmd->args, "Node", json_string(node));
+        json_object_set_new(cmd->args, "Address", json_string(addr));
+    }
     json_decref(body);
     return 0;
 }

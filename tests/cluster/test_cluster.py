@@ -263,6 +263,30 @@ class ClusterTest(unittest.TestCase):
         _, _, h = b.request_full("GET", "/v1/catalog/service/ryw?stale")
         self.assertEqual(h["X-Consul-Effective-Consistency"], "stale")
 
+    def test_members_and_peers_name_the_same_servers(self):
+        """Every server names every other by the node name it announced, in
+        /v1/agent/members (with the node ID it gives itself) and in the raft
+        configuration's Node, as Consul's members and list-peers agree: the
+        others were named by raft address, and Node was the raft ID."""
+        self.leader()
+        selves = {}
+        for d in self.servers:
+            me = json.loads(d.request("GET", "/v1/agent/self")[1])
+            selves[me["Config"]["NodeName"]] = me["Config"]["NodeID"]
+        self.assertEqual(sorted(selves), ["s0", "s1", "s2"])
+        deadline = time.monotonic() + 15
+        while True:
+            views = []
+            for d in self.servers:
+                members = json.loads(d.request("GET", "/v1/agent/members")[1])
+                peers = json.loads(d.request("GET", "/v1/operator/raft/configuration?stale")[1])
+                views.append(({m["Name"]: m["Tags"]["id"] for m in members},
+                              sorted(p["Node"] for p in peers["Servers"])))
+            if all(v == (selves, sorted(selves)) for v in views) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # the announcements go through raft
+        self.assertEqual(views, [(selves, sorted(selves))] * 3)
+
     def test_last_contact_is_since_the_leader_was_heard(self):
         """X-Consul-LastContact on a follower counts from the leader's last
         message, as Consul's: it read 0 for as long as a leader was known,
@@ -293,23 +317,22 @@ class ClusterTest(unittest.TestCase):
         import signal
         f = next(d for d in self.servers if d is not self.leader())
         victim = next(d for d in self.servers if d is not f)
-        addr = lambda d: json.loads(d.request("GET", "/v1/internal/raft/self")[1])["Raft"]
-        victim_addr = addr(victim)
+        # a member is named by the node name its server announced
+        victim_name = json.loads(victim.request("GET", "/v1/agent/self")[1])["Config"]["NodeName"]
 
         def statuses():
             status, text = f.request("GET", "/v1/agent/members")
             self.assertEqual(status, 200, text)
-            # another server's member name is its raft address (http_agent_info.c)
             return {m["Name"]: m["Status"] for m in json.loads(text)}
 
         def wait_status(want, timeout):
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 s = statuses()
-                if s.get(victim_addr) == want:
+                if s.get(victim_name) == want:
                     return s
                 time.sleep(0.2)
-            self.fail("member %s not Status %d within %ds: %s" % (victim_addr, want, timeout, s))
+            self.fail("member %s not Status %d within %ds: %s" % (victim_name, want, timeout, s))
 
         def alive_gauge():
             text = f.request("GET", "/v1/agent/metrics?format=prometheus")[1]
