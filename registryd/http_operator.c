@@ -122,21 +122,32 @@ static void do_join(struct http_req *r)
     http_cluster_member(r->srv, HTTP_MEMBER_ADD, member, addr, change_done, r);
 }
 
+/* ?id=N, a raft server id, into *out (0 when absent); false, with r
+ * answered 400, when it is not a positive integer. */
+static bool raft_id_param(struct http_req *r, uint64_t *out)
+{
+    const char *id = http_param(r, "id");
+    *out = 0;
+    if (id == NULL)
+        return true;
+    char *end;
+    errno = 0;
+    *out = strtoull(id, &end, 10);
+    if (*id < '0' || *id > '9' || *end != '\0' || errno != 0 || *out == 0) {
+        http_fail(r, 400, "Invalid ?id=%.40s: a raft server id is a positive integer", id);
+        http_finish_write(r, REG_EINVAL);
+        return false;
+    }
+    return true;
+}
+
 /* DELETE /v1/operator/raft/peer?id=N (or ?address=HOST:PORT) */
 static void do_remove_peer(struct http_req *r)
 {
     const char *id = http_param(r, "id"), *address = http_param(r, "address");
-    uint64_t member = 0;
-    if (id != NULL) {
-        char *end;
-        errno = 0;
-        member = strtoull(id, &end, 10);
-        if (*id < '0' || *id > '9' || *end != '\0' || errno != 0 || member == 0) {
-            http_fail(r, 400, "Invalid ?id=%.40s: a raft server id is a positive integer", id);
-            http_finish_write(r, REG_EINVAL);
-            return;
-        }
-    }
+    uint64_t member;
+    if (!raft_id_param(r, &member))
+        return;
     if (member == 0 && address) {
         struct cluster_status st;
         cluster_get_status(r->srv->opt.cluster, &st);
@@ -214,18 +225,9 @@ static void transfer_done(void *arg, int status)
  * {"Success": true} once it no longer leads. On the leader (forwarded). */
 static void do_transfer_leader(struct http_req *r)
 {
-    const char *id = http_param(r, "id");
-    uint64_t to = 0;
-    if (id != NULL) {
-        char *end;
-        errno = 0;
-        to = strtoull(id, &end, 10);
-        if (*id < '0' || *id > '9' || *end != '\0' || errno != 0 || to == 0) {
-            http_fail(r, 400, "Invalid ?id=%.40s: a raft server id is a positive integer", id);
-            http_finish_write(r, REG_EINVAL);
-            return;
-        }
-    }
+    uint64_t to;
+    if (!raft_id_param(r, &to))
+        return;
     struct cluster_status st;
     cluster_get_status(r->srv->opt.cluster, &st);
     int target = -1, others = 0;

@@ -15,7 +15,7 @@ import tempfile
 import time
 import unittest
 
-from harness import Registryd, free_port
+from harness import Registryd, free_port, recv_until_closed
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
@@ -101,12 +101,7 @@ class HaproxyTest(unittest.TestCase):
                     raise
                 time.sleep(0.1)
         s.sendall(b"show servers state %s\n" % backend.encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_until_closed(s)
         s.close()
         out = {}
         for line in data.decode().splitlines():
