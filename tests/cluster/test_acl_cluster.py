@@ -126,6 +126,33 @@ class AclClusterTest(unittest.TestCase):
         status, text = call(f, "PUT", "/v1/agent/service/register", {"Name": "x"}, "nope")
         self.assertEqual((status, text.strip()), (403, "ACL not found"))
 
+    def test_announced_node_names_are_checked(self):
+        """A server's announcement carries its node name and address, which
+        the others show for it; a name that is not a node name or an
+        address that is not an IP is dropped (the server is then named by
+        its raft address), never stored."""
+        leader, followers = self.roles()
+        me = json.loads(call(followers[0], "GET", "/v1/internal/raft/self", token=SERVER)[1])
+
+        def names():
+            return [m["Name"] for m in
+                    json.loads(call(leader, "GET", "/v1/agent/members", token=MGMT)[1])]
+
+        def announce(**fields):
+            body = dict({"ID": me["ID"], "Raft": me["Raft"], "HTTP": me["HTTP"]}, **fields)
+            status, text = call(leader, "PUT", "/v1/internal/raft/announce", body, SERVER)
+            self.assertEqual(status, 200, text)
+
+        for i, bad in enumerate(({"Node": "bad name!", "Address": "127.0.0.1"},
+                                 {"Node": "n" * 200, "Address": "127.0.0.1"},
+                                 {"Node": "good", "Address": "not-an-ip"},
+                                 {"Node": 7, "Address": "127.0.0.1"})):
+            announce(Node="good-%d" % i, Address="127.0.0.1")
+            self.eventually(lambda i=i: "good-%d" % i in names())
+            announce(**bad)
+            self.eventually(lambda: me["Raft"] in names())
+            self.assertFalse({"bad name!", "n" * 200, "good"} & set(names()), bad)
+
     def test_a_server_with_another_token_cannot_join(self):
         leader, _ = self.roles()
         other = Registryd(data_dir=os.path.join(self.tmp.path, "intruder"))
