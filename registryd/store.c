@@ -84,10 +84,14 @@ struct store {
  * their tags (what /v1/catalog/services answers); absent after a rebuild,
  * when store_services_index falls back to the store's own index. */
 #define SERVICES_INDEX_KEY "services_index"
-/* DB_DERIVED key: the index of the last write or removal of any instance;
- * with SERVICES_INDEX_KEY, what /v1/catalog/services answers (Consul's
- * services table index, which every instance's registration and removal
- * moves). Absent in stores written before it: SERVICES_INDEX_KEY alone. */
+/* DB_META key (this file's own, left out of snapshots as the restart
+ * record is): the index of the last write or removal of any instance; with
+ * SERVICES_INDEX_KEY, what /v1/catalog/services answers (Consul's services
+ * table index, which every instance's registration and removal moves). In
+ * DB_META because its page, where "index" is, is written by every apply
+ * anyway: in DB_DERIVED it cost a page more per write (4 KiB of store file
+ * per write while a reader held old pages). Absent in a store restored or
+ * written before it: SERVICES_INDEX_KEY alone. */
 #define INSTANCES_INDEX_KEY "instances_index"
 /* DB_DERIVED key: the index of the last change to the set of node names
  * (a node's first instance or catalog record, or its last one gone);
@@ -202,6 +206,19 @@ static int env_open(struct store *s, const char *dir)
  * The record is deleted as the store opens: a crash from then on rebuilds.
  */
 #define STORE_RESTART_KEY "restart"
+
+/* DB_META keys of this file's own, which snapshots leave out: the restart
+ * record and INSTANCES_INDEX_KEY. */
+static const char *const local_keys[] = {STORE_RESTART_KEY, INSTANCES_INDEX_KEY};
+
+static bool is_local_key(const MDB_val *k)
+{
+    for (size_t i = 0; i < sizeof(local_keys) / sizeof(local_keys[0]); i++)
+        if (k->mv_size == strlen(local_keys[i]) &&
+            memcmp(k->mv_data, local_keys[i], k->mv_size) == 0)
+            return true;
+    return false;
+}
 
 static void boot_id(char out[64])
 {
@@ -2277,7 +2294,7 @@ int store_apply(struct store *s, const void *buf, size_t len, struct store_chang
     if (rc == 0 && chg->n > 0 && s->services_touched)
         rc = put_u64(txn, s->dbi[DB_DERIVED], SERVICES_INDEX_KEY, a.index);
     if (rc == 0 && chg->n > 0 && s->instances_touched)
-        rc = put_u64(txn, s->dbi[DB_DERIVED], INSTANCES_INDEX_KEY, a.index);
+        rc = put_u64(txn, s->dbi[DB_META], INSTANCES_INDEX_KEY, a.index);
     if (rc == 0 && chg->n > 0 && s->nodes_touched)
         rc = put_u64(txn, s->dbi[DB_DERIVED], NODES_INDEX_KEY, a.index);
     if (rc != 0) {
@@ -2373,9 +2390,8 @@ int store_snapshot_copy(struct store_read *r, void **buf, size_t *cap, size_t *l
         int crc;
         for (crc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); crc == 0 && rc == 0;
              crc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            if (db == DB_META && k.mv_size == sizeof(STORE_RESTART_KEY) - 1 &&
-                memcmp(k.mv_data, STORE_RESTART_KEY, k.mv_size) == 0)
-                continue; /* this file's own restart record, not registry data */
+            if (db == DB_META && is_local_key(&k))
+                continue; /* this file's own, not registry data */
             if (v.mv_size > SNAP_VALUE_MAX) {
                 rc = REG_ESTORE;
                 break;
@@ -2489,12 +2505,6 @@ struct store_snap_stream {
     size_t plain_cap;
 };
 
-static bool is_restart_key(const MDB_val *k)
-{
-    return k->mv_size == sizeof(STORE_RESTART_KEY) - 1 &&
-           memcmp(k->mv_data, STORE_RESTART_KEY, k->mv_size) == 0;
-}
-
 int store_snap_stream_begin(struct store *s, struct store_snap_stream **out)
 {
     struct store_snap_stream *st = calloc(1, sizeof(*st));
@@ -2513,9 +2523,11 @@ int store_snap_stream_begin(struct store *s, struct store_snap_stream **out)
         }
         st->announced += stat.ms_entries;
     }
-    MDB_val k = val_str(STORE_RESTART_KEY), v;
-    if (mdb_get(st->rd->txn, s->dbi[DB_META], &k, &v) == 0)
-        st->announced--;
+    for (size_t i = 0; i < sizeof(local_keys) / sizeof(local_keys[0]); i++) {
+        MDB_val k = val_str(local_keys[i]), v;
+        if (mdb_get(st->rd->txn, s->dbi[DB_META], &k, &v) == 0)
+            st->announced--; /* left out (is_local_key) */
+    }
     snap_header(st->head, get_u64(st->rd->txn, s->dbi[DB_META], "index"), st->announced);
     st->span[0] = st->head;
     st->span_len[0] = SNAP_HEADER_LEN;
@@ -2544,7 +2556,7 @@ static int snap_stream_next_piece(struct store_snap_stream *st)
         }
         if (rc != 0)
             return lmdb_fail("mdb_cursor_get", rc);
-        if (st->db == DB_META && is_restart_key(&k))
+        if (st->db == DB_META && is_local_key(&k))
             continue;
         const void *val = v.mv_data;
         size_t vlen = v.mv_size;
@@ -2774,7 +2786,7 @@ uint64_t store_services_index(struct store_read *r)
 uint64_t store_catalog_services_index(struct store_read *r)
 {
     uint64_t names = store_services_index(r);
-    uint64_t v = get_u64(r->txn, r->s->dbi[DB_DERIVED], INSTANCES_INDEX_KEY);
+    uint64_t v = get_u64(r->txn, r->s->dbi[DB_META], INSTANCES_INDEX_KEY);
     return v > names ? v : names;
 }
 
