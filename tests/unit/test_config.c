@@ -52,6 +52,9 @@ static void test_defaults(void **state)
     assert_string_equal(c.http_addr, "127.0.0.1:8500");
     assert_string_equal(c.dns_addr, "127.0.0.1:8600");
     assert_string_equal(c.dns_domain, "registry.");
+    assert_string_equal(c.dns_alt_domain, "consul."); /* Consul's own, answered beside */
+    assert_true(c.dns_allow_warning);                 /* only_passing false, as Consul */
+    assert_false(c.dns_only_passing);
     assert_string_equal(c.datacenter, "dc1");
     assert_null(c.raft_addr);
     assert_non_null(c.node);
@@ -92,6 +95,9 @@ static void test_flags(void **state)
     assert_string_equal(c.dns_domain, "example.org.");
     assert_string_equal(c.raft_addr, "127.0.0.2:7000");
     conf_fini(&c);
+    assert_int_equal(load(&c, err, sizeof(err), "--dev", "--dns-alt-domain", "", NULL), 0);
+    assert_string_equal(c.dns_alt_domain, ""); /* "": none */
+    conf_fini(&c);
 }
 
 static void test_flag_errors(void **state)
@@ -121,6 +127,11 @@ static void test_flag_errors(void **state)
         {"--max-snapshot-size", "-1", "--max-snapshot-size: "},
         {"--max-snapshot-size", "5 PiB", "--max-snapshot-size: "},
         {"--http-render-cache-size", "2TiB", "--http-render-cache-size: "},
+        {"--dns-domain", "", "--dns-domain: \"\" is not a DNS domain"},
+        {"--dns-domain", "a..b", "--dns-domain: \"a..b\" is not a DNS domain"},
+        {"--dns-alt-domain", ".consul", "--dns-alt-domain: \".consul\" is not a DNS domain"},
+        {"--dns-alt-domain", "con sul", "--dns-alt-domain: \"con sul\" is not a DNS domain"},
+        {"--dns-only-passing=maybe", NULL, "--dns-only-passing: \"maybe\" is not a boolean"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct conf c;
