@@ -143,6 +143,9 @@ class AclClusterTest(unittest.TestCase):
             status, text = call(leader, "PUT", "/v1/internal/raft/announce", body, SERVER)
             self.assertEqual(status, 200, text)
 
+        # each server announces itself once it knows a leader; the
+        # follower's own announcement landing after one of ours replaced it
+        self.eventually(lambda: {"s0", "s1", "s2"} <= set(names()))
         for i, bad in enumerate(({"Node": "bad name!", "Address": "127.0.0.1"},
                                  {"Node": "n" * 200, "Address": "127.0.0.1"},
                                  {"Node": "good", "Address": "not-an-ip"},
