@@ -198,8 +198,9 @@ class RawServer:
         self.lsock.listen(16)
         self.addr = "127.0.0.1:%d" % self.lsock.getsockname()[1]
         self.serve = serve
-        self.open = []
-        threading.Thread(target=self.loop, daemon=True).start()
+        self.open = []  # (connection, its handler thread)
+        self.acceptor = threading.Thread(target=self.loop, daemon=True)
+        self.acceptor.start()
 
     def loop(self):
         n = 0
@@ -208,8 +209,9 @@ class RawServer:
                 c, _ = self.lsock.accept()
             except OSError:
                 return
-            self.open.append(c)
-            threading.Thread(target=self.serve, args=(c, n), daemon=True).start()
+            t = threading.Thread(target=self.serve, args=(c, n), daemon=True)
+            self.open.append((c, t))
+            t.start()
             n += 1
 
     def read_request(self, c):
@@ -235,9 +237,28 @@ class RawServer:
         return self
 
     def __exit__(self, *exc):
-        self.lsock.close()
-        for c in self.open:
-            c.close()
+        """No socket is closed while a thread may still use it: a closed
+        descriptor's number goes to the next socket opened, and a call the
+        thread was about to make lands there. The accept thread, late under
+        load, once took the next test's listener and handed its connection
+        to an old handler that reset it (CI: "Connection reset by peer")."""
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)  # wakes accept() with EINVAL
+        except OSError:
+            pass
+        self.acceptor.join(10)
+        if not self.acceptor.is_alive():
+            self.lsock.close()
+        for c, _ in self.open:
+            try:
+                c.shutdown(socket.SHUT_RDWR)  # its client sees the end
+            except OSError:
+                pass
+        deadline = time.monotonic() + 1
+        for c, t in self.open:
+            t.join(max(0, deadline - time.monotonic()))
+            if not t.is_alive():  # one still asleep keeps its socket open
+                c.close()
 
 
 class HostileServerTest(unittest.TestCase):
