@@ -26,6 +26,7 @@
 #include "http_spool.h"
 #include "leave.h"
 #include "log.h"
+#include "record.h"
 #include "registry/error.h"
 #include "snapshot.h"
 #include "store.h"
@@ -255,14 +256,6 @@ static void do_transfer_leader(struct http_req *r)
     }
 }
 
-/* A node name as CONF_NAME takes it: [A-Za-z0-9_.-], 1 to 128 bytes. */
-static bool node_name_ok(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    return n > 0 && n <= 128 &&
-           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
-}
-
 /* PUT /v1/internal/raft/announce {"ID", "Raft", "HTTP"[, "Node", "Address"]}:
  * a server says where its HTTP API listens (stored through raft, for
  * forwarding and for the checkers' view of who is alive), and its node's
@@ -286,7 +279,7 @@ static int do_announce(struct http_req *r, struct store_read *rd, struct command
     }
     cmd->op = CMD_SERVER;
     cmd->args = json_pack("{s:O, s:s, s:s}", "ID", id, "Raft", raft, "HTTP", http);
-    if (cmd->args != NULL && node_name_ok(node) && addr != NULL &&
+    if (cmd->args != NULL && record_node_name_ok(node) && addr != NULL &&
         (inet_pton(AF_INET, addr, ip) == 1 || inet_pton(AF_INET6, addr, ip) == 1)) {
         json_object_set_new(cmd->args, "Node", json_string(node));
         json_object_set_new(cmd->args, "Address", json_string(addr));

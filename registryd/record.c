@@ -4,6 +4,7 @@
  */
 #include "record.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -373,13 +374,32 @@ static int check_check(struct vctx *v, json_t *r)
     return check_definition(v, type, json_object_get(r, "Definition"));
 }
 
+bool record_node_name_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    return n > 0 && n <= 128 &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
+}
+
+/* {ID, Raft, HTTP[, Node, Address]}: a server's node name and address come
+ * together (do_announce stores both or neither). */
 static int check_server(struct vctx *v, json_t *r)
 {
     int rc;
+    const char *node, *addr;
+    unsigned char ip[16];
     if ((rc = want_int(v, r, "ID", true, 1, INT64_MAX)) ||
         (rc = want_string(v, r, "Raft", true, true, NULL)) ||
-        (rc = want_string(v, r, "HTTP", true, false, NULL)))
+        (rc = want_string(v, r, "HTTP", true, false, NULL)) ||
+        (rc = want_string(v, r, "Node", false, false, &node)) ||
+        (rc = want_string(v, r, "Address", false, false, &addr)))
         return rc;
+    if ((node == NULL) != (addr == NULL))
+        return bad(v, "fields Node and Address come together");
+    if (node != NULL && !record_node_name_ok(node))
+        return bad(v, "field Node is not a node name");
+    if (addr != NULL && inet_pton(AF_INET, addr, ip) != 1 && inet_pton(AF_INET6, addr, ip) != 1)
+        return bad(v, "field Address is not an IP address");
     return 0;
 }
 

@@ -16,7 +16,8 @@
  *             Definition {...}, Node?, indexes
  *             Type "" is a check registered through the catalog (never
  *             probed): its Definition is only required to be an object
- *   server    ID (int > 0), Raft, HTTP (strings)
+ *   server    ID (int > 0), Raft, HTTP (strings); Node (a node name) and
+ *             Address (an IP) together or neither
  *   node      Node (name), NodeAddress (string), NodeMeta? {string: string}
  *   acl_token AccessorID (name), SecretHash? (string; only the anonymous
  *             token has none), Description, CreateTime (strings), Local
@@ -100,5 +101,8 @@ void record_plain_free(struct record_plain *pv);
 
 /* A key or name: 1..max bytes, no NUL, no control character, no '/'. */
 bool record_valid_key(const void *s, size_t len, size_t max);
+
+/* A node name as CONF_NAME takes it: [A-Za-z0-9_.-], 1 to 128 bytes. */
+bool record_node_name_ok(const char *s);
 
 #endif

@@ -735,6 +735,45 @@ static void test_undecodable_command(void **state)
     assert_int_equal(chg.n, 0);
 }
 
+/* A server record from the raft log is input: Node and Address come
+ * together, a node name and an IP, or the command is refused and nothing
+ * is stored (only the announcing server's HTTP side checked them). */
+static void test_server_record_checked(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    static const char *const bad[][2] = {
+        {"bad name!", "127.0.0.1"}, {"good", "not-an-ip"}, {"good", NULL}, {NULL, "127.0.0.1"},
+        {"", "127.0.0.1"}, {"n.n", "::1 "}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *args = json_pack("{s:i, s:s, s:s}", "ID", 7, "Raft", "127.0.0.1:9", "HTTP",
+                                 "127.0.0.1:8");
+        if (bad[i][0])
+            json_object_set_new(args, "Node", json_string(bad[i][0]));
+        if (bad[i][1])
+            json_object_set_new(args, "Address", json_string(bad[i][1]));
+        assert_int_equal(apply(f->s, CMD_SERVER, args, &chg), REG_EINVAL);
+    }
+    json_t *args = json_pack("{s:i, s:s, s:s, s:i, s:s}", "ID", 7, "Raft", "127.0.0.1:9",
+                             "HTTP", "127.0.0.1:8", "Node", 7, "Address", "127.0.0.1");
+    assert_int_equal(apply(f->s, CMD_SERVER, args, &chg), REG_EINVAL);
+    struct store_read *r;
+    json_t *out = NULL;
+    assert_int_equal(store_read_begin(f->s, &r), 0);
+    assert_int_not_equal(store_get_server(r, "127.0.0.1:9", &out), 0);
+    store_read_end(r);
+    args = json_pack("{s:i, s:s, s:s, s:s, s:s}", "ID", 7, "Raft", "127.0.0.1:9", "HTTP",
+                     "127.0.0.1:8", "Node", "s-1.dc", "Address", "::1");
+    assert_int_equal(apply(f->s, CMD_SERVER, args, &chg), 0);
+    args = json_pack("{s:i, s:s, s:s}", "ID", 8, "Raft", "127.0.0.1:10", "HTTP", "127.0.0.1:11");
+    assert_int_equal(apply(f->s, CMD_SERVER, args, &chg), 0); /* an older server's */
+    assert_int_equal(store_read_begin(f->s, &r), 0);
+    assert_int_equal(store_get_server(r, "127.0.0.1:9", &out), 0);
+    assert_string_equal(json_string_value(json_object_get(out, "Node")), "s-1.dc");
+    json_decref(out);
+    store_read_end(r);
+}
+
 /* ---- derived indexes: by_state and name_tags ------------------------------
  * After every change, each index must give exactly what a walk of every
  * record gives (the answers before the indexes existed). */
@@ -1347,6 +1386,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_register_and_indexes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_record_checked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_may_have_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_reset_renew, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_update_only_on_change, setup, teardown),
