@@ -1394,17 +1394,25 @@ static void forward_done(void *arg, struct evhttp_request *resp, int failed)
 
 static void dispatch(struct http_req *r);
 
+static void acl_recheck(struct http_req *r);
+static bool leader_answers(struct http_req *r);
+
 static void forward_retry(evutil_socket_t fd, short what, void *arg)
 {
+    struct http_req *r = arg;
     (void)fd;
     (void)what;
-    forward_to_leader(arg);
+    if (r->acl_at_leader && !leader_answers(r))
+        acl_recheck(r);
+    else
+        forward_to_leader(r);
 }
 
-/* No leader, or its address not replicated here yet: try again shortly. */
-static bool forward_later(struct http_req *r)
+/* No leader, or its address not replicated here yet, or (acl_recheck) a
+ * token not applied here yet: try again shortly, at most tries times. */
+static bool forward_later(struct http_req *r, int tries)
 {
-    if (++r->forward_tries >= FORWARD_TRIES)
+    if (++r->forward_tries >= tries)
         return false;
     struct http_server *srv = r->srv;
     if (r->forward_timer == NULL) {
@@ -1465,7 +1473,7 @@ static void forward_to_leader(struct http_req *r)
     free(meta_text);
     if (rc == 0)
         return;
-    if ((rc == REG_ENOTLEADER || rc == REG_ENOTFOUND) && forward_later(r))
+    if ((rc == REG_ENOTLEADER || rc == REG_ENOTFOUND) && forward_later(r, FORWARD_TRIES))
         return;
     if (rc == REG_ENOTLEADER)
         http_fail(r, 500, "No cluster leader");
@@ -1546,12 +1554,19 @@ static bool leader_read(struct http_req *r)
 
 /* Writes, membership changes, ?consistent and default reads go to the
  * leader; true when this server must forward. */
+/* Routes a follower sends to the leader (writes, ?consistent and default
+ * reads of the catalog, health, ACLs and raft configuration). */
+static bool leader_answers(struct http_req *r)
+{
+    return r->route->write != NULL || r->route->leader_only || consistent_read(r) ||
+           leader_read(r);
+}
+
 static bool must_forward(struct http_req *r)
 {
-    bool consistent = consistent_read(r) || leader_read(r);
     if (r->acl_at_leader)
         return true;
-    if (r->route->write == NULL && !r->route->leader_only && !consistent)
+    if (!leader_answers(r))
         return false;
     if (r->route->write && http_write_builds_anywhere(r->route->write))
         return false; /* cluster_submit proposes it to the leader */
@@ -1869,6 +1884,58 @@ static bool enterprise_scope_refused(struct http_req *r)
     return false;
 }
 
+/* A token this follower has not applied yet (created through it a moment
+ * ago), on a route this server answers itself (the agent's, the status):
+ * judged here again once it has, up to a second; then "ACL not found".
+ * Routes the leader answers go there whole, and it judges the token. */
+#define ACL_WAIT_TRIES 10 /* of FORWARD_RETRY_MS */
+
+static void judged(struct http_req *r);
+
+static void acl_recheck(struct http_req *r)
+{
+    r->acl_at_leader = false;
+    if (http_acl_check(r) != 0)
+        goto fail;
+    if (!r->acl_at_leader) {
+        judged(r);
+        return;
+    }
+    if (forward_later(r, ACL_WAIT_TRIES))
+        return;
+    http_fail(r, 403, "ACL not found");
+fail:
+    reply_error(r, 0);
+    req_free(r);
+}
+
+/* The request passed its ACL check: answered here, or at the leader. */
+static void judged(struct http_req *r)
+{
+    if (r->acl_at_leader && !leader_answers(r)) {
+        if (!forward_later(r, ACL_WAIT_TRIES)) {
+            http_fail(r, 403, "ACL not found");
+            reply_error(r, 0);
+            req_free(r);
+        }
+        return;
+    }
+    if (r->waited) /* forwarded by a follower that waited for the index */
+        r->min_index = 0;
+    if (!must_forward(r)) {
+        dispatch(r);
+    } else if (r->route->read && leader_known(r) && !r->acl_at_leader) {
+        /* ?consistent: a blocking one waits here for the index to pass
+         * (this server applies what the leader commits), then goes to the
+         * leader, which answers at once; no connection to it is held for
+         * the wait. With no leader known it is sent (or refused) now. */
+        r->forward_read = true;
+        start_read(r);
+    } else {
+        forward_to_leader(r);
+    }
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct http_server *srv = arg;
@@ -1989,20 +2056,7 @@ static void handle(struct evhttp_request *req, void *arg)
         goto fail;
     if (http_acl_check(r) != 0)
         goto fail;
-    if (r->waited) /* forwarded by a follower that waited for the index */
-        r->min_index = 0;
-    if (!must_forward(r)) {
-        dispatch(r);
-    } else if (r->route->read && leader_known(r) && !r->acl_at_leader) {
-        /* ?consistent: a blocking one waits here for the index to pass
-         * (this server applies what the leader commits), then goes to the
-         * leader, which answers at once; no connection to it is held for
-         * the wait. With no leader known it is sent (or refused) now. */
-        r->forward_read = true;
-        start_read(r);
-    } else {
-        forward_to_leader(r);
-    }
+    judged(r);
     return;
 fail:
     reply_error(r, 0);

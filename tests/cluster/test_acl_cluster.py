@@ -104,23 +104,36 @@ class AclClusterTest(unittest.TestCase):
         f = followers[0]
         status, text = call(f, "PUT", "/v1/acl/policy", {"Name": "all", "Rules":
                             'service_prefix "" { policy = "write" }\n'
-                            'node_prefix "" { policy = "write" }'}, MGMT)
+                            'node_prefix "" { policy = "write" }\n'
+                            'agent_prefix "" { policy = "read" }'}, MGMT)
         self.assertEqual(status, 200, text)
         refused = []
         for i in range(8):
             status, text = call(f, "PUT", "/v1/acl/token", {"Policies": [{"Name": "all"}]}, MGMT)
             self.assertEqual(status, 200, text)
             secret = json.loads(text)["SecretID"]
-            for method, path, body in (
-                    ("PUT", "/v1/agent/service/register", {"Name": "web", "ID": "web-%d" % i}),
-                    ("PUT", "/v1/catalog/register", {"Node": "n%d" % i, "Address": "10.0.0.1",
-                                                     "Service": {"Service": "ext", "ID": "ext-%d" % i}}),
-                    ("GET", "/v1/health/service/web?consistent", None),
-                    ("GET", "/v1/catalog/service/web", None)):
+            steps = [("PUT", "/v1/agent/service/register", {"Name": "web", "ID": "web-%d" % i}),
+                     ("PUT", "/v1/catalog/register", {"Node": "n%d" % i, "Address": "10.0.0.1",
+                                                      "Service": {"Service": "ext",
+                                                                  "ID": "ext-%d" % i}}),
+                     ("GET", "/v1/health/service/web?consistent", None),
+                     ("GET", "/v1/catalog/service/web", None)]
+            # the agent's routes describe this server: judged here once it
+            # has the token (they went to the leader, which answered for
+            # itself); first every other round, while the token is new here
+            steps.insert(0 if i % 2 else len(steps), ("GET", "/v1/agent/self", None))
+            for method, path, body in steps:
                 status, text = call(f, method, path, body, secret)
                 if status != 200:
                     refused.append((i, path, status, text.strip()))
+                elif path == "/v1/agent/self":
+                    self.assertEqual(json.loads(text)["Config"]["NodeName"],
+                                     "s%d" % self.servers.index(f), text)
         self.assertEqual(refused, [])
+        t0 = time.monotonic()
+        status, text = call(f, "GET", "/v1/agent/self", token="no-such-token")
+        self.assertEqual((status, text.strip()), (403, "ACL not found"))
+        self.assertLess(time.monotonic() - t0, 5)
         status, text = call(f, "GET", "/v1/catalog/service/web", token="no-such-token")
         self.assertEqual((status, text.strip()), (403, "ACL not found"))
         status, text = call(f, "PUT", "/v1/agent/service/register", {"Name": "x"}, "nope")
