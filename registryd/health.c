@@ -88,6 +88,7 @@ struct hcheck {
     int status;      /* as stored */
     char *output;    /* as stored */
     int pending;     /* submitted, not yet seen in the store; ST_NONE if none */
+    uint32_t pending_refusals; /* h->refusals->n when it was submitted */
     uint64_t pending_at, output_written_at, critical_since;
     /* when its instance's deregistration was last sent (0: never): sent
      * again after DEREG_RETRY_MS while the instance is still here (one
@@ -121,8 +122,19 @@ struct hmsg {
     char key[];
 };
 
+/* Updates the leader did not take (no leader for LINK_WAIT_LEADER_MS, a
+ * full disk): counted by the front end's callbacks. A check's pending
+ * update submitted before the count moved may be one of them: the next
+ * result is sent again, not held back for PENDING_MS. Shared with the
+ * callbacks, which may run after health_free (refs). */
+struct health_refusals {
+    uint32_t n;    /* atomic */
+    uint32_t refs; /* atomic: the checker's, and one per update in flight */
+};
+
 struct health {
     struct health_options opt;
+    struct health_refusals *refusals;
     struct event_base *base;
     struct event *wake, *tick;
     struct event *stop; /* health_free: break the loop, whenever it runs */
@@ -207,11 +219,22 @@ static void set_timer(struct event *ev, uint64_t delay_ms)
 
 /* ---- submitting commands ------------------------------------------------ */
 
+static void refusals_release(struct health_refusals *r)
+{
+    if (r != NULL && __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(r);
+}
+
+/* On the front end's thread (cluster.h), perhaps after health_free. */
 static void submit_done(void *arg, int status)
 {
-    (void)arg;
-    if (status != 0)
+    struct health_refusals *r = arg;
+    if (status != 0) {
         log_debug("health", "msg=\"check update not applied\" error=\"%s\"", reg_strerror(status));
+        if (r != NULL)
+            __atomic_add_fetch(&r->n, 1, __ATOMIC_RELEASE);
+    }
+    refusals_release(r);
 }
 
 /* A result or a deregistration: to raft here when this server leads, else
@@ -221,9 +244,10 @@ static void submit(struct health *h, int op, json_t *args)
     struct command cmd = {op, args};
     void *buf;
     size_t len;
-    if (args != NULL && cmd_encode(&cmd, cluster_alloc, &buf, &len) == 0)
-        cluster_submit(h->opt.cluster, buf, len, submit_done, NULL);
-    else
+    if (args != NULL && cmd_encode(&cmd, cluster_alloc, &buf, &len) == 0) {
+        __atomic_add_fetch(&h->refusals->refs, 1, __ATOMIC_RELAXED);
+        cluster_submit(h->opt.cluster, buf, len, submit_done, h->refusals);
+    } else
         log_error("health", "msg=\"cannot encode command\"");
     cmd_fini(&cmd);
 }
@@ -250,7 +274,9 @@ static void report(struct hcheck *c, int status, char *output)
             cut--;
         output[cut] = '\0';
     }
-    if (c->pending != ST_NONE && now - c->pending_at > PENDING_MS)
+    uint32_t refusals = __atomic_load_n(&h->refusals->n, __ATOMIC_ACQUIRE);
+    if (c->pending != ST_NONE &&
+        (now - c->pending_at > PENDING_MS || c->pending_refusals != refusals))
         c->pending = ST_NONE;
     int effective = c->pending != ST_NONE ? c->pending : c->status;
     bool output_changed = c->output == NULL || strcmp(c->output, output) != 0;
@@ -274,6 +300,7 @@ static void report(struct hcheck *c, int status, char *output)
     }
     c->pending = status;
     c->pending_at = now;
+    c->pending_refusals = refusals;
     c->output_written_at = now;
     c->output_written = true;
     submit(h, CMD_CHECK_UPDATE,
@@ -1071,6 +1098,12 @@ int health_start(const struct health_options *opt, struct health **out, char *er
     if (h == NULL)
         return REG_ENOMEM;
     h->opt = *opt;
+    h->refusals = calloc(1, sizeof(*h->refusals));
+    if (h->refusals == NULL) {
+        free(h);
+        return REG_ENOMEM;
+    }
+    h->refusals->refs = 1;
     if (h->opt.limits.max_concurrent == 0)
         h->opt.limits.max_concurrent = 1;
     pthread_mutex_init(&h->lock, NULL);
@@ -1195,6 +1228,7 @@ void health_free(struct health *h)
     pthread_mutex_destroy(&h->lock);
     ttl_written_clear(h);
     pthread_mutex_destroy(&h->ttl_lock);
+    refusals_release(h->refusals); /* updates still in flight keep it */
     free(h);
 }
 

@@ -3,9 +3,11 @@
 on, writes resume by themselves once space is freed, and every acknowledged
 write is still there after a restart. Runs on a small tmpfs mounted for the
 test (skipped where the machine does not allow mounting)."""
+import http.server
 import json
 import os
 import subprocess
+import threading
 import time
 import unittest
 
@@ -42,14 +44,7 @@ class DiskFullTest(unittest.TestCase):
         for i in range(20):
             self.assertEqual(self.register("a-%d" % i)[0], 200)
             acked.append("a-%d" % i)
-        filler = os.path.join(self.mnt, "filler")
-        with open(filler, "wb") as f:  # take every free block
-            try:
-                for _ in range(200):
-                    f.write(b"\0" * (1 << 20))
-                    f.flush()
-            except OSError:
-                pass
+        filler = self.fill()
         # writes are refused within a few seconds, with a reason; none crashes it
         refused, deadline, i = None, time.monotonic() + 15, 0
         while refused is None and time.monotonic() < deadline:
@@ -94,6 +89,69 @@ class DiskFullTest(unittest.TestCase):
         self.d.start()
         services = json.loads(self.d.request("GET", "/v1/agent/services")[1])
         self.assertEqual(sorted(services), sorted(acked))
+
+    def fill(self):
+        """Takes every free block; the filler's path."""
+        filler = os.path.join(self.mnt, "filler")
+        with open(filler, "wb") as f:
+            try:
+                for _ in range(200):
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+        return filler
+
+    def test_check_result_refused_is_sent_again(self):
+        """A check's new status the disk refused was held back for 10 s
+        (PENDING_MS) once space came back: results the same as the one
+        'pending' were not sent again, and the registry kept the old
+        status. Now a refusal lets the next result go."""
+        code = [200]
+
+        class Backend(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(code[0])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+        backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+        threading.Thread(target=backend.serve_forever, daemon=True).start()
+        self.addCleanup(backend.server_close)
+        self.addCleanup(backend.shutdown)
+        self.d.start()
+        url = "http://127.0.0.1:%d/" % backend.server_address[1]
+        status, text = self.d.request("PUT", REG, json.dumps(
+            {"Name": "hc", "ID": "hc-1", "Port": 1,
+             "Check": {"CheckID": "hc-check", "HTTP": url, "Interval": "1s"}}))
+        self.assertEqual(status, 200, text)
+
+        def stored():
+            checks = json.loads(self.d.request("GET", "/v1/health/checks/hc")[1])
+            return checks[0]["Status"] if checks else None
+        deadline = time.monotonic() + 15
+        while stored() != "passing":
+            self.assertLess(time.monotonic(), deadline, "never passing")
+            time.sleep(0.2)
+        filler = self.fill()
+        deadline, i = time.monotonic() + 15, 0
+        while self.register("b-%d" % i)[0] != 507:
+            self.assertLess(time.monotonic(), deadline, "writes never refused")
+            i += 1
+        code[0] = 500
+        time.sleep(3)  # the checker sees it fail; its update is refused
+        self.assertEqual(stored(), "passing")
+        os.unlink(filler)
+        t0 = time.monotonic()
+        while stored() != "critical":
+            self.assertLess(time.monotonic() - t0, 30, "never critical")
+            time.sleep(0.1)
+        # space is looked at every second or so, the check runs every
+        # second; held back, the update came some 7 s after (10 s after
+        # the refused one)
+        self.assertLess(time.monotonic() - t0, 5)
 
     def test_restore_larger_than_the_disk(self):
         """The body of PUT /v1/snapshot goes to a file in the data dir as it
