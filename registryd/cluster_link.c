@@ -430,8 +430,8 @@ int cluster_link_forward(struct cluster_link *l, struct evhttp_request *req,
     struct forward_names names = {req, from};
     if (from->body_fd < 0)
         return link_send(l, EVHTTP_REQ_PUT, "/v1/internal/forward",
-                         evhttp_request_get_input_buffer(req), forward_headers, &names, false, cb,
-                         arg);
+                         evhttp_request_get_input_buffer(req), forward_headers, &names,
+                         from->again, cb, arg);
     /* a file (a snapshot): sent from the page cache, never read in whole */
     struct evbuffer *body = evbuffer_new();
     int fd = body ? dup(from->body_fd) : -1;

@@ -75,6 +75,9 @@ struct cluster_forward {
     uint64_t body_len;
     bool waited; /* a blocking query that waited here: the leader answers at
                     once (X-Registry-Waited) */
+    bool again;  /* a read without a body, which may be sent again: given up
+                    as the others' (REG_ELEADERLOST) once another server
+                    leads, not waited for LINK_TIMEOUT_S */
 };
 
 /*

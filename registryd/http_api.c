@@ -1363,9 +1363,27 @@ static const char *const relayed_headers[] = {
  * the leader's X-Consul-Index (as Consul's follower sets its reply's meta
  * from the leader's): a blocking query sent through a follower blocks on
  * the index it was given. */
+#define FORWARD_RETRY_MS 100
+#define FORWARD_TRIES 40 /* an election and the new leader's announcement: ~4 s */
+
+static bool forward_later(struct http_req *r, int tries);
+
+/* A read (no body) may be sent again, unlike a write, which may have been
+ * done: when the leader it went to could not be reached, or stopped
+ * answering and another leads. */
+static bool forward_again_ok(struct http_req *r)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(r->req);
+    return r->route->read && (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD) &&
+           r->body_file.fd < 0 && evbuffer_get_length(evhttp_request_get_input_buffer(r->req)) == 0;
+}
+
 static void forward_done(void *arg, struct evhttp_request *resp, int failed)
 {
     struct http_req *r = arg;
+    if ((failed == REG_ELEADERLOST || failed == REG_ECONNECT) && forward_again_ok(r) &&
+        forward_later(r, FORWARD_TRIES))
+        return; /* to whoever leads by then (a leader that died: after the election) */
     if (failed != 0) {
         http_fail(r, 500, "Forwarding to the leader failed");
         reply_error(r, 0);
@@ -1388,9 +1406,6 @@ static void forward_done(void *arg, struct evhttp_request *resp, int failed)
     }
     req_free(r);
 }
-
-#define FORWARD_RETRY_MS 100
-#define FORWARD_TRIES 40 /* an election and the new leader's announcement: ~4 s */
 
 static void dispatch(struct http_req *r);
 
@@ -1466,7 +1481,7 @@ static void forward_to_leader(struct http_req *r)
     json_decref(meta);
     struct cluster_forward from = {http_origin_node(r), http_origin_node_addr(r), meta_text,
                                    http_acl_client_token(r), r->body_file.fd,
-                                   r->body_file.len, r->waited};
+                                   r->body_file.len, r->waited, forward_again_ok(r)};
     struct cluster_link *link =
         r->srv->opt.link ? r->srv->opt.link : cluster_get_link(r->srv->opt.cluster);
     int rc = cluster_link_forward(link, r->req, &from, forward_done, r);

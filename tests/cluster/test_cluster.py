@@ -588,6 +588,43 @@ class ClusterTest(unittest.TestCase):
         finally:
             os.kill(leader.proc.pid, signal.SIGCONT)
 
+    def test_read_sent_to_a_stopped_leader_is_sent_again(self):
+        """A default read a follower sent on to the leader just before the
+        leader stopped (SIGSTOP) waited out the channel's 30 s and failed;
+        a read may be sent again: the new leader answers it."""
+        leader = self.leader()
+        f = next(d for d in self.servers if d is not leader)
+        for i in range(5):
+            status, text = f.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "before", "ID": "before-%d" % i}))
+            self.assertEqual(status, 200, text)
+        os.kill(leader.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            status, text = f.request("GET", "/v1/catalog/service/before", timeout=60)
+            took = time.monotonic() - started
+            self.assertEqual(status, 200, text)
+            self.assertEqual(sorted(s["ServiceID"] for s in json.loads(text)),
+                             ["before-%d" % i for i in range(5)])
+            self.assertLess(took, 15)
+        finally:
+            os.kill(leader.proc.pid, signal.SIGCONT)
+
+    def test_read_through_a_follower_as_the_leader_dies(self):
+        """A default read through a follower while the leader it knows is
+        dead (SIGKILL) failed at once, "Forwarding to the leader failed";
+        it is sent again, to the new leader once elected."""
+        leader = self.leader()
+        f = next(d for d in self.servers if d is not leader)
+        status, text = f.request("PUT", "/v1/agent/service/register", json.dumps(
+            {"Name": "before", "ID": "before-1"}))
+        self.assertEqual(status, 200, text)
+        leader.proc.kill()
+        leader.proc.wait()
+        status, text = f.request("GET", "/v1/catalog/service/before", timeout=60)
+        self.assertEqual(status, 200, text)
+        self.assertEqual([s["ServiceID"] for s in json.loads(text)], ["before-1"])
+
     def test_leave_while_another_voter_is_stopped(self):
         """PUT /v1/agent/leave on a follower while the leader is stopped
         (SIGSTOP): the new leader refuses to remove it, as the one voter
