@@ -1381,7 +1381,10 @@ static bool forward_again_ok(struct http_req *r)
 static void forward_done(void *arg, struct evhttp_request *resp, int failed)
 {
     struct http_req *r = arg;
-    if ((failed == REG_ELEADERLOST || failed == REG_ECONNECT) && forward_again_ok(r) &&
+    /* (a leader that answered nothing for LINK_TIMEOUT_S and still leads:
+     * not again) */
+    bool refused = failed == REG_ECONNECT && mono_seconds() - r->forward_sent < 2;
+    if ((failed == REG_ELEADERLOST || refused) && forward_again_ok(r) &&
         forward_later(r, FORWARD_TRIES))
         return; /* to whoever leads by then (a leader that died: after the election) */
     if (failed != 0) {
@@ -1484,6 +1487,7 @@ static void forward_to_leader(struct http_req *r)
                                    r->body_file.len, r->waited, forward_again_ok(r)};
     struct cluster_link *link =
         r->srv->opt.link ? r->srv->opt.link : cluster_get_link(r->srv->opt.cluster);
+    r->forward_sent = mono_seconds();
     int rc = cluster_link_forward(link, r->req, &from, forward_done, r);
     free(meta_text);
     if (rc == 0)
