@@ -253,7 +253,9 @@ json_t *render_check(json_t *check, json_t *inst)
     json_object_set_new(o, "Interval", probed ? json_copy(iv) : json_string(""));
     json_object_set_new(o, "Timeout", probed && json_is_string(to) ? json_copy(to) : json_string(""));
     json_object_set_new(o, "ExposedPort", json_integer(0));
-    json_object_set(o, "ServiceTags", inst ? json_object_get(inst, "Tags") : NULL);
+    /* a node's check (ServiceID "") has none, whichever entry shows it */
+    const char *sid = json_string_value(json_object_get(check, "ServiceID"));
+    json_object_set(o, "ServiceTags", inst && sid && *sid ? json_object_get(inst, "Tags") : NULL);
     if (json_object_get(o, "ServiceTags") == NULL || json_is_null(json_object_get(o, "ServiceTags")))
         json_object_set_new(o, "ServiceTags", json_array());
     return o;

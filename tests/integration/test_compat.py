@@ -706,6 +706,23 @@ class CompatTest(unittest.TestCase):
             self.assertIn("node-beat", json.dumps(self.get(path)), path)
         self.assertNotIn("MDB_BAD_VALSIZE", self.d.log())
 
+    def test_node_check_has_no_service_tags(self):
+        # in /v1/health/service/NAME each entry's node checks carried that
+        # entry's service tags; Consul's have none (ServiceTags: [])
+        self.addCleanup(self.put, "/v1/agent/check/deregister/node-tagless")
+        self.addCleanup(self.put, "/v1/agent/service/deregister/tagged-1")
+        self.put("/v1/agent/service/register", {"Name": "tagged", "ID": "tagged-1",
+                                                "Tags": ["v1", "x"],
+                                                "Check": {"TTL": "30s", "CheckID": "tagged-ttl"}})
+        self.put("/v1/agent/check/register", {"Name": "node-tagless", "TTL": "30s"})
+        for path in ("/v1/health/service/tagged", "/v1/health/service/tagged?passing=false"):
+            checks = {c["CheckID"]: c for c in self.get(path)[0]["Checks"]}
+            self.assertEqual(checks["node-tagless"]["ServiceTags"], [], path)
+            self.assertEqual(checks["serfHealth"]["ServiceTags"], [], path)
+            self.assertEqual(checks["tagged-ttl"]["ServiceTags"], ["v1", "x"], path)
+        checks = {c["CheckID"]: c for c in self.get("/v1/health/state/any")}
+        self.assertEqual(checks["node-tagless"]["ServiceTags"], [])
+
     def test_kv_reads_absent_and_block(self):
         # registryd keeps no key-value store: a key reads as Consul's missing
         # one, a 404 that is a blocking query (a KV watch asked again at once
