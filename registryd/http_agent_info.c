@@ -91,7 +91,7 @@ static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **o
     *out = json_pack(
         "{s:{s:s, s:s, s:s, s:s, s:b, s:s, s:s, s:s},"
         " s:{s:s, s:s, s:s, s:s, s:b, s:s},"
-        " s:{s:s, s:s, s:i, s:o, s:i, s:i, s:i, s:i, s:i, s:i},"
+        " s:{s:s, s:s, s:i, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:i},"
         " s:O,"
         " s:{s:o, s:o}}",
         "Config", "Datacenter", o->datacenter, "PrimaryDatacenter", o->datacenter, "NodeName",
@@ -101,7 +101,7 @@ static int read_agent_self(struct http_req *r, struct store_read *rd, json_t **o
         "NodeName", o->node, "NodeID", node_id, "ServerMode", 1, "Version", REGISTRYD_VERSION,
         "Member", "Name", o->node, "Addr", o->node_addr, "Port", 8301, "Tags",
         member_tags(r->srv, node_id), "Status", 1, "ProtocolMin", 1, "ProtocolMax", 5,
-        "ProtocolCur", 2, "DelegateMin", 2, "DelegateMax", 5,
+        "ProtocolCur", 2, "DelegateMin", 2, "DelegateMax", 5, "DelegateCur", 4,
         "Meta", r->srv->node_meta,
         "Stats", "health", health_stats(&hs), "raft", raft_stats(r->srv));
     json_t *dbg = json_object_get(*out, "DebugConfig");

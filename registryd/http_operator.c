@@ -75,10 +75,11 @@ static int read_raft_configuration(struct http_req *r, struct store_read *rd, js
         snprintf(id, sizeof(id), "%llu", (unsigned long long)st.servers[i].id);
         http_server_node(r->srv, rd, st.servers[i].addr, node, sizeof(node), NULL, 0);
         json_array_append_new(
-            servers, json_pack("{s:s, s:s, s:s, s:b, s:b, s:s}", "ID", id, "Node", *node ? node : id,
-                               "Address", st.servers[i].addr, "Leader",
+            servers, json_pack("{s:s, s:s, s:s, s:b, s:b, s:s, s:s}", "ID", id, "Node",
+                               *node ? node : id, "Address", st.servers[i].addr, "Leader",
                                st.servers[i].id == st.leader_id, "Voter", st.servers[i].voter,
-                               "RaftProtocol", "3"));
+                               "ProtocolVersion", "3", /* Consul's api.RaftServer */
+                               "RaftProtocol", "3"));  /* (as Nomad's, kept) */
     }
     *out = json_pack("{s:o, s:I}", "Servers", servers, "Index", (json_int_t)st.commit_index);
     return 0;

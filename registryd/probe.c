@@ -423,7 +423,8 @@ static struct evhttp_request *make_request(struct probe *p, const char *host, in
     else
         snprintf(hosthdr, sizeof(hosthdr), "%s:%d", host, port);
     evhttp_add_header(hdr, "Host", hosthdr);
-    evhttp_add_header(hdr, "User-Agent", "registryd health check");
+    /* Consul's, which applications match to leave probes out of their logs */
+    evhttp_add_header(hdr, "User-Agent", "Consul Health Check");
     evhttp_add_header(hdr, "Accept", "text/plain, text/*, */*");
     evhttp_add_header(hdr, "Connection", "close");
     /* The check's Header replaces these defaults rather than repeating

@@ -723,6 +723,16 @@ class CompatTest(unittest.TestCase):
         checks = {c["CheckID"]: c for c in self.get("/v1/health/state/any")}
         self.assertEqual(checks["node-tagless"]["ServiceTags"], [])
 
+    def test_server_fields_in_consuls_names(self):
+        # the raft configuration's protocol is Consul's ProtocolVersion (list-peers'
+        # RaftProtocol column reads it); agent/self's Member is a members entry
+        conf = self.get("/v1/operator/raft/configuration")
+        self.assertEqual(conf["Servers"][0]["ProtocolVersion"], "3")
+        member = self.get("/v1/agent/self")["Member"]
+        listed = self.get("/v1/agent/members")[0]
+        self.assertEqual(sorted(member), sorted(listed))
+        self.assertEqual(member["DelegateCur"], listed["DelegateCur"])
+
     def test_kv_reads_absent_and_block(self):
         # registryd keeps no key-value store: a key reads as Consul's missing
         # one, a 404 that is a blocking query (a KV watch asked again at once

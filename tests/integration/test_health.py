@@ -259,7 +259,7 @@ class HealthTest(unittest.TestCase):
             self.assertTrue(vhost)
             self.assertEqual(vhost[-1][1], ["example.com"])
             # the redirected request went to /ok, on the URL's own Host
-            self.assertIn(("/ok", ["127.0.0.1:%d" % ep.port], ["registryd health check"]),
+            self.assertIn(("/ok", ["127.0.0.1:%d" % ep.port], ["Consul Health Check"]),
                           ep.seen)
         finally:
             ep.stop()
