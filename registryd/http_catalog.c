@@ -190,9 +190,26 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Node name -> an instance registered there (null for this server), and,
- * if names is not NULL, the names sorted as Consul lists them (*names:
- * malloc'd, keys borrowed from the returned object). */
+/* Every server of the cluster is a node, as in Consul's catalog (each
+ * announced its node name and address): {Node, NodeAddress} for those
+ * nothing else named. */
+static void add_server_nodes(struct http_req *r, struct store_read *rd, json_t *nodes)
+{
+    struct cluster_status st;
+    cluster_get_status(r->srv->opt.cluster, &st);
+    for (int i = 0; i < st.n_servers; i++) {
+        char node[STORE_NAME_MAX + 1], addr[64];
+        http_server_node(r->srv, rd, st.servers[i].addr, node, sizeof(node), addr, sizeof(addr));
+        if (*node && *addr && json_object_get(nodes, node) == NULL)
+            json_object_set_new(nodes, node, json_pack("{s:s, s:s}", "Node", node, "NodeAddress",
+                                                       addr));
+    }
+}
+
+/* Node name -> an instance registered there (null for this server; the
+ * node alone for another server), and, if names is not NULL, the names
+ * sorted as Consul lists them (*names: malloc'd, keys borrowed from the
+ * returned object). */
 static json_t *known_nodes(struct http_req *r, struct store_read *rd, const char ***names,
                            size_t *n)
 {
@@ -200,6 +217,7 @@ static json_t *known_nodes(struct http_req *r, struct store_read *rd, const char
     json_object_set_new(nodes, r->srv->opt.node, json_null());
     store_each_node(rd, add_instance_node, nodes); /* catalog-registered nodes first */
     add_instance_nodes(rd, nodes);
+    add_server_nodes(r, rd, nodes);
     if (names == NULL)
         return nodes;
     *n = 0;

@@ -124,6 +124,15 @@ class ClusterTest(unittest.TestCase):
         conf = json.loads(followers[0].request("GET", "/v1/operator/raft/configuration")[1])
         self.assertEqual(len(conf["Servers"]), 3)
         self.assertEqual(sum(s["Leader"] for s in conf["Servers"]), 1)
+        # every server is a node of the catalog, as Consul's (the leader's
+        # answer listed itself and nodes with instances only)
+        selves = {json.loads(d.request("GET", "/v1/agent/self")[1])["Config"]["NodeName"]:
+                  json.loads(d.request("GET", "/v1/agent/self")[1])["Member"]["Addr"]
+                  for d in self.servers}
+        for d in self.servers:
+            nodes = {n["Node"]: n["Address"] for n in
+                     json.loads(d.request("GET", "/v1/catalog/nodes")[1])}
+            self.assertEqual({k: nodes.get(k) for k in selves}, selves)
 
     def test_consistent_reads_through_a_follower(self):
         """?consistent reads go to the leader. The follower relays the
