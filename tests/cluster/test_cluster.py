@@ -568,18 +568,25 @@ class ClusterTest(unittest.TestCase):
         status, text = self.leader().request("GET", "/v1/operator/raft/configuration")
         self.assertIn(addr, {s["Address"] for s in json.loads(text)["Servers"]}, text)
 
+    def follower_with_instances(self, n):
+        """The leader and a follower, n instances "before-I" registered
+        through the follower (its channel to the leader is open, the
+        leader's address known)."""
+        leader = self.leader()
+        f = next(d for d in self.servers if d is not leader)
+        for i in range(n):
+            status, text = f.request("PUT", "/v1/agent/service/register", json.dumps(
+                {"Name": "before", "ID": "before-%d" % i}))
+            self.assertEqual(status, 200, text)
+        return leader, f
+
     def test_write_sent_to_a_stopped_leader_fails_soon(self):
         """A write a follower sent on to the leader just before the leader
         stopped (SIGSTOP) is answered once the others have elected a new
         one, as failed with Consul's "leadership lost" (it may have been
         done), not after the channel's 30 s timeout; writes after it go to
         the new leader."""
-        leader = self.leader()
-        f = next(d for d in self.servers if d is not leader)
-        for i in range(5):  # its channel to the leader is open, the address known
-            status, text = f.request("PUT", "/v1/agent/service/register", json.dumps(
-                {"Name": "before", "ID": "before-%d" % i}))
-            self.assertEqual(status, 200, text)
+        leader, f = self.follower_with_instances(5)
         os.kill(leader.proc.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -601,12 +608,7 @@ class ClusterTest(unittest.TestCase):
         """A default read a follower sent on to the leader just before the
         leader stopped (SIGSTOP) waited out the channel's 30 s and failed;
         a read may be sent again: the new leader answers it."""
-        leader = self.leader()
-        f = next(d for d in self.servers if d is not leader)
-        for i in range(5):
-            status, text = f.request("PUT", "/v1/agent/service/register", json.dumps(
-                {"Name": "before", "ID": "before-%d" % i}))
-            self.assertEqual(status, 200, text)
+        leader, f = self.follower_with_instances(5)
         os.kill(leader.proc.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -623,16 +625,12 @@ class ClusterTest(unittest.TestCase):
         """A default read through a follower while the leader it knows is
         dead (SIGKILL) failed at once, "Forwarding to the leader failed";
         it is sent again, to the new leader once elected."""
-        leader = self.leader()
-        f = next(d for d in self.servers if d is not leader)
-        status, text = f.request("PUT", "/v1/agent/service/register", json.dumps(
-            {"Name": "before", "ID": "before-1"}))
-        self.assertEqual(status, 200, text)
+        leader, f = self.follower_with_instances(1)
         leader.proc.kill()
         leader.proc.wait()
         status, text = f.request("GET", "/v1/catalog/service/before", timeout=60)
         self.assertEqual(status, 200, text)
-        self.assertEqual([s["ServiceID"] for s in json.loads(text)], ["before-1"])
+        self.assertEqual([s["ServiceID"] for s in json.loads(text)], ["before-0"])
 
     def test_leave_while_another_voter_is_stopped(self):
         """PUT /v1/agent/leave on a follower while the leader is stopped
