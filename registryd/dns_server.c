@@ -1326,8 +1326,8 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
     int rc = dns_parse_query(pkt, len, &q);
     if (rc == DNS_EDROP)
         return 0;
-    if (rc == DNS_EFORMERR || rc == DNS_ENOTIMP)
-        return dns_msg_header_only(out, &q, rc == DNS_EFORMERR ? DNS_FORMERR : DNS_NOTIMP);
+    if (rc == DNS_EFORMERR || rc == DNS_ENOTIMP) /* with the question and OPT that parsed */
+        return dns_msg_error(out, cap, &q, rc == DNS_EFORMERR ? DNS_FORMERR : DNS_NOTIMP);
     struct answer a = {.s = s, .w = w, .q = &q, .rcode = DNS_NOERROR, .tcp = tcp,
                        .domain = s->domain, .domain_len = s->domain_len};
     if (!tcp) {
@@ -1350,7 +1350,7 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
     }
     if (dns_msg_init(&a.m, out, cap, &q, DNS_NOERROR) != 0)
         return dns_msg_header_only(out, &q, DNS_SERVFAIL);
-    size_t opt_room = q.edns ? 11 : 0;
+    size_t opt_room = q.edns ? dns_opt_len(&q) : 0;
     a.m.cap -= opt_room; /* keep room for our OPT record */
 
     if (q.edns && q.edns_version != 0) {
@@ -1410,7 +1410,7 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
         a.m.buf[2] &= (uint8_t)~0x04; /* not our zone: no authority claimed */
     a.m.cap += opt_room;
     if (q.edns)
-        dns_msg_add_opt(&a.m, DNS_UDP_MAX, a.rcode, q.edns_do);
+        dns_msg_add_opt(&a.m, &q, DNS_UDP_MAX, a.rcode);
     return dns_msg_finish(&a.m);
 }
 

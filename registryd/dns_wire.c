@@ -82,6 +82,17 @@ static int read_name(const uint8_t *pkt, size_t len, size_t *off, char *out, siz
     return 0;
 }
 
+/* Skip the resource record at *off (name, fixed fields, RDATA): 0 or -1. */
+static int skip_rr(const uint8_t *pkt, size_t len, size_t *off)
+{
+    char name[DNS_PNAME_MAX];
+    if (read_name(pkt, len, off, name, sizeof(name), NULL) != 0 || *off + 10 > len ||
+        *off + 10 + get16(pkt + *off + 8) > len)
+        return -1;
+    *off += 10 + (size_t)get16(pkt + *off + 8);
+    return 0;
+}
+
 int dns_parse_query(const uint8_t *pkt, size_t len, struct dns_query *q)
 {
     memset(q, 0, sizeof(*q));
@@ -92,41 +103,58 @@ int dns_parse_query(const uint8_t *pkt, size_t len, struct dns_query *q)
     q->opcode = (q->flags >> 11) & 0xF;
     if (q->flags & 0x8000)
         return DNS_EDROP; /* a response: never answer those */
-    if (q->opcode != 0)
-        return DNS_ENOTIMP;
     uint16_t qd = get16(pkt + 4), an = get16(pkt + 6), ns = get16(pkt + 8), ar = get16(pkt + 10);
-    if (qd != 1 || an != 0 || ns != 0 || ar > 1)
+    /* A query is held to the shape of one. Another opcode is NOTIMP
+     * whatever follows, but its question and OPT are read as far as they
+     * go (the sections between skipped), for the answer to carry them. */
+    int fail = q->opcode != 0 ? DNS_ENOTIMP : DNS_EFORMERR;
+    if (q->opcode == 0 && (qd != 1 || an != 0 || ns != 0 || ar > 1))
         return DNS_EFORMERR;
-    size_t off = DNS_HEADER_LEN, start = off, wire_len;
-    if (read_name(pkt, len, &off, q->qname, sizeof(q->qname), &wire_len) != 0)
-        return DNS_EFORMERR;
-    if (off - start != wire_len) /* the question must not be compressed */
-        return DNS_EFORMERR;
-    memcpy(q->qname_wire, pkt + start, wire_len);
-    q->qname_wire_len = wire_len;
-    if (off + 4 > len)
-        return DNS_EFORMERR;
-    q->qtype = get16(pkt + off);
-    q->qclass = get16(pkt + off + 2);
-    off += 4;
-    if (ar == 1) {
+    if (qd > 1)
+        return fail;
+    size_t off = DNS_HEADER_LEN;
+    if (qd == 1) {
+        size_t start = off, wire_len;
+        if (read_name(pkt, len, &off, q->qname, sizeof(q->qname), &wire_len) != 0)
+            return fail;
+        if (off - start != wire_len || off + 4 > len) /* the question must not be compressed */
+            return fail;
+        memcpy(q->qname_wire, pkt + start, wire_len);
+        q->qname_wire_len = wire_len;
+        q->qtype = get16(pkt + off);
+        q->qclass = get16(pkt + off + 2);
+        off += 4;
+        q->has_question = true;
+    }
+    for (unsigned i = 0; i < (unsigned)an + ns; i++)
+        if (skip_rr(pkt, len, &off) != 0)
+            return fail;
+    for (unsigned i = 0; i < ar; i++) {
         char name[DNS_PNAME_MAX];
         if (read_name(pkt, len, &off, name, sizeof(name), NULL) != 0 || off + 10 > len)
-            return DNS_EFORMERR;
+            return fail;
         uint16_t type = get16(pkt + off), rdlen = get16(pkt + off + 8);
-        if (type != DNS_OPT || strcmp(name, ".") != 0 || off + 10 + rdlen > len)
-            return DNS_EFORMERR;
-        q->edns = true;
-        q->edns_size = get16(pkt + off + 2);
-        if (q->edns_size < DNS_UDP_MIN)
-            q->edns_size = DNS_UDP_MIN;
-        q->edns_version = pkt[off + 5];
-        q->edns_do = (pkt[off + 6] & 0x80) != 0;
+        if (off + 10 + rdlen > len)
+            return fail;
+        if (type != DNS_OPT && q->opcode == 0)
+            return DNS_EFORMERR; /* a query's one additional record is its OPT */
+        if (type == DNS_OPT) {
+            if (q->edns || strcmp(name, ".") != 0) { /* two OPT records: RFC 6891 6.1.1 */
+                q->edns = false;
+                return fail;
+            }
+            q->edns_size = get16(pkt + off + 2);
+            if (q->edns_size < DNS_UDP_MIN)
+                q->edns_size = DNS_UDP_MIN;
+            q->edns_version = pkt[off + 5];
+            q->edns_do = (pkt[off + 6] & 0x80) != 0;
+            q->edns = true;
+        }
         off += 10 + rdlen;
     }
     if (off != len)
-        return DNS_EFORMERR; /* trailing garbage */
-    return 0;
+        return fail; /* trailing garbage */
+    return q->opcode != 0 ? DNS_ENOTIMP : 0;
 }
 
 /* Note where `name` (written in wire form `wire` at `start`) and its
@@ -419,20 +447,44 @@ int dns_msg_add_soa(struct dns_msg *m, int section, const char *zone, uint32_t t
     RR_END(m, section, at);
 }
 
-int dns_msg_add_opt(struct dns_msg *m, uint16_t payload, int rcode, bool dnssec_ok)
+size_t dns_opt_len(const struct dns_query *q)
 {
-    if (m->len + 11 > m->cap)
+    (void)q;
+    return 11;
+}
+
+int dns_msg_add_opt(struct dns_msg *m, const struct dns_query *q, uint16_t payload, int rcode)
+{
+    size_t olen = dns_opt_len(q);
+    if (m->len + olen > m->cap)
         return DNS_ETRUNC;
     uint8_t *p = m->buf + m->len;
     p[0] = 0; /* root */
     put16(p + 1, DNS_OPT);
     put16(p + 3, payload);
     put32(p + 5, (uint32_t)((rcode >> 4) & 0xFF) << 24); /* the rcode's upper bits, version 0 */
-    p[7] = dnssec_ok ? 0x80 : 0; /* DO copied from the query (RFC 3225 3) */
-    put16(p + 9, 0);
-    m->len += 11;
+    p[7] = q->edns_do ? 0x80 : 0;                        /* DO copied from the query (RFC 3225 3) */
+    put16(p + 9, (uint16_t)(olen - 11));
+    m->len += olen;
     m->counts[DNS_ADDITIONAL]++;
     return 0;
+}
+
+size_t dns_msg_error(uint8_t *buf, size_t cap, const struct dns_query *q, int rcode)
+{
+    struct dns_msg m = {.buf = buf, .cap = cap};
+    m.len = dns_msg_header_only(buf, q, rcode);
+    if (q->has_question && m.len + q->qname_wire_len + 4 + (q->edns ? dns_opt_len(q) : 0) <= cap) {
+        memcpy(buf + m.len, q->qname_wire, q->qname_wire_len);
+        m.len += q->qname_wire_len;
+        put16(buf + m.len, q->qtype);
+        put16(buf + m.len + 2, q->qclass);
+        m.len += 4;
+        m.counts[0] = 1;
+    }
+    if (q->edns)
+        dns_msg_add_opt(&m, q, DNS_UDP_MAX, rcode); /* refused whole if it does not fit */
+    return dns_msg_finish(&m);
 }
 
 void dns_msg_clear_records(struct dns_msg *m)

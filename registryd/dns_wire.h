@@ -6,6 +6,8 @@
  * Parsing is strict (RFC 1035, 6891): one question, no answer/authority
  * records, at most one additional record and that an OPT; label and name
  * lengths checked; compression pointers allowed only backwards (so no loops).
+ * Another opcode is read as far as it goes (question, OPT), to be answered
+ * NOTIMP with both (RFC 6891 6.1.1: a request with OPT gets OPT back).
  * Building never writes past the buffer: an RR that does not fit is refused
  * whole (DNS_ETRUNC) and the message stays valid.
  */
@@ -44,14 +46,17 @@ struct dns_query {
     size_t qname_wire_len;
     char qname[DNS_PNAME_MAX]; /* lower-case presentation form, "a.b.", "." for root */
     uint16_t qtype, qclass;
-    bool edns;                /* an OPT record was present */
+    bool has_question;        /* the question parsed (an error answer echoes it) */
+    bool edns;                /* an OPT record was present and readable: the answer has one */
     uint16_t edns_size;       /* its advertised payload size (>= 512) */
     int edns_version;
     bool edns_do;             /* its DO bit (copied into the answer's OPT) */
 };
 
 /* Parse a query. Returns 0, DNS_EDROP, DNS_EFORMERR or DNS_ENOTIMP; for the
- * last two q->id, q->flags and q->opcode are valid (enough to answer). */
+ * last two q->id, q->flags and q->opcode are valid (enough to answer), and
+ * q->has_question and q->edns say what else was read (dns_msg_error echoes
+ * it). FORMERR with q->edns false for two OPT records. */
 int dns_parse_query(const uint8_t *pkt, size_t len, struct dns_query *q);
 
 /* A response under construction, in a caller-provided buffer. */
@@ -73,9 +78,14 @@ struct dns_msg {
  * exactly as sent. cap is the most the response may take. 0 or DNS_ETRUNC. */
 int dns_msg_init(struct dns_msg *m, uint8_t *buf, size_t cap, const struct dns_query *q,
                  int rcode);
-/* A response with only a header (FORMERR/NOTIMP for a query we could not
- * parse), echoing id/opcode/RD. */
+/* A response with only a header (SERVFAIL when not even the question fits),
+ * echoing id/opcode/RD. */
 size_t dns_msg_header_only(uint8_t *buf, const struct dns_query *q, int rcode);
+/* The answer to a query dns_parse_query refused (FORMERR, NOTIMP): the
+ * header, the question when it parsed, our OPT when the query's did (RFC
+ * 6891 6.1.1). No AA. cap >= DNS_UDP_MIN always holds it; returns its
+ * length. */
+size_t dns_msg_error(uint8_t *buf, size_t cap, const struct dns_query *q, int rcode);
 
 enum dns_section { DNS_ANSWER = 1, DNS_AUTHORITY = 2, DNS_ADDITIONAL = 3 };
 
@@ -101,9 +111,11 @@ int dns_msg_add_ptr(struct dns_msg *m, int section, const char *name, uint32_t t
 /* One TXT record of n character strings (each cut at 255 bytes). */
 int dns_msg_add_txt(struct dns_msg *m, int section, const char *name, uint32_t ttl,
                     const char *const *strs, size_t n);
-/* Our OPT record; rcode's bits above the header's four go in its
- * extended rcode (DNS_BADVERS); dnssec_ok: the query's DO bit. */
-int dns_msg_add_opt(struct dns_msg *m, uint16_t payload, int rcode, bool dnssec_ok);
+/* Our OPT record for a query with one: rcode's bits above the header's four
+ * go in its extended rcode (DNS_BADVERS), the DO bit is the query's (RFC
+ * 3225 3). dns_opt_len: the room it takes. */
+int dns_msg_add_opt(struct dns_msg *m, const struct dns_query *q, uint16_t payload, int rcode);
+size_t dns_opt_len(const struct dns_query *q);
 
 /* Drop every record after the question (for a truncated UDP answer). */
 void dns_msg_clear_records(struct dns_msg *m);

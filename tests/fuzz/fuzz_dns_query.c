@@ -1,7 +1,8 @@
 /*
  * fuzz_dns_query — libFuzzer target for the DNS wire codec: parse any bytes
  * as a query and, when they parse, build a full response to them (every
- * record type, compression, truncation). Built with -fsanitize=fuzzer when
+ * record type, compression, truncation), or the error answer to those that
+ * do not (question and OPT echoed as far as they parsed). Built with -fsanitize=fuzzer when
  * REGISTRY_FUZZ is on; otherwise replay_main.c replays the corpus and a
  * bounded number of deterministic mutations as an ordinary test.
  */
@@ -19,7 +20,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t out[1024];
     int rc = dns_parse_query(data, size, &q);
     if (rc == DNS_EFORMERR || rc == DNS_ENOTIMP) {
-        dns_msg_header_only(out, &q, DNS_FORMERR);
+        /* what parsed comes back, and it always fits 512 bytes */
+        size_t n =
+            dns_msg_error(out, DNS_UDP_MIN, &q, rc == DNS_EFORMERR ? DNS_FORMERR : DNS_NOTIMP);
+        if (n > DNS_UDP_MIN || out[5] != (q.has_question ? 1 : 0) || out[11] != (q.edns ? 1 : 0))
+            __builtin_trap();
         return 0;
     }
     if (rc != 0)
@@ -47,7 +52,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         __builtin_trap();
     dns_msg_clear_records(&m);
     dns_msg_set_tc(&m);
-    dns_msg_add_opt(&m, 4096, 0, false);
+    if (q.edns)
+        dns_msg_add_opt(&m, &q, 4096, 0);
     if (dns_msg_finish(&m) > cap)
         __builtin_trap();
     return 0;

@@ -4,6 +4,8 @@ what fits (udp_answer_limit without EDNS, the advertised size with it), TC
 only with dns_enable_truncate; names and tags without case; NXDOMAIN when no
 instance can answer; a CNAME for instances addressed by host name."""
 import json
+import socket
+import struct
 import subprocess
 import unittest
 
@@ -15,6 +17,78 @@ def register(d, bodies):
     for body in bodies:
         code, text = d.request("PUT", "/v1/agent/service/register", json.dumps(body))
         assert code == 200, text
+
+
+# ---- raw DNS messages, for what dig cannot send or does not show ----------
+
+def wire_name(name):
+    return b"".join(bytes([len(x)]) + x.encode() for x in name.split(".") if x) + b"\0"
+
+
+def opt_rr(options=b"", payload=4096, version=0):
+    """An OPT record (RFC 6891) carrying options (already encoded)."""
+    return b"\0" + struct.pack(">HHBBHH", 41, payload, 0, version, 0, len(options)) + options
+
+
+def raw_query(name, qtype=1, opcode=0, opt=None, qid=0x5151, an=b"", ns=b"", nan=0, nns=0):
+    head = struct.pack(">HHHHHH", qid, opcode << 11, 1, nan, nns, 1 if opt is not None else 0)
+    return head + wire_name(name) + struct.pack(">HH", qtype, 1) + an + ns + (opt or b"")
+
+
+def exchange(port, packet, tcp=False):
+    if tcp:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+            s.sendall(struct.pack(">H", len(packet)) + packet)
+            buf = b""
+            while len(buf) < 2 or len(buf) < 2 + struct.unpack(">H", buf[:2])[0]:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            return buf[2:]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.sendto(packet, ("127.0.0.1", port))
+        return s.recv(65535)
+
+
+def skip_name(msg, off):
+    while True:
+        n = msg[off]
+        if n >= 0xC0:
+            return off + 2
+        off += 1 + n
+        if n == 0:
+            return off
+
+
+def parse_reply(msg):
+    """{id, opcode, rcode (with the OPT's upper bits), qd, an, ns, ar,
+    question (name wire bytes, or None), opt (None or {payload, options:
+    [(code, data)]})}."""
+    qid, flags, qd, an, ns, ar = struct.unpack(">HHHHHH", msg[:12])
+    r = {"id": qid, "opcode": (flags >> 11) & 0xF, "rcode": flags & 0xF, "qd": qd, "an": an,
+         "ns": ns, "ar": ar, "question": None, "opt": None}
+    off = 12
+    for _ in range(qd):
+        end = skip_name(msg, off)
+        r["question"] = msg[off:end]
+        off = end + 4
+    for i in range(an + ns + ar):
+        off = skip_name(msg, off)
+        rtype, payload, ttl, rdlen = struct.unpack(">HHIH", msg[off:off + 10])
+        rdata = msg[off + 10:off + 10 + rdlen]
+        off += 10 + rdlen
+        if rtype == 41 and i >= an + ns:
+            options, o = [], 0
+            while o + 4 <= len(rdata):
+                code, olen = struct.unpack(">HH", rdata[o:o + 4])
+                options.append((code, rdata[o + 4:o + 4 + olen]))
+                o += 4 + olen
+            r["opt"] = {"payload": payload, "options": options}
+            r["rcode"] |= (ttl >> 24) << 4
+    assert off == len(msg), "trailing bytes in the reply"
+    return r
 
 
 BIG = [{"Name": "big", "ID": "big-%d" % i, "Address": "10.1.0.%d" % (i + 1), "Port": 9000 + i}
@@ -479,6 +553,63 @@ class ConsulNamesTest(unittest.TestCase):
                              ["1 1 80 0a070005.addr.dc1.consul."])
         finally:
             d.stop()
+
+
+class EdnsAnswersTest(unittest.TestCase):
+    """EDNS as RFC 6891 has it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = dns_registryd().start()
+        register(cls.d, [{"Name": "web", "ID": "web-1", "Address": "10.0.0.5", "Port": 80}])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def ask(self, packet, tcp=False):
+        return parse_reply(exchange(self.d.dns_port, packet, tcp))
+
+    def test_every_answer_to_a_query_with_opt_has_opt(self):
+        """RFC 6891 6.1.1: a request with an OPT record gets one back, NOTIMP
+        and FORMERR too (the answer says the server speaks EDNS; dig warned
+        "EDNS query returned status NOTIMP - retry with '+noedns'"), and a
+        NOTIMP answer keeps the question. They were the header alone."""
+        out = dig(self.d.dns_port, "registry.", "SOA", "+opcode=notify")
+        self.assertEqual(status(out), "NOTIMP", out)
+        self.assertIn("OPT PSEUDOSECTION", out)
+        self.assertNotIn("retry with '+noedns'", out)
+        for tcp in (False, True):
+            for opcode in (1, 2, 4):  # IQUERY, STATUS, NOTIFY
+                r = self.ask(raw_query("registry.", 6, opcode=opcode, opt=opt_rr()), tcp)
+                self.assertEqual((r["opcode"], r["rcode"], r["qd"], r["question"]),
+                                 (opcode, 4, 1, wire_name("registry.")), (opcode, tcp))
+                self.assertIsNotNone(r["opt"], (opcode, tcp))
+                self.assertEqual(r["opt"]["payload"], 4096)
+            # UPDATE: a zone, a record to add in its third section, then OPT
+            rr = wire_name("x.registry.") + struct.pack(">HHIH", 1, 1, 0, 4) + bytes([10, 0, 0, 1])
+            r = self.ask(raw_query("registry.", 6, opcode=5, opt=opt_rr(), ns=rr, nns=1), tcp)
+            self.assertEqual((r["opcode"], r["rcode"], r["qd"]), (5, 4, 1), tcp)
+            self.assertIsNotNone(r["opt"], tcp)
+            # without OPT, none comes back (RFC 6891 7)
+            r = self.ask(raw_query("registry.", 6, opcode=2), tcp)
+            self.assertEqual((r["rcode"], r["qd"], r["ar"]), (4, 1, 0), tcp)
+            # FORMERR for a message whose OPT parsed (bytes after it)
+            r = self.ask(raw_query("registry.", 6, opt=opt_rr()) + b"junk", tcp)
+            self.assertEqual(r["rcode"], 1, tcp)
+            self.assertIsNotNone(r["opt"], tcp)
+            # REFUSED, BADVERS, and a plain answer
+            for name, version, rcode in (("example.com.", 0, 5), ("registry.", 1, 16),
+                                         ("web.service.registry.", 0, 0)):
+                r = self.ask(raw_query(name, 1, opt=opt_rr(version=version)), tcp)
+                self.assertEqual(r["rcode"], rcode, (name, tcp))
+                self.assertIsNotNone(r["opt"], (name, tcp))
+        # two OPT records: FORMERR (RFC 6891 6.1.1)
+        packet = bytearray(raw_query("registry.", 6, opt=opt_rr() + opt_rr()))
+        packet[11] = 2
+        self.assertEqual(self.ask(bytes(packet))["rcode"], 1)
+        # and the server still answers
+        self.assertEqual(answers(dig(self.d.dns_port, "web.service.registry."), "A"), ["10.0.0.5"])
 
 
 if __name__ == "__main__":

@@ -193,6 +193,67 @@ static void test_header_only_and_names(void **state)
     assert_int_equal(dns_name_to_wire(big, wire, sizeof(wire)), 0); /* label > 63 */
 }
 
+/* FORMERR and NOTIMP come back with what parsed: the question, our OPT
+ * when the query had one (RFC 6891 6.1.1), no AA. */
+static void test_error_answers(void **state)
+{
+    (void)state;
+    uint8_t buf[512], out[512];
+    struct dns_query q;
+    size_t n = make_query(buf, "registry.", DNS_SOA, 1, 1232);
+    buf[2] = (uint8_t)(buf[2] | (4 << 3)); /* NOTIFY */
+    assert_int_equal(dns_parse_query(buf, n, &q), DNS_ENOTIMP);
+    assert_true(q.has_question);
+    assert_true(q.edns);
+    size_t len = dns_msg_error(out, sizeof(out), &q, DNS_NOTIMP);
+    assert_int_equal(len, 12 + q.qname_wire_len + 4 + 11);
+    assert_int_equal(out[2], 0x80 | (4 << 3) | 0x01); /* QR, NOTIFY, RD; no AA */
+    assert_int_equal(out[3] & 0xF, DNS_NOTIMP);
+    assert_int_equal(out[5], 1);
+    assert_int_equal(out[11], 1);
+    assert_memory_equal(out + 12, buf + 12, q.qname_wire_len + 4);
+    assert_int_equal(out[len - 11 + 2], DNS_OPT);
+
+    /* trailing bytes after a good OPT: FORMERR with the OPT */
+    n = make_query(buf, "registry.", DNS_SOA, 1, 1232);
+    buf[n] = 0;
+    assert_int_equal(dns_parse_query(buf, n + 1, &q), DNS_EFORMERR);
+    assert_true(q.edns);
+    len = dns_msg_error(out, sizeof(out), &q, DNS_FORMERR);
+    assert_int_equal(out[11], 1);
+
+    /* another opcode without OPT: the question alone */
+    n = make_query(buf, "registry.", DNS_SOA, 0, 0);
+    buf[2] = (uint8_t)(buf[2] | (2 << 3));
+    assert_int_equal(dns_parse_query(buf, n, &q), DNS_ENOTIMP);
+    len = dns_msg_error(out, sizeof(out), &q, DNS_NOTIMP);
+    assert_int_equal(len, 12 + q.qname_wire_len + 4);
+    assert_int_equal(out[11], 0);
+
+    /* an UPDATE: its prerequisite and update records are skipped to
+     * reach the OPT */
+    n = make_query(buf, "registry.", DNS_SOA, 0, 0);
+    buf[2] = (uint8_t)(5 << 3);
+    buf[9] = 1; /* one update record */
+    buf[11] = 1;
+    static const uint8_t rr[] = {1, 'x', 0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 10, 0, 0, 1};
+    memcpy(buf + n, rr, sizeof(rr));
+    n += sizeof(rr);
+    static const uint8_t opt[] = {0, 0, 41, 16, 0, 0, 0, 0, 0, 0, 0};
+    memcpy(buf + n, opt, sizeof(opt));
+    n += sizeof(opt);
+    assert_int_equal(dns_parse_query(buf, n, &q), DNS_ENOTIMP);
+    assert_true(q.has_question);
+    assert_true(q.edns);
+
+    /* two OPT records: FORMERR, answered without one */
+    n = make_query(buf, "registry.", DNS_SOA, 1, 1232);
+    memcpy(buf + n, buf + n - 11, 11);
+    buf[11] = 2;
+    assert_int_equal(dns_parse_query(buf, n + 11, &q), DNS_EFORMERR);
+    assert_false(q.edns);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,6 +262,7 @@ int main(void)
         cmocka_unit_test(test_build_and_compress),
         cmocka_unit_test(test_truncation_is_whole_records),
         cmocka_unit_test(test_header_only_and_names),
+        cmocka_unit_test(test_error_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
