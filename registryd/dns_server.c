@@ -1351,7 +1351,7 @@ static size_t answer_query(struct dns_worker *w, const uint8_t *pkt, size_t len,
     if (dns_msg_init(&a.m, out, cap, &q, DNS_NOERROR) != 0)
         return dns_msg_header_only(out, &q, DNS_SERVFAIL);
     size_t opt_room = q.edns ? dns_opt_len(&q) : 0;
-    a.m.cap -= opt_room; /* keep room for our OPT record */
+    a.m.cap -= opt_room; /* keep room for our OPT record (with the client's subnet) */
 
     if (q.edns && q.edns_version != 0) {
         a.rcode = DNS_BADVERS; /* RFC 6891 6.1.3: we speak version 0 */

@@ -93,6 +93,42 @@ static int skip_rr(const uint8_t *pkt, size_t len, size_t *off)
     return 0;
 }
 
+/* A Client Subnet option's data opt[0..n) (RFC 7871 6) into q: 0, or -1
+ * when malformed (see dns_parse_query; the checks are BIND's). */
+static int parse_ecs(const uint8_t *opt, size_t n, struct dns_query *q)
+{
+    if (n < 4)
+        return -1;
+    unsigned family = get16(opt), source = opt[2], scope = opt[3];
+    unsigned max = family == 1 ? 32 : family == 2 ? 128 : 0;
+    size_t bytes = (source + 7) / 8;
+    if (family > 2 || source > max || scope != 0 || n - 4 != bytes)
+        return -1;
+    if (source % 8 != 0 && (opt[4 + bytes - 1] & (0xFF >> (source % 8))) != 0)
+        return -1; /* bits past the prefix */
+    q->ecs = true;
+    q->ecs_family = (uint16_t)family;
+    q->ecs_source = (uint8_t)source;
+    memcpy(q->ecs_addr, opt + 4, bytes);
+    return 0;
+}
+
+/* The options of an OPT record's RDATA p[0..n): 0; -1 when they cannot be
+ * read (an option running past the RDATA); -2 for a malformed Client
+ * Subnet. A second Client Subnet is skipped unread, as BIND does. */
+static int parse_options(const uint8_t *p, size_t n, struct dns_query *q)
+{
+    for (size_t o = 0; o < n;) {
+        if (o + 4 > n || o + 4 + get16(p + o + 2) > n)
+            return -1;
+        uint16_t code = get16(p + o), olen = get16(p + o + 2);
+        if (code == DNS_OPT_ECS && !q->ecs && parse_ecs(p + o + 4, olen, q) != 0)
+            return -2;
+        o += 4 + (size_t)olen;
+    }
+    return 0;
+}
+
 int dns_parse_query(const uint8_t *pkt, size_t len, struct dns_query *q)
 {
     memset(q, 0, sizeof(*q));
@@ -148,7 +184,16 @@ int dns_parse_query(const uint8_t *pkt, size_t len, struct dns_query *q)
                 q->edns_size = DNS_UDP_MIN;
             q->edns_version = pkt[off + 5];
             q->edns_do = (pkt[off + 6] & 0x80) != 0;
+            /* another version's options may mean something else: BADVERS
+             * is answered without reading them (RFC 6891 6.1.3) */
+            int rc = q->edns_version == 0 ? parse_options(pkt + off + 10, rdlen, q) : 0;
+            if (rc == -1) {
+                q->ecs = false;
+                return fail; /* an OPT we cannot read: answered without one */
+            }
             q->edns = true;
+            if (rc != 0)
+                return fail; /* a malformed option in a readable OPT: answered with ours */
         }
         off += 10 + rdlen;
     }
@@ -449,8 +494,7 @@ int dns_msg_add_soa(struct dns_msg *m, int section, const char *zone, uint32_t t
 
 size_t dns_opt_len(const struct dns_query *q)
 {
-    (void)q;
-    return 11;
+    return 11 + (q->ecs ? 8 + (q->ecs_source + 7u) / 8 : 0);
 }
 
 int dns_msg_add_opt(struct dns_msg *m, const struct dns_query *q, uint16_t payload, int rcode)
@@ -465,6 +509,15 @@ int dns_msg_add_opt(struct dns_msg *m, const struct dns_query *q, uint16_t paylo
     put32(p + 5, (uint32_t)((rcode >> 4) & 0xFF) << 24); /* the rcode's upper bits, version 0 */
     p[7] = q->edns_do ? 0x80 : 0;                        /* DO copied from the query (RFC 3225 3) */
     put16(p + 9, (uint16_t)(olen - 11));
+    if (q->ecs) { /* FAMILY, SOURCE PREFIX-LENGTH and ADDRESS as asked, SCOPE 0 */
+        size_t bytes = (q->ecs_source + 7u) / 8;
+        put16(p + 11, DNS_OPT_ECS);
+        put16(p + 13, (uint16_t)(4 + bytes));
+        put16(p + 15, q->ecs_family);
+        p[17] = q->ecs_source;
+        p[18] = 0;
+        memcpy(p + 19, q->ecs_addr, bytes);
+    }
     m->len += olen;
     m->counts[DNS_ADDITIONAL]++;
     return 0;

@@ -6,6 +6,8 @@
  * Parsing is strict (RFC 1035, 6891): one question, no answer/authority
  * records, at most one additional record and that an OPT; label and name
  * lengths checked; compression pointers allowed only backwards (so no loops).
+ * The OPT record's options are read: a Client Subnet (RFC 7871) is checked
+ * and kept to be echoed, an option running past the record is malformed.
  * Another opcode is read as far as it goes (question, OPT), to be answered
  * NOTIMP with both (RFC 6891 6.1.1: a request with OPT gets OPT back).
  * Building never writes past the buffer: an RR that does not fit is refused
@@ -23,6 +25,7 @@
 #define DNS_PNAME_MAX 1024 /* presentation length: bytes outside [!-~] and . \\ become \DDD */
 #define DNS_UDP_MIN 512
 #define DNS_UDP_MAX 4096  /* the EDNS payload size we advertise and accept */
+#define DNS_OPT_ECS 8     /* EDNS option code: Client Subnet (RFC 7871) */
 
 enum dns_type { DNS_A = 1, DNS_NS = 2, DNS_CNAME = 5, DNS_SOA = 6, DNS_PTR = 12, DNS_TXT = 16,
                 DNS_AAAA = 28, DNS_SRV = 33, DNS_OPT = 41, DNS_IXFR = 251, DNS_AXFR = 252,
@@ -51,12 +54,21 @@ struct dns_query {
     uint16_t edns_size;       /* its advertised payload size (>= 512) */
     int edns_version;
     bool edns_do;             /* its DO bit (copied into the answer's OPT) */
+    bool ecs;                 /* it carried a Client Subnet option (the first is kept) */
+    uint16_t ecs_family;      /* 1 IPv4, 2 IPv6, 0 (with prefix 0: "no address") */
+    uint8_t ecs_source;       /* SOURCE PREFIX-LENGTH */
+    uint8_t ecs_addr[16];     /* ADDRESS: (ecs_source + 7) / 8 bytes */
 };
 
 /* Parse a query. Returns 0, DNS_EDROP, DNS_EFORMERR or DNS_ENOTIMP; for the
  * last two q->id, q->flags and q->opcode are valid (enough to answer), and
  * q->has_question and q->edns say what else was read (dns_msg_error echoes
- * it). FORMERR with q->edns false for two OPT records. */
+ * it). FORMERR for a Client Subnet option of a family other than 1 or 2 (0
+ * only with prefix 0, as dig +subnet=0 sends), a prefix longer than the
+ * family's addresses, a non-zero scope, an ADDRESS of other than
+ * ceil(prefix/8) bytes or with bits set past the prefix (RFC 7871 6, 7.1.1);
+ * then q->edns stays true. FORMERR with q->edns false for an OPT record that
+ * cannot be read (an option running past its RDATA, two OPT records). */
 int dns_parse_query(const uint8_t *pkt, size_t len, struct dns_query *q);
 
 /* A response under construction, in a caller-provided buffer. */
@@ -113,7 +125,9 @@ int dns_msg_add_txt(struct dns_msg *m, int section, const char *name, uint32_t t
                     const char *const *strs, size_t n);
 /* Our OPT record for a query with one: rcode's bits above the header's four
  * go in its extended rcode (DNS_BADVERS), the DO bit is the query's (RFC
- * 3225 3). dns_opt_len: the room it takes. */
+ * 3225 3), and the query's Client Subnet comes back with SCOPE
+ * PREFIX-LENGTH 0 (RFC 7871 7.2.1: the answer is the same for every
+ * client, as Consul's setEDNS says). dns_opt_len: the room it takes. */
 int dns_msg_add_opt(struct dns_msg *m, const struct dns_query *q, uint16_t payload, int rcode);
 size_t dns_opt_len(const struct dns_query *q);
 

@@ -30,6 +30,12 @@ def opt_rr(options=b"", payload=4096, version=0):
     return b"\0" + struct.pack(">HHBBHH", 41, payload, 0, version, 0, len(options)) + options
 
 
+def ecs_option(family, source, addr, scope=0):
+    """A Client Subnet option (RFC 7871 6)."""
+    data = struct.pack(">HBB", family, source, scope) + addr
+    return struct.pack(">HH", 8, len(data)) + data
+
+
 def raw_query(name, qtype=1, opcode=0, opt=None, qid=0x5151, an=b"", ns=b"", nan=0, nns=0):
     head = struct.pack(">HHHHHH", qid, opcode << 11, 1, nan, nns, 1 if opt is not None else 0)
     return head + wire_name(name) + struct.pack(">HH", qtype, 1) + an + ns + (opt or b"")
@@ -556,7 +562,7 @@ class ConsulNamesTest(unittest.TestCase):
 
 
 class EdnsAnswersTest(unittest.TestCase):
-    """EDNS as RFC 6891 has it."""
+    """EDNS as RFC 6891, 7871 and Consul's setEDNS have it."""
 
     @classmethod
     def setUpClass(cls):
@@ -610,6 +616,73 @@ class EdnsAnswersTest(unittest.TestCase):
         self.assertEqual(self.ask(bytes(packet))["rcode"], 1)
         # and the server still answers
         self.assertEqual(answers(dig(self.d.dns_port, "web.service.registry."), "A"), ["10.0.0.5"])
+
+    def test_client_subnet_is_echoed_with_scope_zero(self):
+        """RFC 7871 7.2.1, as Consul's setEDNS: FAMILY, SOURCE PREFIX-LENGTH
+        and ADDRESS as asked, SCOPE PREFIX-LENGTH 0 (the answer is the same
+        for every client: a resolver may cache it for all). The option was
+        dropped: a resolver sending ECS takes a reply without it as one from
+        a server that does not speak ECS (RFC 7871 7.3)."""
+        for subnet, shown in (("192.0.2.0/24", "192.0.2.0/24/0"),
+                              ("2001:db8:1::/48", "2001:db8:1::/48/0"),
+                              ("0", "0.0.0.0/0/0")):
+            for name, rcode in (("web.service.registry.", "NOERROR"),
+                                ("nosuch.service.registry.", "NXDOMAIN"),
+                                ("example.com.", "REFUSED")):
+                for tcp in ("+notcp", "+tcp"):
+                    out = dig(self.d.dns_port, name, "A", "+subnet=" + subnet, tcp)
+                    self.assertEqual(status(out), rcode, out)
+                    self.assertIn("CLIENT-SUBNET: " + shown + "\n", out)
+        # on the wire: the option as sent, but for its scope
+        for family, source, addr in ((1, 23, bytes([192, 0, 2])), (2, 56, bytes(7)),
+                                     (1, 32, bytes([10, 0, 0, 1])), (0, 0, b"")):
+            r = self.ask(raw_query("web.service.registry.",
+                                   opt=opt_rr(ecs_option(family, source, addr))))
+            self.assertEqual(r["rcode"], 0)
+            self.assertEqual(r["opt"]["options"],
+                             [(8, struct.pack(">HBB", family, source, 0) + addr)])
+        # a UDP answer filled to the advertised size still has room for it
+        register(self.d, [{"Name": "many", "ID": "many-%d" % i, "Address": "fd00::%x" % (i + 1),
+                           "Port": 80} for i in range(40)])
+        subnet = ecs_option(2, 32, bytes([0x20, 0x01, 0x0d, 0xb8]))
+        reply = exchange(self.d.dns_port, raw_query("many.service.registry.", 28,
+                                                    opt=opt_rr(subnet, payload=600)))
+        self.assertLessEqual(len(reply), 600)
+        r = parse_reply(reply)
+        self.assertGreater(r["an"], 5)
+        self.assertEqual(r["opt"]["options"], [(8, subnet[4:])])
+
+    def test_malformed_client_subnet_is_formerr(self):
+        """RFC 7871 6 and 7.1.1, as BIND checks it: FORMERR (with our OPT,
+        and the question) for a family other than 1 or 2 (0 only with no
+        prefix), a prefix longer than the family's addresses, a scope in a
+        query, ADDRESS bytes other than the prefix needs, or bits set past
+        the prefix. They were answered as if the option were not there."""
+        bad = [(3, 0, b""), (0, 8, b"\x0a"), (1, 33, bytes(5)), (2, 129, bytes(17)),
+               (1, 24, bytes([10, 0, 0, 0])), (1, 24, bytes([10, 0])),
+               (1, 23, bytes([192, 0, 3])), (2, 1, b"\x40")]
+        for tcp in (False, True):
+            for family, source, addr in bad:
+                r = self.ask(raw_query("web.service.registry.",
+                                       opt=opt_rr(ecs_option(family, source, addr))), tcp)
+                self.assertEqual(r["rcode"], 1, (family, source, addr, tcp))
+                self.assertEqual(r["question"], wire_name("web.service.registry."))
+                self.assertIsNotNone(r["opt"])
+                self.assertEqual(r["opt"]["options"], [])
+            r = self.ask(raw_query("web.service.registry.",
+                                   opt=opt_rr(ecs_option(1, 24, bytes([10, 0, 0]), scope=24))), tcp)
+            self.assertEqual(r["rcode"], 1, tcp)
+            # an option whose length runs past the OPT record's data
+            for options in (struct.pack(">HH", 10, 8) + bytes(4), b"\x00\x0a\x00"):
+                r = self.ask(raw_query("web.service.registry.", opt=opt_rr(options)), tcp)
+                self.assertEqual(r["rcode"], 1, (options, tcp))
+            # other options are let be (a cookie, padding), a second subnet
+            # too (BIND's reading)
+            options = (struct.pack(">HH", 10, 8) + bytes(8) + struct.pack(">HH", 12, 3) + bytes(3)
+                       + ecs_option(1, 8, b"\x0a") + ecs_option(9, 99, b""))
+            r = self.ask(raw_query("web.service.registry.", opt=opt_rr(options)), tcp)
+            self.assertEqual((r["rcode"], r["an"]), (0, 1), tcp)
+            self.assertEqual(r["opt"]["options"], [(8, b"\x00\x01\x08\x00\x0a")])
 
 
 if __name__ == "__main__":

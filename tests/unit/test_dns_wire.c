@@ -254,6 +254,81 @@ static void test_error_answers(void **state)
     assert_false(q.edns);
 }
 
+/* A query for registry. SOA whose OPT carries options[0..n). */
+static size_t query_with_options(uint8_t *buf, const uint8_t *options, size_t n)
+{
+    size_t len = make_query(buf, "registry.", DNS_SOA, 1, 1232);
+    buf[len - 2] = (uint8_t)(n >> 8);
+    buf[len - 1] = (uint8_t)n;
+    memcpy(buf + len, options, n);
+    return len + n;
+}
+
+/* Client Subnet (RFC 7871): kept and echoed with scope 0; malformed ones are
+ * FORMERR with q.edns still true (answered with our OPT). */
+static void test_client_subnet(void **state)
+{
+    (void)state;
+    uint8_t buf[512], out[512];
+    struct dns_query q;
+    static const uint8_t v4[] = {0, 8, 0, 7, 0, 1, 23, 0, 192, 0, 2};
+    size_t n = query_with_options(buf, v4, sizeof(v4));
+    assert_int_equal(dns_parse_query(buf, n, &q), 0);
+    assert_true(q.ecs);
+    assert_int_equal(q.ecs_family, 1);
+    assert_int_equal(q.ecs_source, 23);
+    assert_int_equal(dns_opt_len(&q), 11 + 4 + 7);
+    struct dns_msg m;
+    assert_int_equal(dns_msg_init(&m, out, sizeof(out), &q, DNS_NOERROR), 0);
+    assert_int_equal(dns_msg_add_opt(&m, &q, 4096, DNS_NOERROR), 0);
+    size_t len = dns_msg_finish(&m);
+    assert_int_equal(out[len - 22 + 9], 0); /* the OPT's RDLENGTH: one option of 7 bytes */
+    assert_int_equal(out[len - 22 + 10], 11);
+    assert_memory_equal(out + len - 11, v4, sizeof(v4)); /* as sent: its scope was 0 */
+
+    static const uint8_t none[] = {0, 8, 0, 4, 0, 0, 0, 0}; /* dig +subnet=0 */
+    n = query_with_options(buf, none, sizeof(none));
+    assert_int_equal(dns_parse_query(buf, n, &q), 0);
+    assert_true(q.ecs);
+    assert_int_equal(dns_opt_len(&q), 11 + 8);
+
+    /* a cookie, then a subnet */
+    static const uint8_t two[] = {0, 10, 0, 8, 1, 2, 3, 4, 5, 6,   7,
+                                  8, 0,  8, 0, 5, 0, 2, 8, 0, 0x20};
+    n = query_with_options(buf, two, sizeof(two));
+    assert_int_equal(dns_parse_query(buf, n, &q), 0);
+    assert_int_equal(q.ecs_family, 2);
+    assert_int_equal(q.ecs_addr[0], 0x20);
+
+    static const uint8_t bad[][16] = {
+        {0, 8, 0, 4, 0, 3, 0, 0},                 /* family 3 */
+        {0, 8, 0, 5, 0, 0, 8, 0, 10},             /* family 0 with a prefix */
+        {0, 8, 0, 9, 0, 1, 33, 0, 1, 2, 3, 4, 5}, /* longer than IPv4 */
+        {0, 8, 0, 8, 0, 1, 24, 0, 10, 0, 0, 0},   /* one byte too many */
+        {0, 8, 0, 6, 0, 1, 24, 0, 10, 0},         /* one too few */
+        {0, 8, 0, 7, 0, 1, 23, 0, 192, 0, 3},     /* a bit past the prefix */
+        {0, 8, 0, 7, 0, 1, 24, 24, 10, 0, 0},     /* a scope in a query */
+        {0, 8, 0, 3, 0, 1, 0},                    /* shorter than its fixed part */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        n = query_with_options(buf, bad[i], 4u + bad[i][3]);
+        assert_int_equal(dns_parse_query(buf, n, &q), DNS_EFORMERR);
+        assert_true(q.edns);
+        assert_false(q.ecs);
+        len = dns_msg_error(out, sizeof(out), &q, DNS_FORMERR);
+        assert_int_equal(out[11], 1);
+    }
+
+    /* an option running past the OPT record's data: FORMERR without OPT */
+    static const uint8_t past[] = {0, 10, 0, 8, 1, 2, 3, 4};
+    n = query_with_options(buf, past, sizeof(past));
+    assert_int_equal(dns_parse_query(buf, n, &q), DNS_EFORMERR);
+    assert_false(q.edns);
+    static const uint8_t stub[] = {0, 10, 0};
+    n = query_with_options(buf, stub, sizeof(stub));
+    assert_int_equal(dns_parse_query(buf, n, &q), DNS_EFORMERR);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -263,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_truncation_is_whole_records),
         cmocka_unit_test(test_header_only_and_names),
         cmocka_unit_test(test_error_answers),
+        cmocka_unit_test(test_client_subnet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
