@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,6 +15,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <jansson.h>
 
 #include "log.h"
 #include "tls.h"
@@ -125,4 +128,19 @@ void common_base_free(struct event_base *base)
     for (int turn = 0; turn < 8 && event_base_loop(base, EVLOOP_NONBLOCK) == 0; turn++)
         ;
     event_base_free(base);
+}
+
+json_t *common_kvlist_object(const char *lines)
+{
+    json_t *o = json_object();
+    for (const char *p = lines; p && *p && o;) {
+        size_t n = strcspn(p, "\n");
+        const char *colon = memchr(p, ':', n);
+        char *k = colon ? strndup(p, (size_t)(colon - p)) : NULL;
+        if (k)
+            json_object_set_new(o, k, json_stringn(colon + 1, n - (size_t)(colon - p) - 1));
+        free(k);
+        p += n + (p[n] == '\n');
+    }
+    return o;
 }

@@ -2,8 +2,8 @@
  * common.h — small pieces every module of the daemon shares, one copy each:
  * the must-check attribute (STYLE.md: "_mustcheck_" on every function whose
  * result matters), the one way to open a connection to another server (HTTP,
- * or HTTPS with mutual TLS) and the deferred free of a libevent HTTP
- * connection.
+ * or HTTPS with mutual TLS), the deferred free of a libevent HTTP
+ * connection and the reading of a KEY:VALUE setting as JSON.
  * Hashes are hash.h's, host:port parsing config.h's (conf_split_hostport),
  * the server-to-server HTTP client cluster_link.h's.
  */
@@ -16,6 +16,7 @@
 
 struct event_base;
 struct evhttp_connection;
+struct json_t;
 
 /* The caller must look at the result (gcc and clang warn, -Werror fails). */
 #define REG_MUSTCHECK __attribute__((warn_unused_result))
@@ -38,6 +39,11 @@ struct evhttp_connection;
 #ifndef REG_FREE_AT_EXIT
 #define REG_FREE_AT_EXIT 0
 #endif
+
+/* A KEY:VALUE list as config.h stores it ("key:value" lines joined by '\n',
+ * or NULL: none; node_meta) as a JSON object of strings: a new reference,
+ * NULL when out of memory. A line without a colon is left out. */
+struct json_t *common_kvlist_object(const char *lines);
 
 /*
  * Free an outgoing HTTP connection on the next turn of base's loop: never

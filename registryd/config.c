@@ -105,6 +105,11 @@ static const struct conf_key conf_keys[] = {
         "a_record_limit; 0: as many as fit)"),
     KEY("dns_enable_truncate", CONF_BOOL, dns_enable_truncate, "false", NULL,
         "set TC on UDP answers that left records out, so that resolvers retry over TCP"),
+    KEY("dns_enable_additional_node_meta_txt", CONF_BOOL, dns_enable_additional_node_meta_txt,
+        "true", NULL,
+        "add a node's Meta as TXT records to the additional section of node A/AAAA and SRV "
+        "answers where room is left (the default, as Consul's enable_additional_node_meta_txt; "
+        "=false: without them)"),
     KEY("dns_server_service", CONF_NAME, dns_server_service, "consul", "NAME",
         "service name under which DNS answers with the registry's own servers "
         "(NAME.service.DOMAIN)"),

@@ -66,6 +66,7 @@ struct conf {
     unsigned dns_udp_answer_limit;
     unsigned dns_a_record_limit;
     bool dns_enable_truncate;
+    bool dns_enable_additional_node_meta_txt;
     char *dns_server_service;
     unsigned dns_workers; /* 1..CONF_MAX_WORKERS; default: online CPUs */
     unsigned http_workers; /* 1..REG_MAX_HTTP_WORKERS; default: online CPUs */

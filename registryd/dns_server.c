@@ -76,6 +76,8 @@ struct dns_inst {
     json_t *tags;           /* array of strings (owned) */
     json_t *meta;           /* object of strings (owned), for TXT */
     json_t *node;           /* its Node, a string (owned; NULL: this server's) */
+    json_t *node_meta;      /* its node's Meta as the instance carries it (owned; NULL:
+                             * none): node_meta_of says whose counts */
 };
 
 struct dns_service {
@@ -188,6 +190,7 @@ struct dns_server {
     size_t domain_len;
     char *alt_domain; /* answered as domain is, with names in it; NULL: none */
     size_t alt_domain_len;
+    json_t *node_meta; /* this node's Meta (opt.node_meta), an object (owned) */
     int max_conns;  /* TCP connections per worker */
     unsigned nworkers;
     struct dns_worker **workers; /* nworkers, each allocated on its own */
@@ -203,6 +206,7 @@ static void service_free(struct dns_service *svc)
         json_decref(svc->v[i].tags);
         json_decref(svc->v[i].meta);
         json_decref(svc->v[i].node);
+        json_decref(svc->v[i].node_meta);
     }
     free(svc->v);
     free(svc->name);
@@ -244,22 +248,37 @@ static bool plain_labels(const char *s, bool dots, size_t max)
     return true;
 }
 
-/* in's SRV target, as Consul names it: NODE.node.DC when the instance has
- * no address of its own (it answers at its node's), else HEX.addr.DC; the
- * domain follows when answered. The node's name only when it reads back
- * as itself (plain_labels, not below "_" labels answer_name takes for RFC
- * 2782), the datacenter only when it is one label: else HEX.addr.DOMAIN,
- * which any name fits (a domain is at most 200 bytes). */
-static void srv_target(const struct dns_server *s, struct dns_inst *in, const char *node)
+/* The datacenter as a label of the names we give (SRV targets, the owners
+ * of node Meta TXT): "" when it is not one DNS label, or so long that a
+ * node's name would not fit beside it (a domain is at most 200 bytes). */
+static const char *dc_label(const struct dns_server *s)
 {
     size_t longest = s->domain_len > s->alt_domain_len ? s->domain_len : s->alt_domain_len;
     const char *dc = s->opt.datacenter ? s->opt.datacenter : "";
     if (!plain_labels(dc, false, 63) || longest + strlen(dc) + 40 >= DNS_NAME_MAX)
         dc = "";
+    return dc;
+}
+
+/* Whether NODE.node.DC.DOMAIN names node: its name reads back as itself
+ * (plain_labels, not below "_" labels answer_name takes for RFC 2782) and
+ * fits beside either domain. */
+static bool node_name_ok(const struct dns_server *s, const char *node)
+{
+    size_t longest = s->domain_len > s->alt_domain_len ? s->domain_len : s->alt_domain_len;
+    return node != NULL && node[0] != '_' && plain_labels(node, true, 120) &&
+           strlen(node) + strlen(dc_label(s)) + 7 + longest < DNS_NAME_MAX;
+}
+
+/* in's SRV target, as Consul names it: NODE.node.DC when the instance has
+ * no address of its own (it answers at its node's) and node_name_ok, else
+ * HEX.addr.DC (which any name fits); the domain follows when answered. */
+static void srv_target(const struct dns_server *s, struct dns_inst *in, const char *node)
+{
+    const char *dc = dc_label(s);
     const char *dot = *dc ? "." : "";
     in->target_rel = true;
-    if (node != NULL && node[0] != '_' && plain_labels(node, true, 120) &&
-        strlen(node) + strlen(dc) + 7 + longest < DNS_NAME_MAX) {
+    if (node_name_ok(s, node)) {
         snprintf(in->target, sizeof(in->target), "%.*s.node%s%.*s", 120, node, dot, 63, dc);
     } else {
         int o = 0;
@@ -360,6 +379,8 @@ static int decode_instance(json_t *inst, void *arg)
     in->meta = json_incref(json_object_get(inst, "Meta"));
     json_t *node = json_object_get(inst, "Node");
     in->node = json_is_string(node) ? json_incref(node) : NULL;
+    json_t *node_meta = json_object_get(inst, "NodeMeta"); /* kept as its node's (store.c) */
+    in->node_meta = json_object_size(node_meta) > 0 ? json_incref(node_meta) : NULL;
     d->svc->n++;
     json_decref(checks);
     return 0;
@@ -633,6 +654,90 @@ static int add_meta_txt(struct answer *a, const char *owner, json_t *meta)
     return dns_msg_add_txt(&a->m, DNS_ANSWER, owner, a->s->opt.ttl, strs, n);
 }
 
+/* The node named node's Meta as its instance in carries it (in NULL: none)
+ * and as HTTP shows it (render_node): this node's is its configuration.
+ * Borrowed; NULL or empty: none. */
+static json_t *node_meta_of(const struct dns_server *s, const char *node, const struct dns_inst *in)
+{
+    if (s->opt.node != NULL && node != NULL && strcmp(node, s->opt.node) == 0)
+        return s->node_meta;
+    return in ? in->node_meta : NULL;
+}
+
+/* One node Meta pair as Consul's TXT record holds it (encodeKVasRFC1464):
+ * RFC 1464's key=value, the key's ` and = and its leading and trailing
+ * spaces quoted with `, the value's ` doubled; a key starting "rfc1035-"
+ * (any case) gives the value alone. Into out (cap bytes); its length, or
+ * SIZE_MAX when it does not fit. */
+static size_t meta_txt(const char *key, const char *value, char *out, size_t cap)
+{
+    size_t o = 0, klen = strlen(key), lead = strspn(key, " "), trail = 0;
+    while (trail < klen - lead && key[klen - 1 - trail] == ' ')
+        trail++;
+    if (strncasecmp(key, "rfc1035-", 8) == 0) {
+        size_t l = strlen(value);
+        if (l > cap)
+            return SIZE_MAX;
+        memcpy(out, value, l);
+        return l;
+    }
+    for (size_t i = 0; i < klen; i++) {
+        bool quote = key[i] == '`' || key[i] == '=' || i < lead || i >= klen - trail;
+        if (o + 2 > cap)
+            return SIZE_MAX;
+        if (quote)
+            out[o++] = '`';
+        out[o++] = key[i];
+    }
+    if (o + 1 > cap)
+        return SIZE_MAX;
+    out[o++] = '=';
+    for (const char *v = value; *v; v++) {
+        if (o + 2 > cap)
+            return SIZE_MAX;
+        if (*v == '`')
+            out[o++] = '`';
+        out[o++] = *v;
+    }
+    return o;
+}
+
+/* A node's Meta as TXT records owned by owner, one per pair, in section;
+ * at most max records (0: no limit). The records that fit go in: in the
+ * answer a record that does not sets the answer trimmed (TC as for any
+ * record); in the additional section it is left out with the rest
+ * (additional data is not owed, RFC 2181 9). *left_out (if not NULL) is
+ * set when a record was left out either way. Returns the records added. */
+static size_t add_node_meta(struct answer *a, int section, const char *owner, json_t *meta,
+                            size_t max, bool *left_out)
+{
+    char text[4096]; /* a pair is at most 128 + 512 bytes (http_check_meta), doubled */
+    size_t added = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(meta, k, v)
+    {
+        size_t len;
+        if (!json_is_string(v) ||
+            (len = meta_txt(k, json_string_value(v), text, sizeof(text))) == SIZE_MAX)
+            continue;
+        if (max > 0 && added == max) {
+            if (left_out)
+                *left_out = true;
+            break;
+        }
+        if (dns_msg_add_txt_split(&a->m, section, owner, a->s->opt.ttl, text, len) != 0) {
+            if (section == DNS_ANSWER)
+                overflow(a);
+            if (left_out)
+                *left_out = true;
+            break;
+        }
+        added++;
+    }
+    return added;
+}
+
 /* DNS answers as the default token allows (acl_default_token, else the
  * anonymous token): false, with NXDOMAIN set, when it may not read name. */
 static bool dns_acl_allows(struct answer *a, struct store_read *rd, enum acl_resource res,
@@ -646,6 +751,32 @@ static bool dns_acl_allows(struct answer *a, struct store_read *rd, enum acl_res
     if (!ok)
         a->rcode = DNS_NXDOMAIN;
     return ok;
+}
+
+/* After an SRV answer's records and their targets' addresses, the Meta of
+ * the nodes of the instances answered (idx[0..n)), each node's once, as
+ * TXT records owned by NODE.node.DC.DOMAIN (Consul's, whatever the SRV
+ * target): in the room those leave, none pushing a record out. */
+static void add_srv_node_meta(struct answer *a, const struct dns_service *svc, const size_t *idx,
+                              size_t n)
+{
+    const struct dns_server *s = a->s;
+    struct seen_set *seen = seen_reset(a->w);
+    const char *dc = dc_label(s);
+    for (size_t k = 0; k < n; k++) {
+        const struct dns_inst *in = &svc->v[idx[k]];
+        const char *node = in->node ? json_string_value(in->node) : s->opt.node;
+        json_t *meta = node_meta_of(s, node, in);
+        if (json_object_size(meta) == 0 || !node_name_ok(s, node) ||
+            !seen_add(seen, node, strlen(node), 1))
+            continue;
+        char owner[DNS_NAME_MAX + 2];
+        snprintf(owner, sizeof(owner), "%s.node%s%s.%s", node, *dc ? "." : "", dc, a->domain);
+        bool left_out = false;
+        add_node_meta(a, DNS_ADDITIONAL, owner, meta, 0, &left_out);
+        if (left_out)
+            break; /* full: what follows would not fit either */
+    }
 }
 
 /* NAME[.TAG] lookups: A/AAAA/ANY or SRV over the passing instances. */
@@ -761,6 +892,8 @@ static void answer_service(struct answer *a, struct store_read *rd, const char *
                 add_addr(a, DNS_ADDITIONAL, full_target(a, in, target), in,
                          in->family == AF_INET ? DNS_A : DNS_AAAA);
         }
+        if (s->opt.enable_additional_node_meta_txt)
+            add_srv_node_meta(a, svc, idx, answers);
     } else if (qt == DNS_TXT) {
         for (size_t k = 0; k < n && !full(a); k++) {
             if (json_object_size(svc->v[idx[k]].meta) == 0)
@@ -906,6 +1039,7 @@ struct node_find {
     const char *name; /* lower case */
     char node[STORE_NAME_MAX + 1]; /* the node's own name, as found */
     char addr[STORE_NAME_MAX + 1];
+    json_t *meta; /* its NodeMeta (a new reference), or NULL */
     bool found;
 };
 
@@ -918,11 +1052,17 @@ static int find_node(json_t *rec, void *arg)
         return 0;
     snprintf(f->node, sizeof(f->node), "%s", node);
     snprintf(f->addr, sizeof(f->addr), "%s", addr);
+    json_t *meta = json_object_get(rec, "NodeMeta");
+    f->meta = json_is_object(meta) ? json_incref(meta) : NULL;
     f->found = true;
     return 1; /* the first: the smallest instance ID (store_each_instance_on's order) */
 }
 
-/* NODE.node[.DC].DOMAIN: the node's address. */
+/* NODE.node[.DC].DOMAIN: the node's address, and its Meta as TXT records
+ * (Consul's handleNodeQuery): TXT the Meta alone, ANY both, A/AAAA the
+ * address with the Meta in the additional section where room is left
+ * (enable_additional_node_meta_txt). A node at a host name is a CNAME,
+ * with no other data beside it (RFC 1034 3.6.2) but for TXT asked. */
 static void answer_node(struct answer *a, struct store_read *rd, const char *name)
 {
     struct dns_server *s = a->s;
@@ -930,6 +1070,7 @@ static void answer_node(struct answer *a, struct store_read *rd, const char *nam
     if (s->opt.node != NULL && strcasecmp(name, s->opt.node) == 0) {
         snprintf(f.node, sizeof(f.node), "%s", s->opt.node);
         snprintf(f.addr, sizeof(f.addr), "%s", s->opt.node_addr);
+        f.meta = json_incref(s->node_meta);
         f.found = true;
     }
     /* DNS names ignore case, node names do not: the name as asked first
@@ -951,9 +1092,32 @@ static void answer_node(struct answer *a, struct store_read *rd, const char *nam
         a->rcode = DNS_NXDOMAIN;
         return;
     }
-    if (!dns_acl_allows(a, rd, ACL_RES_NODE, f.node))
+    if (!dns_acl_allows(a, rd, ACL_RES_NODE, f.node)) {
+        json_decref(f.meta);
         return; /* node:read on the node's own name (the query's may differ in case) */
-    if (add_literal(a, a->q->qname, f.addr, DNS_ANSWER) == 0 && !full(a))
+    }
+    uint16_t qt = a->q->qtype;
+    uint8_t ip[16];
+    bool at_ip = inet_pton(AF_INET, f.addr, ip) == 1 || inet_pton(AF_INET6, f.addr, ip) == 1;
+    /* the answer holds max_answers records at most, as a service's (UDP
+     * without EDNS: udp_answer_limit, as Consul trims every answer) */
+    size_t max = a->max_is_policy ? 0 : a->max_answers, n = 0;
+    bool limited = false;
+    if (qt != DNS_TXT)
+        n = add_literal(a, a->q->qname, f.addr, DNS_ANSWER);
+    if (qt == DNS_TXT || (qt == DNS_ANY && at_ip)) {
+        if (!full(a) && (max == 0 || n < max))
+            n += add_node_meta(a, DNS_ANSWER, a->q->qname, f.meta, max ? max - n : 0, &limited);
+        else if (json_object_size(f.meta) > 0)
+            limited = true;
+    } else if ((qt == DNS_A || qt == DNS_AAAA) && n > 0 && at_ip &&
+               s->opt.enable_additional_node_meta_txt) {
+        add_node_meta(a, DNS_ADDITIONAL, a->q->qname, f.meta, 0, NULL);
+    }
+    json_decref(f.meta);
+    if (limited)
+        a->trimmed = true;
+    if (n == 0 && !full(a))
         add_soa(a, DNS_AUTHORITY, s->opt.negative_ttl); /* NODATA */
 }
 
@@ -1784,7 +1948,8 @@ int dns_start(const struct dns_options *opt, struct dns_server **out, char *err,
         return REG_ENOMEM;
     }
     s->workers = calloc(s->nworkers, sizeof(*s->workers));
-    if (s->domain == NULL || s->workers == NULL) {
+    s->node_meta = common_kvlist_object(opt->node_meta);
+    if (s->domain == NULL || s->workers == NULL || s->node_meta == NULL) {
         dns_free(s);
         return REG_ENOMEM;
     }
@@ -1849,5 +2014,6 @@ void dns_free(struct dns_server *s)
     free(s->workers);
     free(s->domain);
     free(s->alt_domain);
+    json_decref(s->node_meta);
     free(s);
 }

@@ -21,6 +21,13 @@
  *   D.C.B.A.in-addr.arpa, ip6.arpa  PTR to NODE.node.DC.DOMAIN / NAME.service.DOMAIN
  *   DOMAIN                       SOA; NS "ns.DOMAIN" (this server's address)
  *   TXT on a service name        each instance's Meta as key=value strings
+ *   TXT (or ANY) on NODE.node    a record per key of the node's Meta, RFC 1464's
+ *                                key=value (a key starting "rfc1035-": the value
+ *                                alone), as Consul; with
+ *                                enable_additional_node_meta_txt also in the
+ *                                additional section of node A/AAAA answers and,
+ *                                owned by NODE.node.DC.DOMAIN, of SRV answers,
+ *                                where room is left
  * Service names and tags match without case (Consul lowercases them).
  * Outside DOMAIN: REFUSED (no recursion). Unknown names inside, and services
  * with no instance to answer with (all critical, no such tag): NXDOMAIN with
@@ -62,6 +69,8 @@ struct dns_options {
     unsigned udp_answer_limit; /* records in a UDP answer without EDNS (Consul: 3) */
     unsigned a_record_limit;   /* A/AAAA records in any answer; 0: no limit (Consul's) */
     bool enable_truncate;  /* set TC on UDP answers that left records out */
+    bool enable_additional_node_meta_txt; /* node Meta TXT in additional sections (Consul's) */
+    const char *node_meta; /* this node's Meta: "key:value" lines (config.h), or NULL */
     const char *node_addr; /* address of instances that have none, and of this node */
     const char *node;      /* this server's node name (NODE.node.DOMAIN) */
     const char *datacenter; /* SERVICE.service.DC.DOMAIN names this one */

@@ -475,6 +475,26 @@ int dns_msg_add_txt(struct dns_msg *m, int section, const char *name, uint32_t t
     RR_END(m, section, at);
 }
 
+int dns_msg_add_txt_split(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                          const char *text, size_t len)
+{
+    RR_BEGIN(m);
+    long at = put_rr_head(m, name, DNS_TXT, ttl);
+    /* the strings' bytes plus one length byte per 255 (at least one string) */
+    size_t need = len + (len == 0 ? 1 : (len + 254) / 255);
+    if (at < 0 || m->len + need > m->cap || need > 65535)
+        RR_FAIL(m);
+    size_t o = 0;
+    do {
+        size_t l = len - o > 255 ? 255 : len - o;
+        m->buf[m->len++] = (uint8_t)l;
+        memcpy(m->buf + m->len, text + o, l);
+        m->len += l;
+        o += l;
+    } while (o < len);
+    RR_END(m, section, at);
+}
+
 int dns_msg_add_soa(struct dns_msg *m, int section, const char *zone, uint32_t ttl,
                     const char *mname, const char *rname, uint32_t serial, uint32_t minimum)
 {

@@ -123,6 +123,11 @@ int dns_msg_add_ptr(struct dns_msg *m, int section, const char *name, uint32_t t
 /* One TXT record of n character strings (each cut at 255 bytes). */
 int dns_msg_add_txt(struct dns_msg *m, int section, const char *name, uint32_t ttl,
                     const char *const *strs, size_t n);
+/* One TXT record holding text[0..len) whole: as character strings of 255
+ * bytes and the rest (RFC 1035 3.3.14 caps one string at 255 bytes; a
+ * reader joins a record's strings, as RFC 7208 3.3 does). */
+int dns_msg_add_txt_split(struct dns_msg *m, int section, const char *name, uint32_t ttl,
+                          const char *text, size_t len);
 /* Our OPT record for a query with one: rcode's bits above the header's four
  * go in its extended rcode (DNS_BADVERS), the DO bit is the query's (RFC
  * 3225 3), and the query's Client Subnet comes back with SCOPE

@@ -2184,16 +2184,7 @@ int http_start(const struct http_options *opt, struct http_server **out, char *e
     if (s == NULL)
         return REG_ENOMEM;
     s->opt = *opt;
-    s->node_meta = json_object();
-    for (const char *p = opt->node_meta; p && *p && s->node_meta;) {
-        size_t n = strcspn(p, "\n");
-        const char *colon = memchr(p, ':', n);
-        char *k = colon ? strndup(p, (size_t)(colon - p)) : NULL;
-        if (k)
-            json_object_set_new(s->node_meta, k, json_stringn(colon + 1, n - (size_t)(colon - p) - 1));
-        free(k);
-        p += n + (p[n] == '\n');
-    }
+    s->node_meta = common_kvlist_object(opt->node_meta);
     if (s->node_meta == NULL)
         goto fail_mem;
     s->shared = opt->shared;

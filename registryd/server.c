@@ -560,6 +560,8 @@ static int start_front_end(struct server *s)
         .server_service = conf->dns_server_service,
         .cluster = s->cluster,
         .enable_truncate = conf->dns_enable_truncate,
+        .enable_additional_node_meta_txt = conf->dns_enable_additional_node_meta_txt,
+        .node_meta = conf->node_meta,
         .node_addr = s->node_host,
         .store = s->store,
         .workers = conf->dns_workers,

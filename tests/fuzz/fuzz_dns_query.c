@@ -46,6 +46,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         dns_msg_add_srv(&m, DNS_ANSWER, q.qname, 0, 1, 1, 80, "0a000001.addr.registry.");
         dns_msg_add_a(&m, DNS_ADDITIONAL, "0a000001.addr.registry.", 0, a4);
     }
+    char text[700];
+    memset(text, 't', sizeof(text));
+    dns_msg_add_txt_split(&m, DNS_ADDITIONAL, q.qname, 0, text, size % sizeof(text));
     dns_msg_add_soa(&m, DNS_AUTHORITY, "registry.", 0, "ns.registry.", "hostmaster.registry.", 1,
                     0);
     if (m.len > cap)

@@ -685,5 +685,184 @@ class EdnsAnswersTest(unittest.TestCase):
             self.assertEqual(r["opt"]["options"], [(8, b"\x00\x01\x08\x00\x0a")])
 
 
+def txt_strings(rdata):
+    """The character strings of one TXT record's rdata as dig prints it."""
+    out, cur, quoted, i = [], "", False, 0
+    while i < len(rdata):
+        c = rdata[i]
+        if c == '"':
+            if quoted:
+                out.append(cur)
+                cur = ""
+            quoted = not quoted
+        elif quoted and c == "\\":
+            i += 1
+            cur += rdata[i]
+        elif quoted:
+            cur += c
+        i += 1
+    return out
+
+
+def section(text, name):
+    """(owner, type, rdata) of the records in dig's section name."""
+    out, inside = [], False
+    for line in text.splitlines():
+        if line.startswith(";; %s SECTION" % name):
+            inside = True
+        elif line.startswith(";;") or not line.strip():
+            inside = inside and not line.startswith(";;")
+        elif inside:
+            f = line.split(None, 4)
+            out.append((f[0], f[3], f[4] if len(f) > 4 else ""))
+    return out
+
+
+class NodeMetaTxtTest(unittest.TestCase):
+    """A node's Meta as TXT records, as Consul answers them (handleNodeQuery,
+    makeTXTRecordFromNodeMeta): one record per key, RFC 1464's key=value (a
+    key starting "rfc1035-": the value alone), on NODE.node TXT and ANY, and
+    by default (enable_additional_node_meta_txt) in the additional section
+    of node A/AAAA answers and of SRV answers, owned by NODE.node.DC.DOMAIN.
+    Node TXT was no data, and the additional sections had none."""
+
+    LONG = "x" * 300
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = dns_registryd(extra_args=["--node", "self-node", "--node-meta", "role:dns"]).start()
+        for body in (
+                {"Node": "meta-node", "Address": "192.0.2.20",
+                 "NodeMeta": {"rack": "r1", "rfc1035-spf": "v=spf1 -all", "RFC1035-Raw": "as is",
+                              "quote": "a`b=c", "long": cls.LONG},
+                 "Service": {"ID": "ms-1", "Service": "ms", "Port": 81}},
+                {"Node": "meta-node", "Address": "192.0.2.20",
+                 "NodeMeta": {"rack": "r1", "rfc1035-spf": "v=spf1 -all", "RFC1035-Raw": "as is",
+                              "quote": "a`b=c", "long": cls.LONG},
+                 "Service": {"ID": "ms-2", "Service": "ms", "Port": 82, "Address": "10.9.0.2"}},
+                {"Node": "bare-node", "Address": "192.0.2.21",
+                 "Service": {"ID": "ms-3", "Service": "ms", "Port": 83}},
+                {"Node": "Upper-Node", "Address": "192.0.2.22", "NodeMeta": {"k": "v"},
+                 "Service": {"ID": "up-1", "Service": "up", "Port": 84}},
+                {"Node": "host-node", "Address": "db.example.com", "NodeMeta": {"k": "v"}}):
+            code, text = cls.d.request("PUT", "/v1/catalog/register", json.dumps(body))
+            assert code == 200, text
+        register(cls.d, [{"Name": "ms", "ID": "ms-4", "Address": "10.9.0.4", "Port": 84}])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def dig(self, name, qtype="A", *opts):
+        return dig(self.d.dns_port, name, qtype, *opts)
+
+    WANT = sorted([["rack=r1"], ["v=spf1 -all"], ["as is"], ["quote=a``b=c"],
+                   ["long=" + LONG[:250], LONG[250:]]])
+
+    def test_node_txt_is_its_meta(self):
+        for name in ("meta-node.node.registry.", "META-NODE.node.dc1.registry.",
+                     "meta-node.node.dc1.consul."):
+            for tcp in ("+notcp", "+tcp"):
+                out = self.dig(name, "TXT", tcp)
+                self.assertEqual(status(out), "NOERROR", out)
+                got = sorted(txt_strings(r) for o, t, r in section(out, "ANSWER") if t == "TXT")
+                self.assertEqual(got, self.WANT, out)
+                self.assertEqual(section(out, "ADDITIONAL"), [], out)
+        # ANY: the address and the Meta
+        out = self.dig("meta-node.node.registry.", "ANY")
+        self.assertEqual(answers(out, "A"), ["192.0.2.20"], out)
+        self.assertEqual(len(answers(out, "TXT")), 5, out)
+        # this server's node: its --node-meta
+        self.assertEqual(answers(self.dig("self-node.node.registry.", "TXT"), "TXT"),
+                         ['"role=dns"'])
+        # no Meta: no data (with the SOA), as any type a name lacks
+        out = self.dig("bare-node.node.registry.", "TXT")
+        self.assertEqual((status(out), answers(out, "TXT")), ("NOERROR", []), out)
+        self.assertIn("SOA", out.split("AUTHORITY SECTION")[-1])
+        self.assertEqual(status(self.dig("nosuch.node.registry.", "TXT")), "NXDOMAIN")
+        # a node at a host name: its Meta for TXT, the CNAME alone for ANY
+        self.assertEqual(answers(self.dig("host-node.node.registry.", "TXT"), "TXT"), ['"k=v"'])
+        out = self.dig("host-node.node.registry.", "ANY")
+        self.assertEqual((answers(out, "CNAME"), answers(out, "TXT")), (["db.example.com."], []))
+
+    def test_node_address_answers_carry_the_meta(self):
+        out = self.dig("meta-node.node.registry.", "A")
+        self.assertEqual(answers(out, "A"), ["192.0.2.20"])
+        extra = section(out, "ADDITIONAL")
+        self.assertEqual({o for o, t, r in extra}, {"meta-node.node.registry."}, out)
+        self.assertEqual(sorted(txt_strings(r) for o, t, r in extra), self.WANT, out)
+        out = self.dig("self-node.node.registry.", "A")
+        self.assertEqual(section(out, "ADDITIONAL"),
+                         [("self-node.node.registry.", "TXT", '"role=dns"')], out)
+        # no address of the type asked: no data, nothing beside it
+        out = self.dig("meta-node.node.registry.", "AAAA")
+        self.assertEqual((status(out), section(out, "ADDITIONAL")), ("NOERROR", []), out)
+
+    def test_srv_answers_carry_the_meta_of_the_nodes(self):
+        out = self.dig("ms.service.registry.", "SRV")
+        self.assertEqual(len(answers(out, "SRV")), 4, out)
+        txt = [(o, r) for o, t, r in section(out, "ADDITIONAL") if t == "TXT"]
+        # each node's once, owned by its name (whatever the SRV target:
+        # ms-2 is 0a090002.addr), none for a node without Meta
+        self.assertEqual(sorted({o for o, r in txt}),
+                         ["meta-node.node.dc1.registry.", "self-node.node.dc1.registry."], out)
+        self.assertEqual(len(txt), 6, out)
+        self.assertEqual(len([t for o, t, r in section(out, "ADDITIONAL") if t == "A"]), 4, out)
+        # in the domain asked
+        out = self.dig("ms.service.consul.", "SRV")
+        self.assertIn("meta-node.node.dc1.consul.",
+                      {o for o, t, r in section(out, "ADDITIONAL") if t == "TXT"}, out)
+        # a node whose name does not read back as itself (upper case) is
+        # not named: its Meta has no owner to give
+        out = self.dig("up.service.registry.", "SRV")
+        self.assertEqual([t for o, t, r in section(out, "ADDITIONAL")], ["A"], out)
+
+    def test_meta_never_pushes_a_record_out(self):
+        """The Meta goes in the room the answer and its addresses leave: a
+        UDP answer of 512 bytes keeps its records, and the node TXT answer
+        counts as any answer (udp_answer_limit records without EDNS)."""
+        out = self.dig("ms.service.registry.", "SRV", "+noedns", "+ignore")
+        self.assertEqual(len(answers(out, "SRV")), 3, out)
+        self.assertEqual(len([t for o, t, r in section(out, "ADDITIONAL") if t == "A"]), 3, out)
+        self.assertNotIn("tc", flags(out))
+        size = int(out.split("MSG SIZE  rcvd: ")[1].split()[0])
+        self.assertLessEqual(size, 512)
+        out = self.dig("meta-node.node.registry.", "TXT", "+noedns", "+ignore")
+        self.assertEqual(len(answers(out, "TXT")), 3, out)
+        out = self.dig("meta-node.node.registry.", "A", "+noedns", "+ignore")
+        self.assertEqual(answers(out, "A"), ["192.0.2.20"], out)
+        self.assertLessEqual(int(out.split("MSG SIZE  rcvd: ")[1].split()[0]), 512)
+
+    def test_srv_counts_are_those_without_meta(self):
+        """As many SRV records (each with its address) as without the
+        setting, over UDP and TCP, with every node carrying Meta."""
+        counts = {}
+        for setting in ("true", "false"):
+            d = dns_registryd(extra_args=["--node-meta", "zone:" + "z" * 200,
+                                          "--dns-enable-additional-node-meta-txt=" + setting])
+            d.start()
+            self.addCleanup(d.stop)
+            register(d, [{"Name": "wide", "ID": "wide-%d" % i, "Port": 1000 + i,
+                          "Address": "10.8.%d.%d" % (i // 250, i % 250)} for i in range(1200)])
+            for how in ("+bufsize=1232", "+tcp"):
+                out = dig(d.dns_port, "wide.service.registry.", "SRV", how, "+ignore")
+                extra = section(out, "ADDITIONAL")
+                counts[setting, how] = (len(answers(out, "SRV")),
+                                        len([1 for o, t, r in extra if t == "A"]))
+                self.assertEqual(counts[setting, how][0], counts[setting, how][1])
+                if setting == "false":
+                    self.assertEqual([t for o, t, r in extra if t == "TXT"], [], out)
+            out = dig(d.dns_port, "wide.service.registry.", "SRV", "+bufsize=4096", "+ignore")
+            self.assertLessEqual(int(out.split("MSG SIZE  rcvd: ")[1].split()[0]), 4096)
+            out = dig(d.dns_port, "%s.node.registry." % json.loads(
+                d.request("GET", "/v1/agent/self")[1])["Config"]["NodeName"], "A")
+            self.assertEqual(len(answers(out, "A")), 1)
+            self.assertEqual(len([t for o, t, r in section(out, "ADDITIONAL") if t == "TXT"]),
+                             1 if setting == "true" else 0, out)
+        for how in ("+bufsize=1232", "+tcp"):
+            self.assertEqual(counts["true", how], counts["false", how], how)
+        self.assertGreater(counts["true", "+tcp"][0], 700)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -329,6 +329,44 @@ static void test_client_subnet(void **state)
     assert_int_equal(dns_parse_query(buf, n, &q), DNS_EFORMERR);
 }
 
+/* A TXT record holding a text over 255 bytes: character strings of 255
+ * bytes and the rest, in one record (RFC 1035 3.3.14). */
+static void test_txt_split(void **state)
+{
+    (void)state;
+    uint8_t qbuf[512], out[1024];
+    struct dns_query q;
+    size_t n = make_query(qbuf, "n.node.registry.", DNS_TXT, 0, 0);
+    assert_int_equal(dns_parse_query(qbuf, n, &q), 0);
+    struct dns_msg m;
+    char text[600];
+    memset(text, 'a', sizeof(text));
+    assert_int_equal(dns_msg_init(&m, out, sizeof(out), &q, DNS_NOERROR), 0);
+    size_t rr = m.len;
+    assert_int_equal(dns_msg_add_txt_split(&m, DNS_ANSWER, "n.node.registry.", 0, text, 600), 0);
+    /* owner pointer, type, class, ttl, rdlength */
+    assert_int_equal(out[rr + 10] << 8 | out[rr + 11], 600 + 3);
+    assert_int_equal(out[rr + 12], 255);
+    assert_int_equal(out[rr + 12 + 256], 255);
+    assert_int_equal(out[rr + 12 + 512], 90);
+    assert_int_equal(m.len, rr + 12 + 603);
+    /* exactly 255, and empty: one string each */
+    size_t at = m.len;
+    assert_int_equal(dns_msg_add_txt_split(&m, DNS_ANSWER, "n.node.registry.", 0, text, 255), 0);
+    assert_int_equal(m.len, at + 12 + 256);
+    at = m.len;
+    assert_int_equal(dns_msg_add_txt_split(&m, DNS_ANSWER, "n.node.registry.", 0, text, 0), 0);
+    assert_int_equal(m.len, at + 12 + 1);
+    assert_int_equal(out[at + 12], 0);
+    /* one that does not fit leaves nothing behind */
+    at = m.len;
+    assert_int_equal(dns_msg_add_txt_split(&m, DNS_ANSWER, "n.node.registry.", 0, text, 600),
+                     DNS_ETRUNC);
+    assert_int_equal(m.len, at);
+    assert_int_equal(dns_msg_finish(&m), at);
+    assert_int_equal(out[7], 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -339,6 +377,7 @@ int main(void)
         cmocka_unit_test(test_header_only_and_names),
         cmocka_unit_test(test_error_answers),
         cmocka_unit_test(test_client_subnet),
+        cmocka_unit_test(test_txt_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
