@@ -576,6 +576,24 @@ class EdnsAnswersTest(unittest.TestCase):
     def ask(self, packet, tcp=False):
         return parse_reply(exchange(self.d.dns_port, packet, tcp))
 
+    def test_meta_types_asked_are_no_data(self):
+        """A question for a meta-type (OPT 41, TKEY 249, TSIG 250, MAILB 253,
+        MAILA 254) is answered as Consul (miekg/dns takes any QTYPE, and
+        its lookups find no record of the type): no data with the SOA, or
+        NXDOMAIN where the name does not exist. BIND says FORMERR (OPT,
+        TSIG, TKEY) or NOTIMP (MAILA, MAILB); the tools set up for Consul
+        never ask these."""
+        node = json.loads(self.d.request("GET", "/v1/agent/self")[1])["Config"]["NodeName"]
+        for qtype in (41, 249, 250, 253, 254):
+            for tcp in (False, True):
+                for name in ("web.service.registry.", node + ".node.registry.", "registry.",
+                             "0a000005.addr.registry."):
+                    r = self.ask(raw_query(name, qtype, opt=opt_rr()), tcp)
+                    self.assertEqual((r["rcode"], r["an"], r["ns"], r["ar"]), (0, 0, 1, 1),
+                                     (qtype, name, tcp))
+                r = self.ask(raw_query("nosuch.service.registry.", qtype), tcp)
+                self.assertEqual((r["rcode"], r["an"], r["ns"]), (3, 0, 1), (qtype, tcp))
+
     def test_every_answer_to_a_query_with_opt_has_opt(self):
         """RFC 6891 6.1.1: a request with an OPT record gets one back, NOTIMP
         and FORMERR too (the answer says the server speaks EDNS; dig warned
