@@ -969,7 +969,8 @@ static void answer_addr(struct answer *a, const char *hex, size_t len)
 }
 
 /* An address (IPv4/IPv6 literal or host name) as an answer for owner:
- * A/AAAA of the matching family, or a CNAME for a host name. */
+ * A/AAAA of the matching family (of the type asked; either as glue in the
+ * additional section), or a CNAME for a host name. */
 static size_t add_literal(struct answer *a, const char *owner, const char *addr, int section)
 {
     struct dns_inst in = {0};
@@ -979,7 +980,7 @@ static size_t add_literal(struct answer *a, const char *owner, const char *addr,
     else if (inet_pton(AF_INET6, addr, in.ip) == 1)
         in.family = AF_INET6;
     if (in.family != 0) {
-        add_addr(a, section, owner, &in, a->q->qtype == DNS_NS ? DNS_ANY : a->q->qtype);
+        add_addr(a, section, owner, &in, section == DNS_ADDITIONAL ? DNS_ANY : a->q->qtype);
     } else if (*addr && section == DNS_ANSWER &&
                (a->q->qtype == DNS_A || a->q->qtype == DNS_AAAA || a->q->qtype == DNS_ANY)) {
         char target[DNS_NAME_MAX + 2];

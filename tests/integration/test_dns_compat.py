@@ -214,6 +214,19 @@ class DnsCompatTest(unittest.TestCase):
         self.assertEqual(answers(out, "PTR"), ["six.service.registry."])
         self.assertEqual(status(dig(self.d.dns_port, "-x", "fd00::43")), "NXDOMAIN")
 
+    def test_ns_question_on_an_address_name_is_no_data(self):
+        """NS asked of a node's name or ns.DOMAIN is no data: it was their
+        A record, in the answer section of an NS question."""
+        node = json.loads(self.d.request("GET", "/v1/agent/self")[1])["Config"]["NodeName"]
+        for name in ("ext-node.node.registry.", node + ".node.registry.", "ns.registry."):
+            out = self.dig(name, "NS")
+            self.assertEqual(status(out), "NOERROR", out)
+            self.assertNotIn("ANSWER SECTION", out)
+            self.assertIn("SOA", out.split("AUTHORITY SECTION")[-1], out)
+        # the apex's NS keeps its glue
+        out = self.dig("registry.", "NS")
+        self.assertIn("ns.registry.", out.split("ADDITIONAL SECTION")[-1])
+
     def test_ns_soa_txt_and_servers(self):
         out = self.dig("registry.", "NS")
         self.assertEqual(answers(out, "NS"), ["ns.registry."])
