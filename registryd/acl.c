@@ -23,6 +23,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "duration.h"
 #include "log.h"
 #include "registry/error.h"
 #include "store.h"
@@ -36,6 +37,7 @@ static struct {
     char *default_token;
     char *server_token;
     char cluster_proof[65]; /* hex HMAC of cluster_key_file's key, or "" */
+    uint64_t token_min_ttl_ms, token_max_ttl_ms;
 } settings;
 
 static void hex(const unsigned char *in, size_t n, char *out);
@@ -69,6 +71,8 @@ int acl_configure(const struct acl_config *cfg)
     settings.initial_management = dup_or_null(cfg->initial_management);
     settings.default_token = dup_or_null(cfg->default_token);
     settings.server_token = dup_or_null(cfg->server_token);
+    settings.token_min_ttl_ms = cfg->token_min_ttl_ms;
+    settings.token_max_ttl_ms = cfg->token_max_ttl_ms;
     if (cfg->cluster_key != NULL && *cfg->cluster_key) {
         /* what servers show on internal routes: derived from the key, which
          * itself never goes on the wire (the raft port proves it otherwise) */
@@ -102,6 +106,25 @@ const char *acl_server_secret(void)
     if (settings.enabled)
         return settings.server_token;
     return settings.cluster_proof[0] ? settings.cluster_proof : NULL;
+}
+
+/* ms as ns, saturated at Go's largest duration */
+static int64_t ms_to_ns(uint64_t ms)
+{
+    return ms > (uint64_t)INT64_MAX / 1000000 ? INT64_MAX : (int64_t)ms * 1000000;
+}
+
+void acl_token_ttl_bounds(int64_t *min_ns, int64_t *max_ns)
+{
+    *min_ns = ms_to_ns(settings.token_min_ttl_ms);
+    *max_ns = ms_to_ns(settings.token_max_ttl_ms);
+}
+
+bool acl_token_expired(json_t *record, const struct timespec *now)
+{
+    const char *when = json_string_value(json_object_get(record, "ExpirationTime"));
+    struct timespec t;
+    return when != NULL && rfc3339_parse(when, &t) == 0 && timespec_cmp(&t, now) < 0;
 }
 
 const char *acl_default_policy_name(void)
@@ -417,6 +440,14 @@ int acl_resolve(struct store_read *rd, const char *secret, struct acl_authz *z)
              json_string_value(json_object_get(f.found, "AccessorID"))
                  ? json_string_value(json_object_get(f.found, "AccessorID"))
                  : "unknown");
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (acl_token_expired(f.found, &now)) { /* the audit line still names it */
+        z->found = false;
+        z->expired = true;
+        json_decref(f.found);
+        return 0;
+    }
     rc = load_policies(rd, f.found, z);
     json_decref(f.found);
     return rc;

@@ -1,8 +1,11 @@
 /*
  * acl.h — tokens, policies and decisions (Consul's ACL model).
  *
- * A token (AccessorID, a secret, Description, Policies, Local, CreateTime)
- * links to policies; a policy holds rules (acl_rules.h). Both are records of
+ * A token (AccessorID, a secret, Description, Policies, Local, CreateTime,
+ * and an ExpirationTime if it was made to expire) links to policies; a
+ * policy holds rules (acl_rules.h). A token past its ExpirationTime (by this
+ * server's clock, as Consul's servers judge it) is, everywhere, as if it did
+ * not exist; it stays stored until deleted. Both are records of
  * the store (store_acl_get/each), written only through raft commands
  * (CMD_ACL), so that they are replicated, in snapshots and survive restarts.
  * Only a salted SHA-256 of each SecretID is stored ("sha256$<salt>$<hash>",
@@ -27,6 +30,8 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 
 #include "acl_rules.h"
 
@@ -44,6 +49,8 @@ struct acl_config {
     const char *default_token;      /* secret, or NULL */
     const char *server_token;       /* secret, or NULL */
     const char *cluster_key;        /* cluster_key_file's key, or NULL */
+    uint64_t token_min_ttl_ms;      /* acl_token_min_expiration_ttl */
+    uint64_t token_max_ttl_ms;      /* acl_token_max_expiration_ttl */
 };
 
 /* Copy cfg (strings too) into the process's ACL settings. Call once at
@@ -65,10 +72,19 @@ const char *acl_default_policy_name(void);
  * or without a cluster_key_file; else only the key's proof. */
 bool acl_internal_caller_ok(const char *token);
 
+/* The life a new token may be given (ExpirationTime - CreateTime), in
+ * nanoseconds: acl_token_min_expiration_ttl and _max_. */
+void acl_token_ttl_bounds(int64_t *min_ns, int64_t *max_ns);
+/* Whether a token record is past its ExpirationTime at now (Consul's
+ * IsExpired: the time is before now). Without one, or with one that does
+ * not parse (record.c refuses those), never. */
+bool acl_token_expired(json_t *record, const struct timespec *now);
+
 /* Who is asking and what they may do. */
 struct acl_authz {
     bool enabled;       /* false: ACLs off, everything allowed */
     bool found;         /* the token resolved (false: "ACL not found") */
+    bool expired;       /* not found because it is past its ExpirationTime */
     bool management;    /* global-management: everything */
     bool server;        /* the acl_server_token */
     bool default_allow; /* acl_default_policy */

@@ -201,6 +201,12 @@ static const struct conf_key conf_keys[] = {
         "token servers present to each other; the same on every server"),
     KEY("acl_server_token_file", CONF_PATH, acl_server_token_file, NULL, "FILE",
         "read acl_server_token from FILE (first line)"),
+    KEY("acl_token_min_expiration_ttl", CONF_DURATION, acl_token_min_expiration_ttl_ms, "1m",
+        "DURATION",
+        "shortest life a token made with an ExpirationTTL or ExpirationTime may be given "
+        "(Consul's acl.token_min_expiration_ttl)"),
+    KEY("acl_token_max_expiration_ttl", CONF_DURATION, acl_token_max_expiration_ttl_ms, "24h",
+        "DURATION", "longest life such a token may be given (acl.token_max_expiration_ttl)"),
     KEY("tls_ca_file", CONF_PATH, tls_ca_file, NULL, "FILE",
         "PEM CA certificate(s) that sign servers' and clients' certificates"),
     KEY("tls_cert_file", CONF_PATH, tls_cert_file, NULL, "FILE",
@@ -502,7 +508,8 @@ static int setter_duration(const struct conf_key *k, void *field, const char *v,
         return REG_ECONFIG;
     }
     /* DNS TTLs are 31-bit seconds on the wire (RFC 2181, 8) */
-    if (strstr(k->name, "ttl") != NULL && *(uint64_t *)field / 1000 > INT32_MAX) {
+    if (strncmp(k->name, "dns_", 4) == 0 && strstr(k->name, "ttl") != NULL &&
+        *(uint64_t *)field / 1000 > INT32_MAX) {
         msgf(msg, len, "\"%s\" is too long for a DNS TTL (at most 2147483647s, RFC 2181)",
              v);
         return REG_ECONFIG;
@@ -1095,6 +1102,19 @@ static int check_combinations(struct conf *c, char *err, size_t errlen)
     }
     if (check_target_parse_list(c->check_allow_cidrs, msg, sizeof(msg)) != 0) {
         snprintf(err, errlen, "check_allow_cidrs: %s", msg);
+        return REG_ECONFIG;
+    }
+    if (c->acl_token_min_expiration_ttl_ms > c->acl_token_max_expiration_ttl_ms) {
+        /* blame the one that was given (the other is a default) */
+        static const char kmin[] = "acl_token_min_expiration_ttl",
+                          kmax[] = "acl_token_max_expiration_ttl";
+        char lo[32], hi[32];
+        bool max_given = origin[conf_find(kmin, sizeof(kmin) - 1) - conf_keys][0] == '\0';
+        duration_format(c->acl_token_min_expiration_ttl_ms, lo, sizeof(lo));
+        duration_format(c->acl_token_max_expiration_ttl_ms, hi, sizeof(hi));
+        snprintf(err, errlen, "%s: %s is %s than %s (%s): no token could expire",
+                 max_given ? kmax : kmin, max_given ? hi : lo, max_given ? "less" : "more",
+                 max_given ? kmin : kmax, max_given ? lo : hi);
         return REG_ECONFIG;
     }
     if ((rc = read_secret_file(c->acl_initial_management_token_file,

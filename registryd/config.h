@@ -84,6 +84,8 @@ struct conf {
     char *acl_default_token;
     char *acl_server_token;
     char *acl_server_token_file;
+    uint64_t acl_token_min_expiration_ttl_ms; /* Consul's acl.token_min_expiration_ttl */
+    uint64_t acl_token_max_expiration_ttl_ms;
     char *check_deny_cidrs;
     char *check_allow_cidrs;
     char *https_addr;          /* NULL: no HTTPS listener */

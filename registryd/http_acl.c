@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "cluster.h"
+#include "duration.h"
 #include "http_internal.h"
 #include "registry/error.h"
 #include "tls.h"
@@ -317,10 +318,12 @@ int http_acl_check(struct http_req *r)
         store_read_end(rd);
         /* A follower may not have applied a token the leader has (created
          * through this server a moment ago): as Consul, which forwards
-         * before it resolves, the leader judges it. */
+         * before it resolves, the leader judges it. One this server has and
+         * finds expired is judged here (each server by its own clock, as
+         * Consul's). */
         struct cluster_status st;
         cluster_get_status(r->srv->opt.cluster, &st);
-        if (!r->forwarded && !st.is_leader && st.known_leader) {
+        if (!r->forwarded && !r->authz->expired && !st.is_leader && st.known_leader) {
             r->acl_at_leader = true;
             return 0;
         }
@@ -484,13 +487,19 @@ void http_acl_audit(struct http_req *r, const char *method, int status)
 
 /* ---- /v1/acl ------------------------------------------------------------- */
 
+/* A CreateTime: whole seconds, UTC. */
+static void time_rfc3339(const struct timespec *ts, char *out, size_t len)
+{
+    struct tm tm;
+    gmtime_r(&ts->tv_sec, &tm);
+    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
 static void now_rfc3339(char *out, size_t len)
 {
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    time_rfc3339(&ts, out, len);
 }
 
 static int acl_on(struct http_req *r)
@@ -804,26 +813,126 @@ static bool valid_uuid(const char *s)
     return true;
 }
 
+/* Go's zero time (0001-01-01T00:00:00Z): Consul's HasExpirationTime takes
+ * it for none. */
+#define GO_ZERO_TIME_SEC (-62135596800LL)
+
+/* ExpirationTTL and ExpirationTime of a token body, as Consul decodes them:
+ * a Go duration string or a number of nanoseconds; an RFC 3339 time.
+ * 0, or -1 with the 400 set (naming the field). */
+static int expiration_fields(struct http_req *r, json_t *body, int64_t *ttl, bool *has_time,
+                             struct timespec *when)
+{
+    json_t *t = json_get_ci(body, "ExpirationTTL"), *e = json_get_ci(body, "ExpirationTime");
+    *ttl = 0;
+    *has_time = false;
+    if (json_is_string(t)) {
+        if (duration_parse_ns(json_string_value(t), ttl) != 0)
+            return http_fail(r, 400,
+                             "Token decoding failed: ExpirationTTL: time: invalid duration "
+                             "\"%.64s\"",
+                             json_string_value(t));
+    } else if (json_is_integer(t)) {
+        *ttl = (int64_t)json_integer_value(t);
+    } else if (json_is_real(t) && json_real_value(t) > -9.2e18 && json_real_value(t) < 9.2e18) {
+        *ttl = (int64_t)json_real_value(t); /* Go: time.Duration(float64) */
+    } else if (t != NULL && !json_is_null(t)) {
+        return http_fail(r, 400,
+                         "Token decoding failed: ExpirationTTL must be a duration such as "
+                         "\"1h\" or \"90s\", or a number of nanoseconds");
+    }
+    if (e != NULL && !json_is_null(e)) {
+        if (!json_is_string(e) || rfc3339_parse(json_string_value(e), when) != 0)
+            return http_fail(r, 400,
+                             "Token decoding failed: ExpirationTime must be an RFC 3339 "
+                             "time such as \"2006-01-02T15:04:05Z\"");
+        *has_time = !((long long)when->tv_sec == GO_ZERO_TIME_SEC && when->tv_nsec == 0);
+    }
+    return 0;
+}
+
+/* b - a in nanoseconds, saturated as Go's Time.Sub. */
+static int64_t span_ns(const struct timespec *a, const struct timespec *b)
+{
+    int64_t sec = (int64_t)b->tv_sec - (int64_t)a->tv_sec;
+    if (sec > INT64_MAX / 1000000000 - 1)
+        return INT64_MAX;
+    if (sec < INT64_MIN / 1000000000 + 1)
+        return INT64_MIN;
+    return sec * 1000000000 + (b->tv_nsec - a->tv_nsec);
+}
+
+/* A new token's ExpirationTime, checked as Consul's TokenWriter.Create
+ * does: from ttl (> 0) or when (has_time), CreateTime being now. out: the
+ * time in UTC, "" for none. 0, or -1 with the 400 set. */
+static int new_expiration(struct http_req *r, int64_t ttl, bool has_time, struct timespec when,
+                          const struct timespec *now, char *out, size_t outlen)
+{
+    char a[32], b[32];
+    int64_t lo, hi;
+    out[0] = '\0';
+    if (ttl < 0) {
+        duration_format_ns(ttl, a, sizeof(a));
+        return http_fail(r, 400, "Token Expiration TTL '%s' should be > 0", a);
+    }
+    if (ttl > 0) {
+        if (has_time)
+            return http_fail(r, 400, "Token Expiration TTL and Expiration Time cannot both be set");
+        when.tv_sec = now->tv_sec + (time_t)(ttl / 1000000000);
+        when.tv_nsec = now->tv_nsec + (long)(ttl % 1000000000);
+        if (when.tv_nsec >= 1000000000) {
+            when.tv_sec++;
+            when.tv_nsec -= 1000000000;
+        }
+        has_time = true;
+    }
+    if (!has_time)
+        return 0;
+    if (timespec_cmp(&when, now) < 0)
+        return http_fail(r, 400, "ExpirationTime cannot be before CreateTime");
+    int64_t in = span_ns(now, &when);
+    acl_token_ttl_bounds(&lo, &hi);
+    if (in > hi || in < lo) {
+        duration_format_ns(in > hi ? hi : lo, a, sizeof(a));
+        duration_format_ns(in, b, sizeof(b));
+        return http_fail(r, 400, "ExpirationTime cannot be %s than %s in the future (was %s)",
+                         in > hi ? "more" : "less", a, b);
+    }
+    rfc3339_format(&when, out, outlen);
+    return 0;
+}
+
+/* An update may restate a token's ExpirationTime, not change it (Consul's
+ * TokenWriter.Update). */
+static bool same_expiration(json_t *old, const struct timespec *when)
+{
+    const char *was = json_string_value(json_object_get(old, "ExpirationTime"));
+    struct timespec t;
+    return was != NULL && rfc3339_parse(was, &t) == 0 && timespec_cmp(&t, when) == 0;
+}
+
 /* PUT /v1/acl/token and PUT /v1/acl/token/:accessor */
 static void do_token_write(struct http_req *r)
 {
     struct store_read *rd = NULL;
     json_t *body = NULL, *old = NULL, *links = NULL, *rec = NULL, *answer = NULL;
-    char accessor[ACL_ID_LEN + 1], secret[ACL_ID_LEN + 1], when[32];
+    char accessor[ACL_ID_LEN + 1], secret[ACL_ID_LEN + 1], when[32], expires[48];
     char *hash = NULL;
+    int64_t ttl;
+    bool has_time;
+    struct timespec expiry = {0, 0}, now;
     if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_WRITE) != 0 || http_body_json(r, &body) != 0)
         return end_failed(r);
-    if (begin(r, &rd) != 0)
+    if (expiration_fields(r, body, &ttl, &has_time, &expiry) != 0 || begin(r, &rd) != 0)
         goto fail;
+    clock_gettime(CLOCK_REALTIME, &now);
     const char *desc = json_string_value(json_get_ci(body, "Description"));
     const char *want_secret = json_string_value(json_get_ci(body, "SecretID"));
     const char *want_accessor = json_string_value(json_get_ci(body, "AccessorID"));
-    if ((links = policy_links(r, rd, json_get_ci(body, "Policies"))) == NULL)
-        goto fail;
     if (r->arg) { /* update */
         if (strcmp(r->arg, ACL_ANONYMOUS_ACCESSOR) == 0)
             old = acl_anonymous_token(rd);
-        else if (store_acl_get(rd, "token", r->arg, &old) != 0) {
+        else if (store_acl_get(rd, "token", r->arg, &old) != 0 || acl_token_expired(old, &now)) {
             http_fail(r, 404, "ACL not found: no token %s", r->arg);
             goto fail;
         }
@@ -831,7 +940,13 @@ static void do_token_write(struct http_req *r)
             http_fail(r, 400, "Invalid Token: SecretID cannot be changed");
             goto fail;
         }
-        rec = json_deep_copy(old);
+        if (ttl != 0 || (has_time && !same_expiration(old, &expiry))) {
+            http_fail(r, 400, "Cannot change expiration time of %s", r->arg);
+            goto fail;
+        }
+        if ((links = policy_links(r, rd, json_get_ci(body, "Policies"))) == NULL)
+            goto fail;
+        rec = json_deep_copy(old); /* its ExpirationTime too */
         json_object_set(rec, "Policies", links);
         if (desc)
             json_object_set_new(rec, "Description", json_string(desc));
@@ -863,7 +978,8 @@ static void do_token_write(struct http_req *r)
                 http_fail(r, 400, "Invalid Token: SecretID must be 16 to 128 characters");
                 goto fail;
             }
-            if (acl_resolve(rd, want_secret, &z) == 0 && z.found) {
+            /* an expired token's secret is still its (Consul: no collision) */
+            if (acl_resolve(rd, want_secret, &z) == 0 && (z.found || z.expired)) {
                 acl_authz_fini(&z);
                 http_fail(r, 400, "Invalid Token: SecretID is already in use");
                 goto fail;
@@ -877,13 +993,18 @@ static void do_token_write(struct http_req *r)
         } else if (acl_new_uuid(secret) != 0) {
             goto fail_random;
         }
+        if (new_expiration(r, ttl, has_time, expiry, &now, expires, sizeof(expires)) != 0 ||
+            (links = policy_links(r, rd, json_get_ci(body, "Policies"))) == NULL)
+            goto fail;
         if (acl_hash_secret(secret, &hash) != 0)
             goto fail_random;
-        now_rfc3339(when, sizeof(when));
+        time_rfc3339(&now, when, sizeof(when));
         json_t *local = json_get_ci(body, "Local");
         rec = json_pack("{s:s, s:s, s:s, s:O, s:b, s:s}", "AccessorID", accessor, "SecretHash",
                         hash, "Description", desc ? desc : "", "Policies", links, "Local",
                         json_is_true(local), "CreateTime", when);
+        if (rec && expires[0])
+            json_object_set_new(rec, "ExpirationTime", json_string(expires));
         answer = acl_render_token(rd, rec);
         json_object_set_new(answer, "SecretID", json_string(secret));
     }
@@ -934,15 +1055,23 @@ static int read_token_self(struct http_req *r, struct store_read *rd, json_t **o
     return 0;
 }
 
+/* A token that does not exist, or no longer (expired), is "ACL not found"
+ * with 403, as Consul answers (acl.ErrNotFound). */
 static int read_token(struct http_req *r, struct store_read *rd, json_t **out)
 {
     json_t *t = NULL;
+    struct timespec now;
     if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_READ) != 0)
         return -1;
+    clock_gettime(CLOCK_REALTIME, &now);
     if (strcmp(r->arg, ACL_ANONYMOUS_ACCESSOR) == 0)
         t = acl_anonymous_token(rd);
     else if (store_acl_get(rd, "token", r->arg, &t) != 0)
-        return http_fail(r, 404, "ACL not found");
+        return http_fail(r, 403, "ACL not found");
+    if (acl_token_expired(t, &now)) {
+        json_decref(t);
+        return http_fail(r, 403, "ACL not found");
+    }
     *out = acl_render_token(rd, t);
     json_decref(t);
     return 0;
@@ -951,6 +1080,7 @@ static int read_token(struct http_req *r, struct store_read *rd, json_t **out)
 struct token_list {
     struct store_read *rd;
     json_t *arr;
+    struct timespec now;
 };
 
 static int add_token(json_t *t, void *arg)
@@ -959,6 +1089,8 @@ static int add_token(json_t *t, void *arg)
     if (strcmp(json_string_value(json_object_get(t, "AccessorID")) ?: "", ACL_ANONYMOUS_ACCESSOR) ==
         0)
         return 0; /* listed once, below */
+    if (acl_token_expired(t, &l->now))
+        return 0; /* as Consul's TokenList: as if it did not exist */
     json_array_append_new(l->arr, acl_render_token(l->rd, t));
     return 0;
 }
@@ -967,7 +1099,8 @@ static int read_tokens(struct http_req *r, struct store_read *rd, json_t **out)
 {
     if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_READ) != 0)
         return -1;
-    struct token_list l = {rd, json_array()};
+    struct token_list l = {rd, json_array(), {0, 0}};
+    clock_gettime(CLOCK_REALTIME, &l.now);
     json_t *anon = acl_anonymous_token(rd);
     json_array_append_new(l.arr, acl_render_token(rd, anon));
     json_decref(anon);

@@ -42,6 +42,8 @@ int main(int argc, char **argv)
         .default_token = conf.acl_default_token,
         .server_token = conf.acl_server_token,
         .cluster_key = conf.cluster_key,
+        .token_min_ttl_ms = conf.acl_token_min_expiration_ttl_ms,
+        .token_max_ttl_ms = conf.acl_token_max_expiration_ttl_ms,
     };
     if (acl_configure(&acl_cfg) != 0)
         log_error("main", "msg=\"cannot configure ACLs\"");

@@ -413,16 +413,24 @@ static int check_node(struct vctx *v, json_t *r)
     return want_string_map(v, r, "NodeTaggedAddresses");
 }
 
+/* {AccessorID, SecretHash, Description, Policies [{ID, Name}], Local,
+ * CreateTime[, ExpirationTime (RFC 3339)]} */
 static int check_acl_token(struct vctx *v, json_t *r)
 {
     int rc;
     json_t *local = json_object_get(r, "Local"), *pols = json_object_get(r, "Policies"), *p;
+    const char *expires;
+    struct timespec t;
     size_t i;
     if ((rc = want_string(v, r, "AccessorID", true, true, NULL)) ||
         (rc = want_string(v, r, "SecretHash", false, false, NULL)) ||
         (rc = want_string(v, r, "Description", true, false, NULL)) ||
-        (rc = want_string(v, r, "CreateTime", true, false, NULL)) || (rc = want_indexes(v, r)))
+        (rc = want_string(v, r, "CreateTime", true, false, NULL)) ||
+        (rc = want_string(v, r, "ExpirationTime", false, false, &expires)) ||
+        (rc = want_indexes(v, r)))
         return rc;
+    if (expires != NULL && rfc3339_parse(expires, &t) != 0)
+        return bad(v, "field ExpirationTime is not an RFC 3339 time");
     if (!json_is_boolean(local))
         return bad(v, "field Local missing or not a boolean");
     if (!json_is_array(pols))

@@ -5,6 +5,7 @@ every route under default deny and default allow, list filtering, python-consul
 with a token, DNS under the default token, forged internal requests, secrets
 never stored, persistence across restart and snapshot restore, the audit trail.
 """
+import datetime
 import json
 import os
 import socket
@@ -540,6 +541,148 @@ class AclsOffTest(unittest.TestCase):
             self.assertEqual(status, 200)
         finally:
             d.stop()
+
+
+def rfc3339(text):
+    """An RFC 3339 time as Python reads it (fractions to microseconds)."""
+    head, _, tail = text.partition(".")
+    if tail:
+        digits = tail.rstrip("Z")
+        text = head + "." + (digits + "000000")[:6] + "Z"
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class TokenExpirationTest(unittest.TestCase):
+    """Consul's token expiration: ExpirationTTL or ExpirationTime when a
+    token is created, within acl_token_min/max_expiration_ttl (here 1s and
+    the default 24h, from the server's YAML file); an expired token is, on
+    every route, as if it did not exist."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = TempDir()
+        conf = os.path.join(cls.tmp.path, "registryd.yaml")
+        with open(conf, "w") as f:
+            f.write("acl_enabled: true\nacl_default_policy: deny\n"
+                    "acl_initial_management_token: %s\n"
+                    "acl_token_min_expiration_ttl: 1s\n" % MGMT)
+        cls.d = Registryd(extra_args=["--config", conf]).start()
+        cls.ok("PUT", "/v1/acl/policy", {"Name": "web-write",
+                                         "Rules": 'service "web" { policy = "write" }'})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+        cls.tmp.cleanup()
+
+    req = classmethod(AclBase.req.__func__)
+    ok = classmethod(AclBase.ok.__func__)
+
+    def test_token_expires(self):
+        t0 = datetime.datetime.now(datetime.timezone.utc)
+        t = self.ok("PUT", "/v1/acl/token", {"Description": "short",
+                                             "Policies": [{"Name": "web-write"}],
+                                             "ExpirationTTL": "2s"})
+        expires = rfc3339(t["ExpirationTime"])
+        self.assertTrue(t["ExpirationTime"].endswith("Z"), t)
+        self.assertNotIn("ExpirationTTL", t)
+        self.assertLess(abs((expires - t0).total_seconds() - 2), 1.5, t)
+        self.assertAlmostEqual((expires - rfc3339(t["CreateTime"])).total_seconds(), 2, delta=1)
+        # Go's integer form: nanoseconds
+        t2 = self.ok("PUT", "/v1/acl/token", {"ExpirationTTL": 2000000000})
+        forever = self.ok("PUT", "/v1/acl/token", {"Description": "forever"})
+        self.assertNotIn("ExpirationTime", forever)
+        # works at once, and every rendering shows when it expires
+        status, text, _ = self.req("PUT", "/v1/agent/service/register", {"Name": "web"},
+                                   t["SecretID"])
+        self.assertEqual(status, 200, text)
+        self.assertEqual(self.ok("GET", "/v1/acl/token/self", token=t["SecretID"])
+                         ["ExpirationTime"], t["ExpirationTime"])
+        self.assertEqual(self.ok("GET", "/v1/acl/token/" + t["AccessorID"])["ExpirationTime"],
+                         t["ExpirationTime"])
+        listed = {x["AccessorID"]: x for x in self.ok("GET", "/v1/acl/tokens")}
+        self.assertEqual(listed[t["AccessorID"]]["ExpirationTime"], t["ExpirationTime"])
+        self.assertNotIn("ExpirationTime", listed[forever["AccessorID"]])
+        time.sleep(max(0.0, (expires - datetime.datetime.now(datetime.timezone.utc))
+                       .total_seconds()) + 1)
+        # then as if it did not exist
+        for method, path, body in (("GET", "/v1/acl/token/self", None),
+                                   ("GET", "/v1/catalog/services", None),
+                                   ("PUT", "/v1/agent/service/register", {"Name": "web"})):
+            status, text, _ = self.req(method, path, body, t["SecretID"])
+            with self.subTest(path=path):
+                self.assertEqual((status, text.strip()), (403, "ACL not found"))
+        # Consul's TokenRead: an expired token read by accessor is acl.ErrNotFound
+        status, text, _ = self.req("GET", "/v1/acl/token/" + t["AccessorID"], token=MGMT)
+        self.assertEqual((status, text.strip()), (403, "ACL not found"))
+        listed = [x["AccessorID"] for x in self.ok("GET", "/v1/acl/tokens")]
+        self.assertNotIn(t["AccessorID"], listed)
+        self.assertNotIn(t2["AccessorID"], listed)
+        self.assertIn(forever["AccessorID"], listed)
+        status, text, _ = self.req("PUT", "/v1/acl/token/" + t["AccessorID"],
+                                   {"Description": "again"}, MGMT)
+        self.assertEqual(status, 404, text)
+        # its secret stays taken; deleting it works (Consul: no expiry check)
+        status, text, _ = self.req("PUT", "/v1/acl/token", {"SecretID": t["SecretID"]}, MGMT)
+        self.assertEqual(status, 400, text)
+        self.assertIn("already in use", text)
+        self.assertTrue(self.ok("DELETE", "/v1/acl/token/" + t["AccessorID"]))
+
+    def test_expiration_rules(self):
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def at(seconds, tz=datetime.timezone.utc):
+            return (now + datetime.timedelta(seconds=seconds)).astimezone(tz).isoformat()
+
+        for body, want in [
+                ({"ExpirationTTL": "-1s"}, "Token Expiration TTL '-1s' should be > 0"),
+                ({"ExpirationTTL": -90000000000}, "Token Expiration TTL '-1m30s' should be > 0"),
+                ({"ExpirationTTL": "soon"}, "ExpirationTTL"),
+                ({"ExpirationTTL": True}, "ExpirationTTL"),
+                ({"ExpirationTime": "tomorrow"}, "ExpirationTime"),
+                ({"ExpirationTime": 1700000000}, "ExpirationTime"),
+                ({"ExpirationTTL": "1h", "ExpirationTime": at(3600)},
+                 "Token Expiration TTL and Expiration Time cannot both be set"),
+                ({"ExpirationTime": at(-3600)}, "ExpirationTime cannot be before CreateTime"),
+                ({"ExpirationTTL": "25h"},
+                 "ExpirationTime cannot be more than 24h0m0s in the future (was 25h0m0s)"),
+                ({"ExpirationTTL": "500ms"},
+                 "ExpirationTime cannot be less than 1s in the future (was 500ms)"),
+                ({"ExpirationTime": at(48 * 3600)},
+                 "ExpirationTime cannot be more than 24h0m0s in the future (was 47h59m5")]:
+            status, text, _ = self.req("PUT", "/v1/acl/token", body, MGMT)
+            with self.subTest(body=body):
+                self.assertEqual(status, 400, text)
+                self.assertIn(want, text)
+        # ExpirationTime in any offset, kept in UTC
+        tz = datetime.timezone(datetime.timedelta(hours=-5, minutes=-30))
+        t = self.ok("PUT", "/v1/acl/token", {"ExpirationTime": at(3600, tz)})
+        self.assertTrue(t["ExpirationTime"].endswith("Z"), t)
+        self.assertLess(abs((rfc3339(t["ExpirationTime"]) - now).total_seconds() - 3600), 0.01)
+        path = "/v1/acl/token/" + t["AccessorID"]
+        # an update may restate it (in any offset), not change or add one
+        for body in ({"ExpirationTTL": "1h"}, {"ExpirationTTL": "-1s"},
+                     {"ExpirationTime": at(7200)}):
+            status, text, _ = self.req("PUT", path, body, MGMT)
+            with self.subTest(body=body):
+                self.assertEqual(status, 400, text)
+                self.assertIn("Cannot change expiration time", text)
+        same = rfc3339(t["ExpirationTime"]).astimezone(tz).isoformat()
+        u = self.ok("PUT", path, {"Description": "d1", "ExpirationTime": same})
+        self.assertEqual(u["ExpirationTime"], t["ExpirationTime"])
+        u = self.ok("PUT", path, {"Description": "d2", "ExpirationTTL": "0s"})
+        self.assertEqual(u["ExpirationTime"], t["ExpirationTime"])
+        self.assertEqual(self.ok("GET", path)["ExpirationTime"], t["ExpirationTime"])
+        plain = self.ok("PUT", "/v1/acl/token", {})
+        status, text, _ = self.req("PUT", "/v1/acl/token/" + plain["AccessorID"],
+                                   {"ExpirationTime": at(3600)}, MGMT)
+        self.assertEqual(status, 400, text)
+        self.assertIn("Cannot change expiration time", text)
+        # a snapshot carries it (records read back are checked)
+        snap = get_bytes(self.d, "/v1/snapshot", {"X-Consul-Token": MGMT})
+        self.assertEqual(self.d.request("PUT", "/v1/snapshot", snap,
+                                        {"X-Consul-Token": MGMT})[0], 200)
+        self.assertEqual(self.ok("GET", path)["ExpirationTime"], t["ExpirationTime"])
 
 
 class PersistenceTest(unittest.TestCase):

@@ -38,6 +38,11 @@ class ConfigTest(unittest.TestCase):
             ("dev: true\nhttp_workers: 65\n", 2, 15, "more than 64"),
             ("dev: true\n\ntls_min_version: TLSv1_0\n", 3, 18, "TLSv1_2"),
             ("dev: true\nacl_default_policy: maybe\n", 2, 21, "allow nor deny"),
+            ("dev: true\nacl_token_min_expiration_ttl: soon\n", 2, 31, "duration"),
+            ("dev: true\nacl_token_min_expiration_ttl: 48h\n", 2, 31,
+             "48h0m0s is more than acl_token_max_expiration_ttl (24h0m0s)"),
+            ("dev: true\nacl_token_min_expiration_ttl: 2m\n"
+             "acl_token_max_expiration_ttl: 1m\n", 2, 31, "more than"),
             ("dev: true\ncheck_deny_cidrs: 1.2.3.4/33\n", 2, 19, "CIDR"),
             ("dev: true\ntls_ca_file: /nonexistent\n", 2, 14, "No such file"),
         ]
@@ -132,6 +137,11 @@ class ConfigTest(unittest.TestCase):
                           (["--dev", "--http-read-rate", "1e-300"], "1/60"),
                           (["--dev", "--bootstrap-expect", "3"], "single server"),
                           (["--dev", "--acl-default-policy", "x"], "--acl-default-policy: "),
+                          (["--dev", "--acl-token-min-expiration-ttl", "x"],
+                           "--acl-token-min-expiration-ttl: "),
+                          (["--dev", "--acl-token-max-expiration-ttl", "30s"],
+                           "--acl-token-max-expiration-ttl: 30s is less than "
+                           "acl_token_min_expiration_ttl (1m0s)"),
                           (["--dev", "--log-level", "loud"], "--log-level"),
                           (["--dev", "--check-deregister-min", "soon"], "--check-deregister-min"),
                           (["--dev", "--dns-a-record-limit", "-1"], "--dns-a-record-limit"),

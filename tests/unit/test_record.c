@@ -1,6 +1,7 @@
 /* Unit tests for record.c's packed form: records pack smaller and unpack to
  * the very same text; text that is not compact JSON stays as it is; a
- * packed record decodes like its plain text; expansion is bounded. */
+ * packed record decodes like its plain text; expansion is bounded. And the
+ * checks of ACL token records (from the raft log and snapshots: input). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -116,6 +117,47 @@ static void test_expansion_is_bounded(void **state)
     free(bomb);
 }
 
+/* A token record with `extra` (",\"Key\":value..." or "") spliced in. */
+static int token_record(const char *extra, char *err, size_t errlen)
+{
+    char text[1024];
+    json_t *out = NULL;
+    snprintf(text, sizeof(text),
+             "{\"AccessorID\":\"a1\",\"Description\":\"\",\"Policies\":[],\"Local\":false,"
+             "\"CreateTime\":\"2024-01-01T00:00:00Z\"%s,\"CreateIndex\":1,\"ModifyIndex\":1}",
+             extra);
+    int rc = record_decode(RECORD_ACL_TOKEN, text, strlen(text), &out, err, errlen);
+    json_decref(out);
+    return rc;
+}
+
+static void test_acl_token_records(void **state)
+{
+    (void)state;
+    char err[200];
+    static const char *const good[] = {
+        "",
+        ",\"ExpirationTime\":\"2024-01-01T00:01:00Z\"",
+        ",\"ExpirationTime\":\"2024-01-01T02:01:00.25+02:00\"",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (token_record(good[i], err, sizeof(err)) != 0)
+            fail_msg("%s refused: %s", good[i], err);
+    static const struct {
+        const char *extra, *why;
+    } bad[] = {
+        {",\"ExpirationTime\":1704067260", "ExpirationTime"},
+        {",\"ExpirationTime\":\"tomorrow\"", "ExpirationTime is not an RFC 3339 time"},
+        {",\"ExpirationTime\":\"2024-02-30T00:00:00Z\"", "ExpirationTime"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_int_equal(token_record(bad[i].extra, err, sizeof(err)), REG_EINVAL);
+        if (strstr(err, bad[i].why) == NULL)
+            fail_msg("%s: \"%s\" does not say %s", bad[i].extra, err, bad[i].why);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -123,6 +165,7 @@ int main(void)
         cmocka_unit_test(test_text_with_control_bytes_is_kept_as_it_is),
         cmocka_unit_test(test_packed_record_decodes_like_plain),
         cmocka_unit_test(test_expansion_is_bounded),
+        cmocka_unit_test(test_acl_token_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
