@@ -25,6 +25,7 @@
 
 #include "duration.h"
 #include "log.h"
+#include "record.h"
 #include "registry/error.h"
 #include "store.h"
 
@@ -38,6 +39,7 @@ static struct {
     char *server_token;
     char cluster_proof[65]; /* hex HMAC of cluster_key_file's key, or "" */
     uint64_t token_min_ttl_ms, token_max_ttl_ms;
+    char *datacenter;
 } settings;
 
 static void hex(const unsigned char *in, size_t n, char *out);
@@ -60,6 +62,7 @@ void acl_shutdown(void)
     wipe_free(settings.initial_management);
     wipe_free(settings.default_token);
     wipe_free(settings.server_token);
+    free(settings.datacenter);
     memset(&settings, 0, sizeof(settings));
 }
 
@@ -71,6 +74,7 @@ int acl_configure(const struct acl_config *cfg)
     settings.initial_management = dup_or_null(cfg->initial_management);
     settings.default_token = dup_or_null(cfg->default_token);
     settings.server_token = dup_or_null(cfg->server_token);
+    settings.datacenter = dup_or_null(cfg->datacenter);
     settings.token_min_ttl_ms = cfg->token_min_ttl_ms;
     settings.token_max_ttl_ms = cfg->token_max_ttl_ms;
     if (cfg->cluster_key != NULL && *cfg->cluster_key) {
@@ -89,7 +93,8 @@ int acl_configure(const struct acl_config *cfg)
     }
     if ((cfg->initial_management && *cfg->initial_management && !settings.initial_management) ||
         (cfg->default_token && *cfg->default_token && !settings.default_token) ||
-        (cfg->server_token && *cfg->server_token && !settings.server_token)) {
+        (cfg->server_token && *cfg->server_token && !settings.server_token) ||
+        (cfg->datacenter && *cfg->datacenter && !settings.datacenter)) {
         acl_shutdown();
         return REG_ENOMEM;
     }
@@ -350,7 +355,69 @@ static int match_token(json_t *tok, void *arg)
     return 1;
 }
 
-/* Give z the rules of every policy the token record links to. */
+/* Add the rules of text (a policy's, or a synthetic one) to z's. Rules
+ * were checked when written; text that no longer parses grants nothing
+ * rather than failing the request. 0 or REG_ENOMEM. */
+static int add_rules(struct acl_authz *z, const char *text)
+{
+    char err[256];
+    struct acl_rules one = {0};
+    int rc = 0;
+    if (acl_rules_parse(text, strlen(text), &one, err, sizeof(err)) == 0)
+        rc = acl_rules_merge(&z->rules, &one);
+    acl_rules_fini(&one);
+    return rc;
+}
+
+/* Consul's synthetic policies of the token's service and node identities
+ * (structs' aclPolicyTemplateServiceIdentity and _NodeIdentity), for those
+ * that apply in this datacenter. The names were checked (record.c): no
+ * quote can reach the rules. */
+static int load_identities(json_t *tok, struct acl_authz *z)
+{
+    const char *here = settings.datacenter ? settings.datacenter : "";
+    char text[1024];
+    size_t i, j;
+    json_t *id, *dc;
+    int rc = 0;
+    json_array_foreach(json_object_get(tok, "ServiceIdentities"), i, id)
+    {
+        const char *name = json_string_value(json_object_get(id, "ServiceName"));
+        json_t *dcs = json_object_get(id, "Datacenters");
+        bool applies = json_array_size(dcs) == 0;
+        json_array_foreach(dcs, j, dc)
+        {
+            applies = applies || strcmp(json_string_value(dc) ?: "", here) == 0;
+        }
+        if (!applies || !record_identity_name_ok(name))
+            continue;
+        snprintf(text, sizeof(text),
+                 "service \"%s\" { policy = \"write\" }\n"
+                 "service \"%s-sidecar-proxy\" { policy = \"write\" }\n"
+                 "service_prefix \"\" { policy = \"read\" }\n"
+                 "node_prefix \"\" { policy = \"read\" }\n",
+                 name, name);
+        if ((rc = add_rules(z, text)) != 0)
+            return rc;
+    }
+    json_array_foreach(json_object_get(tok, "NodeIdentities"), i, id)
+    {
+        const char *name = json_string_value(json_object_get(id, "NodeName"));
+        const char *where = json_string_value(json_object_get(id, "Datacenter"));
+        if (where == NULL || strcmp(where, here) != 0 || !record_identity_name_ok(name))
+            continue;
+        snprintf(text, sizeof(text),
+                 "node \"%s\" { policy = \"write\" }\n"
+                 "service_prefix \"\" { policy = \"read\" }\n",
+                 name);
+        if ((rc = add_rules(z, text)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Give z the rules of every policy the token record links to, and of its
+ * identities. */
 static int load_policies(struct store_read *rd, json_t *tok, struct acl_authz *z)
 {
     size_t i;
@@ -368,20 +435,12 @@ static int load_policies(struct store_read *rd, json_t *tok, struct acl_authz *z
         if (store_acl_get(rd, "policy", id, &pol) != 0)
             continue; /* deleted since: grants nothing */
         const char *text = json_string_value(json_object_get(pol, "Rules"));
-        char err[256];
-        struct acl_rules one = {0};
-        /* Rules were checked when the policy was written; a record that no
-         * longer parses grants nothing rather than failing the request. */
-        if (text && acl_rules_parse(text, strlen(text), &one, err, sizeof(err)) == 0 &&
-            acl_rules_merge(&z->rules, &one) != 0) {
-            acl_rules_fini(&one);
-            json_decref(pol);
-            return REG_ENOMEM;
-        }
-        acl_rules_fini(&one);
+        int rc = text ? add_rules(z, text) : 0;
         json_decref(pol);
+        if (rc != 0)
+            return rc;
     }
-    return 0;
+    return load_identities(tok, z);
 }
 
 int acl_resolve(struct store_read *rd, const char *secret, struct acl_authz *z)

@@ -3,7 +3,11 @@
  *
  * A token (AccessorID, a secret, Description, Policies, Local, CreateTime,
  * and an ExpirationTime if it was made to expire) links to policies; a
- * policy holds rules (acl_rules.h). A token past its ExpirationTime (by this
+ * policy holds rules (acl_rules.h). A token's ServiceIdentities and
+ * NodeIdentities grant Consul's synthetic policies (service NAME and
+ * NAME-sidecar-proxy write, every service and node read; node NAME write,
+ * every service read) where they name this server's datacenter (a service
+ * identity without Datacenters: every one). A token past its ExpirationTime (by this
  * server's clock, as Consul's servers judge it) is, everywhere, as if it did
  * not exist; it stays stored until deleted. Both are records of
  * the store (store_acl_get/each), written only through raft commands
@@ -49,6 +53,7 @@ struct acl_config {
     const char *default_token;      /* secret, or NULL */
     const char *server_token;       /* secret, or NULL */
     const char *cluster_key;        /* cluster_key_file's key, or NULL */
+    const char *datacenter;         /* this server's: identities may name it */
     uint64_t token_min_ttl_ms;      /* acl_token_min_expiration_ttl */
     uint64_t token_max_ttl_ms;      /* acl_token_max_expiration_ttl */
 };

@@ -32,6 +32,7 @@
 #include "cluster.h"
 #include "duration.h"
 #include "http_internal.h"
+#include "record.h"
 #include "registry/error.h"
 #include "tls.h"
 
@@ -813,6 +814,142 @@ static bool valid_uuid(const char *s)
     return true;
 }
 
+/* Add s to the sorted array of strings dcs unless it is there. */
+static void add_sorted(json_t *dcs, const char *s)
+{
+    size_t i = 0;
+    while (i < json_array_size(dcs) && strcmp(json_string_value(json_array_get(dcs, i)), s) < 0)
+        i++;
+    if (i == json_array_size(dcs) || strcmp(json_string_value(json_array_get(dcs, i)), s) != 0)
+        json_array_insert_new(dcs, i, json_string(s));
+}
+
+/* A body's ServiceIdentities [{ServiceName, Datacenters}], checked and
+ * deduplicated as Consul's TokenWriter does (one per name, Datacenters
+ * merged and sorted): a new array, or NULL with the 400 set. */
+static json_t *service_identities(struct http_req *r, json_t *list, bool local)
+{
+    json_t *out = json_array(), *id, *dc;
+    size_t i, j;
+    if (list != NULL && !json_is_null(list) && !json_is_array(list))
+        goto not_a_list;
+    json_array_foreach(list, i, id)
+    {
+        if (!json_is_object(id))
+            goto not_a_list;
+        json_t *name_v = json_get_ci(id, "ServiceName"), *dcs = json_get_ci(id, "Datacenters");
+        const char *name = json_string_value(name_v);
+        if ((name_v != NULL && !json_is_null(name_v) && name == NULL) ||
+            (dcs != NULL && !json_is_null(dcs) && !json_is_array(dcs)))
+            goto not_a_list;
+        json_array_foreach(dcs, j, dc) if (!json_is_string(dc)) goto not_a_list;
+        if (name == NULL || *name == '\0') {
+            http_fail(r, 400, "Service identity is missing the service name field on this token");
+            goto fail;
+        }
+        if (local && json_array_size(dcs) > 0) {
+            http_fail(r, 400,
+                      "Service identity \"%.100s%s\" cannot specify a list of datacenters on a "
+                      "local token",
+                      name, strlen(name) > 100 ? "..." : "");
+            goto fail;
+        }
+        if (!record_identity_name_ok(name)) {
+            /* the name cut short: an error message holds 255 bytes */
+            http_fail(r, 400,
+                      "Service identity \"%.100s%s\" has an invalid name. Only lowercase "
+                      "alphanumeric characters, '-' and '_' are allowed",
+                      name, strlen(name) > 100 ? "..." : "");
+            goto fail;
+        }
+        json_t *entry = NULL, *e;
+        size_t k;
+        json_array_foreach(out, k, e)
+        {
+            if (strcmp(json_string_value(json_object_get(e, "ServiceName")), name) == 0)
+                entry = e;
+        }
+        if (entry == NULL) {
+            entry = json_pack("{s:s, s:[]}", "ServiceName", name, "Datacenters");
+            json_array_append_new(out, entry);
+        }
+        json_array_foreach(dcs, j, dc)
+            add_sorted(json_object_get(entry, "Datacenters"), json_string_value(dc));
+    }
+    json_array_foreach(out, i, id) if (json_array_size(json_object_get(id, "Datacenters")) == 0)
+        json_object_del(id, "Datacenters"); /* Consul's omitempty */
+    return out;
+not_a_list:
+    http_fail(r, 400,
+              "Token decoding failed: ServiceIdentities must be a list of {\"ServiceName\": "
+              "string, \"Datacenters\": [string]}");
+fail:
+    json_decref(out);
+    return NULL;
+}
+
+/* A body's NodeIdentities [{NodeName, Datacenter}], checked and
+ * deduplicated as Consul's TokenWriter does: a new array, or NULL with the
+ * 400 set. */
+static json_t *node_identities(struct http_req *r, json_t *list)
+{
+    json_t *out = json_array(), *id, *e;
+    size_t i, k;
+    if (list != NULL && !json_is_null(list) && !json_is_array(list))
+        goto not_a_list;
+    json_array_foreach(list, i, id)
+    {
+        if (!json_is_object(id))
+            goto not_a_list;
+        json_t *name_v = json_get_ci(id, "NodeName"), *dc_v = json_get_ci(id, "Datacenter");
+        const char *name = json_string_value(name_v), *dc = json_string_value(dc_v);
+        if ((name_v != NULL && !json_is_null(name_v) && name == NULL) ||
+            (dc_v != NULL && !json_is_null(dc_v) && dc == NULL))
+            goto not_a_list;
+        if (name == NULL || *name == '\0') {
+            http_fail(r, 400, "Node identity is missing the node name field on this token");
+            goto fail;
+        }
+        if (dc == NULL || *dc == '\0') {
+            http_fail(r, 400, "Node identity is missing the datacenter field on this token");
+            goto fail;
+        }
+        if (!record_identity_name_ok(name)) {
+            http_fail(r, 400,
+                      "Node identity has an invalid name. Only lowercase alphanumeric "
+                      "characters, '-' and '_' are allowed");
+            goto fail;
+        }
+        bool seen = false;
+        json_array_foreach(out, k, e)
+        {
+            seen = seen || (strcmp(json_string_value(json_object_get(e, "NodeName")), name) == 0 &&
+                            strcmp(json_string_value(json_object_get(e, "Datacenter")), dc) == 0);
+        }
+        if (!seen)
+            json_array_append_new(out, json_pack("{s:s, s:s}", "NodeName", name, "Datacenter", dc));
+    }
+    return out;
+not_a_list:
+    http_fail(r, 400,
+              "Token decoding failed: NodeIdentities must be a list of {\"NodeName\": "
+              "string, \"Datacenter\": string}");
+fail:
+    json_decref(out);
+    return NULL;
+}
+
+/* Set (a non-empty list) or remove (none) field of rec; takes list. */
+static void set_list(json_t *rec, const char *field, json_t *list)
+{
+    if (json_array_size(list) > 0)
+        json_object_set_new(rec, field, list);
+    else {
+        json_object_del(rec, field);
+        json_decref(list);
+    }
+}
+
 /* Go's zero time (0001-01-01T00:00:00Z): Consul's HasExpirationTime takes
  * it for none. */
 #define GO_ZERO_TIME_SEC (-62135596800LL)
@@ -916,6 +1053,7 @@ static void do_token_write(struct http_req *r)
 {
     struct store_read *rd = NULL;
     json_t *body = NULL, *old = NULL, *links = NULL, *rec = NULL, *answer = NULL;
+    json_t *svc_ids = NULL, *node_ids = NULL;
     char accessor[ACL_ID_LEN + 1], secret[ACL_ID_LEN + 1], when[32], expires[48];
     char *hash = NULL;
     int64_t ttl;
@@ -944,10 +1082,18 @@ static void do_token_write(struct http_req *r)
             http_fail(r, 400, "Cannot change expiration time of %s", r->arg);
             goto fail;
         }
-        if ((links = policy_links(r, rd, json_get_ci(body, "Policies"))) == NULL)
+        if ((links = policy_links(r, rd, json_get_ci(body, "Policies"))) == NULL ||
+            (svc_ids = service_identities(r, json_get_ci(body, "ServiceIdentities"),
+                                          json_is_true(json_object_get(old, "Local")))) == NULL ||
+            (node_ids = node_identities(r, json_get_ci(body, "NodeIdentities"))) == NULL)
             goto fail;
+        /* the body is the token, as Consul's update: its lists replace the
+         * old ones (none given: none) */
         rec = json_deep_copy(old); /* its ExpirationTime too */
         json_object_set(rec, "Policies", links);
+        set_list(rec, "ServiceIdentities", svc_ids);
+        set_list(rec, "NodeIdentities", node_ids);
+        svc_ids = node_ids = NULL;
         if (desc)
             json_object_set_new(rec, "Description", json_string(desc));
         json_object_del(rec, "CreateIndex");
@@ -993,17 +1139,25 @@ static void do_token_write(struct http_req *r)
         } else if (acl_new_uuid(secret) != 0) {
             goto fail_random;
         }
+        json_t *local = json_get_ci(body, "Local");
         if (new_expiration(r, ttl, has_time, expiry, &now, expires, sizeof(expires)) != 0 ||
-            (links = policy_links(r, rd, json_get_ci(body, "Policies"))) == NULL)
+            (links = policy_links(r, rd, json_get_ci(body, "Policies"))) == NULL ||
+            (svc_ids = service_identities(r, json_get_ci(body, "ServiceIdentities"),
+                                          json_is_true(local))) == NULL ||
+            (node_ids = node_identities(r, json_get_ci(body, "NodeIdentities"))) == NULL)
             goto fail;
         if (acl_hash_secret(secret, &hash) != 0)
             goto fail_random;
         time_rfc3339(&now, when, sizeof(when));
-        json_t *local = json_get_ci(body, "Local");
         rec = json_pack("{s:s, s:s, s:s, s:O, s:b, s:s}", "AccessorID", accessor, "SecretHash",
                         hash, "Description", desc ? desc : "", "Policies", links, "Local",
                         json_is_true(local), "CreateTime", when);
-        if (rec && expires[0])
+        if (rec == NULL)
+            goto fail_random;
+        set_list(rec, "ServiceIdentities", svc_ids);
+        set_list(rec, "NodeIdentities", node_ids);
+        svc_ids = node_ids = NULL;
+        if (expires[0])
             json_object_set_new(rec, "ExpirationTime", json_string(expires));
         answer = acl_render_token(rd, rec);
         json_object_set_new(answer, "SecretID", json_string(secret));
@@ -1024,6 +1178,8 @@ fail:
     json_decref(body);
     json_decref(old);
     json_decref(links);
+    json_decref(svc_ids);
+    json_decref(node_ids);
     json_decref(rec);
     json_decref(answer);
     end_failed(r);

@@ -42,6 +42,7 @@ int main(int argc, char **argv)
         .default_token = conf.acl_default_token,
         .server_token = conf.acl_server_token,
         .cluster_key = conf.cluster_key,
+        .datacenter = conf.datacenter,
         .token_min_ttl_ms = conf.acl_token_min_expiration_ttl_ms,
         .token_max_ttl_ms = conf.acl_token_max_expiration_ttl_ms,
     };

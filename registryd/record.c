@@ -413,8 +413,60 @@ static int check_node(struct vctx *v, json_t *r)
     return want_string_map(v, r, "NodeTaggedAddresses");
 }
 
+bool record_identity_name_ok(const char *s)
+{
+    static const char edge[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    size_t n = s ? strlen(s) : 0;
+    return n > 0 && n <= 256 && strchr(edge, s[0]) != NULL && strchr(edge, s[n - 1]) != NULL &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
+/* A token's ServiceIdentities [{ServiceName, Datacenters?}] and
+ * NodeIdentities [{NodeName, Datacenter}], when present. */
+static int check_identities(struct vctx *v, json_t *r)
+{
+    json_t *svc = json_object_get(r, "ServiceIdentities"),
+           *node = json_object_get(r, "NodeIdentities");
+    json_t *id, *dcs, *dc;
+    const char *name, *where;
+    size_t i, j;
+    int rc;
+    if (svc != NULL && !json_is_array(svc))
+        return bad(v, "field ServiceIdentities is not an array");
+    json_array_foreach(svc, i, id)
+    {
+        if (!json_is_object(id))
+            return bad(v, "field ServiceIdentities holds a non-object");
+        if ((rc = want_string(v, id, "ServiceName", true, false, &name)))
+            return rc;
+        if (!record_identity_name_ok(name))
+            return bad(v, "field ServiceIdentities holds an invalid ServiceName");
+        dcs = json_object_get(id, "Datacenters");
+        if (dcs != NULL && !json_is_array(dcs))
+            return bad(v, "field ServiceIdentities.Datacenters is not an array");
+        json_array_foreach(dcs, j, dc) if (!json_is_string(dc)) return bad(
+            v, "field ServiceIdentities.Datacenters holds a non-string");
+    }
+    if (node != NULL && !json_is_array(node))
+        return bad(v, "field NodeIdentities is not an array");
+    json_array_foreach(node, i, id)
+    {
+        if (!json_is_object(id))
+            return bad(v, "field NodeIdentities holds a non-object");
+        if ((rc = want_string(v, id, "NodeName", true, false, &name)) ||
+            (rc = want_string(v, id, "Datacenter", true, false, &where)))
+            return rc;
+        if (!record_identity_name_ok(name))
+            return bad(v, "field NodeIdentities holds an invalid NodeName");
+        if (*where == '\0')
+            return bad(v, "field NodeIdentities holds an empty Datacenter");
+    }
+    return 0;
+}
+
 /* {AccessorID, SecretHash, Description, Policies [{ID, Name}], Local,
- * CreateTime[, ExpirationTime (RFC 3339)]} */
+ * CreateTime[, ExpirationTime (RFC 3339)][, ServiceIdentities,
+ * NodeIdentities]} */
 static int check_acl_token(struct vctx *v, json_t *r)
 {
     int rc;
@@ -431,6 +483,8 @@ static int check_acl_token(struct vctx *v, json_t *r)
         return rc;
     if (expires != NULL && rfc3339_parse(expires, &t) != 0)
         return bad(v, "field ExpirationTime is not an RFC 3339 time");
+    if ((rc = check_identities(v, r)))
+        return rc;
     if (!json_is_boolean(local))
         return bad(v, "field Local missing or not a boolean");
     if (!json_is_array(pols))

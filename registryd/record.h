@@ -21,7 +21,10 @@
  *   node      Node (name), NodeAddress (string), NodeMeta? {string: string}
  *   acl_token AccessorID (name), SecretHash? (string; only the anonymous
  *             token has none), Description, CreateTime (strings), Local
- *             bool, Policies [{ID (name), Name? (string)}], indexes
+ *             bool, Policies [{ID (name), Name? (string)}], ExpirationTime?
+ *             (RFC 3339), ServiceIdentities? [{ServiceName (an identity
+ *             name), Datacenters? [string]}], NodeIdentities? [{NodeName
+ *             (an identity name), Datacenter (a non-empty string)}], indexes
  *   acl_policy ID, Name (names), Description, Rules (strings),
  *             Datacenters [string], indexes
  *   acl_bootstrap Index (int): ACLs were bootstrapped
@@ -104,5 +107,9 @@ bool record_valid_key(const void *s, size_t len, size_t max);
 
 /* A node name as CONF_NAME takes it: [A-Za-z0-9_.-], 1 to 128 bytes. */
 bool record_node_name_ok(const char *s);
+/* A service or node identity's name as Consul takes it (a token's
+ * ServiceIdentities and NodeIdentities): ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$,
+ * at most 256 bytes. */
+bool record_identity_name_ok(const char *s);
 
 #endif

@@ -261,6 +261,140 @@ class DefaultDenyTest(AclBase):
              400, []),
         ])
 
+    def test_service_and_node_identities(self):
+        """Consul's service and node identities: a token's ServiceIdentities
+        and NodeIdentities grant Consul's synthetic policies where they name
+        this datacenter (dc1)."""
+        ident = self.ok("PUT", "/v1/acl/token", {"ServiceIdentities": [{"ServiceName": "web"}]})
+        self.assertEqual(ident["ServiceIdentities"], [{"ServiceName": "web"}])
+        self.assertEqual(ident["Policies"], [])
+        secret, path = ident["SecretID"], "/v1/acl/token/" + ident["AccessorID"]
+        self.addCleanup(self.ok, "DELETE", path)
+        for sid in ("web-ident", "web-ident-proxy", "db-ident"):
+            self.addCleanup(self.req, "PUT", "/v1/agent/service/deregister/" + sid, None, MGMT)
+        self.addCleanup(self.req, "PUT", "/v1/catalog/deregister", {"Node": "n1"}, MGMT)
+        # service:write on web and its sidecar, not on db
+        for body, want in (({"Name": "web", "ID": "web-ident"}, 200),
+                           ({"Name": "web-sidecar-proxy", "ID": "web-ident-proxy"}, 200),
+                           ({"Name": "db", "ID": "db-ident"}, 403),
+                           ({"Name": "web", "ID": "db-1"}, 403)):
+            status, text, _ = self.req("PUT", "/v1/agent/service/register", body, secret)
+            with self.subTest(body=body):
+                self.assertEqual(status, want, text)
+        status, text, _ = self.req("PUT", "/v1/catalog/register",
+                                   {"Node": "n1", "Address": "10.0.0.1"}, secret)
+        self.assertEqual(status, 403, text)
+        # reads every service and node
+        status, text, h = self.req("GET", "/v1/catalog/services", token=secret)
+        self.assertEqual(status, 200, text)
+        self.assertIn("db", json.loads(text))
+        self.assertIsNone(h.get("X-Consul-Results-Filtered-By-ACLs"))
+        status, text, _ = self.req("GET", "/v1/health/service/web", token=secret)
+        self.assertIn("web-ident", text)
+        self.assertIn("web-1", text)
+        status, text, _ = self.req("GET", "/v1/catalog/node/" + self.node(), token=secret)
+        self.assertEqual(status, 200, text)
+        # shown in every rendering
+        self.assertEqual(self.ok("GET", path)["ServiceIdentities"], [{"ServiceName": "web"}])
+        self.assertEqual(self.ok("GET", "/v1/acl/token/self", token=secret)
+                         ["ServiceIdentities"], [{"ServiceName": "web"}])
+        listed = {t["AccessorID"]: t for t in self.ok("GET", "/v1/acl/tokens")}
+        self.assertEqual(listed[ident["AccessorID"]]["ServiceIdentities"],
+                         [{"ServiceName": "web"}])
+        self.assertNotIn("ServiceIdentities", listed[self.tok["web.accessor"]])
+        # an identity for other datacenters grants nothing here
+        other = self.ok("PUT", "/v1/acl/token", {"ServiceIdentities": [
+            {"ServiceName": "web", "Datacenters": ["dc2"]}]})
+        self.addCleanup(self.ok, "DELETE", "/v1/acl/token/" + other["AccessorID"])
+        status, text, _ = self.req("PUT", "/v1/agent/service/register",
+                                   {"Name": "web", "ID": "web-ident"}, other["SecretID"])
+        self.assertEqual(status, 403, text)
+        both = self.ok("PUT", "/v1/acl/token", {"ServiceIdentities": [
+            {"ServiceName": "web", "Datacenters": ["dc2", "dc1"]}]})
+        self.addCleanup(self.ok, "DELETE", "/v1/acl/token/" + both["AccessorID"])
+        self.assertEqual(both["ServiceIdentities"],
+                         [{"ServiceName": "web", "Datacenters": ["dc1", "dc2"]}])
+        status, text, _ = self.req("PUT", "/v1/agent/service/register",
+                                   {"Name": "web", "ID": "web-ident"}, both["SecretID"])
+        self.assertEqual(status, 200, text)
+        # a node identity: node:write on its node, service:read
+        node = self.ok("PUT", "/v1/acl/token", {"NodeIdentities": [
+            {"NodeName": "n1", "Datacenter": "dc1"}]})
+        self.addCleanup(self.ok, "DELETE", "/v1/acl/token/" + node["AccessorID"])
+        self.assertEqual(node["NodeIdentities"], [{"NodeName": "n1", "Datacenter": "dc1"}])
+        for body, want in (({"Node": "n1", "Address": "10.0.0.1"}, 200),
+                           ({"Node": "n2", "Address": "10.0.0.2"}, 403),
+                           ({"Node": "n1", "Address": "10.0.0.1",
+                             "Service": {"Service": "web", "ID": "web-n1"}}, 403)):
+            status, text, _ = self.req("PUT", "/v1/catalog/register", body, node["SecretID"])
+            with self.subTest(body=body):
+                self.assertEqual(status, want, text)
+        self.assertIn("n1", [n["Node"] for n in self.ok("GET", "/v1/catalog/nodes")])
+        status, text, _ = self.req("GET", "/v1/catalog/services", token=node["SecretID"])
+        self.assertIn("db", json.loads(text))
+        status, text, _ = self.req("PUT", "/v1/agent/service/register",
+                                   {"Name": "web", "ID": "web-ident"}, node["SecretID"])
+        self.assertEqual(status, 403, text)
+        far = self.ok("PUT", "/v1/acl/token", {"NodeIdentities": [
+            {"NodeName": "n1", "Datacenter": "dc2"}]})
+        self.addCleanup(self.ok, "DELETE", "/v1/acl/token/" + far["AccessorID"])
+        status, text, _ = self.req("PUT", "/v1/catalog/register",
+                                   {"Node": "n1", "Address": "10.0.0.1"}, far["SecretID"])
+        self.assertEqual(status, 403, text)
+        # an update's lists replace the token's (Consul's update is the whole token)
+        upd = self.ok("PUT", path, {"NodeIdentities": [{"NodeName": "n1", "Datacenter": "dc1"}]})
+        self.assertNotIn("ServiceIdentities", upd)
+        status, text, _ = self.req("PUT", "/v1/agent/service/register",
+                                   {"Name": "web", "ID": "web-ident"}, secret)
+        self.assertEqual(status, 403, text)
+
+    def test_identity_rules(self):
+        for body, want in [
+                ({"ServiceIdentities": [{}]},
+                 "Service identity is missing the service name field on this token"),
+                ({"ServiceIdentities": [{"ServiceName": ""}]},
+                 "Service identity is missing the service name field on this token"),
+                ({"ServiceIdentities": [{"ServiceName": "Web"}]},
+                 "Service identity \"Web\" has an invalid name. Only lowercase alphanumeric "
+                 "characters, '-' and '_' are allowed"),
+                ({"ServiceIdentities": [{"ServiceName": "web-"}]}, "has an invalid name"),
+                ({"ServiceIdentities": [{"ServiceName": "we.b"}]}, "has an invalid name"),
+                ({"ServiceIdentities": [{"ServiceName": "w" * 257}]}, "has an invalid name"),
+                ({"Local": True, "ServiceIdentities": [{"ServiceName": "web",
+                                                        "Datacenters": ["dc1"]}]},
+                 "Service identity \"web\" cannot specify a list of datacenters on a local "
+                 "token"),
+                ({"ServiceIdentities": "web"}, "ServiceIdentities"),
+                ({"ServiceIdentities": [{"ServiceName": "web", "Datacenters": "dc1"}]},
+                 "ServiceIdentities"),
+                ({"NodeIdentities": [{"Datacenter": "dc1"}]},
+                 "Node identity is missing the node name field on this token"),
+                ({"NodeIdentities": [{"NodeName": "n1"}]},
+                 "Node identity is missing the datacenter field on this token"),
+                ({"NodeIdentities": [{"NodeName": "N_1", "Datacenter": "dc1"}]},
+                 "Node identity has an invalid name. Only lowercase alphanumeric characters, "
+                 "'-' and '_' are allowed"),
+                ({"NodeIdentities": [{"NodeName": 1, "Datacenter": "dc1"}]}, "NodeIdentities"),
+                ({"NodeIdentities": {"NodeName": "n1", "Datacenter": "dc1"}}, "NodeIdentities")]:
+            status, text, _ = self.req("PUT", "/v1/acl/token", body, MGMT)
+            with self.subTest(body=body):
+                self.assertEqual(status, 400, text)
+                self.assertIn(want, text)
+        # names at the edges of the rule, and duplicates merged as Consul's
+        t = self.ok("PUT", "/v1/acl/token", {
+            "ServiceIdentities": [{"ServiceName": "a", "Datacenters": ["dc2"]},
+                                  {"ServiceName": "a_b-9" + "x" * 251},
+                                  {"ServiceName": "a", "Datacenters": ["dc1", "dc2"]}],
+            "NodeIdentities": [{"NodeName": "n1", "Datacenter": "dc1"},
+                               {"NodeName": "n1", "Datacenter": "dc1"},
+                               {"NodeName": "n1", "Datacenter": "dc2"}]})
+        self.addCleanup(self.ok, "DELETE", "/v1/acl/token/" + t["AccessorID"])
+        self.assertEqual(t["ServiceIdentities"],
+                         [{"ServiceName": "a", "Datacenters": ["dc1", "dc2"]},
+                          {"ServiceName": "a_b-9" + "x" * 251}])
+        self.assertEqual(t["NodeIdentities"], [{"NodeName": "n1", "Datacenter": "dc1"},
+                                               {"NodeName": "n1", "Datacenter": "dc2"}])
+
     def test_registration_cannot_take_over_another_service(self):
         # "web" write only: re-registering db-1 (db's instance) under the
         # name web, or naming db's check, would take them over (found by

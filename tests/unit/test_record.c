@@ -139,6 +139,10 @@ static void test_acl_token_records(void **state)
         "",
         ",\"ExpirationTime\":\"2024-01-01T00:01:00Z\"",
         ",\"ExpirationTime\":\"2024-01-01T02:01:00.25+02:00\"",
+        ",\"ServiceIdentities\":[{\"ServiceName\":\"web\"},{\"ServiceName\":\"a_b-9\","
+        "\"Datacenters\":[\"dc1\",\"dc2\"]}],\"NodeIdentities\":[{\"NodeName\":\"n1\","
+        "\"Datacenter\":\"dc1\"}]",
+        ",\"ServiceIdentities\":[],\"NodeIdentities\":[]",
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         if (token_record(good[i], err, sizeof(err)) != 0)
@@ -149,6 +153,19 @@ static void test_acl_token_records(void **state)
         {",\"ExpirationTime\":1704067260", "ExpirationTime"},
         {",\"ExpirationTime\":\"tomorrow\"", "ExpirationTime is not an RFC 3339 time"},
         {",\"ExpirationTime\":\"2024-02-30T00:00:00Z\"", "ExpirationTime"},
+        {",\"ServiceIdentities\":{}", "ServiceIdentities is not an array"},
+        {",\"ServiceIdentities\":[\"web\"]", "ServiceIdentities holds a non-object"},
+        {",\"ServiceIdentities\":[{}]", "ServiceName missing"},
+        {",\"ServiceIdentities\":[{\"ServiceName\":\"Web\"}]", "invalid ServiceName"},
+        {",\"ServiceIdentities\":[{\"ServiceName\":\"web\\\" { policy = \\\"write\\\" }\"}]",
+         "invalid ServiceName"},
+        {",\"ServiceIdentities\":[{\"ServiceName\":\"web\",\"Datacenters\":[1]}]",
+         "Datacenters holds a non-string"},
+        {",\"NodeIdentities\":[{\"NodeName\":\"n1\"}]", "Datacenter missing"},
+        {",\"NodeIdentities\":[{\"NodeName\":\"n1\",\"Datacenter\":\"\"}]",
+         "empty Datacenter"},
+        {",\"NodeIdentities\":[{\"NodeName\":\"-n1\",\"Datacenter\":\"dc1\"}]",
+         "invalid NodeName"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
