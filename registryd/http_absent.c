@@ -9,8 +9,19 @@
  *   GET /v1/coordinate/... no network coordinates: [] for the nodes, this
  *                          datacenter with none, 404 for a node
  * Writes to these are not taken (404, as any route registryd lacks).
+ *
+ * ACL features Consul has and registryd does not keep — roles, auth methods
+ * and their binding rules, login and logout — answer 501 naming the feature
+ * on each of Consul's routes and methods, whether ACLs are on or off, rather
+ * than 404 "Invalid URL path": a client (consul acl role ..., Terraform's
+ * consul_acl_role) says why. They are answered where they arrive (no
+ * leader needed).
  */
 #include "http_internal.h"
+
+#include <string.h>
+
+#include "registry/error.h"
 
 static int read_kv(struct http_req *r, struct store_read *rd, json_t **out)
 {
@@ -43,9 +54,31 @@ static int read_coordinate_node(struct http_req *r, struct store_read *rd, json_
     return http_fail(r, 404, "No coordinates for node \"%.128s\": registryd keeps none", r->arg);
 }
 
+static void acl_unsupported(struct http_req *r)
+{
+    static const struct {
+        const char *prefix, *what, *instead;
+    } features[] = {
+        {"/v1/acl/role", "ACL roles",
+         "link policies, service identities or node identities to tokens directly"},
+        {"/v1/acl/auth-method", "ACL auth methods", "create tokens with PUT /v1/acl/token"},
+        {"/v1/acl/binding-rule", "ACL binding rules (of auth methods)",
+         "create tokens with PUT /v1/acl/token"},
+        {"/v1/acl/log", "ACL login and logout (auth methods)",
+         "create tokens with PUT /v1/acl/token"},
+    };
+    size_t i = 0;
+    while (i < sizeof(features) / sizeof(features[0]) - 1 &&
+           strncmp(r->route->path, features[i].prefix, strlen(features[i].prefix)) != 0)
+        i++;
+    http_fail(r, 501, "%s are not supported by registryd: %s", features[i].what,
+              features[i].instead);
+    http_finish_write(r, REG_EINVAL);
+}
+
 bool http_absent_arg_slashes(const struct http_route *rt)
 {
-    return rt->read == read_kv;
+    return rt->read == read_kv || rt->custom == acl_unsupported; /* /v1/acl/role/name/X */
 }
 
 const struct http_route http_absent_routes[] = {
@@ -54,5 +87,22 @@ const struct http_route http_absent_routes[] = {
      false},
     {"GET", "/v1/coordinate/nodes", read_coordinate_nodes, NULL, WATCH_ALL, NULL, false},
     {"GET", "/v1/coordinate/node/", read_coordinate_node, NULL, WATCH_ALL, NULL, false},
+    {"PUT", "/v1/acl/role", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"GET", "/v1/acl/role/", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"PUT", "/v1/acl/role/", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"DELETE", "/v1/acl/role/", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"GET", "/v1/acl/roles", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"PUT", "/v1/acl/auth-method", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"GET", "/v1/acl/auth-method/", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"PUT", "/v1/acl/auth-method/", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"DELETE", "/v1/acl/auth-method/", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"GET", "/v1/acl/auth-methods", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"PUT", "/v1/acl/binding-rule", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"GET", "/v1/acl/binding-rule/", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"PUT", "/v1/acl/binding-rule/", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"DELETE", "/v1/acl/binding-rule/", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"GET", "/v1/acl/binding-rules", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"POST", "/v1/acl/login", NULL, NULL, WATCH_NONE, acl_unsupported, false},
+    {"POST", "/v1/acl/logout", NULL, NULL, WATCH_NONE, acl_unsupported, false},
     {NULL, NULL, NULL, NULL, WATCH_NONE, NULL, false},
 };

@@ -939,6 +939,27 @@ fail:
     return NULL;
 }
 
+/* A body's Roles: registryd keeps no roles (a token links policies and
+ * identities directly), so a token naming one is refused as Consul refuses
+ * a role that does not exist (TokenWriter's normalizeRoleLinks: by ID when
+ * one is given, else by name), rather than linked to nothing. 0, or -1 with
+ * the 400 set. */
+static int no_roles(struct http_req *r, json_t *list)
+{
+    json_t *link = json_array_get(list, 0);
+    if (list == NULL || json_is_null(list) || (json_is_array(list) && link == NULL))
+        return 0;
+    if (!json_is_object(link))
+        return http_fail(r, 400,
+                         "Token decoding failed: Roles must be a list of {\"ID\": "
+                         "string} or {\"Name\": string}");
+    const char *id = json_string_value(json_get_ci(link, "ID"));
+    const char *name = json_string_value(json_get_ci(link, "Name"));
+    if (id && *id)
+        return http_fail(r, 400, "No such ACL role with ID \"%.100s\"", id);
+    return http_fail(r, 400, "No such ACL role with name \"%.100s\"", name ? name : "");
+}
+
 /* Set (a non-empty list) or remove (none) field of rec; takes list. */
 static void set_list(json_t *rec, const char *field, json_t *list)
 {
@@ -1082,7 +1103,8 @@ static void do_token_write(struct http_req *r)
             http_fail(r, 400, "Cannot change expiration time of %s", r->arg);
             goto fail;
         }
-        if ((links = policy_links(r, rd, json_get_ci(body, "Policies"))) == NULL ||
+        if (no_roles(r, json_get_ci(body, "Roles")) != 0 ||
+            (links = policy_links(r, rd, json_get_ci(body, "Policies"))) == NULL ||
             (svc_ids = service_identities(r, json_get_ci(body, "ServiceIdentities"),
                                           json_is_true(json_object_get(old, "Local")))) == NULL ||
             (node_ids = node_identities(r, json_get_ci(body, "NodeIdentities"))) == NULL)
@@ -1141,6 +1163,7 @@ static void do_token_write(struct http_req *r)
         }
         json_t *local = json_get_ci(body, "Local");
         if (new_expiration(r, ttl, has_time, expiry, &now, expires, sizeof(expires)) != 0 ||
+            no_roles(r, json_get_ci(body, "Roles")) != 0 ||
             (links = policy_links(r, rd, json_get_ci(body, "Policies"))) == NULL ||
             (svc_ids = service_identities(r, json_get_ci(body, "ServiceIdentities"),
                                           json_is_true(local))) == NULL ||

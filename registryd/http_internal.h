@@ -196,8 +196,9 @@ extern const struct http_route http_agent_info_routes[];
 extern const struct http_route http_catalog_write_routes[];
 extern const struct http_route http_acl_routes[];
 extern const struct http_route http_absent_routes[];
-/* Whether rt's argument may hold slashes (a KV key; every other argument
- * is one path segment). */
+/* Whether rt's argument may hold slashes (a KV key, what the routes of ACL
+ * features registryd lacks take; every other argument is one path
+ * segment). */
 bool http_absent_arg_slashes(const struct http_route *rt);
 
 /* ACLs (http_acl.c). http_acl_check resolves the request's token into

@@ -395,6 +395,54 @@ class DefaultDenyTest(AclBase):
         self.assertEqual(t["NodeIdentities"], [{"NodeName": "n1", "Datacenter": "dc1"},
                                                {"NodeName": "n1", "Datacenter": "dc2"}])
 
+    def test_roles_and_other_absent_acl_features(self):
+        """registryd keeps no roles: a token naming one is refused with
+        Consul's answer for a role that does not exist (it was linked to
+        nothing, silently); the routes of roles, auth methods, binding rules
+        and login answer 501 naming the feature (they were 404 Invalid URL
+        path)."""
+        rid = "0c9f2a31-1d7e-4a8b-9c3d-5e6f7a8b9c0d"
+        mine = self.ok("PUT", "/v1/acl/token", {"Policies": [{"Name": "web-write"}]})
+        path = "/v1/acl/token/" + mine["AccessorID"]
+        self.addCleanup(self.ok, "DELETE", path)
+        for body, want in (
+                ({"Roles": [{"Name": "ops"}]}, 'No such ACL role with name "ops"'),
+                ({"Roles": [{"ID": rid, "Name": "ops"}]}, 'No such ACL role with ID "%s"' % rid),
+                # roles are looked at before policies, as Consul's TokenWriter
+                ({"Roles": [{"Name": "ops"}], "Policies": [{"Name": "nope"}]},
+                 'No such ACL role with name "ops"'),
+                ({"Roles": "ops"}, "Roles")):
+            for where in ("/v1/acl/token", path):
+                status, text, _ = self.req("PUT", where, body, MGMT)
+                with self.subTest(body=body, where=where):
+                    self.assertEqual(status, 400, text)
+                    self.assertIn(want, text)
+        self.assertEqual(self.ok("GET", path)["Policies"][0]["Name"], "web-write")
+        t = self.ok("PUT", "/v1/acl/token", {"Roles": [], "Policies": [{"Name": "web-write"}]})
+        self.addCleanup(self.ok, "DELETE", "/v1/acl/token/" + t["AccessorID"])
+        for method, path, what in (
+                ("GET", "/v1/acl/roles", "ACL roles"),
+                ("PUT", "/v1/acl/role", "ACL roles"),
+                ("GET", "/v1/acl/role/" + rid, "ACL roles"),
+                ("GET", "/v1/acl/role/name/ops", "ACL roles"),
+                ("PUT", "/v1/acl/role/" + rid, "ACL roles"),
+                ("DELETE", "/v1/acl/role/" + rid, "ACL roles"),
+                ("GET", "/v1/acl/auth-methods", "ACL auth methods"),
+                ("PUT", "/v1/acl/auth-method", "ACL auth methods"),
+                ("GET", "/v1/acl/auth-method/minikube", "ACL auth methods"),
+                ("DELETE", "/v1/acl/auth-method/minikube", "ACL auth methods"),
+                ("GET", "/v1/acl/binding-rules", "ACL binding rules"),
+                ("PUT", "/v1/acl/binding-rule", "ACL binding rules"),
+                ("GET", "/v1/acl/binding-rule/" + rid, "ACL binding rules"),
+                ("POST", "/v1/acl/login", "ACL login"),
+                ("POST", "/v1/acl/logout", "ACL login")):
+            for token in (MGMT, None):
+                status, text, _ = self.req(method, path, {} if method != "GET" else None, token)
+                with self.subTest(method=method, path=path, token=token):
+                    self.assertEqual(status, 501, text)
+                    self.assertIn(what, text)
+                    self.assertIn("not supported by registryd", text)
+
     def test_registration_cannot_take_over_another_service(self):
         # "web" write only: re-registering db-1 (db's instance) under the
         # name web, or naming db's check, would take them over (found by

@@ -79,8 +79,9 @@ static void test_find_route(void **state)
 static void test_route_tables(void **state)
 {
     (void)state;
-    const struct http_route *tables[] = {http_agent_routes, http_catalog_routes,
-                                         http_operator_routes, http_ui_routes};
+    const struct http_route *tables[] = {http_agent_routes,    http_catalog_routes,
+                                         http_operator_routes, http_ui_routes,
+                                         http_acl_routes,      http_absent_routes};
     size_t n = 0;
     for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
         for (const struct http_route *rt = tables[t]; rt->path; rt++, n++) {
