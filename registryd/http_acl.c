@@ -1069,9 +1069,25 @@ static bool same_expiration(json_t *old, const struct timespec *when)
     return was != NULL && rfc3339_parse(was, &t) == 0 && timespec_cmp(&t, when) == 0;
 }
 
-/* PUT /v1/acl/token and PUT /v1/acl/token/:accessor */
+static void do_token_clone(struct http_req *r, const char *from);
+
+/* PUT /v1/acl/token, PUT /v1/acl/token/:accessor and (its argument may hold
+ * a slash: http_acl_arg_slashes) PUT /v1/acl/token/:accessor/clone */
 static void do_token_write(struct http_req *r)
 {
+    const char *slash = r->arg ? strchr(r->arg, '/') : NULL;
+    if (slash != NULL) {
+        char from[ACL_ID_LEN + 1];
+        if (strcmp(slash, "/clone") != 0 || (size_t)(slash - r->arg) > ACL_ID_LEN) {
+            http_fail(r, 400,
+                      "Invalid path argument (empty, too long, or with a slash, NUL or "
+                      "control character)");
+            return end_failed(r);
+        }
+        snprintf(from, sizeof(from), "%.*s", (int)(slash - r->arg), r->arg);
+        return do_token_clone(r, from);
+    }
+
     struct store_read *rd = NULL;
     json_t *body = NULL, *old = NULL, *links = NULL, *rec = NULL, *answer = NULL;
     json_t *svc_ids = NULL, *node_ids = NULL;
@@ -1206,6 +1222,89 @@ fail:
     json_decref(rec);
     json_decref(answer);
     end_failed(r);
+}
+
+/* PUT /v1/acl/token/:accessor/clone, as Consul's TokenClone: a new token
+ * (new AccessorID and SecretID, CreateTime now) with the policies, service
+ * and node identities, Local and ExpirationTime of an existing one (which
+ * must be within acl_token_min/max_expiration_ttl from now, as at create),
+ * and the body's Description if it gives one, else the same. An unknown or
+ * expired token is "ACL not found" (403). The body may be empty. */
+static void do_token_clone(struct http_req *r, const char *from)
+{
+    struct store_read *rd = NULL;
+    json_t *body = NULL, *old = NULL, *shown = NULL, *rec = NULL, *answer = NULL, *x;
+    char accessor[ACL_ID_LEN + 1], secret[ACL_ID_LEN + 1], when[32], expires[48];
+    char *hash = NULL;
+    struct timespec now, expiry = {0, 0};
+    if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_WRITE) != 0)
+        return end_failed(r);
+    if (evbuffer_get_length(evhttp_request_get_input_buffer(r->req)) > 0 &&
+        http_body_json(r, &body) != 0)
+        return end_failed(r);
+    if (begin(r, &rd) != 0)
+        goto fail;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (strcmp(from, ACL_ANONYMOUS_ACCESSOR) == 0)
+        old = acl_anonymous_token(rd);
+    else if (store_acl_get(rd, "token", from, &old) != 0)
+        old = NULL;
+    if (old == NULL || acl_token_expired(old, &now)) {
+        http_fail(r, 403, "ACL not found");
+        goto fail;
+    }
+    const char *was = json_string_value(json_object_get(old, "ExpirationTime"));
+    if (was != NULL && rfc3339_parse(was, &expiry) != 0)
+        was = NULL;
+    if (new_expiration(r, 0, was != NULL, expiry, &now, expires, sizeof(expires)) != 0)
+        goto fail;
+    if (acl_new_uuid(accessor) != 0 || acl_new_uuid(secret) != 0 ||
+        acl_hash_secret(secret, &hash) != 0) {
+        http_fail(r, 500, "cannot make a token");
+        goto fail;
+    }
+    const char *desc = json_string_value(json_get_ci(body, "Description"));
+    if (desc == NULL || *desc == '\0')
+        desc = json_string_value(json_object_get(old, "Description"));
+    shown = acl_render_token(rd, old); /* links to policies that still exist */
+    time_rfc3339(&now, when, sizeof(when));
+    rec = json_pack("{s:s, s:s, s:s, s:O, s:b, s:s}", "AccessorID", accessor, "SecretHash", hash,
+                    "Description", desc ? desc : "", "Policies", json_object_get(shown, "Policies"),
+                    "Local", json_is_true(json_object_get(old, "Local")), "CreateTime", when);
+    if (rec == NULL) {
+        http_fail(r, 500, "cannot make a token");
+        goto fail;
+    }
+    if ((x = json_object_get(old, "ServiceIdentities")) != NULL)
+        json_object_set_new(rec, "ServiceIdentities", json_deep_copy(x));
+    if ((x = json_object_get(old, "NodeIdentities")) != NULL)
+        json_object_set_new(rec, "NodeIdentities", json_deep_copy(x));
+    if (expires[0])
+        json_object_set_new(rec, "ExpirationTime", json_string(expires));
+    answer = acl_render_token(rd, rec);
+    json_object_set_new(answer, "SecretID", json_string(secret));
+    store_read_end(rd);
+    free(hash);
+    json_decref(body);
+    json_decref(old);
+    json_decref(shown);
+    submit(r, "set", "token", accessor, rec, answer);
+    json_decref(rec);
+    return;
+fail:
+    free(hash);
+    store_read_end(rd);
+    json_decref(body);
+    json_decref(old);
+    json_decref(shown);
+    json_decref(rec);
+    json_decref(answer);
+    end_failed(r);
+}
+
+bool http_acl_arg_slashes(const struct http_route *rt)
+{
+    return rt->custom == do_token_write; /* :accessor/clone */
 }
 
 static json_t *config_token(struct http_req *r)

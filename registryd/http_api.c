@@ -2034,7 +2034,8 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     if (r->route->path[strlen(r->route->path) - 1] == '/' &&
         (r->arg == NULL || *r->arg == '\0' || strlen(r->arg) > STORE_NAME_MAX ||
-         (strchr(r->arg, '/') != NULL && !http_absent_arg_slashes(r->route)))) {
+         (strchr(r->arg, '/') != NULL && !http_absent_arg_slashes(r->route) &&
+          !http_acl_arg_slashes(r->route)))) {
         http_fail(r, 400, "Invalid path argument (empty, too long, or with a slash, NUL or "
                           "control character)");
         goto fail;

@@ -198,8 +198,9 @@ extern const struct http_route http_acl_routes[];
 extern const struct http_route http_absent_routes[];
 /* Whether rt's argument may hold slashes (a KV key, what the routes of ACL
  * features registryd lacks take; every other argument is one path
- * segment). */
+ * segment), and http_acl.c's (PUT /v1/acl/token/:accessor/clone). */
 bool http_absent_arg_slashes(const struct http_route *rt);
+bool http_acl_arg_slashes(const struct http_route *rt);
 
 /* ACLs (http_acl.c). http_acl_check resolves the request's token into
  * r->authz and decides whether the route may run: 0, or -1 with r->status

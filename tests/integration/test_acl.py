@@ -443,6 +443,45 @@ class DefaultDenyTest(AclBase):
                     self.assertIn(what, text)
                     self.assertIn("not supported by registryd", text)
 
+    def test_token_clone(self):
+        """PUT /v1/acl/token/:accessor/clone, as Consul's TokenClone."""
+        src = self.ok("PUT", "/v1/acl/token", {
+            "Description": "src", "Policies": [{"Name": "web-write"}],
+            "ServiceIdentities": [{"ServiceName": "api"}],
+            "NodeIdentities": [{"NodeName": "n9", "Datacenter": "dc1"}]})
+        self.addCleanup(self.ok, "DELETE", "/v1/acl/token/" + src["AccessorID"])
+        c = self.ok("PUT", "/v1/acl/token/%s/clone" % src["AccessorID"], {"Description": "copy"})
+        self.addCleanup(self.ok, "DELETE", "/v1/acl/token/" + c["AccessorID"])
+        self.assertNotEqual(c["AccessorID"], src["AccessorID"])
+        self.assertEqual(len(c["SecretID"]), 36)
+        self.assertNotEqual(c["SecretID"], src["SecretID"])
+        self.assertEqual(c["Description"], "copy")
+        for field in ("Policies", "ServiceIdentities", "NodeIdentities", "Local"):
+            self.assertEqual(c[field], src[field], field)
+        me = self.ok("GET", "/v1/acl/token/self", token=c["SecretID"])
+        self.assertEqual(me["AccessorID"], c["AccessorID"])
+        self.assertNotIn("SecretID", me)
+        status, text, _ = self.req("PUT", "/v1/agent/service/register",
+                                   {"Name": "api", "ID": "api-clone"}, c["SecretID"])
+        self.assertEqual(status, 200, text)
+        self.ok("PUT", "/v1/agent/service/deregister/api-clone")
+        # no body: the same Description
+        c2 = self.ok("PUT", "/v1/acl/token/%s/clone" % src["AccessorID"])
+        self.addCleanup(self.ok, "DELETE", "/v1/acl/token/" + c2["AccessorID"])
+        self.assertEqual(c2["Description"], "src")
+        listed = [t["AccessorID"] for t in self.ok("GET", "/v1/acl/tokens")]
+        for t in (src, c, c2):
+            self.assertIn(t["AccessorID"], listed)
+        status, text, _ = self.req("PUT", "/v1/acl/token/%s/clone" % src["AccessorID"], {},
+                                   self.tok["aclread"])
+        self.assertEqual(status, 403, text)
+        self.assertIn("acl:write", text)
+        status, text, _ = self.req("PUT", "/v1/acl/token/0c9f2a31-1d7e-4a8b-9c3d-5e6f7a8b9c0d"
+                                          "/clone", {}, MGMT)
+        self.assertEqual((status, text.strip()), (403, "ACL not found"))
+        status, text, _ = self.req("PUT", "/v1/acl/token/%s/copy" % src["AccessorID"], {}, MGMT)
+        self.assertEqual(status, 400, text)
+
     def test_registration_cannot_take_over_another_service(self):
         # "web" write only: re-registering db-1 (db's instance) under the
         # name web, or naming db's check, would take them over (found by
@@ -809,6 +848,23 @@ class TokenExpirationTest(unittest.TestCase):
         self.assertEqual(status, 400, text)
         self.assertIn("already in use", text)
         self.assertTrue(self.ok("DELETE", "/v1/acl/token/" + t["AccessorID"]))
+
+    def test_clone_keeps_expiration(self):
+        t = self.ok("PUT", "/v1/acl/token", {"ExpirationTTL": "1h"})
+        c = self.ok("PUT", "/v1/acl/token/%s/clone" % t["AccessorID"])
+        self.assertEqual(c["ExpirationTime"], t["ExpirationTime"])
+        self.assertNotEqual(c["AccessorID"], t["AccessorID"])
+        # as at create, it must be at least acl_token_min_expiration_ttl away
+        short = self.ok("PUT", "/v1/acl/token", {"ExpirationTTL": "1500ms"})
+        time.sleep(0.8)
+        status, text, _ = self.req("PUT", "/v1/acl/token/%s/clone" % short["AccessorID"],
+                                   None, MGMT)
+        self.assertEqual(status, 400, text)
+        self.assertIn("ExpirationTime cannot be less than 1s in the future", text)
+        time.sleep(1)
+        status, text, _ = self.req("PUT", "/v1/acl/token/%s/clone" % short["AccessorID"],
+                                   None, MGMT)
+        self.assertEqual((status, text.strip()), (403, "ACL not found"))
 
     def test_expiration_rules(self):
         now = datetime.datetime.now(datetime.timezone.utc)
