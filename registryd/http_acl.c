@@ -1359,7 +1359,22 @@ struct token_list {
     struct store_read *rd;
     json_t *arr;
     struct timespec now;
+    const char *policy; /* ?policy=: only tokens linking it, or NULL */
 };
+
+/* Does the token record link the policy with this ID? */
+static bool links_policy(json_t *t, const char *id)
+{
+    size_t i;
+    json_t *link;
+    json_array_foreach(json_object_get(t, "Policies"), i, link)
+    {
+        const char *have = json_string_value(json_object_get(link, "ID"));
+        if (have != NULL && strcmp(have, id) == 0)
+            return true;
+    }
+    return false;
+}
 
 static int add_token(json_t *t, void *arg)
 {
@@ -1369,18 +1384,34 @@ static int add_token(json_t *t, void *arg)
         return 0; /* listed once, below */
     if (acl_token_expired(t, &l->now))
         return 0; /* as Consul's TokenList: as if it did not exist */
+    if (l->policy != NULL && !links_policy(t, l->policy))
+        return 0;
     json_array_append_new(l->arr, acl_render_token(l->rd, t));
     return 0;
 }
 
+/* GET /v1/acl/tokens[?policy=ID|?role=ID|?authmethod=NAME], as Consul's
+ * TokenList: one filter at most; ?policy= keeps the tokens that link that
+ * policy; there are no roles or auth methods here, so their filters keep
+ * none. */
 static int read_tokens(struct http_req *r, struct store_read *rd, json_t **out)
 {
     if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_READ) != 0)
         return -1;
-    struct token_list l = {rd, json_array(), {0, 0}};
+    const char *policy = http_param(r, "policy"), *role = http_param(r, "role"),
+               *method = http_param(r, "authmethod");
+    int filters = (policy && *policy) + (role && *role) + (method && *method);
+    if (filters > 1)
+        return http_fail(r, 400, "can only filter by one of policy, role, or authmethod at once");
+    struct token_list l = {rd, json_array(), {0, 0}, policy && *policy ? policy : NULL};
     clock_gettime(CLOCK_REALTIME, &l.now);
+    if (filters == 1 && l.policy == NULL) {
+        *out = l.arr;
+        return 0;
+    }
     json_t *anon = acl_anonymous_token(rd);
-    json_array_append_new(l.arr, acl_render_token(rd, anon));
+    if (l.policy == NULL || links_policy(anon, l.policy))
+        json_array_append_new(l.arr, acl_render_token(rd, anon));
     json_decref(anon);
     (void)store_acl_each(rd, "token", add_token, &l);
     *out = l.arr;

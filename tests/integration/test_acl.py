@@ -482,6 +482,41 @@ class DefaultDenyTest(AclBase):
         status, text, _ = self.req("PUT", "/v1/acl/token/%s/copy" % src["AccessorID"], {}, MGMT)
         self.assertEqual(status, 400, text)
 
+    def test_token_list_by_policy(self):
+        """GET /v1/acl/tokens?policy=ID lists only the tokens that link that
+        policy (Consul's TokenList); there are no roles or auth methods, so
+        ?role= and ?authmethod= list none."""
+        pols = {p["Name"]: p["ID"] for p in self.ok("GET", "/v1/acl/policies")}
+        pid, anon = pols["web-write"], "00000000-0000-0000-0000-000000000002"
+        listed = self.ok("GET", "/v1/acl/tokens?policy=" + pid)
+        ids = [t["AccessorID"] for t in listed]
+        for name in ("web", "webnode"):
+            self.assertIn(self.tok[name + ".accessor"], ids)
+        for name in ("reader", "operator", "aclread", "nodb", "none"):
+            self.assertNotIn(self.tok[name + ".accessor"], ids)
+        self.assertNotIn(anon, ids)
+        for t in listed:
+            self.assertIn(pid, [p["ID"] for p in t["Policies"]], t)
+        self.assertEqual([t["AccessorID"] for t in self.ok(
+            "GET", "/v1/acl/tokens?policy=" + pols["read-all"])], [self.tok["reader.accessor"]])
+        # the anonymous token too, when it links it
+        self.ok("PUT", "/v1/acl/token/" + anon, {"Policies": [{"ID": pid}]})
+        self.addCleanup(self.ok, "PUT", "/v1/acl/token/" + anon, {"Policies": []})
+        self.assertIn(anon, [t["AccessorID"] for t in self.ok(
+            "GET", "/v1/acl/tokens?policy=" + pid)])
+        for query in ("?policy=0c9f2a31-1d7e-4a8b-9c3d-5e6f7a8b9c0d", "?policy=web-write",
+                      "?role=0c9f2a31-1d7e-4a8b-9c3d-5e6f7a8b9c0d", "?authmethod=minikube"):
+            with self.subTest(query=query):
+                self.assertEqual(self.ok("GET", "/v1/acl/tokens" + query), [])
+        status, text, _ = self.req("GET", "/v1/acl/tokens?policy=%s&role=x" % pid, token=MGMT)
+        self.assertEqual(status, 400, text)
+        self.assertIn("can only filter by one of policy, role, or authmethod at once", text)
+        # no filter (or an empty one): every token
+        for query in ("", "?policy="):
+            ids = [t["AccessorID"] for t in self.ok("GET", "/v1/acl/tokens" + query)]
+            self.assertIn(self.tok["reader.accessor"], ids)
+            self.assertIn(anon, ids)
+
     def test_registration_cannot_take_over_another_service(self):
         # "web" write only: re-registering db-1 (db's instance) under the
         # name web, or naming db's check, would take them over (found by
