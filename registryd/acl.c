@@ -106,6 +106,11 @@ bool acl_enabled(void)
     return settings.enabled;
 }
 
+bool acl_initial_management_configured(void)
+{
+    return settings.initial_management != NULL;
+}
+
 const char *acl_server_secret(void)
 {
     if (settings.enabled)

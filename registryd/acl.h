@@ -64,6 +64,9 @@ int acl_configure(const struct acl_config *cfg) REG_MUSTCHECK;
 /* Forget the settings (strings wiped). */
 void acl_shutdown(void);
 bool acl_enabled(void);
+/* Whether acl_initial_management_token is set (ACLs then count as
+ * bootstrapped, as Consul's leader bootstraps them with it). */
+bool acl_initial_management_configured(void);
 /* What servers send each other as X-Consul-Token on /v1/internal/...: the
  * server token when ACLs are on; else, with a cluster_key_file, a proof
  * derived from its key (HMAC-SHA256, hex); else NULL. Borrowed; lives

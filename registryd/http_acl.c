@@ -510,6 +510,23 @@ static int acl_on(struct http_req *r)
     return 0;
 }
 
+/* Consul's answer once ACLs were bootstrapped (ACL.BootstrapTokens): 403
+ * "Permission denied: ACL bootstrap no longer allowed (reset index: N)", N
+ * the index the bootstrap was applied at (0 when only the initial
+ * management token took the bootstrap: it lives in the configuration). */
+static int bootstrap_refused(struct http_req *r)
+{
+    struct store_read *rd;
+    uint64_t index = 0;
+    if (store_read_begin(r->srv->opt.store, &rd) == 0) {
+        (void)store_acl_bootstrapped(rd, &index);
+        store_read_end(rd);
+    }
+    return http_fail(r, 403,
+                     "Permission denied: ACL bootstrap no longer allowed (reset index: %llu)",
+                     (unsigned long long)index);
+}
+
 struct acl_write {
     struct http_req *r;
     json_t *answer; /* sent when the command applied */
@@ -529,7 +546,7 @@ static void acl_write_done(void *arg, int status)
     }
     json_decref(answer);
     if (bootstrap && status == REG_EINVAL)
-        http_fail(r, 403, "Permission denied: ACL bootstrap no longer allowed");
+        bootstrap_refused(r); /* another bootstrap was applied first */
     http_finish_write(r, status);
 }
 
@@ -570,16 +587,21 @@ static int begin(struct http_req *r, struct store_read **rd)
     return 0;
 }
 
-/* PUT /v1/acl/bootstrap: once, a management token; then 403. */
+/* PUT /v1/acl/bootstrap: once, a management token; then 403. With an
+ * initial management token configured, never: Consul's leader applies that
+ * token through the bootstrap request as soon as it leads, if ACLs can
+ * still be bootstrapped (leader.go, initializeManagementToken), so the
+ * endpoint finds them bootstrapped. The leader judges (the route is sent
+ * there), by its configuration. */
 static void do_bootstrap(struct http_req *r)
 {
     struct store_read *rd;
     if (acl_on(r) != 0 || begin(r, &rd) != 0)
         return end_failed(r);
-    bool done = store_acl_bootstrapped(rd);
+    bool done = store_acl_bootstrapped(rd, NULL);
     store_read_end(rd);
-    if (done) {
-        http_fail(r, 403, "Permission denied: ACL bootstrap no longer allowed");
+    if (done || acl_initial_management_configured()) {
+        bootstrap_refused(r);
         return end_failed(r);
     }
     char accessor[ACL_ID_LEN + 1], secret[ACL_ID_LEN + 1], when[32];

@@ -2115,10 +2115,20 @@ int store_acl_get(struct store_read *r, const char *kind, const char *id, json_t
     return get_json_s(r->s, r->txn, r->s->dbi[DB_META], key, out);
 }
 
-bool store_acl_bootstrapped(struct store_read *r)
+bool store_acl_bootstrapped(struct store_read *r, uint64_t *index)
 {
     MDB_val k = val_str("acl:bootstrap"), v;
-    return mdb_get(r->txn, r->s->dbi[DB_META], &k, &v) == 0;
+    json_t *mark = NULL;
+    if (index != NULL)
+        *index = 0;
+    if (mdb_get(r->txn, r->s->dbi[DB_META], &k, &v) != 0)
+        return false;
+    if (index != NULL && get_json_s(r->s, r->txn, r->s->dbi[DB_META], "acl:bootstrap", &mark) == 0) {
+        json_int_t i = json_integer_value(json_object_get(mark, "Index"));
+        *index = i > 0 ? (uint64_t)i : 0;
+        json_decref(mark);
+    }
+    return true;
 }
 
 int store_acl_each(struct store_read *r, const char *kind, store_json_cb cb, void *arg)

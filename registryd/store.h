@@ -234,7 +234,10 @@ int store_each_instance_at(struct store_read *r, const char *addr, store_json_cb
  * *out is a new reference; REG_ENOTFOUND if absent. */
 int store_acl_get(struct store_read *r, const char *kind, const char *id, json_t **out);
 int store_acl_each(struct store_read *r, const char *kind, store_json_cb cb, void *arg);
-bool store_acl_bootstrapped(struct store_read *r);
+/* Whether ACLs were bootstrapped (PUT /v1/acl/bootstrap); *index (may be
+ * NULL): the raft index of that bootstrap, Consul's "reset index" (0 if
+ * its record cannot be read). */
+bool store_acl_bootstrapped(struct store_read *r, uint64_t *index);
 
 /* How many instances and checks are stored, and the bytes LMDB uses. */
 int store_stats(struct store *s, uint64_t *instances, uint64_t *checks, uint64_t *bytes);

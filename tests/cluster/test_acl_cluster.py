@@ -89,10 +89,15 @@ class AclClusterTest(unittest.TestCase):
         self.assertEqual(status, 403, text)
         status, text = call(f, "DELETE", "/v1/operator/raft/peer?id=999", None, None)
         self.assertEqual(status, 403, text)
-        status, text = call(followers[1], "PUT", "/v1/acl/bootstrap")
-        self.assertEqual(status, 200, text)
-        status, text = call(f, "PUT", "/v1/acl/bootstrap")
-        self.assertEqual(status, 403, text)
+        # the initial management token took the bootstrap (Consul's leader
+        # applies it through the bootstrap request): refused through every
+        # follower, by the leader; a bootstrap through a follower that works
+        # is AclBootstrapClusterTest's
+        for d in followers:
+            status, text = call(d, "PUT", "/v1/acl/bootstrap")
+            self.assertEqual((status, text.strip()),
+                             (403, "Permission denied: ACL bootstrap no longer allowed "
+                                   "(reset index: 0)"))
 
     def test_a_new_token_works_at_once_through_the_follower_that_made_it(self):
         """A token created through a follower was "ACL not found" there for
@@ -204,6 +209,45 @@ class AclClusterTest(unittest.TestCase):
         status, text = call(leader, "PUT", "/v1/agent/service/register",
                             {"Name": "after", "ID": "after-1"}, MGMT)
         self.assertEqual(status, 200, text)
+
+
+class AclBootstrapClusterTest(unittest.TestCase):
+    """Without an initial management token: a bootstrap sent to a follower
+    is done by the leader, once; then every server refuses another with
+    Consul's answer and the index the bootstrap was applied at."""
+
+    def test_bootstrap_through_a_follower(self):
+        tmp = TempDir()
+        servers = []
+        try:
+            start_cluster(tmp.path, 3, extra=ACL[:-2], servers=servers)
+            deadline, leader = time.monotonic() + 15, ""
+            while not leader and time.monotonic() < deadline:
+                status, text = call(servers[0], "GET", "/v1/status/leader")
+                leader = json.loads(text) if status == 200 else ""
+                time.sleep(0.1)
+            self.assertTrue(leader, "no leader")
+            raft = {id(d): json.loads(call(d, "GET", "/v1/internal/raft/self",
+                                           token=SERVER)[1])["Raft"] for d in servers}
+            followers = [d for d in servers if raft[id(d)] != leader]
+            self.assertEqual(len(followers), 2)
+            status, text = call(followers[0], "PUT", "/v1/acl/bootstrap")
+            self.assertEqual(status, 200, text)
+            boot = json.loads(text)
+            status, text = call(followers[0], "GET", "/v1/acl/token/" + boot["AccessorID"],
+                                token=boot["SecretID"])
+            self.assertEqual(status, 200, text)
+            index = json.loads(text)["CreateIndex"]
+            for d in followers[::-1] + [d for d in servers if d not in followers]:
+                status, text = call(d, "PUT", "/v1/acl/bootstrap")
+                self.assertEqual((status, text.strip()),
+                                 (403, "Permission denied: ACL bootstrap no longer allowed "
+                                       "(reset index: %d)" % index))
+        finally:
+            for d in servers:
+                if d.proc is not None:
+                    d.stop(check=False)
+            tmp.cleanup()
 
 
 if __name__ == "__main__":
