@@ -1432,6 +1432,31 @@ static void token_show(struct ctl *x, json_t *t)
     json_array_foreach(json_object_get(t, "Policies"), i, p)
         printf(" %s (%s)", jget(p, "Name"), jget(p, "ID"));
     printf("\n");
+    /* what only some tokens have, as consul acl token read shows it */
+    json_t *svc = json_object_get(t, "ServiceIdentities"),
+           *node = json_object_get(t, "NodeIdentities");
+    if (json_array_size(svc) > 0) {
+        printf("Service Identities:");
+        json_array_foreach(svc, i, p)
+        {
+            json_t *dcs = json_object_get(p, "Datacenters"), *dc;
+            size_t j;
+            printf(" %s (Datacenters:", jget(p, "ServiceName"));
+            if (json_array_size(dcs) == 0)
+                printf(" all");
+            json_array_foreach(dcs, j, dc) printf(" %s", json_string_value(dc));
+            printf(")");
+        }
+        printf("\n");
+    }
+    if (json_array_size(node) > 0) {
+        printf("Node Identities:");
+        json_array_foreach(node, i, p)
+            printf(" %s (Datacenter: %s)", jget(p, "NodeName"), jget(p, "Datacenter"));
+        printf("\n");
+    }
+    if (json_object_get(t, "ExpirationTime"))
+        printf("Expires:      %s\n", jget(t, "ExpirationTime"));
 }
 
 static void policy_show(struct ctl *x, json_t *p)

@@ -320,6 +320,12 @@ class DefaultDenyTest(AclBase):
             {"NodeName": "n1", "Datacenter": "dc1"}]})
         self.addCleanup(self.ok, "DELETE", "/v1/acl/token/" + node["AccessorID"])
         self.assertEqual(node["NodeIdentities"], [{"NodeName": "n1", "Datacenter": "dc1"}])
+        rc, out, err = self.d.ctl("--token", MGMT, "acl", "token", "read", both["AccessorID"])
+        self.assertIn("Service Identities: web (Datacenters: dc1 dc2)\n", out)
+        rc, out, err = self.d.ctl("--token", MGMT, "acl", "token", "read", node["AccessorID"])
+        self.assertIn("Node Identities: n1 (Datacenter: dc1)\n", out)
+        rc, out, err = self.d.ctl("--token", MGMT, "acl", "token", "read", ident["AccessorID"])
+        self.assertIn("Service Identities: web (Datacenters: all)\n", out)
         for body, want in (({"Node": "n1", "Address": "10.0.0.1"}, 200),
                            ({"Node": "n2", "Address": "10.0.0.2"}, 403),
                            ({"Node": "n1", "Address": "10.0.0.1",
@@ -886,6 +892,11 @@ class TokenExpirationTest(unittest.TestCase):
         t = self.ok("PUT", "/v1/acl/token", {"ExpirationTTL": "1h"})
         c = self.ok("PUT", "/v1/acl/token/%s/clone" % t["AccessorID"])
         self.assertEqual(c["ExpirationTime"], t["ExpirationTime"])
+        rc, out, err = self.d.ctl("--token", MGMT, "acl", "token", "read", c["AccessorID"])
+        self.assertIn("Expires:      %s\n" % t["ExpirationTime"], out)
+        plain = self.ok("PUT", "/v1/acl/token", {})
+        rc, out, err = self.d.ctl("--token", MGMT, "acl", "token", "read", plain["AccessorID"])
+        self.assertNotIn("Expires", out)
         self.assertNotEqual(c["AccessorID"], t["AccessorID"])
         # as at create, it must be at least acl_token_min_expiration_ttl away
         short = self.ok("PUT", "/v1/acl/token", {"ExpirationTTL": "1500ms"})
