@@ -181,11 +181,11 @@ class AclClusterTest(unittest.TestCase):
                        "--acl-server-token", "not-the-cluster-token-0000"]
         other.start(wait=False)
         self.servers.append(other)
-        time.sleep(5)
+        self.eventually(lambda: "outcome=denied" in leader.log(), timeout=30)
+        time.sleep(1)  # (a join let in would be in the configuration by now)
         status, text = call(leader, "GET", "/v1/operator/raft/configuration", token=MGMT)
         self.assertEqual(status, 200)
         self.assertEqual(len(json.loads(text)["Servers"]), 3, text)
-        self.assertIn("outcome=denied", leader.log())
 
     def test_leave_with_acls(self):
         """PUT /v1/agent/leave on a follower with ACLs on: the follower asks

@@ -125,14 +125,22 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(len(conf["Servers"]), 3)
         self.assertEqual(sum(s["Leader"] for s in conf["Servers"]), 1)
         # every server is a node of the catalog, as Consul's (the leader's
-        # answer listed itself and nodes with instances only)
-        selves = {json.loads(d.request("GET", "/v1/agent/self")[1])["Config"]["NodeName"]:
-                  json.loads(d.request("GET", "/v1/agent/self")[1])["Member"]["Addr"]
-                  for d in self.servers}
+        # answer listed itself and nodes with instances only), once its own
+        # announcement (sent when it knows a leader) has landed
+        selves = {}
         for d in self.servers:
+            me = json.loads(d.request("GET", "/v1/agent/self")[1])
+            selves[me["Config"]["NodeName"]] = me["Member"]["Addr"]
+
+        def listed(d):
             nodes = {n["Node"]: n["Address"] for n in
                      json.loads(d.request("GET", "/v1/catalog/nodes")[1])}
-            self.assertEqual({k: nodes.get(k) for k in selves}, selves)
+            return {k: nodes.get(k) for k in selves}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and listed(self.servers[0]) != selves:
+            time.sleep(0.1)
+        for d in self.servers:
+            self.assertEqual(listed(d), selves)
 
     def test_consistent_reads_through_a_follower(self):
         """?consistent reads go to the leader. The follower relays the
@@ -739,7 +747,9 @@ class ClusterTest(unittest.TestCase):
         survivors = [d for d in self.servers if d is not leader]
         new_leader = self.leader(among=survivors, timeout=10)
         elected_after = time.monotonic() - t_kill
-        self.assertLess(elected_after, 3.0)
+        # an election timeout (0.8-1.6 s), and a second round after a split
+        # vote now and then; not the 10 s of a missed election
+        self.assertLess(elected_after, 6.0)
         with lock:
             at_election = len(acked)
         time.sleep(1.5)

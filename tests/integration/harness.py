@@ -182,12 +182,19 @@ class Registryd:
                                    % (self.proc.returncode, self.log()))
             try:
                 status, body = self.request("GET", "/v1/status/leader", timeout=2)
-                if status == 200 and body.strip('"\n'):
+                if status == 200 and body.strip('"\n') and self.serves_its_address():
                     return
             except OSError:
                 pass
             time.sleep(0.05)
         raise RuntimeError("registryd not ready in %ds:\n%s" % (timeout, self.log()))
+
+    def serves_its_address(self):
+        """Whether this process listens on the port its requests go to: a
+        port another test's server took between free_port() and our bind
+        answered for us (200, a leader) while ours was exiting, and the
+        retry on "Address already in use" never came."""
+        return int(self.addr.rsplit(":", 1)[1]) in listening_ports(self.proc.pid)
 
     def log(self):
         if self.log_file is None:
@@ -514,7 +521,7 @@ def wait_all_ready(new, timeout):
                 return "server s%d exited with %d" % (i, d.proc.returncode)
             try:
                 status, body = d.request("GET", "/v1/status/leader", timeout=2)
-                if status == 200 and body.strip('"\n'):
+                if status == 200 and body.strip('"\n') and d.serves_its_address():
                     waiting.remove((i, d))
             except OSError:
                 pass

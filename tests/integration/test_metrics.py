@@ -52,8 +52,11 @@ class MetricsTest(unittest.TestCase):
                         "m.service.registry", "A"], capture_output=True, timeout=10)
         subprocess.run(["dig", "+short", "-p", str(self.d.dns_port), "@127.0.0.1",
                         "example.com", "A"], capture_output=True, timeout=10)
-        time.sleep(1.2)  # the checker publishes its counts once a second
+        deadline = time.monotonic() + 10  # the checker publishes its counts once a second
         types, samples = self.prometheus()
+        while samples.get("registryd_checks_critical") != 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            types, samples = self.prometheus()
         for name, kind in types.items():
             self.assertIn(kind, ("gauge", "counter", "histogram"), name)
         reg = 'registryd_http_requests_total{method="PUT",route="/v1/agent/service/register",code="200"}'

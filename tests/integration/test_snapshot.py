@@ -190,7 +190,10 @@ class RestoreReachesReadersTest(unittest.TestCase):
             ["curl", "-s", "-m", "25", "-D", "-", "-o", "/dev/null",
              "http://%s/v1/health/service/web?index=%s&wait=20s" % (a.addr, h["X-Consul-Index"])],
             stdout=subprocess.PIPE, text=True)
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10  # parked before the restore (else it asks past it)
+        while (a.metric("registryd_blocking_queries_parked") or 0) < 1:
+            self.assertLess(time.monotonic(), deadline, "curl's query never parked")
+            time.sleep(0.05)
         t0 = time.monotonic()
         status, text = a.request("PUT", "/v1/snapshot", snap)
         self.assertEqual(status, 200, text)
