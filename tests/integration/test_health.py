@@ -294,7 +294,9 @@ class HealthTest(unittest.TestCase):
             ep.stop()
 
     def test_ttl_expiry_and_heartbeats(self):
-        self.register({"Name": "httl", "ID": "httl-1", "Check": {"TTL": "1s"}})
+        # (a TTL well above the heartbeats' gap: a slow request under ASan
+        # must not let it expire between two)
+        self.register({"Name": "httl", "ID": "httl-1", "Check": {"TTL": "3s"}})
         self.assertEqual(self.status_of("service:httl-1"), "critical")
         status, _ = self.d.request("PUT", "/v1/agent/check/pass/service:httl-1")
         self.assertEqual(status, 200)
@@ -306,8 +308,8 @@ class HealthTest(unittest.TestCase):
             self.assertEqual(self.d.request("PUT", "/v1/agent/check/pass/service:httl-1")[0], 200)
         self.assertEqual(self.status_of("service:httl-1"), "passing")
         self.assertEqual(self.check("service:httl-1")["ModifyIndex"], index)
-        took = self.wait_for(lambda: self.status_of("service:httl-1") == "critical", 2.5)
-        self.assertGreater(took, 0.5)
+        took = self.wait_for(lambda: self.status_of("service:httl-1") == "critical", 6)
+        self.assertGreater(took, 1.5)
         self.assertEqual(self.check("service:httl-1")["Output"], "TTL expired")
 
 
