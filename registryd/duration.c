@@ -302,8 +302,9 @@ void rfc3339_format(const struct timespec *t, char *buf, size_t len)
         strftime(whole, sizeof(whole), "%Y-%m-%dT%H:%M:%S", &tm);
     if (t->tv_nsec > 0 && t->tv_nsec < 1000000000) {
         snprintf(frac, sizeof(frac), ".%09ld", (long)t->tv_nsec);
-        for (size_t n = strlen(frac); frac[n - 1] == '0'; n--)
-            frac[n - 1] = '\0';
+        size_t n = strlen(frac); /* ".123000000": its trailing zeros go */
+        while (n > 1 && frac[n - 1] == '0')
+            frac[--n] = '\0';
     }
     snprintf(buf, len, "%s%sZ", whole, frac);
 }

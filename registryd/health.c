@@ -231,7 +231,9 @@ static void submit_done(void *arg, int status)
     struct health_refusals *r = arg;
     if (status != 0) {
         log_debug("health", "msg=\"check update not applied\" error=\"%s\"", reg_strerror(status));
-        if (r != NULL)
+        /* not taken (no room, no leader, no answer); a check gone since
+         * (ENOTFOUND, EINVAL) leaves the others' pending updates be */
+        if (r != NULL && status != REG_ENOTFOUND && status != REG_EINVAL)
             __atomic_add_fetch(&r->n, 1, __ATOMIC_RELEASE);
     }
     refusals_release(r);

@@ -1209,7 +1209,8 @@ static void do_token_write(struct http_req *r)
             goto fail;
         if (acl_hash_secret(secret, &hash) != 0)
             goto fail_random;
-        time_rfc3339(&now, when, sizeof(when));
+        /* as Consul's, to the nanosecond: ExpirationTime is it + TTL */
+        rfc3339_format(&now, when, sizeof(when));
         rec = json_pack("{s:s, s:s, s:s, s:O, s:b, s:s}", "AccessorID", accessor, "SecretHash",
                         hash, "Description", desc ? desc : "", "Policies", links, "Local",
                         json_is_true(local), "CreateTime", when);
@@ -1289,7 +1290,7 @@ static void do_token_clone(struct http_req *r, const char *from)
     if (desc == NULL || *desc == '\0')
         desc = json_string_value(json_object_get(old, "Description"));
     shown = acl_render_token(rd, old); /* links to policies that still exist */
-    time_rfc3339(&now, when, sizeof(when));
+    rfc3339_format(&now, when, sizeof(when));
     rec = json_pack("{s:s, s:s, s:s, s:O, s:b, s:s}", "AccessorID", accessor, "SecretHash", hash,
                     "Description", desc ? desc : "", "Policies", json_object_get(shown, "Policies"),
                     "Local", json_is_true(json_object_get(old, "Local")), "CreateTime", when);

@@ -52,6 +52,7 @@
 #define HTTP_BACKLOG 4096
 #define HTTP_DEFAULT_WAIT_MS (5 * 60 * 1000)
 #define HTTP_MAX_WAIT_MS (10 * 60 * 1000)
+#define FORWARDED_WAIT_MAX_MS ((LINK_TIMEOUT_S - 10) * 1000)
 #define HTTP_IDLE_TIMEOUT_S 120
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -1386,7 +1387,7 @@ static void forward_done(void *arg, struct evhttp_request *resp, int failed)
     /* (a leader that answered nothing for LINK_TIMEOUT_S and still leads:
      * not again) */
     bool refused = failed == REG_ECONNECT && mono_seconds() - r->forward_sent < 2;
-    if ((failed == REG_ELEADERLOST || refused) && forward_again_ok(r) &&
+    if ((failed == REG_ELEADERLOST || refused) && r->forward_again &&
         forward_later(r, FORWARD_TRIES))
         return; /* to whoever leads by then (a leader that died: after the election) */
     if (failed != 0) {
@@ -1486,7 +1487,7 @@ static void forward_to_leader(struct http_req *r)
     json_decref(meta);
     struct cluster_forward from = {http_origin_node(r), http_origin_node_addr(r), meta_text,
                                    http_acl_client_token(r), r->body_file.fd,
-                                   r->body_file.len, r->waited, forward_again_ok(r)};
+                                   r->body_file.len, r->waited, r->forward_again};
     struct cluster_link *link =
         r->srv->opt.link ? r->srv->opt.link : cluster_get_link(r->srv->opt.cluster);
     r->forward_sent = mono_seconds();
@@ -1933,6 +1934,8 @@ fail:
 /* The request passed its ACL check: answered here, or at the leader. */
 static void judged(struct http_req *r)
 {
+    /* before a forward moves the body away (a GET with one is not sent again) */
+    r->forward_again = forward_again_ok(r);
     if (r->acl_at_leader && !leader_answers(r)) {
         if (!forward_later(r, ACL_WAIT_TRIES)) {
             http_fail(r, 403, "ACL not found");
@@ -2042,6 +2045,12 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     if (http_parse_query(r, query) != 0 || http_parse_blocking(r) != 0)
         goto fail;
+    /* A blocking query a follower sent on before its wait (a token it had
+     * not applied, no leader when it came): answered before the channel
+     * gives up on it (LINK_TIMEOUT_S), else the client got 500 after 30 s;
+     * a blocking query may always end early, the client asks again. */
+    if (r->forwarded && !r->waited && r->wait_ms > FORWARDED_WAIT_MAX_MS)
+        r->wait_ms = FORWARDED_WAIT_MAX_MS;
     r->stale = http_has_param(r, "stale");
     r->pretty = http_has_param(r, "pretty");
     bool allow_stale = r->stale; /* Consul's AllowStale */

@@ -118,6 +118,7 @@ struct http_req {
     int status;         /* error reply chosen by a handler */
     int forward_tries;  /* waits for a leader to forward to */
     double forward_sent; /* monotonic seconds: the last forward was sent */
+    bool forward_again;  /* a read without a body: may be sent on again (judged()) */
     struct event *forward_timer;                /* the next try; NULL: none armed yet */
     struct http_req *retry_prev, *retry_next; /* in srv->retrying while forward_timer */
     double started;     /* monotonic seconds at arrival, for metrics */

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """The Consul-shaped HTTP API, route by route, against a real registryd."""
 import json
+import time
 import unittest
 
 from harness import Registryd
@@ -234,6 +235,24 @@ class ApiTest(unittest.TestCase):
             self.assertEqual(status, 400, "%s: %s" % (headers, text))
         status, _ = self.d.request("GET", "/v1/internal/forward")
         self.assertEqual(status, 405)
+
+    def test_forwarded_blocking_query_ends_before_the_channel_gives_up(self):
+        # a follower sends a blocking query on before its wait when the
+        # leader must judge its token, or when no leader was known at first;
+        # the leader held it the whole wait (here 60 s) and the follower's
+        # channel gave up at 30 s: the client got 500. It ends before.
+        _, _, h = self.d.request_full("GET", "/v1/health/service/fwd-wait")
+        hdr = {"X-Registry-Method": "GET", "X-Registry-Node": "n2",
+               "X-Registry-Node-Address": "127.0.0.1",
+               "X-Registry-URI": "/v1/health/service/fwd-wait?index=%s&wait=60s"
+               % h["X-Consul-Index"]}
+        t0 = time.monotonic()
+        status, text, h2 = self.d.request_full("PUT", "/v1/internal/forward", "", hdr, timeout=40)
+        took = time.monotonic() - t0
+        self.assertEqual(status, 200, text)
+        self.assertEqual(h2["X-Consul-Index"], h["X-Consul-Index"])
+        self.assertLess(took, 25)
+        self.assertGreater(took, 10)  # still a blocking query
 
     def test_apply_batch_is_checked(self):
         for body in (b"", b"\x00\x00\x00", b"\x00\x00\x00\x09abc", b"\xff\xff\xff\xff"):
