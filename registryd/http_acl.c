@@ -993,6 +993,30 @@ static void set_list(json_t *rec, const char *field, json_t *list)
     }
 }
 
+/* A new token's record (create, clone); svc_ids and node_ids are taken
+ * (NULL or empty: none); expires "" for none. Its CreateTime is to the
+ * nanosecond, as Consul's: an ExpirationTime from a TTL is it + TTL. */
+static json_t *new_token_record(const char *accessor, const char *hash, const char *desc,
+                                json_t *links, bool local, const struct timespec *now,
+                                json_t *svc_ids, json_t *node_ids, const char *expires)
+{
+    char when[40];
+    rfc3339_format(now, when, sizeof(when));
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:O, s:b, s:s}", "AccessorID", accessor,
+                            "SecretHash", hash, "Description", desc ? desc : "", "Policies",
+                            links, "Local", local, "CreateTime", when);
+    if (rec == NULL) {
+        json_decref(svc_ids);
+        json_decref(node_ids);
+        return NULL;
+    }
+    set_list(rec, "ServiceIdentities", svc_ids);
+    set_list(rec, "NodeIdentities", node_ids);
+    if (expires[0])
+        json_object_set_new(rec, "ExpirationTime", json_string(expires));
+    return rec;
+}
+
 /* Go's zero time (0001-01-01T00:00:00Z): Consul's HasExpirationTime takes
  * it for none. */
 #define GO_ZERO_TIME_SEC (-62135596800LL)
@@ -1113,7 +1137,7 @@ static void do_token_write(struct http_req *r)
     struct store_read *rd = NULL;
     json_t *body = NULL, *old = NULL, *links = NULL, *rec = NULL, *answer = NULL;
     json_t *svc_ids = NULL, *node_ids = NULL;
-    char accessor[ACL_ID_LEN + 1], secret[ACL_ID_LEN + 1], when[32], expires[48];
+    char accessor[ACL_ID_LEN + 1], secret[ACL_ID_LEN + 1], expires[48];
     char *hash = NULL;
     int64_t ttl;
     bool has_time;
@@ -1209,18 +1233,11 @@ static void do_token_write(struct http_req *r)
             goto fail;
         if (acl_hash_secret(secret, &hash) != 0)
             goto fail_random;
-        /* as Consul's, to the nanosecond: ExpirationTime is it + TTL */
-        rfc3339_format(&now, when, sizeof(when));
-        rec = json_pack("{s:s, s:s, s:s, s:O, s:b, s:s}", "AccessorID", accessor, "SecretHash",
-                        hash, "Description", desc ? desc : "", "Policies", links, "Local",
-                        json_is_true(local), "CreateTime", when);
+        rec = new_token_record(accessor, hash, desc, links, json_is_true(local), &now, svc_ids,
+                               node_ids, expires);
+        svc_ids = node_ids = NULL;
         if (rec == NULL)
             goto fail_random;
-        set_list(rec, "ServiceIdentities", svc_ids);
-        set_list(rec, "NodeIdentities", node_ids);
-        svc_ids = node_ids = NULL;
-        if (expires[0])
-            json_object_set_new(rec, "ExpirationTime", json_string(expires));
         answer = acl_render_token(rd, rec);
         json_object_set_new(answer, "SecretID", json_string(secret));
     }
@@ -1256,8 +1273,8 @@ fail:
 static void do_token_clone(struct http_req *r, const char *from)
 {
     struct store_read *rd = NULL;
-    json_t *body = NULL, *old = NULL, *shown = NULL, *rec = NULL, *answer = NULL, *x;
-    char accessor[ACL_ID_LEN + 1], secret[ACL_ID_LEN + 1], when[32], expires[48];
+    json_t *body = NULL, *old = NULL, *shown = NULL, *rec = NULL, *answer = NULL;
+    char accessor[ACL_ID_LEN + 1], secret[ACL_ID_LEN + 1], expires[48];
     char *hash = NULL;
     struct timespec now, expiry = {0, 0};
     if (acl_on(r) != 0 || need(r, ACL_RES_ACL, "", ACL_WRITE) != 0)
@@ -1290,20 +1307,14 @@ static void do_token_clone(struct http_req *r, const char *from)
     if (desc == NULL || *desc == '\0')
         desc = json_string_value(json_object_get(old, "Description"));
     shown = acl_render_token(rd, old); /* links to policies that still exist */
-    rfc3339_format(&now, when, sizeof(when));
-    rec = json_pack("{s:s, s:s, s:s, s:O, s:b, s:s}", "AccessorID", accessor, "SecretHash", hash,
-                    "Description", desc ? desc : "", "Policies", json_object_get(shown, "Policies"),
-                    "Local", json_is_true(json_object_get(old, "Local")), "CreateTime", when);
+    rec = new_token_record(accessor, hash, desc, json_object_get(shown, "Policies"),
+                           json_is_true(json_object_get(old, "Local")), &now,
+                           json_deep_copy(json_object_get(old, "ServiceIdentities")),
+                           json_deep_copy(json_object_get(old, "NodeIdentities")), expires);
     if (rec == NULL) {
         http_fail(r, 500, "cannot make a token");
         goto fail;
     }
-    if ((x = json_object_get(old, "ServiceIdentities")) != NULL)
-        json_object_set_new(rec, "ServiceIdentities", json_deep_copy(x));
-    if ((x = json_object_get(old, "NodeIdentities")) != NULL)
-        json_object_set_new(rec, "NodeIdentities", json_deep_copy(x));
-    if (expires[0])
-        json_object_set_new(rec, "ExpirationTime", json_string(expires));
     answer = acl_render_token(rd, rec);
     json_object_set_new(answer, "SecretID", json_string(secret));
     store_read_end(rd);
