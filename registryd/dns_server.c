@@ -1059,6 +1059,29 @@ static int find_node(json_t *rec, void *arg)
     return 1; /* the first: the smallest instance ID (store_each_instance_on's order) */
 }
 
+/* Another server of the cluster, by the node name and address it
+ * announced (the catalog lists every server as a node). */
+static void find_server_node(struct dns_server *s, struct store_read *rd, struct node_find *f)
+{
+    struct cluster_status st;
+    if (s->opt.cluster == NULL)
+        return;
+    cluster_get_status(s->opt.cluster, &st);
+    for (int i = 0; i < st.n_servers && !f->found; i++) {
+        json_t *rec = NULL;
+        if (store_get_server(rd, st.servers[i].addr, &rec) != 0)
+            continue;
+        const char *node = json_string_value(json_object_get(rec, "Node"));
+        const char *addr = json_string_value(json_object_get(rec, "Address"));
+        if (node != NULL && addr != NULL && strcasecmp(node, f->name) == 0) {
+            snprintf(f->node, sizeof(f->node), "%s", node);
+            snprintf(f->addr, sizeof(f->addr), "%s", addr);
+            f->found = true;
+        }
+        json_decref(rec);
+    }
+}
+
 /* NODE.node[.DC].DOMAIN: the node's address, and its Meta as TXT records
  * (Consul's handleNodeQuery): TXT the Meta alone, ANY both, A/AAAA the
  * address with the Meta in the additional section where room is left
@@ -1089,6 +1112,8 @@ static void answer_node(struct answer *a, struct store_read *rd, const char *nam
         if (!f.found)
             store_each_instance_on(rd, as, find_node, &f);
     }
+    if (!f.found)
+        find_server_node(s, rd, &f);
     if (!f.found) {
         a->rcode = DNS_NXDOMAIN;
         return;

@@ -141,6 +141,15 @@ class ClusterTest(unittest.TestCase):
             time.sleep(0.1)
         for d in self.servers:
             self.assertEqual(listed(d), selves)
+        # and DNS answers NODE.node for each, on every server (NXDOMAIN for
+        # a server with no instance on its node)
+        import subprocess
+        for d in self.servers:
+            for name, addr in selves.items():
+                out = subprocess.run(["dig", "+short", "-p", str(d.dns_port), "@127.0.0.1",
+                                      "%s.node.registry" % name, "A"],
+                                     capture_output=True, text=True, timeout=10).stdout
+                self.assertEqual(out.split(), [addr], (name, d.addr))
 
     def test_consistent_reads_through_a_follower(self):
         """?consistent reads go to the leader. The follower relays the
