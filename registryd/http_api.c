@@ -1368,6 +1368,7 @@ static const char *const relayed_headers[] = {
  * the index it was given. */
 #define FORWARD_RETRY_MS 100
 #define FORWARD_TRIES 40 /* an election and the new leader's announcement: ~4 s */
+#define FORWARDED_TO_NEW_LEADER_TRIES 4 /* ~300 ms */
 
 static bool forward_later(struct http_req *r, int tries);
 
@@ -1470,7 +1471,12 @@ static void forward_to_leader(struct http_req *r)
 {
     struct cluster_status st;
     cluster_get_status(r->srv->opt.cluster, &st);
-    if (r->forwarded) { /* never a second hop */
+    if (r->forwarded && !st.is_leader) { /* never a second hop */
+        /* A follower may hear of this server's leadership (its first
+         * heartbeat) before this server's own status does (polled every
+         * CLUSTER_STATUS_POLL_MS): a moment for it, then refused. */
+        if (forward_later(r, FORWARDED_TO_NEW_LEADER_TRIES))
+            return;
         http_fail(r, 500, "No cluster leader (forwarded to a server that does not lead)");
         goto fail;
     }
