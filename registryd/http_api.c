@@ -853,12 +853,39 @@ static size_t key_escape(char *o, const char *s)
     return n;
 }
 
+/* Answers that list the cluster's servers as nodes (http_catalog.c's
+ * known_nodes): they change with the raft configuration as well as with
+ * the store, and the configuration has no store index. */
+static bool answer_names_servers(const struct http_req *r)
+{
+    const char *p = r->route->path;
+    return strcmp(p, "/v1/catalog/nodes") == 0 || strcmp(p, "/v1/catalog/node/") == 0 ||
+           strcmp(p, "/v1/health/node/") == 0;
+}
+
+/* The servers of this server's copy of the configuration, as one number. */
+static uint64_t servers_fingerprint(struct http_server *srv)
+{
+    struct cluster_status st;
+    cluster_get_status(srv->opt.cluster, &st);
+    uint64_t h = hash_fnv1a64(st.self_addr);
+    for (int i = 0; i < st.n_servers; i++)
+        h = hash_mix64(h ^ hash_fnv1a64(st.servers[i].addr));
+    return h;
+}
+
 /* The cache key: path plus every parameter that shapes the answer
- * ("&k=v" each, in the order given), all escaped, into buf when it fits in len
+ * ("&k=v" each, in the order given), all escaped, and for an answer that
+ * names the servers "&#servers=" and their fingerprint (a server that joins
+ * is listed once its announcement is stored and this copy of the
+ * configuration has it: the answer at that announcement's index, rendered
+ * in between, must not be served for good), into buf when it fits in len
  * bytes, else malloc'ed. NULL: no memory. */
+#define SERVERS_KEY_LEN (sizeof("&#servers=") - 1 + 16)
 static char *cache_key(struct http_req *r, char *buf, size_t len)
 {
-    size_t n = key_escape(NULL, r->path) + 1;
+    bool servers = answer_names_servers(r);
+    size_t n = key_escape(NULL, r->path) + 1 + (servers ? SERVERS_KEY_LEN : 0);
     for (int i = 0; i < r->n_params; i++)
         if (!key_ignored(r->params[i].key))
             n += 2 + key_escape(NULL, r->params[i].key) +
@@ -876,6 +903,9 @@ static char *cache_key(struct http_req *r, char *buf, size_t len)
         if (r->params[i].value)
             o += key_escape(o, r->params[i].value);
     }
+    if (servers) /* a tail of fixed length: no parameters can pass for it */
+        o += snprintf(o, SERVERS_KEY_LEN + 1, "&#servers=%016" PRIx64,
+                      servers_fingerprint(r->srv));
     *o = '\0';
     return key;
 }

@@ -2052,6 +2052,17 @@ static int apply_server(struct apply_ctx *a, json_t *args)
     if (*raft == '\0' || !json_is_string(json_object_get(args, "HTTP")))
         return REG_EINVAL;
     snprintf(key, sizeof(key), "server:%s", raft);
+    json_t *old = NULL;
+    bool same = get_json_s(a->s, a->txn, a->s->dbi[DB_META], key, &old) == 0 &&
+                json_equal(old, args);
+    json_decref(old);
+    if (same)
+        return 0;
+    /* a server's node is listed by the catalog (and answered by DNS) from
+     * this record: the index moves, or an answer kept at the index before
+     * it would be served on (http_cache.c) and watchers left asleep */
+    change_add(a->chg, "");
+    a->s->nodes_touched = true;
     return put_json_s(a->s, a->txn, a->s->dbi[DB_META], key, args);
 }
 

@@ -774,6 +774,44 @@ static void test_server_record_checked(void **state)
     store_read_end(r);
 }
 
+/* A server's record names its node, which the catalog lists: storing a new
+ * or changed one moves the index and the nodes' index (an answer cached at
+ * the index before was served on for good, and blocking queries on the
+ * catalog's nodes slept through a server's arrival); the same record again
+ * moves nothing. */
+static void test_server_record_moves_the_index(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    struct store_read *r;
+    uint64_t before, nodes_before;
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("a", "web", NULL), &chg), 0);
+    assert_int_equal(store_read_begin(f->s, &r), 0);
+    before = store_index(r);
+    nodes_before = store_nodes_index(r);
+    store_read_end(r);
+    json_t *args = json_pack("{s:i, s:s, s:s, s:s, s:s}", "ID", 7, "Raft", "127.0.0.1:9", "HTTP",
+                             "127.0.0.1:8", "Node", "s1", "Address", "127.0.0.1");
+    assert_int_equal(apply(f->s, CMD_SERVER, json_incref(args), &chg), 0);
+    assert_true(chg.n > 0);
+    assert_int_equal(store_read_begin(f->s, &r), 0);
+    assert_true(store_index(r) > before);
+    assert_true(store_nodes_index(r) > nodes_before);
+    before = store_index(r);
+    store_read_end(r);
+    assert_int_equal(apply(f->s, CMD_SERVER, json_incref(args), &chg), 0);
+    assert_int_equal(chg.n, 0);
+    assert_int_equal(store_read_begin(f->s, &r), 0);
+    assert_int_equal(store_index(r), before);
+    store_read_end(r);
+    json_object_set_new(args, "Address", json_string("127.0.0.2"));
+    assert_int_equal(apply(f->s, CMD_SERVER, args, &chg), 0);
+    assert_true(chg.n > 0);
+    assert_int_equal(store_read_begin(f->s, &r), 0);
+    assert_true(store_index(r) > before);
+    store_read_end(r);
+}
+
 /* ---- derived indexes: by_state and name_tags ------------------------------
  * After every change, each index must give exactly what a walk of every
  * record gives (the answers before the indexes existed). */
@@ -1387,6 +1425,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_register_and_indexes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_record_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_record_moves_the_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_may_have_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_reset_renew, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_update_only_on_change, setup, teardown),
