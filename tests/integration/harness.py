@@ -208,6 +208,19 @@ class Registryd:
                 if "ERROR: AddressSanitizer" in l or "runtime error:" in l
                 or "ERROR: LeakSanitizer" in l]
 
+    def sanitizer_report(self):
+        """The first sanitizer report's lines (its stack, where the thread
+        began), before the whole log in a failure's message: CI shows a
+        failure's first lines, and a report at the end of a long log was
+        cut off there. "" when there is none."""
+        lines = self.log().splitlines()
+        for i, l in enumerate(lines):
+            if "ERROR: AddressSanitizer" in l or "runtime error:" in l \
+                    or "ERROR: LeakSanitizer" in l:
+                return "--- sanitizer report:\n%s\n--- the whole log:\n" % "\n".join(
+                    lines[i:i + 80])
+        return ""
+
     def stop(self, check=True):
         """SIGTERM; with check, the exit must be clean (status 0, no sanitizer report)."""
         if self.proc is None:
@@ -224,7 +237,8 @@ class Registryd:
         self.proc = None
         errors = self.sanitizer_errors()
         if check and (rc != 0 or errors):
-            raise AssertionError("registryd exited with %d %s:\n%s" % (rc, errors, self.log()))
+            raise AssertionError("registryd exited with %d %s:\n%s%s" % (
+                rc, errors, self.sanitizer_report(), self.log()))
         os.unlink(self.log_file.name)
         self.log_file = None
         return rc
