@@ -374,6 +374,23 @@ static int add_rules(struct acl_authz *z, const char *text)
     return rc;
 }
 
+/* Does a list of Datacenters (a policy's, a service identity's) let it
+ * apply here? Empty or absent: everywhere. */
+static bool applies_here(json_t *dcs)
+{
+    const char *here = settings.datacenter ? settings.datacenter : "";
+    size_t j;
+    json_t *dc;
+    if (json_array_size(dcs) == 0)
+        return true;
+    json_array_foreach(dcs, j, dc)
+    {
+        if (strcmp(json_string_value(dc) ?: "", here) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Consul's synthetic policies of the token's service and node identities
  * (structs' aclPolicyTemplateServiceIdentity and _NodeIdentity), for those
  * that apply in this datacenter. The names were checked (record.c): no
@@ -382,19 +399,13 @@ static int load_identities(json_t *tok, struct acl_authz *z)
 {
     const char *here = settings.datacenter ? settings.datacenter : "";
     char text[1024];
-    size_t i, j;
-    json_t *id, *dc;
+    size_t i;
+    json_t *id;
     int rc = 0;
     json_array_foreach(json_object_get(tok, "ServiceIdentities"), i, id)
     {
         const char *name = json_string_value(json_object_get(id, "ServiceName"));
-        json_t *dcs = json_object_get(id, "Datacenters");
-        bool applies = json_array_size(dcs) == 0;
-        json_array_foreach(dcs, j, dc)
-        {
-            applies = applies || strcmp(json_string_value(dc) ?: "", here) == 0;
-        }
-        if (!applies || !record_identity_name_ok(name))
+        if (!applies_here(json_object_get(id, "Datacenters")) || !record_identity_name_ok(name))
             continue;
         snprintf(text, sizeof(text),
                  "service \"%s\" { policy = \"write\" }\n"
@@ -439,7 +450,11 @@ static int load_policies(struct store_read *rd, json_t *tok, struct acl_authz *z
         }
         if (store_acl_get(rd, "policy", id, &pol) != 0)
             continue; /* deleted since: grants nothing */
-        const char *text = json_string_value(json_object_get(pol, "Rules"));
+        /* a policy valid in other datacenters only grants nothing here, as
+         * Consul's resolver filters them (it granted everywhere) */
+        const char *text = applies_here(json_object_get(pol, "Datacenters"))
+                               ? json_string_value(json_object_get(pol, "Rules"))
+                               : NULL;
         int rc = text ? add_rules(z, text) : 0;
         json_decref(pol);
         if (rc != 0)

@@ -352,6 +352,26 @@ class DefaultDenyTest(AclBase):
                                    {"Name": "web", "ID": "web-ident"}, secret)
         self.assertEqual(status, 403, text)
 
+    def test_policy_datacenters(self):
+        """A policy whose Datacenters leave this one (dc1) out grants nothing
+        here, as Consul's resolver filters it; it granted everywhere."""
+        tokens = {}
+        for dcs in (["dc2"], ["dc1", "dc2"], []):
+            name = "web-in-" + ("-".join(dcs) or "all")
+            pol = self.ok("PUT", "/v1/acl/policy", {"Name": name, "Datacenters": dcs,
+                                                    "Rules": 'service "web" { policy = "write" }'})
+            self.addCleanup(self.ok, "DELETE", "/v1/acl/policy/" + pol["ID"])
+            t = self.ok("PUT", "/v1/acl/token", {"Policies": [{"ID": pol["ID"]}]})
+            self.addCleanup(self.ok, "DELETE", "/v1/acl/token/" + t["AccessorID"])
+            tokens[name] = t["SecretID"]
+        body = {"Name": "web", "ID": "web-dc", "Port": 81}
+        self.addCleanup(self.req, "PUT", "/v1/agent/service/deregister/web-dc", None, MGMT)
+        for name, want in [("web-in-dc2", 403), ("web-in-dc1-dc2", 200), ("web-in-all", 200)]:
+            status, text, _ = self.req("PUT", "/v1/agent/service/register", body, tokens[name])
+            self.assertEqual(status, want, (name, text))
+        status, text, _ = self.req("GET", "/v1/catalog/service/web", None, tokens["web-in-dc2"])
+        self.assertEqual((status, json.loads(text)), (200, []))
+
     def test_identity_rules(self):
         for body, want in [
                 ({"ServiceIdentities": [{}]},
