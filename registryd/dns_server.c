@@ -1059,7 +1059,7 @@ static int find_node(json_t *rec, void *arg)
     return 1; /* the first: the smallest instance ID (store_each_instance_on's order) */
 }
 
-/* Another server of the cluster, by the node name and address it
+/* Another server of the cluster, by the node name, address and meta it
  * announced (the catalog lists every server as a node). */
 static void find_server_node(struct dns_server *s, struct store_read *rd, struct node_find *f)
 {
@@ -1076,6 +1076,8 @@ static void find_server_node(struct dns_server *s, struct store_read *rd, struct
         if (node != NULL && addr != NULL && strcasecmp(node, f->name) == 0) {
             snprintf(f->node, sizeof(f->node), "%s", node);
             snprintf(f->addr, sizeof(f->addr), "%s", addr);
+            json_t *meta = json_object_get(rec, "NodeMeta"); /* {string: string} (record.c) */
+            f->meta = json_object_size(meta) > 0 ? json_incref(meta) : NULL;
             f->found = true;
         }
         json_decref(rec);

@@ -144,7 +144,8 @@ static int read_agent_members(struct http_req *r, struct store_read *rd, json_t 
             *colon = '\0';
         /* a server is named by the node name it announced (one from before
          * announcements carried it, by its raft address) */
-        http_server_node(r->srv, rd, raft, node, sizeof(node), node_addr, sizeof(node_addr));
+        http_server_node(r->srv, rd, raft, node, sizeof(node), node_addr, sizeof(node_addr),
+                         NULL);
         const char *name = self ? r->srv->opt.node : *node ? node : raft;
         const char *addr = self ? r->srv->opt.node_addr : *node ? node_addr : host;
         http_node_id(name, id, sizeof(id));

@@ -177,17 +177,21 @@ void http_node_id(const char *node, char *out, size_t len)
 }
 
 void http_server_node(struct http_server *srv, struct store_read *rd, const char *raft_addr,
-                      char *node, size_t len, char *addr, size_t alen)
+                      char *node, size_t len, char *addr, size_t alen, json_t **meta)
 {
     struct cluster_status st;
     cluster_get_status(srv->opt.cluster, &st);
     *node = '\0';
     if (addr)
         *addr = '\0';
+    if (meta)
+        *meta = NULL;
     if (strcmp(raft_addr, st.self_addr) == 0) {
         snprintf(node, len, "%s", srv->opt.node);
         if (addr)
             snprintf(addr, alen, "%s", srv->opt.node_addr);
+        if (meta)
+            *meta = json_incref(srv->node_meta);
         return;
     }
     json_t *rec = NULL;
@@ -201,6 +205,9 @@ void http_server_node(struct http_server *srv, struct store_read *rd, const char
         snprintf(node, len, "%s", n);
         if (addr)
             snprintf(addr, alen, "%s", a);
+        json_t *m = json_object_get(rec, "NodeMeta"); /* {string: string} (record.c) */
+        if (meta && json_is_object(m))
+            *meta = json_incref(m);
     }
     json_decref(rec);
 }

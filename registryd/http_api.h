@@ -90,9 +90,10 @@ void http_free(struct http_server *s);
 void http_node_id(const char *node, char *out, size_t len);
 /* The node name and address of the server at raft_addr, as it announced
  * them (this server's own, as configured); "" when not known (an older
- * server's announcement). addr may be NULL. */
+ * server's announcement). addr may be NULL; so may meta, else *meta is its
+ * node's meta (a new reference; NULL: none announced). */
 struct store_read;
 void http_server_node(struct http_server *srv, struct store_read *rd, const char *raft_addr,
-                      char *node, size_t len, char *addr, size_t alen);
+                      char *node, size_t len, char *addr, size_t alen, struct json_t **meta);
 
 #endif

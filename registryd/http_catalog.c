@@ -191,18 +191,24 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* Every server of the cluster is a node, as in Consul's catalog (each
- * announced its node name and address): {Node, NodeAddress} for those
- * nothing else named. */
+ * announced its node name, address and meta): {Node, NodeAddress,
+ * NodeMeta?} for those nothing else named. */
 static void add_server_nodes(struct http_req *r, struct store_read *rd, json_t *nodes)
 {
     struct cluster_status st;
     cluster_get_status(r->srv->opt.cluster, &st);
     for (int i = 0; i < st.n_servers; i++) {
         char node[STORE_NAME_MAX + 1], addr[64];
-        http_server_node(r->srv, rd, st.servers[i].addr, node, sizeof(node), addr, sizeof(addr));
-        if (*node && *addr && json_object_get(nodes, node) == NULL)
-            json_object_set_new(nodes, node, json_pack("{s:s, s:s}", "Node", node, "NodeAddress",
-                                                       addr));
+        json_t *meta;
+        http_server_node(r->srv, rd, st.servers[i].addr, node, sizeof(node), addr, sizeof(addr),
+                         &meta);
+        if (*node && *addr && json_object_get(nodes, node) == NULL) {
+            json_t *n = json_pack("{s:s, s:s}", "Node", node, "NodeAddress", addr);
+            if (n != NULL && meta != NULL)
+                json_object_set(n, "NodeMeta", meta);
+            json_object_set_new(nodes, node, n);
+        }
+        json_decref(meta);
     }
 }
 

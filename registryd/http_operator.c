@@ -73,7 +73,7 @@ static int read_raft_configuration(struct http_req *r, struct store_read *rd, js
     for (int i = 0; i < st.n_servers; i++) {
         char id[32], node[STORE_NAME_MAX + 1];
         snprintf(id, sizeof(id), "%llu", (unsigned long long)st.servers[i].id);
-        http_server_node(r->srv, rd, st.servers[i].addr, node, sizeof(node), NULL, 0);
+        http_server_node(r->srv, rd, st.servers[i].addr, node, sizeof(node), NULL, 0, NULL);
         json_array_append_new(
             servers, json_pack("{s:s, s:s, s:s, s:b, s:b, s:s, s:s}", "ID", id, "Node",
                                *node ? node : id, "Address", st.servers[i].addr, "Leader",
@@ -257,11 +257,12 @@ static void do_transfer_leader(struct http_req *r)
     }
 }
 
-/* PUT /v1/internal/raft/announce {"ID", "Raft", "HTTP"[, "Node", "Address"]}:
- * a server says where its HTTP API listens (stored through raft, for
- * forwarding and for the checkers' view of who is alive), and its node's
- * name and address, which the others show for it (members, the raft
- * configuration); an older server's announcement has neither. */
+/* PUT /v1/internal/raft/announce {"ID", "Raft", "HTTP"[, "Node", "Address"[,
+ * "NodeMeta"]]}: a server says where its HTTP API listens (stored through
+ * raft, for forwarding and for the checkers' view of who is alive), and
+ * its node's name, address and meta, which the others show for it
+ * (members, the raft configuration, the catalog, DNS); an older server's
+ * announcement has none of them (or no meta). */
 static int do_announce(struct http_req *r, struct store_read *rd, struct command *cmd)
 {
     (void)rd;
@@ -273,10 +274,15 @@ static int do_announce(struct http_req *r, struct store_read *rd, struct command
     const char *http = json_string_value(json_get_ci(body, "HTTP"));
     const char *node = json_string_value(json_get_ci(body, "Node"));
     const char *addr = json_string_value(json_get_ci(body, "Address"));
+    json_t *meta = json_get_ci(body, "NodeMeta");
     unsigned char ip[16];
     if (!json_is_integer(id) || raft == NULL || http == NULL) {
         json_decref(body);
         return http_fail(r, 400, "Announce needs {\"ID\", \"Raft\", \"HTTP\"}");
+    }
+    if (meta != NULL && http_check_meta(r, meta, "NodeMeta") != 0) {
+        json_decref(body);
+        return -1;
     }
     cmd->op = CMD_SERVER;
     cmd->args = json_pack("{s:O, s:s, s:s}", "ID", id, "Raft", raft, "HTTP", http);
@@ -284,6 +290,8 @@ static int do_announce(struct http_req *r, struct store_read *rd, struct command
         (inet_pton(AF_INET, addr, ip) == 1 || inet_pton(AF_INET6, addr, ip) == 1)) {
         json_object_set_new(cmd->args, "Node", json_string(node));
         json_object_set_new(cmd->args, "Address", json_string(addr));
+        if (json_object_size(meta) > 0)
+            json_object_set(cmd->args, "NodeMeta", meta);
     }
     json_decref(body);
     return 0;

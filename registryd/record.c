@@ -392,7 +392,8 @@ static int check_server(struct vctx *v, json_t *r)
         (rc = want_string(v, r, "Raft", true, true, NULL)) ||
         (rc = want_string(v, r, "HTTP", true, false, NULL)) ||
         (rc = want_string(v, r, "Node", false, false, &node)) ||
-        (rc = want_string(v, r, "Address", false, false, &addr)))
+        (rc = want_string(v, r, "Address", false, false, &addr)) ||
+        (rc = want_string_map(v, r, "NodeMeta")))
         return rc;
     if ((node == NULL) != (addr == NULL))
         return bad(v, "fields Node and Address come together");

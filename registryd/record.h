@@ -17,7 +17,8 @@
  *             Type "" is a check registered through the catalog (never
  *             probed): its Definition is only required to be an object
  *   server    ID (int > 0), Raft, HTTP (strings); Node (a node name) and
- *             Address (an IP) together or neither
+ *             Address (an IP) together or neither; NodeMeta? {string:
+ *             string}
  *   node      Node (name), NodeAddress (string), NodeMeta? {string: string}
  *   acl_token AccessorID (name), SecretHash? (string; only the anonymous
  *             token has none), Description, CreateTime (strings), Local

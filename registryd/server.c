@@ -623,6 +623,7 @@ static int start_formation(struct server *s)
         .self_http = s->self_http,
         .node = s->conf->node,
         .node_addr = s->node_host,
+        .node_meta = s->conf->node_meta,
         .bootstrap_expect = s->conf->bootstrap_expect,
         .join = s->conf->join,
         .tls_ca_file = s->conf->tls_ca_file,

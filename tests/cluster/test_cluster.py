@@ -34,7 +34,7 @@ class ClusterTest(unittest.TestCase):
     def setUp(self):
         self.tmp = TempDir()
         self.servers = []
-        start_cluster(self.tmp.path, 3, servers=self.servers)
+        start_cluster(self.tmp.path, 3, servers=self.servers, extra=["--node-meta", "role:raft"])
 
     def tearDown(self):
         for d in self.servers:
@@ -141,6 +141,13 @@ class ClusterTest(unittest.TestCase):
             time.sleep(0.1)
         for d in self.servers:
             self.assertEqual(listed(d), selves)
+        # with the meta each announced (it showed {} for another server,
+        # and ?node-meta= left the others out)
+        for name in selves:
+            node = json.loads(self.servers[0].request("GET", "/v1/catalog/node/" + name)[1])
+            self.assertEqual(node["Node"]["Meta"], {"role": "raft"}, name)
+        nodes = json.loads(self.servers[1].request("GET", "/v1/catalog/nodes?node-meta=role:raft")[1])
+        self.assertEqual(sorted(n["Node"] for n in nodes), sorted(selves))
         # and DNS answers NODE.node for each, on every server (NXDOMAIN for
         # a server with no instance on its node), from its own copy: once
         # it has applied the announcements (a heartbeat after the leader)
@@ -156,6 +163,10 @@ class ClusterTest(unittest.TestCase):
                 while dig(d, name) != [addr] and time.monotonic() < deadline:
                     time.sleep(0.2)
                 self.assertEqual(dig(d, name), [addr], (name, d.addr))
+                txt = subprocess.run(["dig", "+short", "-p", str(d.dns_port), "@127.0.0.1",
+                                      "%s.node.registry" % name, "TXT"],
+                                     capture_output=True, text=True, timeout=10).stdout.split()
+                self.assertEqual(txt, ['"role=raft"'], (name, d.addr))
         # a request sent on to a server that does not lead (yet: its own
         # status trails a follower's news of its election by up to 50 ms)
         # waits a moment for it before it is refused (it was refused at

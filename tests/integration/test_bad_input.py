@@ -162,6 +162,13 @@ CASES = [
      404, 'ServiceID "no-such" does not exist'),
     ("PUT", "/v1/agent/check/deregister/no-such-check", None, 404, "no-such-check"),
     ("PUT", "/v1/agent/maintenance?enable=sure", None, 400, "enable"),
+    # a server's announcement: its node meta is checked as a node's
+    ("PUT", "/v1/internal/raft/announce", '{"ID": 9, "Raft": "127.0.0.1:9", "HTTP": '
+     '"127.0.0.1:8", "Node": "n9", "Address": "127.0.0.1", "NodeMeta": {"k": 1}}', 400,
+     "NodeMeta"),
+    ("PUT", "/v1/internal/raft/announce", '{"ID": 9, "Raft": "127.0.0.1:9", "HTTP": '
+     '"127.0.0.1:8", "Node": "n9", "Address": "127.0.0.1", "NodeMeta": {"bad key": "v"}}', 400,
+     "NodeMeta key"),
 ]
 
 

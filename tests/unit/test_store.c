@@ -757,6 +757,9 @@ static void test_server_record_checked(void **state)
     json_t *args = json_pack("{s:i, s:s, s:s, s:i, s:s}", "ID", 7, "Raft", "127.0.0.1:9",
                              "HTTP", "127.0.0.1:8", "Node", 7, "Address", "127.0.0.1");
     assert_int_equal(apply(f->s, CMD_SERVER, args, &chg), REG_EINVAL);
+    args = json_pack("{s:i, s:s, s:s, s:s, s:s, s:{s:i}}", "ID", 7, "Raft", "127.0.0.1:9", "HTTP",
+                     "127.0.0.1:8", "Node", "n", "Address", "127.0.0.1", "NodeMeta", "k", 1);
+    assert_int_equal(apply(f->s, CMD_SERVER, args, &chg), REG_EINVAL);
     struct store_read *r;
     json_t *out = NULL;
     assert_int_equal(store_read_begin(f->s, &r), 0);
