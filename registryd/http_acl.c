@@ -1161,6 +1161,10 @@ static void do_token_write(struct http_req *r)
             http_fail(r, 400, "Invalid Token: SecretID cannot be changed");
             goto fail;
         }
+        if (json_is_true(json_get_ci(body, "Local")) != json_is_true(json_object_get(old, "Local"))) {
+            http_fail(r, 400, "Cannot toggle local mode of %s", r->arg);
+            goto fail;
+        }
         if (ttl != 0 || (has_time && !same_expiration(old, &expiry))) {
             http_fail(r, 400, "Cannot change expiration time of %s", r->arg);
             goto fail;
@@ -1171,15 +1175,14 @@ static void do_token_write(struct http_req *r)
                                           json_is_true(json_object_get(old, "Local")))) == NULL ||
             (node_ids = node_identities(r, json_get_ci(body, "NodeIdentities"))) == NULL)
             goto fail;
-        /* the body is the token, as Consul's update: its lists replace the
-         * old ones (none given: none) */
+        /* the body is the token, as Consul's update: its lists and its
+         * Description replace the old ones (none given: none) */
         rec = json_deep_copy(old); /* its ExpirationTime too */
         json_object_set(rec, "Policies", links);
         set_list(rec, "ServiceIdentities", svc_ids);
         set_list(rec, "NodeIdentities", node_ids);
         svc_ids = node_ids = NULL;
-        if (desc)
-            json_object_set_new(rec, "Description", json_string(desc));
+        json_object_set_new(rec, "Description", json_string(desc ? desc : ""));
         json_object_del(rec, "CreateIndex");
         json_object_del(rec, "ModifyIndex");
         snprintf(accessor, sizeof(accessor), "%s", r->arg);

@@ -614,6 +614,15 @@ class DefaultDenyTest(AclBase):
         self.assertNotIn("SecretID", t2)
         self.assertEqual(self.req("GET", "/v1/acl/token/self", None, t["SecretID"])[0], 200)
         self.assertEqual(self.ok("GET", "/v1/acl/token/" + t["AccessorID"])["Description"], "c2")
+        # the body is the whole token, as Consul's update: no Description
+        # is an empty one (it kept the old); Local cannot be toggled
+        t3 = self.ok("PUT", "/v1/acl/token/" + t["AccessorID"],
+                     {"Policies": [{"Name": "web-write"}]})
+        self.assertEqual(t3["Description"], "")
+        self.assertEqual(self.ok("GET", "/v1/acl/token/" + t["AccessorID"])["Description"], "")
+        status, text, _ = self.req("PUT", "/v1/acl/token/" + t["AccessorID"], {"Local": True}, MGMT)
+        self.assertEqual((status, text.strip()),
+                         (400, "Cannot toggle local mode of " + t["AccessorID"]))
         self.assertTrue(self.ok("DELETE", "/v1/acl/token/" + t["AccessorID"]))
         self.assertEqual(self.req("GET", "/v1/acl/token/self", None, t["SecretID"])[1].strip(),
                          "ACL not found")
@@ -662,8 +671,9 @@ class DefaultDenyTest(AclBase):
                              "Check": {"TTL": "60s", "CheckID": "ttl-web"}})
             self.assertEqual(dig(self.d.dns_port, "web.service.registry"), "NXDOMAIN")
             self.assertEqual(dig(self.d.dns_port, "WEB.service.registry"), "NXDOMAIN")
-        finally:
-            self.ok("PUT", "/v1/acl/token/" + anon, {"Policies": []})
+        finally:  # the whole token, as Consul's update takes it
+            self.ok("PUT", "/v1/acl/token/" + anon, {"Description": "Anonymous Token",
+                                                     "Policies": []})
             self.ok("DELETE", "/v1/acl/policy/" + pol["ID"])
             self.ok("DELETE", "/v1/acl/policy/" + nodes["ID"])
 
