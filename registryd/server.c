@@ -19,7 +19,6 @@
 #include <event2/http.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,13 +49,8 @@
 #include "watch.h"
 
 /* Who hears about applied changes: blocking queries (the main loop's and
- * the HTTP worker threads') and the checker. The raft thread reads them as
- * it applies entries, and applies those in flight while server_stop takes
- * them away: under lock (LISTENERS_SET), or it could post to a mailbox
- * just freed (a SIGSEGV in the raft thread at SIGTERM, once in CI under
- * ASan, with twelve check results being applied). */
+ * the HTTP worker threads') and the checker. */
 struct change_listeners {
-    pthread_mutex_t lock;    /* over the fields below */
     struct watch *watch;     /* the main loop's; NULL once stopping */
     struct mailbox *mailbox; /* the main loop's: its watch is told through it */
     struct http_workers *http;
@@ -72,21 +66,11 @@ struct change_listeners {
 static void on_change(void *arg, const struct store_change *chg)
 {
     struct change_listeners *l = arg;
-    pthread_mutex_lock(&l->lock);
     http_workers_notify(l->http, chg);
     health_notify(l->health, chg);
     if (l->watch != NULL && watch_notify_via(l->mailbox, l->watch, chg) != 0)
         watch_notify(l->watch, chg); /* no memory to queue it: wake them now */
-    pthread_mutex_unlock(&l->lock);
 }
-
-/* l->field = value, where on_change reads it. */
-#define LISTENERS_SET(l, field, value)                                                    \
-    do {                                                                                  \
-        pthread_mutex_lock(&(l)->lock);                                                   \
-        (l)->field = (value);                                                             \
-        pthread_mutex_unlock(&(l)->lock);                                                 \
-    } while (0)
 
 /* What SIGTERM needs to leave the cluster first (leave_on_terminate,
  * leave.h), and what stops the server once PUT /v1/agent/leave has left
@@ -447,7 +431,7 @@ static int start_store_and_cluster(struct server *s)
         log_error("server", "msg=\"cannot create event loop\"");
         return REG_ENOMEM;
     }
-    LISTENERS_SET(&s->listeners, watch, s->watch);
+    s->listeners.watch = s->watch;
     struct cluster_options copt = {
         .data_dir = s->data_dir,
         .raft_addr = conf->raft_addr,
@@ -518,7 +502,7 @@ static int start_checker(struct server *s)
         log_error("server", "msg=\"cannot start the health checker\" error=\"%s\"", err);
         return REG_ENOMEM;
     }
-    LISTENERS_SET(&s->listeners, health, s->health);
+    s->listeners.health = s->health;
     return 0;
 }
 
@@ -561,7 +545,7 @@ static int start_front_end(struct server *s)
         log_error("server", "msg=\"cannot start HTTP API\" error=\"%s\"", err);
         return REG_EIO;
     }
-    LISTENERS_SET(&s->listeners, http, s->http);
+    s->listeners.http = s->http;
     struct dns_options dopt = {
         .addr = conf->dns_addr,
         .domain = conf->dns_domain,
@@ -645,7 +629,6 @@ int server_start(struct conf *conf, int argc, char **argv, struct server **out)
         return REG_ENOMEM;
     s->conf = conf;
     s->lock_fd = -1;
-    pthread_mutex_init(&s->listeners.lock, NULL);
     s->clustered = conf->bootstrap_expect > 1 || conf->join != NULL;
     derive_addresses(s);
     int rc;
@@ -703,19 +686,16 @@ void server_stop(struct server *s)
     service_stopping();
     /* Reverse order; parked and in-flight requests get their answers. The
      * checker goes first: it submits to the cluster. */
-    LISTENERS_SET(&s->listeners, health, NULL);
+    s->listeners.health = NULL;
     formation_free(s->formation);
     dns_free(s->dns);
     health_stop(s->health); /* freed once no HTTP worker can call it (TTL updates) */
     /* Parked blocking queries are answered now, while the cluster can still
      * say who leads; changes the cluster delivers while it stops go nowhere. */
-    struct mailbox *mailbox = s->listeners.mailbox;
-    pthread_mutex_lock(&s->listeners.lock);
     s->listeners.watch = NULL;
     s->listeners.http = NULL;
+    mailbox_free(s->listeners.mailbox); /* what is queued reaches the watch */
     s->listeners.mailbox = NULL;
-    pthread_mutex_unlock(&s->listeners.lock);
-    mailbox_free(mailbox); /* what is queued reaches the watch */
     watch_free(s->watch);
     http_workers_stop(s->http);
     health_free(s->health);
@@ -747,6 +727,5 @@ void server_stop(struct server *s)
         nftw(s->dev_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     tls_stop();
     heap_trim_stop(s->heap_trim);
-    pthread_mutex_destroy(&s->listeners.lock);
     free(s);
 }
