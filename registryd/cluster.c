@@ -39,6 +39,7 @@
 #include "cluster_link.h"
 #include "cluster_peers.h"
 #include "command.h"
+#include "common.h"
 #include "raft_transport.h"
 #include "duration.h"
 #include "store.h"
@@ -711,6 +712,12 @@ static void announce_self(struct cluster *c)
     if (cmd.args != NULL && c->opt.node != NULL && c->opt.node_addr != NULL) {
         json_object_set_new(cmd.args, "Node", json_string(c->opt.node));
         json_object_set_new(cmd.args, "Address", json_string(c->opt.node_addr));
+        /* as formation.c announces it: the same record, or each election
+         * would drop the meta the other announced */
+        json_t *meta = common_kvlist_object(c->opt.node_meta);
+        if (json_object_size(meta) > 0)
+            json_object_set(cmd.args, "NodeMeta", meta);
+        json_decref(meta);
     }
     void *buf;
     size_t len;

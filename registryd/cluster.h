@@ -51,9 +51,10 @@ struct cluster_options {
     cluster_change_cb on_change;
     void *change_arg;
     const char *http_addr; /* announced when leading, so followers can forward */
-    /* announced with it: this server's node name and address, which the
-     * others show for it (members, the raft configuration) */
-    const char *node, *node_addr;
+    /* announced with it: this server's node name, address and meta (the
+     * node_meta setting, KEY:VALUE lines), which the others show for it
+     * (members, the raft configuration, the catalog, DNS) */
+    const char *node, *node_addr, *node_meta;
     /* entries between snapshots; 0: cluster_snapshot_threshold's choice,
      * which grows with the store */
     unsigned snapshot_threshold;

@@ -280,7 +280,7 @@ static int do_announce(struct http_req *r, struct store_read *rd, struct command
         json_decref(body);
         return http_fail(r, 400, "Announce needs {\"ID\", \"Raft\", \"HTTP\"}");
     }
-    if (meta != NULL && http_check_meta(r, meta, "NodeMeta") != 0) {
+    if (meta != NULL && !json_is_null(meta) && http_check_meta(r, meta, "NodeMeta") != 0) {
         json_decref(body);
         return -1;
     }

@@ -444,6 +444,7 @@ static int start_store_and_cluster(struct server *s)
         .http_addr = s->advertise,
         .node = conf->node,
         .node_addr = s->node_host,
+        .node_meta = conf->node_meta,
         .snapshot_threshold = conf->raft_snapshot_threshold,
         .snapshot_compression = conf->raft_snapshot_compression,
         .reuse_applied = store_reused_applied(s->store),

@@ -537,6 +537,12 @@ class ClusterTest(unittest.TestCase):
         # down may say "leadership lost" (it may be done); nothing else
         refused = [x for x in failed if "leadership lost" not in x[2]]
         self.assertEqual(refused, [])
+        # the new leader wrote its record down again as it took over (its
+        # barrier's announce_self): with its node meta, which that record
+        # dropped, and the others showed Meta {} for it from then on
+        name = json.loads(target.request("GET", "/v1/agent/self")[1])["Config"]["NodeName"]
+        node = json.loads(f.request("GET", "/v1/catalog/node/%s?stale" % name)[1])
+        self.assertEqual(node["Node"]["Meta"], {"role": "raft"})
 
     def test_transfer_leader_refuses_what_cannot_lead(self):
         """An ?id= that is not a number, not in the configuration, or the
