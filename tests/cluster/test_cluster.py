@@ -46,8 +46,11 @@ class ClusterTest(unittest.TestCase):
         among = among or [d for d in self.servers if d.proc is not None]
         self_addr = lambda d: json.loads(d.request("GET", "/v1/internal/raft/self")[1])["Raft"]
         d = agreed_leader(among, self_addr, timeout)
-        if d is None:
-            self.fail("no agreed leader within %ds" % timeout)
+        if d is None:  # what each server said, and the tail of its log
+            said = {s.addr: leader_of(s) for s in among}
+            self.fail("no agreed leader within %ds: %s\n%s" % (timeout, said, "".join(
+                "\n--- %s:\n%s" % (s.addr, "\n".join(s.log().splitlines()[-40:]))
+                for s in self.servers if s.log_file is not None)))
         return d
 
     def wait_instance(self, d, name, sid, timeout):
