@@ -710,23 +710,29 @@ static void ignore_done(void *arg, int status)
                  reg_strerror(status));
 }
 
+json_t *cluster_announcement(struct cluster *c)
+{
+    if (c->opt.http_addr == NULL)
+        return NULL;
+    json_t *j = json_pack("{s:I, s:s, s:s}", "ID", (json_int_t)c->id, "Raft", c->addr, "HTTP",
+                          c->opt.http_addr);
+    if (j != NULL && c->opt.node != NULL && c->opt.node_addr != NULL) {
+        json_object_set_new(j, "Node", json_string(c->opt.node));
+        json_object_set_new(j, "Address", json_string(c->opt.node_addr));
+        json_t *meta = common_kvlist_object(c->opt.node_meta);
+        if (json_object_size(meta) > 0)
+            json_object_set(j, "NodeMeta", meta);
+        json_decref(meta);
+    }
+    return j;
+}
+
 /* The leader writes down its HTTP address, for followers to forward to. */
 static void announce_self(struct cluster *c)
 {
-    if (c->opt.http_addr == NULL || c->closing)
+    if (c->closing)
         return;
-    struct command cmd = {CMD_SERVER, json_pack("{s:I, s:s, s:s}", "ID", (json_int_t)c->id,
-                                                  "Raft", c->addr, "HTTP", c->opt.http_addr)};
-    if (cmd.args != NULL && c->opt.node != NULL && c->opt.node_addr != NULL) {
-        json_object_set_new(cmd.args, "Node", json_string(c->opt.node));
-        json_object_set_new(cmd.args, "Address", json_string(c->opt.node_addr));
-        /* as formation.c announces it: the same record, or each election
-         * would drop the meta the other announced */
-        json_t *meta = common_kvlist_object(c->opt.node_meta);
-        if (json_object_size(meta) > 0)
-            json_object_set(cmd.args, "NodeMeta", meta);
-        json_decref(meta);
-    }
+    struct command cmd = {CMD_SERVER, cluster_announcement(c)};
     void *buf;
     size_t len;
     struct proposal *p = calloc(1, sizeof(*p));

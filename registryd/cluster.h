@@ -106,6 +106,12 @@ int cluster_run(struct cluster *c, const struct cluster_member *members, size_t 
                 size_t errlen) REG_MUSTCHECK;
 /* This server's raft id and address; whether its raft directory is empty. */
 void cluster_self(struct cluster *c, uint64_t *id, const char **raft_addr);
+/* This server's announcement (CMD_SERVER's arguments: ID, Raft, HTTP and,
+ * when configured, Node, Address and NodeMeta), as the leader stores it
+ * for itself and the formation thread sends it: one record, so that
+ * neither drops what the other wrote. A new reference; NULL: no memory or
+ * no HTTP address. */
+struct json_t *cluster_announcement(struct cluster *c);
 
 /*
  * Formation's view of the servers (any thread). Servers learn each other

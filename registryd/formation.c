@@ -17,7 +17,6 @@
 
 #include "acl.h"
 #include "cluster.h"
-#include "common.h"
 #include "config.h"
 #include "log.h"
 #include "registry/registry.h"
@@ -32,7 +31,6 @@ struct formation {
     struct formation_options opt;
     char *join, *http_addr, *self_http;
     char *ca_file, *cert_file, *key_file; /* all NULL: plain HTTP */
-    json_t *node_meta;                    /* announced as NodeMeta when not empty */
     pthread_t thread;
     int stop; /* atomic */
 };
@@ -367,14 +365,7 @@ static bool left_out(struct formation *f)
  * end, which forwards to the leader). True once done. */
 static bool announce(struct formation *f)
 {
-    uint64_t id;
-    const char *raft;
-    cluster_self(f->opt.cluster, &id, &raft);
-    json_t *j = json_pack("{s:I, s:s, s:s, s:s, s:s}", "ID", (json_int_t)id, "Raft", raft,
-                          "HTTP", f->http_addr, "Node", f->opt.node ? f->opt.node : "",
-                          "Address", f->opt.node_addr ? f->opt.node_addr : "");
-    if (j != NULL && json_object_size(f->node_meta) > 0)
-        json_object_set(j, "NodeMeta", f->node_meta);
+    json_t *j = cluster_announcement(f->opt.cluster);
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     struct reg_client *c;
@@ -456,7 +447,6 @@ static void free_strings(struct formation *f)
     free(f->ca_file);
     free(f->cert_file);
     free(f->key_file);
-    json_decref(f->node_meta);
 }
 
 int formation_start(const struct formation_options *opt, struct formation **out, char *err,
@@ -469,7 +459,6 @@ int formation_start(const struct formation_options *opt, struct formation **out,
     f->join = opt->join ? strdup(opt->join) : NULL;
     f->http_addr = strdup(opt->http_addr);
     f->self_http = strdup(opt->self_http ? opt->self_http : opt->http_addr);
-    f->node_meta = common_kvlist_object(opt->node_meta);
     bool tls = opt->tls_ca_file && opt->tls_cert_file && opt->tls_key_file;
     if (tls) {
         f->ca_file = strdup(opt->tls_ca_file);
@@ -477,7 +466,6 @@ int formation_start(const struct formation_options *opt, struct formation **out,
         f->key_file = strdup(opt->tls_key_file);
     }
     if ((opt->join && f->join == NULL) || f->http_addr == NULL || f->self_http == NULL ||
-        f->node_meta == NULL ||
         (tls && (f->ca_file == NULL || f->cert_file == NULL || f->key_file == NULL)) ||
         pthread_create(&f->thread, NULL, formation_thread, f) != 0) {
         snprintf(err, errlen, "cannot start the cluster formation thread");

@@ -38,8 +38,6 @@ struct formation_options {
     struct cluster *cluster;
     const char *http_addr;     /* ours, told to the others */
     const char *self_http;     /* where we reach our own front end (loopback if wildcard) */
-    const char *node, *node_addr; /* announced with http_addr (CONF_NAME: no quoting) */
-    const char *node_meta;        /* announced too: the node_meta setting (KEY:VALUE lines) */
     unsigned bootstrap_expect; /* > 1: form a new cluster of that many */
     const char *join;          /* API addresses, comma-separated */
     /* With TLS (all three set), every request goes over HTTPS with this
