@@ -426,12 +426,12 @@ static const char *consul_head(struct http_req *r, int code, uint64_t index,
  * evhttp queues a reply and writes it once the loop sees the socket
  * writable: per request, one epoll_ctl to watch for that and one to stop.
  * A plain connection's reply is written here at once instead (one write of
- * up to WRITE_NOW_MAX). When that drains it, the bufferevent's write
- * callback (evhttp's "reply sent": the request is freed, the connection
- * reads the next one) runs deferred, later in this loop turn, and stops the
- * watch before the loop ever asked the kernel for it (the front-end loops
- * batch their epoll changes, and an add then a delete in one turn is none:
- * common_front_end_base_new). The rest of a bigger answer is written by
+ * up to WRITE_NOW_MAX). When that drains it, the write watch is stopped
+ * before the loop ever asked the kernel for it (the front-end loops batch
+ * their epoll changes, and an add then a delete in one turn is none:
+ * common_front_end_base_new), and the bufferevent's write callback
+ * (evhttp's "reply sent": the request is freed, the connection reads the
+ * next one) runs deferred. The rest of a bigger answer is written by
  * evhttp as before, in turns shared with the other connections; TLS goes
  * through its SSL layer, never here. (A socket bufferevent keeps its
  * output's front frozen, for itself to drain, until evhttp gives it its
@@ -452,8 +452,17 @@ static void write_now(struct evhttp_connection *evcon)
         return;
     /* one write of at most what libevent itself writes per turn: a big
      * answer goes on in evhttp's turns, shared fairly with the others */
-    if (evbuffer_write_atmost(out, fd, WRITE_NOW_MAX) > 0 && evbuffer_get_length(out) == 0)
+    if (evbuffer_write_atmost(out, fd, WRITE_NOW_MAX) > 0 && evbuffer_get_length(out) == 0) {
+        /* All sent: the write watch goes now, cancelling its add in the
+         * loop's batch. Left to the deferred callback, it reached the
+         * kernel whenever more than libevent's 32 deferred callbacks were
+         * queued in one turn (a fan-out to parked queries): an epoll_ctl
+         * to add it, one to remove it, and a turn for the socket reported
+         * writable. (The trigger runs the write callback whatever is
+         * enabled.) */
+        bufferevent_disable(bev, EV_WRITE);
         bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+    }
 }
 
 /* ?pretty, as Consul's: the JSON indented by four spaces, with a newline
@@ -1021,7 +1030,7 @@ static void answer_read(struct http_req *r, struct store_read *rd)
 {
     if (r->forward_read) {
         if (rd != NULL)
-            store_read_end(rd);
+            read_end(r->srv, rd);
         if (r->waited)
             r->min_index = 0; /* should this server lead by then, it answers at once too */
         forward_to_leader(r);
@@ -1040,31 +1049,39 @@ static void woken(void *arg, enum watch_why why)
     struct http_req *r = arg;
     struct store_read *rd = NULL;
     r->waiter = NULL; /* fired: the watch let it go */
-    if (r->gone) {
-        event_free(r->gone);
-        r->gone = NULL;
-    }
+    /* The client's watch goes only once the answer is on its way: by then
+     * evhttp reads the socket again (or a new watch is parked), so the
+     * read interest never leaves the kernel's set and comes back (a pair
+     * of epoll_ctl calls per woken query, the most of what a fan-out to
+     * thousands spent outside its writes). Nothing runs the loop before it
+     * goes, so its callback never sees r freed. */
+    struct event *gone = r->gone;
+    r->gone = NULL;
     /* a restore answers every query at once, whatever its index says */
     bool over = why != WATCH_CHANGED; /* else not known when the store cannot be read */
-    if (!over && store_read_begin(r->srv->opt.store, &rd) == 0) {
+    if (!over && read_begin(r->srv, &rd) == 0) {
         uint64_t cur = watched_index(r, rd);
         double left_ms = (r->wait_until - mono_seconds()) * 1e3;
         if ((cur ? cur : 1) <= r->min_index && left_ms >= 1) {
-            store_read_end(rd);
-            if (park(r, (uint64_t)left_ms))
+            read_end(r->srv, rd);
+            if (park(r, (uint64_t)left_ms)) {
+                if (gone != NULL)
+                    event_free(gone);
                 return;
+            }
             rd = NULL;
         }
         over = true;
     }
     r->waited = over;
     answer_read(r, rd);
+    if (gone != NULL)
+        event_free(gone);
 }
 
-/* A parked query's socket became readable or closed: its client closed
- * its end (EOF) or reset it (an error; libevent reports that as readable,
- * not EV_CLOSED, and a socket left with it would wake the loop at once for
- * ever), or sent its next request (pipelined: the watch stops; evhttp
+/* A parked query's socket became readable: its client closed its end
+ * (EOF) or reset it (an error: a socket left with it would wake the loop
+ * at once for ever), or sent its next request (pipelined: the watch stops; evhttp
  * reads it after this answer). evhttp reads nothing while a request waits
  * for its answer, so without this the query stayed parked for its whole
  * wait (up to ten minutes), its connection counted against its client's
@@ -1102,9 +1119,11 @@ static bool park(struct http_req *r, uint64_t wait_ms)
     struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
     evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
     struct event_base *base = r->srv->opt.base;
-    if (fd >= 0 && (event_base_get_features(base) & EV_FEATURE_EARLY_CLOSE) &&
-        (r->gone = event_new(base, fd, EV_READ | EV_CLOSED | EV_PERSIST, parked_client_gone,
-                             r)) != NULL &&
+    /* EV_READ alone (an EOF or a reset is readable): the same interest as
+     * evhttp's own read, so handing the socket back to it (woken) changes
+     * nothing in the kernel's set */
+    if (fd >= 0 &&
+        (r->gone = event_new(base, fd, EV_READ | EV_PERSIST, parked_client_gone, r)) != NULL &&
         event_add(r->gone, NULL) != 0) {
         event_free(r->gone);
         r->gone = NULL;
@@ -1118,9 +1137,9 @@ static void start_read(struct http_req *r)
 {
     if (r->route->watch != WATCH_NONE && r->route->watch != WATCH_CACHED && r->min_index > 0) {
         struct store_read *rd;
-        if (store_read_begin(r->srv->opt.store, &rd) == 0) {
+        if (read_begin(r->srv, &rd) == 0) {
             uint64_t cur = watched_index(r, rd);
-            store_read_end(rd);
+            read_end(r->srv, rd);
             r->wait_until = mono_seconds() + r->wait_ms / 1e3;
             if ((cur ? cur : 1) <= r->min_index && park(r, r->wait_ms))
                 return; /* parked: woken() replies */

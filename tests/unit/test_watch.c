@@ -3,7 +3,10 @@
  * change moved the list (or the whole store changed), not for a status
  * change; a catalog-wide waiter wakes for every change; each fires with
  * why (a change, its timeout, a restore's replaced store); a closed watch
- * refuses to park. */
+ * refuses to park. Waits end when due and not before, waiters due together
+ * sharing a timer: one woken or cancelled leaves the others' timeouts
+ * alone, and a timeout's callback may park again or cancel another. */
+#include <time.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -98,10 +101,109 @@ static void wakes_by_scope(void **state)
     event_base_free(base);
 }
 
+/* libevent keeps time by CLOCK_MONOTONIC_COARSE (a jiffy, up to 4 ms, at a
+ * time): "not before" is judged within that */
+#define JIFFY 0.005
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+struct timed {
+    int count;
+    enum watch_why why;
+    double at;
+    struct watch *w;
+    struct watch_waiter *cancel; /* cancelled from this one's callback */
+    bool park_again;             /* parks a new waiter (40 ms) from its callback */
+    struct timed *again;
+};
+
+static void on_timed(void *arg, enum watch_why why)
+{
+    struct timed *t = arg;
+    t->count++;
+    t->why = why;
+    t->at = now_s();
+    if (t->cancel) {
+        watch_cancel(t->cancel);
+        t->cancel = NULL;
+    }
+    if (t->park_again) {
+        t->park_again = false;
+        assert_int_equal(watch_park(t->w, WATCH_ON_NAME, "web", 40, on_timed, t->again, NULL), 0);
+    }
+}
+
+static void times_out_in_shared_slots(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    struct watch *w;
+    assert_int_equal(watch_new(base, &w), 0);
+    struct timed a = {.w = w}, b = {.w = w}, c = {.w = w}, d = {.w = w}, e = {.w = w};
+    struct timed again = {.w = w};
+    struct watch_waiter *wb, *wc;
+    double t0 = now_s();
+    /* a, b, c and d are due together (one slot); e later */
+    assert_int_equal(watch_park(w, WATCH_ON_NAME, "web", 50, on_timed, &a, NULL), 0);
+    assert_int_equal(watch_park(w, WATCH_ON_NAME, "db", 50, on_timed, &b, &wb), 0);
+    assert_int_equal(watch_park(w, WATCH_ON_NAMES, NULL, 50, on_timed, &c, &wc), 0);
+    assert_int_equal(watch_park(w, WATCH_ON_ALL, NULL, 50, on_timed, &d, NULL), 0);
+    assert_int_equal(watch_park(w, WATCH_ON_NAME, "web", 120, on_timed, &e, NULL), 0);
+    assert_int_equal(watch_parked(w), 5);
+    /* b is woken by a change and c cancelled: a and d still time out */
+    struct store_change db = change_of("db", false);
+    watch_notify(w, &db);
+    assert_int_equal(b.count, 1);
+    assert_int_equal(b.why, WATCH_CHANGED);
+    assert_int_equal(d.count, 1); /* catalog-wide: woken too */
+    assert_int_equal(watch_park(w, WATCH_ON_ALL, NULL, 50, on_timed, &d, NULL), 0);
+    watch_cancel(wc);
+    d.count = 0;
+    assert_int_equal(watch_parked(w), 3); /* a, d (again), e */
+    /* a's timeout parks a new waiter, from inside its slot's firing */
+    a.park_again = true;
+    a.again = &again;
+    event_base_dispatch(base);
+    /* everything ran out: a and d timed out (not before their 50 ms), e
+     * after its 120 ms, the one a parked 40 ms after a */
+    assert_int_equal(a.count, 1);
+    assert_int_equal(a.why, WATCH_TIMEOUT);
+    assert_true(a.at - t0 >= 0.050 - JIFFY);
+    assert_int_equal(d.count, 1);
+    assert_int_equal(d.why, WATCH_TIMEOUT);
+    assert_int_equal(e.count, 1);
+    assert_true(e.at - t0 >= 0.120 - JIFFY);
+    assert_int_equal(again.count, 1);
+    assert_int_equal(again.why, WATCH_TIMEOUT);
+    assert_true(again.at - a.at >= 0.040 - JIFFY);
+    assert_int_equal(c.count, 0); /* cancelled: never called */
+    assert_int_equal(watch_parked(w), 0);
+
+    /* a callback cancelling another waiter of its own slot: that one is
+     * never called */
+    struct timed f = {.w = w}, g = {.w = w};
+    struct watch_waiter *wf, *wg;
+    assert_int_equal(watch_park(w, WATCH_ON_NAME, "x", 20, on_timed, &f, &wf), 0);
+    assert_int_equal(watch_park(w, WATCH_ON_NAME, "y", 20, on_timed, &g, &wg), 0);
+    f.cancel = wg;
+    g.cancel = wf;
+    event_base_dispatch(base);
+    assert_int_equal(f.count + g.count, 1);
+    assert_int_equal(watch_parked(w), 0);
+    watch_free(w);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(wakes_by_scope),
+        cmocka_unit_test(times_out_in_shared_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
