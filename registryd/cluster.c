@@ -670,6 +670,18 @@ static void assign_cb(struct raft_change *req, int status)
     complete(p, status != 0 ? appended_error(status) : 0);
 }
 
+static void announce_removed(struct cluster *c, raft_id id, const char *raft_addr);
+
+static void remove_cb(struct raft_change *req, int status)
+{
+    struct proposal *p = req->data;
+    struct cluster *c = p->c;
+    c->applying--;
+    if (status == 0 && raft_state(&c->raft) == RAFT_LEADER)
+        announce_removed(c, p->member_id, p->member_addr);
+    complete(p, status != 0 ? appended_error(status) : 0);
+}
+
 static void add_cb(struct raft_change *req, int status)
 {
     struct proposal *p = req->data;
@@ -727,15 +739,17 @@ json_t *cluster_announcement(struct cluster *c)
     return j;
 }
 
-/* The leader writes down its HTTP address, for followers to forward to. */
-static void announce_self(struct cluster *c)
+static void enqueue(struct cluster *c, struct proposal *p);
+
+/* A server record (CMD_SERVER's args, taken) to apply, its outcome only
+ * logged. Queued as the front end's writes are (wake_cb), not applied
+ * here: this may run inside a raft callback (remove_cb). */
+static void apply_server_record(struct cluster *c, json_t *args)
 {
-    if (c->closing)
-        return;
-    struct command cmd = {CMD_SERVER, cluster_announcement(c)};
+    struct command cmd = {CMD_SERVER, args};
     void *buf;
     size_t len;
-    struct proposal *p = calloc(1, sizeof(*p));
+    struct proposal *p = c->closing ? NULL : calloc(1, sizeof(*p));
     if (p == NULL || cmd.args == NULL || cmd_encode(&cmd, raft_malloc, &buf, &len) != 0) {
         free(p);
         cmd_fini(&cmd);
@@ -743,17 +757,45 @@ static void announce_self(struct cluster *c)
     }
     cmd_fini(&cmd);
     p->c = c;
+    p->kind = PROP_APPLY;
     p->buf = buf;
     p->len = len;
     p->cb = ignore_done;
-    struct raft_buffer rb = {buf, len};
-    p->req.data = p;
-    if (raft_apply(&c->raft, &p->req, &rb, 1, apply_cb) != 0) {
-        raft_free(buf);
-        free(p);
-    } else {
-        c->applying++;
+    p->submitted = mono_seconds();
+    enqueue(c, p);
+}
+
+/* The leader writes down its HTTP address, for followers to forward to. */
+static void announce_self(struct cluster *c)
+{
+    apply_server_record(c, cluster_announcement(c));
+}
+
+/* A server left the configuration: the leader writes its record again,
+ * marked "Removed" (what it said of itself kept, should it be added back
+ * before it announces itself again). The catalog lists servers from the
+ * configuration, which no entry of the store follows; this one moves the
+ * index, as Consul's leader deregistering a departed server's node does,
+ * so that a blocking query on the nodes wakes (it slept through the
+ * removal) and an answer cached at the index before is not served on.
+ * Older servers keep the field as it is: a record's readers ignore what
+ * they do not know (record.c). */
+static void announce_removed(struct cluster *c, raft_id id, const char *raft_addr)
+{
+    struct store_read *rd;
+    json_t *rec = NULL;
+    if (*raft_addr == '\0')
+        return;
+    if (store_read_begin(c->opt.store, &rd) == 0) {
+        if (store_get_server(rd, raft_addr, &rec) != 0)
+            rec = NULL;
+        store_read_end(rd);
     }
+    if (rec == NULL)
+        rec = json_pack("{s:I, s:s, s:s}", "ID", (json_int_t)id, "Raft", raft_addr, "HTTP", "");
+    if (rec != NULL)
+        json_object_set_new(rec, "Removed", json_true());
+    apply_server_record(c, rec);
 }
 
 /* A command to raft. One refused (not appended) while a transfer is under
@@ -847,7 +889,11 @@ static void wake_cb(uv_async_t *h)
                 complete(p, REG_EINVAL); /* never strand the data */
                 break;
             }
-            rv = raft_remove(&c->raft, &p->change, p->member_id, assign_cb);
+            for (unsigned i = 0; i < c->raft.configuration.n; i++)
+                if (c->raft.configuration.servers[i].id == p->member_id)
+                    snprintf(p->member_addr, sizeof(p->member_addr), "%s",
+                             c->raft.configuration.servers[i].address);
+            rv = raft_remove(&c->raft, &p->change, p->member_id, remove_cb);
             if (rv != 0)
                 complete(p, map_raft_error(rv));
             else

@@ -434,6 +434,7 @@ static void *formation_thread(void *arg)
                                   "left or was removed): joining it again\"");
             join(f);
             quiet = 0;
+            announced = false; /* its record says it was removed */
         }
     }
     return NULL;

@@ -868,6 +868,59 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(members(), 3)
 
 
+    def test_removal_wakes_a_blocking_query_on_the_nodes(self):
+        """A server taken out of the configuration drops out of the node
+        list, and a blocking query on /v1/catalog/nodes returns with a new
+        index, as Consul's leader deregistering the server's node moves it.
+        The query slept through the removal until its wait ended (nothing
+        the catalog lists servers by is in the store)."""
+        leader = self.leader()
+        selves = {}
+        for d in self.servers:
+            me = json.loads(d.request("GET", "/v1/agent/self")[1])
+            selves[me["Config"]["NodeName"]] = (d, me["Member"]["Addr"],
+                                                json.loads(d.request(
+                                                    "GET", "/v1/internal/raft/self")[1])["Raft"])
+
+        def nodes(d, query=""):
+            status, text, headers = d.request_full("GET", "/v1/catalog/nodes" + query,
+                                                   timeout=60)
+            self.assertEqual(status, 200, text)
+            return {n["Node"] for n in json.loads(text)}, int(headers["X-Consul-Index"])
+        deadline = time.monotonic() + 15  # every server has announced itself
+        while time.monotonic() < deadline and not set(selves) <= nodes(leader)[0]:
+            time.sleep(0.1)
+        listed, index = nodes(leader)
+        self.assertLessEqual(set(selves), listed)
+        gone_name, (gone, _, gone_raft) = next((n, v) for n, v in selves.items()
+                                               if v[0] is not leader)
+        asker = next(d for d in self.servers if d is not leader and d is not gone)
+        answer = {}
+
+        def block():
+            t0 = time.monotonic()
+            answer["nodes"] = nodes(asker, "?index=%d&wait=30s" % index)
+            answer["secs"] = time.monotonic() - t0
+        waiter = threading.Thread(target=block)
+        waiter.start()
+        time.sleep(0.5)  # parked
+        gone.stop()
+        gone.proc = None
+        status, text = leader.request("DELETE", "/v1/operator/raft/peer?address=%s" % gone_raft)
+        self.assertEqual(status, 200, text)
+        waiter.join(40)
+        self.assertIn("nodes", answer)
+        self.assertLess(answer["secs"], 15, answer)
+        after, new_index = answer["nodes"]
+        self.assertGreater(new_index, index)
+        # the answer may come from before this server polled its new
+        # configuration (50 ms); the list does follow it
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and gone_name in after:
+            time.sleep(0.1)
+            after = nodes(asker)[0]
+        self.assertNotIn(gone_name, after)
+
     def test_large_restore_through_a_follower(self):
         """The follower writes the body to a file and forwards it from there;
         the leader's guard writes it to a file too (before, the leader's
