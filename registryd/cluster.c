@@ -677,6 +677,8 @@ static void remove_cb(struct raft_change *req, int status)
     struct proposal *p = req->data;
     struct cluster *c = p->c;
     c->applying--;
+    /* a leader that removed itself has stepped down already: the next
+     * leader writes it (reconcile_removed) */
     if (status == 0 && raft_state(&c->raft) == RAFT_LEADER)
         announce_removed(c, p->member_id, p->member_addr);
     complete(p, status != 0 ? appended_error(status) : 0);
@@ -717,8 +719,8 @@ static void transfer_cb(struct raft_transfer *req)
 static void ignore_done(void *arg, int status)
 {
     (void)arg;
-    if (status != 0)
-        log_warn("cluster", "msg=\"announcing this server failed\" error=\"%s\"",
+    if (status != 0 && status != REG_ESHUTDOWN)
+        log_warn("cluster", "msg=\"writing a server's record failed\" error=\"%s\"",
                  reg_strerror(status));
 }
 
@@ -761,14 +763,14 @@ static void apply_server_record(struct cluster *c, json_t *args)
     p->buf = buf;
     p->len = len;
     p->cb = ignore_done;
-    p->submitted = mono_seconds();
+    /* no p->submitted: not a client's write, for the apply-latency metric */
     enqueue(c, p);
 }
 
 /* The leader writes down its HTTP address, for followers to forward to. */
 static void announce_self(struct cluster *c)
 {
-    apply_server_record(c, cluster_announcement(c));
+    apply_server_record(c, cluster_announcement(c)); /* a new leader announces itself */
 }
 
 /* A server left the configuration: the leader writes its record again,
@@ -786,16 +788,62 @@ static void announce_removed(struct cluster *c, raft_id id, const char *raft_add
     json_t *rec = NULL;
     if (*raft_addr == '\0')
         return;
-    if (store_read_begin(c->opt.store, &rd) == 0) {
-        if (store_get_server(rd, raft_addr, &rec) != 0)
-            rec = NULL;
-        store_read_end(rd);
-    }
-    if (rec == NULL)
+    if (store_read_begin(c->opt.store, &rd) != 0)
+        return;
+    int rc = store_get_server(rd, raft_addr, &rec);
+    store_read_end(rd);
+    if (rc == REG_ENOTFOUND) /* it never announced itself: no HTTP address ("" reads as none) */
         rec = json_pack("{s:I, s:s, s:s}", "ID", (json_int_t)id, "Raft", raft_addr, "HTTP", "");
+    else if (rc != 0)
+        return;
     if (rec != NULL)
         json_object_set_new(rec, "Removed", json_true());
-    apply_server_record(c, rec);
+    apply_server_record(c, rec); /* should it not commit, the next leader writes it */
+}
+
+/* The records of servers out of the configuration and not yet marked
+ * removed (reconcile_removed), collected: written after the walk. */
+struct unmarked {
+    const struct raft_configuration *conf;
+    json_t *found; /* array of records */
+};
+
+static int collect_unmarked(json_t *rec, void *arg)
+{
+    struct unmarked *u = arg;
+    const char *raft = json_string_value(json_object_get(rec, "Raft"));
+    if (raft == NULL || json_is_true(json_object_get(rec, "Removed")))
+        return 0;
+    for (unsigned i = 0; i < u->conf->n; i++)
+        if (strcmp(u->conf->servers[i].address, raft) == 0)
+            return 0;
+    json_array_append(u->found, rec);
+    return 0;
+}
+
+/* A new leader marks the records of the servers that left the
+ * configuration without it being written (a leader that removed itself
+ * steps down before it can; a leader may lose its leadership in between,
+ * or stop): Consul's leader reconciles its members with the catalog so. */
+static void reconcile_removed(struct cluster *c)
+{
+    struct store_read *rd;
+    struct unmarked u = {&c->raft.configuration, json_array()};
+    if (u.found == NULL || store_read_begin(c->opt.store, &rd) != 0) {
+        json_decref(u.found);
+        return;
+    }
+    int rc = store_each_server(rd, collect_unmarked, &u);
+    store_read_end(rd);
+    size_t i;
+    json_t *rec;
+    json_array_foreach(u.found, i, rec) {
+        if (rc != 0)
+            break;
+        json_object_set_new(rec, "Removed", json_true());
+        apply_server_record(c, json_incref(rec));
+    }
+    json_decref(u.found);
 }
 
 /* A command to raft. One refused (not appended) while a transfer is under
@@ -938,6 +986,7 @@ static void barrier_cb(struct raft_barrier *req, int status)
     pthread_cond_broadcast(&c->ready_cond);
     pthread_mutex_unlock(&c->status_lock);
     announce_self(c);
+    reconcile_removed(c);
 }
 
 /* Has the leader heard from configuration server i lately? raft's own

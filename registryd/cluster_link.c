@@ -247,7 +247,8 @@ int cluster_link_leader_http(struct cluster_link *l, char *addr, size_t addrlen)
         store_read_end(rd);
     }
     const char *http = json_string_value(json_object_get(server, "HTTP"));
-    int rc = http != NULL && strlen(http) < addrlen ? 0 : REG_ENOTFOUND;
+    /* "": a server that never announced itself was removed (cluster.c) */
+    int rc = http != NULL && *http != '\0' && strlen(http) < addrlen ? 0 : REG_ENOTFOUND;
     if (rc == 0)
         snprintf(addr, addrlen, "%s", http);
     json_decref(server);

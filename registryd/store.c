@@ -2235,6 +2235,27 @@ int store_get_server(struct store_read *r, const char *raft_addr, json_t **out)
     return get_json_s(r->s, r->txn, r->s->dbi[DB_META], key, out);
 }
 
+int store_each_server(struct store_read *r, store_json_cb cb, void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k = val_str("server:"), v;
+    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_META], &cur), stop = 0;
+    if (rc != 0)
+        return lmdb_fail("mdb_cursor_open", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         rc == 0 && !stop && k.mv_size >= 7 && memcmp(k.mv_data, "server:", 7) == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        json_t *obj = load_record(r->s, r->s->dbi[DB_META], &k, &v);
+        if (obj != NULL)
+            stop = cb(obj, arg);
+        json_decref(obj);
+    }
+    mdb_cursor_close(cur);
+    if (stop)
+        return stop;
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
 int store_apply(struct store *s, const void *buf, size_t len, struct store_change *chg)
 {
     struct command cmd;

@@ -203,6 +203,9 @@ int store_owner_checks(struct store_read *r, const char *owner, json_t **out);
 /* The record of the server whose raft address is raft_addr ({ID, Raft,
  * HTTP}, a new reference); REG_ENOTFOUND if it never announced itself. */
 int store_get_server(struct store_read *r, const char *raft_addr, json_t **out);
+/* Every server record (checked, as store_get_server's), by raft address;
+ * a nonzero return of cb stops the walk and is returned. */
+int store_each_server(struct store_read *r, store_json_cb cb, void *arg);
 
 /* Nodes registered through the catalog (CMD_NODE): records {Node,
  * NodeAddress, NodeMeta, TaggedAddresses}, borrowed by cb. */

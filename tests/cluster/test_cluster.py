@@ -874,6 +874,15 @@ class ClusterTest(unittest.TestCase):
         index, as Consul's leader deregistering the server's node moves it.
         The query slept through the removal until its wait ended (nothing
         the catalog lists servers by is in the store)."""
+        self.removal_wakes(remove_leader=False)
+
+    def test_a_leader_removing_itself_wakes_a_blocking_query_on_the_nodes(self):
+        """The same when the leader removes itself: it steps down before it
+        could write the removal down; the next leader does, reconciling the
+        records with the configuration once elected."""
+        self.removal_wakes(remove_leader=True)
+
+    def removal_wakes(self, remove_leader):
         leader = self.leader()
         selves = {}
         for d in self.servers:
@@ -893,7 +902,7 @@ class ClusterTest(unittest.TestCase):
         listed, index = nodes(leader)
         self.assertLessEqual(set(selves), listed)
         gone_name, (gone, _, gone_raft) = next((n, v) for n, v in selves.items()
-                                               if v[0] is not leader)
+                                               if (v[0] is leader) == remove_leader)
         asker = next(d for d in self.servers if d is not leader and d is not gone)
         answer = {}
 
@@ -904,11 +913,15 @@ class ClusterTest(unittest.TestCase):
         waiter = threading.Thread(target=block)
         waiter.start()
         time.sleep(0.5)  # parked
-        gone.stop()
-        gone.proc = None
+        if not remove_leader:
+            gone.stop()
+            gone.proc = None
         status, text = leader.request("DELETE", "/v1/operator/raft/peer?address=%s" % gone_raft)
         self.assertEqual(status, 200, text)
         waiter.join(40)
+        if remove_leader:
+            gone.stop()
+            gone.proc = None
         self.assertIn("nodes", answer)
         self.assertLess(answer["secs"], 15, answer)
         after, new_index = answer["nodes"]

@@ -808,11 +808,62 @@ static void test_server_record_moves_the_index(void **state)
     assert_int_equal(store_index(r), before);
     store_read_end(r);
     json_object_set_new(args, "Address", json_string("127.0.0.2"));
+    assert_int_equal(apply(f->s, CMD_SERVER, json_incref(args), &chg), 0);
+    assert_true(chg.n > 0);
+    assert_int_equal(store_read_begin(f->s, &r), 0);
+    assert_true(store_index(r) > before);
+    before = store_index(r);
+    store_read_end(r);
+    /* marked removed (cluster.c, when it leaves the configuration): a
+     * change too, which an older server stores as it is */
+    json_object_set_new(args, "Removed", json_true());
     assert_int_equal(apply(f->s, CMD_SERVER, args, &chg), 0);
     assert_true(chg.n > 0);
     assert_int_equal(store_read_begin(f->s, &r), 0);
     assert_true(store_index(r) > before);
     store_read_end(r);
+}
+
+static int collect_server(json_t *rec, void *arg)
+{
+    json_array_append(arg, json_object_get(rec, "Raft"));
+    return 0;
+}
+
+static int collect_two_servers(json_t *rec, void *arg)
+{
+    collect_server(rec, arg);
+    return json_array_size(arg) == 2 ? 9 : 0; /* stops at the second */
+}
+
+/* Every server record, by raft address, and nothing else of meta (the
+ * nodes, ACL records and indexes that share the table). */
+static void test_each_server(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change chg;
+    struct store_read *r;
+    const char *addrs[] = {"127.0.0.1:9", "127.0.0.3:9", "127.0.0.2:9"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(apply(f->s, CMD_SERVER, json_pack("{s:i, s:s, s:s}", "ID", i + 1, "Raft",
+                                                           addrs[i], "HTTP", "127.0.0.1:8"),
+                               &chg),
+                         0);
+    assert_int_equal(apply(f->s, CMD_REGISTER, reg_args("a", "web", NULL), &chg), 0);
+    json_t *seen = json_array();
+    assert_int_equal(store_read_begin(f->s, &r), 0);
+    assert_int_equal(store_each_server(r, collect_server, seen), 0);
+    assert_int_equal(json_array_size(seen), 3);
+    for (int i = 0; i < 3; i++) {
+        char want[16];
+        snprintf(want, sizeof(want), "127.0.0.%d:9", i + 1);
+        assert_string_equal(json_string_value(json_array_get(seen, (size_t)i)), want);
+    }
+    json_array_clear(seen);
+    assert_int_equal(store_each_server(r, collect_two_servers, seen), 9);
+    assert_int_equal(json_array_size(seen), 2);
+    store_read_end(r);
+    json_decref(seen);
 }
 
 /* ---- derived indexes: by_state and name_tags ------------------------------
@@ -1429,6 +1480,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_register_and_indexes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_record_checked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_record_moves_the_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_each_server, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_may_have_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_reset_renew, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_update_only_on_change, setup, teardown),
