@@ -203,6 +203,18 @@ class BadInputTest(unittest.TestCase):
         self.assertEqual(self.snapshot(), before)  # nothing stored changed
         self.assertEqual(self.d.request("GET", "/v1/status/leader")[0], 200)
 
+    def test_announcement_with_null_node_meta_is_one_without(self):
+        """"NodeMeta": null is no meta, as a null Meta is elsewhere; a
+        string is refused (above, a non-string value and a bad key)."""
+        body = {"ID": 9, "Raft": "127.0.0.1:9", "HTTP": "127.0.0.1:8", "Node": "n9",
+                "Address": "127.0.0.1", "NodeMeta": None}
+        status, text = self.d.request("PUT", "/v1/internal/raft/announce", json.dumps(body))
+        self.assertEqual(status, 200, text)
+        body["NodeMeta"] = "role=raft"
+        status, text = self.d.request("PUT", "/v1/internal/raft/announce", json.dumps(body))
+        self.assertEqual(status, 400, text)
+        self.assertIn("NodeMeta", text)
+
     def test_costly_pattern_answers_at_once(self):
         # glibc's regexec took 33 s and 570 MB on ".*a[ab]{100}c" over a 4 KB
         # check output, more than 90 s with {500}, holding an HTTP worker
