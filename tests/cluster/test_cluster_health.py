@@ -11,7 +11,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import TempDir, free_port, start_cluster  # noqa: E402
+from harness import TempDir, free_port, sanitized_binary, start_cluster  # noqa: E402
 
 # Checks are shared by rendezvous hashing over random server ids: with 12 a
 # server owned none of them in about 2% of runs ((2/3)^12 per server), and
@@ -107,8 +107,10 @@ class ClusterHealthTest(unittest.TestCase):
         self.assertLess(max(counts), total * 0.9, "one server does almost everything: %s" % counts)
 
         self.eps.dead |= {0, 1, 2}
-        took = self.wait_critical(self.servers[0], {"h-0", "h-1", "h-2"}, 5)
-        self.assertLess(took, 0.5 * 1 + 1 + 1.5)  # Interval x 1 + 1 s, and some slack
+        took = self.wait_critical(self.servers[0], {"h-0", "h-1", "h-2"}, 10)
+        # Interval x 1 + 1 s, and slack (probe -> leader -> commit -> applied
+        # here, on three servers of a busy machine; more under ASan)
+        self.assertLess(took, 0.5 * 1 + 1 + (4.5 if sanitized_binary() else 1.5))
 
         # a server dies: its checks move to the others (after its liveness lapses)
         victim = self.servers[2]

@@ -938,12 +938,14 @@ class TokenExpirationTest(unittest.TestCase):
         self.assertNotEqual(c["AccessorID"], t["AccessorID"])
         # as at create, it must be at least acl_token_min_expiration_ttl away
         short = self.ok("PUT", "/v1/acl/token", {"ExpirationTTL": "1500ms"})
-        time.sleep(0.8)
+        # at least 0.6 s later it has under 0.9 s left (it was made before
+        # its answer came); up to 0.9 s of a busy machine before it expires
+        time.sleep(0.6)
         status, text, _ = self.req("PUT", "/v1/acl/token/%s/clone" % short["AccessorID"],
                                    None, MGMT)
         self.assertEqual(status, 400, text)
         self.assertIn("ExpirationTime cannot be less than 1s in the future", text)
-        time.sleep(1)
+        time.sleep(1.2)
         status, text, _ = self.req("PUT", "/v1/acl/token/%s/clone" % short["AccessorID"],
                                    None, MGMT)
         self.assertEqual((status, text.strip()), (403, "ACL not found"))

@@ -120,7 +120,7 @@ class ConnCapTest(unittest.TestCase):
         start = time.monotonic()
         status, _, _ = request_from(d, OTHER, "GET", "/v1/agent/services")
         self.assertEqual(status, 200)
-        self.assertLess(time.monotonic() - start, 1.0)
+        self.assertLess(time.monotonic() - start, 3.0)  # not starved (ASan, a busy machine)
         self.assertEqual(json.loads(request_from(d, OTHER, "GET", "/v1/agent/services")[1]), {})
         self.assertEqual(metric(d, "registryd_http_conns_rejected_total"), 1)
         self.assertGreaterEqual(metric(d, "registryd_http_conns_open"), self.CAP)
@@ -187,11 +187,16 @@ class ConnCapTest(unittest.TestCase):
     def test_json_metrics(self):
         for _ in range(self.CAP + 2):
             self.socks.append(connect(self.d))
-        time.sleep(0.5)
-        status, text, _ = request_from(self.d, OTHER, "GET", "/v1/agent/metrics")
-        self.assertEqual(status, 200)
-        doc = json.loads(text)
-        rejected = [c for c in doc["Counters"] if c["Name"] == "registryd.http.conns.rejected"]
+        deadline = time.monotonic() + 5  # until the server has accepted (and refused) them
+        while True:
+            status, text, _ = request_from(self.d, OTHER, "GET", "/v1/agent/metrics")
+            self.assertEqual(status, 200)
+            doc = json.loads(text)
+            rejected = [c for c in doc["Counters"]
+                        if c["Name"] == "registryd.http.conns.rejected"]
+            if (rejected and rejected[0]["Count"] >= 2) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         self.assertEqual(rejected[0]["Count"], 2)
         gauges = {g["Name"]: g["Value"] for g in doc["Gauges"]}
         self.assertGreaterEqual(gauges["registryd_http_conns_open"], self.CAP)
@@ -282,11 +287,14 @@ class FloodTest(unittest.TestCase):
                 start = time.monotonic()
                 self.assertEqual(request_from(d, OTHER, "GET", "/v1/status/leader")[0], 200)
                 self.assertEqual(request_from(d, OTHER, "GET", "/v1/agent/services")[0], 200)
-                self.assertLess(time.monotonic() - start, 1.0)
+                self.assertLess(time.monotonic() - start, 3.0)
             if workers == 1:  # one accept queue: the first 200 are kept
                 self.assertTrue(all(still_open(s) for s in socks[:200]))
             self.assertEqual(metric(d, "registryd_http_conns_rejected_total"), 4800)
-            time.sleep(0.6)  # the other address's connections are released (one sweep)
+            deadline = time.monotonic() + 5  # the other address's are released (a sweep)
+            while (metric(d, "registryd_http_conns_open") != 200 + 1 and
+                   time.monotonic() < deadline):
+                time.sleep(0.1)
             self.assertEqual(metric(d, "registryd_http_conns_open"), 200 + 1)  # + its own
         finally:
             for s in socks:
