@@ -100,8 +100,6 @@ struct cluster {
     int raft_fd; /* the raft port, held bound from its choice to its listen; -1 */
     bool running; /* cluster_run succeeded (atomic) */
     bool announce_again; /* a restore replaced the server records */
-    bool promoting;      /* promote_orphan's change is under way */
-    uint64_t promote_after_ms; /* after a failed promotion: not again before */
     bool closing;        /* stopping: no raft_* call (but raft_close) from then on */
     /* requests that append an entry (raft_apply, raft_barrier, membership
      * changes) whose callback has not run: stop waits for them */
@@ -900,12 +898,13 @@ static void release_held(struct cluster *c)
     }
 }
 
-static bool is_voter(const struct raft_configuration *conf, raft_id id)
+/* The configuration's server id, or NULL. */
+static const struct raft_server *config_server(const struct raft_configuration *conf, raft_id id)
 {
     for (unsigned i = 0; i < conf->n; i++)
         if (conf->servers[i].id == id)
-            return conf->servers[i].role == RAFT_VOTER;
-    return false;
+            return &conf->servers[i];
+    return NULL;
 }
 
 /* Would removing id leave a configuration without a voter? */
@@ -924,6 +923,7 @@ static void wake_cb(uv_async_t *h)
     for (struct queue_node *n = queue_take(&c->in), *next; n; n = next) {
         next = n->next; /* p may be completed (and queued elsewhere) below */
         struct proposal *p = queue_entry(n, struct proposal, qn);
+        const struct raft_server *srv;
         int rv;
         if (c->closing) { /* raft is closing: nothing more goes to it */
             if (p->kind == PROP_APPLY)
@@ -934,7 +934,14 @@ static void wake_cb(uv_async_t *h)
         p->change.data = p;
         switch (p->kind) {
         case PROP_ADD_VOTER:
-            if (is_voter(&c->raft.configuration, p->member_id)) {
+            if ((srv = config_server(&c->raft.configuration, p->member_id)) != NULL &&
+                strcmp(srv->address, p->member_addr) != 0) {
+                /* the same id at another address: raft would keep the old
+                 * one, a voter nobody reaches */
+                complete(p, REG_ECONFLICT);
+                break;
+            }
+            if (srv != NULL && srv->role == RAFT_VOTER) {
                 complete(p, 0); /* a join again (its answer was lost): done already */
                 break;
             }
@@ -1003,71 +1010,6 @@ static void barrier_cb(struct raft_barrier *req, int status)
     reconcile_removed(c);
 }
 
-/* A spare's promotion (promote_orphan) is over: said once it votes, or if
- * it failed otherwise than by the spare not answering (it may be down for
- * good: tried again every PROMOTE_RETRY_MS, quietly). */
-static void promote_done(void *arg, int status)
-{
-    (void)arg;
-    if (status == 0)
-        log_info("cluster", "msg=\"a server added by an earlier leader votes now\"");
-    else if (status != REG_ESHUTDOWN && status != REG_ETIMEDOUT)
-        log_warn("cluster", "msg=\"promoting a server added by an earlier leader failed\" "
-                            "error=\"%s\"",
-                 reg_strerror(status));
-}
-
-#define PROMOTE_RETRY_MS 5000
-
-static void promote_cb(struct raft_change *req, int status)
-{
-    struct proposal *p = req->data;
-    struct cluster *c = p->c;
-    c->applying--;
-    c->promoting = false;
-    if (status != 0)
-        c->promote_after_ms = mono_ms() + PROMOTE_RETRY_MS;
-    complete(p, status == RAFT_NOCONNECTION ? REG_ETIMEDOUT /* did not catch up */
-                : status != 0             ? appended_error(status)
-                                          : 0);
-}
-
-/* A join adds a server as a spare, then makes it a voter once it has
- * caught up (add_cb): a leader that loses its leadership in between (a
- * hand-over, a leave) leaves a spare nobody promotes. libraft sends a
- * spare nothing: it names the departed leader for good and counts in no
- * quorum. With no membership change of its own under way, the leader
- * promotes such a spare (every server registryd adds is meant to vote).
- * Poll, raft thread. */
-static void promote_orphan(struct cluster *c, uint64_t now)
-{
-    if (c->promoting || c->closing || now < c->promote_after_ms || !c->ready ||
-        c->raft.leader_state.change != NULL || c->raft.leader_state.promotee_id != 0 ||
-        c->raft.transfer != NULL)
-        return;
-    const struct raft_configuration *conf = &c->raft.configuration;
-    unsigned i = 0;
-    while (i < conf->n && conf->servers[i].role == RAFT_VOTER)
-        i++;
-    if (i == conf->n)
-        return;
-    struct proposal *p = calloc(1, sizeof(*p));
-    if (p == NULL)
-        return;
-    p->c = c;
-    p->kind = PROP_ADD_VOTER;
-    p->member_id = conf->servers[i].id;
-    p->cb = promote_done;
-    p->change.data = p;
-    if (raft_assign(&c->raft, &p->change, p->member_id, RAFT_VOTER, promote_cb) != 0) {
-        free(p);
-        c->promote_after_ms = now + PROMOTE_RETRY_MS;
-        return;
-    }
-    c->applying++;
-    c->promoting = true;
-}
-
 /* Has the leader heard from configuration server i lately? raft's own
  * flag is cleared every election timeout; the time it was last seen set
  * carries over those resets. Raft thread. */
@@ -1119,8 +1061,6 @@ static void poll_cb(uv_timer_t *t)
         c->announce_again = false;
         announce_self(c);
     }
-    if (state == RAFT_LEADER)
-        promote_orphan(c, now);
     /* A follower is ready once it follows a leader and has applied what it
      * knows to be committed. */
     if (state == RAFT_FOLLOWER && lid != 0 && raft_last_applied(&c->raft) >= c->raft.commit_index &&

@@ -90,7 +90,18 @@ static void change_done(void *arg, int status)
     http_finish_write(arg, status);
 }
 
-/* PUT /v1/internal/raft/join {"ID", "Raft"}: add a voter (on the leader). */
+static void join_done(void *arg, int status)
+{
+    struct http_req *r = arg;
+    if (status == REG_ECONFLICT)
+        http_fail(r, 409, "This server's raft ID is in the configuration with another "
+                          "address: remove it (registryctl raft remove ID) and join again");
+    http_finish_write(r, status);
+}
+
+/* PUT /v1/internal/raft/join {"ID", "Raft"}: add a voter (on the leader);
+ * done already for a voter at that address (a join again, its answer
+ * lost), 409 for one at another. */
 static void do_join(struct http_req *r)
 {
     json_t *body;
@@ -121,7 +132,7 @@ static void do_join(struct http_req *r)
         http_finish_write(r, REG_ETOOBIG);
         return;
     }
-    http_cluster_member(r->srv, HTTP_MEMBER_ADD, member, addr, change_done, r);
+    http_cluster_member(r->srv, HTTP_MEMBER_ADD, member, addr, join_done, r);
 }
 
 /* ?id=N, a raft server id, into *out (0 when absent); false, with r

@@ -951,8 +951,8 @@ class ClusterTest(unittest.TestCase):
     def test_join_of_a_voter_again_is_done_already(self):
         """A join whose answer was lost is sent again: for a server that is
         a voter already it is done (200). raft refused to assign a voter
-        its own role, the join failed for good, and the server retried it
-        for ever without announcing itself."""
+        its own role, the join failed for good (500), and the server
+        retried it for ever without announcing itself."""
         leader = self.leader()
         follower = next(d for d in self.servers if d is not leader)
         me = json.loads(follower.request("GET", "/v1/internal/raft/self")[1])
@@ -962,6 +962,16 @@ class ClusterTest(unittest.TestCase):
             self.assertEqual(status, 200, text)
         conf = json.loads(leader.request("GET", "/v1/operator/raft/configuration")[1])
         self.assertEqual(sorted(s["Voter"] for s in conf["Servers"]), [True] * 3)
+        # the same ID at another address (a server restarted elsewhere with
+        # its data): raft would keep the old address, a voter nobody
+        # reaches; refused with what to do (it was a 500 "replication error")
+        status, text = follower.request("PUT", "/v1/internal/raft/join", json.dumps(
+            {"ID": me["ID"], "Raft": "127.0.0.1:1", "HTTP": me["HTTP"]}))
+        self.assertEqual(status, 409, text)
+        self.assertIn("remove it", text)
+        conf2 = json.loads(leader.request("GET", "/v1/operator/raft/configuration")[1])
+        self.assertEqual([s["Address"] for s in conf2["Servers"]],
+                         [s["Address"] for s in conf["Servers"]])
 
     def test_large_restore_through_a_follower(self):
         """The follower writes the body to a file and forwards it from there;
