@@ -2235,27 +2235,6 @@ int store_get_server(struct store_read *r, const char *raft_addr, json_t **out)
     return get_json_s(r->s, r->txn, r->s->dbi[DB_META], key, out);
 }
 
-int store_each_server(struct store_read *r, store_json_cb cb, void *arg)
-{
-    MDB_cursor *cur;
-    MDB_val k = val_str("server:"), v;
-    int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_META], &cur), stop = 0;
-    if (rc != 0)
-        return lmdb_fail("mdb_cursor_open", rc);
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-         rc == 0 && !stop && k.mv_size >= 7 && memcmp(k.mv_data, "server:", 7) == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        json_t *obj = load_record(r->s, r->s->dbi[DB_META], &k, &v);
-        if (obj != NULL)
-            stop = cb(obj, arg);
-        json_decref(obj);
-    }
-    mdb_cursor_close(cur);
-    if (stop)
-        return stop;
-    return rc == 0 || rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
-}
-
 int store_apply(struct store *s, const void *buf, size_t len, struct store_change *chg)
 {
     struct command cmd;
@@ -3064,18 +3043,22 @@ bool store_instance_may_have_checks(struct store_read *r, const char *service_id
     return may;
 }
 
-int store_each_node_pre(struct store_read *r, bool (*pre)(const char *text, size_t len, void *arg),
-                        store_json_cb cb, void *arg)
+/* The records of meta whose keys begin with prefix, in key order; pre
+ * (NULL: none) sees each raw value first and may skip it. */
+static int each_meta(struct store_read *r, const char *prefix,
+                     bool (*pre)(const char *text, size_t len, void *arg), store_json_cb cb,
+                     void *arg)
 {
     MDB_cursor *cur;
-    MDB_val k = val_str("node:"), v;
+    size_t plen = strlen(prefix);
+    MDB_val k = val_str(prefix), v;
     int rc = mdb_cursor_open(r->txn, r->s->dbi[DB_META], &cur), stop = 0;
     if (rc != 0)
         return lmdb_fail("mdb_cursor_open", rc);
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-         rc == 0 && !stop && k.mv_size >= 5 && memcmp(k.mv_data, "node:", 5) == 0;
+         rc == 0 && !stop && k.mv_size >= plen && memcmp(k.mv_data, prefix, plen) == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (pre != NULL && !pre(v.mv_data, v.mv_size, arg)) /* node records are plain text */
+        if (pre != NULL && !pre(v.mv_data, v.mv_size, arg))
             continue;
         json_t *obj = load_record(r->s, r->s->dbi[DB_META], &k, &v);
         if (obj != NULL)
@@ -3086,6 +3069,17 @@ int store_each_node_pre(struct store_read *r, bool (*pre)(const char *text, size
     if (stop)
         return stop;
     return rc == 0 || rc == MDB_NOTFOUND ? 0 : lmdb_fail("mdb_cursor_get", rc);
+}
+
+int store_each_node_pre(struct store_read *r, bool (*pre)(const char *text, size_t len, void *arg),
+                        store_json_cb cb, void *arg)
+{
+    return each_meta(r, "node:", pre, cb, arg); /* node records are plain text */
+}
+
+int store_each_server(struct store_read *r, store_json_cb cb, void *arg)
+{
+    return each_meta(r, "server:", NULL, cb, arg);
 }
 
 int store_each_node(struct store_read *r, store_json_cb cb, void *arg)
