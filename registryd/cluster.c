@@ -112,6 +112,8 @@ struct cluster {
      * failing with "No cluster leader". */
     struct proposal *transfer_held, **transfer_held_tail;
     unsigned drain_ticks; /* waited for them at stop (DRAIN_TICK_MS each) */
+    struct raft spent;    /* what a late second io close callback finds (raft_closed) */
+    bool io_spent;        /* raft closed: the io is freed once the loop ran dry */
     bool snap_busy;       /* a snapshot taken and not yet finalized (being copied,
                            * or written by libraft's io): stop waits for it */
     bool starting;       /* inside raft_start (its snapshot restore) */
@@ -1120,10 +1122,21 @@ static void handle_closed(uv_handle_t *h)
     (void)h;
 }
 
+/* raft_close is done. libraft 0.15's io does not forget its close
+ * callback once it has called it, and a callback of its own that comes
+ * later (a handle or a piece of work it did not wait for) calls it again:
+ * with the io freed here at once, that read freed memory and died with
+ * SIGSEGV in libraft's ioCloseCb (test_http_workers' stop with writes in
+ * flight and a snapshot every 16 entries: 5 stops in 730 under load,
+ * each with a snapshot under way at SIGTERM; older libraft too). So the io
+ * is freed only once the loop has run dry (cluster_free), and a second
+ * call finds a spent raft (zeroed: nothing to free, no callback). */
 static void raft_closed(struct raft *r)
 {
     struct cluster *c = r->data;
-    raft_uv_close(&c->io);
+    memset(&c->spent, 0, sizeof(c->spent));
+    c->io.data = &c->spent;
+    c->io_spent = true;
     transport_fini(&c->transport);
     uv_close((uv_handle_t *)&c->wake, handle_closed);
     uv_close((uv_handle_t *)&c->stop, handle_closed);
@@ -1155,12 +1168,18 @@ static void raft_closed(struct raft *r)
 
 static void close_raft(struct cluster *c);
 
+/* Anything the stop waits for before raft_close? */
+static bool must_drain(struct cluster *c)
+{
+    return (c->applying > 0 && c->drain_ticks < DRAIN_TICKS) ||
+           (c->snap_busy && c->drain_ticks < DRAIN_SNAPSHOT_TICKS);
+}
+
 static void drain_tick(uv_timer_t *t)
 {
     struct cluster *c = t->data;
     ++c->drain_ticks;
-    if ((c->applying > 0 && c->drain_ticks < DRAIN_TICKS) ||
-        (c->snap_busy && c->drain_ticks < DRAIN_SNAPSHOT_TICKS))
+    if (must_drain(c))
         return;
     uv_timer_stop(&c->poll);
     close_raft(c);
@@ -1172,7 +1191,7 @@ static void stop_cb(uv_async_t *h)
     uv_timer_stop(&c->poll);
     c->closing = true;
     release_held(c); /* answered: shutting down */
-    if ((c->applying > 0 || c->snap_busy) &&
+    if (must_drain(c) &&
         uv_timer_start(&c->poll, drain_tick, DRAIN_TICK_MS, DRAIN_TICK_MS) == 0)
         return;
     close_raft(c);
@@ -1706,6 +1725,8 @@ void cluster_free(struct cluster *c)
         }
         uv_run(&c->loop, UV_RUN_DEFAULT);
     }
+    if (c->io_spent) /* the loop has run dry: nothing of libraft's runs again */
+        raft_uv_close(&c->io);
     if (c->loop_init && uv_loop_close(&c->loop) != 0)
         log_warn("cluster", "msg=\"uv loop still had handles at close\"");
     /* The raft thread is gone: hand what it finished, and what it never
