@@ -960,10 +960,8 @@ static void wake_cb(uv_async_t *h)
                 complete(p, REG_EINVAL); /* never strand the data */
                 break;
             }
-            for (unsigned i = 0; i < c->raft.configuration.n; i++)
-                if (c->raft.configuration.servers[i].id == p->member_id)
-                    snprintf(p->member_addr, sizeof(p->member_addr), "%s",
-                             c->raft.configuration.servers[i].address);
+            if ((srv = config_server(&c->raft.configuration, p->member_id)) != NULL)
+                snprintf(p->member_addr, sizeof(p->member_addr), "%s", srv->address);
             rv = raft_remove(&c->raft, &p->change, p->member_id, remove_cb);
             if (rv != 0)
                 complete(p, map_raft_error(rv));

@@ -17,8 +17,8 @@
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "duration.h"
 #include "mailbox.h"
 #include "registry/error.h"
 #include "store.h"
@@ -94,13 +94,6 @@ static void unlink_waiter(struct watch_waiter *wt)
 }
 
 /* ---- timer slots ---- */
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void slot_unhash(struct watch_slot *sl)
 {
