@@ -141,6 +141,24 @@ class Lib:
         self.L.reg_client_free(c)
 
 
+class HttpsRegistryd(Registryd):
+    """A registryd with an HTTPS listener whose port is picked with the
+    others: start() picks them all again when one was taken meanwhile (a
+    port fixed in the arguments was tried again as it was, and a parallel
+    test holding it failed setUpClass)."""
+
+    def __init__(self, tls_args):
+        self.tls_args = list(tls_args)
+        super().__init__()
+
+    def pick_ports(self):
+        super().pick_ports()
+        self.https_port = free_port()
+
+    def args(self):
+        return super().args() + ["--https-addr", "127.0.0.1:%d" % self.https_port] + self.tls_args
+
+
 class TlsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -149,17 +167,16 @@ class TlsTest(unittest.TestCase):
         p = cls.certs
         cls.servers = []
         # one-way TLS, mutual TLS, and a server whose certificate a rogue CA signed
-        cls.https_port, cls.mtls_port, cls.rogue_port = free_port(), free_port(), free_port()
-        specs = [(cls.https_port, certs.tls_args(p)),
-                 (cls.mtls_port, certs.tls_args(p, verify_incoming=True)),
-                 (cls.rogue_port, ["--tls-ca-file", p["rogue_ca"],
-                                   "--tls-cert-file", p["rogue_server_cert"],
-                                   "--tls-key-file", p["rogue_server_key"]])]
-        for port, args in specs:
-            d = Registryd(extra_args=["--https-addr", "127.0.0.1:%d" % port] + args)
+        specs = [certs.tls_args(p),
+                 certs.tls_args(p, verify_incoming=True),
+                 ["--tls-ca-file", p["rogue_ca"], "--tls-cert-file", p["rogue_server_cert"],
+                  "--tls-key-file", p["rogue_server_key"]]]
+        for args in specs:
+            d = HttpsRegistryd(args)
             cls.servers.append(d)
             d.start()
         cls.plain, cls.mtls = cls.servers[0], cls.servers[1]
+        cls.https_port, cls.mtls_port, cls.rogue_port = (d.https_port for d in cls.servers)
         cls.https = "https://127.0.0.1:%d" % cls.https_port
         cls.mtls_addr = "https://127.0.0.1:%d" % cls.mtls_port
         cls.rogue = "https://127.0.0.1:%d" % cls.rogue_port
@@ -543,10 +560,8 @@ class TlsTest(unittest.TestCase):
     def test_progress_on_a_terminal_only(self):
         import bigstore
         p = self.certs
-        port = free_port()
-        d = Registryd(extra_args=["--https-addr", "127.0.0.1:%d" % port] + certs.tls_args(p))
-        https = "https://127.0.0.1:%d" % port
-        d.start()
+        d = HttpsRegistryd(certs.tls_args(p)).start()
+        https = "https://127.0.0.1:%d" % d.https_port
         try:
             src = os.path.join(self.tmp.path, "big-src.snap")
             with open(src, "wb") as fh:
